@@ -20,18 +20,18 @@ fn uncontended(c: &mut Criterion) {
     group.bench_function("peek", |b| b.iter(|| black_box(seq.peek())));
     group.bench_function("check", |b| b.iter(|| black_box(seq.check(cursor))));
     group.bench_function("check_and_advance_no_new_error", |b| {
-        b.iter(|| black_box(seq.check_and_advance(black_box(&mut cursor))))
+        b.iter(|| black_box(seq.check_and_advance(black_box(&mut cursor))));
     });
     group.bench_function("set_observed_then_report", |b| {
         // Each round is a real error and a real report: two CAS.
         b.iter(|| {
             seq.set(Errno::EIO);
             black_box(seq.check_and_advance(&mut cursor))
-        })
+        });
     });
     group.bench_function("set_unobserved_same_errno", |b| {
         let fresh = ErrSeq::new();
-        b.iter(|| black_box(fresh.set(Errno::EIO)))
+        b.iter(|| black_box(fresh.set(Errno::EIO)));
     });
     group.finish();
 }
@@ -80,7 +80,7 @@ fn two_threads(c: &mut Criterion) {
                     let _ = black_box(seq.check_and_advance(cursor));
                 },
             )
-        })
+        });
     });
     group.bench_function("check_and_advance_vs_set", |b| {
         b.iter_custom(|iterations| {
@@ -94,7 +94,7 @@ fn two_threads(c: &mut Criterion) {
                     let _ = black_box(seq.check_and_advance(cursor));
                 },
             )
-        })
+        });
     });
     group.bench_function("check_vs_check", |b| {
         b.iter_custom(|iterations| {
@@ -108,7 +108,7 @@ fn two_threads(c: &mut Criterion) {
                     let _ = black_box(seq.check(*cursor));
                 },
             )
-        })
+        });
     });
     group.finish();
 }

@@ -172,7 +172,7 @@ fn check_and_advance_on_peeked_value_sets_reported() {
 
 #[test]
 fn counter_wraps_to_zero_yet_cursor_still_sees_change() {
-    let max_counter = u64::MAX & !(COUNTER_ONE - 1);
+    let max_counter = !(COUNTER_ONE - 1);
     let seq = word_with(max_counter | OBSERVED | REPORTED | 5);
     let before = seq.sample();
     seq.set(EIO);

@@ -1,0 +1,256 @@
+//! The device layer's error: what failed (an errno-like kind), which request, and whether a
+//! fault rule injected it.
+//!
+//! Every device error maps to exactly one errno ([`DeviceError::errno`]) so the layers above
+//! can hand the right code to an fsync caller without guessing.
+
+use std::fmt;
+use std::io;
+use std::str::FromStr;
+
+use super::{ByteRange, FaultRuleError, IoClass, IoOperation, RuleId};
+
+/// A POSIX error number, as carried by injected faults and OS errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Errno(pub i32);
+
+/// Errno names a fault rule may use by name; any other errno can be given as a number.
+const ERRNO_NAMES: [(&str, i32); 16] = [
+    ("EIO", libc::EIO),
+    ("ENOSPC", libc::ENOSPC),
+    ("EROFS", libc::EROFS),
+    ("EBADMSG", libc::EBADMSG),
+    ("ENODEV", libc::ENODEV),
+    ("ENXIO", libc::ENXIO),
+    ("ETIMEDOUT", libc::ETIMEDOUT),
+    ("EAGAIN", libc::EAGAIN),
+    ("ENOMEM", libc::ENOMEM),
+    ("EPERM", libc::EPERM),
+    ("EACCES", libc::EACCES),
+    ("EINTR", libc::EINTR),
+    ("ENOLINK", libc::ENOLINK),
+    ("EREMOTEIO", libc::EREMOTEIO),
+    ("EDQUOT", libc::EDQUOT),
+    ("EFBIG", libc::EFBIG),
+];
+
+impl Errno {
+    /// Input/output error, the generic device failure.
+    pub const EIO: Errno = Errno(libc::EIO);
+    /// No space left on device.
+    pub const ENOSPC: Errno = Errno(libc::ENOSPC);
+
+    /// The symbolic name, if the errno is one of the common ones.
+    pub fn name(self) -> Option<&'static str> {
+        ERRNO_NAMES
+            .iter()
+            .find(|(_, number)| *number == self.0)
+            .map(|(name, _)| *name)
+    }
+}
+
+impl fmt::Display for Errno {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(name) => formatter.write_str(name),
+            None => write!(formatter, "{}", self.0),
+        }
+    }
+}
+
+impl FromStr for Errno {
+    type Err = FaultRuleError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Some((_, number)) = ERRNO_NAMES
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(text))
+        {
+            return Ok(Errno(*number));
+        }
+        match text.parse::<i32>() {
+            Ok(number) if number > 0 => Ok(Errno(number)),
+            _ => Err(FaultRuleError::new(format!(
+                "unknown errno `{text}` (use a name like EIO or a positive number)"
+            ))),
+        }
+    }
+}
+
+/// What went wrong, in errno terms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceErrorKind {
+    /// A generic input/output error (EIO).
+    #[error("input/output error")]
+    Io,
+    /// The device has no space to store the write (ENOSPC), e.g. a thin volume ran out.
+    #[error("no space left on device")]
+    NoSpace,
+    /// The medium could not return the data in `failed` (EIO); the rest of the request may
+    /// be fine. Carries the failed range so the engine can find the owners of those bytes.
+    #[error("media error in bytes {failed}")]
+    Media {
+        /// The bytes that could not be read.
+        failed: ByteRange,
+    },
+    /// The request reaches past the end of the device (EINVAL: a caller bug, not a disk fault).
+    #[error("request beyond the device end at byte {device_length}")]
+    OutOfBounds {
+        /// The device length in bytes.
+        device_length: u64,
+    },
+    /// The offset or length is not a multiple of the sector size (EINVAL: a caller bug).
+    #[error("request not aligned to the {sector_size}-byte sector size")]
+    Misaligned {
+        /// The device's sector size in bytes.
+        sector_size: u64,
+    },
+    /// The device was opened read-only and received a write (EROFS).
+    #[error("device is read-only")]
+    ReadOnly,
+    /// Power to the (simulated) device was cut: nothing reaches it any more (EIO).
+    #[error("device lost power")]
+    PowerCut,
+    /// Any other errno, from the operating system or a fault rule.
+    #[error("error {errno} ({})", io::Error::from_raw_os_error(errno.0))]
+    Os {
+        /// The error number.
+        errno: Errno,
+    },
+}
+
+impl DeviceErrorKind {
+    /// The kind an errno stands for: EIO and ENOSPC get their own kinds, the rest stay numbers.
+    pub fn from_errno(errno: Errno) -> DeviceErrorKind {
+        match errno.0 {
+            libc::EIO => DeviceErrorKind::Io,
+            libc::ENOSPC => DeviceErrorKind::NoSpace,
+            libc::EROFS => DeviceErrorKind::ReadOnly,
+            _ => DeviceErrorKind::Os { errno },
+        }
+    }
+
+    /// The errno this kind is reported as.
+    pub fn errno(&self) -> Errno {
+        match self {
+            DeviceErrorKind::Io | DeviceErrorKind::Media { .. } | DeviceErrorKind::PowerCut => {
+                Errno::EIO
+            }
+            DeviceErrorKind::NoSpace => Errno::ENOSPC,
+            DeviceErrorKind::OutOfBounds { .. } | DeviceErrorKind::Misaligned { .. } => {
+                Errno(libc::EINVAL)
+            }
+            DeviceErrorKind::ReadOnly => Errno(libc::EROFS),
+            DeviceErrorKind::Os { errno } => *errno,
+        }
+    }
+}
+
+/// A failed device request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{operation} of {class} bytes {range} failed: {kind}{}", injected_suffix(.injected_by))]
+pub struct DeviceError {
+    /// What went wrong.
+    pub kind: DeviceErrorKind,
+    /// The request that failed.
+    pub operation: IoOperation,
+    /// The class of the request.
+    pub class: IoClass,
+    /// The bytes the request covered (empty for a flush).
+    pub range: ByteRange,
+    /// The fault rule that injected the error, if it was injected.
+    pub injected_by: Option<RuleId>,
+}
+
+fn injected_suffix(rule: &Option<RuleId>) -> String {
+    match rule {
+        Some(rule) => format!(" (injected by fault rule {rule})"),
+        None => String::new(),
+    }
+}
+
+impl DeviceError {
+    /// An error that was not injected.
+    pub fn new(
+        kind: DeviceErrorKind,
+        operation: IoOperation,
+        class: IoClass,
+        range: ByteRange,
+    ) -> DeviceError {
+        DeviceError {
+            kind,
+            operation,
+            class,
+            range,
+            injected_by: None,
+        }
+    }
+
+    /// Converts an OS error from a request, keeping its errno.
+    pub fn from_io(
+        error: &io::Error,
+        operation: IoOperation,
+        class: IoClass,
+        range: ByteRange,
+    ) -> DeviceError {
+        let kind = match error.raw_os_error() {
+            Some(errno) => DeviceErrorKind::from_errno(Errno(errno)),
+            // Errors without an errno (a short read at end of file) are still I/O failures.
+            None => DeviceErrorKind::Io,
+        };
+        DeviceError::new(kind, operation, class, range)
+    }
+
+    /// The errno to report for this error.
+    pub fn errno(&self) -> Errno {
+        self.kind.errno()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_names_and_numbers_parse() {
+        assert_eq!("EIO".parse::<Errno>().unwrap(), Errno::EIO);
+        assert_eq!("enospc".parse::<Errno>().unwrap(), Errno::ENOSPC);
+        assert_eq!("61".parse::<Errno>().unwrap(), Errno(61));
+        assert!("-1".parse::<Errno>().is_err());
+        assert!("EWHAT".parse::<Errno>().is_err());
+        assert_eq!(Errno::EIO.to_string(), "EIO");
+        assert_eq!(Errno(4000).to_string(), "4000");
+    }
+
+    #[test]
+    fn every_kind_reports_its_errno() {
+        assert_eq!(DeviceErrorKind::Io.errno(), Errno::EIO);
+        assert_eq!(DeviceErrorKind::NoSpace.errno(), Errno::ENOSPC);
+        let media = DeviceErrorKind::Media {
+            failed: ByteRange::new(0, 512),
+        };
+        assert_eq!(media.errno(), Errno::EIO);
+        assert_eq!(DeviceErrorKind::PowerCut.errno(), Errno::EIO);
+        assert_eq!(DeviceErrorKind::ReadOnly.errno(), Errno(libc::EROFS));
+        assert_eq!(
+            DeviceErrorKind::from_errno(Errno(libc::ETIMEDOUT)).errno(),
+            Errno(libc::ETIMEDOUT)
+        );
+    }
+
+    #[test]
+    fn error_message_names_the_request_and_the_injecting_rule() {
+        let mut error = DeviceError::new(
+            DeviceErrorKind::Io,
+            IoOperation::Write,
+            IoClass::Data,
+            ByteRange::new(4096, 8192),
+        );
+        assert_eq!(
+            error.to_string(),
+            "write of data bytes 4096..8192 failed: input/output error"
+        );
+        error.injected_by = Some(RuleId(3));
+        assert!(error.to_string().ends_with("(injected by fault rule 3)"));
+    }
+}

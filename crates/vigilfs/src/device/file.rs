@@ -1,0 +1,259 @@
+//! A device backed by an image file or a real block device, through pread/pwrite.
+//!
+//! Durability comes from `fdatasync` on [`flush`](BlockDevice::flush): the kernel's page cache
+//! is the volatile cache. O_DIRECT is not used (it would need sector-aligned buffers, hence
+//! unsafe allocation, and nothing has yet measured a need for it), so reads may be served
+//! from the page cache.
+//!
+//! A failed `fdatasync` is returned to the caller and never retried here: after a writeback
+//! error the kernel may already have dropped the dirty pages, so a retry that succeeds would
+//! hide lost data.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use super::{
+    check_request, BlockDevice, ByteRange, DeviceError, DeviceErrorKind, IoClass, IoOperation,
+    SectorSize,
+};
+
+/// How to open a [`FileDevice`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FileDeviceOptions {
+    /// Refuse writes with [`DeviceErrorKind::ReadOnly`] and open the file read-only.
+    pub read_only: bool,
+    /// The sector size to use. `None` asks the kernel for a block device's logical block size
+    /// and uses 512 bytes for an image file.
+    pub sector_size: Option<SectorSize>,
+}
+
+/// An image file or block device used as a [`BlockDevice`].
+#[derive(Debug)]
+pub struct FileDevice {
+    file: File,
+    length: u64,
+    sector_size: SectorSize,
+    read_only: bool,
+}
+
+impl FileDevice {
+    /// Opens an existing image file or block device. The usable length is the file's size
+    /// rounded down to whole sectors.
+    pub fn open(path: &Path, options: FileDeviceOptions) -> io::Result<FileDevice> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(!options.read_only)
+            .open(path)?;
+        let metadata = file.metadata()?;
+        let is_block_device = metadata.file_type().is_block_device();
+        let sector_size = match options.sector_size {
+            Some(sector_size) => sector_size,
+            None if is_block_device => logical_block_size(metadata.rdev())?,
+            None => SectorSize::Bytes512,
+        };
+        // A block device reports size 0 in its metadata; seeking to the end gives its size.
+        let raw_length = if is_block_device {
+            file.seek(SeekFrom::End(0))?
+        } else {
+            metadata.len()
+        };
+        Ok(FileDevice {
+            file,
+            length: raw_length - raw_length % sector_size.bytes(),
+            sector_size,
+            read_only: options.read_only,
+        })
+    }
+
+    /// Creates a new zero-filled (sparse) image file of `length` bytes and opens it. Fails if
+    /// the path exists, so an existing image or device is never truncated by accident.
+    pub fn create_image(
+        path: &Path,
+        length: u64,
+        sector_size: SectorSize,
+    ) -> io::Result<FileDevice> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        file.set_len(length)?;
+        drop(file);
+        FileDevice::open(
+            path,
+            FileDeviceOptions {
+                read_only: false,
+                sector_size: Some(sector_size),
+            },
+        )
+    }
+}
+
+/// The logical block size the kernel reports for the block device `rdev`, from sysfs (no
+/// ioctl, so no unsafe code).
+fn logical_block_size(rdev: u64) -> io::Result<SectorSize> {
+    let path = format!(
+        "/sys/dev/block/{}:{}/queue/logical_block_size",
+        libc::major(rdev),
+        libc::minor(rdev)
+    );
+    let text = std::fs::read_to_string(&path)?;
+    let bytes = text.trim().parse::<u64>().map_err(|error| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{path}: not a number: {error}"),
+        )
+    })?;
+    SectorSize::from_bytes(bytes).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("logical block size {bytes} is neither 512 nor 4096"),
+        )
+    })
+}
+
+impl BlockDevice for FileDevice {
+    fn read_at(&self, offset: u64, buffer: &mut [u8], class: IoClass) -> Result<(), DeviceError> {
+        let operation = IoOperation::Read;
+        check_request(
+            operation,
+            class,
+            offset,
+            buffer.len(),
+            self.length,
+            self.sector_size,
+        )?;
+        self.file.read_exact_at(buffer, offset).map_err(|error| {
+            DeviceError::from_io(
+                &error,
+                operation,
+                class,
+                ByteRange::at(offset, buffer.len() as u64),
+            )
+        })
+    }
+
+    fn write_at(&self, offset: u64, buffer: &[u8], class: IoClass) -> Result<(), DeviceError> {
+        let operation = IoOperation::Write;
+        let range = ByteRange::at(offset, buffer.len() as u64);
+        if self.read_only {
+            return Err(DeviceError::new(
+                DeviceErrorKind::ReadOnly,
+                operation,
+                class,
+                range,
+            ));
+        }
+        check_request(
+            operation,
+            class,
+            offset,
+            buffer.len(),
+            self.length,
+            self.sector_size,
+        )?;
+        self.file
+            .write_all_at(buffer, offset)
+            .map_err(|error| DeviceError::from_io(&error, operation, class, range))
+    }
+
+    fn flush(&self, class: IoClass) -> Result<(), DeviceError> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.file.sync_data().map_err(|error| {
+            DeviceError::from_io(&error, IoOperation::Flush, class, ByteRange::new(0, 0))
+        })
+    }
+
+    fn length(&self) -> u64 {
+        self.length
+    }
+
+    fn sector_size(&self) -> SectorSize {
+        self.sector_size
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct TemporaryImage(std::path::PathBuf);
+
+    impl TemporaryImage {
+        fn new(name: &str) -> TemporaryImage {
+            let path = std::env::temp_dir().join(format!(
+                "vigilfs-file-device-{}-{name}.img",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_file(&path);
+            TemporaryImage(path)
+        }
+    }
+
+    impl Drop for TemporaryImage {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn writes_survive_reopening_the_image() {
+        let image = TemporaryImage::new("reopen");
+        let device = FileDevice::create_image(&image.0, 65536, SectorSize::Bytes4096).unwrap();
+        assert_eq!(device.length(), 65536);
+        device.write_at(8192, &[0xab; 4096], IoClass::Data).unwrap();
+        device.flush(IoClass::Data).unwrap();
+        drop(device);
+
+        let device = FileDevice::open(
+            &image.0,
+            FileDeviceOptions {
+                read_only: true,
+                sector_size: Some(SectorSize::Bytes4096),
+            },
+        )
+        .unwrap();
+        let mut buffer = vec![0; 4096];
+        device.read_at(8192, &mut buffer, IoClass::Data).unwrap();
+        assert!(buffer.iter().all(|&byte| byte == 0xab));
+    }
+
+    #[test]
+    fn read_only_device_refuses_writes() {
+        let image = TemporaryImage::new("read-only");
+        drop(FileDevice::create_image(&image.0, 4096, SectorSize::Bytes512).unwrap());
+        let device = FileDevice::open(
+            &image.0,
+            FileDeviceOptions {
+                read_only: true,
+                sector_size: None,
+            },
+        )
+        .unwrap();
+        let error = device.write_at(0, &[0; 512], IoClass::Data).unwrap_err();
+        assert_eq!(error.kind, DeviceErrorKind::ReadOnly);
+    }
+
+    #[test]
+    fn create_image_refuses_to_overwrite_an_existing_file() {
+        let image = TemporaryImage::new("exists");
+        drop(FileDevice::create_image(&image.0, 4096, SectorSize::Bytes512).unwrap());
+        let error = FileDevice::create_image(&image.0, 4096, SectorSize::Bytes512).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::AlreadyExists);
+    }
+
+    #[test]
+    fn image_length_is_rounded_down_to_whole_sectors() {
+        let image = TemporaryImage::new("rounding");
+        let device = FileDevice::create_image(&image.0, 10_000, SectorSize::Bytes4096).unwrap();
+        assert_eq!(device.length(), 8192);
+        let error = device
+            .read_at(8192, &mut [0; 4096], IoClass::Data)
+            .unwrap_err();
+        assert!(matches!(error.kind, DeviceErrorKind::OutOfBounds { .. }));
+    }
+}

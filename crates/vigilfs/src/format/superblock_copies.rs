@@ -1,0 +1,350 @@
+//! Reading and writing the three superblock copies.
+//!
+//! Writing updates the primary, flushes, then updates both backups and flushes again, so at
+//! every instant of a power cut at least one copy holds either the old or the new superblock
+//! intact: while the primary is being written the backups hold the old one, and while the
+//! backups are being written the primary holds the new one.
+//!
+//! Reading uses the primary if it is valid, otherwise the valid backup with the highest write
+//! sequence, and says which copy it used and why the others were rejected. Backups are looked
+//! for relative to the current device length (see [`layout`](super::layout)).
+
+use super::layout::{SuperblockCopy, HEAD_RESERVED_BYTES, SUPERBLOCK_SIZE, TAIL_RESERVED_BYTES};
+use super::superblock::Superblock;
+use super::FormatError;
+use crate::device::{BlockDevice, DeviceError, IoClass};
+
+/// A superblock copy that could not be used, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedCopy {
+    /// Which copy.
+    pub copy: SuperblockCopy,
+    /// Why it was rejected.
+    pub error: FormatError,
+}
+
+/// A superblock copy that could not be written (or flushed), and the device's error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyWriteFailure {
+    /// Which copy.
+    pub copy: SuperblockCopy,
+    /// The device error.
+    pub error: DeviceError,
+}
+
+/// The superblock found at mount time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedSuperblock {
+    /// The superblock in use.
+    pub superblock: Superblock,
+    /// The copy it came from.
+    pub source: SuperblockCopy,
+    /// Copies read and rejected before (or instead of) it. Empty when the primary was valid:
+    /// backups are then not read at all.
+    pub rejected: Vec<RejectedCopy>,
+}
+
+/// Reads and fully validates one copy.
+pub fn read_superblock_copy<D: BlockDevice + ?Sized>(
+    device: &D,
+    copy: SuperblockCopy,
+) -> Result<Superblock, FormatError> {
+    let device_length = device.length();
+    let offset = copy
+        .offset(device_length)
+        .ok_or(FormatError::DeviceTooSmall {
+            device_length,
+            needed: HEAD_RESERVED_BYTES + TAIL_RESERVED_BYTES,
+        })?;
+    let mut bytes = vec![0; SUPERBLOCK_SIZE];
+    device.read_at(offset, &mut bytes, IoClass::Superblock)?;
+    let superblock = Superblock::decode(&bytes)?;
+    superblock.validate_for_device(device_length, device.sector_size())?;
+    Ok(superblock)
+}
+
+/// Every copy's outcome, for fsck and status (reads all three).
+pub fn inspect_superblock_copies<D: BlockDevice + ?Sized>(
+    device: &D,
+) -> Vec<(SuperblockCopy, Result<Superblock, FormatError>)> {
+    SuperblockCopy::ALL
+        .into_iter()
+        .map(|copy| (copy, read_superblock_copy(device, copy)))
+        .collect()
+}
+
+/// Finds the superblock to mount with: the primary if valid, else the newest valid backup.
+pub fn read_superblock<D: BlockDevice + ?Sized>(
+    device: &D,
+) -> Result<LoadedSuperblock, FormatError> {
+    let mut rejected = Vec::new();
+    match read_superblock_copy(device, SuperblockCopy::Primary) {
+        Ok(superblock) => {
+            return Ok(LoadedSuperblock {
+                superblock,
+                source: SuperblockCopy::Primary,
+                rejected,
+            })
+        }
+        Err(error) => rejected.push(RejectedCopy {
+            copy: SuperblockCopy::Primary,
+            error,
+        }),
+    }
+    let mut newest: Option<(SuperblockCopy, Superblock)> = None;
+    for copy in [SuperblockCopy::FirstBackup, SuperblockCopy::SecondBackup] {
+        match read_superblock_copy(device, copy) {
+            Ok(superblock) => {
+                let newer = newest
+                    .as_ref()
+                    .is_none_or(|(_, best)| superblock.write_sequence > best.write_sequence);
+                if newer {
+                    newest = Some((copy, superblock));
+                }
+            }
+            Err(error) => rejected.push(RejectedCopy { copy, error }),
+        }
+    }
+    match newest {
+        Some((source, superblock)) => Ok(LoadedSuperblock {
+            superblock,
+            source,
+            rejected,
+        }),
+        None => Err(FormatError::NoValidSuperblock { rejected }),
+    }
+}
+
+/// Writes `superblock` to all three copies, bumping its write sequence first. Every copy is
+/// attempted even if an earlier one fails; any failure is returned (with all failures listed),
+/// because a copy that silently kept old contents could later be preferred by recovery.
+pub fn write_superblocks<D: BlockDevice + ?Sized>(
+    device: &D,
+    superblock: &mut Superblock,
+) -> Result<(), FormatError> {
+    let device_length = device.length();
+    superblock.write_sequence = superblock.write_sequence.wrapping_add(1);
+    superblock.validate_for_device(device_length, device.sector_size())?;
+    let bytes = superblock.encode()?;
+    let mut failures = Vec::new();
+    let write_copy = |copy: SuperblockCopy, failures: &mut Vec<CopyWriteFailure>| {
+        // validate_for_device proved the device holds every copy.
+        if let Some(offset) = copy.offset(device_length) {
+            if let Err(error) = device.write_at(offset, &bytes, IoClass::Superblock) {
+                failures.push(CopyWriteFailure { copy, error });
+            }
+        }
+    };
+    let flush = |copies: &[SuperblockCopy], failures: &mut Vec<CopyWriteFailure>| {
+        if let Err(error) = device.flush(IoClass::Superblock) {
+            failures.extend(copies.iter().map(|&copy| CopyWriteFailure {
+                copy,
+                error: error.clone(),
+            }));
+        }
+    };
+    write_copy(SuperblockCopy::Primary, &mut failures);
+    flush(&[SuperblockCopy::Primary], &mut failures);
+    write_copy(SuperblockCopy::FirstBackup, &mut failures);
+    write_copy(SuperblockCopy::SecondBackup, &mut failures);
+    flush(
+        &[SuperblockCopy::FirstBackup, SuperblockCopy::SecondBackup],
+        &mut failures,
+    );
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(FormatError::SuperblockWrite { failures })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::device::{
+        ByteRange, CrashDevice, CrashMode, Errno, FaultDevice, FaultPlan, FaultRule, MemoryDevice,
+        Operations, SectorSize,
+    };
+    use crate::format::superblock::tests::sample_superblock;
+
+    const LENGTH: u64 = 64 << 20;
+
+    fn written_device() -> (MemoryDevice, Superblock) {
+        let device = MemoryDevice::new(LENGTH, SectorSize::Bytes512);
+        let mut superblock = sample_superblock();
+        write_superblocks(&device, &mut superblock).unwrap();
+        (device, superblock)
+    }
+
+    fn corrupt(device: &MemoryDevice, copy: SuperblockCopy) {
+        let offset = copy.offset(device.length()).unwrap();
+        device
+            .write_at(offset + 512, &[0xee; 512], IoClass::Superblock)
+            .unwrap();
+    }
+
+    #[test]
+    fn primary_is_used_when_valid_and_backups_are_not_read() {
+        let (device, superblock) = written_device();
+        let loaded = read_superblock(&device).unwrap();
+        assert_eq!(loaded.source, SuperblockCopy::Primary);
+        assert_eq!(loaded.superblock, superblock);
+        assert!(loaded.rejected.is_empty());
+        assert_eq!(
+            superblock.write_sequence, 10,
+            "sample had 9; writing bumps it"
+        );
+    }
+
+    #[test]
+    fn corrupt_primary_falls_back_to_a_backup_and_says_why() {
+        let (device, superblock) = written_device();
+        corrupt(&device, SuperblockCopy::Primary);
+        let loaded = read_superblock(&device).unwrap();
+        assert_eq!(loaded.superblock, superblock);
+        assert_ne!(loaded.source, SuperblockCopy::Primary);
+        assert_eq!(loaded.rejected.len(), 1);
+        assert!(matches!(
+            loaded.rejected[0].error,
+            FormatError::ChecksumMismatch { .. }
+        ));
+    }
+
+    #[test]
+    fn newest_valid_backup_wins() {
+        let (device, mut superblock) = written_device();
+        let older_first_backup = {
+            let mut bytes = vec![0; SUPERBLOCK_SIZE];
+            let offset = SuperblockCopy::FirstBackup.offset(LENGTH).unwrap();
+            device.read_at(offset, &mut bytes, IoClass::Data).unwrap();
+            bytes
+        };
+        superblock.mount_count += 1;
+        write_superblocks(&device, &mut superblock).unwrap();
+        // Put the old first backup back, then lose the primary: the second backup is newer.
+        let offset = SuperblockCopy::FirstBackup.offset(LENGTH).unwrap();
+        device
+            .write_at(offset, &older_first_backup, IoClass::Data)
+            .unwrap();
+        corrupt(&device, SuperblockCopy::Primary);
+        let loaded = read_superblock(&device).unwrap();
+        assert_eq!(loaded.source, SuperblockCopy::SecondBackup);
+        assert_eq!(loaded.superblock, superblock);
+    }
+
+    #[test]
+    fn no_valid_copy_is_an_error_listing_every_copy() {
+        let (device, _) = written_device();
+        for copy in SuperblockCopy::ALL {
+            corrupt(&device, copy);
+        }
+        match read_superblock(&device) {
+            Err(FormatError::NoValidSuperblock { rejected }) => {
+                let copies: Vec<SuperblockCopy> = rejected.iter().map(|r| r.copy).collect();
+                assert_eq!(copies, SuperblockCopy::ALL);
+            }
+            other => panic!("expected NoValidSuperblock, got {other:?}"),
+        }
+        let blank = MemoryDevice::new(LENGTH, SectorSize::Bytes512);
+        let error = read_superblock(&blank).unwrap_err();
+        assert!(error.to_string().contains("bad magic"), "{error}");
+    }
+
+    #[test]
+    fn unreadable_primary_is_reported_as_a_device_error_and_backup_used() {
+        let (device, superblock) = written_device();
+        let plan = Arc::new(FaultPlan::new());
+        plan.add_rule(
+            FaultRule::fail(Errno::EIO)
+                .on(Operations::READ)
+                .in_range(ByteRange::new(4096, 8192)),
+        )
+        .unwrap();
+        let faulty = FaultDevice::new(device, plan);
+        let loaded = read_superblock(&faulty).unwrap();
+        assert_eq!(loaded.superblock, superblock);
+        assert!(matches!(
+            loaded.rejected[0].error,
+            FormatError::Device(ref error) if error.errno() == Errno::EIO
+        ));
+    }
+
+    #[test]
+    fn failed_backup_write_is_reported_even_though_the_primary_landed() {
+        let plan = Arc::new(FaultPlan::new());
+        let second_backup = SuperblockCopy::SecondBackup.offset(LENGTH).unwrap();
+        plan.add_rule(
+            FaultRule::fail(Errno::EIO)
+                .on(Operations::WRITE)
+                .in_range(ByteRange::at(second_backup, 4096)),
+        )
+        .unwrap();
+        let device = FaultDevice::new(MemoryDevice::new(LENGTH, SectorSize::Bytes512), plan);
+        let mut superblock = sample_superblock();
+        match write_superblocks(&device, &mut superblock) {
+            Err(FormatError::SuperblockWrite { failures }) => {
+                assert_eq!(failures.len(), 1);
+                assert_eq!(failures[0].copy, SuperblockCopy::SecondBackup);
+            }
+            other => panic!("expected SuperblockWrite, got {other:?}"),
+        }
+        let loaded = read_superblock(&device).unwrap();
+        assert_eq!(loaded.source, SuperblockCopy::Primary);
+        assert_eq!(
+            read_superblock_copy(&device, SuperblockCopy::FirstBackup).unwrap(),
+            superblock
+        );
+    }
+
+    #[test]
+    fn failed_flush_is_reported_for_the_copies_it_covered() {
+        let plan = Arc::new(FaultPlan::new());
+        plan.add_rule(FaultRule::fail(Errno::EIO).on(Operations::FLUSH))
+            .unwrap();
+        let device = FaultDevice::new(MemoryDevice::new(LENGTH, SectorSize::Bytes512), plan);
+        match write_superblocks(&device, &mut sample_superblock()) {
+            Err(FormatError::SuperblockWrite { failures }) => {
+                let copies: Vec<SuperblockCopy> = failures.iter().map(|f| f.copy).collect();
+                assert_eq!(copies, SuperblockCopy::ALL);
+            }
+            other => panic!("expected SuperblockWrite, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_power_cut_during_a_superblock_update_always_leaves_a_valid_copy() {
+        let old = {
+            let mut superblock = sample_superblock();
+            superblock.write_sequence = 0;
+            superblock
+        };
+        for cut in 1..=2 {
+            for seed in 0..16 {
+                let device = CrashDevice::new(LENGTH, SectorSize::Bytes512);
+                let mut superblock = old.clone();
+                write_superblocks(&device, &mut superblock).unwrap();
+                let written = superblock.clone();
+                device.cut_power_at_flush(Some(2 + cut));
+                superblock.mount_count += 1;
+                assert!(write_superblocks(&device, &mut superblock).is_err());
+                let image = device.crash(CrashMode::Torn { seed });
+                let loaded = read_superblock(&image).unwrap();
+                assert!(
+                    loaded.superblock == written || loaded.superblock == superblock,
+                    "cut at flush {cut} seed {seed}: neither old nor new"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn device_too_small_for_the_copies_is_a_clear_error() {
+        let device = MemoryDevice::new(32 * 1024, SectorSize::Bytes512);
+        assert!(matches!(
+            read_superblock_copy(&device, SuperblockCopy::Primary),
+            Err(FormatError::DeviceTooSmall { .. })
+        ));
+    }
+}

@@ -1,0 +1,228 @@
+//! Recovery: find the entries a crash left and decide which to replay.
+//!
+//! The policy, in order:
+//!
+//! 1. Scan every block of the region for entry headers of this filesystem;
+//!    keep the entries whose checksum verifies. Torn entries fail it.
+//! 2. `durable` is the highest `durable_seq` any valid entry recorded:
+//!    entries up to it were acknowledged by a completed flush, so they must
+//!    be intact.
+//! 3. Take the newest valid entry and follow its `prev_seq` links down to
+//!    its `last_seq`. If a link is missing:
+//!    * at or below `durable`: the journal lost acknowledged data (media
+//!      corruption in the middle of the needed range). That is an error,
+//!      reported with the seq, never papered over;
+//!    * above `durable`: a torn tail (writes since the last flush may land in
+//!      any order). Cut the newest entry off and try the next newest.
+//! 4. New entries continue above the highest seq seen anywhere, cut-off
+//!    ones included, so a seq is never reused and stale tail entries can
+//!    never be mistaken for new ones; the first new entry's `prev_seq`
+//!    points past the cut-off seqs.
+
+use std::collections::BTreeMap;
+
+use super::entry::{self, EntryHeader, HEADER_BYTES};
+use super::{JournalError, JournalRegion};
+use crate::device::{BlockDevice, IoClass};
+
+/// One entry to replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayedEntry {
+    /// Its seq.
+    pub seq: u64,
+    /// Its records, in the order they were appended.
+    pub records: Vec<Vec<u8>>,
+    pub(crate) start_block: u64,
+    pub(crate) blocks: u32,
+}
+
+/// What recovery found and decided.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Valid entries found in the region (needed or not).
+    pub valid_entries: usize,
+    /// Blocks that looked like entry headers but did not verify.
+    pub invalid_entries: usize,
+    /// Entries up to here were durable (acknowledged by a flush).
+    pub durable_seq: u64,
+    /// The newest entry replayed (0 if none).
+    pub newest_kept_seq: u64,
+    /// The oldest entry replayed: `last_seq` of the newest.
+    pub last_seq: u64,
+    /// Valid entries newer than `newest_kept_seq` cut off as a torn tail.
+    pub cut_off: Vec<u64>,
+    /// The seq the next entry gets.
+    pub next_seq: u64,
+}
+
+/// The entries to replay, oldest first, and the report.
+#[derive(Debug, Clone, Default)]
+pub struct Replay {
+    /// Entries from `report.last_seq` to `report.newest_kept_seq`.
+    pub entries: Vec<ReplayedEntry>,
+    /// What recovery found.
+    pub report: RecoveryReport,
+}
+
+struct Found {
+    header: EntryHeader,
+    start_block: u64,
+}
+
+const SCAN_CHUNK: u64 = 1 << 20;
+
+pub(crate) fn scan(
+    device: &dyn BlockDevice,
+    region: &JournalRegion,
+    uuid: &[u8; 16],
+) -> Result<Replay, JournalError> {
+    let block_size = u64::from(region.block_size);
+    let total_blocks = region.length / block_size;
+    let mut found: BTreeMap<u64, Found> = BTreeMap::new();
+    let mut invalid = 0usize;
+
+    let chunk_blocks = (SCAN_CHUNK / block_size).max(1);
+    let mut chunk = vec![0u8; (chunk_blocks * block_size) as usize];
+    let mut block = 0u64;
+    let mut chunk_first = u64::MAX;
+    while block < total_blocks {
+        if block < chunk_first || block >= chunk_first + chunk_blocks {
+            chunk_first = block;
+            let blocks = chunk_blocks.min(total_blocks - block);
+            let bytes = (blocks * block_size) as usize;
+            device.read_at(
+                region.start + block * block_size,
+                &mut chunk[..bytes],
+                IoClass::Journal,
+            )?;
+        }
+        let at = ((block - chunk_first) * block_size) as usize;
+        let head = &chunk[at..at + block_size as usize];
+        if !entry::has_magic(head) {
+            block += 1;
+            continue;
+        }
+        let header = match entry::decode_header(head, uuid, block_size as usize) {
+            Ok(header) if block + u64::from(header.blocks) <= total_blocks => header,
+            // Another filesystem's leftovers are not damage to this one.
+            Err(super::EntryError::ForeignFilesystem) => {
+                block += 1;
+                continue;
+            }
+            Ok(_) | Err(_) => {
+                invalid += 1;
+                block += 1;
+                continue;
+            }
+        };
+        let bytes = read_entry(device, region, block, header.blocks)?;
+        match entry::decode_entry(&bytes, uuid, block_size as usize) {
+            Ok(_) => {
+                found.insert(
+                    header.seq,
+                    Found {
+                        header,
+                        start_block: block,
+                    },
+                );
+                block += u64::from(header.blocks);
+            }
+            Err(_) => {
+                invalid += 1;
+                block += 1;
+            }
+        }
+    }
+
+    let durable = found
+        .values()
+        .map(|f| f.header.durable_seq)
+        .max()
+        .unwrap_or(0);
+    let newest_seen = found.keys().next_back().copied().unwrap_or(0);
+    let mut report = RecoveryReport {
+        valid_entries: found.len(),
+        invalid_entries: invalid,
+        durable_seq: durable,
+        next_seq: newest_seen + 1,
+        last_seq: newest_seen + 1,
+        ..RecoveryReport::default()
+    };
+
+    let mut chain: Vec<u64> = Vec::new();
+    for (&candidate, newest) in found.iter().rev() {
+        chain.clear();
+        chain.push(candidate);
+        let last_seq = newest.header.last_seq;
+        let mut current = &newest.header;
+        let mut complete = true;
+        while current.prev_seq >= last_seq && current.prev_seq > 0 {
+            let wanted = current.prev_seq;
+            match found.get(&wanted) {
+                Some(previous) => {
+                    chain.push(wanted);
+                    current = &previous.header;
+                }
+                None if wanted <= durable => {
+                    return Err(JournalError::Corrupt(format!(
+                        "entry {wanted} is missing or fails its checksum, but replay needs it \
+                         (entries {last_seq}..={candidate}) and a completed flush covered it \
+                         (durable through {durable}); refusing to mount with acknowledged \
+                         metadata lost"
+                    )));
+                }
+                None => {
+                    complete = false;
+                    break;
+                }
+            }
+        }
+        if complete {
+            report.newest_kept_seq = candidate;
+            report.last_seq = last_seq;
+            break;
+        }
+        report.cut_off.push(candidate);
+    }
+    if report.newest_kept_seq == 0 {
+        chain.clear();
+    }
+    report.cut_off.reverse();
+
+    let mut entries = Vec::with_capacity(chain.len());
+    for &seq in chain.iter().rev() {
+        let found = &found[&seq];
+        let bytes = read_entry(device, region, found.start_block, found.header.blocks)?;
+        let (_, records) =
+            entry::decode_entry(&bytes, uuid, block_size as usize).map_err(|error| {
+                JournalError::Corrupt(format!("entry {seq} changed while replaying: {error}"))
+            })?;
+        entries.push(ReplayedEntry {
+            seq,
+            records: records.into_iter().map(<[u8]>::to_vec).collect(),
+            start_block: found.start_block,
+            blocks: found.header.blocks,
+        });
+    }
+    if report.newest_kept_seq != 0 {
+        device.flush(IoClass::Journal)?;
+    }
+    Ok(Replay { entries, report })
+}
+
+fn read_entry(
+    device: &dyn BlockDevice,
+    region: &JournalRegion,
+    start_block: u64,
+    blocks: u32,
+) -> Result<Vec<u8>, JournalError> {
+    let block_size = u64::from(region.block_size);
+    let mut bytes = vec![0u8; (u64::from(blocks) * block_size) as usize];
+    debug_assert!(bytes.len() >= HEADER_BYTES);
+    device.read_at(
+        region.start + start_block * block_size,
+        &mut bytes,
+        IoClass::Journal,
+    )?;
+    Ok(bytes)
+}

@@ -1,0 +1,229 @@
+//! Space accounting for the journal region, used as a ring of blocks.
+//!
+//! Entries are laid down one after another from `head`. An entry never
+//! wraps: if it does not fit before the end of the region, the blocks left
+//! there are wasted and the entry starts at block 0; the waste is charged
+//! to that entry's span, so freeing the entry frees the waste too.
+//!
+//! Invariant: the blocks of every entry at or after `durable_last_seq` —
+//! the `last_seq` recorded in the newest durable entry — are never handed
+//! out again. That keeps, at every instant, the newest durable entry and
+//! every entry it needs on the device, whatever a crash drops.
+
+use std::collections::VecDeque;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Span {
+    seq: u64,
+    /// Blocks charged, from where `head` was to the end of the entry.
+    blocks: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct OpenSpan {
+    seq: u64,
+    start: u64,
+    wasted: u64,
+}
+
+/// The ring. Block numbers are relative to the region start.
+#[derive(Debug)]
+pub(crate) struct Ring {
+    total: u64,
+    head: u64,
+    live: VecDeque<Span>,
+    used: u64,
+    open: Option<OpenSpan>,
+    durable_last_seq: u64,
+}
+
+impl Ring {
+    pub(crate) fn new(total: u64) -> Ring {
+        Ring {
+            total,
+            head: 0,
+            live: VecDeque::new(),
+            used: 0,
+            open: None,
+            durable_last_seq: 0,
+        }
+    }
+
+    pub(crate) fn total_blocks(&self) -> u64 {
+        self.total
+    }
+
+    pub(crate) fn free_blocks(&self) -> u64 {
+        self.total - self.used
+    }
+
+    /// Records an entry found at replay. Replayed entries are pushed in
+    /// seq order; their spans are approximated as contiguous from the first
+    /// one, which can only over-count (waste before a wrap) and so is safe.
+    pub(crate) fn push_written(&mut self, seq: u64, start_block: u64, blocks: u64) {
+        let span = match self.live.is_empty() {
+            true => blocks,
+            false => (start_block + blocks + self.total - self.head) % self.total,
+        };
+        let span = if span == 0 { blocks } else { span };
+        self.live.push_back(Span { seq, blocks: span });
+        self.used = (self.used + span).min(self.total);
+        self.head = (start_block + blocks) % self.total;
+    }
+
+    pub(crate) fn set_head(&mut self, head: u64) {
+        self.head = head % self.total;
+    }
+
+    /// Where a new entry needing at least `needed` blocks can go, leaving
+    /// `keep_free` blocks untouched: `(start, room)` where room ≥ needed is
+    /// how far the entry may grow.
+    pub(crate) fn place(&self, needed: u64, keep_free: u64) -> Option<(u64, u64)> {
+        let free = self.free_blocks();
+        let budget = free.checked_sub(keep_free)?;
+        if budget < needed {
+            return None;
+        }
+        let to_end = self.total - self.head;
+        let wraps_behind_tail = self.live.is_empty() || self.tail() <= self.head;
+        if wraps_behind_tail {
+            if to_end >= needed {
+                return Some((self.head, to_end.min(budget)));
+            }
+            let after_waste = budget - to_end;
+            let before_tail = if self.live.is_empty() {
+                self.head
+            } else {
+                self.tail()
+            };
+            let room = after_waste.min(before_tail);
+            (room >= needed).then_some((0, room))
+        } else {
+            let room = (self.tail() - self.head).min(budget);
+            (room >= needed).then_some((self.head, room))
+        }
+    }
+
+    /// Block where the oldest live entry's span starts.
+    fn tail(&self) -> u64 {
+        (self.head + self.total - self.used % self.total) % self.total
+    }
+
+    /// Notes the open entry's placement (from [`Ring::place`]).
+    pub(crate) fn reserve_open(&mut self, seq: u64, start: u64, _room: u64) {
+        let wasted = if start == self.head {
+            0
+        } else {
+            self.total - self.head
+        };
+        self.open = Some(OpenSpan { seq, start, wasted });
+    }
+
+    /// The open entry closed with `blocks` blocks: charge them.
+    pub(crate) fn close_open(&mut self, seq: u64, blocks: u64) {
+        let open = self.open.take().expect("closing an entry that was opened");
+        debug_assert_eq!(open.seq, seq);
+        let span = open.wasted + blocks;
+        self.live.push_back(Span { seq, blocks: span });
+        self.used += span;
+        self.head = (open.start + blocks) % self.total;
+    }
+
+    /// The newest durable entry recorded `last_seq`: everything older may
+    /// be overwritten.
+    pub(crate) fn set_durable_last_seq(&mut self, last_seq: u64) {
+        if last_seq <= self.durable_last_seq {
+            return;
+        }
+        self.durable_last_seq = last_seq;
+        while let Some(front) = self.live.front() {
+            if front.seq >= last_seq {
+                break;
+            }
+            self.used -= front.blocks;
+            self.live.pop_front();
+        }
+    }
+
+    pub(crate) fn durable_last_seq(&self) -> u64 {
+        self.durable_last_seq
+    }
+
+    /// The seq up to which entries must be released to free `blocks`
+    /// (None if even freeing everything would not).
+    pub(crate) fn seq_freeing(&self, blocks: u64) -> Option<u64> {
+        let mut freed = self.free_blocks();
+        for span in &self.live {
+            if freed >= blocks {
+                break;
+            }
+            freed += span.blocks;
+            if freed >= blocks {
+                return Some(span.seq);
+            }
+        }
+        (freed >= blocks).then(|| self.live.back().map_or(0, |span| span.seq))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_fill_then_wrap_charging_the_waste() {
+        let mut ring = Ring::new(10);
+        let (start, room) = ring.place(4, 0).unwrap();
+        assert_eq!((start, room), (0, 10));
+        ring.reserve_open(1, start, room);
+        ring.close_open(1, 4);
+        let (start, _) = ring.place(4, 0).unwrap();
+        assert_eq!(start, 4);
+        ring.reserve_open(2, start, 4);
+        ring.close_open(2, 4);
+        assert_eq!(ring.free_blocks(), 2);
+        assert_eq!(ring.place(3, 0), None);
+        ring.set_durable_last_seq(2);
+        assert_eq!(ring.free_blocks(), 6);
+        // 2 blocks left at the end are too few: wrap to 0, wasting them.
+        let (start, room) = ring.place(3, 0).unwrap();
+        assert_eq!((start, room), (0, 4));
+        ring.reserve_open(3, start, room);
+        ring.close_open(3, 3);
+        assert_eq!(ring.free_blocks(), 1);
+        ring.set_durable_last_seq(3);
+        assert_eq!(ring.free_blocks(), 5);
+    }
+
+    #[test]
+    fn placement_respects_the_kept_free_blocks() {
+        let ring = Ring::new(16);
+        assert_eq!(ring.place(4, 12), Some((0, 4)));
+        assert_eq!(ring.place(5, 12), None);
+    }
+
+    #[test]
+    fn live_entries_are_never_overlapped() {
+        let mut ring = Ring::new(8);
+        let mut seq = 1;
+        let mut occupied: Vec<(u64, u64, u64)> = Vec::new();
+        for size in [3u64, 2, 3, 1, 2, 3, 2, 1, 3, 3, 2] {
+            let Some((start, room)) = ring.place(size, 0) else {
+                ring.set_durable_last_seq(seq);
+                occupied.retain(|&(s, _, _)| s >= seq);
+                continue;
+            };
+            for &(_, other_start, other_blocks) in &occupied {
+                assert!(start + size <= other_start || other_start + other_blocks <= start);
+            }
+            ring.reserve_open(seq, start, room);
+            ring.close_open(seq, size);
+            occupied.push((seq, start, size));
+            if seq % 2 == 0 {
+                ring.set_durable_last_seq(seq - 1);
+                occupied.retain(|&(s, _, _)| s >= seq - 1);
+            }
+            seq += 1;
+        }
+    }
+}

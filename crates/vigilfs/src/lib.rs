@@ -1,0 +1,24 @@
+//! The vigilfs engine: a journaled, checksummed filesystem that never loses a storage error.
+//!
+//! The engine is built in layers, each using only the ones below it:
+//!
+//! ```text
+//! device ← format ← journal ← btree ← alloc / rmap ← inode / pagecache / writeback ← fs
+//! ```
+//!
+//! - [`device`]: block devices (image file, memory, power-cut simulation) and the
+//!   fault-injecting wrapper that lets tests and users fail any class of I/O;
+//! - [`format`]: the on-disk format — checksummed structure headers, a bounds-checked codec,
+//!   the superblock with its backups and the persistent error record;
+//! - [`mkfs`]: making a new filesystem (extended as later layers arrive);
+//! - [`journal`]: the bcachefs-style journal — one-CAS reservations, pins and reclaim, group
+//!   commit, a sticky error state, freeze, and crash-safe replay.
+//!
+//! So far `device`, `format`, `mkfs` and `journal` exist; the b-trees, allocator, reverse
+//! map, inode and page-cache layers, writeback and the mounted filesystem are still to come.
+
+pub mod device;
+pub mod format;
+pub mod journal;
+pub mod mkfs;
+mod sync;

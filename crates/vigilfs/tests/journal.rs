@@ -1,0 +1,524 @@
+//! The journal through its public API: replay, durability, the seed's
+//! entry-close/pin race, the error state, freeze, reclaim and recovery
+//! policy.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use vigilfs::device::{
+    BlockDevice, Errno, FaultDevice, FaultPlan, FaultRule, IoClass, MemoryDevice, Operations,
+    SectorSize,
+};
+use vigilfs::journal::{
+    record_bytes, Journal, JournalError, JournalOptions, JournalRegion, PinFlush,
+};
+
+const UUID: [u8; 16] = *b"journal-test-fs!";
+const BLOCK: u32 = 4096;
+const REGION_START: u64 = 8 * BLOCK as u64;
+
+fn region(blocks: u64) -> JournalRegion {
+    JournalRegion {
+        start: REGION_START,
+        length: blocks * u64::from(BLOCK),
+        block_size: BLOCK,
+    }
+}
+
+fn options(blocks: u64) -> JournalOptions {
+    let mut options = JournalOptions::new(region(blocks), UUID);
+    options.entry_bytes = 16 * 1024;
+    options
+}
+
+fn memory_device() -> Arc<MemoryDevice> {
+    Arc::new(MemoryDevice::new(4 << 20, SectorSize::Bytes512))
+}
+
+fn open(device: Arc<dyn BlockDevice>, blocks: u64) -> Journal {
+    let (journal, _) = Journal::open(device, options(blocks)).expect("journal opens");
+    journal
+}
+
+fn replayed_records(device: Arc<dyn BlockDevice>, blocks: u64) -> Vec<Vec<u8>> {
+    let (_, replay) = Journal::open(device, options(blocks)).expect("journal replays");
+    replay
+        .entries
+        .into_iter()
+        .flat_map(|entry| entry.records)
+        .collect()
+}
+
+/// An object that is "written" by recording that its flush ran.
+struct CountingObject {
+    flushes: AtomicUsize,
+}
+
+impl PinFlush for CountingObject {
+    fn flush(&self, _seq: u64) -> Result<(), String> {
+        self.flushes.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+fn counting_object() -> Arc<CountingObject> {
+    Arc::new(CountingObject {
+        flushes: AtomicUsize::new(0),
+    })
+}
+
+struct RefusingObject;
+
+impl PinFlush for RefusingObject {
+    fn flush(&self, _seq: u64) -> Result<(), String> {
+        Err("the object cannot be written".into())
+    }
+}
+
+#[test]
+fn flushed_commits_replay_in_order_after_reopen() {
+    let device = memory_device();
+    let journal = open(device.clone(), 64);
+    let first = journal.commit(&[b"one", b"two"]).unwrap();
+    let second = journal.commit(&[b"three"]).unwrap();
+    assert!(second >= first);
+    journal.flush().unwrap();
+    drop(journal);
+    assert_eq!(
+        replayed_records(device, 64),
+        vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+    );
+}
+
+#[test]
+fn sequence_numbers_keep_growing_across_mounts() {
+    let device = memory_device();
+    let journal = open(device.clone(), 64);
+    let mut newest = 0;
+    for _ in 0..3 {
+        newest = journal.commit(&[b"x"]).unwrap();
+        journal.flush().unwrap();
+    }
+    drop(journal);
+    let journal = open(device, 64);
+    let after = journal.commit(&[b"y"]).unwrap();
+    assert!(
+        after > newest,
+        "seq {after} after remount is not above {newest}"
+    );
+}
+
+#[test]
+fn fresh_region_opens_empty_and_foreign_entries_are_ignored() {
+    let device = memory_device();
+    let journal = open(device.clone(), 64);
+    journal.commit(&[b"belongs to another filesystem"]).unwrap();
+    journal.flush().unwrap();
+    drop(journal);
+    let mut other = options(64);
+    other.uuid = *b"a-different-fs!!";
+    let (_, replay) = Journal::open(device, other).unwrap();
+    assert!(replay.entries.is_empty());
+    assert_eq!(replay.report.invalid_entries, 0);
+}
+
+/// Seed 002's race, made deterministic: a flush closes the entry while a
+/// reservation on it is still held; meanwhile something else lets the pin
+/// FIFO advance; then the holder pins the entry's seq. The pin must land,
+/// and the pinned entry must stay needed (replay from it).
+#[test]
+fn pin_taken_after_concurrent_close_lands_on_a_live_pin_list() {
+    let device = memory_device();
+    let journal = Arc::new(open(device.clone(), 64));
+    let object = Arc::new(CountingObject {
+        flushes: AtomicUsize::new(0),
+    });
+
+    // An older entry, pinned, so that unpinning it later advances the FIFO.
+    let older = journal.commit(&[b"older"]).unwrap();
+    let older_pin = journal.pin(older, object.clone()).unwrap();
+    journal.flush_seq(older).unwrap();
+
+    let mut reservation = journal.reserve(record_bytes(6)).unwrap();
+    reservation.append(b"racing").unwrap();
+    let seq = reservation.seq();
+    assert!(seq > older);
+
+    let flusher = {
+        let journal = Arc::clone(&journal);
+        thread::spawn(move || journal.flush_seq(seq))
+    };
+    // Wait until the flush has closed the entry under our reservation.
+    while journal.status().open_seq == Some(seq) {
+        thread::sleep(Duration::from_millis(1));
+    }
+    assert!(
+        !flusher.is_finished(),
+        "the flush cannot finish while we hold the reservation"
+    );
+
+    // Let the FIFO advance as far as it can.
+    journal.unpin(older_pin);
+    assert!(
+        journal.status().last_seq <= seq,
+        "last_seq moved past an entry with a live reservation"
+    );
+
+    let pin = journal
+        .pin(seq, object.clone())
+        .expect("pin on the entry of a held reservation");
+    drop(reservation);
+    flusher.join().unwrap().unwrap();
+
+    assert_eq!(journal.pinned_seq(pin), Some(seq));
+    assert_eq!(journal.status().last_seq, seq);
+    // The pinned entry is what replay starts from.
+    let (_, replay) = Journal::open(device, options(64)).unwrap();
+    assert_eq!(replay.report.last_seq, seq);
+    assert_eq!(replay.entries[0].records, vec![b"racing".to_vec()]);
+}
+
+#[test]
+fn write_error_makes_the_waiting_flush_and_every_later_call_fail() {
+    let plan = Arc::new(FaultPlan::new());
+    let device: Arc<dyn BlockDevice> = Arc::new(FaultDevice::new(
+        MemoryDevice::new(4 << 20, SectorSize::Bytes512),
+        plan.clone(),
+    ));
+    let journal = open(device, 64);
+    journal.commit(&[b"before"]).unwrap();
+    journal.flush().unwrap();
+
+    plan.add_rule(
+        FaultRule::fail(Errno::EIO)
+            .for_class(IoClass::Journal)
+            .on(Operations::WRITE),
+    )
+    .unwrap();
+    let seq = journal.commit(&[b"lost"]).unwrap();
+    let error = journal
+        .flush_seq(seq)
+        .expect_err("flush after a failed write");
+    assert_eq!(
+        error.device_error().map(|error| error.errno()),
+        Some(Errno::EIO)
+    );
+    plan.clear();
+    assert!(matches!(
+        journal.commit(&[b"after"]),
+        Err(JournalError::Failed(_))
+    ));
+    assert!(matches!(journal.flush(), Err(JournalError::Failed(_))));
+    assert!(matches!(journal.flush_seq(1), Err(JournalError::Failed(_))));
+    assert!(journal.status().failed);
+}
+
+#[test]
+fn flush_error_is_sticky_and_nothing_claims_durability_after_it() {
+    let plan = Arc::new(FaultPlan::new());
+    let device: Arc<dyn BlockDevice> = Arc::new(FaultDevice::new(
+        MemoryDevice::new(4 << 20, SectorSize::Bytes512),
+        plan.clone(),
+    ));
+    let journal = open(device, 64);
+    plan.add_rule(
+        FaultRule::fail(Errno::EIO)
+            .on(Operations::FLUSH)
+            .after(0, Some(1)),
+    )
+    .unwrap();
+    let seq = journal.commit(&[b"x"]).unwrap();
+    assert!(matches!(
+        journal.flush_seq(seq),
+        Err(JournalError::Device(_))
+    ));
+    // The rule has expired: the device would flush fine now, but the
+    // journal must not pretend the lost flush happened.
+    assert!(matches!(
+        journal.flush_seq(seq),
+        Err(JournalError::Failed(_))
+    ));
+    assert_eq!(journal.status().durable_seq, 0);
+}
+
+#[test]
+fn block_drains_reservations_and_holds_new_ones_until_unblock() {
+    let device = memory_device();
+    let journal = Arc::new(open(device, 64));
+    let held = journal.reserve(record_bytes(4)).unwrap();
+    let held_seq = held.seq();
+
+    let blocker = {
+        let journal = Arc::clone(&journal);
+        thread::spawn(move || journal.block())
+    };
+    while !journal.status().blocked {
+        thread::sleep(Duration::from_millis(1));
+    }
+    thread::sleep(Duration::from_millis(20));
+    assert!(
+        !blocker.is_finished(),
+        "block must wait for the outstanding reservation"
+    );
+    drop(held);
+    blocker.join().unwrap().unwrap();
+    let status = journal.status();
+    assert!(status.durable_seq >= held_seq);
+    assert_eq!(status.open_seq, None);
+
+    let writer = {
+        let journal = Arc::clone(&journal);
+        thread::spawn(move || journal.commit(&[b"after thaw"]))
+    };
+    thread::sleep(Duration::from_millis(30));
+    assert!(
+        !writer.is_finished(),
+        "a reservation must wait while the journal is blocked"
+    );
+    assert_eq!(journal.status().durable_seq, status.durable_seq);
+    journal.unblock();
+    let seq = writer.join().unwrap().unwrap();
+    assert!(seq > held_seq);
+}
+
+#[test]
+fn reclaim_writes_out_the_oldest_pins_so_the_ring_can_wrap() {
+    let device = memory_device();
+    let journal = open(device.clone(), 32);
+    let object = Arc::new(CountingObject {
+        flushes: AtomicUsize::new(0),
+    });
+    let record = vec![0xA5u8; 6000];
+    let mut last = 0;
+    for round in 0..200u32 {
+        let mut reservation = journal.reserve(record_bytes(record.len())).unwrap();
+        reservation.append(&record).unwrap();
+        last = reservation.seq();
+        journal.pin(last, object.clone()).unwrap();
+        drop(reservation);
+        if round % 3 == 0 {
+            journal.flush().unwrap();
+        }
+    }
+    journal.flush().unwrap();
+    assert!(
+        object.flushes.load(Ordering::SeqCst) > 100,
+        "reclaim did not run"
+    );
+    let status = journal.status();
+    assert!(status.last_seq > 1);
+    drop(journal);
+    let (_, replay) = Journal::open(device, options(32)).unwrap();
+    assert_eq!(replay.report.newest_kept_seq, last);
+    assert!(replay
+        .entries
+        .iter()
+        .all(|entry| entry.seq >= replay.report.last_seq));
+}
+
+#[test]
+fn journal_full_of_unwritable_pins_is_a_clean_error() {
+    let device = memory_device();
+    let journal = open(device, 32);
+    let record = vec![1u8; 6000];
+    let mut outcome = Ok(());
+    for _ in 0..64 {
+        let mut reservation = match journal.reserve(record_bytes(record.len())) {
+            Ok(reservation) => reservation,
+            Err(error) => {
+                outcome = Err(error);
+                break;
+            }
+        };
+        reservation.append(&record).unwrap();
+        journal
+            .pin(reservation.seq(), Arc::new(RefusingObject))
+            .unwrap();
+    }
+    match outcome {
+        Err(JournalError::PinFlushFailed { message, .. }) => {
+            assert!(message.contains("cannot be written"));
+        }
+        other => panic!("expected a pin flush failure, got {other:?}"),
+    }
+    // Early reclaims failed before the journal ran out of room, and the
+    // status kept count instead of failing those reservations.
+    let status = journal.status();
+    assert!(status.reclaim_failures > 0);
+    assert!(status
+        .last_reclaim_failure
+        .is_some_and(|message| message.contains("cannot be written")));
+    assert!(!status.failed, "a full journal is not a failed journal");
+}
+
+#[test]
+fn oversized_reservation_is_refused() {
+    let journal = open(memory_device(), 64);
+    assert!(matches!(
+        journal.reserve(1 << 20),
+        Err(JournalError::TooLarge { .. })
+    ));
+    let mut reservation = journal.reserve(record_bytes(4)).unwrap();
+    assert!(matches!(
+        reservation.append(b"more than four"),
+        Err(JournalError::ReservationOverflow { .. })
+    ));
+}
+
+/// Finds the block of the entry with `seq` by scanning the region (the
+/// layout is in the entry module comment: seq at byte 40).
+fn entry_block(device: &MemoryDevice, seq: u64) -> u64 {
+    let image = device.to_image();
+    (0..64u64)
+        .find(|block| {
+            let at = (REGION_START + block * u64::from(BLOCK)) as usize;
+            image[at..at + 8] == *b"VGFSJENT"
+                && u64::from_le_bytes(image[at + 40..at + 48].try_into().unwrap()) == seq
+        })
+        .expect("entry present")
+}
+
+fn corrupt_entry(device: &MemoryDevice, seq: u64) {
+    let block = entry_block(device, seq);
+    let offset = REGION_START + block * u64::from(BLOCK);
+    let mut bytes = vec![0u8; BLOCK as usize];
+    device
+        .read_at(offset, &mut bytes, IoClass::Journal)
+        .unwrap();
+    bytes[132] ^= 0xFF; // inside the first record
+    device.write_at(offset, &bytes, IoClass::Journal).unwrap();
+}
+
+#[test]
+fn bad_checksum_in_the_durable_middle_is_a_clear_error() {
+    let device = memory_device();
+    let journal = open(device.clone(), 64);
+    let mut seqs = Vec::new();
+    for word in [b"aaaa", b"bbbb", b"cccc", b"dddd"] {
+        seqs.push(journal.commit(&[word]).unwrap());
+        if seqs.len() == 1 {
+            // Keep the first entry needed, so the ones after it are too.
+            journal.pin(seqs[0], counting_object()).unwrap();
+        }
+        journal.flush().unwrap();
+    }
+    drop(journal);
+    corrupt_entry(&device, seqs[1]);
+    match Journal::open(device, options(64)) {
+        Err(JournalError::Corrupt(message)) => {
+            assert!(message.contains(&format!("entry {}", seqs[1])), "{message}");
+        }
+        other => panic!(
+            "expected a corruption error, got {:?}",
+            other.map(|(_, replay)| replay.report)
+        ),
+    }
+}
+
+#[test]
+fn torn_entry_after_the_last_flush_cuts_off_the_tail() {
+    let device = memory_device();
+    let journal = open(device.clone(), 64);
+    let durable = journal.commit(&[b"durable"]).unwrap();
+    journal.pin(durable, counting_object()).unwrap();
+    journal.flush().unwrap();
+    // Records too big to share an entry: each commit closes (and writes,
+    // without a flush) the entry before it.
+    let big = vec![7u8; 10_000];
+    let torn = journal.commit(&[&big]).unwrap();
+    let after = journal.commit(&[&big]).unwrap();
+    journal.commit(&[&big]).unwrap();
+    assert!(durable < torn && torn < after);
+    assert_eq!(journal.status().written_seq, after);
+    drop(journal);
+
+    corrupt_entry(&device, torn);
+    let (_, replay) = Journal::open(device, options(64)).unwrap();
+    assert_eq!(replay.report.newest_kept_seq, durable);
+    assert_eq!(replay.report.cut_off, vec![after]);
+    assert_eq!(replay.report.invalid_entries, 1);
+    assert_eq!(replay.entries.len(), 1);
+    assert!(replay.report.next_seq > after);
+}
+
+/// After a failed mount attempt nothing was changed: fixing nothing and
+/// retrying gives the same answer (recovery is read-only until it succeeds).
+#[test]
+fn failed_recovery_does_not_modify_the_journal() {
+    let device = memory_device();
+    let journal = open(device.clone(), 64);
+    let mut seqs = Vec::new();
+    for _ in 0..3 {
+        seqs.push(journal.commit(&[b"x"]).unwrap());
+        if seqs.len() == 1 {
+            journal.pin(seqs[0], counting_object()).unwrap();
+        }
+        journal.flush().unwrap();
+    }
+    drop(journal);
+    corrupt_entry(&device, seqs[1]);
+    let before = device.to_image();
+    assert!(Journal::open(device.clone(), options(64)).is_err());
+    assert_eq!(device.to_image(), before);
+}
+
+#[test]
+fn concurrent_committers_all_replay_after_flush() {
+    let device = memory_device();
+    let journal = Arc::new(open(device.clone(), 256));
+    let committed = Arc::new(Mutex::new(Vec::new()));
+    let object = counting_object();
+    let workers: Vec<_> = (0..2u8)
+        .map(|worker| {
+            let journal = Arc::clone(&journal);
+            let committed = Arc::clone(&committed);
+            let object = Arc::clone(&object);
+            thread::spawn(move || {
+                for index in 0..300u16 {
+                    let record = [worker, (index >> 8) as u8, index as u8];
+                    let mut reservation = journal.reserve(record_bytes(record.len())).unwrap();
+                    reservation.append(&record).unwrap();
+                    let seq = reservation.seq();
+                    // Pinned: every entry stays needed, so all replay.
+                    journal.pin(seq, object.clone()).unwrap();
+                    drop(reservation);
+                    if index % 10 == 0 {
+                        journal.flush_seq(seq).unwrap();
+                    }
+                    committed.lock().unwrap().push(record.to_vec());
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    journal.flush().unwrap();
+    drop(journal);
+    let mut replayed = replayed_records(device, 256);
+    let mut expected = committed.lock().unwrap().clone();
+    replayed.sort();
+    expected.sort();
+    assert_eq!(replayed, expected);
+}
+
+#[test]
+fn journal_of_a_fresh_filesystem_opens_empty_and_keeps_what_it_is_given() {
+    use vigilfs::mkfs::{mkfs, MkfsOptions};
+    let device = Arc::new(MemoryDevice::new(64 << 20, SectorSize::Bytes512));
+    let superblock = mkfs(device.as_ref(), &MkfsOptions::default()).unwrap();
+    let options = JournalOptions::for_filesystem(&superblock);
+    let (journal, replay) = Journal::open(device.clone(), options.clone()).unwrap();
+    assert!(replay.entries.is_empty());
+    assert_eq!(replay.report.next_seq, 1);
+    let pin = journal
+        .pin(journal.commit(&[b"first key"]).unwrap(), counting_object())
+        .unwrap();
+    journal.flush().unwrap();
+    assert!(journal.pinned_seq(pin).is_some());
+    drop(journal);
+    let (_, replay) = Journal::open(device, options).unwrap();
+    assert_eq!(replay.entries[0].records, vec![b"first key".to_vec()]);
+}
