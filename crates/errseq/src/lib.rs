@@ -269,6 +269,14 @@ impl ErrSeq {
     /// [`Sticky`]); it must not be fed to [`ErrSeq::check_and_advance`], which
     /// would treat the peeked error as already reported to its holder.
     pub fn peek(&self) -> Since {
+        // Monitors poll: when the mark is already there, a plain load is
+        // enough and keeps the cache line shared instead of bouncing it.
+        // A set racing with us either read OBSERVED (and bumps the counter,
+        // so our cursor sees it) or lands after our load (same thing).
+        let current = self.word.load(Ordering::Acquire);
+        if current & OBSERVED != 0 {
+            return Since(current);
+        }
         let old = self.word.fetch_or(OBSERVED, Ordering::AcqRel);
         Since(old | OBSERVED)
     }

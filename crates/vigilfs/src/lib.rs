@@ -17,8 +17,10 @@
 //! So far `device`, `format`, `mkfs` and `journal` exist; the b-trees, allocator, reverse
 //! map, inode and page-cache layers, writeback and the mounted filesystem are still to come.
 
+pub mod alloc;
 pub mod device;
 pub mod format;
+pub mod fsck;
 pub mod journal;
 pub mod mkfs;
 mod sync;

@@ -187,10 +187,14 @@ pub fn decode_header(
         return Err(EntryError::Inconsistent("last_seq or prev_seq after seq"));
     }
     if header.blocks as usize != entry_blocks(payload_bytes, block_size) {
-        return Err(EntryError::Inconsistent("block count does not match payload"));
+        return Err(EntryError::Inconsistent(
+            "block count does not match payload",
+        ));
     }
     if payload_bytes % RECORD_ALIGN != 0 {
-        return Err(EntryError::Inconsistent("payload not a multiple of 8 bytes"));
+        return Err(EntryError::Inconsistent(
+            "payload not a multiple of 8 bytes",
+        ));
     }
     Ok(header)
 }

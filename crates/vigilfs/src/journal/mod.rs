@@ -406,8 +406,12 @@ impl Journal {
         options: JournalOptions,
     ) -> Result<(Journal, Replay), JournalError> {
         let region = options.region;
-        validate_region(&region, device.length(), options.entry_bytes)?;
-        let replay = replay::scan(device.as_ref(), &region, &options.uuid)?;
+        let replay = Journal::inspect(device.as_ref(), &options)?;
+        if replay.report.newest_kept_seq != 0 {
+            // What replay read may sit in a volatile cache after a crash:
+            // make it durable before anything new depends on it.
+            device.flush(IoClass::Journal)?;
+        }
         let report = &replay.report;
 
         let total_blocks = region.length / u64::from(region.block_size);
@@ -465,6 +469,17 @@ impl Journal {
             options,
         };
         Ok((journal, replay))
+    }
+
+    /// Reads the journal in `options.region` and decides what replay would
+    /// do, without writing anything: what fsck and status use. Fails as
+    /// [`Journal::open`] would (a damaged durable entry is `Corrupt`).
+    pub fn inspect(
+        device: &dyn BlockDevice,
+        options: &JournalOptions,
+    ) -> Result<Replay, JournalError> {
+        validate_region(&options.region, device.length(), options.entry_bytes)?;
+        replay::scan(device, &options.region, &options.uuid)
     }
 
     /// Releases the holds on replayed entries, once the engine has pinned

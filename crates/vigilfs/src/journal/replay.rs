@@ -204,9 +204,6 @@ pub(crate) fn scan(
             blocks: found.header.blocks,
         });
     }
-    if report.newest_kept_seq != 0 {
-        device.flush(IoClass::Journal)?;
-    }
     Ok(Replay { entries, report })
 }
 

@@ -1,0 +1,118 @@
+//! `vigilfs fsck`: check an image and report, with fsck(8) exit codes.
+//!
+//! On a terminal a progress bar shows the stages on stderr; otherwise each
+//! stage is a plain line, so logs stay readable. The report goes to stdout,
+//! as text or (with --json) as one JSON object.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use vigilfs::device::{FileDevice, FileDeviceOptions};
+use vigilfs::fsck::{fsck, FsckReport, Progress};
+
+use crate::failure::Failure;
+
+/// No errors.
+pub const CLEAN: u8 = 0;
+/// Errors found and left uncorrected.
+pub const ERRORS_LEFT: u8 = 4;
+
+pub fn run(image: &Path, as_json: bool) -> Result<u8, Failure> {
+    let device = FileDevice::open(
+        image,
+        FileDeviceOptions {
+            read_only: true,
+            ..FileDeviceOptions::default()
+        },
+    )
+    .map_err(|error| Failure::operational(format!("cannot open {}: {error}", image.display())))?;
+
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(1);
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
+                .expect("the template is valid")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix("fsck");
+        bar
+    });
+    let mut show = |progress: Progress| match &bar {
+        Some(bar) => {
+            bar.set_length(progress.total);
+            bar.set_position(progress.done);
+            bar.set_message(progress.stage);
+        }
+        None if progress.done < progress.total => eprintln!("fsck: checking {}", progress.stage),
+        None => {}
+    };
+    let outcome = fsck(&device, &mut show);
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let report =
+        outcome.map_err(|error| Failure::operational(format!("{}: {error}", image.display())))?;
+    let code = if report.is_clean() {
+        CLEAN
+    } else {
+        ERRORS_LEFT
+    };
+    if as_json {
+        println!("{}", to_json(image, &report, code));
+    } else {
+        print_text(image, &report);
+    }
+    Ok(code)
+}
+
+fn print_text(image: &Path, report: &FsckReport) {
+    let superblock = &report.superblock;
+    println!(
+        "{}: vigilfs UUID {} (using the {})",
+        image.display(),
+        superblock.uuid,
+        report.superblock_source
+    );
+    for problem in &report.problems {
+        println!("ERROR {}: {}", problem.structure, problem.message);
+    }
+    for note in &report.notes {
+        println!("note  {}: {}", note.structure, note.message);
+    }
+    if report.is_clean() {
+        println!("clean");
+    } else {
+        let count = report.problems.len();
+        let noun = if count == 1 { "error" } else { "errors" };
+        println!("{count} {noun} left uncorrected");
+    }
+}
+
+fn to_json(image: &Path, report: &FsckReport, code: u8) -> serde_json::Value {
+    let items = |items: Vec<(&String, &String)>| {
+        items
+            .into_iter()
+            .map(|(structure, message)| json!({ "structure": structure, "message": message }))
+            .collect::<Vec<_>>()
+    };
+    json!({
+        "image": image.display().to_string(),
+        "clean": report.is_clean(),
+        "exit_code": code,
+        "uuid": report.superblock.uuid.to_string(),
+        "superblock_source": report.superblock_source.to_string(),
+        "journal": report.journal.as_ref().map(|journal| json!({
+            "valid_entries": journal.valid_entries,
+            "invalid_entries": journal.invalid_entries,
+            "durable_seq": journal.durable_seq,
+            "last_seq": journal.last_seq,
+            "newest_kept_seq": journal.newest_kept_seq,
+            "cut_off": journal.cut_off,
+        })),
+        "errors_recorded": report.superblock.error_record.total,
+        "problems": items(report.problems.iter().map(|p| (&p.structure, &p.message)).collect()),
+        "notes": items(report.notes.iter().map(|n| (&n.structure, &n.message)).collect()),
+    })
+}

@@ -1,0 +1,131 @@
+//! `vigilfs mkfs`: make a filesystem, creating the image file if needed.
+//!
+//! Nothing is lost on bad input: an existing vigilfs filesystem is only
+//! overwritten with --force, an image is never shrunk, and an image file
+//! this command created is removed again if mkfs then fails.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use vigilfs::device::{FileDevice, FileDeviceOptions, SectorSize};
+use vigilfs::format::{read_superblock, Label};
+use vigilfs::mkfs::{mkfs, MkfsOptions};
+
+use crate::failure::Failure;
+use crate::size::ByteSize;
+
+/// The size of an image created without --size.
+pub const DEFAULT_IMAGE_SIZE: ByteSize = ByteSize(1 << 30);
+
+/// What `vigilfs mkfs` was asked to do.
+#[derive(Debug)]
+pub struct MkfsRequest {
+    /// Image file or block device.
+    pub image: PathBuf,
+    /// Size for a new image (or to grow an existing image file to).
+    pub size: Option<ByteSize>,
+    /// Journal size.
+    pub journal_size: Option<ByteSize>,
+    /// Block size.
+    pub block_size: u32,
+    /// Label.
+    pub label: String,
+    /// Overwrite an existing vigilfs filesystem.
+    pub force: bool,
+}
+
+pub fn run(request: &MkfsRequest) -> Result<u8, Failure> {
+    let label = Label::new(&request.label).map_err(|error| Failure::usage(error.to_string()))?;
+    let image = &request.image;
+    let created = !image.exists();
+    let device = if created {
+        let size = request.size.unwrap_or(DEFAULT_IMAGE_SIZE);
+        FileDevice::create_image(image, size.0, SectorSize::Bytes512).map_err(|error| {
+            Failure::operational(format!("cannot create {}: {error}", image.display()))
+        })?
+    } else {
+        open_existing(image, request)?
+    };
+    let options = MkfsOptions {
+        block_size: request.block_size,
+        journal_bytes: request.journal_size.map(|size| size.0),
+        label,
+        ..MkfsOptions::default()
+    };
+    let superblock = match mkfs(&device, &options) {
+        Ok(superblock) => superblock,
+        Err(error) => {
+            if created {
+                let _ = fs::remove_file(image);
+            }
+            return Err(Failure::operational(format!(
+                "mkfs on {} failed: {error}",
+                image.display()
+            )));
+        }
+    };
+    let layout = &superblock.layout;
+    let block_size = u64::from(layout.block_size);
+    println!(
+        "made a vigilfs filesystem on {}: {} blocks of {} bytes ({}), journal {}",
+        image.display(),
+        layout.main.blocks,
+        layout.block_size,
+        ByteSize(layout.main.blocks * block_size),
+        ByteSize(layout.journal.blocks * block_size),
+    );
+    println!("UUID {}", superblock.uuid);
+    if !superblock.label.as_str().is_empty() {
+        println!("label {}", superblock.label);
+    }
+    Ok(0)
+}
+
+fn open_existing(image: &Path, request: &MkfsRequest) -> Result<FileDevice, Failure> {
+    let metadata = fs::metadata(image).map_err(|error| {
+        Failure::operational(format!("cannot read {}: {error}", image.display()))
+    })?;
+    if let Some(size) = request.size {
+        if !metadata.is_file() {
+            return Err(Failure::usage(format!(
+                "--size applies to image files; {} is not one",
+                image.display()
+            )));
+        }
+        if size.0 < metadata.len() {
+            return Err(Failure::usage(format!(
+                "{} is {} bytes; refusing to shrink it to {size}",
+                image.display(),
+                metadata.len()
+            )));
+        }
+    }
+    let device = FileDevice::open(image, FileDeviceOptions::default()).map_err(|error| {
+        Failure::operational(format!("cannot open {}: {error}", image.display()))
+    })?;
+    if !request.force {
+        if let Ok(existing) = read_superblock(&device) {
+            return Err(Failure::usage(format!(
+                "{} already holds a vigilfs filesystem (UUID {}); use --force to overwrite it",
+                image.display(),
+                existing.superblock.uuid
+            )));
+        }
+    }
+    match request.size {
+        Some(size) if size.0 > metadata.len() => {
+            drop(device);
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .open(image)
+                .and_then(|file| file.set_len(size.0).map(|()| file));
+            file.map_err(|error| {
+                Failure::operational(format!("cannot grow {}: {error}", image.display()))
+            })?;
+            FileDevice::open(image, FileDeviceOptions::default()).map_err(|error| {
+                Failure::operational(format!("cannot open {}: {error}", image.display()))
+            })
+        }
+        _ => Ok(device),
+    }
+}

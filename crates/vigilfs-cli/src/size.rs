@@ -1,0 +1,86 @@
+//! Byte sizes on the command line: `4096`, `64M`, `1.5G`... (powers of 1024).
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A size in bytes, parsed from a number with an optional K/M/G/T suffix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let trimmed = text.trim();
+        let split = trimmed
+            .find(|character: char| !(character.is_ascii_digit() || character == '.'))
+            .unwrap_or(trimmed.len());
+        let (number, suffix) = trimmed.split_at(split);
+        let multiplier: u64 = match suffix.trim().to_ascii_uppercase().as_str() {
+            "" | "B" => 1,
+            "K" | "KB" | "KIB" => 1 << 10,
+            "M" | "MB" | "MIB" => 1 << 20,
+            "G" | "GB" | "GIB" => 1 << 30,
+            "T" | "TB" | "TIB" => 1 << 40,
+            other => {
+                return Err(format!(
+                    "unknown size suffix `{other}` in `{text}` (use K, M, G or T)"
+                ))
+            }
+        };
+        let value: f64 = number
+            .parse()
+            .map_err(|_| format!("`{text}` is not a size (examples: 4096, 64M, 1.5G)"))?;
+        let bytes = value * multiplier as f64;
+        if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
+            return Err(format!("size `{text}` is out of range"));
+        }
+        Ok(ByteSize(bytes as u64))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(&str, u64); 4] = [
+            ("T", 1 << 40),
+            ("G", 1 << 30),
+            ("M", 1 << 20),
+            ("K", 1 << 10),
+        ];
+        for (unit, scale) in UNITS {
+            if self.0 >= scale && self.0 % scale == 0 {
+                return write!(formatter, "{}{unit}", self.0 / scale);
+            }
+        }
+        write!(formatter, "{} bytes", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes() {
+        assert_eq!("4096".parse(), Ok(ByteSize(4096)));
+        assert_eq!("64M".parse(), Ok(ByteSize(64 << 20)));
+        assert_eq!("1g".parse(), Ok(ByteSize(1 << 30)));
+        assert_eq!("1.5G".parse(), Ok(ByteSize(3 << 29)));
+        assert_eq!("2TiB".parse(), Ok(ByteSize(2 << 40)));
+    }
+
+    #[test]
+    fn bad_sizes_are_refused_with_a_reason() {
+        assert!("".parse::<ByteSize>().is_err());
+        assert!("12Q".parse::<ByteSize>().unwrap_err().contains("suffix"));
+        assert!("-5M".parse::<ByteSize>().is_err());
+        assert!("0".parse::<ByteSize>().is_err());
+        assert!("99999999T".parse::<ByteSize>().is_err());
+    }
+
+    #[test]
+    fn sizes_print_in_the_largest_exact_unit() {
+        assert_eq!(ByteSize(64 << 20).to_string(), "64M");
+        assert_eq!(ByteSize(1000).to_string(), "1000 bytes");
+    }
+}

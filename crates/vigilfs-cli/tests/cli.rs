@@ -1,0 +1,117 @@
+//! The `vigilfs` binary as a user runs it: exit codes, messages, and that
+//! nothing is lost on bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn vigilfs(arguments: &[&str], directory: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vigilfs"))
+        .args(arguments)
+        .current_dir(directory)
+        .output()
+        .expect("the vigilfs binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn mkfs_creates_a_sparse_image_that_fsck_finds_clean() {
+    let directory = tempfile::tempdir().unwrap();
+    let made = vigilfs(&["mkfs", "disk.img", "--size", "64M"], directory.path());
+    assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
+    assert!(text(&made.stdout).contains("UUID"));
+    let image = directory.path().join("disk.img");
+    assert_eq!(std::fs::metadata(&image).unwrap().len(), 64 << 20);
+
+    let checked = vigilfs(&["fsck", "disk.img"], directory.path());
+    assert_eq!(checked.status.code(), Some(0), "{}", text(&checked.stdout));
+    assert!(text(&checked.stdout).contains("clean"));
+}
+
+#[test]
+fn mkfs_without_size_makes_a_one_gibibyte_image() {
+    let directory = tempfile::tempdir().unwrap();
+    let made = vigilfs(&["mkfs", "default.img"], directory.path());
+    assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
+    let length = std::fs::metadata(directory.path().join("default.img"))
+        .unwrap()
+        .len();
+    assert_eq!(length, 1 << 30);
+}
+
+#[test]
+fn mkfs_refuses_to_overwrite_a_filesystem_unless_forced() {
+    let directory = tempfile::tempdir().unwrap();
+    vigilfs(&["mkfs", "disk.img", "--size", "32M"], directory.path());
+    let before = std::fs::read(directory.path().join("disk.img")).unwrap();
+    let refused = vigilfs(&["mkfs", "disk.img"], directory.path());
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(text(&refused.stderr).contains("--force"));
+    assert_eq!(
+        std::fs::read(directory.path().join("disk.img")).unwrap(),
+        before
+    );
+
+    let forced = vigilfs(&["mkfs", "disk.img", "--force"], directory.path());
+    assert_eq!(forced.status.code(), Some(0), "{}", text(&forced.stderr));
+    assert_ne!(
+        std::fs::read(directory.path().join("disk.img")).unwrap(),
+        before
+    );
+}
+
+#[test]
+fn failed_mkfs_leaves_no_image_behind() {
+    let directory = tempfile::tempdir().unwrap();
+    let failed = vigilfs(&["mkfs", "tiny.img", "--size", "100K"], directory.path());
+    assert_eq!(failed.status.code(), Some(8));
+    assert!(text(&failed.stderr).contains("too small"));
+    assert!(!directory.path().join("tiny.img").exists());
+}
+
+#[test]
+fn bad_size_is_a_usage_error_naming_the_problem() {
+    let directory = tempfile::tempdir().unwrap();
+    let refused = vigilfs(&["mkfs", "x.img", "--size", "12Q"], directory.path());
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(text(&refused.stderr).contains("unknown size suffix"));
+    assert!(!directory.path().join("x.img").exists());
+}
+
+#[test]
+fn fsck_exit_codes_follow_fsck_8() {
+    let directory = tempfile::tempdir().unwrap();
+    vigilfs(&["mkfs", "disk.img", "--size", "32M"], directory.path());
+
+    // Damage the primary superblock (it starts at 4 KiB): errors left, exit 4.
+    let image = directory.path().join("disk.img");
+    let mut bytes = std::fs::read(&image).unwrap();
+    bytes[4096 + 40] ^= 0xFF;
+    std::fs::write(&image, &bytes).unwrap();
+    let damaged = vigilfs(&["fsck", "disk.img", "--json"], directory.path());
+    assert_eq!(damaged.status.code(), Some(4));
+    let report: serde_json::Value = serde_json::from_slice(&damaged.stdout).unwrap();
+    assert_eq!(report["clean"], false);
+    assert_eq!(report["exit_code"], 4);
+    assert_eq!(report["problems"][0]["structure"], "superblock (primary)");
+
+    // Not an image at all: operational error, exit 8.
+    let missing = vigilfs(&["fsck", "missing.img"], directory.path());
+    assert_eq!(missing.status.code(), Some(8));
+    std::fs::write(directory.path().join("zeros.img"), vec![0u8; 8 << 20]).unwrap();
+    let zeros = vigilfs(&["fsck", "zeros.img"], directory.path());
+    assert_eq!(zeros.status.code(), Some(8));
+    assert!(text(&zeros.stderr).contains("no valid vigilfs superblock"));
+}
+
+#[test]
+fn every_command_has_help() {
+    let directory = tempfile::tempdir().unwrap();
+    for command in [&["--help"][..], &["mkfs", "--help"], &["fsck", "--help"]] {
+        let help = vigilfs(command, directory.path());
+        assert_eq!(help.status.code(), Some(0));
+        assert!(text(&help.stdout).contains("Usage"));
+    }
+}

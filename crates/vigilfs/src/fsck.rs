@@ -1,0 +1,331 @@
+//! Checking a filesystem image without changing it.
+//!
+//! fsck reads every structure the engine has and validates it the way a
+//! mount would, but instead of stopping at the first problem it records
+//! each one and goes on, so an operator sees the whole damage at once. It
+//! never writes: what it finds is left for the operator (or a later repair
+//! mode) to act on, which is what "errors left uncorrected" means in the
+//! exit codes of fsck(8).
+//!
+//! Checked so far, in order:
+//!
+//! 1. every superblock copy (primary and both backups): magic, version,
+//!    checksum, layout against the device; a copy older than the one in
+//!    use is reported too;
+//! 2. the journal: every entry found in the region is verified, and the
+//!    replay decision is made as at mount (a damaged entry that a
+//!    completed flush covered is a problem; a torn tail after a crash is
+//!    not, it is what replay cuts off);
+//! 3. the persistent error record: errors the filesystem remembers are
+//!    reported (as notes, not as damage).
+//!
+//! The b-trees, reverse map and free-space cross-checks join this list as
+//! those layers arrive.
+
+use crate::device::BlockDevice;
+use crate::format::superblock_copies::inspect_superblock_copies;
+use crate::format::{FormatError, Superblock, SuperblockCopy};
+use crate::journal::{Journal, JournalOptions, RecoveryReport};
+
+/// One thing wrong with the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Which structure ("superblock (first backup)", "journal").
+    pub structure: String,
+    /// What is wrong, in words an operator can act on.
+    pub message: String,
+}
+
+/// Something worth knowing that is not damage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    /// Which structure it is about.
+    pub structure: String,
+    /// What to know.
+    pub message: String,
+}
+
+/// Where fsck is, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Steps done.
+    pub done: u64,
+    /// Steps in all.
+    pub total: u64,
+    /// What is being checked now.
+    pub stage: &'static str,
+}
+
+/// What fsck found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FsckReport {
+    /// The superblock in use (the primary, or the newest valid backup).
+    pub superblock: Superblock,
+    /// Which copy that is.
+    pub superblock_source: SuperblockCopy,
+    /// The journal's replay decision, if the journal could be read.
+    pub journal: Option<RecoveryReport>,
+    /// Damage found. Empty means clean.
+    pub problems: Vec<Problem>,
+    /// Things worth knowing that are not damage.
+    pub notes: Vec<Note>,
+}
+
+impl FsckReport {
+    /// Whether nothing is wrong.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// fsck could not check the image at all.
+#[derive(Debug, thiserror::Error)]
+pub enum FsckError {
+    /// No superblock copy is valid: this is not a vigilfs filesystem, or
+    /// all three copies are damaged.
+    #[error("no valid vigilfs superblock: {0}")]
+    NoSuperblock(#[source] FormatError),
+}
+
+const STAGES: u64 = 3;
+
+/// Checks the filesystem on `device`. `progress` hears about each stage.
+pub fn fsck(
+    device: &dyn BlockDevice,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<FsckReport, FsckError> {
+    let mut problems = Vec::new();
+    let mut notes = Vec::new();
+
+    progress(Progress {
+        done: 0,
+        total: STAGES,
+        stage: "superblock copies",
+    });
+    let (superblock, superblock_source) = check_superblocks(device, &mut problems)?;
+
+    progress(Progress {
+        done: 1,
+        total: STAGES,
+        stage: "journal",
+    });
+    let journal = match Journal::inspect(device, &JournalOptions::for_filesystem(&superblock)) {
+        Ok(replay) => {
+            let report = replay.report;
+            if !report.cut_off.is_empty() {
+                notes.push(Note {
+                    structure: "journal".into(),
+                    message: format!(
+                        "entries {:?} were written after the last completed flush and are \
+                         incomplete: the next mount cuts them off (normal after a crash)",
+                        report.cut_off
+                    ),
+                });
+            }
+            if report.newest_kept_seq != 0 && report.last_seq <= report.newest_kept_seq {
+                notes.push(Note {
+                    structure: "journal".into(),
+                    message: format!(
+                        "entries {}..={} will be replayed at the next mount",
+                        report.last_seq, report.newest_kept_seq
+                    ),
+                });
+            }
+            Some(report)
+        }
+        Err(error) => {
+            problems.push(Problem {
+                structure: "journal".into(),
+                message: error.to_string(),
+            });
+            None
+        }
+    };
+
+    progress(Progress {
+        done: 2,
+        total: STAGES,
+        stage: "error record",
+    });
+    let record = &superblock.error_record;
+    if record.total > 0 {
+        let last = record
+            .last
+            .as_ref()
+            .map(|event| format!("; last: {event:?}"))
+            .unwrap_or_default();
+        notes.push(Note {
+            structure: "error record".into(),
+            message: format!("the filesystem has recorded {} errors{last}", record.total),
+        });
+    }
+    progress(Progress {
+        done: STAGES,
+        total: STAGES,
+        stage: "done",
+    });
+
+    Ok(FsckReport {
+        superblock,
+        superblock_source,
+        journal,
+        problems,
+        notes,
+    })
+}
+
+fn copy_name(copy: SuperblockCopy) -> &'static str {
+    match copy {
+        SuperblockCopy::Primary => "superblock (primary)",
+        SuperblockCopy::FirstBackup => "superblock (first backup)",
+        SuperblockCopy::SecondBackup => "superblock (second backup)",
+    }
+}
+
+/// Reads all three copies, reports the bad and stale ones, and returns the
+/// one a mount would use.
+fn check_superblocks(
+    device: &dyn BlockDevice,
+    problems: &mut Vec<Problem>,
+) -> Result<(Superblock, SuperblockCopy), FsckError> {
+    let copies = inspect_superblock_copies(device);
+    let chosen = match &copies[0] {
+        (copy, Ok(primary)) => Some((primary.clone(), *copy)),
+        _ => copies
+            .iter()
+            .filter_map(|(copy, outcome)| outcome.as_ref().ok().map(|sb| (sb.clone(), *copy)))
+            .max_by_key(|(superblock, _)| superblock.write_sequence),
+    };
+    let Some((superblock, source)) = chosen else {
+        let rejected = copies
+            .into_iter()
+            .filter_map(|(copy, outcome)| {
+                outcome
+                    .err()
+                    .map(|error| crate::format::RejectedCopy { copy, error })
+            })
+            .collect();
+        return Err(FsckError::NoSuperblock(FormatError::NoValidSuperblock {
+            rejected,
+        }));
+    };
+    for (copy, outcome) in copies {
+        let structure = copy_name(copy).to_owned();
+        match outcome {
+            Err(error) => problems.push(Problem {
+                structure,
+                message: error.to_string(),
+            }),
+            Ok(other) if other.write_sequence != superblock.write_sequence => {
+                problems.push(Problem {
+                    structure,
+                    message: format!(
+                        "stale: write sequence {} while the copy in use has {}",
+                        other.write_sequence, superblock.write_sequence
+                    ),
+                });
+            }
+            Ok(_) => {}
+        }
+    }
+    Ok((superblock, source))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::{IoClass, MemoryDevice, SectorSize};
+    use crate::journal::{Journal, JournalOptions, PinFlush};
+    use crate::mkfs::{mkfs, MkfsOptions};
+    use std::sync::Arc;
+
+    fn no_progress(_: Progress) {}
+
+    fn fresh() -> (Arc<MemoryDevice>, Superblock) {
+        let device = Arc::new(MemoryDevice::new(32 << 20, SectorSize::Bytes512));
+        let superblock = mkfs(device.as_ref(), &MkfsOptions::default()).unwrap();
+        (device, superblock)
+    }
+
+    #[test]
+    fn fresh_filesystem_is_clean() {
+        let (device, _) = fresh();
+        let mut stages = Vec::new();
+        let report = fsck(device.as_ref(), &mut |progress| stages.push(progress.stage)).unwrap();
+        assert!(report.is_clean(), "{:?}", report.problems);
+        assert_eq!(report.superblock_source, SuperblockCopy::Primary);
+        assert_eq!(stages.last(), Some(&"done"));
+    }
+
+    #[test]
+    fn damaged_primary_superblock_is_reported_and_a_backup_used() {
+        let (device, _) = fresh();
+        let offset = SuperblockCopy::Primary.offset(device.length()).unwrap();
+        let mut block = vec![0u8; 512];
+        device
+            .read_at(offset, &mut block, IoClass::Superblock)
+            .unwrap();
+        block[100] ^= 0xFF;
+        device
+            .write_at(offset, &block, IoClass::Superblock)
+            .unwrap();
+        let report = fsck(device.as_ref(), &mut no_progress).unwrap();
+        assert_ne!(report.superblock_source, SuperblockCopy::Primary);
+        assert_eq!(report.problems.len(), 1);
+        assert_eq!(report.problems[0].structure, "superblock (primary)");
+        assert!(report.problems[0].message.contains("checksum"));
+    }
+
+    #[test]
+    fn image_without_any_superblock_is_an_operational_error() {
+        let device = MemoryDevice::new(32 << 20, SectorSize::Bytes512);
+        assert!(matches!(
+            fsck(&device, &mut no_progress),
+            Err(FsckError::NoSuperblock(_))
+        ));
+    }
+
+    struct Held;
+    impl PinFlush for Held {
+        fn flush(&self, _seq: u64) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn damaged_durable_journal_entry_is_a_problem_and_pending_replay_a_note() {
+        let (device, superblock) = fresh();
+        let options = JournalOptions::for_filesystem(&superblock);
+        let (journal, _) = Journal::open(device.clone(), options.clone()).unwrap();
+        let first = journal.commit(&[b"keep me needed"]).unwrap();
+        journal.pin(first, Arc::new(Held)).unwrap();
+        for _ in 0..3 {
+            journal.commit(&[b"more"]).unwrap();
+            journal.flush().unwrap();
+        }
+        drop(journal);
+
+        let report = fsck(device.as_ref(), &mut no_progress).unwrap();
+        assert!(report.is_clean(), "{:?}", report.problems);
+        assert!(report
+            .notes
+            .iter()
+            .any(|note| note.message.contains("replayed")));
+
+        // Damage the second entry, which later flushes covered.
+        let block_size = u64::from(superblock.layout.block_size);
+        let second = options.region.start + block_size;
+        let mut bytes = vec![0u8; block_size as usize];
+        device
+            .read_at(second, &mut bytes, IoClass::Journal)
+            .unwrap();
+        bytes[130] ^= 0x01;
+        device.write_at(second, &bytes, IoClass::Journal).unwrap();
+        let report = fsck(device.as_ref(), &mut no_progress).unwrap();
+        assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+        assert_eq!(report.problems[0].structure, "journal");
+        assert!(report.problems[0]
+            .message
+            .contains("missing or fails its checksum"));
+    }
+}
