@@ -304,6 +304,9 @@ struct Inner {
     /// How long the latest journal flush took (capped): the group-commit
     /// linger is half of it.
     last_flush_time: Duration,
+    /// Callers of `flush_seq` served by another's flush since an entry was
+    /// last closed for flushing: a sign of concurrent committers.
+    served_by_others: u32,
     /// Early reclaims that failed while the journal still had room.
     reclaim_failures: u64,
     last_reclaim_failure: Option<String>,
@@ -459,6 +462,7 @@ impl Journal {
                 blocked: false,
                 replay_holds: replay.entries.iter().map(|entry| entry.seq).collect(),
                 last_flush_time: Duration::ZERO,
+                served_by_others: 0,
                 reclaim_failures: 0,
                 last_reclaim_failure: None,
                 pin_drops: 0,
@@ -854,11 +858,12 @@ impl Journal {
         if self.durable_or_failed(seq)? {
             return Ok(());
         }
-        let (_one_flusher_at_a_time, mut queued) = match self.flush_lock.try_lock() {
+        let (_one_flusher_at_a_time, queued) = match self.flush_lock.try_lock() {
             Ok(guard) => (guard, false),
             Err(TryLockError::Poisoned(poisoned)) => (poisoned.into_inner(), false),
             Err(TryLockError::WouldBlock) => (lock(&self.flush_lock), true),
         };
+        let mut lingered = false;
         let mut inner = lock(&self.inner);
         let target = loop {
             if let Some(error) = &inner.error {
@@ -866,6 +871,11 @@ impl Journal {
             }
             let target = seq.min(inner.next_seq - 1);
             if target <= inner.durable_seq {
+                if queued {
+                    // Someone else's flush served us: there are several
+                    // committers, so the next flusher should wait for them.
+                    inner.served_by_others += 1;
+                }
                 return Ok(());
             }
             if inner.written_seq >= target {
@@ -873,18 +883,20 @@ impl Journal {
             }
             let snapshot = self.state.snapshot();
             if snapshot.is_open() && inner.buffers[snapshot.index()].seq <= target {
-                if queued {
-                    // We waited behind another flusher, who is likely to be
-                    // back with its next commit in a moment: give it up to
-                    // half a flush time to join this entry, so one flush
-                    // serves both. A flusher that did not wait never does.
-                    queued = false;
+                if !lingered && (queued || inner.served_by_others > 0) {
+                    // Other committers are about: they are likely to be back
+                    // with their next commit in a moment (one was just
+                    // served by a flush, or is the flusher we queued behind).
+                    // Give them up to half a flush time to join this entry,
+                    // so one flush serves all. A lone committer never waits.
+                    lingered = true;
                     let linger = inner.last_flush_time / 2;
                     drop(inner);
                     self.linger_for_joiners(snapshot, linger);
                     inner = lock(&self.inner);
                     continue;
                 }
+                inner.served_by_others = 0;
                 inner = self.close_and_write(inner, OFFSET_CLOSED);
                 continue;
             }
