@@ -522,3 +522,27 @@ fn journal_of_a_fresh_filesystem_opens_empty_and_keeps_what_it_is_given() {
     let (_, replay) = Journal::open(device, options).unwrap();
     assert_eq!(replay.entries[0].records, vec![b"first key".to_vec()]);
 }
+
+#[test]
+fn too_many_tracked_seqs_trigger_reclaim_even_with_space_left() {
+    let device = memory_device();
+    let mut options = options(512);
+    options.max_tracked_seqs = 8;
+    let (journal, _) = Journal::open(device, options).unwrap();
+    let object = counting_object();
+    for _ in 0..40 {
+        let mut reservation = journal.reserve(record_bytes(8)).unwrap();
+        reservation.append(b"pinned!!").unwrap();
+        journal.pin(reservation.seq(), object.clone()).unwrap();
+        drop(reservation);
+        journal.flush().unwrap();
+    }
+    let status = journal.status();
+    assert!(object.flushes.load(Ordering::SeqCst) > 0, "no reclaim ran");
+    assert!(
+        status.next_seq - status.last_seq <= 16,
+        "the journal tracks {} seqs",
+        status.next_seq - status.last_seq
+    );
+    assert!(status.free_blocks * 4 > status.total_blocks * 3, "space was not the reason");
+}
