@@ -12,12 +12,14 @@
 //!   the superblock with its backups and the persistent error record;
 //! - [`mkfs`]: making a new filesystem (extended as later layers arrive);
 //! - [`journal`]: the bcachefs-style journal — one-CAS reservations, pins and reclaim, group
-//!   commit, a sticky error state, freeze, and crash-safe replay.
+//!   commit, a sticky error state, freeze, and crash-safe replay;
+//! - [`btree`]: the b-trees — copy-on-write checksummed nodes in a bounded cache, journal
+//!   pins and roots, recovery, and atomic multi-tree transactions.
 //!
-//! So far `device`, `format`, `mkfs` and `journal` exist; the b-trees, allocator, reverse
-//! map, inode and page-cache layers, writeback and the mounted filesystem are still to come.
+//! The inode and page-cache layers, writeback and the mounted filesystem are still to come.
 
 pub mod alloc;
+pub mod btree;
 pub mod device;
 pub mod format;
 pub mod fsck;

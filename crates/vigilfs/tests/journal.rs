@@ -544,5 +544,8 @@ fn too_many_tracked_seqs_trigger_reclaim_even_with_space_left() {
         "the journal tracks {} seqs",
         status.next_seq - status.last_seq
     );
-    assert!(status.free_blocks * 4 > status.total_blocks * 3, "space was not the reason");
+    assert!(
+        status.free_blocks * 4 > status.total_blocks * 3,
+        "space was not the reason"
+    );
 }

@@ -319,6 +319,10 @@ struct Inner {
 }
 
 /// The journal. Share it with `Arc`; every method takes `&self`.
+///
+/// Dropping it writes nothing: entries not yet flushed are lost as in a
+/// crash, so a clean shutdown calls [`Journal::flush`] (or
+/// [`Journal::block`]) first.
 pub struct Journal {
     device: Arc<dyn BlockDevice>,
     options: JournalOptions,
@@ -581,8 +585,8 @@ impl Journal {
                 continue;
             }
             if snapshot.offset() == OFFSET_BLOCKED {
-                // Blocked, but this is reclaim: reopen only when unblocked
-                // would be wrong; reclaim while blocked waits as well.
+                // Frozen: reclaim's reservations wait for the thaw too, so
+                // nothing is written while the journal is blocked.
                 inner = wait(&self.changed, inner);
                 continue;
             }

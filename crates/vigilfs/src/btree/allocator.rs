@@ -1,0 +1,138 @@
+//! Where new node blocks come from: the [`NodeAllocator`] trait, and [`SimpleAllocator`], a
+//! small implementation for tests and tools until the real allocator (free space = what the
+//! reverse map does not cover) takes over.
+//!
+//! The contract the b-trees rely on:
+//!
+//! * `allocate` hands out a block of the main region nobody else owns, or fails with
+//!   [`BtreeError::NoSpace`]; it never panics and never hands out a block twice;
+//! * `free(block, seq)` says the block stopped being referenced by the change journaled at
+//!   `seq`. Until `seq` is durable a crash could bring the old reference back, so the block
+//!   must not be handed out again before then. `seq` 0 means the block was never referenced
+//!   by anything durable (a write that was abandoned) and may be reused at once;
+//! * `available` is a lower bound on blocks `allocate` could hand out now; transactions use
+//!   it to refuse work up front (a clean `NoSpace`) rather than fail half-way;
+//! * `wants_used_blocks`: an allocator that cannot tell on its own which blocks the trees
+//!   use (this simple one keeps nothing on disk) asks [`Btrees::open`](super::Btrees::open)
+//!   to walk the recovered trees and call `mark_in_use` for every node block.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use super::BtreeError;
+use crate::format::Region;
+use crate::journal::Journal;
+
+/// Allocates and frees b-tree node blocks. See the module comment for the contract.
+pub trait NodeAllocator: Send + Sync {
+    /// A free block for a new node.
+    fn allocate(&self) -> Result<u64, BtreeError>;
+    /// `block` is unreferenced as of journal `seq` (0: never referenced durably).
+    fn free(&self, block: u64, seq: u64);
+    /// Blocks `allocate` could hand out now (a lower bound).
+    fn available(&self) -> u64;
+    /// Whether open must report the blocks the recovered trees use.
+    fn wants_used_blocks(&self) -> bool {
+        false
+    }
+    /// `block` holds a node of a recovered tree.
+    fn mark_in_use(&self, block: u64) {
+        let _ = block;
+    }
+}
+
+struct SimpleState {
+    free: BTreeSet<u64>,
+    /// Freed at a seq not known to be durable yet: (seq, block).
+    deferred: Vec<(u64, u64)>,
+}
+
+/// Blocks of one region, handed out lowest first, with frees deferred until their journal
+/// seq is durable (it asks the journal's status). Keeps nothing on disk.
+pub struct SimpleAllocator {
+    journal: Arc<Journal>,
+    region: Region,
+    state: Mutex<SimpleState>,
+}
+
+impl SimpleAllocator {
+    /// An allocator over every block of `region`.
+    pub fn new(journal: Arc<Journal>, region: Region) -> SimpleAllocator {
+        let end = region.end().unwrap_or(u64::MAX);
+        SimpleAllocator {
+            journal,
+            region,
+            state: Mutex::new(SimpleState {
+                free: (region.start..end).collect(),
+                deferred: Vec::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SimpleState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn release_durable(&self, state: &mut SimpleState) {
+        if state.deferred.is_empty() {
+            return;
+        }
+        let durable = self.journal.status().durable_seq;
+        let mut index = 0;
+        while index < state.deferred.len() {
+            let (seq, block) = state.deferred[index];
+            if seq <= durable {
+                state.free.insert(block);
+                state.deferred.swap_remove(index);
+            } else {
+                index += 1;
+            }
+        }
+    }
+
+    /// Blocks waiting for their free to become durable.
+    pub fn deferred_blocks(&self) -> usize {
+        self.lock().deferred.len()
+    }
+}
+
+impl NodeAllocator for SimpleAllocator {
+    fn allocate(&self) -> Result<u64, BtreeError> {
+        let mut state = self.lock();
+        if state.free.is_empty() {
+            self.release_durable(&mut state);
+        }
+        state.free.pop_first().ok_or(BtreeError::NoSpace {
+            needed: 1,
+            available: 0,
+        })
+    }
+
+    fn free(&self, block: u64, seq: u64) {
+        let mut state = self.lock();
+        if seq == 0 {
+            state.free.insert(block);
+        } else {
+            state.deferred.push((seq, block));
+        }
+    }
+
+    fn available(&self) -> u64 {
+        let mut state = self.lock();
+        self.release_durable(&mut state);
+        state.free.len() as u64
+    }
+
+    fn wants_used_blocks(&self) -> bool {
+        true
+    }
+
+    fn mark_in_use(&self, block: u64) {
+        let end = self.region.end().unwrap_or(u64::MAX);
+        if (self.region.start..end).contains(&block) {
+            self.lock().free.remove(&block);
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Transactions: updates to several trees gathered, then applied atomically.
+//!
+//! A [`Transaction`] collects puts, deletes and range deletes. Its reads see the trees'
+//! committed state plus its own writes. [`Transaction::commit`] then, under the state lock:
+//!
+//! 1. loads every node the updates touch, and checks that enough blocks are free for the
+//!    splits they may cause plus the writeback of every dirty node (a clean
+//!    [`BtreeError::NoSpace`] otherwise); any failure here changes nothing;
+//! 2. takes ONE journal reservation and appends ONE record holding every update, so the
+//!    transaction is in one journal entry: replay sees all of it or none of it;
+//! 3. applies the updates to the cached leaves, which pin the journal at the reservation's
+//!    seq, and releases the reservation;
+//! 4. splits oversized and merges underfull leaves (writes; a failure there is recorded in
+//!    the status and retried by later writeback, since the transaction itself is committed).
+//!
+//! Step 3 cannot fail on I/O (step 1 loaded everything). If it failed anyway, memory and
+//! journal would disagree, so the trees enter their error state (remount recovers from the
+//! journal). Concurrent transactions serialise on the state lock; the later commit wins.
+
+use std::collections::BTreeMap;
+
+use super::record::{encode_transaction, transaction_bytes, Update};
+use super::{usable, BtreeError, Btrees, TreeId};
+use crate::journal::record_bytes;
+
+/// Updates to commit atomically. Dropping it without committing discards them.
+pub struct Transaction<'a> {
+    btrees: &'a Btrees,
+    updates: Vec<Update>,
+    /// This transaction's latest word on single keys (`None`: deleted).
+    written: BTreeMap<(TreeId, Vec<u8>), Option<Vec<u8>>>,
+    /// Ranges it deleted (single keys written after a range delete live in `written`).
+    deleted_ranges: Vec<(TreeId, Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl<'a> Transaction<'a> {
+    pub(super) fn new(btrees: &'a Btrees) -> Transaction<'a> {
+        Transaction {
+            btrees,
+            updates: Vec::new(),
+            written: BTreeMap::new(),
+            deleted_ranges: Vec::new(),
+        }
+    }
+
+    /// Number of updates gathered.
+    pub fn len(&self) -> usize {
+        self.updates.len()
+    }
+
+    /// Whether no update was gathered.
+    pub fn is_empty(&self) -> bool {
+        self.updates.is_empty()
+    }
+
+    /// Sets `key` to `value` in `tree`.
+    pub fn put(&mut self, tree: TreeId, key: &[u8], value: &[u8]) -> Result<(), BtreeError> {
+        self.btrees.shared.check_key(key)?;
+        self.btrees.shared.check_value(value)?;
+        self.written
+            .insert((tree, key.to_vec()), Some(value.to_vec()));
+        self.updates.push(Update::Put {
+            tree,
+            key: key.to_vec(),
+            value: value.to_vec(),
+        });
+        Ok(())
+    }
+
+    /// Removes `key` from `tree`.
+    pub fn delete(&mut self, tree: TreeId, key: &[u8]) -> Result<(), BtreeError> {
+        self.btrees.shared.check_key(key)?;
+        self.written.insert((tree, key.to_vec()), None);
+        self.updates.push(Update::Delete {
+            tree,
+            key: key.to_vec(),
+        });
+        Ok(())
+    }
+
+    /// Removes every key of `tree` in `start..end` (`end` `None`: to the end).
+    pub fn delete_range(
+        &mut self,
+        tree: TreeId,
+        start: &[u8],
+        end: Option<&[u8]>,
+    ) -> Result<(), BtreeError> {
+        self.btrees.shared.check_key(start)?;
+        if let Some(end) = end {
+            self.btrees.shared.check_key(end)?;
+        }
+        self.written
+            .retain(|(written_tree, key), _| *written_tree != tree || !in_range(key, start, end));
+        self.deleted_ranges
+            .push((tree, start.to_vec(), end.map(<[u8]>::to_vec)));
+        self.updates.push(Update::DeleteRange {
+            tree,
+            start: start.to_vec(),
+            end: end.map(<[u8]>::to_vec),
+        });
+        Ok(())
+    }
+
+    fn deleted_by_range(&self, tree: TreeId, key: &[u8]) -> bool {
+        self.deleted_ranges.iter().any(|(range_tree, start, end)| {
+            *range_tree == tree && in_range(key, start, end.as_deref())
+        })
+    }
+
+    /// The value of `key` in `tree` as this transaction would leave it.
+    pub fn get(&self, tree: TreeId, key: &[u8]) -> Result<Option<Vec<u8>>, BtreeError> {
+        if let Some(value) = self.written.get(&(tree, key.to_vec())) {
+            return Ok(value.clone());
+        }
+        if self.deleted_by_range(tree, key) {
+            return Ok(None);
+        }
+        self.btrees.get(tree, key)
+    }
+
+    /// Up to `limit` entries of `tree` in `start..end` as this transaction would leave them.
+    pub fn scan(
+        &self,
+        tree: TreeId,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<super::Entry>, BtreeError> {
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        // Committed entries, minus what this transaction deleted or overwrote, until enough
+        // survive; then this transaction's own writes in the same span.
+        for entry in self.btrees.range(tree, start, end) {
+            let (key, value) = entry?;
+            if merged.len() >= limit {
+                break;
+            }
+            if self.written.contains_key(&(tree, key.clone())) || self.deleted_by_range(tree, &key)
+            {
+                continue;
+            }
+            merged.insert(key, value);
+        }
+        for ((written_tree, key), value) in &self.written {
+            if *written_tree == tree && in_range(key, start, end) {
+                if let Some(value) = value {
+                    merged.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        Ok(merged.into_iter().take(limit).collect())
+    }
+
+    /// Commits: all updates or none, in one journal entry. Returns the entry's seq (for
+    /// [`Journal::flush_seq`](crate::journal::Journal::flush_seq)), or `None` if there was
+    /// nothing to commit. Not durable until the seq is flushed; see
+    /// [`Transaction::commit_durable`].
+    pub fn commit(self) -> Result<Option<u64>, BtreeError> {
+        if self.updates.is_empty() {
+            return Ok(None);
+        }
+        let shared = &self.btrees.shared;
+        // Let reclaim write pinned nodes now, while this thread does not hold the lock
+        // (a reclaim started under the lock must decline to write nodes).
+        let _ = shared.journal.reclaim_if_needed();
+        let mut state = shared.lock_state();
+        usable(&state)?;
+        let record = encode_transaction(&self.updates);
+        debug_assert_eq!(record.len(), transaction_bytes(&self.updates));
+
+        // 1. Load everything, and check space.
+        let mut growth: BTreeMap<usize, usize> = BTreeMap::new();
+        for update in &self.updates {
+            match update {
+                Update::Put { tree, key, value } => {
+                    shared.load_for_update(&mut state, *tree, key, None)?;
+                    let path = shared.descend(&mut state, *tree, key, 0)?;
+                    *growth.entry(path[path.len() - 1].slot).or_default() +=
+                        super::node::leaf_entry_bytes(key.len(), value.len());
+                }
+                Update::Delete { tree, key } => {
+                    shared.load_for_update(&mut state, *tree, key, None)?;
+                }
+                Update::DeleteRange { tree, start, end } => {
+                    shared.load_for_update(&mut state, *tree, start, Some(end.as_deref()))?;
+                }
+            }
+        }
+        let capacity = shared.geometry.capacity;
+        let height = state
+            .roots
+            .iter()
+            .map(|&slot| u64::from(state.cache.node(slot).image.level) + 1)
+            .max()
+            .unwrap_or(1);
+        let split_blocks: u64 = growth
+            .iter()
+            .map(|(&slot, &added)| {
+                let bytes = state.cache.node(slot).encoded + added;
+                if bytes > capacity {
+                    bytes.div_ceil(capacity) as u64 + 2 * height
+                } else {
+                    0
+                }
+            })
+            .sum();
+        let merge_blocks = (self.updates.len() as u64).min(64) * (height + 1);
+        let needed = split_blocks + merge_blocks + state.cache.dirty_count() as u64 + 2 * height;
+        let available = shared.allocator.available();
+        if available < needed {
+            return Err(BtreeError::NoSpace { needed, available });
+        }
+
+        // 2. One reservation, one record.
+        let mut reservation = shared.journal.reserve(record_bytes(record.len()))?;
+        reservation.append(&record)?;
+        let seq = reservation.seq();
+
+        // 3. Apply under the reservation, so every leaf pins `seq` before it is released.
+        let mut touched = Vec::new();
+        let mut apply = |state: &mut super::State| -> Result<(), BtreeError> {
+            for update in &self.updates {
+                match update {
+                    Update::Put { tree, key, value } => {
+                        touched.push(shared.apply_put(state, *tree, key, value, seq)?);
+                    }
+                    Update::Delete { tree, key } => {
+                        touched.extend(shared.apply_delete(state, *tree, key, seq)?);
+                    }
+                    Update::DeleteRange { tree, start, end } => {
+                        touched.extend(shared.apply_delete_range(
+                            state,
+                            *tree,
+                            start,
+                            end.as_deref(),
+                            seq,
+                        )?);
+                    }
+                }
+            }
+            Ok(())
+        };
+        if let Err(error) = apply(&mut state) {
+            let why = format!("applying journaled transaction {seq} failed: {error}");
+            state.failed = Some(why.clone());
+            return Err(BtreeError::Failed(why));
+        }
+        drop(reservation);
+
+        // 4. Split and merge.
+        touched.sort_unstable();
+        touched.dedup();
+        let candidates = touched
+            .into_iter()
+            .map(|slot| (slot, state.cache.node(slot).serial))
+            .collect();
+        if let Err(error) = shared.restructure(&mut state, candidates) {
+            shared.note_writeback_failure(&mut state, &error);
+        }
+        shared.relieve_pressure(&mut state);
+        Ok(Some(seq))
+    }
+
+    /// Commits and waits until the transaction is durable.
+    pub fn commit_durable(self) -> Result<Option<u64>, BtreeError> {
+        let journal = std::sync::Arc::clone(&self.btrees.shared.journal);
+        let seq = self.commit()?;
+        if let Some(seq) = seq {
+            journal.flush_seq(seq)?;
+        }
+        Ok(seq)
+    }
+}
+
+fn in_range(key: &[u8], start: &[u8], end: Option<&[u8]>) -> bool {
+    key >= start && end.is_none_or(|end| key < end)
+}

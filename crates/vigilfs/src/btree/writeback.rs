@@ -1,0 +1,628 @@
+//! Writing dirty nodes: copy-on-write, splits, merges, root changes, and the journal pins.
+//!
+//! Every write goes through one primitive, [`Shared::write_run`]: take a run of sibling
+//! children of one parent, cut their entries into pieces that fit a block (one piece for a
+//! plain write, several for a split, fewer than the run for a merge), write each piece to a
+//! newly allocated block, then journal one pointers record replacing the run's pointers with
+//! the pieces'. Under that record's reservation the parent is dirtied (pinned at the
+//! record's seq), the old children's pins are dropped (the journal then flushes the device
+//! before writing any entry, so the pieces are durable before the record that makes the
+//! old copies unnecessary), and the old blocks are freed at the record's seq. Roots have no
+//! parent: [`Shared::write_root`] journals a roots record instead, growing the tree by a
+//! level when the root splits, and [`Shared::collapse_root`] shrinks it when the root is
+//! left with one child.
+//!
+//! A failure before the record is journaled changes nothing but the blocks written, which are
+//! returned to the allocator as never referenced (a block whose write failed is not returned:
+//! it may be bad). After the record is journaled nothing can fail except pinning a seq the
+//! record's own reservation holds, which would be a bug; it puts the trees in their error
+//! state rather than continue with memory and journal disagreeing.
+
+use std::sync::{Arc, Weak};
+
+use super::cache::CachedNode;
+use super::node::{self, pack, Body, NodeImage};
+use super::record::{self, Pointers, RootPointer};
+use super::tree::child_index;
+use super::{BtreeError, Shared, State, TreeId};
+use crate::device::IoClass;
+use crate::journal::{record_bytes, PinFlush};
+
+/// The pin of one dirty node: reclaim calls it to write the node.
+pub(super) struct NodePin {
+    pub shared: Weak<Shared>,
+    pub slot: usize,
+    pub serial: u64,
+}
+
+impl PinFlush for NodePin {
+    fn flush(&self, _seq: u64) -> Result<(), String> {
+        let Some(shared) = self.shared.upgrade() else {
+            return Ok(());
+        };
+        if shared.holds_state_lock() {
+            return Err(
+                "declined: this thread holds the b-tree lock; the node is written later".into(),
+            );
+        }
+        let mut state = shared.lock_state();
+        if let Some(why) = &state.failed {
+            return Err(format!("b-trees failed earlier: {why}"));
+        }
+        if !state.writable {
+            return Err("b-tree recovery in progress".into());
+        }
+        match state.cache.find(self.slot, self.serial) {
+            Some(node) if node.dirty.is_some() => {}
+            _ => return Ok(()),
+        }
+        shared
+            .write_node(&mut state, self.slot)
+            .map_err(|error| error.to_string())
+    }
+}
+
+/// The pin of the latest roots record: reclaim calls it to journal the roots again.
+pub(super) struct RootsPin {
+    pub shared: Weak<Shared>,
+}
+
+impl PinFlush for RootsPin {
+    fn flush(&self, _seq: u64) -> Result<(), String> {
+        let Some(shared) = self.shared.upgrade() else {
+            return Ok(());
+        };
+        shared.rejournal_roots().map_err(|error| error.to_string())
+    }
+}
+
+impl Shared {
+    fn roots_pin(&self) -> Arc<RootsPin> {
+        Arc::new(RootsPin {
+            shared: self.this.clone(),
+        })
+    }
+
+    /// Journals the current roots again and moves the roots pin to that record.
+    pub(super) fn rejournal_roots(&self) -> Result<(), BtreeError> {
+        let mut roots = self.lock_roots();
+        if roots.roots.is_empty() {
+            return Ok(());
+        }
+        let encoded = record::encode_roots(&roots.roots);
+        let mut reservation = self
+            .journal
+            .reserve_for_reclaim(record_bytes(encoded.len()))?;
+        reservation.append(&encoded)?;
+        let pin = self.journal.pin(reservation.seq(), self.roots_pin())?;
+        if let Some(old) = roots.pin.replace(pin) {
+            self.journal.unpin(old);
+        }
+        Ok(())
+    }
+
+    /// Journals `roots` as a fresh filesystem's first roots and makes them durable.
+    pub(super) fn journal_first_roots(&self, roots: Vec<RootPointer>) -> Result<(), BtreeError> {
+        let seq = {
+            let mut guard = self.lock_roots();
+            let encoded = record::encode_roots(&roots);
+            let mut reservation = self.journal.reserve(record_bytes(encoded.len()))?;
+            reservation.append(&encoded)?;
+            let seq = reservation.seq();
+            guard.pin = Some(self.journal.pin(seq, self.roots_pin())?);
+            guard.roots = roots;
+            seq
+        };
+        self.journal.flush_seq(seq)?;
+        Ok(())
+    }
+
+    /// Pins the roots record found at `seq` during replay.
+    pub(super) fn adopt_replayed_roots(
+        &self,
+        roots: Vec<RootPointer>,
+        seq: u64,
+    ) -> Result<(), BtreeError> {
+        let mut guard = self.lock_roots();
+        guard.pin = Some(self.journal.pin(seq, self.roots_pin())?);
+        guard.roots = roots;
+        Ok(())
+    }
+
+    /// Puts the trees in their error state.
+    fn fail(&self, state: &mut State, why: String) -> BtreeError {
+        if state.failed.is_none() {
+            state.failed = Some(why.clone());
+        }
+        BtreeError::Failed(why)
+    }
+
+    /// Allocates `count` blocks, all or none.
+    fn allocate_blocks(&self, count: usize) -> Result<Vec<u64>, BtreeError> {
+        let mut blocks = Vec::with_capacity(count);
+        for _ in 0..count {
+            match self.allocator.allocate() {
+                Ok(block) => blocks.push(block),
+                Err(error) => {
+                    for &block in &blocks {
+                        self.allocator.free(block, 0);
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        Ok(blocks)
+    }
+
+    /// Writes each image to its allocated block. On failure every block is returned to the
+    /// allocator as never referenced, except one whose write failed (it may be bad).
+    fn write_allocated(
+        &self,
+        state: &mut State,
+        images: &[NodeImage],
+        blocks: &[u64],
+    ) -> Result<(), BtreeError> {
+        let release = |blocks: &[u64]| {
+            for &block in blocks {
+                self.allocator.free(block, 0);
+            }
+        };
+        let block_size = self.geometry.block_size;
+        for (index, (image, &block)) in images.iter().zip(blocks).enumerate() {
+            let bytes = match node::encode(image, block, &self.geometry.uuid, block_size) {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    release(blocks);
+                    return Err(error.into());
+                }
+            };
+            if let Err(error) =
+                self.device
+                    .write_at(block * u64::from(block_size), &bytes, IoClass::Metadata)
+            {
+                release(&blocks[..index]);
+                release(&blocks[index + 1..]);
+                return Err(error.into());
+            }
+        }
+        state.nodes_written += images.len() as u64;
+        Ok(())
+    }
+
+    /// Allocates a block for each image and writes it.
+    fn write_images(
+        &self,
+        state: &mut State,
+        images: &[NodeImage],
+    ) -> Result<Vec<u64>, BtreeError> {
+        let blocks = self.allocate_blocks(images.len())?;
+        self.write_allocated(state, images, &blocks)?;
+        Ok(blocks)
+    }
+
+    /// Cuts `body` (covering `lower..upper` at `level`) into node images that fit.
+    fn pieces(
+        &self,
+        tree: TreeId,
+        level: u8,
+        lower: &[u8],
+        upper: Option<&[u8]>,
+        body: Body,
+    ) -> Vec<NodeImage> {
+        let bodies = pack(body, self.geometry.capacity);
+        let lowers: Vec<Box<[u8]>> = bodies
+            .iter()
+            .enumerate()
+            .map(|(index, body)| {
+                if index == 0 {
+                    Box::from(lower)
+                } else {
+                    Box::from(body.key(0))
+                }
+            })
+            .collect();
+        bodies
+            .into_iter()
+            .enumerate()
+            .map(|(index, body)| NodeImage {
+                tree,
+                level,
+                lower: lowers[index].clone(),
+                upper: match lowers.get(index + 1) {
+                    Some(next) => Some(next.clone()),
+                    None => upper.map(Box::from),
+                },
+                body,
+            })
+            .collect()
+    }
+
+    /// Drops a replaced node: its pin (under the caller's reservation) and its block (freed
+    /// at `seq`).
+    fn retire(&self, state: &mut State, slot: usize, seq: u64) {
+        let old: CachedNode = state.cache.remove(slot);
+        if let Some(dirty) = old.dirty {
+            self.journal.unpin(dirty.pin);
+        }
+        self.allocator.free(old.block, seq);
+    }
+
+    /// The parent of the non-root node in `slot`, and the node's index in it.
+    pub(super) fn locate_parent(
+        &self,
+        state: &mut State,
+        slot: usize,
+    ) -> Result<(usize, usize), BtreeError> {
+        let node = state.cache.node(slot);
+        let (tree, level, block) = (node.image.tree, node.image.level, node.block);
+        let lower = node.image.lower.clone();
+        let path = self.descend(state, tree, &lower, level + 1)?;
+        let parent = path[path.len() - 1].slot;
+        let children = state.cache.node(parent).children();
+        let index = child_index(children, &lower);
+        if children.get(index).map(|(key, child)| (&**key, *child)) != Some((&*lower, block)) {
+            let why = format!("{tree} node at block {block} is not where its parent says");
+            return Err(self.fail(state, why));
+        }
+        Ok((parent, index))
+    }
+
+    /// Rewrites children `first..=last` of `parent` as new nodes (see the module comment).
+    pub(super) fn write_run(
+        &self,
+        state: &mut State,
+        parent: usize,
+        first: usize,
+        last: usize,
+    ) -> Result<(), BtreeError> {
+        let mut run = Vec::with_capacity(last - first + 1);
+        for index in first..=last {
+            run.push(self.child(state, parent, index)?);
+        }
+        let head = state.cache.node(run[0]);
+        let (tree, level) = (head.image.tree, head.image.level);
+        let lower = head.image.lower.clone();
+        let upper = state.cache.node(run[run.len() - 1]).image.upper.clone();
+        let body = if level == 0 {
+            let mut entries = Vec::new();
+            for &slot in &run {
+                if let Body::Leaf(more) = &state.cache.node(slot).image.body {
+                    entries.extend(more.iter().cloned());
+                }
+            }
+            Body::Leaf(entries)
+        } else {
+            let mut entries = Vec::new();
+            for &slot in &run {
+                entries.extend(state.cache.node(slot).children().iter().cloned());
+            }
+            Body::Interior(entries)
+        };
+        let images = self.pieces(tree, level, &lower, upper.as_deref(), body);
+        let blocks = self.write_images(state, &images)?;
+        let pointers = Pointers {
+            tree,
+            level: level + 1,
+            lower: lower.to_vec(),
+            upper: upper.as_ref().map(|upper| upper.to_vec()),
+            children: images
+                .iter()
+                .zip(&blocks)
+                .map(|(image, &block)| (image.lower.to_vec(), block))
+                .collect(),
+        };
+        let encoded = record::encode_pointers(&pointers);
+        let mut reservation = match self
+            .journal
+            .reserve_for_reclaim(record_bytes(encoded.len()))
+        {
+            Ok(reservation) => reservation,
+            Err(error) => {
+                for &block in &blocks {
+                    self.allocator.free(block, 0);
+                }
+                return Err(error.into());
+            }
+        };
+        if let Err(error) = reservation.append(&encoded) {
+            return Err(self.fail(state, format!("pointer record append failed: {error}")));
+        }
+        let seq = reservation.seq();
+        if let Err(error) = self.mark_dirty(state, parent, seq) {
+            return Err(self.fail(state, format!("pinning a parent failed: {error}")));
+        }
+        let replacement: Vec<(Box<[u8]>, u64)> = images
+            .iter()
+            .zip(&blocks)
+            .map(|(image, &block)| (image.lower.clone(), block))
+            .collect();
+        state.cache.update(parent, |node| {
+            if let Body::Interior(entries) = &mut node.image.body {
+                entries.splice(first..=last, replacement);
+            }
+        });
+        for slot in run {
+            self.retire(state, slot, seq);
+        }
+        for (image, block) in images.into_iter().zip(blocks) {
+            state.cache.insert(image, block);
+        }
+        drop(reservation);
+        Ok(())
+    }
+
+    /// Writes `tree`'s root to a new block, splitting it under a new root if it is too big.
+    pub(super) fn write_root(&self, state: &mut State, tree: TreeId) -> Result<(), BtreeError> {
+        let slot = state.roots[tree.index()];
+        let root = state.cache.node(slot);
+        let level = root.image.level;
+        let mut images = self.pieces(tree, level, &[], None, root.image.body.clone());
+        let grows = images.len() > 1;
+        if grows {
+            let children = images
+                .iter()
+                .map(|image| (image.lower.clone(), 0))
+                .collect();
+            images.push(NodeImage {
+                tree,
+                level: level + 1,
+                lower: Box::from(&[][..]),
+                upper: None,
+                body: Body::Interior(children),
+            });
+        }
+        // The new root names its children's blocks, so allocate before encoding any.
+        let blocks = self.allocate_blocks(images.len())?;
+        let count = images.len();
+        if let Body::Interior(children) = &mut images[count - 1].body {
+            if grows {
+                for (child, &block) in children.iter_mut().zip(&blocks) {
+                    child.1 = block;
+                }
+            }
+        }
+        self.write_allocated(state, &images, &blocks)?;
+        let new_root = RootPointer {
+            tree,
+            level: images[images.len() - 1].level,
+            block: blocks[blocks.len() - 1],
+        };
+        let mut records = Vec::new();
+        if grows {
+            let children = images[..images.len() - 1]
+                .iter()
+                .zip(&blocks)
+                .map(|(image, &block)| (image.lower.to_vec(), block))
+                .collect();
+            records.push(record::encode_pointers(&Pointers {
+                tree,
+                level: level + 1,
+                lower: Vec::new(),
+                upper: None,
+                children,
+            }));
+        }
+        let mut roots = self.lock_roots();
+        let mut new_roots = roots.roots.clone();
+        for root in &mut new_roots {
+            if root.tree == tree {
+                *root = new_root;
+            }
+        }
+        records.push(record::encode_roots(&new_roots));
+        let bytes = records
+            .iter()
+            .map(|record| record_bytes(record.len()))
+            .sum();
+        let mut reservation = match self.journal.reserve_for_reclaim(bytes) {
+            Ok(reservation) => reservation,
+            Err(error) => {
+                for &block in &blocks {
+                    self.allocator.free(block, 0);
+                }
+                return Err(error.into());
+            }
+        };
+        for record in &records {
+            if let Err(error) = reservation.append(record) {
+                return Err(self.fail(state, format!("roots record append failed: {error}")));
+            }
+        }
+        let seq = reservation.seq();
+        let pin = match self.journal.pin(seq, self.roots_pin()) {
+            Ok(pin) => pin,
+            Err(error) => return Err(self.fail(state, format!("pinning roots failed: {error}"))),
+        };
+        if let Some(old) = roots.pin.replace(pin) {
+            self.journal.unpin(old);
+        }
+        roots.roots = new_roots;
+        self.retire(state, slot, seq);
+        let mut new_slot = 0;
+        for (image, block) in images.into_iter().zip(blocks) {
+            new_slot = state.cache.insert(image, block);
+        }
+        state.roots[tree.index()] = new_slot;
+        drop(reservation);
+        Ok(())
+    }
+
+    /// Makes the only child of `tree`'s interior root the new root.
+    pub(super) fn collapse_root(&self, state: &mut State, tree: TreeId) -> Result<(), BtreeError> {
+        let slot = state.roots[tree.index()];
+        let child = self.child(state, slot, 0)?;
+        let child_node = state.cache.node(child);
+        let new_root = RootPointer {
+            tree,
+            level: child_node.image.level,
+            block: child_node.block,
+        };
+        let mut roots = self.lock_roots();
+        let mut new_roots = roots.roots.clone();
+        for root in &mut new_roots {
+            if root.tree == tree {
+                *root = new_root;
+            }
+        }
+        let encoded = record::encode_roots(&new_roots);
+        let mut reservation = self
+            .journal
+            .reserve_for_reclaim(record_bytes(encoded.len()))?;
+        if let Err(error) = reservation.append(&encoded) {
+            return Err(self.fail(state, format!("roots record append failed: {error}")));
+        }
+        let seq = reservation.seq();
+        let pin = match self.journal.pin(seq, self.roots_pin()) {
+            Ok(pin) => pin,
+            Err(error) => return Err(self.fail(state, format!("pinning roots failed: {error}"))),
+        };
+        if let Some(old) = roots.pin.replace(pin) {
+            self.journal.unpin(old);
+        }
+        roots.roots = new_roots;
+        self.retire(state, slot, seq);
+        state.roots[tree.index()] = child;
+        drop(reservation);
+        Ok(())
+    }
+
+    /// Writes the node in `slot` (which must be cached).
+    pub(super) fn write_node(&self, state: &mut State, slot: usize) -> Result<(), BtreeError> {
+        let tree = state.cache.node(slot).image.tree;
+        if state.roots[tree.index()] == slot {
+            return self.write_root(state, tree);
+        }
+        let (parent, index) = self.locate_parent(state, slot)?;
+        self.write_run(state, parent, index, index)
+    }
+
+    /// Splits oversized and merges underfull nodes among `candidates` (slot, serial), and
+    /// their parents in turn.
+    pub(super) fn restructure(
+        &self,
+        state: &mut State,
+        candidates: Vec<(usize, u64)>,
+    ) -> Result<(), BtreeError> {
+        let capacity = self.geometry.capacity;
+        let mut queue = candidates;
+        while let Some((slot, serial)) = queue.pop() {
+            let Some(node) = state.cache.find(slot, serial) else {
+                continue;
+            };
+            let tree = node.image.tree;
+            let over = node.encoded > capacity;
+            let under = node.encoded < capacity / 4;
+            if state.roots[tree.index()] == slot {
+                if over {
+                    self.write_root(state, tree)?;
+                } else if !node.is_leaf() && node.children().len() == 1 {
+                    self.collapse_root(state, tree)?;
+                }
+                continue;
+            }
+            if !over && !under {
+                continue;
+            }
+            let (parent, index) = self.locate_parent(state, slot)?;
+            let siblings = state.cache.node(parent).children().len();
+            let (first, last) = if over {
+                (index, index)
+            } else if siblings < 2 {
+                continue;
+            } else if index + 1 < siblings {
+                (index, index + 1)
+            } else {
+                (index - 1, index)
+            };
+            self.write_run(state, parent, first, last)?;
+            queue.push((parent, state.cache.node(parent).serial));
+        }
+        Ok(())
+    }
+
+    /// Records a failed background write (the node stays dirty and is retried).
+    pub(super) fn note_writeback_failure(&self, state: &mut State, error: &BtreeError) {
+        state.writeback_failures += 1;
+        state.last_writeback_failure = Some(error.to_string());
+    }
+
+    /// Brings the cache back under its budget: evicts clean nodes, and if that is not enough,
+    /// writes dirty ones (lowest level and oldest first) and evicts them. Failures are
+    /// recorded in the status, not returned: the caller's own operation succeeded.
+    pub(super) fn relieve_pressure(&self, state: &mut State) {
+        let budget = state.cache.budget();
+        if state.cache.memory() <= budget {
+            return;
+        }
+        let target = budget / 8 * 7;
+        let roots = state.roots.clone();
+        state.cache.evict_clean(target, &roots);
+        if state.cache.memory() <= budget || !state.writable || state.failed.is_some() {
+            return;
+        }
+        let mut dirty: Vec<(u8, u64, usize, u64)> = state
+            .cache
+            .slots()
+            .filter_map(|slot| {
+                let node = state.cache.node(slot);
+                node.dirty
+                    .map(|pin| (node.image.level, pin.seq, slot, node.serial))
+            })
+            .collect();
+        dirty.sort_unstable();
+        for (_, _, slot, serial) in dirty {
+            if state.cache.memory() <= target {
+                break;
+            }
+            let still_dirty = state
+                .cache
+                .find(slot, serial)
+                .is_some_and(|node| node.dirty.is_some());
+            if !still_dirty {
+                continue;
+            }
+            if let Err(error) = self.write_node(state, slot) {
+                self.note_writeback_failure(state, &error);
+                return;
+            }
+            state.cache.evict_clean(target, &roots);
+        }
+    }
+
+    /// Writes every dirty node, leaves first, until none is left.
+    pub(super) fn write_all_dirty(&self, state: &mut State) -> Result<(), BtreeError> {
+        loop {
+            let mut dirty: Vec<(u8, usize, u64)> = state
+                .cache
+                .slots()
+                .filter_map(|slot| {
+                    let node = state.cache.node(slot);
+                    node.dirty.map(|_| (node.image.level, slot, node.serial))
+                })
+                .collect();
+            if dirty.is_empty() {
+                return Ok(());
+            }
+            dirty.sort_unstable();
+            let lowest = dirty[0].0;
+            for (level, slot, serial) in dirty {
+                if level != lowest {
+                    break;
+                }
+                if state
+                    .cache
+                    .find(slot, serial)
+                    .is_some_and(|node| node.dirty.is_some())
+                {
+                    self.write_node(state, slot)?;
+                }
+            }
+            let roots = state.roots.clone();
+            if state.cache.memory() > state.cache.budget() {
+                state
+                    .cache
+                    .evict_clean(state.cache.budget() / 8 * 7, &roots);
+            }
+        }
+    }
+}
