@@ -6,11 +6,12 @@
 
 use std::io::IsTerminal;
 use std::path::Path;
+use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use vigilfs::device::{FileDevice, FileDeviceOptions};
-use vigilfs::fsck::{fsck, FsckReport, Progress};
+use vigilfs::fsck::{fsck, keys_per_tree, FsckReport, Progress};
 
 use crate::failure::Failure;
 
@@ -48,7 +49,7 @@ pub fn run(image: &Path, as_json: bool) -> Result<u8, Failure> {
         None if progress.done < progress.total => eprintln!("fsck: checking {}", progress.stage),
         None => {}
     };
-    let outcome = fsck(&device, &mut show);
+    let outcome = fsck(Arc::new(device), &mut show);
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
@@ -75,6 +76,17 @@ fn print_text(image: &Path, report: &FsckReport) {
         superblock.uuid,
         report.superblock_source
     );
+    if let Some(trees) = &report.trees {
+        let keys: Vec<String> = keys_per_tree(trees)
+            .into_iter()
+            .map(|(tree, keys)| format!("{tree} {keys}"))
+            .collect();
+        println!(
+            "b-trees: {} nodes; keys: {}",
+            trees.nodes.len(),
+            keys.join(", ")
+        );
+    }
     for problem in &report.problems {
         println!("ERROR {}: {}", problem.structure, problem.message);
     }
@@ -110,6 +122,13 @@ fn to_json(image: &Path, report: &FsckReport, code: u8) -> serde_json::Value {
             "last_seq": journal.last_seq,
             "newest_kept_seq": journal.newest_kept_seq,
             "cut_off": journal.cut_off,
+        })),
+        "trees": report.trees.as_ref().map(|trees| json!({
+            "nodes": trees.nodes.len(),
+            "keys": keys_per_tree(trees)
+                .into_iter()
+                .map(|(tree, keys)| (tree.to_string(), json!(keys)))
+                .collect::<serde_json::Map<_, _>>(),
         })),
         "errors_recorded": report.superblock.error_record.total,
         "problems": items(report.problems.iter().map(|p| (&p.structure, &p.message)).collect()),

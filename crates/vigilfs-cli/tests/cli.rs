@@ -115,3 +115,76 @@ fn every_command_has_help() {
         assert!(text(&help.stdout).contains("Usage"));
     }
 }
+
+/// Fills the inode tree of the image with keys through the engine and
+/// writes every node, so the image holds real b-tree nodes; returns a leaf's
+/// block and the block size.
+fn populate(image: &Path) -> (u64, u64) {
+    use std::sync::Arc;
+    use vigilfs::btree::{Btrees, BtreesOptions, SimpleAllocator, TreeId};
+    use vigilfs::device::{BlockDevice, FileDevice, FileDeviceOptions};
+    use vigilfs::format::read_superblock;
+    use vigilfs::journal::{Journal, JournalOptions};
+
+    let device: Arc<dyn BlockDevice> =
+        Arc::new(FileDevice::open(image, FileDeviceOptions::default()).unwrap());
+    let superblock = read_superblock(device.as_ref()).unwrap().superblock;
+    let (journal, replay) =
+        Journal::open(device.clone(), JournalOptions::for_filesystem(&superblock)).unwrap();
+    let journal = Arc::new(journal);
+    let allocator = Arc::new(SimpleAllocator::new(
+        journal.clone(),
+        superblock.layout.main,
+    ));
+    let trees = Btrees::open(
+        device,
+        journal,
+        &replay,
+        &superblock,
+        allocator,
+        BtreesOptions::default(),
+    )
+    .unwrap();
+    for batch in 0..10u64 {
+        let mut transaction = trees.transaction();
+        for key in batch * 300..(batch + 1) * 300 {
+            transaction
+                .put(TreeId::Inodes, &key.to_be_bytes(), &[1u8; 100])
+                .unwrap();
+        }
+        transaction.commit_durable().unwrap();
+    }
+    trees.sync().unwrap();
+    let report = trees.check().unwrap();
+    let leaf = report
+        .nodes
+        .iter()
+        .find(|(tree, level, _)| *tree == TreeId::Inodes && *level == 0)
+        .map(|(_, _, block)| *block)
+        .unwrap();
+    (leaf, u64::from(superblock.layout.block_size))
+}
+
+#[test]
+fn fsck_reports_a_corrupt_tree_node_with_exit_4_and_its_block() {
+    let directory = tempfile::tempdir().unwrap();
+    vigilfs(&["mkfs", "disk.img", "--size", "64M"], directory.path());
+    let image = directory.path().join("disk.img");
+    let (leaf, block_size) = populate(&image);
+    let clean = vigilfs(&["fsck", "disk.img", "--json"], directory.path());
+    assert_eq!(clean.status.code(), Some(0), "{}", text(&clean.stdout));
+    let report: serde_json::Value = serde_json::from_slice(&clean.stdout).unwrap();
+    assert_eq!(report["trees"]["keys"]["inodes"], 3000);
+
+    let mut bytes = std::fs::read(&image).unwrap();
+    bytes[(leaf * block_size) as usize + 500] ^= 0x04;
+    std::fs::write(&image, &bytes).unwrap();
+    let damaged = vigilfs(&["fsck", "disk.img"], directory.path());
+    assert_eq!(damaged.status.code(), Some(4));
+    let output = text(&damaged.stdout);
+    assert!(
+        output.contains(&format!("b-tree node at block {leaf}")),
+        "{output}"
+    );
+    assert!(output.contains("1 error left uncorrected"), "{output}");
+}

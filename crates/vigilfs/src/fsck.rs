@@ -16,15 +16,21 @@
 //!    replay decision is made as at mount (a damaged entry that a
 //!    completed flush covered is a problem; a torn tail after a crash is
 //!    not, it is what replay cuts off);
-//! 3. the persistent error record: errors the filesystem remembers are
+//! 3. the b-trees, as a mount would see them after recovery: fsck runs the
+//!    engine's own journal replay and tree rebuild as a dry run on an
+//!    [`OverlayDevice`] (writes stay in memory), then walks every tree,
+//!    verifying each node's checksum, bounds, key order and structure;
+//! 4. the persistent error record: errors the filesystem remembers are
 //!    reported (as notes, not as damage).
 //!
-//! The b-trees, reverse map and free-space cross-checks join this list as
-//! those layers arrive.
+//! The reverse-map and free-space cross-checks join this list as those
+//! layers arrive.
 
-use crate::device::BlockDevice;
-use crate::format::superblock_copies::inspect_superblock_copies;
-use crate::format::{FormatError, Superblock, SuperblockCopy};
+use std::sync::Arc;
+
+use crate::btree::{Btrees, BtreesOptions, CheckReport, SimpleAllocator, TreeId};
+use crate::device::{BlockDevice, OverlayDevice};
+use crate::format::{inspect_superblock_copies, FormatError, Superblock, SuperblockCopy};
 use crate::journal::{Journal, JournalOptions, RecoveryReport};
 
 /// One thing wrong with the image.
@@ -65,6 +71,8 @@ pub struct FsckReport {
     pub superblock_source: SuperblockCopy,
     /// The journal's replay decision, if the journal could be read.
     pub journal: Option<RecoveryReport>,
+    /// What the b-tree walk found, if the trees could be opened.
+    pub trees: Option<CheckReport>,
     /// Damage found. Empty means clean.
     pub problems: Vec<Problem>,
     /// Things worth knowing that are not damage.
@@ -87,11 +95,15 @@ pub enum FsckError {
     NoSuperblock(#[source] FormatError),
 }
 
-const STAGES: u64 = 3;
+const STAGES: u64 = 4;
 
-/// Checks the filesystem on `device`. `progress` hears about each stage.
+/// Node cache for the tree walk: enough to keep interior levels cached.
+const CHECK_CACHE_BYTES: usize = 32 << 20;
+
+/// Checks the filesystem on `device`, which is only read. `progress`
+/// hears about each stage.
 pub fn fsck(
-    device: &dyn BlockDevice,
+    device: Arc<dyn BlockDevice>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<FsckReport, FsckError> {
     let mut problems = Vec::new();
@@ -102,14 +114,15 @@ pub fn fsck(
         total: STAGES,
         stage: "superblock copies",
     });
-    let (superblock, superblock_source) = check_superblocks(device, &mut problems)?;
+    let (superblock, superblock_source) = check_superblocks(device.as_ref(), &mut problems)?;
 
     progress(Progress {
         done: 1,
         total: STAGES,
         stage: "journal",
     });
-    let journal = match Journal::inspect(device, &JournalOptions::for_filesystem(&superblock)) {
+    let journal_options = JournalOptions::for_filesystem(&superblock);
+    let journal = match Journal::inspect(device.as_ref(), &journal_options) {
         Ok(replay) => {
             let report = replay.report;
             if !report.cut_off.is_empty() {
@@ -145,6 +158,22 @@ pub fn fsck(
     progress(Progress {
         done: 2,
         total: STAGES,
+        stage: "b-trees",
+    });
+    let trees = match journal {
+        Some(_) => check_trees(device, &superblock, journal_options, &mut problems),
+        None => {
+            notes.push(Note {
+                structure: "b-trees".into(),
+                message: "not checked: the journal cannot be replayed".into(),
+            });
+            None
+        }
+    };
+
+    progress(Progress {
+        done: 3,
+        total: STAGES,
         stage: "error record",
     });
     let record = &superblock.error_record;
@@ -169,9 +198,65 @@ pub fn fsck(
         superblock,
         superblock_source,
         journal,
+        trees,
         problems,
         notes,
     })
+}
+
+/// Dry-runs recovery on an overlay and walks every tree. Any failure is a
+/// problem naming the structure; the image is never written.
+fn check_trees(
+    device: Arc<dyn BlockDevice>,
+    superblock: &Superblock,
+    journal_options: JournalOptions,
+    problems: &mut Vec<Problem>,
+) -> Option<CheckReport> {
+    let overlay: Arc<dyn BlockDevice> = Arc::new(OverlayDevice::new(device));
+    let problem = |message: String| Problem {
+        structure: "b-trees".into(),
+        message,
+    };
+    let (journal, replay) = match Journal::open(Arc::clone(&overlay), journal_options) {
+        Ok(opened) => opened,
+        Err(error) => {
+            problems.push(problem(format!("journal replay failed: {error}")));
+            return None;
+        }
+    };
+    let journal = Arc::new(journal);
+    let allocator = Arc::new(SimpleAllocator::new(
+        Arc::clone(&journal),
+        superblock.layout.main,
+    ));
+    let options = BtreesOptions {
+        cache_bytes: CHECK_CACHE_BYTES,
+    };
+    let opened = Btrees::open(overlay, journal, &replay, superblock, allocator, options);
+    let outcome = opened.and_then(|trees| trees.check());
+    match outcome {
+        Ok(report) => Some(report),
+        Err(error) => {
+            let structure = match error.corrupt_block() {
+                Some(block) => format!("b-tree node at block {block}"),
+                None => "b-trees".into(),
+            };
+            problems.push(Problem {
+                structure,
+                message: error.to_string(),
+            });
+            None
+        }
+    }
+}
+
+/// Keys per tree, for reports.
+pub fn keys_per_tree(report: &CheckReport) -> Vec<(TreeId, u64)> {
+    TreeId::ALL
+        .iter()
+        .copied()
+        .zip(report.keys.iter().copied())
+        .collect()
 }
 
 fn copy_name(copy: SuperblockCopy) -> &'static str {
@@ -235,7 +320,7 @@ fn check_superblocks(
 mod tests {
     use super::*;
     use crate::device::{IoClass, MemoryDevice, SectorSize};
-    use crate::journal::{Journal, JournalOptions, PinFlush};
+    use crate::journal::{Journal, JournalOptions};
     use crate::mkfs::{mkfs, MkfsOptions};
     use std::sync::Arc;
 
@@ -251,7 +336,7 @@ mod tests {
     fn fresh_filesystem_is_clean() {
         let (device, _) = fresh();
         let mut stages = Vec::new();
-        let report = fsck(device.as_ref(), &mut |progress| stages.push(progress.stage)).unwrap();
+        let report = fsck(device, &mut |progress| stages.push(progress.stage)).unwrap();
         assert!(report.is_clean(), "{:?}", report.problems);
         assert_eq!(report.superblock_source, SuperblockCopy::Primary);
         assert_eq!(stages.last(), Some(&"done"));
@@ -269,7 +354,7 @@ mod tests {
         device
             .write_at(offset, &block, IoClass::Superblock)
             .unwrap();
-        let report = fsck(device.as_ref(), &mut no_progress).unwrap();
+        let report = fsck(device, &mut no_progress).unwrap();
         assert_ne!(report.superblock_source, SuperblockCopy::Primary);
         assert_eq!(report.problems.len(), 1);
         assert_eq!(report.problems[0].structure, "superblock (primary)");
@@ -278,50 +363,108 @@ mod tests {
 
     #[test]
     fn image_without_any_superblock_is_an_operational_error() {
-        let device = MemoryDevice::new(32 << 20, SectorSize::Bytes512);
+        let device = Arc::new(MemoryDevice::new(32 << 20, SectorSize::Bytes512));
         assert!(matches!(
-            fsck(&device, &mut no_progress),
+            fsck(device, &mut no_progress),
             Err(FsckError::NoSuperblock(_))
         ));
     }
 
-    struct Held;
-    impl PinFlush for Held {
-        fn flush(&self, _seq: u64) -> Result<(), String> {
-            Ok(())
+    /// A filesystem with `transactions` committed durably into the inode
+    /// tree, left with its changes in the journal (no sync) unless `sync`.
+    fn populated(transactions: u64, sync: bool) -> (Arc<MemoryDevice>, Superblock, CheckReport) {
+        let (device, superblock) = fresh();
+        let shared: Arc<dyn BlockDevice> = device.clone();
+        let (journal, replay) =
+            Journal::open(shared.clone(), JournalOptions::for_filesystem(&superblock)).unwrap();
+        let journal = Arc::new(journal);
+        let allocator = Arc::new(SimpleAllocator::new(
+            journal.clone(),
+            superblock.layout.main,
+        ));
+        let trees = Btrees::open(
+            shared,
+            journal,
+            &replay,
+            &superblock,
+            allocator,
+            BtreesOptions::default(),
+        )
+        .unwrap();
+        for batch in 0..transactions {
+            let mut transaction = trees.transaction();
+            for key in 0..200u64 {
+                let key = (batch * 1000 + key).to_be_bytes();
+                transaction.put(TreeId::Inodes, &key, &[7u8; 64]).unwrap();
+            }
+            transaction.commit_durable().unwrap();
         }
+        if sync {
+            trees.sync().unwrap();
+        }
+        let report = trees.check().unwrap();
+        (device, superblock, report)
     }
 
     #[test]
-    fn damaged_durable_journal_entry_is_a_problem_and_pending_replay_a_note() {
-        let (device, superblock) = fresh();
-        let options = JournalOptions::for_filesystem(&superblock);
-        let (journal, _) = Journal::open(device.clone(), options.clone()).unwrap();
-        let first = journal.commit(&[b"keep me needed"]).unwrap();
-        journal.pin(first, Arc::new(Held)).unwrap();
-        for _ in 0..3 {
-            journal.commit(&[b"more"]).unwrap();
-            journal.flush().unwrap();
-        }
-        drop(journal);
-
-        let report = fsck(device.as_ref(), &mut no_progress).unwrap();
+    fn trees_are_walked_after_a_dry_run_replay_that_writes_nothing() {
+        let (device, _, expected) = populated(5, false);
+        let before = device.to_image();
+        let report = fsck(device.clone(), &mut no_progress).unwrap();
         assert!(report.is_clean(), "{:?}", report.problems);
         assert!(report
             .notes
             .iter()
             .any(|note| note.message.contains("replayed")));
+        let trees = report.trees.expect("trees checked");
+        assert_eq!(trees.keys, expected.keys);
+        assert_eq!(device.to_image(), before, "fsck wrote to the image");
+    }
 
-        // Damage the second entry, which later flushes covered.
+    #[test]
+    fn corrupt_tree_node_is_a_problem_naming_its_block() {
+        let (device, superblock, expected) = populated(20, true);
+        let (_, _, leaf) = *expected
+            .nodes
+            .iter()
+            .find(|(tree, level, _)| *tree == TreeId::Inodes && *level == 0)
+            .expect("a leaf");
         let block_size = u64::from(superblock.layout.block_size);
-        let second = options.region.start + block_size;
         let mut bytes = vec![0u8; block_size as usize];
         device
-            .read_at(second, &mut bytes, IoClass::Journal)
+            .read_at(leaf * block_size, &mut bytes, IoClass::Metadata)
             .unwrap();
-        bytes[130] ^= 0x01;
-        device.write_at(second, &bytes, IoClass::Journal).unwrap();
-        let report = fsck(device.as_ref(), &mut no_progress).unwrap();
+        bytes[300] ^= 0x10;
+        device
+            .write_at(leaf * block_size, &bytes, IoClass::Metadata)
+            .unwrap();
+        let report = fsck(device, &mut no_progress).unwrap();
+        assert!(!report.is_clean());
+        assert_eq!(
+            report.problems[0].structure,
+            format!("b-tree node at block {leaf}")
+        );
+        assert!(
+            report.problems[0].message.contains("corrupt"),
+            "{}",
+            report.problems[0].message
+        );
+    }
+
+    #[test]
+    fn damaged_durable_journal_entry_is_a_problem() {
+        let (device, superblock, _) = populated(5, false);
+        let options = JournalOptions::for_filesystem(&superblock);
+        let replay = Journal::inspect(device.as_ref(), &options).unwrap();
+        assert!(replay.entries.len() >= 3);
+        // The second entry needed: later flushes covered it.
+        let block_size = u64::from(superblock.layout.block_size);
+        let at = options.region.start + replay.entries[1].start_block * block_size;
+        let mut bytes = vec![0u8; block_size as usize];
+        device.read_at(at, &mut bytes, IoClass::Journal).unwrap();
+        bytes[200] ^= 0x01;
+        device.write_at(at, &bytes, IoClass::Journal).unwrap();
+        let report = fsck(device, &mut no_progress).unwrap();
         assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
         assert_eq!(report.problems[0].structure, "journal");
         assert!(report.problems[0]

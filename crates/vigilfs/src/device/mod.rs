@@ -6,7 +6,9 @@
 //! - [`MemoryDevice`]: a byte vector, for tests and for crash images;
 //! - [`CrashDevice`]: memory with a volatile write cache, so a power cut can drop or tear
 //!   every write issued since the last flush;
-//! - [`FaultDevice`]: a wrapper that injects errors according to a live, shared [`FaultPlan`].
+//! - [`FaultDevice`]: a wrapper that injects errors according to a live, shared [`FaultPlan`];
+//! - [`OverlayDevice`]: a wrapper that keeps writes in memory, so fsck can dry-run recovery
+//!   without changing the image.
 //!
 //! Invariants every implementation keeps (checked by [`check_request`] before any I/O):
 //!
@@ -23,6 +25,7 @@ mod error;
 mod fault;
 mod file;
 mod memory;
+mod overlay;
 mod seeded_random;
 
 use std::fmt;
@@ -37,6 +40,7 @@ pub use fault::{
 };
 pub use file::{FileDevice, FileDeviceOptions};
 pub use memory::MemoryDevice;
+pub use overlay::OverlayDevice;
 
 /// What an I/O is for. Fault rules can match one class, so a test can fail data writes
 /// while metadata and the journal keep working.
