@@ -149,7 +149,7 @@ fn populate(image: &Path) -> (u64, u64) {
         let mut transaction = trees.transaction();
         for key in batch * 300..(batch + 1) * 300 {
             transaction
-                .put(TreeId::Inodes, &key.to_be_bytes(), &[1u8; 100])
+                .put(TreeId::Meta, &key.to_be_bytes(), &[1u8; 100])
                 .unwrap();
         }
         transaction.commit_durable().unwrap();
@@ -159,7 +159,7 @@ fn populate(image: &Path) -> (u64, u64) {
     let leaf = report
         .nodes
         .iter()
-        .find(|(tree, level, _)| *tree == TreeId::Inodes && *level == 0)
+        .find(|(tree, level, _)| *tree == TreeId::Meta && *level == 0)
         .map(|(_, _, block)| *block)
         .unwrap();
     (leaf, u64::from(superblock.layout.block_size))
@@ -174,7 +174,7 @@ fn fsck_reports_a_corrupt_tree_node_with_exit_4_and_its_block() {
     let clean = vigilfs(&["fsck", "disk.img", "--json"], directory.path());
     assert_eq!(clean.status.code(), Some(0), "{}", text(&clean.stdout));
     let report: serde_json::Value = serde_json::from_slice(&clean.stdout).unwrap();
-    assert_eq!(report["trees"]["keys"]["inodes"], 3000);
+    assert_eq!(report["trees"]["keys"]["meta"], 3000);
 
     let mut bytes = std::fs::read(&image).unwrap();
     bytes[(leaf * block_size) as usize + 500] ^= 0x04;

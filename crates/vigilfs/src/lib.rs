@@ -23,6 +23,7 @@ pub mod btree;
 pub mod device;
 pub mod format;
 pub mod fsck;
+pub mod inode;
 pub mod journal;
 pub mod mkfs;
 mod sync;

@@ -20,11 +20,16 @@
 //!    engine's own journal replay and tree rebuild as a dry run on an
 //!    [`OverlayDevice`] (writes stay in memory), then walks every tree,
 //!    verifying each node's checksum, bounds, key order and structure;
-//! 4. the persistent error record: errors the filesystem remembers are
+//! 4. the namespace (`namespace.rs`): inodes, directory entries and
+//!    extents against each other — names, types, link counts, extents
+//!    inside the region and no block used twice (by extents or nodes);
+//! 5. the persistent error record: errors the filesystem remembers are
 //!    reported (as notes, not as damage).
 //!
 //! The reverse-map and free-space cross-checks join this list as those
 //! layers arrive.
+
+mod namespace;
 
 use std::sync::Arc;
 
@@ -32,6 +37,7 @@ use crate::btree::{Btrees, BtreesOptions, CheckReport, SimpleAllocator, TreeId};
 use crate::device::{BlockDevice, OverlayDevice};
 use crate::format::{inspect_superblock_copies, FormatError, Superblock, SuperblockCopy};
 use crate::journal::{Journal, JournalOptions, RecoveryReport};
+pub use namespace::NamespaceCounts;
 
 /// One thing wrong with the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +79,8 @@ pub struct FsckReport {
     pub journal: Option<RecoveryReport>,
     /// What the b-tree walk found, if the trees could be opened.
     pub trees: Option<CheckReport>,
+    /// What the namespace holds, if it could be checked.
+    pub namespace: Option<NamespaceCounts>,
     /// Damage found. Empty means clean.
     pub problems: Vec<Problem>,
     /// Things worth knowing that are not damage.
@@ -160,14 +168,14 @@ pub fn fsck(
         total: STAGES,
         stage: "b-trees",
     });
-    let trees = match journal {
+    let (trees, namespace) = match journal {
         Some(_) => check_trees(device, &superblock, journal_options, &mut problems),
         None => {
             notes.push(Note {
                 structure: "b-trees".into(),
                 message: "not checked: the journal cannot be replayed".into(),
             });
-            None
+            (None, None)
         }
     };
 
@@ -193,25 +201,28 @@ pub fn fsck(
         total: STAGES,
         stage: "done",
     });
+    let problems = summarise(problems);
 
     Ok(FsckReport {
         superblock,
         superblock_source,
         journal,
         trees,
+        namespace,
         problems,
         notes,
     })
 }
 
-/// Dry-runs recovery on an overlay and walks every tree. Any failure is a
-/// problem naming the structure; the image is never written.
+/// Dry-runs recovery on an overlay, walks every tree, then checks the
+/// namespace. Any failure is a problem naming the structure; the image is
+/// never written.
 fn check_trees(
     device: Arc<dyn BlockDevice>,
     superblock: &Superblock,
     journal_options: JournalOptions,
     problems: &mut Vec<Problem>,
-) -> Option<CheckReport> {
+) -> (Option<CheckReport>, Option<NamespaceCounts>) {
     let overlay: Arc<dyn BlockDevice> = Arc::new(OverlayDevice::new(device));
     let problem = |message: String| Problem {
         structure: "b-trees".into(),
@@ -221,7 +232,7 @@ fn check_trees(
         Ok(opened) => opened,
         Err(error) => {
             problems.push(problem(format!("journal replay failed: {error}")));
-            return None;
+            return (None, None);
         }
     };
     let journal = Arc::new(journal);
@@ -232,10 +243,14 @@ fn check_trees(
     let options = BtreesOptions {
         cache_bytes: CHECK_CACHE_BYTES,
     };
-    let opened = Btrees::open(overlay, journal, &replay, superblock, allocator, options);
-    let outcome = opened.and_then(|trees| trees.check());
+    let outcome =
+        Btrees::open(overlay, journal, &replay, superblock, allocator, options).and_then(|trees| {
+            let report = trees.check()?;
+            let counts = namespace::check(&trees, superblock.layout.main, &report.nodes, problems)?;
+            Ok((report, counts))
+        });
     match outcome {
-        Ok(report) => Some(report),
+        Ok((report, counts)) => (Some(report), Some(counts)),
         Err(error) => {
             let structure = match error.corrupt_block() {
                 Some(block) => format!("b-tree node at block {block}"),
@@ -245,9 +260,41 @@ fn check_trees(
                 structure,
                 message: error.to_string(),
             });
-            None
+            (None, None)
         }
     }
+}
+
+/// Most problems listed per structure; the rest are counted, so a badly
+/// damaged image gives a readable report.
+const PROBLEMS_LISTED_PER_STRUCTURE: usize = 50;
+
+fn summarise(problems: Vec<Problem>) -> Vec<Problem> {
+    let mut listed: Vec<Problem> = Vec::new();
+    let mut unlisted: Vec<(String, usize)> = Vec::new();
+    for problem in problems {
+        let shown = listed
+            .iter()
+            .filter(|kept| kept.structure == problem.structure)
+            .count();
+        if shown < PROBLEMS_LISTED_PER_STRUCTURE {
+            listed.push(problem);
+        } else if let Some((_, count)) = unlisted
+            .iter_mut()
+            .find(|(name, _)| *name == problem.structure)
+        {
+            *count += 1;
+        } else {
+            unlisted.push((problem.structure, 1));
+        }
+    }
+    for (structure, count) in unlisted {
+        listed.push(Problem {
+            message: format!("{count} more problems like the ones above"),
+            structure,
+        });
+    }
+    listed
 }
 
 /// Keys per tree, for reports.
@@ -395,7 +442,7 @@ mod tests {
             let mut transaction = trees.transaction();
             for key in 0..200u64 {
                 let key = (batch * 1000 + key).to_be_bytes();
-                transaction.put(TreeId::Inodes, &key, &[7u8; 64]).unwrap();
+                transaction.put(TreeId::Meta, &key, &[7u8; 64]).unwrap();
             }
             transaction.commit_durable().unwrap();
         }
@@ -427,7 +474,7 @@ mod tests {
         let (_, _, leaf) = *expected
             .nodes
             .iter()
-            .find(|(tree, level, _)| *tree == TreeId::Inodes && *level == 0)
+            .find(|(tree, level, _)| *tree == TreeId::Meta && *level == 0)
             .expect("a leaf");
         let block_size = u64::from(superblock.layout.block_size);
         let mut bytes = vec![0u8; block_size as usize];

@@ -1,0 +1,566 @@
+//! fsck's namespace checks: inodes, directory entries and extents against
+//! each other.
+//!
+//! What must hold (and is reported when it does not):
+//!
+//! * every record decodes;
+//! * a directory entry's key hash is the hash of its name; its directory
+//!   exists and is a directory; the inode it names exists and has the type
+//!   the entry says;
+//! * link counts: a non-directory has as many links as entries naming it;
+//!   a directory has 2 plus one per subdirectory, and at most one entry
+//!   names it (the root none);
+//! * the root directory exists once anything does;
+//! * an extent belongs to an existing regular file or symlink, lies in the
+//!   main region, and overlaps neither another extent of its file (in file
+//!   offsets) nor any other extent or b-tree node (on the device).
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::Problem;
+use crate::btree::{BtreeError, Btrees, TreeId};
+use crate::format::Region;
+use crate::inode::{
+    decode_inode_key, name_hash, Dirent, DirentKey, Extent, ExtentKey, FileType, InodeRecord,
+    ROOT_INO,
+};
+
+/// What the namespace holds, for the report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NamespaceCounts {
+    /// Inode records.
+    pub inodes: u64,
+    /// Directory entries.
+    pub dirents: u64,
+    /// Extents.
+    pub extents: u64,
+    /// Blocks the extents map.
+    pub extent_blocks: u64,
+}
+
+/// A physical run and who holds it, for the overlap check.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PhysicalUse {
+    pub(crate) start: u64,
+    pub(crate) blocks: u64,
+    pub(crate) owner: PhysicalOwner,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum PhysicalOwner {
+    Extent { ino: u64, offset: u64 },
+    Node { tree: TreeId, level: u8 },
+}
+
+impl std::fmt::Display for PhysicalOwner {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PhysicalOwner::Extent { ino, offset } => {
+                write!(formatter, "extent of inode {ino} at block {offset}")
+            }
+            PhysicalOwner::Node { tree, level } => {
+                write!(formatter, "{tree} b-tree node (level {level})")
+            }
+        }
+    }
+}
+
+fn problem(structure: &str, message: String) -> Problem {
+    Problem {
+        structure: structure.into(),
+        message,
+    }
+}
+
+/// Runs the namespace checks; `nodes` are the b-tree node blocks from the
+/// tree walk.
+pub(crate) fn check(
+    trees: &Btrees,
+    main: Region,
+    nodes: &[(TreeId, u8, u64)],
+    problems: &mut Vec<Problem>,
+) -> Result<NamespaceCounts, BtreeError> {
+    let mut counts = NamespaceCounts::default();
+
+    let mut inodes: HashMap<u64, InodeRecord> = HashMap::new();
+    for entry in trees.range(TreeId::Inodes, &[], None) {
+        let (key, value) = entry?;
+        counts.inodes += 1;
+        let ino = match decode_inode_key(&key) {
+            Ok(ino) => ino,
+            Err(error) => {
+                problems.push(problem("inode tree", format!("key {key:02x?}: {error}")));
+                continue;
+            }
+        };
+        match InodeRecord::decode(&value) {
+            Ok(record) => {
+                inodes.insert(ino, record);
+            }
+            Err(error) => problems.push(problem("inode tree", format!("inode {ino}: {error}"))),
+        }
+    }
+    if counts.inodes > 0 && !inodes.contains_key(&ROOT_INO) {
+        problems.push(problem(
+            "inode tree",
+            format!("root directory (inode {ROOT_INO}) is missing"),
+        ));
+    }
+
+    // Links each inode receives from directory entries, and subdirectories
+    // each directory holds.
+    let mut names: HashMap<u64, u32> = HashMap::new();
+    let mut subdirectories: HashMap<u64, u32> = HashMap::new();
+    for entry in trees.range(TreeId::Dirents, &[], None) {
+        let (key, value) = entry?;
+        counts.dirents += 1;
+        let (position, dirent) = match (DirentKey::decode(&key), Dirent::decode(&value)) {
+            (Ok(position), Ok(dirent)) => (position, dirent),
+            (Err(error), _) | (_, Err(error)) => {
+                problems.push(problem(
+                    "directory entries",
+                    format!("key {key:02x?}: {error}"),
+                ));
+                continue;
+            }
+        };
+        let name = String::from_utf8_lossy(&dirent.name);
+        let at = format!("entry {name:?} in directory {}", position.parent);
+        if position.hash != name_hash(&dirent.name) {
+            problems.push(problem(
+                "directory entries",
+                format!("{at}: key hash does not match the name"),
+            ));
+        }
+        match inodes.get(&position.parent) {
+            Some(parent) if parent.file_type() == FileType::Directory => {}
+            Some(_) => problems.push(problem(
+                "directory entries",
+                format!("{at}: the parent is not a directory"),
+            )),
+            None => problems.push(problem(
+                "directory entries",
+                format!("{at}: the parent inode does not exist"),
+            )),
+        }
+        match inodes.get(&dirent.child) {
+            Some(child) if child.file_type() == dirent.file_type => {}
+            Some(child) => problems.push(problem(
+                "directory entries",
+                format!(
+                    "{at}: says {:?} but inode {} is {:?}",
+                    dirent.file_type,
+                    dirent.child,
+                    child.file_type()
+                ),
+            )),
+            None => problems.push(problem(
+                "directory entries",
+                format!("{at}: names inode {}, which does not exist", dirent.child),
+            )),
+        }
+        *names.entry(dirent.child).or_default() += 1;
+        if dirent.file_type == FileType::Directory {
+            *subdirectories.entry(position.parent).or_default() += 1;
+        }
+    }
+    let mut inode_numbers: Vec<&u64> = inodes.keys().collect();
+    inode_numbers.sort_unstable();
+    for &ino in inode_numbers {
+        let record = &inodes[&ino];
+        let named = names.get(&ino).copied().unwrap_or(0);
+        let expected = if record.file_type() == FileType::Directory {
+            let expected_names = u32::from(ino != ROOT_INO);
+            if named != expected_names {
+                problems.push(problem(
+                    "inode tree",
+                    format!(
+                        "directory {ino} is named by {named} entries, expected {expected_names}"
+                    ),
+                ));
+            }
+            2 + subdirectories.get(&ino).copied().unwrap_or(0)
+        } else {
+            named
+        };
+        if record.nlink != expected {
+            problems.push(problem(
+                "inode tree",
+                format!(
+                    "inode {ino} has link count {}, but {expected} links exist",
+                    record.nlink
+                ),
+            ));
+        }
+    }
+
+    let mut physical: Vec<PhysicalUse> = nodes
+        .iter()
+        .map(|&(tree, level, block)| PhysicalUse {
+            start: block,
+            blocks: 1,
+            owner: PhysicalOwner::Node { tree, level },
+        })
+        .collect();
+    let mut file_ranges: BTreeMap<(u64, u64), u64> = BTreeMap::new();
+    let main_end = main.end().unwrap_or(u64::MAX);
+    for entry in trees.range(TreeId::Extents, &[], None) {
+        let (key, value) = entry?;
+        counts.extents += 1;
+        let (position, extent) = match (ExtentKey::decode(&key), Extent::decode(&value)) {
+            (Ok(position), Ok(extent)) => (position, extent),
+            (Err(error), _) | (_, Err(error)) => {
+                problems.push(problem("extents", format!("key {key:02x?}: {error}")));
+                continue;
+            }
+        };
+        let blocks = u64::from(extent.blocks());
+        counts.extent_blocks += blocks;
+        let at = format!(
+            "extent of inode {} at block {}",
+            position.ino, position.offset
+        );
+        match inodes.get(&position.ino).map(InodeRecord::file_type) {
+            Some(FileType::Regular | FileType::Symlink) => {}
+            Some(other) => problems.push(problem(
+                "extents",
+                format!("{at}: the inode is a {other:?}"),
+            )),
+            None => problems.push(problem(
+                "extents",
+                format!("{at}: the inode does not exist"),
+            )),
+        }
+        if extent.physical < main.start || extent.physical.saturating_add(blocks) > main_end {
+            problems.push(problem(
+                "extents",
+                format!(
+                    "{at}: blocks {}+{blocks} lie outside the main region",
+                    extent.physical
+                ),
+            ));
+        }
+        if let Some((&(ino, start), &length)) = file_ranges
+            .range(..=(position.ino, position.offset))
+            .next_back()
+        {
+            if ino == position.ino && start + length > position.offset {
+                problems.push(problem(
+                    "extents",
+                    format!("{at}: overlaps the extent at block {start} of the same file"),
+                ));
+            }
+        }
+        file_ranges.insert((position.ino, position.offset), blocks);
+        physical.push(PhysicalUse {
+            start: extent.physical,
+            blocks,
+            owner: PhysicalOwner::Extent {
+                ino: position.ino,
+                offset: position.offset,
+            },
+        });
+    }
+    physical.sort_by_key(|run| run.start);
+    let mut furthest: Option<PhysicalUse> = None;
+    for run in physical {
+        if let Some(previous) = furthest {
+            if run.start < previous.start + previous.blocks {
+                problems.push(problem(
+                    "space",
+                    format!(
+                        "block {} is used by both the {} and the {}",
+                        run.start, previous.owner, run.owner
+                    ),
+                ));
+            }
+        }
+        if furthest.is_none_or(|previous| run.start + run.blocks > previous.start + previous.blocks)
+        {
+            furthest = Some(run);
+        }
+    }
+    Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::btree::{BtreesOptions, SimpleAllocator, Transaction};
+    use crate::device::{BlockDevice, MemoryDevice, SectorSize};
+    use crate::format::Superblock;
+    use crate::inode::{inode_key, Timestamp};
+    use crate::journal::{Journal, JournalOptions};
+    use crate::mkfs::{mkfs, MkfsOptions};
+
+    fn open() -> (Btrees, Superblock) {
+        let device = Arc::new(MemoryDevice::new(32 << 20, SectorSize::Bytes512));
+        let superblock = mkfs(device.as_ref(), &MkfsOptions::default()).unwrap();
+        let shared: Arc<dyn BlockDevice> = device;
+        let (journal, replay) =
+            Journal::open(shared.clone(), JournalOptions::for_filesystem(&superblock)).unwrap();
+        let journal = Arc::new(journal);
+        let allocator = Arc::new(SimpleAllocator::new(
+            journal.clone(),
+            superblock.layout.main,
+        ));
+        let trees = Btrees::open(
+            shared,
+            journal,
+            &replay,
+            &superblock,
+            allocator,
+            BtreesOptions::default(),
+        )
+        .unwrap();
+        (trees, superblock)
+    }
+
+    fn inode(kind: FileType, nlink: u32) -> Vec<u8> {
+        InodeRecord {
+            mode: kind.mode_bits() | 0o755,
+            uid: 0,
+            gid: 0,
+            nlink,
+            flags: 0,
+            size: 0,
+            generation: 1,
+            rdev: 0,
+            atime: Timestamp::default(),
+            mtime: Timestamp::default(),
+            ctime: Timestamp::default(),
+            btime: Timestamp::default(),
+        }
+        .encode()
+    }
+
+    fn link(
+        transaction: &mut Transaction<'_>,
+        parent: u64,
+        name: &[u8],
+        child: u64,
+        kind: FileType,
+    ) {
+        let key = DirentKey {
+            parent,
+            hash: name_hash(name),
+            collision: 0,
+        };
+        let dirent = Dirent {
+            child,
+            file_type: kind,
+            name: name.to_vec(),
+        };
+        transaction
+            .put(TreeId::Dirents, &key.encode(), &dirent.encode())
+            .unwrap();
+    }
+
+    fn extent(
+        transaction: &mut Transaction<'_>,
+        ino: u64,
+        offset: u64,
+        physical: u64,
+        blocks: usize,
+    ) {
+        let key = ExtentKey { ino, offset };
+        let value = Extent {
+            flags: 0,
+            physical,
+            checksums: vec![0; blocks],
+        };
+        transaction
+            .put(TreeId::Extents, &key.encode(), &value.encode())
+            .unwrap();
+    }
+
+    /// / holds dir "a" (inode 2) and file "f" (inode 3), which "a/g" also
+    /// names; f has two extents.
+    fn healthy(trees: &Btrees, free_block: u64) {
+        let mut transaction = trees.transaction();
+        transaction
+            .put(
+                TreeId::Inodes,
+                &inode_key(ROOT_INO),
+                &inode(FileType::Directory, 3),
+            )
+            .unwrap();
+        transaction
+            .put(
+                TreeId::Inodes,
+                &inode_key(2),
+                &inode(FileType::Directory, 2),
+            )
+            .unwrap();
+        transaction
+            .put(TreeId::Inodes, &inode_key(3), &inode(FileType::Regular, 2))
+            .unwrap();
+        link(&mut transaction, ROOT_INO, b"a", 2, FileType::Directory);
+        link(&mut transaction, ROOT_INO, b"f", 3, FileType::Regular);
+        link(&mut transaction, 2, b"g", 3, FileType::Regular);
+        extent(&mut transaction, 3, 0, free_block, 4);
+        extent(&mut transaction, 3, 4, free_block + 10, 2);
+        transaction.commit().unwrap();
+    }
+
+    fn run(trees: &Btrees, superblock: &Superblock) -> (Vec<Problem>, NamespaceCounts) {
+        let nodes = trees.check().unwrap().nodes;
+        let mut problems = Vec::new();
+        let counts = check(trees, superblock.layout.main, &nodes, &mut problems).unwrap();
+        (problems, counts)
+    }
+
+    fn free_block(superblock: &Superblock) -> u64 {
+        superblock.layout.main.end().unwrap() - 100
+    }
+
+    #[test]
+    fn healthy_namespace_has_no_problems() {
+        let (trees, superblock) = open();
+        healthy(&trees, free_block(&superblock));
+        let (problems, counts) = run(&trees, &superblock);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            counts,
+            NamespaceCounts {
+                inodes: 3,
+                dirents: 3,
+                extents: 2,
+                extent_blocks: 6
+            }
+        );
+    }
+
+    #[test]
+    fn dangling_entry_and_wrong_link_count_are_reported() {
+        let (trees, superblock) = open();
+        healthy(&trees, free_block(&superblock));
+        let mut transaction = trees.transaction();
+        link(&mut transaction, ROOT_INO, b"ghost", 99, FileType::Regular);
+        transaction.commit().unwrap();
+        let (problems, _) = run(&trees, &superblock);
+        let messages: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("names inode 99, which does not exist")),
+            "{messages:?}"
+        );
+        // inode 99 does not exist, so only the root's count is unaffected;
+        // now break f's link count.
+        let mut transaction = trees.transaction();
+        transaction
+            .put(TreeId::Inodes, &inode_key(3), &inode(FileType::Regular, 1))
+            .unwrap();
+        transaction.commit().unwrap();
+        let (problems, _) = run(&trees, &superblock);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.message == "inode 3 has link count 1, but 2 links exist"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn entry_with_the_wrong_type_or_hash_is_reported() {
+        let (trees, superblock) = open();
+        healthy(&trees, free_block(&superblock));
+        let mut transaction = trees.transaction();
+        let key = DirentKey {
+            parent: ROOT_INO,
+            hash: 12345,
+            collision: 0,
+        };
+        let dirent = Dirent {
+            child: 2,
+            file_type: FileType::Regular,
+            name: b"b".to_vec(),
+        };
+        transaction
+            .put(TreeId::Dirents, &key.encode(), &dirent.encode())
+            .unwrap();
+        transaction.commit().unwrap();
+        let (problems, _) = run(&trees, &superblock);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.message.contains("key hash does not match")),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.message.contains("says Regular but inode 2 is Directory")),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.message.contains("directory 2 is named by 2 entries")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn block_used_twice_is_reported_with_both_owners() {
+        let (trees, superblock) = open();
+        let free = free_block(&superblock);
+        healthy(&trees, free);
+        let mut transaction = trees.transaction();
+        transaction
+            .put(TreeId::Inodes, &inode_key(4), &inode(FileType::Regular, 1))
+            .unwrap();
+        link(&mut transaction, ROOT_INO, b"h", 4, FileType::Regular);
+        extent(&mut transaction, 4, 0, free + 2, 1);
+        transaction.commit().unwrap();
+        let (problems, _) = run(&trees, &superblock);
+        assert!(
+            problems.iter().any(|p| p.structure == "space"
+                && p.message.contains("extent of inode 3 at block 0")
+                && p.message.contains("extent of inode 4 at block 0")),
+            "{problems:?}"
+        );
+        // An extent over a b-tree node.
+        let node = trees.check().unwrap().nodes[0];
+        let mut transaction = trees.transaction();
+        extent(&mut transaction, 4, 1, node.2, 1);
+        transaction.commit().unwrap();
+        let (problems, _) = run(&trees, &superblock);
+        assert!(
+            problems.iter().any(|p| p.message.contains("b-tree node")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn extents_of_directories_or_outside_the_region_are_reported() {
+        let (trees, superblock) = open();
+        healthy(&trees, free_block(&superblock));
+        let mut transaction = trees.transaction();
+        extent(&mut transaction, 2, 0, free_block(&superblock) + 50, 1);
+        extent(
+            &mut transaction,
+            3,
+            100,
+            superblock.layout.main.end().unwrap(),
+            1,
+        );
+        transaction.commit().unwrap();
+        let (problems, _) = run(&trees, &superblock);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.message.contains("the inode is a Directory")),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.message.contains("outside the main region")),
+            "{problems:?}"
+        );
+    }
+}
