@@ -26,4 +26,5 @@ pub mod fsck;
 pub mod inode;
 pub mod journal;
 pub mod mkfs;
+pub mod rmap;
 mod sync;

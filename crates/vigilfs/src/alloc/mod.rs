@@ -4,8 +4,15 @@
 //! every used block, so at mount the free space is the region minus what
 //! the rmap covers, and from then on transactions keep it current. Blocks
 //! freed at journal sequence `s` are handed out again only once `s` is
-//! durable, and known-bad blocks never are. See [`FreeSpace`].
+//! durable, and known-bad blocks never are. [`FreeSpace`] is that
+//! accounting; [`Allocator`] builds it from the rmap at mount and serves
+//! both b-tree nodes (as the b-trees' [`NodeAllocator`](crate::btree::NodeAllocator),
+//! supplying the rmap records of node blocks) and file data.
+//!
+//! This layer sits above `btree` and uses `rmap`'s record format.
 
+mod allocator;
 mod free_space;
 
+pub use allocator::{Allocator, AllocatorStatus};
 pub use free_space::{AllocError, Extent, FreeSpace};

@@ -15,11 +15,36 @@
 //! * `wants_used_blocks`: an allocator that cannot tell on its own which blocks the trees
 //!   use (this simple one keeps nothing on disk) asks [`Btrees::open`](super::Btrees::open)
 //!   to walk the recovered trees and call `mark_in_use` for every node block.
+//!
+//! # The owner-index hook
+//!
+//! An allocator that keeps an on-disk index of who owns each block (the reverse map, in the
+//! layers above) must learn of every node block that starts or stops holding a node *in the
+//! same journal entry* as the change, or a crash could leave a node without its record or a
+//! record naming a freed block. This layer cannot know that index's format (it sits below
+//! it), so it asks:
+//!
+//! * `node_owner_updates(tree, added, removed)`: the leaf updates recording that the
+//!   (level, block) nodes `added` now belong to `tree` and `removed` no longer do. Writeback
+//!   journals them in the same reservation as the pointers or roots record, then applies them
+//!   to the cached leaves like a transaction's updates (they dirty leaves that pin the
+//!   journal, and recovery replays them as a transaction). Called before anything is
+//!   journaled, so it must not change the allocator's state: the change may be abandoned.
+//!   To keep writeback finite, the updates must not touch `tree` itself, and writing the
+//!   nodes of the tree that receives them must produce none (the reverse map does not
+//!   describe its own nodes);
+//! * `nodes_moved(tree, added, removed)`: the change is journaled (called under its
+//!   reservation, so it cannot be reordered with a later change of the same blocks);
+//! * `recovered(trees)`: open has rebuilt the trees and written nothing yet; an allocator
+//!   that derives its free space from a tree reads it here, before its first `allocate`
+//!   (a fresh filesystem, whose empty trees open makes, gets no call: every block it used
+//!   came from `allocate`).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
-use super::BtreeError;
+use super::record::Update;
+use super::{BtreeError, Entry, Shared, State, TreeId};
 use crate::format::Region;
 use crate::journal::Journal;
 
@@ -38,6 +63,56 @@ pub trait NodeAllocator: Send + Sync {
     /// `block` holds a node of a recovered tree.
     fn mark_in_use(&self, block: u64) {
         let _ = block;
+    }
+    /// Leaf updates recording that the `(level, block)` nodes `added` now belong to `tree`
+    /// and `removed` no longer do; journaled with the change. See the module comment.
+    fn node_owner_updates(
+        &self,
+        tree: TreeId,
+        added: &[(u8, u64)],
+        removed: &[(u8, u64)],
+    ) -> Vec<Update> {
+        let _ = (tree, added, removed);
+        Vec::new()
+    }
+    /// The change `node_owner_updates` described is journaled.
+    fn nodes_moved(&self, tree: TreeId, added: &[(u8, u64)], removed: &[(u8, u64)]) {
+        let _ = (tree, added, removed);
+    }
+    /// Open rebuilt the trees of an existing filesystem; read what free space needs.
+    fn recovered(&self, trees: &mut RecoveredTrees<'_>) -> Result<(), BtreeError> {
+        let _ = trees;
+        Ok(())
+    }
+}
+
+/// Read access to the trees while [`Btrees::open`](super::Btrees::open) still holds them
+/// (recovered, nothing written yet), for [`NodeAllocator::recovered`].
+pub struct RecoveredTrees<'a> {
+    pub(super) shared: &'a Shared,
+    pub(super) state: &'a mut State,
+}
+
+impl RecoveredTrees<'_> {
+    /// Every entry of `tree` with keys in `start..end` (`end` `None`: to the end), in order.
+    pub fn scan(
+        &mut self,
+        tree: TreeId,
+        start: &[u8],
+        end: Option<&[u8]>,
+    ) -> Result<Vec<Entry>, BtreeError> {
+        self.shared.scan(self.state, tree, start, end, usize::MAX)
+    }
+
+    /// Every node of `tree` as (level, block), read and verified (a walk of that tree only).
+    pub fn node_blocks(&mut self, tree: TreeId) -> Result<Vec<(u8, u64)>, BtreeError> {
+        Ok(self
+            .shared
+            .check(self.state, &[tree])?
+            .nodes
+            .into_iter()
+            .map(|(_, level, block)| (level, block))
+            .collect())
     }
 }
 

@@ -13,7 +13,9 @@
 //!   journal pins and reclaim callbacks, writeback under memory pressure;
 //! * `transaction.rs`: [`Transaction`];
 //! * `recovery.rs`: rebuilding the trees at open from the newest roots and the journal;
-//! * `allocator.rs`: the [`NodeAllocator`] trait and [`SimpleAllocator`].
+//! * `allocator.rs`: the [`NodeAllocator`] trait (with its owner-index hook, through which
+//!   the reverse map above learns of node blocks in the same journal entry) and
+//!   [`SimpleAllocator`].
 //!
 //! # How changes reach the disk
 //!
@@ -25,7 +27,11 @@
 //! That record dirties the parent (pinned at the record's seq); the child's pin is dropped
 //! while the record's reservation is held, so the journal flushes the device before the entry
 //! that makes the child's old copy unnecessary; the old block is freed at the record's seq.
-//! Each node write thus releases its own pin. A root has no parent: writing it journals a
+//! Each node write thus releases its own pin. If the allocator keeps an owner index (the
+//! reverse map), the same reservation also carries a transaction record of its updates for
+//! the new and old blocks, applied to that tree's leaves at the record's seq; the index tree's
+//! own nodes are not described, so its writes add nothing and writeback converges (see
+//! `allocator.rs`). A root has no parent: writing it journals a
 //! *roots* record naming every tree's root. The roots object pins the seq of the latest roots
 //! record, and when reclaim asks it to let go it journals the roots again, so a roots record
 //! always exists at or after `last_seq`.
@@ -71,7 +77,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use thiserror::Error;
 
-pub use allocator::{NodeAllocator, SimpleAllocator};
+pub use allocator::{NodeAllocator, RecoveredTrees, SimpleAllocator};
 pub use key::{KeyLimits, TreeId, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub use node::{NodeDefect, NODE_STRUCTURE};
 pub use record::{RootPointer, Update};
@@ -463,7 +469,7 @@ impl Btrees {
     pub fn check(&self) -> Result<CheckReport, BtreeError> {
         let mut state = self.shared.lock_state();
         usable(&state)?;
-        let report = self.shared.check(&mut state);
+        let report = self.shared.check(&mut state, &TreeId::ALL);
         self.shared.relieve_pressure(&mut state);
         report
     }

@@ -27,6 +27,7 @@
 
 use std::collections::BTreeMap;
 
+use super::allocator::RecoveredTrees;
 use super::node::{Body, NodeImage};
 use super::record::{self, Pointers, Record, RootPointer, Update};
 use super::{BtreeError, Shared, State, TreeId};
@@ -81,10 +82,16 @@ pub(super) fn recover(shared: &Shared, replay: &Replay) -> Result<(), BtreeError
     }
     shared.adopt_replayed_roots(roots, roots_seq)?;
     if shared.allocator.wants_used_blocks() {
-        for (_, _, block) in shared.check(&mut state)?.nodes {
+        for (_, _, block) in shared.check(&mut state, &TreeId::ALL)?.nodes {
             shared.allocator.mark_in_use(block);
         }
     }
+    // Before anything is written (below, splits and merges allocate), so that an allocator
+    // deriving free space from a tree sees the recovered state.
+    shared.allocator.recovered(&mut RecoveredTrees {
+        shared,
+        state: &mut state,
+    })?;
     shared.journal.replay_done();
     state.writable = true;
     // Nodes the replay left too big or too small get their splits and merges now.
@@ -98,18 +105,62 @@ pub(super) fn recover(shared: &Shared, replay: &Replay) -> Result<(), BtreeError
     Ok(())
 }
 
-/// Makes an empty leaf root for every tree and journals the roots durably.
+/// Makes an empty leaf root for every tree and journals the roots durably. The allocator's
+/// owner-index records for the new roots (see `allocator.rs`) are written straight into the
+/// leaves of the tree they belong to, so the first roots record already names trees that
+/// describe their own blocks.
 fn create_empty_trees(shared: &Shared) -> Result<(), BtreeError> {
     let mut state = shared.lock_state();
     let mut roots = Vec::new();
-    for tree in TreeId::ALL {
-        let block = shared.allocator.allocate()?;
+    let mut blocks = Vec::with_capacity(TreeId::ALL.len());
+    for _ in TreeId::ALL {
+        match shared.allocator.allocate() {
+            Ok(block) => blocks.push(block),
+            Err(error) => {
+                for &block in &blocks {
+                    shared.allocator.free(block, 0);
+                }
+                return Err(error);
+            }
+        }
+    }
+    // Per tree, the owner-index entries its empty root starts with, in key order.
+    type RootEntries = BTreeMap<Box<[u8]>, Box<[u8]>>;
+    let mut entries: BTreeMap<TreeId, RootEntries> = BTreeMap::new();
+    for (tree, &block) in TreeId::ALL.into_iter().zip(&blocks) {
+        for update in shared
+            .allocator
+            .node_owner_updates(tree, &[(0, block)], &[])
+        {
+            match update {
+                Update::Put { tree, key, value } => {
+                    entries
+                        .entry(tree)
+                        .or_default()
+                        .insert(key.into(), value.into());
+                }
+                other => {
+                    return Err(BtreeError::Recovery(format!(
+                        "the allocator asked to remove {:?} records from empty trees",
+                        other.tree()
+                    )))
+                }
+            }
+        }
+    }
+    for (tree, block) in TreeId::ALL.into_iter().zip(blocks) {
         let image = NodeImage {
             tree,
             level: 0,
             lower: Box::from(&[][..]),
             upper: None,
-            body: Body::Leaf(Vec::new()),
+            body: Body::Leaf(
+                entries
+                    .remove(&tree)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect(),
+            ),
         };
         let bytes = super::node::encode(
             &image,
@@ -129,6 +180,11 @@ fn create_empty_trees(shared: &Shared) -> Result<(), BtreeError> {
             level: 0,
             block,
         });
+    }
+    for root in &roots {
+        shared
+            .allocator
+            .nodes_moved(root.tree, &[(0, root.block)], &[]);
     }
     shared.journal.replay_done();
     state.writable = true;

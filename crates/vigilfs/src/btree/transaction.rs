@@ -204,7 +204,9 @@ impl<'a> Transaction<'a> {
             })
             .sum();
         let merge_blocks = (self.updates.len() as u64).min(64) * (height + 1);
-        let needed = split_blocks + merge_blocks + state.cache.dirty_count() as u64 + 2 * height;
+        // The last `2 * height` is for an owner index (the reverse map): writing these nodes
+        // changes its records, which sit close together in a few leaves, so a path or two.
+        let needed = split_blocks + merge_blocks + state.cache.dirty_count() as u64 + 4 * height;
         let available = shared.allocator.available();
         if available < needed {
             return Err(BtreeError::NoSpace { needed, available });

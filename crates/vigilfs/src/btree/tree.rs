@@ -378,7 +378,11 @@ impl Shared {
     /// The consistency walk behind [`Btrees::check`](super::Btrees::check). Walks with an
     /// explicit stack of child descriptions (not slots), so clean nodes can be evicted as it
     /// goes and a tree larger than the cache can be checked.
-    pub(super) fn check(&self, state: &mut State) -> Result<CheckReport, BtreeError> {
+    pub(super) fn check(
+        &self,
+        state: &mut State,
+        trees: &[TreeId],
+    ) -> Result<CheckReport, BtreeError> {
         struct Pending {
             block: u64,
             level: u8,
@@ -391,7 +395,7 @@ impl Shared {
         };
         let roots = state.roots.clone();
         let target = state.cache.budget() / 8 * 7;
-        for tree in TreeId::ALL {
+        for &tree in trees {
             let root = state.cache.node(roots[tree.index()]);
             let mut stack = vec![Pending {
                 block: root.block,

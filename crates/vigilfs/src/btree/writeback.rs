@@ -7,7 +7,10 @@
 //! the pieces'. Under that record's reservation the parent is dirtied (pinned at the
 //! record's seq), the old children's pins are dropped (the journal then flushes the device
 //! before writing any entry, so the pieces are durable before the record that makes the
-//! old copies unnecessary), and the old blocks are freed at the record's seq. Roots have no
+//! old copies unnecessary), and the old blocks are freed at the record's seq. When the
+//! allocator keeps an owner index (the reverse map), the same reservation carries a
+//! transaction record of its updates for the new and old blocks, applied to that tree's
+//! leaves at the same seq (`prepare_owner_updates`, `journal_owner_updates`). Roots have no
 //! parent: [`Shared::write_root`] journals a roots record instead, growing the tree by a
 //! level when the root splits, and [`Shared::collapse_root`] shrinks it when the root is
 //! left with one child.
@@ -22,11 +25,11 @@ use std::sync::{Arc, Weak};
 
 use super::cache::CachedNode;
 use super::node::{self, pack, Body, NodeImage};
-use super::record::{self, Pointers, RootPointer};
+use super::record::{self, Pointers, RootPointer, Update};
 use super::tree::child_index;
 use super::{BtreeError, Shared, State, TreeId};
 use crate::device::IoClass;
-use crate::journal::{record_bytes, PinFlush};
+use crate::journal::{record_bytes, PinFlush, Reservation};
 
 /// The pin of one dirty node: reclaim calls it to write the node.
 pub(super) struct NodePin {
@@ -73,6 +76,88 @@ impl PinFlush for RootsPin {
             return Ok(());
         };
         shared.rejournal_roots().map_err(|error| error.to_string())
+    }
+}
+
+/// The owner-index updates of one node change (see the owner-index hook in `allocator.rs`)
+/// and their transaction record, if there are any.
+pub(super) struct OwnerUpdates {
+    updates: Vec<Update>,
+    record: Option<Vec<u8>>,
+}
+
+impl OwnerUpdates {
+    /// Journal bytes the record takes (0 without updates).
+    fn journal_bytes(&self) -> usize {
+        self.record
+            .as_ref()
+            .map_or(0, |record| record_bytes(record.len()))
+    }
+}
+
+impl Shared {
+    /// Asks the allocator for the owner-index updates of a node change and loads every node
+    /// they touch, so that applying them once the change is journaled cannot fail on a read.
+    /// Nothing is changed yet.
+    fn prepare_owner_updates(
+        &self,
+        state: &mut State,
+        tree: TreeId,
+        added: &[(u8, u64)],
+        removed: &[(u8, u64)],
+    ) -> Result<OwnerUpdates, BtreeError> {
+        let updates = self.allocator.node_owner_updates(tree, added, removed);
+        // Updates to the changing tree itself would make every write of it dirty it again.
+        debug_assert!(updates.iter().all(|update| update.tree() != tree));
+        for update in &updates {
+            match update {
+                Update::Put { tree, key, .. } | Update::Delete { tree, key } => {
+                    self.load_for_update(state, *tree, key, None)?;
+                }
+                Update::DeleteRange { tree, start, end } => {
+                    self.load_for_update(state, *tree, start, Some(end.as_deref()))?;
+                }
+            }
+        }
+        let record = (!updates.is_empty()).then(|| record::encode_transaction(&updates));
+        Ok(OwnerUpdates { updates, record })
+    }
+
+    /// Appends the owner-index record to the change's reservation (same journal entry, so
+    /// replay sees both or neither) and applies its updates at the reservation's seq, as a
+    /// transaction would. A failure here leaves memory and journal disagreeing, so it puts
+    /// the trees in their error state.
+    fn journal_owner_updates(
+        &self,
+        state: &mut State,
+        reservation: &mut Reservation<'_>,
+        owners: &OwnerUpdates,
+    ) -> Result<(), BtreeError> {
+        let Some(record) = &owners.record else {
+            return Ok(());
+        };
+        if let Err(error) = reservation.append(record) {
+            return Err(self.fail(state, format!("owner record append failed: {error}")));
+        }
+        let seq = reservation.seq();
+        for update in &owners.updates {
+            let applied = match update {
+                Update::Put { tree, key, value } => {
+                    self.apply_put(state, *tree, key, value, seq).map(|_| ())
+                }
+                Update::Delete { tree, key } => {
+                    self.apply_delete(state, *tree, key, seq).map(|_| ())
+                }
+                Update::DeleteRange { tree, start, end } => self
+                    .apply_delete_range(state, *tree, start, end.as_deref(), seq)
+                    .map(|_| ()),
+            };
+            if let Err(error) = applied {
+                let why = format!("applying owner-index updates at seq {seq} failed: {error}");
+                return Err(self.fail(state, why));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -312,9 +397,23 @@ impl Shared {
                 .collect(),
         };
         let encoded = record::encode_pointers(&pointers);
+        let added: Vec<(u8, u64)> = blocks.iter().map(|&block| (level, block)).collect();
+        let removed: Vec<(u8, u64)> = run
+            .iter()
+            .map(|&slot| (level, state.cache.node(slot).block))
+            .collect();
+        let owners = match self.prepare_owner_updates(state, tree, &added, &removed) {
+            Ok(owners) => owners,
+            Err(error) => {
+                for &block in &blocks {
+                    self.allocator.free(block, 0);
+                }
+                return Err(error);
+            }
+        };
         let mut reservation = match self
             .journal
-            .reserve_for_reclaim(record_bytes(encoded.len()))
+            .reserve_for_reclaim(record_bytes(encoded.len()) + owners.journal_bytes())
         {
             Ok(reservation) => reservation,
             Err(error) => {
@@ -328,9 +427,11 @@ impl Shared {
             return Err(self.fail(state, format!("pointer record append failed: {error}")));
         }
         let seq = reservation.seq();
+        self.journal_owner_updates(state, &mut reservation, &owners)?;
         if let Err(error) = self.mark_dirty(state, parent, seq) {
             return Err(self.fail(state, format!("pinning a parent failed: {error}")));
         }
+        self.allocator.nodes_moved(tree, &added, &removed);
         let replacement: Vec<(Box<[u8]>, u64)> = images
             .iter()
             .zip(&blocks)
@@ -355,7 +456,7 @@ impl Shared {
     pub(super) fn write_root(&self, state: &mut State, tree: TreeId) -> Result<(), BtreeError> {
         let slot = state.roots[tree.index()];
         let root = state.cache.node(slot);
-        let level = root.image.level;
+        let (level, old_block) = (root.image.level, root.block);
         let mut images = self.pieces(tree, level, &[], None, root.image.body.clone());
         let grows = images.len() > 1;
         if grows {
@@ -402,6 +503,22 @@ impl Shared {
                 children,
             }));
         }
+        let mut added: Vec<(u8, u64)> = images
+            .iter()
+            .zip(&blocks)
+            .map(|(image, &block)| (image.level, block))
+            .collect();
+        added.sort_unstable();
+        let removed = [(level, old_block)];
+        let owners = match self.prepare_owner_updates(state, tree, &added, &removed) {
+            Ok(owners) => owners,
+            Err(error) => {
+                for &block in &blocks {
+                    self.allocator.free(block, 0);
+                }
+                return Err(error);
+            }
+        };
         let mut roots = self.lock_roots();
         let mut new_roots = roots.roots.clone();
         for root in &mut new_roots {
@@ -413,7 +530,8 @@ impl Shared {
         let bytes = records
             .iter()
             .map(|record| record_bytes(record.len()))
-            .sum();
+            .sum::<usize>()
+            + owners.journal_bytes();
         let mut reservation = match self.journal.reserve_for_reclaim(bytes) {
             Ok(reservation) => reservation,
             Err(error) => {
@@ -429,6 +547,7 @@ impl Shared {
             }
         }
         let seq = reservation.seq();
+        self.journal_owner_updates(state, &mut reservation, &owners)?;
         let pin = match self.journal.pin(seq, self.roots_pin()) {
             Ok(pin) => pin,
             Err(error) => return Err(self.fail(state, format!("pinning roots failed: {error}"))),
@@ -437,6 +556,7 @@ impl Shared {
             self.journal.unpin(old);
         }
         roots.roots = new_roots;
+        self.allocator.nodes_moved(tree, &added, &removed);
         self.retire(state, slot, seq);
         let mut new_slot = 0;
         for (image, block) in images.into_iter().zip(blocks) {
@@ -457,6 +577,11 @@ impl Shared {
             level: child_node.image.level,
             block: child_node.block,
         };
+        let removed = {
+            let old_root = state.cache.node(slot);
+            [(old_root.image.level, old_root.block)]
+        };
+        let owners = self.prepare_owner_updates(state, tree, &[], &removed)?;
         let mut roots = self.lock_roots();
         let mut new_roots = roots.roots.clone();
         for root in &mut new_roots {
@@ -467,11 +592,12 @@ impl Shared {
         let encoded = record::encode_roots(&new_roots);
         let mut reservation = self
             .journal
-            .reserve_for_reclaim(record_bytes(encoded.len()))?;
+            .reserve_for_reclaim(record_bytes(encoded.len()) + owners.journal_bytes())?;
         if let Err(error) = reservation.append(&encoded) {
             return Err(self.fail(state, format!("roots record append failed: {error}")));
         }
         let seq = reservation.seq();
+        self.journal_owner_updates(state, &mut reservation, &owners)?;
         let pin = match self.journal.pin(seq, self.roots_pin()) {
             Ok(pin) => pin,
             Err(error) => return Err(self.fail(state, format!("pinning roots failed: {error}"))),
@@ -480,6 +606,7 @@ impl Shared {
             self.journal.unpin(old);
         }
         roots.roots = new_roots;
+        self.allocator.nodes_moved(tree, &[], &removed);
         self.retire(state, slot, seq);
         state.roots[tree.index()] = child;
         drop(reservation);

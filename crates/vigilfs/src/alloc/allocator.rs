@@ -1,0 +1,264 @@
+//! [`Allocator`]: the filesystem's allocator of node and data blocks, with free space derived
+//! from the reverse map.
+//!
+//! * **Mount.** The b-trees call [`NodeAllocator::recovered`] once they are rebuilt and
+//!   before they write anything; the allocator reads the rmap tree (its records and the walk
+//!   of its own nodes, which have no records) and sets free space to the main region minus
+//!   both. Two records claiming one block, or a record outside the region, fail the mount:
+//!   the map cannot be trusted to attribute failures. No other tree is read. On a fresh
+//!   filesystem there is no such call: the allocator starts with the whole region free and
+//!   every block the empty trees take comes from it.
+//! * **Node blocks.** Through the b-trees' owner-index hook it supplies the rmap updates for
+//!   node blocks (journaled with the pointer change that uses or retires them) and keeps
+//!   the in-memory set of rmap-tree nodes ([`RmapNodes`]) current.
+//! * **Deferred reuse.** A block freed at journal seq `s` (by writeback or [`free_data`])
+//!   waits until the journal says `s` is durable: before that a crash could bring the old
+//!   owner back. The journal's durable seq is asked whenever space is counted or handed out.
+//! * **Bad blocks.** [`mark_bad`] blocks are never handed out, even after their owner frees
+//!   them, and stay out across a rebuild at mount (the list is in memory: persisting it is
+//!   the failure layer's job).
+//! * **Metadata reserve.** Data allocation leaves [`metadata_reserve`] blocks free, so the
+//!   transaction that records a data extent (and the node writes that follow) can still get
+//!   blocks when data has filled the rest. Node allocation may use everything.
+//! * **ENOSPC** is [`AllocError::NoSpace`] (data) or [`BtreeError::NoSpace`] (nodes), with
+//!   nothing allocated.
+//!
+//! [`free_data`]: Allocator::free_data
+//! [`mark_bad`]: Allocator::mark_bad
+//! [`metadata_reserve`]: Allocator::metadata_reserve
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::free_space::{AllocError, Extent, FreeSpace};
+use crate::btree::{BtreeError, Btrees, NodeAllocator, RecoveredTrees, TreeId, Update};
+use crate::format::Region;
+use crate::journal::Journal;
+use crate::rmap::{self, RmapError, RmapNodes, RmapRecord};
+
+/// A snapshot for status reports and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllocatorStatus {
+    /// Blocks that may be handed out now.
+    pub free_blocks: u64,
+    /// Freed, waiting for their journal seq to be durable.
+    pub pending_blocks: u64,
+    /// Known bad.
+    pub bad_blocks: u64,
+    /// Frees refused because the block was already free (a bug above; the block stays put
+    /// rather than being handed out twice).
+    pub refused_frees: u64,
+}
+
+struct AllocatorState {
+    space: FreeSpace,
+    /// Every extent ever marked bad, re-applied when free space is rebuilt.
+    bad: Vec<Extent>,
+    refused_frees: u64,
+}
+
+/// The allocator of the main region. See the module comment.
+pub struct Allocator {
+    journal: Arc<Journal>,
+    region_start: u64,
+    region_blocks: u64,
+    metadata_reserve: u64,
+    rmap_nodes: Arc<RmapNodes>,
+    state: Mutex<AllocatorState>,
+}
+
+impl std::fmt::Debug for Allocator {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Allocator")
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+impl Allocator {
+    /// An allocator for `region` (the main region) whose blocks are all free until the
+    /// b-trees, opened with it, report the rmap of an existing filesystem. The metadata
+    /// reserve defaults to 1/64 of the region, at least 16 blocks.
+    pub fn new(journal: Arc<Journal>, region: Region) -> Allocator {
+        let blocks = region.end().unwrap_or(u64::MAX) - region.start;
+        Allocator {
+            journal,
+            region_start: region.start,
+            region_blocks: blocks,
+            metadata_reserve: (blocks / 64).max(16).min(blocks),
+            rmap_nodes: Arc::new(RmapNodes::new()),
+            state: Mutex::new(AllocatorState {
+                space: FreeSpace::new(region.start, blocks),
+                bad: Vec::new(),
+                refused_frees: 0,
+            }),
+        }
+    }
+
+    /// Sets the blocks data allocation must leave free for metadata.
+    pub fn with_metadata_reserve(mut self, blocks: u64) -> Allocator {
+        self.metadata_reserve = blocks.min(self.region_blocks);
+        self
+    }
+
+    /// Blocks data allocation leaves free for metadata.
+    pub fn metadata_reserve(&self) -> u64 {
+        self.metadata_reserve
+    }
+
+    /// The rmap tree's own node blocks, kept current by writeback (for [`rmap::owners`]).
+    pub fn rmap_nodes(&self) -> &Arc<RmapNodes> {
+        &self.rmap_nodes
+    }
+
+    /// Every owner of a block in `start..start + blocks`: [`rmap::owners`] with this
+    /// allocator's rmap-tree nodes.
+    pub fn owners(
+        &self,
+        btrees: &Btrees,
+        start: u64,
+        blocks: u64,
+    ) -> Result<Vec<RmapRecord>, RmapError> {
+        rmap::owners(btrees, &self.rmap_nodes, start, blocks)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, AllocatorState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The state with every free whose seq is now durable released.
+    fn lock_released(&self) -> MutexGuard<'_, AllocatorState> {
+        let durable = self.journal.status().durable_seq;
+        let mut state = self.lock();
+        state.space.release_durable(durable);
+        state
+    }
+
+    /// Blocks for `blocks` of file data, as few extents as possible, starting at or after
+    /// `hint` when it can. All or nothing; the metadata reserve is not touched.
+    pub fn allocate_data(&self, blocks: u64, hint: u64) -> Result<Vec<Extent>, AllocError> {
+        let mut state = self.lock_released();
+        let free = state.space.free_blocks();
+        if blocks == 0 || free < blocks.saturating_add(self.metadata_reserve) {
+            return Err(AllocError::NoSpace {
+                requested: blocks,
+                free: free.saturating_sub(self.metadata_reserve),
+                pending: state.space.pending_blocks(),
+            });
+        }
+        state.space.allocate(blocks, hint)
+    }
+
+    /// `extent` of file data stopped being referenced in the transaction journaled at `seq`
+    /// (0: never referenced durably); it is reused once `seq` is durable.
+    pub fn free_data(&self, extent: Extent, seq: u64) -> Result<(), AllocError> {
+        let mut state = self.lock();
+        state.space.free(extent, seq)?;
+        if seq == 0 {
+            state.space.release_durable(0);
+        }
+        Ok(())
+    }
+
+    /// Never hands out any block of `extent` again (free, used or pending alike).
+    pub fn mark_bad(&self, extent: Extent) -> Result<(), AllocError> {
+        let mut state = self.lock();
+        state.space.mark_bad(extent)?;
+        state.bad.push(extent);
+        Ok(())
+    }
+
+    /// The free runs, in block order (released frees included).
+    pub fn free_extents(&self) -> Vec<Extent> {
+        self.lock_released().space.free_extents().collect()
+    }
+
+    /// A snapshot (released frees counted as free).
+    pub fn status(&self) -> AllocatorStatus {
+        let state = self.lock_released();
+        AllocatorStatus {
+            free_blocks: state.space.free_blocks(),
+            pending_blocks: state.space.pending_blocks(),
+            bad_blocks: state.space.bad_blocks(),
+            refused_frees: state.refused_frees,
+        }
+    }
+
+    /// Free space from the recovered rmap: the region minus every record and every rmap-tree
+    /// node, minus the bad list.
+    fn rebuild(&self, trees: &mut RecoveredTrees<'_>) -> Result<(), String> {
+        let entries = trees
+            .scan(TreeId::Rmap, &[], None)
+            .map_err(|error| error.to_string())?;
+        let mut used = Vec::with_capacity(entries.len());
+        for (key, value) in &entries {
+            let record = RmapRecord::decode(key, value).map_err(|error| error.to_string())?;
+            used.push(Extent::new(record.start, record.blocks));
+        }
+        let nodes = trees
+            .node_blocks(TreeId::Rmap)
+            .map_err(|error| error.to_string())?;
+        used.extend(nodes.iter().map(|&(_, block)| Extent::new(block, 1)));
+        let mut space = FreeSpace::from_used(self.region_start, self.region_blocks, used)
+            .map_err(|error| error.to_string())?;
+        let mut state = self.lock();
+        for &extent in &state.bad {
+            space.mark_bad(extent).map_err(|error| error.to_string())?;
+        }
+        state.space = space;
+        self.rmap_nodes.replace(nodes);
+        Ok(())
+    }
+}
+
+impl NodeAllocator for Allocator {
+    fn allocate(&self) -> Result<u64, BtreeError> {
+        let mut state = self.lock_released();
+        // Nodes go low, data goes where its hint says: keeps metadata together.
+        match state.space.allocate_contiguous(1, self.region_start) {
+            Ok(extent) => Ok(extent.start),
+            Err(_) => Err(BtreeError::NoSpace {
+                needed: 1,
+                available: 0,
+            }),
+        }
+    }
+
+    fn free(&self, block: u64, seq: u64) {
+        let mut state = self.lock();
+        if state.space.free(Extent::new(block, 1), seq).is_err() {
+            state.refused_frees += 1;
+            return;
+        }
+        if seq == 0 {
+            state.space.release_durable(0);
+        }
+    }
+
+    fn available(&self) -> u64 {
+        self.lock_released().space.free_blocks()
+    }
+
+    fn node_owner_updates(
+        &self,
+        tree: TreeId,
+        added: &[(u8, u64)],
+        removed: &[(u8, u64)],
+    ) -> Vec<Update> {
+        rmap::node_updates(tree, added, removed)
+    }
+
+    fn nodes_moved(&self, tree: TreeId, added: &[(u8, u64)], removed: &[(u8, u64)]) {
+        if tree == TreeId::Rmap {
+            self.rmap_nodes.apply(added, removed);
+        }
+    }
+
+    fn recovered(&self, trees: &mut RecoveredTrees<'_>) -> Result<(), BtreeError> {
+        self.rebuild(trees).map_err(|why| {
+            BtreeError::Recovery(format!("building free space from the rmap: {why}"))
+        })
+    }
+}
