@@ -87,6 +87,18 @@ fn print_text(image: &Path, report: &FsckReport) {
             keys.join(", ")
         );
     }
+    if let Some(names) = &report.namespace {
+        println!(
+            "namespace: {} inodes, {} directory entries, {} extents ({} blocks)",
+            names.inodes, names.dirents, names.extents, names.extent_blocks
+        );
+    }
+    if let Some(space) = &report.space {
+        println!(
+            "space: {} reverse-map records; {} blocks used, {} free of {}",
+            space.records, space.used_blocks, space.free_blocks, space.region_blocks
+        );
+    }
     for problem in &report.problems {
         println!("ERROR {}: {}", problem.structure, problem.message);
     }
@@ -129,6 +141,18 @@ fn to_json(image: &Path, report: &FsckReport, code: u8) -> serde_json::Value {
                 .into_iter()
                 .map(|(tree, keys)| (tree.to_string(), json!(keys)))
                 .collect::<serde_json::Map<_, _>>(),
+        })),
+        "namespace": report.namespace.as_ref().map(|names| json!({
+            "inodes": names.inodes,
+            "dirents": names.dirents,
+            "extents": names.extents,
+            "extent_blocks": names.extent_blocks,
+        })),
+        "space": report.space.as_ref().map(|space| json!({
+            "rmap_records": space.records,
+            "used_blocks": space.used_blocks,
+            "free_blocks": space.free_blocks,
+            "region_blocks": space.region_blocks,
         })),
         "errors_recorded": report.superblock.error_record.total,
         "problems": items(report.problems.iter().map(|p| (&p.structure, &p.message)).collect()),

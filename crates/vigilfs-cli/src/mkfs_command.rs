@@ -1,15 +1,19 @@
 //! `vigilfs mkfs`: make a filesystem, creating the image file if needed.
 //!
+//! The new filesystem is complete: superblocks, journal, empty b-trees and
+//! the root directory.
+//!
 //! Nothing is lost on bad input: an existing vigilfs filesystem is only
 //! overwritten with --force, an image is never shrunk, and an image file
 //! this command created is removed again if mkfs then fails.
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use vigilfs::device::{FileDevice, FileDeviceOptions, SectorSize};
 use vigilfs::format::{read_superblock, Label};
-use vigilfs::mkfs::{mkfs, MkfsOptions};
+use vigilfs::mkfs::{make_filesystem, MkfsOptions};
 
 use crate::failure::Failure;
 use crate::size::ByteSize;
@@ -52,7 +56,7 @@ pub fn run(request: &MkfsRequest) -> Result<u8, Failure> {
         label,
         ..MkfsOptions::default()
     };
-    let superblock = match mkfs(&device, &options) {
+    let superblock = match make_filesystem(Arc::new(device), &options) {
         Ok(superblock) => superblock,
         Err(error) => {
             if created {

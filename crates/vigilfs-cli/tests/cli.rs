@@ -121,7 +121,8 @@ fn every_command_has_help() {
 /// block and the block size.
 fn populate(image: &Path) -> (u64, u64) {
     use std::sync::Arc;
-    use vigilfs::btree::{Btrees, BtreesOptions, SimpleAllocator, TreeId};
+    use vigilfs::alloc::Allocator;
+    use vigilfs::btree::{Btrees, BtreesOptions, TreeId};
     use vigilfs::device::{BlockDevice, FileDevice, FileDeviceOptions};
     use vigilfs::format::read_superblock;
     use vigilfs::journal::{Journal, JournalOptions};
@@ -132,10 +133,7 @@ fn populate(image: &Path) -> (u64, u64) {
     let (journal, replay) =
         Journal::open(device.clone(), JournalOptions::for_filesystem(&superblock)).unwrap();
     let journal = Arc::new(journal);
-    let allocator = Arc::new(SimpleAllocator::new(
-        journal.clone(),
-        superblock.layout.main,
-    ));
+    let allocator = Arc::new(Allocator::new(journal.clone(), superblock.layout.main));
     let trees = Btrees::open(
         device,
         journal,

@@ -1,12 +1,18 @@
 //! Making a new filesystem on a device: choose a layout, clear the journal's head, write the
-//! superblock copies.
+//! superblock copies ([`mkfs`]); then create the empty b-trees, their reverse-map records and
+//! the root directory ([`make_filesystem`], what `vigilfs mkfs` runs).
 //!
-//! mkfs so far knows only the layers that exist (device, format); later layers extend it
-//! (empty b-tree roots, the root directory). Invariants: nothing is written until the layout
-//! has been planned and validated for this device; the result is durable (flushed) when mkfs
-//! returns `Ok`; the first 4 KiB of the device are never touched.
+//! Invariants: nothing is written until the layout has been planned and validated for this
+//! device; the result is durable (flushed) when mkfs returns `Ok`; the first 4 KiB of the
+//! device are never touched.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::alloc::Allocator;
+use crate::btree::{BtreeError, Btrees, BtreesOptions, TreeId};
+use crate::inode::{inode_key, FileType, InodeRecord, Timestamp, ROOT_INO};
+use crate::journal::{Journal, JournalError, JournalOptions};
 
 use crate::device::{BlockDevice, DeviceError, IoClass, SectorSize};
 use crate::format::layout::{
@@ -118,6 +124,12 @@ pub enum MkfsError {
     /// The superblock could not be written or did not validate.
     #[error("mkfs could not write the superblock: {0}")]
     Format(#[from] FormatError),
+    /// The journal could not be set up.
+    #[error("mkfs could not start the journal: {0}")]
+    Journal(#[from] JournalError),
+    /// The b-trees or the root directory could not be created.
+    #[error("mkfs could not create the b-trees: {0}")]
+    Btree(#[from] BtreeError),
 }
 
 /// Plans the layout mkfs would make on a device of `device_length` bytes with `sector_size`
@@ -228,6 +240,55 @@ pub fn mkfs<D: BlockDevice + ?Sized>(
     // write_superblocks flushes after the primary, which also makes the zeroed journal head
     // durable before any superblock points at it.
     write_superblocks(device, &mut superblock)?;
+    Ok(superblock)
+}
+
+/// Makes a complete, empty filesystem: [`mkfs`], then the b-trees (with the reverse-map
+/// records of their roots) and the root directory (inode [`ROOT_INO`], mode 0755, owned by
+/// uid 0 and gid 0), all durable and every journal pin written out.
+pub fn make_filesystem(
+    device: Arc<dyn BlockDevice>,
+    options: &MkfsOptions,
+) -> Result<Superblock, MkfsError> {
+    let superblock = mkfs(device.as_ref(), options)?;
+    let (journal, replay) = Journal::open(
+        Arc::clone(&device),
+        JournalOptions::for_filesystem(&superblock),
+    )?;
+    let journal = Arc::new(journal);
+    let allocator = Arc::new(Allocator::new(Arc::clone(&journal), superblock.layout.main));
+    let trees = Btrees::open(
+        device,
+        Arc::clone(&journal),
+        &replay,
+        &superblock,
+        allocator,
+        BtreesOptions::default(),
+    )?;
+    let now = Timestamp {
+        seconds: i64::try_from(superblock.mkfs_time).unwrap_or(i64::MAX),
+        nanoseconds: 0,
+    };
+    let root = InodeRecord {
+        mode: FileType::Directory.mode_bits() | 0o755,
+        uid: 0,
+        gid: 0,
+        nlink: 2,
+        flags: 0,
+        size: 0,
+        generation: 1,
+        rdev: 0,
+        atime: now,
+        mtime: now,
+        ctime: now,
+        btime: now,
+    };
+    let mut transaction = trees.transaction();
+    transaction.put(TreeId::Inodes, &inode_key(ROOT_INO), &root.encode())?;
+    transaction.commit_durable()?;
+    trees.sync()?;
+    journal.reclaim_all()?;
+    journal.flush()?;
     Ok(superblock)
 }
 
@@ -401,5 +462,27 @@ mod tests {
             mkfs(&device, &fixed_options()),
             Err(MkfsError::Device(_))
         ));
+    }
+}
+
+#[cfg(test)]
+mod complete_filesystem_tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::device::MemoryDevice;
+    use crate::fsck::fsck;
+
+    #[test]
+    fn new_filesystem_has_a_root_directory_and_checks_clean() {
+        let device = Arc::new(MemoryDevice::new(64 * MIB, SectorSize::Bytes512));
+        make_filesystem(device.clone(), &MkfsOptions::default()).unwrap();
+        let report = fsck(device, &mut |_| {}).unwrap();
+        assert!(report.is_clean(), "{:?}", report.problems);
+        assert_eq!(report.namespace.unwrap().inodes, 1);
+        let journal = report.journal.unwrap();
+        assert!(journal.cut_off.is_empty());
+        let space = report.space.unwrap();
+        assert_eq!(space.used_blocks + space.free_blocks, space.region_blocks);
     }
 }

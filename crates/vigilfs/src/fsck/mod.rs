@@ -23,21 +23,25 @@
 //! 4. the namespace (`namespace.rs`): inodes, directory entries and
 //!    extents against each other — names, types, link counts, extents
 //!    inside the region and no block used twice (by extents or nodes);
-//! 5. the persistent error record: errors the filesystem remembers are
+//! 5. space (`space.rs`): the reverse map against the extents and nodes
+//!    that really use blocks, both ways, and free-space accounting (the
+//!    allocator rebuilt from the reverse map at open must account for the
+//!    whole region);
+//! 6. the persistent error record: errors the filesystem remembers are
 //!    reported (as notes, not as damage).
-//!
-//! The reverse-map and free-space cross-checks join this list as those
-//! layers arrive.
 
 mod namespace;
+mod space;
 
 use std::sync::Arc;
 
-use crate::btree::{Btrees, BtreesOptions, CheckReport, SimpleAllocator, TreeId};
+use crate::alloc::Allocator;
+use crate::btree::{Btrees, BtreesOptions, CheckReport, TreeId};
 use crate::device::{BlockDevice, OverlayDevice};
 use crate::format::{inspect_superblock_copies, FormatError, Superblock, SuperblockCopy};
 use crate::journal::{Journal, JournalOptions, RecoveryReport};
 pub use namespace::NamespaceCounts;
+pub use space::SpaceCounts;
 
 /// One thing wrong with the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +85,8 @@ pub struct FsckReport {
     pub trees: Option<CheckReport>,
     /// What the namespace holds, if it could be checked.
     pub namespace: Option<NamespaceCounts>,
+    /// What the reverse map and free space hold, if they could be checked.
+    pub space: Option<SpaceCounts>,
     /// Damage found. Empty means clean.
     pub problems: Vec<Problem>,
     /// Things worth knowing that are not damage.
@@ -130,53 +136,62 @@ pub fn fsck(
         stage: "journal",
     });
     let journal_options = JournalOptions::for_filesystem(&superblock);
-    let journal = match Journal::inspect(device.as_ref(), &journal_options) {
-        Ok(replay) => {
-            let report = replay.report;
-            if !report.cut_off.is_empty() {
-                notes.push(Note {
-                    structure: "journal".into(),
-                    message: format!(
-                        "entries {:?} were written after the last completed flush and are \
+    let journal =
+        match Journal::inspect(device.as_ref(), &journal_options) {
+            Ok(replay) => {
+                let report = replay.report.clone();
+                if !report.cut_off.is_empty() {
+                    notes.push(Note {
+                        structure: "journal".into(),
+                        message: format!(
+                            "entries {:?} were written after the last completed flush and are \
                          incomplete: the next mount cuts them off (normal after a crash)",
-                        report.cut_off
+                            report.cut_off
+                        ),
+                    });
+                }
+                let pending_records: usize =
+                    replay.entries.iter().map(|entry| entry.records.len()).sum();
+                if pending_records > 0 {
+                    notes.push(Note {
+                        structure: "journal".into(),
+                        message: format!(
+                        "entries {}..={} ({pending_records} {}) will be replayed at the next mount",
+                        report.last_seq,
+                        report.newest_kept_seq,
+                        if pending_records == 1 { "record" } else { "records" }
                     ),
-                });
+                    });
+                }
+                Some(report)
             }
-            if report.newest_kept_seq != 0 && report.last_seq <= report.newest_kept_seq {
-                notes.push(Note {
+            Err(error) => {
+                problems.push(Problem {
                     structure: "journal".into(),
-                    message: format!(
-                        "entries {}..={} will be replayed at the next mount",
-                        report.last_seq, report.newest_kept_seq
-                    ),
+                    message: error.to_string(),
                 });
+                None
             }
-            Some(report)
-        }
-        Err(error) => {
-            problems.push(Problem {
-                structure: "journal".into(),
-                message: error.to_string(),
-            });
-            None
-        }
-    };
+        };
 
     progress(Progress {
         done: 2,
         total: STAGES,
         stage: "b-trees",
     });
-    let (trees, namespace) = match journal {
+    let checked = match journal {
         Some(_) => check_trees(device, &superblock, journal_options, &mut problems),
         None => {
             notes.push(Note {
                 structure: "b-trees".into(),
                 message: "not checked: the journal cannot be replayed".into(),
             });
-            (None, None)
+            None
         }
+    };
+    let (trees, namespace, space) = match checked {
+        Some((trees, namespace, space)) => (Some(trees), Some(namespace), Some(space)),
+        None => (None, None, None),
     };
 
     progress(Progress {
@@ -209,48 +224,54 @@ pub fn fsck(
         journal,
         trees,
         namespace,
+        space,
         problems,
         notes,
     })
 }
 
 /// Dry-runs recovery on an overlay, walks every tree, then checks the
-/// namespace. Any failure is a problem naming the structure; the image is
-/// never written.
+/// namespace and the space accounting. Any failure is a problem naming the
+/// structure; the image is never written.
 fn check_trees(
     device: Arc<dyn BlockDevice>,
     superblock: &Superblock,
     journal_options: JournalOptions,
     problems: &mut Vec<Problem>,
-) -> (Option<CheckReport>, Option<NamespaceCounts>) {
+) -> Option<(CheckReport, NamespaceCounts, SpaceCounts)> {
     let overlay: Arc<dyn BlockDevice> = Arc::new(OverlayDevice::new(device));
-    let problem = |message: String| Problem {
-        structure: "b-trees".into(),
-        message,
-    };
     let (journal, replay) = match Journal::open(Arc::clone(&overlay), journal_options) {
         Ok(opened) => opened,
         Err(error) => {
-            problems.push(problem(format!("journal replay failed: {error}")));
-            return (None, None);
+            problems.push(Problem {
+                structure: "b-trees".into(),
+                message: format!("journal replay failed: {error}"),
+            });
+            return None;
         }
     };
     let journal = Arc::new(journal);
-    let allocator = Arc::new(SimpleAllocator::new(
-        Arc::clone(&journal),
-        superblock.layout.main,
-    ));
+    let main = superblock.layout.main;
+    let allocator = Arc::new(Allocator::new(Arc::clone(&journal), main));
     let options = BtreesOptions {
         cache_bytes: CHECK_CACHE_BYTES,
     };
-    let outcome =
-        Btrees::open(overlay, journal, &replay, superblock, allocator, options).and_then(|trees| {
-            let report = trees.check()?;
-            let counts = namespace::check(&trees, superblock.layout.main, &report.nodes, problems)?;
-            Ok((report, counts))
-        });
+    let outcome = Btrees::open(
+        overlay,
+        journal,
+        &replay,
+        superblock,
+        allocator.clone(),
+        options,
+    )
+    .and_then(|trees| {
+        let report = trees.check()?;
+        let (names, extents) = namespace::check(&trees, main, &report.nodes, problems)?;
+        let space = space::check(&trees, &allocator, main, &report.nodes, &extents, problems);
+        Ok((report, names, space))
+    });
     match outcome {
-        Ok((report, counts)) => (Some(report), Some(counts)),
+        Ok(checked) => Some(checked),
         Err(error) => {
             let structure = match error.corrupt_block() {
                 Some(block) => format!("b-tree node at block {block}"),
@@ -260,7 +281,7 @@ fn check_trees(
                 structure,
                 message: error.to_string(),
             });
-            (None, None)
+            None
         }
     }
 }
@@ -425,10 +446,7 @@ mod tests {
         let (journal, replay) =
             Journal::open(shared.clone(), JournalOptions::for_filesystem(&superblock)).unwrap();
         let journal = Arc::new(journal);
-        let allocator = Arc::new(SimpleAllocator::new(
-            journal.clone(),
-            superblock.layout.main,
-        ));
+        let allocator = Arc::new(Allocator::new(journal.clone(), superblock.layout.main));
         let trees = Btrees::open(
             shared,
             journal,

@@ -72,15 +72,26 @@ fn problem(structure: &str, message: String) -> Problem {
     }
 }
 
+/// One extent as found: where its blocks are and whose they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FoundExtent {
+    pub(crate) ino: u64,
+    pub(crate) offset: u64,
+    pub(crate) physical: u64,
+    pub(crate) blocks: u64,
+}
+
 /// Runs the namespace checks; `nodes` are the b-tree node blocks from the
-/// tree walk.
+/// tree walk. Returns the counts and every extent that decoded, for the
+/// reverse-map cross-check.
 pub(crate) fn check(
     trees: &Btrees,
     main: Region,
     nodes: &[(TreeId, u8, u64)],
     problems: &mut Vec<Problem>,
-) -> Result<NamespaceCounts, BtreeError> {
+) -> Result<(NamespaceCounts, Vec<FoundExtent>), BtreeError> {
     let mut counts = NamespaceCounts::default();
+    let mut found_extents = Vec::new();
 
     let mut inodes: HashMap<u64, InodeRecord> = HashMap::new();
     for entry in trees.range(TreeId::Inodes, &[], None) {
@@ -252,6 +263,12 @@ pub(crate) fn check(
             }
         }
         file_ranges.insert((position.ino, position.offset), blocks);
+        found_extents.push(FoundExtent {
+            ino: position.ino,
+            offset: position.offset,
+            physical: extent.physical,
+            blocks,
+        });
         physical.push(PhysicalUse {
             start: extent.physical,
             blocks,
@@ -280,7 +297,7 @@ pub(crate) fn check(
             furthest = Some(run);
         }
     }
-    Ok(counts)
+    Ok((counts, found_extents))
 }
 
 #[cfg(test)]
@@ -288,7 +305,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::btree::{BtreesOptions, SimpleAllocator, Transaction};
+    use crate::alloc::Allocator;
+    use crate::btree::{BtreesOptions, Transaction};
     use crate::device::{BlockDevice, MemoryDevice, SectorSize};
     use crate::format::Superblock;
     use crate::inode::{inode_key, Timestamp};
@@ -302,10 +320,7 @@ mod tests {
         let (journal, replay) =
             Journal::open(shared.clone(), JournalOptions::for_filesystem(&superblock)).unwrap();
         let journal = Arc::new(journal);
-        let allocator = Arc::new(SimpleAllocator::new(
-            journal.clone(),
-            superblock.layout.main,
-        ));
+        let allocator = Arc::new(Allocator::new(journal.clone(), superblock.layout.main));
         let trees = Btrees::open(
             shared,
             journal,
@@ -408,7 +423,7 @@ mod tests {
     fn run(trees: &Btrees, superblock: &Superblock) -> (Vec<Problem>, NamespaceCounts) {
         let nodes = trees.check().unwrap().nodes;
         let mut problems = Vec::new();
-        let counts = check(trees, superblock.layout.main, &nodes, &mut problems).unwrap();
+        let (counts, _) = check(trees, superblock.layout.main, &nodes, &mut problems).unwrap();
         (problems, counts)
     }
 
