@@ -152,6 +152,7 @@ fn to_json(image: &Path, report: &FsckReport, code: u8) -> serde_json::Value {
             "rmap_records": space.records,
             "used_blocks": space.used_blocks,
             "free_blocks": space.free_blocks,
+            "pending_blocks": space.pending_blocks,
             "region_blocks": space.region_blocks,
         })),
         "errors_recorded": report.superblock.error_record.total,

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use redb::{Database, Durability, TableDefinition};
-use vigilfs::btree::{Btrees, BtreesOptions, SimpleAllocator, TreeId};
+use vigilfs::alloc::Allocator;
+use vigilfs::btree::{Btrees, BtreesOptions, TreeId};
 use vigilfs::device::{BlockDevice, FileDevice, SectorSize};
 use vigilfs::format::FsUuid;
 use vigilfs::journal::{Journal, JournalOptions};
@@ -86,10 +87,7 @@ fn open_vigilfs(path: &Path, cache_bytes: usize) -> Btrees {
     let (journal, replay) =
         Journal::open(device.clone(), JournalOptions::for_filesystem(&superblock)).unwrap();
     let journal = Arc::new(journal);
-    let allocator = Arc::new(SimpleAllocator::new(
-        journal.clone(),
-        superblock.layout.main,
-    ));
+    let allocator = Arc::new(Allocator::new(journal.clone(), superblock.layout.main));
     Btrees::open(
         device,
         journal,

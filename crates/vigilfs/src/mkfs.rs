@@ -483,6 +483,9 @@ mod complete_filesystem_tests {
         let journal = report.journal.unwrap();
         assert!(journal.cut_off.is_empty());
         let space = report.space.unwrap();
-        assert_eq!(space.used_blocks + space.free_blocks, space.region_blocks);
+        assert_eq!(
+            space.used_blocks + space.free_blocks + space.pending_blocks,
+            space.region_blocks
+        );
     }
 }

@@ -9,13 +9,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use vigilfs::btree::{Btrees, BtreesOptions, SimpleAllocator, TreeId};
+use vigilfs::alloc::Allocator;
+use vigilfs::btree::{Btrees, BtreesOptions, TreeId};
 use vigilfs::device::{BlockDevice, CrashDevice, CrashMode, SectorSize};
 use vigilfs::format::{FsUuid, Superblock};
 use vigilfs::journal::{Journal, JournalOptions};
 use vigilfs::mkfs::{mkfs, MkfsOptions};
 
-const TREES: [TreeId; 3] = [TreeId::Inodes, TreeId::Extents, TreeId::Rmap];
+const TREES: [TreeId; 3] = [TreeId::Inodes, TreeId::Extents, TreeId::Xattrs];
 const DEVICE_BYTES: u64 = 3 << 20;
 const CACHE_BYTES: usize = 24 * 1024;
 const RING_BLOCKS: u64 = 24;
@@ -100,10 +101,7 @@ fn open(device: Arc<dyn BlockDevice>, superblock: &Superblock) -> Result<Btrees,
     options.entry_bytes = 8 * 1024;
     let (journal, replay) = Journal::open(device.clone(), options).map_err(|e| e.to_string())?;
     let journal = Arc::new(journal);
-    let allocator = Arc::new(SimpleAllocator::new(
-        journal.clone(),
-        superblock.layout.main,
-    ));
+    let allocator = Arc::new(Allocator::new(journal.clone(), superblock.layout.main));
     Btrees::open(
         device,
         journal,

@@ -10,7 +10,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use vigilfs::btree::{Btrees, BtreesOptions, SimpleAllocator, TreeId};
+use vigilfs::alloc::Allocator;
+use vigilfs::btree::{Btrees, BtreesOptions, TreeId};
 use vigilfs::device::{BlockDevice, FileDevice, SectorSize};
 use vigilfs::format::FsUuid;
 use vigilfs::journal::{Journal, JournalOptions};
@@ -74,10 +75,7 @@ fn run(keys: u64, cache_bytes: usize, device_bytes: u64, name: &str) {
     let (journal, replay) =
         Journal::open(device.clone(), JournalOptions::for_filesystem(&superblock)).unwrap();
     let journal = Arc::new(journal);
-    let allocator = Arc::new(SimpleAllocator::new(
-        journal.clone(),
-        superblock.layout.main,
-    ));
+    let allocator = Arc::new(Allocator::new(journal.clone(), superblock.layout.main));
     let btrees = Btrees::open(
         device,
         journal,

@@ -712,6 +712,9 @@ impl Shared {
                 self.note_writeback_failure(state, &error);
                 return;
             }
+            // Re-read the roots: writing a node can move a root to a new slot, and
+            // evicting that slot would leave the tree without its root.
+            let roots = state.roots.clone();
             state.cache.evict_clean(target, &roots);
         }
     }

@@ -517,6 +517,31 @@ mod tests {
     }
 
     #[test]
+    fn corrupt_interior_node_is_a_problem_naming_its_block() {
+        let (device, superblock, expected) = populated(40, true);
+        let (_, _, interior) = *expected
+            .nodes
+            .iter()
+            .find(|(tree, level, _)| *tree == TreeId::Meta && *level > 0)
+            .expect("40 transactions of 200 keys need an interior node");
+        let block_size = u64::from(superblock.layout.block_size);
+        let mut bytes = vec![0u8; block_size as usize];
+        device
+            .read_at(interior * block_size, &mut bytes, IoClass::Metadata)
+            .unwrap();
+        bytes[64] ^= 0x01;
+        device
+            .write_at(interior * block_size, &bytes, IoClass::Metadata)
+            .unwrap();
+        let report = fsck(device, &mut no_progress).unwrap();
+        assert!(!report.is_clean());
+        assert_eq!(
+            report.problems[0].structure,
+            format!("b-tree node at block {interior}")
+        );
+    }
+
+    #[test]
     fn damaged_durable_journal_entry_is_a_problem() {
         let (device, superblock, _) = populated(5, false);
         let options = JournalOptions::for_filesystem(&superblock);

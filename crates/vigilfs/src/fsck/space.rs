@@ -11,7 +11,8 @@
 //!   attribute a media failure to the wrong file);
 //! * the rmap tree's own nodes, which have no records by design, are
 //!   exactly the set the allocator rebuilt at open;
-//! * free blocks plus used blocks make up the main region exactly.
+//! * free, used and freed-but-pending blocks make up the main region
+//!   exactly.
 
 use std::collections::BTreeSet;
 
@@ -31,6 +32,9 @@ pub struct SpaceCounts {
     pub used_blocks: u64,
     /// Blocks free when the trees were opened.
     pub free_blocks: u64,
+    /// Blocks freed by recovery itself, not yet reusable (their journal
+    /// entry is not durable in the dry run).
+    pub pending_blocks: u64,
     /// Blocks in the main region.
     pub region_blocks: u64,
 }
@@ -68,9 +72,11 @@ pub(crate) fn check(
     extents: &[FoundExtent],
     problems: &mut Vec<Problem>,
 ) -> SpaceCounts {
+    let status = allocator.status();
     let mut counts = SpaceCounts {
         region_blocks: main.blocks,
-        free_blocks: allocator.status().free_blocks,
+        free_blocks: status.free_blocks,
+        pending_blocks: status.pending_blocks,
         ..SpaceCounts::default()
     };
     let records = match rmap::records(trees) {
@@ -129,12 +135,12 @@ pub(crate) fn check(
 
     counts.used_blocks =
         records.iter().map(|record| record.blocks).sum::<u64>() + known.len() as u64;
-    if counts.used_blocks + counts.free_blocks != main.blocks {
+    if counts.used_blocks + counts.free_blocks + counts.pending_blocks != main.blocks {
         problems.push(Problem {
             structure: "free space".into(),
             message: format!(
-                "{} used + {} free blocks, but the main region has {}",
-                counts.used_blocks, counts.free_blocks, main.blocks
+                "{} used + {} free + {} freed-pending blocks, but the main region has {}",
+                counts.used_blocks, counts.free_blocks, counts.pending_blocks, main.blocks
             ),
         });
     }
@@ -264,7 +270,10 @@ mod tests {
         let report = fsck(device, &mut |_| {}).unwrap();
         assert!(report.is_clean(), "{:?}", report.problems);
         let space = report.space.unwrap();
-        assert_eq!(space.used_blocks + space.free_blocks, space.region_blocks);
+        assert_eq!(
+            space.used_blocks + space.free_blocks + space.pending_blocks,
+            space.region_blocks
+        );
         assert!(
             space.records >= 6,
             "5 tree roots + 1 extent, got {}",
