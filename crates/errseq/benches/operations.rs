@@ -31,7 +31,7 @@ fn uncontended(c: &mut Criterion) {
     });
     group.bench_function("set_unobserved_same_errno", |b| {
         let fresh = ErrSeq::new();
-        b.iter(|| black_box(fresh.set(Errno::EIO)));
+        b.iter(|| fresh.set(black_box(Errno::EIO)));
     });
     group.finish();
 }

@@ -217,13 +217,15 @@ impl ErrSeq {
         }
     }
 
-    /// Records `errno` as the latest error and returns the new value as a
-    /// cursor (useful to callers that want to say "I caused this").
+    /// Records `errno` as the latest error.
+    ///
+    /// It returns nothing on purpose: the new value is not OBSERVED, so a
+    /// cursor holding it could miss a later identical error.
     ///
     /// Only an OBSERVED value advances the counter: if nobody recorded the
     /// current value, no cursor can tell old from new, so overwriting the
     /// errno loses nothing and spares counter space during error floods.
-    pub fn set(&self, errno: Errno) -> Since {
+    pub fn set(&self, errno: Errno) {
         let errno_bits = u64::from(errno.0.get());
         let mut old = self.word.load(Ordering::Relaxed);
         loop {
@@ -232,16 +234,16 @@ impl ErrSeq {
                 new = new.wrapping_add(COUNTER_ONE);
             }
             if new == old {
-                return Since(new);
+                return;
             }
             match self
                 .word
                 .compare_exchange_weak(old, new, Ordering::Release, Ordering::Relaxed)
             {
-                Ok(_) => return Since(new),
+                Ok(_) => return,
                 // Someone else installed exactly what we wanted (a racing
                 // setter of the same errno): one bump is enough.
-                Err(current) if current == new => return Since(new),
+                Err(current) if current == new => return,
                 Err(current) => old = current,
             }
         }

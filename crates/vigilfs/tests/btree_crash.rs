@@ -35,7 +35,7 @@ fn make_fs(device: &dyn BlockDevice) -> Superblock {
 
 fn open(device: Arc<dyn BlockDevice>, superblock: &Superblock) -> Result<Btrees, String> {
     let mut options = JournalOptions::for_filesystem(superblock);
-    options.region.length = 20 * u64::from(superblock.layout.block_size);
+    options.region.length = 24 * u64::from(superblock.layout.block_size);
     options.entry_bytes = 8 * 1024;
     let (journal, replay) = Journal::open(device.clone(), options).map_err(|e| e.to_string())?;
     let journal = Arc::new(journal);

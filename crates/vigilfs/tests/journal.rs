@@ -286,7 +286,7 @@ fn block_drains_reservations_and_holds_new_ones_until_unblock() {
 #[test]
 fn reclaim_writes_out_the_oldest_pins_so_the_ring_can_wrap() {
     let device = memory_device();
-    let journal = open(device.clone(), 32);
+    let journal = open(device.clone(), 48);
     let object = Arc::new(CountingObject {
         flushes: AtomicUsize::new(0),
     });
@@ -310,7 +310,7 @@ fn reclaim_writes_out_the_oldest_pins_so_the_ring_can_wrap() {
     let status = journal.status();
     assert!(status.last_seq > 1);
     drop(journal);
-    let (_, replay) = Journal::open(device, options(32)).unwrap();
+    let (_, replay) = Journal::open(device, options(48)).unwrap();
     assert_eq!(replay.report.newest_kept_seq, last);
     assert!(replay
         .entries
@@ -321,10 +321,12 @@ fn reclaim_writes_out_the_oldest_pins_so_the_ring_can_wrap() {
 #[test]
 fn journal_full_of_unwritable_pins_is_a_clean_error() {
     let device = memory_device();
-    let journal = open(device, 32);
+    // Large enough that the low watermark (a quarter) is reached while an
+    // entry still fits: early reclaim fails first, then the journal fills.
+    let journal = open(device, 128);
     let record = vec![1u8; 6000];
     let mut outcome = Ok(());
-    for _ in 0..64 {
+    for _ in 0..200 {
         let mut reservation = match journal.reserve(record_bytes(record.len())) {
             Ok(reservation) => reservation,
             Err(error) => {
@@ -435,9 +437,18 @@ fn torn_entry_after_the_last_flush_cuts_off_the_tail() {
     drop(journal);
 
     corrupt_entry(&device, torn);
-    let (_, replay) = Journal::open(device, options(64)).unwrap();
+    let (_, replay) = Journal::open(device.clone(), options(64)).unwrap();
     assert_eq!(replay.report.newest_kept_seq, durable);
     assert_eq!(replay.report.cut_off, vec![after]);
+    // The cut-off entry is destroyed, so no later recovery can take it for
+    // part of a chain.
+    let image = device.to_image();
+    let still_there = (0..64u64).any(|block| {
+        let at = (REGION_START + block * u64::from(BLOCK)) as usize;
+        image[at..at + 8] == *b"VGFSJENT"
+            && u64::from_le_bytes(image[at + 40..at + 48].try_into().unwrap()) == after
+    });
+    assert!(!still_there, "cut-off entry {after} survived the mount");
     assert_eq!(replay.report.invalid_entries, 1);
     assert_eq!(replay.entries.len(), 1);
     assert!(replay.report.next_seq > after);
@@ -547,5 +558,103 @@ fn too_many_tracked_seqs_trigger_reclaim_even_with_space_left() {
     assert!(
         status.free_blocks * 4 > status.total_blocks * 3,
         "space was not the reason"
+    );
+}
+
+#[test]
+fn holder_flushing_an_older_seq_does_not_deadlock_against_a_waiting_flush() {
+    let device = memory_device();
+    let journal = Arc::new(open(device, 64));
+    // An entry written but not flushed, then a reservation on the next one.
+    let older = journal.commit(&[&vec![3u8; 16_370]]).unwrap();
+    let held = journal.reserve(record_bytes(8)).unwrap();
+    let newer = held.seq();
+    assert!(newer > older);
+    let waiting = {
+        let journal = Arc::clone(&journal);
+        thread::spawn(move || journal.flush_seq(newer))
+    };
+    while journal.status().open_seq == Some(newer) {
+        thread::sleep(Duration::from_millis(1));
+    }
+    // The holder flushes the older entry while still holding its
+    // reservation: it must not wait behind the flush that waits for it.
+    let (done, outcome) = std::sync::mpsc::channel();
+    {
+        let journal = Arc::clone(&journal);
+        thread::spawn(move || done.send(journal.flush_seq(older)).unwrap());
+    }
+    let flushed = outcome.recv_timeout(Duration::from_secs(10));
+    assert!(
+        matches!(flushed, Ok(Ok(()))),
+        "flush of the older seq hung: {flushed:?}"
+    );
+    drop(held);
+    waiting.join().unwrap().unwrap();
+}
+
+#[test]
+fn unaligned_reservations_still_replay_every_record() {
+    let device = memory_device();
+    let journal = open(device.clone(), 64);
+    let mut odd = journal.reserve(13).unwrap();
+    odd.append(b"five!").unwrap();
+    drop(odd);
+    journal.commit(&[b"after the odd one"]).unwrap();
+    journal.flush().unwrap();
+    let object = counting_object();
+    // Keep both needed so that replay returns them.
+    let seq = journal.commit(&[b"pinned"]).unwrap();
+    journal.pin(seq, object).unwrap();
+    journal.flush().unwrap();
+    drop(journal);
+    let records = replayed_records(device, 64);
+    assert!(records.contains(&b"pinned".to_vec()), "{records:?}");
+}
+
+/// Entries written out of order must still record last_seq values that
+/// never decrease with seq (the ring frees space on that claim).
+#[test]
+fn entry_written_after_a_newer_one_never_claims_less_is_needed() {
+    let device = memory_device();
+    let journal = Arc::new(open(device.clone(), 64));
+    let object = counting_object();
+    let anchor = journal.commit(&[b"anchor"]).unwrap();
+    let pin = journal.pin(anchor, object.clone()).unwrap();
+    journal.flush().unwrap();
+
+    // Entry A stays referenced; entry B, newer, is written first.
+    let mut held = journal.reserve(record_bytes(4)).unwrap();
+    held.append(b"held").unwrap();
+    let a = held.seq();
+    let closer = {
+        let journal = Arc::clone(&journal);
+        thread::spawn(move || journal.flush_seq(a))
+    };
+    while journal.status().open_seq == Some(a) {
+        thread::sleep(Duration::from_millis(1));
+    }
+    let b = journal.commit(&[&vec![9u8; 10_000]]).unwrap();
+    journal.commit(&[&vec![9u8; 10_000]]).unwrap(); // closes and writes B
+    assert!(b > a);
+    journal.unpin(pin); // now the front could move past the anchor
+    drop(held); // A is written last
+    closer.join().unwrap().unwrap();
+    journal.flush().unwrap();
+    drop(journal);
+
+    let image = device.to_image();
+    let header_of = |seq: u64| {
+        let block = entry_block(&device, seq);
+        let at = (REGION_START + block * u64::from(BLOCK)) as usize;
+        vigilfs::journal::decode_header(&image[at..at + BLOCK as usize], &UUID, BLOCK as usize)
+            .unwrap()
+    };
+    let (entry_a, entry_b) = (header_of(a), header_of(b));
+    assert!(
+        entry_a.last_seq <= entry_b.last_seq,
+        "entry {a} records last_seq {} above newer entry {b}'s {}",
+        entry_a.last_seq,
+        entry_b.last_seq
     );
 }

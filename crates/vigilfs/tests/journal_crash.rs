@@ -31,7 +31,7 @@ fn options() -> JournalOptions {
     let mut options = JournalOptions::new(
         JournalRegion {
             start: 2 * u64::from(BLOCK),
-            length: 16 * u64::from(BLOCK),
+            length: 24 * u64::from(BLOCK),
             block_size: BLOCK,
         },
         UUID,

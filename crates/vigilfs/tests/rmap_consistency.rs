@@ -40,7 +40,7 @@ fn open(
     superblock: &Superblock,
 ) -> Result<(Btrees, Arc<Allocator>), String> {
     let mut options = JournalOptions::for_filesystem(superblock);
-    options.region.length = 24 * u64::from(superblock.layout.block_size);
+    options.region.length = 48 * u64::from(superblock.layout.block_size);
     options.entry_bytes = 8 * 1024;
     let (journal, replay) = Journal::open(device.clone(), options).map_err(|e| e.to_string())?;
     let journal = Arc::new(journal);

@@ -243,7 +243,7 @@ impl FreeSpace {
     /// or building from the rmap).
     pub fn mark_used(&mut self, extent: Extent) -> Result<(), AllocError> {
         self.check_in_region(extent)?;
-        if let Some(block) = (extent.start..extent.end()).find(|&block| self.is_bad(block)) {
+        if let Some(block) = self.first_bad_in(extent) {
             return Err(AllocError::Conflict {
                 block,
                 state: "bad",
@@ -280,7 +280,10 @@ impl FreeSpace {
     /// The journal is durable up to `durable_seq`: blocks freed at or
     /// before it become free (bad ones stay out).
     pub fn release_durable(&mut self, durable_seq: u64) {
-        let later = self.pending.split_off(&(durable_seq + 1));
+        let later = match durable_seq.checked_add(1) {
+            Some(next) => self.pending.split_off(&next),
+            None => BTreeMap::new(),
+        };
         let ready = std::mem::replace(&mut self.pending, later);
         for extent in ready.into_values().flatten() {
             self.pending_blocks -= extent.blocks;
@@ -306,12 +309,20 @@ impl FreeSpace {
         Ok(())
     }
 
-    fn is_bad(&self, block: u64) -> bool {
+    /// The first bad block inside `extent`, by range lookups rather than
+    /// block by block (mount marks every used extent).
+    fn first_bad_in(&self, extent: Extent) -> Option<u64> {
+        if let Some((&start, &length)) = self.bad.range(..=extent.start).next_back() {
+            if start + length > extent.start {
+                return Some(extent.start);
+            }
+        }
         self.bad
-            .range(..=block)
-            .next_back()
-            .is_some_and(|(&start, &length)| block < start + length)
+            .range(extent.start..extent.end())
+            .next()
+            .map(|(&start, _)| start)
     }
+
 
     fn without_bad(&self, extent: Extent) -> Vec<Extent> {
         let mut parts = Vec::new();

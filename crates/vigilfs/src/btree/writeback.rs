@@ -191,7 +191,11 @@ impl Shared {
         let seq = {
             let mut guard = self.lock_roots();
             let encoded = record::encode_roots(&roots);
-            let mut reservation = self.journal.reserve(record_bytes(encoded.len()))?;
+            // The reclaim reservation never runs reclaim itself, which could
+            // call the roots pin and so take the roots lock we hold.
+            let mut reservation = self
+                .journal
+                .reserve_for_reclaim(record_bytes(encoded.len()))?;
             reservation.append(&encoded)?;
             let seq = reservation.seq();
             guard.pin = Some(self.journal.pin(seq, self.roots_pin())?);

@@ -52,13 +52,29 @@ impl<D: BlockDevice> BlockDevice for OverlayDevice<D> {
             self.length(),
             self.sector_size(),
         )?;
-        self.base.read_at(offset, buffer, class)?;
         let sector = self.sector_size().bytes();
         let first = offset / sector;
         let count = buffer.len() as u64 / sector;
-        for (&number, bytes) in self.written().range(first..first + count) {
+        let written = self.written();
+        // Read from the base only the runs of sectors the overlay does not
+        // hold, so a sector rewritten here stays readable even if the base
+        // cannot read it (a dry run over a failing disk).
+        let mut number = first;
+        while number < first + count {
             let at = ((number - first) * sector) as usize;
-            buffer[at..at + bytes.len()].copy_from_slice(bytes);
+            if let Some(bytes) = written.get(&number) {
+                buffer[at..at + bytes.len()].copy_from_slice(bytes);
+                number += 1;
+                continue;
+            }
+            let run_end = written
+                .range(number..first + count)
+                .next()
+                .map_or(first + count, |(&next, _)| next);
+            let end = ((run_end - first) * sector) as usize;
+            self.base
+                .read_at(number * sector, &mut buffer[at..end], class)?;
+            number = run_end;
         }
         Ok(())
     }
@@ -117,6 +133,29 @@ mod tests {
         assert_eq!(&read[1536..], &[0u8; 512][..]);
         assert_eq!(overlay.base.to_image(), before);
         assert_eq!(overlay.overlay_bytes(), 1024);
+    }
+
+    #[test]
+    fn rewritten_sectors_read_even_where_the_base_fails() {
+        use crate::device::{Errno, FaultDevice, FaultPlan, FaultRule, Operations};
+        use std::sync::Arc;
+        let plan = Arc::new(FaultPlan::new());
+        plan.add_rule(
+            FaultRule::fail(Errno::EIO)
+                .in_range(crate::device::ByteRange::new(0, 512))
+                .on(Operations::READ),
+        )
+        .unwrap();
+        let overlay = OverlayDevice::new(FaultDevice::new(
+            MemoryDevice::new(4096, SectorSize::Bytes512),
+            plan,
+        ));
+        assert!(overlay.read_at(0, &mut [0u8; 1024], IoClass::Data).is_err());
+        overlay.write_at(0, &[5u8; 512], IoClass::Data).unwrap();
+        let mut read = [0u8; 1024];
+        overlay.read_at(0, &mut read, IoClass::Data).unwrap();
+        assert_eq!(&read[..512], &[5u8; 512][..]);
+        assert_eq!(&read[512..], &[0u8; 512][..]);
     }
 
     #[test]

@@ -373,8 +373,14 @@ fn check_superblocks(
                 problems.push(Problem {
                     structure,
                     message: format!(
-                        "stale: write sequence {} while the copy in use has {}",
-                        other.write_sequence, superblock.write_sequence
+                        "{}: write sequence {} while the copy in use has {}",
+                        if other.write_sequence < superblock.write_sequence {
+                            "stale"
+                        } else {
+                            "newer than the copy in use (the primary wins while valid)"
+                        },
+                        other.write_sequence,
+                        superblock.write_sequence
                     ),
                 });
             }

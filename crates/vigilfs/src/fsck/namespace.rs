@@ -255,7 +255,7 @@ pub(crate) fn check(
             .range(..=(position.ino, position.offset))
             .next_back()
         {
-            if ino == position.ino && start + length > position.offset {
+            if ino == position.ino && start.saturating_add(length) > position.offset {
                 problems.push(problem(
                     "extents",
                     format!("{at}: overlaps the extent at block {start} of the same file"),
@@ -282,7 +282,7 @@ pub(crate) fn check(
     let mut furthest: Option<PhysicalUse> = None;
     for run in physical {
         if let Some(previous) = furthest {
-            if run.start < previous.start + previous.blocks {
+            if run.start < previous.start.saturating_add(previous.blocks) {
                 problems.push(problem(
                     "space",
                     format!(
@@ -292,8 +292,9 @@ pub(crate) fn check(
                 ));
             }
         }
-        if furthest.is_none_or(|previous| run.start + run.blocks > previous.start + previous.blocks)
-        {
+        if furthest.is_none_or(|previous| {
+            run.start.saturating_add(run.blocks) > previous.start.saturating_add(previous.blocks)
+        }) {
             furthest = Some(run);
         }
     }

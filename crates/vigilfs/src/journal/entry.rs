@@ -35,6 +35,10 @@ use crate::format::{self, Decoder, Encoder, FormatError, Magic, StructureType, H
 
 /// Bytes before the payload.
 pub const HEADER_BYTES: usize = 128;
+/// Sequence numbers stay below this (2^62), so seq arithmetic never
+/// overflows however an image was damaged.
+pub const MAX_SEQ: u64 = 1 << 62;
+
 /// Records are padded to this alignment.
 pub const RECORD_ALIGN: usize = 8;
 const RECORD_LENGTH_BYTES: usize = 4;
@@ -180,8 +184,11 @@ pub fn decode_header(
             .map_err(|_| EntryError::Inconsistent("payload too large"))?,
         blocks,
     };
-    if header.seq == 0 {
-        return Err(EntryError::Inconsistent("sequence number 0"));
+    if header.seq == 0 || header.seq >= MAX_SEQ {
+        return Err(EntryError::Inconsistent("sequence number out of range"));
+    }
+    if header.durable_seq >= header.seq {
+        return Err(EntryError::Inconsistent("durable_seq not below seq"));
     }
     if header.last_seq > header.seq || header.prev_seq >= header.seq {
         return Err(EntryError::Inconsistent("last_seq or prev_seq after seq"));
@@ -314,6 +321,34 @@ mod tests {
                 decode_entry(&bytes[..length], &UUID, BLOCK),
                 Err(EntryError::Format(FormatError::Truncated { .. }))
             ));
+        }
+    }
+
+    #[test]
+    fn out_of_range_seq_and_durable_claims_are_refused() {
+        for header in [
+            EntryHeader {
+                seq: MAX_SEQ,
+                prev_seq: 1,
+                ..header(5)
+            },
+            EntryHeader {
+                durable_seq: 5,
+                ..header(5)
+            },
+            EntryHeader {
+                durable_seq: 9,
+                ..header(5)
+            },
+        ] {
+            let bytes = entry_with(&[b"x"], header);
+            assert!(
+                matches!(
+                    decode_entry(&bytes, &UUID, BLOCK),
+                    Err(EntryError::Inconsistent(_))
+                ),
+                "{header:?} accepted"
+            );
         }
     }
 

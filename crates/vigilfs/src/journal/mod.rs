@@ -63,6 +63,13 @@ use state::{
     ReservationState, BUFFER_COUNT, MAX_ENTRY_BYTES, OFFSET_BLOCKED, OFFSET_CLOSED, OFFSET_ERROR,
 };
 
+/// Entries the ring must hold: every entry is given a full entry's room, and
+/// reclaim keeps two entries' worth free for itself (a quarter of the ring).
+const MIN_ENTRIES_PER_RING: u64 = 8;
+
+/// Reclaim passes one reservation may run before the journal is called full.
+const MAX_RECLAIM_ROUNDS: u32 = 3;
+
 /// Longest a contended flusher waits for others to join its entry.
 const MAX_LINGER: Duration = Duration::from_millis(1);
 
@@ -119,6 +126,8 @@ impl JournalOptions {
 
     /// Defaults for `region` and `uuid`.
     pub fn new(region: JournalRegion, uuid: [u8; 16]) -> JournalOptions {
+        // At least eight entries to the ring (see MIN_ENTRIES_PER_RING);
+        // bigger journals keep 256 KiB entries, the largest transaction.
         let eighth = region.length / 8;
         let entry_bytes = eighth
             .min(256 * 1024)
@@ -414,9 +423,18 @@ impl Journal {
     ) -> Result<(Journal, Replay), JournalError> {
         let region = options.region;
         let replay = Journal::inspect(device.as_ref(), &options)?;
-        if replay.report.newest_kept_seq != 0 {
+        // Destroy the entries cut off as a torn tail: their seqs are given
+        // up, and a later recovery must never find one and take it for part
+        // of a chain.
+        let block_size = u64::from(region.block_size);
+        let zeros = vec![0u8; region.block_size as usize];
+        for &block in &replay.cut_off_blocks {
+            device.write_at(region.start + block * block_size, &zeros, IoClass::Journal)?;
+        }
+        if replay.report.newest_kept_seq != 0 || !replay.cut_off_blocks.is_empty() {
             // What replay read may sit in a volatile cache after a crash:
-            // make it durable before anything new depends on it.
+            // make it (and the destruction above) durable before anything
+            // new depends on it.
             device.flush(IoClass::Journal)?;
         }
         let report = &replay.report;
@@ -460,7 +478,9 @@ impl Journal {
                 ring,
                 written_seq: report.next_seq - 1,
                 written_ahead: Vec::new(),
-                durable_seq: report.next_seq - 1,
+                // Only what replay kept is durable: cut-off seqs were never
+                // acknowledged, and later entries must not claim they were.
+                durable_seq: kept,
                 undurable: Vec::new(),
                 error: None,
                 blocked: false,
@@ -533,6 +553,10 @@ impl Journal {
         bytes: usize,
         watermark: Watermark,
     ) -> Result<Reservation<'_>, JournalError> {
+        // Reservations are whole records: keep every one 8-byte aligned, so
+        // the next one starts on a record boundary (the padding reads back
+        // as empty records).
+        let bytes = bytes.next_multiple_of(entry::RECORD_ALIGN);
         let limit = self.options.entry_bytes as usize;
         if bytes > limit {
             return Err(JournalError::TooLarge {
@@ -561,7 +585,7 @@ impl Journal {
     /// Makes the next fast-path attempt able to succeed, or fails.
     fn reserve_slow(&self, bytes: u32, watermark: Watermark) -> Result<(), JournalError> {
         let mut inner = lock(&self.inner);
-        let mut reclaimed = false;
+        let mut reclaim_rounds = 0;
         loop {
             if let Some(error) = &inner.error {
                 return Err(error.sticky());
@@ -573,7 +597,10 @@ impl Journal {
             let snapshot = self.state.snapshot();
             if snapshot.is_open() {
                 if snapshot.refs(snapshot.index()) >= state::MAX_BUFFER_REFS {
-                    inner = wait(&self.changed, inner);
+                    // Every reference of this buffer is taken: move on to the
+                    // next entry rather than wait for releases, which do not
+                    // signal.
+                    inner = self.close_and_write(inner, OFFSET_CLOSED);
                     continue;
                 }
                 if snapshot.offset().saturating_add(bytes) <= self.state.limit() {
@@ -598,36 +625,51 @@ impl Journal {
                 continue;
             }
             let block_size = u64::from(self.options.region.block_size);
-            let needed_blocks = entry::entry_blocks(bytes as usize, block_size as usize) as u64;
+            // Every entry gets room for a full entry, so the size limit the
+            // fast path checks is the same for every entry: a reserver that
+            // pairs the word of one entry with the limit it read for another
+            // (possible if it sleeps while the buffers rotate back to the
+            // same word) still cannot overrun the room its entry has.
+            let needed_blocks =
+                entry::entry_blocks(self.options.entry_bytes as usize, block_size as usize) as u64;
+            debug_assert!(u64::from(bytes) <= u64::from(self.options.entry_bytes));
             let reserve_blocks = match watermark {
                 Watermark::Normal => self.reclaim_reserve_blocks(&inner),
                 Watermark::Reclaim => 0,
             };
             let total = inner.ring.total_blocks();
-            let low_watermark = total * u64::from(self.options.reclaim_below_64ths) / 64;
+            let low_watermark = self.low_watermark(total);
             let low_on_space = inner.ring.free_blocks() < low_watermark;
             let over_tracking = inner.pins.len() > self.options.max_tracked_seqs;
             let placement = inner.ring.place(needed_blocks, reserve_blocks);
+            let wants_reclaim = low_on_space || over_tracking || placement.is_none();
             if watermark == Watermark::Normal
-                && !reclaimed
-                && (low_on_space || over_tracking || placement.is_none())
+                && wants_reclaim
+                && reclaim_rounds < MAX_RECLAIM_ROUNDS
             {
                 // Below the low watermark: write out the oldest pinned
                 // objects until free space is back above twice the
-                // watermark (hysteresis, so reclaim runs in batches).
-                reclaimed = true;
+                // watermark (hysteresis, so reclaim runs in batches). The
+                // entry reclaim writes to record the new last_seq takes a
+                // full entry's room itself, hence the extra entry.
+                reclaim_rounds += 1;
                 let could_place = placement.is_some();
                 drop(inner);
-                let outcome = self.reclaim((needed_blocks + reserve_blocks).max(low_watermark * 2));
+                let wanted = (2 * needed_blocks + reserve_blocks).max(low_watermark * 2);
+                let outcome = self.reclaim(wanted);
                 inner = lock(&self.inner);
-                if let Err(error) = outcome {
-                    if !could_place {
-                        return Err(error);
+                match outcome {
+                    // Another round only if this one freed something.
+                    Ok(true) if !could_place => continue,
+                    Ok(_) => reclaim_rounds = MAX_RECLAIM_ROUNDS,
+                    Err(error) if !could_place => return Err(error),
+                    Err(error) => {
+                        // Early reclaim failed but there is still room: go
+                        // on, and keep the failure visible in the status.
+                        inner.reclaim_failures += 1;
+                        inner.last_reclaim_failure = Some(error.to_string());
+                        reclaim_rounds = MAX_RECLAIM_ROUNDS;
                     }
-                    // Early reclaim failed but there is still room: go on,
-                    // and keep the failure visible in the status.
-                    inner.reclaim_failures += 1;
-                    inner.last_reclaim_failure = Some(error.to_string());
                 }
                 continue;
             }
@@ -637,9 +679,8 @@ impl Journal {
                     free_blocks: inner.ring.free_blocks(),
                 });
             };
-            let entry_limit = ((room_blocks * block_size) as usize - HEADER_BYTES)
-                .min(self.options.entry_bytes as usize)
-                .min(MAX_ENTRY_BYTES as usize) as u32;
+            let room_blocks = room_blocks.min(needed_blocks);
+            let entry_limit = self.options.entry_bytes;
             let prev_seq = inner.prev_seq;
             inner.buffers[index] = BufferMeta {
                 status: BufferStatus::Open,
@@ -701,9 +742,10 @@ fn validate_region(
     if entry_bytes == 0 || entry_bytes > MAX_ENTRY_BYTES {
         return bad(format!("entry size {entry_bytes} out of range"));
     }
-    if region.length / block < entry_blocks * 4 {
+    if region.length / block < entry_blocks * MIN_ENTRIES_PER_RING {
         return bad(format!(
-            "region of {} blocks is too small for entries of {entry_blocks} blocks (needs 4)",
+            "region of {} blocks is too small for entries of {entry_blocks} blocks (needs \
+             {MIN_ENTRIES_PER_RING})",
             region.length / block
         ));
     }
@@ -774,7 +816,17 @@ impl Journal {
             self.changed.notify_all();
             return;
         }
-        let last_seq = inner.pins.advance();
+        // Recorded last_seq never decreases with seq: an entry written after a
+        // newer one (buffers finish out of order) must not claim less is needed
+        // than that newer entry says, or ring space freed on the strength of
+        // this entry's claim could hold what the newer entry still needs.
+        let front = inner.pins.advance();
+        let last_seq = inner
+            .undurable
+            .iter()
+            .filter(|&&(seq, _)| seq > meta.seq)
+            .map(|&(_, recorded)| recorded)
+            .fold(front, u64::min);
         let block_size = self.options.region.block_size as usize;
         let blocks = entry::entry_blocks(bytes as usize, block_size);
         let header = EntryHeader {
@@ -862,31 +914,40 @@ impl Journal {
         if self.durable_or_failed(seq)? {
             return Ok(());
         }
-        let (_one_flusher_at_a_time, queued) = match self.flush_lock.try_lock() {
-            Ok(guard) => (guard, false),
-            Err(TryLockError::Poisoned(poisoned)) => (poisoned.into_inner(), false),
-            Err(TryLockError::WouldBlock) => (lock(&self.flush_lock), true),
-        };
+        let mut queued = false;
         let mut lingered = false;
-        let mut inner = lock(&self.inner);
-        let target = loop {
-            if let Some(error) = &inner.error {
-                return Err(error.sticky());
-            }
-            let target = seq.min(inner.next_seq - 1);
-            if target <= inner.durable_seq {
-                if queued {
-                    // Someone else's flush served us: there are several
-                    // committers, so the next flusher should wait for them.
-                    inner.served_by_others += 1;
+        loop {
+            let flushing = match self.flush_lock.try_lock() {
+                Ok(guard) => guard,
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => {
+                    queued = true;
+                    lock(&self.flush_lock)
                 }
-                return Ok(());
-            }
-            if inner.written_seq >= target {
-                break target;
-            }
-            let snapshot = self.state.snapshot();
-            if snapshot.is_open() && inner.buffers[snapshot.index()].seq <= target {
+            };
+            let mut inner = lock(&self.inner);
+            loop {
+                if let Some(error) = &inner.error {
+                    return Err(error.sticky());
+                }
+                let target = seq.min(inner.next_seq - 1);
+                if target <= inner.durable_seq {
+                    if queued {
+                        // Someone else's flush served us: there are several
+                        // committers, so the next flusher should wait for them.
+                        inner.served_by_others += 1;
+                    }
+                    return Ok(());
+                }
+                if inner.written_seq >= target {
+                    let outcome = self.flush_device(inner, target);
+                    drop(flushing);
+                    return outcome;
+                }
+                let snapshot = self.state.snapshot();
+                if !snapshot.is_open() || inner.buffers[snapshot.index()].seq > target {
+                    break;
+                }
                 if !lingered && (queued || inner.served_by_others > 0) {
                     // Other committers are about: they are likely to be back
                     // with their next commit in a moment (one was just
@@ -902,14 +963,23 @@ impl Journal {
                 }
                 inner.served_by_others = 0;
                 inner = self.close_and_write(inner, OFFSET_CLOSED);
-                continue;
             }
-            inner = wait(&self.changed, inner);
-        };
+            // The entries up to `target` are closed but not all written:
+            // their last reservation holders write them. Wait without
+            // holding the flush lock, so that such a holder can itself call
+            // flush_seq meanwhile without deadlocking against us.
+            drop(flushing);
+            let inner = wait(&self.changed, inner);
+            drop(inner);
+        }
+    }
+
+    /// Flushes the device for everything written so far (at least
+    /// `target`), under the flush lock, and records what became durable.
+    fn flush_device(&self, inner: MutexGuard<'_, Inner>, target: u64) -> Result<(), JournalError> {
         let covered = inner.written_seq;
         let pin_drops = inner.pin_drops;
         drop(inner);
-
         let started = Instant::now();
         let result = self.device.flush(IoClass::Journal);
         let mut inner = lock(&self.inner);
@@ -1082,8 +1152,13 @@ impl Journal {
 
     fn reclaim_reserve_blocks(&self, inner: &Inner) -> u64 {
         let total = inner.ring.total_blocks();
-        let entry_blocks = entry::entry_blocks(0, self.options.region.block_size as usize) as u64;
-        (total / 64).max(entry_blocks * 2).min(total / 4)
+        let entry_blocks = entry::entry_blocks(
+            self.options.entry_bytes as usize,
+            self.options.region.block_size as usize,
+        ) as u64;
+        // Room for one full entry even when the ring's end wastes up to
+        // another entry's worth: reclaim's own entry must always fit.
+        (total / 64).max(2 * entry_blocks).min(total / 4)
     }
 
     /// Whether reclaim should run now (free space below the watermark or
@@ -1091,17 +1166,31 @@ impl Journal {
     pub fn wants_reclaim(&self) -> bool {
         let inner = lock(&self.inner);
         let total = inner.ring.total_blocks();
-        inner.ring.free_blocks() * 64 < total * u64::from(self.options.reclaim_below_64ths)
+        inner.ring.free_blocks() < self.low_watermark(total)
             || inner.pins.len() > self.options.max_tracked_seqs
     }
 
-    /// Runs reclaim if [`Journal::wants_reclaim`] says so.
+    /// Runs reclaim if [`Journal::wants_reclaim`] says so, freeing up to
+    /// twice the low watermark.
     pub fn reclaim_if_needed(&self) -> Result<bool, JournalError> {
         if !self.wants_reclaim() {
             return Ok(false);
         }
         let total = lock(&self.inner).ring.total_blocks();
-        self.reclaim(total * u64::from(self.options.reclaim_below_64ths) / 64)
+        self.reclaim(self.low_watermark(total) * 2)
+    }
+
+    /// Free blocks below which reclaim starts: the configured share of the
+    /// ring, but at least what opening an entry needs (its own room, the
+    /// share kept for reclaim, and one entry of slack), so that callers
+    /// who reclaim before taking their own locks rarely leave it to the
+    /// reservation itself.
+    fn low_watermark(&self, total: u64) -> u64 {
+        let entry_blocks = entry::entry_blocks(
+            self.options.entry_bytes as usize,
+            self.options.region.block_size as usize,
+        ) as u64;
+        (total * u64::from(self.options.reclaim_below_64ths) / 64).max(4 * entry_blocks)
     }
 
     /// A snapshot for status reports.

@@ -84,12 +84,12 @@ impl PinFifo {
     }
 
     fn push(&mut self, seq: u64, list: PinList) {
-        // Gaps (seqs cut off at replay) hold nothing.
-        while self.end_seq() < seq {
-            self.lists.push_back(PinList::default());
-        }
         if self.lists.is_empty() && seq > self.front_seq {
             self.front_seq = seq;
+        }
+        // Gaps (seqs cut off at replay, bounded by replay) hold nothing.
+        while self.end_seq() < seq {
+            self.lists.push_back(PinList::default());
         }
         debug_assert_eq!(self.end_seq(), seq, "pin lists are pushed in seq order");
         self.lists.push_back(list);

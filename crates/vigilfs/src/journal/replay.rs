@@ -62,7 +62,14 @@ pub struct Replay {
     pub entries: Vec<ReplayedEntry>,
     /// What recovery found.
     pub report: RecoveryReport,
+    /// First block of every cut-off entry: mount destroys them, so a later
+    /// recovery can never mistake one for part of a chain.
+    pub(crate) cut_off_blocks: Vec<u64>,
 }
+
+/// Largest jump between an entry's seq and its `prev_seq` that replay
+/// believes: jumps come only from tails cut off by earlier recoveries.
+const MAX_SEQ_GAP: u64 = 1 << 20;
 
 struct Found {
     header: EntryHeader,
@@ -79,7 +86,11 @@ pub(crate) fn scan(
     let block_size = u64::from(region.block_size);
     let total_blocks = region.length / block_size;
     let mut found: BTreeMap<u64, Found> = BTreeMap::new();
+    let mut duplicated = std::collections::BTreeSet::new();
     let mut invalid = 0usize;
+    // The highest seq any header claims, checksum or not: new entries go
+    // above it, so a torn entry's seq is never reused either.
+    let mut newest_header = 0u64;
 
     let chunk_blocks = (SCAN_CHUNK / block_size).max(1);
     let mut chunk = vec![0u8; (chunk_blocks * block_size) as usize];
@@ -115,16 +126,25 @@ pub(crate) fn scan(
                 continue;
             }
         };
+        newest_header = newest_header.max(header.seq);
         let bytes = read_entry(device, region, block, header.blocks)?;
         match entry::decode_entry(&bytes, uuid, block_size as usize) {
             Ok(_) => {
-                found.insert(
-                    header.seq,
-                    Found {
-                        header,
-                        start_block: block,
-                    },
-                );
+                if found.contains_key(&header.seq) || duplicated.contains(&header.seq) {
+                    // Two valid entries with one seq cannot both be ours:
+                    // trust neither (the chain walk then decides).
+                    found.remove(&header.seq);
+                    duplicated.insert(header.seq);
+                    invalid += 1;
+                } else {
+                    found.insert(
+                        header.seq,
+                        Found {
+                            header,
+                            start_block: block,
+                        },
+                    );
+                }
                 block += u64::from(header.blocks);
             }
             Err(_) => {
@@ -139,7 +159,12 @@ pub(crate) fn scan(
         .map(|f| f.header.durable_seq)
         .max()
         .unwrap_or(0);
-    let newest_seen = found.keys().next_back().copied().unwrap_or(0);
+    let newest_seen = found
+        .keys()
+        .next_back()
+        .copied()
+        .unwrap_or(0)
+        .max(newest_header);
     let mut report = RecoveryReport {
         valid_entries: found.len(),
         invalid_entries: invalid,
@@ -150,6 +175,7 @@ pub(crate) fn scan(
     };
 
     let mut chain: Vec<u64> = Vec::new();
+    let mut cut_off_blocks = Vec::new();
     for (&candidate, newest) in found.iter().rev() {
         chain.clear();
         chain.push(candidate);
@@ -158,6 +184,12 @@ pub(crate) fn scan(
         let mut complete = true;
         while current.prev_seq >= last_seq && current.prev_seq > 0 {
             let wanted = current.prev_seq;
+            if current.seq - wanted > MAX_SEQ_GAP {
+                return Err(JournalError::Corrupt(format!(
+                    "entry {} says the entry before it is {wanted}: an implausible gap",
+                    current.seq
+                )));
+            }
             match found.get(&wanted) {
                 Some(previous) => {
                     chain.push(wanted);
@@ -183,6 +215,7 @@ pub(crate) fn scan(
             break;
         }
         report.cut_off.push(candidate);
+        cut_off_blocks.push(newest.start_block);
     }
     if report.newest_kept_seq == 0 {
         chain.clear();
@@ -204,7 +237,11 @@ pub(crate) fn scan(
             blocks: found.header.blocks,
         });
     }
-    Ok(Replay { entries, report })
+    Ok(Replay {
+        entries,
+        report,
+        cut_off_blocks,
+    })
 }
 
 fn read_entry(
