@@ -323,7 +323,6 @@ impl FreeSpace {
             .map(|(&start, _)| start)
     }
 
-
     fn without_bad(&self, extent: Extent) -> Vec<Extent> {
         let mut parts = Vec::new();
         let mut cursor = extent.start;
