@@ -6,17 +6,23 @@
 //! device ← format ← journal ← btree ← alloc / rmap ← inode / pagecache / writeback ← fs
 //! ```
 //!
-//! - [`device`]: block devices (image file, memory, power-cut simulation) and the
-//!   fault-injecting wrapper that lets tests and users fail any class of I/O;
+//! - [`device`]: block devices (image file, memory, power-cut simulation, a write-absorbing
+//!   overlay) and the fault-injecting wrapper that lets tests and users fail any class of I/O;
 //! - [`format`]: the on-disk format — checksummed structure headers, a bounds-checked codec,
 //!   the superblock with its backups and the persistent error record;
-//! - [`mkfs`]: making a new filesystem (extended as later layers arrive);
 //! - [`journal`]: the bcachefs-style journal — one-CAS reservations, pins and reclaim, group
 //!   commit, a sticky error state, freeze, and crash-safe replay;
 //! - [`btree`]: the b-trees — copy-on-write checksummed nodes in a bounded cache, journal
-//!   pins and roots, recovery, and atomic multi-tree transactions.
+//!   pins and roots, recovery, and atomic multi-tree transactions;
+//! - [`rmap`]: the reverse map from physical blocks to their owners (file data or b-tree
+//!   nodes), and the `owners` query a media failure is attributed with;
+//! - [`alloc`]: free space, derived from the reverse map, with deferred reuse and bad blocks;
+//! - [`inode`]: the namespace's records (inodes, directory entries, extents) — so far the
+//!   formats only;
+//! - [`mkfs`] and [`fsck`]: making a filesystem, and checking one without changing it.
 //!
-//! The inode and page-cache layers, writeback and the mounted filesystem are still to come.
+//! The file operations, the page cache, writeback and the mounted filesystem are still to
+//! come.
 
 pub mod alloc;
 pub mod btree;
