@@ -121,28 +121,16 @@ fn every_command_has_help() {
 /// block and the block size.
 fn populate(image: &Path) -> (u64, u64) {
     use std::sync::Arc;
-    use vigilfs::alloc::Allocator;
-    use vigilfs::btree::{Btrees, BtreesOptions, TreeId};
+    use vigilfs::btree::TreeId;
     use vigilfs::device::{BlockDevice, FileDevice, FileDeviceOptions};
     use vigilfs::format::read_superblock;
-    use vigilfs::journal::{Journal, JournalOptions};
+    use vigilfs::metadata::Metadata;
 
     let device: Arc<dyn BlockDevice> =
         Arc::new(FileDevice::open(image, FileDeviceOptions::default()).unwrap());
     let superblock = read_superblock(device.as_ref()).unwrap().superblock;
-    let (journal, replay) =
-        Journal::open(device.clone(), JournalOptions::for_filesystem(&superblock)).unwrap();
-    let journal = Arc::new(journal);
-    let allocator = Arc::new(Allocator::new(journal.clone(), superblock.layout.main));
-    let trees = Btrees::open(
-        device,
-        journal,
-        &replay,
-        &superblock,
-        allocator,
-        BtreesOptions::default(),
-    )
-    .unwrap();
+    let metadata = Metadata::open_default(device, &superblock).unwrap();
+    let trees = &metadata.trees;
     for batch in 0..10u64 {
         let mut transaction = trees.transaction();
         for key in batch * 300..(batch + 1) * 300 {

@@ -19,6 +19,7 @@
 //! - [`alloc`]: free space, derived from the reverse map, with deferred reuse and bad blocks;
 //! - [`inode`]: the namespace's records (inodes, directory entries, extents) — so far the
 //!   formats only;
+//! - [`metadata`]: opening journal, allocator and b-trees together, in the right order;
 //! - [`mkfs`] and [`fsck`]: making a filesystem, and checking one without changing it.
 //!
 //! The file operations, the page cache, writeback and the mounted filesystem are still to
@@ -31,6 +32,7 @@ pub mod format;
 pub mod fsck;
 pub mod inode;
 pub mod journal;
+pub mod metadata;
 pub mod mkfs;
 pub mod rmap;
 mod sync;

@@ -9,10 +9,10 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::alloc::Allocator;
-use crate::btree::{BtreeError, Btrees, BtreesOptions, TreeId};
+use crate::btree::{BtreeError, TreeId};
 use crate::inode::{inode_key, FileType, InodeRecord, Timestamp, ROOT_INO};
-use crate::journal::{Journal, JournalError, JournalOptions};
+use crate::journal::JournalError;
+use crate::metadata::{Metadata, OpenError};
 
 use crate::device::{BlockDevice, DeviceError, IoClass, SectorSize};
 use crate::format::layout::{
@@ -124,8 +124,11 @@ pub enum MkfsError {
     /// The superblock could not be written or did not validate.
     #[error("mkfs could not write the superblock: {0}")]
     Format(#[from] FormatError),
-    /// The journal could not be set up.
-    #[error("mkfs could not start the journal: {0}")]
+    /// The journal or the trees could not be opened.
+    #[error("mkfs could not open the new metadata: {0}")]
+    Open(#[from] OpenError),
+    /// The journal failed while mkfs wrote the root directory.
+    #[error("mkfs could not write the journal: {0}")]
     Journal(#[from] JournalError),
     /// The b-trees or the root directory could not be created.
     #[error("mkfs could not create the b-trees: {0}")]
@@ -251,20 +254,7 @@ pub fn make_filesystem(
     options: &MkfsOptions,
 ) -> Result<Superblock, MkfsError> {
     let superblock = mkfs(device.as_ref(), options)?;
-    let (journal, replay) = Journal::open(
-        Arc::clone(&device),
-        JournalOptions::for_filesystem(&superblock),
-    )?;
-    let journal = Arc::new(journal);
-    let allocator = Arc::new(Allocator::new(Arc::clone(&journal), superblock.layout.main));
-    let trees = Btrees::open(
-        device,
-        Arc::clone(&journal),
-        &replay,
-        &superblock,
-        allocator,
-        BtreesOptions::default(),
-    )?;
+    let Metadata { journal, trees, .. } = Metadata::open_default(device, &superblock)?;
     let now = Timestamp {
         seconds: i64::try_from(superblock.mkfs_time).unwrap_or(i64::MAX),
         nanoseconds: 0,

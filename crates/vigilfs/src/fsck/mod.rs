@@ -35,11 +35,11 @@ mod space;
 
 use std::sync::Arc;
 
-use crate::alloc::Allocator;
-use crate::btree::{Btrees, BtreesOptions, CheckReport, TreeId};
+use crate::btree::{BtreesOptions, CheckReport, TreeId};
 use crate::device::{BlockDevice, OverlayDevice};
 use crate::format::{inspect_superblock_copies, FormatError, Superblock, SuperblockCopy};
 use crate::journal::{Journal, JournalOptions, RecoveryReport};
+use crate::metadata::{Metadata, OpenError};
 pub use namespace::NamespaceCounts;
 pub use space::SpaceCounts;
 
@@ -240,36 +240,35 @@ fn check_trees(
     problems: &mut Vec<Problem>,
 ) -> Option<(CheckReport, NamespaceCounts, SpaceCounts)> {
     let overlay: Arc<dyn BlockDevice> = Arc::new(OverlayDevice::new(device));
-    let (journal, replay) = match Journal::open(Arc::clone(&overlay), journal_options) {
-        Ok(opened) => opened,
-        Err(error) => {
+    let options = BtreesOptions {
+        cache_bytes: CHECK_CACHE_BYTES,
+    };
+    let main = superblock.layout.main;
+    let outcome = match Metadata::open(overlay, superblock, journal_options, options) {
+        Err(OpenError::Journal(error)) => {
             problems.push(Problem {
                 structure: "b-trees".into(),
                 message: format!("journal replay failed: {error}"),
             });
             return None;
         }
+        Err(OpenError::Btree(error)) => Err(error),
+        Ok(metadata) => {
+            let trees = &metadata.trees;
+            trees.check().and_then(|report| {
+                let (names, extents) = namespace::check(trees, main, &report.nodes, problems)?;
+                let space = space::check(
+                    trees,
+                    &metadata.allocator,
+                    main,
+                    &report.nodes,
+                    &extents,
+                    problems,
+                );
+                Ok((report, names, space))
+            })
+        }
     };
-    let journal = Arc::new(journal);
-    let main = superblock.layout.main;
-    let allocator = Arc::new(Allocator::new(Arc::clone(&journal), main));
-    let options = BtreesOptions {
-        cache_bytes: CHECK_CACHE_BYTES,
-    };
-    let outcome = Btrees::open(
-        overlay,
-        journal,
-        &replay,
-        superblock,
-        allocator.clone(),
-        options,
-    )
-    .and_then(|trees| {
-        let report = trees.check()?;
-        let (names, extents) = namespace::check(&trees, main, &report.nodes, problems)?;
-        let space = space::check(&trees, &allocator, main, &report.nodes, &extents, problems);
-        Ok((report, names, space))
-    });
     match outcome {
         Ok(checked) => Some(checked),
         Err(error) => {
@@ -448,20 +447,8 @@ mod tests {
     /// tree, left with its changes in the journal (no sync) unless `sync`.
     fn populated(transactions: u64, sync: bool) -> (Arc<MemoryDevice>, Superblock, CheckReport) {
         let (device, superblock) = fresh();
-        let shared: Arc<dyn BlockDevice> = device.clone();
-        let (journal, replay) =
-            Journal::open(shared.clone(), JournalOptions::for_filesystem(&superblock)).unwrap();
-        let journal = Arc::new(journal);
-        let allocator = Arc::new(Allocator::new(journal.clone(), superblock.layout.main));
-        let trees = Btrees::open(
-            shared,
-            journal,
-            &replay,
-            &superblock,
-            allocator,
-            BtreesOptions::default(),
-        )
-        .unwrap();
+        let metadata = Metadata::open_default(device.clone(), &superblock).unwrap();
+        let trees = &metadata.trees;
         for batch in 0..transactions {
             let mut transaction = trees.transaction();
             for key in 0..200u64 {

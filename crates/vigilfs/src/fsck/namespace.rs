@@ -306,32 +306,19 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::alloc::Allocator;
-    use crate::btree::{BtreesOptions, Transaction};
-    use crate::device::{BlockDevice, MemoryDevice, SectorSize};
+    use crate::btree::Transaction;
+    use crate::device::{MemoryDevice, SectorSize};
     use crate::format::Superblock;
     use crate::inode::{inode_key, Timestamp};
-    use crate::journal::{Journal, JournalOptions};
+    use crate::metadata::Metadata;
+
     use crate::mkfs::{mkfs, MkfsOptions};
 
     fn open() -> (Btrees, Superblock) {
         let device = Arc::new(MemoryDevice::new(32 << 20, SectorSize::Bytes512));
         let superblock = mkfs(device.as_ref(), &MkfsOptions::default()).unwrap();
-        let shared: Arc<dyn BlockDevice> = device;
-        let (journal, replay) =
-            Journal::open(shared.clone(), JournalOptions::for_filesystem(&superblock)).unwrap();
-        let journal = Arc::new(journal);
-        let allocator = Arc::new(Allocator::new(journal.clone(), superblock.layout.main));
-        let trees = Btrees::open(
-            shared,
-            journal,
-            &replay,
-            &superblock,
-            allocator,
-            BtreesOptions::default(),
-        )
-        .unwrap();
-        (trees, superblock)
+        let metadata = Metadata::open_default(device, &superblock).unwrap();
+        (metadata.trees, superblock)
     }
 
     fn inode(kind: FileType, nlink: u32) -> Vec<u8> {

@@ -151,15 +151,15 @@ pub(crate) fn check(
 mod tests {
     use std::sync::Arc;
 
-    use crate::alloc::Allocator;
-    use crate::btree::{Btrees, BtreesOptions, TreeId};
-    use crate::device::{BlockDevice, MemoryDevice, SectorSize};
+    use crate::btree::TreeId;
+    use crate::device::{MemoryDevice, SectorSize};
     use crate::fsck::{fsck, Problem};
     use crate::inode::{
         inode_key, name_hash, Dirent, DirentKey, Extent, ExtentKey, FileType, InodeRecord,
         Timestamp, ROOT_INO,
     };
-    use crate::journal::{Journal, JournalOptions};
+    use crate::metadata::Metadata;
+
     use crate::mkfs::{mkfs, MkfsOptions};
     use crate::rmap::{self, Owner, RmapRecord};
 
@@ -189,20 +189,9 @@ mod tests {
     ) -> Arc<MemoryDevice> {
         let device = Arc::new(MemoryDevice::new(32 << 20, SectorSize::Bytes512));
         let superblock = mkfs(device.as_ref(), &MkfsOptions::default()).unwrap();
-        let shared: Arc<dyn BlockDevice> = device.clone();
-        let (journal, replay) =
-            Journal::open(shared.clone(), JournalOptions::for_filesystem(&superblock)).unwrap();
-        let journal = Arc::new(journal);
-        let allocator = Arc::new(Allocator::new(journal.clone(), superblock.layout.main));
-        let trees = Btrees::open(
-            shared,
-            journal,
-            &replay,
-            &superblock,
-            allocator.clone(),
-            BtreesOptions::default(),
-        )
-        .unwrap();
+        let Metadata {
+            allocator, trees, ..
+        } = Metadata::open_default(device.clone(), &superblock).unwrap();
         let data = allocator.allocate_data(4, 0).unwrap();
         assert_eq!(data.len(), 1);
         let physical = data[0].start;
