@@ -285,6 +285,27 @@ fn check_trees(
     }
 }
 
+/// An inode record of `kind` with `nlink` links, for the checks' tests.
+#[cfg(test)]
+pub(crate) fn test_inode(kind: crate::inode::FileType, nlink: u32) -> Vec<u8> {
+    use crate::inode::{InodeRecord, Timestamp};
+    InodeRecord {
+        mode: kind.mode_bits() | 0o755,
+        uid: 0,
+        gid: 0,
+        nlink,
+        flags: 0,
+        size: 0,
+        generation: 1,
+        rdev: 0,
+        atime: Timestamp::default(),
+        mtime: Timestamp::default(),
+        ctime: Timestamp::default(),
+        btime: Timestamp::default(),
+    }
+    .encode()
+}
+
 /// Most problems listed per structure; the rest are counted, so a badly
 /// damaged image gives a readable report.
 const PROBLEMS_LISTED_PER_STRUCTURE: usize = 50;

@@ -309,7 +309,8 @@ mod tests {
     use crate::btree::Transaction;
     use crate::device::{MemoryDevice, SectorSize};
     use crate::format::Superblock;
-    use crate::inode::{inode_key, Timestamp};
+    use crate::fsck::test_inode as inode;
+    use crate::inode::inode_key;
     use crate::metadata::Metadata;
 
     use crate::mkfs::{mkfs, MkfsOptions};
@@ -319,24 +320,6 @@ mod tests {
         let superblock = mkfs(device.as_ref(), &MkfsOptions::default()).unwrap();
         let metadata = Metadata::open_default(device, &superblock).unwrap();
         (metadata.trees, superblock)
-    }
-
-    fn inode(kind: FileType, nlink: u32) -> Vec<u8> {
-        InodeRecord {
-            mode: kind.mode_bits() | 0o755,
-            uid: 0,
-            gid: 0,
-            nlink,
-            flags: 0,
-            size: 0,
-            generation: 1,
-            rdev: 0,
-            atime: Timestamp::default(),
-            mtime: Timestamp::default(),
-            ctime: Timestamp::default(),
-            btime: Timestamp::default(),
-        }
-        .encode()
     }
 
     fn link(

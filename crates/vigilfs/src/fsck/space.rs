@@ -153,33 +153,14 @@ mod tests {
 
     use crate::btree::TreeId;
     use crate::device::{MemoryDevice, SectorSize};
-    use crate::fsck::{fsck, Problem};
+    use crate::fsck::{fsck, test_inode as inode, Problem};
     use crate::inode::{
-        inode_key, name_hash, Dirent, DirentKey, Extent, ExtentKey, FileType, InodeRecord,
-        Timestamp, ROOT_INO,
+        inode_key, name_hash, Dirent, DirentKey, Extent, ExtentKey, FileType, ROOT_INO,
     };
     use crate::metadata::Metadata;
 
     use crate::mkfs::{mkfs, MkfsOptions};
     use crate::rmap::{self, Owner, RmapRecord};
-
-    fn inode(kind: FileType, nlink: u32) -> Vec<u8> {
-        InodeRecord {
-            mode: kind.mode_bits() | 0o755,
-            uid: 0,
-            gid: 0,
-            nlink,
-            flags: 0,
-            size: 0,
-            generation: 1,
-            rdev: 0,
-            atime: Timestamp::default(),
-            mtime: Timestamp::default(),
-            ctime: Timestamp::default(),
-            btime: Timestamp::default(),
-        }
-        .encode()
-    }
 
     /// A filesystem holding `/file` with one 4-block extent, mapped the way
     /// the file layer will: data allocated, extent and rmap record in one
