@@ -17,13 +17,14 @@
 //! - [`rmap`]: the reverse map from physical blocks to their owners (file data or b-tree
 //!   nodes), and the `owners` query a media failure is attributed with;
 //! - [`alloc`]: free space, derived from the reverse map, with deferred reuse and bad blocks;
-//! - [`inode`]: the namespace's records (inodes, directory entries, extents) — so far the
-//!   formats only;
+//! - [`inode`]: the namespace — its records (inodes, directory entries, extents) and the
+//!   namespace operations (lookup, create, mkdir, link, unlink, rmdir, rename, symlink,
+//!   readdir), each one atomic transaction;
 //! - [`metadata`]: opening journal, allocator and b-trees together, in the right order;
 //! - [`mkfs`] and [`fsck`]: making a filesystem, and checking one without changing it.
 //!
-//! The file operations, the page cache, writeback and the mounted filesystem are still to
-//! come.
+//! File data (read, write, the page cache, writeback), open files and the mounted
+//! filesystem are still to come.
 
 pub mod alloc;
 pub mod btree;

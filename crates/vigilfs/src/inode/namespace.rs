@@ -1,0 +1,976 @@
+//! The namespace operations: lookup, create (mknod, mkdir, symlink), link,
+//! unlink, rmdir, rename and readdir, keyed by inode number.
+//!
+//! Every mutating operation is exactly one b-tree [`Transaction`]: it reads
+//! what it needs through the transaction (which sees its own writes),
+//! gathers every update and commits once, so a crash leaves all of it or
+//! none of it. Transactions do not detect conflicts, so the mutating
+//! operations of one [`Namespace`] are serialised by a mutex around their
+//! read-modify-commit; reads (lookup, getattr, readdir, readlink) take no
+//! lock and see committed state.
+//!
+//! Invariants kept (the ones fsck checks):
+//!
+//! * a non-directory's `nlink` is the number of entries naming it; when the
+//!   last one goes, the inode record goes with it (there is no orphan list
+//!   for files still open yet, and no data extents to free yet);
+//! * a directory's `nlink` is 2 plus its subdirectories, and exactly one
+//!   entry names it (the root none); `.` and `..` are never stored — the
+//!   FUSE layer synthesises them;
+//! * an entry's key is `(parent, name_hash(name), collision)`, the smallest
+//!   collision index free for that hash when the entry was made; lookups
+//!   probe every index of the hash and compare the stored names;
+//! * the parent directory's mtime and ctime change with its entries; an
+//!   inode's ctime changes with its link count.
+//!
+//! Extra records, all in the Meta tree (fsck does not look at them yet):
+//!
+//! * `b"namespace-counters"` → next inode number u64 LE | next generation
+//!   u64 LE. Inode numbers are never reused; a filesystem without the
+//!   record (fresh from mkfs) starts at `ROOT_INO + 1` and generation 2.
+//!   The counters are updated in the transaction that uses them.
+//! * `b'P' | ino u64 BE` → parent directory ino u64 LE, for every directory
+//!   but the root: how rename walks up to refuse moving a directory into
+//!   its own subtree.
+//! * `b'S' | ino u64 BE` → the symlink's target bytes (at most the b-tree
+//!   value limit; the inode's size is the target's length).
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use thiserror::Error;
+
+use super::record::{
+    inode_key, name_hash, valid_name, Dirent, DirentKey, FileType, InodeRecord, RecordError,
+    Timestamp, MAX_NAME_BYTES, ROOT_INO,
+};
+use crate::btree::{BtreeError, Btrees, Transaction, TreeId};
+
+const COUNTERS_KEY: &[u8] = b"namespace-counters";
+const PARENT_PREFIX: u8 = b'P';
+const SYMLINK_PREFIX: u8 = b'S';
+
+/// Longest walk up the directory tree before the parent chain is called
+/// corrupt (a cycle).
+const MAX_DEPTH: usize = 1 << 20;
+
+/// Why a namespace operation failed. Nothing was changed when one is
+/// returned.
+#[derive(Debug, Error)]
+pub enum NamespaceError {
+    /// The name or inode does not exist.
+    #[error("no such file or directory")]
+    NotFound,
+    /// The name already exists.
+    #[error("the name exists")]
+    Exists,
+    /// A directory was needed.
+    #[error("not a directory")]
+    NotADirectory,
+    /// A non-directory was needed.
+    #[error("is a directory")]
+    IsADirectory,
+    /// The directory has entries.
+    #[error("directory not empty")]
+    NotEmpty,
+    /// The name is empty, `.`, `..`, or holds `/` or NUL.
+    #[error("invalid name")]
+    InvalidName,
+    /// The name (or a symlink target) is too long.
+    #[error("name too long")]
+    NameTooLong,
+    /// An argument is not valid (the message says which).
+    #[error("invalid argument: {0}")]
+    Invalid(&'static str),
+    /// The operation is not permitted on this inode (hard links to
+    /// directories).
+    #[error("operation not permitted: {0}")]
+    NotPermitted(&'static str),
+    /// The link count would overflow.
+    #[error("too many links")]
+    TooManyLinks,
+    /// No space: for b-tree nodes, or every collision index of a hash in
+    /// a directory is taken.
+    #[error("no space: {0}")]
+    NoSpace(String),
+    /// A record did not decode, or records disagree: the metadata is
+    /// damaged.
+    #[error("corrupt namespace metadata: {0}")]
+    Corrupt(String),
+    /// The b-trees failed (I/O, journal, error state).
+    #[error("b-trees: {0}")]
+    Btree(BtreeError),
+}
+
+impl NamespaceError {
+    /// The errno a system call reports for this error.
+    pub fn errno(&self) -> i32 {
+        match self {
+            NamespaceError::NotFound => libc::ENOENT,
+            NamespaceError::Exists => libc::EEXIST,
+            NamespaceError::NotADirectory => libc::ENOTDIR,
+            NamespaceError::IsADirectory => libc::EISDIR,
+            NamespaceError::NotEmpty => libc::ENOTEMPTY,
+            NamespaceError::InvalidName => libc::EINVAL,
+            NamespaceError::NameTooLong => libc::ENAMETOOLONG,
+            NamespaceError::Invalid(_) => libc::EINVAL,
+            NamespaceError::NotPermitted(_) => libc::EPERM,
+            NamespaceError::TooManyLinks => libc::EMLINK,
+            NamespaceError::NoSpace(_) => libc::ENOSPC,
+            NamespaceError::Corrupt(_) => libc::EIO,
+            NamespaceError::Btree(_) => libc::EIO,
+        }
+    }
+}
+
+impl From<BtreeError> for NamespaceError {
+    fn from(error: BtreeError) -> NamespaceError {
+        match error {
+            BtreeError::NoSpace { .. } => NamespaceError::NoSpace(error.to_string()),
+            other => NamespaceError::Btree(other),
+        }
+    }
+}
+
+fn corrupt(what: String, error: RecordError) -> NamespaceError {
+    NamespaceError::Corrupt(format!("{what}: {error}"))
+}
+
+/// A namespace operation's result.
+pub type NamespaceResult<T> = Result<T, NamespaceError>;
+
+/// Where readdir resumes: the position of the last entry returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DirCookie {
+    /// The entry's name hash.
+    pub hash: u64,
+    /// Its collision index.
+    pub collision: u16,
+}
+
+/// One entry readdir returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    /// Pass it back to continue after this entry.
+    pub cookie: DirCookie,
+    /// The name.
+    pub name: Vec<u8>,
+    /// The inode named.
+    pub ino: u64,
+    /// Its type.
+    pub file_type: FileType,
+}
+
+/// The flags of [`Namespace::rename`] (as `renameat2`'s).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RenameFlags {
+    /// Fail with `EEXIST` rather than replace an existing target.
+    pub noreplace: bool,
+    /// Swap source and target, which must both exist.
+    pub exchange: bool,
+}
+
+/// The namespace operations on a filesystem's b-trees.
+pub struct Namespace<'a> {
+    trees: &'a Btrees,
+    writer: Mutex<()>,
+}
+
+fn now() -> Timestamp {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(since) => Timestamp {
+            seconds: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+            nanoseconds: since.subsec_nanos(),
+        },
+        Err(_) => Timestamp::default(),
+    }
+}
+
+fn check_name(name: &[u8]) -> NamespaceResult<()> {
+    if name.len() > MAX_NAME_BYTES {
+        Err(NamespaceError::NameTooLong)
+    } else if valid_name(name) {
+        Ok(())
+    } else {
+        Err(NamespaceError::InvalidName)
+    }
+}
+
+fn prefixed_key(prefix: u8, ino: u64) -> [u8; 9] {
+    let mut key = [prefix; 9];
+    key[1..].copy_from_slice(&ino.to_be_bytes());
+    key
+}
+
+fn read_inode(transaction: &Transaction<'_>, ino: u64) -> NamespaceResult<Option<InodeRecord>> {
+    match transaction.get(TreeId::Inodes, &inode_key(ino))? {
+        Some(bytes) => InodeRecord::decode(&bytes)
+            .map(Some)
+            .map_err(|error| corrupt(format!("inode {ino}"), error)),
+        None => Ok(None),
+    }
+}
+
+fn require_inode(transaction: &Transaction<'_>, ino: u64) -> NamespaceResult<InodeRecord> {
+    read_inode(transaction, ino)?.ok_or(NamespaceError::NotFound)
+}
+
+fn require_directory(transaction: &Transaction<'_>, ino: u64) -> NamespaceResult<InodeRecord> {
+    let record = require_inode(transaction, ino)?;
+    if record.file_type() == FileType::Directory {
+        Ok(record)
+    } else {
+        Err(NamespaceError::NotADirectory)
+    }
+}
+
+fn write_inode(
+    transaction: &mut Transaction<'_>,
+    ino: u64,
+    record: &InodeRecord,
+) -> NamespaceResult<()> {
+    transaction.put(TreeId::Inodes, &inode_key(ino), &record.encode())?;
+    Ok(())
+}
+
+/// Applies `change` to inode `ino` as the transaction currently has it.
+fn update_inode(
+    transaction: &mut Transaction<'_>,
+    ino: u64,
+    change: impl FnOnce(&mut InodeRecord) -> NamespaceResult<()>,
+) -> NamespaceResult<()> {
+    let mut record = require_inode(transaction, ino)?;
+    change(&mut record)?;
+    write_inode(transaction, ino, &record)
+}
+
+/// A directory's entries changed: its mtime and ctime become `time`, and
+/// its link count moves by `subdirectories`.
+fn touch_directory(
+    transaction: &mut Transaction<'_>,
+    ino: u64,
+    subdirectories: i64,
+    time: Timestamp,
+) -> NamespaceResult<()> {
+    update_inode(transaction, ino, |record| {
+        record.nlink = u32::try_from(i64::from(record.nlink) + subdirectories)
+            .map_err(|_| NamespaceError::TooManyLinks)?;
+        record.mtime = time;
+        record.ctime = time;
+        Ok(())
+    })
+}
+
+/// An existing entry found by name, and where a new entry with that name
+/// would go.
+struct Probe {
+    found: Option<(DirentKey, Dirent)>,
+    free: Option<DirentKey>,
+}
+
+fn probe(transaction: &Transaction<'_>, parent: u64, name: &[u8]) -> NamespaceResult<Probe> {
+    let hash = name_hash(name);
+    let prefix = (u128::from(parent) << 64) | u128::from(hash);
+    let start = prefix.to_be_bytes();
+    let end = prefix.checked_add(1).map(u128::to_be_bytes);
+    let entries = transaction.scan(
+        TreeId::Dirents,
+        &start,
+        end.as_ref().map(|end| &end[..]),
+        usize::from(u16::MAX) + 1,
+    )?;
+    let mut found = None;
+    let mut next_free: u32 = 0;
+    let mut free = None;
+    for (key, value) in entries {
+        let position = DirentKey::decode(&key)
+            .map_err(|error| corrupt(format!("directory {parent} entry key"), error))?;
+        let dirent = Dirent::decode(&value).map_err(|error| {
+            corrupt(
+                format!("directory {parent} entry {}", position.collision),
+                error,
+            )
+        })?;
+        if free.is_none() && u32::from(position.collision) > next_free {
+            free = Some(next_free);
+        }
+        next_free = u32::from(position.collision) + 1;
+        if dirent.name == name {
+            found = Some((position, dirent));
+        }
+    }
+    let free = free
+        .or(Some(next_free))
+        .and_then(|index| u16::try_from(index).ok())
+        .map(|collision| DirentKey {
+            parent,
+            hash,
+            collision,
+        });
+    Ok(Probe { found, free })
+}
+
+fn put_entry(
+    transaction: &mut Transaction<'_>,
+    key: &DirentKey,
+    dirent: &Dirent,
+) -> NamespaceResult<()> {
+    transaction.put(TreeId::Dirents, &key.encode(), &dirent.encode())?;
+    Ok(())
+}
+
+fn set_parent(transaction: &mut Transaction<'_>, dir: u64, parent: u64) -> NamespaceResult<()> {
+    transaction.put(
+        TreeId::Meta,
+        &prefixed_key(PARENT_PREFIX, dir),
+        &parent.to_le_bytes(),
+    )?;
+    Ok(())
+}
+
+fn parent_of(transaction: &Transaction<'_>, dir: u64) -> NamespaceResult<u64> {
+    let bytes = transaction
+        .get(TreeId::Meta, &prefixed_key(PARENT_PREFIX, dir))?
+        .ok_or_else(|| NamespaceError::Corrupt(format!("directory {dir} has no parent record")))?;
+    let bytes: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
+        NamespaceError::Corrupt(format!("directory {dir}'s parent record has a bad length"))
+    })?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
+/// Whether `dir` is `ancestor` or lies below it.
+fn is_within(transaction: &Transaction<'_>, mut dir: u64, ancestor: u64) -> NamespaceResult<bool> {
+    for _ in 0..MAX_DEPTH {
+        if dir == ancestor {
+            return Ok(true);
+        }
+        if dir == ROOT_INO {
+            return Ok(false);
+        }
+        dir = parent_of(transaction, dir)?;
+    }
+    Err(NamespaceError::Corrupt(
+        "the directory parent chain has a cycle".into(),
+    ))
+}
+
+fn is_empty_directory(transaction: &Transaction<'_>, dir: u64) -> NamespaceResult<bool> {
+    let (start, end) = DirentKey::directory_range(dir);
+    let entries = transaction.scan(TreeId::Dirents, &start, end.as_ref().map(|end| &end[..]), 1)?;
+    Ok(entries.is_empty())
+}
+
+/// Drops one link to `ino` (an entry naming it is going). A directory's
+/// only link is its entry: the inode and its parent record go. A
+/// non-directory goes with its last link.
+fn drop_link(transaction: &mut Transaction<'_>, ino: u64, time: Timestamp) -> NamespaceResult<()> {
+    let mut record = require_inode(transaction, ino)?;
+    let kind = record.file_type();
+    if kind == FileType::Directory || record.nlink <= 1 {
+        transaction.delete(TreeId::Inodes, &inode_key(ino))?;
+        if kind == FileType::Directory {
+            transaction.delete(TreeId::Meta, &prefixed_key(PARENT_PREFIX, ino))?;
+        }
+        if kind == FileType::Symlink {
+            transaction.delete(TreeId::Meta, &prefixed_key(SYMLINK_PREFIX, ino))?;
+        }
+        Ok(())
+    } else {
+        record.nlink -= 1;
+        record.ctime = time;
+        write_inode(transaction, ino, &record)
+    }
+}
+
+/// What a new inode is.
+struct NewInode<'t> {
+    kind: FileType,
+    permissions: u32,
+    uid: u32,
+    gid: u32,
+    rdev: u64,
+    symlink_target: Option<&'t [u8]>,
+}
+
+impl<'a> Namespace<'a> {
+    /// The namespace kept in `trees`.
+    pub fn new(trees: &'a Btrees) -> Namespace<'a> {
+        Namespace {
+            trees,
+            writer: Mutex::new(()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The next inode number and generation the counters would give.
+    pub fn counters(&self) -> NamespaceResult<(u64, u64)> {
+        read_counters(&self.trees.transaction())
+    }
+
+    /// The inode `name` in `parent` names, with its attributes.
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> NamespaceResult<Option<(u64, InodeRecord)>> {
+        check_name(name)?;
+        let transaction = self.trees.transaction();
+        require_directory(&transaction, parent)?;
+        match probe(&transaction, parent, name)?.found {
+            Some((_, dirent)) => {
+                let record = read_inode(&transaction, dirent.child)?.ok_or_else(|| {
+                    NamespaceError::Corrupt(format!(
+                        "an entry of directory {parent} names missing inode {}",
+                        dirent.child
+                    ))
+                })?;
+                Ok(Some((dirent.child, record)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Inode `ino`'s attributes.
+    pub fn getattr(&self, ino: u64) -> NamespaceResult<InodeRecord> {
+        require_inode(&self.trees.transaction(), ino)
+    }
+
+    /// Makes a regular file, fifo, socket or device node (`mode`'s type
+    /// bits; none means a regular file). `rdev` is kept for devices only.
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        rdev: u64,
+    ) -> NamespaceResult<(u64, InodeRecord)> {
+        let kind = if mode & 0o170000 == 0 {
+            FileType::Regular
+        } else {
+            FileType::from_mode(mode).ok_or(NamespaceError::Invalid("file type bits of mode"))?
+        };
+        if matches!(kind, FileType::Directory | FileType::Symlink) {
+            return Err(NamespaceError::Invalid(
+                "mknod makes no directories or symlinks",
+            ));
+        }
+        let rdev = if matches!(kind, FileType::CharDevice | FileType::BlockDevice) {
+            rdev
+        } else {
+            0
+        };
+        self.create_inode(
+            parent,
+            name,
+            NewInode {
+                kind,
+                permissions: mode,
+                uid,
+                gid,
+                rdev,
+                symlink_target: None,
+            },
+        )
+    }
+
+    /// Makes a regular file (mknod with the regular type).
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> NamespaceResult<(u64, InodeRecord)> {
+        self.mknod(
+            parent,
+            name,
+            (mode & 0o7777) | FileType::Regular.mode_bits(),
+            uid,
+            gid,
+            0,
+        )
+    }
+
+    /// Makes a directory.
+    pub fn mkdir(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> NamespaceResult<(u64, InodeRecord)> {
+        self.create_inode(
+            parent,
+            name,
+            NewInode {
+                kind: FileType::Directory,
+                permissions: mode,
+                uid,
+                gid,
+                rdev: 0,
+                symlink_target: None,
+            },
+        )
+    }
+
+    /// Makes a symbolic link to `target`.
+    pub fn symlink(
+        &self,
+        parent: u64,
+        name: &[u8],
+        target: &[u8],
+        uid: u32,
+        gid: u32,
+    ) -> NamespaceResult<(u64, InodeRecord)> {
+        if target.is_empty() || target.contains(&0) {
+            return Err(NamespaceError::Invalid("symlink target"));
+        }
+        if target.len() > self.trees.limits().max_value {
+            return Err(NamespaceError::NameTooLong);
+        }
+        self.create_inode(
+            parent,
+            name,
+            NewInode {
+                kind: FileType::Symlink,
+                permissions: 0o777,
+                uid,
+                gid,
+                rdev: 0,
+                symlink_target: Some(target),
+            },
+        )
+    }
+
+    /// A symlink's target.
+    pub fn readlink(&self, ino: u64) -> NamespaceResult<Vec<u8>> {
+        let transaction = self.trees.transaction();
+        let record = require_inode(&transaction, ino)?;
+        if record.file_type() != FileType::Symlink {
+            return Err(NamespaceError::Invalid("not a symlink"));
+        }
+        transaction
+            .get(TreeId::Meta, &prefixed_key(SYMLINK_PREFIX, ino))?
+            .ok_or_else(|| NamespaceError::Corrupt(format!("symlink {ino} has no target")))
+    }
+
+    fn create_inode(
+        &self,
+        parent: u64,
+        name: &[u8],
+        new: NewInode<'_>,
+    ) -> NamespaceResult<(u64, InodeRecord)> {
+        check_name(name)?;
+        let _writer = self.lock();
+        let mut transaction = self.trees.transaction();
+        require_directory(&transaction, parent)?;
+        let probe = probe(&transaction, parent, name)?;
+        if probe.found.is_some() {
+            return Err(NamespaceError::Exists);
+        }
+        let key = probe.free.ok_or_else(|| {
+            NamespaceError::NoSpace("every collision index of the name's hash is taken".into())
+        })?;
+        let (ino, generation) = read_counters(&transaction)?;
+        let next_ino = ino
+            .checked_add(1)
+            .ok_or_else(|| NamespaceError::NoSpace("inode numbers exhausted".into()))?;
+        let mut counters = next_ino.to_le_bytes().to_vec();
+        counters.extend_from_slice(&generation.wrapping_add(1).to_le_bytes());
+        transaction.put(TreeId::Meta, COUNTERS_KEY, &counters)?;
+
+        let time = now();
+        let is_directory = new.kind == FileType::Directory;
+        let record = InodeRecord {
+            mode: new.kind.mode_bits() | (new.permissions & 0o7777),
+            uid: new.uid,
+            gid: new.gid,
+            nlink: if is_directory { 2 } else { 1 },
+            flags: 0,
+            size: new.symlink_target.map_or(0, |target| target.len() as u64),
+            generation,
+            rdev: new.rdev,
+            atime: time,
+            mtime: time,
+            ctime: time,
+            btime: time,
+        };
+        write_inode(&mut transaction, ino, &record)?;
+        put_entry(
+            &mut transaction,
+            &key,
+            &Dirent {
+                child: ino,
+                file_type: new.kind,
+                name: name.to_vec(),
+            },
+        )?;
+        if is_directory {
+            set_parent(&mut transaction, ino, parent)?;
+        }
+        if let Some(target) = new.symlink_target {
+            transaction.put(TreeId::Meta, &prefixed_key(SYMLINK_PREFIX, ino), target)?;
+        }
+        touch_directory(&mut transaction, parent, i64::from(is_directory), time)?;
+        transaction.commit()?;
+        Ok((ino, record))
+    }
+
+    /// Adds `new_name` in `new_parent` for the non-directory `ino`.
+    pub fn link(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> NamespaceResult<InodeRecord> {
+        check_name(new_name)?;
+        let _writer = self.lock();
+        let mut transaction = self.trees.transaction();
+        let mut record = require_inode(&transaction, ino)?;
+        if record.file_type() == FileType::Directory {
+            return Err(NamespaceError::NotPermitted("hard links to directories"));
+        }
+        require_directory(&transaction, new_parent)?;
+        let probe = probe(&transaction, new_parent, new_name)?;
+        if probe.found.is_some() {
+            return Err(NamespaceError::Exists);
+        }
+        let key = probe.free.ok_or_else(|| {
+            NamespaceError::NoSpace("every collision index of the name's hash is taken".into())
+        })?;
+        let time = now();
+        record.nlink = record
+            .nlink
+            .checked_add(1)
+            .ok_or(NamespaceError::TooManyLinks)?;
+        record.ctime = time;
+        write_inode(&mut transaction, ino, &record)?;
+        put_entry(
+            &mut transaction,
+            &key,
+            &Dirent {
+                child: ino,
+                file_type: record.file_type(),
+                name: new_name.to_vec(),
+            },
+        )?;
+        touch_directory(&mut transaction, new_parent, 0, time)?;
+        transaction.commit()?;
+        Ok(record)
+    }
+
+    /// Removes the non-directory entry `name` from `parent`; the inode goes
+    /// with its last link.
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> NamespaceResult<()> {
+        check_name(name)?;
+        let _writer = self.lock();
+        let mut transaction = self.trees.transaction();
+        require_directory(&transaction, parent)?;
+        let (key, dirent) = probe(&transaction, parent, name)?
+            .found
+            .ok_or(NamespaceError::NotFound)?;
+        if dirent.file_type == FileType::Directory {
+            return Err(NamespaceError::IsADirectory);
+        }
+        let time = now();
+        transaction.delete(TreeId::Dirents, &key.encode())?;
+        drop_link(&mut transaction, dirent.child, time)?;
+        touch_directory(&mut transaction, parent, 0, time)?;
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// Removes the empty directory `name` from `parent`.
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> NamespaceResult<()> {
+        check_name(name)?;
+        let _writer = self.lock();
+        let mut transaction = self.trees.transaction();
+        require_directory(&transaction, parent)?;
+        let (key, dirent) = probe(&transaction, parent, name)?
+            .found
+            .ok_or(NamespaceError::NotFound)?;
+        if dirent.file_type != FileType::Directory {
+            return Err(NamespaceError::NotADirectory);
+        }
+        if !is_empty_directory(&transaction, dirent.child)? {
+            return Err(NamespaceError::NotEmpty);
+        }
+        let time = now();
+        transaction.delete(TreeId::Dirents, &key.encode())?;
+        drop_link(&mut transaction, dirent.child, time)?;
+        touch_directory(&mut transaction, parent, -1, time)?;
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// Renames `name` in `parent` to `new_name` in `new_parent`, as
+    /// `renameat2` with `flags`.
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        new_parent: u64,
+        new_name: &[u8],
+        flags: RenameFlags,
+    ) -> NamespaceResult<()> {
+        if flags.noreplace && flags.exchange {
+            return Err(NamespaceError::Invalid("NOREPLACE with EXCHANGE"));
+        }
+        check_name(name)?;
+        check_name(new_name)?;
+        let _writer = self.lock();
+        let mut transaction = self.trees.transaction();
+        require_directory(&transaction, parent)?;
+        require_directory(&transaction, new_parent)?;
+        let (source_key, source) = probe(&transaction, parent, name)?
+            .found
+            .ok_or(NamespaceError::NotFound)?;
+        let target_probe = probe(&transaction, new_parent, new_name)?;
+        let source_is_dir = source.file_type == FileType::Directory;
+        if source_is_dir && is_within(&transaction, new_parent, source.child)? {
+            return Err(NamespaceError::Invalid(
+                "a directory cannot move into itself",
+            ));
+        }
+        let time = now();
+
+        if flags.exchange {
+            let (target_key, target) = target_probe.found.ok_or(NamespaceError::NotFound)?;
+            if target_key == source_key {
+                return Ok(());
+            }
+            let target_is_dir = target.file_type == FileType::Directory;
+            if target_is_dir && is_within(&transaction, parent, target.child)? {
+                return Err(NamespaceError::Invalid(
+                    "a directory cannot move into itself",
+                ));
+            }
+            put_entry(
+                &mut transaction,
+                &source_key,
+                &Dirent {
+                    child: target.child,
+                    file_type: target.file_type,
+                    name: name.to_vec(),
+                },
+            )?;
+            put_entry(
+                &mut transaction,
+                &target_key,
+                &Dirent {
+                    child: source.child,
+                    file_type: source.file_type,
+                    name: new_name.to_vec(),
+                },
+            )?;
+            let moved = i64::from(target_is_dir) - i64::from(source_is_dir);
+            if parent != new_parent {
+                if source_is_dir {
+                    set_parent(&mut transaction, source.child, new_parent)?;
+                }
+                if target_is_dir {
+                    set_parent(&mut transaction, target.child, parent)?;
+                }
+                touch_directory(&mut transaction, parent, moved, time)?;
+                touch_directory(&mut transaction, new_parent, -moved, time)?;
+            } else {
+                touch_directory(&mut transaction, parent, 0, time)?;
+            }
+            for child in [source.child, target.child] {
+                update_inode(&mut transaction, child, |record| {
+                    record.ctime = time;
+                    Ok(())
+                })?;
+            }
+            transaction.commit()?;
+            return Ok(());
+        }
+
+        let target_key = match target_probe.found {
+            Some((target_key, target)) => {
+                if flags.noreplace {
+                    return Err(NamespaceError::Exists);
+                }
+                if target.child == source.child {
+                    // The same inode (or the same entry): POSIX says do nothing.
+                    return Ok(());
+                }
+                let target_is_dir = target.file_type == FileType::Directory;
+                match (source_is_dir, target_is_dir) {
+                    (true, false) => return Err(NamespaceError::NotADirectory),
+                    (false, true) => return Err(NamespaceError::IsADirectory),
+                    _ => {}
+                }
+                if target_is_dir {
+                    if !is_empty_directory(&transaction, target.child)? {
+                        return Err(NamespaceError::NotEmpty);
+                    }
+                    touch_directory(&mut transaction, new_parent, -1, time)?;
+                }
+                drop_link(&mut transaction, target.child, time)?;
+                target_key
+            }
+            None => target_probe.free.ok_or_else(|| {
+                NamespaceError::NoSpace("every collision index of the name's hash is taken".into())
+            })?,
+        };
+        transaction.delete(TreeId::Dirents, &source_key.encode())?;
+        put_entry(
+            &mut transaction,
+            &target_key,
+            &Dirent {
+                child: source.child,
+                file_type: source.file_type,
+                name: new_name.to_vec(),
+            },
+        )?;
+        if source_is_dir && parent != new_parent {
+            set_parent(&mut transaction, source.child, new_parent)?;
+            touch_directory(&mut transaction, parent, -1, time)?;
+            touch_directory(&mut transaction, new_parent, 1, time)?;
+        } else {
+            touch_directory(&mut transaction, parent, 0, time)?;
+            touch_directory(&mut transaction, new_parent, 0, time)?;
+        }
+        update_inode(&mut transaction, source.child, |record| {
+            record.ctime = time;
+            Ok(())
+        })?;
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// Up to `limit` entries of directory `dir` in key order, starting
+    /// after `after` (`None`: from the first).
+    pub fn readdir(
+        &self,
+        dir: u64,
+        after: Option<DirCookie>,
+        limit: usize,
+    ) -> NamespaceResult<Vec<DirEntry>> {
+        let transaction = self.trees.transaction();
+        require_directory(&transaction, dir)?;
+        let (first, end) = DirentKey::directory_range(dir);
+        let start = match after {
+            // The smallest key after the cookie's.
+            Some(cookie) => {
+                let mut key = DirentKey {
+                    parent: dir,
+                    hash: cookie.hash,
+                    collision: cookie.collision,
+                }
+                .encode()
+                .to_vec();
+                key.push(0);
+                key
+            }
+            None => first.to_vec(),
+        };
+        let entries = transaction.scan(
+            TreeId::Dirents,
+            &start,
+            end.as_ref().map(|end| &end[..]),
+            limit,
+        )?;
+        entries
+            .into_iter()
+            .map(|(key, value)| {
+                let position = DirentKey::decode(&key)
+                    .map_err(|error| corrupt(format!("directory {dir} entry key"), error))?;
+                let dirent = Dirent::decode(&value)
+                    .map_err(|error| corrupt(format!("directory {dir} entry"), error))?;
+                Ok(DirEntry {
+                    cookie: DirCookie {
+                        hash: position.hash,
+                        collision: position.collision,
+                    },
+                    name: dirent.name,
+                    ino: dirent.child,
+                    file_type: dirent.file_type,
+                })
+            })
+            .collect()
+    }
+}
+
+fn read_counters(transaction: &Transaction<'_>) -> NamespaceResult<(u64, u64)> {
+    match transaction.get(TreeId::Meta, COUNTERS_KEY)? {
+        None => Ok((ROOT_INO + 1, 2)),
+        Some(bytes) if bytes.len() == 16 => {
+            let mut ino = [0u8; 8];
+            let mut generation = [0u8; 8];
+            ino.copy_from_slice(&bytes[..8]);
+            generation.copy_from_slice(&bytes[8..]);
+            Ok((u64::from_le_bytes(ino), u64::from_le_bytes(generation)))
+        }
+        Some(bytes) => Err(NamespaceError::Corrupt(format!(
+            "namespace counters have {} bytes, expected 16",
+            bytes.len()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::device::{MemoryDevice, SectorSize};
+    use crate::metadata::Metadata;
+    use crate::mkfs::{make_filesystem, MkfsOptions};
+
+    #[test]
+    fn names_sharing_a_hash_take_the_next_collision_index() {
+        let device = Arc::new(MemoryDevice::new(32 << 20, SectorSize::Bytes512));
+        let superblock = make_filesystem(device.clone(), &MkfsOptions::default()).unwrap();
+        let metadata = Metadata::open_default(device, &superblock).unwrap();
+        let namespace = Namespace::new(&metadata.trees);
+        // A foreign entry squatting on "x"'s hash at index 0 (hash and name
+        // disagree: only a test can make a real collision).
+        let squatter = DirentKey {
+            parent: ROOT_INO,
+            hash: name_hash(b"x"),
+            collision: 0,
+        };
+        let mut transaction = metadata.trees.transaction();
+        put_entry(
+            &mut transaction,
+            &squatter,
+            &Dirent {
+                child: ROOT_INO,
+                file_type: FileType::Directory,
+                name: b"y".to_vec(),
+            },
+        )
+        .unwrap();
+        transaction.commit().unwrap();
+
+        let (ino, _) = namespace.create(ROOT_INO, b"x", 0o644, 0, 0).unwrap();
+        assert_eq!(namespace.lookup(ROOT_INO, b"x").unwrap().unwrap().0, ino);
+        let listed = namespace.readdir(ROOT_INO, None, 10).unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[1].name, b"x");
+        assert_eq!(listed[1].cookie.collision, 1);
+        assert!(matches!(
+            namespace.create(ROOT_INO, b"x", 0o644, 0, 0),
+            Err(NamespaceError::Exists)
+        ));
+        namespace.unlink(ROOT_INO, b"x").unwrap();
+        assert!(namespace.lookup(ROOT_INO, b"x").unwrap().is_none());
+    }
+
+    #[test]
+    fn every_error_has_an_errno() {
+        assert_eq!(NamespaceError::NotFound.errno(), libc::ENOENT);
+        assert_eq!(
+            NamespaceError::from(BtreeError::NoSpace {
+                needed: 1,
+                available: 0
+            })
+            .errno(),
+            libc::ENOSPC
+        );
+        assert_eq!(
+            NamespaceError::from(BtreeError::Failed("x".into())).errno(),
+            libc::EIO
+        );
+    }
+}
