@@ -17,14 +17,15 @@
 //! - [`rmap`]: the reverse map from physical blocks to their owners (file data or b-tree
 //!   nodes), and the `owners` query a media failure is attributed with;
 //! - [`alloc`]: free space, derived from the reverse map, with deferred reuse and bad blocks;
-//! - [`inode`]: the namespace — its records (inodes, directory entries, extents) and the
+//! - [`inode`]: the namespace — its records (inodes, directory entries, extents), the
 //!   namespace operations (lookup, create, mkdir, link, unlink, rmdir, rename, symlink,
-//!   readdir), each one atomic transaction;
+//!   readdir), each one atomic transaction, and file data: a page cache on the xarray,
+//!   copy-on-write writeback with per-block checksums, and errseq-exact fsync and syncfs;
 //! - [`metadata`]: opening journal, allocator and b-trees together, in the right order;
 //! - [`mkfs`] and [`fsck`]: making a filesystem, and checking one without changing it.
 //!
-//! File data (read, write, the page cache, writeback), open files and the mounted
-//! filesystem are still to come.
+//! Still to come: setattr, truncate and fallocate, a background writeback thread and page
+//! eviction, the orphan list, freeze and shutdown, error events, and the mounted filesystem.
 
 pub mod alloc;
 pub mod btree;

@@ -4,12 +4,15 @@
 //! and file extents as b-tree keys and values, which fsck cross-checks.
 //! `namespace.rs` holds the namespace operations on them ([`Namespace`]:
 //! lookup, mknod, mkdir, symlink, link, unlink, rmdir, rename, readdir),
-//! each one atomic b-tree transaction. File data (read, write, the page
-//! cache and writeback) is still to come.
+//! each one atomic b-tree transaction. `file.rs` holds file data ([`Files`]:
+//! open handles, the page cache, read, write, copy-on-write writeback,
+//! fsync and syncfs with errseq error reporting).
 
+mod file;
 mod namespace;
 mod record;
 
+pub use file::{FileError, FileResult, Files, Handle, WritebackSummary, PAGE_BYTES};
 pub use namespace::{DirCookie, DirEntry, Namespace, NamespaceError, NamespaceResult, RenameFlags};
 pub use record::{
     decode_inode_key, inode_key, name_hash, valid_name, Dirent, DirentKey, Extent, ExtentKey,

@@ -1,0 +1,870 @@
+//! File data: open handles, a page cache, read, write, writeback, fsync and
+//! syncfs, with errors reported exactly as Linux's errseq does (the
+//! PostgreSQL "fsyncgate" lesson: a writeback error must never be lost).
+//!
+//! # What
+//!
+//! [`Files`] is the data path of one mounted filesystem. Per inode it keeps
+//! the inode's writeback error word ([`ErrSeq`]), a page cache of 4 KiB
+//! pages in an [`XArray`] (dirty pages carry [`Mark::Dirty`]) and the size
+//! as writes left it. The filesystem has one more [`ErrSeq`] for syncfs.
+//! [`Handle`] is an open file description: it carries one cursor into each
+//! word, sampled at [`Files::open`].
+//!
+//! * [`Files::write`] copies into the page cache only (a partial page is
+//!   first read from its extent) and marks the page dirty. No device I/O
+//!   happens for pages already cached or written whole.
+//! * [`Files::read`] serves cached pages, and reads the rest from the
+//!   extents, verifying each block's crc32c; a device error or a checksum
+//!   mismatch is `EIO`, never wrong data. Holes and unwritten extents read
+//!   as zeros; reads stop at the size.
+//! * Writeback of an inode is copy-on-write: the dirty pages get newly
+//!   allocated blocks, are written there ([`IoClass::Data`]), and then one
+//!   b-tree transaction replaces or splits the old extents in the range,
+//!   removes their rmap records and inserts the new ones, and sets the
+//!   inode's size, mtime and ctime. The journal is flushed up to that
+//!   transaction, the old blocks are freed at its seq (reused only once it
+//!   is durable), and the pages are marked clean.
+//! * [`Files::fsync`] = writeback of the inode, then
+//!   [`ErrSeq::check_and_advance`] on the inode's word with the handle's
+//!   cursor. [`Files::syncfs`] = writeback of every inode, a journal flush,
+//!   then the same on the filesystem's word. The order matters: the
+//!   writeback runs first, so an error it sets is reported by the same call.
+//! * [`Files::peek_error`] and [`Files::fs_peek`] are for monitors: they use
+//!   [`ErrSeq::peek`] and [`ErrSeq::check`] and never consume an error, so
+//!   the next opener still hears about an error nobody reported.
+//!
+//! # Error policy
+//!
+//! When writeback of an inode fails (device write error, no space for the
+//! new blocks, journal failure):
+//!
+//! 1. The blocks just allocated are freed at seq 0 (never referenced), so a
+//!    failed writeback leaks nothing and leaves the old extents untouched.
+//! 2. **The pages stay dirty and cached**: the data is not dropped (Linux
+//!    drops it), it is still readable and the next writeback retries it.
+//! 3. The errno is set in the inode's word and the filesystem's word —
+//!    **once per failure of new data**. Each dirty page remembers whether
+//!    its current contents already failed writeback; a retry that fails
+//!    again on pages that all failed before does not set the words again
+//!    (the same loss must not be reported twice to a handle that already
+//!    heard of it). Rewriting a page makes its contents new again.
+//! 4. An fsync (or syncfs) whose own writeback failed returns the error even
+//!    when its cursor had already heard of it: **fsync never returns success
+//!    while data that was dirty when it started is not durable**. Linux, which
+//!    drops the pages, returns 0 on a second fsync at this point; here the
+//!    data is still dirty, so 0 would be a lie. The cursor is advanced all
+//!    the same.
+//!
+//! So each handle's fsync returns `EIO` once for a failure, and once the
+//! device works again the next fsync retries the pages and returns 0
+//! (generic/441). A handle that never heard of the error gets it on its
+//! next fsync even though the retry now succeeds, and so does a handle
+//! opened after the failure when nobody has been told yet (generic/487):
+//! [`ErrSeq::sample`] hands new openers the zero cursor while the error is
+//! unreported. A handle opened after the error was reported starts past it
+//! (generic/484). Dropping a handle ([`Files::release`]) reports nothing.
+//!
+//! # Invariants
+//!
+//! * An extent is never overwritten in place: live blocks are only read.
+//! * A file's extents never overlap, each is at most [`MAX_EXTENT_BLOCKS`],
+//!   and every extent has exactly one rmap record with the same start,
+//!   length and file offset, changed in the same transaction (fsck checks
+//!   both).
+//! * A page is marked clean only after the transaction referencing its new
+//!   blocks is durable.
+//! * The size in memory is at least the size on disk; the inode record gets
+//!   it at writeback.
+//!
+//! # Concurrency and limits
+//!
+//! Correctness over speed: one mutex per [`Files`] serialises every
+//! operation, writeback included (device I/O happens under it). Clean pages
+//! stay cached (no eviction yet), inode state is kept for the life of the
+//! [`Files`], and there is no background writeback thread ([`Files::writeback_all`]
+//! is what one would call). Truncate, unlink of open files, and the
+//! serialisation of the inode-record update with concurrent [`Namespace`]
+//! attribute changes of the same inode are not handled yet. Only 4 KiB
+//! filesystem blocks are supported.
+//!
+//! [`Namespace`]: super::Namespace
+
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use errseq::{ErrSeq, Errno, Since};
+use thiserror::Error;
+use xarray::{Mark, XArray};
+
+use super::record::{
+    inode_key, Extent, ExtentKey, FileType, InodeRecord, RecordError, Timestamp, MAX_EXTENT_BLOCKS,
+};
+use crate::alloc::{AllocError, Extent as BlockRun};
+use crate::btree::{BtreeError, TreeId};
+use crate::device::{BlockDevice, DeviceError, IoClass};
+use crate::format::Superblock;
+use crate::journal::JournalError;
+use crate::metadata::Metadata;
+use crate::rmap::{self, Owner, RmapError, RmapRecord};
+
+/// The page (and filesystem block) size this module works in.
+pub const PAGE_BYTES: usize = 4096;
+
+const PAGE: u64 = PAGE_BYTES as u64;
+
+/// Why a file operation failed. [`FileError::errno`] maps every variant.
+#[derive(Debug, Error)]
+pub enum FileError {
+    /// The inode does not exist.
+    #[error("inode {ino} does not exist")]
+    NotFound {
+        /// The inode.
+        ino: u64,
+    },
+    /// The inode is a directory.
+    #[error("inode {ino} is a directory")]
+    IsDirectory {
+        /// The inode.
+        ino: u64,
+    },
+    /// The inode is neither a regular file nor a directory.
+    #[error("inode {ino} is a {file_type:?}, not a regular file")]
+    NotRegular {
+        /// The inode.
+        ino: u64,
+        /// What it is.
+        file_type: FileType,
+    },
+    /// The offset or length runs past the largest file offset.
+    #[error("offset {offset} + {length} bytes is past the largest file offset")]
+    TooLarge {
+        /// The offset asked for.
+        offset: u64,
+        /// The length asked for.
+        length: u64,
+    },
+    /// The filesystem's block size is not the page size.
+    #[error("block size {block_size} is not supported (file data needs {PAGE_BYTES})")]
+    UnsupportedBlockSize {
+        /// The filesystem's block size.
+        block_size: u32,
+    },
+    /// Reading a data block from the device failed.
+    #[error("inode {ino} block {block} (device block {physical}): {source}")]
+    Read {
+        /// The inode.
+        ino: u64,
+        /// The file block.
+        block: u64,
+        /// The device block.
+        physical: u64,
+        /// The device's error.
+        source: DeviceError,
+    },
+    /// A data block does not match its checksum.
+    #[error("inode {ino} block {block} (device block {physical}): checksum mismatch")]
+    Checksum {
+        /// The inode.
+        ino: u64,
+        /// The file block.
+        block: u64,
+        /// The device block.
+        physical: u64,
+    },
+    /// An inode or extent record is malformed.
+    #[error("corrupt record: {0}")]
+    Corrupt(#[from] RecordError),
+    /// The b-trees failed (I/O, journal, error state).
+    #[error("b-trees: {0}")]
+    Btree(#[from] BtreeError),
+    /// The journal failed.
+    #[error("journal: {0}")]
+    Journal(#[from] JournalError),
+    /// A writeback error reported to this handle (fsync, syncfs), or found
+    /// by a monitor.
+    #[error("writeback error: {0}")]
+    Writeback(Errno),
+}
+
+impl FileError {
+    /// The errno a system call reports for this error.
+    pub fn errno(&self) -> i32 {
+        match self {
+            FileError::NotFound { .. } => libc::ENOENT,
+            FileError::IsDirectory { .. } => libc::EISDIR,
+            FileError::NotRegular { .. } => libc::EINVAL,
+            FileError::TooLarge { .. } => libc::EFBIG,
+            FileError::UnsupportedBlockSize { .. } => libc::EINVAL,
+            FileError::Read { .. } => libc::EIO,
+            FileError::Checksum { .. } => libc::EIO,
+            FileError::Corrupt(_) => libc::EIO,
+            FileError::Btree(_) => libc::EIO,
+            FileError::Journal(_) => libc::EIO,
+            FileError::Writeback(errno) => errno.get(),
+        }
+    }
+}
+
+/// A file operation's result.
+pub type FileResult<T> = Result<T, FileError>;
+
+/// An open file description: the inode and this opener's cursors into the
+/// inode's and the filesystem's error words. Not `Clone`: each open has its
+/// own cursors.
+#[derive(Debug)]
+pub struct Handle {
+    ino: u64,
+    cursor: Since,
+    fs_cursor: Since,
+}
+
+impl Handle {
+    /// The inode this handle has open.
+    pub fn ino(&self) -> u64 {
+        self.ino
+    }
+}
+
+/// What [`Files::writeback_all`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WritebackSummary {
+    /// Pages written and made durable.
+    pub pages_written: u64,
+    /// Inodes whose writeback failed (their pages stay dirty).
+    pub failed_inodes: Vec<u64>,
+    /// The errno of the first failure, if any.
+    pub first_error: Option<Errno>,
+}
+
+/// One cached page: 4 KiB, shared so readers copy out without holding it.
+type Page = Arc<[u8]>;
+
+/// Per-inode state, kept for the life of the [`Files`].
+struct InodeState {
+    /// The inode's writeback error word.
+    errseq: ErrSeq,
+    /// Page index → page; dirty pages carry [`Mark::Dirty`].
+    pages: XArray<Page>,
+    /// Dirty pages whose current contents already failed writeback (and
+    /// were reported into the error words).
+    failed: BTreeSet<u64>,
+    /// The size as writes left it.
+    size: u64,
+    /// The time of the latest write not yet written back.
+    mtime: Option<Timestamp>,
+}
+
+/// The data path of one mounted filesystem. See the module comment.
+pub struct Files<'a> {
+    device: Arc<dyn BlockDevice>,
+    metadata: &'a Metadata,
+    fs_errseq: ErrSeq,
+    inodes: Mutex<HashMap<u64, InodeState>>,
+}
+
+impl std::fmt::Debug for Files<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Files")
+            .field("fs_errseq", &self.fs_errseq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Files<'a> {
+    /// The data path over `metadata`, writing data to `device` (the device
+    /// the metadata lives on), for the filesystem `superblock` describes.
+    pub fn new(
+        device: Arc<dyn BlockDevice>,
+        superblock: &Superblock,
+        metadata: &'a Metadata,
+    ) -> FileResult<Files<'a>> {
+        let block_size = superblock.layout.block_size;
+        if block_size as usize != PAGE_BYTES {
+            return Err(FileError::UnsupportedBlockSize { block_size });
+        }
+        Ok(Files {
+            device,
+            metadata,
+            fs_errseq: ErrSeq::new(),
+            inodes: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, InodeState>> {
+        // Every update under the lock leaves the map consistent before it
+        // can panic (pages and marks are single calls), so a poisoned lock
+        // holds usable state.
+        self.inodes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The inode's state, loaded from its record on first use.
+    fn state<'m>(
+        &self,
+        inodes: &'m mut HashMap<u64, InodeState>,
+        ino: u64,
+    ) -> FileResult<&'m mut InodeState> {
+        let state = match inodes.entry(ino) {
+            Entry::Occupied(occupied) => occupied.into_mut(),
+            Entry::Vacant(vacant) => {
+                let record = self.record(ino)?;
+                match record.file_type() {
+                    FileType::Regular => {}
+                    FileType::Directory => return Err(FileError::IsDirectory { ino }),
+                    file_type => return Err(FileError::NotRegular { ino, file_type }),
+                }
+                vacant.insert(InodeState {
+                    errseq: ErrSeq::new(),
+                    pages: XArray::new(),
+                    failed: BTreeSet::new(),
+                    size: record.size,
+                    mtime: None,
+                })
+            }
+        };
+        Ok(state)
+    }
+
+    fn record(&self, ino: u64) -> FileResult<InodeRecord> {
+        let value = self
+            .metadata
+            .trees
+            .get(TreeId::Inodes, &inode_key(ino))?
+            .ok_or(FileError::NotFound { ino })?;
+        Ok(InodeRecord::decode(&value)?)
+    }
+
+    /// Opens regular file `ino`: samples both error words, so an error
+    /// nobody has been told about yet is reported to this opener.
+    pub fn open(&self, ino: u64) -> FileResult<Handle> {
+        let mut inodes = self.lock();
+        let state = self.state(&mut inodes, ino)?;
+        Ok(Handle {
+            ino,
+            cursor: state.errseq.sample(),
+            fs_cursor: self.fs_errseq.sample(),
+        })
+    }
+
+    /// Closes a handle. Reports nothing: closing does not consume errors.
+    pub fn release(&self, handle: Handle) {
+        let Handle { .. } = handle;
+    }
+
+    /// The file's size as reads see it (including unwritten-back writes).
+    pub fn size(&self, handle: &Handle) -> FileResult<u64> {
+        let mut inodes = self.lock();
+        Ok(self.state(&mut inodes, handle.ino)?.size)
+    }
+
+    /// Writes `bytes` at `offset` into the page cache; returns the number
+    /// of bytes written (all of them). Only a partial page not yet cached
+    /// is read from the device.
+    pub fn write(&self, handle: &Handle, offset: u64, bytes: &[u8]) -> FileResult<usize> {
+        let length = bytes.len() as u64;
+        let end = checked_end(offset, length)?;
+        if bytes.is_empty() {
+            return Ok(0);
+        }
+        let ino = handle.ino;
+        let mut inodes = self.lock();
+        let state = self.state(&mut inodes, ino)?;
+        let first = offset / PAGE;
+        let last = (end - 1) / PAGE;
+        // Only the first and last pages can be partial. Read those that are
+        // not cached before changing anything, so a failed read leaves the
+        // file as it was.
+        let mut partial = BTreeMap::new();
+        for index in [first, last] {
+            let whole = offset <= index * PAGE && (index + 1) * PAGE <= end;
+            if !whole && !partial.contains_key(&index) && state.pages.load(index).is_none() {
+                partial.insert(index, self.read_block_from_disk(ino, index)?);
+            }
+        }
+        for index in first..=last {
+            let page_start = index * PAGE;
+            let from = offset.max(page_start);
+            let to = end.min(page_start + PAGE);
+            let mut page: Vec<u8> = match state.pages.load(index) {
+                Some(cached) => cached.to_vec(),
+                None => partial
+                    .remove(&index)
+                    .unwrap_or_else(|| vec![0; PAGE_BYTES]),
+            };
+            let source = (from - offset) as usize..(to - offset) as usize;
+            let target = (from - page_start) as usize..(to - page_start) as usize;
+            page[target].copy_from_slice(&bytes[source]);
+            let page: Page = page.into();
+            if let Err(refused) = state.pages.store(index, 0, page) {
+                // Only order-0 entries exist and nothing locks them.
+                unreachable!("page cache refused an order-0 store: {:?}", refused.error);
+            }
+            state.pages.set_mark(index, Mark::Dirty);
+            state.failed.remove(&index);
+        }
+        state.size = state.size.max(end);
+        state.mtime = Some(now());
+        Ok(bytes.len())
+    }
+
+    /// Reads up to `length` bytes at `offset`; short at the end of the file.
+    /// A block that cannot be read or does not match its checksum is `EIO`.
+    pub fn read(&self, handle: &Handle, offset: u64, length: usize) -> FileResult<Vec<u8>> {
+        let ino = handle.ino;
+        let mut inodes = self.lock();
+        let state = self.state(&mut inodes, ino)?;
+        let end = checked_end(offset, length as u64)?.min(state.size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let first = offset / PAGE;
+        let last = (end - 1) / PAGE;
+        let extents = self.extents_overlapping(ino, first, last + 1)?;
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        for index in first..=last {
+            let page: Vec<u8> = match state.pages.load(index) {
+                Some(cached) => cached.to_vec(),
+                None => self.read_block(ino, index, &extents)?,
+            };
+            let page_start = index * PAGE;
+            let from = (offset.max(page_start) - page_start) as usize;
+            let to = (end.min(page_start + PAGE) - page_start) as usize;
+            out.extend_from_slice(&page[from..to]);
+        }
+        Ok(out)
+    }
+
+    /// Writes back the handle's inode, then reports the first writeback
+    /// error this handle has not heard of (see the module comment).
+    pub fn fsync(&self, handle: &mut Handle) -> FileResult<()> {
+        let mut inodes = self.lock();
+        let state = self.state(&mut inodes, handle.ino)?;
+        let written = self.writeback_inode(handle.ino, state);
+        let reported = state.errseq.check_and_advance(&mut handle.cursor);
+        drop(inodes);
+        written.map_err(FileError::Writeback)?;
+        reported.map_err(FileError::Writeback)
+    }
+
+    /// Writes back every inode, flushes the journal, then reports the first
+    /// filesystem writeback error this handle has not heard of.
+    pub fn syncfs(&self, handle: &mut Handle) -> FileResult<()> {
+        let summary = self.writeback_all();
+        let flushed = self.metadata.journal.flush();
+        let reported = self.fs_errseq.check_and_advance(&mut handle.fs_cursor);
+        if let Some(errno) = summary.first_error {
+            return Err(FileError::Writeback(errno));
+        }
+        flushed?;
+        reported.map_err(FileError::Writeback)
+    }
+
+    /// Writes back every inode with dirty pages (what background writeback
+    /// does). Errors go into the error words, never back to the caller.
+    pub fn writeback_all(&self) -> WritebackSummary {
+        let mut inodes = self.lock();
+        let mut summary = WritebackSummary::default();
+        let mut inos: Vec<u64> = inodes.keys().copied().collect();
+        inos.sort_unstable();
+        for ino in inos {
+            let state = inodes.get_mut(&ino).expect("key listed above");
+            match self.writeback_inode(ino, state) {
+                Ok(pages) => summary.pages_written += pages,
+                Err(errno) => {
+                    summary.failed_inodes.push(ino);
+                    summary.first_error.get_or_insert(errno);
+                }
+            }
+        }
+        summary
+    }
+
+    /// The latest writeback error of inode `ino` this mount, if any, for a
+    /// monitor. Never consumes: the error still reaches the next opener.
+    pub fn peek_error(&self, ino: u64) -> FileResult<()> {
+        let mut inodes = self.lock();
+        let state = self.state(&mut inodes, ino)?;
+        // Mark the value OBSERVED so a later error is told apart, then
+        // compare with the zero cursor: any error ever set differs from it.
+        let _observed = state.errseq.peek();
+        state
+            .errseq
+            .check(Since::default())
+            .map_err(FileError::Writeback)
+    }
+
+    /// The latest filesystem writeback error this mount, if any, for a
+    /// monitor. Never consumes.
+    pub fn fs_peek(&self) -> FileResult<()> {
+        let _observed = self.fs_errseq.peek();
+        self.fs_errseq
+            .check(Since::default())
+            .map_err(FileError::Writeback)
+    }
+
+    /// Writes back the dirty pages of `ino`; returns how many were written.
+    /// On failure the error words are set per the module's policy and the
+    /// error (as errno) is returned.
+    fn writeback_inode(&self, ino: u64, state: &mut InodeState) -> Result<u64, Errno> {
+        let dirty: Vec<(u64, Page)> = state
+            .pages
+            .iter_marked(0, Mark::Dirty)
+            .map(|(span, page)| (span.index(), page))
+            .collect();
+        if dirty.is_empty() {
+            return Ok(0);
+        }
+        match self.write_pages(ino, state, &dirty) {
+            Ok(()) => {
+                for (index, _) in &dirty {
+                    state.pages.clear_mark(*index, Mark::Dirty);
+                    state.failed.remove(index);
+                }
+                state.mtime = None;
+                Ok(dirty.len() as u64)
+            }
+            Err(errno) => {
+                let mut new_failure = false;
+                for (index, _) in &dirty {
+                    new_failure |= state.failed.insert(*index);
+                }
+                if new_failure {
+                    state.errseq.set(errno);
+                    self.fs_errseq.set(errno);
+                }
+                Err(errno)
+            }
+        }
+    }
+
+    /// Copy-on-write of `dirty` (sorted by index): allocate, write, one
+    /// transaction, flush, free the old blocks.
+    fn write_pages(
+        &self,
+        ino: u64,
+        state: &InodeState,
+        dirty: &[(u64, Page)],
+    ) -> Result<(), Errno> {
+        let allocator = &self.metadata.allocator;
+        let runs = allocator
+            .allocate_data(dirty.len() as u64, 0)
+            .map_err(|error| match error {
+                AllocError::NoSpace { .. } | AllocError::Fragmented { .. } => Errno::ENOSPC,
+                _ => Errno::EIO,
+            })?;
+        let new_extents = match self.write_new_extents(dirty, &runs) {
+            Ok(extents) => extents,
+            Err(errno) => {
+                self.free_unreferenced(&runs);
+                return Err(errno);
+            }
+        };
+        let (seq, freed) = match self.commit_extents(ino, state, &new_extents) {
+            Ok(done) => done,
+            Err(errno) => {
+                self.free_unreferenced(&runs);
+                return Err(errno);
+            }
+        };
+        let Some(seq) = seq else {
+            return Ok(());
+        };
+        // From here the new extents are referenced by committed state: the
+        // old blocks are unreferenced at `seq` whether or not it becomes
+        // durable, and are reused only once it is.
+        for run in freed {
+            // A refused free means the block was already free: the
+            // allocator keeps it out of use and counts it; nothing to undo.
+            let _ = allocator.free_data(run, seq);
+        }
+        self.metadata
+            .journal
+            .flush_seq(seq)
+            .map_err(|error| journal_errno(&error))
+    }
+
+    fn free_unreferenced(&self, runs: &[BlockRun]) {
+        for run in runs {
+            let _ = self.metadata.allocator.free_data(*run, 0);
+        }
+    }
+
+    /// Pairs the dirty pages with the allocated blocks, writes them, and
+    /// returns the new extents (file offset → extent).
+    fn write_new_extents(
+        &self,
+        dirty: &[(u64, Page)],
+        runs: &[BlockRun],
+    ) -> Result<Vec<(u64, Extent)>, Errno> {
+        let physical = runs.iter().flat_map(|run| run.start..run.end());
+        let mut extents: Vec<(u64, Extent, Vec<u8>)> = Vec::new();
+        for ((index, page), block) in dirty.iter().zip(physical) {
+            let checksum = crc32c::crc32c(page);
+            if let Some((offset, extent, bytes)) = extents.last_mut() {
+                let blocks = u64::from(extent.blocks());
+                if *offset + blocks == *index
+                    && extent.physical + blocks == block
+                    && extent.blocks() < MAX_EXTENT_BLOCKS
+                {
+                    extent.checksums.push(checksum);
+                    bytes.extend_from_slice(page);
+                    continue;
+                }
+            }
+            extents.push((
+                *index,
+                Extent {
+                    flags: 0,
+                    physical: block,
+                    checksums: vec![checksum],
+                },
+                page.to_vec(),
+            ));
+        }
+        for (_, extent, bytes) in &extents {
+            self.device
+                .write_at(extent.physical * PAGE, bytes, IoClass::Data)
+                .map_err(|error| device_errno(&error))?;
+        }
+        Ok(extents
+            .into_iter()
+            .map(|(offset, extent, _)| (offset, extent))
+            .collect())
+    }
+
+    /// The transaction: extents and rmap records replaced, inode updated.
+    /// Returns the seq and the old blocks no longer referenced.
+    fn commit_extents(
+        &self,
+        ino: u64,
+        state: &InodeState,
+        new_extents: &[(u64, Extent)],
+    ) -> Result<(Option<u64>, Vec<BlockRun>), Errno> {
+        let first = new_extents.first().map_or(0, |(offset, _)| *offset);
+        let last_end = new_extents
+            .last()
+            .map_or(0, |(offset, extent)| offset + u64::from(extent.blocks()));
+        let before = self
+            .extents_overlapping(ino, first, last_end)
+            .map_err(|_| Errno::EIO)?;
+        let mut after = before.clone();
+        let mut freed = Vec::new();
+        for (offset, extent) in new_extents {
+            punch(
+                &mut after,
+                *offset,
+                offset + u64::from(extent.blocks()),
+                &mut freed,
+            );
+            after.insert(*offset, extent.clone());
+        }
+        let trees = &self.metadata.trees;
+        let mut transaction = trees.transaction();
+        let mut record = match transaction.get(TreeId::Inodes, &inode_key(ino)) {
+            Ok(Some(value)) => InodeRecord::decode(&value).map_err(|_| Errno::EIO)?,
+            Ok(None) | Err(_) => return Err(Errno::EIO),
+        };
+        let removed = before
+            .iter()
+            .filter(|(offset, extent)| after.get(offset) != Some(extent));
+        for (offset, extent) in removed {
+            let key = ExtentKey {
+                ino,
+                offset: *offset,
+            };
+            transaction
+                .delete(TreeId::Extents, &key.encode())
+                .map_err(|error| btree_errno(&error))?;
+            rmap::remove(&mut transaction, extent.physical).map_err(|error| rmap_errno(&error))?;
+        }
+        let added = after
+            .iter()
+            .filter(|(offset, extent)| before.get(offset) != Some(extent));
+        for (offset, extent) in added {
+            let key = ExtentKey {
+                ino,
+                offset: *offset,
+            };
+            transaction
+                .put(TreeId::Extents, &key.encode(), &extent.encode())
+                .map_err(|error| btree_errno(&error))?;
+            let owner = Owner::FileData {
+                ino,
+                file_offset_blocks: *offset,
+            };
+            let reverse = RmapRecord {
+                start: extent.physical,
+                blocks: u64::from(extent.blocks()),
+                owner,
+            };
+            rmap::insert(&mut transaction, &reverse).map_err(|error| rmap_errno(&error))?;
+        }
+        record.size = record.size.max(state.size);
+        if let Some(mtime) = state.mtime {
+            record.mtime = mtime;
+            record.ctime = mtime;
+        }
+        transaction
+            .put(TreeId::Inodes, &inode_key(ino), &record.encode())
+            .map_err(|error| btree_errno(&error))?;
+        let seq = transaction.commit().map_err(|error| btree_errno(&error))?;
+        Ok((seq, freed))
+    }
+
+    /// The committed extents of `ino` with at least one block in
+    /// `first..end` (file blocks), by file offset.
+    fn extents_overlapping(
+        &self,
+        ino: u64,
+        first: u64,
+        end: u64,
+    ) -> FileResult<BTreeMap<u64, Extent>> {
+        let start = ExtentKey {
+            ino,
+            offset: first.saturating_sub(u64::from(MAX_EXTENT_BLOCKS) - 1),
+        }
+        .encode();
+        let stop = ExtentKey { ino, offset: end }.encode();
+        let mut found = BTreeMap::new();
+        for entry in self
+            .metadata
+            .trees
+            .range(TreeId::Extents, &start, Some(&stop))
+        {
+            let (key, value) = entry?;
+            let key = ExtentKey::decode(&key)?;
+            let extent = Extent::decode(&value)?;
+            if key.ino == ino && key.offset + u64::from(extent.blocks()) > first {
+                found.insert(key.offset, extent);
+            }
+        }
+        Ok(found)
+    }
+
+    /// File block `index` of `ino` from the device (zeros for a hole).
+    fn read_block_from_disk(&self, ino: u64, index: u64) -> FileResult<Vec<u8>> {
+        let extents = self.extents_overlapping(ino, index, index + 1)?;
+        self.read_block(ino, index, &extents)
+    }
+
+    /// File block `index` of `ino` through `extents`, verified.
+    fn read_block(
+        &self,
+        ino: u64,
+        index: u64,
+        extents: &BTreeMap<u64, Extent>,
+    ) -> FileResult<Vec<u8>> {
+        let covering = extents
+            .range(..=index)
+            .next_back()
+            .filter(|(offset, extent)| **offset + u64::from(extent.blocks()) > index);
+        let mut page = vec![0; PAGE_BYTES];
+        let Some((offset, extent)) = covering else {
+            return Ok(page);
+        };
+        if extent.flags & Extent::UNWRITTEN != 0 {
+            return Ok(page);
+        }
+        let within = (index - offset) as usize;
+        let physical = extent.physical + within as u64;
+        self.device
+            .read_at(physical * PAGE, &mut page, IoClass::Data)
+            .map_err(|source| FileError::Read {
+                ino,
+                block: index,
+                physical,
+                source,
+            })?;
+        if crc32c::crc32c(&page) != extent.checksums[within] {
+            return Err(FileError::Checksum {
+                ino,
+                block: index,
+                physical,
+            });
+        }
+        Ok(page)
+    }
+}
+
+/// Removes file blocks `start..end` from `extents`, keeping the parts
+/// outside, and collects the physical blocks removed.
+fn punch(extents: &mut BTreeMap<u64, Extent>, start: u64, end: u64, freed: &mut Vec<BlockRun>) {
+    let hit: Vec<u64> = extents
+        .range(..end)
+        .filter(|(offset, extent)| **offset + u64::from(extent.blocks()) > start)
+        .map(|(offset, _)| *offset)
+        .collect();
+    for offset in hit {
+        let extent = extents.remove(&offset).expect("key listed above");
+        let blocks = u64::from(extent.blocks());
+        let cut_from = start.max(offset) - offset;
+        let cut_to = end.min(offset + blocks) - offset;
+        freed.push(BlockRun::new(extent.physical + cut_from, cut_to - cut_from));
+        if cut_from > 0 {
+            extents.insert(
+                offset,
+                Extent {
+                    flags: extent.flags,
+                    physical: extent.physical,
+                    checksums: extent.checksums[..cut_from as usize].to_vec(),
+                },
+            );
+        }
+        if cut_to < blocks {
+            extents.insert(
+                offset + cut_to,
+                Extent {
+                    flags: extent.flags,
+                    physical: extent.physical + cut_to,
+                    checksums: extent.checksums[cut_to as usize..].to_vec(),
+                },
+            );
+        }
+    }
+}
+
+/// `offset + length`, refused past the largest file offset (the last page
+/// index must fit the file-block arithmetic).
+fn checked_end(offset: u64, length: u64) -> FileResult<u64> {
+    const MAX_FILE_BYTES: u64 = 1 << 60;
+    offset
+        .checked_add(length)
+        .filter(|&end| end <= MAX_FILE_BYTES)
+        .ok_or(FileError::TooLarge { offset, length })
+}
+
+fn now() -> Timestamp {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp {
+        seconds: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+        nanoseconds: since.subsec_nanos(),
+    }
+}
+
+/// The device's errno in an error word (EIO when it does not fit one).
+fn device_errno(error: &DeviceError) -> Errno {
+    Errno::new(error.errno().0).unwrap_or(Errno::EIO)
+}
+
+fn journal_errno(error: &JournalError) -> Errno {
+    error.device_error().map_or(Errno::EIO, device_errno)
+}
+
+fn btree_errno(error: &BtreeError) -> Errno {
+    match error {
+        BtreeError::NoSpace { .. } => Errno::ENOSPC,
+        _ => Errno::EIO,
+    }
+}
+
+fn rmap_errno(error: &RmapError) -> Errno {
+    match error {
+        RmapError::Btree(error) => btree_errno(error),
+        _ => Errno::EIO,
+    }
+}
