@@ -25,6 +25,18 @@
 //!   inode's size, mtime and ctime. The journal is flushed up to that
 //!   transaction, the old blocks are freed at its seq (reused only once it
 //!   is durable), and the pages are marked clean.
+//! * [`Files::truncate`] sets the size. Shrinking drops the cached pages
+//!   wholly past the new size (dirty ones too: their data is cut off) and
+//!   zeroes the tail of a partial last page (in the cache, marked dirty
+//!   when that changed it, so the block on disk gets the zeros at the next
+//!   writeback and a later grow reads zeros there). Then one transaction
+//!   deletes the extents past the new end and trims the one across it (a
+//!   shorter extent value under the same key, with fewer checksums), with
+//!   their rmap records removed and re-inserted to match, and sets the
+//!   size, mtime and ctime; the released blocks are freed at its seq.
+//!   Growing is the same transaction with nothing to cut: a hole that
+//!   reads as zeros. Truncate does not flush the journal (like Linux, it is
+//!   not a durability point).
 //! * [`Files::fsync`] = writeback of the inode, then
 //!   [`ErrSeq::check_and_advance`] on the inode's word with the handle's
 //!   cursor. [`Files::syncfs`] = writeback of every inode, a journal flush,
@@ -83,8 +95,9 @@
 //! operation, writeback included (device I/O happens under it). Clean pages
 //! stay cached (no eviction yet), inode state is kept for the life of the
 //! [`Files`], and there is no background writeback thread ([`Files::writeback_all`]
-//! is what one would call). Truncate, unlink of open files, and the
-//! serialisation of the inode-record update with concurrent [`Namespace`]
+//! is what one would call). Unlink of open files (there is no orphan list:
+//! the last unlink frees the data, and a later writeback through a handle
+//! still open fails with `EIO`; see [`Namespace`]), and the serialisation of the inode-record update with concurrent [`Namespace`]
 //! attribute changes of the same inode are not handled yet. Only 4 KiB
 //! filesystem blocks are supported.
 //!
@@ -183,6 +196,9 @@ pub enum FileError {
     /// The journal failed.
     #[error("journal: {0}")]
     Journal(#[from] JournalError),
+    /// An rmap record is malformed or its tree failed.
+    #[error("rmap: {0}")]
+    Rmap(#[from] RmapError),
     /// A writeback error reported to this handle (fsync, syncfs), or found
     /// by a monitor.
     #[error("writeback error: {0}")]
@@ -203,6 +219,8 @@ impl FileError {
             FileError::Corrupt(_) => libc::EIO,
             FileError::Btree(_) => libc::EIO,
             FileError::Journal(_) => libc::EIO,
+            FileError::Rmap(RmapError::Btree(BtreeError::NoSpace { .. })) => libc::ENOSPC,
+            FileError::Rmap(_) => libc::EIO,
             FileError::Writeback(errno) => errno.get(),
         }
     }
@@ -408,6 +426,112 @@ impl<'a> Files<'a> {
         state.size = state.size.max(end);
         state.mtime = Some(now());
         Ok(bytes.len())
+    }
+
+    /// Sets the size of regular file `ino` to `size` (see the module
+    /// comment): a shrink drops the cached pages and the extents past the
+    /// end and frees their blocks; a grow leaves a hole. The mtime and ctime
+    /// become now. One transaction.
+    pub fn truncate(&self, ino: u64, size: u64) -> FileResult<()> {
+        checked_end(size, 0)?;
+        let mut inodes = self.lock();
+        let state = self.state(&mut inodes, ino)?;
+        // First file block wholly past the new end.
+        let keep_blocks = size.div_ceil(PAGE);
+        let shrink = size < state.size;
+        let mut tail: Option<(u64, Page)> = None;
+        let within = (size % PAGE) as usize;
+        if shrink && within != 0 {
+            let index = size / PAGE;
+            let (mut page, was_dirty) = match state.pages.load(index) {
+                Some(cached) => (cached.to_vec(), state.pages.is_marked(index, Mark::Dirty)),
+                None => (self.read_block_from_disk(ino, index)?, false),
+            };
+            if was_dirty || page[within..].iter().any(|&byte| byte != 0) {
+                page[within..].fill(0);
+                tail = Some((index, page.into()));
+            }
+        }
+        let (seq, freed) = self.commit_truncate(ino, size, keep_blocks, now())?;
+        // Committed: now the cache follows.
+        if shrink {
+            let gone: Vec<u64> = state
+                .pages
+                .iter_from(keep_blocks)
+                .map(|(span, _)| span.index())
+                .collect();
+            for index in gone {
+                // Only order-0 entries exist and nothing locks them.
+                let _ = state.pages.erase(index);
+                state.failed.remove(&index);
+            }
+            if let Some((index, page)) = tail {
+                if let Err(refused) = state.pages.store(index, 0, page) {
+                    unreachable!("page cache refused an order-0 store: {:?}", refused.error);
+                }
+                state.pages.set_mark(index, Mark::Dirty);
+                state.failed.remove(&index);
+            }
+        }
+        state.size = size;
+        if let Some(seq) = seq {
+            for run in freed {
+                // A refused free means the block was already free: the
+                // allocator keeps it out of use and counts it.
+                let _ = self.metadata.allocator.free_data(run, seq);
+            }
+        }
+        Ok(())
+    }
+
+    /// The truncate transaction: extents from file block `keep_blocks` on
+    /// cut off (rmap records to match), size and times set. Returns the seq
+    /// and the blocks released.
+    fn commit_truncate(
+        &self,
+        ino: u64,
+        size: u64,
+        keep_blocks: u64,
+        time: Timestamp,
+    ) -> FileResult<(Option<u64>, Vec<BlockRun>)> {
+        let before = self.extents_overlapping(ino, keep_blocks, u64::MAX)?;
+        let mut after = before.clone();
+        let mut freed = Vec::new();
+        punch(&mut after, keep_blocks, u64::MAX, &mut freed);
+        let mut transaction = self.metadata.trees.transaction();
+        let mut record = match transaction.get(TreeId::Inodes, &inode_key(ino))? {
+            Some(value) => InodeRecord::decode(&value)?,
+            None => return Err(FileError::NotFound { ino }),
+        };
+        for (offset, extent) in &before {
+            let key = ExtentKey {
+                ino,
+                offset: *offset,
+            }
+            .encode();
+            rmap::remove(&mut transaction, extent.physical)?;
+            match after.get(offset) {
+                None => transaction.delete(TreeId::Extents, &key)?,
+                Some(trimmed) => {
+                    transaction.put(TreeId::Extents, &key, &trimmed.encode())?;
+                    let reverse = RmapRecord {
+                        start: trimmed.physical,
+                        blocks: u64::from(trimmed.blocks()),
+                        owner: Owner::FileData {
+                            ino,
+                            file_offset_blocks: *offset,
+                        },
+                    };
+                    rmap::insert(&mut transaction, &reverse)?;
+                }
+            }
+        }
+        record.size = size;
+        record.mtime = time;
+        record.ctime = time;
+        transaction.put(TreeId::Inodes, &inode_key(ino), &record.encode())?;
+        let seq = transaction.commit()?;
+        Ok((seq, freed))
     }
 
     /// Reads up to `length` bytes at `offset`; short at the end of the file.

@@ -1,5 +1,7 @@
 //! The namespace operations: lookup, create (mknod, mkdir, symlink), link,
-//! unlink, rmdir, rename and readdir, keyed by inode number.
+//! unlink, rmdir, rename, readdir and setattr (mode, owner, times), keyed by
+//! inode number. Size changes are [`Files::truncate`]: the page cache lives
+//! there.
 //!
 //! Every mutating operation is exactly one b-tree [`Transaction`]: it reads
 //! what it needs through the transaction (which sees its own writes),
@@ -12,8 +14,20 @@
 //! Invariants kept (the ones fsck checks):
 //!
 //! * a non-directory's `nlink` is the number of entries naming it; when the
-//!   last one goes, the inode record goes with it (there is no orphan list
-//!   for files still open yet, and no data extents to free yet);
+//!   last one goes (unlink, or rename over it), the inode record goes with
+//!   it, and in the same transaction its extents and their rmap records are
+//!   deleted. The blocks are freed after the commit at its seq (reused only
+//!   once it is durable), through the allocator given to
+//!   [`Namespace::with_allocator`]; a [`Namespace::new`] without one cannot
+//!   free them, so they stay allocated and unowned (fsck reports them) —
+//!   use it only where no file has data;
+//! * there is **no orphan list**: the last unlink frees the data even when
+//!   a [`Files`] handle still has the inode open. Such a handle keeps its
+//!   cached pages (reads of them still work, uncached blocks read as
+//!   zeros), and its next writeback fails with `EIO` because the inode
+//!   record is gone (nothing is written to the freed blocks' extents:
+//!   writeback is copy-on-write into newly allocated blocks, which are
+//!   freed again on that failure);
 //! * a directory's `nlink` is 2 plus its subdirectories, and exactly one
 //!   entry names it (the root none); `.` and `..` are never stored — the
 //!   FUSE layer synthesises them;
@@ -34,6 +48,9 @@
 //!   its own subtree.
 //! * `b'S' | ino u64 BE` → the symlink's target bytes (at most the b-tree
 //!   value limit; the inode's size is the target's length).
+//!
+//! [`Files`]: super::Files
+//! [`Files::truncate`]: super::Files::truncate
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -41,10 +58,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
 use super::record::{
-    inode_key, name_hash, valid_name, Dirent, DirentKey, FileType, InodeRecord, RecordError,
-    Timestamp, MAX_NAME_BYTES, ROOT_INO,
+    inode_key, name_hash, valid_name, Dirent, DirentKey, Extent, ExtentKey, FileType, InodeRecord,
+    RecordError, Timestamp, MAX_NAME_BYTES, ROOT_INO,
 };
+use crate::alloc::{Allocator, Extent as BlockRun};
 use crate::btree::{BtreeError, Btrees, Transaction, TreeId};
+use crate::rmap::{self, RmapError};
 
 const COUNTERS_KEY: &[u8] = b"namespace-counters";
 const PARENT_PREFIX: u8 = b'P';
@@ -170,10 +189,45 @@ pub struct RenameFlags {
     pub exchange: bool,
 }
 
+/// How [`Namespace::setattr`] sets a timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetTime {
+    /// The current time (`UTIME_NOW`).
+    Now,
+    /// This time.
+    At(Timestamp),
+}
+
+/// The attributes [`Namespace::setattr`] changes; `None` leaves one as it
+/// is. The ctime is always set to now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SetAttr {
+    /// New permission bits (`0o7777` of it); the type bits are kept.
+    pub mode: Option<u32>,
+    /// New owner.
+    pub uid: Option<u32>,
+    /// New group.
+    pub gid: Option<u32>,
+    /// New access time.
+    pub atime: Option<SetTime>,
+    /// New modification time.
+    pub mtime: Option<SetTime>,
+}
+
 /// The namespace operations on a filesystem's b-trees.
 pub struct Namespace<'a> {
     trees: &'a Btrees,
+    allocator: Option<&'a Allocator>,
     writer: Mutex<()>,
+}
+
+impl std::fmt::Debug for Namespace<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Namespace")
+            .field("frees_data", &self.allocator.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 fn now() -> Timestamp {
@@ -360,14 +414,67 @@ fn is_empty_directory(transaction: &Transaction<'_>, dir: u64) -> NamespaceResul
     Ok(entries.is_empty())
 }
 
+fn rmap_error(error: RmapError) -> NamespaceError {
+    match error {
+        RmapError::Btree(error) => NamespaceError::from(error),
+        other => NamespaceError::Corrupt(format!("rmap: {other}")),
+    }
+}
+
+/// Deletes every extent of `ino` and its rmap record; collects the blocks
+/// they held into `freed`.
+fn delete_extents(
+    transaction: &mut Transaction<'_>,
+    ino: u64,
+    freed: &mut Vec<BlockRun>,
+) -> NamespaceResult<()> {
+    const BATCH: usize = 1024;
+    let start = ExtentKey { ino, offset: 0 }.encode();
+    let end = ino.checked_add(1).map(|next| {
+        ExtentKey {
+            ino: next,
+            offset: 0,
+        }
+        .encode()
+    });
+    loop {
+        // The transaction sees its own deletes: each scan starts over.
+        let batch = transaction.scan(
+            TreeId::Extents,
+            &start,
+            end.as_ref().map(|end| &end[..]),
+            BATCH,
+        )?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        for (key, value) in batch {
+            let extent = Extent::decode(&value)
+                .map_err(|error| corrupt(format!("inode {ino} extent"), error))?;
+            transaction.delete(TreeId::Extents, &key)?;
+            rmap::remove(transaction, extent.physical).map_err(rmap_error)?;
+            freed.push(BlockRun::new(extent.physical, u64::from(extent.blocks())));
+        }
+    }
+}
+
 /// Drops one link to `ino` (an entry naming it is going). A directory's
 /// only link is its entry: the inode and its parent record go. A
-/// non-directory goes with its last link.
-fn drop_link(transaction: &mut Transaction<'_>, ino: u64, time: Timestamp) -> NamespaceResult<()> {
+/// non-directory goes with its last link, and its extents (collected into
+/// `freed`) with it.
+fn drop_link(
+    transaction: &mut Transaction<'_>,
+    ino: u64,
+    time: Timestamp,
+    freed: &mut Vec<BlockRun>,
+) -> NamespaceResult<()> {
     let mut record = require_inode(transaction, ino)?;
     let kind = record.file_type();
     if kind == FileType::Directory || record.nlink <= 1 {
         transaction.delete(TreeId::Inodes, &inode_key(ino))?;
+        if kind != FileType::Directory {
+            delete_extents(transaction, ino, freed)?;
+        }
         if kind == FileType::Directory {
             transaction.delete(TreeId::Meta, &prefixed_key(PARENT_PREFIX, ino))?;
         }
@@ -393,12 +500,83 @@ struct NewInode<'t> {
 }
 
 impl<'a> Namespace<'a> {
-    /// The namespace kept in `trees`.
+    /// The namespace kept in `trees`, with no allocator: the data blocks of
+    /// a file whose last link goes are unreferenced but not freed (see the
+    /// module comment). Use [`Namespace::with_allocator`] on a filesystem
+    /// with file data.
     pub fn new(trees: &'a Btrees) -> Namespace<'a> {
         Namespace {
             trees,
+            allocator: None,
             writer: Mutex::new(()),
         }
+    }
+
+    /// The namespace kept in `trees`, freeing the data blocks of removed
+    /// files to `allocator` (the allocator of the region the data is in).
+    pub fn with_allocator(trees: &'a Btrees, allocator: &'a Allocator) -> Namespace<'a> {
+        Namespace {
+            trees,
+            allocator: Some(allocator),
+            writer: Mutex::new(()),
+        }
+    }
+
+    /// Commits `transaction`, then frees `freed` at its seq.
+    fn commit_freeing(
+        &self,
+        transaction: Transaction<'_>,
+        freed: Vec<BlockRun>,
+    ) -> NamespaceResult<()> {
+        let seq = transaction.commit()?;
+        if let (Some(allocator), Some(seq)) = (self.allocator, seq) {
+            for run in freed {
+                // A refused free means the block was already free: the
+                // allocator keeps it out of use and counts it.
+                let _ = allocator.free_data(run, seq);
+            }
+        }
+        Ok(())
+    }
+
+    /// Changes inode `ino`'s permission bits, owner, group, atime and mtime
+    /// as `changes` says, and sets its ctime to now; returns the new
+    /// attributes. One transaction.
+    pub fn setattr(&self, ino: u64, changes: &SetAttr) -> NamespaceResult<InodeRecord> {
+        for time in [changes.atime, changes.mtime].into_iter().flatten() {
+            if let SetTime::At(time) = time {
+                if time.nanoseconds >= 1_000_000_000 {
+                    return Err(NamespaceError::Invalid("nanoseconds of a timestamp"));
+                }
+            }
+        }
+        let _writer = self.lock();
+        let mut transaction = self.trees.transaction();
+        let mut record = require_inode(&transaction, ino)?;
+        let time = now();
+        let resolve = |set: SetTime| match set {
+            SetTime::Now => time,
+            SetTime::At(at) => at,
+        };
+        if let Some(mode) = changes.mode {
+            record.mode = (record.mode & !0o7777) | (mode & 0o7777);
+        }
+        if let Some(uid) = changes.uid {
+            record.uid = uid;
+        }
+        if let Some(gid) = changes.gid {
+            record.gid = gid;
+        }
+        if let Some(atime) = changes.atime {
+            record.atime = resolve(atime);
+        }
+        if let Some(mtime) = changes.mtime {
+            record.mtime = resolve(mtime);
+        }
+        record.ctime = time;
+        write_inode(&mut transaction, ino, &record)?;
+        transaction.commit()?;
+        Ok(record)
     }
 
     fn lock(&self) -> MutexGuard<'_, ()> {
@@ -671,11 +849,11 @@ impl<'a> Namespace<'a> {
             return Err(NamespaceError::IsADirectory);
         }
         let time = now();
+        let mut freed = Vec::new();
         transaction.delete(TreeId::Dirents, &key.encode())?;
-        drop_link(&mut transaction, dirent.child, time)?;
+        drop_link(&mut transaction, dirent.child, time, &mut freed)?;
         touch_directory(&mut transaction, parent, 0, time)?;
-        transaction.commit()?;
-        Ok(())
+        self.commit_freeing(transaction, freed)
     }
 
     /// Removes the empty directory `name` from `parent`.
@@ -695,7 +873,7 @@ impl<'a> Namespace<'a> {
         }
         let time = now();
         transaction.delete(TreeId::Dirents, &key.encode())?;
-        drop_link(&mut transaction, dirent.child, time)?;
+        drop_link(&mut transaction, dirent.child, time, &mut Vec::new())?;
         touch_directory(&mut transaction, parent, -1, time)?;
         transaction.commit()?;
         Ok(())
@@ -731,6 +909,7 @@ impl<'a> Namespace<'a> {
             ));
         }
         let time = now();
+        let mut freed = Vec::new();
 
         if flags.exchange {
             let (target_key, target) = target_probe.found.ok_or(NamespaceError::NotFound)?;
@@ -805,7 +984,7 @@ impl<'a> Namespace<'a> {
                     }
                     touch_directory(&mut transaction, new_parent, -1, time)?;
                 }
-                drop_link(&mut transaction, target.child, time)?;
+                drop_link(&mut transaction, target.child, time, &mut freed)?;
                 target_key
             }
             None => target_probe.free.ok_or_else(|| {
@@ -834,8 +1013,7 @@ impl<'a> Namespace<'a> {
             record.ctime = time;
             Ok(())
         })?;
-        transaction.commit()?;
-        Ok(())
+        self.commit_freeing(transaction, freed)
     }
 
     /// Up to `limit` entries of directory `dir` in key order, starting
