@@ -3,16 +3,18 @@
 //! error reporting after failed writeback (xfstests generic/441, 484, 487),
 //! all over a fault-injecting device.
 
+mod common;
+
 use std::sync::Arc;
 
-use vigilfs::btree::TreeId;
+use common::extents;
 use vigilfs::device::{
     BlockDevice, Errno, FaultDevice, FaultPlan, FaultRule, IoClass, MemoryDevice, Operations,
     RuleId, SectorSize,
 };
 use vigilfs::format::Superblock;
 use vigilfs::fsck::fsck;
-use vigilfs::inode::{Extent, ExtentKey, FileError, Files, Namespace, PAGE_BYTES, ROOT_INO};
+use vigilfs::inode::{FileError, Files, Namespace, PAGE_BYTES, ROOT_INO};
 use vigilfs::metadata::Metadata;
 use vigilfs::mkfs::{make_filesystem, MkfsOptions};
 
@@ -69,27 +71,6 @@ fn create(metadata: &Metadata, name: &[u8]) -> u64 {
         .create(ROOT_INO, name, 0o644, 0, 0)
         .expect("create")
         .0
-}
-
-fn extents(metadata: &Metadata, ino: u64) -> Vec<(u64, Extent)> {
-    let start = ExtentKey { ino, offset: 0 }.encode();
-    let end = ExtentKey {
-        ino: ino + 1,
-        offset: 0,
-    }
-    .encode();
-    metadata
-        .trees
-        .scan(TreeId::Extents, &start, Some(&end), usize::MAX)
-        .expect("scan")
-        .into_iter()
-        .map(|(key, value)| {
-            (
-                ExtentKey::decode(&key).unwrap().offset,
-                Extent::decode(&value).unwrap(),
-            )
-        })
-        .collect()
 }
 
 fn pattern(length: usize, seed: u8) -> Vec<u8> {

@@ -2,15 +2,16 @@
 //! file's data, and setattr, each checked against a model and ending with a
 //! clean fsck; one remount.
 
+mod common;
+
 use std::sync::Arc;
 
-use vigilfs::btree::TreeId;
+use common::extents;
 use vigilfs::device::{BlockDevice, MemoryDevice, SectorSize};
 use vigilfs::format::Superblock;
 use vigilfs::fsck::fsck;
 use vigilfs::inode::{
-    Extent, ExtentKey, FileType, Files, Namespace, RenameFlags, SetAttr, SetTime, Timestamp,
-    PAGE_BYTES, ROOT_INO,
+    FileType, Files, Namespace, RenameFlags, SetAttr, SetTime, Timestamp, PAGE_BYTES, ROOT_INO,
 };
 use vigilfs::metadata::Metadata;
 use vigilfs::mkfs::{make_filesystem, MkfsOptions};
@@ -60,27 +61,6 @@ fn create(metadata: &Metadata, name: &[u8]) -> u64 {
         .create(ROOT_INO, name, 0o644, 0, 0)
         .expect("create")
         .0
-}
-
-fn extents(metadata: &Metadata, ino: u64) -> Vec<(u64, Extent)> {
-    let start = ExtentKey { ino, offset: 0 }.encode();
-    let end = ExtentKey {
-        ino: ino + 1,
-        offset: 0,
-    }
-    .encode();
-    metadata
-        .trees
-        .scan(TreeId::Extents, &start, Some(&end), usize::MAX)
-        .expect("scan")
-        .into_iter()
-        .map(|(key, value)| {
-            (
-                ExtentKey::decode(&key).unwrap().offset,
-                Extent::decode(&value).unwrap(),
-            )
-        })
-        .collect()
 }
 
 /// The rmap records owned by `ino`'s data: (start, blocks, file offset).

@@ -429,14 +429,7 @@ fn delete_extents(
     freed: &mut Vec<BlockRun>,
 ) -> NamespaceResult<()> {
     const BATCH: usize = 1024;
-    let start = ExtentKey { ino, offset: 0 }.encode();
-    let end = ino.checked_add(1).map(|next| {
-        ExtentKey {
-            ino: next,
-            offset: 0,
-        }
-        .encode()
-    });
+    let (start, end) = ExtentKey::file_range(ino);
     loop {
         // The transaction sees its own deletes: each scan starts over.
         let batch = transaction.scan(

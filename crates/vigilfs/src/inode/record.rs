@@ -396,6 +396,19 @@ impl ExtentKey {
         key
     }
 
+    /// The range of keys holding `ino`'s extents: `(start, end)`.
+    pub fn file_range(ino: u64) -> ([u8; 16], Option<[u8; 16]>) {
+        let start = ExtentKey { ino, offset: 0 }.encode();
+        let end = ino.checked_add(1).map(|next| {
+            ExtentKey {
+                ino: next,
+                offset: 0,
+            }
+            .encode()
+        });
+        (start, end)
+    }
+
     /// Decodes key bytes.
     pub fn decode(key: &[u8]) -> Result<ExtentKey, RecordError> {
         exact_length("extent", "key", key, 16)?;
