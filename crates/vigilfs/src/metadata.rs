@@ -8,7 +8,7 @@
 //! replay before the trees recover from it, and the allocator must be the
 //! trees' node allocator so that free space and the reverse map agree.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use thiserror::Error;
 
@@ -39,6 +39,9 @@ pub struct Metadata {
     pub trees: Btrees,
     /// What journal replay found.
     pub recovery: RecoveryReport,
+    /// Serialises read-modify-commit transactions on inode records (see
+    /// [`Metadata::lock_records`]).
+    record_writer: Mutex<()>,
 }
 
 impl Metadata {
@@ -66,7 +69,20 @@ impl Metadata {
             allocator,
             trees,
             recovery: replay.report,
+            record_writer: Mutex::new(()),
         })
+    }
+
+    /// The lock every read-modify-commit transaction on inode, entry and
+    /// extent records holds from its first read to its commit: b-tree
+    /// transactions do not detect conflicts, and the namespace and the data
+    /// path both rewrite inode records.
+    pub fn lock_records(&self) -> MutexGuard<'_, ()> {
+        // The guarded state is the b-trees, which a panic inside a
+        // transaction leaves uncommitted, not half-changed.
+        self.record_writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Opens with the superblock's own journal and default b-tree options.

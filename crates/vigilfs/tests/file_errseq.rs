@@ -40,12 +40,14 @@ impl Fixture {
         }
     }
 
-    fn mount(&self) -> Metadata {
-        Metadata::open_default(self.device.clone(), &self.superblock).expect("open metadata")
+    fn mount(&self) -> Arc<Metadata> {
+        Arc::new(
+            Metadata::open_default(self.device.clone(), &self.superblock).expect("open metadata"),
+        )
     }
 
-    fn files<'a>(&self, metadata: &'a Metadata) -> Files<'a> {
-        Files::new(self.device.clone(), &self.superblock, metadata).expect("files")
+    fn files(&self, metadata: &Arc<Metadata>) -> Files {
+        Files::new(self.device.clone(), &self.superblock, metadata.clone()).expect("files")
     }
 
     fn fail_data_writes(&self) -> RuleId {
@@ -66,8 +68,8 @@ impl Fixture {
     }
 }
 
-fn create(metadata: &Metadata, name: &[u8]) -> u64 {
-    Namespace::new(&metadata.trees)
+fn create(metadata: &Arc<Metadata>, name: &[u8]) -> u64 {
+    Namespace::new(metadata.clone())
         .create(ROOT_INO, name, 0o644, 0, 0)
         .expect("create")
         .0
@@ -142,7 +144,7 @@ fn write_fsync_read_overwrite_and_remount() {
     let handle = files.open(ino).unwrap();
     assert_eq!(files.size(&handle).unwrap(), expected.len() as u64);
     assert_eq!(files.read(&handle, 0, 1 << 20).unwrap(), expected);
-    let record = Namespace::new(&metadata.trees).getattr(ino).unwrap();
+    let record = Namespace::new(metadata.clone()).getattr(ino).unwrap();
     assert_eq!(record.size, expected.len() as u64);
     // A hole: write far away, the gap reads as zeros.
     let mut handle = handle;
@@ -473,6 +475,6 @@ fn random_writes_match_a_model_across_remount() {
 #[test]
 fn files_can_be_shared_between_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
-    assert_send_sync::<Files<'static>>();
+    assert_send_sync::<Files>();
     assert_send_sync::<vigilfs::inode::Handle>();
 }

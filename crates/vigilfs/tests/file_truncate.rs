@@ -32,12 +32,14 @@ impl Fixture {
         Fixture { device, superblock }
     }
 
-    fn mount(&self) -> Metadata {
-        Metadata::open_default(self.device.clone(), &self.superblock).expect("open metadata")
+    fn mount(&self) -> Arc<Metadata> {
+        Arc::new(
+            Metadata::open_default(self.device.clone(), &self.superblock).expect("open metadata"),
+        )
     }
 
-    fn files<'a>(&self, metadata: &'a Metadata) -> Files<'a> {
-        Files::new(self.device.clone(), &self.superblock, metadata).expect("files")
+    fn files(&self, metadata: &Arc<Metadata>) -> Files {
+        Files::new(self.device.clone(), &self.superblock, metadata.clone()).expect("files")
     }
 
     fn assert_fsck_clean(&self, metadata: &Metadata) {
@@ -52,11 +54,11 @@ fn durable(metadata: &Metadata) {
     metadata.journal.flush().expect("flush");
 }
 
-fn namespace(metadata: &Metadata) -> Namespace<'_> {
-    Namespace::with_allocator(&metadata.trees, &metadata.allocator)
+fn namespace(metadata: &Arc<Metadata>) -> Namespace {
+    Namespace::new(metadata.clone())
 }
 
-fn create(metadata: &Metadata, name: &[u8]) -> u64 {
+fn create(metadata: &Arc<Metadata>, name: &[u8]) -> u64 {
     namespace(metadata)
         .create(ROOT_INO, name, 0o644, 0, 0)
         .expect("create")
@@ -96,7 +98,7 @@ fn pattern(length: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-fn assert_reads(files: &Files<'_>, ino: u64, model: &[u8]) {
+fn assert_reads(files: &Files, ino: u64, model: &[u8]) {
     let handle = files.open(ino).unwrap();
     assert_eq!(files.size(&handle).unwrap(), model.len() as u64);
     assert_eq!(

@@ -15,10 +15,10 @@ use vigilfs::mkfs::{make_filesystem, MkfsOptions};
 
 const ROOT: u64 = ROOT_INO;
 
-fn fresh() -> (Arc<dyn BlockDevice>, Superblock, Metadata) {
+fn fresh() -> (Arc<dyn BlockDevice>, Superblock, Arc<Metadata>) {
     let device: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new(32 << 20, SectorSize::Bytes512));
     let superblock = make_filesystem(device.clone(), &MkfsOptions::default()).expect("mkfs");
-    let metadata = Metadata::open_default(device.clone(), &superblock).expect("open");
+    let metadata = Arc::new(Metadata::open_default(device.clone(), &superblock).expect("open"));
     (device, superblock, metadata)
 }
 
@@ -34,7 +34,7 @@ fn errno<T: std::fmt::Debug>(result: Result<T, NamespaceError>) -> i32 {
     result.expect_err("expected an error").errno()
 }
 
-fn names(namespace: &Namespace<'_>, dir: u64) -> Vec<(Vec<u8>, u64, FileType)> {
+fn names(namespace: &Namespace, dir: u64) -> Vec<(Vec<u8>, u64, FileType)> {
     let mut listed: Vec<_> = namespace
         .readdir(dir, None, usize::MAX)
         .unwrap()
@@ -48,7 +48,7 @@ fn names(namespace: &Namespace<'_>, dir: u64) -> Vec<(Vec<u8>, u64, FileType)> {
 #[test]
 fn create_makes_a_file_that_lookup_and_getattr_find() {
     let (device, _, metadata) = fresh();
-    let namespace = Namespace::new(&metadata.trees);
+    let namespace = Namespace::new(metadata.clone());
     let root_before = namespace.getattr(ROOT).unwrap();
     let (ino, record) = namespace.create(ROOT, b"file", 0o640, 1000, 100).unwrap();
     assert_eq!(ino, ROOT + 1);
@@ -71,7 +71,7 @@ fn create_makes_a_file_that_lookup_and_getattr_find() {
 #[test]
 fn create_of_an_existing_name_is_eexist_and_changes_nothing() {
     let (_, _, metadata) = fresh();
-    let namespace = Namespace::new(&metadata.trees);
+    let namespace = Namespace::new(metadata.clone());
     namespace.create(ROOT, b"a", 0o644, 0, 0).unwrap();
     let counters = namespace.counters().unwrap();
     assert_eq!(
@@ -88,7 +88,7 @@ fn create_of_an_existing_name_is_eexist_and_changes_nothing() {
 #[test]
 fn lookup_of_a_missing_name_is_none_and_bad_parents_are_errors() {
     let (_, _, metadata) = fresh();
-    let namespace = Namespace::new(&metadata.trees);
+    let namespace = Namespace::new(metadata.clone());
     assert!(namespace.lookup(ROOT, b"nothing").unwrap().is_none());
     assert_eq!(errno(namespace.lookup(999, b"x")), libc::ENOENT);
     let (file, _) = namespace.create(ROOT, b"f", 0o644, 0, 0).unwrap();
@@ -103,7 +103,7 @@ fn lookup_of_a_missing_name_is_none_and_bad_parents_are_errors() {
 #[test]
 fn invalid_names_are_einval_and_long_names_enametoolong() {
     let (_, _, metadata) = fresh();
-    let namespace = Namespace::new(&metadata.trees);
+    let namespace = Namespace::new(metadata.clone());
     for name in [&b""[..], b".", b"..", b"a/b", b"a\0b"] {
         assert_eq!(
             errno(namespace.create(ROOT, name, 0o644, 0, 0)),
@@ -124,7 +124,7 @@ fn invalid_names_are_einval_and_long_names_enametoolong() {
 #[test]
 fn mkdir_counts_the_subdirectory_in_the_parent_link_count() {
     let (device, _, metadata) = fresh();
-    let namespace = Namespace::new(&metadata.trees);
+    let namespace = Namespace::new(metadata.clone());
     let (dir, record) = namespace.mkdir(ROOT, b"d", 0o755, 0, 0).unwrap();
     assert_eq!(record.file_type(), FileType::Directory);
     assert_eq!(record.nlink, 2);
@@ -137,7 +137,7 @@ fn mkdir_counts_the_subdirectory_in_the_parent_link_count() {
 #[test]
 fn mknod_keeps_rdev_for_devices_only_and_refuses_directories() {
     let (device, _, metadata) = fresh();
-    let namespace = Namespace::new(&metadata.trees);
+    let namespace = Namespace::new(metadata.clone());
     let (_, char_device) = namespace
         .mknod(
             ROOT,
@@ -170,7 +170,7 @@ fn mknod_keeps_rdev_for_devices_only_and_refuses_directories() {
 #[test]
 fn symlink_target_reads_back_and_readlink_refuses_other_files() {
     let (device, _, metadata) = fresh();
-    let namespace = Namespace::new(&metadata.trees);
+    let namespace = Namespace::new(metadata.clone());
     let (link, record) = namespace
         .symlink(ROOT, b"l", b"../some/where", 5, 6)
         .unwrap();
@@ -195,7 +195,7 @@ fn symlink_target_reads_back_and_readlink_refuses_other_files() {
 #[test]
 fn link_adds_a_counted_name_but_not_to_directories() {
     let (device, _, metadata) = fresh();
-    let namespace = Namespace::new(&metadata.trees);
+    let namespace = Namespace::new(metadata.clone());
     let (file, _) = namespace.create(ROOT, b"f", 0o644, 0, 0).unwrap();
     let (dir, _) = namespace.mkdir(ROOT, b"d", 0o755, 0, 0).unwrap();
     let record = namespace.link(file, dir, b"g").unwrap();
@@ -211,7 +211,7 @@ fn link_adds_a_counted_name_but_not_to_directories() {
 #[test]
 fn unlink_removes_the_inode_with_its_last_link() {
     let (device, _, metadata) = fresh();
-    let namespace = Namespace::new(&metadata.trees);
+    let namespace = Namespace::new(metadata.clone());
     let (file, _) = namespace.create(ROOT, b"f", 0o644, 0, 0).unwrap();
     namespace.link(file, ROOT, b"g").unwrap();
     namespace.unlink(ROOT, b"f").unwrap();
@@ -228,7 +228,7 @@ fn unlink_removes_the_inode_with_its_last_link() {
 #[test]
 fn rmdir_removes_only_empty_directories() {
     let (device, _, metadata) = fresh();
-    let namespace = Namespace::new(&metadata.trees);
+    let namespace = Namespace::new(metadata.clone());
     let (dir, _) = namespace.mkdir(ROOT, b"d", 0o755, 0, 0).unwrap();
     namespace.create(dir, b"f", 0o644, 0, 0).unwrap();
     assert_eq!(errno(namespace.rmdir(ROOT, b"d")), libc::ENOTEMPTY);
@@ -245,7 +245,7 @@ fn rmdir_removes_only_empty_directories() {
 #[test]
 fn rename_moves_files_and_directories_between_directories() {
     let (device, _, metadata) = fresh();
-    let namespace = Namespace::new(&metadata.trees);
+    let namespace = Namespace::new(metadata.clone());
     let (a, _) = namespace.mkdir(ROOT, b"a", 0o755, 0, 0).unwrap();
     let (b, _) = namespace.mkdir(ROOT, b"b", 0o755, 0, 0).unwrap();
     let (file, _) = namespace.create(a, b"f", 0o644, 0, 0).unwrap();
@@ -273,7 +273,7 @@ fn rename_moves_files_and_directories_between_directories() {
 #[test]
 fn rename_replaces_files_and_empty_directories_of_the_same_kind() {
     let (device, _, metadata) = fresh();
-    let namespace = Namespace::new(&metadata.trees);
+    let namespace = Namespace::new(metadata.clone());
     let plain = RenameFlags::default();
     let (f, _) = namespace.create(ROOT, b"f", 0o644, 0, 0).unwrap();
     let (g, _) = namespace.create(ROOT, b"g", 0o644, 0, 0).unwrap();
@@ -314,7 +314,7 @@ fn rename_replaces_files_and_empty_directories_of_the_same_kind() {
 #[test]
 fn rename_noreplace_refuses_an_existing_target() {
     let (device, _, metadata) = fresh();
-    let namespace = Namespace::new(&metadata.trees);
+    let namespace = Namespace::new(metadata.clone());
     let noreplace = RenameFlags {
         noreplace: true,
         ..RenameFlags::default()
@@ -340,7 +340,7 @@ fn rename_noreplace_refuses_an_existing_target() {
 #[test]
 fn rename_exchange_swaps_two_existing_names() {
     let (device, _, metadata) = fresh();
-    let namespace = Namespace::new(&metadata.trees);
+    let namespace = Namespace::new(metadata.clone());
     let exchange = RenameFlags {
         exchange: true,
         ..RenameFlags::default()
@@ -371,7 +371,7 @@ fn rename_exchange_swaps_two_existing_names() {
 #[test]
 fn rename_of_a_directory_into_its_own_subtree_is_einval() {
     let (device, _, metadata) = fresh();
-    let namespace = Namespace::new(&metadata.trees);
+    let namespace = Namespace::new(metadata.clone());
     let plain = RenameFlags::default();
     let (a, _) = namespace.mkdir(ROOT, b"a", 0o755, 0, 0).unwrap();
     let (b, _) = namespace.mkdir(a, b"b", 0o755, 0, 0).unwrap();
@@ -397,7 +397,7 @@ fn rename_of_a_directory_into_its_own_subtree_is_einval() {
 #[test]
 fn readdir_pages_through_entries_in_stable_key_order() {
     let (_, _, metadata) = fresh();
-    let namespace = Namespace::new(&metadata.trees);
+    let namespace = Namespace::new(metadata.clone());
     for index in 0..50u32 {
         namespace
             .create(ROOT, format!("file{index}").as_bytes(), 0o644, 0, 0)
@@ -425,7 +425,7 @@ fn readdir_pages_through_entries_in_stable_key_order() {
 fn remount_keeps_names_and_the_inode_counter() {
     let (device, superblock, metadata) = fresh();
     let (dir, file, counters) = {
-        let namespace = Namespace::new(&metadata.trees);
+        let namespace = Namespace::new(metadata.clone());
         let (dir, _) = namespace.mkdir(ROOT, b"d", 0o755, 0, 0).unwrap();
         let (file, _) = namespace.create(dir, b"f", 0o644, 0, 0).unwrap();
         namespace.symlink(dir, b"l", b"f", 0, 0).unwrap();
@@ -437,8 +437,8 @@ fn remount_keeps_names_and_the_inode_counter() {
     metadata.journal.flush().unwrap();
     drop(metadata);
 
-    let metadata = Metadata::open_default(device.clone(), &superblock).unwrap();
-    let namespace = Namespace::new(&metadata.trees);
+    let metadata = Arc::new(Metadata::open_default(device.clone(), &superblock).unwrap());
+    let namespace = Namespace::new(metadata.clone());
     assert_eq!(namespace.counters().unwrap(), counters);
     assert_eq!(namespace.lookup(ROOT, b"d").unwrap().unwrap().0, dir);
     assert_eq!(namespace.lookup(dir, b"f").unwrap().unwrap().0, file);
@@ -603,7 +603,7 @@ fn outcome<T>(result: Result<T, NamespaceError>) -> Result<T, i32> {
 
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let (device, _, metadata) = fresh();
-    let namespace = Namespace::new(&metadata.trees);
+    let namespace = Namespace::new(metadata.clone());
     let mut model = Model::default();
     model.dirs.insert(ROOT, BTreeMap::new());
     for op in ops {

@@ -276,14 +276,14 @@ struct InodeState {
 }
 
 /// The data path of one mounted filesystem. See the module comment.
-pub struct Files<'a> {
+pub struct Files {
     device: Arc<dyn BlockDevice>,
-    metadata: &'a Metadata,
+    metadata: Arc<Metadata>,
     fs_errseq: ErrSeq,
     inodes: Mutex<HashMap<u64, InodeState>>,
 }
 
-impl std::fmt::Debug for Files<'_> {
+impl std::fmt::Debug for Files {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
             .debug_struct("Files")
@@ -292,14 +292,14 @@ impl std::fmt::Debug for Files<'_> {
     }
 }
 
-impl<'a> Files<'a> {
+impl Files {
     /// The data path over `metadata`, writing data to `device` (the device
     /// the metadata lives on), for the filesystem `superblock` describes.
     pub fn new(
         device: Arc<dyn BlockDevice>,
         superblock: &Superblock,
-        metadata: &'a Metadata,
-    ) -> FileResult<Files<'a>> {
+        metadata: Arc<Metadata>,
+    ) -> FileResult<Files> {
         let block_size = superblock.layout.block_size;
         if block_size as usize != PAGE_BYTES {
             return Err(FileError::UnsupportedBlockSize { block_size });
@@ -498,6 +498,7 @@ impl<'a> Files<'a> {
         let mut after = before.clone();
         let mut freed = Vec::new();
         punch(&mut after, keep_blocks, u64::MAX, &mut freed);
+        let _records = self.metadata.lock_records();
         let mut transaction = self.metadata.trees.transaction();
         let mut record = match transaction.get(TreeId::Inodes, &inode_key(ino))? {
             Some(value) => InodeRecord::decode(&value)?,
@@ -786,6 +787,7 @@ impl<'a> Files<'a> {
             after.insert(*offset, extent.clone());
         }
         let trees = &self.metadata.trees;
+        let _records = self.metadata.lock_records();
         let mut transaction = trees.transaction();
         let mut record = match transaction.get(TreeId::Inodes, &inode_key(ino)) {
             Ok(Some(value)) => InodeRecord::decode(&value).map_err(|_| Errno::EIO)?,

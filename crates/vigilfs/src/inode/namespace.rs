@@ -6,9 +6,9 @@
 //! Every mutating operation is exactly one b-tree [`Transaction`]: it reads
 //! what it needs through the transaction (which sees its own writes),
 //! gathers every update and commits once, so a crash leaves all of it or
-//! none of it. Transactions do not detect conflicts, so the mutating
-//! operations of one [`Namespace`] are serialised by a mutex around their
-//! read-modify-commit; reads (lookup, getattr, readdir, readlink) take no
+//! none of it. Transactions do not detect conflicts, so every
+//! read-modify-commit of inode records (here and in [`Files`]) holds the
+//! metadata's record lock ([`Metadata::lock_records`]); reads (lookup, getattr, readdir, readlink) take no
 //! lock and see committed state.
 //!
 //! Invariants kept (the ones fsck checks):
@@ -17,10 +17,7 @@
 //!   last one goes (unlink, or rename over it), the inode record goes with
 //!   it, and in the same transaction its extents and their rmap records are
 //!   deleted. The blocks are freed after the commit at its seq (reused only
-//!   once it is durable), through the allocator given to
-//!   [`Namespace::with_allocator`]; a [`Namespace::new`] without one cannot
-//!   free them, so they stay allocated and unowned (fsck reports them) —
-//!   use it only where no file has data;
+//!   once it is durable);
 //! * there is **no orphan list**: the last unlink frees the data even when
 //!   a [`Files`] handle still has the inode open. Such a handle keeps its
 //!   cached pages (reads of them still work, uncached blocks read as
@@ -52,7 +49,7 @@
 //! [`Files`]: super::Files
 //! [`Files::truncate`]: super::Files::truncate
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
@@ -61,8 +58,9 @@ use super::record::{
     inode_key, name_hash, valid_name, Dirent, DirentKey, Extent, ExtentKey, FileType, InodeRecord,
     RecordError, Timestamp, MAX_NAME_BYTES, ROOT_INO,
 };
-use crate::alloc::{Allocator, Extent as BlockRun};
-use crate::btree::{BtreeError, Btrees, Transaction, TreeId};
+use crate::alloc::Extent as BlockRun;
+use crate::btree::{BtreeError, Transaction, TreeId};
+use crate::metadata::Metadata;
 use crate::rmap::{self, RmapError};
 
 const COUNTERS_KEY: &[u8] = b"namespace-counters";
@@ -215,18 +213,13 @@ pub struct SetAttr {
 }
 
 /// The namespace operations on a filesystem's b-trees.
-pub struct Namespace<'a> {
-    trees: &'a Btrees,
-    allocator: Option<&'a Allocator>,
-    writer: Mutex<()>,
+pub struct Namespace {
+    metadata: Arc<Metadata>,
 }
 
-impl std::fmt::Debug for Namespace<'_> {
+impl std::fmt::Debug for Namespace {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("Namespace")
-            .field("frees_data", &self.allocator.is_some())
-            .finish_non_exhaustive()
+        formatter.debug_struct("Namespace").finish_non_exhaustive()
     }
 }
 
@@ -492,27 +485,11 @@ struct NewInode<'t> {
     symlink_target: Option<&'t [u8]>,
 }
 
-impl<'a> Namespace<'a> {
-    /// The namespace kept in `trees`, with no allocator: the data blocks of
-    /// a file whose last link goes are unreferenced but not freed (see the
-    /// module comment). Use [`Namespace::with_allocator`] on a filesystem
-    /// with file data.
-    pub fn new(trees: &'a Btrees) -> Namespace<'a> {
-        Namespace {
-            trees,
-            allocator: None,
-            writer: Mutex::new(()),
-        }
-    }
-
-    /// The namespace kept in `trees`, freeing the data blocks of removed
-    /// files to `allocator` (the allocator of the region the data is in).
-    pub fn with_allocator(trees: &'a Btrees, allocator: &'a Allocator) -> Namespace<'a> {
-        Namespace {
-            trees,
-            allocator: Some(allocator),
-            writer: Mutex::new(()),
-        }
+impl Namespace {
+    /// The namespace kept in `metadata`'s b-trees; the data blocks of a
+    /// file whose last link goes are freed to its allocator.
+    pub fn new(metadata: Arc<Metadata>) -> Namespace {
+        Namespace { metadata }
     }
 
     /// Commits `transaction`, then frees `freed` at its seq.
@@ -522,11 +499,11 @@ impl<'a> Namespace<'a> {
         freed: Vec<BlockRun>,
     ) -> NamespaceResult<()> {
         let seq = transaction.commit()?;
-        if let (Some(allocator), Some(seq)) = (self.allocator, seq) {
+        if let Some(seq) = seq {
             for run in freed {
                 // A refused free means the block was already free: the
                 // allocator keeps it out of use and counts it.
-                let _ = allocator.free_data(run, seq);
+                let _ = self.metadata.allocator.free_data(run, seq);
             }
         }
         Ok(())
@@ -544,7 +521,7 @@ impl<'a> Namespace<'a> {
             }
         }
         let _writer = self.lock();
-        let mut transaction = self.trees.transaction();
+        let mut transaction = self.metadata.trees.transaction();
         let mut record = require_inode(&transaction, ino)?;
         let time = now();
         let resolve = |set: SetTime| match set {
@@ -573,18 +550,18 @@ impl<'a> Namespace<'a> {
     }
 
     fn lock(&self) -> MutexGuard<'_, ()> {
-        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+        self.metadata.lock_records()
     }
 
     /// The next inode number and generation the counters would give.
     pub fn counters(&self) -> NamespaceResult<(u64, u64)> {
-        read_counters(&self.trees.transaction())
+        read_counters(&self.metadata.trees.transaction())
     }
 
     /// The inode `name` in `parent` names, with its attributes.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> NamespaceResult<Option<(u64, InodeRecord)>> {
         check_name(name)?;
-        let transaction = self.trees.transaction();
+        let transaction = self.metadata.trees.transaction();
         require_directory(&transaction, parent)?;
         match probe(&transaction, parent, name)?.found {
             Some((_, dirent)) => {
@@ -602,7 +579,7 @@ impl<'a> Namespace<'a> {
 
     /// Inode `ino`'s attributes.
     pub fn getattr(&self, ino: u64) -> NamespaceResult<InodeRecord> {
-        require_inode(&self.trees.transaction(), ino)
+        require_inode(&self.metadata.trees.transaction(), ino)
     }
 
     /// Makes a regular file, fifo, socket or device node (`mode`'s type
@@ -699,7 +676,7 @@ impl<'a> Namespace<'a> {
         if target.is_empty() || target.contains(&0) {
             return Err(NamespaceError::Invalid("symlink target"));
         }
-        if target.len() > self.trees.limits().max_value {
+        if target.len() > self.metadata.trees.limits().max_value {
             return Err(NamespaceError::NameTooLong);
         }
         self.create_inode(
@@ -718,7 +695,7 @@ impl<'a> Namespace<'a> {
 
     /// A symlink's target.
     pub fn readlink(&self, ino: u64) -> NamespaceResult<Vec<u8>> {
-        let transaction = self.trees.transaction();
+        let transaction = self.metadata.trees.transaction();
         let record = require_inode(&transaction, ino)?;
         if record.file_type() != FileType::Symlink {
             return Err(NamespaceError::Invalid("not a symlink"));
@@ -736,7 +713,7 @@ impl<'a> Namespace<'a> {
     ) -> NamespaceResult<(u64, InodeRecord)> {
         check_name(name)?;
         let _writer = self.lock();
-        let mut transaction = self.trees.transaction();
+        let mut transaction = self.metadata.trees.transaction();
         require_directory(&transaction, parent)?;
         let probe = probe(&transaction, parent, name)?;
         if probe.found.is_some() {
@@ -794,7 +771,7 @@ impl<'a> Namespace<'a> {
     pub fn link(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> NamespaceResult<InodeRecord> {
         check_name(new_name)?;
         let _writer = self.lock();
-        let mut transaction = self.trees.transaction();
+        let mut transaction = self.metadata.trees.transaction();
         let mut record = require_inode(&transaction, ino)?;
         if record.file_type() == FileType::Directory {
             return Err(NamespaceError::NotPermitted("hard links to directories"));
@@ -833,7 +810,7 @@ impl<'a> Namespace<'a> {
     pub fn unlink(&self, parent: u64, name: &[u8]) -> NamespaceResult<()> {
         check_name(name)?;
         let _writer = self.lock();
-        let mut transaction = self.trees.transaction();
+        let mut transaction = self.metadata.trees.transaction();
         require_directory(&transaction, parent)?;
         let (key, dirent) = probe(&transaction, parent, name)?
             .found
@@ -853,7 +830,7 @@ impl<'a> Namespace<'a> {
     pub fn rmdir(&self, parent: u64, name: &[u8]) -> NamespaceResult<()> {
         check_name(name)?;
         let _writer = self.lock();
-        let mut transaction = self.trees.transaction();
+        let mut transaction = self.metadata.trees.transaction();
         require_directory(&transaction, parent)?;
         let (key, dirent) = probe(&transaction, parent, name)?
             .found
@@ -888,7 +865,7 @@ impl<'a> Namespace<'a> {
         check_name(name)?;
         check_name(new_name)?;
         let _writer = self.lock();
-        let mut transaction = self.trees.transaction();
+        let mut transaction = self.metadata.trees.transaction();
         require_directory(&transaction, parent)?;
         require_directory(&transaction, new_parent)?;
         let (source_key, source) = probe(&transaction, parent, name)?
@@ -1017,7 +994,7 @@ impl<'a> Namespace<'a> {
         after: Option<DirCookie>,
         limit: usize,
     ) -> NamespaceResult<Vec<DirEntry>> {
-        let transaction = self.trees.transaction();
+        let transaction = self.metadata.trees.transaction();
         require_directory(&transaction, dir)?;
         let (first, end) = DirentKey::directory_range(dir);
         let start = match after {
@@ -1085,15 +1062,14 @@ mod tests {
 
     use super::*;
     use crate::device::{MemoryDevice, SectorSize};
-    use crate::metadata::Metadata;
     use crate::mkfs::{make_filesystem, MkfsOptions};
 
     #[test]
     fn names_sharing_a_hash_take_the_next_collision_index() {
         let device = Arc::new(MemoryDevice::new(32 << 20, SectorSize::Bytes512));
         let superblock = make_filesystem(device.clone(), &MkfsOptions::default()).unwrap();
-        let metadata = Metadata::open_default(device, &superblock).unwrap();
-        let namespace = Namespace::new(&metadata.trees);
+        let metadata = Arc::new(Metadata::open_default(device, &superblock).unwrap());
+        let namespace = Namespace::new(metadata.clone());
         // A foreign entry squatting on "x"'s hash at index 0 (hash and name
         // disagree: only a test can make a real collision).
         let squatter = DirentKey {
