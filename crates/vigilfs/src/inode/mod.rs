@@ -8,17 +8,28 @@
 //! link deletes its extents too and frees their blocks. `file.rs` holds
 //! file data ([`Files`]: open handles, the page cache, read, write,
 //! copy-on-write writeback, truncate, fsync and syncfs with errseq error
-//! reporting).
+//! reporting). `xattr.rs` holds extended attributes in the Xattrs tree
+//! ([`Xattrs`]: get, set, list, remove; no POSIX ACLs). `permission.rs`
+//! holds Linux permission rules as pure functions over inode records
+//! ([`check_access`], sticky delete, new-inode ownership, setattr, suid
+//! clearing on write) for the mounted layer to call first.
 
 mod file;
 mod namespace;
+mod permission;
 mod record;
+mod xattr;
 
 pub use file::{FileError, FileResult, Files, Handle, WritebackSummary, PAGE_BYTES};
 pub use namespace::{
     DirCookie, DirEntry, Namespace, NamespaceError, NamespaceResult, RenameFlags, SetAttr, SetTime,
 };
+pub use permission::{
+    check_access, check_setattr, check_sticky_delete, kill_suid_on_write, new_inode_owner, Access,
+    Adjusted, Caller, PermResult, PermissionError, SetAttrRequest, TimeChange,
+};
 pub use record::{
     decode_inode_key, inode_key, name_hash, valid_name, Dirent, DirentKey, Extent, ExtentKey,
     FileType, InodeRecord, RecordError, Timestamp, MAX_EXTENT_BLOCKS, MAX_NAME_BYTES, ROOT_INO,
 };
+pub use xattr::{delete_all as delete_all_xattrs, XattrError, XattrFlags, XattrResult, Xattrs};

@@ -1,0 +1,413 @@
+//! Extended attributes, kept in the Xattrs b-tree: get, set (with the
+//! `XATTR_CREATE` / `XATTR_REPLACE` flags), list and remove, plus
+//! [`delete_all`] for the namespace to call when an inode goes.
+//!
+//! ```text
+//! xattr  key    ino: u64 BE | name bytes (the full name, prefix included)
+//!        value  version 1 | value bytes (possibly none)
+//! ```
+//!
+//! All of an inode's attributes are therefore one key range, listed in
+//! name byte order. The value's version byte is checked on every read: a
+//! missing or unknown version is corruption (`EIO`), never a panic.
+//!
+//! Names and sizes, as Linux `setxattr(2)` reports them:
+//!
+//! * a name is `user.`, `trusted.` or `security.` followed by a non-empty
+//!   suffix (an empty suffix is `EINVAL`, as `xattr_resolve_name`); any
+//!   other prefix is `EOPNOTSUPP`. `system.*` is `EOPNOTSUPP` too: there is
+//!   **no POSIX ACL support**, so `system.posix_acl_access` and
+//!   `system.posix_acl_default` are refused like every other `system.`
+//!   name. An empty name is `ERANGE`, a name holding NUL `EINVAL`;
+//! * a name is at most [`Xattrs::max_name_len`] bytes, else `ERANGE`:
+//!   Linux allows 255 (`XATTR_NAME_MAX`), but the key is `ino | name` and
+//!   b-tree keys are at most `limits().max_key` (128) bytes, so the limit
+//!   here is `min(255, max_key - 8)` = 120 bytes;
+//! * a value is at most [`Xattrs::max_value_len`] bytes: `min(65536,
+//!   limits().max_value - 1)` (the version byte), 1023 bytes on 4 KiB
+//!   blocks. Larger values are `E2BIG` (chosen over `ENOSPC`: the limit
+//!   is per attribute, not a shortage of space);
+//! * `user.*` attributes exist only on regular files and directories: on
+//!   any other inode, get is `ENODATA` and set/remove are `EPERM`
+//!   (`xattr_permission`).
+//!
+//! Invariants:
+//!
+//! * every key is `ino | name` for an inode record that exists, with a
+//!   valid name as above (fsck does not check the Xattrs tree yet);
+//! * every mutation is one transaction holding [`Metadata::lock_records`]
+//!   from its first read to its commit; it rewrites the inode record with
+//!   ctime set to now (a missing inode is `ENOENT` and changes nothing);
+//! * [`delete_all`] runs inside the caller's transaction (the one deleting
+//!   the inode), so an inode never goes without its attributes.
+//!
+//! Access checks (who may read or write which namespace) are not made
+//! here: the caller checks [`permission`](super::permission) first.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use thiserror::Error;
+
+use super::record::{inode_key, FileType, InodeRecord, RecordError, Timestamp};
+use crate::btree::{BtreeError, Transaction, TreeId};
+use crate::metadata::Metadata;
+
+const VERSION: u8 = 1;
+
+/// Longest name Linux accepts (`XATTR_NAME_MAX`).
+const LINUX_NAME_MAX: usize = 255;
+
+/// Largest value Linux accepts (`XATTR_SIZE_MAX`).
+const LINUX_SIZE_MAX: usize = 65536;
+
+/// Bytes of the key before the name.
+const KEY_PREFIX_BYTES: usize = 8;
+
+/// The name prefixes that hold attributes here.
+const SUPPORTED_PREFIXES: [&[u8]; 3] = [b"user.", b"trusted.", b"security."];
+
+/// Why an extended-attribute operation failed. Nothing was changed when
+/// one is returned.
+#[derive(Debug, Error)]
+pub enum XattrError {
+    /// The inode does not exist.
+    #[error("no such inode")]
+    NotFound,
+    /// The attribute does not exist.
+    #[error("no such attribute")]
+    NoData,
+    /// The attribute exists and `create` was asked.
+    #[error("the attribute exists")]
+    Exists,
+    /// The name's namespace is not supported (unknown prefix, `system.*`).
+    #[error("attribute namespace not supported: {0}")]
+    NotSupported(&'static str),
+    /// Not permitted on this inode (`user.*` on a non-regular file).
+    #[error("operation not permitted: {0}")]
+    NotPermitted(&'static str),
+    /// An invalid argument (the message says which).
+    #[error("invalid argument: {0}")]
+    Invalid(&'static str),
+    /// The name is empty or longer than [`Xattrs::max_name_len`].
+    #[error("attribute name of {0} bytes is out of range")]
+    NameRange(usize),
+    /// The value is longer than [`Xattrs::max_value_len`].
+    #[error("attribute value of {length} bytes exceeds the limit of {limit}")]
+    ValueTooLarge {
+        /// Its length.
+        length: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// No space for b-tree nodes.
+    #[error("no space: {0}")]
+    NoSpace(String),
+    /// A record did not decode: the metadata is damaged.
+    #[error("corrupt attribute metadata: {0}")]
+    Corrupt(String),
+    /// The b-trees failed (I/O, journal, error state).
+    #[error("b-trees: {0}")]
+    Btree(BtreeError),
+}
+
+impl XattrError {
+    /// The errno a system call reports for this error.
+    pub fn errno(&self) -> i32 {
+        match self {
+            XattrError::NotFound => libc::ENOENT,
+            XattrError::NoData => libc::ENODATA,
+            XattrError::Exists => libc::EEXIST,
+            XattrError::NotSupported(_) => libc::EOPNOTSUPP,
+            XattrError::NotPermitted(_) => libc::EPERM,
+            XattrError::Invalid(_) => libc::EINVAL,
+            XattrError::NameRange(_) => libc::ERANGE,
+            XattrError::ValueTooLarge { .. } => libc::E2BIG,
+            XattrError::NoSpace(_) => libc::ENOSPC,
+            XattrError::Corrupt(_) => libc::EIO,
+            XattrError::Btree(_) => libc::EIO,
+        }
+    }
+}
+
+impl From<BtreeError> for XattrError {
+    fn from(error: BtreeError) -> XattrError {
+        match error {
+            BtreeError::NoSpace { .. } => XattrError::NoSpace(error.to_string()),
+            other => XattrError::Btree(other),
+        }
+    }
+}
+
+/// An extended-attribute operation's result.
+pub type XattrResult<T> = Result<T, XattrError>;
+
+/// The flags of [`Xattrs::set`] (`XATTR_CREATE`, `XATTR_REPLACE`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XattrFlags {
+    /// Fail with `EEXIST` if the attribute exists.
+    pub create: bool,
+    /// Fail with `ENODATA` if the attribute does not exist.
+    pub replace: bool,
+}
+
+/// The extended attributes in a filesystem's b-trees.
+pub struct Xattrs {
+    metadata: Arc<Metadata>,
+}
+
+impl std::fmt::Debug for Xattrs {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Xattrs").finish_non_exhaustive()
+    }
+}
+
+fn now() -> Timestamp {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(since) => Timestamp {
+            seconds: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+            nanoseconds: since.subsec_nanos(),
+        },
+        Err(_) => Timestamp::default(),
+    }
+}
+
+fn xattr_key(ino: u64, name: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(KEY_PREFIX_BYTES + name.len());
+    key.extend_from_slice(&ino.to_be_bytes());
+    key.extend_from_slice(name);
+    key
+}
+
+/// The range of keys holding `ino`'s attributes: `(start, end)`.
+fn inode_range(ino: u64) -> ([u8; 8], Option<[u8; 8]>) {
+    (ino.to_be_bytes(), ino.checked_add(1).map(u64::to_be_bytes))
+}
+
+fn encode_value(value: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(1 + value.len());
+    bytes.push(VERSION);
+    bytes.extend_from_slice(value);
+    bytes
+}
+
+fn decode_value(ino: u64, bytes: &[u8]) -> XattrResult<Vec<u8>> {
+    match bytes.split_first() {
+        Some((&VERSION, value)) => Ok(value.to_vec()),
+        Some((&found, _)) => Err(XattrError::Corrupt(format!(
+            "an attribute of inode {ino}: {}",
+            RecordError::Version {
+                record: "xattr",
+                found
+            }
+        ))),
+        None => Err(XattrError::Corrupt(format!(
+            "an attribute of inode {ino} has an empty value"
+        ))),
+    }
+}
+
+fn read_inode(transaction: &Transaction<'_>, ino: u64) -> XattrResult<InodeRecord> {
+    let bytes = transaction
+        .get(TreeId::Inodes, &inode_key(ino))?
+        .ok_or(XattrError::NotFound)?;
+    InodeRecord::decode(&bytes)
+        .map_err(|error| XattrError::Corrupt(format!("inode {ino}: {error}")))
+}
+
+fn is_user_name(name: &[u8]) -> bool {
+    name.starts_with(b"user.")
+}
+
+/// Whether `user.*` attributes may exist on an inode of this type.
+fn holds_user_attributes(record: &InodeRecord) -> bool {
+    matches!(record.file_type(), FileType::Regular | FileType::Directory)
+}
+
+/// Deletes every extended attribute of `ino` inside `transaction` (the one
+/// deleting the inode). One range delete: it costs the same however many
+/// attributes there are. Public (re-exported as `delete_all_xattrs`) so
+/// tests outside the crate can run it in a transaction of their own.
+pub fn delete_all(transaction: &mut Transaction<'_>, ino: u64) -> Result<(), BtreeError> {
+    let (start, end) = inode_range(ino);
+    transaction.delete_range(TreeId::Xattrs, &start, end.as_ref().map(|end| &end[..]))
+}
+
+impl Xattrs {
+    /// The extended attributes kept in `metadata`'s b-trees.
+    pub fn new(metadata: Arc<Metadata>) -> Xattrs {
+        Xattrs { metadata }
+    }
+
+    /// Longest name accepted: `min(255, max_key - 8)`.
+    pub fn max_name_len(&self) -> usize {
+        self.metadata
+            .trees
+            .limits()
+            .max_key
+            .saturating_sub(KEY_PREFIX_BYTES)
+            .min(LINUX_NAME_MAX)
+    }
+
+    /// Largest value accepted: `min(65536, max_value - 1)`.
+    pub fn max_value_len(&self) -> usize {
+        self.metadata
+            .trees
+            .limits()
+            .max_value
+            .saturating_sub(1)
+            .min(LINUX_SIZE_MAX)
+    }
+
+    /// Checks a name's length and namespace.
+    fn check_name(&self, name: &[u8]) -> XattrResult<()> {
+        if name.is_empty() || name.len() > self.max_name_len() {
+            return Err(XattrError::NameRange(name.len()));
+        }
+        if name.contains(&0) {
+            return Err(XattrError::Invalid("attribute name holds NUL"));
+        }
+        if name.starts_with(b"system.") {
+            return Err(XattrError::NotSupported(
+                "system.* attributes (POSIX ACLs are not supported)",
+            ));
+        }
+        match SUPPORTED_PREFIXES
+            .iter()
+            .find(|prefix| name.starts_with(prefix))
+        {
+            Some(prefix) if name.len() == prefix.len() => {
+                Err(XattrError::Invalid("attribute name has an empty suffix"))
+            }
+            Some(_) => Ok(()),
+            None => Err(XattrError::NotSupported("unknown attribute namespace")),
+        }
+    }
+
+    /// The value of attribute `name` of inode `ino`; `ENODATA` if it has
+    /// none.
+    pub fn get(&self, ino: u64, name: &[u8]) -> XattrResult<Vec<u8>> {
+        self.check_name(name)?;
+        let transaction = self.metadata.trees.transaction();
+        let record = read_inode(&transaction, ino)?;
+        if is_user_name(name) && !holds_user_attributes(&record) {
+            return Err(XattrError::NoData);
+        }
+        match transaction.get(TreeId::Xattrs, &xattr_key(ino, name))? {
+            Some(bytes) => decode_value(ino, &bytes),
+            None => Err(XattrError::NoData),
+        }
+    }
+
+    /// Sets attribute `name` of inode `ino` to `value`, as `flags` allow,
+    /// and the inode's ctime to now. One transaction.
+    pub fn set(&self, ino: u64, name: &[u8], value: &[u8], flags: XattrFlags) -> XattrResult<()> {
+        if flags.create && flags.replace {
+            return Err(XattrError::Invalid("both create and replace"));
+        }
+        self.check_name(name)?;
+        let limit = self.max_value_len();
+        if value.len() > limit {
+            return Err(XattrError::ValueTooLarge {
+                length: value.len(),
+                limit,
+            });
+        }
+        let _writer = self.metadata.lock_records();
+        let mut transaction = self.metadata.trees.transaction();
+        let mut record = read_inode(&transaction, ino)?;
+        if is_user_name(name) && !holds_user_attributes(&record) {
+            return Err(XattrError::NotPermitted(
+                "user.* attributes on a file that is not regular or a directory",
+            ));
+        }
+        let key = xattr_key(ino, name);
+        let exists = transaction.get(TreeId::Xattrs, &key)?.is_some();
+        if flags.create && exists {
+            return Err(XattrError::Exists);
+        }
+        if flags.replace && !exists {
+            return Err(XattrError::NoData);
+        }
+        transaction.put(TreeId::Xattrs, &key, &encode_value(value))?;
+        record.ctime = now();
+        transaction.put(TreeId::Inodes, &inode_key(ino), &record.encode())?;
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// The names of inode `ino`'s attributes, in byte order.
+    pub fn list(&self, ino: u64) -> XattrResult<Vec<Vec<u8>>> {
+        let transaction = self.metadata.trees.transaction();
+        read_inode(&transaction, ino)?;
+        let (start, end) = inode_range(ino);
+        let entries = transaction.scan(
+            TreeId::Xattrs,
+            &start,
+            end.as_ref().map(|end| &end[..]),
+            usize::MAX,
+        )?;
+        entries
+            .into_iter()
+            .map(|(key, value)| {
+                let name = key.get(KEY_PREFIX_BYTES..).unwrap_or_default();
+                if name.is_empty() {
+                    return Err(XattrError::Corrupt(format!(
+                        "an attribute of inode {ino} has an empty name"
+                    )));
+                }
+                decode_value(ino, &value)?;
+                Ok(name.to_vec())
+            })
+            .collect()
+    }
+
+    /// Removes attribute `name` of inode `ino` (`ENODATA` if it has none)
+    /// and sets the inode's ctime to now. One transaction.
+    pub fn remove(&self, ino: u64, name: &[u8]) -> XattrResult<()> {
+        self.check_name(name)?;
+        let _writer = self.metadata.lock_records();
+        let mut transaction = self.metadata.trees.transaction();
+        let mut record = read_inode(&transaction, ino)?;
+        if is_user_name(name) && !holds_user_attributes(&record) {
+            return Err(XattrError::NotPermitted(
+                "user.* attributes on a file that is not regular or a directory",
+            ));
+        }
+        let key = xattr_key(ino, name);
+        if transaction.get(TreeId::Xattrs, &key)?.is_none() {
+            return Err(XattrError::NoData);
+        }
+        transaction.delete(TreeId::Xattrs, &key)?;
+        record.ctime = now();
+        transaction.put(TreeId::Inodes, &inode_key(ino), &record.encode())?;
+        transaction.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_roundtrip_and_bad_versions_are_corrupt() {
+        assert_eq!(decode_value(1, &encode_value(b"abc")).unwrap(), b"abc");
+        assert_eq!(decode_value(1, &encode_value(b"")).unwrap(), b"");
+        assert!(matches!(
+            decode_value(1, &[2, b'x']),
+            Err(XattrError::Corrupt(_))
+        ));
+        assert!(matches!(decode_value(1, &[]), Err(XattrError::Corrupt(_))));
+    }
+
+    #[test]
+    fn keys_of_one_inode_sort_before_the_next_inode() {
+        let (start, end) = inode_range(7);
+        let key = xattr_key(7, &[0xff; 120]);
+        assert!(key.as_slice() >= &start[..]);
+        assert!(key.as_slice() < &end.unwrap()[..]);
+        assert!(xattr_key(7, b"user.a") < xattr_key(7, b"user.b"));
+        assert_eq!(inode_range(u64::MAX).1, None);
+    }
+}
