@@ -104,7 +104,8 @@
 //! [`Namespace`]: super::Namespace
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::ops::BitOr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -203,6 +204,35 @@ pub enum FileError {
     /// by a monitor.
     #[error("writeback error: {0}")]
     Writeback(Errno),
+    /// The operation or mode is not supported (fallocate modes other than
+    /// allocation and punching a hole with the size kept).
+    #[error("not supported: {what}")]
+    NotSupported {
+        /// What was asked for.
+        what: &'static str,
+    },
+    /// A zero-length range where one is needed (fallocate).
+    #[error("offset {offset} with length {length} is not a valid range")]
+    InvalidRange {
+        /// The offset asked for.
+        offset: u64,
+        /// The length asked for.
+        length: u64,
+    },
+    /// Seeking at or past the end of the file, or for data where there is
+    /// none after the offset.
+    #[error("inode {ino}: no {what} at or after offset {offset}")]
+    NoSuchOffset {
+        /// The inode.
+        ino: u64,
+        /// The offset asked for.
+        offset: u64,
+        /// What was sought.
+        what: &'static str,
+    },
+    /// Blocks could not be allocated (fallocate); nothing changed.
+    #[error("allocating blocks: {0}")]
+    Allocate(#[from] AllocError),
 }
 
 impl FileError {
@@ -217,11 +247,19 @@ impl FileError {
             FileError::Read { .. } => libc::EIO,
             FileError::Checksum { .. } => libc::EIO,
             FileError::Corrupt(_) => libc::EIO,
+            FileError::Btree(BtreeError::NoSpace { .. }) => libc::ENOSPC,
             FileError::Btree(_) => libc::EIO,
             FileError::Journal(_) => libc::EIO,
             FileError::Rmap(RmapError::Btree(BtreeError::NoSpace { .. })) => libc::ENOSPC,
             FileError::Rmap(_) => libc::EIO,
             FileError::Writeback(errno) => errno.get(),
+            FileError::NotSupported { .. } => libc::EOPNOTSUPP,
+            FileError::InvalidRange { .. } => libc::EINVAL,
+            FileError::NoSuchOffset { .. } => libc::ENXIO,
+            FileError::Allocate(AllocError::NoSpace { .. } | AllocError::Fragmented { .. }) => {
+                libc::ENOSPC
+            }
+            FileError::Allocate(_) => libc::EIO,
         }
     }
 }
@@ -257,10 +295,108 @@ pub struct WritebackSummary {
     pub first_error: Option<Errno>,
 }
 
+/// How [`Files::fallocate`] changes a range: Linux's `FALLOC_FL_*` bits,
+/// kept as given so unknown bits are refused rather than ignored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FallocateMode(u32);
+
+impl FallocateMode {
+    /// Mode 0: every hole in the range gets blocks, recorded as unwritten
+    /// extents (read as zeros), and the size grows to the range's end.
+    pub const ALLOCATE: FallocateMode = FallocateMode(0);
+    /// `FALLOC_FL_KEEP_SIZE`: the size stays as it is.
+    pub const KEEP_SIZE: FallocateMode = FallocateMode(libc::FALLOC_FL_KEEP_SIZE as u32);
+    /// `FALLOC_FL_PUNCH_HOLE`: the range is deallocated and reads as zeros.
+    /// Linux accepts it only together with [`FallocateMode::KEEP_SIZE`].
+    pub const PUNCH_HOLE: FallocateMode = FallocateMode(libc::FALLOC_FL_PUNCH_HOLE as u32);
+
+    /// The mode from the bits a system call passed.
+    pub fn from_bits(bits: u32) -> FallocateMode {
+        FallocateMode(bits)
+    }
+
+    /// The bits.
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// Whether every bit of `other` is set.
+    pub fn contains(self, other: FallocateMode) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+impl BitOr for FallocateMode {
+    type Output = FallocateMode;
+
+    fn bitor(self, other: FallocateMode) -> FallocateMode {
+        FallocateMode(self.0 | other.0)
+    }
+}
+
+/// What [`Files::seek_data_hole`] looks for (`SEEK_DATA`, `SEEK_HOLE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seek {
+    /// The first byte at or after the offset that is data.
+    Data,
+    /// The first byte at or after the offset that is in a hole (the end of
+    /// the file counts as one).
+    Hole,
+}
+
+/// The page cache's counters, from [`Files::cache_stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Bytes of cached pages, clean and dirty.
+    pub cached_bytes: u64,
+    /// Bytes of dirty pages: what a background writeback thread compares
+    /// with its limit (dirty pages are never evicted).
+    pub dirty_bytes: u64,
+    /// Clean pages evicted to stay within the budget since the [`Files`]
+    /// was made.
+    pub evicted_pages: u64,
+}
+
+/// The clean-page budget a new [`Files`] starts with.
+pub const DEFAULT_CACHE_BUDGET: u64 = 256 << 20;
+
 /// One cached page: 4 KiB, shared so readers copy out without holding it.
 type Page = Arc<[u8]>;
 
-/// Per-inode state, kept for the life of the [`Files`].
+/// Everything the one mutex of a [`Files`] guards.
+struct Cache {
+    /// Per-inode state, by inode.
+    inodes: HashMap<u64, InodeState>,
+    /// Page counts and the eviction order.
+    accounting: Accounting,
+}
+
+/// Page counts for [`Files::cache_stats`] and the clean-page budget. Every
+/// change to a page cache goes through the [`InodeState`] methods that keep
+/// these right.
+struct Accounting {
+    /// Clean pages allowed to stay cached.
+    budget_pages: u64,
+    /// Cached pages, clean and dirty.
+    cached_pages: u64,
+    /// Dirty pages (a subset of the cached ones).
+    dirty_pages: u64,
+    /// Clean pages evicted so far.
+    evicted_pages: u64,
+    /// Pages in the order they became clean, as (inode, page index): the
+    /// eviction order. Entries whose page became dirty, vanished or appears
+    /// again later are skipped when reached (or dropped when the queue is
+    /// compacted), so nothing has to find and remove them.
+    clock: VecDeque<(u64, u64)>,
+}
+
+impl Accounting {
+    fn clean_pages(&self) -> u64 {
+        self.cached_pages - self.dirty_pages
+    }
+}
+
+/// Per-inode state, kept until [`Files::forget`].
 struct InodeState {
     /// The inode's writeback error word.
     errseq: ErrSeq,
@@ -275,12 +411,107 @@ struct InodeState {
     mtime: Option<Timestamp>,
 }
 
+impl InodeState {
+    /// Stores `page` at `index` as dirty contents that writeback has not
+    /// tried yet.
+    fn put_dirty(&mut self, accounting: &mut Accounting, index: u64, page: Page) {
+        match self.pages.store(index, 0, page) {
+            Ok(None) => accounting.cached_pages += 1,
+            Ok(Some(_)) => {}
+            // Only order-0 entries exist and nothing locks them.
+            Err(refused) => {
+                unreachable!("page cache refused an order-0 store: {:?}", refused.error)
+            }
+        }
+        if !self.pages.is_marked(index, Mark::Dirty) {
+            self.pages.set_mark(index, Mark::Dirty);
+            accounting.dirty_pages += 1;
+        }
+        self.failed.remove(&index);
+    }
+
+    /// Caches `page`, read from a written extent, as clean at `index` when
+    /// nothing is cached there.
+    fn put_clean(&mut self, accounting: &mut Accounting, ino: u64, index: u64, page: Page) {
+        if self.pages.load(index).is_some() {
+            return;
+        }
+        match self.pages.store(index, 0, page) {
+            Ok(_) => {
+                accounting.cached_pages += 1;
+                accounting.clock.push_back((ino, index));
+            }
+            Err(refused) => {
+                unreachable!("page cache refused an order-0 store: {:?}", refused.error)
+            }
+        }
+    }
+
+    /// Drops the page at `index`, dirty or not.
+    fn drop_page(&mut self, accounting: &mut Accounting, index: u64) {
+        let dirty = self.pages.is_marked(index, Mark::Dirty);
+        // Only order-0 entries exist and nothing locks them.
+        if let Ok(Some(_)) = self.pages.erase(index) {
+            accounting.cached_pages -= 1;
+            if dirty {
+                accounting.dirty_pages -= 1;
+            }
+        }
+        self.failed.remove(&index);
+    }
+
+    /// The page at `index` is durable on disk: clean, and evictable.
+    fn mark_clean(&mut self, accounting: &mut Accounting, ino: u64, index: u64) {
+        if self.pages.is_marked(index, Mark::Dirty) {
+            self.pages.clear_mark(index, Mark::Dirty);
+            accounting.dirty_pages -= 1;
+            accounting.clock.push_back((ino, index));
+        }
+        self.failed.remove(&index);
+    }
+
+    /// Whether the page at `index` may be evicted: cached, clean, and not
+    /// holding contents that failed writeback.
+    fn evictable(&self, index: u64) -> bool {
+        self.pages.load(index).is_some()
+            && !self.pages.is_marked(index, Mark::Dirty)
+            && !self.failed.contains(&index)
+    }
+}
+
+/// Evicts clean pages, oldest first, until they fit the budget; then drops
+/// stale eviction-queue entries when they outnumber the clean pages.
+fn evict_over_budget(cache: &mut Cache) {
+    let Cache { inodes, accounting } = cache;
+    while accounting.clean_pages() > accounting.budget_pages {
+        let Some((ino, index)) = accounting.clock.pop_front() else {
+            break;
+        };
+        if let Some(state) = inodes.get_mut(&ino) {
+            if state.evictable(index) {
+                state.drop_page(accounting, index);
+                accounting.evicted_pages += 1;
+            }
+        }
+    }
+    // Every clean page has an entry, so the queue only outgrows them by
+    // stale entries: compacting at twice their number (plus slack) keeps
+    // the queue bounded at amortised constant cost.
+    if accounting.clock.len() as u64 > 2 * accounting.clean_pages() + 1024 {
+        let mut seen = HashSet::new();
+        accounting.clock.retain(|&(ino, index)| {
+            inodes.get(&ino).is_some_and(|state| state.evictable(index))
+                && seen.insert((ino, index))
+        });
+    }
+}
+
 /// The data path of one mounted filesystem. See the module comment.
 pub struct Files {
     device: Arc<dyn BlockDevice>,
     metadata: Arc<Metadata>,
     fs_errseq: ErrSeq,
-    inodes: Mutex<HashMap<u64, InodeState>>,
+    cache: Mutex<Cache>,
 }
 
 impl std::fmt::Debug for Files {
@@ -308,15 +539,25 @@ impl Files {
             device,
             metadata,
             fs_errseq: ErrSeq::new(),
-            inodes: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache {
+                inodes: HashMap::new(),
+                accounting: Accounting {
+                    budget_pages: DEFAULT_CACHE_BUDGET / PAGE,
+                    cached_pages: 0,
+                    dirty_pages: 0,
+                    evicted_pages: 0,
+                    clock: VecDeque::new(),
+                },
+            }),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, InodeState>> {
+    fn lock(&self) -> MutexGuard<'_, Cache> {
         // Every update under the lock leaves the map consistent before it
-        // can panic (pages and marks are single calls), so a poisoned lock
-        // holds usable state.
-        self.inodes.lock().unwrap_or_else(PoisonError::into_inner)
+        // can panic (pages, marks and their counts change together in
+        // methods that cannot fail halfway), so a poisoned lock holds usable
+        // state.
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The inode's state, loaded from its record on first use.
@@ -358,8 +599,8 @@ impl Files {
     /// Opens regular file `ino`: samples both error words, so an error
     /// nobody has been told about yet is reported to this opener.
     pub fn open(&self, ino: u64) -> FileResult<Handle> {
-        let mut inodes = self.lock();
-        let state = self.state(&mut inodes, ino)?;
+        let mut cache = self.lock();
+        let state = self.state(&mut cache.inodes, ino)?;
         Ok(Handle {
             ino,
             cursor: state.errseq.sample(),
@@ -374,8 +615,8 @@ impl Files {
 
     /// The file's size as reads see it (including unwritten-back writes).
     pub fn size(&self, handle: &Handle) -> FileResult<u64> {
-        let mut inodes = self.lock();
-        Ok(self.state(&mut inodes, handle.ino)?.size)
+        let mut cache = self.lock();
+        Ok(self.state(&mut cache.inodes, handle.ino)?.size)
     }
 
     /// Writes `bytes` at `offset` into the page cache; returns the number
@@ -388,8 +629,9 @@ impl Files {
             return Ok(0);
         }
         let ino = handle.ino;
-        let mut inodes = self.lock();
-        let state = self.state(&mut inodes, ino)?;
+        let mut guard = self.lock();
+        let cache = &mut *guard;
+        let state = self.state(&mut cache.inodes, ino)?;
         let first = offset / PAGE;
         let last = (end - 1) / PAGE;
         // Only the first and last pages can be partial. Read those that are
@@ -415,13 +657,7 @@ impl Files {
             let source = (from - offset) as usize..(to - offset) as usize;
             let target = (from - page_start) as usize..(to - page_start) as usize;
             page[target].copy_from_slice(&bytes[source]);
-            let page: Page = page.into();
-            if let Err(refused) = state.pages.store(index, 0, page) {
-                // Only order-0 entries exist and nothing locks them.
-                unreachable!("page cache refused an order-0 store: {:?}", refused.error);
-            }
-            state.pages.set_mark(index, Mark::Dirty);
-            state.failed.remove(&index);
+            state.put_dirty(&mut cache.accounting, index, page.into());
         }
         state.size = state.size.max(end);
         state.mtime = Some(now());
@@ -434,8 +670,9 @@ impl Files {
     /// become now. One transaction.
     pub fn truncate(&self, ino: u64, size: u64) -> FileResult<()> {
         checked_end(size, 0)?;
-        let mut inodes = self.lock();
-        let state = self.state(&mut inodes, ino)?;
+        let mut guard = self.lock();
+        let cache = &mut *guard;
+        let state = self.state(&mut cache.inodes, ino)?;
         // First file block wholly past the new end.
         let keep_blocks = size.div_ceil(PAGE);
         let shrink = size < state.size;
@@ -461,16 +698,10 @@ impl Files {
                 .map(|(span, _)| span.index())
                 .collect();
             for index in gone {
-                // Only order-0 entries exist and nothing locks them.
-                let _ = state.pages.erase(index);
-                state.failed.remove(&index);
+                state.drop_page(&mut cache.accounting, index);
             }
             if let Some((index, page)) = tail {
-                if let Err(refused) = state.pages.store(index, 0, page) {
-                    unreachable!("page cache refused an order-0 store: {:?}", refused.error);
-                }
-                state.pages.set_mark(index, Mark::Dirty);
-                state.failed.remove(&index);
+                state.put_dirty(&mut cache.accounting, index, page);
             }
         }
         state.size = size;
@@ -535,12 +766,323 @@ impl Files {
         Ok((seq, freed))
     }
 
+    /// Allocates or deallocates file blocks of `offset..offset + length`
+    /// (see the module comment): [`FallocateMode::ALLOCATE`], optionally
+    /// with [`FallocateMode::KEEP_SIZE`], or
+    /// `PUNCH_HOLE | KEEP_SIZE`. Any other mode is `EOPNOTSUPP`, a zero
+    /// length `EINVAL`, too few free blocks `ENOSPC` with nothing changed.
+    /// One transaction; like truncate, not a durability point.
+    pub fn fallocate(
+        &self,
+        ino: u64,
+        offset: u64,
+        length: u64,
+        mode: FallocateMode,
+    ) -> FileResult<()> {
+        let keep_size = mode.contains(FallocateMode::KEEP_SIZE);
+        let action = FallocateMode(mode.bits() & !FallocateMode::KEEP_SIZE.bits());
+        let punch_hole = if action == FallocateMode::ALLOCATE {
+            false
+        } else if action == FallocateMode::PUNCH_HOLE {
+            if !keep_size {
+                return Err(FileError::NotSupported {
+                    what: "punching a hole without FALLOC_FL_KEEP_SIZE",
+                });
+            }
+            true
+        } else {
+            return Err(FileError::NotSupported {
+                what: "this fallocate mode",
+            });
+        };
+        if length == 0 {
+            return Err(FileError::InvalidRange { offset, length });
+        }
+        let end = checked_end(offset, length)?;
+        if punch_hole {
+            self.punch_hole(ino, offset, end)
+        } else {
+            self.allocate_range(ino, offset, end, keep_size)
+        }
+    }
+
+    /// Mode 0 of [`Files::fallocate`]: the holes of `offset..end` (whole
+    /// blocks) get unwritten extents; the size grows unless `keep_size`.
+    fn allocate_range(&self, ino: u64, offset: u64, end: u64, keep_size: bool) -> FileResult<()> {
+        let mut guard = self.lock();
+        let state = self.state(&mut guard.inodes, ino)?;
+        let first = offset / PAGE;
+        let end_block = end.div_ceil(PAGE);
+        let existing = self.extents_overlapping(ino, first, end_block)?;
+        let holes = holes_between(&existing, first, end_block);
+        let grows = !keep_size && end > state.size;
+        if holes.is_empty() && !grows {
+            return Ok(());
+        }
+        let wanted: u64 = holes.iter().map(|(start, stop)| stop - start).sum();
+        let runs = if wanted == 0 {
+            Vec::new()
+        } else {
+            self.metadata.allocator.allocate_data(wanted, 0)?
+        };
+        let added = unwritten_extents(&holes, &runs);
+        let time = now();
+        let committed = self.commit_extent_change(ino, &BTreeMap::new(), &added, |record| {
+            if !keep_size {
+                record.size = record.size.max(end);
+            }
+            record.mtime = time;
+            record.ctime = time;
+        });
+        if let Err(error) = committed {
+            self.free_unreferenced(&runs);
+            return Err(error);
+        }
+        if !keep_size {
+            state.size = state.size.max(end);
+        }
+        Ok(())
+    }
+
+    /// `PUNCH_HOLE | KEEP_SIZE` of [`Files::fallocate`] over `offset..end`.
+    fn punch_hole(&self, ino: u64, offset: u64, end: u64) -> FileResult<()> {
+        let mut guard = self.lock();
+        let cache = &mut *guard;
+        let state = self.state(&mut cache.inodes, ino)?;
+        // Blocks wholly inside the range; the pages at either edge (when
+        // partial) keep their bytes outside it.
+        let first_whole = offset.div_ceil(PAGE);
+        let end_whole = (end / PAGE).max(first_whole);
+        let mut edges = BTreeSet::new();
+        if offset % PAGE != 0 {
+            edges.insert(offset / PAGE);
+        }
+        if end % PAGE != 0 {
+            edges.insert((end - 1) / PAGE);
+        }
+        // Read the edge pages before changing anything, so a failed read
+        // leaves the file as it was.
+        let mut zeroed: Vec<(u64, Page)> = Vec::new();
+        for index in edges {
+            let (mut page, was_dirty) = match state.pages.load(index) {
+                Some(cached) => (cached.to_vec(), state.pages.is_marked(index, Mark::Dirty)),
+                None => (self.read_block_from_disk(ino, index)?, false),
+            };
+            let page_start = index * PAGE;
+            let from = (offset.max(page_start) - page_start) as usize;
+            let to = (end.min(page_start + PAGE) - page_start) as usize;
+            if was_dirty || page[from..to].iter().any(|&byte| byte != 0) {
+                page[from..to].fill(0);
+                zeroed.push((index, page.into()));
+            }
+        }
+        let before = if first_whole < end_whole {
+            self.extents_overlapping(ino, first_whole, end_whole)?
+        } else {
+            BTreeMap::new()
+        };
+        let mut after = before.clone();
+        let mut freed = Vec::new();
+        punch(&mut after, first_whole, end_whole, &mut freed);
+        let time = now();
+        let seq = self.commit_extent_change(ino, &before, &after, |record| {
+            record.mtime = time;
+            record.ctime = time;
+        })?;
+        // Committed: now the cache follows.
+        let gone: Vec<u64> = state
+            .pages
+            .iter_from(first_whole)
+            .map(|(span, _)| span.index())
+            .take_while(|&index| index < end_whole)
+            .collect();
+        for index in gone {
+            state.drop_page(&mut cache.accounting, index);
+        }
+        for (index, page) in zeroed {
+            state.put_dirty(&mut cache.accounting, index, page);
+        }
+        if let Some(seq) = seq {
+            for run in freed {
+                // A refused free means the block was already free: the
+                // allocator keeps it out of use and counts it.
+                let _ = self.metadata.allocator.free_data(run, seq);
+            }
+        }
+        Ok(())
+    }
+
+    /// One transaction: `ino`'s committed extents `before` (all of them in
+    /// the range being changed) become `after`, with the rmap records to
+    /// match, and `update` changes the inode record. Returns the seq.
+    fn commit_extent_change(
+        &self,
+        ino: u64,
+        before: &BTreeMap<u64, Extent>,
+        after: &BTreeMap<u64, Extent>,
+        update: impl FnOnce(&mut InodeRecord),
+    ) -> FileResult<Option<u64>> {
+        let _records = self.metadata.lock_records();
+        let mut transaction = self.metadata.trees.transaction();
+        let mut record = match transaction.get(TreeId::Inodes, &inode_key(ino))? {
+            Some(value) => InodeRecord::decode(&value)?,
+            None => return Err(FileError::NotFound { ino }),
+        };
+        let removed = before
+            .iter()
+            .filter(|(offset, extent)| after.get(offset) != Some(extent));
+        for (offset, extent) in removed {
+            let key = ExtentKey {
+                ino,
+                offset: *offset,
+            };
+            transaction.delete(TreeId::Extents, &key.encode())?;
+            rmap::remove(&mut transaction, extent.physical)?;
+        }
+        let added = after
+            .iter()
+            .filter(|(offset, extent)| before.get(offset) != Some(extent));
+        for (offset, extent) in added {
+            let key = ExtentKey {
+                ino,
+                offset: *offset,
+            };
+            transaction.put(TreeId::Extents, &key.encode(), &extent.encode())?;
+            let reverse = RmapRecord {
+                start: extent.physical,
+                blocks: u64::from(extent.blocks()),
+                owner: Owner::FileData {
+                    ino,
+                    file_offset_blocks: *offset,
+                },
+            };
+            rmap::insert(&mut transaction, &reverse)?;
+        }
+        update(&mut record);
+        transaction.put(TreeId::Inodes, &inode_key(ino), &record.encode())?;
+        Ok(transaction.commit()?)
+    }
+
+    /// `SEEK_DATA` or `SEEK_HOLE` from `offset` (Linux semantics, in block
+    /// units): data is a block with a written extent or a cached page, dirty
+    /// or clean; an unwritten extent without a cached page is a hole, and
+    /// so is the end of the file. `offset` itself is returned when it lies
+    /// in what is sought. At or past the size, or with no data after
+    /// `offset`, `ENXIO`.
+    pub fn seek_data_hole(&self, ino: u64, offset: u64, whence: Seek) -> FileResult<u64> {
+        let mut guard = self.lock();
+        let state = self.state(&mut guard.inodes, ino)?;
+        let size = state.size;
+        let what = match whence {
+            Seek::Data => "data",
+            Seek::Hole => "hole",
+        };
+        if offset >= size {
+            return Err(FileError::NoSuchOffset { ino, offset, what });
+        }
+        let start = offset / PAGE;
+        let end_block = size.div_ceil(PAGE);
+        let mut runs: Vec<(u64, u64)> = self
+            .extents_overlapping(ino, start, end_block)?
+            .into_iter()
+            .filter(|(_, extent)| extent.flags & Extent::UNWRITTEN == 0)
+            .map(|(at, extent)| (at, at + u64::from(extent.blocks())))
+            .collect();
+        runs.extend(
+            state
+                .pages
+                .iter_from(start)
+                .map(|(span, _)| (span.index(), span.last() + 1))
+                .take_while(|&(at, _)| at < end_block),
+        );
+        // The first stretch of data at or after `start`, runs merged.
+        runs.sort_unstable();
+        let mut first_data: Option<(u64, u64)> = None;
+        for (run_start, run_end) in runs {
+            let (run_start, run_end) = (run_start.max(start), run_end.min(end_block));
+            if run_start >= run_end {
+                continue;
+            }
+            match &mut first_data {
+                None => first_data = Some((run_start, run_end)),
+                Some((_, stretch_end)) if run_start <= *stretch_end => {
+                    *stretch_end = (*stretch_end).max(run_end);
+                }
+                Some(_) => break,
+            }
+        }
+        match (whence, first_data) {
+            (Seek::Data, None) => Err(FileError::NoSuchOffset { ino, offset, what }),
+            (Seek::Data, Some((data_start, _))) => Ok(offset.max(data_start * PAGE)),
+            (Seek::Hole, Some((data_start, data_end))) if data_start == start => {
+                Ok((data_end * PAGE).min(size))
+            }
+            (Seek::Hole, _) => Ok(offset),
+        }
+    }
+
+    /// Sets the budget for clean cached pages to `bytes` (rounded down to
+    /// whole pages), evicting at once if the cache is over it. Dirty pages
+    /// do not count and are never evicted: writeback bounds them.
+    pub fn set_cache_budget(&self, bytes: u64) {
+        let mut guard = self.lock();
+        guard.accounting.budget_pages = bytes / PAGE;
+        evict_over_budget(&mut guard);
+    }
+
+    /// The page cache's counters.
+    pub fn cache_stats(&self) -> CacheStats {
+        let guard = self.lock();
+        let accounting = &guard.accounting;
+        debug_assert_eq!(
+            (accounting.cached_pages, accounting.dirty_pages),
+            guard
+                .inodes
+                .values()
+                .fold((0, 0), |(cached, dirty), state| {
+                    let pages = |iter: xarray::Iter<'_, Page>| -> u64 {
+                        iter.map(|(span, _)| span.size()).sum()
+                    };
+                    (
+                        cached + pages(state.pages.iter()),
+                        dirty + pages(state.pages.iter_marked(0, Mark::Dirty)),
+                    )
+                }),
+            "page counts drifted from the page caches"
+        );
+        CacheStats {
+            cached_bytes: accounting.cached_pages * PAGE,
+            dirty_bytes: accounting.dirty_pages * PAGE,
+            evicted_pages: accounting.evicted_pages,
+        }
+    }
+
+    /// Drops everything kept for inode `ino`, which no longer exists: its
+    /// pages, dirty or not (there is nowhere left to write them), and its
+    /// error word. For the namespace layer, after the inode is deleted; a
+    /// handle still open then finds no inode.
+    pub fn forget(&self, ino: u64) {
+        let mut guard = self.lock();
+        let Cache { inodes, accounting } = &mut *guard;
+        if let Some(state) = inodes.remove(&ino) {
+            let cached: u64 = state.pages.iter().map(|(span, _)| span.size()).sum();
+            let dirty: u64 = state
+                .pages
+                .iter_marked(0, Mark::Dirty)
+                .map(|(span, _)| span.size())
+                .sum();
+            accounting.cached_pages -= cached;
+            accounting.dirty_pages -= dirty;
+        }
+    }
+
     /// Reads up to `length` bytes at `offset`; short at the end of the file.
     /// A block that cannot be read or does not match its checksum is `EIO`.
     pub fn read(&self, handle: &Handle, offset: u64, length: usize) -> FileResult<Vec<u8>> {
         let ino = handle.ino;
-        let mut inodes = self.lock();
-        let state = self.state(&mut inodes, ino)?;
+        let mut guard = self.lock();
+        let cache = &mut *guard;
+        let state = self.state(&mut cache.inodes, ino)?;
         let end = checked_end(offset, length as u64)?.min(state.size);
         if offset >= end {
             return Ok(Vec::new());
@@ -550,9 +1092,22 @@ impl Files {
         let extents = self.extents_overlapping(ino, first, last + 1)?;
         let mut out = Vec::with_capacity((end - offset) as usize);
         for index in first..=last {
-            let page: Vec<u8> = match state.pages.load(index) {
-                Some(cached) => cached.to_vec(),
-                None => self.read_block(ino, index, &extents)?,
+            // Looked up again for each page: eviction below needs the map.
+            let state = self.state(&mut cache.inodes, ino)?;
+            let page: Page = match state.pages.load(index) {
+                Some(cached) => cached,
+                None => {
+                    let page: Page = self.read_block(ino, index, &extents)?.into();
+                    // Only blocks of written extents are cached: a cached
+                    // page counts as data for SEEK_DATA, holes must not.
+                    if covering(&extents, index)
+                        .is_some_and(|(_, extent)| extent.flags & Extent::UNWRITTEN == 0)
+                    {
+                        state.put_clean(&mut cache.accounting, ino, index, page.clone());
+                        evict_over_budget(cache);
+                    }
+                    page
+                }
             };
             let page_start = index * PAGE;
             let from = (offset.max(page_start) - page_start) as usize;
@@ -565,11 +1120,13 @@ impl Files {
     /// Writes back the handle's inode, then reports the first writeback
     /// error this handle has not heard of (see the module comment).
     pub fn fsync(&self, handle: &mut Handle) -> FileResult<()> {
-        let mut inodes = self.lock();
-        let state = self.state(&mut inodes, handle.ino)?;
-        let written = self.writeback_inode(handle.ino, state);
+        let mut cache = self.lock();
+        let Cache { inodes, accounting } = &mut *cache;
+        let state = self.state(inodes, handle.ino)?;
+        let written = self.writeback_inode(handle.ino, state, accounting);
         let reported = state.errseq.check_and_advance(&mut handle.cursor);
-        drop(inodes);
+        evict_over_budget(&mut cache);
+        drop(cache);
         written.map_err(FileError::Writeback)?;
         reported.map_err(FileError::Writeback)
     }
@@ -590,13 +1147,14 @@ impl Files {
     /// Writes back every inode with dirty pages (what background writeback
     /// does). Errors go into the error words, never back to the caller.
     pub fn writeback_all(&self) -> WritebackSummary {
-        let mut inodes = self.lock();
+        let mut cache = self.lock();
+        let Cache { inodes, accounting } = &mut *cache;
         let mut summary = WritebackSummary::default();
         let mut inos: Vec<u64> = inodes.keys().copied().collect();
         inos.sort_unstable();
         for ino in inos {
             let state = inodes.get_mut(&ino).expect("key listed above");
-            match self.writeback_inode(ino, state) {
+            match self.writeback_inode(ino, state, accounting) {
                 Ok(pages) => summary.pages_written += pages,
                 Err(errno) => {
                     summary.failed_inodes.push(ino);
@@ -604,14 +1162,15 @@ impl Files {
                 }
             }
         }
+        evict_over_budget(&mut cache);
         summary
     }
 
     /// The latest writeback error of inode `ino` this mount, if any, for a
     /// monitor. Never consumes: the error still reaches the next opener.
     pub fn peek_error(&self, ino: u64) -> FileResult<()> {
-        let mut inodes = self.lock();
-        let state = self.state(&mut inodes, ino)?;
+        let mut cache = self.lock();
+        let state = self.state(&mut cache.inodes, ino)?;
         // Mark the value OBSERVED so a later error is told apart, then
         // compare with the zero cursor: any error ever set differs from it.
         let _observed = state.errseq.peek();
@@ -633,7 +1192,12 @@ impl Files {
     /// Writes back the dirty pages of `ino`; returns how many were written.
     /// On failure the error words are set per the module's policy and the
     /// error (as errno) is returned.
-    fn writeback_inode(&self, ino: u64, state: &mut InodeState) -> Result<u64, Errno> {
+    fn writeback_inode(
+        &self,
+        ino: u64,
+        state: &mut InodeState,
+        accounting: &mut Accounting,
+    ) -> Result<u64, Errno> {
         let dirty: Vec<(u64, Page)> = state
             .pages
             .iter_marked(0, Mark::Dirty)
@@ -645,8 +1209,7 @@ impl Files {
         match self.write_pages(ino, state, &dirty) {
             Ok(()) => {
                 for (index, _) in &dirty {
-                    state.pages.clear_mark(*index, Mark::Dirty);
-                    state.failed.remove(index);
+                    state.mark_clean(accounting, ino, *index);
                 }
                 state.mtime = None;
                 Ok(dirty.len() as u64)
@@ -883,12 +1446,8 @@ impl Files {
         index: u64,
         extents: &BTreeMap<u64, Extent>,
     ) -> FileResult<Vec<u8>> {
-        let covering = extents
-            .range(..=index)
-            .next_back()
-            .filter(|(offset, extent)| **offset + u64::from(extent.blocks()) > index);
         let mut page = vec![0; PAGE_BYTES];
-        let Some((offset, extent)) = covering else {
+        let Some((offset, extent)) = covering(extents, index) else {
             return Ok(page);
         };
         if extent.flags & Extent::UNWRITTEN != 0 {
@@ -913,6 +1472,70 @@ impl Files {
         }
         Ok(page)
     }
+}
+
+/// The extent of `extents` holding file block `index`, with its offset.
+fn covering(extents: &BTreeMap<u64, Extent>, index: u64) -> Option<(u64, &Extent)> {
+    extents
+        .range(..=index)
+        .next_back()
+        .filter(|(offset, extent)| **offset + u64::from(extent.blocks()) > index)
+        .map(|(offset, extent)| (*offset, extent))
+}
+
+/// The file blocks of `first..end` no extent of `extents` covers, as
+/// `(start, end)` runs in order.
+fn holes_between(extents: &BTreeMap<u64, Extent>, first: u64, end: u64) -> Vec<(u64, u64)> {
+    let mut holes = Vec::new();
+    let mut at = first;
+    for (offset, extent) in extents {
+        if *offset > at {
+            holes.push((at, (*offset).min(end)));
+        }
+        at = at.max(offset + u64::from(extent.blocks()));
+        if at >= end {
+            break;
+        }
+    }
+    if at < end {
+        holes.push((at, end));
+    }
+    holes.retain(|(start, stop)| start < stop);
+    holes
+}
+
+/// Unwritten extents mapping the `holes` (file block runs) onto the
+/// allocated `runs`, block by block in order, as long as both stay
+/// contiguous and the extent within [`MAX_EXTENT_BLOCKS`]. Their checksums
+/// are placeholders: an unwritten extent's are never checked.
+fn unwritten_extents(holes: &[(u64, u64)], runs: &[BlockRun]) -> BTreeMap<u64, Extent> {
+    let file_blocks = holes.iter().flat_map(|&(start, stop)| start..stop);
+    let physical = runs.iter().flat_map(|run| run.start..run.end());
+    let mut extents: BTreeMap<u64, Extent> = BTreeMap::new();
+    let mut last: Option<u64> = None;
+    for (index, block) in file_blocks.zip(physical) {
+        if let Some(extent) = last.and_then(|offset| {
+            extents.get_mut(&offset).filter(|extent| {
+                let blocks = u64::from(extent.blocks());
+                offset + blocks == index
+                    && extent.physical + blocks == block
+                    && extent.blocks() < MAX_EXTENT_BLOCKS
+            })
+        }) {
+            extent.checksums.push(0);
+            continue;
+        }
+        extents.insert(
+            index,
+            Extent {
+                flags: Extent::UNWRITTEN,
+                physical: block,
+                checksums: vec![0],
+            },
+        );
+        last = Some(index);
+    }
+    extents
 }
 
 /// Removes file blocks `start..end` from `extents`, keeping the parts

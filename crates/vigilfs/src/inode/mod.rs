@@ -20,7 +20,10 @@ mod permission;
 mod record;
 mod xattr;
 
-pub use file::{FileError, FileResult, Files, Handle, WritebackSummary, PAGE_BYTES};
+pub use file::{
+    CacheStats, FallocateMode, FileError, FileResult, Files, Handle, Seek, WritebackSummary,
+    DEFAULT_CACHE_BUDGET, PAGE_BYTES,
+};
 pub use namespace::{
     DirCookie, DirEntry, Namespace, NamespaceError, NamespaceResult, RenameFlags, SetAttr, SetTime,
 };

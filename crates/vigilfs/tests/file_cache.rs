@@ -1,0 +1,310 @@
+//! The page cache's memory bound: reads fill the cache with clean pages,
+//! clean pages are evicted oldest first to stay within the budget, dirty
+//! and failed pages never are, and forget drops a deleted inode's state;
+//! over a fault-injecting device so tests can tell cache hits from device
+//! reads. Every test ends with a clean fsck.
+
+use std::sync::Arc;
+
+use vigilfs::device::{
+    BlockDevice, Errno, FaultDevice, FaultPlan, FaultRule, IoClass, MemoryDevice, Operations,
+    RuleId, SectorSize,
+};
+use vigilfs::format::Superblock;
+use vigilfs::fsck::fsck;
+use vigilfs::inode::{
+    CacheStats, FallocateMode, FileError, Files, Namespace, DEFAULT_CACHE_BUDGET, PAGE_BYTES,
+    ROOT_INO,
+};
+use vigilfs::metadata::Metadata;
+use vigilfs::mkfs::{make_filesystem, MkfsOptions};
+
+const PAGE: u64 = PAGE_BYTES as u64;
+
+struct Fixture {
+    plan: Arc<FaultPlan>,
+    device: Arc<dyn BlockDevice>,
+    superblock: Superblock,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let memory = Arc::new(MemoryDevice::new(64 << 20, SectorSize::Bytes512));
+        let plan = Arc::new(FaultPlan::new());
+        let device: Arc<dyn BlockDevice> =
+            Arc::new(FaultDevice::new(Arc::clone(&memory), Arc::clone(&plan)));
+        let superblock = make_filesystem(device.clone(), &MkfsOptions::default()).expect("mkfs");
+        Fixture {
+            plan,
+            device,
+            superblock,
+        }
+    }
+
+    fn mount(&self) -> Arc<Metadata> {
+        Arc::new(
+            Metadata::open_default(self.device.clone(), &self.superblock).expect("open metadata"),
+        )
+    }
+
+    fn files(&self, metadata: &Arc<Metadata>) -> Files {
+        Files::new(self.device.clone(), &self.superblock, metadata.clone()).expect("files")
+    }
+
+    fn fail_data(&self, operations: Operations) -> RuleId {
+        self.plan
+            .add_rule(
+                FaultRule::fail(Errno::EIO)
+                    .for_class(IoClass::Data)
+                    .on(operations),
+            )
+            .expect("rule")
+    }
+
+    fn assert_fsck_clean(&self, metadata: &Metadata) {
+        metadata.trees.sync().expect("sync");
+        metadata.journal.flush().expect("flush");
+        let report = fsck(self.device.clone(), &mut |_| {}).expect("fsck");
+        assert!(report.is_clean(), "fsck: {:#?}", report.problems);
+    }
+}
+
+fn create(metadata: &Arc<Metadata>, name: &[u8]) -> u64 {
+    Namespace::new(metadata.clone())
+        .create(ROOT_INO, name, 0o644, 0, 0)
+        .expect("create")
+        .0
+}
+
+fn pattern(length: usize, seed: u8) -> Vec<u8> {
+    (0..length)
+        .map(|at| (at as u8).wrapping_mul(31).wrapping_add(seed) | 1)
+        .collect()
+}
+
+fn errno<T: std::fmt::Debug>(result: Result<T, FileError>) -> i32 {
+    result.expect_err("expected an error").errno()
+}
+
+/// Creates file `name` holding `bytes`, written back.
+fn file_with(files: &Files, metadata: &Arc<Metadata>, name: &[u8], bytes: &[u8]) -> u64 {
+    let ino = create(metadata, name);
+    let mut handle = files.open(ino).unwrap();
+    files.write(&handle, 0, bytes).unwrap();
+    files.fsync(&mut handle).unwrap();
+    files.release(handle);
+    ino
+}
+
+fn read_page(files: &Files, ino: u64, index: u64) -> Result<Vec<u8>, FileError> {
+    let handle = files.open(ino).unwrap();
+    let read = files.read(&handle, index * PAGE, PAGE_BYTES);
+    files.release(handle);
+    read
+}
+
+#[test]
+fn reads_fill_the_cache_so_repeated_reads_do_not_touch_the_device() {
+    let fixture = Fixture::new();
+    let data = pattern(16 * PAGE_BYTES, 1);
+    let ino;
+    {
+        let metadata = fixture.mount();
+        let files = fixture.files(&metadata);
+        ino = file_with(&files, &metadata, b"f", &data);
+        fixture.assert_fsck_clean(&metadata);
+    }
+    let metadata = fixture.mount();
+    let files = fixture.files(&metadata);
+    assert_eq!(files.cache_stats(), CacheStats::default());
+    for index in 0..4 {
+        assert_eq!(
+            read_page(&files, ino, index).unwrap(),
+            data[index as usize * PAGE_BYTES..(index as usize + 1) * PAGE_BYTES]
+        );
+    }
+    assert_eq!(
+        files.cache_stats(),
+        CacheStats {
+            cached_bytes: 4 * PAGE,
+            dirty_bytes: 0,
+            evicted_pages: 0,
+        }
+    );
+
+    // Holes and unwritten blocks are not cached (they are not data).
+    files.truncate(ino, 20 * PAGE).unwrap();
+    files
+        .fallocate(ino, 20 * PAGE, 4 * PAGE, FallocateMode::ALLOCATE)
+        .unwrap();
+    let handle = files.open(ino).unwrap();
+    let tail = files.read(&handle, 16 * PAGE, 8 * PAGE_BYTES).unwrap();
+    assert_eq!(tail, vec![0; 8 * PAGE_BYTES]);
+    assert_eq!(files.cache_stats().cached_bytes, 4 * PAGE);
+
+    // With data reads failing, cached pages still read; the others do not.
+    let rule = fixture.fail_data(Operations::READ);
+    assert_eq!(
+        files.read(&handle, 0, 4 * PAGE_BYTES).unwrap(),
+        data[..4 * PAGE_BYTES]
+    );
+    assert_eq!(errno(read_page(&files, ino, 5)), libc::EIO);
+    fixture.plan.remove_rule(rule);
+    files.release(handle);
+    fixture.assert_fsck_clean(&metadata);
+}
+
+#[test]
+fn reading_a_file_larger_than_the_budget_stays_within_it() {
+    let fixture = Fixture::new();
+    let data = pattern(64 * PAGE_BYTES, 2);
+    let ino;
+    {
+        let metadata = fixture.mount();
+        let files = fixture.files(&metadata);
+        ino = file_with(&files, &metadata, b"big", &data);
+        // Writeback leaves the pages cached and clean: 64 pages, within
+        // the default budget.
+        assert_eq!(files.cache_stats().cached_bytes, 64 * PAGE);
+        const { assert!(DEFAULT_CACHE_BUDGET >= 64 * PAGE) };
+        fixture.assert_fsck_clean(&metadata);
+    }
+    let metadata = fixture.mount();
+    let files = fixture.files(&metadata);
+    let budget = 16 * PAGE;
+    files.set_cache_budget(budget);
+    let handle = files.open(ino).unwrap();
+    for round in 0..2 {
+        for index in 0..64u64 {
+            let page = files.read(&handle, index * PAGE, PAGE_BYTES).unwrap();
+            assert!(
+                page == data[index as usize * PAGE_BYTES..(index as usize + 1) * PAGE_BYTES],
+                "page {index} in round {round}"
+            );
+            let stats = files.cache_stats();
+            assert!(stats.cached_bytes <= budget, "{stats:?}");
+        }
+    }
+    // One read of the whole file, larger than the budget, stays within it.
+    assert!(files.read(&handle, 0, data.len()).unwrap() == data);
+    let stats = files.cache_stats();
+    assert_eq!(stats.cached_bytes, budget);
+    assert_eq!(stats.evicted_pages, 3 * 64 - 16);
+
+    // Oldest first: the last 16 pages read are the ones cached.
+    let rule = fixture.fail_data(Operations::READ);
+    assert!(files.read(&handle, 48 * PAGE, 16 * PAGE_BYTES).unwrap() == data[48 * PAGE_BYTES..]);
+    assert_eq!(errno(files.read(&handle, 47 * PAGE, PAGE_BYTES)), libc::EIO);
+    fixture.plan.remove_rule(rule);
+
+    // Shrinking the budget evicts at once; zero caches nothing.
+    files.set_cache_budget(4 * PAGE);
+    assert_eq!(files.cache_stats().cached_bytes, 4 * PAGE);
+    files.set_cache_budget(0);
+    assert_eq!(files.cache_stats().cached_bytes, 0);
+    assert!(files.read(&handle, 0, data.len()).unwrap() == data);
+    assert_eq!(files.cache_stats().cached_bytes, 0);
+    files.release(handle);
+    fixture.assert_fsck_clean(&metadata);
+}
+
+#[test]
+fn dirty_and_failed_pages_are_never_evicted() {
+    let fixture = Fixture::new();
+    let metadata = fixture.mount();
+    let files = fixture.files(&metadata);
+    let other = pattern(32 * PAGE_BYTES, 3);
+    let other_ino = file_with(&files, &metadata, b"other", &other);
+    files.set_cache_budget(4 * PAGE);
+    assert_eq!(files.cache_stats().cached_bytes, 4 * PAGE);
+
+    let ino = create(&metadata, b"dirty");
+    let mut handle = files.open(ino).unwrap();
+    let data = pattern(24 * PAGE_BYTES, 4);
+    files.write(&handle, 0, &data).unwrap();
+    let stats = files.cache_stats();
+    assert_eq!(stats.dirty_bytes, 24 * PAGE);
+    assert_eq!(stats.cached_bytes, 28 * PAGE);
+
+    // Reading a file far larger than the budget evicts only clean pages.
+    let other_handle = files.open(other_ino).unwrap();
+    assert!(files.read(&other_handle, 0, other.len()).unwrap() == other);
+    let stats = files.cache_stats();
+    assert_eq!(stats.dirty_bytes, 24 * PAGE);
+    assert_eq!(stats.cached_bytes, 28 * PAGE);
+    assert!(files.read(&handle, 0, data.len()).unwrap() == data);
+
+    // Failed writeback: the pages stay dirty and cached whatever the budget.
+    let rule = fixture.fail_data(Operations::WRITE);
+    assert_eq!(errno(files.fsync(&mut handle)), libc::EIO);
+    files.set_cache_budget(0);
+    let stats = files.cache_stats();
+    assert_eq!(stats.dirty_bytes, 24 * PAGE);
+    assert_eq!(stats.cached_bytes, 24 * PAGE);
+    fixture.plan.remove_rule(rule);
+    assert!(files.read(&handle, 0, data.len()).unwrap() == data);
+
+    // Written back, they become clean and the budget applies to them.
+    files.set_cache_budget(8 * PAGE);
+    files.fsync(&mut handle).unwrap();
+    let stats = files.cache_stats();
+    assert_eq!(stats.dirty_bytes, 0);
+    assert_eq!(stats.cached_bytes, 8 * PAGE);
+    assert!(files.read(&handle, 0, data.len()).unwrap() == data);
+    assert!(files.cache_stats().cached_bytes <= 8 * PAGE);
+    files.release(handle);
+    files.release(other_handle);
+    fixture.assert_fsck_clean(&metadata);
+
+    let metadata = fixture.mount();
+    let files = fixture.files(&metadata);
+    let handle = files.open(ino).unwrap();
+    assert!(files.read(&handle, 0, data.len()).unwrap() == data);
+    files.release(handle);
+}
+
+#[test]
+fn forget_drops_the_pages_and_errors_of_a_deleted_inode() {
+    let fixture = Fixture::new();
+    let metadata = fixture.mount();
+    let files = fixture.files(&metadata);
+    let names = Namespace::new(metadata.clone());
+    let keep = pattern(2 * PAGE_BYTES, 5);
+    let kept = file_with(&files, &metadata, b"kept", &keep);
+    metadata.trees.sync().unwrap();
+    metadata.journal.flush().unwrap();
+    let free_before = metadata.allocator.status().free_blocks;
+
+    let ino = file_with(&files, &metadata, b"doomed", &pattern(3 * PAGE_BYTES, 6));
+    let mut handle = files.open(ino).unwrap();
+    files
+        .write(&handle, 0, &pattern(5 * PAGE_BYTES, 7))
+        .unwrap();
+    let rule = fixture.fail_data(Operations::WRITE);
+    assert_eq!(errno(files.fsync(&mut handle)), libc::EIO);
+    fixture.plan.remove_rule(rule);
+    assert_eq!(files.cache_stats().dirty_bytes, 5 * PAGE);
+    assert_eq!(errno(files.peek_error(ino)), libc::EIO);
+
+    names.unlink(ROOT_INO, b"doomed").unwrap();
+    files.forget(ino);
+    let stats = files.cache_stats();
+    assert_eq!(stats.dirty_bytes, 0);
+    assert_eq!(stats.cached_bytes, 2 * PAGE, "only the kept file's pages");
+    // Nothing left to write back, and the inode is gone for the handle.
+    let summary = files.writeback_all();
+    assert_eq!(summary.pages_written, 0);
+    assert!(summary.failed_inodes.is_empty());
+    assert_eq!(errno(files.fsync(&mut handle)), libc::ENOENT);
+    assert_eq!(errno(files.peek_error(ino)), libc::ENOENT);
+    files.forget(ino);
+    files.release(handle);
+
+    let kept_handle = files.open(kept).unwrap();
+    assert!(files.read(&kept_handle, 0, keep.len()).unwrap() == keep);
+    files.release(kept_handle);
+    metadata.trees.sync().unwrap();
+    metadata.journal.flush().unwrap();
+    assert_eq!(metadata.allocator.status().free_blocks, free_before);
+    fixture.assert_fsck_clean(&metadata);
+}
