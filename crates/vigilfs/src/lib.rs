@@ -31,6 +31,7 @@ pub mod alloc;
 pub mod btree;
 pub mod device;
 pub mod format;
+pub mod fs;
 pub mod fsck;
 pub mod inode;
 pub mod journal;

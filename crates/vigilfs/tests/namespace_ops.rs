@@ -656,7 +656,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Unlink(d, n) => {
                 let (dir, name) = (model.dir(d), NAMES[n]);
-                let result = outcome(namespace.unlink(dir, name));
+                let result = outcome(namespace.unlink(dir, name).map(|_| ()));
                 match model.get(dir, name) {
                     None => prop_assert_eq!(result, Err(libc::ENOENT)),
                     Some((_, FileType::Directory)) => prop_assert_eq!(result, Err(libc::EISDIR)),
@@ -690,7 +690,11 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     noreplace: flags == 1,
                     exchange: flags == 2,
                 };
-                let result = outcome(namespace.rename(from.0, from.1, to.0, to.1, rename_flags));
+                let result = outcome(
+                    namespace
+                        .rename(from.0, from.1, to.0, to.1, rename_flags)
+                        .map(|_| ()),
+                );
                 let expected = model.rename(from, to, flags);
                 prop_assert_eq!(
                     result,

@@ -106,7 +106,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::ops::BitOr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use errseq::{ErrSeq, Errno, Since};
@@ -512,7 +512,13 @@ pub struct Files {
     metadata: Arc<Metadata>,
     fs_errseq: ErrSeq,
     cache: Mutex<Cache>,
+    on_failure: OnceLock<FailureListener>,
 }
+
+/// Told of each new writeback failure: the inode, the errno, and the first
+/// and last file page that failed. Called with the data path locked: it
+/// must not call back into [`Files`].
+pub type FailureListener = Box<dyn Fn(u64, Errno, u64, u64) + Send + Sync>;
 
 impl std::fmt::Debug for Files {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -549,7 +555,26 @@ impl Files {
                     clock: VecDeque::new(),
                 },
             }),
+            on_failure: OnceLock::new(),
         })
+    }
+
+    /// Sets who is told of each new writeback failure (once per failure
+    /// of new data, exactly when the error words are set): the mounted
+    /// layer turns them into events and error-record entries. Only the
+    /// first listener set is kept.
+    pub fn set_failure_listener(&self, listener: FailureListener) {
+        let _ = self.on_failure.set(listener);
+    }
+
+    /// The size and the pending modification time writes not yet written
+    /// back have given `ino`, if its data is in memory.
+    pub fn cached_attributes(&self, ino: u64) -> Option<(u64, Option<Timestamp>)> {
+        let cache = self.lock();
+        cache
+            .inodes
+            .get(&ino)
+            .map(|state| (state.size, state.mtime))
     }
 
     fn lock(&self) -> MutexGuard<'_, Cache> {
@@ -1222,6 +1247,11 @@ impl Files {
                 if new_failure {
                     state.errseq.set(errno);
                     self.fs_errseq.set(errno);
+                    if let (Some(listener), Some((first, _)), Some((last, _))) =
+                        (self.on_failure.get(), dirty.first(), dirty.last())
+                    {
+                        listener(ino, errno, *first, *last);
+                    }
                 }
                 Err(errno)
             }

@@ -18,13 +18,12 @@
 //!   it, and in the same transaction its extents and their rmap records are
 //!   deleted. The blocks are freed after the commit at its seq (reused only
 //!   once it is durable);
-//! * there is **no orphan list**: the last unlink frees the data even when
-//!   a [`Files`] handle still has the inode open. Such a handle keeps its
-//!   cached pages (reads of them still work, uncached blocks read as
-//!   zeros), and its next writeback fails with `EIO` because the inode
-//!   record is gone (nothing is written to the freed blocks' extents:
-//!   writeback is copy-on-write into newly allocated blocks, which are
-//!   freed again on that failure);
+//! * an open file is not deleted with its last link: the caller reports
+//!   opens and closes ([`Namespace::opened`], [`Namespace::closed`]), and
+//!   the last unlink of an open file leaves it an **orphan** — `nlink` 0,
+//!   no entry, and an orphan record — whose data lives until its last
+//!   close. An orphan left by a crash is deleted at the next mount
+//!   ([`Namespace::purge_orphans`]);
 //! * a directory's `nlink` is 2 plus its subdirectories, and exactly one
 //!   entry names it (the root none); `.` and `..` are never stored — the
 //!   FUSE layer synthesises them;
@@ -45,11 +44,14 @@
 //!   its own subtree.
 //! * `b'S' | ino u64 BE` → the symlink's target bytes (at most the b-tree
 //!   value limit; the inode's size is the target's length).
+//! * `b'O' | ino u64 BE` → empty: `ino` is an orphan, written in the
+//!   transaction that drops its last link, deleted with the inode.
 //!
 //! [`Files`]: super::Files
 //! [`Files::truncate`]: super::Files::truncate
 
-use std::sync::{Arc, MutexGuard};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
@@ -58,6 +60,7 @@ use super::record::{
     inode_key, name_hash, valid_name, Dirent, DirentKey, Extent, ExtentKey, FileType, InodeRecord,
     RecordError, Timestamp, MAX_NAME_BYTES, ROOT_INO,
 };
+use super::xattr;
 use crate::alloc::Extent as BlockRun;
 use crate::btree::{BtreeError, Transaction, TreeId};
 use crate::metadata::Metadata;
@@ -66,6 +69,7 @@ use crate::rmap::{self, RmapError};
 const COUNTERS_KEY: &[u8] = b"namespace-counters";
 const PARENT_PREFIX: u8 = b'P';
 const SYMLINK_PREFIX: u8 = b'S';
+const ORPHAN_PREFIX: u8 = b'O';
 
 /// Longest walk up the directory tree before the parent chain is called
 /// corrupt (a cycle).
@@ -215,6 +219,9 @@ pub struct SetAttr {
 /// The namespace operations on a filesystem's b-trees.
 pub struct Namespace {
     metadata: Arc<Metadata>,
+    /// Open count per inode: an open file whose last link goes becomes an
+    /// orphan instead of being deleted. Changed under the record lock.
+    open: Mutex<HashMap<u64, u32>>,
 }
 
 impl std::fmt::Debug for Namespace {
@@ -444,35 +451,58 @@ fn delete_extents(
     }
 }
 
+/// Deletes inode `ino` (a `kind`) and everything hanging off it: its
+/// extents (blocks collected into `freed`), its parent or symlink record,
+/// its orphan record, its extended attributes.
+fn delete_inode(
+    transaction: &mut Transaction<'_>,
+    ino: u64,
+    kind: FileType,
+    freed: &mut Vec<BlockRun>,
+) -> NamespaceResult<()> {
+    transaction.delete(TreeId::Inodes, &inode_key(ino))?;
+    xattr::delete_all(transaction, ino)?;
+    match kind {
+        FileType::Directory => {
+            transaction.delete(TreeId::Meta, &prefixed_key(PARENT_PREFIX, ino))?;
+        }
+        FileType::Symlink => {
+            transaction.delete(TreeId::Meta, &prefixed_key(SYMLINK_PREFIX, ino))?;
+        }
+        _ => {
+            delete_extents(transaction, ino, freed)?;
+            transaction.delete(TreeId::Meta, &prefixed_key(ORPHAN_PREFIX, ino))?;
+        }
+    }
+    Ok(())
+}
+
 /// Drops one link to `ino` (an entry naming it is going). A directory's
 /// only link is its entry: the inode and its parent record go. A
 /// non-directory goes with its last link, and its extents (collected into
-/// `freed`) with it.
+/// `freed`) with it — unless it is open (`open`): then it becomes an
+/// orphan, with no links and an orphan record, until its last close.
+/// Returns the inode if it was deleted.
 fn drop_link(
     transaction: &mut Transaction<'_>,
     ino: u64,
     time: Timestamp,
+    open: bool,
     freed: &mut Vec<BlockRun>,
-) -> NamespaceResult<()> {
+) -> NamespaceResult<Option<u64>> {
     let mut record = require_inode(transaction, ino)?;
     let kind = record.file_type();
-    if kind == FileType::Directory || record.nlink <= 1 {
-        transaction.delete(TreeId::Inodes, &inode_key(ino))?;
-        if kind != FileType::Directory {
-            delete_extents(transaction, ino, freed)?;
-        }
-        if kind == FileType::Directory {
-            transaction.delete(TreeId::Meta, &prefixed_key(PARENT_PREFIX, ino))?;
-        }
-        if kind == FileType::Symlink {
-            transaction.delete(TreeId::Meta, &prefixed_key(SYMLINK_PREFIX, ino))?;
-        }
-        Ok(())
-    } else {
-        record.nlink -= 1;
-        record.ctime = time;
-        write_inode(transaction, ino, &record)
+    if kind == FileType::Directory || (record.nlink <= 1 && !open) {
+        delete_inode(transaction, ino, kind, freed)?;
+        return Ok(Some(ino));
     }
+    record.nlink -= 1;
+    record.ctime = time;
+    if record.nlink == 0 {
+        transaction.put(TreeId::Meta, &prefixed_key(ORPHAN_PREFIX, ino), &[])?;
+    }
+    write_inode(transaction, ino, &record)?;
+    Ok(None)
 }
 
 /// What a new inode is.
@@ -489,7 +519,100 @@ impl Namespace {
     /// The namespace kept in `metadata`'s b-trees; the data blocks of a
     /// file whose last link goes are freed to its allocator.
     pub fn new(metadata: Arc<Metadata>) -> Namespace {
-        Namespace { metadata }
+        Namespace {
+            metadata,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn open_counts(&self) -> MutexGuard<'_, HashMap<u64, u32>> {
+        // Each update is one map operation: a poisoned lock holds a
+        // consistent map.
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn is_open(&self, ino: u64) -> bool {
+        self.open_counts().contains_key(&ino)
+    }
+
+    /// Records that `ino` was opened: while it is open its last unlink
+    /// leaves it an orphan rather than deleting it.
+    pub fn opened(&self, ino: u64) {
+        let _writer = self.lock();
+        *self.open_counts().entry(ino).or_default() += 1;
+    }
+
+    /// Records that one open of `ino` was closed. The last close of an
+    /// orphan deletes it and frees its data; returns whether it did.
+    pub fn closed(&self, ino: u64) -> NamespaceResult<bool> {
+        let _writer = self.lock();
+        {
+            let mut open = self.open_counts();
+            match open.get_mut(&ino) {
+                Some(count) if *count > 1 => {
+                    *count -= 1;
+                    return Ok(false);
+                }
+                Some(_) => {
+                    open.remove(&ino);
+                }
+                None => return Ok(false),
+            }
+        }
+        self.delete_if_orphan(ino)
+    }
+
+    /// Deletes `ino` if it is an orphan (no links, not a directory).
+    /// Callers hold the record lock.
+    fn delete_if_orphan(&self, ino: u64) -> NamespaceResult<bool> {
+        let mut transaction = self.metadata.trees.transaction();
+        let Some(record) = read_inode(&transaction, ino)? else {
+            transaction.delete(TreeId::Meta, &prefixed_key(ORPHAN_PREFIX, ino))?;
+            transaction.commit()?;
+            return Ok(false);
+        };
+        if record.nlink != 0 || record.file_type() == FileType::Directory {
+            return Ok(false);
+        }
+        let mut freed = Vec::new();
+        delete_inode(&mut transaction, ino, record.file_type(), &mut freed)?;
+        self.commit_freeing(transaction, freed)?;
+        Ok(true)
+    }
+
+    /// The orphans a previous mount left (files unlinked while open when
+    /// it stopped).
+    pub fn orphans(&self) -> NamespaceResult<Vec<u64>> {
+        let start = prefixed_key(ORPHAN_PREFIX, 0);
+        let end = [ORPHAN_PREFIX + 1];
+        let mut found = Vec::new();
+        for (key, _) in self
+            .metadata
+            .trees
+            .scan(TreeId::Meta, &start, Some(&end), usize::MAX)?
+        {
+            let ino: [u8; 8] = key
+                .get(1..)
+                .and_then(|bytes| bytes.try_into().ok())
+                .ok_or_else(|| {
+                    NamespaceError::Corrupt(format!("orphan record key of {} bytes", key.len()))
+                })?;
+            found.push(u64::from_be_bytes(ino));
+        }
+        Ok(found)
+    }
+
+    /// Deletes every orphan nobody has open (at mount: nobody), freeing
+    /// their data; returns the inodes deleted.
+    pub fn purge_orphans(&self) -> NamespaceResult<Vec<u64>> {
+        let mut purged = Vec::new();
+        for ino in self.orphans()? {
+            let _writer = self.lock();
+            if !self.is_open(ino) && self.delete_if_orphan(ino)? {
+                purged.push(ino);
+            }
+        }
+        Ok(purged)
     }
 
     /// Commits `transaction`, then frees `freed` at its seq.
@@ -575,6 +698,14 @@ impl Namespace {
             }
             None => Ok(None),
         }
+    }
+
+    /// The parent of directory `dir` (the root is its own parent).
+    pub fn parent(&self, dir: u64) -> NamespaceResult<u64> {
+        if dir == ROOT_INO {
+            return Ok(ROOT_INO);
+        }
+        parent_of(&self.metadata.trees.transaction(), dir)
     }
 
     /// Inode `ino`'s attributes.
@@ -806,8 +937,9 @@ impl Namespace {
     }
 
     /// Removes the non-directory entry `name` from `parent`; the inode goes
-    /// with its last link.
-    pub fn unlink(&self, parent: u64, name: &[u8]) -> NamespaceResult<()> {
+    /// with its last link unless it is open (then it is an orphan until
+    /// [`Namespace::closed`]). Returns the inode if it was deleted.
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> NamespaceResult<Option<u64>> {
         check_name(name)?;
         let _writer = self.lock();
         let mut transaction = self.metadata.trees.transaction();
@@ -821,9 +953,11 @@ impl Namespace {
         let time = now();
         let mut freed = Vec::new();
         transaction.delete(TreeId::Dirents, &key.encode())?;
-        drop_link(&mut transaction, dirent.child, time, &mut freed)?;
+        let open = self.is_open(dirent.child);
+        let deleted = drop_link(&mut transaction, dirent.child, time, open, &mut freed)?;
         touch_directory(&mut transaction, parent, 0, time)?;
-        self.commit_freeing(transaction, freed)
+        self.commit_freeing(transaction, freed)?;
+        Ok(deleted)
     }
 
     /// Removes the empty directory `name` from `parent`.
@@ -843,7 +977,7 @@ impl Namespace {
         }
         let time = now();
         transaction.delete(TreeId::Dirents, &key.encode())?;
-        drop_link(&mut transaction, dirent.child, time, &mut Vec::new())?;
+        drop_link(&mut transaction, dirent.child, time, false, &mut Vec::new())?;
         touch_directory(&mut transaction, parent, -1, time)?;
         transaction.commit()?;
         Ok(())
@@ -858,7 +992,7 @@ impl Namespace {
         new_parent: u64,
         new_name: &[u8],
         flags: RenameFlags,
-    ) -> NamespaceResult<()> {
+    ) -> NamespaceResult<Option<u64>> {
         if flags.noreplace && flags.exchange {
             return Err(NamespaceError::Invalid("NOREPLACE with EXCHANGE"));
         }
@@ -884,7 +1018,7 @@ impl Namespace {
         if flags.exchange {
             let (target_key, target) = target_probe.found.ok_or(NamespaceError::NotFound)?;
             if target_key == source_key {
-                return Ok(());
+                return Ok(None);
             }
             let target_is_dir = target.file_type == FileType::Directory;
             if target_is_dir && is_within(&transaction, parent, target.child)? {
@@ -930,9 +1064,10 @@ impl Namespace {
                 })?;
             }
             transaction.commit()?;
-            return Ok(());
+            return Ok(None);
         }
 
+        let mut deleted = None;
         let target_key = match target_probe.found {
             Some((target_key, target)) => {
                 if flags.noreplace {
@@ -940,7 +1075,7 @@ impl Namespace {
                 }
                 if target.child == source.child {
                     // The same inode (or the same entry): POSIX says do nothing.
-                    return Ok(());
+                    return Ok(None);
                 }
                 let target_is_dir = target.file_type == FileType::Directory;
                 match (source_is_dir, target_is_dir) {
@@ -954,7 +1089,8 @@ impl Namespace {
                     }
                     touch_directory(&mut transaction, new_parent, -1, time)?;
                 }
-                drop_link(&mut transaction, target.child, time, &mut freed)?;
+                let open = self.is_open(target.child);
+                deleted = drop_link(&mut transaction, target.child, time, open, &mut freed)?;
                 target_key
             }
             None => target_probe.free.ok_or_else(|| {
@@ -983,7 +1119,8 @@ impl Namespace {
             record.ctime = time;
             Ok(())
         })?;
-        self.commit_freeing(transaction, freed)
+        self.commit_freeing(transaction, freed)?;
+        Ok(deleted)
     }
 
     /// Up to `limit` entries of directory `dir` in key order, starting

@@ -112,6 +112,12 @@ pub enum XattrError {
 }
 
 impl XattrError {
+    /// Whether the metadata failed (I/O or damage), as opposed to a
+    /// refused request.
+    pub fn is_metadata_failure(&self) -> bool {
+        matches!(self, XattrError::Corrupt(_) | XattrError::Btree(_))
+    }
+
     /// The errno a system call reports for this error.
     pub fn errno(&self) -> i32 {
         match self {

@@ -1,0 +1,94 @@
+//! The engine's one error type, and its one mapping to errno.
+//!
+//! Every operation of [`Filesystem`](super::Filesystem) returns [`FsError`].
+//! The layers below have their own error types (each with its own errno
+//! mapping, kept next to the causes it knows); this type wraps them and adds
+//! the conditions only a mounted filesystem has: frozen, read-only, shut
+//! down, bad handles. [`FsError::errno`] is the single exhaustive place the
+//! FUSE adapter (or any other transport) turns an engine error into errno.
+
+use thiserror::Error;
+
+use crate::inode::{FileError, NamespaceError, PermissionError, XattrError};
+
+/// Why an engine operation failed.
+#[derive(Debug, Error)]
+pub enum FsError {
+    /// A namespace operation failed.
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
+    /// A file-data operation failed (including a writeback error reported to
+    /// this handle).
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// An extended-attribute operation failed.
+    #[error(transparent)]
+    Xattr(#[from] XattrError),
+    /// The caller may not do this.
+    #[error(transparent)]
+    Permission(#[from] PermissionError),
+    /// The file handle is not open (or is a directory handle).
+    #[error("file handle {0} is not open")]
+    BadHandle(u64),
+    /// The handle is not open for what was asked (read on a write-only
+    /// handle, write on a read-only one).
+    #[error("file handle {0} is not open for {1}")]
+    WrongAccessMode(u64, &'static str),
+    /// The filesystem is mounted read-only, or was remounted read-only by
+    /// the `errors=remount-ro` policy.
+    #[error("the filesystem is read-only{}", .0.as_deref().map(|why| format!(": {why}")).unwrap_or_default())]
+    ReadOnly(Option<String>),
+    /// The filesystem was shut down; nothing more is written.
+    #[error("the filesystem was shut down: {0}")]
+    ShutDown(String),
+    /// The operation does not apply to this kind of inode or argument.
+    #[error("invalid argument: {0}")]
+    Invalid(&'static str),
+    /// Writing the superblock (mount state, error record) failed.
+    #[error("superblock: {0}")]
+    Superblock(String),
+}
+
+impl FsError {
+    /// The errno a system call reports for this error.
+    pub fn errno(&self) -> i32 {
+        match self {
+            FsError::Namespace(error) => error.errno(),
+            FsError::File(error) => error.errno(),
+            FsError::Xattr(error) => error.errno(),
+            FsError::Permission(error) => error.errno(),
+            FsError::BadHandle(_) => libc::EBADF,
+            FsError::WrongAccessMode(..) => libc::EBADF,
+            FsError::ReadOnly(_) => libc::EROFS,
+            FsError::ShutDown(_) => libc::EIO,
+            FsError::Invalid(_) => libc::EINVAL,
+            FsError::Superblock(_) => libc::EIO,
+        }
+    }
+
+    /// Whether this error means the metadata (b-trees, journal) failed,
+    /// which the `errors=` policy acts on. Data errors (writeback, reads of
+    /// file blocks) are reported through errseq and events instead.
+    pub fn is_metadata_failure(&self) -> bool {
+        match self {
+            FsError::Namespace(error) => {
+                matches!(error, NamespaceError::Btree(_) | NamespaceError::Corrupt(_))
+            }
+            FsError::File(error) => matches!(
+                error,
+                FileError::Btree(_) | FileError::Journal(_) | FileError::Corrupt(_)
+            ),
+            FsError::Xattr(error) => error.is_metadata_failure(),
+            FsError::Superblock(_) => true,
+            FsError::Permission(_)
+            | FsError::BadHandle(_)
+            | FsError::WrongAccessMode(..)
+            | FsError::ReadOnly(_)
+            | FsError::ShutDown(_)
+            | FsError::Invalid(_) => false,
+        }
+    }
+}
+
+/// An engine operation's result.
+pub type FsResult<T> = Result<T, FsError>;

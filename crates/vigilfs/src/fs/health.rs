@@ -1,0 +1,207 @@
+//! Where a mounted filesystem's errors go besides the caller: the FS_ERROR
+//! event stream ([`fserror::ErrorSource`]) and the persistent error record
+//! in the superblock (ext4-style first/last error and per-kind counters).
+//!
+//! Every error the engine meets on a path no caller will hear about in
+//! full — a failed background writeback, a bad block under a read, a
+//! metadata failure — is reported here once: one event (merged by the
+//! listener groups as they choose) and one count in the record. The record
+//! is kept in memory and marked unsaved; whoever writes the superblock next
+//! (the background thread, freeze, shutdown, unmount) saves it, so the
+//! error path itself never waits on the device that may be failing.
+//!
+//! Invariants: the in-memory record only grows (counts never go down
+//! within a mount); `unsaved` is set after every change and cleared only
+//! by a successful superblock write of a record at least as new.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use fserror::{ErrorReport, ErrorSource, Fsid, Subtypes};
+
+use crate::format::{ErrorEvent, ErrorKind, ErrorOrigin, ErrorRecord};
+
+/// One error to report.
+#[derive(Debug, Clone, Copy)]
+pub struct Incident<'a> {
+    /// What sort of error.
+    pub kind: ErrorKind,
+    /// Its errno.
+    pub errno: i32,
+    /// The inode it concerns, and its generation.
+    pub inode: Option<(u64, u32)>,
+    /// The byte range of the file (or device) it concerns.
+    pub range: Option<(u64, u64)>,
+    /// The device block, when known.
+    pub block: Option<u64>,
+    /// Where it happened, for people (e.g. "writeback", "read").
+    pub origin: &'a str,
+}
+
+/// The event source and the error record of one mount.
+pub struct Health {
+    source: ErrorSource,
+    record: Mutex<ErrorRecord>,
+    /// Bumped by every change of the record.
+    changes: AtomicU64,
+    /// The `changes` value last saved.
+    saved: AtomicU64,
+}
+
+fn subtypes_of(kind: ErrorKind) -> Subtypes {
+    match kind {
+        ErrorKind::Writeback => Subtypes::WRITEBACK | Subtypes::DATA_LOST,
+        ErrorKind::Read => Subtypes::READ,
+        ErrorKind::Metadata => Subtypes::METADATA,
+        ErrorKind::Checksum => Subtypes::CHECKSUM,
+        ErrorKind::Journal => Subtypes::JOURNAL,
+        ErrorKind::Media => Subtypes::MEDIA,
+        ErrorKind::Other => Subtypes::METADATA,
+    }
+}
+
+fn seconds_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
+
+impl Health {
+    /// The health of the filesystem `fsid`, continuing `record` (from the
+    /// superblock).
+    pub fn new(fsid: u64, record: ErrorRecord) -> Health {
+        Health {
+            source: ErrorSource::new(Fsid(fsid)),
+            record: Mutex::new(record),
+            changes: AtomicU64::new(0),
+            saved: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ErrorRecord> {
+        self.record.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The event source listeners subscribe to.
+    pub fn source(&self) -> &ErrorSource {
+        &self.source
+    }
+
+    /// Reports one error: an event, and a count in the record.
+    pub fn report(&self, incident: &Incident<'_>) {
+        let errno = fserror::Errno::new(incident.errno)
+            .or_else(|| fserror::Errno::new(libc::EIO))
+            .expect("EIO is a valid errno");
+        let mut report = ErrorReport::new(errno, subtypes_of(incident.kind));
+        if let Some((ino, generation)) = incident.inode {
+            report = report.on_inode(ino, generation);
+        }
+        if let Some((offset, length)) = incident.range {
+            report = report.range(offset, length);
+        }
+        self.source.emit(&report);
+        self.lock().record(ErrorEvent {
+            time: seconds_now(),
+            errno: incident.errno,
+            inode: incident.inode.map(|(ino, _)| ino),
+            block: incident.block,
+            kind: incident.kind,
+            origin: ErrorOrigin::new(incident.origin),
+        });
+        self.changes.fetch_add(1, Ordering::Release);
+    }
+
+    /// The record as it is now.
+    pub fn record(&self) -> ErrorRecord {
+        self.lock().clone()
+    }
+
+    /// The record and a token for [`Health::saved`], if it changed since
+    /// it was last saved.
+    pub fn unsaved(&self) -> Option<(ErrorRecord, u64)> {
+        let changes = self.changes.load(Ordering::Acquire);
+        (changes != self.saved.load(Ordering::Acquire)).then(|| (self.record(), changes))
+    }
+
+    /// The record taken with `token` is on disk.
+    pub fn saved(&self, token: u64) {
+        self.saved.fetch_max(token, Ordering::AcqRel);
+    }
+
+    /// The terminal SHUTDOWN event.
+    pub fn shut_down(&self) {
+        self.source.shutdown();
+    }
+
+    /// The terminal UNMOUNT event.
+    pub fn unmounted(&self) {
+        self.source.unmount();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroUsize;
+    use std::time::Duration;
+
+    use fserror::{EventKind, Group, GroupConfig};
+
+    use super::*;
+
+    fn incident(kind: ErrorKind) -> Incident<'static> {
+        Incident {
+            kind,
+            errno: libc::EIO,
+            inode: Some((7, 1)),
+            range: Some((4096, 4096)),
+            block: Some(99),
+            origin: "test",
+        }
+    }
+
+    #[test]
+    fn a_report_is_an_event_and_a_count() {
+        let health = Health::new(1, ErrorRecord::default());
+        let group = Group::new(GroupConfig::merge());
+        group.subscribe(health.source()).unwrap();
+        health.report(&incident(ErrorKind::Writeback));
+        let mut kinds = Vec::new();
+        while let Ok(event) = group.read_timeout(Duration::from_millis(10)) {
+            kinds.push(event.kind);
+        }
+        assert!(kinds.contains(&EventKind::Error), "events: {kinds:?}");
+        let record = health.record();
+        assert_eq!(record.total, 1);
+        assert_eq!(record.counter(ErrorKind::Writeback).count, 1);
+        assert_eq!(record.first.as_ref().unwrap().inode, Some(7));
+    }
+
+    #[test]
+    fn the_record_is_unsaved_until_saved_with_a_current_token() {
+        let health = Health::new(1, ErrorRecord::default());
+        assert!(health.unsaved().is_none());
+        health.report(&incident(ErrorKind::Read));
+        let (_, token) = health.unsaved().unwrap();
+        health.report(&incident(ErrorKind::Read));
+        health.saved(token);
+        let (record, newer) = health.unsaved().expect("a change after the save");
+        assert_eq!(record.total, 2);
+        health.saved(newer);
+        assert!(health.unsaved().is_none());
+    }
+
+    #[test]
+    fn shutdown_is_the_last_event() {
+        let health = Health::new(1, ErrorRecord::default());
+        let group = Group::new(GroupConfig::merge().with_capacity(NonZeroUsize::new(4).unwrap()));
+        group.subscribe(health.source()).unwrap();
+        health.shut_down();
+        health.report(&incident(ErrorKind::Media));
+        let mut last = None;
+        while let Ok(event) = group.read_timeout(Duration::from_millis(10)) {
+            last = Some(event.kind);
+        }
+        assert_eq!(last, Some(EventKind::Shutdown));
+    }
+}

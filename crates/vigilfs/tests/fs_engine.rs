@@ -1,0 +1,724 @@
+//! The mounted filesystem through its engine API: mount and unmount,
+//! unclean-stop recovery, orphans, permissions, handles and directory
+//! offsets, errseq reporting with events and the persistent error record,
+//! background writeback, freeze/thaw, shutdown and the errors= policy.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use fserror::{EventKind, Group, GroupConfig};
+use vigilfs::device::{
+    BlockDevice, Errno, FaultDevice, FaultPlan, FaultRule, IoClass, MemoryDevice, Operations,
+    SectorSize,
+};
+use vigilfs::format::{read_superblock, ErrorKind, ErrorsPolicy, FsState};
+use vigilfs::fs::{Filesystem, FsError, LifeState, MountOptions, OpenFlags, SetAttributes};
+use vigilfs::fsck::fsck;
+use vigilfs::inode::{Caller, RenameFlags, XattrFlags, ROOT_INO};
+use vigilfs::mkfs::{make_filesystem, MkfsOptions};
+
+struct Fixture {
+    memory: Arc<MemoryDevice>,
+    plan: Arc<FaultPlan>,
+    device: Arc<dyn BlockDevice>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let memory = Arc::new(MemoryDevice::new(64 << 20, SectorSize::Bytes512));
+        let plan = Arc::new(FaultPlan::new());
+        let device: Arc<dyn BlockDevice> =
+            Arc::new(FaultDevice::new(Arc::clone(&memory), Arc::clone(&plan)));
+        make_filesystem(device.clone(), &MkfsOptions::default()).expect("mkfs");
+        Fixture {
+            memory,
+            plan,
+            device,
+        }
+    }
+
+    fn mount(&self) -> Filesystem {
+        self.mount_with(MountOptions::default())
+    }
+
+    fn mount_with(&self, options: MountOptions) -> Filesystem {
+        Filesystem::mount(self.device.clone(), options).expect("mount")
+    }
+
+    fn assert_fsck_clean(&self) {
+        let report = fsck(self.device.clone(), &mut |_| {}).expect("fsck");
+        assert!(report.is_clean(), "fsck: {:#?}", report.problems);
+    }
+
+    fn fail_writes(&self, class: IoClass) {
+        self.plan
+            .add_rule(
+                FaultRule::fail(Errno::EIO)
+                    .for_class(class)
+                    .on(Operations::WRITE),
+            )
+            .expect("rule");
+    }
+}
+
+fn root() -> Caller {
+    Caller::root()
+}
+
+fn user(uid: u32) -> Caller {
+    Caller {
+        uid,
+        gid: uid,
+        groups: Vec::new(),
+    }
+}
+
+fn read_write() -> OpenFlags {
+    OpenFlags {
+        read: true,
+        write: true,
+        ..OpenFlags::default()
+    }
+}
+
+fn errno<T: std::fmt::Debug>(result: Result<T, FsError>) -> i32 {
+    result.expect_err("expected an error").errno()
+}
+
+fn write_file(fs: &Filesystem, name: &[u8], bytes: &[u8]) -> u64 {
+    let (attr, handle) = fs
+        .create(ROOT_INO, name, 0o644, read_write(), &root())
+        .expect("create");
+    fs.write(handle, 0, bytes, &root()).expect("write");
+    fs.fsync(handle, false).expect("fsync");
+    fs.release(handle).expect("release");
+    attr.ino
+}
+
+fn read_file(fs: &Filesystem, name: &[u8]) -> Vec<u8> {
+    let attr = fs.lookup(ROOT_INO, name, &root()).expect("lookup");
+    let handle = fs
+        .open(attr.ino, OpenFlags::from_libc(libc::O_RDONLY), &root())
+        .expect("open");
+    let bytes = fs.read(handle, 0, 1 << 20).expect("read");
+    fs.release(handle).expect("release");
+    bytes
+}
+
+#[test]
+fn a_clean_unmount_is_clean_and_a_remount_sees_everything() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    assert!(!fs.recovered(), "mkfs leaves a clean filesystem");
+    write_file(&fs, b"kept", b"durable bytes");
+    let dir = fs.mkdir(ROOT_INO, b"dir", 0o755, &root()).unwrap();
+    fs.symlink(dir.ino, b"link", b"../kept", &root()).unwrap();
+    fs.unmount().expect("unmount");
+    let superblock = read_superblock(fixture.device.as_ref()).unwrap().superblock;
+    assert_eq!(superblock.state, FsState::Clean);
+    fixture.assert_fsck_clean();
+
+    let fs = fixture.mount();
+    assert!(!fs.recovered());
+    assert_eq!(read_file(&fs, b"kept"), b"durable bytes");
+    let link = fs.lookup(dir.ino, b"link", &root()).unwrap();
+    assert_eq!(fs.readlink(link.ino).unwrap(), b"../kept");
+    assert_eq!(fs.status().mount_count, 2);
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn a_mount_that_was_not_unmounted_is_recovered_with_its_fsynced_data() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    write_file(&fs, b"synced", b"made durable by fsync");
+    drop(fs); // no unmount: like a crash of the process
+    let fs = fixture.mount();
+    assert!(fs.recovered(), "an unclean stop must be detected");
+    assert_eq!(read_file(&fs, b"synced"), b"made durable by fsync");
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+}
+
+#[test]
+fn an_unlinked_open_file_lives_until_its_last_release() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let (attr, handle) = fs
+        .create(ROOT_INO, b"tmp", 0o600, read_write(), &root())
+        .unwrap();
+    fs.write(handle, 0, &vec![7u8; 3 * 4096], &root()).unwrap();
+    fs.fsync(handle, false).unwrap();
+    let free_before = fs.status().space.free_blocks;
+    fs.unlink(ROOT_INO, b"tmp", &root()).unwrap();
+    assert_eq!(errno(fs.lookup(ROOT_INO, b"tmp", &root())), libc::ENOENT);
+    // Still readable and writable through the handle.
+    fs.write(handle, 3 * 4096, b"more", &root()).unwrap();
+    fs.fsync(handle, false).unwrap();
+    assert_eq!(fs.read(handle, 0, 4).unwrap(), vec![7u8; 4]);
+    assert_eq!(fs.getattr(attr.ino).unwrap().record.nlink, 0);
+    fs.release(handle).unwrap();
+    assert_eq!(errno(fs.getattr(attr.ino)), libc::ENOENT);
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+    let fs = fixture.mount();
+    assert!(
+        fs.status().space.free_blocks + fs.status().space.pending_blocks >= free_before,
+        "the orphan's blocks were freed"
+    );
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn an_orphan_left_by_a_crash_is_deleted_at_the_next_mount() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let (attr, handle) = fs
+        .create(ROOT_INO, b"orphan", 0o600, read_write(), &root())
+        .unwrap();
+    fs.write(handle, 0, &vec![1u8; 8192], &root()).unwrap();
+    fs.fsync(handle, false).unwrap();
+    fs.unlink(ROOT_INO, b"orphan", &root()).unwrap();
+    let dir = fs.opendir(ROOT_INO, &root()).unwrap();
+    fs.fsyncdir(dir).unwrap();
+    drop(fs); // crash with the orphan open
+    let fs = fixture.mount();
+    assert_eq!(fs.status().orphans_purged, 1);
+    assert_eq!(errno(fs.getattr(attr.ino)), libc::ENOENT);
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+}
+
+#[test]
+fn permissions_follow_linux_rules() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let alice = user(1000);
+    let bob = user(1001);
+    // The root directory is root's, 0755: others may not create there.
+    assert_eq!(errno(fs.mkdir(ROOT_INO, b"a", 0o755, &alice)), libc::EACCES);
+    let shared = fs.mkdir(ROOT_INO, b"shared", 0o777, &root()).unwrap();
+    fs.setattr(
+        shared.ino,
+        &SetAttributes {
+            mode: Some(0o1777),
+            ..SetAttributes::default()
+        },
+        None,
+        &root(),
+    )
+    .unwrap();
+    let (file, handle) = fs
+        .create(shared.ino, b"alice's", 0o644, read_write(), &alice)
+        .unwrap();
+    fs.release(handle).unwrap();
+    assert_eq!(file.record.uid, 1000);
+    // Bob can read it but not open it for writing, chmod it, or (sticky
+    // directory) remove it.
+    let read_only = OpenFlags::from_libc(libc::O_RDONLY);
+    fs.release(fs.open(file.ino, read_only, &bob).unwrap())
+        .unwrap();
+    assert_eq!(errno(fs.open(file.ino, read_write(), &bob)), libc::EACCES);
+    let chmod = SetAttributes {
+        mode: Some(0o666),
+        ..SetAttributes::default()
+    };
+    assert_eq!(errno(fs.setattr(file.ino, &chmod, None, &bob)), libc::EPERM);
+    assert_eq!(errno(fs.unlink(shared.ino, b"alice's", &bob)), libc::EPERM);
+    let rename = fs.rename(
+        shared.ino,
+        b"alice's",
+        shared.ino,
+        b"x",
+        RenameFlags::default(),
+        &bob,
+    );
+    assert_eq!(errno(rename), libc::EPERM);
+    fs.unlink(shared.ino, b"alice's", &alice).unwrap();
+    // Only root gives files away.
+    let (mine, handle) = fs
+        .create(shared.ino, b"mine", 0o644, read_write(), &alice)
+        .unwrap();
+    fs.release(handle).unwrap();
+    let chown = SetAttributes {
+        uid: Some(1001),
+        ..SetAttributes::default()
+    };
+    assert_eq!(
+        errno(fs.setattr(mine.ino, &chown, None, &alice)),
+        libc::EPERM
+    );
+    assert_eq!(
+        fs.setattr(mine.ino, &chown, None, &root())
+            .unwrap()
+            .record
+            .uid,
+        1001
+    );
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn a_setgid_directory_passes_its_group_on() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let dir = fs.mkdir(ROOT_INO, b"project", 0o777, &root()).unwrap();
+    fs.setattr(
+        dir.ino,
+        &SetAttributes {
+            mode: Some(0o2777),
+            gid: Some(500),
+            ..SetAttributes::default()
+        },
+        None,
+        &root(),
+    )
+    .unwrap();
+    let alice = user(1000);
+    let sub = fs.mkdir(dir.ino, b"sub", 0o755, &alice).unwrap();
+    assert_eq!(sub.record.gid, 500);
+    assert_ne!(
+        sub.record.mode & 0o2000,
+        0,
+        "a subdirectory inherits setgid"
+    );
+    let (file, handle) = fs
+        .create(dir.ino, b"f", 0o644, read_write(), &alice)
+        .unwrap();
+    fs.release(handle).unwrap();
+    assert_eq!(file.record.gid, 500);
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn a_write_by_another_user_clears_setuid() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let (file, handle) = fs
+        .create(ROOT_INO, b"suid", 0o4777, read_write(), &root())
+        .unwrap();
+    fs.release(handle).unwrap();
+    assert_eq!(fs.getattr(file.ino).unwrap().record.mode & 0o7777, 0o4777);
+    let handle = fs.open(file.ino, read_write(), &user(1000)).unwrap();
+    fs.write(handle, 0, b"x", &user(1000)).unwrap();
+    fs.release(handle).unwrap();
+    assert_eq!(fs.getattr(file.ino).unwrap().record.mode & 0o7777, 0o0777);
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn readdir_offsets_resume_and_readdir_plus_counts_lookups() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let names: Vec<Vec<u8>> = (0..50)
+        .map(|at| format!("file{at:02}").into_bytes())
+        .collect();
+    for name in &names {
+        let (_, handle) = fs
+            .create(ROOT_INO, name, 0o644, read_write(), &root())
+            .unwrap();
+        fs.release(handle).unwrap();
+    }
+    let dir = fs.opendir(ROOT_INO, &root()).unwrap();
+    let mut seen = Vec::new();
+    let mut offset = 0;
+    loop {
+        let batch = fs.readdir(dir, offset, 7).unwrap();
+        let Some(last) = batch.last() else { break };
+        offset = last.offset;
+        seen.extend(batch.into_iter().map(|item| item.name));
+    }
+    assert_eq!(&seen[..2], &[b".".to_vec(), b"..".to_vec()]);
+    let mut listed = seen[2..].to_vec();
+    listed.sort();
+    assert_eq!(listed, names);
+    // Resuming from an offset handed out earlier gives the same entries.
+    let again = fs.readdir(dir, 9, 3).unwrap();
+    let first = fs.readdir(dir, 0, 13).unwrap();
+    // Entry at index k of a listing from the start has offset k + 1.
+    assert_eq!(again[..], first[9..12]);
+    fs.releasedir(dir).unwrap();
+    assert_eq!(errno(fs.readdir(dir, 0, 1)), libc::EBADF);
+
+    let file = fs.lookup(ROOT_INO, b"file00", &root()).unwrap().ino;
+    let before = fs.lookup_count(file);
+    let dir = fs.opendir(ROOT_INO, &root()).unwrap();
+    let plus = fs.readdir_plus(dir, 0, 100).unwrap();
+    assert_eq!(plus.len(), 52);
+    assert_eq!(fs.lookup_count(file), before + 1);
+    fs.forget(file, before + 1);
+    assert_eq!(fs.lookup_count(file), 0);
+    fs.releasedir(dir).unwrap();
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn xattrs_follow_their_namespace_rules() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let alice = user(1000);
+    let (file, handle) = fs
+        .create(ROOT_INO, b"x", 0o644, read_write(), &root())
+        .unwrap();
+    fs.release(handle).unwrap();
+    fs.setxattr(file.ino, b"user.tag", b"v1", XattrFlags::default(), &root())
+        .unwrap();
+    assert_eq!(fs.getxattr(file.ino, b"user.tag", &alice).unwrap(), b"v1");
+    assert_eq!(
+        errno(fs.setxattr(file.ino, b"user.tag", b"v2", XattrFlags::default(), &alice)),
+        libc::EACCES
+    );
+    fs.setxattr(
+        file.ino,
+        b"trusted.secret",
+        b"s",
+        XattrFlags::default(),
+        &root(),
+    )
+    .unwrap();
+    assert_eq!(
+        errno(fs.getxattr(file.ino, b"trusted.secret", &alice)),
+        libc::EPERM
+    );
+    assert_eq!(
+        fs.listxattr(file.ino, &alice).unwrap(),
+        vec![b"user.tag".to_vec()]
+    );
+    assert_eq!(fs.listxattr(file.ino, &root()).unwrap().len(), 2);
+    fs.removexattr(file.ino, b"user.tag", &root()).unwrap();
+    assert_eq!(
+        errno(fs.getxattr(file.ino, b"user.tag", &root())),
+        libc::ENODATA
+    );
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn statfs_counts_space_and_inodes() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let before = fs.statfs().unwrap();
+    assert_eq!(before.block_size, 4096);
+    assert!(before.free_blocks > 0 && before.free_blocks <= before.blocks);
+    write_file(&fs, b"big", &vec![3u8; 40 * 4096]);
+    let after = fs.statfs().unwrap();
+    assert!(
+        after.free_blocks + 40 <= before.free_blocks,
+        "{before:?} -> {after:?}"
+    );
+    assert_eq!(after.files, before.files + 1);
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn each_handle_hears_of_a_writeback_error_once_and_it_is_recorded() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let group = Group::new(GroupConfig::merge());
+    group.subscribe(fs.events()).unwrap();
+    let (attr, first) = fs
+        .create(ROOT_INO, b"f", 0o644, read_write(), &root())
+        .unwrap();
+    let second = fs.open(attr.ino, read_write(), &root()).unwrap();
+    fs.write(first, 0, b"will not reach the disk", &root())
+        .unwrap();
+    fixture.fail_writes(IoClass::Data);
+    assert_eq!(errno(fs.fsync(first, false)), libc::EIO);
+    assert_eq!(errno(fs.fsync(second, false)), libc::EIO);
+    fixture.plan.clear();
+    fs.fsync(first, false)
+        .expect("the retry succeeds and nothing new failed");
+    fs.fsync(second, false).unwrap();
+    // A monitor saw it without consuming anything.
+    assert_eq!(fs.status().writeback_error, Some(libc::EIO));
+    let mut kinds = Vec::new();
+    while let Ok(event) = group.read_timeout(Duration::from_millis(20)) {
+        kinds.push(event.kind);
+    }
+    assert!(kinds.contains(&EventKind::Error), "events: {kinds:?}");
+    fs.release(first).unwrap();
+    fs.release(second).unwrap();
+    fs.unmount().unwrap();
+    // The record survives the remount.
+    let fs = fixture.mount();
+    let record = fs.status().error_record;
+    assert_eq!(record.counter(ErrorKind::Writeback).count, 1, "{record:?}");
+    assert_eq!(
+        record.first.as_ref().and_then(|first| first.inode),
+        Some(attr.ino)
+    );
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+}
+
+#[test]
+fn a_checksum_mismatch_is_eio_and_an_event() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let ino = write_file(&fs, b"rotting", &vec![9u8; 4096]);
+    fs.unmount().unwrap();
+    // Flip a byte of the file's block on the medium.
+    let image = fixture.memory.to_image();
+    let pattern = vec![9u8; 4096];
+    let at = image
+        .chunks(4096)
+        .position(|block| block == pattern.as_slice())
+        .expect("the data block");
+    let mut block = pattern.clone();
+    block[100] ^= 1;
+    fixture
+        .memory
+        .write_at(at as u64 * 4096, &block, IoClass::Data)
+        .unwrap();
+    let fs = fixture.mount();
+    let group = Group::new(GroupConfig::merge());
+    group.subscribe(fs.events()).unwrap();
+    let handle = fs
+        .open(ino, OpenFlags::from_libc(libc::O_RDONLY), &root())
+        .unwrap();
+    assert_eq!(errno(fs.read(handle, 0, 4096)), libc::EIO);
+    let record = fs.status().error_record;
+    assert_eq!(record.counter(ErrorKind::Checksum).count, 1);
+    let event = loop {
+        let event = group
+            .read_timeout(Duration::from_secs(1))
+            .expect("an event");
+        if event.kind == EventKind::Error {
+            break event;
+        }
+    };
+    assert_eq!(event.object().map(|object| object.inode), Some(ino));
+    fs.release(handle).unwrap();
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn background_writeback_cleans_dirty_data_without_fsync() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount_with(MountOptions {
+        writeback_interval: Duration::from_millis(20),
+        ..MountOptions::default()
+    });
+    let (_, handle) = fs
+        .create(ROOT_INO, b"lazy", 0o644, read_write(), &root())
+        .unwrap();
+    fs.write(handle, 0, &vec![5u8; 64 * 1024], &root()).unwrap();
+    assert!(fs.status().dirty_bytes > 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fs.status().dirty_bytes > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the background thread never wrote back"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    fs.release(handle).unwrap();
+    drop(fs); // crash: what the thread wrote back is durable
+    let fs = fixture.mount();
+    assert_eq!(read_file(&fs, b"lazy"), vec![5u8; 64 * 1024]);
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn freeze_blocks_writers_keeps_reads_and_leaves_nothing_dirty() {
+    let fixture = Fixture::new();
+    let fs = Arc::new(fixture.mount());
+    write_file(&fs, b"readable", b"still readable while frozen");
+    let (attr, handle) = fs
+        .create(ROOT_INO, b"w", 0o644, read_write(), &root())
+        .unwrap();
+    fs.write(handle, 0, b"dirty before the freeze", &root())
+        .unwrap();
+    fs.freeze().unwrap();
+    let status = fs.status();
+    assert_eq!(status.state, LifeState::Frozen);
+    assert_eq!(status.dirty_bytes, 0);
+    assert_eq!(status.dirty_nodes, 0);
+    // The one pin left is the b-tree roots record, the replay anchor.
+    assert_eq!(status.journal.pins, 1);
+    let superblock = read_superblock(fixture.device.as_ref()).unwrap().superblock;
+    assert_eq!(
+        superblock.state,
+        FsState::Clean,
+        "a frozen filesystem is clean on disk"
+    );
+    assert_eq!(read_file(&fs, b"readable"), b"still readable while frozen");
+
+    let wrote = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (fs, wrote) = (Arc::clone(&fs), Arc::clone(&wrote));
+        thread::spawn(move || {
+            fs.write(handle, 0, b"after thaw", &root()).unwrap();
+            wrote.store(true, Ordering::SeqCst);
+        })
+    };
+    thread::sleep(Duration::from_millis(100));
+    assert!(
+        !wrote.load(Ordering::SeqCst),
+        "a writer got through a freeze"
+    );
+    fs.thaw().unwrap();
+    writer.join().unwrap();
+    assert!(wrote.load(Ordering::SeqCst));
+    fs.fsync(handle, false).unwrap();
+    assert_eq!(fs.read(handle, 0, 10).unwrap(), b"after thaw");
+    fs.release(handle).unwrap();
+    let _ = attr;
+    Arc::try_unwrap(fs).unwrap().unmount().unwrap();
+    fixture.assert_fsck_clean();
+}
+
+/// generic/390 in spirit: writers, fsyncs and freeze/thaw cycles at once;
+/// after every freeze nothing is dirty and no journal pin is held.
+#[test]
+fn freeze_cycles_under_concurrent_writers_and_fsyncs() {
+    let fixture = Fixture::new();
+    let fs = Arc::new(fixture.mount());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for worker in 0..3u8 {
+        let (fs, stop) = (Arc::clone(&fs), Arc::clone(&stop));
+        workers.push(thread::spawn(move || {
+            let name = format!("worker{worker}").into_bytes();
+            let (_, handle) = fs
+                .create(ROOT_INO, &name, 0o644, read_write(), &root())
+                .unwrap();
+            let mut round = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let bytes = vec![worker.wrapping_add(round as u8); 4096];
+                fs.write(handle, (round % 16) * 4096, &bytes, &root())
+                    .unwrap();
+                if round % 3 == 0 {
+                    fs.fsync(handle, false).unwrap();
+                }
+                round += 1;
+            }
+            fs.release(handle).unwrap();
+            round
+        }));
+    }
+    for _ in 0..20 {
+        thread::sleep(Duration::from_millis(5));
+        fs.freeze().unwrap();
+        let status = fs.status();
+        assert_eq!(status.dirty_bytes, 0, "dirty data while frozen");
+        assert_eq!(status.dirty_nodes, 0, "a dirty b-tree node while frozen");
+        assert_eq!(
+            status.journal.pins, 1,
+            "a pin besides the roots record while frozen"
+        );
+        fs.thaw().unwrap();
+    }
+    stop.store(true, Ordering::SeqCst);
+    let rounds: u64 = workers
+        .into_iter()
+        .map(|worker| worker.join().unwrap())
+        .sum();
+    assert!(rounds > 0);
+    Arc::try_unwrap(fs).unwrap().unmount().unwrap();
+    fixture.assert_fsck_clean();
+}
+
+#[test]
+fn shutdown_refuses_writes_keeps_reads_and_ends_the_event_stream() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let group = Group::new(GroupConfig::merge());
+    group.subscribe(fs.events()).unwrap();
+    write_file(&fs, b"before", b"written before the shutdown");
+    let (_, handle) = fs
+        .create(ROOT_INO, b"open", 0o644, read_write(), &root())
+        .unwrap();
+    fs.shutdown(true);
+    assert!(matches!(fs.status().state, LifeState::ShutDown(_)));
+    assert_eq!(errno(fs.write(handle, 0, b"x", &root())), libc::EIO);
+    assert_eq!(errno(fs.mkdir(ROOT_INO, b"d", 0o755, &root())), libc::EIO);
+    assert_eq!(read_file(&fs, b"before"), b"written before the shutdown");
+    let mut last = None;
+    while let Ok(event) = group.read_timeout(Duration::from_millis(20)) {
+        last = Some(event.kind);
+    }
+    assert_eq!(last, Some(EventKind::Shutdown));
+    fs.release(handle).unwrap();
+    fs.unmount().unwrap();
+    // Not marked clean: the next mount recovers.
+    let fs = fixture.mount();
+    assert!(fs.recovered());
+    assert_eq!(read_file(&fs, b"before"), b"written before the shutdown");
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+}
+
+#[test]
+fn errors_remount_ro_makes_a_metadata_failure_read_only() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount_with(MountOptions {
+        errors: Some(ErrorsPolicy::RemountReadOnly),
+        ..MountOptions::default()
+    });
+    write_file(&fs, b"safe", b"fsynced before the failure");
+    fixture.fail_writes(IoClass::Journal);
+    let (_, handle) = fs
+        .create(ROOT_INO, b"doomed", 0o644, read_write(), &root())
+        .unwrap();
+    fs.write(handle, 0, b"x", &root()).unwrap();
+    assert_eq!(errno(fs.fsync(handle, false)), libc::EIO);
+    assert!(
+        matches!(fs.status().state, LifeState::ReadOnly(_)),
+        "{:?}",
+        fs.status().state
+    );
+    assert_eq!(errno(fs.mkdir(ROOT_INO, b"d", 0o755, &root())), libc::EROFS);
+    assert_eq!(read_file(&fs, b"safe"), b"fsynced before the failure");
+    fs.release(handle).unwrap();
+    fs.unmount().unwrap();
+    fixture.plan.clear();
+    let fs = fixture.mount();
+    assert!(fs.recovered());
+    assert_eq!(read_file(&fs, b"safe"), b"fsynced before the failure");
+    assert!(fs.status().error_record.total >= 1);
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+}
+
+#[test]
+fn errors_continue_keeps_the_filesystem_writable() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount_with(MountOptions {
+        errors: Some(ErrorsPolicy::Continue),
+        ..MountOptions::default()
+    });
+    let (_, handle) = fs
+        .create(ROOT_INO, b"f", 0o644, read_write(), &root())
+        .unwrap();
+    fixture.fail_writes(IoClass::Journal);
+    fs.write(handle, 0, b"x", &root()).unwrap();
+    assert_eq!(errno(fs.fsync(handle, false)), libc::EIO);
+    assert_eq!(fs.status().state, LifeState::Running);
+    fs.release(handle).unwrap();
+    drop(fs);
+}
+
+#[test]
+fn a_read_only_mount_refuses_changes_and_writes_nothing() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    write_file(&fs, b"f", b"data");
+    fs.unmount().unwrap();
+    let image = fixture.memory.to_image();
+    let fs = fixture.mount_with(MountOptions {
+        read_only: true,
+        ..MountOptions::default()
+    });
+    assert_eq!(read_file(&fs, b"f"), b"data");
+    assert_eq!(errno(fs.mkdir(ROOT_INO, b"d", 0o755, &root())), libc::EROFS);
+    let attr = fs.lookup(ROOT_INO, b"f", &root()).unwrap();
+    assert_eq!(errno(fs.open(attr.ino, read_write(), &root())), libc::EROFS);
+    fs.unmount().unwrap();
+    assert!(
+        fixture.memory.to_image() == image,
+        "a read-only mount wrote to the device"
+    );
+}
