@@ -440,6 +440,34 @@ fn delete_all_in_a_transaction_removes_every_attribute_of_that_inode_only() {
 }
 
 #[test]
+fn a_stored_value_with_a_bad_version_or_no_version_byte_is_eio() {
+    let (_, _, metadata, file) = with_file();
+    let xattrs = Xattrs::new(metadata.clone());
+    xattrs.set(file, b"user.good", b"g", CREATE).unwrap();
+    let key = |name: &[u8]| [&file.to_be_bytes()[..], name].concat();
+    let mut transaction = metadata.trees.transaction();
+    transaction
+        .put(TreeId::Xattrs, &key(b"user.future"), &[2, b'x'])
+        .unwrap();
+    transaction
+        .put(TreeId::Xattrs, &key(b"user.empty"), &[])
+        .unwrap();
+    transaction.commit().unwrap();
+    assert_eq!(errno(xattrs.get(file, b"user.future")), libc::EIO);
+    assert_eq!(errno(xattrs.get(file, b"user.empty")), libc::EIO);
+    assert_eq!(errno(xattrs.list(file)), libc::EIO);
+    assert_eq!(xattrs.get(file, b"user.good").unwrap(), b"g");
+    // Overwriting or removing a damaged value works: set and remove do not
+    // read it.
+    xattrs.set(file, b"user.future", b"now", UPSERT).unwrap();
+    xattrs.remove(file, b"user.empty").unwrap();
+    assert_eq!(
+        xattrs.list(file).unwrap(),
+        names(&[b"user.future", b"user.good"])
+    );
+}
+
+#[test]
 fn delete_all_of_an_inode_without_attributes_changes_nothing() {
     let (_, _, metadata, file) = with_file();
     let xattrs = Xattrs::new(metadata.clone());

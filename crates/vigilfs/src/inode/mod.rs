@@ -12,7 +12,8 @@
 //! ([`Xattrs`]: get, set, list, remove; no POSIX ACLs). `permission.rs`
 //! holds Linux permission rules as pure functions over inode records
 //! ([`check_access`], sticky delete, new-inode ownership, setattr, suid
-//! clearing on write) for the mounted layer to call first.
+//! clearing on write, xattr namespaces) for the mounted layer to call
+//! first.
 
 mod file;
 mod namespace;
@@ -28,8 +29,9 @@ pub use namespace::{
     DirCookie, DirEntry, Namespace, NamespaceError, NamespaceResult, RenameFlags, SetAttr, SetTime,
 };
 pub use permission::{
-    check_access, check_setattr, check_sticky_delete, kill_suid_on_write, new_inode_owner, Access,
-    Adjusted, Caller, PermResult, PermissionError, SetAttrRequest, TimeChange,
+    check_access, check_setattr, check_sticky_delete, check_xattr_access, kill_suid_on_write,
+    new_inode_owner, xattr_listable, Access, Adjusted, Caller, PermResult, PermissionError,
+    SetAttrRequest, TimeChange,
 };
 pub use record::{
     decode_inode_key, inode_key, name_hash, valid_name, Dirent, DirentKey, Extent, ExtentKey,

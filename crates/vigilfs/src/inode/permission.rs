@@ -50,10 +50,21 @@
 //!   (`S_ISGID` without group execute is a mandatory-locking mark and
 //!   stays).
 //!
+//! * **Extended attributes** ([`check_xattr_access`], [`xattr_listable`];
+//!   `xattr_permission`, commoncap's `cap_inode_setxattr`, and the
+//!   `trusted.*` list handlers): `security.*` may be read by anyone and
+//!   written by root only (`EPERM`); `trusted.*` is root's alone — others
+//!   get `EPERM` writing and `ENODATA` reading, and do not see the names
+//!   in a list; `user.*` exists only on regular files and directories
+//!   (`EPERM` writing, `ENODATA` reading elsewhere), writing one on a
+//!   sticky directory needs owner or root (`EPERM`), and otherwise reading
+//!   needs read access and writing write access (`EACCES`). Listing needs
+//!   no access to the inode.
+//!
 //! Not modelled: POSIX ACLs (none are stored), immutable/append-only
-//! flags, user namespaces and idmapped mounts, capabilities other than
-//! "uid 0 has them all", and extended-attribute namespace rules (the
-//! caller decides who may touch `trusted.*`).
+//! flags, user namespaces and idmapped mounts, and capabilities other than
+//! "uid 0 has them all" (so `security.capability` needs root like every
+//! `security.*` write, where Linux asks for `CAP_SETFCAP`).
 
 use thiserror::Error;
 
@@ -74,6 +85,10 @@ pub enum PermissionError {
     /// Only the owner or root may do this (`EPERM`).
     #[error("operation not permitted: {0}")]
     NotPermitted(&'static str),
+    /// An extended attribute the caller may not read is reported absent
+    /// (`ENODATA`), as Linux does for `trusted.*` and misplaced `user.*`.
+    #[error("no such attribute (hidden from this caller): {0}")]
+    Hidden(&'static str),
 }
 
 impl PermissionError {
@@ -82,6 +97,7 @@ impl PermissionError {
         match self {
             PermissionError::Denied(_) => libc::EACCES,
             PermissionError::NotPermitted(_) => libc::EPERM,
+            PermissionError::Hidden(_) => libc::ENODATA,
         }
     }
 }
@@ -190,7 +206,8 @@ pub fn check_access(record: &InodeRecord, caller: &Caller, access: Access) -> Pe
 }
 
 /// Whether `caller` may remove or rename `victim` out of `dir` as far as
-/// the sticky bit goes; `EPERM` if not.
+/// the sticky bit goes; `EPERM` if not. A rename checks its source and,
+/// when it replaces one, its target (each in its own directory).
 pub fn check_sticky_delete(
     dir: &InodeRecord,
     victim: &InodeRecord,
@@ -349,6 +366,65 @@ pub fn kill_suid_on_write(record: &InodeRecord, caller: &Caller) -> Option<u32> 
         new &= !S_ISGID;
     }
     (new != old).then_some(new)
+}
+
+/// Whether `caller` may read (get) or, with `write`, set or remove the
+/// extended attribute `name` of `record`; see the module comment. Names
+/// outside `security.`, `trusted.` and `user.` get no check here: the
+/// attribute store refuses them.
+pub fn check_xattr_access(
+    record: &InodeRecord,
+    caller: &Caller,
+    name: &[u8],
+    write: bool,
+) -> PermResult<()> {
+    let refuse = |why| {
+        if write {
+            PermissionError::NotPermitted(why)
+        } else {
+            PermissionError::Hidden(why)
+        }
+    };
+    if name.starts_with(b"security.") {
+        if write && !caller.is_root() {
+            return Err(PermissionError::NotPermitted(
+                "only root may write security.* attributes",
+            ));
+        }
+        Ok(())
+    } else if name.starts_with(b"trusted.") {
+        if caller.is_root() {
+            Ok(())
+        } else {
+            Err(refuse("trusted.* attributes are root's"))
+        }
+    } else if name.starts_with(b"user.") {
+        let kind = record.file_type();
+        if !matches!(kind, FileType::Regular | FileType::Directory) {
+            return Err(refuse(
+                "user.* attributes exist only on regular files and directories",
+            ));
+        }
+        if write
+            && kind == FileType::Directory
+            && record.mode & S_ISVTX != 0
+            && !caller.owner_or_root(record)
+        {
+            return Err(PermissionError::NotPermitted(
+                "user.* attributes of a sticky directory are its owner's",
+            ));
+        }
+        let access = if write { Access::WRITE } else { Access::READ };
+        check_access(record, caller, access)
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether `caller` sees attribute `name` in a list: every name but
+/// `trusted.*` ones, which only root sees.
+pub fn xattr_listable(caller: &Caller, name: &[u8]) -> bool {
+    caller.is_root() || !name.starts_with(b"trusted.")
 }
 
 #[cfg(test)]
@@ -792,8 +868,90 @@ mod tests {
     }
 
     #[test]
+    fn security_attributes_are_readable_by_all_and_writable_by_root() {
+        let record = file(0o000);
+        assert!(check_xattr_access(&record, &stranger(), b"security.selinux", false).is_ok());
+        assert_eq!(
+            errno(check_xattr_access(
+                &record,
+                &owner(),
+                b"security.selinux",
+                true
+            )),
+            libc::EPERM
+        );
+        assert!(check_xattr_access(&record, &Caller::root(), b"security.selinux", true).is_ok());
+    }
+
+    #[test]
+    fn trusted_attributes_are_roots_and_hidden_from_others() {
+        let record = file(0o666);
+        assert_eq!(
+            errno(check_xattr_access(&record, &owner(), b"trusted.t", true)),
+            libc::EPERM
+        );
+        assert_eq!(
+            errno(check_xattr_access(&record, &owner(), b"trusted.t", false)),
+            libc::ENODATA
+        );
+        assert!(check_xattr_access(&file(0o000), &Caller::root(), b"trusted.t", true).is_ok());
+        assert!(!xattr_listable(&owner(), b"trusted.t"));
+        assert!(xattr_listable(&Caller::root(), b"trusted.t"));
+        assert!(xattr_listable(&stranger(), b"user.u"));
+        assert!(xattr_listable(&stranger(), b"security.s"));
+    }
+
+    #[test]
+    fn user_attributes_follow_the_mode_bits() {
+        let record = file(0o640);
+        assert!(check_xattr_access(&record, &owner(), b"user.u", true).is_ok());
+        assert!(check_xattr_access(&record, &member(), b"user.u", false).is_ok());
+        assert_eq!(
+            errno(check_xattr_access(&record, &member(), b"user.u", true)),
+            libc::EACCES
+        );
+        assert_eq!(
+            errno(check_xattr_access(&record, &stranger(), b"user.u", false)),
+            libc::EACCES
+        );
+        assert!(check_xattr_access(&file(0o000), &Caller::root(), b"user.u", true).is_ok());
+    }
+
+    #[test]
+    fn user_attributes_elsewhere_than_files_and_directories_are_refused() {
+        let link = inode(FileType::Symlink, 0o777);
+        assert_eq!(
+            errno(check_xattr_access(&link, &owner(), b"user.u", true)),
+            libc::EPERM
+        );
+        assert_eq!(
+            errno(check_xattr_access(&link, &Caller::root(), b"user.u", false)),
+            libc::ENODATA
+        );
+        let fifo = inode(FileType::Fifo, 0o666);
+        assert_eq!(
+            errno(check_xattr_access(&fifo, &stranger(), b"user.u", true)),
+            libc::EPERM
+        );
+    }
+
+    #[test]
+    fn user_attributes_of_a_sticky_directory_are_written_by_its_owner_or_root() {
+        let sticky = dir(0o1777);
+        assert_eq!(
+            errno(check_xattr_access(&sticky, &stranger(), b"user.u", true)),
+            libc::EPERM
+        );
+        assert!(check_xattr_access(&sticky, &stranger(), b"user.u", false).is_ok());
+        assert!(check_xattr_access(&sticky, &owner(), b"user.u", true).is_ok());
+        assert!(check_xattr_access(&sticky, &Caller::root(), b"user.u", true).is_ok());
+        assert!(check_xattr_access(&dir(0o777), &stranger(), b"user.u", true).is_ok());
+    }
+
+    #[test]
     fn errors_map_to_their_errno() {
         assert_eq!(PermissionError::Denied("x").errno(), libc::EACCES);
         assert_eq!(PermissionError::NotPermitted("x").errno(), libc::EPERM);
+        assert_eq!(PermissionError::Hidden("x").errno(), libc::ENODATA);
     }
 }
