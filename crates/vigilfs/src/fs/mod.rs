@@ -71,9 +71,10 @@ use crate::format::{
     read_superblock, write_superblocks, ErrorKind, ErrorRecord, ErrorsPolicy, FsState, Superblock,
 };
 use crate::inode::{
-    check_access, check_setattr, check_sticky_delete, kill_suid_on_write, new_inode_owner, Access,
-    Caller, FallocateMode, FileError, FileType, Files, InodeRecord, Namespace, RenameFlags, Seek,
-    SetAttr, SetAttrRequest, SetTime, TimeChange, XattrFlags, Xattrs, ROOT_INO,
+    check_access, check_setattr, check_sticky_delete, check_xattr_access, kill_suid_on_write,
+    new_inode_owner, xattr_listable, Access, Caller, FallocateMode, FileError, FileType, Files,
+    InodeRecord, Namespace, RenameFlags, Seek, SetAttr, SetAttrRequest, SetTime, TimeChange,
+    XattrFlags, Xattrs, ROOT_INO,
 };
 use crate::journal::JournalStatus;
 use crate::metadata::Metadata;
@@ -999,6 +1000,21 @@ impl Filesystem {
         Ok(self.shared.files.syncfs(&mut cursors)?)
     }
 
+    /// syncfs as a new opener would do it (`vigilfs sync`: open the mount
+    /// point, syncfs, close): everything written back and durable, then the
+    /// filesystem writeback error if nobody has been told of it yet — so
+    /// each error is reported once, to whoever asks first.
+    pub fn syncfs_once(&self) -> FsResult<()> {
+        let mut cursor = self.shared.files.sample_fs_cursor();
+        let result = self
+            .shared
+            .files
+            .syncfs_with(&mut cursor)
+            .map_err(FsError::from);
+        self.shared.check_journal("syncfs");
+        result
+    }
+
     /// Opens directory `ino`; returns the directory handle.
     pub fn opendir(&self, ino: u64, caller: &Caller) -> FsResult<u64> {
         let record = self.record(ino)?;
@@ -1120,7 +1136,7 @@ impl Filesystem {
     /// The value of extended attribute `name` of `ino`.
     pub fn getxattr(&self, ino: u64, name: &[u8], caller: &Caller) -> FsResult<Vec<u8>> {
         let record = self.record(ino)?;
-        self.check_xattr(&record, name, caller, Access::READ)?;
+        self.check_xattr(&record, name, caller, false)?;
         Ok(self.shared.xattrs.get(ino, name)?)
     }
 
@@ -1135,7 +1151,7 @@ impl Filesystem {
     ) -> FsResult<()> {
         let _writer = self.enter()?;
         let record = self.record(ino)?;
-        self.check_xattr(&record, name, caller, Access::WRITE)?;
+        self.check_xattr(&record, name, caller, true)?;
         let result = self
             .shared
             .xattrs
@@ -1150,7 +1166,7 @@ impl Filesystem {
         let names = self.shared.xattrs.list(ino)?;
         Ok(names
             .into_iter()
-            .filter(|name| caller.is_root() || !name.starts_with(b"trusted."))
+            .filter(|name| !self.shared.options.check_permissions || xattr_listable(caller, name))
             .collect())
     }
 
@@ -1158,45 +1174,21 @@ impl Filesystem {
     pub fn removexattr(&self, ino: u64, name: &[u8], caller: &Caller) -> FsResult<()> {
         let _writer = self.enter()?;
         let record = self.record(ino)?;
-        self.check_xattr(&record, name, caller, Access::WRITE)?;
+        self.check_xattr(&record, name, caller, true)?;
         let result = self.shared.xattrs.remove(ino, name).map_err(FsError::from);
         self.shared.observe("removexattr", result)
     }
 
-    /// Linux's xattr access rules: `trusted.` is root's; `user.` follows
-    /// the file's permission bits; `security.` writes need root or the
-    /// owner.
+    /// Linux's xattr access rules ([`check_xattr_access`]).
     fn check_xattr(
         &self,
         record: &InodeRecord,
         name: &[u8],
         caller: &Caller,
-        access: Access,
+        write: bool,
     ) -> FsResult<()> {
-        if !self.shared.options.check_permissions {
-            return Ok(());
-        }
-        if name.starts_with(b"trusted.") {
-            if caller.is_root() {
-                return Ok(());
-            }
-            return Err(crate::inode::PermissionError::NotPermitted(
-                "trusted.* attributes belong to root",
-            )
-            .into());
-        }
-        if name.starts_with(b"user.") {
-            return self.check(record, caller, access);
-        }
-        if name.starts_with(b"security.")
-            && access == Access::WRITE
-            && !caller.is_root()
-            && caller.uid != record.uid
-        {
-            return Err(crate::inode::PermissionError::NotPermitted(
-                "security.* attributes are set by the owner",
-            )
-            .into());
+        if self.shared.options.check_permissions {
+            check_xattr_access(record, caller, name, write)?;
         }
         Ok(())
     }

@@ -1159,9 +1159,21 @@ impl Files {
     /// Writes back every inode, flushes the journal, then reports the first
     /// filesystem writeback error this handle has not heard of.
     pub fn syncfs(&self, handle: &mut Handle) -> FileResult<()> {
+        self.syncfs_with(&mut handle.fs_cursor)
+    }
+
+    /// A cursor into the filesystem's error word as a new opener samples
+    /// it: an error nobody has been told of is still ahead of it.
+    pub fn sample_fs_cursor(&self) -> Since {
+        self.fs_errseq.sample()
+    }
+
+    /// [`Files::syncfs`] with a cursor that is not a handle's (a control
+    /// command's, say).
+    pub fn syncfs_with(&self, cursor: &mut Since) -> FileResult<()> {
         let summary = self.writeback_all();
         let flushed = self.metadata.journal.flush();
-        let reported = self.fs_errseq.check_and_advance(&mut handle.fs_cursor);
+        let reported = self.fs_errseq.check_and_advance(cursor);
         if let Some(errno) = summary.first_error {
             return Err(FileError::Writeback(errno));
         }
