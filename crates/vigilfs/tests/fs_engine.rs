@@ -723,3 +723,9 @@ fn a_read_only_mount_refuses_changes_and_writes_nothing() {
         "a read-only mount wrote to the device"
     );
 }
+
+#[test]
+fn a_filesystem_can_be_shared_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Filesystem>();
+}
