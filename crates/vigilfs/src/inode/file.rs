@@ -1292,6 +1292,9 @@ impl Files {
                 return Err(errno);
             }
         };
+        // The transaction names the new blocks: they must be durable
+        // before its journal entry is.
+        self.metadata.journal.order_before_next_entry();
         let (seq, freed) = match self.commit_extents(ino, state, &new_extents) {
             Ok(done) => done,
             Err(errno) => {

@@ -319,7 +319,8 @@ struct Inner {
     /// Early reclaims that failed while the journal still had room.
     reclaim_failures: u64,
     last_reclaim_failure: Option<String>,
-    /// Pins dropped so far (each means an object was written).
+    /// Pins dropped and ordered data writes so far (each means an object
+    /// or data was written that the next entry must not overtake).
     pin_drops: u64,
     /// `pin_drops` when the latest successful device flush began: the
     /// object writes behind those drops are durable (see the preflush in
@@ -1086,6 +1087,16 @@ impl Journal {
             inner.pins.advance();
             self.changed.notify_all();
         }
+    }
+
+    /// Records that data was written outside the journal which an entry
+    /// about to be written will refer to (file data in new copy-on-write
+    /// extents): the next entry write flushes the device first, as for
+    /// dropped pins, so no entry can be durable while the data it names
+    /// is not (ext4's data=ordered, a preflush on the commit).
+    pub fn order_before_next_entry(&self) {
+        let mut inner = lock(&self.inner);
+        inner.pin_drops += 1;
     }
 
     /// The seq `pin` holds, if it is still held.
