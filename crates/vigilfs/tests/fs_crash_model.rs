@@ -8,12 +8,14 @@
 //! * fsck finds nothing wrong (after the recovery mount's clean unmount);
 //! * every file whose last fsync returned success, and that was not
 //!   changed afterwards, has exactly its fsynced contents under its name;
+//! * every directory a syncfs made durable, and no rmdir touched since,
+//!   exists;
 //! * every file that exists reads back without an error (checksums hold).
 //!
 //! The workload is deterministic (seeded), so the run that is cut at flush
 //! N is the same run as the clean one up to that flush.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +28,7 @@ use vigilfs::mkfs::{make_filesystem, MkfsOptions};
 
 const DEVICE_BYTES: u64 = 24 << 20;
 const NAMES: [&[u8]; 6] = [b"a", b"b", b"c", b"d", b"e", b"f"];
+const DIRECTORIES: [&[u8]; 3] = [b"x", b"y", b"z"];
 const OPERATIONS: usize = 160;
 
 /// xorshift64*: small, seeded, reproducible.
@@ -68,13 +71,15 @@ type Durable = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// Runs the workload until it ends or the device loses power; returns the
 /// durable model.
-fn workload(fs: &Filesystem, seed: u64) -> Durable {
+fn workload(fs: &Filesystem, seed: u64) -> (Durable, BTreeSet<Vec<u8>>) {
     let mut state = Workload {
         fs,
         root: Caller::root(),
         random: Random(seed | 1),
         contents: BTreeMap::new(),
         durable: Durable::new(),
+        directories: BTreeSet::new(),
+        durable_directories: BTreeSet::new(),
     };
     for _ in 0..OPERATIONS {
         if let Err(errno) = state.step() {
@@ -84,7 +89,7 @@ fn workload(fs: &Filesystem, seed: u64) -> Durable {
             }
         }
     }
-    state.durable
+    (state.durable, state.durable_directories)
 }
 
 struct Workload<'a> {
@@ -94,6 +99,10 @@ struct Workload<'a> {
     /// Contents as the workload wrote them (what a read returns now).
     contents: BTreeMap<Vec<u8>, Vec<u8>>,
     durable: Durable,
+    /// Directories that exist now, and those a syncfs made durable and no
+    /// rmdir touched since.
+    directories: BTreeSet<Vec<u8>>,
+    durable_directories: BTreeSet<Vec<u8>>,
 }
 
 fn errno(error: vigilfs::fs::FsError) -> i32 {
@@ -107,8 +116,43 @@ impl Workload<'_> {
 
     fn step(&mut self) -> Result<(), i32> {
         let name = self.name();
-        match self.random.below(10) {
+        match self.random.below(12) {
             0..=4 => self.write(name),
+            10 => {
+                let directory = DIRECTORIES[self.random.below(3) as usize].to_vec();
+                let attr = self
+                    .fs
+                    .mkdir(ROOT_INO, &directory, 0o755, &self.root)
+                    .map_err(errno);
+                if let Err(libc::EEXIST) = attr {
+                    return Ok(());
+                }
+                let attr = attr?;
+                // Something in it, so rmdir sometimes meets ENOTEMPTY.
+                if self.random.below(2) == 0 {
+                    self.fs
+                        .mknod(attr.ino, b"inner", libc::S_IFREG | 0o600, 0, &self.root)
+                        .map_err(errno)?;
+                }
+                self.directories.insert(directory);
+                Ok(())
+            }
+            11 => {
+                let directory = DIRECTORIES[self.random.below(3) as usize].to_vec();
+                self.durable_directories.remove(&directory);
+                match self
+                    .fs
+                    .rmdir(ROOT_INO, &directory, &self.root)
+                    .map_err(errno)
+                {
+                    Ok(()) => {
+                        self.directories.remove(&directory);
+                        Ok(())
+                    }
+                    Err(libc::ENOTEMPTY) => Ok(()),
+                    Err(errno) => Err(errno),
+                }
+            }
             5 => {
                 self.durable.remove(&name);
                 self.contents.remove(&name);
@@ -160,6 +204,7 @@ impl Workload<'_> {
                 let _ = self.fs.release(handle);
                 synced.map_err(errno)?;
                 self.durable = self.contents.clone();
+                self.durable_directories = self.directories.clone();
                 Ok(())
             }
             _ => {
@@ -231,7 +276,11 @@ fn formatted_image() -> Vec<u8> {
 
 /// Mounts the image a crash left, checks the durable model, unmounts, and
 /// checks the image with fsck.
-fn check_recovered(image: MemoryDevice, durable: &Durable, context: &str) {
+fn check_recovered(
+    image: MemoryDevice,
+    (durable, directories): &(Durable, BTreeSet<Vec<u8>>),
+    context: &str,
+) {
     let device: Arc<dyn BlockDevice> = Arc::new(image);
     let fs = Filesystem::mount(device.clone(), options())
         .unwrap_or_else(|error| panic!("{context}: mount after the crash: {error}"));
@@ -251,6 +300,14 @@ fn check_recovered(image: MemoryDevice, durable: &Durable, context: &str) {
             found.len(),
             expected.len()
         );
+    }
+    for directory in directories {
+        let attr = fs
+            .lookup(ROOT_INO, directory, &root)
+            .unwrap_or_else(|error| {
+                panic!("{context}: synced directory {directory:?} is gone: {error}")
+            });
+        assert_eq!(attr.file_type(), vigilfs::inode::FileType::Directory);
     }
     for name in NAMES {
         if let Ok(attr) = fs.lookup(ROOT_INO, name, &root) {
@@ -290,7 +347,7 @@ fn cut_at_every_flush(seed: u64) {
                 durable
             }
             // The cut came during mount itself: nothing was promised.
-            Err(_) => Durable::new(),
+            Err(_) => (Durable::new(), BTreeSet::new()),
         };
         for (mode_name, mode) in [
             ("drop", CrashMode::DropUnflushed),
