@@ -17,7 +17,10 @@
 //! * [`Files::read`] serves cached pages, and reads the rest from the
 //!   extents, verifying each block's crc32c; a device error or a checksum
 //!   mismatch is `EIO`, never wrong data. Holes and unwritten extents read
-//!   as zeros; reads stop at the size.
+//!   as zeros; reads stop at the size. A block read from a written extent
+//!   is cached as a clean page, so repeated reads do not touch the device;
+//!   holes and unwritten blocks are not cached (a cached page is data for
+//!   [`Files::seek_data_hole`], and they are not).
 //! * Writeback of an inode is copy-on-write: the dirty pages get newly
 //!   allocated blocks, are written there ([`IoClass::Data`]), and then one
 //!   b-tree transaction replaces or splits the old extents in the range,
@@ -37,6 +40,40 @@
 //!   Growing is the same transaction with nothing to cut: a hole that
 //!   reads as zeros. Truncate does not flush the journal (like Linux, it is
 //!   not a durability point).
+//! * [`Files::fallocate`] with [`FallocateMode::ALLOCATE`] gives every hole
+//!   block of the range newly allocated blocks, recorded as extents flagged
+//!   [`Extent::UNWRITTEN`] (they read as zeros and their checksums are
+//!   placeholders, never checked), with rmap records as for written
+//!   extents, and grows the size to the range's end unless
+//!   [`FallocateMode::KEEP_SIZE`] is given. Blocks already mapped are left
+//!   alone. All the blocks are allocated before anything changes, so `ENOSPC`
+//!   leaves the file as it was. One transaction, not a durability point.
+//! * `PUNCH_HOLE | KEEP_SIZE` drops the cached pages wholly inside the range
+//!   (dirty ones too), zeroes the range's part of a partial first or last
+//!   page (in the cache, marked dirty when that changed it, exactly like
+//!   truncate's tail), and in one transaction removes the extents wholly
+//!   inside and trims or splits the ones across the edges (rmap to match);
+//!   the released blocks are freed at its seq. The size never changes.
+//!   `PUNCH_HOLE` alone and every other mode are `EOPNOTSUPP`, as on Linux.
+//! * Writeback over an unwritten extent is the ordinary copy-on-write: the
+//!   pages get new, written blocks and the unwritten blocks under them are
+//!   freed; the unwritten pieces around them keep their flag.
+//! * [`Files::seek_data_hole`] is `SEEK_DATA` / `SEEK_HOLE` in block units:
+//!   data is a block with a written extent or a cached page (dirty or
+//!   clean); an unwritten extent without a cached page is a hole (as on
+//!   ext4), and so is the end of the file. At or past the size, or seeking
+//!   data with none after the offset, is `ENXIO`.
+//! * Clean pages are bounded by a budget ([`DEFAULT_CACHE_BUDGET`], changed
+//!   with [`Files::set_cache_budget`]). A page that becomes clean (read
+//!   from its extent, or written back) joins a global FIFO of
+//!   (inode, page); whenever the clean pages exceed the budget, the oldest
+//!   are evicted, skipping entries whose page became dirty, failed or
+//!   vanished since. Dirty pages are never evicted (they would be lost):
+//!   bounding them is background writeback's job, which compares
+//!   [`CacheStats::dirty_bytes`] from [`Files::cache_stats`] with its limit
+//!   and calls [`Files::writeback_all`].
+//! * [`Files::forget`] drops all state of an inode that no longer exists:
+//!   its pages, dirty or not, and its error word.
 //! * [`Files::fsync`] = writeback of the inode, then
 //!   [`ErrSeq::check_and_advance`] on the inode's word with the handle's
 //!   cursor. [`Files::syncfs`] = writeback of every inode, a journal flush,
@@ -88,14 +125,29 @@
 //!   blocks is durable.
 //! * The size in memory is at least the size on disk; the inode record gets
 //!   it at writeback.
+//! * An unwritten extent's blocks are never read; splitting or trimming an
+//!   extent keeps its flag on every piece.
+//! * A clean cached page holds exactly what its written extent holds; holes
+//!   and unwritten blocks are cached only as dirty pages (written to), so a
+//!   cached page always counts as data.
+//! * The page counts behind [`Files::cache_stats`] equal what the page
+//!   caches hold: every page change goes through the few `InodeState`
+//!   methods that update both (checked in debug builds on each call of
+//!   [`Files::cache_stats`]). Every clean page has an entry in the eviction
+//!   FIFO.
 //!
 //! # Concurrency and limits
 //!
 //! Correctness over speed: one mutex per [`Files`] serialises every
-//! operation, writeback included (device I/O happens under it). Clean pages
-//! stay cached (no eviction yet), inode state is kept for the life of the
-//! [`Files`], and there is no background writeback thread ([`Files::writeback_all`]
-//! is what one would call). Unlink of open files (there is no orphan list:
+//! operation, writeback included (device I/O happens under it). Eviction
+//! is a FIFO, not an LRU: a page read often is evicted as soon as one read
+//! once. Inode state is kept until [`Files::forget`], and there is no
+//! background writeback thread ([`Files::writeback_all`] is what one would
+//! call). Fallocated blocks are not a reservation: copy-on-write writes
+//! the data to new blocks and frees the unwritten ones, so writing into a
+//! fallocated range can still fail with `ENOSPC`. A fallocate or punch is
+//! one transaction, so a range needing more extent and rmap records than
+//! one journal entry holds fails (with nothing changed). Unlink of open files (there is no orphan list:
 //! the last unlink frees the data, and a later writeback through a handle
 //! still open fails with `EIO`; see [`Namespace`]), and the serialisation of the inode-record update with concurrent [`Namespace`]
 //! attribute changes of the same inode are not handled yet. Only 4 KiB
