@@ -930,40 +930,11 @@ impl Files {
         let mut after = before.clone();
         let mut freed = Vec::new();
         punch(&mut after, keep_blocks, u64::MAX, &mut freed);
-        let _records = self.metadata.lock_records();
-        let mut transaction = self.metadata.trees.transaction();
-        let mut record = match transaction.get(TreeId::Inodes, &inode_key(ino))? {
-            Some(value) => InodeRecord::decode(&value)?,
-            None => return Err(FileError::NotFound { ino }),
-        };
-        for (offset, extent) in &before {
-            let key = ExtentKey {
-                ino,
-                offset: *offset,
-            }
-            .encode();
-            rmap::remove(&mut transaction, extent.physical)?;
-            match after.get(offset) {
-                None => transaction.delete(TreeId::Extents, &key)?,
-                Some(trimmed) => {
-                    transaction.put(TreeId::Extents, &key, &trimmed.encode())?;
-                    let reverse = RmapRecord {
-                        start: trimmed.physical,
-                        blocks: u64::from(trimmed.blocks()),
-                        owner: Owner::FileData {
-                            ino,
-                            file_offset_blocks: *offset,
-                        },
-                    };
-                    rmap::insert(&mut transaction, &reverse)?;
-                }
-            }
-        }
-        record.size = size;
-        record.mtime = time;
-        record.ctime = time;
-        transaction.put(TreeId::Inodes, &inode_key(ino), &record.encode())?;
-        let seq = transaction.commit()?;
+        let seq = self.commit_extent_change(ino, &before, &after, |record| {
+            record.size = size;
+            record.mtime = time;
+            record.ctime = time;
+        })?;
         Ok((seq, freed))
     }
 
@@ -1582,57 +1553,16 @@ impl Files {
             );
             after.insert(*offset, extent.clone());
         }
-        let trees = &self.metadata.trees;
-        let _records = self.metadata.lock_records();
-        let mut transaction = trees.transaction();
-        let mut record = match transaction.get(TreeId::Inodes, &inode_key(ino)) {
-            Ok(Some(value)) => InodeRecord::decode(&value).map_err(|_| Errno::EIO)?,
-            Ok(None) | Err(_) => return Err(Errno::EIO),
-        };
-        let removed = before
-            .iter()
-            .filter(|(offset, extent)| after.get(offset) != Some(extent));
-        for (offset, extent) in removed {
-            let key = ExtentKey {
-                ino,
-                offset: *offset,
-            };
-            transaction
-                .delete(TreeId::Extents, &key.encode())
-                .map_err(|error| btree_errno(&error))?;
-            rmap::remove(&mut transaction, extent.physical).map_err(|error| rmap_errno(&error))?;
-        }
-        let added = after
-            .iter()
-            .filter(|(offset, extent)| before.get(offset) != Some(extent));
-        for (offset, extent) in added {
-            let key = ExtentKey {
-                ino,
-                offset: *offset,
-            };
-            transaction
-                .put(TreeId::Extents, &key.encode(), &extent.encode())
-                .map_err(|error| btree_errno(&error))?;
-            let owner = Owner::FileData {
-                ino,
-                file_offset_blocks: *offset,
-            };
-            let reverse = RmapRecord {
-                start: extent.physical,
-                blocks: u64::from(extent.blocks()),
-                owner,
-            };
-            rmap::insert(&mut transaction, &reverse).map_err(|error| rmap_errno(&error))?;
-        }
-        record.size = record.size.max(state.size);
-        if let Some(mtime) = state.mtime {
-            record.mtime = mtime;
-            record.ctime = mtime;
-        }
-        transaction
-            .put(TreeId::Inodes, &inode_key(ino), &record.encode())
-            .map_err(|error| btree_errno(&error))?;
-        let seq = transaction.commit().map_err(|error| btree_errno(&error))?;
+        let (size, mtime) = (state.size, state.mtime);
+        let seq = self
+            .commit_extent_change(ino, &before, &after, |record| {
+                record.size = record.size.max(size);
+                if let Some(mtime) = mtime {
+                    record.mtime = mtime;
+                    record.ctime = mtime;
+                }
+            })
+            .map_err(|error| writeback_errno(&error))?;
         Ok((seq, freed))
     }
 
@@ -1828,6 +1758,16 @@ fn now() -> Timestamp {
     }
 }
 
+/// A failed writeback transaction's errno for the error words: `ENOSPC`
+/// when the b-trees are full, otherwise `EIO` (a vanished inode record
+/// included: the data cannot be written anywhere).
+fn writeback_errno(error: &FileError) -> Errno {
+    match error {
+        FileError::NotFound { .. } => Errno::EIO,
+        error => Errno::new(error.errno()).unwrap_or(Errno::EIO),
+    }
+}
+
 /// The device's errno in an error word (EIO when it does not fit one).
 fn device_errno(error: &DeviceError) -> Errno {
     Errno::new(error.errno().0).unwrap_or(Errno::EIO)
@@ -1835,20 +1775,6 @@ fn device_errno(error: &DeviceError) -> Errno {
 
 fn journal_errno(error: &JournalError) -> Errno {
     error.device_error().map_or(Errno::EIO, device_errno)
-}
-
-fn btree_errno(error: &BtreeError) -> Errno {
-    match error {
-        BtreeError::NoSpace { .. } => Errno::ENOSPC,
-        _ => Errno::EIO,
-    }
-}
-
-fn rmap_errno(error: &RmapError) -> Errno {
-    match error {
-        RmapError::Btree(error) => btree_errno(error),
-        _ => Errno::EIO,
-    }
 }
 
 #[cfg(test)]
