@@ -7,14 +7,16 @@
 //! [`Files`] is the data path of one mounted filesystem. Per inode it keeps
 //! the inode's writeback error word ([`ErrSeq`]), a page cache of 4 KiB
 //! pages in an [`XArray`] (dirty entries carry [`Mark::Dirty`]) and the
-//! size as writes left it. An entry is one page, or 16 pages (64 KiB, an
-//! order-4 entry) when one write covered that whole aligned run: one entry,
-//! one mark and one buffer instead of sixteen. A large entry is split back
-//! into page entries (keeping its mark, its pages' failed state and, when
-//! clean, its place in the eviction order) as soon as part of it changes:
-//! a partial overwrite, a truncate or punch across it, or eviction. The filesystem has one more [`ErrSeq`] for syncfs.
-//! [`Handle`] is an open file description: it carries one cursor into each
-//! word, sampled at [`Files::open`].
+//! size as writes left it. The filesystem has one more [`ErrSeq`] for
+//! syncfs. [`Handle`] is an open file description: it carries one cursor
+//! into each word, sampled at [`Files::open`].
+//!
+//! A page-cache entry is one page, or 16 pages (64 KiB, an order-4 entry)
+//! when one write covered that whole aligned run: one entry, one mark and
+//! one buffer instead of sixteen. A large entry is split back into page
+//! entries (keeping its mark, its pages' failed state and, when clean, its
+//! place in the eviction order) as soon as part of it changes: a partial
+//! overwrite, a truncate or punch across it, or eviction.
 //!
 //! * [`Files::write`] copies into the page cache only (a partial page is
 //!   first read from its extent) and marks the page dirty. No device I/O
@@ -32,7 +34,9 @@
 //!   removes their rmap records and inserts the new ones, and sets the
 //!   inode's size, mtime and ctime. The journal is flushed up to that
 //!   transaction, the old blocks are freed at its seq (reused only once it
-//!   is durable), and the pages are marked clean.
+//!   is durable), and the pages are marked clean. With no dirty pages but a
+//!   write pending (its pages all punched away), the transaction still sets
+//!   the size and times, so the size a write set is never lost.
 //! * [`Files::truncate`] sets the size. Shrinking drops the cached pages
 //!   wholly past the new size (dirty ones too: their data is cut off) and
 //!   zeroes the tail of a partial last page (in the cache, marked dirty
