@@ -358,6 +358,34 @@ fn punching_partial_pages_zeroes_only_the_range_cached_or_not() {
 }
 
 #[test]
+fn punching_away_every_dirty_page_still_persists_the_size_the_write_set() {
+    let fixture = Fixture::new();
+    let ino;
+    let size = 30 * PAGE + 1;
+    {
+        let metadata = fixture.mount();
+        ino = create(&metadata, b"f");
+        let files = fixture.files(&metadata);
+        let mut handle = files.open(ino).unwrap();
+        files.write(&handle, 30 * PAGE, b"x").unwrap();
+        files
+            .fallocate(ino, 27 * PAGE, 4 * PAGE, punch_mode())
+            .unwrap();
+        assert_eq!(files.cache_stats().dirty_bytes, 0);
+        files.fsync(&mut handle).unwrap();
+        assert_eq!(
+            Namespace::new(metadata.clone()).getattr(ino).unwrap().size,
+            size
+        );
+        files.release(handle);
+        fixture.assert_fsck_clean(&metadata);
+    }
+    let metadata = fixture.mount();
+    assert_reads(&fixture.files(&metadata), ino, &vec![0; size as usize]);
+    fixture.assert_fsck_clean(&metadata);
+}
+
+#[test]
 fn unsupported_modes_and_bad_ranges_are_refused_and_change_nothing() {
     let fixture = Fixture::new();
     let metadata = fixture.mount();
@@ -537,22 +565,33 @@ enum Operation {
     },
 }
 
-/// Offsets up to 24 pages, mostly unaligned, sometimes on a page boundary.
+/// Offsets up to 40 pages, mostly unaligned, sometimes on a page boundary
+/// or on a 16-page one.
 fn offset_strategy() -> impl Strategy<Value = u64> {
-    prop_oneof![0..24 * PAGE, (0..24u64).prop_map(|page| page * PAGE)]
+    prop_oneof![
+        0..40 * PAGE,
+        (0..40u64).prop_map(|page| page * PAGE),
+        (0..3u64).prop_map(|run| run * 16 * PAGE),
+    ]
 }
 
 fn operation_strategy() -> impl Strategy<Value = Operation> {
     prop_oneof![
         3 => (offset_strategy(), 1..3 * PAGE_BYTES, any::<u8>())
             .prop_map(|(offset, length, seed)| Operation::Write { offset, length, seed }),
+        // Long enough to hold a whole aligned run of 16 pages (one large
+        // page-cache entry) when aligned, or to straddle one.
+        1 => (offset_strategy(), 16 * PAGE_BYTES..36 * PAGE_BYTES, any::<u8>())
+            .prop_map(|(offset, length, seed)| Operation::Write { offset, length, seed }),
         2 => (offset_strategy(), 1..8 * PAGE)
+            .prop_map(|(offset, length)| Operation::Punch { offset, length }),
+        1 => (offset_strategy(), 16 * PAGE..40 * PAGE)
             .prop_map(|(offset, length)| Operation::Punch { offset, length }),
         2 => (offset_strategy(), 1..8 * PAGE, any::<bool>())
             .prop_map(|(offset, length, keep_size)| Operation::Allocate { offset, length, keep_size }),
         1 => offset_strategy().prop_map(|size| Operation::Truncate { size }),
         2 => Just(Operation::Fsync),
-        1 => (0..8u64).prop_map(|pages| Operation::Budget { pages }),
+        1 => (0..40u64).prop_map(|pages| Operation::Budget { pages }),
     ]
 }
 

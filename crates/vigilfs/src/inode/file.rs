@@ -6,10 +6,17 @@
 //!
 //! [`Files`] is the data path of one mounted filesystem. Per inode it keeps
 //! the inode's writeback error word ([`ErrSeq`]), a page cache of 4 KiB
-//! pages in an [`XArray`] (dirty pages carry [`Mark::Dirty`]) and the size
-//! as writes left it. The filesystem has one more [`ErrSeq`] for syncfs.
-//! [`Handle`] is an open file description: it carries one cursor into each
-//! word, sampled at [`Files::open`].
+//! pages in an [`XArray`] (dirty entries carry [`Mark::Dirty`]) and the
+//! size as writes left it. The filesystem has one more [`ErrSeq`] for
+//! syncfs. [`Handle`] is an open file description: it carries one cursor
+//! into each word, sampled at [`Files::open`].
+//!
+//! A page-cache entry is one page, or 16 pages (64 KiB, an order-4 entry)
+//! when one write covered that whole aligned run: one entry, one mark and
+//! one buffer instead of sixteen. A large entry is split back into page
+//! entries (keeping its mark, its pages' failed state and, when clean, its
+//! place in the eviction order) as soon as part of it changes: a partial
+//! overwrite, a truncate or punch across it, or eviction.
 //!
 //! * [`Files::write`] copies into the page cache only (a partial page is
 //!   first read from its extent) and marks the page dirty. No device I/O
@@ -17,14 +24,19 @@
 //! * [`Files::read`] serves cached pages, and reads the rest from the
 //!   extents, verifying each block's crc32c; a device error or a checksum
 //!   mismatch is `EIO`, never wrong data. Holes and unwritten extents read
-//!   as zeros; reads stop at the size.
+//!   as zeros; reads stop at the size. A block read from a written extent
+//!   is cached as a clean page, so repeated reads do not touch the device;
+//!   holes and unwritten blocks are not cached (a cached page is data for
+//!   [`Files::seek_data_hole`], and they are not).
 //! * Writeback of an inode is copy-on-write: the dirty pages get newly
 //!   allocated blocks, are written there ([`IoClass::Data`]), and then one
 //!   b-tree transaction replaces or splits the old extents in the range,
 //!   removes their rmap records and inserts the new ones, and sets the
 //!   inode's size, mtime and ctime. The journal is flushed up to that
 //!   transaction, the old blocks are freed at its seq (reused only once it
-//!   is durable), and the pages are marked clean.
+//!   is durable), and the pages are marked clean. With no dirty pages but a
+//!   write pending (its pages all punched away), the transaction still sets
+//!   the size and times, so the size a write set is never lost.
 //! * [`Files::truncate`] sets the size. Shrinking drops the cached pages
 //!   wholly past the new size (dirty ones too: their data is cut off) and
 //!   zeroes the tail of a partial last page (in the cache, marked dirty
@@ -37,6 +49,40 @@
 //!   Growing is the same transaction with nothing to cut: a hole that
 //!   reads as zeros. Truncate does not flush the journal (like Linux, it is
 //!   not a durability point).
+//! * [`Files::fallocate`] with [`FallocateMode::ALLOCATE`] gives every hole
+//!   block of the range newly allocated blocks, recorded as extents flagged
+//!   [`Extent::UNWRITTEN`] (they read as zeros and their checksums are
+//!   placeholders, never checked), with rmap records as for written
+//!   extents, and grows the size to the range's end unless
+//!   [`FallocateMode::KEEP_SIZE`] is given. Blocks already mapped are left
+//!   alone. All the blocks are allocated before anything changes, so `ENOSPC`
+//!   leaves the file as it was. One transaction, not a durability point.
+//! * `PUNCH_HOLE | KEEP_SIZE` drops the cached pages wholly inside the range
+//!   (dirty ones too), zeroes the range's part of a partial first or last
+//!   page (in the cache, marked dirty when that changed it, exactly like
+//!   truncate's tail), and in one transaction removes the extents wholly
+//!   inside and trims or splits the ones across the edges (rmap to match);
+//!   the released blocks are freed at its seq. The size never changes.
+//!   `PUNCH_HOLE` alone and every other mode are `EOPNOTSUPP`, as on Linux.
+//! * Writeback over an unwritten extent is the ordinary copy-on-write: the
+//!   pages get new, written blocks and the unwritten blocks under them are
+//!   freed; the unwritten pieces around them keep their flag.
+//! * [`Files::seek_data_hole`] is `SEEK_DATA` / `SEEK_HOLE` in block units:
+//!   data is a block with a written extent or a cached page (dirty or
+//!   clean); an unwritten extent without a cached page is a hole (as on
+//!   ext4), and so is the end of the file. At or past the size, or seeking
+//!   data with none after the offset, is `ENXIO`.
+//! * Clean pages are bounded by a budget ([`DEFAULT_CACHE_BUDGET`], changed
+//!   with [`Files::set_cache_budget`]). A page that becomes clean (read
+//!   from its extent, or written back) joins a global FIFO of
+//!   (inode, page); whenever the clean pages exceed the budget, the oldest
+//!   are evicted, skipping entries whose page became dirty, failed or
+//!   vanished since. Dirty pages are never evicted (they would be lost):
+//!   bounding them is background writeback's job, which compares
+//!   [`CacheStats::dirty_bytes`] from [`Files::cache_stats`] with its limit
+//!   and calls [`Files::writeback_all`].
+//! * [`Files::forget`] drops all state of an inode that no longer exists:
+//!   its pages, dirty or not, and its error word.
 //! * [`Files::fsync`] = writeback of the inode, then
 //!   [`ErrSeq::check_and_advance`] on the inode's word with the handle's
 //!   cursor. [`Files::syncfs`] = writeback of every inode, a journal flush,
@@ -88,14 +134,32 @@
 //!   blocks is durable.
 //! * The size in memory is at least the size on disk; the inode record gets
 //!   it at writeback.
+//! * An unwritten extent's blocks are never read; splitting or trimming an
+//!   extent keeps its flag on every piece.
+//! * A large entry is aligned to its 16 pages and wholly clean or wholly
+//!   dirty; writeback writes it page by page like any other.
+//! * A clean cached page holds exactly what its written extent holds; holes
+//!   and unwritten blocks are cached only as dirty pages (written to), so a
+//!   cached page always counts as data.
+//! * The page counts behind [`Files::cache_stats`] equal what the page
+//!   caches hold: every page change goes through the few `InodeState`
+//!   methods that update both (checked in debug builds on each call of
+//!   [`Files::cache_stats`]). Every clean entry has an entry in the
+//!   eviction FIFO (a stale one may name a newer entry at the same index,
+//!   which is then evicted early: the order is approximate).
 //!
 //! # Concurrency and limits
 //!
 //! Correctness over speed: one mutex per [`Files`] serialises every
-//! operation, writeback included (device I/O happens under it). Clean pages
-//! stay cached (no eviction yet), inode state is kept for the life of the
-//! [`Files`], and there is no background writeback thread ([`Files::writeback_all`]
-//! is what one would call). Unlink of open files (there is no orphan list:
+//! operation, writeback included (device I/O happens under it). Eviction
+//! is a FIFO, not an LRU: a page read often is evicted as soon as one read
+//! once. Inode state is kept until [`Files::forget`], and there is no
+//! background writeback thread ([`Files::writeback_all`] is what one would
+//! call). Fallocated blocks are not a reservation: copy-on-write writes
+//! the data to new blocks and frees the unwritten ones, so writing into a
+//! fallocated range can still fail with `ENOSPC`. A fallocate or punch is
+//! one transaction, so a range needing more extent and rmap records than
+//! one journal entry holds fails (with nothing changed). Unlink of open files (there is no orphan list:
 //! the last unlink frees the data, and a later writeback through a handle
 //! still open fails with `EIO`; see [`Namespace`]), and the serialisation of the inode-record update with concurrent [`Namespace`]
 //! attribute changes of the same inode are not handled yet. Only 4 KiB
@@ -111,7 +175,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use errseq::{ErrSeq, Errno, Since};
 use thiserror::Error;
-use xarray::{Mark, XArray};
+use xarray::{Mark, Span, XArray};
 
 use super::record::{
     inode_key, Extent, ExtentKey, FileType, InodeRecord, RecordError, Timestamp, MAX_EXTENT_BLOCKS,
@@ -396,14 +460,25 @@ impl Accounting {
     }
 }
 
+/// The order of a large page-cache entry: 16 pages, 64 KiB.
+const LARGE_ORDER: u8 = 4;
+
+/// Pages in a large entry.
+const LARGE_PAGES: u64 = 1 << LARGE_ORDER;
+
 /// Per-inode state, kept until [`Files::forget`].
 struct InodeState {
+    /// The inode.
+    ino: u64,
     /// The inode's writeback error word.
     errseq: ErrSeq,
-    /// Page index → page; dirty pages carry [`Mark::Dirty`].
+    /// Page index → entry; dirty entries carry [`Mark::Dirty`]. An entry is
+    /// one page (order 0) or an aligned run of [`LARGE_PAGES`] pages
+    /// written whole by one write (order [`LARGE_ORDER`]), its bytes the
+    /// pages' bytes in order.
     pages: XArray<Page>,
     /// Dirty pages whose current contents already failed writeback (and
-    /// were reported into the error words).
+    /// were reported into the error words), by page index.
     failed: BTreeSet<u64>,
     /// The size as writes left it.
     size: u64,
@@ -411,17 +486,36 @@ struct InodeState {
     mtime: Option<Timestamp>,
 }
 
+/// A cached page: the entry holding it and where the page starts in the
+/// entry's bytes.
+struct CachedPage {
+    entry: Page,
+    at: usize,
+}
+
+impl CachedPage {
+    fn bytes(&self) -> &[u8] {
+        &self.entry[self.at..self.at + PAGE_BYTES]
+    }
+}
+
 impl InodeState {
+    /// The cached page at `index`, in whichever entry holds it.
+    fn page(&self, index: u64) -> Option<CachedPage> {
+        let (span, entry) = self.pages.load_entry(index)?;
+        let at = ((index - span.index()) * PAGE) as usize;
+        Some(CachedPage { entry, at })
+    }
+
     /// Stores `page` at `index` as dirty contents that writeback has not
-    /// tried yet.
+    /// tried yet (a large entry holding `index` is split first).
     fn put_dirty(&mut self, accounting: &mut Accounting, index: u64, page: Page) {
+        self.split(accounting, index);
         match self.pages.store(index, 0, page) {
             Ok(None) => accounting.cached_pages += 1,
             Ok(Some(_)) => {}
-            // Only order-0 entries exist and nothing locks them.
-            Err(refused) => {
-                unreachable!("page cache refused an order-0 store: {:?}", refused.error)
-            }
+            // Nothing larger is left at `index` and nothing locks entries.
+            Err(refused) => unreachable!("page cache refused a page: {:?}", refused.error),
         }
         if !self.pages.is_marked(index, Mark::Dirty) {
             self.pages.set_mark(index, Mark::Dirty);
@@ -430,57 +524,146 @@ impl InodeState {
         self.failed.remove(&index);
     }
 
+    /// Stores the [`LARGE_PAGES`] pages from `first` (aligned), written
+    /// whole, as one dirty large entry, replacing whatever was cached there.
+    fn put_dirty_large(&mut self, accounting: &mut Accounting, first: u64, pages: Page) {
+        let end = first + LARGE_PAGES;
+        // Entries are aligned to their size, so none straddles `first`.
+        let old: Vec<u64> = self
+            .pages
+            .iter_from(first)
+            .map(|(span, _)| span.index())
+            .take_while(|&index| index < end)
+            .collect();
+        for index in old {
+            self.drop_entry(accounting, index);
+        }
+        if let Err(refused) = self.pages.store(first, LARGE_ORDER, pages) {
+            unreachable!("page cache refused a large entry: {:?}", refused.error);
+        }
+        self.pages.set_mark(first, Mark::Dirty);
+        accounting.cached_pages += LARGE_PAGES;
+        accounting.dirty_pages += LARGE_PAGES;
+    }
+
     /// Caches `page`, read from a written extent, as clean at `index` when
     /// nothing is cached there.
-    fn put_clean(&mut self, accounting: &mut Accounting, ino: u64, index: u64, page: Page) {
+    fn put_clean(&mut self, accounting: &mut Accounting, index: u64, page: Page) {
         if self.pages.load(index).is_some() {
             return;
         }
         match self.pages.store(index, 0, page) {
             Ok(_) => {
                 accounting.cached_pages += 1;
-                accounting.clock.push_back((ino, index));
+                accounting.clock.push_back((self.ino, index));
             }
-            Err(refused) => {
-                unreachable!("page cache refused an order-0 store: {:?}", refused.error)
-            }
+            Err(refused) => unreachable!("page cache refused a page: {:?}", refused.error),
         }
     }
 
-    /// Drops the page at `index`, dirty or not.
-    fn drop_page(&mut self, accounting: &mut Accounting, index: u64) {
-        let dirty = self.pages.is_marked(index, Mark::Dirty);
-        // Only order-0 entries exist and nothing locks them.
-        if let Ok(Some(_)) = self.pages.erase(index) {
-            accounting.cached_pages -= 1;
+    /// Replaces a large entry holding `index` by its pages, one entry each,
+    /// with its dirty mark (the failed set is per page already). The page
+    /// counts do not change; clean pages each get an eviction entry, as the
+    /// newest.
+    fn split(&mut self, accounting: &mut Accounting, index: u64) {
+        self.split_into(accounting, index, false);
+    }
+
+    /// [`InodeState::split`], the clean pages' eviction entries first in
+    /// the queue (`oldest`, for eviction) or last.
+    fn split_into(&mut self, accounting: &mut Accounting, index: u64, oldest: bool) {
+        let Some((span, entry)) = self.pages.load_entry(index) else {
+            return;
+        };
+        if span.order() == 0 {
+            return;
+        }
+        let dirty = self.pages.is_marked(span.index(), Mark::Dirty);
+        // Nothing locks entries.
+        let _ = self.pages.erase(span.index());
+        for page in span.index()..=span.last() {
+            let at = ((page - span.index()) * PAGE) as usize;
+            let bytes: Page = entry[at..at + PAGE_BYTES].into();
+            if let Err(refused) = self.pages.store(page, 0, bytes) {
+                unreachable!("page cache refused a split page: {:?}", refused.error);
+            }
             if dirty {
-                accounting.dirty_pages -= 1;
+                self.pages.set_mark(page, Mark::Dirty);
+            } else if !oldest {
+                accounting.clock.push_back((self.ino, page));
             }
         }
-        self.failed.remove(&index);
-    }
-
-    /// The page at `index` is durable on disk: clean, and evictable.
-    fn mark_clean(&mut self, accounting: &mut Accounting, ino: u64, index: u64) {
-        if self.pages.is_marked(index, Mark::Dirty) {
-            self.pages.clear_mark(index, Mark::Dirty);
-            accounting.dirty_pages -= 1;
-            accounting.clock.push_back((ino, index));
+        if !dirty && oldest {
+            for page in (span.index()..=span.last()).rev() {
+                accounting.clock.push_front((self.ino, page));
+            }
         }
-        self.failed.remove(&index);
     }
 
-    /// Whether the page at `index` may be evicted: cached, clean, and not
-    /// holding contents that failed writeback.
+    /// Splits a large entry across `boundary` (holding `boundary` but
+    /// starting before it), so a range starting or ending there covers
+    /// whole entries only.
+    fn split_at(&mut self, accounting: &mut Accounting, boundary: u64) {
+        if self
+            .pages
+            .load_entry(boundary)
+            .is_some_and(|(span, _)| span.index() < boundary)
+        {
+            self.split(accounting, boundary);
+        }
+    }
+
+    /// Drops the whole entry holding `index`, dirty or not; returns how
+    /// many pages it held.
+    fn drop_entry(&mut self, accounting: &mut Accounting, index: u64) -> u64 {
+        let Some((span, _)) = self.pages.load_entry(index) else {
+            return 0;
+        };
+        let dirty = self.pages.is_marked(span.index(), Mark::Dirty);
+        // Nothing locks entries.
+        let _ = self.pages.erase(span.index());
+        accounting.cached_pages -= span.size();
+        if dirty {
+            accounting.dirty_pages -= span.size();
+        }
+        for page in span.index()..=span.last() {
+            self.failed.remove(&page);
+        }
+        span.size()
+    }
+
+    /// The entry holding `index` is durable on disk: clean, and evictable.
+    fn mark_clean(&mut self, accounting: &mut Accounting, index: u64) {
+        let Some((span, _)) = self.pages.load_entry(index) else {
+            return;
+        };
+        if self.pages.is_marked(span.index(), Mark::Dirty) {
+            self.pages.clear_mark(span.index(), Mark::Dirty);
+            accounting.dirty_pages -= span.size();
+            accounting.clock.push_back((self.ino, span.index()));
+        }
+        for page in span.index()..=span.last() {
+            self.failed.remove(&page);
+        }
+    }
+
+    /// Whether the entry holding `index` may be evicted: cached, clean, and
+    /// not holding contents that failed writeback.
     fn evictable(&self, index: u64) -> bool {
-        self.pages.load(index).is_some()
-            && !self.pages.is_marked(index, Mark::Dirty)
-            && !self.failed.contains(&index)
+        self.pages.load_entry(index).is_some_and(|(span, _)| {
+            !self.pages.is_marked(span.index(), Mark::Dirty)
+                && self
+                    .failed
+                    .range(span.index()..=span.last())
+                    .next()
+                    .is_none()
+        })
     }
 }
 
-/// Evicts clean pages, oldest first, until they fit the budget; then drops
-/// stale eviction-queue entries when they outnumber the clean pages.
+/// Evicts clean pages, oldest first, until they fit the budget (a large
+/// entry is split first, its pages keeping its place in the queue); then
+/// drops stale eviction-queue entries when they outnumber the clean pages.
 fn evict_over_budget(cache: &mut Cache) {
     let Cache { inodes, accounting } = cache;
     while accounting.clean_pages() > accounting.budget_pages {
@@ -488,9 +671,16 @@ fn evict_over_budget(cache: &mut Cache) {
             break;
         };
         if let Some(state) = inodes.get_mut(&ino) {
+            let large = state
+                .pages
+                .load_entry(index)
+                .is_some_and(|(span, _)| span.order() > 0);
             if state.evictable(index) {
-                state.drop_page(accounting, index);
-                accounting.evicted_pages += 1;
+                if large {
+                    state.split_into(accounting, index, true);
+                } else {
+                    accounting.evicted_pages += state.drop_entry(accounting, index);
+                }
             }
         }
     }
@@ -601,6 +791,7 @@ impl Files {
                     file_type => return Err(FileError::NotRegular { ino, file_type }),
                 }
                 vacant.insert(InodeState {
+                    ino,
                     errseq: ErrSeq::new(),
                     pages: XArray::new(),
                     failed: BTreeSet::new(),
@@ -669,12 +860,21 @@ impl Files {
                 partial.insert(index, self.read_block_from_disk(ino, index)?);
             }
         }
-        for index in first..=last {
+        let mut index = first;
+        while index <= last {
+            // A whole aligned run of large-entry size goes in as one entry.
+            let run_end = index + LARGE_PAGES;
+            if index % LARGE_PAGES == 0 && offset <= index * PAGE && run_end * PAGE <= end {
+                let source = (index * PAGE - offset) as usize..(run_end * PAGE - offset) as usize;
+                state.put_dirty_large(&mut cache.accounting, index, bytes[source].into());
+                index = run_end;
+                continue;
+            }
             let page_start = index * PAGE;
             let from = offset.max(page_start);
             let to = end.min(page_start + PAGE);
-            let mut page: Vec<u8> = match state.pages.load(index) {
-                Some(cached) => cached.to_vec(),
+            let mut page: Vec<u8> = match state.page(index) {
+                Some(cached) => cached.bytes().to_vec(),
                 None => partial
                     .remove(&index)
                     .unwrap_or_else(|| vec![0; PAGE_BYTES]),
@@ -683,6 +883,7 @@ impl Files {
             let target = (from - page_start) as usize..(to - page_start) as usize;
             page[target].copy_from_slice(&bytes[source]);
             state.put_dirty(&mut cache.accounting, index, page.into());
+            index += 1;
         }
         state.size = state.size.max(end);
         state.mtime = Some(now());
@@ -705,8 +906,11 @@ impl Files {
         let within = (size % PAGE) as usize;
         if shrink && within != 0 {
             let index = size / PAGE;
-            let (mut page, was_dirty) = match state.pages.load(index) {
-                Some(cached) => (cached.to_vec(), state.pages.is_marked(index, Mark::Dirty)),
+            let (mut page, was_dirty) = match state.page(index) {
+                Some(cached) => (
+                    cached.bytes().to_vec(),
+                    state.pages.is_marked(index, Mark::Dirty),
+                ),
                 None => (self.read_block_from_disk(ino, index)?, false),
             };
             if was_dirty || page[within..].iter().any(|&byte| byte != 0) {
@@ -717,13 +921,14 @@ impl Files {
         let (seq, freed) = self.commit_truncate(ino, size, keep_blocks, now())?;
         // Committed: now the cache follows.
         if shrink {
+            state.split_at(&mut cache.accounting, keep_blocks);
             let gone: Vec<u64> = state
                 .pages
                 .iter_from(keep_blocks)
                 .map(|(span, _)| span.index())
                 .collect();
             for index in gone {
-                state.drop_page(&mut cache.accounting, index);
+                state.drop_entry(&mut cache.accounting, index);
             }
             if let Some((index, page)) = tail {
                 state.put_dirty(&mut cache.accounting, index, page);
@@ -754,40 +959,11 @@ impl Files {
         let mut after = before.clone();
         let mut freed = Vec::new();
         punch(&mut after, keep_blocks, u64::MAX, &mut freed);
-        let _records = self.metadata.lock_records();
-        let mut transaction = self.metadata.trees.transaction();
-        let mut record = match transaction.get(TreeId::Inodes, &inode_key(ino))? {
-            Some(value) => InodeRecord::decode(&value)?,
-            None => return Err(FileError::NotFound { ino }),
-        };
-        for (offset, extent) in &before {
-            let key = ExtentKey {
-                ino,
-                offset: *offset,
-            }
-            .encode();
-            rmap::remove(&mut transaction, extent.physical)?;
-            match after.get(offset) {
-                None => transaction.delete(TreeId::Extents, &key)?,
-                Some(trimmed) => {
-                    transaction.put(TreeId::Extents, &key, &trimmed.encode())?;
-                    let reverse = RmapRecord {
-                        start: trimmed.physical,
-                        blocks: u64::from(trimmed.blocks()),
-                        owner: Owner::FileData {
-                            ino,
-                            file_offset_blocks: *offset,
-                        },
-                    };
-                    rmap::insert(&mut transaction, &reverse)?;
-                }
-            }
-        }
-        record.size = size;
-        record.mtime = time;
-        record.ctime = time;
-        transaction.put(TreeId::Inodes, &inode_key(ino), &record.encode())?;
-        let seq = transaction.commit()?;
+        let seq = self.commit_extent_change(ino, &before, &after, |record| {
+            record.size = size;
+            record.mtime = time;
+            record.ctime = time;
+        })?;
         Ok((seq, freed))
     }
 
@@ -889,8 +1065,11 @@ impl Files {
         // leaves the file as it was.
         let mut zeroed: Vec<(u64, Page)> = Vec::new();
         for index in edges {
-            let (mut page, was_dirty) = match state.pages.load(index) {
-                Some(cached) => (cached.to_vec(), state.pages.is_marked(index, Mark::Dirty)),
+            let (mut page, was_dirty) = match state.page(index) {
+                Some(cached) => (
+                    cached.bytes().to_vec(),
+                    state.pages.is_marked(index, Mark::Dirty),
+                ),
                 None => (self.read_block_from_disk(ino, index)?, false),
             };
             let page_start = index * PAGE;
@@ -915,6 +1094,8 @@ impl Files {
             record.ctime = time;
         })?;
         // Committed: now the cache follows.
+        state.split_at(&mut cache.accounting, first_whole);
+        state.split_at(&mut cache.accounting, end_whole);
         let gone: Vec<u64> = state
             .pages
             .iter_from(first_whole)
@@ -922,7 +1103,7 @@ impl Files {
             .take_while(|&index| index < end_whole)
             .collect();
         for index in gone {
-            state.drop_page(&mut cache.accounting, index);
+            state.drop_entry(&mut cache.accounting, index);
         }
         for (index, page) in zeroed {
             state.put_dirty(&mut cache.accounting, index, page);
@@ -1119,7 +1300,7 @@ impl Files {
         for index in first..=last {
             // Looked up again for each page: eviction below needs the map.
             let state = self.state(&mut cache.inodes, ino)?;
-            let page: Page = match state.pages.load(index) {
+            let page = match state.page(index) {
                 Some(cached) => cached,
                 None => {
                     let page: Page = self.read_block(ino, index, &extents)?.into();
@@ -1128,16 +1309,16 @@ impl Files {
                     if covering(&extents, index)
                         .is_some_and(|(_, extent)| extent.flags & Extent::UNWRITTEN == 0)
                     {
-                        state.put_clean(&mut cache.accounting, ino, index, page.clone());
+                        state.put_clean(&mut cache.accounting, index, page.clone());
                         evict_over_budget(cache);
                     }
-                    page
+                    CachedPage { entry: page, at: 0 }
                 }
             };
             let page_start = index * PAGE;
             let from = (offset.max(page_start) - page_start) as usize;
             let to = (end.min(page_start + PAGE) - page_start) as usize;
-            out.extend_from_slice(&page[from..to]);
+            out.extend_from_slice(&page.bytes()[from..to]);
         }
         Ok(out)
     }
@@ -1235,18 +1416,30 @@ impl Files {
         state: &mut InodeState,
         accounting: &mut Accounting,
     ) -> Result<u64, Errno> {
-        let dirty: Vec<(u64, Page)> = state
-            .pages
-            .iter_marked(0, Mark::Dirty)
-            .map(|(span, page)| (span.index(), page))
+        let entries: Vec<(Span, Page)> = state.pages.iter_marked(0, Mark::Dirty).collect();
+        // Page by page, large entries cut into their pages.
+        let dirty: Vec<(u64, &[u8])> = entries
+            .iter()
+            .flat_map(|(span, entry)| {
+                (span.index()..=span.last()).map(move |index| {
+                    let at = ((index - span.index()) * PAGE) as usize;
+                    (index, &entry[at..at + PAGE_BYTES])
+                })
+            })
             .collect();
         if dirty.is_empty() {
+            if state.mtime.is_some() {
+                // Writes happened but a punched hole dropped all their
+                // pages: the size and mtime they set still go to the
+                // record, or the size would be lost at the next mount.
+                self.commit_record(ino, state)?;
+            }
             return Ok(0);
         }
         match self.write_pages(ino, state, &dirty) {
             Ok(()) => {
-                for (index, _) in &dirty {
-                    state.mark_clean(accounting, ino, *index);
+                for (span, _) in &entries {
+                    state.mark_clean(accounting, span.index());
                 }
                 state.mtime = None;
                 Ok(dirty.len() as u64)
@@ -1276,7 +1469,7 @@ impl Files {
         &self,
         ino: u64,
         state: &InodeState,
-        dirty: &[(u64, Page)],
+        dirty: &[(u64, &[u8])],
     ) -> Result<(), Errno> {
         let allocator = &self.metadata.allocator;
         let runs = allocator
@@ -1319,6 +1512,21 @@ impl Files {
             .map_err(|error| journal_errno(&error))
     }
 
+    /// Writeback with no pages to write: the inode record alone gets the
+    /// size and mtime, durably. A failure is returned (and reported by the
+    /// fsync that asked) but sets no error word: no data was lost.
+    fn commit_record(&self, ino: u64, state: &mut InodeState) -> Result<(), Errno> {
+        let (seq, _) = self.commit_extents(ino, state, &[])?;
+        if let Some(seq) = seq {
+            self.metadata
+                .journal
+                .flush_seq(seq)
+                .map_err(|error| journal_errno(&error))?;
+        }
+        state.mtime = None;
+        Ok(())
+    }
+
     fn free_unreferenced(&self, runs: &[BlockRun]) {
         for run in runs {
             let _ = self.metadata.allocator.free_data(*run, 0);
@@ -1329,7 +1537,7 @@ impl Files {
     /// returns the new extents (file offset → extent).
     fn write_new_extents(
         &self,
-        dirty: &[(u64, Page)],
+        dirty: &[(u64, &[u8])],
         runs: &[BlockRun],
     ) -> Result<Vec<(u64, Extent)>, Errno> {
         let physical = runs.iter().flat_map(|run| run.start..run.end());
@@ -1394,57 +1602,16 @@ impl Files {
             );
             after.insert(*offset, extent.clone());
         }
-        let trees = &self.metadata.trees;
-        let _records = self.metadata.lock_records();
-        let mut transaction = trees.transaction();
-        let mut record = match transaction.get(TreeId::Inodes, &inode_key(ino)) {
-            Ok(Some(value)) => InodeRecord::decode(&value).map_err(|_| Errno::EIO)?,
-            Ok(None) | Err(_) => return Err(Errno::EIO),
-        };
-        let removed = before
-            .iter()
-            .filter(|(offset, extent)| after.get(offset) != Some(extent));
-        for (offset, extent) in removed {
-            let key = ExtentKey {
-                ino,
-                offset: *offset,
-            };
-            transaction
-                .delete(TreeId::Extents, &key.encode())
-                .map_err(|error| btree_errno(&error))?;
-            rmap::remove(&mut transaction, extent.physical).map_err(|error| rmap_errno(&error))?;
-        }
-        let added = after
-            .iter()
-            .filter(|(offset, extent)| before.get(offset) != Some(extent));
-        for (offset, extent) in added {
-            let key = ExtentKey {
-                ino,
-                offset: *offset,
-            };
-            transaction
-                .put(TreeId::Extents, &key.encode(), &extent.encode())
-                .map_err(|error| btree_errno(&error))?;
-            let owner = Owner::FileData {
-                ino,
-                file_offset_blocks: *offset,
-            };
-            let reverse = RmapRecord {
-                start: extent.physical,
-                blocks: u64::from(extent.blocks()),
-                owner,
-            };
-            rmap::insert(&mut transaction, &reverse).map_err(|error| rmap_errno(&error))?;
-        }
-        record.size = record.size.max(state.size);
-        if let Some(mtime) = state.mtime {
-            record.mtime = mtime;
-            record.ctime = mtime;
-        }
-        transaction
-            .put(TreeId::Inodes, &inode_key(ino), &record.encode())
-            .map_err(|error| btree_errno(&error))?;
-        let seq = transaction.commit().map_err(|error| btree_errno(&error))?;
+        let (size, mtime) = (state.size, state.mtime);
+        let seq = self
+            .commit_extent_change(ino, &before, &after, |record| {
+                record.size = record.size.max(size);
+                if let Some(mtime) = mtime {
+                    record.mtime = mtime;
+                    record.ctime = mtime;
+                }
+            })
+            .map_err(|error| writeback_errno(&error))?;
         Ok((seq, freed))
     }
 
@@ -1640,6 +1807,16 @@ fn now() -> Timestamp {
     }
 }
 
+/// A failed writeback transaction's errno for the error words: `ENOSPC`
+/// when the b-trees are full, otherwise `EIO` (a vanished inode record
+/// included: the data cannot be written anywhere).
+fn writeback_errno(error: &FileError) -> Errno {
+    match error {
+        FileError::NotFound { .. } => Errno::EIO,
+        error => Errno::new(error.errno()).unwrap_or(Errno::EIO),
+    }
+}
+
 /// The device's errno in an error word (EIO when it does not fit one).
 fn device_errno(error: &DeviceError) -> Errno {
     Errno::new(error.errno().0).unwrap_or(Errno::EIO)
@@ -1649,16 +1826,143 @@ fn journal_errno(error: &JournalError) -> Errno {
     error.device_error().map_or(Errno::EIO, device_errno)
 }
 
-fn btree_errno(error: &BtreeError) -> Errno {
-    match error {
-        BtreeError::NoSpace { .. } => Errno::ENOSPC,
-        _ => Errno::EIO,
-    }
-}
+#[cfg(test)]
+mod tests {
+    //! The shape of the page cache (large entries and their splits), which
+    //! the integration tests cannot see.
 
-fn rmap_errno(error: &RmapError) -> Errno {
-    match error {
-        RmapError::Btree(error) => btree_errno(error),
-        _ => Errno::EIO,
+    use super::*;
+    use crate::device::{MemoryDevice, SectorSize};
+    use crate::inode::{Namespace, ROOT_INO};
+    use crate::mkfs::{make_filesystem, MkfsOptions};
+
+    fn pattern(length: usize, seed: u8) -> Vec<u8> {
+        (0..length)
+            .map(|at| (at as u8).wrapping_mul(31).wrapping_add(seed) | 1)
+            .collect()
+    }
+
+    /// The cached entries of `ino` as (first page, order, dirty).
+    fn shape(files: &Files, ino: u64) -> Vec<(u64, u8, bool)> {
+        let cache = files.lock();
+        let state = &cache.inodes[&ino];
+        state
+            .pages
+            .iter()
+            .map(|(span, _)| {
+                (
+                    span.index(),
+                    span.order(),
+                    state.pages.is_marked(span.index(), Mark::Dirty),
+                )
+            })
+            .collect()
+    }
+
+    /// Reads the whole file through `handle` and compares with `model`.
+    fn check(files: &Files, handle: &Handle, model: &[u8]) {
+        let read = files.read(handle, 0, model.len() + PAGE_BYTES).unwrap();
+        assert!(read == model, "contents differ");
+        let stats = files.cache_stats();
+        assert!(stats.dirty_bytes <= stats.cached_bytes);
+    }
+
+    fn small(pages: std::ops::Range<u64>, dirty: bool) -> Vec<(u64, u8, bool)> {
+        pages.map(|index| (index, 0, dirty)).collect()
+    }
+
+    #[test]
+    fn whole_aligned_runs_are_large_entries_split_by_partial_changes() {
+        let device: Arc<dyn BlockDevice> =
+            Arc::new(MemoryDevice::new(64 << 20, SectorSize::Bytes512));
+        let superblock = make_filesystem(device.clone(), &MkfsOptions::default()).unwrap();
+        let metadata = Arc::new(Metadata::open_default(device.clone(), &superblock).unwrap());
+        let (ino, _) = Namespace::new(metadata.clone())
+            .create(ROOT_INO, b"f", 0o644, 0, 0)
+            .unwrap();
+        let files = Files::new(device, &superblock, metadata).unwrap();
+        let mut handle = files.open(ino).unwrap();
+        let mut model = pattern(40 * PAGE_BYTES, 3);
+
+        // Pages 0..40 in one write: two large entries, then 8 small ones.
+        files.write(&handle, 0, &model).unwrap();
+        let mut expected = vec![(0, LARGE_ORDER, true), (16, LARGE_ORDER, true)];
+        expected.extend(small(32..40, true));
+        assert_eq!(shape(&files, ino), expected);
+        check(&files, &handle, &model);
+        assert_eq!(files.cache_stats().dirty_bytes, 40 * PAGE);
+
+        // Writeback keeps them large and clean.
+        files.fsync(&mut handle).unwrap();
+        let mut expected = vec![(0, LARGE_ORDER, false), (16, LARGE_ORDER, false)];
+        expected.extend(small(32..40, false));
+        assert_eq!(shape(&files, ino), expected);
+        check(&files, &handle, &model);
+
+        // A partial overwrite of page 5 splits the first entry; only page
+        // 5 becomes dirty.
+        files.write(&handle, 5 * PAGE + 10, b"abc").unwrap();
+        model[5 * PAGE_BYTES + 10..5 * PAGE_BYTES + 13].copy_from_slice(b"abc");
+        let mut expected = small(0..5, false);
+        expected.push((5, 0, true));
+        expected.extend(small(6..16, false));
+        expected.push((16, LARGE_ORDER, false));
+        expected.extend(small(32..40, false));
+        assert_eq!(shape(&files, ino), expected);
+        check(&files, &handle, &model);
+
+        // Rewriting a whole run replaces the small entries by a large one.
+        let run = pattern(16 * PAGE_BYTES, 9);
+        files.write(&handle, 0, &run).unwrap();
+        model[..16 * PAGE_BYTES].copy_from_slice(&run);
+        assert_eq!(shape(&files, ino)[0], (0, LARGE_ORDER, true));
+        assert_eq!(shape(&files, ino).len(), 1 + 1 + 8);
+        check(&files, &handle, &model);
+        files.fsync(&mut handle).unwrap();
+
+        // Truncating into the second run splits it; a punch across the
+        // first one splits that.
+        files.truncate(ino, 20 * PAGE + 7).unwrap();
+        model.truncate(20 * PAGE_BYTES + 7);
+        let mut expected = vec![(0, LARGE_ORDER, false)];
+        expected.extend(small(16..20, false));
+        expected.push((20, 0, true));
+        assert_eq!(shape(&files, ino), expected);
+        check(&files, &handle, &model);
+        files
+            .fallocate(
+                ino,
+                2 * PAGE,
+                3 * PAGE,
+                FallocateMode::PUNCH_HOLE | FallocateMode::KEEP_SIZE,
+            )
+            .unwrap();
+        model[2 * PAGE_BYTES..5 * PAGE_BYTES].fill(0);
+        let mut expected = small(0..2, false);
+        expected.extend(small(5..20, false));
+        expected.push((20, 0, true));
+        assert_eq!(shape(&files, ino), expected);
+        check(&files, &handle, &model);
+
+        // Eviction splits a clean large entry and evicts its pages oldest
+        // first.
+        files.fsync(&mut handle).unwrap();
+        files.set_cache_budget(0);
+        assert_eq!(files.cache_stats().cached_bytes, 0);
+        assert!(shape(&files, ino).is_empty());
+        files.set_cache_budget(20 * PAGE);
+        let run = pattern(16 * PAGE_BYTES, 11);
+        files.write(&handle, 32 * PAGE, &run).unwrap();
+        model.resize(32 * PAGE_BYTES, 0);
+        model.extend_from_slice(&run);
+        files.fsync(&mut handle).unwrap();
+        assert_eq!(shape(&files, ino), vec![(32, LARGE_ORDER, false)]);
+        files.set_cache_budget(4 * PAGE);
+        assert_eq!(shape(&files, ino), small(44..48, false));
+        // Pages 0, 1 and 5..=20 at the zero budget, then 32..44.
+        assert_eq!(files.cache_stats().evicted_pages, 18 + 12);
+        check(&files, &handle, &model);
+        assert_eq!(files.cache_stats().cached_bytes, 4 * PAGE);
+        files.release(handle);
     }
 }
