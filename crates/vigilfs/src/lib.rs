@@ -19,13 +19,16 @@
 //! - [`alloc`]: free space, derived from the reverse map, with deferred reuse and bad blocks;
 //! - [`inode`]: the namespace — its records (inodes, directory entries, extents), the
 //!   namespace operations (lookup, create, mkdir, link, unlink, rmdir, rename, symlink,
-//!   readdir), each one atomic transaction, and file data: a page cache on the xarray,
-//!   copy-on-write writeback with per-block checksums, and errseq-exact fsync and syncfs;
+//!   readdir, setattr, the orphan list), each one atomic transaction; file data: a page
+//!   cache on the xarray, copy-on-write writeback with per-block checksums, fallocate and
+//!   SEEK_DATA/SEEK_HOLE, and errseq-exact fsync and syncfs; extended attributes; and
+//!   Linux's permission rules as pure functions;
 //! - [`metadata`]: opening journal, allocator and b-trees together, in the right order;
+//! - [`fs`]: a mounted filesystem — the engine's whole API for any transport, with
+//!   permission checks, handles, lookup counts, orphans, freeze/thaw, shutdown, the
+//!   `errors=` policy, FS_ERROR events, the persistent error record and background
+//!   writeback;
 //! - [`mkfs`] and [`fsck`]: making a filesystem, and checking one without changing it.
-//!
-//! Still to come: setattr, truncate and fallocate, a background writeback thread and page
-//! eviction, the orphan list, freeze and shutdown, error events, and the mounted filesystem.
 
 pub mod alloc;
 pub mod btree;

@@ -6,7 +6,7 @@
 //! filesystem's life state:
 //!
 //! * **running**: writers enter freely;
-//! * **frozen** ([`Gate::freeze`]): new writers *wait* (they do not get
+//! * **frozen** ([`Gate::begin_freeze`]): new writers *wait* (they do not get
 //!   `EROFS`: an application writing during a snapshot must not see an
 //!   error), and the freezer waits until the writers already inside have
 //!   left; [`Gate::thaw`] lets the waiting writers in;
@@ -15,7 +15,7 @@
 //! * **shut down**: writers fail with `EIO`; final.
 //!
 //! Invariants: the count of writers inside never goes below zero; once
-//! [`Gate::freeze`] returns, no writer is inside until [`Gate::thaw`]; a
+//! [`Gate::begin_freeze`] returns, no writer is inside until [`Gate::thaw`]; a
 //! shut-down gate never opens again. Waiting writers are woken by thaw and
 //! by shutdown (which they then fail on), never left behind.
 

@@ -151,20 +151,30 @@
 //! # Concurrency and limits
 //!
 //! Correctness over speed: one mutex per [`Files`] serialises every
-//! operation, writeback included (device I/O happens under it). Eviction
-//! is a FIFO, not an LRU: a page read often is evicted as soon as one read
-//! once. Inode state is kept until [`Files::forget`], and there is no
-//! background writeback thread ([`Files::writeback_all`] is what one would
-//! call). Fallocated blocks are not a reservation: copy-on-write writes
-//! the data to new blocks and frees the unwritten ones, so writing into a
-//! fallocated range can still fail with `ENOSPC`. A fallocate or punch is
-//! one transaction, so a range needing more extent and rmap records than
-//! one journal entry holds fails (with nothing changed). Unlink of open files (there is no orphan list:
-//! the last unlink frees the data, and a later writeback through a handle
-//! still open fails with `EIO`; see [`Namespace`]), and the serialisation of the inode-record update with concurrent [`Namespace`]
-//! attribute changes of the same inode are not handled yet. Only 4 KiB
-//! filesystem blocks are supported.
+//! operation, writeback included (device I/O happens under it); the
+//! xarray's entry locks are not used yet, so reads, writes and writeback of
+//! different files do not run in parallel. Inode-record updates take the
+//! metadata's record lock ([`Metadata::lock_records`]), shared with
+//! [`Namespace`], so attribute changes and writeback never lose each
+//! other's fields. Eviction is a FIFO, not an LRU: a page read often is
+//! evicted as soon as one read once. Inode state is kept until
+//! [`Files::forget`] (the mounted filesystem calls it when an inode is
+//! deleted); the background writeback thread lives in the mounted layer
+//! and calls [`Files::writeback_all`]. Each new writeback failure is told
+//! to the [`FailureListener`] (events, error record). Fallocated blocks are
+//! not a reservation: copy-on-write writes the data to new blocks and
+//! frees the unwritten ones, so writing into a fallocated range can still
+//! fail with `ENOSPC`. A fallocate or punch is one transaction, so a range
+//! needing more extent and rmap records than one journal entry holds fails
+//! (with nothing changed). An unlinked file stays while open (the
+//! namespace's orphan list). Before the transaction naming new data blocks
+//! is committed, the journal is told to flush the device ahead of its next
+//! entry ([`Journal::order_before_next_entry`]), so a crash can never keep
+//! an extent whose data was lost. Only 4 KiB filesystem blocks are
+//! supported.
 //!
+//! [`Metadata::lock_records`]: crate::metadata::Metadata::lock_records
+//! [`Journal::order_before_next_entry`]: crate::journal::Journal::order_before_next_entry
 //! [`Namespace`]: super::Namespace
 
 use std::collections::hash_map::Entry;
