@@ -1307,28 +1307,49 @@ impl Files {
         let last = (end - 1) / PAGE;
         let extents = self.extents_overlapping(ino, first, last + 1)?;
         let mut out = Vec::with_capacity((end - offset) as usize);
-        for index in first..=last {
-            // Looked up again for each page: eviction below needs the map.
+        let mut index = first;
+        while index <= last {
+            // Looked up again for each run: eviction below needs the map.
             let state = self.state(&mut cache.inodes, ino)?;
-            let page = match state.page(index) {
-                Some(cached) => cached,
+            let pages: Vec<CachedPage> = match state.page(index) {
+                Some(cached) => vec![cached],
                 None => {
-                    let page: Page = self.read_block(ino, index, &extents)?.into();
+                    // The uncached pages from here that one extent holds
+                    // are read with one device request.
+                    let written = covering(&extents, index)
+                        .filter(|(_, extent)| extent.flags & Extent::UNWRITTEN == 0);
+                    let run_end = match written {
+                        Some((offset, extent)) => {
+                            let extent_end = (offset + u64::from(extent.blocks())).min(last + 1);
+                            (index + 1..extent_end)
+                                .find(|&next| state.page(next).is_some())
+                                .unwrap_or(extent_end)
+                        }
+                        None => index + 1,
+                    };
+                    let run = self.read_blocks(ino, index, run_end, &extents)?;
+                    let pages: Vec<Page> = run.chunks(PAGE_BYTES).map(Page::from).collect();
                     // Only blocks of written extents are cached: a cached
                     // page counts as data for SEEK_DATA, holes must not.
-                    if covering(&extents, index)
-                        .is_some_and(|(_, extent)| extent.flags & Extent::UNWRITTEN == 0)
-                    {
-                        state.put_clean(&mut cache.accounting, index, page.clone());
+                    if written.is_some() {
+                        for (at, page) in pages.iter().enumerate() {
+                            state.put_clean(&mut cache.accounting, index + at as u64, page.clone());
+                        }
                         evict_over_budget(cache);
                     }
-                    CachedPage { entry: page, at: 0 }
+                    pages
+                        .into_iter()
+                        .map(|entry| CachedPage { entry, at: 0 })
+                        .collect()
                 }
             };
-            let page_start = index * PAGE;
-            let from = (offset.max(page_start) - page_start) as usize;
-            let to = (end.min(page_start + PAGE) - page_start) as usize;
-            out.extend_from_slice(&page.bytes()[from..to]);
+            for page in pages {
+                let page_start = index * PAGE;
+                let from = (offset.max(page_start) - page_start) as usize;
+                let to = (end.min(page_start + PAGE) - page_start) as usize;
+                out.extend_from_slice(&page.bytes()[from..to]);
+                index += 1;
+            }
         }
         Ok(out)
     }
@@ -1551,10 +1572,13 @@ impl Files {
         runs: &[BlockRun],
     ) -> Result<Vec<(u64, Extent)>, Errno> {
         let physical = runs.iter().flat_map(|run| run.start..run.end());
-        let mut extents: Vec<(u64, Extent, Vec<u8>)> = Vec::new();
+        let mut extents: Vec<(u64, Extent)> = Vec::new();
+        // One buffer, reused: each extent is written as soon as the next
+        // page does not continue it.
+        let mut bytes: Vec<u8> = Vec::with_capacity(MAX_EXTENT_BLOCKS as usize * PAGE_BYTES);
         for ((index, page), block) in dirty.iter().zip(physical) {
             let checksum = crc32c::crc32c(page);
-            if let Some((offset, extent, bytes)) = extents.last_mut() {
+            if let Some((offset, extent)) = extents.last_mut() {
                 let blocks = u64::from(extent.blocks());
                 if *offset + blocks == *index
                     && extent.physical + blocks == block
@@ -1564,6 +1588,8 @@ impl Files {
                     bytes.extend_from_slice(page);
                     continue;
                 }
+                self.write_extent_bytes(extent.physical, &bytes)?;
+                bytes.clear();
             }
             extents.push((
                 *index,
@@ -1572,18 +1598,19 @@ impl Files {
                     physical: block,
                     checksums: vec![checksum],
                 },
-                page.to_vec(),
             ));
+            bytes.extend_from_slice(page);
         }
-        for (_, extent, bytes) in &extents {
-            self.device
-                .write_at(extent.physical * PAGE, bytes, IoClass::Data)
-                .map_err(|error| device_errno(&error))?;
+        if let Some((_, extent)) = extents.last() {
+            self.write_extent_bytes(extent.physical, &bytes)?;
         }
-        Ok(extents
-            .into_iter()
-            .map(|(offset, extent, _)| (offset, extent))
-            .collect())
+        Ok(extents)
+    }
+
+    fn write_extent_bytes(&self, physical: u64, bytes: &[u8]) -> Result<(), Errno> {
+        self.device
+            .write_at(physical * PAGE, bytes, IoClass::Data)
+            .map_err(|error| device_errno(&error))
     }
 
     /// The transaction: extents and rmap records replaced, inode updated.
@@ -1668,31 +1695,45 @@ impl Files {
         index: u64,
         extents: &BTreeMap<u64, Extent>,
     ) -> FileResult<Vec<u8>> {
-        let mut page = vec![0; PAGE_BYTES];
-        let Some((offset, extent)) = covering(extents, index) else {
-            return Ok(page);
+        self.read_blocks(ino, index, index + 1, extents)
+    }
+
+    /// File blocks `first..end` of `ino` through `extents`, verified. They
+    /// lie in one extent (or one hole): one device request.
+    fn read_blocks(
+        &self,
+        ino: u64,
+        first: u64,
+        end: u64,
+        extents: &BTreeMap<u64, Extent>,
+    ) -> FileResult<Vec<u8>> {
+        let mut bytes = vec![0; ((end - first) * PAGE) as usize];
+        let Some((offset, extent)) = covering(extents, first) else {
+            return Ok(bytes);
         };
         if extent.flags & Extent::UNWRITTEN != 0 {
-            return Ok(page);
+            return Ok(bytes);
         }
-        let within = (index - offset) as usize;
+        let within = (first - offset) as usize;
         let physical = extent.physical + within as u64;
         self.device
-            .read_at(physical * PAGE, &mut page, IoClass::Data)
+            .read_at(physical * PAGE, &mut bytes, IoClass::Data)
             .map_err(|source| FileError::Read {
                 ino,
-                block: index,
+                block: first,
                 physical,
                 source,
             })?;
-        if crc32c::crc32c(&page) != extent.checksums[within] {
-            return Err(FileError::Checksum {
-                ino,
-                block: index,
-                physical,
-            });
+        for (at, page) in bytes.chunks(PAGE_BYTES).enumerate() {
+            if crc32c::crc32c(page) != extent.checksums[within + at] {
+                return Err(FileError::Checksum {
+                    ino,
+                    block: first + at as u64,
+                    physical: physical + at as u64,
+                });
+            }
         }
-        Ok(page)
+        Ok(bytes)
     }
 }
 
