@@ -283,4 +283,85 @@ mod tests {
         assert_eq!(gate.state(), LifeState::Running);
         drop(gate.enter().unwrap());
     }
+
+    /// One step of the single-threaded model check.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Enter,
+        Leave,
+        Freeze,
+        AbandonFreeze,
+        Thaw,
+        ReadOnly,
+        ShutDown,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => Just(Step::Enter),
+            3 => Just(Step::Leave),
+            2 => Just(Step::Freeze),
+            1 => Just(Step::AbandonFreeze),
+            2 => Just(Step::Thaw),
+            1 => Just(Step::ReadOnly),
+            1 => Just(Step::ShutDown),
+        ]
+    }
+
+    proptest::proptest! {
+        /// The gate against a model of the states and the writers inside
+        /// (steps that would block are not taken: single thread).
+        #[test]
+        fn the_gate_follows_its_model(steps in proptest::collection::vec(step(), 1..64)) {
+            #[derive(Debug, Clone, Copy, PartialEq)]
+            enum Model { Running, Frozen, ReadOnly, ShutDown }
+            let gate = Gate::new(LifeState::Running);
+            let mut model = Model::Running;
+            let mut guards = Vec::new();
+            for step in steps {
+                match step {
+                    Step::Enter => match model {
+                        Model::Running => guards.push(gate.enter().unwrap()),
+                        Model::ReadOnly => proptest::prop_assert_eq!(gate.enter().map(|_| ()).unwrap_err().errno(), libc::EROFS),
+                        Model::ShutDown => proptest::prop_assert_eq!(gate.enter().map(|_| ()).unwrap_err().errno(), libc::EIO),
+                        Model::Frozen => {} // would block
+                    },
+                    Step::Leave => { guards.pop(); }
+                    Step::Freeze | Step::AbandonFreeze => {
+                        if model == Model::Running && !guards.is_empty() {
+                            continue; // would block until the writers leave
+                        }
+                        let begun = gate.begin_freeze();
+                        proptest::prop_assert_eq!(begun.is_ok(), model == Model::Running);
+                        if begun.is_ok() {
+                            let done = matches!(step, Step::Freeze);
+                            gate.end_freeze(done);
+                            if done { model = Model::Frozen; }
+                        }
+                    }
+                    Step::Thaw => {
+                        proptest::prop_assert_eq!(gate.thaw().is_ok(), model == Model::Frozen);
+                        if model == Model::Frozen { model = Model::Running; }
+                    }
+                    Step::ReadOnly => {
+                        gate.make_read_only("test".into());
+                        if model != Model::ShutDown { model = Model::ReadOnly; }
+                    }
+                    Step::ShutDown => {
+                        proptest::prop_assert_eq!(gate.shut_down("test".into()), model != Model::ShutDown);
+                        model = Model::ShutDown;
+                    }
+                }
+                let expected = match model {
+                    Model::Running => "running",
+                    Model::Frozen => "frozen",
+                    Model::ReadOnly => "read-only",
+                    Model::ShutDown => "shut-down",
+                };
+                proptest::prop_assert_eq!(gate.state().name(), expected);
+                proptest::prop_assert_eq!(gate.writers(), guards.len() as u64);
+            }
+        }
+    }
 }
