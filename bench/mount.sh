@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# The mounted-filesystem benchmark: fio and a small-file script against
+#   vigilfs      (vigilfs mount, image file in tmpfs)
+#   ext4-loop    (kernel ext4 on a loop device, image file in the same tmpfs)
+#   fuse2fs      (fuse2fs on an ext4 image file in the same tmpfs)
+#   passthrough  (libfuse's passthrough_ll example over a tmpfs directory)
+# in one run, side by side, medians of RUNS runs; prints a markdown table
+# with each result as a ratio to ext4-loop and to passthrough.
+#
+# Usage: sudo bash bench/mount.sh [RUNS]    (default 3)
+# Needs root, /dev/fuse, fio, fuse3, fuse2fs, libfuse3-dev, gcc, pkg-config.
+set -euo pipefail
+
+runs=${1:-3}
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+cargo build --release -p vigilfs-cli 2>/dev/null
+vigilfs="$here/target/release/vigilfs"
+
+work=$(mktemp -d /tmp/vigilfs-mount-bench.XXXXXX)
+mounts=()
+cleanup() {
+    for mountpoint in "${mounts[@]}"; do
+        umount "$mountpoint" 2>/dev/null || fusermount3 -u "$mountpoint" 2>/dev/null || true
+    done
+    umount "$work/tmpfs" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work/tmpfs" "$work/mnt"
+mount -t tmpfs -o size=12G tmpfs "$work/tmpfs"
+
+# passthrough_ll, built from the source libfuse3-dev ships.
+source=$(dpkg -L libfuse3-dev | grep 'examples/passthrough_ll.c$')
+gcc -O2 -Wall "$source" $(pkg-config fuse3 --cflags --libs) -o "$work/passthrough_ll"
+
+mount_system() {
+    local system=$1 mountpoint="$work/mnt/$1"
+    mkdir -p "$mountpoint"
+    case $system in
+        vigilfs)
+            rm -f "$work/tmpfs/vigilfs.img"
+            "$vigilfs" mount "$work/tmpfs/vigilfs.img" "$mountpoint" --size 4G --daemon ;;
+        ext4-loop)
+            rm -f "$work/tmpfs/ext4.img"; truncate -s 4G "$work/tmpfs/ext4.img"
+            mkfs.ext4 -q -F "$work/tmpfs/ext4.img"
+            mount -o loop "$work/tmpfs/ext4.img" "$mountpoint" ;;
+        fuse2fs)
+            rm -f "$work/tmpfs/fuse2fs.img"; truncate -s 4G "$work/tmpfs/fuse2fs.img"
+            mkfs.ext4 -q -F "$work/tmpfs/fuse2fs.img"
+            fuse2fs -o rw,allow_other "$work/tmpfs/fuse2fs.img" "$mountpoint" ;;
+        passthrough)
+            rm -rf "$work/tmpfs/passthrough"; mkdir -p "$work/tmpfs/passthrough"
+            "$work/passthrough_ll" -o source="$work/tmpfs/passthrough" "$mountpoint" ;;
+    esac
+    mounts+=("$mountpoint")
+}
+
+unmount_system() {
+    local mountpoint="$work/mnt/$1"
+    umount "$mountpoint" 2>/dev/null || fusermount3 -u "$mountpoint"
+    # vigilfs --daemon finishes its clean unmount after umount returns.
+    for _ in $(seq 1 100); do
+        mountpoint -q "$mountpoint" || break
+        sleep 0.1
+    done
+}
+
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+
+fio_value() { # job-name rw-kind field  (reads fio's JSON on stdin)
+    python3 -c '
+import json, sys
+job = json.load(sys.stdin)["jobs"][0]
+kind, field = sys.argv[1], sys.argv[2]
+value = job[kind][field]
+print(value / 1024 if field == "bw" else value)' "$1" "$2"
+}
+
+run_fio() { # directory name rw bs size extra...
+    local directory=$1 name=$2 rw=$3 bs=$4 size=$5; shift 5
+    fio --output-format=json --name="$name" --directory="$directory" --rw="$rw" --bs="$bs" \
+        --size="$size" --ioengine=psync --numjobs=1 "$@"
+}
+
+small_files() { # directory → "create/s stat/s unlink/s"
+    python3 - "$1" <<'PY'
+import os, sys, time
+root = os.path.join(sys.argv[1], "small")
+os.mkdir(root)
+count = 2000
+data = b"x" * 4096
+started = time.perf_counter()
+for at in range(count):
+    fd = os.open(os.path.join(root, f"f{at}"), os.O_CREAT | os.O_WRONLY, 0o644)
+    os.write(fd, data)
+    os.fsync(fd)
+    os.close(fd)
+create = count / (time.perf_counter() - started)
+started = time.perf_counter()
+for at in range(count):
+    os.stat(os.path.join(root, f"f{at}"))
+stat = count / (time.perf_counter() - started)
+started = time.perf_counter()
+for at in range(count):
+    os.unlink(os.path.join(root, f"f{at}"))
+unlink = count / (time.perf_counter() - started)
+os.rmdir(root)
+print(f"{create:.1f} {stat:.1f} {unlink:.1f}")
+PY
+}
+
+results="$work/results"
+: > "$results"
+systems=(vigilfs ext4-loop fuse2fs passthrough)
+for run in $(seq 1 "$runs"); do
+    for system in "${systems[@]}"; do
+        mount_system "$system"
+        directory="$work/mnt/$system"
+        value=$(run_fio "$directory" seq rw=write 1M 1G --end_fsync=1 | fio_value write bw)
+        echo "$system seq_write_MiBps $value" >> "$results"
+        drop_caches
+        value=$(run_fio "$directory" seq read 1M 1G | fio_value read bw)
+        echo "$system seq_read_MiBps $value" >> "$results"
+        value=$(run_fio "$directory" rand randread 4k 256M --time_based --runtime=10 | fio_value read iops)
+        echo "$system rand_read_iops $value" >> "$results"
+        value=$(run_fio "$directory" randw randwrite 4k 256M --fsync=1 --time_based --runtime=10 | fio_value write iops)
+        echo "$system rand_write_fsync_iops $value" >> "$results"
+        read -r create stat unlink < <(small_files "$directory")
+        echo "$system create_fsync_per_s $create" >> "$results"
+        echo "$system stat_per_s $stat" >> "$results"
+        echo "$system unlink_per_s $unlink" >> "$results"
+        rm -f "$directory"/seq* "$directory"/rand* "$directory"/randw*
+        unmount_system "$system"
+        echo "run $run: $system done" >&2
+    done
+done
+
+python3 - "$results" <<'PY'
+import collections, statistics, sys
+values = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    system, name, value = line.split()
+    values[(system, name)].append(float(value))
+systems = ["vigilfs", "ext4-loop", "fuse2fs", "passthrough"]
+names = ["seq_write_MiBps", "seq_read_MiBps", "rand_read_iops", "rand_write_fsync_iops",
+         "create_fsync_per_s", "stat_per_s", "unlink_per_s"]
+print("| workload | " + " | ".join(systems) + " | vigilfs / ext4-loop | vigilfs / fuse2fs | vigilfs / passthrough |")
+print("|---|" + "---|" * (len(systems) + 3))
+for name in names:
+    median = {s: statistics.median(values[(s, name)]) for s in systems}
+    cells = " | ".join(f"{median[s]:,.0f}" for s in systems)
+    ratios = " | ".join(f"{median['vigilfs'] / median[s]:.2f}x" for s in ["ext4-loop", "fuse2fs", "passthrough"])
+    print(f"| {name} | {cells} | {ratios} |")
+PY
