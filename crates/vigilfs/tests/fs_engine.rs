@@ -16,7 +16,7 @@ use vigilfs::device::{
 use vigilfs::format::{read_superblock, ErrorKind, ErrorsPolicy, FsState};
 use vigilfs::fs::{Filesystem, FsError, LifeState, MountOptions, OpenFlags, SetAttributes};
 use vigilfs::fsck::fsck;
-use vigilfs::inode::{Caller, RenameFlags, XattrFlags, ROOT_INO};
+use vigilfs::inode::{Caller, RenameFlags, SetTime, Timestamp, XattrFlags, ROOT_INO};
 use vigilfs::mkfs::{make_filesystem, MkfsOptions};
 
 struct Fixture {
@@ -289,6 +289,37 @@ fn a_setgid_directory_passes_its_group_on() {
         .unwrap();
     fs.release(handle).unwrap();
     assert_eq!(file.record.gid, 500);
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn an_explicit_mtime_replaces_the_one_of_pending_writes() {
+    // Regression: a write not yet written back kept its own mtime pending,
+    // which `getattr` showed and writeback stored over a later utimensat
+    // (`touch -d`, `cp -p` after writing lost the time they set).
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let (attr, handle) = fs
+        .create(ROOT_INO, b"f", 0o644, read_write(), &root())
+        .unwrap();
+    fs.write(handle, 0, b"pending", &root()).unwrap();
+    let set = Timestamp {
+        seconds: 1_000_000_000,
+        nanoseconds: 7,
+    };
+    let changes = SetAttributes {
+        mtime: Some(SetTime::At(set)),
+        ..SetAttributes::default()
+    };
+    let changed = fs.setattr(attr.ino, &changes, None, &root()).unwrap();
+    assert_eq!(changed.record.mtime, set);
+    assert_eq!(fs.getattr(attr.ino).unwrap().record.mtime, set);
+    fs.fsync(handle, false).unwrap();
+    assert_eq!(fs.getattr(attr.ino).unwrap().record.mtime, set);
+    // A write after it moves the time on again.
+    fs.write(handle, 0, b"later", &root()).unwrap();
+    assert!(fs.getattr(attr.ino).unwrap().record.mtime.seconds > set.seconds);
+    fs.release(handle).unwrap();
     fs.unmount().unwrap();
 }
 

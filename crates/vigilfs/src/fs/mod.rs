@@ -639,6 +639,10 @@ impl Filesystem {
             atime: changes.atime,
             mtime: changes.mtime,
         };
+        if changes.mtime.is_some() && record.file_type() == FileType::Regular {
+            // The time set replaces the one pending writes gave the file.
+            self.shared.files.clear_pending_mtime(ino);
+        }
         let record = if namespace_changes == SetAttr::default() && changes.size.is_some() {
             self.record(ino)?
         } else {

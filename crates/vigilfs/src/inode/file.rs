@@ -577,6 +577,15 @@ impl Files {
             .map(|state| (state.size, state.mtime))
     }
 
+    /// Forgets the modification time writes not yet written back have
+    /// given `ino`: an explicit `utimensat` replaces it (else the pending
+    /// time would show in `stat` and be written back over the one set).
+    pub fn clear_pending_mtime(&self, ino: u64) {
+        if let Some(state) = self.lock().inodes.get_mut(&ino) {
+            state.mtime = None;
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Cache> {
         // Every update under the lock leaves the map consistent before it
         // can panic (pages, marks and their counts change together in
