@@ -244,6 +244,7 @@ fn exercise(
     let open = || {
         OpenOptions::new()
             .create(true)
+            .truncate(false)
             .read(true)
             .write(true)
             .open(&path)

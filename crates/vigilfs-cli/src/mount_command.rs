@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime};
 use fserror::{Event, EventKind, Group, GroupConfig, Subtypes};
 use serde_json::{json, Map};
 use vigilfs::device::{FaultDevice, FaultPlan, FileDevice, FileDeviceOptions};
-use vigilfs::fs::{Filesystem, MountOptions};
+use vigilfs::fs::{Filesystem, LifeState, MountOptions};
 
 use crate::control::{self, describe_errno};
 use crate::failure::Failure;
@@ -529,12 +529,22 @@ fn finish(
     };
     let unmounted = fs.is_some();
     let outcome = match fs {
-        Some(fs) => match fs.unmount() {
-            Ok(()) => {
-                log(&format!("unmounted {} (clean)", image.display()));
+        Some(fs) => match (fs.status().state, fs.unmount()) {
+            (state, Ok(())) => {
+                let how = match state {
+                    LifeState::Running | LifeState::Frozen => "clean".to_string(),
+                    LifeState::ReadOnly(why) if why == "mounted read-only" => {
+                        "it was mounted read-only".to_string()
+                    }
+                    other => format!(
+                        "{}: left for the next mount to recover from the journal",
+                        other.name()
+                    ),
+                };
+                log(&format!("unmounted {} ({how})", image.display()));
                 Ok(0)
             }
-            Err(error) => {
+            (_, Err(error)) => {
                 let message = format!(
                     "unmounting {}: {}",
                     image.display(),

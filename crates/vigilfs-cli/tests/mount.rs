@@ -138,7 +138,10 @@ impl Scratch {
             text(&output.stderr),
             self.log()
         );
-        assert!(is_mounted(&self.mountpoint), "mounted once --daemon returns");
+        assert!(
+            is_mounted(&self.mountpoint),
+            "mounted once --daemon returns"
+        );
         fs::read_to_string(&self.pid_file)
             .unwrap()
             .trim()
@@ -147,13 +150,14 @@ impl Scratch {
     }
 
     fn umount(&self, pid: u32) {
-        let output = Command::new("umount").arg(&self.mountpoint).output().unwrap();
+        let output = Command::new("umount")
+            .arg(&self.mountpoint)
+            .output()
+            .unwrap();
         assert!(output.status.success(), "umount: {}", text(&output.stderr));
-        wait_until(
-            "the mount process exits",
-            Duration::from_secs(60),
-            || process_gone(pid),
-        );
+        wait_until("the mount process exits", Duration::from_secs(60), || {
+            process_gone(pid)
+        });
         assert!(!is_mounted(&self.mountpoint));
     }
 
@@ -258,7 +262,12 @@ fn sigterm_unmounts_a_foreground_mount_cleanly() {
     }
     let status = child.wait().unwrap();
     let mut log = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
     assert_eq!(status.code(), Some(0), "{log}");
     assert!(log.contains("SIGTERM"), "{log}");
     assert!(log.contains("mounted"), "{log}");
@@ -341,7 +350,10 @@ fn status_json_shows_an_error_without_consuming_it() {
         "mount_count",
         "fault_rules",
     ] {
-        assert!(status.get(field).is_some(), "status lacks {field}: {status}");
+        assert!(
+            status.get(field).is_some(),
+            "status lacks {field}: {status}"
+        );
     }
     assert_eq!(status["state"], "running");
     assert_eq!(status["errors_policy"], "continue");
@@ -373,7 +385,12 @@ fn status_json_shows_an_error_without_consuming_it() {
             "Input/output error (EIO)"
         );
         assert!(status["errors"]["total"].as_u64().unwrap() >= 1);
-        assert!(status["errors"]["per_kind"]["writeback"]["count"].as_u64().unwrap() >= 1);
+        assert!(
+            status["errors"]["per_kind"]["writeback"]["count"]
+                .as_u64()
+                .unwrap()
+                >= 1
+        );
         assert_eq!(status["errors"]["last"]["kind"], "writeback");
         assert_eq!(status["open_files"], 2);
     }
@@ -441,7 +458,9 @@ fn freeze_blocks_a_writer_while_reads_go_on_and_thaw_resumes_it() {
         .spawn()
         .unwrap();
     let size = || fs::metadata(&log).map(|meta| meta.len()).unwrap_or(0);
-    wait_until("the writer writes", Duration::from_secs(30), || size() > 1000);
+    wait_until("the writer writes", Duration::from_secs(30), || {
+        size() > 1000
+    });
 
     let frozen = vigilfs(&["freeze", scratch.mnt()]);
     assert_eq!(frozen.status.code(), Some(0), "{}", text(&frozen.stderr));
@@ -457,7 +476,10 @@ fn freeze_blocks_a_writer_while_reads_go_on_and_thaw_resumes_it() {
         b"still readable",
         "reads go on"
     );
-    assert!(writer.try_wait().unwrap().is_none(), "the writer waits, it does not fail");
+    assert!(
+        writer.try_wait().unwrap().is_none(),
+        "the writer waits, it does not fail"
+    );
     assert_eq!(scratch.status()["dirty_bytes"], 0);
 
     let thawed = vigilfs(&["thaw", scratch.mnt()]);
@@ -489,7 +511,10 @@ fn shutdown_stops_all_writing() {
     );
     let status = scratch.status();
     assert_eq!(status["state"], "shut-down");
-    assert!(status["state_reason"].as_str().unwrap().contains("shut down"));
+    assert!(status["state_reason"]
+        .as_str()
+        .unwrap()
+        .contains("shut down"));
     scratch.umount(pid);
 
     // --flush wrote it all: the next mount has the file.
@@ -518,7 +543,9 @@ fn inject_forms_change_the_live_fault_plan() {
     let scratch = Scratch::new();
     let pid = scratch.mount(&["--size", "64M", "-o", "errors=continue"]);
     // A pattern we can find in the image afterwards.
-    let pattern: Vec<u8> = (0..65536u32).map(|index| (index % 251) as u8 ^ 0x5c).collect();
+    let pattern: Vec<u8> = (0..65536u32)
+        .map(|index| (index % 251) as u8 ^ 0x5c)
+        .collect();
     fs::write(scratch.at("pattern"), &pattern).unwrap();
     scratch.umount(pid);
     let image = fs::read(&scratch.image).unwrap();
@@ -534,7 +561,10 @@ fn inject_forms_change_the_live_fault_plan() {
     let error = fs::read(scratch.at("pattern")).unwrap_err();
     assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
     let listed = text(&scratch.inject(&["--list"]).stdout);
-    assert!(listed.contains(&format!("{read_rule}: fail op=read")), "{listed}");
+    assert!(
+        listed.contains(&format!("{read_rule}: fail op=read")),
+        "{listed}"
+    );
     scratch.inject(&["--remove", &read_rule.to_string()]);
     assert_eq!(fs::read(scratch.at("pattern")).unwrap(), pattern);
 
@@ -553,9 +583,18 @@ fn inject_forms_change_the_live_fault_plan() {
     scratch.inject(&["--fail-writes", "--flaky", "10", "--seed", "42"]);
     scratch.inject(&["--bad-blocks", "15000:2"]);
     scratch.inject(&["--enospc-after", "100000"]);
-    scratch.inject(&["--fail-writes", "--class", "metadata,journal", "--errno", "ENOSPC"]);
+    scratch.inject(&[
+        "--fail-writes",
+        "--class",
+        "metadata,journal",
+        "--errno",
+        "ENOSPC",
+    ]);
     let rules = scratch.status()["fault_rules"].as_array().unwrap().clone();
-    let texts: Vec<&str> = rules.iter().map(|rule| rule["rule"].as_str().unwrap()).collect();
+    let texts: Vec<&str> = rules
+        .iter()
+        .map(|rule| rule["rule"].as_str().unwrap())
+        .collect();
     assert_eq!(texts.len(), 5, "{texts:?}");
     assert!(texts[0].starts_with("flaky op=write"));
     assert!(texts[1].starts_with("bad-blocks range=61440000..61448192"));
@@ -572,7 +611,13 @@ fn inject_forms_change_the_live_fault_plan() {
     }
     scratch.inject(&["--clear"]);
 
-    let bad = vigilfs(&["inject", scratch.mnt(), "--fail-writes", "--class", "everything"]);
+    let bad = vigilfs(&[
+        "inject",
+        scratch.mnt(),
+        "--fail-writes",
+        "--class",
+        "everything",
+    ]);
     assert_eq!(bad.status.code(), Some(2));
     let bad = vigilfs(&["inject", scratch.mnt(), "--remove", "999"]);
     assert_eq!(bad.status.code(), Some(1));
@@ -635,10 +680,18 @@ fn mkfs_and_fsck_refuse_a_mounted_image() {
     fs::write(scratch.at("precious"), b"keep me").unwrap();
     let mkfs = vigilfs(&["mkfs", scratch.img(), "--force"]);
     assert_eq!(mkfs.status.code(), Some(1));
-    assert!(text(&mkfs.stderr).contains("unmount it first"), "{}", text(&mkfs.stderr));
+    assert!(
+        text(&mkfs.stderr).contains("unmount it first"),
+        "{}",
+        text(&mkfs.stderr)
+    );
     let fsck = vigilfs(&["fsck", scratch.img()]);
     assert_eq!(fsck.status.code(), Some(8));
-    assert!(text(&fsck.stderr).contains("unmount it first"), "{}", text(&fsck.stderr));
+    assert!(
+        text(&fsck.stderr).contains("unmount it first"),
+        "{}",
+        text(&fsck.stderr)
+    );
     // A second mount of the same image is refused too.
     let other = scratch.directory.path().join("other");
     fs::create_dir(&other).unwrap();
@@ -663,8 +716,14 @@ fn the_demo_behaves_as_it_says() {
         "{stdout}{}",
         text(&output.stderr)
     );
-    assert!(stdout.contains("fsync(A) = -1, Input/output error (EIO)"), "{stdout}");
-    assert!(stdout.contains("fsync(B) = -1, Input/output error (EIO)"), "{stdout}");
+    assert!(
+        stdout.contains("fsync(A) = -1, Input/output error (EIO)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("fsync(B) = -1, Input/output error (EIO)"),
+        "{stdout}"
+    );
     assert!(stdout.contains("clean"), "{stdout}");
 }
 
@@ -737,13 +796,10 @@ fn generic_441_through_the_mount_each_descriptor_hears_of_the_failure() {
     }
     scratch.inject(&["--fail-writes", "--class", "all"]);
     for (index, file) in descriptors.iter().enumerate() {
-        let failures = (0..3)
-            .filter(|_| file.sync_all().is_err())
-            .count();
+        let failures = (0..3).filter(|_| file.sync_all().is_err()).count();
         assert!(failures >= 1, "descriptor {index}: no fsync failed");
-        assert_eq!(
+        assert!(
             errno_of(file.sync_all()).is_some(),
-            true,
             "the fault is still there: fsync still fails"
         );
     }
@@ -753,7 +809,10 @@ fn generic_441_through_the_mount_each_descriptor_hears_of_the_failure() {
         state == "read-only" || state == "shut-down",
         "state {state}: {status}"
     );
-    assert!(status["state_reason"].as_str().unwrap().contains("errors=remount-ro"));
+    assert!(status["state_reason"]
+        .as_str()
+        .unwrap()
+        .contains("errors=remount-ro"));
     assert!(status["errors"]["total"].as_u64().unwrap() >= 1);
     assert!(status["writeback_error"]["errno"] == libc::EIO);
     scratch.inject(&["--clear"]);
@@ -763,7 +822,10 @@ fn generic_441_through_the_mount_each_descriptor_hears_of_the_failure() {
     let pid = scratch.mount(&[]);
     let status = scratch.status();
     assert_eq!(status["state"], "running");
-    assert!(status["errors"]["total"].as_u64().unwrap() >= 1, "remembered: {status}");
+    assert!(
+        status["errors"]["total"].as_u64().unwrap() >= 1,
+        "remembered: {status}"
+    );
     scratch.umount(pid);
     let fsck = vigilfs(&["fsck", scratch.img()]);
     assert_eq!(fsck.status.code(), Some(0), "{}", text(&fsck.stdout));
@@ -806,7 +868,9 @@ done
             .map(|text| text.lines().count())
             .unwrap_or(0)
     };
-    wait_until("the workload fsyncs", Duration::from_secs(60), || count() >= 20);
+    wait_until("the workload fsyncs", Duration::from_secs(60), || {
+        count() >= 20
+    });
     // SAFETY: killing the mount process by pid.
     unsafe {
         libc::kill(pid as i32, libc::SIGKILL);
@@ -821,7 +885,10 @@ done
         .output()
         .unwrap();
     if !cleaned.status.success() {
-        let lazy = Command::new("umount").args(["-l", scratch.mnt()]).output().unwrap();
+        let lazy = Command::new("umount")
+            .args(["-l", scratch.mnt()])
+            .output()
+            .unwrap();
         assert!(lazy.status.success(), "{}", text(&lazy.stderr));
     }
     assert!(!is_mounted(&scratch.mountpoint));
@@ -841,9 +908,8 @@ done
         let letter = b'a' + (i % 26) as u8;
         let mut expected = vec![letter; ((i % 7) * 3000 + 17) as usize];
         expected.extend_from_slice(format!("file {i}\n").as_bytes());
-        let found = fs::read(&path).unwrap_or_else(|error| {
-            panic!("fsynced file {} is gone: {error}", path.display())
-        });
+        let found = fs::read(&path)
+            .unwrap_or_else(|error| panic!("fsynced file {} is gone: {error}", path.display()));
         assert!(found == expected, "fsynced file {} differs", path.display());
     }
     scratch.umount(pid);
