@@ -916,3 +916,31 @@ done
     let fsck = vigilfs(&["fsck", scratch.img()]);
     assert_eq!(fsck.status.code(), Some(0), "{}", text(&fsck.stdout));
 }
+
+#[test]
+fn a_daemon_that_cannot_mount_passes_its_error_to_the_caller() {
+    if fuse_missing("a_daemon_that_cannot_mount_passes_its_error_to_the_caller") {
+        return;
+    }
+    let scratch = Scratch::new();
+    fs::write(&scratch.image, vec![0u8; 8 << 20]).unwrap();
+    let output = vigilfs(&["mount", scratch.img(), scratch.mnt(), "--daemon"]);
+    assert_eq!(output.status.code(), Some(8));
+    let message = text(&output.stderr);
+    assert!(message.contains("cannot mount"), "{message}");
+    assert!(message.contains("no valid superblock"), "{message}");
+    assert!(!is_mounted(&scratch.mountpoint));
+    // The image was not locked for good: mkfs may use it now.
+    let made = vigilfs(&["mkfs", scratch.img(), "--force"]);
+    assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
+
+    let missing = scratch.directory.path().join("no-such-dir");
+    let output = vigilfs(&[
+        "mount",
+        scratch.img(),
+        missing.to_str().unwrap(),
+        "--daemon",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stderr).contains("mount point"));
+}
