@@ -667,7 +667,9 @@ impl Filesystem {
     ) -> FsResult<Attr> {
         let _writer = self.enter()?;
         let dir = self.writable_directory(parent, caller)?;
-        let (uid, gid, mode) = new_inode_owner(&dir, caller, mode, false);
+        let (uid, gid, permissions) = new_inode_owner(&dir, caller, mode, false);
+        // new_inode_owner returns permission bits only: keep the type.
+        let mode = (mode & libc::S_IFMT) | permissions;
         let result = self
             .shared
             .namespace

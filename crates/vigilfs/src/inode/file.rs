@@ -724,7 +724,10 @@ impl Files {
             }
         }
         let (seq, freed) = self.commit_truncate(ino, size, keep_blocks, now())?;
-        // Committed: now the cache follows.
+        // Committed: now the cache follows. The time committed is newer
+        // than the one pending writes gave the file: it must not be
+        // overridden by it (in getattr, or at their writeback).
+        state.mtime = None;
         if shrink {
             let gone: Vec<u64> = state
                 .pages
@@ -872,6 +875,8 @@ impl Files {
             self.free_unreferenced(&runs);
             return Err(error);
         }
+        // Newer than the time pending writes gave the file (see truncate).
+        state.mtime = None;
         if !keep_size {
             state.size = state.size.max(end);
         }
@@ -923,7 +928,8 @@ impl Files {
             record.mtime = time;
             record.ctime = time;
         })?;
-        // Committed: now the cache follows.
+        // Committed: now the cache follows (the time too, see truncate).
+        state.mtime = None;
         let gone: Vec<u64> = state
             .pages
             .iter_from(first_whole)
