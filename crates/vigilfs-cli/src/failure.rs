@@ -31,6 +31,23 @@ impl Failure {
         }
     }
 
+    /// A command line that makes no sense (exit code 2, as for the errors
+    /// the argument parser finds).
+    pub fn arguments(message: impl Into<String>) -> Failure {
+        Failure {
+            message: message.into(),
+            exit_code: 2,
+        }
+    }
+
+    /// A failure with an explicit exit code.
+    pub fn with_code(message: impl Into<String>, exit_code: u8) -> Failure {
+        Failure {
+            message: message.into(),
+            exit_code,
+        }
+    }
+
     /// The process exit code.
     pub fn exit_code(&self) -> u8 {
         self.exit_code

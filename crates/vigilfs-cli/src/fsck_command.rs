@@ -14,6 +14,7 @@ use vigilfs::device::{FileDevice, FileDeviceOptions};
 use vigilfs::fsck::{fsck, keys_per_tree, FsckReport, Progress};
 
 use crate::failure::Failure;
+use crate::in_use::{self, LockError, LockMode};
 
 /// No errors.
 pub const CLEAN: u8 = 0;
@@ -21,6 +22,19 @@ pub const CLEAN: u8 = 0;
 pub const ERRORS_LEFT: u8 = 4;
 
 pub fn run(image: &Path, as_json: bool) -> Result<u8, Failure> {
+    // A mounted filesystem changes under fsck's feet: refuse it, and keep
+    // a shared lock so no mount starts while checking.
+    in_use::check_not_mounted(image).map_err(Failure::operational)?;
+    let _lock = match in_use::lock(image, LockMode::Shared) {
+        Err(LockError::InUse) => {
+            return Err(Failure::operational(format!(
+                "{} is in use by a vigilfs mount; unmount it first",
+                image.display()
+            )))
+        }
+        Ok(lock) => Some(lock),
+        Err(LockError::Io(_)) => None,
+    };
     let device = FileDevice::open(
         image,
         FileDeviceOptions {

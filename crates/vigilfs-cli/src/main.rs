@@ -5,16 +5,29 @@
 //! one-line message on stderr and a non-zero exit, never a panic: see
 //! [`failure::Failure`].
 
+mod control;
+mod demo_command;
 mod failure;
+mod freeze_command;
 mod fsck_command;
+mod helper;
+mod in_use;
+mod inject_command;
 mod mkfs_command;
+mod mount_command;
+mod mount_options;
+mod shutdown_command;
+mod signals;
 mod size;
+mod status_command;
+mod sync_command;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
+use crate::failure::Failure;
 use crate::size::ByteSize;
 
 /// vigilfs: a journaled, checksummed filesystem that never loses an error.
@@ -36,6 +49,7 @@ enum Command {
     /// Examples:
     ///   vigilfs mkfs disk.img --size 4G
     ///   vigilfs mkfs /dev/loop0 --label data
+    #[command(verbatim_doc_comment)]
     Mkfs {
         /// The image file or block device.
         image: PathBuf,
@@ -63,6 +77,7 @@ enum Command {
     ///
     /// Example:
     ///   vigilfs fsck disk.img --json
+    #[command(verbatim_doc_comment)]
     Fsck {
         /// The image file or block device.
         image: PathBuf,
@@ -70,11 +85,231 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Mount a vigilfs filesystem through FUSE and serve it.
+    ///
+    /// If IMAGE does not exist it is created as a sparse file of --size
+    /// bytes (1G if not given) and formatted. The process serves the mount
+    /// in the foreground, logging to stderr (mounted, every FS_ERROR event,
+    /// unmounted), until SIGINT/SIGTERM or `umount MOUNTPOINT`; both end in
+    /// a clean unmount. With --daemon it returns once the filesystem is
+    /// mounted and answering. It also serves the control socket that sync,
+    /// freeze, thaw, shutdown, status and inject use.
+    ///
+    /// Options (-o, comma-separated, repeatable):
+    ///   ro                    read-only (the journal is still replayed)
+    ///   errors=continue|remount-ro|panic
+    ///                         what a metadata error does (default: mkfs's)
+    ///   cache=SIZE            clean-page budget (default 256M)
+    ///   dirty=SIZE            dirty data that starts writeback (default 64M)
+    ///   writeback_interval=SECONDS   background writeback period (default 5)
+    ///   threads=N             FUSE worker threads
+    ///   allow_other           let other users use the mount
+    ///   rw, dev, suid, exec, nodev, nosuid, noexec, auto, noauto, user,
+    ///   nouser, defaults, _netdev (and atime options, x-*): accepted, ignored
+    /// An unknown option is an error (exit status 2).
+    ///
+    /// As a mount(8) helper: `vigilfs install-mount-helper`, then
+    ///   mount -t fuse.vigilfs IMAGE MOUNTPOINT -o OPTIONS
+    /// (or an fstab line `IMAGE MOUNTPOINT fuse.vigilfs defaults 0 0`).
+    ///
+    /// Examples:
+    ///   vigilfs mount disk.img /mnt/data
+    ///   vigilfs mount disk.img /mnt/data --daemon -o errors=remount-ro,cache=1G
+    ///   vigilfs mount new.img /mnt/new --size 4G --daemon --pid-file /run/new.pid
+    #[command(verbatim_doc_comment)]
+    Mount {
+        /// The image file or block device (created if missing).
+        image: PathBuf,
+        /// An existing directory to mount on.
+        mountpoint: PathBuf,
+        /// Mount options, comma-separated (see above).
+        #[arg(short = 'o', value_name = "OPTIONS")]
+        options: Vec<String>,
+        /// Return once mounted; the filesystem is served by a detached process.
+        #[arg(long)]
+        daemon: bool,
+        /// Size of a new image: bytes, or with a suffix K, M, G, T.
+        #[arg(long, value_name = "SIZE")]
+        size: Option<ByteSize>,
+        /// Write the serving process's pid to this file (removed at unmount).
+        #[arg(long, value_name = "FILE")]
+        pid_file: Option<PathBuf>,
+        /// With --daemon: append the log here instead of discarding it.
+        #[arg(long, value_name = "FILE")]
+        log_file: Option<PathBuf>,
+    },
+    /// Show the state of a mounted filesystem (consumes no error).
+    ///
+    /// Shows the state (running, frozen, read-only, shut-down) and why, the
+    /// errors= policy, whether the journal was replayed, orphans purged,
+    /// space, dirty and cached bytes, the journal, the pending writeback
+    /// error (peeked: the next fsync or syncfs still gets it), the
+    /// persistent error record (total, first and last error, per kind),
+    /// open files, mount count and the fault rules. Anyone may ask.
+    ///
+    /// --json prints one object with these stable fields:
+    ///   mountpoint, image, pid, owner_uid, state, state_reason,
+    ///   errors_policy, recovered, orphans_purged,
+    ///   space {block_size, total_blocks, free_blocks, pending_blocks, bad_blocks},
+    ///   dirty_bytes, cached_bytes, dirty_nodes,
+    ///   journal {next_seq, last_seq, written_seq, durable_seq, open_seq,
+    ///            free_blocks, total_blocks, pins, blocked, failed,
+    ///            reclaim_failures, last_reclaim_failure},
+    ///   writeback_error (null or {errno, name, message}),
+    ///   errors {total, first, last, per_kind {KIND: {count, last_time}}}
+    ///     (first/last: null or {time, errno, name, inode, block, kind, origin};
+    ///      kinds: writeback, read, metadata, checksum, journal, media, other),
+    ///   open_files, mount_count,
+    ///   fault_rules [{id, rule, matched, injected, bad_blocks_remaining,
+    ///                 provisioned_blocks_used}]
+    ///
+    /// Examples:
+    ///   vigilfs status /mnt/data
+    ///   vigilfs status /mnt/data --json | jq .errors.total
+    #[command(verbatim_doc_comment)]
+    Status {
+        /// The mount point.
+        mountpoint: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write everything back and report a writeback error once (syncfs).
+    ///
+    /// syncfs(2) never reaches a FUSE filesystem; this does. Exit status 1
+    /// with the error on stderr if a writeback error happened that nobody
+    /// has been told of yet, 0 otherwise: like syncfs from a new opener,
+    /// each error is reported once. Root and the user who mounted only.
+    ///
+    /// Example:
+    ///   vigilfs sync /mnt/data || echo "data was lost"
+    #[command(verbatim_doc_comment)]
+    Sync {
+        /// The mount point.
+        mountpoint: PathBuf,
+    },
+    /// Freeze a mounted filesystem: writers wait, everything is written
+    /// back, the superblock is marked clean; reads go on.
+    ///
+    /// Use it to take a consistent snapshot of the image. Root and the user
+    /// who mounted only.
+    ///
+    /// Example:
+    ///   vigilfs freeze /mnt/data && cp --sparse=always disk.img backup.img; vigilfs thaw /mnt/data
+    #[command(verbatim_doc_comment)]
+    Freeze {
+        /// The mount point.
+        mountpoint: PathBuf,
+    },
+    /// Thaw a frozen filesystem: the waiting writers go on.
+    ///
+    /// Example:
+    ///   vigilfs thaw /mnt/data
+    #[command(verbatim_doc_comment)]
+    Thaw {
+        /// The mount point.
+        mountpoint: PathBuf,
+    },
+    /// Shut a mounted filesystem down: nothing more is written, writers
+    /// get EIO, status shows shut-down.
+    ///
+    /// With --flush (the default) dirty data and the journal are written
+    /// first as far as the device allows; --noflush stops at once, like a
+    /// dying disk. The mount stays until unmounted; the next mount recovers
+    /// from the journal. Root and the user who mounted only.
+    ///
+    /// Examples:
+    ///   vigilfs shutdown /mnt/data
+    ///   vigilfs shutdown /mnt/data --noflush
+    #[command(verbatim_doc_comment)]
+    Shutdown {
+        /// The mount point.
+        mountpoint: PathBuf,
+        /// Write back and flush before shutting down (default).
+        #[arg(long, overrides_with = "noflush")]
+        flush: bool,
+        /// Shut down without writing anything more.
+        #[arg(long, overrides_with = "flush")]
+        noflush: bool,
+    },
+    /// Inject device faults into a running mount, to see how programs cope
+    /// with a failing disk; or list, remove and clear them.
+    ///
+    /// Every option set adds one rule per --class (offsets are on the image
+    /// or device, not in a file); the ids added are printed. Root and the
+    /// user who mounted only (--list: anyone). Rules are kept until removed
+    /// or the filesystem is unmounted.
+    ///
+    /// Examples:
+    ///   vigilfs inject /mnt --fail-writes --class data     # writeback fails: fsync gets EIO
+    ///   vigilfs inject /mnt --fail-writes --class all      # every write fails
+    ///   vigilfs inject /mnt --fail-reads --range 64M:1M    # reads of those bytes fail
+    ///   vigilfs inject /mnt --fail-writes --errno ENOSPC --class data,journal
+    ///   vigilfs inject /mnt --fail-writes --flaky 5 --seed 42   # 5% of writes fail
+    ///   vigilfs inject /mnt --fail-writes --class journal --skip 10 --limit 1
+    ///   vigilfs inject /mnt --bad-blocks 20000:8           # media errors (4K blocks)
+    ///   vigilfs inject /mnt --enospc-after 1000            # thin volume runs out
+    ///   vigilfs inject /mnt --list
+    ///   vigilfs inject /mnt --remove 3
+    ///   vigilfs inject /mnt --clear
+    #[command(verbatim_doc_comment)]
+    Inject(inject_command::InjectArgs),
+    /// A guided tour: make, mount, write, fail a disk, watch fsync report
+    /// it once per descriptor, unmount, check.
+    ///
+    /// Needs only this program and /dev/fuse (run as root, or with
+    /// fusermount3). Works in a temporary directory and removes it. Exit
+    /// status 0 if everything behaved as the tour says, 1 with the
+    /// discrepancy otherwise.
+    ///
+    /// Example:
+    ///   vigilfs demo
+    #[command(verbatim_doc_comment)]
+    Demo {
+        /// Keep the temporary directory (image and mount point) afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Make `mount -t fuse.vigilfs` work: symlink DIR/mount.fuse.vigilfs
+    /// to this program.
+    ///
+    /// Examples:
+    ///   vigilfs install-mount-helper
+    ///   mount -t fuse.vigilfs disk.img /mnt/data -o errors=continue
+    #[command(verbatim_doc_comment)]
+    InstallMountHelper {
+        /// Where mount(8) looks for helpers.
+        #[arg(long, default_value = "/sbin")]
+        dir: PathBuf,
+        /// Replace an existing helper pointing elsewhere.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let outcome = match cli.command {
+    let arguments: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let command = Cli::command();
+    let subcommands: Vec<&str> = command
+        .get_subcommands()
+        .map(clap::Command::get_name)
+        .chain(["help"])
+        .collect();
+    let outcome = match helper::helper_request(&arguments, &subcommands) {
+        Some(request) => request.and_then(|request| mount_command::run(&request)),
+        None => run(Cli::parse_from(arguments)),
+    };
+    match outcome {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => {
+            eprintln!("vigilfs: {failure}");
+            ExitCode::from(failure.exit_code())
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<u8, Failure> {
+    match cli.command {
         Command::Mkfs {
             image,
             size,
@@ -91,12 +326,35 @@ fn main() -> ExitCode {
             force,
         }),
         Command::Fsck { image, json } => fsck_command::run(&image, json),
-    };
-    match outcome {
-        Ok(code) => ExitCode::from(code),
-        Err(failure) => {
-            eprintln!("vigilfs: {failure}");
-            ExitCode::from(failure.exit_code())
-        }
+        Command::Mount {
+            image,
+            mountpoint,
+            options,
+            daemon,
+            size,
+            pid_file,
+            log_file,
+        } => mount_command::run(&mount_command::MountRequest {
+            image,
+            mountpoint,
+            options,
+            daemon,
+            size,
+            pid_file,
+            log_file,
+            quiet: false,
+        }),
+        Command::Status { mountpoint, json } => status_command::run(&mountpoint, json),
+        Command::Sync { mountpoint } => sync_command::run(&mountpoint),
+        Command::Freeze { mountpoint } => freeze_command::freeze(&mountpoint),
+        Command::Thaw { mountpoint } => freeze_command::thaw(&mountpoint),
+        Command::Shutdown {
+            mountpoint,
+            flush: _,
+            noflush,
+        } => shutdown_command::run(&mountpoint, !noflush),
+        Command::Inject(arguments) => inject_command::run(&arguments),
+        Command::Demo { keep } => demo_command::run(keep),
+        Command::InstallMountHelper { dir, force } => helper::install(&dir, force),
     }
 }

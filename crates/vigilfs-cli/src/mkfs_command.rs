@@ -16,6 +16,7 @@ use vigilfs::format::{read_superblock, Label};
 use vigilfs::mkfs::{make_filesystem, MkfsOptions};
 
 use crate::failure::Failure;
+use crate::in_use::{self, LockError, LockMode};
 use crate::size::ByteSize;
 
 /// The size of an image created without --size.
@@ -42,6 +43,22 @@ pub fn run(request: &MkfsRequest) -> Result<u8, Failure> {
     let label = Label::new(&request.label).map_err(|error| Failure::usage(error.to_string()))?;
     let image = &request.image;
     let created = !image.exists();
+    // Held while formatting: a mount cannot start meanwhile.
+    let _lock = if created {
+        None
+    } else {
+        in_use::check_not_mounted(image).map_err(Failure::usage)?;
+        match in_use::lock(image, LockMode::Exclusive) {
+            Ok(lock) => Some(lock),
+            Err(LockError::InUse) => {
+                return Err(Failure::usage(format!(
+                    "{} is in use by a vigilfs mount; unmount it first",
+                    image.display()
+                )))
+            }
+            Err(LockError::Io(_)) => None,
+        }
+    };
     let device = if created {
         let size = request.size.unwrap_or(DEFAULT_IMAGE_SIZE);
         FileDevice::create_image(image, size.0, SectorSize::Bytes512).map_err(|error| {
@@ -83,6 +100,21 @@ pub fn run(request: &MkfsRequest) -> Result<u8, Failure> {
         println!("label {}", superblock.label);
     }
     Ok(0)
+}
+
+/// Creates `image` as a sparse file of `size` bytes and makes a filesystem
+/// with the default options on it (what `vigilfs mount` does with an image
+/// that does not exist). The file is removed again if that fails.
+pub fn create_formatted(image: &Path, size: ByteSize) -> Result<(), Failure> {
+    let device =
+        FileDevice::create_image(image, size.0, SectorSize::Bytes512).map_err(|error| {
+            Failure::operational(format!("cannot create {}: {error}", image.display()))
+        })?;
+    make_filesystem(Arc::new(device), &MkfsOptions::default()).map_err(|error| {
+        let _ = fs::remove_file(image);
+        Failure::operational(format!("mkfs on {} failed: {error}", image.display()))
+    })?;
+    Ok(())
 }
 
 fn open_existing(image: &Path, request: &MkfsRequest) -> Result<FileDevice, Failure> {

@@ -109,11 +109,112 @@ fn fsck_exit_codes_follow_fsck_8() {
 #[test]
 fn every_command_has_help() {
     let directory = tempfile::tempdir().unwrap();
-    for command in [&["--help"][..], &["mkfs", "--help"], &["fsck", "--help"]] {
-        let help = vigilfs(command, directory.path());
-        assert_eq!(help.status.code(), Some(0));
-        assert!(text(&help.stdout).contains("Usage"));
+    for command in [
+        "mkfs",
+        "fsck",
+        "mount",
+        "status",
+        "sync",
+        "freeze",
+        "thaw",
+        "shutdown",
+        "inject",
+        "demo",
+        "install-mount-helper",
+    ] {
+        let help = vigilfs(&[command, "--help"], directory.path());
+        assert_eq!(help.status.code(), Some(0), "{command}");
+        let help = text(&help.stdout);
+        assert!(help.contains("Usage"), "{command}: {help}");
+        assert!(
+            help.contains("Example"),
+            "{command} --help has examples: {help}"
+        );
     }
+    let help = text(&vigilfs(&["--help"], directory.path()).stdout);
+    assert!(help.contains("inject"));
+    let status_help = text(&vigilfs(&["status", "--help"], directory.path()).stdout);
+    for field in ["writeback_error", "fault_rules", "per_kind", "state_reason"] {
+        assert!(
+            status_help.contains(field),
+            "status --help documents {field}"
+        );
+    }
+    let inject_help = text(&vigilfs(&["inject", "--help"], directory.path()).stdout);
+    for form in [
+        "--fail-writes --class data",
+        "--fail-writes --class all",
+        "--fail-reads --range",
+        "--clear",
+    ] {
+        assert!(inject_help.contains(form), "inject --help shows {form}");
+    }
+}
+
+#[test]
+fn control_commands_without_a_mount_fail_clearly() {
+    let directory = tempfile::tempdir().unwrap();
+    for command in ["status", "sync", "freeze", "thaw", "shutdown"] {
+        let output = vigilfs(&[command, "."], directory.path());
+        assert_eq!(output.status.code(), Some(8), "{command}");
+        assert!(
+            text(&output.stderr).contains("no vigilfs mount is served there"),
+            "{command}: {}",
+            text(&output.stderr)
+        );
+    }
+    // Bad inject lines are refused before anything is sent.
+    for arguments in [
+        &["inject", ".", "--fail-writes", "--class", "bogus"][..],
+        &["inject", ".", "--fail-reads", "--range", "10"],
+        &["inject", ".", "--list", "--clear"],
+        &["inject", "."],
+    ] {
+        let output = vigilfs(arguments, directory.path());
+        assert_eq!(output.status.code(), Some(2), "{arguments:?}");
+    }
+}
+
+#[test]
+fn install_mount_helper_makes_the_symlink_mount_looks_for() {
+    let directory = tempfile::tempdir().unwrap();
+    let dir = directory.path().to_str().unwrap();
+    let installed = vigilfs(&["install-mount-helper", "--dir", dir], directory.path());
+    assert_eq!(
+        installed.status.code(),
+        Some(0),
+        "{}",
+        text(&installed.stderr)
+    );
+    let link = directory.path().join("mount.fuse.vigilfs");
+    let target = std::fs::read_link(&link).unwrap();
+    assert_eq!(
+        target,
+        Path::new(env!("CARGO_BIN_EXE_vigilfs"))
+            .canonicalize()
+            .unwrap()
+    );
+    // Again: nothing to do. Pointing elsewhere: only with --force.
+    let again = vigilfs(&["install-mount-helper", "--dir", dir], directory.path());
+    assert_eq!(again.status.code(), Some(0));
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink("/bin/true", &link).unwrap();
+    let refused = vigilfs(&["install-mount-helper", "--dir", dir], directory.path());
+    assert_eq!(refused.status.code(), Some(1));
+    let forced = vigilfs(
+        &["install-mount-helper", "--dir", dir, "--force"],
+        directory.path(),
+    );
+    assert_eq!(forced.status.code(), Some(0));
+    assert_eq!(std::fs::read_link(&link).unwrap(), target);
+
+    // Run under the helper's name, bad lines are argument errors (exit 2).
+    let output = Command::new(&link)
+        .arg("only-one-argument")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("usage: mount.fuse.vigilfs"));
 }
 
 /// Fills the inode tree of the image with keys through the engine and

@@ -16,7 +16,9 @@ use vigilfs::device::{
 use vigilfs::format::{read_superblock, ErrorKind, ErrorsPolicy, FsState};
 use vigilfs::fs::{Filesystem, FsError, LifeState, MountOptions, OpenFlags, SetAttributes};
 use vigilfs::fsck::fsck;
-use vigilfs::inode::{Caller, RenameFlags, XattrFlags, ROOT_INO};
+use vigilfs::inode::{
+    Caller, FallocateMode, FileType, RenameFlags, SetTime, Timestamp, XattrFlags, ROOT_INO,
+};
 use vigilfs::mkfs::{make_filesystem, MkfsOptions};
 
 struct Fixture {
@@ -290,6 +292,138 @@ fn a_setgid_directory_passes_its_group_on() {
     fs.release(handle).unwrap();
     assert_eq!(file.record.gid, 500);
     fs.unmount().unwrap();
+}
+
+#[test]
+fn an_explicit_mtime_replaces_the_one_of_pending_writes() {
+    // Regression: a write not yet written back kept its own mtime pending,
+    // which `getattr` showed and writeback stored over a later utimensat
+    // (`touch -d`, `cp -p` after writing lost the time they set).
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let (attr, handle) = fs
+        .create(ROOT_INO, b"f", 0o644, read_write(), &root())
+        .unwrap();
+    fs.write(handle, 0, b"pending", &root()).unwrap();
+    let set = Timestamp {
+        seconds: 1_000_000_000,
+        nanoseconds: 7,
+    };
+    let changes = SetAttributes {
+        mtime: Some(SetTime::At(set)),
+        ..SetAttributes::default()
+    };
+    let changed = fs.setattr(attr.ino, &changes, None, &root()).unwrap();
+    assert_eq!(changed.record.mtime, set);
+    assert_eq!(fs.getattr(attr.ino).unwrap().record.mtime, set);
+    fs.fsync(handle, false).unwrap();
+    assert_eq!(fs.getattr(attr.ino).unwrap().record.mtime, set);
+    // A write after it moves the time on again.
+    fs.write(handle, 0, b"later", &root()).unwrap();
+    assert!(fs.getattr(attr.ino).unwrap().record.mtime.seconds > set.seconds);
+    fs.release(handle).unwrap();
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn truncate_and_fallocate_times_are_not_overridden_by_pending_writes() {
+    // Regression: the older time of a write not yet written back overrode
+    // the time a later truncate, O_TRUNC or fallocate committed (pjdfstest
+    // open/00.t: O_TRUNC did not change mtime/ctime).
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let (attr, handle) = fs
+        .create(ROOT_INO, b"f", 0o644, read_write(), &root())
+        .unwrap();
+    let mut previous = Timestamp::default();
+    let mut newer = |fs: &Filesystem, what: &str| {
+        let record = fs.getattr(attr.ino).unwrap().record;
+        let key = |time: Timestamp| (time.seconds, time.nanoseconds);
+        assert!(key(record.mtime) > key(previous), "{what}: mtime moved on");
+        assert_eq!(record.ctime, record.mtime, "{what}");
+        previous = record.mtime;
+    };
+    fs.write(handle, 0, &[1u8; 10_000], &root()).unwrap();
+    newer(&fs, "write");
+    thread::sleep(Duration::from_millis(5));
+    let truncate = SetAttributes {
+        size: Some(100),
+        ..SetAttributes::default()
+    };
+    fs.setattr(attr.ino, &truncate, Some(handle), &root())
+        .unwrap();
+    newer(&fs, "truncate");
+    fs.write(handle, 0, &[2u8; 8192], &root()).unwrap();
+    newer(&fs, "write again");
+    thread::sleep(Duration::from_millis(5));
+    fs.fallocate(
+        handle,
+        0,
+        4096,
+        FallocateMode::PUNCH_HOLE | FallocateMode::KEEP_SIZE,
+    )
+    .unwrap();
+    newer(&fs, "punch hole");
+    fs.write(handle, 0, &[3u8; 10], &root()).unwrap();
+    newer(&fs, "write a third time");
+    thread::sleep(Duration::from_millis(5));
+    fs.fallocate(handle, 0, 1 << 20, FallocateMode::ALLOCATE)
+        .unwrap();
+    newer(&fs, "allocate");
+    fs.write(handle, 0, &[4u8; 10], &root()).unwrap();
+    newer(&fs, "write a fourth time");
+    thread::sleep(Duration::from_millis(5));
+    let truncating = fs
+        .open(
+            attr.ino,
+            OpenFlags::from_libc(libc::O_WRONLY | libc::O_TRUNC),
+            &root(),
+        )
+        .unwrap();
+    newer(&fs, "O_TRUNC");
+    fs.fsync(handle, false).unwrap();
+    let stored = fs.getattr(attr.ino).unwrap().record.mtime;
+    assert_eq!(stored, previous, "writeback keeps the newest time");
+    fs.release(truncating).unwrap();
+    fs.release(handle).unwrap();
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+}
+
+#[test]
+fn mknod_makes_the_file_type_asked_for() {
+    // Regression: the type bits were dropped with the umask-style
+    // adjustment of the permission bits, so every mknod made a regular file.
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let kinds = [
+        (b"fifo".as_slice(), libc::S_IFIFO, FileType::Fifo, 0),
+        (
+            b"char".as_slice(),
+            libc::S_IFCHR,
+            FileType::CharDevice,
+            0x0103,
+        ),
+        (
+            b"block".as_slice(),
+            libc::S_IFBLK,
+            FileType::BlockDevice,
+            0x0801,
+        ),
+        (b"socket".as_slice(), libc::S_IFSOCK, FileType::Socket, 0),
+        (b"regular".as_slice(), libc::S_IFREG, FileType::Regular, 0),
+    ];
+    for (name, type_bits, kind, rdev) in kinds {
+        let attr = fs
+            .mknod(ROOT_INO, name, type_bits | 0o640, rdev, &user(0))
+            .unwrap();
+        assert_eq!(attr.file_type(), kind);
+        assert_eq!(attr.record.mode & 0o7777, 0o640);
+        assert_eq!(attr.record.rdev, rdev);
+        assert_eq!(fs.getattr(attr.ino).unwrap().file_type(), kind);
+    }
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
 }
 
 #[test]

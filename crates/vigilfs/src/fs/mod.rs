@@ -639,6 +639,10 @@ impl Filesystem {
             atime: changes.atime,
             mtime: changes.mtime,
         };
+        if changes.mtime.is_some() && record.file_type() == FileType::Regular {
+            // The time set replaces the one pending writes gave the file.
+            self.shared.files.clear_pending_mtime(ino);
+        }
         let record = if namespace_changes == SetAttr::default() && changes.size.is_some() {
             self.record(ino)?
         } else {
@@ -663,7 +667,9 @@ impl Filesystem {
     ) -> FsResult<Attr> {
         let _writer = self.enter()?;
         let dir = self.writable_directory(parent, caller)?;
-        let (uid, gid, mode) = new_inode_owner(&dir, caller, mode, false);
+        let (uid, gid, permissions) = new_inode_owner(&dir, caller, mode, false);
+        // new_inode_owner returns permission bits only: keep the type.
+        let mode = (mode & libc::S_IFMT) | permissions;
         let result = self
             .shared
             .namespace

@@ -777,6 +777,15 @@ impl Files {
             .map(|state| (state.size, state.mtime))
     }
 
+    /// Forgets the modification time writes not yet written back have
+    /// given `ino`: an explicit `utimensat` replaces it (else the pending
+    /// time would show in `stat` and be written back over the one set).
+    pub fn clear_pending_mtime(&self, ino: u64) {
+        if let Some(state) = self.lock().inodes.get_mut(&ino) {
+            state.mtime = None;
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Cache> {
         // Every update under the lock leaves the map consistent before it
         // can panic (pages, marks and their counts change together in
@@ -929,7 +938,10 @@ impl Files {
             }
         }
         let (seq, freed) = self.commit_truncate(ino, size, keep_blocks, now())?;
-        // Committed: now the cache follows.
+        // Committed: now the cache follows. The time committed is newer
+        // than the one pending writes gave the file: it must not be
+        // overridden by it (in getattr, or at their writeback).
+        state.mtime = None;
         if shrink {
             state.split_at(&mut cache.accounting, keep_blocks);
             let gone: Vec<u64> = state
@@ -1038,7 +1050,11 @@ impl Files {
         };
         let added = unwritten_extents(&holes, &runs);
         let time = now();
+        let pending_size = state.size;
         let committed = self.commit_extent_change(ino, &BTreeMap::new(), &added, |record| {
+            // The size pending writes set is committed here too, so their
+            // pending time can be dropped below.
+            record.size = record.size.max(pending_size);
             if !keep_size {
                 record.size = record.size.max(end);
             }
@@ -1049,6 +1065,8 @@ impl Files {
             self.free_unreferenced(&runs);
             return Err(error);
         }
+        // Newer than the time pending writes gave the file (see truncate).
+        state.mtime = None;
         if !keep_size {
             state.size = state.size.max(end);
         }
@@ -1099,11 +1117,16 @@ impl Files {
         let mut freed = Vec::new();
         punch(&mut after, first_whole, end_whole, &mut freed);
         let time = now();
+        // The size pending writes set goes to the record with the punch,
+        // so their pending time can be dropped (see truncate).
+        let size = state.size;
         let seq = self.commit_extent_change(ino, &before, &after, |record| {
+            record.size = record.size.max(size);
             record.mtime = time;
             record.ctime = time;
         })?;
-        // Committed: now the cache follows.
+        // Committed: now the cache follows, the time too.
+        state.mtime = None;
         state.split_at(&mut cache.accounting, first_whole);
         state.split_at(&mut cache.accounting, end_whole);
         let gone: Vec<u64> = state

@@ -1,0 +1,206 @@
+//! The control protocol: one JSON request line, one JSON response line.
+//!
+//! Requests (`command` names the operation):
+//!
+//! ```text
+//! {"command":"status"}
+//! {"command":"sync"}
+//! {"command":"freeze"}
+//! {"command":"thaw"}
+//! {"command":"shutdown","flush":true}
+//! {"command":"inject_add","rules":["fail op=write class=data errno=EIO skip=0"]}
+//! {"command":"inject_remove","id":3}
+//! {"command":"inject_clear"}
+//! {"command":"inject_list"}
+//! ```
+//!
+//! Fault rules travel in the engine's one-line text form (see
+//! `vigilfs::device::FaultRule`), so the wire format is the one `status`
+//! prints. Responses:
+//!
+//! ```text
+//! {"ok":true,"result":VALUE}
+//! {"ok":false,"error":{"kind":"refused"|"bad_request"|"failed","message":"...","errno":5}}
+//! ```
+//!
+//! Unknown fields are ignored (a newer client may send more). `status` and
+//! `inject_list` are open to everyone; the others only to root
+//! and the user who mounted (`refused` otherwise).
+
+use serde::{Deserialize, Serialize};
+
+/// Longest request line the server reads.
+pub const MAX_REQUEST_BYTES: u64 = 64 * 1024;
+
+/// What a client asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Request {
+    /// The status report (consumes no error).
+    Status,
+    /// syncfs as a new opener: the filesystem writeback error nobody was
+    /// told of yet, if any.
+    Sync,
+    /// Freeze the filesystem.
+    Freeze,
+    /// Thaw it.
+    Thaw,
+    /// Shut it down.
+    Shutdown {
+        /// Write back and flush first.
+        flush: bool,
+    },
+    /// Add fault rules (text form); the result lists their ids.
+    InjectAdd {
+        /// One rule per entry.
+        rules: Vec<String>,
+    },
+    /// Remove one rule.
+    InjectRemove {
+        /// Its id.
+        id: u64,
+    },
+    /// Remove every rule.
+    InjectClear,
+    /// List the rules.
+    InjectList,
+}
+
+impl Request {
+    /// Whether the request changes the mount (and so needs root or the
+    /// owner).
+    pub fn is_mutating(&self) -> bool {
+        !matches!(self, Request::Status | Request::InjectList)
+    }
+
+    /// The command's name, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Status => "status",
+            Request::Sync => "sync",
+            Request::Freeze => "freeze",
+            Request::Thaw => "thaw",
+            Request::Shutdown { .. } => "shutdown",
+            Request::InjectAdd { .. }
+            | Request::InjectRemove { .. }
+            | Request::InjectClear
+            | Request::InjectList => "inject",
+        }
+    }
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The caller may not do this.
+    Refused,
+    /// The request could not be understood.
+    BadRequest,
+    /// The filesystem reported an error.
+    Failed,
+}
+
+/// A failed request's error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// What sort of failure.
+    pub kind: ErrorKind,
+    /// One line for the user.
+    pub message: String,
+    /// The errno, when the filesystem reported one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errno: Option<i32>,
+}
+
+/// The answer to one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// The result of a successful request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// The error of a failed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorReply>,
+}
+
+impl Response {
+    /// Success with a result.
+    pub fn success(result: serde_json::Value) -> Response {
+        Response {
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    /// Failure.
+    pub fn failure(kind: ErrorKind, message: impl Into<String>, errno: Option<i32>) -> Response {
+        Response {
+            ok: false,
+            result: None,
+            error: Some(ErrorReply {
+                kind,
+                message: message.into(),
+                errno,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_have_a_stable_wire_form() {
+        let shutdown = Request::Shutdown { flush: false };
+        assert_eq!(
+            serde_json::to_string(&shutdown).unwrap(),
+            r#"{"command":"shutdown","flush":false}"#
+        );
+        let parsed: Request =
+            serde_json::from_str(r#"{"command":"inject_remove","id":7}"#).unwrap();
+        assert_eq!(parsed, Request::InjectRemove { id: 7 });
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"command":"status"}"#).unwrap(),
+            Request::Status
+        );
+    }
+
+    #[test]
+    fn malformed_requests_do_not_parse() {
+        for text in [
+            "",
+            "{",
+            r#"{"command":"format_disk"}"#,
+            r#"{"command":"shutdown"}"#,
+            r#"{"command":"inject_remove","id":"seven"}"#,
+            "[1,2]",
+        ] {
+            assert!(serde_json::from_str::<Request>(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn only_status_and_listing_are_open_to_everyone() {
+        assert!(!Request::Status.is_mutating());
+        assert!(!Request::InjectList.is_mutating());
+        assert!(Request::Sync.is_mutating());
+        assert!(Request::InjectClear.is_mutating());
+        assert!(Request::Shutdown { flush: true }.is_mutating());
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let failure = Response::failure(ErrorKind::Refused, "no", None);
+        let text = serde_json::to_string(&failure).unwrap();
+        assert_eq!(
+            text,
+            r#"{"ok":false,"error":{"kind":"refused","message":"no"}}"#
+        );
+        assert_eq!(serde_json::from_str::<Response>(&text).unwrap(), failure);
+    }
+}

@@ -1,0 +1,134 @@
+//! The status report as JSON: what `vigilfs status --json` prints and what
+//! the control server sends. Field names are stable; new fields may be
+//! added, none renamed or removed.
+//!
+//! ```text
+//! mountpoint, image, pid, owner_uid       the mount
+//! state            running | frozen | read-only | shut-down
+//! state_reason     why read-only or shut down (null otherwise)
+//! errors_policy    continue | remount-ro | panic
+//! recovered        this mount replayed the journal (unclean stop before)
+//! orphans_purged   orphans deleted at mount
+//! space            {block_size, total_blocks, free_blocks, pending_blocks,
+//!                   bad_blocks}
+//! dirty_bytes, cached_bytes, dirty_nodes
+//! journal          {next_seq, last_seq, written_seq, durable_seq,
+//!                   open_seq, free_blocks, total_blocks, pins, blocked,
+//!                   failed, reclaim_failures, last_reclaim_failure}
+//! writeback_error  null or {errno, name, message}: peeked, consumes nothing
+//! errors           {total, first, last, per_kind}: the persistent record;
+//!                  first/last null or {time, errno, name, inode, block,
+//!                  kind, origin}; per_kind {KIND: {count, last_time}} for
+//!                  writeback, read, metadata, checksum, journal, media,
+//!                  other
+//! open_files, mount_count
+//! fault_rules      [{id, rule, matched, injected, bad_blocks_remaining,
+//!                   provisioned_blocks_used}]  (rule: the text form)
+//! ```
+
+use serde_json::{json, Map, Value};
+use vigilfs::device::{FaultPlan, RuleStatus};
+use vigilfs::format::{ErrorEvent, ErrorKind};
+use vigilfs::fs::{Filesystem, LifeState};
+
+use super::{describe_errno, errno_name};
+
+/// A fault rule's JSON form.
+pub fn rule_json(rule: &RuleStatus) -> Value {
+    json!({
+        "id": rule.id.0,
+        "rule": rule.rule.to_string(),
+        "matched": rule.matched,
+        "injected": rule.injected,
+        "bad_blocks_remaining": rule.bad_blocks_remaining,
+        "provisioned_blocks_used": rule.provisioned_blocks_used,
+    })
+}
+
+fn event_json(event: &Option<ErrorEvent>) -> Value {
+    match event {
+        None => Value::Null,
+        Some(event) => json!({
+            "time": event.time,
+            "errno": event.errno,
+            "name": errno_name(event.errno),
+            "inode": event.inode,
+            "block": event.block,
+            "kind": event.kind.name(),
+            "origin": event.origin.as_str(),
+        }),
+    }
+}
+
+/// The status of `fs` (and its fault plan) as JSON; `extra` fields (the
+/// mount point, the image...) come first.
+pub fn status_json(fs: &Filesystem, plan: &FaultPlan, extra: &Map<String, Value>) -> Value {
+    let status = fs.status();
+    let block_size = fs.statfs().map(|statfs| statfs.block_size).ok();
+    let reason = match &status.state {
+        LifeState::ReadOnly(why) | LifeState::ShutDown(why) => Some(why.clone()),
+        LifeState::Running | LifeState::Frozen => None,
+    };
+    let journal = &status.journal;
+    let record = &status.error_record;
+    let per_kind: Map<String, Value> = ErrorKind::ALL
+        .iter()
+        .map(|kind| {
+            let counter = record.counter(*kind);
+            (
+                kind.name().to_string(),
+                json!({ "count": counter.count, "last_time": counter.last_time }),
+            )
+        })
+        .collect();
+    let mut out = extra.clone();
+    let fields = json!({
+        "state": status.state.name(),
+        "state_reason": reason,
+        "errors_policy": status.errors_policy.to_string(),
+        "recovered": status.recovered,
+        "orphans_purged": status.orphans_purged,
+        "space": {
+            "block_size": block_size,
+            "total_blocks": status.total_blocks,
+            "free_blocks": status.space.free_blocks,
+            "pending_blocks": status.space.pending_blocks,
+            "bad_blocks": status.space.bad_blocks,
+        },
+        "dirty_bytes": status.dirty_bytes,
+        "cached_bytes": status.cached_bytes,
+        "dirty_nodes": status.dirty_nodes,
+        "journal": {
+            "next_seq": journal.next_seq,
+            "last_seq": journal.last_seq,
+            "written_seq": journal.written_seq,
+            "durable_seq": journal.durable_seq,
+            "open_seq": journal.open_seq,
+            "free_blocks": journal.free_blocks,
+            "total_blocks": journal.total_blocks,
+            "pins": journal.pins,
+            "blocked": journal.blocked,
+            "failed": journal.failed,
+            "reclaim_failures": journal.reclaim_failures,
+            "last_reclaim_failure": journal.last_reclaim_failure,
+        },
+        "writeback_error": status.writeback_error.map(|errno| json!({
+            "errno": errno,
+            "name": errno_name(errno),
+            "message": describe_errno(errno),
+        })),
+        "errors": {
+            "total": record.total,
+            "first": event_json(&record.first),
+            "last": event_json(&record.last),
+            "per_kind": per_kind,
+        },
+        "open_files": status.open_files,
+        "mount_count": status.mount_count,
+        "fault_rules": plan.rules().iter().map(rule_json).collect::<Vec<_>>(),
+    });
+    if let Value::Object(fields) = fields {
+        out.extend(fields);
+    }
+    Value::Object(out)
+}

@@ -1,0 +1,573 @@
+//! `vigilfs mount IMAGE MOUNTPOINT`: serve a filesystem through FUSE.
+//!
+//! The device stack is FileDevice → FaultDevice (with a fault plan the
+//! control plane changes: `vigilfs inject`) → the engine
+//! (`Filesystem::mount`) → the FUSE adapter. An IMAGE that does not exist
+//! is created (sparse, --size or 1G) and formatted first.
+//!
+//! The process stays in the foreground by default and logs one line per
+//! event on stderr: mounted, each FS_ERROR event as it arrives (a listener
+//! group on the engine's event source), unmounted. SIGINT, SIGTERM and
+//! SIGHUP unmount it; so does `umount MOUNTPOINT` from outside. Either way
+//! it ends with `Filesystem::unmount`, which leaves the superblock clean.
+//!
+//! With --daemon the process forks before doing anything that starts a
+//! thread; the child detaches (setsid, stdio to /dev/null or --log-file)
+//! and mounts; the parent waits on a pipe and exits 0 once the child says
+//! the filesystem is mounted and answering, or with the child's error.
+//!
+//! The image is locked (flock, exclusive) for the life of the mount, which
+//! is how mkfs and fsck know it is mounted.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fserror::{Event, EventKind, Group, GroupConfig, Subtypes};
+use serde_json::{json, Map};
+use vigilfs::device::{FaultDevice, FaultPlan, FileDevice, FileDeviceOptions};
+use vigilfs::fs::{Filesystem, LifeState, MountOptions};
+
+use crate::control::{self, describe_errno};
+use crate::failure::Failure;
+use crate::in_use::{self, ImageLock, LockError, LockMode};
+use crate::mkfs_command::{self, DEFAULT_IMAGE_SIZE};
+use crate::mount_options::{self, MountSettings};
+use crate::signals;
+use crate::size::ByteSize;
+
+/// What `vigilfs mount` was asked to do.
+#[derive(Debug, Clone)]
+pub struct MountRequest {
+    /// The image file or block device.
+    pub image: PathBuf,
+    /// Where to mount it.
+    pub mountpoint: PathBuf,
+    /// `-o` arguments.
+    pub options: Vec<String>,
+    /// Detach once mounted.
+    pub daemon: bool,
+    /// Size of a new image.
+    pub size: Option<ByteSize>,
+    /// Write the serving process's pid here.
+    pub pid_file: Option<PathBuf>,
+    /// With --daemon: where the detached process logs (default /dev/null).
+    pub log_file: Option<PathBuf>,
+    /// Invoked as a mount helper: print nothing on success.
+    pub quiet: bool,
+}
+
+/// Everything checked before forking.
+struct Prepared {
+    image: PathBuf,
+    mountpoint: PathBuf,
+    settings: MountSettings,
+    lock: ImageLock,
+}
+
+fn log(message: &str) {
+    eprintln!("vigilfs[{}]: {message}", std::process::id());
+}
+
+pub fn run(request: &MountRequest) -> Result<u8, Failure> {
+    let prepared = prepare(request)?;
+    if request.daemon {
+        daemonize(request, prepared)
+    } else {
+        serve(request, prepared, &mut |_| {})
+    }
+}
+
+fn prepare(request: &MountRequest) -> Result<Prepared, Failure> {
+    let settings = mount_options::parse(&request.options).map_err(Failure::arguments)?;
+    let mountpoint = request.mountpoint.canonicalize().map_err(|error| {
+        Failure::usage(format!(
+            "mount point {}: {error}",
+            request.mountpoint.display()
+        ))
+    })?;
+    if !mountpoint.is_dir() {
+        return Err(Failure::usage(format!(
+            "mount point {} is not a directory",
+            mountpoint.display()
+        )));
+    }
+    if !request.image.exists() {
+        if settings.read_only {
+            return Err(Failure::usage(format!(
+                "{} does not exist (a new image cannot be made for a read-only mount)",
+                request.image.display()
+            )));
+        }
+        let size = request.size.unwrap_or(DEFAULT_IMAGE_SIZE);
+        mkfs_command::create_formatted(&request.image, size)?;
+        if !request.quiet {
+            log(&format!(
+                "created {} ({size}) with a new filesystem",
+                request.image.display()
+            ));
+        }
+    } else if request.size.is_some() && !request.quiet {
+        log("--size only applies to a new image; using the image as it is");
+    }
+    let image = request
+        .image
+        .canonicalize()
+        .map_err(|error| Failure::operational(format!("{}: {error}", request.image.display())))?;
+    in_use::check_not_mounted(&image).map_err(Failure::usage)?;
+    let lock = match in_use::lock(&image, LockMode::Exclusive) {
+        Ok(lock) => lock,
+        Err(LockError::InUse) => {
+            return Err(Failure::usage(format!(
+                "{} is already in use by another vigilfs mount (or mkfs, or fsck)",
+                image.display()
+            )))
+        }
+        Err(LockError::Io(error)) => {
+            return Err(Failure::operational(format!(
+                "cannot open {}: {error}",
+                image.display()
+            )))
+        }
+    };
+    Ok(Prepared {
+        image,
+        mountpoint,
+        settings,
+        lock,
+    })
+}
+
+/// Forks; the child serves, the parent waits for its word.
+fn daemonize(request: &MountRequest, prepared: Prepared) -> Result<u8, Failure> {
+    let mut fds = [-1; 2];
+    // SAFETY: pipe2 writes two new fds into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(Failure::operational(format!(
+            "pipe: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: both fds were just made by pipe2 and belong to nobody else.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // Flush what the parent buffered so the child does not print it again.
+    let _ = std::io::stdout().flush();
+    // SAFETY: no other thread exists yet in this process (nothing before
+    // this point starts one), so the child is a consistent copy.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Failure::operational(format!(
+            "fork: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    if pid > 0 {
+        drop(write_end);
+        drop(prepared);
+        return wait_for_child(request, read_end, pid);
+    }
+    drop(read_end);
+    let mut channel = File::from(write_end);
+    if let Err(message) = detach(request.log_file.as_deref()) {
+        let _ = writeln!(channel, "error 8 {message}");
+        std::process::exit(8);
+    }
+    let mut channel = Some(channel);
+    let mut ready = |outcome: Result<(), &Failure>| {
+        if let Some(mut channel) = channel.take() {
+            let _ = match outcome {
+                Ok(()) => writeln!(channel, "ok {}", std::process::id()),
+                Err(failure) => writeln!(channel, "error {} {failure}", failure.exit_code()),
+            };
+        }
+    };
+    let outcome = serve(request, prepared, &mut ready);
+    if let Err(failure) = &outcome {
+        // Before readiness this reaches the parent; after it, the log.
+        ready(Err(failure));
+    }
+    outcome
+}
+
+/// The child's half of daemonising: its own session, stdio away from the
+/// terminal or pipes of whoever started it.
+fn detach(log_file: Option<&Path>) -> Result<(), String> {
+    // SAFETY: setsid has no memory effects; failure only means we already
+    // lead a session.
+    unsafe {
+        libc::setsid();
+    }
+    let null = File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|error| format!("/dev/null: {error}"))?;
+    let output = match log_file {
+        Some(path) => File::options()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|error| format!("log file {}: {error}", path.display()))?,
+        None => null.try_clone().map_err(|error| error.to_string())?,
+    };
+    // SAFETY: dup2 onto the standard descriptors, from fds we own.
+    unsafe {
+        libc::dup2(null.as_raw_fd(), 0);
+        libc::dup2(output.as_raw_fd(), 1);
+        libc::dup2(output.as_raw_fd(), 2);
+    }
+    Ok(())
+}
+
+fn wait_for_child(request: &MountRequest, read_end: OwnedFd, pid: i32) -> Result<u8, Failure> {
+    let mut line = String::new();
+    let _ = BufReader::new(File::from(read_end)).read_line(&mut line);
+    let line = line.trim_end();
+    if let Some(child) = line.strip_prefix("ok ") {
+        if !request.quiet {
+            println!(
+                "mounted {} on {} (pid {child})",
+                request.image.display(),
+                request.mountpoint.display()
+            );
+        }
+        return Ok(0);
+    }
+    if let Some(rest) = line.strip_prefix("error ") {
+        let (code, message) = rest.split_once(' ').unwrap_or(("8", rest));
+        let code = code.parse().unwrap_or(8);
+        let mut status = 0;
+        // SAFETY: reaping our own child; `status` is a live int.
+        unsafe {
+            libc::waitpid(pid, &mut status, 0);
+        }
+        return Err(Failure::with_code(message, code));
+    }
+    Err(Failure::operational(format!(
+        "the mount process (pid {pid}) exited before mounting{}",
+        match &request.log_file {
+            Some(path) => format!("; see {}", path.display()),
+            None => String::new(),
+        }
+    )))
+}
+
+fn mount_options(settings: &MountSettings) -> MountOptions {
+    let defaults = MountOptions::default();
+    MountOptions {
+        read_only: settings.read_only,
+        errors: settings.errors,
+        writeback_interval: settings
+            .writeback_interval
+            .unwrap_or(defaults.writeback_interval),
+        dirty_limit_bytes: settings.dirty_bytes.unwrap_or(defaults.dirty_limit_bytes),
+        cache_bytes: settings.cache_bytes.unwrap_or(defaults.cache_bytes),
+        ..defaults
+    }
+}
+
+/// The FUSE adapter's configuration for `settings`.
+pub fn fuse_config(settings: &MountSettings) -> vigilfs_fuse::MountConfig {
+    let defaults = vigilfs_fuse::MountConfig::default();
+    vigilfs_fuse::MountConfig {
+        threads: settings.threads.unwrap_or(defaults.threads),
+        read_only: settings.read_only,
+        allow_other: if settings.allow_other {
+            Some(true)
+        } else {
+            defaults.allow_other
+        },
+        ..defaults
+    }
+}
+
+/// One log line for an event.
+pub fn describe_event(event: &Event) -> String {
+    const NAMES: [(Subtypes, &str); 8] = [
+        (Subtypes::WRITEBACK, "writeback"),
+        (Subtypes::READ, "read"),
+        (Subtypes::METADATA, "metadata"),
+        (Subtypes::DATA_LOST, "data-lost"),
+        (Subtypes::CHECKSUM, "checksum"),
+        (Subtypes::JOURNAL, "journal"),
+        (Subtypes::MEDIA, "media"),
+        (Subtypes::SHUTDOWN, "shutdown"),
+    ];
+    let kinds: Vec<&str> = NAMES
+        .iter()
+        .filter(|(subtype, _)| event.subtypes.contains(*subtype))
+        .map(|(_, name)| *name)
+        .collect();
+    let kind = match event.kind {
+        EventKind::Error => "FS_ERROR",
+        EventKind::Lost => "FS_ERROR lost",
+        EventKind::Running => "events: listening",
+        EventKind::Shutdown => "FS_ERROR shutdown",
+        EventKind::Unmount => "FS_ERROR unmount",
+    };
+    let mut line = format!("{kind} (event {})", event.id);
+    if event.count > 0 {
+        line.push_str(&format!(
+            ": {} error{} [{}]",
+            event.count,
+            if event.count == 1 { "" } else { "s" },
+            kinds.join(",")
+        ));
+    }
+    if let Some(first) = event.first {
+        line.push_str(&format!(", first {}", describe_errno(first.errno.get())));
+        if let Some(object) = first.object {
+            line.push_str(&format!(" on inode {}", object.inode));
+        }
+        if let Some(range) = first.range {
+            line.push_str(&format!(" at {}+{}", range.offset, range.len));
+        }
+    }
+    if event.lost > 0 {
+        line.push_str(&format!(", {} lost", event.lost));
+    }
+    let age = SystemTime::now()
+        .duration_since(event.last_time)
+        .unwrap_or(Duration::ZERO);
+    if age > Duration::from_secs(1) {
+        line.push_str(&format!(" ({}s ago)", age.as_secs()));
+    }
+    line
+}
+
+/// Unmounts `mountpoint` as `umount` would: a busy mount is detached
+/// lazily (it goes once the last open file closes).
+fn unmount_from_inside(mountpoint: &Path) {
+    let Ok(path) = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes()) else {
+        return;
+    };
+    // SAFETY: umount2 with a valid NUL-terminated path.
+    let result = unsafe { libc::umount2(path.as_ptr(), 0) };
+    if result == 0 {
+        return;
+    }
+    let error = std::io::Error::last_os_error();
+    if error.raw_os_error() == Some(libc::EBUSY) {
+        log(&format!(
+            "{} is busy; detaching it (the mount goes when the last file closes)",
+            mountpoint.display()
+        ));
+        // SAFETY: as above.
+        unsafe {
+            libc::umount2(path.as_ptr(), libc::MNT_DETACH);
+        }
+        return;
+    }
+    // Not root: the setuid helper does it.
+    let lazy = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg(mountpoint)
+        .status();
+    if !lazy.is_ok_and(|status| status.success()) {
+        log(&format!("unmounting {}: {error}", mountpoint.display()));
+    }
+}
+
+/// Mounts and serves until unmounted; `ready` hears once that the mount
+/// answers (or why it could not).
+fn serve(
+    request: &MountRequest,
+    prepared: Prepared,
+    ready: &mut dyn FnMut(Result<(), &Failure>),
+) -> Result<u8, Failure> {
+    let Prepared {
+        image,
+        mountpoint,
+        settings,
+        lock,
+    } = prepared;
+    let mut pipe = signals::install(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
+        .map_err(|error| Failure::operational(format!("signal handlers: {error}")))?;
+    let device = FileDevice::open(
+        &image,
+        FileDeviceOptions {
+            read_only: settings.read_only,
+            ..FileDeviceOptions::default()
+        },
+    )
+    .map_err(|error| Failure::operational(format!("cannot open {}: {error}", image.display())))?;
+    let plan = Arc::new(FaultPlan::new());
+    let device = FaultDevice::new(device, Arc::clone(&plan));
+    let fs = Filesystem::mount(Arc::new(device), mount_options(&settings)).map_err(|error| {
+        Failure::operational(format!("cannot mount {}: {error}", image.display()))
+    })?;
+    let fs = Arc::new(fs);
+    if fs.recovered() {
+        log("the filesystem was not cleanly unmounted: the journal was replayed");
+    }
+
+    let group = Group::new(GroupConfig::merge());
+    let listener = match group.subscribe(fs.events()) {
+        Ok(()) => std::thread::Builder::new()
+            .name("vigilfs-events".into())
+            .spawn(move || {
+                for event in group.iter() {
+                    if event.kind != EventKind::Running {
+                        log(&describe_event(&event));
+                    }
+                }
+            })
+            .ok(),
+        Err(error) => {
+            log(&format!("not listening to error events: {error}"));
+            None
+        }
+    };
+
+    let mut extra = Map::new();
+    extra.insert("image".into(), json!(image.display().to_string()));
+    let owner = control::current_uid();
+    let server = control::server::serve_with(
+        Arc::clone(&fs),
+        Arc::clone(&plan),
+        &mountpoint,
+        owner,
+        extra,
+    );
+    let server = match server {
+        Ok(server) => server,
+        Err(error) => {
+            let failure = Failure::operational(format!("control socket: {error}"));
+            let _ = finish(fs, listener, &image);
+            return Err(failure);
+        }
+    };
+    let mounted = match vigilfs_fuse::mount(Arc::clone(&fs), &mountpoint, &fuse_config(&settings)) {
+        Ok(mounted) => mounted,
+        Err(error) => {
+            let failure = Failure::operational(format!(
+                "cannot mount {} on {}: {error}",
+                image.display(),
+                mountpoint.display()
+            ));
+            server.stop();
+            let _ = finish(fs, listener, &image);
+            return Err(failure);
+        }
+    };
+    if let Some(path) = &request.pid_file {
+        if let Err(error) = std::fs::write(path, format!("{}\n", std::process::id())) {
+            log(&format!("pid file {}: {error}", path.display()));
+        }
+    }
+    log(&format!(
+        "mounted {} on {}{} (control socket {})",
+        image.display(),
+        mountpoint.display(),
+        if settings.read_only { " read-only" } else { "" },
+        server.path().display()
+    ));
+    ready(Ok(()));
+
+    let waiter = pipe.notifier().ok().and_then(|notifier| {
+        std::thread::Builder::new()
+            .name("vigilfs-session".into())
+            .spawn(move || {
+                let outcome = mounted.wait();
+                notifier.post(signals::UNMOUNTED);
+                outcome
+            })
+            .ok()
+    });
+    loop {
+        match pipe.next() {
+            Ok(signals::UNMOUNTED) | Err(_) => break,
+            Ok(signal) => {
+                log(&format!(
+                    "{}: unmounting {}",
+                    signals::name(signal),
+                    mountpoint.display()
+                ));
+                unmount_from_inside(&mountpoint);
+            }
+        }
+    }
+    if let Some(waiter) = waiter {
+        match waiter.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => log(&format!("FUSE session: {error}")),
+            Err(_) => log("FUSE session thread panicked"),
+        }
+    }
+    server.stop();
+    let outcome = finish(fs, listener, &image);
+    if let Some(path) = &request.pid_file {
+        let _ = std::fs::remove_file(path);
+    }
+    drop(lock);
+    outcome
+}
+
+/// Unmounts the engine once every other holder let go, then waits for the
+/// event listener to drain.
+fn finish(
+    fs: Arc<Filesystem>,
+    listener: Option<std::thread::JoinHandle<()>>,
+    image: &Path,
+) -> Result<u8, Failure> {
+    let mut fs = fs;
+    let mut waited = Duration::ZERO;
+    let fs = loop {
+        match Arc::try_unwrap(fs) {
+            Ok(fs) => break Some(fs),
+            Err(shared) if waited < Duration::from_secs(30) => {
+                fs = shared;
+                std::thread::sleep(Duration::from_millis(20));
+                waited += Duration::from_millis(20);
+            }
+            Err(_) => break None,
+        }
+    };
+    let unmounted = fs.is_some();
+    let outcome = match fs {
+        Some(fs) => match (fs.status().state, fs.unmount()) {
+            (state, Ok(())) => {
+                let how = match state {
+                    LifeState::Running | LifeState::Frozen => "clean".to_string(),
+                    LifeState::ReadOnly(why) if why == "mounted read-only" => {
+                        "it was mounted read-only".to_string()
+                    }
+                    other => format!(
+                        "{}: left for the next mount to recover from the journal",
+                        other.name()
+                    ),
+                };
+                log(&format!("unmounted {} ({how})", image.display()));
+                Ok(0)
+            }
+            (_, Err(error)) => {
+                let message = format!(
+                    "unmounting {}: {}",
+                    image.display(),
+                    control::server::fs_error_message(&error)
+                );
+                log(&message);
+                Err(Failure::operational(message))
+            }
+        },
+        None => {
+            let message = format!(
+                "unmounting {}: the filesystem is still in use inside the process; \
+                 stopped without writing back (the next mount recovers)",
+                image.display()
+            );
+            log(&message);
+            Err(Failure::operational(message))
+        }
+    };
+    // The listener ends with the UNMOUNT event; without an unmount it
+    // would wait forever.
+    if let (Some(listener), true) = (listener, unmounted) {
+        let _ = listener.join();
+    }
+    outcome
+}

@@ -1,0 +1,270 @@
+//! `vigilfs status MOUNTPOINT [--json]`: what the running mount says about
+//! itself, through the control plane. Reading it consumes no error: the
+//! writeback error shown is peeked and still goes to the next fsync or
+//! syncfs. Anyone may ask.
+//!
+//! The JSON form is the server's report as is; its fields are listed in
+//! `control::report` and in `vigilfs status --help`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::control::client;
+use crate::control::protocol::Request;
+use crate::failure::Failure;
+
+pub fn run(mountpoint: &Path, as_json: bool) -> Result<u8, Failure> {
+    let status = client::call(mountpoint, &Request::Status)
+        .map_err(|error| error.into_failure("status", mountpoint))?;
+    if as_json {
+        println!("{status}");
+    } else {
+        print!("{}", render(&status));
+    }
+    Ok(0)
+}
+
+/// Bytes in the largest binary unit that keeps a number >= 1.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["K", "M", "G", "T", "P"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}iB", UNITS[unit])
+}
+
+/// Seconds since the epoch as `YYYY-MM-DD hh:mm:ss UTC`.
+pub fn utc(seconds: u64) -> String {
+    let days = (seconds / 86_400) as i64;
+    let rest = seconds % 86_400;
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+fn number(value: &Value) -> u64 {
+    value.as_u64().unwrap_or(0)
+}
+
+fn text(value: &Value) -> &str {
+    value.as_str().unwrap_or("?")
+}
+
+fn event_line(event: &Value) -> String {
+    if event.is_null() {
+        return "-".into();
+    }
+    let errno = event["errno"].as_i64().unwrap_or(0);
+    let name = event["name"]
+        .as_str()
+        .map_or_else(|| format!("errno {errno}"), str::to_string);
+    let mut line = format!(
+        "{}  {name}  {}",
+        utc(number(&event["time"])),
+        text(&event["kind"])
+    );
+    if let Some(inode) = event["inode"].as_u64() {
+        let _ = write!(line, "  inode {inode}");
+    }
+    if let Some(block) = event["block"].as_u64() {
+        let _ = write!(line, "  block {block}");
+    }
+    let _ = write!(line, "  ({})", text(&event["origin"]));
+    line
+}
+
+/// The human form of a status report.
+pub fn render(status: &Value) -> String {
+    let mut out = String::new();
+    let mut row = |label: &str, value: String| {
+        let _ = writeln!(out, "{label:<17}{value}");
+    };
+    let mut mount = text(&status["mountpoint"]).to_string();
+    if let Some(image) = status["image"].as_str() {
+        let _ = write!(mount, " (image {image})");
+    }
+    row("mount", mount);
+    row(
+        "process",
+        format!(
+            "pid {}, mounted by uid {}",
+            number(&status["pid"]),
+            number(&status["owner_uid"])
+        ),
+    );
+    let mut state = text(&status["state"]).to_string();
+    if let Some(reason) = status["state_reason"].as_str() {
+        let _ = write!(state, ": {reason}");
+    }
+    row("state", state);
+    row("errors policy", text(&status["errors_policy"]).into());
+    row(
+        "recovered",
+        if status["recovered"].as_bool() == Some(true) {
+            "yes: the journal was replayed after an unclean stop".into()
+        } else {
+            "no: the last unmount was clean".into()
+        },
+    );
+    row(
+        "orphans purged",
+        number(&status["orphans_purged"]).to_string(),
+    );
+    let space = &status["space"];
+    let block = space["block_size"].as_u64().unwrap_or(4096);
+    let total = number(&space["total_blocks"]);
+    let free = number(&space["free_blocks"]);
+    row(
+        "space",
+        format!(
+            "{} free of {} ({free} of {total} blocks of {block} bytes), {} pending reuse, {} bad",
+            human_bytes(free * block),
+            human_bytes(total * block),
+            number(&space["pending_blocks"]),
+            number(&space["bad_blocks"])
+        ),
+    );
+    row(
+        "cache",
+        format!(
+            "{} dirty, {} cached, {} dirty b-tree nodes",
+            human_bytes(number(&status["dirty_bytes"])),
+            human_bytes(number(&status["cached_bytes"])),
+            number(&status["dirty_nodes"])
+        ),
+    );
+    let journal = &status["journal"];
+    let mut journal_line = format!(
+        "seq {}..{} (written {}, durable {}), {} of {} blocks free, {} pins",
+        number(&journal["last_seq"]),
+        number(&journal["next_seq"]),
+        number(&journal["written_seq"]),
+        number(&journal["durable_seq"]),
+        number(&journal["free_blocks"]),
+        number(&journal["total_blocks"]),
+        number(&journal["pins"])
+    );
+    if journal["blocked"].as_bool() == Some(true) {
+        journal_line.push_str(", blocked");
+    }
+    if journal["failed"].as_bool() == Some(true) {
+        journal_line.push_str(", FAILED");
+    }
+    row("journal", journal_line);
+    row(
+        "writeback error",
+        match status["writeback_error"]["message"].as_str() {
+            Some(message) => format!("{message} (not consumed: the next fsync/syncfs gets it)"),
+            None => "none".into(),
+        },
+    );
+    let errors = &status["errors"];
+    let total_errors = number(&errors["total"]);
+    let kinds: Vec<String> = errors["per_kind"]
+        .as_object()
+        .map(|kinds| {
+            kinds
+                .iter()
+                .filter(|(_, counter)| number(&counter["count"]) > 0)
+                .map(|(kind, counter)| format!("{kind} {}", number(&counter["count"])))
+                .collect()
+        })
+        .unwrap_or_default();
+    row(
+        "errors recorded",
+        if kinds.is_empty() {
+            total_errors.to_string()
+        } else {
+            format!("{total_errors} ({})", kinds.join(", "))
+        },
+    );
+    if total_errors > 0 {
+        row("  first", event_line(&errors["first"]));
+        row("  last", event_line(&errors["last"]));
+    }
+    row("open files", number(&status["open_files"]).to_string());
+    row("mount count", number(&status["mount_count"]).to_string());
+    let rules = status["fault_rules"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    row(
+        "fault rules",
+        if rules.is_empty() {
+            "none".into()
+        } else {
+            rules.len().to_string()
+        },
+    );
+    for rule in &rules {
+        let _ = writeln!(out, "  {}", rule_line(rule));
+    }
+    out
+}
+
+/// A rule as `inject --list` and status print it.
+pub fn rule_line(rule: &Value) -> String {
+    let mut line = format!(
+        "{}: {}  (matched {}, injected {}",
+        number(&rule["id"]),
+        text(&rule["rule"]),
+        number(&rule["matched"]),
+        number(&rule["injected"])
+    );
+    if let Some(remaining) = rule["bad_blocks_remaining"].as_u64() {
+        let _ = write!(line, ", {remaining} bad blocks left");
+    }
+    if let Some(used) = rule["provisioned_blocks_used"].as_u64() {
+        let _ = write!(line, ", {used} blocks provisioned");
+    }
+    line.push(')');
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_print_as_utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13:20 UTC");
+    }
+
+    #[test]
+    fn byte_counts_use_binary_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(1 << 30), "1.0 GiB");
+    }
+
+    #[test]
+    fn an_empty_report_still_renders() {
+        let rendered = render(&Value::Null);
+        assert!(rendered.contains("state"));
+        assert!(rendered.contains("fault rules      none"));
+    }
+}

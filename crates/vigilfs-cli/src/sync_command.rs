@@ -1,0 +1,19 @@
+//! `vigilfs sync MOUNTPOINT`: syncfs through the control plane.
+//!
+//! `syncfs(2)` on a FUSE mount never reaches the filesystem, so the mount
+//! process does it: everything written back and durable, then the
+//! filesystem writeback error nobody has been told of yet, if any. Like a
+//! new opener calling syncfs, each error is reported once: the first sync
+//! after a failure exits 1, the next one 0.
+
+use std::path::Path;
+
+use crate::control::client;
+use crate::control::protocol::Request;
+use crate::failure::Failure;
+
+pub fn run(mountpoint: &Path) -> Result<u8, Failure> {
+    client::call(mountpoint, &Request::Sync)
+        .map_err(|error| error.into_failure("sync", mountpoint))?;
+    Ok(0)
+}

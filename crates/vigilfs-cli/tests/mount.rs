@@ -1,0 +1,946 @@
+//! `vigilfs mount` and the control plane, end to end: real FUSE mounts
+//! served by the binary, driven by ordinary file I/O and the `vigilfs`
+//! subcommands, as a user would. They need root and /dev/fuse; without
+//! /dev/fuse each test says so and passes without doing anything.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use vigilfs::device::{FileDevice, FileDeviceOptions};
+use vigilfs::format::{read_superblock, FsState};
+
+fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_vigilfs")
+}
+
+fn vigilfs(arguments: &[&str]) -> Output {
+    Command::new(binary())
+        .args(arguments)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the vigilfs binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn fuse_missing(test: &str) -> bool {
+    if Path::new("/dev/fuse").exists() {
+        return false;
+    }
+    eprintln!("SKIPPED {test}: /dev/fuse is absent, FUSE mounts cannot be tested here");
+    true
+}
+
+fn is_mounted(mountpoint: &Path) -> bool {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let wanted = mountpoint.to_string_lossy().replace(' ', "\\040");
+    mountinfo
+        .lines()
+        .any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < timeout, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether a process is gone (or a zombie nobody reaped).
+fn process_gone(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+fn superblock_state(image: &Path) -> FsState {
+    let device = FileDevice::open(
+        image,
+        FileDeviceOptions {
+            read_only: true,
+            ..FileDeviceOptions::default()
+        },
+    )
+    .unwrap();
+    read_superblock(&device).unwrap().superblock.state
+}
+
+/// A scratch directory everyone may enter (the test of another user needs
+/// to reach the mount point), with an image path and a mount point; a
+/// mount left by a failed test is removed on drop.
+struct Scratch {
+    directory: tempfile::TempDir,
+    image: PathBuf,
+    mountpoint: PathBuf,
+    pid_file: PathBuf,
+    log_file: PathBuf,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        let directory = tempfile::tempdir().unwrap();
+        fs::set_permissions(directory.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let mountpoint = directory.path().join("mnt");
+        fs::create_dir(&mountpoint).unwrap();
+        Scratch {
+            image: directory.path().join("disk.img"),
+            pid_file: directory.path().join("vigilfs.pid"),
+            log_file: directory.path().join("vigilfs.log"),
+            mountpoint,
+            directory,
+        }
+    }
+
+    fn mnt(&self) -> &str {
+        self.mountpoint.to_str().unwrap()
+    }
+
+    fn img(&self) -> &str {
+        self.image.to_str().unwrap()
+    }
+
+    fn at(&self, name: &str) -> PathBuf {
+        self.mountpoint.join(name)
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log_file).unwrap_or_default()
+    }
+
+    /// `vigilfs mount --daemon` with a pid and a log file; returns the pid.
+    fn mount(&self, extra: &[&str]) -> u32 {
+        let mut arguments = vec![
+            "mount",
+            self.img(),
+            self.mnt(),
+            "--daemon",
+            "--pid-file",
+            self.pid_file.to_str().unwrap(),
+            "--log-file",
+            self.log_file.to_str().unwrap(),
+        ];
+        arguments.extend_from_slice(extra);
+        let output = vigilfs(&arguments);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "mount failed: {}{}",
+            text(&output.stderr),
+            self.log()
+        );
+        assert!(
+            is_mounted(&self.mountpoint),
+            "mounted once --daemon returns"
+        );
+        fs::read_to_string(&self.pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    fn umount(&self, pid: u32) {
+        let output = Command::new("umount")
+            .arg(&self.mountpoint)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "umount: {}", text(&output.stderr));
+        wait_until("the mount process exits", Duration::from_secs(60), || {
+            process_gone(pid)
+        });
+        assert!(!is_mounted(&self.mountpoint));
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let output = vigilfs(&["status", self.mnt(), "--json"]);
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    fn inject(&self, arguments: &[&str]) -> Output {
+        let mut all = vec!["inject", self.mnt()];
+        all.extend_from_slice(arguments);
+        let output = vigilfs(&all);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "inject {arguments:?}: {}",
+            text(&output.stderr)
+        );
+        output
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if is_mounted(&self.mountpoint) {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(&self.mountpoint)
+                .output();
+        }
+        if let Ok(pid) = fs::read_to_string(&self.pid_file) {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                // SAFETY: signalling a process by pid.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+        let _ = self.directory.path();
+    }
+}
+
+fn errno_of(result: std::io::Result<()>) -> Option<i32> {
+    result.err().map(|error| error.raw_os_error().unwrap_or(-1))
+}
+
+#[test]
+fn daemon_mount_creates_the_image_and_umount_leaves_it_clean() {
+    if fuse_missing("daemon_mount_creates_the_image_and_umount_leaves_it_clean") {
+        return;
+    }
+    let scratch = Scratch::new();
+    assert!(!scratch.image.exists());
+    let pid = scratch.mount(&[]);
+    assert_eq!(fs::metadata(&scratch.image).unwrap().len(), 1 << 30);
+    fs::write(scratch.at("hello.txt"), b"hello, vigilfs\n").unwrap();
+    fs::create_dir(scratch.at("dir")).unwrap();
+    assert_eq!(
+        fs::read(scratch.at("hello.txt")).unwrap(),
+        b"hello, vigilfs\n"
+    );
+    assert_eq!(superblock_state(&scratch.image), FsState::Dirty);
+    scratch.umount(pid);
+    assert_eq!(superblock_state(&scratch.image), FsState::Clean);
+    assert!(scratch.log().contains("unmounted"), "{}", scratch.log());
+
+    let checked = vigilfs(&["fsck", scratch.img()]);
+    assert_eq!(checked.status.code(), Some(0), "{}", text(&checked.stdout));
+
+    // Everything is there after a remount.
+    let pid = scratch.mount(&[]);
+    assert_eq!(
+        fs::read(scratch.at("hello.txt")).unwrap(),
+        b"hello, vigilfs\n"
+    );
+    assert!(scratch.at("dir").is_dir());
+    assert_eq!(scratch.status()["mount_count"], 2);
+    scratch.umount(pid);
+}
+
+#[test]
+fn sigterm_unmounts_a_foreground_mount_cleanly() {
+    if fuse_missing("sigterm_unmounts_a_foreground_mount_cleanly") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let mut child: Child = Command::new(binary())
+        .args(["mount", scratch.img(), scratch.mnt(), "--size", "64M"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("mounted", Duration::from_secs(30), || {
+        is_mounted(&scratch.mountpoint)
+    });
+    fs::write(scratch.at("file"), vec![7u8; 100_000]).unwrap();
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = child.wait().unwrap();
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("SIGTERM"), "{log}");
+    assert!(log.contains("mounted"), "{log}");
+    assert!(log.contains("unmounted"), "{log}");
+    assert!(!is_mounted(&scratch.mountpoint));
+    assert_eq!(superblock_state(&scratch.image), FsState::Clean);
+}
+
+#[test]
+fn read_only_mount_refuses_writes() {
+    if fuse_missing("read_only_mount_refuses_writes") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    fs::write(scratch.at("kept"), b"data").unwrap();
+    scratch.umount(pid);
+
+    let pid = scratch.mount(&["-o", "ro"]);
+    assert_eq!(fs::read(scratch.at("kept")).unwrap(), b"data");
+    let error = fs::write(scratch.at("new"), b"x").unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::EROFS), "{error}");
+    let error = OpenOptions::new()
+        .write(true)
+        .open(scratch.at("kept"))
+        .and_then(|file| file.write_all_at(b"y", 0))
+        .unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::EROFS), "{error}");
+    assert_eq!(scratch.status()["state"], "read-only");
+    scratch.umount(pid);
+}
+
+#[test]
+fn unknown_mount_option_exits_2_and_touches_nothing() {
+    let scratch = Scratch::new();
+    let output = vigilfs(&["mount", scratch.img(), scratch.mnt(), "-o", "rw,turbo"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("unknown mount option `turbo`"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert!(!scratch.image.exists());
+    let output = vigilfs(&[
+        "mount",
+        scratch.img(),
+        scratch.mnt(),
+        "-o",
+        "errors=sometimes",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn status_json_shows_an_error_without_consuming_it() {
+    if fuse_missing("status_json_shows_an_error_without_consuming_it") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M", "-o", "errors=continue"]);
+    let status = scratch.status();
+    for field in [
+        "mountpoint",
+        "image",
+        "pid",
+        "owner_uid",
+        "state",
+        "state_reason",
+        "errors_policy",
+        "recovered",
+        "orphans_purged",
+        "space",
+        "dirty_bytes",
+        "cached_bytes",
+        "dirty_nodes",
+        "journal",
+        "writeback_error",
+        "errors",
+        "open_files",
+        "mount_count",
+        "fault_rules",
+    ] {
+        assert!(
+            status.get(field).is_some(),
+            "status lacks {field}: {status}"
+        );
+    }
+    assert_eq!(status["state"], "running");
+    assert_eq!(status["errors_policy"], "continue");
+    assert_eq!(status["writeback_error"], serde_json::Value::Null);
+    assert_eq!(status["pid"], pid);
+    assert!(status["space"]["free_blocks"].as_u64().unwrap() > 0);
+    assert!(status["journal"]["total_blocks"].as_u64().unwrap() > 0);
+    assert_eq!(status["errors"]["total"], 0);
+
+    let path = scratch.at("victim");
+    let a = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let b = OpenOptions::new().write(true).open(&path).unwrap();
+    a.write_all_at(&[1u8; 16384], 0).unwrap();
+    scratch.inject(&["--fail-writes", "--class", "data"]);
+    assert_eq!(errno_of(b.sync_all()), Some(libc::EIO));
+    scratch.inject(&["--clear"]);
+
+    for _ in 0..2 {
+        let status = scratch.status();
+        assert_eq!(status["writeback_error"]["name"], "EIO", "{status}");
+        assert_eq!(
+            status["writeback_error"]["message"],
+            "Input/output error (EIO)"
+        );
+        assert!(status["errors"]["total"].as_u64().unwrap() >= 1);
+        assert!(
+            status["errors"]["per_kind"]["writeback"]["count"]
+                .as_u64()
+                .unwrap()
+                >= 1
+        );
+        assert_eq!(status["errors"]["last"]["kind"], "writeback");
+        assert_eq!(status["open_files"], 2);
+    }
+    let human = vigilfs(&["status", scratch.mnt()]);
+    assert_eq!(human.status.code(), Some(0));
+    let human = text(&human.stdout);
+    assert!(human.contains("Input/output error (EIO)"), "{human}");
+    assert!(human.contains("errors recorded"), "{human}");
+
+    // Status peeked: A has not been told, so its fsync reports it (once).
+    assert_eq!(errno_of(a.sync_all()), Some(libc::EIO));
+    assert_eq!(errno_of(a.sync_all()), None);
+    drop((a, b));
+    scratch.umount(pid);
+}
+
+#[test]
+fn sync_reports_a_writeback_error_once() {
+    if fuse_missing("sync_reports_a_writeback_error_once") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M", "-o", "errors=continue"]);
+    let clean = vigilfs(&["sync", scratch.mnt()]);
+    assert_eq!(clean.status.code(), Some(0), "{}", text(&clean.stderr));
+
+    fs::write(scratch.at("unsynced"), vec![9u8; 50_000]).unwrap();
+    scratch.inject(&["--fail-writes", "--class", "data"]);
+    let failed = vigilfs(&["sync", scratch.mnt()]);
+    assert_eq!(failed.status.code(), Some(1));
+    let message = text(&failed.stderr);
+    assert!(
+        message.contains(&format!(
+            "sync: {}: writeback error: Input/output error (EIO)",
+            scratch.mountpoint.canonicalize().unwrap().display()
+        )) || message.contains("writeback error: Input/output error (EIO)"),
+        "{message}"
+    );
+    scratch.inject(&["--clear"]);
+    let second = vigilfs(&["sync", scratch.mnt()]);
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second.stderr));
+    assert_eq!(fs::read(scratch.at("unsynced")).unwrap(), vec![9u8; 50_000]);
+    scratch.umount(pid);
+
+    let nothing = vigilfs(&["sync", scratch.mnt()]);
+    assert_eq!(nothing.status.code(), Some(8));
+    assert!(text(&nothing.stderr).contains("no vigilfs mount"));
+}
+
+#[test]
+fn freeze_blocks_a_writer_while_reads_go_on_and_thaw_resumes_it() {
+    if fuse_missing("freeze_blocks_a_writer_while_reads_go_on_and_thaw_resumes_it") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    fs::write(scratch.at("readme"), b"still readable").unwrap();
+    let log = scratch.at("writer.log");
+    let mut writer = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "i=0; while [ $i -lt 1000000 ]; do echo line $i >> '{}' || exit 1; i=$((i+1)); done",
+            log.display()
+        ))
+        .spawn()
+        .unwrap();
+    let size = || fs::metadata(&log).map(|meta| meta.len()).unwrap_or(0);
+    wait_until("the writer writes", Duration::from_secs(30), || {
+        size() > 1000
+    });
+
+    let frozen = vigilfs(&["freeze", scratch.mnt()]);
+    assert_eq!(frozen.status.code(), Some(0), "{}", text(&frozen.stderr));
+    let status = scratch.status();
+    assert_eq!(status["state"], "frozen");
+    assert_eq!(status["dirty_bytes"], 0, "{status}");
+    std::thread::sleep(Duration::from_millis(300));
+    let before = size();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(size(), before, "the writer is blocked while frozen");
+    assert_eq!(
+        fs::read(scratch.at("readme")).unwrap(),
+        b"still readable",
+        "reads go on"
+    );
+    assert!(
+        writer.try_wait().unwrap().is_none(),
+        "the writer waits, it does not fail"
+    );
+    assert_eq!(scratch.status()["dirty_bytes"], 0);
+
+    let thawed = vigilfs(&["thaw", scratch.mnt()]);
+    assert_eq!(thawed.status.code(), Some(0), "{}", text(&thawed.stderr));
+    wait_until("the writer resumes", Duration::from_secs(30), || {
+        size() > before + 1000
+    });
+    assert_eq!(scratch.status()["state"], "running");
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    scratch.umount(pid);
+}
+
+#[test]
+fn shutdown_stops_all_writing() {
+    if fuse_missing("shutdown_stops_all_writing") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    fs::write(scratch.at("before"), b"written before the shutdown").unwrap();
+    let output = vigilfs(&["shutdown", scratch.mnt()]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let error = fs::write(scratch.at("after"), b"x").unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
+    assert_eq!(
+        fs::read(scratch.at("before")).unwrap(),
+        b"written before the shutdown"
+    );
+    let status = scratch.status();
+    assert_eq!(status["state"], "shut-down");
+    assert!(status["state_reason"]
+        .as_str()
+        .unwrap()
+        .contains("shut down"));
+    scratch.umount(pid);
+
+    // --flush wrote it all: the next mount has the file.
+    let pid = scratch.mount(&[]);
+    assert_eq!(
+        fs::read(scratch.at("before")).unwrap(),
+        b"written before the shutdown"
+    );
+    scratch.umount(pid);
+}
+
+fn rule_id(output: &Output) -> u64 {
+    let stdout = text(&output.stdout);
+    stdout
+        .strip_prefix("added rule ")
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no rule id in {stdout:?}"))
+}
+
+#[test]
+fn inject_forms_change_the_live_fault_plan() {
+    if fuse_missing("inject_forms_change_the_live_fault_plan") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M", "-o", "errors=continue"]);
+    // A pattern we can find in the image afterwards.
+    let pattern: Vec<u8> = (0..65536u32)
+        .map(|index| (index % 251) as u8 ^ 0x5c)
+        .collect();
+    fs::write(scratch.at("pattern"), &pattern).unwrap();
+    scratch.umount(pid);
+    let image = fs::read(&scratch.image).unwrap();
+    let offset = image
+        .windows(64)
+        .position(|window| window == &pattern[..64])
+        .expect("the file's data is in the image");
+    assert_eq!(offset % 4096, 0);
+
+    let pid = scratch.mount(&["-o", "errors=continue"]);
+    let added = scratch.inject(&["--fail-reads", "--range", &format!("{offset}:4096")]);
+    let read_rule = rule_id(&added);
+    let error = fs::read(scratch.at("pattern")).unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::EIO), "{error}");
+    let listed = text(&scratch.inject(&["--list"]).stdout);
+    assert!(
+        listed.contains(&format!("{read_rule}: fail op=read")),
+        "{listed}"
+    );
+    scratch.inject(&["--remove", &read_rule.to_string()]);
+    assert_eq!(fs::read(scratch.at("pattern")).unwrap(), pattern);
+
+    // --fail-writes --class data: writeback fails, fsync says EIO.
+    let added = scratch.inject(&["--fail-writes", "--class", "data"]);
+    assert!(text(&added.stdout).contains("class=data"));
+    let file = File::create(scratch.at("data-fault")).unwrap();
+    file.write_all_at(b"doomed", 0).unwrap();
+    assert_eq!(errno_of(file.sync_all()), Some(libc::EIO));
+    let cleared = scratch.inject(&["--clear"]);
+    assert!(text(&cleared.stdout).contains("removed rule"));
+    assert_eq!(scratch.status()["fault_rules"].as_array().unwrap().len(), 0);
+    assert_eq!(errno_of(file.sync_all()), None);
+
+    // The other forms are accepted and listed.
+    scratch.inject(&["--fail-writes", "--flaky", "10", "--seed", "42"]);
+    scratch.inject(&["--bad-blocks", "15000:2"]);
+    scratch.inject(&["--enospc-after", "100000"]);
+    scratch.inject(&[
+        "--fail-writes",
+        "--class",
+        "metadata,journal",
+        "--errno",
+        "ENOSPC",
+    ]);
+    let rules = scratch.status()["fault_rules"].as_array().unwrap().clone();
+    let texts: Vec<&str> = rules
+        .iter()
+        .map(|rule| rule["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts.len(), 5, "{texts:?}");
+    assert!(texts[0].starts_with("flaky op=write"));
+    assert!(texts[1].starts_with("bad-blocks range=61440000..61448192"));
+    assert!(texts[2].starts_with("thin provisioned-blocks=100000"));
+    assert!(texts[3].contains("class=metadata") && texts[3].contains("errno=ENOSPC"));
+    assert!(texts[4].contains("class=journal"));
+    scratch.inject(&["--clear"]);
+
+    // --fail-writes --class all: even the journal fails.
+    scratch.inject(&["--fail-writes", "--class", "all"]);
+    if let Ok(doomed) = File::create(scratch.at("all-fault")) {
+        let _ = doomed.write_all_at(b"doomed", 0);
+        assert!(doomed.sync_all().is_err());
+    }
+    scratch.inject(&["--clear"]);
+
+    let bad = vigilfs(&[
+        "inject",
+        scratch.mnt(),
+        "--fail-writes",
+        "--class",
+        "everything",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    let bad = vigilfs(&["inject", scratch.mnt(), "--remove", "999"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(text(&bad.stderr).contains("no fault rule with id 999"));
+    drop(file);
+    scratch.umount(pid);
+}
+
+#[test]
+fn another_user_may_read_status_but_not_change_the_mount() {
+    if fuse_missing("another_user_may_read_status_but_not_change_the_mount") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let as_nobody = |arguments: &[&str]| -> Output {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", binary()])
+            .args(arguments)
+            .env_remove("XDG_RUNTIME_DIR")
+            .output()
+            .expect("setpriv runs")
+    };
+    let status = as_nobody(&["status", scratch.mnt(), "--json"]);
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["state"], "running");
+    assert_eq!(status["owner_uid"], 0);
+    for command in [
+        &["sync", scratch.mnt()][..],
+        &["freeze", scratch.mnt()],
+        &["thaw", scratch.mnt()],
+        &["shutdown", scratch.mnt()],
+        &["inject", scratch.mnt(), "--fail-writes", "--class", "data"],
+        &["inject", scratch.mnt(), "--clear"],
+    ] {
+        let refused = as_nobody(command);
+        assert_eq!(refused.status.code(), Some(1), "{command:?}");
+        let message = text(&refused.stderr);
+        assert!(
+            message.contains("permission denied") && message.contains("uid 65534"),
+            "{command:?}: {message}"
+        );
+    }
+    let listed = as_nobody(&["inject", scratch.mnt(), "--list"]);
+    assert_eq!(listed.status.code(), Some(0), "{}", text(&listed.stderr));
+    let status = scratch.status();
+    assert_eq!(status["state"], "running");
+    assert_eq!(status["fault_rules"].as_array().unwrap().len(), 0);
+    scratch.umount(pid);
+}
+
+#[test]
+fn mkfs_and_fsck_refuse_a_mounted_image() {
+    if fuse_missing("mkfs_and_fsck_refuse_a_mounted_image") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    fs::write(scratch.at("precious"), b"keep me").unwrap();
+    let mkfs = vigilfs(&["mkfs", scratch.img(), "--force"]);
+    assert_eq!(mkfs.status.code(), Some(1));
+    assert!(
+        text(&mkfs.stderr).contains("unmount it first"),
+        "{}",
+        text(&mkfs.stderr)
+    );
+    let fsck = vigilfs(&["fsck", scratch.img()]);
+    assert_eq!(fsck.status.code(), Some(8));
+    assert!(
+        text(&fsck.stderr).contains("unmount it first"),
+        "{}",
+        text(&fsck.stderr)
+    );
+    // A second mount of the same image is refused too.
+    let other = scratch.directory.path().join("other");
+    fs::create_dir(&other).unwrap();
+    let second = vigilfs(&["mount", scratch.img(), other.to_str().unwrap(), "--daemon"]);
+    assert_eq!(second.status.code(), Some(1), "{}", text(&second.stderr));
+    assert_eq!(fs::read(scratch.at("precious")).unwrap(), b"keep me");
+    scratch.umount(pid);
+    let fsck = vigilfs(&["fsck", scratch.img()]);
+    assert_eq!(fsck.status.code(), Some(0));
+}
+
+#[test]
+fn the_demo_behaves_as_it_says() {
+    if fuse_missing("the_demo_behaves_as_it_says") {
+        return;
+    }
+    let output = vigilfs(&["demo"]);
+    let stdout = text(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        text(&output.stderr)
+    );
+    assert!(
+        stdout.contains("fsync(A) = -1, Input/output error (EIO)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("fsync(B) = -1, Input/output error (EIO)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("clean"), "{stdout}");
+}
+
+#[test]
+fn mount_t_fuse_vigilfs_uses_the_helper() {
+    if fuse_missing("mount_t_fuse_vigilfs_uses_the_helper") {
+        return;
+    }
+    let helper = Path::new("/sbin/mount.fuse.vigilfs");
+    let created = if fs::symlink_metadata(helper).is_err() {
+        std::os::unix::fs::symlink(binary(), helper).unwrap();
+        true
+    } else {
+        false
+    };
+    struct Remove(bool);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            if self.0 {
+                let _ = fs::remove_file("/sbin/mount.fuse.vigilfs");
+            }
+        }
+    }
+    let _remove = Remove(created);
+    let scratch = Scratch::new();
+    let made = vigilfs(&["mkfs", scratch.img(), "--size", "64M"]);
+    assert_eq!(made.status.code(), Some(0));
+    let mounted = Command::new("mount")
+        .args(["-t", "fuse.vigilfs", scratch.img(), scratch.mnt()])
+        .args(["-o", "errors=continue,nosuid,nodev"])
+        .output()
+        .unwrap();
+    assert!(
+        mounted.status.success(),
+        "mount -t fuse.vigilfs: {}{}",
+        text(&mounted.stdout),
+        text(&mounted.stderr)
+    );
+    assert!(is_mounted(&scratch.mountpoint));
+    fs::write(scratch.at("via-helper"), b"mounted by mount(8)").unwrap();
+    let status = scratch.status();
+    assert_eq!(status["errors_policy"], "continue");
+    let pid = status["pid"].as_u64().unwrap() as u32;
+    scratch.umount(pid);
+    assert_eq!(superblock_state(&scratch.image), FsState::Clean);
+}
+
+#[test]
+fn generic_441_through_the_mount_each_descriptor_hears_of_the_failure() {
+    if fuse_missing("generic_441_through_the_mount_each_descriptor_hears_of_the_failure") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M", "-o", "errors=remount-ro"]);
+    let path = scratch.at("shared");
+    let descriptors: Vec<File> = (0..4)
+        .map(|_| {
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .open(&path)
+                .unwrap()
+        })
+        .collect();
+    for (index, file) in descriptors.iter().enumerate() {
+        file.write_all_at(&[index as u8; 8192], index as u64 * 8192)
+            .unwrap();
+    }
+    scratch.inject(&["--fail-writes", "--class", "all"]);
+    for (index, file) in descriptors.iter().enumerate() {
+        let failures = (0..3).filter(|_| file.sync_all().is_err()).count();
+        assert!(failures >= 1, "descriptor {index}: no fsync failed");
+        assert!(
+            errno_of(file.sync_all()).is_some(),
+            "the fault is still there: fsync still fails"
+        );
+    }
+    let status = scratch.status();
+    let state = status["state"].as_str().unwrap();
+    assert!(
+        state == "read-only" || state == "shut-down",
+        "state {state}: {status}"
+    );
+    assert!(status["state_reason"]
+        .as_str()
+        .unwrap()
+        .contains("errors=remount-ro"));
+    assert!(status["errors"]["total"].as_u64().unwrap() >= 1);
+    assert!(status["writeback_error"]["errno"] == libc::EIO);
+    scratch.inject(&["--clear"]);
+    drop(descriptors);
+    scratch.umount(pid);
+    // The next mount recovers and fsck finds the image consistent.
+    let pid = scratch.mount(&[]);
+    let status = scratch.status();
+    assert_eq!(status["state"], "running");
+    assert!(
+        status["errors"]["total"].as_u64().unwrap() >= 1,
+        "remembered: {status}"
+    );
+    scratch.umount(pid);
+    let fsck = vigilfs(&["fsck", scratch.img()]);
+    assert_eq!(fsck.status.code(), Some(0), "{}", text(&fsck.stdout));
+}
+
+#[test]
+fn kill_9_loses_no_fsynced_data() {
+    if fuse_missing("kill_9_loses_no_fsynced_data") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "128M", "-o", "writeback_interval=0.2"]);
+    let record = scratch.directory.path().join("fsynced.txt");
+    // A mixed workload: files written and fsynced (recorded after the
+    // fsync succeeded), appends and renames and removals left unsynced.
+    let script = format!(
+        r#"
+cd '{mnt}' || exit 1
+mkdir -p d
+i=0
+while [ $i -lt 100000 ]; do
+  f="d/file-$i"
+  head -c $(( (i % 7) * 3000 + 17 )) /dev/zero | tr '\0' "$(printf '\\%o' $(( i % 26 + 97 )))" > "$f.tmp" || exit 0
+  echo "file $i" >> "$f.tmp" || exit 0
+  mv "$f.tmp" "$f" || exit 0
+  if [ $((i % 3)) -eq 0 ]; then
+    sync "$f" && sync d && echo "$i" >> '{record}'
+  fi
+  echo "append $i" >> d/journal-of-appends || exit 0
+  if [ $((i % 5)) -eq 4 ] && [ $(( (i - 1) % 3 )) -ne 0 ]; then rm -f "d/file-$((i-1))"; fi
+  i=$((i+1))
+done
+"#,
+        mnt = scratch.mnt(),
+        record = record.display()
+    );
+    let mut workload = Command::new("sh").arg("-c").arg(&script).spawn().unwrap();
+    let count = || {
+        fs::read_to_string(&record)
+            .map(|text| text.lines().count())
+            .unwrap_or(0)
+    };
+    wait_until("the workload fsyncs", Duration::from_secs(60), || {
+        count() >= 20
+    });
+    // SAFETY: killing the mount process by pid.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+    wait_until("the mount process dies", Duration::from_secs(30), || {
+        process_gone(pid)
+    });
+    let _ = workload.kill();
+    let _ = workload.wait();
+    let cleaned = Command::new("fusermount3")
+        .args(["-u", "-z", scratch.mnt()])
+        .output()
+        .unwrap();
+    if !cleaned.status.success() {
+        let lazy = Command::new("umount")
+            .args(["-l", scratch.mnt()])
+            .output()
+            .unwrap();
+        assert!(lazy.status.success(), "{}", text(&lazy.stderr));
+    }
+    assert!(!is_mounted(&scratch.mountpoint));
+    assert_eq!(superblock_state(&scratch.image), FsState::Dirty);
+    let _ = fs::remove_file(&scratch.pid_file);
+
+    let synced: Vec<u64> = fs::read_to_string(&record)
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.trim().parse().ok())
+        .collect();
+    assert!(synced.len() >= 20);
+    let pid = scratch.mount(&[]);
+    assert_eq!(scratch.status()["recovered"], true);
+    for i in &synced {
+        let path = scratch.at(&format!("d/file-{i}"));
+        let letter = b'a' + (i % 26) as u8;
+        let mut expected = vec![letter; ((i % 7) * 3000 + 17) as usize];
+        expected.extend_from_slice(format!("file {i}\n").as_bytes());
+        let found = fs::read(&path)
+            .unwrap_or_else(|error| panic!("fsynced file {} is gone: {error}", path.display()));
+        assert!(found == expected, "fsynced file {} differs", path.display());
+    }
+    scratch.umount(pid);
+    let fsck = vigilfs(&["fsck", scratch.img()]);
+    assert_eq!(fsck.status.code(), Some(0), "{}", text(&fsck.stdout));
+}
+
+#[test]
+fn a_daemon_that_cannot_mount_passes_its_error_to_the_caller() {
+    if fuse_missing("a_daemon_that_cannot_mount_passes_its_error_to_the_caller") {
+        return;
+    }
+    let scratch = Scratch::new();
+    fs::write(&scratch.image, vec![0u8; 8 << 20]).unwrap();
+    let output = vigilfs(&["mount", scratch.img(), scratch.mnt(), "--daemon"]);
+    assert_eq!(output.status.code(), Some(8));
+    let message = text(&output.stderr);
+    assert!(message.contains("cannot mount"), "{message}");
+    assert!(message.contains("no valid superblock"), "{message}");
+    assert!(!is_mounted(&scratch.mountpoint));
+    // The image was not locked for good: mkfs may use it now.
+    let made = vigilfs(&["mkfs", scratch.img(), "--force"]);
+    assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
+
+    let missing = scratch.directory.path().join("no-such-dir");
+    let output = vigilfs(&[
+        "mount",
+        scratch.img(),
+        missing.to_str().unwrap(),
+        "--daemon",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stderr).contains("mount point"));
+}

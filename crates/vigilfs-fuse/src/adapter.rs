@@ -1,0 +1,710 @@
+//! The fuser `Filesystem` implementation: each kernel request is
+//! translated to one call of the engine (`vigilfs::fs::Filesystem`) and
+//! its outcome to one reply. Nothing is decided here that the engine
+//! decides: permissions, errseq reporting, handles and directory offsets
+//! are all the engine's.
+//!
+//! Invariants:
+//! * Every error reply is `FsError::errno()` of the engine's error — the one
+//!   errno mapping. The adapter makes an errno of its own only where the
+//!   kernel ABI refuses a request before any engine call (unknown flag
+//!   bits, `lseek` whence values the kernel handles itself, a getxattr or
+//!   listxattr buffer too small: `ERANGE`, as the syscalls do).
+//! * Every request gets exactly one reply (fuser replies `EIO` for a reply
+//!   dropped unsent; no path here relies on that).
+//! * Lookup counts: every reply that hands the kernel an entry (lookup,
+//!   mknod, mkdir, symlink, link, create, and readdirplus entries other
+//!   than `.` and `..`) matches one lookup counted by the engine, and
+//!   `forget` gives them back. readdirplus entries that did not fit in the
+//!   kernel's buffer are forgotten again at once: the kernel never saw
+//!   them.
+//! * fsync and flush reply with the engine's result for that handle: the
+//!   kernel opens one FUSE handle per open file description, so errseq's
+//!   "each file description hears of an error once" holds through the
+//!   kernel. `flush` (each `close(2)`) reports nothing: the engine's
+//!   `flush` keeps errors for fsync, as Linux local filesystems do.
+//!
+//! Caching: the kernel caches entries and attributes for the TTLs given
+//! at mount (1 s by default). Every change goes through this mount's
+//! kernel, which updates or invalidates its own cache for the changes it
+//! makes (it refreshes the size and times after writes, drops the page
+//! cache range of a hole punch, re-reads attributes after setattr), so no
+//! other party can make the cache stale and the adapter sends no
+//! invalidation (no `Notifier`). Should one be needed (e.g. a control-plane
+//! operation that changes files behind the kernel), it must be sent from its
+//! own thread or queue, never from inside a request handler: the kernel may
+//! wait for this very request while processing the notification, which
+//! deadlocks the mount. Lookups that fail are not cached (no negative
+//! entries): a name created by another mount of the same image cannot
+//! exist, but the reply to a failed lookup is the engine's errno, whatever
+//! it is, and only `ENOENT` could be cached.
+//!
+//! The kernel's writeback cache stays off (see `init`): `write(2)` is
+//! synchronous to this daemon, so the engine has the data (in its own page
+//! cache) before `write(2)` returns, and an `fsync(2)` that follows finds it
+//! there and reports exactly what the engine's errseq says.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    BsdFileFlags, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenFlags as FuseOpenFlags, RenameFlags as FuseRenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use vigilfs::fs::{Attr, Filesystem, FsError, OpenFlags, SetAttributes};
+use vigilfs::inode::{Caller, FallocateMode};
+
+use crate::convert;
+
+/// The largest write the kernel is asked to send in one request, when it
+/// supports `FUSE_MAX_PAGES` (256 pages of 4 KiB: the kernel's default
+/// limit).
+const MAX_WRITE_BYTES: u32 = 1 << 20;
+/// The largest write without `FUSE_MAX_PAGES` (32 pages).
+const MAX_WRITE_BYTES_WITHOUT_MAX_PAGES: u32 = 128 << 10;
+
+/// Entries asked of the engine per readdir request. The kernel's buffer
+/// decides how many are sent; the rest are asked again from the offset of
+/// the last one sent (engine offsets stay valid for the handle).
+const READDIR_BATCH: usize = 128;
+/// Entries asked per readdirplus request (each one a lookup and an
+/// attribute read, so fewer: about as many as fit in a 4 KiB buffer).
+const READDIR_PLUS_BATCH: usize = 32;
+
+/// What the adapter asks the kernel for at `init`, when it offers them:
+/// * readdirplus (`FUSE_DO_READDIRPLUS`, adaptive with
+///   `FUSE_READDIRPLUS_AUTO`): listing a directory also primes the entry
+///   and attribute caches;
+/// * `FUSE_HANDLE_KILLPRIV`: the engine clears set-user-id and
+///   set-group-id on write and chown itself; without it the kernel would
+///   send a chmod on behalf of the writer, which the engine (rightly)
+///   refuses to a writer who is not the owner;
+/// * `FUSE_ATOMIC_O_TRUNC`: `O_TRUNC` is done by the engine's open in the
+///   same call, not by a separate setattr;
+/// * `FUSE_PARALLEL_DIROPS`: lookups and readdirs of one directory may run
+///   concurrently (the engine is thread-safe).
+///
+/// Never `FUSE_WRITEBACK_CACHE`: the engine owns the page cache, and with
+/// the kernel's writeback cache on, write errors would surface in the
+/// kernel's writeback rather than in the engine's errseq per handle.
+fn wanted_capabilities() -> InitFlags {
+    InitFlags::FUSE_DO_READDIRPLUS
+        | InitFlags::FUSE_READDIRPLUS_AUTO
+        | InitFlags::FUSE_HANDLE_KILLPRIV
+        | InitFlags::FUSE_ATOMIC_O_TRUNC
+        | InitFlags::FUSE_PARALLEL_DIROPS
+}
+
+/// Serves one engine to the kernel.
+pub(crate) struct Adapter {
+    filesystem: Arc<Filesystem>,
+    entry_ttl: Duration,
+    attr_ttl: Duration,
+}
+
+fn errno(error: &FsError) -> Errno {
+    Errno::from_i32(error.errno())
+}
+
+fn caller(request: &Request) -> Caller {
+    convert::caller(request.uid(), request.gid(), request.pid())
+}
+
+fn name(name: &OsStr) -> &[u8] {
+    name.as_bytes()
+}
+
+fn generation(attr: &Attr) -> Generation {
+    Generation(attr.record.generation)
+}
+
+impl Adapter {
+    pub(crate) fn new(
+        filesystem: Arc<Filesystem>,
+        entry_ttl: Duration,
+        attr_ttl: Duration,
+    ) -> Adapter {
+        Adapter {
+            filesystem,
+            entry_ttl,
+            attr_ttl,
+        }
+    }
+
+    fn reply_entry(&self, reply: ReplyEntry, result: Result<Attr, FsError>) {
+        match result {
+            Ok(attr) => reply.entry_with_ttls(
+                &self.attr_ttl,
+                &self.entry_ttl,
+                &convert::file_attr(&attr),
+                generation(&attr),
+            ),
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    fn reply_attr(&self, reply: ReplyAttr, result: Result<Attr, FsError>) {
+        match result {
+            Ok(attr) => reply.attr(&self.attr_ttl, &convert::file_attr(&attr)),
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, result: Result<(), FsError>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(error) => reply.error(errno(&error)),
+    }
+}
+
+/// Replies to getxattr or listxattr: the size when asked for it (`size`
+/// 0), the bytes when they fit, else `ERANGE`.
+fn reply_xattr_bytes(reply: ReplyXattr, size: u32, bytes: &[u8]) {
+    let Ok(length) = u32::try_from(bytes.len()) else {
+        reply.error(Errno::E2BIG);
+        return;
+    };
+    if size == 0 {
+        reply.size(length);
+    } else if length > size {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(bytes);
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // The signatures are fuser's.
+impl fuser::Filesystem for Adapter {
+    fn init(&mut self, _request: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        let offered = config.capabilities();
+        let max_write = if offered.contains(InitFlags::FUSE_MAX_PAGES) {
+            MAX_WRITE_BYTES
+        } else {
+            MAX_WRITE_BYTES_WITHOUT_MAX_PAGES
+        };
+        if let Err(nearest) = config.set_max_write(max_write) {
+            // Above fuser's buffer: take the largest it allows.
+            let _ = config.set_max_write(nearest);
+        }
+        // Only what the kernel offers is asked for, so this cannot fail.
+        let _ = config.add_capabilities(wanted_capabilities() & offered);
+        Ok(())
+    }
+
+    fn lookup(&self, request: &Request, parent: INodeNo, entry: &OsStr, reply: ReplyEntry) {
+        let result = self
+            .filesystem
+            .lookup(parent.0, name(entry), &caller(request));
+        self.reply_entry(reply, result);
+    }
+
+    fn forget(&self, _request: &Request, ino: INodeNo, lookups: u64) {
+        self.filesystem.forget(ino.0, lookups);
+    }
+
+    fn getattr(
+        &self,
+        _request: &Request,
+        ino: INodeNo,
+        _handle: Option<FileHandle>,
+        reply: ReplyAttr,
+    ) {
+        self.reply_attr(reply, self.filesystem.getattr(ino.0));
+    }
+
+    fn setattr(
+        &self,
+        request: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        handle: Option<FileHandle>,
+        _creation_time: Option<SystemTime>,
+        _change_time: Option<SystemTime>,
+        _backup_time: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        // The ctime is the engine's to set (always now on a change); the
+        // other times and flags are macOS-only.
+        let changes = SetAttributes {
+            mode: mode.map(|mode| mode & 0o7777),
+            uid,
+            gid,
+            size,
+            atime: atime.map(convert::set_time),
+            mtime: mtime.map(convert::set_time),
+        };
+        let result = self.filesystem.setattr(
+            ino.0,
+            &changes,
+            handle.map(|handle| handle.0),
+            &caller(request),
+        );
+        self.reply_attr(reply, result);
+    }
+
+    fn readlink(&self, _request: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.filesystem.readlink(ino.0) {
+            Ok(target) => reply.data(&target),
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        request: &Request,
+        parent: INodeNo,
+        entry: &OsStr,
+        mode: u32,
+        _umask: u32,
+        device: u32,
+        reply: ReplyEntry,
+    ) {
+        // Without FUSE_DONT_MASK the kernel has applied the umask already.
+        let result = self.filesystem.mknod(
+            parent.0,
+            name(entry),
+            mode,
+            u64::from(device),
+            &caller(request),
+        );
+        self.reply_entry(reply, result);
+    }
+
+    fn mkdir(
+        &self,
+        request: &Request,
+        parent: INodeNo,
+        entry: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let result = self
+            .filesystem
+            .mkdir(parent.0, name(entry), mode, &caller(request));
+        self.reply_entry(reply, result);
+    }
+
+    fn unlink(&self, request: &Request, parent: INodeNo, entry: &OsStr, reply: ReplyEmpty) {
+        let result = self
+            .filesystem
+            .unlink(parent.0, name(entry), &caller(request));
+        reply_empty(reply, result);
+    }
+
+    fn rmdir(&self, request: &Request, parent: INodeNo, entry: &OsStr, reply: ReplyEmpty) {
+        let result = self
+            .filesystem
+            .rmdir(parent.0, name(entry), &caller(request));
+        reply_empty(reply, result);
+    }
+
+    fn symlink(
+        &self,
+        request: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let result = self.filesystem.symlink(
+            parent.0,
+            name(link_name),
+            target.as_os_str().as_bytes(),
+            &caller(request),
+        );
+        self.reply_entry(reply, result);
+    }
+
+    fn rename(
+        &self,
+        request: &Request,
+        parent: INodeNo,
+        entry: &OsStr,
+        new_parent: INodeNo,
+        new_name: &OsStr,
+        flags: FuseRenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let Some(flags) = convert::rename_flags(flags.bits()) else {
+            reply.error(Errno::EINVAL);
+            return;
+        };
+        let result = self.filesystem.rename(
+            parent.0,
+            name(entry),
+            new_parent.0,
+            name(new_name),
+            flags,
+            &caller(request),
+        );
+        reply_empty(reply, result);
+    }
+
+    fn link(
+        &self,
+        request: &Request,
+        ino: INodeNo,
+        new_parent: INodeNo,
+        new_name: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let result = self
+            .filesystem
+            .link(ino.0, new_parent.0, name(new_name), &caller(request));
+        self.reply_entry(reply, result);
+    }
+
+    fn open(&self, request: &Request, ino: INodeNo, flags: FuseOpenFlags, reply: ReplyOpen) {
+        // No FOPEN_KEEP_CACHE: the kernel drops its cached pages of the
+        // file at each open, the conservative choice (nothing can change
+        // the file behind the kernel today, but the engine may evict or
+        // poison pages, and a read must then come here to see it).
+        match self
+            .filesystem
+            .open(ino.0, OpenFlags::from_libc(flags.0), &caller(request))
+        {
+            Ok(handle) => reply.opened(FileHandle(handle), FopenFlags::empty()),
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    fn read(
+        &self,
+        _request: &Request,
+        _ino: INodeNo,
+        handle: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: FuseOpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let Ok(length) = usize::try_from(size) else {
+            reply.error(Errno::EINVAL);
+            return;
+        };
+        match self.filesystem.read(handle.0, offset, length) {
+            Ok(bytes) => reply.data(&bytes),
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    fn write(
+        &self,
+        request: &Request,
+        _ino: INodeNo,
+        handle: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: FuseOpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self
+            .filesystem
+            .write(handle.0, offset, data, &caller(request))
+        {
+            // A request carries at most max_write bytes, so the count fits.
+            Ok(written) => reply.written(u32::try_from(written).unwrap_or(u32::MAX)),
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _request: &Request,
+        _ino: INodeNo,
+        handle: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(reply, self.filesystem.flush(handle.0));
+    }
+
+    fn release(
+        &self,
+        _request: &Request,
+        _ino: INodeNo,
+        handle: FileHandle,
+        _flags: FuseOpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(reply, self.filesystem.release(handle.0));
+    }
+
+    fn fsync(
+        &self,
+        _request: &Request,
+        _ino: INodeNo,
+        handle: FileHandle,
+        data_only: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(reply, self.filesystem.fsync(handle.0, data_only));
+    }
+
+    fn opendir(&self, request: &Request, ino: INodeNo, _flags: FuseOpenFlags, reply: ReplyOpen) {
+        match self.filesystem.opendir(ino.0, &caller(request)) {
+            Ok(handle) => reply.opened(FileHandle(handle), FopenFlags::empty()),
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _request: &Request,
+        _ino: INodeNo,
+        handle: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        match self.filesystem.readdir(handle.0, offset, READDIR_BATCH) {
+            Ok(items) => {
+                for item in items {
+                    let full = reply.add(
+                        INodeNo(item.ino),
+                        item.offset,
+                        convert::file_type(item.file_type),
+                        OsStr::from_bytes(&item.name),
+                    );
+                    if full {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _request: &Request,
+        _ino: INodeNo,
+        handle: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        // One TTL for entry and attributes in a readdirplus entry (fuser
+        // sends the same for both): the shorter of the two.
+        let ttl = self.entry_ttl.min(self.attr_ttl);
+        match self
+            .filesystem
+            .readdir_plus(handle.0, offset, READDIR_PLUS_BATCH)
+        {
+            Ok(items) => {
+                let mut full = false;
+                for (item, attr) in items {
+                    let counted = item.name != b"." && item.name != b"..";
+                    if !full {
+                        full = reply.add(
+                            INodeNo(item.ino),
+                            item.offset,
+                            OsStr::from_bytes(&item.name),
+                            &ttl,
+                            &convert::file_attr(&attr),
+                            generation(&attr),
+                        );
+                    }
+                    if full && counted {
+                        // Not sent: the kernel will not forget it.
+                        self.filesystem.forget(item.ino, 1);
+                    }
+                }
+                reply.ok();
+            }
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    fn releasedir(
+        &self,
+        _request: &Request,
+        _ino: INodeNo,
+        handle: FileHandle,
+        _flags: FuseOpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(reply, self.filesystem.releasedir(handle.0));
+    }
+
+    fn fsyncdir(
+        &self,
+        _request: &Request,
+        _ino: INodeNo,
+        handle: FileHandle,
+        _data_only: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(reply, self.filesystem.fsyncdir(handle.0));
+    }
+
+    fn statfs(&self, _request: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.filesystem.statfs() {
+            Ok(statfs) => reply.statfs(
+                statfs.blocks,
+                statfs.free_blocks,
+                statfs.available_blocks,
+                statfs.files.saturating_add(statfs.free_files),
+                statfs.free_files,
+                statfs.block_size,
+                statfs.name_max,
+                statfs.block_size,
+            ),
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        request: &Request,
+        ino: INodeNo,
+        attribute: &OsStr,
+        value: &[u8],
+        flags: i32,
+        position: u32,
+        reply: ReplyEmpty,
+    ) {
+        // `position` is macOS's resource-fork offset; Linux sends 0.
+        let Some(flags) = convert::xattr_flags(flags).filter(|_| position == 0) else {
+            reply.error(Errno::EINVAL);
+            return;
+        };
+        let result =
+            self.filesystem
+                .setxattr(ino.0, name(attribute), value, flags, &caller(request));
+        reply_empty(reply, result);
+    }
+
+    fn getxattr(
+        &self,
+        request: &Request,
+        ino: INodeNo,
+        attribute: &OsStr,
+        size: u32,
+        reply: ReplyXattr,
+    ) {
+        match self
+            .filesystem
+            .getxattr(ino.0, name(attribute), &caller(request))
+        {
+            Ok(value) => reply_xattr_bytes(reply, size, &value),
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    fn listxattr(&self, request: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.filesystem.listxattr(ino.0, &caller(request)) {
+            Ok(names) => {
+                // The list is the names, each followed by a NUL.
+                let mut bytes = Vec::new();
+                for attribute in names {
+                    bytes.extend_from_slice(&attribute);
+                    bytes.push(0);
+                }
+                reply_xattr_bytes(reply, size, &bytes);
+            }
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    fn removexattr(&self, request: &Request, ino: INodeNo, attribute: &OsStr, reply: ReplyEmpty) {
+        let result = self
+            .filesystem
+            .removexattr(ino.0, name(attribute), &caller(request));
+        reply_empty(reply, result);
+    }
+
+    fn create(
+        &self,
+        request: &Request,
+        parent: INodeNo,
+        entry: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        match self.filesystem.create(
+            parent.0,
+            name(entry),
+            mode,
+            OpenFlags::from_libc(flags),
+            &caller(request),
+        ) {
+            Ok((attr, handle)) => reply.created(
+                &self.entry_ttl,
+                &convert::file_attr(&attr),
+                generation(&attr),
+                FileHandle(handle),
+                FopenFlags::empty(),
+            ),
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _request: &Request,
+        _ino: INodeNo,
+        handle: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        // The bits as the syscall passed them; the engine refuses those it
+        // does not support. (A negative mode has bit 31 set, a bit no mode
+        // defines: refused the same way.)
+        let bits = u32::from_ne_bytes(mode.to_ne_bytes());
+        let result =
+            self.filesystem
+                .fallocate(handle.0, offset, length, FallocateMode::from_bits(bits));
+        reply_empty(reply, result);
+    }
+
+    fn lseek(
+        &self,
+        _request: &Request,
+        _ino: INodeNo,
+        handle: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        let Some(whence) = convert::seek(whence) else {
+            reply.error(Errno::EINVAL);
+            return;
+        };
+        // A negative offset is past no data: ENXIO, as ext4 and xfs reply.
+        let Ok(offset) = u64::try_from(offset) else {
+            reply.error(Errno::ENXIO);
+            return;
+        };
+        match self.filesystem.seek_data_hole(handle.0, offset, whence) {
+            Ok(found) => match i64::try_from(found) {
+                Ok(found) => reply.offset(found),
+                Err(_) => reply.error(Errno::EOVERFLOW),
+            },
+            Err(error) => reply.error(errno(&error)),
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! Mounting, waiting for and unmounting one FUSE session.
+//!
+//! [`mount`] mounts with fuser's `Session::new` (which also answers the
+//! kernel's INIT, negotiated in the adapter's `init`), runs the session on
+//! `threads` threads (fuser 0.18: `Config::n_threads`, each thread with its
+//! own cloned `/dev/fuse` descriptor, `Config::clone_fd`), then stats the
+//! mount point until it is the FUSE filesystem (its device number
+//! changed) and answering.
+//!
+//! Invariants:
+//! * [`mount`] returns `Ok` only when the mount answers; on any failure after
+//!   the kernel mounted, it unmounts again before returning the error.
+//! * When [`Mounted::wait`] or [`Mounted::unmount`] returns, every session
+//!   thread has stopped and the adapter (with its `Arc` of the engine) is
+//!   dropped.
+//! * [`Mounted::unmount`] never unmounts what is not this session's mount:
+//!   it first checks that the mount point still has the device number the
+//!   FUSE mount had.
+
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use fuser::{BackgroundSession, Config, MountOption, Session, SessionACL};
+use vigilfs::fs::{Filesystem, LifeState};
+
+use crate::adapter::Adapter;
+
+/// How long [`mount`] waits for the new mount to answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often it looks.
+const ANSWER_POLL: Duration = Duration::from_millis(5);
+
+/// How to serve the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountConfig {
+    /// Threads serving requests (at least 1). Several let a slow request
+    /// (an fsync waiting for the device) not hold up the others.
+    pub threads: usize,
+    /// Mount read-only (`ro`). The mount is read-only as well when the
+    /// engine itself is (mounted `ro`, or made read-only by an error).
+    pub read_only: bool,
+    /// Let other users than the one mounting use the filesystem
+    /// (`allow_other`); `None`: when running as root. A user other than
+    /// root needs `user_allow_other` in `/etc/fuse.conf` for it.
+    pub allow_other: Option<bool>,
+    /// How long the kernel may trust a name-to-inode entry without asking.
+    pub entry_ttl: Duration,
+    /// How long the kernel may trust an inode's attributes without asking.
+    pub attr_ttl: Duration,
+}
+
+impl Default for MountConfig {
+    /// 4 threads, read-write, `allow_other` when root, TTLs of 1 s: every
+    /// change passes through this mount's kernel, which keeps its cache
+    /// right itself, so longer would be safe too; 1 s is libfuse's default
+    /// and bounds the harm if that ever stops being true.
+    fn default() -> MountConfig {
+        MountConfig {
+            threads: 4,
+            read_only: false,
+            allow_other: None,
+            entry_ttl: Duration::from_secs(1),
+            attr_ttl: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A mounted, answering FUSE filesystem.
+#[derive(Debug)]
+pub struct Mounted {
+    /// `None` once waited for or unmounted.
+    session: Option<BackgroundSession>,
+    mountpoint: PathBuf,
+    /// The device number of the FUSE mount (what `stat` of the mount point
+    /// shows while it is ours).
+    device: u64,
+}
+
+fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Mounts `filesystem` on `mountpoint` (an existing directory) and serves
+/// it until unmounted; returns once the mount answers. See the crate
+/// comment for who unmounts the engine afterwards.
+pub fn mount(
+    filesystem: Arc<Filesystem>,
+    mountpoint: &Path,
+    config: &MountConfig,
+) -> io::Result<Mounted> {
+    if config.threads == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a FUSE session needs at least one thread",
+        ));
+    }
+    let mountpoint = mountpoint.canonicalize().map_err(|error| {
+        io::Error::new(
+            error.kind(),
+            format!("mount point {}: {error}", mountpoint.display()),
+        )
+    })?;
+    let before = std::fs::metadata(&mountpoint)?;
+    if !before.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotADirectory,
+            format!("mount point {} is not a directory", mountpoint.display()),
+        ));
+    }
+    let read_only = config.read_only || matches!(filesystem.status().state, LifeState::ReadOnly(_));
+    let allow_other = config.allow_other.unwrap_or_else(running_as_root);
+
+    let mut options = vec![
+        MountOption::FSName("vigilfs".into()),
+        MountOption::Subtype("vigilfs".into()),
+        // The kernel checks permissions too (the engine checks them again:
+        // harmless); kernel semantics are what POSIX test suites expect.
+        MountOption::DefaultPermissions,
+    ];
+    options.push(if read_only {
+        MountOption::RO
+    } else {
+        MountOption::RW
+    });
+    let mut fuser_config = Config::default();
+    fuser_config.mount_options = options;
+    fuser_config.acl = if allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    fuser_config.n_threads = Some(config.threads);
+    fuser_config.clone_fd = true;
+
+    let adapter = Adapter::new(filesystem, config.entry_ttl, config.attr_ttl);
+    let session = Session::new(adapter, &mountpoint, &fuser_config).map_err(|error| {
+        io::Error::new(
+            error.kind(),
+            format!("mounting FUSE on {}: {error}", mountpoint.display()),
+        )
+    })?;
+    let background = session.spawn()?;
+    let mut mounted = Mounted {
+        session: Some(background),
+        mountpoint,
+        device: 0,
+    };
+    match wait_until_answering(&mounted.mountpoint, before.dev()) {
+        Ok(device) => {
+            mounted.device = device;
+            Ok(mounted)
+        }
+        Err(error) => {
+            // Unmount what the kernel mounted; the session's own unmount on
+            // drop does it if this cannot.
+            let _ = mounted.end(Teardown::Immediate);
+            Err(error)
+        }
+    }
+}
+
+/// Stats `mountpoint` until its device number is no longer `before`: the
+/// FUSE mount is in place and answering (the stat went through it).
+/// Returns the new device number. The stat runs on a helper thread so a
+/// mount that never answers makes a timeout, not a hang.
+fn wait_until_answering(mountpoint: &Path, before: u64) -> io::Result<u64> {
+    let (sender, receiver) = mpsc::channel();
+    let path = mountpoint.to_path_buf();
+    thread::Builder::new()
+        .name("vigilfs-fuse-probe".into())
+        .spawn(move || {
+            let deadline = Instant::now() + ANSWER_TIMEOUT;
+            let outcome = loop {
+                match std::fs::metadata(&path) {
+                    Ok(metadata) if metadata.dev() != before => break Ok(metadata.dev()),
+                    Ok(_) if Instant::now() < deadline => thread::sleep(ANSWER_POLL),
+                    Ok(_) => break Err(None),
+                    Err(error) => break Err(Some(error)),
+                }
+            };
+            let _ = sender.send(outcome);
+        })?;
+    let timeout = || {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "the FUSE mount on {} did not answer within {} s",
+                mountpoint.display(),
+                ANSWER_TIMEOUT.as_secs()
+            ),
+        )
+    };
+    match receiver.recv_timeout(ANSWER_TIMEOUT + Duration::from_secs(1)) {
+        Ok(Ok(device)) => Ok(device),
+        Ok(Err(Some(error))) => Err(io::Error::new(
+            error.kind(),
+            format!(
+                "the FUSE mount on {} does not answer stat: {error}",
+                mountpoint.display()
+            ),
+        )),
+        Ok(Err(None)) | Err(_) => Err(timeout()),
+    }
+}
+
+/// How [`Mounted::end`] unmounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Teardown {
+    /// A plain unmount; if the mount is busy, a lazy one (`umount -l`),
+    /// then wait for the session to end (when the last file is closed).
+    WaitingForBusy,
+    /// A plain unmount only; if busy, give up and leave the session to
+    /// fuser's own clean-up.
+    Immediate,
+}
+
+impl Mounted {
+    /// Where it is mounted (canonical path).
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Blocks until the filesystem is unmounted from outside (`umount`,
+    /// `fusermount3 -u`) and the session threads have stopped.
+    pub fn wait(mut self) -> io::Result<()> {
+        match self.session.take() {
+            Some(session) => session.join(),
+            None => Ok(()),
+        }
+    }
+
+    /// Unmounts and waits for the session threads to stop. If files are
+    /// still open in the mount, it is detached lazily (as `umount -l`: it
+    /// disappears from the namespace at once) and this returns when the
+    /// last of them is closed.
+    pub fn unmount(mut self) -> io::Result<()> {
+        self.end(Teardown::WaitingForBusy)
+    }
+
+    fn end(&mut self, teardown: Teardown) -> io::Result<()> {
+        let Some(session) = self.session.take() else {
+            return Ok(());
+        };
+        if session.guard.is_finished() || !self.still_ours() {
+            // Already unmounted from outside.
+            return session.join();
+        }
+        match unmount_path(&self.mountpoint, false) {
+            Ok(()) => session.join(),
+            Err(error) if teardown == Teardown::WaitingForBusy && is_busy(&error) => {
+                unmount_path(&self.mountpoint, true)?;
+                session.join()
+            }
+            Err(error) => {
+                // Dropping the session leaves its thread detached; fuser
+                // tries to unmount once more.
+                drop(session);
+                Err(error)
+            }
+        }
+    }
+
+    /// Whether the mount point still shows this session's mount.
+    fn still_ours(&self) -> bool {
+        self.device != 0
+            && std::fs::metadata(&self.mountpoint)
+                .map(|metadata| metadata.dev() == self.device)
+                .unwrap_or(false)
+    }
+}
+
+impl Drop for Mounted {
+    /// Forgotten (or on a panic): a plain unmount, best effort, without
+    /// waiting for busy files.
+    fn drop(&mut self) {
+        let _ = self.end(Teardown::Immediate);
+    }
+}
+
+fn is_busy(error: &io::Error) -> bool {
+    // EBUSY from umount2, or fusermount3 saying so.
+    error.kind() == io::ErrorKind::ResourceBusy
+}
+
+/// Unmounts `mountpoint`: `umount2(2)` as root; otherwise (`EPERM`) through
+/// `fusermount3 -u`. `lazy` detaches a busy mount (`MNT_DETACH`, `-z`).
+fn unmount_path(mountpoint: &Path, lazy: bool) -> io::Result<()> {
+    let path = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())
+        .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+    let flags = if lazy { libc::MNT_DETACH } else { 0 };
+    // SAFETY: `path` is a valid NUL-terminated string that outlives the call.
+    let result = unsafe { libc::umount2(path.as_ptr(), flags) };
+    if result == 0 {
+        return Ok(());
+    }
+    let error = io::Error::last_os_error();
+    if error.raw_os_error() != Some(libc::EPERM) {
+        return Err(error);
+    }
+    let mut command = Command::new("fusermount3");
+    command.arg("-u").arg("-q");
+    if lazy {
+        command.arg("-z");
+    }
+    let output = command.arg("--").arg(mountpoint).output()?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        let message = String::from_utf8_lossy(&output.stderr);
+        let kind = if message.contains("busy") {
+            io::ErrorKind::ResourceBusy
+        } else {
+            io::ErrorKind::Other
+        };
+        Err(io::Error::new(
+            kind,
+            format!(
+                "fusermount3 -u {}: {}",
+                mountpoint.display(),
+                message.trim()
+            ),
+        ))
+    }
+}
