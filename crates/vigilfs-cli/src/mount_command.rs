@@ -83,6 +83,19 @@ pub fn run(request: &MountRequest) -> Result<u8, Failure> {
 
 fn prepare(request: &MountRequest) -> Result<Prepared, Failure> {
     let settings = mount_options::parse(&request.options).map_err(Failure::arguments)?;
+    // A missing mount point is made (one level, like `mkdir`), so a first
+    // `vigilfs mount vigilfs.img mnt` just works.
+    if !request.mountpoint.exists() {
+        std::fs::create_dir(&request.mountpoint).map_err(|error| {
+            Failure::usage(format!(
+                "mount point {} does not exist and cannot be made: {error}",
+                request.mountpoint.display()
+            ))
+        })?;
+        if !request.quiet {
+            log(&format!("made the mount point {}", request.mountpoint.display()));
+        }
+    }
     let mountpoint = request.mountpoint.canonicalize().map_err(|error| {
         Failure::usage(format!(
             "mount point {}: {error}",
