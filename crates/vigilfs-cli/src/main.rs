@@ -120,7 +120,7 @@ enum Command {
     Mount {
         /// The image file or block device (created if missing).
         image: PathBuf,
-        /// An existing directory to mount on.
+        /// The directory to mount on (made if missing).
         mountpoint: PathBuf,
         /// Mount options, comma-separated (see above).
         #[arg(short = 'o', value_name = "OPTIONS")]
