@@ -924,7 +924,12 @@ impl Files {
         let mut freed = Vec::new();
         punch(&mut after, first_whole, end_whole, &mut freed);
         let time = now();
+        // The size writes not yet written back gave the file goes into this
+        // transaction: the punch may drop the very pages that carried it,
+        // and with them the writeback that would have recorded it.
+        let size = state.size;
         let seq = self.commit_extent_change(ino, &before, &after, |record| {
+            record.size = record.size.max(size);
             record.mtime = time;
             record.ctime = time;
         })?;
