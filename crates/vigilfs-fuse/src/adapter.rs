@@ -34,10 +34,17 @@
 //! operation that changes files behind the kernel), it must be sent from its
 //! own thread or queue, never from inside a request handler: the kernel may
 //! wait for this very request while processing the notification, which
-//! deadlocks the mount. Lookups that fail are not cached (no negative
-//! entries): a name created by another mount of the same image cannot
-//! exist, but the reply to a failed lookup is the engine's errno, whatever
-//! it is, and only `ENOENT` could be cached.
+//! deadlocks the mount. Failed lookups are not cached (no negative entries
+//! with a TTL): caching `ENOENT` would save a round trip for names looked
+//! up and missing (shell `PATH` searches), but would outlive a name made
+//! through the engine by anything but this kernel (a control plane, a
+//! future second transport); a lookup of a missing name is cheap.
+//!
+//! Credentials: each request that the engine checks permissions for reads
+//! the caller's supplementary groups from `/proc/<pid>/status` (the kernel
+//! sends only uid, gid and pid). That is one small file read per such
+//! request; cache it per pid only if a benchmark says so (a pid can change
+//! its groups, and be reused).
 //!
 //! The kernel's writeback cache stays off (see `init`): `write(2)` is
 //! synchronous to this daemon, so the engine has the data (in its own page

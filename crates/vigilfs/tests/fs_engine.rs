@@ -391,6 +391,36 @@ fn truncate_and_fallocate_times_are_not_overridden_by_pending_writes() {
 }
 
 #[test]
+fn a_hole_punched_over_the_only_dirty_page_keeps_the_size_it_gave() {
+    // Regression (found by file_fallocate's model test): a write past the
+    // end, not yet written back, then a hole punched over its page (which
+    // drops it): the size the write gave was never recorded and a remount
+    // showed an empty file.
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let (attr, handle) = fs
+        .create(ROOT_INO, b"f", 0o644, read_write(), &root())
+        .unwrap();
+    fs.write(handle, 73_728, b"x", &root()).unwrap();
+    fs.fallocate(
+        handle,
+        57_344,
+        20_480,
+        FallocateMode::PUNCH_HOLE | FallocateMode::KEEP_SIZE,
+    )
+    .unwrap();
+    fs.fsync(handle, false).unwrap();
+    assert_eq!(fs.getattr(attr.ino).unwrap().record.size, 73_729);
+    fs.release(handle).unwrap();
+    fs.unmount().unwrap();
+    let fs = fixture.mount();
+    assert_eq!(fs.getattr(attr.ino).unwrap().record.size, 73_729);
+    assert_eq!(read_file(&fs, b"f"), vec![0u8; 73_729]);
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+}
+
+#[test]
 fn mknod_makes_the_file_type_asked_for() {
     // Regression: the type bits were dropped with the umask-style
     // adjustment of the permission bits, so every mknod made a regular file.

@@ -44,6 +44,16 @@ pub fn fuse_available() -> bool {
     true
 }
 
+/// A fresh filesystem on a memory device, mounted as an engine only (no
+/// FUSE): for tests that call [`vigilfs_fuse::mount`] themselves.
+pub fn fresh_engine(options: MountOptions) -> (Arc<Filesystem>, Arc<dyn BlockDevice>) {
+    let device: Arc<dyn BlockDevice> =
+        Arc::new(MemoryDevice::new(DEVICE_BYTES, SectorSize::Bytes512));
+    make_filesystem(Arc::clone(&device), &MkfsOptions::default()).expect("mkfs");
+    let filesystem = Filesystem::mount(Arc::clone(&device), options).expect("mount");
+    (Arc::new(filesystem), device)
+}
+
 /// A mounted vigilfs.
 pub struct Mount {
     pub plan: Arc<FaultPlan>,

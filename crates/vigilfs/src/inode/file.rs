@@ -1117,8 +1117,9 @@ impl Files {
         let mut freed = Vec::new();
         punch(&mut after, first_whole, end_whole, &mut freed);
         let time = now();
-        // The size pending writes set goes to the record with the punch,
-        // so their pending time can be dropped (see truncate).
+        // The size writes not yet written back gave the file goes into this
+        // transaction: the punch may drop the very pages that carried it,
+        // and with them the writeback that would have recorded it.
         let size = state.size;
         let seq = self.commit_extent_change(ino, &before, &after, |record| {
             record.size = record.size.max(size);
