@@ -93,7 +93,10 @@ fn prepare(request: &MountRequest) -> Result<Prepared, Failure> {
             ))
         })?;
         if !request.quiet {
-            log(&format!("made the mount point {}", request.mountpoint.display()));
+            log(&format!(
+                "made the mount point {}",
+                request.mountpoint.display()
+            ));
         }
     }
     let mountpoint = request.mountpoint.canonicalize().map_err(|error| {
@@ -283,8 +286,10 @@ fn mount_options(settings: &MountSettings) -> MountOptions {
     }
 }
 
-/// The FUSE adapter's configuration for `settings`.
-pub fn fuse_config(settings: &MountSettings) -> vigilfs_fuse::MountConfig {
+/// The FUSE adapter's configuration for `settings`, mounting `image`
+/// (shown as the mount's source, which is how mkfs and fsck recognise a
+/// mounted image).
+pub fn fuse_config(settings: &MountSettings, image: &Path) -> vigilfs_fuse::MountConfig {
     let defaults = vigilfs_fuse::MountConfig::default();
     vigilfs_fuse::MountConfig {
         threads: settings.threads.unwrap_or(defaults.threads),
@@ -294,6 +299,7 @@ pub fn fuse_config(settings: &MountSettings) -> vigilfs_fuse::MountConfig {
         } else {
             defaults.allow_other
         },
+        source: Some(image.display().to_string()),
         ..defaults
     }
 }
@@ -454,7 +460,8 @@ fn serve(
             return Err(failure);
         }
     };
-    let mounted = match vigilfs_fuse::mount(Arc::clone(&fs), &mountpoint, &fuse_config(&settings)) {
+    let config = fuse_config(&settings, &image);
+    let mounted = match vigilfs_fuse::mount(Arc::clone(&fs), &mountpoint, &config) {
         Ok(mounted) => mounted,
         Err(error) => {
             let failure = Failure::operational(format!(

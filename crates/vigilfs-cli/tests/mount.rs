@@ -934,7 +934,8 @@ fn a_daemon_that_cannot_mount_passes_its_error_to_the_caller() {
     let made = vigilfs(&["mkfs", scratch.img(), "--force"]);
     assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
 
-    let missing = scratch.directory.path().join("no-such-dir");
+    // A missing mount point is made, but only one level of it.
+    let missing = scratch.directory.path().join("no-such-dir").join("below");
     let output = vigilfs(&[
         "mount",
         scratch.img(),
@@ -943,4 +944,18 @@ fn a_daemon_that_cannot_mount_passes_its_error_to_the_caller() {
     ]);
     assert_eq!(output.status.code(), Some(1));
     assert!(text(&output.stderr).contains("mount point"));
+    assert!(!missing.exists());
+}
+
+#[test]
+fn a_missing_mount_point_is_made() {
+    if fuse_missing("a_missing_mount_point_is_made") {
+        return;
+    }
+    let mut scratch = Scratch::new();
+    scratch.mountpoint = scratch.directory.path().join("made");
+    assert!(!scratch.mountpoint.exists());
+    let pid = scratch.mount(&[]);
+    fs::write(scratch.at("file"), b"works").unwrap();
+    scratch.umount(pid);
 }

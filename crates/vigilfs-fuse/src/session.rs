@@ -54,6 +54,10 @@ pub struct MountConfig {
     pub entry_ttl: Duration,
     /// How long the kernel may trust an inode's attributes without asking.
     pub attr_ttl: Duration,
+    /// What the kernel shows as the mount's source (in `/proc/mounts`,
+    /// `df`): the image path, say. `None`, or a name a mount option cannot
+    /// carry (with a comma), shows `vigilfs`.
+    pub source: Option<String>,
 }
 
 impl Default for MountConfig {
@@ -68,6 +72,7 @@ impl Default for MountConfig {
             allow_other: None,
             entry_ttl: Duration::from_secs(1),
             attr_ttl: Duration::from_secs(1),
+            source: None,
         }
     }
 }
@@ -119,7 +124,13 @@ pub fn mount(
     let allow_other = config.allow_other.unwrap_or_else(running_as_root);
 
     let mut options = vec![
-        MountOption::FSName("vigilfs".into()),
+        MountOption::FSName(
+            config
+                .source
+                .clone()
+                .filter(|source| !source.is_empty() && !source.contains([',', '\n']))
+                .unwrap_or_else(|| "vigilfs".into()),
+        ),
         MountOption::Subtype("vigilfs".into()),
         // The kernel checks permissions too (the engine checks them again:
         // harmless); kernel semantics are what POSIX test suites expect.
