@@ -23,7 +23,11 @@ cleanup() {
     for mountpoint in "${mounts[@]}"; do
         umount "$mountpoint" 2>/dev/null || fusermount3 -u "$mountpoint" 2>/dev/null || true
     done
-    umount "$work/tmpfs" 2>/dev/null || true
+    # FUSE daemons finish (and close their images) after umount returns.
+    for _ in $(seq 1 100); do
+        umount "$work/tmpfs" 2>/dev/null && break
+        sleep 0.1
+    done
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -117,7 +121,7 @@ for run in $(seq 1 "$runs"); do
     for system in "${systems[@]}"; do
         mount_system "$system"
         directory="$work/mnt/$system"
-        value=$(run_fio "$directory" seq rw=write 1M 1G --end_fsync=1 | fio_value write bw)
+        value=$(run_fio "$directory" seq write 1M 1G --end_fsync=1 | fio_value write bw)
         echo "$system seq_write_MiBps $value" >> "$results"
         drop_caches
         value=$(run_fio "$directory" seq read 1M 1G | fio_value read bw)

@@ -9,7 +9,9 @@
 
 use thiserror::Error;
 
+use crate::btree::BtreeError;
 use crate::inode::{FileError, NamespaceError, PermissionError, XattrError};
+use crate::journal::JournalError;
 
 /// Why an engine operation failed.
 #[derive(Debug, Error)]
@@ -71,6 +73,14 @@ impl FsError {
     /// file blocks) are reported through errseq and events instead.
     pub fn is_metadata_failure(&self) -> bool {
         match self {
+            // A transaction too large for a journal entry is a request the
+            // engine should have split, not a failing device or damage.
+            FsError::Namespace(NamespaceError::Btree(error))
+            | FsError::File(FileError::Btree(error))
+                if is_oversized(error) =>
+            {
+                false
+            }
             FsError::Namespace(error) => {
                 matches!(error, NamespaceError::Btree(_) | NamespaceError::Corrupt(_))
             }
@@ -90,5 +100,27 @@ impl FsError {
     }
 }
 
+fn is_oversized(error: &BtreeError) -> bool {
+    matches!(error, BtreeError::Journal(JournalError::TooLarge { .. }))
+}
+
 /// An engine operation's result.
 pub type FsResult<T> = Result<T, FsError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_oversized_transaction_is_not_a_metadata_failure() {
+        let oversized = BtreeError::Journal(JournalError::TooLarge {
+            bytes: 1 << 20,
+            limit: 1 << 18,
+        });
+        assert!(!FsError::File(FileError::Btree(oversized)).is_metadata_failure());
+        let failed = BtreeError::Failed("device".into());
+        assert!(FsError::File(FileError::Btree(failed)).is_metadata_failure());
+        assert_eq!(FsError::ReadOnly(None).errno(), libc::EROFS);
+        assert_eq!(FsError::ShutDown("test".into()).errno(), libc::EIO);
+    }
+}

@@ -29,12 +29,14 @@
 //!   holes and unwritten blocks are not cached (a cached page is data for
 //!   [`Files::seek_data_hole`], and they are not).
 //! * Writeback of an inode is copy-on-write: the dirty pages get newly
-//!   allocated blocks, are written there ([`IoClass::Data`]), and then one
+//!   allocated blocks, are written there ([`IoClass::Data`]), and then a
 //!   b-tree transaction replaces or splits the old extents in the range,
 //!   removes their rmap records and inserts the new ones, and sets the
-//!   inode's size, mtime and ctime. The journal is flushed up to that
-//!   transaction, the old blocks are freed at its seq (reused only once it
-//!   is durable), and the pages are marked clean. With no dirty pages but a
+//!   inode's size, mtime and ctime — one transaction per
+//!   [`PAGES_PER_TRANSACTION`] pages, so its records fit a journal entry
+//!   however fragmented the file. The journal is flushed once, up to the
+//!   last of them, the old blocks are freed at each one's seq (reused only
+//!   once it is durable), and the pages are marked clean. With no dirty pages but a
 //!   write pending (its pages all punched away), the transaction still sets
 //!   the size and times, so the size a write set is never lost.
 //! * [`Files::truncate`] sets the size. Shrinking drops the cached pages
@@ -42,6 +44,8 @@
 //!   zeroes the tail of a partial last page (in the cache, marked dirty
 //!   when that changed it, so the block on disk gets the zeros at the next
 //!   writeback and a later grow reads zeros there). Then one transaction
+//!   (preceded, when more than [`PAGES_PER_TRANSACTION`] extents lie past
+//!   the end, by transactions deleting the last of them in batches)
 //!   deletes the extents past the new end and trims the one across it (a
 //!   shorter extent value under the same key, with fewer checksums), with
 //!   their rmap records removed and re-inserted to match, and sets the
@@ -55,12 +59,15 @@
 //!   placeholders, never checked), with rmap records as for written
 //!   extents, and grows the size to the range's end unless
 //!   [`FallocateMode::KEEP_SIZE`] is given. Blocks already mapped are left
-//!   alone. All the blocks are allocated before anything changes, so `ENOSPC`
-//!   leaves the file as it was. One transaction, not a durability point.
+//!   alone. One transaction per [`PAGES_PER_TRANSACTION`] blocks of the
+//!   range, each allocating before it changes anything, so `ENOSPC` leaves
+//!   the pieces before it done (as Linux filesystems may); not a
+//!   durability point.
 //! * `PUNCH_HOLE | KEEP_SIZE` drops the cached pages wholly inside the range
 //!   (dirty ones too), zeroes the range's part of a partial first or last
 //!   page (in the cache, marked dirty when that changed it, exactly like
-//!   truncate's tail), and in one transaction removes the extents wholly
+//!   truncate's tail), and in one transaction per [`PAGES_PER_TRANSACTION`]
+//!   blocks removes the extents wholly
 //!   inside and trims or splits the ones across the edges (rmap to match);
 //!   the released blocks are freed at its seq. The size never changes.
 //!   `PUNCH_HOLE` alone and every other mode are `EOPNOTSUPP`, as on Linux.
@@ -164,9 +171,7 @@
 //! to the [`FailureListener`] (events, error record). Fallocated blocks are
 //! not a reservation: copy-on-write writes the data to new blocks and
 //! frees the unwritten ones, so writing into a fallocated range can still
-//! fail with `ENOSPC`. A fallocate or punch is one transaction, so a range
-//! needing more extent and rmap records than one journal entry holds fails
-//! (with nothing changed). An unlinked file stays while open (the
+//! fail with `ENOSPC`. An unlinked file stays while open (the
 //! namespace's orphan list). Before the transaction naming new data blocks
 //! is committed, the journal is told to flush the device ahead of its next
 //! entry ([`Journal::order_before_next_entry`]), so a crash can never keep
@@ -202,6 +207,13 @@ use crate::rmap::{self, Owner, RmapError, RmapRecord};
 pub const PAGE_BYTES: usize = 4096;
 
 const PAGE: u64 = PAGE_BYTES as u64;
+
+/// Most pages one writeback transaction carries, and most file blocks one
+/// fallocate, punch or truncate transaction covers: each page or block can
+/// add or remove an extent and its rmap record, so this bounds a
+/// transaction's records (a few thousand, tens of KiB) below what one
+/// journal entry holds, however fragmented the file.
+const PAGES_PER_TRANSACTION: usize = 512;
 
 /// Why a file operation failed. [`FileError::errno`] maps every variant.
 #[derive(Debug, Error)]
@@ -977,9 +989,24 @@ impl Files {
         keep_blocks: u64,
         time: Timestamp,
     ) -> FileResult<(Option<u64>, Vec<BlockRun>)> {
-        let before = self.extents_overlapping(ino, keep_blocks, u64::MAX)?;
-        let mut after = before.clone();
+        let mut before = self.extents_overlapping(ino, keep_blocks, u64::MAX)?;
         let mut freed = Vec::new();
+        // Many extents past the end go first, from the last, in bounded
+        // transactions (a crash between them leaves the size and a file
+        // whose tail reads as zeros: the truncate was going to cut it).
+        // Their blocks are freed with the last transaction's seq.
+        while before.len() > PAGES_PER_TRANSACTION {
+            let split_at = *before
+                .keys()
+                .nth(before.len() - PAGES_PER_TRANSACTION)
+                .expect("more entries than that");
+            let cut = before.split_off(&split_at);
+            for extent in cut.values() {
+                freed.push(BlockRun::new(extent.physical, u64::from(extent.blocks())));
+            }
+            self.commit_extent_change(ino, &cut, &BTreeMap::new(), |_| {})?;
+        }
+        let mut after = before.clone();
         punch(&mut after, keep_blocks, u64::MAX, &mut freed);
         let seq = self.commit_extent_change(ino, &before, &after, |record| {
             record.size = size;
@@ -993,8 +1020,10 @@ impl Files {
     /// (see the module comment): [`FallocateMode::ALLOCATE`], optionally
     /// with [`FallocateMode::KEEP_SIZE`], or
     /// `PUNCH_HOLE | KEEP_SIZE`. Any other mode is `EOPNOTSUPP`, a zero
-    /// length `EINVAL`, too few free blocks `ENOSPC` with nothing changed.
-    /// One transaction; like truncate, not a durability point.
+    /// length `EINVAL`, too few free blocks `ENOSPC`. One transaction per
+    /// [`PAGES_PER_TRANSACTION`] blocks of the range (a failure leaves the
+    /// pieces before it done, as Linux filesystems may); like truncate,
+    /// not a durability point.
     pub fn fallocate(
         &self,
         ino: u64,
@@ -1022,11 +1051,47 @@ impl Files {
             return Err(FileError::InvalidRange { offset, length });
         }
         let end = checked_end(offset, length)?;
-        if punch_hole {
-            self.punch_hole(ino, offset, end)
-        } else {
-            self.allocate_range(ino, offset, end, keep_size)
+        if !punch_hole {
+            // Refuse up front what cannot fit, so ENOSPC changes nothing
+            // (short of a race with other allocations).
+            let wanted = self.hole_blocks(ino, offset / PAGE, end.div_ceil(PAGE))?;
+            let allocator = &self.metadata.allocator;
+            let space = allocator.status();
+            let free = space
+                .free_blocks
+                .saturating_sub(allocator.metadata_reserve());
+            if wanted > free {
+                return Err(FileError::Allocate(AllocError::NoSpace {
+                    requested: wanted,
+                    free,
+                    pending: space.pending_blocks,
+                }));
+            }
         }
+        // One transaction per PAGES_PER_TRANSACTION blocks, so any range
+        // fits the journal; the pieces meet at block boundaries, so only
+        // the range's own edges are partial pages.
+        let piece = PAGES_PER_TRANSACTION as u64 * PAGE;
+        let mut start = offset;
+        while start < end {
+            let stop = ((start / piece + 1) * piece).min(end);
+            if punch_hole {
+                self.punch_hole(ino, start, stop)?;
+            } else {
+                self.allocate_range(ino, start, stop, keep_size)?;
+            }
+            start = stop;
+        }
+        Ok(())
+    }
+
+    /// How many blocks of `first..end` of `ino` no extent maps.
+    fn hole_blocks(&self, ino: u64, first: u64, end: u64) -> FileResult<u64> {
+        let existing = self.extents_overlapping(ino, first, end)?;
+        Ok(holes_between(&existing, first, end)
+            .iter()
+            .map(|(start, stop)| stop - start)
+            .sum())
     }
 
     /// Mode 0 of [`Files::fallocate`]: the holes of `offset..end` (whole
@@ -1465,6 +1530,11 @@ impl Files {
     /// Writes back the dirty pages of `ino`; returns how many were written.
     /// On failure the error words are set per the module's policy and the
     /// error (as errno) is returned.
+    ///
+    /// The pages go in batches of at most [`PAGES_PER_TRANSACTION`], one
+    /// transaction each (so the records fit one journal entry however
+    /// fragmented the file), and one journal flush makes all of them
+    /// durable; only then are pages marked clean.
     fn writeback_inode(
         &self,
         ino: u64,
@@ -1472,17 +1542,7 @@ impl Files {
         accounting: &mut Accounting,
     ) -> Result<u64, Errno> {
         let entries: Vec<(Span, Page)> = state.pages.iter_marked(0, Mark::Dirty).collect();
-        // Page by page, large entries cut into their pages.
-        let dirty: Vec<(u64, &[u8])> = entries
-            .iter()
-            .flat_map(|(span, entry)| {
-                (span.index()..=span.last()).map(move |index| {
-                    let at = ((index - span.index()) * PAGE) as usize;
-                    (index, &entry[at..at + PAGE_BYTES])
-                })
-            })
-            .collect();
-        if dirty.is_empty() {
+        if entries.is_empty() {
             if state.mtime.is_some() {
                 // Writes happened but a punched hole dropped all their
                 // pages: the size and mtime they set still go to the
@@ -1491,41 +1551,78 @@ impl Files {
             }
             return Ok(0);
         }
-        match self.write_pages(ino, state, &dirty) {
-            Ok(()) => {
-                for (span, _) in &entries {
-                    state.mark_clean(accounting, span.index());
+        let mut batches: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut pages_in_batch = 0;
+        for (at, (span, _)) in entries.iter().enumerate() {
+            let pages = (span.last() - span.index() + 1) as usize;
+            match batches.last_mut() {
+                Some(batch) if pages_in_batch + pages <= PAGES_PER_TRANSACTION => {
+                    batch.end = at + 1;
+                    pages_in_batch += pages;
                 }
-                state.mtime = None;
-                Ok(dirty.len() as u64)
-            }
-            Err(errno) => {
-                let mut new_failure = false;
-                for (index, _) in &dirty {
-                    new_failure |= state.failed.insert(*index);
+                _ => {
+                    batches.push(at..at + 1);
+                    pages_in_batch = pages;
                 }
-                if new_failure {
-                    state.errseq.set(errno);
-                    self.fs_errseq.set(errno);
-                    if let (Some(listener), Some((first, _)), Some((last, _))) =
-                        (self.on_failure.get(), dirty.first(), dirty.last())
-                    {
-                        listener(ino, errno, *first, *last);
-                    }
-                }
-                Err(errno)
             }
         }
+        let mut newest_seq: Option<u64> = None;
+        let mut committed = 0;
+        let mut failure: Option<(std::ops::Range<usize>, Errno)> = None;
+        for batch in batches {
+            let dirty = pages_of(&entries[batch.clone()]);
+            match self.write_pages(ino, state, &dirty) {
+                Ok(seq) => {
+                    newest_seq = newest_seq.max(seq);
+                    committed = batch.end;
+                }
+                Err(errno) => {
+                    failure = Some((batch, errno));
+                    break;
+                }
+            }
+        }
+        if let Some(seq) = newest_seq {
+            if let Err(error) = self.metadata.journal.flush_seq(seq) {
+                // Committed but not durable: all of it failed.
+                let end = failure.as_ref().map_or(committed, |(batch, _)| batch.end);
+                failure = Some((0..end, journal_errno(&error)));
+                committed = 0;
+            }
+        }
+        for (span, _) in &entries[..committed] {
+            state.mark_clean(accounting, span.index());
+        }
+        let Some((failed, errno)) = failure else {
+            state.mtime = None;
+            return Ok(pages_of(&entries).len() as u64);
+        };
+        let dirty = pages_of(&entries[failed]);
+        let mut new_failure = false;
+        for (index, _) in &dirty {
+            new_failure |= state.failed.insert(*index);
+        }
+        if new_failure {
+            state.errseq.set(errno);
+            self.fs_errseq.set(errno);
+            if let (Some(listener), Some((first, _)), Some((last, _))) =
+                (self.on_failure.get(), dirty.first(), dirty.last())
+            {
+                listener(ino, errno, *first, *last);
+            }
+        }
+        Err(errno)
     }
 
     /// Copy-on-write of `dirty` (sorted by index): allocate, write, one
-    /// transaction, flush, free the old blocks.
+    /// transaction, free the old blocks at its seq. Returns the seq, for
+    /// the caller to make durable.
     fn write_pages(
         &self,
         ino: u64,
         state: &InodeState,
         dirty: &[(u64, &[u8])],
-    ) -> Result<(), Errno> {
+    ) -> Result<Option<u64>, Errno> {
         let allocator = &self.metadata.allocator;
         let runs = allocator
             .allocate_data(dirty.len() as u64, 0)
@@ -1550,21 +1647,17 @@ impl Files {
                 return Err(errno);
             }
         };
-        let Some(seq) = seq else {
-            return Ok(());
-        };
-        // From here the new extents are referenced by committed state: the
-        // old blocks are unreferenced at `seq` whether or not it becomes
-        // durable, and are reused only once it is.
-        for run in freed {
-            // A refused free means the block was already free: the
-            // allocator keeps it out of use and counts it; nothing to undo.
-            let _ = allocator.free_data(run, seq);
+        if let Some(seq) = seq {
+            // From here the new extents are referenced by committed state:
+            // the old blocks are unreferenced at `seq` whether or not it
+            // becomes durable, and are reused only once it is.
+            for run in freed {
+                // A refused free means the block was already free: the
+                // allocator keeps it out of use and counts it.
+                let _ = allocator.free_data(run, seq);
+            }
         }
-        self.metadata
-            .journal
-            .flush_seq(seq)
-            .map_err(|error| journal_errno(&error))
+        Ok(seq)
     }
 
     /// Writeback with no pages to write: the inode record alone gets the
@@ -1759,6 +1852,19 @@ impl Files {
         }
         Ok(bytes)
     }
+}
+
+/// The pages of `entries`, large entries cut into their pages.
+fn pages_of(entries: &[(Span, Page)]) -> Vec<(u64, &[u8])> {
+    entries
+        .iter()
+        .flat_map(|(span, entry)| {
+            (span.index()..=span.last()).map(move |index| {
+                let at = ((index - span.index()) * PAGE) as usize;
+                (index, &entry[at..at + PAGE_BYTES])
+            })
+        })
+        .collect()
 }
 
 /// The extent of `extents` holding file block `index`, with its offset.

@@ -71,6 +71,10 @@ const PARENT_PREFIX: u8 = b'P';
 const SYMLINK_PREFIX: u8 = b'S';
 const ORPHAN_PREFIX: u8 = b'O';
 
+/// Most extents one transaction deletes: with their rmap records, well
+/// within one journal entry. A file with more is deleted in batches.
+const EXTENTS_PER_TRANSACTION: usize = 512;
+
 /// Longest walk up the directory tree before the parent chain is called
 /// corrupt (a cycle).
 const MAX_DEPTH: usize = 1 << 20;
@@ -426,29 +430,43 @@ fn rmap_error(error: RmapError) -> NamespaceError {
 fn delete_extents(
     transaction: &mut Transaction<'_>,
     ino: u64,
+    limit: usize,
     freed: &mut Vec<BlockRun>,
-) -> NamespaceResult<()> {
-    const BATCH: usize = 1024;
+) -> NamespaceResult<bool> {
     let (start, end) = ExtentKey::file_range(ino);
-    loop {
-        // The transaction sees its own deletes: each scan starts over.
-        let batch = transaction.scan(
-            TreeId::Extents,
-            &start,
-            end.as_ref().map(|end| &end[..]),
-            BATCH,
-        )?;
-        if batch.is_empty() {
-            return Ok(());
-        }
-        for (key, value) in batch {
-            let extent = Extent::decode(&value)
-                .map_err(|error| corrupt(format!("inode {ino} extent"), error))?;
-            transaction.delete(TreeId::Extents, &key)?;
-            rmap::remove(transaction, extent.physical).map_err(rmap_error)?;
-            freed.push(BlockRun::new(extent.physical, u64::from(extent.blocks())));
-        }
+    // One more than asked for: whether any remain.
+    let batch = transaction.scan(
+        TreeId::Extents,
+        &start,
+        end.as_ref().map(|end| &end[..]),
+        limit.saturating_add(1),
+    )?;
+    let remain = batch.len() > limit;
+    for (key, value) in batch.into_iter().take(limit) {
+        let extent = Extent::decode(&value)
+            .map_err(|error| corrupt(format!("inode {ino} extent"), error))?;
+        transaction.delete(TreeId::Extents, &key)?;
+        rmap::remove(transaction, extent.physical).map_err(rmap_error)?;
+        freed.push(BlockRun::new(extent.physical, u64::from(extent.blocks())));
     }
+    Ok(remain)
+}
+
+/// Whether `ino` has more than `limit` extents: too many to delete in the
+/// transaction that drops its last link.
+fn has_more_extents_than(
+    transaction: &Transaction<'_>,
+    ino: u64,
+    limit: usize,
+) -> NamespaceResult<bool> {
+    let (start, end) = ExtentKey::file_range(ino);
+    let found = transaction.scan(
+        TreeId::Extents,
+        &start,
+        end.as_ref().map(|end| &end[..]),
+        limit.saturating_add(1),
+    )?;
+    Ok(found.len() > limit)
 }
 
 /// Deletes inode `ino` (a `kind`) and everything hanging off it: its
@@ -470,7 +488,8 @@ fn delete_inode(
             transaction.delete(TreeId::Meta, &prefixed_key(SYMLINK_PREFIX, ino))?;
         }
         _ => {
-            delete_extents(transaction, ino, freed)?;
+            // Callers have made sure few remain (see drop_link).
+            while delete_extents(transaction, ino, EXTENTS_PER_TRANSACTION, freed)? {}
             transaction.delete(TreeId::Meta, &prefixed_key(ORPHAN_PREFIX, ino))?;
         }
     }
@@ -481,8 +500,10 @@ fn delete_inode(
 /// only link is its entry: the inode and its parent record go. A
 /// non-directory goes with its last link, and its extents (collected into
 /// `freed`) with it — unless it is open (`open`): then it becomes an
-/// orphan, with no links and an orphan record, until its last close.
-/// Returns the inode if it was deleted.
+/// orphan, with no links and an orphan record, until its last close. A
+/// file with more extents than one transaction should delete becomes an
+/// orphan too, for [`Namespace::delete_if_orphan`] to delete in batches
+/// after the commit. Returns the inode if it was deleted.
 fn drop_link(
     transaction: &mut Transaction<'_>,
     ino: u64,
@@ -492,7 +513,11 @@ fn drop_link(
 ) -> NamespaceResult<Option<u64>> {
     let mut record = require_inode(transaction, ino)?;
     let kind = record.file_type();
-    if kind == FileType::Directory || (record.nlink <= 1 && !open) {
+    let deletable = kind == FileType::Directory
+        || (record.nlink <= 1
+            && !open
+            && !has_more_extents_than(transaction, ino, EXTENTS_PER_TRANSACTION)?);
+    if deletable {
         delete_inode(transaction, ino, kind, freed)?;
         return Ok(Some(ino));
     }
@@ -574,10 +599,20 @@ impl Namespace {
         if record.nlink != 0 || record.file_type() == FileType::Directory {
             return Ok(false);
         }
-        let mut freed = Vec::new();
-        delete_inode(&mut transaction, ino, record.file_type(), &mut freed)?;
-        self.commit_freeing(transaction, freed)?;
-        Ok(true)
+        // The extents go in bounded transactions (the orphan record keeps
+        // the rest reachable if a crash comes between them), then the inode.
+        loop {
+            let mut freed = Vec::new();
+            let remain =
+                delete_extents(&mut transaction, ino, EXTENTS_PER_TRANSACTION, &mut freed)?;
+            if !remain {
+                delete_inode(&mut transaction, ino, record.file_type(), &mut freed)?;
+                self.commit_freeing(transaction, freed)?;
+                return Ok(true);
+            }
+            self.commit_freeing(transaction, freed)?;
+            transaction = self.metadata.trees.transaction();
+        }
     }
 
     /// The orphans a previous mount left (files unlinked while open when
@@ -957,7 +992,7 @@ impl Namespace {
         let deleted = drop_link(&mut transaction, dirent.child, time, open, &mut freed)?;
         touch_directory(&mut transaction, parent, 0, time)?;
         self.commit_freeing(transaction, freed)?;
-        Ok(deleted)
+        self.finish_drop(dirent.child, open, deleted)
     }
 
     /// Removes the empty directory `name` from `parent`.
@@ -1068,6 +1103,7 @@ impl Namespace {
         }
 
         let mut deleted = None;
+        let mut replaced = None;
         let target_key = match target_probe.found {
             Some((target_key, target)) => {
                 if flags.noreplace {
@@ -1091,6 +1127,7 @@ impl Namespace {
                 }
                 let open = self.is_open(target.child);
                 deleted = drop_link(&mut transaction, target.child, time, open, &mut freed)?;
+                replaced = Some((target.child, open));
                 target_key
             }
             None => target_probe.free.ok_or_else(|| {
@@ -1120,7 +1157,25 @@ impl Namespace {
             Ok(())
         })?;
         self.commit_freeing(transaction, freed)?;
-        Ok(deleted)
+        match replaced {
+            Some((ino, open)) => self.finish_drop(ino, open, deleted),
+            None => Ok(deleted),
+        }
+    }
+
+    /// After a commit that dropped a link of `ino`: a file left an orphan
+    /// only because it had too many extents to delete at once (not open)
+    /// is deleted now, in batches. Returns the inode if it is gone.
+    fn finish_drop(
+        &self,
+        ino: u64,
+        open: bool,
+        deleted: Option<u64>,
+    ) -> NamespaceResult<Option<u64>> {
+        if deleted.is_some() || open {
+            return Ok(deleted);
+        }
+        Ok(self.delete_if_orphan(ino)?.then_some(ino))
     }
 
     /// Up to `limit` entries of directory `dir` in key order, starting
