@@ -959,3 +959,132 @@ fn a_missing_mount_point_is_made() {
     fs::write(scratch.at("file"), b"works").unwrap();
     scratch.umount(pid);
 }
+
+/// generic/487 through the mount: data written and closed without fsync
+/// fails writeback during a `vigilfs sync` (which reports it to its caller);
+/// the inode's error is still unseen, so the next opener's fsync gets it
+/// once — a whole-filesystem sync does not consume a file's error.
+#[test]
+fn generic_487_through_the_mount_the_next_opener_hears_of_an_unseen_error() {
+    if fuse_missing("generic_487_through_the_mount_the_next_opener_hears_of_an_unseen_error") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M", "-o", "errors=continue"]);
+    let path = scratch.at("unseen");
+    {
+        let file = File::create(&path).unwrap();
+        file.write_all_at(&[7u8; 20_000], 0).unwrap();
+        // Closed without fsync: nobody is left to hear of a failure.
+    }
+    scratch.inject(&["--fail-writes", "--class", "data"]);
+    let synced = vigilfs(&["sync", scratch.mnt()]);
+    assert_eq!(synced.status.code(), Some(1), "{}", text(&synced.stderr));
+    scratch.inject(&["--clear"]);
+    let next = OpenOptions::new().write(true).open(&path).unwrap();
+    assert_eq!(errno_of(next.sync_all()), Some(libc::EIO));
+    assert_eq!(errno_of(next.sync_all()), None);
+    drop(next);
+    assert_eq!(fs::read(&path).unwrap(), vec![7u8; 20_000]);
+    scratch.umount(pid);
+}
+
+/// Several processes doing mixed metadata and data operations at once, a
+/// fixed number each, each checking what it reads back; then a clean
+/// unmount and a clean fsck.
+#[test]
+fn several_processes_of_mixed_operations_leave_a_clean_filesystem() {
+    if fuse_missing("several_processes_of_mixed_operations_leave_a_clean_filesystem") {
+        return;
+    }
+    const WORKER: &str = r#"
+import os, random, sys
+root, worker, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rng = random.Random(worker)
+mine = os.path.join(root, f"worker{worker}")
+shared = os.path.join(root, "shared")
+os.makedirs(mine, exist_ok=True)
+os.makedirs(shared, exist_ok=True)
+model = {}
+for step in range(count):
+    name = f"f{rng.randrange(12)}"
+    path = os.path.join(mine, name)
+    choice = rng.randrange(10)
+    if choice < 4:
+        data = bytes([rng.randrange(256)]) * rng.randrange(1, 70000)
+        offset = rng.randrange(0, 50000)
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        os.pwrite(fd, data, offset)
+        if rng.randrange(3) == 0:
+            os.fsync(fd)
+        os.close(fd)
+        old = bytearray(model.get(name, b""))
+        if len(old) < offset + len(data):
+            old.extend(b"\0" * (offset + len(data) - len(old)))
+        old[offset:offset + len(data)] = data
+        model[name] = bytes(old)
+    elif choice == 4 and name in model:
+        os.unlink(path); del model[name]
+    elif choice == 5 and name in model:
+        other = f"f{rng.randrange(12)}"
+        os.rename(path, os.path.join(mine, other))
+        model[other] = model.pop(name)
+    elif choice == 6 and name in model:
+        size = rng.randrange(0, 80000)
+        os.truncate(path, size)
+        data = model[name][:size]
+        model[name] = data + b"\0" * (size - len(data))
+    elif choice == 7:
+        directory = os.path.join(shared, f"d{rng.randrange(6)}")
+        try:
+            os.mkdir(directory)
+            open(os.path.join(directory, f"w{worker}"), "w").close()
+        except FileExistsError:
+            pass
+        try:
+            for entry in os.listdir(directory):
+                os.unlink(os.path.join(directory, entry))
+            os.rmdir(directory)
+        except (FileNotFoundError, OSError):
+            pass
+    elif choice == 8 and name in model:
+        link = os.path.join(shared, f"link{worker}-{step}")
+        os.link(path, link)
+        os.symlink(path, link + ".sym")
+        os.unlink(link); os.unlink(link + ".sym")
+    elif name in model:
+        with open(path, "rb") as f:
+            if f.read() != model[name]:
+                sys.exit(f"worker {worker}: {name} does not read back")
+for name, data in model.items():
+    with open(os.path.join(mine, name), "rb") as f:
+        if f.read() != data:
+            sys.exit(f"worker {worker}: {name} differs at the end")
+print(f"worker {worker}: {count} operations, {len(model)} files")
+"#;
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "256M"]);
+    let workers: Vec<Child> = (0..4)
+        .map(|worker| {
+            Command::new("python3")
+                .args(["-c", WORKER, scratch.mnt(), &worker.to_string(), "1000"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("python3")
+        })
+        .collect();
+    for worker in workers {
+        let output = worker.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}{}",
+            text(&output.stdout),
+            text(&output.stderr)
+        );
+    }
+    scratch.umount(pid);
+    assert_eq!(superblock_state(&scratch.image), FsState::Clean);
+    let fsck = vigilfs(&["fsck", scratch.img()]);
+    assert_eq!(fsck.status.code(), Some(0), "{}", text(&fsck.stdout));
+}

@@ -970,3 +970,44 @@ fn a_large_fallocate_and_punch_go_in_bounded_transactions() {
     fs.unmount().unwrap();
     fixture.assert_fsck_clean();
 }
+
+/// errors=panic stops the process: run in a child (this test binary again,
+/// told by an environment variable to be the child), which must die by
+/// SIGABRT after a metadata failure.
+#[test]
+fn errors_panic_aborts_the_process_on_a_metadata_failure() {
+    const CHILD: &str = "VIGILFS_ERRORS_PANIC_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        let fixture = Fixture::new();
+        let fs = fixture.mount_with(MountOptions {
+            errors: Some(ErrorsPolicy::Panic),
+            ..MountOptions::default()
+        });
+        fixture.fail_writes(IoClass::Journal);
+        let (_, handle) = fs
+            .create(ROOT_INO, b"f", 0o644, read_write(), &root())
+            .unwrap();
+        fs.write(handle, 0, b"x", &root()).unwrap();
+        let _ = fs.fsync(handle, false);
+        // Not reached: the policy aborted.
+        std::process::exit(0);
+    }
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "errors_panic_aborts_the_process_on_a_metadata_failure",
+            "--nocapture",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGABRT),
+        "the child was not aborted: {:?}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("errors=panic"));
+}
