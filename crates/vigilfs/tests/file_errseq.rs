@@ -5,85 +5,9 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use common::extents;
-use vigilfs::device::{
-    BlockDevice, Errno, FaultDevice, FaultPlan, FaultRule, IoClass, MemoryDevice, Operations,
-    RuleId, SectorSize,
-};
-use vigilfs::format::Superblock;
-use vigilfs::fsck::fsck;
-use vigilfs::inode::{FileError, Files, Namespace, PAGE_BYTES, ROOT_INO};
-use vigilfs::metadata::Metadata;
-use vigilfs::mkfs::{make_filesystem, MkfsOptions};
-
-struct Fixture {
-    memory: Arc<MemoryDevice>,
-    plan: Arc<FaultPlan>,
-    device: Arc<dyn BlockDevice>,
-    superblock: Superblock,
-}
-
-impl Fixture {
-    fn new() -> Fixture {
-        let memory = Arc::new(MemoryDevice::new(64 << 20, SectorSize::Bytes512));
-        let plan = Arc::new(FaultPlan::new());
-        let device: Arc<dyn BlockDevice> =
-            Arc::new(FaultDevice::new(Arc::clone(&memory), Arc::clone(&plan)));
-        let superblock = make_filesystem(device.clone(), &MkfsOptions::default()).expect("mkfs");
-        Fixture {
-            memory,
-            plan,
-            device,
-            superblock,
-        }
-    }
-
-    fn mount(&self) -> Arc<Metadata> {
-        Arc::new(
-            Metadata::open_default(self.device.clone(), &self.superblock).expect("open metadata"),
-        )
-    }
-
-    fn files(&self, metadata: &Arc<Metadata>) -> Files {
-        Files::new(self.device.clone(), &self.superblock, metadata.clone()).expect("files")
-    }
-
-    fn fail_data_writes(&self) -> RuleId {
-        self.plan
-            .add_rule(
-                FaultRule::fail(Errno::EIO)
-                    .for_class(IoClass::Data)
-                    .on(Operations::WRITE),
-            )
-            .expect("rule")
-    }
-
-    fn assert_fsck_clean(&self, metadata: &Metadata) {
-        metadata.trees.sync().expect("sync");
-        metadata.journal.flush().expect("flush");
-        let report = fsck(self.device.clone(), &mut |_| {}).expect("fsck");
-        assert!(report.is_clean(), "fsck: {:#?}", report.problems);
-    }
-}
-
-fn create(metadata: &Arc<Metadata>, name: &[u8]) -> u64 {
-    Namespace::new(metadata.clone())
-        .create(ROOT_INO, name, 0o644, 0, 0)
-        .expect("create")
-        .0
-}
-
-fn pattern(length: usize, seed: u8) -> Vec<u8> {
-    (0..length)
-        .map(|at| (at as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
-}
-
-fn errno<T: std::fmt::Debug>(result: Result<T, FileError>) -> i32 {
-    result.expect_err("expected an error").errno()
-}
+use common::{create, errno, extents, pattern, Fixture};
+use vigilfs::device::{BlockDevice, Errno, FaultRule, IoClass, Operations};
+use vigilfs::inode::{FileError, Files, Namespace, PAGE_BYTES};
 
 #[test]
 fn write_fsync_read_overwrite_and_remount() {

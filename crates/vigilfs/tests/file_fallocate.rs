@@ -5,18 +5,10 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use common::extents;
+use common::{create, durable, errno, extents, pattern, Fixture};
 use proptest::prelude::*;
-use vigilfs::device::{BlockDevice, FaultDevice, FaultPlan, MemoryDevice, SectorSize};
-use vigilfs::format::Superblock;
-use vigilfs::fsck::fsck;
-use vigilfs::inode::{
-    Extent, FallocateMode, FileError, Files, Namespace, Seek, PAGE_BYTES, ROOT_INO,
-};
+use vigilfs::inode::{Extent, FallocateMode, Files, Namespace, Seek, PAGE_BYTES, ROOT_INO};
 use vigilfs::metadata::Metadata;
-use vigilfs::mkfs::{make_filesystem, MkfsOptions};
 use vigilfs::rmap::{self, Owner};
 
 const PAGE: u64 = PAGE_BYTES as u64;
@@ -25,59 +17,6 @@ const KEEP_SIZE: FallocateMode = FallocateMode::KEEP_SIZE;
 
 fn punch_mode() -> FallocateMode {
     FallocateMode::PUNCH_HOLE | FallocateMode::KEEP_SIZE
-}
-
-struct Fixture {
-    device: Arc<dyn BlockDevice>,
-    superblock: Superblock,
-}
-
-impl Fixture {
-    fn new() -> Fixture {
-        let memory = Arc::new(MemoryDevice::new(64 << 20, SectorSize::Bytes512));
-        let plan = Arc::new(FaultPlan::new());
-        let device: Arc<dyn BlockDevice> = Arc::new(FaultDevice::new(memory, plan));
-        let superblock = make_filesystem(device.clone(), &MkfsOptions::default()).expect("mkfs");
-        Fixture { device, superblock }
-    }
-
-    fn mount(&self) -> Arc<Metadata> {
-        Arc::new(
-            Metadata::open_default(self.device.clone(), &self.superblock).expect("open metadata"),
-        )
-    }
-
-    fn files(&self, metadata: &Arc<Metadata>) -> Files {
-        Files::new(self.device.clone(), &self.superblock, metadata.clone()).expect("files")
-    }
-
-    fn assert_fsck_clean(&self, metadata: &Metadata) {
-        durable(metadata);
-        let report = fsck(self.device.clone(), &mut |_| {}).expect("fsck");
-        assert!(report.is_clean(), "fsck: {:#?}", report.problems);
-    }
-}
-
-fn durable(metadata: &Metadata) {
-    metadata.trees.sync().expect("sync");
-    metadata.journal.flush().expect("flush");
-}
-
-fn create(metadata: &Arc<Metadata>, name: &[u8]) -> u64 {
-    Namespace::new(metadata.clone())
-        .create(ROOT_INO, name, 0o644, 0, 0)
-        .expect("create")
-        .0
-}
-
-fn pattern(length: usize, seed: u8) -> Vec<u8> {
-    (0..length)
-        .map(|at| (at as u8).wrapping_mul(31).wrapping_add(seed) | 1)
-        .collect()
-}
-
-fn errno<T: std::fmt::Debug>(result: Result<T, FileError>) -> i32 {
-    result.expect_err("expected an error").errno()
 }
 
 /// The rmap records owned by `ino`'s data: (start, blocks, file offset).

@@ -6,63 +6,17 @@ mod common;
 
 use std::sync::Arc;
 
-use common::extents;
-use vigilfs::device::{BlockDevice, MemoryDevice, SectorSize};
-use vigilfs::format::Superblock;
-use vigilfs::fsck::fsck;
+use common::{create, durable, extents, pattern, Fixture};
 use vigilfs::inode::{
     FileType, Files, Namespace, RenameFlags, SetAttr, SetTime, Timestamp, PAGE_BYTES, ROOT_INO,
 };
 use vigilfs::metadata::Metadata;
-use vigilfs::mkfs::{make_filesystem, MkfsOptions};
 use vigilfs::rmap::{self, Owner};
 
 const PAGE: u64 = PAGE_BYTES as u64;
 
-struct Fixture {
-    device: Arc<dyn BlockDevice>,
-    superblock: Superblock,
-}
-
-impl Fixture {
-    fn new() -> Fixture {
-        let device: Arc<dyn BlockDevice> =
-            Arc::new(MemoryDevice::new(64 << 20, SectorSize::Bytes512));
-        let superblock = make_filesystem(device.clone(), &MkfsOptions::default()).expect("mkfs");
-        Fixture { device, superblock }
-    }
-
-    fn mount(&self) -> Arc<Metadata> {
-        Arc::new(
-            Metadata::open_default(self.device.clone(), &self.superblock).expect("open metadata"),
-        )
-    }
-
-    fn files(&self, metadata: &Arc<Metadata>) -> Files {
-        Files::new(self.device.clone(), &self.superblock, metadata.clone()).expect("files")
-    }
-
-    fn assert_fsck_clean(&self, metadata: &Metadata) {
-        durable(metadata);
-        let report = fsck(self.device.clone(), &mut |_| {}).expect("fsck");
-        assert!(report.is_clean(), "fsck: {:#?}", report.problems);
-    }
-}
-
-fn durable(metadata: &Metadata) {
-    metadata.trees.sync().expect("sync");
-    metadata.journal.flush().expect("flush");
-}
-
 fn namespace(metadata: &Arc<Metadata>) -> Namespace {
     Namespace::new(metadata.clone())
-}
-
-fn create(metadata: &Arc<Metadata>, name: &[u8]) -> u64 {
-    namespace(metadata)
-        .create(ROOT_INO, name, 0o644, 0, 0)
-        .expect("create")
-        .0
 }
 
 /// The rmap records owned by `ino`'s data: (start, blocks, file offset).
@@ -90,12 +44,6 @@ fn assert_extents_match_rmap(metadata: &Metadata, ino: u64) {
     from_extents.sort_unstable();
     from_rmap.sort_unstable();
     assert_eq!(from_extents, from_rmap);
-}
-
-fn pattern(length: usize, seed: u8) -> Vec<u8> {
-    (0..length)
-        .map(|at| (at as u8).wrapping_mul(31).wrapping_add(seed) | 1)
-        .collect()
 }
 
 fn assert_reads(files: &Files, ino: u64, model: &[u8]) {

@@ -61,7 +61,8 @@ fn subtypes_of(kind: ErrorKind) -> Subtypes {
     }
 }
 
-fn seconds_now() -> u64 {
+/// Seconds since the epoch, as the superblock keeps times.
+pub(super) fn seconds_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_secs())

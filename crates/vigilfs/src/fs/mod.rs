@@ -54,7 +54,7 @@ pub mod health;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 pub use error::{FsError, FsResult};
 pub use gate::LifeState;
@@ -63,7 +63,7 @@ pub use handles::OpenFlags;
 use background::Background;
 use gate::{Gate, WriteGuard};
 use handles::Handles;
-use health::{Health, Incident};
+use health::{seconds_now, Health, Incident};
 
 use crate::alloc::AllocatorStatus;
 use crate::device::BlockDevice;
@@ -268,12 +268,6 @@ impl std::fmt::Debug for Filesystem {
     }
 }
 
-fn seconds_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs())
-}
-
 /// 512-byte sectors a file of `size` bytes takes, rounded to whole blocks.
 fn sectors(size: u64) -> u64 {
     size.div_ceil(4096) * 8
@@ -334,28 +328,25 @@ impl Shared {
     fn on_error(&self, origin: &str, error: &FsError) {
         self.check_journal(origin);
         match error {
-            FsError::File(FileError::Read {
-                ino,
-                block,
-                physical,
-                ..
-            }) => {
+            FsError::File(
+                FileError::Read {
+                    ino,
+                    block,
+                    physical,
+                    ..
+                }
+                | FileError::Checksum {
+                    ino,
+                    block,
+                    physical,
+                },
+            ) => {
+                let kind = match error {
+                    FsError::File(FileError::Checksum { .. }) => ErrorKind::Checksum,
+                    _ => ErrorKind::Read,
+                };
                 self.health.report(&Incident {
-                    kind: ErrorKind::Read,
-                    errno: error.errno(),
-                    inode: Some((*ino, 0)),
-                    range: Some((block * 4096, 4096)),
-                    block: Some(*physical),
-                    origin,
-                });
-            }
-            FsError::File(FileError::Checksum {
-                ino,
-                block,
-                physical,
-            }) => {
-                self.health.report(&Incident {
-                    kind: ErrorKind::Checksum,
+                    kind,
                     errno: error.errno(),
                     inode: Some((*ino, 0)),
                     range: Some((block * 4096, 4096)),

@@ -186,7 +186,6 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::ops::BitOr;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use errseq::{ErrSeq, Errno, Since};
 use thiserror::Error;
@@ -917,7 +916,7 @@ impl Files {
             index += 1;
         }
         state.size = state.size.max(end);
-        state.mtime = Some(now());
+        state.mtime = Some(Timestamp::now());
         Ok(bytes.len())
     }
 
@@ -949,7 +948,7 @@ impl Files {
                 tail = Some((index, page.into()));
             }
         }
-        let (seq, freed) = self.commit_truncate(ino, size, keep_blocks, now())?;
+        let (seq, freed) = self.commit_truncate(ino, size, keep_blocks, Timestamp::now())?;
         // Committed: now the cache follows. The time committed is newer
         // than the one pending writes gave the file: it must not be
         // overridden by it (in getattr, or at their writeback).
@@ -1114,7 +1113,7 @@ impl Files {
             self.metadata.allocator.allocate_data(wanted, 0)?
         };
         let added = unwritten_extents(&holes, &runs);
-        let time = now();
+        let time = Timestamp::now();
         let pending_size = state.size;
         let committed = self.commit_extent_change(ino, &BTreeMap::new(), &added, |record| {
             // The size pending writes set is committed here too, so their
@@ -1181,7 +1180,7 @@ impl Files {
         let mut after = before.clone();
         let mut freed = Vec::new();
         punch(&mut after, first_whole, end_whole, &mut freed);
-        let time = now();
+        let time = Timestamp::now();
         // The size writes not yet written back gave the file goes into this
         // transaction: the punch may drop the very pages that carried it,
         // and with them the writeback that would have recorded it.
@@ -1976,16 +1975,6 @@ fn checked_end(offset: u64, length: u64) -> FileResult<u64> {
         .checked_add(length)
         .filter(|&end| end <= MAX_FILE_BYTES)
         .ok_or(FileError::TooLarge { offset, length })
-}
-
-fn now() -> Timestamp {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp {
-        seconds: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
-        nanoseconds: since.subsec_nanos(),
-    }
 }
 
 /// A failed writeback transaction's errno for the error words: `ENOSPC`

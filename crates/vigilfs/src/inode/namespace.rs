@@ -52,7 +52,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
@@ -231,16 +230,6 @@ pub struct Namespace {
 impl std::fmt::Debug for Namespace {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.debug_struct("Namespace").finish_non_exhaustive()
-    }
-}
-
-fn now() -> Timestamp {
-    match SystemTime::now().duration_since(UNIX_EPOCH) {
-        Ok(since) => Timestamp {
-            seconds: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
-            nanoseconds: since.subsec_nanos(),
-        },
-        Err(_) => Timestamp::default(),
     }
 }
 
@@ -681,7 +670,7 @@ impl Namespace {
         let _writer = self.lock();
         let mut transaction = self.metadata.trees.transaction();
         let mut record = require_inode(&transaction, ino)?;
-        let time = now();
+        let time = Timestamp::now();
         let resolve = |set: SetTime| match set {
             SetTime::Now => time,
             SetTime::At(at) => at,
@@ -896,7 +885,7 @@ impl Namespace {
         counters.extend_from_slice(&generation.wrapping_add(1).to_le_bytes());
         transaction.put(TreeId::Meta, COUNTERS_KEY, &counters)?;
 
-        let time = now();
+        let time = Timestamp::now();
         let is_directory = new.kind == FileType::Directory;
         let record = InodeRecord {
             mode: new.kind.mode_bits() | (new.permissions & 0o7777),
@@ -950,7 +939,7 @@ impl Namespace {
         let key = probe.free.ok_or_else(|| {
             NamespaceError::NoSpace("every collision index of the name's hash is taken".into())
         })?;
-        let time = now();
+        let time = Timestamp::now();
         record.nlink = record
             .nlink
             .checked_add(1)
@@ -985,7 +974,7 @@ impl Namespace {
         if dirent.file_type == FileType::Directory {
             return Err(NamespaceError::IsADirectory);
         }
-        let time = now();
+        let time = Timestamp::now();
         let mut freed = Vec::new();
         transaction.delete(TreeId::Dirents, &key.encode())?;
         let open = self.is_open(dirent.child);
@@ -1010,7 +999,7 @@ impl Namespace {
         if !is_empty_directory(&transaction, dirent.child)? {
             return Err(NamespaceError::NotEmpty);
         }
-        let time = now();
+        let time = Timestamp::now();
         transaction.delete(TreeId::Dirents, &key.encode())?;
         drop_link(&mut transaction, dirent.child, time, false, &mut Vec::new())?;
         touch_directory(&mut transaction, parent, -1, time)?;
@@ -1047,7 +1036,7 @@ impl Namespace {
                 "a directory cannot move into itself",
             ));
         }
-        let time = now();
+        let time = Timestamp::now();
         let mut freed = Vec::new();
 
         if flags.exchange {

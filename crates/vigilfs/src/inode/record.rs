@@ -148,6 +148,19 @@ pub struct Timestamp {
     pub nanoseconds: u32,
 }
 
+impl Timestamp {
+    /// The current time (the epoch if the clock is before it).
+    pub fn now() -> Timestamp {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp {
+            seconds: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+            nanoseconds: since.subsec_nanos(),
+        }
+    }
+}
+
 /// An inode's attributes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InodeRecord {

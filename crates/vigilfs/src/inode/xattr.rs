@@ -45,7 +45,6 @@
 //! here: the caller checks [`permission`](super::permission) first.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
@@ -165,16 +164,6 @@ pub struct Xattrs {
 impl std::fmt::Debug for Xattrs {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.debug_struct("Xattrs").finish_non_exhaustive()
-    }
-}
-
-fn now() -> Timestamp {
-    match SystemTime::now().duration_since(UNIX_EPOCH) {
-        Ok(since) => Timestamp {
-            seconds: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
-            nanoseconds: since.subsec_nanos(),
-        },
-        Err(_) => Timestamp::default(),
     }
 }
 
@@ -336,7 +325,7 @@ impl Xattrs {
             return Err(XattrError::NoData);
         }
         transaction.put(TreeId::Xattrs, &key, &encode_value(value))?;
-        record.ctime = now();
+        record.ctime = Timestamp::now();
         transaction.put(TreeId::Inodes, &inode_key(ino), &record.encode())?;
         transaction.commit()?;
         Ok(())
@@ -385,7 +374,7 @@ impl Xattrs {
             return Err(XattrError::NoData);
         }
         transaction.delete(TreeId::Xattrs, &key)?;
-        record.ctime = now();
+        record.ctime = Timestamp::now();
         transaction.put(TreeId::Inodes, &inode_key(ino), &record.encode())?;
         transaction.commit()?;
         Ok(())
