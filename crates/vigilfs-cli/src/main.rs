@@ -104,6 +104,11 @@ enum Command {
     ///   writeback_interval=SECONDS   background writeback period (default 5)
     ///   threads=N             FUSE worker threads
     ///   allow_other           let other users use the mount
+    ///   nokeep_cache          drop the kernel's cached pages of a file at
+    ///                         each open (default: keep_cache, kept)
+    ///   attr_timeout=SECONDS, entry_timeout=SECONDS
+    ///                         how long the kernel trusts attributes and
+    ///                         names (default 1)
     ///   rw, dev, suid, exec, nodev, nosuid, noexec, auto, noauto, user,
     ///   nouser, defaults, _netdev (and atime options, x-*): accepted, ignored
     /// An unknown option is an error (exit status 2).

@@ -299,6 +299,9 @@ pub fn fuse_config(settings: &MountSettings, image: &Path) -> vigilfs_fuse::Moun
         } else {
             defaults.allow_other
         },
+        keep_cache: settings.keep_cache.unwrap_or(defaults.keep_cache),
+        attr_ttl: settings.attr_timeout.unwrap_or(defaults.attr_ttl),
+        entry_ttl: settings.entry_timeout.unwrap_or(defaults.entry_ttl),
         source: Some(image.display().to_string()),
         ..defaults
     }

@@ -2,7 +2,8 @@
 //!
 //! vigilfs options: `ro`, `rw`, `errors=continue|remount-ro|panic`,
 //! `cache=SIZE`, `dirty=SIZE`, `writeback_interval=SECONDS`, `threads=N`,
-//! `allow_other`. Generic options mount(8) and mount.fuse3 pass along are
+//! `allow_other`, `keep_cache`/`nokeep_cache`, `attr_timeout=SECONDS`,
+//! `entry_timeout=SECONDS`. Generic options mount(8) and mount.fuse3 pass along are
 //! accepted and ignored: `dev`, `nodev`, `suid`, `nosuid`, `exec`,
 //! `noexec`, `auto`, `noauto`, `user`, `nouser`, `users`, `defaults`,
 //! `_netdev`, `nofail`, the atime family, `x-*` and `comment=*`, and
@@ -31,6 +32,13 @@ pub struct MountSettings {
     pub threads: Option<usize>,
     /// `allow_other`.
     pub allow_other: bool,
+    /// `keep_cache` / `nokeep_cache`: keep the kernel's page cache of a
+    /// file across opens.
+    pub keep_cache: Option<bool>,
+    /// `attr_timeout=`: how long the kernel trusts attributes.
+    pub attr_timeout: Option<Duration>,
+    /// `entry_timeout=`: how long the kernel trusts names.
+    pub entry_timeout: Option<Duration>,
 }
 
 const IGNORED: &[&str] = &[
@@ -71,6 +79,25 @@ fn size(key: &str, value: &str) -> Result<u64, String> {
         .map_err(|error| format!("option {key}={value}: {error}"))
 }
 
+/// A duration in seconds (fractions allowed) up to a day; zero only if
+/// `zero_allowed`.
+fn seconds(key: &str, value: &str, zero_allowed: bool) -> Result<Duration, String> {
+    value
+        .parse()
+        .ok()
+        .filter(|seconds: &f64| seconds.is_finite() && *seconds <= 86_400.0)
+        .filter(|seconds| *seconds > 0.0 || (zero_allowed && *seconds == 0.0))
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| {
+            let least = if zero_allowed {
+                "0 or more"
+            } else {
+                "more than 0"
+            };
+            format!("option {key}={value}: give seconds, {least} and at most 86400")
+        })
+}
+
 /// Parses every `-o` argument (each a comma-separated list).
 pub fn parse<S: AsRef<str>>(arguments: &[S]) -> Result<MountSettings, String> {
     let mut settings = MountSettings::default();
@@ -99,19 +126,16 @@ pub fn parse<S: AsRef<str>>(arguments: &[S]) -> Result<MountSettings, String> {
                 ("cache", Some(value)) => settings.cache_bytes = Some(size(key, value)?),
                 ("dirty", Some(value)) => settings.dirty_bytes = Some(size(key, value)?),
                 ("writeback_interval", Some(value)) => {
-                    let seconds: f64 = value
-                        .parse()
-                        .ok()
-                        .filter(|seconds: &f64| seconds.is_finite() && *seconds > 0.0)
-                        .filter(|seconds| *seconds <= 86_400.0)
-                        .ok_or_else(|| {
-                            format!(
-                                "option writeback_interval={value}: give seconds, \
-                                 more than 0 and at most 86400"
-                            )
-                        })?;
-                    settings.writeback_interval = Some(Duration::from_secs_f64(seconds));
+                    settings.writeback_interval = Some(seconds(key, value, false)?);
                 }
+                ("attr_timeout", Some(value)) => {
+                    settings.attr_timeout = Some(seconds(key, value, true)?);
+                }
+                ("entry_timeout", Some(value)) => {
+                    settings.entry_timeout = Some(seconds(key, value, true)?);
+                }
+                ("keep_cache", None) => settings.keep_cache = Some(true),
+                ("nokeep_cache", None) => settings.keep_cache = Some(false),
                 ("threads", Some(value)) => {
                     let threads = value
                         .parse::<usize>()
@@ -129,8 +153,9 @@ pub fn parse<S: AsRef<str>>(arguments: &[S]) -> Result<MountSettings, String> {
                     return Err(format!(
                         "unknown mount option `{option}` (vigilfs takes ro, rw, \
                          errors=continue|remount-ro|panic, cache=SIZE, dirty=SIZE, \
-                         writeback_interval=SECONDS, threads=N, allow_other, and the \
-                         generic options of mount(8))"
+                         writeback_interval=SECONDS, threads=N, allow_other, \
+                         keep_cache, nokeep_cache, attr_timeout=SECONDS, \
+                         entry_timeout=SECONDS, and the generic options of mount(8))"
                     ))
                 }
             }
@@ -160,6 +185,7 @@ mod tests {
                 writeback_interval: Some(Duration::from_millis(500)),
                 threads: Some(4),
                 allow_other: true,
+                ..MountSettings::default()
             }
         );
     }
@@ -183,6 +209,19 @@ mod tests {
         assert!(parse(&["cache=lots"]).is_err());
         assert!(parse(&["threads=0"]).is_err());
         assert!(parse(&["writeback_interval=-1"]).is_err());
+        assert!(parse(&["writeback_interval=0"]).is_err());
+        assert!(parse(&["attr_timeout=-1"]).is_err());
+        assert!(parse(&["entry_timeout=forever"]).is_err());
         assert!(parse(&["ro=1"]).is_err());
+    }
+
+    #[test]
+    fn kernel_cache_options_are_parsed() {
+        let settings = parse(&["nokeep_cache,attr_timeout=0,entry_timeout=2.5"]).unwrap();
+        assert_eq!(settings.keep_cache, Some(false));
+        assert_eq!(settings.attr_timeout, Some(Duration::ZERO));
+        assert_eq!(settings.entry_timeout, Some(Duration::from_millis(2500)));
+        assert_eq!(parse(&["keep_cache"]).unwrap().keep_cache, Some(true));
+        assert_eq!(parse(&["ro"]).unwrap().keep_cache, None);
     }
 }

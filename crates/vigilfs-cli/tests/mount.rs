@@ -1039,7 +1039,8 @@ for step in range(count):
         try:
             os.mkdir(directory)
             open(os.path.join(directory, f"w{worker}"), "w").close()
-        except FileExistsError:
+        except (FileExistsError, FileNotFoundError):
+            # Another worker made it, or removed it in between.
             pass
         try:
             for entry in os.listdir(directory):

@@ -25,7 +25,9 @@
 //!   `flush` keeps errors for fsync, as Linux local filesystems do.
 //!
 //! Caching: the kernel caches entries and attributes for the TTLs given
-//! at mount (1 s by default). Every change goes through this mount's
+//! at mount (1 s by default), and keeps a file's pages across opens
+//! (`FOPEN_KEEP_CACHE`, unless turned off; bench/RESULTS.md has the
+//! measurement that chose it). Every change goes through this mount's
 //! kernel, which updates or invalidates its own cache for the changes it
 //! makes (it refreshes the size and times after writes, drops the page
 //! cache range of a hole punch, re-reads attributes after setattr), so no
@@ -113,6 +115,8 @@ pub(crate) struct Adapter {
     filesystem: Arc<Filesystem>,
     entry_ttl: Duration,
     attr_ttl: Duration,
+    /// What open and create reply: `FOPEN_KEEP_CACHE` or nothing.
+    open_flags: FopenFlags,
 }
 
 fn errno(error: &FsError) -> Errno {
@@ -136,11 +140,17 @@ impl Adapter {
         filesystem: Arc<Filesystem>,
         entry_ttl: Duration,
         attr_ttl: Duration,
+        keep_cache: bool,
     ) -> Adapter {
         Adapter {
             filesystem,
             entry_ttl,
             attr_ttl,
+            open_flags: if keep_cache {
+                FopenFlags::FOPEN_KEEP_CACHE
+            } else {
+                FopenFlags::empty()
+            },
         }
     }
 
@@ -377,15 +387,13 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn open(&self, request: &Request, ino: INodeNo, flags: FuseOpenFlags, reply: ReplyOpen) {
-        // No FOPEN_KEEP_CACHE: the kernel drops its cached pages of the
-        // file at each open, the conservative choice (nothing can change
-        // the file behind the kernel today, but the engine may evict or
-        // poison pages, and a read must then come here to see it).
+        // FOPEN_KEEP_CACHE unless configured off (MountConfig::keep_cache):
+        // nothing changes a file behind this mount's kernel.
         match self
             .filesystem
             .open(ino.0, OpenFlags::from_libc(flags.0), &caller(request))
         {
-            Ok(handle) => reply.opened(FileHandle(handle), FopenFlags::empty()),
+            Ok(handle) => reply.opened(FileHandle(handle), self.open_flags),
             Err(error) => reply.error(errno(&error)),
         }
     }
@@ -662,7 +670,7 @@ impl fuser::Filesystem for Adapter {
                 &convert::file_attr(&attr),
                 generation(&attr),
                 FileHandle(handle),
-                FopenFlags::empty(),
+                self.open_flags,
             ),
             Err(error) => reply.error(errno(&error)),
         }

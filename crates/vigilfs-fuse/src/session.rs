@@ -54,6 +54,12 @@ pub struct MountConfig {
     pub entry_ttl: Duration,
     /// How long the kernel may trust an inode's attributes without asking.
     pub attr_ttl: Duration,
+    /// Let the kernel keep a file's cached pages across opens
+    /// (`FOPEN_KEEP_CACHE`). Every change reaches the engine through this
+    /// mount's kernel, which keeps its own cache right, so the pages stay
+    /// valid; without it each open drops them and reads go to the daemon
+    /// again.
+    pub keep_cache: bool,
     /// What the kernel shows as the mount's source (in `/proc/mounts`,
     /// `df`): the image path, say. `None`, or a name a mount option cannot
     /// carry (with a comma), shows `vigilfs`.
@@ -72,6 +78,7 @@ impl Default for MountConfig {
             allow_other: None,
             entry_ttl: Duration::from_secs(1),
             attr_ttl: Duration::from_secs(1),
+            keep_cache: true,
             source: None,
         }
     }
@@ -151,7 +158,12 @@ pub fn mount(
     fuser_config.n_threads = Some(config.threads);
     fuser_config.clone_fd = true;
 
-    let adapter = Adapter::new(filesystem, config.entry_ttl, config.attr_ttl);
+    let adapter = Adapter::new(
+        filesystem,
+        config.entry_ttl,
+        config.attr_ttl,
+        config.keep_cache,
+    );
     let session = Session::new(adapter, &mountpoint, &fuser_config).map_err(|error| {
         io::Error::new(
             error.kind(),
