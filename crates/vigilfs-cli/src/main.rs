@@ -104,6 +104,10 @@ enum Command {
     ///   writeback_interval=SECONDS   background writeback period (default 5)
     ///   threads=N             FUSE worker threads
     ///   allow_other           let other users use the mount
+    ///   fsync_errors=until-durable|once
+    ///                         while writeback keeps failing, fsync returns
+    ///                         EIO until the data is durable (default), or
+    ///                         once per open file as Linux does
     ///   nokeep_cache          drop the kernel's cached pages of a file at
     ///                         each open (default: keep_cache, kept)
     ///   attr_timeout=SECONDS, entry_timeout=SECONDS

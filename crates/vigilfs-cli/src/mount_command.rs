@@ -282,6 +282,7 @@ fn mount_options(settings: &MountSettings) -> MountOptions {
             .unwrap_or(defaults.writeback_interval),
         dirty_limit_bytes: settings.dirty_bytes.unwrap_or(defaults.dirty_limit_bytes),
         cache_bytes: settings.cache_bytes.unwrap_or(defaults.cache_bytes),
+        fsync_errors: settings.fsync_errors.unwrap_or(defaults.fsync_errors),
         ..defaults
     }
 }

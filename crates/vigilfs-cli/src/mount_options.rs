@@ -2,7 +2,7 @@
 //!
 //! vigilfs options: `ro`, `rw`, `errors=continue|remount-ro|panic`,
 //! `cache=SIZE`, `dirty=SIZE`, `writeback_interval=SECONDS`, `threads=N`,
-//! `allow_other`, `keep_cache`/`nokeep_cache`, `attr_timeout=SECONDS`,
+//! `allow_other`, `fsync_errors=until-durable|once`, `keep_cache`/`nokeep_cache`, `attr_timeout=SECONDS`,
 //! `entry_timeout=SECONDS`. Generic options mount(8) and mount.fuse3 pass along are
 //! accepted and ignored: `dev`, `nodev`, `suid`, `nosuid`, `exec`,
 //! `noexec`, `auto`, `noauto`, `user`, `nouser`, `users`, `defaults`,
@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use vigilfs::format::ErrorsPolicy;
+use vigilfs::inode::FsyncErrors;
 
 use crate::size::ByteSize;
 
@@ -39,6 +40,8 @@ pub struct MountSettings {
     pub attr_timeout: Option<Duration>,
     /// `entry_timeout=`: how long the kernel trusts names.
     pub entry_timeout: Option<Duration>,
+    /// `fsync_errors=until-durable|once`.
+    pub fsync_errors: Option<FsyncErrors>,
 }
 
 const IGNORED: &[&str] = &[
@@ -134,6 +137,17 @@ pub fn parse<S: AsRef<str>>(arguments: &[S]) -> Result<MountSettings, String> {
                 ("entry_timeout", Some(value)) => {
                     settings.entry_timeout = Some(seconds(key, value, true)?);
                 }
+                ("fsync_errors", Some(value)) => {
+                    settings.fsync_errors = Some(match value {
+                        "until-durable" => FsyncErrors::UntilDurable,
+                        "once" => FsyncErrors::Once,
+                        _ => {
+                            return Err(format!(
+                                "option fsync_errors={value}: use until-durable or once"
+                            ))
+                        }
+                    });
+                }
                 ("keep_cache", None) => settings.keep_cache = Some(true),
                 ("nokeep_cache", None) => settings.keep_cache = Some(false),
                 ("threads", Some(value)) => {
@@ -154,7 +168,8 @@ pub fn parse<S: AsRef<str>>(arguments: &[S]) -> Result<MountSettings, String> {
                         "unknown mount option `{option}` (vigilfs takes ro, rw, \
                          errors=continue|remount-ro|panic, cache=SIZE, dirty=SIZE, \
                          writeback_interval=SECONDS, threads=N, allow_other, \
-                         keep_cache, nokeep_cache, attr_timeout=SECONDS, \
+                         fsync_errors=until-durable|once, keep_cache, nokeep_cache, \
+                         attr_timeout=SECONDS, \
                          entry_timeout=SECONDS, and the generic options of mount(8))"
                     ))
                 }
@@ -223,5 +238,18 @@ mod tests {
         assert_eq!(settings.entry_timeout, Some(Duration::from_millis(2500)));
         assert_eq!(parse(&["keep_cache"]).unwrap().keep_cache, Some(true));
         assert_eq!(parse(&["ro"]).unwrap().keep_cache, None);
+    }
+
+    #[test]
+    fn fsync_error_reporting_is_parsed() {
+        assert_eq!(
+            parse(&["fsync_errors=once"]).unwrap().fsync_errors,
+            Some(FsyncErrors::Once)
+        );
+        assert_eq!(
+            parse(&["fsync_errors=until-durable"]).unwrap().fsync_errors,
+            Some(FsyncErrors::UntilDurable)
+        );
+        assert!(parse(&["fsync_errors=sometimes"]).is_err());
     }
 }

@@ -1089,3 +1089,76 @@ print(f"worker {worker}: {count} operations, {len(model)} files")
     let fsck = vigilfs(&["fsck", scratch.img()]);
     assert_eq!(fsck.status.code(), Some(0), "{}", text(&fsck.stdout));
 }
+
+/// Three descriptors, data writes failing (`vigilfs inject --fail-writes
+/// --class data`), every fsync checked; `close()` reports nothing.
+fn generic_441_data_writes(options: &[&str]) -> Vec<Vec<Option<i32>>> {
+    let scratch = Scratch::new();
+    let mut arguments = vec!["--size", "64M", "-o"];
+    arguments.extend_from_slice(options);
+    let pid = scratch.mount(&arguments);
+    let path = scratch.at("shared");
+    let descriptors: Vec<File> = (0..3)
+        .map(|_| {
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .unwrap()
+        })
+        .collect();
+    for (index, file) in descriptors.iter().enumerate() {
+        file.write_all_at(&[index as u8 + 1; 4096], index as u64 * 4096)
+            .unwrap();
+    }
+    scratch.inject(&["--fail-writes", "--class", "data"]);
+    // Per descriptor: two fsyncs while failing, two after the fault is gone.
+    let mut seen: Vec<Vec<Option<i32>>> = descriptors
+        .iter()
+        .map(|file| vec![errno_of(file.sync_all()), errno_of(file.sync_all())])
+        .collect();
+    scratch.inject(&["--clear"]);
+    for (file, outcomes) in descriptors.iter().zip(&mut seen) {
+        outcomes.push(errno_of(file.sync_all()));
+        outcomes.push(errno_of(file.sync_all()));
+    }
+    for file in descriptors {
+        // close(2) returns 0: an error once reported is not reported again.
+        // SAFETY: the descriptor is owned here and closed exactly once.
+        let closed = unsafe { libc::close(std::os::fd::IntoRawFd::into_raw_fd(file)) };
+        assert_eq!(closed, 0, "close reported an error");
+    }
+    let mut expected = vec![1u8; 4096];
+    expected.extend_from_slice(&[2u8; 4096]);
+    expected.extend_from_slice(&[3u8; 4096]);
+    assert_eq!(fs::read(&path).unwrap(), expected, "the data was kept");
+    scratch.umount(pid);
+    seen
+}
+
+#[test]
+fn generic_441_data_only_fsync_fails_until_the_data_is_durable() {
+    if fuse_missing("generic_441_data_only_fsync_fails_until_the_data_is_durable") {
+        return;
+    }
+    let eio = Some(libc::EIO);
+    for (index, outcomes) in generic_441_data_writes(&["errors=continue"])
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(outcomes, &[eio, eio, None, None], "descriptor {index}");
+    }
+}
+
+#[test]
+fn generic_441_data_only_with_fsync_errors_once_reports_once_per_descriptor() {
+    if fuse_missing("generic_441_data_only_with_fsync_errors_once_reports_once_per_descriptor") {
+        return;
+    }
+    let eio = Some(libc::EIO);
+    let options = ["errors=continue,fsync_errors=once"];
+    for (index, outcomes) in generic_441_data_writes(&options).iter().enumerate() {
+        assert_eq!(outcomes, &[eio, None, None, None], "descriptor {index}");
+    }
+}

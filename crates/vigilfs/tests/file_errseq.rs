@@ -7,7 +7,7 @@ mod common;
 
 use common::{create, errno, extents, pattern, Fixture};
 use vigilfs::device::{BlockDevice, Errno, FaultRule, IoClass, Operations};
-use vigilfs::inode::{FileError, Files, Namespace, PAGE_BYTES};
+use vigilfs::inode::{FileError, Files, FsyncErrors, Namespace, PAGE_BYTES};
 
 #[test]
 fn write_fsync_read_overwrite_and_remount() {
@@ -167,6 +167,40 @@ fn fsync_never_succeeds_while_the_retry_fails() {
     // A handle opened after the report starts past it.
     let mut late = files.open(ino).unwrap();
     files.fsync(&mut late).unwrap();
+    fixture.assert_fsck_clean(&metadata);
+}
+
+/// With `FsyncErrors::Once` (Linux's reporting): each handle hears of the
+/// failure once, later fsyncs return 0 while the same pages keep failing,
+/// the pages are kept, and the retry after the device recovers makes them
+/// durable.
+#[test]
+fn with_fsync_errors_once_each_handle_hears_once_then_zero_while_failing() {
+    let fixture = Fixture::new();
+    let metadata = fixture.mount();
+    let ino = create(&metadata, b"linux-like");
+    let files = fixture.files(&metadata);
+    files.set_fsync_errors(FsyncErrors::Once);
+    let mut first = files.open(ino).unwrap();
+    let mut second = files.open(ino).unwrap();
+    let rule = fixture.fail_data_writes();
+    files.write(&first, 0, b"kept though failing").unwrap();
+    assert_eq!(errno(files.fsync(&mut first)), libc::EIO);
+    files.fsync(&mut first).unwrap();
+    assert_eq!(errno(files.fsync(&mut second)), libc::EIO);
+    files.fsync(&mut second).unwrap();
+    // Still dirty, still failing, still readable.
+    assert_eq!(errno(files.peek_error(ino)), libc::EIO);
+    assert_eq!(files.read(&first, 0, 100).unwrap(), b"kept though failing");
+    fixture.plan.remove_rule(rule);
+    files.fsync(&mut first).unwrap();
+    files.fsync(&mut second).unwrap();
+    drop((first, second, files));
+    drop(metadata);
+    let metadata = fixture.mount();
+    let files = fixture.files(&metadata);
+    let handle = files.open(ino).unwrap();
+    assert_eq!(files.read(&handle, 0, 100).unwrap(), b"kept though failing");
     fixture.assert_fsck_clean(&metadata);
 }
 

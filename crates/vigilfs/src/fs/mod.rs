@@ -73,8 +73,8 @@ use crate::format::{
 use crate::inode::{
     check_access, check_setattr, check_sticky_delete, check_xattr_access, kill_suid_on_write,
     new_inode_owner, xattr_listable, Access, Caller, FallocateMode, FileError, FileType, Files,
-    InodeRecord, Namespace, RenameFlags, Seek, SetAttr, SetAttrRequest, SetTime, TimeChange,
-    XattrFlags, Xattrs, ROOT_INO,
+    FsyncErrors, InodeRecord, Namespace, RenameFlags, Seek, SetAttr, SetAttrRequest, SetTime,
+    TimeChange, XattrFlags, Xattrs, ROOT_INO,
 };
 use crate::journal::JournalStatus;
 use crate::metadata::Metadata;
@@ -93,6 +93,9 @@ pub struct MountOptions {
     pub dirty_limit_bytes: u64,
     /// Clean cached data above which the oldest clean pages are evicted.
     pub cache_bytes: u64,
+    /// What fsync reports while writeback keeps failing: until the data
+    /// is durable (the default) or once per open file, as Linux.
+    pub fsync_errors: FsyncErrors,
     /// Check permissions with Linux's rules (a transport that lets the
     /// kernel check them may turn this off; checking twice is harmless).
     pub check_permissions: bool,
@@ -106,6 +109,7 @@ impl Default for MountOptions {
             writeback_interval: Duration::from_secs(5),
             dirty_limit_bytes: 64 << 20,
             cache_bytes: 256 << 20,
+            fsync_errors: FsyncErrors::UntilDurable,
             check_permissions: true,
         }
     }
@@ -440,6 +444,7 @@ impl Filesystem {
         let metadata = Arc::new(Metadata::open_default(Arc::clone(&device), &superblock)?);
         let files = Files::new(Arc::clone(&device), &superblock, Arc::clone(&metadata))?;
         files.set_cache_budget(options.cache_bytes);
+        files.set_fsync_errors(options.fsync_errors);
         let namespace = Namespace::new(Arc::clone(&metadata));
         let xattrs = Xattrs::new(Arc::clone(&metadata));
         let orphans_purged = if options.read_only {

@@ -114,12 +114,15 @@
 //!    again on pages that all failed before does not set the words again
 //!    (the same loss must not be reported twice to a handle that already
 //!    heard of it). Rewriting a page makes its contents new again.
-//! 4. An fsync (or syncfs) whose own writeback failed returns the error even
-//!    when its cursor had already heard of it: **fsync never returns success
-//!    while data that was dirty when it started is not durable**. Linux, which
-//!    drops the pages, returns 0 on a second fsync at this point; here the
-//!    data is still dirty, so 0 would be a lie. The cursor is advanced all
-//!    the same.
+//! 4. By default ([`FsyncErrors::UntilDurable`]) an fsync (or syncfs) whose
+//!    own writeback failed returns the error even when its cursor had
+//!    already heard of it: **fsync never returns success while data that
+//!    was dirty when it started is not durable**. Linux, which drops the
+//!    pages, returns 0 on a second fsync at this point; here the data is
+//!    still dirty, so 0 would be a lie. The cursor is advanced all the same.
+//!    [`FsyncErrors::Once`] reports as Linux does (once per handle, then 0
+//!    while the same pages keep failing), for programs tested against
+//!    Linux's behaviour; the pages are still kept and retried.
 //!
 //! So each handle's fsync returns `EIO` once for a failure, and once the
 //! device works again the next fsync retries the pages and returns 0
@@ -185,6 +188,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::ops::BitOr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use errseq::{ErrSeq, Errno, Since};
@@ -724,6 +728,22 @@ pub struct Files {
     fs_errseq: ErrSeq,
     cache: Mutex<Cache>,
     on_failure: OnceLock<FailureListener>,
+    /// [`FsyncErrors::Once`] when set.
+    report_once: AtomicBool,
+}
+
+/// What fsync and syncfs report while the writeback of the same pages
+/// keeps failing (see the module comment's error policy).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FsyncErrors {
+    /// Every fsync whose own writeback fails returns the error: success
+    /// only once the data is durable (PostgreSQL's lesson). The default.
+    #[default]
+    UntilDurable,
+    /// As Linux: each error once per open file description; while the same
+    /// pages keep failing, later fsyncs return 0. The pages still stay
+    /// dirty and are retried (Linux drops them).
+    Once,
 }
 
 /// Told of each new writeback failure: the inode, the errno, and the first
@@ -767,7 +787,14 @@ impl Files {
                 },
             }),
             on_failure: OnceLock::new(),
+            report_once: AtomicBool::new(false),
         })
+    }
+
+    /// Sets what fsync and syncfs report while writeback keeps failing.
+    pub fn set_fsync_errors(&self, policy: FsyncErrors) {
+        self.report_once
+            .store(policy == FsyncErrors::Once, Ordering::Relaxed);
     }
 
     /// Sets who is told of each new writeback failure (once per failure
@@ -1450,9 +1477,18 @@ impl Files {
         let state = self.state(inodes, handle.ino)?;
         let written = self.writeback_inode(handle.ino, state, accounting);
         let reported = state.errseq.check_and_advance(&mut handle.cursor);
+        // With FsyncErrors::Once, a failure of pages whose failure is in
+        // the error word is reported through the word alone (once per
+        // handle); a failure that never reached it (an inode-record update
+        // with no pages) is still returned.
+        let in_error_word = !state.failed.is_empty();
         evict_over_budget(&mut cache);
         drop(cache);
-        written.map_err(FileError::Writeback)?;
+        if let Err(errno) = written {
+            if !(self.report_once.load(Ordering::Relaxed) && in_error_word) {
+                return Err(FileError::Writeback(errno));
+            }
+        }
         reported.map_err(FileError::Writeback)
     }
 
@@ -1475,7 +1511,9 @@ impl Files {
         let flushed = self.metadata.journal.flush();
         let reported = self.fs_errseq.check_and_advance(cursor);
         if let Some(errno) = summary.first_error {
-            return Err(FileError::Writeback(errno));
+            if !self.report_once.load(Ordering::Relaxed) {
+                return Err(FileError::Writeback(errno));
+            }
         }
         flushed?;
         reported.map_err(FileError::Writeback)

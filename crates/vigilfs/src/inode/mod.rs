@@ -22,8 +22,8 @@ mod record;
 mod xattr;
 
 pub use file::{
-    CacheStats, FailureListener, FallocateMode, FileError, FileResult, Files, Handle, Seek,
-    WritebackSummary, DEFAULT_CACHE_BUDGET, PAGE_BYTES,
+    CacheStats, FailureListener, FallocateMode, FileError, FileResult, Files, FsyncErrors, Handle,
+    Seek, WritebackSummary, DEFAULT_CACHE_BUDGET, PAGE_BYTES,
 };
 pub use namespace::{
     DirCookie, DirEntry, Namespace, NamespaceError, NamespaceResult, RenameFlags, SetAttr, SetTime,
