@@ -5,10 +5,15 @@
 #   fuse2fs      (fuse2fs on an ext4 image file in the same tmpfs)
 #   passthrough  (libfuse's passthrough_ll example over a tmpfs directory)
 # in one run, side by side, medians of RUNS runs; prints a markdown table
-# with each result as a ratio to ext4-loop and to passthrough.
+# with each result as a ratio to ext4-loop and to passthrough. Besides fio
+# and the small-file script: SQLite (WAL, synchronous=FULL) transactions/s
+# and pgbench tps (PostgreSQL's own server, data directory on the mount,
+# 2 clients).
 #
 # Usage: sudo bash bench/mount.sh [RUNS]    (default 3)
-# Needs root, /dev/fuse, fio, fuse3, fuse2fs, libfuse3-dev, gcc, pkg-config.
+# Needs root, /dev/fuse, fio, fuse3, fuse2fs, libfuse3-dev, gcc, pkg-config,
+# python3 with sqlite3, and PostgreSQL's server binaries (package
+# postgresql: initdb, pg_ctl, pgbench) and its `postgres` user.
 set -euo pipefail
 
 runs=${1:-3}
@@ -55,7 +60,7 @@ mount_system() {
             fuse2fs -o rw,allow_other "$work/tmpfs/fuse2fs.img" "$mountpoint" ;;
         passthrough)
             rm -rf "$work/tmpfs/passthrough"; mkdir -p "$work/tmpfs/passthrough"
-            "$work/passthrough_ll" -o source="$work/tmpfs/passthrough" "$mountpoint" ;;
+            "$work/passthrough_ll" -o source="$work/tmpfs/passthrough",allow_other "$mountpoint" ;;
     esac
     mounts+=("$mountpoint")
 }
@@ -114,6 +119,40 @@ print(f"{create:.1f} {stat:.1f} {unlink:.1f}")
 PY
 }
 
+sqlite_tps() { # directory → transactions/s
+    python3 - "$1" <<'PY'
+import os, sqlite3, sys, time
+path = os.path.join(sys.argv[1], "bench.sqlite")
+db = sqlite3.connect(path, isolation_level=None)
+db.execute("PRAGMA journal_mode=WAL")
+db.execute("PRAGMA synchronous=FULL")
+db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, payload BLOB)")
+count = 3000
+started = time.perf_counter()
+for at in range(count):
+    db.execute("BEGIN")
+    db.execute("INSERT INTO t (payload) VALUES (?)", (os.urandom(200),))
+    db.execute("COMMIT")
+print(f"{count / (time.perf_counter() - started):.1f}")
+db.close()
+PY
+}
+
+pgbench_tps() { # directory → tps (2 clients, 20 s)
+    local data="$1/pgdata" log="/tmp/vigilfs-bench-pg.$$.log" bin
+    bin=$(ls -d /usr/lib/postgresql/*/bin | tail -1)
+    mkdir -p "$data" && chown postgres "$data"
+    touch "$log" && chown postgres "$log"
+    runuser -u postgres -- "$bin/initdb" -D "$data" -A trust >/dev/null
+    runuser -u postgres -- "$bin/pg_ctl" -D "$data" -o "-k /tmp -p 54329 -c listen_addresses=''" \
+        -l "$log" -w start >/dev/null
+    runuser -u postgres -- "$bin/pgbench" -h /tmp -p 54329 -i -s 5 postgres >/dev/null 2>&1
+    runuser -u postgres -- "$bin/pgbench" -h /tmp -p 54329 -c 2 -j 2 -T 20 postgres 2>/dev/null |
+        awk '/^tps/ { print $3; exit }'
+    runuser -u postgres -- "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null
+    rm -rf "$data" "$log"
+}
+
 results="$work/results"
 : > "$results"
 systems=(vigilfs ext4-loop fuse2fs passthrough)
@@ -135,6 +174,9 @@ for run in $(seq 1 "$runs"); do
         echo "$system stat_per_s $stat" >> "$results"
         echo "$system unlink_per_s $unlink" >> "$results"
         rm -f "$directory"/seq* "$directory"/rand* "$directory"/randw*
+        echo "$system sqlite_tps $(sqlite_tps "$directory")" >> "$results"
+        rm -f "$directory"/bench.sqlite*
+        echo "$system pgbench_tps $(pgbench_tps "$directory")" >> "$results"
         unmount_system "$system"
         echo "run $run: $system done" >&2
     done
@@ -148,7 +190,7 @@ for line in open(sys.argv[1]):
     values[(system, name)].append(float(value))
 systems = ["vigilfs", "ext4-loop", "fuse2fs", "passthrough"]
 names = ["seq_write_MiBps", "seq_read_MiBps", "rand_read_iops", "rand_write_fsync_iops",
-         "create_fsync_per_s", "stat_per_s", "unlink_per_s"]
+         "create_fsync_per_s", "stat_per_s", "unlink_per_s", "sqlite_tps", "pgbench_tps"]
 print("| workload | " + " | ".join(systems) + " | vigilfs / ext4-loop | vigilfs / fuse2fs | vigilfs / passthrough |")
 print("|---|" + "---|" * (len(systems) + 3))
 for name in names:
