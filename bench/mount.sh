@@ -23,6 +23,8 @@ cargo build --release -p vigilfs-cli 2>/dev/null
 vigilfs="$here/target/release/vigilfs"
 
 work=$(mktemp -d /tmp/vigilfs-mount-bench.XXXXXX)
+# PostgreSQL runs as its own user and must reach its data directory.
+chmod 755 "$work"
 mounts=()
 cleanup() {
     for mountpoint in "${mounts[@]}"; do
