@@ -409,6 +409,31 @@ impl Shared {
         }
     }
 
+    /// What freeze and unmount leave: all dirty data written back, every
+    /// dirty b-tree node written (no journal pin but the roots record), the
+    /// superblock marked clean with the error record. On a failure the
+    /// error record is still saved if it can be.
+    fn make_clean(&self) -> FsResult<()> {
+        let outcome = (|| -> FsResult<()> {
+            if let Some(errno) = self.files.writeback_all().first_error {
+                return Err(FileError::Writeback(errno).into());
+            }
+            self.metadata
+                .trees
+                .sync()
+                .map_err(|error| FsError::File(FileError::Btree(error)))?;
+            self.metadata
+                .journal
+                .reclaim_all()
+                .map_err(|error| FsError::File(FileError::Journal(error)))?;
+            self.write_superblock(Some(FsState::Clean))
+        })();
+        if outcome.is_err() {
+            self.save_error_record();
+        }
+        outcome
+    }
+
     fn attr(&self, ino: u64, mut record: InodeRecord) -> Attr {
         if record.file_type() == FileType::Regular {
             if let Some((size, mtime)) = self.files.cached_attributes(ino) {
@@ -1202,23 +1227,7 @@ impl Filesystem {
     pub fn freeze(&self) -> FsResult<()> {
         let shared = &self.shared;
         shared.gate.begin_freeze()?;
-        let outcome = (|| -> FsResult<()> {
-            let summary = shared.files.writeback_all();
-            if let Some(errno) = summary.first_error {
-                return Err(FileError::Writeback(errno).into());
-            }
-            shared
-                .metadata
-                .trees
-                .sync()
-                .map_err(|error| FsError::File(FileError::Btree(error)))?;
-            shared
-                .metadata
-                .journal
-                .reclaim_all()
-                .map_err(|error| FsError::File(FileError::Journal(error)))?;
-            shared.write_superblock(Some(FsState::Clean))
-        })();
+        let outcome = shared.make_clean();
         let outcome = shared.observe("freeze", outcome);
         shared.gate.end_freeze(outcome.is_ok());
         outcome
@@ -1285,24 +1294,7 @@ impl Filesystem {
             let _ = shared.gate.thaw();
         }
         let result = match shared.gate.state() {
-            LifeState::Running => (|| -> FsResult<()> {
-                let summary = shared.files.writeback_all();
-                if let Some(errno) = summary.first_error {
-                    shared.save_error_record();
-                    return Err(FileError::Writeback(errno).into());
-                }
-                shared
-                    .metadata
-                    .trees
-                    .sync()
-                    .map_err(|error| FsError::File(FileError::Btree(error)))?;
-                shared
-                    .metadata
-                    .journal
-                    .reclaim_all()
-                    .map_err(|error| FsError::File(FileError::Journal(error)))?;
-                shared.write_superblock(Some(FsState::Clean))
-            })(),
+            LifeState::Running => shared.make_clean(),
             LifeState::ReadOnly(_) if shared.options.read_only => Ok(()),
             _ => {
                 shared.save_error_record();
