@@ -567,7 +567,9 @@ impl Filesystem {
     /// and search on the directory, and the sticky-bit rule).
     fn check_removal(&self, dir: u64, name: &[u8], caller: &Caller) -> FsResult<()> {
         let dir_record = self.writable_directory(dir, caller)?;
-        if self.shared.options.check_permissions {
+        // The victim matters only in a sticky directory, to non-root.
+        let sticky = dir_record.mode & libc::S_ISVTX != 0;
+        if self.shared.options.check_permissions && sticky && !caller.is_root() {
             if let Some((_, victim)) = self.shared.namespace.lookup(dir, name)? {
                 check_sticky_delete(&dir_record, &victim, caller)?;
             }

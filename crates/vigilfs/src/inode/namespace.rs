@@ -422,14 +422,7 @@ fn delete_extents(
     limit: usize,
     freed: &mut Vec<BlockRun>,
 ) -> NamespaceResult<bool> {
-    let (start, end) = ExtentKey::file_range(ino);
-    // One more than asked for: whether any remain.
-    let batch = transaction.scan(
-        TreeId::Extents,
-        &start,
-        end.as_ref().map(|end| &end[..]),
-        limit.saturating_add(1),
-    )?;
+    let batch = first_extents(transaction, ino, limit)?;
     let remain = batch.len() > limit;
     for (key, value) in batch.into_iter().take(limit) {
         let extent = Extent::decode(&value)
@@ -441,6 +434,22 @@ fn delete_extents(
     Ok(remain)
 }
 
+/// The first `limit + 1` extent records of `ino` (one more than asked
+/// for: whether more than `limit` exist).
+fn first_extents(
+    transaction: &Transaction<'_>,
+    ino: u64,
+    limit: usize,
+) -> NamespaceResult<Vec<(Vec<u8>, Vec<u8>)>> {
+    let (start, end) = ExtentKey::file_range(ino);
+    Ok(transaction.scan(
+        TreeId::Extents,
+        &start,
+        end.as_ref().map(|end| &end[..]),
+        limit.saturating_add(1),
+    )?)
+}
+
 /// Whether `ino` has more than `limit` extents: too many to delete in the
 /// transaction that drops its last link.
 fn has_more_extents_than(
@@ -448,14 +457,7 @@ fn has_more_extents_than(
     ino: u64,
     limit: usize,
 ) -> NamespaceResult<bool> {
-    let (start, end) = ExtentKey::file_range(ino);
-    let found = transaction.scan(
-        TreeId::Extents,
-        &start,
-        end.as_ref().map(|end| &end[..]),
-        limit.saturating_add(1),
-    )?;
-    Ok(found.len() > limit)
+    Ok(first_extents(transaction, ino, limit)?.len() > limit)
 }
 
 /// Deletes inode `ino` (a `kind`) and everything hanging off it: its
