@@ -6,6 +6,10 @@
 #
 # Usage: sudo bash bench/engine.sh [RUNS]   (default 3 runs; medians reported)
 # Needs root (tmpfs and loop mounts) and mkfs.ext4.
+#
+# BASELINE=PATH: also run PATH, an engine benchmark binary built from an
+# earlier commit (same benches/engine.rs), as "before" in the same runs, and
+# report this build against it.
 set -euo pipefail
 
 runs=${1:-3}
@@ -32,6 +36,9 @@ mount -o loop "$work/tmpfs/ext4.img" "$work/ext4"
 results="$work/results"
 : > "$results"
 for run in $(seq 1 "$runs"); do
+    if [ -n "${BASELINE:-}" ]; then
+        "$BASELINE" vigilfs "$work/tmpfs/vigilfs.img" | sed "s/^/before /" >> "$results"
+    fi
     "$binary" vigilfs "$work/tmpfs/vigilfs.img" | sed "s/^/vigilfs /" >> "$results"
     "$binary" posix "$work/tmpfs/plain" | sed "s/^/tmpfs /" >> "$results"
     "$binary" posix "$work/ext4" | sed "s/^/ext4-loop /" >> "$results"
@@ -46,12 +53,19 @@ for line in open(sys.argv[1]):
     system, name, value, unit = line.split()
     values[(system, name)].append(float(value))
     units[name] = unit
-names = ["seq_write", "seq_read", "random_write_fsync", "create_fsync"]
-print("| workload | unit | vigilfs | tmpfs | ext4 on loop | vigilfs / tmpfs | vigilfs / ext4 |")
-print("|---|---|---|---|---|---|---|")
+names = ["seq_write", "seq_read", "random_write_fsync", "create_fsync",
+         "parallel_write_fsync", "read_during_fsync"]
+baseline = any(system == "before" for system, _ in values)
+systems = (["before"] if baseline else []) + ["vigilfs", "tmpfs", "ext4-loop"]
+header = ["workload", "unit"] + (["vigilfs before"] if baseline else []) + [
+    "vigilfs", "tmpfs", "ext4 on loop"] + (["vigilfs / before"] if baseline else []) + [
+    "vigilfs / tmpfs", "vigilfs / ext4"]
+print("| " + " | ".join(header) + " |")
+print("|" + "---|" * len(header))
 for name in names:
-    median = {s: statistics.median(values[(s, name)]) for s in ["vigilfs", "tmpfs", "ext4-loop"]}
-    print(f"| {name} | {units[name]} | {median['vigilfs']:,.0f} | {median['tmpfs']:,.0f} | "
-          f"{median['ext4-loop']:,.0f} | {median['vigilfs']/median['tmpfs']:.2f}x | "
-          f"{median['vigilfs']/median['ext4-loop']:.2f}x |")
+    median = {s: statistics.median(values[(s, name)]) for s in systems}
+    cells = [name, units[name]] + [f"{median[s]:,.0f}" for s in systems]
+    ratios = (["before"] if baseline else []) + ["tmpfs", "ext4-loop"]
+    cells += [f"{median['vigilfs'] / median[s]:.2f}x" for s in ratios]
+    print("| " + " | ".join(cells) + " |")
 PY

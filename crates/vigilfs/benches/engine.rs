@@ -18,7 +18,12 @@
 //! * `random_write_fsync`: 4 KiB writes at random 4 KiB-aligned offsets of
 //!   a 64 MiB file, each followed by fsync (operations/s);
 //! * `create_fsync`: small files created, 4 KiB written, fsynced, closed
-//!   (files/s).
+//!   (files/s);
+//! * `parallel_write_fsync`: `random_write_fsync` in two threads at once,
+//!   each on its own 64 MiB file (operations/s, both threads together);
+//! * `read_during_fsync`: one thread fsyncs 256 MiB of fresh writes while
+//!   another reads a cached 64 MiB file over and over in 1 MiB reads; the
+//!   reader's rate while the fsync runs (MiB/s).
 //!
 //! Checksums are always on in vigilfs (every block is crc32c-verified on
 //! read and computed on writeback).
@@ -27,6 +32,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -40,6 +46,9 @@ const SEQUENTIAL_BYTES: usize = 1 << 30;
 const RANDOM_FILE_BYTES: u64 = 64 << 20;
 const RANDOM_WRITES: usize = 4000;
 const SMALL_FILES: usize = 2000;
+const PARALLEL_WRITES: usize = 2000;
+const FSYNCED_BYTES: usize = 256 << 20;
+const READER_FILE_BYTES: usize = 64 << 20;
 const IMAGE_BYTES: u64 = 3 << 30;
 
 fn report(name: &str, value: f64, unit: &str) {
@@ -170,8 +179,96 @@ fn vigilfs(image: &Path) {
     }
     let seconds = started.elapsed().as_secs_f64();
     report("create_fsync", SMALL_FILES as f64 / seconds, "files/s");
+
+    let handles: Vec<u64> = (0..2)
+        .map(|thread| {
+            let name = format!("parallel{thread}");
+            let (_, handle) = fs
+                .create(ROOT_INO, name.as_bytes(), 0o644, read_write(), &root)
+                .expect("create");
+            for at in 0..RANDOM_FILE_BYTES as usize / MIB {
+                fs.write(handle, (at * MIB) as u64, &fill, &root)
+                    .expect("fill");
+            }
+            fs.fsync(handle, false).expect("fsync");
+            handle
+        })
+        .collect();
+    let seconds = parallel_write_fsync(|thread, offset| {
+        fs.write(handles[thread], offset, &page, &root)
+            .expect("write");
+        fs.fsync(handles[thread], false).expect("fsync");
+    });
+    report(
+        "parallel_write_fsync",
+        (2 * PARALLEL_WRITES) as f64 / seconds,
+        "ops/s",
+    );
+
+    let (_, reader) = fs
+        .create(ROOT_INO, b"reader", 0o644, read_write(), &root)
+        .expect("create");
+    let (_, writer) = fs
+        .create(ROOT_INO, b"writer", 0o644, read_write(), &root)
+        .expect("create");
+    for at in 0..READER_FILE_BYTES / MIB {
+        fs.write(reader, (at * MIB) as u64, &block, &root)
+            .expect("fill");
+    }
+    fs.fsync(reader, false).expect("fsync");
+    for at in 0..FSYNCED_BYTES / MIB {
+        fs.write(writer, (at * MIB) as u64, &block, &root)
+            .expect("write");
+    }
+    let rate = read_during_fsync(
+        || fs.fsync(writer, false).expect("fsync"),
+        |offset| {
+            let bytes = fs.read(reader, offset, MIB).expect("read");
+            assert_eq!(bytes.len(), MIB);
+        },
+    );
+    report("read_during_fsync", rate, "MiB/s");
     fs.unmount().expect("unmount");
     let _ = std::fs::remove_file(image);
+}
+
+/// Runs `write_fsync(thread, offset)` [`PARALLEL_WRITES`] times in each of
+/// two threads, at random 4 KiB-aligned offsets; returns the seconds taken.
+fn parallel_write_fsync(write_fsync: impl Fn(usize, u64) + Sync) -> f64 {
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for thread in 0..2 {
+            let write_fsync = &write_fsync;
+            scope.spawn(move || {
+                let mut random = Random(42 + thread as u64);
+                for _ in 0..PARALLEL_WRITES {
+                    let offset = (random.next() % (RANDOM_FILE_BYTES / 4096)) * 4096;
+                    write_fsync(thread, offset);
+                }
+            });
+        }
+    });
+    started.elapsed().as_secs_f64()
+}
+
+/// Runs `fsync` in one thread and `read_mib(offset)` over the reader
+/// file, round and round, in another until the fsync is done; returns the
+/// reader's MiB/s over that time.
+fn read_during_fsync(fsync: impl FnOnce() + Send, read_mib: impl Fn(u64) + Sync) -> f64 {
+    let done = AtomicBool::new(false);
+    let mut reads = 0u64;
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            fsync();
+            done.store(true, Ordering::SeqCst);
+        });
+        while !done.load(Ordering::SeqCst) {
+            read_mib((reads % (READER_FILE_BYTES / MIB) as u64) * MIB as u64);
+            reads += 1;
+        }
+    });
+    reads as f64 / started.elapsed().as_secs_f64()
 }
 
 fn drop_caches() {
@@ -256,6 +353,60 @@ fn posix(directory: &Path) {
     let seconds = started.elapsed().as_secs_f64();
     report("create_fsync", SMALL_FILES as f64 / seconds, "files/s");
     std::fs::remove_dir_all(&small).expect("remove");
+
+    let files: Vec<File> = (0..2)
+        .map(|thread| {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(directory.join(format!("parallel{thread}")))
+                .expect("create");
+            for at in 0..RANDOM_FILE_BYTES as usize / MIB {
+                file.write_all_at(&fill, (at * MIB) as u64).expect("fill");
+            }
+            file.sync_all().expect("fsync");
+            file
+        })
+        .collect();
+    let seconds = parallel_write_fsync(|thread, offset| {
+        files[thread].write_all_at(&page, offset).expect("write");
+        files[thread].sync_all().expect("fsync");
+    });
+    report(
+        "parallel_write_fsync",
+        (2 * PARALLEL_WRITES) as f64 / seconds,
+        "ops/s",
+    );
+    drop(files);
+
+    let reader_path = directory.join("reader");
+    let writer_path = directory.join("writer");
+    let mut reader = File::create(&reader_path).expect("create");
+    for _ in 0..READER_FILE_BYTES / MIB {
+        reader.write_all(&block).expect("fill");
+    }
+    reader.sync_all().expect("fsync");
+    let reader = File::open(&reader_path).expect("open");
+    let mut writer = File::create(&writer_path).expect("create");
+    for _ in 0..FSYNCED_BYTES / MIB {
+        writer.write_all(&block).expect("write");
+    }
+    let rate = read_during_fsync(
+        || writer.sync_all().expect("fsync"),
+        |offset| {
+            let mut buffer = vec![0u8; MIB];
+            reader.read_exact_at(&mut buffer, offset).expect("read");
+        },
+    );
+    report("read_during_fsync", rate, "MiB/s");
+    for path in [reader_path, writer_path] {
+        std::fs::remove_file(path).expect("remove");
+    }
+    for thread in 0..2 {
+        std::fs::remove_file(directory.join(format!("parallel{thread}"))).expect("remove");
+    }
 }
 
 fn main() {

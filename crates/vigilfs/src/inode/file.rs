@@ -13,10 +13,12 @@
 //!
 //! A page-cache entry is one page, or 16 pages (64 KiB, an order-4 entry)
 //! when one write covered that whole aligned run: one entry, one mark and
-//! one buffer instead of sixteen. A large entry is split back into page
-//! entries (keeping its mark, its pages' failed state and, when clean, its
-//! place in the eviction order) as soon as part of it changes: a partial
-//! overwrite, a truncate or punch across it, or eviction.
+//! one buffer instead of sixteen. A read filling a whole aligned run of
+//! data blocks caches it as one large clean entry too. A large entry is
+//! split back into page entries (keeping its marks and its pages' failed
+//! state) as soon as part of it changes: a partial overwrite, a truncate or
+//! punch across it. Eviction drops it whole, or splits it when only some
+//! of its pages are over the budget.
 //!
 //! * [`Files::write`] copies into the page cache only (a partial page is
 //!   first read from its extent) and marks the page dirty. No device I/O
@@ -82,9 +84,9 @@
 //! * Clean pages are bounded by a budget ([`DEFAULT_CACHE_BUDGET`], changed
 //!   with [`Files::set_cache_budget`]). A page that becomes clean (read
 //!   from its extent, or written back) joins a global FIFO of
-//!   (inode, page); whenever the clean pages exceed the budget, the oldest
-//!   are evicted, skipping entries whose page became dirty, failed or
-//!   vanished since. Dirty pages are never evicted (they would be lost):
+//!   (inode, entry); whenever the clean pages exceed the budget, the oldest
+//!   entries are evicted (a large one whole), skipping those that became
+//!   dirty, failed or vanished since. Dirty pages are never evicted (they would be lost):
 //!   bounding them is background writeback's job, which compares
 //!   [`CacheStats::dirty_bytes`] from [`Files::cache_stats`] with its limit
 //!   and calls [`Files::writeback_all`].
@@ -671,13 +673,14 @@ impl InodeState {
     }
 
     /// [`InodeState::split`], the clean pages' eviction entries first in
-    /// the queue (`oldest`, for eviction) or last.
-    fn split_into(&mut self, accounting: &mut Accounting, index: u64, oldest: bool) {
+    /// the queue (`oldest`, for eviction) or last. Whether there was a
+    /// large entry to split.
+    fn split_into(&mut self, accounting: &mut Accounting, index: u64, oldest: bool) -> bool {
         let Some((span, entry)) = self.pages.load_entry(index) else {
-            return;
+            return false;
         };
         if span.order() == 0 {
-            return;
+            return false;
         }
         let dirty = self.pages.is_marked(span.index(), Mark::Dirty);
         let writeback = self.pages.is_marked(span.index(), Mark::Writeback);
@@ -704,6 +707,7 @@ impl InodeState {
                 accounting.clock.push_front((self.ino, page));
             }
         }
+        true
     }
 
     /// Splits a large entry across `boundary` (holding `boundary` but
@@ -868,28 +872,34 @@ enum Outcome {
     Untried,
 }
 
-/// Evicts clean pages, oldest first, until they fit the budget (a large
-/// entry is split first, its pages keeping its place in the queue); then
-/// drops stale eviction-queue entries when they outnumber the clean pages.
+/// Evicts clean entries, oldest first, until the clean pages fit the
+/// budget: a large entry goes whole while the excess is at least its size
+/// (splitting copies every page, which would cost a streaming read more
+/// than the fill did), and is split only to trim the last few pages, its
+/// pages keeping its place in the queue. Then drops stale eviction-queue
+/// entries when they outnumber the clean pages.
 fn evict_over_budget(cache: &mut Cache) {
     let Cache { inodes, accounting } = cache;
     while accounting.clean_pages() > accounting.budget_pages {
         let Some((ino, index)) = accounting.clock.pop_front() else {
             break;
         };
-        if let Some(state) = inodes.get_mut(&ino) {
-            let large = state
-                .pages
-                .load_entry(index)
-                .is_some_and(|(span, _)| span.order() > 0);
-            if state.evictable(index) {
-                if large {
-                    state.split_into(accounting, index, true);
-                } else {
-                    accounting.evicted_pages += state.drop_entry(accounting, index);
-                }
-            }
+        let Some(state) = inodes.get_mut(&ino) else {
+            continue;
+        };
+        if !state.evictable(index) {
+            continue;
         }
+        let excess = accounting.clean_pages() - accounting.budget_pages;
+        if state
+            .pages
+            .load_entry(index)
+            .is_some_and(|(span, _)| span.size() > excess)
+            && state.split_into(accounting, index, true)
+        {
+            continue;
+        }
+        accounting.evicted_pages += state.drop_entry(accounting, index);
     }
     // Every clean page has an entry, so the queue only outgrows them by
     // stale entries: compacting at twice their number (plus slack) keeps
@@ -1708,6 +1718,9 @@ impl Files {
                 for cached in &hits {
                     out.extend_from_slice(&cached.bytes()[within(index)]);
                     index += 1;
+                }
+                if index > last {
+                    break;
                 }
                 guard = self.lock();
                 continue;
@@ -2851,8 +2864,8 @@ mod tests {
         assert_eq!(shape(&files, ino), expected);
         check(&files, &handle, &model);
 
-        // Eviction splits a clean large entry and evicts its pages oldest
-        // first.
+        // Eviction splits a clean large entry only to trim the last few
+        // pages over the budget.
         files.fsync(&mut handle).unwrap();
         files.set_cache_budget(0);
         assert_eq!(files.cache_stats().cached_bytes, 0);
