@@ -35,11 +35,17 @@ mount -o loop "$work/tmpfs/ext4.img" "$work/ext4"
 
 results="$work/results"
 : > "$results"
-for run in $(seq 1 "$runs"); do
+before() {
     if [ -n "${BASELINE:-}" ]; then
         "$BASELINE" vigilfs "$work/tmpfs/vigilfs.img" | sed "s/^/before /" >> "$results"
     fi
+}
+for run in $(seq 1 "$runs"); do
+    # The baseline goes first in odd runs and second in even ones, so
+    # neither build always gets the colder (or warmer) machine.
+    if [ $((run % 2)) -eq 1 ]; then before; fi
     "$binary" vigilfs "$work/tmpfs/vigilfs.img" | sed "s/^/vigilfs /" >> "$results"
+    if [ $((run % 2)) -eq 0 ]; then before; fi
     "$binary" posix "$work/tmpfs/plain" | sed "s/^/tmpfs /" >> "$results"
     "$binary" posix "$work/ext4" | sed "s/^/ext4-loop /" >> "$results"
     echo "run $run of $runs done" >&2

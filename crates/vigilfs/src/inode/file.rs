@@ -1854,7 +1854,8 @@ impl Files {
     /// Writes back the handle's inode, then reports the first writeback
     /// error this handle has not heard of (see the module comment).
     pub fn fsync(&self, handle: &mut Handle) -> FileResult<()> {
-        self.state(&mut self.lock().inodes, handle.ino)?;
+        // The state was loaded at open; if it is gone (forgotten), taking
+        // off finds nothing and the lookup below reports the inode.
         let written = self.writeback_inode(handle.ino);
         let mut cache = self.lock();
         let state = self.state(&mut cache.inodes, handle.ino)?;
