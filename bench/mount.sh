@@ -11,6 +11,10 @@
 # 2 clients).
 #
 # Usage: sudo bash bench/mount.sh [RUNS]    (default 3)
+#
+# SYSTEMS="vigilfs ext4-loop": measure only these (default: all four).
+# BASELINE=PATH: also measure "vigilfs-before", the same mount served by
+# PATH, a vigilfs binary built from an earlier commit.
 # Needs root, /dev/fuse, fio, fuse3, fuse2fs, libfuse3-dev, gcc, pkg-config,
 # python3 with sqlite3, and PostgreSQL's server binaries (package
 # postgresql: initdb, pg_ctl, pgbench) and its `postgres` user.
@@ -52,6 +56,9 @@ mount_system() {
         vigilfs)
             rm -f "$work/tmpfs/vigilfs.img"
             "$vigilfs" mount "$work/tmpfs/vigilfs.img" "$mountpoint" --size 4G --daemon ;;
+        vigilfs-before)
+            rm -f "$work/tmpfs/vigilfs.img"
+            "$BASELINE" mount "$work/tmpfs/vigilfs.img" "$mountpoint" --size 4G --daemon ;;
         ext4-loop)
             rm -f "$work/tmpfs/ext4.img"; truncate -s 4G "$work/tmpfs/ext4.img"
             mkfs.ext4 -q -F "$work/tmpfs/ext4.img"
@@ -157,7 +164,8 @@ pgbench_tps() { # directory → tps (2 clients, 20 s)
 
 results="$work/results"
 : > "$results"
-systems=(vigilfs ext4-loop fuse2fs passthrough)
+read -r -a systems <<< "${SYSTEMS:-vigilfs ext4-loop fuse2fs passthrough}"
+if [ -n "${BASELINE:-}" ]; then systems=(vigilfs-before "${systems[@]}"); fi
 for run in $(seq 1 "$runs"); do
     for system in "${systems[@]}"; do
         mount_system "$system"
@@ -190,14 +198,17 @@ values = collections.defaultdict(list)
 for line in open(sys.argv[1]):
     system, name, value = line.split()
     values[(system, name)].append(float(value))
-systems = ["vigilfs", "ext4-loop", "fuse2fs", "passthrough"]
+order = ["vigilfs-before", "vigilfs", "ext4-loop", "fuse2fs", "passthrough"]
+systems = [s for s in order if any(system == s for system, _ in values)]
+others = [s for s in systems if s != "vigilfs"]
 names = ["seq_write_MiBps", "seq_read_MiBps", "rand_read_iops", "rand_write_fsync_iops",
          "create_fsync_per_s", "stat_per_s", "unlink_per_s", "sqlite_tps", "pgbench_tps"]
-print("| workload | " + " | ".join(systems) + " | vigilfs / ext4-loop | vigilfs / fuse2fs | vigilfs / passthrough |")
-print("|---|" + "---|" * (len(systems) + 3))
+print("| workload | " + " | ".join(systems) + " | "
+      + " | ".join(f"vigilfs / {s}" for s in others) + " |")
+print("|---|" + "---|" * (len(systems) + len(others)))
 for name in names:
     median = {s: statistics.median(values[(s, name)]) for s in systems}
     cells = " | ".join(f"{median[s]:,.0f}" for s in systems)
-    ratios = " | ".join(f"{median['vigilfs'] / median[s]:.2f}x" for s in ["ext4-loop", "fuse2fs", "passthrough"])
+    ratios = " | ".join(f"{median['vigilfs'] / median[s]:.2f}x" for s in others)
     print(f"| {name} | {cells} | {ratios} |")
 PY
