@@ -342,6 +342,75 @@ fn finishes_while_held<T: Send + 'static>(
 
 /// A data path over `metadata` whose file data goes through a new gate
 /// (metadata and the journal use the fixture's device, never held).
+/// Writes `contents` to file `ino` from offset 0 and reads it back, on
+/// another thread, which must finish while the gate holds I/O.
+fn write_and_read_while_held(
+    gate: &Arc<GateDevice>,
+    files: &Arc<Files>,
+    ino: u64,
+    contents: &[u8],
+    what: &str,
+) {
+    let read = finishes_while_held(gate, &format!("a write and read of {what}"), {
+        let files = files.clone();
+        let contents = contents.to_vec();
+        move || {
+            write_bytes(&files, ino, 0, &contents);
+            read_bytes(&files, ino, 0, 1 << 20)
+        }
+    });
+    assert_same_bytes(
+        &read,
+        contents,
+        &format!("{what}, written while I/O was held"),
+    );
+}
+
+/// Starts `writeback_all` on another thread with data writes held, and
+/// returns once it is caught inside the gate.
+fn writeback_all_held(gate: &Arc<GateDevice>, files: &Arc<Files>) -> Background<WritebackSummary> {
+    gate.hold_data_writes();
+    let background = start("writeback_all", {
+        let files = files.clone();
+        move || files.writeback_all()
+    });
+    gate.wait_until_held(1);
+    background
+}
+
+/// A fresh fixture, mounted, its data path behind a gate that opens
+/// when the last value returned is dropped.
+fn gated_fixture() -> (
+    Fixture,
+    Arc<Metadata>,
+    Arc<GateDevice>,
+    Arc<Files>,
+    OpenGateOnDrop,
+) {
+    let fixture = Fixture::new();
+    let metadata = fixture.mount();
+    let (gate, files) = gated_files(&fixture, &metadata);
+    let open_gate_on_drop = OpenGateOnDrop(gate.clone());
+    (fixture, metadata, gate, files, open_gate_on_drop)
+}
+
+/// Starts a read of page 0 of `ino` on another thread with data reads
+/// held, and returns once it is caught inside the gate.
+fn first_page_read_held(
+    gate: &Arc<GateDevice>,
+    files: &Arc<Files>,
+    ino: u64,
+    what: &str,
+) -> Background<Vec<u8>> {
+    gate.hold_data_reads();
+    let reader = start(what, {
+        let files = files.clone();
+        move || read_bytes(&files, ino, 0, PAGE_BYTES)
+    });
+    gate.wait_until_held(1);
+    reader
+}
+
 fn gated_files(fixture: &Fixture, metadata: &Arc<Metadata>) -> (Arc<GateDevice>, Arc<Files>) {
     let gate = GateDevice::new(fixture.device.clone());
     let device: Arc<dyn BlockDevice> = gate.clone();
@@ -472,10 +541,7 @@ fn extent_spans(metadata: &Metadata, ino: u64) -> Vec<(u64, u64, bool)> {
 
 #[test]
 fn cached_reads_and_other_writes_proceed_while_writeback_is_in_flight() {
-    let fixture = Fixture::new();
-    let metadata = fixture.mount();
-    let (gate, files) = gated_files(&fixture, &metadata);
-    let _open_gate_on_drop = OpenGateOnDrop(gate.clone());
+    let (fixture, metadata, gate, files, _open_gate_on_drop) = gated_fixture();
     let file_a = create(&metadata, b"a");
     let file_b = create(&metadata, b"b");
     let file_c = create(&metadata, b"c");
@@ -513,15 +579,7 @@ fn cached_reads_and_other_writes_proceed_while_writeback_is_in_flight() {
     apply_write(&mut model_a, more_a_offset, &more_a);
 
     let model_b = pattern(3 * PAGE_BYTES + 7, 2);
-    let read_b = finishes_while_held(&gate, "a write and read of B", {
-        let files = files.clone();
-        let model_b = model_b.clone();
-        move || {
-            write_bytes(&files, file_b, 0, &model_b);
-            read_bytes(&files, file_b, 0, 1 << 20)
-        }
-    });
-    assert_same_bytes(&read_b, &model_b, "B written while A's writeback was held");
+    write_and_read_while_held(&gate, &files, file_b, &model_b, "B");
 
     let reads_before = gate.data_reads();
     let read_c = finishes_while_held(&gate, "a read of uncached C", {
@@ -567,10 +625,7 @@ fn assert_change_waits_for_writeback(
     change: impl FnOnce(&Files, u64) -> FileResult<()> + Send + 'static,
     expected: &[u8],
 ) -> ChangedFile {
-    let fixture = Fixture::new();
-    let metadata = fixture.mount();
-    let (gate, files) = gated_files(&fixture, &metadata);
-    let _open_gate_on_drop = OpenGateOnDrop(gate.clone());
+    let (fixture, metadata, gate, files, _open_gate_on_drop) = gated_fixture();
     let ino = create(&metadata, b"file");
     write_bytes(&files, ino, 0, initial);
 
@@ -694,22 +749,14 @@ fn fallocate_waits_for_writeback_in_flight() {
 
 #[test]
 fn fsync_waits_for_writeback_of_its_inode_already_in_flight() {
-    let fixture = Fixture::new();
-    let metadata = fixture.mount();
-    let (gate, files) = gated_files(&fixture, &metadata);
-    let _open_gate_on_drop = OpenGateOnDrop(gate.clone());
+    let (fixture, metadata, gate, files, _open_gate_on_drop) = gated_fixture();
     let ino = create(&metadata, b"file");
     let model = pattern(8 * PAGE_BYTES, 4);
     write_bytes(&files, ino, 0, &model);
     // Opened before anything is held, so the fsync thread does nothing else.
     let mut handle = files.open(ino).expect("open");
 
-    gate.hold_data_writes();
-    let background = start("writeback_all", {
-        let files = files.clone();
-        move || files.writeback_all()
-    });
-    gate.wait_until_held(1);
+    let background = writeback_all_held(&gate, &files);
     let fsync_in_flight = start("fsync through a second handle", {
         let files = files.clone();
         move || files.fsync(&mut handle)
@@ -731,20 +778,12 @@ fn fsync_waits_for_writeback_of_its_inode_already_in_flight() {
 
 #[test]
 fn a_page_rewritten_during_writeback_stays_dirty() {
-    let fixture = Fixture::new();
-    let metadata = fixture.mount();
-    let (gate, files) = gated_files(&fixture, &metadata);
-    let _open_gate_on_drop = OpenGateOnDrop(gate.clone());
+    let (fixture, metadata, gate, files, _open_gate_on_drop) = gated_fixture();
     let ino = create(&metadata, b"file");
     let first_version = pattern(2 * PAGE_BYTES, 5);
     write_bytes(&files, ino, 0, &first_version);
 
-    gate.hold_data_writes();
-    let background = start("writeback_all", {
-        let files = files.clone();
-        move || files.writeback_all()
-    });
-    gate.wait_until_held(1);
+    let background = writeback_all_held(&gate, &files);
     let second_version = pattern(PAGE_BYTES, 6);
     finishes_while_held(&gate, "a rewrite of a page under writeback", {
         let files = files.clone();
@@ -845,15 +884,7 @@ fn other_files_proceed_while_a_read_fills_the_cache() {
     });
     assert_same_bytes(&read_cached, &cached_contents, "the cached file");
     let other_contents = pattern(PAGE_BYTES + 10, 9);
-    let read_other = finishes_while_held(&gate, "a write and read of a third file", {
-        let files = files.clone();
-        let other_contents = other_contents.clone();
-        move || {
-            write_bytes(&files, other, 0, &other_contents);
-            read_bytes(&files, other, 0, 1 << 20)
-        }
-    });
-    assert_same_bytes(&read_other, &other_contents, "the third file");
+    write_and_read_while_held(&gate, &files, other, &other_contents, "a third file");
 
     gate.open();
     assert_same_bytes(
@@ -886,12 +917,7 @@ fn concurrent_readers_of_an_uncached_page_read_the_device_once() {
     } = evicted_file(pattern(PAGE_BYTES, 10));
     let _open_gate_on_drop = OpenGateOnDrop(gate.clone());
 
-    gate.hold_data_reads();
-    let first_reader = start("the first reader", {
-        let files = files.clone();
-        move || read_bytes(&files, ino, 0, PAGE_BYTES)
-    });
-    gate.wait_until_held(1);
+    let first_reader = first_page_read_held(&gate, &files, ino, "the first reader");
     let reads_of_the_fill = gate.data_reads();
     assert_eq!(reads_of_the_fill, 1, "one page, one device read");
     let second_reader = start("the second reader", {
@@ -945,12 +971,7 @@ fn a_write_waits_for_a_fill_of_its_page_then_wins() {
     let new = pattern(PAGE_BYTES, 13);
     assert_ne!(old, new);
 
-    gate.hold_data_reads();
-    let reader = start("a read filling the page", {
-        let files = files.clone();
-        move || read_bytes(&files, ino, 0, PAGE_BYTES)
-    });
-    gate.wait_until_held(1);
+    let reader = first_page_read_held(&gate, &files, ino, "a read filling the page");
     // A whole page: the write itself needs no device read.
     let reads_before = gate.data_reads();
     let writer = start("a whole-page write of the page being filled", {
@@ -1030,6 +1051,29 @@ const WORKLOAD_CACHE_PAGES: u64 = 64;
 
 /// One worker: `OPERATIONS_PER_WORKER` random operations on its own file,
 /// each checked against the model where it returns data. Returns the model.
+/// Writes `bytes` at `offset`, asserts all were written, and applies the
+/// write to `model`; returns the operation's name for the log of recent
+/// ones (`note` appended).
+fn write_checked(
+    files: &Files,
+    handle: &vigilfs::inode::Handle,
+    model: &mut Vec<u8>,
+    offset: u64,
+    bytes: &[u8],
+    note: &str,
+    context: impl Fn() -> String,
+) -> String {
+    let label = format!("write {offset}+{}{note}", bytes.len());
+    let written = files.write(handle, offset, bytes);
+    assert!(
+        matches!(written, Ok(count) if count == bytes.len()),
+        "{label}: {written:?}; {}",
+        context()
+    );
+    apply_write(model, offset, bytes);
+    label
+}
+
 fn run_worker(files: &Files, ino: u64, worker: u64) -> Vec<u8> {
     let seed = 0x5EED_0000 + worker;
     let mut random = Random(seed);
@@ -1050,14 +1094,9 @@ fn run_worker(files: &Files, ino: u64, worker: u64) -> Vec<u8> {
                     .below(3 * PAGE + 1)
                     .min(WORKLOAD_FILE_BYTES - offset - 1);
                 let bytes = random.bytes(length as usize);
-                let written = files.write(&handle, offset, &bytes);
-                assert!(
-                    matches!(written, Ok(count) if count == bytes.len()),
-                    "write {offset}+{length}: {written:?}; {}",
+                write_checked(files, &handle, &mut model, offset, &bytes, "", || {
                     context(&recent)
-                );
-                apply_write(&mut model, offset, &bytes);
-                format!("write {offset}+{length}")
+                })
             }
             // Whole aligned 64 KiB runs (large cache entries).
             30..38 => {
@@ -1066,14 +1105,15 @@ fn run_worker(files: &Files, ino: u64, worker: u64) -> Vec<u8> {
                 let count = 1 + random.below(2).min(runs - first - 1);
                 let (offset, length) = (first * LARGE_RUN, count * LARGE_RUN);
                 let bytes = random.bytes(length as usize);
-                let written = files.write(&handle, offset, &bytes);
-                assert!(
-                    matches!(written, Ok(count) if count == bytes.len()),
-                    "write {offset}+{length}: {written:?}; {}",
-                    context(&recent)
-                );
-                apply_write(&mut model, offset, &bytes);
-                format!("write {offset}+{length} (aligned runs)")
+                write_checked(
+                    files,
+                    &handle,
+                    &mut model,
+                    offset,
+                    &bytes,
+                    " (aligned runs)",
+                    || context(&recent),
+                )
             }
             // Reads of a range, sometimes across the end.
             38..68 => {
