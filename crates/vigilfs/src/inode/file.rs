@@ -860,6 +860,15 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Wakes everyone waiting on the cache's condition variable when dropped.
+struct WakeOnDrop<'c>(&'c Condvar);
+
+impl Drop for WakeOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.notify_all();
+    }
+}
+
 /// What became of one entry a writeback took.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
@@ -1738,6 +1747,9 @@ impl Files {
                     next.span.index()
                 });
             let pages = Arc::clone(&state.pages);
+            // Declared before the reservations, so it is dropped after them
+            // even when unwinding: waiters wake to find them gone.
+            let _wake_waiters = WakeOnDrop(&self.settled);
             let mut reserved = Vec::new();
             let mut at = gap;
             while at < stop {
@@ -1761,7 +1773,6 @@ impl Files {
             let run = self.read_run(ino, gap, stop);
             guard = self.lock();
             self.complete_fill(&mut guard, ino, &pages, reserved, run.as_ref().ok());
-            self.settled.notify_all();
             let (bytes, _) = run?;
             for (page, block) in (gap..stop).zip(bytes.chunks(PAGE_BYTES)) {
                 out.extend_from_slice(&block[within(page)]);
@@ -2071,7 +2082,19 @@ impl Files {
     /// become clean, those of a failed batch dirty and failed, the rest
     /// dirty; the error words are set if the failure is new; the pending
     /// time goes if no write came meanwhile. Wakes whoever waits.
-    fn land(&self, flight: Flight, landing: Landing) -> Result<u64, Errno> {
+    fn land(&self, flight: Flight, mut landing: Landing) -> Result<u64, Errno> {
+        if landing.failure.is_some()
+            && matches!(self.record(flight.ino), Err(FileError::NotFound { .. }))
+        {
+            // The file was deleted while its data was in flight (its last
+            // link and last opener gone): the data has nowhere to go and
+            // nobody to tell, so this is no error. Its pages go with the
+            // forget that follows the deletion.
+            landing = Landing {
+                durable: 0,
+                failure: None,
+            };
+        }
         let mut cache = self.lock();
         let Cache { inodes, accounting } = &mut *cache;
         let written = pages_of(&flight.entries[..landing.durable]).len() as u64;
@@ -2699,6 +2722,36 @@ mod tests {
             prop_assert_eq!(files.cache_stats().dirty_bytes, 0);
             prop_assert!(bench.remount_and_read() == model, "contents differ after remount");
         }
+    }
+
+    #[test]
+    fn a_file_deleted_while_its_data_is_in_flight_lands_without_an_error() {
+        let bench = Bench::new();
+        let files = bench.files(bench.device.clone());
+        let handle = files.open(bench.ino).unwrap();
+        files
+            .write(&handle, 0, &pattern(3 * PAGE_BYTES, 2))
+            .unwrap();
+        files.release(handle);
+        let flight = files.take_off(bench.ino).expect("dirty pages to write");
+        // Its last link goes (nobody has it open): deleted at once.
+        let deleted = Namespace::new(bench.metadata.clone())
+            .unlink(ROOT_INO, b"f")
+            .unwrap();
+        assert_eq!(deleted, Some(bench.ino));
+        let landing = files.fly(&flight);
+        assert!(landing.failure.is_some(), "the commit finds no inode");
+        assert_eq!(files.land(flight, landing), Ok(0));
+        // Nobody is told of a loss that is no loss.
+        assert!(files.fs_peek().is_ok());
+        assert!(files.peek_error(bench.ino).is_ok());
+        files.forget(bench.ino);
+        assert_eq!(files.cache_stats(), CacheStats::default());
+        // No block leaked: the new ones were freed, fsck is clean.
+        bench.metadata.trees.sync().unwrap();
+        bench.metadata.journal.flush().unwrap();
+        let report = fsck(bench.device.clone(), &mut |_| {}).unwrap();
+        assert!(report.is_clean(), "fsck: {:#?}", report.problems);
     }
 
     /// A device whose data writes panic while `armed`.
