@@ -1876,7 +1876,6 @@ impl Files {
         // handle); a failure that never reached it (an inode-record update
         // with no pages) is still returned.
         let in_error_word = !state.failed.is_empty();
-        evict_over_budget(&mut cache);
         drop(cache);
         if let Err(errno) = written {
             if !(self.report_once.load(Ordering::Relaxed) && in_error_word) {
@@ -1940,7 +1939,6 @@ impl Files {
                 }
             }
         }
-        evict_over_budget(&mut self.lock());
         summary
     }
 
