@@ -3,7 +3,8 @@
 //! The engine is built in layers, each using only the ones below it:
 //!
 //! ```text
-//! device ← format ← journal ← btree ← alloc / rmap ← inode / pagecache / writeback ← fs
+//! device ← format ← journal ← btree ← alloc / rmap
+//!        ← inode records and extents ← pagecache ← writeback ← inode file operations ← fs
 //! ```
 //!
 //! - [`device`]: block devices (image file, memory, power-cut simulation, a write-absorbing
@@ -19,10 +20,14 @@
 //! - [`alloc`]: free space, derived from the reverse map, with deferred reuse and bad blocks;
 //! - [`inode`]: the namespace — its records (inodes, directory entries, extents), the
 //!   namespace operations (lookup, create, mkdir, link, unlink, rmdir, rename, symlink,
-//!   readdir, setattr, the orphan list), each one atomic transaction; file data: a page
-//!   cache on the xarray, copy-on-write writeback with per-block checksums, fallocate and
-//!   SEEK_DATA/SEEK_HOLE, and errseq-exact fsync and syncfs; extended attributes; and
-//!   Linux's permission rules as pure functions;
+//!   readdir, setattr, the orphan list), each one atomic transaction; a file's block map
+//!   (extents read, verified and changed with their rmap records); the file operations
+//!   (read, write, truncate, fallocate, SEEK_DATA/SEEK_HOLE, errseq-exact fsync and
+//!   syncfs); extended attributes; and Linux's permission rules as pure functions;
+//! - `pagecache` (crate-private): the page cache on the xarray — large entries, DIRTY and
+//!   WRITEBACK marks, fills through entry locks, eviction within a budget;
+//! - `writeback` (crate-private): copy-on-write writeback in take-off, flight and landing,
+//!   and the error policy that reports each failure of new data exactly once;
 //! - [`metadata`]: opening journal, allocator and b-trees together, in the right order;
 //! - [`fs`]: a mounted filesystem — the engine's whole API for any transport, with
 //!   permission checks, handles, lookup counts, orphans, freeze/thaw, shutdown, the
@@ -40,5 +45,7 @@ pub mod inode;
 pub mod journal;
 pub mod metadata;
 pub mod mkfs;
+mod pagecache;
 pub mod rmap;
 mod sync;
+mod writeback;

@@ -162,6 +162,15 @@ impl Allocator {
         Ok(())
     }
 
+    /// Gives back `runs`, allocated for data that no committed state ever
+    /// referenced (a writeback or fallocate that failed before its
+    /// commit): free again at once.
+    pub fn free_unreferenced(&self, runs: &[Extent]) {
+        for run in runs {
+            let _ = self.free_data(*run, 0);
+        }
+    }
+
     /// Never hands out any block of `extent` again (free, used or pending alike).
     pub fn mark_bad(&self, extent: Extent) -> Result<(), AllocError> {
         let mut state = self.lock();

@@ -15,16 +15,18 @@
 //! clearing on write, xattr namespaces) for the mounted layer to call
 //! first.
 
+pub(crate) mod extents;
 mod file;
+pub(crate) mod file_error;
 mod namespace;
 mod permission;
 mod record;
 mod xattr;
 
-pub use file::{
-    CacheStats, FailureListener, FallocateMode, FileError, FileResult, Files, FsyncErrors, Handle,
-    Seek, WritebackSummary, DEFAULT_CACHE_BUDGET, PAGE_BYTES,
-};
+pub use crate::pagecache::{CacheStats, DEFAULT_CACHE_BUDGET, PAGE_BYTES};
+pub use crate::writeback::{FailureListener, WritebackSummary};
+pub use file::{FallocateMode, Files, FsyncErrors, Handle, Seek};
+pub use file_error::{FileError, FileResult};
 pub use namespace::{
     DirCookie, DirEntry, Namespace, NamespaceError, NamespaceResult, RenameFlags, SetAttr, SetTime,
 };

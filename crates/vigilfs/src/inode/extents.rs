@@ -1,0 +1,332 @@
+//! A file's block map: its extents in the b-trees, read, verified and
+//! changed.
+//!
+//! An extent maps a run of file blocks to device blocks, with one crc32c
+//! per block ([`Extent`]); an unwritten one (fallocated) reads as zeros.
+//! [`ExtentMap`] reads a file's extents, reads file blocks through them
+//! (every block verified against its checksum: a mismatch or a device
+//! error is an error, never wrong data) and changes them in one
+//! transaction with the rmap records that mirror them. The free functions
+//! are the arithmetic on an in-memory map of extents (file block offset to
+//! extent) that truncate, punch, fallocate and writeback compute with
+//! before committing.
+//!
+//! Invariants, checked by fsck: a file's extents never overlap, each is at
+//! most [`MAX_EXTENT_BLOCKS`] blocks, and every extent has exactly one rmap
+//! record with the same start, length and file offset, changed in the same
+//! transaction ([`ExtentMap::commit_change`] is the only place that changes
+//! either). Splitting or trimming an extent keeps its flag on every piece,
+//! and an unwritten extent's blocks are never read.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::file_error::{FileError, FileResult};
+use super::record::{inode_key, Extent, ExtentKey, InodeRecord, MAX_EXTENT_BLOCKS};
+use crate::alloc::Extent as BlockRun;
+use crate::btree::TreeId;
+use crate::device::{BlockDevice, IoClass};
+use crate::metadata::Metadata;
+use crate::pagecache::{PAGE, PAGE_BYTES};
+use crate::rmap::{self, Owner, RmapRecord};
+
+/// Most pages one writeback transaction carries, and most file blocks one
+/// fallocate, punch or truncate transaction covers: each page or block can
+/// add or remove an extent and its rmap record, so this bounds a
+/// transaction's records (a few thousand, tens of KiB) below what one
+/// journal entry holds, however fragmented the file.
+pub(crate) const PAGES_PER_TRANSACTION: usize = 512;
+
+/// The extents of every file on one filesystem: the b-trees they are kept
+/// in and the device their blocks are on. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct ExtentMap {
+    device: Arc<dyn BlockDevice>,
+    metadata: Arc<Metadata>,
+}
+
+impl ExtentMap {
+    /// The extents kept in `metadata`'s b-trees, their blocks on `device`.
+    pub(crate) fn new(device: Arc<dyn BlockDevice>, metadata: Arc<Metadata>) -> ExtentMap {
+        ExtentMap { device, metadata }
+    }
+
+    /// The inode record of `ino`.
+    pub(crate) fn record(&self, ino: u64) -> FileResult<InodeRecord> {
+        let value = self
+            .metadata
+            .trees
+            .get(TreeId::Inodes, &inode_key(ino))?
+            .ok_or(FileError::NotFound { ino })?;
+        Ok(InodeRecord::decode(&value)?)
+    }
+
+    /// One transaction: `ino`'s committed extents `before` (all of them in
+    /// the range being changed) become `after`, with the rmap records to
+    /// match, and `update` changes the inode record. Returns the seq.
+    pub(crate) fn commit_change(
+        &self,
+        ino: u64,
+        before: &BTreeMap<u64, Extent>,
+        after: &BTreeMap<u64, Extent>,
+        update: impl FnOnce(&mut InodeRecord),
+    ) -> FileResult<Option<u64>> {
+        let _records = self.metadata.lock_records();
+        let mut transaction = self.metadata.trees.transaction();
+        let mut record = match transaction.get(TreeId::Inodes, &inode_key(ino))? {
+            Some(value) => InodeRecord::decode(&value)?,
+            None => return Err(FileError::NotFound { ino }),
+        };
+        let removed = before
+            .iter()
+            .filter(|(offset, extent)| after.get(offset) != Some(extent));
+        for (offset, extent) in removed {
+            let key = ExtentKey {
+                ino,
+                offset: *offset,
+            };
+            transaction.delete(TreeId::Extents, &key.encode())?;
+            rmap::remove(&mut transaction, extent.physical)?;
+        }
+        let added = after
+            .iter()
+            .filter(|(offset, extent)| before.get(offset) != Some(extent));
+        for (offset, extent) in added {
+            let key = ExtentKey {
+                ino,
+                offset: *offset,
+            };
+            transaction.put(TreeId::Extents, &key.encode(), &extent.encode())?;
+            let reverse = RmapRecord {
+                start: extent.physical,
+                blocks: u64::from(extent.blocks()),
+                owner: Owner::FileData {
+                    ino,
+                    file_offset_blocks: *offset,
+                },
+            };
+            rmap::insert(&mut transaction, &reverse)?;
+        }
+        update(&mut record);
+        transaction.put(TreeId::Inodes, &inode_key(ino), &record.encode())?;
+        Ok(transaction.commit()?)
+    }
+
+    /// File blocks `first..end` of `ino` from its extents, verified, one
+    /// device request per extent they cross; with, per block, whether it
+    /// is data (a written extent) rather than a hole or unwritten zeros.
+    pub(crate) fn read_run(
+        &self,
+        ino: u64,
+        first: u64,
+        end: u64,
+    ) -> FileResult<(Vec<u8>, Vec<bool>)> {
+        let extents = self.overlapping(ino, first, end)?;
+        let mut bytes = Vec::with_capacity(((end - first) * PAGE) as usize);
+        let mut data = Vec::with_capacity((end - first) as usize);
+        let mut at = first;
+        while at < end {
+            let (piece_end, written) = match covering(&extents, at) {
+                Some((offset, extent)) => (
+                    (offset + u64::from(extent.blocks())).min(end),
+                    extent.flags & Extent::UNWRITTEN == 0,
+                ),
+                None => (
+                    extents
+                        .range(at..)
+                        .next()
+                        .map_or(end, |(offset, _)| (*offset).min(end)),
+                    false,
+                ),
+            };
+            bytes.extend_from_slice(&self.read_blocks(ino, at, piece_end, &extents)?);
+            data.extend(std::iter::repeat_n(written, (piece_end - at) as usize));
+            at = piece_end;
+        }
+        Ok((bytes, data))
+    }
+
+    /// The committed extents of `ino` with at least one block in
+    /// `first..end` (file blocks), by file offset.
+    pub(crate) fn overlapping(
+        &self,
+        ino: u64,
+        first: u64,
+        end: u64,
+    ) -> FileResult<BTreeMap<u64, Extent>> {
+        let start = ExtentKey {
+            ino,
+            offset: first.saturating_sub(u64::from(MAX_EXTENT_BLOCKS) - 1),
+        }
+        .encode();
+        let stop = ExtentKey { ino, offset: end }.encode();
+        let mut found = BTreeMap::new();
+        for entry in self
+            .metadata
+            .trees
+            .range(TreeId::Extents, &start, Some(&stop))
+        {
+            let (key, value) = entry?;
+            let key = ExtentKey::decode(&key)?;
+            let extent = Extent::decode(&value)?;
+            if key.ino == ino && key.offset + u64::from(extent.blocks()) > first {
+                found.insert(key.offset, extent);
+            }
+        }
+        Ok(found)
+    }
+
+    /// File block `index` of `ino` from the device (zeros for a hole).
+    pub(crate) fn read_block(&self, ino: u64, index: u64) -> FileResult<Vec<u8>> {
+        let extents = self.overlapping(ino, index, index + 1)?;
+        self.read_blocks(ino, index, index + 1, &extents)
+    }
+
+    /// File blocks `first..end` of `ino` through `extents`, verified. They
+    /// lie in one extent (or one hole): one device request.
+    pub(crate) fn read_blocks(
+        &self,
+        ino: u64,
+        first: u64,
+        end: u64,
+        extents: &BTreeMap<u64, Extent>,
+    ) -> FileResult<Vec<u8>> {
+        let mut bytes = vec![0; ((end - first) * PAGE) as usize];
+        let Some((offset, extent)) = covering(extents, first) else {
+            return Ok(bytes);
+        };
+        if extent.flags & Extent::UNWRITTEN != 0 {
+            return Ok(bytes);
+        }
+        let within = (first - offset) as usize;
+        let physical = extent.physical + within as u64;
+        self.device
+            .read_at(physical * PAGE, &mut bytes, IoClass::Data)
+            .map_err(|source| FileError::Read {
+                ino,
+                block: first,
+                physical,
+                source,
+            })?;
+        for (at, page) in bytes.chunks(PAGE_BYTES).enumerate() {
+            if crc32c::crc32c(page) != extent.checksums[within + at] {
+                return Err(FileError::Checksum {
+                    ino,
+                    block: first + at as u64,
+                    physical: physical + at as u64,
+                });
+            }
+        }
+        Ok(bytes)
+    }
+}
+
+/// The extent of `extents` holding file block `index`, with its offset.
+pub(crate) fn covering(extents: &BTreeMap<u64, Extent>, index: u64) -> Option<(u64, &Extent)> {
+    extents
+        .range(..=index)
+        .next_back()
+        .filter(|(offset, extent)| **offset + u64::from(extent.blocks()) > index)
+        .map(|(offset, extent)| (*offset, extent))
+}
+
+/// The file blocks of `first..end` no extent of `extents` covers, as
+/// `(start, end)` runs in order.
+pub(crate) fn holes_between(
+    extents: &BTreeMap<u64, Extent>,
+    first: u64,
+    end: u64,
+) -> Vec<(u64, u64)> {
+    let mut holes = Vec::new();
+    let mut at = first;
+    for (offset, extent) in extents {
+        if *offset > at {
+            holes.push((at, (*offset).min(end)));
+        }
+        at = at.max(offset + u64::from(extent.blocks()));
+        if at >= end {
+            break;
+        }
+    }
+    if at < end {
+        holes.push((at, end));
+    }
+    holes.retain(|(start, stop)| start < stop);
+    holes
+}
+
+/// Unwritten extents mapping the `holes` (file block runs) onto the
+/// allocated `runs`, block by block in order, as long as both stay
+/// contiguous and the extent within [`MAX_EXTENT_BLOCKS`]. Their checksums
+/// are placeholders: an unwritten extent's are never checked.
+pub(crate) fn unwritten_extents(holes: &[(u64, u64)], runs: &[BlockRun]) -> BTreeMap<u64, Extent> {
+    let file_blocks = holes.iter().flat_map(|&(start, stop)| start..stop);
+    let physical = runs.iter().flat_map(|run| run.start..run.end());
+    let mut extents: BTreeMap<u64, Extent> = BTreeMap::new();
+    let mut last: Option<u64> = None;
+    for (index, block) in file_blocks.zip(physical) {
+        if let Some(extent) = last.and_then(|offset| {
+            extents.get_mut(&offset).filter(|extent| {
+                let blocks = u64::from(extent.blocks());
+                offset + blocks == index
+                    && extent.physical + blocks == block
+                    && extent.blocks() < MAX_EXTENT_BLOCKS
+            })
+        }) {
+            extent.checksums.push(0);
+            continue;
+        }
+        extents.insert(
+            index,
+            Extent {
+                flags: Extent::UNWRITTEN,
+                physical: block,
+                checksums: vec![0],
+            },
+        );
+        last = Some(index);
+    }
+    extents
+}
+
+/// Removes file blocks `start..end` from `extents`, keeping the parts
+/// outside, and collects the physical blocks removed.
+pub(crate) fn punch(
+    extents: &mut BTreeMap<u64, Extent>,
+    start: u64,
+    end: u64,
+    freed: &mut Vec<BlockRun>,
+) {
+    let hit: Vec<u64> = extents
+        .range(..end)
+        .filter(|(offset, extent)| **offset + u64::from(extent.blocks()) > start)
+        .map(|(offset, _)| *offset)
+        .collect();
+    for offset in hit {
+        let extent = extents.remove(&offset).expect("key listed above");
+        let blocks = u64::from(extent.blocks());
+        let cut_from = start.max(offset) - offset;
+        let cut_to = end.min(offset + blocks) - offset;
+        freed.push(BlockRun::new(extent.physical + cut_from, cut_to - cut_from));
+        if cut_from > 0 {
+            extents.insert(
+                offset,
+                Extent {
+                    flags: extent.flags,
+                    physical: extent.physical,
+                    checksums: extent.checksums[..cut_from as usize].to_vec(),
+                },
+            );
+        }
+        if cut_to < blocks {
+            extents.insert(
+                offset + cut_to,
+                Extent {
+                    flags: extent.flags,
+                    physical: extent.physical + cut_to,
+                    checksums: extent.checksums[cut_to as usize..].to_vec(),
+                },
+            );
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! One inode's part of the page cache ([`InodeState`]) and the only
+//! methods that change its pages: each keeps the cache's page counts and
+//! eviction queue right as it goes (see the module comment of
+//! [`pagecache`](super)).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use errseq::ErrSeq;
+use xarray::{Mark, Span, XArray};
+
+use super::{Accounting, Outcome, Page, LARGE_ORDER, LARGE_PAGES, PAGE, PAGE_BYTES};
+use crate::inode::Timestamp;
+
+/// Per-inode state of the data path, kept until the inode is forgotten
+/// ([`Cache::forget`](super::Cache::forget)).
+pub(crate) struct InodeState {
+    /// The inode.
+    pub(crate) ino: u64,
+    /// The inode's writeback error word.
+    pub(crate) errseq: ErrSeq,
+    /// Page index → entry; dirty entries carry [`Mark::Dirty`], entries
+    /// being written back [`Mark::Writeback`]. An entry is one page (order
+    /// 0) or an aligned run of [`LARGE_PAGES`] pages (order
+    /// [`LARGE_ORDER`]), its bytes the pages' bytes in order; or a locked
+    /// reservation that a read is filling. Shared so a fill can hold its
+    /// reservations' guards with the cache lock dropped.
+    pub(crate) pages: Arc<XArray<Page>>,
+    /// Dirty pages whose current contents already failed writeback (and
+    /// were reported into the error words), by page index.
+    pub(crate) failed: BTreeSet<u64>,
+    /// The size as writes left it.
+    pub(crate) size: u64,
+    /// The time of the latest write not yet written back.
+    pub(crate) mtime: Option<Timestamp>,
+    /// A writeback of this inode is between its snapshot and its landing
+    /// (the inode's `I_SYNC`): another writeback, a truncate, a punch or a
+    /// fallocate waits for it.
+    pub(crate) syncing: bool,
+    /// Reservations being filled by reads. While zero no page of this
+    /// inode is reserved, and nothing needs to look for one.
+    pub(crate) fills: usize,
+    /// Bumped by every change to the inode's pages or extents: a block read
+    /// from disk with the cache unlocked is still current only if this has
+    /// not moved since.
+    pub(crate) changes: u64,
+}
+
+/// A cached page: the entry holding it and where the page starts in the
+/// entry's bytes.
+pub(crate) struct CachedPage {
+    entry: Page,
+    at: usize,
+}
+
+impl CachedPage {
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.entry[self.at..self.at + PAGE_BYTES]
+    }
+}
+
+impl InodeState {
+    /// The state of `ino`, first used with `size` on disk: nothing cached,
+    /// no error, no writeback.
+    pub(crate) fn new(ino: u64, size: u64) -> InodeState {
+        InodeState {
+            ino,
+            errseq: ErrSeq::new(),
+            pages: Arc::new(XArray::new()),
+            failed: BTreeSet::new(),
+            size,
+            mtime: None,
+            syncing: false,
+            fills: 0,
+            changes: 0,
+        }
+    }
+
+    /// The cached page at `index`, in whichever entry holds it.
+    pub(crate) fn page(&self, index: u64) -> Option<CachedPage> {
+        let (span, entry) = self.pages.load_entry(index)?;
+        let at = ((index - span.index()) * PAGE) as usize;
+        Some(CachedPage { entry, at })
+    }
+
+    /// Whether the entry starting at `first` is not clean: dirty, or being
+    /// written back (its pages count as dirty until that is durable).
+    pub(crate) fn unclean(&self, first: u64) -> bool {
+        self.pages.is_marked(first, Mark::Dirty) || self.pages.is_marked(first, Mark::Writeback)
+    }
+
+    /// The first reservation a read is filling among pages
+    /// `first..=last`, if any.
+    pub(crate) fn fill_within(&self, first: u64, last: u64) -> Option<Span> {
+        if self.fills == 0 {
+            return None;
+        }
+        self.pages
+            .find_conflict(first..=last)
+            .into_iter()
+            .find(|occupant| occupant.value.is_none())
+            .map(|occupant| occupant.span)
+    }
+
+    /// Stores `page` at `index` as dirty contents that writeback has not
+    /// tried yet (a large entry holding `index` is split first). An entry
+    /// being written back keeps its WRITEBACK mark: the landing sees the
+    /// DIRTY mark and leaves the page dirty.
+    pub(crate) fn put_dirty(&mut self, accounting: &mut Accounting, index: u64, page: Page) {
+        self.split(accounting, index);
+        match self.pages.store(index, 0, page) {
+            Ok(None) => accounting.cached_pages += 1,
+            Ok(Some(_)) => {}
+            // Nothing larger is left at `index`, and writers wait until no
+            // fill has `index` reserved.
+            Err(refused) => unreachable!("page cache refused a page: {:?}", refused.error),
+        }
+        if !self.pages.is_marked(index, Mark::Dirty) {
+            if !self.pages.is_marked(index, Mark::Writeback) {
+                accounting.dirty_pages += 1;
+            }
+            self.pages.set_mark(index, Mark::Dirty);
+        }
+        self.failed.remove(&index);
+    }
+
+    /// Stores the [`LARGE_PAGES`] pages from `first` (aligned), written
+    /// whole, as one dirty large entry, replacing whatever was cached there.
+    pub(crate) fn put_dirty_large(&mut self, accounting: &mut Accounting, first: u64, pages: Page) {
+        let end = first + LARGE_PAGES;
+        // Entries are aligned to their size, so none straddles `first`.
+        let old: Vec<u64> = self
+            .pages
+            .iter_from(first)
+            .map(|(span, _)| span.index())
+            .take_while(|&index| index < end)
+            .collect();
+        for index in old {
+            self.drop_entry(accounting, index);
+        }
+        if let Err(refused) = self.pages.store(first, LARGE_ORDER, pages) {
+            unreachable!("page cache refused a large entry: {:?}", refused.error);
+        }
+        self.pages.set_mark(first, Mark::Dirty);
+        accounting.cached_pages += LARGE_PAGES;
+        accounting.dirty_pages += LARGE_PAGES;
+    }
+
+    /// Caches `page`, read from a written extent, as clean at `index` when
+    /// nothing is cached or reserved there.
+    pub(crate) fn put_clean(&mut self, accounting: &mut Accounting, index: u64, page: Page) {
+        if self.pages.load(index).is_some() {
+            return;
+        }
+        // Refused only when another read has `index` reserved: its fill
+        // caches the same bytes.
+        if self.pages.store(index, 0, page).is_ok() {
+            accounting.cached_pages += 1;
+            accounting.clock.push_back((self.ino, index));
+        }
+    }
+
+    /// Replaces a large entry holding `index` by its pages, one entry each,
+    /// with its DIRTY and WRITEBACK marks (the failed set is per page
+    /// already). The page counts do not change; clean pages each get an
+    /// eviction entry, as the newest.
+    pub(crate) fn split(&mut self, accounting: &mut Accounting, index: u64) {
+        self.split_into(accounting, index, false);
+    }
+
+    /// [`InodeState::split`], the clean pages' eviction entries first in
+    /// the queue (`oldest`, for eviction) or last. Whether there was a
+    /// large entry to split.
+    pub(super) fn split_into(
+        &mut self,
+        accounting: &mut Accounting,
+        index: u64,
+        oldest: bool,
+    ) -> bool {
+        let Some((span, entry)) = self.pages.load_entry(index) else {
+            return false;
+        };
+        if span.order() == 0 {
+            return false;
+        }
+        let dirty = self.pages.is_marked(span.index(), Mark::Dirty);
+        let writeback = self.pages.is_marked(span.index(), Mark::Writeback);
+        // Only a fill's reservation is ever locked, and this is a value.
+        let _ = self.pages.erase(span.index());
+        for page in span.index()..=span.last() {
+            let at = ((page - span.index()) * PAGE) as usize;
+            let bytes: Page = entry[at..at + PAGE_BYTES].into();
+            if let Err(refused) = self.pages.store(page, 0, bytes) {
+                unreachable!("page cache refused a split page: {:?}", refused.error);
+            }
+            if dirty {
+                self.pages.set_mark(page, Mark::Dirty);
+            }
+            if writeback {
+                self.pages.set_mark(page, Mark::Writeback);
+            }
+            if !dirty && !writeback && !oldest {
+                accounting.clock.push_back((self.ino, page));
+            }
+        }
+        if !dirty && !writeback && oldest {
+            for page in (span.index()..=span.last()).rev() {
+                accounting.clock.push_front((self.ino, page));
+            }
+        }
+        true
+    }
+
+    /// Splits a large entry across `boundary` (holding `boundary` but
+    /// starting before it), so a range starting or ending there covers
+    /// whole entries only.
+    pub(crate) fn split_at(&mut self, accounting: &mut Accounting, boundary: u64) {
+        if self
+            .pages
+            .load_entry(boundary)
+            .is_some_and(|(span, _)| span.index() < boundary)
+        {
+            self.split(accounting, boundary);
+        }
+    }
+
+    /// Drops the whole entry holding `index`, dirty or not; returns how
+    /// many pages it held.
+    pub(crate) fn drop_entry(&mut self, accounting: &mut Accounting, index: u64) -> u64 {
+        let Some((span, _)) = self.pages.load_entry(index) else {
+            return 0;
+        };
+        let unclean = self.unclean(span.index());
+        // Only a fill's reservation is ever locked, and this is a value.
+        let _ = self.pages.erase(span.index());
+        accounting.cached_pages -= span.size();
+        if unclean {
+            accounting.dirty_pages -= span.size();
+        }
+        for page in span.index()..=span.last() {
+            self.failed.remove(&page);
+        }
+        span.size()
+    }
+
+    /// Settles the entries now holding the pages of `written` (one entry a
+    /// writeback took, since split or partly rewritten perhaps): each that
+    /// still carries WRITEBACK loses it and, unless a write made it dirty
+    /// again meanwhile, becomes clean (`durable`) or dirty again. Returns
+    /// whether a failure is new: some page of it holds contents that had
+    /// not failed before.
+    pub(crate) fn land_entry(
+        &mut self,
+        accounting: &mut Accounting,
+        written: Span,
+        outcome: Outcome,
+    ) -> bool {
+        let current: Vec<Span> = self
+            .pages
+            .iter_from(written.index())
+            .map(|(span, _)| span)
+            .take_while(|span| span.index() <= written.last())
+            .filter(|span| self.pages.is_marked(span.index(), Mark::Writeback))
+            .collect();
+        // A page rewritten while in flight holds new contents: if this
+        // writeback failed, its old contents were lost and nobody was told.
+        let mut new_failure = outcome == Outcome::Failed
+            && (current.iter().map(|span| span.size()).sum::<u64>() < written.size());
+        for span in current {
+            self.pages.clear_mark(span.index(), Mark::Writeback);
+            if self.pages.is_marked(span.index(), Mark::Dirty) {
+                new_failure |= outcome == Outcome::Failed;
+                continue;
+            }
+            match outcome {
+                Outcome::Durable => {
+                    accounting.dirty_pages -= span.size();
+                    accounting.clock.push_back((self.ino, span.index()));
+                    for page in span.index()..=span.last() {
+                        self.failed.remove(&page);
+                    }
+                }
+                Outcome::Failed => {
+                    self.pages.set_mark(span.index(), Mark::Dirty);
+                    for page in span.index()..=span.last() {
+                        new_failure |= self.failed.insert(page);
+                    }
+                }
+                Outcome::Untried => {
+                    self.pages.set_mark(span.index(), Mark::Dirty);
+                }
+            }
+        }
+        new_failure
+    }
+
+    /// The pages cached, and those of them not clean.
+    pub(super) fn page_counts(&self) -> (u64, u64) {
+        self.pages
+            .iter()
+            .fold((0, 0), |(cached, unclean), (span, _)| {
+                let dirty = if self.unclean(span.index()) {
+                    span.size()
+                } else {
+                    0
+                };
+                (cached + span.size(), unclean + dirty)
+            })
+    }
+
+    /// Whether the entry holding `index` may be evicted: cached, clean, not
+    /// being written back, and not holding contents that failed writeback.
+    pub(super) fn evictable(&self, index: u64) -> bool {
+        self.pages.load_entry(index).is_some_and(|(span, _)| {
+            !self.unclean(span.index())
+                && self
+                    .failed
+                    .range(span.index()..=span.last())
+                    .next()
+                    .is_none()
+        })
+    }
+}

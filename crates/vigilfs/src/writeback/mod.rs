@@ -1,0 +1,557 @@
+//! Writeback: the dirty pages of an inode written to new blocks and made
+//! durable, and every failure reported exactly once.
+//!
+//! # Copy-on-write
+//!
+//! Writeback of an inode is copy-on-write: the dirty pages get newly
+//! allocated blocks, are written there ([`IoClass::Data`]), and then a
+//! b-tree transaction replaces or splits the old extents in the range,
+//! removes their rmap records and inserts the new ones, and sets the
+//! inode's size, mtime and ctime — one transaction per
+//! [`PAGES_PER_TRANSACTION`] pages, so its records fit a journal entry
+//! however fragmented the file. The journal is flushed once, up to the
+//! last of them; the old blocks are freed at each one's seq (reused only
+//! once it is durable), and the pages are marked clean. Before the
+//! transaction naming new data blocks is committed, the journal is told to
+//! flush the device ahead of its next entry
+//! ([`Journal::order_before_next_entry`]), so a crash can never keep an
+//! extent whose data was lost. With no dirty pages but a write pending
+//! (its pages all punched away), the transaction still sets the size and
+//! times, so the size a write set is never lost. Writeback over an
+//! unwritten extent is the ordinary copy-on-write: the pages get new,
+//! written blocks and the unwritten blocks under them are freed.
+//!
+//! # Three steps
+//!
+//! * *Take-off* ([`Writeback::take_off`], cache locked): the dirty
+//!   entries' DIRTY mark becomes WRITEBACK and the inode is marked
+//!   `syncing` (its `I_SYNC`: at most one writeback per inode in flight).
+//! * *Flight* ([`Writeback::fly`], cache unlocked): allocation, device
+//!   writes, the transactions and the journal flush, from the entries'
+//!   bytes, which are shared and never changed in place.
+//! * *Landing* ([`Writeback::land`], cache locked): each entry still
+//!   marked WRITEBACK loses the mark and becomes clean, or dirty again if
+//!   the writeback failed; an entry a write made DIRTY again meanwhile
+//!   stays dirty. A panic during the flight still lands, as untried.
+//!
+//! A second writeback of the same inode (fsync racing the background
+//! thread) waits for the one in flight, so what was dirty when it was
+//! called is durable (or reported) when it returns; truncate, punch and
+//! fallocate wait too. Reads, writes and writebacks of other inodes do not.
+//!
+//! # Error policy
+//!
+//! When writeback of an inode fails (device write error, no space for the
+//! new blocks, journal failure):
+//!
+//! 1. The blocks just allocated are freed at seq 0 (never referenced), so a
+//!    failed writeback leaks nothing and leaves the old extents untouched.
+//! 2. **The pages stay dirty and cached**: the data is not dropped (Linux
+//!    drops it), it is still readable and the next writeback retries it.
+//! 3. The errno is set in the inode's word and the filesystem's word —
+//!    **once per failure of new data**. Each dirty page remembers whether
+//!    its current contents already failed writeback; a retry that fails
+//!    again on pages that all failed before does not set the words again
+//!    (the same loss must not be reported twice to a handle that already
+//!    heard of it). Rewriting a page makes its contents new again. Each
+//!    new failure is told to the [`FailureListener`] (events, the error
+//!    record).
+//! 4. A file deleted while its data was in flight lands without an error:
+//!    its data has nowhere to go and nobody to tell.
+//!
+//! What fsync and syncfs then report is the file operations' business
+//! ([`crate::inode::FsyncErrors`]).
+//!
+//! [`Journal::order_before_next_entry`]: crate::journal::Journal::order_before_next_entry
+
+#[cfg(test)]
+pub(crate) mod tests;
+
+use std::ops::Range;
+use std::sync::{Arc, OnceLock};
+
+use errseq::{ErrSeq, Errno};
+use xarray::{Mark, Span, XArray};
+
+use crate::alloc::{AllocError, Extent as BlockRun};
+use crate::device::{BlockDevice, IoClass};
+use crate::inode::extents::{punch, ExtentMap, PAGES_PER_TRANSACTION};
+use crate::inode::file_error::{device_errno, journal_errno, writeback_errno, FileError};
+use crate::inode::{Extent, Timestamp, MAX_EXTENT_BLOCKS};
+use crate::metadata::Metadata;
+use crate::pagecache::{Cache, Outcome, Page, PageCache, PAGE, PAGE_BYTES};
+
+/// What [`crate::inode::Files::writeback_all`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WritebackSummary {
+    /// Pages written and made durable.
+    pub pages_written: u64,
+    /// Inodes whose writeback failed (their pages stay dirty).
+    pub failed_inodes: Vec<u64>,
+    /// The errno of the first failure, if any.
+    pub first_error: Option<Errno>,
+}
+
+/// Told of each new writeback failure: the inode, the errno, and the first
+/// and last file page that failed. Called with the data path locked: it
+/// must not call back into the data path.
+pub type FailureListener = Box<dyn Fn(u64, Errno, u64, u64) + Send + Sync>;
+
+/// A writeback of one inode between its snapshot and its landing: the
+/// entries it took (their DIRTY mark moved to WRITEBACK, their bytes
+/// shared, so writes meanwhile replace entries rather than change these)
+/// and the inode's size, pending time and change count when it started.
+pub(crate) struct Flight {
+    ino: u64,
+    /// The inode's page index, to tell it from a later one of the same
+    /// inode number after a forget.
+    pages: Arc<XArray<Page>>,
+    entries: Vec<(Span, Page)>,
+    size: u64,
+    mtime: Option<Timestamp>,
+    changes: u64,
+}
+
+/// How far a [`Flight`] got.
+pub(crate) struct Landing {
+    /// How many of its entries (from the first) are durable.
+    pub(crate) durable: usize,
+    /// The entries of the batch that failed, and why (an empty range when
+    /// only the inode record failed); the entries after it were not tried.
+    pub(crate) failure: Option<(Range<usize>, Errno)>,
+}
+
+/// Lands a flight that never reached [`Writeback::land`] (a panic during its
+/// I/O) as untried: its pages dirty again, the inode free for the next
+/// writeback, waiters woken. Nothing is reported: the panic is.
+struct InFlight<'w> {
+    writeback: &'w Writeback,
+    flight: Option<Flight>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(flight) = self.flight.take() {
+            let untried = Landing {
+                durable: 0,
+                failure: Some((0..0, Errno::EIO)),
+            };
+            let _ = self.writeback.land(flight, untried);
+        }
+    }
+}
+
+/// The writeback of one filesystem's data: what it writes with, the page
+/// cache it writes from, the filesystem's error word and who is told of
+/// failures. See the module comment.
+pub(crate) struct Writeback {
+    device: Arc<dyn BlockDevice>,
+    metadata: Arc<Metadata>,
+    extents: ExtentMap,
+    cache: Arc<PageCache>,
+    /// The filesystem's writeback error word (syncfs reports from it).
+    fs_errseq: ErrSeq,
+    on_failure: OnceLock<FailureListener>,
+}
+
+impl Writeback {
+    /// Writeback of the pages in `cache` to `device`, the extents and
+    /// blocks kept by `metadata`.
+    pub(crate) fn new(
+        device: Arc<dyn BlockDevice>,
+        metadata: Arc<Metadata>,
+        cache: Arc<PageCache>,
+    ) -> Writeback {
+        Writeback {
+            extents: ExtentMap::new(Arc::clone(&device), Arc::clone(&metadata)),
+            device,
+            metadata,
+            cache,
+            fs_errseq: ErrSeq::new(),
+            on_failure: OnceLock::new(),
+        }
+    }
+
+    /// Sets who is told of each new writeback failure (once per failure of
+    /// new data, exactly when the error words are set). Only the first
+    /// listener set is kept.
+    pub(crate) fn set_failure_listener(&self, listener: FailureListener) {
+        let _ = self.on_failure.set(listener);
+    }
+
+    /// The filesystem's writeback error word.
+    pub(crate) fn fs_errseq(&self) -> &ErrSeq {
+        &self.fs_errseq
+    }
+
+    /// Writes back every inode with dirty pages (what background writeback,
+    /// syncfs, freeze and unmount do). Errors go into the error words and
+    /// to the failure listener; the summary says what happened.
+    pub(crate) fn writeback_all(&self) -> WritebackSummary {
+        // Inodes in flight are included: their writeback may fail and
+        // leave pages dirty, and this must not return before it lands.
+        let mut inos: Vec<u64> = self
+            .cache
+            .lock()
+            .inodes
+            .values()
+            .filter(|state| {
+                state.syncing
+                    || state.mtime.is_some()
+                    || state.pages.iter_marked(0, Mark::Dirty).next().is_some()
+            })
+            .map(|state| state.ino)
+            .collect();
+        inos.sort_unstable();
+        let mut summary = WritebackSummary::default();
+        for ino in inos {
+            match self.writeback_inode(ino) {
+                Ok(pages) => summary.pages_written += pages,
+                Err(errno) => {
+                    summary.failed_inodes.push(ino);
+                    summary.first_error.get_or_insert(errno);
+                }
+            }
+        }
+        summary
+    }
+
+    /// Writes back the dirty pages of `ino`; returns how many were written.
+    /// On failure the error words are set per the module's policy and the
+    /// error (as errno) is returned. Waits first for a writeback of `ino`
+    /// already in flight, so what was dirty when this was called is
+    /// durable (or reported) when it returns.
+    ///
+    /// Three steps: [`Writeback::take_off`] (cache locked) moves the dirty
+    /// entries from DIRTY to WRITEBACK; [`Writeback::fly`] (cache unlocked)
+    /// writes them; [`Writeback::land`] (cache locked) settles their marks.
+    pub(crate) fn writeback_inode(&self, ino: u64) -> Result<u64, Errno> {
+        let Some(flight) = self.take_off(ino) else {
+            return Ok(0);
+        };
+        let mut flight = InFlight {
+            writeback: self,
+            flight: Some(flight),
+        };
+        let landing = self.fly(flight.flight.as_ref().expect("set above"));
+        self.land(flight.flight.take().expect("set above"), landing)
+    }
+
+    /// Starts a writeback of `ino` (see [`Writeback::writeback_inode`]):
+    /// `None` when there is nothing to write (or no such inode loaded).
+    pub(crate) fn take_off(&self, ino: u64) -> Option<Flight> {
+        let mut cache = self.cache.lock();
+        while cache.inodes.get(&ino)?.syncing {
+            cache = self.cache.wait(cache);
+        }
+        let state = cache.inodes.get_mut(&ino)?;
+        let entries: Vec<(Span, Page)> = state.pages.iter_marked(0, Mark::Dirty).collect();
+        if entries.is_empty() && state.mtime.is_none() {
+            return None;
+        }
+        debug_assert!(state.pages.iter_marked(0, Mark::Writeback).next().is_none());
+        for (span, _) in &entries {
+            state.pages.clear_mark(span.index(), Mark::Dirty);
+            state.pages.set_mark(span.index(), Mark::Writeback);
+        }
+        state.syncing = true;
+        Some(Flight {
+            ino,
+            pages: Arc::clone(&state.pages),
+            entries,
+            size: state.size,
+            mtime: state.mtime,
+            changes: state.changes,
+        })
+    }
+
+    /// The I/O of a writeback, with the cache unlocked: the entries go in
+    /// batches of at most [`PAGES_PER_TRANSACTION`] pages, one transaction
+    /// each (so the records fit one journal entry however fragmented the
+    /// file), and one journal flush makes all of them durable. With no
+    /// entries, the inode record alone gets the size and time.
+    pub(crate) fn fly(&self, flight: &Flight) -> Landing {
+        let ino = flight.ino;
+        let entries = &flight.entries;
+        if entries.is_empty() {
+            // Writes happened but a punched hole dropped all their pages:
+            // the size and mtime they set still go to the record, or the
+            // size would be lost at the next mount.
+            return Landing {
+                durable: 0,
+                failure: self.commit_record(flight).err().map(|errno| (0..0, errno)),
+            };
+        }
+        let mut batches: Vec<Range<usize>> = Vec::new();
+        let mut pages_in_batch = 0;
+        for (at, (span, _)) in entries.iter().enumerate() {
+            let pages = span.size() as usize;
+            match batches.last_mut() {
+                Some(batch) if pages_in_batch + pages <= PAGES_PER_TRANSACTION => {
+                    batch.end = at + 1;
+                    pages_in_batch += pages;
+                }
+                _ => {
+                    batches.push(at..at + 1);
+                    pages_in_batch = pages;
+                }
+            }
+        }
+        let mut newest_seq: Option<u64> = None;
+        let mut committed = 0;
+        let mut failure: Option<(Range<usize>, Errno)> = None;
+        for batch in batches {
+            let dirty = pages_of(&entries[batch.clone()]);
+            match self.write_pages(ino, flight, &dirty) {
+                Ok(seq) => {
+                    newest_seq = newest_seq.max(seq);
+                    committed = batch.end;
+                }
+                Err(errno) => {
+                    failure = Some((batch, errno));
+                    break;
+                }
+            }
+        }
+        if let Some(seq) = newest_seq {
+            if let Err(error) = self.metadata.journal.flush_seq(seq) {
+                // Committed but not durable: all of it failed.
+                let end = failure.as_ref().map_or(committed, |(batch, _)| batch.end);
+                failure = Some((0..end, journal_errno(&error)));
+                committed = 0;
+            }
+        }
+        Landing {
+            durable: committed,
+            failure,
+        }
+    }
+
+    /// Ends a writeback (see [`Writeback::writeback_inode`]): entries durable
+    /// become clean, those of a failed batch dirty and failed, the rest
+    /// dirty; the error words are set if the failure is new; the pending
+    /// time goes if no write came meanwhile. Wakes whoever waits.
+    pub(crate) fn land(&self, flight: Flight, mut landing: Landing) -> Result<u64, Errno> {
+        if landing.failure.is_some()
+            && matches!(
+                self.extents.record(flight.ino),
+                Err(FileError::NotFound { .. })
+            )
+        {
+            // The file was deleted while its data was in flight (its last
+            // link and last opener gone): the data has nowhere to go and
+            // nobody to tell, so this is no error. Its pages go with the
+            // forget that follows the deletion.
+            landing = Landing {
+                durable: 0,
+                failure: None,
+            };
+        }
+        let mut cache = self.cache.lock();
+        let Cache { inodes, accounting } = &mut *cache;
+        let written = pages_of(&flight.entries[..landing.durable]).len() as u64;
+        let result = match &landing.failure {
+            None => Ok(written),
+            Some((_, errno)) => Err(*errno),
+        };
+        // A forgotten inode (deleted meanwhile) has nothing left to settle.
+        if let Some(state) = inodes
+            .get_mut(&flight.ino)
+            .filter(|state| Arc::ptr_eq(&state.pages, &flight.pages))
+        {
+            state.syncing = false;
+            let mut new_failure = false;
+            for (at, (span, _)) in flight.entries.iter().enumerate() {
+                let outcome = match &landing.failure {
+                    _ if at < landing.durable => Outcome::Durable,
+                    Some((batch, _)) if batch.contains(&at) => Outcome::Failed,
+                    _ => Outcome::Untried,
+                };
+                new_failure |= state.land_entry(accounting, *span, outcome);
+            }
+            match landing.failure {
+                None if state.changes == flight.changes => state.mtime = None,
+                None => {}
+                Some((batch, errno)) => {
+                    let failed = pages_of(&flight.entries[batch]);
+                    if new_failure {
+                        state.errseq.set(errno);
+                        self.fs_errseq.set(errno);
+                        if let (Some(listener), Some((first, _)), Some((last, _))) =
+                            (self.on_failure.get(), failed.first(), failed.last())
+                        {
+                            listener(flight.ino, errno, *first, *last);
+                        }
+                    }
+                }
+            }
+        }
+        cache.evict_over_budget();
+        drop(cache);
+        self.cache.wake_all();
+        result
+    }
+
+    /// Copy-on-write of `dirty` (sorted by index): allocate, write, one
+    /// transaction, free the old blocks at its seq. Returns the seq, for
+    /// the caller to make durable.
+    fn write_pages(
+        &self,
+        ino: u64,
+        flight: &Flight,
+        dirty: &[(u64, &[u8])],
+    ) -> Result<Option<u64>, Errno> {
+        let allocator = &self.metadata.allocator;
+        let runs = allocator
+            .allocate_data(dirty.len() as u64, 0)
+            .map_err(|error| match error {
+                AllocError::NoSpace { .. } | AllocError::Fragmented { .. } => Errno::ENOSPC,
+                _ => Errno::EIO,
+            })?;
+        let new_extents = match self.write_new_extents(dirty, &runs) {
+            Ok(extents) => extents,
+            Err(errno) => {
+                self.metadata.allocator.free_unreferenced(&runs);
+                return Err(errno);
+            }
+        };
+        // The transaction names the new blocks: they must be durable
+        // before its journal entry is.
+        self.metadata.journal.order_before_next_entry();
+        let (seq, freed) = match self.commit_extents(ino, flight, &new_extents) {
+            Ok(done) => done,
+            Err(errno) => {
+                self.metadata.allocator.free_unreferenced(&runs);
+                return Err(errno);
+            }
+        };
+        if let Some(seq) = seq {
+            // From here the new extents are referenced by committed state:
+            // the old blocks are unreferenced at `seq` whether or not it
+            // becomes durable, and are reused only once it is.
+            for run in freed {
+                // A refused free means the block was already free: the
+                // allocator keeps it out of use and counts it.
+                let _ = allocator.free_data(run, seq);
+            }
+        }
+        Ok(seq)
+    }
+
+    /// Writeback with no pages to write: the inode record alone gets the
+    /// size and mtime, durably. A failure is returned (and reported by the
+    /// fsync that asked) but sets no error word: no data was lost.
+    fn commit_record(&self, flight: &Flight) -> Result<(), Errno> {
+        let (seq, _) = self.commit_extents(flight.ino, flight, &[])?;
+        if let Some(seq) = seq {
+            self.metadata
+                .journal
+                .flush_seq(seq)
+                .map_err(|error| journal_errno(&error))?;
+        }
+        Ok(())
+    }
+
+    /// Pairs the dirty pages with the allocated blocks, writes them, and
+    /// returns the new extents (file offset → extent).
+    fn write_new_extents(
+        &self,
+        dirty: &[(u64, &[u8])],
+        runs: &[BlockRun],
+    ) -> Result<Vec<(u64, Extent)>, Errno> {
+        let physical = runs.iter().flat_map(|run| run.start..run.end());
+        let mut extents: Vec<(u64, Extent)> = Vec::new();
+        // One buffer, reused: each extent is written as soon as the next
+        // page does not continue it.
+        let mut bytes: Vec<u8> = Vec::with_capacity(MAX_EXTENT_BLOCKS as usize * PAGE_BYTES);
+        for ((index, page), block) in dirty.iter().zip(physical) {
+            let checksum = crc32c::crc32c(page);
+            if let Some((offset, extent)) = extents.last_mut() {
+                let blocks = u64::from(extent.blocks());
+                if *offset + blocks == *index
+                    && extent.physical + blocks == block
+                    && extent.blocks() < MAX_EXTENT_BLOCKS
+                {
+                    extent.checksums.push(checksum);
+                    bytes.extend_from_slice(page);
+                    continue;
+                }
+                self.write_extent_bytes(extent.physical, &bytes)?;
+                bytes.clear();
+            }
+            extents.push((
+                *index,
+                Extent {
+                    flags: 0,
+                    physical: block,
+                    checksums: vec![checksum],
+                },
+            ));
+            bytes.extend_from_slice(page);
+        }
+        if let Some((_, extent)) = extents.last() {
+            self.write_extent_bytes(extent.physical, &bytes)?;
+        }
+        Ok(extents)
+    }
+
+    fn write_extent_bytes(&self, physical: u64, bytes: &[u8]) -> Result<(), Errno> {
+        self.device
+            .write_at(physical * PAGE, bytes, IoClass::Data)
+            .map_err(|error| device_errno(&error))
+    }
+
+    /// The transaction: extents and rmap records replaced, inode updated.
+    /// Returns the seq and the old blocks no longer referenced.
+    fn commit_extents(
+        &self,
+        ino: u64,
+        flight: &Flight,
+        new_extents: &[(u64, Extent)],
+    ) -> Result<(Option<u64>, Vec<BlockRun>), Errno> {
+        let first = new_extents.first().map_or(0, |(offset, _)| *offset);
+        let last_end = new_extents
+            .last()
+            .map_or(0, |(offset, extent)| offset + u64::from(extent.blocks()));
+        let before = self
+            .extents
+            .overlapping(ino, first, last_end)
+            .map_err(|_| Errno::EIO)?;
+        let mut after = before.clone();
+        let mut freed = Vec::new();
+        for (offset, extent) in new_extents {
+            punch(
+                &mut after,
+                *offset,
+                offset + u64::from(extent.blocks()),
+                &mut freed,
+            );
+            after.insert(*offset, extent.clone());
+        }
+        let (size, mtime) = (flight.size, flight.mtime);
+        let seq = self
+            .extents
+            .commit_change(ino, &before, &after, |record| {
+                record.size = record.size.max(size);
+                if let Some(mtime) = mtime {
+                    record.mtime = mtime;
+                    record.ctime = mtime;
+                }
+            })
+            .map_err(|error| writeback_errno(&error))?;
+        Ok((seq, freed))
+    }
+}
+
+/// The pages of `entries`, large entries cut into their pages.
+fn pages_of(entries: &[(Span, Page)]) -> Vec<(u64, &[u8])> {
+    entries
+        .iter()
+        .flat_map(|(span, entry)| {
+            (span.index()..=span.last()).map(move |index| {
+                let at = ((index - span.index()) * PAGE) as usize;
+                (index, &entry[at..at + PAGE_BYTES])
+            })
+        })
+        .collect()
+}
