@@ -8,12 +8,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use proptest::prelude::*;
 
 use super::*;
-use crate::device::{DeviceError, FaultDevice, FaultPlan, FaultRule, MemoryDevice, Operations, SectorSize};
+use crate::device::{
+    DeviceError, FaultDevice, FaultPlan, FaultRule, MemoryDevice, Operations, SectorSize,
+};
 use crate::format::Superblock;
 use crate::fsck::fsck;
 use crate::inode::{CacheStats, Files, Namespace, ROOT_INO};
-use crate::pagecache::LARGE_PAGES;
 use crate::mkfs::{make_filesystem, MkfsOptions};
+use crate::pagecache::LARGE_PAGES;
 
 /// A formatted in-memory filesystem with one empty file, its data going
 /// through `wrap(device)`.

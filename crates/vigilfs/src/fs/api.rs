@@ -1,0 +1,782 @@
+//! The engine's API: every operation a transport (the FUSE adapter, a
+//! test, an embedding program) calls on a mounted filesystem, keyed by
+//! inode number and open-file handle.
+//!
+//! Each operation checks permissions with Linux's rules (unless the mount
+//! leaves that to the transport), passes the write gate if it changes
+//! anything, calls the namespace, the data path or the xattrs, and sends
+//! its outcome through the error policy. Lookups and handles are counted
+//! here; an unlinked file lives until its last release (the orphan list).
+
+use super::gate::WriteGuard;
+use super::handles::OpenFlags;
+use super::{Filesystem, FsError, FsResult};
+use crate::inode::{
+    check_access, check_setattr, check_sticky_delete, check_xattr_access, kill_suid_on_write,
+    new_inode_owner, xattr_listable, Access, Caller, FallocateMode, FileError, FileType,
+    InodeRecord, RenameFlags, Seek, SetAttr, SetAttrRequest, SetTime, TimeChange, XattrFlags,
+    ROOT_INO,
+};
+
+/// An inode's attributes as `stat` shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    /// The inode number.
+    pub ino: u64,
+    /// The record, with the size and times writes not yet written back
+    /// have given it.
+    pub record: InodeRecord,
+    /// 512-byte units allocated (estimated from the size: holes count).
+    pub blocks: u64,
+}
+
+impl Attr {
+    /// The kind of inode.
+    pub fn file_type(&self) -> FileType {
+        self.record.file_type()
+    }
+}
+
+/// One directory entry readdir returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirItem {
+    /// Pass it back to readdir to continue after this entry.
+    pub offset: u64,
+    /// The name (`.` and `..` included).
+    pub name: Vec<u8>,
+    /// The inode named.
+    pub ino: u64,
+    /// Its kind.
+    pub file_type: FileType,
+}
+
+/// Attribute changes for [`Filesystem::setattr`]; `None` keeps a value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SetAttributes {
+    /// Permission bits.
+    pub mode: Option<u32>,
+    /// Owner.
+    pub uid: Option<u32>,
+    /// Group.
+    pub gid: Option<u32>,
+    /// Size (truncate or extend).
+    pub size: Option<u64>,
+    /// Access time.
+    pub atime: Option<SetTime>,
+    /// Modification time.
+    pub mtime: Option<SetTime>,
+}
+
+/// What `statfs` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatFs {
+    /// Block size.
+    pub block_size: u32,
+    /// Blocks in the data region.
+    pub blocks: u64,
+    /// Blocks free (including those freed but not yet reusable).
+    pub free_blocks: u64,
+    /// Blocks free for unprivileged users.
+    pub available_blocks: u64,
+    /// Inodes in use.
+    pub files: u64,
+    /// Inodes that could still be made (bounded by free space).
+    pub free_files: u64,
+    /// Longest name.
+    pub name_max: u32,
+}
+
+impl Filesystem {
+    fn enter(&self) -> FsResult<WriteGuard<'_>> {
+        self.shared.gate.enter()
+    }
+
+    fn check(&self, record: &InodeRecord, caller: &Caller, access: Access) -> FsResult<()> {
+        if self.shared.options.check_permissions {
+            check_access(record, caller, access)?;
+        }
+        Ok(())
+    }
+
+    fn record(&self, ino: u64) -> FsResult<InodeRecord> {
+        let result = self.shared.namespace.getattr(ino).map_err(FsError::from);
+        self.shared.observe("getattr", result)
+    }
+
+    /// A directory the caller may search and change (write and execute).
+    fn writable_directory(&self, dir: u64, caller: &Caller) -> FsResult<InodeRecord> {
+        let record = self.record(dir)?;
+        if record.file_type() != FileType::Directory {
+            return Err(crate::inode::NamespaceError::NotADirectory.into());
+        }
+        self.check(&record, caller, Access::WRITE | Access::EXECUTE)?;
+        Ok(record)
+    }
+
+    /// Checks that the caller may remove the entry `name` of `dir` (write
+    /// and search on the directory, and the sticky-bit rule).
+    fn check_removal(&self, dir: u64, name: &[u8], caller: &Caller) -> FsResult<()> {
+        let dir_record = self.writable_directory(dir, caller)?;
+        // The victim matters only in a sticky directory, to non-root.
+        let sticky = dir_record.mode & libc::S_ISVTX != 0;
+        if self.shared.options.check_permissions && sticky && !caller.is_root() {
+            if let Some((_, victim)) = self.shared.namespace.lookup(dir, name)? {
+                check_sticky_delete(&dir_record, &victim, caller)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks `name` up in `parent`; counts a lookup of the inode found.
+    pub fn lookup(&self, parent: u64, name: &[u8], caller: &Caller) -> FsResult<Attr> {
+        let dir = self.record(parent)?;
+        if dir.file_type() != FileType::Directory {
+            return Err(crate::inode::NamespaceError::NotADirectory.into());
+        }
+        self.check(&dir, caller, Access::EXECUTE)?;
+        let found = self
+            .shared
+            .namespace
+            .lookup(parent, name)
+            .map_err(FsError::from);
+        let (ino, record) = self
+            .shared
+            .observe("lookup", found)?
+            .ok_or(crate::inode::NamespaceError::NotFound)?;
+        self.shared.handles.looked_up(ino);
+        Ok(self.shared.attr(ino, record))
+    }
+
+    /// Drops `count` lookups of `ino` (the kernel forgot it).
+    pub fn forget(&self, ino: u64, count: u64) {
+        self.shared.handles.forget(ino, count);
+    }
+
+    /// Lookups of `ino` not yet forgotten.
+    pub fn lookup_count(&self, ino: u64) -> u64 {
+        self.shared.handles.lookups(ino)
+    }
+
+    /// The attributes of `ino`.
+    pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        let record = self.record(ino)?;
+        Ok(self.shared.attr(ino, record))
+    }
+
+    /// Changes attributes of `ino` (chmod, chown, truncate, utimes), with
+    /// Linux's permission rules; `handle` is the open file a truncate came
+    /// through (`ftruncate`: its write access suffices).
+    pub fn setattr(
+        &self,
+        ino: u64,
+        changes: &SetAttributes,
+        handle: Option<u64>,
+        caller: &Caller,
+    ) -> FsResult<Attr> {
+        let _writer = self.enter()?;
+        let record = self.record(ino)?;
+        let through_writable_handle = match handle {
+            Some(number) => {
+                let file = self.shared.handles.file(number)?;
+                file.ino == ino && file.flags.write
+            }
+            None => false,
+        };
+        let request = SetAttrRequest {
+            mode: changes.mode,
+            uid: changes.uid,
+            gid: changes.gid,
+            size: changes.size,
+            atime: changes.atime.map(time_change),
+            mtime: changes.mtime.map(time_change),
+            through_writable_handle,
+        };
+        let mode = if self.shared.options.check_permissions {
+            check_setattr(&record, caller, &request)?.mode
+        } else {
+            changes.mode
+        };
+        if let Some(size) = changes.size {
+            match record.file_type() {
+                FileType::Regular => {}
+                FileType::Directory => return Err(FileError::IsDirectory { ino }.into()),
+                _ => return Err(FsError::Invalid("truncate of a non-regular file")),
+            }
+            let result = self.shared.files.truncate(ino, size).map_err(FsError::from);
+            self.shared.observe("truncate", result)?;
+        }
+        let namespace_changes = SetAttr {
+            mode,
+            uid: changes.uid,
+            gid: changes.gid,
+            atime: changes.atime,
+            mtime: changes.mtime,
+        };
+        if changes.mtime.is_some() && record.file_type() == FileType::Regular {
+            // The time set replaces the one pending writes gave the file.
+            self.shared.files.clear_pending_mtime(ino);
+        }
+        let record = if namespace_changes == SetAttr::default() && changes.size.is_some() {
+            self.record(ino)?
+        } else {
+            let result = self
+                .shared
+                .namespace
+                .setattr(ino, &namespace_changes)
+                .map_err(FsError::from);
+            self.shared.observe("setattr", result)?
+        };
+        Ok(self.shared.attr(ino, record))
+    }
+
+    /// Makes a regular file, device node, fifo or socket.
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        rdev: u64,
+        caller: &Caller,
+    ) -> FsResult<Attr> {
+        let _writer = self.enter()?;
+        let dir = self.writable_directory(parent, caller)?;
+        let (uid, gid, permissions) = new_inode_owner(&dir, caller, mode, false);
+        // new_inode_owner returns permission bits only: keep the type.
+        let mode = (mode & libc::S_IFMT) | permissions;
+        let result = self
+            .shared
+            .namespace
+            .mknod(parent, name, mode, uid, gid, rdev)
+            .map_err(FsError::from);
+        let (ino, record) = self.shared.observe("mknod", result)?;
+        self.shared.handles.looked_up(ino);
+        Ok(self.shared.attr(ino, record))
+    }
+
+    /// Makes a directory.
+    pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, caller: &Caller) -> FsResult<Attr> {
+        let _writer = self.enter()?;
+        let dir = self.writable_directory(parent, caller)?;
+        let (uid, gid, mode) = new_inode_owner(&dir, caller, mode, true);
+        let result = self
+            .shared
+            .namespace
+            .mkdir(parent, name, mode, uid, gid)
+            .map_err(FsError::from);
+        let (ino, record) = self.shared.observe("mkdir", result)?;
+        self.shared.handles.looked_up(ino);
+        Ok(self.shared.attr(ino, record))
+    }
+
+    /// Makes a symbolic link to `target`.
+    pub fn symlink(
+        &self,
+        parent: u64,
+        name: &[u8],
+        target: &[u8],
+        caller: &Caller,
+    ) -> FsResult<Attr> {
+        let _writer = self.enter()?;
+        let dir = self.writable_directory(parent, caller)?;
+        let (uid, gid, _) = new_inode_owner(&dir, caller, 0o777, false);
+        let result = self
+            .shared
+            .namespace
+            .symlink(parent, name, target, uid, gid)
+            .map_err(FsError::from);
+        let (ino, record) = self.shared.observe("symlink", result)?;
+        self.shared.handles.looked_up(ino);
+        Ok(self.shared.attr(ino, record))
+    }
+
+    /// A symbolic link's target.
+    pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
+        let result = self.shared.namespace.readlink(ino).map_err(FsError::from);
+        self.shared.observe("readlink", result)
+    }
+
+    /// Makes `new_name` in `new_parent` another name of `ino`.
+    pub fn link(
+        &self,
+        ino: u64,
+        new_parent: u64,
+        new_name: &[u8],
+        caller: &Caller,
+    ) -> FsResult<Attr> {
+        let _writer = self.enter()?;
+        self.writable_directory(new_parent, caller)?;
+        let result = self
+            .shared
+            .namespace
+            .link(ino, new_parent, new_name)
+            .map_err(FsError::from);
+        let record = self.shared.observe("link", result)?;
+        self.shared.handles.looked_up(ino);
+        Ok(self.shared.attr(ino, record))
+    }
+
+    /// Removes the non-directory `name` from `parent`; an open file lives
+    /// on until its last release.
+    pub fn unlink(&self, parent: u64, name: &[u8], caller: &Caller) -> FsResult<()> {
+        let _writer = self.enter()?;
+        self.check_removal(parent, name, caller)?;
+        let result = self
+            .shared
+            .namespace
+            .unlink(parent, name)
+            .map_err(FsError::from);
+        if let Some(ino) = self.shared.observe("unlink", result)? {
+            self.shared.files.forget(ino);
+        }
+        Ok(())
+    }
+
+    /// Removes the empty directory `name` from `parent`.
+    pub fn rmdir(&self, parent: u64, name: &[u8], caller: &Caller) -> FsResult<()> {
+        let _writer = self.enter()?;
+        self.check_removal(parent, name, caller)?;
+        let result = self
+            .shared
+            .namespace
+            .rmdir(parent, name)
+            .map_err(FsError::from);
+        self.shared.observe("rmdir", result)?;
+        Ok(())
+    }
+
+    /// Renames (`renameat2` flags: NOREPLACE, EXCHANGE).
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        new_parent: u64,
+        new_name: &[u8],
+        flags: RenameFlags,
+        caller: &Caller,
+    ) -> FsResult<()> {
+        let _writer = self.enter()?;
+        self.check_removal(parent, name, caller)?;
+        self.check_removal(new_parent, new_name, caller)?;
+        if self.shared.options.check_permissions && parent != new_parent {
+            // Moving a directory rewrites its "..": it must be writable.
+            if let Some((_, moved)) = self.shared.namespace.lookup(parent, name)? {
+                if moved.file_type() == FileType::Directory {
+                    check_access(&moved, caller, Access::WRITE)?;
+                }
+            }
+        }
+        let result = self
+            .shared
+            .namespace
+            .rename(parent, name, new_parent, new_name, flags)
+            .map_err(FsError::from);
+        if let Some(ino) = self.shared.observe("rename", result)? {
+            self.shared.files.forget(ino);
+        }
+        Ok(())
+    }
+
+    /// Opens regular file `ino`; returns the file handle.
+    pub fn open(&self, ino: u64, flags: OpenFlags, caller: &Caller) -> FsResult<u64> {
+        let record = self.record(ino)?;
+        match record.file_type() {
+            FileType::Regular => {}
+            FileType::Directory => return Err(FileError::IsDirectory { ino }.into()),
+            file_type => return Err(FileError::NotRegular { ino, file_type }.into()),
+        }
+        let mut access = Access::NONE;
+        if flags.read {
+            access = access | Access::READ;
+        }
+        if flags.write || flags.truncate {
+            access = access | Access::WRITE;
+        }
+        self.check(&record, caller, access)?;
+        let _writer = if flags.write || flags.truncate {
+            Some(self.enter()?)
+        } else {
+            None
+        };
+        if flags.truncate && flags.write {
+            let result = self.shared.files.truncate(ino, 0).map_err(FsError::from);
+            self.shared.observe("open", result)?;
+        }
+        self.open_handle(ino, flags)
+    }
+
+    fn open_handle(&self, ino: u64, flags: OpenFlags) -> FsResult<u64> {
+        self.shared.namespace.opened(ino);
+        match self.shared.files.open(ino) {
+            Ok(handle) => Ok(self.shared.handles.add_file(ino, flags, handle)),
+            Err(error) => {
+                let _ = self.shared.namespace.closed(ino);
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Creates regular file `name` in `parent` and opens it.
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        flags: OpenFlags,
+        caller: &Caller,
+    ) -> FsResult<(Attr, u64)> {
+        let attr = self.mknod(parent, name, (mode & 0o7777) | libc::S_IFREG, 0, caller)?;
+        let handle = self.open_handle(attr.ino, flags)?;
+        Ok((attr, handle))
+    }
+
+    /// Reads up to `length` bytes at `offset` through `handle`.
+    pub fn read(&self, handle: u64, offset: u64, length: usize) -> FsResult<Vec<u8>> {
+        let file = self.shared.handles.file(handle)?;
+        if !file.flags.read {
+            return Err(FsError::WrongAccessMode(handle, "reading"));
+        }
+        let result = {
+            let cursors = file.handle();
+            self.shared.files.read(&cursors, offset, length)
+        };
+        self.shared.observe("read", result.map_err(FsError::from))
+    }
+
+    /// Writes `bytes` at `offset` (at the end with `O_APPEND`) through
+    /// `handle`; returns the count written. Lands in the page cache.
+    pub fn write(
+        &self,
+        handle: u64,
+        offset: u64,
+        bytes: &[u8],
+        caller: &Caller,
+    ) -> FsResult<usize> {
+        let file = self.shared.handles.file(handle)?;
+        if !file.flags.write {
+            return Err(FsError::WrongAccessMode(handle, "writing"));
+        }
+        let _writer = self.enter()?;
+        let written = {
+            let cursors = file.handle();
+            let offset = if file.flags.append {
+                self.shared.files.size(&cursors)?
+            } else {
+                offset
+            };
+            self.shared.files.write(&cursors, offset, bytes)?
+        };
+        // Root's writes never clear the bits: skip the record read.
+        if !caller.is_root() {
+            let record = self.record(file.ino)?;
+            if let Some(mode) = kill_suid_on_write(&record, caller) {
+                let changes = SetAttr {
+                    mode: Some(mode),
+                    ..SetAttr::default()
+                };
+                let result = self.shared.namespace.setattr(file.ino, &changes);
+                self.shared
+                    .observe("write", result.map_err(FsError::from))?;
+            }
+        }
+        self.balance_dirty();
+        Ok(written)
+    }
+
+    /// Keeps dirty data bounded: wakes the background thread past the
+    /// limit, and writes back here past twice the limit.
+    fn balance_dirty(&self) {
+        let dirty = self.shared.files.cache_stats().dirty_bytes;
+        let limit = self.shared.options.dirty_limit_bytes;
+        if dirty > limit {
+            if let Some(background) = &self.background {
+                background.kick();
+            }
+        }
+        if dirty > limit.saturating_mul(2) {
+            // Failures are reported by the data path's listener and stay
+            // in the error words for fsync.
+            let _ = self.shared.files.writeback_all();
+        }
+    }
+
+    /// fallocate through `handle`: allocate (mode 0, optionally
+    /// KEEP_SIZE) or PUNCH_HOLE|KEEP_SIZE.
+    pub fn fallocate(
+        &self,
+        handle: u64,
+        offset: u64,
+        length: u64,
+        mode: FallocateMode,
+    ) -> FsResult<()> {
+        let file = self.shared.handles.file(handle)?;
+        if !file.flags.write {
+            return Err(FsError::WrongAccessMode(handle, "writing"));
+        }
+        let _writer = self.enter()?;
+        let result = self
+            .shared
+            .files
+            .fallocate(file.ino, offset, length, mode)
+            .map_err(FsError::from);
+        self.shared.observe("fallocate", result)
+    }
+
+    /// lseek with SEEK_DATA or SEEK_HOLE through `handle`.
+    pub fn seek_data_hole(&self, handle: u64, offset: u64, whence: Seek) -> FsResult<u64> {
+        let file = self.shared.handles.file(handle)?;
+        let result = self
+            .shared
+            .files
+            .seek_data_hole(file.ino, offset, whence)
+            .map_err(FsError::from);
+        self.shared.observe("lseek", result)
+    }
+
+    /// `close(2)` of one descriptor of the handle: reports nothing (errors
+    /// stay for fsync, as on Linux local filesystems).
+    pub fn flush(&self, handle: u64) -> FsResult<()> {
+        self.shared.handles.file(handle).map(|_| ())
+    }
+
+    /// The last close of the handle; an orphan goes with its last handle.
+    pub fn release(&self, handle: u64) -> FsResult<()> {
+        let file = self.shared.handles.remove_file(handle)?;
+        let result = self
+            .shared
+            .namespace
+            .closed(file.ino)
+            .map_err(FsError::from);
+        if self.shared.observe("release", result)? {
+            self.shared.files.forget(file.ino);
+        }
+        Ok(())
+    }
+
+    /// fsync/fdatasync: writes back the file, makes its metadata durable,
+    /// and reports the first writeback error this handle has not heard of.
+    pub fn fsync(&self, handle: u64, _data_only: bool) -> FsResult<()> {
+        let file = self.shared.handles.file(handle)?;
+        let synced = {
+            let mut cursors = file.handle();
+            self.shared.files.fsync(&mut cursors)
+        };
+        let flushed = self
+            .shared
+            .metadata
+            .journal
+            .flush()
+            .map_err(|error| FsError::File(FileError::Journal(error)));
+        let flushed = self.shared.observe("fsync", flushed);
+        self.shared.check_journal("fsync");
+        synced?;
+        flushed
+    }
+
+    /// syncfs through `handle`: everything written back and durable, then
+    /// the first filesystem writeback error this handle has not heard of.
+    pub fn syncfs(&self, handle: u64) -> FsResult<()> {
+        let file = self.shared.handles.file(handle)?;
+        let mut cursors = file.handle();
+        Ok(self.shared.files.syncfs(&mut cursors)?)
+    }
+
+    /// syncfs as a new opener would do it (`vigilfs sync`: open the mount
+    /// point, syncfs, close): everything written back and durable, then the
+    /// filesystem writeback error if nobody has been told of it yet — so
+    /// each error is reported once, to whoever asks first.
+    pub fn syncfs_once(&self) -> FsResult<()> {
+        let mut cursor = self.shared.files.sample_fs_cursor();
+        let result = self
+            .shared
+            .files
+            .syncfs_with(&mut cursor)
+            .map_err(FsError::from);
+        self.shared.check_journal("syncfs");
+        result
+    }
+
+    /// Opens directory `ino`; returns the directory handle.
+    pub fn opendir(&self, ino: u64, caller: &Caller) -> FsResult<u64> {
+        let record = self.record(ino)?;
+        if record.file_type() != FileType::Directory {
+            return Err(crate::inode::NamespaceError::NotADirectory.into());
+        }
+        self.check(&record, caller, Access::READ)?;
+        Ok(self.shared.handles.add_dir(ino))
+    }
+
+    /// Up to `limit` entries of the directory after `offset` (0 from the
+    /// start); `.` and `..` come first.
+    pub fn readdir(&self, handle: u64, offset: u64, limit: usize) -> FsResult<Vec<DirItem>> {
+        let dir = self.shared.handles.dir(handle)?;
+        let mut items = Vec::new();
+        if offset < 1 && items.len() < limit {
+            items.push(DirItem {
+                offset: 1,
+                name: b".".to_vec(),
+                ino: dir.ino,
+                file_type: FileType::Directory,
+            });
+        }
+        if offset < 2 && items.len() < limit {
+            let parent = if dir.ino == ROOT_INO {
+                ROOT_INO
+            } else {
+                self.shared.namespace.parent(dir.ino).unwrap_or(ROOT_INO)
+            };
+            items.push(DirItem {
+                offset: 2,
+                name: b"..".to_vec(),
+                ino: parent,
+                file_type: FileType::Directory,
+            });
+        }
+        let wanted = limit - items.len();
+        if wanted == 0 {
+            return Ok(items);
+        }
+        let after = dir.resume_after(offset)?;
+        let entries = match self.shared.namespace.readdir(dir.ino, after, wanted) {
+            Ok(entries) => entries,
+            // A directory removed while open lists as empty.
+            Err(crate::inode::NamespaceError::NotFound) => Vec::new(),
+            Err(error) => return self.shared.observe("readdir", Err(error.into())),
+        };
+        items.extend(entries.into_iter().map(|entry| DirItem {
+            offset: dir.offset_of(entry.cookie),
+            name: entry.name,
+            ino: entry.ino,
+            file_type: entry.file_type,
+        }));
+        Ok(items)
+    }
+
+    /// readdir with each entry's attributes; each entry but `.` and `..`
+    /// counts as a lookup.
+    pub fn readdir_plus(
+        &self,
+        handle: u64,
+        offset: u64,
+        limit: usize,
+    ) -> FsResult<Vec<(DirItem, Attr)>> {
+        let items = self.readdir(handle, offset, limit)?;
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let attr = match self.getattr(item.ino) {
+                Ok(attr) => attr,
+                // Removed since the listing: skip it.
+                Err(FsError::Namespace(crate::inode::NamespaceError::NotFound)) => continue,
+                Err(error) => return Err(error),
+            };
+            if item.name != b"." && item.name != b".." {
+                self.shared.handles.looked_up(item.ino);
+            }
+            out.push((item, attr));
+        }
+        Ok(out)
+    }
+
+    /// Closes a directory handle.
+    pub fn releasedir(&self, handle: u64) -> FsResult<()> {
+        self.shared.handles.remove_dir(handle)
+    }
+
+    /// Makes the directory's changes durable.
+    pub fn fsyncdir(&self, handle: u64) -> FsResult<()> {
+        self.shared.handles.dir(handle)?;
+        let flushed = self
+            .shared
+            .metadata
+            .journal
+            .flush()
+            .map_err(|error| FsError::File(FileError::Journal(error)));
+        self.shared.observe("fsyncdir", flushed)
+    }
+
+    /// Space and inode counts.
+    pub fn statfs(&self) -> FsResult<StatFs> {
+        let space = self.shared.metadata.allocator.status();
+        let superblock = self.shared.superblock();
+        let blocks = superblock.layout.main.blocks;
+        let block_size = superblock.layout.block_size;
+        drop(superblock);
+        let (next_ino, _) = self.shared.namespace.counters()?;
+        let free = space.free_blocks + space.pending_blocks;
+        Ok(StatFs {
+            block_size,
+            blocks,
+            free_blocks: free,
+            available_blocks: space.free_blocks,
+            files: next_ino.saturating_sub(1),
+            free_files: free,
+            name_max: crate::inode::MAX_NAME_BYTES as u32,
+        })
+    }
+
+    /// The value of extended attribute `name` of `ino`.
+    pub fn getxattr(&self, ino: u64, name: &[u8], caller: &Caller) -> FsResult<Vec<u8>> {
+        let record = self.record(ino)?;
+        self.check_xattr(&record, name, caller, false)?;
+        Ok(self.shared.xattrs.get(ino, name)?)
+    }
+
+    /// Sets extended attribute `name` of `ino`.
+    pub fn setxattr(
+        &self,
+        ino: u64,
+        name: &[u8],
+        value: &[u8],
+        flags: XattrFlags,
+        caller: &Caller,
+    ) -> FsResult<()> {
+        let _writer = self.enter()?;
+        let record = self.record(ino)?;
+        self.check_xattr(&record, name, caller, true)?;
+        let result = self
+            .shared
+            .xattrs
+            .set(ino, name, value, flags)
+            .map_err(FsError::from);
+        self.shared.observe("setxattr", result)
+    }
+
+    /// The names of `ino`'s extended attributes (those the caller may see).
+    pub fn listxattr(&self, ino: u64, caller: &Caller) -> FsResult<Vec<Vec<u8>>> {
+        self.record(ino)?;
+        let names = self.shared.xattrs.list(ino)?;
+        Ok(names
+            .into_iter()
+            .filter(|name| !self.shared.options.check_permissions || xattr_listable(caller, name))
+            .collect())
+    }
+
+    /// Removes extended attribute `name` of `ino`.
+    pub fn removexattr(&self, ino: u64, name: &[u8], caller: &Caller) -> FsResult<()> {
+        let _writer = self.enter()?;
+        let record = self.record(ino)?;
+        self.check_xattr(&record, name, caller, true)?;
+        let result = self.shared.xattrs.remove(ino, name).map_err(FsError::from);
+        self.shared.observe("removexattr", result)
+    }
+
+    /// Linux's xattr access rules ([`check_xattr_access`]).
+    fn check_xattr(
+        &self,
+        record: &InodeRecord,
+        name: &[u8],
+        caller: &Caller,
+        write: bool,
+    ) -> FsResult<()> {
+        if self.shared.options.check_permissions {
+            check_xattr_access(record, caller, name, write)?;
+        }
+        Ok(())
+    }
+}
+
+fn time_change(time: SetTime) -> TimeChange {
+    match time {
+        SetTime::Now => TimeChange::Now,
+        SetTime::At(_) => TimeChange::Explicit,
+    }
+}

@@ -1,0 +1,360 @@
+//! A mount's life: mounting (superblock, metadata, orphans, the writeback
+//! thread), freezing and thawing, shutting down, the status a monitor
+//! reads, and unmounting.
+//!
+//! Freeze and unmount leave the same thing ([`Shared::make_clean`]): every
+//! dirty page written back, every dirty b-tree node written so no journal
+//! pin remains but the roots record, and the superblock marked clean with
+//! the error record. Shutdown stops all writing at once and sends the
+//! terminal SHUTDOWN event; unmount sends UNMOUNT. Dropping a
+//! `Filesystem` without unmounting stops the thread and writes nothing
+//! more: like a power cut for what was not yet written back.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::background::Background;
+use super::gate::Gate;
+use super::handles::Handles;
+use super::health::{seconds_now, Health, Incident};
+use super::{Filesystem, FsError, FsResult, LifeState, Shared};
+use crate::alloc::AllocatorStatus;
+use crate::device::BlockDevice;
+use crate::format::{
+    read_superblock, write_superblocks, ErrorKind, ErrorRecord, ErrorsPolicy, FsState,
+};
+use crate::inode::{FileError, Files, FsyncErrors, Namespace, Xattrs};
+use crate::journal::JournalStatus;
+use crate::metadata::Metadata;
+
+/// How to mount.
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    /// Refuse every change (`ro`). The journal is still replayed.
+    pub read_only: bool,
+    /// The `errors=` policy; `None` uses the one mkfs recorded.
+    pub errors: Option<ErrorsPolicy>,
+    /// How often the background thread writes back dirty data.
+    pub writeback_interval: Duration,
+    /// Dirty data above which writers wake the background thread; at twice
+    /// this, a writer writes back itself before returning.
+    pub dirty_limit_bytes: u64,
+    /// Clean cached data above which the oldest clean pages are evicted.
+    pub cache_bytes: u64,
+    /// What fsync reports while writeback keeps failing: until the data
+    /// is durable (the default) or once per open file, as Linux.
+    pub fsync_errors: FsyncErrors,
+    /// Check permissions with Linux's rules (a transport that lets the
+    /// kernel check them may turn this off; checking twice is harmless).
+    pub check_permissions: bool,
+}
+
+impl Default for MountOptions {
+    fn default() -> MountOptions {
+        MountOptions {
+            read_only: false,
+            errors: None,
+            writeback_interval: Duration::from_secs(5),
+            dirty_limit_bytes: 64 << 20,
+            cache_bytes: 256 << 20,
+            fsync_errors: FsyncErrors::UntilDurable,
+            check_permissions: true,
+        }
+    }
+}
+
+/// Why a mount failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// No valid superblock.
+    #[error("no valid superblock: {0}")]
+    Superblock(#[from] crate::format::FormatError),
+    /// The journal or the b-trees could not be opened.
+    #[error("opening the metadata: {0}")]
+    Metadata(#[from] crate::metadata::OpenError),
+    /// The data path refused the filesystem (e.g. its block size).
+    #[error("{0}")]
+    Files(#[from] FileError),
+    /// Deleting the orphans a crash left failed.
+    #[error("deleting orphans: {0}")]
+    Orphans(#[from] crate::inode::NamespaceError),
+    /// Starting the writeback thread failed.
+    #[error("starting the writeback thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// A monitor's view of the filesystem; reading it consumes no error.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// Running, frozen, read-only or shut down.
+    pub state: LifeState,
+    /// The `errors=` policy in force.
+    pub errors_policy: ErrorsPolicy,
+    /// Whether this mount had to replay the journal (an unclean stop).
+    pub recovered: bool,
+    /// Orphans deleted at mount.
+    pub orphans_purged: usize,
+    /// Free space.
+    pub space: AllocatorStatus,
+    /// Blocks in the data region.
+    pub total_blocks: u64,
+    /// Dirty data not yet written back, bytes.
+    pub dirty_bytes: u64,
+    /// Cached data, bytes.
+    pub cached_bytes: u64,
+    /// The journal. After a freeze or unmount its one pin is the b-tree
+    /// roots record, which is how mount finds the trees.
+    pub journal: JournalStatus,
+    /// Dirty b-tree nodes (each holds a journal pin).
+    pub dirty_nodes: usize,
+    /// The latest writeback error of the filesystem this mount, if any
+    /// (read with errseq peek: it stays reportable).
+    pub writeback_error: Option<i32>,
+    /// Errors this filesystem ever recorded (persisted in the superblock).
+    pub error_record: ErrorRecord,
+    /// Open file handles.
+    pub open_files: usize,
+    /// Superblock mount count.
+    pub mount_count: u32,
+}
+
+impl Shared {
+    /// Writes the superblock with `state` and the current error record.
+    pub(super) fn write_superblock(&self, state: Option<FsState>) -> FsResult<()> {
+        let unsaved = self.health.unsaved();
+        let mut superblock = self.superblock();
+        if let Some(state) = state {
+            superblock.state = state;
+        }
+        superblock.error_record = self.health.record();
+        superblock.last_write_time = seconds_now();
+        write_superblocks(self.device.as_ref(), &mut superblock)
+            .map_err(|error| FsError::Superblock(error.to_string()))?;
+        if let Some((_, token)) = unsaved {
+            self.health.saved(token);
+        }
+        Ok(())
+    }
+
+    /// Saves the error record if it changed (best effort: a failing device
+    /// keeps it in memory, and the next attempt tries again).
+    pub(super) fn save_error_record(&self) {
+        if self.health.unsaved().is_some() && !self.options.read_only {
+            let _ = self.write_superblock(None);
+        }
+    }
+
+    /// Shutdown: optionally write back and flush first, then refuse all
+    /// writing, send the terminal event and save the error record.
+    pub(super) fn shut_down_now(&self, why: String, flush: bool) {
+        if flush && matches!(self.gate.state(), LifeState::Running) {
+            // Failures are reported by the data path's listener.
+            let _ = self.files.writeback_all();
+            let _ = self.metadata.trees.sync();
+            let _ = self.metadata.journal.flush();
+        }
+        if self.gate.shut_down(why) {
+            self.health.shut_down();
+            self.save_error_record();
+        }
+    }
+
+    /// What freeze and unmount leave: all dirty data written back, every
+    /// dirty b-tree node written (no journal pin but the roots record), the
+    /// superblock marked clean with the error record. On a failure the
+    /// error record is still saved if it can be.
+    pub(super) fn make_clean(&self) -> FsResult<()> {
+        let outcome = (|| -> FsResult<()> {
+            if let Some(errno) = self.files.writeback_all().first_error {
+                return Err(FileError::Writeback(errno).into());
+            }
+            self.metadata
+                .trees
+                .sync()
+                .map_err(|error| FsError::File(FileError::Btree(error)))?;
+            self.metadata
+                .journal
+                .reclaim_all()
+                .map_err(|error| FsError::File(FileError::Journal(error)))?;
+            self.write_superblock(Some(FsState::Clean))
+        })();
+        if outcome.is_err() {
+            self.save_error_record();
+        }
+        outcome
+    }
+}
+
+impl Filesystem {
+    /// Mounts the filesystem on `device`.
+    pub fn mount(
+        device: Arc<dyn BlockDevice>,
+        options: MountOptions,
+    ) -> Result<Filesystem, MountError> {
+        let loaded = read_superblock(device.as_ref())?;
+        let mut superblock = loaded.superblock;
+        let recovered = superblock.state == FsState::Dirty;
+        let metadata = Arc::new(Metadata::open_default(Arc::clone(&device), &superblock)?);
+        let files = Files::new(Arc::clone(&device), &superblock, Arc::clone(&metadata))?;
+        files.set_cache_budget(options.cache_bytes);
+        files.set_fsync_errors(options.fsync_errors);
+        let namespace = Namespace::new(Arc::clone(&metadata));
+        let xattrs = Xattrs::new(Arc::clone(&metadata));
+        let orphans_purged = if options.read_only {
+            0
+        } else {
+            namespace.purge_orphans()?.len()
+        };
+        let errors_policy = options.errors.unwrap_or(superblock.errors_policy);
+        let fsid = u64::from_le_bytes(superblock.uuid.0[..8].try_into().expect("8 bytes"));
+        let health = Arc::new(Health::new(fsid, superblock.error_record.clone()));
+        {
+            // Writeback failures are told to the event stream and the error
+            // record once each, when the data path sets the error words.
+            let health = Arc::clone(&health);
+            files.set_failure_listener(Box::new(move |ino, errno, first, last| {
+                health.report(&Incident {
+                    kind: ErrorKind::Writeback,
+                    errno: errno.get(),
+                    inode: Some((ino, 0)),
+                    range: Some((first * 4096, (last - first + 1) * 4096)),
+                    block: None,
+                    origin: "writeback",
+                });
+            }));
+        }
+        let state = if options.read_only {
+            LifeState::ReadOnly("mounted read-only".into())
+        } else {
+            superblock.record_mount(seconds_now());
+            write_superblocks(device.as_ref(), &mut superblock)?;
+            LifeState::Running
+        };
+        let shared = Arc::new(Shared {
+            device,
+            metadata,
+            namespace,
+            files,
+            xattrs,
+            gate: Gate::new(state),
+            health,
+            handles: Handles::default(),
+            superblock: Mutex::new(superblock),
+            errors_policy,
+            options,
+            recovered,
+            orphans_purged,
+            journal_failure_seen: AtomicBool::new(false),
+        });
+        let background = if shared.options.read_only {
+            None
+        } else {
+            Some(Background::start(Arc::clone(&shared)).map_err(MountError::Thread)?)
+        };
+        Ok(Filesystem { shared, background })
+    }
+
+    /// Whether this mount found the filesystem not cleanly unmounted (and
+    /// recovered it from the journal).
+    pub fn recovered(&self) -> bool {
+        self.shared.recovered
+    }
+
+    /// The event source FS_ERROR listeners subscribe to.
+    pub fn events(&self) -> &fserror::ErrorSource {
+        self.shared.health.source()
+    }
+
+    /// Freezes the filesystem: new writers wait, the writers inside
+    /// finish, all dirty data is written back, the journal is flushed and
+    /// every pin released, the superblock is marked clean. Reads go on.
+    pub fn freeze(&self) -> FsResult<()> {
+        let shared = &self.shared;
+        shared.gate.begin_freeze()?;
+        let outcome = shared.make_clean();
+        let outcome = shared.observe("freeze", outcome);
+        shared.gate.end_freeze(outcome.is_ok());
+        outcome
+    }
+
+    /// Thaws a frozen filesystem: the superblock is marked dirty again and
+    /// the waiting writers go on.
+    pub fn thaw(&self) -> FsResult<()> {
+        if self.shared.gate.state() != LifeState::Frozen {
+            return Err(FsError::Invalid("the filesystem is not frozen"));
+        }
+        let marked = self.shared.write_superblock(Some(FsState::Dirty));
+        self.shared.gate.thaw()?;
+        self.shared.observe("thaw", marked)
+    }
+
+    /// Shuts the filesystem down: with `flush`, dirty data and the journal
+    /// are written first (best effort); then nothing more is written,
+    /// writers get `EIO`, listeners get the SHUTDOWN event.
+    pub fn shutdown(&self, flush: bool) {
+        let why = if flush {
+            "shut down (after flushing)"
+        } else {
+            "shut down (without flushing)"
+        };
+        self.shared.shut_down_now(why.into(), flush);
+    }
+
+    /// A monitor's view. Consumes no error.
+    pub fn status(&self) -> Status {
+        let shared = &self.shared;
+        let stats = shared.files.cache_stats();
+        let superblock = shared.superblock();
+        let total_blocks = superblock.layout.main.blocks;
+        let mount_count = superblock.mount_count;
+        drop(superblock);
+        Status {
+            state: shared.gate.state(),
+            errors_policy: shared.errors_policy,
+            recovered: shared.recovered,
+            orphans_purged: shared.orphans_purged,
+            space: shared.metadata.allocator.status(),
+            total_blocks,
+            dirty_bytes: stats.dirty_bytes,
+            cached_bytes: stats.cached_bytes,
+            journal: shared.metadata.journal.status(),
+            dirty_nodes: shared.metadata.trees.status().dirty_nodes,
+            writeback_error: shared.files.fs_peek().err().map(|error| error.errno()),
+            error_record: shared.health.record(),
+            open_files: shared.handles.open_files(),
+            mount_count,
+        }
+    }
+
+    /// Unmounts: stops the background thread, writes everything back,
+    /// releases every journal pin and marks the superblock clean (unless
+    /// the filesystem was shut down or made read-only by an error, which
+    /// leaves it for the next mount to recover). Errors are returned after
+    /// everything possible was done.
+    pub fn unmount(mut self) -> FsResult<()> {
+        let thread_result = self.background.take().map_or(Ok(()), Background::stop);
+        let shared = &self.shared;
+        if shared.gate.state() == LifeState::Frozen {
+            let _ = shared.gate.thaw();
+        }
+        let result = match shared.gate.state() {
+            LifeState::Running => shared.make_clean(),
+            LifeState::ReadOnly(_) if shared.options.read_only => Ok(()),
+            _ => {
+                shared.save_error_record();
+                Ok(())
+            }
+        };
+        shared.health.unmounted();
+        thread_result.and(result)
+    }
+}
+
+impl Drop for Filesystem {
+    fn drop(&mut self) {
+        if let Some(background) = self.background.take() {
+            let _ = background.stop();
+        }
+    }
+}
