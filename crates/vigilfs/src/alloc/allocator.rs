@@ -17,16 +17,34 @@
 //! * **Bad blocks.** [`mark_bad`] blocks are never handed out, even after their owner frees
 //!   them, and stay out across a rebuild at mount (the list is in memory: persisting it is
 //!   the failure layer's job).
-//! * **Metadata reserve.** Data allocation leaves [`metadata_reserve`] blocks free, so the
-//!   transaction that records a data extent (and the node writes that follow) can still get
-//!   blocks when data has filled the rest. Node allocation may use everything.
+//! * **Promises and tiers.** Dirty pages are promised a block each before write() accepts
+//!   them (delayed allocation): the data path keeps the count in a shared gauge
+//!   ([`promised_pages`]) and the allocator counts it, with one block in 32 more for the
+//!   extent and rmap records their writeback will add, as taken. Who may use how much of the
+//!   space that is free now or once the journal is flushed (free plus pending):
+//!   - new data ([`allocate_data`], [`data_available`]: a write's promise, fallocate) leaves
+//!     the [`metadata_reserve`] and everything promised;
+//!   - ordinary metadata transactions (creates, renames, xattrs: [`NodeAllocator::keep`])
+//!     leave half the reserve and everything promised;
+//!   - the writeback of promised pages ([`allocate_promised`]) leaves a quarter of the
+//!     reserve (its pages are the promise);
+//!   - deletions, truncates, punches, writeback transactions, freeze and unmount may use
+//!     everything, so a full filesystem can always be emptied.
+//! * **Pending frees are free.** A request that fits only once pending frees are released
+//!   flushes the journal and tries again: nobody hears ENOSPC while a durable commit would
+//!   give the space back (ext4 forces a commit for the same reason).
 //! * **ENOSPC** is [`AllocError::NoSpace`] (data) or [`BtreeError::NoSpace`] (nodes), with
 //!   nothing allocated.
 //!
 //! [`free_data`]: Allocator::free_data
 //! [`mark_bad`]: Allocator::mark_bad
 //! [`metadata_reserve`]: Allocator::metadata_reserve
+//! [`promised_pages`]: Allocator::promised_pages
+//! [`allocate_data`]: Allocator::allocate_data
+//! [`data_available`]: Allocator::data_available
+//! [`allocate_promised`]: Allocator::allocate_promised
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::free_space::{AllocError, Extent, FreeSpace};
@@ -47,6 +65,24 @@ pub struct AllocatorStatus {
     /// Frees refused because the block was already free (a bug above; the block stays put
     /// rather than being handed out twice).
     pub refused_frees: u64,
+    /// Blocks promised to dirty pages (and the records their writeback adds).
+    pub promised_blocks: u64,
+    /// Blocks new data may still be promised: free and pending, less the metadata reserve
+    /// and what is promised.
+    pub data_available: u64,
+}
+
+/// The least metadata reserve: room for a deletion's transaction (the leaves of a batch of
+/// extents and their rmap records, each with its path, in trees a few levels deep) on a
+/// filesystem full of data, so it can always be emptied.
+pub const MIN_METADATA_RESERVE: u64 = 96;
+
+/// Dirty pages per block promised for the records their writeback adds.
+const PAGES_PER_RECORD_BLOCK: u64 = 32;
+
+/// The blocks `pages` promised pages take: their own, and the records' share.
+fn blocks_for_pages(pages: u64) -> u64 {
+    pages + pages.div_ceil(PAGES_PER_RECORD_BLOCK)
 }
 
 struct AllocatorState {
@@ -62,6 +98,10 @@ pub struct Allocator {
     region_start: u64,
     region_blocks: u64,
     metadata_reserve: u64,
+    /// Pages promised a block: kept by the data path (see the module comment).
+    promised_pages: Arc<AtomicU64>,
+    /// Dirty b-tree nodes, each to take a block when written: kept by the node cache.
+    dirty_nodes: Arc<AtomicU64>,
     rmap_nodes: Arc<RmapNodes>,
     state: Mutex<AllocatorState>,
 }
@@ -78,14 +118,17 @@ impl std::fmt::Debug for Allocator {
 impl Allocator {
     /// An allocator for `region` (the main region) whose blocks are all free until the
     /// b-trees, opened with it, report the rmap of an existing filesystem. The metadata
-    /// reserve defaults to 1/64 of the region, at least 16 blocks.
+    /// reserve defaults to 1/64 of the region, at least [`MIN_METADATA_RESERVE`] blocks (but
+    /// never more than a quarter of a tiny region).
     pub fn new(journal: Arc<Journal>, region: Region) -> Allocator {
         let blocks = region.end().unwrap_or(u64::MAX) - region.start;
         Allocator {
             journal,
             region_start: region.start,
             region_blocks: blocks,
-            metadata_reserve: (blocks / 64).max(16).min(blocks),
+            metadata_reserve: (blocks / 64).max(MIN_METADATA_RESERVE).min(blocks / 4),
+            promised_pages: Arc::new(AtomicU64::new(0)),
+            dirty_nodes: Arc::new(AtomicU64::new(0)),
             rmap_nodes: Arc::new(RmapNodes::new()),
             state: Mutex::new(AllocatorState {
                 space: FreeSpace::new(region.start, blocks),
@@ -104,6 +147,65 @@ impl Allocator {
     /// Blocks data allocation leaves free for metadata.
     pub fn metadata_reserve(&self) -> u64 {
         self.metadata_reserve
+    }
+
+    /// The gauge of pages promised a block, for the data path to keep: dirty pages each hold
+    /// a promise until their writeback lands.
+    pub fn promised_pages(&self) -> &Arc<AtomicU64> {
+        &self.promised_pages
+    }
+
+    /// Blocks promised: one per promised page, and one in [`PAGES_PER_RECORD_BLOCK`] more
+    /// for the extent and rmap records their writeback adds; and one for each dirty b-tree
+    /// node, which takes a new block when written.
+    fn promised_blocks(&self) -> u64 {
+        blocks_for_pages(self.promised_pages.load(Ordering::Acquire))
+            + self.dirty_nodes.load(Ordering::Acquire)
+    }
+
+    /// Blocks of new data that may still be taken now (pages a write makes dirty, blocks a
+    /// fallocate maps): the most that, each with its share of record blocks, fit in what is
+    /// free or pending less the metadata reserve and what is promised already. What statfs
+    /// reports as available; the data path asks with its cache locked, so promises do not
+    /// race.
+    pub fn data_available(&self) -> u64 {
+        self.data_available_in(&self.lock_released().space)
+    }
+
+    fn data_available_in(&self, space: &FreeSpace) -> u64 {
+        let room = (space.free_blocks() + space.pending_blocks())
+            .saturating_sub(self.metadata_reserve)
+            .saturating_sub(self.dirty_nodes.load(Ordering::Acquire));
+        let promised = self.promised_pages.load(Ordering::Acquire);
+        // The most pages whose blocks fit `room`, less those promised.
+        let mut pages = room / (PAGES_PER_RECORD_BLOCK + 1) * PAGES_PER_RECORD_BLOCK;
+        while blocks_for_pages(pages + 1) <= room {
+            pages += 1;
+        }
+        pages.saturating_sub(promised)
+    }
+
+    /// Runs `attempt` with the released state; if it fails for lack of space while frees
+    /// are pending, flushes the journal (so they become durable, and free) and runs it
+    /// once more. Nobody hears ENOSPC while a commit would give the space back.
+    fn with_pending_released<T>(
+        &self,
+        mut attempt: impl FnMut(&mut AllocatorState) -> Result<T, AllocError>,
+    ) -> Result<T, AllocError> {
+        let pending = {
+            let mut state = self.lock_released();
+            match attempt(&mut state) {
+                Err(AllocError::NoSpace { pending, .. }) if pending > 0 => pending,
+                outcome => return outcome,
+            }
+        };
+        if let Err(error) = self.journal.flush() {
+            return Err(AllocError::FlushFailed {
+                pending,
+                why: error.to_string(),
+            });
+        }
+        attempt(&mut self.lock_released())
     }
 
     /// The rmap tree's own node blocks, kept current by writeback (for [`rmap::owners`]).
@@ -136,19 +238,38 @@ impl Allocator {
         state
     }
 
-    /// Blocks for `blocks` of file data, as few extents as possible, starting at or after
-    /// `hint` when it can. All or nothing; the metadata reserve is not touched.
+    /// Blocks for `blocks` of new file data (fallocate), as few extents as possible,
+    /// starting at or after `hint` when it can. All or nothing; neither the metadata reserve
+    /// nor what is promised to dirty pages is touched.
     pub fn allocate_data(&self, blocks: u64, hint: u64) -> Result<Vec<Extent>, AllocError> {
-        let mut state = self.lock_released();
-        let free = state.space.free_blocks();
-        if blocks == 0 || free < blocks.saturating_add(self.metadata_reserve) {
-            return Err(AllocError::NoSpace {
-                requested: blocks,
-                free: free.saturating_sub(self.metadata_reserve),
-                pending: state.space.pending_blocks(),
-            });
-        }
-        state.space.allocate(blocks, hint)
+        let keep = self.metadata_reserve + self.promised_blocks();
+        self.allocate_leaving(blocks, hint, keep)
+    }
+
+    /// Blocks for `blocks` of dirty pages that hold a promise (their writeback), as
+    /// [`Allocator::allocate_data`] but leaving only a quarter of the metadata reserve: the
+    /// promise was checked against the whole of it when the pages were dirtied.
+    pub fn allocate_promised(&self, blocks: u64, hint: u64) -> Result<Vec<Extent>, AllocError> {
+        self.allocate_leaving(blocks, hint, self.metadata_reserve / 4)
+    }
+
+    fn allocate_leaving(
+        &self,
+        blocks: u64,
+        hint: u64,
+        keep: u64,
+    ) -> Result<Vec<Extent>, AllocError> {
+        self.with_pending_released(|state| {
+            let free = state.space.free_blocks();
+            if blocks == 0 || free < blocks.saturating_add(keep) {
+                return Err(AllocError::NoSpace {
+                    requested: blocks,
+                    free: free.saturating_sub(keep),
+                    pending: state.space.pending_blocks(),
+                });
+            }
+            state.space.allocate(blocks, hint)
+        })
     }
 
     /// `extent` of file data stopped being referenced in the transaction journaled at `seq`
@@ -192,6 +313,8 @@ impl Allocator {
             pending_blocks: state.space.pending_blocks(),
             bad_blocks: state.space.bad_blocks(),
             refused_frees: state.refused_frees,
+            promised_blocks: self.promised_blocks(),
+            data_available: self.data_available_in(&state.space),
         }
     }
 
@@ -248,6 +371,19 @@ impl NodeAllocator for Allocator {
 
     fn available(&self) -> u64 {
         self.lock_released().space.free_blocks()
+    }
+
+    fn pending(&self) -> u64 {
+        self.lock_released().space.pending_blocks()
+    }
+
+    fn keep(&self) -> u64 {
+        // A transaction counts the dirty nodes in what it needs: keep only the data's.
+        self.metadata_reserve / 2 + blocks_for_pages(self.promised_pages.load(Ordering::Acquire))
+    }
+
+    fn dirty_node_gauge(&self) -> Option<Arc<AtomicU64>> {
+        Some(Arc::clone(&self.dirty_nodes))
     }
 
     fn node_owner_updates(

@@ -78,6 +78,16 @@ pub enum AllocError {
         /// Region end.
         region_end: u64,
     },
+    /// The space would be there once freed blocks were durable, but the
+    /// journal flush that makes them so failed: the device's error, not
+    /// ENOSPC.
+    #[error("{pending} freed blocks could not be made reusable: the journal flush failed: {why}")]
+    FlushFailed {
+        /// Blocks freed but not yet reusable.
+        pending: u64,
+        /// The journal's error.
+        why: String,
+    },
     /// Two owners claim the same block, or a free block is freed again.
     #[error("block {block} is {state} already")]
     Conflict {

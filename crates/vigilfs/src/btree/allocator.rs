@@ -41,6 +41,7 @@
 //!   came from `allocate`).
 
 use std::collections::BTreeSet;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use super::record::Update;
@@ -56,6 +57,24 @@ pub trait NodeAllocator: Send + Sync {
     fn free(&self, block: u64, seq: u64);
     /// Blocks `allocate` could hand out now (a lower bound).
     fn available(&self) -> u64;
+    /// Blocks freed but not reusable until the journal is durable past their seq: a
+    /// transaction short of space flushes the journal and looks again when there are some.
+    fn pending(&self) -> u64 {
+        0
+    }
+    /// Blocks an ordinary transaction must leave free: those promised to data not yet
+    /// written and part of the reserve, which only transactions marked
+    /// [`Transaction::may_use_reserve`](super::Transaction::may_use_reserve) (deletions,
+    /// truncates, the writeback of promised data) may take.
+    fn keep(&self) -> u64 {
+        0
+    }
+    /// A gauge the node cache keeps equal to its dirty node count, for an allocator that
+    /// keeps a block back for the writeback of each (so data never takes the blocks that
+    /// writing committed metadata needs). `None`: not wanted.
+    fn dirty_node_gauge(&self) -> Option<Arc<AtomicU64>> {
+        None
+    }
     /// Whether open must report the blocks the recovered trees use.
     fn wants_used_blocks(&self) -> bool {
         false
@@ -198,6 +217,12 @@ impl NodeAllocator for SimpleAllocator {
         let mut state = self.lock();
         self.release_durable(&mut state);
         state.free.len() as u64
+    }
+
+    fn pending(&self) -> u64 {
+        let mut state = self.lock();
+        self.release_durable(&mut state);
+        state.deferred.len() as u64
     }
 
     fn wants_used_blocks(&self) -> bool {

@@ -15,6 +15,8 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use super::node::{heap_bytes, Body, LeafEntry, NodeImage, NODE_FIXED_MEMORY};
 use crate::journal::PinId;
@@ -106,11 +108,17 @@ pub struct Cache {
     hand: usize,
     next_serial: u64,
     dirty: usize,
+    /// Where the dirty count is published for the allocator, which keeps
+    /// a block back for each (see [`NodeAllocator::dirty_node_gauge`]).
+    ///
+    /// [`NodeAllocator::dirty_node_gauge`]: super::NodeAllocator::dirty_node_gauge
+    dirty_gauge: Option<Arc<AtomicU64>>,
 }
 
 impl Cache {
-    /// An empty cache of `budget` bytes.
-    pub fn new(budget: usize) -> Cache {
+    /// An empty cache of `budget` bytes, publishing its dirty count in
+    /// `dirty_gauge` if given.
+    pub fn new(budget: usize, dirty_gauge: Option<Arc<AtomicU64>>) -> Cache {
         Cache {
             slots: Vec::new(),
             free_slots: Vec::new(),
@@ -120,6 +128,13 @@ impl Cache {
             hand: 0,
             next_serial: 1,
             dirty: 0,
+            dirty_gauge,
+        }
+    }
+
+    fn publish_dirty(&self) {
+        if let Some(gauge) = &self.dirty_gauge {
+            gauge.store(self.dirty as u64, Ordering::Release);
         }
     }
 
@@ -158,6 +173,7 @@ impl Cache {
         self.memory -= node.memory;
         if node.dirty.is_some() {
             self.dirty -= 1;
+            self.publish_dirty();
         }
         if self.by_block.get(&node.block) == Some(&slot) {
             self.by_block.remove(&node.block);
@@ -212,6 +228,7 @@ impl Cache {
         debug_assert!(node.dirty.is_none());
         node.dirty = Some(pin);
         self.dirty += 1;
+        self.publish_dirty();
     }
 
     /// Marks the node used.

@@ -374,6 +374,7 @@ impl Btrees {
             capacity,
             main_blocks: main.start..main.end().unwrap_or(u64::MAX),
         };
+        let dirty_gauge = allocator.dirty_node_gauge();
         let shared = Arc::new_cyclic(|this| Shared {
             instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
             device,
@@ -381,7 +382,7 @@ impl Btrees {
             allocator,
             geometry,
             state: Mutex::new(State {
-                cache: Cache::new(options.cache_bytes),
+                cache: Cache::new(options.cache_bytes, dirty_gauge),
                 roots: Vec::new(),
                 writable: false,
                 failed: None,

@@ -4,8 +4,12 @@
 //! committed state plus its own writes. [`Transaction::commit`] then, under the state lock:
 //!
 //! 1. loads every node the updates touch, and checks that enough blocks are free for the
-//!    splits they may cause plus the writeback of every dirty node (a clean
-//!    [`BtreeError::NoSpace`] otherwise); any failure here changes nothing;
+//!    splits and merges they may cause plus the writeback of every dirty node, leaving what
+//!    the allocator keeps back from ordinary transactions ([`Transaction::may_use_reserve`]
+//!    lifts that for deletions and the writeback of promised data). Short of space while
+//!    blocks freed by earlier commits wait for those to be durable, it flushes the journal
+//!    and checks again; only then is it a clean [`BtreeError::NoSpace`]. Any failure here
+//!    changes nothing;
 //! 2. takes ONE journal reservation and appends ONE record holding every update, so the
 //!    transaction is in one journal entry: replay sees all of it or none of it;
 //! 3. applies the updates to the cached leaves, which pin the journal at the reservation's
@@ -17,7 +21,7 @@
 //! journal would disagree, so the trees enter their error state (remount recovers from the
 //! journal). Concurrent transactions serialise on the state lock; the later commit wins.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::record::{encode_transaction, transaction_bytes, Update};
 use super::{usable, BtreeError, Btrees, TreeId};
@@ -31,6 +35,8 @@ pub struct Transaction<'a> {
     written: BTreeMap<(TreeId, Vec<u8>), Option<Vec<u8>>>,
     /// Ranges it deleted (single keys written after a range delete live in `written`).
     deleted_ranges: Vec<(TreeId, Vec<u8>, Option<Vec<u8>>)>,
+    /// Whether it may take the blocks the allocator keeps from ordinary transactions.
+    uses_reserve: bool,
 }
 
 impl<'a> Transaction<'a> {
@@ -40,7 +46,16 @@ impl<'a> Transaction<'a> {
             updates: Vec::new(),
             written: BTreeMap::new(),
             deleted_ranges: Vec::new(),
+            uses_reserve: false,
         }
+    }
+
+    /// Lets this transaction use the space the allocator keeps back from ordinary ones
+    /// ([`NodeAllocator::keep`](super::NodeAllocator::keep)): for deletions, truncates and
+    /// the writeback of data that was promised its space, so a full filesystem can always
+    /// be emptied and accepted data always lands.
+    pub fn may_use_reserve(&mut self) {
+        self.uses_reserve = true;
     }
 
     /// Number of updates gathered.
@@ -159,58 +174,38 @@ impl<'a> Transaction<'a> {
             return Ok(None);
         }
         let shared = &self.btrees.shared;
-        // Let reclaim write pinned nodes now, while this thread does not hold the lock
-        // (a reclaim started under the lock must decline to write nodes).
-        let _ = shared.journal.reclaim_if_needed();
-        let mut state = shared.lock_state();
-        usable(&state)?;
         let record = encode_transaction(&self.updates);
         debug_assert_eq!(record.len(), transaction_bytes(&self.updates));
-
-        // 1. Load everything, and check space.
-        let mut growth: BTreeMap<usize, usize> = BTreeMap::new();
-        for update in &self.updates {
-            match update {
-                Update::Put { tree, key, value } => {
-                    shared.load_for_update(&mut state, *tree, key, None)?;
-                    let path = shared.descend(&mut state, *tree, key, 0)?;
-                    *growth.entry(path[path.len() - 1].slot).or_default() +=
-                        super::node::leaf_entry_bytes(key.len(), value.len());
-                }
-                Update::Delete { tree, key } => {
-                    shared.load_for_update(&mut state, *tree, key, None)?;
-                }
-                Update::DeleteRange { tree, start, end } => {
-                    shared.load_for_update(&mut state, *tree, start, Some(end.as_deref()))?;
-                }
+        let mut flushed = false;
+        let mut state = loop {
+            // Let reclaim write pinned nodes now, while this thread does not hold the lock
+            // (a reclaim started under the lock must decline to write nodes).
+            let _ = shared.journal.reclaim_if_needed();
+            let mut state = shared.lock_state();
+            usable(&state)?;
+            // 1. Load everything, and check space.
+            let needed = self.blocks_needed(&mut state)?;
+            let keep = if self.uses_reserve {
+                0
+            } else {
+                shared.allocator.keep()
+            };
+            let available = shared.allocator.available();
+            if available >= needed.saturating_add(keep) {
+                break state;
             }
-        }
-        let capacity = shared.geometry.capacity;
-        let height = state
-            .roots
-            .iter()
-            .map(|&slot| u64::from(state.cache.node(slot).image.level) + 1)
-            .max()
-            .unwrap_or(1);
-        let split_blocks: u64 = growth
-            .iter()
-            .map(|(&slot, &added)| {
-                let bytes = state.cache.node(slot).encoded + added;
-                if bytes > capacity {
-                    bytes.div_ceil(capacity) as u64 + 2 * height
-                } else {
-                    0
-                }
-            })
-            .sum();
-        let merge_blocks = (self.updates.len() as u64).min(64) * (height + 1);
-        // The last `2 * height` is for an owner index (the reverse map): writing these nodes
-        // changes its records, which sit close together in a few leaves, so a path or two.
-        let needed = split_blocks + merge_blocks + state.cache.dirty_count() as u64 + 4 * height;
-        let available = shared.allocator.available();
-        if available < needed {
-            return Err(BtreeError::NoSpace { needed, available });
-        }
+            if flushed || shared.allocator.pending() == 0 {
+                return Err(BtreeError::NoSpace {
+                    needed: needed.saturating_add(keep),
+                    available,
+                });
+            }
+            // Blocks freed by earlier commits become reusable once those are durable:
+            // flush the journal and look again, once.
+            drop(state);
+            shared.journal.flush()?;
+            flushed = true;
+        };
 
         // 2. One reservation, one record.
         let mut reservation = shared.journal.reserve(record_bytes(record.len()))?;
@@ -260,6 +255,67 @@ impl<'a> Transaction<'a> {
         }
         shared.relieve_pressure(&mut state);
         Ok(Some(seq))
+    }
+
+    /// Loads every node the updates touch and returns the blocks the commit may need: the
+    /// splits of leaves the puts overflow, a merge along the path of every leaf touched,
+    /// the writeback of every dirty node, and paths of the owner index.
+    fn blocks_needed(&self, state: &mut super::State) -> Result<u64, BtreeError> {
+        let shared = &self.btrees.shared;
+        let mut growth: BTreeMap<usize, usize> = BTreeMap::new();
+        // Leaves a key update touches, and leaves range deletes empty (in runs, which
+        // merges write back as few pieces).
+        let mut leaves: BTreeSet<usize> = BTreeSet::new();
+        let mut range_leaves: BTreeSet<usize> = BTreeSet::new();
+        let mut ranges: u64 = 0;
+        for update in &self.updates {
+            match update {
+                Update::Put { tree, key, value } => {
+                    let touched = shared.load_for_update(state, *tree, key, None)?;
+                    *growth.entry(touched[0]).or_default() +=
+                        super::node::leaf_entry_bytes(key.len(), value.len());
+                    leaves.extend(touched);
+                }
+                Update::Delete { tree, key } => {
+                    leaves.extend(shared.load_for_update(state, *tree, key, None)?);
+                }
+                Update::DeleteRange { tree, start, end } => {
+                    range_leaves.extend(shared.load_for_update(
+                        state,
+                        *tree,
+                        start,
+                        Some(end.as_deref()),
+                    )?);
+                    ranges += 1;
+                }
+            }
+        }
+        let capacity = shared.geometry.capacity;
+        let height = state
+            .roots
+            .iter()
+            .map(|&slot| u64::from(state.cache.node(slot).image.level) + 1)
+            .max()
+            .unwrap_or(1);
+        let split_blocks: u64 = growth
+            .iter()
+            .map(|(&slot, &added)| {
+                let bytes = state.cache.node(slot).encoded + added;
+                if bytes > capacity {
+                    bytes.div_ceil(capacity) as u64 + 2 * height
+                } else {
+                    0
+                }
+            })
+            .sum();
+        // Each leaf a key update touches becomes dirty, and may end up merged with a
+        // sibling: the merged node and its path. A range delete dirties every leaf of the
+        // range, and the path of the run.
+        let range_blocks = range_leaves.difference(&leaves).count() as u64 + ranges * height;
+        let merge_blocks = leaves.len() as u64 * (height + 1) + range_blocks;
+        // The last `4 * height` is for an owner index (the reverse map): writing these
+        // nodes changes its records, which sit close together in a few leaves.
+        Ok(split_blocks + merge_blocks + state.cache.dirty_count() as u64 + 4 * height)
     }
 
     /// Commits and waits until the transaction is durable.

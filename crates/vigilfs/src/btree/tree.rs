@@ -344,35 +344,33 @@ impl Shared {
     }
 
     /// Loads every node a transaction's updates will touch, so applying them cannot fail
-    /// on a read once they are journaled.
+    /// on a read once they are journaled. Returns the slots of the leaves the update
+    /// touches (one for a key, every leaf of a range).
     pub(super) fn load_for_update(
         &self,
         state: &mut State,
         tree: TreeId,
         start: &[u8],
         end: Option<Option<&[u8]>>,
-    ) -> Result<(), BtreeError> {
-        match end {
-            None => {
-                self.descend(state, tree, start, 0)?;
+    ) -> Result<Vec<usize>, BtreeError> {
+        let mut path = self.descend(state, tree, start, 0)?;
+        let mut leaves = vec![path[path.len() - 1].slot];
+        let Some(end) = end else {
+            return Ok(leaves);
+        };
+        // A scan with no limit visits (and so loads) every leaf of the range.
+        loop {
+            let leaf = state.cache.node(path[path.len() - 1].slot);
+            let upper_past_end = match (&leaf.image.upper, end) {
+                (None, _) => true,
+                (Some(upper), Some(end)) => **upper >= *end,
+                (Some(_), None) => false,
+            };
+            if upper_past_end || !self.next_leaf(state, &mut path)? {
+                return Ok(leaves);
             }
-            Some(end) => {
-                // A scan with no limit visits (and so loads) every leaf of the range.
-                let mut path = self.descend(state, tree, start, 0)?;
-                loop {
-                    let leaf = state.cache.node(path[path.len() - 1].slot);
-                    let upper_past_end = match (&leaf.image.upper, end) {
-                        (None, _) => true,
-                        (Some(upper), Some(end)) => **upper >= *end,
-                        (Some(_), None) => false,
-                    };
-                    if upper_past_end || !self.next_leaf(state, &mut path)? {
-                        break;
-                    }
-                }
-            }
+            leaves.push(path[path.len() - 1].slot);
         }
-        Ok(())
     }
 
     /// The consistency walk behind [`Btrees::check`](super::Btrees::check). Walks with an

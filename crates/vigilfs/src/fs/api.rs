@@ -18,6 +18,10 @@ use crate::inode::{
     ROOT_INO,
 };
 
+/// The most bytes one write puts into the page cache before dirty data is
+/// balanced again.
+const WRITE_PIECE_BYTES: usize = 1 << 20;
+
 /// An inode's attributes as `stat` shows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attr {
@@ -456,15 +460,35 @@ impl Filesystem {
             return Err(FsError::WrongAccessMode(handle, "writing"));
         }
         let _writer = self.enter()?;
-        let written = {
-            let cursors = file.handle();
-            let offset = if file.flags.append {
-                self.shared.files.size(&cursors)?
-            } else {
-                offset
-            };
-            self.shared.files.write(&cursors, offset, bytes)?
+        let start = if file.flags.append {
+            self.shared.files.size(&file.handle())?
+        } else {
+            offset
         };
+        // In pieces, with dirty data balanced before each, so one large
+        // write cannot take more memory than the limit allows.
+        let mut written = 0;
+        for piece in bytes.chunks(WRITE_PIECE_BYTES) {
+            let accepted = self.balance_dirty().and_then(|()| {
+                let cursors = file.handle();
+                Ok(self
+                    .shared
+                    .files
+                    .write(&cursors, start + written as u64, piece)?)
+            });
+            match accepted {
+                Ok(count) => {
+                    written += count;
+                    if count < piece.len() {
+                        break;
+                    }
+                }
+                // What was written stays written: a short count now, the
+                // error at the next call (as write(2) does).
+                Err(_) if written > 0 => break,
+                Err(error) => return Err(error),
+            }
+        }
         // Root's writes never clear the bits: skip the record read.
         if !caller.is_root() {
             let record = self.record(file.ino)?;
@@ -478,24 +502,35 @@ impl Filesystem {
                     .observe("write", result.map_err(FsError::from))?;
             }
         }
-        self.balance_dirty();
+        if self.shared.files.cache_stats().dirty_bytes > self.shared.options.dirty_limit_bytes {
+            if let Some(background) = &self.background {
+                background.kick();
+            }
+        }
         Ok(written)
     }
 
-    /// Keeps dirty data bounded: wakes the background thread past the
-    /// limit, and writes back here past twice the limit.
-    fn balance_dirty(&self) {
-        let dirty = self.shared.files.cache_stats().dirty_bytes;
+    /// Keeps dirty data bounded, as the kernel's `balance_dirty_pages`
+    /// does: past the limit the background thread is woken; past twice the
+    /// limit this writer writes back itself, and so waits for it. When that
+    /// writeback fails (the dirty pages stay, to be retried), the write is
+    /// refused with its error rather than taken into memory without bound.
+    fn balance_dirty(&self) -> FsResult<()> {
         let limit = self.shared.options.dirty_limit_bytes;
+        let dirty = self.shared.files.cache_stats().dirty_bytes;
         if dirty > limit {
             if let Some(background) = &self.background {
                 background.kick();
             }
         }
-        if dirty > limit.saturating_mul(2) {
-            // Failures are reported by the data path's listener and stay
-            // in the error words for fsync.
-            let _ = self.shared.files.writeback_all();
+        if dirty <= limit.saturating_mul(2) {
+            return Ok(());
+        }
+        // Failures are reported by the data path's listener and stay in
+        // the error words for fsync.
+        match self.shared.files.writeback_all().first_error {
+            Some(errno) => Err(FileError::Writeback(errno).into()),
+            None => Ok(()),
         }
     }
 
@@ -701,12 +736,15 @@ impl Filesystem {
         let block_size = superblock.layout.block_size;
         drop(superblock);
         let (next_ino, _) = self.shared.namespace.counters()?;
-        let free = space.free_blocks + space.pending_blocks;
+        // Pending frees are free (a flush makes them reusable); blocks
+        // promised to dirty data are not. Available is what the allocator
+        // would still promise to new data: what write and fallocate get.
+        let free = (space.free_blocks + space.pending_blocks).saturating_sub(space.promised_blocks);
         Ok(StatFs {
             block_size,
             blocks,
             free_blocks: free,
-            available_blocks: space.free_blocks,
+            available_blocks: space.data_available,
             files: next_ino.saturating_sub(1),
             free_files: free,
             name_max: crate::inode::MAX_NAME_BYTES as u32,

@@ -73,11 +73,12 @@ impl FsError {
     /// file blocks) are reported through errseq and events instead.
     pub fn is_metadata_failure(&self) -> bool {
         match self {
-            // A transaction too large for a journal entry is a request the
-            // engine should have split, not a failing device or damage.
+            // A full filesystem, or a transaction too large for a journal
+            // entry (a request the engine should have split), is not a
+            // failing device or damage: ENOSPC goes to the caller only.
             FsError::Namespace(NamespaceError::Btree(error))
             | FsError::File(FileError::Btree(error))
-                if is_oversized(error) =>
+                if is_not_damage(error) =>
             {
                 false
             }
@@ -100,8 +101,11 @@ impl FsError {
     }
 }
 
-fn is_oversized(error: &BtreeError) -> bool {
-    matches!(error, BtreeError::Journal(JournalError::TooLarge { .. }))
+fn is_not_damage(error: &BtreeError) -> bool {
+    matches!(
+        error,
+        BtreeError::NoSpace { .. } | BtreeError::Journal(JournalError::TooLarge { .. })
+    )
 }
 
 /// An engine operation's result.
@@ -118,6 +122,13 @@ mod tests {
             limit: 1 << 18,
         });
         assert!(!FsError::File(FileError::Btree(oversized)).is_metadata_failure());
+        let full = BtreeError::NoSpace {
+            needed: 10,
+            available: 2,
+        };
+        let full = FsError::File(FileError::Btree(full));
+        assert!(!full.is_metadata_failure());
+        assert_eq!(full.errno(), libc::ENOSPC);
         let failed = BtreeError::Failed("device".into());
         assert!(FsError::File(FileError::Btree(failed)).is_metadata_failure());
         assert_eq!(FsError::ReadOnly(None).errno(), libc::EROFS);

@@ -37,6 +37,16 @@ use crate::rmap::{self, Owner, RmapRecord};
 /// journal entry holds, however fragmented the file.
 pub(crate) const PAGES_PER_TRANSACTION: usize = 512;
 
+/// Which space an extent change may use (see the allocator's tiers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Space {
+    /// What ordinary metadata changes may use (fallocate).
+    Ordinary,
+    /// The reserve as well: changes that free space (truncate, punch) and the
+    /// writeback of data that was promised its blocks.
+    Reserve,
+}
+
 /// The extents of every file on one filesystem: the b-trees they are kept
 /// in and the device their blocks are on. Cheap to clone.
 #[derive(Clone)]
@@ -69,10 +79,14 @@ impl ExtentMap {
         ino: u64,
         before: &BTreeMap<u64, Extent>,
         after: &BTreeMap<u64, Extent>,
+        space: Space,
         update: impl FnOnce(&mut InodeRecord),
     ) -> FileResult<Option<u64>> {
         let _records = self.metadata.lock_records();
         let mut transaction = self.metadata.trees.transaction();
+        if space == Space::Reserve {
+            transaction.may_use_reserve();
+        }
         let mut record = match transaction.get(TreeId::Inodes, &inode_key(ino))? {
             Some(value) => InodeRecord::decode(&value)?,
             None => return Err(FileError::NotFound { ino }),

@@ -120,7 +120,9 @@ use std::sync::{Arc, MutexGuard};
 use errseq::Since;
 use xarray::Mark;
 
-use super::extents::{holes_between, punch, unwritten_extents, ExtentMap, PAGES_PER_TRANSACTION};
+use super::extents::{
+    holes_between, punch, unwritten_extents, ExtentMap, Space, PAGES_PER_TRANSACTION,
+};
 use super::file_error::{FileError, FileResult};
 use super::record::{Extent, FileType, Timestamp};
 use crate::alloc::{AllocError, Extent as BlockRun};
@@ -244,7 +246,9 @@ impl Files {
         if block_size as usize != PAGE_BYTES {
             return Err(FileError::UnsupportedBlockSize { block_size });
         }
-        let cache = Arc::new(PageCache::new());
+        let cache = Arc::new(PageCache::new(Arc::clone(
+            metadata.allocator.promised_pages(),
+        )));
         Ok(Files {
             extents: ExtentMap::new(Arc::clone(&device), Arc::clone(&metadata)),
             writeback: Writeback::new(device, Arc::clone(&metadata), Arc::clone(&cache)),
@@ -361,6 +365,29 @@ impl Files {
     /// of bytes written (all of them). Only a partial page not yet cached
     /// is read from the device, with the cache unlocked.
     pub fn write(&self, handle: &Handle, offset: u64, bytes: &[u8]) -> FileResult<usize> {
+        match self.write_promised(handle, offset, bytes, false) {
+            Err(FileError::NoSpace { .. }) => {
+                // Pages in flight count as promised until they land, and their
+                // writeback may free old blocks: settle it, then accept as much
+                // as fits (a short write), or refuse with ENOSPC if nothing does.
+                let _ = self.writeback.writeback_all();
+                self.write_promised(handle, offset, bytes, true)
+            }
+            outcome => outcome,
+        }
+    }
+
+    /// [`Files::write`], once: every page the write makes dirty is promised
+    /// a block first (delayed allocation), so data accepted here always has
+    /// room at writeback. With too little room, `short` accepts the longest
+    /// prefix that fits (at least one page), else it is `ENOSPC`.
+    fn write_promised(
+        &self,
+        handle: &Handle,
+        offset: u64,
+        bytes: &[u8],
+        short: bool,
+    ) -> FileResult<usize> {
         let length = bytes.len() as u64;
         let end = checked_end(offset, length)?;
         if bytes.is_empty() {
@@ -418,6 +445,17 @@ impl Files {
         };
         let cache = &mut *guard;
         let state = self.state(&mut cache.inodes, ino)?;
+        // Each page not dirty yet takes a promise; a cut falls on a page
+        // boundary past the first page, so no new partial page appears.
+        let promisable = self.metadata.allocator.data_available();
+        let (bytes, end, last) = match state.first_beyond_promise(first, last, promisable) {
+            None => (bytes, end, last),
+            Some(cut) if short && cut > first => {
+                let end = cut * PAGE;
+                (&bytes[..(end - offset) as usize], end, cut - 1)
+            }
+            Some(_) => return Err(FileError::NoSpace { ino, promisable }),
+        };
         let mut index = first;
         while index <= last {
             // A whole aligned run of large-entry size goes in as one entry.
@@ -543,15 +581,17 @@ impl Files {
                 freed.push(BlockRun::new(extent.physical, u64::from(extent.blocks())));
             }
             self.extents
-                .commit_change(ino, &cut, &BTreeMap::new(), |_| {})?;
+                .commit_change(ino, &cut, &BTreeMap::new(), Space::Reserve, |_| {})?;
         }
         let mut after = before.clone();
         punch(&mut after, keep_blocks, u64::MAX, &mut freed);
-        let seq = self.extents.commit_change(ino, &before, &after, |record| {
-            record.size = size;
-            record.mtime = time;
-            record.ctime = time;
-        })?;
+        let seq = self
+            .extents
+            .commit_change(ino, &before, &after, Space::Reserve, |record| {
+                record.size = size;
+                record.mtime = time;
+                record.ctime = time;
+            })?;
         Ok((seq, freed))
     }
 
@@ -594,15 +634,11 @@ impl Files {
             // Refuse up front what cannot fit, so ENOSPC changes nothing
             // (short of a race with other allocations).
             let wanted = self.hole_blocks(ino, offset / PAGE, end.div_ceil(PAGE))?;
-            let allocator = &self.metadata.allocator;
-            let space = allocator.status();
-            let free = space
-                .free_blocks
-                .saturating_sub(allocator.metadata_reserve());
-            if wanted > free {
+            let space = self.metadata.allocator.status();
+            if wanted > space.data_available {
                 return Err(FileError::Allocate(AllocError::NoSpace {
                     requested: wanted,
-                    free,
+                    free: space.data_available,
                     pending: space.pending_blocks,
                 }));
             }
@@ -655,18 +691,18 @@ impl Files {
         let added = unwritten_extents(&holes, &runs);
         let time = Timestamp::now();
         let pending_size = state.size;
-        let committed = self
-            .extents
-            .commit_change(ino, &BTreeMap::new(), &added, |record| {
-                // The size pending writes set is committed here too, so their
-                // pending time can be dropped below.
-                record.size = record.size.max(pending_size);
-                if !keep_size {
-                    record.size = record.size.max(end);
-                }
-                record.mtime = time;
-                record.ctime = time;
-            });
+        let committed =
+            self.extents
+                .commit_change(ino, &BTreeMap::new(), &added, Space::Ordinary, |record| {
+                    // The size pending writes set is committed here too, so their
+                    // pending time can be dropped below.
+                    record.size = record.size.max(pending_size);
+                    if !keep_size {
+                        record.size = record.size.max(end);
+                    }
+                    record.mtime = time;
+                    record.ctime = time;
+                });
         if let Err(error) = committed {
             self.metadata.allocator.free_unreferenced(&runs);
             return Err(error);
@@ -728,11 +764,13 @@ impl Files {
         // transaction: the punch may drop the very pages that carried it,
         // and with them the writeback that would have recorded it.
         let size = state.size;
-        let seq = self.extents.commit_change(ino, &before, &after, |record| {
-            record.size = record.size.max(size);
-            record.mtime = time;
-            record.ctime = time;
-        })?;
+        let seq = self
+            .extents
+            .commit_change(ino, &before, &after, Space::Reserve, |record| {
+                record.size = record.size.max(size);
+                record.mtime = time;
+                record.ctime = time;
+            })?;
         // Committed: now the cache follows, the time too.
         state.mtime = None;
         state.changes += 1;

@@ -120,6 +120,15 @@ pub enum FileError {
         /// What was sought.
         what: &'static str,
     },
+    /// A write would make more pages dirty than there are blocks to promise
+    /// them; nothing was written.
+    #[error("inode {ino}: no space for more dirty data ({promisable} pages can be promised)")]
+    NoSpace {
+        /// The inode written.
+        ino: u64,
+        /// Pages that could still be promised a block.
+        promisable: u64,
+    },
     /// Blocks could not be allocated (fallocate); nothing changed.
     #[error("allocating blocks: {0}")]
     Allocate(#[from] AllocError),
@@ -146,6 +155,7 @@ impl FileError {
             FileError::NotSupported { .. } => libc::EOPNOTSUPP,
             FileError::InvalidRange { .. } => libc::EINVAL,
             FileError::NoSuchOffset { .. } => libc::ENXIO,
+            FileError::NoSpace { .. } => libc::ENOSPC,
             FileError::Allocate(AllocError::NoSpace { .. } | AllocError::Fragmented { .. }) => {
                 libc::ENOSPC
             }

@@ -581,7 +581,7 @@ impl Namespace {
     /// Deletes `ino` if it is an orphan (no links, not a directory).
     /// Callers hold the record lock.
     fn delete_if_orphan(&self, ino: u64) -> NamespaceResult<bool> {
-        let mut transaction = self.metadata.trees.transaction();
+        let mut transaction = self.freeing_transaction();
         let Some(record) = read_inode(&transaction, ino)? else {
             transaction.delete(TreeId::Meta, &prefixed_key(ORPHAN_PREFIX, ino))?;
             transaction.commit()?;
@@ -602,7 +602,7 @@ impl Namespace {
                 return Ok(true);
             }
             self.commit_freeing(transaction, freed)?;
-            transaction = self.metadata.trees.transaction();
+            transaction = self.freeing_transaction();
         }
     }
 
@@ -639,6 +639,14 @@ impl Namespace {
             }
         }
         Ok(purged)
+    }
+
+    /// A transaction that removes things: it may use the space kept back
+    /// from ordinary ones, so a full filesystem can always be emptied.
+    fn freeing_transaction(&self) -> Transaction<'_> {
+        let mut transaction = self.metadata.trees.transaction();
+        transaction.may_use_reserve();
+        transaction
     }
 
     /// Commits `transaction`, then frees `freed` at its seq.
@@ -968,7 +976,7 @@ impl Namespace {
     pub fn unlink(&self, parent: u64, name: &[u8]) -> NamespaceResult<Option<u64>> {
         check_name(name)?;
         let _writer = self.lock();
-        let mut transaction = self.metadata.trees.transaction();
+        let mut transaction = self.freeing_transaction();
         require_directory(&transaction, parent)?;
         let (key, dirent) = probe(&transaction, parent, name)?
             .found
@@ -990,7 +998,7 @@ impl Namespace {
     pub fn rmdir(&self, parent: u64, name: &[u8]) -> NamespaceResult<()> {
         check_name(name)?;
         let _writer = self.lock();
-        let mut transaction = self.metadata.trees.transaction();
+        let mut transaction = self.freeing_transaction();
         require_directory(&transaction, parent)?;
         let (key, dirent) = probe(&transaction, parent, name)?
             .found

@@ -89,6 +89,34 @@ impl InodeState {
         self.pages.is_marked(first, Mark::Dirty) || self.pages.is_marked(first, Mark::Writeback)
     }
 
+    /// The first page of `first..=last` past the first `allowed` pages that
+    /// are not dirty yet, if there is one: a write of the range makes those
+    /// dirty, and each needs the promise of a block. A page being written
+    /// back but not dirty counts: its flight's block is spent, the page will
+    /// need another.
+    pub(crate) fn first_beyond_promise(&self, first: u64, last: u64, allowed: u64) -> Option<u64> {
+        let mut needed = 0;
+        let mut index = first;
+        while index <= last {
+            let (dirty, stop) = match self.pages.load_entry(index) {
+                Some((span, _)) => (
+                    self.pages.is_marked(span.index(), Mark::Dirty),
+                    span.last().min(last),
+                ),
+                None => (false, index),
+            };
+            if !dirty {
+                let pages = stop - index + 1;
+                if needed + pages > allowed {
+                    return Some(index + (allowed - needed));
+                }
+                needed += pages;
+            }
+            index = stop + 1;
+        }
+        None
+    }
+
     /// The first reservation a read is filling among pages
     /// `first..=last`, if any.
     pub(crate) fn fill_within(&self, first: u64, last: u64) -> Option<Span> {
@@ -117,7 +145,7 @@ impl InodeState {
         }
         if !self.pages.is_marked(index, Mark::Dirty) {
             if !self.pages.is_marked(index, Mark::Writeback) {
-                accounting.dirty_pages += 1;
+                accounting.add_unclean(1);
             }
             self.pages.set_mark(index, Mark::Dirty);
         }
@@ -143,7 +171,7 @@ impl InodeState {
         }
         self.pages.set_mark(first, Mark::Dirty);
         accounting.cached_pages += LARGE_PAGES;
-        accounting.dirty_pages += LARGE_PAGES;
+        accounting.add_unclean(LARGE_PAGES);
     }
 
     /// Caches `page`, read from a written extent, as clean at `index` when
@@ -235,7 +263,7 @@ impl InodeState {
         let _ = self.pages.erase(span.index());
         accounting.cached_pages -= span.size();
         if unclean {
-            accounting.dirty_pages -= span.size();
+            accounting.remove_unclean(span.size());
         }
         for page in span.index()..=span.last() {
             self.failed.remove(&page);
@@ -274,7 +302,7 @@ impl InodeState {
             }
             match outcome {
                 Outcome::Durable => {
-                    accounting.dirty_pages -= span.size();
+                    accounting.remove_unclean(span.size());
                     accounting.clock.push_back((self.ino, span.index()));
                     for page in span.index()..=span.last() {
                         self.failed.remove(&page);

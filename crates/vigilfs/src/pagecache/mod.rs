@@ -62,6 +62,7 @@ mod inode_pages;
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 pub(crate) use inode_pages::InodeState;
@@ -117,8 +118,12 @@ pub(crate) struct Accounting {
     budget_pages: u64,
     /// Cached pages, clean and dirty.
     cached_pages: u64,
-    /// Dirty pages (a subset of the cached ones).
+    /// Dirty pages (a subset of the cached ones): those marked DIRTY or
+    /// WRITEBACK.
     dirty_pages: u64,
+    /// Where the dirty page count is published for the allocator: each
+    /// dirty page holds the promise of a block (see `alloc`).
+    promised: Arc<AtomicU64>,
     /// Clean pages evicted so far.
     evicted_pages: u64,
     /// Pages in the order they became clean, as (inode, page index): the
@@ -131,6 +136,18 @@ pub(crate) struct Accounting {
 impl Accounting {
     fn clean_pages(&self) -> u64 {
         self.cached_pages - self.dirty_pages
+    }
+
+    /// `pages` became dirty (they hold a promise of a block from now on).
+    fn add_unclean(&mut self, pages: u64) {
+        self.dirty_pages += pages;
+        self.promised.store(self.dirty_pages, Ordering::Release);
+    }
+
+    /// `pages` stopped being dirty: written back, or dropped.
+    fn remove_unclean(&mut self, pages: u64) {
+        self.dirty_pages -= pages;
+        self.promised.store(self.dirty_pages, Ordering::Release);
     }
 }
 
@@ -171,7 +188,7 @@ impl Cache {
         if let Some(state) = self.inodes.remove(&ino) {
             let (cached, dirty) = state.page_counts();
             self.accounting.cached_pages -= cached;
-            self.accounting.dirty_pages -= dirty;
+            self.accounting.remove_unclean(dirty);
         }
     }
 }
@@ -186,8 +203,9 @@ pub(crate) struct PageCache {
 }
 
 impl PageCache {
-    /// An empty cache with the default budget.
-    pub(crate) fn new() -> PageCache {
+    /// An empty cache with the default budget, publishing its dirty page
+    /// count in `promised`.
+    pub(crate) fn new(promised: Arc<AtomicU64>) -> PageCache {
         PageCache {
             cache: Mutex::new(Cache {
                 inodes: HashMap::new(),
@@ -195,6 +213,7 @@ impl PageCache {
                     budget_pages: DEFAULT_CACHE_BUDGET / PAGE,
                     cached_pages: 0,
                     dirty_pages: 0,
+                    promised,
                     evicted_pages: 0,
                     clock: VecDeque::new(),
                 },

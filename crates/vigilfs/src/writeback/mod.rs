@@ -75,7 +75,7 @@ use xarray::{Mark, Span, XArray};
 
 use crate::alloc::{AllocError, Extent as BlockRun};
 use crate::device::{BlockDevice, IoClass};
-use crate::inode::extents::{punch, ExtentMap, PAGES_PER_TRANSACTION};
+use crate::inode::extents::{punch, ExtentMap, Space, PAGES_PER_TRANSACTION};
 use crate::inode::file_error::{device_errno, journal_errno, writeback_errno, FileError};
 use crate::inode::{Extent, Timestamp, MAX_EXTENT_BLOCKS};
 use crate::metadata::Metadata;
@@ -282,6 +282,14 @@ impl Writeback {
                 failure: self.commit_record(flight).err().map(|errno| (0..0, errno)),
             };
         }
+        if let Some(error) = self.metadata.journal.error() {
+            // Nothing can be committed: the journal's error is the truth
+            // (not, say, the ENOSPC its unreleasable frees would cause).
+            return Landing {
+                durable: 0,
+                failure: Some((0..entries.len(), journal_errno(&error))),
+            };
+        }
         let mut batches: Vec<Range<usize>> = Vec::new();
         let mut pages_in_batch = 0;
         for (at, (span, _)) in entries.iter().enumerate() {
@@ -402,12 +410,13 @@ impl Writeback {
         dirty: &[(u64, &[u8])],
     ) -> Result<Option<u64>, Errno> {
         let allocator = &self.metadata.allocator;
-        let runs = allocator
-            .allocate_data(dirty.len() as u64, 0)
-            .map_err(|error| match error {
-                AllocError::NoSpace { .. } | AllocError::Fragmented { .. } => Errno::ENOSPC,
-                _ => Errno::EIO,
-            })?;
+        let runs =
+            allocator
+                .allocate_promised(dirty.len() as u64, 0)
+                .map_err(|error| match error {
+                    AllocError::NoSpace { .. } | AllocError::Fragmented { .. } => Errno::ENOSPC,
+                    _ => Errno::EIO,
+                })?;
         let new_extents = match self.write_new_extents(dirty, &runs) {
             Ok(extents) => extents,
             Err(errno) => {
@@ -531,7 +540,7 @@ impl Writeback {
         let (size, mtime) = (flight.size, flight.mtime);
         let seq = self
             .extents
-            .commit_change(ino, &before, &after, |record| {
+            .commit_change(ino, &before, &after, Space::Reserve, |record| {
                 record.size = record.size.max(size);
                 if let Some(mtime) = mtime {
                     record.mtime = mtime;

@@ -1,0 +1,339 @@
+//! Running out of space, told truly: a full filesystem through the engine
+//! API.
+//!
+//! ENOSPC must mean that the space is not there: blocks freed by a delete
+//! count as free (they are made reusable before anyone hears ENOSPC);
+//! write() refuses what writeback could never place instead of accepting
+//! it into memory; dirty data stays bounded whatever is written; a full
+//! filesystem can always be emptied (unlink, truncate, punch, freeze and
+//! unmount have a reserve of their own); and ENOSPC is returned to the
+//! caller, never treated as a metadata failure by the `errors=` policy.
+
+use std::sync::Arc;
+
+use vigilfs::device::{BlockDevice, MemoryDevice, SectorSize};
+use vigilfs::format::{ErrorKind, ErrorsPolicy};
+use vigilfs::fs::{Filesystem, FsError, LifeState, MountOptions, OpenFlags, SetAttributes};
+use vigilfs::fsck::fsck;
+use vigilfs::inode::{Caller, FallocateMode, ROOT_INO};
+use vigilfs::mkfs::{make_filesystem, MkfsOptions};
+
+const MIB: usize = 1 << 20;
+
+struct Fixture {
+    device: Arc<dyn BlockDevice>,
+}
+
+impl Fixture {
+    /// A fresh 64 MiB filesystem in memory.
+    fn new() -> Fixture {
+        let device: Arc<dyn BlockDevice> =
+            Arc::new(MemoryDevice::new(64 << 20, SectorSize::Bytes512));
+        make_filesystem(device.clone(), &MkfsOptions::default()).expect("mkfs");
+        Fixture { device }
+    }
+
+    fn mount_with(&self, options: MountOptions) -> Filesystem {
+        Filesystem::mount(self.device.clone(), options).expect("mount")
+    }
+
+    fn mount(&self) -> Filesystem {
+        self.mount_with(MountOptions::default())
+    }
+
+    fn assert_fsck_clean(&self) {
+        let report = fsck(self.device.clone(), &mut |_| {}).expect("fsck");
+        assert!(report.is_clean(), "fsck: {:#?}", report.problems);
+    }
+}
+
+fn root() -> Caller {
+    Caller::root()
+}
+
+fn read_write() -> OpenFlags {
+    OpenFlags {
+        read: true,
+        write: true,
+        ..OpenFlags::default()
+    }
+}
+
+fn create(fs: &Filesystem, name: &[u8]) -> (u64, u64) {
+    let (attr, handle) = fs
+        .create(ROOT_INO, name, 0o644, read_write(), &root())
+        .expect("create");
+    (attr.ino, handle)
+}
+
+/// A recognisable MiB: its bytes depend on `seed`.
+fn mebibyte(seed: u64) -> Vec<u8> {
+    (0..MIB as u64)
+        .map(|at| (at.wrapping_mul(31) ^ seed.wrapping_mul(0x9e37)) as u8)
+        .collect()
+}
+
+/// Writes MiBs from offset 0 until a write is refused or `limit` MiB are
+/// written; returns the bytes accepted and the errno of the refusal. (A
+/// short write means the space ran out inside it; what writeback then
+/// settles may still take a little more.)
+fn write_until_refused(fs: &Filesystem, handle: u64, limit: u64) -> (u64, Option<i32>) {
+    let mut accepted = 0u64;
+    while accepted < limit * MIB as u64 {
+        let bytes = mebibyte(accepted / MIB as u64);
+        match fs.write(handle, accepted, &bytes, &root()) {
+            Ok(written) => accepted += written as u64,
+            Err(error) => return (accepted, Some(error.errno())),
+        }
+    }
+    (accepted, None)
+}
+
+#[test]
+fn blocks_freed_by_a_delete_are_reused_before_anyone_hears_enospc() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let (_, first) = create(&fs, b"a");
+    for index in 0..45 {
+        fs.write(
+            first,
+            (index * MIB) as u64,
+            &mebibyte(index as u64),
+            &root(),
+        )
+        .expect("write a");
+    }
+    fs.fsync(first, false).expect("fsync a");
+    fs.release(first).unwrap();
+    fs.unlink(ROOT_INO, b"a", &root()).expect("unlink a");
+    let (_, second) = create(&fs, b"b");
+    for index in 0..45 {
+        fs.write(
+            second,
+            (index * MIB) as u64,
+            &mebibyte(index as u64),
+            &root(),
+        )
+        .expect("write b: the space of a is free");
+    }
+    fs.fsync(second, false)
+        .expect("fsync b: the space of a is free");
+    fs.fsync(second, false).expect("fsync b again");
+    let record = fs.status().error_record;
+    assert_eq!(record.total, 0, "no error recorded: {record:?}");
+    fs.release(second).unwrap();
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+}
+
+#[test]
+fn statfs_fallocate_and_writes_agree_on_what_is_free() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let (_, handle) = create(&fs, b"a");
+    // Space freed but not yet reusable counts as available.
+    for index in 0..20 {
+        fs.write(
+            handle,
+            (index * MIB) as u64,
+            &mebibyte(index as u64),
+            &root(),
+        )
+        .unwrap();
+    }
+    fs.fsync(handle, false).unwrap();
+    let before = fs.statfs().unwrap();
+    fs.setattr(
+        fs.lookup(ROOT_INO, b"a", &root()).unwrap().ino,
+        &SetAttributes {
+            size: Some(0),
+            ..SetAttributes::default()
+        },
+        None,
+        &root(),
+    )
+    .unwrap();
+    let after_truncate = fs.statfs().unwrap();
+    // Available counts data blocks with their share of record blocks (one
+    // in 33).
+    assert!(
+        after_truncate.available_blocks >= before.available_blocks + 20 * 256 * 32 / 33,
+        "{before:?} -> {after_truncate:?}"
+    );
+    // Dirty data not yet written back is not available to others.
+    for index in 0..10 {
+        fs.write(
+            handle,
+            (index * MIB) as u64,
+            &mebibyte(index as u64),
+            &root(),
+        )
+        .unwrap();
+    }
+    let dirty = fs.statfs().unwrap();
+    assert!(
+        dirty.available_blocks + 10 * 256 <= after_truncate.available_blocks,
+        "{after_truncate:?} -> {dirty:?}"
+    );
+    // Exactly what statfs says is available can be fallocated, one block
+    // more cannot.
+    let (_, other) = create(&fs, b"other");
+    let available = fs.statfs().unwrap().available_blocks;
+    let too_much = fs.fallocate(other, 0, (available + 1) * 4096, FallocateMode::ALLOCATE);
+    assert_eq!(too_much.unwrap_err().errno(), libc::ENOSPC);
+    fs.fallocate(other, 0, available * 4096, FallocateMode::ALLOCATE)
+        .expect("fallocate of exactly the available space");
+    // What is left is the share of record blocks the fallocate's records
+    // did not take.
+    assert!(fs.statfs().unwrap().available_blocks <= available / 32 + 1);
+    // The dirty data still has its blocks.
+    fs.fsync(handle, false)
+        .expect("the reserved space was kept");
+    fs.release(handle).unwrap();
+    fs.release(other).unwrap();
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+}
+
+#[test]
+fn writes_past_the_free_space_are_refused_and_dirty_data_stays_bounded() {
+    let fixture = Fixture::new();
+    let options = MountOptions {
+        dirty_limit_bytes: 4 << 20,
+        ..MountOptions::default()
+    };
+    let fs = fixture.mount_with(options);
+    let (_, handle) = create(&fs, b"big");
+    let capacity = fs.statfs().unwrap().available_blocks * 4096;
+    let mut peak_dirty = 0;
+    let mut accepted = 0u64;
+    let mut refusal = None;
+    while accepted < 150 * MIB as u64 {
+        let bytes = mebibyte(accepted / MIB as u64);
+        match fs.write(handle, accepted, &bytes, &root()) {
+            Ok(written) => accepted += written as u64,
+            Err(error) => {
+                refusal = Some(error.errno());
+                break;
+            }
+        }
+        peak_dirty = peak_dirty.max(fs.status().dirty_bytes);
+    }
+    assert_eq!(refusal, Some(libc::ENOSPC), "150 MiB into 64 MiB");
+    // Each dirty page is promised a block and a share of record blocks;
+    // once written back, the share the records did not take is free again,
+    // so a little more than statfs first said is accepted, never less.
+    assert!(
+        accepted + (MIB as u64) >= capacity && accepted <= capacity * 33 / 32,
+        "accepted {accepted} bytes of {capacity} available"
+    );
+    assert!(
+        peak_dirty <= 2 * (4 << 20) + MIB as u64,
+        "dirty data peaked at {peak_dirty} bytes with a 4 MiB limit"
+    );
+    // Everything accepted is kept: fsync succeeds, nothing was lost.
+    fs.fsync(handle, false)
+        .expect("fsync of what write accepted");
+    assert_eq!(fs.status().error_record.total, 0);
+    fs.release(handle).unwrap();
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+    let fs = fixture.mount();
+    let attr = fs.lookup(ROOT_INO, b"big", &root()).unwrap();
+    assert_eq!(attr.record.size, accepted);
+    let handle = fs
+        .open(attr.ino, OpenFlags::from_libc(libc::O_RDONLY), &root())
+        .unwrap();
+    let whole_mebibytes = accepted / MIB as u64;
+    for index in [0, whole_mebibytes / 2, whole_mebibytes - 1] {
+        let bytes = fs.read(handle, index * MIB as u64, MIB).unwrap();
+        assert!(bytes == mebibyte(index), "MiB {index} differs");
+    }
+    fs.release(handle).unwrap();
+    fs.unmount().unwrap();
+}
+
+/// A filesystem filled to the last block with fsynced files, mounted with
+/// `errors=remount-ro` so a space failure mistaken for a metadata one
+/// would show.
+fn filled(fixture: &Fixture) -> Filesystem {
+    let fs = fixture.mount_with(MountOptions {
+        errors: Some(ErrorsPolicy::RemountReadOnly),
+        ..MountOptions::default()
+    });
+    let (_, handle) = create(&fs, b"big");
+    let (written, refused) = write_until_refused(&fs, handle, 200);
+    assert_eq!(refused, Some(libc::ENOSPC), "after {written} MiB");
+    fs.fsync(handle, false).expect("fsync of what was accepted");
+    fs.release(handle).unwrap();
+    // Fill the last blocks with small files.
+    for number in 0.. {
+        let name = format!("small{number}");
+        let (_, handle) = create(&fs, name.as_bytes());
+        let written = fs.write(handle, 0, &[7u8; 4096], &root());
+        fs.release(handle).unwrap();
+        if written.is_err() {
+            break;
+        }
+    }
+    assert_eq!(fs.statfs().unwrap().available_blocks, 0);
+    fs
+}
+
+fn assert_still_running(fs: &Filesystem) {
+    let status = fs.status();
+    assert_eq!(status.state, LifeState::Running);
+    let metadata_errors = status
+        .error_record
+        .counter(ErrorKind::Metadata)
+        .count
+        .saturating_add(status.error_record.counter(ErrorKind::Journal).count);
+    assert_eq!(metadata_errors, 0, "{:?}", status.error_record);
+}
+
+#[test]
+fn a_full_filesystem_can_always_be_emptied() {
+    let fixture = Fixture::new();
+    let fs = filled(&fixture);
+    for _ in 0..3 {
+        fs.freeze().expect("freeze of a full filesystem");
+        fs.thaw().unwrap();
+    }
+    let big = fs.lookup(ROOT_INO, b"big", &root()).unwrap().ino;
+    fs.setattr(
+        big,
+        &SetAttributes {
+            size: Some(4 << 20),
+            ..SetAttributes::default()
+        },
+        None,
+        &root(),
+    )
+    .expect("truncate on a full filesystem");
+    fs.unlink(ROOT_INO, b"big", &root())
+        .expect("unlink on a full filesystem");
+    assert_still_running(&fs);
+    assert!(fs.statfs().unwrap().available_blocks > 1000);
+    fs.unmount().expect("unmount");
+    fixture.assert_fsck_clean();
+}
+
+#[test]
+fn enospc_from_fallocate_and_truncate_is_not_a_metadata_failure() {
+    let fixture = Fixture::new();
+    let fs = filled(&fixture);
+    let (_, handle) = create(&fs, b"more");
+    let refused = fs.fallocate(handle, 0, 64 << 20, FallocateMode::ALLOCATE);
+    assert_eq!(refused.unwrap_err().errno(), libc::ENOSPC);
+    let refused = fs.write(handle, 0, &mebibyte(1), &root());
+    assert_eq!(refused.unwrap_err().errno(), libc::ENOSPC);
+    assert_still_running(&fs);
+    fs.release(handle).unwrap();
+    fs.unmount().expect("unmount");
+    fixture.assert_fsck_clean();
+}
+
+#[allow(dead_code)]
+fn errno<T: std::fmt::Debug>(result: Result<T, FsError>) -> i32 {
+    result.expect_err("expected an error").errno()
+}
