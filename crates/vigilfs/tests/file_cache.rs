@@ -62,6 +62,7 @@ fn reads_fill_the_cache_so_repeated_reads_do_not_touch_the_device() {
             cached_bytes: 4 * PAGE,
             dirty_bytes: 0,
             evicted_pages: 0,
+            inodes: 1,
         }
     );
 

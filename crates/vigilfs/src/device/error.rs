@@ -111,6 +111,10 @@ pub enum DeviceErrorKind {
     /// Power to the (simulated) device was cut: nothing reaches it any more (EIO).
     #[error("device lost power")]
     PowerCut,
+    /// The filesystem stopped writing (shut down, or read-only after an error): nothing
+    /// reaches the device any more (EIO).
+    #[error("the filesystem stopped writing")]
+    Stopped,
     /// Any other errno, from the operating system or a fault rule.
     #[error("error {errno} ({})", io::Error::from_raw_os_error(errno.0))]
     Os {
@@ -133,9 +137,10 @@ impl DeviceErrorKind {
     /// The errno this kind is reported as.
     pub fn errno(&self) -> Errno {
         match self {
-            DeviceErrorKind::Io | DeviceErrorKind::Media { .. } | DeviceErrorKind::PowerCut => {
-                Errno::EIO
-            }
+            DeviceErrorKind::Io
+            | DeviceErrorKind::Media { .. }
+            | DeviceErrorKind::PowerCut
+            | DeviceErrorKind::Stopped => Errno::EIO,
             DeviceErrorKind::NoSpace => Errno::ENOSPC,
             DeviceErrorKind::OutOfBounds { .. } | DeviceErrorKind::Misaligned { .. } => {
                 Errno(libc::EINVAL)

@@ -8,7 +8,8 @@
 //!   every write issued since the last flush;
 //! - [`FaultDevice`]: a wrapper that injects errors according to a live, shared [`FaultPlan`];
 //! - [`OverlayDevice`]: a wrapper that keeps writes in memory, so fsck can dry-run recovery
-//!   without changing the image.
+//!   without changing the image;
+//! - [`StoppableDevice`]: a wrapper whose writes a mount stops for good at a shutdown.
 //!
 //! Invariants every implementation keeps (checked by [`check_request`] before any I/O):
 //!
@@ -27,6 +28,7 @@ mod file;
 mod memory;
 mod overlay;
 mod seeded_random;
+mod stoppable;
 
 use std::fmt;
 use std::str::FromStr;
@@ -41,6 +43,7 @@ pub use fault::{
 pub use file::{FileDevice, FileDeviceOptions};
 pub use memory::MemoryDevice;
 pub use overlay::OverlayDevice;
+pub use stoppable::StoppableDevice;
 
 /// What an I/O is for. Fault rules can match one class, so a test can fail data writes
 /// while metadata and the journal keep working.

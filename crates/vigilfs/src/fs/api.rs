@@ -8,9 +8,13 @@
 //! its outcome through the error policy. Lookups and handles are counted
 //! here; an unlinked file lives until its last release (the orphan list).
 
+use std::sync::PoisonError;
+
+use errseq::Since;
+
 use super::gate::WriteGuard;
 use super::handles::OpenFlags;
-use super::{Filesystem, FsError, FsResult};
+use super::{Filesystem, FsError, FsResult, LifeState};
 use crate::inode::{
     check_access, check_setattr, check_sticky_delete, check_xattr_access, kill_suid_on_write,
     new_inode_owner, xattr_listable, Access, Caller, FallocateMode, FileError, FileType,
@@ -574,23 +578,64 @@ impl Filesystem {
     }
 
     /// The last close of the handle; an orphan goes with its last handle.
+    /// Deleting it writes: while the filesystem is frozen that waits for
+    /// the thaw (without holding the caller), and when it may no longer
+    /// write the orphan stays for the next mount to delete.
     pub fn release(&self, handle: u64) -> FsResult<()> {
         let file = self.shared.handles.remove_file(handle)?;
-        let result = self
-            .shared
-            .namespace
-            .closed(file.ino)
-            .map_err(FsError::from);
-        if self.shared.observe("release", result)? {
-            self.shared.files.forget(file.ino);
+        let ino = file.ino;
+        self.shared.files.closed(ino);
+        let deleted = match self.shared.gate.try_enter() {
+            Ok(_writer) => {
+                let result = self.shared.namespace.closed(ino).map_err(FsError::from);
+                self.shared.observe("release", result)?
+            }
+            Err(LifeState::Frozen) => {
+                if self.shared.namespace.closed_keeping_orphan(ino) {
+                    self.shared
+                        .deferred_orphans
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(ino);
+                }
+                false
+            }
+            Err(_) => {
+                self.shared.namespace.closed_keeping_orphan(ino);
+                false
+            }
+        };
+        if deleted {
+            self.shared.files.forget(ino);
         }
         Ok(())
     }
 
+    /// Why nothing may be written now (shut down, or read-only after an
+    /// error or by mount), if so: fsync and syncfs then write nothing.
+    fn may_not_write(&self) -> Option<FsError> {
+        match self.shared.gate.state() {
+            LifeState::ShutDown(why) => Some(FsError::ShutDown(why)),
+            LifeState::ReadOnly(why) => Some(FsError::NotDurable(why)),
+            LifeState::Running | LifeState::Frozen => None,
+        }
+    }
+
     /// fsync/fdatasync: writes back the file, makes its metadata durable,
     /// and reports the first writeback error this handle has not heard of.
+    /// When nothing may be written it writes nothing: it reports the error
+    /// words, and fails if the file has data or metadata that is not
+    /// durable (a success would be a lie).
     pub fn fsync(&self, handle: u64, _data_only: bool) -> FsResult<()> {
         let file = self.shared.handles.file(handle)?;
+        if let Some(stopped) = self.may_not_write() {
+            let reported = self.shared.files.report(&mut file.handle());
+            if !self.shared.files.is_durable(file.ino) || !self.shared.metadata.journal.is_durable()
+            {
+                return Err(stopped);
+            }
+            return Ok(reported?);
+        }
         let synced = {
             let mut cursors = file.handle();
             self.shared.files.fsync(&mut cursors)
@@ -612,7 +657,8 @@ impl Filesystem {
     pub fn syncfs(&self, handle: u64) -> FsResult<()> {
         let file = self.shared.handles.file(handle)?;
         let mut cursors = file.handle();
-        Ok(self.shared.files.syncfs(&mut cursors)?)
+        let cursor = cursors.fs_cursor_mut();
+        self.syncfs_with(cursor)
     }
 
     /// syncfs as a new opener would do it (`vigilfs sync`: open the mount
@@ -621,11 +667,23 @@ impl Filesystem {
     /// each error is reported once, to whoever asks first.
     pub fn syncfs_once(&self) -> FsResult<()> {
         let mut cursor = self.shared.files.sample_fs_cursor();
-        let result = self
-            .shared
-            .files
-            .syncfs_with(&mut cursor)
-            .map_err(FsError::from);
+        self.syncfs_with(&mut cursor)
+    }
+
+    /// syncfs with `cursor` into the filesystem's error word. When nothing
+    /// may be written it writes nothing, reports the word, and fails if
+    /// anything is not durable.
+    fn syncfs_with(&self, cursor: &mut Since) -> FsResult<()> {
+        if let Some(stopped) = self.may_not_write() {
+            let reported = self.shared.files.report_fs(cursor);
+            if !self.shared.files.unwritten().is_empty()
+                || !self.shared.metadata.journal.is_durable()
+            {
+                return Err(stopped);
+            }
+            return Ok(reported?);
+        }
+        let result = self.shared.files.syncfs_with(cursor).map_err(FsError::from);
         self.shared.check_journal("syncfs");
         result
     }

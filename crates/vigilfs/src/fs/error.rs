@@ -43,6 +43,10 @@ pub enum FsError {
     /// The filesystem was shut down; nothing more is written.
     #[error("the filesystem was shut down: {0}")]
     ShutDown(String),
+    /// fsync or syncfs while the filesystem is read-only after an error, with
+    /// data or metadata that is not durable and now never will be.
+    #[error("not durable: the filesystem is read-only ({0})")]
+    NotDurable(String),
     /// The operation does not apply to this kind of inode or argument.
     #[error("invalid argument: {0}")]
     Invalid(&'static str),
@@ -63,6 +67,7 @@ impl FsError {
             FsError::WrongAccessMode(..) => libc::EBADF,
             FsError::ReadOnly(_) => libc::EROFS,
             FsError::ShutDown(_) => libc::EIO,
+            FsError::NotDurable(_) => libc::EIO,
             FsError::Invalid(_) => libc::EINVAL,
             FsError::Superblock(_) => libc::EIO,
         }
@@ -96,6 +101,7 @@ impl FsError {
             | FsError::WrongAccessMode(..)
             | FsError::ReadOnly(_)
             | FsError::ShutDown(_)
+            | FsError::NotDurable(_)
             | FsError::Invalid(_) => false,
         }
     }

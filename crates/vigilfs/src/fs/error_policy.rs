@@ -90,8 +90,12 @@ impl Shared {
         match self.errors_policy {
             ErrorsPolicy::Continue => {}
             ErrorsPolicy::RemountReadOnly => {
-                self.gate
-                    .make_read_only(format!("errors=remount-ro after {why}"));
+                if self
+                    .gate
+                    .make_read_only(format!("errors=remount-ro after {why}"))
+                {
+                    self.stop_writing();
+                }
                 self.save_error_record();
             }
             ErrorsPolicy::Panic => {

@@ -124,6 +124,22 @@ impl Gate {
         Ok(WriteGuard { gate: self })
     }
 
+    /// Enters as a writer only if that needs no wait: `Err` with the state
+    /// (frozen or freezing, read-only, shut down) otherwise. For work that
+    /// must not block a caller and can be put off (an orphan's deletion at
+    /// release).
+    pub fn try_enter(&self) -> Result<WriteGuard<'_>, LifeState> {
+        let mut inner = self.lock();
+        match &inner.state {
+            LifeState::Running if !inner.freezing => {
+                inner.writers += 1;
+                Ok(WriteGuard { gate: self })
+            }
+            LifeState::Running => Err(LifeState::Frozen),
+            state => Err(state.clone()),
+        }
+    }
+
     /// Starts a freeze: new writers wait from now on; returns once the
     /// writers inside have left. Fails (changing nothing) unless running.
     pub fn begin_freeze(&self) -> FsResult<()> {
@@ -167,15 +183,17 @@ impl Gate {
         Ok(())
     }
 
-    /// Makes the gate read-only (unless shut down); waiting writers wake
-    /// and fail.
-    pub fn make_read_only(&self, why: String) {
+    /// Makes the gate read-only (unless shut down or read-only already);
+    /// waiting writers wake and fail. Returns whether it changed.
+    pub fn make_read_only(&self, why: String) -> bool {
         let mut inner = self.lock();
-        if !matches!(inner.state, LifeState::ShutDown(_)) {
-            inner.state = LifeState::ReadOnly(why);
-            inner.freezing = false;
-            self.changed.notify_all();
+        if matches!(inner.state, LifeState::ShutDown(_) | LifeState::ReadOnly(_)) {
+            return false;
         }
+        inner.state = LifeState::ReadOnly(why);
+        inner.freezing = false;
+        self.changed.notify_all();
+        true
     }
 
     /// Shuts the gate for good; waiting writers wake and fail. Returns

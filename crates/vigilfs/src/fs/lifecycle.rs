@@ -11,7 +11,7 @@
 //! more: like a power cut for what was not yet written back.
 
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::background::Background;
@@ -20,7 +20,7 @@ use super::handles::Handles;
 use super::health::{seconds_now, Health, Incident};
 use super::{Filesystem, FsError, FsResult, LifeState, Shared};
 use crate::alloc::AllocatorStatus;
-use crate::device::BlockDevice;
+use crate::device::{BlockDevice, StoppableDevice};
 use crate::format::{
     read_superblock, write_superblocks, ErrorKind, ErrorRecord, ErrorsPolicy, FsState,
 };
@@ -103,6 +103,8 @@ pub struct Status {
     pub dirty_bytes: u64,
     /// Cached data, bytes.
     pub cached_bytes: u64,
+    /// Inodes whose data-path state is kept in memory.
+    pub cached_inodes: u64,
     /// The journal. After a freeze or unmount its one pin is the b-tree
     /// roots record, which is how mount finds the trees.
     pub journal: JournalStatus,
@@ -155,8 +157,57 @@ impl Shared {
             let _ = self.metadata.journal.flush();
         }
         if self.gate.shut_down(why) {
-            self.health.shut_down();
+            self.stop_writing();
             self.save_error_record();
+            self.health.shut_down();
+        }
+    }
+
+    /// Deletes the orphans whose last release came during a freeze (those
+    /// still orphans and closed): the thaw lets writing resume.
+    pub(super) fn purge_deferred_orphans(&self) {
+        let deferred = std::mem::take(
+            &mut *self
+                .deferred_orphans
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for ino in deferred {
+            let result = self.namespace.purge_orphan(ino).map_err(FsError::from);
+            // A failure leaves the orphan record: the next mount deletes it.
+            if let Ok(true) = self.observe("release", result) {
+                self.files.forget(ino);
+            }
+        }
+    }
+
+    /// Stops every write to the device (but the superblock's), lets the
+    /// writebacks in flight land (they fail from now on, or were durable
+    /// before), and reports what will never reach the disk: after a
+    /// shutdown, or when the `errors=remount-ro` policy acts.
+    pub(super) fn stop_writing(&self) {
+        self.device.stop();
+        self.files.settle();
+        self.report_unwritten();
+    }
+
+    /// Reports every page that will never reach the disk (the filesystem
+    /// was shut down or made read-only with data not written back): one
+    /// event and one error-record entry per inode, with its range.
+    fn report_unwritten(&self) {
+        for unwritten in self.files.unwritten() {
+            let range = match (unwritten.first_page, unwritten.last_page) {
+                (Some(first), Some(last)) => Some((first * 4096, (last - first + 1) * 4096)),
+                _ => None,
+            };
+            self.health.report(&Incident {
+                kind: ErrorKind::Writeback,
+                errno: libc::EIO,
+                inode: Some((unwritten.ino, 0)),
+                range,
+                block: None,
+                origin: "unmount: not written",
+            });
         }
     }
 
@@ -192,11 +243,13 @@ impl Filesystem {
         device: Arc<dyn BlockDevice>,
         options: MountOptions,
     ) -> Result<Filesystem, MountError> {
+        let device = Arc::new(StoppableDevice::new(device));
         let loaded = read_superblock(device.as_ref())?;
         let mut superblock = loaded.superblock;
         let recovered = superblock.state == FsState::Dirty;
-        let metadata = Arc::new(Metadata::open_default(Arc::clone(&device), &superblock)?);
-        let files = Files::new(Arc::clone(&device), &superblock, Arc::clone(&metadata))?;
+        let writes: Arc<dyn BlockDevice> = device.clone();
+        let metadata = Arc::new(Metadata::open_default(Arc::clone(&writes), &superblock)?);
+        let files = Files::new(writes, &superblock, Arc::clone(&metadata))?;
         files.set_cache_budget(options.cache_bytes);
         files.set_fsync_errors(options.fsync_errors);
         let namespace = Namespace::new(Arc::clone(&metadata));
@@ -246,6 +299,7 @@ impl Filesystem {
             recovered,
             orphans_purged,
             journal_failure_seen: AtomicBool::new(false),
+            deferred_orphans: Mutex::new(Vec::new()),
         });
         let background = if shared.options.read_only {
             None
@@ -275,6 +329,10 @@ impl Filesystem {
         let outcome = shared.make_clean();
         let outcome = shared.observe("freeze", outcome);
         shared.gate.end_freeze(outcome.is_ok());
+        if outcome.is_err() {
+            // Abandoned: what waited for the thaw goes on now.
+            shared.purge_deferred_orphans();
+        }
         outcome
     }
 
@@ -286,6 +344,7 @@ impl Filesystem {
         }
         let marked = self.shared.write_superblock(Some(FsState::Dirty));
         self.shared.gate.thaw()?;
+        self.shared.purge_deferred_orphans();
         self.shared.observe("thaw", marked)
     }
 
@@ -318,6 +377,7 @@ impl Filesystem {
             total_blocks,
             dirty_bytes: stats.dirty_bytes,
             cached_bytes: stats.cached_bytes,
+            cached_inodes: stats.inodes,
             journal: shared.metadata.journal.status(),
             dirty_nodes: shared.metadata.trees.status().dirty_nodes,
             writeback_error: shared.files.fs_peek().err().map(|error| error.errno()),
@@ -335,12 +395,14 @@ impl Filesystem {
     pub fn unmount(mut self) -> FsResult<()> {
         let thread_result = self.background.take().map_or(Ok(()), Background::stop);
         let shared = &self.shared;
-        if shared.gate.state() == LifeState::Frozen {
-            let _ = shared.gate.thaw();
+        if shared.gate.state() == LifeState::Frozen && shared.gate.thaw().is_ok() {
+            shared.purge_deferred_orphans();
         }
         let result = match shared.gate.state() {
             LifeState::Running => shared.make_clean(),
             LifeState::ReadOnly(_) if shared.options.read_only => Ok(()),
+            // Shut down or read-only after an error: what was not written
+            // was reported when writing stopped.
             _ => {
                 shared.save_error_record();
                 Ok(())

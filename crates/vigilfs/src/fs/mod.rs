@@ -79,14 +79,16 @@ use gate::Gate;
 use handles::Handles;
 use health::Health;
 
-use crate::device::BlockDevice;
+use crate::device::StoppableDevice;
 use crate::format::{ErrorsPolicy, Superblock};
 use crate::inode::{FileType, Files, InodeRecord, Namespace, Xattrs};
 use crate::metadata::Metadata;
 
 /// The part of a mount the background thread shares.
 pub(crate) struct Shared {
-    device: Arc<dyn BlockDevice>,
+    /// The device, through the switch that stops all writing at a shutdown
+    /// or a remount-ro (the superblock's error record excepted).
+    device: Arc<StoppableDevice>,
     metadata: Arc<Metadata>,
     namespace: Namespace,
     files: Files,
@@ -101,6 +103,9 @@ pub(crate) struct Shared {
     orphans_purged: usize,
     /// Whether the journal's failure was already acted on.
     journal_failure_seen: AtomicBool,
+    /// Orphans whose last release came while the filesystem was frozen:
+    /// deleted at thaw (deleting writes, and a freeze writes nothing).
+    deferred_orphans: Mutex<Vec<u64>>,
 }
 
 /// A mounted filesystem. See the module comment.

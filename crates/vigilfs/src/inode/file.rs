@@ -150,6 +150,26 @@ impl Handle {
     pub fn ino(&self) -> u64 {
         self.ino
     }
+
+    /// This handle's cursor into the filesystem's error word (for syncfs
+    /// through it).
+    pub fn fs_cursor_mut(&mut self) -> &mut Since {
+        &mut self.fs_cursor
+    }
+}
+
+/// Data of one inode not written back yet, from [`Files::unwritten`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unwritten {
+    /// The inode.
+    pub ino: u64,
+    /// Its first and last page not written back (none when only its size or
+    /// time is waiting).
+    pub first_page: Option<u64>,
+    /// See `first_page`.
+    pub last_page: Option<u64>,
+    /// Pages not written back.
+    pub pages: u64,
 }
 
 /// How [`Files::fallocate`] changes a range: Linux's `FALLOC_FL_*` bits,
@@ -343,6 +363,7 @@ impl Files {
     pub fn open(&self, ino: u64) -> FileResult<Handle> {
         let mut cache = self.cache.lock();
         let state = self.state(&mut cache.inodes, ino)?;
+        state.opens += 1;
         Ok(Handle {
             ino,
             cursor: state.errseq.sample(),
@@ -352,7 +373,82 @@ impl Files {
 
     /// Closes a handle. Reports nothing: closing does not consume errors.
     pub fn release(&self, handle: Handle) {
-        let Handle { .. } = handle;
+        self.closed(handle.ino);
+    }
+
+    /// One handle of `ino` was closed (the mounted layer keeps its handles
+    /// shared, and says so here): once nothing keeps the inode's state (no
+    /// handle, no page, no error nobody heard of), it is dropped, so a
+    /// mount that reads every file of a large tree keeps no state for each.
+    pub(crate) fn closed(&self, ino: u64) {
+        let mut cache = self.cache.lock();
+        if let Some(state) = cache.inodes.get_mut(&ino) {
+            state.opens = state.opens.saturating_sub(1);
+            if state.is_idle() {
+                cache.inodes.remove(&ino);
+            }
+        }
+    }
+
+    /// Reports the first writeback error of the handle's inode it has not
+    /// heard of, writing nothing back: fsync when the filesystem may not
+    /// write.
+    pub fn report(&self, handle: &mut Handle) -> FileResult<()> {
+        let mut cache = self.cache.lock();
+        let state = self.state(&mut cache.inodes, handle.ino)?;
+        state
+            .errseq
+            .check_and_advance(&mut handle.cursor)
+            .map_err(FileError::Writeback)
+    }
+
+    /// [`Files::report`] for the filesystem's error word (syncfs).
+    pub fn report_fs(&self, cursor: &mut Since) -> FileResult<()> {
+        self.writeback
+            .fs_errseq()
+            .check_and_advance(cursor)
+            .map_err(FileError::Writeback)
+    }
+
+    /// Waits until no writeback is in flight: each has landed, durable or
+    /// not.
+    pub fn settle(&self) {
+        let mut cache = self.cache.lock();
+        while cache.inodes.values().any(|state| state.syncing) {
+            cache = self.cache.wait(cache);
+        }
+    }
+
+    /// Whether every write to `ino` is durable (nothing dirty, nothing in
+    /// flight, no time waiting to be written).
+    pub fn is_durable(&self, ino: u64) -> bool {
+        self.cache
+            .lock()
+            .inodes
+            .get(&ino)
+            .is_none_or(|state| !state.unwritten())
+    }
+
+    /// The data not written back yet, per inode: what a filesystem that may
+    /// no longer write loses.
+    pub fn unwritten(&self) -> Vec<Unwritten> {
+        let cache = self.cache.lock();
+        let mut found: Vec<Unwritten> = cache
+            .inodes
+            .values()
+            .filter(|state| state.unwritten())
+            .map(|state| {
+                let pages = state.unclean_pages();
+                Unwritten {
+                    ino: state.ino,
+                    first_page: pages.first().copied(),
+                    last_page: pages.last().copied(),
+                    pages: pages.len() as u64,
+                }
+            })
+            .collect();
+        found.sort_unstable_by_key(|unwritten| unwritten.ino);
+        found
     }
 
     /// The file's size as reads see it (including unwritten-back writes).
@@ -643,21 +739,84 @@ impl Files {
                 }));
             }
         }
+        if punch_hole {
+            return self.punch_range(ino, offset, end);
+        }
         // One transaction per PAGES_PER_TRANSACTION blocks, so any range
-        // fits the journal; the pieces meet at block boundaries, so only
-        // the range's own edges are partial pages.
-        let piece = PAGES_PER_TRANSACTION as u64 * PAGE;
-        let mut start = offset;
-        while start < end {
-            let stop = ((start / piece + 1) * piece).min(end);
-            if punch_hole {
-                self.punch_hole(ino, start, stop)?;
-            } else {
-                self.allocate_range(ino, start, stop, keep_size)?;
-            }
-            start = stop;
+        // fits the journal (its blocks were counted above: the range is
+        // bounded by the free space); the pieces meet at block boundaries,
+        // so only the range's own edges are partial pages.
+        for (start, stop) in pieces(offset, end) {
+            self.allocate_range(ino, start, stop, keep_size)?;
         }
         Ok(())
+    }
+
+    /// `PUNCH_HOLE | KEEP_SIZE` over `offset..end`, in bounded pieces, and
+    /// only where there is something to punch: the range is clamped to the
+    /// file's data (its size, or its last extent past it), and only pieces
+    /// holding an extent, a cached page or a partial edge page are visited,
+    /// so the cost follows the file, not the range asked for (a punch of
+    /// 2^50 bytes on a small file is one piece). Nothing at all to punch
+    /// below the size still sets the times, as Linux does.
+    fn punch_range(&self, ino: u64, offset: u64, end: u64) -> FileResult<()> {
+        let size = self.size_of(ino)?;
+        let extents = self
+            .extents
+            .overlapping(ino, offset / PAGE, end.div_ceil(PAGE))?;
+        let extents_end = extents
+            .iter()
+            .map(|(at, extent)| (at + u64::from(extent.blocks())) * PAGE)
+            .max()
+            .unwrap_or(0);
+        // Whole pages: the last page's bytes past the size are the file's
+        // too (zeros), so punching all of it drops it rather than zeroing.
+        let end = end.min((size.div_ceil(PAGE) * PAGE).max(extents_end));
+        if offset >= end {
+            return Ok(());
+        }
+        let piece_bytes = PAGES_PER_TRANSACTION as u64 * PAGE;
+        let piece_of = |byte: u64| byte / piece_bytes;
+        let mut wanted: BTreeSet<u64> = BTreeSet::new();
+        wanted.insert(piece_of(offset));
+        wanted.insert(piece_of(end - 1));
+        for (at, extent) in &extents {
+            let first = (at * PAGE).max(offset);
+            let last = ((at + u64::from(extent.blocks())) * PAGE).min(end) - 1;
+            wanted.extend(piece_of(first)..=piece_of(last));
+        }
+        wanted.extend(
+            self.cached_pages_within(ino, offset / PAGE, (end - 1) / PAGE)
+                .into_iter()
+                .map(|page| piece_of(page * PAGE)),
+        );
+        for piece in wanted {
+            let start = (piece * piece_bytes).max(offset);
+            let stop = ((piece + 1) * piece_bytes).min(end);
+            self.punch_hole(ino, start, stop)?;
+        }
+        Ok(())
+    }
+
+    /// The size of `ino` as reads see it.
+    fn size_of(&self, ino: u64) -> FileResult<u64> {
+        let mut cache = self.cache.lock();
+        Ok(self.state(&mut cache.inodes, ino)?.size)
+    }
+
+    /// The first page of each cached entry of `ino` holding a page in
+    /// `first..=last`.
+    fn cached_pages_within(&self, ino: u64, first: u64, last: u64) -> Vec<u64> {
+        let cache = self.cache.lock();
+        let Some(state) = cache.inodes.get(&ino) else {
+            return Vec::new();
+        };
+        state
+            .pages
+            .iter_from(first)
+            .map(|(span, _)| span.index().max(first))
+            .take_while(|&index| index <= last)
+            .collect()
     }
 
     /// How many blocks of `first..end` of `ino` no extent maps.
@@ -1053,6 +1212,21 @@ impl Files {
             .check(Since::default())
             .map_err(FileError::Writeback)
     }
+}
+
+/// `offset..end` cut where transactions of [`PAGES_PER_TRANSACTION`] blocks
+/// meet, so only the range's own edges are partial pages.
+fn pieces(offset: u64, end: u64) -> impl Iterator<Item = (u64, u64)> {
+    let piece = PAGES_PER_TRANSACTION as u64 * PAGE;
+    let mut start = offset;
+    std::iter::from_fn(move || {
+        (start < end).then(|| {
+            let stop = ((start / piece + 1) * piece).min(end);
+            let range = (start, stop);
+            start = stop;
+            range
+        })
+    })
 }
 
 /// `offset + length`, refused past the largest file offset (the last page

@@ -25,7 +25,7 @@ mod xattr;
 
 pub use crate::pagecache::{CacheStats, DEFAULT_CACHE_BUDGET, PAGE_BYTES};
 pub use crate::writeback::{FailureListener, WritebackSummary};
-pub use file::{FallocateMode, Files, FsyncErrors, Handle, Seek};
+pub use file::{FallocateMode, Files, FsyncErrors, Handle, Seek, Unwritten};
 pub use file_error::{FileError, FileResult};
 pub use namespace::{
     DirCookie, DirEntry, Namespace, NamespaceError, NamespaceResult, RenameFlags, SetAttr, SetTime,

@@ -562,20 +562,45 @@ impl Namespace {
     /// orphan deletes it and frees its data; returns whether it did.
     pub fn closed(&self, ino: u64) -> NamespaceResult<bool> {
         let _writer = self.lock();
-        {
-            let mut open = self.open_counts();
-            match open.get_mut(&ino) {
-                Some(count) if *count > 1 => {
-                    *count -= 1;
-                    return Ok(false);
-                }
-                Some(_) => {
-                    open.remove(&ino);
-                }
-                None => return Ok(false),
-            }
+        if !self.drop_open(ino) {
+            return Ok(false);
         }
         self.delete_if_orphan(ino)
+    }
+
+    /// Records that one open of `ino` was closed, deleting nothing (the
+    /// filesystem cannot write now): returns whether that was the last
+    /// open, so an orphan it leaves is for [`Namespace::purge_orphan`] later
+    /// (or the next mount) to delete.
+    pub fn closed_keeping_orphan(&self, ino: u64) -> bool {
+        let _writer = self.lock();
+        self.drop_open(ino)
+    }
+
+    /// Deletes `ino` if it is an orphan nobody has open; returns whether it
+    /// did.
+    pub fn purge_orphan(&self, ino: u64) -> NamespaceResult<bool> {
+        let _writer = self.lock();
+        if self.is_open(ino) {
+            return Ok(false);
+        }
+        self.delete_if_orphan(ino)
+    }
+
+    /// Drops one open of `ino`; returns whether it was the last.
+    fn drop_open(&self, ino: u64) -> bool {
+        let mut open = self.open_counts();
+        match open.get_mut(&ino) {
+            Some(count) if *count > 1 => {
+                *count -= 1;
+                false
+            }
+            Some(_) => {
+                open.remove(&ino);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Deletes `ino` if it is an orphan (no links, not a directory).

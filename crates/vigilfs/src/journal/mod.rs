@@ -1039,17 +1039,27 @@ impl Journal {
 
     /// Makes everything reserved so far durable.
     pub fn flush(&self) -> Result<(), JournalError> {
-        let target = {
-            let inner = lock(&self.inner);
-            let snapshot = self.state.snapshot();
-            let open_seq = inner.buffers[snapshot.index()].seq;
-            if snapshot.is_open() && snapshot.offset() == 0 {
-                open_seq - 1
-            } else {
-                inner.next_seq - 1
-            }
-        };
-        self.flush_seq(target)
+        self.flush_seq(self.newest_reserved())
+    }
+
+    /// Whether everything reserved so far is durable: what [`Journal::flush`]
+    /// would have nothing to do for.
+    pub fn is_durable(&self) -> bool {
+        let newest = self.newest_reserved();
+        newest <= lock(&self.inner).durable_seq
+    }
+
+    /// The seq of the newest entry holding anything reserved: the open one
+    /// unless it is empty.
+    fn newest_reserved(&self) -> u64 {
+        let inner = lock(&self.inner);
+        let snapshot = self.state.snapshot();
+        let open_seq = inner.buffers[snapshot.index()].seq;
+        if snapshot.is_open() && snapshot.offset() == 0 {
+            open_seq - 1
+        } else {
+            inner.next_seq - 1
+        }
     }
 
     /// Freezes the journal: no new reservations (they wait), outstanding

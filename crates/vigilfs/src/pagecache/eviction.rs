@@ -39,6 +39,9 @@ impl Cache {
                 continue;
             }
             accounting.evicted_pages += state.drop_entry(accounting, index);
+            if state.is_idle() {
+                inodes.remove(&ino);
+            }
         }
         // Every clean page has an entry, so the queue only outgrows them by
         // stale entries: compacting at twice their number (plus slack) keeps

@@ -44,6 +44,9 @@ pub(crate) struct InodeState {
     /// from disk with the cache unlocked is still current only if this has
     /// not moved since.
     pub(crate) changes: u64,
+    /// Open handles: their cursors point into `errseq`, so the state stays
+    /// while any is open.
+    pub(crate) opens: u32,
 }
 
 /// A cached page: the entry holding it and where the page starts in the
@@ -73,7 +76,41 @@ impl InodeState {
             syncing: false,
             fills: 0,
             changes: 0,
+            opens: 0,
         }
+    }
+
+    /// Whether nothing of this inode waits to be written: no dirty page,
+    /// no writeback in flight, no time pending.
+    pub(crate) fn unwritten(&self) -> bool {
+        self.syncing
+            || self.mtime.is_some()
+            || self.pages.iter_marked(0, Mark::Dirty).next().is_some()
+            || self.pages.iter_marked(0, Mark::Writeback).next().is_some()
+    }
+
+    /// The pages not clean, in order.
+    pub(crate) fn unclean_pages(&self) -> Vec<u64> {
+        self.pages
+            .iter()
+            .filter(|(span, _)| self.unclean(span.index()))
+            .flat_map(|(span, _)| span.index()..=span.last())
+            .collect()
+    }
+
+    /// Whether the state keeps nothing worth keeping: no page cached or
+    /// being filled, nothing waiting to be written, no handle open, and no
+    /// error in its word that nobody was told of (the next opener must
+    /// hear of it). A state dropped now is loaded again, the same, on the
+    /// next use.
+    pub(crate) fn is_idle(&self) -> bool {
+        let error = self.errseq.state();
+        self.opens == 0
+            && self.fills == 0
+            && !self.syncing
+            && self.mtime.is_none()
+            && self.pages.iter().next().is_none()
+            && (error.errno.is_none() || error.reported)
     }
 
     /// The cached page at `index`, in whichever entry holds it.

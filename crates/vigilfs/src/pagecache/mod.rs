@@ -100,6 +100,9 @@ pub struct CacheStats {
     /// Clean pages evicted to stay within the budget since the cache was
     /// made.
     pub evicted_pages: u64,
+    /// Inodes whose state is kept (pages, open handles, data not written,
+    /// or an error nobody heard of): the rest is dropped when idle.
+    pub inodes: u64,
 }
 
 /// Everything the cache lock guards.
@@ -179,6 +182,7 @@ impl Cache {
             cached_bytes: accounting.cached_pages * PAGE,
             dirty_bytes: accounting.dirty_pages * PAGE,
             evicted_pages: accounting.evicted_pages,
+            inodes: self.inodes.len() as u64,
         }
     }
 
