@@ -384,6 +384,10 @@ fn unmount_from_inside(mountpoint: &Path) {
         }
         return;
     }
+    if error.raw_os_error() != Some(libc::EPERM) {
+        log(&format!("unmounting {}: {error}", mountpoint.display()));
+        return;
+    }
     // Not root: the setuid helper does it.
     let lazy = std::process::Command::new("fusermount3")
         .arg("-u")
