@@ -14,7 +14,7 @@ use vigilfs::device::{FileDevice, FileDeviceOptions};
 use vigilfs::fsck::{fsck, keys_per_tree, FsckReport, Progress};
 
 use crate::failure::Failure;
-use crate::in_use::{self, LockError, LockMode};
+use crate::in_use::{self, AcquireError, LockMode};
 
 /// No errors.
 pub const CLEAN: u8 = 0;
@@ -23,17 +23,13 @@ pub const ERRORS_LEFT: u8 = 4;
 
 pub fn run(image: &Path, as_json: bool) -> Result<u8, Failure> {
     // A mounted filesystem changes under fsck's feet: refuse it, and keep
-    // a shared lock so no mount starts while checking.
-    in_use::check_not_mounted(image).map_err(Failure::operational)?;
-    let _lock = match in_use::lock(image, LockMode::Shared) {
-        Err(LockError::InUse) => {
-            return Err(Failure::operational(format!(
-                "{} is in use by a vigilfs mount; unmount it first",
-                image.display()
-            )))
-        }
+    // a shared lock so no mount starts while checking. A mount process
+    // still finishing after `umount` is waited for. An image that cannot
+    // be locked (read-only media, no flock) is checked without the lock.
+    let _lock = match in_use::acquire(image, LockMode::Shared) {
         Ok(lock) => Some(lock),
-        Err(LockError::Io(_)) => None,
+        Err(AcquireError::Io(_)) => None,
+        Err(refused) => return Err(Failure::operational(refused.message(image))),
     };
     let device = FileDevice::open(
         image,

@@ -1169,3 +1169,64 @@ fn generic_441_data_only_with_fsync_errors_once_reports_once_per_descriptor() {
         assert_eq!(outcomes, &[eio, None, None, None], "descriptor {index}");
     }
 }
+
+/// `umount MNT` then at once `vigilfs fsck IMG`, 20 times: umount returns
+/// before the mount process has written back and let go of the image, so
+/// fsck (and mkfs, and mount) wait for it instead of failing. Each round
+/// leaves dirty data for the process to write back after the umount.
+#[test]
+fn fsck_mkfs_and_mount_right_after_umount_wait_for_the_exiting_process() {
+    if fuse_missing("fsck_mkfs_and_mount_right_after_umount_wait_for_the_exiting_process") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let data = vec![0x5a_u8; 4 << 20];
+    let mut waited = 0;
+    for round in 0..20 {
+        let pid = scratch.mount(&["--size", "256M"]);
+        fs::write(scratch.at(&format!("round-{round}")), &data).unwrap();
+        let umount = Command::new("umount")
+            .arg(&scratch.mountpoint)
+            .output()
+            .unwrap();
+        assert!(umount.status.success(), "umount: {}", text(&umount.stderr));
+        let fsck = vigilfs(&["fsck", scratch.img()]);
+        assert_eq!(
+            fsck.status.code(),
+            Some(0),
+            "round {round}: fsck right after umount: {}{}",
+            text(&fsck.stdout),
+            text(&fsck.stderr)
+        );
+        if text(&fsck.stderr).contains("waiting for") {
+            waited += 1;
+        }
+        assert!(
+            process_gone(pid),
+            "fsck ran while the mount process was alive"
+        );
+    }
+    eprintln!(
+        "umount then fsck: 20/20 clean; fsck waited for the exiting process in {waited} rounds"
+    );
+
+    // mount and mkfs wait the same way.
+    let pid = scratch.mount(&[]);
+    fs::write(scratch.at("more"), &data).unwrap();
+    let umount = Command::new("umount")
+        .arg(&scratch.mountpoint)
+        .output()
+        .unwrap();
+    assert!(umount.status.success());
+    let pid2 = scratch.mount(&[]);
+    assert!(process_gone(pid));
+    assert_eq!(fs::read(scratch.at("more")).unwrap(), data);
+    let umount = Command::new("umount")
+        .arg(&scratch.mountpoint)
+        .output()
+        .unwrap();
+    assert!(umount.status.success());
+    let mkfs = vigilfs(&["mkfs", scratch.img(), "--force"]);
+    assert_eq!(mkfs.status.code(), Some(0), "{}", text(&mkfs.stderr));
+    assert!(process_gone(pid2));
+}
