@@ -164,11 +164,10 @@ fn acquire_within(
         }
         if !said {
             eprintln!(
-                "vigilfs: waiting for {} to let go of {} (it is not mounted: a mount process \
-                 finishing its unmount, or a running mkfs or fsck); up to {} s",
+                "vigilfs: waiting up to {} s for {} to finish with {} (no longer mounted)",
+                bound.as_secs(),
                 describe_holder(holder(image).as_ref()),
                 image.display(),
-                bound.as_secs()
             );
             said = true;
         }
@@ -176,31 +175,75 @@ fn acquire_within(
     }
 }
 
-/// The process holding a flock on `image`, from /proc/locks (`1: FLOCK
-/// ADVISORY WRITE PID MAJ:MIN:INODE 0 EOF`, device numbers in hex), and its
-/// name. Best effort: `None` when it cannot be told.
+/// The process holding a flock on `image`, and its name. Best effort:
+/// `None` when it cannot be told.
+///
+/// /proc/locks names the process that *took* the lock, which for a
+/// `mount --daemon` is the parent that has since exited (the lock went to
+/// the child with the descriptor at fork). So a pid that is gone is looked
+/// up again among the descriptors' `fdinfo` (readable for our own
+/// processes, or all of them as root).
 fn holder(image: &Path) -> Option<(u32, String)> {
     let metadata = std::fs::metadata(image).ok()?;
     let (major, minor) = (libc::major(metadata.dev()), libc::minor(metadata.dev()));
     let wanted = format!("{major:02x}:{minor:02x}:{}", metadata.ino());
     let locks = std::fs::read_to_string("/proc/locks").ok()?;
-    let pid: u32 = locks.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        // "1:" "FLOCK" "ADVISORY" "WRITE" PID DEVICE:INODE START END; a
-        // waiter's line has "->" after the number.
-        let fields = if fields.get(1) == Some(&"->") {
-            &fields[1..]
-        } else {
-            &fields[..]
-        };
-        (fields.get(1) == Some(&"FLOCK") && fields.get(5) == Some(&wanted.as_str()))
-            .then(|| fields.get(4)?.parse().ok())
-            .flatten()
-    })?;
+    let named = locks.lines().find_map(|line| flock_holder(line, &wanted));
+    let alive = named.filter(|pid| Path::new(&format!("/proc/{pid}")).exists());
+    let pid = alive.or_else(|| holder_by_fdinfo(&wanted))?;
     let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|name| name.trim().to_string())
         .unwrap_or_default();
     Some((pid, name))
+}
+
+/// The pid in a /proc/locks line (`1: FLOCK ADVISORY WRITE PID
+/// MAJ:MIN:INODE 0 EOF`, device numbers in hex; a waiter has `->` after the
+/// number) if it is a flock on `wanted` (`MAJ:MIN:INODE`).
+fn flock_holder(line: &str, wanted: &str) -> Option<u32> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let fields = match fields.get(1) {
+        Some(&"->") => &fields[1..],
+        _ => &fields[..],
+    };
+    if fields.get(1) != Some(&"FLOCK") || fields.get(5) != Some(&wanted) {
+        return None;
+    }
+    fields.get(4)?.parse().ok()
+}
+
+/// The process with a descriptor holding a flock on `wanted`, from the
+/// `lock:` lines of /proc/PID/fdinfo/FD.
+fn holder_by_fdinfo(wanted: &str) -> Option<u32> {
+    let own = std::process::id();
+    for process in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = process
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == own {
+            continue;
+        }
+        let Ok(descriptors) = std::fs::read_dir(process.path().join("fdinfo")) else {
+            continue;
+        };
+        for descriptor in descriptors.flatten() {
+            let Ok(info) = std::fs::read_to_string(descriptor.path()) else {
+                continue;
+            };
+            let holds = info.lines().any(|line| {
+                line.strip_prefix("lock:")
+                    .is_some_and(|lock| flock_holder(lock.trim(), wanted).is_some())
+            });
+            if holds {
+                return Some(pid);
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -237,6 +280,18 @@ mod tests {
         releaser.join().unwrap();
         let _shared = lock(&image, LockMode::Shared).unwrap();
         assert!(lock(&image, LockMode::Shared).is_ok());
+    }
+
+    #[test]
+    fn proc_locks_lines_name_the_flock_holder() {
+        let line = "1: FLOCK  ADVISORY  WRITE 4242 fe:01:1234 0 EOF";
+        assert_eq!(flock_holder(line, "fe:01:1234"), Some(4242));
+        assert_eq!(flock_holder(line, "fe:01:1235"), None);
+        let waiter = "1: -> FLOCK  ADVISORY  WRITE 77 fe:01:1234 0 EOF";
+        assert_eq!(flock_holder(waiter, "fe:01:1234"), Some(77));
+        let posix = "2: POSIX  ADVISORY  WRITE 5 fe:01:1234 0 EOF";
+        assert_eq!(flock_holder(posix, "fe:01:1234"), None);
+        assert_eq!(flock_holder("", "x"), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -415,11 +415,60 @@ fn status_json_shows_an_error_without_consuming_it() {
     assert!(human.contains("Input/output error (EIO)"), "{human}");
     assert!(human.contains("errors recorded"), "{human}");
 
+    let inode = fs::metadata(&path).unwrap().ino();
+    let last_line = human
+        .lines()
+        .find(|line| line.trim_start().starts_with("last"))
+        .unwrap_or_else(|| panic!("no last error line: {human}"));
+    assert_readable_error_line(last_line, inode);
+
     // Status peeked: A has not been told, so its fsync reports it (once).
     assert_eq!(errno_of(a.sync_all()), Some(libc::EIO));
     assert_eq!(errno_of(a.sync_all()), None);
     drop((a, b));
     scratch.umount(pid);
+
+    // fsck shows the persistent record the same way, and as JSON.
+    let fsck = vigilfs(&["fsck", scratch.img()]);
+    assert_eq!(fsck.status.code(), Some(0), "{}", text(&fsck.stderr));
+    let report = text(&fsck.stdout);
+    assert!(
+        !report.contains("ErrorEvent") && !report.contains("Some("),
+        "Rust's Debug format in: {report}"
+    );
+    assert!(report.contains("errors recorded"), "{report}");
+    let last_line = report
+        .lines()
+        .find(|line| line.trim_start().starts_with("last"))
+        .unwrap_or_else(|| panic!("no last error line: {report}"));
+    assert_readable_error_line(last_line, inode);
+    let json = vigilfs(&["fsck", scratch.img(), "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let record = &json["error_record"];
+    assert!(record["total"].as_u64().unwrap() >= 1, "{json}");
+    assert_eq!(record["total"], json["errors_recorded"]);
+    assert_eq!(record["last"]["name"], "EIO", "{json}");
+    assert_eq!(record["last"]["errno"], libc::EIO);
+    assert_eq!(record["last"]["kind"], "writeback");
+    assert_eq!(record["last"]["inode"], inode);
+    assert!(record["last"]["time"].as_u64().unwrap() > 1_600_000_000);
+    assert!(record["per_kind"]["writeback"]["count"].as_u64().unwrap() >= 1);
+    assert!(!json.to_string().contains("ErrorEvent"), "{json}");
+}
+
+/// A recorded error as people read it: a UTC date, the errno's name, the
+/// kind, the inode.
+fn assert_readable_error_line(line: &str, inode: u64) {
+    let date = line
+        .split_whitespace()
+        .find(|word| word.len() == 10 && word.as_bytes()[4] == b'-' && word.as_bytes()[7] == b'-')
+        .unwrap_or_else(|| panic!("no date in: {line}"));
+    let year: u32 = date[..4].parse().unwrap();
+    assert!((2024..3000).contains(&year), "{line}");
+    assert!(line.contains("UTC"), "{line}");
+    assert!(line.contains("EIO"), "{line}");
+    assert!(line.contains("writeback"), "{line}");
+    assert!(line.contains(&format!("inode {inode}")), "{line}");
 }
 
 #[test]
@@ -1198,7 +1247,7 @@ fn fsck_mkfs_and_mount_right_after_umount_wait_for_the_exiting_process() {
             text(&fsck.stdout),
             text(&fsck.stderr)
         );
-        if text(&fsck.stderr).contains("waiting for") {
+        if text(&fsck.stderr).contains("waiting up to") {
             waited += 1;
         }
         assert!(
