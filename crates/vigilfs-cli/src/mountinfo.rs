@@ -31,6 +31,18 @@ impl MountEntry {
     pub fn is_fuse(&self) -> bool {
         self.fstype == "fuse" || self.fstype == "fuseblk" || self.fstype.starts_with("fuse.")
     }
+
+    /// The uid of the user who mounted a FUSE filesystem: its `user_id=`
+    /// option, which the kernel sets from the mounting process.
+    pub fn fuse_owner(&self) -> Option<u32> {
+        if !self.is_fuse() {
+            return None;
+        }
+        self.super_options
+            .split(',')
+            .find_map(|option| option.strip_prefix("user_id="))
+            .and_then(|uid| uid.parse().ok())
+    }
 }
 
 /// The mount table.
@@ -50,6 +62,14 @@ impl Mounts {
     pub fn parse(text: &str) -> Mounts {
         let entries = text.lines().filter_map(parse_line).collect();
         Mounts { entries }
+    }
+
+    /// The filesystem mounted on top at `mountpoint`, if any.
+    pub fn topmost_at(&self, mountpoint: &Path) -> Option<&MountEntry> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|entry| entry.mountpoint == mountpoint)
     }
 
     /// Every FUSE mount whose source is `source`.
@@ -114,13 +134,35 @@ garbage
 ";
 
     #[test]
-    fn fuse_mounts_are_found_by_source() {
+    fn fuse_mounts_are_found_by_source_and_owner() {
         let mounts = Mounts::parse(SAMPLE);
         let found: Vec<_> = mounts.fuse_mounts_of(Path::new("/srv/disk.img")).collect();
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].mountpoint, Path::new("/mnt/my data"));
-        assert_eq!(mounts.fuse_mounts_of(Path::new("/srv/old.img")).count(), 1);
+        assert_eq!(found[0].fuse_owner(), Some(0));
+        let old: Vec<_> = mounts.fuse_mounts_of(Path::new("/srv/old.img")).collect();
+        assert_eq!(old[0].fuse_owner(), Some(7));
         assert_eq!(mounts.fuse_mounts_of(Path::new("/srv/none")).count(), 0);
+    }
+
+    #[test]
+    fn the_topmost_mount_wins_and_only_fuse_has_an_owner() {
+        let mounts = Mounts::parse(SAMPLE);
+        let top = mounts.topmost_at(Path::new("/mnt/other")).unwrap();
+        assert_eq!(top.fstype, "tmpfs");
+        assert_eq!(top.fuse_owner(), None);
+        assert!(
+            mounts.topmost_at(Path::new("/x")).is_none(),
+            "a line without a source is skipped"
+        );
+        assert_eq!(
+            mounts
+                .topmost_at(Path::new("/mnt/old"))
+                .unwrap()
+                .fuse_owner(),
+            Some(7)
+        );
+        assert!(mounts.topmost_at(Path::new("/nowhere")).is_none());
     }
 
     #[test]
