@@ -201,11 +201,15 @@ fn exchange(stream: UnixStream, request: &Request) -> Result<Value, ClientError>
     let mut line = serde_json::to_vec(request)
         .map_err(|error| ClientError::Unreachable(format!("encoding the request: {error}")))?;
     line.push(b'\n');
-    (&stream).write_all(&line).map_err(broken)?;
+    // A server that refuses a connection (busy) answers before reading and
+    // closes: the write may then fail while its answer waits to be read.
+    let written = (&stream).write_all(&line);
     let mut answer = Vec::new();
-    BufReader::new(&stream)
-        .read_until(b'\n', &mut answer)
-        .map_err(broken)?;
+    let read = BufReader::new(&stream).read_until(b'\n', &mut answer);
+    if answer.is_empty() {
+        written.map_err(broken)?;
+    }
+    read.map_err(broken)?;
     if answer.is_empty() {
         return Err(ClientError::Unreachable(
             "the mount process closed the connection without answering".into(),
