@@ -1554,3 +1554,131 @@ fn stale_control_sockets_are_removed() {
     scratch.umount(pid);
     other.umount(other_pid);
 }
+
+/// Waits up to `timeout` for `child`: how long it ran and its output, or
+/// the child, sent SIGKILL, if it had not exited by then. Such a child is
+/// not waited for here: blocked behind a lock the kernel holds for a FUSE
+/// request, it exits only once that request is answered.
+fn finish_within(mut child: Child, timeout: Duration) -> Result<(Duration, Output), Child> {
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return Ok((start.elapsed(), child.wait_with_output().unwrap()));
+        }
+        if start.elapsed() >= timeout {
+            let _ = child.kill();
+            return Err(child);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// What [`finish_within`] returned, judged after thaw: the child that had
+/// to be killed is reaped now, and its lateness is the failure.
+fn in_time(outcome: Result<(Duration, Output), Child>, what: &str) -> (Duration, Output) {
+    outcome.unwrap_or_else(|child| {
+        let _ = child.wait_with_output();
+        panic!("{what} took over 1 s during the freeze")
+    })
+}
+
+fn spawn(program: &str, arguments: &[&str]) -> Child {
+    Command::new(program)
+        .args(arguments)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// During a freeze, writers wait; with more of them than the mount has
+/// FUSE threads, reads, stat and the control plane must still answer, and
+/// after thaw every writer completes. Everything that touches the mount
+/// during the freeze is a child process: a process holding a file of the
+/// mount open could not even start one (closing the inherited descriptor
+/// at exec sends FUSE a FLUSH).
+#[test]
+fn a_freeze_with_more_writers_than_threads_still_serves_reads_stat_and_status() {
+    if fuse_missing("a_freeze_with_more_writers_than_threads_still_serves_reads_stat_and_status") {
+        return;
+    }
+    const THREADS: usize = 2;
+    const WRITERS: usize = 6;
+    let scratch = Scratch::new();
+    let threads = format!("threads={THREADS}");
+    let pid = scratch.mount(&["--size", "64M", "-o", &threads]);
+    fs::write(scratch.at("other"), b"read me during the freeze").unwrap();
+    for writer in 0..WRITERS {
+        fs::write(scratch.at(&format!("w{writer}")), b"").unwrap();
+    }
+    // Remount: the kernel has nothing of "other" cached, so reading and
+    // stat-ing it reach the mount process.
+    scratch.umount(pid);
+    let pid = scratch.mount(&["-o", &threads]);
+
+    let freeze = vigilfs(&["freeze", scratch.mnt()]);
+    assert_eq!(freeze.status.code(), Some(0), "{}", text(&freeze.stderr));
+    let writers: Vec<Child> = (0..WRITERS)
+        .map(|writer| {
+            let script = format!(
+                "printf 'writer {writer}' 1<> '{}'",
+                scratch.at(&format!("w{writer}")).display()
+            );
+            spawn("sh", &["-c", &script])
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+
+    let second = Duration::from_secs(1);
+    let other = scratch.at("other");
+    let read = finish_within(spawn("cat", &[other.to_str().unwrap()]), second);
+    let stat = finish_within(spawn("ls", &["-l", scratch.mnt()]), second);
+    let status = finish_within(
+        spawn(binary(), &["status", scratch.mnt(), "--json"]),
+        second,
+    );
+    let mut writers = writers;
+    let all_waiting = writers
+        .iter_mut()
+        .all(|writer| writer.try_wait().unwrap().is_none());
+
+    // Thaw before judging, so a failure leaves no writer stuck.
+    let thaw = vigilfs(&["thaw", scratch.mnt()]);
+    assert_eq!(thaw.status.code(), Some(0), "{}", text(&thaw.stderr));
+    for (number, writer) in writers.into_iter().enumerate() {
+        let (_, output) = finish_within(writer, Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("writer {number} did not finish after thaw"));
+        assert!(
+            output.status.success(),
+            "writer {number}: {}",
+            text(&output.stderr)
+        );
+    }
+
+    let (took, output) = in_time(read, "reading a file");
+    assert_eq!(output.stdout, b"read me during the freeze");
+    eprintln!(
+        "read during the freeze with {WRITERS} writers waiting on {THREADS} threads: {took:?}"
+    );
+    let (took, output) = in_time(stat, "ls -l");
+    let listing = text(&output.stdout);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        listing.contains("other") && listing.contains("w5"),
+        "{listing}"
+    );
+    eprintln!("ls -l during the freeze: {took:?}");
+    let (took, output) = in_time(status, "vigilfs status");
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(status["state"], "frozen");
+    eprintln!("vigilfs status during the freeze: {took:?}");
+    assert!(all_waiting, "a writer got through the frozen gate");
+    for writer in 0..WRITERS {
+        assert_eq!(
+            fs::read(scratch.at(&format!("w{writer}"))).unwrap(),
+            format!("writer {writer}").as_bytes()
+        );
+    }
+    scratch.umount(pid);
+}

@@ -165,6 +165,7 @@ pub fn mount(
 
     let adapter = Adapter::new(
         filesystem,
+        config.threads,
         config.entry_ttl,
         config.attr_ttl,
         config.keep_cache,

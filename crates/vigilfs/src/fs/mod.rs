@@ -1284,6 +1284,13 @@ impl Filesystem {
         }
     }
 
+    /// Whether the filesystem is frozen: a writer would wait at the write
+    /// gate until thaw. For a transport that must keep waiting writers
+    /// off the threads that serve reads. One lock of the gate, no I/O.
+    pub fn is_frozen(&self) -> bool {
+        self.shared.gate.state() == LifeState::Frozen
+    }
+
     /// Unmounts: stops the background thread, writes everything back,
     /// releases every journal pin and marks the superblock clean (unless
     /// the filesystem was shut down or made read-only by an error, which
