@@ -387,6 +387,12 @@ impl Filesystem {
         }
     }
 
+    /// Whether the filesystem is frozen now (a transport keeps requests
+    /// that would wait at the write gate off its last free threads).
+    pub fn is_frozen(&self) -> bool {
+        self.shared.gate.state() == LifeState::Frozen
+    }
+
     /// Unmounts: stops the background thread, writes everything back,
     /// releases every journal pin and marks the superblock clean (unless
     /// the filesystem was shut down or made read-only by an error, which
