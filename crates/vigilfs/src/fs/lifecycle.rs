@@ -206,7 +206,7 @@ impl Shared {
                 inode: Some((unwritten.ino, 0)),
                 range,
                 block: None,
-                origin: "unmount: not written",
+                origin: "not written: writes stopped",
             });
         }
     }
