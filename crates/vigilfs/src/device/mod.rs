@@ -49,6 +49,7 @@ pub use file::{FileDevice, FileDeviceOptions};
 pub use io_owner::{data_owner, with_data_owner};
 pub use memory::MemoryDevice;
 pub use overlay::OverlayDevice;
+pub(crate) use seeded_random::SeededRandom;
 pub use stoppable::StoppableDevice;
 pub use volatile::{PowerLoss, PowerLossReport, VolatileCache, CACHE_LIMIT_BYTES};
 

@@ -9,7 +9,10 @@
 //! on. The superblock class is exempt: the persistent error record is still
 //! saved when it can be.
 //!
-//! Invariant: `stopped` only ever goes from false to true.
+//! [`StoppableDevice::sever`] stops the superblock's writes too: the mount
+//! is abandoned (a simulated power cut) and another one takes the device.
+//!
+//! Invariant: `stopped` and `severed` only ever go from false to true.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,6 +26,8 @@ use super::{
 pub struct StoppableDevice {
     inner: Arc<dyn BlockDevice>,
     stopped: AtomicBool,
+    /// Stopped without the superblock's exemption: the mount is abandoned.
+    severed: AtomicBool,
 }
 
 impl std::fmt::Debug for StoppableDevice {
@@ -40,7 +45,16 @@ impl StoppableDevice {
         StoppableDevice {
             inner,
             stopped: AtomicBool::new(false),
+            severed: AtomicBool::new(false),
         }
+    }
+
+    /// From now on every write and flush fails, the superblock's too: the
+    /// mount is abandoned (a simulated power cut), and another mount of the
+    /// same device takes over.
+    pub fn sever(&self) {
+        self.severed.store(true, Ordering::Release);
+        self.stop();
     }
 
     /// From now on every write and flush but the superblock's fails.
@@ -59,7 +73,8 @@ impl StoppableDevice {
         class: IoClass,
         range: ByteRange,
     ) -> Result<(), DeviceError> {
-        if class != IoClass::Superblock && self.is_stopped() {
+        let severed = self.severed.load(Ordering::Acquire);
+        if (class != IoClass::Superblock || severed) && self.is_stopped() {
             return Err(DeviceError::new(
                 DeviceErrorKind::Stopped,
                 operation,

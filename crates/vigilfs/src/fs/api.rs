@@ -12,8 +12,10 @@ use std::sync::PoisonError;
 
 use errseq::Since;
 
+use super::faults::Operation;
 use super::gate::WriteGuard;
-use super::handles::OpenFlags;
+use super::handles::{OpenFile, OpenFlags};
+use super::unsynced::Change;
 use super::{Filesystem, FsError, FsResult, LifeState};
 use crate::inode::{
     check_access, check_setattr, check_sticky_delete, check_xattr_access, kill_suid_on_write,
@@ -135,6 +137,31 @@ impl Filesystem {
         Ok(())
     }
 
+    /// The crash lab's rules for `operation` on `ino` (a file, or the
+    /// directory of entry `name`): an injected error, a delay, or an armed
+    /// power cut. Called first by every operation they may aim at.
+    fn inject(&self, operation: Operation, ino: u64, name: Option<&[u8]>) -> FsResult<()> {
+        self.shared.faults.operation(operation, ino, name)
+    }
+
+    /// Notes a metadata change just committed, for [`Filesystem::unsynced`].
+    fn note(
+        &self,
+        operation: &'static str,
+        ino: Option<u64>,
+        entry: Option<(u64, &[u8])>,
+        new_entry: Option<(u64, &[u8])>,
+    ) {
+        let own = |entry: Option<(u64, &[u8])>| entry.map(|(dir, name)| (dir, name.to_vec()));
+        self.shared.changes.note(Change {
+            seq: self.shared.metadata.journal.newest_reserved(),
+            operation,
+            ino,
+            entry: own(entry),
+            new_entry: own(new_entry),
+        });
+    }
+
     /// Looks `name` up in `parent`; counts a lookup of the inode found.
     pub fn lookup(&self, parent: u64, name: &[u8], caller: &Caller) -> FsResult<Attr> {
         let dir = self.record(parent)?;
@@ -152,6 +179,7 @@ impl Filesystem {
             .observe("lookup", found)?
             .ok_or(crate::inode::NamespaceError::NotFound)?;
         self.shared.handles.looked_up(ino);
+        self.shared.faults.learn(parent, name, ino);
         Ok(self.shared.attr(ino, record))
     }
 
@@ -182,6 +210,7 @@ impl Filesystem {
         caller: &Caller,
     ) -> FsResult<Attr> {
         let _writer = self.enter()?;
+        self.inject(Operation::Setattr, ino, None)?;
         let record = self.record(ino)?;
         let through_writable_handle = match handle {
             Some(number) => {
@@ -234,6 +263,7 @@ impl Filesystem {
                 .map_err(FsError::from);
             self.shared.observe("setattr", result)?
         };
+        self.note("setattr", Some(ino), None, None);
         Ok(self.shared.attr(ino, record))
     }
 
@@ -247,6 +277,7 @@ impl Filesystem {
         caller: &Caller,
     ) -> FsResult<Attr> {
         let _writer = self.enter()?;
+        self.inject(Operation::Create, parent, Some(name))?;
         let dir = self.writable_directory(parent, caller)?;
         let (uid, gid, permissions) = new_inode_owner(&dir, caller, mode, false);
         // new_inode_owner returns permission bits only: keep the type.
@@ -258,12 +289,15 @@ impl Filesystem {
             .map_err(FsError::from);
         let (ino, record) = self.shared.observe("mknod", result)?;
         self.shared.handles.looked_up(ino);
+        self.shared.faults.learn(parent, name, ino);
+        self.note("create", Some(ino), Some((parent, name)), None);
         Ok(self.shared.attr(ino, record))
     }
 
     /// Makes a directory.
     pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, caller: &Caller) -> FsResult<Attr> {
         let _writer = self.enter()?;
+        self.inject(Operation::Mkdir, parent, Some(name))?;
         let dir = self.writable_directory(parent, caller)?;
         let (uid, gid, mode) = new_inode_owner(&dir, caller, mode, true);
         let result = self
@@ -273,6 +307,8 @@ impl Filesystem {
             .map_err(FsError::from);
         let (ino, record) = self.shared.observe("mkdir", result)?;
         self.shared.handles.looked_up(ino);
+        self.shared.faults.learn(parent, name, ino);
+        self.note("mkdir", Some(ino), Some((parent, name)), None);
         Ok(self.shared.attr(ino, record))
     }
 
@@ -285,6 +321,7 @@ impl Filesystem {
         caller: &Caller,
     ) -> FsResult<Attr> {
         let _writer = self.enter()?;
+        self.inject(Operation::Symlink, parent, Some(name))?;
         let dir = self.writable_directory(parent, caller)?;
         let (uid, gid, _) = new_inode_owner(&dir, caller, 0o777, false);
         let result = self
@@ -294,6 +331,8 @@ impl Filesystem {
             .map_err(FsError::from);
         let (ino, record) = self.shared.observe("symlink", result)?;
         self.shared.handles.looked_up(ino);
+        self.shared.faults.learn(parent, name, ino);
+        self.note("symlink", Some(ino), Some((parent, name)), None);
         Ok(self.shared.attr(ino, record))
     }
 
@@ -312,6 +351,7 @@ impl Filesystem {
         caller: &Caller,
     ) -> FsResult<Attr> {
         let _writer = self.enter()?;
+        self.inject(Operation::Link, new_parent, Some(new_name))?;
         self.writable_directory(new_parent, caller)?;
         let result = self
             .shared
@@ -320,6 +360,8 @@ impl Filesystem {
             .map_err(FsError::from);
         let record = self.shared.observe("link", result)?;
         self.shared.handles.looked_up(ino);
+        self.shared.faults.learn(new_parent, new_name, ino);
+        self.note("link", Some(ino), None, Some((new_parent, new_name)));
         Ok(self.shared.attr(ino, record))
     }
 
@@ -327,21 +369,26 @@ impl Filesystem {
     /// on until its last release.
     pub fn unlink(&self, parent: u64, name: &[u8], caller: &Caller) -> FsResult<()> {
         let _writer = self.enter()?;
+        self.inject(Operation::Unlink, parent, Some(name))?;
         self.check_removal(parent, name, caller)?;
         let result = self
             .shared
             .namespace
             .unlink(parent, name)
             .map_err(FsError::from);
-        if let Some(ino) = self.shared.observe("unlink", result)? {
+        let deleted = self.shared.observe("unlink", result)?;
+        if let Some(ino) = deleted {
             self.shared.files.forget(ino);
         }
+        self.shared.faults.unlearn(parent, name);
+        self.note("unlink", deleted, Some((parent, name)), None);
         Ok(())
     }
 
     /// Removes the empty directory `name` from `parent`.
     pub fn rmdir(&self, parent: u64, name: &[u8], caller: &Caller) -> FsResult<()> {
         let _writer = self.enter()?;
+        self.inject(Operation::Rmdir, parent, Some(name))?;
         self.check_removal(parent, name, caller)?;
         let result = self
             .shared
@@ -349,6 +396,8 @@ impl Filesystem {
             .rmdir(parent, name)
             .map_err(FsError::from);
         self.shared.observe("rmdir", result)?;
+        self.shared.faults.unlearn(parent, name);
+        self.note("rmdir", None, Some((parent, name)), None);
         Ok(())
     }
 
@@ -363,6 +412,7 @@ impl Filesystem {
         caller: &Caller,
     ) -> FsResult<()> {
         let _writer = self.enter()?;
+        self.inject(Operation::Rename, parent, Some(name))?;
         self.check_removal(parent, name, caller)?;
         self.check_removal(new_parent, new_name, caller)?;
         if self.shared.options.check_permissions && parent != new_parent {
@@ -378,14 +428,25 @@ impl Filesystem {
             .namespace
             .rename(parent, name, new_parent, new_name, flags)
             .map_err(FsError::from);
-        if let Some(ino) = self.shared.observe("rename", result)? {
+        let replaced = self.shared.observe("rename", result)?;
+        if let Some(ino) = replaced {
             self.shared.files.forget(ino);
         }
+        self.shared
+            .faults
+            .renamed((parent, name), (new_parent, new_name), flags.exchange);
+        self.note(
+            "rename",
+            replaced,
+            Some((parent, name)),
+            Some((new_parent, new_name)),
+        );
         Ok(())
     }
 
     /// Opens regular file `ino`; returns the file handle.
     pub fn open(&self, ino: u64, flags: OpenFlags, caller: &Caller) -> FsResult<u64> {
+        self.inject(Operation::Open, ino, None)?;
         let record = self.record(ino)?;
         match record.file_type() {
             FileType::Regular => {}
@@ -443,6 +504,7 @@ impl Filesystem {
         if !file.flags.read {
             return Err(FsError::WrongAccessMode(handle, "reading"));
         }
+        self.inject(Operation::Read, file.ino, None)?;
         let result = {
             let cursors = file.handle();
             self.shared.files.read(&cursors, offset, length)
@@ -464,6 +526,7 @@ impl Filesystem {
             return Err(FsError::WrongAccessMode(handle, "writing"));
         }
         let _writer = self.enter()?;
+        self.inject(Operation::Write, file.ino, None)?;
         let start = if file.flags.append {
             self.shared.files.size(&file.handle())?
         } else {
@@ -552,12 +615,15 @@ impl Filesystem {
             return Err(FsError::WrongAccessMode(handle, "writing"));
         }
         let _writer = self.enter()?;
+        self.inject(Operation::Fallocate, file.ino, None)?;
         let result = self
             .shared
             .files
             .fallocate(file.ino, offset, length, mode)
             .map_err(FsError::from);
-        self.shared.observe("fallocate", result)
+        self.shared.observe("fallocate", result)?;
+        self.note("fallocate", Some(file.ino), None, None);
+        Ok(())
     }
 
     /// lseek with SEEK_DATA or SEEK_HOLE through `handle`.
@@ -574,7 +640,8 @@ impl Filesystem {
     /// `close(2)` of one descriptor of the handle: reports nothing (errors
     /// stay for fsync, as on Linux local filesystems).
     pub fn flush(&self, handle: u64) -> FsResult<()> {
-        self.shared.handles.file(handle).map(|_| ())
+        let file = self.shared.handles.file(handle)?;
+        self.inject(Operation::Close, file.ino, None)
     }
 
     /// The last close of the handle; an orphan goes with its last handle.
@@ -626,8 +693,35 @@ impl Filesystem {
     /// When nothing may be written it writes nothing: it reports the error
     /// words, and fails if the file has data or metadata that is not
     /// durable (a success would be a lie).
+    ///
+    /// An fsync failure injected by the crash lab on a file with dirty data
+    /// is made a real one: the file's writeback is run with its data write
+    /// failing, so the pages stay dirty and the error words are set, as
+    /// after a device error.
     pub fn fsync(&self, handle: u64, _data_only: bool) -> FsResult<()> {
         let file = self.shared.handles.file(handle)?;
+        let injected = match self.inject(Operation::Fsync, file.ino, None) {
+            Err(FsError::Injected { rule, errno, .. })
+                if !self.shared.files.is_durable(file.ino) =>
+            {
+                let errno = crate::device::Errno(errno);
+                let rule = crate::device::RuleId(rule);
+                self.shared.faults.force_data_failure(file.ino, rule, errno);
+                Some(errno)
+            }
+            outcome => {
+                outcome?;
+                None
+            }
+        };
+        let outcome = self.fsync_file(&file);
+        if injected.is_some() {
+            self.shared.faults.unforce_data_failure(file.ino);
+        }
+        outcome
+    }
+
+    fn fsync_file(&self, file: &OpenFile) -> FsResult<()> {
         if let Some(stopped) = self.may_not_write() {
             let reported = self.shared.files.report(&mut file.handle());
             if !self.shared.files.is_durable(file.ino) || !self.shared.metadata.journal.is_durable()
@@ -776,7 +870,8 @@ impl Filesystem {
 
     /// Makes the directory's changes durable.
     pub fn fsyncdir(&self, handle: u64) -> FsResult<()> {
-        self.shared.handles.dir(handle)?;
+        let dir = self.shared.handles.dir(handle)?;
+        self.inject(Operation::Fsyncdir, dir.ino, None)?;
         let flushed = self
             .shared
             .metadata
@@ -826,6 +921,7 @@ impl Filesystem {
         caller: &Caller,
     ) -> FsResult<()> {
         let _writer = self.enter()?;
+        self.inject(Operation::Setxattr, ino, None)?;
         let record = self.record(ino)?;
         self.check_xattr(&record, name, caller, true)?;
         let result = self
@@ -833,7 +929,9 @@ impl Filesystem {
             .xattrs
             .set(ino, name, value, flags)
             .map_err(FsError::from);
-        self.shared.observe("setxattr", result)
+        self.shared.observe("setxattr", result)?;
+        self.note("setxattr", Some(ino), None, None);
+        Ok(())
     }
 
     /// The names of `ino`'s extended attributes (those the caller may see).
@@ -849,10 +947,13 @@ impl Filesystem {
     /// Removes extended attribute `name` of `ino`.
     pub fn removexattr(&self, ino: u64, name: &[u8], caller: &Caller) -> FsResult<()> {
         let _writer = self.enter()?;
+        self.inject(Operation::Setxattr, ino, None)?;
         let record = self.record(ino)?;
         self.check_xattr(&record, name, caller, true)?;
         let result = self.shared.xattrs.remove(ino, name).map_err(FsError::from);
-        self.shared.observe("removexattr", result)
+        self.shared.observe("removexattr", result)?;
+        self.note("removexattr", Some(ino), None, None);
+        Ok(())
     }
 
     /// Linux's xattr access rules ([`check_xattr_access`]).

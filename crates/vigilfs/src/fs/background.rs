@@ -66,17 +66,21 @@ impl Background {
         self.control.wake.notify_one();
     }
 
+    /// Asks the thread to stop after its round in progress, if any,
+    /// without waiting for it.
+    pub(super) fn request_stop(&self) {
+        let mut signal = self
+            .control
+            .signal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        signal.stop = true;
+        self.control.wake.notify_one();
+    }
+
     /// Stops the thread and waits for it.
     pub(super) fn stop(self) -> FsResult<()> {
-        {
-            let mut signal = self
-                .control
-                .signal
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            signal.stop = true;
-            self.control.wake.notify_one();
-        }
+        self.request_stop();
         match self.thread.join() {
             Ok(Ok(())) => Ok(()),
             Ok(Err(why)) => Err(FsError::ShutDown(why)),

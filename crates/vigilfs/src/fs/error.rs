@@ -47,6 +47,16 @@ pub enum FsError {
     /// data or metadata that is not durable and now never will be.
     #[error("not durable: the filesystem is read-only ({0})")]
     NotDurable(String),
+    /// A fault rule of the crash lab failed this operation on purpose.
+    #[error("{operation}: fault injected by rule {rule} (errno {errno})")]
+    Injected {
+        /// The rule that fired.
+        rule: u64,
+        /// The operation.
+        operation: &'static str,
+        /// The errno injected.
+        errno: i32,
+    },
     /// The operation does not apply to this kind of inode or argument.
     #[error("invalid argument: {0}")]
     Invalid(&'static str),
@@ -68,6 +78,7 @@ impl FsError {
             FsError::ReadOnly(_) => libc::EROFS,
             FsError::ShutDown(_) => libc::EIO,
             FsError::NotDurable(_) => libc::EIO,
+            FsError::Injected { errno, .. } => *errno,
             FsError::Invalid(_) => libc::EINVAL,
             FsError::Superblock(_) => libc::EIO,
         }
@@ -102,6 +113,7 @@ impl FsError {
             | FsError::ReadOnly(_)
             | FsError::ShutDown(_)
             | FsError::NotDurable(_)
+            | FsError::Injected { .. }
             | FsError::Invalid(_) => false,
         }
     }

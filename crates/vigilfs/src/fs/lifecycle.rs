@@ -15,12 +15,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::background::Background;
+use super::faults::Faults;
 use super::gate::Gate;
 use super::handles::Handles;
 use super::health::{seconds_now, Health, Incident};
+use super::unsynced::Changes;
 use super::{Filesystem, FsError, FsResult, LifeState, Shared};
 use crate::alloc::AllocatorStatus;
-use crate::device::{BlockDevice, StoppableDevice};
+use crate::device::{BlockDevice, FaultPlan, FileFaults, StoppableDevice};
 use crate::format::{
     read_superblock, write_superblocks, ErrorKind, ErrorRecord, ErrorsPolicy, FsState,
 };
@@ -48,6 +50,10 @@ pub struct MountOptions {
     /// Check permissions with Linux's rules (a transport that lets the
     /// kernel check them may turn this off; checking twice is harmless).
     pub check_permissions: bool,
+    /// The fault plan the device below follows, if any: rules aimed at
+    /// files and operations share its ids and its log, and its data rules
+    /// learn from the mount which file a request is for.
+    pub fault_plan: Option<Arc<FaultPlan>>,
 }
 
 impl Default for MountOptions {
@@ -60,6 +66,7 @@ impl Default for MountOptions {
             cache_bytes: 256 << 20,
             fsync_errors: FsyncErrors::UntilDurable,
             check_permissions: true,
+            fault_plan: None,
         }
     }
 }
@@ -262,6 +269,10 @@ impl Filesystem {
         let errors_policy = options.errors.unwrap_or(superblock.errors_policy);
         let fsid = u64::from_le_bytes(superblock.uuid.0[..8].try_into().expect("8 bytes"));
         let health = Arc::new(Health::new(fsid, superblock.error_record.clone()));
+        let faults = Arc::new(Faults::new(options.fault_plan.clone()));
+        if let Some(plan) = &options.fault_plan {
+            plan.set_file_faults(Arc::clone(&faults) as Arc<dyn FileFaults>);
+        }
         {
             // Writeback failures are told to the event stream and the error
             // record once each, when the data path sets the error words.
@@ -300,6 +311,8 @@ impl Filesystem {
             orphans_purged,
             journal_failure_seen: AtomicBool::new(false),
             deferred_orphans: Mutex::new(Vec::new()),
+            faults,
+            changes: Changes::default(),
         });
         let background = if shared.options.read_only {
             None

@@ -58,17 +58,21 @@
 
 mod api;
 mod background;
+mod crash_lab;
 mod error;
 mod error_policy;
+pub mod faults;
 pub mod gate;
 mod handles;
 pub mod health;
 mod lifecycle;
+pub mod unsynced;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 pub use api::{Attr, DirItem, SetAttributes, StatFs};
+pub use crash_lab::{Unsynced, UnsyncedChange, UnsyncedData};
 pub use error::{FsError, FsResult};
 pub use gate::LifeState;
 pub use handles::OpenFlags;
@@ -106,6 +110,10 @@ pub(crate) struct Shared {
     /// Orphans whose last release came while the filesystem was frozen:
     /// deleted at thaw (deleting writes, and a freeze writes nothing).
     deferred_orphans: Mutex<Vec<u64>>,
+    /// The crash lab's rules aimed at files and operations.
+    faults: Arc<faults::Faults>,
+    /// Metadata changes not known to be durable.
+    changes: unsynced::Changes,
 }
 
 /// A mounted filesystem. See the module comment.

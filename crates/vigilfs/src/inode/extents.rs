@@ -25,7 +25,7 @@ use super::file_error::{FileError, FileResult};
 use super::record::{inode_key, Extent, ExtentKey, InodeRecord, MAX_EXTENT_BLOCKS};
 use crate::alloc::Extent as BlockRun;
 use crate::btree::TreeId;
-use crate::device::{BlockDevice, IoClass};
+use crate::device::{with_data_owner, BlockDevice, IoClass};
 use crate::metadata::Metadata;
 use crate::pagecache::{PAGE, PAGE_BYTES};
 use crate::rmap::{self, Owner, RmapRecord};
@@ -214,14 +214,16 @@ impl ExtentMap {
         }
         let within = (first - offset) as usize;
         let physical = extent.physical + within as u64;
-        self.device
-            .read_at(physical * PAGE, &mut bytes, IoClass::Data)
-            .map_err(|source| FileError::Read {
-                ino,
-                block: first,
-                physical,
-                source,
-            })?;
+        with_data_owner(ino, || {
+            self.device
+                .read_at(physical * PAGE, &mut bytes, IoClass::Data)
+        })
+        .map_err(|source| FileError::Read {
+            ino,
+            block: first,
+            physical,
+            source,
+        })?;
         for (at, page) in bytes.chunks(PAGE_BYTES).enumerate() {
             if crc32c::crc32c(page) != extent.checksums[within + at] {
                 return Err(FileError::Checksum {

@@ -159,7 +159,7 @@ impl Handle {
 }
 
 /// Data of one inode not written back yet, from [`Files::unwritten`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unwritten {
     /// The inode.
     pub ino: u64,
@@ -170,6 +170,11 @@ pub struct Unwritten {
     pub last_page: Option<u64>,
     /// Pages not written back.
     pub pages: u64,
+    /// The runs of pages not written back, as (first, end) page numbers.
+    pub runs: Vec<(u64, u64)>,
+    /// The size writes gave the file (what a cut may take back to the
+    /// size on disk).
+    pub size: u64,
 }
 
 /// How [`Files::fallocate`] changes a range: Linux's `FALLOC_FL_*` bits,
@@ -439,11 +444,20 @@ impl Files {
             .filter(|state| state.unwritten())
             .map(|state| {
                 let pages = state.unclean_pages();
+                let mut runs: Vec<(u64, u64)> = Vec::new();
+                for &page in &pages {
+                    match runs.last_mut() {
+                        Some((_, end)) if *end == page => *end += 1,
+                        _ => runs.push((page, page + 1)),
+                    }
+                }
                 Unwritten {
                     ino: state.ino,
                     first_page: pages.first().copied(),
                     last_page: pages.last().copied(),
                     pages: pages.len() as u64,
+                    runs,
+                    size: state.size,
                 }
             })
             .collect();

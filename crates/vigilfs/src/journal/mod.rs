@@ -1050,8 +1050,9 @@ impl Journal {
     }
 
     /// The seq of the newest entry holding anything reserved: the open one
-    /// unless it is empty.
-    fn newest_reserved(&self) -> u64 {
+    /// unless it is empty. A change committed just now is in it, or in an
+    /// older one.
+    pub fn newest_reserved(&self) -> u64 {
         let inner = lock(&self.inner);
         let snapshot = self.state.snapshot();
         let open_seq = inner.buffers[snapshot.index()].seq;

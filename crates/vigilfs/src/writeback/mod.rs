@@ -74,7 +74,7 @@ use errseq::{ErrSeq, Errno};
 use xarray::{Mark, Span, XArray};
 
 use crate::alloc::{AllocError, Extent as BlockRun};
-use crate::device::{BlockDevice, IoClass};
+use crate::device::{with_data_owner, BlockDevice, IoClass};
 use crate::inode::extents::{punch, ExtentMap, Space, PAGES_PER_TRANSACTION};
 use crate::inode::file_error::{device_errno, journal_errno, writeback_errno, FileError};
 use crate::inode::{Extent, Timestamp, MAX_EXTENT_BLOCKS};
@@ -417,7 +417,7 @@ impl Writeback {
                     AllocError::NoSpace { .. } | AllocError::Fragmented { .. } => Errno::ENOSPC,
                     _ => Errno::EIO,
                 })?;
-        let new_extents = match self.write_new_extents(dirty, &runs) {
+        let new_extents = match with_data_owner(ino, || self.write_new_extents(dirty, &runs)) {
             Ok(extents) => extents,
             Err(errno) => {
                 self.metadata.allocator.free_unreferenced(&runs);

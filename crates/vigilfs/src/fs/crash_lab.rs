@@ -1,0 +1,162 @@
+//! The crash lab's doors on a mounted filesystem: rules aimed at files and
+//! operations, a power cut armed at the n-th operation, what a cut would
+//! lose now, and abandoning a mount as a power cut does.
+//!
+//! The device side (a volatile write cache that loses or tears what was
+//! not flushed) is the transport's: it builds the device stack, cuts the
+//! power there, abandons this mount and mounts the image again.
+
+use super::faults::{CutPoint, FileRule, FileRuleStatus};
+use super::unsynced::Change;
+use super::Filesystem;
+use crate::device::{FaultRuleError, RuleId};
+
+/// Data not written back yet, of one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsyncedData {
+    /// The inode.
+    pub ino: u64,
+    /// Its known paths.
+    pub paths: Vec<String>,
+    /// The byte ranges not written back.
+    pub ranges: Vec<(u64, u64)>,
+    /// The size writes gave it.
+    pub size: u64,
+}
+
+/// A metadata change not durable yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsyncedChange {
+    /// The change.
+    pub change: Change,
+    /// The path of its entry, if known.
+    pub path: Option<String>,
+    /// The path of its new entry (rename, link), if known.
+    pub new_path: Option<String>,
+}
+
+/// What a power cut would lose now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsynced {
+    /// Files with data not written back.
+    pub data: Vec<UnsyncedData>,
+    /// Metadata changes not durable, oldest first.
+    pub changes: Vec<UnsyncedChange>,
+    /// Older pending changes no longer remembered one by one.
+    pub omitted_changes: u64,
+    /// The journal's durable sequence number.
+    pub durable_seq: u64,
+    /// The newest sequence number holding a change.
+    pub newest_seq: u64,
+}
+
+impl Filesystem {
+    /// Adds a rule aimed at files or operations; returns its id.
+    pub fn add_file_rule(&self, rule: FileRule) -> Result<RuleId, FaultRuleError> {
+        self.shared.faults.add(rule)
+    }
+
+    /// Removes a rule aimed at files or operations.
+    pub fn remove_file_rule(&self, id: RuleId) -> Option<FileRuleStatus> {
+        self.shared.faults.remove(id)
+    }
+
+    /// Removes every rule aimed at files or operations.
+    pub fn clear_file_rules(&self) {
+        self.shared.faults.clear();
+    }
+
+    /// The rules aimed at files or operations, with their counters.
+    pub fn file_rules(&self) -> Vec<FileRuleStatus> {
+        self.shared.faults.rules()
+    }
+
+    /// Every known path of inode `ino` (learnt from lookups, creates,
+    /// links and renames through this mount).
+    pub fn known_paths(&self, ino: u64) -> Vec<String> {
+        self.shared.faults.paths(ino)
+    }
+
+    /// Arms a power cut: `cut` runs as `point`'s operation is about to run
+    /// for the `point.count`-th time, on the thread of that operation
+    /// (which then fails, the device having lost power): it must only cut
+    /// the power and hand the rest to another thread.
+    pub fn arm_power_cut(&self, point: CutPoint, cut: Box<dyn FnOnce() + Send>) {
+        self.shared.faults.arm_power_cut(point, cut);
+    }
+
+    /// Disarms an armed power cut; whether one was armed.
+    pub fn disarm_power_cut(&self) -> bool {
+        self.shared.faults.disarm_power_cut()
+    }
+
+    /// The armed power cut, and how many of its operations ran since.
+    pub fn armed_power_cut(&self) -> Option<(CutPoint, u64)> {
+        self.shared.faults.armed_power_cut()
+    }
+
+    /// What a power cut would lose now: every file's data not written back
+    /// (dirty pages are exactly that: a page is clean only once its
+    /// writeback is durable) and every metadata change whose journal entry
+    /// is not durable. What is not listed survives a cut.
+    pub fn unsynced(&self) -> Unsynced {
+        let shared = &self.shared;
+        let journal = shared.metadata.journal.status();
+        let (pending, omitted_changes) = shared.changes.pending(journal.durable_seq);
+        let changes = pending
+            .into_iter()
+            .map(|change| UnsyncedChange {
+                path: change
+                    .entry
+                    .as_ref()
+                    .and_then(|(dir, name)| shared.faults.entry_path(*dir, name)),
+                new_path: change
+                    .new_entry
+                    .as_ref()
+                    .and_then(|(dir, name)| shared.faults.entry_path(*dir, name)),
+                change,
+            })
+            .collect();
+        let data = shared
+            .files
+            .unwritten()
+            .into_iter()
+            .map(|unwritten| UnsyncedData {
+                ino: unwritten.ino,
+                paths: shared.faults.paths(unwritten.ino),
+                ranges: unwritten
+                    .runs
+                    .iter()
+                    .map(|&(first, end)| {
+                        (
+                            first * 4096,
+                            (end * 4096).min(unwritten.size.max(first * 4096)),
+                        )
+                    })
+                    .collect(),
+                size: unwritten.size,
+            })
+            .collect();
+        Unsynced {
+            data,
+            changes,
+            omitted_changes,
+            durable_seq: journal.durable_seq,
+            newest_seq: shared.metadata.journal.newest_reserved(),
+        }
+    }
+
+    /// Abandons this mount as a power cut would: nothing more is written,
+    /// not even the superblock; writers fail with `EIO`; the background
+    /// thread stops. No event or error record is written for the data this
+    /// loses: losing what was not synced is what a power cut does. The
+    /// caller mounts the device again (after its cache lost power) and
+    /// drops this one.
+    pub fn abandon(&self) {
+        self.shared.device.sever();
+        let _ = self.shared.gate.shut_down("the power was cut".into());
+        if let Some(background) = &self.background {
+            background.request_stop();
+        }
+    }
+}
