@@ -325,3 +325,24 @@ fn a_power_cut_armed_at_the_third_fsync_keeps_the_first_two() {
     assert_eq!(read_file(&fs, "f1").as_deref(), Some(&b"f1"[..]));
     fs.unmount().unwrap();
 }
+
+#[test]
+fn descriptors_of_an_abandoned_mount_fail_with_eio() {
+    let lab = Lab::new();
+    let fs = lab.mount();
+    let (attr, handle) = fs
+        .create(ROOT_INO, b"open", 0o644, read_write(), &root())
+        .unwrap();
+    fs.write(handle, 0, b"kept in memory", &root()).unwrap();
+    lab.cache.cut_power();
+    fs.abandon();
+    assert_eq!(fs.read(handle, 0, 10).unwrap_err().errno(), libc::EIO);
+    assert_eq!(fs.write(handle, 0, b"x", &root()).unwrap_err().errno(), libc::EIO);
+    assert_eq!(fs.fsync(handle, false).unwrap_err().errno(), libc::EIO);
+    assert_eq!(fs.getattr(attr.ino).unwrap_err().errno(), libc::EIO);
+    fs.release(handle).unwrap();
+    drop(fs);
+    lab.cache.restore_power(PowerLoss::DropUnflushed).unwrap();
+    let fs = lab.mount();
+    fs.unmount().unwrap();
+}

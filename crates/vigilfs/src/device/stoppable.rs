@@ -62,6 +62,11 @@ impl StoppableDevice {
         self.stopped.store(true, Ordering::Release);
     }
 
+    /// Whether [`StoppableDevice::sever`] was called.
+    pub fn is_severed(&self) -> bool {
+        self.severed.load(Ordering::Acquire)
+    }
+
     /// Whether [`StoppableDevice::stop`] was called.
     pub fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::Acquire)

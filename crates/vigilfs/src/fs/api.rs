@@ -8,13 +8,13 @@
 //! its outcome through the error policy. Lookups and handles are counted
 //! here; an unlinked file lives until its last release (the orphan list).
 
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError};
 
 use errseq::Since;
 
 use super::faults::Operation;
 use super::gate::WriteGuard;
-use super::handles::{OpenFile, OpenFlags};
+use super::handles::{OpenDir, OpenFile, OpenFlags};
 use super::unsynced::Change;
 use super::{Filesystem, FsError, FsResult, LifeState};
 use crate::inode::{
@@ -108,7 +108,30 @@ impl Filesystem {
         Ok(())
     }
 
+    /// Fails once the mount was abandoned (a simulated power cut): what
+    /// it remembers is no longer what the image holds, and descriptors
+    /// opened through it must fail (`EIO`), as after a crash and restart.
+    fn alive(&self) -> FsResult<()> {
+        if self.shared.device.is_severed() {
+            return Err(FsError::ShutDown("the power was cut".into()));
+        }
+        Ok(())
+    }
+
+    /// The open file behind `handle` (see [`Filesystem::alive`]).
+    fn file(&self, handle: u64) -> FsResult<Arc<OpenFile>> {
+        self.alive()?;
+        self.shared.handles.file(handle)
+    }
+
+    /// The open directory behind `handle`.
+    fn dir(&self, handle: u64) -> FsResult<Arc<OpenDir>> {
+        self.alive()?;
+        self.shared.handles.dir(handle)
+    }
+
     fn record(&self, ino: u64) -> FsResult<InodeRecord> {
+        self.alive()?;
         let result = self.shared.namespace.getattr(ino).map_err(FsError::from);
         self.shared.observe("getattr", result)
     }
@@ -214,7 +237,7 @@ impl Filesystem {
         let record = self.record(ino)?;
         let through_writable_handle = match handle {
             Some(number) => {
-                let file = self.shared.handles.file(number)?;
+                let file = self.file(number)?;
                 file.ino == ino && file.flags.write
             }
             None => false,
@@ -500,7 +523,7 @@ impl Filesystem {
 
     /// Reads up to `length` bytes at `offset` through `handle`.
     pub fn read(&self, handle: u64, offset: u64, length: usize) -> FsResult<Vec<u8>> {
-        let file = self.shared.handles.file(handle)?;
+        let file = self.file(handle)?;
         if !file.flags.read {
             return Err(FsError::WrongAccessMode(handle, "reading"));
         }
@@ -521,7 +544,7 @@ impl Filesystem {
         bytes: &[u8],
         caller: &Caller,
     ) -> FsResult<usize> {
-        let file = self.shared.handles.file(handle)?;
+        let file = self.file(handle)?;
         if !file.flags.write {
             return Err(FsError::WrongAccessMode(handle, "writing"));
         }
@@ -610,7 +633,7 @@ impl Filesystem {
         length: u64,
         mode: FallocateMode,
     ) -> FsResult<()> {
-        let file = self.shared.handles.file(handle)?;
+        let file = self.file(handle)?;
         if !file.flags.write {
             return Err(FsError::WrongAccessMode(handle, "writing"));
         }
@@ -628,7 +651,7 @@ impl Filesystem {
 
     /// lseek with SEEK_DATA or SEEK_HOLE through `handle`.
     pub fn seek_data_hole(&self, handle: u64, offset: u64, whence: Seek) -> FsResult<u64> {
-        let file = self.shared.handles.file(handle)?;
+        let file = self.file(handle)?;
         let result = self
             .shared
             .files
@@ -640,7 +663,7 @@ impl Filesystem {
     /// `close(2)` of one descriptor of the handle: reports nothing (errors
     /// stay for fsync, as on Linux local filesystems).
     pub fn flush(&self, handle: u64) -> FsResult<()> {
-        let file = self.shared.handles.file(handle)?;
+        let file = self.file(handle)?;
         self.inject(Operation::Close, file.ino, None)
     }
 
@@ -699,7 +722,7 @@ impl Filesystem {
     /// failing, so the pages stay dirty and the error words are set, as
     /// after a device error.
     pub fn fsync(&self, handle: u64, _data_only: bool) -> FsResult<()> {
-        let file = self.shared.handles.file(handle)?;
+        let file = self.file(handle)?;
         let injected = match self.inject(Operation::Fsync, file.ino, None) {
             Err(FsError::Injected { rule, errno, .. })
                 if !self.shared.files.is_durable(file.ino) =>
@@ -749,7 +772,7 @@ impl Filesystem {
     /// syncfs through `handle`: everything written back and durable, then
     /// the first filesystem writeback error this handle has not heard of.
     pub fn syncfs(&self, handle: u64) -> FsResult<()> {
-        let file = self.shared.handles.file(handle)?;
+        let file = self.file(handle)?;
         let mut cursors = file.handle();
         let cursor = cursors.fs_cursor_mut();
         self.syncfs_with(cursor)
@@ -795,7 +818,7 @@ impl Filesystem {
     /// Up to `limit` entries of the directory after `offset` (0 from the
     /// start); `.` and `..` come first.
     pub fn readdir(&self, handle: u64, offset: u64, limit: usize) -> FsResult<Vec<DirItem>> {
-        let dir = self.shared.handles.dir(handle)?;
+        let dir = self.dir(handle)?;
         let mut items = Vec::new();
         if offset < 1 && items.len() < limit {
             items.push(DirItem {
@@ -870,7 +893,7 @@ impl Filesystem {
 
     /// Makes the directory's changes durable.
     pub fn fsyncdir(&self, handle: u64) -> FsResult<()> {
-        let dir = self.shared.handles.dir(handle)?;
+        let dir = self.dir(handle)?;
         self.inject(Operation::Fsyncdir, dir.ino, None)?;
         let flushed = self
             .shared
