@@ -23,7 +23,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -87,13 +87,37 @@ impl Default for MountConfig {
 /// A mounted, answering FUSE filesystem.
 #[derive(Debug)]
 pub struct Mounted {
+    state: Arc<SessionState>,
+}
+
+/// A handle to restart a [`Mounted`]'s session with another engine (after
+/// a simulated power cut), from another thread than the one waiting.
+#[derive(Debug, Clone)]
+pub struct Restarter {
+    state: Arc<SessionState>,
+}
+
+#[derive(Debug)]
+struct SessionState {
+    mountpoint: PathBuf,
+    config: MountConfig,
+    current: Mutex<Current>,
+}
+
+#[derive(Debug)]
+struct Current {
     /// `None` once waited for or unmounted.
     session: Option<BackgroundSession>,
-    mountpoint: PathBuf,
     /// The device number of the FUSE mount (what `stat` of the mount point
     /// shows while it is ours).
     device: u64,
+    /// Sessions replaced by a restart, still serving descriptors opened
+    /// through them until the last is closed (then they end by themselves).
+    retired: Vec<BackgroundSession>,
 }
+
+/// How often [`Mounted::wait`] looks whether the session ended.
+const WAIT_POLL: Duration = Duration::from_millis(20);
 
 fn running_as_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -127,6 +151,29 @@ pub fn mount(
             format!("mount point {} is not a directory", mountpoint.display()),
         ));
     }
+    let (session, device) = start_session(filesystem, &mountpoint, before.dev(), config)?;
+    Ok(Mounted {
+        state: Arc::new(SessionState {
+            mountpoint,
+            config: config.clone(),
+            current: Mutex::new(Current {
+                session: Some(session),
+                device,
+                retired: Vec::new(),
+            }),
+        }),
+    })
+}
+
+/// Mounts a FUSE session of `filesystem` on `mountpoint` (whose device
+/// number is `before`) and returns it once the mount answers, with its
+/// device number; on a failure after the kernel mounted, unmounts again.
+fn start_session(
+    filesystem: Arc<Filesystem>,
+    mountpoint: &Path,
+    before: u64,
+    config: &MountConfig,
+) -> io::Result<(BackgroundSession, u64)> {
     let read_only = config.read_only || matches!(filesystem.status().state, LifeState::ReadOnly(_));
     let allow_other = config.allow_other.unwrap_or_else(running_as_root);
 
@@ -170,27 +217,21 @@ pub fn mount(
         config.attr_ttl,
         config.keep_cache,
     );
-    let session = Session::new(adapter, &mountpoint, &fuser_config).map_err(|error| {
+    let session = Session::new(adapter, mountpoint, &fuser_config).map_err(|error| {
         io::Error::new(
             error.kind(),
             format!("mounting FUSE on {}: {error}", mountpoint.display()),
         )
     })?;
     let background = session.spawn()?;
-    let mut mounted = Mounted {
-        session: Some(background),
-        mountpoint,
-        device: 0,
-    };
-    match wait_until_answering(&mounted.mountpoint, before.dev()) {
-        Ok(device) => {
-            mounted.device = device;
-            Ok(mounted)
-        }
+    match wait_until_answering(mountpoint, before) {
+        Ok(device) => Ok((background, device)),
         Err(error) => {
             // Unmount what the kernel mounted; the session's own unmount on
             // drop does it if this cannot.
-            let _ = mounted.end(Teardown::Immediate);
+            if unmount_path(mountpoint, false).is_ok() {
+                let _ = background.join();
+            }
             Err(error)
         }
     }
@@ -254,15 +295,35 @@ enum Teardown {
 impl Mounted {
     /// Where it is mounted (canonical path).
     pub fn mountpoint(&self) -> &Path {
-        &self.mountpoint
+        &self.state.mountpoint
+    }
+
+    /// A handle that restarts this session with another engine.
+    pub fn restarter(&self) -> Restarter {
+        Restarter {
+            state: Arc::clone(&self.state),
+        }
     }
 
     /// Blocks until the filesystem is unmounted from outside (`umount`,
-    /// `fusermount3 -u`) and the session threads have stopped.
-    pub fn wait(mut self) -> io::Result<()> {
-        match self.session.take() {
-            Some(session) => session.join(),
-            None => Ok(()),
+    /// `fusermount3 -u`) and the session threads have stopped. A session
+    /// replaced by a restart does not count: this waits for the newest.
+    pub fn wait(self) -> io::Result<()> {
+        loop {
+            {
+                let mut current = self.state.lock();
+                let finished = current
+                    .session
+                    .as_ref()
+                    .is_none_or(|session| session.guard.is_finished());
+                if finished {
+                    return match current.session.take() {
+                        Some(session) => session.join(),
+                        None => Ok(()),
+                    };
+                }
+            }
+            thread::sleep(WAIT_POLL);
         }
     }
 
@@ -270,15 +331,60 @@ impl Mounted {
     /// still open in the mount, it is detached lazily (as `umount -l`: it
     /// disappears from the namespace at once) and this returns when the
     /// last of them is closed.
-    pub fn unmount(mut self) -> io::Result<()> {
-        self.end(Teardown::WaitingForBusy)
+    pub fn unmount(self) -> io::Result<()> {
+        self.state.end(Teardown::WaitingForBusy)
+    }
+}
+
+impl Restarter {
+    /// Replaces the session with one serving `filesystem` on the same mount
+    /// point: the current mount is detached (as `umount -l`: it leaves the
+    /// namespace at once and serves its open descriptors until they are
+    /// closed, with whatever its engine answers — an abandoned engine fails
+    /// them with `EIO`), and a new mount takes its place, with the kernel's
+    /// caches empty. Returns once the new mount answers.
+    pub fn restart(&self, filesystem: Arc<Filesystem>) -> io::Result<()> {
+        let state = &self.state;
+        let mut current = state.lock();
+        current
+            .retired
+            .retain(|session| !session.guard.is_finished());
+        // The old mount's engine may be abandoned already (it fails even a
+        // stat of its root), so it is detached without asking; a mount
+        // point no longer mounted (EINVAL) is fine.
+        if let Err(error) = unmount_path(&state.mountpoint, true) {
+            if error.raw_os_error() != Some(libc::EINVAL) {
+                return Err(error);
+            }
+        }
+        if let Some(old) = current.session.take() {
+            current.retired.push(old);
+        }
+        let before = std::fs::metadata(&state.mountpoint)?.dev();
+        let (session, device) =
+            start_session(filesystem, &state.mountpoint, before, &state.config)?;
+        current.session = Some(session);
+        current.device = device;
+        Ok(())
+    }
+}
+
+impl SessionState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Current> {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn end(&mut self, teardown: Teardown) -> io::Result<()> {
-        let Some(session) = self.session.take() else {
+    fn end(&self, teardown: Teardown) -> io::Result<()> {
+        let (session, device) = {
+            let mut current = self.lock();
+            (current.session.take(), current.device)
+        };
+        let Some(session) = session else {
             return Ok(());
         };
-        if session.guard.is_finished() || !self.still_ours() {
+        if session.guard.is_finished() || !self.still_ours(device) {
             // Already unmounted from outside.
             return session.join();
         }
@@ -297,11 +403,11 @@ impl Mounted {
         }
     }
 
-    /// Whether the mount point still shows this session's mount.
-    fn still_ours(&self) -> bool {
-        self.device != 0
+    /// Whether the mount point still shows the mount of device `device`.
+    fn still_ours(&self, device: u64) -> bool {
+        device != 0
             && std::fs::metadata(&self.mountpoint)
-                .map(|metadata| metadata.dev() == self.device)
+                .map(|metadata| metadata.dev() == device)
                 .unwrap_or(false)
     }
 }
@@ -310,7 +416,7 @@ impl Drop for Mounted {
     /// Forgotten (or on a panic): a plain unmount, best effort, without
     /// waiting for busy files.
     fn drop(&mut self) {
-        let _ = self.end(Teardown::Immediate);
+        let _ = self.state.end(Teardown::Immediate);
     }
 }
 

@@ -156,7 +156,11 @@ fn a_power_cut_loses_exactly_what_unsynced_listed() {
             let listed = lost_data.contains(name) || changed.contains(name);
             let found = read_file(&fs, name);
             if !listed {
-                assert_eq!(found.as_ref(), Some(bytes), "{name} was not listed as unsynced");
+                assert_eq!(
+                    found.as_ref(),
+                    Some(bytes),
+                    "{name} was not listed as unsynced"
+                );
             }
         }
         // The data nobody fsynced is gone: the cut took something.
@@ -176,8 +180,12 @@ fn an_fsync_fault_on_a_path_fails_only_that_file_as_a_writeback_failure_would() 
     let fs = lab.mount();
     fs.mkdir(ROOT_INO, b"pg_wal", 0o755, &root()).unwrap();
     let wal_dir = fs.lookup(ROOT_INO, b"pg_wal", &root()).unwrap().ino;
-    fs.add_file_rule("file op=fsync path=pg_wal/* errno=EIO limit=1".parse().unwrap())
-        .unwrap();
+    fs.add_file_rule(
+        "file op=fsync path=pg_wal/* errno=EIO limit=1"
+            .parse()
+            .unwrap(),
+    )
+    .unwrap();
     let (wal, wal_handle) = fs
         .create(wal_dir, b"000001", 0o644, read_write(), &root())
         .unwrap();
@@ -193,7 +201,8 @@ fn an_fsync_fault_on_a_path_fails_only_that_file_as_a_writeback_failure_would() 
     // error was recorded, the retry succeeds (the rule's limit is spent).
     assert!(fs.status().dirty_bytes > 0);
     assert_eq!(fs.status().error_record.total, 1);
-    fs.fsync(wal_handle, false).expect("the retry writes the data");
+    fs.fsync(wal_handle, false)
+        .expect("the retry writes the data");
     assert_eq!(fs.status().dirty_bytes, 0);
     let log = lab.plan.log_since(0).0;
     let fired: Vec<_> = log
@@ -205,9 +214,17 @@ fn an_fsync_fault_on_a_path_fails_only_that_file_as_a_writeback_failure_would() 
             _ => None,
         })
         .collect();
-    assert!(fired.contains(&("fsync".into(), Some("pg_wal/000001".into()))), "{fired:?}");
-    assert!(fired.contains(&("write".into(), Some("pg_wal/000001".into()))), "{fired:?}");
-    assert!(fired.iter().all(|(_, path)| path.as_deref() == Some("pg_wal/000001")));
+    assert!(
+        fired.contains(&("fsync".into(), Some("pg_wal/000001".into()))),
+        "{fired:?}"
+    );
+    assert!(
+        fired.contains(&("write".into(), Some("pg_wal/000001".into()))),
+        "{fired:?}"
+    );
+    assert!(fired
+        .iter()
+        .all(|(_, path)| path.as_deref() == Some("pg_wal/000001")));
     assert!(matches!(log[0].event, FaultLogEvent::Set { .. }));
     let _ = wal;
     fs.release(wal_handle).unwrap();
@@ -240,7 +257,8 @@ fn a_data_write_rule_on_a_glob_fails_only_the_matching_files_writeback() {
     let counted = fs.file_rules()[0].injected;
     assert_eq!(counted, 2);
     fs.clear_file_rules();
-    fs.fsync(db, false).unwrap_or_else(|error| panic!("after clearing: {error}"));
+    fs.fsync(db, false)
+        .unwrap_or_else(|error| panic!("after clearing: {error}"));
     for handle in [db, text, later] {
         fs.release(handle).unwrap();
     }
@@ -264,7 +282,10 @@ fn a_delay_holds_requests_and_corrupt_reads_never_return_wrong_bytes() {
         .unwrap();
     let started = Instant::now();
     assert_eq!(read_file(&fs, "data").unwrap().len(), 64 << 10);
-    assert!(started.elapsed() >= Duration::from_millis(20), "not delayed");
+    assert!(
+        started.elapsed() >= Duration::from_millis(20),
+        "not delayed"
+    );
     lab.plan.remove_rule(delay);
     fs.unmount().unwrap();
     let fs = lab.mount();
@@ -337,7 +358,10 @@ fn descriptors_of_an_abandoned_mount_fail_with_eio() {
     lab.cache.cut_power();
     fs.abandon();
     assert_eq!(fs.read(handle, 0, 10).unwrap_err().errno(), libc::EIO);
-    assert_eq!(fs.write(handle, 0, b"x", &root()).unwrap_err().errno(), libc::EIO);
+    assert_eq!(
+        fs.write(handle, 0, b"x", &root()).unwrap_err().errno(),
+        libc::EIO
+    );
     assert_eq!(fs.fsync(handle, false).unwrap_err().errno(), libc::EIO);
     assert_eq!(fs.getattr(attr.ino).unwrap_err().errno(), libc::EIO);
     fs.release(handle).unwrap();
