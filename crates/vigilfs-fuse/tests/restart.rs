@@ -39,7 +39,12 @@ fn a_restarted_session_serves_the_recovered_filesystem_and_old_descriptors_fail(
     let device: Arc<dyn BlockDevice> = cache.clone();
     let directory = tempfile::tempdir().unwrap();
     let first = engine(&device);
-    let mounted = mount(Arc::clone(&first), directory.path(), &MountConfig::default()).unwrap();
+    let mounted = mount(
+        Arc::clone(&first),
+        directory.path(),
+        &MountConfig::default(),
+    )
+    .unwrap();
     let path = |name: &str| mounted.mountpoint().join(name);
     fs::write(path("durable"), b"synced").unwrap();
     File::open(path("durable")).unwrap().sync_all().unwrap();
@@ -75,6 +80,8 @@ fn a_restarted_session_serves_the_recovered_filesystem_and_old_descriptors_fail(
     drop(open);
     fs::write(path("after"), b"a new file").unwrap();
     mounted.unmount().unwrap();
-    let second = Arc::try_unwrap(second).ok().expect("the sessions let go");
+    let Ok(second) = Arc::try_unwrap(second) else {
+        panic!("the sessions let go of the engine");
+    };
     second.unmount().unwrap();
 }
