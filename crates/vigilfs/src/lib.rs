@@ -46,6 +46,7 @@ pub mod journal;
 pub mod metadata;
 pub mod mkfs;
 mod pagecache;
+pub mod poison;
 pub mod rmap;
 mod sync;
 mod writeback;

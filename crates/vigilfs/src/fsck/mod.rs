@@ -253,6 +253,13 @@ fn check_trees(
             return None;
         }
         Err(OpenError::Btree(error)) => Err(error),
+        Err(OpenError::Poison(error)) => {
+            problems.push(Problem {
+                structure: "poison records".into(),
+                message: error.to_string(),
+            });
+            return None;
+        }
         Ok(metadata) => {
             let trees = &metadata.trees;
             trees.check().and_then(|report| {
