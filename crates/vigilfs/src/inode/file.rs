@@ -135,6 +135,8 @@ use crate::pagecache::{
 };
 use crate::writeback::{FailureListener, Writeback, WritebackSummary};
 
+mod rescue;
+
 /// An open file description: the inode and this opener's cursors into the
 /// inode's and the filesystem's error words. Not `Clone`: each open has its
 /// own cursors.
