@@ -38,6 +38,7 @@
 pub mod alloc;
 pub mod btree;
 pub mod device;
+pub mod failure;
 pub mod format;
 pub mod fs;
 pub mod fsck;
