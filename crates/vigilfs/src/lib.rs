@@ -49,5 +49,6 @@ pub mod mkfs;
 mod pagecache;
 pub mod poison;
 pub mod rmap;
+pub mod scrub;
 mod sync;
 mod writeback;
