@@ -443,6 +443,7 @@ impl Filesystem {
         if !file.flags.read {
             return Err(FsError::WrongAccessMode(handle, "reading"));
         }
+        self.shared.note_foreground();
         let result = {
             let cursors = file.handle();
             self.shared.files.read(&cursors, offset, length)
@@ -463,6 +464,7 @@ impl Filesystem {
         if !file.flags.write {
             return Err(FsError::WrongAccessMode(handle, "writing"));
         }
+        self.shared.note_foreground();
         let _writer = self.enter()?;
         let start = if file.flags.append {
             self.shared.files.size(&file.handle())?
@@ -551,6 +553,7 @@ impl Filesystem {
         if !file.flags.write {
             return Err(FsError::WrongAccessMode(handle, "writing"));
         }
+        self.shared.note_foreground();
         let _writer = self.enter()?;
         let result = self
             .shared

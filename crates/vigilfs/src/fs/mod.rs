@@ -47,7 +47,9 @@
 //! `error_policy` what happens to an error besides being returned (events,
 //! the error record, the `errors=` policy); `gate` the life state writers
 //! pass; `handles` open files and lookup counts; `health` the event source
-//! and the error record; `background` the writeback thread.
+//! and the error record; `background` the writeback thread; `media` media
+//! failures (notify-failure, owners, the worker that handles notices);
+//! `scrubbing` scrub and the background scrub thread.
 //!
 //! # Locking
 //!
@@ -64,6 +66,8 @@ pub mod gate;
 mod handles;
 pub mod health;
 mod lifecycle;
+mod media;
+mod scrubbing;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -73,6 +77,8 @@ pub use error::{FsError, FsResult};
 pub use gate::LifeState;
 pub use handles::OpenFlags;
 pub use lifecycle::{MountError, MountOptions, Status};
+pub use media::{BadExtent, FailureReport, MediaStatus, POISON_LISTED};
+pub use scrubbing::{ScrubRequest, ScrubStatus, ScrubSummary};
 
 use background::Background;
 use gate::Gate;
@@ -106,12 +112,16 @@ pub(crate) struct Shared {
     /// Orphans whose last release came while the filesystem was frozen:
     /// deleted at thaw (deleting writes, and a freeze writes nothing).
     deferred_orphans: Mutex<Vec<u64>>,
+    /// Media failures: their intake, handling and scrub.
+    media: media::Media,
 }
 
 /// A mounted filesystem. See the module comment.
 pub struct Filesystem {
     shared: Arc<Shared>,
     background: Option<Background>,
+    failures: Option<media::Worker>,
+    background_scrub: Option<scrubbing::BackgroundScrub>,
 }
 
 impl std::fmt::Debug for Filesystem {
