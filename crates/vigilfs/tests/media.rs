@@ -179,6 +179,9 @@ fn a_bad_block_under_a_file_poisons_exactly_its_range_until_rewritten() {
     let fs = fixture.mount();
     let data = pattern(8, 1);
     let ino = create_file(&fs, "victim", &data);
+    // A second name, in a subdirectory: owners must name both.
+    let sub = fs.mkdir(ROOT_INO, b"sub", 0o755, &root()).expect("mkdir");
+    fs.link(ino, sub.ino, b"alias", &root()).expect("link");
     fs.unmount().expect("unmount");
     // A fresh mount: nothing of the file is cached.
     let fs = fixture.mount();
@@ -228,7 +231,14 @@ fn a_bad_block_under_a_file_poisons_exactly_its_range_until_rewritten() {
             _ => None,
         })
         .expect("a file owns the block");
-    assert_eq!(file, (vec!["/victim".to_owned()], 5 * BLOCK, true));
+    assert_eq!(
+        file,
+        (
+            vec!["/sub/alias".to_owned(), "/victim".to_owned()],
+            5 * BLOCK,
+            true
+        )
+    );
     assert!(owners.iter().any(|owner| owner.kind == OwnerKind::Bad));
     let status = fs.status();
     assert_eq!(status.media.poisoned_runs, 1);
