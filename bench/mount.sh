@@ -32,7 +32,7 @@ chmod 755 "$work"
 mounts=()
 cleanup() {
     for mountpoint in "${mounts[@]}"; do
-        umount "$mountpoint" 2>/dev/null || fusermount3 -u "$mountpoint" 2>/dev/null || true
+        umount "$mountpoint" 2>/dev/null || umount -l "$mountpoint" 2>/dev/null || true
     done
     # FUSE daemons finish (and close their images) after umount returns.
     for _ in $(seq 1 100); do
@@ -76,7 +76,7 @@ mount_system() {
 
 unmount_system() {
     local mountpoint="$work/mnt/$1"
-    umount "$mountpoint" 2>/dev/null || fusermount3 -u "$mountpoint"
+    umount "$mountpoint"
     # vigilfs --daemon finishes its clean unmount after umount returns.
     for _ in $(seq 1 100); do
         mountpoint -q "$mountpoint" || break

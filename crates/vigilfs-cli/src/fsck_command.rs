@@ -2,7 +2,9 @@
 //!
 //! On a terminal a progress bar shows the stages on stderr; otherwise each
 //! stage is a plain line, so logs stay readable. The report goes to stdout,
-//! as text or (with --json) as one JSON object.
+//! as text or (with --json) as one JSON object. The persistent error record
+//! is shown as `status` shows it (dates in UTC, errno names), and in the
+//! JSON as `error_record` with the fields of `status --json`'s `errors`.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -13,27 +15,27 @@ use serde_json::json;
 use vigilfs::device::{FileDevice, FileDeviceOptions};
 use vigilfs::fsck::{fsck, keys_per_tree, FsckReport, Progress};
 
+use crate::control::report::{error_record_json, event_json};
 use crate::failure::Failure;
-use crate::in_use::{self, LockError, LockMode};
+use crate::in_use::{self, AcquireError, LockMode};
+use crate::status_command;
 
 /// No errors.
 pub const CLEAN: u8 = 0;
 /// Errors found and left uncorrected.
 pub const ERRORS_LEFT: u8 = 4;
+/// The `structure` of the engine's note about the error record.
+const ERROR_RECORD_NOTE: &str = "error record";
 
 pub fn run(image: &Path, as_json: bool) -> Result<u8, Failure> {
     // A mounted filesystem changes under fsck's feet: refuse it, and keep
-    // a shared lock so no mount starts while checking.
-    in_use::check_not_mounted(image).map_err(Failure::operational)?;
-    let _lock = match in_use::lock(image, LockMode::Shared) {
-        Err(LockError::InUse) => {
-            return Err(Failure::operational(format!(
-                "{} is in use by a vigilfs mount; unmount it first",
-                image.display()
-            )))
-        }
+    // a shared lock so no mount starts while checking. A mount process
+    // still finishing after `umount` is waited for. An image that cannot
+    // be locked (read-only media, no flock) is checked without the lock.
+    let _lock = match in_use::acquire(image, LockMode::Shared) {
         Ok(lock) => Some(lock),
-        Err(LockError::Io(_)) => None,
+        Err(AcquireError::Io(_)) => None,
+        Err(refused) => return Err(Failure::operational(refused.message(image))),
     };
     let device = FileDevice::open(
         image,
@@ -116,8 +118,16 @@ fn print_text(image: &Path, report: &FsckReport) {
     for problem in &report.problems {
         println!("ERROR {}: {}", problem.structure, problem.message);
     }
-    for note in &report.notes {
-        println!("note  {}: {}", note.structure, note.message);
+    // The error record's note is the rows below.
+    for (structure, message) in notes(report) {
+        if structure != ERROR_RECORD_NOTE {
+            println!("note  {structure}: {message}");
+        }
+    }
+    for (label, value) in
+        status_command::error_record_rows(&error_record_json(&superblock.error_record))
+    {
+        println!("{label:<17}{value}");
     }
     if report.is_clean() {
         println!("clean");
@@ -128,6 +138,29 @@ fn print_text(image: &Path, report: &FsckReport) {
     }
 }
 
+/// The engine's notes, with the one about the error record (which the
+/// engine words with Rust's Debug format) in the words `status` uses.
+fn notes(report: &FsckReport) -> Vec<(String, String)> {
+    let record = &report.superblock.error_record;
+    report
+        .notes
+        .iter()
+        .map(|note| {
+            let message = if note.structure == ERROR_RECORD_NOTE {
+                let mut message = format!("the filesystem has recorded {} errors", record.total);
+                if record.last.is_some() {
+                    message.push_str("; last: ");
+                    message.push_str(&status_command::event_line(&event_json(&record.last)));
+                }
+                message
+            } else {
+                note.message.clone()
+            };
+            (note.structure.clone(), message)
+        })
+        .collect()
+}
+
 fn to_json(image: &Path, report: &FsckReport, code: u8) -> serde_json::Value {
     let items = |items: Vec<(&String, &String)>| {
         items
@@ -135,6 +168,7 @@ fn to_json(image: &Path, report: &FsckReport, code: u8) -> serde_json::Value {
             .map(|(structure, message)| json!({ "structure": structure, "message": message }))
             .collect::<Vec<_>>()
     };
+    let notes = notes(report);
     json!({
         "image": image.display().to_string(),
         "clean": report.is_clean(),
@@ -170,7 +204,8 @@ fn to_json(image: &Path, report: &FsckReport, code: u8) -> serde_json::Value {
             "region_blocks": space.region_blocks,
         })),
         "errors_recorded": report.superblock.error_record.total,
+        "error_record": error_record_json(&report.superblock.error_record),
         "problems": items(report.problems.iter().map(|p| (&p.structure, &p.message)).collect()),
-        "notes": items(report.notes.iter().map(|n| (&n.structure, &n.message)).collect()),
+        "notes": items(notes.iter().map(|(structure, message)| (structure, message)).collect()),
     })
 }

@@ -1,6 +1,7 @@
-//! Whether an image is in use by a mount, so mkfs and fsck can refuse it.
+//! Whether an image is in use, so mkfs, fsck and mount never work on an
+//! image another process is using, and wait for one that is finishing.
 //!
-//! Two independent signs, either one enough:
+//! Two signs:
 //!
 //! - an advisory `flock` on the image: the mount process holds an exclusive
 //!   lock for as long as it lives (the kernel drops it when the process
@@ -8,11 +9,37 @@
 //!   writes, fsck a shared one while it reads;
 //! - `/proc/self/mountinfo` lists a FUSE mount whose source is the
 //!   canonical image path (the mount sets it so).
+//!
+//! `umount MNT` returns as soon as the kernel has let go of the mount, while
+//! the mount process still writes back and marks the image clean: a plain
+//! `fuse` mount gets no DESTROY request the kernel would wait for. A
+//! `fuseblk` mount does (the kernel sends DESTROY synchronously at
+//! unmount), but it is not a way out here: its source must be a block
+//! device, so the process would have to set up a loop device over the
+//! image (root only: no user mount could use it, and `mountinfo` would
+//! show `/dev/loopN` instead of the image, which is how a mounted image is
+//! recognised); and fuser 0.18 answers DESTROY before it calls the
+//! filesystem's `destroy`, so the kernel would stop waiting before the
+//! write-back anyway. Instead [`acquire`] refuses at once an image that is
+//! *mounted*, but an image that is only *locked* (by a mount process that
+//! is exiting, or by a running mkfs or fsck) is waited for, with one line
+//! on stderr, for up to [`EXIT_WAIT`]; only then does it fail.
 
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::mountinfo::Mounts;
+
+/// How long [`acquire`] waits for a process that holds an image it no
+/// longer has mounted: a mount process writing back a large dirty cache
+/// after `umount` (or a running fsck or mkfs).
+pub const EXIT_WAIT: Duration = Duration::from_secs(30);
+/// How often it looks again.
+const POLL: Duration = Duration::from_millis(20);
 
 /// A held lock on an image; released when dropped.
 #[derive(Debug)]
@@ -29,13 +56,54 @@ pub enum LockMode {
     Shared,
 }
 
-/// Why an image could not be locked.
+/// Why an image could not be locked at once.
 #[derive(Debug)]
 pub enum LockError {
     /// Another process holds a conflicting lock.
     InUse,
     /// The image could not be opened or locked.
     Io(io::Error),
+}
+
+/// Why [`acquire`] gave up.
+#[derive(Debug)]
+pub enum AcquireError {
+    /// The image is mounted there (a FUSE mount with it as source).
+    Mounted(PathBuf),
+    /// Another process still held it after [`EXIT_WAIT`]: its pid and
+    /// name, when /proc/locks shows them.
+    StillHeld(Option<(u32, String)>),
+    /// The image could not be opened or locked.
+    Io(io::Error),
+}
+
+impl AcquireError {
+    /// One line for the user, naming `image`.
+    pub fn message(&self, image: &Path) -> String {
+        match self {
+            AcquireError::Mounted(mountpoint) => format!(
+                "{} is mounted on {}; unmount it first",
+                image.display(),
+                mountpoint.display()
+            ),
+            AcquireError::StillHeld(holder) => format!(
+                "{} is still in use by {} after {} s (a vigilfs mount that is busy, or mounted \
+                 in another mount namespace; or a running mkfs or fsck); unmount it first",
+                image.display(),
+                describe_holder(holder.as_ref()),
+                EXIT_WAIT.as_secs()
+            ),
+            AcquireError::Io(error) => format!("cannot lock {}: {error}", image.display()),
+        }
+    }
+}
+
+fn describe_holder(holder: Option<&(u32, String)>) -> String {
+    match holder {
+        Some((pid, name)) if name.is_empty() => format!("process {pid}"),
+        Some((pid, name)) => format!("{name} (pid {pid})"),
+        None => "another process".into(),
+    }
 }
 
 /// Takes the lock without waiting.
@@ -58,73 +126,124 @@ pub fn lock(image: &Path, mode: LockMode) -> Result<ImageLock, LockError> {
     }
 }
 
-/// Undoes mountinfo's octal escapes (`\040` for a space...).
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        if bytes[index] == b'\\' && index + 3 < bytes.len() {
-            let digits = &bytes[index + 1..index + 4];
-            let value = std::str::from_utf8(digits)
-                .ok()
-                .and_then(|digits| u8::from_str_radix(digits, 8).ok());
-            if let Some(value) = value {
-                out.push(value);
-                index += 4;
-                continue;
-            }
-        }
-        out.push(bytes[index]);
-        index += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// Where `canonical_image` is mounted as a FUSE source, if it is.
+pub fn mounted_on(canonical_image: &Path) -> Option<PathBuf> {
+    Mounts::read()
+        .ok()?
+        .fuse_mounts_of(canonical_image)
+        .next()
+        .map(|entry| entry.mountpoint.clone())
 }
 
-/// The mount point of a FUSE mount of `canonical_image` listed in
-/// `mountinfo` (the text of /proc/self/mountinfo).
-pub fn find_in_mountinfo(mountinfo: &str, canonical_image: &Path) -> Option<PathBuf> {
-    let wanted = canonical_image.to_string_lossy();
-    for line in mountinfo.lines() {
-        let Some((before, after)) = line.split_once(" - ") else {
+/// Locks `image` for `mode`: refuses at once an image that is mounted;
+/// waits (saying so once on stderr) up to [`EXIT_WAIT`] for a process that
+/// holds it without having it mounted.
+pub fn acquire(image: &Path, mode: LockMode) -> Result<ImageLock, AcquireError> {
+    acquire_within(image, mode, EXIT_WAIT)
+}
+
+fn acquire_within(
+    image: &Path,
+    mode: LockMode,
+    bound: Duration,
+) -> Result<ImageLock, AcquireError> {
+    let canonical = image.canonicalize().unwrap_or_else(|_| image.to_path_buf());
+    let start = Instant::now();
+    let mut said = false;
+    loop {
+        if let Some(mountpoint) = mounted_on(&canonical) {
+            return Err(AcquireError::Mounted(mountpoint));
+        }
+        match lock(image, mode) {
+            Ok(lock) => return Ok(lock),
+            Err(LockError::Io(error)) => return Err(AcquireError::Io(error)),
+            Err(LockError::InUse) => {}
+        }
+        if start.elapsed() >= bound {
+            return Err(AcquireError::StillHeld(holder(image)));
+        }
+        if !said {
+            eprintln!(
+                "vigilfs: waiting up to {} s for {} to finish with {} (no longer mounted)",
+                bound.as_secs(),
+                describe_holder(holder(image).as_ref()),
+                image.display(),
+            );
+            said = true;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// The process holding a flock on `image`, and its name. Best effort:
+/// `None` when it cannot be told.
+///
+/// /proc/locks names the process that *took* the lock, which for a
+/// `mount --daemon` is the parent that has since exited (the lock went to
+/// the child with the descriptor at fork). So a pid that is gone is looked
+/// up again among the descriptors' `fdinfo` (readable for our own
+/// processes, or all of them as root).
+fn holder(image: &Path) -> Option<(u32, String)> {
+    let metadata = std::fs::metadata(image).ok()?;
+    let (major, minor) = (libc::major(metadata.dev()), libc::minor(metadata.dev()));
+    let wanted = format!("{major:02x}:{minor:02x}:{}", metadata.ino());
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    let named = locks.lines().find_map(|line| flock_holder(line, &wanted));
+    let alive = named.filter(|pid| Path::new(&format!("/proc/{pid}")).exists());
+    let pid = alive.or_else(|| holder_by_fdinfo(&wanted))?;
+    let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|name| name.trim().to_string())
+        .unwrap_or_default();
+    Some((pid, name))
+}
+
+/// The pid in a /proc/locks line (`1: FLOCK ADVISORY WRITE PID
+/// MAJ:MIN:INODE 0 EOF`, device numbers in hex; a waiter has `->` after the
+/// number) if it is a flock on `wanted` (`MAJ:MIN:INODE`).
+fn flock_holder(line: &str, wanted: &str) -> Option<u32> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let fields = match fields.get(1) {
+        Some(&"->") => &fields[1..],
+        _ => &fields[..],
+    };
+    if fields.get(1) != Some(&"FLOCK") || fields.get(5) != Some(&wanted) {
+        return None;
+    }
+    fields.get(4)?.parse().ok()
+}
+
+/// The process with a descriptor holding a flock on `wanted`, from the
+/// `lock:` lines of /proc/PID/fdinfo/FD.
+fn holder_by_fdinfo(wanted: &str) -> Option<u32> {
+    let own = std::process::id();
+    for process in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = process
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
-        let mut tail = after.split(' ');
-        let (Some(fstype), Some(source)) = (tail.next(), tail.next()) else {
-            continue;
-        };
-        if !(fstype == "fuse" || fstype.starts_with("fuse.") || fstype == "fuseblk") {
+        if pid == own {
             continue;
         }
-        let source = unescape(source);
-        let source = source.strip_prefix("vigilfs#").unwrap_or(&source);
-        if source == wanted {
-            let mountpoint = before.split(' ').nth(4).map(unescape)?;
-            return Some(PathBuf::from(mountpoint));
+        let Ok(descriptors) = std::fs::read_dir(process.path().join("fdinfo")) else {
+            continue;
+        };
+        for descriptor in descriptors.flatten() {
+            let Ok(info) = std::fs::read_to_string(descriptor.path()) else {
+                continue;
+            };
+            let holds = info.lines().any(|line| {
+                line.strip_prefix("lock:")
+                    .is_some_and(|lock| flock_holder(lock.trim(), wanted).is_some())
+            });
+            if holds {
+                return Some(pid);
+            }
         }
     }
     None
-}
-
-/// Refuses an image that a running mount uses: `Err` names where.
-pub fn check_not_mounted(image: &Path) -> Result<(), String> {
-    let canonical = image.canonicalize().unwrap_or_else(|_| image.to_path_buf());
-    if let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") {
-        if let Some(mountpoint) = find_in_mountinfo(&mountinfo, &canonical) {
-            return Err(format!(
-                "{} is mounted on {}; unmount it first",
-                image.display(),
-                mountpoint.display()
-            ));
-        }
-    }
-    match lock(image, LockMode::Shared) {
-        Err(LockError::InUse) => Err(format!(
-            "{} is in use by a vigilfs mount (or mkfs); unmount it first",
-            image.display()
-        )),
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]
@@ -132,25 +251,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fuse_mounts_of_the_image_are_found_in_mountinfo() {
-        let mountinfo = "\
-22 27 0:21 / /proc rw,relatime - proc proc rw
-90 27 0:50 / /mnt/my\\040data rw,nosuid,nodev - fuse.vigilfs /srv/disk.img rw,user_id=0
-91 27 0:51 / /mnt/other rw - fuse.vigilfs /srv/other.img rw
-";
-        assert_eq!(
-            find_in_mountinfo(mountinfo, Path::new("/srv/disk.img")),
-            Some(PathBuf::from("/mnt/my data"))
-        );
-        assert_eq!(
-            find_in_mountinfo(mountinfo, Path::new("/srv/none.img")),
-            None
-        );
-        assert_eq!(find_in_mountinfo("garbage\n\n - x", Path::new("/x")), None);
-    }
-
-    #[test]
-    fn an_exclusive_lock_excludes_others_until_dropped() {
+    fn a_held_image_is_waited_for_then_refused_naming_the_holder() {
         let directory = tempfile::tempdir().unwrap();
         let image = directory.path().join("image");
         std::fs::write(&image, b"x").unwrap();
@@ -159,10 +260,47 @@ mod tests {
             lock(&image, LockMode::Shared),
             Err(LockError::InUse)
         ));
-        assert!(check_not_mounted(&image).is_err());
-        drop(held);
-        assert!(check_not_mounted(&image).is_ok());
+        let start = Instant::now();
+        let refused = acquire_within(&image, LockMode::Shared, Duration::from_millis(200));
+        assert!(start.elapsed() >= Duration::from_millis(200));
+        let Err(AcquireError::StillHeld(Some((pid, _)))) = refused else {
+            panic!("{refused:?}");
+        };
+        assert_eq!(pid, std::process::id(), "the holder is this process");
+        assert!(AcquireError::StillHeld(Some((pid, "vigilfs".into())))
+            .message(&image)
+            .contains(&format!("vigilfs (pid {pid})")));
+
+        // Released while waiting: acquired then.
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(held);
+        });
+        acquire_within(&image, LockMode::Exclusive, Duration::from_secs(10)).unwrap();
+        releaser.join().unwrap();
         let _shared = lock(&image, LockMode::Shared).unwrap();
         assert!(lock(&image, LockMode::Shared).is_ok());
+    }
+
+    #[test]
+    fn proc_locks_lines_name_the_flock_holder() {
+        let line = "1: FLOCK  ADVISORY  WRITE 4242 fe:01:1234 0 EOF";
+        assert_eq!(flock_holder(line, "fe:01:1234"), Some(4242));
+        assert_eq!(flock_holder(line, "fe:01:1235"), None);
+        let waiter = "1: -> FLOCK  ADVISORY  WRITE 77 fe:01:1234 0 EOF";
+        assert_eq!(flock_holder(waiter, "fe:01:1234"), Some(77));
+        let posix = "2: POSIX  ADVISORY  WRITE 5 fe:01:1234 0 EOF";
+        assert_eq!(flock_holder(posix, "fe:01:1234"), None);
+        assert_eq!(flock_holder("", "x"), None);
+    }
+
+    #[test]
+    fn a_missing_image_is_an_io_error() {
+        let directory = tempfile::tempdir().unwrap();
+        let missing = directory.path().join("missing");
+        assert!(matches!(
+            acquire(&missing, LockMode::Shared),
+            Err(AcquireError::Io(_))
+        ));
     }
 }

@@ -16,6 +16,7 @@ mod inject_command;
 mod mkfs_command;
 mod mount_command;
 mod mount_options;
+mod mountinfo;
 mod shutdown_command;
 mod signals;
 mod size;

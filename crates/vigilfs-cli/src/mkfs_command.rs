@@ -16,7 +16,7 @@ use vigilfs::format::{read_superblock, Label};
 use vigilfs::mkfs::{make_filesystem, MkfsOptions};
 
 use crate::failure::Failure;
-use crate::in_use::{self, LockError, LockMode};
+use crate::in_use::{self, AcquireError, LockMode};
 use crate::size::ByteSize;
 
 /// The size of an image created without --size.
@@ -47,16 +47,10 @@ pub fn run(request: &MkfsRequest) -> Result<u8, Failure> {
     let _lock = if created {
         None
     } else {
-        in_use::check_not_mounted(image).map_err(Failure::usage)?;
-        match in_use::lock(image, LockMode::Exclusive) {
+        match in_use::acquire(image, LockMode::Exclusive) {
             Ok(lock) => Some(lock),
-            Err(LockError::InUse) => {
-                return Err(Failure::usage(format!(
-                    "{} is in use by a vigilfs mount; unmount it first",
-                    image.display()
-                )))
-            }
-            Err(LockError::Io(_)) => None,
+            Err(AcquireError::Io(_)) => None,
+            Err(refused) => return Err(Failure::usage(refused.message(image))),
         }
     };
     let device = if created {

@@ -17,7 +17,9 @@
 //! the filesystem is mounted and answering, or with the child's error.
 //!
 //! The image is locked (flock, exclusive) for the life of the mount, which
-//! is how mkfs and fsck know it is mounted.
+//! is how mkfs and fsck know it is in use; the lock is dropped only once
+//! the engine is unmounted (written back, marked clean), so a command that
+//! waits for the lock after `umount` finds the image finished.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -33,7 +35,7 @@ use vigilfs::fs::{Filesystem, LifeState, MountOptions};
 
 use crate::control::{self, describe_errno};
 use crate::failure::Failure;
-use crate::in_use::{self, ImageLock, LockError, LockMode};
+use crate::in_use::{self, AcquireError, ImageLock, LockMode};
 use crate::mkfs_command::{self, DEFAULT_IMAGE_SIZE};
 use crate::mount_options::{self, MountSettings};
 use crate::signals;
@@ -133,21 +135,15 @@ fn prepare(request: &MountRequest) -> Result<Prepared, Failure> {
         .image
         .canonicalize()
         .map_err(|error| Failure::operational(format!("{}: {error}", request.image.display())))?;
-    in_use::check_not_mounted(&image).map_err(Failure::usage)?;
-    let lock = match in_use::lock(&image, LockMode::Exclusive) {
+    let lock = match in_use::acquire(&image, LockMode::Exclusive) {
         Ok(lock) => lock,
-        Err(LockError::InUse) => {
-            return Err(Failure::usage(format!(
-                "{} is already in use by another vigilfs mount (or mkfs, or fsck)",
-                image.display()
-            )))
-        }
-        Err(LockError::Io(error)) => {
+        Err(AcquireError::Io(error)) => {
             return Err(Failure::operational(format!(
                 "cannot open {}: {error}",
                 image.display()
             )))
         }
+        Err(refused) => return Err(Failure::usage(refused.message(&image))),
     };
     Ok(Prepared {
         image,
@@ -382,6 +378,10 @@ fn unmount_from_inside(mountpoint: &Path) {
         unsafe {
             libc::umount2(path.as_ptr(), libc::MNT_DETACH);
         }
+        return;
+    }
+    if error.raw_os_error() != Some(libc::EPERM) {
+        log(&format!("unmounting {}: {error}", mountpoint.display()));
         return;
     }
     // Not root: the setuid helper does it.

@@ -72,7 +72,10 @@ fn text(value: &Value) -> &str {
     value.as_str().unwrap_or("?")
 }
 
-fn event_line(event: &Value) -> String {
+/// One recorded error (its JSON form, see `control::report::event_json`)
+/// as people read it: `2025-12-01 10:14:57 UTC  EIO  writeback  inode 12
+/// block 3456  (origin)`; `-` for none.
+pub fn event_line(event: &Value) -> String {
     if event.is_null() {
         return "-".into();
     }
@@ -93,6 +96,36 @@ fn event_line(event: &Value) -> String {
     }
     let _ = write!(line, "  ({})", text(&event["origin"]));
     line
+}
+
+/// The error record (its JSON form, `control::report::error_record_json`)
+/// as labelled rows: the count per kind, then the first and last error
+/// when there is one.
+pub fn error_record_rows(errors: &Value) -> Vec<(&'static str, String)> {
+    let total = number(&errors["total"]);
+    let kinds: Vec<String> = errors["per_kind"]
+        .as_object()
+        .map(|kinds| {
+            kinds
+                .iter()
+                .filter(|(_, counter)| number(&counter["count"]) > 0)
+                .map(|(kind, counter)| format!("{kind} {}", number(&counter["count"])))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut rows = vec![(
+        "errors recorded",
+        if kinds.is_empty() {
+            total.to_string()
+        } else {
+            format!("{total} ({})", kinds.join(", "))
+        },
+    )];
+    if total > 0 {
+        rows.push(("  first", event_line(&errors["first"])));
+        rows.push(("  last", event_line(&errors["last"])));
+    }
+    rows
 }
 
 /// The human form of a status report.
@@ -180,29 +213,8 @@ pub fn render(status: &Value) -> String {
             None => "none".into(),
         },
     );
-    let errors = &status["errors"];
-    let total_errors = number(&errors["total"]);
-    let kinds: Vec<String> = errors["per_kind"]
-        .as_object()
-        .map(|kinds| {
-            kinds
-                .iter()
-                .filter(|(_, counter)| number(&counter["count"]) > 0)
-                .map(|(kind, counter)| format!("{kind} {}", number(&counter["count"])))
-                .collect()
-        })
-        .unwrap_or_default();
-    row(
-        "errors recorded",
-        if kinds.is_empty() {
-            total_errors.to_string()
-        } else {
-            format!("{total_errors} ({})", kinds.join(", "))
-        },
-    );
-    if total_errors > 0 {
-        row("  first", event_line(&errors["first"]));
-        row("  last", event_line(&errors["last"]));
+    for (label, value) in error_record_rows(&status["errors"]) {
+        row(label, value);
     }
     row("open files", number(&status["open_files"]).to_string());
     row("mount count", number(&status["mount_count"]).to_string());

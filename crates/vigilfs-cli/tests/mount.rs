@@ -1,209 +1,19 @@
-//! `vigilfs mount` and the control plane, end to end: real FUSE mounts
-//! served by the binary, driven by ordinary file I/O and the `vigilfs`
-//! subcommands, as a user would. They need root and /dev/fuse; without
-//! /dev/fuse each test says so and passes without doing anything.
+//! `vigilfs mount` and the control plane's commands, end to end: real
+//! FUSE mounts served by the binary, driven by ordinary file I/O and the
+//! `vigilfs` subcommands, as a user would. They need root and /dev/fuse;
+//! without /dev/fuse each test says so and passes without doing anything.
+
+mod common;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
-use std::os::unix::fs::{FileExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use vigilfs::device::{FileDevice, FileDeviceOptions};
-use vigilfs::format::{read_superblock, FsState};
-
-fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_vigilfs")
-}
-
-fn vigilfs(arguments: &[&str]) -> Output {
-    Command::new(binary())
-        .args(arguments)
-        .stdin(Stdio::null())
-        .output()
-        .expect("the vigilfs binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn fuse_missing(test: &str) -> bool {
-    if Path::new("/dev/fuse").exists() {
-        return false;
-    }
-    eprintln!("SKIPPED {test}: /dev/fuse is absent, FUSE mounts cannot be tested here");
-    true
-}
-
-fn is_mounted(mountpoint: &Path) -> bool {
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let wanted = mountpoint.to_string_lossy().replace(' ', "\\040");
-    mountinfo
-        .lines()
-        .any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < timeout, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Whether a process is gone (or a zombie nobody reaped).
-fn process_gone(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-    }
-}
-
-fn superblock_state(image: &Path) -> FsState {
-    let device = FileDevice::open(
-        image,
-        FileDeviceOptions {
-            read_only: true,
-            ..FileDeviceOptions::default()
-        },
-    )
-    .unwrap();
-    read_superblock(&device).unwrap().superblock.state
-}
-
-/// A scratch directory everyone may enter (the test of another user needs
-/// to reach the mount point), with an image path and a mount point; a
-/// mount left by a failed test is removed on drop.
-struct Scratch {
-    directory: tempfile::TempDir,
-    image: PathBuf,
-    mountpoint: PathBuf,
-    pid_file: PathBuf,
-    log_file: PathBuf,
-}
-
-impl Scratch {
-    fn new() -> Scratch {
-        let directory = tempfile::tempdir().unwrap();
-        fs::set_permissions(directory.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        let mountpoint = directory.path().join("mnt");
-        fs::create_dir(&mountpoint).unwrap();
-        Scratch {
-            image: directory.path().join("disk.img"),
-            pid_file: directory.path().join("vigilfs.pid"),
-            log_file: directory.path().join("vigilfs.log"),
-            mountpoint,
-            directory,
-        }
-    }
-
-    fn mnt(&self) -> &str {
-        self.mountpoint.to_str().unwrap()
-    }
-
-    fn img(&self) -> &str {
-        self.image.to_str().unwrap()
-    }
-
-    fn at(&self, name: &str) -> PathBuf {
-        self.mountpoint.join(name)
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log_file).unwrap_or_default()
-    }
-
-    /// `vigilfs mount --daemon` with a pid and a log file; returns the pid.
-    fn mount(&self, extra: &[&str]) -> u32 {
-        let mut arguments = vec![
-            "mount",
-            self.img(),
-            self.mnt(),
-            "--daemon",
-            "--pid-file",
-            self.pid_file.to_str().unwrap(),
-            "--log-file",
-            self.log_file.to_str().unwrap(),
-        ];
-        arguments.extend_from_slice(extra);
-        let output = vigilfs(&arguments);
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "mount failed: {}{}",
-            text(&output.stderr),
-            self.log()
-        );
-        assert!(
-            is_mounted(&self.mountpoint),
-            "mounted once --daemon returns"
-        );
-        fs::read_to_string(&self.pid_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    }
-
-    fn umount(&self, pid: u32) {
-        let output = Command::new("umount")
-            .arg(&self.mountpoint)
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "umount: {}", text(&output.stderr));
-        wait_until("the mount process exits", Duration::from_secs(60), || {
-            process_gone(pid)
-        });
-        assert!(!is_mounted(&self.mountpoint));
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let output = vigilfs(&["status", self.mnt(), "--json"]);
-        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
-        serde_json::from_slice(&output.stdout).unwrap()
-    }
-
-    fn inject(&self, arguments: &[&str]) -> Output {
-        let mut all = vec!["inject", self.mnt()];
-        all.extend_from_slice(arguments);
-        let output = vigilfs(&all);
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "inject {arguments:?}: {}",
-            text(&output.stderr)
-        );
-        output
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if is_mounted(&self.mountpoint) {
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(&self.mountpoint)
-                .output();
-        }
-        if let Ok(pid) = fs::read_to_string(&self.pid_file) {
-            if let Ok(pid) = pid.trim().parse::<i32>() {
-                // SAFETY: signalling a process by pid.
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
-            }
-        }
-        let _ = self.directory.path();
-    }
-}
-
-fn errno_of(result: std::io::Result<()>) -> Option<i32> {
-    result.err().map(|error| error.raw_os_error().unwrap_or(-1))
-}
+use common::*;
+use vigilfs::format::FsState;
 
 #[test]
 fn daemon_mount_creates_the_image_and_umount_leaves_it_clean() {
@@ -400,11 +210,60 @@ fn status_json_shows_an_error_without_consuming_it() {
     assert!(human.contains("Input/output error (EIO)"), "{human}");
     assert!(human.contains("errors recorded"), "{human}");
 
+    let inode = fs::metadata(&path).unwrap().ino();
+    let last_line = human
+        .lines()
+        .find(|line| line.trim_start().starts_with("last"))
+        .unwrap_or_else(|| panic!("no last error line: {human}"));
+    assert_readable_error_line(last_line, inode);
+
     // Status peeked: A has not been told, so its fsync reports it (once).
     assert_eq!(errno_of(a.sync_all()), Some(libc::EIO));
     assert_eq!(errno_of(a.sync_all()), None);
     drop((a, b));
     scratch.umount(pid);
+
+    // fsck shows the persistent record the same way, and as JSON.
+    let fsck = vigilfs(&["fsck", scratch.img()]);
+    assert_eq!(fsck.status.code(), Some(0), "{}", text(&fsck.stderr));
+    let report = text(&fsck.stdout);
+    assert!(
+        !report.contains("ErrorEvent") && !report.contains("Some("),
+        "Rust's Debug format in: {report}"
+    );
+    assert!(report.contains("errors recorded"), "{report}");
+    let last_line = report
+        .lines()
+        .find(|line| line.trim_start().starts_with("last"))
+        .unwrap_or_else(|| panic!("no last error line: {report}"));
+    assert_readable_error_line(last_line, inode);
+    let json = vigilfs(&["fsck", scratch.img(), "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let record = &json["error_record"];
+    assert!(record["total"].as_u64().unwrap() >= 1, "{json}");
+    assert_eq!(record["total"], json["errors_recorded"]);
+    assert_eq!(record["last"]["name"], "EIO", "{json}");
+    assert_eq!(record["last"]["errno"], libc::EIO);
+    assert_eq!(record["last"]["kind"], "writeback");
+    assert_eq!(record["last"]["inode"], inode);
+    assert!(record["last"]["time"].as_u64().unwrap() > 1_600_000_000);
+    assert!(record["per_kind"]["writeback"]["count"].as_u64().unwrap() >= 1);
+    assert!(!json.to_string().contains("ErrorEvent"), "{json}");
+}
+
+/// A recorded error as people read it: a UTC date, the errno's name, the
+/// kind, the inode.
+fn assert_readable_error_line(line: &str, inode: u64) {
+    let date = line
+        .split_whitespace()
+        .find(|word| word.len() == 10 && word.as_bytes()[4] == b'-' && word.as_bytes()[7] == b'-')
+        .unwrap_or_else(|| panic!("no date in: {line}"));
+    let year: u32 = date[..4].parse().unwrap();
+    assert!((2024..3000).contains(&year), "{line}");
+    assert!(line.contains("UTC"), "{line}");
+    assert!(line.contains("EIO"), "{line}");
+    assert!(line.contains("writeback"), "{line}");
+    assert!(line.contains(&format!("inode {inode}")), "{line}");
 }
 
 #[test]
@@ -880,17 +739,9 @@ done
     });
     let _ = workload.kill();
     let _ = workload.wait();
-    let cleaned = Command::new("fusermount3")
-        .args(["-u", "-z", scratch.mnt()])
-        .output()
-        .unwrap();
-    if !cleaned.status.success() {
-        let lazy = Command::new("umount")
-            .args(["-l", scratch.mnt()])
-            .output()
-            .unwrap();
-        assert!(lazy.status.success(), "{}", text(&lazy.stderr));
-    }
+    // The dead daemon's mount answers ENOTCONN; root detaches it with
+    // umount2 (no fusermount3 needed).
+    lazy_unmount(&scratch.mountpoint);
     assert!(!is_mounted(&scratch.mountpoint));
     assert_eq!(superblock_state(&scratch.image), FsState::Dirty);
     let _ = fs::remove_file(&scratch.pid_file);
@@ -1161,4 +1012,65 @@ fn generic_441_data_only_with_fsync_errors_once_reports_once_per_descriptor() {
     for (index, outcomes) in generic_441_data_writes(&options).iter().enumerate() {
         assert_eq!(outcomes, &[eio, None, None, None], "descriptor {index}");
     }
+}
+
+/// `umount MNT` then at once `vigilfs fsck IMG`, 20 times: umount returns
+/// before the mount process has written back and let go of the image, so
+/// fsck (and mkfs, and mount) wait for it instead of failing. Each round
+/// leaves dirty data for the process to write back after the umount.
+#[test]
+fn fsck_mkfs_and_mount_right_after_umount_wait_for_the_exiting_process() {
+    if fuse_missing("fsck_mkfs_and_mount_right_after_umount_wait_for_the_exiting_process") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let data = vec![0x5a_u8; 4 << 20];
+    let mut waited = 0;
+    for round in 0..20 {
+        let pid = scratch.mount(&["--size", "256M"]);
+        fs::write(scratch.at(&format!("round-{round}")), &data).unwrap();
+        let umount = Command::new("umount")
+            .arg(&scratch.mountpoint)
+            .output()
+            .unwrap();
+        assert!(umount.status.success(), "umount: {}", text(&umount.stderr));
+        let fsck = vigilfs(&["fsck", scratch.img()]);
+        assert_eq!(
+            fsck.status.code(),
+            Some(0),
+            "round {round}: fsck right after umount: {}{}",
+            text(&fsck.stdout),
+            text(&fsck.stderr)
+        );
+        if text(&fsck.stderr).contains("waiting up to") {
+            waited += 1;
+        }
+        assert!(
+            process_gone(pid),
+            "fsck ran while the mount process was alive"
+        );
+    }
+    eprintln!(
+        "umount then fsck: 20/20 clean; fsck waited for the exiting process in {waited} rounds"
+    );
+
+    // mount and mkfs wait the same way.
+    let pid = scratch.mount(&[]);
+    fs::write(scratch.at("more"), &data).unwrap();
+    let umount = Command::new("umount")
+        .arg(&scratch.mountpoint)
+        .output()
+        .unwrap();
+    assert!(umount.status.success());
+    let pid2 = scratch.mount(&[]);
+    assert!(process_gone(pid));
+    assert_eq!(fs::read(scratch.at("more")).unwrap(), data);
+    let umount = Command::new("umount")
+        .arg(&scratch.mountpoint)
+        .output()
+        .unwrap();
+    assert!(umount.status.success());
+    let mkfs = vigilfs(&["mkfs", scratch.img(), "--force"]);
+    assert_eq!(mkfs.status.code(), Some(0), "{}", text(&mkfs.stderr));
+    assert!(process_gone(pid2));
 }

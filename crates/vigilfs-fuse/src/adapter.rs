@@ -10,8 +10,17 @@
 //!   kernel ABI refuses a request before any engine call (unknown flag
 //!   bits, `lseek` whence values the kernel handles itself, a getxattr or
 //!   listxattr buffer too small: `ERANGE`, as the syscalls do).
-//! * Every request gets exactly one reply (fuser replies `EIO` for a reply
-//!   dropped unsent; no path here relies on that).
+//! * Every request gets exactly one reply. Only a handler that panics
+//!   leaves its reply unsent: every handler runs inside `guarded`, which
+//!   catches the panic at this boundary, so the reply is dropped while
+//!   unwinding and fuser answers a dropped reply with `EIO`; the session
+//!   thread, and the mount, go on serving.
+//! * A request that may wait at the engine's write gate (writes, opens for
+//!   writing, namespace and attribute changes, xattr changes, fallocate,
+//!   fsync, flush, release) runs where `lanes` says: never on the last
+//!   free session thread, and on a waiting pool while the filesystem is
+//!   frozen, so reads, lookups and stat are answered however many writers
+//!   wait for a thaw.
 //! * Lookup counts: every reply that hands the kernel an entry (lookup,
 //!   mknod, mkdir, symlink, link, create, and readdirplus entries other
 //!   than `.` and `..`) matches one lookup counted by the engine, and
@@ -56,9 +65,12 @@
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use fserror::{ErrorReport, Subtypes};
 
 use fuser::{
     BsdFileFlags, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
@@ -70,6 +82,7 @@ use vigilfs::fs::{Attr, Filesystem, FsError, OpenFlags, SetAttributes};
 use vigilfs::inode::{Caller, FallocateMode};
 
 use crate::convert;
+use crate::lanes::Lanes;
 
 /// The largest write the kernel is asked to send in one request, when it
 /// supports `FUSE_MAX_PAGES` (256 pages of 4 KiB: the kernel's default
@@ -110,9 +123,21 @@ fn wanted_capabilities() -> InitFlags {
         | InitFlags::FUSE_PARALLEL_DIROPS
 }
 
+/// With the `test-hooks` feature: a lookup of this name panics.
+#[cfg(feature = "test-hooks")]
+pub const TEST_PANIC_NAME: &str = ".vigilfs-test-panic";
+
 /// Serves one engine to the kernel.
 pub(crate) struct Adapter {
     filesystem: Arc<Filesystem>,
+    replies: Replies,
+    lanes: Lanes,
+}
+
+/// How entries, attributes and opens are answered: copied into the jobs
+/// handed to the waiting pool.
+#[derive(Debug, Clone, Copy)]
+struct Replies {
     entry_ttl: Duration,
     attr_ttl: Duration,
     /// What open and create reply: `FOPEN_KEEP_CACHE` or nothing.
@@ -135,26 +160,77 @@ fn generation(attr: &Attr) -> Generation {
     Generation(attr.record.generation)
 }
 
+/// Runs one request's handler; a panic in it stops here. The reply the
+/// handler owned is dropped unsent while unwinding, and fuser 0.18 answers
+/// a dropped reply with `EIO` (its `ReplyRaw` drop): that request fails,
+/// the session thread lives on. The panic is logged on stderr and
+/// announced as an FS_ERROR event (`EIO`).
+fn guarded(filesystem: &Filesystem, operation: &'static str, handler: impl FnOnce()) {
+    let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(handler)) else {
+        return;
+    };
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    eprintln!(
+        "vigilfs-fuse: the {operation} request handler panicked ({message}); \
+         that request failed with EIO and the mount goes on serving"
+    );
+    if let Some(eio) = fserror::Errno::new(libc::EIO) {
+        filesystem
+            .events()
+            .emit(&ErrorReport::new(eio, Subtypes::METADATA));
+    }
+}
+
 impl Adapter {
     pub(crate) fn new(
         filesystem: Arc<Filesystem>,
+        threads: usize,
         entry_ttl: Duration,
         attr_ttl: Duration,
         keep_cache: bool,
     ) -> Adapter {
         Adapter {
             filesystem,
-            entry_ttl,
-            attr_ttl,
-            open_flags: if keep_cache {
-                FopenFlags::FOPEN_KEEP_CACHE
-            } else {
-                FopenFlags::empty()
+            replies: Replies {
+                entry_ttl,
+                attr_ttl,
+                open_flags: if keep_cache {
+                    FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::empty()
+                },
             },
+            lanes: Lanes::new(threads),
         }
     }
 
-    fn reply_entry(&self, reply: ReplyEntry, result: Result<Attr, FsError>) {
+    /// Runs a handler that never waits at the write gate, guarded.
+    fn guard(&self, operation: &'static str, handler: impl FnOnce()) {
+        guarded(&self.filesystem, operation, handler);
+    }
+
+    /// Runs a handler that may wait at the write gate (see `lanes`): here
+    /// if the session thread may, else on the waiting pool. Guarded
+    /// either way.
+    fn gated(&self, operation: &'static str, job: impl FnOnce(&Filesystem) + Send + 'static) {
+        match self.lanes.inline_slot(self.filesystem.is_frozen()) {
+            Some(_slot) => guarded(&self.filesystem, operation, || job(&self.filesystem)),
+            None => {
+                let filesystem = Arc::clone(&self.filesystem);
+                self.lanes.hand_off(Box::new(move || {
+                    guarded(&filesystem, operation, || job(&filesystem));
+                }));
+            }
+        }
+    }
+}
+
+impl Replies {
+    fn entry(self, reply: ReplyEntry, result: Result<Attr, FsError>) {
         match result {
             Ok(attr) => reply.entry_with_ttls(
                 &self.attr_ttl,
@@ -166,7 +242,7 @@ impl Adapter {
         }
     }
 
-    fn reply_attr(&self, reply: ReplyAttr, result: Result<Attr, FsError>) {
+    fn attr(self, reply: ReplyAttr, result: Result<Attr, FsError>) {
         match result {
             Ok(attr) => reply.attr(&self.attr_ttl, &convert::file_attr(&attr)),
             Err(error) => reply.error(errno(&error)),
@@ -197,6 +273,22 @@ fn reply_xattr_bytes(reply: ReplyXattr, size: u32, bytes: &[u8]) {
     }
 }
 
+/// The engine's write and its reply (shared by the two lanes of `write`).
+fn write_and_reply(
+    filesystem: &Filesystem,
+    handle: u64,
+    offset: u64,
+    data: &[u8],
+    caller: &Caller,
+    reply: ReplyWrite,
+) {
+    match filesystem.write(handle, offset, data, caller) {
+        // A request carries at most max_write bytes, so the count fits.
+        Ok(written) => reply.written(u32::try_from(written).unwrap_or(u32::MAX)),
+        Err(error) => reply.error(errno(&error)),
+    }
+}
+
 #[allow(clippy::too_many_arguments)] // The signatures are fuser's.
 impl fuser::Filesystem for Adapter {
     fn init(&mut self, _request: &Request, config: &mut KernelConfig) -> io::Result<()> {
@@ -216,14 +308,20 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn lookup(&self, request: &Request, parent: INodeNo, entry: &OsStr, reply: ReplyEntry) {
-        let result = self
-            .filesystem
-            .lookup(parent.0, name(entry), &caller(request));
-        self.reply_entry(reply, result);
+        self.guard("lookup", || {
+            #[cfg(feature = "test-hooks")]
+            if entry == TEST_PANIC_NAME {
+                panic!("test hook: a lookup of {TEST_PANIC_NAME} panics");
+            }
+            let result = self
+                .filesystem
+                .lookup(parent.0, name(entry), &caller(request));
+            self.replies.entry(reply, result);
+        });
     }
 
     fn forget(&self, _request: &Request, ino: INodeNo, lookups: u64) {
-        self.filesystem.forget(ino.0, lookups);
+        self.guard("forget", || self.filesystem.forget(ino.0, lookups));
     }
 
     fn getattr(
@@ -233,7 +331,9 @@ impl fuser::Filesystem for Adapter {
         _handle: Option<FileHandle>,
         reply: ReplyAttr,
     ) {
-        self.reply_attr(reply, self.filesystem.getattr(ino.0));
+        self.guard("getattr", || {
+            self.replies.attr(reply, self.filesystem.getattr(ino.0));
+        });
     }
 
     fn setattr(
@@ -264,20 +364,20 @@ impl fuser::Filesystem for Adapter {
             atime: atime.map(convert::set_time),
             mtime: mtime.map(convert::set_time),
         };
-        let result = self.filesystem.setattr(
-            ino.0,
-            &changes,
-            handle.map(|handle| handle.0),
-            &caller(request),
-        );
-        self.reply_attr(reply, result);
+        let caller = caller(request);
+        let replies = self.replies;
+        self.gated("setattr", move |filesystem| {
+            let result =
+                filesystem.setattr(ino.0, &changes, handle.map(|handle| handle.0), &caller);
+            replies.attr(reply, result);
+        });
     }
 
     fn readlink(&self, _request: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.filesystem.readlink(ino.0) {
+        self.guard("readlink", || match self.filesystem.readlink(ino.0) {
             Ok(target) => reply.data(&target),
             Err(error) => reply.error(errno(&error)),
-        }
+        });
     }
 
     fn mknod(
@@ -291,14 +391,11 @@ impl fuser::Filesystem for Adapter {
         reply: ReplyEntry,
     ) {
         // Without FUSE_DONT_MASK the kernel has applied the umask already.
-        let result = self.filesystem.mknod(
-            parent.0,
-            name(entry),
-            mode,
-            u64::from(device),
-            &caller(request),
-        );
-        self.reply_entry(reply, result);
+        let (entry, caller, replies) = (name(entry).to_vec(), caller(request), self.replies);
+        self.gated("mknod", move |filesystem| {
+            let result = filesystem.mknod(parent.0, &entry, mode, u64::from(device), &caller);
+            replies.entry(reply, result);
+        });
     }
 
     fn mkdir(
@@ -310,24 +407,24 @@ impl fuser::Filesystem for Adapter {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let result = self
-            .filesystem
-            .mkdir(parent.0, name(entry), mode, &caller(request));
-        self.reply_entry(reply, result);
+        let (entry, caller, replies) = (name(entry).to_vec(), caller(request), self.replies);
+        self.gated("mkdir", move |filesystem| {
+            replies.entry(reply, filesystem.mkdir(parent.0, &entry, mode, &caller));
+        });
     }
 
     fn unlink(&self, request: &Request, parent: INodeNo, entry: &OsStr, reply: ReplyEmpty) {
-        let result = self
-            .filesystem
-            .unlink(parent.0, name(entry), &caller(request));
-        reply_empty(reply, result);
+        let (entry, caller) = (name(entry).to_vec(), caller(request));
+        self.gated("unlink", move |filesystem| {
+            reply_empty(reply, filesystem.unlink(parent.0, &entry, &caller));
+        });
     }
 
     fn rmdir(&self, request: &Request, parent: INodeNo, entry: &OsStr, reply: ReplyEmpty) {
-        let result = self
-            .filesystem
-            .rmdir(parent.0, name(entry), &caller(request));
-        reply_empty(reply, result);
+        let (entry, caller) = (name(entry).to_vec(), caller(request));
+        self.gated("rmdir", move |filesystem| {
+            reply_empty(reply, filesystem.rmdir(parent.0, &entry, &caller));
+        });
     }
 
     fn symlink(
@@ -338,13 +435,15 @@ impl fuser::Filesystem for Adapter {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let result = self.filesystem.symlink(
-            parent.0,
-            name(link_name),
-            target.as_os_str().as_bytes(),
-            &caller(request),
+        let (link_name, target) = (
+            name(link_name).to_vec(),
+            target.as_os_str().as_bytes().to_vec(),
         );
-        self.reply_entry(reply, result);
+        let (caller, replies) = (caller(request), self.replies);
+        self.gated("symlink", move |filesystem| {
+            let result = filesystem.symlink(parent.0, &link_name, &target, &caller);
+            replies.entry(reply, result);
+        });
     }
 
     fn rename(
@@ -361,15 +460,13 @@ impl fuser::Filesystem for Adapter {
             reply.error(Errno::EINVAL);
             return;
         };
-        let result = self.filesystem.rename(
-            parent.0,
-            name(entry),
-            new_parent.0,
-            name(new_name),
-            flags,
-            &caller(request),
-        );
-        reply_empty(reply, result);
+        let (entry, new_name) = (name(entry).to_vec(), name(new_name).to_vec());
+        let caller = caller(request);
+        self.gated("rename", move |filesystem| {
+            let result =
+                filesystem.rename(parent.0, &entry, new_parent.0, &new_name, flags, &caller);
+            reply_empty(reply, result);
+        });
     }
 
     fn link(
@@ -380,21 +477,32 @@ impl fuser::Filesystem for Adapter {
         new_name: &OsStr,
         reply: ReplyEntry,
     ) {
-        let result = self
-            .filesystem
-            .link(ino.0, new_parent.0, name(new_name), &caller(request));
-        self.reply_entry(reply, result);
+        let (new_name, caller, replies) = (name(new_name).to_vec(), caller(request), self.replies);
+        self.gated("link", move |filesystem| {
+            replies.entry(
+                reply,
+                filesystem.link(ino.0, new_parent.0, &new_name, &caller),
+            );
+        });
     }
 
     fn open(&self, request: &Request, ino: INodeNo, flags: FuseOpenFlags, reply: ReplyOpen) {
         // FOPEN_KEEP_CACHE unless configured off (MountConfig::keep_cache):
         // nothing changes a file behind this mount's kernel.
-        match self
-            .filesystem
-            .open(ino.0, OpenFlags::from_libc(flags.0), &caller(request))
-        {
-            Ok(handle) => reply.opened(FileHandle(handle), self.open_flags),
+        let (flags, caller, open_flags) = (
+            OpenFlags::from_libc(flags.0),
+            caller(request),
+            self.replies.open_flags,
+        );
+        let open = move |filesystem: &Filesystem| match filesystem.open(ino.0, flags, &caller) {
+            Ok(handle) => reply.opened(FileHandle(handle), open_flags),
             Err(error) => reply.error(errno(&error)),
+        };
+        // Opening for writing (or truncating) enters the write gate.
+        if flags.write || flags.truncate {
+            self.gated("open", open);
+        } else {
+            self.guard("open", || open(&self.filesystem));
         }
     }
 
@@ -409,14 +517,16 @@ impl fuser::Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let Ok(length) = usize::try_from(size) else {
-            reply.error(Errno::EINVAL);
-            return;
-        };
-        match self.filesystem.read(handle.0, offset, length) {
-            Ok(bytes) => reply.data(&bytes),
-            Err(error) => reply.error(errno(&error)),
-        }
+        self.guard("read", || {
+            let Ok(length) = usize::try_from(size) else {
+                reply.error(Errno::EINVAL);
+                return;
+            };
+            match self.filesystem.read(handle.0, offset, length) {
+                Ok(bytes) => reply.data(&bytes),
+                Err(error) => reply.error(errno(&error)),
+            }
+        });
     }
 
     fn write(
@@ -431,13 +541,20 @@ impl fuser::Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self
-            .filesystem
-            .write(handle.0, offset, data, &caller(request))
-        {
-            // A request carries at most max_write bytes, so the count fits.
-            Ok(written) => reply.written(u32::try_from(written).unwrap_or(u32::MAX)),
-            Err(error) => reply.error(errno(&error)),
+        let caller = caller(request);
+        // As `gated`, but the data is copied only when handed off.
+        match self.lanes.inline_slot(self.filesystem.is_frozen()) {
+            Some(_slot) => self.guard("write", || {
+                write_and_reply(&self.filesystem, handle.0, offset, data, &caller, reply);
+            }),
+            None => {
+                let (filesystem, data) = (Arc::clone(&self.filesystem), data.to_vec());
+                self.lanes.hand_off(Box::new(move || {
+                    guarded(&filesystem, "write", || {
+                        write_and_reply(&filesystem, handle.0, offset, &data, &caller, reply);
+                    });
+                }));
+            }
         }
     }
 
@@ -449,7 +566,9 @@ impl fuser::Filesystem for Adapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.filesystem.flush(handle.0));
+        self.gated("flush", move |filesystem| {
+            reply_empty(reply, filesystem.flush(handle.0));
+        });
     }
 
     fn release(
@@ -462,7 +581,9 @@ impl fuser::Filesystem for Adapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.filesystem.release(handle.0));
+        self.gated("release", move |filesystem| {
+            reply_empty(reply, filesystem.release(handle.0));
+        });
     }
 
     fn fsync(
@@ -473,14 +594,18 @@ impl fuser::Filesystem for Adapter {
         data_only: bool,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.filesystem.fsync(handle.0, data_only));
+        self.gated("fsync", move |filesystem| {
+            reply_empty(reply, filesystem.fsync(handle.0, data_only));
+        });
     }
 
     fn opendir(&self, request: &Request, ino: INodeNo, _flags: FuseOpenFlags, reply: ReplyOpen) {
-        match self.filesystem.opendir(ino.0, &caller(request)) {
-            Ok(handle) => reply.opened(FileHandle(handle), FopenFlags::empty()),
-            Err(error) => reply.error(errno(&error)),
-        }
+        self.guard("opendir", || {
+            match self.filesystem.opendir(ino.0, &caller(request)) {
+                Ok(handle) => reply.opened(FileHandle(handle), FopenFlags::empty()),
+                Err(error) => reply.error(errno(&error)),
+            }
+        });
     }
 
     fn readdir(
@@ -491,23 +616,25 @@ impl fuser::Filesystem for Adapter {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        match self.filesystem.readdir(handle.0, offset, READDIR_BATCH) {
-            Ok(items) => {
-                for item in items {
-                    let full = reply.add(
-                        INodeNo(item.ino),
-                        item.offset,
-                        convert::file_type(item.file_type),
-                        OsStr::from_bytes(&item.name),
-                    );
-                    if full {
-                        break;
+        self.guard("readdir", || {
+            match self.filesystem.readdir(handle.0, offset, READDIR_BATCH) {
+                Ok(items) => {
+                    for item in items {
+                        let full = reply.add(
+                            INodeNo(item.ino),
+                            item.offset,
+                            convert::file_type(item.file_type),
+                            OsStr::from_bytes(&item.name),
+                        );
+                        if full {
+                            break;
+                        }
                     }
+                    reply.ok();
                 }
-                reply.ok();
+                Err(error) => reply.error(errno(&error)),
             }
-            Err(error) => reply.error(errno(&error)),
-        }
+        });
     }
 
     fn readdirplus(
@@ -520,34 +647,36 @@ impl fuser::Filesystem for Adapter {
     ) {
         // One TTL for entry and attributes in a readdirplus entry (fuser
         // sends the same for both): the shorter of the two.
-        let ttl = self.entry_ttl.min(self.attr_ttl);
-        match self
-            .filesystem
-            .readdir_plus(handle.0, offset, READDIR_PLUS_BATCH)
-        {
-            Ok(items) => {
-                let mut full = false;
-                for (item, attr) in items {
-                    let counted = item.name != b"." && item.name != b"..";
-                    if !full {
-                        full = reply.add(
-                            INodeNo(item.ino),
-                            item.offset,
-                            OsStr::from_bytes(&item.name),
-                            &ttl,
-                            &convert::file_attr(&attr),
-                            generation(&attr),
-                        );
+        let ttl = self.replies.entry_ttl.min(self.replies.attr_ttl);
+        self.guard("readdirplus", || {
+            match self
+                .filesystem
+                .readdir_plus(handle.0, offset, READDIR_PLUS_BATCH)
+            {
+                Ok(items) => {
+                    let mut full = false;
+                    for (item, attr) in items {
+                        let counted = item.name != b"." && item.name != b"..";
+                        if !full {
+                            full = reply.add(
+                                INodeNo(item.ino),
+                                item.offset,
+                                OsStr::from_bytes(&item.name),
+                                &ttl,
+                                &convert::file_attr(&attr),
+                                generation(&attr),
+                            );
+                        }
+                        if full && counted {
+                            // Not sent: the kernel will not forget it.
+                            self.filesystem.forget(item.ino, 1);
+                        }
                     }
-                    if full && counted {
-                        // Not sent: the kernel will not forget it.
-                        self.filesystem.forget(item.ino, 1);
-                    }
+                    reply.ok();
                 }
-                reply.ok();
+                Err(error) => reply.error(errno(&error)),
             }
-            Err(error) => reply.error(errno(&error)),
-        }
+        });
     }
 
     fn releasedir(
@@ -558,7 +687,9 @@ impl fuser::Filesystem for Adapter {
         _flags: FuseOpenFlags,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.filesystem.releasedir(handle.0));
+        self.guard("releasedir", || {
+            reply_empty(reply, self.filesystem.releasedir(handle.0));
+        });
     }
 
     fn fsyncdir(
@@ -569,11 +700,13 @@ impl fuser::Filesystem for Adapter {
         _data_only: bool,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.filesystem.fsyncdir(handle.0));
+        self.gated("fsyncdir", move |filesystem| {
+            reply_empty(reply, filesystem.fsyncdir(handle.0));
+        });
     }
 
     fn statfs(&self, _request: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        match self.filesystem.statfs() {
+        self.guard("statfs", || match self.filesystem.statfs() {
             Ok(statfs) => reply.statfs(
                 statfs.blocks,
                 statfs.free_blocks,
@@ -585,7 +718,7 @@ impl fuser::Filesystem for Adapter {
                 statfs.block_size,
             ),
             Err(error) => reply.error(errno(&error)),
-        }
+        });
     }
 
     fn setxattr(
@@ -603,10 +736,14 @@ impl fuser::Filesystem for Adapter {
             reply.error(Errno::EINVAL);
             return;
         };
-        let result =
-            self.filesystem
-                .setxattr(ino.0, name(attribute), value, flags, &caller(request));
-        reply_empty(reply, result);
+        let (attribute, value, caller) =
+            (name(attribute).to_vec(), value.to_vec(), caller(request));
+        self.gated("setxattr", move |filesystem| {
+            reply_empty(
+                reply,
+                filesystem.setxattr(ino.0, &attribute, &value, flags, &caller),
+            );
+        });
     }
 
     fn getxattr(
@@ -617,35 +754,39 @@ impl fuser::Filesystem for Adapter {
         size: u32,
         reply: ReplyXattr,
     ) {
-        match self
-            .filesystem
-            .getxattr(ino.0, name(attribute), &caller(request))
-        {
-            Ok(value) => reply_xattr_bytes(reply, size, &value),
-            Err(error) => reply.error(errno(&error)),
-        }
+        self.guard("getxattr", || {
+            match self
+                .filesystem
+                .getxattr(ino.0, name(attribute), &caller(request))
+            {
+                Ok(value) => reply_xattr_bytes(reply, size, &value),
+                Err(error) => reply.error(errno(&error)),
+            }
+        });
     }
 
     fn listxattr(&self, request: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.filesystem.listxattr(ino.0, &caller(request)) {
-            Ok(names) => {
-                // The list is the names, each followed by a NUL.
-                let mut bytes = Vec::new();
-                for attribute in names {
-                    bytes.extend_from_slice(&attribute);
-                    bytes.push(0);
+        self.guard("listxattr", || {
+            match self.filesystem.listxattr(ino.0, &caller(request)) {
+                Ok(names) => {
+                    // The list is the names, each followed by a NUL.
+                    let mut bytes = Vec::new();
+                    for attribute in names {
+                        bytes.extend_from_slice(&attribute);
+                        bytes.push(0);
+                    }
+                    reply_xattr_bytes(reply, size, &bytes);
                 }
-                reply_xattr_bytes(reply, size, &bytes);
+                Err(error) => reply.error(errno(&error)),
             }
-            Err(error) => reply.error(errno(&error)),
-        }
+        });
     }
 
     fn removexattr(&self, request: &Request, ino: INodeNo, attribute: &OsStr, reply: ReplyEmpty) {
-        let result = self
-            .filesystem
-            .removexattr(ino.0, name(attribute), &caller(request));
-        reply_empty(reply, result);
+        let (attribute, caller) = (name(attribute).to_vec(), caller(request));
+        self.gated("removexattr", move |filesystem| {
+            reply_empty(reply, filesystem.removexattr(ino.0, &attribute, &caller));
+        });
     }
 
     fn create(
@@ -658,22 +799,19 @@ impl fuser::Filesystem for Adapter {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        match self.filesystem.create(
-            parent.0,
-            name(entry),
-            mode,
-            OpenFlags::from_libc(flags),
-            &caller(request),
-        ) {
-            Ok((attr, handle)) => reply.created(
-                &self.entry_ttl,
-                &convert::file_attr(&attr),
-                generation(&attr),
-                FileHandle(handle),
-                self.open_flags,
-            ),
-            Err(error) => reply.error(errno(&error)),
-        }
+        let (entry, caller, replies) = (name(entry).to_vec(), caller(request), self.replies);
+        self.gated("create", move |filesystem| {
+            match filesystem.create(parent.0, &entry, mode, OpenFlags::from_libc(flags), &caller) {
+                Ok((attr, handle)) => reply.created(
+                    &replies.entry_ttl,
+                    &convert::file_attr(&attr),
+                    generation(&attr),
+                    FileHandle(handle),
+                    replies.open_flags,
+                ),
+                Err(error) => reply.error(errno(&error)),
+            }
+        });
     }
 
     fn fallocate(
@@ -690,10 +828,11 @@ impl fuser::Filesystem for Adapter {
         // does not support. (A negative mode has bit 31 set, a bit no mode
         // defines: refused the same way.)
         let bits = u32::from_ne_bytes(mode.to_ne_bytes());
-        let result =
-            self.filesystem
-                .fallocate(handle.0, offset, length, FallocateMode::from_bits(bits));
-        reply_empty(reply, result);
+        self.gated("fallocate", move |filesystem| {
+            let result =
+                filesystem.fallocate(handle.0, offset, length, FallocateMode::from_bits(bits));
+            reply_empty(reply, result);
+        });
     }
 
     fn lseek(
@@ -705,21 +844,23 @@ impl fuser::Filesystem for Adapter {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        let Some(whence) = convert::seek(whence) else {
-            reply.error(Errno::EINVAL);
-            return;
-        };
-        // A negative offset is past no data: ENXIO, as ext4 and xfs reply.
-        let Ok(offset) = u64::try_from(offset) else {
-            reply.error(Errno::ENXIO);
-            return;
-        };
-        match self.filesystem.seek_data_hole(handle.0, offset, whence) {
-            Ok(found) => match i64::try_from(found) {
-                Ok(found) => reply.offset(found),
-                Err(_) => reply.error(Errno::EOVERFLOW),
-            },
-            Err(error) => reply.error(errno(&error)),
-        }
+        self.guard("lseek", || {
+            let Some(whence) = convert::seek(whence) else {
+                reply.error(Errno::EINVAL);
+                return;
+            };
+            // A negative offset is past no data: ENXIO, as ext4 and xfs reply.
+            let Ok(offset) = u64::try_from(offset) else {
+                reply.error(Errno::ENXIO);
+                return;
+            };
+            match self.filesystem.seek_data_hole(handle.0, offset, whence) {
+                Ok(found) => match i64::try_from(found) {
+                    Ok(found) => reply.offset(found),
+                    Err(_) => reply.error(Errno::EOVERFLOW),
+                },
+                Err(error) => reply.error(errno(&error)),
+            }
+        });
     }
 }

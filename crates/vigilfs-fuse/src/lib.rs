@@ -37,11 +37,14 @@
 //!   the image dirty, and the next mount recovers it from the journal.
 //!
 //! Files: `adapter.rs` translates requests (and holds the caching and
-//! invalidation choices); `convert.rs` converts attributes, times,
-//! credentials and flag words; `session.rs` mounts, waits and unmounts.
+//! invalidation choices, and the panic guard); `lanes.rs` keeps requests
+//! that may wait at the engine's write gate (a freeze) from taking every
+//! session thread; `convert.rs` converts attributes, times, credentials
+//! and flag words; `session.rs` mounts, waits and unmounts.
 
 mod adapter;
 mod convert;
+mod lanes;
 mod session;
 
 pub use session::{mount, MountConfig, Mounted};

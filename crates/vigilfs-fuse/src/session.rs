@@ -138,7 +138,12 @@ pub fn mount(
                 .filter(|source| !source.is_empty() && !source.contains([',', '\n']))
                 .unwrap_or_else(|| "vigilfs".into()),
         ),
-        MountOption::Subtype("vigilfs".into()),
+        // The kernel shows the type as `fuse.vigilfs` (mount, df -T,
+        // findmnt, fstab matching) when `subtype=` reaches it. fuser 0.18's
+        // own Subtype option is only given to fusermount3: its mount(2)
+        // path (root) drops it. As a plain option it reaches the kernel
+        // on both paths (fusermount3 takes `subtype=` from its -o list).
+        MountOption::CUSTOM("subtype=vigilfs".into()),
         // The kernel checks permissions too (the engine checks them again:
         // harmless); kernel semantics are what POSIX test suites expect.
         MountOption::DefaultPermissions,
@@ -160,6 +165,7 @@ pub fn mount(
 
     let adapter = Adapter::new(
         filesystem,
+        config.threads,
         config.entry_ttl,
         config.attr_ttl,
         config.keep_cache,

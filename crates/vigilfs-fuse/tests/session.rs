@@ -157,3 +157,43 @@ fn bad_arguments_are_refused_before_mounting() {
     assert_eq!(error.kind(), std::io::ErrorKind::NotADirectory);
     engine_unmount(filesystem);
 }
+
+/// The fields of this process's mountinfo line for `mountpoint`: the
+/// filesystem type and the source.
+fn mountinfo_type_and_source(mountpoint: &std::path::Path) -> Option<(String, String)> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let wanted = mountpoint.to_str().unwrap().replace(' ', "\\040");
+    mountinfo.lines().rev().find_map(|line| {
+        let (before, after) = line.split_once(" - ")?;
+        if before.split(' ').nth(4)? != wanted {
+            return None;
+        }
+        let mut fields = after.split(' ');
+        Some((fields.next()?.to_string(), fields.next()?.to_string()))
+    })
+}
+
+#[test]
+fn the_kernel_shows_the_type_as_fuse_vigilfs_and_the_source() {
+    if !common::fuse_available() {
+        return;
+    }
+    let (filesystem, _device) = common::fresh_engine(MountOptions::default());
+    let directory = tempfile::tempdir().unwrap();
+    let mounted = mount(
+        Arc::clone(&filesystem),
+        directory.path(),
+        &MountConfig {
+            source: Some("/srv/disk.img".into()),
+            ..MountConfig::default()
+        },
+    )
+    .unwrap();
+    let shown = mountinfo_type_and_source(mounted.mountpoint());
+    mounted.unmount().unwrap();
+    engine_unmount(filesystem);
+    assert_eq!(
+        shown,
+        Some(("fuse.vigilfs".to_string(), "/srv/disk.img".to_string()))
+    );
+}

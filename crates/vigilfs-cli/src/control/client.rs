@@ -1,62 +1,81 @@
-//! The client side: find the mount's socket, send one request, read the
-//! response. Every failure is a [`Failure`] with a message naming the mount
-//! point; a refused request exits with status 1.
+//! The client side: find the mount's owner and socket, make sure the
+//! socket is served by that owner, send one request, read the response.
+//!
+//! Invariants: nothing is sent to a socket before its server's
+//! `SO_PEERCRED` uid has been checked against the FUSE mount's owner (see
+//! the parent module for why and where); a socket nobody listens on is
+//! removed, not reported as a live mount. Every failure is a
+//! [`ClientError`] that becomes a one-line message naming the mount point.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use super::protocol::{ErrorKind, ErrorReply, Request, Response};
-use super::{canonical_mountpoint, find_socket, socket_directories, socket_name};
+use super::{
+    canonical_mountpoint, connect_nonblocking, peer_credentials, remove_if_stale,
+    socket_directories, socket_name, trusted_directory,
+};
 use crate::failure::Failure;
+use crate::mountinfo::Mounts;
 
 /// How long to wait for an answer (freeze may write back a lot).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long to keep trying to connect to a server whose backlog is full.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a request did not succeed.
 #[derive(Debug)]
 pub enum ClientError {
     /// No mount answered, or the exchange broke.
     Unreachable(String),
+    /// A socket answered that is not the mount owner's: refused unasked.
+    Untrusted(String),
     /// The server answered with an error.
     Server(ErrorReply),
 }
 
 impl ClientError {
     /// The error as a command failure, prefixed with the command and mount
-    /// point: "sync: /mnt: writeback error: ...". Everything exits 1 except
-    /// an unreachable mount, which is an operational error.
+    /// point: "sync: /mnt: writeback error: ...". A refused or failed
+    /// request exits 1; an unreachable, untrusted or busy server is an
+    /// operational error.
     pub fn into_failure(self, command: &str, mountpoint: &Path) -> Failure {
+        let prefix = format!("{command}: {}", mountpoint.display());
         match self {
-            ClientError::Unreachable(message) => {
-                Failure::operational(format!("{command}: {}: {message}", mountpoint.display()))
+            ClientError::Unreachable(message) | ClientError::Untrusted(message) => {
+                Failure::operational(format!("{prefix}: {message}"))
             }
-            ClientError::Server(reply) => Failure::usage(format!(
-                "{command}: {}: {}",
-                mountpoint.display(),
-                reply.message
-            )),
+            ClientError::Server(reply) if reply.kind == ErrorKind::Busy => {
+                Failure::operational(format!("{prefix}: {}", reply.message))
+            }
+            ClientError::Server(reply) => Failure::usage(format!("{prefix}: {}", reply.message)),
         }
     }
 }
 
-/// The socket path of the mount at `mountpoint`, or why there is none.
-pub fn socket_for(mountpoint: &Path) -> Result<PathBuf, ClientError> {
-    let canonical = canonical_mountpoint(mountpoint).map_err(|error| {
-        ClientError::Unreachable(format!("cannot resolve the mount point: {error}"))
+/// The uid that mounted the FUSE filesystem at `canonical` (the topmost
+/// mount there), from mountinfo.
+pub fn mount_owner(canonical: &Path) -> Result<u32, ClientError> {
+    let mounts = Mounts::read().map_err(|error| {
+        ClientError::Unreachable(format!("cannot read /proc/self/mountinfo: {error}"))
     })?;
-    find_socket(&canonical).map_err(|looked| {
-        let looked: Vec<String> = looked
-            .iter()
-            .map(|path| path.display().to_string())
-            .collect();
-        ClientError::Unreachable(format!(
-            "no vigilfs mount is served there (no control socket at {})",
-            looked.join(", ")
-        ))
+    let Some(entry) = mounts.topmost_at(canonical) else {
+        return Err(ClientError::Unreachable(
+            "no vigilfs mount is served there (nothing is mounted on it)".into(),
+        ));
+    };
+    if !entry.is_fuse() {
+        return Err(ClientError::Unreachable(format!(
+            "no vigilfs mount is served there (it is a {} mount)",
+            entry.fstype
+        )));
+    }
+    entry.fuse_owner().ok_or_else(|| {
+        ClientError::Unreachable("the FUSE mount there shows no owner (user_id=)".into())
     })
 }
 
@@ -65,32 +84,112 @@ pub fn call(mountpoint: &Path, request: &Request) -> Result<Value, ClientError> 
     let canonical = canonical_mountpoint(mountpoint).map_err(|error| {
         ClientError::Unreachable(format!("cannot resolve the mount point: {error}"))
     })?;
-    // Try every existing candidate: a socket a dead mount left behind
-    // refuses connections, and a live one may sit in a later directory.
-    let name = socket_name(&canonical);
-    let mut last_error = None;
-    for directory in socket_directories(None) {
+    let owner = mount_owner(&canonical)?;
+    call_owned(&canonical, owner, request)
+}
+
+/// [`call`] for the mount at `canonical` (already canonical) owned by
+/// `owner`: only `owner`'s socket directories, only a server running as
+/// `owner`.
+pub fn call_owned(canonical: &Path, owner: u32, request: &Request) -> Result<Value, ClientError> {
+    let stream = connect_trusted(canonical, owner)?;
+    exchange(stream, request)
+}
+
+/// The first socket of the mount that answers and is served by `owner`.
+fn connect_trusted(canonical: &Path, owner: u32) -> Result<UnixStream, ClientError> {
+    let name = socket_name(canonical);
+    let mut looked = Vec::new();
+    let mut refused = Vec::new();
+    let mut stale = Vec::new();
+    let mut failed = Vec::new();
+    for directory in socket_directories(owner) {
         let path = directory.join(&name);
-        if !path.exists() {
+        looked.push(path.display().to_string());
+        if std::fs::symlink_metadata(&path).is_err() {
             continue;
         }
-        match UnixStream::connect(&path) {
-            Ok(stream) => return exchange(stream, request),
-            Err(error) => last_error = Some((path, error)),
+        if let Err(why) = trusted_directory(&directory, owner) {
+            refused.push(format!("{} (its directory is {why})", path.display()));
+            continue;
+        }
+        let stream = match connect(&path) {
+            Ok(stream) => stream,
+            Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => {
+                stale.push(match remove_if_stale(&directory, &path) {
+                    Some(Ok(())) => format!("removed the stale control socket {}", path.display()),
+                    Some(Err(error)) => format!(
+                        "its control socket {} is stale, and could not be removed: {error}",
+                        path.display()
+                    ),
+                    None => format!("{} did not answer", path.display()),
+                });
+                continue;
+            }
+            Err(error) => {
+                failed.push(format!("{}: {error}", path.display()));
+                continue;
+            }
+        };
+        match peer_credentials(&stream) {
+            Ok(peer) if peer.uid == owner => {
+                for refusal in &refused {
+                    eprintln!("vigilfs: warning: ignored {refusal}");
+                }
+                return Ok(stream);
+            }
+            Ok(peer) => refused.push(format!(
+                "{}: it is served by uid {} (pid {}), not by uid {owner} who mounted {}",
+                path.display(),
+                peer.uid,
+                peer.pid,
+                canonical.display()
+            )),
+            Err(error) => refused.push(format!(
+                "{}: its server's credentials cannot be read ({error})",
+                path.display()
+            )),
         }
     }
-    match last_error {
-        Some((path, error)) if error.kind() == io::ErrorKind::ConnectionRefused => {
-            Err(ClientError::Unreachable(format!(
-                "the mount process is gone (stale control socket {})",
-                path.display()
-            )))
+    if !refused.is_empty() {
+        return Err(ClientError::Untrusted(format!(
+            "refusing to talk to a control socket not served by the mount's owner (planted by \
+             another user?): {}",
+            refused.join("; ")
+        )));
+    }
+    if !failed.is_empty() {
+        return Err(ClientError::Unreachable(format!(
+            "cannot connect: {}",
+            failed.join("; ")
+        )));
+    }
+    if !stale.is_empty() {
+        return Err(ClientError::Unreachable(format!(
+            "the mount process is gone ({})",
+            stale.join("; ")
+        )));
+    }
+    Err(ClientError::Unreachable(format!(
+        "no vigilfs mount is served there (no control socket at {})",
+        looked.join(", ")
+    )))
+}
+
+/// Connects, retrying while the server's backlog is full, up to
+/// [`CONNECT_TIMEOUT`].
+fn connect(path: &Path) -> io::Result<UnixStream> {
+    let start = Instant::now();
+    loop {
+        match connect_nonblocking(path) {
+            Err(error)
+                if error.kind() == io::ErrorKind::WouldBlock
+                    && start.elapsed() < CONNECT_TIMEOUT =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            outcome => return outcome,
         }
-        Some((path, error)) => Err(ClientError::Unreachable(format!(
-            "cannot connect to {}: {error}",
-            path.display()
-        ))),
-        None => socket_for(mountpoint).map(|_| Value::Null),
     }
 }
 
@@ -102,11 +201,15 @@ fn exchange(stream: UnixStream, request: &Request) -> Result<Value, ClientError>
     let mut line = serde_json::to_vec(request)
         .map_err(|error| ClientError::Unreachable(format!("encoding the request: {error}")))?;
     line.push(b'\n');
-    (&stream).write_all(&line).map_err(broken)?;
+    // A server that refuses a connection (busy) answers before reading and
+    // closes: the write may then fail while its answer waits to be read.
+    let written = (&stream).write_all(&line);
     let mut answer = Vec::new();
-    BufReader::new(&stream)
-        .read_until(b'\n', &mut answer)
-        .map_err(broken)?;
+    let read = BufReader::new(&stream).read_until(b'\n', &mut answer);
+    if answer.is_empty() {
+        written.map_err(broken)?;
+    }
+    read.map_err(broken)?;
     if answer.is_empty() {
         return Err(ClientError::Unreachable(
             "the mount process closed the connection without answering".into(),

@@ -20,8 +20,11 @@
 //!
 //! ```text
 //! {"ok":true,"result":VALUE}
-//! {"ok":false,"error":{"kind":"refused"|"bad_request"|"failed","message":"...","errno":5}}
+//! {"ok":false,"error":{"kind":"refused"|"bad_request"|"failed"|"busy","message":"...","errno":5}}
 //! ```
+//!
+//! `busy`: the server has as many connections open as it serves at once
+//! and answered this one only to say so; trying again later may work.
 //!
 //! Unknown fields are ignored (a newer client may send more). `status` and
 //! `inject_list` are open to everyone; the others only to root
@@ -99,6 +102,8 @@ pub enum ErrorKind {
     BadRequest,
     /// The filesystem reported an error.
     Failed,
+    /// Too many connections are open; not served.
+    Busy,
 }
 
 /// A failed request's error.

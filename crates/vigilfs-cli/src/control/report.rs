@@ -28,7 +28,7 @@
 
 use serde_json::{json, Map, Value};
 use vigilfs::device::{FaultPlan, RuleStatus};
-use vigilfs::format::{ErrorEvent, ErrorKind};
+use vigilfs::format::{ErrorEvent, ErrorKind, ErrorRecord};
 use vigilfs::fs::{Filesystem, LifeState};
 
 use super::{describe_errno, errno_name};
@@ -45,7 +45,10 @@ pub fn rule_json(rule: &RuleStatus) -> Value {
     })
 }
 
-fn event_json(event: &Option<ErrorEvent>) -> Value {
+/// One recorded error as JSON: null, or `{time, errno, name, inode,
+/// block, kind, origin}` (`time` in seconds since the epoch, `name` the
+/// errno's symbolic name or null).
+pub fn event_json(event: &Option<ErrorEvent>) -> Value {
     match event {
         None => Value::Null,
         Some(event) => json!({
@@ -60,17 +63,9 @@ fn event_json(event: &Option<ErrorEvent>) -> Value {
     }
 }
 
-/// The status of `fs` (and its fault plan) as JSON; `extra` fields (the
-/// mount point, the image...) come first.
-pub fn status_json(fs: &Filesystem, plan: &FaultPlan, extra: &Map<String, Value>) -> Value {
-    let status = fs.status();
-    let block_size = fs.statfs().map(|statfs| statfs.block_size).ok();
-    let reason = match &status.state {
-        LifeState::ReadOnly(why) | LifeState::ShutDown(why) => Some(why.clone()),
-        LifeState::Running | LifeState::Frozen => None,
-    };
-    let journal = &status.journal;
-    let record = &status.error_record;
+/// The persistent error record as JSON: `{total, first, last, per_kind}`
+/// (`status` and `fsck --json` both show it so).
+pub fn error_record_json(record: &ErrorRecord) -> Value {
     let per_kind: Map<String, Value> = ErrorKind::ALL
         .iter()
         .map(|kind| {
@@ -81,6 +76,24 @@ pub fn status_json(fs: &Filesystem, plan: &FaultPlan, extra: &Map<String, Value>
             )
         })
         .collect();
+    json!({
+        "total": record.total,
+        "first": event_json(&record.first),
+        "last": event_json(&record.last),
+        "per_kind": per_kind,
+    })
+}
+
+/// The status of `fs` (and its fault plan) as JSON; `extra` fields (the
+/// mount point, the image...) come first.
+pub fn status_json(fs: &Filesystem, plan: &FaultPlan, extra: &Map<String, Value>) -> Value {
+    let status = fs.status();
+    let block_size = fs.statfs().map(|statfs| statfs.block_size).ok();
+    let reason = match &status.state {
+        LifeState::ReadOnly(why) | LifeState::ShutDown(why) => Some(why.clone()),
+        LifeState::Running | LifeState::Frozen => None,
+    };
+    let journal = &status.journal;
     let mut out = extra.clone();
     let fields = json!({
         "state": status.state.name(),
@@ -117,12 +130,7 @@ pub fn status_json(fs: &Filesystem, plan: &FaultPlan, extra: &Map<String, Value>
             "name": errno_name(errno),
             "message": describe_errno(errno),
         })),
-        "errors": {
-            "total": record.total,
-            "first": event_json(&record.first),
-            "last": event_json(&record.last),
-            "per_kind": per_kind,
-        },
+        "errors": error_record_json(&status.error_record),
         "open_files": status.open_files,
         "mount_count": status.mount_count,
         "fault_rules": plan.rules().iter().map(rule_json).collect::<Vec<_>>(),

@@ -1,18 +1,41 @@
 //! The control server the mount process runs: a Unix socket (see the
 //! parent module for where), one thread accepting, one short-lived thread
-//! per connection. Bad input gets an error response, never a panic; a
-//! client that sends nothing is dropped after a timeout; the socket file is
-//! removed when the server stops.
+//! per connection.
+//!
+//! A client cannot hold the mount:
+//! * **Whole-request deadline.** The request line must arrive complete
+//!   within [`Limits::request_deadline`] of the connection being accepted,
+//!   however the bytes trickle in (each read waits only for what is left of
+//!   that time), and the response must be written within
+//!   [`Limits::response_deadline`]. Executing the request itself (a freeze
+//!   writing back gigabytes) has no deadline: that is the server's work,
+//!   not the client's. A future streaming response (the event
+//!   subscription) keeps the request deadline and replaces the response
+//!   deadline with a per-write stall limit, so the stream may live as long
+//!   as the client reads it.
+//! * **Bounded connections.** At most [`Limits::max_connections`] are
+//!   served at once, and at most [`Limits::max_per_uid`] for one uid (so one
+//!   user cannot take every slot); an excess connection gets a `busy`
+//!   error at once and is closed.
+//! * **Unmount never waits for a client.** Connection threads are detached;
+//!   [`ControlServer::stop`] only stops the accept thread. They hold the
+//!   filesystem only weakly, upgrading it just while a request executes
+//!   and never while reading or writing the socket, so the mount process
+//!   can unmount the engine and exit while a client is stuck mid-request.
+//!
+//! Bad input gets an error response, never a panic. The socket file is
+//! removed when the server stops (if it is still the one it bound).
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 use vigilfs::device::{FaultPlan, FaultRule, RuleId};
@@ -21,25 +44,58 @@ use vigilfs::inode::FileError;
 
 use super::protocol::{ErrorKind, Request, Response, MAX_REQUEST_BYTES};
 use super::report::{rule_json, status_json};
-use super::{canonical_mountpoint, current_uid, describe_errno, socket_directories, socket_name};
+use super::{
+    canonical_mountpoint, connect_nonblocking, current_uid, describe_errno, peer_credentials,
+    socket_directories, socket_name, sweep_stale, trusted_directory, DirectoryLock,
+};
 
-/// How long a connection may take to send its request.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// What one client may take of the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// From accepting a connection to having its whole request line.
+    pub request_deadline: Duration,
+    /// For writing the whole response.
+    pub response_deadline: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Connections served at once for one client uid.
+    pub max_per_uid: usize,
+}
+
+impl Default for Limits {
+    /// A request line is one short JSON object: 5 s is ample even for a
+    /// person typing it into `socat`. 32 connections, 8 per uid.
+    fn default() -> Limits {
+        Limits {
+            request_deadline: Duration::from_secs(5),
+            response_deadline: Duration::from_secs(5),
+            max_connections: 32,
+            max_per_uid: 8,
+        }
+    }
+}
 
 /// A running control server; [`ControlServer::stop`] ends it.
 #[derive(Debug)]
 pub struct ControlServer {
     path: PathBuf,
+    /// The socket file's (device, inode) as bound: only that is removed.
+    identity: (u64, u64),
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 struct Context {
-    fs: Arc<Filesystem>,
+    /// Weak: see the module comment (unmount never waits for a client).
+    fs: Weak<Filesystem>,
     plan: Arc<FaultPlan>,
     mountpoint: PathBuf,
     owner_uid: u32,
     extra: Map<String, Value>,
+    limits: Limits,
+    stopping: Arc<AtomicBool>,
+    /// Open connections per client uid (`None`: uid unknown).
+    connections: Mutex<HashMap<Option<u32>, usize>>,
 }
 
 /// Serves the control socket of the mount at `mountpoint`.
@@ -58,22 +114,38 @@ pub fn serve_with(
     plan: Arc<FaultPlan>,
     mountpoint: &Path,
     owner_uid: u32,
+    extra: Map<String, Value>,
+) -> io::Result<ControlServer> {
+    serve_limited(fs, plan, mountpoint, owner_uid, extra, Limits::default())
+}
+
+/// [`serve_with`] with explicit [`Limits`].
+pub fn serve_limited(
+    fs: Arc<Filesystem>,
+    plan: Arc<FaultPlan>,
+    mountpoint: &Path,
+    owner_uid: u32,
     mut extra: Map<String, Value>,
+    limits: Limits,
 ) -> io::Result<ControlServer> {
     let mountpoint = canonical_mountpoint(mountpoint)?;
     let (listener, path) = bind(&mountpoint)?;
+    let metadata = std::fs::symlink_metadata(&path)?;
     listener.set_nonblocking(true)?;
     extra.insert("mountpoint".into(), json!(mountpoint.display().to_string()));
     extra.insert("owner_uid".into(), json!(owner_uid));
     extra.insert("pid".into(), json!(std::process::id()));
+    let stop = Arc::new(AtomicBool::new(false));
     let context = Arc::new(Context {
-        fs,
+        fs: Arc::downgrade(&fs),
         plan,
         mountpoint,
         owner_uid,
         extra,
+        limits,
+        stopping: Arc::clone(&stop),
+        connections: Mutex::new(HashMap::new()),
     });
-    let stop = Arc::new(AtomicBool::new(false));
     let thread = {
         let stop = Arc::clone(&stop);
         std::thread::Builder::new()
@@ -82,6 +154,7 @@ pub fn serve_with(
     };
     Ok(ControlServer {
         path,
+        identity: (metadata.dev(), metadata.ino()),
         stop,
         thread: Some(thread),
     })
@@ -93,8 +166,9 @@ impl ControlServer {
         &self.path
     }
 
-    /// Stops accepting, waits for the requests being served, removes the
-    /// socket.
+    /// Stops accepting and removes the socket. Connections being served
+    /// are left to finish on their own (within their deadlines): this
+    /// never waits for a client.
     pub fn stop(mut self) {
         self.stop_now();
     }
@@ -103,7 +177,11 @@ impl ControlServer {
         self.stop.store(true, Ordering::Release);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
-            let _ = std::fs::remove_file(&self.path);
+            let ours = std::fs::symlink_metadata(&self.path)
+                .is_ok_and(|metadata| (metadata.dev(), metadata.ino()) == self.identity);
+            if ours {
+                let _ = std::fs::remove_file(&self.path);
+            }
         }
     }
 }
@@ -114,8 +192,8 @@ impl Drop for ControlServer {
     }
 }
 
-/// Makes a socket directory: 0755, and a `/tmp/vigilfs-<uid>` fallback
-/// must belong to us.
+/// Makes a socket directory (0755) if missing; it must then be one a
+/// client will trust for our uid.
 fn ensure_directory(directory: &Path) -> io::Result<()> {
     match std::fs::DirBuilder::new()
         .recursive(true)
@@ -126,33 +204,24 @@ fn ensure_directory(directory: &Path) -> io::Result<()> {
         Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
         Err(error) => return Err(error),
     }
-    let metadata = std::fs::symlink_metadata(directory)?;
-    if !metadata.is_dir() {
-        return Err(io::Error::other(format!(
-            "{} is not a directory",
-            directory.display()
-        )));
-    }
-    if directory.starts_with("/tmp") && metadata.uid() != current_uid() {
-        return Err(io::Error::other(format!(
-            "{} belongs to someone else",
-            directory.display()
-        )));
-    }
-    Ok(())
+    trusted_directory(directory, current_uid()).map_err(io::Error::other)
 }
 
+/// Binds the socket in the first directory that works, under the
+/// directory's lock, after sweeping the stale sockets there.
 fn bind(mountpoint: &Path) -> io::Result<(UnixListener, PathBuf)> {
     let name = socket_name(mountpoint);
     let mut failures = Vec::new();
-    for directory in socket_directories(Some(current_uid())) {
+    for directory in socket_directories(current_uid()) {
         if let Err(error) = ensure_directory(&directory) {
             failures.push(format!("{}: {error}", directory.display()));
             continue;
         }
+        let _lock = DirectoryLock::take(&directory);
+        sweep_stale(&directory);
         let path = directory.join(&name);
-        if path.exists() {
-            if UnixStream::connect(&path).is_ok() {
+        if std::fs::symlink_metadata(&path).is_ok() {
+            if connect_nonblocking(&path).is_ok() {
                 return Err(io::Error::new(
                     io::ErrorKind::AddrInUse,
                     format!(
@@ -162,7 +231,8 @@ fn bind(mountpoint: &Path) -> io::Result<(UnixListener, PathBuf)> {
                     ),
                 ));
             }
-            // Left by a mount process that died.
+            // Not a socket anyone listens on (the sweep removed the stale
+            // ones): in the way.
             let _ = std::fs::remove_file(&path);
         }
         match UnixListener::bind(&path) {
@@ -181,7 +251,6 @@ fn bind(mountpoint: &Path) -> io::Result<(UnixListener, PathBuf)> {
 }
 
 fn accept_loop(listener: &UnixListener, context: &Arc<Context>, stop: &AtomicBool) {
-    let mut workers: Vec<JoinHandle<()>> = Vec::new();
     while !stop.load(Ordering::Acquire) {
         let mut poll = libc::pollfd {
             fd: listener.as_raw_fd(),
@@ -195,77 +264,187 @@ fn accept_loop(listener: &UnixListener, context: &Arc<Context>, stop: &AtomicBoo
             continue;
         }
         match listener.accept() {
-            Ok((stream, _)) => {
-                let context = Arc::clone(context);
-                let spawned = std::thread::Builder::new()
-                    .name("vigilfs-control-client".into())
-                    .spawn(move || serve_connection(stream, &context));
-                if let Ok(worker) = spawned {
-                    workers.push(worker);
-                }
-            }
+            Ok((stream, _)) => admit(stream, context),
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
-        workers.retain(|worker| !worker.is_finished());
-    }
-    for worker in workers {
-        let _ = worker.join();
     }
 }
 
-/// The peer's uid, from SO_PEERCRED.
-pub fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
-    let mut credentials = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut length = size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: the pointers refer to a live ucred and its length, which is
-    // what SO_PEERCRED writes; the fd is the stream's open socket.
-    let result = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut credentials as *mut libc::ucred).cast(),
-            &mut length,
-        )
-    };
-    if result != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(credentials.uid)
+/// A connection counted against the limits; uncounted when dropped.
+struct Slot {
+    context: Arc<Context>,
+    uid: Option<u32>,
 }
 
-fn serve_connection(stream: UnixStream, context: &Context) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
-    let uid = peer_uid(&stream);
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut connections = lock(&self.context.connections);
+        if let Some(count) = connections.get_mut(&self.uid) {
+            *count -= 1;
+            if *count == 0 {
+                connections.remove(&self.uid);
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The counts are updated in single statements: a poisoned lock holds
+    // consistent data.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Serves `stream` on a thread of its own if the limits allow, else
+/// answers `busy` at once.
+fn admit(stream: UnixStream, context: &Arc<Context>) {
+    // Clients whose uid cannot be read share one count.
+    let uid = peer_credentials(&stream).ok().map(|peer| peer.uid);
+    let slot = {
+        let mut connections = lock(&context.connections);
+        let total: usize = connections.values().sum();
+        let mine = connections.get(&uid).copied().unwrap_or(0);
+        if total >= context.limits.max_connections || mine >= context.limits.max_per_uid {
+            None
+        } else {
+            *connections.entry(uid).or_insert(0) += 1;
+            Some(Slot {
+                context: Arc::clone(context),
+                uid,
+            })
+        }
+    };
+    let Some(slot) = slot else {
+        let limits = &context.limits;
+        let busy = Response::failure(
+            ErrorKind::Busy,
+            format!(
+                "the mount process is serving as many control connections as it allows \
+                 ({} in all, {} per user); try again",
+                limits.max_connections, limits.max_per_uid
+            ),
+            Some(libc::EBUSY),
+        );
+        // Non-blocking: a short answer fits the socket buffer, and a client
+        // that does not read must not hold the accept thread.
+        let _ = stream.set_nonblocking(true);
+        let _ = write_response(&stream, &busy, Instant::now());
+        return;
+    };
+    let spawned = std::thread::Builder::new()
+        .name("vigilfs-control-client".into())
+        .spawn(move || {
+            let slot = slot;
+            serve_connection(&stream, &slot.context, uid);
+        });
+    // Could not spawn: the closure (and the slot, and the stream) is
+    // dropped, which closes the connection and uncounts it.
+    drop(spawned);
+}
+
+/// Why a request line could not be read.
+enum ReadError {
+    /// Not complete within the deadline.
+    Deadline,
+    /// Longer than [`MAX_REQUEST_BYTES`].
+    TooLong,
+    /// The socket failed.
+    Io(io::Error),
+}
+
+/// Reads up to the first newline (or end of stream) before `deadline`.
+/// Each read waits only for what is left of the deadline, so bytes that
+/// trickle in cannot stretch it.
+fn read_request_line(stream: &UnixStream, deadline: Instant) -> Result<Vec<u8>, ReadError> {
     let mut line = Vec::new();
-    let read = match stream.try_clone() {
-        Ok(reader) => BufReader::new(reader.take(MAX_REQUEST_BYTES)).read_until(b'\n', &mut line),
-        Err(error) => Err(error),
-    };
-    let response = match read {
-        Err(error) => Response::failure(
+    let mut buffer = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ReadError::Deadline);
+        }
+        stream.set_read_timeout(Some(left)).map_err(ReadError::Io)?;
+        match (&*stream).read(&mut buffer) {
+            Ok(0) => return Ok(line),
+            Ok(count) => {
+                let chunk = &buffer[..count];
+                if let Some(end) = chunk.iter().position(|byte| *byte == b'\n') {
+                    line.extend_from_slice(&chunk[..end]);
+                    return Ok(line);
+                }
+                line.extend_from_slice(chunk);
+                if line.len() as u64 > MAX_REQUEST_BYTES {
+                    return Err(ReadError::TooLong);
+                }
+            }
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(ReadError::Deadline)
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(ReadError::Io(error)),
+        }
+    }
+}
+
+/// Writes `response` and a newline, all of it before `deadline` (at once
+/// if the stream is non-blocking).
+fn write_response(stream: &UnixStream, response: &Response, deadline: Instant) -> io::Result<()> {
+    let mut text = serde_json::to_vec(response).unwrap_or_else(|_| {
+        br#"{"ok":false,"error":{"kind":"failed","message":"unencodable response"}}"#.to_vec()
+    });
+    text.push(b'\n');
+    let mut written = 0;
+    while written < text.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if !left.is_zero() {
+            stream.set_write_timeout(Some(left))?;
+        }
+        match (&*stream).write(&text[written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(count) => written += count,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+        if written < text.len() && Instant::now() >= deadline {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+    }
+    Ok(())
+}
+
+fn serve_connection(stream: &UnixStream, context: &Context, uid: Option<u32>) {
+    let limits = context.limits;
+    let accepted = Instant::now();
+    let response = match read_request_line(stream, accepted + limits.request_deadline) {
+        Ok(line) => respond(&line, uid, context),
+        Err(ReadError::Deadline) => Response::failure(
+            ErrorKind::BadRequest,
+            format!(
+                "no complete request line within {} s",
+                limits.request_deadline.as_secs_f64()
+            ),
+            Some(libc::ETIMEDOUT),
+        ),
+        Err(ReadError::TooLong) => Response::failure(
+            ErrorKind::BadRequest,
+            format!("request line longer than {MAX_REQUEST_BYTES} bytes"),
+            None,
+        ),
+        Err(ReadError::Io(error)) => Response::failure(
             ErrorKind::BadRequest,
             format!("reading the request: {error}"),
             None,
         ),
-        Ok(_) => respond(&line, uid, context),
     };
-    let mut text = serde_json::to_vec(&response).unwrap_or_else(|_| {
-        br#"{"ok":false,"error":{"kind":"failed","message":"unencodable response"}}"#.to_vec()
-    });
-    text.push(b'\n');
-    let mut stream = stream;
-    let _ = stream.write_all(&text);
+    let _ = write_response(stream, &response, Instant::now() + limits.response_deadline);
 }
 
-fn respond(line: &[u8], uid: io::Result<u32>, context: &Context) -> Response {
+fn respond(line: &[u8], uid: Option<u32>, context: &Context) -> Response {
     let request: Request = match serde_json::from_slice(line) {
         Ok(request) => request,
         Err(error) => {
@@ -276,30 +455,37 @@ fn respond(line: &[u8], uid: io::Result<u32>, context: &Context) -> Response {
             )
         }
     };
-    if request.is_mutating() {
-        let allowed = match &uid {
-            Ok(uid) => *uid == 0 || *uid == context.owner_uid,
-            Err(_) => false,
+    let allowed = |uid: u32| uid == 0 || uid == context.owner_uid;
+    if request.is_mutating() && !uid.is_some_and(allowed) {
+        let who = match uid {
+            Some(uid) => format!("uid {uid}"),
+            None => "a client whose uid is unknown".to_string(),
         };
-        if !allowed {
-            let who = match uid {
-                Ok(uid) => format!("uid {uid}"),
-                Err(error) => format!("a client whose uid is unknown ({error})"),
-            };
-            return Response::failure(
-                ErrorKind::Refused,
-                format!(
-                    "permission denied: only root and uid {} (who mounted {}) may {}; you are {who}",
-                    context.owner_uid,
-                    context.mountpoint.display(),
-                    request.name()
-                ),
-                Some(libc::EPERM),
-            );
-        }
+        return Response::failure(
+            ErrorKind::Refused,
+            format!(
+                "permission denied: only root and uid {} (who mounted {}) may {}; you are {who}",
+                context.owner_uid,
+                context.mountpoint.display(),
+                request.name()
+            ),
+            Some(libc::EPERM),
+        );
     }
-    let outcome =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute(request, context)));
+    // The filesystem is held only while the request executes.
+    let fs = match context.fs.upgrade() {
+        Some(fs) if !context.stopping.load(Ordering::Acquire) => fs,
+        _ => {
+            return Response::failure(
+                ErrorKind::Failed,
+                "the filesystem is being unmounted",
+                Some(libc::ESHUTDOWN),
+            )
+        }
+    };
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        execute(request, &fs, context)
+    }));
     outcome.unwrap_or_else(|_| {
         Response::failure(
             ErrorKind::Failed,
@@ -320,9 +506,9 @@ pub fn fs_error_message(error: &FsError) -> String {
     }
 }
 
-fn engine_result(result: Result<(), FsError>, context: &Context) -> Response {
+fn engine_result(result: Result<(), FsError>, fs: &Filesystem) -> Response {
     match result {
-        Ok(()) => Response::success(json!({ "state": context.fs.status().state.name() })),
+        Ok(()) => Response::success(json!({ "state": fs.status().state.name() })),
         Err(error) => Response::failure(
             ErrorKind::Failed,
             fs_error_message(&error),
@@ -331,17 +517,16 @@ fn engine_result(result: Result<(), FsError>, context: &Context) -> Response {
     }
 }
 
-fn execute(request: Request, context: &Context) -> Response {
-    let fs = &context.fs;
+fn execute(request: Request, fs: &Filesystem, context: &Context) -> Response {
     let plan = &context.plan;
     match request {
         Request::Status => Response::success(status_json(fs, plan, &context.extra)),
-        Request::Sync => engine_result(fs.syncfs_once(), context),
-        Request::Freeze => engine_result(fs.freeze(), context),
-        Request::Thaw => engine_result(fs.thaw(), context),
+        Request::Sync => engine_result(fs.syncfs_once(), fs),
+        Request::Freeze => engine_result(fs.freeze(), fs),
+        Request::Thaw => engine_result(fs.thaw(), fs),
         Request::Shutdown { flush } => {
             fs.shutdown(flush);
-            engine_result(Ok(()), context)
+            engine_result(Ok(()), fs)
         }
         Request::InjectAdd { rules } => {
             let mut parsed = Vec::with_capacity(rules.len());
@@ -399,6 +584,7 @@ fn execute(request: Request, context: &Context) -> Response {
 mod tests {
     use super::*;
     use crate::control::client;
+    use std::io::BufRead;
     use vigilfs::device::{FaultDevice, MemoryDevice, SectorSize};
     use vigilfs::fs::MountOptions;
     use vigilfs::mkfs::{make_filesystem, MkfsOptions};
@@ -421,6 +607,14 @@ mod tests {
         serde_json::from_str(&answer).unwrap()
     }
 
+    fn read_answer(stream: &UnixStream) -> Value {
+        let mut line = Vec::new();
+        io::BufReader::new(stream)
+            .read_until(b'\n', &mut line)
+            .unwrap();
+        serde_json::from_slice(&line).unwrap()
+    }
+
     #[test]
     fn the_server_answers_status_inject_and_sync_and_survives_garbage() {
         let directory = tempfile::tempdir().unwrap();
@@ -428,48 +622,37 @@ mod tests {
         let server = serve(Arc::clone(&fs), Arc::clone(&plan), directory.path(), 4242).unwrap();
         let socket = server.path().to_path_buf();
         assert!(socket.exists());
-        assert_eq!(
-            client::socket_for(directory.path()).unwrap(),
-            socket,
-            "the client finds the socket from the mount point"
-        );
+        let me = current_uid();
+        let at = canonical_mountpoint(directory.path()).unwrap();
+        let call = |request: &Request| client::call_owned(&at, me, request);
 
-        let status = client::call(directory.path(), &Request::Status).unwrap();
+        let status = call(&Request::Status).unwrap();
         assert_eq!(status["state"], "running");
         assert_eq!(status["owner_uid"], 4242);
         assert_eq!(status["fault_rules"].as_array().unwrap().len(), 0);
 
-        let added = client::call(
-            directory.path(),
-            &Request::InjectAdd {
-                rules: vec!["fail op=write class=data".into()],
-            },
-        )
+        let added = call(&Request::InjectAdd {
+            rules: vec!["fail op=write class=data".into()],
+        })
         .unwrap();
         let id = added["added"][0]["id"].as_u64().unwrap();
         assert_eq!(plan.rules().len(), 1);
-        let listed = client::call(directory.path(), &Request::InjectList).unwrap();
+        let listed = call(&Request::InjectList).unwrap();
         assert_eq!(listed["rules"][0]["id"].as_u64(), Some(id));
-        let bad = client::call(
-            directory.path(),
-            &Request::InjectAdd {
-                rules: vec!["fail op=write".into(), "explode now".into()],
-            },
-        );
+        let bad = call(&Request::InjectAdd {
+            rules: vec!["fail op=write".into(), "explode now".into()],
+        });
         assert!(bad.is_err());
         assert_eq!(plan.rules().len(), 1, "nothing added from a bad batch");
-        client::call(directory.path(), &Request::InjectRemove { id }).unwrap();
-        assert!(client::call(directory.path(), &Request::InjectRemove { id }).is_err());
-        client::call(directory.path(), &Request::InjectClear).unwrap();
+        call(&Request::InjectRemove { id }).unwrap();
+        assert!(call(&Request::InjectRemove { id }).is_err());
+        call(&Request::InjectClear).unwrap();
 
-        client::call(directory.path(), &Request::Sync).unwrap();
-        client::call(directory.path(), &Request::Freeze).unwrap();
-        assert_eq!(
-            client::call(directory.path(), &Request::Status).unwrap()["state"],
-            "frozen"
-        );
-        client::call(directory.path(), &Request::Thaw).unwrap();
-        assert!(client::call(directory.path(), &Request::Thaw).is_err());
+        call(&Request::Sync).unwrap();
+        call(&Request::Freeze).unwrap();
+        assert_eq!(call(&Request::Status).unwrap()["state"], "frozen");
+        call(&Request::Thaw).unwrap();
+        assert!(call(&Request::Thaw).is_err());
 
         for garbage in [
             &b"not json\n"[..],
@@ -487,7 +670,141 @@ mod tests {
 
         server.stop();
         assert!(!socket.exists(), "the socket is removed at stop");
-        assert!(client::call(directory.path(), &Request::Status).is_err());
+        assert!(call(&Request::Status).is_err());
         Arc::try_unwrap(fs).unwrap().unmount().unwrap();
+    }
+
+    #[test]
+    fn a_request_trickling_in_is_cut_off_at_the_whole_request_deadline() {
+        let directory = tempfile::tempdir().unwrap();
+        let (fs, plan) = mounted();
+        let limits = Limits {
+            request_deadline: Duration::from_millis(600),
+            ..Limits::default()
+        };
+        let server = serve_limited(
+            Arc::clone(&fs),
+            plan,
+            directory.path(),
+            0,
+            Map::new(),
+            limits,
+        )
+        .unwrap();
+        let stream = UnixStream::connect(server.path()).unwrap();
+        let start = Instant::now();
+        // One byte every 100 ms: each read is quick, the whole is not.
+        let request = br#"{"command":"status"}"#;
+        let mut cut_off = false;
+        for byte in request {
+            if (&stream).write_all(&[*byte]).is_err() {
+                cut_off = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let answer = if cut_off {
+            None
+        } else {
+            Some(read_answer(&stream))
+        };
+        let elapsed = start.elapsed();
+        if let Some(answer) = answer {
+            assert_eq!(answer["ok"], false, "{answer}");
+            assert!(
+                answer["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("no complete request line"),
+                "{answer}"
+            );
+        }
+        assert!(
+            elapsed < Duration::from_millis(600 + 1_000),
+            "cut off after {elapsed:?}"
+        );
+        // A prompt client is still served.
+        let at = canonical_mountpoint(directory.path()).unwrap();
+        assert_eq!(
+            client::call_owned(&at, current_uid(), &Request::Status).unwrap()["state"],
+            "running"
+        );
+        server.stop();
+        Arc::try_unwrap(fs).unwrap().unmount().unwrap();
+    }
+
+    #[test]
+    fn connections_beyond_the_bound_are_refused_as_busy() {
+        let directory = tempfile::tempdir().unwrap();
+        let (fs, plan) = mounted();
+        let limits = Limits {
+            max_connections: 3,
+            max_per_uid: 2,
+            ..Limits::default()
+        };
+        let server = serve_limited(
+            Arc::clone(&fs),
+            plan,
+            directory.path(),
+            0,
+            Map::new(),
+            limits,
+        )
+        .unwrap();
+        // Two idle connections fill this uid's share.
+        let idle: Vec<UnixStream> = (0..2)
+            .map(|_| UnixStream::connect(server.path()).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let third = UnixStream::connect(server.path()).unwrap();
+        third
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let answer = read_answer(&third);
+        assert_eq!(answer["ok"], false);
+        assert_eq!(answer["error"]["kind"], "busy", "{answer}");
+        let at = canonical_mountpoint(directory.path()).unwrap();
+        let refused = client::call_owned(&at, current_uid(), &Request::Status).unwrap_err();
+        let failure = refused.into_failure("status", directory.path());
+        assert_eq!(failure.exit_code(), 8);
+        assert!(failure.to_string().contains("try again"), "{failure}");
+        // Closing them frees the slots.
+        drop(idle);
+        let start = Instant::now();
+        loop {
+            match client::call_owned(&at, current_uid(), &Request::Status) {
+                Ok(status) => {
+                    assert_eq!(status["state"], "running");
+                    break;
+                }
+                Err(error) => assert!(
+                    start.elapsed() < Duration::from_secs(5),
+                    "still refused: {error:?}"
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server.stop();
+        Arc::try_unwrap(fs).unwrap().unmount().unwrap();
+    }
+
+    #[test]
+    fn stopping_does_not_wait_for_a_client_and_the_engine_is_free_at_once() {
+        let directory = tempfile::tempdir().unwrap();
+        let (fs, plan) = mounted();
+        let server = serve(Arc::clone(&fs), plan, directory.path(), 0).unwrap();
+        let stuck = UnixStream::connect(server.path()).unwrap();
+        (&stuck).write_all(b"{\"comm").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let start = Instant::now();
+        server.stop();
+        let fs = Arc::try_unwrap(fs).unwrap_or_else(|_| panic!("a client thread holds the engine"));
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+        fs.unmount().unwrap();
+        drop(stuck);
     }
 }

@@ -219,7 +219,7 @@ impl Shared {
                 inode: Some((unwritten.ino, 0)),
                 range,
                 block: None,
-                origin: "unmount: not written",
+                origin: "not written: writes stopped",
             });
         }
     }
@@ -434,6 +434,12 @@ impl Filesystem {
             mount_count,
             media: shared.media_status(),
         }
+    }
+
+    /// Whether the filesystem is frozen now (a transport keeps requests
+    /// that would wait at the write gate off its last free threads).
+    pub fn is_frozen(&self) -> bool {
+        self.shared.gate.state() == LifeState::Frozen
     }
 
     /// Unmounts: stops the background thread, writes everything back,

@@ -1,0 +1,174 @@
+//! `/proc/self/mountinfo`, parsed: which filesystems are mounted where, of
+//! which type, from which source, and (for FUSE) by which user.
+//!
+//! A line is `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [TAGS...] - TYPE
+//! SOURCE SUPER-OPTIONS`; paths escape space, tab, newline and backslash
+//! as octal (`\040`). Lines that do not have that shape are skipped, never
+//! an error: the file is the kernel's, but a parser must not panic on it.
+//! Later lines are mounted on top of earlier ones at the same mount point,
+//! so [`Mounts::topmost_at`] looks from the end.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
+
+/// One mounted filesystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    /// Where it is mounted.
+    pub mountpoint: PathBuf,
+    /// `fuse`, `fuse.vigilfs`, `ext4`...
+    pub fstype: String,
+    /// The source (`/dev/sda1`, the image path of a vigilfs mount).
+    pub source: PathBuf,
+    /// The filesystem's own options (`rw,user_id=0,group_id=0`).
+    pub super_options: String,
+}
+
+impl MountEntry {
+    /// Whether this is a FUSE mount (`fuse`, `fuse.SUBTYPE`, `fuseblk`).
+    pub fn is_fuse(&self) -> bool {
+        self.fstype == "fuse" || self.fstype == "fuseblk" || self.fstype.starts_with("fuse.")
+    }
+
+    /// The uid of the user who mounted a FUSE filesystem: its `user_id=`
+    /// option, which the kernel sets from the mounting process.
+    pub fn fuse_owner(&self) -> Option<u32> {
+        if !self.is_fuse() {
+            return None;
+        }
+        self.super_options
+            .split(',')
+            .find_map(|option| option.strip_prefix("user_id="))
+            .and_then(|uid| uid.parse().ok())
+    }
+}
+
+/// The mount table.
+#[derive(Debug, Clone, Default)]
+pub struct Mounts {
+    entries: Vec<MountEntry>,
+}
+
+impl Mounts {
+    /// This process's mount table.
+    pub fn read() -> io::Result<Mounts> {
+        let bytes = std::fs::read("/proc/self/mountinfo")?;
+        Ok(Mounts::parse(&String::from_utf8_lossy(&bytes)))
+    }
+
+    /// Parses mountinfo text; malformed lines are skipped.
+    pub fn parse(text: &str) -> Mounts {
+        let entries = text.lines().filter_map(parse_line).collect();
+        Mounts { entries }
+    }
+
+    /// The filesystem mounted on top at `mountpoint`, if any.
+    pub fn topmost_at(&self, mountpoint: &Path) -> Option<&MountEntry> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|entry| entry.mountpoint == mountpoint)
+    }
+
+    /// Every FUSE mount whose source is `source`.
+    pub fn fuse_mounts_of<'a>(&'a self, source: &'a Path) -> impl Iterator<Item = &'a MountEntry> {
+        self.entries.iter().filter(move |entry| {
+            // fusermount3 of old libfuse versions wrote `vigilfs#SOURCE`.
+            let shown = entry.source.as_os_str().as_encoded_bytes();
+            let bare = shown.strip_prefix(b"vigilfs#").unwrap_or(shown);
+            entry.is_fuse() && bare == source.as_os_str().as_encoded_bytes()
+        })
+    }
+}
+
+fn parse_line(line: &str) -> Option<MountEntry> {
+    let (before, after) = line.split_once(" - ")?;
+    let mountpoint = before.split(' ').nth(4)?;
+    let mut tail = after.split(' ');
+    let (fstype, source) = (tail.next()?, tail.next()?);
+    Some(MountEntry {
+        mountpoint: PathBuf::from(unescape(mountpoint)),
+        fstype: fstype.to_string(),
+        source: PathBuf::from(unescape(source)),
+        super_options: tail.next().unwrap_or("").to_string(),
+    })
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space...).
+fn unescape(field: &str) -> OsString {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'\\' && index + 4 <= bytes.len() {
+            let value = std::str::from_utf8(&bytes[index + 1..index + 4])
+                .ok()
+                .and_then(|digits| u8::from_str_radix(digits, 8).ok());
+            if let Some(value) = value {
+                out.push(value);
+                index += 4;
+                continue;
+            }
+        }
+        out.push(bytes[index]);
+        index += 1;
+    }
+    OsString::from_vec(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "\
+22 27 0:21 / /proc rw,relatime - proc proc rw
+90 27 0:50 / /mnt/my\\040data rw,nosuid,nodev - fuse.vigilfs /srv/disk.img rw,user_id=0,group_id=0
+91 27 0:51 / /mnt/other rw shared:7 - fuse /srv/other.img rw,user_id=1000,group_id=1000
+92 91 0:52 / /mnt/other rw - tmpfs tmpfs rw
+93 27 0:53 / /mnt/old rw - fuse vigilfs#/srv/old.img rw,user_id=7
+garbage
+
+94 27 0:54 / /x - fuse.vigilfs
+";
+
+    #[test]
+    fn fuse_mounts_are_found_by_source_and_owner() {
+        let mounts = Mounts::parse(SAMPLE);
+        let found: Vec<_> = mounts.fuse_mounts_of(Path::new("/srv/disk.img")).collect();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].mountpoint, Path::new("/mnt/my data"));
+        assert_eq!(found[0].fuse_owner(), Some(0));
+        let old: Vec<_> = mounts.fuse_mounts_of(Path::new("/srv/old.img")).collect();
+        assert_eq!(old[0].fuse_owner(), Some(7));
+        assert_eq!(mounts.fuse_mounts_of(Path::new("/srv/none")).count(), 0);
+    }
+
+    #[test]
+    fn the_topmost_mount_wins_and_only_fuse_has_an_owner() {
+        let mounts = Mounts::parse(SAMPLE);
+        let top = mounts.topmost_at(Path::new("/mnt/other")).unwrap();
+        assert_eq!(top.fstype, "tmpfs");
+        assert_eq!(top.fuse_owner(), None);
+        assert!(
+            mounts.topmost_at(Path::new("/x")).is_none(),
+            "a line without a source is skipped"
+        );
+        assert_eq!(
+            mounts
+                .topmost_at(Path::new("/mnt/old"))
+                .unwrap()
+                .fuse_owner(),
+            Some(7)
+        );
+        assert!(mounts.topmost_at(Path::new("/nowhere")).is_none());
+    }
+
+    #[test]
+    fn escapes_are_undone_and_broken_ones_kept() {
+        assert_eq!(unescape("a\\040b\\134c"), OsString::from("a b\\c"));
+        assert_eq!(unescape("end\\04"), OsString::from("end\\04"));
+        assert_eq!(unescape("\\xyz"), OsString::from("\\xyz"));
+    }
+}

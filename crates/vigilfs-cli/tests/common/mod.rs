@@ -1,0 +1,223 @@
+//! What the end-to-end tests of the `vigilfs` binary share: running it,
+//! a scratch directory with an image and a mount point (unmounted and the
+//! daemon killed on drop, so a failed test leaves nothing behind), waiting
+//! for mounts and processes, and reading the image a mount left.
+//!
+//! Each test binary compiles this module and uses only part of it.
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use vigilfs::device::{FileDevice, FileDeviceOptions};
+use vigilfs::format::{read_superblock, FsState};
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_vigilfs")
+}
+
+pub fn vigilfs(arguments: &[&str]) -> Output {
+    Command::new(binary())
+        .args(arguments)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the vigilfs binary runs")
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+pub fn fuse_missing(test: &str) -> bool {
+    if Path::new("/dev/fuse").exists() {
+        return false;
+    }
+    eprintln!("SKIPPED {test}: /dev/fuse is absent, FUSE mounts cannot be tested here");
+    true
+}
+
+pub fn is_mounted(mountpoint: &Path) -> bool {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let wanted = mountpoint.to_string_lossy().replace(' ', "\\040");
+    mountinfo
+        .lines()
+        .any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < timeout, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether a process is gone (or a zombie nobody reaped).
+pub fn process_gone(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// `umount2(MNT_DETACH)`, as `umount -l` does; panics with the errno if it
+/// fails.
+pub fn lazy_unmount(mountpoint: &Path) {
+    let path = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path that outlives the call.
+    let result = unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+    assert_eq!(
+        result,
+        0,
+        "umount2({}, MNT_DETACH): {}",
+        mountpoint.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+pub fn superblock_state(image: &Path) -> FsState {
+    let device = FileDevice::open(
+        image,
+        FileDeviceOptions {
+            read_only: true,
+            ..FileDeviceOptions::default()
+        },
+    )
+    .unwrap();
+    read_superblock(&device).unwrap().superblock.state
+}
+
+/// A scratch directory everyone may enter (the test of another user needs
+/// to reach the mount point), with an image path and a mount point; a
+/// mount left by a failed test is removed on drop.
+pub struct Scratch {
+    pub directory: tempfile::TempDir,
+    pub image: PathBuf,
+    pub mountpoint: PathBuf,
+    pub pid_file: PathBuf,
+    pub log_file: PathBuf,
+}
+
+impl Scratch {
+    pub fn new() -> Scratch {
+        let directory = tempfile::tempdir().unwrap();
+        fs::set_permissions(directory.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let mountpoint = directory.path().join("mnt");
+        fs::create_dir(&mountpoint).unwrap();
+        Scratch {
+            image: directory.path().join("disk.img"),
+            pid_file: directory.path().join("vigilfs.pid"),
+            log_file: directory.path().join("vigilfs.log"),
+            mountpoint,
+            directory,
+        }
+    }
+
+    pub fn mnt(&self) -> &str {
+        self.mountpoint.to_str().unwrap()
+    }
+
+    pub fn img(&self) -> &str {
+        self.image.to_str().unwrap()
+    }
+
+    pub fn at(&self, name: &str) -> PathBuf {
+        self.mountpoint.join(name)
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_file).unwrap_or_default()
+    }
+
+    /// `vigilfs mount --daemon` with a pid and a log file; returns the pid.
+    pub fn mount(&self, extra: &[&str]) -> u32 {
+        let mut arguments = vec![
+            "mount",
+            self.img(),
+            self.mnt(),
+            "--daemon",
+            "--pid-file",
+            self.pid_file.to_str().unwrap(),
+            "--log-file",
+            self.log_file.to_str().unwrap(),
+        ];
+        arguments.extend_from_slice(extra);
+        let output = vigilfs(&arguments);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "mount failed: {}{}",
+            text(&output.stderr),
+            self.log()
+        );
+        assert!(
+            is_mounted(&self.mountpoint),
+            "mounted once --daemon returns"
+        );
+        fs::read_to_string(&self.pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    pub fn umount(&self, pid: u32) {
+        let output = Command::new("umount")
+            .arg(&self.mountpoint)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "umount: {}", text(&output.stderr));
+        wait_until("the mount process exits", Duration::from_secs(60), || {
+            process_gone(pid)
+        });
+        assert!(!is_mounted(&self.mountpoint));
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let output = vigilfs(&["status", self.mnt(), "--json"]);
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    pub fn inject(&self, arguments: &[&str]) -> Output {
+        let mut all = vec!["inject", self.mnt()];
+        all.extend_from_slice(arguments);
+        let output = vigilfs(&all);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "inject {arguments:?}: {}",
+            text(&output.stderr)
+        );
+        output
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if is_mounted(&self.mountpoint) {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(&self.mountpoint)
+                .output();
+        }
+        if let Ok(pid) = fs::read_to_string(&self.pid_file) {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                // SAFETY: signalling a process by pid.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+        let _ = self.directory.path();
+    }
+}
+
+pub fn errno_of(result: std::io::Result<()>) -> Option<i32> {
+    result.err().map(|error| error.raw_os_error().unwrap_or(-1))
+}

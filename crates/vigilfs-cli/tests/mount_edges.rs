@@ -1,0 +1,277 @@
+//! The edges where errors used to be untrue, through a real mount on a
+//! 64 MiB image, as a user meets them: space freed by a delete is usable at
+//! once, writing far more than fits ends in ENOSPC with the daemon's memory
+//! bounded, a full filesystem can be emptied and truncated without turning
+//! read-only, fsync after a shutdown writes nothing and fails, the data a
+//! shutdown drops is reported, and a hole punch of 2^50 bytes on a small
+//! file does no more work than the file has. They need root and /dev/fuse.
+
+mod common;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const MIB: usize = 1 << 20;
+
+/// A recognisable MiB.
+fn mebibyte(seed: usize) -> Vec<u8> {
+    (0..MIB).map(|at| (at * 31 ^ seed * 7) as u8).collect()
+}
+
+/// Appends whole MiBs to `path` until a write fails or `limit` MiB went in;
+/// returns the bytes written and the error's errno, if any.
+fn fill(path: &Path, limit: usize) -> (u64, Option<i32>) {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    let mut written = 0u64;
+    for index in 0..limit {
+        let bytes = mebibyte(index);
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            match file.write(rest) {
+                Ok(0) => return (written, Some(libc::ENOSPC)),
+                Ok(count) => {
+                    written += count as u64;
+                    rest = &rest[count..];
+                }
+                Err(error) => return (written, error.raw_os_error()),
+            }
+        }
+    }
+    (written, None)
+}
+
+/// The resident memory of process `pid`, in bytes.
+fn resident_bytes(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .expect("a VmRSS line");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|field| field.parse().ok())
+        .expect("VmRSS in kB");
+    kib * 1024
+}
+
+fn errors_recorded(scratch: &Scratch, kind: &str) -> u64 {
+    scratch.status()["errors"]["per_kind"][kind]["count"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_file_written_after_a_delete_gets_the_space_the_delete_freed() {
+    if fuse_missing("a_file_written_after_a_delete_gets_the_space_the_delete_freed") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let (written, refused) = fill(&scratch.at("a"), 45);
+    assert_eq!((written, refused), (45 * MIB as u64, None));
+    File::open(scratch.at("a")).unwrap().sync_all().unwrap();
+    fs::remove_file(scratch.at("a")).unwrap();
+    let (written, refused) = fill(&scratch.at("b"), 45);
+    assert_eq!(
+        (written, refused),
+        (45 * MIB as u64, None),
+        "the space of a was not given back"
+    );
+    let file = File::open(scratch.at("b")).unwrap();
+    file.sync_all().expect("fsync of b");
+    file.sync_all().expect("fsync of b again");
+    drop(file);
+    assert_eq!(scratch.status()["errors"]["total"].as_u64(), Some(0));
+    scratch.umount(pid);
+    let fsck = vigilfs(&["fsck", scratch.img()]);
+    assert_eq!(fsck.status.code(), Some(0), "{}", text(&fsck.stdout));
+}
+
+#[test]
+fn writing_150_mib_into_64_mib_ends_in_enospc_with_the_daemon_memory_bounded() {
+    if fuse_missing("writing_150_mib_into_64_mib_ends_in_enospc_with_the_daemon_memory_bounded") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M", "-o", "dirty=4M,cache=16M"]);
+    let before = resident_bytes(pid);
+    let mut peak = before;
+    let path = scratch.at("big");
+    let mut file = File::create(&path).unwrap();
+    let mut written = 0u64;
+    let mut refusal = None;
+    'writing: for index in 0..150 {
+        let bytes = mebibyte(index);
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            match file.write(rest) {
+                Ok(count) => {
+                    written += count as u64;
+                    rest = &rest[count..];
+                }
+                Err(error) => {
+                    refusal = Some(error.kind());
+                    break 'writing;
+                }
+            }
+        }
+        peak = peak.max(resident_bytes(pid));
+    }
+    assert_eq!(refusal, Some(ErrorKind::StorageFull), "150 MiB into 64 MiB");
+    assert!(written > 50 * MIB as u64, "only {written} bytes went in");
+    // Everything accepted is durable: fsync succeeds, nothing is lost.
+    file.sync_all().expect("fsync of what write accepted");
+    drop(file);
+    peak = peak.max(resident_bytes(pid));
+    eprintln!(
+        "daemon RSS: {} MiB at mount, {} MiB at most while writing 150 MiB into 64 MiB",
+        before >> 20,
+        peak >> 20
+    );
+    // The cache (16 MiB) and twice the dirty limit (8 MiB) over the
+    // daemon's own size, with room for allocator slack.
+    assert!(
+        peak < before + (48 << 20),
+        "RSS grew from {before} to {peak} bytes"
+    );
+    assert_eq!(errors_recorded(&scratch, "writeback"), 0);
+    assert_eq!(fs::metadata(&path).unwrap().len(), written);
+    scratch.umount(pid);
+    let fsck = vigilfs(&["fsck", scratch.img()]);
+    assert_eq!(fsck.status.code(), Some(0), "{}", text(&fsck.stdout));
+}
+
+#[test]
+fn a_full_filesystem_can_be_truncated_and_emptied_and_stays_writable() {
+    if fuse_missing("a_full_filesystem_can_be_truncated_and_emptied_and_stays_writable") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M", "-o", "errors=remount-ro"]);
+    let (written, refused) = fill(&scratch.at("big"), 200);
+    assert_eq!(refused, Some(libc::ENOSPC), "after {written} bytes");
+    File::open(scratch.at("big")).unwrap().sync_all().unwrap();
+    // The last blocks, in small files.
+    for number in 0.. {
+        match fs::write(scratch.at(&format!("small{number}")), [7u8; 4096]) {
+            Ok(()) => {}
+            Err(_) => break,
+        }
+    }
+    let file = OpenOptions::new()
+        .write(true)
+        .open(scratch.at("big"))
+        .unwrap();
+    file.set_len(8 << 20).expect("truncate on a full filesystem");
+    drop(file);
+    assert_eq!(scratch.status()["state"].as_str(), Some("running"));
+    fs::remove_file(scratch.at("big")).expect("rm on a full filesystem");
+    assert_eq!(scratch.status()["state"].as_str(), Some("running"));
+    fs::write(scratch.at("after"), b"space again").expect("a write after the rm");
+    assert_eq!(errors_recorded(&scratch, "metadata"), 0);
+    scratch.umount(pid);
+    let fsck = vigilfs(&["fsck", scratch.img()]);
+    assert_eq!(fsck.status.code(), Some(0), "{}", text(&fsck.stdout));
+}
+
+#[test]
+fn after_a_shutdown_fsync_fails_and_the_dropped_data_is_reported() {
+    if fuse_missing("after_a_shutdown_fsync_fails_and_the_dropped_data_is_reported") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let path = scratch.at("f");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    file.write_all(b"durable").unwrap();
+    file.sync_all().unwrap();
+    let ino = fs::metadata(&path).map(|meta| std::os::unix::fs::MetadataExt::ino(&meta));
+    file.write_all(&[b'x'; 3 * 4096]).unwrap();
+    let output = vigilfs(&["shutdown", scratch.mnt(), "--noflush"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let synced = file.sync_all();
+    assert_eq!(
+        synced.as_ref().map_err(|error| error.raw_os_error()),
+        Err(Some(libc::EIO)),
+        "fsync after a shutdown"
+    );
+    drop(file);
+    let sync = vigilfs(&["sync", scratch.mnt()]);
+    assert_eq!(sync.status.code(), Some(1), "vigilfs sync after a shutdown");
+    scratch.umount(pid);
+    let log = scratch.log();
+    assert!(
+        log.contains("data-lost") || log.contains("writeback"),
+        "the log tells of the dropped data: {log}"
+    );
+    // The record names the file, after a remount; the data is not there.
+    let pid = scratch.mount(&[]);
+    let status = scratch.status();
+    let last = &status["errors"]["last"];
+    assert_eq!(last["inode"].as_u64(), ino.ok(), "{status}");
+    assert_eq!(last["origin"].as_str(), Some("not written: writes stopped"));
+    assert_eq!(fs::read(&path).unwrap(), b"durable");
+    scratch.umount(pid);
+}
+
+#[test]
+fn a_hole_punch_of_two_to_the_fifty_bytes_does_the_work_of_a_small_file() {
+    if fuse_missing("a_hole_punch_of_two_to_the_fifty_bytes_does_the_work_of_a_small_file") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let path = scratch.at("small");
+    fs::write(&path, vec![5u8; MIB]).unwrap();
+    let file = OpenOptions::new().write(true).open(&path).unwrap();
+    file.sync_all().unwrap();
+    let seq_before = scratch.status()["journal"]["next_seq"].as_u64().unwrap();
+    let started = Instant::now();
+    // SAFETY: fallocate on a file descriptor we own.
+    let result = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            0,
+            1 << 50,
+        )
+    };
+    let took = started.elapsed();
+    assert_eq!(result, 0, "{}", std::io::Error::last_os_error());
+    let seq_after = scratch.status()["journal"]["next_seq"].as_u64().unwrap();
+    eprintln!(
+        "punch of 2^50 bytes on a 1 MiB file: {took:?}, {} journal entries",
+        seq_after - seq_before
+    );
+    assert!(
+        seq_after - seq_before <= 3,
+        "{} journal entries for one small file",
+        seq_after - seq_before
+    );
+    assert!(took < Duration::from_secs(30), "the punch hung for {took:?}");
+    drop(file);
+    let bytes = fs::read(&path).unwrap();
+    assert_eq!(bytes.len(), MIB);
+    assert!(bytes.iter().all(|&byte| byte == 0));
+    // A freeze right after does not hang.
+    let freeze = vigilfs(&["freeze", scratch.mnt()]);
+    assert_eq!(freeze.status.code(), Some(0), "{}", text(&freeze.stderr));
+    let thaw = vigilfs(&["thaw", scratch.mnt()]);
+    assert_eq!(thaw.status.code(), Some(0), "{}", text(&thaw.stderr));
+    scratch.umount(pid);
+}
