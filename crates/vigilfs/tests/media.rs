@@ -201,7 +201,8 @@ fn a_bad_block_under_a_file_poisons_exactly_its_range_until_rewritten() {
     }
     assert_eq!(errno_of(read_block(&fs, ino, 5)), libc::EIO);
 
-    // One media event, naming the inode, the file range and the device bytes.
+    // One media event, naming the inode, the file range and the device
+    // bytes (besides the reader's READ event, reported as the read failed).
     let media: Vec<Event> = errors(&events)
         .into_iter()
         .filter(|event| event.subtypes.contains(Subtypes::MEDIA))

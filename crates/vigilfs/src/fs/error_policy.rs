@@ -41,6 +41,9 @@ impl Shared {
 
     pub(super) fn on_error(&self, origin: &str, error: &FsError) {
         self.check_journal(origin);
+        // The reader's failure is reported here, at once; the media
+        // failure behind it is reported by its handling, with the owners it
+        // hit and what became of them (see `media.rs`).
         self.notice_read_failure(origin, error);
         match error {
             FsError::File(

@@ -57,6 +57,11 @@ pub struct MountOptions {
     /// Most bytes per second the background scrub reads; `None`: as fast
     /// as foreground I/O allows.
     pub scrub_rate: Option<u64>,
+    /// Failed device ranges reported before the mount (a storage array's
+    /// log, a scan daemon's pending reports): handed to the intake before
+    /// the journal is replayed, handled once recovery completes, like a
+    /// failure the device reports meanwhile.
+    pub failures: Vec<(crate::device::ByteRange, crate::failure::Origin)>,
 }
 
 impl Default for MountOptions {
@@ -71,6 +76,7 @@ impl Default for MountOptions {
             check_permissions: true,
             scrub_interval: None,
             scrub_rate: None,
+            failures: Vec::new(),
         }
     }
 }
@@ -261,6 +267,9 @@ impl Filesystem {
         // and recovery too — wait in the intake until the mount is ready.
         let intake = Intake::new(DEFAULT_INTAKE_CAPACITY);
         device.set_media_failure_callback(intake.device_callback());
+        for (range, origin) in &options.failures {
+            intake.offer(*range, origin.clone());
+        }
         let loaded = read_superblock(device.as_ref())?;
         let mut superblock = loaded.superblock;
         let unknown_ro_compat = superblock.features.requires_read_only();
