@@ -168,10 +168,10 @@ fn a_bad_block_under_a_file_is_lost_there_only_until_rewritten_and_never_reused(
             "block {index} reads"
         );
     }
+    // One media error recorded (the kernel may have retried the read:
+    // each failed read is a READ error, the loss is one).
     let status = scratch.status();
     assert_eq!(status["errors"]["per_kind"]["media"]["count"], 1);
-    assert_eq!(status["errors"]["last"]["kind"], "media");
-    assert_eq!(status["errors"]["last"]["block"], bad);
     let poisoned = &status["media"]["poisoned"][0];
     assert_eq!(poisoned["first_block"], 5);
     assert_eq!(poisoned["device_block"], bad);
