@@ -9,7 +9,9 @@
 //! - [`FaultDevice`]: a wrapper that injects errors according to a live, shared [`FaultPlan`];
 //! - [`OverlayDevice`]: a wrapper that keeps writes in memory, so fsck can dry-run recovery
 //!   without changing the image;
-//! - [`StoppableDevice`]: a wrapper whose writes a mount stops for good at a shutdown.
+//! - [`StoppableDevice`]: a wrapper whose writes a mount stops for good at a shutdown;
+//! - [`VolatileCache`]: a volatile write cache over a real device, so a live mount can lose
+//!   power on command (the crash lab).
 //!
 //! Invariants every implementation keeps (checked by [`check_request`] before any I/O):
 //!
@@ -25,10 +27,12 @@ mod crash;
 mod error;
 mod fault;
 mod file;
+mod io_owner;
 mod memory;
 mod overlay;
 mod seeded_random;
 mod stoppable;
+mod volatile;
 
 use std::fmt;
 use std::str::FromStr;
@@ -37,13 +41,16 @@ use std::sync::Arc;
 pub use crash::{CrashDevice, CrashMode};
 pub use error::{DeviceError, DeviceErrorKind, Errno};
 pub use fault::{
-    FaultDevice, FaultEffect, FaultPlan, FaultRule, FaultRuleError, FaultScope, Operations,
-    Probability, RuleId, RuleStatus,
+    FaultDevice, FaultEffect, FaultLogEntry, FaultLogEvent, FaultPlan, FaultRule, FaultRuleError,
+    FaultScope, FileFaults, FileVerdict, Operations, Probability, RuleId, RuleStatus,
+    FAULT_LOG_CAPACITY, MAX_DELAY_MICROS,
 };
 pub use file::{FileDevice, FileDeviceOptions};
+pub use io_owner::{data_owner, with_data_owner};
 pub use memory::MemoryDevice;
 pub use overlay::OverlayDevice;
 pub use stoppable::StoppableDevice;
+pub use volatile::{PowerLoss, PowerLossReport, VolatileCache, CACHE_LIMIT_BYTES};
 
 /// What an I/O is for. Fault rules can match one class, so a test can fail data writes
 /// while metadata and the journal keep working.

@@ -12,14 +12,18 @@
 //! - a media failure is reported to the plan's callback before the read returns its error.
 
 mod block_set;
+mod log;
 mod plan;
 mod rule;
 
 use std::sync::Arc;
 
-pub use plan::{FaultPlan, RuleStatus};
+pub use log::{FaultLogEntry, FaultLogEvent, FAULT_LOG_CAPACITY};
+use plan::Verdict;
+pub use plan::{FaultPlan, FileFaults, FileVerdict, RuleStatus};
 pub use rule::{
     FaultEffect, FaultRule, FaultRuleError, FaultScope, Operations, Probability, RuleId,
+    MAX_DELAY_MICROS,
 };
 
 use super::{
@@ -68,8 +72,15 @@ impl<D: BlockDevice> BlockDevice for FaultDevice<D> {
             self.sector_size(),
         )?;
         let range = ByteRange::at(offset, buffer.len() as u64);
-        self.plan.check(operation, class, range)?;
-        self.inner.read_at(offset, buffer, class)
+        let verdict = self.plan.check(operation, class, range)?;
+        hold(verdict);
+        self.inner.read_at(offset, buffer, class)?;
+        if let Some(draw) = verdict.corrupt {
+            // Silent corruption: one bit, anywhere in what was read.
+            let bit = draw % (buffer.len() as u64 * 8);
+            buffer[(bit / 8) as usize] ^= 1 << (bit % 8);
+        }
+        Ok(())
     }
 
     fn write_at(&self, offset: u64, buffer: &[u8], class: IoClass) -> Result<(), DeviceError> {
@@ -83,15 +94,17 @@ impl<D: BlockDevice> BlockDevice for FaultDevice<D> {
             self.sector_size(),
         )?;
         let range = ByteRange::at(offset, buffer.len() as u64);
-        self.plan.check(operation, class, range)?;
+        hold(self.plan.check(operation, class, range)?);
         self.inner.write_at(offset, buffer, class)?;
         self.plan.write_completed(range);
         Ok(())
     }
 
     fn flush(&self, class: IoClass) -> Result<(), DeviceError> {
-        self.plan
-            .check(IoOperation::Flush, class, ByteRange::new(0, 0))?;
+        hold(
+            self.plan
+                .check(IoOperation::Flush, class, ByteRange::new(0, 0))?,
+        );
         self.inner.flush(class)
     }
 
@@ -108,6 +121,13 @@ impl<D: BlockDevice> BlockDevice for FaultDevice<D> {
     fn set_media_failure_callback(&self, callback: MediaFailureCallback) {
         self.inner.set_media_failure_callback(Arc::clone(&callback));
         self.plan.set_media_failure_callback(callback);
+    }
+}
+
+/// Holds a request for the delay its rules decided (a slow disk).
+fn hold(verdict: Verdict) {
+    if !verdict.delay.is_zero() {
+        std::thread::sleep(verdict.delay);
     }
 }
 

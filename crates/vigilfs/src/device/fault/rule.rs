@@ -271,6 +271,27 @@ pub enum FaultEffect {
         /// Granularity of bad blocks and of clearing, in bytes.
         block_size: u64,
     },
+    /// Delay matching requests (a slow disk, like dm-delay): each waits
+    /// `micros` microseconds, plus up to `jitter_micros` more drawn from a
+    /// generator seeded with `seed`, then goes on. Never fails anything.
+    Delay {
+        /// The fixed part of the delay, in microseconds.
+        micros: u64,
+        /// The most extra delay, in microseconds.
+        jitter_micros: u64,
+        /// Seed of the jitter draws.
+        seed: u64,
+    },
+    /// Flip one bit of the data of each matching read with probability
+    /// `probability` (silent corruption: the device reports success). The
+    /// scope's operations are always exactly reads. Decisions and the bit
+    /// come from a generator seeded with `seed`.
+    Corrupt {
+        /// Seed of the decisions and of the bit flipped.
+        seed: u64,
+        /// Chance that a matching read is corrupted.
+        probability: Probability,
+    },
     /// An overcommitted thin volume (like dm-thin): once `provisioned_blocks` distinct blocks
     /// of `block_size` bytes in scope have been written, a write touching a further block fails
     /// with ENOSPC. Rewriting already-provisioned blocks keeps working. The scope's operations
@@ -294,6 +315,10 @@ pub struct FaultRule {
 }
 
 const DEFAULT_BLOCK_SIZE: u64 = 4096;
+
+/// The longest delay a rule may add to one request: 60 s (longer would
+/// look like a hung mount, and FUSE requests must answer in bounded time).
+pub const MAX_DELAY_MICROS: u64 = 60_000_000;
 
 impl FaultRule {
     /// Fail every read and write with `errno`.
@@ -350,6 +375,35 @@ impl FaultRule {
         }
     }
 
+    /// Delay every read and write by `micros` microseconds, and up to
+    /// `jitter_micros` more (seeded).
+    pub fn delay(micros: u64, jitter_micros: u64, seed: u64) -> FaultRule {
+        FaultRule {
+            scope: FaultScope {
+                range: None,
+                class: None,
+                operations: Operations::READ_WRITE,
+            },
+            effect: FaultEffect::Delay {
+                micros,
+                jitter_micros,
+                seed,
+            },
+        }
+    }
+
+    /// Flip a bit in reads with `probability` (seeded): silent corruption.
+    pub fn corrupt(seed: u64, probability: Probability) -> FaultRule {
+        FaultRule {
+            scope: FaultScope {
+                range: None,
+                class: None,
+                operations: Operations::READ,
+            },
+            effect: FaultEffect::Corrupt { seed, probability },
+        }
+    }
+
     /// Allow `provisioned_blocks` distinct written blocks, then ENOSPC.
     pub fn thin_provisioned(provisioned_blocks: u64, block_size: u64) -> FaultRule {
         FaultRule {
@@ -390,6 +444,8 @@ impl FaultRule {
             FaultEffect::Flaky { .. } => "flaky",
             FaultEffect::BadBlocks { .. } => "bad-blocks",
             FaultEffect::ThinProvisioned { .. } => "thin",
+            FaultEffect::Delay { .. } => "delay",
+            FaultEffect::Corrupt { .. } => "corrupt",
         }
     }
 
@@ -438,6 +494,29 @@ impl FaultRule {
                     return Err(FaultRuleError::new("thin fails writes only"));
                 }
             }
+            FaultEffect::Delay {
+                micros,
+                jitter_micros,
+                ..
+            } => {
+                if self.scope.operations.is_empty() {
+                    return Err(FaultRuleError::new("no operations selected"));
+                }
+                if micros.saturating_add(jitter_micros) > MAX_DELAY_MICROS {
+                    return Err(FaultRuleError::new(format!(
+                        "a delay of more than {} s would hang the mount",
+                        MAX_DELAY_MICROS / 1_000_000
+                    )));
+                }
+                if micros == 0 && jitter_micros == 0 {
+                    return Err(FaultRuleError::new("a delay of 0 does nothing"));
+                }
+            }
+            FaultEffect::Corrupt { .. } => {
+                if self.scope.operations != Operations::READ {
+                    return Err(FaultRuleError::new("corrupt changes reads only"));
+                }
+            }
         }
         Ok(())
     }
@@ -448,7 +527,7 @@ impl fmt::Display for FaultRule {
         formatter.write_str(self.kind_name())?;
         if matches!(
             self.effect,
-            FaultEffect::Fail { .. } | FaultEffect::Flaky { .. }
+            FaultEffect::Fail { .. } | FaultEffect::Flaky { .. } | FaultEffect::Delay { .. }
         ) {
             write!(formatter, " op={}", self.scope.operations)?;
         }
@@ -483,6 +562,17 @@ impl fmt::Display for FaultRule {
                 formatter,
                 " provisioned-blocks={provisioned_blocks} block-size={block_size}"
             )?,
+            FaultEffect::Delay {
+                micros,
+                jitter_micros,
+                seed,
+            } => write!(
+                formatter,
+                " delay-us={micros} jitter-us={jitter_micros} seed={seed}"
+            )?,
+            FaultEffect::Corrupt { seed, probability } => {
+                write!(formatter, " seed={seed} probability={probability}")?;
+            }
         }
         Ok(())
     }
@@ -603,9 +693,37 @@ impl FromStr for FaultRule {
                 };
                 FaultRule::thin_provisioned(provisioned, block_size)
             }
+            "delay" => {
+                let micros = match settings.take("delay-us") {
+                    Some(micros) => parse_number("delay-us", micros)?,
+                    None => 0,
+                };
+                let jitter = match settings.take("jitter-us") {
+                    Some(jitter) => parse_number("jitter-us", jitter)?,
+                    None => 0,
+                };
+                let seed = match settings.take("seed") {
+                    Some(seed) => parse_number("seed", seed)?,
+                    None => 0,
+                };
+                let mut rule = FaultRule::delay(micros, jitter, seed);
+                if let Some(operations) = settings.take("op") {
+                    rule = rule.on(operations.parse()?);
+                }
+                rule
+            }
+            "corrupt" => {
+                let seed = parse_number("seed", settings.take_required(kind, "seed")?)?;
+                let probability = match settings.take("probability") {
+                    Some(probability) => probability.parse()?,
+                    None => Probability::from_parts_per_million(1_000_000)
+                        .expect("one million parts is a probability"),
+                };
+                FaultRule::corrupt(seed, probability)
+            }
             _ => {
                 return Err(FaultRuleError::new(format!(
-                    "unknown rule kind `{kind}` (fail, flaky, bad-blocks, thin)"
+                    "unknown rule kind `{kind}` (fail, flaky, bad-blocks, thin, delay, corrupt)"
                 )))
             }
         };
@@ -643,6 +761,11 @@ mod tests {
             .for_class(IoClass::Journal),
             FaultRule::bad_blocks(ByteRange::new(0, 65536), 4096).for_class(IoClass::Metadata),
             FaultRule::thin_provisioned(100, 4096).in_range(ByteRange::new(0, 1 << 30)),
+            FaultRule::delay(5000, 250, 3)
+                .on(Operations::FLUSH)
+                .for_class(IoClass::Journal),
+            FaultRule::corrupt(11, Probability::from_parts_per_million(500_000).unwrap())
+                .for_class(IoClass::Data),
         ];
         for rule in rules {
             let text = rule.to_string();
@@ -692,6 +815,11 @@ mod tests {
             "bad-blocks range=0..4096 op=write",
             "thin block-size=4096",
             "thin provisioned-blocks=x",
+            "delay",
+            "delay delay-us=61000000",
+            "delay delay-us=x",
+            "corrupt",
+            "corrupt seed=1 op=write",
         ];
         for case in cases {
             assert!(case.parse::<FaultRule>().is_err(), "accepted `{case}`");
