@@ -16,7 +16,7 @@ use vigilfs::device::{
     MediaFailureCallback, MemoryDevice, SectorSize,
 };
 use vigilfs::failure::{Origin, Outcome, OwnerKind};
-use vigilfs::format::Layout;
+use vigilfs::format::{ErrorKind, Layout};
 use vigilfs::fs::{Filesystem, FsError, LifeState, MountOptions, OpenFlags};
 use vigilfs::fsck::{fsck, fsck_with, FsckOptions};
 use vigilfs::inode::{Caller, FallocateMode, ROOT_INO};
@@ -810,4 +810,76 @@ fn unlinking_a_file_drops_its_poison() {
     assert_eq!(fs.status().media.poisoned_runs, 0);
     fs.unmount().unwrap();
     fixture.assert_fsck_clean();
+}
+
+#[test]
+fn notices_beyond_the_intake_are_counted_and_reported() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let ino = create_file(&fs, "kept", &pattern(1, 9));
+    fs.unmount().unwrap();
+    // More reports than the intake holds arrive before the mount is ready.
+    let free = fixture.main_region().end - 2048 * BLOCK;
+    let failures = (0..1100)
+        .map(|index| {
+            (
+                ByteRange::at(free + index * BLOCK, BLOCK),
+                Origin::operator("array log"),
+            )
+        })
+        .collect();
+    let fs = fixture.mount_with(MountOptions {
+        failures,
+        ..MountOptions::default()
+    });
+    assert!(fs.settle_failures(Duration::from_secs(60)));
+    let notices = fs.status().media.notices;
+    assert_eq!((notices.received, notices.parked), (1100, 1100));
+    assert_eq!(notices.overflowed, 1100 - 1024, "{notices:?}");
+    assert_eq!(notices.handled, 1024);
+    assert_eq!(fs.status().media.bad_blocks, 1024);
+    // One media error per block marked bad, and one for the drop (the
+    // worker reports it after a notice, or within a poll).
+    std::thread::sleep(Duration::from_millis(300));
+    let record = fs.status().error_record;
+    assert_eq!(record.counter(ErrorKind::Media).count, 1024 + 1);
+    assert_eq!(read_block(&fs, ino, 0).unwrap(), pattern(1, 9));
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+}
+
+#[test]
+fn images_without_the_media_records_feature_mount_and_unknown_ro_compat_features_mount_read_only() {
+    use vigilfs::format::{read_superblock, write_superblocks, Features};
+    let fixture = Fixture::new();
+    // An image from before media records: no ro_compat bit, no records.
+    let mut superblock = read_superblock(fixture.device.as_ref()).unwrap().superblock;
+    assert_eq!(
+        superblock.features.ro_compat,
+        Features::RO_COMPAT_MEDIA_RECORDS
+    );
+    superblock.features.ro_compat = 0;
+    write_superblocks(fixture.device.as_ref(), &mut superblock).unwrap();
+    let fs = fixture.mount();
+    assert_eq!(fs.status().state, LifeState::Running);
+    fs.unmount().unwrap();
+    let mut superblock = read_superblock(fixture.device.as_ref()).unwrap().superblock;
+    assert_eq!(
+        superblock.features.ro_compat,
+        Features::RO_COMPAT_MEDIA_RECORDS,
+        "the first read-write mount says the image may hold media records"
+    );
+    // A feature this build does not know: readable, not writable.
+    superblock.features.ro_compat |= 1 << 40;
+    write_superblocks(fixture.device.as_ref(), &mut superblock).unwrap();
+    let fs = fixture.mount();
+    match fs.status().state {
+        LifeState::ReadOnly(why) => assert!(why.contains("ro_compat"), "{why}"),
+        other => panic!("mounted {other:?}"),
+    }
+    assert_eq!(
+        errno_of(fs.create(ROOT_INO, b"new", 0o644, read_write(), &root())),
+        libc::EROFS
+    );
+    drop(fs);
 }

@@ -142,8 +142,11 @@ pub const POISON_LISTED: usize = 64;
 /// A mount's media-failure state (see the module comment).
 pub(crate) struct Media {
     pub(super) intake: Arc<Intake>,
-    /// Held while one failure is handled; counts what handling did.
-    handling: Mutex<Counters>,
+    /// Held while one failure is handled.
+    handling: Mutex<()>,
+    /// Blocks saved and lost this mount.
+    healed_blocks: AtomicU64,
+    lost_blocks: AtomicU64,
     /// Foreground reads and writes so far: scrub waits while it moves.
     pub(super) foreground: AtomicU64,
     /// Intake overflows already reported as an event.
@@ -153,17 +156,13 @@ pub(crate) struct Media {
     pub(super) scrub: super::scrubbing::ScrubControl,
 }
 
-#[derive(Default)]
-struct Counters {
-    healed_blocks: u64,
-    lost_blocks: u64,
-}
-
 impl Media {
     pub(super) fn new(intake: Arc<Intake>) -> Media {
         Media {
             intake,
-            handling: Mutex::new(Counters::default()),
+            handling: Mutex::new(()),
+            healed_blocks: AtomicU64::new(0),
+            lost_blocks: AtomicU64::new(0),
             foreground: AtomicU64::new(0),
             overflow_reported: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
@@ -173,7 +172,7 @@ impl Media {
 }
 
 /// The media failure a failed operation ran into, if any: the device bytes
-/// and what failed there. A media error (or an error the operating system
+/// and what failed there (blocks are 4 KiB: a mount refuses other sizes). A media error (or an error the operating system
 /// gave a read, which a real disk gives for a bad sector) and a checksum
 /// mismatch count; an error a `fail` fault rule injected is a path
 /// failure, not the medium's, and does not.
@@ -247,7 +246,7 @@ impl Shared {
         };
         let writable = guard.is_some() && !self.options.read_only;
         let layout = self.superblock().layout;
-        let mut counters = self
+        let _one_at_a_time = self
             .media
             .handling
             .lock()
@@ -268,8 +267,12 @@ impl Shared {
             handled,
             queued: false,
         };
-        counters.healed_blocks += report.healed_blocks();
-        counters.lost_blocks += report.lost_blocks();
+        self.media
+            .healed_blocks
+            .fetch_add(report.healed_blocks(), Ordering::Relaxed);
+        self.media
+            .lost_blocks
+            .fetch_add(report.lost_blocks(), Ordering::Relaxed);
         Ok(report)
     }
 
@@ -431,12 +434,8 @@ impl Shared {
             })
             .collect();
         let all = self.metadata.poison.all();
-        let counters = self
-            .media
-            .handling
-            .try_lock()
-            .map(|counters| (counters.healed_blocks, counters.lost_blocks));
-        let (healed_blocks, lost_blocks) = counters.unwrap_or_default();
+        let healed_blocks = self.media.healed_blocks.load(Ordering::Relaxed);
+        let lost_blocks = self.media.lost_blocks.load(Ordering::Relaxed);
         MediaStatus {
             bad_blocks: bad.iter().map(|run| run.blocks).sum(),
             bad,
