@@ -5,6 +5,10 @@
 //! as text or (with --json) as one JSON object. The persistent error record
 //! is shown as `status` shows it (dates in UTC, errno names), and in the
 //! JSON as `error_record` with the fields of `status --json`'s `errors`.
+//! The media records are `media`: {bad_blocks, bad [{start, blocks, since,
+//! cause}], poisoned [{ino, paths, first_block, blocks, device_block,
+//! since, cause}], data_bytes_checked (null without --data),
+//! data_failures}.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -13,7 +17,7 @@ use std::sync::Arc;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use vigilfs::device::{FileDevice, FileDeviceOptions};
-use vigilfs::fsck::{fsck, keys_per_tree, FsckReport, Progress};
+use vigilfs::fsck::{fsck_with, keys_per_tree, FsckOptions, FsckReport, Progress};
 
 use crate::control::report::{error_record_json, event_json};
 use crate::failure::Failure;
@@ -27,7 +31,7 @@ pub const ERRORS_LEFT: u8 = 4;
 /// The `structure` of the engine's note about the error record.
 const ERROR_RECORD_NOTE: &str = "error record";
 
-pub fn run(image: &Path, as_json: bool) -> Result<u8, Failure> {
+pub fn run(image: &Path, as_json: bool, data: bool) -> Result<u8, Failure> {
     // A mounted filesystem changes under fsck's feet: refuse it, and keep
     // a shared lock so no mount starts while checking. A mount process
     // still finishing after `umount` is waited for. An image that cannot
@@ -65,7 +69,7 @@ pub fn run(image: &Path, as_json: bool) -> Result<u8, Failure> {
         None if progress.done < progress.total => eprintln!("fsck: checking {}", progress.stage),
         None => {}
     };
-    let outcome = fsck(Arc::new(device), &mut show);
+    let outcome = fsck_with(Arc::new(device), FsckOptions { data }, &mut show);
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
@@ -114,6 +118,21 @@ fn print_text(image: &Path, report: &FsckReport) {
             "space: {} reverse-map records; {} blocks used, {} free of {}",
             space.records, space.used_blocks, space.free_blocks, space.region_blocks
         );
+    }
+    if let Some(media) = &report.media {
+        let mut line = format!(
+            "media: {} bad blocks listed, {} poisoned runs",
+            media.bad_blocks,
+            media.poisoned.len()
+        );
+        if let Some(bytes) = media.data_bytes_checked {
+            line.push_str(&format!(
+                "; data: {} checked, {} bad blocks",
+                status_command::human_bytes(bytes),
+                media.data_failures
+            ));
+        }
+        println!("{line}");
     }
     for problem in &report.problems {
         println!("ERROR {}: {}", problem.structure, problem.message);
@@ -202,6 +221,26 @@ fn to_json(image: &Path, report: &FsckReport, code: u8) -> serde_json::Value {
             "free_blocks": space.free_blocks,
             "pending_blocks": space.pending_blocks,
             "region_blocks": space.region_blocks,
+        })),
+        "media": report.media.as_ref().map(|media| json!({
+            "bad_blocks": media.bad_blocks,
+            "bad": media.bad_runs.iter().map(|run| json!({
+                "start": run.start,
+                "blocks": run.blocks,
+                "since": run.since,
+                "cause": run.cause.name(),
+            })).collect::<Vec<_>>(),
+            "poisoned": media.poisoned.iter().map(|(run, paths)| json!({
+                "ino": run.ino,
+                "paths": paths,
+                "first_block": run.first,
+                "blocks": run.blocks,
+                "device_block": run.physical,
+                "since": run.since,
+                "cause": run.cause.name(),
+            })).collect::<Vec<_>>(),
+            "data_bytes_checked": media.data_bytes_checked,
+            "data_failures": media.data_failures,
         })),
         "errors_recorded": report.superblock.error_record.total,
         "error_record": error_record_json(&report.superblock.error_record),

@@ -13,6 +13,7 @@ mod fsck_command;
 mod helper;
 mod in_use;
 mod inject_command;
+mod media_command;
 mod mkfs_command;
 mod mount_command;
 mod mount_options;
@@ -72,12 +73,19 @@ enum Command {
     },
     /// Check a vigilfs filesystem without changing it.
     ///
+    /// Checks the superblock copies, the journal, every b-tree node, the
+    /// namespace, the reverse map and free space, the bad-block list and
+    /// poisoned data (data lost to a media failure is an error left, with
+    /// its paths; bad blocks are listed). --data also reads every data
+    /// block against its checksum.
+    ///
     /// Exit status as fsck(8): 0 no errors, 4 errors left uncorrected,
     /// 8 operational error (the image cannot be read or holds no vigilfs
     /// filesystem).
     ///
-    /// Example:
+    /// Examples:
     ///   vigilfs fsck disk.img --json
+    ///   vigilfs fsck --data disk.img
     #[command(verbatim_doc_comment)]
     Fsck {
         /// The image file or block device.
@@ -85,6 +93,10 @@ enum Command {
         /// Print the report as JSON on stdout.
         #[arg(long)]
         json: bool,
+        /// Also read every data block and verify its checksum; each bad
+        /// one is an error left, named with the files that own it.
+        #[arg(long)]
+        data: bool,
     },
     /// Mount a vigilfs filesystem through FUSE and serve it.
     ///
@@ -114,6 +126,14 @@ enum Command {
     ///   attr_timeout=SECONDS, entry_timeout=SECONDS
     ///                         how long the kernel trusts attributes and
     ///                         names (default 1)
+    ///   scrub_interval=DURATION   scrub in the background this often
+    ///                         (90m, 6h, 7d; seconds without a unit),
+    ///                         resuming where the last one stopped
+    ///   scrub_rate=SIZE       bytes per second the background scrub reads
+    ///                         (default: as fast as foreground I/O allows)
+    ///   failed=OFFSET:LENGTH  device bytes reported failed before the mount
+    ///                         (repeatable): handled, as notify-failure does,
+    ///                         once the journal is replayed
     ///   rw, dev, suid, exec, nodev, nosuid, noexec, auto, noauto, user,
     ///   nouser, defaults, _netdev (and atime options, x-*): accepted, ignored
     /// An unknown option is an error (exit status 2).
@@ -171,7 +191,12 @@ enum Command {
     ///      kinds: writeback, read, metadata, checksum, journal, media, other),
     ///   open_files, mount_count,
     ///   fault_rules [{id, rule, matched, injected, bad_blocks_remaining,
-    ///                 provisioned_blocks_used}]
+    ///                 provisioned_blocks_used}],
+    ///   media {bad_blocks, bad [{start, blocks}], poisoned_runs,
+    ///          poisoned [{ino, first_block, blocks, device_block, since, cause}],
+    ///          notices {received, parked, overflowed, waiting, handled},
+    ///          healed_blocks, lost_blocks,
+    ///          scrub {running, resume_at, last, interval_seconds}}
     ///
     /// Examples:
     ///   vigilfs status /mnt/data
@@ -264,6 +289,96 @@ enum Command {
     ///   vigilfs inject /mnt --clear
     #[command(verbatim_doc_comment)]
     Inject(inject_command::InjectArgs),
+    /// Tell a mounted filesystem that a range of its device failed (a
+    /// report from SMART, EDAC, ndctl or a storage array) and see what
+    /// became of everything that lived there.
+    ///
+    /// Every owner is found through the reverse map and acted on: file
+    /// data is saved to new blocks when a copy survives (in memory, or
+    /// still readable), otherwise it is lost and reads of exactly that
+    /// range fail with EIO until it is rewritten, truncated or deleted (this
+    /// survives remounts); b-tree nodes are moved from their cached copy,
+    /// else the errors= policy applies; superblock copies are rewritten;
+    /// every failed block goes on the persistent bad-block list and is
+    /// never allocated again. Each owner hit is an FS_ERROR event. Root and
+    /// the user who mounted only.
+    ///
+    /// Examples:
+    ///   vigilfs notify-failure /mnt/data --offset 61440000 --length 4096 --origin "SMART 197"
+    ///   vigilfs notify-failure /mnt/data --offset 60M --length 1M --json
+    #[command(verbatim_doc_comment)]
+    NotifyFailure {
+        /// The mount point.
+        mountpoint: PathBuf,
+        #[command(flatten)]
+        range: media_command::RangeArgs,
+        /// Who reported it, kept in events and the error record.
+        #[arg(long, value_name = "TEXT")]
+        origin: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Which files (and metadata) own a range of the device?
+    ///
+    /// Lists every owner of the range: files with every path naming them
+    /// (all hard links) and the file byte range, b-tree nodes (tree,
+    /// level), the journal, superblock copies, free space, bad blocks. On
+    /// a mount point it asks the mount (root and the user who mounted
+    /// only: it names files); on an image it reads the image, which must
+    /// not be mounted. What debugfs's icheck/ncheck and XFS's fsmap answer.
+    ///
+    /// --json prints {device_offset, device_length, owners [{device_offset,
+    /// device_length, kind, ...}]} (fields in `vigilfs notify-failure --help`'s
+    /// JSON, without the outcome).
+    ///
+    /// Examples:
+    ///   vigilfs owners /mnt/data --offset 61440000 --length 4096
+    ///   vigilfs owners disk.img --offset 64M --length 1M --json
+    #[command(verbatim_doc_comment)]
+    Owners {
+        /// A mount point, or an unmounted image.
+        target: PathBuf,
+        #[command(flatten)]
+        range: media_command::RangeArgs,
+        /// Print the owners as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read and verify every block the filesystem uses.
+    ///
+    /// Superblock copies, the journal entries still needed, every b-tree
+    /// node and every data block against its checksum. On a mount point,
+    /// every failure found is handled as by notify-failure (data rescued
+    /// or poisoned, blocks marked bad); reads and writes of the mount keep
+    /// priority, --rate caps the scrub; Ctrl-C stops it and the next scrub
+    /// resumes where it stopped (--restart starts over). On an unmounted
+    /// image, failures are reported with their owners and nothing changes.
+    /// A progress bar (bytes/s, ETA) on a terminal, plain lines otherwise,
+    /// and a summary: bytes checked, failures, owners hit, healed, lost.
+    ///
+    /// Exit status: 0 nothing lost, 4 data or metadata lost (found now, or
+    /// poisoned earlier and not rewritten since; on an image, failures
+    /// found), 8 the scrub could not run.
+    ///
+    /// Examples:
+    ///   vigilfs scrub /mnt/data
+    ///   vigilfs scrub /mnt/data --rate 50 --json
+    ///   vigilfs scrub disk.img
+    #[command(verbatim_doc_comment)]
+    Scrub {
+        /// A mount point, or an unmounted image.
+        target: PathBuf,
+        /// Most MiB per second to read.
+        #[arg(long, value_name = "MIB_PER_SECOND")]
+        rate: Option<f64>,
+        /// Start from the beginning rather than resume an interrupted scrub.
+        #[arg(long)]
+        restart: bool,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// A guided tour: make, mount, write, fail a disk, watch fsync report
     /// it once per descriptor, unmount, check.
     ///
@@ -335,7 +450,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             label,
             force,
         }),
-        Command::Fsck { image, json } => fsck_command::run(&image, json),
+        Command::Fsck { image, json, data } => fsck_command::run(&image, json, data),
         Command::Mount {
             image,
             mountpoint,
@@ -364,6 +479,23 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             noflush,
         } => shutdown_command::run(&mountpoint, !noflush),
         Command::Inject(arguments) => inject_command::run(&arguments),
+        Command::NotifyFailure {
+            mountpoint,
+            range,
+            origin,
+            json,
+        } => media_command::notify_failure(&mountpoint, &range, origin, json),
+        Command::Owners {
+            target,
+            range,
+            json,
+        } => media_command::owners(&target, &range, json),
+        Command::Scrub {
+            target,
+            rate,
+            restart,
+            json,
+        } => media_command::scrub(&target, rate, restart, json),
         Command::Demo { keep } => demo_command::run(keep),
         Command::InstallMountHelper { dir, force } => helper::install(&dir, force),
     }

@@ -30,7 +30,8 @@ use std::time::{Duration, SystemTime};
 
 use fserror::{Event, EventKind, Group, GroupConfig, Subtypes};
 use serde_json::{json, Map};
-use vigilfs::device::{FaultDevice, FaultPlan, FileDevice, FileDeviceOptions};
+use vigilfs::device::{ByteRange, FaultDevice, FaultPlan, FileDevice, FileDeviceOptions};
+use vigilfs::failure::Origin;
 use vigilfs::fs::{Filesystem, LifeState, MountOptions};
 
 use crate::control::{self, describe_errno};
@@ -279,6 +280,18 @@ fn mount_options(settings: &MountSettings) -> MountOptions {
         dirty_limit_bytes: settings.dirty_bytes.unwrap_or(defaults.dirty_limit_bytes),
         cache_bytes: settings.cache_bytes.unwrap_or(defaults.cache_bytes),
         fsync_errors: settings.fsync_errors.unwrap_or(defaults.fsync_errors),
+        scrub_interval: settings.scrub_interval,
+        scrub_rate: settings.scrub_rate,
+        failures: settings
+            .failed
+            .iter()
+            .map(|&(offset, length)| {
+                (
+                    ByteRange::at(offset, length),
+                    Origin::operator("reported at mount (failed=)"),
+                )
+            })
+            .collect(),
         ..defaults
     }
 }
@@ -343,6 +356,12 @@ pub fn describe_event(event: &Event) -> String {
         }
         if let Some(range) = first.range {
             line.push_str(&format!(" at {}+{}", range.offset, range.len));
+        }
+        if !first.blob.is_empty() {
+            line.push_str(&format!(
+                " ({})",
+                String::from_utf8_lossy(first.blob.as_bytes())
+            ));
         }
     }
     if event.lost > 0 {

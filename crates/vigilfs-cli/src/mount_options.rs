@@ -3,7 +3,9 @@
 //! vigilfs options: `ro`, `rw`, `errors=continue|remount-ro|panic`,
 //! `cache=SIZE`, `dirty=SIZE`, `writeback_interval=SECONDS`, `threads=N`,
 //! `allow_other`, `fsync_errors=until-durable|once`, `keep_cache`/`nokeep_cache`, `attr_timeout=SECONDS`,
-//! `entry_timeout=SECONDS`. Generic options mount(8) and mount.fuse3 pass along are
+//! `entry_timeout=SECONDS`, `scrub_interval=DURATION` (`90s`, `30m`, `6h`, `7d`; a bare
+//! number is seconds), `scrub_rate=SIZE` (bytes per second the background scrub reads),
+//! `failed=OFFSET:LENGTH` (device bytes reported failed before the mount; repeatable). Generic options mount(8) and mount.fuse3 pass along are
 //! accepted and ignored: `dev`, `nodev`, `suid`, `nosuid`, `exec`,
 //! `noexec`, `auto`, `noauto`, `user`, `nouser`, `users`, `defaults`,
 //! `_netdev`, `nofail`, the atime family, `x-*` and `comment=*`, and
@@ -42,6 +44,13 @@ pub struct MountSettings {
     pub entry_timeout: Option<Duration>,
     /// `fsync_errors=until-durable|once`.
     pub fsync_errors: Option<FsyncErrors>,
+    /// `scrub_interval=`: scrub in the background this often.
+    pub scrub_interval: Option<Duration>,
+    /// `scrub_rate=`: bytes per second the background scrub reads.
+    pub scrub_rate: Option<u64>,
+    /// `failed=OFFSET:LENGTH` (repeatable): device ranges reported failed
+    /// before the mount, handled once the journal is replayed.
+    pub failed: Vec<(u64, u64)>,
 }
 
 const IGNORED: &[&str] = &[
@@ -101,6 +110,50 @@ fn seconds(key: &str, value: &str, zero_allowed: bool) -> Result<Duration, Strin
         })
 }
 
+/// A scrub interval: a number with an optional unit (`s`, `m`, `h`, `d`;
+/// seconds without), from a second to a year. (The background scrub
+/// resumes where the last one stopped, and keeps behind foreground I/O.)
+fn interval(key: &str, value: &str) -> Result<Duration, String> {
+    let split = value
+        .find(|character: char| !(character.is_ascii_digit() || character == '.'))
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let scale = match unit {
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => f64::NAN,
+    };
+    number
+        .parse::<f64>()
+        .ok()
+        .map(|number| number * scale)
+        .filter(|seconds| seconds.is_finite() && (1.0..=365.0 * 86_400.0).contains(seconds))
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| {
+            format!(
+                "option {key}={value}: give a duration from 1s to 365d (e.g. 90m, 6h, 7d; \
+                 a bare number is seconds)"
+            )
+        })
+}
+
+/// `OFFSET:LENGTH` of `failed=`, each a size (0 allowed for the offset).
+fn failed_range(value: &str) -> Result<(u64, u64), String> {
+    let invalid =
+        || format!("option failed={value}: give OFFSET:LENGTH in device bytes (e.g. 64M:4K)");
+    let (offset, length) = value.split_once(':').ok_or_else(invalid)?;
+    let offset = if offset.trim() == "0" {
+        0
+    } else {
+        offset.parse::<ByteSize>().map_err(|_| invalid())?.0
+    };
+    let length = length.parse::<ByteSize>().map_err(|_| invalid())?.0;
+    offset.checked_add(length).ok_or_else(invalid)?;
+    Ok((offset, length))
+}
+
 /// Parses every `-o` argument (each a comma-separated list).
 pub fn parse<S: AsRef<str>>(arguments: &[S]) -> Result<MountSettings, String> {
     let mut settings = MountSettings::default();
@@ -148,6 +201,11 @@ pub fn parse<S: AsRef<str>>(arguments: &[S]) -> Result<MountSettings, String> {
                         }
                     });
                 }
+                ("scrub_interval", Some(value)) => {
+                    settings.scrub_interval = Some(interval(key, value)?);
+                }
+                ("scrub_rate", Some(value)) => settings.scrub_rate = Some(size(key, value)?),
+                ("failed", Some(value)) => settings.failed.push(failed_range(value)?),
                 ("keep_cache", None) => settings.keep_cache = Some(true),
                 ("nokeep_cache", None) => settings.keep_cache = Some(false),
                 ("threads", Some(value)) => {
@@ -169,8 +227,9 @@ pub fn parse<S: AsRef<str>>(arguments: &[S]) -> Result<MountSettings, String> {
                          errors=continue|remount-ro|panic, cache=SIZE, dirty=SIZE, \
                          writeback_interval=SECONDS, threads=N, allow_other, \
                          fsync_errors=until-durable|once, keep_cache, nokeep_cache, \
-                         attr_timeout=SECONDS, \
-                         entry_timeout=SECONDS, and the generic options of mount(8))"
+                         attr_timeout=SECONDS, entry_timeout=SECONDS, \
+                         scrub_interval=DURATION, scrub_rate=SIZE, failed=OFFSET:LENGTH, and \
+                         the generic options of mount(8))"
                     ))
                 }
             }
@@ -238,6 +297,39 @@ mod tests {
         assert_eq!(settings.entry_timeout, Some(Duration::from_millis(2500)));
         assert_eq!(parse(&["keep_cache"]).unwrap().keep_cache, Some(true));
         assert_eq!(parse(&["ro"]).unwrap().keep_cache, None);
+    }
+
+    #[test]
+    fn scrub_options_are_parsed_and_absurd_ones_refused() {
+        let settings = parse(&["scrub_interval=6h,scrub_rate=64M"]).unwrap();
+        assert_eq!(settings.scrub_interval, Some(Duration::from_secs(6 * 3600)));
+        assert_eq!(settings.scrub_rate, Some(64 << 20));
+        assert_eq!(
+            parse(&["scrub_interval=90"]).unwrap().scrub_interval,
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse(&["scrub_interval=1.5d"]).unwrap().scrub_interval,
+            Some(Duration::from_secs(129_600))
+        );
+        assert_eq!(
+            parse(&["failed=64M:4K,failed=0:512"]).unwrap().failed,
+            vec![(64 << 20, 4096), (0, 512)]
+        );
+        for bad in [
+            "failed=64M",
+            "failed=x:1",
+            "failed=1:0",
+            "scrub_interval=0.5s",
+            "scrub_interval=400d",
+            "scrub_interval=soon",
+            "scrub_interval=5w",
+            "scrub_interval=",
+            "scrub_rate=fast",
+            "scrub_rate=0",
+        ] {
+            assert!(parse(&[bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

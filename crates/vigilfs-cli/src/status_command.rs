@@ -216,6 +216,9 @@ pub fn render(status: &Value) -> String {
     for (label, value) in error_record_rows(&status["errors"]) {
         row(label, value);
     }
+    for (label, value) in media_rows(&status["media"]) {
+        row(label, value);
+    }
     row("open files", number(&status["open_files"]).to_string());
     row("mount count", number(&status["mount_count"]).to_string());
     let rules = status["fault_rules"]
@@ -234,6 +237,103 @@ pub fn render(status: &Value) -> String {
         let _ = writeln!(out, "  {}", rule_line(rule));
     }
     out
+}
+
+/// The media part of a status report (`control::media_report`) as
+/// labelled rows: the bad-block list, poisoned data, failure notices and
+/// scrub.
+pub fn media_rows(media: &Value) -> Vec<(&'static str, String)> {
+    let mut rows = Vec::new();
+    let runs: Vec<String> = media["bad"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .take(8)
+        .map(|run| format!("{}+{}", number(&run["start"]), number(&run["blocks"])))
+        .collect();
+    let bad = number(&media["bad_blocks"]);
+    rows.push((
+        "bad blocks",
+        if bad == 0 {
+            "none".into()
+        } else {
+            format!("{bad} never allocated again: {}", runs.join(", "))
+        },
+    ));
+    let poisoned = number(&media["poisoned_runs"]);
+    rows.push((
+        "data lost",
+        if poisoned == 0 {
+            "none".into()
+        } else {
+            format!("{poisoned} runs of file blocks read EIO until rewritten")
+        },
+    ));
+    for run in media["poisoned"].as_array().into_iter().flatten().take(8) {
+        rows.push((
+            "",
+            format!(
+                "  inode {} blocks {}+{} (device block {}, {})",
+                number(&run["ino"]),
+                number(&run["first_block"]),
+                number(&run["blocks"]),
+                number(&run["device_block"]),
+                text(&run["cause"])
+            ),
+        ));
+    }
+    let notices = &media["notices"];
+    rows.push((
+        "media failures",
+        format!(
+            "{} notices ({} before the mount was ready, {} dropped, {} waiting); {} blocks \
+             healed, {} lost this mount",
+            number(&notices["received"]),
+            number(&notices["parked"]),
+            number(&notices["overflowed"]),
+            number(&notices["waiting"]),
+            number(&media["healed_blocks"]),
+            number(&media["lost_blocks"])
+        ),
+    ));
+    let scrub = &media["scrub"];
+    let mut line = match scrub["running"].as_object() {
+        Some(running) => format!(
+            "running: {} of {}, {}",
+            human_bytes(running["bytes"].as_u64().unwrap_or(0)),
+            human_bytes(running["total_bytes"].as_u64().unwrap_or(0)),
+            running["phase"].as_str().unwrap_or("?")
+        ),
+        None => match scrub["last"].as_object() {
+            Some(last) => format!(
+                "last {} {}: {} checked, {} failures, {} healed, {} lost",
+                if last["complete"].as_bool() == Some(true) {
+                    "finished"
+                } else {
+                    "stopped"
+                },
+                utc(last["ended"].as_u64().unwrap_or(0)),
+                human_bytes(last["bytes"].as_u64().unwrap_or(0)),
+                last["findings"],
+                last["healed_blocks"],
+                last["lost_blocks"]
+            ),
+            None => "not run this mount".into(),
+        },
+    };
+    if let Some(resume) = scrub["resume_at"].as_object() {
+        let _ = write!(
+            line,
+            "; next resumes at {} block {}",
+            resume["phase"].as_str().unwrap_or("?"),
+            resume["block"]
+        );
+    }
+    if let Some(interval) = scrub["interval_seconds"].as_u64() {
+        let _ = write!(line, "; every {interval} s");
+    }
+    rows.push(("scrub", line));
+    rows
 }
 
 /// A rule as `inject --list` and status print it.

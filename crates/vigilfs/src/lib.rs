@@ -38,6 +38,7 @@
 pub mod alloc;
 pub mod btree;
 pub mod device;
+pub mod failure;
 pub mod format;
 pub mod fs;
 pub mod fsck;
@@ -46,6 +47,8 @@ pub mod journal;
 pub mod metadata;
 pub mod mkfs;
 mod pagecache;
+pub mod poison;
 pub mod rmap;
+pub mod scrub;
 mod sync;
 mod writeback;

@@ -1,6 +1,7 @@
 //! Opening a filesystem's metadata: the journal (replaying what it holds),
-//! the allocator (rebuilt from the reverse map as the trees open), and the
-//! b-trees recovered on top.
+//! the allocator (rebuilt from the reverse map and the bad-block list as the
+//! trees open), the b-trees recovered on top, and the poisoned file blocks
+//! read from them.
 //!
 //! Everything that works on a filesystem's trees opens them through here —
 //! mkfs after formatting, fsck on its dry-run overlay, tests, and later the
@@ -17,6 +18,7 @@ use crate::btree::{BtreeError, Btrees, BtreesOptions};
 use crate::device::BlockDevice;
 use crate::format::Superblock;
 use crate::journal::{Journal, JournalError, JournalOptions, RecoveryReport};
+use crate::poison::{PoisonMap, PoisonRecordError};
 
 /// Why the metadata could not be opened.
 #[derive(Debug, Error)]
@@ -27,6 +29,9 @@ pub enum OpenError {
     /// The b-trees could not be recovered.
     #[error("b-trees: {0}")]
     Btree(#[from] BtreeError),
+    /// The poison records could not be read.
+    #[error("poison records: {0}")]
+    Poison(#[from] PoisonRecordError),
 }
 
 /// A filesystem's open metadata.
@@ -37,6 +42,8 @@ pub struct Metadata {
     pub allocator: Arc<Allocator>,
     /// The b-trees.
     pub trees: Btrees,
+    /// File blocks whose data a media failure took: reads of them fail.
+    pub poison: PoisonMap,
     /// What journal replay found.
     pub recovery: RecoveryReport,
     /// Serialises read-modify-commit transactions on inode records (see
@@ -64,10 +71,12 @@ impl Metadata {
             allocator.clone(),
             options,
         )?;
+        let poison = PoisonMap::load(&trees)?;
         Ok(Metadata {
             journal,
             allocator,
             trees,
+            poison,
             recovery: replay.report,
             record_writer: Mutex::new(()),
         })

@@ -222,7 +222,10 @@ pub fn mkfs<D: BlockDevice + ?Sized>(
     let mut superblock = Superblock {
         uuid,
         label: options.label.clone(),
-        features: Features::default(),
+        features: Features {
+            ro_compat: Features::RO_COMPAT_MEDIA_RECORDS,
+            ..Features::default()
+        },
         layout,
         state: FsState::Clean,
         errors_policy: options.errors_policy,

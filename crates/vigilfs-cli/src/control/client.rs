@@ -81,11 +81,29 @@ pub fn mount_owner(canonical: &Path) -> Result<u32, ClientError> {
 
 /// Sends `request` to the mount at `mountpoint`; returns the result.
 pub fn call(mountpoint: &Path, request: &Request) -> Result<Value, ClientError> {
+    let (canonical, owner) = resolve(mountpoint)?;
+    call_owned(&canonical, owner, request)
+}
+
+/// [`call`], waiting up to `timeout` for the answer (`None`: as long as
+/// the mount process lives, for a scrub of a large filesystem).
+pub fn call_waiting(
+    mountpoint: &Path,
+    request: &Request,
+    timeout: Option<Duration>,
+) -> Result<Value, ClientError> {
+    let (canonical, owner) = resolve(mountpoint)?;
+    let stream = connect_trusted(&canonical, owner)?;
+    exchange(stream, request, timeout)
+}
+
+/// The canonical mount point and the uid that mounted it.
+fn resolve(mountpoint: &Path) -> Result<(std::path::PathBuf, u32), ClientError> {
     let canonical = canonical_mountpoint(mountpoint).map_err(|error| {
         ClientError::Unreachable(format!("cannot resolve the mount point: {error}"))
     })?;
     let owner = mount_owner(&canonical)?;
-    call_owned(&canonical, owner, request)
+    Ok((canonical, owner))
 }
 
 /// [`call`] for the mount at `canonical` (already canonical) owned by
@@ -93,7 +111,7 @@ pub fn call(mountpoint: &Path, request: &Request) -> Result<Value, ClientError> 
 /// `owner`.
 pub fn call_owned(canonical: &Path, owner: u32, request: &Request) -> Result<Value, ClientError> {
     let stream = connect_trusted(canonical, owner)?;
-    exchange(stream, request)
+    exchange(stream, request, Some(RESPONSE_TIMEOUT))
 }
 
 /// The first socket of the mount that answers and is served by `owner`.
@@ -193,11 +211,13 @@ fn connect(path: &Path) -> io::Result<UnixStream> {
     }
 }
 
-fn exchange(stream: UnixStream, request: &Request) -> Result<Value, ClientError> {
+fn exchange(
+    stream: UnixStream,
+    request: &Request,
+    timeout: Option<Duration>,
+) -> Result<Value, ClientError> {
     let broken = |error: io::Error| ClientError::Unreachable(format!("control socket: {error}"));
-    stream
-        .set_read_timeout(Some(RESPONSE_TIMEOUT))
-        .map_err(broken)?;
+    stream.set_read_timeout(timeout).map_err(broken)?;
     let mut line = serde_json::to_vec(request)
         .map_err(|error| ClientError::Unreachable(format!("encoding the request: {error}")))?;
     line.push(b'\n');

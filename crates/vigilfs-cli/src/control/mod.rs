@@ -40,6 +40,7 @@
 //! response line; the server's deadlines and bounds are in [`server`].
 
 pub mod client;
+pub mod media_report;
 pub mod protocol;
 pub mod report;
 pub mod server;

@@ -12,6 +12,9 @@
 //! {"command":"inject_remove","id":3}
 //! {"command":"inject_clear"}
 //! {"command":"inject_list"}
+//! {"command":"notify_failure","offset":N,"length":N,"origin":"TEXT"}   (origin optional)
+//! {"command":"owners","offset":N,"length":N}
+//! {"command":"scrub","rate":BYTES_PER_SECOND,"restart":false}          (rate optional)
 //! ```
 //!
 //! Fault rules travel in the engine's one-line text form (see
@@ -28,7 +31,10 @@
 //!
 //! Unknown fields are ignored (a newer client may send more). `status` and
 //! `inject_list` are open to everyone; the others only to root
-//! and the user who mounted (`refused` otherwise).
+//! and the user who mounted (`refused` otherwise) — `owners` too, though
+//! it changes nothing: it names files in directories the caller may not
+//! be allowed to read. `scrub` answers when the scrub ends; a client that
+//! goes away stops it (the next scrub resumes there).
 
 use serde::{Deserialize, Serialize};
 
@@ -67,6 +73,32 @@ pub enum Request {
     InjectClear,
     /// List the rules.
     InjectList,
+    /// A failed device range to attribute and contain.
+    NotifyFailure {
+        /// First failed byte of the device.
+        offset: u64,
+        /// Bytes failed.
+        length: u64,
+        /// Who reported it (free text).
+        #[serde(default)]
+        origin: Option<String>,
+    },
+    /// Who owns a device range.
+    Owners {
+        /// First byte of the device.
+        offset: u64,
+        /// Bytes.
+        length: u64,
+    },
+    /// Scrub the filesystem; answered when it ends.
+    Scrub {
+        /// Most bytes per second.
+        #[serde(default)]
+        rate: Option<u64>,
+        /// Start over rather than resume.
+        #[serde(default)]
+        restart: bool,
+    },
 }
 
 impl Request {
@@ -88,6 +120,9 @@ impl Request {
             | Request::InjectRemove { .. }
             | Request::InjectClear
             | Request::InjectList => "inject",
+            Request::NotifyFailure { .. } => "notify-failure",
+            Request::Owners { .. } => "owners",
+            Request::Scrub { .. } => "scrub",
         }
     }
 }
@@ -196,6 +231,43 @@ mod tests {
         assert!(Request::Sync.is_mutating());
         assert!(Request::InjectClear.is_mutating());
         assert!(Request::Shutdown { flush: true }.is_mutating());
+        assert!(Request::Owners {
+            offset: 0,
+            length: 1
+        }
+        .is_mutating());
+        assert!(Request::Scrub {
+            rate: None,
+            restart: false
+        }
+        .is_mutating());
+    }
+
+    #[test]
+    fn media_requests_have_a_stable_wire_form() {
+        let parsed: Request =
+            serde_json::from_str(r#"{"command":"notify_failure","offset":4096,"length":512}"#)
+                .unwrap();
+        assert_eq!(
+            parsed,
+            Request::NotifyFailure {
+                offset: 4096,
+                length: 512,
+                origin: None
+            }
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::Scrub {
+                rate: Some(1 << 20),
+                restart: true
+            })
+            .unwrap(),
+            r#"{"command":"scrub","rate":1048576,"restart":true}"#
+        );
+        assert!(
+            serde_json::from_str::<Request>(r#"{"command":"owners","offset":-1,"length":1}"#)
+                .is_err()
+        );
     }
 
     #[test]

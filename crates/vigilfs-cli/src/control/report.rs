@@ -24,6 +24,8 @@
 //! open_files, mount_count
 //! fault_rules      [{id, rule, matched, injected, bad_blocks_remaining,
 //!                   provisioned_blocks_used}]  (rule: the text form)
+//! media            the bad-block list, poisoned data, failure notices and
+//!                  scrub (fields in `media_report`)
 //! ```
 
 use serde_json::{json, Map, Value};
@@ -31,6 +33,7 @@ use vigilfs::device::{FaultPlan, RuleStatus};
 use vigilfs::format::{ErrorEvent, ErrorKind, ErrorRecord};
 use vigilfs::fs::{Filesystem, LifeState};
 
+use super::media_report::media_status_json;
 use super::{describe_errno, errno_name};
 
 /// A fault rule's JSON form.
@@ -134,6 +137,7 @@ pub fn status_json(fs: &Filesystem, plan: &FaultPlan, extra: &Map<String, Value>
         "open_files": status.open_files,
         "mount_count": status.mount_count,
         "fault_rules": plan.rules().iter().map(rule_json).collect::<Vec<_>>(),
+        "media": media_status_json(&status.media),
     });
     if let Value::Object(fields) = fields {
         out.extend(fields);

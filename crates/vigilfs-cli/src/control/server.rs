@@ -38,10 +38,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
-use vigilfs::device::{FaultPlan, FaultRule, RuleId};
-use vigilfs::fs::{Filesystem, FsError};
+use vigilfs::device::{ByteRange, FaultPlan, FaultRule, RuleId};
+use vigilfs::failure::Origin;
+use vigilfs::fs::{Filesystem, FsError, ScrubRequest};
 use vigilfs::inode::FileError;
 
+use super::media_report::{failure_report_json, owner_json, scrub_summary_json};
 use super::protocol::{ErrorKind, Request, Response, MAX_REQUEST_BYTES};
 use super::report::{rule_json, status_json};
 use super::{
@@ -421,7 +423,7 @@ fn serve_connection(stream: &UnixStream, context: &Context, uid: Option<u32>) {
     let limits = context.limits;
     let accepted = Instant::now();
     let response = match read_request_line(stream, accepted + limits.request_deadline) {
-        Ok(line) => respond(&line, uid, context),
+        Ok(line) => respond(&line, uid, context, stream),
         Err(ReadError::Deadline) => Response::failure(
             ErrorKind::BadRequest,
             format!(
@@ -444,7 +446,7 @@ fn serve_connection(stream: &UnixStream, context: &Context, uid: Option<u32>) {
     let _ = write_response(stream, &response, Instant::now() + limits.response_deadline);
 }
 
-fn respond(line: &[u8], uid: Option<u32>, context: &Context) -> Response {
+fn respond(line: &[u8], uid: Option<u32>, context: &Context, stream: &UnixStream) -> Response {
     let request: Request = match serde_json::from_slice(line) {
         Ok(request) => request,
         Err(error) => {
@@ -484,7 +486,7 @@ fn respond(line: &[u8], uid: Option<u32>, context: &Context) -> Response {
         }
     };
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        execute(request, &fs, context)
+        execute(request, &fs, context, stream)
     }));
     outcome.unwrap_or_else(|_| {
         Response::failure(
@@ -517,9 +519,98 @@ fn engine_result(result: Result<(), FsError>, fs: &Filesystem) -> Response {
     }
 }
 
-fn execute(request: Request, fs: &Filesystem, context: &Context) -> Response {
+/// Whether the client at the other end of `stream` is still there (it has
+/// not closed its end): a long request it no longer waits for stops.
+fn client_waiting(stream: &UnixStream) -> bool {
+    let mut byte = [0u8; 1];
+    // SAFETY: recv into a live one-byte buffer on the connection's open
+    // socket; MSG_PEEK leaves any data in place.
+    let received = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            byte.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match received {
+        // The client closed its end.
+        0 => false,
+        // It sent more: it is there.
+        1.. => true,
+        // Nothing to read (or a signal): still there; any other error
+        // means the connection is gone.
+        _ => matches!(
+            io::Error::last_os_error().kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+        ),
+    }
+}
+
+/// The device bytes `offset..offset + length`, refused (EINVAL) when the
+/// sum overflows; the engine refuses what lies outside the device.
+fn device_range(offset: u64, length: u64) -> Result<ByteRange, Response> {
+    match offset.checked_add(length) {
+        Some(end) => Ok(ByteRange::new(offset, end)),
+        None => Err(Response::failure(
+            ErrorKind::BadRequest,
+            format!("offset {offset} + length {length} overflows"),
+            Some(libc::EINVAL),
+        )),
+    }
+}
+
+fn failed(error: &FsError) -> Response {
+    Response::failure(
+        ErrorKind::Failed,
+        fs_error_message(error),
+        Some(error.errno()),
+    )
+}
+
+fn execute(request: Request, fs: &Filesystem, context: &Context, stream: &UnixStream) -> Response {
     let plan = &context.plan;
     match request {
+        Request::NotifyFailure {
+            offset,
+            length,
+            origin,
+        } => {
+            let range = match device_range(offset, length) {
+                Ok(range) => range,
+                Err(response) => return response,
+            };
+            let origin = Origin::operator(origin.as_deref().unwrap_or("vigilfs notify-failure"));
+            match fs.notify_failure(range, origin) {
+                Ok(report) => Response::success(failure_report_json(&report)),
+                Err(error) => failed(&error),
+            }
+        }
+        Request::Owners { offset, length } => {
+            let range = match device_range(offset, length) {
+                Ok(range) => range,
+                Err(response) => return response,
+            };
+            match fs.owners(range, true) {
+                Ok(owners) => Response::success(json!({
+                    "device_offset": range.start,
+                    "device_length": range.len(),
+                    "owners": owners.iter().map(owner_json).collect::<Vec<_>>(),
+                })),
+                Err(error) => failed(&error),
+            }
+        }
+        Request::Scrub { rate, restart } => {
+            let request = ScrubRequest { rate, restart };
+            let stopping = &context.stopping;
+            let mut still_wanted = |_: &vigilfs::scrub::Progress| {
+                !stopping.load(Ordering::Acquire) && client_waiting(stream)
+            };
+            match fs.scrub(request, &mut still_wanted) {
+                Ok(summary) => Response::success(scrub_summary_json(&summary)),
+                Err(error) => failed(&error),
+            }
+        }
         Request::Status => Response::success(status_json(fs, plan, &context.extra)),
         Request::Sync => engine_result(fs.syncfs_once(), fs),
         Request::Freeze => engine_result(fs.freeze(), fs),

@@ -15,8 +15,9 @@
 //!   waits until the journal says `s` is durable: before that a crash could bring the old
 //!   owner back. The journal's durable seq is asked whenever space is counted or handed out.
 //! * **Bad blocks.** [`mark_bad`] blocks are never handed out, even after their owner frees
-//!   them, and stay out across a rebuild at mount (the list is in memory: persisting it is
-//!   the failure layer's job).
+//!   them. The persistent list ([`bad_blocks`], records in the Meta tree the failure layer
+//!   writes) is read when free space is rebuilt at mount, together with what this mount
+//!   marked in memory, so a bad block stays out of use across remounts.
 //! * **Promises and tiers.** Dirty pages are promised a block each before write() accepts
 //!   them (delayed allocation): the data path keeps the count in a shared gauge
 //!   ([`promised_pages`]) and the allocator counts it, with one block in 32 more for the
@@ -47,6 +48,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::bad_blocks;
 use super::free_space::{AllocError, Extent, FreeSpace};
 use crate::btree::{BtreeError, Btrees, NodeAllocator, RecoveredTrees, TreeId, Update};
 use crate::format::Region;
@@ -62,6 +64,9 @@ pub struct AllocatorStatus {
     pub pending_blocks: u64,
     /// Known bad.
     pub bad_blocks: u64,
+    /// Bad blocks nobody owns (not free, not pending, not used): with
+    /// `free_blocks`, `pending_blocks` and the used blocks, the region.
+    pub dropped_bad_blocks: u64,
     /// Frees refused because the block was already free (a bug above; the block stays put
     /// rather than being handed out twice).
     pub refused_frees: u64,
@@ -293,11 +298,27 @@ impl Allocator {
     }
 
     /// Never hands out any block of `extent` again (free, used or pending alike).
+    /// Kept in memory: recording it in the persistent list
+    /// ([`bad_blocks::record`]) is the caller's transaction.
     pub fn mark_bad(&self, extent: Extent) -> Result<(), AllocError> {
         let mut state = self.lock();
         state.space.mark_bad(extent)?;
         state.bad.push(extent);
         Ok(())
+    }
+
+    /// The bad runs, coalesced, in block order (the persistent list and
+    /// what this mount marked).
+    pub fn bad_runs(&self) -> Vec<Extent> {
+        self.lock().space.bad_runs().collect()
+    }
+
+    /// The coalesced bad run holding `block`, if it is bad.
+    pub fn bad_run_containing(&self, block: u64) -> Option<Extent> {
+        self.lock()
+            .space
+            .bad_runs()
+            .find(|run| run.start <= block && block < run.end())
     }
 
     /// The free runs, in block order (released frees included).
@@ -312,6 +333,7 @@ impl Allocator {
             free_blocks: state.space.free_blocks(),
             pending_blocks: state.space.pending_blocks(),
             bad_blocks: state.space.bad_blocks(),
+            dropped_bad_blocks: state.space.dropped_bad_blocks(),
             refused_frees: state.refused_frees,
             promised_blocks: self.promised_blocks(),
             data_available: self.data_available_in(&state.space),
@@ -335,7 +357,23 @@ impl Allocator {
         used.extend(nodes.iter().map(|&(_, block)| Extent::new(block, 1)));
         let mut space = FreeSpace::from_used(self.region_start, self.region_blocks, used)
             .map_err(|error| error.to_string())?;
+        // The persistent list first, then what this mount marked in memory
+        // only (a read-only mount cannot record it).
+        let (start, end) = bad_blocks::key_range();
+        let listed = trees
+            .scan(TreeId::Meta, &start, Some(&end))
+            .map_err(|error| error.to_string())?;
+        let region = self.region_start..self.region_start + self.region_blocks;
+        let (runs, problems) = bad_blocks::validate(&listed, region);
+        if let Some(problem) = problems.first() {
+            return Err(format!("the bad-block list is damaged: {problem}"));
+        }
         let mut state = self.lock();
+        for run in &runs {
+            space
+                .mark_bad(run.extent())
+                .map_err(|error| error.to_string())?;
+        }
         for &extent in &state.bad {
             space.mark_bad(extent).map_err(|error| error.to_string())?;
         }

@@ -111,6 +111,9 @@ pub struct FreeSpace {
     pending_blocks: u64,
     /// Bad runs (coalesced), whatever their owner state.
     bad: BTreeMap<u64, u64>,
+    /// Bad blocks taken out of the free space or dropped at their release:
+    /// neither free, pending nor owned, so the four states still add up.
+    dropped_bad: u64,
 }
 
 impl FreeSpace {
@@ -124,6 +127,7 @@ impl FreeSpace {
             pending: BTreeMap::new(),
             pending_blocks: 0,
             bad: BTreeMap::new(),
+            dropped_bad: 0,
         };
         if blocks > 0 {
             space.insert_free(Extent::new(start, blocks));
@@ -158,6 +162,20 @@ impl FreeSpace {
     /// Blocks known bad.
     pub fn bad_blocks(&self) -> u64 {
         self.bad.values().sum()
+    }
+
+    /// Bad blocks nobody owns any more (taken out of the free space, or
+    /// dropped when their owner freed them): with the free, pending and
+    /// owned blocks they make up the region.
+    pub fn dropped_bad_blocks(&self) -> u64 {
+        self.dropped_bad
+    }
+
+    /// The bad runs, coalesced, in block order.
+    pub fn bad_runs(&self) -> impl Iterator<Item = Extent> + '_ {
+        self.bad
+            .iter()
+            .map(|(&start, &blocks)| Extent::new(start, blocks))
     }
 
     /// The free runs, in block order.
@@ -297,8 +315,11 @@ impl FreeSpace {
         let ready = std::mem::replace(&mut self.pending, later);
         for extent in ready.into_values().flatten() {
             self.pending_blocks -= extent.blocks;
-            for good in self.without_bad(extent) {
-                self.insert_free(good);
+            let good = self.without_bad(extent);
+            let kept: u64 = good.iter().map(|part| part.blocks).sum();
+            self.dropped_bad += extent.blocks - kept;
+            for part in good {
+                self.insert_free(part);
             }
         }
     }
@@ -314,6 +335,7 @@ impl FreeSpace {
             .collect();
         for part in free_parts {
             self.remove_free(part);
+            self.dropped_bad += part.blocks;
         }
         insert_coalesced(&mut self.bad, extent);
         Ok(())
@@ -633,6 +655,10 @@ mod tests {
                 let pending = model.iter().filter(|b| matches!(b, Block::Pending(_))).count() as u64;
                 prop_assert_eq!(space.free_blocks(), free);
                 prop_assert_eq!(space.pending_blocks(), pending);
+                // Bad blocks nobody owns or waits to free are the dropped ones:
+                // free + pending + owned + dropped is the whole region.
+                let dropped = model.iter().zip(&bad).filter(|(b, bad)| **b == Block::Free && **bad).count() as u64;
+                prop_assert_eq!(space.dropped_bad_blocks(), dropped);
                 for extent in space.free_extents() {
                     for block in extent.start..extent.end() {
                         prop_assert_eq!(model[block as usize], Block::Free);

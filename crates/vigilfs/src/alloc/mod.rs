@@ -12,7 +12,9 @@
 //! This layer sits above `btree` and uses `rmap`'s record format.
 
 mod allocator;
+pub mod bad_blocks;
 mod free_space;
 
 pub use allocator::{Allocator, AllocatorStatus};
+pub use bad_blocks::{BadRun, FailureCause};
 pub use free_space::{AllocError, Extent, FreeSpace};

@@ -13,6 +13,8 @@
 //!   journal pins and reclaim callbacks, writeback under memory pressure;
 //! * `transaction.rs`: [`Transaction`];
 //! * `recovery.rs`: rebuilding the trees at open from the newest roots and the journal;
+//! * `relocate.rs`: moving a node off a failing block, and verifying a node block on the
+//!   device (for the failure layer and scrub);
 //! * `allocator.rs`: the [`NodeAllocator`] trait (with its owner-index hook, through which
 //!   the reverse map above learns of node blocks in the same journal entry) and
 //!   [`SimpleAllocator`].
@@ -66,6 +68,7 @@ mod key;
 mod node;
 mod record;
 mod recovery;
+mod relocate;
 mod transaction;
 mod tree;
 mod writeback;
@@ -81,6 +84,7 @@ pub use allocator::{NodeAllocator, RecoveredTrees, SimpleAllocator};
 pub use key::{KeyLimits, TreeId, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub use node::{NodeDefect, NODE_STRUCTURE};
 pub use record::{RootPointer, Update};
+pub use relocate::Relocation;
 pub use transaction::Transaction;
 
 use crate::device::{BlockDevice, DeviceError};

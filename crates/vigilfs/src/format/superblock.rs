@@ -55,8 +55,8 @@ const ERROR_RECORD_OFFSET: usize = 1024;
 const FIELDS_END: usize = 216;
 
 /// Feature flags, split like ext4's by what an implementation that does not know a flag must
-/// do. Version 1 defines no flags; the words exist so later versions can add them without a
-/// version bump.
+/// do. The words let versions add flags without a version bump; version 1 images may carry
+/// [`Features::RO_COMPAT_MEDIA_RECORDS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Features {
     /// Safe to ignore when unknown.
@@ -73,7 +73,16 @@ impl Features {
     /// Incompat bits this build knows.
     pub const KNOWN_INCOMPAT: u64 = 0;
     /// Ro-compat bits this build knows.
-    pub const KNOWN_RO_COMPAT: u64 = 0;
+    pub const KNOWN_RO_COMPAT: u64 = Features::RO_COMPAT_MEDIA_RECORDS;
+
+    /// Ro-compat: the Meta tree may hold bad-block records (`'B'`) and
+    /// poison records (`'X'`). A build that does not know them may read
+    /// the filesystem (reads are still verified by checksums) but must not
+    /// write it: it would hand bad blocks out again and read poisoned data
+    /// as if intact. Set by mkfs, and by the first read-write mount of an
+    /// older image by a build that keeps them (such an image has none: it
+    /// mounts as it is).
+    pub const RO_COMPAT_MEDIA_RECORDS: u64 = 1;
 
     /// Whether an unknown ro-compat feature forbids writing.
     pub fn requires_read_only(&self) -> bool {

@@ -528,6 +528,7 @@ impl Filesystem {
             return Err(FsError::WrongAccessMode(handle, "reading"));
         }
         self.inject(Operation::Read, file.ino, None)?;
+        self.shared.note_foreground();
         let result = {
             let cursors = file.handle();
             self.shared.files.read(&cursors, offset, length)
@@ -548,6 +549,7 @@ impl Filesystem {
         if !file.flags.write {
             return Err(FsError::WrongAccessMode(handle, "writing"));
         }
+        self.shared.note_foreground();
         let _writer = self.enter()?;
         self.inject(Operation::Write, file.ino, None)?;
         let start = if file.flags.append {
@@ -637,6 +639,7 @@ impl Filesystem {
         if !file.flags.write {
             return Err(FsError::WrongAccessMode(handle, "writing"));
         }
+        self.shared.note_foreground();
         let _writer = self.enter()?;
         self.inject(Operation::Fallocate, file.ino, None)?;
         let result = self

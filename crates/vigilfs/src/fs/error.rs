@@ -10,8 +10,10 @@
 use thiserror::Error;
 
 use crate::btree::BtreeError;
+use crate::failure::FailureError;
 use crate::inode::{FileError, NamespaceError, PermissionError, XattrError};
 use crate::journal::JournalError;
+use crate::scrub::ScrubError;
 
 /// Why an engine operation failed.
 #[derive(Debug, Error)]
@@ -63,6 +65,16 @@ pub enum FsError {
     /// Writing the superblock (mount state, error record) failed.
     #[error("superblock: {0}")]
     Superblock(String),
+    /// A media failure could not be looked up or handled (a range outside
+    /// the device is `EINVAL`).
+    #[error("media failure: {0}")]
+    Failure(#[from] FailureError),
+    /// A scrub could not go on.
+    #[error("scrub: {0}")]
+    Scrub(#[from] ScrubError),
+    /// Something of which one runs at a time is running (a scrub).
+    #[error("busy: {0}")]
+    Busy(&'static str),
 }
 
 impl FsError {
@@ -81,6 +93,9 @@ impl FsError {
             FsError::Injected { errno, .. } => *errno,
             FsError::Invalid(_) => libc::EINVAL,
             FsError::Superblock(_) => libc::EIO,
+            FsError::Failure(error) => error.errno(),
+            FsError::Scrub(_) => libc::EIO,
+            FsError::Busy(_) => libc::EBUSY,
         }
     }
 
@@ -107,6 +122,14 @@ impl FsError {
             ),
             FsError::Xattr(error) => error.is_metadata_failure(),
             FsError::Superblock(_) => true,
+            // Walking the reverse map or the trees for an owner failed: the
+            // metadata that attributes failures is damaged.
+            FsError::Failure(error) => !matches!(
+                error,
+                FailureError::OutOfDevice { .. } | FailureError::TooLong { .. }
+            ),
+            FsError::Scrub(_) => true,
+            FsError::Busy(_) => false,
             FsError::Permission(_)
             | FsError::BadHandle(_)
             | FsError::WrongAccessMode(..)

@@ -2,7 +2,9 @@
 //!
 //! Every operation's outcome passes [`Shared::observe`]: a read error or
 //! checksum mismatch on file data is reported (an FS_ERROR event and a
-//! count in the persistent error record); a metadata failure (b-tree or
+//! count in the persistent error record), and a media failure or checksum
+//! mismatch under any read goes to the media-failure intake (`media.rs`);
+//! a metadata failure (b-tree or
 //! journal I/O, corruption) is reported and then acted on by the
 //! `errors=` policy — `continue` goes on, `remount-ro` makes the
 //! filesystem read-only (writers get `EROFS`), `panic` shuts it down and
@@ -39,6 +41,10 @@ impl Shared {
 
     pub(super) fn on_error(&self, origin: &str, error: &FsError) {
         self.check_journal(origin);
+        // The reader's failure is reported here, at once; the media
+        // failure behind it is reported by its handling, with the owners it
+        // hit and what became of them (see `media.rs`).
+        self.notice_read_failure(origin, error);
         match error {
             FsError::File(
                 FileError::Read {
@@ -86,7 +92,13 @@ impl Shared {
             block: None,
             origin,
         });
-        let why = format!("{origin}: {error}");
+        self.apply_errors_policy(format!("{origin}: {error}"));
+    }
+
+    /// The `errors=` policy's action for a metadata failure already
+    /// reported: nothing, read-only, or shutdown and abort. Acting twice
+    /// on one failure changes nothing more.
+    pub(super) fn apply_errors_policy(&self, why: String) {
         match self.errors_policy {
             ErrorsPolicy::Continue => {}
             ErrorsPolicy::RemountReadOnly => {

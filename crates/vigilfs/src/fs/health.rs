@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use fserror::{ErrorReport, ErrorSource, Fsid, Subtypes};
+use fserror::{Blob, ErrorReport, ErrorSource, Fsid, Subtypes};
 
 use crate::format::{ErrorEvent, ErrorKind, ErrorOrigin, ErrorRecord};
 
@@ -37,6 +37,34 @@ pub struct Incident<'a> {
     pub block: Option<u64>,
     /// Where it happened, for people (e.g. "writeback", "read").
     pub origin: &'a str,
+}
+
+/// What a media failure's event carries beyond an [`Incident`]: more
+/// subtypes (DATA_LOST when nothing could rescue the data) and the
+/// fs-specific blob — the device bytes, and for metadata the tree, level
+/// and block — as a short `key=value` text.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Detail {
+    /// Subtypes added to the incident kind's.
+    pub subtypes: Subtypes,
+    /// The failed device bytes: offset and length.
+    pub device_range: Option<(u64, u64)>,
+    /// The b-tree node hit: tree name, level, block.
+    pub node: Option<(&'static str, u8, u64)>,
+}
+
+impl Detail {
+    fn blob(&self) -> Option<Blob> {
+        use std::fmt::Write as _;
+        let mut text = String::new();
+        if let Some((offset, length)) = self.device_range {
+            let _ = write!(text, "dev={offset}+{length}");
+        }
+        if let Some((tree, level, block)) = self.node {
+            let _ = write!(text, " tree={tree} level={level} block={block}");
+        }
+        (!text.is_empty()).then(|| Blob::new(text.trim_start().as_bytes()))
+    }
 }
 
 /// The event source and the error record of one mount.
@@ -91,10 +119,18 @@ impl Health {
 
     /// Reports one error: an event, and a count in the record.
     pub fn report(&self, incident: &Incident<'_>) {
+        self.report_with(incident, &Detail::default());
+    }
+
+    /// [`Health::report`] with `detail`'s subtypes and blob in the event.
+    pub fn report_with(&self, incident: &Incident<'_>, detail: &Detail) {
         let errno = fserror::Errno::new(incident.errno)
             .or_else(|| fserror::Errno::new(libc::EIO))
             .expect("EIO is a valid errno");
-        let mut report = ErrorReport::new(errno, subtypes_of(incident.kind));
+        let mut report = ErrorReport::new(errno, subtypes_of(incident.kind) | detail.subtypes);
+        if let Some(blob) = detail.blob() {
+            report = report.blob(blob);
+        }
         if let Some((ino, generation)) = incident.inode {
             report = report.on_inode(ino, generation);
         }
@@ -176,6 +212,31 @@ mod tests {
         assert_eq!(record.total, 1);
         assert_eq!(record.counter(ErrorKind::Writeback).count, 1);
         assert_eq!(record.first.as_ref().unwrap().inode, Some(7));
+    }
+
+    #[test]
+    fn a_detailed_report_carries_its_subtypes_and_device_bytes() {
+        let health = Health::new(1, ErrorRecord::default());
+        let group = Group::new(GroupConfig::merge());
+        group.subscribe(health.source()).unwrap();
+        let detail = Detail {
+            subtypes: Subtypes::DATA_LOST,
+            device_range: Some((8192, 4096)),
+            node: Some(("extents", 1, 2)),
+        };
+        health.report_with(&incident(ErrorKind::Media), &detail);
+        let event = std::iter::from_fn(|| group.read_timeout(Duration::from_millis(10)).ok())
+            .find(|event| event.kind == EventKind::Error)
+            .expect("an error event");
+        assert!(event
+            .subtypes
+            .contains(Subtypes::MEDIA | Subtypes::DATA_LOST));
+        let blob = event.first.unwrap().blob;
+        assert_eq!(
+            blob.as_bytes(),
+            b"dev=8192+4096 tree=extents level=1 block=2"
+        );
+        assert_eq!(health.record().counter(ErrorKind::Media).count, 1);
     }
 
     #[test]

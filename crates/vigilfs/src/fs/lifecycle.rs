@@ -19,12 +19,15 @@ use super::faults::Faults;
 use super::gate::Gate;
 use super::handles::Handles;
 use super::health::{seconds_now, Health, Incident};
+use super::media::{Media, MediaStatus, Worker};
+use super::scrubbing::BackgroundScrub;
 use super::unsynced::Changes;
 use super::{Filesystem, FsError, FsResult, LifeState, Shared};
 use crate::alloc::AllocatorStatus;
 use crate::device::{BlockDevice, FaultPlan, FileFaults, StoppableDevice};
+use crate::failure::{Intake, DEFAULT_INTAKE_CAPACITY};
 use crate::format::{
-    read_superblock, write_superblocks, ErrorKind, ErrorRecord, ErrorsPolicy, FsState,
+    read_superblock, write_superblocks, ErrorKind, ErrorRecord, ErrorsPolicy, Features, FsState,
 };
 use crate::inode::{FileError, Files, FsyncErrors, Namespace, Xattrs};
 use crate::journal::JournalStatus;
@@ -54,6 +57,17 @@ pub struct MountOptions {
     /// files and operations share its ids and its log, and its data rules
     /// learn from the mount which file a request is for.
     pub fault_plan: Option<Arc<FaultPlan>>,
+    /// Scrub in the background this often (`scrub_interval=`); `None`:
+    /// only when asked.
+    pub scrub_interval: Option<Duration>,
+    /// Most bytes per second the background scrub reads; `None`: as fast
+    /// as foreground I/O allows.
+    pub scrub_rate: Option<u64>,
+    /// Failed device ranges reported before the mount (a storage array's
+    /// log, a scan daemon's pending reports): handed to the intake before
+    /// the journal is replayed, handled once recovery completes, like a
+    /// failure the device reports meanwhile.
+    pub failures: Vec<(crate::device::ByteRange, crate::failure::Origin)>,
 }
 
 impl Default for MountOptions {
@@ -67,6 +81,9 @@ impl Default for MountOptions {
             fsync_errors: FsyncErrors::UntilDurable,
             check_permissions: true,
             fault_plan: None,
+            scrub_interval: None,
+            scrub_rate: None,
+            failures: Vec::new(),
         }
     }
 }
@@ -86,8 +103,8 @@ pub enum MountError {
     /// Deleting the orphans a crash left failed.
     #[error("deleting orphans: {0}")]
     Orphans(#[from] crate::inode::NamespaceError),
-    /// Starting the writeback thread failed.
-    #[error("starting the writeback thread: {0}")]
+    /// Starting the writeback, failure or scrub thread failed.
+    #[error("starting a thread: {0}")]
     Thread(std::io::Error),
 }
 
@@ -126,6 +143,8 @@ pub struct Status {
     pub open_files: usize,
     /// Superblock mount count.
     pub mount_count: u32,
+    /// Media failures: the bad-block list, poisoned data, notices, scrub.
+    pub media: MediaStatus,
 }
 
 impl Shared {
@@ -248,11 +267,22 @@ impl Filesystem {
     /// Mounts the filesystem on `device`.
     pub fn mount(
         device: Arc<dyn BlockDevice>,
-        options: MountOptions,
+        mut options: MountOptions,
     ) -> Result<Filesystem, MountError> {
         let device = Arc::new(StoppableDevice::new(device));
+        // Failures the device reports from now on — during journal replay
+        // and recovery too — wait in the intake until the mount is ready.
+        let intake = Intake::new(DEFAULT_INTAKE_CAPACITY);
+        device.set_media_failure_callback(intake.device_callback());
+        for (range, origin) in &options.failures {
+            intake.offer(*range, origin.clone());
+        }
         let loaded = read_superblock(device.as_ref())?;
         let mut superblock = loaded.superblock;
+        let unknown_ro_compat = superblock.features.requires_read_only();
+        if unknown_ro_compat {
+            options.read_only = true;
+        }
         let recovered = superblock.state == FsState::Dirty;
         let writes: Arc<dyn BlockDevice> = device.clone();
         let metadata = Arc::new(Metadata::open_default(Arc::clone(&writes), &superblock)?);
@@ -288,9 +318,18 @@ impl Filesystem {
                 });
             }));
         }
-        let state = if options.read_only {
+        let state = if unknown_ro_compat {
+            LifeState::ReadOnly(format!(
+                "read-only: the filesystem uses features this build cannot write \
+                 (ro_compat {:#x})",
+                superblock.features.ro_compat & !Features::KNOWN_RO_COMPAT
+            ))
+        } else if options.read_only {
             LifeState::ReadOnly("mounted read-only".into())
         } else {
+            // This build keeps bad-block and poison records: say so, for
+            // builds that honour feature flags.
+            superblock.features.ro_compat |= Features::RO_COMPAT_MEDIA_RECORDS;
             superblock.record_mount(seconds_now());
             write_superblocks(device.as_ref(), &mut superblock)?;
             LifeState::Running
@@ -313,13 +352,31 @@ impl Filesystem {
             deferred_orphans: Mutex::new(Vec::new()),
             faults,
             changes: Changes::default(),
+            media: Media::new(intake),
         });
         let background = if shared.options.read_only {
             None
         } else {
             Some(Background::start(Arc::clone(&shared)).map_err(MountError::Thread)?)
         };
-        Ok(Filesystem { shared, background })
+        shared.load_scrub_cursor();
+        // Recovery is complete: what the device reported meanwhile is
+        // handled now, by the worker.
+        shared.media.intake.set_ready();
+        let failures = Some(Worker::start(Arc::clone(&shared)).map_err(MountError::Thread)?);
+        let background_scrub = match shared.options.scrub_interval {
+            Some(interval) if !shared.options.read_only => Some(
+                BackgroundScrub::start(Arc::clone(&shared), interval)
+                    .map_err(MountError::Thread)?,
+            ),
+            _ => None,
+        };
+        Ok(Filesystem {
+            shared,
+            background,
+            failures,
+            background_scrub,
+        })
     }
 
     /// Whether this mount found the filesystem not cleanly unmounted (and
@@ -397,6 +454,7 @@ impl Filesystem {
             error_record: shared.health.record(),
             open_files: shared.handles.open_files(),
             mount_count,
+            media: shared.media_status(),
         }
     }
 
@@ -413,10 +471,13 @@ impl Filesystem {
     /// everything possible was done.
     pub fn unmount(mut self) -> FsResult<()> {
         let thread_result = self.background.take().map_or(Ok(()), Background::stop);
-        let shared = &self.shared;
-        if shared.gate.state() == LifeState::Frozen && shared.gate.thaw().is_ok() {
-            shared.purge_deferred_orphans();
+        if self.shared.gate.state() == LifeState::Frozen && self.shared.gate.thaw().is_ok() {
+            self.shared.purge_deferred_orphans();
         }
+        // Failures queued are handled before the filesystem is made clean,
+        // so what they record lands with it.
+        self.stop_media_threads();
+        let shared = &self.shared;
         let result = match shared.gate.state() {
             LifeState::Running => shared.make_clean(),
             LifeState::ReadOnly(_) if shared.options.read_only => Ok(()),
@@ -432,10 +493,26 @@ impl Filesystem {
     }
 }
 
+impl Filesystem {
+    fn stop_media_threads(&mut self) {
+        self.shared
+            .media
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+        if let Some(scrub) = self.background_scrub.take() {
+            scrub.stop(&self.shared);
+        }
+        if let Some(worker) = self.failures.take() {
+            worker.stop(&self.shared);
+        }
+    }
+}
+
 impl Drop for Filesystem {
     fn drop(&mut self) {
         if let Some(background) = self.background.take() {
             let _ = background.stop();
         }
+        self.stop_media_threads();
     }
 }

@@ -47,7 +47,9 @@
 //! `error_policy` what happens to an error besides being returned (events,
 //! the error record, the `errors=` policy); `gate` the life state writers
 //! pass; `handles` open files and lookup counts; `health` the event source
-//! and the error record; `background` the writeback thread.
+//! and the error record; `background` the writeback thread; `media` media
+//! failures (notify-failure, owners, the worker that handles notices);
+//! `scrubbing` scrub and the background scrub thread.
 //!
 //! # Locking
 //!
@@ -66,6 +68,8 @@ pub mod gate;
 mod handles;
 pub mod health;
 mod lifecycle;
+mod media;
+mod scrubbing;
 pub mod unsynced;
 
 use std::sync::atomic::AtomicBool;
@@ -77,6 +81,8 @@ pub use error::{FsError, FsResult};
 pub use gate::LifeState;
 pub use handles::OpenFlags;
 pub use lifecycle::{MountError, MountOptions, Status};
+pub use media::{BadExtent, FailureReport, MediaStatus, POISON_LISTED};
+pub use scrubbing::{ScrubRequest, ScrubStatus, ScrubSummary};
 
 use background::Background;
 use gate::Gate;
@@ -114,12 +120,16 @@ pub(crate) struct Shared {
     faults: Arc<faults::Faults>,
     /// Metadata changes not known to be durable.
     changes: unsynced::Changes,
+    /// Media failures: their intake, handling and scrub.
+    media: media::Media,
 }
 
 /// A mounted filesystem. See the module comment.
 pub struct Filesystem {
     shared: Arc<Shared>,
     background: Option<Background>,
+    failures: Option<media::Worker>,
+    background_scrub: Option<scrubbing::BackgroundScrub>,
 }
 
 impl std::fmt::Debug for Filesystem {

@@ -27,9 +27,14 @@
 //!    that really use blocks, both ways, and free-space accounting (the
 //!    allocator rebuilt from the reverse map at open must account for the
 //!    whole region);
-//! 6. the persistent error record: errors the filesystem remembers are
+//! 6. media records (`media.rs`): the persistent bad-block list and the
+//!    poison records are validated; bad blocks are listed as notes, data
+//!    lost to a media failure as damage; with [`FsckOptions::data`], every
+//!    data block is read and verified against its checksum;
+//! 7. the persistent error record: errors the filesystem remembers are
 //!    reported (as notes, not as damage).
 
+mod media;
 mod namespace;
 mod space;
 
@@ -40,8 +45,16 @@ use crate::device::{BlockDevice, OverlayDevice};
 use crate::format::{inspect_superblock_copies, FormatError, Superblock, SuperblockCopy};
 use crate::journal::{Journal, JournalOptions, RecoveryReport};
 use crate::metadata::{Metadata, OpenError};
+pub use media::MediaCounts;
 pub use namespace::NamespaceCounts;
 pub use space::SpaceCounts;
+
+/// What fsck checks beyond the metadata.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FsckOptions {
+    /// Read every data block and verify its checksum (`fsck --data`).
+    pub data: bool,
+}
 
 /// One thing wrong with the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +100,9 @@ pub struct FsckReport {
     pub namespace: Option<NamespaceCounts>,
     /// What the reverse map and free space hold, if they could be checked.
     pub space: Option<SpaceCounts>,
+    /// The bad-block list, poisoned data and (with `--data`) the data
+    /// checked, if the trees could be opened.
+    pub media: Option<MediaCounts>,
     /// Damage found. Empty means clean.
     pub problems: Vec<Problem>,
     /// Things worth knowing that are not damage.
@@ -118,6 +134,15 @@ const CHECK_CACHE_BYTES: usize = 32 << 20;
 /// hears about each stage.
 pub fn fsck(
     device: Arc<dyn BlockDevice>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<FsckReport, FsckError> {
+    fsck_with(device, FsckOptions::default(), progress)
+}
+
+/// [`fsck`], with `options` saying what else to check.
+pub fn fsck_with(
+    device: Arc<dyn BlockDevice>,
+    options: FsckOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<FsckReport, FsckError> {
     let mut problems = Vec::new();
@@ -180,7 +205,14 @@ pub fn fsck(
         stage: "b-trees",
     });
     let checked = match journal {
-        Some(_) => check_trees(device, &superblock, journal_options, &mut problems),
+        Some(_) => check_trees(
+            device,
+            &superblock,
+            journal_options,
+            options,
+            &mut problems,
+            &mut notes,
+        ),
         None => {
             notes.push(Note {
                 structure: "b-trees".into(),
@@ -189,9 +221,11 @@ pub fn fsck(
             None
         }
     };
-    let (trees, namespace, space) = match checked {
-        Some((trees, namespace, space)) => (Some(trees), Some(namespace), Some(space)),
-        None => (None, None, None),
+    let (trees, namespace, space, media) = match checked {
+        Some((trees, namespace, space, media)) => {
+            (Some(trees), Some(namespace), Some(space), Some(media))
+        }
+        None => (None, None, None, None),
     };
 
     progress(Progress {
@@ -225,6 +259,7 @@ pub fn fsck(
         trees,
         namespace,
         space,
+        media,
         problems,
         notes,
     })
@@ -237,14 +272,17 @@ fn check_trees(
     device: Arc<dyn BlockDevice>,
     superblock: &Superblock,
     journal_options: JournalOptions,
+    options: FsckOptions,
     problems: &mut Vec<Problem>,
-) -> Option<(CheckReport, NamespaceCounts, SpaceCounts)> {
+    notes: &mut Vec<Note>,
+) -> Option<(CheckReport, NamespaceCounts, SpaceCounts, MediaCounts)> {
     let overlay: Arc<dyn BlockDevice> = Arc::new(OverlayDevice::new(device));
-    let options = BtreesOptions {
+    let reader = Arc::clone(&overlay);
+    let tree_options = BtreesOptions {
         cache_bytes: CHECK_CACHE_BYTES,
     };
     let main = superblock.layout.main;
-    let outcome = match Metadata::open(overlay, superblock, journal_options, options) {
+    let outcome = match Metadata::open(overlay, superblock, journal_options, tree_options) {
         Err(OpenError::Journal(error)) => {
             problems.push(Problem {
                 structure: "b-trees".into(),
@@ -253,6 +291,13 @@ fn check_trees(
             return None;
         }
         Err(OpenError::Btree(error)) => Err(error),
+        Err(OpenError::Poison(error)) => {
+            problems.push(Problem {
+                structure: "poison records".into(),
+                message: error.to_string(),
+            });
+            return None;
+        }
         Ok(metadata) => {
             let trees = &metadata.trees;
             trees.check().and_then(|report| {
@@ -265,7 +310,15 @@ fn check_trees(
                     &extents,
                     problems,
                 );
-                Ok((report, names, space))
+                let media = media::check(
+                    &metadata,
+                    &superblock.layout,
+                    reader.as_ref(),
+                    options.data,
+                    problems,
+                    notes,
+                );
+                Ok((report, names, space, media))
             })
         }
     };

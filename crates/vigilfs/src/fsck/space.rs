@@ -11,8 +11,8 @@
 //!   attribute a media failure to the wrong file);
 //! * the rmap tree's own nodes, which have no records by design, are
 //!   exactly the set the allocator rebuilt at open;
-//! * free, used and freed-but-pending blocks make up the main region
-//!   exactly.
+//! * free, used, freed-but-pending and bad-but-unowned blocks make up the
+//!   main region exactly.
 
 use std::collections::BTreeSet;
 
@@ -135,11 +135,14 @@ pub(crate) fn check(
 
     counts.used_blocks =
         records.iter().map(|record| record.blocks).sum::<u64>() + known.len() as u64;
-    if counts.used_blocks + counts.free_blocks + counts.pending_blocks != main.blocks {
+    // Bad blocks nobody owns are neither free nor pending nor used.
+    let dropped = status.dropped_bad_blocks;
+    if counts.used_blocks + counts.free_blocks + counts.pending_blocks + dropped != main.blocks {
         problems.push(Problem {
             structure: "free space".into(),
             message: format!(
-                "{} used + {} free + {} freed-pending blocks, but the main region has {}",
+                "{} used + {} free + {} freed-pending + {dropped} bad unowned blocks, but the \
+                 main region has {}",
                 counts.used_blocks, counts.free_blocks, counts.pending_blocks, main.blocks
             ),
         });

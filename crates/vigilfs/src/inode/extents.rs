@@ -15,8 +15,11 @@
 //! most [`MAX_EXTENT_BLOCKS`] blocks, and every extent has exactly one rmap
 //! record with the same start, length and file offset, changed in the same
 //! transaction ([`ExtentMap::commit_change`] is the only place that changes
-//! either). Splitting or trimming an extent keeps its flag on every piece,
-//! and an unwritten extent's blocks are never read.
+//! either, and with them the poison of the blocks they stop mapping: see
+//! [`crate::poison`]). Splitting or trimming an extent keeps its flag on
+//! every piece, and an unwritten extent's blocks are never read. A
+//! poisoned block is never read either: it fails with
+//! [`FileError::Poisoned`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,6 +31,7 @@ use crate::btree::TreeId;
 use crate::device::{with_data_owner, BlockDevice, IoClass};
 use crate::metadata::Metadata;
 use crate::pagecache::{PAGE, PAGE_BYTES};
+use crate::poison;
 use crate::rmap::{self, Owner, RmapRecord};
 
 /// Most pages one writeback transaction carries, and most file blocks one
@@ -121,9 +125,42 @@ impl ExtentMap {
             };
             rmap::insert(&mut transaction, &reverse)?;
         }
+        // Poisoned blocks the change maps elsewhere or drops are poisoned
+        // no more: their lost data is gone from the file.
+        let poison = self.poison_after(ino, before, after);
+        poison.stage(&mut transaction)?;
         update(&mut record);
         transaction.put(TreeId::Inodes, &inode_key(ino), &record.encode())?;
-        Ok(transaction.commit()?)
+        let seq = transaction.commit()?;
+        self.metadata.poison.apply(&poison);
+        Ok(seq)
+    }
+
+    /// What replacing `before` by `after` does to `ino`'s poisoned blocks:
+    /// a block stays poisoned only while it is mapped to the same written
+    /// device block (see [`crate::poison`]).
+    fn poison_after(
+        &self,
+        ino: u64,
+        before: &BTreeMap<u64, Extent>,
+        after: &BTreeMap<u64, Extent>,
+    ) -> poison::Reconciled {
+        let poisoned = &self.metadata.poison;
+        if poisoned.is_empty() {
+            return poison::Reconciled::default();
+        }
+        let touched: Vec<_> = before
+            .iter()
+            .filter(|(offset, extent)| after.get(offset) != Some(extent))
+            .flat_map(|(offset, extent)| {
+                poisoned.runs_within(ino, *offset, offset + u64::from(extent.blocks()))
+            })
+            .collect();
+        poison::reconcile(&touched, |block| {
+            covering(after, block)
+                .filter(|(_, extent)| extent.flags & Extent::UNWRITTEN == 0)
+                .map(|(offset, extent)| extent.physical + (block - offset))
+        })
     }
 
     /// File blocks `first..end` of `ino` from its extents, verified, one
@@ -196,14 +233,33 @@ impl ExtentMap {
         self.read_blocks(ino, index, index + 1, &extents)
     }
 
+    /// File block `index` of `ino` from the device, verified, even when it
+    /// is poisoned: what a rescue tries before giving its data up.
+    pub(crate) fn read_block_despite_poison(&self, ino: u64, index: u64) -> FileResult<Vec<u8>> {
+        let extents = self.overlapping(ino, index, index + 1)?;
+        self.read_verified(ino, index, index + 1, &extents, false)
+    }
+
     /// File blocks `first..end` of `ino` through `extents`, verified. They
-    /// lie in one extent (or one hole): one device request.
+    /// lie in one extent (or one hole): one device request. A poisoned
+    /// block fails the read without touching the device.
     pub(crate) fn read_blocks(
         &self,
         ino: u64,
         first: u64,
         end: u64,
         extents: &BTreeMap<u64, Extent>,
+    ) -> FileResult<Vec<u8>> {
+        self.read_verified(ino, first, end, extents, true)
+    }
+
+    fn read_verified(
+        &self,
+        ino: u64,
+        first: u64,
+        end: u64,
+        extents: &BTreeMap<u64, Extent>,
+        honour_poison: bool,
     ) -> FileResult<Vec<u8>> {
         let mut bytes = vec![0; ((end - first) * PAGE) as usize];
         let Some((offset, extent)) = covering(extents, first) else {
@@ -214,6 +270,15 @@ impl ExtentMap {
         }
         let within = (first - offset) as usize;
         let physical = extent.physical + within as u64;
+        if honour_poison {
+            if let Some((block, run)) = self.metadata.poison.first_poisoned(ino, first, end) {
+                return Err(FileError::Poisoned {
+                    ino,
+                    block,
+                    physical: run.physical_of(block),
+                });
+            }
+        }
         with_data_owner(ino, || {
             self.device
                 .read_at(physical * PAGE, &mut bytes, IoClass::Data)

@@ -135,6 +135,8 @@ use crate::pagecache::{
 };
 use crate::writeback::{FailureListener, Writeback, WritebackSummary};
 
+mod rescue;
+
 /// An open file description: the inode and this opener's cursors into the
 /// inode's and the filesystem's error words. Not `Clone`: each open has its
 /// own cursors.
@@ -597,6 +599,29 @@ impl Files {
         Ok(bytes.len())
     }
 
+    /// The page at `index` a truncate or punch zeroes part of, and whether
+    /// it is dirty: cached, or read from its extent; `None` when the block
+    /// is poisoned (its data is lost: there is nothing to zero, and the
+    /// poison stays on the part the change keeps).
+    fn edge_page(
+        &self,
+        state: &InodeState,
+        ino: u64,
+        index: u64,
+    ) -> FileResult<Option<(Vec<u8>, bool)>> {
+        match state.page(index) {
+            Some(cached) => Ok(Some((
+                cached.bytes().to_vec(),
+                state.pages.is_marked(index, Mark::Dirty),
+            ))),
+            None => match self.extents.read_block(ino, index) {
+                Ok(page) => Ok(Some((page, false))),
+                Err(FileError::Poisoned { .. }) => Ok(None),
+                Err(error) => Err(error),
+            },
+        }
+    }
+
     /// The change count of `ino`'s state, if it is loaded.
     fn changes_of(&self, ino: u64) -> Option<u64> {
         self.cache
@@ -622,16 +647,13 @@ impl Files {
         let within = (size % PAGE) as usize;
         if shrink && within != 0 {
             let index = size / PAGE;
-            let (mut page, was_dirty) = match state.page(index) {
-                Some(cached) => (
-                    cached.bytes().to_vec(),
-                    state.pages.is_marked(index, Mark::Dirty),
-                ),
-                None => (self.extents.read_block(ino, index)?, false),
-            };
-            if was_dirty || page[within..].iter().any(|&byte| byte != 0) {
-                page[within..].fill(0);
-                tail = Some((index, page.into()));
+            // A poisoned tail block has no bytes to zero: it stays
+            // poisoned (its data before the new size is lost too).
+            if let Some((mut page, was_dirty)) = self.edge_page(state, ino, index)? {
+                if was_dirty || page[within..].iter().any(|&byte| byte != 0) {
+                    page[within..].fill(0);
+                    tail = Some((index, page.into()));
+                }
             }
         }
         let (seq, freed) = self.commit_truncate(ino, size, keep_blocks, Timestamp::now())?;
@@ -909,12 +931,9 @@ impl Files {
         // leaves the file as it was.
         let mut zeroed: Vec<(u64, Page)> = Vec::new();
         for index in edges {
-            let (mut page, was_dirty) = match state.page(index) {
-                Some(cached) => (
-                    cached.bytes().to_vec(),
-                    state.pages.is_marked(index, Mark::Dirty),
-                ),
-                None => (self.extents.read_block(ino, index)?, false),
+            // A poisoned edge block keeps its poison, and nothing to zero.
+            let Some((mut page, was_dirty)) = self.edge_page(state, ino, index)? else {
+                continue;
             };
             let page_start = index * PAGE;
             let from = (offset.max(page_start) - page_start) as usize;
@@ -1048,6 +1067,7 @@ impl Files {
     /// handle still open then finds no inode.
     pub fn forget(&self, ino: u64) {
         self.cache.lock().forget(ino);
+        self.metadata.poison.forget_inode(ino);
     }
 
     /// Reads up to `length` bytes at `offset`; short at the end of the file.

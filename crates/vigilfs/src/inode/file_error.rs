@@ -78,6 +78,17 @@ pub enum FileError {
         /// The device block.
         physical: u64,
     },
+    /// The block's data was lost to a media failure (it is poisoned) and
+    /// reads of it fail until it is rewritten, truncated or punched away.
+    #[error("inode {ino} block {block} (device block {physical}): data lost to a media failure")]
+    Poisoned {
+        /// The inode.
+        ino: u64,
+        /// The file block.
+        block: u64,
+        /// The device block it was on.
+        physical: u64,
+    },
     /// An inode or extent record is malformed.
     #[error("corrupt record: {0}")]
     Corrupt(#[from] RecordError),
@@ -145,6 +156,7 @@ impl FileError {
             FileError::UnsupportedBlockSize { .. } => libc::EINVAL,
             FileError::Read { .. } => libc::EIO,
             FileError::Checksum { .. } => libc::EIO,
+            FileError::Poisoned { .. } => libc::EIO,
             FileError::Corrupt(_) => libc::EIO,
             FileError::Btree(BtreeError::NoSpace { .. }) => libc::ENOSPC,
             FileError::Btree(_) => libc::EIO,

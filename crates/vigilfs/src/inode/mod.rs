@@ -19,6 +19,7 @@ pub(crate) mod extents;
 mod file;
 pub(crate) mod file_error;
 mod namespace;
+mod paths;
 mod permission;
 mod record;
 mod xattr;
@@ -30,6 +31,7 @@ pub use file_error::{FileError, FileResult};
 pub use namespace::{
     DirCookie, DirEntry, Namespace, NamespaceError, NamespaceResult, RenameFlags, SetAttr, SetTime,
 };
+pub use paths::paths_of;
 pub use permission::{
     check_access, check_setattr, check_sticky_delete, check_xattr_access, kill_suid_on_write,
     new_inode_owner, xattr_listable, Access, Adjusted, Caller, PermResult, PermissionError,

@@ -31,7 +31,9 @@
 //!   collision index free for that hash when the entry was made; lookups
 //!   probe every index of the hash and compare the stored names;
 //! * the parent directory's mtime and ctime change with its entries; an
-//!   inode's ctime changes with its link count.
+//!   inode's ctime changes with its link count;
+//! * a file's poison records (see [`crate::poison`]) go in the transaction
+//!   that deletes the extents they lie in.
 //!
 //! Extra records, all in the Meta tree (fsck does not look at them yet):
 //!
@@ -63,6 +65,7 @@ use super::xattr;
 use crate::alloc::Extent as BlockRun;
 use crate::btree::{BtreeError, Transaction, TreeId};
 use crate::metadata::Metadata;
+use crate::poison;
 use crate::rmap::{self, RmapError};
 
 const COUNTERS_KEY: &[u8] = b"namespace-counters";
@@ -427,8 +430,18 @@ fn delete_extents(
     for (key, value) in batch.into_iter().take(limit) {
         let extent = Extent::decode(&value)
             .map_err(|error| corrupt(format!("inode {ino} extent"), error))?;
+        let offset = ExtentKey::decode(&key)
+            .map_err(|error| corrupt(format!("inode {ino} extent key"), error))?
+            .offset;
         transaction.delete(TreeId::Extents, &key)?;
         rmap::remove(transaction, extent.physical).map_err(rmap_error)?;
+        // Its poison goes with it (a run never spans two extents).
+        poison::delete_within(
+            transaction,
+            ino,
+            offset,
+            offset + u64::from(extent.blocks()),
+        )?;
         freed.push(BlockRun::new(extent.physical, u64::from(extent.blocks())));
     }
     Ok(remain)
@@ -624,6 +637,7 @@ impl Namespace {
             if !remain {
                 delete_inode(&mut transaction, ino, record.file_type(), &mut freed)?;
                 self.commit_freeing(transaction, freed)?;
+                self.metadata.poison.forget_inode(ino);
                 return Ok(true);
             }
             self.commit_freeing(transaction, freed)?;

@@ -1237,6 +1237,34 @@ impl Journal {
         }
     }
 
+    /// The entries replay would still need that are on the device: each
+    /// one's seq and bytes (absolute device offsets), oldest first. What
+    /// scrub reads and verifies; an entry may be reclaimed and overwritten
+    /// as soon as this returns, which [`decode_entry`]'s seq tells.
+    pub fn live_entries(&self) -> Vec<(u64, crate::device::ByteRange)> {
+        let inner = lock(&self.inner);
+        let region = &self.options.region;
+        let block_size = u64::from(region.block_size);
+        inner
+            .ring
+            .live_entries()
+            .filter(|&(seq, _, _)| seq <= inner.written_seq)
+            .map(|(seq, start, blocks)| {
+                let offset = region.start + start * block_size;
+                (
+                    seq,
+                    crate::device::ByteRange::at(offset, blocks * block_size),
+                )
+            })
+            .collect()
+    }
+
+    /// The filesystem UUID entries carry, and the block size they are laid
+    /// out in: what [`decode_entry`] needs to verify one.
+    pub fn entry_identity(&self) -> ([u8; 16], usize) {
+        (self.options.uuid, self.options.region.block_size as usize)
+    }
+
     /// The error that put the journal in its error state, if any.
     pub fn error(&self) -> Option<JournalError> {
         lock(&self.inner).error.clone()

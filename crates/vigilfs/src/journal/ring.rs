@@ -17,6 +17,9 @@ struct Span {
     seq: u64,
     /// Blocks charged, from where `head` was to the end of the entry.
     blocks: u64,
+    /// Where the entry itself starts, and its length: what scrub reads.
+    start: u64,
+    entry_blocks: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,7 +69,12 @@ impl Ring {
             false => (start_block + blocks + self.total - self.head) % self.total,
         };
         let span = if span == 0 { blocks } else { span };
-        self.live.push_back(Span { seq, blocks: span });
+        self.live.push_back(Span {
+            seq,
+            blocks: span,
+            start: start_block,
+            entry_blocks: blocks,
+        });
         self.used = (self.used + span).min(self.total);
         self.head = (start_block + blocks) % self.total;
     }
@@ -124,7 +132,12 @@ impl Ring {
         let open = self.open.take().expect("closing an entry that was opened");
         debug_assert_eq!(open.seq, seq);
         let span = open.wasted + blocks;
-        self.live.push_back(Span { seq, blocks: span });
+        self.live.push_back(Span {
+            seq,
+            blocks: span,
+            start: open.start,
+            entry_blocks: blocks,
+        });
         self.used += span;
         self.head = (open.start + blocks) % self.total;
     }
@@ -143,6 +156,13 @@ impl Ring {
             self.used -= front.blocks;
             self.live.pop_front();
         }
+    }
+
+    /// The live entries, oldest first: (seq, first block, blocks).
+    pub(crate) fn live_entries(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        self.live
+            .iter()
+            .map(|span| (span.seq, span.start, span.entry_blocks))
     }
 
     pub(crate) fn durable_last_seq(&self) -> u64 {

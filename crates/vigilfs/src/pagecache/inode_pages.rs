@@ -359,6 +359,48 @@ impl InodeState {
         new_failure
     }
 
+    /// Keeps the cached data of pages `first..end` for a rescue after a
+    /// media failure under them: locks each entry holding one of those
+    /// pages (a large entry whole, however little of it is in the range),
+    /// marks the clean ones dirty so the next writeback copies their bytes
+    /// to a new block, and unlocks. Entries already dirty or in writeback
+    /// are on their way to a new block anyway. Returns the pages of the
+    /// range whose data is now in memory and will be written.
+    ///
+    /// The caller holds the cache lock and no fill has any of these pages
+    /// reserved (only fills lock entries otherwise, so the locks are taken
+    /// at once); the locks keep the entries from changing while they are
+    /// judged and marked.
+    pub(crate) fn hold_for_rescue(
+        &mut self,
+        accounting: &mut Accounting,
+        first: u64,
+        end: u64,
+    ) -> Vec<u64> {
+        let spans: Vec<Span> = self
+            .pages
+            .iter_from(first)
+            .map(|(span, _)| span)
+            .take_while(|span| span.index() < end)
+            .collect();
+        let guards: Vec<_> = spans
+            .iter()
+            .filter_map(|span| self.pages.lock(span.index()))
+            .collect();
+        let mut held = Vec::new();
+        for guard in &guards {
+            let span = guard.span();
+            let dirty = guard.is_marked(Mark::Dirty) || guard.is_marked(Mark::Writeback);
+            if !dirty {
+                guard.set_mark(Mark::Dirty);
+                accounting.add_unclean(span.size());
+            }
+            held.extend((span.index().max(first)..=span.last()).take_while(|&page| page < end));
+        }
+        drop(guards);
+        held
+    }
+
     /// The pages cached, and those of them not clean.
     pub(super) fn page_counts(&self) -> (u64, u64) {
         self.pages

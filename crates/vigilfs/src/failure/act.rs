@@ -1,0 +1,451 @@
+//! Handling one failure: the owners of the failed range, and what is done
+//! for each (see the module comment of [`crate::failure`]).
+//!
+//! Order matters. The failed blocks of the main region are marked bad in
+//! memory first, so no allocation can hand one out while the rest runs,
+//! then recorded on the persistent list. File data is poisoned — recorded,
+//! under the record lock, only for blocks its extent still maps to the
+//! failed block — before anything is rescued, so a rescue that fails
+//! half-way leaves the unrescued part poisoned, never readable as wrong
+//! bytes; the rescue's own writeback transaction clears what it saved.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::owners::{owners, Owner, OwnerKind};
+use super::{check_range, seconds_now, FailureError, Origin};
+use crate::alloc::{bad_blocks, BadRun, Extent as BlockRun, FailureCause};
+use crate::btree::{Relocation, TreeId};
+use crate::device::{BlockDevice, ByteRange, IoClass};
+use crate::format::{read_superblock_copy, Layout};
+use crate::inode::{Extent, ExtentKey, Files, MAX_EXTENT_BLOCKS};
+use crate::metadata::Metadata;
+use crate::poison::{self, PoisonRun};
+
+/// What handling needs of the filesystem.
+pub struct Context<'a> {
+    /// Its metadata.
+    pub metadata: &'a Arc<Metadata>,
+    /// Its data path (rescues go through the page cache and writeback).
+    pub files: &'a Files,
+    /// The device (verifying a checksum report reads it).
+    pub device: &'a dyn BlockDevice,
+    /// Its layout.
+    pub layout: Layout,
+    /// Whether records may be written and data moved: false on a
+    /// read-only or shut-down filesystem, where what is lost is still
+    /// poisoned and marked bad, in memory only.
+    pub writable: bool,
+}
+
+/// What became of one owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything it held was saved to new blocks: file data from a
+    /// surviving copy, a node from its cached copy, journal entries made
+    /// unneeded.
+    Healed {
+        /// Blocks saved.
+        blocks: u64,
+    },
+    /// What it held is lost: file blocks now poisoned (reads fail until
+    /// rewritten), or metadata for the `errors=` policy.
+    Lost {
+        /// Blocks lost.
+        blocks: u64,
+        /// Why nothing could save them.
+        why: String,
+    },
+    /// File data partly saved, partly lost.
+    Partly {
+        /// Blocks saved.
+        healed: u64,
+        /// Blocks lost (poisoned).
+        lost: u64,
+    },
+    /// Nothing lived there (free space, an unwritten extent): the blocks
+    /// were put on the bad-block list.
+    MarkedBad,
+    /// Nothing of the filesystem's lives there (reserved bytes, journal
+    /// blocks no entry needs): nothing to do.
+    Unused,
+    /// A superblock copy: the caller rewrites every copy.
+    RewriteSuperblock,
+    /// Known already (poisoned, or listed bad, by an earlier report).
+    AlreadyKnown,
+    /// A checksum report that re-reading did not confirm (the block was
+    /// rewritten meanwhile, or reads back intact): nothing done.
+    NotConfirmed,
+}
+
+/// One owner and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handled {
+    /// The owner, with the device bytes it held.
+    pub owner: Owner,
+    /// What was done.
+    pub outcome: Outcome,
+}
+
+/// Handles the failure of `range` reported by `origin` (see the module
+/// comment). Callers serialise: one failure at a time.
+pub fn handle(
+    context: &Context<'_>,
+    range: ByteRange,
+    origin: &Origin,
+) -> Result<Vec<Handled>, FailureError> {
+    let metadata = context.metadata;
+    let device_length = context.device.length();
+    check_range(range, device_length)?;
+    let block_size = u64::from(context.layout.block_size);
+    let found = owners(metadata, &context.layout, device_length, range, false)?;
+    let checksum = origin.cause == FailureCause::Checksum;
+    let mut handled = Vec::new();
+    let mut bad_now: Vec<BlockRun> = Vec::new();
+    for owner in found {
+        let blocks = ByteRange::new(
+            owner.range.start / block_size,
+            owner.range.end.div_ceil(block_size),
+        );
+        let run = BlockRun::new(blocks.start, blocks.len());
+        let was_bad = fully_bad(metadata, run);
+        let outcome = match &owner.kind {
+            OwnerKind::Bad => continue,
+            OwnerKind::Unused => Outcome::Unused,
+            OwnerKind::Superblock { copy } => {
+                if checksum && read_superblock_copy(context.device, *copy).is_ok() {
+                    Outcome::NotConfirmed
+                } else {
+                    Outcome::RewriteSuperblock
+                }
+            }
+            OwnerKind::Journal { live } => handle_journal(context, owner.range, *live),
+            OwnerKind::Free if checksum => Outcome::NotConfirmed,
+            OwnerKind::Free => {
+                bad_now.push(run);
+                if was_bad {
+                    Outcome::AlreadyKnown
+                } else {
+                    Outcome::MarkedBad
+                }
+            }
+            OwnerKind::File {
+                unwritten: true, ..
+            } => {
+                if checksum {
+                    Outcome::NotConfirmed
+                } else {
+                    bad_now.push(run);
+                    if was_bad {
+                        Outcome::AlreadyKnown
+                    } else {
+                        Outcome::MarkedBad
+                    }
+                }
+            }
+            OwnerKind::File {
+                ino, file_offset, ..
+            } => {
+                let first = file_offset / block_size;
+                handle_file(context, *ino, first, run, origin, &mut bad_now)?
+            }
+            OwnerKind::Node { tree, level, block } => {
+                if checksum
+                    && metadata
+                        .trees
+                        .verify_node_block(*block, *tree, *level)
+                        .is_ok()
+                {
+                    Outcome::NotConfirmed
+                } else {
+                    bad_now.push(run);
+                    handle_node(context, *tree, *level, *block, was_bad)
+                }
+            }
+        };
+        handled.push(Handled { owner, outcome });
+    }
+    record_bad(context, &bad_now, origin.cause)?;
+    Ok(handled)
+}
+
+/// Whether every block of `run` is on the bad list already.
+fn fully_bad(metadata: &Metadata, run: BlockRun) -> bool {
+    metadata
+        .allocator
+        .bad_run_containing(run.start)
+        .is_some_and(|bad| bad.end() >= run.end())
+}
+
+/// Marks `runs` bad in memory, then on the persistent list (one
+/// transaction for all of them, when the filesystem may write).
+fn record_bad(
+    context: &Context<'_>,
+    runs: &[BlockRun],
+    cause: FailureCause,
+) -> Result<(), FailureError> {
+    let allocator = &context.metadata.allocator;
+    let mut merged: BTreeMap<u64, BlockRun> = BTreeMap::new();
+    for &run in runs {
+        if allocator.mark_bad(run).is_err() {
+            // Outside the main region: an owner query never yields one.
+            continue;
+        }
+        if let Some(whole) = allocator.bad_run_containing(run.start) {
+            merged.insert(whole.start, whole);
+        }
+    }
+    if !context.writable || merged.is_empty() {
+        return Ok(());
+    }
+    // Runs merged later in the loop may contain earlier ones: keep the
+    // outermost of each.
+    let mut outer: Vec<BlockRun> = Vec::new();
+    for run in merged.into_values() {
+        match outer.last() {
+            Some(last) if last.end() >= run.end() => {}
+            _ => outer.push(run),
+        }
+    }
+    let since = seconds_now();
+    for chunk in outer.chunks(256) {
+        let mut transaction = context.metadata.trees.transaction();
+        transaction.may_use_reserve();
+        for run in chunk {
+            bad_blocks::record(
+                &mut transaction,
+                &BadRun {
+                    start: run.start,
+                    blocks: run.blocks,
+                    since,
+                    cause,
+                },
+            )?;
+        }
+        transaction.commit()?;
+    }
+    Ok(())
+}
+
+/// A file's written blocks: poison what is confirmed lost, then rescue.
+fn handle_file(
+    context: &Context<'_>,
+    ino: u64,
+    first: u64,
+    run: BlockRun,
+    origin: &Origin,
+    bad_now: &mut Vec<BlockRun>,
+) -> Result<Outcome, FailureError> {
+    let metadata = context.metadata;
+    let end = first + run.blocks;
+    let (poisoned, verified) = {
+        let _records = metadata.lock_records();
+        let mapped = mapped_blocks(metadata, ino, first, end)?;
+        let mut lost: Vec<(u64, u64)> = Vec::new();
+        let mut verified = 0;
+        for (block, physical, checksum) in mapped {
+            if physical != run.start + (block - first) {
+                // Rewritten since the failure was found: its data lives
+                // elsewhere now.
+                continue;
+            }
+            if origin.cause == FailureCause::Checksum && intact(context, physical, checksum) {
+                verified += 1;
+                continue;
+            }
+            if !metadata
+                .poison
+                .runs_within(ino, block, block + 1)
+                .is_empty()
+            {
+                continue;
+            }
+            lost.push((block, physical));
+        }
+        let runs = group(ino, &lost, origin.cause);
+        if context.writable && !runs.is_empty() {
+            let mut transaction = metadata.trees.transaction();
+            transaction.may_use_reserve();
+            for poisoned in &runs {
+                poison::put(&mut transaction, poisoned)?;
+            }
+            transaction.commit()?;
+        }
+        for poisoned in &runs {
+            metadata.poison.insert(*poisoned);
+        }
+        (runs, verified)
+    };
+    if poisoned.is_empty() {
+        if verified > 0 {
+            return Ok(Outcome::NotConfirmed);
+        }
+        // Marked bad all the same: the device said so (or this is a
+        // repeat of a report already handled).
+        if origin.cause != FailureCause::Checksum {
+            bad_now.push(run);
+        }
+        return Ok(Outcome::AlreadyKnown);
+    }
+    for poisoned in &poisoned {
+        bad_now.push(BlockRun::new(poisoned.physical, u64::from(poisoned.blocks)));
+    }
+    let total: u64 = poisoned.iter().map(|run| u64::from(run.blocks)).sum();
+    if context.writable {
+        let span_first = poisoned.first().map_or(first, |run| run.first);
+        let span_end = poisoned.last().map_or(end, PoisonRun::end);
+        // Whatever the rescue's outcome, the poison map says what is lost.
+        let _ = context.files.rescue(ino, span_first, span_end);
+    }
+    let lost: u64 = poisoned
+        .iter()
+        .flat_map(|run| metadata.poison.runs_within(ino, run.first, run.end()))
+        .map(|still| u64::from(still.blocks))
+        .sum::<u64>()
+        .min(total);
+    Ok(match (total - lost, lost) {
+        (healed, 0) => Outcome::Healed { blocks: healed },
+        (0, lost) => Outcome::Lost {
+            blocks: lost,
+            why: if context.writable {
+                "no copy of the data survived".into()
+            } else {
+                "the filesystem may not write: nothing could be moved".into()
+            },
+        },
+        (healed, lost) => Outcome::Partly { healed, lost },
+    })
+}
+
+/// `ino`'s written blocks in `first..end`: (file block, device block,
+/// checksum), read from its extents.
+fn mapped_blocks(
+    metadata: &Metadata,
+    ino: u64,
+    first: u64,
+    end: u64,
+) -> Result<Vec<(u64, u64, u32)>, FailureError> {
+    let start = ExtentKey {
+        ino,
+        offset: first.saturating_sub(u64::from(MAX_EXTENT_BLOCKS) - 1),
+    }
+    .encode();
+    let stop = ExtentKey { ino, offset: end }.encode();
+    let mut found = Vec::new();
+    for entry in metadata.trees.range(TreeId::Extents, &start, Some(&stop)) {
+        let (key, value) = entry?;
+        let key = ExtentKey::decode(&key)
+            .map_err(|error| FailureError::Corrupt(format!("extent key: {error}")))?;
+        let extent = Extent::decode(&value)
+            .map_err(|error| FailureError::Corrupt(format!("inode {ino} extent: {error}")))?;
+        if key.ino != ino || extent.flags & Extent::UNWRITTEN != 0 {
+            continue;
+        }
+        for (at, checksum) in extent.checksums.iter().enumerate() {
+            let block = key.offset + at as u64;
+            if (first..end).contains(&block) {
+                found.push((block, extent.physical + at as u64, *checksum));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Whether device block `physical` reads back matching `checksum`.
+fn intact(context: &Context<'_>, physical: u64, checksum: u32) -> bool {
+    let block_size = u64::from(context.layout.block_size);
+    let mut bytes = vec![0u8; block_size as usize];
+    context
+        .device
+        .read_at(physical * block_size, &mut bytes, IoClass::Data)
+        .is_ok()
+        && crc32c::crc32c(&bytes) == checksum
+}
+
+/// Consecutive (file block, device block) pairs as poison runs.
+fn group(ino: u64, lost: &[(u64, u64)], cause: FailureCause) -> Vec<PoisonRun> {
+    let since = seconds_now();
+    let mut runs: Vec<PoisonRun> = Vec::new();
+    for &(block, physical) in lost {
+        if let Some(last) = runs.last_mut() {
+            if last.end() == block && last.physical_of(block) == physical {
+                last.blocks += 1;
+                continue;
+            }
+        }
+        runs.push(PoisonRun {
+            ino,
+            first: block,
+            blocks: 1,
+            physical,
+            since,
+            cause,
+        });
+    }
+    runs
+}
+
+/// A b-tree node: moved from its cached copy (or from its block if that
+/// still reads back intact), else lost.
+fn handle_node(
+    context: &Context<'_>,
+    tree: TreeId,
+    level: u8,
+    block: u64,
+    was_bad: bool,
+) -> Outcome {
+    if !context.writable {
+        return if was_bad {
+            Outcome::AlreadyKnown
+        } else {
+            Outcome::Lost {
+                blocks: 1,
+                why: "the filesystem may not write: the node cannot be moved".into(),
+            }
+        };
+    }
+    match context.metadata.trees.relocate_node(block, tree, level) {
+        Ok(Relocation::Moved { .. }) => Outcome::Healed { blocks: 1 },
+        Ok(Relocation::NotLive) => Outcome::Unused,
+        Err(_) if was_bad => Outcome::AlreadyKnown,
+        Err(error) => Outcome::Lost {
+            blocks: 1,
+            why: error.to_string(),
+        },
+    }
+}
+
+/// Journal blocks: if entries replay still needs lie there, write every
+/// dirty node and reclaim, so no entry before the newest is needed.
+fn handle_journal(context: &Context<'_>, range: ByteRange, live: bool) -> Outcome {
+    if !live {
+        return Outcome::Unused;
+    }
+    let block_size = u64::from(context.layout.block_size);
+    let blocks = range.end.div_ceil(block_size) - range.start / block_size;
+    if !context.writable {
+        return Outcome::Lost {
+            blocks,
+            why: "the filesystem may not write: the journal cannot be reclaimed".into(),
+        };
+    }
+    let journal = &context.metadata.journal;
+    let reclaimed = context
+        .metadata
+        .trees
+        .sync()
+        .map_err(|error| error.to_string())
+        .and_then(|()| journal.reclaim_all().map_err(|error| error.to_string()));
+    let still_live = journal
+        .live_entries()
+        .iter()
+        .any(|(_, entry)| entry.overlaps(&range));
+    match reclaimed {
+        Ok(()) if !still_live => Outcome::Healed { blocks },
+        Ok(()) => Outcome::Lost {
+            blocks,
+            why: "the newest journal entry lies on the failed blocks".into(),
+        },
+        Err(why) => Outcome::Lost { blocks, why },
+    }
+}

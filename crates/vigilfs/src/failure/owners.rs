@@ -1,0 +1,353 @@
+//! Who owns a range of the device: the question an operator asks when a
+//! disk reports a bad sector (debugfs's icheck and ncheck, XFS's fsmap),
+//! and the first step of handling a failure.
+//!
+//! The range is cut along the layout: the superblock copies, the journal
+//! region, the main region, and what lies between (reserved bytes, nothing
+//! there). In the main region the reverse map names every owner of each
+//! block — a file's extent (with the file byte range the failed bytes
+//! hold, whether that extent is written, whether those blocks are already
+//! poisoned, the inode's generation and every path naming it) or a b-tree
+//! node (tree, level) — and what no record covers is free. Bad runs are
+//! listed as well, whoever owns them. Owners come back in device order,
+//! each with the device bytes it holds within the range.
+
+use std::collections::BTreeSet;
+
+use super::{check_range, FailureError};
+use crate::btree::TreeId;
+use crate::device::ByteRange;
+use crate::format::layout::SUPERBLOCK_SIZE;
+use crate::format::{Layout, SuperblockCopy};
+use crate::inode::{inode_key, paths_of, Extent, ExtentKey, InodeRecord};
+use crate::metadata::Metadata;
+use crate::rmap::Owner as RmapOwner;
+
+/// What owns some bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnerKind {
+    /// A file's data.
+    File {
+        /// The inode.
+        ino: u64,
+        /// Its generation.
+        generation: u64,
+        /// Byte offset in the file of the first owned byte.
+        file_offset: u64,
+        /// Every path naming it (empty for an orphan, or when paths were
+        /// not asked for).
+        paths: Vec<String>,
+        /// The extent is unwritten (fallocated): it holds no data yet.
+        unwritten: bool,
+        /// Some of these blocks are already poisoned (their data lost).
+        poisoned: bool,
+    },
+    /// A b-tree node.
+    Node {
+        /// The tree.
+        tree: TreeId,
+        /// Its level (0: a leaf).
+        level: u8,
+        /// The block.
+        block: u64,
+    },
+    /// The journal region; `live` when entries replay would still need
+    /// lie there.
+    Journal {
+        /// Whether needed entries are there.
+        live: bool,
+    },
+    /// A superblock copy.
+    Superblock {
+        /// Which one.
+        copy: SuperblockCopy,
+    },
+    /// Free space of the main region.
+    Free,
+    /// On the bad-block list.
+    Bad,
+    /// Reserved bytes, or bytes past the regions: nothing of the
+    /// filesystem's.
+    Unused,
+}
+
+impl OwnerKind {
+    /// A short name for output (`file`, `node`, `journal`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            OwnerKind::File { .. } => "file",
+            OwnerKind::Node { .. } => "node",
+            OwnerKind::Journal { .. } => "journal",
+            OwnerKind::Superblock { .. } => "superblock",
+            OwnerKind::Free => "free",
+            OwnerKind::Bad => "bad",
+            OwnerKind::Unused => "unused",
+        }
+    }
+}
+
+/// One owner of some of the bytes asked about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// The device bytes it holds, within the range asked about.
+    pub range: ByteRange,
+    /// What it is.
+    pub kind: OwnerKind,
+}
+
+/// Every owner of `range` on the filesystem `metadata` and `layout`
+/// describe, on a device of `device_length` bytes; with `paths`, files
+/// come with every path naming them (one walk of the directory entries).
+pub fn owners(
+    metadata: &Metadata,
+    layout: &Layout,
+    device_length: u64,
+    range: ByteRange,
+    paths: bool,
+) -> Result<Vec<Owner>, FailureError> {
+    check_range(range, device_length)?;
+    let block_size = u64::from(layout.block_size);
+    let mut found: Vec<Owner> = Vec::new();
+    let mut covered: Vec<ByteRange> = Vec::new();
+    for copy in SuperblockCopy::ALL {
+        if let Some(offset) = copy.offset(device_length) {
+            let bytes = ByteRange::at(offset, SUPERBLOCK_SIZE as u64);
+            if let Some(part) = bytes.intersection(&range) {
+                found.push(Owner {
+                    range: part,
+                    kind: OwnerKind::Superblock { copy },
+                });
+                covered.push(bytes);
+            }
+        }
+    }
+    let region_bytes = |start: u64, blocks: u64| {
+        ByteRange::new(
+            start.saturating_mul(block_size),
+            start.saturating_add(blocks).saturating_mul(block_size),
+        )
+    };
+    let journal = region_bytes(layout.journal.start, layout.journal.blocks);
+    if let Some(part) = journal.intersection(&range) {
+        let live = metadata
+            .journal
+            .live_entries()
+            .iter()
+            .any(|(_, entry)| entry.overlaps(&part));
+        found.push(Owner {
+            range: part,
+            kind: OwnerKind::Journal { live },
+        });
+        covered.push(journal);
+    }
+    let main = region_bytes(layout.main.start, layout.main.blocks);
+    if let Some(part) = main.intersection(&range) {
+        main_region_owners(metadata, block_size, part, &mut found)?;
+        covered.push(main);
+    }
+    for gap in uncovered(range, &covered) {
+        found.push(Owner {
+            range: gap,
+            kind: OwnerKind::Unused,
+        });
+    }
+    if paths {
+        name_owners(metadata, &mut found)?;
+    }
+    found.sort_by_key(|owner| (owner.range.start, owner.range.end));
+    Ok(found)
+}
+
+/// The owners of `part`, bytes of the main region.
+fn main_region_owners(
+    metadata: &Metadata,
+    block_size: u64,
+    part: ByteRange,
+    found: &mut Vec<Owner>,
+) -> Result<(), FailureError> {
+    let first = part.start / block_size;
+    let end = part.end.div_ceil(block_size);
+    let records = metadata
+        .allocator
+        .owners(&metadata.trees, first, end - first)?;
+    let mut owned: Vec<ByteRange> = Vec::new();
+    for record in records {
+        let bytes = ByteRange::new(record.start * block_size, record.end() * block_size);
+        let Some(hit) = bytes.intersection(&part) else {
+            continue;
+        };
+        owned.push(bytes);
+        let kind = match record.owner {
+            RmapOwner::Node { tree, level } => OwnerKind::Node {
+                tree,
+                level,
+                block: record.start,
+            },
+            RmapOwner::FileData {
+                ino,
+                file_offset_blocks,
+            } => {
+                let skip = hit.start / block_size - record.start;
+                let first_block = file_offset_blocks + skip;
+                let blocks = hit.end.div_ceil(block_size) - hit.start / block_size;
+                file_owner(metadata, ino, file_offset_blocks, first_block, blocks)?
+                    .with_offset(first_block * block_size + hit.start % block_size)
+            }
+        };
+        found.push(Owner { range: hit, kind });
+    }
+    // Bad blocks are listed whoever owns them; unowned ones are not free.
+    for run in metadata.allocator.bad_runs() {
+        let bytes = ByteRange::new(run.start * block_size, run.end() * block_size);
+        if let Some(hit) = bytes.intersection(&part) {
+            found.push(Owner {
+                range: hit,
+                kind: OwnerKind::Bad,
+            });
+            owned.push(bytes);
+        }
+    }
+    for free in uncovered(part, &owned) {
+        found.push(Owner {
+            range: free,
+            kind: OwnerKind::Free,
+        });
+    }
+    Ok(())
+}
+
+impl OwnerKind {
+    fn with_offset(mut self, offset: u64) -> OwnerKind {
+        if let OwnerKind::File { file_offset, .. } = &mut self {
+            *file_offset = offset;
+        }
+        self
+    }
+}
+
+/// A file owner of blocks `first..first + blocks` (file blocks) of the
+/// extent of `ino` at `extent_offset`.
+fn file_owner(
+    metadata: &Metadata,
+    ino: u64,
+    extent_offset: u64,
+    first: u64,
+    blocks: u64,
+) -> Result<OwnerKind, FailureError> {
+    let corrupt = |what: String| FailureError::Corrupt(what);
+    let generation = match metadata.trees.get(TreeId::Inodes, &inode_key(ino))? {
+        Some(value) => {
+            InodeRecord::decode(&value)
+                .map_err(|error| corrupt(format!("inode {ino}: {error}")))?
+                .generation
+        }
+        None => {
+            return Err(corrupt(format!(
+                "the reverse map names inode {ino}, which does not exist"
+            )))
+        }
+    };
+    let key = ExtentKey {
+        ino,
+        offset: extent_offset,
+    };
+    let unwritten = match metadata.trees.get(TreeId::Extents, &key.encode())? {
+        Some(value) => {
+            Extent::decode(&value)
+                .map_err(|error| corrupt(format!("inode {ino} extent: {error}")))?
+                .flags
+                & Extent::UNWRITTEN
+                != 0
+        }
+        None => {
+            return Err(corrupt(format!(
+                "the reverse map names an extent of inode {ino} at block {extent_offset} that \
+                 does not exist"
+            )))
+        }
+    };
+    let poisoned = !metadata
+        .poison
+        .runs_within(ino, first, first + blocks)
+        .is_empty();
+    Ok(OwnerKind::File {
+        ino,
+        generation,
+        file_offset: 0,
+        paths: Vec::new(),
+        unwritten,
+        poisoned,
+    })
+}
+
+/// Fills in the paths of every file owner (one walk of the directory
+/// entries for all of them).
+pub fn name_owners(metadata: &Metadata, found: &mut [Owner]) -> Result<(), FailureError> {
+    let wanted: BTreeSet<u64> = found
+        .iter()
+        .filter_map(|owner| match owner.kind {
+            OwnerKind::File { ino, .. } => Some(ino),
+            _ => None,
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let named = paths_of(&metadata.trees, &wanted)?;
+    for owner in found {
+        if let OwnerKind::File { ino, paths, .. } = &mut owner.kind {
+            *paths = named
+                .get(ino)
+                .into_iter()
+                .flatten()
+                .map(|path| String::from_utf8_lossy(path).into_owned())
+                .collect();
+        }
+    }
+    Ok(())
+}
+
+/// The parts of `range` none of `covered` overlaps, in order.
+fn uncovered(range: ByteRange, covered: &[ByteRange]) -> Vec<ByteRange> {
+    let mut pieces: Vec<ByteRange> = covered
+        .iter()
+        .filter_map(|bytes| bytes.intersection(&range))
+        .collect();
+    pieces.sort();
+    let mut gaps = Vec::new();
+    let mut at = range.start;
+    for piece in pieces {
+        if piece.start > at {
+            gaps.push(ByteRange::new(at, piece.start));
+        }
+        at = at.max(piece.end);
+    }
+    if at < range.end {
+        gaps.push(ByteRange::new(at, range.end));
+    }
+    gaps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uncovered_finds_every_gap_in_order() {
+        let range = ByteRange::new(0, 100);
+        let covered = [
+            ByteRange::new(60, 70),
+            ByteRange::new(10, 20),
+            ByteRange::new(15, 30),
+        ];
+        assert_eq!(
+            uncovered(range, &covered),
+            vec![
+                ByteRange::new(0, 10),
+                ByteRange::new(30, 60),
+                ByteRange::new(70, 100)
+            ]
+        );
+        assert!(uncovered(range, &[ByteRange::new(0, 200)]).is_empty());
+    }
+}

@@ -1,0 +1,523 @@
+//! Media failures on a mounted filesystem: the intake that hears of them,
+//! the worker that handles them, [`Filesystem::notify_failure`] and
+//! [`Filesystem::owners`], and what each outcome becomes — an FS_ERROR
+//! event, a superblock rewrite, the `errors=` policy.
+//!
+//! Failures reach [`crate::failure::handle`] by three ways: the device's
+//! media-failure callback and the read path (a media error, a checksum
+//! mismatch: [`Shared::notice_read_failure`]) queue a notice, which the
+//! worker thread handles, since the reader may hold locks the handling
+//! needs; an operator's report and scrub's findings are handled on the
+//! caller's thread, so the caller gets the outcome. Notices queued before
+//! the mount is ready (journal replay, recovery, orphan deletion) wait in
+//! the intake and are handled once it is.
+//!
+//! One failure is handled at a time (`handling`). Handling that writes
+//! (records, rescues, moves) enters the write gate without waiting: on a
+//! frozen filesystem the notice is queued for after the thaw, on a
+//! read-only or shut-down one it is handled in memory only (reads of lost
+//! data still fail).
+//!
+//! Events, one per owner that lost or saved something (nothing for a
+//! notice already handled): file data — MEDIA, plus DATA_LOST when
+//! anything was lost, with the inode and generation, the file byte range
+//! and the device range; a b-tree node — moved: MEDIA with tree, level and
+//! block; lost: METADATA and MEDIA, then the `errors=` policy; journal and
+//! superblock copies likewise; free space marked bad — MEDIA with the
+//! device range. Notices the intake could not hold are reported as one
+//! event per batch, with the count in status.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use fserror::Subtypes;
+
+use super::health::{Detail, Incident};
+use super::{Filesystem, FsError, FsResult, LifeState, Shared};
+use crate::alloc::FailureCause;
+use crate::btree::BtreeError;
+use crate::device::{BlockDevice, ByteRange, DeviceError, DeviceErrorKind, IoOperation};
+use crate::failure::{
+    self, check_range, Context, Handled, Intake, IntakeStats, Origin, Outcome, Owner, OwnerKind,
+    Source,
+};
+use crate::format::ErrorKind;
+use crate::inode::{FileError, NamespaceError, XattrError};
+use crate::poison::PoisonRun;
+use crate::rmap::RmapError;
+
+/// How long the worker waits for a notice before looking at its stop flag.
+const WORKER_POLL: Duration = Duration::from_millis(100);
+
+/// A failure handled, for whoever reported it.
+#[derive(Debug, Clone)]
+pub struct FailureReport {
+    /// The failed device bytes.
+    pub range: ByteRange,
+    /// Who reported it.
+    pub origin: Origin,
+    /// Every owner, and what became of it.
+    pub handled: Vec<Handled>,
+    /// The filesystem was frozen: the notice waits for the thaw.
+    pub queued: bool,
+}
+
+impl FailureReport {
+    /// Blocks saved to new blocks.
+    pub fn healed_blocks(&self) -> u64 {
+        self.handled
+            .iter()
+            .map(|handled| match handled.outcome {
+                Outcome::Healed { blocks } => blocks,
+                Outcome::Partly { healed, .. } => healed,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Blocks whose contents are lost.
+    pub fn lost_blocks(&self) -> u64 {
+        self.handled
+            .iter()
+            .map(|handled| match handled.outcome {
+                Outcome::Lost { blocks, .. } => blocks,
+                Outcome::Partly { lost, .. } => lost,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Owners that held something there (files, nodes, journal entries,
+    /// superblock copies).
+    pub fn owners_hit(&self) -> u64 {
+        self.handled
+            .iter()
+            .filter(|handled| {
+                matches!(
+                    handled.outcome,
+                    Outcome::Healed { .. } | Outcome::Lost { .. } | Outcome::Partly { .. }
+                )
+            })
+            .count() as u64
+    }
+}
+
+/// A bad run, for status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadExtent {
+    /// First block.
+    pub start: u64,
+    /// Blocks.
+    pub blocks: u64,
+}
+
+/// The media side of [`Status`](super::Status).
+#[derive(Debug, Clone, Default)]
+pub struct MediaStatus {
+    /// The bad-block list, coalesced.
+    pub bad: Vec<BadExtent>,
+    /// Bad blocks in all.
+    pub bad_blocks: u64,
+    /// Poisoned file runs (data lost until rewritten), up to
+    /// [`POISON_LISTED`] of them.
+    pub poisoned: Vec<PoisonRun>,
+    /// Poisoned runs in all.
+    pub poisoned_runs: u64,
+    /// Failure notices: received, parked before the mount was ready,
+    /// dropped for lack of room, waiting, handled.
+    pub notices: IntakeStats,
+    /// Blocks saved to new blocks this mount.
+    pub healed_blocks: u64,
+    /// Blocks lost this mount.
+    pub lost_blocks: u64,
+    /// Scrub.
+    pub scrub: super::scrubbing::ScrubStatus,
+}
+
+/// Poisoned runs listed in status.
+pub const POISON_LISTED: usize = 64;
+
+/// A mount's media-failure state (see the module comment).
+pub(crate) struct Media {
+    pub(super) intake: Arc<Intake>,
+    /// Held while one failure is handled.
+    handling: Mutex<()>,
+    /// Blocks saved and lost this mount.
+    healed_blocks: AtomicU64,
+    lost_blocks: AtomicU64,
+    /// Foreground reads and writes so far: scrub waits while it moves.
+    pub(super) foreground: AtomicU64,
+    /// Intake overflows already reported as an event.
+    overflow_reported: AtomicU64,
+    /// Set at unmount: workers and scrubs stop.
+    pub(super) stopping: AtomicBool,
+    pub(super) scrub: super::scrubbing::ScrubControl,
+}
+
+impl Media {
+    pub(super) fn new(intake: Arc<Intake>) -> Media {
+        Media {
+            intake,
+            handling: Mutex::new(()),
+            healed_blocks: AtomicU64::new(0),
+            lost_blocks: AtomicU64::new(0),
+            foreground: AtomicU64::new(0),
+            overflow_reported: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            scrub: super::scrubbing::ScrubControl::default(),
+        }
+    }
+}
+
+/// The media failure a failed operation ran into, if any: the device bytes
+/// and what failed there (blocks are 4 KiB: a mount refuses other sizes). A media error (or an error the operating system
+/// gave a read, which a real disk gives for a bad sector) and a checksum
+/// mismatch count; an error a `fail` fault rule injected is a path
+/// failure, not the medium's, and does not.
+fn failed_device_range(error: &FsError) -> Option<(ByteRange, FailureCause)> {
+    let from_device = |error: &DeviceError| -> Option<(ByteRange, FailureCause)> {
+        match error.kind {
+            DeviceErrorKind::Media { failed } => Some((failed, FailureCause::Media)),
+            DeviceErrorKind::Io
+                if error.injected_by.is_none() && error.operation == IoOperation::Read =>
+            {
+                Some((error.range, FailureCause::Media))
+            }
+            _ => None,
+        }
+    };
+    let from_btree = |error: &BtreeError| match error {
+        BtreeError::Device(device) => from_device(device),
+        BtreeError::CorruptNode { block, .. } => {
+            Some((ByteRange::at(block * 4096, 4096), FailureCause::Checksum))
+        }
+        _ => None,
+    };
+    match error {
+        FsError::File(FileError::Read { source, .. }) => from_device(source),
+        FsError::File(FileError::Checksum { physical, .. }) => {
+            Some((ByteRange::at(physical * 4096, 4096), FailureCause::Checksum))
+        }
+        FsError::File(FileError::Btree(error))
+        | FsError::File(FileError::Rmap(RmapError::Btree(error)))
+        | FsError::Namespace(NamespaceError::Btree(error))
+        | FsError::Xattr(XattrError::Btree(error)) => from_btree(error),
+        _ => None,
+    }
+}
+
+impl Shared {
+    /// A foreground read or write: a scrub running holds back for it.
+    pub(super) fn note_foreground(&self) {
+        self.media.foreground.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A failed operation ran into a media failure: queue it for the
+    /// worker (the reader may hold locks handling needs).
+    pub(super) fn notice_read_failure(&self, origin: &str, error: &FsError) {
+        if let Some((range, cause)) = failed_device_range(error) {
+            self.media
+                .intake
+                .offer(range, Origin::new(cause, Source::Read, origin));
+        }
+    }
+
+    /// Handles one failure now (see the module comment).
+    pub(super) fn handle_failure(
+        &self,
+        range: ByteRange,
+        origin: Origin,
+    ) -> FsResult<FailureReport> {
+        check_range(range, self.device.length()).map_err(FsError::Failure)?;
+        let guard = match self.gate.try_enter() {
+            Ok(guard) => Some(guard),
+            Err(LifeState::Frozen) => {
+                self.media.intake.offer(range, origin.clone());
+                return Ok(FailureReport {
+                    range,
+                    origin,
+                    handled: Vec::new(),
+                    queued: true,
+                });
+            }
+            Err(_) => None,
+        };
+        let writable = guard.is_some() && !self.options.read_only;
+        let layout = self.superblock().layout;
+        let _one_at_a_time = self
+            .media
+            .handling
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let context = Context {
+            metadata: &self.metadata,
+            files: &self.files,
+            device: self.device.as_ref(),
+            layout,
+            writable,
+        };
+        let mut handled = failure::handle(&context, range, &origin).map_err(FsError::Failure)?;
+        self.act_on(&origin, &mut handled, writable);
+        drop(guard);
+        let report = FailureReport {
+            range,
+            origin,
+            handled,
+            queued: false,
+        };
+        self.media
+            .healed_blocks
+            .fetch_add(report.healed_blocks(), Ordering::Relaxed);
+        self.media
+            .lost_blocks
+            .fetch_add(report.lost_blocks(), Ordering::Relaxed);
+        Ok(report)
+    }
+
+    /// What only the mounted filesystem does with the outcomes: rewrite
+    /// the superblock copies, report events, apply the `errors=` policy.
+    fn act_on(&self, origin: &Origin, handled: &mut [Handled], writable: bool) {
+        let text = origin.to_string();
+        let mut rewritten: Option<Result<(), String>> = None;
+        for item in handled.iter_mut() {
+            if item.outcome == Outcome::RewriteSuperblock {
+                let result = rewritten.get_or_insert_with(|| {
+                    if !writable && self.options.read_only {
+                        return Err("mounted read-only".into());
+                    }
+                    self.write_superblock(None)
+                        .map_err(|error| error.to_string())
+                });
+                item.outcome = match result {
+                    Ok(()) => Outcome::Healed { blocks: 1 },
+                    Err(why) => Outcome::Lost {
+                        blocks: 1,
+                        why: why.clone(),
+                    },
+                };
+            }
+            self.report_outcome(&text, item);
+        }
+    }
+
+    /// The event for one owner's outcome, and the policy for lost
+    /// metadata.
+    fn report_outcome(&self, origin: &str, item: &Handled) {
+        let range = item.owner.range;
+        let device_range = Some((range.start, range.len()));
+        let block = Some(range.start / 4096);
+        let (lost, saved) = match &item.outcome {
+            Outcome::Healed { blocks } => (0, *blocks),
+            Outcome::Lost { blocks, .. } => (*blocks, 0),
+            Outcome::Partly { healed, lost } => (*lost, *healed),
+            Outcome::MarkedBad => (0, 0),
+            Outcome::RewriteSuperblock
+            | Outcome::Unused
+            | Outcome::AlreadyKnown
+            | Outcome::NotConfirmed => return,
+        };
+        let data_lost = if lost > 0 {
+            Subtypes::DATA_LOST
+        } else {
+            Subtypes::empty()
+        };
+        let mut incident = Incident {
+            kind: ErrorKind::Media,
+            errno: libc::EIO,
+            inode: None,
+            range: None,
+            block,
+            origin,
+        };
+        let mut detail = Detail {
+            subtypes: Subtypes::empty(),
+            device_range,
+            node: None,
+        };
+        match &item.owner.kind {
+            OwnerKind::File {
+                ino,
+                generation,
+                file_offset,
+                ..
+            } => {
+                incident.inode = Some((*ino, *generation as u32));
+                incident.range = Some((*file_offset, range.len()));
+                detail.subtypes = data_lost;
+            }
+            OwnerKind::Node { tree, level, block } => {
+                detail.node = Some((tree.name(), *level, *block));
+                if lost > 0 {
+                    incident.kind = ErrorKind::Metadata;
+                    detail.subtypes = Subtypes::MEDIA;
+                } else {
+                    detail.subtypes = Subtypes::METADATA;
+                }
+            }
+            OwnerKind::Journal { .. } => {
+                if lost > 0 {
+                    incident.kind = ErrorKind::Journal;
+                    detail.subtypes = Subtypes::MEDIA;
+                } else {
+                    detail.subtypes = Subtypes::JOURNAL;
+                }
+            }
+            OwnerKind::Superblock { .. } | OwnerKind::Free | OwnerKind::Bad | OwnerKind::Unused => {
+                let _ = saved;
+            }
+        }
+        self.health.report_with(&incident, &detail);
+        if lost > 0 {
+            if let Outcome::Lost { why, .. } = &item.outcome {
+                let metadata = matches!(
+                    item.owner.kind,
+                    OwnerKind::Node { .. }
+                        | OwnerKind::Journal { .. }
+                        | OwnerKind::Superblock { .. }
+                );
+                if metadata {
+                    self.apply_errors_policy(format!(
+                        "{origin}: {} at device bytes {range} lost: {why}",
+                        item.owner.kind.name()
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Reports notices the intake had to drop since the last report.
+    fn report_overflow(&self) {
+        let overflowed = self.media.intake.stats().overflowed;
+        let reported = self
+            .media
+            .overflow_reported
+            .swap(overflowed, Ordering::AcqRel);
+        if overflowed > reported {
+            let why = format!(
+                "{} failure notices were dropped: the queue was full",
+                overflowed - reported
+            );
+            self.health.report(&Incident {
+                kind: ErrorKind::Media,
+                errno: libc::EIO,
+                inode: None,
+                range: None,
+                block: None,
+                origin: &why,
+            });
+        }
+    }
+
+    /// The worker's handling of one queued notice.
+    fn handle_notice(&self, notice: failure::Notice) {
+        let origin_text = notice.origin.to_string();
+        let result = self.handle_failure(notice.range, notice.origin);
+        if let Ok(FailureReport { queued: true, .. }) = result {
+            // Frozen: it went back in the queue; look again later.
+            std::thread::sleep(WORKER_POLL);
+        }
+        let _ = self.observe(&origin_text, result);
+        self.report_overflow();
+    }
+
+    /// The media status for [`Status`](super::Status).
+    pub(super) fn media_status(&self) -> MediaStatus {
+        let allocator = &self.metadata.allocator;
+        let bad: Vec<BadExtent> = allocator
+            .bad_runs()
+            .into_iter()
+            .map(|run| BadExtent {
+                start: run.start,
+                blocks: run.blocks,
+            })
+            .collect();
+        let all = self.metadata.poison.all();
+        let healed_blocks = self.media.healed_blocks.load(Ordering::Relaxed);
+        let lost_blocks = self.media.lost_blocks.load(Ordering::Relaxed);
+        MediaStatus {
+            bad_blocks: bad.iter().map(|run| run.blocks).sum(),
+            bad,
+            poisoned_runs: all.len() as u64,
+            poisoned: all.into_iter().take(POISON_LISTED).collect(),
+            notices: self.media.intake.stats(),
+            healed_blocks,
+            lost_blocks,
+            scrub: self.scrub_status(),
+        }
+    }
+}
+
+/// The thread that handles queued notices.
+pub(super) struct Worker {
+    thread: JoinHandle<()>,
+}
+
+impl Worker {
+    pub(super) fn start(shared: Arc<Shared>) -> std::io::Result<Worker> {
+        let thread = std::thread::Builder::new()
+            .name("vigilfs-failures".into())
+            .spawn(move || loop {
+                match shared.media.intake.next(WORKER_POLL) {
+                    Some(notice) => {
+                        shared.handle_notice(notice);
+                        shared.media.intake.done();
+                    }
+                    None if shared.media.stopping.load(Ordering::Acquire) => return,
+                    None => shared.report_overflow(),
+                }
+            })?;
+        Ok(Worker { thread })
+    }
+
+    /// Handles what is queued, then stops.
+    pub(super) fn stop(self, shared: &Shared) {
+        shared.media.stopping.store(true, Ordering::Release);
+        shared.media.intake.close();
+        let _ = self.thread.join();
+    }
+}
+
+impl Filesystem {
+    /// Reports a failed device range (see the module comment): every owner
+    /// is found and acted on, and the report says what became of each. A
+    /// range outside the device, or longer than
+    /// [`failure::MAX_RANGE_BYTES`], is `EINVAL`. Files in the report come
+    /// with their paths.
+    pub fn notify_failure(&self, range: ByteRange, origin: Origin) -> FsResult<FailureReport> {
+        let result = self.shared.handle_failure(range, origin);
+        let mut report = self.shared.observe("notify-failure", result)?;
+        let mut owners: Vec<Owner> = report
+            .handled
+            .iter()
+            .map(|item| item.owner.clone())
+            .collect();
+        failure::name_owners(&self.shared.metadata, &mut owners).map_err(FsError::Failure)?;
+        for (item, named) in report.handled.iter_mut().zip(owners) {
+            item.owner = named;
+        }
+        Ok(report)
+    }
+
+    /// Every owner of `range` of the device; with `paths`, files come with
+    /// every path naming them.
+    pub fn owners(&self, range: ByteRange, paths: bool) -> FsResult<Vec<Owner>> {
+        let layout = self.shared.superblock().layout;
+        let result = failure::owners(
+            &self.shared.metadata,
+            &layout,
+            self.shared.device.length(),
+            range,
+            paths,
+        )
+        .map_err(FsError::Failure);
+        self.shared.observe("owners", result)
+    }
+
+    /// Waits until every failure notice queued so far is handled, up to
+    /// `limit`; whether they all were.
+    pub fn settle_failures(&self, limit: Duration) -> bool {
+        self.shared.media.intake.settle(limit)
+    }
+}

@@ -1,0 +1,304 @@
+//! fsck's media checks: the persistent bad-block list and the poison
+//! records, and with `--data` every data block read and verified.
+//!
+//! What must hold (and is reported when it does not):
+//!
+//! * every bad-block record decodes (version, length, cause), lies inside
+//!   the main region, and no two runs overlap or touch;
+//! * every poison record decodes, names a regular file that exists, and
+//!   each poisoned block is mapped by a written extent to the device block
+//!   the record names (the invariant the extent map keeps).
+//!
+//! Poisoned data is reported as damage — the data is lost, and reads of it
+//! fail until the file is rewritten there — with the paths naming the file,
+//! so fsck's exit code says errors are left. Bad blocks are listed as notes:
+//! they are handled (never allocated again), not damage. With `--data`,
+//! scrub's data pass runs over the image (read-only): every block that
+//! fails to read or to match its checksum is damage, named with its owners.
+
+use std::collections::BTreeSet;
+
+use super::{Note, Problem};
+use crate::alloc::{bad_blocks, BadRun};
+use crate::btree::TreeId;
+use crate::device::{BlockDevice, ByteRange};
+use crate::failure::{self, OwnerKind};
+use crate::format::Layout;
+use crate::inode::{inode_key, paths_of, Extent, ExtentKey, FileType, InodeRecord};
+use crate::metadata::Metadata;
+use crate::poison::PoisonRun;
+use crate::scrub::{self, Finding, Progress, ScrubOptions, ScrubSink, Scrubber};
+
+/// What the media records hold, for the report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MediaCounts {
+    /// The bad-block list.
+    pub bad_runs: Vec<BadRun>,
+    /// Bad blocks in all.
+    pub bad_blocks: u64,
+    /// Poisoned runs, with the paths naming each file.
+    pub poisoned: Vec<(PoisonRun, Vec<String>)>,
+    /// With `--data`: data bytes read and verified.
+    pub data_bytes_checked: Option<u64>,
+    /// With `--data`: blocks that failed.
+    pub data_failures: u64,
+}
+
+fn problem(structure: &str, message: String) -> Problem {
+    Problem {
+        structure: structure.into(),
+        message,
+    }
+}
+
+/// Collects scrub's findings.
+struct Collect {
+    findings: Vec<Finding>,
+}
+
+impl ScrubSink for Collect {
+    fn finding(&mut self, finding: &Finding) -> std::ops::ControlFlow<()> {
+        self.findings.push(finding.clone());
+        std::ops::ControlFlow::Continue(())
+    }
+
+    fn progress(&mut self, _: &Progress) -> std::ops::ControlFlow<()> {
+        std::ops::ControlFlow::Continue(())
+    }
+}
+
+pub(crate) fn check(
+    metadata: &Metadata,
+    layout: &Layout,
+    device: &dyn BlockDevice,
+    data: bool,
+    problems: &mut Vec<Problem>,
+    notes: &mut Vec<Note>,
+) -> MediaCounts {
+    let mut counts = MediaCounts::default();
+    let main = layout.main;
+    let region = main.start..main.end().unwrap_or(u64::MAX);
+    let (start, end) = bad_blocks::key_range();
+    match metadata
+        .trees
+        .scan(TreeId::Meta, &start, Some(&end), usize::MAX)
+    {
+        Ok(entries) => {
+            let (runs, found) = bad_blocks::validate(&entries, region);
+            for message in found {
+                problems.push(problem("bad-block list", message));
+            }
+            counts.bad_blocks = runs.iter().map(|run| run.blocks).sum();
+            if !runs.is_empty() {
+                let listed: Vec<String> = runs
+                    .iter()
+                    .take(20)
+                    .map(|run| format!("{}+{} ({})", run.start, run.blocks, run.cause))
+                    .collect();
+                notes.push(Note {
+                    structure: "bad-block list".into(),
+                    message: format!(
+                        "{} bad blocks are never allocated: {}{}",
+                        counts.bad_blocks,
+                        listed.join(", "),
+                        if runs.len() > 20 { ", ..." } else { "" }
+                    ),
+                });
+            }
+            counts.bad_runs = runs;
+        }
+        Err(error) => problems.push(problem("bad-block list", format!("cannot read: {error}"))),
+    }
+    check_poison(metadata, layout, problems, &mut counts);
+    if data {
+        check_data(metadata, layout, device, problems, &mut counts);
+    }
+    counts
+}
+
+fn check_poison(
+    metadata: &Metadata,
+    layout: &Layout,
+    problems: &mut Vec<Problem>,
+    counts: &mut MediaCounts,
+) {
+    let runs = metadata.poison.all();
+    if runs.is_empty() {
+        return;
+    }
+    let inos: BTreeSet<u64> = runs.iter().map(|run| run.ino).collect();
+    let names = paths_of(&metadata.trees, &inos).unwrap_or_default();
+    let block_size = u64::from(layout.block_size);
+    for run in runs {
+        let paths: Vec<String> = names
+            .get(&run.ino)
+            .into_iter()
+            .flatten()
+            .map(|path| String::from_utf8_lossy(path).into_owned())
+            .collect();
+        match poison_defect(metadata, &run) {
+            Some(defect) => problems.push(problem("poison records", defect)),
+            None => problems.push(problem(
+                "lost data",
+                format!(
+                    "{} (inode {}) bytes {}..{} were lost to a {} failure of device blocks \
+                     {}+{}: reads there fail until they are rewritten",
+                    if paths.is_empty() {
+                        "an unlinked file".to_owned()
+                    } else {
+                        paths.join(", ")
+                    },
+                    run.ino,
+                    run.first * block_size,
+                    run.end() * block_size,
+                    run.cause,
+                    run.physical,
+                    run.blocks
+                ),
+            )),
+        }
+        counts.poisoned.push((run, paths));
+    }
+}
+
+/// What is wrong with a poison record, if anything.
+fn poison_defect(metadata: &Metadata, run: &PoisonRun) -> Option<String> {
+    let ino = run.ino;
+    let record = match metadata.trees.get(TreeId::Inodes, &inode_key(ino)) {
+        Ok(Some(value)) => match InodeRecord::decode(&value) {
+            Ok(record) => record,
+            Err(error) => return Some(format!("inode {ino}: {error}")),
+        },
+        Ok(None) => return Some(format!("poison names inode {ino}, which does not exist")),
+        Err(error) => return Some(format!("cannot read inode {ino}: {error}")),
+    };
+    if record.file_type() != FileType::Regular {
+        return Some(format!(
+            "poison names inode {ino}, which is not a regular file"
+        ));
+    }
+    for block in run.first..run.end() {
+        let start = ExtentKey {
+            ino,
+            offset: block.saturating_sub(127),
+        }
+        .encode();
+        let stop = ExtentKey {
+            ino,
+            offset: block + 1,
+        }
+        .encode();
+        let extents = match metadata
+            .trees
+            .scan(TreeId::Extents, &start, Some(&stop), usize::MAX)
+        {
+            Ok(extents) => extents,
+            Err(error) => return Some(format!("cannot read inode {ino}'s extents: {error}")),
+        };
+        let mapped = extents.iter().rev().find_map(|(key, value)| {
+            let key = ExtentKey::decode(key).ok()?;
+            let extent = Extent::decode(value).ok()?;
+            let end = key.offset + u64::from(extent.blocks());
+            (key.ino == ino && key.offset <= block && block < end)
+                .then(|| {
+                    (extent.flags & Extent::UNWRITTEN == 0)
+                        .then(|| extent.physical + (block - key.offset))
+                })
+                .flatten()
+        });
+        if mapped != Some(run.physical_of(block)) {
+            return Some(format!(
+                "inode {ino} block {block} is poisoned as device block {}, but its extent maps it \
+                 {}",
+                run.physical_of(block),
+                match mapped {
+                    Some(physical) => format!("to device block {physical}"),
+                    None => "nowhere (or unwritten)".into(),
+                }
+            ));
+        }
+    }
+    None
+}
+
+fn check_data(
+    metadata: &Metadata,
+    layout: &Layout,
+    device: &dyn BlockDevice,
+    problems: &mut Vec<Problem>,
+    counts: &mut MediaCounts,
+) {
+    let scrubber = Scrubber {
+        metadata,
+        device,
+        layout: *layout,
+    };
+    let mut sink = Collect {
+        findings: Vec::new(),
+    };
+    let options = ScrubOptions {
+        rate: None,
+        data_only: true,
+    };
+    match scrub::run(&scrubber, scrub::Cursor::START, options, &mut sink) {
+        Ok(stats) => counts.data_bytes_checked = Some(stats.bytes),
+        Err(error) => {
+            problems.push(problem(
+                "file data",
+                format!("the data scrub stopped: {error}"),
+            ));
+        }
+    }
+    counts.data_failures = sink.findings.len() as u64;
+    for finding in sink.findings {
+        let owners = describe_owners(metadata, layout, device.length(), finding.range);
+        problems.push(problem(
+            "file data",
+            format!(
+                "device bytes {} ({}): {}{}",
+                finding.range,
+                match finding.cause {
+                    crate::alloc::FailureCause::Checksum => "checksum mismatch",
+                    _ => "unreadable",
+                },
+                finding.what,
+                owners
+            ),
+        ));
+    }
+}
+
+/// The files owning `range`, as text for a problem.
+fn describe_owners(
+    metadata: &Metadata,
+    layout: &Layout,
+    device_length: u64,
+    range: ByteRange,
+) -> String {
+    let Ok(owners) = failure::owners(metadata, layout, device_length, range, true) else {
+        return String::new();
+    };
+    let named: Vec<String> = owners
+        .iter()
+        .filter_map(|owner| match &owner.kind {
+            OwnerKind::File {
+                paths, file_offset, ..
+            } => Some(format!(
+                "{} at bytes {}..{}",
+                if paths.is_empty() {
+                    "an unlinked file".to_owned()
+                } else {
+                    paths.join(", ")
+                },
+                file_offset,
+                file_offset + owner.range.len()
+            )),
+            _ => None,
+        })
+        .collect();
+    if named.is_empty() {
+        String::new()
+    } else {
+        format!("; owned by {}", named.join("; "))
+    }
+}

@@ -1,0 +1,635 @@
+//! Scrub: read every block the filesystem uses, verify it, and hand every
+//! failure found to whoever acts on it (the mounted filesystem's
+//! notify-failure, or fsck's report of an unmounted image).
+//!
+//! What is read, in this order (a [`Cursor`] says where a scrub is, so an
+//! interrupted one resumes there):
+//!
+//! 1. the three superblock copies (magic, version, checksum, layout);
+//! 2. the journal entries replay would still need (each verified whole,
+//!    and its seq checked, since reclaim may overwrite it meanwhile);
+//! 3. the main region in block order, as the reverse map describes it:
+//!    every b-tree node (the on-disk copy, whatever the cache holds:
+//!    header, checksum, tree, level, block number, entries — the
+//!    bad-block list and the poison records live in these nodes) and every
+//!    extent of file data (each block against the crc32c its extent
+//!    records; unwritten extents are read for media errors only). Blocks
+//!    already poisoned are skipped: their loss is known.
+//!
+//! A read that fails is narrowed to the blocks that fail; a media error
+//! (or an error the operating system gave for a real device) is a
+//! [`FailureCause::Media`] finding, a mismatch a
+//! [`FailureCause::Checksum`] one; an error injected by a `fail` fault
+//! rule (a path failure, not the medium) is counted, not reported. The
+//! scrub never changes anything itself, so it can run on a mounted
+//! filesystem (findings of a block rewritten meanwhile are re-verified by
+//! whoever acts on them) and on an image opened read-only.
+//!
+//! Speed: at most `rate` bytes per second when asked (a token bucket over
+//! the bytes read), and between reads [`ScrubSink::pause`] lets the caller
+//! hold the scrub back while foreground I/O runs.
+
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use crate::alloc::FailureCause;
+use crate::btree::{BtreeError, TreeId};
+use crate::device::{BlockDevice, ByteRange, DeviceError, DeviceErrorKind, IoClass, IoOperation};
+use crate::format::layout::SUPERBLOCK_SIZE;
+use crate::format::{read_superblock_copy, FormatError, Layout, SuperblockCopy};
+use crate::inode::{Extent, ExtentKey};
+use crate::journal::decode_entry;
+use crate::metadata::Metadata;
+use crate::rmap::{self, Owner, RmapRecord};
+
+/// The stages of a scrub, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Phase {
+    /// The superblock copies.
+    Superblocks,
+    /// The journal entries still needed.
+    Journal,
+    /// Nodes and file data of the main region.
+    Main,
+    /// Finished.
+    Done,
+}
+
+impl Phase {
+    /// Lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Superblocks => "superblocks",
+            Phase::Journal => "journal",
+            Phase::Main => "data and metadata",
+            Phase::Done => "done",
+        }
+    }
+
+    /// The byte stored in a persisted cursor.
+    pub fn code(self) -> u8 {
+        match self {
+            Phase::Superblocks => 0,
+            Phase::Journal => 1,
+            Phase::Main => 2,
+            Phase::Done => 3,
+        }
+    }
+
+    /// The phase stored as `code`.
+    pub fn from_code(code: u8) -> Option<Phase> {
+        [Phase::Superblocks, Phase::Journal, Phase::Main, Phase::Done]
+            .into_iter()
+            .find(|phase| phase.code() == code)
+    }
+}
+
+/// Where a scrub is: the phase, and in the main region the next block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cursor {
+    /// The phase.
+    pub phase: Phase,
+    /// In [`Phase::Main`], the first block not scrubbed yet.
+    pub block: u64,
+}
+
+impl Cursor {
+    /// The start of a scrub.
+    pub const START: Cursor = Cursor {
+        phase: Phase::Superblocks,
+        block: 0,
+    };
+}
+
+/// One failure a scrub found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// The failed device bytes.
+    pub range: ByteRange,
+    /// Media error or checksum mismatch.
+    pub cause: FailureCause,
+    /// What was being read, for people.
+    pub what: String,
+}
+
+/// Where a scrub is, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Where it is.
+    pub cursor: Cursor,
+    /// Bytes read so far (this run).
+    pub bytes: u64,
+    /// Bytes a whole scrub reads, estimated from the space in use.
+    pub total_bytes: u64,
+    /// Failures found so far.
+    pub findings: u64,
+}
+
+/// Whoever a scrub reports to.
+pub trait ScrubSink {
+    /// A failure was found. `Break` stops the scrub.
+    fn finding(&mut self, finding: &Finding) -> ControlFlow<()>;
+    /// Progress, between reads. `Break` stops the scrub (the cursor says
+    /// where it stopped).
+    fn progress(&mut self, progress: &Progress) -> ControlFlow<()>;
+    /// Called before each read: the place to wait while foreground I/O
+    /// runs.
+    fn pause(&mut self) {}
+}
+
+/// How a scrub runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScrubOptions {
+    /// Most bytes read per second; `None`: as fast as the device goes.
+    pub rate: Option<u64>,
+    /// Only file data (fsck checks the rest itself).
+    pub data_only: bool,
+}
+
+/// What a scrub run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Bytes read.
+    pub bytes: u64,
+    /// Failures found.
+    pub findings: u64,
+    /// Reads that failed for a reason other than the medium (an injected
+    /// path failure), not reported as findings.
+    pub unreadable: u64,
+    /// Where it stopped: [`Phase::Done`] when it finished.
+    pub cursor: Cursor,
+    /// How long it ran.
+    pub elapsed: Duration,
+}
+
+/// Why a scrub could not go on.
+#[derive(Debug, Error)]
+pub enum ScrubError {
+    /// The trees it walks failed.
+    #[error("b-trees: {0}")]
+    Btree(#[from] BtreeError),
+    /// The reverse map failed.
+    #[error("reverse map: {0}")]
+    Rmap(#[from] rmap::RmapError),
+    /// A record it walks is damaged.
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+/// What a scrub reads: a filesystem's metadata, its device and layout.
+pub struct Scrubber<'a> {
+    /// The metadata (trees, allocator, journal, poison).
+    pub metadata: &'a Metadata,
+    /// The device, read directly.
+    pub device: &'a dyn BlockDevice,
+    /// The layout.
+    pub layout: Layout,
+}
+
+/// Paces reads to a byte rate.
+struct Throttle {
+    rate: Option<u64>,
+    started: Instant,
+    bytes: u64,
+}
+
+impl Throttle {
+    fn consume(&mut self, bytes: u64) {
+        self.bytes += bytes;
+        let Some(rate) = self.rate.filter(|&rate| rate > 0) else {
+            return;
+        };
+        let due = Duration::from_secs_f64(self.bytes as f64 / rate as f64);
+        let elapsed = self.started.elapsed();
+        if due > elapsed {
+            std::thread::sleep(due - elapsed);
+        }
+    }
+}
+
+/// Whether a failed read says the medium failed (reported), rather than
+/// a path failure a fault rule injected (only counted).
+fn is_media(error: &DeviceError) -> bool {
+    match error.kind {
+        DeviceErrorKind::Media { .. } => true,
+        DeviceErrorKind::Io => error.injected_by.is_none() && error.operation == IoOperation::Read,
+        _ => false,
+    }
+}
+
+/// The bytes a failed read names: the media error's range, else the
+/// request's.
+fn failed_range(error: &DeviceError, request: ByteRange) -> ByteRange {
+    match error.kind {
+        DeviceErrorKind::Media { failed } => failed,
+        _ => request,
+    }
+}
+
+struct Run<'s, 'a> {
+    scrubber: &'s Scrubber<'a>,
+    sink: &'s mut dyn ScrubSink,
+    throttle: Throttle,
+    stats: Stats,
+    total_bytes: u64,
+    last_progress: u64,
+    data_only: bool,
+}
+
+impl Run<'_, '_> {
+    fn progress(&mut self, cursor: Cursor, force: bool) -> ControlFlow<()> {
+        self.stats.cursor = cursor;
+        if !force && self.stats.bytes - self.last_progress < (1 << 20) {
+            return ControlFlow::Continue(());
+        }
+        self.last_progress = self.stats.bytes;
+        self.sink.progress(&Progress {
+            cursor,
+            bytes: self.stats.bytes,
+            total_bytes: self.total_bytes,
+            findings: self.stats.findings,
+        })
+    }
+
+    fn found(&mut self, range: ByteRange, cause: FailureCause, what: String) -> ControlFlow<()> {
+        self.stats.findings += 1;
+        self.sink.finding(&Finding { range, cause, what })
+    }
+
+    /// Reads `range`; `Err` carries the device error.
+    fn read(&mut self, range: ByteRange, class: IoClass) -> Result<Vec<u8>, DeviceError> {
+        self.sink.pause();
+        let mut bytes = vec![0u8; range.len() as usize];
+        let result = self.scrubber.device.read_at(range.start, &mut bytes, class);
+        self.throttle.consume(range.len());
+        self.stats.bytes += range.len();
+        result.map(|()| bytes)
+    }
+
+    fn superblocks(&mut self) -> ControlFlow<()> {
+        let device = self.scrubber.device;
+        for copy in SuperblockCopy::ALL {
+            let Some(offset) = copy.offset(device.length()) else {
+                continue;
+            };
+            self.sink.pause();
+            let range = ByteRange::at(offset, SUPERBLOCK_SIZE as u64);
+            self.stats.bytes += range.len();
+            self.throttle.consume(range.len());
+            match read_superblock_copy(device, copy) {
+                Ok(_) => {}
+                Err(FormatError::Device(error)) if is_media(&error) => {
+                    self.found(
+                        failed_range(&error, range),
+                        FailureCause::Media,
+                        copy.to_string(),
+                    )?;
+                }
+                Err(FormatError::Device(_)) => self.stats.unreadable += 1,
+                Err(error) => {
+                    self.found(range, FailureCause::Checksum, format!("{copy}: {error}"))?;
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn journal(&mut self) -> ControlFlow<()> {
+        let journal = &self.scrubber.metadata.journal;
+        let (uuid, block_size) = journal.entry_identity();
+        for (seq, range) in journal.live_entries() {
+            match self.read(range, IoClass::Journal) {
+                Ok(bytes) => match decode_entry(&bytes, &uuid, block_size) {
+                    Ok((header, _)) if header.seq == seq => {}
+                    // Overwritten after reclaim: no longer needed.
+                    Ok(_) => {}
+                    Err(error) => {
+                        let still_live = journal.live_entries().contains(&(seq, range));
+                        if still_live {
+                            self.found(
+                                range,
+                                FailureCause::Checksum,
+                                format!("journal entry {seq}: {error}"),
+                            )?;
+                        }
+                    }
+                },
+                Err(error) if is_media(&error) => {
+                    self.found(
+                        failed_range(&error, range),
+                        FailureCause::Media,
+                        format!("journal entry {seq}"),
+                    )?;
+                }
+                Err(_) => self.stats.unreadable += 1,
+            }
+            self.progress(
+                Cursor {
+                    phase: Phase::Journal,
+                    block: 0,
+                },
+                false,
+            )?;
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn node(&mut self, block: u64, tree: TreeId, level: u8) -> ControlFlow<()> {
+        self.sink.pause();
+        let block_size = u64::from(self.scrubber.layout.block_size);
+        let range = ByteRange::at(block * block_size, block_size);
+        self.stats.bytes += block_size;
+        self.throttle.consume(block_size);
+        let what = format!("{tree} b-tree node at block {block} (level {level})");
+        match self
+            .scrubber
+            .metadata
+            .trees
+            .verify_node_block(block, tree, level)
+        {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(BtreeError::Device(error)) if is_media(&error) => {
+                self.found(failed_range(&error, range), FailureCause::Media, what)
+            }
+            Err(BtreeError::Device(_)) => {
+                self.stats.unreadable += 1;
+                ControlFlow::Continue(())
+            }
+            Err(error) => self.found(range, FailureCause::Checksum, format!("{what}: {error}")),
+        }
+    }
+
+    /// Reads the blocks of the extent `record` describes, skipping
+    /// poisoned ones, and checks each against its checksum.
+    fn data(
+        &mut self,
+        record: &RmapRecord,
+        ino: u64,
+        offset: u64,
+    ) -> Result<ControlFlow<()>, ScrubError> {
+        let metadata = self.scrubber.metadata;
+        let key = ExtentKey { ino, offset };
+        let Some(value) = metadata.trees.get(TreeId::Extents, &key.encode())? else {
+            // Deleted since the reverse map was read.
+            return Ok(ControlFlow::Continue(()));
+        };
+        let extent = Extent::decode(&value)
+            .map_err(|error| ScrubError::Corrupt(format!("inode {ino} extent: {error}")))?;
+        if extent.physical != record.start {
+            return Ok(ControlFlow::Continue(()));
+        }
+        let block_size = u64::from(self.scrubber.layout.block_size);
+        let blocks = u64::from(extent.blocks());
+        let written = extent.flags & Extent::UNWRITTEN == 0;
+        let poisoned: Vec<bool> = (0..blocks)
+            .map(|at| {
+                !metadata
+                    .poison
+                    .runs_within(ino, offset + at, offset + at + 1)
+                    .is_empty()
+            })
+            .collect();
+        let mut at = 0;
+        while at < blocks {
+            if poisoned[at as usize] {
+                at += 1;
+                continue;
+            }
+            let mut stop = at;
+            while stop < blocks && !poisoned[stop as usize] {
+                stop += 1;
+            }
+            let range = ByteRange::new(
+                (extent.physical + at) * block_size,
+                (extent.physical + stop) * block_size,
+            );
+            match self.read(range, IoClass::Data) {
+                Ok(bytes) if written => {
+                    for (index, page) in bytes.chunks(block_size as usize).enumerate() {
+                        let block = at + index as u64;
+                        if crc32c::crc32c(page) != extent.checksums[block as usize] {
+                            let bad =
+                                ByteRange::at((extent.physical + block) * block_size, block_size);
+                            let what = format!(
+                                "inode {ino} block {} (device block {})",
+                                offset + block,
+                                extent.physical + block
+                            );
+                            if self.found(bad, FailureCause::Checksum, what).is_break() {
+                                return Ok(ControlFlow::Break(()));
+                            }
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    // Narrow it down: which blocks fail on their own?
+                    for block in at..stop {
+                        let one = ByteRange::at((extent.physical + block) * block_size, block_size);
+                        let what = format!(
+                            "inode {ino} block {} (device block {})",
+                            offset + block,
+                            extent.physical + block
+                        );
+                        match self.read(one, IoClass::Data) {
+                            Ok(bytes)
+                                if written
+                                    && crc32c::crc32c(&bytes)
+                                        != extent.checksums[block as usize] =>
+                            {
+                                if self.found(one, FailureCause::Checksum, what).is_break() {
+                                    return Ok(ControlFlow::Break(()));
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(error) if is_media(&error) => {
+                                let failed = failed_range(&error, one);
+                                if self.found(failed, FailureCause::Media, what).is_break() {
+                                    return Ok(ControlFlow::Break(()));
+                                }
+                            }
+                            Err(_) => self.stats.unreadable += 1,
+                        }
+                    }
+                }
+            }
+            at = stop;
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// The main region from block `from`, in block order: the records of
+    /// the reverse map, with the rmap tree's own nodes (which have none)
+    /// merged in.
+    fn main(&mut self, from: u64) -> Result<ControlFlow<()>, ScrubError> {
+        let metadata = self.scrubber.metadata;
+        let mut rmap_nodes: Vec<(u64, u8)> = metadata
+            .allocator
+            .rmap_nodes()
+            .nodes()
+            .into_iter()
+            .map(|(level, block)| (block, level))
+            .filter(|&(block, _)| block >= from)
+            .collect();
+        rmap_nodes.sort_unstable();
+        let mut nodes = rmap_nodes.into_iter().peekable();
+        let records = metadata
+            .trees
+            .range(TreeId::Rmap, &rmap::encode_key(from), None);
+        for entry in records {
+            let (key, value) = entry?;
+            let record = RmapRecord::decode(&key, &value)?;
+            while let Some(&(block, level)) = nodes.peek() {
+                if block > record.start {
+                    break;
+                }
+                nodes.next();
+                if self.rmap_node(block, level).is_break() {
+                    return Ok(ControlFlow::Break(()));
+                }
+            }
+            // Stopping inside this record resumes at its start.
+            self.stats.cursor = Cursor {
+                phase: Phase::Main,
+                block: record.start,
+            };
+            let flow = match record.owner {
+                Owner::Node { tree, level } if !self.data_only => {
+                    self.node(record.start, tree, level)
+                }
+                Owner::Node { .. } => ControlFlow::Continue(()),
+                Owner::FileData {
+                    ino,
+                    file_offset_blocks,
+                } => self.data(&record, ino, file_offset_blocks)?,
+            };
+            if flow.is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
+            let next = Cursor {
+                phase: Phase::Main,
+                block: record.end(),
+            };
+            if self.progress(next, false).is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+        for (block, level) in nodes {
+            if self.rmap_node(block, level).is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+
+    fn rmap_node(&mut self, block: u64, level: u8) -> ControlFlow<()> {
+        if self.data_only {
+            return ControlFlow::Continue(());
+        }
+        self.stats.cursor = Cursor {
+            phase: Phase::Main,
+            block,
+        };
+        self.node(block, TreeId::Rmap, level)?;
+        self.progress(
+            Cursor {
+                phase: Phase::Main,
+                block: block + 1,
+            },
+            false,
+        )
+    }
+}
+
+/// Bytes a whole scrub reads: the superblock copies, the journal entries
+/// still needed and every used block of the main region.
+pub fn estimated_bytes(scrubber: &Scrubber<'_>) -> u64 {
+    let metadata = scrubber.metadata;
+    let status = metadata.allocator.status();
+    let used = scrubber
+        .layout
+        .main
+        .blocks
+        .saturating_sub(status.free_blocks + status.pending_blocks + status.dropped_bad_blocks);
+    let journal: u64 = metadata
+        .journal
+        .live_entries()
+        .iter()
+        .map(|(_, range)| range.len())
+        .sum();
+    3 * SUPERBLOCK_SIZE as u64 + journal + used * u64::from(scrubber.layout.block_size)
+}
+
+/// Scrubs from `from` to the end (see the module comment), reporting to
+/// `sink`; the returned cursor says where it stopped when the sink asked
+/// it to, [`Phase::Done`] when it finished.
+pub fn run(
+    scrubber: &Scrubber<'_>,
+    from: Cursor,
+    options: ScrubOptions,
+    sink: &mut dyn ScrubSink,
+) -> Result<Stats, ScrubError> {
+    let started = Instant::now();
+    let mut run = Run {
+        scrubber,
+        sink,
+        throttle: Throttle {
+            rate: options.rate,
+            started,
+            bytes: 0,
+        },
+        stats: Stats {
+            bytes: 0,
+            findings: 0,
+            unreadable: 0,
+            cursor: from,
+            elapsed: Duration::ZERO,
+        },
+        total_bytes: estimated_bytes(scrubber),
+        last_progress: 0,
+        data_only: options.data_only,
+    };
+    let finished = (|| -> Result<ControlFlow<()>, ScrubError> {
+        if from.phase <= Phase::Superblocks && !run.data_only {
+            run.stats.cursor = Cursor::START;
+            if run.superblocks().is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+        if from.phase <= Phase::Journal && !run.data_only {
+            run.stats.cursor = Cursor {
+                phase: Phase::Journal,
+                block: 0,
+            };
+            if run.journal().is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+        if from.phase <= Phase::Main {
+            let main_start = scrubber.layout.main.start;
+            let block = if from.phase == Phase::Main {
+                from.block.max(main_start)
+            } else {
+                main_start
+            };
+            run.stats.cursor = Cursor {
+                phase: Phase::Main,
+                block,
+            };
+            return run.main(block);
+        }
+        Ok(ControlFlow::Continue(()))
+    })()?;
+    if finished.is_continue() {
+        run.stats.cursor = Cursor {
+            phase: Phase::Done,
+            block: 0,
+        };
+    }
+    let cursor = run.stats.cursor;
+    let _ = run.progress(cursor, true);
+    run.stats.elapsed = started.elapsed();
+    Ok(run.stats)
+}

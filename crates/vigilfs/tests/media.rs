@@ -1,0 +1,885 @@
+//! Media failures through the engine API: a failed range attributed to its
+//! owners and contained — file data poisoned (reads of exactly that range
+//! fail, across remounts, until rewritten) or rescued from a surviving
+//! copy, b-tree nodes moved off the block or handed to the `errors=`
+//! policy, free space never allocated again — and failures reported while
+//! the journal replays handled once it is done.
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fserror::{Event, EventKind, Group, GroupConfig, Subtypes};
+use vigilfs::btree::TreeId;
+use vigilfs::device::{
+    BlockDevice, ByteRange, DeviceError, FaultDevice, FaultPlan, FaultRule, IoClass, MediaFailure,
+    MediaFailureCallback, MemoryDevice, SectorSize,
+};
+use vigilfs::failure::{Origin, Outcome, OwnerKind};
+use vigilfs::format::{ErrorKind, Layout};
+use vigilfs::fs::{Filesystem, FsError, LifeState, MountOptions, OpenFlags};
+use vigilfs::fsck::{fsck, fsck_with, FsckOptions};
+use vigilfs::inode::{Caller, FallocateMode, ROOT_INO};
+use vigilfs::mkfs::{make_filesystem, MkfsOptions};
+
+const BLOCK: u64 = 4096;
+const SETTLE: Duration = Duration::from_secs(10);
+
+struct Fixture {
+    memory: Arc<MemoryDevice>,
+    plan: Arc<FaultPlan>,
+    device: Arc<dyn BlockDevice>,
+    layout: Layout,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let memory = Arc::new(MemoryDevice::new(64 << 20, SectorSize::Bytes512));
+        let plan = Arc::new(FaultPlan::new());
+        let device: Arc<dyn BlockDevice> =
+            Arc::new(FaultDevice::new(Arc::clone(&memory), Arc::clone(&plan)));
+        let superblock = make_filesystem(device.clone(), &MkfsOptions::default()).expect("mkfs");
+        Fixture {
+            memory,
+            plan,
+            device,
+            layout: superblock.layout,
+        }
+    }
+
+    fn mount(&self) -> Filesystem {
+        Filesystem::mount(self.device.clone(), MountOptions::default()).expect("mount")
+    }
+
+    fn mount_with(&self, options: MountOptions) -> Filesystem {
+        Filesystem::mount(self.device.clone(), options).expect("mount")
+    }
+
+    fn main_region(&self) -> ByteRange {
+        let main = self.layout.main;
+        ByteRange::new(main.start * BLOCK, (main.start + main.blocks) * BLOCK)
+    }
+
+    /// The device block file block `index` of `ino` lives in now.
+    fn physical(&self, fs: &Filesystem, ino: u64, index: u64) -> u64 {
+        fs.owners(self.main_region(), false)
+            .expect("owners")
+            .into_iter()
+            .find_map(|owner| match owner.kind {
+                OwnerKind::File {
+                    ino: owner_ino,
+                    file_offset,
+                    ..
+                } if owner_ino == ino => {
+                    let first = file_offset / BLOCK;
+                    let blocks = owner.range.len() / BLOCK;
+                    (first..first + blocks)
+                        .contains(&index)
+                        .then(|| owner.range.start / BLOCK + (index - first))
+                }
+                _ => None,
+            })
+            .expect("the file block is mapped")
+    }
+
+    /// Device block `block` fails every read with a media error.
+    fn bad_block(&self, block: u64) {
+        self.plan
+            .add_rule(FaultRule::bad_blocks(
+                ByteRange::at(block * BLOCK, BLOCK),
+                BLOCK,
+            ))
+            .expect("rule");
+    }
+
+    fn assert_fsck_clean(&self) {
+        let report = fsck(self.device.clone(), &mut |_| {}).expect("fsck");
+        assert!(report.is_clean(), "fsck: {:#?}", report.problems);
+    }
+}
+
+fn root() -> Caller {
+    Caller::root()
+}
+
+fn read_write() -> OpenFlags {
+    OpenFlags {
+        read: true,
+        write: true,
+        ..OpenFlags::default()
+    }
+}
+
+/// `blocks` blocks whose every block differs from the others.
+fn pattern(blocks: u64, seed: u8) -> Vec<u8> {
+    (0..blocks * BLOCK)
+        .map(|at| ((at / BLOCK) as u8).wrapping_mul(37) ^ (at as u8).wrapping_add(seed) | 1)
+        .collect()
+}
+
+/// Creates `/name` holding `data`, durable; returns its inode.
+fn create_file(fs: &Filesystem, name: &str, data: &[u8]) -> u64 {
+    let (attr, handle) = fs
+        .create(ROOT_INO, name.as_bytes(), 0o644, read_write(), &root())
+        .expect("create");
+    fs.write(handle, 0, data, &root()).expect("write");
+    fs.fsync(handle, false).expect("fsync");
+    fs.release(handle).expect("release");
+    attr.ino
+}
+
+fn read_block(fs: &Filesystem, ino: u64, index: u64) -> Result<Vec<u8>, FsError> {
+    let handle = fs.open(ino, read_write(), &root()).expect("open");
+    let result = fs.read(handle, index * BLOCK, BLOCK as usize);
+    fs.release(handle).expect("release");
+    result
+}
+
+fn write_block(fs: &Filesystem, ino: u64, index: u64, data: &[u8]) {
+    let handle = fs.open(ino, read_write(), &root()).expect("open");
+    fs.write(handle, index * BLOCK, data, &root())
+        .expect("write");
+    fs.fsync(handle, false).expect("fsync");
+    fs.release(handle).expect("release");
+}
+
+fn errno_of<T: std::fmt::Debug>(result: Result<T, FsError>) -> i32 {
+    result.expect_err("expected an error").errno()
+}
+
+fn listen(fs: &Filesystem) -> Group {
+    let group = Group::new(GroupConfig::distinct(NonZeroUsize::new(32).unwrap()));
+    group.subscribe(fs.events()).expect("subscribe");
+    group
+}
+
+/// The error events queued so far.
+fn errors(group: &Group) -> Vec<Event> {
+    let mut found = Vec::new();
+    while let Ok(event) = group.read_timeout(Duration::from_millis(20)) {
+        if event.kind == EventKind::Error {
+            found.push(event);
+        }
+    }
+    found
+}
+
+fn blob_text(event: &Event) -> String {
+    let detail = event
+        .last
+        .as_ref()
+        .or(event.first.as_ref())
+        .expect("detail");
+    String::from_utf8_lossy(detail.blob.as_bytes()).into_owned()
+}
+
+#[test]
+fn a_bad_block_under_a_file_poisons_exactly_its_range_until_rewritten() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let data = pattern(8, 1);
+    let ino = create_file(&fs, "victim", &data);
+    // A second name, in a subdirectory: owners must name both.
+    let sub = fs.mkdir(ROOT_INO, b"sub", 0o755, &root()).expect("mkdir");
+    fs.link(ino, sub.ino, b"alias", &root()).expect("link");
+    fs.unmount().expect("unmount");
+    // A fresh mount: nothing of the file is cached.
+    let fs = fixture.mount();
+    let events = listen(&fs);
+    let bad = fixture.physical(&fs, ino, 5);
+    fixture.bad_block(bad);
+
+    assert_eq!(errno_of(read_block(&fs, ino, 5)), libc::EIO);
+    assert!(fs.settle_failures(SETTLE));
+    // Exactly that block: the rest reads, whole reads across it fail.
+    for index in [0, 4, 6, 7] {
+        let block = read_block(&fs, ino, index).expect("the rest of the file reads");
+        assert_eq!(
+            block,
+            data[(index * BLOCK) as usize..((index + 1) * BLOCK) as usize]
+        );
+    }
+    assert_eq!(errno_of(read_block(&fs, ino, 5)), libc::EIO);
+
+    // One media event, naming the inode, the file range and the device
+    // bytes (besides the reader's READ event, reported as the read failed).
+    let media: Vec<Event> = errors(&events)
+        .into_iter()
+        .filter(|event| event.subtypes.contains(Subtypes::MEDIA))
+        .collect();
+    assert_eq!(media.len(), 1, "{media:#?}");
+    let event = &media[0];
+    assert!(event.subtypes.contains(Subtypes::DATA_LOST));
+    assert_eq!(event.object().map(|object| object.inode), Some(ino));
+    let detail = event.first.as_ref().unwrap();
+    assert_eq!(
+        detail.range.map(|range| (range.offset, range.len)),
+        Some((5 * BLOCK, BLOCK))
+    );
+    assert!(blob_text(event).contains(&format!("dev={}+{BLOCK}", bad * BLOCK)));
+
+    // Owners names the path and says the data there is lost.
+    let owners = fs.owners(ByteRange::at(bad * BLOCK, BLOCK), true).unwrap();
+    let file = owners
+        .iter()
+        .find_map(|owner| match &owner.kind {
+            OwnerKind::File {
+                paths,
+                file_offset,
+                poisoned,
+                ..
+            } => Some((paths.clone(), *file_offset, *poisoned)),
+            _ => None,
+        })
+        .expect("a file owns the block");
+    assert_eq!(
+        file,
+        (
+            vec!["/sub/alias".to_owned(), "/victim".to_owned()],
+            5 * BLOCK,
+            true
+        )
+    );
+    assert!(owners.iter().any(|owner| owner.kind == OwnerKind::Bad));
+    let status = fs.status();
+    assert_eq!(status.media.poisoned_runs, 1);
+    assert!(status
+        .media
+        .bad
+        .iter()
+        .any(|run| run.start <= bad && bad < run.start + run.blocks));
+
+    // The poison survives a remount, even once the device reads again.
+    fs.unmount().expect("unmount");
+    fixture.plan.clear();
+    let fs = fixture.mount();
+    assert_eq!(errno_of(read_block(&fs, ino, 5)), libc::EIO);
+    assert_eq!(fs.status().media.poisoned_runs, 1);
+    let report = fsck(fixture.device.clone(), &mut |_| {}).expect("fsck");
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|problem| problem.structure == "lost data" && problem.message.contains("/victim")),
+        "{:#?}",
+        report.problems
+    );
+
+    // Rewriting the block heals it, for good.
+    let fresh = vec![0x5a; BLOCK as usize];
+    write_block(&fs, ino, 5, &fresh);
+    assert_eq!(read_block(&fs, ino, 5).unwrap(), fresh);
+    assert_ne!(
+        fixture.physical(&fs, ino, 5),
+        bad,
+        "a new block, not the bad one"
+    );
+    fs.unmount().expect("unmount");
+    let fs = fixture.mount();
+    assert_eq!(read_block(&fs, ino, 5).unwrap(), fresh);
+    assert_eq!(fs.status().media.poisoned_runs, 0);
+    assert!(
+        fs.status().media.bad_blocks >= 1,
+        "the block stays on the bad list"
+    );
+    fs.unmount().expect("unmount");
+    fixture.assert_fsck_clean();
+}
+
+#[test]
+fn a_bad_block_is_never_allocated_again_even_when_the_filesystem_fills() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let ino = create_file(&fs, "first", &pattern(4, 2));
+    let bad = fixture.physical(&fs, ino, 2);
+    fixture.bad_block(bad);
+    let report = fs
+        .notify_failure(ByteRange::at(bad * BLOCK, BLOCK), Origin::operator("SMART"))
+        .expect("notify");
+    // The page was cached: rescued, nothing lost.
+    assert_eq!(report.lost_blocks(), 0, "{:#?}", report.handled);
+    // Freed by the rescue, the block must not come back: fill everything.
+    fs.unlink(ROOT_INO, b"first", &root()).expect("unlink");
+    fs.unmount().expect("unmount");
+    let fs = fixture.mount();
+    let chunk = vec![0x33u8; 1 << 20];
+    let mut index = 0;
+    'fill: loop {
+        let name = format!("fill{index}");
+        let Ok((_, handle)) = fs.create(ROOT_INO, name.as_bytes(), 0o644, read_write(), &root())
+        else {
+            break;
+        };
+        for piece in 0..4u64 {
+            if fs.write(handle, piece << 20, &chunk, &root()).is_err()
+                || fs.fsync(handle, false).is_err()
+            {
+                let _ = fs.release(handle);
+                break 'fill;
+            }
+        }
+        fs.release(handle).expect("release");
+        index += 1;
+    }
+    assert!(index > 5, "the filesystem held a few files first ({index})");
+    let owners = fs.owners(ByteRange::at(bad * BLOCK, BLOCK), false).unwrap();
+    let kinds: Vec<&OwnerKind> = owners.iter().map(|owner| &owner.kind).collect();
+    assert_eq!(kinds, [&OwnerKind::Bad], "nothing took the bad block");
+    drop(fs);
+}
+
+#[test]
+fn a_cached_page_clean_or_dirty_is_rescued_to_a_new_block() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let data = pattern(4, 3);
+    let ino = create_file(&fs, "cached", &data);
+    let events = listen(&fs);
+    // Clean cached copy.
+    let bad = fixture.physical(&fs, ino, 1);
+    fixture.bad_block(bad);
+    let report = fs
+        .notify_failure(ByteRange::at(bad * BLOCK, BLOCK), Origin::operator("test"))
+        .expect("notify");
+    let outcomes: Vec<&Outcome> = report.handled.iter().map(|item| &item.outcome).collect();
+    assert_eq!(outcomes, [&Outcome::Healed { blocks: 1 }]);
+    let paths = match &report.handled[0].owner.kind {
+        OwnerKind::File { paths, .. } => paths.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(paths, ["/cached"]);
+    assert_ne!(fixture.physical(&fs, ino, 1), bad);
+    let rescued = errors(&events);
+    assert_eq!(rescued.len(), 1);
+    assert!(!rescued[0].subtypes.contains(Subtypes::DATA_LOST));
+
+    // Dirty page: new data not yet written back.
+    let newer = vec![0x77u8; BLOCK as usize];
+    let handle = fs.open(ino, read_write(), &root()).unwrap();
+    fs.write(handle, 2 * BLOCK, &newer, &root()).unwrap();
+    let under_dirty = fixture.physical(&fs, ino, 2);
+    fixture.bad_block(under_dirty);
+    let report = fs
+        .notify_failure(
+            ByteRange::at(under_dirty * BLOCK, BLOCK),
+            Origin::operator("test"),
+        )
+        .expect("notify");
+    assert_eq!(report.lost_blocks(), 0, "{:#?}", report.handled);
+    fs.release(handle).unwrap();
+    fs.unmount().expect("unmount");
+
+    let fs = fixture.mount();
+    let mut expected = data.clone();
+    expected[(2 * BLOCK) as usize..(3 * BLOCK) as usize].copy_from_slice(&newer);
+    for index in 0..4 {
+        assert_eq!(
+            read_block(&fs, ino, index).unwrap(),
+            expected[(index * BLOCK) as usize..((index + 1) * BLOCK) as usize],
+            "block {index}"
+        );
+    }
+    assert_eq!(fs.status().media.poisoned_runs, 0);
+    fs.unmount().expect("unmount");
+    fixture.assert_fsck_clean();
+}
+
+#[test]
+fn a_reported_block_that_still_reads_is_moved_and_nothing_is_lost() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let data = pattern(3, 4);
+    let ino = create_file(&fs, "suspect", &data);
+    fs.unmount().unwrap();
+    let fs = fixture.mount();
+    let suspect = fixture.physical(&fs, ino, 0);
+    let report = fs
+        .notify_failure(
+            ByteRange::at(suspect * BLOCK, 512),
+            Origin::operator("pending sector"),
+        )
+        .expect("notify");
+    assert_eq!(report.healed_blocks(), 1, "{:#?}", report.handled);
+    assert_ne!(fixture.physical(&fs, ino, 0), suspect);
+    assert_eq!(read_block(&fs, ino, 0).unwrap(), data[..BLOCK as usize]);
+    // Reporting it again changes nothing and says so.
+    let again = fs
+        .notify_failure(
+            ByteRange::at(suspect * BLOCK, BLOCK),
+            Origin::operator("again"),
+        )
+        .unwrap();
+    assert_eq!(again.owners_hit(), 0, "{:#?}", again.handled);
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+}
+
+/// A node block of `tree` at `level` that is not its root (found by the
+/// owners query over the main region).
+fn node_of(fixture: &Fixture, fs: &Filesystem, tree: TreeId) -> Vec<u64> {
+    fs.owners(fixture.main_region(), false)
+        .unwrap()
+        .into_iter()
+        .filter_map(|owner| match owner.kind {
+            OwnerKind::Node {
+                tree: found,
+                level: 0,
+                block,
+            } if found == tree => Some(block),
+            _ => None,
+        })
+        .collect()
+}
+
+fn many_files(fs: &Filesystem, count: usize) {
+    for index in 0..count {
+        let name = format!("file-with-a-longish-name-{index:04}");
+        let (_, handle) = fs
+            .create(ROOT_INO, name.as_bytes(), 0o644, read_write(), &root())
+            .unwrap();
+        fs.release(handle).unwrap();
+    }
+}
+
+#[test]
+fn a_cached_node_is_moved_off_a_bad_block() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    many_files(&fs, 300);
+    fs.syncfs_once().unwrap();
+    let leaves = node_of(&fixture, &fs, TreeId::Inodes);
+    assert!(leaves.len() > 1, "the inode tree has several leaves");
+    let leaf = leaves[0];
+    // Reading every inode caches every leaf, clean.
+    for entry in fs
+        .readdir_plus(fs.opendir(ROOT_INO, &root()).unwrap(), 0, 1000)
+        .unwrap()
+    {
+        let _ = entry;
+    }
+    fixture.bad_block(leaf);
+    let events = listen(&fs);
+    let report = fs
+        .notify_failure(ByteRange::at(leaf * BLOCK, BLOCK), Origin::operator("test"))
+        .unwrap();
+    assert!(
+        matches!(report.handled[0].outcome, Outcome::Healed { blocks: 1 }),
+        "{:#?}",
+        report.handled
+    );
+    let event = errors(&events).pop().expect("an event");
+    assert!(blob_text(&event).contains(&format!("tree=inodes level=0 block={leaf}")));
+    assert_eq!(fs.status().state, LifeState::Running);
+    fs.unmount().unwrap();
+    let fs = fixture.mount();
+    assert_eq!(
+        fs.readdir(fs.opendir(ROOT_INO, &root()).unwrap(), 0, 1000)
+            .unwrap()
+            .len(),
+        302
+    );
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+}
+
+#[test]
+fn an_uncached_node_on_a_bad_block_goes_to_the_errors_policy_with_its_tree_and_level() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    many_files(&fs, 300);
+    fs.unmount().unwrap();
+    // Only the roots are cached after a mount.
+    let fs = fixture.mount();
+    let leaves = node_of(&fixture, &fs, TreeId::Inodes);
+    let leaf = *leaves.last().unwrap();
+    fixture.bad_block(leaf);
+    let events = listen(&fs);
+    let report = fs
+        .notify_failure(ByteRange::at(leaf * BLOCK, BLOCK), Origin::operator("test"))
+        .unwrap();
+    assert!(
+        matches!(report.handled[0].outcome, Outcome::Lost { blocks: 1, .. }),
+        "{:#?}",
+        report.handled
+    );
+    // errors=remount-ro, the default.
+    assert!(matches!(fs.status().state, LifeState::ReadOnly(_)));
+    let event = errors(&events)
+        .into_iter()
+        .find(|event| {
+            event
+                .subtypes
+                .contains(Subtypes::METADATA | Subtypes::MEDIA)
+        })
+        .expect("a metadata media event");
+    assert!(blob_text(&event).contains(&format!("tree=inodes level=0 block={leaf}")));
+}
+
+#[test]
+fn free_space_reported_bad_is_listed_and_survives_remount() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let free = fs
+        .owners(fixture.main_region(), false)
+        .unwrap()
+        .into_iter()
+        .find(|owner| owner.kind == OwnerKind::Free)
+        .expect("free space")
+        .range;
+    let block = free.start / BLOCK + 10;
+    let report = fs
+        .notify_failure(
+            ByteRange::at(block * BLOCK, BLOCK),
+            Origin::operator("array"),
+        )
+        .unwrap();
+    assert_eq!(report.handled.len(), 1);
+    assert_eq!(report.handled[0].outcome, Outcome::MarkedBad);
+    fs.unmount().unwrap();
+    let fs = fixture.mount();
+    assert!(fs
+        .status()
+        .media
+        .bad
+        .iter()
+        .any(|run| run.start <= block && block < run.start + run.blocks));
+    let owners = fs
+        .owners(ByteRange::at(block * BLOCK, BLOCK), false)
+        .unwrap();
+    assert!(owners.iter().any(|owner| owner.kind == OwnerKind::Bad));
+    fs.unmount().unwrap();
+    let report = fsck(fixture.device.clone(), &mut |_| {}).unwrap();
+    assert!(report.is_clean(), "{:#?}", report.problems);
+    assert_eq!(report.media.unwrap().bad_blocks, 1);
+}
+
+#[test]
+fn ranges_outside_the_device_are_refused_clearly() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let length = fixture.device.length();
+    for range in [
+        ByteRange::new(length, length + 1),
+        ByteRange::new(length - 512, length + 512),
+        ByteRange::new(100, 100),
+        ByteRange::new(0, u64::MAX),
+    ] {
+        assert_eq!(errno_of(fs.owners(range, false)), libc::EINVAL, "{range}");
+        assert_eq!(
+            errno_of(fs.notify_failure(range, Origin::operator("x"))),
+            libc::EINVAL,
+            "{range}"
+        );
+    }
+    // Reserved bytes belong to nobody; the superblock is rewritten.
+    let owners = fs.owners(ByteRange::new(0, 8192), false).unwrap();
+    let kinds: Vec<&str> = owners.iter().map(|owner| owner.kind.name()).collect();
+    assert_eq!(kinds, ["unused", "superblock"]);
+    let report = fs
+        .notify_failure(ByteRange::new(4096, 4608), Origin::operator("x"))
+        .unwrap();
+    assert_eq!(report.handled[0].outcome, Outcome::Healed { blocks: 1 });
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+}
+
+/// A device that reports one media failure the first time the journal is
+/// read — as a storage array's asynchronous report would arrive while the
+/// filesystem is still replaying.
+struct ReportsDuringReplay {
+    inner: Arc<dyn BlockDevice>,
+    callback: Mutex<Option<MediaFailureCallback>>,
+    report: Mutex<Option<ByteRange>>,
+}
+
+impl BlockDevice for ReportsDuringReplay {
+    fn read_at(&self, offset: u64, buffer: &mut [u8], class: IoClass) -> Result<(), DeviceError> {
+        if class == IoClass::Journal {
+            let pending = self.report.lock().unwrap().take();
+            let callback = self.callback.lock().unwrap().clone();
+            if let (Some(range), Some(callback)) = (pending, callback) {
+                callback(MediaFailure {
+                    range,
+                    class: IoClass::Data,
+                    rule: None,
+                });
+            }
+        }
+        self.inner.read_at(offset, buffer, class)
+    }
+    fn write_at(&self, offset: u64, buffer: &[u8], class: IoClass) -> Result<(), DeviceError> {
+        self.inner.write_at(offset, buffer, class)
+    }
+    fn flush(&self, class: IoClass) -> Result<(), DeviceError> {
+        self.inner.flush(class)
+    }
+    fn length(&self) -> u64 {
+        self.inner.length()
+    }
+    fn sector_size(&self) -> SectorSize {
+        self.inner.sector_size()
+    }
+    fn set_media_failure_callback(&self, callback: MediaFailureCallback) {
+        *self.callback.lock().unwrap() = Some(callback);
+    }
+}
+
+#[test]
+fn a_failure_reported_during_journal_replay_is_handled_after_it() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let data = pattern(2, 5);
+    let ino = create_file(&fs, "replayed", &data);
+    let bad = fixture.physical(&fs, ino, 1);
+    // A crash: the journal must be replayed at the next mount.
+    drop(fs);
+    let reporting = Arc::new(ReportsDuringReplay {
+        inner: fixture.device.clone(),
+        callback: Mutex::new(None),
+        report: Mutex::new(Some(ByteRange::at(bad * BLOCK, BLOCK))),
+    });
+    fixture.bad_block(bad);
+    let fs = Filesystem::mount(reporting.clone(), MountOptions::default()).expect("mount");
+    assert!(fs.recovered(), "the journal was replayed");
+    assert!(
+        reporting.report.lock().unwrap().is_none(),
+        "reported during the mount"
+    );
+    assert!(fs.settle_failures(SETTLE));
+    let status = fs.status();
+    assert_eq!(status.media.notices.parked, 1, "{:?}", status.media.notices);
+    assert!(status.media.notices.handled >= 1);
+    assert_eq!(status.media.poisoned_runs, 1);
+    assert_eq!(errno_of(read_block(&fs, ino, 1)), libc::EIO);
+    assert_eq!(read_block(&fs, ino, 0).unwrap(), data[..BLOCK as usize]);
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn a_flipped_byte_is_found_by_fsck_data_and_scrub_and_never_read_as_data() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let data = pattern(4, 6);
+    let ino = create_file(&fs, "flipped", &data);
+    let block = fixture.physical(&fs, ino, 3);
+    fs.unmount().unwrap();
+    let mut byte = [0u8; 512];
+    fixture
+        .memory
+        .read_at(block * BLOCK, &mut byte, IoClass::Data)
+        .unwrap();
+    byte[100] ^= 0x40;
+    fixture
+        .memory
+        .write_at(block * BLOCK, &byte, IoClass::Data)
+        .unwrap();
+
+    // Plain fsck checks metadata only; --data reads the data.
+    assert!(fsck(fixture.device.clone(), &mut |_| {})
+        .unwrap()
+        .is_clean());
+    let report = fsck_with(
+        fixture.device.clone(),
+        FsckOptions { data: true },
+        &mut |_| {},
+    )
+    .unwrap();
+    let media = report.media.as_ref().unwrap();
+    assert_eq!(media.data_failures, 1);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|problem| problem.structure == "file data"
+                && problem.message.contains("checksum mismatch")
+                && problem.message.contains("/flipped at bytes 12288..16384")),
+        "{:#?}",
+        report.problems
+    );
+
+    let fs = fixture.mount();
+    let summary = fs.scrub(Default::default(), &mut |_| true).expect("scrub");
+    assert!(summary.complete);
+    assert_eq!(summary.findings, 1);
+    assert_eq!(summary.lost_blocks, 1);
+    assert_eq!(errno_of(read_block(&fs, ino, 3)), libc::EIO);
+    assert_eq!(
+        read_block(&fs, ino, 2).unwrap(),
+        data[2 * BLOCK as usize..3 * BLOCK as usize]
+    );
+    // A second scrub finds nothing new: the loss is known.
+    let again = fs.scrub(Default::default(), &mut |_| true).unwrap();
+    assert_eq!((again.findings, again.lost_blocks), (0, 0));
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn a_checksum_mismatch_on_read_is_eio_and_poisons_the_block() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let data = pattern(2, 7);
+    let ino = create_file(&fs, "rotted", &data);
+    let block = fixture.physical(&fs, ino, 0);
+    fs.unmount().unwrap();
+    let mut bytes = [0u8; 512];
+    fixture
+        .memory
+        .read_at(block * BLOCK, &mut bytes, IoClass::Data)
+        .unwrap();
+    bytes[7] ^= 1;
+    fixture
+        .memory
+        .write_at(block * BLOCK, &bytes, IoClass::Data)
+        .unwrap();
+    let fs = fixture.mount();
+    assert_eq!(errno_of(read_block(&fs, ino, 0)), libc::EIO);
+    assert!(fs.settle_failures(SETTLE));
+    assert_eq!(fs.status().media.poisoned_runs, 1);
+    assert_eq!(read_block(&fs, ino, 1).unwrap(), data[BLOCK as usize..]);
+    // Truncating the poisoned block away clears the poison.
+    let handle = fs.open(ino, read_write(), &root()).unwrap();
+    fs.fallocate(
+        handle,
+        0,
+        BLOCK,
+        FallocateMode::PUNCH_HOLE | FallocateMode::KEEP_SIZE,
+    )
+    .unwrap();
+    fs.release(handle).unwrap();
+    assert_eq!(read_block(&fs, ino, 0).unwrap(), vec![0; BLOCK as usize]);
+    assert_eq!(fs.status().media.poisoned_runs, 0);
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+}
+
+#[test]
+fn an_interrupted_scrub_resumes_where_it_stopped_even_after_a_remount() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    for index in 0..8 {
+        create_file(&fs, &format!("data{index}"), &pattern(256, index as u8));
+    }
+    let mut calls = 0;
+    let first = fs
+        .scrub(Default::default(), &mut |_| {
+            calls += 1;
+            calls < 3
+        })
+        .unwrap();
+    assert!(!first.complete);
+    assert_eq!(fs.status().media.scrub.resume_at, Some(first.cursor));
+    fs.unmount().unwrap();
+    let fs = fixture.mount();
+    let second = fs.scrub(Default::default(), &mut |_| true).unwrap();
+    assert_eq!(second.resumed_from, Some(first.cursor));
+    assert!(second.complete);
+    assert_eq!(fs.status().media.scrub.resume_at, None);
+    // Rate-limited: 8 MiB of data at 16 MiB/s takes at least a third of a second.
+    let started = std::time::Instant::now();
+    let limited = fs
+        .scrub(
+            vigilfs::fs::ScrubRequest {
+                rate: Some(16 << 20),
+                restart: true,
+            },
+            &mut |_| true,
+        )
+        .unwrap();
+    assert!(limited.bytes >= 8 << 20);
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn unlinking_a_file_drops_its_poison() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let ino = create_file(&fs, "doomed", &pattern(2, 8));
+    fs.unmount().unwrap();
+    let fs = fixture.mount_with(MountOptions::default());
+    let block = fixture.physical(&fs, ino, 1);
+    fixture.bad_block(block);
+    fs.notify_failure(ByteRange::at(block * BLOCK, BLOCK), Origin::operator("x"))
+        .unwrap();
+    assert_eq!(fs.status().media.poisoned_runs, 1);
+    fs.unlink(ROOT_INO, b"doomed", &root()).unwrap();
+    assert_eq!(fs.status().media.poisoned_runs, 0);
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+}
+
+#[test]
+fn notices_beyond_the_intake_are_counted_and_reported() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let ino = create_file(&fs, "kept", &pattern(1, 9));
+    fs.unmount().unwrap();
+    // More reports than the intake holds arrive before the mount is ready.
+    let free = fixture.main_region().end - 2048 * BLOCK;
+    let failures = (0..1100)
+        .map(|index| {
+            (
+                ByteRange::at(free + index * BLOCK, BLOCK),
+                Origin::operator("array log"),
+            )
+        })
+        .collect();
+    let fs = fixture.mount_with(MountOptions {
+        failures,
+        ..MountOptions::default()
+    });
+    assert!(fs.settle_failures(Duration::from_secs(60)));
+    let notices = fs.status().media.notices;
+    assert_eq!((notices.received, notices.parked), (1100, 1100));
+    assert_eq!(notices.overflowed, 1100 - 1024, "{notices:?}");
+    assert_eq!(notices.handled, 1024);
+    assert_eq!(fs.status().media.bad_blocks, 1024);
+    // One media error per block marked bad, and one for the drop (the
+    // worker reports it after a notice, or within a poll).
+    std::thread::sleep(Duration::from_millis(300));
+    let record = fs.status().error_record;
+    assert_eq!(record.counter(ErrorKind::Media).count, 1024 + 1);
+    assert_eq!(read_block(&fs, ino, 0).unwrap(), pattern(1, 9));
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+}
+
+#[test]
+fn images_without_the_media_records_feature_mount_and_unknown_ro_compat_features_mount_read_only() {
+    use vigilfs::format::{read_superblock, write_superblocks, Features};
+    let fixture = Fixture::new();
+    // An image from before media records: no ro_compat bit, no records.
+    let mut superblock = read_superblock(fixture.device.as_ref()).unwrap().superblock;
+    assert_eq!(
+        superblock.features.ro_compat,
+        Features::RO_COMPAT_MEDIA_RECORDS
+    );
+    superblock.features.ro_compat = 0;
+    write_superblocks(fixture.device.as_ref(), &mut superblock).unwrap();
+    let fs = fixture.mount();
+    assert_eq!(fs.status().state, LifeState::Running);
+    fs.unmount().unwrap();
+    let mut superblock = read_superblock(fixture.device.as_ref()).unwrap().superblock;
+    assert_eq!(
+        superblock.features.ro_compat,
+        Features::RO_COMPAT_MEDIA_RECORDS,
+        "the first read-write mount says the image may hold media records"
+    );
+    // A feature this build does not know: readable, not writable.
+    superblock.features.ro_compat |= 1 << 40;
+    write_superblocks(fixture.device.as_ref(), &mut superblock).unwrap();
+    let fs = fixture.mount();
+    match fs.status().state {
+        LifeState::ReadOnly(why) => assert!(why.contains("ro_compat"), "{why}"),
+        other => panic!("mounted {other:?}"),
+    }
+    assert_eq!(
+        errno_of(fs.create(ROOT_INO, b"new", 0o644, read_write(), &root())),
+        libc::EROFS
+    );
+    drop(fs);
+}
