@@ -172,7 +172,8 @@ fn a_full_filesystem_can_be_truncated_and_emptied_and_stays_writable() {
         .write(true)
         .open(scratch.at("big"))
         .unwrap();
-    file.set_len(8 << 20).expect("truncate on a full filesystem");
+    file.set_len(8 << 20)
+        .expect("truncate on a full filesystem");
     drop(file);
     assert_eq!(scratch.status()["state"].as_str(), Some("running"));
     fs::remove_file(scratch.at("big")).expect("rm on a full filesystem");
@@ -263,7 +264,10 @@ fn a_hole_punch_of_two_to_the_fifty_bytes_does_the_work_of_a_small_file() {
         "{} journal entries for one small file",
         seq_after - seq_before
     );
-    assert!(took < Duration::from_secs(30), "the punch hung for {took:?}");
+    assert!(
+        took < Duration::from_secs(30),
+        "the punch hung for {took:?}"
+    );
     drop(file);
     let bytes = fs::read(&path).unwrap();
     assert_eq!(bytes.len(), MIB);

@@ -6,8 +6,10 @@
 //! already in flight, a journal commit, a b-tree node write. So "nothing is
 //! written after a shutdown" holds by construction rather than by every
 //! caller remembering to check (XFS stops its log the same way). Reads go
-//! on. The superblock class is exempt: the persistent error record is still
-//! saved when it can be.
+//! on. The superblock and event log classes are exempt: the persistent
+//! error record and the event log (which records the shutdown itself) are
+//! still saved when they can be; neither is file data or metadata a
+//! replay depends on.
 //!
 //! Invariant: `stopped` only ever goes from false to true.
 
@@ -43,7 +45,8 @@ impl StoppableDevice {
         }
     }
 
-    /// From now on every write and flush but the superblock's fails.
+    /// From now on every write and flush but the superblock's and the event
+    /// log's fails.
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
     }
@@ -59,7 +62,8 @@ impl StoppableDevice {
         class: IoClass,
         range: ByteRange,
     ) -> Result<(), DeviceError> {
-        if class != IoClass::Superblock && self.is_stopped() {
+        let exempt = matches!(class, IoClass::Superblock | IoClass::EventLog);
+        if !exempt && self.is_stopped() {
             return Err(DeviceError::new(
                 DeviceErrorKind::Stopped,
                 operation,

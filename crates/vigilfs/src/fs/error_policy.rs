@@ -11,6 +11,7 @@
 
 use std::sync::atomic::Ordering;
 
+use super::events::Notice;
 use super::health::Incident;
 use super::{FsError, FsResult, Shared};
 use crate::format::{ErrorKind, ErrorsPolicy};
@@ -94,12 +95,19 @@ impl Shared {
                     .gate
                     .make_read_only(format!("errors=remount-ro after {why}"))
                 {
+                    self.health.notice(&Notice::ErrorsAction {
+                        action: "remount-ro",
+                    });
                     self.stop_writing();
                 }
                 self.save_error_record();
             }
             ErrorsPolicy::Panic => {
+                self.health
+                    .notice(&Notice::ErrorsAction { action: "panic" });
                 self.shut_down_now(format!("errors=panic after {why}"), false);
+                // The process ends now: the log is written first if it can be.
+                let _ = self.health.log().persist();
                 eprintln!("vigilfs: errors=panic: {why}; aborting");
                 std::process::abort();
             }

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::background::Background;
+use super::events::{EventLog, EventLogStatus, Notice, Writer};
 use super::gate::Gate;
 use super::handles::Handles;
 use super::health::{seconds_now, Health, Incident};
@@ -119,6 +120,8 @@ pub struct Status {
     pub open_files: usize,
     /// Superblock mount count.
     pub mount_count: u32,
+    /// The event log.
+    pub events: EventLogStatus,
 }
 
 impl Shared {
@@ -156,10 +159,10 @@ impl Shared {
             let _ = self.metadata.trees.sync();
             let _ = self.metadata.journal.flush();
         }
-        if self.gate.shut_down(why) {
+        if self.gate.shut_down(why.clone()) {
             self.stop_writing();
             self.save_error_record();
-            self.health.shut_down();
+            self.health.shut_down(&why);
         }
     }
 
@@ -248,6 +251,12 @@ impl Filesystem {
         let mut superblock = loaded.superblock;
         let recovered = superblock.state == FsState::Dirty;
         let writes: Arc<dyn BlockDevice> = device.clone();
+        // The log opens first, so the MOUNT record (and the ids a crash
+        // skipped) comes before anything recovery reports.
+        let (log, skipped) = EventLog::open(Arc::clone(&writes), &superblock, options.read_only);
+        let log = Arc::new(log);
+        let mount_count = u64::from(superblock.mount_count) + u64::from(!options.read_only);
+        log.record_mount(recovered, mount_count, skipped);
         let metadata = Arc::new(Metadata::open_default(Arc::clone(&writes), &superblock)?);
         let files = Files::new(writes, &superblock, Arc::clone(&metadata))?;
         files.set_cache_budget(options.cache_bytes);
@@ -261,7 +270,16 @@ impl Filesystem {
         };
         let errors_policy = options.errors.unwrap_or(superblock.errors_policy);
         let fsid = u64::from_le_bytes(superblock.uuid.0[..8].try_into().expect("8 bytes"));
-        let health = Arc::new(Health::new(fsid, superblock.error_record.clone()));
+        if recovered {
+            log.record_notice(&Notice::Recovery {
+                orphans: orphans_purged as u64,
+            });
+        }
+        let health = Arc::new(Health::with_log(
+            fsid,
+            superblock.error_record.clone(),
+            Arc::clone(&log),
+        ));
         {
             // Writeback failures are told to the event stream and the error
             // record once each, when the data path sets the error words.
@@ -301,12 +319,17 @@ impl Filesystem {
             journal_failure_seen: AtomicBool::new(false),
             deferred_orphans: Mutex::new(Vec::new()),
         });
+        let events = Some(Writer::start(log).map_err(MountError::Thread)?);
         let background = if shared.options.read_only {
             None
         } else {
             Some(Background::start(Arc::clone(&shared)).map_err(MountError::Thread)?)
         };
-        Ok(Filesystem { shared, background })
+        Ok(Filesystem {
+            shared,
+            background,
+            events,
+        })
     }
 
     /// Whether this mount found the filesystem not cleanly unmounted (and
@@ -328,6 +351,14 @@ impl Filesystem {
         shared.gate.begin_freeze()?;
         let outcome = shared.make_clean();
         let outcome = shared.observe("freeze", outcome);
+        if outcome.is_ok() {
+            // The frozen image holds the FREEZE record; nothing is written
+            // to the log until the thaw.
+            let log = shared.health.log();
+            shared.health.notice(&Notice::Freeze);
+            let _ = log.persist();
+            log.hold();
+        }
         shared.gate.end_freeze(outcome.is_ok());
         if outcome.is_err() {
             // Abandoned: what waited for the thaw goes on now.
@@ -344,6 +375,8 @@ impl Filesystem {
         }
         let marked = self.shared.write_superblock(Some(FsState::Dirty));
         self.shared.gate.thaw()?;
+        self.shared.health.log().release();
+        self.shared.health.notice(&Notice::Thaw);
         self.shared.purge_deferred_orphans();
         self.shared.observe("thaw", marked)
     }
@@ -384,7 +417,21 @@ impl Filesystem {
             error_record: shared.health.record(),
             open_files: shared.handles.open_files(),
             mount_count,
+            events: shared.health.log().status(),
         }
+    }
+
+    /// The event log: records to read, and where listeners wait.
+    pub fn event_log(&self) -> &Arc<EventLog> {
+        self.shared.health.log()
+    }
+
+    /// Records that fault rules changed (the transport that owns the fault
+    /// plan calls it): `change` says what, `active` how many rules are on.
+    pub fn note_fault_rules(&self, change: &str, active: u64) {
+        self.shared
+            .health
+            .notice(&Notice::Faults { change, active });
     }
 
     /// Whether the filesystem is frozen now (a transport keeps requests
@@ -402,6 +449,7 @@ impl Filesystem {
         let thread_result = self.background.take().map_or(Ok(()), Background::stop);
         let shared = &self.shared;
         if shared.gate.state() == LifeState::Frozen && shared.gate.thaw().is_ok() {
+            shared.health.log().release();
             shared.purge_deferred_orphans();
         }
         let result = match shared.gate.state() {
@@ -415,6 +463,9 @@ impl Filesystem {
             }
         };
         shared.health.unmounted();
+        if let Some(events) = self.events.take() {
+            events.stop();
+        }
         thread_result.and(result)
     }
 }
@@ -423,6 +474,10 @@ impl Drop for Filesystem {
     fn drop(&mut self) {
         if let Some(background) = self.background.take() {
             let _ = background.stop();
+        }
+        // Like a power cut: the log writes nothing more either.
+        if let Some(events) = self.events.take() {
+            events.abandon();
         }
     }
 }

@@ -60,6 +60,7 @@ mod api;
 mod background;
 mod error;
 mod error_policy;
+pub mod events;
 pub mod gate;
 mod handles;
 pub mod health;
@@ -112,6 +113,7 @@ pub(crate) struct Shared {
 pub struct Filesystem {
     shared: Arc<Shared>,
     background: Option<Background>,
+    events: Option<events::Writer>,
 }
 
 impl std::fmt::Debug for Filesystem {
