@@ -3,7 +3,8 @@
 //! vigilfs options: `ro`, `rw`, `errors=continue|remount-ro|panic`,
 //! `cache=SIZE`, `dirty=SIZE`, `writeback_interval=SECONDS`, `threads=N`,
 //! `allow_other`, `fsync_errors=until-durable|once`, `keep_cache`/`nokeep_cache`, `attr_timeout=SECONDS`,
-//! `entry_timeout=SECONDS`. Generic options mount(8) and mount.fuse3 pass along are
+//! `entry_timeout=SECONDS`, `events_group=GROUP` (its members may listen
+//! to events), `metrics=ADDR:PORT` (serve Prometheus metrics). Generic options mount(8) and mount.fuse3 pass along are
 //! accepted and ignored: `dev`, `nodev`, `suid`, `nosuid`, `exec`,
 //! `noexec`, `auto`, `noauto`, `user`, `nouser`, `users`, `defaults`,
 //! `_netdev`, `nofail`, the atime family, `x-*` and `comment=*`, and
@@ -42,6 +43,11 @@ pub struct MountSettings {
     pub entry_timeout: Option<Duration>,
     /// `fsync_errors=until-durable|once`.
     pub fsync_errors: Option<FsyncErrors>,
+    /// `events_group=`: a group (name or number) whose members may listen
+    /// to events.
+    pub events_group: Option<String>,
+    /// `metrics=ADDR:PORT`: where to serve `/metrics`.
+    pub metrics: Option<String>,
 }
 
 const IGNORED: &[&str] = &[
@@ -148,6 +154,20 @@ pub fn parse<S: AsRef<str>>(arguments: &[S]) -> Result<MountSettings, String> {
                         }
                     });
                 }
+                ("events_group", Some(value)) if !value.is_empty() => {
+                    settings.events_group = Some(value.to_string());
+                }
+                ("metrics", Some(value)) => {
+                    let port = value
+                        .rsplit_once(':')
+                        .and_then(|(_, port)| port.parse::<u16>().ok());
+                    if port.is_none() {
+                        return Err(format!(
+                            "option metrics={value}: give ADDRESS:PORT (e.g. 127.0.0.1:9470)"
+                        ));
+                    }
+                    settings.metrics = Some(value.to_string());
+                }
                 ("keep_cache", None) => settings.keep_cache = Some(true),
                 ("nokeep_cache", None) => settings.keep_cache = Some(false),
                 ("threads", Some(value)) => {
@@ -170,7 +190,8 @@ pub fn parse<S: AsRef<str>>(arguments: &[S]) -> Result<MountSettings, String> {
                          writeback_interval=SECONDS, threads=N, allow_other, \
                          fsync_errors=until-durable|once, keep_cache, nokeep_cache, \
                          attr_timeout=SECONDS, \
-                         entry_timeout=SECONDS, and the generic options of mount(8))"
+                         entry_timeout=SECONDS, events_group=GROUP, metrics=ADDR:PORT, \
+                         and the generic options of mount(8))"
                     ))
                 }
             }

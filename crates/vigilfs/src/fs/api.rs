@@ -626,7 +626,14 @@ impl Filesystem {
     /// When nothing may be written it writes nothing: it reports the error
     /// words, and fails if the file has data or metadata that is not
     /// durable (a success would be a lie).
-    pub fn fsync(&self, handle: u64, _data_only: bool) -> FsResult<()> {
+    pub fn fsync(&self, handle: u64, data_only: bool) -> FsResult<()> {
+        let started = std::time::Instant::now();
+        let outcome = self.fsync_timed(handle, data_only);
+        self.shared.fsync_latency.record(started.elapsed());
+        outcome
+    }
+
+    fn fsync_timed(&self, handle: u64, _data_only: bool) -> FsResult<()> {
         let file = self.shared.handles.file(handle)?;
         if let Some(stopped) = self.may_not_write() {
             let reported = self.shared.files.report(&mut file.handle());

@@ -56,11 +56,16 @@ pub struct Detail {
     pub subtypes: Subtypes,
     /// The failed device bytes: offset and length.
     pub device_range: Option<(u64, u64)>,
-    /// The b-tree node hit: tree name, level, block.
+    /// The b-tree node hit: tree name, level ([`Detail::UNKNOWN_LEVEL`]
+    /// when not known), block.
     pub node: Option<(&'static str, u8, u64)>,
 }
 
 impl Detail {
+    /// A node level nobody knows (a node that failed before its level
+    /// could be read).
+    pub const UNKNOWN_LEVEL: u8 = u8::MAX;
+
     fn blob(&self) -> Option<Blob> {
         use std::fmt::Write as _;
         let mut text = String::new();
@@ -169,9 +174,13 @@ impl Health {
             inode,
             range: incident.range,
             device_range: detail.device_range,
-            node: detail
-                .node
-                .map(|(tree, level, block)| (tree, Some(level), block)),
+            node: detail.node.map(|(tree, level, block)| {
+                (
+                    tree,
+                    (level != Detail::UNKNOWN_LEVEL).then_some(level),
+                    block,
+                )
+            }),
             origin: incident.origin,
         });
         self.lock().record(ErrorEvent {

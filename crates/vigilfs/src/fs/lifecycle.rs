@@ -122,6 +122,10 @@ pub struct Status {
     pub mount_count: u32,
     /// The event log.
     pub events: EventLogStatus,
+    /// Bytes written back durably since the mount.
+    pub writeback_bytes: u64,
+    /// How long fsync took, this mount.
+    pub fsync_latency: super::latency::LatencySnapshot,
 }
 
 impl Shared {
@@ -206,7 +210,7 @@ impl Shared {
             self.health.report(&Incident {
                 kind: ErrorKind::Writeback,
                 errno: libc::EIO,
-                inode: Some((unwritten.ino, 0)),
+                inode: Some((unwritten.ino, self.generation_of(unwritten.ino))),
                 range,
                 block: None,
                 origin: "not written: writes stopped",
@@ -284,11 +288,11 @@ impl Filesystem {
             // Writeback failures are told to the event stream and the error
             // record once each, when the data path sets the error words.
             let health = Arc::clone(&health);
-            files.set_failure_listener(Box::new(move |ino, errno, first, last| {
+            files.set_failure_listener(Box::new(move |ino, errno, first, last, generation| {
                 health.report(&Incident {
                     kind: ErrorKind::Writeback,
                     errno: errno.get(),
-                    inode: Some((ino, 0)),
+                    inode: Some((ino, generation.map_or(0, |value| value as u32))),
                     range: Some((first * 4096, (last - first + 1) * 4096)),
                     block: None,
                     origin: "writeback",
@@ -318,6 +322,7 @@ impl Filesystem {
             orphans_purged,
             journal_failure_seen: AtomicBool::new(false),
             deferred_orphans: Mutex::new(Vec::new()),
+            fsync_latency: super::latency::Latency::default(),
         });
         let events = Some(Writer::start(log).map_err(MountError::Thread)?);
         let background = if shared.options.read_only {
@@ -418,6 +423,8 @@ impl Filesystem {
             open_files: shared.handles.open_files(),
             mount_count,
             events: shared.health.log().status(),
+            writeback_bytes: shared.files.pages_written() * 4096,
+            fsync_latency: shared.fsync_latency.snapshot(),
         }
     }
 

@@ -64,7 +64,9 @@ pub mod events;
 pub mod gate;
 mod handles;
 pub mod health;
+pub mod latency;
 mod lifecycle;
+mod paths;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -74,6 +76,7 @@ pub use error::{FsError, FsResult};
 pub use gate::LifeState;
 pub use handles::OpenFlags;
 pub use lifecycle::{MountError, MountOptions, Status};
+pub use paths::DEFAULT_BUDGET as PATH_SEARCH_BUDGET;
 
 use background::Background;
 use gate::Gate;
@@ -107,6 +110,8 @@ pub(crate) struct Shared {
     /// Orphans whose last release came while the filesystem was frozen:
     /// deleted at thaw (deleting writes, and a freeze writes nothing).
     deferred_orphans: Mutex<Vec<u64>>,
+    /// How long fsync took.
+    fsync_latency: latency::Latency,
 }
 
 /// A mounted filesystem. See the module comment.

@@ -27,9 +27,12 @@
 //!    that really use blocks, both ways, and free-space accounting (the
 //!    allocator rebuilt from the reverse map at open must account for the
 //!    whole region);
-//! 6. the persistent error record: errors the filesystem remembers are
+//! 6. the event log region (`event_log.rs`): header copies, every record
+//!    slot, ids against the reservation;
+//! 7. the persistent error record: errors the filesystem remembers are
 //!    reported (as notes, not as damage).
 
+mod event_log;
 mod namespace;
 mod space;
 
@@ -40,6 +43,7 @@ use crate::device::{BlockDevice, OverlayDevice};
 use crate::format::{inspect_superblock_copies, FormatError, Superblock, SuperblockCopy};
 use crate::journal::{Journal, JournalOptions, RecoveryReport};
 use crate::metadata::{Metadata, OpenError};
+pub use event_log::EventLogCounts;
 pub use namespace::NamespaceCounts;
 pub use space::SpaceCounts;
 
@@ -87,6 +91,8 @@ pub struct FsckReport {
     pub namespace: Option<NamespaceCounts>,
     /// What the reverse map and free space hold, if they could be checked.
     pub space: Option<SpaceCounts>,
+    /// What the event log holds, if the image has one and it could be read.
+    pub event_log: Option<EventLogCounts>,
     /// Damage found. Empty means clean.
     pub problems: Vec<Problem>,
     /// Things worth knowing that are not damage.
@@ -180,7 +186,12 @@ pub fn fsck(
         stage: "b-trees",
     });
     let checked = match journal {
-        Some(_) => check_trees(device, &superblock, journal_options, &mut problems),
+        Some(_) => check_trees(
+            Arc::clone(&device),
+            &superblock,
+            journal_options,
+            &mut problems,
+        ),
         None => {
             notes.push(Note {
                 structure: "b-trees".into(),
@@ -197,8 +208,9 @@ pub fn fsck(
     progress(Progress {
         done: 3,
         total: STAGES,
-        stage: "error record",
+        stage: "event log and error record",
     });
+    let event_log = event_log::check(device.as_ref(), &superblock, &mut problems, &mut notes);
     let record = &superblock.error_record;
     if record.total > 0 {
         let last = record
@@ -225,6 +237,7 @@ pub fn fsck(
         trees,
         namespace,
         space,
+        event_log,
         problems,
         notes,
     })
