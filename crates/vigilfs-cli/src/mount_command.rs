@@ -581,6 +581,8 @@ fn serve(
         metrics.unblock();
     }
     let outcome = finish(fs, listener, &image);
+    // Listeners get the last events and the end of their stream.
+    control::stream::drain(Duration::from_secs(5));
     if let Some(path) = &request.pid_file {
         let _ = std::fs::remove_file(path);
     }

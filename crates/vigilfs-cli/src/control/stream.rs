@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -44,6 +44,36 @@ const BATCH: usize = 256;
 
 /// Paths remembered per stream before the cache starts over.
 const PATH_CACHE: usize = 4096;
+
+/// Streams being served now (see [`drain`]).
+static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts a stream while it lives.
+struct Active;
+
+impl Active {
+    fn new() -> Active {
+        ACTIVE.fetch_add(1, Ordering::AcqRel);
+        Active
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        ACTIVE.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Waits, at most `limit`, for the streams being served to end: after the
+/// unmount closed the log they send what is left and their end line, and
+/// the process must not exit under them. A listener that does not read
+/// holds this up no longer than `limit`.
+pub fn drain(limit: Duration) {
+    let start = Instant::now();
+    while ACTIVE.load(Ordering::Acquire) > 0 && start.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
 
 /// What a listener asked for.
 #[derive(Debug, Clone, Copy)]
@@ -189,6 +219,7 @@ fn fold(events: Vec<(EventRecord, Value)>) -> Vec<Value> {
 
 /// Serves one `events` request on `stream`.
 pub(super) fn serve_events(stream: &UnixStream, context: &Context, request: &StreamRequest) {
+    let _active = Active::new();
     let deadline = Instant::now() + Duration::from_secs(5);
     if let Some(why) = refusal(stream, context) {
         let refused = Response::failure(ErrorKind::Refused, why, Some(libc::EPERM));

@@ -4,7 +4,8 @@
 //! ```text
 //! region block 0     header copy A (512 bytes, rest zero)
 //! region block 1     header copy B
-//! region block 2..   record slots, 256 bytes each, slot = (id - 1) % slots
+//! region block 2..   record slots, 256 bytes each, written in turn (the slot
+//!                    after the newest record's is the next), wrapping
 //! ```
 //!
 //! Header (structure "VGEVHDR\0", version 1, 512 bytes): the filesystem
@@ -29,8 +30,9 @@
 //! 192 text (56, UTF-8, NUL padded)              248 zero u64
 //! ```
 //!
-//! Invariants: a valid record lives in the slot its id names (a record in
-//! another slot is damage); ids of valid records are unique; absent values
+//! Invariants: records go to consecutive slots whatever their ids (a mount
+//! after a crash skips ids, never slots, so the oldest record is always the
+//! one overwritten); ids of valid records are unique; absent values
 //! have their flag clear and their field zero. A slot of zeros is empty
 //! (never written). A slot failing its checksum is unreadable — a write a
 //! crash tore, or damage — and reads as a gap, never as an event. Records
@@ -588,7 +590,8 @@ impl Geometry {
             / RECORD_SIZE as u64
     }
 
-    /// The slot of id `id` (ids start at 1).
+    /// The slot id `id` takes in a log written from id 1 with no ids
+    /// skipped (records go to consecutive slots).
     pub fn slot_of(&self, id: u64) -> u64 {
         (id.max(1) - 1) % self.slots().max(1)
     }
@@ -599,8 +602,7 @@ impl Geometry {
     }
 }
 
-/// A slot that holds something other than an empty slot or a valid record
-/// in its place.
+/// A slot that holds neither nothing nor a valid record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SlotDefect {
     /// Fails validation (a torn write, or damage).
@@ -610,13 +612,6 @@ pub enum SlotDefect {
         /// Why.
         error: FormatError,
     },
-    /// A valid record in a slot its id does not name.
-    Misplaced {
-        /// The slot.
-        slot: u64,
-        /// The record's id.
-        id: u64,
-    },
 }
 
 /// What a region holds.
@@ -624,9 +619,11 @@ pub enum SlotDefect {
 pub struct RegionScan {
     /// Each header copy, decoded or why not.
     pub headers: [Result<LogHeader, FormatError>; 2],
-    /// The records, by id; only those of the newest lap (ids above the
-    /// newest minus the slot count) are kept.
+    /// The valid records, by id. Ids need not be contiguous: a mount
+    /// after a crash skips ahead.
     pub records: Vec<EventRecord>,
+    /// The slot of the newest record, if any.
+    pub newest_slot: Option<u64>,
     /// Slots that are neither empty nor a record in its place.
     pub defects: Vec<SlotDefect>,
 }
@@ -665,6 +662,7 @@ pub fn scan_region(bytes: &[u8], geometry: &Geometry, uuid: &FsUuid) -> RegionSc
     let headers = [header_at(0), header_at(1)];
     let mut records = Vec::new();
     let mut defects = Vec::new();
+    let mut newest: Option<(u64, u64)> = None;
     for slot in 0..slots {
         let start = geometry.slot_offset(slot) as usize;
         let Some(slice) = bytes.get(start..start + RECORD_SIZE) else {
@@ -674,24 +672,20 @@ pub fn scan_region(bytes: &[u8], geometry: &Geometry, uuid: &FsUuid) -> RegionSc
             continue;
         }
         match EventRecord::decode(slice) {
-            Ok(record) if geometry.slot_of(record.id) == slot => records.push(record),
-            Ok(record) => defects.push(SlotDefect::Misplaced {
-                slot,
-                id: record.id,
-            }),
+            Ok(record) => {
+                if newest.is_none_or(|(id, _)| record.id > id) {
+                    newest = Some((record.id, slot));
+                }
+                records.push(record);
+            }
             Err(error) => defects.push(SlotDefect::Unreadable { slot, error }),
         }
     }
     records.sort_by_key(|record| record.id);
-    // Slots keep a record of an older lap until a newer one overwrites
-    // them (or the newer write was torn): those are not part of the log.
-    if let Some(newest) = records.last().map(|record| record.id) {
-        let oldest_kept = newest.saturating_sub(slots) + 1;
-        records.retain(|record| record.id >= oldest_kept);
-    }
     RegionScan {
         headers,
         records,
+        newest_slot: newest.map(|(_, slot)| slot),
         defects,
     }
 }
@@ -770,7 +764,7 @@ mod tests {
             reserved_through: 64,
         };
         image[..LOG_HEADER_SIZE].copy_from_slice(&header.encode());
-        // Ids 1..=6 in 4 slots: 5 and 6 overwrote 1 and 2.
+        // Ids 1..=6 written in turn to 4 slots: 5 and 6 overwrote 1 and 2.
         for id in 1..=6 {
             let at = geometry.slot_offset(geometry.slot_of(id)) as usize;
             image[at..at + RECORD_SIZE]
@@ -782,19 +776,14 @@ mod tests {
         let ids: Vec<u64> = scan.records.iter().map(|record| record.id).collect();
         assert_eq!(ids, [3, 4, 5, 6]);
         assert!(scan.defects.is_empty());
+        assert_eq!(scan.newest_slot, Some(geometry.slot_of(6)));
 
-        // A torn slot and a record in the wrong slot.
+        // A torn slot reads as a defect, and its record is not there.
         let at = geometry.slot_offset(2) as usize;
         image[at + 40] ^= 0xff;
-        let wrong = EventRecord::new(8, RecordKind::Thaw, 1).encode();
-        let at = geometry.slot_offset(0) as usize;
-        image[at..at + RECORD_SIZE].copy_from_slice(&wrong);
         let scan = scan_region(&image, &geometry, &uuid);
-        assert_eq!(scan.defects.len(), 2, "{:?}", scan.defects);
-        assert!(scan
-            .defects
-            .iter()
-            .any(|defect| matches!(defect, SlotDefect::Misplaced { slot: 0, id: 8 })));
+        assert_eq!(scan.defects.len(), 1, "{:?}", scan.defects);
+        assert_eq!(scan.records.len(), 3);
         let other = scan_region(&image, &geometry, &FsUuid([1; 16]));
         assert!(other.header().is_none(), "another filesystem's header");
     }

@@ -4,8 +4,8 @@
 //! Damage (a problem): a header copy that fails validation while the other
 //! is fine is only a note (the next header write replaces it), but both
 //! failing is a problem — the reservation is lost, so the next mount skips
-//! a wide range of ids; a valid record in a slot its id does not name, two
-//! records with one id, or a record above the reservation (an id handed
+//! a wide range of ids; two records with one id, or a record above the
+//! reservation (an id handed
 //! out that the header never covered). A slot failing its checksum is a
 //! note: a write torn by a crash reads that way, and readers treat it as a
 //! gap. The counts go into [`EventLogCounts`].
@@ -79,16 +79,11 @@ pub(super) fn check(
         }),
         (Ok(_), Ok(_)) => {}
     }
-    let mut unreadable = 0;
-    for defect in &scan.defects {
-        match defect {
-            SlotDefect::Unreadable { .. } => unreadable += 1,
-            SlotDefect::Misplaced { slot, id } => problem(
-                problems,
-                format!("slot {slot} holds record {id}, which belongs in another slot"),
-            ),
-        }
-    }
+    let unreadable = scan
+        .defects
+        .iter()
+        .filter(|defect| matches!(defect, SlotDefect::Unreadable { .. }))
+        .count() as u64;
     if unreadable > 0 {
         notes.push(Note {
             structure: STRUCTURE.into(),

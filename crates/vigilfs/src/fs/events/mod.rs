@@ -470,7 +470,6 @@ impl EventLog {
                 && record.errno == error.errno
                 && record.inode == inode
                 && record.range == error.range
-                && record.device_range == error.device_range
         });
         if let Some(entry) = same {
             merge(&mut entry.record, error, now);

@@ -23,8 +23,8 @@ pub(super) struct Store {
     uuid: FsUuid,
     image: Vec<u8>,
     header_sequence: u64,
-    /// The newest id in the region: the lap ends there.
-    newest: u64,
+    /// The slot the next record goes to.
+    next_slot: u64,
 }
 
 impl Store {
@@ -45,7 +45,9 @@ impl Store {
         }
         let scan = scan_region(&image, &geometry, &superblock.uuid);
         let header_sequence = scan.header().map_or(0, |header| header.sequence);
-        let newest = scan.newest().map_or(0, |record| record.id);
+        let next_slot = scan
+            .newest_slot
+            .map_or(0, |slot| (slot + 1) % geometry.slots().max(1));
         Some(Ok((
             Store {
                 device,
@@ -53,7 +55,7 @@ impl Store {
                 uuid: superblock.uuid,
                 image,
                 header_sequence,
-                newest,
+                next_slot,
             },
             scan,
         )))
@@ -63,15 +65,26 @@ impl Store {
         self.geometry.slots()
     }
 
-    /// Writes `records` (consecutive ids) into their slots: the blocks they
-    /// touch, whole, with what the other slots of those blocks hold.
+    /// Writes `records` into the next slots: the blocks they touch, whole,
+    /// with what the other slots of those blocks hold. After a failure the
+    /// same records go to the same slots again.
     pub(super) fn write_records(&mut self, records: &[EventRecord]) -> Result<(), DeviceError> {
+        let start = self.next_slot;
+        let outcome = self.write_from(records);
+        if outcome.is_err() {
+            self.next_slot = start;
+        }
+        outcome
+    }
+
+    fn write_from(&mut self, records: &[EventRecord]) -> Result<(), DeviceError> {
         let block = u64::from(self.geometry.block_size);
+        let slots = self.geometry.slots().max(1);
         let mut dirty: Vec<u64> = Vec::new();
         for record in records {
-            let at = self.geometry.slot_offset(self.geometry.slot_of(record.id));
+            let at = self.geometry.slot_offset(self.next_slot);
+            self.next_slot = (self.next_slot + 1) % slots;
             self.image[at as usize..at as usize + RECORD_SIZE].copy_from_slice(&record.encode());
-            self.newest = self.newest.max(record.id);
             let first = at / block;
             if !dirty.contains(&first) {
                 dirty.push(first);
@@ -128,23 +141,17 @@ impl Store {
     /// The records with ids in `first..=last` the region holds, in id
     /// order, at most `max` of them.
     pub(super) fn records_between(&self, first: u64, last: u64, max: usize) -> Vec<EventRecord> {
-        let slots = self.geometry.slots();
-        // Ids more than a lap below the newest were overwritten (or never
-        // written): only the last `slots` ids can be there.
-        let mut records = Vec::new();
-        let last = last.min(self.newest);
-        let mut id = first
-            .max(1)
-            .max(self.newest.saturating_sub(slots.saturating_sub(1)));
-        while id <= last && records.len() < max {
-            let at = self.geometry.slot_offset(self.geometry.slot_of(id)) as usize;
-            if let Ok(record) = EventRecord::decode(&self.image[at..at + RECORD_SIZE]) {
-                if record.id == id {
-                    records.push(record);
-                }
-            }
-            id += 1;
-        }
+        // Ids are not contiguous in the region (a mount after a crash skips
+        // ahead), so every slot is looked at: a few thousand checksums.
+        let mut records: Vec<EventRecord> = (0..self.geometry.slots())
+            .filter_map(|slot| {
+                let at = self.geometry.slot_offset(slot) as usize;
+                EventRecord::decode(&self.image[at..at + RECORD_SIZE]).ok()
+            })
+            .filter(|record| (first..=last).contains(&record.id))
+            .collect();
+        records.sort_by_key(|record| record.id);
+        records.truncate(max);
         records
     }
 }

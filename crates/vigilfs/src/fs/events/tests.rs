@@ -172,3 +172,25 @@ fn a_listener_waiting_is_woken_by_a_new_record() {
     log.close();
     assert_eq!(log.read_after(1, 10, Duration::ZERO), ReadOutcome::Closed);
 }
+
+#[test]
+fn after_a_crash_the_history_before_the_gap_is_read_from_the_region() {
+    let device = image(Some(4 * 4096));
+    let (log, _) = open(&device);
+    log.record_mount(false, 1, None);
+    for offset in 0..14u64 {
+        log.record_error(&error(2, offset * 4096));
+    }
+    log.persist().unwrap();
+    drop(log);
+    let (log, skipped) = open(&device);
+    let (_, last) = skipped.unwrap();
+    log.record_mount(true, 2, skipped);
+    let records = read_all(&log, 7);
+    assert_eq!(records.first().map(|record| record.id), Some(8));
+    assert_eq!(records.last().map(|record| record.id), Some(15));
+    assert_eq!(
+        log.read_after(15, 10, Duration::ZERO),
+        ReadOutcome::Gap { first: 16, last }
+    );
+}
