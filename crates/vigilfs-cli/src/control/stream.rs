@@ -318,7 +318,7 @@ fn run(
                 }
                 match request.mode {
                     EventsMode::Distinct => {
-                        lines.extend(events.into_iter().map(|(_, value)| value))
+                        lines.extend(events.into_iter().map(|(_, value)| value));
                     }
                     EventsMode::Merge => lines.extend(fold(events)),
                 }
