@@ -75,7 +75,7 @@ enum Command {
         /// Event log size: the ring of event records kept in the image
         /// (default 1/1024 of the filesystem, between 64K and 1M; at least
         /// three blocks; 0 for none). Set at mkfs only.
-        #[arg(long, value_name = "SIZE")]
+        #[arg(long, value_name = "SIZE", value_parser = size_or_zero)]
         event_log_size: Option<ByteSize>,
     },
     /// Check a vigilfs filesystem without changing it.
@@ -344,6 +344,15 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// A size, or 0 (for "none").
+fn size_or_zero(text: &str) -> Result<ByteSize, String> {
+    if text.trim() == "0" {
+        Ok(ByteSize(0))
+    } else {
+        text.parse()
+    }
 }
 
 fn main() -> ExitCode {

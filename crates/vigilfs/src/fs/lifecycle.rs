@@ -262,6 +262,16 @@ impl Filesystem {
         let mount_count = u64::from(superblock.mount_count) + u64::from(!options.read_only);
         log.record_mount(recovered, mount_count, skipped);
         let metadata = Arc::new(Metadata::open_default(Arc::clone(&writes), &superblock)?);
+        {
+            // Events are durable no later than the next commit: its flush
+            // covers what is written just before it.
+            let log = Arc::downgrade(&log);
+            metadata.journal.set_commit_companion(Box::new(move || {
+                if let Some(log) = log.upgrade() {
+                    log.write_for_commit();
+                }
+            }));
+        }
         let files = Files::new(writes, &superblock, Arc::clone(&metadata))?;
         files.set_cache_budget(options.cache_bytes);
         files.set_fsync_errors(options.fsync_errors);

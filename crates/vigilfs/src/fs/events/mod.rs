@@ -139,8 +139,13 @@ struct Entry {
 struct LogState {
     ring: VecDeque<Entry>,
     next_id: u64,
-    /// Ids up to this are in the region (or, without one, are final).
+    /// Ids up to this are in the region and flushed (or, without one, are
+    /// final).
     written_through: u64,
+    /// Ids up to this were written before a journal commit's flush (so are
+    /// durable once it succeeds); the writer still flushes them itself
+    /// before they may leave the ring.
+    committed_through: u64,
     reserved_through: u64,
     open: usize,
     /// `errors_total` of the newest sealed record.
@@ -250,6 +255,7 @@ impl LogState {
             ring: VecDeque::with_capacity(RING + SPARE as usize),
             next_id,
             written_through: next_id - 1,
+            committed_through: next_id - 1,
             reserved_through,
             open: 0,
             sealed_total,
@@ -618,12 +624,63 @@ impl EventLog {
         self.wake(waiting);
     }
 
-    /// Writes every record not yet written, and the reservation if it runs
-    /// low. Failures are counted (see [`EventLogStatus`]) and returned;
-    /// they are never reported as events (that would recurse).
+    /// Writes the records not yet written, without a flush: the journal
+    /// calls it right before a commit's device flush, which makes them
+    /// durable with the commit. Never fails the commit: a failure is
+    /// counted, and the writer tries again.
+    pub fn write_for_commit(&self) {
+        if !self.writable {
+            return;
+        }
+        let mut store = lock(&self.store);
+        let records = {
+            let mut state = self.state();
+            if state.held {
+                return;
+            }
+            let newest = state.next_id - 1;
+            state.seal_through(newest);
+            let from = state.written_through.max(state.committed_through);
+            Self::unwritten(&state, from)
+        };
+        let Some(region) = store.as_mut() else {
+            return;
+        };
+        if records.is_empty() {
+            return;
+        }
+        match region.write_records(&records) {
+            Ok(()) => {
+                if let Some(last) = records.last() {
+                    let mut state = self.state();
+                    state.committed_through = state.committed_through.max(last.id);
+                }
+            }
+            Err(error) => self.count_failure(error.to_string()),
+        }
+    }
+
+    fn unwritten(state: &LogState, after: u64) -> Vec<EventRecord> {
+        state
+            .ring
+            .iter()
+            .filter(|entry| entry.record.id > after)
+            .map(|entry| entry.record)
+            .collect()
+    }
+
+    fn count_failure(&self, message: String) {
+        self.write_failures.fetch_add(1, Ordering::AcqRel);
+        *lock(&self.last_failure) = Some(message);
+    }
+
+    /// Writes every record not yet written and flushes, and the
+    /// reservation if it runs low. Failures are counted (see
+    /// [`EventLogStatus`]) and returned; they are never reported as events
+    /// (that would recurse).
     pub fn persist(&self) -> Result<(), String> {
         let mut store = lock(&self.store);
-        let (records, reserve_to) = {
+        let (records, reserve_to, committed) = {
             let mut state = self.state();
             if state.held {
                 return Ok(());
@@ -631,24 +688,21 @@ impl EventLog {
             state.flush_tally(false);
             let newest = state.next_id - 1;
             state.seal_through(newest);
-            let written = state.written_through;
-            let records: Vec<EventRecord> = state
-                .ring
-                .iter()
-                .filter(|entry| entry.record.id > written)
-                .map(|entry| entry.record)
-                .collect();
+            // What a commit wrote needs only the flush.
+            let written = state.written_through.max(state.committed_through);
+            let records = Self::unwritten(&state, written);
             let low = state.reserved_through.saturating_sub(state.next_id) < RESERVATION / 2;
             let reserve_to = (self.writable && low).then(|| state.next_id + RESERVATION);
-            (records, reserve_to)
+            (records, reserve_to, state.committed_through)
         };
         let outcome = match store.as_mut() {
             Some(region) if self.writable => {
                 let written = if records.is_empty() {
                     Ok(())
                 } else {
-                    region.write_records(&records).and_then(|()| region.flush())
+                    region.write_records(&records)
                 };
+                let written = written.and_then(|()| region.flush());
                 written.and_then(|()| match reserve_to {
                     Some(reserved) => region.write_header(reserved).map(|()| Some(reserved)),
                     None => Ok(None),
@@ -660,9 +714,8 @@ impl EventLog {
         match outcome {
             Ok(reserved) => {
                 let mut state = self.state();
-                if let Some(last) = records.last() {
-                    state.written_through = state.written_through.max(last.id);
-                }
+                let last = records.last().map_or(committed, |record| record.id);
+                state.written_through = state.written_through.max(last).max(committed);
                 if let Some(reserved) = reserved {
                     state.reserved_through = reserved;
                     // Ids may be handed out again: a tally can become a record.
@@ -675,8 +728,7 @@ impl EventLog {
             }
             Err(error) => {
                 let message = error.to_string();
-                self.write_failures.fetch_add(1, Ordering::AcqRel);
-                *lock(&self.last_failure) = Some(message.clone());
+                self.count_failure(message.clone());
                 Err(message)
             }
         }

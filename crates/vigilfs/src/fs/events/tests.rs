@@ -194,3 +194,36 @@ fn after_a_crash_the_history_before_the_gap_is_read_from_the_region() {
         ReadOutcome::Gap { first: 16, last }
     );
 }
+
+#[test]
+fn a_commit_writes_pending_records_for_its_own_flush_to_cover() {
+    let device = image(None);
+    let (log, _) = open(&device);
+    log.record_error(&error(4, 0));
+    let flushes = device.flush_count();
+    log.write_for_commit();
+    assert_eq!(
+        device.flush_count(),
+        flushes,
+        "the commit's flush is the one"
+    );
+    let superblock = read_superblock(device.as_ref()).unwrap().superblock;
+    let geometry = crate::format::event_log::Geometry {
+        region: superblock.event_log.unwrap(),
+        block_size: superblock.layout.block_size,
+    };
+    let mut bytes = vec![0; geometry.bytes() as usize];
+    device
+        .read_at(
+            geometry.start(),
+            &mut bytes,
+            crate::device::IoClass::EventLog,
+        )
+        .unwrap();
+    let scan = crate::format::event_log::scan_region(&bytes, &geometry, &superblock.uuid);
+    assert_eq!(scan.records.len(), 1, "written before the commit's flush");
+    assert_eq!(scan.records[0].inode, Some(4));
+    // The writer only flushes what a commit wrote (one flush, no write).
+    log.persist().unwrap();
+    assert_eq!(log.status().written_id, 1);
+}
