@@ -123,11 +123,15 @@ impl Hook {
     }
 
     fn wanted(&self, event: &Value) -> bool {
+        let kind = event.get("kind").and_then(Value::as_str).unwrap_or("");
+        // A stream's own RUNNING line is not an event of the filesystem:
+        // only asked for by name.
+        let all = kind != "running";
         let kinds = &self.config.kinds;
-        kinds.is_empty()
-            || kinds.iter().any(|kind| {
-                kind == "all" || event.get("kind").and_then(Value::as_str) == Some(kind)
-            })
+        (kinds.is_empty() && all)
+            || kinds
+                .iter()
+                .any(|wanted| (wanted == "all" && all) || wanted == kind)
     }
 
     /// Takes one event: runs it now, or holds it for the next run.

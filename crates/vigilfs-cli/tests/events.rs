@@ -218,7 +218,17 @@ fn an_unread_flood_ends_in_exact_lost_accounting() {
     let mut first = String::new();
     out.read_line(&mut first).unwrap();
     assert!(first.contains("\"running\""), "{first}");
-    // The listener stops reading; the errors go on.
+    // A second listener reads all along.
+    let mut reading = listener(&scratch, &[]);
+    let reading_out = reading.stdout.take().unwrap();
+    let keeping_up = std::thread::spawn(move || {
+        let mut all = String::new();
+        BufReader::new(reading_out)
+            .read_to_string(&mut all)
+            .unwrap();
+        all
+    });
+    // The first listener stops reading; the errors go on.
     signal(&child, libc::SIGSTOP);
     let errors_before = errors_total(&scratch);
     scratch.inject(&["--fail-reads", "--class", "data"]);
@@ -278,6 +288,24 @@ fn an_unread_flood_ends_in_exact_lost_accounting() {
         "unmount",
         "the terminal event ends it"
     );
+    // The one that kept reading lost nothing countable: the stopped one
+    // did not hold it (or the filesystem) back.
+    assert!(reading.wait().unwrap().success());
+    let other: Vec<Value> = keeping_up
+        .join()
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let other_errors: u64 = of_kind(&other, "error")
+        .iter()
+        .map(|event| event["count"].as_u64().unwrap())
+        .sum();
+    let other_lost: u64 = of_kind(&other, "lost")
+        .iter()
+        .map(|event| event["count"].as_u64().expect("a counted loss"))
+        .sum();
+    assert_eq!(other_errors + other_lost, emitted);
 }
 
 #[test]
@@ -531,6 +559,7 @@ fn metrics_scraped_with_a_real_parser_agree_with_status() {
         scratch.umount(pid);
         scratch.mount(&["-o", &format!("metrics={address}")])
     };
+    let since = events(&[scratch.mnt()]).last().unwrap()["id"].to_string();
     scratch.inject(&["--fail-reads", "--class", "data"]);
     let file = fs::File::open(scratch.at("f")).unwrap();
     let mut page = vec![0u8; 4096];
@@ -538,6 +567,20 @@ fn metrics_scraped_with_a_real_parser_agree_with_status() {
         assert!(file.read_at(&mut page, offset).is_err());
     }
     let status = scratch.status();
+    // Distinct: an event per failed range; merge: consecutive unread error
+    // events folded into one, the count summed.
+    let distinct = events(&[scratch.mnt(), "--since", &since]);
+    let errors: Vec<&Value> = of_kind(&distinct, "error");
+    assert!(errors.len() >= 3, "{distinct:#?}");
+    let merged = events(&[scratch.mnt(), "--since", &since, "--mode", "merge"]);
+    let folded = of_kind(&merged, "error");
+    assert_eq!(folded.len(), 1, "{merged:#?}");
+    let sum: u64 = errors
+        .iter()
+        .map(|event| event["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(folded[0]["count"].as_u64(), Some(sum));
+    assert_eq!(folded[0]["id"], errors.last().unwrap()["id"]);
     let parsed = scrape(address);
     let read_errors = status["errors"]["per_kind"]["read"]["count"]
         .as_u64()
