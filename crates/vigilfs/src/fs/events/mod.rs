@@ -127,6 +127,8 @@ struct Tally {
     subtypes: u32,
     first_ns: u64,
     last_ns: u64,
+    /// Operational events that found no id.
+    notices: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -333,7 +335,7 @@ impl LogState {
 
     /// Turns the tally into a LOST record if an id is free.
     fn flush_tally(&mut self, terminal: bool) {
-        if self.tally.count == 0 {
+        if self.tally.count == 0 && self.tally.notices == 0 {
             return;
         }
         let Some(id) = self.take_id(terminal) else {
@@ -344,7 +346,11 @@ impl LogState {
         record.last_time_ns = tally.last_ns.max(tally.first_ns);
         record.count = tally.count;
         record.subtypes = tally.subtypes;
-        record.text = InlineText::new("errors without a record of their own");
+        record.value = tally.notices;
+        record.text = InlineText::new(&format!(
+            "{} errors, {} other events without a record of their own",
+            tally.count, tally.notices
+        ));
         self.push(record);
     }
 
@@ -526,12 +532,18 @@ impl EventLog {
     }
 
     /// Records an operational event. One that finds no id is counted in
-    /// the tally's place: it is rare, and the LOST record says so.
+    /// the tally: it is rare, and the LOST record says so.
     pub fn record_notice(&self, notice: &Notice<'_>) {
         let now = now_ns();
         let mut state = self.state();
         state.flush_tally(false);
         let Some(id) = state.take_id(false) else {
+            let tally = &mut state.tally;
+            if tally.count == 0 && tally.notices == 0 {
+                tally.first_ns = now;
+            }
+            tally.notices += 1;
+            tally.last_ns = now;
             return;
         };
         let kind = match notice {
@@ -718,10 +730,12 @@ impl EventLog {
             }
             _ => Ok(None),
         };
-        drop(store);
         match outcome {
             Ok(reserved) => {
+                // Still under the region's lock: a commit arriving now must
+                // see these written, or it would write them a second time.
                 let mut state = self.state();
+                drop(store);
                 let last = records.last().map_or(committed, |record| record.id);
                 state.written_through = state.written_through.max(last).max(committed);
                 if let Some(reserved) = reserved {
@@ -735,6 +749,7 @@ impl EventLog {
                 Ok(())
             }
             Err(error) => {
+                drop(store);
                 let message = error.to_string();
                 self.count_failure(message.clone());
                 Err(message)
@@ -750,6 +765,7 @@ impl EventLog {
         }
         state.next_id - 1 > state.written_through
             || state.tally.count > 0
+            || state.tally.notices > 0
             || (self.writable
                 && state.reserved_through.saturating_sub(state.next_id) < RESERVATION / 2)
     }
@@ -757,6 +773,8 @@ impl EventLog {
     /// Stops writing until [`EventLog::release`] (a freeze: the image must
     /// not change). Records are still made and read.
     pub fn hold(&self) {
+        // A write in flight finishes first: after this, nothing changes.
+        let _store = lock(&self.store);
         self.state().held = true;
     }
 
