@@ -134,6 +134,23 @@ fn print_text(image: &Path, report: &FsckReport) {
         }
         println!("{line}");
     }
+    if let Some(log) = &report.event_log {
+        let ids = log.ids.map_or("none".to_string(), |(oldest, newest)| {
+            format!("ids {oldest}..={newest}")
+        });
+        println!(
+            "event log: {} of {} slots hold records ({ids}), ids reserved through {}{}",
+            log.records,
+            log.slots,
+            log.reserved_through
+                .map_or("? (no valid header)".to_string(), |id| id.to_string()),
+            if log.unreadable > 0 {
+                format!(", {} unreadable slots", log.unreadable)
+            } else {
+                String::new()
+            }
+        );
+    }
     for problem in &report.problems {
         println!("ERROR {}: {}", problem.structure, problem.message);
     }
@@ -241,6 +258,14 @@ fn to_json(image: &Path, report: &FsckReport, code: u8) -> serde_json::Value {
             })).collect::<Vec<_>>(),
             "data_bytes_checked": media.data_bytes_checked,
             "data_failures": media.data_failures,
+        })),
+        "event_log": report.event_log.as_ref().map(|log| json!({
+            "slots": log.slots,
+            "records": log.records,
+            "oldest_id": log.ids.map(|(oldest, _)| oldest),
+            "newest_id": log.ids.map(|(_, newest)| newest),
+            "reserved_through": log.reserved_through,
+            "unreadable_slots": log.unreadable,
         })),
         "errors_recorded": report.superblock.error_record.total,
         "error_record": error_record_json(&report.superblock.error_record),

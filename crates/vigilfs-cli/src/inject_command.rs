@@ -119,7 +119,7 @@ fn parse_classes(names: &[String]) -> Result<Vec<Option<IoClass>>, Failure> {
     for name in names {
         let class: IoClass = name.parse().map_err(|_| {
             bad_arguments(format!(
-                "unknown class `{name}` (use data, metadata, journal, superblock or all)"
+                "unknown class `{name}` (use data, metadata, journal, superblock, events or all)"
             ))
         })?;
         if !classes.contains(&Some(class)) {

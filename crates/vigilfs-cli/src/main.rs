@@ -7,13 +7,16 @@
 
 mod control;
 mod demo_command;
+mod events_command;
 mod failure;
 mod freeze_command;
 mod fsck_command;
 mod helper;
+mod hooks;
 mod in_use;
 mod inject_command;
 mod media_command;
+mod metrics;
 mod mkfs_command;
 mod mount_command;
 mod mount_options;
@@ -70,6 +73,11 @@ enum Command {
         /// Overwrite an existing vigilfs filesystem.
         #[arg(long)]
         force: bool,
+        /// Event log size: the ring of event records kept in the image
+        /// (default 1/1024 of the filesystem, between 64K and 1M; at least
+        /// three blocks; 0 for none). Set at mkfs only.
+        #[arg(long, value_name = "SIZE", value_parser = size_or_zero)]
+        event_log_size: Option<ByteSize>,
     },
     /// Check a vigilfs filesystem without changing it.
     ///
@@ -134,6 +142,9 @@ enum Command {
     ///   failed=OFFSET:LENGTH  device bytes reported failed before the mount
     ///                         (repeatable): handled, as notify-failure does,
     ///                         once the journal is replayed
+    ///   events_group=GROUP    members of GROUP may listen to events (which
+    ///                         name files); root and the owner always may
+    ///   metrics=ADDR:PORT     serve Prometheus metrics at http://ADDR:PORT/metrics
     ///   rw, dev, suid, exec, nodev, nosuid, noexec, auto, noauto, user,
     ///   nouser, defaults, _netdev (and atime options, x-*): accepted, ignored
     /// An unknown option is an error (exit status 2).
@@ -379,6 +390,44 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show a filesystem's events: errors (with the file, range and device
+    /// blocks they hit), losses, and what happened to the mount (mount,
+    /// recovery, errors= actions, freeze, thaw, fault rules, shutdown,
+    /// unmount).
+    ///
+    /// MOUNTPOINT: the events the mount recorded (they resume across
+    /// mounts: ids never restart), then with --follow the live ones until
+    /// the mount's shutdown or unmount. Root, the user who mounted and the
+    /// mount's events_group only. IMAGE (unmounted): the log in the image.
+    /// Ids missing after --since (overwritten by the ring, or lost in a
+    /// crash) show as one `lost` event, with the number of errors in them
+    /// when it is known.
+    ///
+    /// --exec CMD runs CMD once per event (VIGILFS_EVENT_ID, VIGILFS_KIND,
+    /// VIGILFS_ERRNO, VIGILFS_INODE, VIGILFS_PATH, VIGILFS_OFFSET,
+    /// VIGILFS_LENGTH, VIGILFS_COUNT, VIGILFS_MOUNTPOINT... and the JSON on
+    /// stdin); --state FILE makes it resume after a restart.
+    ///
+    /// Examples:
+    ///   vigilfs events /mnt/data
+    ///   vigilfs events /mnt/data --follow --json
+    ///   vigilfs events /mnt/data --follow --since 120
+    ///   vigilfs events disk.img --json
+    ///   vigilfs events /mnt/data --follow --exec /etc/vigilfs/notify.sh \
+    ///       --state /var/lib/vigilfs/data.state --kinds error,lost,shutdown
+    #[command(verbatim_doc_comment)]
+    Events(events_command::EventsArgs),
+    /// Print a mount's Prometheus metrics once (for node_exporter's
+    /// textfile collector); `-o metrics=ADDR:PORT` serves the same text.
+    ///
+    /// Example:
+    ///   vigilfs metrics /mnt/data > /var/lib/node_exporter/vigilfs.prom.$$ &&
+    ///     mv /var/lib/node_exporter/vigilfs.prom.$$ /var/lib/node_exporter/vigilfs.prom
+    #[command(verbatim_doc_comment)]
+    Metrics {
+        /// The mount point.
+        mountpoint: PathBuf,
+    },
     /// A guided tour: make, mount, write, fail a disk, watch fsync report
     /// it once per descriptor, unmount, check.
     ///
@@ -412,6 +461,15 @@ enum Command {
     },
 }
 
+/// A size, or 0 (for "none").
+fn size_or_zero(text: &str) -> Result<ByteSize, String> {
+    if text.trim() == "0" {
+        Ok(ByteSize(0))
+    } else {
+        text.parse()
+    }
+}
+
 fn main() -> ExitCode {
     let arguments: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let command = Cli::command();
@@ -442,6 +500,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             block_size,
             label,
             force,
+            event_log_size,
         } => mkfs_command::run(&mkfs_command::MkfsRequest {
             image,
             size,
@@ -449,6 +508,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             block_size,
             label,
             force,
+            event_log_size,
         }),
         Command::Fsck { image, json, data } => fsck_command::run(&image, json, data),
         Command::Mount {
@@ -496,6 +556,13 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             restart,
             json,
         } => media_command::scrub(&target, rate, restart, json),
+        Command::Events(arguments) => events_command::run(&arguments),
+        Command::Metrics { mountpoint } => {
+            let result = control::client::call(&mountpoint, &control::protocol::Request::Metrics)
+                .map_err(|error| error.into_failure("metrics", &mountpoint))?;
+            print!("{}", result["text"].as_str().unwrap_or_default());
+            Ok(0)
+        }
         Command::Demo { keep } => demo_command::run(keep),
         Command::InstallMountHelper { dir, force } => helper::install(&dir, force),
     }

@@ -37,6 +37,8 @@ pub struct MkfsRequest {
     pub label: String,
     /// Overwrite an existing vigilfs filesystem.
     pub force: bool,
+    /// Event log size (0: none).
+    pub event_log_size: Option<ByteSize>,
 }
 
 pub fn run(request: &MkfsRequest) -> Result<u8, Failure> {
@@ -64,6 +66,7 @@ pub fn run(request: &MkfsRequest) -> Result<u8, Failure> {
     let options = MkfsOptions {
         block_size: request.block_size,
         journal_bytes: request.journal_size.map(|size| size.0),
+        event_log_bytes: request.event_log_size.map(|size| size.0),
         label,
         ..MkfsOptions::default()
     };

@@ -71,6 +71,35 @@ struct Prepared {
     lock: ImageLock,
 }
 
+/// The gid of group `name` (a name, or a number).
+fn group_id(name: &str) -> Result<u32, Failure> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(gid);
+    }
+    let missing = || Failure::arguments(format!("option events_group={name}: no such group"));
+    let c_name = std::ffi::CString::new(name).map_err(|_| missing())?;
+    let mut group: libc::group = unsafe {
+        // SAFETY: a plain C struct; all-zero is a valid value to be filled.
+        std::mem::zeroed()
+    };
+    let mut buffer = vec![0 as libc::c_char; 16 * 1024];
+    let mut found: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer refers to live storage of the size passed.
+    let result = unsafe {
+        libc::getgrnam_r(
+            c_name.as_ptr(),
+            &mut group,
+            buffer.as_mut_ptr(),
+            buffer.len(),
+            &mut found,
+        )
+    };
+    if result != 0 || found.is_null() {
+        return Err(missing());
+    }
+    Ok(group.gr_gid)
+}
+
 fn log(message: &str) {
     eprintln!("vigilfs[{}]: {message}", std::process::id());
 }
@@ -86,6 +115,9 @@ pub fn run(request: &MountRequest) -> Result<u8, Failure> {
 
 fn prepare(request: &MountRequest) -> Result<Prepared, Failure> {
     let settings = mount_options::parse(&request.options).map_err(Failure::arguments)?;
+    if let Some(group) = &settings.events_group {
+        group_id(group)?;
+    }
     // A missing mount point is made (one level, like `mkdir`), so a first
     // `vigilfs mount vigilfs.img mnt` just works.
     if !request.mountpoint.exists() {
@@ -467,12 +499,18 @@ fn serve(
     let mut extra = Map::new();
     extra.insert("image".into(), json!(image.display().to_string()));
     let owner = control::current_uid();
-    let server = control::server::serve_with(
+    let events_gid = match &settings.events_group {
+        Some(group) => Some(group_id(group)?),
+        None => None,
+    };
+    let server = control::server::serve_full(
         Arc::clone(&fs),
         Arc::clone(&plan),
         &mountpoint,
         owner,
         extra,
+        control::server::Limits::default(),
+        events_gid,
     );
     let server = match server {
         Ok(server) => server,
@@ -481,6 +519,23 @@ fn serve(
             let _ = finish(fs, listener, &image);
             return Err(failure);
         }
+    };
+    let metrics = match &settings.metrics {
+        Some(address) => {
+            match crate::metrics::serve(address, Arc::downgrade(&fs), Arc::clone(&plan)) {
+                Ok(metrics) => {
+                    log(&format!("serving metrics at http://{address}/metrics"));
+                    Some(metrics)
+                }
+                Err(message) => {
+                    let failure = Failure::operational(message);
+                    server.stop();
+                    let _ = finish(fs, listener, &image);
+                    return Err(failure);
+                }
+            }
+        }
+        None => None,
     };
     let config = fuse_config(&settings, &image);
     let mounted = match vigilfs_fuse::mount(Arc::clone(&fs), &mountpoint, &config) {
@@ -541,7 +596,12 @@ fn serve(
         }
     }
     server.stop();
+    if let Some(metrics) = metrics {
+        metrics.unblock();
+    }
     let outcome = finish(fs, listener, &image);
+    // Listeners get the last events and the end of their stream.
+    control::stream::drain(Duration::from_secs(5));
     if let Some(path) = &request.pid_file {
         let _ = std::fs::remove_file(path);
     }

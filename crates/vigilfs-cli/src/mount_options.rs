@@ -5,7 +5,9 @@
 //! `allow_other`, `fsync_errors=until-durable|once`, `keep_cache`/`nokeep_cache`, `attr_timeout=SECONDS`,
 //! `entry_timeout=SECONDS`, `scrub_interval=DURATION` (`90s`, `30m`, `6h`, `7d`; a bare
 //! number is seconds), `scrub_rate=SIZE` (bytes per second the background scrub reads),
-//! `failed=OFFSET:LENGTH` (device bytes reported failed before the mount; repeatable). Generic options mount(8) and mount.fuse3 pass along are
+//! `failed=OFFSET:LENGTH` (device bytes reported failed before the mount; repeatable),
+//! `events_group=GROUP` (its members may listen to events), `metrics=ADDR:PORT` (serve
+//! Prometheus metrics). Generic options mount(8) and mount.fuse3 pass along are
 //! accepted and ignored: `dev`, `nodev`, `suid`, `nosuid`, `exec`,
 //! `noexec`, `auto`, `noauto`, `user`, `nouser`, `users`, `defaults`,
 //! `_netdev`, `nofail`, the atime family, `x-*` and `comment=*`, and
@@ -51,6 +53,11 @@ pub struct MountSettings {
     /// `failed=OFFSET:LENGTH` (repeatable): device ranges reported failed
     /// before the mount, handled once the journal is replayed.
     pub failed: Vec<(u64, u64)>,
+    /// `events_group=`: a group (name or number) whose members may listen
+    /// to events.
+    pub events_group: Option<String>,
+    /// `metrics=ADDR:PORT`: where to serve `/metrics`.
+    pub metrics: Option<String>,
 }
 
 const IGNORED: &[&str] = &[
@@ -206,6 +213,20 @@ pub fn parse<S: AsRef<str>>(arguments: &[S]) -> Result<MountSettings, String> {
                 }
                 ("scrub_rate", Some(value)) => settings.scrub_rate = Some(size(key, value)?),
                 ("failed", Some(value)) => settings.failed.push(failed_range(value)?),
+                ("events_group", Some(value)) if !value.is_empty() => {
+                    settings.events_group = Some(value.to_string());
+                }
+                ("metrics", Some(value)) => {
+                    let port = value
+                        .rsplit_once(':')
+                        .and_then(|(_, port)| port.parse::<u16>().ok());
+                    if port.is_none() {
+                        return Err(format!(
+                            "option metrics={value}: give ADDRESS:PORT (e.g. 127.0.0.1:9470)"
+                        ));
+                    }
+                    settings.metrics = Some(value.to_string());
+                }
                 ("keep_cache", None) => settings.keep_cache = Some(true),
                 ("nokeep_cache", None) => settings.keep_cache = Some(false),
                 ("threads", Some(value)) => {
@@ -228,8 +249,9 @@ pub fn parse<S: AsRef<str>>(arguments: &[S]) -> Result<MountSettings, String> {
                          writeback_interval=SECONDS, threads=N, allow_other, \
                          fsync_errors=until-durable|once, keep_cache, nokeep_cache, \
                          attr_timeout=SECONDS, entry_timeout=SECONDS, \
-                         scrub_interval=DURATION, scrub_rate=SIZE, failed=OFFSET:LENGTH, and \
-                         the generic options of mount(8))"
+                         scrub_interval=DURATION, scrub_rate=SIZE, failed=OFFSET:LENGTH, \
+                         events_group=GROUP, metrics=ADDR:PORT, \
+                         and the generic options of mount(8))"
                     ))
                 }
             }

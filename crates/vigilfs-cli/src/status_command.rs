@@ -219,6 +219,36 @@ pub fn render(status: &Value) -> String {
     for (label, value) in media_rows(&status["media"]) {
         row(label, value);
     }
+    let events = &status["events"];
+    let mut events_line = format!(
+        "newest id {}, {} this mount (from id {}), {} written",
+        number(&events["newest_id"]),
+        number(&events["records"]),
+        number(&events["mount_first_id"]),
+        number(&events["written_id"])
+    );
+    if events["persistent"].as_bool() != Some(true) {
+        events_line.push_str(", kept in memory only (no writable event log in the image)");
+    }
+    if number(&events["lost_errors"]) > 0 {
+        let _ = write!(
+            events_line,
+            ", {} errors only in LOST events",
+            number(&events["lost_errors"])
+        );
+    }
+    if number(&events["write_failures"]) > 0 {
+        let _ = write!(
+            events_line,
+            ", {} failed log writes (last: {})",
+            number(&events["write_failures"]),
+            text(&events["last_write_failure"])
+        );
+    }
+    if let Some(why) = events["unavailable"].as_str() {
+        let _ = write!(events_line, ", unavailable: {why}");
+    }
+    row("events", events_line);
     row("open files", number(&status["open_files"]).to_string());
     row("mount count", number(&status["mount_count"]).to_string());
     let rules = status["fault_rules"]

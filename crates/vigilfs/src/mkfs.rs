@@ -15,6 +15,9 @@ use crate::journal::JournalError;
 use crate::metadata::{Metadata, OpenError};
 
 use crate::device::{BlockDevice, DeviceError, IoClass, SectorSize};
+use crate::format::event_log::{
+    Geometry, LogHeader, HEADER_BLOCKS, LOG_HEADER_SIZE, MIN_EVENT_LOG_BLOCKS,
+};
 use crate::format::layout::{
     check_block_size, first_usable_block, usable_end_block, DEFAULT_BLOCK_SIZE,
     HEAD_RESERVED_BYTES, TAIL_RESERVED_BYTES,
@@ -43,6 +46,18 @@ pub const MIN_MAIN_BYTES: u64 = MIB;
 /// filesystem UUID: mkfs does not zero the whole journal.)
 pub const JOURNAL_HEAD_ZEROED_BYTES: u64 = 64 * 1024;
 
+/// The default event log is this fraction of the device (then clamped to the limits below).
+pub const DEFAULT_EVENT_LOG_FRACTION: u64 = 1024;
+
+/// Smallest default event log.
+pub const MIN_DEFAULT_EVENT_LOG_BYTES: u64 = 64 * 1024;
+
+/// Largest default event log (4088 records with 4 KiB blocks).
+pub const MAX_DEFAULT_EVENT_LOG_BYTES: u64 = MIB;
+
+/// Largest event log mkfs makes (its image is kept in memory while mounted).
+pub const MAX_EVENT_LOG_BYTES: u64 = 64 * MIB;
+
 /// What to make.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MkfsOptions {
@@ -60,6 +75,10 @@ pub struct MkfsOptions {
     /// Creation time in seconds since the epoch; `None` uses the clock. Fixed times make
     /// images reproducible in tests.
     pub time: Option<u64>,
+    /// Event log size in bytes, rounded up to whole blocks (two of them hold its headers);
+    /// `None` for 1/1024 of the device clamped to 64 KiB..1 MiB; `Some(0)` for no event log
+    /// (an image as made before the log existed).
+    pub event_log_bytes: Option<u64>,
 }
 
 impl Default for MkfsOptions {
@@ -71,6 +90,7 @@ impl Default for MkfsOptions {
             uuid: None,
             errors_policy: ErrorsPolicy::default(),
             time: None,
+            event_log_bytes: None,
         }
     }
 }
@@ -94,6 +114,18 @@ pub enum MkfsError {
         block_size: u32,
         /// The device's sector size.
         sector_size: u64,
+    },
+    /// The requested event log size is outside the allowed range.
+    #[error(
+        "event log size {requested} bytes is outside {minimum}..={maximum} bytes (or 0 for none)"
+    )]
+    EventLogSize {
+        /// The requested size.
+        requested: u64,
+        /// Smallest allowed.
+        minimum: u64,
+        /// Largest allowed.
+        maximum: u64,
     },
     /// The requested journal size is outside the allowed range.
     #[error("journal size {requested} bytes is outside {minimum}..={maximum} bytes")]
@@ -142,6 +174,39 @@ pub fn plan_layout(
     sector_size: SectorSize,
     options: &MkfsOptions,
 ) -> Result<Layout, MkfsError> {
+    plan(device_length, sector_size, options).map(|(layout, _)| layout)
+}
+
+/// The event log's size in blocks for these options on a device of `device_length` bytes.
+fn event_log_blocks(device_length: u64, options: &MkfsOptions) -> Result<u64, MkfsError> {
+    let block_bytes = u64::from(options.block_size);
+    let minimum = MIN_EVENT_LOG_BLOCKS * block_bytes;
+    let bytes = match options.event_log_bytes {
+        Some(0) => return Ok(0),
+        Some(requested) => {
+            if !(minimum..=MAX_EVENT_LOG_BYTES).contains(&requested) {
+                return Err(MkfsError::EventLogSize {
+                    requested,
+                    minimum,
+                    maximum: MAX_EVENT_LOG_BYTES,
+                });
+            }
+            requested
+        }
+        None => (device_length / DEFAULT_EVENT_LOG_FRACTION)
+            .clamp(MIN_DEFAULT_EVENT_LOG_BYTES, MAX_DEFAULT_EVENT_LOG_BYTES)
+            .max(minimum),
+    };
+    Ok(bytes.div_ceil(block_bytes))
+}
+
+/// The layout and the event log region (after the journal, before the main region) mkfs
+/// would make.
+fn plan(
+    device_length: u64,
+    sector_size: SectorSize,
+    options: &MkfsOptions,
+) -> Result<(Layout, Option<Region>), MkfsError> {
     let block_size = options.block_size;
     check_block_size(block_size).map_err(|source| MkfsError::BlockSize { block_size, source })?;
     if u64::from(block_size) < sector_size.bytes() {
@@ -173,9 +238,18 @@ pub fn plan_layout(
         start: first,
         blocks: journal_bytes / block_bytes,
     };
-    let main_start = journal.start + journal.blocks;
-    // Smallest device these options fit: head, journal, minimal main region, tail.
-    let minimum = first * block_bytes + journal_bytes + MIN_MAIN_BYTES + TAIL_RESERVED_BYTES;
+    let log_blocks = event_log_blocks(device_length, options)?;
+    let event_log = (log_blocks > 0).then_some(Region {
+        start: journal.start + journal.blocks,
+        blocks: log_blocks,
+    });
+    let main_start = journal.start + journal.blocks + log_blocks;
+    // Smallest device these options fit: head, journal, event log, minimal main region, tail.
+    let minimum = first * block_bytes
+        + journal_bytes
+        + log_blocks * block_bytes
+        + MIN_MAIN_BYTES
+        + TAIL_RESERVED_BYTES;
     let too_small = MkfsError::DeviceTooSmall {
         device_length,
         minimum: minimum.max(HEAD_RESERVED_BYTES + TAIL_RESERVED_BYTES),
@@ -197,7 +271,7 @@ pub fn plan_layout(
         },
     };
     layout.validate()?;
-    Ok(layout)
+    Ok((layout, event_log))
 }
 
 fn now_seconds() -> u64 {
@@ -213,7 +287,7 @@ pub fn mkfs<D: BlockDevice + ?Sized>(
     device: &D,
     options: &MkfsOptions,
 ) -> Result<Superblock, MkfsError> {
-    let layout = plan_layout(device.length(), device.sector_size(), options)?;
+    let (layout, event_log) = plan(device.length(), device.sector_size(), options)?;
     let uuid = match options.uuid {
         Some(uuid) => uuid,
         None => FsUuid::generate().map_err(MkfsError::Uuid)?,
@@ -223,7 +297,12 @@ pub fn mkfs<D: BlockDevice + ?Sized>(
         uuid,
         label: options.label.clone(),
         features: Features {
-            ro_compat: Features::RO_COMPAT_MEDIA_RECORDS,
+            ro_compat: Features::RO_COMPAT_MEDIA_RECORDS
+                | if event_log.is_some() {
+                    Features::RO_COMPAT_EVENT_LOG
+                } else {
+                    0
+                },
             ..Features::default()
         },
         layout,
@@ -235,6 +314,7 @@ pub fn mkfs<D: BlockDevice + ?Sized>(
         last_write_time: time,
         write_sequence: 0,
         error_record: ErrorRecord::default(),
+        event_log,
     };
 
     let block_bytes = u64::from(layout.block_size);
@@ -243,6 +323,32 @@ pub fn mkfs<D: BlockDevice + ?Sized>(
     // Both are multiples of the block size, which is at least the sector size.
     let zeros = vec![0; zeroed_length as usize];
     device.write_at(journal_offset, &zeros, IoClass::Journal)?;
+    if let Some(region) = event_log {
+        // A log left by an earlier filesystem must not be read as ours: zero the region,
+        // then write both header copies (nothing reserved yet).
+        let geometry = Geometry {
+            region,
+            block_size: layout.block_size,
+        };
+        let zeros = vec![0; geometry.bytes() as usize];
+        device.write_at(geometry.start(), &zeros, IoClass::EventLog)?;
+        for copy in 0..HEADER_BLOCKS {
+            let header = LogHeader {
+                uuid,
+                slots: geometry.slots(),
+                sequence: copy,
+                reserved_through: 0,
+            };
+            // A whole block: the device's sector may be larger than the header.
+            let mut block = vec![0; layout.block_size as usize];
+            block[..LOG_HEADER_SIZE].copy_from_slice(&header.encode());
+            device.write_at(
+                geometry.start() + geometry.header_offset(copy),
+                &block,
+                IoClass::EventLog,
+            )?;
+        }
+    }
     // write_superblocks flushes after the primary, which also makes the zeroed journal head
     // durable before any superblock points at it.
     write_superblocks(device, &mut superblock)?;
@@ -332,7 +438,19 @@ mod tests {
         let large = plan_layout(64 * 1024 * MIB, SectorSize::Bytes512, &options).unwrap();
         assert_eq!(large.journal.blocks * 4096, 128 * MIB);
         assert_eq!(layout.journal.start, 2);
-        assert_eq!(layout.main.start, layout.journal.end().unwrap());
+        // The event log sits between them: 1/1024 of the device, 256 KiB here.
+        let (_, event_log) = plan(256 * MIB, SectorSize::Bytes512, &options).unwrap();
+        let event_log = event_log.unwrap();
+        assert_eq!(event_log.start, layout.journal.end().unwrap());
+        assert_eq!(event_log.blocks * 4096, 256 * 1024);
+        assert_eq!(layout.main.start, event_log.end().unwrap());
+        let none = MkfsOptions {
+            event_log_bytes: Some(0),
+            ..MkfsOptions::default()
+        };
+        let (bare, event_log) = plan(256 * MIB, SectorSize::Bytes512, &none).unwrap();
+        assert_eq!(event_log, None);
+        assert_eq!(bare.main.start, bare.journal.end().unwrap());
     }
 
     #[test]
@@ -361,7 +479,8 @@ mod tests {
                 minimum,
             }) => {
                 assert_eq!(device_length, 2 * MIB);
-                assert_eq!(minimum, 8192 + MIB + MIB + 65536);
+                // Head, journal, the smallest default event log, main, tail.
+                assert_eq!(minimum, 8192 + MIB + 64 * 1024 + MIB + 65536);
                 let just_enough = MemoryDevice::new(minimum, SectorSize::Bytes512);
                 mkfs(&just_enough, &fixed_options()).unwrap();
             }

@@ -218,14 +218,25 @@ fn exchange(
 ) -> Result<Value, ClientError> {
     let broken = |error: io::Error| ClientError::Unreachable(format!("control socket: {error}"));
     stream.set_read_timeout(timeout).map_err(broken)?;
+    send_and_answer(stream, request).map(|(result, _)| result)
+}
+
+/// Sends `request` and reads the response line; the reader is left after
+/// it (a stream's events follow).
+fn send_and_answer(
+    stream: UnixStream,
+    request: &Request,
+) -> Result<(Value, BufReader<UnixStream>), ClientError> {
+    let broken = |error: io::Error| ClientError::Unreachable(format!("control socket: {error}"));
     let mut line = serde_json::to_vec(request)
         .map_err(|error| ClientError::Unreachable(format!("encoding the request: {error}")))?;
     line.push(b'\n');
     // A server that refuses a connection (busy) answers before reading and
     // closes: the write may then fail while its answer waits to be read.
     let written = (&stream).write_all(&line);
+    let mut reader = BufReader::new(stream);
     let mut answer = Vec::new();
-    let read = BufReader::new(&stream).read_until(b'\n', &mut answer);
+    let read = reader.read_until(b'\n', &mut answer);
     if answer.is_empty() {
         written.map_err(broken)?;
     }
@@ -239,7 +250,7 @@ fn exchange(
         ClientError::Unreachable(format!("unreadable answer from the mount process: {error}"))
     })?;
     match (response.ok, response.error) {
-        (true, _) => Ok(response.result.unwrap_or(Value::Null)),
+        (true, _) => Ok((response.result.unwrap_or(Value::Null), reader)),
         (false, Some(reply)) => Err(ClientError::Server(reply)),
         (false, None) => Err(ClientError::Server(ErrorReply {
             kind: ErrorKind::Failed,
@@ -247,4 +258,19 @@ fn exchange(
             errno: None,
         })),
     }
+}
+
+/// Opens the event stream of the mount at `mountpoint` (`request` is an
+/// `events` request): the lines after the response, one event each, until
+/// an `{"end":...}` line or the end of the connection.
+pub fn open_stream(
+    mountpoint: &Path,
+    request: &Request,
+) -> Result<BufReader<UnixStream>, ClientError> {
+    let canonical = canonical_mountpoint(mountpoint).map_err(|error| {
+        ClientError::Unreachable(format!("cannot resolve the mount point: {error}"))
+    })?;
+    let owner = mount_owner(&canonical)?;
+    let stream = connect_trusted(&canonical, owner)?;
+    send_and_answer(stream, request).map(|(_, reader)| reader)
 }

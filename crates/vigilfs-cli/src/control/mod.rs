@@ -40,10 +40,12 @@
 //! response line; the server's deadlines and bounds are in [`server`].
 
 pub mod client;
+pub mod event_json;
 pub mod media_report;
 pub mod protocol;
 pub mod report;
 pub mod server;
+pub mod stream;
 
 use std::fs::File;
 use std::io;

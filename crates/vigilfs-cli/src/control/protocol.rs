@@ -15,7 +15,15 @@
 //! {"command":"notify_failure","offset":N,"length":N,"origin":"TEXT"}   (origin optional)
 //! {"command":"owners","offset":N,"length":N}
 //! {"command":"scrub","rate":BYTES_PER_SECOND,"restart":false}          (rate optional)
+//! {"command":"metrics"}
+//! {"command":"events","since":0,"follow":false,"mode":"distinct"}
 //! ```
+//!
+//! `events` is answered by one response line and then a stream: one JSON
+//! event per line (the form in [`super::event_json`]), ended by
+//! `{"end":"history"|"unmount"|"terminal"}` (the history is read, the mount
+//! is gone, or its terminal event was sent); the server closes after it.
+//! A stream that is not read for [`super::stream::STALL_LIMIT`] is cut.
 //!
 //! Fault rules travel in the engine's one-line text form (see
 //! `vigilfs::device::FaultRule`), so the wire format is the one `status`
@@ -29,12 +37,14 @@
 //! `busy`: the server has as many connections open as it serves at once
 //! and answered this one only to say so; trying again later may work.
 //!
-//! Unknown fields are ignored (a newer client may send more). `status` and
-//! `inject_list` are open to everyone; the others only to root
-//! and the user who mounted (`refused` otherwise) — `owners` too, though
-//! it changes nothing: it names files in directories the caller may not
-//! be allowed to read. `scrub` answers when the scrub ends; a client that
-//! goes away stops it (the next scrub resumes there).
+//! Unknown fields are ignored (a newer client may send more). `status`,
+//! `metrics` and `inject_list` are open to everyone; `events` (it shows
+//! file names) to root, the user who mounted and the members of the mount's
+//! `events_group`; the others only to root and the user who mounted
+//! (`refused` otherwise) — `owners` too, though it changes nothing: it
+//! names files in directories the caller may not be allowed to read.
+//! `scrub` answers when the scrub ends; a client that goes away stops it
+//! (the next scrub resumes there).
 
 use serde::{Deserialize, Serialize};
 
@@ -99,13 +109,44 @@ pub enum Request {
         #[serde(default)]
         restart: bool,
     },
+    /// The Prometheus text exposition, once.
+    Metrics,
+    /// The event stream.
+    Events {
+        /// Events after this id (0: all the log holds).
+        #[serde(default)]
+        since: u64,
+        /// Go on with live events until the mount's terminal event.
+        #[serde(default)]
+        follow: bool,
+        /// How error events are delivered.
+        #[serde(default)]
+        mode: EventsMode,
+    },
+}
+
+/// How a listener receives error events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventsMode {
+    /// Every event as recorded (errors equal to an unread one are already
+    /// merged into it).
+    #[default]
+    Distinct,
+    /// Consecutive error events this listener had not read yet are folded
+    /// into one (count summed, first error kept, last updated), as
+    /// fanotify's single pending FS_ERROR event.
+    Merge,
 }
 
 impl Request {
     /// Whether the request changes the mount (and so needs root or the
     /// owner).
     pub fn is_mutating(&self) -> bool {
-        !matches!(self, Request::Status | Request::InjectList)
+        !matches!(
+            self,
+            Request::Status | Request::InjectList | Request::Metrics | Request::Events { .. }
+        )
     }
 
     /// The command's name, for messages.
@@ -116,6 +157,8 @@ impl Request {
             Request::Freeze => "freeze",
             Request::Thaw => "thaw",
             Request::Shutdown { .. } => "shutdown",
+            Request::Metrics => "metrics",
+            Request::Events { .. } => "listen to events",
             Request::InjectAdd { .. }
             | Request::InjectRemove { .. }
             | Request::InjectClear

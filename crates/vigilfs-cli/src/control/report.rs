@@ -22,6 +22,11 @@
 //!                  writeback, read, metadata, checksum, journal, media,
 //!                  other
 //! open_files, mount_count
+//! events           {newest_id, written_id, mount_first_id, persistent, slots,
+//!                   records, lost_errors, write_failures,
+//!                   last_write_failure, unavailable}: the event log
+//!                  (`vigilfs events`); write_failures counts failed writes
+//!                  of the log itself, never logged into it
 //! fault_rules      [{id, rule, matched, injected, bad_blocks_remaining,
 //!                   provisioned_blocks_used}]  (rule: the text form)
 //! media            the bad-block list, poisoned data, failure notices and
@@ -136,6 +141,18 @@ pub fn status_json(fs: &Filesystem, plan: &FaultPlan, extra: &Map<String, Value>
         "errors": error_record_json(&status.error_record),
         "open_files": status.open_files,
         "mount_count": status.mount_count,
+        "events": {
+            "newest_id": status.events.newest_id,
+            "written_id": status.events.written_id,
+            "mount_first_id": status.events.mount_first_id,
+            "persistent": status.events.persistent,
+            "slots": status.events.slots,
+            "records": status.events.records,
+            "lost_errors": status.events.lost_errors,
+            "write_failures": status.events.write_failures,
+            "last_write_failure": status.events.last_write_failure,
+            "unavailable": status.events.unavailable,
+        },
         "fault_rules": plan.rules().iter().map(rule_json).collect::<Vec<_>>(),
         "media": media_status_json(&status.media),
     });

@@ -9,10 +9,9 @@
 //!   that time), and the response must be written within
 //!   [`Limits::response_deadline`]. Executing the request itself (a freeze
 //!   writing back gigabytes) has no deadline: that is the server's work,
-//!   not the client's. A future streaming response (the event
-//!   subscription) keeps the request deadline and replaces the response
-//!   deadline with a per-write stall limit, so the stream may live as long
-//!   as the client reads it.
+//!   not the client's. The event stream (`stream.rs`) keeps the request
+//!   deadline and replaces the response deadline with a per-write stall
+//!   limit, so the stream lives as long as the client reads it.
 //! * **Bounded connections.** At most [`Limits::max_connections`] are
 //!   served at once, and at most [`Limits::max_per_uid`] for one uid (so one
 //!   user cannot take every slot); an excess connection gets a `busy`
@@ -46,6 +45,7 @@ use vigilfs::inode::FileError;
 use super::media_report::{failure_report_json, owner_json, scrub_summary_json};
 use super::protocol::{ErrorKind, Request, Response, MAX_REQUEST_BYTES};
 use super::report::{rule_json, status_json};
+use super::stream;
 use super::{
     canonical_mountpoint, connect_nonblocking, current_uid, describe_errno, peer_credentials,
     socket_directories, socket_name, sweep_stale, trusted_directory, DirectoryLock,
@@ -87,17 +87,19 @@ pub struct ControlServer {
     thread: Option<JoinHandle<()>>,
 }
 
-struct Context {
+pub(super) struct Context {
     /// Weak: see the module comment (unmount never waits for a client).
-    fs: Weak<Filesystem>,
+    pub(super) fs: Weak<Filesystem>,
     plan: Arc<FaultPlan>,
-    mountpoint: PathBuf,
-    owner_uid: u32,
+    pub(super) mountpoint: PathBuf,
+    pub(super) owner_uid: u32,
     extra: Map<String, Value>,
     limits: Limits,
-    stopping: Arc<AtomicBool>,
+    pub(super) stopping: Arc<AtomicBool>,
     /// Open connections per client uid (`None`: uid unknown).
     connections: Mutex<HashMap<Option<u32>, usize>>,
+    /// Members of this group may listen to events too (`events_group=`).
+    pub(super) events_gid: Option<u32>,
 }
 
 /// Serves the control socket of the mount at `mountpoint`.
@@ -127,8 +129,22 @@ pub fn serve_limited(
     plan: Arc<FaultPlan>,
     mountpoint: &Path,
     owner_uid: u32,
+    extra: Map<String, Value>,
+    limits: Limits,
+) -> io::Result<ControlServer> {
+    serve_full(fs, plan, mountpoint, owner_uid, extra, limits, None)
+}
+
+/// [`serve_limited`], letting the members of group `events_gid` listen to
+/// events as root and the owner may.
+pub fn serve_full(
+    fs: Arc<Filesystem>,
+    plan: Arc<FaultPlan>,
+    mountpoint: &Path,
+    owner_uid: u32,
     mut extra: Map<String, Value>,
     limits: Limits,
+    events_gid: Option<u32>,
 ) -> io::Result<ControlServer> {
     let mountpoint = canonical_mountpoint(mountpoint)?;
     let (listener, path) = bind(&mountpoint)?;
@@ -147,6 +163,7 @@ pub fn serve_limited(
         limits,
         stopping: Arc::clone(&stop),
         connections: Mutex::new(HashMap::new()),
+        events_gid,
     });
     let thread = {
         let stop = Arc::clone(&stop);
@@ -395,7 +412,11 @@ fn read_request_line(stream: &UnixStream, deadline: Instant) -> Result<Vec<u8>, 
 
 /// Writes `response` and a newline, all of it before `deadline` (at once
 /// if the stream is non-blocking).
-fn write_response(stream: &UnixStream, response: &Response, deadline: Instant) -> io::Result<()> {
+pub(super) fn write_response(
+    stream: &UnixStream,
+    response: &Response,
+    deadline: Instant,
+) -> io::Result<()> {
     let mut text = serde_json::to_vec(response).unwrap_or_else(|_| {
         br#"{"ok":false,"error":{"kind":"failed","message":"unencodable response"}}"#.to_vec()
     });
@@ -423,7 +444,22 @@ fn serve_connection(stream: &UnixStream, context: &Context, uid: Option<u32>) {
     let limits = context.limits;
     let accepted = Instant::now();
     let response = match read_request_line(stream, accepted + limits.request_deadline) {
-        Ok(line) => respond(&line, uid, context, stream),
+        Ok(line) => match serde_json::from_slice::<Request>(&line) {
+            Ok(Request::Events {
+                since,
+                follow,
+                mode,
+            }) => {
+                let request = stream::StreamRequest {
+                    since,
+                    follow,
+                    mode,
+                };
+                stream::serve_events(stream, context, &request);
+                return;
+            }
+            _ => respond(&line, uid, context, stream),
+        },
         Err(ReadError::Deadline) => Response::failure(
             ErrorKind::BadRequest,
             format!(
@@ -619,6 +655,14 @@ fn execute(request: Request, fs: &Filesystem, context: &Context, stream: &UnixSt
             fs.shutdown(flush);
             engine_result(Ok(()), fs)
         }
+        Request::Metrics => Response::success(json!({
+            "text": crate::metrics::render(fs, plan),
+        })),
+        Request::Events { .. } => Response::failure(
+            ErrorKind::BadRequest,
+            "events are streamed, not answered",
+            None,
+        ),
         Request::InjectAdd { rules } => {
             let mut parsed = Vec::with_capacity(rules.len());
             for text in &rules {
@@ -650,10 +694,20 @@ fn execute(request: Request, fs: &Filesystem, context: &Context, stream: &UnixSt
                 .filter_map(|id| plan.rule(*id))
                 .map(|rule| rule_json(&rule))
                 .collect();
+            let active = plan.rules().len() as u64;
+            for text in &rules {
+                fs.note_fault_rules(&format!("set {text}"), active);
+            }
             Response::success(json!({ "added": listed }))
         }
         Request::InjectRemove { id } => match plan.remove_rule(RuleId(id)) {
-            Some(status) => Response::success(json!({ "removed": [rule_json(&status)] })),
+            Some(status) => {
+                fs.note_fault_rules(
+                    &format!("cleared {}", status.rule),
+                    plan.rules().len() as u64,
+                );
+                Response::success(json!({ "removed": [rule_json(&status)] }))
+            }
             None => Response::failure(
                 ErrorKind::BadRequest,
                 format!("no fault rule with id {id}"),
@@ -663,6 +717,7 @@ fn execute(request: Request, fs: &Filesystem, context: &Context, stream: &UnixSt
         Request::InjectClear => {
             let removed: Vec<Value> = plan.rules().iter().map(rule_json).collect();
             plan.clear();
+            fs.note_fault_rules("cleared all", 0);
             Response::success(json!({ "removed": removed }))
         }
         Request::InjectList => Response::success(json!({

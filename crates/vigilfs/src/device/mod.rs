@@ -65,15 +65,18 @@ pub enum IoClass {
     Metadata,
     /// File contents.
     Data,
+    /// The event log region (records and their headers).
+    EventLog,
 }
 
 impl IoClass {
     /// Every class, in a stable order.
-    pub const ALL: [IoClass; 4] = [
+    pub const ALL: [IoClass; 5] = [
         IoClass::Superblock,
         IoClass::Journal,
         IoClass::Metadata,
         IoClass::Data,
+        IoClass::EventLog,
     ];
 
     /// The lowercase name used in fault rules and status output.
@@ -83,6 +86,7 @@ impl IoClass {
             IoClass::Journal => "journal",
             IoClass::Metadata => "metadata",
             IoClass::Data => "data",
+            IoClass::EventLog => "events",
         }
     }
 }

@@ -6,8 +6,10 @@
 //! already in flight, a journal commit, a b-tree node write. So "nothing is
 //! written after a shutdown" holds by construction rather than by every
 //! caller remembering to check (XFS stops its log the same way). Reads go
-//! on. The superblock class is exempt: the persistent error record is still
-//! saved when it can be.
+//! on. The superblock and event log classes are exempt: the persistent
+//! error record and the event log (which records the shutdown itself) are
+//! still saved when they can be; neither is file data or metadata a
+//! replay depends on.
 //!
 //! [`StoppableDevice::sever`] stops the superblock's writes too: the mount
 //! is abandoned (a simulated power cut) and another one takes the device.
@@ -49,15 +51,16 @@ impl StoppableDevice {
         }
     }
 
-    /// From now on every write and flush fails, the superblock's too: the
-    /// mount is abandoned (a simulated power cut), and another mount of the
-    /// same device takes over.
+    /// From now on every write and flush fails, the superblock's and the
+    /// event log's too: the mount is abandoned (a simulated power cut), and
+    /// another mount of the same device takes over.
     pub fn sever(&self) {
         self.severed.store(true, Ordering::Release);
         self.stop();
     }
 
-    /// From now on every write and flush but the superblock's fails.
+    /// From now on every write and flush but the superblock's and the event
+    /// log's fails.
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
     }
@@ -79,7 +82,8 @@ impl StoppableDevice {
         range: ByteRange,
     ) -> Result<(), DeviceError> {
         let severed = self.severed.load(Ordering::Acquire);
-        if (class != IoClass::Superblock || severed) && self.is_stopped() {
+        let exempt = matches!(class, IoClass::Superblock | IoClass::EventLog) && !severed;
+        if !exempt && self.is_stopped() {
             return Err(DeviceError::new(
                 DeviceErrorKind::Stopped,
                 operation,

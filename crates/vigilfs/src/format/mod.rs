@@ -9,12 +9,14 @@
 //!
 //! Modules: [`checksum`] (CRC-32C), [`codec`], [`header`], [`identity`] (UUID, label),
 //! [`layout`] (where copies and regions live), [`error_record`] (persistent error history),
+//! [`event_log`] (the ring of event records),
 //! [`superblock`], [`superblock_copies`] (reading and writing the primary and backups).
 //! This layer depends only on [`device`](crate::device).
 
 pub mod checksum;
 pub mod codec;
 pub mod error_record;
+pub mod event_log;
 pub mod header;
 pub mod identity;
 pub mod layout;

@@ -23,7 +23,10 @@
 //!    192     8  last mount time
 //!    200     8  last write time
 //!    208     8  write sequence (bumped by every superblock write; picks the newest backup)
-//!    216   808  reserved, zero
+//!    216   744  reserved, zero
+//!    960     8  event log region start (block; 0: no event log)
+//!    968     8  event log region length (blocks)
+//!    976    48  reserved, zero
 //!   1024   512  error record (its own header and checksum)
 //!   1536  2560  reserved, zero
 //! ```
@@ -53,6 +56,7 @@ pub const SUPERBLOCK: StructureType = StructureType {
 
 const ERROR_RECORD_OFFSET: usize = 1024;
 const FIELDS_END: usize = 216;
+const EVENT_LOG_OFFSET: usize = 960;
 
 /// Feature flags, split like ext4's by what an implementation that does not know a flag must
 /// do. The words let versions add flags without a version bump; version 1 images may carry
@@ -73,7 +77,8 @@ impl Features {
     /// Incompat bits this build knows.
     pub const KNOWN_INCOMPAT: u64 = 0;
     /// Ro-compat bits this build knows.
-    pub const KNOWN_RO_COMPAT: u64 = Features::RO_COMPAT_MEDIA_RECORDS;
+    pub const KNOWN_RO_COMPAT: u64 =
+        Features::RO_COMPAT_MEDIA_RECORDS | Features::RO_COMPAT_EVENT_LOG;
 
     /// Ro-compat: the Meta tree may hold bad-block records (`'B'`) and
     /// poison records (`'X'`). A build that does not know them may read
@@ -83,6 +88,13 @@ impl Features {
     /// older image by a build that keeps them (such an image has none: it
     /// mounts as it is).
     pub const RO_COMPAT_MEDIA_RECORDS: u64 = 1;
+
+    /// Ro-compat: the image has an event log region (superblock bytes
+    /// 960..976). A build that does not know it may read the filesystem but
+    /// must not write it: it would not keep the log's ids and could rewrite
+    /// the superblock without the region. Images made before the log have
+    /// neither the bit nor the region and mount without a persistent log.
+    pub const RO_COMPAT_EVENT_LOG: u64 = 1 << 1;
 
     /// Whether an unknown ro-compat feature forbids writing.
     pub fn requires_read_only(&self) -> bool {
@@ -167,6 +179,9 @@ pub struct Superblock {
     pub write_sequence: u64,
     /// Persistent error history.
     pub error_record: ErrorRecord,
+    /// The event log region, if the image has one (mkfs-only: images made
+    /// before it have none).
+    pub event_log: Option<Region>,
 }
 
 impl Superblock {
@@ -185,7 +200,52 @@ impl Superblock {
         if unknown != 0 {
             return Err(FormatError::UnsupportedFeatures { incompat: unknown });
         }
-        self.layout.validate()
+        self.layout.validate()?;
+        self.validate_event_log(self.layout.device_length)
+    }
+
+    /// The event log region is there exactly when its feature bit is, and
+    /// lies in the usable space apart from the journal and main regions.
+    fn validate_event_log(&self, device_length: u64) -> Result<(), FormatError> {
+        let invalid = |reason: String| FormatError::InvalidField {
+            structure: SUPERBLOCK.name,
+            field: "event log region",
+            reason,
+        };
+        let flagged = self.features.ro_compat & Features::RO_COMPAT_EVENT_LOG != 0;
+        let Some(region) = self.event_log else {
+            return if flagged {
+                Err(invalid(
+                    "the event log feature is set without a region".into(),
+                ))
+            } else {
+                Ok(())
+            };
+        };
+        if !flagged {
+            return Err(invalid("a region without the event log feature".into()));
+        }
+        if region.blocks < super::event_log::MIN_EVENT_LOG_BLOCKS {
+            return Err(invalid(format!(
+                "{} blocks, fewer than {}",
+                region.blocks,
+                super::event_log::MIN_EVENT_LOG_BLOCKS
+            )));
+        }
+        let first = super::layout::first_usable_block(self.layout.block_size);
+        let limit =
+            super::layout::usable_end_block(self.layout.block_size, device_length).unwrap_or(0);
+        if region.start < first || region.end().is_none_or(|end| end > limit) {
+            return Err(invalid(format!(
+                "{region} is outside the usable blocks {first}..{limit}"
+            )));
+        }
+        if region.overlaps(&self.layout.journal) || region.overlaps(&self.layout.main) {
+            return Err(invalid(format!(
+                "{region} overlaps the journal or main region"
+            )));
+        }
+        Ok(())
     }
 
     /// Checks the superblock against the device it lives on.
@@ -207,7 +267,8 @@ impl Superblock {
                 device_length,
             });
         }
-        self.layout.validate_within(device_length)
+        self.layout.validate_within(device_length)?;
+        self.validate_event_log(device_length)
     }
 
     /// The 4096-byte on-disk form. Refuses to encode a superblock that would not validate.
@@ -239,6 +300,13 @@ impl Superblock {
         encoder.put_u64(self.last_write_time);
         encoder.put_u64(self.write_sequence);
         debug_assert_eq!(encoder.position(), FIELDS_END);
+        encoder.pad_to(EVENT_LOG_OFFSET)?;
+        let event_log = self.event_log.unwrap_or(Region {
+            start: 0,
+            blocks: 0,
+        });
+        encoder.put_u64(event_log.start);
+        encoder.put_u64(event_log.blocks);
         encoder.pad_to(ERROR_RECORD_OFFSET)?;
         encoder.put_bytes(&self.error_record.encode()?);
         encoder.pad_to(SUPERBLOCK_SIZE)?;
@@ -293,6 +361,15 @@ impl Superblock {
         let last_mount_time = decoder.u64()?;
         let last_write_time = decoder.u64()?;
         let write_sequence = decoder.u64()?;
+        decoder.seek(EVENT_LOG_OFFSET)?;
+        let event_log = Region {
+            start: decoder.u64()?,
+            blocks: decoder.u64()?,
+        };
+        let event_log = match (event_log.start, event_log.blocks) {
+            (0, 0) => None,
+            _ => Some(event_log),
+        };
         decoder.seek(ERROR_RECORD_OFFSET)?;
         let error_record = ErrorRecord::decode(decoder.bytes(ERROR_RECORD_SIZE)?)?;
         let superblock = Superblock {
@@ -313,6 +390,7 @@ impl Superblock {
             last_write_time,
             write_sequence,
             error_record,
+            event_log,
         };
         superblock.validate()?;
         Ok(superblock)
@@ -362,6 +440,7 @@ pub(crate) mod tests {
             last_write_time: 1_650_000_001,
             write_sequence: 9,
             error_record,
+            event_log: None,
         }
     }
 
@@ -572,7 +651,8 @@ pub(crate) mod tests {
                     features: Features {
                         compat,
                         incompat: 0,
-                        ro_compat,
+                        // The event log bit needs a region: tested apart.
+                        ro_compat: ro_compat & !Features::RO_COMPAT_EVENT_LOG,
                     },
                     layout: Layout {
                         block_size,
@@ -596,6 +676,7 @@ pub(crate) mod tests {
                     last_write_time,
                     write_sequence,
                     error_record,
+                    event_log: None,
                 }
             },
         )

@@ -724,7 +724,14 @@ impl Filesystem {
     /// is made a real one: the file's writeback is run with its data write
     /// failing, so the pages stay dirty and the error words are set, as
     /// after a device error.
-    pub fn fsync(&self, handle: u64, _data_only: bool) -> FsResult<()> {
+    pub fn fsync(&self, handle: u64, data_only: bool) -> FsResult<()> {
+        let started = std::time::Instant::now();
+        let outcome = self.fsync_timed(handle, data_only);
+        self.shared.fsync_latency.record(started.elapsed());
+        outcome
+    }
+
+    fn fsync_timed(&self, handle: u64, _data_only: bool) -> FsResult<()> {
         let file = self.file(handle)?;
         let injected = match self.inject(Operation::Fsync, file.ino, None) {
             Err(FsError::Injected { rule, errno, .. })

@@ -13,8 +13,11 @@
 
 use std::sync::atomic::Ordering;
 
-use super::health::Incident;
+use super::events::Notice;
+use super::health::{Detail, Incident};
 use super::{FsError, FsResult, Shared};
+use crate::btree::{BtreeError, NodeDefect};
+use crate::device::DeviceError;
 use crate::format::{ErrorKind, ErrorsPolicy};
 use crate::inode::FileError;
 
@@ -63,14 +66,21 @@ impl Shared {
                     FsError::File(FileError::Checksum { .. }) => ErrorKind::Checksum,
                     _ => ErrorKind::Read,
                 };
-                self.health.report(&Incident {
-                    kind,
-                    errno: error.errno(),
-                    inode: Some((*ino, 0)),
-                    range: Some((block * 4096, 4096)),
-                    block: Some(*physical),
-                    origin,
-                });
+                let detail = Detail {
+                    device_range: device_range(error).or(Some((physical * 4096, 4096))),
+                    ..Detail::default()
+                };
+                self.health.report_with(
+                    &Incident {
+                        kind,
+                        errno: error.errno(),
+                        inode: Some((*ino, self.generation_of(*ino))),
+                        range: Some((block * 4096, 4096)),
+                        block: Some(*physical),
+                        origin,
+                    },
+                    &detail,
+                );
             }
             FsError::File(FileError::Journal(_)) => {}
             _ if error.is_metadata_failure() => self.metadata_failure(origin, error),
@@ -84,14 +94,22 @@ impl Shared {
             FsError::File(FileError::Journal(_)) => ErrorKind::Journal,
             _ => ErrorKind::Metadata,
         };
-        self.health.report(&Incident {
-            kind,
-            errno: error.errno(),
-            inode: None,
-            range: None,
-            block: None,
-            origin,
-        });
+        let node = corrupt_node(error);
+        self.health.report_with(
+            &Incident {
+                kind,
+                errno: error.errno(),
+                inode: None,
+                range: None,
+                block: node.map(|(_, _, block)| block),
+                origin,
+            },
+            &Detail {
+                device_range: device_range(error),
+                node,
+                ..Detail::default()
+            },
+        );
         self.apply_errors_policy(format!("{origin}: {error}"));
     }
 
@@ -106,15 +124,65 @@ impl Shared {
                     .gate
                     .make_read_only(format!("errors=remount-ro after {why}"))
                 {
+                    self.health.notice(&Notice::ErrorsAction {
+                        action: "remount-ro",
+                    });
                     self.stop_writing();
                 }
                 self.save_error_record();
             }
             ErrorsPolicy::Panic => {
+                self.health
+                    .notice(&Notice::ErrorsAction { action: "panic" });
                 self.shut_down_now(format!("errors=panic after {why}"), false);
+                // The process ends now: the log is written first if it can be.
+                let _ = self.health.log().persist();
                 eprintln!("vigilfs: errors=panic: {why}; aborting");
                 std::process::abort();
             }
         }
     }
+}
+
+impl Shared {
+    /// The generation of inode `ino`, or 0 ("not known") if its record
+    /// cannot be read; called with no lock held.
+    pub(super) fn generation_of(&self, ino: u64) -> u32 {
+        self.namespace
+            .getattr(ino)
+            .map_or(0, |record| record.generation as u32)
+    }
+}
+
+/// The errors `error` was caused by, itself first.
+fn causes<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |error| error.source())
+}
+
+/// The device bytes a device error underneath `error` was about.
+fn device_range(error: &FsError) -> Option<(u64, u64)> {
+    causes(error)
+        .find_map(|cause| cause.downcast_ref::<DeviceError>())
+        .map(|device| (device.range.start, device.range.len()))
+}
+
+/// The b-tree node a corruption underneath `error` was found in: tree,
+/// level (when the defect says it), block.
+fn corrupt_node(error: &FsError) -> Option<(&'static str, u8, u64)> {
+    causes(error).find_map(|cause| match cause.downcast_ref::<BtreeError>() {
+        Some(BtreeError::CorruptNode {
+            tree,
+            block,
+            defect,
+        }) => {
+            let level = match defect {
+                NodeDefect::WrongLevel { expected, .. } => *expected,
+                _ => Detail::UNKNOWN_LEVEL,
+            };
+            Some((tree.name(), level, *block))
+        }
+        _ => None,
+    })
 }

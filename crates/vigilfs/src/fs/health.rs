@@ -1,6 +1,8 @@
 //! Where a mounted filesystem's errors go besides the caller: the FS_ERROR
-//! event stream ([`fserror::ErrorSource`]) and the persistent error record
-//! in the superblock (ext4-style first/last error and per-kind counters).
+//! event stream ([`fserror::ErrorSource`]) for listeners in the process,
+//! the event log ([`EventLog`]: records with ids that resume across mounts,
+//! kept in the image), and the persistent error record in the superblock
+//! (ext4-style first/last error and per-kind counters).
 //!
 //! Every error the engine meets on a path no caller will hear about in
 //! full — a failed background writeback, a bad block under a read, a
@@ -15,11 +17,13 @@
 //! by a successful superblock write of a record at least as new.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use fserror::{Blob, ErrorReport, ErrorSource, Fsid, Subtypes};
 
+use super::events::{ErrorInput, EventLog, Notice};
+use crate::format::event_log::RecordKind;
 use crate::format::{ErrorEvent, ErrorKind, ErrorOrigin, ErrorRecord};
 
 /// One error to report.
@@ -39,21 +43,27 @@ pub struct Incident<'a> {
     pub origin: &'a str,
 }
 
-/// What a media failure's event carries beyond an [`Incident`]: more
-/// subtypes (DATA_LOST when nothing could rescue the data) and the
-/// fs-specific blob — the device bytes, and for metadata the tree, level
-/// and block — as a short `key=value` text.
+/// What an event carries beyond an [`Incident`]: more subtypes (DATA_LOST
+/// when nothing could rescue the data) and the fs-specific detail — the
+/// device bytes, and for metadata the tree, level and block — which the
+/// FS_ERROR blob carries as a short `key=value` text and the event log as
+/// fields.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Detail {
     /// Subtypes added to the incident kind's.
     pub subtypes: Subtypes,
     /// The failed device bytes: offset and length.
     pub device_range: Option<(u64, u64)>,
-    /// The b-tree node hit: tree name, level, block.
+    /// The b-tree node hit: tree name, level ([`Detail::UNKNOWN_LEVEL`]
+    /// when not known), block.
     pub node: Option<(&'static str, u8, u64)>,
 }
 
 impl Detail {
+    /// A node level nobody knows (a node that failed before its level
+    /// could be read).
+    pub const UNKNOWN_LEVEL: u8 = u8::MAX;
+
     fn blob(&self) -> Option<Blob> {
         use std::fmt::Write as _;
         let mut text = String::new();
@@ -67,9 +77,10 @@ impl Detail {
     }
 }
 
-/// The event source and the error record of one mount.
+/// The event source, the event log and the error record of one mount.
 pub struct Health {
     source: ErrorSource,
+    log: Arc<EventLog>,
     record: Mutex<ErrorRecord>,
     /// Bumped by every change of the record.
     changes: AtomicU64,
@@ -98,10 +109,16 @@ pub(super) fn seconds_now() -> u64 {
 
 impl Health {
     /// The health of the filesystem `fsid`, continuing `record` (from the
-    /// superblock).
+    /// superblock), with an event log kept in memory only.
     pub fn new(fsid: u64, record: ErrorRecord) -> Health {
+        Health::with_log(fsid, record, Arc::new(EventLog::in_memory()))
+    }
+
+    /// [`Health::new`] recording events in `log`.
+    pub fn with_log(fsid: u64, record: ErrorRecord, log: Arc<EventLog>) -> Health {
         Health {
             source: ErrorSource::new(Fsid(fsid)),
+            log,
             record: Mutex::new(record),
             changes: AtomicU64::new(0),
             saved: AtomicU64::new(0),
@@ -117,17 +134,24 @@ impl Health {
         &self.source
     }
 
-    /// Reports one error: an event, and a count in the record.
+    /// The event log.
+    pub fn log(&self) -> &Arc<EventLog> {
+        &self.log
+    }
+
+    /// Reports one error: an event, a record in the event log, and a count
+    /// in the error record.
     pub fn report(&self, incident: &Incident<'_>) {
         self.report_with(incident, &Detail::default());
     }
 
-    /// [`Health::report`] with `detail`'s subtypes and blob in the event.
+    /// [`Health::report`] with `detail`'s subtypes, device range and node.
     pub fn report_with(&self, incident: &Incident<'_>, detail: &Detail) {
         let errno = fserror::Errno::new(incident.errno)
             .or_else(|| fserror::Errno::new(libc::EIO))
             .expect("EIO is a valid errno");
-        let mut report = ErrorReport::new(errno, subtypes_of(incident.kind) | detail.subtypes);
+        let subtypes = subtypes_of(incident.kind) | detail.subtypes;
+        let mut report = ErrorReport::new(errno, subtypes);
         if let Some(blob) = detail.blob() {
             report = report.blob(blob);
         }
@@ -138,6 +162,25 @@ impl Health {
             report = report.range(offset, length);
         }
         self.source.emit(&report);
+        // Generation 0 is "not known": inodes start at 1.
+        let inode = incident
+            .inode
+            .map(|(ino, generation)| (ino, (generation != 0).then_some(u64::from(generation))));
+        self.log.record_error(&ErrorInput {
+            subtypes: subtypes.bits(),
+            errno: errno.get(),
+            inode,
+            range: incident.range,
+            device_range: detail.device_range,
+            node: detail.node.map(|(tree, level, block)| {
+                (
+                    tree,
+                    (level != Detail::UNKNOWN_LEVEL).then_some(level),
+                    block,
+                )
+            }),
+            origin: incident.origin,
+        });
         self.lock().record(ErrorEvent {
             time: seconds_now(),
             errno: incident.errno,
@@ -166,13 +209,20 @@ impl Health {
         self.saved.fetch_max(token, Ordering::AcqRel);
     }
 
+    /// Records an operational event in the event log.
+    pub fn notice(&self, notice: &Notice<'_>) {
+        self.log.record_notice(notice);
+    }
+
     /// The terminal SHUTDOWN event.
-    pub fn shut_down(&self) {
+    pub fn shut_down(&self, why: &str) {
+        self.log.record_terminal(RecordKind::Shutdown, why);
         self.source.shutdown();
     }
 
     /// The terminal UNMOUNT event.
     pub fn unmounted(&self) {
+        self.log.record_terminal(RecordKind::Unmount, "unmounted");
         self.source.unmount();
     }
 }
@@ -258,7 +308,7 @@ mod tests {
         let health = Health::new(1, ErrorRecord::default());
         let group = Group::new(GroupConfig::merge().with_capacity(NonZeroUsize::new(4).unwrap()));
         group.subscribe(health.source()).unwrap();
-        health.shut_down();
+        health.shut_down("test");
         health.report(&incident(ErrorKind::Media));
         let mut last = None;
         while let Ok(event) = group.read_timeout(Duration::from_millis(10)) {

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::background::Background;
+use super::events::{EventLog, EventLogStatus, Notice, Writer};
 use super::faults::Faults;
 use super::gate::Gate;
 use super::handles::Handles;
@@ -145,6 +146,12 @@ pub struct Status {
     pub mount_count: u32,
     /// Media failures: the bad-block list, poisoned data, notices, scrub.
     pub media: MediaStatus,
+    /// The event log.
+    pub events: EventLogStatus,
+    /// Bytes written back durably since the mount.
+    pub writeback_bytes: u64,
+    /// How long fsync took, this mount.
+    pub fsync_latency: super::latency::LatencySnapshot,
 }
 
 impl Shared {
@@ -182,10 +189,10 @@ impl Shared {
             let _ = self.metadata.trees.sync();
             let _ = self.metadata.journal.flush();
         }
-        if self.gate.shut_down(why) {
+        if self.gate.shut_down(why.clone()) {
             self.stop_writing();
             self.save_error_record();
-            self.health.shut_down();
+            self.health.shut_down(&why);
         }
     }
 
@@ -229,7 +236,7 @@ impl Shared {
             self.health.report(&Incident {
                 kind: ErrorKind::Writeback,
                 errno: libc::EIO,
-                inode: Some((unwritten.ino, 0)),
+                inode: Some((unwritten.ino, self.generation_of(unwritten.ino))),
                 range,
                 block: None,
                 origin: "not written: writes stopped",
@@ -285,7 +292,23 @@ impl Filesystem {
         }
         let recovered = superblock.state == FsState::Dirty;
         let writes: Arc<dyn BlockDevice> = device.clone();
+        // The log opens first, so the MOUNT record (and the ids a crash
+        // skipped) comes before anything recovery reports.
+        let (log, skipped) = EventLog::open(Arc::clone(&writes), &superblock, options.read_only);
+        let log = Arc::new(log);
+        let mount_count = u64::from(superblock.mount_count) + u64::from(!options.read_only);
+        log.record_mount(recovered, mount_count, skipped);
         let metadata = Arc::new(Metadata::open_default(Arc::clone(&writes), &superblock)?);
+        {
+            // Events are durable no later than the next commit: its flush
+            // covers what is written just before it.
+            let log = Arc::downgrade(&log);
+            metadata.journal.set_commit_companion(Box::new(move || {
+                if let Some(log) = log.upgrade() {
+                    log.write_for_commit();
+                }
+            }));
+        }
         let files = Files::new(writes, &superblock, Arc::clone(&metadata))?;
         files.set_cache_budget(options.cache_bytes);
         files.set_fsync_errors(options.fsync_errors);
@@ -298,7 +321,16 @@ impl Filesystem {
         };
         let errors_policy = options.errors.unwrap_or(superblock.errors_policy);
         let fsid = u64::from_le_bytes(superblock.uuid.0[..8].try_into().expect("8 bytes"));
-        let health = Arc::new(Health::new(fsid, superblock.error_record.clone()));
+        if recovered {
+            log.record_notice(&Notice::Recovery {
+                orphans: orphans_purged as u64,
+            });
+        }
+        let health = Arc::new(Health::with_log(
+            fsid,
+            superblock.error_record.clone(),
+            Arc::clone(&log),
+        ));
         let faults = Arc::new(Faults::new(options.fault_plan.clone()));
         if let Some(plan) = &options.fault_plan {
             plan.set_file_faults(Arc::clone(&faults) as Arc<dyn FileFaults>);
@@ -307,11 +339,11 @@ impl Filesystem {
             // Writeback failures are told to the event stream and the error
             // record once each, when the data path sets the error words.
             let health = Arc::clone(&health);
-            files.set_failure_listener(Box::new(move |ino, errno, first, last| {
+            files.set_failure_listener(Box::new(move |ino, errno, first, last, generation| {
                 health.report(&Incident {
                     kind: ErrorKind::Writeback,
                     errno: errno.get(),
-                    inode: Some((ino, 0)),
+                    inode: Some((ino, generation.map_or(0, |value| value as u32))),
                     range: Some((first * 4096, (last - first + 1) * 4096)),
                     block: None,
                     origin: "writeback",
@@ -353,7 +385,9 @@ impl Filesystem {
             faults,
             changes: Changes::default(),
             media: Media::new(intake),
+            fsync_latency: super::latency::Latency::default(),
         });
+        let events = Some(Writer::start(log).map_err(MountError::Thread)?);
         let background = if shared.options.read_only {
             None
         } else {
@@ -376,6 +410,7 @@ impl Filesystem {
             background,
             failures,
             background_scrub,
+            events,
         })
     }
 
@@ -398,6 +433,14 @@ impl Filesystem {
         shared.gate.begin_freeze()?;
         let outcome = shared.make_clean();
         let outcome = shared.observe("freeze", outcome);
+        if outcome.is_ok() {
+            // The frozen image holds the FREEZE record; nothing is written
+            // to the log until the thaw.
+            let log = shared.health.log();
+            shared.health.notice(&Notice::Freeze);
+            let _ = log.persist();
+            log.hold();
+        }
         shared.gate.end_freeze(outcome.is_ok());
         if outcome.is_err() {
             // Abandoned: what waited for the thaw goes on now.
@@ -414,6 +457,8 @@ impl Filesystem {
         }
         let marked = self.shared.write_superblock(Some(FsState::Dirty));
         self.shared.gate.thaw()?;
+        self.shared.health.log().release();
+        self.shared.health.notice(&Notice::Thaw);
         self.shared.purge_deferred_orphans();
         self.shared.observe("thaw", marked)
     }
@@ -455,7 +500,23 @@ impl Filesystem {
             open_files: shared.handles.open_files(),
             mount_count,
             media: shared.media_status(),
+            events: shared.health.log().status(),
+            writeback_bytes: shared.files.pages_written() * 4096,
+            fsync_latency: shared.fsync_latency.snapshot(),
         }
+    }
+
+    /// The event log: records to read, and where listeners wait.
+    pub fn event_log(&self) -> &Arc<EventLog> {
+        self.shared.health.log()
+    }
+
+    /// Records that fault rules changed (the transport that owns the fault
+    /// plan calls it): `change` says what, `active` how many rules are on.
+    pub fn note_fault_rules(&self, change: &str, active: u64) {
+        self.shared
+            .health
+            .notice(&Notice::Faults { change, active });
     }
 
     /// Whether the filesystem is frozen now (a transport keeps requests
@@ -471,8 +532,10 @@ impl Filesystem {
     /// everything possible was done.
     pub fn unmount(mut self) -> FsResult<()> {
         let thread_result = self.background.take().map_or(Ok(()), Background::stop);
-        if self.shared.gate.state() == LifeState::Frozen && self.shared.gate.thaw().is_ok() {
-            self.shared.purge_deferred_orphans();
+        let shared = &self.shared;
+        if shared.gate.state() == LifeState::Frozen && shared.gate.thaw().is_ok() {
+            shared.health.log().release();
+            shared.purge_deferred_orphans();
         }
         // Failures queued are handled before the filesystem is made clean,
         // so what they record lands with it.
@@ -489,6 +552,9 @@ impl Filesystem {
             }
         };
         shared.health.unmounted();
+        if let Some(events) = self.events.take() {
+            events.stop();
+        }
         thread_result.and(result)
     }
 }
@@ -514,5 +580,9 @@ impl Drop for Filesystem {
             let _ = background.stop();
         }
         self.stop_media_threads();
+        // Like a power cut: the log writes nothing more either.
+        if let Some(events) = self.events.take() {
+            events.abandon();
+        }
     }
 }

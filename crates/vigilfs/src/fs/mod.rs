@@ -63,12 +63,15 @@ mod background;
 mod crash_lab;
 mod error;
 mod error_policy;
+pub mod events;
 pub mod faults;
 pub mod gate;
 mod handles;
 pub mod health;
+pub mod latency;
 mod lifecycle;
 mod media;
+mod paths;
 mod scrubbing;
 pub mod unsynced;
 
@@ -82,6 +85,7 @@ pub use gate::LifeState;
 pub use handles::OpenFlags;
 pub use lifecycle::{MountError, MountOptions, Status};
 pub use media::{BadExtent, FailureReport, MediaStatus, POISON_LISTED};
+pub use paths::DEFAULT_BUDGET as PATH_SEARCH_BUDGET;
 pub use scrubbing::{ScrubRequest, ScrubStatus, ScrubSummary};
 
 use background::Background;
@@ -122,6 +126,8 @@ pub(crate) struct Shared {
     changes: unsynced::Changes,
     /// Media failures: their intake, handling and scrub.
     media: media::Media,
+    /// How long fsync took.
+    fsync_latency: latency::Latency,
 }
 
 /// A mounted filesystem. See the module comment.
@@ -130,6 +136,7 @@ pub struct Filesystem {
     background: Option<Background>,
     failures: Option<media::Worker>,
     background_scrub: Option<scrubbing::BackgroundScrub>,
+    events: Option<events::Writer>,
 }
 
 impl std::fmt::Debug for Filesystem {

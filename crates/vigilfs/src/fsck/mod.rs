@@ -31,9 +31,12 @@
 //!    poison records are validated; bad blocks are listed as notes, data
 //!    lost to a media failure as damage; with [`FsckOptions::data`], every
 //!    data block is read and verified against its checksum;
-//! 7. the persistent error record: errors the filesystem remembers are
+//! 7. the event log region (`event_log.rs`): header copies, every record
+//!    slot, ids against the reservation;
+//! 8. the persistent error record: errors the filesystem remembers are
 //!    reported (as notes, not as damage).
 
+mod event_log;
 mod media;
 mod namespace;
 mod space;
@@ -45,6 +48,7 @@ use crate::device::{BlockDevice, OverlayDevice};
 use crate::format::{inspect_superblock_copies, FormatError, Superblock, SuperblockCopy};
 use crate::journal::{Journal, JournalOptions, RecoveryReport};
 use crate::metadata::{Metadata, OpenError};
+pub use event_log::EventLogCounts;
 pub use media::MediaCounts;
 pub use namespace::NamespaceCounts;
 pub use space::SpaceCounts;
@@ -103,6 +107,8 @@ pub struct FsckReport {
     /// The bad-block list, poisoned data and (with `--data`) the data
     /// checked, if the trees could be opened.
     pub media: Option<MediaCounts>,
+    /// What the event log holds, if the image has one and it could be read.
+    pub event_log: Option<EventLogCounts>,
     /// Damage found. Empty means clean.
     pub problems: Vec<Problem>,
     /// Things worth knowing that are not damage.
@@ -206,7 +212,7 @@ pub fn fsck_with(
     });
     let checked = match journal {
         Some(_) => check_trees(
-            device,
+            Arc::clone(&device),
             &superblock,
             journal_options,
             options,
@@ -231,8 +237,9 @@ pub fn fsck_with(
     progress(Progress {
         done: 3,
         total: STAGES,
-        stage: "error record",
+        stage: "event log and error record",
     });
+    let event_log = event_log::check(device.as_ref(), &superblock, &mut problems, &mut notes);
     let record = &superblock.error_record;
     if record.total > 0 {
         let last = record
@@ -260,6 +267,7 @@ pub fn fsck_with(
         namespace,
         space,
         media,
+        event_log,
         problems,
         notes,
     })

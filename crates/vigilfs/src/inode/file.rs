@@ -1056,6 +1056,11 @@ impl Files {
         self.cache.set_budget(bytes);
     }
 
+    /// Pages written back durably since the mount (for metrics).
+    pub fn pages_written(&self) -> u64 {
+        self.writeback.pages_written()
+    }
+
     /// The page cache's counters.
     pub fn cache_stats(&self) -> CacheStats {
         self.cache.stats()

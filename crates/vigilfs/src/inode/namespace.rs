@@ -126,7 +126,7 @@ pub enum NamespaceError {
     Corrupt(String),
     /// The b-trees failed (I/O, journal, error state).
     #[error("b-trees: {0}")]
-    Btree(BtreeError),
+    Btree(#[source] BtreeError),
 }
 
 impl NamespaceError {

@@ -107,7 +107,7 @@ pub enum XattrError {
     Corrupt(String),
     /// The b-trees failed (I/O, journal, error state).
     #[error("b-trees: {0}")]
-    Btree(BtreeError),
+    Btree(#[source] BtreeError),
 }
 
 impl XattrError {

@@ -31,6 +31,9 @@
 //!   the ERROR sentinel, so every later reservation and flush fails and no
 //!   later call claims durability.
 //! * [`Journal::block`] / [`Journal::unblock`]: the freeze primitive.
+//! * A commit companion ([`Journal::set_commit_companion`]) writes what it
+//!   keeps (the event log) right before each device flush of a commit, so
+//!   that flush makes it durable too. It must not call into the journal.
 //!
 //! # Locking
 //!
@@ -344,7 +347,12 @@ pub struct Journal {
     inner: Mutex<Inner>,
     changed: Condvar,
     flush_lock: Mutex<()>,
+    /// Called before each commit's device flush (see the module comment).
+    companion: std::sync::OnceLock<CommitCompanion>,
 }
+
+/// What [`Journal::set_commit_companion`] takes.
+pub type CommitCompanion = Box<dyn Fn() + Send + Sync>;
 
 impl fmt::Debug for Journal {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -455,6 +463,7 @@ impl Journal {
 
         let journal = Journal {
             device,
+            companion: std::sync::OnceLock::new(),
             state: ReservationState::new(),
             buffer_seqs: std::array::from_fn(|_| crate::sync::AtomicU64::new(0)),
             buffer_bytes: std::array::from_fn(|_| {
@@ -981,6 +990,9 @@ impl Journal {
         let covered = inner.written_seq;
         let pin_drops = inner.pin_drops;
         drop(inner);
+        if let Some(companion) = self.companion.get() {
+            companion();
+        }
         let started = Instant::now();
         let result = self.device.flush(IoClass::Journal);
         let mut inner = lock(&self.inner);
@@ -1035,6 +1047,14 @@ impl Journal {
             return Err(error.sticky());
         }
         Ok(seq.min(inner.next_seq - 1) <= inner.durable_seq)
+    }
+
+    /// Sets what is written right before each commit's device flush (the
+    /// event log's pending records), so that flush covers it. Only the
+    /// first one set is kept. It runs under the flush lock and must not
+    /// call into the journal.
+    pub fn set_commit_companion(&self, companion: CommitCompanion) {
+        let _ = self.companion.set(companion);
     }
 
     /// Makes everything reserved so far durable.

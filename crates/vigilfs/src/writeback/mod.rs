@@ -92,10 +92,11 @@ pub struct WritebackSummary {
     pub first_error: Option<Errno>,
 }
 
-/// Told of each new writeback failure: the inode, the errno, and the first
-/// and last file page that failed. Called with the data path locked: it
+/// Told of each new writeback failure: the inode, the errno, the first
+/// and last file page that failed, and the inode's generation (when its
+/// record could be read). Called with the data path locked: it
 /// must not call back into the data path.
-pub type FailureListener = Box<dyn Fn(u64, Errno, u64, u64) + Send + Sync>;
+pub type FailureListener = Box<dyn Fn(u64, Errno, u64, u64, Option<u64>) + Send + Sync>;
 
 /// A writeback of one inode between its snapshot and its landing: the
 /// entries it took (their DIRTY mark moved to WRITEBACK, their bytes
@@ -152,6 +153,8 @@ pub(crate) struct Writeback {
     /// The filesystem's writeback error word (syncfs reports from it).
     fs_errseq: ErrSeq,
     on_failure: OnceLock<FailureListener>,
+    /// Pages written back and landed durable, ever (for metrics).
+    pages_written: std::sync::atomic::AtomicU64,
 }
 
 impl Writeback {
@@ -169,6 +172,7 @@ impl Writeback {
             cache,
             fs_errseq: ErrSeq::new(),
             on_failure: OnceLock::new(),
+            pages_written: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -177,6 +181,12 @@ impl Writeback {
     /// listener set is kept.
     pub(crate) fn set_failure_listener(&self, listener: FailureListener) {
         let _ = self.on_failure.set(listener);
+    }
+
+    /// Pages written back durably since the mount.
+    pub(crate) fn pages_written(&self) -> u64 {
+        self.pages_written
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The filesystem's writeback error word.
@@ -340,12 +350,15 @@ impl Writeback {
     /// dirty; the error words are set if the failure is new; the pending
     /// time goes if no write came meanwhile. Wakes whoever waits.
     pub(crate) fn land(&self, flight: Flight, mut landing: Landing) -> Result<u64, Errno> {
-        if landing.failure.is_some()
-            && matches!(
-                self.extents.record(flight.ino),
-                Err(FileError::NotFound { .. })
-            )
-        {
+        let record = landing
+            .failure
+            .is_some()
+            .then(|| self.extents.record(flight.ino));
+        let generation = match &record {
+            Some(Ok(record)) => Some(record.generation),
+            _ => None,
+        };
+        if matches!(record, Some(Err(FileError::NotFound { .. }))) {
             // The file was deleted while its data was in flight (its last
             // link and last opener gone): the data has nowhere to go and
             // nobody to tell, so this is no error. Its pages go with the
@@ -358,6 +371,8 @@ impl Writeback {
         let mut cache = self.cache.lock();
         let Cache { inodes, accounting } = &mut *cache;
         let written = pages_of(&flight.entries[..landing.durable]).len() as u64;
+        self.pages_written
+            .fetch_add(written, std::sync::atomic::Ordering::Relaxed);
         let result = match &landing.failure {
             None => Ok(written),
             Some((_, errno)) => Err(*errno),
@@ -388,7 +403,7 @@ impl Writeback {
                         if let (Some(listener), Some((first, _)), Some((last, _))) =
                             (self.on_failure.get(), failed.first(), failed.last())
                         {
-                            listener(flight.ino, errno, *first, *last);
+                            listener(flight.ino, errno, *first, *last, generation);
                         }
                     }
                 }

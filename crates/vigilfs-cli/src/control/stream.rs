@@ -1,0 +1,352 @@
+//! The event stream the control server sends to `vigilfs events`: the
+//! recorded history after `since`, then (with `follow`) live events until
+//! the mount's terminal event or its end.
+//!
+//! A listener never slows the filesystem: the stream reads the mount's
+//! event log ([`EventLog::read_after`]) with its own cursor, on its own
+//! thread, holding the log (not the filesystem) and no lock while it
+//! writes. A listener that does not read falls behind; what the log no
+//! longer holds by the time it reads on comes as one `lost` event naming
+//! the missing ids and, when the running sum (`errors_total`) allows, the
+//! exact number of errors in them. The kernel buffers little for it (the
+//! send buffer is kept small), so a stopped listener is behind by ids, not
+//! by megabytes of socket memory; one that reads nothing for
+//! [`STALL_LIMIT`] is cut off.
+//!
+//! Who may listen: root, the user who mounted, and the members of the
+//! mount's `events_group` (events name files).
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use vigilfs::format::event_log::{EventRecord, RecordKind};
+use vigilfs::fs::events::{EventLog, ReadOutcome};
+use vigilfs::fs::PATH_SEARCH_BUDGET;
+
+use super::event_json::{gap_event, gap_json, record_json, running_json};
+use super::peer_credentials;
+use super::protocol::{ErrorKind, EventsMode, Response};
+use super::server::{write_response, Context};
+
+/// Longest a write to a listener may block before the stream is cut.
+pub const STALL_LIMIT: Duration = Duration::from_secs(60);
+
+/// Kernel send buffer of a stream: a few dozen events.
+const SEND_BUFFER: libc::c_int = 16 * 1024;
+
+/// Records read at once.
+const BATCH: usize = 256;
+
+/// Paths remembered per stream before the cache starts over.
+const PATH_CACHE: usize = 4096;
+
+/// Streams being served now (see [`drain`]).
+static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts a stream while it lives.
+struct Active;
+
+impl Active {
+    fn new() -> Active {
+        ACTIVE.fetch_add(1, Ordering::AcqRel);
+        Active
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        ACTIVE.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Waits, at most `limit`, for the streams being served to end: after the
+/// unmount closed the log they send what is left and their end line, and
+/// the process must not exit under them. A listener that does not read
+/// holds this up no longer than `limit`.
+pub fn drain(limit: Duration) {
+    let start = Instant::now();
+    while ACTIVE.load(Ordering::Acquire) > 0 && start.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// What a listener asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamRequest {
+    /// Events after this id.
+    pub since: u64,
+    /// Live events too.
+    pub follow: bool,
+    /// Merge or distinct.
+    pub mode: EventsMode,
+}
+
+/// Whether the process `pid` has `gid` among its groups (real, effective,
+/// or supplementary), from /proc.
+fn has_group(pid: i32, gid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status.lines().any(|line| {
+        let numbers = line
+            .strip_prefix("Gid:")
+            .or_else(|| line.strip_prefix("Groups:"));
+        numbers.is_some_and(|numbers| {
+            numbers
+                .split_whitespace()
+                .any(|number| number.parse() == Ok(gid))
+        })
+    })
+}
+
+/// Why `stream`'s peer may not listen, if it may not.
+fn refusal(stream: &UnixStream, context: &Context) -> Option<String> {
+    let peer = match peer_credentials(stream) {
+        Ok(peer) => peer,
+        Err(error) => return Some(format!("the caller's credentials cannot be read ({error})")),
+    };
+    if peer.uid == 0 || peer.uid == context.owner_uid {
+        return None;
+    }
+    if let Some(gid) = context.events_gid {
+        if peer.gid == gid || has_group(peer.pid, gid) {
+            return None;
+        }
+    }
+    let group = match context.events_gid {
+        Some(gid) => format!(", members of group {gid}"),
+        None => String::new(),
+    };
+    Some(format!(
+        "permission denied: events name files, so only root, uid {}{group} (who mounted {}) \
+         may listen; you are uid {}",
+        context.owner_uid,
+        context.mountpoint.display(),
+        peer.uid
+    ))
+}
+
+/// A stream in progress.
+struct Sender<'a> {
+    stream: &'a UnixStream,
+    context: &'a Context,
+    paths: HashMap<u64, Option<String>>,
+}
+
+impl Sender<'_> {
+    fn send(&mut self, lines: &[Value]) -> io::Result<()> {
+        let mut text = Vec::new();
+        for line in lines {
+            serde_json::to_writer(&mut text, line).map_err(io::Error::other)?;
+            text.push(b'\n');
+        }
+        self.stream.set_write_timeout(Some(STALL_LIMIT))?;
+        (&*self.stream).write_all(&text)
+    }
+
+    fn path(&mut self, ino: u64) -> Option<String> {
+        if self.paths.len() >= PATH_CACHE {
+            self.paths.clear();
+        }
+        if let Some(path) = self.paths.get(&ino) {
+            return path.clone();
+        }
+        // The filesystem is held only while the path is looked for.
+        let path = self
+            .context
+            .fs
+            .upgrade()
+            .filter(|_| !self.context.stopping.load(Ordering::Acquire))
+            .and_then(|fs| fs.path_of(ino, PATH_SEARCH_BUDGET));
+        self.paths.insert(ino, path.clone());
+        path
+    }
+
+    fn event(&mut self, record: &EventRecord) -> Value {
+        let path = record.inode.and_then(|ino| self.path(ino));
+        record_json(record, path.as_deref())
+    }
+}
+
+/// Whether the other end hung up (checked while nothing is sent).
+fn hung_up(stream: &UnixStream) -> bool {
+    let mut poll = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    ready > 0 && poll.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+}
+
+/// Folds consecutive error events into one (merge mode).
+fn fold(events: Vec<(EventRecord, Value)>) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    let mut previous_error = false;
+    for (record, mut value) in events {
+        let is_error = record.kind == RecordKind::Error;
+        if is_error && previous_error {
+            if let Some(merged) = out.last_mut() {
+                let count = merged["count"].as_u64().unwrap_or(0) + record.count;
+                merged["count"] = json!(count);
+                let mut subtypes: Vec<Value> =
+                    merged["subtypes"].as_array().cloned().unwrap_or_default();
+                for subtype in value["subtypes"].as_array().cloned().unwrap_or_default() {
+                    if !subtypes.contains(&subtype) {
+                        subtypes.push(subtype);
+                    }
+                }
+                merged["subtypes"] = json!(subtypes);
+                merged["id"] = value["id"].take();
+                merged["last_time"] = value["last_time"].take();
+                merged["last_errno"] = value["last_errno"].take();
+                merged["last_inode"] = value["last_inode"].take();
+                merged["errors_total"] = value["errors_total"].take();
+                continue;
+            }
+        }
+        previous_error = is_error;
+        out.push(value);
+    }
+    out
+}
+
+/// Serves one `events` request on `stream`.
+pub(super) fn serve_events(stream: &UnixStream, context: &Context, request: &StreamRequest) {
+    let _active = Active::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    if let Some(why) = refusal(stream, context) {
+        let refused = Response::failure(ErrorKind::Refused, why, Some(libc::EPERM));
+        let _ = write_response(stream, &refused, deadline);
+        return;
+    }
+    let log = match context.fs.upgrade() {
+        Some(fs) if !context.stopping.load(Ordering::Acquire) => {
+            std::sync::Arc::clone(fs.event_log())
+        }
+        _ => {
+            let gone = Response::failure(
+                ErrorKind::Failed,
+                "the filesystem is being unmounted",
+                Some(libc::ESHUTDOWN),
+            );
+            let _ = write_response(stream, &gone, deadline);
+            return;
+        }
+    };
+    let size = SEND_BUFFER;
+    // SAFETY: setsockopt with a pointer to a live int and its size.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&size as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    let newest_at_start = log.newest_id();
+    let mount_first = log.mount_first_id();
+    if write_response(
+        stream,
+        &Response::success(json!({ "stream": true })),
+        deadline,
+    )
+    .is_err()
+    {
+        return;
+    }
+    let mut sender = Sender {
+        stream,
+        context,
+        paths: HashMap::new(),
+    };
+    if request.follow && sender.send(&[running_json(newest_at_start)]).is_err() {
+        return;
+    }
+    let _ = run(&mut sender, &log, request, newest_at_start, mount_first);
+}
+
+fn run(
+    sender: &mut Sender<'_>,
+    log: &EventLog,
+    request: &StreamRequest,
+    newest_at_start: u64,
+    mount_first: u64,
+) -> io::Result<()> {
+    let mut after = request.since;
+    // The running sum of errors up to `after`, when known: it makes a loss
+    // exact.
+    let mut errors_before: Option<u64> = (after == 0).then_some(0);
+    let mut gap: Option<(u64, u64)> = None;
+    let end = |sender: &mut Sender<'_>, why: &str| sender.send(&[json!({ "end": why })]);
+    loop {
+        if !request.follow && after >= newest_at_start {
+            if let Some((first, last)) = gap.take() {
+                sender.send(&[gap_json(first, last, None, "not in the log")])?;
+            }
+            return end(sender, "history");
+        }
+        let wait = if request.follow {
+            Duration::from_secs(1)
+        } else {
+            Duration::ZERO
+        };
+        match log.read_after(after, BATCH, wait) {
+            ReadOutcome::Records(records) => {
+                let mut lines = Vec::new();
+                if let Some((first, last)) = gap.take() {
+                    lines.push(gap_event(first, last, &records[0], errors_before));
+                }
+                let mut events = Vec::new();
+                let mut terminal = false;
+                for record in &records {
+                    errors_before = Some(record.errors_total);
+                    terminal |=
+                        request.follow && record.kind.is_terminal() && record.id >= mount_first;
+                    events.push((*record, sender.event(record)));
+                    after = record.id;
+                    if terminal {
+                        break;
+                    }
+                }
+                match request.mode {
+                    EventsMode::Distinct => {
+                        lines.extend(events.into_iter().map(|(_, value)| value));
+                    }
+                    EventsMode::Merge => lines.extend(fold(events)),
+                }
+                sender.send(&lines)?;
+                if terminal {
+                    return end(sender, "terminal");
+                }
+            }
+            ReadOutcome::Gap { first, last } => {
+                // Kept until the record after it says how many errors it
+                // held.
+                gap = Some(gap.map_or((first, last), |(earlier, _)| (earlier, last)));
+                after = last;
+            }
+            ReadOutcome::Timeout => {
+                if !request.follow {
+                    return end(sender, "history");
+                }
+                if hung_up(sender.stream) {
+                    return Ok(());
+                }
+            }
+            ReadOutcome::Closed => {
+                if let Some((first, last)) = gap.take() {
+                    sender.send(&[gap_json(first, last, None, "not in the log")])?;
+                }
+                return end(sender, "unmount");
+            }
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! `vigilfs events MOUNTPOINT|IMAGE`: the recorded events, and with
+//! --follow the live ones, as lines for people or JSON Lines; with --exec a
+//! hook runs for each (see `hooks.rs`).
+//!
+//! A directory is a mount point: the events come from the mount process
+//! over the control socket (root, the owner and `events_group` only). A
+//! file or block device is an unmounted image: its event log region is
+//! read directly (paths cannot be resolved offline: `path` is null).
+//! Either way ids missing after `--since` are shown as one `lost` event.
+
+use std::io::{BufRead, ErrorKind as IoErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde_json::Value;
+use vigilfs::device::{BlockDevice, FileDevice, FileDeviceOptions, IoClass};
+use vigilfs::format::event_log::{scan_region, Geometry};
+use vigilfs::format::read_superblock;
+
+use crate::control::client;
+use crate::control::event_json::{gap_event, human_line, record_json};
+use crate::control::protocol::{EventsMode, Request};
+use crate::failure::Failure;
+use crate::hooks::{Hook, HookConfig};
+use crate::in_use::{self, AcquireError, LockMode};
+
+/// How error events are delivered.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ModeArg {
+    /// Every event as recorded.
+    Distinct,
+    /// Consecutive unread error events folded into one.
+    Merge,
+}
+
+/// `vigilfs events` arguments.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// A mount point (live), or an unmounted image (its recorded log).
+    pub target: PathBuf,
+    /// After the history, live events until the mount's terminal event
+    /// (unmount or shutdown) or Ctrl-C.
+    #[arg(long)]
+    pub follow: bool,
+    /// JSON Lines (the README lists the fields).
+    #[arg(long)]
+    pub json: bool,
+    /// Only events after this id (default: all the log holds; with
+    /// --state, the id it records).
+    #[arg(long, value_name = "ID")]
+    pub since: Option<u64>,
+    /// merge: fold consecutive unread error events into one.
+    #[arg(long, value_enum, default_value = "distinct")]
+    pub mode: ModeArg,
+    /// Run CMD (with `sh -c`) once per event: the event in VIGILFS_*
+    /// variables and as a JSON line on stdin.
+    #[arg(long, value_name = "CMD")]
+    pub exec: Option<String>,
+    /// With --exec: the last id handled, written (atomically) after CMD
+    /// succeeds, and read at start to resume after it.
+    #[arg(long, value_name = "FILE", requires = "exec")]
+    pub state: Option<PathBuf>,
+    /// With --exec: only these kinds (comma-separated: error, lost,
+    /// shutdown, unmount, mount, recovery, errors_action, freeze, thaw,
+    /// faults, running).
+    #[arg(long, value_delimiter = ',', requires = "exec")]
+    pub kinds: Vec<String>,
+    /// With --exec: a run that takes longer is killed and counts as
+    /// failed.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 60.0,
+        requires = "exec"
+    )]
+    pub timeout: f64,
+    /// With --exec: failed runs are retried this many times, waiting 1, 2,
+    /// 4... seconds; then the command exits 1 (a supervisor restarts it, and
+    /// --state resumes at the event that failed).
+    #[arg(long, default_value_t = 5, requires = "exec")]
+    pub retries: u32,
+    /// With --exec: at most one run per this many seconds; events arriving
+    /// meanwhile go to the next run together (on stdin, one line each).
+    #[arg(long, value_name = "SECONDS", requires = "exec")]
+    pub min_interval: Option<f64>,
+}
+
+fn seconds(value: f64, name: &str) -> Result<Duration, Failure> {
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| Failure::arguments(format!("{name} {value}: not a number of seconds")))
+}
+
+/// Where the output goes: printed, or to the hook.
+enum Sink {
+    Print { json: bool },
+    Hook(Box<Hook>),
+}
+
+impl Sink {
+    fn event(&mut self, event: Value) -> Result<(), Failure> {
+        match self {
+            Sink::Print { json } => {
+                let line = if *json {
+                    event.to_string()
+                } else {
+                    human_line(&event)
+                };
+                let mut stdout = std::io::stdout().lock();
+                // A closed pipe (`| head`) ends the command quietly.
+                if writeln!(stdout, "{line}")
+                    .and_then(|()| stdout.flush())
+                    .is_err()
+                {
+                    std::process::exit(0);
+                }
+                Ok(())
+            }
+            Sink::Hook(hook) => hook.offer(event),
+        }
+    }
+
+    fn tick(&mut self) -> Result<(), Failure> {
+        match self {
+            Sink::Print { .. } => Ok(()),
+            Sink::Hook(hook) => hook.tick(),
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), Failure> {
+        match self {
+            Sink::Print { .. } => Ok(()),
+            Sink::Hook(hook) => hook.finish(),
+        }
+    }
+}
+
+pub fn run(arguments: &EventsArgs) -> Result<u8, Failure> {
+    let target = &arguments.target;
+    let metadata = std::fs::metadata(target)
+        .map_err(|error| Failure::usage(format!("{}: {error}", target.display())))?;
+    let live = metadata.is_dir();
+    if !live && arguments.follow {
+        return Err(Failure::arguments(format!(
+            "--follow needs a mount point; {} is an image",
+            target.display()
+        )));
+    }
+    let mut sink = match &arguments.exec {
+        None => Sink::Print {
+            json: arguments.json,
+        },
+        Some(command) => Sink::Hook(Box::new(Hook::new(HookConfig {
+            command: command.clone(),
+            state: arguments.state.clone(),
+            kinds: arguments.kinds.clone(),
+            timeout: seconds(arguments.timeout, "--timeout")?,
+            retries: arguments.retries,
+            min_interval: arguments
+                .min_interval
+                .map(|value| seconds(value, "--min-interval"))
+                .transpose()?,
+            mountpoint: target.display().to_string(),
+        })?)),
+    };
+    let since = match (arguments.since, &sink) {
+        (Some(since), _) => since,
+        (None, Sink::Hook(hook)) => hook.resume_after(),
+        (None, Sink::Print { .. }) => 0,
+    };
+    if live {
+        let mode = match arguments.mode {
+            ModeArg::Distinct => EventsMode::Distinct,
+            ModeArg::Merge => EventsMode::Merge,
+        };
+        follow_mount(target, since, arguments.follow, mode, &mut sink)?;
+    } else {
+        read_image(target, since, &mut sink)?;
+    }
+    sink.finish()?;
+    Ok(0)
+}
+
+/// Streams from the mount at `mountpoint` into `sink`.
+fn follow_mount(
+    mountpoint: &Path,
+    since: u64,
+    follow: bool,
+    mode: EventsMode,
+    sink: &mut Sink,
+) -> Result<(), Failure> {
+    let request = Request::Events {
+        since,
+        follow,
+        mode,
+    };
+    let mut reader = client::open_stream(mountpoint, &request)
+        .map_err(|error| error.into_failure("events", mountpoint))?;
+    // Short reads let a hook's held burst go out on time.
+    reader
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .map_err(|error| Failure::operational(format!("control socket: {error}")))?;
+    let mut line = Vec::new();
+    loop {
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) => {
+                return Err(Failure::operational(format!(
+                    "events: {}: the mount process closed the stream",
+                    mountpoint.display()
+                )))
+            }
+            Ok(_) if line.ends_with(b"\n") => {
+                let value: Value = serde_json::from_slice(&line).map_err(|error| {
+                    Failure::operational(format!("events: unreadable line from the mount: {error}"))
+                })?;
+                line.clear();
+                if value.get("end").is_some() {
+                    return Ok(());
+                }
+                sink.event(value)?;
+            }
+            Ok(_) => {}
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    IoErrorKind::WouldBlock | IoErrorKind::TimedOut
+                ) =>
+            {
+                sink.tick()?;
+            }
+            Err(error) if error.kind() == IoErrorKind::Interrupted => {}
+            Err(error) => {
+                return Err(Failure::operational(format!(
+                    "events: {}: {error}",
+                    mountpoint.display()
+                )))
+            }
+        }
+    }
+}
+
+/// Reads the event log of the unmounted image at `image` into `sink`.
+fn read_image(image: &Path, since: u64, sink: &mut Sink) -> Result<(), Failure> {
+    let _lock = match in_use::acquire(image, LockMode::Shared) {
+        Ok(lock) => Some(lock),
+        Err(AcquireError::Io(_)) => None,
+        Err(refused) => {
+            return Err(Failure::usage(format!(
+                "{} (read a mounted filesystem's events with `vigilfs events MOUNTPOINT`)",
+                refused.message(image)
+            )))
+        }
+    };
+    let device = FileDevice::open(
+        image,
+        FileDeviceOptions {
+            read_only: true,
+            ..FileDeviceOptions::default()
+        },
+    )
+    .map_err(|error| Failure::operational(format!("cannot open {}: {error}", image.display())))?;
+    let superblock = read_superblock(&device)
+        .map_err(|error| Failure::operational(format!("{}: {error}", image.display())))?
+        .superblock;
+    let Some(region) = superblock.event_log else {
+        return Err(Failure::usage(format!(
+            "{}: the image has no event log (it was made before vigilfs kept one)",
+            image.display()
+        )));
+    };
+    let geometry = Geometry {
+        region,
+        block_size: superblock.layout.block_size,
+    };
+    let mut bytes = vec![0; geometry.bytes() as usize];
+    device
+        .read_at(geometry.start(), &mut bytes, IoClass::EventLog)
+        .map_err(|error| {
+            Failure::operational(format!(
+                "{}: reading the event log: {error}",
+                image.display()
+            ))
+        })?;
+    let scan = scan_region(&bytes, &geometry, &superblock.uuid);
+    let mut after = since;
+    let mut errors_before = (since == 0).then_some(0);
+    for record in scan.records.iter().filter(|record| record.id > since) {
+        if record.id > after + 1 {
+            sink.event(gap_event(after + 1, record.id - 1, record, errors_before))?;
+        }
+        errors_before = Some(record.errors_total);
+        sink.event(record_json(record, None))?;
+        after = record.id;
+    }
+    Ok(())
+}

@@ -1,0 +1,296 @@
+//! Prometheus metrics of a mount: what `-o metrics=ADDR:PORT` serves at
+//! `/metrics` and `vigilfs metrics MOUNTPOINT` prints once (for
+//! node_exporter's textfile collector).
+//!
+//! The text exposition (format 0.0.4) is written by the `prometheus-client`
+//! crate from a snapshot taken at each scrape (the engine keeps the
+//! numbers; nothing here counts). Names follow Prometheus conventions: the
+//! `vigilfs_` prefix, base units (bytes, seconds), `_total` on counters
+//! (added by the encoder). The list:
+//!
+//! ```text
+//! vigilfs_errors_total{kind}             errors recorded, by kind (persistent across mounts)
+//! vigilfs_events_total                   events recorded this mount
+//! vigilfs_events_lost_total              errors counted only in LOST events this mount
+//! vigilfs_event_log_write_failures_total failed writes of the event log this mount
+//! vigilfs_event_newest_id                newest event id
+//! vigilfs_state{state}                   1 for the state the filesystem is in: running,
+//!                                        frozen, read_only, shut_down; 0 for the others
+//! vigilfs_size_bytes, vigilfs_free_bytes data region size and free space
+//! vigilfs_bad_blocks                     blocks marked bad
+//! vigilfs_dirty_bytes                    dirty data not yet written back
+//! vigilfs_journal_free_bytes             free journal space
+//! vigilfs_journal_sequence               the journal's next sequence number
+//! vigilfs_fault_rules                    fault rules active
+//! vigilfs_fsync_duration_seconds         fsync latency histogram (this mount)
+//! vigilfs_writeback_bytes_total          bytes written back durably (this mount)
+//! vigilfs_writeback_errors_total         writeback errors (persistent, = errors{kind="writeback"})
+//! ```
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use vigilfs::device::FaultPlan;
+use vigilfs::format::ErrorKind;
+use vigilfs::fs::{latency, Filesystem, LifeState};
+
+/// The `Content-Type` of what [`render`] makes.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Everything one scrape shows, read from the engine at once.
+#[derive(Debug)]
+struct Snapshot {
+    errors_by_kind: Vec<(&'static str, u64)>,
+    events: u64,
+    events_lost: u64,
+    log_failures: u64,
+    newest_id: u64,
+    state: &'static str,
+    size_bytes: u64,
+    free_bytes: u64,
+    bad_blocks: u64,
+    dirty_bytes: u64,
+    journal_free_bytes: u64,
+    journal_sequence: u64,
+    fault_rules: u64,
+    fsync: latency::LatencySnapshot,
+    writeback_bytes: u64,
+    writeback_errors: u64,
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> std::fmt::Result {
+    encoder
+        .encode_descriptor(name, help, None, MetricType::Counter)?
+        .encode_counter::<NoLabelSet, _, u64>(&value, None)
+}
+
+fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64) -> std::fmt::Result {
+    encoder
+        .encode_descriptor(name, help, None, MetricType::Gauge)?
+        .encode_gauge(&value)
+}
+
+fn signed(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        {
+            let mut errors = encoder.encode_descriptor(
+                "vigilfs_errors",
+                "Errors the filesystem recorded, by kind (kept in the image across mounts)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (kind, count) in &self.errors_by_kind {
+                errors
+                    .encode_family(&[("kind", *kind)])?
+                    .encode_counter::<NoLabelSet, _, u64>(count, None)?;
+            }
+        }
+        counter(
+            &mut encoder,
+            "vigilfs_events",
+            "Events recorded this mount",
+            self.events,
+        )?;
+        counter(
+            &mut encoder,
+            "vigilfs_events_lost",
+            "Errors counted only in LOST events this mount (no id or room for their own)",
+            self.events_lost,
+        )?;
+        counter(
+            &mut encoder,
+            "vigilfs_event_log_write_failures",
+            "Failed writes of the event log region this mount",
+            self.log_failures,
+        )?;
+        gauge(
+            &mut encoder,
+            "vigilfs_event_newest_id",
+            "The newest event id",
+            signed(self.newest_id),
+        )?;
+        {
+            let mut state = encoder.encode_descriptor(
+                "vigilfs_state",
+                "1 for the state the filesystem is in, 0 for the others",
+                None,
+                MetricType::Gauge,
+            )?;
+            for name in ["running", "frozen", "read_only", "shut_down"] {
+                state
+                    .encode_family(&[("state", name)])?
+                    .encode_gauge(&i64::from(self.state == name))?;
+            }
+        }
+        gauge(
+            &mut encoder,
+            "vigilfs_size_bytes",
+            "Size of the data region",
+            signed(self.size_bytes),
+        )?;
+        gauge(
+            &mut encoder,
+            "vigilfs_free_bytes",
+            "Free space in the data region",
+            signed(self.free_bytes),
+        )?;
+        gauge(
+            &mut encoder,
+            "vigilfs_bad_blocks",
+            "Blocks marked bad (never allocated)",
+            signed(self.bad_blocks),
+        )?;
+        gauge(
+            &mut encoder,
+            "vigilfs_dirty_bytes",
+            "Dirty data not yet written back",
+            signed(self.dirty_bytes),
+        )?;
+        gauge(
+            &mut encoder,
+            "vigilfs_journal_free_bytes",
+            "Free journal space",
+            signed(self.journal_free_bytes),
+        )?;
+        gauge(
+            &mut encoder,
+            "vigilfs_journal_sequence",
+            "The journal's next sequence number",
+            signed(self.journal_sequence),
+        )?;
+        gauge(
+            &mut encoder,
+            "vigilfs_fault_rules",
+            "Fault injection rules active",
+            signed(self.fault_rules),
+        )?;
+        {
+            let mut cumulative = 0;
+            let buckets: Vec<(f64, u64)> = latency::BOUNDS
+                .iter()
+                .zip(&self.fsync.counts)
+                .map(|(bound, count)| {
+                    cumulative += count;
+                    (*bound, cumulative)
+                })
+                .chain(std::iter::once((f64::INFINITY, self.fsync.count())))
+                .collect();
+            encoder
+                .encode_descriptor(
+                    "vigilfs_fsync_duration_seconds",
+                    "How long fsync took, this mount",
+                    None,
+                    MetricType::Histogram,
+                )?
+                .encode_histogram::<NoLabelSet>(
+                    self.fsync.sum_seconds,
+                    self.fsync.count(),
+                    &buckets,
+                    None,
+                )?;
+        }
+        counter(
+            &mut encoder,
+            "vigilfs_writeback_bytes",
+            "Bytes written back durably this mount",
+            self.writeback_bytes,
+        )?;
+        counter(
+            &mut encoder,
+            "vigilfs_writeback_errors",
+            "Writeback errors (kept in the image across mounts)",
+            self.writeback_errors,
+        )
+    }
+}
+
+/// The metrics of `fs` (and its fault plan) as Prometheus text.
+pub fn render(fs: &Filesystem, plan: &FaultPlan) -> String {
+    let status = fs.status();
+    let block_size = u64::from(fs.statfs().map_or(4096, |statfs| statfs.block_size));
+    let record = &status.error_record;
+    let state = match status.state {
+        LifeState::Running => "running",
+        LifeState::Frozen => "frozen",
+        LifeState::ReadOnly(_) => "read_only",
+        LifeState::ShutDown(_) => "shut_down",
+    };
+    let snapshot = Snapshot {
+        errors_by_kind: ErrorKind::ALL
+            .iter()
+            .map(|kind| (kind.name(), record.counter(*kind).count))
+            .collect(),
+        events: status.events.records,
+        events_lost: status.events.lost_errors,
+        log_failures: status.events.write_failures,
+        newest_id: status.events.newest_id,
+        state,
+        size_bytes: status.total_blocks * block_size,
+        free_bytes: status.space.free_blocks * block_size,
+        bad_blocks: status.space.bad_blocks,
+        dirty_bytes: status.dirty_bytes,
+        journal_free_bytes: status.journal.free_blocks * block_size,
+        journal_sequence: status.journal.next_seq,
+        fault_rules: plan.rules().len() as u64,
+        fsync: status.fsync_latency.clone(),
+        writeback_bytes: status.writeback_bytes,
+        writeback_errors: record.counter(ErrorKind::Writeback).count,
+    };
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(snapshot));
+    let mut text = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &registry);
+    text
+}
+
+/// Serves `/metrics` on `address` from a thread of its own, for as long as
+/// the process lives or until the returned server is dropped. The mount is
+/// held only while a scrape reads it.
+pub fn serve(
+    address: &str,
+    fs: std::sync::Weak<Filesystem>,
+    plan: std::sync::Arc<FaultPlan>,
+) -> Result<std::sync::Arc<tiny_http::Server>, String> {
+    let server = tiny_http::Server::http(address)
+        .map_err(|error| format!("metrics address {address}: {error}"))?;
+    let server = std::sync::Arc::new(server);
+    let serving = std::sync::Arc::clone(&server);
+    std::thread::Builder::new()
+        .name("vigilfs-metrics".into())
+        .spawn(move || {
+            for request in serving.incoming_requests() {
+                let response = if request.url().split('?').next() != Some("/metrics") {
+                    tiny_http::Response::from_string("not found: try /metrics\n")
+                        .with_status_code(404)
+                } else {
+                    match fs.upgrade() {
+                        Some(fs) => {
+                            let text = render(&fs, &plan);
+                            drop(fs);
+                            let header =
+                                tiny_http::Header::from_bytes("Content-Type", CONTENT_TYPE)
+                                    .expect("a valid header");
+                            tiny_http::Response::from_string(text).with_header(header)
+                        }
+                        None => {
+                            tiny_http::Response::from_string("unmounted\n").with_status_code(503)
+                        }
+                    }
+                };
+                let _ = request.respond(response);
+            }
+        })
+        .map_err(|error| format!("metrics thread: {error}"))?;
+    Ok(server)
+}

@@ -1,0 +1,688 @@
+//! Issue 13 through real mounts: `vigilfs events` (LTP fanotify22's cases,
+//! an unread flood with exact loss accounting, resuming across remounts
+//! and a kill -9), hooks, Prometheus metrics scraped with a real parser,
+//! and who may listen. They need root and /dev/fuse.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+/// `vigilfs events ARGS --json` as parsed lines; asserts it succeeded.
+fn events(arguments: &[&str]) -> Vec<Value> {
+    let mut all = vec!["events"];
+    all.extend_from_slice(arguments);
+    all.push("--json");
+    let output = vigilfs(&all);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "events {arguments:?}: {}",
+        text(&output.stderr)
+    );
+    text(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+fn kind(event: &Value) -> &str {
+    event["kind"].as_str().unwrap()
+}
+
+fn of_kind<'a>(events: &'a [Value], wanted: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|event| kind(event) == wanted)
+        .collect()
+}
+
+fn errors_total(scratch: &Scratch) -> u64 {
+    scratch.status()["errors"]["total"].as_u64().unwrap()
+}
+
+/// A file of `pages` 4 KiB pages, written and made durable, then the
+/// filesystem remounted so nothing of it is cached. Returns the new pid.
+fn durable_file(scratch: &Scratch, name: &str, pages: usize, pid: u32) -> u32 {
+    fs::write(scratch.at(name), vec![7u8; pages * 4096]).unwrap();
+    let output = vigilfs(&["sync", scratch.mnt()]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    scratch.umount(pid);
+    scratch.mount(&[])
+}
+
+fn inode_of(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).unwrap().ino()
+}
+
+/// Waits until everything recorded is written to the image's log.
+fn wait_written(scratch: &Scratch) {
+    wait_until("the event log is written", Duration::from_secs(20), || {
+        let events = &scratch.status()["events"];
+        events["written_id"] == events["newest_id"]
+    });
+}
+
+#[test]
+fn fanotify22_read_metadata_and_shutdown_errors_reach_the_listener() {
+    if fuse_missing("fanotify22 cases") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "256M", "-o", "errors=remount-ro"]);
+    // A directory whose b-tree nodes the next mount has not read yet.
+    fs::create_dir_all(scratch.at("d/e")).unwrap();
+    for index in 0..200 {
+        fs::write(scratch.at(&format!("d/e/file-{index}")), b"x").unwrap();
+    }
+    let pid = durable_file(&scratch, "victim", 4, pid);
+    let ino = inode_of(&scratch.at("victim"));
+    let before = events(&[scratch.mnt()]);
+    let since = before.last().unwrap()["id"].as_u64().unwrap();
+
+    // An error on a file's data read: one event, that file, that range.
+    scratch.inject(&["--fail-reads", "--class", "data"]);
+    // O_DIRECT: one read of those 4 KiB, no readahead around it.
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(scratch.at("victim"))
+        .unwrap();
+    let mut buffer = vec![0u8; 8192];
+    let aligned = buffer.as_ptr().align_offset(4096);
+    let page = &mut buffer[aligned..aligned + 4096];
+    assert!(file.read_at(page, 8192).is_err());
+    scratch.inject(&["--clear"]);
+    let read = events(&[scratch.mnt(), "--since", &since.to_string()]);
+    let errors = of_kind(&read, "error");
+    assert_eq!(errors.len(), 1, "{read:#?}");
+    let error = errors[0];
+    assert_eq!(error["errno"], "EIO");
+    assert_eq!(error["inode"].as_u64(), Some(ino));
+    assert!(error["generation"]
+        .as_u64()
+        .is_some_and(|generation| generation > 0));
+    assert_eq!(error["path"], "/victim");
+    assert_eq!(error["subtypes"], serde_json::json!(["read"]));
+    let (offset, length) = (
+        error["offset"].as_u64().unwrap(),
+        error["length"].as_u64().unwrap(),
+    );
+    assert!(offset <= 8192 && 8192 < offset + length, "{error}");
+    assert!(error["device_offset"].as_u64().is_some(), "{error}");
+
+    // A metadata error: a METADATA event, then the errors= action.
+    let since = read.last().unwrap()["id"].as_u64().unwrap();
+    scratch.inject(&["--fail-reads", "--class", "metadata"]);
+    assert!(fs::read_dir(scratch.at("d/e"))
+        .and_then(|entries| entries.collect::<Result<Vec<_>, _>>())
+        .is_err());
+    scratch.inject(&["--clear"]);
+    wait_until(
+        "the filesystem is read-only",
+        Duration::from_secs(20),
+        || scratch.status()["state"] == "read-only",
+    );
+    let metadata = events(&[scratch.mnt(), "--since", &since.to_string()]);
+    let failed = metadata
+        .iter()
+        .position(|event| {
+            kind(event) == "error"
+                && event["subtypes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|subtype| subtype == "metadata")
+        })
+        .unwrap_or_else(|| panic!("no metadata error: {metadata:#?}"));
+    let action = metadata
+        .iter()
+        .position(|event| kind(event) == "errors_action")
+        .unwrap_or_else(|| panic!("no errors= action: {metadata:#?}"));
+    assert!(failed < action);
+    assert_eq!(metadata[action]["action"], "remount-ro");
+    let failed = &metadata[failed];
+    assert!(
+        failed["device_offset"].as_u64().is_some(),
+        "the node's device bytes: {failed}"
+    );
+
+    // A shutdown: the terminal event carries the mount's first error.
+    let output = vigilfs(&["shutdown", scratch.mnt(), "--noflush"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let all = events(&[scratch.mnt(), "--since", &since.to_string()]);
+    let shutdown = of_kind(&all, "shutdown");
+    assert_eq!(shutdown.len(), 1, "{all:#?}");
+    assert_eq!(
+        shutdown[0]["inode"].as_u64(),
+        Some(ino),
+        "the first error: the read"
+    );
+    assert_eq!(shutdown[0]["errno"], "EIO");
+    assert!(shutdown[0]["subtypes"]
+        .as_array()
+        .unwrap()
+        .contains(&"shutdown".into()));
+    drop(file);
+    scratch.umount(pid);
+}
+
+/// `vigilfs events MNT --follow --json` with its output in a pipe.
+fn listener(scratch: &Scratch, extra: &[&str]) -> Child {
+    Command::new(binary())
+        .args(["events", scratch.mnt(), "--follow", "--json"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn signal(child: &Child, signal: i32) {
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as i32, signal);
+    }
+}
+
+#[test]
+fn an_unread_flood_ends_in_exact_lost_accounting() {
+    if fuse_missing("flood") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let made = vigilfs(&[
+        "mkfs",
+        scratch.img(),
+        "--size",
+        "256M",
+        "--event-log-size",
+        "12K",
+    ]);
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let pid = scratch.mount(&[]);
+    let pages = 1500;
+    let pid = durable_file(&scratch, "flood", pages, pid);
+    let mut child = listener(&scratch, &[]);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    assert!(first.contains("\"running\""), "{first}");
+    // A second listener reads all along.
+    let mut reading = listener(&scratch, &[]);
+    let reading_out = reading.stdout.take().unwrap();
+    let keeping_up = std::thread::spawn(move || {
+        let mut all = String::new();
+        BufReader::new(reading_out)
+            .read_to_string(&mut all)
+            .unwrap();
+        all
+    });
+    // The first listener stops reading; the errors go on.
+    signal(&child, libc::SIGSTOP);
+    let errors_before = errors_total(&scratch);
+    scratch.inject(&["--fail-reads", "--class", "data"]);
+    let file = fs::File::open(scratch.at("flood")).unwrap();
+    let mut page = vec![0u8; 4096];
+    for index in 0..pages {
+        // Every page its own range: distinct errors, far more events than
+        // the 16-slot log and the listener's socket hold.
+        let _ = file.read_at(&mut page, (index * 4096) as u64);
+    }
+    scratch.inject(&["--clear"]);
+    let emitted = errors_total(&scratch) - errors_before;
+    assert!(
+        emitted >= pages as u64,
+        "{emitted} errors for {pages} reads"
+    );
+    wait_written(&scratch);
+    drop(file);
+    signal(&child, libc::SIGCONT);
+    // Read while the mount goes away: the listener must be able to write.
+    let reader = std::thread::spawn(move || {
+        let mut rest = String::new();
+        out.read_to_string(&mut rest).unwrap();
+        rest
+    });
+    scratch.umount(pid);
+    let rest = reader.join().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "{stderr}\n{rest}");
+    let received: Vec<Value> = rest
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let lost = of_kind(&received, "lost");
+    assert!(!lost.is_empty(), "the listener fell behind: a lost event");
+    let mut counted = 0;
+    for event in &received {
+        match kind(event) {
+            "error" => counted += event["count"].as_u64().unwrap(),
+            "lost" => {
+                counted += event["count"]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("an uncounted loss: {event}"));
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(counted, emitted, "errors in ERROR + LOST events");
+    assert_eq!(
+        kind(received.last().unwrap()),
+        "unmount",
+        "the terminal event ends it"
+    );
+    // The one that kept reading lost nothing countable: the stopped one
+    // did not hold it (or the filesystem) back.
+    assert!(reading.wait().unwrap().success());
+    let other: Vec<Value> = keeping_up
+        .join()
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let other_errors: u64 = of_kind(&other, "error")
+        .iter()
+        .map(|event| event["count"].as_u64().unwrap())
+        .sum();
+    let other_lost: u64 = of_kind(&other, "lost")
+        .iter()
+        .map(|event| event["count"].as_u64().expect("a counted loss"))
+        .sum();
+    assert_eq!(other_errors + other_lost, emitted);
+}
+
+#[test]
+fn since_resumes_exactly_across_remounts_and_a_kill_9() {
+    if fuse_missing("resume") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let made = vigilfs(&[
+        "mkfs",
+        scratch.img(),
+        "--size",
+        "256M",
+        "--event-log-size",
+        "16K",
+    ]);
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let mut pid = scratch.mount(&[]);
+    // Fault rule changes are events: easy to make many of.
+    let make_events = |count: usize| {
+        for _ in 0..count {
+            scratch.inject(&["--fail-writes", "--class", "data", "--range", "0:4096"]);
+            scratch.inject(&["--clear"]);
+        }
+    };
+    make_events(3);
+    let seen = events(&[scratch.mnt()]);
+    let handled = seen.last().unwrap()["id"].as_u64().unwrap();
+    let mut known: BTreeSet<u64> = BTreeSet::new();
+    // Errors go on while nobody listens; the filesystem is remounted.
+    make_events(4);
+    wait_written(&scratch);
+    known.extend(
+        events(&[scratch.mnt()])
+            .iter()
+            .filter_map(|event| event["id"].as_u64()),
+    );
+    scratch.umount(pid);
+    pid = scratch.mount(&[]);
+    make_events(2);
+    wait_written(&scratch);
+    known.extend(
+        events(&[scratch.mnt()])
+            .iter()
+            .filter_map(|event| event["id"].as_u64()),
+    );
+    // The mount process dies without unmounting.
+    // SAFETY: killing the daemon this test started.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+    wait_until("the daemon is gone", Duration::from_secs(10), || {
+        process_gone(pid)
+    });
+    lazy_unmount(&scratch.mountpoint);
+    pid = scratch.mount(&[]);
+    make_events(1);
+    let resumed = events(&[scratch.mnt(), "--since", &handled.to_string()]);
+    let ids: Vec<u64> = resumed
+        .iter()
+        .filter_map(|event| event["id"].as_u64())
+        .collect();
+    assert!(
+        ids.windows(2).all(|pair| pair[0] < pair[1]),
+        "in order, no duplicate: {ids:?}"
+    );
+    assert!(ids.iter().all(|id| *id > handled));
+    let missing: Vec<u64> = known
+        .iter()
+        .copied()
+        .filter(|id| *id > handled && !ids.contains(id))
+        .collect();
+    // The 16K log holds 32 events: nothing of this run was overwritten.
+    assert!(missing.is_empty(), "ids not given back: {missing:?}");
+    // The ids the killed mount had reserved are a reported gap, not silence.
+    let mount = resumed
+        .iter()
+        .rfind(|event| kind(event) == "mount")
+        .unwrap();
+    assert_eq!(mount["recovered"], true);
+    let gap = resumed
+        .iter()
+        .find(|event| {
+            kind(event) == "lost" && event["origin"].as_str().unwrap().contains("skipped")
+        })
+        .unwrap_or_else(|| panic!("no reported gap: {resumed:#?}"));
+    assert_eq!(
+        gap["lost_last_id"].as_u64().unwrap() + 1,
+        mount["id"].as_u64().unwrap()
+    );
+    // Every id from the resume point on is an event or inside a reported gap.
+    let mut expected = handled + 1;
+    for event in &resumed {
+        match event["id"].as_u64() {
+            Some(id) => {
+                assert_eq!(id, expected, "{event}");
+                expected = id + 1;
+            }
+            None => {
+                assert_eq!(event["lost_first_id"].as_u64(), Some(expected));
+                expected = event["lost_last_id"].as_u64().unwrap() + 1;
+            }
+        }
+    }
+    // More events than the log holds: the oldest are a counted drop.
+    make_events(20);
+    wait_written(&scratch);
+    let all = events(&[scratch.mnt()]);
+    assert_eq!(kind(&all[0]), "lost", "{:#}", all[0]);
+    assert_eq!(all[0]["lost_first_id"], 1);
+    assert!(all[0]["lost_last_id"].as_u64().unwrap() >= 10);
+    scratch.umount(pid);
+    // Offline, the image's log holds the newest of them and the unmount,
+    // and says what it no longer holds.
+    let offline = events(&[scratch.img()]);
+    let live_ids: Vec<u64> = all
+        .iter()
+        .filter_map(|event| event["id"].as_u64())
+        .collect();
+    let offline_ids: Vec<u64> = offline
+        .iter()
+        .filter_map(|event| event["id"].as_u64())
+        .collect();
+    assert_eq!(kind(offline.last().unwrap()), "unmount");
+    assert!(
+        live_ids.ends_with(&offline_ids[..offline_ids.len() - 1]),
+        "{offline_ids:?} vs {live_ids:?}"
+    );
+    assert_eq!(kind(&offline[0]), "lost");
+    let fsck = vigilfs(&["fsck", scratch.img()]);
+    assert_eq!(fsck.status.code(), Some(0), "{}", text(&fsck.stdout));
+}
+
+#[test]
+fn the_exec_hook_runs_once_per_event_and_resumes_from_its_state_file() {
+    if fuse_missing("hooks") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "256M"]);
+    let state = scratch.directory.path().join("hook.state");
+    let ran = scratch.directory.path().join("ran.txt");
+    let script = format!(
+        "read -r line; echo \"$VIGILFS_EVENT_ID $VIGILFS_KIND $VIGILFS_COUNT $VIGILFS_MOUNTPOINT ${{#line}}\" >> {}",
+        ran.display()
+    );
+    let start_hook = || {
+        Command::new(binary())
+            .args(["events", scratch.mnt(), "--follow", "--exec", &script])
+            .arg("--state")
+            .arg(&state)
+            .args(["--kinds", "faults,unmount"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let runs = || -> Vec<(u64, String)> {
+        fs::read_to_string(&ran)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| {
+                let fields: Vec<&str> = line.split(' ').collect();
+                assert_eq!(fields[3], scratch.mnt(), "{line}");
+                assert!(
+                    fields[4].parse::<usize>().unwrap() > 10,
+                    "JSON on stdin: {line}"
+                );
+                (fields[0].parse().unwrap(), fields[1].to_string())
+            })
+            .collect()
+    };
+    let mut hook = start_hook();
+    scratch.inject(&["--fail-writes", "--class", "data", "--range", "0:4096"]);
+    scratch.inject(&["--clear"]);
+    wait_until("the hook ran twice", Duration::from_secs(20), || {
+        runs().len() == 2
+    });
+    wait_until("the state is saved", Duration::from_secs(10), || {
+        fs::read_to_string(&state).is_ok_and(|text| text.trim().parse::<u64>().is_ok())
+    });
+    hook.kill().unwrap();
+    hook.wait().unwrap();
+    // Events while the hook is down; then it resumes.
+    scratch.inject(&["--fail-writes", "--class", "data", "--range", "0:4096"]);
+    scratch.inject(&["--clear"]);
+    let mut hook = start_hook();
+    wait_until("the hook caught up", Duration::from_secs(20), || {
+        runs().len() == 4
+    });
+    scratch.umount(pid);
+    assert!(hook.wait().unwrap().success());
+    let runs = runs();
+    let ids: Vec<u64> = runs.iter().map(|(id, _)| *id).collect();
+    assert!(
+        ids.windows(2).all(|pair| pair[0] < pair[1]),
+        "once each, in order: {runs:?}"
+    );
+    let kinds: Vec<&str> = runs.iter().map(|(_, kind)| kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["faults", "faults", "faults", "faults", "unmount"][..runs.len()]
+    );
+    assert_eq!(runs.len(), 5, "the unmount event ran too: {runs:?}");
+}
+
+fn scrape(address: &str) -> prometheus_parse::Scrape {
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    use std::io::Write;
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+        "{head}"
+    );
+    let lines = body.lines().map(|line| Ok(line.to_string()));
+    prometheus_parse::Scrape::parse(lines).unwrap()
+}
+
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>) -> f64 {
+    let found = scrape
+        .samples
+        .iter()
+        .find(|sample| {
+            sample.metric == name
+                && label.is_none_or(|(key, value)| sample.labels.get(key) == Some(value))
+        })
+        .unwrap_or_else(|| panic!("no sample {name} {label:?}"));
+    match found.value {
+        prometheus_parse::Value::Counter(value)
+        | prometheus_parse::Value::Gauge(value)
+        | prometheus_parse::Value::Untyped(value) => value,
+        ref other => panic!("{name}: {other:?}"),
+    }
+}
+
+#[test]
+fn metrics_scraped_with_a_real_parser_agree_with_status() {
+    if fuse_missing("metrics") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let address = "127.0.0.1:39471";
+    let pid = scratch.mount(&["--size", "256M", "-o", &format!("metrics={address}")]);
+    let pid = {
+        fs::write(scratch.at("f"), vec![1u8; 16384]).unwrap();
+        let _ = vigilfs(&["sync", scratch.mnt()]);
+        scratch.umount(pid);
+        scratch.mount(&["-o", &format!("metrics={address}")])
+    };
+    let since = events(&[scratch.mnt()]).last().unwrap()["id"].to_string();
+    scratch.inject(&["--fail-reads", "--class", "data"]);
+    let file = fs::File::open(scratch.at("f")).unwrap();
+    let mut page = vec![0u8; 4096];
+    for offset in [0, 4096, 8192] {
+        assert!(file.read_at(&mut page, offset).is_err());
+    }
+    let status = scratch.status();
+    // Distinct: an event per failed range; merge: consecutive unread error
+    // events folded into one, the count summed.
+    let distinct = events(&[scratch.mnt(), "--since", &since]);
+    let errors: Vec<&Value> = of_kind(&distinct, "error");
+    assert!(errors.len() >= 3, "{distinct:#?}");
+    let merged = events(&[scratch.mnt(), "--since", &since, "--mode", "merge"]);
+    let folded = of_kind(&merged, "error");
+    assert_eq!(folded.len(), 1, "{merged:#?}");
+    let sum: u64 = errors
+        .iter()
+        .map(|event| event["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(folded[0]["count"].as_u64(), Some(sum));
+    assert_eq!(folded[0]["id"], errors.last().unwrap()["id"]);
+    let parsed = scrape(address);
+    let read_errors = status["errors"]["per_kind"]["read"]["count"]
+        .as_u64()
+        .unwrap();
+    assert!(read_errors >= 3);
+    assert_eq!(
+        sample(&parsed, "vigilfs_errors_total", Some(("kind", "read"))),
+        read_errors as f64
+    );
+    assert_eq!(sample(&parsed, "vigilfs_fault_rules", None), 1.0);
+    assert_eq!(
+        sample(&parsed, "vigilfs_state", Some(("state", "running"))),
+        1.0
+    );
+    assert_eq!(
+        sample(&parsed, "vigilfs_state", Some(("state", "shut_down"))),
+        0.0
+    );
+    assert!(
+        sample(&parsed, "vigilfs_event_newest_id", None)
+            >= status["events"]["newest_id"].as_u64().unwrap() as f64
+    );
+    let total = status["space"]["total_blocks"].as_u64().unwrap() * 4096;
+    assert_eq!(sample(&parsed, "vigilfs_size_bytes", None), total as f64);
+    assert!(parsed.samples.iter().any(|sample| sample.metric
+        == "vigilfs_fsync_duration_seconds_count"
+        || sample.metric == "vigilfs_fsync_duration_seconds"));
+    // `vigilfs metrics` prints the same families once.
+    let once = vigilfs(&["metrics", scratch.mnt()]);
+    assert!(once.status.success(), "{}", text(&once.stderr));
+    let printed = prometheus_parse::Scrape::parse(
+        text(&once.stdout).lines().map(|line| Ok(line.to_string())),
+    )
+    .unwrap();
+    assert_eq!(
+        sample(&printed, "vigilfs_errors_total", Some(("kind", "read"))),
+        read_errors as f64
+    );
+    // Shut down: the state gauge says so.
+    scratch.inject(&["--clear"]);
+    assert!(vigilfs(&["shutdown", scratch.mnt()]).status.success());
+    let parsed = scrape(address);
+    assert_eq!(
+        sample(&parsed, "vigilfs_state", Some(("state", "shut_down"))),
+        1.0
+    );
+    drop(file);
+    scratch.umount(pid);
+}
+
+#[test]
+fn an_unprivileged_user_is_refused_the_event_stream_unless_in_events_group() {
+    if fuse_missing("events permission") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "256M"]);
+    let as_nobody = |groups: &[u32]| {
+        let mut command = Command::new(binary());
+        command
+            .args(["events", scratch.mnt(), "--json"])
+            .stdin(Stdio::null());
+        let groups = groups.to_vec();
+        // SAFETY: between fork and exec, only async-signal-safe calls:
+        // supplementary groups first, while still root, then the ids.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setgid(65534) != 0
+                    || libc::setuid(65534) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        command.output().unwrap()
+    };
+    let refused = as_nobody(&[]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("permission denied"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert!(refused.stdout.is_empty());
+    // status stays open to everyone.
+    let status = Command::new(binary())
+        .args(["status", scratch.mnt()])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    scratch.umount(pid);
+
+    // A group allowed by events_group= may listen (supplementary here).
+    let pid = scratch.mount(&["-o", "events_group=4242"]);
+    let allowed = as_nobody(&[4242]);
+    assert_eq!(allowed.status.code(), Some(0), "{}", text(&allowed.stderr));
+    assert!(text(&allowed.stdout).contains("\"mount\""));
+    let still_refused = as_nobody(&[]);
+    assert_eq!(still_refused.status.code(), Some(1));
+    scratch.umount(pid);
+}

@@ -1,0 +1,908 @@
+//! The event log of a mount: every error and every operational event
+//! (mount, recovery, `errors=` actions, freeze, thaw, fault rules,
+//! shutdown, unmount) becomes a record with an id that increases across
+//! mounts and is never given twice; the records are kept in a bounded ring
+//! in memory for live listeners and written to the image's event log
+//! region (`format::event_log`) by the writer thread.
+//!
+//! # The error path
+//!
+//! [`EventLog::record_error`] takes one short lock and never allocates,
+//! never waits for the device and never recurses: the ring and its slots
+//! are allocated at mount. An error equal to one in a record still open
+//! (not yet read by a listener nor taken by the writer) merges into it
+//! (count += 1, last error and time updated). Otherwise it opens a record,
+//! if an id may be handed out and there is room; if not, it merges into the
+//! newest open error record (first error kept, last updated, subtypes
+//! OR-ed), and if there is none it is counted in the tally that becomes a
+//! LOST record as soon as an id is free. So every error is counted in
+//! exactly one record's `count`, and `errors_total` (the running sum, fixed
+//! when a record is sealed) makes any loss a reader sees exact.
+//!
+//! # Ids
+//!
+//! Ids are handed out only up to `reserved_through`, which the region's
+//! header says before any id beyond the old reservation is used (the
+//! writer raises it ahead of need). After an unclean stop the next mount
+//! resumes above the reservation, and its MOUNT record names the skipped
+//! ids as a gap: an id a listener saw live is never given again, and a
+//! reader can tell a gap from nothing. Two ids are kept spare for the
+//! terminal records, which always get one.
+//!
+//! # Invariants
+//!
+//! Ring entries have consecutive ids; in id order they are sealed, then
+//! open (sealing goes in id order, so `errors_total` is a running sum in
+//! id order). An entry leaves the ring only when sealed and written (or,
+//! without a region, sealed). Locks: the region (`store`) before the ring
+//! (`state`), never the other way round; the error path takes only
+//! `state`.
+
+mod store;
+mod writer;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::device::BlockDevice;
+use crate::format::event_log::{EventRecord, InlineText, NodeRef, RecordKind};
+use crate::format::Superblock;
+use store::Store;
+pub(super) use writer::Writer;
+
+/// Records kept in memory.
+const RING: usize = 1024;
+/// Records that may still merge at once.
+const OPEN_LIMIT: usize = 64;
+/// Ids reserved ahead of need.
+const RESERVATION: u64 = 4096;
+/// Ids kept for the terminal records (shutdown, then unmount).
+const SPARE: u64 = 2;
+/// Ids skipped when the region's headers are both unreadable: far more
+/// than any reservation, so no id handed out before is given again.
+const LOST_HEADER_SKIP: u64 = 1 << 20;
+
+/// `fserror`'s SHUTDOWN subtype bit, carried by the SHUTDOWN record.
+const SHUTDOWN_SUBTYPE: u32 = 1 << 7;
+
+/// One error, as the event log takes it.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorInput<'a> {
+    /// Subtype bits (the `fserror` crate's).
+    pub subtypes: u32,
+    /// Its errno.
+    pub errno: i32,
+    /// The inode and its generation (when known).
+    pub inode: Option<(u64, Option<u64>)>,
+    /// The file byte range.
+    pub range: Option<(u64, u64)>,
+    /// The device byte range.
+    pub device_range: Option<(u64, u64)>,
+    /// The b-tree node: tree, level, block.
+    pub node: Option<(&'a str, Option<u8>, u64)>,
+    /// Where it was seen.
+    pub origin: &'a str,
+}
+
+/// An operational event.
+#[derive(Debug, Clone, Copy)]
+pub enum Notice<'a> {
+    /// Mounted; whether recovery runs, the mount count, ids skipped after
+    /// an unclean stop.
+    Mount {
+        /// The journal is replayed (an unclean stop before).
+        recovered: bool,
+        /// The superblock's mount count.
+        mount_count: u64,
+    },
+    /// Recovery finished; orphans deleted.
+    Recovery {
+        /// Orphans the crash left, deleted.
+        orphans: u64,
+    },
+    /// The `errors=` policy acted.
+    ErrorsAction {
+        /// What it did ("remount-ro", "panic").
+        action: &'a str,
+    },
+    /// Frozen.
+    Freeze,
+    /// Thawed.
+    Thaw,
+    /// Fault rules changed.
+    Faults {
+        /// What changed ("set fail op=write class=data", "cleared").
+        change: &'a str,
+        /// Rules active now.
+        active: u64,
+    },
+}
+
+/// Errors that found no record yet: what the next LOST record carries.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    count: u64,
+    subtypes: u32,
+    first_ns: u64,
+    last_ns: u64,
+    /// Operational events that found no id.
+    notices: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    record: EventRecord,
+    sealed: bool,
+}
+
+#[derive(Debug)]
+struct LogState {
+    ring: VecDeque<Entry>,
+    next_id: u64,
+    /// Ids up to this are in the region and flushed (or, without one, are
+    /// final).
+    written_through: u64,
+    /// Ids up to this were written before a journal commit's flush (so are
+    /// durable once it succeeds); the writer still flushes them itself
+    /// before they may leave the ring.
+    committed_through: u64,
+    reserved_through: u64,
+    open: usize,
+    /// `errors_total` of the newest sealed record.
+    sealed_total: u64,
+    tally: Tally,
+    held: bool,
+    stopping: bool,
+    closed: bool,
+    mount_first_id: u64,
+    first_error: Option<EventRecord>,
+    mount_errors: u64,
+    records_made: u64,
+    errors_tallied: u64,
+    /// Threads waiting on `changed` (listeners, the writer): the error
+    /// path wakes them only when there are some.
+    waiting: usize,
+}
+
+/// What a monitor sees of the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventLogStatus {
+    /// Whether the image has an event log region (else records live in
+    /// memory only, for this mount).
+    pub persistent: bool,
+    /// Record slots in the region.
+    pub slots: u64,
+    /// The newest id handed out, 0 if none.
+    pub newest_id: u64,
+    /// Ids up to this are written to the region.
+    pub written_id: u64,
+    /// The first id of this mount.
+    pub mount_first_id: u64,
+    /// Records made this mount.
+    pub records: u64,
+    /// Errors counted only in LOST records this mount.
+    pub lost_errors: u64,
+    /// Failed writes of the log this mount.
+    pub write_failures: u64,
+    /// The last of them.
+    pub last_write_failure: Option<String>,
+    /// Why the region could not be used at mount, if it could not.
+    pub unavailable: Option<String>,
+}
+
+/// What [`EventLog::read_after`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// The records after the id asked for, consecutive, in order.
+    Records(Vec<EventRecord>),
+    /// These ids are not there: overwritten by the ring, never written
+    /// (a crash, a failed write), or skipped by a mount after an unclean
+    /// stop. The record after them is read next.
+    Gap {
+        /// First missing id.
+        first: u64,
+        /// Last missing id.
+        last: u64,
+    },
+    /// Nothing new within the wait.
+    Timeout,
+    /// The mount's log is closed (unmounted) and everything was read.
+    Closed,
+}
+
+/// The event log of a mount. See the module comment.
+pub struct EventLog {
+    state: Mutex<LogState>,
+    changed: Condvar,
+    store: Mutex<Option<Store>>,
+    writable: bool,
+    slots: u64,
+    unavailable: Option<String>,
+    write_failures: AtomicU64,
+    last_failure: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for EventLog {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("EventLog")
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves the state whole before it can panic.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Nanoseconds since the epoch.
+pub(crate) fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+        })
+}
+
+fn counted(kind: RecordKind) -> bool {
+    matches!(kind, RecordKind::Error | RecordKind::Lost)
+}
+
+impl LogState {
+    fn new(next_id: u64, reserved_through: u64, sealed_total: u64) -> LogState {
+        LogState {
+            ring: VecDeque::with_capacity(RING + SPARE as usize),
+            next_id,
+            written_through: next_id - 1,
+            committed_through: next_id - 1,
+            reserved_through,
+            open: 0,
+            sealed_total,
+            tally: Tally::default(),
+            held: false,
+            stopping: false,
+            closed: false,
+            mount_first_id: next_id,
+            first_error: None,
+            mount_errors: 0,
+            records_made: 0,
+            errors_tallied: 0,
+            waiting: 0,
+        }
+    }
+
+    /// A new id and room for its record, if both may be had.
+    fn take_id(&mut self, terminal: bool) -> Option<u64> {
+        let limit = if terminal {
+            self.reserved_through
+        } else {
+            self.reserved_through.saturating_sub(SPARE)
+        };
+        if self.next_id > limit || (!terminal && self.open >= OPEN_LIMIT) {
+            return None;
+        }
+        let room = if terminal {
+            RING + SPARE as usize
+        } else {
+            RING
+        };
+        while self.ring.len() >= room {
+            let front = self.ring.front()?;
+            if !front.sealed || front.record.id > self.written_through {
+                return None;
+            }
+            self.ring.pop_front();
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        Some(id)
+    }
+
+    fn push(&mut self, record: EventRecord) {
+        self.ring.push_back(Entry {
+            record,
+            sealed: false,
+        });
+        self.open += 1;
+        self.records_made += 1;
+    }
+
+    /// Seals every open record up to `id`, in id order.
+    fn seal_through(&mut self, id: u64) {
+        if self.open == 0 {
+            return;
+        }
+        let mut open = self.open;
+        let mut total = self.sealed_total;
+        let start = self.ring.len() - open;
+        for entry in self.ring.iter_mut().skip(start) {
+            if entry.record.id > id {
+                break;
+            }
+            if counted(entry.record.kind) {
+                total += entry.record.count;
+            }
+            entry.record.errors_total = total;
+            entry.sealed = true;
+            open -= 1;
+        }
+        self.open = open;
+        self.sealed_total = total;
+    }
+
+    /// Turns the tally into a LOST record if an id is free.
+    fn flush_tally(&mut self, terminal: bool) {
+        if self.tally.count == 0 && self.tally.notices == 0 {
+            return;
+        }
+        let Some(id) = self.take_id(terminal) else {
+            return;
+        };
+        let tally = std::mem::take(&mut self.tally);
+        let mut record = EventRecord::new(id, RecordKind::Lost, tally.first_ns);
+        record.last_time_ns = tally.last_ns.max(tally.first_ns);
+        record.count = tally.count;
+        record.subtypes = tally.subtypes;
+        record.value = tally.notices;
+        record.text = InlineText::new(&format!(
+            "{} errors, {} other events without a record of their own",
+            tally.count, tally.notices
+        ));
+        self.push(record);
+    }
+
+    fn newest_open_error(&mut self) -> Option<&mut EventRecord> {
+        let open = self.open;
+        self.ring
+            .iter_mut()
+            .rev()
+            .take(open)
+            .map(|entry| &mut entry.record)
+            .find(|record| record.kind == RecordKind::Error)
+    }
+}
+
+impl EventLog {
+    /// A log kept in memory only (no region): for images without one and
+    /// for engines built without a device.
+    pub fn in_memory() -> EventLog {
+        EventLog::assemble(LogState::new(1, u64::MAX, 0), None, false, 0, None)
+    }
+
+    fn assemble(
+        state: LogState,
+        store: Option<Store>,
+        writable: bool,
+        slots: u64,
+        unavailable: Option<String>,
+    ) -> EventLog {
+        EventLog {
+            state: Mutex::new(state),
+            changed: Condvar::new(),
+            store: Mutex::new(store),
+            writable,
+            slots,
+            unavailable,
+            write_failures: AtomicU64::new(0),
+            last_failure: Mutex::new(None),
+        }
+    }
+
+    /// Opens the log of the filesystem on `device`: reads the region,
+    /// picks the next id (above the reservation after an unclean stop) and,
+    /// unless `read_only`, reserves ids ahead before any is handed out.
+    /// Returns the log and the ids skipped, if any. A region that cannot
+    /// be read or reserved leaves a log in memory only, and says why in its
+    /// status: the mount goes on.
+    pub fn open(
+        device: Arc<dyn BlockDevice>,
+        superblock: &Superblock,
+        read_only: bool,
+    ) -> (EventLog, Option<(u64, u64)>) {
+        let (mut store, scan) = match Store::open(device, superblock) {
+            None => return (EventLog::in_memory(), None),
+            Some(Err(error)) => {
+                let mut log = EventLog::in_memory();
+                log.unavailable = Some(format!("reading the event log region: {error}"));
+                return (log, None);
+            }
+            Some(Ok(opened)) => opened,
+        };
+        let newest = scan.newest().copied();
+        let newest_id = newest.map_or(0, |record| record.id);
+        let clean = newest.is_none_or(|record| record.kind == RecordKind::Unmount);
+        let base = match scan.header() {
+            Some(_) if clean => newest_id,
+            Some(header) => header.reserved_through.max(newest_id),
+            // Both headers lost: what was reserved is unknown.
+            None if newest_id == 0 && scan.defects.is_empty() => 0,
+            None => newest_id + LOST_HEADER_SKIP,
+        };
+        let skipped = (base > newest_id).then_some((newest_id + 1, base));
+        let sealed_total = newest.map_or(0, |record| record.errors_total);
+        let slots = store.slots();
+        if read_only {
+            // Nothing is written: ids live in this mount only.
+            let state = LogState::new(base + 1, u64::MAX, sealed_total);
+            return (
+                EventLog::assemble(state, Some(store), false, slots, None),
+                skipped,
+            );
+        }
+        let reserved = base + RESERVATION;
+        match store.write_header(reserved) {
+            Ok(()) => {
+                let state = LogState::new(base + 1, reserved, sealed_total);
+                (
+                    EventLog::assemble(state, Some(store), true, slots, None),
+                    skipped,
+                )
+            }
+            Err(error) => {
+                let state = LogState::new(base + 1, u64::MAX, sealed_total);
+                (
+                    EventLog::assemble(
+                        state,
+                        Some(store),
+                        false,
+                        slots,
+                        Some(format!("reserving event ids: {error}")),
+                    ),
+                    skipped,
+                )
+            }
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, LogState> {
+        lock(&self.state)
+    }
+
+    fn wake(&self, waiting: bool) {
+        if waiting {
+            self.changed.notify_all();
+        }
+    }
+
+    /// Records one error. Never allocates, never waits for the device,
+    /// never calls back into the filesystem.
+    pub fn record_error(&self, error: &ErrorInput<'_>) {
+        let now = now_ns();
+        let mut state = self.state();
+        state.mount_errors += 1;
+        let inode = error.inode.map(|(ino, _)| ino);
+        let open = state.open;
+        let same = state.ring.iter_mut().rev().take(open).find(|entry| {
+            let record = &entry.record;
+            record.kind == RecordKind::Error
+                && record.subtypes == error.subtypes
+                && record.errno == error.errno
+                && record.inode == inode
+                && record.range == error.range
+        });
+        if let Some(entry) = same {
+            merge(&mut entry.record, error, now);
+            return;
+        }
+        if let Some(id) = state.take_id(false) {
+            let mut record = EventRecord::new(id, RecordKind::Error, now);
+            record.count = 1;
+            record.subtypes = error.subtypes;
+            record.errno = error.errno;
+            record.last_errno = error.errno;
+            record.inode = inode;
+            record.last_inode = inode;
+            record.generation = error.inode.and_then(|(_, generation)| generation);
+            record.range = error.range;
+            record.device_range = error.device_range;
+            record.node = error.node.map(|(tree, level, block)| NodeRef {
+                tree: InlineText::new(tree),
+                level,
+                block,
+            });
+            record.text = InlineText::new(error.origin);
+            if state.first_error.is_none() {
+                state.first_error = Some(record);
+            }
+            state.push(record);
+            let waiting = state.waiting > 0;
+            drop(state);
+            self.wake(waiting);
+            return;
+        }
+        if let Some(record) = state.newest_open_error() {
+            merge(record, error, now);
+            return;
+        }
+        let tally = &mut state.tally;
+        if tally.count == 0 {
+            tally.first_ns = now;
+        }
+        tally.count += 1;
+        tally.subtypes |= error.subtypes;
+        tally.last_ns = now;
+        state.errors_tallied += 1;
+        let waiting = state.waiting > 0;
+        drop(state);
+        // The writer turns the tally into a record once an id is free.
+        self.wake(waiting);
+    }
+
+    /// Records an operational event. One that finds no id is counted in
+    /// the tally: it is rare, and the LOST record says so.
+    pub fn record_notice(&self, notice: &Notice<'_>) {
+        let now = now_ns();
+        let mut state = self.state();
+        state.flush_tally(false);
+        let Some(id) = state.take_id(false) else {
+            let tally = &mut state.tally;
+            if tally.count == 0 && tally.notices == 0 {
+                tally.first_ns = now;
+            }
+            tally.notices += 1;
+            tally.last_ns = now;
+            return;
+        };
+        let kind = match notice {
+            Notice::Mount { .. } => RecordKind::Mount,
+            Notice::Recovery { .. } => RecordKind::Recovery,
+            Notice::ErrorsAction { .. } => RecordKind::ErrorsAction,
+            Notice::Freeze => RecordKind::Freeze,
+            Notice::Thaw => RecordKind::Thaw,
+            Notice::Faults { .. } => RecordKind::Faults,
+        };
+        let mut record = EventRecord::new(id, kind, now);
+        match *notice {
+            Notice::Mount {
+                recovered,
+                mount_count,
+            } => {
+                record.flag = recovered;
+                record.value = mount_count;
+                state.mount_first_id = id;
+            }
+            Notice::Recovery { orphans } => record.value = orphans,
+            Notice::ErrorsAction { action } => record.text = InlineText::new(action),
+            Notice::Freeze | Notice::Thaw => {}
+            Notice::Faults { change, active } => {
+                record.text = InlineText::new(change);
+                record.value = active;
+            }
+        }
+        state.push(record);
+        let waiting = state.waiting > 0;
+        drop(state);
+        self.wake(waiting);
+    }
+
+    /// Records the ids a mount skipped after an unclean stop: the MOUNT
+    /// record about to be made carries them as its gap.
+    pub fn record_mount(&self, recovered: bool, mount_count: u64, skipped: Option<(u64, u64)>) {
+        self.record_notice(&Notice::Mount {
+            recovered,
+            mount_count,
+        });
+        if let Some(gap) = skipped {
+            let mut state = self.state();
+            let first = state.mount_first_id;
+            if let Some(entry) = state
+                .ring
+                .iter_mut()
+                .rev()
+                .find(|entry| entry.record.id == first)
+            {
+                entry.record.gap = Some(gap);
+            }
+        }
+    }
+
+    /// Records the terminal SHUTDOWN or UNMOUNT record: the mount's error
+    /// count, and its first error (errno, object, range) when it had one.
+    pub fn record_terminal(&self, kind: RecordKind, why: &str) {
+        let now = now_ns();
+        let mut state = self.state();
+        state.flush_tally(true);
+        let Some(id) = state.take_id(true) else {
+            return;
+        };
+        let mut record = match state.first_error {
+            Some(first) => {
+                let mut record = first;
+                record.id = id;
+                record.kind = kind;
+                record.first_time_ns = now;
+                record.last_time_ns = now;
+                record.last_errno = first.errno;
+                record.last_inode = first.inode;
+                record.errors_total = 0;
+                record
+            }
+            None => EventRecord::new(id, kind, now),
+        };
+        record.count = state.mount_errors;
+        if kind == RecordKind::Shutdown {
+            record.subtypes |= SHUTDOWN_SUBTYPE;
+            if record.errno == 0 {
+                record.errno = libc::ESHUTDOWN;
+            }
+        }
+        record.text = InlineText::new(why);
+        state.push(record);
+        let waiting = state.waiting > 0;
+        drop(state);
+        self.wake(waiting);
+    }
+
+    /// Writes the records not yet written, without a flush: the journal
+    /// calls it right before a commit's device flush, which makes them
+    /// durable with the commit. Never fails the commit: a failure is
+    /// counted, and the writer tries again. Never waits either: if the
+    /// writer is writing the region right now (its flush comes within
+    /// moments and its next round follows at once), the commit goes on
+    /// without it — waiting there cost fsync callers three quarters of
+    /// their rate under an error flood (bench/RESULTS.md).
+    pub fn write_for_commit(&self) {
+        if !self.writable {
+            return;
+        }
+        let mut store = match self.store.try_lock() {
+            Ok(store) => store,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        let records = {
+            let mut state = self.state();
+            if state.held {
+                return;
+            }
+            let newest = state.next_id - 1;
+            state.seal_through(newest);
+            let from = state.written_through.max(state.committed_through);
+            Self::unwritten(&state, from)
+        };
+        let Some(region) = store.as_mut() else {
+            return;
+        };
+        if records.is_empty() {
+            return;
+        }
+        match region.write_records(&records) {
+            Ok(()) => {
+                if let Some(last) = records.last() {
+                    let mut state = self.state();
+                    state.committed_through = state.committed_through.max(last.id);
+                }
+            }
+            Err(error) => self.count_failure(error.to_string()),
+        }
+    }
+
+    fn unwritten(state: &LogState, after: u64) -> Vec<EventRecord> {
+        state
+            .ring
+            .iter()
+            .filter(|entry| entry.record.id > after)
+            .map(|entry| entry.record)
+            .collect()
+    }
+
+    fn count_failure(&self, message: String) {
+        self.write_failures.fetch_add(1, Ordering::AcqRel);
+        *lock(&self.last_failure) = Some(message);
+    }
+
+    /// Writes every record not yet written and flushes, and the
+    /// reservation if it runs low. Failures are counted (see
+    /// [`EventLogStatus`]) and returned; they are never reported as events
+    /// (that would recurse).
+    pub fn persist(&self) -> Result<(), String> {
+        let mut store = lock(&self.store);
+        let (records, reserve_to, committed) = {
+            let mut state = self.state();
+            if state.held {
+                return Ok(());
+            }
+            state.flush_tally(false);
+            let newest = state.next_id - 1;
+            state.seal_through(newest);
+            // What a commit wrote needs only the flush.
+            let written = state.written_through.max(state.committed_through);
+            let records = Self::unwritten(&state, written);
+            let low = state.reserved_through.saturating_sub(state.next_id) < RESERVATION / 2;
+            let reserve_to = (self.writable && low).then(|| state.next_id + RESERVATION);
+            (records, reserve_to, state.committed_through)
+        };
+        let outcome = match store.as_mut() {
+            Some(region) if self.writable => {
+                let written = if records.is_empty() {
+                    Ok(())
+                } else {
+                    region.write_records(&records)
+                };
+                let written = written.and_then(|()| region.flush());
+                written.and_then(|()| match reserve_to {
+                    Some(reserved) => region.write_header(reserved).map(|()| Some(reserved)),
+                    None => Ok(None),
+                })
+            }
+            _ => Ok(None),
+        };
+        match outcome {
+            Ok(reserved) => {
+                // Still under the region's lock: a commit arriving now must
+                // see these written, or it would write them a second time.
+                let mut state = self.state();
+                drop(store);
+                let last = records.last().map_or(committed, |record| record.id);
+                state.written_through = state.written_through.max(last).max(committed);
+                if let Some(reserved) = reserved {
+                    state.reserved_through = reserved;
+                    // Ids may be handed out again: a tally can become a record.
+                    state.flush_tally(false);
+                }
+                let waiting = state.waiting > 0;
+                drop(state);
+                self.wake(waiting);
+                Ok(())
+            }
+            Err(error) => {
+                drop(store);
+                let message = error.to_string();
+                self.count_failure(message.clone());
+                Err(message)
+            }
+        }
+    }
+
+    /// Whether the writer has work: records or a tally not yet written, or
+    /// a reservation running low.
+    fn has_work(&self, state: &LogState) -> bool {
+        if state.held {
+            return false;
+        }
+        state.next_id - 1 > state.written_through
+            || state.tally.count > 0
+            || state.tally.notices > 0
+            || (self.writable
+                && state.reserved_through.saturating_sub(state.next_id) < RESERVATION / 2)
+    }
+
+    /// Stops writing until [`EventLog::release`] (a freeze: the image must
+    /// not change). Records are still made and read.
+    pub fn hold(&self) {
+        // A write in flight finishes first: after this, nothing changes.
+        let _store = lock(&self.store);
+        self.state().held = true;
+    }
+
+    /// Writing may resume.
+    pub fn release(&self) {
+        let mut state = self.state();
+        state.held = false;
+        let waiting = state.waiting > 0;
+        drop(state);
+        self.wake(waiting);
+    }
+
+    /// The mount is over: listeners read what is left, then hear it is
+    /// closed.
+    pub fn close(&self) {
+        let mut state = self.state();
+        state.closed = true;
+        state.stopping = true;
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// Reads the records after id `after`, at most `max`, waiting up to
+    /// `wait` for one to come. Reading a record that is still open seals
+    /// it: later errors go to a new record, as with fanotify.
+    pub fn read_after(&self, after: u64, max: usize, wait: Duration) -> ReadOutcome {
+        let deadline = Instant::now() + wait;
+        let max = max.max(1);
+        loop {
+            let mut state = self.state();
+            let front = state
+                .ring
+                .front()
+                .map_or(state.next_id, |entry| entry.record.id);
+            if after + 1 >= front {
+                let newest = state.next_id - 1;
+                if after < newest {
+                    let last = newest.min(after + max as u64);
+                    state.seal_through(last);
+                    let records = state
+                        .ring
+                        .iter()
+                        .filter(|entry| entry.record.id > after && entry.record.id <= last)
+                        .map(|entry| entry.record)
+                        .collect();
+                    return ReadOutcome::Records(records);
+                }
+                if state.closed {
+                    return ReadOutcome::Closed;
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return ReadOutcome::Timeout;
+                }
+                state.waiting += 1;
+                let (mut state, _) = self
+                    .changed
+                    .wait_timeout(state, left)
+                    .unwrap_or_else(PoisonError::into_inner);
+                state.waiting -= 1;
+                continue;
+            }
+            drop(state);
+            // Older than the ring: the region holds what it still can.
+            let store = lock(&self.store);
+            let found = store.as_ref().map_or_else(Vec::new, |region| {
+                region.records_between(after + 1, front - 1, max)
+            });
+            drop(store);
+            return match found.first() {
+                Some(first) if first.id == after + 1 => {
+                    let consecutive = found
+                        .iter()
+                        .enumerate()
+                        .take_while(|(index, record)| record.id == after + 1 + *index as u64)
+                        .map(|(_, record)| *record)
+                        .collect();
+                    ReadOutcome::Records(consecutive)
+                }
+                Some(first) => ReadOutcome::Gap {
+                    first: after + 1,
+                    last: first.id - 1,
+                },
+                None => ReadOutcome::Gap {
+                    first: after + 1,
+                    last: front - 1,
+                },
+            };
+        }
+    }
+
+    /// The newest id handed out (0 if none).
+    pub fn newest_id(&self) -> u64 {
+        self.state().next_id - 1
+    }
+
+    /// The first id of this mount (its MOUNT record).
+    pub fn mount_first_id(&self) -> u64 {
+        self.state().mount_first_id
+    }
+
+    /// A monitor's view.
+    pub fn status(&self) -> EventLogStatus {
+        let state = self.state();
+        EventLogStatus {
+            persistent: self.slots > 0 && self.writable,
+            slots: self.slots,
+            newest_id: state.next_id - 1,
+            written_id: state.written_through,
+            mount_first_id: state.mount_first_id,
+            records: state.records_made,
+            lost_errors: state.errors_tallied,
+            write_failures: self.write_failures.load(Ordering::Acquire),
+            last_write_failure: lock(&self.last_failure).clone(),
+            unavailable: self.unavailable.clone(),
+        }
+    }
+}
+
+/// Merges one more error into `record`: the first error is kept, the last
+/// one and the time updated, the subtypes OR-ed.
+fn merge(record: &mut EventRecord, error: &ErrorInput<'_>, now: u64) {
+    record.count += 1;
+    record.subtypes |= error.subtypes;
+    record.last_errno = error.errno;
+    record.last_inode = error.inode.map(|(ino, _)| ino);
+    record.last_time_ns = record.last_time_ns.max(now);
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,229 @@
+//! The event log against its promises: merging, exact counts when ids or
+//! room run out, ids that resume above the reservation after a crash, and
+//! reads of records the ring no longer holds.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::device::{MemoryDevice, SectorSize};
+use crate::format::read_superblock;
+use crate::mkfs::{mkfs, MkfsOptions};
+
+fn error(inode: u64, offset: u64) -> ErrorInput<'static> {
+    ErrorInput {
+        subtypes: 2,
+        errno: libc::EIO,
+        inode: Some((inode, Some(3))),
+        range: Some((offset, 4096)),
+        device_range: None,
+        node: None,
+        origin: "test",
+    }
+}
+
+fn read_all(log: &EventLog, after: u64) -> Vec<EventRecord> {
+    match log.read_after(after, 10_000, Duration::ZERO) {
+        ReadOutcome::Records(records) => records,
+        other => panic!("expected records, got {other:?}"),
+    }
+}
+
+#[test]
+fn equal_errors_merge_until_read_and_then_open_a_new_record() {
+    let log = EventLog::in_memory();
+    log.record_error(&error(7, 0));
+    log.record_error(&error(7, 0));
+    log.record_error(&error(8, 0));
+    let records = read_all(&log, 0);
+    assert_eq!(records.len(), 2);
+    assert_eq!((records[0].count, records[0].inode), (2, Some(7)));
+    assert_eq!(records[0].generation, Some(3));
+    assert_eq!(
+        records[1].errors_total, 3,
+        "a running sum, fixed at sealing"
+    );
+    log.record_error(&error(7, 0));
+    let later = read_all(&log, records[1].id);
+    assert_eq!(
+        later.len(),
+        1,
+        "the read record was sealed: a new one opens"
+    );
+    assert_eq!(later[0].errors_total, 4);
+}
+
+#[test]
+fn a_flood_beyond_every_bound_is_counted_exactly() {
+    let log = EventLog::in_memory();
+    let flood = 10_000u64;
+    for offset in 0..flood {
+        log.record_error(&error(1, offset * 4096));
+    }
+    log.persist().unwrap();
+    let records = read_all(&log, 0);
+    let counted: u64 = records
+        .iter()
+        .filter(|record| counted(record.kind))
+        .map(|record| record.count)
+        .sum();
+    assert_eq!(counted, flood);
+    assert!(records.len() <= OPEN_LIMIT + 1, "{} records", records.len());
+    assert_eq!(records.last().unwrap().errors_total, flood);
+}
+
+fn image(event_log_bytes: Option<u64>) -> Arc<MemoryDevice> {
+    let device = Arc::new(MemoryDevice::new(16 << 20, SectorSize::Bytes512));
+    mkfs(
+        device.as_ref(),
+        &MkfsOptions {
+            event_log_bytes,
+            ..MkfsOptions::default()
+        },
+    )
+    .unwrap();
+    device
+}
+
+fn open(device: &Arc<MemoryDevice>) -> (EventLog, Option<(u64, u64)>) {
+    let superblock = read_superblock(device.as_ref()).unwrap().superblock;
+    let device: Arc<dyn BlockDevice> = device.clone();
+    EventLog::open(device, &superblock, false)
+}
+
+#[test]
+fn ids_resume_after_a_clean_end_and_skip_the_reservation_after_a_crash() {
+    let device = image(None);
+    let (log, skipped) = open(&device);
+    assert_eq!(skipped, None);
+    log.record_mount(false, 1, None);
+    log.record_error(&error(5, 0));
+    log.record_terminal(RecordKind::Unmount, "unmounted");
+    log.persist().unwrap();
+    assert_eq!(log.newest_id(), 3);
+
+    let (log, skipped) = open(&device);
+    assert_eq!(skipped, None, "a clean end: no gap");
+    log.record_mount(false, 2, None);
+    assert_eq!(log.newest_id(), 4);
+    log.record_error(&error(5, 0));
+    log.persist().unwrap();
+    // A crash: no UNMOUNT record. Ids up to the reservation may have been
+    // seen by listeners.
+    drop(log);
+    let (log, skipped) = open(&device);
+    let (first, last) = skipped.expect("ids skipped after a crash");
+    assert_eq!(first, 6);
+    // The second mount reserved ahead of its MOUNT record (id 3 was the
+    // newest when it opened).
+    assert_eq!(last, 3 + RESERVATION);
+    log.record_mount(true, 3, skipped);
+    let mount = read_all(&log, last).remove(0);
+    assert_eq!(mount.id, last + 1);
+    assert_eq!(mount.gap, Some((first, last)));
+    assert!(mount.flag, "recovery runs");
+    // History from the region, then the gap, then this mount.
+    let history = read_all(&log, 0);
+    let ids: Vec<u64> = history.iter().map(|record| record.id).collect();
+    assert_eq!(ids, [1, 2, 3, 4, 5]);
+    assert_eq!(
+        log.read_after(5, 10, Duration::ZERO),
+        ReadOutcome::Gap { first: 6, last }
+    );
+}
+
+#[test]
+fn records_the_ring_dropped_are_read_from_the_region_until_overwritten() {
+    // 3 blocks of 4 KiB: 16 slots.
+    let device = image(Some(3 * 4096));
+    let (log, _) = open(&device);
+    for offset in 0..40u64 {
+        log.record_error(&error(9, offset * 4096));
+        log.persist().unwrap();
+    }
+    let records = read_all(&log, 0);
+    assert_eq!(records.len(), 40, "the ring still holds them all");
+    // Reopen: only the region is left, holding the newest 16.
+    drop(log);
+    let (log, _) = open(&device);
+    assert_eq!(
+        log.read_after(0, 100, Duration::ZERO),
+        ReadOutcome::Gap { first: 1, last: 24 }
+    );
+    let kept = read_all(&log, 24);
+    assert_eq!(kept.first().map(|record| record.id), Some(25));
+    assert_eq!(kept.last().map(|record| record.id), Some(40));
+    assert_eq!(kept.last().unwrap().errors_total, 40);
+}
+
+#[test]
+fn a_listener_waiting_is_woken_by_a_new_record() {
+    let log = Arc::new(EventLog::in_memory());
+    let reader = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || log.read_after(0, 10, Duration::from_secs(10)))
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    log.record_error(&error(3, 0));
+    match reader.join().unwrap() {
+        ReadOutcome::Records(records) => assert_eq!(records[0].inode, Some(3)),
+        other => panic!("{other:?}"),
+    }
+    log.close();
+    assert_eq!(log.read_after(1, 10, Duration::ZERO), ReadOutcome::Closed);
+}
+
+#[test]
+fn after_a_crash_the_history_before_the_gap_is_read_from_the_region() {
+    let device = image(Some(4 * 4096));
+    let (log, _) = open(&device);
+    log.record_mount(false, 1, None);
+    for offset in 0..14u64 {
+        log.record_error(&error(2, offset * 4096));
+    }
+    log.persist().unwrap();
+    drop(log);
+    let (log, skipped) = open(&device);
+    let (_, last) = skipped.unwrap();
+    log.record_mount(true, 2, skipped);
+    let records = read_all(&log, 7);
+    assert_eq!(records.first().map(|record| record.id), Some(8));
+    assert_eq!(records.last().map(|record| record.id), Some(15));
+    assert_eq!(
+        log.read_after(15, 10, Duration::ZERO),
+        ReadOutcome::Gap { first: 16, last }
+    );
+}
+
+#[test]
+fn a_commit_writes_pending_records_for_its_own_flush_to_cover() {
+    let device = image(None);
+    let (log, _) = open(&device);
+    log.record_error(&error(4, 0));
+    let flushes = device.flush_count();
+    log.write_for_commit();
+    assert_eq!(
+        device.flush_count(),
+        flushes,
+        "the commit's flush is the one"
+    );
+    let superblock = read_superblock(device.as_ref()).unwrap().superblock;
+    let geometry = crate::format::event_log::Geometry {
+        region: superblock.event_log.unwrap(),
+        block_size: superblock.layout.block_size,
+    };
+    let mut bytes = vec![0; geometry.bytes() as usize];
+    device
+        .read_at(
+            geometry.start(),
+            &mut bytes,
+            crate::device::IoClass::EventLog,
+        )
+        .unwrap();
+    let scan = crate::format::event_log::scan_region(&bytes, &geometry, &superblock.uuid);
+    assert_eq!(scan.records.len(), 1, "written before the commit's flush");
+    assert_eq!(scan.records[0].inode, Some(4));
+    // The writer only flushes what a commit wrote (one flush, no write).
+    log.persist().unwrap();
+    assert_eq!(log.status().written_id, 1);
+}

@@ -1,0 +1,54 @@
+//! Finding a path for an inode, for event listeners: inodes of regular
+//! files keep no parent pointer, so the namespace is walked breadth-first
+//! from the root until the inode is found or a budget of entries is spent.
+//!
+//! This is for people reading events, never for the error path: it reads
+//! b-trees and may take a while on a large filesystem, so callers resolve
+//! paths when they deliver an event, and a miss is just "no path".
+
+use std::collections::VecDeque;
+
+use super::Filesystem;
+use crate::inode::{FileType, ROOT_INO};
+
+/// Directory entries a search may look at.
+pub const DEFAULT_BUDGET: usize = 100_000;
+
+impl Filesystem {
+    /// A path of `ino` from the mount's root ("/dir/file"), looking at no
+    /// more than `budget` directory entries; `None` if it is not found
+    /// within them (deleted, or too far).
+    pub fn path_of(&self, ino: u64, budget: usize) -> Option<String> {
+        if ino == ROOT_INO {
+            return Some("/".into());
+        }
+        let namespace = &self.shared.namespace;
+        let mut queue = VecDeque::from([(ROOT_INO, String::new())]);
+        let mut spent = 0;
+        while let Some((dir, path)) = queue.pop_front() {
+            let mut after = None;
+            loop {
+                let entries = namespace.readdir(dir, after, 256).ok()?;
+                let Some(last) = entries.last() else {
+                    break;
+                };
+                after = Some(last.cookie);
+                for entry in &entries {
+                    spent += 1;
+                    let name = String::from_utf8_lossy(&entry.name);
+                    let child = format!("{path}/{name}");
+                    if entry.ino == ino {
+                        return Some(child);
+                    }
+                    if entry.file_type == FileType::Directory {
+                        queue.push_back((entry.ino, child));
+                    }
+                }
+                if spent >= budget {
+                    return None;
+                }
+            }
+        }
+        None
+    }
+}
