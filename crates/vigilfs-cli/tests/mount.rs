@@ -8,7 +8,7 @@ mod common;
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
@@ -591,22 +591,23 @@ fn mount_t_fuse_vigilfs_uses_the_helper() {
     if fuse_missing("mount_t_fuse_vigilfs_uses_the_helper") {
         return;
     }
+    // The helper must be this build's binary: one left by another
+    // checkout (an fstests install, say) would test other code. Whatever
+    // was there is put back afterwards.
     let helper = Path::new("/sbin/mount.fuse.vigilfs");
-    let created = if fs::symlink_metadata(helper).is_err() {
-        std::os::unix::fs::symlink(binary(), helper).unwrap();
-        true
-    } else {
-        false
-    };
-    struct Remove(bool);
-    impl Drop for Remove {
+    let previous = fs::read_link(helper).ok();
+    let _ = fs::remove_file(helper);
+    std::os::unix::fs::symlink(binary(), helper).unwrap();
+    struct Restore(Option<PathBuf>);
+    impl Drop for Restore {
         fn drop(&mut self) {
-            if self.0 {
-                let _ = fs::remove_file("/sbin/mount.fuse.vigilfs");
+            let _ = fs::remove_file("/sbin/mount.fuse.vigilfs");
+            if let Some(previous) = &self.0 {
+                let _ = std::os::unix::fs::symlink(previous, "/sbin/mount.fuse.vigilfs");
             }
         }
     }
-    let _remove = Remove(created);
+    let _restore = Restore(previous);
     let scratch = Scratch::new();
     let made = vigilfs(&["mkfs", scratch.img(), "--size", "64M"]);
     assert_eq!(made.status.code(), Some(0));
