@@ -147,11 +147,14 @@ fn tour(directory: &Path) -> Result<u8, Failure> {
     tour.say(&format!("mounted on {}", mountpoint.display()));
     tour.notice("the fault plan starts empty: the disk works");
 
+    let slot = crate::engine_slot::EngineSlot::new(Arc::clone(&fs));
     let server = crate::control::serve(
-        Arc::clone(&fs),
-        Arc::clone(&plan),
         &mountpoint,
-        crate::control::current_uid(),
+        crate::control::Served::new(
+            Arc::clone(&slot),
+            Arc::clone(&plan),
+            crate::control::current_uid(),
+        ),
     )
     .map_err(|error| Failure::operational(format!("demo: control socket: {error}")))?;
     tour.say(&format!(
@@ -162,6 +165,7 @@ fn tour(directory: &Path) -> Result<u8, Failure> {
     let result = exercise(&mut tour, &mountpoint, &fs, &plan);
     plan.clear();
     server.stop();
+    slot.take();
 
     tour.step("Unmount");
     let unmounted = mounted

@@ -181,7 +181,9 @@ pub fn run(arguments: &EventsArgs) -> Result<u8, Failure> {
     Ok(0)
 }
 
-/// Streams from the mount at `mountpoint` into `sink`.
+/// Streams from the mount at `mountpoint` into `sink`; after a power cut
+/// (the stream ends `restarted`), follows the new engine from the last id
+/// seen.
 fn follow_mount(
     mountpoint: &Path,
     since: u64,
@@ -189,6 +191,25 @@ fn follow_mount(
     mode: EventsMode,
     sink: &mut Sink,
 ) -> Result<(), Failure> {
+    let mut since = since;
+    loop {
+        match follow_once(mountpoint, since, follow, mode, sink)? {
+            (Some(last), true) => since = last,
+            (None, true) => {}
+            (_, false) => return Ok(()),
+        }
+    }
+}
+
+/// One stream: the last event id it carried, and whether it ended because
+/// a power cut restarted the mount.
+fn follow_once(
+    mountpoint: &Path,
+    since: u64,
+    follow: bool,
+    mode: EventsMode,
+    sink: &mut Sink,
+) -> Result<(Option<u64>, bool), Failure> {
     let request = Request::Events {
         since,
         follow,
@@ -202,6 +223,7 @@ fn follow_mount(
         .set_read_timeout(Some(Duration::from_millis(200)))
         .map_err(|error| Failure::operational(format!("control socket: {error}")))?;
     let mut line = Vec::new();
+    let mut last = None;
     loop {
         match reader.read_until(b'\n', &mut line) {
             Ok(0) => {
@@ -215,8 +237,11 @@ fn follow_mount(
                     Failure::operational(format!("events: unreadable line from the mount: {error}"))
                 })?;
                 line.clear();
-                if value.get("end").is_some() {
-                    return Ok(());
+                if let Some(end) = value.get("end") {
+                    return Ok((last, end == "restarted"));
+                }
+                if let Some(id) = value["id"].as_u64() {
+                    last = Some(id);
                 }
                 sink.event(value)?;
             }

@@ -1,34 +1,34 @@
-//! `vigilfs inject MOUNTPOINT ...`: change the live mount's fault plan.
+//! `vigilfs inject MOUNTPOINT ...`: the crash lab of a live mount.
 //!
-//! The options are turned into the engine's fault rules (their one-line
-//! text form goes over the control socket), one rule per I/O class named.
-//! Ranges and bad blocks are positions on the device (the image file), not
-//! in a file.
+//! One action per command: add rules (how options become rules is
+//! `inject_rules`), make the device drop flushes, cut the power, or list,
+//! remove, clear rules, or read the fault log. Everything goes over the
+//! control socket; rules travel in their one-line text form.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Args;
 use serde_json::Value;
-use vigilfs::device::{ByteRange, Errno, FaultRule, IoClass, Operations, Probability};
 
 use crate::control::client;
 use crate::control::protocol::Request;
 use crate::failure::Failure;
-use crate::size::ByteSize;
+use crate::inject_rules::{adds_rules, bad_arguments, rules_from};
 use crate::status_command::rule_line;
-
-/// Device block size used by --bad-blocks and --enospc-after.
-const BLOCK: u64 = 4096;
+use crate::unsynced_command::describe_unsynced;
 
 /// The options of `vigilfs inject`.
 #[derive(Args, Debug)]
 pub struct InjectArgs {
     /// The mount point of a running vigilfs mount.
     pub mountpoint: PathBuf,
-    /// Fail writes (like dm-error).
+    /// Fail writes (like dm-error); with --path, the matching files' data
+    /// writes (writeback).
     #[arg(long)]
     pub fail_writes: bool,
-    /// Fail reads (like dm-error).
+    /// Fail reads (like dm-error); with --path, the matching files' data
+    /// reads.
     #[arg(long)]
     pub fail_reads: bool,
     /// Fail flushes (cache flushes of the device).
@@ -46,19 +46,49 @@ pub struct InjectArgs {
     /// optional K, M, G suffix.
     #[arg(long, value_name = "OFFSET:LENGTH")]
     pub range: Option<String>,
-    /// Fail each matching request with this probability instead of always
-    /// (like dm-flakey): a percentage, e.g. 10 or 0.5.
+    /// Fire for each match with this probability instead of always (like
+    /// dm-flakey): a percentage, e.g. 10 or 0.5.
     #[arg(long, value_name = "PERCENT")]
     pub flaky: Option<String>,
-    /// Seed of --flaky's decisions (same seed and I/O order, same failures).
-    #[arg(long, value_name = "N", default_value_t = 1, requires = "flaky")]
+    /// Seed of every draw: --flaky's decisions, --jitter, --corrupt-reads'
+    /// bits, --torn's sectors (same seed and I/O order, same faults).
+    #[arg(long, value_name = "N", default_value_t = 1)]
     pub seed: u64,
-    /// Let this many matching requests through before failing.
+    /// Let this many matches through before firing.
     #[arg(long, value_name = "N")]
     pub skip: Option<u64>,
-    /// Fail at most this many requests, then go quiet.
+    /// Fire at most this many times, then go quiet.
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
+    /// Fire at the N-th match only (counting from 1), once.
+    #[arg(long, value_name = "N")]
+    pub nth: Option<u64>,
+    /// Fail (or delay) these filesystem operations: fsync, fsyncdir,
+    /// write, read, open, create, rename, unlink, mkdir, rmdir, link,
+    /// symlink, fallocate, setattr, setxattr, close (comma-separated).
+    /// An fsync failure fails the file's writeback as a real device error
+    /// would: the program sees what it would see on Linux.
+    #[arg(long, value_name = "OPS", value_delimiter = ',')]
+    pub op: Vec<String>,
+    /// Only files whose path (relative to the mount's root) matches this
+    /// glob: `pg_wal/*`, `**/*.db`. Files created later match too.
+    #[arg(long, value_name = "GLOB")]
+    pub path: Option<String>,
+    /// Hold each matching request this long (a slow disk): 200us, 5ms, 1.5s.
+    #[arg(long, value_name = "DURATION")]
+    pub delay: Option<String>,
+    /// With --delay: up to this much more, drawn from --seed.
+    #[arg(long, value_name = "DURATION")]
+    pub jitter: Option<String>,
+    /// Which requests --delay holds: read, write, flush (comma-separated;
+    /// default all; with --path, the files' data reads and writes).
+    #[arg(long, value_name = "IO", value_delimiter = ',')]
+    pub io: Vec<String>,
+    /// Flip a bit in blocks read from the device (silent corruption;
+    /// --flaky for a share of reads, --seed for which bits): checksums turn
+    /// it into EIO and an event, never wrong data.
+    #[arg(long)]
+    pub corrupt_reads: bool,
     /// Mark device blocks (4096 bytes) START..START+COUNT bad: reads fail
     /// with a media error until a write covers the block (like dm-dust).
     #[arg(long, value_name = "START:COUNT")]
@@ -68,211 +98,113 @@ pub struct InjectArgs {
     /// with ENOSPC.
     #[arg(long, value_name = "BLOCKS")]
     pub enospc_after: Option<u64>,
+    /// The device acknowledges flushes but keeps nothing (a lying disk):
+    /// the next power cut shows what that costs. --clear stops it.
+    /// Crashable mounts only.
+    #[arg(long)]
+    pub drop_flushes: bool,
+    /// Cut the power now: everything not made durable by an fsync or
+    /// syncfs that returned 0 is lost, the journal is replayed, and the
+    /// mount serves the state after the crash when this returns. Crashable
+    /// mounts only (`-o crashable`).
+    #[arg(long)]
+    pub power_cut: bool,
+    /// With --power-cut: the device's unflushed writes survive in part,
+    /// sector by sector, as --seed decides (a torn write).
+    #[arg(long, requires = "power_cut")]
+    pub torn: bool,
     /// List the rules with their counters.
     #[arg(long)]
     pub list: bool,
     /// Remove the rule with this id.
     #[arg(long, value_name = "ID")]
     pub remove: Option<u64>,
-    /// Remove every rule.
+    /// Remove every rule (and stop dropping flushes).
     #[arg(long)]
     pub clear: bool,
+    /// Print the fault log: every rule set or cleared and every time one
+    /// fired (time, rule, operation or I/O class, inode and path, offset,
+    /// length, errno).
+    #[arg(long)]
+    pub log: bool,
+    /// With --log: go on printing new entries until the mount goes away.
+    #[arg(long, requires = "log")]
+    pub follow: bool,
+    /// Print JSON (--log: one object per line; --list, --power-cut and
+    /// added rules: one document).
+    #[arg(long)]
+    pub json: bool,
 }
 
-fn bad_arguments(message: impl Into<String>) -> Failure {
-    Failure::arguments(format!("inject: {}", message.into()))
+/// What one `inject` command does.
+enum Action {
+    Add,
+    DropFlushes,
+    PowerCut,
+    List,
+    Remove(u64),
+    Clear,
+    Log,
 }
 
-/// A byte count with an optional suffix; `0` allowed.
-fn parse_bytes(text: &str) -> Result<u64, String> {
-    if text.trim() == "0" {
-        return Ok(0);
-    }
-    text.parse::<ByteSize>().map(|size| size.0)
-}
-
-fn parse_pair(text: &str, what: &str) -> Result<(String, String), Failure> {
-    let (first, second) = text
-        .split_once(':')
-        .ok_or_else(|| bad_arguments(format!("{what} `{text}` is not of the form A:B")))?;
-    Ok((first.to_string(), second.to_string()))
-}
-
-fn parse_range(text: &str) -> Result<ByteRange, Failure> {
-    let (offset, length) = parse_pair(text, "--range")?;
-    let offset = parse_bytes(&offset).map_err(bad_arguments)?;
-    let length = parse_bytes(&length).map_err(bad_arguments)?;
-    let end = offset
-        .checked_add(length)
-        .ok_or_else(|| bad_arguments(format!("--range `{text}` is out of range")))?;
-    if length == 0 {
-        return Err(bad_arguments(format!("--range `{text}` is empty")));
-    }
-    Ok(ByteRange::new(offset, end))
-}
-
-fn parse_classes(names: &[String]) -> Result<Vec<Option<IoClass>>, Failure> {
-    if names.is_empty() || names.iter().any(|name| name == "all") {
-        return Ok(vec![None]);
-    }
-    let mut classes = Vec::new();
-    for name in names {
-        let class: IoClass = name.parse().map_err(|_| {
-            bad_arguments(format!(
-                "unknown class `{name}` (use data, metadata, journal, superblock, events or all)"
-            ))
-        })?;
-        if !classes.contains(&Some(class)) {
-            classes.push(Some(class));
-        }
-    }
-    Ok(classes)
-}
-
-fn parse_percent(text: &str) -> Result<Probability, Failure> {
-    let trimmed = text.trim().trim_end_matches('%');
-    format!("{trimmed}%").parse::<Probability>().map_err(|_| {
-        bad_arguments(format!(
-            "--flaky `{text}` is not a percentage from 0 to 100 (like 10 or 0.5)"
-        ))
-    })
-}
-
-/// The rules the options describe, or `None` for --list/--remove/--clear.
-pub fn rules_from(args: &InjectArgs) -> Result<Vec<FaultRule>, Failure> {
-    let failing = args.fail_writes || args.fail_reads || args.fail_flushes;
-    let kinds = [
-        failing || args.flaky.is_some(),
-        args.bad_blocks.is_some(),
-        args.enospc_after.is_some(),
+fn action(args: &InjectArgs) -> Result<Action, Failure> {
+    let chosen: Vec<(bool, Action, &str)> = vec![
+        (adds_rules(args), Action::Add, "rule options"),
+        (args.drop_flushes, Action::DropFlushes, "--drop-flushes"),
+        (args.power_cut, Action::PowerCut, "--power-cut"),
+        (args.list, Action::List, "--list"),
+        (
+            args.remove.is_some(),
+            Action::Remove(args.remove.unwrap_or(0)),
+            "--remove",
+        ),
+        (args.clear, Action::Clear, "--clear"),
+        (args.log, Action::Log, "--log"),
     ]
-    .iter()
-    .filter(|chosen| **chosen)
-    .count();
-    if kinds == 0 {
-        return Err(bad_arguments(
-            "say what to inject (--fail-writes, --fail-reads, --fail-flushes, --flaky, \
-             --bad-blocks, --enospc-after) or --list, --remove ID, --clear",
-        ));
+    .into_iter()
+    .filter(|(given, _, _)| *given)
+    .collect();
+    match chosen.len() {
+        0 => rules_from(args).map(|_| Action::Add),
+        1 => Ok(chosen
+            .into_iter()
+            .next()
+            .map(|(_, action, _)| action)
+            .unwrap_or(Action::Add)),
+        _ => {
+            let names: Vec<&str> = chosen.iter().map(|(_, _, name)| *name).collect();
+            Err(bad_arguments(format!(
+                "one action per command: {} go separately",
+                names.join(", ")
+            )))
+        }
     }
-    if kinds > 1 {
-        return Err(bad_arguments(
-            "--fail-*/--flaky, --bad-blocks and --enospc-after make different rules: \
-             give one per command",
-        ));
-    }
-    let classes = parse_classes(&args.class)?;
-    let range = args.range.as_deref().map(parse_range).transpose()?;
-    let errno: Errno = args
-        .errno
-        .parse()
-        .map_err(|error| bad_arguments(format!("{error}")))?;
-    let base = if let Some(text) = &args.bad_blocks {
-        let (start, count) = parse_pair(text, "--bad-blocks")?;
-        let number = |text: &str| {
-            text.parse::<u64>()
-                .map_err(|_| bad_arguments(format!("--bad-blocks `{text}` is not a number")))
-        };
-        let (start, count) = (number(&start)?, number(&count)?);
-        let range = start
-            .checked_mul(BLOCK)
-            .zip(
-                start
-                    .checked_add(count)
-                    .and_then(|end| end.checked_mul(BLOCK)),
-            )
-            .filter(|_| count > 0)
-            .ok_or_else(|| bad_arguments(format!("--bad-blocks `{text}` is not a valid range")))?;
-        if args.range.is_some() {
-            return Err(bad_arguments(
-                "--bad-blocks has its own range; drop --range",
-            ));
-        }
-        FaultRule::bad_blocks(ByteRange::new(range.0, range.1), BLOCK)
-    } else if let Some(blocks) = args.enospc_after {
-        FaultRule::thin_provisioned(blocks, BLOCK)
-    } else {
-        let operations = if failing {
-            Operations {
-                read: args.fail_reads,
-                write: args.fail_writes,
-                flush: args.fail_flushes,
-            }
-        } else {
-            Operations::READ_WRITE
-        };
-        let rule = match &args.flaky {
-            Some(percent) => FaultRule::flaky(errno, args.seed, parse_percent(percent)?),
-            None => FaultRule::fail(errno),
-        };
-        if args.flaky.is_some() && (args.skip.is_some() || args.limit.is_some()) {
-            return Err(bad_arguments("--skip and --limit apply to --fail-* rules"));
-        }
-        rule.on(operations)
-            .after(args.skip.unwrap_or(0), args.limit)
-    };
-    let mut rules = Vec::new();
-    for class in classes {
-        let mut rule = base;
-        if let Some(class) = class {
-            rule = rule.for_class(class);
-        }
-        if let Some(range) = range {
-            rule = rule.in_range(range);
-        }
-        rule.validate()
-            .map_err(|error| bad_arguments(error.to_string()))?;
-        rules.push(rule);
-    }
-    Ok(rules)
+}
+
+fn call(mountpoint: &Path, request: &Request) -> Result<Value, Failure> {
+    client::call(mountpoint, request).map_err(|error| error.into_failure("inject", mountpoint))
+}
+
+fn print_json(value: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+    );
 }
 
 pub fn run(args: &InjectArgs) -> Result<u8, Failure> {
     let mountpoint: &Path = &args.mountpoint;
-    let maintenance = [args.list, args.remove.is_some(), args.clear]
-        .iter()
-        .filter(|chosen| **chosen)
-        .count();
-    let request = if maintenance > 0 {
-        let adding = args.fail_writes
-            || args.fail_reads
-            || args.fail_flushes
-            || args.flaky.is_some()
-            || args.bad_blocks.is_some()
-            || args.enospc_after.is_some();
-        if maintenance > 1 || adding {
-            return Err(bad_arguments(
-                "--list, --remove and --clear go alone, without rule options",
-            ));
-        }
-        if args.list {
-            Request::InjectList
-        } else if let Some(id) = args.remove {
-            Request::InjectRemove { id }
-        } else {
-            Request::InjectClear
-        }
-    } else {
-        let rules = rules_from(args)?;
-        Request::InjectAdd {
-            rules: rules.iter().map(ToString::to_string).collect(),
-        }
+    let list = |result: &Value, key: &str| -> Vec<Value> {
+        result[key].as_array().cloned().unwrap_or_default()
     };
-    let result = client::call(mountpoint, &request)
-        .map_err(|error| error.into_failure("inject", mountpoint))?;
-    let list = |key: &str| -> Vec<Value> { result[key].as_array().cloned().unwrap_or_default() };
-    match request {
-        Request::InjectList => {
-            let rules = list("rules");
-            if rules.is_empty() {
-                println!("no fault rules");
+    match action(args)? {
+        Action::Add => {
+            let rules = rules_from(args)?;
+            let result = call(mountpoint, &Request::InjectAdd { rules })?;
+            if args.json {
+                print_json(&result);
             }
-            for rule in rules {
-                println!("{}", rule_line(&rule));
-            }
-        }
-        Request::InjectAdd { .. } => {
-            for rule in list("added") {
+            for rule in list(&result, "added").iter().filter(|_| !args.json) {
                 println!(
                     "added rule {}: {}",
                     rule["id"].as_u64().unwrap_or(0),
@@ -280,8 +212,52 @@ pub fn run(args: &InjectArgs) -> Result<u8, Failure> {
                 );
             }
         }
-        _ => {
-            let removed = list("removed");
+        Action::DropFlushes => {
+            call(mountpoint, &Request::DropFlushes { enabled: true })?;
+            println!(
+                "the device now acknowledges flushes and keeps nothing \
+                 (`vigilfs inject {} --clear` stops it)",
+                mountpoint.display()
+            );
+        }
+        Action::PowerCut => {
+            let request = Request::PowerCut {
+                torn: args.torn,
+                seed: args.seed,
+            };
+            let result = call(mountpoint, &request)?;
+            if args.json {
+                print_json(&result);
+            } else {
+                print!("{}", describe_cut(&result, mountpoint));
+            }
+        }
+        Action::List => {
+            let result = call(mountpoint, &Request::InjectList)?;
+            if args.json {
+                print_json(&result);
+                return Ok(0);
+            }
+            let rules = list(&result, "rules");
+            if rules.is_empty() {
+                println!("no fault rules");
+            }
+            for rule in rules {
+                println!("{}", rule_line(&rule));
+            }
+            if result["drop_flushes"] == true {
+                println!("the device drops flushes (acknowledges them and keeps nothing)");
+            }
+        }
+        Action::Remove(id) => {
+            let result = call(mountpoint, &Request::InjectRemove { id })?;
+            for rule in list(&result, "removed") {
+                println!("removed rule {}", rule_line(&rule));
+            }
+        }
+        Action::Clear => {
+            let result = call(mountpoint, &Request::InjectClear)?;
+            let removed = list(&result, "removed");
             if removed.is_empty() {
                 println!("no fault rules to remove");
             }
@@ -289,89 +265,142 @@ pub fn run(args: &InjectArgs) -> Result<u8, Failure> {
                 println!("removed rule {}", rule_line(&rule));
             }
         }
+        Action::Log => return follow_log(mountpoint, args.follow, args.json),
     }
     Ok(0)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Wrapper {
-        #[command(flatten)]
-        args: InjectArgs,
+/// A power cut's answer for people.
+fn describe_cut(result: &Value, mountpoint: &Path) -> String {
+    let number = |value: &Value| value.as_u64().unwrap_or(0);
+    let device = &result["device"];
+    let mut out = format!(
+        "power cut {} on {}: the mount serves the state after the crash \
+         (took {:.1} ms{})\n",
+        number(&result["cut"]),
+        mountpoint.display(),
+        result["took_ms"].as_f64().unwrap_or(0.0),
+        if result["replayed"] == true {
+            ", journal replayed"
+        } else {
+            ""
+        }
+    );
+    let unflushed = number(&device["sectors_unflushed"]);
+    out.push_str(&if result["torn"] == true {
+        format!(
+            "device: {unflushed} sectors unflushed, torn (seed {}): {} kept, {} kept an \
+             older version, {} lost\n",
+            number(&result["seed"]),
+            number(&device["sectors_kept"]),
+            number(&device["sectors_torn"]),
+            unflushed
+                .saturating_sub(number(&device["sectors_kept"]))
+                .saturating_sub(number(&device["sectors_torn"]))
+        )
+    } else {
+        format!("device: {unflushed} sectors unflushed, all lost\n")
+    });
+    out.push_str("not durable when the power went (lost, or torn):\n");
+    for line in describe_unsynced(&result["lost"]) {
+        out.push_str(&format!("  {line}\n"));
     }
+    out
+}
 
-    fn rules(arguments: &[&str]) -> Result<Vec<String>, String> {
-        let mut all = vec!["inject", "/mnt"];
-        all.extend_from_slice(arguments);
-        let parsed = Wrapper::try_parse_from(all).map_err(|error| error.to_string())?;
-        rules_from(&parsed.args)
-            .map(|rules| rules.iter().map(ToString::to_string).collect())
-            .map_err(|failure| failure.to_string())
+/// One fault log entry for people: `#12 2026-12-02T10:45:01.123456Z rule 3
+/// fired: fsync pg_wal/0001 (inode 42): EIO`.
+pub fn describe_log_entry(entry: &Value) -> String {
+    let text = |value: &Value| value.as_str().unwrap_or("?").to_string();
+    let rule = match entry["rule"].as_u64() {
+        Some(id) => format!("rule {id}"),
+        None => "device".to_string(),
+    };
+    let head = format!(
+        "#{} {} {rule}",
+        entry["sequence"].as_u64().unwrap_or(0),
+        text(&entry["time"])
+    );
+    match entry["event"].as_str() {
+        Some("set") => format!("{head} set: {}", text(&entry["rule_text"])),
+        Some("cleared") => format!("{head} cleared"),
+        _ => {
+            let mut line = format!("{head} fired: {}", text(&entry["operation"]));
+            if let Some(class) = entry["class"].as_str() {
+                line.push_str(&format!(" {class}"));
+            }
+            if let (Some(offset), Some(length)) =
+                (entry["offset"].as_u64(), entry["length"].as_u64())
+            {
+                line.push_str(&format!(" {offset}+{length}"));
+            }
+            match (entry["path"].as_str(), entry["inode"].as_u64()) {
+                (Some(path), Some(inode)) => line.push_str(&format!(" {path} (inode {inode})")),
+                (None, Some(inode)) => line.push_str(&format!(" (inode {inode})")),
+                _ => {}
+            }
+            if let Some(name) = entry["errno_name"].as_str() {
+                line.push_str(&format!(": {name}"));
+            } else if let Some(errno) = entry["errno"].as_i64() {
+                line.push_str(&format!(": errno {errno}"));
+            }
+            if let Some(delay) = entry["delay_us"].as_u64() {
+                line.push_str(&format!(": held {delay} µs"));
+            }
+            if entry["corrupted"] == true {
+                line.push_str(": a bit flipped");
+            }
+            line
+        }
     }
+}
 
-    #[test]
-    fn the_documented_forms_map_onto_rules() {
-        assert_eq!(
-            rules(&["--fail-writes", "--class", "data"]).unwrap(),
-            ["fail op=write class=data errno=EIO skip=0"]
-        );
-        assert_eq!(
-            rules(&["--fail-writes", "--class", "all"]).unwrap(),
-            ["fail op=write errno=EIO skip=0"]
-        );
-        assert_eq!(
-            rules(&["--fail-reads", "--range", "1M:8K"]).unwrap(),
-            ["fail op=read range=1048576..1056768 errno=EIO skip=0"]
-        );
-        assert_eq!(
-            rules(&[
-                "--fail-writes",
-                "--class",
-                "data,journal",
-                "--errno",
-                "ENOSPC"
-            ])
-            .unwrap(),
-            [
-                "fail op=write class=data errno=ENOSPC skip=0",
-                "fail op=write class=journal errno=ENOSPC skip=0"
-            ]
-        );
-        assert_eq!(
-            rules(&["--flaky", "25", "--seed", "7", "--fail-writes"]).unwrap(),
-            ["flaky op=write errno=EIO seed=7 probability=0.25"]
-        );
-        assert_eq!(
-            rules(&["--bad-blocks", "100:2"]).unwrap(),
-            ["bad-blocks range=409600..417792 block-size=4096"]
-        );
-        assert_eq!(
-            rules(&["--enospc-after", "50"]).unwrap(),
-            ["thin provisioned-blocks=50 block-size=4096"]
-        );
-        assert_eq!(
-            rules(&["--fail-writes", "--limit", "1", "--skip", "3"]).unwrap(),
-            ["fail op=write errno=EIO skip=3 limit=1"]
-        );
-    }
+/// How often `--log --follow` asks for more.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
 
-    #[test]
-    fn bad_options_are_refused_with_a_reason() {
-        assert!(rules(&[]).unwrap_err().contains("say what to inject"));
-        assert!(rules(&["--fail-writes", "--class", "dta"])
-            .unwrap_err()
-            .contains("unknown class"));
-        assert!(rules(&["--fail-reads", "--range", "12"])
-            .unwrap_err()
-            .contains("A:B"));
-        assert!(rules(&["--fail-reads", "--range", "0:0"]).is_err());
-        assert!(rules(&["--fail-writes", "--errno", "EWHATEVER"]).is_err());
-        assert!(rules(&["--flaky", "250"]).is_err());
-        assert!(rules(&["--bad-blocks", "x:1"]).is_err());
-        assert!(rules(&["--fail-writes", "--enospc-after", "3"]).is_err());
+/// Prints the fault log, and with `follow` what comes next until the
+/// mount goes away.
+fn follow_log(mountpoint: &Path, follow: bool, json: bool) -> Result<u8, Failure> {
+    let mut after = 0;
+    let mut answered = false;
+    loop {
+        let result = match client::call(mountpoint, &Request::FaultLog { after }) {
+            Ok(result) => result,
+            // The mount went away while we followed it: the log ends.
+            Err(_) if answered => return Ok(0),
+            Err(error) => return Err(error.into_failure("inject", mountpoint)),
+        };
+        let dropped = result["dropped"].as_u64().unwrap_or(0);
+        if dropped > 0 {
+            let note = format!("{dropped} entries dropped before they could be read");
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "event": "dropped", "count": dropped })
+                );
+            } else {
+                println!("({note})");
+            }
+        }
+        let entries = result["entries"].as_array().cloned().unwrap_or_default();
+        for entry in &entries {
+            if json {
+                println!("{entry}");
+            } else {
+                println!("{}", describe_log_entry(entry));
+            }
+        }
+        after = result["next"].as_u64().unwrap_or(after).max(after);
+        if entries.len() == crate::control::faults::LOG_BATCH {
+            continue;
+        }
+        if !follow {
+            if after == 0 && !json {
+                println!("the fault log is empty");
+            }
+            return Ok(0);
+        }
+        answered = true;
+        std::thread::sleep(FOLLOW_INTERVAL);
     }
 }

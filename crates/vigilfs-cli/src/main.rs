@@ -6,7 +6,9 @@
 //! [`failure::Failure`].
 
 mod control;
+mod crash_test_command;
 mod demo_command;
+mod engine_slot;
 mod events_command;
 mod failure;
 mod freeze_command;
@@ -15,17 +17,20 @@ mod helper;
 mod hooks;
 mod in_use;
 mod inject_command;
+mod inject_rules;
 mod media_command;
 mod metrics;
 mod mkfs_command;
 mod mount_command;
 mod mount_options;
 mod mountinfo;
+mod power_cut;
 mod shutdown_command;
 mod signals;
 mod size;
 mod status_command;
 mod sync_command;
+mod unsynced_command;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -145,6 +150,9 @@ enum Command {
     ///   events_group=GROUP    members of GROUP may listen to events (which
     ///                         name files); root and the owner always may
     ///   metrics=ADDR:PORT     serve Prometheus metrics at http://ADDR:PORT/metrics
+    ///   crashable             the crash lab's device: every write is held
+    ///                         until a flush, so `vigilfs inject --power-cut`
+    ///                         can lose (or --torn, tear) what was not synced
     ///   rw, dev, suid, exec, nodev, nosuid, noexec, auto, noauto, user,
     ///   nouser, defaults, _netdev (and atime options, x-*): accepted, ignored
     /// An unknown option is an error (exit status 2).
@@ -278,13 +286,24 @@ enum Command {
         #[arg(long, overrides_with = "flush")]
         noflush: bool,
     },
-    /// Inject device faults into a running mount, to see how programs cope
-    /// with a failing disk; or list, remove and clear them.
+    /// The crash lab: inject faults into a running mount, cut its power,
+    /// read the fault log; to see how programs cope with a failing disk.
     ///
-    /// Every option set adds one rule per --class (offsets are on the image
-    /// or device, not in a file); the ids added are printed. Root and the
-    /// user who mounted only (--list: anyone). Rules are kept until removed
-    /// or the filesystem is unmounted.
+    /// Device rules fail, delay or corrupt I/O by byte range (offsets on the
+    /// image) and class, one rule per --class. --op rules fail or delay
+    /// filesystem operations; --path aims a rule at files (their operations
+    /// with --op, else their data reads and writes). Rules are kept until
+    /// removed or the filesystem is unmounted, and survive power cuts; the
+    /// ids added are printed. Every rule set or cleared and every time one
+    /// fires is in the fault log. Root and the user who mounted only
+    /// (--list: anyone).
+    ///
+    /// A power cut (-o crashable mounts) loses everything no fsync, fdatasync
+    /// or syncfs that returned 0 made durable: data not written back, and
+    /// metadata (creates, renames, links...) whose journal entry was not
+    /// flushed. It returns once the mount serves the state after the crash;
+    /// files open before it fail with EIO. `vigilfs unsynced` lists what a
+    /// cut would lose now.
     ///
     /// Examples:
     ///   vigilfs inject /mnt --fail-writes --class data     # writeback fails: fsync gets EIO
@@ -295,11 +314,21 @@ enum Command {
     ///   vigilfs inject /mnt --fail-writes --class journal --skip 10 --limit 1
     ///   vigilfs inject /mnt --bad-blocks 20000:8           # media errors (4K blocks)
     ///   vigilfs inject /mnt --enospc-after 1000            # thin volume runs out
+    ///   vigilfs inject /mnt --op fsync --path 'pg_wal/*' --nth 3   # the 3rd WAL fsync fails
+    ///   vigilfs inject /mnt --op rename,unlink --errno ENOSPC --limit 1
+    ///   vigilfs inject /mnt --fail-writes --path '**/*.db' # writeback of .db files fails
+    ///   vigilfs inject /mnt --delay 5ms --jitter 2ms --io flush    # slow flushes
+    ///   vigilfs inject /mnt --op fsync --delay 50ms        # slow fsyncs
+    ///   vigilfs inject /mnt --corrupt-reads --class data --flaky 1  # silent bit flips
+    ///   vigilfs inject /mnt --drop-flushes                 # a disk that lies about flushes
+    ///   vigilfs inject /mnt --power-cut                    # lose what was not synced
+    ///   vigilfs inject /mnt --power-cut --torn --seed 7    # ... and tear the rest
+    ///   vigilfs inject /mnt --log --follow                 # what fired, as it fires
     ///   vigilfs inject /mnt --list
     ///   vigilfs inject /mnt --remove 3
     ///   vigilfs inject /mnt --clear
     #[command(verbatim_doc_comment)]
-    Inject(inject_command::InjectArgs),
+    Inject(Box<inject_command::InjectArgs>),
     /// Tell a mounted filesystem that a range of its device failed (a
     /// report from SMART, EDAC, ndctl or a storage array) and see what
     /// became of everything that lived there.
@@ -417,6 +446,50 @@ enum Command {
     ///       --state /var/lib/vigilfs/data.state --kinds error,lost,shutdown
     #[command(verbatim_doc_comment)]
     Events(events_command::EventsArgs),
+    /// Tests a program against power cuts: runs the workload in a fresh
+    /// crashable mount, cuts the power at seeded moments (just before an
+    /// fsync, or between fsyncs before a write), kills the workload with
+    /// the machine, brings the mount back from the image, and runs the
+    /// check there (non-zero exit: a violated invariant). Every trial
+    /// starts from a fresh image; a failure is reported with the command
+    /// that replays exactly that trial, and its image is kept. A dry run
+    /// without a cut comes first: the workload and the check must succeed
+    /// there.
+    ///
+    /// What a cut keeps: everything an fsync, fdatasync or syncfs that
+    /// returned 0 made durable, and metadata (creates, renames) whose
+    /// journal entry was flushed; all else may be lost (or torn, with
+    /// --torn).
+    ///
+    /// Exit status: 0 every check held, 1 a check or fsck failed, 2 bad
+    /// arguments, 8 the run could not be made (the workload or
+    /// the check fails without any cut, a mount failed...).
+    ///
+    /// Examples:
+    ///   vigilfs crash-test --workload 'sqlite3 t.db < load.sql' \
+    ///       --check 'sqlite3 t.db "pragma integrity_check" | grep -qx ok'
+    ///   vigilfs crash-test --workload ./writer --check ./verify --cuts 50 --torn
+    ///   vigilfs crash-test --workload ./writer --check ./verify --seed 9 --cut-index 17
+    #[command(verbatim_doc_comment)]
+    CrashTest(Box<crash_test_command::CrashTestArgs>),
+    /// What a power cut would lose now: each file's data not written back
+    /// (byte ranges) and each metadata change whose journal entry is not
+    /// durable. Anything not listed survives. Root and the user who mounted
+    /// only (it names files).
+    ///
+    /// Examples:
+    ///   vigilfs unsynced /mnt/data
+    ///   vigilfs unsynced /mnt/data --json
+    #[command(verbatim_doc_comment)]
+    Unsynced {
+        /// The mount point.
+        mountpoint: PathBuf,
+        /// Print JSON: {files [{inode, paths, size, ranges, bytes}],
+        /// changes [{seq, operation, inode, path, new_path}],
+        /// omitted_changes, durable_seq, newest_seq}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a mount's Prometheus metrics once (for node_exporter's
     /// textfile collector); `-o metrics=ADDR:PORT` serves the same text.
     ///
@@ -557,6 +630,8 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             json,
         } => media_command::scrub(&target, rate, restart, json),
         Command::Events(arguments) => events_command::run(&arguments),
+        Command::CrashTest(arguments) => crash_test_command::run(&arguments),
+        Command::Unsynced { mountpoint, json } => unsynced_command::run(&mountpoint, json),
         Command::Metrics { mountpoint } => {
             let result = control::client::call(&mountpoint, &control::protocol::Request::Metrics)
                 .map_err(|error| error.into_failure("metrics", &mountpoint))?;

@@ -241,7 +241,7 @@ pub fn render(fs: &Filesystem, plan: &FaultPlan) -> String {
         dirty_bytes: status.dirty_bytes,
         journal_free_bytes: status.journal.free_blocks * block_size,
         journal_sequence: status.journal.next_seq,
-        fault_rules: plan.rules().len() as u64,
+        fault_rules: (plan.rules().len() + fs.file_rules().len()) as u64,
         fsync: status.fsync_latency.clone(),
         writeback_bytes: status.writeback_bytes,
         writeback_errors: record.counter(ErrorKind::Writeback).count,
@@ -259,7 +259,7 @@ pub fn render(fs: &Filesystem, plan: &FaultPlan) -> String {
 /// held only while a scrape reads it.
 pub fn serve(
     address: &str,
-    fs: std::sync::Weak<Filesystem>,
+    engine: std::sync::Arc<crate::engine_slot::EngineSlot>,
     plan: std::sync::Arc<FaultPlan>,
 ) -> Result<std::sync::Arc<tiny_http::Server>, String> {
     let server = tiny_http::Server::http(address)
@@ -274,7 +274,7 @@ pub fn serve(
                     tiny_http::Response::from_string("not found: try /metrics\n")
                         .with_status_code(404)
                 } else {
-                    match fs.upgrade() {
+                    match engine.current() {
                         Some(fs) => {
                             let text = render(&fs, &plan);
                             drop(fs);

@@ -2,8 +2,12 @@
 //!
 //! The device stack is FileDevice → FaultDevice (with a fault plan the
 //! control plane changes: `vigilfs inject`) → the engine
-//! (`Filesystem::mount`) → the FUSE adapter. An IMAGE that does not exist
-//! is created (sparse, --size or 1G) and formatted first.
+//! (`Filesystem::mount`) → the FUSE adapter; with `-o crashable`, a
+//! volatile write cache sits above the file (see `power_cut`), and the
+//! engine can be replaced by the one mounted after a power cut, which is
+//! why everything serving the mount finds it in an `EngineSlot`. An IMAGE
+//! that does not exist is created (sparse, --size or 1G) and formatted
+//! first.
 //!
 //! The process stays in the foreground by default and logs one line per
 //! event on stderr: mounted, each FS_ERROR event as it arrives (a listener
@@ -35,10 +39,12 @@ use vigilfs::failure::Origin;
 use vigilfs::fs::{Filesystem, LifeState, MountOptions};
 
 use crate::control::{self, describe_errno};
+use crate::engine_slot::EngineSlot;
 use crate::failure::Failure;
 use crate::in_use::{self, AcquireError, ImageLock, LockMode};
 use crate::mkfs_command::{self, DEFAULT_IMAGE_SIZE};
 use crate::mount_options::{self, MountSettings};
+use crate::power_cut::PowerSwitch;
 use crate::signals;
 use crate::size::ByteSize;
 
@@ -301,9 +307,10 @@ fn wait_for_child(request: &MountRequest, read_end: OwnedFd, pid: i32) -> Result
     )))
 }
 
-fn mount_options(settings: &MountSettings) -> MountOptions {
+pub fn mount_options(settings: &MountSettings, plan: &Arc<FaultPlan>) -> MountOptions {
     let defaults = MountOptions::default();
     MountOptions {
+        fault_plan: Some(Arc::clone(plan)),
         read_only: settings.read_only,
         errors: settings.errors,
         writeback_interval: settings
@@ -445,6 +452,47 @@ fn unmount_from_inside(mountpoint: &Path) {
     }
 }
 
+/// A mounted engine and what it was mounted through.
+struct Engine {
+    fs: Arc<Filesystem>,
+    plan: Arc<FaultPlan>,
+    /// With `-o crashable`.
+    power: Option<Arc<PowerSwitch>>,
+}
+
+/// Opens `image` and mounts the engine on the device stack `settings` ask
+/// for (see the module comment).
+fn start_engine(image: &Path, settings: &MountSettings) -> Result<Engine, Failure> {
+    let file = FileDevice::open(
+        image,
+        FileDeviceOptions {
+            read_only: settings.read_only,
+            ..FileDeviceOptions::default()
+        },
+    )
+    .map_err(|error| Failure::operational(format!("cannot open {}: {error}", image.display())))?;
+    let plan = Arc::new(FaultPlan::new());
+    let options = mount_options(settings, &plan);
+    let cannot_mount =
+        |error| Failure::operational(format!("cannot mount {}: {error}", image.display()));
+    if settings.crashable {
+        let power = Arc::new(PowerSwitch::new(Arc::new(file), Arc::clone(&plan), options));
+        let fs = power.mount_first().map_err(cannot_mount)?;
+        return Ok(Engine {
+            fs: Arc::new(fs),
+            plan,
+            power: Some(power),
+        });
+    }
+    let device = FaultDevice::new(file, Arc::clone(&plan));
+    let fs = Filesystem::mount(Arc::new(device), options).map_err(cannot_mount)?;
+    Ok(Engine {
+        fs: Arc::new(fs),
+        plan,
+        power: None,
+    })
+}
+
 /// Mounts and serves until unmounted; `ready` hears once that the mount
 /// answers (or why it could not).
 fn serve(
@@ -460,41 +508,34 @@ fn serve(
     } = prepared;
     let mut pipe = signals::install(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
         .map_err(|error| Failure::operational(format!("signal handlers: {error}")))?;
-    let device = FileDevice::open(
-        &image,
-        FileDeviceOptions {
-            read_only: settings.read_only,
-            ..FileDeviceOptions::default()
-        },
-    )
-    .map_err(|error| Failure::operational(format!("cannot open {}: {error}", image.display())))?;
-    let plan = Arc::new(FaultPlan::new());
-    let device = FaultDevice::new(device, Arc::clone(&plan));
-    let fs = Filesystem::mount(Arc::new(device), mount_options(&settings)).map_err(|error| {
-        Failure::operational(format!("cannot mount {}: {error}", image.display()))
-    })?;
-    let fs = Arc::new(fs);
+    let Engine { fs, plan, power } = start_engine(&image, &settings)?;
     if fs.recovered() {
         log("the filesystem was not cleanly unmounted: the journal was replayed");
     }
 
-    let group = Group::new(GroupConfig::merge());
+    let group = Arc::new(Group::new(GroupConfig::merge()));
     let listener = match group.subscribe(fs.events()) {
-        Ok(()) => std::thread::Builder::new()
-            .name("vigilfs-events".into())
-            .spawn(move || {
-                for event in group.iter() {
-                    if event.kind != EventKind::Running {
-                        log(&describe_event(&event));
+        Ok(()) => {
+            if let Some(power) = &power {
+                power.carry_listeners(Arc::clone(&group));
+            }
+            std::thread::Builder::new()
+                .name("vigilfs-events".into())
+                .spawn(move || {
+                    for event in group.iter() {
+                        if event.kind != EventKind::Running {
+                            log(&describe_event(&event));
+                        }
                     }
-                }
-            })
-            .ok(),
+                })
+                .ok()
+        }
         Err(error) => {
             log(&format!("not listening to error events: {error}"));
             None
         }
     };
+    let slot = EngineSlot::new(fs);
 
     let mut extra = Map::new();
     extra.insert("image".into(), json!(image.display().to_string()));
@@ -503,26 +544,29 @@ fn serve(
         Some(group) => Some(group_id(group)?),
         None => None,
     };
-    let server = control::server::serve_full(
-        Arc::clone(&fs),
-        Arc::clone(&plan),
+    let server = control::server::serve(
         &mountpoint,
-        owner,
-        extra,
-        control::server::Limits::default(),
-        events_gid,
+        control::server::Served {
+            engine: Arc::clone(&slot),
+            plan: Arc::clone(&plan),
+            power: power.clone(),
+            owner_uid: owner,
+            events_gid,
+            extra,
+            limits: control::server::Limits::default(),
+        },
     );
     let server = match server {
         Ok(server) => server,
         Err(error) => {
             let failure = Failure::operational(format!("control socket: {error}"));
-            let _ = finish(fs, listener, &image);
+            let _ = finish(&slot, power.as_deref(), listener, &image);
             return Err(failure);
         }
     };
     let metrics = match &settings.metrics {
         Some(address) => {
-            match crate::metrics::serve(address, Arc::downgrade(&fs), Arc::clone(&plan)) {
+            match crate::metrics::serve(address, Arc::clone(&slot), Arc::clone(&plan)) {
                 Ok(metrics) => {
                     log(&format!("serving metrics at http://{address}/metrics"));
                     Some(metrics)
@@ -530,7 +574,7 @@ fn serve(
                 Err(message) => {
                     let failure = Failure::operational(message);
                     server.stop();
-                    let _ = finish(fs, listener, &image);
+                    let _ = finish(&slot, power.as_deref(), listener, &image);
                     return Err(failure);
                 }
             }
@@ -538,7 +582,10 @@ fn serve(
         None => None,
     };
     let config = fuse_config(&settings, &image);
-    let mounted = match vigilfs_fuse::mount(Arc::clone(&fs), &mountpoint, &config) {
+    let first = slot
+        .current()
+        .expect("the engine is in its slot until the end");
+    let mounted = match vigilfs_fuse::mount(first, &mountpoint, &config) {
         Ok(mounted) => mounted,
         Err(error) => {
             let failure = Failure::operational(format!(
@@ -547,20 +594,24 @@ fn serve(
                 mountpoint.display()
             ));
             server.stop();
-            let _ = finish(fs, listener, &image);
+            let _ = finish(&slot, power.as_deref(), listener, &image);
             return Err(failure);
         }
     };
+    if let Some(power) = &power {
+        power.attach(Arc::clone(&slot), mounted.restarter());
+    }
     if let Some(path) = &request.pid_file {
         if let Err(error) = std::fs::write(path, format!("{}\n", std::process::id())) {
             log(&format!("pid file {}: {error}", path.display()));
         }
     }
     log(&format!(
-        "mounted {} on {}{} (control socket {})",
+        "mounted {} on {}{}{} (control socket {})",
         image.display(),
         mountpoint.display(),
         if settings.read_only { " read-only" } else { "" },
+        if power.is_some() { " crashable" } else { "" },
         server.path().display()
     ));
     ready(Ok(()));
@@ -599,7 +650,7 @@ fn serve(
     if let Some(metrics) = metrics {
         metrics.unblock();
     }
-    let outcome = finish(fs, listener, &image);
+    let outcome = finish(&slot, power.as_deref(), listener, &image);
     // Listeners get the last events and the end of their stream.
     control::stream::drain(Duration::from_secs(5));
     if let Some(path) = &request.pid_file {
@@ -609,14 +660,21 @@ fn serve(
     outcome
 }
 
-/// Unmounts the engine once every other holder let go, then waits for the
-/// event listener to drain.
+/// Takes the engine out of its slot (after any power cut in progress; no
+/// other starts) and unmounts it once every other holder let go, then
+/// waits for the event listener to drain.
 fn finish(
-    fs: Arc<Filesystem>,
+    slot: &EngineSlot,
+    power: Option<&PowerSwitch>,
     listener: Option<std::thread::JoinHandle<()>>,
     image: &Path,
 ) -> Result<u8, Failure> {
-    let mut fs = fs;
+    if let Some(power) = power {
+        power.close();
+    }
+    let Some(mut fs) = slot.take() else {
+        return Err(Failure::operational("the engine was already unmounted"));
+    };
     let mut waited = Duration::ZERO;
     let fs = loop {
         match Arc::try_unwrap(fs) {

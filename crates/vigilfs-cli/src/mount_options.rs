@@ -7,7 +7,8 @@
 //! number is seconds), `scrub_rate=SIZE` (bytes per second the background scrub reads),
 //! `failed=OFFSET:LENGTH` (device bytes reported failed before the mount; repeatable),
 //! `events_group=GROUP` (its members may listen to events), `metrics=ADDR:PORT` (serve
-//! Prometheus metrics). Generic options mount(8) and mount.fuse3 pass along are
+//! Prometheus metrics), `crashable` (the crash lab's device: writes are
+//! held until a flush, so `vigilfs inject --power-cut` can lose them). Generic options mount(8) and mount.fuse3 pass along are
 //! accepted and ignored: `dev`, `nodev`, `suid`, `nosuid`, `exec`,
 //! `noexec`, `auto`, `noauto`, `user`, `nouser`, `users`, `defaults`,
 //! `_netdev`, `nofail`, the atime family, `x-*` and `comment=*`, and
@@ -58,6 +59,9 @@ pub struct MountSettings {
     pub events_group: Option<String>,
     /// `metrics=ADDR:PORT`: where to serve `/metrics`.
     pub metrics: Option<String>,
+    /// `crashable`: the device holds every write until a flush, so a
+    /// power cut can lose or tear them.
+    pub crashable: bool,
 }
 
 const IGNORED: &[&str] = &[
@@ -174,6 +178,7 @@ pub fn parse<S: AsRef<str>>(arguments: &[S]) -> Result<MountSettings, String> {
                 ("ro", None) => settings.read_only = true,
                 ("rw", None) => settings.read_only = false,
                 ("allow_other", None) => settings.allow_other = true,
+                ("crashable", None) => settings.crashable = true,
                 ("errors", Some(value)) => {
                     settings.errors = Some(match value {
                         "continue" => ErrorsPolicy::Continue,
@@ -250,12 +255,19 @@ pub fn parse<S: AsRef<str>>(arguments: &[S]) -> Result<MountSettings, String> {
                          fsync_errors=until-durable|once, keep_cache, nokeep_cache, \
                          attr_timeout=SECONDS, entry_timeout=SECONDS, \
                          scrub_interval=DURATION, scrub_rate=SIZE, failed=OFFSET:LENGTH, \
-                         events_group=GROUP, metrics=ADDR:PORT, \
+                         events_group=GROUP, metrics=ADDR:PORT, crashable, \
                          and the generic options of mount(8))"
                     ))
                 }
             }
         }
+    }
+    if settings.crashable && settings.read_only {
+        return Err(
+            "option crashable: a read-only mount writes nothing a power cut could \
+                    lose; use crashable with rw"
+                .into(),
+        );
     }
     Ok(settings)
 }
@@ -318,6 +330,11 @@ mod tests {
         assert_eq!(settings.attr_timeout, Some(Duration::ZERO));
         assert_eq!(settings.entry_timeout, Some(Duration::from_millis(2500)));
         assert_eq!(parse(&["keep_cache"]).unwrap().keep_cache, Some(true));
+        assert!(parse(&["rw,crashable"]).unwrap().crashable);
+        assert!(!parse(&["rw"]).unwrap().crashable);
+        assert!(parse(&["crashable=1"]).is_err());
+        let refused = parse(&["ro,crashable"]).unwrap_err();
+        assert!(refused.contains("read-only"), "{refused}");
         assert_eq!(parse(&["ro"]).unwrap().keep_cache, None);
     }
 

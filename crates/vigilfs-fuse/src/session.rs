@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use fuser::{BackgroundSession, Config, MountOption, Session, SessionACL};
+use fuser::{BackgroundSession, Config, INodeNo, MountOption, Session, SessionACL};
 use vigilfs::fs::{Filesystem, LifeState};
 
 use crate::adapter::Adapter;
@@ -343,12 +343,25 @@ impl Restarter {
     /// closed, with whatever its engine answers — an abandoned engine fails
     /// them with `EIO`), and a new mount takes its place, with the kernel's
     /// caches empty. Returns once the new mount answers.
-    pub fn restart(&self, filesystem: Arc<Filesystem>) -> io::Result<()> {
+    ///
+    /// `stale` are the inodes the old mount's kernel side holds: their
+    /// cached pages and attributes are dropped first, so a descriptor still
+    /// open on the old mount reaches the old engine (and its `EIO`) instead
+    /// of reading what the kernel cached before the crash.
+    pub fn restart(&self, filesystem: Arc<Filesystem>, stale: &[u64]) -> io::Result<()> {
         let state = &self.state;
         let mut current = state.lock();
         current
             .retired
             .retain(|session| !session.guard.is_finished());
+        if let Some(old) = &current.session {
+            let notifier = old.notifier();
+            for &inode in stale {
+                // An inode the kernel dropped meanwhile is refused (ENOENT):
+                // nothing of it is cached any more.
+                let _ = notifier.inval_inode(INodeNo(inode), 0, -1);
+            }
+        }
         // The old mount's engine may be abandoned already (it fails even a
         // stat of its root), so it is detached without asking; a mount
         // point no longer mounted (EINVAL) is fine.

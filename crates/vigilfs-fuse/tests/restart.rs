@@ -7,6 +7,7 @@ mod common;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,13 +57,20 @@ fn a_restarted_session_serves_the_recovered_filesystem_and_old_descriptors_fail(
         .open(path("lost"))
         .unwrap();
     open.write_all(b"never synced").unwrap();
+    // Read once: its pages are in the kernel's cache when the power goes.
+    let cached = File::open(path("durable")).unwrap();
+    let mut bytes = [0u8; 6];
+    cached.read_exact_at(&mut bytes, 0).unwrap();
 
     cache.cut_power();
     first.abandon();
     cache.restore_power(PowerLoss::DropUnflushed).unwrap();
     let second = engine(&device);
     assert!(second.recovered());
-    mounted.restarter().restart(Arc::clone(&second)).unwrap();
+    mounted
+        .restarter()
+        .restart(Arc::clone(&second), &first.inodes_known_to_the_kernel())
+        .unwrap();
     drop(first);
 
     assert_eq!(fs::read(path("durable")).unwrap(), b"synced");
@@ -78,6 +86,13 @@ fn a_restarted_session_serves_the_recovered_filesystem_and_old_descriptors_fail(
         Some(libc::EIO)
     );
     drop(open);
+    let stale = cached.read_exact_at(&mut bytes, 0).unwrap_err();
+    assert_eq!(
+        stale.raw_os_error(),
+        Some(libc::EIO),
+        "a page cached before the crash is not served after it"
+    );
+    drop(cached);
     fs::write(path("after"), b"a new file").unwrap();
     mounted.unmount().unwrap();
     let Ok(second) = Arc::try_unwrap(second) else {

@@ -26,7 +26,6 @@ struct Lab {
     memory: Arc<MemoryDevice>,
     cache: Arc<VolatileCache>,
     plan: Arc<FaultPlan>,
-    device: Arc<dyn BlockDevice>,
 }
 
 impl Lab {
@@ -35,18 +34,25 @@ impl Lab {
         make_filesystem(memory.clone(), &MkfsOptions::default()).expect("mkfs");
         let cache = Arc::new(VolatileCache::new(memory.clone()));
         let plan = Arc::new(FaultPlan::new());
-        let device: Arc<dyn BlockDevice> = Arc::new(FaultDevice::new(cache.clone(), plan.clone()));
         Lab {
             memory,
             cache,
             plan,
-            device,
         }
+    }
+
+    /// The device stack as this boot sees it: a request of an earlier
+    /// mount still on its way fails.
+    fn device(&self) -> Arc<dyn BlockDevice> {
+        Arc::new(FaultDevice::new(
+            Arc::new(self.cache.boot()),
+            self.plan.clone(),
+        ))
     }
 
     fn mount(&self) -> Filesystem {
         Filesystem::mount(
-            self.device.clone(),
+            self.device(),
             MountOptions {
                 fault_plan: Some(self.plan.clone()),
                 // Only what the test does reaches the disk.
@@ -369,4 +375,34 @@ fn descriptors_of_an_abandoned_mount_fail_with_eio() {
     lab.cache.restore_power(PowerLoss::DropUnflushed).unwrap();
     let fs = lab.mount();
     fs.unmount().unwrap();
+}
+
+#[test]
+fn file_rules_live_on_in_the_mount_that_replaced_a_lost_one() {
+    let lab = Lab::new();
+    let fs = lab.mount();
+    let id = fs
+        .add_file_rule(
+            "file op=fsync path=*.wal errno=EIO skip=1 limit=2 seed=0"
+                .parse()
+                .unwrap(),
+        )
+        .unwrap();
+    write_file(&fs, "a.wal", b"first", true);
+    lab.cache.cut_power();
+    fs.abandon();
+    lab.cache.restore_power(PowerLoss::DropUnflushed).unwrap();
+    let again = lab.mount();
+    again.take_over_file_rules(&fs);
+    drop(fs);
+    let rules = again.file_rules();
+    assert_eq!(rules.len(), 1);
+    assert_eq!((rules[0].id, rules[0].matched), (id, 1), "counters kept");
+    let (_, handle) = again
+        .create(ROOT_INO, b"b.wal", 0o644, read_write(), &root())
+        .unwrap();
+    again.write(handle, 0, b"x", &root()).unwrap();
+    assert_eq!(again.fsync(handle, false).unwrap_err().errno(), libc::EIO);
+    again.release(handle).unwrap();
+    again.unmount().unwrap();
 }

@@ -41,7 +41,9 @@
 
 pub mod client;
 pub mod event_json;
+pub mod faults;
 pub mod media_report;
+pub mod power;
 pub mod protocol;
 pub mod report;
 pub mod server;
@@ -56,7 +58,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub use server::serve;
+pub use server::{serve, Served};
 
 /// FNV-1a, 64 bits: stable across versions and machines, unlike std's
 /// hasher.

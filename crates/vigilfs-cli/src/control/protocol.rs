@@ -17,17 +17,24 @@
 //! {"command":"scrub","rate":BYTES_PER_SECOND,"restart":false}          (rate optional)
 //! {"command":"metrics"}
 //! {"command":"events","since":0,"follow":false,"mode":"distinct"}
+//! {"command":"fault_log","after":0}
+//! {"command":"drop_flushes","enabled":true}                             (crashable mounts)
+//! {"command":"unsynced"}
+//! {"command":"power_cut","torn":false,"seed":1}                         (crashable mounts)
 //! ```
 //!
 //! `events` is answered by one response line and then a stream: one JSON
 //! event per line (the form in [`super::event_json`]), ended by
-//! `{"end":"history"|"unmount"|"terminal"}` (the history is read, the mount
-//! is gone, or its terminal event was sent); the server closes after it.
-//! A stream that is not read for [`super::stream::STALL_LIMIT`] is cut.
+//! `{"end":"history"|"unmount"|"terminal"|"restarted"}` (the history is
+//! read, the mount is gone, its terminal event was sent, or a power cut
+//! replaced the engine: follow again from the last id); the server closes
+//! after it. A stream that is not read for [`super::stream::STALL_LIMIT`] is cut.
 //!
 //! Fault rules travel in the engine's one-line text form (see
-//! `vigilfs::device::FaultRule`), so the wire format is the one `status`
-//! prints. Responses:
+//! `vigilfs::device::FaultRule`, and `vigilfs::fs::faults::FileRule` for
+//! rules aimed at files and operations, which start with `file`), so the
+//! wire format is the one `status` prints. `power_cut` answers once the
+//! mount serves the state after the crash. Responses:
 //!
 //! ```text
 //! {"ok":true,"result":VALUE}
@@ -41,8 +48,9 @@
 //! `metrics` and `inject_list` are open to everyone; `events` (it shows
 //! file names) to root, the user who mounted and the members of the mount's
 //! `events_group`; the others only to root and the user who mounted
-//! (`refused` otherwise) — `owners` too, though it changes nothing: it
-//! names files in directories the caller may not be allowed to read.
+//! (`refused` otherwise) — `owners`, `unsynced` and `fault_log` too,
+//! though they change nothing: they name files in directories the caller
+//! may not be allowed to read.
 //! `scrub` answers when the scrub ends; a client that goes away stops it
 //! (the next scrub resumes there).
 
@@ -123,6 +131,36 @@ pub enum Request {
         #[serde(default)]
         mode: EventsMode,
     },
+    /// The fault log after a sequence number (a batch; ask again from
+    /// `next` for more).
+    FaultLog {
+        /// Entries after this sequence number (0: all the log holds).
+        #[serde(default)]
+        after: u64,
+    },
+    /// Make the device acknowledge flushes without keeping anything (a
+    /// lying disk), or stop.
+    DropFlushes {
+        /// Drop them from now on.
+        enabled: bool,
+    },
+    /// What a power cut would lose now.
+    Unsynced,
+    /// Cut the power; answered once the mount serves the state after the
+    /// crash.
+    PowerCut {
+        /// Tear the unflushed writes (sectors survive in part) instead of
+        /// losing them all.
+        #[serde(default)]
+        torn: bool,
+        /// Seed of a torn loss's choices.
+        #[serde(default = "default_seed")]
+        seed: u64,
+    },
+}
+
+fn default_seed() -> u64 {
+    1
 }
 
 /// How a listener receives error events.
@@ -166,6 +204,10 @@ impl Request {
             Request::NotifyFailure { .. } => "notify-failure",
             Request::Owners { .. } => "owners",
             Request::Scrub { .. } => "scrub",
+            Request::FaultLog { .. } => "read the fault log",
+            Request::DropFlushes { .. } => "drop flushes",
+            Request::Unsynced => "list unsynced changes",
+            Request::PowerCut { .. } => "cut the power",
         }
     }
 }
@@ -311,6 +353,32 @@ mod tests {
             serde_json::from_str::<Request>(r#"{"command":"owners","offset":-1,"length":1}"#)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn crash_lab_requests_have_a_stable_wire_form() {
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"command":"power_cut"}"#).unwrap(),
+            Request::PowerCut {
+                torn: false,
+                seed: 1
+            }
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::FaultLog { after: 9 }).unwrap(),
+            r#"{"command":"fault_log","after":9}"#
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"command":"drop_flushes"}"#).is_err());
+        for request in [
+            Request::Unsynced,
+            Request::FaultLog { after: 0 },
+            Request::PowerCut {
+                torn: true,
+                seed: 3,
+            },
+        ] {
+            assert!(request.is_mutating(), "{request:?} is for the owner");
+        }
     }
 
     #[test]

@@ -28,7 +28,9 @@
 //!                  (`vigilfs events`); write_failures counts failed writes
 //!                  of the log itself, never logged into it
 //! fault_rules      [{id, rule, matched, injected, bad_blocks_remaining,
-//!                   provisioned_blocks_used}]  (rule: the text form)
+//!                   provisioned_blocks_used}]  (rule: the text form; file
+//!                   rules, `file ...`, have the first four)
+//! crash_lab        {crashable, drop_flushes, unflushed_bytes, power_cuts}
 //! media            the bad-block list, poisoned data, failure notices and
 //!                  scrub (fields in `media_report`)
 //! ```
@@ -36,6 +38,7 @@
 use serde_json::{json, Map, Value};
 use vigilfs::device::{FaultPlan, RuleStatus};
 use vigilfs::format::{ErrorEvent, ErrorKind, ErrorRecord};
+use vigilfs::fs::faults::FileRuleStatus;
 use vigilfs::fs::{Filesystem, LifeState};
 
 use super::media_report::media_status_json;
@@ -51,6 +54,32 @@ pub fn rule_json(rule: &RuleStatus) -> Value {
         "bad_blocks_remaining": rule.bad_blocks_remaining,
         "provisioned_blocks_used": rule.provisioned_blocks_used,
     })
+}
+
+/// A file rule's JSON form (its text starts with `file`).
+pub fn file_rule_json(rule: &FileRuleStatus) -> Value {
+    json!({
+        "id": rule.id.0,
+        "rule": rule.rule.to_string(),
+        "matched": rule.matched,
+        "injected": rule.injected,
+    })
+}
+
+/// Every rule of the mount, the device plan's and the file rules, by id.
+pub fn all_rules_json(fs: &Filesystem, plan: &FaultPlan) -> Vec<Value> {
+    let mut rules: Vec<(u64, Value)> = plan
+        .rules()
+        .iter()
+        .map(|rule| (rule.id.0, rule_json(rule)))
+        .chain(
+            fs.file_rules()
+                .iter()
+                .map(|rule| (rule.id.0, file_rule_json(rule))),
+        )
+        .collect();
+    rules.sort_by_key(|(id, _)| *id);
+    rules.into_iter().map(|(_, rule)| rule).collect()
 }
 
 /// One recorded error as JSON: null, or `{time, errno, name, inode,
@@ -153,7 +182,7 @@ pub fn status_json(fs: &Filesystem, plan: &FaultPlan, extra: &Map<String, Value>
             "last_write_failure": status.events.last_write_failure,
             "unavailable": status.events.unavailable,
         },
-        "fault_rules": plan.rules().iter().map(rule_json).collect::<Vec<_>>(),
+        "fault_rules": all_rules_json(fs, plan),
         "media": media_status_json(&status.media),
     });
     if let Value::Object(fields) = fields {

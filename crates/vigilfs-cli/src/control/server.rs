@@ -32,24 +32,26 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
-use vigilfs::device::{ByteRange, FaultPlan, FaultRule, RuleId};
+use vigilfs::device::{ByteRange, FaultPlan};
 use vigilfs::failure::Origin;
 use vigilfs::fs::{Filesystem, FsError, ScrubRequest};
 use vigilfs::inode::FileError;
 
 use super::media_report::{failure_report_json, owner_json, scrub_summary_json};
 use super::protocol::{ErrorKind, Request, Response, MAX_REQUEST_BYTES};
-use super::report::{rule_json, status_json};
-use super::stream;
+use super::report::status_json;
 use super::{
     canonical_mountpoint, connect_nonblocking, current_uid, describe_errno, peer_credentials,
     socket_directories, socket_name, sweep_stale, trusted_directory, DirectoryLock,
 };
+use super::{faults, power, stream};
+use crate::engine_slot::EngineSlot;
+use crate::power_cut::PowerSwitch;
 
 /// What one client may take of the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,9 +90,11 @@ pub struct ControlServer {
 }
 
 pub(super) struct Context {
-    /// Weak: see the module comment (unmount never waits for a client).
-    pub(super) fs: Weak<Filesystem>,
+    /// Looked up per request: see the module comment (unmount never waits
+    /// for a client) and `engine_slot` (a power cut replaces the engine).
+    pub(super) engine: Arc<EngineSlot>,
     plan: Arc<FaultPlan>,
+    power: Option<Arc<PowerSwitch>>,
     pub(super) mountpoint: PathBuf,
     pub(super) owner_uid: u32,
     extra: Map<String, Value>,
@@ -102,50 +106,51 @@ pub(super) struct Context {
     pub(super) events_gid: Option<u32>,
 }
 
+/// What a control server serves, and for whom.
+pub struct Served {
+    /// The mount's engine.
+    pub engine: Arc<EngineSlot>,
+    /// The fault plan of its device.
+    pub plan: Arc<FaultPlan>,
+    /// The power switch of a crashable mount.
+    pub power: Option<Arc<PowerSwitch>>,
+    /// The uid of the user who mounted.
+    pub owner_uid: u32,
+    /// Members of this group may listen to events too.
+    pub events_gid: Option<u32>,
+    /// Fields added to every status report.
+    pub extra: Map<String, Value>,
+    /// What one client may take.
+    pub limits: Limits,
+}
+
+impl Served {
+    /// `engine` with its `plan`, for `owner_uid`, with the default limits
+    /// and nothing else.
+    pub fn new(engine: Arc<EngineSlot>, plan: Arc<FaultPlan>, owner_uid: u32) -> Served {
+        Served {
+            engine,
+            plan,
+            power: None,
+            owner_uid,
+            events_gid: None,
+            extra: Map::new(),
+            limits: Limits::default(),
+        }
+    }
+}
+
 /// Serves the control socket of the mount at `mountpoint`.
-pub fn serve(
-    fs: Arc<Filesystem>,
-    plan: Arc<FaultPlan>,
-    mountpoint: &Path,
-    owner_uid: u32,
-) -> io::Result<ControlServer> {
-    serve_with(fs, plan, mountpoint, owner_uid, Map::new())
-}
-
-/// [`serve`], with `extra` fields added to every status report.
-pub fn serve_with(
-    fs: Arc<Filesystem>,
-    plan: Arc<FaultPlan>,
-    mountpoint: &Path,
-    owner_uid: u32,
-    extra: Map<String, Value>,
-) -> io::Result<ControlServer> {
-    serve_limited(fs, plan, mountpoint, owner_uid, extra, Limits::default())
-}
-
-/// [`serve_with`] with explicit [`Limits`].
-pub fn serve_limited(
-    fs: Arc<Filesystem>,
-    plan: Arc<FaultPlan>,
-    mountpoint: &Path,
-    owner_uid: u32,
-    extra: Map<String, Value>,
-    limits: Limits,
-) -> io::Result<ControlServer> {
-    serve_full(fs, plan, mountpoint, owner_uid, extra, limits, None)
-}
-
-/// [`serve_limited`], letting the members of group `events_gid` listen to
-/// events as root and the owner may.
-pub fn serve_full(
-    fs: Arc<Filesystem>,
-    plan: Arc<FaultPlan>,
-    mountpoint: &Path,
-    owner_uid: u32,
-    mut extra: Map<String, Value>,
-    limits: Limits,
-    events_gid: Option<u32>,
-) -> io::Result<ControlServer> {
+pub fn serve(mountpoint: &Path, served: Served) -> io::Result<ControlServer> {
+    let Served {
+        engine,
+        plan,
+        power,
+        owner_uid,
+        events_gid,
+        mut extra,
+        limits,
+    } = served;
     let mountpoint = canonical_mountpoint(mountpoint)?;
     let (listener, path) = bind(&mountpoint)?;
     let metadata = std::fs::symlink_metadata(&path)?;
@@ -155,8 +160,9 @@ pub fn serve_full(
     extra.insert("pid".into(), json!(std::process::id()));
     let stop = Arc::new(AtomicBool::new(false));
     let context = Arc::new(Context {
-        fs: Arc::downgrade(&fs),
+        engine,
         plan,
+        power,
         mountpoint,
         owner_uid,
         extra,
@@ -511,7 +517,7 @@ fn respond(line: &[u8], uid: Option<u32>, context: &Context, stream: &UnixStream
         );
     }
     // The filesystem is held only while the request executes.
-    let fs = match context.fs.upgrade() {
+    let fs = match context.engine.current() {
         Some(fs) if !context.stopping.load(Ordering::Acquire) => fs,
         _ => {
             return Response::failure(
@@ -606,6 +612,7 @@ fn failed(error: &FsError) -> Response {
 
 fn execute(request: Request, fs: &Filesystem, context: &Context, stream: &UnixStream) -> Response {
     let plan = &context.plan;
+    let power = context.power.as_deref();
     match request {
         Request::NotifyFailure {
             offset,
@@ -647,7 +654,11 @@ fn execute(request: Request, fs: &Filesystem, context: &Context, stream: &UnixSt
                 Err(error) => failed(&error),
             }
         }
-        Request::Status => Response::success(status_json(fs, plan, &context.extra)),
+        Request::Status => {
+            let mut status = status_json(fs, plan, &context.extra);
+            status["crash_lab"] = crash_lab_json(power);
+            Response::success(status)
+        }
         Request::Sync => engine_result(fs.syncfs_once(), fs),
         Request::Freeze => engine_result(fs.freeze(), fs),
         Request::Thaw => engine_result(fs.thaw(), fs),
@@ -663,67 +674,25 @@ fn execute(request: Request, fs: &Filesystem, context: &Context, stream: &UnixSt
             "events are streamed, not answered",
             None,
         ),
-        Request::InjectAdd { rules } => {
-            let mut parsed = Vec::with_capacity(rules.len());
-            for text in &rules {
-                match text.parse::<FaultRule>() {
-                    Ok(rule) => parsed.push(rule),
-                    Err(error) => {
-                        return Response::failure(
-                            ErrorKind::BadRequest,
-                            format!("`{text}`: {error}"),
-                            None,
-                        )
-                    }
-                }
-            }
-            let mut added = Vec::new();
-            for rule in parsed {
-                match plan.add_rule(rule) {
-                    Ok(id) => added.push(id),
-                    Err(error) => {
-                        for id in added {
-                            plan.remove_rule(id);
-                        }
-                        return Response::failure(ErrorKind::BadRequest, error.to_string(), None);
-                    }
-                }
-            }
-            let listed: Vec<Value> = added
-                .iter()
-                .filter_map(|id| plan.rule(*id))
-                .map(|rule| rule_json(&rule))
-                .collect();
-            let active = plan.rules().len() as u64;
-            for text in &rules {
-                fs.note_fault_rules(&format!("set {text}"), active);
-            }
-            Response::success(json!({ "added": listed }))
-        }
-        Request::InjectRemove { id } => match plan.remove_rule(RuleId(id)) {
-            Some(status) => {
-                fs.note_fault_rules(
-                    &format!("cleared {}", status.rule),
-                    plan.rules().len() as u64,
-                );
-                Response::success(json!({ "removed": [rule_json(&status)] }))
-            }
-            None => Response::failure(
-                ErrorKind::BadRequest,
-                format!("no fault rule with id {id}"),
-                None,
-            ),
-        },
-        Request::InjectClear => {
-            let removed: Vec<Value> = plan.rules().iter().map(rule_json).collect();
-            plan.clear();
-            fs.note_fault_rules("cleared all", 0);
-            Response::success(json!({ "removed": removed }))
-        }
-        Request::InjectList => Response::success(json!({
-            "rules": plan.rules().iter().map(rule_json).collect::<Vec<_>>()
-        })),
+        Request::InjectAdd { rules } => faults::add(fs, plan, &rules),
+        Request::InjectRemove { id } => faults::remove(fs, plan, id),
+        Request::InjectClear => faults::clear(fs, plan, power),
+        Request::InjectList => faults::list(fs, plan, power),
+        Request::FaultLog { after } => faults::log(plan, after),
+        Request::DropFlushes { enabled } => faults::drop_flushes(power, enabled),
+        Request::Unsynced => power::unsynced(fs),
+        Request::PowerCut { torn, seed } => power::power_cut(power, torn, seed),
     }
+}
+
+/// The crash lab's part of a status report.
+fn crash_lab_json(power: Option<&PowerSwitch>) -> Value {
+    json!({
+        "crashable": power.is_some(),
+        "drop_flushes": power.is_some_and(PowerSwitch::drops_flushes),
+        "unflushed_bytes": power.map(PowerSwitch::unflushed_bytes),
+        "power_cuts": power.map(PowerSwitch::cuts),
+    })
 }
 
 #[cfg(test)]
@@ -735,13 +704,27 @@ mod tests {
     use vigilfs::fs::MountOptions;
     use vigilfs::mkfs::{make_filesystem, MkfsOptions};
 
-    fn mounted() -> (Arc<Filesystem>, Arc<FaultPlan>) {
+    fn mounted() -> (Arc<EngineSlot>, Arc<FaultPlan>) {
         let memory = Arc::new(MemoryDevice::new(64 << 20, SectorSize::Bytes512));
         make_filesystem(memory.clone(), &MkfsOptions::default()).unwrap();
         let plan = Arc::new(FaultPlan::new());
         let device = FaultDevice::new(memory, Arc::clone(&plan));
-        let fs = Filesystem::mount(Arc::new(device), MountOptions::default()).unwrap();
-        (Arc::new(fs), plan)
+        let options = MountOptions {
+            fault_plan: Some(Arc::clone(&plan)),
+            ..MountOptions::default()
+        };
+        let fs = Filesystem::mount(Arc::new(device), options).unwrap();
+        (EngineSlot::new(Arc::new(fs)), plan)
+    }
+
+    /// Takes the engine out of `slot` and unmounts it: nothing else may
+    /// hold it by now.
+    fn unmount(slot: &EngineSlot) {
+        let fs = slot.take().expect("the engine");
+        let Ok(fs) = Arc::try_unwrap(fs) else {
+            panic!("a client thread holds the engine");
+        };
+        fs.unmount().unwrap();
     }
 
     fn raw_exchange(path: &Path, request: &[u8]) -> Value {
@@ -764,8 +747,12 @@ mod tests {
     #[test]
     fn the_server_answers_status_inject_and_sync_and_survives_garbage() {
         let directory = tempfile::tempdir().unwrap();
-        let (fs, plan) = mounted();
-        let server = serve(Arc::clone(&fs), Arc::clone(&plan), directory.path(), 4242).unwrap();
+        let (slot, plan) = mounted();
+        let server = serve(
+            directory.path(),
+            Served::new(Arc::clone(&slot), Arc::clone(&plan), 4242),
+        )
+        .unwrap();
         let socket = server.path().to_path_buf();
         assert!(socket.exists());
         let me = current_uid();
@@ -817,24 +804,23 @@ mod tests {
         server.stop();
         assert!(!socket.exists(), "the socket is removed at stop");
         assert!(call(&Request::Status).is_err());
-        Arc::try_unwrap(fs).unwrap().unmount().unwrap();
+        unmount(&slot);
     }
 
     #[test]
     fn a_request_trickling_in_is_cut_off_at_the_whole_request_deadline() {
         let directory = tempfile::tempdir().unwrap();
-        let (fs, plan) = mounted();
+        let (slot, plan) = mounted();
         let limits = Limits {
             request_deadline: Duration::from_millis(600),
             ..Limits::default()
         };
-        let server = serve_limited(
-            Arc::clone(&fs),
-            plan,
+        let server = serve(
             directory.path(),
-            0,
-            Map::new(),
-            limits,
+            Served {
+                limits,
+                ..Served::new(Arc::clone(&slot), plan, 0)
+            },
         )
         .unwrap();
         let stream = UnixStream::connect(server.path()).unwrap();
@@ -876,25 +862,24 @@ mod tests {
             "running"
         );
         server.stop();
-        Arc::try_unwrap(fs).unwrap().unmount().unwrap();
+        unmount(&slot);
     }
 
     #[test]
     fn connections_beyond_the_bound_are_refused_as_busy() {
         let directory = tempfile::tempdir().unwrap();
-        let (fs, plan) = mounted();
+        let (slot, plan) = mounted();
         let limits = Limits {
             max_connections: 3,
             max_per_uid: 2,
             ..Limits::default()
         };
-        let server = serve_limited(
-            Arc::clone(&fs),
-            plan,
+        let server = serve(
             directory.path(),
-            0,
-            Map::new(),
-            limits,
+            Served {
+                limits,
+                ..Served::new(Arc::clone(&slot), plan, 0)
+            },
         )
         .unwrap();
         // Two idle connections fill this uid's share.
@@ -931,26 +916,25 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
         }
         server.stop();
-        Arc::try_unwrap(fs).unwrap().unmount().unwrap();
+        unmount(&slot);
     }
 
     #[test]
     fn stopping_does_not_wait_for_a_client_and_the_engine_is_free_at_once() {
         let directory = tempfile::tempdir().unwrap();
-        let (fs, plan) = mounted();
-        let server = serve(Arc::clone(&fs), plan, directory.path(), 0).unwrap();
+        let (slot, plan) = mounted();
+        let server = serve(directory.path(), Served::new(Arc::clone(&slot), plan, 0)).unwrap();
         let stuck = UnixStream::connect(server.path()).unwrap();
         (&stuck).write_all(b"{\"comm").unwrap();
         std::thread::sleep(Duration::from_millis(300));
         let start = Instant::now();
         server.stop();
-        let fs = Arc::try_unwrap(fs).unwrap_or_else(|_| panic!("a client thread holds the engine"));
+        unmount(&slot);
         assert!(
             start.elapsed() < Duration::from_secs(1),
             "{:?}",
             start.elapsed()
         );
-        fs.unmount().unwrap();
         drop(stuck);
     }
 }

@@ -13,6 +13,12 @@
 //! by megabytes of socket memory; one that reads nothing for
 //! [`STALL_LIMIT`] is cut off.
 //!
+//! A power cut (crash lab) replaces the mount's engine: a following stream
+//! ends with `{"end":"restarted"}` once it has sent what the old engine's
+//! log held, and the client follows the new engine from the last id it
+//! saw (ids go on increasing across the crash; what the crash lost of the
+//! log comes as a `lost` event).
+//!
 //! Who may listen: root, the user who mounted, and the members of the
 //! mount's `events_group` (events name files).
 
@@ -159,8 +165,8 @@ impl Sender<'_> {
         // The filesystem is held only while the path is looked for.
         let path = self
             .context
-            .fs
-            .upgrade()
+            .engine
+            .current()
             .filter(|_| !self.context.stopping.load(Ordering::Acquire))
             .and_then(|fs| fs.path_of(ino, PATH_SEARCH_BUDGET));
         self.paths.insert(ino, path.clone());
@@ -226,7 +232,8 @@ pub(super) fn serve_events(stream: &UnixStream, context: &Context, request: &Str
         let _ = write_response(stream, &refused, deadline);
         return;
     }
-    let log = match context.fs.upgrade() {
+    let generation = context.engine.generation();
+    let log = match context.engine.current() {
         Some(fs) if !context.stopping.load(Ordering::Acquire) => {
             std::sync::Arc::clone(fs.event_log())
         }
@@ -270,15 +277,25 @@ pub(super) fn serve_events(stream: &UnixStream, context: &Context, request: &Str
     if request.follow && sender.send(&[running_json(newest_at_start)]).is_err() {
         return;
     }
-    let _ = run(&mut sender, &log, request, newest_at_start, mount_first);
+    let _ = run(
+        &mut sender,
+        &log,
+        request,
+        (newest_at_start, mount_first),
+        generation,
+    );
 }
 
+/// Sends the log's records after `request.since` (to `newest_at_start`
+/// without `follow`), until the mount's terminal event (its first id is
+/// `mount_first`) or, once the engine of `generation` was replaced by a
+/// power cut, the end of what its log holds.
 fn run(
     sender: &mut Sender<'_>,
     log: &EventLog,
     request: &StreamRequest,
-    newest_at_start: u64,
-    mount_first: u64,
+    (newest_at_start, mount_first): (u64, u64),
+    generation: u64,
 ) -> io::Result<()> {
     let mut after = request.since;
     // The running sum of errors up to `after`, when known: it makes a loss
@@ -337,6 +354,9 @@ fn run(
                 if !request.follow {
                     return end(sender, "history");
                 }
+                if sender.context.engine.generation() != generation {
+                    return end(sender, "restarted");
+                }
                 if hung_up(sender.stream) {
                     return Ok(());
                 }
@@ -344,6 +364,9 @@ fn run(
             ReadOutcome::Closed => {
                 if let Some((first, last)) = gap.take() {
                     sender.send(&[gap_json(first, last, None, "not in the log")])?;
+                }
+                if sender.context.engine.generation() != generation {
+                    return end(sender, "restarted");
                 }
                 return end(sender, "unmount");
             }

@@ -49,9 +49,9 @@ pub use file::{FileDevice, FileDeviceOptions};
 pub use io_owner::{data_owner, with_data_owner};
 pub use memory::MemoryDevice;
 pub use overlay::OverlayDevice;
-pub(crate) use seeded_random::SeededRandom;
+pub use seeded_random::SeededRandom;
 pub use stoppable::StoppableDevice;
-pub use volatile::{PowerLoss, PowerLossReport, VolatileCache, CACHE_LIMIT_BYTES};
+pub use volatile::{BootedDevice, PowerLoss, PowerLossReport, VolatileCache, CACHE_LIMIT_BYTES};
 
 /// What an I/O is for. Fault rules can match one class, so a test can fail data writes
 /// while metadata and the journal keep working.

@@ -7,16 +7,18 @@
 /// SplitMix64: one 64-bit word of state, full period, good enough statistical quality for
 /// deciding which I/O to fail.
 #[derive(Debug, Clone)]
-pub(crate) struct SeededRandom {
+pub struct SeededRandom {
     state: u64,
 }
 
 impl SeededRandom {
-    pub(crate) fn new(seed: u64) -> SeededRandom {
+    /// The generator whose sequence `seed` names.
+    pub fn new(seed: u64) -> SeededRandom {
         SeededRandom { state: seed }
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    /// The next value of the sequence.
+    pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut mixed = self.state;
         mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -25,17 +27,17 @@ impl SeededRandom {
     }
 
     /// A value in `0..bound` (`bound` > 0), by widening multiplication to avoid modulo bias.
-    pub(crate) fn below(&mut self, bound: u64) -> u64 {
+    pub fn below(&mut self, bound: u64) -> u64 {
         ((u128::from(self.next_u64()) * u128::from(bound)) >> 64) as u64
     }
 
     /// True with probability `parts_per_million / 1_000_000`.
-    pub(crate) fn chance(&mut self, parts_per_million: u32) -> bool {
+    pub fn chance(&mut self, parts_per_million: u32) -> bool {
         self.below(1_000_000) < u64::from(parts_per_million)
     }
 
     /// Shuffles `items` in place (Fisher–Yates).
-    pub(crate) fn shuffle<T>(&mut self, items: &mut [T]) {
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
         for index in (1..items.len()).rev() {
             let other = self.below(index as u64 + 1) as usize;
             items.swap(index, other);

@@ -17,9 +17,16 @@
 //! own when it holds [`CACHE_LIMIT_BYTES`] (writes that reached the medium
 //! without a flush may survive a power cut on any disk; this bounds memory).
 //!
+//! A machine that loses power reboots: what its old incarnation had in
+//! flight never arrives. [`VolatileCache::boot`] hands out the device as
+//! one boot sees it ([`BootedDevice`]); every cut ends that boot, so a
+//! request of an abandoned mount that was still on its way (held by a
+//! delay rule, say) fails instead of landing in the next boot's cache.
+//!
 //! Invariants: a read sees the newest write to each sector; the device below
 //! holds exactly what is durable, plus what the cache wrote back on its own;
-//! nothing reaches the device below while the power is off.
+//! nothing reaches the device below while the power is off, nor from a boot
+//! that a cut ended.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -65,6 +72,8 @@ struct CacheState {
     /// Bytes of all the versions held.
     bytes: u64,
     powered_off: bool,
+    /// Counts the cuts: a [`BootedDevice`] of an earlier boot is refused.
+    boot: u64,
     drop_flushes: bool,
     /// Flushes acknowledged.
     flushes: u64,
@@ -118,15 +127,34 @@ impl VolatileCache {
         self.lock().drop_flushes = drop;
     }
 
+    /// Whether flushes are acknowledged without making anything durable.
+    pub fn drops_flushes(&self) -> bool {
+        self.lock().drop_flushes
+    }
+
     /// Whether the power is on.
     pub fn is_powered(&self) -> bool {
         !self.lock().powered_off
     }
 
-    /// Cuts the power: every request fails from now on, nothing more
-    /// reaches the device below, the cache keeps what it held.
+    /// Cuts the power: every request fails from now on (for ever, through
+    /// the [`BootedDevice`]s handed out so far), nothing more reaches the
+    /// device below, the cache keeps what it held.
     pub fn cut_power(&self) {
-        self.lock().powered_off = true;
+        let mut state = self.lock();
+        if !state.powered_off {
+            state.powered_off = true;
+            state.boot += 1;
+        }
+    }
+
+    /// The device as the current boot sees it: it serves until the next
+    /// cut, then fails every request even once the power is back.
+    pub fn boot(self: &Arc<Self>) -> BootedDevice {
+        BootedDevice {
+            boot: self.lock().boot,
+            cache: Arc::clone(self),
+        }
     }
 
     /// Brings the power back: what the cache held is lost or torn as `loss`
@@ -134,7 +162,10 @@ impl VolatileCache {
     /// the cache serves again, empty. Cuts the power first if it was on.
     pub fn restore_power(&self, loss: PowerLoss) -> Result<PowerLossReport, DeviceError> {
         let mut state = self.lock();
-        state.powered_off = true;
+        if !state.powered_off {
+            state.powered_off = true;
+            state.boot += 1;
+        }
         let sectors = std::mem::take(&mut state.sectors);
         state.bytes = 0;
         let mut report = PowerLossReport {
@@ -215,13 +246,16 @@ impl VolatileCache {
         Ok(())
     }
 
+    /// Refuses a request while the power is off, or from a boot a cut
+    /// ended (`boot`: `None` for a request made on the cache itself).
     fn powered(
         state: &CacheState,
+        boot: Option<u64>,
         operation: IoOperation,
         class: IoClass,
         range: ByteRange,
     ) -> Result<(), DeviceError> {
-        if state.powered_off {
+        if state.powered_off || boot.is_some_and(|boot| boot != state.boot) {
             Err(DeviceError::new(
                 DeviceErrorKind::PowerCut,
                 operation,
@@ -234,8 +268,14 @@ impl VolatileCache {
     }
 }
 
-impl BlockDevice for VolatileCache {
-    fn read_at(&self, offset: u64, buffer: &mut [u8], class: IoClass) -> Result<(), DeviceError> {
+impl VolatileCache {
+    fn read(
+        &self,
+        boot: Option<u64>,
+        offset: u64,
+        buffer: &mut [u8],
+        class: IoClass,
+    ) -> Result<(), DeviceError> {
         let operation = IoOperation::Read;
         check_request(
             operation,
@@ -248,6 +288,7 @@ impl BlockDevice for VolatileCache {
         let state = self.lock();
         Self::powered(
             &state,
+            boot,
             operation,
             class,
             ByteRange::at(offset, buffer.len() as u64),
@@ -265,7 +306,13 @@ impl BlockDevice for VolatileCache {
         Ok(())
     }
 
-    fn write_at(&self, offset: u64, buffer: &[u8], class: IoClass) -> Result<(), DeviceError> {
+    fn write(
+        &self,
+        boot: Option<u64>,
+        offset: u64,
+        buffer: &[u8],
+        class: IoClass,
+    ) -> Result<(), DeviceError> {
         let operation = IoOperation::Write;
         check_request(
             operation,
@@ -278,6 +325,7 @@ impl BlockDevice for VolatileCache {
         let mut state = self.lock();
         Self::powered(
             &state,
+            boot,
             operation,
             class,
             ByteRange::at(offset, buffer.len() as u64),
@@ -298,14 +346,34 @@ impl BlockDevice for VolatileCache {
         Ok(())
     }
 
-    fn flush(&self, class: IoClass) -> Result<(), DeviceError> {
+    fn flush_cache(&self, boot: Option<u64>, class: IoClass) -> Result<(), DeviceError> {
         let mut state = self.lock();
-        Self::powered(&state, IoOperation::Flush, class, ByteRange::new(0, 0))?;
+        Self::powered(
+            &state,
+            boot,
+            IoOperation::Flush,
+            class,
+            ByteRange::new(0, 0),
+        )?;
         state.flushes += 1;
         if state.drop_flushes {
             return Ok(());
         }
         self.drain(&mut state, true, class)
+    }
+}
+
+impl BlockDevice for VolatileCache {
+    fn read_at(&self, offset: u64, buffer: &mut [u8], class: IoClass) -> Result<(), DeviceError> {
+        self.read(None, offset, buffer, class)
+    }
+
+    fn write_at(&self, offset: u64, buffer: &[u8], class: IoClass) -> Result<(), DeviceError> {
+        self.write(None, offset, buffer, class)
+    }
+
+    fn flush(&self, class: IoClass) -> Result<(), DeviceError> {
+        self.flush_cache(None, class)
     }
 
     fn length(&self) -> u64 {
@@ -318,6 +386,40 @@ impl BlockDevice for VolatileCache {
 
     fn set_media_failure_callback(&self, callback: MediaFailureCallback) {
         self.inner.set_media_failure_callback(callback);
+    }
+}
+
+/// The cache as one boot sees it ([`VolatileCache::boot`]): refused from
+/// the next cut on.
+#[derive(Debug)]
+pub struct BootedDevice {
+    cache: Arc<VolatileCache>,
+    boot: u64,
+}
+
+impl BlockDevice for BootedDevice {
+    fn read_at(&self, offset: u64, buffer: &mut [u8], class: IoClass) -> Result<(), DeviceError> {
+        self.cache.read(Some(self.boot), offset, buffer, class)
+    }
+
+    fn write_at(&self, offset: u64, buffer: &[u8], class: IoClass) -> Result<(), DeviceError> {
+        self.cache.write(Some(self.boot), offset, buffer, class)
+    }
+
+    fn flush(&self, class: IoClass) -> Result<(), DeviceError> {
+        self.cache.flush_cache(Some(self.boot), class)
+    }
+
+    fn length(&self) -> u64 {
+        self.cache.length()
+    }
+
+    fn sector_size(&self) -> SectorSize {
+        self.cache.sector_size()
+    }
+
+    fn set_media_failure_callback(&self, callback: MediaFailureCallback) {
+        self.cache.set_media_failure_callback(callback);
     }
 }
 
@@ -414,5 +516,28 @@ mod tests {
         assert_eq!(cache.flushes(), 1);
         cache.restore_power(PowerLoss::DropUnflushed).unwrap();
         assert_eq!(first_bytes(&memory, 1), [0]);
+    }
+
+    #[test]
+    fn a_request_of_an_ended_boot_never_lands_after_the_power_returns() {
+        let memory = Arc::new(MemoryDevice::new(64 * SECTOR as u64, SectorSize::Bytes512));
+        let cache = Arc::new(VolatileCache::new(memory));
+        let first = cache.boot();
+        first.write_at(0, &[1; SECTOR], IoClass::Data).unwrap();
+        cache.cut_power();
+        cache.restore_power(PowerLoss::DropUnflushed).unwrap();
+        // A write of the abandoned mount, late: refused, the power is back.
+        let late = first.write_at(0, &[2; SECTOR], IoClass::Data);
+        assert_eq!(late.unwrap_err().kind, DeviceErrorKind::PowerCut);
+        assert!(first.flush(IoClass::Data).is_err());
+        let second = cache.boot();
+        let mut buffer = [0; SECTOR];
+        second.read_at(0, &mut buffer, IoClass::Data).unwrap();
+        assert_eq!(buffer[0], 0, "neither the lost write nor the late one");
+        second.write_at(0, &[3; SECTOR], IoClass::Data).unwrap();
+        // Restoring without an explicit cut ends the boot too.
+        cache.restore_power(PowerLoss::DropUnflushed).unwrap();
+        assert!(second.read_at(0, &mut buffer, IoClass::Data).is_err());
+        assert!(cache.boot().read_at(0, &mut buffer, IoClass::Data).is_ok());
     }
 }

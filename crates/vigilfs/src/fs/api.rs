@@ -216,6 +216,11 @@ impl Filesystem {
         self.shared.handles.lookups(ino)
     }
 
+    /// Every inode the kernel holds (looked up and not yet forgotten).
+    pub fn inodes_known_to_the_kernel(&self) -> Vec<u64> {
+        self.shared.handles.looked_up_inodes()
+    }
+
     /// The attributes of `ino`.
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
         let record = self.record(ino)?;

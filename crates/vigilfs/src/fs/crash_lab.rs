@@ -6,7 +6,7 @@
 //! not flushed) is the transport's: it builds the device stack, cuts the
 //! power there, abandons this mount and mounts the image again.
 
-use super::faults::{CutPoint, FileRule, FileRuleStatus};
+use super::faults::{CutPoint, FileRule, FileRuleStatus, Operation};
 use super::unsynced::Change;
 use super::Filesystem;
 use crate::device::{FaultRuleError, RuleId};
@@ -71,6 +71,13 @@ impl Filesystem {
         self.shared.faults.rules()
     }
 
+    /// Takes over the file and operation rules of `lost`, a mount of the
+    /// same device abandoned at a power cut, as they stand (ids, counters,
+    /// seeded draws): a crash does not reset the crash lab.
+    pub fn take_over_file_rules(&self, lost: &Filesystem) {
+        self.shared.faults.take_over(&lost.shared.faults);
+    }
+
     /// Every known path of inode `ino` (learnt from lookups, creates,
     /// links and renames through this mount).
     pub fn known_paths(&self, ino: u64) -> Vec<String> {
@@ -83,6 +90,11 @@ impl Filesystem {
     /// the power and hand the rest to another thread.
     pub fn arm_power_cut(&self, point: CutPoint, cut: Box<dyn FnOnce() + Send>) {
         self.shared.faults.arm_power_cut(point, cut);
+    }
+
+    /// How many times `operation` started on this mount.
+    pub fn operations_started(&self, operation: Operation) -> u64 {
+        self.shared.faults.started(operation)
     }
 
     /// Disarms an armed power cut; whether one was armed.

@@ -31,7 +31,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -80,6 +80,11 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// Its position in [`Operation::ALL`].
+    fn index(self) -> usize {
+        self as usize
+    }
+
     /// Every operation, in a stable order.
     pub const ALL: [Operation; 16] = [
         Operation::Open,
@@ -557,12 +562,12 @@ pub struct CutPoint {
     pub count: u64,
 }
 
-/// A cut armed: the point, how many times the operation ran so far, and
+/// A cut armed: the point, the operation's count when it was armed, and
 /// what cuts the power (the transport's; it must not block on the
 /// operation in progress).
 struct ArmedCut {
     point: CutPoint,
-    seen: u64,
+    armed_at: u64,
     cut: Box<dyn FnOnce() + Send>,
 }
 
@@ -578,6 +583,10 @@ pub struct Faults {
     /// that fired (an injected fsync failure, made a real writeback failure).
     forced: Mutex<HashMap<u64, (RuleId, Errno)>>,
     armed: Mutex<Option<ArmedCut>>,
+    /// Whether a cut is armed: operations skip the lock when none is.
+    any_armed: AtomicBool,
+    /// How many times each operation started, by [`Operation::index`].
+    started: [AtomicU64; Operation::ALL.len()],
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -596,7 +605,16 @@ impl Faults {
             names: Mutex::new(Names::default()),
             forced: Mutex::new(HashMap::new()),
             armed: Mutex::new(None),
+            any_armed: AtomicBool::new(false),
+            started: std::array::from_fn(|_| AtomicU64::new(0)),
         }
+    }
+
+    /// How many times `operation` started on this mount: a crash-test
+    /// runner counts a workload's fsyncs and writes this way before it
+    /// chooses where to cut.
+    pub fn started(&self, operation: Operation) -> u64 {
+        self.started[operation.index()].load(Ordering::Relaxed)
     }
 
     /// Adds a rule; returns its id. Without a device plan there is no log
@@ -652,6 +670,17 @@ impl Faults {
         self.any.store(false, Ordering::Release);
     }
 
+    /// Moves every rule of `from` here, ids, counters and seeded state
+    /// unchanged, and logs nothing: the rules of a mount that lost power
+    /// go on in the mount that replaced it.
+    pub fn take_over(&self, from: &Faults) {
+        let moved: Vec<ActiveRule> = lock(&from.rules).drain(..).collect();
+        from.any.store(false, Ordering::Release);
+        let mut rules = lock(&self.rules);
+        rules.extend(moved);
+        self.any.store(!rules.is_empty(), Ordering::Release);
+    }
+
     /// Every rule with its counters.
     pub fn rules(&self) -> Vec<FileRuleStatus> {
         lock(&self.rules).iter().map(status).collect()
@@ -692,23 +721,28 @@ impl Faults {
     /// Arms a power cut: `cut` runs when `point`'s operation is about to
     /// run for the `point.count`-th time from now. Replaces an armed cut.
     pub fn arm_power_cut(&self, point: CutPoint, cut: Box<dyn FnOnce() + Send>) {
-        *lock(&self.armed) = Some(ArmedCut {
+        let mut armed = lock(&self.armed);
+        *armed = Some(ArmedCut {
             point,
-            seen: 0,
+            armed_at: self.started(point.operation),
             cut,
         });
+        self.any_armed.store(true, Ordering::Release);
     }
 
     /// Disarms the power cut, if one is armed; whether one was.
     pub fn disarm_power_cut(&self) -> bool {
-        lock(&self.armed).take().is_some()
+        let mut armed = lock(&self.armed);
+        self.any_armed.store(false, Ordering::Release);
+        armed.take().is_some()
     }
 
     /// The armed cut's point and how many of its operations ran since.
     pub fn armed_power_cut(&self) -> Option<(CutPoint, u64)> {
-        lock(&self.armed)
-            .as_ref()
-            .map(|armed| (armed.point, armed.seen))
+        lock(&self.armed).as_ref().map(|armed| {
+            let seen = self.started(armed.point.operation) - armed.armed_at;
+            (armed.point, seen)
+        })
     }
 
     /// Called at the start of `operation` on `ino` (the file, or the
@@ -803,16 +837,18 @@ impl Faults {
     }
 
     fn count_towards_cut(&self, operation: Operation) {
+        let started = self.started[operation.index()].fetch_add(1, Ordering::Relaxed) + 1;
+        if !self.any_armed.load(Ordering::Acquire) {
+            return;
+        }
         let cut = {
             let mut armed = lock(&self.armed);
-            let due = match armed.as_mut() {
-                Some(armed) if armed.point.operation == operation => {
-                    armed.seen += 1;
-                    armed.seen >= armed.point.count
-                }
-                _ => false,
-            };
+            let due = armed.as_ref().is_some_and(|armed| {
+                armed.point.operation == operation
+                    && started >= armed.armed_at.saturating_add(armed.point.count)
+            });
             if due {
+                self.any_armed.store(false, Ordering::Release);
                 armed.take().map(|armed| armed.cut)
             } else {
                 None

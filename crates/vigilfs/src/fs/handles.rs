@@ -222,6 +222,11 @@ impl Handles {
     pub(super) fn lookups(&self, ino: u64) -> u64 {
         lock(&self.lookups).get(&ino).copied().unwrap_or(0)
     }
+
+    /// Every inode with lookups not yet forgotten.
+    pub(super) fn looked_up_inodes(&self) -> Vec<u64> {
+        lock(&self.lookups).keys().copied().collect()
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,933 @@
+//! `vigilfs crash-test`: runs a program on a crashable mount, cuts the
+//! power at seeded moments, and checks what survived.
+//!
+//! A run is a dry run and then one trial per cut. Every trial starts from a
+//! fresh image, so trials are independent and each can be replayed alone:
+//!
+//! 1. The dry run mounts a fresh image, runs the workload to its end
+//!    without a cut, counts the fsyncs (of files and of directories) and
+//!    the writes it made, and runs the check on the result. A workload that
+//!    fails, or a check that fails, without any crash is a usage problem,
+//!    not a finding, and stops the run.
+//! 2. Trial `i` derives its own seed from the run's seed and `i`, and with
+//!    it picks a cut point: "just before the k-th fsync" (a boundary: all
+//!    that was synced before it must survive) or "just before the k-th
+//!    write" (between boundaries). It mounts a fresh image, arms the cut
+//!    and runs the workload. When the workload is about to make that
+//!    operation, the power goes, the workload's process group is killed
+//!    (the machine died with it), the image loses what was not flushed (or
+//!    keeps it torn, with `--torn`), and the mount comes back on the
+//!    recovered image. The check then runs in the mount: a non-zero exit is
+//!    a violated invariant. The image is unmounted and fsck'd: a finding of
+//!    fsck is a failure too (of vigilfs, not of the program).
+//!
+//! Invariants: the cut point of trial `i` depends only on the seed, `i`
+//! and the dry run's counts, so `--seed S --cut-index I` replays trial `I`
+//! exactly as long as the workload itself is deterministic; the images of
+//! failed trials are kept for inspection, the rest removed.
+
+use std::fs::{self, File};
+use std::io::{IsTerminal, Read};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+use vigilfs::device::{FaultPlan, FileDevice, FileDeviceOptions, PowerLoss, SeededRandom};
+use vigilfs::fs::faults::{CutPoint, Operation};
+use vigilfs::fsck::{fsck_with, FsckOptions};
+
+use crate::control::power::cut_report_json;
+use crate::engine_slot::EngineSlot;
+use crate::failure::Failure;
+use crate::inject_rules::duration_with_unit;
+use crate::mount_command::{fuse_config, mount_options};
+use crate::mount_options::{self as options, MountSettings};
+use crate::power_cut::{CutError, CutReport, PowerSwitch};
+use crate::signals;
+use crate::size::ByteSize;
+
+/// Exit status when a trial failed.
+const FOUND: u8 = 1;
+/// How many lines of a program's output a report shows.
+const OUTPUT_LINES: usize = 20;
+
+/// `vigilfs crash-test` arguments.
+#[derive(Debug, Args)]
+pub struct CrashTestArgs {
+    /// The program under test: a shell command run in the mount (its
+    /// working directory); VIGILFS_MOUNT, VIGILFS_CUT and VIGILFS_SEED are
+    /// set.
+    #[arg(long, value_name = "CMD")]
+    pub workload: String,
+    /// The invariant: a shell command run in the mount after each cut (and
+    /// after the dry run); it exits non-zero when the invariant is violated.
+    #[arg(long, value_name = "CMD")]
+    pub check: String,
+    /// How many cuts (trials) to make.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub cuts: u32,
+    /// The run's seed: the same seed picks the same cut points.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Run only this trial (1-based), as a failure's replay line says.
+    #[arg(long, value_name = "I")]
+    pub cut_index: Option<u32>,
+    /// Unflushed device writes survive partially, sector by sector, instead
+    /// of being all lost.
+    #[arg(long)]
+    pub torn: bool,
+    /// The size of each fresh image.
+    #[arg(long, default_value = "256M")]
+    pub size: ByteSize,
+    /// Mount options (as `vigilfs mount -o`; `crashable` is implied).
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    pub options: Vec<String>,
+    /// How long the workload, and the check, may run.
+    #[arg(long, default_value = "120s", value_name = "DURATION")]
+    pub timeout: String,
+    /// Where the images and mount points go (default: a new directory in
+    /// the system's temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What the dry run counted.
+#[derive(Debug, Clone, Copy)]
+struct Counts {
+    fsyncs: u64,
+    directory_fsyncs: u64,
+    writes: u64,
+}
+
+/// Where one trial cuts.
+fn cut_point(seed: u64, index: u32, counts: Counts) -> Option<CutPoint> {
+    let mut random = SeededRandom::new(trial_seed(seed, index));
+    let syncs = counts.fsyncs + counts.directory_fsyncs;
+    let at_a_sync = match (syncs, counts.writes) {
+        (0, 0) => return None,
+        (0, _) => false,
+        (_, 0) => true,
+        _ => random.below(2) == 0,
+    };
+    Some(if at_a_sync {
+        let k = random.below(syncs) + 1;
+        if k <= counts.fsyncs {
+            CutPoint {
+                operation: Operation::Fsync,
+                count: k,
+            }
+        } else {
+            CutPoint {
+                operation: Operation::Fsyncdir,
+                count: k - counts.fsyncs,
+            }
+        }
+    } else {
+        CutPoint {
+            operation: Operation::Write,
+            count: random.below(counts.writes) + 1,
+        }
+    })
+}
+
+/// Trial `index`'s own seed (also the seed of its torn writes).
+fn trial_seed(seed: u64, index: u32) -> u64 {
+    let mut random = SeededRandom::new(seed ^ u64::from(index).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    random.next_u64()
+}
+
+fn describe_point(point: CutPoint) -> String {
+    let what = match point.operation {
+        Operation::Fsync => "fsync",
+        Operation::Fsyncdir => "directory fsync",
+        Operation::Write => "write",
+        other => other.name(),
+    };
+    format!("before {what} {}", point.count)
+}
+
+/// Set by SIGINT/SIGTERM: every wait stops, the trial is torn down.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+fn interrupted() -> Result<(), Failure> {
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        Err(Failure::operational("interrupted"))
+    } else {
+        Ok(())
+    }
+}
+
+/// One fresh image mounted crashable in the work directory.
+struct LabMount {
+    image: PathBuf,
+    mountpoint: PathBuf,
+    switch: Arc<PowerSwitch>,
+    slot: Arc<EngineSlot>,
+    session: Option<vigilfs_fuse::Mounted>,
+}
+
+impl LabMount {
+    fn start(
+        directory: &Path,
+        name: &str,
+        settings: &MountSettings,
+        size: ByteSize,
+    ) -> Result<LabMount, Failure> {
+        let image = directory.join(format!("{name}.img"));
+        let mountpoint = directory.join(format!("{name}.mnt"));
+        let _ = fs::remove_file(&image);
+        crate::mkfs_command::create_formatted(&image, size)?;
+        fs::create_dir_all(&mountpoint)
+            .map_err(|error| Failure::operational(format!("{}: {error}", mountpoint.display())))?;
+        let file = FileDevice::open(&image, FileDeviceOptions::default()).map_err(|error| {
+            Failure::operational(format!("cannot open {}: {error}", image.display()))
+        })?;
+        let plan = Arc::new(FaultPlan::new());
+        let switch = Arc::new(PowerSwitch::new(
+            Arc::new(file),
+            Arc::clone(&plan),
+            mount_options(settings, &plan),
+        ));
+        let engine = switch.mount_first().map_err(|error| {
+            Failure::operational(format!("cannot mount {}: {error}", image.display()))
+        })?;
+        let slot = EngineSlot::new(Arc::new(engine));
+        let first = slot.current().expect("the engine was just put in");
+        let session = vigilfs_fuse::mount(first, &mountpoint, &fuse_config(settings, &image))
+            .map_err(|error| {
+                Failure::operational(format!("cannot mount on {}: {error}", mountpoint.display()))
+            })?;
+        switch.attach(Arc::clone(&slot), session.restarter());
+        Ok(LabMount {
+            image,
+            mountpoint,
+            switch,
+            slot,
+            session: Some(session),
+        })
+    }
+
+    fn counts(&self) -> Counts {
+        let engine = self.slot.current();
+        let started = |operation| {
+            engine
+                .as_ref()
+                .map_or(0, |engine| engine.operations_started(operation))
+        };
+        Counts {
+            fsyncs: started(Operation::Fsync),
+            directory_fsyncs: started(Operation::Fsyncdir),
+            writes: started(Operation::Write),
+        }
+    }
+
+    /// Unmounts (FUSE, then the engine) and checks the image; whether fsck
+    /// found it clean, with what it found otherwise.
+    fn finish(mut self) -> Result<(bool, Vec<String>), Failure> {
+        self.stop()?;
+        let device = FileDevice::open(
+            &self.image,
+            FileDeviceOptions {
+                read_only: true,
+                ..FileDeviceOptions::default()
+            },
+        )
+        .map_err(|error| Failure::operational(format!("{}: {error}", self.image.display())))?;
+        let report = fsck_with(Arc::new(device), FsckOptions { data: true }, &mut |_| {}).map_err(
+            |error| Failure::operational(format!("fsck {}: {error}", self.image.display())),
+        )?;
+        let findings = report
+            .problems
+            .iter()
+            .map(|problem| format!("{}: {}", problem.structure, problem.message))
+            .collect();
+        Ok((report.is_clean(), findings))
+    }
+
+    fn stop(&mut self) -> Result<(), Failure> {
+        let Some(session) = self.session.take() else {
+            return Ok(());
+        };
+        let unmounted = session.unmount();
+        self.switch.close();
+        let engine = self.slot.take();
+        let _ = fs::remove_dir(&self.mountpoint);
+        unmounted.map_err(|error| {
+            Failure::operational(format!("unmounting {}: {error}", self.mountpoint.display()))
+        })?;
+        let Some(mut engine) = engine else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let engine = loop {
+            match Arc::try_unwrap(engine) {
+                Ok(engine) => break engine,
+                Err(shared) if Instant::now() < deadline => {
+                    engine = shared;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(_) => {
+                    return Err(Failure::operational(
+                        "the engine is still in use 30 s after the unmount",
+                    ))
+                }
+            }
+        };
+        engine.unmount().map_err(|error| {
+            Failure::operational(format!("unmounting {}: {error}", self.image.display()))
+        })
+    }
+}
+
+impl Drop for LabMount {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// A shell command run in the mount, in a process group of its own (so a
+/// cut kills all of it), its output in a log file.
+struct Program {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Program {
+    fn spawn(
+        command: &str,
+        mountpoint: &Path,
+        log: PathBuf,
+        environment: &[(&str, String)],
+    ) -> Result<Program, Failure> {
+        let output = File::create(&log)
+            .map_err(|error| Failure::operational(format!("{}: {error}", log.display())))?;
+        let errors = output
+            .try_clone()
+            .map_err(|error| Failure::operational(format!("{}: {error}", log.display())))?;
+        let mut shell = Command::new("/bin/sh");
+        shell
+            .arg("-c")
+            .arg(command)
+            .current_dir(mountpoint)
+            .stdin(Stdio::null())
+            .stdout(output)
+            .stderr(errors)
+            .env("VIGILFS_MOUNT", mountpoint)
+            .process_group(0);
+        for (name, value) in environment {
+            shell.env(name, value);
+        }
+        let child = shell
+            .spawn()
+            .map_err(|error| Failure::operational(format!("cannot run /bin/sh: {error}")))?;
+        Ok(Program { child, log })
+    }
+
+    fn kill(&mut self) {
+        kill_group(self.child.id() as i32);
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the program to end, up to `timeout`; `None` if it did not
+    /// (it is killed then).
+    fn wait(&mut self, timeout: Duration) -> Result<Option<ExitStatus>, Failure> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                return Ok(None);
+            }
+            if INTERRUPTED.load(Ordering::Relaxed) {
+                self.kill();
+                interrupted()?;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn try_wait(&mut self) -> Result<Option<ExitStatus>, Failure> {
+        self.child
+            .try_wait()
+            .map_err(|error| Failure::operational(format!("waiting for a program: {error}")))
+    }
+
+    /// The last lines of what the program printed.
+    fn output(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut file) = File::open(&self.log) {
+            let _ = file.read_to_string(&mut text);
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        let start = lines.len().saturating_sub(OUTPUT_LINES);
+        lines[start..].join("\n")
+    }
+}
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.kill();
+        }
+    }
+}
+
+fn kill_group(group: i32) {
+    if group > 0 {
+        // SAFETY: kill(2) with a negative pid signals a process group; no
+        // memory is involved.
+        unsafe {
+            libc::kill(-group, libc::SIGKILL);
+        }
+    }
+}
+
+fn describe_status(status: Option<ExitStatus>, timeout: Duration) -> String {
+    match status {
+        None => format!("did not finish within {}", humantime(timeout)),
+        Some(status) => match status.code() {
+            Some(code) => format!("exited {code}"),
+            None => format!("was killed ({status})"),
+        },
+    }
+}
+
+fn humantime(duration: Duration) -> String {
+    format!("{:.1} s", duration.as_secs_f64())
+}
+
+/// The outcome of one trial.
+struct Trial {
+    index: u32,
+    point: Option<CutPoint>,
+    /// The workload ended before reaching its cut point (it did not do
+    /// what it did in the dry run): the cut came after it.
+    cut_after_the_end: bool,
+    cut: Option<Value>,
+    check_status: String,
+    check_passed: bool,
+    check_output: String,
+    fsck_clean: bool,
+    fsck_findings: Vec<String>,
+    image_kept: Option<PathBuf>,
+}
+
+impl Trial {
+    fn passed(&self) -> bool {
+        self.check_passed && self.fsck_clean
+    }
+}
+
+/// Everything one run needs.
+struct Run<'a> {
+    args: &'a CrashTestArgs,
+    settings: MountSettings,
+    directory: PathBuf,
+    timeout: Duration,
+    loss_seeded: bool,
+}
+
+impl Run<'_> {
+    fn environment(&self, cut: u32) -> Vec<(&'static str, String)> {
+        vec![
+            ("VIGILFS_CUT", cut.to_string()),
+            ("VIGILFS_SEED", self.args.seed.to_string()),
+        ]
+    }
+
+    /// Runs the workload to its end and the check after it; the counts.
+    fn dry_run(&self) -> Result<(Counts, Duration), Failure> {
+        let lab = LabMount::start(&self.directory, "dry-run", &self.settings, self.args.size)?;
+        let started = Instant::now();
+        let mut workload = Program::spawn(
+            &self.args.workload,
+            &lab.mountpoint,
+            self.directory.join("dry-run.workload.log"),
+            &self.environment(0),
+        )?;
+        let status = workload.wait(self.timeout)?;
+        let took = started.elapsed();
+        if !status.is_some_and(|status| status.success()) {
+            return Err(Failure::operational(format!(
+                "the workload {} without any crash, so no cut can tell anything; its output:\n{}",
+                describe_status(status, self.timeout),
+                workload.output()
+            )));
+        }
+        let counts = lab.counts();
+        let mut check = Program::spawn(
+            &self.args.check,
+            &lab.mountpoint,
+            self.directory.join("dry-run.check.log"),
+            &self.environment(0),
+        )?;
+        let status = check.wait(self.timeout)?;
+        if !status.is_some_and(|status| status.success()) {
+            return Err(Failure::operational(format!(
+                "the check {} on the workload's result without any crash; its output:\n{}",
+                describe_status(status, self.timeout),
+                check.output()
+            )));
+        }
+        let (clean, findings) = lab.finish()?;
+        if !clean {
+            return Err(Failure::operational(format!(
+                "fsck found problems after the dry run (a vigilfs bug; please report it):\n{}",
+                findings.join("\n")
+            )));
+        }
+        Ok((counts, took))
+    }
+
+    fn loss(&self, index: u32) -> PowerLoss {
+        if self.loss_seeded {
+            PowerLoss::Torn {
+                seed: trial_seed(self.args.seed, index),
+            }
+        } else {
+            PowerLoss::DropUnflushed
+        }
+    }
+
+    fn trial(&self, index: u32, counts: Counts) -> Result<Trial, Failure> {
+        let name = format!("cut-{index}");
+        let lab = LabMount::start(&self.directory, &name, &self.settings, self.args.size)?;
+        let point = cut_point(self.args.seed, index, counts)
+            .expect("the dry run made at least one write or fsync");
+        let loss = self.loss(index);
+        let workload_group = Arc::new(AtomicI32::new(0));
+        let (done_sender, done) = mpsc::channel::<Result<CutReport, CutError>>();
+        let group = Arc::clone(&workload_group);
+        lab.switch
+            .arm(
+                point,
+                loss,
+                Box::new(move || kill_group(group.load(Ordering::Acquire))),
+                Box::new(move |outcome| {
+                    let _ = done_sender.send(outcome);
+                }),
+            )
+            .map_err(|error| Failure::operational(error.to_string()))?;
+        let mut workload = Program::spawn(
+            &self.args.workload,
+            &lab.mountpoint,
+            self.directory.join(format!("{name}.workload.log")),
+            &self.environment(index),
+        )?;
+        workload_group.store(workload.child.id() as i32, Ordering::Release);
+
+        let deadline = Instant::now() + self.timeout;
+        let mut cut_after_the_end = false;
+        let report = loop {
+            match done.recv_timeout(Duration::from_millis(5)) {
+                Ok(outcome) => break outcome,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(Failure::operational(
+                        "the power cut thread ended without a word",
+                    ))
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if INTERRUPTED.load(Ordering::Relaxed) {
+                workload.kill();
+                interrupted()?;
+            }
+            if Instant::now() >= deadline {
+                workload.kill();
+                return Err(Failure::operational(format!(
+                    "trial {index}: the workload did not reach its cut point ({}) within {}",
+                    describe_point(point),
+                    humantime(self.timeout)
+                )));
+            }
+            if workload.try_wait()?.is_some() {
+                // Ended before its point: cut now, unless the cut is
+                // already on its way.
+                let disarmed = lab
+                    .slot
+                    .current()
+                    .is_some_and(|engine| engine.disarm_power_cut());
+                if disarmed {
+                    cut_after_the_end = true;
+                    break lab.switch.cut(loss);
+                }
+            }
+        };
+        // The cut killed the workload's group; reap it.
+        workload.kill();
+        let report =
+            report.map_err(|error| Failure::operational(format!("trial {index}: {error}")))?;
+
+        let mut check = Program::spawn(
+            &self.args.check,
+            &lab.mountpoint,
+            self.directory.join(format!("{name}.check.log")),
+            &self.environment(index),
+        )?;
+        let status = check.wait(self.timeout)?;
+        let check_passed = status.is_some_and(|status| status.success());
+        let image = lab.image.clone();
+        let (fsck_clean, fsck_findings) = lab.finish()?;
+        let mut trial = Trial {
+            index,
+            point: Some(point),
+            cut_after_the_end,
+            cut: Some(cut_report_json(&report, loss)),
+            check_status: describe_status(status, self.timeout),
+            check_passed,
+            check_output: check.output(),
+            fsck_clean,
+            fsck_findings,
+            image_kept: None,
+        };
+        if trial.passed() {
+            let _ = fs::remove_file(&image);
+            for log in ["workload", "check"] {
+                let _ = fs::remove_file(self.directory.join(format!("{name}.{log}.log")));
+            }
+        } else {
+            trial.image_kept = Some(image);
+        }
+        Ok(trial)
+    }
+
+    fn replay_command(&self, index: u32) -> String {
+        let mut command = format!(
+            "vigilfs crash-test --workload {} --check {} --seed {} --cut-index {index} --size {}",
+            shell_quote(&self.args.workload),
+            shell_quote(&self.args.check),
+            self.args.seed,
+            self.args.size
+        );
+        if self.args.torn {
+            command.push_str(" --torn");
+        }
+        for option in &self.args.options {
+            command.push_str(&format!(" -o {}", shell_quote(option)));
+        }
+        command
+    }
+
+    fn describe(&self, trial: &Trial, total: u32) -> String {
+        let mut out = format!("cut {}/{total}", trial.index);
+        if let Some(point) = trial.point {
+            out.push_str(&format!(" {}", describe_point(point)));
+        }
+        if trial.cut_after_the_end {
+            out.push_str(" (the workload ended first: cut after it)");
+        }
+        if let Some(cut) = &trial.cut {
+            let lost = &cut["lost"];
+            let files = lost["files"].as_array().map_or(0, Vec::len);
+            let changes = lost["changes"].as_array().map_or(0, Vec::len) as u64
+                + lost["omitted_changes"].as_u64().unwrap_or(0);
+            out.push_str(&format!(
+                ": power cut in {:.1} ms, not durable: {files} file{}, {changes} metadata change{}",
+                cut["took_ms"].as_f64().unwrap_or(0.0),
+                if files == 1 { "" } else { "s" },
+                if changes == 1 { "" } else { "s" },
+            ));
+        }
+        if trial.passed() {
+            out.push_str("; check passed, fsck clean");
+            return out;
+        }
+        if !trial.check_passed {
+            out.push_str(&format!(
+                "\n  CHECK FAILED: the check {}",
+                trial.check_status
+            ));
+            for line in trial.check_output.lines() {
+                out.push_str(&format!("\n  | {line}"));
+            }
+        }
+        if !trial.fsck_clean {
+            out.push_str("\n  FSCK FOUND PROBLEMS (a vigilfs bug; please report it):");
+            for finding in &trial.fsck_findings {
+                out.push_str(&format!("\n  | {finding}"));
+            }
+        }
+        out.push_str(&format!("\n  replay: {}", self.replay_command(trial.index)));
+        if let Some(image) = &trial.image_kept {
+            out.push_str(&format!("\n  image kept: {}", image.display()));
+        }
+        out
+    }
+
+    fn trial_json(&self, trial: &Trial) -> Value {
+        json!({
+            "index": trial.index,
+            "point": trial.point.map(|point| json!({
+                "operation": point.operation.name(),
+                "count": point.count,
+            })),
+            "cut_after_the_end": trial.cut_after_the_end,
+            "cut": trial.cut,
+            "check": {
+                "passed": trial.check_passed,
+                "status": trial.check_status,
+                "output": trial.check_output,
+            },
+            "fsck_clean": trial.fsck_clean,
+            "fsck_findings": trial.fsck_findings,
+            "passed": trial.passed(),
+            "replay": (!trial.passed()).then(|| self.replay_command(trial.index)),
+            "image_kept": trial.image_kept.as_ref().map(|path| path.display().to_string()),
+        })
+    }
+}
+
+/// `text` quoted for a POSIX shell.
+fn shell_quote(text: &str) -> String {
+    if !text.is_empty()
+        && text
+            .chars()
+            .all(|character| character.is_ascii_alphanumeric() || "-_./=:,@%+".contains(character))
+    {
+        return text.to_string();
+    }
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// The work directory: the one asked for (created if missing), or a new
+/// one in the system's temporary directory (removed at the end unless
+/// something in it is kept).
+fn work_directory(asked: Option<&Path>) -> Result<(PathBuf, bool), Failure> {
+    if let Some(directory) = asked {
+        fs::create_dir_all(directory)
+            .map_err(|error| Failure::operational(format!("{}: {error}", directory.display())))?;
+        return Ok((directory.to_path_buf(), false));
+    }
+    let base = std::env::temp_dir();
+    for attempt in 0..100u32 {
+        let directory = base.join(format!(
+            "vigilfs-crash-test.{}.{attempt}",
+            std::process::id()
+        ));
+        match fs::create_dir(&directory) {
+            Ok(()) => return Ok((directory, true)),
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(error) => {
+                return Err(Failure::operational(format!(
+                    "{}: {error}",
+                    directory.display()
+                )))
+            }
+        }
+    }
+    Err(Failure::operational(format!(
+        "cannot make a work directory in {}",
+        base.display()
+    )))
+}
+
+/// Sets [`INTERRUPTED`] on SIGINT, SIGTERM and SIGHUP.
+fn watch_for_interrupts() {
+    let Ok(mut pipe) = signals::install(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]) else {
+        return;
+    };
+    let _ = std::thread::Builder::new()
+        .name("vigilfs-interrupts".into())
+        .spawn(move || {
+            while let Ok(signal) = pipe.next() {
+                if signal != signals::UNMOUNTED {
+                    INTERRUPTED.store(true, Ordering::Relaxed);
+                }
+            }
+        });
+}
+
+pub fn run(args: &CrashTestArgs) -> Result<u8, Failure> {
+    let timeout = duration_with_unit(&args.timeout)
+        .map_err(|message| Failure::arguments(format!("crash-test: --timeout {message}")))?;
+    if timeout.is_zero() {
+        return Err(Failure::arguments("--timeout must be more than 0"));
+    }
+    if args
+        .cut_index
+        .is_some_and(|index| index == 0 || index > args.cuts)
+    {
+        return Err(Failure::arguments(format!(
+            "--cut-index counts from 1 to --cuts ({})",
+            args.cuts
+        )));
+    }
+    let mut settings = options::parse(&args.options).map_err(Failure::arguments)?;
+    if settings.read_only {
+        return Err(Failure::arguments(
+            "a crash test writes: `ro` does not go with it",
+        ));
+    }
+    settings.crashable = true;
+    let (directory, created) = work_directory(args.work_dir.as_deref())?;
+    watch_for_interrupts();
+    let run = Run {
+        args,
+        settings,
+        directory: directory.clone(),
+        timeout,
+        loss_seeded: args.torn,
+    };
+    let outcome = run_trials(&run);
+    // Only what a failed trial kept stays (the dry run's output, if it
+    // failed, was shown).
+    for file in ["dry-run.img", "dry-run.workload.log", "dry-run.check.log"] {
+        let _ = fs::remove_file(directory.join(file));
+    }
+    if created {
+        let _ = fs::remove_dir(&directory);
+    }
+    outcome
+}
+
+fn run_trials(run: &Run<'_>) -> Result<u8, Failure> {
+    let args = run.args;
+    let (counts, took) = run.dry_run()?;
+    if counts.fsyncs + counts.directory_fsyncs + counts.writes == 0 {
+        return Err(Failure::operational(
+            "the workload made no write and no fsync in the mount: there is nothing to cut \
+             (does it write into its working directory?)",
+        ));
+    }
+    let dry = format!(
+        "dry run: the workload took {}, {} fsyncs, {} directory fsyncs, {} writes; the check \
+         passes on its result",
+        humantime(took),
+        counts.fsyncs,
+        counts.directory_fsyncs,
+        counts.writes
+    );
+    let indices: Vec<u32> = match args.cut_index {
+        Some(index) => vec![index],
+        None => (1..=args.cuts).collect(),
+    };
+    let bar = (!args.json && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::new(indices.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("crash-test [{bar:30}] {pos}/{len} cuts, {msg} ({eta})")
+                .expect("the template is valid")
+                .progress_chars("=> "),
+        );
+        bar
+    });
+    let say = |line: &str| match &bar {
+        Some(bar) => bar.println(line),
+        None => println!("{line}"),
+    };
+    if !args.json {
+        say(&dry);
+    }
+    let mut trials = Vec::new();
+    let mut failed = 0usize;
+    for &index in &indices {
+        let trial = run.trial(index, counts)?;
+        if !trial.passed() {
+            failed += 1;
+        }
+        if !args.json {
+            say(&run.describe(&trial, args.cuts));
+        }
+        if let Some(bar) = &bar {
+            bar.inc(1);
+            bar.set_message(format!("{failed} failed"));
+        }
+        trials.push(trial);
+    }
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    if args.json {
+        let report = json!({
+            "seed": args.seed,
+            "torn": args.torn,
+            "dry_run": {
+                "took_ms": took.as_secs_f64() * 1e3,
+                "fsyncs": counts.fsyncs,
+                "directory_fsyncs": counts.directory_fsyncs,
+                "writes": counts.writes,
+            },
+            "trials": trials.iter().map(|trial| run.trial_json(trial)).collect::<Vec<_>>(),
+            "failed": failed,
+        });
+        println!("{report:#}");
+    } else if failed == 0 {
+        println!(
+            "{} cut{}, no failure: the check held after every one",
+            trials.len(),
+            if trials.len() == 1 { "" } else { "s" }
+        );
+    } else {
+        println!(
+            "{} cut{}, {failed} FAILED (replay each with the command shown)",
+            trials.len(),
+            if trials.len() == 1 { "" } else { "s" }
+        );
+    }
+    Ok(if failed == 0 { 0 } else { FOUND })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(fsyncs: u64, directory_fsyncs: u64, writes: u64) -> Counts {
+        Counts {
+            fsyncs,
+            directory_fsyncs,
+            writes,
+        }
+    }
+
+    #[test]
+    fn the_same_seed_and_index_pick_the_same_point() {
+        let counts = counts(40, 3, 800);
+        for index in 1..50 {
+            assert_eq!(cut_point(7, index, counts), cut_point(7, index, counts));
+        }
+        let points: Vec<_> = (1..50).map(|index| cut_point(7, index, counts)).collect();
+        let other: Vec<_> = (1..50).map(|index| cut_point(8, index, counts)).collect();
+        assert_ne!(points, other);
+    }
+
+    #[test]
+    fn points_stay_within_what_the_dry_run_counted_and_cover_both_kinds() {
+        let dry_run = counts(5, 2, 30);
+        let mut kinds = std::collections::HashSet::new();
+        for index in 1..500 {
+            let point = cut_point(3, index, dry_run).unwrap();
+            let limit = match point.operation {
+                Operation::Fsync => 5,
+                Operation::Fsyncdir => 2,
+                Operation::Write => 30,
+                other => panic!("{other:?}"),
+            };
+            assert!((1..=limit).contains(&point.count), "{point:?}");
+            kinds.insert(point.operation);
+        }
+        assert_eq!(kinds.len(), 3);
+        assert_eq!(cut_point(3, 1, counts(0, 0, 0)), None);
+        assert_eq!(
+            cut_point(3, 1, counts(0, 0, 4)).unwrap().operation,
+            Operation::Write
+        );
+    }
+
+    #[test]
+    fn shell_quoting_survives_quotes_and_spaces() {
+        assert_eq!(shell_quote("plain-word"), "plain-word");
+        assert_eq!(shell_quote("two words"), "'two words'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}

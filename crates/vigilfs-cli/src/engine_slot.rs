@@ -1,0 +1,64 @@
+//! The engine a mount serves now.
+//!
+//! A power cut in the crash lab replaces a mount's engine with the one
+//! mounted after it, at the same mount point, under the same control
+//! socket. So nothing that serves the mount keeps an engine of its own: the
+//! control server, the metrics endpoint and event streams look it up here
+//! for each request.
+//!
+//! Invariants: the slot is the only long-lived strong holder of the engine;
+//! a request holds it only while it executes, so when the mount process
+//! [`EngineSlot::take`]s it out to unmount, the engine is free at once
+//! (a stuck client never holds an unmount). The generation counts
+//! replacements, so a long-lived reader (an event stream) notices that the
+//! engine it follows is not the mount's any more.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use vigilfs::fs::Filesystem;
+
+/// See the module comment.
+#[derive(Debug)]
+pub struct EngineSlot {
+    engine: RwLock<Option<Arc<Filesystem>>>,
+    generation: AtomicU64,
+}
+
+impl EngineSlot {
+    /// A slot serving `engine`.
+    pub fn new(engine: Arc<Filesystem>) -> Arc<EngineSlot> {
+        Arc::new(EngineSlot {
+            engine: RwLock::new(Some(engine)),
+            generation: AtomicU64::new(0),
+        })
+    }
+
+    /// The engine served now; `None` once taken out to unmount.
+    pub fn current(&self) -> Option<Arc<Filesystem>> {
+        self.engine
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// How many times the engine was replaced.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Serves `engine` from now on; returns the one it replaces.
+    pub fn replace(&self, engine: Arc<Filesystem>) -> Option<Arc<Filesystem>> {
+        let mut slot = self.engine.write().unwrap_or_else(PoisonError::into_inner);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        slot.replace(engine)
+    }
+
+    /// Takes the engine out (to unmount it): from now on nothing is served.
+    pub fn take(&self) -> Option<Arc<Filesystem>> {
+        self.engine
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}

@@ -1,0 +1,279 @@
+//! Power cuts of a live mount (`-o crashable`): the crash lab's switch.
+//!
+//! A crashable mount's device stack is
+//!
+//! ```text
+//! image file → VolatileCache → BootedDevice (this boot) → FaultDevice (the fault plan) → engine
+//! ```
+//!
+//! The cache holds every write since the last flush, which is what a power
+//! cut loses (or tears). [`PowerSwitch::cut`] does what a power failure and
+//! a reboot do, at the same mount point, and returns once the mount serves
+//! the state after the crash:
+//!
+//! 1. the power goes: every request fails, nothing more reaches the image;
+//! 2. the engine is abandoned (it writes nothing, not even its superblock;
+//!    its open files fail with `EIO`, as descriptors do after a crash);
+//! 3. the power comes back with the cache's contents lost or torn;
+//! 4. the image is mounted again through a new boot of the device (so a
+//!    request of the old engine still on its way can never land), which
+//!    replays the journal;
+//! 5. the new engine takes over the old one's file rules, the mount's event
+//!    listeners and its place in the [`EngineSlot`], and the FUSE session is
+//!    restarted on it (the kernel's caches start empty).
+//!
+//! Invariants: one cut at a time, none once the mount process
+//! [`PowerSwitch::close`]s the switch to unmount; the slot never serves the abandoned
+//! engine once the new one is mounted; if the new mount fails, the old,
+//! abandoned engine stays in place and fails every request with `EIO`
+//! (the mount can still be unmounted).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use fserror::Group;
+use vigilfs::device::{
+    BlockDevice, FaultDevice, FaultLogEvent, FaultPlan, PowerLoss, PowerLossReport, VolatileCache,
+};
+use vigilfs::fs::faults::CutPoint;
+use vigilfs::fs::{Filesystem, MountError, MountOptions, Unsynced};
+use vigilfs_fuse::Restarter;
+
+use crate::engine_slot::EngineSlot;
+
+/// What one cut did.
+#[derive(Debug, Clone)]
+pub struct CutReport {
+    /// Which cut of this mount (from 1).
+    pub number: u64,
+    /// What the abandoned engine had not made durable when the power went:
+    /// what the cut lost (of data: all of it unless the loss was torn).
+    pub lost: Unsynced,
+    /// What happened to the device's unflushed writes.
+    pub device: PowerLossReport,
+    /// From the power going to the mount serving the recovered state.
+    pub took: Duration,
+    /// Whether the new mount replayed a journal.
+    pub replayed: bool,
+}
+
+/// Why a cut could not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum CutError {
+    /// The mount is being unmounted.
+    #[error("the filesystem is being unmounted")]
+    Unmounting,
+    /// The cut happened but the image could not be mounted again; the
+    /// mount point fails every request until unmounted.
+    #[error("the power was cut, but mounting the image again failed: {0}")]
+    Remount(String),
+}
+
+/// The switch of one crashable mount. See the module comment.
+pub struct PowerSwitch {
+    cache: Arc<VolatileCache>,
+    plan: Arc<FaultPlan>,
+    /// How every boot mounts (failures reported at mount time are not
+    /// reported again).
+    options: MountOptions,
+    engine: OnceLock<Arc<EngineSlot>>,
+    session: OnceLock<Restarter>,
+    listeners: Mutex<Vec<Arc<Group>>>,
+    /// Held through a cut; `true` once the mount is being unmounted.
+    cutting: Mutex<bool>,
+    cuts: AtomicU64,
+}
+
+impl std::fmt::Debug for PowerSwitch {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("PowerSwitch")
+            .field("cache", &self.cache)
+            .field("cuts", &self.cuts.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl PowerSwitch {
+    /// A switch for the image behind `image`, whose mounts follow `plan`
+    /// and mount with `options` (its fault plan is set to `plan`).
+    pub fn new(image: Arc<dyn BlockDevice>, plan: Arc<FaultPlan>, options: MountOptions) -> Self {
+        PowerSwitch {
+            cache: Arc::new(VolatileCache::new(image)),
+            options: MountOptions {
+                fault_plan: Some(Arc::clone(&plan)),
+                ..options
+            },
+            plan,
+            engine: OnceLock::new(),
+            session: OnceLock::new(),
+            listeners: Mutex::new(Vec::new()),
+            cutting: Mutex::new(false),
+            cuts: AtomicU64::new(0),
+        }
+    }
+
+    /// The device stack as the current boot sees it.
+    fn device(&self) -> Arc<dyn BlockDevice> {
+        Arc::new(FaultDevice::new(self.cache.boot(), Arc::clone(&self.plan)))
+    }
+
+    /// Mounts the image through the current boot; `first` with the
+    /// options as given, later boots without the failures reported at the
+    /// first (they are on the image's bad-block list by then).
+    fn mount(&self, first: bool) -> Result<Filesystem, MountError> {
+        let mut options = self.options.clone();
+        if !first {
+            options.failures.clear();
+        }
+        Filesystem::mount(self.device(), options)
+    }
+
+    /// The first mount.
+    pub fn mount_first(&self) -> Result<Filesystem, MountError> {
+        self.mount(true)
+    }
+
+    /// Connects the switch to what serves the mount: the slot the engine
+    /// lives in and the FUSE session to restart. Cuts before this fail.
+    pub fn attach(&self, engine: Arc<EngineSlot>, session: Restarter) {
+        let _ = self.engine.set(engine);
+        let _ = self.session.set(session);
+    }
+
+    /// Moves `group` to each new engine at a cut, so a listener of the
+    /// mount's events goes on hearing them.
+    pub fn carry_listeners(&self, group: Arc<Group>) {
+        lock(&self.listeners).push(group);
+    }
+
+    /// Whether the device acknowledges flushes without making anything
+    /// durable (a lying disk); logged in the fault log.
+    pub fn set_drop_flushes(&self, drop: bool) {
+        self.cache.set_drop_flushes(drop);
+        let rule = if drop {
+            "drop-flushes (the device acknowledges flushes and keeps nothing)"
+        } else {
+            "drop-flushes off"
+        };
+        self.plan.log_event(
+            None,
+            FaultLogEvent::Set {
+                rule: rule.to_string(),
+            },
+        );
+    }
+
+    /// Whether flushes are dropped.
+    pub fn drops_flushes(&self) -> bool {
+        self.cache.drops_flushes()
+    }
+
+    /// Bytes the device holds unflushed (every version of every sector).
+    pub fn unflushed_bytes(&self) -> u64 {
+        self.cache.cached_bytes()
+    }
+
+    /// Cuts made so far.
+    pub fn cuts(&self) -> u64 {
+        self.cuts.load(Ordering::Relaxed)
+    }
+
+    /// Arms a cut at `point` of the current engine: when the operation is
+    /// about to run for the `point.count`-th time from now, the power goes
+    /// at once (that operation and everything after it fails), `crashed`
+    /// runs, and the rest of the cut ([`PowerSwitch::cut`]) completes on a
+    /// thread of its own; `done` hears its outcome.
+    pub fn arm(
+        self: &Arc<Self>,
+        point: CutPoint,
+        loss: PowerLoss,
+        crashed: Box<dyn FnOnce() + Send>,
+        done: Box<dyn FnOnce(Result<CutReport, CutError>) + Send>,
+    ) -> Result<(), CutError> {
+        let engine = self.current()?;
+        let switch = Arc::clone(self);
+        engine.arm_power_cut(
+            point,
+            Box::new(move || {
+                switch.cache.cut_power();
+                let spawned = std::thread::Builder::new()
+                    .name("vigilfs-power-cut".into())
+                    .spawn(move || {
+                        crashed();
+                        done(switch.cut(loss));
+                    });
+                // Could not spawn: the power stays off; the mount fails
+                // every request until unmounted.
+                drop(spawned);
+            }),
+        );
+        Ok(())
+    }
+
+    /// No cut from now on (the mount is being unmounted); waits for a cut
+    /// in progress to complete.
+    pub fn close(&self) {
+        *lock(&self.cutting) = true;
+    }
+
+    fn current(&self) -> Result<Arc<Filesystem>, CutError> {
+        self.engine
+            .get()
+            .and_then(|slot| slot.current())
+            .ok_or(CutError::Unmounting)
+    }
+
+    /// Cuts the power now (if it is not off already), loses the device's
+    /// unflushed writes as `loss` says, and brings the mount back on the
+    /// recovered image. See the module comment.
+    pub fn cut(&self, loss: PowerLoss) -> Result<CutReport, CutError> {
+        let closed = lock(&self.cutting);
+        if *closed {
+            return Err(CutError::Unmounting);
+        }
+        let old = self.current()?;
+        let start = Instant::now();
+        self.cache.cut_power();
+        old.abandon();
+        let lost = old.unsynced();
+        let stale = old.inodes_known_to_the_kernel();
+        let number = self.cuts.fetch_add(1, Ordering::Relaxed) + 1;
+        let device = self
+            .cache
+            .restore_power(loss)
+            .map_err(|error| CutError::Remount(format!("the image: {error}")))?;
+        let new = Arc::new(
+            self.mount(false)
+                .map_err(|error| CutError::Remount(error.to_string()))?,
+        );
+        new.take_over_file_rules(&old);
+        for group in lock(&self.listeners).iter() {
+            // Subscribed to the new engine before leaving the old one: a
+            // group with no source is closed.
+            let _ = group.subscribe(new.events());
+            group.unsubscribe(old.events());
+        }
+        if let Some(slot) = self.engine.get() {
+            slot.replace(Arc::clone(&new));
+        }
+        let replayed = new.recovered();
+        if let Some(session) = self.session.get() {
+            session.restart(new, &stale).map_err(|error| {
+                CutError::Remount(format!("restarting the FUSE session: {error}"))
+            })?;
+        }
+        Ok(CutReport {
+            number,
+            lost,
+            device,
+            took: start.elapsed(),
+            replayed,
+        })
+    }
+}

@@ -1,0 +1,113 @@
+//! `vigilfs unsynced MOUNTPOINT`: what a power cut would lose now.
+//!
+//! Two lists, from the engine (`Filesystem::unsynced`): file data not
+//! written back (by file, in byte ranges), and metadata changes whose
+//! journal entry is not durable (creates, renames, unlinks... in the order
+//! they were made). Anything not listed survives a cut.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::control::client;
+use crate::control::protocol::Request;
+use crate::failure::Failure;
+
+/// Most ranges shown per file (the JSON has them all).
+const RANGES_SHOWN: usize = 8;
+
+fn path_or_inode(paths: &Value, inode: &Value) -> String {
+    let inode = inode
+        .as_u64()
+        .map_or("?".to_string(), |ino| ino.to_string());
+    match paths.as_array().and_then(|paths| paths.first()) {
+        Some(path) => format!("{} (inode {inode})", path.as_str().unwrap_or("?")),
+        None => format!("inode {inode} (no known path)"),
+    }
+}
+
+/// The unsynced report (`control::power::unsynced_json`) as lines.
+pub fn describe_unsynced(unsynced: &Value) -> Vec<String> {
+    let mut lines = Vec::new();
+    let files = unsynced["files"].as_array().cloned().unwrap_or_default();
+    let changes = unsynced["changes"].as_array().cloned().unwrap_or_default();
+    let omitted = unsynced["omitted_changes"].as_u64().unwrap_or(0);
+    if files.is_empty() && changes.is_empty() && omitted == 0 {
+        lines.push("nothing: every change is durable".to_string());
+        return lines;
+    }
+    if !files.is_empty() {
+        lines.push(format!("data not written back ({} files):", files.len()));
+    }
+    for file in &files {
+        let ranges: Vec<String> = file["ranges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|range| {
+                let offset = range["offset"].as_u64().unwrap_or(0);
+                let length = range["length"].as_u64().unwrap_or(0);
+                format!("{offset}..{}", offset + length)
+            })
+            .collect();
+        let more = ranges.len().saturating_sub(RANGES_SHOWN);
+        lines.push(format!(
+            "  {}: {} bytes at {}{}",
+            path_or_inode(&file["paths"], &file["inode"]),
+            file["bytes"].as_u64().unwrap_or(0),
+            ranges[..ranges.len().min(RANGES_SHOWN)].join(", "),
+            if more > 0 {
+                format!(" and {more} more ranges")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    if !changes.is_empty() || omitted > 0 {
+        lines.push(format!(
+            "metadata changes not durable (journal entries after {}):",
+            unsynced["durable_seq"].as_u64().unwrap_or(0)
+        ));
+    }
+    if omitted > 0 {
+        lines.push(format!(
+            "  ({omitted} older changes, not remembered one by one)"
+        ));
+    }
+    for change in &changes {
+        let operation = change["operation"].as_str().unwrap_or("?");
+        let path = change["path"].as_str();
+        let inode = change["inode"].as_u64();
+        let mut line = format!("  {operation}");
+        match (path, change["new_path"].as_str()) {
+            (Some(path), Some(new_path)) => line.push_str(&format!(" {path} -> {new_path}")),
+            (Some(path), None) => line.push_str(&format!(" {path}")),
+            (None, _) => {}
+        }
+        if let Some(inode) = inode {
+            line.push_str(&format!(" (inode {inode})"));
+        }
+        lines.push(line);
+    }
+    lines
+}
+
+pub fn run(mountpoint: &Path, json: bool) -> Result<u8, Failure> {
+    let result = client::call(mountpoint, &Request::Unsynced)
+        .map_err(|error| error.into_failure("unsynced", mountpoint))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&result).unwrap_or_else(|_| result.to_string())
+        );
+        return Ok(0);
+    }
+    println!(
+        "what a power cut on {} would lose now:",
+        mountpoint.display()
+    );
+    for line in describe_unsynced(&result) {
+        println!("  {line}");
+    }
+    Ok(0)
+}

@@ -1,0 +1,629 @@
+//! The crash lab through real mounts: power cuts of a `-o crashable`
+//! mount (with and without torn writes), faults aimed at paths and
+//! operations, delays, corrupt reads, the fault log, and the crash-test
+//! runner on SQLite and on a careless writer.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+fn json_of(output: &std::process::Output) -> Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|error| panic!("{error}: {}", text(&output.stdout)))
+}
+
+fn write_synced(path: &Path, content: &[u8]) {
+    let mut file = File::create(path).unwrap();
+    file.write_all(content).unwrap();
+    file.sync_all().unwrap();
+}
+
+fn sync_directory(path: &Path) {
+    File::open(path).unwrap().sync_all().unwrap();
+}
+
+/// Every path `unsynced --json` (or a cut's `lost`) names.
+fn named_paths(unsynced: &Value) -> BTreeSet<String> {
+    let mut paths = BTreeSet::new();
+    for file in unsynced["files"].as_array().unwrap() {
+        for path in file["paths"].as_array().unwrap() {
+            paths.insert(path.as_str().unwrap().to_string());
+        }
+    }
+    for change in unsynced["changes"].as_array().unwrap() {
+        for key in ["path", "new_path"] {
+            if let Some(path) = change[key].as_str() {
+                paths.insert(path.to_string());
+            }
+        }
+    }
+    paths
+}
+
+/// Every regular file under `root`, by path relative to it, with its
+/// content.
+fn snapshot(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(directory) = pending.pop() {
+        for entry in fs::read_dir(&directory).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            if entry.file_type().unwrap().is_dir() {
+                pending.push(path);
+            } else {
+                let name = path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                files.push((name, fs::read(&path).unwrap()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// A mixed workload, then a cut: everything an fsync made durable is there
+/// afterwards, exactly what `unsynced` predicted is what the cut reports
+/// lost, every file it did not name is unchanged, fsck finds the image
+/// clean, the mount serves again, and descriptors opened before the cut
+/// fail with EIO.
+fn power_cut_under_a_mixed_workload(torn: bool) {
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&[
+        "--size",
+        "64M",
+        "-o",
+        "crashable,writeback_interval=3600,dirty=1M",
+    ]);
+    let root = &scratch.mountpoint;
+    // More than the dirty limit, never synced: writeback puts it on the
+    // device, and the syncs below make it durable.
+    let big: Vec<u8> = (0..4 << 20)
+        .map(|index: u32| (index * 7 % 251) as u8)
+        .collect();
+    fs::write(root.join("big"), &big).unwrap();
+    // Durable: a directory of fsynced files, the directory fsynced too.
+    fs::create_dir(root.join("synced")).unwrap();
+    for index in 0..5 {
+        let content = format!("synced file {index}\n").repeat(100 + index * 50);
+        write_synced(&root.join(format!("synced/s{index}")), content.as_bytes());
+    }
+    sync_directory(&root.join("synced"));
+    sync_directory(root);
+    let held = File::open(root.join("synced/s2")).unwrap();
+    // Not durable: new files never fsynced, an append to a synced file, a
+    // rename without a directory fsync.
+    for index in 0..3 {
+        fs::write(root.join(format!("u{index}")), format!("unsynced {index}")).unwrap();
+    }
+    OpenOptions::new()
+        .append(true)
+        .open(root.join("synced/s1"))
+        .unwrap()
+        .write_all(b"appended, never synced\n")
+        .unwrap();
+    fs::rename(root.join("synced/s4"), root.join("renamed-s4")).unwrap();
+
+    let before = snapshot(root);
+    let predicted = vigilfs(&["unsynced", scratch.mnt(), "--json"]);
+    assert_eq!(
+        predicted.status.code(),
+        Some(0),
+        "{}",
+        text(&predicted.stderr)
+    );
+    let predicted = named_paths(&json_of(&predicted));
+    for path in ["u0", "u1", "u2", "synced/s1", "renamed-s4"] {
+        assert!(
+            predicted.contains(path),
+            "{path} is not durable: {predicted:?}"
+        );
+    }
+    for path in ["synced/s0", "synced/s2", "synced/s3", "big"] {
+        assert!(
+            !predicted.contains(path),
+            "{path} is durable: {predicted:?}"
+        );
+    }
+
+    let mut cut = vec!["--power-cut", "--json"];
+    if torn {
+        cut.extend(["--torn", "--seed", "5"]);
+    }
+    let report = json_of(&scratch.inject(&cut));
+    assert_eq!(named_paths(&report["lost"]), predicted, "{report:#}");
+    assert_eq!(report["torn"], torn);
+    assert_eq!(report["replayed"], true);
+
+    // Every file not named is as it was; the named ones lost what was not
+    // synced (data in memory is gone whether the loss tears or not).
+    let after = snapshot(root);
+    let after_paths: BTreeSet<&str> = after.iter().map(|(path, _)| path.as_str()).collect();
+    for (path, content) in &before {
+        if predicted.contains(path) {
+            let now = after.iter().find(|(name, _)| name == path);
+            assert!(
+                now.is_none_or(|(_, now)| now != content),
+                "{path} kept unsynced data"
+            );
+        } else {
+            let now = after.iter().find(|(name, _)| name == path);
+            assert_eq!(now.map(|(_, now)| now), Some(content), "{path} changed");
+        }
+    }
+    assert!(!after_paths.contains("u0"));
+    assert_eq!(fs::read(root.join("big")).unwrap(), big);
+    assert_eq!(
+        fs::read(root.join("synced/s1")).unwrap(),
+        "synced file 1\n".repeat(150).as_bytes(),
+        "the synced version, without the append"
+    );
+    assert!(
+        after_paths.contains("synced/s4"),
+        "the rename was not durable: s4 is back under its old name"
+    );
+
+    // The descriptor of the previous boot is dead.
+    let mut buffer = [0u8; 16];
+    let error = held.read_at(&mut buffer, 0).unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::EIO));
+    drop(held);
+    // The mount serves: a new file round-trips, and a second cut works.
+    write_synced(&root.join("after"), b"written after the cut");
+    assert_eq!(
+        fs::read(root.join("after")).unwrap(),
+        b"written after the cut"
+    );
+    let status = scratch.status();
+    assert_eq!(status["crash_lab"]["power_cuts"], 1);
+    scratch.umount(pid);
+    let checked = vigilfs(&["fsck", scratch.img()]);
+    assert_eq!(checked.status.code(), Some(0), "{}", text(&checked.stdout));
+}
+
+#[test]
+fn a_power_cut_keeps_what_was_synced_and_loses_exactly_what_unsynced_predicted() {
+    if fuse_missing("a_power_cut_keeps_what_was_synced_and_loses_exactly_what_unsynced_predicted") {
+        return;
+    }
+    power_cut_under_a_mixed_workload(false);
+}
+
+#[test]
+fn a_torn_power_cut_keeps_what_was_synced_and_loses_exactly_what_unsynced_predicted() {
+    if fuse_missing(
+        "a_torn_power_cut_keeps_what_was_synced_and_loses_exactly_what_unsynced_predicted",
+    ) {
+        return;
+    }
+    power_cut_under_a_mixed_workload(true);
+}
+
+#[test]
+fn a_power_cut_needs_a_crashable_mount_and_crashable_needs_rw() {
+    if fuse_missing("a_power_cut_needs_a_crashable_mount_and_crashable_needs_rw") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let refused = vigilfs(&[
+        "mount",
+        scratch.img(),
+        scratch.mnt(),
+        "--size",
+        "64M",
+        "-o",
+        "ro,crashable",
+    ]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    assert!(text(&refused.stderr).contains("crashable"));
+    let pid = scratch.mount(&["--size", "64M"]);
+    let cut = vigilfs(&["inject", scratch.mnt(), "--power-cut"]);
+    assert_ne!(cut.status.code(), Some(0));
+    assert!(
+        text(&cut.stderr).contains("crashable"),
+        "{}",
+        text(&cut.stderr)
+    );
+    scratch.umount(pid);
+}
+
+/// The fault log as JSON entries.
+fn fault_log(scratch: &Scratch) -> Vec<Value> {
+    let log = scratch.inject(&["--log", "--json"]);
+    text(&log.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+fn fsync_errno(path: &Path) -> Option<i32> {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    file.write_all(b"record\n").unwrap();
+    file.sync_all()
+        .err()
+        .map(|error| error.raw_os_error().unwrap())
+}
+
+#[test]
+fn faults_aimed_at_paths_and_operations_hit_only_their_targets_and_are_all_logged() {
+    if fuse_missing(
+        "faults_aimed_at_paths_and_operations_hit_only_their_targets_and_are_all_logged",
+    ) {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let root = &scratch.mountpoint;
+    fs::create_dir(root.join("wal")).unwrap();
+    // The 2nd fsync of a WAL file fails; nothing else does.
+    scratch.inject(&["--op", "fsync", "--path", "wal/*", "--nth", "2"]);
+    assert_eq!(fsync_errno(&root.join("wal/0001")), None);
+    assert_eq!(fsync_errno(&root.join("data")), None);
+    assert_eq!(fsync_errno(&root.join("wal/0001")), Some(libc::EIO));
+    assert_eq!(fsync_errno(&root.join("data")), None);
+    assert_eq!(
+        fsync_errno(&root.join("wal/0002")),
+        None,
+        "--nth fires once"
+    );
+    // A rename fails with ENOSPC once; other operations go through.
+    scratch.inject(&["--op", "rename", "--errno", "ENOSPC", "--limit", "1"]);
+    fs::write(root.join("from"), b"x").unwrap();
+    let error = fs::rename(root.join("from"), root.join("to")).unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::ENOSPC));
+    fs::rename(root.join("from"), root.join("to")).unwrap();
+    // Writeback of the .db files fails (a data rule, aimed by path); a
+    // file created after the rule matches too.
+    scratch.inject(&["--fail-writes", "--path", "*.db"]);
+    assert_eq!(fsync_errno(&root.join("new.db")), Some(libc::EIO));
+    assert_eq!(fsync_errno(&root.join("new.txt")), None);
+
+    // Every firing is logged with its path; the counts agree with --list.
+    let log = fault_log(&scratch);
+    let fired: Vec<&Value> = log
+        .iter()
+        .filter(|entry| entry["event"] == "fired")
+        .collect();
+    let of_rule = |rule: u64| {
+        fired
+            .iter()
+            .filter(|entry| entry["rule"] == rule)
+            .map(|entry| entry["path"].as_str().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        of_rule(1).first().map(String::as_str),
+        Some("wal/0001"),
+        "{log:#?}"
+    );
+    assert!(of_rule(1).iter().all(|path| path == "wal/0001"));
+    assert_eq!(of_rule(2), vec!["from".to_string()]);
+    assert!(!of_rule(3).is_empty() && of_rule(3).iter().all(|path| path == "new.db"));
+    let set = log.iter().filter(|entry| entry["event"] == "set").count();
+    assert_eq!(set, 3, "each rule set is logged: {log:#?}");
+    let list = text(&scratch.inject(&["--list"]).stdout);
+    assert!(list.contains("injected 1"), "{list}");
+    scratch.inject(&["--clear"]);
+    assert!(fault_log(&scratch)
+        .iter()
+        .any(|entry| entry["event"] == "cleared"));
+    scratch.umount(pid);
+}
+
+#[test]
+fn delays_hold_exactly_the_operations_they_target() {
+    if fuse_missing("delays_hold_exactly_the_operations_they_target") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let root = &scratch.mountpoint;
+    let delay = Duration::from_millis(300);
+    scratch.inject(&["--op", "fsync", "--path", "slow/*", "--delay", "300ms"]);
+    fs::create_dir(root.join("slow")).unwrap();
+    let timed = |path: &Path| {
+        let start = Instant::now();
+        assert_eq!(fsync_errno(path), None, "a delay is not a failure");
+        start.elapsed()
+    };
+    assert!(timed(&root.join("slow/a")) >= delay);
+    assert!(timed(&root.join("fast")) < delay);
+    scratch.inject(&["--clear"]);
+    // A slow disk: every flush waits.
+    scratch.inject(&["--delay", "200ms", "--io", "flush"]);
+    assert!(timed(&root.join("fast")) >= Duration::from_millis(200));
+    scratch.inject(&["--clear"]);
+    scratch.umount(pid);
+}
+
+#[test]
+fn corrupt_reads_are_never_returned_as_data() {
+    if fuse_missing("corrupt_reads_are_never_returned_as_data") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let content: Vec<u8> = (0..1u32 << 20)
+        .map(|index| (index * 13 % 253) as u8)
+        .collect();
+    write_synced(&scratch.at("file"), &content);
+    scratch.umount(pid);
+    // A fresh mount: nothing cached, every read goes to the device.
+    let pid = scratch.mount(&[]);
+    scratch.inject(&[
+        "--corrupt-reads",
+        "--class",
+        "data",
+        "--flaky",
+        "50",
+        "--seed",
+        "3",
+    ]);
+    let file = File::open(scratch.at("file")).unwrap();
+    let (mut good, mut failed) = (0, 0);
+    for block in 0..256u64 {
+        let mut buffer = vec![0u8; 4096];
+        match file.read_at(&mut buffer, block * 4096) {
+            Ok(4096) => {
+                assert_eq!(
+                    buffer,
+                    content[block as usize * 4096..][..4096],
+                    "block {block}"
+                );
+                good += 1;
+            }
+            Ok(short) => panic!("a short read of {short} bytes at block {block}"),
+            Err(error) => {
+                assert_eq!(error.raw_os_error(), Some(libc::EIO));
+                failed += 1;
+            }
+        }
+    }
+    assert!(failed > 0, "bits were flipped and found: {good} good");
+    scratch.inject(&["--clear"]);
+    let status = scratch.status();
+    assert!(status.to_string().contains("checksum"), "{status:#}");
+    let fired = fault_log(&scratch)
+        .into_iter()
+        .filter(|entry| entry["event"] == "fired")
+        .count();
+    assert!(
+        fired >= failed,
+        "{fired} flips logged, {failed} reads failed"
+    );
+    drop(file);
+    scratch.umount(pid);
+}
+
+fn require_sqlite3() {
+    assert!(
+        Path::new("/usr/bin/sqlite3").exists() || which("sqlite3"),
+        "sqlite3 is missing: scripts/test installs it (apt-get install sqlite3)"
+    );
+}
+
+fn which(command: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {command}")])
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+/// `vigilfs crash-test` with scripts written to a scratch directory.
+fn crash_test(scripts: &Path, workload: &str, check: &str, extra: &[&str]) -> std::process::Output {
+    for (name, body) in [("workload.sh", workload), ("check.sh", check)] {
+        let path = scripts.join(name);
+        fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+        std::process::Command::new("chmod")
+            .arg("+x")
+            .arg(&path)
+            .status()
+            .unwrap();
+    }
+    let acknowledged = scripts.join("acknowledged");
+    let workload = format!(
+        "{} {}",
+        scripts.join("workload.sh").display(),
+        acknowledged.display()
+    );
+    let check = format!(
+        "{} {}",
+        scripts.join("check.sh").display(),
+        acknowledged.display()
+    );
+    let work = scripts.join("work");
+    let mut arguments = vec![
+        "crash-test",
+        "--workload",
+        &workload,
+        "--check",
+        &check,
+        "--size",
+        "64M",
+        "--work-dir",
+        work.to_str().unwrap(),
+        "--json",
+    ];
+    arguments.extend_from_slice(extra);
+    vigilfs(&arguments)
+}
+
+#[test]
+fn the_crash_test_runner_finds_no_loss_in_sqlite_with_synchronous_full() {
+    if fuse_missing("the_crash_test_runner_finds_no_loss_in_sqlite_with_synchronous_full") {
+        return;
+    }
+    require_sqlite3();
+    let scripts = tempfile::tempdir().unwrap();
+    // Each row is acknowledged (in a file outside the mount) once its
+    // one-row transaction committed; every acknowledged row must survive.
+    let workload = r#"set -e
+: > "$1"
+sqlite3 t.db "pragma journal_mode=wal; create table t(id integer primary key, v text);" >/dev/null
+i=1
+while [ $i -le 30 ]; do
+    sqlite3 t.db "pragma synchronous=full; insert into t values($i, hex(randomblob(64)));"
+    echo $i >> "$1"
+    i=$((i+1))
+done
+"#;
+    let check = r#"last=$(tail -n 1 "$1"); last=${last:-0}
+[ "$last" = 0 ] && [ ! -s t.db ] && exit 0
+ok=$(sqlite3 t.db "pragma integrity_check" 2>&1) || { echo "sqlite3: $ok"; exit 1; }
+[ "$ok" = ok ] || { echo "integrity_check: $ok"; exit 1; }
+rows=$(sqlite3 t.db "select count(*) from t where id <= $last")
+[ "$rows" = "$last" ] || { echo "$rows of $last acknowledged rows"; exit 1; }
+"#;
+    for torn in [false, true] {
+        let extra: &[&str] = if torn {
+            &["--cuts", "6", "--torn"]
+        } else {
+            &["--cuts", "6"]
+        };
+        let output = crash_test(scripts.path(), workload, check, extra);
+        let report = json_of(&output);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{report:#}\n{}",
+            text(&output.stderr)
+        );
+        assert_eq!(report["failed"], 0);
+        let trials = report["trials"].as_array().unwrap();
+        assert_eq!(trials.len(), 6);
+        assert!(
+            report["dry_run"]["fsyncs"].as_u64().unwrap() >= 30,
+            "{report:#}"
+        );
+        for trial in trials {
+            assert_eq!(trial["passed"], true, "{trial:#}");
+            assert_eq!(trial["fsck_clean"], true);
+        }
+    }
+}
+
+#[test]
+fn the_crash_test_runner_catches_a_careless_writer_and_replays_the_failure() {
+    if fuse_missing("the_crash_test_runner_catches_a_careless_writer_and_replays_the_failure") {
+        return;
+    }
+    let scripts = tempfile::tempdir().unwrap();
+    // Saves each version to a temporary file renamed over the target,
+    // without any fsync, and acknowledges it.
+    let workload = r#"set -e
+: > "$1"
+for i in $(seq 1 20); do
+    printf 'version %s\n' "$i" > state.tmp
+    mv state.tmp state
+    echo "$i" >> "$1"
+done
+"#;
+    let check = r#"last=$(tail -n 1 "$1")
+[ -z "$last" ] && exit 0
+[ -f state ] || { echo "state is gone; version $last was acknowledged"; exit 1; }
+got=$(sed -n 's/^version //p' state)
+[ "${got:-0}" -ge "$last" ] || { echo "state holds version ${got:-none}; $last was acknowledged"; exit 1; }
+"#;
+    let output = crash_test(
+        scripts.path(),
+        workload,
+        check,
+        &["--cuts", "4", "--seed", "11"],
+    );
+    let report = json_of(&output);
+    assert_eq!(output.status.code(), Some(1), "{report:#}");
+    let failure = report["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|trial| trial["passed"] == false)
+        .expect("a failed trial")
+        .clone();
+    assert_eq!(
+        failure["fsck_clean"], true,
+        "the loss is the program's, not vigilfs's"
+    );
+    assert!(failure["check"]["output"]
+        .as_str()
+        .unwrap()
+        .contains("acknowledged"));
+    assert!(Path::new(failure["image_kept"].as_str().unwrap()).exists());
+    let replay = failure["replay"].as_str().unwrap();
+    let index = failure["index"].as_u64().unwrap().to_string();
+    assert!(replay.contains("--seed 11") && replay.contains(&format!("--cut-index {index}")));
+    // The replay picks the same point and fails the same way.
+    let again = crash_test(
+        scripts.path(),
+        workload,
+        check,
+        &["--cuts", "4", "--seed", "11", "--cut-index", &index],
+    );
+    let again = json_of(&again);
+    let trial = &again["trials"][0];
+    assert_eq!(trial["point"], failure["point"]);
+    assert_eq!(trial["passed"], false);
+}
+
+#[test]
+fn the_crash_test_runner_refuses_what_cannot_be_tested() {
+    let scripts = tempfile::tempdir().unwrap();
+    let work = scripts.path().join("work");
+    let run = |workload: &str, extra: &[&str]| {
+        let mut arguments = vec![
+            "crash-test",
+            "--workload",
+            workload,
+            "--check",
+            "true",
+            "--size",
+            "64M",
+            "--work-dir",
+            work.to_str().unwrap(),
+        ];
+        arguments.extend_from_slice(extra);
+        vigilfs(&arguments)
+    };
+    let bad = run("true", &["--cuts", "0"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let bad = run("true", &["--cut-index", "3", "--cuts", "2"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+    let bad = run("true", &["--timeout", "soon"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let bad = run("echo x > f", &["-o", "ro"]);
+    assert_eq!(bad.status.code(), Some(2));
+    if fuse_missing("the_crash_test_runner_refuses_what_cannot_be_tested") {
+        return;
+    }
+    let idle = run("true", &[]);
+    assert_eq!(idle.status.code(), Some(8));
+    assert!(
+        text(&idle.stderr).contains("nothing to cut"),
+        "{}",
+        text(&idle.stderr)
+    );
+    let failing = run("echo oops; exit 3", &[]);
+    assert_eq!(failing.status.code(), Some(8));
+    assert!(
+        text(&failing.stderr).contains("oops"),
+        "{}",
+        text(&failing.stderr)
+    );
+    // Nothing is left behind but the work directory itself.
+    let left: Vec<_> = fs::read_dir(&work).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
