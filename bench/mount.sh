@@ -12,7 +12,9 @@
 #
 # Usage: sudo bash bench/mount.sh [RUNS]    (default 3)
 #
-# SYSTEMS="vigilfs ext4-loop": measure only these (default: all four).
+# SYSTEMS="vigilfs ext4-loop": measure only these (default: all four);
+# vigilfs-crashable is vigilfs mounted with -o crashable (the crash lab's
+# volatile device cache).
 # BASELINE=PATH: also measure "vigilfs-before", the same mount served by
 # PATH, a vigilfs binary built from an earlier commit.
 # Needs root, /dev/fuse, fio, fuse3, fuse2fs, libfuse3-dev, gcc, pkg-config,
@@ -56,6 +58,9 @@ mount_system() {
         vigilfs)
             rm -f "$work/tmpfs/vigilfs.img"
             "$vigilfs" mount "$work/tmpfs/vigilfs.img" "$mountpoint" --size 4G --daemon ;;
+        vigilfs-crashable)
+            rm -f "$work/tmpfs/vigilfs.img"
+            "$vigilfs" mount "$work/tmpfs/vigilfs.img" "$mountpoint" --size 4G -o crashable --daemon ;;
         vigilfs-before)
             rm -f "$work/tmpfs/vigilfs.img"
             "$BASELINE" mount "$work/tmpfs/vigilfs.img" "$mountpoint" --size 4G --daemon ;;
@@ -196,9 +201,15 @@ python3 - "$results" <<'PY'
 import collections, statistics, sys
 values = collections.defaultdict(list)
 for line in open(sys.argv[1]):
-    system, name, value = line.split()
+    fields = line.split()
+    if len(fields) != 3:
+        # A measurement that produced nothing (pgbench's server did not
+        # start, say): it shows as missing, the rest stands.
+        print(f"missing: {line.strip()}", file=sys.stderr)
+        continue
+    system, name, value = fields
     values[(system, name)].append(float(value))
-order = ["vigilfs-before", "vigilfs", "ext4-loop", "fuse2fs", "passthrough"]
+order = ["vigilfs-before", "vigilfs", "vigilfs-crashable", "ext4-loop", "fuse2fs", "passthrough"]
 systems = [s for s in order if any(system == s for system, _ in values)]
 others = [s for s in systems if s != "vigilfs"]
 names = ["seq_write_MiBps", "seq_read_MiBps", "rand_read_iops", "rand_write_fsync_iops",
@@ -207,8 +218,11 @@ print("| workload | " + " | ".join(systems) + " | "
       + " | ".join(f"vigilfs / {s}" for s in others) + " |")
 print("|---|" + "---|" * (len(systems) + len(others)))
 for name in names:
-    median = {s: statistics.median(values[(s, name)]) for s in systems}
-    cells = " | ".join(f"{median[s]:,.0f}" for s in systems)
-    ratios = " | ".join(f"{median['vigilfs'] / median[s]:.2f}x" for s in others)
+    median = {s: statistics.median(values[(s, name)]) if values[(s, name)] else None
+              for s in systems}
+    cells = " | ".join("-" if median[s] is None else f"{median[s]:,.0f}" for s in systems)
+    ratios = " | ".join(
+        "-" if median["vigilfs"] is None or not median[s] else f"{median['vigilfs'] / median[s]:.2f}x"
+        for s in others)
     print(f"| {name} | {cells} | {ratios} |")
 PY

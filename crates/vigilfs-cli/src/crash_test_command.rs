@@ -61,8 +61,8 @@ const OUTPUT_LINES: usize = 20;
 #[derive(Debug, Args)]
 pub struct CrashTestArgs {
     /// The program under test: a shell command run in the mount (its
-    /// working directory); VIGILFS_MOUNT, VIGILFS_CUT and VIGILFS_SEED are
-    /// set.
+    /// working directory, so name programs by absolute path);
+    /// VIGILFS_MOUNT, VIGILFS_CUT and VIGILFS_SEED are set.
     #[arg(long, value_name = "CMD")]
     pub workload: String,
     /// The invariant: a shell command run in the mount after each cut (and

@@ -104,7 +104,7 @@ pub struct InjectArgs {
     #[arg(long)]
     pub drop_flushes: bool,
     /// Cut the power now: everything not made durable by an fsync or
-    /// syncfs that returned 0 is lost, the journal is replayed, and the
+    /// `vigilfs sync` that succeeded is lost, the journal is replayed, and the
     /// mount serves the state after the crash when this returns. Crashable
     /// mounts only (`-o crashable`).
     #[arg(long)]

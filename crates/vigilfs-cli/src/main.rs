@@ -299,7 +299,7 @@ enum Command {
     /// (--list: anyone).
     ///
     /// A power cut (-o crashable mounts) loses everything no fsync, fdatasync
-    /// or syncfs that returned 0 made durable: data not written back, and
+    /// or `vigilfs sync` that succeeded made durable: data not written back, and
     /// metadata (creates, renames, links...) whose journal entry was not
     /// flushed. It returns once the mount serves the state after the crash;
     /// files open before it fail with EIO. `vigilfs unsynced` lists what a
@@ -446,18 +446,21 @@ enum Command {
     ///       --state /var/lib/vigilfs/data.state --kinds error,lost,shutdown
     #[command(verbatim_doc_comment)]
     Events(events_command::EventsArgs),
-    /// Tests a program against power cuts: runs the workload in a fresh
-    /// crashable mount, cuts the power at seeded moments (just before an
-    /// fsync, or between fsyncs before a write), kills the workload with
-    /// the machine, brings the mount back from the image, and runs the
-    /// check there (non-zero exit: a violated invariant). Every trial
+    /// Test a program against power cuts: cut the power under it at
+    /// seeded moments and check what survived.
+    ///
+    /// Runs the workload in a fresh crashable mount, cuts the power at a
+    /// seeded moment (just before an fsync, or between fsyncs before a
+    /// write), kills the workload with the machine, brings the mount back
+    /// from the image, and runs the check there (non-zero exit: a violated
+    /// invariant), as many times as --cuts says. Every trial
     /// starts from a fresh image; a failure is reported with the command
     /// that replays exactly that trial, and its image is kept. A dry run
     /// without a cut comes first: the workload and the check must succeed
     /// there.
     ///
-    /// What a cut keeps: everything an fsync, fdatasync or syncfs that
-    /// returned 0 made durable, and metadata (creates, renames) whose
+    /// What a cut keeps: everything an fsync or fdatasync that returned 0
+    /// made durable, and metadata (creates, renames) whose
     /// journal entry was flushed; all else may be lost (or torn, with
     /// --torn).
     ///
@@ -466,10 +469,10 @@ enum Command {
     /// the check fails without any cut, a mount failed...).
     ///
     /// Examples:
-    ///   vigilfs crash-test --workload 'sqlite3 t.db < load.sql' \
+    ///   vigilfs crash-test --workload "sqlite3 t.db < $HOME/load.sql" \
     ///       --check 'sqlite3 t.db "pragma integrity_check" | grep -qx ok'
-    ///   vigilfs crash-test --workload ./writer --check ./verify --cuts 50 --torn
-    ///   vigilfs crash-test --workload ./writer --check ./verify --seed 9 --cut-index 17
+    ///   vigilfs crash-test --workload ~/bin/writer --check ~/bin/verify --cuts 50 --torn
+    ///   vigilfs crash-test --workload ~/bin/writer --check ~/bin/verify --seed 9 --cut-index 17
     #[command(verbatim_doc_comment)]
     CrashTest(Box<crash_test_command::CrashTestArgs>),
     /// What a power cut would lose now: each file's data not written back

@@ -37,7 +37,11 @@ pub fn describe_unsynced(unsynced: &Value) -> Vec<String> {
         return lines;
     }
     if !files.is_empty() {
-        lines.push(format!("data not written back ({} files):", files.len()));
+        lines.push(format!(
+            "data not written back ({} file{}):",
+            files.len(),
+            if files.len() == 1 { "" } else { "s" }
+        ));
     }
     for file in &files {
         let ranges: Vec<String> = file["ranges"]
