@@ -136,7 +136,12 @@ fn prepare(request: &MountRequest) -> Result<Prepared, Failure> {
         .image
         .canonicalize()
         .map_err(|error| Failure::operational(format!("{}: {error}", request.image.display())))?;
-    let lock = match in_use::acquire(&image, LockMode::Exclusive) {
+    let acquired = if request.quiet {
+        in_use::acquire_silently(&image, LockMode::Exclusive)
+    } else {
+        in_use::acquire(&image, LockMode::Exclusive)
+    };
+    let lock = match acquired {
         Ok(lock) => lock,
         Err(AcquireError::Io(error)) => {
             return Err(Failure::operational(format!(
