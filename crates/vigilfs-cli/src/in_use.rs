@@ -269,7 +269,7 @@ mod tests {
         ));
         let start = Instant::now();
         let refused = acquire_within(&image, LockMode::Shared, Duration::from_millis(200), true);
-        assert!(start.elapsed() >= Duration::from_millis(200), true);
+        assert!(start.elapsed() >= Duration::from_millis(200));
         let Err(AcquireError::StillHeld(Some((pid, _)))) = refused else {
             panic!("{refused:?}");
         };

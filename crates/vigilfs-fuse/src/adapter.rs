@@ -816,7 +816,7 @@ impl fuser::Filesystem for Adapter {
 
     fn fallocate(
         &self,
-        _request: &Request,
+        request: &Request,
         _ino: INodeNo,
         handle: FileHandle,
         offset: u64,
@@ -828,9 +828,10 @@ impl fuser::Filesystem for Adapter {
         // does not support. (A negative mode has bit 31 set, a bit no mode
         // defines: refused the same way.)
         let bits = u32::from_ne_bytes(mode.to_ne_bytes());
+        let caller = caller(request);
         self.gated("fallocate", move |filesystem| {
-            let result =
-                filesystem.fallocate(handle.0, offset, length, FallocateMode::from_bits(bits));
+            let mode = FallocateMode::from_bits(bits);
+            let result = filesystem.fallocate(handle.0, offset, length, mode, &caller);
             reply_empty(reply, result);
         });
     }

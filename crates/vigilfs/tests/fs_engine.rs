@@ -361,13 +361,14 @@ fn truncate_and_fallocate_times_are_not_overridden_by_pending_writes() {
         0,
         4096,
         FallocateMode::PUNCH_HOLE | FallocateMode::KEEP_SIZE,
+        &root(),
     )
     .unwrap();
     newer(&fs, "punch hole");
     fs.write(handle, 0, &[3u8; 10], &root()).unwrap();
     newer(&fs, "write a third time");
     thread::sleep(Duration::from_millis(5));
-    fs.fallocate(handle, 0, 1 << 20, FallocateMode::ALLOCATE)
+    fs.fallocate(handle, 0, 1 << 20, FallocateMode::ALLOCATE, &root())
         .unwrap();
     newer(&fs, "allocate");
     fs.write(handle, 0, &[4u8; 10], &root()).unwrap();
@@ -407,6 +408,7 @@ fn a_hole_punched_over_the_only_dirty_page_keeps_the_size_it_gave() {
         57_344,
         20_480,
         FallocateMode::PUNCH_HOLE | FallocateMode::KEEP_SIZE,
+        &root(),
     )
     .unwrap();
     fs.fsync(handle, false).unwrap();
@@ -952,7 +954,7 @@ fn a_large_fallocate_and_punch_go_in_bounded_transactions() {
     // 3,000 one-block holes between 3,000 one-block extents.
     let ino = fragmented_file(&fs, b"big", 3000);
     let handle = fs.open(ino, read_write(), &root()).unwrap();
-    fs.fallocate(handle, 0, 6000 * 4096, FallocateMode::ALLOCATE)
+    fs.fallocate(handle, 0, 6000 * 4096, FallocateMode::ALLOCATE, &root())
         .unwrap();
     assert_eq!(fs.status().state, LifeState::Running);
     assert_eq!(fs.read(handle, 4096, 4096).unwrap(), vec![0u8; 4096]);
@@ -962,6 +964,7 @@ fn a_large_fallocate_and_punch_go_in_bounded_transactions() {
         100,
         6000 * 4096,
         FallocateMode::PUNCH_HOLE | FallocateMode::KEEP_SIZE,
+        &root(),
     )
     .unwrap();
     assert_eq!(fs.read(handle, 0, 200).unwrap()[100..], [0u8; 100]);

@@ -18,10 +18,10 @@ use super::handles::{OpenDir, OpenFile, OpenFlags};
 use super::unsynced::Change;
 use super::{Filesystem, FsError, FsResult, LifeState};
 use crate::inode::{
-    check_access, check_setattr, check_sticky_delete, check_xattr_access, kill_suid_on_write,
-    new_inode_owner, xattr_listable, Access, Caller, FallocateMode, FileError, FileType,
-    InodeRecord, RenameFlags, Seek, SetAttr, SetAttrRequest, SetTime, TimeChange, XattrFlags,
-    ROOT_INO,
+    check_access, check_setattr, check_sticky_delete, check_xattr_access, check_xattr_removal,
+    kill_suid_on_write, new_inode_owner, xattr_listable, Access, Caller, FallocateMode, FileError,
+    FileType, InodeRecord, RenameFlags, Seek, SetAttr, SetAttrRequest, SetTime, TimeChange,
+    XattrFlags, ROOT_INO,
 };
 
 /// The most bytes one write puts into the page cache before dirty data is
@@ -160,6 +160,30 @@ impl Filesystem {
         Ok(())
     }
 
+    /// Clears set-user-id (and set-group-id with group execute) of `ino`
+    /// after `caller` changed its data: a write, truncate or fallocate by
+    /// anyone but root, as Linux's `file_remove_privs` does for callers
+    /// without `CAP_FSETID`. (A file capability, `security.capability`,
+    /// is removed by the kernel itself before it sends the change: see
+    /// `check_xattr_access`.)
+    fn kill_privileges(&self, ino: u64, caller: &Caller, operation: &'static str) -> FsResult<()> {
+        // Root's changes never clear the bits: skip the record read.
+        if caller.is_root() {
+            return Ok(());
+        }
+        let record = self.record(ino)?;
+        if let Some(mode) = kill_suid_on_write(&record, caller) {
+            let changes = SetAttr {
+                mode: Some(mode),
+                ..SetAttr::default()
+            };
+            let result = self.shared.namespace.setattr(ino, &changes);
+            self.shared
+                .observe(operation, result.map_err(FsError::from))?;
+        }
+        Ok(())
+    }
+
     /// The crash lab's rules for `operation` on `ino` (a file, or the
     /// directory of entry `name`): an injected error, a delay, or an armed
     /// power cut. Called first by every operation they may aim at.
@@ -251,11 +275,16 @@ impl Filesystem {
             mtime: changes.mtime.map(time_change),
             through_writable_handle,
         };
-        let mode = if self.shared.options.check_permissions {
+        let mut mode = if self.shared.options.check_permissions {
             check_setattr(&record, caller, &request)?.mode
         } else {
             changes.mode
         };
+        if changes.size.is_some() && mode.is_none() {
+            // A truncate changes the data: as a write, it drops the
+            // set-id bits of a caller other than root.
+            mode = kill_suid_on_write(&record, caller);
+        }
         if let Some(size) = changes.size {
             match record.file_type() {
                 FileType::Regular => {}
@@ -492,6 +521,7 @@ impl Filesystem {
         if flags.truncate && flags.write {
             let result = self.shared.files.truncate(ino, 0).map_err(FsError::from);
             self.shared.observe("open", result)?;
+            self.kill_privileges(ino, caller, "open")?;
         }
         self.open_handle(ino, flags)
     }
@@ -581,19 +611,7 @@ impl Filesystem {
                 Err(error) => return Err(error),
             }
         }
-        // Root's writes never clear the bits: skip the record read.
-        if !caller.is_root() {
-            let record = self.record(file.ino)?;
-            if let Some(mode) = kill_suid_on_write(&record, caller) {
-                let changes = SetAttr {
-                    mode: Some(mode),
-                    ..SetAttr::default()
-                };
-                let result = self.shared.namespace.setattr(file.ino, &changes);
-                self.shared
-                    .observe("write", result.map_err(FsError::from))?;
-            }
-        }
+        self.kill_privileges(file.ino, caller, "write")?;
         if self.shared.files.cache_stats().dirty_bytes > self.shared.options.dirty_limit_bytes {
             if let Some(background) = &self.background {
                 background.kick();
@@ -626,14 +644,16 @@ impl Filesystem {
         }
     }
 
-    /// fallocate through `handle`: allocate (mode 0, optionally
-    /// KEEP_SIZE) or PUNCH_HOLE|KEEP_SIZE.
+    /// fallocate through `handle` by `caller`: allocate (mode 0,
+    /// optionally KEEP_SIZE) or PUNCH_HOLE|KEEP_SIZE. Like a write, it
+    /// drops the set-id bits of a caller other than root.
     pub fn fallocate(
         &self,
         handle: u64,
         offset: u64,
         length: u64,
         mode: FallocateMode,
+        caller: &Caller,
     ) -> FsResult<()> {
         let file = self.file(handle)?;
         if !file.flags.write {
@@ -648,6 +668,7 @@ impl Filesystem {
             .fallocate(file.ino, offset, length, mode)
             .map_err(FsError::from);
         self.shared.observe("fallocate", result)?;
+        self.kill_privileges(file.ino, caller, "fallocate")?;
         self.note("fallocate", Some(file.ino), None, None);
         Ok(())
     }
@@ -975,7 +996,9 @@ impl Filesystem {
         let _writer = self.enter()?;
         self.inject(Operation::Setxattr, ino, None)?;
         let record = self.record(ino)?;
-        self.check_xattr(&record, name, caller, true)?;
+        if self.shared.options.check_permissions {
+            check_xattr_removal(&record, caller, name)?;
+        }
         let result = self.shared.xattrs.remove(ino, name).map_err(FsError::from);
         self.shared.observe("removexattr", result)?;
         self.note("removexattr", Some(ino), None, None);

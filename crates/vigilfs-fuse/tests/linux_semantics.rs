@@ -1,0 +1,211 @@
+//! Linux semantics fstests checks, through a real mount: each test here is
+//! the project's own regression test for a failure fstests found (the
+//! test names say which fstests case), so CI covers them without fstests.
+//! Changes by a user other than the owner run in a child process under
+//! that user's credentials (`setpriv`), as fstests runs them (`su fsgqa`).
+
+mod common;
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+use common::{errno_of, Mount};
+
+/// The user the "other user" steps run as.
+const NOBODY: u32 = 65534;
+
+/// The system's Python (Debian's `python3`): one under root's home (pyenv,
+/// a virtualenv) is out of that user's reach.
+fn python() -> &'static str {
+    if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    }
+}
+
+/// Runs the Python `code` as uid and gid `NOBODY` with no supplementary
+/// groups, with `path` as `sys.argv[1]`; panics with its stderr unless it
+/// exits 0.
+fn as_nobody(code: &str, path: &Path) {
+    let output = Command::new("setpriv")
+        .args([
+            format!("--reuid={NOBODY}"),
+            format!("--regid={NOBODY}"),
+            "--clear-groups".into(),
+            python().into(),
+            "-c".into(),
+            code.into(),
+        ])
+        .arg(path)
+        .output()
+        .expect("setpriv and python3 run");
+    assert!(
+        output.status.success(),
+        "as uid {NOBODY}: {code}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A mount whose root directory everyone may use (the mount point's
+/// parent is a private temporary directory: opened up too).
+fn open_mount() -> Mount {
+    let mount = Mount::new();
+    let parent = mount.path().parent().expect("a parent").to_path_buf();
+    fs::set_permissions(&parent, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(mount.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    mount
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().mode() & 0o7777
+}
+
+/// generic/193, 355, 683, 684: every change of a file's data by a user
+/// other than root (here not the owner either) drops set-user-id, and
+/// set-group-id when group execute is set; root's changes keep them.
+#[test]
+fn data_changes_by_another_user_clear_the_set_id_bits() {
+    if !common::fuse_available() {
+        return;
+    }
+    let mount = open_mount();
+    let changes = [
+        ("truncate", "import os, sys; os.truncate(sys.argv[1], 10)"),
+        (
+            "ftruncate",
+            "import os, sys; fd = os.open(sys.argv[1], os.O_WRONLY); os.ftruncate(fd, 3)",
+        ),
+        (
+            "open O_TRUNC",
+            "import os, sys; os.open(sys.argv[1], os.O_WRONLY | os.O_TRUNC)",
+        ),
+        (
+            "fallocate",
+            "import os, sys; fd = os.open(sys.argv[1], os.O_WRONLY); \
+             os.posix_fallocate(fd, 0, 8192)",
+        ),
+        (
+            "punch hole",
+            "import ctypes, os, sys; fd = os.open(sys.argv[1], os.O_WRONLY); \
+             libc = ctypes.CDLL(None, use_errno=True); \
+             libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]; \
+             assert libc.fallocate(fd, 3, 0, 4096) == 0, os.strerror(ctypes.get_errno())",
+        ),
+        (
+            "direct write",
+            "import mmap, os, sys; fd = os.open(sys.argv[1], os.O_WRONLY | os.O_DIRECT); \
+             buffer = mmap.mmap(-1, 4096); buffer.write(b'x' * 4096); \
+             assert os.pwritev(fd, [buffer], 0) == 4096",
+        ),
+        (
+            "write",
+            "import os, sys; fd = os.open(sys.argv[1], os.O_WRONLY); os.pwrite(fd, b'x', 0)",
+        ),
+    ];
+    // Every case runs; the failures are reported together.
+    let mut wrong = Vec::new();
+    for (index, (what, code)) in changes.iter().enumerate() {
+        for (before, after) in [(0o6777, 0o777), (0o6766, 0o2766), (0o4766, 0o766)] {
+            let path = mount.join(&format!("file-{index}-{before:o}"));
+            fs::write(&path, vec![7u8; 8192]).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(before)).unwrap();
+            assert_eq!(mode(&path), before);
+            as_nobody(code, &path);
+            let now = mode(&path);
+            if now != after {
+                wrong.push(format!("{what} of mode {before:o}: {now:o}, not {after:o}"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "changes by another user: {wrong:#?}");
+    // Root's changes keep the bits (CAP_FSETID).
+    let path = mount.join("root-file");
+    fs::write(&path, b"data").unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o6777)).unwrap();
+    let file = OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(1).unwrap();
+    common::fallocate(&file, 0, 0, 8192).unwrap();
+    drop(file);
+    assert_eq!(mode(&path), 0o6777);
+    mount.finish();
+}
+
+/// generic/688: a write by an unprivileged user to a file with a file
+/// capability succeeds and drops the capability (the kernel removes
+/// `security.capability` as the writer before sending the write).
+#[test]
+fn a_write_by_another_user_drops_the_file_capability() {
+    if !common::fuse_available() {
+        return;
+    }
+    let mount = open_mount();
+    let path = mount.join("program");
+    fs::write(&path, b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o777)).unwrap();
+    // VFS_CAP_REVISION_2 with CAP_NET_RAW (13) permitted and effective.
+    let mut capability = Vec::new();
+    for word in [0x0200_0001u32, 1 << 13, 0, 0, 0] {
+        capability.extend_from_slice(&word.to_le_bytes());
+    }
+    common::setxattr(&path, "security.capability", &capability, 0).unwrap();
+    assert_eq!(
+        common::getxattr(&path, "security.capability", 64).unwrap(),
+        capability
+    );
+    as_nobody(
+        "import os, sys; fd = os.open(sys.argv[1], os.O_WRONLY); os.pwrite(fd, b'x', 0)",
+        &path,
+    );
+    let gone = common::getxattr(&path, "security.capability", 64).unwrap_err();
+    assert_eq!(errno_of(&gone), libc::ENODATA);
+    assert_eq!(fs::read(&path).unwrap(), b"x!/bin/sh\n");
+    // Removing it directly still needs the privilege: the kernel refuses.
+    common::setxattr(&path, "security.capability", &capability, 0).unwrap();
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args([
+            python(),
+            "-c",
+            "import os, sys; os.removexattr(sys.argv[1], 'security.capability')",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "removexattr by nobody succeeded");
+    assert!(common::getxattr(&path, "security.capability", 64).is_ok());
+    drop(File::open(&path).unwrap());
+    mount.finish();
+}
+
+/// generic/193: chown of a regular file, by root too, drops set-user-id,
+/// and set-group-id when group execute is set; a directory keeps both.
+#[test]
+fn chown_clears_the_set_id_bits_of_a_file() {
+    if !common::fuse_available() {
+        return;
+    }
+    let mount = open_mount();
+    let mut wrong = Vec::new();
+    for (before, after) in [(0o6777, 0o777), (0o6766, 0o2766), (0o4766, 0o766)] {
+        let path = mount.join(&format!("file-{before:o}"));
+        fs::write(&path, b"data").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(before)).unwrap();
+        std::os::unix::fs::chown(&path, Some(NOBODY), Some(NOBODY)).unwrap();
+        let now = mode(&path);
+        if now != after {
+            wrong.push(format!("chown of mode {before:o}: {now:o}, not {after:o}"));
+        }
+    }
+    let directory = mount.join("directory");
+    fs::create_dir(&directory).unwrap();
+    fs::set_permissions(&directory, fs::Permissions::from_mode(0o6777)).unwrap();
+    std::os::unix::fs::chown(&directory, Some(NOBODY), Some(NOBODY)).unwrap();
+    if mode(&directory) != 0o6777 {
+        wrong.push(format!("chown of a directory: {:o}", mode(&directory)));
+    }
+    assert!(wrong.is_empty(), "chown: {wrong:#?}");
+    mount.finish();
+}
