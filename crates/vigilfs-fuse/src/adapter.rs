@@ -99,6 +99,10 @@ const READDIR_BATCH: usize = 128;
 /// attribute read, so fewer: about as many as fit in a 4 KiB buffer).
 const READDIR_PLUS_BATCH: usize = 32;
 
+/// The open flag Linux sets on execve's open of the program
+/// (`__FMODE_EXEC`, which FUSE passes on in the open request's flags).
+const FMODE_EXEC: i32 = 0x20;
+
 /// What the adapter asks the kernel for at `init`, when it offers them:
 /// * readdirplus (`FUSE_DO_READDIRPLUS`, adaptive with
 ///   `FUSE_READDIRPLUS_AUTO`): listing a directory also primes the entry
@@ -489,14 +493,24 @@ impl fuser::Filesystem for Adapter {
     fn open(&self, request: &Request, ino: INodeNo, flags: FuseOpenFlags, reply: ReplyOpen) {
         // FOPEN_KEEP_CACHE unless configured off (MountConfig::keep_cache):
         // nothing changes a file behind this mount's kernel.
+        // execve's open carries the kernel's `__FMODE_EXEC`: it needs
+        // execute permission, not read.
+        let execute = flags.0 & FMODE_EXEC != 0;
         let (flags, caller, open_flags) = (
             OpenFlags::from_libc(flags.0),
             caller(request),
             self.replies.open_flags,
         );
-        let open = move |filesystem: &Filesystem| match filesystem.open(ino.0, flags, &caller) {
-            Ok(handle) => reply.opened(FileHandle(handle), open_flags),
-            Err(error) => reply.error(errno(&error)),
+        let open = move |filesystem: &Filesystem| {
+            let opened = if execute && !flags.write {
+                filesystem.open_to_execute(ino.0, &caller)
+            } else {
+                filesystem.open(ino.0, flags, &caller)
+            };
+            match opened {
+                Ok(handle) => reply.opened(FileHandle(handle), open_flags),
+                Err(error) => reply.error(errno(&error)),
+            }
         };
         // Opening for writing (or truncating) enters the write gate.
         if flags.write || flags.truncate {

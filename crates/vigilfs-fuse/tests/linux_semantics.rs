@@ -209,3 +209,47 @@ fn chown_clears_the_set_id_bits_of_a_file() {
     assert!(wrong.is_empty(), "chown: {wrong:#?}");
     mount.finish();
 }
+
+/// generic/126: a program of mode `--x` runs (exec needs execute
+/// permission only), for its owner and for others; without execute it
+/// does not, even with read.
+#[test]
+fn a_program_without_read_permission_runs() {
+    if !common::fuse_available() {
+        return;
+    }
+    let mount = open_mount();
+    let program = mount.join("program");
+    fs::copy("/bin/true", &program).unwrap();
+    fs::set_permissions(&program, fs::Permissions::from_mode(0o111)).unwrap();
+    let status = Command::new(&program).status().unwrap();
+    assert!(status.success(), "root runs a --x program: {status}");
+    let runs = |program: &Path| {
+        Command::new("setpriv")
+            .args([
+                format!("--reuid={NOBODY}"),
+                format!("--regid={NOBODY}"),
+                "--clear-groups".into(),
+            ])
+            .arg(program)
+            .output()
+            .unwrap()
+    };
+    let output = runs(&program);
+    assert!(
+        output.status.success(),
+        "another user runs a --x program: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Owned by that user, execute for the owner only.
+    std::os::unix::fs::chown(&program, Some(NOBODY), Some(NOBODY)).unwrap();
+    fs::set_permissions(&program, fs::Permissions::from_mode(0o100)).unwrap();
+    assert!(
+        runs(&program).status.success(),
+        "the owner runs a --x------ program"
+    );
+    // Readable but not executable: refused.
+    fs::set_permissions(&program, fs::Permissions::from_mode(0o444)).unwrap();
+    assert!(!runs(&program).status.success(), "r-- ran");
+    mount.finish();
+}

@@ -498,6 +498,28 @@ impl Filesystem {
 
     /// Opens regular file `ino`; returns the file handle.
     pub fn open(&self, ino: u64, flags: OpenFlags, caller: &Caller) -> FsResult<u64> {
+        self.open_checked(ino, flags, Access::READ, caller)
+    }
+
+    /// Opens regular file `ino` read-only to run it (execve, the kernel's
+    /// `FMODE_EXEC` open): that needs execute permission, not read, so a
+    /// program of mode `--x` runs.
+    pub fn open_to_execute(&self, ino: u64, caller: &Caller) -> FsResult<u64> {
+        let flags = OpenFlags {
+            read: true,
+            ..OpenFlags::default()
+        };
+        self.open_checked(ino, flags, Access::EXECUTE, caller)
+    }
+
+    /// [`Filesystem::open`], with `read_access` as what reading needs.
+    fn open_checked(
+        &self,
+        ino: u64,
+        flags: OpenFlags,
+        read_access: Access,
+        caller: &Caller,
+    ) -> FsResult<u64> {
         self.inject(Operation::Open, ino, None)?;
         let record = self.record(ino)?;
         match record.file_type() {
@@ -507,7 +529,7 @@ impl Filesystem {
         }
         let mut access = Access::NONE;
         if flags.read {
-            access = access | Access::READ;
+            access = access | read_access;
         }
         if flags.write || flags.truncate {
             access = access | Access::WRITE;
