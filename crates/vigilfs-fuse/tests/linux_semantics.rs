@@ -253,3 +253,43 @@ fn a_program_without_read_permission_runs() {
     assert!(!runs(&program).status.success(), "r-- ran");
     mount.finish();
 }
+
+/// generic/035: `fstat` on a directory still open after rmdir, or after a
+/// rename replaced it, works and says it has no links; once closed it is
+/// gone (and the image is consistent).
+#[test]
+fn a_removed_directory_stays_usable_while_open() {
+    if !common::fuse_available() {
+        return;
+    }
+    let mount = open_mount();
+    let removed = mount.join("removed");
+    let (source, target) = (mount.join("source"), mount.join("target"));
+    for directory in [&removed, &source, &target] {
+        fs::create_dir(directory).unwrap();
+    }
+    let removed_handle = File::open(&removed).unwrap();
+    let target_handle = File::open(&target).unwrap();
+    let removed_ino = removed_handle.metadata().unwrap().ino();
+    fs::remove_dir(&removed).unwrap();
+    fs::rename(&source, &target).unwrap();
+    for (what, handle) in [("rmdir", &removed_handle), ("rename", &target_handle)] {
+        let status = handle
+            .metadata()
+            .unwrap_or_else(|error| panic!("fstat after {what}: {error}"));
+        assert!(status.is_dir(), "after {what}");
+        assert_eq!(status.nlink(), 0, "links after {what}");
+    }
+    // Nothing can be made in it.
+    let refused = fs::create_dir(removed.join("inside")).unwrap_err();
+    assert_eq!(errno_of(&refused), libc::ENOENT);
+    drop(removed_handle);
+    drop(target_handle);
+    // The kernel's release is asynchronous: wait for the engine to see it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while mount.engine().getattr(removed_ino).is_ok() {
+        assert!(std::time::Instant::now() < deadline, "still there");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    mount.finish();
+}

@@ -193,6 +193,55 @@ fn an_orphan_left_by_a_crash_is_deleted_at_the_next_mount() {
     fixture.assert_fsck_clean();
 }
 
+/// generic/035: a directory removed while open (rmdir, or a rename over
+/// it) stays, with no links, until its last close; nothing can be added to
+/// it meanwhile; fsck finds an open orphan directory consistent.
+#[test]
+fn a_removed_open_directory_lives_until_its_last_close() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let gone = fs.mkdir(ROOT_INO, b"gone", 0o755, &root()).unwrap();
+    let replaced = fs.mkdir(ROOT_INO, b"replaced", 0o755, &root()).unwrap();
+    fs.mkdir(ROOT_INO, b"source", 0o755, &root()).unwrap();
+    let gone_handle = fs.opendir(gone.ino, &root()).unwrap();
+    let replaced_handle = fs.opendir(replaced.ino, &root()).unwrap();
+    fs.rmdir(ROOT_INO, b"gone", &root()).unwrap();
+    fs.rename(
+        ROOT_INO,
+        b"source",
+        ROOT_INO,
+        b"replaced",
+        RenameFlags::default(),
+        &root(),
+    )
+    .unwrap();
+    for ino in [gone.ino, replaced.ino] {
+        let attr = fs.getattr(ino).unwrap();
+        assert_eq!(attr.record.nlink, 0);
+        assert_eq!(attr.record.file_type(), FileType::Directory);
+        assert_eq!(
+            errno(fs.mkdir(ino, b"inside", 0o755, &root())),
+            libc::ENOENT,
+            "nothing is added to a removed directory"
+        );
+    }
+    assert_eq!(fs.getattr(ROOT_INO).unwrap().record.nlink, 3);
+    // The last close of one deletes it; a crash with the other open leaves
+    // an image fsck finds consistent, and the next mount deletes it.
+    fs.releasedir(gone_handle).unwrap();
+    assert_eq!(errno(fs.getattr(gone.ino)), libc::ENOENT);
+    let dir = fs.opendir(ROOT_INO, &root()).unwrap();
+    fs.fsyncdir(dir).unwrap();
+    drop(fs);
+    fixture.assert_fsck_clean();
+    let fs = fixture.mount();
+    assert_eq!(fs.status().orphans_purged, 1);
+    assert_eq!(errno(fs.getattr(replaced.ino)), libc::ENOENT);
+    let _ = replaced_handle;
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+}
+
 #[test]
 fn permissions_follow_linux_rules() {
     let fixture = Fixture::new();

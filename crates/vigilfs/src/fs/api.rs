@@ -721,10 +721,20 @@ impl Filesystem {
         let file = self.shared.handles.remove_file(handle)?;
         let ino = file.ino;
         self.shared.files.closed(ino);
+        if self.closed(ino, "release")? {
+            self.shared.files.forget(ino);
+        }
+        Ok(())
+    }
+
+    /// One open of `ino` (a file or a directory) is closed: the last
+    /// close of an orphan deletes it if the filesystem may write now (see
+    /// [`Filesystem::release`]). Returns whether it was deleted.
+    fn closed(&self, ino: u64, operation: &'static str) -> FsResult<bool> {
         let deleted = match self.shared.gate.try_enter() {
             Ok(_writer) => {
                 let result = self.shared.namespace.closed(ino).map_err(FsError::from);
-                self.shared.observe("release", result)?
+                self.shared.observe(operation, result)?
             }
             Err(LifeState::Frozen) => {
                 if self.shared.namespace.closed_keeping_orphan(ino) {
@@ -741,10 +751,7 @@ impl Filesystem {
                 false
             }
         };
-        if deleted {
-            self.shared.files.forget(ino);
-        }
-        Ok(())
+        Ok(deleted)
     }
 
     /// Why nothing may be written now (shut down, or read-only after an
@@ -858,6 +865,9 @@ impl Filesystem {
             return Err(crate::inode::NamespaceError::NotADirectory.into());
         }
         self.check(&record, caller, Access::READ)?;
+        // While open, a removed directory stays (an orphan) until its
+        // last close: fstat on it works, as on a removed open file.
+        self.shared.namespace.opened(ino);
         Ok(self.shared.handles.add_dir(ino))
     }
 
@@ -934,7 +944,9 @@ impl Filesystem {
 
     /// Closes a directory handle.
     pub fn releasedir(&self, handle: u64) -> FsResult<()> {
-        self.shared.handles.remove_dir(handle)
+        let ino = self.shared.handles.remove_dir(handle)?;
+        self.closed(ino, "releasedir")?;
+        Ok(())
     }
 
     /// Makes the directory's changes durable.
