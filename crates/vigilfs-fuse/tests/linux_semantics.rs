@@ -293,3 +293,47 @@ fn a_removed_directory_stays_usable_while_open() {
     }
     mount.finish();
 }
+
+/// The status change time of `path`, in nanoseconds.
+fn ctime(path: &Path) -> i128 {
+    let status = fs::metadata(path).unwrap();
+    i128::from(status.ctime()) * 1_000_000_000 + i128::from(status.ctime_nsec())
+}
+
+/// generic/003, 423: chmod, link and rename change a file's ctime while it
+/// has data not written back yet, and the writeback does not set it back
+/// to the time of the write.
+#[test]
+fn ctime_changes_with_chmod_link_and_rename_of_a_file_with_dirty_data() {
+    if !common::fuse_available() {
+        return;
+    }
+    let mount = open_mount();
+    let path = mount.join("file");
+    let file = File::create(&path).unwrap();
+    std::os::unix::fs::FileExt::write_at(&file, b"not yet written back", 0).unwrap();
+    let pause = || std::thread::sleep(std::time::Duration::from_millis(20));
+    let written = ctime(&path);
+    pause();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    let chmodded = ctime(&path);
+    assert!(chmodded > written, "chmod: {written} -> {chmodded}");
+    pause();
+    fs::hard_link(&path, mount.join("link")).unwrap();
+    let linked = ctime(&path);
+    assert!(linked > chmodded, "link: {chmodded} -> {linked}");
+    pause();
+    let renamed_path = mount.join("renamed");
+    fs::rename(&path, &renamed_path).unwrap();
+    let renamed = ctime(&renamed_path);
+    assert!(renamed > linked, "rename: {linked} -> {renamed}");
+    common::fsync(&file).unwrap();
+    drop(file);
+    assert_eq!(ctime(&renamed_path), renamed, "after the writeback");
+    // What the writeback stored, not a time the kernel kept.
+    let ino = fs::metadata(&renamed_path).unwrap().ino();
+    let stored = mount.engine().getattr(ino).unwrap().record.ctime;
+    let stored = i128::from(stored.seconds) * 1_000_000_000 + i128::from(stored.nanoseconds);
+    assert_eq!(stored, renamed, "the ctime written back");
+    mount.finish();
+}

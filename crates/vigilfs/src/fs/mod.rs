@@ -158,8 +158,10 @@ impl Shared {
             if let Some((size, mtime)) = self.files.cached_attributes(ino) {
                 record.size = record.size.max(size);
                 if let Some(mtime) = mtime {
+                    // The pending writes' time; a ctime set since (chmod,
+                    // link, rename) is later and stays.
                     record.mtime = mtime;
-                    record.ctime = mtime;
+                    record.ctime = record.ctime.max(mtime);
                 }
             }
         }
