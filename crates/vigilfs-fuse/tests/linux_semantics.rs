@@ -337,3 +337,33 @@ fn ctime_changes_with_chmod_link_and_rename_of_a_file_with_dirty_data() {
     assert_eq!(stored, renamed, "the ctime written back");
     mount.finish();
 }
+
+/// FALLOC_FL_ZERO_RANGE (generic/008, 009 and others): zeroes the range,
+/// partial pages included, and grows the size unless KEEP_SIZE.
+#[test]
+fn fallocate_zero_range_zeroes_the_range() {
+    if !common::fuse_available() {
+        return;
+    }
+    let mount = open_mount();
+    let path = mount.join("file");
+    fs::write(&path, vec![0xaau8; 16384]).unwrap();
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    common::fallocate(&file, libc::FALLOC_FL_ZERO_RANGE, 100, 8000).unwrap();
+    let mut expected = vec![0xaau8; 16384];
+    expected[100..8100].fill(0);
+    assert_eq!(fs::read(&path).unwrap(), expected);
+    common::fallocate(&file, libc::FALLOC_FL_ZERO_RANGE, 16000, 4000).unwrap();
+    expected[16000..].fill(0);
+    expected.resize(20000, 0);
+    assert_eq!(fs::read(&path).unwrap(), expected);
+    let keep = libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE;
+    common::fallocate(&file, keep, 20000, 4096).unwrap();
+    assert_eq!(file.metadata().unwrap().len(), 20000);
+    drop(file);
+    mount.finish();
+}

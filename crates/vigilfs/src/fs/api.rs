@@ -667,8 +667,9 @@ impl Filesystem {
     }
 
     /// fallocate through `handle` by `caller`: allocate (mode 0,
-    /// optionally KEEP_SIZE) or PUNCH_HOLE|KEEP_SIZE. Like a write, it
-    /// drops the set-id bits of a caller other than root.
+    /// optionally KEEP_SIZE), PUNCH_HOLE|KEEP_SIZE, or ZERO_RANGE
+    /// (optionally KEEP_SIZE). Like a write, it drops the set-id bits of a
+    /// caller other than root.
     pub fn fallocate(
         &self,
         handle: u64,

@@ -41,7 +41,10 @@
 //!   anything. `PUNCH_HOLE | KEEP_SIZE` drops the cached pages wholly
 //!   inside the range (dirty ones too), zeroes the range's part of a
 //!   partial first or last page exactly like truncate's tail, and removes
-//!   or trims the extents in range. `PUNCH_HOLE` alone and every other
+//!   or trims the extents in range. `ZERO_RANGE` (optionally with
+//!   `KEEP_SIZE`) is a punch of the range followed by an allocation of
+//!   it: the range reads as zeros and has blocks (unwritten extents), and
+//!   the size grows as with `ALLOCATE`. `PUNCH_HOLE` alone and every other
 //!   mode are `EOPNOTSUPP`, as on Linux. Fallocated blocks are not a
 //!   reservation: copy-on-write writes the data to new blocks and frees
 //!   the unwritten ones.
@@ -193,6 +196,10 @@ impl FallocateMode {
     /// `FALLOC_FL_PUNCH_HOLE`: the range is deallocated and reads as zeros.
     /// Linux accepts it only together with [`FallocateMode::KEEP_SIZE`].
     pub const PUNCH_HOLE: FallocateMode = FallocateMode(libc::FALLOC_FL_PUNCH_HOLE as u32);
+    /// `FALLOC_FL_ZERO_RANGE`: the range reads as zeros and is allocated;
+    /// the size grows to the range's end unless with
+    /// [`FallocateMode::KEEP_SIZE`].
+    pub const ZERO_RANGE: FallocateMode = FallocateMode(libc::FALLOC_FL_ZERO_RANGE as u32);
 
     /// The mode from the bits a system call passed.
     pub fn from_bits(bits: u32) -> FallocateMode {
@@ -729,8 +736,8 @@ impl Files {
 
     /// Allocates or deallocates file blocks of `offset..offset + length`
     /// (see the module comment): [`FallocateMode::ALLOCATE`], optionally
-    /// with [`FallocateMode::KEEP_SIZE`], or
-    /// `PUNCH_HOLE | KEEP_SIZE`. Any other mode is `EOPNOTSUPP`, a zero
+    /// with [`FallocateMode::KEEP_SIZE`], `PUNCH_HOLE | KEEP_SIZE`, or
+    /// `ZERO_RANGE` (optionally with `KEEP_SIZE`). Any other mode is `EOPNOTSUPP`, a zero
     /// length `EINVAL`, too few free blocks `ENOSPC`. One transaction per
     /// `PAGES_PER_TRANSACTION` blocks of the range (a failure leaves the
     /// pieces before it done, as Linux filesystems may); like truncate,
@@ -744,15 +751,17 @@ impl Files {
     ) -> FileResult<()> {
         let keep_size = mode.contains(FallocateMode::KEEP_SIZE);
         let action = FallocateMode(mode.bits() & !FallocateMode::KEEP_SIZE.bits());
-        let punch_hole = if action == FallocateMode::ALLOCATE {
-            false
+        let (punch_hole, zero_range) = if action == FallocateMode::ALLOCATE {
+            (false, false)
         } else if action == FallocateMode::PUNCH_HOLE {
             if !keep_size {
                 return Err(FileError::NotSupported {
                     what: "punching a hole without FALLOC_FL_KEEP_SIZE",
                 });
             }
-            true
+            (true, false)
+        } else if action == FallocateMode::ZERO_RANGE {
+            (false, true)
         } else {
             return Err(FileError::NotSupported {
                 what: "this fallocate mode",
@@ -777,6 +786,11 @@ impl Files {
         }
         if punch_hole {
             return self.punch_range(ino, offset, end);
+        }
+        if zero_range {
+            // The data in range goes (the partial edge pages are zeroed),
+            // then the whole range is allocated again below.
+            self.punch_range(ino, offset, end)?;
         }
         // One transaction per PAGES_PER_TRANSACTION blocks, so any range
         // fits the journal (its blocks were counted above: the range is
