@@ -134,8 +134,14 @@ enum Command {
     ///   failed=OFFSET:LENGTH  device bytes reported failed before the mount
     ///                         (repeatable): handled, as notify-failure does,
     ///                         once the journal is replayed
+    ///   relatime, strictatime, noatime
+    ///                         when a read updates the access time (default
+    ///                         relatime: when it is not after the last
+    ///                         change, or is a day old). Reads the kernel
+    ///                         serves from its cache do not reach vigilfs.
     ///   rw, dev, suid, exec, nodev, nosuid, noexec, auto, noauto, user,
-    ///   nouser, defaults, _netdev (and atime options, x-*): accepted, ignored
+    ///   nouser, defaults, _netdev (and nodiratime, lazytime, x-*): accepted,
+    ///   ignored
     /// An unknown option is an error (exit status 2).
     ///
     /// As a mount(8) helper: `vigilfs install-mount-helper`, then

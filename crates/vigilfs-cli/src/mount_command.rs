@@ -285,6 +285,7 @@ fn mount_options(settings: &MountSettings) -> MountOptions {
         dirty_limit_bytes: settings.dirty_bytes.unwrap_or(defaults.dirty_limit_bytes),
         cache_bytes: settings.cache_bytes.unwrap_or(defaults.cache_bytes),
         fsync_errors: settings.fsync_errors.unwrap_or(defaults.fsync_errors),
+        atime: settings.atime.unwrap_or(defaults.atime),
         scrub_interval: settings.scrub_interval,
         scrub_rate: settings.scrub_rate,
         failures: settings

@@ -5,15 +5,19 @@
 //! `allow_other`, `fsync_errors=until-durable|once`, `keep_cache`/`nokeep_cache`, `attr_timeout=SECONDS`,
 //! `entry_timeout=SECONDS`, `scrub_interval=DURATION` (`90s`, `30m`, `6h`, `7d`; a bare
 //! number is seconds), `scrub_rate=SIZE` (bytes per second the background scrub reads),
-//! `failed=OFFSET:LENGTH` (device bytes reported failed before the mount; repeatable). Generic options mount(8) and mount.fuse3 pass along are
+//! `failed=OFFSET:LENGTH` (device bytes reported failed before the mount; repeatable), and the
+//! access-time options (FUSE leaves access times to the filesystem):
+//! `relatime` (the default), `strictatime`, `noatime`, and `atime`,
+//! `nostrictatime` (the default) and `norelatime` (strict). Generic options mount(8) and mount.fuse3 pass along are
 //! accepted and ignored: `dev`, `nodev`, `suid`, `nosuid`, `exec`,
 //! `noexec`, `auto`, `noauto`, `user`, `nouser`, `users`, `defaults`,
-//! `_netdev`, `nofail`, the atime family, `x-*` and `comment=*`, and
+//! `_netdev`, `nofail`, `diratime`, `nodiratime`, `lazytime`, `x-*` and `comment=*`, and
 //! `subtype=`/`fsname=`. Anything else is an error.
 
 use std::time::Duration;
 
 use vigilfs::format::ErrorsPolicy;
+use vigilfs::fs::AtimeUpdates;
 use vigilfs::inode::FsyncErrors;
 
 use crate::size::ByteSize;
@@ -51,6 +55,8 @@ pub struct MountSettings {
     /// `failed=OFFSET:LENGTH` (repeatable): device ranges reported failed
     /// before the mount, handled once the journal is replayed.
     pub failed: Vec<(u64, u64)>,
+    /// The access-time option given last.
+    pub atime: Option<AtimeUpdates>,
 }
 
 const IGNORED: &[&str] = &[
@@ -69,12 +75,6 @@ const IGNORED: &[&str] = &[
     "defaults",
     "_netdev",
     "nofail",
-    "atime",
-    "noatime",
-    "relatime",
-    "norelatime",
-    "strictatime",
-    "nostrictatime",
     "diratime",
     "nodiratime",
     "lazytime",
@@ -165,6 +165,11 @@ pub fn parse<S: AsRef<str>>(arguments: &[S]) -> Result<MountSettings, String> {
             };
             match (key, value) {
                 ("ro", None) => settings.read_only = true,
+                ("relatime" | "atime" | "nostrictatime", None) => {
+                    settings.atime = Some(AtimeUpdates::Relative);
+                }
+                ("strictatime" | "norelatime", None) => settings.atime = Some(AtimeUpdates::Always),
+                ("noatime", None) => settings.atime = Some(AtimeUpdates::Never),
                 ("rw", None) => settings.read_only = false,
                 ("allow_other", None) => settings.allow_other = true,
                 ("errors", Some(value)) => {
@@ -268,10 +273,21 @@ mod tests {
     fn generic_options_are_ignored() {
         let settings = parse(&[
             "rw,dev,suid,exec,nodev,nosuid,noexec,auto,noauto,user,nouser,defaults,_netdev",
-            "relatime,x-systemd.automount,subtype=vigilfs",
+            "x-systemd.automount,subtype=vigilfs,nodiratime",
         ])
         .unwrap();
         assert_eq!(settings, MountSettings::default());
+    }
+
+    #[test]
+    fn access_time_options_are_parsed_the_last_one_winning() {
+        let atime = |options: &str| parse(&[options]).unwrap().atime;
+        assert_eq!(atime("rw"), None);
+        assert_eq!(atime("noatime"), Some(AtimeUpdates::Never));
+        assert_eq!(atime("strictatime"), Some(AtimeUpdates::Always));
+        assert_eq!(atime("norelatime"), Some(AtimeUpdates::Always));
+        assert_eq!(atime("noatime,relatime"), Some(AtimeUpdates::Relative));
+        assert_eq!(atime("noatime,atime"), Some(AtimeUpdates::Relative));
     }
 
     #[test]

@@ -367,3 +367,56 @@ fn fallocate_zero_range_zeroes_the_range() {
     drop(file);
     mount.finish();
 }
+
+/// The access time of `path`, in seconds.
+fn atime(path: &Path) -> i64 {
+    fs::metadata(path).unwrap().atime()
+}
+
+/// A file of `contents` whose access time is 1,000 s after the epoch and
+/// modification time 2,000 s (so relatime updates it at the next read).
+fn file_read_long_ago(mount: &Mount, name: &str) -> std::path::PathBuf {
+    let path = mount.join(name);
+    fs::write(&path, b"aaa\n").unwrap();
+    let at = |seconds| libc::timespec {
+        tv_sec: seconds,
+        tv_nsec: 0,
+    };
+    common::utimensat(&path, at(1000), at(2000)).unwrap();
+    assert_eq!(atime(&path), 1000);
+    path
+}
+
+/// generic/003, 192: a read updates the access time (relatime by
+/// default: the access time was before the modification time); with
+/// `noatime` it does not; an access does not change the ctime.
+#[test]
+fn a_read_updates_the_access_time_unless_noatime() {
+    if !common::fuse_available() {
+        return;
+    }
+    let mount = open_mount();
+    let path = file_read_long_ago(&mount, "file");
+    let changed = ctime(&path);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(fs::read(&path).unwrap(), b"aaa\n");
+    let accessed = atime(&path);
+    assert!(
+        u64::try_from(accessed).unwrap() >= before,
+        "relatime: the read set the access time ({accessed}, before {before})"
+    );
+    assert_eq!(ctime(&path), changed, "an access is not a change");
+    mount.finish();
+
+    let mount = Mount::with_options(vigilfs::fs::MountOptions {
+        atime: vigilfs::fs::AtimeUpdates::Never,
+        ..vigilfs::fs::MountOptions::default()
+    });
+    let path = file_read_long_ago(&mount, "file");
+    assert_eq!(fs::read(&path).unwrap(), b"aaa\n");
+    assert_eq!(atime(&path), 1000, "noatime");
+    mount.finish();
+}

@@ -1063,3 +1063,78 @@ fn errors_panic_aborts_the_process_on_a_metadata_failure() {
     );
     assert!(String::from_utf8_lossy(&output.stderr).contains("errors=panic"));
 }
+
+/// Access times: relatime (the default) updates on a read only when the
+/// access time is not after the modification or change time (or is a day
+/// old); strictatime on every read; noatime never. Never the ctime.
+#[test]
+fn reads_update_the_access_time_as_the_atime_option_says() {
+    use vigilfs::fs::AtimeUpdates;
+    let long_ago = |seconds| Timestamp {
+        seconds,
+        nanoseconds: 0,
+    };
+    for updates in [
+        AtimeUpdates::Relative,
+        AtimeUpdates::Always,
+        AtimeUpdates::Never,
+    ] {
+        let fixture = Fixture::new();
+        let fs = fixture.mount_with(MountOptions {
+            atime: updates,
+            ..MountOptions::default()
+        });
+        let ino = write_file(&fs, b"file", b"data");
+        let times = SetAttributes {
+            atime: Some(SetTime::At(long_ago(1000))),
+            mtime: Some(SetTime::At(long_ago(2000))),
+            ..SetAttributes::default()
+        };
+        fs.setattr(ino, &times, None, &root()).unwrap();
+        let changed = fs.getattr(ino).unwrap().record.ctime;
+        let handle = fs
+            .open(ino, OpenFlags::from_libc(libc::O_RDONLY), &root())
+            .unwrap();
+        fs.read(handle, 0, 4).unwrap();
+        let first = fs.getattr(ino).unwrap().record;
+        assert_eq!(first.ctime, changed, "{updates:?}: the ctime stays");
+        if updates == AtimeUpdates::Never {
+            assert_eq!(first.atime, long_ago(1000));
+        } else {
+            assert!(first.atime >= changed, "{updates:?}: updated");
+        }
+        thread::sleep(Duration::from_millis(5));
+        fs.read(handle, 0, 4).unwrap();
+        let second = fs.getattr(ino).unwrap().record.atime;
+        match updates {
+            AtimeUpdates::Always => assert!(second > first.atime, "strict: again"),
+            _ => assert_eq!(second, first.atime, "{updates:?}: not again"),
+        }
+        // An access time set back (which changes the ctime) is updated by
+        // the next read.
+        let day_old = SetAttributes {
+            atime: Some(SetTime::At(Timestamp {
+                seconds: Timestamp::now().seconds - 2 * 86_400,
+                nanoseconds: 0,
+            })),
+            mtime: Some(SetTime::At(long_ago(2000))),
+            ..SetAttributes::default()
+        };
+        fs.setattr(ino, &day_old, None, &root()).unwrap();
+        thread::sleep(Duration::from_millis(5));
+        let set = fs.getattr(ino).unwrap().record;
+        fs.read(handle, 0, 4).unwrap();
+        let after = fs.getattr(ino).unwrap().record.atime;
+        if updates == AtimeUpdates::Never {
+            assert_eq!(after, set.atime);
+        } else {
+            assert!(
+                after > set.ctime,
+                "{updates:?}: an atime set back is updated"
+            );
+        }
+        fs.release(handle).unwrap();
+        fs.unmount().unwrap();
+        fixture.assert_fsck_clean();
+    }
+}

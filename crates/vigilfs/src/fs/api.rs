@@ -15,13 +15,14 @@ use errseq::Since;
 use super::faults::Operation;
 use super::gate::WriteGuard;
 use super::handles::{OpenDir, OpenFile, OpenFlags};
+use super::lifecycle::AtimeUpdates;
 use super::unsynced::Change;
 use super::{Filesystem, FsError, FsResult, LifeState};
 use crate::inode::{
     check_access, check_setattr, check_sticky_delete, check_xattr_access, check_xattr_removal,
     kill_suid_on_write, new_inode_owner, xattr_listable, Access, Caller, FallocateMode, FileError,
     FileType, InodeRecord, RenameFlags, Seek, SetAttr, SetAttrRequest, SetTime, TimeChange,
-    XattrFlags, ROOT_INO,
+    Timestamp, XattrFlags, ROOT_INO,
 };
 
 /// The most bytes one write puts into the page cache before dirty data is
@@ -585,7 +586,42 @@ impl Filesystem {
             let cursors = file.handle();
             self.shared.files.read(&cursors, offset, length)
         };
-        self.shared.observe("read", result.map_err(FsError::from))
+        let bytes = self.shared.observe("read", result.map_err(FsError::from))?;
+        self.accessed(file.ino);
+        Ok(bytes)
+    }
+
+    /// Updates the access time of `ino` after a read, as the `atime`
+    /// option says (`relatime` by default: only when it is not after the
+    /// modification or change time, or is a day old). Never waits: while
+    /// the filesystem may not write (frozen, read-only, shut down) the
+    /// access is not recorded. A failure to record it is observed (health,
+    /// `errors=`) but does not fail the read.
+    fn accessed(&self, ino: u64) {
+        const DAY_SECONDS: i64 = 24 * 60 * 60;
+        if self.shared.options.atime == AtimeUpdates::Never {
+            return;
+        }
+        let Ok(record) = self.shared.namespace.getattr(ino) else {
+            return;
+        };
+        let record = self.shared.attr(ino, record).record;
+        let now = Timestamp::now();
+        let stale = record.atime <= record.mtime
+            || record.atime <= record.ctime
+            || now.seconds.saturating_sub(record.atime.seconds) >= DAY_SECONDS;
+        if self.shared.options.atime == AtimeUpdates::Relative && !stale {
+            return;
+        }
+        let Ok(_writer) = self.shared.gate.try_enter() else {
+            return;
+        };
+        let result = self
+            .shared
+            .namespace
+            .set_access_time(ino, now)
+            .map_err(FsError::from);
+        let _ = self.shared.observe("read", result);
     }
 
     /// Writes `bytes` at `offset` (at the end with `O_APPEND`) through

@@ -80,7 +80,7 @@ pub use crash_lab::{Unsynced, UnsyncedChange, UnsyncedData};
 pub use error::{FsError, FsResult};
 pub use gate::LifeState;
 pub use handles::OpenFlags;
-pub use lifecycle::{MountError, MountOptions, Status};
+pub use lifecycle::{AtimeUpdates, MountError, MountOptions, Status};
 pub use media::{BadExtent, FailureReport, MediaStatus, POISON_LISTED};
 pub use scrubbing::{ScrubRequest, ScrubStatus, ScrubSummary};
 

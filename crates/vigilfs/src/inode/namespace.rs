@@ -765,6 +765,18 @@ impl Namespace {
         Ok(record)
     }
 
+    /// Sets the access time of `ino` to `time` after a read: unlike
+    /// [`Namespace::setattr`] the ctime stays (an access is not a change).
+    pub fn set_access_time(&self, ino: u64, time: Timestamp) -> NamespaceResult<()> {
+        let _writer = self.lock();
+        let mut transaction = self.metadata.trees.transaction();
+        let mut record = require_inode(&transaction, ino)?;
+        record.atime = time;
+        write_inode(&mut transaction, ino, &record)?;
+        transaction.commit()?;
+        Ok(())
+    }
+
     fn lock(&self) -> MutexGuard<'_, ()> {
         self.metadata.lock_records()
     }
