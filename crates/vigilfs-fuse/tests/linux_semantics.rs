@@ -420,3 +420,33 @@ fn a_read_updates_the_access_time_unless_noatime() {
     assert_eq!(atime(&path), 1000, "noatime");
     mount.finish();
 }
+
+/// generic/213 and the sparse-file tests: `st_blocks` counts the blocks
+/// allocated, not the size — a hole counts nothing, dirty data over a
+/// hole counts before it is written back, fallocated blocks count.
+#[test]
+fn st_blocks_counts_allocated_blocks_not_holes() {
+    if !common::fuse_available() {
+        return;
+    }
+    let mount = open_mount();
+    let blocks = |path: &Path| fs::metadata(path).unwrap().blocks();
+    let sparse = mount.join("sparse");
+    let file = File::create(&sparse).unwrap();
+    file.set_len(1 << 20).unwrap();
+    assert_eq!(blocks(&sparse), 0, "a 1 MiB hole");
+    // Two blocks of data in the middle: 16 sectors, before and after the
+    // writeback.
+    std::os::unix::fs::FileExt::write_at(&file, &[1u8; 8192], 256 << 10).unwrap();
+    assert_eq!(blocks(&sparse), 16, "dirty data over a hole");
+    common::fsync(&file).unwrap();
+    assert_eq!(blocks(&sparse), 16, "written back");
+    // Fallocated blocks count; a punched hole gives them back.
+    common::fallocate(&file, 0, 0, 4096).unwrap();
+    assert_eq!(blocks(&sparse), 24, "fallocated");
+    let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    common::fallocate(&file, punch, 0, 1 << 20).unwrap();
+    assert_eq!(blocks(&sparse), 0, "all punched");
+    drop(file);
+    mount.finish();
+}

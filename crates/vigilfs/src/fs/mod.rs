@@ -142,8 +142,11 @@ impl std::fmt::Debug for Filesystem {
 }
 
 /// 512-byte sectors a file of `size` bytes takes, rounded to whole blocks.
+/// 512-byte units (`st_blocks`) per 4 KiB block.
+const SECTORS_PER_BLOCK: u64 = 8;
+
 fn sectors(size: u64) -> u64 {
-    size.div_ceil(4096) * 8
+    size.div_ceil(4096) * SECTORS_PER_BLOCK
 }
 
 impl Shared {
@@ -166,7 +169,13 @@ impl Shared {
             }
         }
         let blocks = if record.file_type() == FileType::Regular {
-            sectors(record.size)
+            // 512-byte units of the blocks allocated (holes count
+            // nothing). Should the extents not be readable, stat still
+            // answers, with the size rounded up as an estimate.
+            match self.files.allocated_blocks(ino) {
+                Ok(blocks) => blocks * SECTORS_PER_BLOCK,
+                Err(_) => sectors(record.size),
+            }
         } else {
             0
         };

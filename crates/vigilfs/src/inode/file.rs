@@ -124,7 +124,7 @@ use errseq::Since;
 use xarray::Mark;
 
 use super::extents::{
-    holes_between, punch, unwritten_extents, ExtentMap, Space, PAGES_PER_TRANSACTION,
+    covering, holes_between, punch, unwritten_extents, ExtentMap, Space, PAGES_PER_TRANSACTION,
 };
 use super::file_error::{FileError, FileResult};
 use super::record::{Extent, FileType, Timestamp};
@@ -304,6 +304,36 @@ impl Files {
     /// first listener set is kept.
     pub fn set_failure_listener(&self, listener: FailureListener) {
         self.writeback.set_failure_listener(listener);
+    }
+
+    /// The blocks `ino` has on the device or will have once its cached
+    /// data is written back (`st_blocks`, in blocks): its extents, written
+    /// and unwritten, plus the dirty pages (and those being written back)
+    /// over holes — as ext4 and XFS count delayed allocations. A hole
+    /// counts nothing, so a sparse file reports its allocation, not its
+    /// size.
+    pub fn allocated_blocks(&self, ino: u64) -> FileResult<u64> {
+        let mut pending = BTreeSet::new();
+        {
+            let cache = self.cache.lock();
+            if let Some(state) = cache.inodes.get(&ino) {
+                for mark in [Mark::Dirty, Mark::Writeback] {
+                    for (span, _) in state.pages.iter_marked(0, mark) {
+                        pending.extend(span.index()..=span.last());
+                    }
+                }
+            }
+        }
+        let extents = self.extents.overlapping(ino, 0, u64::MAX)?;
+        let mapped: u64 = extents
+            .values()
+            .map(|extent| u64::from(extent.blocks()))
+            .sum();
+        let unmapped = pending
+            .into_iter()
+            .filter(|&index| covering(&extents, index).is_none())
+            .count();
+        Ok(mapped + unmapped as u64)
     }
 
     /// The size and the pending modification time writes not yet written
