@@ -139,9 +139,12 @@ enum Command {
     ///                         relatime: when it is not after the last
     ///                         change, or is a day old). Reads the kernel
     ///                         serves from its cache do not reach vigilfs.
-    ///   rw, dev, suid, exec, nodev, nosuid, noexec, auto, noauto, user,
-    ///   nouser, defaults, _netdev (and nodiratime, lazytime, x-*): accepted,
-    ///   ignored
+    ///   nosuid, nodev / suid, dev
+    ///                         ignore set-id bits, refuse device nodes / do
+    ///                         not (default for root: suid,dev as other
+    ///                         filesystems; other users always get nosuid,nodev)
+    ///   rw, exec, noexec, auto, noauto, user, nouser, defaults, _netdev
+    ///   (and nodiratime, lazytime, x-*): accepted, ignored
     /// An unknown option is an error (exit status 2).
     ///
     /// As a mount(8) helper: `vigilfs install-mount-helper`, then

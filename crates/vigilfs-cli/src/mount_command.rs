@@ -319,6 +319,8 @@ pub fn fuse_config(settings: &MountSettings, image: &Path) -> vigilfs_fuse::Moun
         attr_ttl: settings.attr_timeout.unwrap_or(defaults.attr_ttl),
         entry_ttl: settings.entry_timeout.unwrap_or(defaults.entry_ttl),
         source: Some(image.display().to_string()),
+        set_id: settings.set_id,
+        devices: settings.devices,
     }
 }
 

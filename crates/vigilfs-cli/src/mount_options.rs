@@ -6,10 +6,13 @@
 //! `entry_timeout=SECONDS`, `scrub_interval=DURATION` (`90s`, `30m`, `6h`, `7d`; a bare
 //! number is seconds), `scrub_rate=SIZE` (bytes per second the background scrub reads),
 //! `failed=OFFSET:LENGTH` (device bytes reported failed before the mount; repeatable), and the
+//! `suid`/`nosuid` and `dev`/`nodev` (default: `suid,dev` when mounted by
+//! root, as other filesystems; an unprivileged mount is always
+//! `nosuid,nodev`), and the
 //! access-time options (FUSE leaves access times to the filesystem):
 //! `relatime` (the default), `strictatime`, `noatime`, and `atime`,
 //! `nostrictatime` (the default) and `norelatime` (strict). Generic options mount(8) and mount.fuse3 pass along are
-//! accepted and ignored: `dev`, `nodev`, `suid`, `nosuid`, `exec`,
+//! accepted and ignored: `exec`,
 //! `noexec`, `auto`, `noauto`, `user`, `nouser`, `users`, `defaults`,
 //! `_netdev`, `nofail`, `diratime`, `nodiratime`, `lazytime`, `x-*` and `comment=*`, and
 //! `subtype=`/`fsname=`. Anything else is an error.
@@ -57,14 +60,14 @@ pub struct MountSettings {
     pub failed: Vec<(u64, u64)>,
     /// The access-time option given last.
     pub atime: Option<AtimeUpdates>,
+    /// `suid` / `nosuid`.
+    pub set_id: Option<bool>,
+    /// `dev` / `nodev`.
+    pub devices: Option<bool>,
 }
 
 const IGNORED: &[&str] = &[
     "rw",
-    "dev",
-    "nodev",
-    "suid",
-    "nosuid",
     "exec",
     "noexec",
     "auto",
@@ -165,6 +168,10 @@ pub fn parse<S: AsRef<str>>(arguments: &[S]) -> Result<MountSettings, String> {
             };
             match (key, value) {
                 ("ro", None) => settings.read_only = true,
+                ("suid", None) => settings.set_id = Some(true),
+                ("nosuid", None) => settings.set_id = Some(false),
+                ("dev", None) => settings.devices = Some(true),
+                ("nodev", None) => settings.devices = Some(false),
                 ("relatime" | "atime" | "nostrictatime", None) => {
                     settings.atime = Some(AtimeUpdates::Relative);
                 }
@@ -272,11 +279,27 @@ mod tests {
     #[test]
     fn generic_options_are_ignored() {
         let settings = parse(&[
-            "rw,dev,suid,exec,nodev,nosuid,noexec,auto,noauto,user,nouser,defaults,_netdev",
+            "rw,exec,noexec,auto,noauto,user,nouser,defaults,_netdev",
             "x-systemd.automount,subtype=vigilfs,nodiratime",
         ])
         .unwrap();
         assert_eq!(settings, MountSettings::default());
+    }
+
+    #[test]
+    fn suid_and_dev_options_are_parsed_the_last_one_winning() {
+        let settings = parse(&["nosuid,nodev"]).unwrap();
+        assert_eq!(
+            (settings.set_id, settings.devices),
+            (Some(false), Some(false))
+        );
+        let settings = parse(&["nosuid,suid,nodev,dev"]).unwrap();
+        assert_eq!(
+            (settings.set_id, settings.devices),
+            (Some(true), Some(true))
+        );
+        let settings = parse(&["rw"]).unwrap();
+        assert_eq!((settings.set_id, settings.devices), (None, None));
     }
 
     #[test]

@@ -64,6 +64,15 @@ pub struct MountConfig {
     /// `df`): the image path, say. `None`, or a name a mount option cannot
     /// carry (with a comma), shows `vigilfs`.
     pub source: Option<String>,
+    /// Honour set-user-id and set-group-id bits and file capabilities of
+    /// programs on the mount (`suid`; `nosuid` when false). `None`: when
+    /// running as root, as other filesystems mount; an unprivileged FUSE
+    /// mount is always `nosuid`.
+    pub set_id: Option<bool>,
+    /// Let device nodes on the mount be opened as devices (`dev`; `nodev`
+    /// when false). `None`: when running as root; an unprivileged FUSE
+    /// mount is always `nodev`.
+    pub devices: Option<bool>,
 }
 
 impl Default for MountConfig {
@@ -80,6 +89,8 @@ impl Default for MountConfig {
             attr_ttl: Duration::from_secs(1),
             keep_cache: true,
             source: None,
+            set_id: None,
+            devices: None,
         }
     }
 }
@@ -200,6 +211,13 @@ fn start_session(
     } else {
         MountOption::RW
     });
+    // fuser mounts nosuid,nodev unless told otherwise.
+    if config.set_id.unwrap_or_else(running_as_root) {
+        options.push(MountOption::Suid);
+    }
+    if config.devices.unwrap_or_else(running_as_root) {
+        options.push(MountOption::Dev);
+    }
     let mut fuser_config = Config::default();
     fuser_config.mount_options = options;
     fuser_config.acl = if allow_other {

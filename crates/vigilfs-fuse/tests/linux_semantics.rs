@@ -450,3 +450,49 @@ fn st_blocks_counts_allocated_blocks_not_holes() {
     drop(file);
     mount.finish();
 }
+
+/// generic/184, 633: a mount made by root honours device nodes and set-id
+/// bits (`dev,suid`, as other filesystems) unless `nodev`/`nosuid` are
+/// asked for: a character device made on the mount opens as the device.
+#[test]
+fn a_root_mount_is_dev_and_suid_unless_told_otherwise() {
+    if !common::fuse_available() {
+        return;
+    }
+    let mount = open_mount();
+    let flags = common::statvfs(mount.path()).unwrap().f_flag;
+    assert_eq!(flags & libc::ST_NOSUID, 0, "suid by default");
+    assert_eq!(flags & libc::ST_NODEV, 0, "dev by default");
+    let null = mount.join("null");
+    common::mknod(&null, libc::S_IFCHR | 0o666, libc::makedev(1, 3)).unwrap();
+    fs::write(&null, b"into /dev/null").expect("the device node opens");
+    assert_eq!(fs::read(&null).unwrap(), b"", "reads as /dev/null");
+    mount.finish();
+
+    let (filesystem, _device) = common::fresh_engine(vigilfs::fs::MountOptions::default());
+    let directory = tempfile::tempdir().unwrap();
+    let config = vigilfs_fuse::MountConfig {
+        set_id: Some(false),
+        devices: Some(false),
+        ..vigilfs_fuse::MountConfig::default()
+    };
+    let mounted = vigilfs_fuse::mount(
+        std::sync::Arc::clone(&filesystem),
+        directory.path(),
+        &config,
+    )
+    .unwrap();
+    let flags = common::statvfs(directory.path()).unwrap().f_flag;
+    assert_ne!(flags & libc::ST_NOSUID, 0, "nosuid asked");
+    assert_ne!(flags & libc::ST_NODEV, 0, "nodev asked");
+    let null = directory.path().join("null");
+    common::mknod(&null, libc::S_IFCHR | 0o666, libc::makedev(1, 3)).unwrap();
+    let refused = fs::write(&null, b"x").unwrap_err();
+    assert_eq!(errno_of(&refused), libc::EACCES, "nodev");
+    mounted.unmount().unwrap();
+    std::sync::Arc::try_unwrap(filesystem)
+        .map_err(|_| "still shared")
+        .unwrap()
+        .unmount()
+        .unwrap();
+}
