@@ -32,7 +32,7 @@ use fserror::{Event, EventKind, Group, GroupConfig, Subtypes};
 use serde_json::{json, Map};
 use vigilfs::device::{ByteRange, FaultDevice, FaultPlan, FileDevice, FileDeviceOptions};
 use vigilfs::failure::Origin;
-use vigilfs::fs::{Filesystem, LifeState, MountOptions};
+use vigilfs::fs::{AtimeUpdates, Filesystem, LifeState, MountOptions};
 
 use crate::control::{self, describe_errno};
 use crate::failure::Failure;
@@ -315,7 +315,12 @@ pub fn fuse_config(settings: &MountSettings, image: &Path) -> vigilfs_fuse::Moun
         } else {
             defaults.allow_other
         },
-        keep_cache: settings.keep_cache.unwrap_or(defaults.keep_cache),
+        // With strictatime every read must reach the engine to be
+        // recorded: the kernel's cached pages are dropped at each open
+        // unless keep_cache is asked for.
+        keep_cache: settings
+            .keep_cache
+            .unwrap_or(defaults.keep_cache && settings.atime != Some(AtimeUpdates::Always)),
         attr_ttl: settings.attr_timeout.unwrap_or(defaults.attr_ttl),
         entry_ttl: settings.entry_timeout.unwrap_or(defaults.entry_ttl),
         source: Some(image.display().to_string()),
@@ -620,4 +625,23 @@ fn finish(
         let _ = listener.join();
     }
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mount_options::parse;
+
+    #[test]
+    fn strictatime_drops_the_kernel_cache_at_open_unless_keep_cache_is_asked() {
+        let image = Path::new("/srv/disk.img");
+        let config = |options: &str| fuse_config(&parse(&[options]).unwrap(), image);
+        assert!(config("rw").keep_cache);
+        assert!(config("relatime").keep_cache);
+        assert!(!config("strictatime").keep_cache);
+        assert!(config("strictatime,keep_cache").keep_cache);
+        let nosuid = config("nosuid,nodev");
+        assert_eq!((nosuid.set_id, nosuid.devices), (Some(false), Some(false)));
+        assert_eq!(config("rw").set_id, None);
+    }
 }
