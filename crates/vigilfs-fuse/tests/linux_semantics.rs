@@ -108,15 +108,26 @@ fn data_changes_by_another_user_clear_the_set_id_bits() {
     // Every case runs; the failures are reported together.
     let mut wrong = Vec::new();
     for (index, (what, code)) in changes.iter().enumerate() {
-        for (before, after) in [(0o6777, 0o777), (0o6766, 0o2766), (0o4766, 0o766)] {
-            let path = mount.join(&format!("file-{index}-{before:o}"));
+        // (mode, the file's group, mode after): set-group-id without group
+        // execute stays only for a member of the file's group.
+        let cases = [
+            (0o6777, 0, 0o777),
+            (0o6766, 0, 0o766),
+            (0o6766, NOBODY, 0o2766),
+            (0o4766, 0, 0o766),
+        ];
+        for (before, group, after) in cases {
+            let path = mount.join(&format!("file-{index}-{before:o}-{group}"));
             fs::write(&path, vec![7u8; 8192]).unwrap();
+            std::os::unix::fs::chown(&path, None, Some(group)).unwrap();
             fs::set_permissions(&path, fs::Permissions::from_mode(before)).unwrap();
             assert_eq!(mode(&path), before);
             as_nobody(code, &path);
             let now = mode(&path);
             if now != after {
-                wrong.push(format!("{what} of mode {before:o}: {now:o}, not {after:o}"));
+                wrong.push(format!(
+                    "{what} of mode {before:o}, group {group}: {now:o}, not {after:o}"
+                ));
             }
         }
     }

@@ -47,8 +47,10 @@
 //! * **Writes** ([`kill_suid_on_write`], `file_remove_privs` /
 //!   `should_remove_suid`): a change of a regular file's data by a non-root
 //!   caller — write, truncate, `O_TRUNC`, fallocate, hole punch — clears
-//!   `S_ISUID`, and `S_ISGID` when group execute is set (`S_ISGID` without
-//!   group execute is a mandatory-locking mark and stays). The file
+//!   `S_ISUID`, and `S_ISGID` when group execute is set or the caller is
+//!   not in the file's group (`setattr_should_drop_sgid`: `S_ISGID`
+//!   without group execute, a mandatory-locking mark, stays only for a
+//!   member of the group). The file
 //!   capability goes too ([`check_xattr_removal`]: the kernel removes it as
 //!   the writer).
 //!
@@ -358,14 +360,14 @@ pub fn check_setattr(
 /// The permission bits (`0o7777`) to store after `caller` writes to
 /// `record`, or `None` when the write changes no mode bits: a non-root
 /// write to a regular file drops `S_ISUID`, and `S_ISGID` if group execute
-/// is set.
+/// is set or the caller is not in the file's group.
 pub fn kill_suid_on_write(record: &InodeRecord, caller: &Caller) -> Option<u32> {
     if caller.is_root() || record.file_type() != FileType::Regular {
         return None;
     }
     let old = record.mode & 0o7777;
     let mut new = old & !S_ISUID;
-    if new & (S_ISGID | S_IXGRP) == (S_ISGID | S_IXGRP) {
+    if new & S_ISGID != 0 && (new & S_IXGRP != 0 || !caller.in_group(record.gid)) {
         new &= !S_ISGID;
     }
     (new != old).then_some(new)
@@ -879,9 +881,12 @@ mod tests {
         assert_eq!(kill_suid_on_write(&file(0o4755), &stranger()), Some(0o755));
         assert_eq!(kill_suid_on_write(&file(0o6755), &owner()), Some(0o755));
         assert_eq!(kill_suid_on_write(&file(0o2755), &member()), Some(0o755));
-        // Setgid without group execute is a locking mark and stays.
-        assert_eq!(kill_suid_on_write(&file(0o2644), &owner()), None);
-        assert_eq!(kill_suid_on_write(&file(0o6644), &owner()), Some(0o2644));
+        // Setgid without group execute is a locking mark: it stays for a
+        // member of the file's group, and goes for anyone else.
+        assert_eq!(kill_suid_on_write(&file(0o2644), &member()), None);
+        assert_eq!(kill_suid_on_write(&file(0o6644), &member()), Some(0o2644));
+        assert_eq!(kill_suid_on_write(&file(0o2644), &owner()), Some(0o644));
+        assert_eq!(kill_suid_on_write(&file(0o6644), &stranger()), Some(0o644));
         assert_eq!(kill_suid_on_write(&file(0o755), &owner()), None);
     }
 
