@@ -40,10 +40,12 @@
 //! kernel, which updates or invalidates its own cache for the changes it
 //! makes (it refreshes the size and times after writes, drops the page
 //! cache range of a hole punch, re-reads attributes after setattr), so no
-//! other party can make the cache stale and the adapter sends no
-//! invalidation (no `Notifier`). Should one be needed (e.g. a control-plane
-//! operation that changes files behind the kernel), it must be sent from its
-//! own thread or queue, never from inside a request handler: the kernel may
+//! other party can make the cache stale. One exception: the set-id bits
+//! the engine drops itself on a write, truncate or fallocate by another
+//! user (no reply carries them); for those the session forwards the
+//! engine's attribute listener to a `Notifier`
+//! (`session::forward_attribute_changes`). Invalidations are sent from
+//! their own thread, never from inside a request handler: the kernel may
 //! wait for this very request while processing the notification, which
 //! deadlocks the mount. Failed lookups are not cached (no negative entries
 //! with a TTL): caching `ENOENT` would save a round trip for names looked

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use fuser::{BackgroundSession, Config, MountOption, Session, SessionACL};
+use fuser::{BackgroundSession, Config, INodeNo, MountOption, Session, SessionACL};
 use vigilfs::fs::{Filesystem, LifeState};
 
 use crate::adapter::Adapter;
@@ -228,6 +228,7 @@ fn start_session(
     fuser_config.n_threads = Some(config.threads);
     fuser_config.clone_fd = true;
 
+    let engine = Arc::clone(&filesystem);
     let adapter = Adapter::new(
         filesystem,
         config.threads,
@@ -242,6 +243,7 @@ fn start_session(
         )
     })?;
     let background = session.spawn()?;
+    forward_attribute_changes(&engine, &background)?;
     match wait_until_answering(mountpoint, before) {
         Ok(device) => Ok((background, device)),
         Err(error) => {
@@ -253,6 +255,31 @@ fn start_session(
             Err(error)
         }
     }
+}
+
+/// Makes the kernel forget the attributes it cached of an inode the engine
+/// changed on its own (set-id bits a write or fallocate dropped: no reply
+/// carries them, and `stat` asking only for the mode would show the old
+/// one). The invalidations go from their own thread, never from a request
+/// handler (see the adapter's module comment); it ends when the engine
+/// drops the listener.
+fn forward_attribute_changes(engine: &Filesystem, session: &BackgroundSession) -> io::Result<()> {
+    let notifier = session.notifier();
+    let (sender, receiver) = mpsc::channel::<u64>();
+    thread::Builder::new()
+        .name("vigilfs-fuse-inval".into())
+        .spawn(move || {
+            for ino in receiver {
+                // Offset -1: the attributes only, no cached pages. A
+                // failure (the inode is not cached, the mount is gone)
+                // leaves nothing to forget.
+                let _ = notifier.inval_inode(INodeNo(ino), -1, 0);
+            }
+        })?;
+    engine.set_attribute_listener(Some(Arc::new(move |ino| {
+        let _ = sender.send(ino);
+    })));
+    Ok(())
 }
 
 /// Stats `mountpoint` until its device number is no longer `before`: the

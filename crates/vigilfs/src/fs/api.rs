@@ -181,8 +181,34 @@ impl Filesystem {
             let result = self.shared.namespace.setattr(ino, &changes);
             self.shared
                 .observe(operation, result.map_err(FsError::from))?;
+            self.attributes_changed(ino);
         }
         Ok(())
+    }
+
+    /// Sets (or with `None` removes) the listener told the inode whose
+    /// attributes changed beyond what its request said — the set-id bits a
+    /// write, truncate or fallocate dropped — so that a transport caching
+    /// attributes can forget them. It is called on the request's thread:
+    /// it must not wait for the transport (queue and return).
+    pub fn set_attribute_listener(&self, listener: Option<super::AttributeListener>) {
+        *self
+            .shared
+            .attribute_listener
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = listener;
+    }
+
+    fn attributes_changed(&self, ino: u64) {
+        let listener = self
+            .shared
+            .attribute_listener
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(listener) = listener {
+            listener(ino);
+        }
     }
 
     /// The crash lab's rules for `operation` on `ino` (a file, or the

@@ -369,6 +369,7 @@ impl Filesystem {
             orphans_purged,
             journal_failure_seen: AtomicBool::new(false),
             deferred_orphans: Mutex::new(Vec::new()),
+            attribute_listener: std::sync::RwLock::new(None),
             faults,
             changes: Changes::default(),
             media: Media::new(intake),

@@ -122,7 +122,15 @@ pub(crate) struct Shared {
     changes: unsynced::Changes,
     /// Media failures: their intake, handling and scrub.
     media: media::Media,
+    /// Told the inode whose attributes the engine changed on its own,
+    /// beyond what the caller's request says (set-id bits dropped by a
+    /// write or fallocate): a transport caching attributes (FUSE's kernel)
+    /// must forget them.
+    attribute_listener: std::sync::RwLock<Option<AttributeListener>>,
 }
+
+/// See [`Filesystem::set_attribute_listener`].
+pub type AttributeListener = Arc<dyn Fn(u64) + Send + Sync>;
 
 /// A mounted filesystem. See the module comment.
 pub struct Filesystem {
@@ -141,10 +149,10 @@ impl std::fmt::Debug for Filesystem {
     }
 }
 
-/// 512-byte sectors a file of `size` bytes takes, rounded to whole blocks.
 /// 512-byte units (`st_blocks`) per 4 KiB block.
 const SECTORS_PER_BLOCK: u64 = 8;
 
+/// 512-byte sectors a file of `size` bytes takes, rounded to whole blocks.
 fn sectors(size: u64) -> u64 {
     size.div_ceil(4096) * SECTORS_PER_BLOCK
 }
