@@ -18,6 +18,7 @@ mod mkfs_command;
 mod mount_command;
 mod mount_options;
 mod mountinfo;
+mod remount;
 mod shutdown_command;
 mod signals;
 mod size;
@@ -134,6 +135,9 @@ enum Command {
     ///   failed=OFFSET:LENGTH  device bytes reported failed before the mount
     ///                         (repeatable): handled, as notify-failure does,
     ///                         once the journal is replayed
+    ///   remount              (from mount -o remount,...) change the mount in
+    ///                         place: ro/rw, nosuid/nodev/noexec and the atime
+    ///                         flags; the options above need a new mount
     ///   relatime, strictatime, noatime
     ///                         when a read updates the access time (default
     ///                         relatime: when it is not after the last

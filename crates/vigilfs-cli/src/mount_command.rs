@@ -76,6 +76,10 @@ fn log(message: &str) {
 }
 
 pub fn run(request: &MountRequest) -> Result<u8, Failure> {
+    // `mount -o remount,...` changes the mount in place.
+    if crate::remount::is_remount(&request.options) {
+        return crate::remount::remount(&request.mountpoint, &request.options);
+    }
     let prepared = prepare(request)?;
     if request.daemon {
         daemonize(request, prepared)
