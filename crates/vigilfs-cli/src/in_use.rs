@@ -139,17 +139,24 @@ pub fn mounted_on(canonical_image: &Path) -> Option<PathBuf> {
 /// waits (saying so once on stderr) up to [`EXIT_WAIT`] for a process that
 /// holds it without having it mounted.
 pub fn acquire(image: &Path, mode: LockMode) -> Result<ImageLock, AcquireError> {
-    acquire_within(image, mode, EXIT_WAIT)
+    acquire_within(image, mode, EXIT_WAIT, true)
+}
+
+/// [`acquire`] without the note on stderr while waiting: a mount(8)
+/// helper prints nothing when it succeeds (scripts compare its output).
+pub fn acquire_silently(image: &Path, mode: LockMode) -> Result<ImageLock, AcquireError> {
+    acquire_within(image, mode, EXIT_WAIT, false)
 }
 
 fn acquire_within(
     image: &Path,
     mode: LockMode,
     bound: Duration,
+    announce: bool,
 ) -> Result<ImageLock, AcquireError> {
     let canonical = image.canonicalize().unwrap_or_else(|_| image.to_path_buf());
     let start = Instant::now();
-    let mut said = false;
+    let mut said = !announce;
     loop {
         if let Some(mountpoint) = mounted_on(&canonical) {
             return Err(AcquireError::Mounted(mountpoint));
@@ -261,7 +268,7 @@ mod tests {
             Err(LockError::InUse)
         ));
         let start = Instant::now();
-        let refused = acquire_within(&image, LockMode::Shared, Duration::from_millis(200));
+        let refused = acquire_within(&image, LockMode::Shared, Duration::from_millis(200), true);
         assert!(start.elapsed() >= Duration::from_millis(200));
         let Err(AcquireError::StillHeld(Some((pid, _)))) = refused else {
             panic!("{refused:?}");
@@ -276,7 +283,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(100));
             drop(held);
         });
-        acquire_within(&image, LockMode::Exclusive, Duration::from_secs(10)).unwrap();
+        acquire_within(&image, LockMode::Exclusive, Duration::from_secs(10), true).unwrap();
         releaser.join().unwrap();
         let _shared = lock(&image, LockMode::Shared).unwrap();
         assert!(lock(&image, LockMode::Shared).is_ok());

@@ -25,6 +25,7 @@ mod mount_command;
 mod mount_options;
 mod mountinfo;
 mod power_cut;
+mod remount;
 mod shutdown_command;
 mod signals;
 mod size;
@@ -153,8 +154,20 @@ enum Command {
     ///   crashable             the crash lab's device: every write is held
     ///                         until a flush, so `vigilfs inject --power-cut`
     ///                         can lose (or --torn, tear) what was not synced
-    ///   rw, dev, suid, exec, nodev, nosuid, noexec, auto, noauto, user,
-    ///   nouser, defaults, _netdev (and atime options, x-*): accepted, ignored
+    ///   remount               (from mount -o remount,...) change the mount in
+    ///                         place: ro/rw, nosuid/nodev/noexec and the atime
+    ///                         flags; the options above need a new mount
+    ///   relatime, strictatime, noatime
+    ///                         when a read updates the access time (default
+    ///                         relatime: when it is not after the last
+    ///                         change, or is a day old). Reads the kernel
+    ///                         serves from its cache do not reach vigilfs.
+    ///   nosuid, nodev / suid, dev
+    ///                         ignore set-id bits, refuse device nodes / do
+    ///                         not (default for root: suid,dev as other
+    ///                         filesystems; other users always get nosuid,nodev)
+    ///   rw, exec, noexec, auto, noauto, user, nouser, defaults, _netdev
+    ///   (and nodiratime, lazytime, x-*): accepted, ignored
     /// An unknown option is an error (exit status 2).
     ///
     /// As a mount(8) helper: `vigilfs install-mount-helper`, then

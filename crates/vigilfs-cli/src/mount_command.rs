@@ -36,7 +36,7 @@ use fserror::{Event, EventKind, Group, GroupConfig, Subtypes};
 use serde_json::{json, Map};
 use vigilfs::device::{ByteRange, FaultDevice, FaultPlan, FileDevice, FileDeviceOptions};
 use vigilfs::failure::Origin;
-use vigilfs::fs::{Filesystem, LifeState, MountOptions};
+use vigilfs::fs::{AtimeUpdates, Filesystem, LifeState, MountOptions};
 
 use crate::control::{self, describe_errno};
 use crate::engine_slot::EngineSlot;
@@ -111,6 +111,10 @@ fn log(message: &str) {
 }
 
 pub fn run(request: &MountRequest) -> Result<u8, Failure> {
+    // `mount -o remount,...` changes the mount in place.
+    if crate::remount::is_remount(&request.options) {
+        return crate::remount::remount(&request.mountpoint, &request.options);
+    }
     let prepared = prepare(request)?;
     if request.daemon {
         daemonize(request, prepared)
@@ -174,7 +178,12 @@ fn prepare(request: &MountRequest) -> Result<Prepared, Failure> {
         .image
         .canonicalize()
         .map_err(|error| Failure::operational(format!("{}: {error}", request.image.display())))?;
-    let lock = match in_use::acquire(&image, LockMode::Exclusive) {
+    let acquired = if request.quiet {
+        in_use::acquire_silently(&image, LockMode::Exclusive)
+    } else {
+        in_use::acquire(&image, LockMode::Exclusive)
+    };
+    let lock = match acquired {
         Ok(lock) => lock,
         Err(AcquireError::Io(error)) => {
             return Err(Failure::operational(format!(
@@ -319,6 +328,7 @@ pub fn mount_options(settings: &MountSettings, plan: &Arc<FaultPlan>) -> MountOp
         dirty_limit_bytes: settings.dirty_bytes.unwrap_or(defaults.dirty_limit_bytes),
         cache_bytes: settings.cache_bytes.unwrap_or(defaults.cache_bytes),
         fsync_errors: settings.fsync_errors.unwrap_or(defaults.fsync_errors),
+        atime: settings.atime.unwrap_or(defaults.atime),
         scrub_interval: settings.scrub_interval,
         scrub_rate: settings.scrub_rate,
         failures: settings
@@ -348,10 +358,17 @@ pub fn fuse_config(settings: &MountSettings, image: &Path) -> vigilfs_fuse::Moun
         } else {
             defaults.allow_other
         },
-        keep_cache: settings.keep_cache.unwrap_or(defaults.keep_cache),
+        // With strictatime every read must reach the engine to be
+        // recorded: the kernel's cached pages are dropped at each open
+        // unless keep_cache is asked for.
+        keep_cache: settings
+            .keep_cache
+            .unwrap_or(defaults.keep_cache && settings.atime != Some(AtimeUpdates::Always)),
         attr_ttl: settings.attr_timeout.unwrap_or(defaults.attr_ttl),
         entry_ttl: settings.entry_timeout.unwrap_or(defaults.entry_ttl),
         source: Some(image.display().to_string()),
+        set_id: settings.set_id,
+        devices: settings.devices,
     }
 }
 
@@ -730,4 +747,23 @@ fn finish(
         let _ = listener.join();
     }
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mount_options::parse;
+
+    #[test]
+    fn strictatime_drops_the_kernel_cache_at_open_unless_keep_cache_is_asked() {
+        let image = Path::new("/srv/disk.img");
+        let config = |options: &str| fuse_config(&parse(&[options]).unwrap(), image);
+        assert!(config("rw").keep_cache);
+        assert!(config("relatime").keep_cache);
+        assert!(!config("strictatime").keep_cache);
+        assert!(config("strictatime,keep_cache").keep_cache);
+        let nosuid = config("nosuid,nodev");
+        assert_eq!((nosuid.set_id, nosuid.devices), (Some(false), Some(false)));
+        assert_eq!(config("rw").set_id, None);
+    }
 }

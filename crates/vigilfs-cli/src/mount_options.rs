@@ -8,15 +8,22 @@
 //! `failed=OFFSET:LENGTH` (device bytes reported failed before the mount; repeatable),
 //! `events_group=GROUP` (its members may listen to events), `metrics=ADDR:PORT` (serve
 //! Prometheus metrics), `crashable` (the crash lab's device: writes are
-//! held until a flush, so `vigilfs inject --power-cut` can lose them). Generic options mount(8) and mount.fuse3 pass along are
-//! accepted and ignored: `dev`, `nodev`, `suid`, `nosuid`, `exec`,
+//! held until a flush, so `vigilfs inject --power-cut` can lose them), the
+//! `suid`/`nosuid` and `dev`/`nodev` (default: `suid,dev` when mounted by
+//! root, as other filesystems; an unprivileged mount is always
+//! `nosuid,nodev`), and the
+//! access-time options (FUSE leaves access times to the filesystem):
+//! `relatime` (the default), `strictatime`, `noatime`, and `atime`,
+//! `nostrictatime` (the default) and `norelatime` (strict). Generic options mount(8) and mount.fuse3 pass along are
+//! accepted and ignored: `exec`,
 //! `noexec`, `auto`, `noauto`, `user`, `nouser`, `users`, `defaults`,
-//! `_netdev`, `nofail`, the atime family, `x-*` and `comment=*`, and
+//! `_netdev`, `nofail`, `diratime`, `nodiratime`, `lazytime`, `x-*` and `comment=*`, and
 //! `subtype=`/`fsname=`. Anything else is an error.
 
 use std::time::Duration;
 
 use vigilfs::format::ErrorsPolicy;
+use vigilfs::fs::AtimeUpdates;
 use vigilfs::inode::FsyncErrors;
 
 use crate::size::ByteSize;
@@ -62,14 +69,16 @@ pub struct MountSettings {
     /// `crashable`: the device holds every write until a flush, so a
     /// power cut can lose or tear them.
     pub crashable: bool,
+    /// The access-time option given last.
+    pub atime: Option<AtimeUpdates>,
+    /// `suid` / `nosuid`.
+    pub set_id: Option<bool>,
+    /// `dev` / `nodev`.
+    pub devices: Option<bool>,
 }
 
 const IGNORED: &[&str] = &[
     "rw",
-    "dev",
-    "nodev",
-    "suid",
-    "nosuid",
     "exec",
     "noexec",
     "auto",
@@ -80,12 +89,6 @@ const IGNORED: &[&str] = &[
     "defaults",
     "_netdev",
     "nofail",
-    "atime",
-    "noatime",
-    "relatime",
-    "norelatime",
-    "strictatime",
-    "nostrictatime",
     "diratime",
     "nodiratime",
     "lazytime",
@@ -176,6 +179,15 @@ pub fn parse<S: AsRef<str>>(arguments: &[S]) -> Result<MountSettings, String> {
             };
             match (key, value) {
                 ("ro", None) => settings.read_only = true,
+                ("suid", None) => settings.set_id = Some(true),
+                ("nosuid", None) => settings.set_id = Some(false),
+                ("dev", None) => settings.devices = Some(true),
+                ("nodev", None) => settings.devices = Some(false),
+                ("relatime" | "atime" | "nostrictatime", None) => {
+                    settings.atime = Some(AtimeUpdates::Relative);
+                }
+                ("strictatime" | "norelatime", None) => settings.atime = Some(AtimeUpdates::Always),
+                ("noatime", None) => settings.atime = Some(AtimeUpdates::Never),
                 ("rw", None) => settings.read_only = false,
                 ("allow_other", None) => settings.allow_other = true,
                 ("crashable", None) => settings.crashable = true,
@@ -301,11 +313,38 @@ mod tests {
     #[test]
     fn generic_options_are_ignored() {
         let settings = parse(&[
-            "rw,dev,suid,exec,nodev,nosuid,noexec,auto,noauto,user,nouser,defaults,_netdev",
-            "relatime,x-systemd.automount,subtype=vigilfs",
+            "rw,exec,noexec,auto,noauto,user,nouser,defaults,_netdev",
+            "x-systemd.automount,subtype=vigilfs,nodiratime",
         ])
         .unwrap();
         assert_eq!(settings, MountSettings::default());
+    }
+
+    #[test]
+    fn suid_and_dev_options_are_parsed_the_last_one_winning() {
+        let settings = parse(&["nosuid,nodev"]).unwrap();
+        assert_eq!(
+            (settings.set_id, settings.devices),
+            (Some(false), Some(false))
+        );
+        let settings = parse(&["nosuid,suid,nodev,dev"]).unwrap();
+        assert_eq!(
+            (settings.set_id, settings.devices),
+            (Some(true), Some(true))
+        );
+        let settings = parse(&["rw"]).unwrap();
+        assert_eq!((settings.set_id, settings.devices), (None, None));
+    }
+
+    #[test]
+    fn access_time_options_are_parsed_the_last_one_winning() {
+        let atime = |options: &str| parse(&[options]).unwrap().atime;
+        assert_eq!(atime("rw"), None);
+        assert_eq!(atime("noatime"), Some(AtimeUpdates::Never));
+        assert_eq!(atime("strictatime"), Some(AtimeUpdates::Always));
+        assert_eq!(atime("norelatime"), Some(AtimeUpdates::Always));
+        assert_eq!(atime("noatime,relatime"), Some(AtimeUpdates::Relative));
+        assert_eq!(atime("noatime,atime"), Some(AtimeUpdates::Relative));
     }
 
     #[test]

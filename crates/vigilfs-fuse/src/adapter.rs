@@ -40,10 +40,12 @@
 //! kernel, which updates or invalidates its own cache for the changes it
 //! makes (it refreshes the size and times after writes, drops the page
 //! cache range of a hole punch, re-reads attributes after setattr), so no
-//! other party can make the cache stale and the adapter sends no
-//! invalidation (no `Notifier`). Should one be needed (e.g. a control-plane
-//! operation that changes files behind the kernel), it must be sent from its
-//! own thread or queue, never from inside a request handler: the kernel may
+//! other party can make the cache stale. One exception: the set-id bits
+//! the engine drops itself on a write, truncate or fallocate by another
+//! user (no reply carries them); for those the session forwards the
+//! engine's attribute listener to a `Notifier`
+//! (`session::forward_attribute_changes`). Invalidations are sent from
+//! their own thread, never from inside a request handler: the kernel may
 //! wait for this very request while processing the notification, which
 //! deadlocks the mount. Failed lookups are not cached (no negative entries
 //! with a TTL): caching `ENOENT` would save a round trip for names looked
@@ -98,6 +100,10 @@ const READDIR_BATCH: usize = 128;
 /// Entries asked per readdirplus request (each one a lookup and an
 /// attribute read, so fewer: about as many as fit in a 4 KiB buffer).
 const READDIR_PLUS_BATCH: usize = 32;
+
+/// The open flag Linux sets on execve's open of the program
+/// (`__FMODE_EXEC`, which FUSE passes on in the open request's flags).
+const FMODE_EXEC: i32 = 0x20;
 
 /// What the adapter asks the kernel for at `init`, when it offers them:
 /// * readdirplus (`FUSE_DO_READDIRPLUS`, adaptive with
@@ -489,14 +495,24 @@ impl fuser::Filesystem for Adapter {
     fn open(&self, request: &Request, ino: INodeNo, flags: FuseOpenFlags, reply: ReplyOpen) {
         // FOPEN_KEEP_CACHE unless configured off (MountConfig::keep_cache):
         // nothing changes a file behind this mount's kernel.
+        // execve's open carries the kernel's `__FMODE_EXEC`: it needs
+        // execute permission, not read.
+        let execute = flags.0 & FMODE_EXEC != 0;
         let (flags, caller, open_flags) = (
             OpenFlags::from_libc(flags.0),
             caller(request),
             self.replies.open_flags,
         );
-        let open = move |filesystem: &Filesystem| match filesystem.open(ino.0, flags, &caller) {
-            Ok(handle) => reply.opened(FileHandle(handle), open_flags),
-            Err(error) => reply.error(errno(&error)),
+        let open = move |filesystem: &Filesystem| {
+            let opened = if execute && !flags.write {
+                filesystem.open_to_execute(ino.0, &caller)
+            } else {
+                filesystem.open(ino.0, flags, &caller)
+            };
+            match opened {
+                Ok(handle) => reply.opened(FileHandle(handle), open_flags),
+                Err(error) => reply.error(errno(&error)),
+            }
         };
         // Opening for writing (or truncating) enters the write gate.
         if flags.write || flags.truncate {
@@ -816,7 +832,7 @@ impl fuser::Filesystem for Adapter {
 
     fn fallocate(
         &self,
-        _request: &Request,
+        request: &Request,
         _ino: INodeNo,
         handle: FileHandle,
         offset: u64,
@@ -828,9 +844,10 @@ impl fuser::Filesystem for Adapter {
         // does not support. (A negative mode has bit 31 set, a bit no mode
         // defines: refused the same way.)
         let bits = u32::from_ne_bytes(mode.to_ne_bytes());
+        let caller = caller(request);
         self.gated("fallocate", move |filesystem| {
-            let result =
-                filesystem.fallocate(handle.0, offset, length, FallocateMode::from_bits(bits));
+            let mode = FallocateMode::from_bits(bits);
+            let result = filesystem.fallocate(handle.0, offset, length, mode, &caller);
             reply_empty(reply, result);
         });
     }

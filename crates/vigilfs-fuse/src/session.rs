@@ -64,6 +64,15 @@ pub struct MountConfig {
     /// `df`): the image path, say. `None`, or a name a mount option cannot
     /// carry (with a comma), shows `vigilfs`.
     pub source: Option<String>,
+    /// Honour set-user-id and set-group-id bits and file capabilities of
+    /// programs on the mount (`suid`; `nosuid` when false). `None`: when
+    /// running as root, as other filesystems mount; an unprivileged FUSE
+    /// mount is always `nosuid`.
+    pub set_id: Option<bool>,
+    /// Let device nodes on the mount be opened as devices (`dev`; `nodev`
+    /// when false). `None`: when running as root; an unprivileged FUSE
+    /// mount is always `nodev`.
+    pub devices: Option<bool>,
 }
 
 impl Default for MountConfig {
@@ -80,6 +89,8 @@ impl Default for MountConfig {
             attr_ttl: Duration::from_secs(1),
             keep_cache: true,
             source: None,
+            set_id: None,
+            devices: None,
         }
     }
 }
@@ -200,6 +211,13 @@ fn start_session(
     } else {
         MountOption::RW
     });
+    // fuser mounts nosuid,nodev unless told otherwise.
+    if config.set_id.unwrap_or_else(running_as_root) {
+        options.push(MountOption::Suid);
+    }
+    if config.devices.unwrap_or_else(running_as_root) {
+        options.push(MountOption::Dev);
+    }
     let mut fuser_config = Config::default();
     fuser_config.mount_options = options;
     fuser_config.acl = if allow_other {
@@ -210,6 +228,7 @@ fn start_session(
     fuser_config.n_threads = Some(config.threads);
     fuser_config.clone_fd = true;
 
+    let engine = Arc::clone(&filesystem);
     let adapter = Adapter::new(
         filesystem,
         config.threads,
@@ -224,6 +243,7 @@ fn start_session(
         )
     })?;
     let background = session.spawn()?;
+    forward_attribute_changes(&engine, &background)?;
     match wait_until_answering(mountpoint, before) {
         Ok(device) => Ok((background, device)),
         Err(error) => {
@@ -235,6 +255,31 @@ fn start_session(
             Err(error)
         }
     }
+}
+
+/// Makes the kernel forget the attributes it cached of an inode the engine
+/// changed on its own (set-id bits a write or fallocate dropped: no reply
+/// carries them, and `stat` asking only for the mode would show the old
+/// one). The invalidations go from their own thread, never from a request
+/// handler (see the adapter's module comment); it ends when the engine
+/// drops the listener.
+fn forward_attribute_changes(engine: &Filesystem, session: &BackgroundSession) -> io::Result<()> {
+    let notifier = session.notifier();
+    let (sender, receiver) = mpsc::channel::<u64>();
+    thread::Builder::new()
+        .name("vigilfs-fuse-inval".into())
+        .spawn(move || {
+            for ino in receiver {
+                // Offset -1: the attributes only, no cached pages. A
+                // failure (the inode is not cached, the mount is gone)
+                // leaves nothing to forget.
+                let _ = notifier.inval_inode(INodeNo(ino), -1, 0);
+            }
+        })?;
+    engine.set_attribute_listener(Some(Arc::new(move |ino| {
+        let _ = sender.send(ino);
+    })));
+    Ok(())
 }
 
 /// Stats `mountpoint` until its device number is no longer `before`: the

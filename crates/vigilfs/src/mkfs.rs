@@ -493,6 +493,35 @@ mod tests {
     }
 
     #[test]
+    fn every_size_from_the_minimum_up_makes_a_filesystem() {
+        // The default journal is a sixty-fourth of the device, so most
+        // sizes give a journal that is not a multiple of eight blocks
+        // (whole filesystems: the journal is checked when opened).
+        let sizes = (3..=160).map(|mib| mib * MIB).chain([
+            65 * MIB + 4096,
+            127 * MIB + 12345,
+            300 * MIB + 512,
+        ]);
+        for size in sizes {
+            let device = Arc::new(MemoryDevice::new(size, SectorSize::Bytes512));
+            if let Err(error) = make_filesystem(device, &fixed_options()) {
+                panic!("mkfs of {size} bytes failed: {error}");
+            }
+        }
+        // Explicit journal sizes of any whole number of blocks, too.
+        for blocks in [257, 263, 300, 511] {
+            let device = Arc::new(MemoryDevice::new(64 * MIB, SectorSize::Bytes512));
+            let options = MkfsOptions {
+                journal_bytes: Some(blocks * 4096),
+                ..fixed_options()
+            };
+            if let Err(error) = make_filesystem(device, &options) {
+                panic!("mkfs with a journal of {blocks} blocks failed: {error}");
+            }
+        }
+    }
+
+    #[test]
     fn bad_options_are_refused() {
         let device = MemoryDevice::new(64 * MIB, SectorSize::Bytes4096);
         let refuse = |options: MkfsOptions| mkfs(&device, &options).unwrap_err();

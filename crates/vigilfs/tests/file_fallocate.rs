@@ -343,9 +343,10 @@ fn unsupported_modes_and_bad_ranges_are_refused_and_change_nothing() {
         errno(files.fallocate(ino, 0, PAGE, collapse)),
         libc::EOPNOTSUPP
     );
-    let zero_range = FallocateMode::from_bits(libc::FALLOC_FL_ZERO_RANGE as u32) | KEEP_SIZE;
+    // Zeroing and punching are exclusive.
+    let zero_and_punch = FallocateMode::ZERO_RANGE | punch_mode();
     assert_eq!(
-        errno(files.fallocate(ino, 0, PAGE, zero_range)),
+        errno(files.fallocate(ino, 0, PAGE, zero_and_punch)),
         libc::EOPNOTSUPP
     );
     assert_eq!(errno(files.fallocate(ino, 0, 0, ALLOCATE)), libc::EINVAL);
@@ -600,4 +601,53 @@ proptest! {
         files.release(handle);
         fixture.assert_fsck_clean(&metadata);
     }
+}
+
+/// FALLOC_FL_ZERO_RANGE: the range reads as zeros (partial edge pages
+/// too, dirty data included), every block of it is allocated (unwritten),
+/// the size grows past the end unless KEEP_SIZE, and extents and rmap
+/// agree.
+#[test]
+fn zero_range_zeroes_and_allocates_the_range() {
+    let fixture = Fixture::new();
+    let metadata = fixture.mount();
+    let ino = create(&metadata, b"f");
+    let files = fixture.files(&metadata);
+    let mut handle = files.open(ino).unwrap();
+    let mut model = pattern(6 * PAGE_BYTES, 5);
+    files.write(&handle, 0, &model).unwrap();
+    files.fsync(&mut handle).unwrap();
+    // Dirty data over part of the range, not written back.
+    let dirty = pattern(PAGE_BYTES, 9);
+    files.write(&handle, 2 * PAGE, &dirty).unwrap();
+    model[2 * PAGE_BYTES..3 * PAGE_BYTES].copy_from_slice(&dirty);
+
+    let zero = FallocateMode::ZERO_RANGE;
+    files.fallocate(ino, PAGE + 100, 3 * PAGE, zero).unwrap();
+    model[PAGE_BYTES + 100..4 * PAGE_BYTES + 100].fill(0);
+    assert_reads(&files, ino, &model);
+    files.fsync(&mut handle).unwrap();
+    assert_reads(&files, ino, &model);
+    // Blocks 2 and 3 (wholly inside) are unwritten, the edges written.
+    let unwritten: Vec<bool> = layout(&metadata, ino)
+        .iter()
+        .flat_map(|&(_, blocks, unwritten)| std::iter::repeat_n(unwritten, blocks as usize))
+        .collect();
+    assert_eq!(unwritten, [false, false, true, true, false, false]);
+    assert_extents_match_rmap(&metadata, ino);
+
+    // Past the end: the size grows, unless KEEP_SIZE.
+    files.fallocate(ino, 5 * PAGE, 3 * PAGE, zero).unwrap();
+    model[5 * PAGE_BYTES..].fill(0);
+    model.resize(8 * PAGE_BYTES, 0);
+    assert_reads(&files, ino, &model);
+    files
+        .fallocate(ino, 8 * PAGE, 2 * PAGE, zero | KEEP_SIZE)
+        .unwrap();
+    assert_reads(&files, ino, &model);
+    let blocks: u32 = layout(&metadata, ino).iter().map(|&(_, b, _)| b).sum();
+    assert_eq!(blocks, 10, "every block of every range is allocated");
+    assert_extents_match_rmap(&metadata, ino);
+    files.release(handle);
+    fixture.assert_fsck_clean(&metadata);
 }

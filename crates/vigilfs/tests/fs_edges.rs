@@ -264,6 +264,7 @@ fn a_hole_punch_of_two_to_the_fifty_bytes_on_a_small_file_is_one_piece() {
         4096,
         1 << 50,
         FallocateMode::PUNCH_HOLE | FallocateMode::KEEP_SIZE,
+        &root(),
     )
     .unwrap();
     let commits = fs.status().journal.next_seq - before;
@@ -275,6 +276,7 @@ fn a_hole_punch_of_two_to_the_fifty_bytes_on_a_small_file_is_one_piece() {
         1 << 40,
         1 << 50,
         FallocateMode::PUNCH_HOLE | FallocateMode::KEEP_SIZE,
+        &root(),
     )
     .unwrap();
     assert_eq!(fs.status().journal.next_seq, before);

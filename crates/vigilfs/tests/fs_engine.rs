@@ -193,6 +193,55 @@ fn an_orphan_left_by_a_crash_is_deleted_at_the_next_mount() {
     fixture.assert_fsck_clean();
 }
 
+/// generic/035: a directory removed while open (rmdir, or a rename over
+/// it) stays, with no links, until its last close; nothing can be added to
+/// it meanwhile; fsck finds an open orphan directory consistent.
+#[test]
+fn a_removed_open_directory_lives_until_its_last_close() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let gone = fs.mkdir(ROOT_INO, b"gone", 0o755, &root()).unwrap();
+    let replaced = fs.mkdir(ROOT_INO, b"replaced", 0o755, &root()).unwrap();
+    fs.mkdir(ROOT_INO, b"source", 0o755, &root()).unwrap();
+    let gone_handle = fs.opendir(gone.ino, &root()).unwrap();
+    let replaced_handle = fs.opendir(replaced.ino, &root()).unwrap();
+    fs.rmdir(ROOT_INO, b"gone", &root()).unwrap();
+    fs.rename(
+        ROOT_INO,
+        b"source",
+        ROOT_INO,
+        b"replaced",
+        RenameFlags::default(),
+        &root(),
+    )
+    .unwrap();
+    for ino in [gone.ino, replaced.ino] {
+        let attr = fs.getattr(ino).unwrap();
+        assert_eq!(attr.record.nlink, 0);
+        assert_eq!(attr.record.file_type(), FileType::Directory);
+        assert_eq!(
+            errno(fs.mkdir(ino, b"inside", 0o755, &root())),
+            libc::ENOENT,
+            "nothing is added to a removed directory"
+        );
+    }
+    assert_eq!(fs.getattr(ROOT_INO).unwrap().record.nlink, 3);
+    // The last close of one deletes it; a crash with the other open leaves
+    // an image fsck finds consistent, and the next mount deletes it.
+    fs.releasedir(gone_handle).unwrap();
+    assert_eq!(errno(fs.getattr(gone.ino)), libc::ENOENT);
+    let dir = fs.opendir(ROOT_INO, &root()).unwrap();
+    fs.fsyncdir(dir).unwrap();
+    drop(fs);
+    fixture.assert_fsck_clean();
+    let fs = fixture.mount();
+    assert_eq!(fs.status().orphans_purged, 1);
+    assert_eq!(errno(fs.getattr(replaced.ino)), libc::ENOENT);
+    let _ = replaced_handle;
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+}
+
 #[test]
 fn permissions_follow_linux_rules() {
     let fixture = Fixture::new();
@@ -361,13 +410,14 @@ fn truncate_and_fallocate_times_are_not_overridden_by_pending_writes() {
         0,
         4096,
         FallocateMode::PUNCH_HOLE | FallocateMode::KEEP_SIZE,
+        &root(),
     )
     .unwrap();
     newer(&fs, "punch hole");
     fs.write(handle, 0, &[3u8; 10], &root()).unwrap();
     newer(&fs, "write a third time");
     thread::sleep(Duration::from_millis(5));
-    fs.fallocate(handle, 0, 1 << 20, FallocateMode::ALLOCATE)
+    fs.fallocate(handle, 0, 1 << 20, FallocateMode::ALLOCATE, &root())
         .unwrap();
     newer(&fs, "allocate");
     fs.write(handle, 0, &[4u8; 10], &root()).unwrap();
@@ -407,6 +457,7 @@ fn a_hole_punched_over_the_only_dirty_page_keeps_the_size_it_gave() {
         57_344,
         20_480,
         FallocateMode::PUNCH_HOLE | FallocateMode::KEEP_SIZE,
+        &root(),
     )
     .unwrap();
     fs.fsync(handle, false).unwrap();
@@ -952,7 +1003,7 @@ fn a_large_fallocate_and_punch_go_in_bounded_transactions() {
     // 3,000 one-block holes between 3,000 one-block extents.
     let ino = fragmented_file(&fs, b"big", 3000);
     let handle = fs.open(ino, read_write(), &root()).unwrap();
-    fs.fallocate(handle, 0, 6000 * 4096, FallocateMode::ALLOCATE)
+    fs.fallocate(handle, 0, 6000 * 4096, FallocateMode::ALLOCATE, &root())
         .unwrap();
     assert_eq!(fs.status().state, LifeState::Running);
     assert_eq!(fs.read(handle, 4096, 4096).unwrap(), vec![0u8; 4096]);
@@ -962,6 +1013,7 @@ fn a_large_fallocate_and_punch_go_in_bounded_transactions() {
         100,
         6000 * 4096,
         FallocateMode::PUNCH_HOLE | FallocateMode::KEEP_SIZE,
+        &root(),
     )
     .unwrap();
     assert_eq!(fs.read(handle, 0, 200).unwrap()[100..], [0u8; 100]);
@@ -1010,4 +1062,79 @@ fn errors_panic_aborts_the_process_on_a_metadata_failure() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(String::from_utf8_lossy(&output.stderr).contains("errors=panic"));
+}
+
+/// Access times: relatime (the default) updates on a read only when the
+/// access time is not after the modification or change time (or is a day
+/// old); strictatime on every read; noatime never. Never the ctime.
+#[test]
+fn reads_update_the_access_time_as_the_atime_option_says() {
+    use vigilfs::fs::AtimeUpdates;
+    let long_ago = |seconds| Timestamp {
+        seconds,
+        nanoseconds: 0,
+    };
+    for updates in [
+        AtimeUpdates::Relative,
+        AtimeUpdates::Always,
+        AtimeUpdates::Never,
+    ] {
+        let fixture = Fixture::new();
+        let fs = fixture.mount_with(MountOptions {
+            atime: updates,
+            ..MountOptions::default()
+        });
+        let ino = write_file(&fs, b"file", b"data");
+        let times = SetAttributes {
+            atime: Some(SetTime::At(long_ago(1000))),
+            mtime: Some(SetTime::At(long_ago(2000))),
+            ..SetAttributes::default()
+        };
+        fs.setattr(ino, &times, None, &root()).unwrap();
+        let changed = fs.getattr(ino).unwrap().record.ctime;
+        let handle = fs
+            .open(ino, OpenFlags::from_libc(libc::O_RDONLY), &root())
+            .unwrap();
+        fs.read(handle, 0, 4).unwrap();
+        let first = fs.getattr(ino).unwrap().record;
+        assert_eq!(first.ctime, changed, "{updates:?}: the ctime stays");
+        if updates == AtimeUpdates::Never {
+            assert_eq!(first.atime, long_ago(1000));
+        } else {
+            assert!(first.atime >= changed, "{updates:?}: updated");
+        }
+        thread::sleep(Duration::from_millis(5));
+        fs.read(handle, 0, 4).unwrap();
+        let second = fs.getattr(ino).unwrap().record.atime;
+        match updates {
+            AtimeUpdates::Always => assert!(second > first.atime, "strict: again"),
+            _ => assert_eq!(second, first.atime, "{updates:?}: not again"),
+        }
+        // An access time set back (which changes the ctime) is updated by
+        // the next read.
+        let day_old = SetAttributes {
+            atime: Some(SetTime::At(Timestamp {
+                seconds: Timestamp::now().seconds - 2 * 86_400,
+                nanoseconds: 0,
+            })),
+            mtime: Some(SetTime::At(long_ago(2000))),
+            ..SetAttributes::default()
+        };
+        fs.setattr(ino, &day_old, None, &root()).unwrap();
+        thread::sleep(Duration::from_millis(5));
+        let set = fs.getattr(ino).unwrap().record;
+        fs.read(handle, 0, 4).unwrap();
+        let after = fs.getattr(ino).unwrap().record.atime;
+        if updates == AtimeUpdates::Never {
+            assert_eq!(after, set.atime);
+        } else {
+            assert!(
+                after > set.ctime,
+                "{updates:?}: an atime set back is updated"
+            );
+        }
+        fs.release(handle).unwrap();
+        fs.unmount().unwrap();
+        fixture.assert_fsck_clean();
+    }
 }

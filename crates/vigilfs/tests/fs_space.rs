@@ -179,9 +179,15 @@ fn statfs_fallocate_and_writes_agree_on_what_is_free() {
     // more cannot.
     let (_, other) = create(&fs, b"other");
     let available = fs.statfs().unwrap().available_blocks;
-    let too_much = fs.fallocate(other, 0, (available + 1) * 4096, FallocateMode::ALLOCATE);
+    let too_much = fs.fallocate(
+        other,
+        0,
+        (available + 1) * 4096,
+        FallocateMode::ALLOCATE,
+        &root(),
+    );
     assert_eq!(too_much.unwrap_err().errno(), libc::ENOSPC);
-    fs.fallocate(other, 0, available * 4096, FallocateMode::ALLOCATE)
+    fs.fallocate(other, 0, available * 4096, FallocateMode::ALLOCATE, &root())
         .expect("fallocate of exactly the available space");
     // What is left is the share of record blocks the fallocate's records
     // did not take.
@@ -323,7 +329,7 @@ fn enospc_from_fallocate_and_truncate_is_not_a_metadata_failure() {
     let fixture = Fixture::new();
     let fs = filled(&fixture);
     let (_, handle) = create(&fs, b"more");
-    let refused = fs.fallocate(handle, 0, 64 << 20, FallocateMode::ALLOCATE);
+    let refused = fs.fallocate(handle, 0, 64 << 20, FallocateMode::ALLOCATE, &root());
     assert_eq!(refused.unwrap_err().errno(), libc::ENOSPC);
     let refused = fs.write(handle, 0, &mebibyte(1), &root());
     assert_eq!(refused.unwrap_err().errno(), libc::ENOSPC);

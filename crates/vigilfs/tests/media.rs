@@ -743,6 +743,7 @@ fn a_checksum_mismatch_on_read_is_eio_and_poisons_the_block() {
         0,
         BLOCK,
         FallocateMode::PUNCH_HOLE | FallocateMode::KEEP_SIZE,
+        &root(),
     )
     .unwrap();
     fs.release(handle).unwrap();

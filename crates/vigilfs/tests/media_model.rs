@@ -207,6 +207,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                         index * BLOCK,
                         BLOCK,
                         FallocateMode::PUNCH_HOLE | FallocateMode::KEEP_SIZE,
+                        &Caller::root(),
                     )
                     .expect("punch");
                 });

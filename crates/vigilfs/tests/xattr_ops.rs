@@ -282,7 +282,8 @@ fn values_larger_than_the_limit_are_e2big() {
     let (device, _, metadata, file) = with_file();
     let limits = metadata.trees.limits();
     let xattrs = Xattrs::new(metadata.clone());
-    assert_eq!(xattrs.max_value_len(), (limits.max_value - 1).min(65536));
+    assert_eq!(xattrs.max_value_len(), 65536);
+    assert_eq!(xattrs.max_inline_len(), (limits.max_value - 1).min(65536));
     let largest = vec![0xa5; xattrs.max_value_len()];
     xattrs.set(file, b"user.big", &largest, UPSERT).unwrap();
     assert_eq!(xattrs.get(file, b"user.big").unwrap(), largest);
@@ -296,6 +297,71 @@ fn values_larger_than_the_limit_are_e2big() {
         libc::E2BIG
     );
     assert_eq!(xattrs.get(file, b"user.big").unwrap(), largest);
+    assert_fsck_clean(&device, &metadata);
+}
+
+/// generic/020, 486: values past one b-tree value, up to 64 KiB, are
+/// kept in pieces: they read back whole, replace and are replaced by small
+/// ones, list once, go with remove, survive a remount, and fsck is clean.
+/// A name too long for a piece's key keeps the inline limit.
+#[test]
+fn values_up_to_64_kib_are_kept_in_pieces() {
+    let (device, superblock, metadata, file) = with_file();
+    let pattern = |length: usize| -> Vec<u8> { (0..length).map(|i| (i % 251) as u8).collect() };
+    let inline = {
+        let xattrs = Xattrs::new(metadata.clone());
+        let inline = xattrs.max_inline_len();
+        for length in [inline, inline + 1, 3 * inline + 7, 65536] {
+            xattrs
+                .set(file, b"user.big", &pattern(length), UPSERT)
+                .unwrap();
+            assert_eq!(
+                xattrs.get(file, b"user.big").unwrap(),
+                pattern(length),
+                "{length}"
+            );
+        }
+        xattrs.set(file, b"user.a", b"before", UPSERT).unwrap();
+        xattrs
+            .set(file, b"user.big2", &pattern(5000), UPSERT)
+            .unwrap();
+        assert_eq!(
+            xattrs.list(file).unwrap(),
+            vec![
+                b"user.a".to_vec(),
+                b"user.big".to_vec(),
+                b"user.big2".to_vec()
+            ]
+        );
+        // Large replaced by small and back; remove takes the pieces.
+        xattrs.set(file, b"user.big2", b"small", UPSERT).unwrap();
+        assert_eq!(xattrs.get(file, b"user.big2").unwrap(), b"small");
+        xattrs
+            .set(file, b"user.big2", &pattern(3000), UPSERT)
+            .unwrap();
+        xattrs.remove(file, b"user.big2").unwrap();
+        assert_eq!(errno(xattrs.get(file, b"user.big2")), libc::ENODATA);
+        let mut long_name = b"user.".to_vec();
+        long_name.resize(xattrs.max_name_len(), b'n');
+        assert_eq!(
+            errno(xattrs.set(file, &long_name, &pattern(inline + 1), UPSERT)),
+            libc::E2BIG
+        );
+        xattrs
+            .set(file, &long_name, &pattern(inline), UPSERT)
+            .unwrap();
+        inline
+    };
+    assert_fsck_clean(&device, &metadata);
+    metadata.trees.sync().unwrap();
+    metadata.journal.flush().unwrap();
+    drop(metadata);
+    let metadata = Arc::new(Metadata::open_default(device.clone(), &superblock).unwrap());
+    let xattrs = Xattrs::new(metadata.clone());
+    assert_eq!(xattrs.get(file, b"user.big").unwrap(), pattern(65536));
+    assert_eq!(xattrs.get(file, b"user.a").unwrap(), b"before");
+    assert_eq!(xattrs.list(file).unwrap().len(), 3);
+    assert!(inline < 65536);
     assert_fsck_clean(&device, &metadata);
 }
 

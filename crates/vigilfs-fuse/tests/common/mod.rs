@@ -225,6 +225,13 @@ pub fn renameat2(from: &Path, to: &Path, flags: u32) -> io::Result<()> {
     }
 }
 
+/// `mknod(2)`: a node of `mode` (type and permissions) and device `rdev`.
+pub fn mknod(path: &Path, mode: libc::mode_t, rdev: libc::dev_t) -> io::Result<()> {
+    let path = c_path(path);
+    // SAFETY: the string is valid and outlives the call.
+    check(unsafe { libc::mknod(path.as_ptr(), mode, rdev) })
+}
+
 /// `fallocate(2)`.
 pub fn fallocate(file: &impl AsRawFd, mode: i32, offset: i64, length: i64) -> io::Result<()> {
     // SAFETY: the descriptor is open for the borrow's duration.

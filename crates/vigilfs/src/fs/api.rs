@@ -15,13 +15,14 @@ use errseq::Since;
 use super::faults::Operation;
 use super::gate::WriteGuard;
 use super::handles::{OpenDir, OpenFile, OpenFlags};
+use super::lifecycle::AtimeUpdates;
 use super::unsynced::Change;
 use super::{Filesystem, FsError, FsResult, LifeState};
 use crate::inode::{
-    check_access, check_setattr, check_sticky_delete, check_xattr_access, kill_suid_on_write,
-    new_inode_owner, xattr_listable, Access, Caller, FallocateMode, FileError, FileType,
-    InodeRecord, RenameFlags, Seek, SetAttr, SetAttrRequest, SetTime, TimeChange, XattrFlags,
-    ROOT_INO,
+    check_access, check_setattr, check_sticky_delete, check_xattr_access, check_xattr_removal,
+    kill_suid_on_write, new_inode_owner, xattr_listable, Access, Caller, FallocateMode, FileError,
+    FileType, InodeRecord, RenameFlags, Seek, SetAttr, SetAttrRequest, SetTime, TimeChange,
+    Timestamp, XattrFlags, ROOT_INO,
 };
 
 /// The most bytes one write puts into the page cache before dirty data is
@@ -160,6 +161,56 @@ impl Filesystem {
         Ok(())
     }
 
+    /// Clears set-user-id (and set-group-id with group execute) of `ino`
+    /// after `caller` changed its data: a write, truncate or fallocate by
+    /// anyone but root, as Linux's `file_remove_privs` does for callers
+    /// without `CAP_FSETID`. (A file capability, `security.capability`,
+    /// is removed by the kernel itself before it sends the change: see
+    /// `check_xattr_access`.)
+    fn kill_privileges(&self, ino: u64, caller: &Caller, operation: &'static str) -> FsResult<()> {
+        // Root's changes never clear the bits: skip the record read.
+        if caller.is_root() {
+            return Ok(());
+        }
+        let record = self.record(ino)?;
+        if let Some(mode) = kill_suid_on_write(&record, caller) {
+            let changes = SetAttr {
+                mode: Some(mode),
+                ..SetAttr::default()
+            };
+            let result = self.shared.namespace.setattr(ino, &changes);
+            self.shared
+                .observe(operation, result.map_err(FsError::from))?;
+            self.attributes_changed(ino);
+        }
+        Ok(())
+    }
+
+    /// Sets (or with `None` removes) the listener told the inode whose
+    /// attributes changed beyond what its request said — the set-id bits a
+    /// write, truncate or fallocate dropped — so that a transport caching
+    /// attributes can forget them. It is called on the request's thread:
+    /// it must not wait for the transport (queue and return).
+    pub fn set_attribute_listener(&self, listener: Option<super::AttributeListener>) {
+        *self
+            .shared
+            .attribute_listener
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = listener;
+    }
+
+    fn attributes_changed(&self, ino: u64) {
+        let listener = self
+            .shared
+            .attribute_listener
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(listener) = listener {
+            listener(ino);
+        }
+    }
+
     /// The crash lab's rules for `operation` on `ino` (a file, or the
     /// directory of entry `name`): an injected error, a delay, or an armed
     /// power cut. Called first by every operation they may aim at.
@@ -256,11 +307,16 @@ impl Filesystem {
             mtime: changes.mtime.map(time_change),
             through_writable_handle,
         };
-        let mode = if self.shared.options.check_permissions {
+        let mut mode = if self.shared.options.check_permissions {
             check_setattr(&record, caller, &request)?.mode
         } else {
             changes.mode
         };
+        if changes.size.is_some() && mode.is_none() {
+            // A truncate changes the data: as a write, it drops the
+            // set-id bits of a caller other than root.
+            mode = kill_suid_on_write(&record, caller);
+        }
         if let Some(size) = changes.size {
             match record.file_type() {
                 FileType::Regular => {}
@@ -474,6 +530,28 @@ impl Filesystem {
 
     /// Opens regular file `ino`; returns the file handle.
     pub fn open(&self, ino: u64, flags: OpenFlags, caller: &Caller) -> FsResult<u64> {
+        self.open_checked(ino, flags, Access::READ, caller)
+    }
+
+    /// Opens regular file `ino` read-only to run it (execve, the kernel's
+    /// `FMODE_EXEC` open): that needs execute permission, not read, so a
+    /// program of mode `--x` runs.
+    pub fn open_to_execute(&self, ino: u64, caller: &Caller) -> FsResult<u64> {
+        let flags = OpenFlags {
+            read: true,
+            ..OpenFlags::default()
+        };
+        self.open_checked(ino, flags, Access::EXECUTE, caller)
+    }
+
+    /// [`Filesystem::open`], with `read_access` as what reading needs.
+    fn open_checked(
+        &self,
+        ino: u64,
+        flags: OpenFlags,
+        read_access: Access,
+        caller: &Caller,
+    ) -> FsResult<u64> {
         self.inject(Operation::Open, ino, None)?;
         let record = self.record(ino)?;
         match record.file_type() {
@@ -483,7 +561,7 @@ impl Filesystem {
         }
         let mut access = Access::NONE;
         if flags.read {
-            access = access | Access::READ;
+            access = access | read_access;
         }
         if flags.write || flags.truncate {
             access = access | Access::WRITE;
@@ -497,6 +575,7 @@ impl Filesystem {
         if flags.truncate && flags.write {
             let result = self.shared.files.truncate(ino, 0).map_err(FsError::from);
             self.shared.observe("open", result)?;
+            self.kill_privileges(ino, caller, "open")?;
         }
         self.open_handle(ino, flags)
     }
@@ -538,7 +617,42 @@ impl Filesystem {
             let cursors = file.handle();
             self.shared.files.read(&cursors, offset, length)
         };
-        self.shared.observe("read", result.map_err(FsError::from))
+        let bytes = self.shared.observe("read", result.map_err(FsError::from))?;
+        self.accessed(file.ino);
+        Ok(bytes)
+    }
+
+    /// Updates the access time of `ino` after a read, as the `atime`
+    /// option says (`relatime` by default: only when it is not after the
+    /// modification or change time, or is a day old). Never waits: while
+    /// the filesystem may not write (frozen, read-only, shut down) the
+    /// access is not recorded. A failure to record it is observed (health,
+    /// `errors=`) but does not fail the read.
+    fn accessed(&self, ino: u64) {
+        const DAY_SECONDS: i64 = 24 * 60 * 60;
+        if self.shared.options.atime == AtimeUpdates::Never {
+            return;
+        }
+        let Ok(record) = self.shared.namespace.getattr(ino) else {
+            return;
+        };
+        let record = self.shared.attr(ino, record).record;
+        let now = Timestamp::now();
+        let stale = record.atime <= record.mtime
+            || record.atime <= record.ctime
+            || now.seconds.saturating_sub(record.atime.seconds) >= DAY_SECONDS;
+        if self.shared.options.atime == AtimeUpdates::Relative && !stale {
+            return;
+        }
+        let Ok(_writer) = self.shared.gate.try_enter() else {
+            return;
+        };
+        let result = self
+            .shared
+            .namespace
+            .set_access_time(ino, now)
+            .map_err(FsError::from);
+        let _ = self.shared.observe("read", result);
     }
 
     /// Writes `bytes` at `offset` (at the end with `O_APPEND`) through
@@ -586,19 +700,7 @@ impl Filesystem {
                 Err(error) => return Err(error),
             }
         }
-        // Root's writes never clear the bits: skip the record read.
-        if !caller.is_root() {
-            let record = self.record(file.ino)?;
-            if let Some(mode) = kill_suid_on_write(&record, caller) {
-                let changes = SetAttr {
-                    mode: Some(mode),
-                    ..SetAttr::default()
-                };
-                let result = self.shared.namespace.setattr(file.ino, &changes);
-                self.shared
-                    .observe("write", result.map_err(FsError::from))?;
-            }
-        }
+        self.kill_privileges(file.ino, caller, "write")?;
         if self.shared.files.cache_stats().dirty_bytes > self.shared.options.dirty_limit_bytes {
             if let Some(background) = &self.background {
                 background.kick();
@@ -631,14 +733,17 @@ impl Filesystem {
         }
     }
 
-    /// fallocate through `handle`: allocate (mode 0, optionally
-    /// KEEP_SIZE) or PUNCH_HOLE|KEEP_SIZE.
+    /// fallocate through `handle` by `caller`: allocate (mode 0,
+    /// optionally KEEP_SIZE), PUNCH_HOLE|KEEP_SIZE, or ZERO_RANGE
+    /// (optionally KEEP_SIZE). Like a write, it drops the set-id bits of a
+    /// caller other than root.
     pub fn fallocate(
         &self,
         handle: u64,
         offset: u64,
         length: u64,
         mode: FallocateMode,
+        caller: &Caller,
     ) -> FsResult<()> {
         let file = self.file(handle)?;
         if !file.flags.write {
@@ -653,6 +758,7 @@ impl Filesystem {
             .fallocate(file.ino, offset, length, mode)
             .map_err(FsError::from);
         self.shared.observe("fallocate", result)?;
+        self.kill_privileges(file.ino, caller, "fallocate")?;
         self.note("fallocate", Some(file.ino), None, None);
         Ok(())
     }
@@ -683,10 +789,20 @@ impl Filesystem {
         let file = self.shared.handles.remove_file(handle)?;
         let ino = file.ino;
         self.shared.files.closed(ino);
+        if self.closed(ino, "release")? {
+            self.shared.files.forget(ino);
+        }
+        Ok(())
+    }
+
+    /// One open of `ino` (a file or a directory) is closed: the last
+    /// close of an orphan deletes it if the filesystem may write now (see
+    /// [`Filesystem::release`]). Returns whether it was deleted.
+    fn closed(&self, ino: u64, operation: &'static str) -> FsResult<bool> {
         let deleted = match self.shared.gate.try_enter() {
             Ok(_writer) => {
                 let result = self.shared.namespace.closed(ino).map_err(FsError::from);
-                self.shared.observe("release", result)?
+                self.shared.observe(operation, result)?
             }
             Err(LifeState::Frozen) => {
                 if self.shared.namespace.closed_keeping_orphan(ino) {
@@ -703,10 +819,7 @@ impl Filesystem {
                 false
             }
         };
-        if deleted {
-            self.shared.files.forget(ino);
-        }
-        Ok(())
+        Ok(deleted)
     }
 
     /// Why nothing may be written now (shut down, or read-only after an
@@ -827,6 +940,9 @@ impl Filesystem {
             return Err(crate::inode::NamespaceError::NotADirectory.into());
         }
         self.check(&record, caller, Access::READ)?;
+        // While open, a removed directory stays (an orphan) until its
+        // last close: fstat on it works, as on a removed open file.
+        self.shared.namespace.opened(ino);
         Ok(self.shared.handles.add_dir(ino))
     }
 
@@ -903,7 +1019,9 @@ impl Filesystem {
 
     /// Closes a directory handle.
     pub fn releasedir(&self, handle: u64) -> FsResult<()> {
-        self.shared.handles.remove_dir(handle)
+        let ino = self.shared.handles.remove_dir(handle)?;
+        self.closed(ino, "releasedir")?;
+        Ok(())
     }
 
     /// Makes the directory's changes durable.
@@ -987,7 +1105,9 @@ impl Filesystem {
         let _writer = self.enter()?;
         self.inject(Operation::Setxattr, ino, None)?;
         let record = self.record(ino)?;
-        self.check_xattr(&record, name, caller, true)?;
+        if self.shared.options.check_permissions {
+            check_xattr_removal(&record, caller, name)?;
+        }
         let result = self.shared.xattrs.remove(ino, name).map_err(FsError::from);
         self.shared.observe("removexattr", result)?;
         self.note("removexattr", Some(ino), None, None);

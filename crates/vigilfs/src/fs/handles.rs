@@ -192,12 +192,13 @@ impl Handles {
             .ok_or(FsError::BadHandle(number))
     }
 
-    pub(super) fn remove_dir(&self, number: u64) -> FsResult<()> {
+    /// Removes directory handle `number`; returns its directory.
+    pub(super) fn remove_dir(&self, number: u64) -> FsResult<u64> {
         self.dirs
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&number)
-            .map(|_| ())
+            .map(|dir| dir.ino)
             .ok_or(FsError::BadHandle(number))
     }
 

@@ -69,6 +69,24 @@ pub struct MountOptions {
     /// the journal is replayed, handled once recovery completes, like a
     /// failure the device reports meanwhile.
     pub failures: Vec<(crate::device::ByteRange, crate::failure::Origin)>,
+    /// When a read updates a file's access time (`relatime`, the
+    /// default; `strictatime`; `noatime`).
+    pub atime: AtimeUpdates,
+}
+
+/// When reading a file updates its access time. Through FUSE the kernel
+/// leaves access times to the filesystem, so the mount's atime options
+/// arrive here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AtimeUpdates {
+    /// `relatime`: when the access time is not after the modification or
+    /// change time, or is a day old.
+    #[default]
+    Relative,
+    /// `strictatime`: on every read.
+    Always,
+    /// `noatime`: never.
+    Never,
 }
 
 impl Default for MountOptions {
@@ -85,6 +103,7 @@ impl Default for MountOptions {
             scrub_interval: None,
             scrub_rate: None,
             failures: Vec::new(),
+            atime: AtimeUpdates::default(),
         }
     }
 }
@@ -382,6 +401,7 @@ impl Filesystem {
             orphans_purged,
             journal_failure_seen: AtomicBool::new(false),
             deferred_orphans: Mutex::new(Vec::new()),
+            attribute_listener: std::sync::RwLock::new(None),
             faults,
             changes: Changes::default(),
             media: Media::new(intake),

@@ -83,7 +83,7 @@ pub use crash_lab::{Unsynced, UnsyncedChange, UnsyncedData};
 pub use error::{FsError, FsResult};
 pub use gate::LifeState;
 pub use handles::OpenFlags;
-pub use lifecycle::{MountError, MountOptions, Status};
+pub use lifecycle::{AtimeUpdates, MountError, MountOptions, Status};
 pub use media::{BadExtent, FailureReport, MediaStatus, POISON_LISTED};
 pub use paths::DEFAULT_BUDGET as PATH_SEARCH_BUDGET;
 pub use scrubbing::{ScrubRequest, ScrubStatus, ScrubSummary};
@@ -128,7 +128,15 @@ pub(crate) struct Shared {
     media: media::Media,
     /// How long fsync took.
     fsync_latency: latency::Latency,
+    /// Told the inode whose attributes the engine changed on its own,
+    /// beyond what the caller's request says (set-id bits dropped by a
+    /// write or fallocate): a transport caching attributes (FUSE's kernel)
+    /// must forget them.
+    attribute_listener: std::sync::RwLock<Option<AttributeListener>>,
 }
+
+/// See [`Filesystem::set_attribute_listener`].
+pub type AttributeListener = Arc<dyn Fn(u64) + Send + Sync>;
 
 /// A mounted filesystem. See the module comment.
 pub struct Filesystem {
@@ -148,9 +156,12 @@ impl std::fmt::Debug for Filesystem {
     }
 }
 
+/// 512-byte units (`st_blocks`) per 4 KiB block.
+const SECTORS_PER_BLOCK: u64 = 8;
+
 /// 512-byte sectors a file of `size` bytes takes, rounded to whole blocks.
 fn sectors(size: u64) -> u64 {
-    size.div_ceil(4096) * 8
+    size.div_ceil(4096) * SECTORS_PER_BLOCK
 }
 
 impl Shared {
@@ -165,13 +176,21 @@ impl Shared {
             if let Some((size, mtime)) = self.files.cached_attributes(ino) {
                 record.size = record.size.max(size);
                 if let Some(mtime) = mtime {
+                    // The pending writes' time; a ctime set since (chmod,
+                    // link, rename) is later and stays.
                     record.mtime = mtime;
-                    record.ctime = mtime;
+                    record.ctime = record.ctime.max(mtime);
                 }
             }
         }
         let blocks = if record.file_type() == FileType::Regular {
-            sectors(record.size)
+            // 512-byte units of the blocks allocated (holes count
+            // nothing). Should the extents not be readable, stat still
+            // answers, with the size rounded up as an estimate.
+            match self.files.allocated_blocks(ino) {
+                Ok(blocks) => blocks * SECTORS_PER_BLOCK,
+                Err(_) => sectors(record.size),
+            }
         } else {
             0
         };

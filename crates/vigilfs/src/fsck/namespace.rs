@@ -180,7 +180,16 @@ pub(crate) fn check(
     for &ino in inode_numbers {
         let record = &inodes[&ino];
         let named = names.get(&ino).copied().unwrap_or(0);
-        let expected = if record.file_type() == FileType::Directory {
+        let expected = if record.file_type() == FileType::Directory && record.nlink == 0 {
+            // Removed while open, not yet deleted (an orphan): no entry.
+            if named != 0 {
+                problems.push(problem(
+                    "inode tree",
+                    format!("directory {ino} has link count 0 but is named by {named} entries"),
+                ));
+            }
+            0
+        } else if record.file_type() == FileType::Directory {
             let expected_names = u32::from(ino != ROOT_INO);
             if named != expected_names {
                 problems.push(problem(

@@ -41,7 +41,10 @@
 //!   anything. `PUNCH_HOLE | KEEP_SIZE` drops the cached pages wholly
 //!   inside the range (dirty ones too), zeroes the range's part of a
 //!   partial first or last page exactly like truncate's tail, and removes
-//!   or trims the extents in range. `PUNCH_HOLE` alone and every other
+//!   or trims the extents in range. `ZERO_RANGE` (optionally with
+//!   `KEEP_SIZE`) is a punch of the range followed by an allocation of
+//!   it: the range reads as zeros and has blocks (unwritten extents), and
+//!   the size grows as with `ALLOCATE`. `PUNCH_HOLE` alone and every other
 //!   mode are `EOPNOTSUPP`, as on Linux. Fallocated blocks are not a
 //!   reservation: copy-on-write writes the data to new blocks and frees
 //!   the unwritten ones.
@@ -121,7 +124,7 @@ use errseq::Since;
 use xarray::Mark;
 
 use super::extents::{
-    holes_between, punch, unwritten_extents, ExtentMap, Space, PAGES_PER_TRANSACTION,
+    covering, holes_between, punch, unwritten_extents, ExtentMap, Space, PAGES_PER_TRANSACTION,
 };
 use super::file_error::{FileError, FileResult};
 use super::record::{Extent, FileType, Timestamp};
@@ -193,6 +196,10 @@ impl FallocateMode {
     /// `FALLOC_FL_PUNCH_HOLE`: the range is deallocated and reads as zeros.
     /// Linux accepts it only together with [`FallocateMode::KEEP_SIZE`].
     pub const PUNCH_HOLE: FallocateMode = FallocateMode(libc::FALLOC_FL_PUNCH_HOLE as u32);
+    /// `FALLOC_FL_ZERO_RANGE`: the range reads as zeros and is allocated;
+    /// the size grows to the range's end unless with
+    /// [`FallocateMode::KEEP_SIZE`].
+    pub const ZERO_RANGE: FallocateMode = FallocateMode(libc::FALLOC_FL_ZERO_RANGE as u32);
 
     /// The mode from the bits a system call passed.
     pub fn from_bits(bits: u32) -> FallocateMode {
@@ -297,6 +304,36 @@ impl Files {
     /// first listener set is kept.
     pub fn set_failure_listener(&self, listener: FailureListener) {
         self.writeback.set_failure_listener(listener);
+    }
+
+    /// The blocks `ino` has on the device or will have once its cached
+    /// data is written back (`st_blocks`, in blocks): its extents, written
+    /// and unwritten, plus the dirty pages (and those being written back)
+    /// over holes — as ext4 and XFS count delayed allocations. A hole
+    /// counts nothing, so a sparse file reports its allocation, not its
+    /// size.
+    pub fn allocated_blocks(&self, ino: u64) -> FileResult<u64> {
+        let mut pending = BTreeSet::new();
+        {
+            let cache = self.cache.lock();
+            if let Some(state) = cache.inodes.get(&ino) {
+                for mark in [Mark::Dirty, Mark::Writeback] {
+                    for (span, _) in state.pages.iter_marked(0, mark) {
+                        pending.extend(span.index()..=span.last());
+                    }
+                }
+            }
+        }
+        let extents = self.extents.overlapping(ino, 0, u64::MAX)?;
+        let mapped: u64 = extents
+            .values()
+            .map(|extent| u64::from(extent.blocks()))
+            .sum();
+        let unmapped = pending
+            .into_iter()
+            .filter(|&index| covering(&extents, index).is_none())
+            .count();
+        Ok(mapped + unmapped as u64)
     }
 
     /// The size and the pending modification time writes not yet written
@@ -729,8 +766,8 @@ impl Files {
 
     /// Allocates or deallocates file blocks of `offset..offset + length`
     /// (see the module comment): [`FallocateMode::ALLOCATE`], optionally
-    /// with [`FallocateMode::KEEP_SIZE`], or
-    /// `PUNCH_HOLE | KEEP_SIZE`. Any other mode is `EOPNOTSUPP`, a zero
+    /// with [`FallocateMode::KEEP_SIZE`], `PUNCH_HOLE | KEEP_SIZE`, or
+    /// `ZERO_RANGE` (optionally with `KEEP_SIZE`). Any other mode is `EOPNOTSUPP`, a zero
     /// length `EINVAL`, too few free blocks `ENOSPC`. One transaction per
     /// `PAGES_PER_TRANSACTION` blocks of the range (a failure leaves the
     /// pieces before it done, as Linux filesystems may); like truncate,
@@ -744,15 +781,17 @@ impl Files {
     ) -> FileResult<()> {
         let keep_size = mode.contains(FallocateMode::KEEP_SIZE);
         let action = FallocateMode(mode.bits() & !FallocateMode::KEEP_SIZE.bits());
-        let punch_hole = if action == FallocateMode::ALLOCATE {
-            false
+        let (punch_hole, zero_range) = if action == FallocateMode::ALLOCATE {
+            (false, false)
         } else if action == FallocateMode::PUNCH_HOLE {
             if !keep_size {
                 return Err(FileError::NotSupported {
                     what: "punching a hole without FALLOC_FL_KEEP_SIZE",
                 });
             }
-            true
+            (true, false)
+        } else if action == FallocateMode::ZERO_RANGE {
+            (false, true)
         } else {
             return Err(FileError::NotSupported {
                 what: "this fallocate mode",
@@ -777,6 +816,11 @@ impl Files {
         }
         if punch_hole {
             return self.punch_range(ino, offset, end);
+        }
+        if zero_range {
+            // The data in range goes (the partial edge pages are zeroed),
+            // then the whole range is allocated again below.
+            self.punch_range(ino, offset, end)?;
         }
         // One transaction per PAGES_PER_TRANSACTION blocks, so any range
         // fits the journal (its blocks were counted above: the range is

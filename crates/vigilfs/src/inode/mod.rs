@@ -33,9 +33,9 @@ pub use namespace::{
 };
 pub use paths::paths_of;
 pub use permission::{
-    check_access, check_setattr, check_sticky_delete, check_xattr_access, kill_suid_on_write,
-    new_inode_owner, xattr_listable, Access, Adjusted, Caller, PermResult, PermissionError,
-    SetAttrRequest, TimeChange,
+    check_access, check_setattr, check_sticky_delete, check_xattr_access, check_xattr_removal,
+    kill_suid_on_write, new_inode_owner, xattr_listable, Access, Adjusted, Caller, PermResult,
+    PermissionError, SetAttrRequest, TimeChange,
 };
 pub use record::{
     decode_inode_key, inode_key, name_hash, valid_name, Dirent, DirentKey, Extent, ExtentKey,

@@ -24,6 +24,9 @@
 //!   no entry, and an orphan record — whose data lives until its last
 //!   close. An orphan left by a crash is deleted at the next mount
 //!   ([`Namespace::purge_orphans`]);
+//! * a directory removed (rmdir, or rename over it) while open is an
+//!   orphan the same way, with `nlink` 0, until its last close; nothing
+//!   can be looked up in, listed from or added to it meanwhile;
 //! * a directory's `nlink` is 2 plus its subdirectories, and exactly one
 //!   entry names it (the root none); `.` and `..` are never stored — the
 //!   FUSE layer synthesises them;
@@ -265,12 +268,17 @@ fn require_inode(transaction: &Transaction<'_>, ino: u64) -> NamespaceResult<Ino
     read_inode(transaction, ino)?.ok_or(NamespaceError::NotFound)
 }
 
+/// Directory `ino`, which must still have its entry: a removed directory
+/// kept while open (an orphan, no links) has no entries to look up, list or
+/// add to.
 fn require_directory(transaction: &Transaction<'_>, ino: u64) -> NamespaceResult<InodeRecord> {
     let record = require_inode(transaction, ino)?;
-    if record.file_type() == FileType::Directory {
-        Ok(record)
-    } else {
+    if record.file_type() != FileType::Directory {
         Err(NamespaceError::NotADirectory)
+    } else if record.nlink == 0 {
+        Err(NamespaceError::NotFound)
+    } else {
+        Ok(record)
     }
 }
 
@@ -487,6 +495,7 @@ fn delete_inode(
     match kind {
         FileType::Directory => {
             transaction.delete(TreeId::Meta, &prefixed_key(PARENT_PREFIX, ino))?;
+            transaction.delete(TreeId::Meta, &prefixed_key(ORPHAN_PREFIX, ino))?;
         }
         FileType::Symlink => {
             transaction.delete(TreeId::Meta, &prefixed_key(SYMLINK_PREFIX, ino))?;
@@ -501,9 +510,11 @@ fn delete_inode(
 }
 
 /// Drops one link to `ino` (an entry naming it is going). A directory's
-/// only link is its entry: the inode and its parent record go. A
+/// only link is its entry: the inode and its parent record go, unless it
+/// is open (`open`): then it becomes an orphan (link count 0, an orphan
+/// record) until its last close. A
 /// non-directory goes with its last link, and its extents (collected into
-/// `freed`) with it — unless it is open (`open`): then it becomes an
+/// `freed`) with it — unless it is open: then it becomes an
 /// orphan, with no links and an orphan record, until its last close. A
 /// file with more extents than one transaction should delete becomes an
 /// orphan too, for [`Namespace::delete_if_orphan`] to delete in batches
@@ -517,15 +528,24 @@ fn drop_link(
 ) -> NamespaceResult<Option<u64>> {
     let mut record = require_inode(transaction, ino)?;
     let kind = record.file_type();
-    let deletable = kind == FileType::Directory
-        || (record.nlink <= 1
+    let deletable = if kind == FileType::Directory {
+        !open
+    } else {
+        record.nlink <= 1
             && !open
-            && !has_more_extents_than(transaction, ino, EXTENTS_PER_TRANSACTION)?);
+            && !has_more_extents_than(transaction, ino, EXTENTS_PER_TRANSACTION)?
+    };
     if deletable {
         delete_inode(transaction, ino, kind, freed)?;
         return Ok(Some(ino));
     }
-    record.nlink -= 1;
+    // A directory's links are its entry, its "." and its subdirectories'
+    // "..": it has none once its (only) entry goes.
+    record.nlink = if kind == FileType::Directory {
+        0
+    } else {
+        record.nlink - 1
+    };
     record.ctime = time;
     if record.nlink == 0 {
         transaction.put(TreeId::Meta, &prefixed_key(ORPHAN_PREFIX, ino), &[])?;
@@ -616,8 +636,8 @@ impl Namespace {
         }
     }
 
-    /// Deletes `ino` if it is an orphan (no links, not a directory).
-    /// Callers hold the record lock.
+    /// Deletes `ino` if it is an orphan (no links: a file, or a directory
+    /// removed while open). Callers hold the record lock.
     fn delete_if_orphan(&self, ino: u64) -> NamespaceResult<bool> {
         let mut transaction = self.freeing_transaction();
         let Some(record) = read_inode(&transaction, ino)? else {
@@ -625,7 +645,7 @@ impl Namespace {
             transaction.commit()?;
             return Ok(false);
         };
-        if record.nlink != 0 || record.file_type() == FileType::Directory {
+        if record.nlink != 0 {
             return Ok(false);
         }
         // The extents go in bounded transactions (the orphan record keeps
@@ -743,6 +763,18 @@ impl Namespace {
         write_inode(&mut transaction, ino, &record)?;
         transaction.commit()?;
         Ok(record)
+    }
+
+    /// Sets the access time of `ino` to `time` after a read: unlike
+    /// [`Namespace::setattr`] the ctime stays (an access is not a change).
+    pub fn set_access_time(&self, ino: u64, time: Timestamp) -> NamespaceResult<()> {
+        let _writer = self.lock();
+        let mut transaction = self.metadata.trees.transaction();
+        let mut record = require_inode(&transaction, ino)?;
+        record.atime = time;
+        write_inode(&mut transaction, ino, &record)?;
+        transaction.commit()?;
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, ()> {
@@ -1050,7 +1082,8 @@ impl Namespace {
         }
         let time = Timestamp::now();
         transaction.delete(TreeId::Dirents, &key.encode())?;
-        drop_link(&mut transaction, dirent.child, time, false, &mut Vec::new())?;
+        let open = self.is_open(dirent.child);
+        drop_link(&mut transaction, dirent.child, time, open, &mut Vec::new())?;
         touch_directory(&mut transaction, parent, -1, time)?;
         transaction.commit()?;
         Ok(())

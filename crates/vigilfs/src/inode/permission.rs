@@ -45,10 +45,14 @@
 //!     through a handle opened for writing (`ftruncate`), which was
 //!     checked at open.
 //! * **Writes** ([`kill_suid_on_write`], `file_remove_privs` /
-//!   `should_remove_suid`): a write (or truncate) by a non-root caller to a
-//!   regular file clears `S_ISUID`, and `S_ISGID` when group execute is set
-//!   (`S_ISGID` without group execute is a mandatory-locking mark and
-//!   stays).
+//!   `should_remove_suid`): a change of a regular file's data by a non-root
+//!   caller — write, truncate, `O_TRUNC`, fallocate, hole punch — clears
+//!   `S_ISUID`, and `S_ISGID` when group execute is set or the caller is
+//!   not in the file's group (`setattr_should_drop_sgid`: `S_ISGID`
+//!   without group execute, a mandatory-locking mark, stays only for a
+//!   member of the group). The file
+//!   capability goes too ([`check_xattr_removal`]: the kernel removes it as
+//!   the writer).
 //!
 //! * **Extended attributes** ([`check_xattr_access`], [`xattr_listable`];
 //!   `xattr_permission`, commoncap's `cap_inode_setxattr`, and the
@@ -64,7 +68,8 @@
 //! Not modelled: POSIX ACLs (none are stored), immutable/append-only
 //! flags, user namespaces and idmapped mounts, and capabilities other than
 //! "uid 0 has them all" (so `security.capability` needs root like every
-//! `security.*` write, where Linux asks for `CAP_SETFCAP`).
+//! `security.*` write, where Linux asks for `CAP_SETFCAP`; only its
+//! removal by a writer of the file is allowed to others).
 
 use thiserror::Error;
 
@@ -355,14 +360,14 @@ pub fn check_setattr(
 /// The permission bits (`0o7777`) to store after `caller` writes to
 /// `record`, or `None` when the write changes no mode bits: a non-root
 /// write to a regular file drops `S_ISUID`, and `S_ISGID` if group execute
-/// is set.
+/// is set or the caller is not in the file's group.
 pub fn kill_suid_on_write(record: &InodeRecord, caller: &Caller) -> Option<u32> {
     if caller.is_root() || record.file_type() != FileType::Regular {
         return None;
     }
     let old = record.mode & 0o7777;
     let mut new = old & !S_ISUID;
-    if new & (S_ISGID | S_IXGRP) == (S_ISGID | S_IXGRP) {
+    if new & S_ISGID != 0 && (new & S_IXGRP != 0 || !caller.in_group(record.gid)) {
         new &= !S_ISGID;
     }
     (new != old).then_some(new)
@@ -419,6 +424,27 @@ pub fn check_xattr_access(
     } else {
         Ok(())
     }
+}
+
+/// The file-capability attribute: what a change to a file's data drops.
+pub const FILE_CAPABILITY_XATTR: &[u8] = b"security.capability";
+
+/// Whether `caller` may remove the extended attribute `name` of `record`:
+/// as [`check_xattr_access`] for a write, except that a caller who may
+/// write a regular file may also remove its file capability. That is
+/// Linux's `file_remove_privs` on write, truncate and chown: the kernel
+/// removes `security.capability` with the writer's credentials (through
+/// FUSE, a removexattr before the write); a removexattr(2) of it by a
+/// caller without `CAP_SETFCAP` is refused by the kernel before it gets
+/// here.
+pub fn check_xattr_removal(record: &InodeRecord, caller: &Caller, name: &[u8]) -> PermResult<()> {
+    if name == FILE_CAPABILITY_XATTR && record.file_type() == FileType::Regular {
+        if caller.is_root() {
+            return Ok(());
+        }
+        return check_access(record, caller, Access::WRITE);
+    }
+    check_xattr_access(record, caller, name, true)
 }
 
 /// Whether `caller` sees attribute `name` in a list: every name but
@@ -855,9 +881,12 @@ mod tests {
         assert_eq!(kill_suid_on_write(&file(0o4755), &stranger()), Some(0o755));
         assert_eq!(kill_suid_on_write(&file(0o6755), &owner()), Some(0o755));
         assert_eq!(kill_suid_on_write(&file(0o2755), &member()), Some(0o755));
-        // Setgid without group execute is a locking mark and stays.
-        assert_eq!(kill_suid_on_write(&file(0o2644), &owner()), None);
-        assert_eq!(kill_suid_on_write(&file(0o6644), &owner()), Some(0o2644));
+        // Setgid without group execute is a locking mark: it stays for a
+        // member of the file's group, and goes for anyone else.
+        assert_eq!(kill_suid_on_write(&file(0o2644), &member()), None);
+        assert_eq!(kill_suid_on_write(&file(0o6644), &member()), Some(0o2644));
+        assert_eq!(kill_suid_on_write(&file(0o2644), &owner()), Some(0o644));
+        assert_eq!(kill_suid_on_write(&file(0o6644), &stranger()), Some(0o644));
         assert_eq!(kill_suid_on_write(&file(0o755), &owner()), None);
     }
 
@@ -865,6 +894,17 @@ mod tests {
     fn write_by_root_or_to_a_non_regular_file_kills_nothing() {
         assert_eq!(kill_suid_on_write(&file(0o6755), &Caller::root()), None);
         assert_eq!(kill_suid_on_write(&dir(0o6755), &owner()), None);
+    }
+
+    #[test]
+    fn a_writer_may_remove_the_file_capability_and_nothing_else_of_security() {
+        let writable = file(0o666);
+        let capability = FILE_CAPABILITY_XATTR;
+        assert!(check_xattr_removal(&writable, &stranger(), capability).is_ok());
+        assert!(check_xattr_removal(&file(0o644), &stranger(), capability).is_err());
+        assert!(check_xattr_removal(&writable, &stranger(), b"security.selinux").is_err());
+        assert!(check_xattr_removal(&dir(0o777), &stranger(), capability).is_err());
+        assert!(check_xattr_removal(&file(0o600), &Caller::root(), capability).is_ok());
     }
 
     #[test]

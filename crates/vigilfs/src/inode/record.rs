@@ -139,8 +139,9 @@ impl FileType {
     }
 }
 
-/// A point in time, as stored: seconds since the epoch and nanoseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// A point in time, as stored: seconds since the epoch and nanoseconds
+/// (ordered in time: seconds first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct Timestamp {
     /// Seconds since 1970-01-01 UTC (negative before).
     pub seconds: i64,

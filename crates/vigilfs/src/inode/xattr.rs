@@ -4,12 +4,21 @@
 //!
 //! ```text
 //! xattr  key    ino: u64 BE | name bytes (the full name, prefix included)
-//!        value  version 1 | value bytes (possibly none)
+//!        value  version 1 | value bytes (possibly none)      (inline)
+//!            or version 2 | value length u32 LE             (in pieces)
+//! piece  key    ino: u64 BE | name bytes | 0 | index u8
+//!        value  version 3 | up to max_value - 1 value bytes
 //! ```
 //!
-//! All of an inode's attributes are therefore one key range, listed in
-//! name byte order. The value's version byte is checked on every read: a
-//! missing or unknown version is corruption (`EIO`), never a panic.
+//! A value that fits one b-tree value is stored inline; a larger one (up
+//! to Linux's 64 KiB) is cut into pieces kept right after its attribute's
+//! key (a name holds no NUL, so `name | 0` sorts after `name` and before
+//! every longer name it prefixes). All of an inode's attributes and
+//! pieces are therefore one key range, listed in name byte order, pieces
+//! skipped. Version bytes are checked on every read: a missing or unknown
+//! version, or pieces that do not add up to the length, is corruption
+//! (`EIO`), never a panic. (An older vigilfs reads a value in pieces as
+//! corruption rather than misreading it.)
 //!
 //! Names and sizes, as Linux `setxattr(2)` reports them:
 //!
@@ -23,10 +32,12 @@
 //!   Linux allows 255 (`XATTR_NAME_MAX`), but the key is `ino | name` and
 //!   b-tree keys are at most `limits().max_key` (128) bytes, so the limit
 //!   here is `min(255, max_key - 8)` = 120 bytes;
-//! * a value is at most [`Xattrs::max_value_len`] bytes: `min(65536,
-//!   limits().max_value - 1)` (the version byte), 1023 bytes on 4 KiB
-//!   blocks. Larger values are `E2BIG` (chosen over `ENOSPC`: the limit
-//!   is per attribute, not a shortage of space);
+//! * a value is at most [`Xattrs::max_value_len`] bytes: 65536 (Linux's
+//!   `XATTR_SIZE_MAX`, as XFS and ext4 with `ea_inode`), in at most 255
+//!   pieces; for a name too long to leave room for a piece's key suffix
+//!   (2 bytes), only what fits inline (`max_value - 1`, 1023 bytes on 4
+//!   KiB blocks). Larger values are `E2BIG` (chosen over `ENOSPC`: the
+//!   limit is per attribute, not a shortage of space);
 //! * `user.*` attributes exist only on regular files and directories: on
 //!   any other inode, get is `ENODATA` and set/remove are `EPERM`
 //!   (`xattr_permission`).
@@ -53,6 +64,12 @@ use crate::btree::{BtreeError, Transaction, TreeId};
 use crate::metadata::Metadata;
 
 const VERSION: u8 = 1;
+/// The version byte of an attribute whose value is in pieces.
+const VERSION_IN_PIECES: u8 = 2;
+/// The version byte of a piece.
+const VERSION_PIECE: u8 = 3;
+/// The most pieces of one value (the index is one byte).
+const MAX_PIECES: usize = 255;
 
 /// Longest name Linux accepts (`XATTR_NAME_MAX`).
 const LINUX_NAME_MAX: usize = 255;
@@ -174,6 +191,97 @@ fn xattr_key(ino: u64, name: &[u8]) -> Vec<u8> {
     key
 }
 
+/// The key of piece `index` of attribute `name`'s value.
+fn piece_key(ino: u64, name: &[u8], index: u8) -> Vec<u8> {
+    let mut key = xattr_key(ino, name);
+    key.push(0);
+    key.push(index);
+    key
+}
+
+/// The range of keys holding the pieces of attribute `name`: from
+/// `name | 0` up to (not including) `name | 1`.
+fn pieces_range(ino: u64, name: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut start = xattr_key(ino, name);
+    let mut end = start.clone();
+    start.push(0);
+    end.push(1);
+    (start, end)
+}
+
+/// Whether an Xattrs key is a piece of a value (its name part holds NUL).
+fn is_piece_key(key: &[u8]) -> bool {
+    key.get(KEY_PREFIX_BYTES..)
+        .is_some_and(|name| name.contains(&0))
+}
+
+/// Deletes the pieces of attribute `name`, if it has any.
+fn delete_pieces(transaction: &mut Transaction<'_>, ino: u64, name: &[u8]) -> XattrResult<()> {
+    let (start, end) = pieces_range(ino, name);
+    transaction.delete_range(TreeId::Xattrs, &start, Some(&end))?;
+    Ok(())
+}
+
+/// What an attribute's record says: the value itself, or its length when
+/// it is in pieces.
+enum Stored {
+    Inline(Vec<u8>),
+    InPieces(usize),
+}
+
+fn decode_stored(ino: u64, bytes: &[u8]) -> XattrResult<Stored> {
+    match bytes.split_first() {
+        Some((&VERSION_IN_PIECES, length)) => {
+            let length: [u8; 4] = length.try_into().map_err(|_| {
+                XattrError::Corrupt(format!(
+                    "an attribute of inode {ino}: a length of {} bytes",
+                    length.len()
+                ))
+            })?;
+            Ok(Stored::InPieces(u32::from_le_bytes(length) as usize))
+        }
+        _ => decode_value(ino, bytes).map(Stored::Inline),
+    }
+}
+
+/// The value of attribute `name` whose record is `bytes`.
+fn read_value(
+    transaction: &Transaction<'_>,
+    ino: u64,
+    name: &[u8],
+    bytes: &[u8],
+) -> XattrResult<Vec<u8>> {
+    let length = match decode_stored(ino, bytes)? {
+        Stored::Inline(value) => return Ok(value),
+        Stored::InPieces(length) => length,
+    };
+    let (start, end) = pieces_range(ino, name);
+    let mut value = Vec::with_capacity(length);
+    for (index, (key, piece)) in transaction
+        .scan(TreeId::Xattrs, &start, Some(&end), MAX_PIECES + 1)?
+        .into_iter()
+        .enumerate()
+    {
+        match (key.last(), piece.split_first()) {
+            (Some(&at), Some((&VERSION_PIECE, bytes))) if usize::from(at) == index => {
+                value.extend_from_slice(bytes);
+            }
+            _ => {
+                return Err(XattrError::Corrupt(format!(
+                    "an attribute of inode {ino}: piece {index} is missing or damaged"
+                )))
+            }
+        }
+    }
+    if value.len() != length {
+        return Err(XattrError::Corrupt(format!(
+            "an attribute of inode {ino}: pieces of {} bytes for a value of {length}",
+            value.len()
+        )));
+    }
+    Ok(value)
+}
+
 /// The range of keys holding `ino`'s attributes: `(start, end)`.
 fn inode_range(ino: u64) -> ([u8; 8], Option<[u8; 8]>) {
     (ino.to_be_bytes(), ino.checked_add(1).map(u64::to_be_bytes))
@@ -244,14 +352,32 @@ impl Xattrs {
             .min(LINUX_NAME_MAX)
     }
 
-    /// Largest value accepted: `min(65536, max_value - 1)`.
+    /// Largest value accepted: Linux's 65536 bytes (in pieces of
+    /// [`Xattrs::max_inline_len`]), for a name that leaves room for a
+    /// piece's key; see [`Xattrs::max_value_len_for`].
     pub fn max_value_len(&self) -> usize {
+        (self.max_inline_len() * MAX_PIECES).min(LINUX_SIZE_MAX)
+    }
+
+    /// Largest value stored inline: `min(65536, max_value - 1)`.
+    pub fn max_inline_len(&self) -> usize {
         self.metadata
             .trees
             .limits()
             .max_value
             .saturating_sub(1)
             .min(LINUX_SIZE_MAX)
+    }
+
+    /// Largest value accepted for attribute `name`: only what fits inline
+    /// when the name is too long for a piece's key (`name | 0 | index`).
+    pub fn max_value_len_for(&self, name: &[u8]) -> usize {
+        let max_key = self.metadata.trees.limits().max_key;
+        if KEY_PREFIX_BYTES + name.len() + 2 <= max_key {
+            self.max_value_len()
+        } else {
+            self.max_inline_len()
+        }
     }
 
     /// Checks a name's length and namespace.
@@ -289,7 +415,7 @@ impl Xattrs {
             return Err(XattrError::NoData);
         }
         match transaction.get(TreeId::Xattrs, &xattr_key(ino, name))? {
-            Some(bytes) => decode_value(ino, &bytes),
+            Some(bytes) => read_value(&transaction, ino, name, &bytes),
             None => Err(XattrError::NoData),
         }
     }
@@ -301,7 +427,7 @@ impl Xattrs {
             return Err(XattrError::Invalid("both create and replace"));
         }
         self.check_name(name)?;
-        let limit = self.max_value_len();
+        let limit = self.max_value_len_for(name);
         if value.len() > limit {
             return Err(XattrError::ValueTooLarge {
                 length: value.len(),
@@ -324,7 +450,28 @@ impl Xattrs {
         if flags.replace && !exists {
             return Err(XattrError::NoData);
         }
-        transaction.put(TreeId::Xattrs, &key, &encode_value(value))?;
+        if exists {
+            delete_pieces(&mut transaction, ino, name)?;
+        }
+        let inline = self.max_inline_len();
+        if value.len() <= inline {
+            transaction.put(TreeId::Xattrs, &key, &encode_value(value))?;
+        } else {
+            let mut header = vec![VERSION_IN_PIECES];
+            header.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            transaction.put(TreeId::Xattrs, &key, &header)?;
+            for (index, piece) in value.chunks(inline).enumerate() {
+                let mut bytes = Vec::with_capacity(1 + piece.len());
+                bytes.push(VERSION_PIECE);
+                bytes.extend_from_slice(piece);
+                // At most MAX_PIECES pieces: the limit above.
+                let index = u8::try_from(index).map_err(|_| XattrError::ValueTooLarge {
+                    length: value.len(),
+                    limit,
+                })?;
+                transaction.put(TreeId::Xattrs, &piece_key(ino, name, index), &bytes)?;
+            }
+        }
         record.ctime = Timestamp::now();
         transaction.put(TreeId::Inodes, &inode_key(ino), &record.encode())?;
         transaction.commit()?;
@@ -344,6 +491,7 @@ impl Xattrs {
         )?;
         entries
             .into_iter()
+            .filter(|(key, _)| !is_piece_key(key))
             .map(|(key, value)| {
                 let name = key.get(KEY_PREFIX_BYTES..).unwrap_or_default();
                 if name.is_empty() {
@@ -351,7 +499,7 @@ impl Xattrs {
                         "an attribute of inode {ino} has an empty name"
                     )));
                 }
-                decode_value(ino, &value)?;
+                decode_stored(ino, &value)?;
                 Ok(name.to_vec())
             })
             .collect()
@@ -374,6 +522,7 @@ impl Xattrs {
             return Err(XattrError::NoData);
         }
         transaction.delete(TreeId::Xattrs, &key)?;
+        delete_pieces(&mut transaction, ino, name)?;
         record.ctime = Timestamp::now();
         transaction.put(TreeId::Inodes, &inode_key(ino), &record.encode())?;
         transaction.commit()?;

@@ -131,7 +131,11 @@ impl JournalOptions {
     pub fn new(region: JournalRegion, uuid: [u8; 16]) -> JournalOptions {
         // At least eight entries to the ring (see MIN_ENTRIES_PER_RING);
         // bigger journals keep 256 KiB entries, the largest transaction.
-        let eighth = region.length / 8;
+        // An eighth in whole blocks: an entry a fraction of a block longer
+        // takes a whole block more, and eight of those overrun a ring
+        // whose length is not a multiple of eight blocks.
+        let block = u64::from(region.block_size).max(1);
+        let eighth = region.length / 8 / block * block;
         let entry_bytes = eighth
             .min(256 * 1024)
             .saturating_sub(HEADER_BYTES as u64)

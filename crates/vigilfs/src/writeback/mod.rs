@@ -559,7 +559,9 @@ impl Writeback {
                 record.size = record.size.max(size);
                 if let Some(mtime) = mtime {
                     record.mtime = mtime;
-                    record.ctime = mtime;
+                    // A chmod, link or rename after the write changed
+                    // the ctime later: it stays.
+                    record.ctime = record.ctime.max(mtime);
                 }
             })
             .map_err(|error| writeback_errno(&error))?;
