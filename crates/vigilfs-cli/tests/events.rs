@@ -638,8 +638,9 @@ fn an_unprivileged_user_is_refused_the_event_stream_unless_in_events_group() {
     }
     let scratch = Scratch::new();
     let pid = scratch.mount(&["--size", "256M"]);
+    let program = binary_for_other_users(&scratch);
     let as_nobody = |groups: &[u32]| {
-        let mut command = Command::new(binary());
+        let mut command = Command::new(&program);
         command
             .args(["events", scratch.mnt(), "--json"])
             .stdin(Stdio::null());
@@ -668,7 +669,7 @@ fn an_unprivileged_user_is_refused_the_event_stream_unless_in_events_group() {
     );
     assert!(refused.stdout.is_empty());
     // status stays open to everyone.
-    let status = Command::new(binary())
+    let status = Command::new(&program)
         .args(["status", scratch.mnt()])
         .uid(65534)
         .gid(65534)

@@ -492,9 +492,11 @@ fn another_user_may_read_status_but_not_change_the_mount() {
     }
     let scratch = Scratch::new();
     let pid = scratch.mount(&["--size", "64M"]);
+    let program = binary_for_other_users(&scratch);
     let as_nobody = |arguments: &[&str]| -> Output {
         Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", binary()])
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&program)
             .args(arguments)
             .env_remove("XDG_RUNTIME_DIR")
             .output()

@@ -19,6 +19,26 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_vigilfs")
 }
 
+/// The vigilfs binary as another user can run it: this build's own path
+/// when every directory above it lets others through, else a copy in
+/// `scratch`'s directory (a checkout under a private home, as CI's, is out
+/// of their reach).
+pub fn binary_for_other_users(scratch: &Scratch) -> PathBuf {
+    let own = Path::new(binary());
+    let reachable = own.ancestors().skip(1).all(|directory| {
+        fs::metadata(directory).is_ok_and(|meta| meta.permissions().mode() & 0o001 != 0)
+    });
+    if reachable {
+        return own.to_path_buf();
+    }
+    let copy = scratch.directory.path().join("vigilfs");
+    if !copy.exists() {
+        fs::copy(own, &copy).expect("a copy of the binary");
+        fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    copy
+}
+
 pub fn vigilfs(arguments: &[&str]) -> Output {
     Command::new(binary())
         .args(arguments)
