@@ -149,7 +149,16 @@ def main():
         command += ["-o", OPTIONS]
     subprocess.run(command, check=True)
     pid = int(open(pidfile).read())
-    tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+
+    def traced(name, each, items):
+        """Runs `each` on every item alone on the mount, traced, and
+        reports it as `name`."""
+        start_trace([int(t) for t in os.listdir(f"/proc/{pid}/task")])
+        started = time.perf_counter()
+        for item in items:
+            each(item)
+        report(name, stop_trace(), len(items), time.perf_counter() - started)
+
     try:
         path = os.path.join(mnt, "rand")
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
@@ -159,42 +168,27 @@ def main():
         os.fsync(fd)
         rng = random.Random(16)
         offsets = [rng.randrange(0, 16384) * 4096 for _ in range(N)]
-        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-        start_trace(tids)
-        started = time.perf_counter()
-        for offset in offsets:
+
+        def write_and_sync(offset):
             os.pwrite(fd, block, offset)
             os.fsync(fd)
-        wall = time.perf_counter() - started
-        report("4 KiB pwrite + fsync", stop_trace(), N, wall)
+
+        traced("4 KiB pwrite + fsync", write_and_sync, offsets)
         os.close(fd)
 
         root = os.path.join(mnt, "small")
         os.mkdir(root)
-        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-        start_trace(tids)
-        started = time.perf_counter()
-        for at in range(N):
-            fd = os.open(os.path.join(root, f"f{at}"), os.O_CREAT | os.O_WRONLY, 0o644)
-            os.write(fd, block)
-            os.fsync(fd)
-            os.close(fd)
-        wall = time.perf_counter() - started
-        report("create + 4 KiB write + fsync + close", stop_trace(), N, wall)
+        names = [os.path.join(root, f"f{at}") for at in range(N)]
 
-        start_trace(tids)
-        started = time.perf_counter()
-        for at in range(N):
-            os.stat(os.path.join(root, f"f{at}"))
-        wall = time.perf_counter() - started
-        report("stat (just created)", stop_trace(), N, wall)
+        def create(name):
+            created = os.open(name, os.O_CREAT | os.O_WRONLY, 0o644)
+            os.write(created, block)
+            os.fsync(created)
+            os.close(created)
 
-        start_trace(tids)
-        started = time.perf_counter()
-        for at in range(N):
-            os.unlink(os.path.join(root, f"f{at}"))
-        wall = time.perf_counter() - started
-        report("unlink", stop_trace(), N, wall)
+        traced("create + 4 KiB write + fsync + close", create, names)
+        traced("stat (just created)", os.stat, names)
+        traced("unlink", os.unlink, names)
     finally:
         subprocess.run(["umount", "-l", mnt], check=False)
         for _ in range(200):
