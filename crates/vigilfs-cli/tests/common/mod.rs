@@ -186,12 +186,30 @@ impl Scratch {
             .unwrap()
     }
 
+    /// `umount`, then waits for the mount process to exit. A mount still
+    /// busy is retried for a few seconds (a descriptor closed just before
+    /// may still be on its way out of another process: the test's own
+    /// children inherit nothing, but other tests' may be mid-fork); if it
+    /// stays busy, the processes holding it are named.
     pub fn umount(&self, pid: u32) {
-        let output = Command::new("umount")
-            .arg(&self.mountpoint)
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "umount: {}", text(&output.stderr));
+        let mut attempts = 0;
+        let output = loop {
+            let output = Command::new("umount")
+                .arg(&self.mountpoint)
+                .output()
+                .unwrap();
+            attempts += 1;
+            if output.status.success() || !text(&output.stderr).contains("busy") || attempts == 50 {
+                break output;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(
+            output.status.success(),
+            "umount: {} (held by: {:?})",
+            text(&output.stderr),
+            holders(&self.mountpoint)
+        );
         wait_until("the mount process exits", Duration::from_secs(60), || {
             process_gone(pid)
         });
@@ -240,4 +258,38 @@ impl Drop for Scratch {
 
 pub fn errno_of(result: std::io::Result<()>) -> Option<i32> {
     result.err().map(|error| error.raw_os_error().unwrap_or(-1))
+}
+
+/// The processes with a descriptor, or their working directory, under
+/// `mountpoint`: pid, name and the paths.
+pub fn holders(mountpoint: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(processes) = fs::read_dir("/proc") else {
+        return found;
+    };
+    for process in processes.flatten() {
+        let directory = process.path();
+        let mut paths: Vec<PathBuf> = fs::read_dir(directory.join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|fd| fs::read_link(fd.path()).ok())
+            .collect();
+        paths.extend(fs::read_link(directory.join("cwd")));
+        let held: Vec<String> = paths
+            .iter()
+            .filter(|path| path.starts_with(mountpoint))
+            .map(|path| path.display().to_string())
+            .collect();
+        if !held.is_empty() {
+            let name = fs::read_to_string(directory.join("comm")).unwrap_or_default();
+            found.push(format!(
+                "{} {}: {}",
+                process.file_name().to_string_lossy(),
+                name.trim(),
+                held.join(", ")
+            ));
+        }
+    }
+    found
 }
