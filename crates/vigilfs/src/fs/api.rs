@@ -219,6 +219,23 @@ impl Filesystem {
     }
 
     /// Notes a metadata change just committed, for [`Filesystem::unsynced`].
+    /// What follows a new name for a new inode: the kernel holds a lookup
+    /// of it, fault rules know its name, the crash lab notes the change;
+    /// its attributes.
+    fn made(
+        &self,
+        operation: &'static str,
+        parent: u64,
+        name: &[u8],
+        ino: u64,
+        record: InodeRecord,
+    ) -> Attr {
+        self.shared.handles.looked_up(ino);
+        self.shared.faults.learn(parent, name, ino);
+        self.note(operation, Some(ino), Some((parent, name)), None);
+        self.shared.attr(ino, record)
+    }
+
     fn note(
         &self,
         operation: &'static str,
@@ -372,10 +389,7 @@ impl Filesystem {
             .mknod(parent, name, mode, uid, gid, rdev)
             .map_err(FsError::from);
         let (ino, record) = self.shared.observe("mknod", result)?;
-        self.shared.handles.looked_up(ino);
-        self.shared.faults.learn(parent, name, ino);
-        self.note("create", Some(ino), Some((parent, name)), None);
-        Ok(self.shared.attr(ino, record))
+        Ok(self.made("create", parent, name, ino, record))
     }
 
     /// Makes a directory.
@@ -390,10 +404,7 @@ impl Filesystem {
             .mkdir(parent, name, mode, uid, gid)
             .map_err(FsError::from);
         let (ino, record) = self.shared.observe("mkdir", result)?;
-        self.shared.handles.looked_up(ino);
-        self.shared.faults.learn(parent, name, ino);
-        self.note("mkdir", Some(ino), Some((parent, name)), None);
-        Ok(self.shared.attr(ino, record))
+        Ok(self.made("mkdir", parent, name, ino, record))
     }
 
     /// Makes a symbolic link to `target`.
@@ -414,10 +425,7 @@ impl Filesystem {
             .symlink(parent, name, target, uid, gid)
             .map_err(FsError::from);
         let (ino, record) = self.shared.observe("symlink", result)?;
-        self.shared.handles.looked_up(ino);
-        self.shared.faults.learn(parent, name, ino);
-        self.note("symlink", Some(ino), Some((parent, name)), None);
-        Ok(self.shared.attr(ino, record))
+        Ok(self.made("symlink", parent, name, ino, record))
     }
 
     /// A symbolic link's target.
