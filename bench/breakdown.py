@@ -144,6 +144,9 @@ def main():
     mnt = os.path.join(WORK, "mnt")
     pidfile = os.path.join(WORK, "pid")
     os.makedirs(mnt, exist_ok=True)
+    # A fresh image each run: an earlier run's files would be in the way.
+    if os.path.exists(image):
+        os.remove(image)
     command = [V, "mount", image, mnt, "--size", "2G", "--daemon", "--pid-file", pidfile]
     if OPTIONS:
         command += ["-o", OPTIONS]

@@ -113,6 +113,15 @@ const FMODE_EXEC: i32 = 0x20;
 ///   set-group-id on write and chown itself; without it the kernel would
 ///   send a chmod on behalf of the writer, which the engine (rightly)
 ///   refuses to a writer who is not the owner;
+/// * `FUSE_HANDLE_KILLPRIV_V2` as well: it makes the kernel mark the
+///   superblock `SB_NOSEC`, so once it has seen an inode with no set-id
+///   bit and no `security.capability` it stops asking (a GETXATTR round
+///   trip before every write: one request in three of a write + fsync,
+///   bench/RESULTS.md). Setting either again clears the mark. With both
+///   flags the kernel still removes a file capability itself (its
+///   GETXATTR and REMOVEXATTR, as the writer) and leaves the set-id bits
+///   to the engine, which clears them on every data change by a caller
+///   other than root (the kernel's own `KILL_SUIDGID` hints say the same);
 /// * `FUSE_ATOMIC_O_TRUNC`: `O_TRUNC` is done by the engine's open in the
 ///   same call, not by a separate setattr;
 /// * `FUSE_PARALLEL_DIROPS`: lookups and readdirs of one directory may run
@@ -125,6 +134,7 @@ fn wanted_capabilities() -> InitFlags {
     InitFlags::FUSE_DO_READDIRPLUS
         | InitFlags::FUSE_READDIRPLUS_AUTO
         | InitFlags::FUSE_HANDLE_KILLPRIV
+        | InitFlags::FUSE_HANDLE_KILLPRIV_V2
         | InitFlags::FUSE_ATOMIC_O_TRUNC
         | InitFlags::FUSE_PARALLEL_DIROPS
 }

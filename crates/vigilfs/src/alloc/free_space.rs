@@ -108,6 +108,9 @@ pub struct FreeSpace {
     free_blocks: u64,
     /// Freed at a seq that is not durable yet.
     pending: BTreeMap<u64, Vec<Extent>>,
+    /// The same pending runs by start (disjoint, not coalesced: each is
+    /// released as it was freed), so a free checks them in O(log n).
+    pending_runs: BTreeMap<u64, u64>,
     pending_blocks: u64,
     /// Bad runs (coalesced), whatever their owner state.
     bad: BTreeMap<u64, u64>,
@@ -125,6 +128,7 @@ impl FreeSpace {
             free: BTreeMap::new(),
             free_blocks: 0,
             pending: BTreeMap::new(),
+            pending_runs: BTreeMap::new(),
             pending_blocks: 0,
             bad: BTreeMap::new(),
             dropped_bad: 0,
@@ -301,6 +305,7 @@ impl FreeSpace {
             });
         }
         self.pending.entry(seq).or_default().push(extent);
+        self.pending_runs.insert(extent.start, extent.blocks);
         self.pending_blocks += extent.blocks;
         Ok(())
     }
@@ -314,6 +319,7 @@ impl FreeSpace {
         };
         let ready = std::mem::replace(&mut self.pending, later);
         for extent in ready.into_values().flatten() {
+            self.pending_runs.remove(&extent.start);
             self.pending_blocks -= extent.blocks;
             let good = self.without_bad(extent);
             let kept: u64 = good.iter().map(|part| part.blocks).sum();
@@ -344,15 +350,7 @@ impl FreeSpace {
     /// The first bad block inside `extent`, by range lookups rather than
     /// block by block (mount marks every used extent).
     fn first_bad_in(&self, extent: Extent) -> Option<u64> {
-        if let Some((&start, &length)) = self.bad.range(..=extent.start).next_back() {
-            if start + length > extent.start {
-                return Some(extent.start);
-            }
-        }
-        self.bad
-            .range(extent.start..extent.end())
-            .next()
-            .map(|(&start, _)| start)
+        first_overlap(&self.bad, extent)
     }
 
     fn without_bad(&self, extent: Extent) -> Vec<Extent> {
@@ -383,19 +381,9 @@ impl FreeSpace {
     }
 
     fn first_free_or_pending(&self, extent: Extent) -> Option<u64> {
-        let free = self
-            .free
-            .range(..extent.end())
-            .map(|(&start, &length)| Extent::new(start, length))
-            .filter_map(|run| intersection(run, extent))
-            .map(|overlap| overlap.start);
-        let pending = self
-            .pending
-            .values()
-            .flatten()
-            .filter_map(|run| intersection(*run, extent))
-            .map(|overlap| overlap.start);
-        free.chain(pending).min()
+        let free = first_overlap(&self.free, extent);
+        let pending = first_overlap(&self.pending_runs, extent);
+        free.into_iter().chain(pending).min()
     }
 
     fn insert_free(&mut self, extent: Extent) {
@@ -427,6 +415,22 @@ fn intersection(a: Extent, b: Extent) -> Option<Extent> {
     let start = a.start.max(b.start);
     let end = a.end().min(b.end());
     (start < end).then(|| Extent::new(start, end - start))
+}
+
+/// The first block of `extent` inside one of `runs` (disjoint runs, start
+/// → length), by two range lookups: only the last run starting at or
+/// before the extent can cover its first block; otherwise the first run
+/// starting inside it is the first overlap. Every free checks this on a
+/// fragmented map (each overwrite frees a block), so no scan.
+fn first_overlap(runs: &BTreeMap<u64, u64>, extent: Extent) -> Option<u64> {
+    if let Some((&start, &length)) = runs.range(..=extent.start).next_back() {
+        if start + length > extent.start {
+            return Some(extent.start);
+        }
+    }
+    runs.range(extent.start..extent.end())
+        .next()
+        .map(|(&start, _)| start)
 }
 
 /// Inserts `extent` into a map of disjoint runs, merging with neighbours
