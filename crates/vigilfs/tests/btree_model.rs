@@ -251,5 +251,27 @@ proptest! {
             snapshots.len() - 1,
             recovered.iter().map(BTreeMap::len).collect::<Vec<_>>()
         );
+        // Floor lookups (the extent map's "which extent covers this block")
+        // agree with the model at every key and between keys, across leaves.
+        for (tree, model) in TREES.iter().zip(&recovered) {
+            let probes = model
+                .keys()
+                .flat_map(|key| {
+                    let mut before = key.clone();
+                    before.pop();
+                    [key.clone(), before, [key.as_slice(), b"~"].concat()]
+                })
+                .chain([Vec::new(), vec![0xff; 4]]);
+            for probe in probes {
+                let expected = model
+                    .range(..=probe.clone())
+                    .next_back()
+                    .map(|(key, value)| (key.clone(), value.clone()));
+                let found = btrees
+                    .last_at_or_before(*tree, &probe)
+                    .map_err(|error| TestCaseError::fail(format!("floor: {error}")))?;
+                prop_assert_eq!(found, expected, "floor of {:?} in {:?}", probe, tree);
+            }
+        }
     }
 }

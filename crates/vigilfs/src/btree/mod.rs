@@ -424,6 +424,15 @@ impl Btrees {
         found
     }
 
+    /// The entry of `tree` with the greatest key at or before `key`.
+    pub fn last_at_or_before(&self, tree: TreeId, key: &[u8]) -> Result<Option<Entry>, BtreeError> {
+        let mut state = self.shared.lock_state();
+        usable(&state)?;
+        let found = self.shared.floor(&mut state, tree, key);
+        self.shared.relieve_pressure(&mut state);
+        found
+    }
+
     /// Up to `limit` entries of `tree` with keys in `start..end` (`end` `None`: to the end),
     /// in key order.
     pub fn scan(

@@ -160,6 +160,64 @@ impl Shared {
         }
     }
 
+    /// Moves `path` (ending at a leaf) to the next leaf to the left, its
+    /// step at the leaf's last entry; false at the start.
+    fn previous_leaf(&self, state: &mut State, path: &mut Vec<Step>) -> Result<bool, BtreeError> {
+        path.pop();
+        loop {
+            let Some(step) = path.last_mut() else {
+                return Ok(false);
+            };
+            if step.index > 0 {
+                step.index -= 1;
+                break;
+            }
+            path.pop();
+        }
+        loop {
+            let step = *path.last().expect("non-empty");
+            let child = self.child(state, step.slot, step.index)?;
+            let node = state.cache.node(child);
+            let index = node.children().len().saturating_sub(1);
+            let leaf = node.is_leaf();
+            path.push(Step { slot: child, index });
+            if leaf {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// The entry with the greatest key at or before `key`: one descent,
+    /// and a step to the left when `key` sorts before everything in its
+    /// leaf (or that leaf is empty).
+    pub(super) fn floor(
+        &self,
+        state: &mut State,
+        tree: TreeId,
+        key: &[u8],
+    ) -> Result<Option<super::Entry>, BtreeError> {
+        let mut path = self.descend(state, tree, key, 0)?;
+        let mut bound = Some(key);
+        loop {
+            let leaf = state.cache.node(path[path.len() - 1].slot);
+            let Body::Leaf(entries) = &leaf.image.body else {
+                unreachable!("descend to level 0 ends at a leaf");
+            };
+            let below = match bound {
+                Some(key) => entries.partition_point(|(entry_key, _)| **entry_key <= *key),
+                None => entries.len(),
+            };
+            if let Some((entry_key, value)) = below.checked_sub(1).map(|index| &entries[index]) {
+                return Ok(Some((entry_key.to_vec(), value.to_vec())));
+            }
+            if !self.previous_leaf(state, &mut path)? {
+                return Ok(None);
+            }
+            // Everything in a leaf to the left sorts before `key`.
+            bound = None;
+        }
+    }
+
     /// Point lookup.
     pub(super) fn lookup(
         &self,

@@ -198,31 +198,40 @@ impl ExtentMap {
     }
 
     /// The committed extents of `ino` with at least one block in
-    /// `first..end` (file blocks), by file offset.
+    /// `first..end` (file blocks), by file offset. A file's extents do
+    /// not overlap, so of those starting before `first` only the last can
+    /// reach into the range: one floor lookup finds it, and a fragmented
+    /// file (one extent per block after random overwrites) does not make
+    /// every lookup scan the up to `MAX_EXTENT_BLOCKS` extents before it.
     pub(crate) fn overlapping(
         &self,
         ino: u64,
         first: u64,
         end: u64,
     ) -> FileResult<BTreeMap<u64, Extent>> {
-        let start = ExtentKey {
-            ino,
-            offset: first.saturating_sub(u64::from(MAX_EXTENT_BLOCKS) - 1),
-        }
-        .encode();
-        let stop = ExtentKey { ino, offset: end }.encode();
+        let trees = &self.metadata.trees;
         let mut found = BTreeMap::new();
-        for entry in self
-            .metadata
-            .trees
-            .range(TreeId::Extents, &start, Some(&stop))
-        {
-            let (key, value) = entry?;
+        let at_first = ExtentKey { ino, offset: first }.encode();
+        if let Some((key, value)) = trees.last_at_or_before(TreeId::Extents, &at_first)? {
             let key = ExtentKey::decode(&key)?;
             let extent = Extent::decode(&value)?;
             if key.ino == ino && key.offset + u64::from(extent.blocks()) > first {
                 found.insert(key.offset, extent);
             }
+        }
+        let Some(after_first) = first.checked_add(1).filter(|&next| next < end) else {
+            return Ok(found);
+        };
+        let start = ExtentKey {
+            ino,
+            offset: after_first,
+        }
+        .encode();
+        let stop = ExtentKey { ino, offset: end }.encode();
+        for entry in trees.range(TreeId::Extents, &start, Some(&stop)) {
+            let (key, value) = entry?;
+            let key = ExtentKey::decode(&key)?;
+            found.insert(key.offset, Extent::decode(&value)?);
         }
         Ok(found)
     }
