@@ -14,10 +14,15 @@ use std::collections::VecDeque;
 use crate::tree::Filter;
 use crate::{Span, XArray};
 
-/// Entries copied per visit to the tree: large enough that the descent
-/// from the root is paid rarely, small enough to hold the shared lock only
-/// briefly.
+/// Entries copied per visit to the tree, at most: large enough that the
+/// descent from the root is paid rarely, small enough to hold the shared
+/// lock only briefly.
 const BATCH: usize = 64;
+/// Entries copied by the first visit. Most walks from an index stop after
+/// an entry or two (the pages of one write, the span just written back):
+/// copying 64 for them cost more than the lookups themselves (5% of a
+/// write + fsync). Each later visit takes twice as many, up to [`BATCH`].
+const FIRST_BATCH: usize = 4;
 
 /// An iterator over `(span, value)` pairs in index order, from
 /// [`XArray::iter_from`] or [`XArray::iter_marked`].
@@ -26,6 +31,8 @@ pub struct Iter<'a, T> {
     filter: Filter,
     resume_at: Option<u64>,
     batch: VecDeque<(Span, T)>,
+    /// Entries the next visit copies.
+    next_batch: usize,
 }
 
 impl<'a, T> Iter<'a, T> {
@@ -34,7 +41,8 @@ impl<'a, T> Iter<'a, T> {
             xa,
             filter,
             resume_at: Some(from),
-            batch: VecDeque::with_capacity(BATCH),
+            batch: VecDeque::with_capacity(FIRST_BATCH),
+            next_batch: FIRST_BATCH,
         }
     }
 }
@@ -56,7 +64,9 @@ impl<T: Clone> Iterator for Iter<'_, T> {
         if self.batch.is_empty() {
             let from = self.resume_at?;
             let tree = self.xa.read_tree();
-            self.resume_at = tree.collect_batch(from, self.filter, BATCH, &mut self.batch);
+            self.resume_at =
+                tree.collect_batch(from, self.filter, self.next_batch, &mut self.batch);
+            self.next_batch = (self.next_batch * 2).min(BATCH);
         }
         self.batch.pop_front()
     }
