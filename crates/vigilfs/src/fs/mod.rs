@@ -171,7 +171,9 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn attr(&self, ino: u64, mut record: InodeRecord) -> Attr {
+    /// `record` as a caller sees it now: with the size and modification
+    /// time that writes still in the page cache gave it.
+    fn with_cached_writes(&self, ino: u64, mut record: InodeRecord) -> InodeRecord {
         if record.file_type() == FileType::Regular {
             if let Some((size, mtime)) = self.files.cached_attributes(ino) {
                 record.size = record.size.max(size);
@@ -183,6 +185,13 @@ impl Shared {
                 }
             }
         }
+        record
+    }
+
+    /// The attributes `stat` reports. Counting the allocated blocks walks
+    /// the file's extents: only what answers a stat should ask for it.
+    fn attr(&self, ino: u64, record: InodeRecord) -> Attr {
+        let record = self.with_cached_writes(ino, record);
         let blocks = if record.file_type() == FileType::Regular {
             // 512-byte units of the blocks allocated (holes count
             // nothing). Should the extents not be readable, stat still
