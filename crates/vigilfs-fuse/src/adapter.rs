@@ -9,7 +9,9 @@
 //!   errno mapping. The adapter makes an errno of its own only where the
 //!   kernel ABI refuses a request before any engine call (unknown flag
 //!   bits, `lseek` whence values the kernel handles itself, a getxattr or
-//!   listxattr buffer too small: `ERANGE`, as the syscalls do).
+//!   listxattr buffer too small: `ERANGE`, as the syscalls do; an ioctl
+//!   it does not know, `ENOTTY`, or a shutdown by anyone but root,
+//!   `EPERM`, as the kernel's filesystems answer).
 //! * Every request gets exactly one reply. Only a handler that panics
 //!   leaves its reply unsent: every handler runs inside `guarded`, which
 //!   catches the panic at this boundary, so the reply is dropped while
@@ -75,16 +77,20 @@ use std::time::{Duration, SystemTime};
 use fserror::{ErrorReport, Subtypes};
 
 use fuser::{
-    BsdFileFlags, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
-    LockOwner, OpenFlags as FuseOpenFlags, RenameFlags as FuseRenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    BsdFileFlags, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags,
+    KernelConfig, LockOwner, OpenFlags as FuseOpenFlags, RenameFlags as FuseRenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl,
+    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use vigilfs::fs::{Attr, Filesystem, FsError, OpenFlags, SetAttributes};
 use vigilfs::inode::{Caller, FallocateMode};
 
 use crate::convert;
 use crate::lanes::Lanes;
+
+/// `FS_IOC_SHUTDOWN` (`_IOR('X', 125, __u32)`, XFS's `XFS_IOC_GOINGDOWN`):
+/// what `godown` and `xfs_io -c shutdown` send.
+const FS_IOC_SHUTDOWN: u32 = 0x8004_587d;
 
 /// The largest write the kernel is asked to send in one request, when it
 /// supports `FUSE_MAX_PAGES` (256 pages of 4 KiB: the kernel's default
@@ -859,6 +865,40 @@ impl fuser::Filesystem for Adapter {
             let mode = FallocateMode::from_bits(bits);
             let result = filesystem.fallocate(handle.0, offset, length, mode, &caller);
             reply_empty(reply, result);
+        });
+    }
+
+    /// `FS_IOC_SHUTDOWN` on any file or directory of the mount shuts the
+    /// filesystem down, as `vigilfs shutdown` does; root only (Linux asks
+    /// for `CAP_SYS_ADMIN`). Its flags (flush everything, the log only,
+    /// or nothing) never reach a FUSE server: the ioctl is declared as
+    /// reading from the kernel (`_IOR`), so the kernel sends no input for
+    /// it. vigilfs always flushes first, which each flag allows: the
+    /// weaker ones only permit losing what was not yet flushed. Any other
+    /// ioctl is `ENOTTY`.
+    fn ioctl(
+        &self,
+        request: &Request,
+        _ino: INodeNo,
+        _handle: FileHandle,
+        _flags: IoctlFlags,
+        command: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        if command != FS_IOC_SHUTDOWN {
+            reply.error(Errno::ENOTTY);
+            return;
+        }
+        if request.uid() != 0 {
+            reply.error(Errno::EPERM);
+            return;
+        }
+        // Flushing may wait at the write gate (a frozen filesystem).
+        self.gated("shutdown", move |filesystem| {
+            filesystem.shutdown(true);
+            reply.ioctl(0, &[]);
         });
     }
 

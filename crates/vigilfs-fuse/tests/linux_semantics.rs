@@ -570,3 +570,79 @@ fn xattr_values_up_to_64_kib_work() {
     assert_eq!(common::listxattr(&path).unwrap(), ["user.big"]);
     mount.finish();
 }
+
+/// `FS_IOC_SHUTDOWN` (`godown`, `xfs_io -c shutdown`), as the calling
+/// user: the ioctl's result.
+fn shutdown_ioctl(path: &Path) -> std::io::Result<()> {
+    let file = File::open(path)?;
+    let mut flags: u32 = 2; // FS_GOING_DOWN_NOSYNC: never reaches a FUSE server.
+                            // SAFETY: a valid descriptor and a pointer to a live u32 for the call.
+    let result = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            0x8004_587d,
+            &mut flags,
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// fstests shuts filesystems down with `FS_IOC_SHUTDOWN` (28 tests need
+/// it): root may, on any file or directory of the mount; others get
+/// `EPERM`; what was written before is flushed; then writes fail with
+/// `EIO`. Any other ioctl is `ENOTTY`.
+#[test]
+fn the_shutdown_ioctl_shuts_the_filesystem_down() {
+    if !common::fuse_available() {
+        return;
+    }
+    let mount = open_mount();
+    let kept = mount.join("kept");
+    fs::write(&kept, b"written before the shutdown").unwrap();
+    fs::set_permissions(&kept, fs::Permissions::from_mode(0o666)).unwrap();
+    as_nobody(
+        "import errno, fcntl, os, sys\n\
+         fd = os.open(sys.argv[1], os.O_RDONLY)\n\
+         try:\n    fcntl.ioctl(fd, 0x8004587d, b'\\0\\0\\0\\0')\n    sys.exit('nobody shut it down')\n\
+         except OSError as e:\n    assert e.errno == errno.EPERM, e",
+        &kept,
+    );
+    assert!(fs::write(mount.join("still"), b"running").is_ok());
+    let unknown = File::open(&kept).unwrap();
+    let mut ignored = [0u8; 64];
+    // SAFETY: a valid descriptor and a writable buffer larger than the
+    // ioctl's argument (TCGETS asks for a termios).
+    let result = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&unknown),
+            libc::TCGETS,
+            ignored.as_mut_ptr(),
+        )
+    };
+    assert_eq!(result, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::ENOTTY)
+    );
+    drop(unknown);
+
+    shutdown_ioctl(mount.path()).expect("root shuts the filesystem down");
+    assert!(matches!(
+        mount.engine().status().state,
+        vigilfs::fs::LifeState::ShutDown(_)
+    ));
+    let refused = fs::write(mount.join("after"), b"too late").unwrap_err();
+    assert_eq!(errno_of(&refused), libc::EIO);
+    // Shutting down again is no error (XFS answers 0 too).
+    shutdown_ioctl(&kept).expect("a second shutdown");
+    // What was written before it was flushed first.
+    let mut mount = mount;
+    mount.remount();
+    assert_eq!(fs::read(&kept).unwrap(), b"written before the shutdown");
+    assert!(fs::metadata(mount.join("still")).is_ok());
+    mount.finish();
+}
