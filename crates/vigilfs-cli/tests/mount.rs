@@ -1017,6 +1017,50 @@ fn generic_441_data_only_with_fsync_errors_once_reports_once_per_descriptor() {
     }
 }
 
+/// `umount MNT` then at once `vigilfs mount OTHER.img MNT`, 10 times (as
+/// fstests does with its test and scratch images): the new mount waits for
+/// the exiting process that still serves the mount point's control socket,
+/// instead of failing with "already served".
+#[test]
+fn another_image_mounted_right_after_umount_on_the_same_mount_point() {
+    if fuse_missing("another_image_mounted_right_after_umount_on_the_same_mount_point") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let other = scratch.directory.path().join("other.img");
+    let other = other.to_str().unwrap();
+    let data = vec![0x5a_u8; 8 << 20];
+    for round in 0..10 {
+        let pid = scratch.mount(&["--size", "256M"]);
+        fs::write(scratch.at("dirty"), &data).unwrap();
+        let umount = Command::new("umount")
+            .arg(&scratch.mountpoint)
+            .output()
+            .unwrap();
+        assert!(umount.status.success(), "umount: {}", text(&umount.stderr));
+        let mount = vigilfs(&["mount", other, scratch.mnt(), "--size", "64M", "--daemon"]);
+        assert_eq!(
+            mount.status.code(),
+            Some(0),
+            "round {round}: mounting another image right after umount: {}",
+            text(&mount.stderr)
+        );
+        // The first image's process has stopped serving; it may still be
+        // on its way out.
+        wait_until("the first process exits", Duration::from_secs(30), || {
+            process_gone(pid)
+        });
+        let umount = Command::new("umount")
+            .arg(&scratch.mountpoint)
+            .output()
+            .unwrap();
+        assert!(umount.status.success(), "umount: {}", text(&umount.stderr));
+        // fsck waits for the exiting process itself.
+        let fsck = vigilfs(&["fsck", other]);
+        assert_eq!(fsck.status.code(), Some(0), "{}", text(&fsck.stderr));
+    }
+}
+
 /// `umount MNT` then at once `vigilfs fsck IMG`, 20 times: umount returns
 /// before the mount process has written back and let go of the image, so
 /// fsck (and mkfs, and mount) wait for it instead of failing. Each round

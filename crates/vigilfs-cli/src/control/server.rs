@@ -51,6 +51,8 @@ use super::{
 };
 use super::{faults, power, stream};
 use crate::engine_slot::EngineSlot;
+use crate::in_use;
+use crate::mountinfo::Mounts;
 use crate::power_cut::PowerSwitch;
 
 /// What one client may take of the server.
@@ -234,45 +236,78 @@ fn ensure_directory(directory: &Path) -> io::Result<()> {
 
 /// Binds the socket in the first directory that works, under the
 /// directory's lock, after sweeping the stale sockets there.
+///
+/// A socket someone still listens on belongs to another mount process. If
+/// nothing is mounted at `mountpoint` any more, that process is exiting
+/// (`umount` returned while it writes back and stops): it is waited for,
+/// up to [`in_use::EXIT_WAIT`], as an image it still holds is, so that
+/// `umount MNT && vigilfs mount OTHER.img MNT` works. If it still serves a
+/// mount there, the mount point is taken: refused at once.
 fn bind(mountpoint: &Path) -> io::Result<(UnixListener, PathBuf)> {
     let name = socket_name(mountpoint);
     let mut failures = Vec::new();
+    let deadline = Instant::now() + in_use::EXIT_WAIT;
     for directory in socket_directories(current_uid()) {
         if let Err(error) = ensure_directory(&directory) {
             failures.push(format!("{}: {error}", directory.display()));
             continue;
         }
-        let _lock = DirectoryLock::take(&directory);
-        sweep_stale(&directory);
         let path = directory.join(&name);
-        if std::fs::symlink_metadata(&path).is_ok() {
-            if connect_nonblocking(&path).is_ok() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    format!(
-                        "a vigilfs mount at {} is already served on {}",
-                        mountpoint.display(),
-                        path.display()
-                    ),
-                ));
+        loop {
+            let lock = DirectoryLock::take(&directory);
+            sweep_stale(&directory);
+            if std::fs::symlink_metadata(&path).is_ok() {
+                if connect_nonblocking(&path).is_ok() {
+                    if mounted_at(mountpoint) || Instant::now() >= deadline {
+                        return Err(io::Error::new(
+                            io::ErrorKind::AddrInUse,
+                            format!(
+                                "a vigilfs mount at {} is already served on {}",
+                                mountpoint.display(),
+                                path.display()
+                            ),
+                        ));
+                    }
+                    // Its process removes the socket as it stops, and may
+                    // need the directory's lock for that.
+                    drop(lock);
+                    std::thread::sleep(EXITING_SERVER_POLL);
+                    continue;
+                }
+                // Not a socket anyone listens on (the sweep removed the
+                // stale ones): in the way.
+                let _ = std::fs::remove_file(&path);
             }
-            // Not a socket anyone listens on (the sweep removed the stale
-            // ones): in the way.
-            let _ = std::fs::remove_file(&path);
-        }
-        match UnixListener::bind(&path) {
-            Ok(listener) => {
-                // Everyone may connect; the server decides per request.
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))?;
-                return Ok((listener, path));
+            match UnixListener::bind(&path) {
+                Ok(listener) => {
+                    // Everyone may connect; the server decides per request.
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))?;
+                    return Ok((listener, path));
+                }
+                Err(error) => {
+                    failures.push(format!("{}: {error}", path.display()));
+                    break;
+                }
             }
-            Err(error) => failures.push(format!("{}: {error}", path.display())),
         }
     }
     Err(io::Error::other(format!(
         "no place for the control socket: {}",
         failures.join("; ")
     )))
+}
+
+/// How often [`bind`] looks again for an exiting mount process's socket.
+const EXITING_SERVER_POLL: Duration = Duration::from_millis(20);
+
+/// Whether a FUSE filesystem is mounted at `mountpoint` (if mountinfo
+/// cannot be read: assumed so, and the socket's owner is not waited for).
+fn mounted_at(mountpoint: &Path) -> bool {
+    Mounts::read().map_or(true, |mounts| {
+        mounts
+            .topmost_at(mountpoint)
+            .is_some_and(|entry| entry.is_fuse())
+    })
 }
 
 fn accept_loop(listener: &UnixListener, context: &Arc<Context>, stop: &AtomicBool) {
