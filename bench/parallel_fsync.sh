@@ -33,9 +33,10 @@ mkdir -p "$work/tmpfs" "$work/mnt"
 mount -t tmpfs -o size=6G tmpfs "$work/tmpfs"
 
 mounted=0
-mount_system() { # system → mount point (a new image each time: a daemon
-    # may still be closing the previous one when umount has returned)
-    local system=$1 mountpoint="$work/mnt/$1"
+mount_system() { # system → mount point (a new image and mount point each
+    # time: an older vigilfs may still be closing the previous one when
+    # umount has returned)
+    local system=$1 mountpoint="$work/mnt/$1-$mounted"
     local image="$work/tmpfs/$system-$mounted.img"
     mounted=$((mounted + 1))
     mkdir -p "$mountpoint"

@@ -343,3 +343,18 @@ fn enospc_from_fallocate_and_truncate_is_not_a_metadata_failure() {
 fn errno<T: std::fmt::Debug>(result: Result<T, FsError>) -> i32 {
     result.expect_err("expected an error").errno()
 }
+
+/// generic/536: the file that filled the filesystem is deleted at once,
+/// with no truncate first: its extents and their reverse-map records go,
+/// in as many transactions as it takes, on a full filesystem.
+#[test]
+fn the_file_that_filled_the_filesystem_can_be_deleted_at_once() {
+    let fixture = Fixture::new();
+    let fs = filled(&fixture);
+    fs.unlink(ROOT_INO, b"big", &root())
+        .expect("unlink of the big file on a full filesystem");
+    assert_still_running(&fs);
+    assert!(fs.statfs().unwrap().available_blocks > 1000);
+    fs.unmount().expect("unmount");
+    fixture.assert_fsck_clean();
+}
