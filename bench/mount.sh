@@ -17,6 +17,8 @@
 # volatile device cache).
 # BASELINE=PATH: also measure "vigilfs-before", the same mount served by
 # PATH, a vigilfs binary built from an earlier commit.
+# WORKLOADS="sqlite pgbench": run only these groups (default: all of fio,
+# small, sqlite, pgbench), say to re-measure a noisy row on its own.
 # Needs root, /dev/fuse, fio, fuse3, fuse2fs, libfuse3-dev, gcc, pkg-config,
 # python3 with sqlite3, and PostgreSQL's server binaries (package
 # postgresql: initdb, pg_ctl, pgbench) and its `postgres` user.
@@ -167,6 +169,8 @@ pgbench_tps() { # directory → tps (2 clients, 20 s)
     rm -rf "$data" "$log"
 }
 
+wanted() { [[ " ${WORKLOADS:-fio small sqlite pgbench} " == *" $1 "* ]]; }
+
 results="$work/results"
 : > "$results"
 read -r -a systems <<< "${SYSTEMS:-vigilfs ext4-loop fuse2fs passthrough}"
@@ -175,23 +179,31 @@ for run in $(seq 1 "$runs"); do
     for system in "${systems[@]}"; do
         mount_system "$system"
         directory="$work/mnt/$system"
-        value=$(run_fio "$directory" seq write 1M 1G --end_fsync=1 | fio_value write bw)
-        echo "$system seq_write_MiBps $value" >> "$results"
-        drop_caches
-        value=$(run_fio "$directory" seq read 1M 1G | fio_value read bw)
-        echo "$system seq_read_MiBps $value" >> "$results"
-        value=$(run_fio "$directory" rand randread 4k 256M --time_based --runtime=10 | fio_value read iops)
-        echo "$system rand_read_iops $value" >> "$results"
-        value=$(run_fio "$directory" randw randwrite 4k 256M --fsync=1 --time_based --runtime=10 | fio_value write iops)
-        echo "$system rand_write_fsync_iops $value" >> "$results"
-        read -r create stat unlink < <(small_files "$directory")
-        echo "$system create_fsync_per_s $create" >> "$results"
-        echo "$system stat_per_s $stat" >> "$results"
-        echo "$system unlink_per_s $unlink" >> "$results"
-        rm -f "$directory"/seq* "$directory"/rand* "$directory"/randw*
-        echo "$system sqlite_tps $(sqlite_tps "$directory")" >> "$results"
-        rm -f "$directory"/bench.sqlite*
-        echo "$system pgbench_tps $(pgbench_tps "$directory")" >> "$results"
+        if wanted fio; then
+            value=$(run_fio "$directory" seq write 1M 1G --end_fsync=1 | fio_value write bw)
+            echo "$system seq_write_MiBps $value" >> "$results"
+            drop_caches
+            value=$(run_fio "$directory" seq read 1M 1G | fio_value read bw)
+            echo "$system seq_read_MiBps $value" >> "$results"
+            value=$(run_fio "$directory" rand randread 4k 256M --time_based --runtime=10 | fio_value read iops)
+            echo "$system rand_read_iops $value" >> "$results"
+            value=$(run_fio "$directory" randw randwrite 4k 256M --fsync=1 --time_based --runtime=10 | fio_value write iops)
+            echo "$system rand_write_fsync_iops $value" >> "$results"
+            rm -f "$directory"/seq* "$directory"/rand* "$directory"/randw*
+        fi
+        if wanted small; then
+            read -r create stat unlink < <(small_files "$directory")
+            echo "$system create_fsync_per_s $create" >> "$results"
+            echo "$system stat_per_s $stat" >> "$results"
+            echo "$system unlink_per_s $unlink" >> "$results"
+        fi
+        if wanted sqlite; then
+            echo "$system sqlite_tps $(sqlite_tps "$directory")" >> "$results"
+            rm -f "$directory"/bench.sqlite*
+        fi
+        if wanted pgbench; then
+            echo "$system pgbench_tps $(pgbench_tps "$directory")" >> "$results"
+        fi
         unmount_system "$system"
         echo "run $run: $system done" >&2
     done
@@ -218,6 +230,8 @@ print("| workload | " + " | ".join(systems) + " | "
       + " | ".join(f"vigilfs / {s}" for s in others) + " |")
 print("|---|" + "---|" * (len(systems) + len(others)))
 for name in names:
+    if not any(values[(s, name)] for s in systems):
+        continue
     median = {s: statistics.median(values[(s, name)]) if values[(s, name)] else None
               for s in systems}
     cells = " | ".join("-" if median[s] is None else f"{median[s]:,.0f}" for s in systems)
