@@ -131,7 +131,12 @@ const FMODE_EXEC: i32 = 0x20;
 /// * `FUSE_ATOMIC_O_TRUNC`: `O_TRUNC` is done by the engine's open in the
 ///   same call, not by a separate setattr;
 /// * `FUSE_PARALLEL_DIROPS`: lookups and readdirs of one directory may run
-///   concurrently (the engine is thread-safe).
+///   concurrently (the engine is thread-safe);
+/// * `FUSE_EXPORT_SUPPORT`: file handles (`name_to_handle_at`,
+///   `open_by_handle_at`, NFS export) stay valid after the kernel drops
+///   the inode from its cache: it looks the number up again as `.` (and a
+///   directory's parent as `..`), which the engine answers by number, and
+///   compares the generation, so a handle of a deleted file is `ESTALE`.
 ///
 /// Never `FUSE_WRITEBACK_CACHE`: the engine owns the page cache, and with
 /// the kernel's writeback cache on, write errors would surface in the
@@ -143,6 +148,7 @@ fn wanted_capabilities() -> InitFlags {
         | InitFlags::FUSE_HANDLE_KILLPRIV_V2
         | InitFlags::FUSE_ATOMIC_O_TRUNC
         | InitFlags::FUSE_PARALLEL_DIROPS
+        | InitFlags::FUSE_EXPORT_SUPPORT
 }
 
 /// With the `test-hooks` feature: a lookup of this name panics.

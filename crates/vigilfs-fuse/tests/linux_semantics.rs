@@ -646,3 +646,112 @@ fn the_shutdown_ioctl_shuts_the_filesystem_down() {
     assert!(fs::metadata(mount.join("still")).is_ok());
     mount.finish();
 }
+
+/// A `struct file_handle` with room for any handle (`MAX_HANDLE_SZ`).
+#[repr(C)]
+struct FileHandle {
+    handle_bytes: u32,
+    handle_type: i32,
+    handle: [u8; 128],
+}
+
+fn name_to_handle(path: &Path) -> FileHandle {
+    let mut handle = FileHandle {
+        handle_bytes: 128,
+        handle_type: 0,
+        handle: [0; 128],
+    };
+    let mut mount_id = 0;
+    let path = common::c_path(path);
+    // SAFETY: a valid path string, a handle buffer with `handle_bytes` of
+    // room, and a writable mount id, all live for the call.
+    let result = unsafe {
+        libc::name_to_handle_at(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            std::ptr::addr_of_mut!(handle).cast(),
+            &mut mount_id,
+            0,
+        )
+    };
+    assert_eq!(
+        result,
+        0,
+        "name_to_handle_at: {}",
+        std::io::Error::last_os_error()
+    );
+    handle
+}
+
+fn open_by_handle(mount: &File, handle: &mut FileHandle) -> std::io::Result<File> {
+    // SAFETY: a valid descriptor and a handle filled by name_to_handle_at.
+    let fd = unsafe {
+        libc::open_by_handle_at(
+            std::os::fd::AsRawFd::as_raw_fd(mount),
+            std::ptr::addr_of_mut!(*handle).cast(),
+            libc::O_RDONLY,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor just opened and owned by nobody else.
+    Ok(unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// Makes the kernel drop its (unused) inodes and waits until it has told
+/// the engine it forgot `inodes`.
+fn kernel_forgets(mount: &Mount, inodes: &[u64]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        fs::write("/proc/sys/vm/drop_caches", b"2").unwrap();
+        if inodes
+            .iter()
+            .all(|&ino| mount.engine().lookup_count(ino) == 0)
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the kernel kept {inodes:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// generic/426, 467, 477, 756, 777: a file handle opens its file after
+/// the kernel dropped the inode from its cache (it asks vigilfs for the
+/// number again), a directory's too, and a handle of a deleted file is
+/// `ESTALE`.
+#[test]
+fn file_handles_outlive_the_kernel_s_inode_cache() {
+    if !common::fuse_available() {
+        return;
+    }
+    let mount = open_mount();
+    let kept = mount.join("kept");
+    let gone = mount.join("gone");
+    let directory = mount.join("directory");
+    fs::write(&kept, b"found by its handle").unwrap();
+    fs::write(&gone, b"deleted").unwrap();
+    fs::create_dir(&directory).unwrap();
+    let inodes: Vec<u64> = [&kept, &gone, &directory]
+        .iter()
+        .map(|path| fs::metadata(path).unwrap().ino())
+        .collect();
+    let mut kept_handle = name_to_handle(&kept);
+    let mut gone_handle = name_to_handle(&gone);
+    let mut directory_handle = name_to_handle(&directory);
+    fs::remove_file(&gone).unwrap();
+    let root = File::open(mount.path()).unwrap();
+    kernel_forgets(&mount, &inodes);
+
+    let mut file = open_by_handle(&root, &mut kept_handle).expect("the kept file's handle");
+    let mut contents = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut contents).unwrap();
+    assert_eq!(contents, b"found by its handle");
+    let opened_directory =
+        open_by_handle(&root, &mut directory_handle).expect("the directory's handle");
+    assert!(opened_directory.metadata().unwrap().is_dir());
+    let stale = open_by_handle(&root, &mut gone_handle).unwrap_err();
+    assert_eq!(stale.raw_os_error(), Some(libc::ESTALE));
+    drop((file, opened_directory, root));
+    mount.finish();
+}

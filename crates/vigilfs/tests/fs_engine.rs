@@ -1138,3 +1138,44 @@ fn reads_update_the_access_time_as_the_atime_option_says() {
         fixture.assert_fsck_clean();
     }
 }
+
+/// The kernel decodes a file handle by looking up `.` of the inode's
+/// number (any type) and `..` of a directory: both answer by number and
+/// count a lookup; a number that names no inode is ENOENT (ESTALE to the
+/// handle's user), `..` of a file is ENOTDIR.
+#[test]
+fn dot_and_dot_dot_look_inodes_up_by_number() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let file = write_file(&fs, b"file", b"data");
+    let directory = fs
+        .mkdir(ROOT_INO, b"directory", 0o755, &root())
+        .expect("mkdir")
+        .ino;
+    let inner = fs
+        .mkdir(directory, b"inner", 0o755, &root())
+        .expect("mkdir")
+        .ino;
+    let before = fs.lookup_count(file);
+    assert_eq!(
+        fs.lookup(file, b".", &root()).expect(". of a file").ino,
+        file
+    );
+    assert_eq!(fs.lookup_count(file), before + 1);
+    assert_eq!(fs.lookup(inner, b"..", &root()).expect("..").ino, directory);
+    assert_eq!(
+        fs.lookup(directory, b"..", &root()).expect("..").ino,
+        ROOT_INO
+    );
+    assert_eq!(
+        fs.lookup(ROOT_INO, b"..", &root()).expect("..").ino,
+        ROOT_INO
+    );
+    assert_eq!(errno(fs.lookup(file, b"..", &root())), libc::ENOTDIR);
+    fs.unlink(ROOT_INO, b"file", &root()).expect("unlink");
+    fs.forget(file, before + 1);
+    assert_eq!(errno(fs.lookup(file, b".", &root())), libc::ENOENT);
+    assert_eq!(fs.status().state, LifeState::Running);
+    fs.unmount().expect("unmount");
+    fixture.assert_fsck_clean();
+}

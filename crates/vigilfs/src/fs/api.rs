@@ -255,6 +255,11 @@ impl Filesystem {
 
     /// Looks `name` up in `parent`; counts a lookup of the inode found.
     pub fn lookup(&self, parent: u64, name: &[u8], caller: &Caller) -> FsResult<Attr> {
+        if let Some(found) = self.lookup_by_number(parent, name) {
+            let (ino, record) = found?;
+            self.shared.handles.looked_up(ino);
+            return Ok(self.shared.attr(ino, record));
+        }
         let dir = self.record(parent)?;
         if dir.file_type() != FileType::Directory {
             return Err(crate::inode::NamespaceError::NotADirectory.into());
@@ -272,6 +277,28 @@ impl Filesystem {
         self.shared.handles.looked_up(ino);
         self.shared.faults.learn(parent, name, ino);
         Ok(self.shared.attr(ino, record))
+    }
+
+    /// `.` of any inode and `..` of a directory, which only the kernel
+    /// asks for, to decode a file handle (`open_by_handle_at`, an NFS
+    /// export) of an inode it no longer caches: by number, with no search
+    /// permission involved (the kernel requires `CAP_DAC_READ_SEARCH` for
+    /// that). A number that names no inode any more is `ENOENT`, which the
+    /// kernel turns into `ESTALE`. `None` for every other name.
+    fn lookup_by_number(&self, ino: u64, name: &[u8]) -> Option<FsResult<(u64, InodeRecord)>> {
+        let found = match name {
+            b"." => self.record(ino).map(|record| (ino, record)),
+            b".." => self.record(ino).and_then(|record| {
+                if record.file_type() != FileType::Directory {
+                    return Err(crate::inode::NamespaceError::NotADirectory.into());
+                }
+                let result = self.shared.namespace.parent(ino).map_err(FsError::from);
+                let up = self.shared.observe("lookup", result)?;
+                Ok((up, self.record(up)?))
+            }),
+            _ => return None,
+        };
+        Some(found)
     }
 
     /// Drops `count` lookups of `ino` (the kernel forgot it).
