@@ -75,6 +75,30 @@ pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
     }
 }
 
+/// `umount MOUNTPOINT`, returning as soon as it succeeds (the mount
+/// process may still be exiting). A mount still busy is retried for a few
+/// seconds (a descriptor closed just before may still be on its way out
+/// of another process: the test's own children inherit nothing, but other
+/// tests' may be mid-fork); if it stays busy, the processes holding it are
+/// named.
+pub fn umount_retrying_busy(mountpoint: &Path) {
+    let mut attempts = 0;
+    let output = loop {
+        let output = Command::new("umount").arg(mountpoint).output().unwrap();
+        attempts += 1;
+        if output.status.success() || !text(&output.stderr).contains("busy") || attempts == 50 {
+            break output;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        output.status.success(),
+        "umount: {} (held by: {:?})",
+        text(&output.stderr),
+        holders(mountpoint)
+    );
+}
+
 /// Whether a process is gone (or a zombie nobody reaped).
 pub fn process_gone(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -192,24 +216,7 @@ impl Scratch {
     /// children inherit nothing, but other tests' may be mid-fork); if it
     /// stays busy, the processes holding it are named.
     pub fn umount(&self, pid: u32) {
-        let mut attempts = 0;
-        let output = loop {
-            let output = Command::new("umount")
-                .arg(&self.mountpoint)
-                .output()
-                .unwrap();
-            attempts += 1;
-            if output.status.success() || !text(&output.stderr).contains("busy") || attempts == 50 {
-                break output;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        assert!(
-            output.status.success(),
-            "umount: {} (held by: {:?})",
-            text(&output.stderr),
-            holders(&self.mountpoint)
-        );
+        umount_retrying_busy(&self.mountpoint);
         wait_until("the mount process exits", Duration::from_secs(60), || {
             process_gone(pid)
         });
