@@ -3,8 +3,9 @@
 //! once, writing far more than fits ends in ENOSPC with the daemon's memory
 //! bounded, a full filesystem can be emptied and truncated without turning
 //! read-only, fsync after a shutdown writes nothing and fails, the data a
-//! shutdown drops is reported, and a hole punch of 2^50 bytes on a small
-//! file does no more work than the file has. They need root and /dev/fuse.
+//! shutdown drops is reported, a hole punch of 2^50 bytes on a small file
+//! does no more work than the file has, and space fallocated before the
+//! filesystem filled up takes writes after. They need root and /dev/fuse.
 
 mod common;
 
@@ -281,4 +282,65 @@ fn a_hole_punch_of_two_to_the_fifty_bytes_does_the_work_of_a_small_file() {
     let thaw = vigilfs(&["thaw", scratch.mnt()]);
     assert_eq!(thaw.status.code(), Some(0), "{}", text(&thaw.stderr));
     scratch.umount(pid);
+}
+
+/// generic/274 as a user meets it: a file with 4 MiB fallocated past its
+/// end (KEEP_SIZE), the filesystem filled to the last block by others,
+/// then every other block of the fallocated space written with a fresh
+/// open each (as `dd conv=notrunc` does), synced, and the blocks between.
+#[test]
+fn space_fallocated_before_the_filesystem_filled_takes_writes_after() {
+    if fuse_missing("space_fallocated_before_the_filesystem_filled_takes_writes_after") {
+        return;
+    }
+    use std::os::unix::fs::FileExt;
+    const BLOCKS: u64 = 1024;
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M", "-o", "errors=remount-ro"]);
+    let path = scratch.at("preallocated");
+    fs::write(&path, [1u8; 4096]).unwrap();
+    let file = OpenOptions::new().write(true).open(&path).unwrap();
+    // SAFETY: fallocate on a file descriptor we own.
+    let result = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_KEEP_SIZE,
+            4096,
+            ((BLOCKS - 1) * 4096) as libc::off_t,
+        )
+    };
+    assert_eq!(result, 0, "{}", std::io::Error::last_os_error());
+    file.sync_all().unwrap();
+    drop(file);
+    let (written, refused) = fill(&scratch.at("big"), 200);
+    assert_eq!(refused, Some(libc::ENOSPC), "after {written} bytes");
+    File::open(scratch.at("big")).unwrap().sync_all().unwrap();
+    for number in 0.. {
+        if fs::write(scratch.at(&format!("small{number}")), [7u8; 4096]).is_err() {
+            break;
+        }
+    }
+    let block = |index: u64| vec![(index % 251) as u8 + 2; 4096];
+    for pass in [1, 2] {
+        for index in (pass..BLOCKS).step_by(2) {
+            let file = OpenOptions::new().write(true).open(&path).unwrap();
+            file.write_all_at(&block(index), index * 4096)
+                .unwrap_or_else(|error| panic!("write of block {index}: {error}"));
+        }
+        File::open(&path)
+            .unwrap()
+            .sync_all()
+            .expect("fsync of the writes into fallocated space");
+    }
+    let bytes = fs::read(&path).unwrap();
+    assert_eq!(bytes.len() as u64, BLOCKS * 4096);
+    for index in 1..BLOCKS {
+        let at = (index * 4096) as usize;
+        assert!(bytes[at..at + 4096] == block(index)[..], "block {index}");
+    }
+    assert_eq!(scratch.status()["state"].as_str(), Some("running"));
+    assert_eq!(errors_recorded(&scratch, "writeback"), 0);
+    scratch.umount(pid);
+    let fsck = vigilfs(&["fsck", scratch.img()]);
+    assert_eq!(fsck.status.code(), Some(0), "{}", text(&fsck.stdout));
 }

@@ -146,6 +146,7 @@ fn writing_over_unwritten_extents_makes_them_written_and_survives_a_remount() {
         let files = fixture.files(&metadata);
         files.fallocate(ino, 0, 10 * PAGE, ALLOCATE).unwrap();
         assert_eq!(layout(&metadata, ino), vec![(0, 10, true)]);
+        let preallocated = extents(&metadata, ino)[0].1.physical;
         let free_before = free_blocks(&metadata);
 
         let mut handle = files.open(ino).unwrap();
@@ -157,14 +158,36 @@ fn writing_over_unwritten_extents_makes_them_written_and_survives_a_remount() {
         assert_reads(&files, ino, &model);
         files.fsync(&mut handle).unwrap();
         assert_reads(&files, ino, &model);
-        // Copy-on-write: blocks 3..=5 are new and written; the pieces kept
-        // on either side are still unwritten.
+        // Written in place: blocks 3..=5 are the preallocated ones, now
+        // written; the pieces kept on either side are still unwritten.
         assert_eq!(
             layout(&metadata, ino),
             vec![(0, 3, true), (3, 3, false), (6, 4, true)]
         );
+        let physical: Vec<u64> = extents(&metadata, ino)
+            .iter()
+            .map(|(_, extent)| extent.physical)
+            .collect();
+        assert_eq!(
+            physical,
+            vec![preallocated, preallocated + 3, preallocated + 6]
+        );
         assert_extents_match_rmap(&metadata, ino);
-        // Three new blocks, three unwritten ones freed.
+        // No block allocated, none freed.
+        assert_eq!(free_blocks(&metadata), free_before);
+        // Written once, the blocks are data: a rewrite is copy-on-write.
+        let rewrite = pattern(PAGE_BYTES, 9);
+        files.write(&handle, 4 * PAGE, &rewrite).unwrap();
+        model[4 * PAGE_BYTES..5 * PAGE_BYTES].copy_from_slice(&rewrite);
+        files.fsync(&mut handle).unwrap();
+        assert_reads(&files, ino, &model);
+        let moved = extents(&metadata, ino)
+            .into_iter()
+            .find(|(offset, _)| *offset == 4)
+            .expect("an extent at block 4")
+            .1;
+        assert_ne!(moved.physical, preallocated + 4);
+        assert_extents_match_rmap(&metadata, ino);
         assert_eq!(free_blocks(&metadata), free_before);
         files.release(handle);
         fixture.assert_fsck_clean(&metadata);

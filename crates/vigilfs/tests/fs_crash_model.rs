@@ -19,6 +19,11 @@
 //! it accepted, and no fsync ever fails with ENOSPC (what write accepted
 //! always has its blocks).
 //!
+//! The workloads also fallocate, so power cuts fall on writes that fill
+//! preallocated blocks in place; a write wholly into blocks fallocated and
+//! never written since must never be refused for space, however full the
+//! device.
+//!
 //! The workload is deterministic (seeded), so the run that is cut at flush
 //! N is the same run as the clean one up to that flush.
 
@@ -30,7 +35,7 @@ use vigilfs::device::{BlockDevice, CrashDevice, CrashMode, MemoryDevice, SectorS
 use vigilfs::format::ErrorsPolicy;
 use vigilfs::fs::{Filesystem, MountOptions, OpenFlags, SetAttributes};
 use vigilfs::fsck::fsck;
-use vigilfs::inode::{Caller, RenameFlags, ROOT_INO};
+use vigilfs::inode::{Caller, FallocateMode, RenameFlags, ROOT_INO};
 use vigilfs::mkfs::{make_filesystem, MkfsOptions};
 
 const DEVICE_BYTES: u64 = 24 << 20;
@@ -87,6 +92,7 @@ fn workload(fs: &Filesystem, seed: u64, fill: bool) -> (Durable, BTreeSet<Vec<u8
         fill,
         random: Random(seed | 1),
         contents: BTreeMap::new(),
+        blocks: BTreeMap::new(),
         durable: Durable::new(),
         directories: BTreeSet::new(),
         durable_directories: BTreeSet::new(),
@@ -113,11 +119,27 @@ struct Workload<'a> {
     random: Random,
     /// Contents as the workload wrote them (what a read returns now).
     contents: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Which file blocks were written, and which fallocated and not
+    /// written since, by file name.
+    blocks: BTreeMap<Vec<u8>, FileBlocks>,
     durable: Durable,
     /// Directories that exist now, and those a syncfs made durable and no
     /// rmdir touched since.
     directories: BTreeSet<Vec<u8>>,
     durable_directories: BTreeSet<Vec<u8>>,
+}
+
+/// File blocks (4 KiB) a file's writes touched, and those fallocated
+/// while not written and not written since: a write wholly into the
+/// latter needs no new space.
+#[derive(Default)]
+struct FileBlocks {
+    written: BTreeSet<u64>,
+    preallocated: BTreeSet<u64>,
+}
+
+fn blocks_of(offset: u64, length: u64) -> std::ops::Range<u64> {
+    offset / 4096..(offset + length).div_ceil(4096)
 }
 
 fn errno(error: vigilfs::fs::FsError) -> i32 {
@@ -131,8 +153,9 @@ impl Workload<'_> {
 
     fn step(&mut self) -> Result<(), i32> {
         let name = self.name();
-        match self.random.below(12) {
+        match self.random.below(13) {
             0..=4 => self.write(name),
+            12 => self.fallocate(name),
             10 => {
                 let directory = DIRECTORIES[self.random.below(3) as usize].to_vec();
                 let attr = self
@@ -178,6 +201,7 @@ impl Workload<'_> {
                 );
                 unlinked?;
                 self.contents.remove(&name);
+                self.blocks.remove(&name);
                 Ok(())
             }
             6 => {
@@ -195,7 +219,10 @@ impl Workload<'_> {
                     )
                     .map_err(errno)?;
                 if let Some(moved) = self.contents.remove(&name) {
-                    self.contents.insert(target, moved);
+                    self.contents.insert(target.clone(), moved);
+                }
+                if let Some(moved) = self.blocks.remove(&name) {
+                    self.blocks.insert(target, moved);
                 }
                 Ok(())
             }
@@ -219,6 +246,11 @@ impl Workload<'_> {
                 truncated?;
                 if let Some(file) = self.contents.get_mut(&name) {
                     file.resize(size as usize, 0);
+                }
+                if let Some(blocks) = self.blocks.get_mut(&name) {
+                    let kept = size.div_ceil(4096);
+                    blocks.written.retain(|&block| block < kept);
+                    blocks.preallocated.retain(|&block| block < kept);
                 }
                 Ok(())
             }
@@ -269,7 +301,19 @@ impl Workload<'_> {
         self.contents.entry(name.clone()).or_default();
         self.durable.remove(&name);
         let handle = fs.open(ino, read_write(), &self.root).map_err(errno)?;
-        let (offset, length) = if self.fill {
+        let preallocated: Vec<u64> = self
+            .blocks
+            .get(&name)
+            .map(|blocks| blocks.preallocated.iter().copied().collect())
+            .unwrap_or_default();
+        let (offset, length) = if self.fill && !preallocated.is_empty() && self.random.below(2) == 0
+        {
+            // Into one preallocated block: on a full device it must fit.
+            let block = preallocated[self.random.below(preallocated.len() as u64) as usize];
+            let length = 1 + self.random.below(4096);
+            let within = self.random.below(4096 - length + 1);
+            ((block * 4096 + within) as usize, length as usize)
+        } else if self.fill {
             (
                 self.random.below(2 << 20) as usize,
                 1 + self.random.below(1 << 20) as usize,
@@ -283,6 +327,24 @@ impl Workload<'_> {
         let bytes = vec![self.random.next() as u8; length];
         let sync = self.random.below(2) == 0;
         let written = fs.write(handle, offset as u64, &bytes, &self.root);
+        let blocks = self.blocks.entry(name.clone()).or_default();
+        let range = blocks_of(offset as u64, length as u64);
+        if range
+            .clone()
+            .all(|block| blocks.preallocated.contains(&block))
+        {
+            assert_eq!(
+                written.as_ref().map_err(|error| error.errno()),
+                Ok(&length),
+                "a write of {length} bytes at {offset} into preallocated blocks"
+            );
+        }
+        if written.is_ok() {
+            for block in range {
+                blocks.preallocated.remove(&block);
+                blocks.written.insert(block);
+            }
+        }
         if let Ok(count) = written {
             let file = self.contents.get_mut(&name).expect("inserted above");
             if file.len() < offset + count {
@@ -322,6 +384,47 @@ impl Workload<'_> {
         if sync {
             let file = self.contents[&name].clone();
             self.durable.insert(name, file);
+        }
+        Ok(())
+    }
+}
+
+impl Workload<'_> {
+    /// Fallocates a random range of `name` (if it exists), keeping the size
+    /// or not.
+    fn fallocate(&mut self, name: Vec<u8>) -> Result<(), i32> {
+        let fs = self.fs;
+        let attr = fs.lookup(ROOT_INO, &name, &self.root).map_err(errno)?;
+        let (offset, length) = if self.fill {
+            (self.random.below(2 << 20), 1 + self.random.below(1 << 20))
+        } else {
+            (self.random.below(6 * 4096), 1 + self.random.below(3 * 4096))
+        };
+        let keep_size = self.random.below(2) == 0;
+        let mode = if keep_size {
+            FallocateMode::KEEP_SIZE
+        } else {
+            FallocateMode::ALLOCATE
+        };
+        let handle = fs.open(attr.ino, read_write(), &self.root).map_err(errno)?;
+        let allocated = fs.fallocate(handle, offset, length, mode, &self.root);
+        let _ = fs.release(handle);
+        match allocated.map_err(errno) {
+            // fallocate needs all its blocks at once: ENOSPC is no news.
+            Err(libc::ENOSPC) => return Ok(()),
+            outcome => outcome?,
+        }
+        // Not a durability point: a cut may find the size before or after.
+        self.durable.remove(&name);
+        let file = self.contents.entry(name.clone()).or_default();
+        if !keep_size && (file.len() as u64) < offset + length {
+            file.resize((offset + length) as usize, 0);
+        }
+        let blocks = self.blocks.entry(name).or_default();
+        for block in blocks_of(offset, length) {
+            if !blocks.written.contains(&block) {
+                blocks.preallocated.insert(block);
+            }
         }
         Ok(())
     }

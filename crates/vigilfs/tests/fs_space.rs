@@ -267,15 +267,21 @@ fn filled(fixture: &Fixture) -> Filesystem {
         errors: Some(ErrorsPolicy::RemountReadOnly),
         ..MountOptions::default()
     });
-    let (_, handle) = create(&fs, b"big");
-    let (written, refused) = write_until_refused(&fs, handle, 200);
+    fill(&fs);
+    fs
+}
+
+/// Fills `fs` to the last block (see [`filled`]).
+fn fill(fs: &Filesystem) {
+    let (_, handle) = create(fs, b"big");
+    let (written, refused) = write_until_refused(fs, handle, 200);
     assert_eq!(refused, Some(libc::ENOSPC), "after {written} MiB");
     fs.fsync(handle, false).expect("fsync of what was accepted");
     fs.release(handle).unwrap();
     // Fill the last blocks with small files.
     for number in 0.. {
         let name = format!("small{number}");
-        let (_, handle) = create(&fs, name.as_bytes());
+        let (_, handle) = create(fs, name.as_bytes());
         let written = fs.write(handle, 0, &[7u8; 4096], &root());
         fs.release(handle).unwrap();
         if written.is_err() {
@@ -283,7 +289,6 @@ fn filled(fixture: &Fixture) -> Filesystem {
         }
     }
     assert_eq!(fs.statfs().unwrap().available_blocks, 0);
-    fs
 }
 
 fn assert_still_running(fs: &Filesystem) {
@@ -357,4 +362,71 @@ fn the_file_that_filled_the_filesystem_can_be_deleted_at_once() {
     assert!(fs.statfs().unwrap().available_blocks > 1000);
     fs.unmount().expect("unmount");
     fixture.assert_fsck_clean();
+}
+
+/// generic/274: space fallocated before the filesystem filled up is the
+/// file's own. Writes into it succeed on the full filesystem, however
+/// they fragment it (every other block, fsync, then the blocks between),
+/// and are durable; only a rewrite of a block already written needs a new
+/// block, and that is refused at write() with a true ENOSPC, never lost at
+/// writeback.
+#[test]
+fn writes_into_fallocated_space_succeed_on_a_full_filesystem() {
+    const BLOCKS: u64 = 1024;
+    let fixture = Fixture::new();
+    let fs = fixture.mount_with(MountOptions {
+        errors: Some(ErrorsPolicy::RemountReadOnly),
+        ..MountOptions::default()
+    });
+    let (ino, handle) = create(&fs, b"preallocated");
+    fs.write(handle, 0, &[1u8; 4096], &root()).unwrap();
+    fs.fallocate(
+        handle,
+        4096,
+        (BLOCKS - 1) * 4096,
+        FallocateMode::KEEP_SIZE,
+        &root(),
+    )
+    .expect("fallocate");
+    fs.fsync(handle, false).unwrap();
+    fill(&fs);
+    let block = |index: u64| vec![(index % 251) as u8 + 2; 4096];
+    for pass in [1, 2] {
+        for index in (pass..BLOCKS).step_by(2) {
+            let written = fs.write(handle, index * 4096, &block(index), &root());
+            assert_eq!(
+                written.map_err(|error| error.errno()),
+                Ok(4096),
+                "write of block {index} into preallocated space"
+            );
+        }
+        fs.fsync(handle, false)
+            .expect("fsync of writes into preallocated space");
+    }
+    assert_eq!(fs.statfs().unwrap().available_blocks, 0);
+    let refused = fs.write(handle, 5 * 4096, &[9u8; 4096], &root());
+    assert_eq!(
+        refused.map_err(|error| error.errno()),
+        Err(libc::ENOSPC),
+        "a rewrite of a written block needs a new one"
+    );
+    fs.fsync(handle, false).expect("nothing accepted was lost");
+    assert_still_running(&fs);
+    fs.release(handle).unwrap();
+    fs.unmount().expect("unmount");
+    fixture.assert_fsck_clean();
+
+    let fs = fixture.mount();
+    let handle = fs.open(ino, read_write(), &root()).unwrap();
+    let read = fs
+        .read(handle, 0, (BLOCKS * 4096) as usize)
+        .expect("read back");
+    assert_eq!(read.len() as u64, BLOCKS * 4096);
+    assert_eq!(&read[..4096], &[1u8; 4096][..]);
+    for index in 1..BLOCKS {
+        let at = (index * 4096) as usize;
+        assert!(read[at..at + 4096] == block(index)[..], "block {index}");
+    }
+    fs.release(handle).unwrap();
+    fs.unmount().unwrap();
 }

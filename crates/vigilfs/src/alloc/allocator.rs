@@ -315,10 +315,7 @@ impl Allocator {
 
     /// The coalesced bad run holding `block`, if it is bad.
     pub fn bad_run_containing(&self, block: u64) -> Option<Extent> {
-        self.lock()
-            .space
-            .bad_runs()
-            .find(|run| run.start <= block && block < run.end())
+        self.lock().space.bad_run_containing(block)
     }
 
     /// The free runs, in block order (released frees included).

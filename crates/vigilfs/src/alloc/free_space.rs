@@ -43,6 +43,17 @@ impl Extent {
     pub fn end(&self) -> u64 {
         self.start + self.blocks
     }
+
+    /// The parts of this extent outside `other`: none, one or two.
+    pub fn minus(self, other: Extent) -> impl Iterator<Item = Extent> {
+        let before = Extent::new(
+            self.start,
+            other.start.clamp(self.start, self.end()) - self.start,
+        );
+        let after_start = other.end().clamp(self.start, self.end());
+        let after = Extent::new(after_start, self.end() - after_start);
+        [before, after].into_iter().filter(|part| part.blocks > 0)
+    }
 }
 
 /// Why space could not be handed out or taken back.
@@ -180,6 +191,15 @@ impl FreeSpace {
         self.bad
             .iter()
             .map(|(&start, &blocks)| Extent::new(start, blocks))
+    }
+
+    /// The bad run holding `block`, if it is bad.
+    pub fn bad_run_containing(&self, block: u64) -> Option<Extent> {
+        self.bad
+            .range(..=block)
+            .next_back()
+            .map(|(&start, &blocks)| Extent::new(start, blocks))
+            .filter(|run| block < run.end())
     }
 
     /// The free runs, in block order.
@@ -460,6 +480,19 @@ fn insert_coalesced(runs: &mut BTreeMap<u64, u64>, extent: Extent) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn an_extent_minus_another_keeps_the_parts_outside_it() {
+        let run = Extent::new(10, 10);
+        let minus = |start, blocks| run.minus(Extent::new(start, blocks)).collect::<Vec<_>>();
+        assert_eq!(minus(15, 2), vec![Extent::new(10, 5), Extent::new(17, 3)]);
+        assert_eq!(minus(0, 5), vec![run]);
+        assert_eq!(minus(25, 5), vec![run]);
+        assert_eq!(minus(5, 30), vec![]);
+        assert_eq!(minus(10, 10), vec![]);
+        assert_eq!(minus(5, 7), vec![Extent::new(12, 8)]);
+        assert_eq!(minus(18, 7), vec![Extent::new(10, 8)]);
+    }
 
     #[test]
     fn allocation_is_all_or_nothing_when_space_runs_out() {

@@ -236,6 +236,22 @@ impl ExtentMap {
         Ok(found)
     }
 
+    /// The device block preallocated for file block `index` in `extents`
+    /// (the file's extents around it): the block of the unwritten extent
+    /// holding it, unless that block is known bad. The block's data can
+    /// be written in place: no committed state reads an unwritten block,
+    /// and the transaction that names it written comes after the write.
+    pub(crate) fn preallocated_block(
+        &self,
+        extents: &BTreeMap<u64, Extent>,
+        index: u64,
+    ) -> Option<u64> {
+        covering(extents, index)
+            .filter(|(_, extent)| extent.flags & Extent::UNWRITTEN != 0)
+            .map(|(offset, extent)| extent.physical + (index - offset))
+            .filter(|&block| self.metadata.allocator.bad_run_containing(block).is_none())
+    }
+
     /// File block `index` of `ino` from the device (zeros for a hole).
     pub(crate) fn read_block(&self, ino: u64, index: u64) -> FileResult<Vec<u8>> {
         let extents = self.overlapping(ino, index, index + 1)?;

@@ -597,7 +597,23 @@ impl Files {
         // Each page not dirty yet takes a promise; a cut falls on a page
         // boundary past the first page, so no new partial page appears.
         let promisable = self.metadata.allocator.data_available();
-        let (bytes, end, last) = match state.first_beyond_promise(first, last, promisable) {
+        let mut preallocated = BTreeSet::new();
+        let mut beyond = state.first_beyond_promise(first, last, promisable, &preallocated);
+        if beyond.is_some() {
+            // Out of promises: pages over blocks the file preallocated need
+            // none (writeback fills those blocks in place). Looked up only
+            // now, so the common write never reads the extents.
+            let extents = self.extents.overlapping(ino, first, last + 1)?;
+            preallocated = state
+                .newly_dirtied(first, last)
+                .into_iter()
+                .filter(|&index| self.extents.preallocated_block(&extents, index).is_some())
+                .collect();
+            if !preallocated.is_empty() {
+                beyond = state.first_beyond_promise(first, last, promisable, &preallocated);
+            }
+        }
+        let (bytes, end, last) = match beyond {
             None => (bytes, end, last),
             Some(cut) if short && cut > first => {
                 let end = cut * PAGE;
@@ -630,6 +646,8 @@ impl Files {
             state.put_dirty(&mut cache.accounting, index, page.into());
             index += 1;
         }
+        let in_place: Vec<u64> = preallocated.range(first..=last).copied().collect();
+        state.mark_preallocated(&mut cache.accounting, &in_place);
         state.size = state.size.max(end);
         state.mtime = Some(Timestamp::now());
         state.changes += 1;

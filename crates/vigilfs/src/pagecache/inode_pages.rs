@@ -29,6 +29,11 @@ pub(crate) struct InodeState {
     /// Dirty pages whose current contents already failed writeback (and
     /// were reported into the error words), by page index.
     pub(crate) failed: BTreeSet<u64>,
+    /// Dirty pages that hold no promise of a block: written over the
+    /// file's preallocated (unwritten) block, which their writeback fills
+    /// in place. Each is unclean; a page a flight took stays here until it
+    /// lands, and leaves at once if it is written again meanwhile.
+    pub(crate) preallocated: BTreeSet<u64>,
     /// The size as writes left it.
     pub(crate) size: u64,
     /// The time of the latest write not yet written back.
@@ -71,6 +76,7 @@ impl InodeState {
             errseq: ErrSeq::new(),
             pages: Arc::new(XArray::new()),
             failed: BTreeSet::new(),
+            preallocated: BTreeSet::new(),
             size,
             mtime: None,
             syncing: false,
@@ -127,11 +133,17 @@ impl InodeState {
     }
 
     /// The first page of `first..=last` past the first `allowed` pages that
-    /// are not dirty yet, if there is one: a write of the range makes those
-    /// dirty, and each needs the promise of a block. A page being written
-    /// back but not dirty counts: its flight's block is spent, the page will
-    /// need another.
-    pub(crate) fn first_beyond_promise(&self, first: u64, last: u64, allowed: u64) -> Option<u64> {
+    /// are not dirty yet and not in `preallocated`, if there is one: a write
+    /// of the range makes those dirty, and each needs the promise of a
+    /// block. A page being written back but not dirty counts: its flight's
+    /// block is spent, the page will need another.
+    pub(crate) fn first_beyond_promise(
+        &self,
+        first: u64,
+        last: u64,
+        allowed: u64,
+        preallocated: &BTreeSet<u64>,
+    ) -> Option<u64> {
         let mut needed = 0;
         let mut index = first;
         while index <= last {
@@ -143,15 +155,54 @@ impl InodeState {
                 None => (false, index),
             };
             if !dirty {
-                let pages = stop - index + 1;
-                if needed + pages > allowed {
-                    return Some(index + (allowed - needed));
+                for page in index..=stop {
+                    if preallocated.contains(&page) {
+                        continue;
+                    }
+                    if needed == allowed {
+                        return Some(page);
+                    }
+                    needed += 1;
                 }
-                needed += pages;
             }
             index = stop + 1;
         }
         None
+    }
+
+    /// The pages of `first..=last` not cached as unclean (so no flight has
+    /// them and a write would make them newly dirty): the only ones a
+    /// write may put over a preallocated block without a promise.
+    pub(crate) fn newly_dirtied(&self, first: u64, last: u64) -> Vec<u64> {
+        (first..=last)
+            .filter(|&index| !self.unclean(index))
+            .collect()
+    }
+
+    /// Records that the dirty pages `pages` are written over their file's
+    /// preallocated blocks and hold no promise (see the field).
+    pub(crate) fn mark_preallocated(&mut self, accounting: &mut Accounting, pages: &[u64]) {
+        let mut added = 0;
+        for &page in pages {
+            debug_assert!(self.pages.is_marked(page, Mark::Dirty));
+            if self.preallocated.insert(page) {
+                added += 1;
+            }
+        }
+        accounting.add_preallocated(added);
+    }
+
+    /// Forgets that pages `first..=last` are written over preallocated
+    /// blocks: they left the cache, became clean, or must hold a promise.
+    fn unmark_preallocated(&mut self, accounting: &mut Accounting, first: u64, last: u64) {
+        if self.preallocated.is_empty() {
+            return;
+        }
+        let gone: Vec<u64> = self.preallocated.range(first..=last).copied().collect();
+        for page in &gone {
+            self.preallocated.remove(page);
+        }
+        accounting.remove_preallocated(gone.len() as u64);
     }
 
     /// The first reservation a read is filling among pages
@@ -181,7 +232,11 @@ impl InodeState {
             Err(refused) => unreachable!("page cache refused a page: {:?}", refused.error),
         }
         if !self.pages.is_marked(index, Mark::Dirty) {
-            if !self.pages.is_marked(index, Mark::Writeback) {
+            if self.pages.is_marked(index, Mark::Writeback) {
+                // Its flight fills the preallocated block: these new
+                // contents will need a block of their own.
+                self.unmark_preallocated(accounting, index, index);
+            } else {
                 accounting.add_unclean(1);
             }
             self.pages.set_mark(index, Mark::Dirty);
@@ -200,6 +255,14 @@ impl InodeState {
             .map(|(span, _)| span.index())
             .take_while(|&index| index < end)
             .collect();
+        // Dirty pages over preallocated blocks stay so; those in flight
+        // will need a block of their own for the new contents.
+        let kept: Vec<u64> = self
+            .preallocated
+            .range(first..end)
+            .copied()
+            .filter(|&page| !self.pages.is_marked(page, Mark::Writeback))
+            .collect();
         for index in old {
             self.drop_entry(accounting, index);
         }
@@ -209,6 +272,7 @@ impl InodeState {
         self.pages.set_mark(first, Mark::Dirty);
         accounting.cached_pages += LARGE_PAGES;
         accounting.add_unclean(LARGE_PAGES);
+        self.mark_preallocated(accounting, &kept);
     }
 
     /// Caches `page`, read from a written extent, as clean at `index` when
@@ -300,6 +364,7 @@ impl InodeState {
         let _ = self.pages.erase(span.index());
         accounting.cached_pages -= span.size();
         if unclean {
+            self.unmark_preallocated(accounting, span.index(), span.last());
             accounting.remove_unclean(span.size());
         }
         for page in span.index()..=span.last() {
@@ -339,6 +404,7 @@ impl InodeState {
             }
             match outcome {
                 Outcome::Durable => {
+                    self.unmark_preallocated(accounting, span.index(), span.last());
                     accounting.remove_unclean(span.size());
                     accounting.clock.push_back((self.ino, span.index()));
                     for page in span.index()..=span.last() {

@@ -40,6 +40,13 @@
 //!   [`PageCache::stats`]). Every clean entry has an entry in the eviction
 //!   FIFO (a stale one may name a newer entry at the same index, which is
 //!   then evicted early: the order is approximate).
+//! * Every dirty page holds the promise of a block (published for the
+//!   allocator), except those written over the file's own preallocated
+//!   block ([`InodeState::preallocated`]): their writeback writes that
+//!   unwritten block in place and needs no new one, which is what lets a
+//!   program write into space it fallocated on a full filesystem. Such a
+//!   page is always unclean; once its flight has written the block, a
+//!   newer version of the page needs a promise like any other.
 //!
 //! # Locking
 //!
@@ -124,8 +131,11 @@ pub(crate) struct Accounting {
     /// Dirty pages (a subset of the cached ones): those marked DIRTY or
     /// WRITEBACK.
     dirty_pages: u64,
-    /// Where the dirty page count is published for the allocator: each
-    /// dirty page holds the promise of a block (see `alloc`).
+    /// Dirty pages (a subset of `dirty_pages`) to be written in place over
+    /// their file's preallocated blocks: they hold no promise.
+    preallocated_pages: u64,
+    /// Where the count of dirty pages holding the promise of a block is
+    /// published for the allocator (see `alloc`).
     promised: Arc<AtomicU64>,
     /// Clean pages evicted so far.
     evicted_pages: u64,
@@ -144,13 +154,35 @@ impl Accounting {
     /// `pages` became dirty (they hold a promise of a block from now on).
     fn add_unclean(&mut self, pages: u64) {
         self.dirty_pages += pages;
-        self.promised.store(self.dirty_pages, Ordering::Release);
+        self.publish_promised();
     }
 
     /// `pages` stopped being dirty: written back, or dropped.
     fn remove_unclean(&mut self, pages: u64) {
         self.dirty_pages -= pages;
-        self.promised.store(self.dirty_pages, Ordering::Release);
+        self.publish_promised();
+    }
+
+    /// `pages` dirty pages give up their promise: they are to be written
+    /// over their file's preallocated blocks.
+    fn add_preallocated(&mut self, pages: u64) {
+        self.preallocated_pages += pages;
+        self.publish_promised();
+    }
+
+    /// `pages` dirty pages stopped being written over preallocated
+    /// blocks (written, dropped, or rewritten while in flight).
+    fn remove_preallocated(&mut self, pages: u64) {
+        self.preallocated_pages -= pages;
+        self.publish_promised();
+    }
+
+    fn publish_promised(&self) {
+        debug_assert!(self.preallocated_pages <= self.dirty_pages);
+        self.promised.store(
+            self.dirty_pages.saturating_sub(self.preallocated_pages),
+            Ordering::Release,
+        );
     }
 }
 
@@ -171,11 +203,21 @@ impl Cache {
     pub(crate) fn stats(&self) -> CacheStats {
         let accounting = &self.accounting;
         debug_assert_eq!(
-            (accounting.cached_pages, accounting.dirty_pages),
-            self.inodes.values().fold((0, 0), |(cached, dirty), state| {
-                let (inode_cached, inode_dirty) = state.page_counts();
-                (cached + inode_cached, dirty + inode_dirty)
-            }),
+            (
+                accounting.cached_pages,
+                accounting.dirty_pages,
+                accounting.preallocated_pages
+            ),
+            self.inodes
+                .values()
+                .fold((0, 0, 0), |(cached, dirty, preallocated), state| {
+                    let (inode_cached, inode_dirty) = state.page_counts();
+                    (
+                        cached + inode_cached,
+                        dirty + inode_dirty,
+                        preallocated + state.preallocated.len() as u64,
+                    )
+                }),
             "page counts drifted from the page caches"
         );
         CacheStats {
@@ -192,6 +234,8 @@ impl Cache {
         if let Some(state) = self.inodes.remove(&ino) {
             let (cached, dirty) = state.page_counts();
             self.accounting.cached_pages -= cached;
+            self.accounting
+                .remove_preallocated(state.preallocated.len() as u64);
             self.accounting.remove_unclean(dirty);
         }
     }
@@ -217,6 +261,7 @@ impl PageCache {
                     budget_pages: DEFAULT_CACHE_BUDGET / PAGE,
                     cached_pages: 0,
                     dirty_pages: 0,
+                    preallocated_pages: 0,
                     promised,
                     evicted_pages: 0,
                     clock: VecDeque::new(),

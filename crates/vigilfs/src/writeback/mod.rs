@@ -17,9 +17,19 @@
 //! ([`Journal::order_before_next_entry`]), so a crash can never keep an
 //! extent whose data was lost. With no dirty pages but a write pending
 //! (its pages all punched away), the transaction still sets the size and
-//! times, so the size a write set is never lost. Writeback over an
-//! unwritten extent is the ordinary copy-on-write: the pages get new,
-//! written blocks and the unwritten blocks under them are freed.
+//! times, so the size a write set is never lost.
+//!
+//! The one exception is a page over an unwritten (fallocated) block that
+//! is not known bad: it is written in place, into that block, and the
+//! transaction turns the block's piece of the extent into a written one.
+//! Nothing committed reads an unwritten block, so until the transaction
+//! is durable a crash still finds zeros there, never a mix. This is what
+//! fallocate promises (the writes into it need no new space, so a program
+//! that preallocated can write on a full filesystem), and why the write
+//! path lets such pages go without a promise
+//! ([`crate::pagecache::InodeState::preallocated`]). Once written, the
+//! block is data like any other: the next writeback of the page is
+//! copy-on-write again.
 //!
 //! # Three steps
 //!
@@ -67,6 +77,7 @@
 #[cfg(test)]
 pub(crate) mod tests;
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
@@ -415,9 +426,10 @@ impl Writeback {
         result
     }
 
-    /// Copy-on-write of `dirty` (sorted by index): allocate, write, one
-    /// transaction, free the old blocks at its seq. Returns the seq, for
-    /// the caller to make durable.
+    /// Writes `dirty` (sorted by index, not empty): pages over
+    /// preallocated blocks in place, the rest copy-on-write to blocks
+    /// allocated now; one transaction; the old blocks freed at its seq.
+    /// Returns the seq, for the caller to make durable.
     fn write_pages(
         &self,
         ino: u64,
@@ -425,14 +437,41 @@ impl Writeback {
         dirty: &[(u64, &[u8])],
     ) -> Result<Option<u64>, Errno> {
         let allocator = &self.metadata.allocator;
-        let runs =
+        let first = dirty.first().map_or(0, |(index, _)| *index);
+        let end = dirty.last().map_or(0, |(index, _)| index + 1);
+        // The inode is syncing: nothing else changes its extents until
+        // this lands, so the blocks chosen here stay its own.
+        let before = self
+            .extents
+            .overlapping(ino, first, end)
+            .map_err(|_| Errno::EIO)?;
+        let in_place: Vec<Option<u64>> = dirty
+            .iter()
+            .map(|(index, _)| self.extents.preallocated_block(&before, *index))
+            .collect();
+        let wanted = in_place.iter().filter(|block| block.is_none()).count() as u64;
+        let runs = if wanted == 0 {
+            Vec::new()
+        } else {
             allocator
-                .allocate_promised(dirty.len() as u64, 0)
+                .allocate_promised(wanted, 0)
                 .map_err(|error| match error {
                     AllocError::NoSpace { .. } | AllocError::Fragmented { .. } => Errno::ENOSPC,
                     _ => Errno::EIO,
-                })?;
-        let new_extents = match with_data_owner(ino, || self.write_new_extents(dirty, &runs)) {
+                })?
+        };
+        let mut allocated = runs.iter().flat_map(|run| run.start..run.end());
+        let blocks: Vec<u64> = in_place
+            .iter()
+            .map(|block| {
+                block.unwrap_or_else(|| {
+                    allocated
+                        .next()
+                        .expect("one block allocated per page without one")
+                })
+            })
+            .collect();
+        let new_extents = match with_data_owner(ino, || self.write_new_extents(dirty, &blocks)) {
             Ok(extents) => extents,
             Err(errno) => {
                 self.metadata.allocator.free_unreferenced(&runs);
@@ -442,7 +481,7 @@ impl Writeback {
         // The transaction names the new blocks: they must be durable
         // before its journal entry is.
         self.metadata.journal.order_before_next_entry();
-        let (seq, freed) = match self.commit_extents(ino, flight, &new_extents) {
+        let (seq, freed) = match self.commit_extents(ino, flight, before, &new_extents) {
             Ok(done) => done,
             Err(errno) => {
                 self.metadata.allocator.free_unreferenced(&runs);
@@ -466,7 +505,7 @@ impl Writeback {
     /// size and mtime, durably. A failure is returned (and reported by the
     /// fsync that asked) but sets no error word: no data was lost.
     fn commit_record(&self, flight: &Flight) -> Result<(), Errno> {
-        let (seq, _) = self.commit_extents(flight.ino, flight, &[])?;
+        let (seq, _) = self.commit_extents(flight.ino, flight, BTreeMap::new(), &[])?;
         if let Some(seq) = seq {
             self.metadata
                 .journal
@@ -476,14 +515,14 @@ impl Writeback {
         Ok(())
     }
 
-    /// Pairs the dirty pages with the allocated blocks, writes them, and
-    /// returns the new extents (file offset → extent).
+    /// Writes each dirty page to its block (`blocks`, in the same order)
+    /// and returns the new extents (file offset → extent).
     fn write_new_extents(
         &self,
         dirty: &[(u64, &[u8])],
-        runs: &[BlockRun],
+        blocks: &[u64],
     ) -> Result<Vec<(u64, Extent)>, Errno> {
-        let physical = runs.iter().flat_map(|run| run.start..run.end());
+        let physical = blocks.iter().copied();
         let mut extents: Vec<(u64, Extent)> = Vec::new();
         // One buffer, reused: each extent is written as soon as the next
         // page does not continue it.
@@ -525,31 +564,29 @@ impl Writeback {
             .map_err(|error| device_errno(&error))
     }
 
-    /// The transaction: extents and rmap records replaced, inode updated.
-    /// Returns the seq and the old blocks no longer referenced.
+    /// The transaction: the committed extents `before` (all of them in
+    /// the range of `new_extents`) and their rmap records replaced, inode
+    /// updated. Returns the seq and the old blocks no longer referenced
+    /// (not those written in place, which the new extents name).
     fn commit_extents(
         &self,
         ino: u64,
         flight: &Flight,
+        before: BTreeMap<u64, Extent>,
         new_extents: &[(u64, Extent)],
     ) -> Result<(Option<u64>, Vec<BlockRun>), Errno> {
-        let first = new_extents.first().map_or(0, |(offset, _)| *offset);
-        let last_end = new_extents
-            .last()
-            .map_or(0, |(offset, extent)| offset + u64::from(extent.blocks()));
-        let before = self
-            .extents
-            .overlapping(ino, first, last_end)
-            .map_err(|_| Errno::EIO)?;
         let mut after = before.clone();
         let mut freed = Vec::new();
         for (offset, extent) in new_extents {
+            let mut removed = Vec::new();
             punch(
                 &mut after,
                 *offset,
                 offset + u64::from(extent.blocks()),
-                &mut freed,
+                &mut removed,
             );
+            let kept = BlockRun::new(extent.physical, u64::from(extent.blocks()));
+            freed.extend(removed.into_iter().flat_map(|run| run.minus(kept)));
             after.insert(*offset, extent.clone());
         }
         let (size, mtime) = (flight.size, flight.mtime);
