@@ -12,55 +12,7 @@
 set -euo pipefail
 
 runs=${1:-3}
-here=$(cd "$(dirname "$0")/.." && pwd)
-cd "$here"
-cargo build --release -p vigilfs-cli 2>/dev/null
-vigilfs="$here/target/release/vigilfs"
-
-work=$(mktemp -d /tmp/vigilfs-parallel-bench.XXXXXX)
-cleanup() {
-    for mountpoint in "$work"/mnt/*; do
-        umount "$mountpoint" 2>/dev/null || umount -l "$mountpoint" 2>/dev/null || true
-    done
-    for _ in $(seq 1 100); do
-        umount "$work/tmpfs" 2>/dev/null && break
-        sleep 0.1
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work/tmpfs" "$work/mnt"
-mount -t tmpfs -o size=6G tmpfs "$work/tmpfs"
-
-mounted=0
-mount_system() { # system → mount point (a new image and mount point each
-    # time: an older vigilfs may still be closing the previous one when
-    # umount has returned)
-    local system=$1 mountpoint="$work/mnt/$1-$mounted"
-    local image="$work/tmpfs/$system-$mounted.img"
-    mounted=$((mounted + 1))
-    mkdir -p "$mountpoint"
-    # The daemon must not hold the caller's stdout: this runs in $(...).
-    case $system in
-        vigilfs) "$vigilfs" mount "$image" "$mountpoint" --size 2G --daemon >&2 ;;
-        vigilfs-before) "$BASELINE" mount "$image" "$mountpoint" --size 2G --daemon >&2 ;;
-        ext4-loop)
-            truncate -s 2G "$image"
-            mkfs.ext4 -q -F "$image" >&2
-            mount -o loop "$image" "$mountpoint" ;;
-    esac
-    mountpoint -q "$mountpoint" || { echo "mounting $system failed" >&2; exit 1; }
-    echo "$mountpoint"
-}
-
-unmount_system() {
-    umount "$1"
-    for _ in $(seq 1 100); do
-        mountpoint -q "$1" || break
-        sleep 0.1
-    done
-    rm -f "$work/tmpfs/"*.img  # a daemon still closing one keeps it until then
-}
+source "$(dirname "$0")/lib.sh"
 
 iops() { # directory jobs → IOPS of all jobs together
     fio --output-format=json --name=randw --directory="$1" --rw=randwrite --bs=4k \
@@ -71,8 +23,6 @@ iops() { # directory jobs → IOPS of all jobs together
 
 results="$work/results"
 : > "$results"
-read -r -a systems <<< "${SYSTEMS:-vigilfs ext4-loop}"
-if [ -n "${BASELINE:-}" ]; then systems=(vigilfs-before "${systems[@]}"); fi
 for run in $(seq 1 "$runs"); do
     for system in "${systems[@]}"; do
         for jobs in 1 2; do

@@ -36,11 +36,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use super::error::{FsError, FsResult};
+use super::known_names::KnownNames;
 use crate::device::{
     ByteRange, Errno, FaultLogEvent, FaultPlan, FaultRuleError, FileFaults, FileVerdict,
     IoOperation, Probability, RuleId, SeededRandom, MAX_DELAY_MICROS,
 };
-use crate::inode::ROOT_INO;
 
 /// A filesystem operation a rule can fail or delay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -472,87 +472,6 @@ impl ActiveRule {
     }
 }
 
-/// What the filesystem has learnt of each inode's names: (parent, name)
-/// pairs, enough to build paths from the root.
-#[derive(Default)]
-struct Names {
-    names: HashMap<u64, Vec<(u64, Vec<u8>)>>,
-}
-
-/// The most path components followed up to the root (a cycle, or a tree
-/// deeper than this, gives no path).
-const MAX_DEPTH: usize = 256;
-
-impl Names {
-    fn learn(&mut self, parent: u64, name: &[u8], ino: u64) {
-        let entry = self.names.entry(ino).or_default();
-        if !entry.iter().any(|(p, n)| *p == parent && n == name) {
-            entry.push((parent, name.to_vec()));
-        }
-    }
-
-    /// `name` in `parent` now names what `new_name` in `new_parent` named,
-    /// and the other way round with `exchange`; without it, whatever
-    /// `new_name` named loses that name.
-    fn rename(&mut self, from: (u64, &[u8]), to: (u64, &[u8]), exchange: bool) {
-        for names in self.names.values_mut() {
-            for (parent, name) in names.iter_mut() {
-                if (*parent, name.as_slice()) == from {
-                    (*parent, *name) = (to.0, to.1.to_vec());
-                } else if (*parent, name.as_slice()) == to {
-                    if exchange {
-                        (*parent, *name) = (from.0, from.1.to_vec());
-                    } else {
-                        // Replaced: marked for removal below.
-                        *parent = u64::MAX;
-                    }
-                }
-            }
-        }
-        self.names.retain(|_, names| {
-            names.retain(|(parent, _)| *parent != u64::MAX);
-            !names.is_empty()
-        });
-    }
-
-    fn forget_name(&mut self, parent: u64, name: &[u8]) {
-        self.names.retain(|_, names| {
-            names.retain(|(p, n)| !(*p == parent && n == name));
-            !names.is_empty()
-        });
-    }
-
-    /// Every known path of `ino`, relative to the root.
-    fn paths(&self, ino: u64) -> Vec<String> {
-        let mut paths = Vec::new();
-        for (parent, name) in self.names.get(&ino).into_iter().flatten() {
-            if let Some(prefix) = self.path_of_directory(*parent) {
-                let name = String::from_utf8_lossy(name);
-                paths.push(if prefix.is_empty() {
-                    name.into_owned()
-                } else {
-                    format!("{prefix}/{name}")
-                });
-            }
-        }
-        paths
-    }
-
-    fn path_of_directory(&self, mut dir: u64) -> Option<String> {
-        let mut parts = Vec::new();
-        for _ in 0..MAX_DEPTH {
-            if dir == ROOT_INO {
-                parts.reverse();
-                return Some(parts.join("/"));
-            }
-            let (parent, name) = self.names.get(&dir)?.first()?;
-            parts.push(String::from_utf8_lossy(name).into_owned());
-            dir = *parent;
-        }
-        None
-    }
-}
-
 /// Where an operation is armed to cut the power.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CutPoint {
@@ -578,7 +497,7 @@ pub struct Faults {
     rules: Mutex<Vec<ActiveRule>>,
     /// Whether any rule exists: the common case (none) costs one load.
     any: AtomicBool,
-    names: Mutex<Names>,
+    names: Mutex<KnownNames>,
     /// Inodes whose next data write fails with this errno, by the rule
     /// that fired (an injected fsync failure, made a real writeback failure).
     forced: Mutex<HashMap<u64, (RuleId, Errno)>>,
@@ -602,7 +521,7 @@ impl Faults {
             plan,
             rules: Mutex::new(Vec::new()),
             any: AtomicBool::new(false),
-            names: Mutex::new(Names::default()),
+            names: Mutex::new(KnownNames::default()),
             forced: Mutex::new(HashMap::new()),
             armed: Mutex::new(None),
             any_armed: AtomicBool::new(false),
@@ -704,7 +623,7 @@ impl Faults {
 
     /// Learns that `name` in `parent` is gone.
     pub fn unlearn(&self, parent: u64, name: &[u8]) {
-        lock(&self.names).forget_name(parent, name);
+        lock(&self.names).forget(parent, name);
     }
 
     /// Every known path of `ino`.
@@ -818,20 +737,7 @@ impl Faults {
     fn operation_paths(&self, ino: u64, name: Option<&[u8]>) -> Vec<String> {
         let names = lock(&self.names);
         match name {
-            Some(name) => {
-                let name = String::from_utf8_lossy(name);
-                names
-                    .path_of_directory(ino)
-                    .map(|dir| {
-                        if dir.is_empty() {
-                            name.into_owned()
-                        } else {
-                            format!("{dir}/{name}")
-                        }
-                    })
-                    .into_iter()
-                    .collect()
-            }
+            Some(name) => names.entry_path(ino, name).into_iter().collect(),
             None => names.paths(ino),
         }
     }
@@ -942,6 +848,7 @@ impl FileFaults for Faults {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inode::ROOT_INO;
 
     #[test]
     fn file_rules_print_and_parse_back() {

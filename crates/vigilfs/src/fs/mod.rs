@@ -68,6 +68,7 @@ pub mod faults;
 pub mod gate;
 mod handles;
 pub mod health;
+mod known_names;
 pub mod latency;
 mod lifecycle;
 mod media;

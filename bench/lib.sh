@@ -1,0 +1,61 @@
+# Shared by the single-purpose mount benchmarks (parallel_fsync.sh,
+# namespace_scale.sh): a work directory with a tmpfs every image lives on,
+# removed on exit, and systems mounted on a fresh image and mount point
+# each time (an older vigilfs may still be closing the previous image when
+# umount has returned). Source it after `set -euo pipefail`; it builds the
+# release binary and sets $vigilfs, $work and the functions below.
+#
+# SYSTEMS picks the systems (vigilfs, ext4-loop); BASELINE=PATH adds
+# vigilfs-before, served by an earlier vigilfs binary.
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$here"
+cargo build --release -p vigilfs-cli 2>/dev/null
+vigilfs="$here/target/release/vigilfs"
+
+work=$(mktemp -d "/tmp/vigilfs-$(basename "$0" .sh).XXXXXX")
+cleanup() {
+    for mountpoint in "$work"/mnt/*; do
+        umount "$mountpoint" 2>/dev/null || umount -l "$mountpoint" 2>/dev/null || true
+    done
+    for _ in $(seq 1 100); do
+        umount "$work/tmpfs" 2>/dev/null && break
+        sleep 0.1
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work/tmpfs" "$work/mnt"
+mount -t tmpfs -o size=6G tmpfs "$work/tmpfs"
+
+read -r -a systems <<< "${SYSTEMS:-vigilfs ext4-loop}"
+if [ -n "${BASELINE:-}" ]; then systems=(vigilfs-before "${systems[@]}"); fi
+
+mounted=0
+mount_system() { # system → mount point; call as $(mount_system S), then
+    # bump $mounted in the caller (the subshell's count is lost)
+    local system=$1 mountpoint="$work/mnt/$1-$mounted"
+    local image="$work/tmpfs/$system-$mounted.img"
+    mkdir -p "$mountpoint"
+    # The daemon must not hold the caller's stdout: this runs in $(...).
+    case $system in
+        vigilfs) "$vigilfs" mount "$image" "$mountpoint" --size 2G --daemon >&2 ;;
+        vigilfs-before) "$BASELINE" mount "$image" "$mountpoint" --size 2G --daemon >&2 ;;
+        ext4-loop)
+            truncate -s 2G "$image"
+            mkfs.ext4 -q -F "$image" >&2
+            mount -o loop "$image" "$mountpoint" ;;
+        *) echo "unknown system $system" >&2; exit 2 ;;
+    esac
+    mountpoint -q "$mountpoint" || { echo "mounting $system failed" >&2; exit 1; }
+    echo "$mountpoint"
+}
+
+unmount_system() { # mount point
+    umount "$1"
+    for _ in $(seq 1 100); do
+        mountpoint -q "$1" || break
+        sleep 0.1
+    done
+    rm -f "$work/tmpfs/"*.img  # a daemon still closing one keeps it until then
+}
