@@ -5,8 +5,9 @@
 # umount has returned). Source it after `set -euo pipefail`; it builds the
 # release binary and sets $vigilfs, $work and the functions below.
 #
-# SYSTEMS picks the systems (vigilfs, ext4-loop); BASELINE=PATH adds
-# vigilfs-before, served by an earlier vigilfs binary.
+# SYSTEMS picks the systems (vigilfs, ext4-loop, and vigilfs:OPTIONS for
+# vigilfs mounted with `-o OPTIONS`); BASELINE=PATH adds vigilfs-before,
+# served by an earlier vigilfs binary.
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here"
@@ -34,13 +35,16 @@ if [ -n "${BASELINE:-}" ]; then systems=(vigilfs-before "${systems[@]}"); fi
 mounted=0
 mount_system() { # system → mount point; call as $(mount_system S), then
     # bump $mounted in the caller (the subshell's count is lost)
-    local system=$1 mountpoint="$work/mnt/$1-$mounted"
-    local image="$work/tmpfs/$system-$mounted.img"
+    local system=$1 name=${1//[^a-zA-Z0-9-]/_}
+    local mountpoint="$work/mnt/$name-$mounted" image="$work/tmpfs/$name-$mounted.img"
     mkdir -p "$mountpoint"
     # The daemon must not hold the caller's stdout: this runs in $(...).
     case $system in
         vigilfs) "$vigilfs" mount "$image" "$mountpoint" --size 2G --daemon >&2 ;;
         vigilfs-before) "$BASELINE" mount "$image" "$mountpoint" --size 2G --daemon >&2 ;;
+        vigilfs:*)
+            "$vigilfs" mount "$image" "$mountpoint" --size 2G -o "${system#vigilfs:}" \
+                --daemon >&2 ;;
         ext4-loop)
             truncate -s 2G "$image"
             mkfs.ext4 -q -F "$image" >&2

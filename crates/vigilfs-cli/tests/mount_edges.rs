@@ -341,6 +341,11 @@ fn space_fallocated_before_the_filesystem_filled_takes_writes_after() {
     assert_eq!(scratch.status()["state"].as_str(), Some("running"));
     assert_eq!(errors_recorded(&scratch, "writeback"), 0);
     scratch.umount(pid);
-    let fsck = vigilfs(&["fsck", scratch.img()]);
+    // What reached the image, not the kernel's cache: every data block
+    // checked against its checksum, then read through a new mount.
+    let fsck = vigilfs(&["fsck", "--data", scratch.img()]);
     assert_eq!(fsck.status.code(), Some(0), "{}", text(&fsck.stdout));
+    let pid = scratch.mount(&[]);
+    assert_eq!(fs::read(&path).unwrap(), bytes, "after a remount");
+    scratch.umount(pid);
 }

@@ -263,6 +263,11 @@ impl Workload<'_> {
                     .map_err(errno)?;
                 let synced = self.fs.syncfs(handle);
                 let _ = self.fs.release(handle);
+                assert_ne!(
+                    synced.as_ref().map_err(|error| error.errno()).err(),
+                    Some(libc::ENOSPC),
+                    "syncfs of accepted data failed for space"
+                );
                 synced.map_err(errno)?;
                 self.durable = self.contents.clone();
                 self.durable_directories = self.directories.clone();
@@ -277,6 +282,11 @@ impl Workload<'_> {
                     .map_err(errno)?;
                 let synced = self.fs.fsync(handle, false);
                 let _ = self.fs.release(handle);
+                assert_ne!(
+                    synced.as_ref().map_err(|error| error.errno()).err(),
+                    Some(libc::ENOSPC),
+                    "fsync of accepted data failed for space"
+                );
                 synced.map_err(errno)?;
                 if let Some(file) = self.contents.get(&name) {
                     self.durable.insert(name, file.clone());
@@ -406,17 +416,28 @@ impl Workload<'_> {
         } else {
             FallocateMode::ALLOCATE
         };
+        // Not a durability point: a cut may find the size before or after.
+        self.durable.remove(&name);
         let handle = fs.open(attr.ino, read_write(), &self.root).map_err(errno)?;
         let allocated = fs.fallocate(handle, offset, length, mode, &self.root);
         let _ = fs.release(handle);
+        let file = self.contents.entry(name.clone()).or_default();
         match allocated.map_err(errno) {
-            // fallocate needs all its blocks at once: ENOSPC is no news.
-            Err(libc::ENOSPC) => return Ok(()),
+            Err(libc::ENOSPC) => {
+                // fallocate goes in pieces: those before the refusal stay,
+                // and may have grown the file.
+                let size = fs
+                    .lookup(ROOT_INO, &name, &self.root)
+                    .map_err(errno)?
+                    .record
+                    .size;
+                if (file.len() as u64) < size {
+                    file.resize(size as usize, 0);
+                }
+                return Ok(());
+            }
             outcome => outcome?,
         }
-        // Not a durability point: a cut may find the size before or after.
-        self.durable.remove(&name);
-        let file = self.contents.entry(name.clone()).or_default();
         if !keep_size && (file.len() as u64) < offset + length {
             file.resize((offset + length) as usize, 0);
         }

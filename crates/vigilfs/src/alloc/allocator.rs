@@ -31,6 +31,14 @@
 //!     reserve (its pages are the promise);
 //!   - deletions, truncates, punches, writeback transactions, freeze and unmount may use
 //!     everything, so a full filesystem can always be emptied.
+//!
+//!   Dirty pages written over their file's own preallocated blocks need no block, but
+//!   their writeback splits unwritten extents and adds records: the data path counts them
+//!   in a second gauge ([`preallocated_pages`]), charged their records' share like promised
+//!   pages, and lets a write go without a promise only while that share fits in what
+//!   ordinary metadata may use ([`conversions_available`]). So converting fallocated space
+//!   on a full filesystem eats into the upper half of the reserve only, never the part
+//!   deletions need (ext4 keeps reserved clusters for the same conversions).
 //! * **Pending frees are free.** A request that fits only once pending frees are released
 //!   flushes the journal and tries again: nobody hears ENOSPC while a durable commit would
 //!   give the space back (ext4 forces a commit for the same reason).
@@ -41,6 +49,8 @@
 //! [`mark_bad`]: Allocator::mark_bad
 //! [`metadata_reserve`]: Allocator::metadata_reserve
 //! [`promised_pages`]: Allocator::promised_pages
+//! [`preallocated_pages`]: Allocator::preallocated_pages
+//! [`conversions_available`]: Allocator::conversions_available
 //! [`allocate_data`]: Allocator::allocate_data
 //! [`data_available`]: Allocator::data_available
 //! [`allocate_promised`]: Allocator::allocate_promised
@@ -105,6 +115,9 @@ pub struct Allocator {
     metadata_reserve: u64,
     /// Pages promised a block: kept by the data path (see the module comment).
     promised_pages: Arc<AtomicU64>,
+    /// Dirty pages to be written over their file's preallocated blocks, with no promise:
+    /// kept by the data path; charged their records' share only.
+    preallocated_pages: Arc<AtomicU64>,
     /// Dirty b-tree nodes, each to take a block when written: kept by the node cache.
     dirty_nodes: Arc<AtomicU64>,
     rmap_nodes: Arc<RmapNodes>,
@@ -133,6 +146,7 @@ impl Allocator {
             region_blocks: blocks,
             metadata_reserve: (blocks / 64).max(MIN_METADATA_RESERVE).min(blocks / 4),
             promised_pages: Arc::new(AtomicU64::new(0)),
+            preallocated_pages: Arc::new(AtomicU64::new(0)),
             dirty_nodes: Arc::new(AtomicU64::new(0)),
             rmap_nodes: Arc::new(RmapNodes::new()),
             state: Mutex::new(AllocatorState {
@@ -160,12 +174,38 @@ impl Allocator {
         &self.promised_pages
     }
 
+    /// The gauge of dirty pages written over preallocated blocks, for the data path to keep
+    /// (see the module comment).
+    pub fn preallocated_pages(&self) -> &Arc<AtomicU64> {
+        &self.preallocated_pages
+    }
+
     /// Blocks promised: one per promised page, and one in [`PAGES_PER_RECORD_BLOCK`] more
-    /// for the extent and rmap records their writeback adds; and one for each dirty b-tree
-    /// node, which takes a new block when written.
+    /// for the extent and rmap records their writeback adds (of pages over preallocated
+    /// blocks, only that share); and one for each dirty b-tree node, which takes a new
+    /// block when written.
     fn promised_blocks(&self) -> u64 {
         blocks_for_pages(self.promised_pages.load(Ordering::Acquire))
+            + self.records_of_preallocated()
             + self.dirty_nodes.load(Ordering::Acquire)
+    }
+
+    fn records_of_preallocated(&self) -> u64 {
+        self.preallocated_pages
+            .load(Ordering::Acquire)
+            .div_ceil(PAGES_PER_RECORD_BLOCK)
+    }
+
+    /// How many more dirty pages may be written over their file's preallocated blocks
+    /// without a promise: as many as have their records' share in what ordinary metadata
+    /// may use (free and pending, less half the reserve and everything promised). The data
+    /// path asks with its cache locked, like [`Allocator::data_available`].
+    pub fn conversions_available(&self) -> u64 {
+        let space = &self.lock_released().space;
+        (space.free_blocks() + space.pending_blocks())
+            .saturating_sub(self.metadata_reserve / 2)
+            .saturating_sub(self.promised_blocks())
+            .saturating_mul(PAGES_PER_RECORD_BLOCK)
     }
 
     /// Blocks of new data that may still be taken now (pages a write makes dirty, blocks a
@@ -180,6 +220,7 @@ impl Allocator {
     fn data_available_in(&self, space: &FreeSpace) -> u64 {
         let room = (space.free_blocks() + space.pending_blocks())
             .saturating_sub(self.metadata_reserve)
+            .saturating_sub(self.records_of_preallocated())
             .saturating_sub(self.dirty_nodes.load(Ordering::Acquire));
         let promised = self.promised_pages.load(Ordering::Acquire);
         // The most pages whose blocks fit `room`, less those promised.

@@ -280,9 +280,10 @@ impl Files {
         if block_size as usize != PAGE_BYTES {
             return Err(FileError::UnsupportedBlockSize { block_size });
         }
-        let cache = Arc::new(PageCache::new(Arc::clone(
-            metadata.allocator.promised_pages(),
-        )));
+        let cache = Arc::new(PageCache::new(
+            Arc::clone(metadata.allocator.promised_pages()),
+            Arc::clone(metadata.allocator.preallocated_pages()),
+        ));
         Ok(Files {
             extents: ExtentMap::new(Arc::clone(&device), Arc::clone(&metadata)),
             writeback: Writeback::new(device, Arc::clone(&metadata), Arc::clone(&cache)),
@@ -601,13 +602,16 @@ impl Files {
         let mut beyond = state.first_beyond_promise(first, last, promisable, &preallocated);
         if beyond.is_some() {
             // Out of promises: pages over blocks the file preallocated need
-            // none (writeback fills those blocks in place). Looked up only
-            // now, so the common write never reads the extents.
+            // none (writeback fills those blocks in place), as long as the
+            // records their writeback adds have room. Looked up only now,
+            // so the common write never reads the extents.
             let extents = self.extents.overlapping(ino, first, last + 1)?;
+            let room = self.metadata.allocator.conversions_available();
             preallocated = state
                 .newly_dirtied(first, last)
                 .into_iter()
                 .filter(|&index| self.extents.preallocated_block(&extents, index).is_some())
+                .take(usize::try_from(room).unwrap_or(usize::MAX))
                 .collect();
             if !preallocated.is_empty() {
                 beyond = state.first_beyond_promise(first, last, promisable, &preallocated);
@@ -627,7 +631,12 @@ impl Files {
             let run_end = index + LARGE_PAGES;
             if index % LARGE_PAGES == 0 && offset <= index * PAGE && run_end * PAGE <= end {
                 let source = (index * PAGE - offset) as usize..(run_end * PAGE - offset) as usize;
-                state.put_dirty_large(&mut cache.accounting, index, bytes[source].into());
+                state.put_dirty_large(
+                    &mut cache.accounting,
+                    index,
+                    bytes[source].into(),
+                    &preallocated,
+                );
                 index = run_end;
                 continue;
             }
@@ -643,11 +652,10 @@ impl Files {
             let source = (from - offset) as usize..(to - offset) as usize;
             let target = (from - page_start) as usize..(to - page_start) as usize;
             page[target].copy_from_slice(&bytes[source]);
-            state.put_dirty(&mut cache.accounting, index, page.into());
+            let over_preallocated = preallocated.contains(&index);
+            state.put_dirty(&mut cache.accounting, index, page.into(), over_preallocated);
             index += 1;
         }
-        let in_place: Vec<u64> = preallocated.range(first..=last).copied().collect();
-        state.mark_preallocated(&mut cache.accounting, &in_place);
         state.size = state.size.max(end);
         state.mtime = Some(Timestamp::now());
         state.changes += 1;
@@ -728,7 +736,7 @@ impl Files {
                 state.drop_entry(&mut cache.accounting, index);
             }
             if let Some((index, page)) = tail {
-                state.put_dirty(&mut cache.accounting, index, page);
+                state.put_dirty(&mut cache.accounting, index, page, false);
             }
         }
         state.size = size;
@@ -1040,7 +1048,7 @@ impl Files {
             state.drop_entry(&mut cache.accounting, index);
         }
         for (index, page) in zeroed {
-            state.put_dirty(&mut cache.accounting, index, page);
+            state.put_dirty(&mut cache.accounting, index, page, false);
         }
         if let Some(seq) = seq {
             for run in freed {

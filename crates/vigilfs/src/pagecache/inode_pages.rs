@@ -179,19 +179,6 @@ impl InodeState {
             .collect()
     }
 
-    /// Records that the dirty pages `pages` are written over their file's
-    /// preallocated blocks and hold no promise (see the field).
-    pub(crate) fn mark_preallocated(&mut self, accounting: &mut Accounting, pages: &[u64]) {
-        let mut added = 0;
-        for &page in pages {
-            debug_assert!(self.pages.is_marked(page, Mark::Dirty));
-            if self.preallocated.insert(page) {
-                added += 1;
-            }
-        }
-        accounting.add_preallocated(added);
-    }
-
     /// Forgets that pages `first..=last` are written over preallocated
     /// blocks: they left the cache, became clean, or must hold a promise.
     fn unmark_preallocated(&mut self, accounting: &mut Accounting, first: u64, last: u64) {
@@ -221,8 +208,15 @@ impl InodeState {
     /// Stores `page` at `index` as dirty contents that writeback has not
     /// tried yet (a large entry holding `index` is split first). An entry
     /// being written back keeps its WRITEBACK mark: the landing sees the
-    /// DIRTY mark and leaves the page dirty.
-    pub(crate) fn put_dirty(&mut self, accounting: &mut Accounting, index: u64, page: Page) {
+    /// DIRTY mark and leaves the page dirty. A page made dirty here holds
+    /// a promise, unless `over_preallocated` (see the field `preallocated`).
+    pub(crate) fn put_dirty(
+        &mut self,
+        accounting: &mut Accounting,
+        index: u64,
+        page: Page,
+        over_preallocated: bool,
+    ) {
         self.split(accounting, index);
         match self.pages.store(index, 0, page) {
             Ok(None) => accounting.cached_pages += 1,
@@ -236,8 +230,10 @@ impl InodeState {
                 // Its flight fills the preallocated block: these new
                 // contents will need a block of their own.
                 self.unmark_preallocated(accounting, index, index);
+            } else if over_preallocated && self.preallocated.insert(index) {
+                accounting.add_unclean(1, 1);
             } else {
-                accounting.add_unclean(1);
+                accounting.add_unclean(1, 0);
             }
             self.pages.set_mark(index, Mark::Dirty);
         }
@@ -246,7 +242,15 @@ impl InodeState {
 
     /// Stores the [`LARGE_PAGES`] pages from `first` (aligned), written
     /// whole, as one dirty large entry, replacing whatever was cached there.
-    pub(crate) fn put_dirty_large(&mut self, accounting: &mut Accounting, first: u64, pages: Page) {
+    /// Those of its pages in `over_preallocated` (pages not dirty before)
+    /// hold no promise.
+    pub(crate) fn put_dirty_large(
+        &mut self,
+        accounting: &mut Accounting,
+        first: u64,
+        pages: Page,
+        over_preallocated: &BTreeSet<u64>,
+    ) {
         let end = first + LARGE_PAGES;
         // Entries are aligned to their size, so none straddles `first`.
         let old: Vec<u64> = self
@@ -262,6 +266,7 @@ impl InodeState {
             .range(first..end)
             .copied()
             .filter(|&page| !self.pages.is_marked(page, Mark::Writeback))
+            .chain(over_preallocated.range(first..end).copied())
             .collect();
         for index in old {
             self.drop_entry(accounting, index);
@@ -271,8 +276,9 @@ impl InodeState {
         }
         self.pages.set_mark(first, Mark::Dirty);
         accounting.cached_pages += LARGE_PAGES;
-        accounting.add_unclean(LARGE_PAGES);
-        self.mark_preallocated(accounting, &kept);
+        let before = self.preallocated.len();
+        self.preallocated.extend(kept);
+        accounting.add_unclean(LARGE_PAGES, (self.preallocated.len() - before) as u64);
     }
 
     /// Caches `page`, read from a written extent, as clean at `index` when
@@ -459,7 +465,7 @@ impl InodeState {
             let dirty = guard.is_marked(Mark::Dirty) || guard.is_marked(Mark::Writeback);
             if !dirty {
                 guard.set_mark(Mark::Dirty);
-                accounting.add_unclean(span.size());
+                accounting.add_unclean(span.size(), 0);
             }
             held.extend((span.index().max(first)..=span.last()).take_while(|&page| page < end));
         }

@@ -137,6 +137,8 @@ pub(crate) struct Accounting {
     /// Where the count of dirty pages holding the promise of a block is
     /// published for the allocator (see `alloc`).
     promised: Arc<AtomicU64>,
+    /// Where `preallocated_pages` is published for the allocator.
+    preallocated: Arc<AtomicU64>,
     /// Clean pages evicted so far.
     evicted_pages: u64,
     /// Pages in the order they became clean, as (inode, page index): the
@@ -151,22 +153,18 @@ impl Accounting {
         self.cached_pages - self.dirty_pages
     }
 
-    /// `pages` became dirty (they hold a promise of a block from now on).
-    fn add_unclean(&mut self, pages: u64) {
+    /// `pages` became dirty: `preallocated` of them over their file's
+    /// preallocated blocks, the rest holding a promise of a block.
+    fn add_unclean(&mut self, pages: u64, preallocated: u64) {
+        debug_assert!(preallocated <= pages);
         self.dirty_pages += pages;
+        self.preallocated_pages += preallocated;
         self.publish_promised();
     }
 
     /// `pages` stopped being dirty: written back, or dropped.
     fn remove_unclean(&mut self, pages: u64) {
         self.dirty_pages -= pages;
-        self.publish_promised();
-    }
-
-    /// `pages` dirty pages give up their promise: they are to be written
-    /// over their file's preallocated blocks.
-    fn add_preallocated(&mut self, pages: u64) {
-        self.preallocated_pages += pages;
         self.publish_promised();
     }
 
@@ -179,6 +177,8 @@ impl Accounting {
 
     fn publish_promised(&self) {
         debug_assert!(self.preallocated_pages <= self.dirty_pages);
+        self.preallocated
+            .store(self.preallocated_pages, Ordering::Release);
         self.promised.store(
             self.dirty_pages.saturating_sub(self.preallocated_pages),
             Ordering::Release,
@@ -220,6 +220,12 @@ impl Cache {
                 }),
             "page counts drifted from the page caches"
         );
+        debug_assert!(
+            self.inodes
+                .values()
+                .all(|state| state.preallocated.iter().all(|&page| state.unclean(page))),
+            "a page without a promise is clean"
+        );
         CacheStats {
             cached_bytes: accounting.cached_pages * PAGE,
             dirty_bytes: accounting.dirty_pages * PAGE,
@@ -251,9 +257,10 @@ pub(crate) struct PageCache {
 }
 
 impl PageCache {
-    /// An empty cache with the default budget, publishing its dirty page
-    /// count in `promised`.
-    pub(crate) fn new(promised: Arc<AtomicU64>) -> PageCache {
+    /// An empty cache with the default budget, publishing its count of
+    /// dirty pages holding a promise in `promised`, and of those over
+    /// preallocated blocks in `preallocated`.
+    pub(crate) fn new(promised: Arc<AtomicU64>, preallocated: Arc<AtomicU64>) -> PageCache {
         PageCache {
             cache: Mutex::new(Cache {
                 inodes: HashMap::new(),
@@ -263,6 +270,7 @@ impl PageCache {
                     dirty_pages: 0,
                     preallocated_pages: 0,
                     promised,
+                    preallocated,
                     evicted_pages: 0,
                     clock: VecDeque::new(),
                 },

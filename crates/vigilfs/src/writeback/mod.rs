@@ -439,16 +439,32 @@ impl Writeback {
         let allocator = &self.metadata.allocator;
         let first = dirty.first().map_or(0, |(index, _)| *index);
         let end = dirty.last().map_or(0, |(index, _)| index + 1);
-        // The inode is syncing: nothing else changes its extents until
-        // this lands, so the blocks chosen here stay its own.
-        let before = self
-            .extents
-            .overlapping(ino, first, end)
-            .map_err(|_| Errno::EIO)?;
-        let in_place: Vec<Option<u64>> = dirty
-            .iter()
-            .map(|(index, _)| self.extents.preallocated_block(&before, *index))
-            .collect();
+        let lookup = || {
+            self.extents
+                .overlapping(ino, first, end)
+                .map_err(|_| Errno::EIO)
+        };
+        let in_place_of = |before: &BTreeMap<u64, Extent>| -> Vec<Option<u64>> {
+            dirty
+                .iter()
+                .map(|(index, _)| self.extents.preallocated_block(before, *index))
+                .collect()
+        };
+        // The inode is syncing, so truncate, punch and fallocate leave its
+        // extents alone until this lands; but the file's deletion (its last
+        // link or last close) frees them at once. A deletion commits and
+        // frees holding the record lock, so with the lock held across the
+        // in-place writes the preallocated blocks found under it stay the
+        // file's until written: never someone else's block by then. (Only
+        // writes into fallocated space hold metadata changes up this way.)
+        let mut before = lookup()?;
+        let mut in_place = in_place_of(&before);
+        let mut records = None;
+        if in_place.iter().any(Option::is_some) {
+            records = Some(self.metadata.lock_records());
+            before = lookup()?;
+            in_place = in_place_of(&before);
+        }
         let wanted = in_place.iter().filter(|block| block.is_none()).count() as u64;
         let runs = if wanted == 0 {
             Vec::new()
@@ -471,7 +487,9 @@ impl Writeback {
                 })
             })
             .collect();
-        let new_extents = match with_data_owner(ino, || self.write_new_extents(dirty, &blocks)) {
+        let written = with_data_owner(ino, || self.write_new_extents(dirty, &blocks));
+        drop(records);
+        let new_extents = match written {
             Ok(extents) => extents,
             Err(errno) => {
                 self.metadata.allocator.free_unreferenced(&runs);

@@ -292,3 +292,99 @@ pub(crate) fn pattern(length: usize, seed: u8) -> Vec<u8> {
         .map(|at| (at as u8).wrapping_mul(31).wrapping_add(seed) | 1)
         .collect()
 }
+
+/// Pages written over preallocated blocks on a full filesystem hold no
+/// promise, and the gauges the allocator reads say so exactly: a page
+/// rewritten while its in-place flight is in the air needs (and takes) a
+/// promise, since the flight fills the block; punch and truncate drop the
+/// rest; what landed survives a remount.
+#[test]
+fn pages_over_preallocated_blocks_hold_no_promise_until_rewritten_in_flight() {
+    use crate::inode::FallocateMode;
+    let bench = Bench::new();
+    let files = bench.files(bench.device.clone());
+    let handle = files.open(bench.ino).unwrap();
+    let allocator = &bench.metadata.allocator;
+    let gauges = || {
+        (
+            allocator.promised_pages().load(Ordering::Acquire),
+            allocator.preallocated_pages().load(Ordering::Acquire),
+        )
+    };
+    files
+        .fallocate(bench.ino, 0, 8 * PAGE, FallocateMode::KEEP_SIZE)
+        .unwrap();
+    // Fill what is left with another file's fallocated blocks, all but
+    // room for one promise.
+    let (filler, _) = Namespace::new(bench.metadata.clone())
+        .create(ROOT_INO, b"filler", 0o644, 0, 0)
+        .unwrap();
+    let mut at = 0;
+    while allocator.data_available() > 1 {
+        let available = allocator.data_available();
+        // Large steps, then block by block: the records each step adds
+        // take their share too.
+        let blocks = if available > 256 { available - 128 } else { 1 };
+        files
+            .fallocate(filler, at, blocks * PAGE, FallocateMode::KEEP_SIZE)
+            .unwrap();
+        at += blocks * PAGE;
+    }
+    assert_eq!(allocator.data_available(), 1);
+
+    let mut model = vec![0u8; 8 * PAGE_BYTES];
+    let write = |model: &mut Vec<u8>, page: usize, seed: u8| {
+        let bytes = pattern(PAGE_BYTES, seed);
+        model[page * PAGE_BYTES..(page + 1) * PAGE_BYTES].copy_from_slice(&bytes);
+        files
+            .write(&handle, (page * PAGE_BYTES) as u64, &bytes)
+            .unwrap();
+    };
+    // The last promise goes to the first page; the second is written over
+    // its preallocated block with none.
+    write(&mut model, 0, 1);
+    write(&mut model, 3, 2);
+    assert_eq!(gauges(), (1, 1));
+    let flight = files.writeback.take_off(bench.ino).expect("dirty pages");
+    // Rewritten in flight (as a write with a promise to spare would): the
+    // flight fills block 3, so the new contents need a block of their own.
+    {
+        let mut cache = files.writeback.cache.lock();
+        let Cache { inodes, accounting } = &mut *cache;
+        let state = inodes.get_mut(&bench.ino).unwrap();
+        state.put_dirty(accounting, 3, pattern(PAGE_BYTES, 3).into(), false);
+    }
+    model[3 * PAGE_BYTES..4 * PAGE_BYTES].copy_from_slice(&pattern(PAGE_BYTES, 3));
+    assert_eq!(gauges(), (2, 0));
+    let landing = files.writeback.fly(&flight);
+    assert_eq!(files.writeback.land(flight, landing), Ok(2));
+    assert_eq!(gauges(), (1, 0));
+    // Block 3 is data now: copy-on-write, with the promise.
+    assert_eq!(files.writeback.writeback_inode(bench.ino), Ok(1));
+    assert_eq!(gauges(), (0, 0));
+    // The copy took the last free block: both go over their preallocated
+    // blocks.
+    assert_eq!(allocator.data_available(), 0);
+    write(&mut model, 5, 4);
+    write(&mut model, 6, 5);
+    assert_eq!(gauges(), (0, 2));
+    files
+        .fallocate(
+            bench.ino,
+            6 * PAGE,
+            PAGE,
+            FallocateMode::PUNCH_HOLE | FallocateMode::KEEP_SIZE,
+        )
+        .unwrap();
+    model[6 * PAGE_BYTES..7 * PAGE_BYTES].fill(0);
+    assert_eq!(gauges(), (0, 1));
+    files.truncate(bench.ino, 5 * PAGE).unwrap();
+    model.truncate(5 * PAGE_BYTES);
+    assert_eq!(gauges(), (0, 0));
+    assert_eq!(files.cache_stats().dirty_bytes, 0);
+    files.release(handle);
+    assert!(
+        bench.remount_and_read() == model,
+        "contents differ after remount"
+    );
+}

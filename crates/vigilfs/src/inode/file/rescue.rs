@@ -65,7 +65,7 @@ impl Files {
             }
             for (block, bytes) in read_back {
                 if state.page(block).is_none() {
-                    state.put_dirty(&mut cache.accounting, block, bytes.into());
+                    state.put_dirty(&mut cache.accounting, block, bytes.into(), false);
                     rescued.from_device += 1;
                 }
             }
