@@ -26,6 +26,7 @@ mod mount_options;
 mod mountinfo;
 mod power_cut;
 mod remount;
+mod second_mount;
 mod shutdown_command;
 mod signals;
 mod size;

@@ -45,6 +45,7 @@ use crate::in_use::{self, AcquireError, ImageLock, LockMode};
 use crate::mkfs_command::{self, DEFAULT_IMAGE_SIZE};
 use crate::mount_options::{self, MountSettings};
 use crate::power_cut::PowerSwitch;
+use crate::second_mount;
 use crate::signals;
 use crate::size::ByteSize;
 
@@ -115,7 +116,10 @@ pub fn run(request: &MountRequest) -> Result<u8, Failure> {
     if crate::remount::is_remount(&request.options) {
         return crate::remount::remount(&request.mountpoint, &request.options);
     }
-    let prepared = prepare(request)?;
+    let Some(prepared) = prepare(request)? else {
+        // Answered by a second mount point of a mounted image.
+        return Ok(0);
+    };
     if request.daemon {
         daemonize(request, prepared)
     } else {
@@ -123,7 +127,10 @@ pub fn run(request: &MountRequest) -> Result<u8, Failure> {
     }
 }
 
-fn prepare(request: &MountRequest) -> Result<Prepared, Failure> {
+/// Checks and locks everything for serving; `None` when the image is
+/// mounted elsewhere already and the mount point now shows that mount
+/// ([`second_mount`](crate::second_mount)).
+fn prepare(request: &MountRequest) -> Result<Option<Prepared>, Failure> {
     let settings = mount_options::parse(&request.options).map_err(Failure::arguments)?;
     if let Some(group) = &settings.events_group {
         group_id(group)?;
@@ -185,6 +192,17 @@ fn prepare(request: &MountRequest) -> Result<Prepared, Failure> {
     };
     let lock = match acquired {
         Ok(lock) => lock,
+        Err(AcquireError::Mounted(existing)) if existing != mountpoint => {
+            if request.pid_file.is_some() {
+                return Err(Failure::usage(format!(
+                    "{} is already served by the mount on {}: --pid-file names no new process",
+                    image.display(),
+                    existing.display()
+                )));
+            }
+            second_mount::share(&image, &existing, &mountpoint, &settings, request.quiet)?;
+            return Ok(None);
+        }
         Err(AcquireError::Io(error)) => {
             return Err(Failure::operational(format!(
                 "cannot open {}: {error}",
@@ -193,12 +211,12 @@ fn prepare(request: &MountRequest) -> Result<Prepared, Failure> {
         }
         Err(refused) => return Err(Failure::usage(refused.message(&image))),
     };
-    Ok(Prepared {
+    Ok(Some(Prepared {
         image,
         mountpoint,
         settings,
         lock,
-    })
+    }))
 }
 
 /// Forks; the child serves, the parent waits for its word.

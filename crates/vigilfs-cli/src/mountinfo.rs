@@ -16,6 +16,10 @@ use std::path::{Path, PathBuf};
 /// One mounted filesystem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
+    /// The filesystem's device number (`MAJ:MIN`): the same for every
+    /// mount of one superblock (a bind mount, a second mount of a mounted
+    /// image).
+    pub device: String,
     /// Where it is mounted.
     pub mountpoint: PathBuf,
     /// `fuse`, `fuse.vigilfs`, `ext4`...
@@ -72,6 +76,16 @@ impl Mounts {
             .find(|entry| entry.mountpoint == mountpoint)
     }
 
+    /// The first mount (in mount order) of the filesystem mounted on top
+    /// at `mountpoint`: the one its server was started on, when
+    /// `mountpoint` is a later bind of it.
+    pub fn first_mount_of_filesystem_at(&self, mountpoint: &Path) -> Option<&MountEntry> {
+        let top = self.topmost_at(mountpoint)?;
+        self.entries
+            .iter()
+            .find(|entry| entry.device == top.device && entry.fstype == top.fstype)
+    }
+
     /// Every FUSE mount whose source is `source`.
     pub fn fuse_mounts_of<'a>(&'a self, source: &'a Path) -> impl Iterator<Item = &'a MountEntry> {
         self.entries.iter().filter(move |entry| {
@@ -85,10 +99,12 @@ impl Mounts {
 
 fn parse_line(line: &str) -> Option<MountEntry> {
     let (before, after) = line.split_once(" - ")?;
+    let device = before.split(' ').nth(2)?;
     let mountpoint = before.split(' ').nth(4)?;
     let mut tail = after.split(' ');
     let (fstype, source) = (tail.next()?, tail.next()?);
     Some(MountEntry {
+        device: device.to_string(),
         mountpoint: PathBuf::from(unescape(mountpoint)),
         fstype: fstype.to_string(),
         source: PathBuf::from(unescape(source)),
@@ -163,6 +179,27 @@ garbage
             Some(7)
         );
         assert!(mounts.topmost_at(Path::new("/nowhere")).is_none());
+    }
+
+    #[test]
+    fn a_bind_mount_leads_to_the_first_mount_of_its_filesystem() {
+        let text = "\
+90 27 0:50 / /mnt/a rw - fuse.vigilfs /srv/disk.img rw,user_id=0
+91 27 0:60 / /mnt/b rw - tmpfs tmpfs rw
+92 91 0:50 / /mnt/b rw - fuse.vigilfs /srv/disk.img rw,user_id=0
+";
+        let mounts = Mounts::parse(text);
+        let first = mounts
+            .first_mount_of_filesystem_at(Path::new("/mnt/b"))
+            .unwrap();
+        assert_eq!(first.mountpoint, Path::new("/mnt/a"));
+        let itself = mounts
+            .first_mount_of_filesystem_at(Path::new("/mnt/a"))
+            .unwrap();
+        assert_eq!(itself.mountpoint, Path::new("/mnt/a"));
+        assert!(mounts
+            .first_mount_of_filesystem_at(Path::new("/mnt/c"))
+            .is_none());
     }
 
     #[test]

@@ -553,11 +553,21 @@ fn mkfs_and_fsck_refuse_a_mounted_image() {
         "{}",
         text(&fsck.stderr)
     );
-    // A second mount of the same image is refused too.
+    // A second server for the same image is never started: a second
+    // mount asking for options of its own is refused (one without them
+    // shares the first: a_second_mount_of_a_mounted_image_...).
     let other = scratch.directory.path().join("other");
     fs::create_dir(&other).unwrap();
-    let second = vigilfs(&["mount", scratch.img(), other.to_str().unwrap(), "--daemon"]);
+    let second = vigilfs(&[
+        "mount",
+        scratch.img(),
+        other.to_str().unwrap(),
+        "--daemon",
+        "-o",
+        "errors=continue",
+    ]);
     assert_eq!(second.status.code(), Some(1), "{}", text(&second.stderr));
+    assert!(!is_mounted(&other));
     assert_eq!(fs::read(scratch.at("precious")).unwrap(), b"keep me");
     scratch.umount(pid);
     let fsck = vigilfs(&["fsck", scratch.img()]);
@@ -1110,4 +1120,65 @@ fn fsck_mkfs_and_mount_right_after_umount_wait_for_the_exiting_process() {
         Duration::from_secs(10),
         || process_gone(pid2),
     );
+}
+
+/// generic/732: an image mounted on one mount point and mounted again on
+/// another shows the same filesystem in both (as a block device mounted
+/// twice does): renames across them are seen at once, the second may be
+/// read-only, control commands given the second reach the server, other
+/// options are refused, and the server stops with the last mount point.
+#[test]
+fn a_second_mount_of_a_mounted_image_shows_the_same_filesystem() {
+    if fuse_missing("a_second_mount_of_a_mounted_image_shows_the_same_filesystem") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&[]);
+    let second = scratch.directory.path().join("second");
+    let view = scratch.directory.path().join("view");
+    let mount_again = |mountpoint: &Path, extra: &[&str]| {
+        let mut arguments = vec!["mount", scratch.img(), mountpoint.to_str().unwrap()];
+        arguments.extend_from_slice(extra);
+        vigilfs(&arguments)
+    };
+    let shared = mount_again(&second, &[]);
+    assert_eq!(shared.status.code(), Some(0), "{}", text(&shared.stderr));
+    assert!(is_mounted(&second));
+    fs::create_dir(scratch.at("A")).unwrap();
+    fs::create_dir(second.join("B")).unwrap();
+    fs::write(scratch.at("A/f"), b"one file").unwrap();
+    fs::rename(second.join("A/f"), second.join("B/f")).unwrap();
+    assert_eq!(fs::read(scratch.at("B/f")).unwrap(), b"one file");
+    fs::rename(scratch.at("B/f"), scratch.at("A/f")).unwrap();
+    assert_eq!(fs::read(second.join("A/f")).unwrap(), b"one file");
+    // The control plane answers for the second mount point too.
+    let status = vigilfs(&["status", second.to_str().unwrap(), "--json"]);
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["pid"].as_u64(), Some(u64::from(pid)));
+    // A read-only view; any other option would change the filesystem.
+    let read_only = mount_again(&view, &["-o", "ro"]);
+    assert_eq!(
+        read_only.status.code(),
+        Some(0),
+        "{}",
+        text(&read_only.stderr)
+    );
+    assert_eq!(fs::read(view.join("A/f")).unwrap(), b"one file");
+    let refused = fs::write(view.join("A/g"), b"x").unwrap_err();
+    assert_eq!(refused.raw_os_error(), Some(libc::EROFS));
+    let other = scratch.directory.path().join("other");
+    let options = mount_again(&other, &["-o", "cache=1M"]);
+    assert_eq!(options.status.code(), Some(1), "{}", text(&options.stderr));
+    assert!(text(&options.stderr).contains("only ro may be asked"));
+    assert!(!is_mounted(&other));
+    // Each umount removes its own mount point; the server stops with the
+    // last.
+    umount_retrying_busy(&view);
+    umount_retrying_busy(&second);
+    assert!(!process_gone(pid), "the first mount still serves");
+    assert_eq!(fs::read(scratch.at("A/f")).unwrap(), b"one file");
+    scratch.umount(pid);
+    let fsck = vigilfs(&["fsck", scratch.img()]);
+    assert_eq!(fsck.status.code(), Some(0), "{}", text(&fsck.stdout));
 }

@@ -97,13 +97,23 @@ pub fn call_waiting(
     exchange(stream, request, timeout)
 }
 
-/// The canonical mount point and the uid that mounted it.
+/// The canonical mount point the server was started on (`mountpoint`
+/// itself, or the first mount of the same filesystem when `mountpoint` is
+/// a second mount of it: a bind) and the uid that mounted it.
 fn resolve(mountpoint: &Path) -> Result<(std::path::PathBuf, u32), ClientError> {
     let canonical = canonical_mountpoint(mountpoint).map_err(|error| {
         ClientError::Unreachable(format!("cannot resolve the mount point: {error}"))
     })?;
     let owner = mount_owner(&canonical)?;
-    Ok((canonical, owner))
+    let served = Mounts::read()
+        .ok()
+        .and_then(|mounts| {
+            mounts
+                .first_mount_of_filesystem_at(&canonical)
+                .map(|first| first.mountpoint.clone())
+        })
+        .unwrap_or(canonical);
+    Ok((served, owner))
 }
 
 /// [`call`] for the mount at `canonical` (already canonical) owned by

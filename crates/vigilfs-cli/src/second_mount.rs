@@ -1,0 +1,117 @@
+//! A second mount of a mounted image: the same filesystem at one more
+//! mount point, as Linux gives for a block device mounted twice (one
+//! superblock, seen in two places).
+//!
+//! One process serves an image (it holds the image's lock, its journal and
+//! its cache); a second server on the same image would corrupt it. So a
+//! mount of an image already mounted elsewhere is answered with a bind
+//! mount of the first mount point: no new process, the same files, the
+//! same errors and events. `umount` of either mount point removes only
+//! that one; the server stops when the last is gone (the kernel keeps the
+//! FUSE connection while any mount of it remains). Control commands given
+//! the second mount point reach the server through the first
+//! ([`crate::control::client`] follows the filesystem's device number).
+//!
+//! The second mount takes the first's options: it may ask for `ro` (a
+//! read-only view, as `mount -o bind,ro` gives) and for nothing else that
+//! would change the filesystem, which is refused with a message rather
+//! than ignored.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use crate::failure::Failure;
+use crate::mount_options::MountSettings;
+
+/// Makes `mountpoint` show the filesystem mounted on `existing` (a bind
+/// mount, read-only if `settings` say `ro`). `image` names the image in
+/// messages; `quiet` (a mount(8) helper) prints nothing on success.
+pub fn share(
+    image: &Path,
+    existing: &Path,
+    mountpoint: &Path,
+    settings: &MountSettings,
+    quiet: bool,
+) -> Result<(), Failure> {
+    let asked = MountSettings {
+        read_only: false,
+        allow_other: false,
+        ..settings.clone()
+    };
+    if asked != MountSettings::default() {
+        return Err(Failure::usage(format!(
+            "{} is mounted on {}; another mount point for it shares that mount and its options \
+             (only ro may be asked): unmount it first to mount it with other options",
+            image.display(),
+            existing.display()
+        )));
+    }
+    let path = |path: &Path| {
+        CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| Failure::usage(format!("{}: a NUL byte in the path", path.display())))
+    };
+    let (source, target) = (path(existing)?, path(mountpoint)?);
+    bind(&source, &target, libc::MS_BIND).map_err(|error| {
+        let why = if error.raw_os_error() == Some(libc::EPERM) {
+            "only root may make the bind mount a second mount point needs".to_string()
+        } else {
+            error.to_string()
+        };
+        Failure::operational(format!(
+            "{} is mounted on {}; showing it on {} too failed: {why}",
+            image.display(),
+            existing.display(),
+            mountpoint.display()
+        ))
+    })?;
+    if settings.read_only {
+        let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY;
+        if let Err(error) = bind(&source, &target, flags) {
+            // Never leave a writable view where a read-only one was asked.
+            let _ = detach(&target);
+            return Err(Failure::operational(format!(
+                "making {} read-only failed: {error}",
+                mountpoint.display()
+            )));
+        }
+    }
+    if !quiet {
+        eprintln!(
+            "vigilfs: {} is already mounted on {}: {} now shows the same filesystem \
+             (umount removes only that mount point)",
+            image.display(),
+            existing.display(),
+            mountpoint.display()
+        );
+    }
+    Ok(())
+}
+
+fn bind(source: &CString, target: &CString, flags: libc::c_ulong) -> std::io::Result<()> {
+    // SAFETY: both strings are NUL-terminated and live across the call;
+    // a bind mount takes no filesystem type and no data.
+    let result = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            std::ptr::null(),
+            flags,
+            std::ptr::null(),
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn detach(target: &CString) -> std::io::Result<()> {
+    // SAFETY: a NUL-terminated path that lives across the call.
+    if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
