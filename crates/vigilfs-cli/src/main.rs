@@ -140,7 +140,7 @@ enum Command {
     ///                         each open (default: keep_cache, kept)
     ///   attr_timeout=SECONDS, entry_timeout=SECONDS
     ///                         how long the kernel trusts attributes and
-    ///                         names (default 1)
+    ///                         names (default 60)
     ///   scrub_interval=DURATION   scrub in the background this often
     ///                         (90m, 6h, 7d; seconds without a unit),
     ///                         resuming where the last one stopped

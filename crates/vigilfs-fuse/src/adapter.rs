@@ -36,7 +36,7 @@
 //!   `flush` keeps errors for fsync, as Linux local filesystems do.
 //!
 //! Caching: the kernel caches entries and attributes for the TTLs given
-//! at mount (1 s by default), and keeps a file's pages across opens
+//! at mount (60 s by default), and keeps a file's pages across opens
 //! (`FOPEN_KEEP_CACHE`, unless turned off; bench/RESULTS.md has the
 //! measurement that chose it). Every change goes through this mount's
 //! kernel, which updates or invalidates its own cache for the changes it
