@@ -388,3 +388,104 @@ fn pages_over_preallocated_blocks_hold_no_promise_until_rewritten_in_flight() {
         "contents differ after remount"
     );
 }
+
+/// A device whose data writes wait at a gate while it is closed, saying
+/// when one has arrived there.
+struct GatedDevice {
+    inner: Arc<dyn BlockDevice>,
+    /// (closed, writes arrived at the gate)
+    gate: std::sync::Mutex<(bool, u64)>,
+    changed: std::sync::Condvar,
+}
+
+impl GatedDevice {
+    fn open_gate(&self) {
+        self.gate.lock().unwrap().0 = false;
+        self.changed.notify_all();
+    }
+
+    fn wait_for_a_write(&self) {
+        let mut gate = self.gate.lock().unwrap();
+        while gate.1 == 0 {
+            gate = self.changed.wait(gate).unwrap();
+        }
+    }
+}
+
+impl BlockDevice for GatedDevice {
+    fn read_at(&self, offset: u64, buffer: &mut [u8], class: IoClass) -> Result<(), DeviceError> {
+        self.inner.read_at(offset, buffer, class)
+    }
+    fn write_at(&self, offset: u64, buffer: &[u8], class: IoClass) -> Result<(), DeviceError> {
+        if class == IoClass::Data {
+            let mut gate = self.gate.lock().unwrap();
+            gate.1 += 1;
+            self.changed.notify_all();
+            while gate.0 {
+                gate = self.changed.wait(gate).unwrap();
+            }
+        }
+        self.inner.write_at(offset, buffer, class)
+    }
+    fn flush(&self, class: IoClass) -> Result<(), DeviceError> {
+        self.inner.flush(class)
+    }
+    fn length(&self) -> u64 {
+        self.inner.length()
+    }
+    fn sector_size(&self) -> SectorSize {
+        self.inner.sector_size()
+    }
+}
+
+/// A file deleted (its last link, nobody has it open) while its data is
+/// being written in place into its preallocated blocks: the deletion,
+/// which frees those blocks, waits until the write is done, so a freed
+/// block is never written by the file it was taken from (another file
+/// may own it by then).
+#[test]
+fn a_deletion_waits_for_in_place_writes_into_the_blocks_it_frees() {
+    use crate::inode::FallocateMode;
+    let bench = Bench::new();
+    let device = Arc::new(GatedDevice {
+        inner: bench.device.clone(),
+        gate: std::sync::Mutex::new((true, 0)),
+        changed: std::sync::Condvar::new(),
+    });
+    let files = bench.files(device.clone());
+    files
+        .fallocate(bench.ino, 0, 4 * PAGE, FallocateMode::KEEP_SIZE)
+        .unwrap();
+    let handle = files.open(bench.ino).unwrap();
+    files.write(&handle, 0, &pattern(PAGE_BYTES, 7)).unwrap();
+    files.release(handle);
+    let flight = files.writeback.take_off(bench.ino).expect("a dirty page");
+    let deleted = AtomicBool::new(false);
+    let (taken, writeback) = (&flight, &files.writeback);
+    let landing = std::thread::scope(|scope| {
+        let writer = scope.spawn(move || writeback.fly(taken));
+        device.wait_for_a_write();
+        let deleter = scope.spawn(|| {
+            let unlinked = Namespace::new(bench.metadata.clone()).unlink(ROOT_INO, b"f");
+            deleted.store(true, Ordering::SeqCst);
+            unlinked
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let deleted_during_the_write = deleted.load(Ordering::SeqCst);
+        device.open_gate();
+        let landing = writer.join().unwrap();
+        assert_eq!(deleter.join().unwrap().unwrap(), Some(bench.ino));
+        assert!(
+            !deleted_during_the_write,
+            "the file was deleted, its blocks freed, while its data was being written into them"
+        );
+        landing
+    });
+    // Landed before or after the deletion: no error either way.
+    assert!(files.writeback.land(flight, landing).is_ok());
+    files.forget(bench.ino);
+    bench.metadata.trees.sync().unwrap();
+    bench.metadata.journal.flush().unwrap();
+    let report = fsck(bench.device.clone(), &mut |_| {}).unwrap();
+    assert!(report.is_clean(), "fsck: {:#?}", report.problems);
+}
