@@ -1,9 +1,11 @@
-# Shared by the single-purpose mount benchmarks (parallel_fsync.sh,
-# namespace_scale.sh): a work directory with a tmpfs every image lives on,
-# removed on exit, and systems mounted on a fresh image and mount point
-# each time (an older vigilfs may still be closing the previous image when
-# umount has returned). Source it after `set -euo pipefail`; it builds the
-# release binary and sets $vigilfs, $work and the functions below.
+# Shared by the mount benchmarks (mount.sh, parallel_fsync.sh,
+# namespace_scale.sh): a work directory with a tmpfs every image lives on
+# (TMPFS_SIZE, default 6G), removed on exit; and for the single-purpose
+# ones, systems mounted on a fresh image and mount point each time (an
+# older vigilfs may still be closing the previous image when umount has
+# returned). Source it after `set -euo pipefail`; it builds the release
+# binary and sets $vigilfs, $work and the functions below (mount.sh
+# defines its own mount_system for its four systems).
 #
 # SYSTEMS picks the systems (vigilfs, ext4-loop, and vigilfs:OPTIONS for
 # vigilfs mounted with `-o OPTIONS`); BASELINE=PATH adds vigilfs-before,
@@ -27,7 +29,7 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$work/tmpfs" "$work/mnt"
-mount -t tmpfs -o size=6G tmpfs "$work/tmpfs"
+mount -t tmpfs -o size="${TMPFS_SIZE:-6G}" tmpfs "$work/tmpfs"
 
 read -r -a systems <<< "${SYSTEMS:-vigilfs ext4-loop}"
 if [ -n "${BASELINE:-}" ]; then systems=(vigilfs-before "${systems[@]}"); fi

@@ -25,29 +25,9 @@
 set -euo pipefail
 
 runs=${1:-3}
-here=$(cd "$(dirname "$0")/.." && pwd)
-cd "$here"
-cargo build --release -p vigilfs-cli 2>/dev/null
-vigilfs="$here/target/release/vigilfs"
-
-work=$(mktemp -d /tmp/vigilfs-mount-bench.XXXXXX)
+TMPFS_SIZE=12G source "$(dirname "$0")/lib.sh"
 # PostgreSQL runs as its own user and must reach its data directory.
 chmod 755 "$work"
-mounts=()
-cleanup() {
-    for mountpoint in "${mounts[@]}"; do
-        umount "$mountpoint" 2>/dev/null || umount -l "$mountpoint" 2>/dev/null || true
-    done
-    # FUSE daemons finish (and close their images) after umount returns.
-    for _ in $(seq 1 100); do
-        umount "$work/tmpfs" 2>/dev/null && break
-        sleep 0.1
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work/tmpfs" "$work/mnt"
-mount -t tmpfs -o size=12G tmpfs "$work/tmpfs"
 
 # passthrough_ll, built from the source libfuse3-dev ships.
 source=$(dpkg -L libfuse3-dev | grep 'examples/passthrough_ll.c$')
@@ -78,7 +58,6 @@ mount_system() {
             rm -rf "$work/tmpfs/passthrough"; mkdir -p "$work/tmpfs/passthrough"
             "$work/passthrough_ll" -o source="$work/tmpfs/passthrough",allow_other "$mountpoint" ;;
     esac
-    mounts+=("$mountpoint")
 }
 
 unmount_system() {
