@@ -236,19 +236,20 @@ fn a_file_deleted_while_its_data_is_in_flight_lands_without_an_error() {
     assert!(report.is_clean(), "fsck: {:#?}", report.problems);
 }
 
-/// A device whose data writes panic while `armed`.
-struct PanickingDevice {
+/// `inner`, with `before_data_write` run before each data write (to panic,
+/// or to wait at a gate).
+struct HookedDevice {
     inner: Arc<dyn BlockDevice>,
-    armed: AtomicBool,
+    before_data_write: Box<dyn Fn() + Send + Sync>,
 }
 
-impl BlockDevice for PanickingDevice {
+impl BlockDevice for HookedDevice {
     fn read_at(&self, offset: u64, buffer: &mut [u8], class: IoClass) -> Result<(), DeviceError> {
         self.inner.read_at(offset, buffer, class)
     }
     fn write_at(&self, offset: u64, buffer: &[u8], class: IoClass) -> Result<(), DeviceError> {
-        if class == IoClass::Data && self.armed.load(Ordering::SeqCst) {
-            panic!("injected panic in a data write");
+        if class == IoClass::Data {
+            (self.before_data_write)();
         }
         self.inner.write_at(offset, buffer, class)
     }
@@ -266,9 +267,15 @@ impl BlockDevice for PanickingDevice {
 #[test]
 fn a_panic_in_flight_leaves_the_pages_dirty_and_the_inode_free() {
     let bench = Bench::new();
-    let device = Arc::new(PanickingDevice {
+    let armed = Arc::new(AtomicBool::new(true));
+    let trigger = Arc::clone(&armed);
+    let device = Arc::new(HookedDevice {
         inner: bench.device.clone(),
-        armed: AtomicBool::new(true),
+        before_data_write: Box::new(move || {
+            if trigger.load(Ordering::SeqCst) {
+                panic!("injected panic in a data write");
+            }
+        }),
     });
     let files = bench.files(device.clone());
     let mut handle = files.open(bench.ino).unwrap();
@@ -281,7 +288,7 @@ fn a_panic_in_flight_leaves_the_pages_dirty_and_the_inode_free() {
     assert_eq!(files.cache_stats().dirty_bytes, 21 * PAGE);
     assert!(!files.cache.lock().inodes[&bench.ino].syncing);
     assert!(files.peek_error(bench.ino).is_ok());
-    device.armed.store(false, Ordering::SeqCst);
+    armed.store(false, Ordering::SeqCst);
     files.fsync(&mut handle).unwrap();
     assert_eq!(files.cache_stats().dirty_bytes, 0);
     assert!(bench.remount_and_read() == data);
@@ -389,52 +396,34 @@ fn pages_over_preallocated_blocks_hold_no_promise_until_rewritten_in_flight() {
     );
 }
 
-/// A device whose data writes wait at a gate while it is closed, saying
-/// when one has arrived there.
-struct GatedDevice {
-    inner: Arc<dyn BlockDevice>,
-    /// (closed, writes arrived at the gate)
-    gate: std::sync::Mutex<(bool, u64)>,
+/// Where data writes wait while it is closed, counting those that came.
+#[derive(Default)]
+struct Gate {
+    /// (open, writes that came)
+    state: std::sync::Mutex<(bool, u64)>,
     changed: std::sync::Condvar,
 }
 
-impl GatedDevice {
-    fn open_gate(&self) {
-        self.gate.lock().unwrap().0 = false;
+impl Gate {
+    fn pass(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.1 += 1;
+        self.changed.notify_all();
+        while !state.0 {
+            state = self.changed.wait(state).unwrap();
+        }
+    }
+
+    fn open(&self) {
+        self.state.lock().unwrap().0 = true;
         self.changed.notify_all();
     }
 
     fn wait_for_a_write(&self) {
-        let mut gate = self.gate.lock().unwrap();
-        while gate.1 == 0 {
-            gate = self.changed.wait(gate).unwrap();
+        let mut state = self.state.lock().unwrap();
+        while state.1 == 0 {
+            state = self.changed.wait(state).unwrap();
         }
-    }
-}
-
-impl BlockDevice for GatedDevice {
-    fn read_at(&self, offset: u64, buffer: &mut [u8], class: IoClass) -> Result<(), DeviceError> {
-        self.inner.read_at(offset, buffer, class)
-    }
-    fn write_at(&self, offset: u64, buffer: &[u8], class: IoClass) -> Result<(), DeviceError> {
-        if class == IoClass::Data {
-            let mut gate = self.gate.lock().unwrap();
-            gate.1 += 1;
-            self.changed.notify_all();
-            while gate.0 {
-                gate = self.changed.wait(gate).unwrap();
-            }
-        }
-        self.inner.write_at(offset, buffer, class)
-    }
-    fn flush(&self, class: IoClass) -> Result<(), DeviceError> {
-        self.inner.flush(class)
-    }
-    fn length(&self) -> u64 {
-        self.inner.length()
-    }
-    fn sector_size(&self) -> SectorSize {
-        self.inner.sector_size()
     }
 }
 
@@ -447,10 +436,11 @@ impl BlockDevice for GatedDevice {
 fn a_deletion_waits_for_in_place_writes_into_the_blocks_it_frees() {
     use crate::inode::FallocateMode;
     let bench = Bench::new();
-    let device = Arc::new(GatedDevice {
+    let gate = Arc::new(Gate::default());
+    let closed = Arc::clone(&gate);
+    let device = Arc::new(HookedDevice {
         inner: bench.device.clone(),
-        gate: std::sync::Mutex::new((true, 0)),
-        changed: std::sync::Condvar::new(),
+        before_data_write: Box::new(move || closed.pass()),
     });
     let files = bench.files(device.clone());
     files
@@ -464,7 +454,7 @@ fn a_deletion_waits_for_in_place_writes_into_the_blocks_it_frees() {
     let (taken, writeback) = (&flight, &files.writeback);
     let landing = std::thread::scope(|scope| {
         let writer = scope.spawn(move || writeback.fly(taken));
-        device.wait_for_a_write();
+        gate.wait_for_a_write();
         let deleter = scope.spawn(|| {
             let unlinked = Namespace::new(bench.metadata.clone()).unlink(ROOT_INO, b"f");
             deleted.store(true, Ordering::SeqCst);
@@ -472,7 +462,7 @@ fn a_deletion_waits_for_in_place_writes_into_the_blocks_it_frees() {
         });
         std::thread::sleep(std::time::Duration::from_millis(200));
         let deleted_during_the_write = deleted.load(Ordering::SeqCst);
-        device.open_gate();
+        gate.open();
         let landing = writer.join().unwrap();
         assert_eq!(deleter.join().unwrap().unwrap(), Some(bench.ino));
         assert!(
