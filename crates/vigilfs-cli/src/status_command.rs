@@ -205,6 +205,16 @@ pub fn render(status: &Value) -> String {
     if journal["failed"].as_bool() == Some(true) {
         journal_line.push_str(", FAILED");
     }
+    if journal["reclaim_failing"].as_bool() == Some(true) {
+        // Pinned objects cannot be written: the journal fills, then every
+        // change fails. Say why while there is still time to act.
+        journal_line.push_str(&format!(
+            ", reclaim failing: {}",
+            journal["last_reclaim_failure"]
+                .as_str()
+                .unwrap_or("no message")
+        ));
+    }
     row("journal", journal_line);
     row(
         "writeback error",

@@ -71,9 +71,13 @@ impl Fixture {
     }
 
     fn fail_writes(&self, class: IoClass) {
+        self.fail_writes_with(class, Errno::EIO);
+    }
+
+    fn fail_writes_with(&self, class: IoClass, errno: Errno) {
         self.plan
             .add_rule(
-                FaultRule::fail(Errno::EIO)
+                FaultRule::fail(errno)
                     .for_class(class)
                     .on(Operations::WRITE),
             )
@@ -173,6 +177,43 @@ fn after_errors_remount_ro_fsync_of_new_data_fails() {
     let fs = fixture.mount();
     assert_eq!(read_file(&fs, b"f"), b"durable");
     fs.unmount().unwrap();
+}
+
+#[test]
+fn a_journal_full_of_unwritable_nodes_names_the_device_error_not_a_lock() {
+    // A thin device out of space (or an image on a full host filesystem)
+    // refuses every b-tree node write with ENOSPC: reclaim cannot free the
+    // journal, which fills, and a change made under the b-tree lock finds
+    // no room. The read-only reason must be the device's refusal, not the
+    // lock that kept that one thread from trying the write itself.
+    let fixture = Fixture::new();
+    let fs = fixture.mount_with(MountOptions {
+        errors: Some(ErrorsPolicy::RemountReadOnly),
+        ..MountOptions::default()
+    });
+    fixture.fail_writes_with(IoClass::Metadata, Errno::ENOSPC);
+    let mut created = 0;
+    while created < 100_000 {
+        let name = format!("file{created}");
+        if fs
+            .mknod(ROOT_INO, name.as_bytes(), libc::S_IFREG | 0o644, 0, &root())
+            .is_err()
+        {
+            break;
+        }
+        created += 1;
+    }
+    let LifeState::ReadOnly(reason) = fs.status().state else {
+        panic!("still writable after {created} creates with every node write refused");
+    };
+    assert!(
+        reason.to_lowercase().contains("no space left on device"),
+        "the read-only reason hides the device's error: {reason}"
+    );
+    let journal = fs.status().journal;
+    assert!(journal.reclaim_failures > 0);
+    fixture.plan.clear();
+    drop(fs);
 }
 
 #[test]

@@ -12,7 +12,7 @@ use vigilfs::device::{
     SectorSize,
 };
 use vigilfs::journal::{
-    record_bytes, Journal, JournalError, JournalOptions, JournalRegion, PinFlush,
+    record_bytes, Journal, JournalError, JournalOptions, JournalRegion, PinFlush, PinFlushError,
 };
 
 const UUID: [u8; 16] = *b"journal-test-fs!";
@@ -57,7 +57,7 @@ struct CountingObject {
 }
 
 impl PinFlush for CountingObject {
-    fn flush(&self, _seq: u64) -> Result<(), String> {
+    fn flush(&self, _seq: u64) -> Result<(), PinFlushError> {
         self.flushes.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -72,8 +72,8 @@ fn counting_object() -> Arc<CountingObject> {
 struct RefusingObject;
 
 impl PinFlush for RefusingObject {
-    fn flush(&self, _seq: u64) -> Result<(), String> {
-        Err("the object cannot be written".into())
+    fn flush(&self, _seq: u64) -> Result<(), PinFlushError> {
+        Err(PinFlushError::Failed("the object cannot be written".into()))
     }
 }
 
@@ -353,6 +353,77 @@ fn journal_full_of_unwritable_pins_is_a_clean_error() {
         .last_reclaim_failure
         .is_some_and(|message| message.contains("cannot be written")));
     assert!(!status.failed, "a full journal is not a failed journal");
+}
+
+/// A pinned object whose writes fail, are declined, or succeed, as the
+/// test says.
+struct SwitchableObject {
+    mode: Mutex<Result<(), PinFlushError>>,
+}
+
+impl PinFlush for SwitchableObject {
+    fn flush(&self, _seq: u64) -> Result<(), PinFlushError> {
+        self.mode.lock().unwrap().clone()
+    }
+}
+
+/// Reserves and pins 6,000-byte records to `object` until a reservation
+/// fails (returned) or 200 succeed (`None`).
+fn fill_pinned(journal: &Journal, object: &Arc<SwitchableObject>) -> Option<JournalError> {
+    let record = vec![1u8; 6000];
+    for _ in 0..200 {
+        let mut reservation = match journal.reserve(record_bytes(record.len())) {
+            Ok(reservation) => reservation,
+            Err(error) => return Some(error),
+        };
+        reservation.append(&record).unwrap();
+        journal.pin(reservation.seq(), object.clone()).unwrap();
+    }
+    None
+}
+
+#[test]
+fn a_journal_full_of_declined_pins_names_the_failure_that_kept_them_unwritten() {
+    let object = Arc::new(SwitchableObject {
+        mode: Mutex::new(Err(PinFlushError::Failed("device: no space left".into()))),
+    });
+    let journal = open(memory_device(), 128);
+    assert!(fill_pinned(&journal, &object).is_some());
+    assert!(journal.status().reclaim_failing);
+    // The thread that finds the journal full now may not write the objects
+    // itself; the error it gets names what failed before, not its lock.
+    *object.mode.lock().unwrap() = Err(PinFlushError::Declined);
+    match fill_pinned(&journal, &object) {
+        Some(JournalError::PinFlushDeclined { why, .. }) => {
+            assert!(why.contains("device: no space left"), "{why}");
+        }
+        other => panic!("expected a declined pin flush, got {other:?}"),
+    }
+    // Once the objects can be written, reclaim frees the journal and the
+    // failure no longer stands (the count and the message stay).
+    *object.mode.lock().unwrap() = Ok(());
+    assert!(fill_pinned(&journal, &object).is_none());
+    let status = journal.status();
+    assert!(!status.reclaim_failing);
+    assert!(status.reclaim_failures > 0);
+    assert!(status.last_reclaim_failure.is_some());
+}
+
+#[test]
+fn a_journal_full_of_declined_pins_alone_says_the_objects_wait_for_another_thread() {
+    let object = Arc::new(SwitchableObject {
+        mode: Mutex::new(Err(PinFlushError::Declined)),
+    });
+    let journal = open(memory_device(), 128);
+    match fill_pinned(&journal, &object) {
+        Some(JournalError::PinFlushDeclined { why, .. }) => {
+            assert!(why.contains("holds a lock"), "{why}");
+        }
+        other => panic!("expected a declined pin flush, got {other:?}"),
+    }
+    let status = journal.status();
+    assert!(!status.reclaim_failing, "a declined write is not a failure");
+    assert_eq!(status.reclaim_failures, 0);
 }
 
 #[test]

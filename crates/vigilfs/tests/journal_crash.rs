@@ -19,7 +19,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use vigilfs::device::{BlockDevice, CrashDevice, CrashMode, IoClass, MemoryDevice, SectorSize};
-use vigilfs::journal::{record_bytes, Journal, JournalOptions, JournalRegion, PinFlush};
+use vigilfs::journal::{
+    record_bytes, Journal, JournalOptions, JournalRegion, PinFlush, PinFlushError,
+};
 
 const UUID: [u8; 16] = *b"crash-test-fs-01";
 const BLOCK: u32 = 4096;
@@ -92,7 +94,7 @@ struct Checkpointed {
 }
 
 impl PinFlush for Checkpointed {
-    fn flush(&self, _seq: u64) -> Result<(), String> {
+    fn flush(&self, _seq: u64) -> Result<(), PinFlushError> {
         if self.written_checkpoint.load(Ordering::SeqCst) >= self.transaction {
             return Ok(());
         }

@@ -14,7 +14,8 @@
 //! dirty_bytes, cached_bytes, dirty_nodes
 //! journal          {next_seq, last_seq, written_seq, durable_seq,
 //!                   open_seq, free_blocks, total_blocks, pins, blocked,
-//!                   failed, reclaim_failures, last_reclaim_failure}
+//!                   failed, reclaim_failures, last_reclaim_failure,
+//!                   reclaim_failing}
 //! writeback_error  null or {errno, name, message}: peeked, consumes nothing
 //! errors           {total, first, last, per_kind}: the persistent record;
 //!                  first/last null or {time, errno, name, inode, block,
@@ -161,6 +162,7 @@ pub fn status_json(fs: &Filesystem, plan: &FaultPlan, extra: &Map<String, Value>
             "failed": journal.failed,
             "reclaim_failures": journal.reclaim_failures,
             "last_reclaim_failure": journal.last_reclaim_failure,
+            "reclaim_failing": journal.reclaim_failing,
         },
         "writeback_error": status.writeback_error.map(|errno| json!({
             "errno": errno,

@@ -29,7 +29,7 @@ use super::record::{self, Pointers, RootPointer, Update};
 use super::tree::child_index;
 use super::{BtreeError, Shared, State, TreeId};
 use crate::device::IoClass;
-use crate::journal::{record_bytes, PinFlush, Reservation};
+use crate::journal::{record_bytes, PinFlush, PinFlushError, Reservation};
 
 /// The pin of one dirty node: reclaim calls it to write the node.
 pub(super) struct NodePin {
@@ -39,21 +39,22 @@ pub(super) struct NodePin {
 }
 
 impl PinFlush for NodePin {
-    fn flush(&self, _seq: u64) -> Result<(), String> {
+    fn flush(&self, _seq: u64) -> Result<(), PinFlushError> {
         let Some(shared) = self.shared.upgrade() else {
             return Ok(());
         };
         if shared.holds_state_lock() {
-            return Err(
-                "declined: this thread holds the b-tree lock; the node is written later".into(),
-            );
+            // Writing the node needs the b-tree lock this thread holds; the
+            // node is written later, by reclaim in another thread or here
+            // once the lock is dropped.
+            return Err(PinFlushError::Declined);
         }
         let mut state = shared.lock_state();
         if let Some(why) = &state.failed {
-            return Err(format!("b-trees failed earlier: {why}"));
+            return Err(format!("b-trees failed earlier: {why}").into());
         }
         if !state.writable {
-            return Err("b-tree recovery in progress".into());
+            return Err("b-tree recovery in progress".to_string().into());
         }
         match state.cache.find(self.slot, self.serial) {
             Some(node) if node.dirty.is_some() => {}
@@ -61,7 +62,7 @@ impl PinFlush for NodePin {
         }
         shared
             .write_node(&mut state, self.slot)
-            .map_err(|error| error.to_string())
+            .map_err(|error| error.to_string().into())
     }
 }
 
@@ -71,11 +72,13 @@ pub(super) struct RootsPin {
 }
 
 impl PinFlush for RootsPin {
-    fn flush(&self, _seq: u64) -> Result<(), String> {
+    fn flush(&self, _seq: u64) -> Result<(), PinFlushError> {
         let Some(shared) = self.shared.upgrade() else {
             return Ok(());
         };
-        shared.rejournal_roots().map_err(|error| error.to_string())
+        shared
+            .rejournal_roots()
+            .map_err(|error| error.to_string().into())
     }
 }
 

@@ -203,6 +203,16 @@ pub enum JournalError {
         /// What the object said.
         message: String,
     },
+    /// Reclaim reached an object the calling thread may not write (it holds
+    /// a lock the write needs); `why` says what has kept other threads from
+    /// writing it, when an attempt failed.
+    #[error("the journal has no room until the object pinning seq {seq} is written, {why}")]
+    PinFlushDeclined {
+        /// The pinned seq.
+        seq: u64,
+        /// Why the object is still unwritten.
+        why: String,
+    },
     /// The journal region is not usable.
     #[error("journal region is invalid: {0}")]
     BadRegion(String),
@@ -236,7 +246,23 @@ impl JournalError {
 pub trait PinFlush: Send + Sync {
     /// Write the object out. Called by reclaim without journal locks held;
     /// it may take journal reservations. On `Ok` the journal drops the pin.
-    fn flush(&self, seq: u64) -> Result<(), String>;
+    fn flush(&self, seq: u64) -> Result<(), PinFlushError>;
+}
+
+/// Why a pinned object was not written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinFlushError {
+    /// Not by this thread: it holds a lock the write needs. Not a failure;
+    /// another thread (or this one, later) writes the object.
+    Declined,
+    /// Writing it failed; the message says why.
+    Failed(String),
+}
+
+impl From<String> for PinFlushError {
+    fn from(message: String) -> Self {
+        PinFlushError::Failed(message)
+    }
 }
 
 /// Names a pin, to drop it.
@@ -266,11 +292,14 @@ pub struct JournalStatus {
     pub blocked: bool,
     /// In the error state.
     pub failed: bool,
-    /// Early reclaims that failed while there was still room (the objects
-    /// stayed pinned; the latest message is `last_reclaim_failure`).
+    /// Reclaims that failed to write a pinned object (the objects stayed
+    /// pinned; the latest message is `last_reclaim_failure`).
     pub reclaim_failures: u64,
-    /// What the latest failed early reclaim said.
+    /// What the latest failed reclaim said.
     pub last_reclaim_failure: Option<String>,
+    /// Whether that failure still stands: no reclaim has written every
+    /// object it reached since.
+    pub reclaim_failing: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -323,9 +352,11 @@ struct Inner {
     /// Callers of `flush_seq` served by another's flush since an entry was
     /// last closed for flushing: a sign of concurrent committers.
     served_by_others: u32,
-    /// Early reclaims that failed while the journal still had room.
+    /// Reclaims that failed to write a pinned object, the latest message,
+    /// and whether no reclaim has succeeded since (see `JournalStatus`).
     reclaim_failures: u64,
     last_reclaim_failure: Option<String>,
+    reclaim_failing: bool,
     /// Pins dropped and ordered data writes so far (each means an object
     /// or data was written that the next entry must not overtake).
     pin_drops: u64,
@@ -503,6 +534,7 @@ impl Journal {
                 served_by_others: 0,
                 reclaim_failures: 0,
                 last_reclaim_failure: None,
+                reclaim_failing: false,
                 pin_drops: 0,
                 pin_drops_flushed: 0,
             }),
@@ -677,11 +709,10 @@ impl Journal {
                     Ok(true) if !could_place => continue,
                     Ok(_) => reclaim_rounds = MAX_RECLAIM_ROUNDS,
                     Err(error) if !could_place => return Err(error),
-                    Err(error) => {
+                    Err(_) => {
                         // Early reclaim failed but there is still room: go
-                        // on, and keep the failure visible in the status.
-                        inner.reclaim_failures += 1;
-                        inner.last_reclaim_failure = Some(error.to_string());
+                        // on (`reclaim_through` kept the failure for the
+                        // status).
                         reclaim_rounds = MAX_RECLAIM_ROUNDS;
                     }
                 }
@@ -1177,13 +1208,36 @@ impl Journal {
             )
         };
         for (pin, seq, object) in pinned {
-            object
-                .flush(seq)
-                .map_err(|message| JournalError::PinFlushFailed { seq, message })?;
-            self.unpin(pin);
+            match object.flush(seq) {
+                Ok(()) => self.unpin(pin),
+                Err(PinFlushError::Declined) => {
+                    // Name what has kept every other thread from writing the
+                    // object too, if anything did: that, not this thread's
+                    // lock, is why the journal is out of room.
+                    let inner = lock(&self.inner);
+                    let why = match (&inner.last_reclaim_failure, inner.reclaim_failing) {
+                        (Some(failure), true) => {
+                            format!(
+                                "and the latest attempt to write a pinned object failed: {failure}"
+                            )
+                        }
+                        _ => "which this thread cannot do (it holds a lock the write needs)".into(),
+                    };
+                    return Err(JournalError::PinFlushDeclined { seq, why });
+                }
+                Err(PinFlushError::Failed(message)) => {
+                    let mut inner = lock(&self.inner);
+                    inner.reclaim_failures += 1;
+                    inner.last_reclaim_failure =
+                        Some(format!("the object pinning seq {seq}: {message}"));
+                    inner.reclaim_failing = true;
+                    return Err(JournalError::PinFlushFailed { seq, message });
+                }
+            }
         }
         let advanced = {
             let mut inner = lock(&self.inner);
+            inner.reclaim_failing = false;
             inner.pins.advance() > inner.ring.durable_last_seq()
         };
         if advanced {
@@ -1258,6 +1312,7 @@ impl Journal {
             failed: inner.error.is_some(),
             reclaim_failures: inner.reclaim_failures,
             last_reclaim_failure: inner.last_reclaim_failure.clone(),
+            reclaim_failing: inner.reclaim_failing,
         }
     }
 

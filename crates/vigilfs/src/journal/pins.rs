@@ -185,7 +185,7 @@ mod tests {
 
     struct NoFlush;
     impl PinFlush for NoFlush {
-        fn flush(&self, _seq: u64) -> Result<(), String> {
+        fn flush(&self, _seq: u64) -> Result<(), crate::journal::PinFlushError> {
             Ok(())
         }
     }
