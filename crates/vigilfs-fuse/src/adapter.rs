@@ -132,6 +132,14 @@ const FMODE_EXEC: i32 = 0x20;
 ///   same call, not by a separate setattr;
 /// * `FUSE_PARALLEL_DIROPS`: lookups and readdirs of one directory may run
 ///   concurrently (the engine is thread-safe);
+/// * `FUSE_POSIX_ACL`: the kernel checks access with the POSIX ACLs it
+///   reads as `system.posix_acl_*` attributes (and caches); the engine
+///   keeps them (mode in step with the access ACL, inheritance, chmod) and
+///   applies them in its own checks;
+/// * `FUSE_DONT_MASK`: creates come with the mode unmasked and the umask
+///   beside it, since a directory's default ACL, not the umask, decides a
+///   new inode's mode when it has one (the engine applies the umask
+///   otherwise);
 /// * `FUSE_EXPORT_SUPPORT`: file handles (`name_to_handle_at`,
 ///   `open_by_handle_at`, NFS export) stay valid after the kernel drops
 ///   the inode from its cache: it looks the number up again as `.` (and a
@@ -149,6 +157,8 @@ fn wanted_capabilities() -> InitFlags {
         | InitFlags::FUSE_ATOMIC_O_TRUNC
         | InitFlags::FUSE_PARALLEL_DIROPS
         | InitFlags::FUSE_EXPORT_SUPPORT
+        | InitFlags::FUSE_POSIX_ACL
+        | InitFlags::FUSE_DONT_MASK
 }
 
 /// With the `test-hooks` feature: a lookup of this name panics.
@@ -178,6 +188,15 @@ fn errno(error: &FsError) -> Errno {
 
 fn caller(request: &Request) -> Caller {
     convert::caller(request.uid(), request.gid(), request.pid())
+}
+
+/// The caller of a create, mknod or mkdir, with the umask the request
+/// carries (with `FUSE_DONT_MASK` the kernel leaves it to the engine).
+fn creator(request: &Request, umask: u32) -> Caller {
+    Caller {
+        umask: umask & 0o777,
+        ..caller(request)
+    }
 }
 
 fn name(name: &OsStr) -> &[u8] {
@@ -414,12 +433,12 @@ impl fuser::Filesystem for Adapter {
         parent: INodeNo,
         entry: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         device: u32,
         reply: ReplyEntry,
     ) {
-        // Without FUSE_DONT_MASK the kernel has applied the umask already.
-        let (entry, caller, replies) = (name(entry).to_vec(), caller(request), self.replies);
+        let (entry, caller, replies) =
+            (name(entry).to_vec(), creator(request, umask), self.replies);
         self.gated("mknod", move |filesystem| {
             let result = filesystem.mknod(parent.0, &entry, mode, u64::from(device), &caller);
             replies.entry(reply, result);
@@ -432,10 +451,11 @@ impl fuser::Filesystem for Adapter {
         parent: INodeNo,
         entry: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
-        let (entry, caller, replies) = (name(entry).to_vec(), caller(request), self.replies);
+        let (entry, caller, replies) =
+            (name(entry).to_vec(), creator(request, umask), self.replies);
         self.gated("mkdir", move |filesystem| {
             replies.entry(reply, filesystem.mkdir(parent.0, &entry, mode, &caller));
         });
@@ -833,11 +853,12 @@ impl fuser::Filesystem for Adapter {
         parent: INodeNo,
         entry: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let (entry, caller, replies) = (name(entry).to_vec(), caller(request), self.replies);
+        let (entry, caller, replies) =
+            (name(entry).to_vec(), creator(request, umask), self.replies);
         self.gated("create", move |filesystem| {
             match filesystem.create(parent.0, &entry, mode, OpenFlags::from_libc(flags), &caller) {
                 Ok((attr, handle)) => reply.created(

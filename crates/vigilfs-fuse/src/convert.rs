@@ -177,6 +177,7 @@ pub(crate) fn caller(uid: u32, gid: u32, pid: u32) -> Caller {
         uid,
         gid,
         groups: supplementary_groups(uid, pid),
+        umask: 0,
     }
 }
 

@@ -74,6 +74,7 @@ fn user(uid: u32) -> Caller {
         uid,
         gid: uid,
         groups: Vec::new(),
+        umask: 0,
     }
 }
 

@@ -18,11 +18,13 @@ use super::handles::{OpenDir, OpenFile, OpenFlags};
 use super::lifecycle::AtimeUpdates;
 use super::unsynced::Change;
 use super::{Filesystem, FsError, FsResult, LifeState};
+use crate::inode::acl::Acl;
 use crate::inode::{
-    check_access, check_setattr, check_sticky_delete, check_xattr_access, check_xattr_removal,
-    kill_suid_on_write, new_inode_owner, xattr_listable, Access, Caller, FallocateMode, FileError,
-    FileType, InodeRecord, RenameFlags, Seek, SetAttr, SetAttrRequest, SetTime, TimeChange,
-    Timestamp, XattrFlags, ROOT_INO,
+    check_access_with_acl, check_setattr_with_acl, check_sticky_delete,
+    check_xattr_access_with_acl, check_xattr_removal, kill_suid_on_write, new_inode_owner,
+    xattr_listable, Access, Caller, Creation, FallocateMode, FileError, FileType, InodeRecord,
+    RenameFlags, Seek, SetAttr, SetAttrRequest, SetTime, TimeChange, Timestamp, XattrFlags,
+    ROOT_INO,
 };
 
 /// The most bytes one write puts into the page cache before dirty data is
@@ -102,11 +104,33 @@ impl Filesystem {
         self.shared.gate.enter()
     }
 
-    fn check(&self, record: &InodeRecord, caller: &Caller, access: Access) -> FsResult<()> {
+    fn check(
+        &self,
+        ino: u64,
+        record: &InodeRecord,
+        caller: &Caller,
+        access: Access,
+    ) -> FsResult<()> {
         if self.shared.options.check_permissions {
-            check_access(record, caller, access)?;
+            let acl = self.acl_deciding(ino, record, caller)?;
+            check_access_with_acl(record, acl.as_ref(), caller, access)?;
         }
         Ok(())
+    }
+
+    /// The access ACL of `ino` when it decides `caller`'s access: looked
+    /// up only for a caller who is neither root nor the owner (the owner's
+    /// access is the mode's either way), so most checks cost no lookup.
+    fn acl_deciding(
+        &self,
+        ino: u64,
+        record: &InodeRecord,
+        caller: &Caller,
+    ) -> FsResult<Option<Acl>> {
+        if !self.shared.options.check_permissions || caller.is_root() || caller.uid == record.uid {
+            return Ok(None);
+        }
+        Ok(self.shared.xattrs.access_acl(ino)?)
     }
 
     /// Fails once the mount was abandoned (a simulated power cut): what
@@ -143,7 +167,7 @@ impl Filesystem {
         if record.file_type() != FileType::Directory {
             return Err(crate::inode::NamespaceError::NotADirectory.into());
         }
-        self.check(&record, caller, Access::WRITE | Access::EXECUTE)?;
+        self.check(dir, &record, caller, Access::WRITE | Access::EXECUTE)?;
         Ok(record)
     }
 
@@ -264,7 +288,7 @@ impl Filesystem {
         if dir.file_type() != FileType::Directory {
             return Err(crate::inode::NamespaceError::NotADirectory.into());
         }
-        self.check(&dir, caller, Access::EXECUTE)?;
+        self.check(parent, &dir, caller, Access::EXECUTE)?;
         let found = self
             .shared
             .namespace
@@ -352,7 +376,8 @@ impl Filesystem {
             through_writable_handle,
         };
         let mut mode = if self.shared.options.check_permissions {
-            check_setattr(&record, caller, &request)?.mode
+            let acl = self.acl_deciding(ino, &record, caller)?;
+            check_setattr_with_acl(&record, acl.as_ref(), caller, &request)?.mode
         } else {
             changes.mode
         };
@@ -409,11 +434,17 @@ impl Filesystem {
         let dir = self.writable_directory(parent, caller)?;
         let (uid, gid, permissions) = new_inode_owner(&dir, caller, mode, false);
         // new_inode_owner returns permission bits only: keep the type.
-        let mode = (mode & libc::S_IFMT) | permissions;
+        let creation = Creation {
+            mode: (mode & libc::S_IFMT) | permissions,
+            umask: caller.umask,
+            uid,
+            gid,
+            rdev,
+        };
         let result = self
             .shared
             .namespace
-            .mknod(parent, name, mode, uid, gid, rdev)
+            .make_node(parent, name, &creation)
             .map_err(FsError::from);
         let (ino, record) = self.shared.observe("mknod", result)?;
         Ok(self.made("create", parent, name, ino, record))
@@ -425,10 +456,17 @@ impl Filesystem {
         self.inject(Operation::Mkdir, parent, Some(name))?;
         let dir = self.writable_directory(parent, caller)?;
         let (uid, gid, mode) = new_inode_owner(&dir, caller, mode, true);
+        let creation = Creation {
+            mode,
+            umask: caller.umask,
+            uid,
+            gid,
+            rdev: 0,
+        };
         let result = self
             .shared
             .namespace
-            .mkdir(parent, name, mode, uid, gid)
+            .make_directory(parent, name, &creation)
             .map_err(FsError::from);
         let (ino, record) = self.shared.observe("mkdir", result)?;
         Ok(self.made("mkdir", parent, name, ino, record))
@@ -536,9 +574,9 @@ impl Filesystem {
         self.check_removal(new_parent, new_name, caller)?;
         if self.shared.options.check_permissions && parent != new_parent {
             // Moving a directory rewrites its "..": it must be writable.
-            if let Some((_, moved)) = self.shared.namespace.lookup(parent, name)? {
+            if let Some((moved_ino, moved)) = self.shared.namespace.lookup(parent, name)? {
                 if moved.file_type() == FileType::Directory {
-                    check_access(&moved, caller, Access::WRITE)?;
+                    self.check(moved_ino, &moved, caller, Access::WRITE)?;
                 }
             }
         }
@@ -601,7 +639,7 @@ impl Filesystem {
         if flags.write || flags.truncate {
             access = access | Access::WRITE;
         }
-        self.check(&record, caller, access)?;
+        self.check(ino, &record, caller, access)?;
         let _writer = if flags.write || flags.truncate {
             Some(self.enter()?)
         } else {
@@ -976,7 +1014,7 @@ impl Filesystem {
         if record.file_type() != FileType::Directory {
             return Err(crate::inode::NamespaceError::NotADirectory.into());
         }
-        self.check(&record, caller, Access::READ)?;
+        self.check(ino, &record, caller, Access::READ)?;
         // While open, a removed directory stays (an orphan) until its
         // last close: fstat on it works, as on a removed open file.
         self.shared.namespace.opened(ino);
@@ -1100,7 +1138,7 @@ impl Filesystem {
     /// The value of extended attribute `name` of `ino`.
     pub fn getxattr(&self, ino: u64, name: &[u8], caller: &Caller) -> FsResult<Vec<u8>> {
         let record = self.record(ino)?;
-        self.check_xattr(&record, name, caller, false)?;
+        self.check_xattr(ino, &record, name, caller, false)?;
         Ok(self.shared.xattrs.get(ino, name)?)
     }
 
@@ -1116,11 +1154,14 @@ impl Filesystem {
         let _writer = self.enter()?;
         self.inject(Operation::Setxattr, ino, None)?;
         let record = self.record(ino)?;
-        self.check_xattr(&record, name, caller, true)?;
+        self.check_xattr(ino, &record, name, caller, true)?;
+        // Setting an access ACL rewrites the mode; like a chmod, it keeps
+        // S_ISGID only for a setter in the file's group, or root.
+        let keeps_setgid = caller.is_root() || caller.in_group(record.gid);
         let result = self
             .shared
             .xattrs
-            .set(ino, name, value, flags)
+            .set_by(ino, name, value, flags, keeps_setgid)
             .map_err(FsError::from);
         self.shared.observe("setxattr", result)?;
         self.note("setxattr", Some(ino), None, None);
@@ -1143,7 +1184,8 @@ impl Filesystem {
         self.inject(Operation::Setxattr, ino, None)?;
         let record = self.record(ino)?;
         if self.shared.options.check_permissions {
-            check_xattr_removal(&record, caller, name)?;
+            let acl = self.acl_deciding(ino, &record, caller)?;
+            check_xattr_removal(&record, acl.as_ref(), caller, name)?;
         }
         let result = self.shared.xattrs.remove(ino, name).map_err(FsError::from);
         self.shared.observe("removexattr", result)?;
@@ -1154,13 +1196,15 @@ impl Filesystem {
     /// Linux's xattr access rules ([`check_xattr_access`]).
     fn check_xattr(
         &self,
+        ino: u64,
         record: &InodeRecord,
         name: &[u8],
         caller: &Caller,
         write: bool,
     ) -> FsResult<()> {
         if self.shared.options.check_permissions {
-            check_xattr_access(record, caller, name, write)?;
+            let acl = self.acl_deciding(ino, record, caller)?;
+            check_xattr_access_with_acl(record, acl.as_ref(), caller, name, write)?;
         }
         Ok(())
     }

@@ -9,12 +9,14 @@
 //! file data ([`Files`]: open handles, the page cache, read, write,
 //! copy-on-write writeback, truncate, fsync and syncfs with errseq error
 //! reporting). `xattr.rs` holds extended attributes in the Xattrs tree
-//! ([`Xattrs`]: get, set, list, remove; no POSIX ACLs). `permission.rs`
+//! ([`Xattrs`]: get, set, list, remove), POSIX ACLs among them (`acl.rs`:
+//! their format and Linux's rules for them). `permission.rs`
 //! holds Linux permission rules as pure functions over inode records
 //! ([`check_access`], sticky delete, new-inode ownership, setattr, suid
 //! clearing on write, xattr namespaces) for the mounted layer to call
 //! first.
 
+pub mod acl;
 pub(crate) mod extents;
 mod file;
 pub(crate) mod file_error;
@@ -29,11 +31,13 @@ pub use crate::writeback::{FailureListener, WritebackSummary};
 pub use file::{FallocateMode, Files, FsyncErrors, Handle, Seek, Unwritten};
 pub use file_error::{FileError, FileResult};
 pub use namespace::{
-    DirCookie, DirEntry, Namespace, NamespaceError, NamespaceResult, RenameFlags, SetAttr, SetTime,
+    Creation, DirCookie, DirEntry, Namespace, NamespaceError, NamespaceResult, RenameFlags,
+    SetAttr, SetTime,
 };
 pub use paths::paths_of;
 pub use permission::{
-    check_access, check_setattr, check_sticky_delete, check_xattr_access, check_xattr_removal,
+    check_access, check_access_with_acl, check_setattr, check_setattr_with_acl,
+    check_sticky_delete, check_xattr_access, check_xattr_access_with_acl, check_xattr_removal,
     kill_suid_on_write, new_inode_owner, xattr_listable, Access, Adjusted, Caller, PermResult,
     PermissionError, SetAttrRequest, TimeChange,
 };

@@ -153,6 +153,18 @@ impl NamespaceError {
     }
 }
 
+impl From<xattr::XattrError> for NamespaceError {
+    /// The ACL work inside a namespace transaction: only metadata failures
+    /// and a shortage of space can happen there.
+    fn from(error: xattr::XattrError) -> NamespaceError {
+        match error {
+            xattr::XattrError::Btree(error) => NamespaceError::from(error),
+            xattr::XattrError::NoSpace(why) => NamespaceError::NoSpace(why),
+            other => NamespaceError::Corrupt(other.to_string()),
+        }
+    }
+}
+
 impl From<BtreeError> for NamespaceError {
     fn from(error: BtreeError) -> NamespaceError {
         match error {
@@ -558,10 +570,29 @@ fn drop_link(
 struct NewInode<'t> {
     kind: FileType,
     permissions: u32,
+    /// Applied unless the parent has a default ACL (symlinks ignore it).
+    umask: u32,
     uid: u32,
     gid: u32,
     rdev: u64,
     symlink_target: Option<&'t [u8]>,
+}
+
+/// Who makes a new inode and with what mode, for
+/// [`Namespace::make_node`] and [`Namespace::make_directory`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Creation {
+    /// Type and permission bits asked for (the type for `make_node` only).
+    pub mode: u32,
+    /// The maker's umask: applied unless the parent directory has a
+    /// default ACL, which decides instead.
+    pub umask: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Device number, for device nodes.
+    pub rdev: u64,
 }
 
 impl Namespace {
@@ -746,6 +777,14 @@ impl Namespace {
         };
         if let Some(mode) = changes.mode {
             record.mode = (record.mode & !0o7777) | (mode & 0o7777);
+            if record.file_type() != FileType::Symlink {
+                xattr::chmod_access_acl(
+                    &mut transaction,
+                    xattr::inline_limit(&self.metadata),
+                    ino,
+                    mode,
+                )?;
+            }
         }
         if let Some(uid) = changes.uid {
             record.uid = uid;
@@ -829,6 +868,34 @@ impl Namespace {
         gid: u32,
         rdev: u64,
     ) -> NamespaceResult<(u64, InodeRecord)> {
+        self.make_node(
+            parent,
+            name,
+            &Creation {
+                mode,
+                umask: 0,
+                uid,
+                gid,
+                rdev,
+            },
+        )
+    }
+
+    /// [`Namespace::mknod`] with the maker's umask, and the parent's
+    /// default ACL inherited when it has one.
+    pub fn make_node(
+        &self,
+        parent: u64,
+        name: &[u8],
+        creation: &Creation,
+    ) -> NamespaceResult<(u64, InodeRecord)> {
+        let Creation {
+            mode,
+            umask,
+            uid,
+            gid,
+            rdev,
+        } = *creation;
         let kind = if mode & 0o170000 == 0 {
             FileType::Regular
         } else {
@@ -850,6 +917,7 @@ impl Namespace {
             NewInode {
                 kind,
                 permissions: mode,
+                umask,
                 uid,
                 gid,
                 rdev,
@@ -886,14 +954,35 @@ impl Namespace {
         uid: u32,
         gid: u32,
     ) -> NamespaceResult<(u64, InodeRecord)> {
+        self.make_directory(
+            parent,
+            name,
+            &Creation {
+                mode,
+                uid,
+                gid,
+                ..Creation::default()
+            },
+        )
+    }
+
+    /// [`Namespace::mkdir`] with the maker's umask, and the parent's
+    /// default ACL inherited when it has one.
+    pub fn make_directory(
+        &self,
+        parent: u64,
+        name: &[u8],
+        creation: &Creation,
+    ) -> NamespaceResult<(u64, InodeRecord)> {
         self.create_inode(
             parent,
             name,
             NewInode {
                 kind: FileType::Directory,
-                permissions: mode,
-                uid,
-                gid,
+                permissions: creation.mode,
+                umask: creation.umask,
+                uid: creation.uid,
+                gid: creation.gid,
                 rdev: 0,
                 symlink_target: None,
             },
@@ -921,6 +1010,7 @@ impl Namespace {
             NewInode {
                 kind: FileType::Symlink,
                 permissions: 0o777,
+                umask: 0,
                 uid,
                 gid,
                 rdev: 0,
@@ -968,8 +1058,21 @@ impl Namespace {
 
         let time = Timestamp::now();
         let is_directory = new.kind == FileType::Directory;
+        let permissions = if new.kind == FileType::Symlink {
+            new.permissions & 0o7777
+        } else {
+            xattr::inherit_on_create(
+                &mut transaction,
+                xattr::inline_limit(&self.metadata),
+                parent,
+                ino,
+                is_directory,
+                new.permissions & 0o7777,
+                new.umask,
+            )?
+        };
         let record = InodeRecord {
-            mode: new.kind.mode_bits() | (new.permissions & 0o7777),
+            mode: new.kind.mode_bits() | permissions,
             uid: new.uid,
             gid: new.gid,
             nlink: if is_directory { 2 } else { 1 },

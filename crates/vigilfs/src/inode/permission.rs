@@ -65,7 +65,12 @@
 //!   needs read access and writing write access (`EACCES`). Listing needs
 //!   no access to the inode.
 //!
-//! Not modelled: POSIX ACLs (none are stored), immutable/append-only
+//! * **POSIX ACLs** (`*_with_acl`, `posix_acl_permission`): for a caller
+//!   who is neither root nor the owner, an inode's access ACL decides
+//!   instead of the mode's group and other bits; only the owner or root
+//!   may set one.
+//!
+//! Not modelled: immutable/append-only
 //! flags, user namespaces and idmapped mounts, and capabilities other than
 //! "uid 0 has them all" (so `security.capability` needs root like every
 //! `security.*` write, where Linux asks for `CAP_SETFCAP`; only its
@@ -73,6 +78,7 @@
 
 use thiserror::Error;
 
+use super::acl::Acl;
 use super::record::{FileType, InodeRecord};
 
 const S_ISUID: u32 = 0o4000;
@@ -119,6 +125,10 @@ pub struct Caller {
     pub gid: u32,
     /// Supplementary groups.
     pub groups: Vec<u32>,
+    /// The file-mode creation mask of the calling process: applied to a
+    /// new inode's mode unless its directory has a default ACL (Linux
+    /// leaves the umask to filesystems with ACLs, `posix_acl_create`).
+    pub umask: u32,
 }
 
 impl Caller {
@@ -128,6 +138,7 @@ impl Caller {
             uid: 0,
             gid: 0,
             groups: Vec::new(),
+            umask: 0,
         }
     }
 
@@ -184,7 +195,28 @@ impl std::ops::BitOr for Access {
 }
 
 /// Whether `caller` may access `record` as `access` asks; `EACCES` if not.
+/// For an inode without an access ACL; see [`check_access_with_acl`].
 pub fn check_access(record: &InodeRecord, caller: &Caller, access: Access) -> PermResult<()> {
+    check_access_with_acl(record, None, caller, access)
+}
+
+/// [`check_access`] for an inode whose access ACL is `acl`: a caller who
+/// is neither root nor the owner gets what the ACL grants
+/// ([`Acl::permits`]); the owner's bits are the mode's either way.
+pub fn check_access_with_acl(
+    record: &InodeRecord,
+    acl: Option<&Acl>,
+    caller: &Caller,
+    access: Access,
+) -> PermResult<()> {
+    if let Some(acl) = acl.filter(|_| !caller.is_root() && !caller.owns(record)) {
+        let in_group = |gid| caller.in_group(gid);
+        return if acl.permits(caller.uid, &in_group, record.gid, access.bits()) {
+            Ok(())
+        } else {
+            Err(PermissionError::Denied("the ACL refuses the access"))
+        };
+    }
     let mode = record.mode;
     let is_directory = record.file_type() == FileType::Directory;
     if caller.is_root() {
@@ -299,6 +331,16 @@ pub fn check_setattr(
     caller: &Caller,
     changes: &SetAttrRequest,
 ) -> PermResult<Adjusted> {
+    check_setattr_with_acl(record, None, caller, changes)
+}
+
+/// [`check_setattr`] for an inode whose access ACL is `acl`.
+pub fn check_setattr_with_acl(
+    record: &InodeRecord,
+    acl: Option<&Acl>,
+    caller: &Caller,
+    changes: &SetAttrRequest,
+) -> PermResult<Adjusted> {
     let root = caller.is_root();
     if let Some(uid) = changes.uid {
         let own_uid_to_itself = caller.owns(record) && uid == record.uid;
@@ -329,10 +371,10 @@ pub fn check_setattr(
             ));
         }
     } else if times.contains(&Some(TimeChange::Now)) && !caller.owner_or_root(record) {
-        check_access(record, caller, Access::WRITE)?;
+        check_access_with_acl(record, acl, caller, Access::WRITE)?;
     }
     if changes.size.is_some() && !changes.through_writable_handle {
-        check_access(record, caller, Access::WRITE)?;
+        check_access_with_acl(record, acl, caller, Access::WRITE)?;
     }
 
     let old = record.mode & 0o7777;
@@ -383,6 +425,19 @@ pub fn check_xattr_access(
     name: &[u8],
     write: bool,
 ) -> PermResult<()> {
+    check_xattr_access_with_acl(record, None, caller, name, write)
+}
+
+/// [`check_xattr_access`] for an inode whose access ACL is `acl`. Setting
+/// or removing a POSIX ACL needs the owner or root (`EPERM`,
+/// `inode_owner_or_capable`); reading one needs nothing.
+pub fn check_xattr_access_with_acl(
+    record: &InodeRecord,
+    acl: Option<&Acl>,
+    caller: &Caller,
+    name: &[u8],
+    write: bool,
+) -> PermResult<()> {
     let refuse = |why| {
         if write {
             PermissionError::NotPermitted(why)
@@ -420,7 +475,11 @@ pub fn check_xattr_access(
             ));
         }
         let access = if write { Access::WRITE } else { Access::READ };
-        check_access(record, caller, access)
+        check_access_with_acl(record, acl, caller, access)
+    } else if name.starts_with(b"system.posix_acl_") && write && !caller.owner_or_root(record) {
+        Err(PermissionError::NotPermitted(
+            "only the owner or root may change an ACL",
+        ))
     } else {
         Ok(())
     }
@@ -437,14 +496,19 @@ pub const FILE_CAPABILITY_XATTR: &[u8] = b"security.capability";
 /// FUSE, a removexattr before the write); a removexattr(2) of it by a
 /// caller without `CAP_SETFCAP` is refused by the kernel before it gets
 /// here.
-pub fn check_xattr_removal(record: &InodeRecord, caller: &Caller, name: &[u8]) -> PermResult<()> {
+pub fn check_xattr_removal(
+    record: &InodeRecord,
+    acl: Option<&Acl>,
+    caller: &Caller,
+    name: &[u8],
+) -> PermResult<()> {
     if name == FILE_CAPABILITY_XATTR && record.file_type() == FileType::Regular {
         if caller.is_root() {
             return Ok(());
         }
-        return check_access(record, caller, Access::WRITE);
+        return check_access_with_acl(record, acl, caller, Access::WRITE);
     }
-    check_xattr_access(record, caller, name, true)
+    check_xattr_access_with_acl(record, acl, caller, name, true)
 }
 
 /// Whether `caller` sees attribute `name` in a list: every name but
@@ -491,6 +555,7 @@ mod tests {
             uid,
             gid,
             groups: groups.to_vec(),
+            umask: 0,
         }
     }
 
@@ -900,11 +965,11 @@ mod tests {
     fn a_writer_may_remove_the_file_capability_and_nothing_else_of_security() {
         let writable = file(0o666);
         let capability = FILE_CAPABILITY_XATTR;
-        assert!(check_xattr_removal(&writable, &stranger(), capability).is_ok());
-        assert!(check_xattr_removal(&file(0o644), &stranger(), capability).is_err());
-        assert!(check_xattr_removal(&writable, &stranger(), b"security.selinux").is_err());
-        assert!(check_xattr_removal(&dir(0o777), &stranger(), capability).is_err());
-        assert!(check_xattr_removal(&file(0o600), &Caller::root(), capability).is_ok());
+        assert!(check_xattr_removal(&writable, None, &stranger(), capability).is_ok());
+        assert!(check_xattr_removal(&file(0o644), None, &stranger(), capability).is_err());
+        assert!(check_xattr_removal(&writable, None, &stranger(), b"security.selinux").is_err());
+        assert!(check_xattr_removal(&dir(0o777), None, &stranger(), capability).is_err());
+        assert!(check_xattr_removal(&file(0o600), None, &Caller::root(), capability).is_ok());
     }
 
     #[test]

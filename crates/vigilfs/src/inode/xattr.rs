@@ -23,11 +23,11 @@
 //! Names and sizes, as Linux `setxattr(2)` reports them:
 //!
 //! * a name is `user.`, `trusted.` or `security.` followed by a non-empty
-//!   suffix (an empty suffix is `EINVAL`, as `xattr_resolve_name`); any
-//!   other prefix is `EOPNOTSUPP`. `system.*` is `EOPNOTSUPP` too: there is
-//!   **no POSIX ACL support**, so `system.posix_acl_access` and
-//!   `system.posix_acl_default` are refused like every other `system.`
-//!   name. An empty name is `ERANGE`, a name holding NUL `EINVAL`;
+//!   suffix (an empty suffix is `EINVAL`, as `xattr_resolve_name`), or one
+//!   of the two POSIX ACL names (`system.posix_acl_access`,
+//!   `system.posix_acl_default`); any other prefix, and any other
+//!   `system.` name, is `EOPNOTSUPP`. An empty name is `ERANGE`, a name
+//!   holding NUL `EINVAL`;
 //! * a name is at most [`Xattrs::max_name_len`] bytes, else `ERANGE`:
 //!   Linux allows 255 (`XATTR_NAME_MAX`), but the key is `ino | name` and
 //!   b-tree keys are at most `limits().max_key` (128) bytes, so the limit
@@ -52,6 +52,15 @@
 //! * [`delete_all`] runs inside the caller's transaction (the one deleting
 //!   the inode), so an inode never goes without its attributes.
 //!
+//! POSIX ACLs ([`acl`](super::acl)) are attributes like the others, with
+//! Linux's rules kept in the same transaction as the change: a value that
+//! is not a valid ACL is `EINVAL`; setting an access ACL rewrites the
+//! mode's permission bits to match it (and stores nothing when the mode
+//! says it all); a default ACL exists only on directories (`EACCES`);
+//! a new inode inherits its directory's default ACL
+//! ([`inherit_on_create`]) and a chmod rewrites the access ACL
+//! ([`chmod_access_acl`]).
+//!
 //! Access checks (who may read or write which namespace) are not made
 //! here: the caller checks [`permission`](super::permission) first.
 
@@ -59,6 +68,7 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
+use super::acl::{self, Acl};
 use super::record::{inode_key, FileType, InodeRecord, RecordError, Timestamp};
 use crate::btree::{BtreeError, Transaction, TreeId};
 use crate::metadata::Metadata;
@@ -102,6 +112,9 @@ pub enum XattrError {
     /// Not permitted on this inode (`user.*` on a non-regular file).
     #[error("operation not permitted: {0}")]
     NotPermitted(&'static str),
+    /// Refused for this inode (a default ACL on a non-directory).
+    #[error("permission denied: {0}")]
+    Denied(&'static str),
     /// An invalid argument (the message says which).
     #[error("invalid argument: {0}")]
     Invalid(&'static str),
@@ -142,6 +155,7 @@ impl XattrError {
             XattrError::Exists => libc::EEXIST,
             XattrError::NotSupported(_) => libc::EOPNOTSUPP,
             XattrError::NotPermitted(_) => libc::EPERM,
+            XattrError::Denied(_) => libc::EACCES,
             XattrError::Invalid(_) => libc::EINVAL,
             XattrError::NameRange(_) => libc::ERANGE,
             XattrError::ValueTooLarge { .. } => libc::E2BIG,
@@ -215,10 +229,15 @@ fn is_piece_key(key: &[u8]) -> bool {
         .is_some_and(|name| name.contains(&0))
 }
 
-/// Deletes the pieces of attribute `name`, if it has any.
+/// Deletes the pieces of attribute `name`, if its value is in pieces (a
+/// name too long for piece keys never has any, and its range could not
+/// even be named).
 fn delete_pieces(transaction: &mut Transaction<'_>, ino: u64, name: &[u8]) -> XattrResult<()> {
-    let (start, end) = pieces_range(ino, name);
-    transaction.delete_range(TreeId::Xattrs, &start, Some(&end))?;
+    let stored = transaction.get(TreeId::Xattrs, &xattr_key(ino, name))?;
+    if stored.is_some_and(|bytes| bytes.first() == Some(&VERSION_IN_PIECES)) {
+        let (start, end) = pieces_range(ino, name);
+        transaction.delete_range(TreeId::Xattrs, &start, Some(&end))?;
+    }
     Ok(())
 }
 
@@ -327,6 +346,157 @@ fn holds_user_attributes(record: &InodeRecord) -> bool {
     matches!(record.file_type(), FileType::Regular | FileType::Directory)
 }
 
+/// Whether `name` is one of the two POSIX ACL attributes.
+fn is_acl_name(name: &[u8]) -> bool {
+    name == acl::ACCESS_NAME || name == acl::DEFAULT_NAME
+}
+
+/// `XATTR_CREATE` and `XATTR_REPLACE` against whether `name` exists.
+fn check_flags(
+    transaction: &Transaction<'_>,
+    ino: u64,
+    name: &[u8],
+    flags: XattrFlags,
+) -> XattrResult<()> {
+    let exists = transaction
+        .get(TreeId::Xattrs, &xattr_key(ino, name))?
+        .is_some();
+    if flags.create && exists {
+        return Err(XattrError::Exists);
+    }
+    if flags.replace && !exists {
+        return Err(XattrError::NoData);
+    }
+    Ok(())
+}
+
+/// Writes attribute `name` of `ino` inside `transaction`: inline when it
+/// fits `inline` bytes, else in pieces of that size; any earlier value
+/// (and its pieces) is replaced.
+fn put_value(
+    transaction: &mut Transaction<'_>,
+    inline: usize,
+    ino: u64,
+    name: &[u8],
+    value: &[u8],
+) -> XattrResult<()> {
+    let key = xattr_key(ino, name);
+    delete_pieces(transaction, ino, name)?;
+    if value.len() <= inline {
+        transaction.put(TreeId::Xattrs, &key, &encode_value(value))?;
+        return Ok(());
+    }
+    let mut header = vec![VERSION_IN_PIECES];
+    header.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    transaction.put(TreeId::Xattrs, &key, &header)?;
+    for (index, piece) in value.chunks(inline).enumerate() {
+        let mut bytes = Vec::with_capacity(1 + piece.len());
+        bytes.push(VERSION_PIECE);
+        bytes.extend_from_slice(piece);
+        let index = u8::try_from(index).map_err(|_| XattrError::ValueTooLarge {
+            length: value.len(),
+            limit: inline * MAX_PIECES,
+        })?;
+        transaction.put(TreeId::Xattrs, &piece_key(ino, name, index), &bytes)?;
+    }
+    Ok(())
+}
+
+/// Removes attribute `name` of `ino` (and its pieces) inside
+/// `transaction`, if it exists.
+fn remove_in(transaction: &mut Transaction<'_>, ino: u64, name: &[u8]) -> XattrResult<()> {
+    delete_pieces(transaction, ino, name)?;
+    transaction.delete(TreeId::Xattrs, &xattr_key(ino, name))?;
+    Ok(())
+}
+
+/// The value of attribute `name` of `ino` as `transaction` sees it.
+fn get_in(transaction: &Transaction<'_>, ino: u64, name: &[u8]) -> XattrResult<Option<Vec<u8>>> {
+    match transaction.get(TreeId::Xattrs, &xattr_key(ino, name))? {
+        Some(bytes) => read_value(transaction, ino, name, &bytes).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The POSIX ACL `name` of `ino`, if it has one; a stored value that is
+/// not a valid ACL is corruption.
+pub(super) fn acl_in(
+    transaction: &Transaction<'_>,
+    ino: u64,
+    name: &[u8],
+) -> XattrResult<Option<Acl>> {
+    get_in(transaction, ino, name)?
+        .map(|value| {
+            Acl::decode(&value).map_err(|error| {
+                XattrError::Corrupt(format!(
+                    "inode {ino}: {}: {error}",
+                    String::from_utf8_lossy(name)
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// The permission bits (`0o7777`) a new inode `ino` made in `parent` with
+/// `permissions` gets, after its parent's default ACL or the `umask`
+/// (`posix_acl_create`): with a default ACL the umask is not applied, the
+/// inode takes the default, narrowed by the mode, as its access ACL
+/// (stored unless the mode says it all) and a directory takes the default
+/// itself. Runs inside the creating transaction; symlinks do not come here.
+pub(super) fn inherit_on_create(
+    transaction: &mut Transaction<'_>,
+    inline: usize,
+    parent: u64,
+    ino: u64,
+    is_directory: bool,
+    permissions: u32,
+    umask: u32,
+) -> XattrResult<u32> {
+    let Some(default) = acl_in(transaction, parent, acl::DEFAULT_NAME)? else {
+        return Ok(permissions & !(umask & 0o777));
+    };
+    let mut access = default.clone();
+    let bits = access.create_masq(permissions);
+    if !access.is_minimal() {
+        put_value(transaction, inline, ino, acl::ACCESS_NAME, &access.encode())?;
+    }
+    if is_directory {
+        put_value(
+            transaction,
+            inline,
+            ino,
+            acl::DEFAULT_NAME,
+            &default.encode(),
+        )?;
+    }
+    Ok((permissions & 0o7000) | bits)
+}
+
+/// Rewrites `ino`'s access ACL, if it has one, after a chmod to `mode`
+/// (`posix_acl_chmod`), inside the chmod's transaction.
+pub(super) fn chmod_access_acl(
+    transaction: &mut Transaction<'_>,
+    inline: usize,
+    ino: u64,
+    mode: u32,
+) -> XattrResult<()> {
+    if let Some(mut access) = acl_in(transaction, ino, acl::ACCESS_NAME)? {
+        access.chmod(mode);
+        put_value(transaction, inline, ino, acl::ACCESS_NAME, &access.encode())?;
+    }
+    Ok(())
+}
+
+/// The largest value `metadata`'s b-trees hold inline for an attribute.
+pub(super) fn inline_limit(metadata: &Metadata) -> usize {
+    metadata
+        .trees
+        .limits()
+        .max_value
+        .saturating_sub(1)
+        .min(LINUX_SIZE_MAX)
+}
+
 /// Deletes every extended attribute of `ino` inside `transaction` (the one
 /// deleting the inode). One range delete: it costs the same however many
 /// attributes there are. Public (re-exported as `delete_all_xattrs`) so
@@ -361,12 +531,7 @@ impl Xattrs {
 
     /// Largest value stored inline: `min(65536, max_value - 1)`.
     pub fn max_inline_len(&self) -> usize {
-        self.metadata
-            .trees
-            .limits()
-            .max_value
-            .saturating_sub(1)
-            .min(LINUX_SIZE_MAX)
+        inline_limit(&self.metadata)
     }
 
     /// Largest value accepted for attribute `name`: only what fits inline
@@ -388,9 +553,12 @@ impl Xattrs {
         if name.contains(&0) {
             return Err(XattrError::Invalid("attribute name holds NUL"));
         }
+        if is_acl_name(name) {
+            return Ok(());
+        }
         if name.starts_with(b"system.") {
             return Err(XattrError::NotSupported(
-                "system.* attributes (POSIX ACLs are not supported)",
+                "system.* attributes other than the POSIX ACLs",
             ));
         }
         match SUPPORTED_PREFIXES
@@ -421,8 +589,23 @@ impl Xattrs {
     }
 
     /// Sets attribute `name` of inode `ino` to `value`, as `flags` allow,
-    /// and the inode's ctime to now. One transaction.
+    /// and the inode's ctime to now. One transaction. A POSIX ACL is set as
+    /// [`Xattrs::set_by`] does for a setter who keeps `S_ISGID`.
     pub fn set(&self, ino: u64, name: &[u8], value: &[u8], flags: XattrFlags) -> XattrResult<()> {
+        self.set_by(ino, name, value, flags, true)
+    }
+
+    /// [`Xattrs::set`], for a setter who keeps `S_ISGID` when setting an
+    /// access ACL only if `setter_keeps_setgid` (in the file's group, or
+    /// privileged: `posix_acl_update_mode`).
+    pub fn set_by(
+        &self,
+        ino: u64,
+        name: &[u8],
+        value: &[u8],
+        flags: XattrFlags,
+        setter_keeps_setgid: bool,
+    ) -> XattrResult<()> {
         if flags.create && flags.replace {
             return Err(XattrError::Invalid("both create and replace"));
         }
@@ -434,6 +617,9 @@ impl Xattrs {
                 limit,
             });
         }
+        if is_acl_name(name) {
+            return self.set_acl(ino, name, value, flags, setter_keeps_setgid);
+        }
         let _writer = self.metadata.lock_records();
         let mut transaction = self.metadata.trees.transaction();
         let mut record = read_inode(&transaction, ino)?;
@@ -442,40 +628,80 @@ impl Xattrs {
                 "user.* attributes on a file that is not regular or a directory",
             ));
         }
-        let key = xattr_key(ino, name);
-        let exists = transaction.get(TreeId::Xattrs, &key)?.is_some();
-        if flags.create && exists {
-            return Err(XattrError::Exists);
-        }
-        if flags.replace && !exists {
-            return Err(XattrError::NoData);
-        }
-        if exists {
-            delete_pieces(&mut transaction, ino, name)?;
-        }
-        let inline = self.max_inline_len();
-        if value.len() <= inline {
-            transaction.put(TreeId::Xattrs, &key, &encode_value(value))?;
+        check_flags(&transaction, ino, name, flags)?;
+        self.put_in(&mut transaction, ino, name, value)?;
+        record.ctime = Timestamp::now();
+        transaction.put(TreeId::Inodes, &inode_key(ino), &record.encode())?;
+        transaction.commit()?;
+        Ok(())
+    }
+
+    /// Sets POSIX ACL `name` of `ino` from its attribute value, with the
+    /// mode kept to match (see the module comment); `keep_setgid` false
+    /// clears `S_ISGID`. A value with no entries removes the ACL.
+    fn set_acl(
+        &self,
+        ino: u64,
+        name: &[u8],
+        value: &[u8],
+        flags: XattrFlags,
+        keep_setgid: bool,
+    ) -> XattrResult<()> {
+        let acl = if Acl::is_empty_value(value) {
+            None
         } else {
-            let mut header = vec![VERSION_IN_PIECES];
-            header.extend_from_slice(&(value.len() as u32).to_le_bytes());
-            transaction.put(TreeId::Xattrs, &key, &header)?;
-            for (index, piece) in value.chunks(inline).enumerate() {
-                let mut bytes = Vec::with_capacity(1 + piece.len());
-                bytes.push(VERSION_PIECE);
-                bytes.extend_from_slice(piece);
-                // At most MAX_PIECES pieces: the limit above.
-                let index = u8::try_from(index).map_err(|_| XattrError::ValueTooLarge {
-                    length: value.len(),
-                    limit,
-                })?;
-                transaction.put(TreeId::Xattrs, &piece_key(ino, name, index), &bytes)?;
+            Some(Acl::decode(value).map_err(|_| XattrError::Invalid("not a valid POSIX ACL"))?)
+        };
+        let _writer = self.metadata.lock_records();
+        let mut transaction = self.metadata.trees.transaction();
+        let mut record = read_inode(&transaction, ino)?;
+        check_flags(&transaction, ino, name, flags)?;
+        if name == acl::DEFAULT_NAME {
+            if record.file_type() != FileType::Directory {
+                return Err(XattrError::Denied("a default ACL on a non-directory"));
+            }
+            match &acl {
+                Some(acl) => self.put_in(&mut transaction, ino, name, &acl.encode())?,
+                None => remove_in(&mut transaction, ino, name)?,
+            }
+        } else {
+            match &acl {
+                Some(acl) => {
+                    record.mode = (record.mode & !0o777) | acl.mode_bits();
+                    if acl.is_minimal() {
+                        remove_in(&mut transaction, ino, name)?;
+                    } else {
+                        self.put_in(&mut transaction, ino, name, &acl.encode())?;
+                    }
+                    if !keep_setgid {
+                        record.mode &= !0o2000;
+                    }
+                }
+                None => remove_in(&mut transaction, ino, name)?,
             }
         }
         record.ctime = Timestamp::now();
         transaction.put(TreeId::Inodes, &inode_key(ino), &record.encode())?;
         transaction.commit()?;
         Ok(())
+    }
+
+    /// Writes attribute `name` of `ino` inside `transaction`, inline or in
+    /// pieces, replacing any value it had. The length was checked.
+    fn put_in(
+        &self,
+        transaction: &mut Transaction<'_>,
+        ino: u64,
+        name: &[u8],
+        value: &[u8],
+    ) -> XattrResult<()> {
+        put_value(transaction, self.max_inline_len(), ino, name, value)
+    }
+
+    /// Inode `ino`'s access ACL, if it has one (one lookup; a stored value
+    /// that is not a valid ACL is corruption).
+    pub fn access_acl(&self, ino: u64) -> XattrResult<Option<Acl>> {
+        acl_in(&self.metadata.trees.transaction(), ino, acl::ACCESS_NAME)
     }
 
     /// The names of inode `ino`'s attributes, in byte order.
@@ -521,8 +747,7 @@ impl Xattrs {
         if transaction.get(TreeId::Xattrs, &key)?.is_none() {
             return Err(XattrError::NoData);
         }
-        transaction.delete(TreeId::Xattrs, &key)?;
-        delete_pieces(&mut transaction, ino, name)?;
+        remove_in(&mut transaction, ino, name)?;
         record.ctime = Timestamp::now();
         transaction.put(TreeId::Inodes, &inode_key(ino), &record.encode())?;
         transaction.commit()?;
