@@ -210,8 +210,16 @@ fn a_journal_full_of_unwritable_nodes_names_the_device_error_not_a_lock() {
         reason.to_lowercase().contains("no space left on device"),
         "the read-only reason hides the device's error: {reason}"
     );
-    let journal = fs.status().journal;
-    assert!(journal.reclaim_failures > 0);
+    let status = fs.status();
+    assert!(status.journal.reclaim_failures > 0);
+    // The failing reclaim was announced first, as a journal error, before
+    // the change that found the journal full failed.
+    let first = status
+        .error_record
+        .first
+        .clone()
+        .expect("an error recorded");
+    assert_eq!(first.kind, ErrorKind::Journal, "{:?}", status.error_record);
     fixture.plan.clear();
     drop(fs);
 }

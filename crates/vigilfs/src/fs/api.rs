@@ -39,7 +39,8 @@ pub struct Attr {
     /// The record, with the size and times writes not yet written back
     /// have given it.
     pub record: InodeRecord,
-    /// 512-byte units allocated (estimated from the size: holes count).
+    /// 512-byte units allocated (holes count nothing; the size rounded up
+    /// should the extents not be readable).
     pub blocks: u64,
 }
 

@@ -146,5 +146,6 @@ fn round(shared: &Shared) {
             &FsError::File(crate::inode::FileError::Journal(error)),
         );
     }
+    shared.check_reclaim();
     shared.save_error_record();
 }

@@ -42,8 +42,32 @@ impl Shared {
         }
     }
 
+    /// Journal reclaim failing to write pinned objects (b-tree nodes the
+    /// device refuses) is not yet a failed operation, but the journal fills
+    /// and every change will fail: announced once per run of failures, as
+    /// a journal error, so an operator hears of it before the filesystem
+    /// stops (`vigilfs status` says why). Nothing else is done: reclaim
+    /// keeps trying, and a device that recovers ends the run.
+    pub(super) fn check_reclaim(&self) {
+        let failing = self.metadata.journal.reclaim_failing();
+        if !failing {
+            self.reclaim_failure_announced
+                .store(false, Ordering::Release);
+        } else if !self.reclaim_failure_announced.swap(true, Ordering::AcqRel) {
+            self.health.report(&Incident {
+                kind: ErrorKind::Journal,
+                errno: libc::EIO,
+                inode: None,
+                range: None,
+                block: None,
+                origin: "journal reclaim: pinned b-tree nodes cannot be written",
+            });
+        }
+    }
+
     pub(super) fn on_error(&self, origin: &str, error: &FsError) {
         self.check_journal(origin);
+        self.check_reclaim();
         // The reader's failure is reported here, at once; the media
         // failure behind it is reported by its handling, with the owners it
         // hit and what became of them (see `media.rs`).

@@ -400,6 +400,7 @@ impl Filesystem {
             recovered,
             orphans_purged,
             journal_failure_seen: AtomicBool::new(false),
+            reclaim_failure_announced: AtomicBool::new(false),
             deferred_orphans: Mutex::new(Vec::new()),
             attribute_listener: std::sync::RwLock::new(None),
             faults,

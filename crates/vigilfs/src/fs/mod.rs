@@ -118,6 +118,9 @@ pub(crate) struct Shared {
     orphans_purged: usize,
     /// Whether the journal's failure was already acted on.
     journal_failure_seen: AtomicBool,
+    /// Whether the journal's current run of reclaim failures was
+    /// announced (reset once reclaim succeeds again).
+    reclaim_failure_announced: AtomicBool,
     /// Orphans whose last release came while the filesystem was frozen:
     /// deleted at thaw (deleting writes, and a freeze writes nothing).
     deferred_orphans: Mutex<Vec<u64>>,

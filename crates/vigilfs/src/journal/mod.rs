@@ -1261,6 +1261,12 @@ impl Journal {
         (total / 64).max(2 * entry_blocks).min(total / 4)
     }
 
+    /// Whether the latest reclaim failed to write a pinned object and none
+    /// has written every object it reached since.
+    pub fn reclaim_failing(&self) -> bool {
+        lock(&self.inner).reclaim_failing
+    }
+
     /// Whether reclaim should run now (free space below the watermark or
     /// too many seqs tracked); the engine's background reclaim asks this.
     pub fn wants_reclaim(&self) -> bool {
