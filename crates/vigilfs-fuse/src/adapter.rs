@@ -92,6 +92,18 @@ use crate::lanes::Lanes;
 /// what `godown` and `xfs_io -c shutdown` send.
 const FS_IOC_SHUTDOWN: u32 = 0x8004_587d;
 
+/// The inode-flag ioctls (`chattr`, `lsattr`, `xfs_io -c chattr`): the
+/// kernel turns its `fileattr` calls into these (`_IOR('f', 1, long)`,
+/// `_IOW('f', 2, long)`, their 32-bit forms, and `FS_IOC_FS[GS]ETXATTR`
+/// with a `struct fsxattr`), always with a 4-byte flags value or the
+/// 28-byte structure.
+const FS_IOC_GETFLAGS: u32 = 0x8008_6601;
+const FS_IOC_SETFLAGS: u32 = 0x4008_6602;
+const FS_IOC32_GETFLAGS: u32 = 0x8004_6601;
+const FS_IOC32_SETFLAGS: u32 = 0x4004_6602;
+const FS_IOC_FSGETXATTR: u32 = 0x801c_581f;
+const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
+
 /// The largest write the kernel is asked to send in one request, when it
 /// supports `FUSE_MAX_PAGES` (256 pages of 4 KiB: the kernel's default
 /// limit).
@@ -906,17 +918,41 @@ impl fuser::Filesystem for Adapter {
     fn ioctl(
         &self,
         request: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _handle: FileHandle,
         _flags: IoctlFlags,
         command: u32,
-        _in_data: &[u8],
+        in_data: &[u8],
         _out_size: u32,
         reply: ReplyIoctl,
     ) {
-        if command != FS_IOC_SHUTDOWN {
-            reply.error(Errno::ENOTTY);
-            return;
+        match command {
+            FS_IOC_GETFLAGS | FS_IOC32_GETFLAGS | FS_IOC_FSGETXATTR => {
+                self.guard("getflags", || match self.filesystem.get_flags(ino.0) {
+                    Ok(flags) => reply.ioctl(0, &convert::flags_reply(command, flags)),
+                    Err(error) => reply.error(errno(&error)),
+                });
+                return;
+            }
+            FS_IOC_SETFLAGS | FS_IOC32_SETFLAGS | FS_IOC_FSSETXATTR => {
+                let Some(flags) = convert::flags_request(command, in_data) else {
+                    reply.error(Errno::EOPNOTSUPP);
+                    return;
+                };
+                let caller = caller(request);
+                self.gated("setflags", move |filesystem| {
+                    match filesystem.set_flags(ino.0, flags, &caller) {
+                        Ok(()) => reply.ioctl(0, &[]),
+                        Err(error) => reply.error(errno(&error)),
+                    }
+                });
+                return;
+            }
+            FS_IOC_SHUTDOWN => {}
+            _ => {
+                reply.error(Errno::ENOTTY);
+                return;
+            }
         }
         if request.uid() != 0 {
             reply.error(Errno::EPERM);

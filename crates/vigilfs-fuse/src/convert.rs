@@ -15,7 +15,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{FileAttr, FileType as FuseFileType, INodeNo, TimeOrNow};
 use vigilfs::fs::Attr;
-use vigilfs::inode::{Caller, FileType, RenameFlags, Seek, SetTime, Timestamp, XattrFlags};
+use vigilfs::inode::{
+    inode_flags, Caller, FileType, RenameFlags, Seek, SetTime, Timestamp, XattrFlags,
+};
 
 /// Block size `stat` reports (`st_blksize`): the engine's page size.
 const PREFERRED_IO_BYTES: u32 = 4096;
@@ -207,6 +209,41 @@ fn parse_groups(status: &str) -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// Bytes of `struct fsxattr` (`fsx_xflags`, `fsx_extsize`, `fsx_nextents`,
+/// `fsx_projid`, `fsx_cowextsize`, 8 bytes of padding).
+const FSXATTR_BYTES: usize = 28;
+/// The `FS_IOC_FSGETXATTR`/`FS_IOC_FSSETXATTR` number's type byte (`'X'`),
+/// which tells them from the plain flag ioctls (`'f'`).
+const FSXATTR_IOCTL_TYPE: u32 = b'X' as u32;
+
+fn is_fsxattr_ioctl(command: u32) -> bool {
+    (command >> 8) & 0xff == FSXATTR_IOCTL_TYPE
+}
+
+/// The reply to a get-flags ioctl: the flags as a 4-byte value, or a
+/// `struct fsxattr` holding them as `fsx_xflags`.
+pub(crate) fn flags_reply(command: u32, flags: u32) -> Vec<u8> {
+    if is_fsxattr_ioctl(command) {
+        let mut reply = vec![0u8; FSXATTR_BYTES];
+        reply[..4].copy_from_slice(&inode_flags::to_xflags(flags).to_ne_bytes());
+        reply
+    } else {
+        flags.to_ne_bytes().to_vec()
+    }
+}
+
+/// The flags a set-flags ioctl asks for, or `None` if its argument is too
+/// short or names a flag vigilfs does not keep (the other `fsxattr` fields
+/// are ignored: vigilfs has no extent size hints or projects).
+pub(crate) fn flags_request(command: u32, argument: &[u8]) -> Option<u32> {
+    let value = u32::from_ne_bytes(argument.get(..4)?.try_into().ok()?);
+    if is_fsxattr_ioctl(command) {
+        inode_flags::from_xflags(value)
+    } else {
+        Some(value)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,5 +335,25 @@ mod tests {
         assert_eq!(seek(libc::SEEK_SET), None);
         assert_eq!(seek(libc::SEEK_DATA), Some(Seek::Data));
         assert_eq!(seek(libc::SEEK_HOLE), Some(Seek::Hole));
+    }
+
+    #[test]
+    fn flag_ioctls_carry_flags_as_four_bytes_or_as_fsxattr_xflags() {
+        use vigilfs::inode::inode_flags::{APPEND, IMMUTABLE};
+        const GETFLAGS: u32 = 0x8008_6601;
+        const FSSETXATTR: u32 = 0x401c_5820;
+        assert_eq!(
+            flags_reply(GETFLAGS, IMMUTABLE),
+            IMMUTABLE.to_ne_bytes().to_vec()
+        );
+        let mut fsxattr = flags_reply(0x801c_581f, IMMUTABLE | APPEND);
+        assert_eq!(fsxattr.len(), FSXATTR_BYTES);
+        assert_eq!(
+            flags_request(FSSETXATTR, &fsxattr),
+            Some(IMMUTABLE | APPEND)
+        );
+        fsxattr[0] |= 0x20; // FS_XFLAG_SYNC: not kept
+        assert_eq!(flags_request(FSSETXATTR, &fsxattr), None);
+        assert_eq!(flags_request(0x4008_6602, &[1, 2]), None, "too short");
     }
 }

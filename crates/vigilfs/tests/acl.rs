@@ -270,3 +270,33 @@ fn new_inodes_inherit_the_default_acl_instead_of_the_umask() {
     fs.release(handle).unwrap();
     fs.unmount().unwrap();
 }
+
+#[test]
+fn an_acl_whose_mask_is_empty_is_not_consulted_and_the_mode_decides() {
+    // As Linux's acl_permission_check: group bits (the mask) all clear,
+    // the ACL is skipped; a named user is then "other" by the mode.
+    let (_, fs) = fresh();
+    let file = owned_file(&fs, b"f");
+    let empty_mask = acl_value(&[
+        (1, u32::MAX, 6),
+        (2, NAMED, 7),
+        (4, u32::MAX, 4),
+        (16, u32::MAX, 0),
+        (32, u32::MAX, 4),
+    ]);
+    fs.setxattr(
+        file,
+        ACCESS_NAME,
+        &empty_mask,
+        XattrFlags::default(),
+        &user(OWNER),
+    )
+    .unwrap();
+    assert_eq!(fs.getattr(file).unwrap().record.mode & 0o777, 0o604);
+    let handle = open_for(&fs, file, libc::O_RDONLY, &user(NAMED)).expect("other may read");
+    fs.release(handle).unwrap();
+    assert_eq!(
+        errno(open_for(&fs, file, libc::O_WRONLY, &user(NAMED))),
+        libc::EACCES
+    );
+}

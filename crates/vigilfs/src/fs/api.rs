@@ -26,6 +26,7 @@ use crate::inode::{
     RenameFlags, Seek, SetAttr, SetAttrRequest, SetTime, TimeChange, Timestamp, XattrFlags,
     ROOT_INO,
 };
+use crate::inode::{inode_flags, PermissionError};
 
 /// The most bytes one write puts into the page cache before dirty data is
 /// balanced again.
@@ -101,7 +102,7 @@ pub struct StatFs {
 }
 
 impl Filesystem {
-    fn enter(&self) -> FsResult<WriteGuard<'_>> {
+    pub(super) fn enter(&self) -> FsResult<WriteGuard<'_>> {
         self.shared.gate.enter()
     }
 
@@ -156,7 +157,7 @@ impl Filesystem {
         self.shared.handles.dir(handle)
     }
 
-    fn record(&self, ino: u64) -> FsResult<InodeRecord> {
+    pub(super) fn record(&self, ino: u64) -> FsResult<InodeRecord> {
         self.alive()?;
         let result = self.shared.namespace.getattr(ino).map_err(FsError::from);
         self.shared.observe("getattr", result)
@@ -176,10 +177,23 @@ impl Filesystem {
     /// and search on the directory, and the sticky-bit rule).
     fn check_removal(&self, dir: u64, name: &[u8], caller: &Caller) -> FsResult<()> {
         let dir_record = self.writable_directory(dir, caller)?;
-        // The victim matters only in a sticky directory, to non-root.
-        let sticky = dir_record.mode & libc::S_ISVTX != 0;
-        if self.shared.options.check_permissions && sticky && !caller.is_root() {
-            if let Some((_, victim)) = self.shared.namespace.lookup(dir, name)? {
+        if inode_flags::is_append_only(&dir_record) {
+            return Err(PermissionError::NotPermitted(
+                "entries of an append-only directory cannot be removed or renamed",
+            )
+            .into());
+        }
+        // The victim matters in a sticky directory (to non-root), or when
+        // it is immutable or append-only (to everyone: `may_delete`).
+        if let Some((_, victim)) = self.shared.namespace.lookup(dir, name)? {
+            if inode_flags::is_pinned(&victim) {
+                return Err(PermissionError::NotPermitted(
+                    "an immutable or append-only inode cannot be removed or renamed",
+                )
+                .into());
+            }
+            let sticky = dir_record.mode & libc::S_ISVTX != 0;
+            if self.shared.options.check_permissions && sticky && !caller.is_root() {
                 check_sticky_delete(&dir_record, &victim, caller)?;
             }
         }
@@ -224,7 +238,7 @@ impl Filesystem {
             .unwrap_or_else(PoisonError::into_inner) = listener;
     }
 
-    fn attributes_changed(&self, ino: u64) {
+    pub(super) fn attributes_changed(&self, ino: u64) {
         let listener = self
             .shared
             .attribute_listener
@@ -239,7 +253,12 @@ impl Filesystem {
     /// The crash lab's rules for `operation` on `ino` (a file, or the
     /// directory of entry `name`): an injected error, a delay, or an armed
     /// power cut. Called first by every operation they may aim at.
-    fn inject(&self, operation: Operation, ino: u64, name: Option<&[u8]>) -> FsResult<()> {
+    pub(super) fn inject(
+        &self,
+        operation: Operation,
+        ino: u64,
+        name: Option<&[u8]>,
+    ) -> FsResult<()> {
         self.shared.faults.operation(operation, ino, name)
     }
 
@@ -261,7 +280,7 @@ impl Filesystem {
         self.shared.attr(ino, record)
     }
 
-    fn note(
+    pub(super) fn note(
         &self,
         operation: &'static str,
         ino: Option<u64>,
@@ -511,6 +530,12 @@ impl Filesystem {
         let _writer = self.enter()?;
         self.inject(Operation::Link, new_parent, Some(new_name))?;
         self.writable_directory(new_parent, caller)?;
+        if inode_flags::is_pinned(&self.record(ino)?) {
+            return Err(PermissionError::NotPermitted(
+                "an immutable or append-only inode cannot be linked to",
+            )
+            .into());
+        }
         let result = self
             .shared
             .namespace
@@ -641,6 +666,13 @@ impl Filesystem {
             access = access | Access::WRITE;
         }
         self.check(ino, &record, caller, access)?;
+        if inode_flags::is_append_only(&record) && (flags.truncate || flags.write && !flags.append)
+        {
+            return Err(PermissionError::NotPermitted(
+                "an append-only file opens for writing only with O_APPEND, never O_TRUNC",
+            )
+            .into());
+        }
         let _writer = if flags.write || flags.truncate {
             Some(self.enter()?)
         } else {
@@ -712,6 +744,9 @@ impl Filesystem {
         };
         // Every read asks: the times are all it needs (counting the
         // allocated blocks for a whole stat cost 78% of a cold read).
+        if record.flags & inode_flags::NOATIME != 0 {
+            return;
+        }
         let record = self.shared.with_cached_writes(ino, record);
         let now = Timestamp::now();
         let stale = record.atime <= record.mtime
@@ -747,6 +782,7 @@ impl Filesystem {
         self.shared.note_foreground();
         let _writer = self.enter()?;
         self.inject(Operation::Write, file.ino, None)?;
+        self.refuse_if_made_immutable(file.ino)?;
         let start = if file.flags.append {
             self.shared.files.size(&file.handle())?
         } else {
@@ -828,6 +864,16 @@ impl Filesystem {
         self.shared.note_foreground();
         let _writer = self.enter()?;
         self.inject(Operation::Fallocate, file.ino, None)?;
+        let record = self.record(file.ino)?;
+        let only_allocates = mode.bits() & !FallocateMode::KEEP_SIZE.bits() == 0;
+        if inode_flags::is_immutable(&record)
+            || inode_flags::is_append_only(&record) && !only_allocates
+        {
+            return Err(PermissionError::NotPermitted(
+                "fallocate of an immutable file, or one that is not a plain allocation of an append-only file",
+            )
+            .into());
+        }
         let result = self
             .shared
             .files

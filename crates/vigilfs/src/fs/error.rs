@@ -62,6 +62,9 @@ pub enum FsError {
     /// The operation does not apply to this kind of inode or argument.
     #[error("invalid argument: {0}")]
     Invalid(&'static str),
+    /// Something vigilfs does not keep (an inode flag it has not).
+    #[error("not supported: {0}")]
+    Unsupported(String),
     /// Writing the superblock (mount state, error record) failed.
     #[error("superblock: {0}")]
     Superblock(String),
@@ -92,6 +95,7 @@ impl FsError {
             FsError::NotDurable(_) => libc::EIO,
             FsError::Injected { errno, .. } => *errno,
             FsError::Invalid(_) => libc::EINVAL,
+            FsError::Unsupported(_) => libc::EOPNOTSUPP,
             FsError::Superblock(_) => libc::EIO,
             FsError::Failure(error) => error.errno(),
             FsError::Scrub(_) => libc::EIO,
@@ -137,7 +141,8 @@ impl FsError {
             | FsError::ShutDown(_)
             | FsError::NotDurable(_)
             | FsError::Injected { .. }
-            | FsError::Invalid(_) => false,
+            | FsError::Invalid(_)
+            | FsError::Unsupported(_) => false,
         }
     }
 }

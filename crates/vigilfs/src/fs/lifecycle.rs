@@ -401,6 +401,7 @@ impl Filesystem {
             orphans_purged,
             journal_failure_seen: AtomicBool::new(false),
             reclaim_failure_announced: AtomicBool::new(false),
+            made_immutable: Default::default(),
             deferred_orphans: Mutex::new(Vec::new()),
             attribute_listener: std::sync::RwLock::new(None),
             faults,

@@ -68,6 +68,7 @@ pub mod faults;
 pub mod gate;
 mod handles;
 pub mod health;
+mod inode_flags;
 mod known_names;
 pub mod latency;
 mod lifecycle;
@@ -118,6 +119,8 @@ pub(crate) struct Shared {
     orphans_purged: usize,
     /// Whether the journal's failure was already acted on.
     journal_failure_seen: AtomicBool,
+    /// Inodes made immutable during this mount (see `inode_flags.rs`).
+    made_immutable: inode_flags::MadeImmutable,
     /// Whether the journal's current run of reclaim failures was
     /// announced (reset once reclaim succeeds again).
     reclaim_failure_announced: AtomicBool,

@@ -135,10 +135,10 @@ impl Acl {
         Ok(acl)
     }
 
-    /// Whether `bytes` is an attribute value with a header and no entries:
-    /// what removing an ACL through its attribute sends.
+    /// Whether `bytes` is an attribute value with no entries (empty, or a
+    /// header alone): what removing an ACL through its attribute sends.
     pub fn is_empty_value(bytes: &[u8]) -> bool {
-        bytes == VERSION.to_le_bytes()
+        bytes.is_empty() || bytes == VERSION.to_le_bytes()
     }
 
     /// The attribute value.
@@ -175,12 +175,12 @@ impl Acl {
         for entry in &self.entries {
             stage = match (entry.tag, stage) {
                 (Tag::UserObj, 0) => 1,
-                (Tag::User(_), 1) => {
+                (Tag::User(uid), 1) if uid != UNDEFINED_ID => {
                     named = true;
                     1
                 }
                 (Tag::GroupObj, 1) => 2,
-                (Tag::Group(_), 2) => {
+                (Tag::Group(gid), 2) if gid != UNDEFINED_ID => {
                     named = true;
                     2
                 }

@@ -20,6 +20,7 @@ pub mod acl;
 pub(crate) mod extents;
 mod file;
 pub(crate) mod file_error;
+pub mod inode_flags;
 mod namespace;
 mod paths;
 mod permission;

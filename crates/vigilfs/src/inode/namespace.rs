@@ -804,6 +804,19 @@ impl Namespace {
         Ok(record)
     }
 
+    /// Sets inode `ino`'s flags (`chattr`; the caller checked them) and its
+    /// ctime to now; returns the new attributes. One transaction.
+    pub fn set_flags(&self, ino: u64, flags: u32) -> NamespaceResult<InodeRecord> {
+        let _writer = self.lock();
+        let mut transaction = self.metadata.trees.transaction();
+        let mut record = require_inode(&transaction, ino)?;
+        record.flags = flags;
+        record.ctime = Timestamp::now();
+        write_inode(&mut transaction, ino, &record)?;
+        transaction.commit()?;
+        Ok(record)
+    }
+
     /// Sets the access time of `ino` to `time` after a read: unlike
     /// [`Namespace::setattr`] the ctime stays (an access is not a change).
     pub fn set_access_time(&self, ino: u64, time: Timestamp) -> NamespaceResult<()> {

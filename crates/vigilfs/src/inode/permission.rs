@@ -70,8 +70,13 @@
 //!   instead of the mode's group and other bits; only the owner or root
 //!   may set one.
 //!
-//! Not modelled: immutable/append-only
-//! flags, user namespaces and idmapped mounts, and capabilities other than
+//! * **Inode flags** (`IS_IMMUTABLE`, `IS_APPEND`; see `inode_flags.rs`):
+//!   write access to an immutable inode is `EPERM`, for root too; a
+//!   setattr of an immutable or append-only inode is `EPERM` but for
+//!   setting an append-only file's times to now; so is writing or
+//!   removing one's extended attributes.
+//!
+//! Not modelled: user namespaces and idmapped mounts, and capabilities other than
 //! "uid 0 has them all" (so `security.capability` needs root like every
 //! `security.*` write, where Linux asks for `CAP_SETFCAP`; only its
 //! removal by a writer of the file is allowed to others).
@@ -79,6 +84,7 @@
 use thiserror::Error;
 
 use super::acl::Acl;
+use super::inode_flags::{is_immutable, is_pinned};
 use super::record::{FileType, InodeRecord};
 
 const S_ISUID: u32 = 0o4000;
@@ -209,7 +215,15 @@ pub fn check_access_with_acl(
     caller: &Caller,
     access: Access,
 ) -> PermResult<()> {
-    if let Some(acl) = acl.filter(|_| !caller.is_root() && !caller.owns(record)) {
+    if access.contains(Access::WRITE) && is_immutable(record) {
+        // Before any privilege: root may not write an immutable inode.
+        return Err(PermissionError::NotPermitted("the inode is immutable"));
+    }
+    // As `acl_permission_check`: with the group bits (the mask) all clear
+    // the ACL is not consulted and the mode decides.
+    let consulted =
+        |_: &&Acl| !caller.is_root() && !caller.owns(record) && record.mode & 0o070 != 0;
+    if let Some(acl) = acl.filter(consulted) {
         let in_group = |gid| caller.in_group(gid);
         return if acl.permits(caller.uid, &in_group, record.gid, access.bits()) {
             Ok(())
@@ -341,6 +355,19 @@ pub fn check_setattr_with_acl(
     caller: &Caller,
     changes: &SetAttrRequest,
 ) -> PermResult<Adjusted> {
+    let times = [changes.atime, changes.mtime];
+    let sets_attributes = changes.mode.is_some()
+        || changes.uid.is_some()
+        || changes.gid.is_some()
+        || times.contains(&Some(TimeChange::Explicit));
+    if (sets_attributes || changes.size.is_some()) && is_pinned(record) {
+        return Err(PermissionError::NotPermitted(
+            "the inode is immutable or append-only",
+        ));
+    }
+    if times.contains(&Some(TimeChange::Now)) && is_immutable(record) {
+        return Err(PermissionError::NotPermitted("the inode is immutable"));
+    }
     let root = caller.is_root();
     if let Some(uid) = changes.uid {
         let own_uid_to_itself = caller.owns(record) && uid == record.uid;
@@ -363,7 +390,6 @@ pub fn check_setattr_with_acl(
             "only the owner or root may change the mode",
         ));
     }
-    let times = [changes.atime, changes.mtime];
     if times.contains(&Some(TimeChange::Explicit)) {
         if !caller.owner_or_root(record) {
             return Err(PermissionError::NotPermitted(
@@ -438,6 +464,11 @@ pub fn check_xattr_access_with_acl(
     name: &[u8],
     write: bool,
 ) -> PermResult<()> {
+    if write && is_pinned(record) {
+        return Err(PermissionError::NotPermitted(
+            "the inode is immutable or append-only",
+        ));
+    }
     let refuse = |why| {
         if write {
             PermissionError::NotPermitted(why)

@@ -481,8 +481,12 @@ pub(super) fn chmod_access_acl(
     mode: u32,
 ) -> XattrResult<()> {
     if let Some(mut access) = acl_in(transaction, ino, acl::ACCESS_NAME)? {
+        let before = access.clone();
         access.chmod(mode);
-        put_value(transaction, inline, ino, acl::ACCESS_NAME, &access.encode())?;
+        // A change of set-id bits alone leaves the ACL as it is.
+        if access != before {
+            put_value(transaction, inline, ino, acl::ACCESS_NAME, &access.encode())?;
+        }
     }
     Ok(())
 }
@@ -656,9 +660,16 @@ impl Xattrs {
         let mut transaction = self.metadata.trees.transaction();
         let mut record = read_inode(&transaction, ino)?;
         check_flags(&transaction, ino, name, flags)?;
+        if record.file_type() == FileType::Symlink {
+            return Err(XattrError::NotSupported("ACLs on a symbolic link"));
+        }
         if name == acl::DEFAULT_NAME {
             if record.file_type() != FileType::Directory {
-                return Err(XattrError::Denied("a default ACL on a non-directory"));
+                // Removing what cannot exist succeeds (`set_posix_acl`).
+                return match acl {
+                    Some(_) => Err(XattrError::Denied("a default ACL on a non-directory")),
+                    None => Ok(()),
+                };
             }
             match &acl {
                 Some(acl) => self.put_in(&mut transaction, ino, name, &acl.encode())?,
