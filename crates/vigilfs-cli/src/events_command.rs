@@ -63,7 +63,7 @@ pub struct EventsArgs {
     pub state: Option<PathBuf>,
     /// With --exec: only these kinds (comma-separated: error, lost,
     /// shutdown, unmount, mount, recovery, errors_action, freeze, thaw,
-    /// faults, running).
+    /// faults, settings, running).
     #[arg(long, value_delimiter = ',', requires = "exec")]
     pub kinds: Vec<String>,
     /// With --exec: a run that takes longer is killed and counts as

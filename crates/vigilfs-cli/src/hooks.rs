@@ -54,7 +54,7 @@ pub struct Hook {
     resume: u64,
 }
 
-const KINDS: [&str; 12] = [
+const KINDS: [&str; 13] = [
     "error",
     "lost",
     "running",
@@ -66,6 +66,7 @@ const KINDS: [&str; 12] = [
     "faults",
     "shutdown",
     "unmount",
+    "settings",
     "all",
 ];
 

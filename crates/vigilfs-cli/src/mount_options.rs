@@ -192,16 +192,8 @@ pub fn parse<S: AsRef<str>>(arguments: &[S]) -> Result<MountSettings, String> {
                 ("allow_other", None) => settings.allow_other = true,
                 ("crashable", None) => settings.crashable = true,
                 ("errors", Some(value)) => {
-                    settings.errors = Some(match value {
-                        "continue" => ErrorsPolicy::Continue,
-                        "remount-ro" => ErrorsPolicy::RemountReadOnly,
-                        "panic" => ErrorsPolicy::Panic,
-                        _ => {
-                            return Err(format!(
-                                "option errors={value}: use continue, remount-ro or panic"
-                            ))
-                        }
-                    });
+                    let policy = value.parse().map_err(|error| format!("option {error}"))?;
+                    settings.errors = Some(policy);
                 }
                 ("cache", Some(value)) => settings.cache_bytes = Some(size(key, value)?),
                 ("dirty", Some(value)) => settings.dirty_bytes = Some(size(key, value)?),

@@ -37,7 +37,7 @@ use vigilfs::device::{
     BlockDevice, FaultDevice, FaultLogEvent, FaultPlan, PowerLoss, PowerLossReport, VolatileCache,
 };
 use vigilfs::fs::faults::CutPoint;
-use vigilfs::fs::{Filesystem, MountError, MountOptions, Unsynced};
+use vigilfs::fs::{Filesystem, FsError, MountError, MountOptions, SettingsChange, Unsynced};
 use vigilfs_fuse::Restarter;
 
 use crate::engine_slot::EngineSlot;
@@ -75,8 +75,8 @@ pub struct PowerSwitch {
     cache: Arc<VolatileCache>,
     plan: Arc<FaultPlan>,
     /// How every boot mounts (failures reported at mount time are not
-    /// reported again).
-    options: MountOptions,
+    /// reported again; a remount's settings are kept).
+    options: Mutex<MountOptions>,
     engine: OnceLock<Arc<EngineSlot>>,
     session: OnceLock<Restarter>,
     listeners: Mutex<Vec<Arc<Group>>>,
@@ -105,10 +105,10 @@ impl PowerSwitch {
     pub fn new(image: Arc<dyn BlockDevice>, plan: Arc<FaultPlan>, options: MountOptions) -> Self {
         PowerSwitch {
             cache: Arc::new(VolatileCache::new(image)),
-            options: MountOptions {
+            options: Mutex::new(MountOptions {
                 fault_plan: Some(Arc::clone(&plan)),
                 ..options
-            },
+            }),
             plan,
             engine: OnceLock::new(),
             session: OnceLock::new(),
@@ -127,7 +127,7 @@ impl PowerSwitch {
     /// options as given, later boots without the failures reported at the
     /// first (they are on the image's bad-block list by then).
     fn mount(&self, first: bool) -> Result<Filesystem, MountError> {
-        let mut options = self.options.clone();
+        let mut options = lock(&self.options).clone();
         if !first {
             options.failures.clear();
         }
@@ -214,6 +214,19 @@ impl PowerSwitch {
             }),
         );
         Ok(())
+    }
+
+    /// Changes the settings of the engine serving now and of every later
+    /// boot; waits for a cut in progress, so no boot misses the change.
+    pub fn reconfigure(&self, change: &SettingsChange) -> Result<(), FsError> {
+        change.validate()?;
+        let _no_cut = lock(&self.cutting);
+        change.apply_to(&mut lock(&self.options));
+        match self.current() {
+            Ok(engine) => engine.reconfigure(change),
+            // Unmounting: nothing serves to change.
+            Err(_) => Ok(()),
+        }
     }
 
     /// No cut from now on (the mount is being unmounted); waits for a cut

@@ -153,6 +153,18 @@ pub fn render(status: &Value) -> String {
     }
     row("state", state);
     row("errors policy", text(&status["errors_policy"]).into());
+    let settings = &status["settings"];
+    row(
+        "settings",
+        format!(
+            "page cache {}, dirty limit {}, writeback every {} s",
+            human_bytes(number(&settings["cache_bytes"])),
+            human_bytes(number(&settings["dirty_limit_bytes"])),
+            settings["writeback_interval_seconds"]
+                .as_f64()
+                .unwrap_or_default()
+        ),
+    );
     row(
         "recovered",
         if status["recovered"].as_bool() == Some(true) {

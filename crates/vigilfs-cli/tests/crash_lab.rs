@@ -627,3 +627,34 @@ fn the_crash_test_runner_refuses_what_cannot_be_tested() {
     let left: Vec<_> = fs::read_dir(&work).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// A remount's settings belong to the mount, not to one boot of its
+/// engine: the engine a power cut brings back keeps them.
+#[test]
+fn settings_changed_by_a_remount_survive_a_power_cut() {
+    if fuse_missing("settings_changed_by_a_remount_survive_a_power_cut") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M", "-o", "crashable,errors=remount-ro"]);
+    let link = scratch.directory.path().join("mount.fuse.vigilfs");
+    std::os::unix::fs::symlink(binary(), &link).unwrap();
+    let remounted = std::process::Command::new(&link)
+        .args([
+            scratch.img(),
+            scratch.mnt(),
+            "-o",
+            "remount,errors=continue,dirty=2M",
+        ])
+        .output()
+        .unwrap();
+    assert!(remounted.status.success(), "{}", text(&remounted.stderr));
+    fs::write(scratch.mountpoint.join("f"), b"not synced").unwrap();
+    let report = json_of(&scratch.inject(&["--power-cut", "--json"]));
+    assert_eq!(report["replayed"], true, "{report:#}");
+    let status = scratch.status();
+    assert_eq!(status["crash_lab"]["power_cuts"], 1, "{status:#}");
+    assert_eq!(status["errors_policy"], "continue", "{status:#}");
+    assert_eq!(status["settings"]["dirty_limit_bytes"], 2 << 20);
+    scratch.umount(pid);
+}

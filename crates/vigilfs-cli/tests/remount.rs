@@ -1,9 +1,10 @@
 //! `mount -o remount,...` through the mount helper, on a real mount
 //! (fstests generic/294, 306, 452 remount read-only and back): the helper
 //! changes the mount in place — read-only refuses writes with EROFS, back
-//! to read-write accepts them, per-mount flags not named are kept — and
-//! options the daemon took at mount cannot change. They need root and
-//! /dev/fuse.
+//! to read-write accepts them, per-mount flags not named are kept — the
+//! daemon's settings (errors=, cache=, dirty=, writeback_interval=) change
+//! in the running daemon, and options it built its state from cannot
+//! change. They need root and /dev/fuse.
 
 mod common;
 
@@ -71,10 +72,10 @@ fn remount_read_only_and_back_keeps_the_mount_and_its_flags() {
     assert_eq!(flags(&scratch.mountpoint) & libc::ST_RDONLY, 0);
     fs::write(scratch.at("after"), b"written after").unwrap();
 
-    // What the daemon took at mount cannot change now.
+    // What the daemon built its state from cannot change now.
     let output = helper(
         directory,
-        &[scratch.img(), scratch.mnt(), "-o", "remount,errors=panic"],
+        &[scratch.img(), scratch.mnt(), "-o", "remount,threads=3"],
     );
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output.stderr).contains("cannot change on a remount"));
@@ -85,4 +86,108 @@ fn remount_read_only_and_back_keeps_the_mount_and_its_flags() {
         superblock_state(&scratch.image),
         vigilfs::format::FsState::Clean
     );
+}
+
+#[test]
+fn a_remount_changes_the_daemon_settings_in_the_running_daemon() {
+    if fuse_missing("a_remount_changes_the_daemon_settings_in_the_running_daemon") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M", "-o", "errors=remount-ro,cache=64M"]);
+    let directory = scratch.directory.path();
+    // Clean cached data: written, made durable, read back.
+    let data = vec![7u8; 8 << 20];
+    fs::write(scratch.at("cached"), &data).unwrap();
+    fs::File::open(scratch.at("cached"))
+        .unwrap()
+        .sync_all()
+        .unwrap();
+    let output = vigilfs(&["sync", scratch.mnt()]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(fs::read(scratch.at("cached")).unwrap(), data);
+    let before = scratch.status();
+    assert!(
+        before["cached_bytes"].as_u64().unwrap() > 2 << 20,
+        "cached before: {before}"
+    );
+
+    let output = helper(
+        directory,
+        &[
+            scratch.img(),
+            scratch.mnt(),
+            "-o",
+            "remount,errors=continue,cache=1M,dirty=16M,writeback_interval=0.5",
+        ],
+    );
+    assert!(output.status.success(), "remount: {}", text(&output.stderr));
+    let status = scratch.status();
+    assert_eq!(status["errors_policy"], "continue");
+    assert_eq!(status["settings"]["cache_bytes"], 1 << 20);
+    assert_eq!(status["settings"]["dirty_limit_bytes"], 16 << 20);
+    assert_eq!(status["settings"]["writeback_interval_seconds"], 0.5);
+    assert!(
+        status["cached_bytes"].as_u64().unwrap() <= 1 << 20,
+        "the smaller cache evicted at once: {status}"
+    );
+    // The same daemon, and the change is in its event log.
+    assert_eq!(status["pid"].as_u64(), Some(u64::from(pid)));
+    let events = vigilfs(&["events", scratch.mnt(), "--json"]);
+    let settings_events: Vec<serde_json::Value> = text(&events.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["kind"] == "settings")
+        .collect();
+    assert_eq!(settings_events.len(), 1, "{}", text(&events.stdout));
+    assert_eq!(
+        settings_events[0]["action"],
+        "errors=continue cache=1M dirty=16M writeback=0.5s"
+    );
+
+    // A bad value is refused before anything changes, kernel flags included.
+    for bad in ["errors=sometimes", "cache=lots", "writeback_interval=0"] {
+        let options = format!("remount,ro,{bad}");
+        let output = helper(directory, &[scratch.img(), scratch.mnt(), "-o", &options]);
+        assert_eq!(output.status.code(), Some(2), "{bad}");
+        assert!(
+            text(&output.stderr).contains(bad),
+            "{}",
+            text(&output.stderr)
+        );
+    }
+    assert_eq!(flags(&scratch.mountpoint) & libc::ST_RDONLY, 0);
+    assert_eq!(scratch.status()["errors_policy"], "continue");
+    scratch.umount(pid);
+}
+
+#[test]
+fn remount_read_write_is_refused_while_the_daemon_is_read_only() {
+    if fuse_missing("remount_read_write_is_refused_while_the_daemon_is_read_only") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let made = vigilfs(&["mkfs", scratch.img(), "--size", "64M"]);
+    assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
+    let pid = scratch.mount(&["-o", "ro"]);
+    let directory = scratch.directory.path();
+    let output = helper(
+        directory,
+        &[scratch.img(), scratch.mnt(), "-o", "remount,rw"],
+    );
+    assert_eq!(output.status.code(), Some(8), "{}", text(&output.stderr));
+    let message = text(&output.stderr);
+    assert!(
+        message.contains("read-write refused") && message.contains("mounted read-only"),
+        "{message}"
+    );
+    assert_ne!(flags(&scratch.mountpoint) & libc::ST_RDONLY, 0, "still ro");
+    // Settings still change on a read-only mount.
+    let output = helper(
+        directory,
+        &[scratch.img(), scratch.mnt(), "-o", "remount,errors=panic"],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(scratch.status()["errors_policy"], "panic");
+    scratch.umount(pid);
 }

@@ -14,7 +14,9 @@ use vigilfs::device::{
     SectorSize,
 };
 use vigilfs::format::{read_superblock, ErrorKind, ErrorsPolicy, FsState};
-use vigilfs::fs::{Filesystem, FsError, LifeState, MountOptions, OpenFlags, SetAttributes};
+use vigilfs::fs::{
+    Filesystem, FsError, LifeState, MountOptions, OpenFlags, SetAttributes, SettingsChange,
+};
 use vigilfs::fsck::fsck;
 use vigilfs::inode::{
     Caller, FallocateMode, FileType, RenameFlags, SetTime, Timestamp, XattrFlags, ROOT_INO,
@@ -914,6 +916,74 @@ fn errors_continue_keeps_the_filesystem_writable() {
     fs.write(handle, 0, b"x", &root()).unwrap();
     assert_eq!(errno(fs.fsync(handle, false)), libc::EIO);
     assert_eq!(fs.status().state, LifeState::Running);
+    fs.release(handle).unwrap();
+    drop(fs);
+}
+
+#[test]
+fn an_errors_policy_changed_while_mounted_decides_the_next_failure() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    assert_eq!(
+        fs.status().settings.errors_policy,
+        ErrorsPolicy::RemountReadOnly
+    );
+    fs.reconfigure(&SettingsChange {
+        errors: Some(ErrorsPolicy::Continue),
+        cache_bytes: Some(8 << 20),
+        ..SettingsChange::default()
+    })
+    .unwrap();
+    let settings = fs.status().settings;
+    assert_eq!(settings.errors_policy, ErrorsPolicy::Continue);
+    assert_eq!(settings.cache_bytes, 8 << 20);
+    let (_, handle) = fs
+        .create(ROOT_INO, b"f", 0o644, read_write(), &root())
+        .unwrap();
+    fixture.fail_writes(IoClass::Journal);
+    fs.write(handle, 0, b"x", &root()).unwrap();
+    assert_eq!(errno(fs.fsync(handle, false)), libc::EIO);
+    assert_eq!(
+        fs.status().state,
+        LifeState::Running,
+        "continue is in force"
+    );
+    fs.release(handle).unwrap();
+    drop(fs);
+
+    // And the other way: mounted with continue, changed to remount-ro.
+    let fixture = Fixture::new();
+    let fs = fixture.mount_with(MountOptions {
+        errors: Some(ErrorsPolicy::Continue),
+        ..MountOptions::default()
+    });
+    fs.reconfigure(&SettingsChange {
+        errors: Some(ErrorsPolicy::RemountReadOnly),
+        ..SettingsChange::default()
+    })
+    .unwrap();
+    let (_, handle) = fs
+        .create(ROOT_INO, b"f", 0o644, read_write(), &root())
+        .unwrap();
+    fixture.fail_writes(IoClass::Journal);
+    fs.write(handle, 0, b"y", &root()).unwrap();
+    assert_eq!(errno(fs.fsync(handle, false)), libc::EIO);
+    assert!(
+        matches!(fs.status().state, LifeState::ReadOnly(_)),
+        "remount-ro is in force: {:?}",
+        fs.status().state
+    );
+    let refused = fs.reconfigure(&SettingsChange {
+        errors: Some(ErrorsPolicy::Continue),
+        writeback_interval: Some(Duration::ZERO),
+        ..SettingsChange::default()
+    });
+    assert_eq!(errno(refused), libc::EINVAL);
+    assert_eq!(
+        fs.status().settings.errors_policy,
+        ErrorsPolicy::RemountReadOnly,
+        "a refused change changes nothing"
+    );
     fs.release(handle).unwrap();
     drop(fs);
 }

@@ -11,7 +11,7 @@
 //! time          when the first thing it covers happened (RFC 3339, UTC)
 //! last_time     when the last one did
 //! kind          error | lost | running | mount | recovery | errors_action
-//!               | freeze | thaw | faults | shutdown | unmount
+//!               | freeze | thaw | faults | shutdown | unmount | settings
 //! errno         the (first) error's errno by name ("EIO"), or its number
 //!               as text when it has no name
 //! subtypes      list of: writeback read metadata data_lost checksum
@@ -24,7 +24,7 @@
 //! device_offset, device_length the device byte range
 //! tree, level, block          the b-tree node
 //! origin        where an error was seen (error, lost)
-//! action        what was done (errors_action, faults, shutdown)
+//! action        what was done (errors_action, faults, shutdown, settings)
 //! last_errno, last_inode      the last error merged in
 //! errors_total  errors counted in every event up to this one, ever
 //! lost_first_id, lost_last_id ids missing (lost), or skipped after an
@@ -165,7 +165,10 @@ pub fn record_json(record: &EventRecord, path: Option<&str>) -> Value {
             set("last_errno", errno_text(record.last_errno));
             set("last_inode", json!(record.last_inode));
         }
-        RecordKind::ErrorsAction | RecordKind::Faults | RecordKind::Shutdown => {
+        RecordKind::ErrorsAction
+        | RecordKind::Faults
+        | RecordKind::Shutdown
+        | RecordKind::Settings => {
             set("action", json!(text));
         }
         _ => {}

@@ -21,6 +21,8 @@
 //! {"command":"drop_flushes","enabled":true}                             (crashable mounts)
 //! {"command":"unsynced"}
 //! {"command":"power_cut","torn":false,"seed":1}                         (crashable mounts)
+//! {"command":"reconfigure","errors":"panic","cache_bytes":N,
+//!  "dirty_limit_bytes":N,"writeback_interval_micros":N}               (each optional)
 //! ```
 //!
 //! `events` is answered by one response line and then a stream: one JSON
@@ -157,6 +159,22 @@ pub enum Request {
         #[serde(default = "default_seed")]
         seed: u64,
     },
+    /// Change what a remount may change (`mount -o remount,errors=...`);
+    /// what is not given stays.
+    Reconfigure {
+        /// `continue`, `remount-ro` or `panic`.
+        #[serde(default)]
+        errors: Option<String>,
+        /// The page cache's budget.
+        #[serde(default)]
+        cache_bytes: Option<u64>,
+        /// The dirty limit.
+        #[serde(default)]
+        dirty_limit_bytes: Option<u64>,
+        /// The background writeback interval.
+        #[serde(default)]
+        writeback_interval_micros: Option<u64>,
+    },
 }
 
 fn default_seed() -> u64 {
@@ -208,6 +226,7 @@ impl Request {
             Request::DropFlushes { .. } => "drop flushes",
             Request::Unsynced => "list unsynced changes",
             Request::PowerCut { .. } => "cut the power",
+            Request::Reconfigure { .. } => "reconfigure",
         }
     }
 }

@@ -7,6 +7,8 @@
 //! state            running | frozen | read-only | shut-down
 //! state_reason     why read-only or shut down (null otherwise)
 //! errors_policy    continue | remount-ro | panic
+//! settings         {cache_bytes, dirty_limit_bytes, writeback_interval_seconds}:
+//!                  as mounted or changed since by a remount
 //! recovered        this mount replayed the journal (unclean stop before)
 //! orphans_purged   orphans deleted at mount
 //! space            {block_size, total_blocks, free_blocks, pending_blocks,
@@ -136,7 +138,12 @@ pub fn status_json(fs: &Filesystem, plan: &FaultPlan, extra: &Map<String, Value>
     let fields = json!({
         "state": status.state.name(),
         "state_reason": reason,
-        "errors_policy": status.errors_policy.to_string(),
+        "errors_policy": status.settings.errors_policy.to_string(),
+        "settings": {
+            "cache_bytes": status.settings.cache_bytes,
+            "dirty_limit_bytes": status.settings.dirty_limit_bytes,
+            "writeback_interval_seconds": status.settings.writeback_interval.as_secs_f64(),
+        },
         "recovered": status.recovered,
         "orphans_purged": status.orphans_purged,
         "space": {

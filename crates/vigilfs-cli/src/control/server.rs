@@ -39,7 +39,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 use vigilfs::device::{ByteRange, FaultPlan};
 use vigilfs::failure::Origin;
-use vigilfs::fs::{Filesystem, FsError, ScrubRequest};
+use vigilfs::format::ErrorsPolicy;
+use vigilfs::fs::{Filesystem, FsError, ScrubRequest, SettingsChange};
 use vigilfs::inode::FileError;
 
 use super::media_report::{failure_report_json, owner_json, scrub_summary_json};
@@ -717,7 +718,58 @@ fn execute(request: Request, fs: &Filesystem, context: &Context, stream: &UnixSt
         Request::DropFlushes { enabled } => faults::drop_flushes(power, enabled),
         Request::Unsynced => power::unsynced(fs),
         Request::PowerCut { torn, seed } => power::power_cut(power, torn, seed),
+        Request::Reconfigure {
+            errors,
+            cache_bytes,
+            dirty_limit_bytes,
+            writeback_interval_micros,
+        } => {
+            let change = match settings_change(
+                errors.as_deref(),
+                cache_bytes,
+                dirty_limit_bytes,
+                writeback_interval_micros,
+            ) {
+                Ok(change) => change,
+                Err(response) => return response,
+            };
+            // A crashable mount's later boots keep the change too.
+            let changed = match power {
+                Some(power) => power.reconfigure(&change),
+                None => fs.reconfigure(&change),
+            };
+            match changed {
+                Ok(()) => Response::success(json!({ "changed": change.to_string() })),
+                Err(error) => Response::failure(
+                    ErrorKind::BadRequest,
+                    fs_error_message(&error),
+                    Some(error.errno()),
+                ),
+            }
+        }
     }
+}
+
+/// The engine's change from a `reconfigure` request's fields.
+fn settings_change(
+    errors: Option<&str>,
+    cache_bytes: Option<u64>,
+    dirty_limit_bytes: Option<u64>,
+    writeback_interval_micros: Option<u64>,
+) -> Result<SettingsChange, Response> {
+    let bad =
+        |message: String| Response::failure(ErrorKind::BadRequest, message, Some(libc::EINVAL));
+    let errors = errors
+        .map(str::parse::<ErrorsPolicy>)
+        .transpose()
+        .map_err(bad)?;
+    let writeback_interval = writeback_interval_micros.map(Duration::from_micros);
+    Ok(SettingsChange {
+        errors,
+        cache_bytes,
+        dirty_limit_bytes,
+        writeback_interval,
+    })
 }
 
 /// The crash lab's part of a status report.

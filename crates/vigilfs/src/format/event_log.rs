@@ -102,11 +102,13 @@ pub enum RecordKind {
     Shutdown,
     /// The filesystem was unmounted (terminal for the mount).
     Unmount,
+    /// A remount changed the mount's settings; `text`: the new values.
+    Settings,
 }
 
 impl RecordKind {
     /// Every kind, in code order.
-    pub const ALL: [RecordKind; 10] = [
+    pub const ALL: [RecordKind; 11] = [
         RecordKind::Error,
         RecordKind::Lost,
         RecordKind::Mount,
@@ -117,6 +119,7 @@ impl RecordKind {
         RecordKind::Faults,
         RecordKind::Shutdown,
         RecordKind::Unmount,
+        RecordKind::Settings,
     ];
 
     fn code(self) -> u16 {
@@ -131,6 +134,7 @@ impl RecordKind {
             RecordKind::Faults => 8,
             RecordKind::Shutdown => 9,
             RecordKind::Unmount => 10,
+            RecordKind::Settings => 11,
         }
     }
 
@@ -151,6 +155,7 @@ impl RecordKind {
             RecordKind::Faults => "faults",
             RecordKind::Shutdown => "shutdown",
             RecordKind::Unmount => "unmount",
+            RecordKind::Settings => "settings",
         }
     }
 

@@ -152,6 +152,22 @@ impl fmt::Display for ErrorsPolicy {
     }
 }
 
+/// The mount option's words; the error names them.
+impl std::str::FromStr for ErrorsPolicy {
+    type Err = String;
+
+    fn from_str(word: &str) -> Result<ErrorsPolicy, String> {
+        [
+            ErrorsPolicy::Continue,
+            ErrorsPolicy::RemountReadOnly,
+            ErrorsPolicy::Panic,
+        ]
+        .into_iter()
+        .find(|policy| policy.to_string() == word)
+        .ok_or_else(|| format!("errors={word}: use continue, remount-ro or panic"))
+    }
+}
+
 /// The decoded superblock.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Superblock {

@@ -813,7 +813,7 @@ impl Filesystem {
             }
         }
         self.kill_privileges(file.ino, caller, "write")?;
-        if self.shared.files.cache_stats().dirty_bytes > self.shared.options.dirty_limit_bytes {
+        if self.shared.files.cache_stats().dirty_bytes > self.shared.settings.dirty_limit_bytes() {
             if let Some(background) = &self.background {
                 background.kick();
             }
@@ -827,7 +827,7 @@ impl Filesystem {
     /// writeback fails (the dirty pages stay, to be retried), the write is
     /// refused with its error rather than taken into memory without bound.
     fn balance_dirty(&self) -> FsResult<()> {
-        let limit = self.shared.options.dirty_limit_bytes;
+        let limit = self.shared.settings.dirty_limit_bytes();
         let dirty = self.shared.files.cache_stats().dirty_bytes;
         if dirty > limit {
             if let Some(background) = &self.background {

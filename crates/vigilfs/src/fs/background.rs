@@ -100,7 +100,7 @@ fn run(shared: &Shared, control: &Control) -> Result<(), String> {
                 .unwrap_or_else(PoisonError::into_inner);
             let (mut signal, _) = control
                 .wake
-                .wait_timeout_while(signal, shared.options.writeback_interval, |signal| {
+                .wait_timeout_while(signal, shared.settings.writeback_interval(), |signal| {
                     !signal.kicked && !signal.stop
                 })
                 .unwrap_or_else(PoisonError::into_inner);

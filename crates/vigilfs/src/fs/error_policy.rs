@@ -141,7 +141,7 @@ impl Shared {
     /// reported: nothing, read-only, or shutdown and abort. Acting twice
     /// on one failure changes nothing more.
     pub(super) fn apply_errors_policy(&self, why: String) {
-        match self.errors_policy {
+        match self.settings.errors_policy() {
             ErrorsPolicy::Continue => {}
             ErrorsPolicy::RemountReadOnly => {
                 if self

@@ -22,6 +22,7 @@ use super::handles::Handles;
 use super::health::{seconds_now, Health, Incident};
 use super::media::{Media, MediaStatus, Worker};
 use super::scrubbing::BackgroundScrub;
+use super::settings::{LiveSettings, Settings, SettingsChange};
 use super::unsynced::Changes;
 use super::{Filesystem, FsError, FsResult, LifeState, Shared};
 use crate::alloc::AllocatorStatus;
@@ -133,8 +134,9 @@ pub enum MountError {
 pub struct Status {
     /// Running, frozen, read-only or shut down.
     pub state: LifeState,
-    /// The `errors=` policy in force.
-    pub errors_policy: ErrorsPolicy,
+    /// The settings in force (the `errors=` policy, cache and dirty
+    /// limits, writeback interval), as mounted or changed since.
+    pub settings: Settings,
     /// Whether this mount had to replay the journal (an unclean stop).
     pub recovered: bool,
     /// Orphans deleted at mount.
@@ -395,7 +397,12 @@ impl Filesystem {
             health,
             handles: Handles::default(),
             superblock: Mutex::new(superblock),
-            errors_policy,
+            settings: LiveSettings::new(Settings {
+                errors_policy,
+                cache_bytes: options.cache_bytes,
+                dirty_limit_bytes: options.dirty_limit_bytes,
+                writeback_interval: options.writeback_interval,
+            }),
             options,
             recovered,
             orphans_purged,
@@ -497,6 +504,32 @@ impl Filesystem {
         self.shared.shut_down_now(why.into(), flush);
     }
 
+    /// Changes the settings a remount may change (see `settings.rs`);
+    /// the rest of the mount stays as it was. A change is validated whole
+    /// first: a refused one changes nothing. Allowed in every state (the
+    /// policy matters most to a filesystem that is failing).
+    pub fn reconfigure(&self, change: &SettingsChange) -> FsResult<()> {
+        let shared = &self.shared;
+        shared.settings.change(change)?;
+        if change.is_empty() {
+            return Ok(());
+        }
+        if let Some(bytes) = change.cache_bytes {
+            shared.files.set_cache_budget(bytes);
+        }
+        if change.writeback_interval.is_some() || change.dirty_limit_bytes.is_some() {
+            // The background thread waits out the old interval otherwise;
+            // a lower dirty limit may already be exceeded.
+            if let Some(background) = &self.background {
+                background.kick();
+            }
+        }
+        shared.health.notice(&Notice::Settings {
+            change: &change.to_string(),
+        });
+        Ok(())
+    }
+
     /// A monitor's view. Consumes no error.
     pub fn status(&self) -> Status {
         let shared = &self.shared;
@@ -507,7 +540,7 @@ impl Filesystem {
         drop(superblock);
         Status {
             state: shared.gate.state(),
-            errors_policy: shared.errors_policy,
+            settings: shared.settings.snapshot(),
             recovered: shared.recovered,
             orphans_purged: shared.orphans_purged,
             space: shared.metadata.allocator.status(),

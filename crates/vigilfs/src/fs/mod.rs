@@ -75,6 +75,7 @@ mod lifecycle;
 mod media;
 mod paths;
 mod scrubbing;
+mod settings;
 pub mod unsynced;
 
 use std::sync::atomic::AtomicBool;
@@ -89,6 +90,7 @@ pub use lifecycle::{AtimeUpdates, MountError, MountOptions, Status};
 pub use media::{BadExtent, FailureReport, MediaStatus, POISON_LISTED};
 pub use paths::DEFAULT_BUDGET as PATH_SEARCH_BUDGET;
 pub use scrubbing::{ScrubRequest, ScrubStatus, ScrubSummary};
+pub use settings::{Settings, SettingsChange};
 
 use background::Background;
 use gate::Gate;
@@ -96,7 +98,7 @@ use handles::Handles;
 use health::Health;
 
 use crate::device::StoppableDevice;
-use crate::format::{ErrorsPolicy, Superblock};
+use crate::format::Superblock;
 use crate::inode::{FileType, Files, InodeRecord, Namespace, Xattrs};
 use crate::metadata::Metadata;
 
@@ -113,7 +115,8 @@ pub(crate) struct Shared {
     health: Arc<Health>,
     handles: Handles,
     superblock: Mutex<Superblock>,
-    errors_policy: ErrorsPolicy,
+    /// What a remount can change (`settings.rs`).
+    settings: settings::LiveSettings,
     options: MountOptions,
     recovered: bool,
     orphans_purged: usize,

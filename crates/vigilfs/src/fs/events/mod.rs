@@ -111,6 +111,11 @@ pub enum Notice<'a> {
     Freeze,
     /// Thawed.
     Thaw,
+    /// A remount changed settings.
+    Settings {
+        /// The new values ("errors=panic cache=1073741824").
+        change: &'a str,
+    },
     /// Fault rules changed.
     Faults {
         /// What changed ("set fail op=write class=data", "cleared").
@@ -553,6 +558,7 @@ impl EventLog {
             Notice::Freeze => RecordKind::Freeze,
             Notice::Thaw => RecordKind::Thaw,
             Notice::Faults { .. } => RecordKind::Faults,
+            Notice::Settings { .. } => RecordKind::Settings,
         };
         let mut record = EventRecord::new(id, kind, now);
         match *notice {
@@ -567,6 +573,7 @@ impl EventLog {
             Notice::Recovery { orphans } => record.value = orphans,
             Notice::ErrorsAction { action } => record.text = InlineText::new(action),
             Notice::Freeze | Notice::Thaw => {}
+            Notice::Settings { change } => record.text = InlineText::new(change),
             Notice::Faults { change, active } => {
                 record.text = InlineText::new(change);
                 record.value = active;
