@@ -26,6 +26,8 @@ const PREFERRED_IO_BYTES: u32 = 4096;
 const RENAME_NOREPLACE: u32 = 1;
 /// `renameat2`'s `RENAME_EXCHANGE`.
 const RENAME_EXCHANGE: u32 = 2;
+/// `renameat2`'s `RENAME_WHITEOUT`.
+const RENAME_WHITEOUT: u32 = 4;
 
 /// `lseek`'s `SEEK_DATA`.
 const SEEK_DATA: i32 = 3;
@@ -135,15 +137,16 @@ pub(crate) fn file_attr(attr: &Attr) -> FileAttr {
     }
 }
 
-/// `renameat2` flags as the engine's; `None` for bits it does not know
-/// (`RENAME_WHITEOUT` included), which the syscall refuses with `EINVAL`.
+/// `renameat2` flags as the engine's; `None` for bits it does not know,
+/// which the syscall refuses with `EINVAL`.
 pub(crate) fn rename_flags(bits: u32) -> Option<RenameFlags> {
-    if bits & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0 {
+    if bits & !(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT) != 0 {
         return None;
     }
     Some(RenameFlags {
         noreplace: bits & RENAME_NOREPLACE != 0,
         exchange: bits & RENAME_EXCHANGE != 0,
+        whiteout: bits & RENAME_WHITEOUT != 0,
     })
 }
 
@@ -320,17 +323,24 @@ mod tests {
             rename_flags(1),
             Some(RenameFlags {
                 noreplace: true,
-                exchange: false
+                ..RenameFlags::default()
             })
         );
         assert_eq!(
             rename_flags(2),
             Some(RenameFlags {
-                noreplace: false,
-                exchange: true
+                exchange: true,
+                ..RenameFlags::default()
             })
         );
-        assert_eq!(rename_flags(4), None, "RENAME_WHITEOUT");
+        assert_eq!(
+            rename_flags(4),
+            Some(RenameFlags {
+                whiteout: true,
+                ..RenameFlags::default()
+            })
+        );
+        assert_eq!(rename_flags(8), None);
         assert_eq!(xattr_flags(4), None);
         assert_eq!(seek(libc::SEEK_SET), None);
         assert_eq!(seek(libc::SEEK_DATA), Some(Seek::Data));

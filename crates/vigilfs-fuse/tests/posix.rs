@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::{errno_of, Mount};
@@ -155,8 +155,22 @@ fn rename_with_renameat2_flags() {
     common::renameat2(&mount.join("d1/inner"), &a, libc::RENAME_EXCHANGE).unwrap();
     assert!(fs::metadata(&a).unwrap().is_dir());
     assert_eq!(read_all(&mount.join("d1/inner")), b"A2");
-    // Whiteouts are not supported: EINVAL.
-    let error = common::renameat2(&c, &mount.join("w"), libc::RENAME_WHITEOUT).unwrap_err();
+    // WHITEOUT moves the file and leaves a character device 0:0 of mode 0
+    // in its place (overlayfs's mark); not with EXCHANGE.
+    common::renameat2(&c, &mount.join("w"), libc::RENAME_WHITEOUT).unwrap();
+    assert_eq!(read_all(&mount.join("w")), b"B");
+    let mark = fs::symlink_metadata(&c).unwrap();
+    assert!(mark.file_type().is_char_device(), "{mark:?}");
+    assert_eq!(
+        (mark.mode(), mark.rdev(), mark.nlink()),
+        (libc::S_IFCHR, 0, 1)
+    );
+    let error = common::renameat2(
+        &mount.join("w"),
+        &c,
+        libc::RENAME_WHITEOUT | libc::RENAME_EXCHANGE,
+    )
+    .unwrap_err();
     assert_eq!(errno_of(&error), libc::EINVAL);
     // A directory moves into another one.
     fs::rename(mount.join("d1"), mount.join("d2/d1")).unwrap();

@@ -989,6 +989,45 @@ fn an_errors_policy_changed_while_mounted_decides_the_next_failure() {
 }
 
 #[test]
+fn a_whiteout_rename_needs_cap_mknod_and_its_mark_takes_the_directory_group() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let dir = fs.mkdir(ROOT_INO, b"shared", 0o777, &root()).unwrap().ino;
+    fs.setattr(
+        dir,
+        &SetAttributes {
+            mode: Some(0o2777),
+            gid: Some(50),
+            ..SetAttributes::default()
+        },
+        None,
+        &root(),
+    )
+    .unwrap();
+    let (attr, handle) = fs
+        .create(dir, b"f", 0o644, read_write(), &user(1000))
+        .unwrap();
+    fs.release(handle).unwrap();
+    let whiteout = RenameFlags {
+        whiteout: true,
+        ..RenameFlags::default()
+    };
+    assert_eq!(
+        errno(fs.rename(dir, b"f", dir, b"g", whiteout, &user(1000))),
+        libc::EPERM
+    );
+    assert_eq!(fs.lookup(dir, b"f", &root()).unwrap().ino, attr.ino);
+    fs.rename(dir, b"f", dir, b"g", whiteout, &root()).unwrap();
+    assert_eq!(fs.lookup(dir, b"g", &root()).unwrap().ino, attr.ino);
+    let mark = fs.lookup(dir, b"f", &root()).unwrap();
+    assert_eq!(mark.file_type(), FileType::CharDevice);
+    let record = mark.record;
+    assert_eq!((record.uid, record.gid, record.rdev), (0, 50, 0));
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+}
+
+#[test]
 fn a_read_only_mount_refuses_changes_and_writes_nothing() {
     let fixture = Fixture::new();
     let fs = fixture.mount();

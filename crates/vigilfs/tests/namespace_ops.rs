@@ -329,6 +329,7 @@ fn rename_noreplace_refuses_an_existing_target() {
     let both = RenameFlags {
         noreplace: true,
         exchange: true,
+        ..RenameFlags::default()
     };
     assert_eq!(
         errno(namespace.rename(ROOT, b"g", ROOT, b"h", both)),
@@ -365,6 +366,76 @@ fn rename_exchange_swaps_two_existing_names() {
         errno(namespace.rename(ROOT, b"other", ROOT, b"missing", exchange)),
         libc::ENOENT
     );
+    assert_fsck_clean(&device, &metadata);
+}
+
+#[test]
+fn rename_whiteout_leaves_a_character_device_0_0_in_the_source_place() {
+    let (device, _, metadata) = fresh();
+    let namespace = Namespace::new(metadata.clone());
+    let whiteout = RenameFlags {
+        whiteout: true,
+        ..RenameFlags::default()
+    };
+    let (file, _) = namespace.create(ROOT, b"f", 0o644, 0, 0).unwrap();
+    namespace
+        .rename_as(ROOT, b"f", ROOT, b"g", whiteout, (1000, 100))
+        .unwrap();
+    assert_eq!(namespace.lookup(ROOT, b"g").unwrap().unwrap().0, file);
+    let (mark, record) = namespace.lookup(ROOT, b"f").unwrap().unwrap();
+    assert_ne!(mark, file);
+    assert_eq!(record.file_type(), FileType::CharDevice);
+    assert_eq!(record.mode, libc::S_IFCHR, "mode 0 as WHITEOUT_MODE");
+    assert_eq!((record.rdev, record.nlink), (0, 1));
+    assert_eq!((record.uid, record.gid), (1000, 100));
+
+    // A directory moved to another directory with a whiteout: the old
+    // parent keeps an entry but loses the subdirectory's link; a target
+    // replaced goes as in a plain rename.
+    let (dir, _) = namespace.mkdir(ROOT, b"d", 0o755, 0, 0).unwrap();
+    let (other, _) = namespace.mkdir(ROOT, b"other", 0o755, 0, 0).unwrap();
+    namespace.mkdir(other, b"empty", 0o755, 0, 0).unwrap();
+    namespace
+        .rename(ROOT, b"d", other, b"empty", whiteout)
+        .unwrap();
+    assert_eq!(namespace.lookup(other, b"empty").unwrap().unwrap().0, dir);
+    assert_eq!(namespace.parent(dir).unwrap(), other);
+    let (_, mark) = namespace.lookup(ROOT, b"d").unwrap().unwrap();
+    assert_eq!(mark.file_type(), FileType::CharDevice);
+    assert_eq!(
+        namespace.getattr(ROOT).unwrap().nlink,
+        3,
+        "root: ., .., other"
+    );
+    assert_eq!(namespace.getattr(other).unwrap().nlink, 3);
+
+    // Not with EXCHANGE; with NOREPLACE, only onto a free name.
+    assert_eq!(
+        errno(namespace.rename(
+            ROOT,
+            b"g",
+            ROOT,
+            b"f",
+            RenameFlags {
+                exchange: true,
+                whiteout: true,
+                ..RenameFlags::default()
+            }
+        )),
+        libc::EINVAL
+    );
+    let both = RenameFlags {
+        noreplace: true,
+        whiteout: true,
+        ..RenameFlags::default()
+    };
+    assert_eq!(
+        errno(namespace.rename(ROOT, b"g", ROOT, b"f", both)),
+        libc::EEXIST
+    );
+    namespace.rename(ROOT, b"g", ROOT, b"h", both).unwrap();
+    // A whiteout is an inode like any: it can be removed.
+    namespace.unlink(ROOT, b"f").unwrap();
     assert_fsck_clean(&device, &metadata);
 }
 
@@ -479,7 +550,7 @@ fn op() -> impl Strategy<Value = Op> {
         (pick.clone(), pick.clone(), name.clone()).prop_map(|(f, d, n)| Op::Link(f, d, n)),
         (pick.clone(), name.clone()).prop_map(|(d, n)| Op::Unlink(d, n)),
         (pick.clone(), name.clone()).prop_map(|(d, n)| Op::Rmdir(d, n)),
-        (pick.clone(), name.clone(), pick, name, 0u8..3)
+        (pick.clone(), name.clone(), pick, name, 0u8..4)
             .prop_map(|(d, n, e, m, f)| Op::Rename(d, n, e, m, f)),
     ]
 }
@@ -534,8 +605,10 @@ impl Model {
         }
     }
 
-    /// What rename should do: `Err(errno)` or `Ok(())` after applying it.
-    fn rename(&mut self, from: (u64, &[u8]), to: (u64, &[u8]), flags: u8) -> Result<(), i32> {
+    /// What rename should do (flags 0 plain, 1 NOREPLACE, 2 EXCHANGE, 3
+    /// WHITEOUT): `Err(errno)`, or after applying it, whether the source
+    /// entry moved (so a whiteout takes its place).
+    fn rename(&mut self, from: (u64, &[u8]), to: (u64, &[u8]), flags: u8) -> Result<bool, i32> {
         let source = self.get(from.0, from.1).ok_or(libc::ENOENT)?;
         let source_dir = source.1 == FileType::Directory;
         if source_dir && self.within(to.0, source.0) {
@@ -545,7 +618,7 @@ impl Model {
         if flags == 2 {
             let target = target.ok_or(libc::ENOENT)?;
             if from == to {
-                return Ok(());
+                return Ok(false);
             }
             if target.1 == FileType::Directory && self.within(from.0, target.0) {
                 return Err(libc::EINVAL);
@@ -564,14 +637,14 @@ impl Model {
             if target.1 == FileType::Directory {
                 self.parents.insert(target.0, from.0);
             }
-            return Ok(());
+            return Ok(false);
         }
         if let Some(target) = target {
             if flags == 1 {
                 return Err(libc::EEXIST);
             }
             if target.0 == source.0 {
-                return Ok(());
+                return Ok(false);
             }
             let target_dir = target.1 == FileType::Directory;
             if source_dir && !target_dir {
@@ -593,7 +666,7 @@ impl Model {
         if source_dir {
             self.parents.insert(source.0, to.0);
         }
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -689,6 +762,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let rename_flags = RenameFlags {
                     noreplace: flags == 1,
                     exchange: flags == 2,
+                    whiteout: flags == 3,
                 };
                 let result = outcome(
                     namespace
@@ -698,12 +772,21 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let expected = model.rename(from, to, flags);
                 prop_assert_eq!(
                     result,
-                    expected,
+                    expected.map(|_| ()),
                     "rename {:?} -> {:?} flags {}",
                     from,
                     to,
                     flags
                 );
+                if flags == 3 && expected == Ok(true) {
+                    let (mark, record) = namespace.lookup(from.0, from.1).unwrap().unwrap();
+                    prop_assert_eq!(record.file_type(), FileType::CharDevice);
+                    model
+                        .dirs
+                        .get_mut(&from.0)
+                        .unwrap()
+                        .insert(from.1.to_vec(), (mark, FileType::CharDevice));
+                }
             }
         }
     }

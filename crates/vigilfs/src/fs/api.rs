@@ -606,10 +606,23 @@ impl Filesystem {
                 }
             }
         }
+        let whiteout_owner = if flags.whiteout {
+            // A whiteout is a device node: CAP_MKNOD, as renameat2 asks.
+            if !caller.is_root() {
+                return Err(PermissionError::NotPermitted(
+                    "RENAME_WHITEOUT makes a device node: it needs CAP_MKNOD",
+                )
+                .into());
+            }
+            let (uid, gid, _) = new_inode_owner(&self.record(parent)?, caller, 0, false);
+            (uid, gid)
+        } else {
+            (0, 0)
+        };
         let result = self
             .shared
             .namespace
-            .rename(parent, name, new_parent, new_name, flags)
+            .rename_as(parent, name, new_parent, new_name, flags, whiteout_owner)
             .map_err(FsError::from);
         let replaced = self.shared.observe("rename", result)?;
         if let Some(ino) = replaced {

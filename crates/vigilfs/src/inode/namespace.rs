@@ -210,6 +210,10 @@ pub struct RenameFlags {
     pub noreplace: bool,
     /// Swap source and target, which must both exist.
     pub exchange: bool,
+    /// Leave a whiteout where the source was: a character device 0:0, the
+    /// mark overlayfs reads as "deleted in this layer" (not with
+    /// `exchange`).
+    pub whiteout: bool,
 }
 
 /// How [`Namespace::setattr`] sets a timestamp.
@@ -1061,14 +1065,7 @@ impl Namespace {
         let key = probe.free.ok_or_else(|| {
             NamespaceError::NoSpace("every collision index of the name's hash is taken".into())
         })?;
-        let (ino, generation) = read_counters(&transaction)?;
-        let next_ino = ino
-            .checked_add(1)
-            .ok_or_else(|| NamespaceError::NoSpace("inode numbers exhausted".into()))?;
-        let mut counters = next_ino.to_le_bytes().to_vec();
-        counters.extend_from_slice(&generation.wrapping_add(1).to_le_bytes());
-        transaction.put(TreeId::Meta, COUNTERS_KEY, &counters)?;
-
+        let (ino, generation) = allocate_inode(&mut transaction)?;
         let time = Timestamp::now();
         let is_directory = new.kind == FileType::Directory;
         let permissions = if new.kind == FileType::Symlink {
@@ -1206,7 +1203,7 @@ impl Namespace {
     }
 
     /// Renames `name` in `parent` to `new_name` in `new_parent`, as
-    /// `renameat2` with `flags`.
+    /// `renameat2` with `flags`; a whiteout is owned by root.
     pub fn rename(
         &self,
         parent: u64,
@@ -1215,8 +1212,23 @@ impl Namespace {
         new_name: &[u8],
         flags: RenameFlags,
     ) -> NamespaceResult<Option<u64>> {
-        if flags.noreplace && flags.exchange {
-            return Err(NamespaceError::Invalid("NOREPLACE with EXCHANGE"));
+        self.rename_as(parent, name, new_parent, new_name, flags, (0, 0))
+    }
+
+    /// [`Namespace::rename`], with the owner (uid, gid) a whiteout gets.
+    pub fn rename_as(
+        &self,
+        parent: u64,
+        name: &[u8],
+        new_parent: u64,
+        new_name: &[u8],
+        flags: RenameFlags,
+        whiteout_owner: (u32, u32),
+    ) -> NamespaceResult<Option<u64>> {
+        if flags.exchange && (flags.noreplace || flags.whiteout) {
+            return Err(NamespaceError::Invalid(
+                "EXCHANGE with NOREPLACE or WHITEOUT",
+            ));
         }
         check_name(name)?;
         check_name(new_name)?;
@@ -1321,7 +1333,20 @@ impl Namespace {
                 NamespaceError::NoSpace("every collision index of the name's hash is taken".into())
             })?,
         };
-        transaction.delete(TreeId::Dirents, &source_key.encode())?;
+        if flags.whiteout {
+            let ino = make_whiteout(&mut transaction, whiteout_owner, time)?;
+            put_entry(
+                &mut transaction,
+                &source_key,
+                &Dirent {
+                    child: ino,
+                    file_type: FileType::CharDevice,
+                    name: name.to_vec(),
+                },
+            )?;
+        } else {
+            transaction.delete(TreeId::Dirents, &source_key.encode())?;
+        }
         put_entry(
             &mut transaction,
             &target_key,
@@ -1416,6 +1441,45 @@ impl Namespace {
             })
             .collect()
     }
+}
+
+/// Takes the next inode number and generation.
+fn allocate_inode(transaction: &mut Transaction<'_>) -> NamespaceResult<(u64, u64)> {
+    let (ino, generation) = read_counters(transaction)?;
+    let next_ino = ino
+        .checked_add(1)
+        .ok_or_else(|| NamespaceError::NoSpace("inode numbers exhausted".into()))?;
+    let mut counters = next_ino.to_le_bytes().to_vec();
+    counters.extend_from_slice(&generation.wrapping_add(1).to_le_bytes());
+    transaction.put(TreeId::Meta, COUNTERS_KEY, &counters)?;
+    Ok((ino, generation))
+}
+
+/// Writes a whiteout inode (a character device 0:0 of mode 0, as Linux's
+/// `WHITEOUT_DEV` and `WHITEOUT_MODE`) owned by `owner`; its number. The
+/// caller names it.
+fn make_whiteout(
+    transaction: &mut Transaction<'_>,
+    (uid, gid): (u32, u32),
+    time: Timestamp,
+) -> NamespaceResult<u64> {
+    let (ino, generation) = allocate_inode(transaction)?;
+    let record = InodeRecord {
+        mode: FileType::CharDevice.mode_bits(),
+        uid,
+        gid,
+        nlink: 1,
+        flags: 0,
+        size: 0,
+        generation,
+        rdev: 0,
+        atime: time,
+        mtime: time,
+        ctime: time,
+        btime: time,
+    };
+    write_inode(transaction, ino, &record)?;
+    Ok(ino)
 }
 
 fn read_counters(transaction: &Transaction<'_>) -> NamespaceResult<(u64, u64)> {
