@@ -1,7 +1,8 @@
 //! Inode flags through a real mount, with `chattr` and `lsattr`: an
 //! immutable file refuses every change, even through a descriptor opened
 //! before the flag and even to root; an append-only file takes only
-//! appends; the flags survive a remount.
+//! appends; the flags survive a remount; `+S` and `+D` make writes and
+//! entry changes durable without fsync (a crash-lab power cut keeps them).
 
 mod common;
 
@@ -85,5 +86,45 @@ fn chattr_makes_files_immutable_and_append_only_through_the_mount() {
     assert_eq!(errno_of(fs::remove_file(&file)), Some(libc::EPERM));
     chattr("-a", path);
     fs::remove_file(&file).unwrap();
+    scratch.umount(pid);
+}
+
+#[test]
+fn chattr_s_and_d_make_changes_durable_before_they_return() {
+    if fuse_missing("chattr_s_and_d_make_changes_durable_before_they_return") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M", "-o", "crashable"]);
+    let (synchronous, plain, directory) =
+        (scratch.at("sync"), scratch.at("plain"), scratch.at("dir"));
+    fs::write(&synchronous, b"").unwrap();
+    fs::write(&plain, b"").unwrap();
+    fs::create_dir(&directory).unwrap();
+    chattr("+S", synchronous.to_str().unwrap());
+    chattr("+D", directory.to_str().unwrap());
+    assert_eq!(lsattr(synchronous.to_str().unwrap()), "S");
+    assert_eq!(lsattr(directory.to_str().unwrap()), "D");
+    let synced = common::vigilfs(&["sync", scratch.mnt()]);
+    assert_eq!(synced.status.code(), Some(0), "{}", text(&synced.stderr));
+
+    // No fsync anywhere from here.
+    fs::write(&synchronous, b"durable on return").unwrap();
+    fs::write(&plain, b"in memory only").unwrap();
+    fs::write(directory.join("entry"), b"").unwrap();
+    let cut = common::vigilfs(&["inject", scratch.mnt(), "--power-cut", "--json"]);
+    assert_eq!(cut.status.code(), Some(0), "{}", text(&cut.stderr));
+
+    assert_eq!(fs::read(&synchronous).unwrap(), b"durable on return");
+    assert_eq!(
+        fs::read(&plain).unwrap(),
+        b"",
+        "unflagged: lost, as it should be"
+    );
+    assert!(
+        directory.join("entry").exists(),
+        "the +D directory's new entry"
+    );
+    assert_eq!(lsattr(synchronous.to_str().unwrap()), "S");
     scratch.umount(pid);
 }

@@ -83,7 +83,7 @@ use fuser::{
     ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use vigilfs::fs::{Attr, Filesystem, FsError, OpenFlags, SetAttributes};
-use vigilfs::inode::{Caller, FallocateMode};
+use vigilfs::inode::{inode_flags, Caller, FallocateMode};
 
 use crate::convert;
 use crate::lanes::Lanes;
@@ -940,7 +940,16 @@ impl fuser::Filesystem for Adapter {
                     return;
                 };
                 let caller = caller(request);
+                let from_xflags = command == FS_IOC_FSSETXATTR;
                 self.gated("setflags", move |filesystem| {
+                    let flags = if from_xflags {
+                        match filesystem.get_flags(ino.0) {
+                            Ok(current) => inode_flags::with_xflag_flags(current, flags),
+                            Err(error) => return reply.error(errno(&error)),
+                        }
+                    } else {
+                        flags
+                    };
                     match filesystem.set_flags(ino.0, flags, &caller) {
                         Ok(()) => reply.ioctl(0, &[]),
                         Err(error) => reply.error(errno(&error)),

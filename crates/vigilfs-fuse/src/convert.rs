@@ -349,7 +349,7 @@ mod tests {
 
     #[test]
     fn flag_ioctls_carry_flags_as_four_bytes_or_as_fsxattr_xflags() {
-        use vigilfs::inode::inode_flags::{APPEND, IMMUTABLE};
+        use vigilfs::inode::inode_flags::{APPEND, IMMUTABLE, SYNC};
         const GETFLAGS: u32 = 0x8008_6601;
         const FSSETXATTR: u32 = 0x401c_5820;
         assert_eq!(
@@ -362,7 +362,12 @@ mod tests {
             flags_request(FSSETXATTR, &fsxattr),
             Some(IMMUTABLE | APPEND)
         );
-        fsxattr[0] |= 0x20; // FS_XFLAG_SYNC: not kept
+        fsxattr[0] |= 0x20; // FS_XFLAG_SYNC
+        assert_eq!(
+            flags_request(FSSETXATTR, &fsxattr),
+            Some(IMMUTABLE | APPEND | SYNC)
+        );
+        fsxattr[0] |= 0x2; // FS_XFLAG_PREALLOC: not kept
         assert_eq!(flags_request(FSSETXATTR, &fsxattr), None);
         assert_eq!(flags_request(0x4008_6602, &[1, 2]), None, "too short");
     }

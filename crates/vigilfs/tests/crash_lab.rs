@@ -418,3 +418,85 @@ fn file_rules_live_on_in_the_mount_that_replaced_a_lost_one() {
     again.release(handle).unwrap();
     again.unmount().unwrap();
 }
+
+/// `chattr +S` and `+D` keep their promise: what a synchronous file's
+/// writes and truncates, and a synchronous directory's new and removed
+/// entries, changed survives a power cut right after the call returned,
+/// with no fsync; what an unflagged neighbour did without fsync is lost.
+/// New entries in a `+S` directory are synchronous themselves.
+#[test]
+fn synchronous_files_and_directories_survive_a_power_cut_without_fsync() {
+    use vigilfs::inode::inode_flags::{DIRSYNC, SYNC};
+
+    let lab = Lab::new();
+    let fs = lab.mount();
+    let flagged = write_file(&fs, "flagged", b"", true);
+    fs.set_flags(flagged, SYNC, &root()).unwrap();
+    let plain = write_file(&fs, "plain", b"", true);
+    let dir = fs.mkdir(ROOT_INO, b"dir", 0o755, &root()).unwrap().ino;
+    fs.set_flags(dir, DIRSYNC, &root()).unwrap();
+    let inherits = fs.mkdir(ROOT_INO, b"inherits", 0o755, &root()).unwrap().ino;
+    fs.set_flags(inherits, SYNC, &root()).unwrap();
+    fs.syncfs_once().unwrap();
+
+    for (ino, bytes) in [
+        (flagged, &b"written synchronously"[..]),
+        (plain, &b"written, no fsync"[..]),
+    ] {
+        let handle = fs.open(ino, read_write(), &root()).unwrap();
+        fs.write(handle, 0, bytes, &root()).unwrap();
+        fs.release(handle).unwrap();
+    }
+    let (child, handle) = fs
+        .create(dir, b"entry", 0o644, read_write(), &root())
+        .unwrap();
+    fs.release(handle).unwrap();
+    let (inheritor, handle) = fs
+        .create(inherits, b"child", 0o644, read_write(), &root())
+        .unwrap();
+    assert_eq!(fs.get_flags(inheritor.ino).unwrap(), SYNC, "inherited");
+    fs.write(handle, 0, b"inherited S", &root()).unwrap();
+    fs.release(handle).unwrap();
+    fs.mkdir(ROOT_INO, b"unflagged-dir", 0o755, &root())
+        .unwrap();
+
+    let fs = lab.power_cut(fs, PowerLoss::DropUnflushed);
+    assert_eq!(read_file(&fs, "flagged").unwrap(), b"written synchronously");
+    assert_eq!(read_file(&fs, "plain").unwrap(), b"", "not synced: lost");
+    assert_eq!(fs.lookup(dir, b"entry", &root()).unwrap().ino, child.ino);
+    let inheritor_handle = fs.open(inheritor.ino, read_write(), &root()).unwrap();
+    assert_eq!(
+        fs.read(inheritor_handle, 0, 64).unwrap(),
+        b"inherited S",
+        "a file made in a +S directory is synchronous"
+    );
+    fs.release(inheritor_handle).unwrap();
+    assert!(fs.lookup(ROOT_INO, b"unflagged-dir", &root()).is_err());
+    assert_eq!(
+        fs.get_flags(flagged).unwrap(),
+        SYNC,
+        "the flag survives too"
+    );
+
+    // A removal in the +D directory, and a truncate of the +S file.
+    fs.unlink(dir, b"entry", &root()).unwrap();
+    fs.setattr(
+        flagged,
+        &vigilfs::fs::SetAttributes {
+            size: Some(7),
+            ..Default::default()
+        },
+        None,
+        &root(),
+    )
+    .unwrap();
+    let fs = lab.power_cut(fs, PowerLoss::DropUnflushed);
+    assert!(
+        fs.lookup(dir, b"entry", &root()).is_err(),
+        "the removal stayed"
+    );
+    assert_eq!(read_file(&fs, "flagged").unwrap(), b"written");
+    fs.unmount().unwrap();
+    let report = fsck(lab.memory.clone(), &mut |_| {}).unwrap();
+    assert!(report.is_clean(), "{:#?}", report.problems);
+}

@@ -222,7 +222,7 @@ fn only_owners_set_flags_and_only_root_the_immutable_and_append_only_ones() {
         ..owner.clone()
     };
     assert_eq!(errno(fs.set_flags(file, 0, &stranger)), libc::EPERM);
-    assert_eq!(errno(fs.set_flags(file, 0x8, &root())), libc::EOPNOTSUPP);
+    assert_eq!(errno(fs.set_flags(file, 0x4000, &root())), libc::EOPNOTSUPP);
     assert_eq!(fs.get_flags(file).unwrap(), NODUMP | NOATIME);
 }
 

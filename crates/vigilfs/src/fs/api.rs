@@ -174,8 +174,9 @@ impl Filesystem {
     }
 
     /// Checks that the caller may remove the entry `name` of `dir` (write
-    /// and search on the directory, and the sticky-bit rule).
-    fn check_removal(&self, dir: u64, name: &[u8], caller: &Caller) -> FsResult<()> {
+    /// and search on the directory, and the sticky-bit rule); the
+    /// directory's record.
+    fn check_removal(&self, dir: u64, name: &[u8], caller: &Caller) -> FsResult<InodeRecord> {
         let dir_record = self.writable_directory(dir, caller)?;
         if inode_flags::is_append_only(&dir_record) {
             return Err(PermissionError::NotPermitted(
@@ -197,7 +198,7 @@ impl Filesystem {
                 check_sticky_delete(&dir_record, &victim, caller)?;
             }
         }
-        Ok(())
+        Ok(dir_record)
     }
 
     /// Clears set-user-id (and set-group-id with group execute) of `ino`
@@ -437,6 +438,9 @@ impl Filesystem {
             self.shared.observe("setattr", result)?
         };
         self.note("setattr", Some(ino), None, None);
+        if inode_flags::is_synchronous(&record) {
+            self.commit_durably("setattr")?;
+        }
         Ok(self.shared.attr(ino, record))
     }
 
@@ -467,7 +471,9 @@ impl Filesystem {
             .make_node(parent, name, &creation)
             .map_err(FsError::from);
         let (ino, record) = self.shared.observe("mknod", result)?;
-        Ok(self.made("create", parent, name, ino, record))
+        let attr = self.made("create", parent, name, ino, record);
+        self.sync_entries_of("mknod", &[&dir])?;
+        Ok(attr)
     }
 
     /// Makes a directory.
@@ -489,7 +495,9 @@ impl Filesystem {
             .make_directory(parent, name, &creation)
             .map_err(FsError::from);
         let (ino, record) = self.shared.observe("mkdir", result)?;
-        Ok(self.made("mkdir", parent, name, ino, record))
+        let attr = self.made("mkdir", parent, name, ino, record);
+        self.sync_entries_of("mkdir", &[&dir])?;
+        Ok(attr)
     }
 
     /// Makes a symbolic link to `target`.
@@ -510,7 +518,9 @@ impl Filesystem {
             .symlink(parent, name, target, uid, gid)
             .map_err(FsError::from);
         let (ino, record) = self.shared.observe("symlink", result)?;
-        Ok(self.made("symlink", parent, name, ino, record))
+        let attr = self.made("symlink", parent, name, ino, record);
+        self.sync_entries_of("symlink", &[&dir])?;
+        Ok(attr)
     }
 
     /// A symbolic link's target.
@@ -529,7 +539,7 @@ impl Filesystem {
     ) -> FsResult<Attr> {
         let _writer = self.enter()?;
         self.inject(Operation::Link, new_parent, Some(new_name))?;
-        self.writable_directory(new_parent, caller)?;
+        let dir = self.writable_directory(new_parent, caller)?;
         if inode_flags::is_pinned(&self.record(ino)?) {
             return Err(PermissionError::NotPermitted(
                 "an immutable or append-only inode cannot be linked to",
@@ -545,6 +555,7 @@ impl Filesystem {
         self.shared.handles.looked_up(ino);
         self.shared.faults.learn(new_parent, new_name, ino);
         self.note("link", Some(ino), None, Some((new_parent, new_name)));
+        self.sync_entries_of("link", &[&dir])?;
         Ok(self.shared.attr(ino, record))
     }
 
@@ -553,7 +564,7 @@ impl Filesystem {
     pub fn unlink(&self, parent: u64, name: &[u8], caller: &Caller) -> FsResult<()> {
         let _writer = self.enter()?;
         self.inject(Operation::Unlink, parent, Some(name))?;
-        self.check_removal(parent, name, caller)?;
+        let dir = self.check_removal(parent, name, caller)?;
         let result = self
             .shared
             .namespace
@@ -565,14 +576,14 @@ impl Filesystem {
         }
         self.shared.faults.unlearn(parent, name);
         self.note("unlink", deleted, Some((parent, name)), None);
-        Ok(())
+        self.sync_entries_of("unlink", &[&dir])
     }
 
     /// Removes the empty directory `name` from `parent`.
     pub fn rmdir(&self, parent: u64, name: &[u8], caller: &Caller) -> FsResult<()> {
         let _writer = self.enter()?;
         self.inject(Operation::Rmdir, parent, Some(name))?;
-        self.check_removal(parent, name, caller)?;
+        let dir = self.check_removal(parent, name, caller)?;
         let result = self
             .shared
             .namespace
@@ -581,7 +592,7 @@ impl Filesystem {
         self.shared.observe("rmdir", result)?;
         self.shared.faults.unlearn(parent, name);
         self.note("rmdir", None, Some((parent, name)), None);
-        Ok(())
+        self.sync_entries_of("rmdir", &[&dir])
     }
 
     /// Renames (`renameat2` flags: NOREPLACE, EXCHANGE).
@@ -596,8 +607,8 @@ impl Filesystem {
     ) -> FsResult<()> {
         let _writer = self.enter()?;
         self.inject(Operation::Rename, parent, Some(name))?;
-        self.check_removal(parent, name, caller)?;
-        self.check_removal(new_parent, new_name, caller)?;
+        let dir = self.check_removal(parent, name, caller)?;
+        let new_dir = self.check_removal(new_parent, new_name, caller)?;
         if self.shared.options.check_permissions && parent != new_parent {
             // Moving a directory rewrites its "..": it must be writable.
             if let Some((moved_ino, moved)) = self.shared.namespace.lookup(parent, name)? {
@@ -637,7 +648,7 @@ impl Filesystem {
             Some((parent, name)),
             Some((new_parent, new_name)),
         );
-        Ok(())
+        self.sync_entries_of("rename", &[&dir, &new_dir])
     }
 
     /// Opens regular file `ino`; returns the file handle.
@@ -679,6 +690,7 @@ impl Filesystem {
             access = access | Access::WRITE;
         }
         self.check(ino, &record, caller, access)?;
+        self.learn_synchronous(ino, &record);
         if inode_flags::is_append_only(&record) && (flags.truncate || flags.write && !flags.append)
         {
             return Err(PermissionError::NotPermitted(
@@ -720,6 +732,7 @@ impl Filesystem {
         caller: &Caller,
     ) -> FsResult<(Attr, u64)> {
         let attr = self.mknod(parent, name, (mode & 0o7777) | libc::S_IFREG, 0, caller)?;
+        self.learn_synchronous(attr.ino, &attr.record);
         let handle = self.open_handle(attr.ino, flags)?;
         Ok((attr, handle))
     }
@@ -826,7 +839,14 @@ impl Filesystem {
             }
         }
         self.kill_privileges(file.ino, caller, "write")?;
-        if self.shared.files.cache_stats().dirty_bytes > self.shared.settings.dirty_limit_bytes() {
+        if self.is_synchronous(file.ino) {
+            // As an O_SYNC write: durable before it returns, and a failure
+            // to make it so is this write's error.
+            drop(_writer);
+            self.fsync_file(&file)?;
+        } else if self.shared.files.cache_stats().dirty_bytes
+            > self.shared.settings.dirty_limit_bytes()
+        {
             if let Some(background) = &self.background {
                 background.kick();
             }
@@ -895,6 +915,10 @@ impl Filesystem {
         self.shared.observe("fallocate", result)?;
         self.kill_privileges(file.ino, caller, "fallocate")?;
         self.note("fallocate", Some(file.ino), None, None);
+        if inode_flags::is_synchronous(&record) {
+            drop(_writer);
+            self.fsync_file(&file)?;
+        }
         Ok(())
     }
 
@@ -1163,13 +1187,7 @@ impl Filesystem {
     pub fn fsyncdir(&self, handle: u64) -> FsResult<()> {
         let dir = self.dir(handle)?;
         self.inject(Operation::Fsyncdir, dir.ino, None)?;
-        let flushed = self
-            .shared
-            .metadata
-            .journal
-            .flush()
-            .map_err(|error| FsError::File(FileError::Journal(error)));
-        self.shared.observe("fsyncdir", flushed)
+        self.commit_durably("fsyncdir")
     }
 
     /// Space and inode counts.

@@ -409,6 +409,7 @@ impl Filesystem {
             journal_failure_seen: AtomicBool::new(false),
             reclaim_failure_announced: AtomicBool::new(false),
             made_immutable: Default::default(),
+            synchronous: Default::default(),
             deferred_orphans: Mutex::new(Vec::new()),
             attribute_listener: std::sync::RwLock::new(None),
             faults,

@@ -123,7 +123,9 @@ pub(crate) struct Shared {
     /// Whether the journal's failure was already acted on.
     journal_failure_seen: AtomicBool,
     /// Inodes made immutable during this mount (see `inode_flags.rs`).
-    made_immutable: inode_flags::MadeImmutable,
+    made_immutable: inode_flags::InodeSet,
+    /// Synchronous (`S`) inodes opened or flagged during this mount.
+    synchronous: inode_flags::InodeSet,
     /// Whether the journal's current run of reclaim failures was
     /// announced (reset once reclaim succeeds again).
     reclaim_failure_announced: AtomicBool,

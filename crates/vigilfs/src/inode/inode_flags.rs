@@ -5,9 +5,13 @@
 //! Kept: immutable (`i`: no change to the data, the attributes, the names
 //! or, for a directory, its entries), append-only (`a`: data only added at
 //! the end, no truncation, no removal or renaming), no-dump (`d`: for
-//! backup tools; vigilfs does nothing with it) and no-atime (`A`: reads do
-//! not update the access time). Any other bit is refused (`EOPNOTSUPP`),
-//! as ext4 refuses flags it does not have.
+//! backup tools; vigilfs does nothing with it), no-atime (`A`: reads do
+//! not update the access time), synchronous (`S`: a file's writes and
+//! attribute changes are durable when they return; a directory's entry
+//! changes too) and directory-synchronous (`D`: a directory's entry changes
+//! are durable when they return; on a regular file it means nothing and is
+//! dropped, as ext4 drops it). Any other bit is refused (`EOPNOTSUPP`), as
+//! ext4 refuses flags it does not have.
 //!
 //! Rules (`fileattr_set_prepare`, `inode_owner_or_capable`): only the
 //! owner or root may set flags (`EPERM`), and only root may change the
@@ -19,6 +23,8 @@
 use super::permission::{Caller, PermResult, PermissionError};
 use super::record::{FileType, InodeRecord};
 
+/// `FS_SYNC_FL`.
+pub const SYNC: u32 = 0x8;
 /// `FS_IMMUTABLE_FL`.
 pub const IMMUTABLE: u32 = 0x10;
 /// `FS_APPEND_FL`.
@@ -27,15 +33,18 @@ pub const APPEND: u32 = 0x20;
 pub const NODUMP: u32 = 0x40;
 /// `FS_NOATIME_FL`.
 pub const NOATIME: u32 = 0x80;
+/// `FS_DIRSYNC_FL`.
+pub const DIRSYNC: u32 = 0x10000;
 /// Every flag vigilfs keeps.
-pub const SUPPORTED: u32 = IMMUTABLE | APPEND | NODUMP | NOATIME;
+pub const SUPPORTED: u32 = SYNC | IMMUTABLE | APPEND | NODUMP | NOATIME | DIRSYNC;
 /// The flags only root may change.
 const PRIVILEGED: u32 = IMMUTABLE | APPEND;
 
 /// The same flags in `struct fsxattr`'s `fsx_xflags` (`FS_XFLAG_*`), as
 /// `FS_IOC_FSGETXATTR` speaks them: (inode flag, xflag).
-const XFLAGS: [(u32, u32); 4] = [
+const XFLAGS: [(u32, u32); 5] = [
     (IMMUTABLE, 0x08),
+    (SYNC, 0x20),
     (APPEND, 0x10),
     (NOATIME, 0x40),
     (NODUMP, 0x80),
@@ -61,6 +70,13 @@ pub fn from_xflags(xflags: u32) -> Option<u32> {
     })
 }
 
+/// `current` with the flags `fsx_xflags` can express replaced by those of
+/// `requested`: `FS_IOC_FSSETXATTR` leaves the others (`D`) as they are.
+pub fn with_xflag_flags(current: u32, requested: u32) -> u32 {
+    let visible = XFLAGS.iter().fold(0, |all, (flag, _)| all | flag);
+    (current & !visible) | (requested & visible)
+}
+
 /// Whether `record` is immutable.
 pub fn is_immutable(record: &InodeRecord) -> bool {
     record.flags & IMMUTABLE != 0
@@ -69,6 +85,40 @@ pub fn is_immutable(record: &InodeRecord) -> bool {
 /// Whether `record` is append-only.
 pub fn is_append_only(record: &InodeRecord) -> bool {
     record.flags & APPEND != 0
+}
+
+/// Whether changes to `record`'s data and attributes are durable when
+/// they return (`S`).
+pub fn is_synchronous(record: &InodeRecord) -> bool {
+    record.flags & SYNC != 0
+}
+
+/// Whether changes to the entries of directory `record` are durable when
+/// they return (`S` or `D`: Linux's `IS_DIRSYNC`).
+pub fn syncs_entries(record: &InodeRecord) -> bool {
+    record.file_type() == FileType::Directory && record.flags & (SYNC | DIRSYNC) != 0
+}
+
+/// The flags `record` keeps when asked for `flags`: `D` only on
+/// directories. Call after [`check_flag_change`].
+pub fn kept(record: &InodeRecord, flags: u32) -> u32 {
+    if record.file_type() == FileType::Directory {
+        flags
+    } else {
+        flags & !DIRSYNC
+    }
+}
+
+/// The flags a new inode of `kind` takes from its directory `parent`, as
+/// ext4 and XFS pass them down: synchronous, directory-synchronous (to
+/// directories only), no-atime and no-dump; symlinks and device nodes
+/// take none.
+pub fn inherited(parent: &InodeRecord, kind: FileType) -> u32 {
+    match kind {
+        FileType::Directory => parent.flags & (SYNC | DIRSYNC | NOATIME | NODUMP),
+        FileType::Regular => parent.flags & (SYNC | NOATIME | NODUMP),
+        _ => 0,
+    }
 }
 
 /// Whether `record` may not be removed, renamed or linked to (immutable or
@@ -150,10 +200,13 @@ mod tests {
 
     #[test]
     fn xflags_roundtrip_and_unknown_ones_are_refused() {
-        for flags in [0, IMMUTABLE, APPEND | NOATIME, SUPPORTED] {
+        for flags in [0, IMMUTABLE, APPEND | NOATIME, SUPPORTED & !DIRSYNC] {
             assert_eq!(from_xflags(to_xflags(flags)), Some(flags));
         }
-        assert_eq!(from_xflags(0x20), None, "FS_XFLAG_SYNC is not kept");
+        assert_eq!(to_xflags(DIRSYNC), 0, "D has no xflag");
+        assert_eq!(with_xflag_flags(DIRSYNC | NODUMP, SYNC), DIRSYNC | SYNC);
+        assert_eq!(from_xflags(0x20), Some(SYNC), "FS_XFLAG_SYNC");
+        assert_eq!(from_xflags(0x2), None, "FS_XFLAG_PREALLOC is not kept");
     }
 
     #[test]
@@ -182,9 +235,33 @@ mod tests {
             Ok(())
         );
         assert_eq!(
-            check_flag_change(&file, &Caller::root(), 0x8),
-            Err(FlagChangeError::Unsupported(0x8))
+            check_flag_change(&file, &Caller::root(), 0x4000),
+            Err(FlagChangeError::Unsupported(0x4000)),
+            "FS_JOURNAL_DATA_FL"
         );
+        assert_eq!(
+            check_flag_change(&file, &user(1000), SYNC | DIRSYNC),
+            Ok(())
+        );
+        assert_eq!(kept(&file, SYNC | DIRSYNC), SYNC, "D is for directories");
+        let directory = record(FileType::Directory, 1000, DIRSYNC);
+        assert_eq!(kept(&directory, SYNC | DIRSYNC), SYNC | DIRSYNC);
+        assert!(syncs_entries(&directory) && !is_synchronous(&directory));
+        assert!(!syncs_entries(&record(
+            FileType::Regular,
+            0,
+            SYNC | DIRSYNC
+        )));
+        let parent = record(FileType::Directory, 0, SUPPORTED);
+        assert_eq!(
+            inherited(&parent, FileType::Directory),
+            SYNC | DIRSYNC | NOATIME | NODUMP
+        );
+        assert_eq!(
+            inherited(&parent, FileType::Regular),
+            SYNC | NOATIME | NODUMP
+        );
+        assert_eq!(inherited(&parent, FileType::Symlink), 0);
         let fifo = record(FileType::Fifo, 0, 0);
         assert!(check_flag_change(&fifo, &Caller::root(), NODUMP).is_err());
     }

@@ -64,7 +64,7 @@ use super::record::{
     inode_key, name_hash, valid_name, Dirent, DirentKey, Extent, ExtentKey, FileType, InodeRecord,
     RecordError, Timestamp, MAX_NAME_BYTES, ROOT_INO,
 };
-use super::xattr;
+use super::{inode_flags, xattr};
 use crate::alloc::Extent as BlockRun;
 use crate::btree::{BtreeError, Transaction, TreeId};
 use crate::metadata::Metadata;
@@ -1057,7 +1057,7 @@ impl Namespace {
         check_name(name)?;
         let _writer = self.lock();
         let mut transaction = self.metadata.trees.transaction();
-        require_directory(&transaction, parent)?;
+        let parent_record = require_directory(&transaction, parent)?;
         let probe = probe(&transaction, parent, name)?;
         if probe.found.is_some() {
             return Err(NamespaceError::Exists);
@@ -1086,7 +1086,7 @@ impl Namespace {
             uid: new.uid,
             gid: new.gid,
             nlink: if is_directory { 2 } else { 1 },
-            flags: 0,
+            flags: inode_flags::inherited(&parent_record, new.kind),
             size: new.symlink_target.map_or(0, |target| target.len() as u64),
             generation,
             rdev: new.rdev,
