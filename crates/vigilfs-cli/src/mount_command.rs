@@ -574,6 +574,7 @@ fn serve(
 
     let mut extra = Map::new();
     extra.insert("image".into(), json!(image.display().to_string()));
+    extra.insert("mount_options".into(), json!(request.options.join(",")));
     let owner = control::current_uid();
     let events_gid = match &settings.events_group {
         Some(group) => Some(group_id(group)?),

@@ -168,6 +168,12 @@ fn failed_range(value: &str) -> Result<(u64, u64), String> {
     Ok((offset, length))
 }
 
+/// Whether `option` is one of the generic options vigilfs accepts and
+/// ignores.
+pub fn is_ignored(option: &str) -> bool {
+    IGNORED.contains(&option)
+}
+
 /// Parses every `-o` argument (each a comma-separated list).
 pub fn parse<S: AsRef<str>>(arguments: &[S]) -> Result<MountSettings, String> {
     let mut settings = MountSettings::default();

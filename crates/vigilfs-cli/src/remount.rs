@@ -12,20 +12,24 @@
 //! `errors=`, `cache=`, `dirty=` and `writeback_interval=`, sent over the
 //! control socket (`vigilfs::fs::SettingsChange`).
 //!
-//! Everything is validated before anything changes. The daemon's settings
-//! change first, so a refusal there (another user's mount) leaves the
-//! kernel's flags alone too. `rw` is refused while the daemon itself is
-//! read-only (mounted `ro`, or made read-only by errors=remount-ro): the
-//! kernel would let writes through only for the daemon to refuse each.
-//! Options the daemon built its state from (`threads=`, `fsync_errors=`,
-//! the timeouts...) cannot change: asking is an error saying so. Options
-//! mount(8) repeats from the mount table (`user_id=`, `group_id=`,
-//! `default_permissions`, `allow_other`, `defaults`, `fsname=`,
-//! `subtype=`) are accepted and change nothing.
+//! Everything is validated before anything changes; then the kernel's
+//! flags change (the step that can still fail), then the daemon's
+//! settings. `rw` is refused while the daemon itself is read-only (mounted
+//! `ro`, or made read-only by errors=remount-ro): the kernel would let
+//! writes through only for the daemon to refuse each. Options the daemon
+//! built its state from (`threads=`, `fsync_errors=`, the timeouts...)
+//! cannot change: mount(8) repeats them from fstab on every remount, so
+//! they are accepted when they say what the mount was started with
+//! (status reports its `-o` options), and refused with a message
+//! otherwise. Options mount(8) repeats from the mount table (`user_id=`,
+//! `group_id=`, `default_permissions`, `allow_other`, `defaults`,
+//! `fsname=`, `subtype=`) are accepted and change nothing.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+
+use serde_json::Value;
 
 use crate::control::client;
 use crate::control::protocol::Request;
@@ -44,9 +48,23 @@ pub fn is_remount(options: &[String]) -> bool {
         .any(|option| option == "remount")
 }
 
-/// The `mount(2)` flags for a remount: `current` (statvfs's `f_flag`)
-/// changed by `options`.
-fn remount_flags(current: u64, options: &[String]) -> Result<libc::c_ulong, Failure> {
+/// `statvfs`'s `ST_NOSYMFOLLOW` (not in the libc crate).
+const ST_NOSYMFOLLOW: u64 = 0x2000;
+
+/// What a remount's `-o` options ask of the kernel and of the daemon.
+#[derive(Debug, PartialEq, Eq)]
+struct Remount<'o> {
+    /// The `mount(2)` flags: the current ones changed by the options.
+    flags: libc::c_ulong,
+    /// Options the daemon built its state from at mount (`threads=`,
+    /// `fsync_errors=`...): accepted only if they change nothing, since
+    /// mount(8) repeats what fstab says on every remount.
+    fixed: Vec<&'o str>,
+}
+
+/// Sorts `options` for a remount of a mount whose statvfs `f_flag` is
+/// `current`.
+fn classify(current: u64, options: &[String]) -> Remount<'_> {
     let kept = [
         (libc::ST_RDONLY, libc::MS_RDONLY),
         (libc::ST_NOSUID, libc::MS_NOSUID),
@@ -55,6 +73,7 @@ fn remount_flags(current: u64, options: &[String]) -> Result<libc::c_ulong, Fail
         (libc::ST_NOATIME, libc::MS_NOATIME),
         (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
         (libc::ST_RELATIME, libc::MS_RELATIME),
+        (ST_NOSYMFOLLOW, libc::MS_NOSYMFOLLOW),
     ];
     let mut flags = libc::MS_REMOUNT;
     for (statvfs_flag, mount_flag) in kept {
@@ -63,6 +82,7 @@ fn remount_flags(current: u64, options: &[String]) -> Result<libc::c_ulong, Fail
         }
     }
     let atime = libc::MS_NOATIME | libc::MS_RELATIME | libc::MS_STRICTATIME;
+    let mut fixed = Vec::new();
     for option in options.iter().flat_map(|argument| argument.split(',')) {
         let key = option.split_once('=').map_or(option, |(key, _)| key);
         match option {
@@ -81,37 +101,51 @@ fn remount_flags(current: u64, options: &[String]) -> Result<libc::c_ulong, Fail
             "strictatime" | "norelatime" => flags = (flags & !atime) | libc::MS_STRICTATIME,
             "nodiratime" => flags |= libc::MS_NODIRATIME,
             "diratime" => flags &= !libc::MS_NODIRATIME,
+            "nosymfollow" => flags |= libc::MS_NOSYMFOLLOW,
+            "symfollow" => flags &= !libc::MS_NOSYMFOLLOW,
             _ if matches!(
                 key,
                 "user_id"
                     | "group_id"
                     | "default_permissions"
                     | "allow_other"
-                    | "defaults"
                     | "fsname"
                     | "subtype"
-                    | "auto"
-                    | "noauto"
-                    | "user"
-                    | "nouser"
-                    | "users"
-                    | "_netdev"
-                    | "nofail"
-                    | "lazytime"
-                    | "nolazytime"
+                    | "comment"
             ) || key.starts_with("x-")
-                || key == "comment" => {}
+                || mount_options::is_ignored(option) => {}
+            _ => fixed.push(option),
+        }
+    }
+    Remount { flags, fixed }
+}
+
+/// Refuses the options in `fixed` that would change what the daemon was
+/// mounted with (`mounted`, its `-o` options as status reports them).
+fn check_fixed(fixed: &[&str], mounted: &str) -> Result<(), Failure> {
+    let normalised = |mut settings: mount_options::MountSettings| {
+        settings.failed.sort_unstable();
+        settings.failed.dedup();
+        settings
+    };
+    let before = mount_options::parse(&[mounted]).map(normalised);
+    for option in fixed {
+        let after = mount_options::parse(&[mounted, option]).map(normalised);
+        match (&before, after) {
+            (Ok(before), Ok(after)) if *before == after => {}
+            (_, Err(error)) => return Err(Failure::arguments(error)),
             _ => {
                 return Err(Failure::arguments(format!(
                     "option {option} cannot change on a remount (vigilfs takes ro, rw, \
-                     nosuid, suid, nodev, dev, noexec, exec, the atime options, errors=, \
-                     cache=, dirty= and writeback_interval= there); unmount and mount \
-                     again to change it"
+                     nosuid, suid, nodev, dev, noexec, exec, nosymfollow, the atime \
+                     options, errors=, cache=, dirty= and writeback_interval= there, and \
+                     the others as mounted: {mounted}); unmount and mount again to \
+                     change it"
                 )))
             }
         }
     }
-    Ok(flags)
+    Ok(())
 }
 
 /// The daemon's part of a remount: the settings `options` name, validated
@@ -134,27 +168,34 @@ fn settings_request(options: &[String]) -> Result<Option<Request>, Failure> {
         errors: settings.errors.map(|policy| policy.to_string()),
         cache_bytes: settings.cache_bytes,
         dirty_limit_bytes: settings.dirty_bytes,
-        writeback_interval_micros: settings
-            .writeback_interval
-            .map(|interval| u64::try_from(interval.as_micros()).unwrap_or(u64::MAX)),
+        // At least a microsecond: the option's fractions of seconds may
+        // be finer than the protocol's unit.
+        writeback_interval_micros: settings.writeback_interval.map(|interval| {
+            u64::try_from(interval.as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1)
+        }),
     }))
 }
 
-/// Why the daemon serving `mountpoint` cannot take writes, if it cannot.
-fn daemon_read_only(mountpoint: &Path) -> Result<Option<String>, Failure> {
-    let status = client::call(mountpoint, &Request::Status)
-        .map_err(|error| error.into_failure("remount", mountpoint))?;
-    Ok(match status["state"].as_str() {
+/// Why a daemon with `status` cannot take writes, if it cannot.
+fn read_only_reason(status: &Value) -> Option<String> {
+    match status["state"].as_str() {
         Some(state @ ("read-only" | "shut-down")) => Some(match status["state_reason"].as_str() {
             Some(reason) => format!("{state} ({reason})"),
             None => state.to_string(),
         }),
         _ => None,
-    })
+    }
 }
 
 /// Remounts the vigilfs mount on `mountpoint` with `options`; the exit
 /// status (0) on success.
+///
+/// Everything is checked before anything changes; then the kernel's flags
+/// change (the step that can still fail: EBUSY for `ro` with files open
+/// for writing), and only then the daemon's settings, so a failed remount
+/// changes nothing.
 pub fn remount(mountpoint: &Path, options: &[String]) -> Result<u8, Failure> {
     let mounts = Mounts::read()
         .map_err(|error| Failure::operational(format!("reading the mount table: {error}")))?;
@@ -173,34 +214,37 @@ pub fn remount(mountpoint: &Path, options: &[String]) -> Result<u8, Failure> {
     let path = CString::new(canonical.as_os_str().as_bytes())
         .map_err(|_| Failure::usage("remount: the mount point holds a NUL byte"))?;
     // SAFETY: statvfs is plain old data; all zeros is a valid value.
-    let mut status: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: the path is a valid C string and `status` writable for the
-    // duration of the call.
-    if unsafe { libc::statvfs(path.as_ptr(), &mut status) } != 0 {
+    let mut kernel_status: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: the path is a valid C string and `kernel_status` writable for
+    // the duration of the call.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut kernel_status) } != 0 {
         let error = std::io::Error::last_os_error();
         return Err(Failure::operational(format!(
             "remount: statvfs {}: {error}",
             mountpoint.display()
         )));
     }
-    let flags = remount_flags(status.f_flag, options)?;
+    let remount = classify(kernel_status.f_flag, options);
     let settings = settings_request(options)?;
+    let status = client::call(&canonical, &Request::Status)
+        .map_err(|error| error.into_failure("remount", mountpoint))?;
+    check_fixed(
+        &remount.fixed,
+        status["mount_options"].as_str().unwrap_or_default(),
+    )?;
     let asks_rw = options
         .iter()
         .flat_map(|argument| argument.split(','))
         .any(|option| option == "rw");
-    if flags & libc::MS_RDONLY == 0 && (asks_rw || status.f_flag & libc::ST_RDONLY != 0) {
-        if let Some(why) = daemon_read_only(&canonical)? {
+    let stays_rw = remount.flags & libc::MS_RDONLY == 0;
+    if stays_rw && (asks_rw || kernel_status.f_flag & libc::ST_RDONLY != 0) {
+        if let Some(why) = read_only_reason(&status) {
             return Err(Failure::operational(format!(
                 "remount of {} read-write refused: the daemon serving it is {why}; \
                  unmount it and mount it again (after vigilfs fsck if it failed)",
                 mountpoint.display()
             )));
         }
-    }
-    if let Some(request) = &settings {
-        client::call(&canonical, request)
-            .map_err(|error| error.into_failure("remount", mountpoint))?;
     }
     // SAFETY: the target is a valid C string; source, type and data may be
     // null for a remount.
@@ -209,21 +253,24 @@ pub fn remount(mountpoint: &Path, options: &[String]) -> Result<u8, Failure> {
             std::ptr::null(),
             path.as_ptr(),
             std::ptr::null(),
-            flags,
+            remount.flags,
             std::ptr::null(),
         )
     };
     if result != 0 {
         let error = std::io::Error::last_os_error();
-        let settings_note = if settings.is_some() {
-            " (the daemon's settings did change)"
-        } else {
-            ""
-        };
         return Err(Failure::operational(format!(
-            "remount of {}: {error}{settings_note}",
+            "remount of {}: {error} (nothing changed)",
             mountpoint.display()
         )));
+    }
+    if let Some(request) = &settings {
+        client::call(&canonical, request).map_err(|error| {
+            let failure = error.into_failure("remount", mountpoint);
+            Failure::operational(format!(
+                "{failure} (the kernel's flags did change; the daemon's settings did not)"
+            ))
+        })?;
     }
     Ok(0)
 }
@@ -239,7 +286,7 @@ mod tests {
     #[test]
     fn remount_flags_keep_what_is_not_named() {
         let current = libc::ST_NOSUID | libc::ST_NODEV | libc::ST_RELATIME;
-        let flags = remount_flags(current, &options("remount,ro")).unwrap();
+        let flags = classify(current, &options("remount,ro")).flags;
         assert_eq!(
             flags,
             libc::MS_REMOUNT
@@ -248,26 +295,44 @@ mod tests {
                 | libc::MS_NODEV
                 | libc::MS_RELATIME
         );
-        let current = current | libc::ST_RDONLY;
-        let flags = remount_flags(current, &options("remount,rw,suid,noatime")).unwrap();
-        assert_eq!(flags, libc::MS_REMOUNT | libc::MS_NODEV | libc::MS_NOATIME);
-        assert!(remount_flags(0, &options("remount,user_id=0,default_permissions")).is_ok());
+        let current = current | libc::ST_RDONLY | ST_NOSYMFOLLOW;
+        let flags = classify(current, &options("remount,rw,suid,noatime")).flags;
+        assert_eq!(
+            flags,
+            libc::MS_REMOUNT | libc::MS_NODEV | libc::MS_NOATIME | libc::MS_NOSYMFOLLOW
+        );
+        let passive_options = options("remount,user_id=0,default_permissions,async,silent");
+        let passive = classify(0, &passive_options);
+        assert_eq!(passive.fixed, Vec::<&str>::new());
     }
 
     #[test]
-    fn options_the_daemon_built_its_state_from_cannot_change_on_a_remount() {
-        let refused = remount_flags(0, &options("remount,threads=4")).unwrap_err();
-        assert!(refused.to_string().contains("threads=4"), "{refused}");
-        assert!(remount_flags(0, &options("remount,fsync_errors=once")).is_err());
-        assert!(remount_flags(0, &options("remount,errors")).is_err());
+    fn options_the_daemon_built_its_state_from_pass_only_as_mounted() {
+        let remount_options = options("remount,threads=4,fsync_errors=once,errors");
+        let remount = classify(0, &remount_options);
+        assert_eq!(remount.fixed, ["threads=4", "fsync_errors=once", "errors"]);
+        // As fstab repeats them: unchanged, accepted.
+        let mounted = "errors=panic,threads=4,fsync_errors=once,failed=0:4K";
+        assert!(check_fixed(&["threads=4", "fsync_errors=once", "failed=0:4K"], mounted).is_ok());
+        let refused = check_fixed(&["threads=8"], mounted).unwrap_err();
+        assert!(refused.to_string().contains("threads=8"), "{refused}");
+        assert!(check_fixed(&["crashable"], mounted).is_err());
+        assert!(check_fixed(&["errors"], mounted).is_err());
+        assert!(check_fixed(&["threads=lots"], mounted).is_err());
         assert!(is_remount(&options("ro,remount")));
         assert!(!is_remount(&options("ro,errors=remount-ro")));
     }
 
     #[test]
     fn the_daemon_settings_of_a_remount_are_validated_as_at_mount() {
-        let flags = remount_flags(0, &options("remount,errors=panic,cache=1G")).unwrap();
-        assert_eq!(flags, libc::MS_REMOUNT, "settings change no kernel flag");
+        let remount_options = options("remount,errors=panic,cache=1G");
+        let remount = classify(0, &remount_options);
+        assert_eq!(
+            remount.flags,
+            libc::MS_REMOUNT,
+            "settings change no kernel flag"
+        );
+        assert!(remount.fixed.is_empty());
         assert_eq!(settings_request(&options("remount,ro")).unwrap(), None);
         let request = settings_request(&options(
             "remount,errors=continue,cache=1G,dirty=16M,writeback_interval=0.5",
@@ -282,6 +347,14 @@ mod tests {
                 writeback_interval_micros: Some(500_000),
             })
         );
+        let tiny = settings_request(&options("writeback_interval=0.0000001")).unwrap();
+        assert!(matches!(
+            tiny,
+            Some(Request::Reconfigure {
+                writeback_interval_micros: Some(1),
+                ..
+            })
+        ));
         for bad in ["errors=sometimes", "cache=lots", "writeback_interval=0"] {
             let refused = settings_request(&options(&format!("remount,{bad}"))).unwrap_err();
             assert!(refused.to_string().contains(bad), "{refused}");

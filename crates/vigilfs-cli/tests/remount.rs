@@ -94,7 +94,12 @@ fn a_remount_changes_the_daemon_settings_in_the_running_daemon() {
         return;
     }
     let scratch = Scratch::new();
-    let pid = scratch.mount(&["--size", "64M", "-o", "errors=remount-ro,cache=64M"]);
+    let pid = scratch.mount(&[
+        "--size",
+        "64M",
+        "-o",
+        "errors=remount-ro,cache=64M,threads=2",
+    ]);
     let directory = scratch.directory.path();
     // Clean cached data: written, made durable, read back.
     let data = vec![7u8; 8 << 20];
@@ -118,7 +123,9 @@ fn a_remount_changes_the_daemon_settings_in_the_running_daemon() {
             scratch.img(),
             scratch.mnt(),
             "-o",
-            "remount,errors=continue,cache=1M,dirty=16M,writeback_interval=0.5",
+            // threads=2 as mount(8) repeats it from fstab: unchanged, so
+            // accepted.
+            "remount,errors=continue,cache=1M,dirty=16M,writeback_interval=0.5,threads=2",
         ],
     );
     assert!(output.status.success(), "remount: {}", text(&output.stderr));
@@ -158,6 +165,27 @@ fn a_remount_changes_the_daemon_settings_in_the_running_daemon() {
     }
     assert_eq!(flags(&scratch.mountpoint) & libc::ST_RDONLY, 0);
     assert_eq!(scratch.status()["errors_policy"], "continue");
+
+    // A remount the kernel refuses (read-only while a file is open for
+    // writing: EBUSY) changes the daemon's settings no more than its flags.
+    let writer = fs::OpenOptions::new()
+        .write(true)
+        .open(scratch.at("cached"))
+        .unwrap();
+    let output = helper(
+        directory,
+        &[
+            scratch.img(),
+            scratch.mnt(),
+            "-o",
+            "remount,ro,errors=panic",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(8), "{}", text(&output.stderr));
+    assert!(text(&output.stderr).contains("nothing changed"));
+    assert_eq!(scratch.status()["errors_policy"], "continue");
+    assert_eq!(flags(&scratch.mountpoint) & libc::ST_RDONLY, 0);
+    drop(writer);
     scratch.umount(pid);
 }
 

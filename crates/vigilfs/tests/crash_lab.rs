@@ -419,83 +419,129 @@ fn file_rules_live_on_in_the_mount_that_replaced_a_lost_one() {
     again.unmount().unwrap();
 }
 
-/// `chattr +S` and `+D` keep their promise: what a synchronous file's
-/// writes and truncates, and a synchronous directory's new and removed
-/// entries, changed survives a power cut right after the call returned,
-/// with no fsync; what an unflagged neighbour did without fsync is lost.
-/// New entries in a `+S` directory are synchronous themselves.
+/// `chattr +S` and `+D` keep their promise: each change below is the last
+/// one before a power cut and no fsync is made, yet it survives: a
+/// synchronous file's write, O_TRUNC truncate, setattr truncate and
+/// xattr; a `+D` directory's create, mkdir, symlink, link, rename in,
+/// unlink and rmdir; a write to a file made in a `+S` directory (the flag
+/// is inherited). What an unflagged file got without fsync is lost.
 #[test]
 fn synchronous_files_and_directories_survive_a_power_cut_without_fsync() {
+    use vigilfs::fs::SetAttributes;
     use vigilfs::inode::inode_flags::{DIRSYNC, SYNC};
+    use vigilfs::inode::{RenameFlags, XattrFlags};
 
     let lab = Lab::new();
-    let fs = lab.mount();
+    let mut fs = lab.mount();
     let flagged = write_file(&fs, "flagged", b"", true);
     fs.set_flags(flagged, SYNC, &root()).unwrap();
-    let plain = write_file(&fs, "plain", b"", true);
+    write_file(&fs, "plain", b"", true);
     let dir = fs.mkdir(ROOT_INO, b"dir", 0o755, &root()).unwrap().ino;
     fs.set_flags(dir, DIRSYNC, &root()).unwrap();
     let inherits = fs.mkdir(ROOT_INO, b"inherits", 0o755, &root()).unwrap().ino;
     fs.set_flags(inherits, SYNC, &root()).unwrap();
+    let other = fs.mkdir(ROOT_INO, b"other", 0o755, &root()).unwrap().ino;
+    let (moved, handle) = fs
+        .create(other, b"moved", 0o644, read_write(), &root())
+        .unwrap();
+    fs.release(handle).unwrap();
     fs.syncfs_once().unwrap();
+    let cut = |fs: Filesystem| lab.power_cut(fs, PowerLoss::DropUnflushed);
+    let found = |fs: &Filesystem, parent: u64, name: &[u8]| fs.lookup(parent, name, &root()).ok();
 
-    for (ino, bytes) in [
-        (flagged, &b"written synchronously"[..]),
-        (plain, &b"written, no fsync"[..]),
-    ] {
-        let handle = fs.open(ino, read_write(), &root()).unwrap();
-        fs.write(handle, 0, bytes, &root()).unwrap();
-        fs.release(handle).unwrap();
-    }
-    let (child, handle) = fs
-        .create(dir, b"entry", 0o644, read_write(), &root())
-        .unwrap();
-    fs.release(handle).unwrap();
-    let (inheritor, handle) = fs
-        .create(inherits, b"child", 0o644, read_write(), &root())
-        .unwrap();
-    assert_eq!(fs.get_flags(inheritor.ino).unwrap(), SYNC, "inherited");
-    fs.write(handle, 0, b"inherited S", &root()).unwrap();
-    fs.release(handle).unwrap();
-    fs.mkdir(ROOT_INO, b"unflagged-dir", 0o755, &root())
-        .unwrap();
-
-    let fs = lab.power_cut(fs, PowerLoss::DropUnflushed);
+    // The plain file's write is lost; the synchronous one's, made after it,
+    // is kept.
+    write_file(&fs, "plain", b"written, no fsync", false);
+    write_file(&fs, "flagged", b"written synchronously", false);
+    fs = cut(fs);
     assert_eq!(read_file(&fs, "flagged").unwrap(), b"written synchronously");
     assert_eq!(read_file(&fs, "plain").unwrap(), b"", "not synced: lost");
-    assert_eq!(fs.lookup(dir, b"entry", &root()).unwrap().ino, child.ino);
-    let inheritor_handle = fs.open(inheritor.ino, read_write(), &root()).unwrap();
-    assert_eq!(
-        fs.read(inheritor_handle, 0, 64).unwrap(),
-        b"inherited S",
-        "a file made in a +S directory is synchronous"
-    );
-    fs.release(inheritor_handle).unwrap();
-    assert!(fs.lookup(ROOT_INO, b"unflagged-dir", &root()).is_err());
     assert_eq!(
         fs.get_flags(flagged).unwrap(),
         SYNC,
         "the flag survives too"
     );
 
-    // A removal in the +D directory, and a truncate of the +S file.
-    fs.unlink(dir, b"entry", &root()).unwrap();
-    fs.setattr(
+    let truncate = OpenFlags::from_libc(libc::O_WRONLY | libc::O_TRUNC);
+    let handle = fs.open(flagged, truncate, &root()).unwrap();
+    fs.release(handle).unwrap();
+    fs = cut(fs);
+    assert_eq!(read_file(&fs, "flagged").unwrap(), b"", "O_TRUNC");
+
+    write_file(&fs, "flagged", b"grown again", false);
+    let shorter = SetAttributes {
+        size: Some(5),
+        ..SetAttributes::default()
+    };
+    fs.setattr(flagged, &shorter, None, &root()).unwrap();
+    fs = cut(fs);
+    assert_eq!(read_file(&fs, "flagged").unwrap(), b"grown", "setattr");
+
+    fs.setxattr(
         flagged,
-        &vigilfs::fs::SetAttributes {
-            size: Some(7),
-            ..Default::default()
-        },
-        None,
+        b"user.kept",
+        b"yes",
+        XattrFlags::default(),
         &root(),
     )
     .unwrap();
-    let fs = lab.power_cut(fs, PowerLoss::DropUnflushed);
-    assert!(
-        fs.lookup(dir, b"entry", &root()).is_err(),
-        "the removal stayed"
+    fs = cut(fs);
+    assert_eq!(fs.getxattr(flagged, b"user.kept", &root()).unwrap(), b"yes");
+
+    let (child, handle) = fs
+        .create(dir, b"entry", 0o644, read_write(), &root())
+        .unwrap();
+    fs.release(handle).unwrap();
+    fs = cut(fs);
+    assert_eq!(found(&fs, dir, b"entry").unwrap().ino, child.ino, "create");
+
+    fs.mkdir(dir, b"sub", 0o755, &root()).unwrap();
+    fs = cut(fs);
+    assert!(found(&fs, dir, b"sub").is_some(), "mkdir");
+
+    fs.symlink(dir, b"link-to", b"entry", &root()).unwrap();
+    fs = cut(fs);
+    assert!(found(&fs, dir, b"link-to").is_some(), "symlink");
+
+    fs.link(child.ino, dir, b"second", &root()).unwrap();
+    fs = cut(fs);
+    assert!(found(&fs, dir, b"second").is_some(), "link");
+
+    fs.rename(
+        other,
+        b"moved",
+        dir,
+        b"moved-in",
+        RenameFlags::default(),
+        &root(),
+    )
+    .unwrap();
+    fs = cut(fs);
+    assert_eq!(
+        found(&fs, dir, b"moved-in").unwrap().ino,
+        moved.ino,
+        "rename"
     );
-    assert_eq!(read_file(&fs, "flagged").unwrap(), b"written");
+
+    fs.unlink(dir, b"second", &root()).unwrap();
+    fs = cut(fs);
+    assert!(found(&fs, dir, b"second").is_none(), "unlink");
+
+    fs.rmdir(dir, b"sub", &root()).unwrap();
+    fs = cut(fs);
+    assert!(found(&fs, dir, b"sub").is_none(), "rmdir");
+
+    let (inheritor, handle) = fs
+        .create(inherits, b"child", 0o644, read_write(), &root())
+        .unwrap();
+    assert_eq!(fs.get_flags(inheritor.ino).unwrap(), SYNC, "inherited");
+    fs.write(handle, 0, b"inherited S", &root()).unwrap();
+    fs.release(handle).unwrap();
+    fs = cut(fs);
+    let handle = fs.open(inheritor.ino, read_write(), &root()).unwrap();
+    assert_eq!(fs.read(handle, 0, 64).unwrap(), b"inherited S");
+    fs.release(handle).unwrap();
+
     fs.unmount().unwrap();
     let report = fsck(lab.memory.clone(), &mut |_| {}).unwrap();
     assert!(report.is_clean(), "{:#?}", report.problems);

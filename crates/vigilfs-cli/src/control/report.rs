@@ -4,6 +4,8 @@
 //!
 //! ```text
 //! mountpoint, image, pid, owner_uid       the mount
+//! mount_options    the `-o` options it was started with (a remount checks
+//!                  what cannot change against them)
 //! state            running | frozen | read-only | shut-down
 //! state_reason     why read-only or shut down (null otherwise)
 //! errors_policy    continue | remount-ro | panic

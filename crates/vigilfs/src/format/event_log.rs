@@ -76,7 +76,8 @@ pub const EVENT_LOG_HEADER: StructureType = StructureType {
 };
 
 const TREE_CAPACITY: usize = 16;
-const TEXT_CAPACITY: usize = 56;
+/// Bytes of an event record's text.
+pub const TEXT_CAPACITY: usize = 56;
 
 /// What a record announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

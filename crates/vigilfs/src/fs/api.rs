@@ -438,9 +438,7 @@ impl Filesystem {
             self.shared.observe("setattr", result)?
         };
         self.note("setattr", Some(ino), None, None);
-        if inode_flags::is_synchronous(&record) {
-            self.commit_durably("setattr")?;
-        }
+        self.sync_attributes_of("setattr", &record)?;
         Ok(self.shared.attr(ino, record))
     }
 
@@ -471,9 +469,10 @@ impl Filesystem {
             .make_node(parent, name, &creation)
             .map_err(FsError::from);
         let (ino, record) = self.shared.observe("mknod", result)?;
-        let attr = self.made("create", parent, name, ino, record);
+        // Durable first: a failure then reports an entry the kernel never
+        // learns of, so no lookup is counted for it.
         self.sync_entries_of("mknod", &[&dir])?;
-        Ok(attr)
+        Ok(self.made("create", parent, name, ino, record))
     }
 
     /// Makes a directory.
@@ -495,9 +494,8 @@ impl Filesystem {
             .make_directory(parent, name, &creation)
             .map_err(FsError::from);
         let (ino, record) = self.shared.observe("mkdir", result)?;
-        let attr = self.made("mkdir", parent, name, ino, record);
         self.sync_entries_of("mkdir", &[&dir])?;
-        Ok(attr)
+        Ok(self.made("mkdir", parent, name, ino, record))
     }
 
     /// Makes a symbolic link to `target`.
@@ -518,9 +516,8 @@ impl Filesystem {
             .symlink(parent, name, target, uid, gid)
             .map_err(FsError::from);
         let (ino, record) = self.shared.observe("symlink", result)?;
-        let attr = self.made("symlink", parent, name, ino, record);
         self.sync_entries_of("symlink", &[&dir])?;
-        Ok(attr)
+        Ok(self.made("symlink", parent, name, ino, record))
     }
 
     /// A symbolic link's target.
@@ -552,10 +549,10 @@ impl Filesystem {
             .link(ino, new_parent, new_name)
             .map_err(FsError::from);
         let record = self.shared.observe("link", result)?;
+        self.sync_entries_of("link", &[&dir])?;
         self.shared.handles.looked_up(ino);
         self.shared.faults.learn(new_parent, new_name, ino);
         self.note("link", Some(ino), None, Some((new_parent, new_name)));
-        self.sync_entries_of("link", &[&dir])?;
         Ok(self.shared.attr(ino, record))
     }
 
@@ -595,7 +592,7 @@ impl Filesystem {
         self.sync_entries_of("rmdir", &[&dir])
     }
 
-    /// Renames (`renameat2` flags: NOREPLACE, EXCHANGE).
+    /// Renames (`renameat2` flags: NOREPLACE, EXCHANGE, WHITEOUT).
     pub fn rename(
         &self,
         parent: u64,
@@ -617,14 +614,10 @@ impl Filesystem {
                 }
             }
         }
+        // A whiteout is a device node: renameat2 asks for CAP_MKNOD, which
+        // the kernel checks (a uid says nothing of capabilities), as for
+        // mknod of devices. It is owned as a new inode of the caller's.
         let whiteout_owner = if flags.whiteout {
-            // A whiteout is a device node: CAP_MKNOD, as renameat2 asks.
-            if !caller.is_root() {
-                return Err(PermissionError::NotPermitted(
-                    "RENAME_WHITEOUT makes a device node: it needs CAP_MKNOD",
-                )
-                .into());
-            }
             let (uid, gid, _) = new_inode_owner(&self.record(parent)?, caller, 0, false);
             (uid, gid)
         } else {
@@ -707,6 +700,8 @@ impl Filesystem {
             let result = self.shared.files.truncate(ino, 0).map_err(FsError::from);
             self.shared.observe("open", result)?;
             self.kill_privileges(ino, caller, "open")?;
+            // The truncate of O_TRUNC is a change like any other.
+            self.sync_attributes_of("open", &record)?;
         }
         self.open_handle(ino, flags)
     }
@@ -1243,7 +1238,7 @@ impl Filesystem {
             .map_err(FsError::from);
         self.shared.observe("setxattr", result)?;
         self.note("setxattr", Some(ino), None, None);
-        Ok(())
+        self.sync_attributes_of("setxattr", &record)
     }
 
     /// The names of `ino`'s extended attributes (those the caller may see).
@@ -1268,7 +1263,7 @@ impl Filesystem {
         let result = self.shared.xattrs.remove(ino, name).map_err(FsError::from);
         self.shared.observe("removexattr", result)?;
         self.note("removexattr", Some(ino), None, None);
-        Ok(())
+        self.sync_attributes_of("removexattr", &record)
     }
 
     /// Linux's xattr access rules ([`check_xattr_access`]).

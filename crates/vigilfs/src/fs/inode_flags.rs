@@ -113,6 +113,19 @@ impl Filesystem {
         Ok(())
     }
 
+    /// After a change to `record`'s attributes (or, for a regular file, its
+    /// size): durable now if it is synchronous (`S`).
+    pub(super) fn sync_attributes_of(
+        &self,
+        operation: &'static str,
+        record: &InodeRecord,
+    ) -> FsResult<()> {
+        if inode_flags::is_synchronous(record) {
+            self.commit_durably(operation)?;
+        }
+        Ok(())
+    }
+
     /// Makes every metadata change so far durable (a journal flush).
     pub(super) fn commit_durably(&self, operation: &'static str) -> FsResult<()> {
         let flushed = self

@@ -511,13 +511,14 @@ impl Filesystem {
     /// policy matters most to a filesystem that is failing).
     pub fn reconfigure(&self, change: &SettingsChange) -> FsResult<()> {
         let shared = &self.shared;
-        shared.settings.change(change)?;
+        let changing = shared.settings.change(change)?;
         if change.is_empty() {
             return Ok(());
         }
         if let Some(bytes) = change.cache_bytes {
             shared.files.set_cache_budget(bytes);
         }
+        drop(changing);
         if change.writeback_interval.is_some() || change.dirty_limit_bytes.is_some() {
             // The background thread waits out the old interval otherwise;
             // a lower dirty limit may already be exceeded.
@@ -526,7 +527,7 @@ impl Filesystem {
             }
         }
         shared.health.notice(&Notice::Settings {
-            change: &change.to_string(),
+            change: &change.summary(crate::format::event_log::TEXT_CAPACITY),
         });
         Ok(())
     }

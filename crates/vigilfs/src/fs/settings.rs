@@ -5,7 +5,9 @@
 //! `errors=` policy, the page cache's budget for clean data, the dirty
 //! limit writers are held to, and how often the background thread writes
 //! back. Each is one atomic word read where it is used, so a change takes
-//! effect at the next decision and never waits for an operation in flight.
+//! effect at the next decision and never waits for an operation in flight;
+//! changes themselves are serialised, so what status shows is what the
+//! page cache was given.
 //! Everything else a mount was given (read-only, the fault plan, what
 //! fsync reports) shapes state built at mount and stays as it was.
 //!
@@ -13,6 +15,7 @@
 //! before anything is changed.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use super::lifecycle::MountOptions;
@@ -74,9 +77,8 @@ impl SettingsChange {
     }
 }
 
-/// The change in the mount option form, short enough for an event
-/// record's text (56 bytes): `errors=panic cache=1G dirty=16M writeback=0.5s`
-/// (`writeback=` is the writeback interval).
+/// The change in the mount option form: `errors=panic cache=1G dirty=16M
+/// writeback=0.5s` (`writeback=` is the writeback interval).
 impl std::fmt::Display for SettingsChange {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut words = Vec::new();
@@ -93,6 +95,28 @@ impl std::fmt::Display for SettingsChange {
             words.push(format!("writeback={}s", interval.as_secs_f64()));
         }
         formatter.write_str(&words.join(" "))
+    }
+}
+
+impl SettingsChange {
+    /// The change as an event record's text of at most `capacity` bytes:
+    /// the values when they fit, else the names of what changed (status
+    /// has the values), never values cut short.
+    pub fn summary(&self, capacity: usize) -> String {
+        let full = self.to_string();
+        if full.len() <= capacity {
+            return full;
+        }
+        let names: Vec<&str> = [
+            ("errors", self.errors.is_some()),
+            ("cache", self.cache_bytes.is_some()),
+            ("dirty", self.dirty_limit_bytes.is_some()),
+            ("writeback", self.writeback_interval.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect();
+        format!("{} changed (see status)", names.join(","))
     }
 }
 
@@ -128,7 +152,9 @@ pub(super) struct LiveSettings {
     errors_policy: AtomicU8,
     cache_bytes: AtomicU64,
     dirty_limit_bytes: AtomicU64,
-    writeback_interval_micros: AtomicU64,
+    writeback_interval_nanos: AtomicU64,
+    /// Held by whoever changes them.
+    changing: Mutex<()>,
 }
 
 impl LiveSettings {
@@ -137,7 +163,8 @@ impl LiveSettings {
             errors_policy: AtomicU8::new(policy_code(settings.errors_policy)),
             cache_bytes: AtomicU64::new(settings.cache_bytes),
             dirty_limit_bytes: AtomicU64::new(settings.dirty_limit_bytes),
-            writeback_interval_micros: AtomicU64::new(micros(settings.writeback_interval)),
+            writeback_interval_nanos: AtomicU64::new(nanos(settings.writeback_interval)),
+            changing: Mutex::new(()),
         }
     }
 
@@ -150,7 +177,7 @@ impl LiveSettings {
     }
 
     pub(super) fn writeback_interval(&self) -> Duration {
-        Duration::from_micros(self.writeback_interval_micros.load(Ordering::Relaxed))
+        Duration::from_nanos(self.writeback_interval_nanos.load(Ordering::Relaxed))
     }
 
     pub(super) fn snapshot(&self) -> Settings {
@@ -163,9 +190,11 @@ impl LiveSettings {
     }
 
     /// Stores `change` after validating it; the caller applies the cache
-    /// budget to the page cache (it evicts at once when it shrinks).
-    pub(super) fn change(&self, change: &SettingsChange) -> Result<(), FsError> {
+    /// budget to the page cache (it evicts at once when it shrinks) while
+    /// it holds the guard returned, so concurrent changes apply in order.
+    pub(super) fn change(&self, change: &SettingsChange) -> Result<MutexGuard<'_, ()>, FsError> {
         change.validate()?;
+        let changing = self.changing.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(errors) = change.errors {
             self.errors_policy
                 .store(policy_code(errors), Ordering::Relaxed);
@@ -177,15 +206,15 @@ impl LiveSettings {
             self.dirty_limit_bytes.store(bytes, Ordering::Relaxed);
         }
         if let Some(interval) = change.writeback_interval {
-            self.writeback_interval_micros
-                .store(micros(interval), Ordering::Relaxed);
+            self.writeback_interval_nanos
+                .store(nanos(interval), Ordering::Relaxed);
         }
-        Ok(())
+        Ok(changing)
     }
 }
 
-fn micros(interval: Duration) -> u64 {
-    u64::try_from(interval.as_micros()).unwrap_or(u64::MAX)
+fn nanos(interval: Duration) -> u64 {
+    u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn policy_code(policy: ErrorsPolicy) -> u8 {
@@ -220,12 +249,14 @@ mod tests {
     #[test]
     fn a_change_replaces_only_what_it_names() {
         let live = LiveSettings::new(settings());
-        live.change(&SettingsChange {
-            errors: Some(ErrorsPolicy::Panic),
-            dirty_limit_bytes: Some(8 << 20),
-            ..SettingsChange::default()
-        })
-        .unwrap();
+        drop(
+            live.change(&SettingsChange {
+                errors: Some(ErrorsPolicy::Panic),
+                dirty_limit_bytes: Some(8 << 20),
+                ..SettingsChange::default()
+            })
+            .unwrap(),
+        );
         assert_eq!(
             live.snapshot(),
             Settings {
@@ -239,11 +270,13 @@ mod tests {
             ErrorsPolicy::RemountReadOnly,
             ErrorsPolicy::Panic,
         ] {
-            live.change(&SettingsChange {
-                errors: Some(policy),
-                ..SettingsChange::default()
-            })
-            .unwrap();
+            drop(
+                live.change(&SettingsChange {
+                    errors: Some(policy),
+                    ..SettingsChange::default()
+                })
+                .unwrap(),
+            );
             assert_eq!(live.errors_policy(), policy);
         }
     }
@@ -297,5 +330,9 @@ mod tests {
             "errors=remount-ro cache=1G dirty=4100 writeback=0.5s"
         );
         assert_eq!(SettingsChange::default().to_string(), "");
+        assert_eq!(change.summary(100), change.to_string());
+        let summary = change.summary(40);
+        assert_eq!(summary, "errors,cache,dirty,writeback changed (see status)");
+        assert!(summary.len() <= 56);
     }
 }

@@ -110,14 +110,14 @@ pub fn kept(record: &InodeRecord, flags: u32) -> u32 {
 }
 
 /// The flags a new inode of `kind` takes from its directory `parent`, as
-/// ext4 and XFS pass them down: synchronous, directory-synchronous (to
-/// directories only), no-atime and no-dump; symlinks and device nodes
-/// take none.
+/// ext4 passes them down (`ext4_mask_flags`): synchronous (to files and
+/// directories), directory-synchronous (to directories), no-atime and
+/// no-dump (to every kind).
 pub fn inherited(parent: &InodeRecord, kind: FileType) -> u32 {
     match kind {
         FileType::Directory => parent.flags & (SYNC | DIRSYNC | NOATIME | NODUMP),
         FileType::Regular => parent.flags & (SYNC | NOATIME | NODUMP),
-        _ => 0,
+        _ => parent.flags & (NOATIME | NODUMP),
     }
 }
 
@@ -261,7 +261,7 @@ mod tests {
             inherited(&parent, FileType::Regular),
             SYNC | NOATIME | NODUMP
         );
-        assert_eq!(inherited(&parent, FileType::Symlink), 0);
+        assert_eq!(inherited(&parent, FileType::Symlink), NOATIME | NODUMP);
         let fifo = record(FileType::Fifo, 0, 0);
         assert!(check_flag_change(&fifo, &Caller::root(), NODUMP).is_err());
     }
