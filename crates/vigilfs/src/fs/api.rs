@@ -1039,13 +1039,7 @@ impl Filesystem {
             let mut cursors = file.handle();
             self.shared.files.fsync(&mut cursors)
         };
-        let flushed = self
-            .shared
-            .metadata
-            .journal
-            .flush()
-            .map_err(|error| FsError::File(FileError::Journal(error)));
-        let flushed = self.shared.observe("fsync", flushed);
+        let flushed = self.commit_durably("fsync");
         self.shared.check_journal("fsync");
         synced?;
         flushed
