@@ -98,6 +98,37 @@ fn an_immutable_file_takes_no_change_even_from_root_or_an_earlier_descriptor() {
         )),
         libc::EPERM
     );
+    // A rename onto itself does nothing, and so is no change (vfs_rename).
+    fs.rename(
+        ROOT_INO,
+        b"f",
+        ROOT_INO,
+        b"f",
+        RenameFlags::default(),
+        &root(),
+    )
+    .unwrap();
+    // Replacing another name with an immutable file's is refused too.
+    let (other, handle) = fs
+        .create(ROOT_INO, b"other", 0o644, OpenFlags::default(), &root())
+        .unwrap();
+    fs.release(handle).unwrap();
+    assert_eq!(
+        errno(fs.rename(
+            ROOT_INO,
+            b"other",
+            ROOT_INO,
+            b"f",
+            RenameFlags::default(),
+            &root()
+        )),
+        libc::EPERM,
+        "the target is pinned"
+    );
+    assert_eq!(
+        fs.lookup(ROOT_INO, b"other", &root()).unwrap().ino,
+        other.ino
+    );
     assert_eq!(errno(fs.link(file, ROOT_INO, b"h", &root())), libc::EPERM);
     assert_eq!(
         errno(fs.setxattr(file, b"user.x", b"1", XattrFlags::default(), &root())),

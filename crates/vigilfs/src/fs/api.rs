@@ -184,17 +184,13 @@ impl Filesystem {
             )
             .into());
         }
-        // The victim matters in a sticky directory (to non-root), or when
-        // it is immutable or append-only (to everyone: `may_delete`).
-        if let Some((_, victim)) = self.shared.namespace.lookup(dir, name)? {
-            if inode_flags::is_pinned(&victim) {
-                return Err(PermissionError::NotPermitted(
-                    "an immutable or append-only inode cannot be removed or renamed",
-                )
-                .into());
-            }
-            let sticky = dir_record.mode & libc::S_ISVTX != 0;
-            if self.shared.options.check_permissions && sticky && !caller.is_root() {
+        // In a sticky directory the victim's owner matters (to non-root).
+        // An immutable or append-only victim is refused to everyone
+        // (`may_delete`) by the namespace, in the transaction that reads
+        // the entry anyway.
+        let sticky = dir_record.mode & libc::S_ISVTX != 0;
+        if self.shared.options.check_permissions && sticky && !caller.is_root() {
+            if let Some((_, victim)) = self.shared.namespace.lookup(dir, name)? {
                 check_sticky_delete(&dir_record, &victim, caller)?;
             }
         }

@@ -535,6 +535,19 @@ fn delete_inode(
 /// file with more extents than one transaction should delete becomes an
 /// orphan too, for [`Namespace::delete_if_orphan`] to delete in batches
 /// after the commit. Returns the inode if it was deleted.
+/// Refuses to remove, rename or replace the entry naming `ino` when the
+/// inode is immutable or append-only (`may_delete`). Checked here, in the
+/// transaction that reads the entry anyway, so an unlink costs no second
+/// lookup.
+fn refuse_if_pinned(transaction: &Transaction<'_>, ino: u64) -> NamespaceResult<()> {
+    if inode_flags::is_pinned(&require_inode(transaction, ino)?) {
+        return Err(NamespaceError::NotPermitted(
+            "an immutable or append-only inode cannot be removed or renamed",
+        ));
+    }
+    Ok(())
+}
+
 fn drop_link(
     transaction: &mut Transaction<'_>,
     ino: u64,
@@ -1165,6 +1178,7 @@ impl Namespace {
         let (key, dirent) = probe(&transaction, parent, name)?
             .found
             .ok_or(NamespaceError::NotFound)?;
+        refuse_if_pinned(&transaction, dirent.child)?;
         if dirent.file_type == FileType::Directory {
             return Err(NamespaceError::IsADirectory);
         }
@@ -1187,6 +1201,7 @@ impl Namespace {
         let (key, dirent) = probe(&transaction, parent, name)?
             .found
             .ok_or(NamespaceError::NotFound)?;
+        refuse_if_pinned(&transaction, dirent.child)?;
         if dirent.file_type != FileType::Directory {
             return Err(NamespaceError::NotADirectory);
         }
@@ -1240,6 +1255,17 @@ impl Namespace {
             .found
             .ok_or(NamespaceError::NotFound)?;
         let target_probe = probe(&transaction, new_parent, new_name)?;
+        // A rename onto the same inode does nothing, pinned or not (as
+        // vfs_rename returns before may_delete).
+        match &target_probe.found {
+            Some((_, target)) if target.child == source.child => {}
+            found => {
+                refuse_if_pinned(&transaction, source.child)?;
+                if let Some((_, target)) = found {
+                    refuse_if_pinned(&transaction, target.child)?;
+                }
+            }
+        }
         let source_is_dir = source.file_type == FileType::Directory;
         if source_is_dir && is_within(&transaction, new_parent, source.child)? {
             return Err(NamespaceError::Invalid(
