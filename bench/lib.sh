@@ -7,6 +7,9 @@
 # binary and sets $vigilfs, $work and the functions below (mount.sh
 # defines its own mount_system for its four systems).
 #
+# IMAGE_DIR=DIR puts the images in a fresh directory under DIR instead
+# (say on a real disk, where a device flush costs what it does there).
+#
 # SYSTEMS picks the systems (vigilfs, ext4-loop, and vigilfs:OPTIONS for
 # vigilfs mounted with `-o OPTIONS`); BASELINE=PATH adds vigilfs-before,
 # served by an earlier vigilfs binary.
@@ -21,15 +24,25 @@ cleanup() {
     for mountpoint in "$work"/mnt/*; do
         umount "$mountpoint" 2>/dev/null || umount -l "$mountpoint" 2>/dev/null || true
     done
-    for _ in $(seq 1 100); do
-        umount "$work/tmpfs" 2>/dev/null && break
-        sleep 0.1
-    done
+    if [ -n "${IMAGE_DIR:-}" ]; then
+        rm -rf "$images"
+    else
+        for _ in $(seq 1 100); do
+            umount "$work/tmpfs" 2>/dev/null && break
+            sleep 0.1
+        done
+    fi
     rm -rf "$work"
 }
 trap cleanup EXIT
-mkdir -p "$work/tmpfs" "$work/mnt"
-mount -t tmpfs -o size="${TMPFS_SIZE:-6G}" tmpfs "$work/tmpfs"
+mkdir -p "$work/mnt"
+if [ -n "${IMAGE_DIR:-}" ]; then
+    images=$(mktemp -d "$IMAGE_DIR/vigilfs-bench.XXXXXX")
+    ln -s "$images" "$work/tmpfs"
+else
+    mkdir -p "$work/tmpfs"
+    mount -t tmpfs -o size="${TMPFS_SIZE:-6G}" tmpfs "$work/tmpfs"
+fi
 
 read -r -a systems <<< "${SYSTEMS:-vigilfs ext4-loop}"
 if [ -n "${BASELINE:-}" ]; then systems=(vigilfs-before "${systems[@]}"); fi

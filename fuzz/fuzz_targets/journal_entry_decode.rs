@@ -1,6 +1,7 @@
 //! Feeds arbitrary bytes to the journal entry decoder, as replay does with
 //! whatever it finds in the journal region: it must return a result, never
-//! panic, and every record it accepts must lie inside the input.
+//! panic, and every record and data claim it accepts must lie inside the
+//! input.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -17,9 +18,10 @@ fuzz_target!(|bytes: &[u8]| {
     }
     for block_size in [512usize, 4096] {
         let _ = decode_header(&input, &UUID, block_size);
-        if let Ok((header, records)) = decode_entry(&input, &UUID, block_size) {
-            let total: usize = records.iter().map(|record| record.len()).sum();
-            assert!(total <= header.payload_bytes as usize);
+        if let Ok(entry) = decode_entry(&input, &UUID, block_size) {
+            let records: usize = entry.records.iter().map(|record| record.len()).sum();
+            let claims: usize = entry.claims.iter().map(|claim| claim.record_bytes()).sum();
+            assert!(records + claims <= entry.header.payload_bytes as usize);
         }
     }
 });

@@ -303,6 +303,7 @@ pub fn mkfs<D: BlockDevice + ?Sized>(
                 } else {
                     0
                 },
+            incompat: Features::INCOMPAT_DATA_CLAIMS,
             ..Features::default()
         },
         layout,

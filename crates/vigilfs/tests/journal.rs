@@ -12,7 +12,8 @@ use vigilfs::device::{
     SectorSize,
 };
 use vigilfs::journal::{
-    record_bytes, Journal, JournalError, JournalOptions, JournalRegion, PinFlush, PinFlushError,
+    record_bytes, DataClaim, Journal, JournalError, JournalOptions, JournalRegion, PinFlush,
+    PinFlushError,
 };
 
 const UUID: [u8; 16] = *b"journal-test-fs!";
@@ -728,4 +729,137 @@ fn entry_written_after_a_newer_one_never_claims_less_is_needed() {
         entry_a.last_seq,
         entry_b.last_seq
     );
+}
+
+/// Where the claim tests put their "file data": past the journal region.
+const DATA_AT: u64 = 2 << 20;
+
+fn claim_for(data: &[u8]) -> DataClaim {
+    DataClaim {
+        offset: DATA_AT,
+        block_bytes: BLOCK,
+        checksums: data.chunks(BLOCK as usize).map(crc32c::crc32c).collect(),
+    }
+}
+
+/// Commits `record` with a claim on `claimed` at `DATA_AT` and returns the seq.
+fn commit_claiming(journal: &Journal, record: &[u8], claimed: &[u8]) -> u64 {
+    let claim = claim_for(claimed);
+    let mut reservation = journal
+        .reserve(record_bytes(record.len()) + claim.record_bytes())
+        .unwrap();
+    reservation.append(record).unwrap();
+    reservation.claim(&claim).unwrap();
+    reservation.seq()
+}
+
+#[test]
+fn an_entry_whose_claimed_data_is_on_the_device_replays() {
+    let device = memory_device();
+    let journal = open(device.clone(), 64);
+    let data = vec![0x5a; 2 * BLOCK as usize];
+    device.write_at(DATA_AT, &data, IoClass::Data).unwrap();
+    let seq = commit_claiming(&journal, b"extent", &data);
+    journal.flush_seq(seq).unwrap();
+    drop(journal);
+    let (_, replay) = Journal::open(device, options(64)).unwrap();
+    assert!(replay.report.unmet_claims.is_empty());
+    assert_eq!(replay.report.newest_kept_seq, seq);
+    assert_eq!(
+        replay.entries.last().unwrap().records,
+        vec![b"extent".to_vec()]
+    );
+}
+
+#[test]
+fn an_entry_that_reached_the_disk_without_its_claimed_data_is_cut_off_with_what_follows() {
+    // The crash a single flush per commit allows: the entry landed, the
+    // data written before it did not (the device still holds zeros).
+    let device = memory_device();
+    let journal = open(device.clone(), 64);
+    // `before` stays pinned, as b-tree nodes pin what they hold, so
+    // replay needs every entry from it on.
+    let object = counting_object();
+    let before = {
+        let mut reservation = journal.reserve(record_bytes(6)).unwrap();
+        reservation.append(b"before").unwrap();
+        journal.pin(reservation.seq(), object).unwrap();
+        reservation.seq()
+    };
+    journal.flush_seq(before).unwrap();
+    let lost = commit_claiming(&journal, b"extent", &[0x5a; BLOCK as usize]);
+    // Records too large to share an entry: each commit closes the entry
+    // before it, which is written then, with no flush.
+    let mut after = lost;
+    while after == lost {
+        after = journal.commit(&[&[1u8; 16_300]]).unwrap();
+    }
+    while journal.commit(&[&[2u8; 16_300]]).unwrap() == after {}
+    drop(journal);
+    let (_, replay) = Journal::open(device.clone(), options(64)).unwrap();
+    assert_eq!(replay.report.unmet_claims, vec![lost]);
+    assert_eq!(replay.report.newest_kept_seq, before);
+    assert_eq!(replay.report.cut_off, vec![lost, after]);
+    let records: Vec<Vec<u8>> = replay.entries.into_iter().flat_map(|e| e.records).collect();
+    assert_eq!(records.last().unwrap(), b"before");
+    // Destroyed: a later recovery never finds them again.
+    let (_, again) = Journal::open(device, options(64)).unwrap();
+    assert!(again.report.cut_off.is_empty());
+    assert!(again.report.unmet_claims.is_empty());
+}
+
+#[test]
+fn claims_of_entries_recorded_durable_are_trusted_and_their_blocks_reusable_only_then() {
+    let device = memory_device();
+    let journal = open(device.clone(), 64);
+    let claimed = commit_claiming(&journal, b"extent", &[0x5a; BLOCK as usize]);
+    journal.flush_seq(claimed).unwrap();
+    // Durable, but no entry on the device says so yet: a recovery would
+    // check its claim, so its blocks must not be reused.
+    assert_eq!(journal.status().durable_seq, claimed);
+    assert!(journal.recorded_durable_seq() < claimed);
+    journal.settle().unwrap();
+    assert!(journal.recorded_durable_seq() >= claimed);
+    drop(journal);
+    // The claimed block is rewritten, as a reused block would be: the
+    // entry is recorded durable, so recovery does not check it again.
+    device
+        .write_at(DATA_AT, &[0x77; BLOCK as usize], IoClass::Data)
+        .unwrap();
+    let (_, replay) = Journal::open(device, options(64)).unwrap();
+    assert!(replay.report.unmet_claims.is_empty());
+    assert!(replay.report.newest_kept_seq > claimed);
+    assert!(replay.report.cut_off.is_empty());
+}
+
+#[test]
+fn a_recovery_that_keeps_unrecorded_claims_settles_them_once_asked_and_then_never_again() {
+    let device = memory_device();
+    let journal = open(device.clone(), 64);
+    let data = vec![0x5a; BLOCK as usize];
+    device.write_at(DATA_AT, &data, IoClass::Data).unwrap();
+    let claimed = commit_claiming(&journal, b"extent", &data);
+    journal.flush_seq(claimed).unwrap();
+    drop(journal);
+    let (journal, replay) = Journal::open(device.clone(), options(64)).unwrap();
+    assert!(replay.report.claims_unsettled);
+    // What a read-write mount does before anything can be reused; a
+    // read-only one writes nothing.
+    assert!(journal.recorded_durable_seq() < claimed);
+    journal.settle_claims().unwrap();
+    assert!(journal.recorded_durable_seq() >= claimed);
+    // Settled: asking again (the background round does, every interval)
+    // writes and flushes nothing.
+    let flushes = device.flush_count();
+    journal.settle_claims().unwrap();
+    journal.settle_claims().unwrap();
+    assert_eq!(device.flush_count(), flushes);
+    drop(journal);
+    // So rewriting the block now cannot undo the entry at the next mount.
+    device
+        .write_at(DATA_AT, &[0x77; BLOCK as usize], IoClass::Data)
+        .unwrap();
+    let (_, replay) = Journal::open(device, options(64)).unwrap();
+    assert!(replay.report.unmet_claims.is_empty());
+    assert!(replay.entries.iter().any(|entry| entry.seq == claimed));
 }

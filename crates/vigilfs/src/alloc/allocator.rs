@@ -12,8 +12,10 @@
 //!   node blocks (journaled with the pointer change that uses or retires them) and keeps
 //!   the in-memory set of rmap-tree nodes ([`RmapNodes`]) current.
 //! * **Deferred reuse.** A block freed at journal seq `s` (by writeback or [`free_data`])
-//!   waits until the journal says `s` is durable: before that a crash could bring the old
-//!   owner back. The journal's durable seq is asked whenever space is counted or handed out.
+//!   waits until the journal says `s` is durable and recorded so on the device: before
+//!   that a crash could bring the old owner back, or find the block rewritten under a data
+//!   claim replay still checks. The journal's recorded durable seq is asked whenever space
+//!   is counted or handed out.
 //! * **Bad blocks.** [`mark_bad`] blocks are never handed out, even after their owner frees
 //!   them. The persistent list ([`bad_blocks`], records in the Meta tree the failure layer
 //!   writes) is read when free space is rebuilt at mount, together with what this mount
@@ -232,7 +234,7 @@ impl Allocator {
     }
 
     /// Runs `attempt` with the released state; if it fails for lack of space while frees
-    /// are pending, flushes the journal (so they become durable, and free) and runs it
+    /// are pending, settles the journal (so they become durable, and free) and runs it
     /// once more. Nobody hears ENOSPC while a commit would give the space back.
     fn with_pending_released<T>(
         &self,
@@ -245,7 +247,7 @@ impl Allocator {
                 outcome => return outcome,
             }
         };
-        if let Err(error) = self.journal.flush() {
+        if let Err(error) = self.journal.settle() {
             return Err(AllocError::FlushFailed {
                 pending,
                 why: error.to_string(),
@@ -276,9 +278,10 @@ impl Allocator {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The state with every free whose seq is now durable released.
+    /// The state with every free whose seq is now durable, as a recovery
+    /// would know it, released (see the journal's data claims).
     fn lock_released(&self) -> MutexGuard<'_, AllocatorState> {
-        let durable = self.journal.status().durable_seq;
+        let durable = self.journal.recorded_durable_seq();
         let mut state = self.lock();
         state.space.release_durable(durable);
         state

@@ -466,15 +466,16 @@ impl Btrees {
         Transaction::new(self)
     }
 
-    /// Writes every dirty node (leaves first, roots last) and makes the journal durable.
-    /// Afterwards only the roots object pins the journal.
+    /// Writes every dirty node (leaves first, roots last) and makes the journal durable
+    /// and settled (every block freed so far reusable). Afterwards only the roots object
+    /// pins the journal.
     pub fn sync(&self) -> Result<(), BtreeError> {
         {
             let mut state = self.shared.lock_state();
             usable(&state)?;
             self.shared.write_all_dirty(&mut state)?;
         }
-        self.shared.journal.flush()?;
+        self.shared.journal.settle()?;
         Ok(())
     }
 

@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::record::{encode_transaction, transaction_bytes, Update};
 use super::{usable, BtreeError, Btrees, TreeId};
-use crate::journal::record_bytes;
+use crate::journal::{record_bytes, DataClaim};
 
 /// Updates to commit atomically. Dropping it without committing discards them.
 pub struct Transaction<'a> {
@@ -37,6 +37,8 @@ pub struct Transaction<'a> {
     deleted_ranges: Vec<(TreeId, Vec<u8>, Option<Vec<u8>>)>,
     /// Whether it may take the blocks the allocator keeps from ordinary transactions.
     uses_reserve: bool,
+    /// Data written outside the journal that the updates refer to.
+    claims: Vec<DataClaim>,
 }
 
 impl<'a> Transaction<'a> {
@@ -47,7 +49,16 @@ impl<'a> Transaction<'a> {
             written: BTreeMap::new(),
             deleted_ranges: Vec::new(),
             uses_reserve: false,
+            claims: Vec::new(),
         }
+    }
+
+    /// Says that the updates refer to data just written outside the journal
+    /// (the writes completed): the commit's entry carries `claim`, so one
+    /// flush after the commit makes both durable (see the journal's data
+    /// claims).
+    pub fn claim_data(&mut self, claim: DataClaim) {
+        self.claims.push(claim);
     }
 
     /// Lets this transaction use the space the allocator keeps back from ordinary ones
@@ -203,13 +214,19 @@ impl<'a> Transaction<'a> {
             // Blocks freed by earlier commits become reusable once those are durable:
             // flush the journal and look again, once.
             drop(state);
-            shared.journal.flush()?;
+            shared.journal.settle()?;
             flushed = true;
         };
 
-        // 2. One reservation, one record.
-        let mut reservation = shared.journal.reserve(record_bytes(record.len()))?;
+        // 2. One reservation: the record and the data claims.
+        let claim_bytes: usize = self.claims.iter().map(DataClaim::record_bytes).sum();
+        let mut reservation = shared
+            .journal
+            .reserve(record_bytes(record.len()) + claim_bytes)?;
         reservation.append(&record)?;
+        for claim in &self.claims {
+            reservation.claim(claim)?;
+        }
         let seq = reservation.seq();
 
         // 3. Apply under the reservation, so every leaf pins `seq` before it is released.

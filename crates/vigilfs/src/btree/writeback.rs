@@ -278,6 +278,10 @@ impl Shared {
             }
         }
         state.nodes_written += images.len() as u64;
+        // The entry that names these blocks (the parent's new pointer) must
+        // not reach the disk before them. A dirty node's dropped pin says so
+        // too, but a clean node moved (relocation) drops none.
+        self.journal.order_before_next_entry();
         Ok(())
     }
 

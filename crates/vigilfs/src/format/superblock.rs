@@ -75,7 +75,7 @@ impl Features {
     /// Compat bits this build knows.
     pub const KNOWN_COMPAT: u64 = 0;
     /// Incompat bits this build knows.
-    pub const KNOWN_INCOMPAT: u64 = 0;
+    pub const KNOWN_INCOMPAT: u64 = Features::INCOMPAT_DATA_CLAIMS;
     /// Ro-compat bits this build knows.
     pub const KNOWN_RO_COMPAT: u64 =
         Features::RO_COMPAT_MEDIA_RECORDS | Features::RO_COMPAT_EVENT_LOG;
@@ -95,6 +95,13 @@ impl Features {
     /// the superblock without the region. Images made before the log have
     /// neither the bit nor the region and mount without a persistent log.
     pub const RO_COMPAT_EVENT_LOG: u64 = 1 << 1;
+
+    /// Incompat: journal entries may carry data claims (version 2 entries),
+    /// which a recovery must check: a build that does not know them would
+    /// take such an entry for damage, and replay without it. Set by mkfs,
+    /// and by the first read-write mount of an older image by a build that
+    /// writes them (before it writes one).
+    pub const INCOMPAT_DATA_CLAIMS: u64 = 1;
 
     /// Whether an unknown ro-compat feature forbids writing.
     pub fn requires_read_only(&self) -> bool {
@@ -520,7 +527,7 @@ pub(crate) mod tests {
     fn invalid_fields_behind_a_valid_checksum_are_rejected() {
         let bytes = sample_superblock().encode().unwrap();
         let cases: Vec<(&str, FieldChange)> = vec![
-            ("unknown incompat feature", Box::new(|b| b[112] = 1)),
+            ("unknown incompat feature", Box::new(|b| b[119] = 0x80)),
             (
                 "block size 3000",
                 Box::new(|b| b[128..132].copy_from_slice(&3000u32.to_le_bytes())),

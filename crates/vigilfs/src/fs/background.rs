@@ -4,6 +4,8 @@
 //! dirty data over its limit ([`Background::kick`]), and then: writes back
 //! every dirty file (errors go into the errseq words and are reported to
 //! the event stream and the error record: nobody else would hear of them),
+//! records durability on the device
+//! ([`crate::journal::Journal::settle_claims`]),
 //! lets the journal reclaim space if it wants to, and saves the error record
 //! if it changed. Frozen, read-only and shut-down filesystems are left
 //! alone.
@@ -139,6 +141,16 @@ fn round(shared: &Shared) {
     // Failures are reported by the data path's listener when the error
     // words are set (once per failure of new data, not per retry).
     let _ = shared.files.writeback_all();
+    // Record on the device that the data claims fsync made durable are:
+    // until then a crash leaves replay checking them, and a block that
+    // rotted meanwhile would cut its entry off with everything after it
+    // (see the journal's data claims). This bounds that window to one
+    // interval. As a writer, so a freeze that began meanwhile is not
+    // written after; a failure is the journal's and is reported by the next
+    // line, or tried again next round.
+    if let Ok(_writer) = shared.gate.try_enter() {
+        let _ = shared.metadata.journal.settle_claims();
+    }
     shared.check_journal("background writeback");
     if let Err(error) = shared.metadata.journal.reclaim_if_needed() {
         shared.on_error(

@@ -338,6 +338,13 @@ impl Filesystem {
         let orphans_purged = if options.read_only {
             0
         } else {
+            // Recovery kept entries whose data claims the next recovery
+            // would check again: record them durable before any block they
+            // claim can be freed and reused (nothing is, read-only).
+            metadata
+                .journal
+                .settle_claims()
+                .map_err(|error| MountError::Metadata(error.into()))?;
             namespace.purge_orphans()?.len()
         };
         let errors_policy = options.errors.unwrap_or(superblock.errors_policy);
@@ -383,6 +390,9 @@ impl Filesystem {
             // This build keeps bad-block and poison records: say so, for
             // builds that honour feature flags.
             superblock.features.ro_compat |= Features::RO_COMPAT_MEDIA_RECORDS;
+            // And journals data claims from now on: builds without them
+            // must not recover this image.
+            superblock.features.incompat |= Features::INCOMPAT_DATA_CLAIMS;
             superblock.record_mount(seconds_now());
             write_superblocks(device.as_ref(), &mut superblock)?;
             LifeState::Running

@@ -167,43 +167,56 @@ pub fn fsck_with(
         stage: "journal",
     });
     let journal_options = JournalOptions::for_filesystem(&superblock);
-    let journal =
-        match Journal::inspect(device.as_ref(), &journal_options) {
-            Ok(replay) => {
-                let report = replay.report.clone();
-                if !report.cut_off.is_empty() {
-                    notes.push(Note {
-                        structure: "journal".into(),
-                        message: format!(
-                            "entries {:?} were written after the last completed flush and are \
+    let journal = match Journal::inspect(device.as_ref(), &journal_options) {
+        Ok(replay) => {
+            let report = replay.report.clone();
+            if !report.cut_off.is_empty() {
+                notes.push(Note {
+                    structure: "journal".into(),
+                    message: format!(
+                        "entries {:?} were written after the last completed flush and are \
                          incomplete: the next mount cuts them off (normal after a crash)",
-                            report.cut_off
-                        ),
-                    });
-                }
-                let pending_records: usize =
-                    replay.entries.iter().map(|entry| entry.records.len()).sum();
-                if pending_records > 0 {
-                    notes.push(Note {
-                        structure: "journal".into(),
-                        message: format!(
+                        report.cut_off
+                    ),
+                });
+            }
+            if !report.unmet_claims.is_empty() {
+                notes.push(Note {
+                    structure: "journal".into(),
+                    message: format!(
+                        "entries {:?} reached the disk but the file data they name did not \
+                             (no flush completed after them): they are among those cut off",
+                        report.unmet_claims
+                    ),
+                });
+            }
+            let pending_records: usize =
+                replay.entries.iter().map(|entry| entry.records.len()).sum();
+            if pending_records > 0 {
+                notes.push(Note {
+                    structure: "journal".into(),
+                    message: format!(
                         "entries {}..={} ({pending_records} {}) will be replayed at the next mount",
                         report.last_seq,
                         report.newest_kept_seq,
-                        if pending_records == 1 { "record" } else { "records" }
+                        if pending_records == 1 {
+                            "record"
+                        } else {
+                            "records"
+                        }
                     ),
-                    });
-                }
-                Some(report)
-            }
-            Err(error) => {
-                problems.push(Problem {
-                    structure: "journal".into(),
-                    message: error.to_string(),
                 });
-                None
             }
-        };
+            Some(report)
+        }
+        Err(error) => {
+            problems.push(Problem {
+                structure: "journal".into(),
+                message: error.to_string(),
+            });
+            None
+        }
+    };
 
     progress(Progress {
         done: 2,

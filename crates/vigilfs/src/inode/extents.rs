@@ -29,6 +29,7 @@ use super::record::{inode_key, Extent, ExtentKey, InodeRecord, MAX_EXTENT_BLOCKS
 use crate::alloc::Extent as BlockRun;
 use crate::btree::TreeId;
 use crate::device::{with_data_owner, BlockDevice, IoClass};
+use crate::journal::DataClaim;
 use crate::metadata::Metadata;
 use crate::pagecache::{PAGE, PAGE_BYTES};
 use crate::poison;
@@ -36,9 +37,10 @@ use crate::rmap::{self, Owner, RmapRecord};
 
 /// Most pages one writeback transaction carries, and most file blocks one
 /// fallocate, punch or truncate transaction covers: each page or block can
-/// add or remove an extent and its rmap record, so this bounds a
-/// transaction's records (a few thousand, tens of KiB) below what one
-/// journal entry holds, however fragmented the file.
+/// add or remove an extent and its rmap record (and, for writeback, a
+/// data claim of up to 24 bytes), so this bounds a transaction's records
+/// (a few thousand, tens of KiB) below what one journal entry holds,
+/// however fragmented the file.
 pub(crate) const PAGES_PER_TRANSACTION: usize = 512;
 
 /// Which space an extent change may use (see the allocator's tiers).
@@ -86,8 +88,31 @@ impl ExtentMap {
         space: Space,
         update: impl FnOnce(&mut InodeRecord),
     ) -> FileResult<Option<u64>> {
+        self.commit_written(ino, before, after, &[], space, update)
+    }
+
+    /// [`ExtentMap::commit_change`] for writeback: `written` are the extents
+    /// whose blocks were just written, and the transaction claims their
+    /// data (see the journal's data claims), so the device needs no flush
+    /// between those writes and the commit.
+    pub(crate) fn commit_written(
+        &self,
+        ino: u64,
+        before: &BTreeMap<u64, Extent>,
+        after: &BTreeMap<u64, Extent>,
+        written: &[Extent],
+        space: Space,
+        update: impl FnOnce(&mut InodeRecord),
+    ) -> FileResult<Option<u64>> {
         let _records = self.metadata.lock_records();
         let mut transaction = self.metadata.trees.transaction();
+        for extent in written {
+            transaction.claim_data(DataClaim {
+                offset: extent.physical * PAGE,
+                block_bytes: PAGE_BYTES as u32,
+                checksums: extent.checksums.clone(),
+            });
+        }
         if space == Space::Reserve {
             transaction.may_use_reserve();
         }

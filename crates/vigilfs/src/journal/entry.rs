@@ -7,7 +7,8 @@
 //! ```text
 //! offset  size  field
 //!      0    24  structure header (format::header): magic "VGFSJENT",
-//!               version 1, length = 128 + payload bytes, crc32c of those
+//!               version 1, or 2 when the entry holds data claims,
+//!               length = 128 + payload bytes, crc32c of those
 //!     24    16  filesystem UUID: entries of an earlier filesystem on the
 //!               same device never replay into this one
 //!     40     8  seq
@@ -26,6 +27,15 @@
 //! reservation) and skips 8 bytes. The journal does not interpret records:
 //! the layers above put their keys in them.
 //!
+//! Version 2 adds the *data claim*: a record whose length word has bit 31
+//! set ([`CLAIM_FLAG`]), saying which device blocks the entry's changes
+//! expect to hold which data (file data written outside the journal just
+//! before the entry). Its body is the first block's byte offset (u64), the
+//! block size (u32), then one crc32c per block (u32 each). The journal
+//! reads claims itself: replay checks the claims of entries no completed
+//! flush covered, so a commit needs one device flush, not a flush of the
+//! data and another of the entry (see `replay.rs`).
+//!
 //! Decoding checks everything before trusting anything and returns a typed
 //! error; it never panics or indexes out of bounds.
 
@@ -43,14 +53,96 @@ pub const MAX_SEQ: u64 = 1 << 62;
 pub const RECORD_ALIGN: usize = 8;
 const RECORD_LENGTH_BYTES: usize = 4;
 
-/// The journal entry as a format structure.
+/// The journal entry as a format structure: what this build reads, and
+/// writes for entries with data claims.
 const JOURNAL_ENTRY: StructureType = StructureType {
     name: "journal entry",
     magic: Magic(*b"VGFSJENT"),
     oldest_version: 1,
-    current_version: 1,
+    current_version: 2,
     fixed_length: None,
 };
+
+/// Entries without data claims are written as version 1, which builds from
+/// before claims read too.
+const JOURNAL_ENTRY_WITHOUT_CLAIMS: StructureType = StructureType {
+    current_version: 1,
+    ..JOURNAL_ENTRY
+};
+
+/// Set in a record's length word: the record is a [`DataClaim`].
+pub const CLAIM_FLAG: u32 = 1 << 31;
+
+/// Bytes of a claim's body before its checksums.
+const CLAIM_FIXED_BYTES: usize = 12;
+
+/// Device blocks an entry's changes expect to hold certain data: written
+/// outside the journal, before the entry, and not yet covered by a flush
+/// when the entry was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataClaim {
+    /// Byte offset of the first block on the device.
+    pub offset: u64,
+    /// Bytes per block.
+    pub block_bytes: u32,
+    /// The crc32c of each block, in order.
+    pub checksums: Vec<u32>,
+}
+
+impl DataClaim {
+    /// Bytes the claim's record occupies in an entry.
+    pub fn record_bytes(&self) -> usize {
+        record_bytes(CLAIM_FIXED_BYTES + 4 * self.checksums.len())
+    }
+
+    /// Writes the claim's record at the start of `into`, which must be
+    /// exactly [`DataClaim::record_bytes`] long.
+    pub(crate) fn encode(&self, into: &mut [u8]) {
+        let length = CLAIM_FIXED_BYTES + 4 * self.checksums.len();
+        debug_assert_eq!(into.len(), record_bytes(length));
+        let word = u32::try_from(length).expect("claims are smaller than an entry") | CLAIM_FLAG;
+        into[..RECORD_LENGTH_BYTES].copy_from_slice(&word.to_le_bytes());
+        let body = &mut into[RECORD_LENGTH_BYTES..];
+        body[..8].copy_from_slice(&self.offset.to_le_bytes());
+        body[8..12].copy_from_slice(&self.block_bytes.to_le_bytes());
+        for (at, checksum) in self.checksums.iter().enumerate() {
+            let start = CLAIM_FIXED_BYTES + 4 * at;
+            body[start..start + 4].copy_from_slice(&checksum.to_le_bytes());
+        }
+        body[length..].fill(0);
+    }
+
+    fn decode(body: &[u8]) -> Option<DataClaim> {
+        if body.len() < CLAIM_FIXED_BYTES + 4 || (body.len() - CLAIM_FIXED_BYTES) % 4 != 0 {
+            return None;
+        }
+        let offset = u64::from_le_bytes(body[..8].try_into().ok()?);
+        let block_bytes = u32::from_le_bytes(body[8..12].try_into().ok()?);
+        if !block_bytes.is_power_of_two() || !(512..=1 << 20).contains(&block_bytes) {
+            return None;
+        }
+        let checksums = body[CLAIM_FIXED_BYTES..]
+            .chunks_exact(4)
+            .map(|word| u32::from_le_bytes(word.try_into().expect("four bytes")))
+            .collect();
+        Some(DataClaim {
+            offset,
+            block_bytes,
+            checksums,
+        })
+    }
+}
+
+/// A decoded entry: its header, its records in order, and its claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedEntry<'a> {
+    /// The header.
+    pub header: EntryHeader,
+    /// The records of the layers above.
+    pub records: Vec<&'a [u8]>,
+    /// The data claims (version 2 entries only).
+    pub claims: Vec<DataClaim>,
+}
 
 /// Why bytes are not a valid journal entry.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -110,8 +202,9 @@ pub fn entry_blocks(payload_bytes: usize, block_size: usize) -> usize {
 }
 
 /// Fills in the headers of `entry` (headers + payload, padded to whole
-/// blocks) and its checksum. The payload must already be in place.
-pub(crate) fn seal(entry: &mut [u8], header: &EntryHeader, uuid: &[u8; 16]) {
+/// blocks) and its checksum. The payload must already be in place;
+/// `with_claims` says whether it holds data claims (version 2).
+pub(crate) fn seal(entry: &mut [u8], header: &EntryHeader, uuid: &[u8; 16], with_claims: bool) {
     let mut fields = Encoder::new(JOURNAL_ENTRY.name, HEADER_BYTES - HEADER_SIZE);
     fields.put_bytes(uuid);
     fields.put_u64(header.seq);
@@ -125,7 +218,12 @@ pub(crate) fn seal(entry: &mut [u8], header: &EntryHeader, uuid: &[u8; 16]) {
     entry[HEADER_SIZE..HEADER_BYTES].copy_from_slice(&fields.into_bytes());
     let used = HEADER_BYTES + header.payload_bytes as usize;
     entry[used..].fill(0);
-    format::seal(&JOURNAL_ENTRY, &mut entry[..used]).expect("an entry is larger than its header");
+    let kind = if with_claims {
+        &JOURNAL_ENTRY
+    } else {
+        &JOURNAL_ENTRY_WITHOUT_CLAIMS
+    };
+    format::seal(kind, &mut entry[..used]).expect("an entry is larger than its header");
 }
 
 /// Whether `block` starts with the entry magic: cheap test before decoding.
@@ -152,7 +250,7 @@ pub fn decode_header(
         .into());
     }
     let version = decoder.u16()?;
-    if version != JOURNAL_ENTRY.current_version {
+    if !(JOURNAL_ENTRY.oldest_version..=JOURNAL_ENTRY.current_version).contains(&version) {
         return Err(FormatError::UnsupportedVersion {
             structure: JOURNAL_ENTRY.name,
             found: version,
@@ -206,18 +304,20 @@ pub fn decode_header(
     Ok(header)
 }
 
-/// Validates a whole entry (headers, checksum, records) and returns its
-/// header and records.
+/// Validates a whole entry (headers, checksum, records and claims) and
+/// returns it decoded.
 pub fn decode_entry<'a>(
     bytes: &'a [u8],
     uuid: &[u8; 16],
     block_size: usize,
-) -> Result<(EntryHeader, Vec<&'a [u8]>), EntryError> {
+) -> Result<DecodedEntry<'a>, EntryError> {
     let header = decode_header(bytes, uuid, block_size)?;
     let structure = format::verify(&JOURNAL_ENTRY, bytes)?;
+    let may_claim = structure.version >= 2;
     let used = structure.length as usize;
     let payload = &bytes[HEADER_BYTES..used];
     let mut records = Vec::new();
+    let mut claims = Vec::new();
     let mut offset = 0;
     while offset < payload.len() {
         let remaining = payload.len() - offset;
@@ -226,7 +326,14 @@ pub fn decode_entry<'a>(
         }
         let mut length_bytes = [0u8; RECORD_LENGTH_BYTES];
         length_bytes.copy_from_slice(&payload[offset..offset + RECORD_LENGTH_BYTES]);
-        let length = u32::from_le_bytes(length_bytes) as usize;
+        let word = u32::from_le_bytes(length_bytes);
+        let is_claim = word & CLAIM_FLAG != 0;
+        if is_claim && !may_claim {
+            return Err(EntryError::Inconsistent(
+                "a data claim in a version 1 entry",
+            ));
+        }
+        let length = (word & !CLAIM_FLAG) as usize;
         if length == 0 {
             offset += RECORD_ALIGN;
             continue;
@@ -237,10 +344,21 @@ pub fn decode_entry<'a>(
             .filter(|&span| span <= remaining)
             .ok_or(EntryError::RecordOverrun { offset })?;
         let start = offset + RECORD_LENGTH_BYTES;
-        records.push(&payload[start..start + length]);
+        let body = &payload[start..start + length];
+        if is_claim {
+            claims.push(
+                DataClaim::decode(body).ok_or(EntryError::Inconsistent("malformed data claim"))?,
+            );
+        } else {
+            records.push(body);
+        }
         offset += span;
     }
-    Ok((header, records))
+    Ok(DecodedEntry {
+        header,
+        records,
+        claims,
+    })
 }
 
 #[cfg(test)]
@@ -251,7 +369,12 @@ mod tests {
     const BLOCK: usize = 4096;
 
     fn entry_with(records: &[&[u8]], header: EntryHeader) -> Vec<u8> {
-        let payload: usize = records.iter().map(|r| record_bytes(r.len())).sum();
+        entry_with_claims(records, &[], header)
+    }
+
+    fn entry_with_claims(records: &[&[u8]], claims: &[DataClaim], header: EntryHeader) -> Vec<u8> {
+        let payload: usize = records.iter().map(|r| record_bytes(r.len())).sum::<usize>()
+            + claims.iter().map(DataClaim::record_bytes).sum::<usize>();
         let blocks = entry_blocks(payload, BLOCK);
         let mut bytes = vec![0u8; blocks * BLOCK];
         let mut at = HEADER_BYTES;
@@ -260,13 +383,66 @@ mod tests {
             encode_record(record, &mut bytes[at..at + span]);
             at += span;
         }
+        for claim in claims {
+            let span = claim.record_bytes();
+            claim.encode(&mut bytes[at..at + span]);
+            at += span;
+        }
         let header = EntryHeader {
             payload_bytes: payload as u32,
             blocks: blocks as u32,
             ..header
         };
-        seal(&mut bytes, &header, &UUID);
+        seal(&mut bytes, &header, &UUID, !claims.is_empty());
         bytes
+    }
+
+    fn version_of(entry: &[u8]) -> u16 {
+        u16::from_le_bytes([entry[8], entry[9]])
+    }
+
+    fn claim(offset: u64, checksums: &[u32]) -> DataClaim {
+        DataClaim {
+            offset,
+            block_bytes: 4096,
+            checksums: checksums.to_vec(),
+        }
+    }
+
+    #[test]
+    fn claims_decode_apart_from_records_and_make_the_entry_version_2() {
+        let claims = [claim(8192, &[1, 2, 3]), claim(1 << 40, &[u32::MAX])];
+        let bytes = entry_with_claims(&[b"alpha", b"beta"], &claims, header(4));
+        assert_eq!(version_of(&bytes), 2);
+        let decoded = decode_entry(&bytes, &UUID, BLOCK).unwrap();
+        assert_eq!(decoded.records, vec![&b"alpha"[..], &b"beta"[..]]);
+        assert_eq!(decoded.claims, claims);
+        // Without claims an entry stays readable by builds before them.
+        assert_eq!(version_of(&entry_with(&[b"alpha"], header(4))), 1);
+    }
+
+    #[test]
+    fn a_claim_in_a_version_1_entry_or_a_malformed_claim_is_refused() {
+        // Sealed as version 1 though it holds a claim.
+        let claims = [claim(4096, &[7])];
+        let mut bytes = entry_with_claims(&[], &claims, header(4));
+        let used = HEADER_BYTES + claims[0].record_bytes();
+        bytes[8] = 1;
+        format::seal(&JOURNAL_ENTRY_WITHOUT_CLAIMS, &mut bytes[..used]).unwrap();
+        assert_eq!(
+            decode_entry(&bytes, &UUID, BLOCK).unwrap_err(),
+            EntryError::Inconsistent("a data claim in a version 1 entry")
+        );
+        // A claim whose block size is not a power of two.
+        let odd = DataClaim {
+            block_bytes: 3000,
+            ..claim(4096, &[7])
+        };
+        let bytes = entry_with_claims(&[], &[odd], header(4));
+        assert_eq!(
+            decode_entry(&bytes, &UUID, BLOCK).unwrap_err(),
+            EntryError::Inconsistent("malformed data claim")
+        );
     }
 
     fn header(seq: u64) -> EntryHeader {
@@ -284,10 +460,13 @@ mod tests {
     fn sealed_entry_decodes_to_its_records() {
         let records: [&[u8]; 3] = [b"alpha", b"", b"a longer record of bytes"];
         let bytes = entry_with(&records, header(5));
-        let (decoded, found) = decode_entry(&bytes, &UUID, BLOCK).unwrap();
-        assert_eq!(decoded.seq, 5);
+        let decoded = decode_entry(&bytes, &UUID, BLOCK).unwrap();
+        assert_eq!(decoded.header.seq, 5);
         // The empty record is indistinguishable from padding and vanishes.
-        assert_eq!(found, vec![&b"alpha"[..], &b"a longer record of bytes"[..]]);
+        assert_eq!(
+            decoded.records,
+            vec![&b"alpha"[..], &b"a longer record of bytes"[..]]
+        );
     }
 
     #[test]

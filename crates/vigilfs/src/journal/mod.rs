@@ -34,6 +34,19 @@
 //! * A commit companion ([`Journal::set_commit_companion`]) writes what it
 //!   keeps (the event log) right before each device flush of a commit, so
 //!   that flush makes it durable too. It must not call into the journal.
+//! * Data claims ([`Reservation::claim`]): an entry that names file data
+//!   written just before it says which blocks hold which checksums. One
+//!   device flush after the entry then makes both durable; a crash before
+//!   it may keep the entry without the data, and replay cuts such an entry
+//!   off as torn (the preflush ext4 and bcachefs issue for ordered data is
+//!   not needed). Replay can only check entries above the newest
+//!   `durable_seq` an entry on the device records, so a block an entry
+//!   claimed must not be overwritten until that record has passed the
+//!   claiming entry: the allocator reuses freed blocks only up to
+//!   [`JournalStatus::recorded_durable_seq`]. [`Journal::settle`] moves
+//!   it up when space is short; [`Journal::settle_claims`] after a recovery
+//!   and every writeback interval, which bounds the window in which a
+//!   block that rots after its fsync would make replay cut its entry off.
 //!
 //! # Locking
 //!
@@ -58,7 +71,9 @@ use thiserror::Error;
 use crate::device::{BlockDevice, DeviceError, IoClass};
 use crate::format::{Layout, Superblock};
 use entry::HEADER_BYTES;
-pub use entry::{decode_entry, decode_header, record_bytes, EntryError, EntryHeader};
+pub use entry::{
+    decode_entry, decode_header, record_bytes, DataClaim, DecodedEntry, EntryError, EntryHeader,
+};
 use pins::PinFifo;
 pub use replay::{RecoveryReport, Replay, ReplayedEntry};
 use ring::Ring;
@@ -280,6 +295,10 @@ pub struct JournalStatus {
     pub written_seq: u64,
     /// Entries up to here are durable.
     pub durable_seq: u64,
+    /// Entries up to here are known durable to a recovery: a durable entry
+    /// on the device records it. Replay checks the data claims of entries
+    /// above it, so blocks freed above it are not reused yet.
+    pub recorded_durable_seq: u64,
     /// Free blocks in the ring.
     pub free_blocks: u64,
     /// Blocks in the ring.
@@ -340,8 +359,13 @@ struct Inner {
     /// Seqs written out of order, above `written_seq`.
     written_ahead: Vec<u64>,
     durable_seq: u64,
-    /// Written entries not yet durable, with the last_seq each recorded.
-    undurable: Vec<(u64, u64)>,
+    /// Written entries not yet durable, with the last_seq and durable_seq
+    /// each recorded.
+    undurable: Vec<Undurable>,
+    /// The highest `durable_seq` recorded by a durable entry.
+    recorded_durable_seq: u64,
+    /// The newest entry written with data claims.
+    newest_claim_seq: u64,
     error: Option<JournalError>,
     blocked: bool,
     /// Replayed seqs still held until `replay_done`.
@@ -357,13 +381,21 @@ struct Inner {
     reclaim_failures: u64,
     last_reclaim_failure: Option<String>,
     reclaim_failing: bool,
-    /// Pins dropped and ordered data writes so far (each means an object
-    /// or data was written that the next entry must not overtake).
+    /// Pins dropped and ordered object writes so far (each means an object
+    /// was written that the next entry must not overtake).
     pin_drops: u64,
     /// `pin_drops` when the latest successful device flush began: the
     /// object writes behind those drops are durable (see the preflush in
     /// `write_buffer`).
     pin_drops_flushed: u64,
+}
+
+/// A written entry waiting for a flush, and what its header recorded.
+#[derive(Clone, Copy, Debug)]
+struct Undurable {
+    seq: u64,
+    last_seq: u64,
+    durable_seq: u64,
 }
 
 /// The journal. Share it with `Arc`; every method takes `&self`.
@@ -379,6 +411,9 @@ pub struct Journal {
     /// lock: a buffer cannot change seq while anyone holds a reference.
     buffer_seqs: [crate::sync::AtomicU64; BUFFER_COUNT],
     buffer_bytes: [Mutex<Vec<u8>>; BUFFER_COUNT],
+    /// Whether each buffer's entry holds a data claim (it is then written
+    /// as a version 2 entry).
+    buffer_claims: [std::sync::atomic::AtomicBool; BUFFER_COUNT],
     inner: Mutex<Inner>,
     changed: Condvar,
     flush_lock: Mutex<()>,
@@ -428,6 +463,26 @@ impl Reservation<'_> {
         let mut bytes = lock(&self.journal.buffer_bytes[self.index]);
         let at = HEADER_BYTES + self.cursor;
         entry::encode_record(record, &mut bytes[at..at + span]);
+        self.cursor += span;
+        Ok(())
+    }
+
+    /// Appends a data claim: `claim`'s blocks were written (the writes
+    /// completed) before this call, and the records of this reservation
+    /// refer to them. Reserve [`DataClaim::record_bytes`] for it.
+    pub fn claim(&mut self, claim: &DataClaim) -> Result<(), JournalError> {
+        let span = claim.record_bytes();
+        let remaining = self.end - self.cursor;
+        if span > remaining {
+            return Err(JournalError::ReservationOverflow {
+                record_bytes: span,
+                remaining,
+            });
+        }
+        let mut bytes = lock(&self.journal.buffer_bytes[self.index]);
+        let at = HEADER_BYTES + self.cursor;
+        claim.encode(&mut bytes[at..at + span]);
+        self.journal.buffer_claims[self.index].store(true, std::sync::atomic::Ordering::SeqCst);
         self.cursor += span;
         Ok(())
     }
@@ -501,6 +556,7 @@ impl Journal {
             companion: std::sync::OnceLock::new(),
             state: ReservationState::new(),
             buffer_seqs: std::array::from_fn(|_| crate::sync::AtomicU64::new(0)),
+            buffer_claims: std::array::from_fn(|_| std::sync::atomic::AtomicBool::new(false)),
             buffer_bytes: std::array::from_fn(|_| {
                 Mutex::new(vec![
                     0u8;
@@ -527,6 +583,10 @@ impl Journal {
                 // acknowledged, and later entries must not claim they were.
                 durable_seq: kept,
                 undurable: Vec::new(),
+                recorded_durable_seq: report.kept_durable_seq,
+                // Kept entries whose claims the next recovery would check
+                // again: the mount settles them before reusing any block.
+                newest_claim_seq: if report.claims_unsettled { kept } else { 0 },
                 error: None,
                 blocked: false,
                 replay_holds: replay.entries.iter().map(|entry| entry.seq).collect(),
@@ -869,8 +929,8 @@ impl Journal {
         let last_seq = inner
             .undurable
             .iter()
-            .filter(|&&(seq, _)| seq > meta.seq)
-            .map(|&(_, recorded)| recorded)
+            .filter(|undurable| undurable.seq > meta.seq)
+            .map(|undurable| undurable.last_seq)
             .fold(front, u64::min);
         let block_size = self.options.region.block_size as usize;
         let blocks = entry::entry_blocks(bytes as usize, block_size);
@@ -896,6 +956,8 @@ impl Journal {
         // (what bcachefs does with a preflush on journal writes). Entries
         // whose last_seq moved only because nothing pinned them need none.
         let mut result = Ok(());
+        let with_claims =
+            self.buffer_claims[index].swap(false, std::sync::atomic::Ordering::SeqCst);
         if needs_preflush {
             result = self.device.flush(IoClass::Journal);
             if result.is_ok() {
@@ -907,7 +969,7 @@ impl Journal {
         if result.is_ok() {
             let mut data = lock(&self.buffer_bytes[index]);
             let image = &mut data[..blocks * block_size];
-            entry::seal(image, &header, &self.options.uuid);
+            entry::seal(image, &header, &self.options.uuid, with_claims);
             result = self.device.write_at(offset, image, IoClass::Journal);
         }
 
@@ -916,7 +978,14 @@ impl Journal {
         inner.pins.release_ref(meta.seq);
         match result {
             Ok(()) => {
-                inner.undurable.push((meta.seq, last_seq));
+                if with_claims {
+                    inner.newest_claim_seq = inner.newest_claim_seq.max(meta.seq);
+                }
+                inner.undurable.push(Undurable {
+                    seq: meta.seq,
+                    last_seq,
+                    durable_seq: header.durable_seq,
+                });
                 inner.written_ahead.push(meta.seq);
                 inner.written_ahead.sort_unstable();
                 while inner.written_ahead.first() == Some(&(inner.written_seq + 1)) {
@@ -1038,14 +1107,17 @@ impl Journal {
                 inner.durable_seq = inner.durable_seq.max(covered);
                 inner.pin_drops_flushed = inner.pin_drops_flushed.max(pin_drops);
                 let mut newest_last_seq = 0;
-                inner.undurable.retain(|&(seq, last_seq)| {
-                    if seq <= covered {
-                        newest_last_seq = newest_last_seq.max(last_seq);
+                let mut recorded = inner.recorded_durable_seq;
+                inner.undurable.retain(|undurable| {
+                    if undurable.seq <= covered {
+                        newest_last_seq = newest_last_seq.max(undurable.last_seq);
+                        recorded = recorded.max(undurable.durable_seq);
                         false
                     } else {
                         true
                     }
                 });
+                inner.recorded_durable_seq = recorded;
                 inner.ring.set_durable_last_seq(newest_last_seq);
                 self.changed.notify_all();
                 Ok(())
@@ -1095,6 +1167,49 @@ impl Journal {
     /// Makes everything reserved so far durable.
     pub fn flush(&self) -> Result<(), JournalError> {
         self.flush_seq(self.newest_reserved())
+    }
+
+    /// Makes everything reserved so far durable, and that fact recorded on
+    /// the device: [`Journal::settle_through`] the newest seq reserved. Then
+    /// every block freed before the call may be reused.
+    pub fn settle(&self) -> Result<(), JournalError> {
+        self.settle_through(self.newest_reserved())
+    }
+
+    /// [`Journal::settle_through`] the newest entry written with data
+    /// claims: afterwards no recovery checks a claim made before the call.
+    /// Does nothing when that is already so, however often it is called.
+    pub fn settle_claims(&self) -> Result<(), JournalError> {
+        let newest = lock(&self.inner).newest_claim_seq;
+        self.settle_through(newest)
+    }
+
+    /// Makes the entries up to `seq` durable and records that on the device:
+    /// afterwards [`JournalStatus::recorded_durable_seq`] is at least `seq`.
+    /// Costs a second, nearly empty entry and flush when no durable entry
+    /// records it yet (the newest entry never records its own durability).
+    /// The entry may use the ring's reclaim reserve: settling is what makes
+    /// freed space usable.
+    pub fn settle_through(&self, seq: u64) -> Result<(), JournalError> {
+        if seq == 0 {
+            return Ok(());
+        }
+        self.flush_seq(seq)?;
+        if lock(&self.inner).recorded_durable_seq >= seq {
+            return Ok(());
+        }
+        // A padding record: an entry written now records `seq` durable.
+        let recorder = {
+            let mut reservation = self.reserve_for_reclaim(record_bytes(0))?;
+            reservation.append(&[])?;
+            reservation.seq()
+        };
+        self.flush_seq(recorder)
+    }
+
+    /// [`JournalStatus::recorded_durable_seq`], without the rest of a status.
+    pub fn recorded_durable_seq(&self) -> u64 {
+        lock(&self.inner).recorded_durable_seq
     }
 
     /// Whether everything reserved so far is durable: what [`Journal::flush`]
@@ -1155,11 +1270,11 @@ impl Journal {
         }
     }
 
-    /// Records that data was written outside the journal which an entry
-    /// about to be written will refer to (file data in new copy-on-write
-    /// extents): the next entry write flushes the device first, as for
-    /// dropped pins, so no entry can be durable while the data it names
-    /// is not (ext4's data=ordered, a preflush on the commit).
+    /// Records that an object was written outside the journal which an
+    /// entry about to be written will refer to (a b-tree node at a new
+    /// block): the next entry write flushes the device first, as for
+    /// dropped pins. File data needs none of this: its entries carry
+    /// [`DataClaim`]s instead.
     pub fn order_before_next_entry(&self) {
         let mut inner = lock(&self.inner);
         inner.pin_drops += 1;
@@ -1311,6 +1426,7 @@ impl Journal {
             last_seq: inner.pins.front_seq(),
             written_seq: inner.written_seq,
             durable_seq: inner.durable_seq,
+            recorded_durable_seq: inner.recorded_durable_seq,
             free_blocks: inner.ring.free_blocks(),
             total_blocks: inner.ring.total_blocks(),
             pins: inner.pins.pin_count(),

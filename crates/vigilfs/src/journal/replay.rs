@@ -7,21 +7,28 @@
 //! 2. `durable` is the highest `durable_seq` any valid entry recorded:
 //!    entries up to it were acknowledged by a completed flush, so they must
 //!    be intact.
-//! 3. Take the newest valid entry and follow its `prev_seq` links down to
+//! 3. An entry above `durable` whose data claims do not hold (a claimed
+//!    block's checksum differs: the data written before the entry did not
+//!    reach the disk, though the entry did) is not valid: the flush that
+//!    would have made both durable never completed, so nothing acknowledged
+//!    depends on it. A claimed block the device cannot read does not make
+//!    its entry invalid: the entry may have been acknowledged, and the read
+//!    error is the data's, reported when the data is read.
+//! 4. Take the newest valid entry and follow its `prev_seq` links down to
 //!    its `last_seq`. If a link is missing:
 //!    * at or below `durable`: the journal lost acknowledged data (media
 //!      corruption in the middle of the needed range). That is an error,
 //!      reported with the seq, never papered over;
 //!    * above `durable`: a torn tail (writes since the last flush may land in
 //!      any order). Cut the newest entry off and try the next newest.
-//! 4. New entries continue above the highest seq seen anywhere, cut-off
+//! 5. New entries continue above the highest seq seen anywhere, cut-off
 //!    ones included, so a seq is never reused and stale tail entries can
 //!    never be mistaken for new ones; the first new entry's `prev_seq`
 //!    points past the cut-off seqs.
 
 use std::collections::BTreeMap;
 
-use super::entry::{self, EntryHeader, HEADER_BYTES};
+use super::entry::{self, DataClaim, EntryHeader, HEADER_BYTES};
 use super::{JournalError, JournalRegion};
 use crate::device::{BlockDevice, IoClass};
 
@@ -49,8 +56,17 @@ pub struct RecoveryReport {
     pub newest_kept_seq: u64,
     /// The oldest entry replayed: `last_seq` of the newest.
     pub last_seq: u64,
-    /// Valid entries newer than `newest_kept_seq` cut off as a torn tail.
+    /// Valid entries cut off: newer than `newest_kept_seq` (a torn tail),
+    /// or with unmet data claims.
     pub cut_off: Vec<u64>,
+    /// Among them, entries whose claimed data had not reached the disk.
+    pub unmet_claims: Vec<u64>,
+    /// The highest `durable_seq` a kept entry records.
+    pub kept_durable_seq: u64,
+    /// Whether a kept entry above `kept_durable_seq` has data claims: its
+    /// claims would be checked again by the next recovery, so mount records
+    /// the kept entries durable before any block can be reused.
+    pub claims_unsettled: bool,
     /// The seq the next entry gets.
     pub next_seq: u64,
 }
@@ -74,6 +90,7 @@ const MAX_SEQ_GAP: u64 = 1 << 20;
 struct Found {
     header: EntryHeader,
     start_block: u64,
+    has_claims: bool,
 }
 
 const SCAN_CHUNK: u64 = 1 << 20;
@@ -129,7 +146,7 @@ pub(crate) fn scan(
         newest_header = newest_header.max(header.seq);
         let bytes = read_entry(device, region, block, header.blocks)?;
         match entry::decode_entry(&bytes, uuid, block_size as usize) {
-            Ok(_) => {
+            Ok(decoded) => {
                 if found.contains_key(&header.seq) || duplicated.contains(&header.seq) {
                     // Two valid entries with one seq cannot both be ours:
                     // trust neither (the chain walk then decides).
@@ -142,6 +159,7 @@ pub(crate) fn scan(
                         Found {
                             header,
                             start_block: block,
+                            has_claims: !decoded.claims.is_empty(),
                         },
                     );
                 }
@@ -174,8 +192,30 @@ pub(crate) fn scan(
         ..RecoveryReport::default()
     };
 
-    let mut chain: Vec<u64> = Vec::new();
     let mut cut_off_blocks = Vec::new();
+    let claimed: Vec<u64> = found
+        .iter()
+        .filter(|(&seq, found)| seq > durable && found.has_claims)
+        .map(|(&seq, _)| seq)
+        .collect();
+    for seq in claimed {
+        let entry = &found[&seq];
+        let bytes = read_entry(device, region, entry.start_block, entry.header.blocks)?;
+        let decoded = entry::decode_entry(&bytes, uuid, block_size as usize).map_err(|error| {
+            JournalError::Corrupt(format!("entry {seq} changed while replaying: {error}"))
+        })?;
+        if !decoded
+            .claims
+            .iter()
+            .all(|claim| claim_holds(device, claim, region.block_size))
+        {
+            report.unmet_claims.push(seq);
+            cut_off_blocks.push(entry.start_block);
+            found.remove(&seq);
+        }
+    }
+
+    let mut chain: Vec<u64> = Vec::new();
     for (&candidate, newest) in found.iter().rev() {
         chain.clear();
         chain.push(candidate);
@@ -220,19 +260,23 @@ pub(crate) fn scan(
     if report.newest_kept_seq == 0 {
         chain.clear();
     }
-    report.cut_off.reverse();
+    report.cut_off.extend(&report.unmet_claims);
+    report.cut_off.sort_unstable();
+    let kept = || chain.iter().map(|seq| &found[seq]);
+    report.kept_durable_seq = kept().map(|f| f.header.durable_seq).max().unwrap_or(0);
+    report.claims_unsettled =
+        kept().any(|f| f.has_claims && f.header.seq > report.kept_durable_seq);
 
     let mut entries = Vec::with_capacity(chain.len());
     for &seq in chain.iter().rev() {
         let found = &found[&seq];
         let bytes = read_entry(device, region, found.start_block, found.header.blocks)?;
-        let (_, records) =
-            entry::decode_entry(&bytes, uuid, block_size as usize).map_err(|error| {
-                JournalError::Corrupt(format!("entry {seq} changed while replaying: {error}"))
-            })?;
+        let decoded = entry::decode_entry(&bytes, uuid, block_size as usize).map_err(|error| {
+            JournalError::Corrupt(format!("entry {seq} changed while replaying: {error}"))
+        })?;
         entries.push(ReplayedEntry {
             seq,
-            records: records.into_iter().map(<[u8]>::to_vec).collect(),
+            records: decoded.records.into_iter().map(<[u8]>::to_vec).collect(),
             start_block: found.start_block,
             blocks: found.header.blocks,
         });
@@ -242,6 +286,39 @@ pub(crate) fn scan(
         report,
         cut_off_blocks,
     })
+}
+
+/// Whether the device holds the data `claim` names. Only a checksum that
+/// differs says no (see step 3), or a claim no entry of ours makes: past
+/// the end of the device, or of blocks other than the filesystem's (which
+/// are the journal's `block_size`), so a hostile image cannot make
+/// recovery read more than its device.
+fn claim_holds(device: &dyn BlockDevice, claim: &DataClaim, block_size: u32) -> bool {
+    if claim.block_bytes != block_size {
+        return false;
+    }
+    let block_bytes = u64::from(claim.block_bytes);
+    let Some(end) = (claim.checksums.len() as u64)
+        .checked_mul(block_bytes)
+        .and_then(|length| claim.offset.checked_add(length))
+    else {
+        return false;
+    };
+    if end > device.length() || claim.offset % block_bytes != 0 {
+        return false;
+    }
+    let mut block = vec![0u8; claim.block_bytes as usize];
+    claim
+        .checksums
+        .iter()
+        .enumerate()
+        .all(|(index, &checksum)| {
+            let offset = claim.offset + index as u64 * block_bytes;
+            match device.read_at(offset, &mut block, IoClass::Data) {
+                Ok(()) => crc32c::crc32c(&block) == checksum,
+                Err(_) => true,
+            }
+        })
 }
 
 fn read_entry(

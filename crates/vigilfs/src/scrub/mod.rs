@@ -302,7 +302,7 @@ impl Run<'_, '_> {
         for (seq, range) in journal.live_entries() {
             match self.read(range, IoClass::Journal) {
                 Ok(bytes) => match decode_entry(&bytes, &uuid, block_size) {
-                    Ok((header, _)) if header.seq == seq => {}
+                    Ok(entry) if entry.header.seq == seq => {}
                     // Overwritten after reclaim: no longer needed.
                     Ok(_) => {}
                     Err(error) => {

@@ -11,10 +11,11 @@
 //! [`PAGES_PER_TRANSACTION`] pages, so its records fit a journal entry
 //! however fragmented the file. The journal is flushed once, up to the
 //! last of them; the old blocks are freed at each one's seq (reused only
-//! once it is durable), and the pages are marked clean. Before the
-//! transaction naming new data blocks is committed, the journal is told to
-//! flush the device ahead of its next entry
-//! ([`Journal::order_before_next_entry`]), so a crash can never keep an
+//! once it is durable), and the pages are marked clean. Each transaction
+//! naming new data blocks claims their checksums in its journal entry
+//! ([`Transaction::claim_data`]): one device flush then makes the data and
+//! the entry durable together, and a crash that kept the entry but lost
+//! the data makes replay cut the entry off, so a crash can never keep an
 //! extent whose data was lost. With no dirty pages but a write pending
 //! (its pages all punched away), the transaction still sets the size and
 //! times, so the size a write set is never lost.
@@ -72,7 +73,7 @@
 //! What fsync and syncfs then report is the file operations' business
 //! ([`crate::inode::FsyncErrors`]).
 //!
-//! [`Journal::order_before_next_entry`]: crate::journal::Journal::order_before_next_entry
+//! [`Transaction::claim_data`]: crate::btree::Transaction::claim_data
 
 #[cfg(test)]
 pub(crate) mod tests;
@@ -496,9 +497,6 @@ impl Writeback {
                 return Err(errno);
             }
         };
-        // The transaction names the new blocks: they must be durable
-        // before its journal entry is.
-        self.metadata.journal.order_before_next_entry();
         let (seq, freed) = match self.commit_extents(ino, flight, before, &new_extents) {
             Ok(done) => done,
             Err(errno) => {
@@ -608,9 +606,13 @@ impl Writeback {
             after.insert(*offset, extent.clone());
         }
         let (size, mtime) = (flight.size, flight.mtime);
+        let written: Vec<Extent> = new_extents
+            .iter()
+            .map(|(_, extent)| extent.clone())
+            .collect();
         let seq = self
             .extents
-            .commit_change(ino, &before, &after, Space::Reserve, |record| {
+            .commit_written(ino, &before, &after, &written, Space::Reserve, |record| {
                 record.size = record.size.max(size);
                 if let Some(mtime) = mtime {
                     record.mtime = mtime;
