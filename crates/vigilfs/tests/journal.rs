@@ -753,6 +753,14 @@ fn commit_claiming(journal: &Journal, record: &[u8], claimed: &[u8]) -> u64 {
     reservation.seq()
 }
 
+/// Rewrites the claimed block, as a reuse of it would, and recovers.
+fn rewrite_claimed_block_and_recover(device: Arc<MemoryDevice>) -> vigilfs::journal::Replay {
+    device
+        .write_at(DATA_AT, &[0x77; BLOCK as usize], IoClass::Data)
+        .unwrap();
+    Journal::open(device, options(64)).unwrap().1
+}
+
 #[test]
 fn an_entry_whose_claimed_data_is_on_the_device_replays() {
     let device = memory_device();
@@ -821,12 +829,8 @@ fn claims_of_entries_recorded_durable_are_trusted_and_their_blocks_reusable_only
     journal.settle().unwrap();
     assert!(journal.recorded_durable_seq() >= claimed);
     drop(journal);
-    // The claimed block is rewritten, as a reused block would be: the
-    // entry is recorded durable, so recovery does not check it again.
-    device
-        .write_at(DATA_AT, &[0x77; BLOCK as usize], IoClass::Data)
-        .unwrap();
-    let (_, replay) = Journal::open(device, options(64)).unwrap();
+    // The entry is recorded durable, so recovery does not check it again.
+    let replay = rewrite_claimed_block_and_recover(device);
     assert!(replay.report.unmet_claims.is_empty());
     assert!(replay.report.newest_kept_seq > claimed);
     assert!(replay.report.cut_off.is_empty());
@@ -856,10 +860,7 @@ fn a_recovery_that_keeps_unrecorded_claims_settles_them_once_asked_and_then_neve
     assert_eq!(device.flush_count(), flushes);
     drop(journal);
     // So rewriting the block now cannot undo the entry at the next mount.
-    device
-        .write_at(DATA_AT, &[0x77; BLOCK as usize], IoClass::Data)
-        .unwrap();
-    let (_, replay) = Journal::open(device, options(64)).unwrap();
+    let replay = rewrite_claimed_block_and_recover(device);
     assert!(replay.report.unmet_claims.is_empty());
     assert!(replay.entries.iter().any(|entry| entry.seq == claimed));
 }

@@ -452,26 +452,22 @@ impl Reservation<'_> {
 
     /// Appends one record.
     pub fn append(&mut self, record: &[u8]) -> Result<(), JournalError> {
-        let span = record_bytes(record.len());
-        let remaining = self.end - self.cursor;
-        if span > remaining {
-            return Err(JournalError::ReservationOverflow {
-                record_bytes: span,
-                remaining,
-            });
-        }
-        let mut bytes = lock(&self.journal.buffer_bytes[self.index]);
-        let at = HEADER_BYTES + self.cursor;
-        entry::encode_record(record, &mut bytes[at..at + span]);
-        self.cursor += span;
-        Ok(())
+        self.put(record_bytes(record.len()), |into| {
+            entry::encode_record(record, into);
+        })
     }
 
     /// Appends a data claim: `claim`'s blocks were written (the writes
     /// completed) before this call, and the records of this reservation
     /// refer to them. Reserve [`DataClaim::record_bytes`] for it.
     pub fn claim(&mut self, claim: &DataClaim) -> Result<(), JournalError> {
-        let span = claim.record_bytes();
+        self.put(claim.record_bytes(), |into| claim.encode(into))?;
+        self.journal.buffer_claims[self.index].store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Encodes `span` bytes at the cursor with `encode`, if they fit.
+    fn put(&mut self, span: usize, encode: impl FnOnce(&mut [u8])) -> Result<(), JournalError> {
         let remaining = self.end - self.cursor;
         if span > remaining {
             return Err(JournalError::ReservationOverflow {
@@ -481,8 +477,7 @@ impl Reservation<'_> {
         }
         let mut bytes = lock(&self.journal.buffer_bytes[self.index]);
         let at = HEADER_BYTES + self.cursor;
-        claim.encode(&mut bytes[at..at + span]);
-        self.journal.buffer_claims[self.index].store(true, std::sync::atomic::Ordering::SeqCst);
+        encode(&mut bytes[at..at + span]);
         self.cursor += span;
         Ok(())
     }
