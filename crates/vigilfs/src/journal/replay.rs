@@ -200,12 +200,8 @@ pub(crate) fn scan(
         .collect();
     for seq in claimed {
         let entry = &found[&seq];
-        let bytes = read_entry(device, region, entry.start_block, entry.header.blocks)?;
-        let decoded = entry::decode_entry(&bytes, uuid, block_size as usize).map_err(|error| {
-            JournalError::Corrupt(format!("entry {seq} changed while replaying: {error}"))
-        })?;
-        if !decoded
-            .claims
+        let (_, claims) = read_again(device, region, uuid, seq, entry)?;
+        if !claims
             .iter()
             .all(|claim| claim_holds(device, claim, region.block_size))
         {
@@ -270,13 +266,10 @@ pub(crate) fn scan(
     let mut entries = Vec::with_capacity(chain.len());
     for &seq in chain.iter().rev() {
         let found = &found[&seq];
-        let bytes = read_entry(device, region, found.start_block, found.header.blocks)?;
-        let decoded = entry::decode_entry(&bytes, uuid, block_size as usize).map_err(|error| {
-            JournalError::Corrupt(format!("entry {seq} changed while replaying: {error}"))
-        })?;
+        let (records, _) = read_again(device, region, uuid, seq, found)?;
         entries.push(ReplayedEntry {
             seq,
-            records: decoded.records.into_iter().map(<[u8]>::to_vec).collect(),
+            records,
             start_block: found.start_block,
             blocks: found.header.blocks,
         });
@@ -286,6 +279,24 @@ pub(crate) fn scan(
         report,
         cut_off_blocks,
     })
+}
+
+/// Reads and decodes a valid entry the scan found once more: its records
+/// and its claims.
+fn read_again(
+    device: &dyn BlockDevice,
+    region: &JournalRegion,
+    uuid: &[u8; 16],
+    seq: u64,
+    found: &Found,
+) -> Result<(Vec<Vec<u8>>, Vec<DataClaim>), JournalError> {
+    let bytes = read_entry(device, region, found.start_block, found.header.blocks)?;
+    let decoded =
+        entry::decode_entry(&bytes, uuid, region.block_size as usize).map_err(|error| {
+            JournalError::Corrupt(format!("entry {seq} changed while replaying: {error}"))
+        })?;
+    let records = decoded.records.into_iter().map(<[u8]>::to_vec).collect();
+    Ok((records, decoded.claims))
 }
 
 /// Whether the device holds the data `claim` names. Only a checksum that
