@@ -1070,6 +1070,51 @@ fn errors_continue_keeps_the_filesystem_writable() {
 }
 
 #[test]
+fn an_errors_policy_changed_after_the_journal_failed_acts_on_that_failure() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount_with(MountOptions {
+        errors: Some(ErrorsPolicy::Continue),
+        ..MountOptions::default()
+    });
+    let (_, handle) = fs
+        .create(ROOT_INO, b"f", 0o644, read_write(), &root())
+        .unwrap();
+    fixture.fail_writes(IoClass::Journal);
+    fs.write(handle, 0, b"x", &root()).unwrap();
+    assert_eq!(errno(fs.fsync(handle, false)), libc::EIO);
+    assert_eq!(
+        fs.status().state,
+        LifeState::Running,
+        "continue was in force"
+    );
+    // The device works again, but the journal's failure stands: the
+    // operator now asks for remount-ro, and gets it for that failure.
+    fixture.plan.clear();
+    fs.reconfigure(&SettingsChange {
+        errors: Some(ErrorsPolicy::RemountReadOnly),
+        ..SettingsChange::default()
+    })
+    .unwrap();
+    assert!(
+        matches!(fs.status().state, LifeState::ReadOnly(_)),
+        "remount-ro acts on the standing failure: {:?}",
+        fs.status().state
+    );
+    assert_eq!(
+        errno(fs.create(ROOT_INO, b"g", 0o644, read_write(), &root())),
+        libc::EROFS
+    );
+    // A change of another setting alone does not act again.
+    fs.reconfigure(&SettingsChange {
+        cache_bytes: Some(8 << 20),
+        ..SettingsChange::default()
+    })
+    .unwrap();
+    fs.release(handle).unwrap();
+    drop(fs);
+}
+
+#[test]
 fn an_errors_policy_changed_while_mounted_decides_the_next_failure() {
     let fixture = Fixture::new();
     let fs = fixture.mount();

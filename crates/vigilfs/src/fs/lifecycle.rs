@@ -518,7 +518,8 @@ impl Filesystem {
     /// Changes the settings a remount may change (see `settings.rs`);
     /// the rest of the mount stays as it was. A change is validated whole
     /// first: a refused one changes nothing. Allowed in every state (the
-    /// policy matters most to a filesystem that is failing).
+    /// policy matters most to a filesystem that is failing): a new
+    /// `errors=` policy acts at once on a journal that has already failed.
     pub fn reconfigure(&self, change: &SettingsChange) -> FsResult<()> {
         let shared = &self.shared;
         let changing = shared.settings.change(change)?;
@@ -539,6 +540,15 @@ impl Filesystem {
         shared.health.notice(&Notice::Settings {
             change: &change.summary(crate::format::event_log::TEXT_CAPACITY),
         });
+        if change.errors.is_some() {
+            // A failed journal stays failed and was acted on once, under
+            // the policy of that moment; no later operation brings it up
+            // again. The new policy decides what its standing failure
+            // does now (`remount-ro` stops writers, `panic` aborts).
+            if let Some(error) = shared.metadata.journal.error() {
+                shared.apply_errors_policy(format!("the journal's standing failure ({error})"));
+            }
+        }
         Ok(())
     }
 
