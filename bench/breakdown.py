@@ -12,6 +12,8 @@ traced with ftrace while the workload runs alone on the mount:
                small-file pattern of bench/mount.sh
   stat         N x stat of the files just created
   unlink       N x unlink of them
+  sqlite       N x one-row INSERT transaction in SQLite (WAL,
+               synchronous=FULL), bench/mount.sh's SQLite pattern
 
 and for each it prints, per operation of the workload: the FUSE requests
 by opcode (count per operation), each one's median round trip (queued by
@@ -24,7 +26,7 @@ Usage: breakdown.py VIGILFS_BINARY WORKDIR [N] [MOUNT_OPTIONS]
 WORKDIR must be on tmpfs (the image goes there). Tracing costs time: the
 absolute figures are inflated; the shares and counts are what to read.
 """
-import collections, os, random, re, statistics, subprocess, sys, time
+import collections, os, random, re, sqlite3, statistics, subprocess, sys, time
 
 V, WORK = sys.argv[1], sys.argv[2]
 N = int(sys.argv[3]) if len(sys.argv) > 3 else 2000
@@ -32,7 +34,7 @@ OPTIONS = sys.argv[4] if len(sys.argv) > 4 else ""
 TRACING = "/sys/kernel/tracing"
 OPCODES = {1: "LOOKUP", 2: "FORGET", 3: "GETATTR", 4: "SETATTR", 10: "UNLINK", 14: "OPEN",
            15: "READ", 16: "WRITE", 18: "RELEASE", 20: "FSYNC", 22: "GETXATTR", 25: "FLUSH",
-           35: "CREATE",
+           31: "GETLK", 32: "SETLK", 33: "SETLKW", 35: "CREATE", 43: "FALLOCATE", 46: "LSEEK",
            42: "BATCH_FORGET", 44: "READDIRPLUS", 52: "STATX"}
 
 
@@ -192,6 +194,20 @@ def main():
         traced("create + 4 KiB write + fsync + close", create, names)
         traced("stat (just created)", os.stat, names)
         traced("unlink", os.unlink, names)
+
+        database = sqlite3.connect(os.path.join(mnt, "bench.db"), isolation_level=None)
+        database.execute("PRAGMA journal_mode=WAL")
+        database.execute("PRAGMA synchronous=FULL")
+        database.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, value TEXT)")
+        row = "x" * 100
+
+        def insert(at):
+            database.execute("BEGIN")
+            database.execute("INSERT INTO t VALUES (?, ?)", (at, row))
+            database.execute("COMMIT")
+
+        traced("SQLite one-row transaction (WAL, synchronous=FULL)", insert, range(N))
+        database.close()
     finally:
         subprocess.run(["umount", "-l", mnt], check=False)
         for _ in range(200):
