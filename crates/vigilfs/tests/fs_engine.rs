@@ -1051,27 +1051,10 @@ fn errors_remount_ro_makes_a_metadata_failure_read_only() {
     fixture.assert_fsck_clean();
 }
 
-#[test]
-fn errors_continue_keeps_the_filesystem_writable() {
-    let fixture = Fixture::new();
-    let fs = fixture.mount_with(MountOptions {
-        errors: Some(ErrorsPolicy::Continue),
-        ..MountOptions::default()
-    });
-    let (_, handle) = fs
-        .create(ROOT_INO, b"f", 0o644, read_write(), &root())
-        .unwrap();
-    fixture.fail_writes(IoClass::Journal);
-    fs.write(handle, 0, b"x", &root()).unwrap();
-    assert_eq!(errno(fs.fsync(handle, false)), libc::EIO);
-    assert_eq!(fs.status().state, LifeState::Running);
-    fs.release(handle).unwrap();
-    drop(fs);
-}
-
-#[test]
-fn an_errors_policy_changed_after_the_journal_failed_acts_on_that_failure() {
-    let fixture = Fixture::new();
+/// Mounts `fixture` with errors=continue and fails its journal: an fsync
+/// gets EIO and the filesystem stays writable. Returns the mount and the
+/// handle of the file written.
+fn fail_the_journal_under_continue(fixture: &Fixture) -> (Filesystem, u64) {
     let fs = fixture.mount_with(MountOptions {
         errors: Some(ErrorsPolicy::Continue),
         ..MountOptions::default()
@@ -1085,8 +1068,23 @@ fn an_errors_policy_changed_after_the_journal_failed_acts_on_that_failure() {
     assert_eq!(
         fs.status().state,
         LifeState::Running,
-        "continue was in force"
+        "continue is in force"
     );
+    (fs, handle)
+}
+
+#[test]
+fn errors_continue_keeps_the_filesystem_writable() {
+    let fixture = Fixture::new();
+    let (fs, handle) = fail_the_journal_under_continue(&fixture);
+    fs.release(handle).unwrap();
+    drop(fs);
+}
+
+#[test]
+fn an_errors_policy_changed_after_the_journal_failed_acts_on_that_failure() {
+    let fixture = Fixture::new();
+    let (fs, handle) = fail_the_journal_under_continue(&fixture);
     // The device works again, but the journal's failure stands: the
     // operator now asks for remount-ro, and gets it for that failure.
     fixture.plan.clear();
