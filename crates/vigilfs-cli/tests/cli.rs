@@ -169,6 +169,10 @@ fn control_commands_without_a_mount_fail_clearly() {
         &["inject", ".", "--fail-reads", "--range", "10"],
         &["inject", ".", "--list", "--clear"],
         &["inject", "."],
+        // The kernel refuses a FUSE reply carrying errno 512 or more, and
+        // the caller would wait for good.
+        &["inject", ".", "--op", "unlink", "--errno", "99999"],
+        &["inject", ".", "--fail-writes", "--errno", "512"],
     ] {
         let output = vigilfs(arguments, directory.path());
         assert_eq!(output.status.code(), Some(2), "{arguments:?}");

@@ -194,8 +194,16 @@ struct Replies {
     open_flags: FopenFlags,
 }
 
+/// The errno the kernel gets for `error`. One the kernel would refuse
+/// (512 or more, or not positive) becomes EIO: a refused reply leaves the
+/// caller waiting for good.
 fn errno(error: &FsError) -> Errno {
-    Errno::from_i32(error.errno())
+    let errno = error.errno();
+    if (1..=vigilfs::device::Errno::MAX_DELIVERABLE).contains(&errno) {
+        Errno::from_i32(errno)
+    } else {
+        Errno::EIO
+    }
 }
 
 fn caller(request: &Request) -> Caller {

@@ -14,6 +14,12 @@ use super::{ByteRange, FaultRuleError, IoClass, IoOperation, RuleId};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Errno(pub i32);
 
+impl Errno {
+    /// The largest errno a FUSE reply may carry: the kernel refuses a
+    /// reply whose error is 512 or more and leaves its caller waiting.
+    pub const MAX_DELIVERABLE: i32 = 511;
+}
+
 /// Errno names a fault rule may use by name; any other errno can be given as a number.
 const ERRNO_NAMES: [(&str, i32); 16] = [
     ("EIO", libc::EIO),
@@ -69,7 +75,13 @@ impl FromStr for Errno {
             return Ok(Errno(*number));
         }
         match text.parse::<i32>() {
-            Ok(number) if number > 0 => Ok(Errno(number)),
+            Ok(number) if (1..=Errno::MAX_DELIVERABLE).contains(&number) => Ok(Errno(number)),
+            Ok(number) if number > Errno::MAX_DELIVERABLE => Err(FaultRuleError::new(format!(
+                "errno {number} cannot be delivered: the kernel's FUSE refuses a reply with an \
+                 errno above {} (use a name like EIO or a number from 1 to {})",
+                Errno::MAX_DELIVERABLE,
+                Errno::MAX_DELIVERABLE
+            ))),
             _ => Err(FaultRuleError::new(format!(
                 "unknown errno `{text}` (use a name like EIO or a positive number)"
             ))),
@@ -225,6 +237,17 @@ mod tests {
         assert!("EWHAT".parse::<Errno>().is_err());
         assert_eq!(Errno::EIO.to_string(), "EIO");
         assert_eq!(Errno(4000).to_string(), "4000");
+    }
+
+    #[test]
+    fn an_errno_no_fuse_reply_can_carry_is_refused() {
+        assert_eq!("511".parse::<Errno>().unwrap(), Errno(511));
+        let refused = "512".parse::<Errno>().expect_err("512 is refused");
+        assert!(
+            refused.to_string().contains("cannot be delivered"),
+            "{refused}"
+        );
+        assert!("99999".parse::<Errno>().is_err());
     }
 
     #[test]
