@@ -11,7 +11,9 @@
 //!    and checks again; only then is it a clean [`BtreeError::NoSpace`]. Any failure here
 //!    changes nothing;
 //! 2. takes ONE journal reservation and appends ONE record holding every update, so the
-//!    transaction is in one journal entry: replay sees all of it or none of it;
+//!    transaction is in one journal entry: replay sees all of it or none of it. If the
+//!    journal has no room until pinned nodes are written, which needs the state lock this
+//!    commit holds, it lets go of the lock, reclaims, and starts over at step 1 (once);
 //! 3. applies the updates to the cached leaves, which pin the journal at the reservation's
 //!    seq, and releases the reservation;
 //! 4. splits oversized and merges underfull leaves (writes; a failure there is recorded in
@@ -25,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::record::{encode_transaction, transaction_bytes, Update};
 use super::{usable, BtreeError, Btrees, TreeId};
-use crate::journal::{record_bytes, DataClaim};
+use crate::journal::{record_bytes, DataClaim, JournalError};
 
 /// Updates to commit atomically. Dropping it without committing discards them.
 pub struct Transaction<'a> {
@@ -187,8 +189,10 @@ impl<'a> Transaction<'a> {
         let shared = &self.btrees.shared;
         let record = encode_transaction(&self.updates);
         debug_assert_eq!(record.len(), transaction_bytes(&self.updates));
+        let claim_bytes: usize = self.claims.iter().map(DataClaim::record_bytes).sum();
         let mut flushed = false;
-        let mut state = loop {
+        let mut reclaimed = false;
+        let (mut state, mut reservation) = loop {
             // Let reclaim write pinned nodes now, while this thread does not hold the lock
             // (a reclaim started under the lock must decline to write nodes).
             let _ = shared.journal.reclaim_if_needed();
@@ -203,7 +207,23 @@ impl<'a> Transaction<'a> {
             };
             let available = shared.allocator.available();
             if available >= needed.saturating_add(keep) {
-                break state;
+                // 2. One reservation: the record and the data claims.
+                match shared
+                    .journal
+                    .reserve(record_bytes(record.len()) + claim_bytes)
+                {
+                    Ok(reservation) => break (state, reservation),
+                    Err(JournalError::PinFlushDeclined { .. }) if !reclaimed => {
+                        // The journal is out of room until pinned nodes are written, which
+                        // needs the lock this thread holds: let go of it, reclaim, and
+                        // start over (the trees may have changed meanwhile).
+                        drop(state);
+                        reclaimed = true;
+                        shared.journal.reclaim_for_entry()?;
+                        continue;
+                    }
+                    Err(error) => return Err(error.into()),
+                }
             }
             if flushed || shared.allocator.pending() == 0 {
                 return Err(BtreeError::NoSpace {
@@ -218,11 +238,6 @@ impl<'a> Transaction<'a> {
             flushed = true;
         };
 
-        // 2. One reservation: the record and the data claims.
-        let claim_bytes: usize = self.claims.iter().map(DataClaim::record_bytes).sum();
-        let mut reservation = shared
-            .journal
-            .reserve(record_bytes(record.len()) + claim_bytes)?;
         reservation.append(&record)?;
         for claim in &self.claims {
             reservation.claim(claim)?;

@@ -1386,6 +1386,21 @@ impl Journal {
             || inner.pins.len() > self.options.max_tracked_seqs
     }
 
+    /// Runs reclaim for room for one more entry, whatever the watermark:
+    /// for a caller whose reservation found no room while it held a lock
+    /// the pinned objects' writes need, and who has since let go of it.
+    pub fn reclaim_for_entry(&self) -> Result<bool, JournalError> {
+        let wanted = {
+            let inner = lock(&self.inner);
+            let block_size = u64::from(self.options.region.block_size).max(1);
+            let needed_blocks =
+                entry::entry_blocks(self.options.entry_bytes as usize, block_size as usize) as u64;
+            let low_watermark = self.low_watermark(inner.ring.total_blocks());
+            (2 * needed_blocks + self.reclaim_reserve_blocks(&inner)).max(low_watermark * 2)
+        };
+        self.reclaim(wanted)
+    }
+
     /// Runs reclaim if [`Journal::wants_reclaim`] says so, freeing up to
     /// twice the low watermark.
     pub fn reclaim_if_needed(&self) -> Result<bool, JournalError> {
