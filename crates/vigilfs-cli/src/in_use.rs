@@ -28,7 +28,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -108,7 +108,13 @@ fn describe_holder(holder: Option<&(u32, String)>) -> String {
 
 /// Takes the lock without waiting.
 pub fn lock(image: &Path, mode: LockMode) -> Result<ImageLock, LockError> {
-    let file = File::open(image).map_err(LockError::Io)?;
+    // O_NONBLOCK: opening a FIFO named as the image must not wait for a
+    // writer (the device's open then refuses it); files ignore the flag.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(image)
+        .map_err(LockError::Io)?;
     let operation = match mode {
         LockMode::Exclusive => libc::LOCK_EX,
         LockMode::Shared => libc::LOCK_SH,

@@ -71,8 +71,9 @@ enum Command {
         /// Journal size (default 1/64 of the filesystem, between 1M and 128M).
         #[arg(long, value_name = "SIZE")]
         journal_size: Option<ByteSize>,
-        /// Block size in bytes (default 4096).
-        #[arg(long, value_name = "BYTES", default_value_t = 4096)]
+        /// Block size in bytes: 4096, the only size a mount serves (file
+        /// data is cached and checksummed in 4 KiB pages).
+        #[arg(long, value_name = "BYTES", default_value_t = 4096, value_parser = parse_block_size)]
         block_size: u32,
         /// A label of up to 64 bytes.
         #[arg(long, default_value = "")]
@@ -660,5 +661,18 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Demo { keep } => demo_command::run(keep),
         Command::InstallMountHelper { dir, force } => helper::install(&dir, force),
+    }
+}
+
+/// `--block-size`: only what a mount can serve, so mkfs never makes a
+/// filesystem that cannot be mounted.
+fn parse_block_size(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(4096) => Ok(4096),
+        Ok(other) => Err(format!(
+            "{other} is not supported: vigilfs serves 4096-byte blocks only (file data is cached \
+             and checksummed in 4 KiB pages)"
+        )),
+        Err(_) => Err(format!("`{text}` is not a number of bytes (use 4096)")),
     }
 }

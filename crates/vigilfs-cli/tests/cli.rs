@@ -69,6 +69,56 @@ fn failed_mkfs_leaves_no_image_behind() {
     assert_eq!(failed.status.code(), Some(8));
     assert!(text(&failed.stderr).contains("too small"));
     assert!(!directory.path().join("tiny.img").exists());
+    // A size no file can have: the file just made goes again.
+    let failed = vigilfs(
+        &["mkfs", "huge.img", "--size", "16000000T"],
+        directory.path(),
+    );
+    assert_eq!(failed.status.code(), Some(8));
+    assert!(
+        text(&failed.stderr).contains("cannot be made"),
+        "{}",
+        text(&failed.stderr)
+    );
+    assert!(!directory.path().join("huge.img").exists());
+    // A block size no mount serves is refused before anything is made.
+    let refused = vigilfs(
+        &["mkfs", "big-blocks.img", "--block-size", "65536"],
+        directory.path(),
+    );
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        text(&refused.stderr).contains("4096"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert!(!directory.path().join("big-blocks.img").exists());
+}
+
+#[test]
+fn an_image_that_is_a_fifo_or_a_directory_is_refused_at_once() {
+    let directory = tempfile::tempdir().unwrap();
+    let fifo = directory.path().join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::create_dir(directory.path().join("dir")).unwrap();
+    for (image, what) in [("fifo", "a FIFO"), ("dir", "a directory")] {
+        for command in [&["fsck", image][..], &["mkfs", image, "--force"]] {
+            // Opening a FIFO used to wait for a writer for good.
+            let started = std::time::Instant::now();
+            let output = vigilfs(command, directory.path());
+            assert!(started.elapsed() < std::time::Duration::from_secs(10));
+            assert_eq!(output.status.code(), Some(8), "{command:?}");
+            assert!(
+                text(&output.stderr).contains(what),
+                "{command:?}: {}",
+                text(&output.stderr)
+            );
+        }
+    }
 }
 
 #[test]

@@ -42,6 +42,28 @@ impl FileDevice {
     /// Opens an existing image file or block device. The usable length is the file's size
     /// rounded down to whole sectors.
     pub fn open(path: &Path, options: FileDeviceOptions) -> io::Result<FileDevice> {
+        // Before opening: opening a FIFO would wait for a writer for good.
+        let kind = std::fs::metadata(path)?.file_type();
+        if !(kind.is_file() || kind.is_block_device()) {
+            let what = if kind.is_dir() {
+                "a directory"
+            } else if kind.is_fifo() {
+                "a FIFO"
+            } else if kind.is_socket() {
+                "a socket"
+            } else if kind.is_char_device() {
+                "a character device"
+            } else {
+                "not a regular file"
+            };
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is {what}, not an image file or a block device",
+                    path.display()
+                ),
+            ));
+        }
         let mut file = OpenOptions::new()
             .read(true)
             .write(!options.read_only)
@@ -79,7 +101,15 @@ impl FileDevice {
             .write(true)
             .create_new(true)
             .open(path)?;
-        file.set_len(length)?;
+        if let Err(error) = file.set_len(length) {
+            // The file was made here: nothing of it stays behind.
+            drop(file);
+            let _ = std::fs::remove_file(path);
+            return Err(io::Error::new(
+                error.kind(),
+                format!("a file of {length} bytes cannot be made there: {error}"),
+            ));
+        }
         drop(file);
         FileDevice::open(
             path,
