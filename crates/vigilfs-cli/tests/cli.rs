@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 fn vigilfs(arguments: &[&str], directory: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vigilfs"))
@@ -99,18 +100,15 @@ fn failed_mkfs_leaves_no_image_behind() {
 fn an_image_that_is_a_fifo_or_a_directory_is_refused_at_once() {
     let directory = tempfile::tempdir().unwrap();
     let fifo = directory.path().join("fifo");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap();
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(made.success());
     std::fs::create_dir(directory.path().join("dir")).unwrap();
     for (image, what) in [("fifo", "a FIFO"), ("dir", "a directory")] {
         for command in [&["fsck", image][..], &["mkfs", image, "--force"]] {
             // Opening a FIFO used to wait for a writer for good.
-            let started = std::time::Instant::now();
+            let started = Instant::now();
             let output = vigilfs(command, directory.path());
-            assert!(started.elapsed() < std::time::Duration::from_secs(10));
+            assert!(started.elapsed() < Duration::from_secs(10));
             assert_eq!(output.status.code(), Some(8), "{command:?}");
             assert!(
                 text(&output.stderr).contains(what),
