@@ -752,6 +752,15 @@ done
     });
     let _ = workload.kill();
     let _ = workload.wait();
+    // A mount on the dead mount point says what is in the way (it said
+    // the mount point did not exist).
+    let other = scratch.directory.path().join("other.img");
+    let other = other.to_str().unwrap();
+    let refused = vigilfs(&["mount", other, scratch.mnt(), "--daemon"]);
+    let message = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{message}");
+    assert!(message.contains("daemon is gone"), "{message}");
+    assert!(message.contains("umount"), "{message}");
     // The dead daemon's mount answers ENOTCONN; root detaches it with
     // umount2 (no fusermount3 needed).
     lazy_unmount(&scratch.mountpoint);
