@@ -359,6 +359,20 @@ fn a_failure_reported_before_the_mount_is_handled_after_the_journal_replays() {
     });
     lazy_unmount(&scratch.mountpoint);
     let _ = fs::remove_file(&scratch.pid_file);
+    // A failure outside the device is refused with the mount (it was
+    // accepted, and dropped without a word).
+    let outside = vigilfs(&[
+        "mount",
+        scratch.img(),
+        scratch.mnt(),
+        "--daemon",
+        "-o",
+        "failed=99999999999999:4096",
+    ]);
+    let message = text(&outside.stderr);
+    assert_eq!(outside.status.code(), Some(8), "{message}");
+    assert!(message.contains("not inside the"), "{message}");
+    assert!(!is_mounted(&scratch.mountpoint));
     let pid = scratch.mount(&["-o", &format!("failed={}:4K", block * BLOCK)]);
     let status = scratch.status();
     assert_eq!(status["recovered"], true);

@@ -127,6 +127,9 @@ pub enum MountError {
     /// Starting the writeback, failure or scrub thread failed.
     #[error("starting a thread: {0}")]
     Thread(std::io::Error),
+    /// A failure reported with the mount options names no device bytes.
+    #[error("a failure reported at mount: {0}")]
+    ReportedFailure(#[from] crate::failure::FailureError),
 }
 
 /// A monitor's view of the filesystem; reading it consumes no error.
@@ -303,6 +306,9 @@ impl Filesystem {
         let intake = Intake::new(DEFAULT_INTAKE_CAPACITY);
         device.set_media_failure_callback(intake.device_callback());
         for (range, origin) in &options.failures {
+            // Checked before anything is offered: a range no block of the
+            // device is in would be dropped later, silently.
+            crate::failure::check_range(*range, device.length())?;
             intake.offer(*range, origin.clone());
         }
         let loaded = read_superblock(device.as_ref())?;
