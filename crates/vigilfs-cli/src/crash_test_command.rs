@@ -257,6 +257,10 @@ impl LabMount {
         let Some(session) = self.session.take() else {
             return Ok(());
         };
+        // A process the workload started in a session of its own escapes
+        // its group; if it still uses the lab's mount, the unmount would
+        // wait for it for good.
+        kill_users_of(&self.mountpoint);
         let unmounted = session.unmount();
         self.switch.close();
         let engine = self.slot.take();
@@ -343,6 +347,10 @@ impl Program {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.try_wait()? {
+                // What it left running in its group (a `cmd &` it never
+                // waited for) ends with it: it would keep files in the lab's
+                // mount open, and the lab could not unmount.
+                kill_group(self.child.id() as i32);
                 return Ok(Some(status));
             }
             if Instant::now() >= deadline {
@@ -379,6 +387,42 @@ impl Drop for Program {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
             self.kill();
+        }
+    }
+}
+
+/// Kills every process whose working directory or an open file is under
+/// `mountpoint` (this process excepted), as `fuser -km` would.
+fn kill_users_of(mountpoint: &Path) {
+    let Ok(processes) = fs::read_dir("/proc") else {
+        return;
+    };
+    let own = std::process::id();
+    let mountpoint = fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+    let inside = |link: PathBuf| -> bool {
+        fs::read_link(link).is_ok_and(|target| target.starts_with(&mountpoint))
+    };
+    for process in processes.flatten() {
+        let Some(pid) = process
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == own {
+            continue;
+        }
+        let path = process.path();
+        let uses = inside(path.join("cwd"))
+            || fs::read_dir(path.join("fd"))
+                .map(|fds| fds.flatten().any(|fd| inside(fd.path())))
+                .unwrap_or(false);
+        if uses {
+            // SAFETY: kill(2) on a pid; no memory is involved.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
         }
     }
 }

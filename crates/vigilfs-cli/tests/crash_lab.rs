@@ -658,3 +658,32 @@ fn settings_changed_by_a_remount_survive_a_power_cut() {
     assert_eq!(status["settings"]["dirty_limit_bytes"], 2 << 20);
     scratch.umount(pid);
 }
+
+#[test]
+fn processes_a_workload_leaves_behind_do_not_keep_the_crash_test_running() {
+    if fuse_missing("processes_a_workload_leaves_behind_do_not_keep_the_crash_test_running") {
+        return;
+    }
+    let scripts = tempfile::tempdir().unwrap();
+    // One leftover in the workload's group, one in a session of its own;
+    // both keep a file in the lab's mount open. The runner used to wait
+    // for them for good, deaf to SIGTERM.
+    let workload = r#"set -e
+sh -c 'exec 3>in-group; while :; do echo y >&3; sleep 0.2; done' &
+setsid sh -c 'exec 3>own-session; while :; do echo y >&3; sleep 0.2; done' &
+for i in 1 2 3; do
+    echo "$i" > "file-$i"
+    sync "file-$i"
+    echo "$i" >> "$1"
+done
+"#;
+    let started = Instant::now();
+    let output = crash_test(scripts.path(), workload, "true", &["--cuts", "2"]);
+    let report = json_of(&output);
+    assert_eq!(output.status.code(), Some(0), "{report:#}");
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "took {:?}",
+        started.elapsed()
+    );
+}
