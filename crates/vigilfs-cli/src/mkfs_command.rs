@@ -11,7 +11,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use vigilfs::device::{FileDevice, FileDeviceOptions, SectorSize};
+use vigilfs::device::{BlockDevice, FileDevice, FileDeviceOptions, IoClass, SectorSize};
+use vigilfs::format::layout::PRIMARY_SUPERBLOCK_OFFSET;
 use vigilfs::format::{read_superblock, Label};
 use vigilfs::mkfs::{make_filesystem, MkfsOptions};
 
@@ -61,7 +62,9 @@ pub fn run(request: &MkfsRequest) -> Result<u8, Failure> {
             Failure::operational(format!("cannot create {}: {error}", image.display()))
         })?
     } else {
-        open_existing(image, request)?
+        let device = open_existing(image, request)?;
+        erase_foreign_signatures(&device)?;
+        device
     };
     let options = MkfsOptions {
         block_size: request.block_size,
@@ -144,6 +147,12 @@ fn open_existing(image: &Path, request: &MkfsRequest) -> Result<FileDevice, Fail
                 existing.superblock.uuid
             )));
         }
+        if let Some((_, what)) = foreign_signature(&device, SCANNED_BYTES) {
+            return Err(Failure::usage(format!(
+                "{} holds {what}; use --force to overwrite it",
+                image.display()
+            )));
+        }
     }
     match request.size {
         Some(size) if size.0 > metadata.len() => {
@@ -161,4 +170,74 @@ fn open_existing(image: &Path, request: &MkfsRequest) -> Result<FileDevice, Fail
         }
         _ => Ok(device),
     }
+}
+
+/// Where other filesystems and volume formats keep their magic: (offset,
+/// bytes, what it is). Enough to keep mkfs from destroying one by mistake.
+const FOREIGN_SIGNATURES: [(u64, &[u8], &str); 9] = [
+    (1080, &[0x53, 0xEF], "an ext2/3/4 filesystem"),
+    (0, b"XFSB", "an XFS filesystem"),
+    (65_600, b"_BHRfS_M", "a btrfs filesystem"),
+    (0, b"LUKS\xba\xbe", "a LUKS encrypted volume"),
+    (4086, b"SWAPSPACE2", "swap space"),
+    (3, b"NTFS    ", "an NTFS filesystem"),
+    (54, b"FAT1", "a FAT filesystem"),
+    (82, b"FAT32   ", "a FAT32 filesystem"),
+    (512, b"EFI PART", "a GPT partition table"),
+];
+
+/// Erases the signatures of other filesystems in the first 4 KiB, which
+/// vigilfs leaves alone (for boot loaders): blkid and mount would still
+/// find the filesystem just overwritten. Signatures further in lie in
+/// vigilfs's own regions.
+fn erase_foreign_signatures(device: &FileDevice) -> Result<(), Failure> {
+    while let Some((offset, what)) = foreign_signature(device, PRIMARY_SUPERBLOCK_OFFSET) {
+        let sector = device.sector_size().bytes();
+        let start = offset - offset % sector;
+        let mut bytes = vec![0u8; sector as usize];
+        let erase = |error: vigilfs::device::DeviceError| {
+            Failure::operational(format!("erasing the signature of {what}: {error}"))
+        };
+        device
+            .read_at(start, &mut bytes, IoClass::Superblock)
+            .map_err(erase)?;
+        let magic = FOREIGN_SIGNATURES
+            .iter()
+            .find(|(at, _, _)| *at == offset)
+            .map_or(0, |(_, magic, _)| magic.len());
+        let within = (offset - start) as usize;
+        bytes[within..within + magic].fill(0);
+        device
+            .write_at(start, &bytes, IoClass::Superblock)
+            .map_err(erase)?;
+    }
+    device
+        .flush(IoClass::Superblock)
+        .map_err(|error| Failure::operational(format!("erasing old signatures: {error}")))
+}
+
+/// How far in the signatures lie: btrfs's, the furthest, ends at 65,608.
+const SCANNED_BYTES: u64 = 66 * 1024;
+
+/// The offset and kind of another filesystem or volume whose signature
+/// `device` holds in its first `within` bytes, if any.
+fn foreign_signature(device: &FileDevice, within: u64) -> Option<(u64, &'static str)> {
+    let mut head = vec![0u8; within as usize];
+    let length = (device.length() as usize).min(head.len());
+    let sector = device.sector_size().bytes() as usize;
+    let readable = length - length % sector;
+    if readable == 0 {
+        return None;
+    }
+    device
+        .read_at(0, &mut head[..readable], IoClass::Superblock)
+        .ok()?;
+    FOREIGN_SIGNATURES
+        .iter()
+        .find(|(offset, magic, _)| {
+            let start = *offset as usize;
+            head.get(start..start + magic.len())
+                .is_some_and(|bytes| start + magic.len() <= readable && bytes == *magic)
+        })
+        .map(|(offset, _, what)| (*offset, *what))
 }

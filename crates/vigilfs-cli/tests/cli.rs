@@ -61,6 +61,24 @@ fn mkfs_refuses_to_overwrite_a_filesystem_unless_forced() {
         std::fs::read(directory.path().join("disk.img")).unwrap(),
         before
     );
+
+    // Another filesystem (ext4's magic at 1080) is not overwritten by
+    // mistake either, and once it is, its signature is gone with it.
+    let ext4 = directory.path().join("ext4.img");
+    let mut image = vec![0u8; 32 << 20];
+    image[1080..1082].copy_from_slice(&[0x53, 0xEF]);
+    std::fs::write(&ext4, &image).unwrap();
+    let refused = vigilfs(&["mkfs", "ext4.img"], directory.path());
+    assert_eq!(refused.status.code(), Some(1));
+    let message = text(&refused.stderr);
+    assert!(
+        message.contains("ext2/3/4") && message.contains("--force"),
+        "{message}"
+    );
+    assert_eq!(std::fs::read(&ext4).unwrap(), image);
+    let forced = vigilfs(&["mkfs", "ext4.img", "--force"], directory.path());
+    assert_eq!(forced.status.code(), Some(0), "{}", text(&forced.stderr));
+    assert_eq!(&std::fs::read(&ext4).unwrap()[1080..1082], &[0, 0]);
 }
 
 #[test]
