@@ -135,6 +135,9 @@ fn prepare(request: &MountRequest) -> Result<Option<Prepared>, Failure> {
     if let Some(group) = &settings.events_group {
         group_id(group)?;
     }
+    if let Some(path) = &request.pid_file {
+        check_pid_file(path)?;
+    }
     // A FUSE mount whose daemon died (killed, errors=panic) stays attached
     // and answers with ENOTCONN (a stat may still be served from the
     // kernel's cache; opening the directory always asks the daemon): say
@@ -801,4 +804,37 @@ mod tests {
         assert_eq!((nosuid.set_id, nosuid.devices), (Some(false), Some(false)));
         assert_eq!(config("rw").set_id, None);
     }
+}
+
+/// `--pid-file` is checked before anything is mounted: it must be
+/// writable (a daemon could only log the failure, where nobody looks),
+/// and an existing file must be a pid file (it is replaced, and removed
+/// at the unmount).
+fn check_pid_file(path: &Path) -> Result<(), Failure> {
+    let refuse = |why: String| Failure::usage(format!("--pid-file {}: {why}", path.display()));
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let is_pid = text.trim().is_empty() || text.trim().parse::<u32>().is_ok();
+            if !is_pid {
+                return Err(refuse(
+                    "exists and is not a pid file; refusing to overwrite it".into(),
+                ));
+            }
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(path)
+                .map_err(|error| refuse(error.to_string()))?;
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .create_new(true)
+                .open(path)
+                .map_err(|error| refuse(error.to_string()))?;
+            let _ = std::fs::remove_file(path);
+        }
+        Err(error) => return Err(refuse(error.to_string())),
+    }
+    Ok(())
 }

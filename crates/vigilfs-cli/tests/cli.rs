@@ -345,3 +345,31 @@ fn fsck_reports_a_corrupt_tree_node_with_exit_4_and_its_block() {
     );
     assert!(output.contains("1 error left uncorrected"), "{output}");
 }
+
+#[test]
+fn a_pid_file_that_cannot_be_written_or_is_not_one_refuses_the_mount() {
+    let directory = tempfile::tempdir().unwrap();
+    std::fs::write(directory.path().join("notes.txt"), "IMPORTANT\n").unwrap();
+    for pid_file in ["notes.txt", "missing-directory/vigilfs.pid"] {
+        let output = vigilfs(
+            &[
+                "mount",
+                "disk.img",
+                "mnt",
+                "--daemon",
+                "--pid-file",
+                pid_file,
+            ],
+            directory.path(),
+        );
+        let message = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{pid_file}: {message}");
+        assert!(message.contains("--pid-file"), "{message}");
+        // Refused before anything was made.
+        assert!(!directory.path().join("disk.img").exists());
+    }
+    assert_eq!(
+        std::fs::read_to_string(directory.path().join("notes.txt")).unwrap(),
+        "IMPORTANT\n"
+    );
+}
