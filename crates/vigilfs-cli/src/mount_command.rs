@@ -787,25 +787,6 @@ fn finish(
     outcome
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::mount_options::parse;
-
-    #[test]
-    fn strictatime_drops_the_kernel_cache_at_open_unless_keep_cache_is_asked() {
-        let image = Path::new("/srv/disk.img");
-        let config = |options: &str| fuse_config(&parse(&[options]).unwrap(), image);
-        assert!(config("rw").keep_cache);
-        assert!(config("relatime").keep_cache);
-        assert!(!config("strictatime").keep_cache);
-        assert!(config("strictatime,keep_cache").keep_cache);
-        let nosuid = config("nosuid,nodev");
-        assert_eq!((nosuid.set_id, nosuid.devices), (Some(false), Some(false)));
-        assert_eq!(config("rw").set_id, None);
-    }
-}
-
 /// `--pid-file` is checked before anything is mounted: it must be
 /// writable (a daemon could only log the failure, where nobody looks),
 /// and an existing file must be a pid file (it is replaced, and removed
@@ -837,4 +818,23 @@ fn check_pid_file(path: &Path) -> Result<(), Failure> {
         Err(error) => return Err(refuse(error.to_string())),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mount_options::parse;
+
+    #[test]
+    fn strictatime_drops_the_kernel_cache_at_open_unless_keep_cache_is_asked() {
+        let image = Path::new("/srv/disk.img");
+        let config = |options: &str| fuse_config(&parse(&[options]).unwrap(), image);
+        assert!(config("rw").keep_cache);
+        assert!(config("relatime").keep_cache);
+        assert!(!config("strictatime").keep_cache);
+        assert!(config("strictatime,keep_cache").keep_cache);
+        let nosuid = config("nosuid,nodev");
+        assert_eq!((nosuid.set_id, nosuid.devices), (Some(false), Some(false)));
+        assert_eq!(config("rw").set_id, None);
+    }
 }
