@@ -394,28 +394,13 @@ impl Drop for Program {
 /// Kills every process whose working directory or an open file is under
 /// `mountpoint` (this process excepted), as `fuser -km` would.
 fn kill_users_of(mountpoint: &Path) {
-    let Ok(processes) = fs::read_dir("/proc") else {
-        return;
-    };
-    let own = std::process::id();
     let mountpoint = fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
     let inside = |link: PathBuf| -> bool {
         fs::read_link(link).is_ok_and(|target| target.starts_with(&mountpoint))
     };
-    for process in processes.flatten() {
-        let Some(pid) = process
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == own {
-            continue;
-        }
-        let path = process.path();
-        let uses = inside(path.join("cwd"))
-            || fs::read_dir(path.join("fd"))
+    for (pid, process) in crate::processes::others() {
+        let uses = inside(process.join("cwd"))
+            || fs::read_dir(process.join("fd"))
                 .map(|fds| fds.flatten().any(|fd| inside(fd.path())))
                 .unwrap_or(false);
         if uses {

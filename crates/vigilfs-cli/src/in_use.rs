@@ -228,19 +228,8 @@ fn flock_holder(line: &str, wanted: &str) -> Option<u32> {
 /// The process with a descriptor holding a flock on `wanted`, from the
 /// `lock:` lines of /proc/PID/fdinfo/FD.
 fn holder_by_fdinfo(wanted: &str) -> Option<u32> {
-    let own = std::process::id();
-    for process in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = process
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == own {
-            continue;
-        }
-        let Ok(descriptors) = std::fs::read_dir(process.path().join("fdinfo")) else {
+    for (pid, process) in crate::processes::others() {
+        let Ok(descriptors) = std::fs::read_dir(process.join("fdinfo")) else {
             continue;
         };
         for descriptor in descriptors.flatten() {

@@ -25,6 +25,7 @@ mod mount_command;
 mod mount_options;
 mod mountinfo;
 mod power_cut;
+mod processes;
 mod remount;
 mod second_mount;
 mod shutdown_command;
