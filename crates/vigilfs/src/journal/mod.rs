@@ -725,14 +725,12 @@ impl Journal {
                 inner = wait(&self.changed, inner);
                 continue;
             }
-            let block_size = u64::from(self.options.region.block_size);
             // Every entry gets room for a full entry, so the size limit the
             // fast path checks is the same for every entry: a reserver that
             // pairs the word of one entry with the limit it read for another
             // (possible if it sleeps while the buffers rotate back to the
             // same word) still cannot overrun the room its entry has.
-            let needed_blocks =
-                entry::entry_blocks(self.options.entry_bytes as usize, block_size as usize) as u64;
+            let needed_blocks = self.full_entry_blocks();
             debug_assert!(u64::from(bytes) <= u64::from(self.options.entry_bytes));
             let reserve_blocks = match watermark {
                 Watermark::Normal => self.reclaim_reserve_blocks(&inner),
@@ -749,14 +747,11 @@ impl Journal {
                 && reclaim_rounds < MAX_RECLAIM_ROUNDS
             {
                 // Below the low watermark: write out the oldest pinned
-                // objects until free space is back above twice the
-                // watermark (hysteresis, so reclaim runs in batches). The
-                // entry reclaim writes to record the new last_seq takes a
-                // full entry's room itself, hence the extra entry.
+                // objects until there is room again (`reclaim_target`).
                 reclaim_rounds += 1;
                 let could_place = placement.is_some();
+                let wanted = self.reclaim_target(&inner);
                 drop(inner);
-                let wanted = (2 * needed_blocks + reserve_blocks).max(low_watermark * 2);
                 let outcome = self.reclaim(wanted);
                 inner = lock(&self.inner);
                 match outcome {
@@ -1360,12 +1355,26 @@ impl Journal {
         Ok(after > before)
     }
 
-    fn reclaim_reserve_blocks(&self, inner: &Inner) -> u64 {
-        let total = inner.ring.total_blocks();
-        let entry_blocks = entry::entry_blocks(
+    /// Blocks a full entry takes in the ring.
+    fn full_entry_blocks(&self) -> u64 {
+        entry::entry_blocks(
             self.options.entry_bytes as usize,
             self.options.region.block_size as usize,
-        ) as u64;
+        ) as u64
+    }
+
+    /// Ring space a reclaim for one more entry frees: the entry, reclaim's
+    /// own entry recording the new last_seq, and the share kept for
+    /// reclaim; at least twice the low watermark (hysteresis, so reclaim
+    /// runs in batches).
+    fn reclaim_target(&self, inner: &Inner) -> u64 {
+        let low_watermark = self.low_watermark(inner.ring.total_blocks());
+        (2 * self.full_entry_blocks() + self.reclaim_reserve_blocks(inner)).max(low_watermark * 2)
+    }
+
+    fn reclaim_reserve_blocks(&self, inner: &Inner) -> u64 {
+        let total = inner.ring.total_blocks();
+        let entry_blocks = self.full_entry_blocks();
         // Room for one full entry even when the ring's end wastes up to
         // another entry's worth: reclaim's own entry must always fit.
         (total / 64).max(2 * entry_blocks).min(total / 4)
@@ -1390,14 +1399,7 @@ impl Journal {
     /// for a caller whose reservation found no room while it held a lock
     /// the pinned objects' writes need, and who has since let go of it.
     pub fn reclaim_for_entry(&self) -> Result<bool, JournalError> {
-        let wanted = {
-            let inner = lock(&self.inner);
-            let block_size = u64::from(self.options.region.block_size).max(1);
-            let needed_blocks =
-                entry::entry_blocks(self.options.entry_bytes as usize, block_size as usize) as u64;
-            let low_watermark = self.low_watermark(inner.ring.total_blocks());
-            (2 * needed_blocks + self.reclaim_reserve_blocks(&inner)).max(low_watermark * 2)
-        };
+        let wanted = self.reclaim_target(&lock(&self.inner));
         self.reclaim(wanted)
     }
 
@@ -1417,10 +1419,7 @@ impl Journal {
     /// who reclaim before taking their own locks rarely leave it to the
     /// reservation itself.
     fn low_watermark(&self, total: u64) -> u64 {
-        let entry_blocks = entry::entry_blocks(
-            self.options.entry_bytes as usize,
-            self.options.region.block_size as usize,
-        ) as u64;
+        let entry_blocks = self.full_entry_blocks();
         (total * u64::from(self.options.reclaim_below_64ths) / 64).max(4 * entry_blocks)
     }
 
