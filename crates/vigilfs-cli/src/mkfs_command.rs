@@ -147,7 +147,7 @@ fn open_existing(image: &Path, request: &MkfsRequest) -> Result<FileDevice, Fail
                 existing.superblock.uuid
             )));
         }
-        if let Some((_, what)) = foreign_signature(&device, SCANNED_BYTES) {
+        if let Some(what) = foreign_signature(&device, SCANNED_BYTES) {
             return Err(Failure::usage(format!(
                 "{} holds {what}; use --force to overwrite it",
                 image.display()
@@ -191,53 +191,54 @@ const FOREIGN_SIGNATURES: [(u64, &[u8], &str); 9] = [
 /// find the filesystem just overwritten. Signatures further in lie in
 /// vigilfs's own regions.
 fn erase_foreign_signatures(device: &FileDevice) -> Result<(), Failure> {
-    while let Some((offset, what)) = foreign_signature(device, PRIMARY_SUPERBLOCK_OFFSET) {
-        let sector = device.sector_size().bytes();
-        let start = offset - offset % sector;
-        let mut bytes = vec![0u8; sector as usize];
-        let erase = |error: vigilfs::device::DeviceError| {
-            Failure::operational(format!("erasing the signature of {what}: {error}"))
-        };
-        device
-            .read_at(start, &mut bytes, IoClass::Superblock)
-            .map_err(erase)?;
-        let magic = FOREIGN_SIGNATURES
-            .iter()
-            .find(|(at, _, _)| *at == offset)
-            .map_or(0, |(_, magic, _)| magic.len());
-        let within = (offset - start) as usize;
-        bytes[within..within + magic].fill(0);
-        device
-            .write_at(start, &bytes, IoClass::Superblock)
-            .map_err(erase)?;
+    let Some(mut head) = read_head(device, PRIMARY_SUPERBLOCK_OFFSET) else {
+        return Ok(());
+    };
+    let before = head.clone();
+    for (offset, magic, _) in FOREIGN_SIGNATURES {
+        let range = offset as usize..offset as usize + magic.len();
+        if head.get(range.clone()) == Some(magic) {
+            head[range].fill(0);
+        }
     }
+    if head == before {
+        return Ok(());
+    }
+    let erase = |error: vigilfs::device::DeviceError| {
+        Failure::operational(format!("erasing another filesystem's signature: {error}"))
+    };
     device
-        .flush(IoClass::Superblock)
-        .map_err(|error| Failure::operational(format!("erasing old signatures: {error}")))
+        .write_at(0, &head, IoClass::Superblock)
+        .map_err(erase)?;
+    device.flush(IoClass::Superblock).map_err(erase)
+}
+
+/// The first `within` bytes of `device` (fewer on a smaller device), in
+/// whole sectors; `None` if not one sector can be read.
+fn read_head(device: &FileDevice, within: u64) -> Option<Vec<u8>> {
+    let sector = device.sector_size().bytes();
+    let length = device.length().min(within);
+    let readable = (length - length % sector) as usize;
+    if readable == 0 {
+        return None;
+    }
+    let mut head = vec![0u8; readable];
+    device.read_at(0, &mut head, IoClass::Superblock).ok()?;
+    Some(head)
 }
 
 /// How far in the signatures lie: btrfs's, the furthest, ends at 65,608.
 const SCANNED_BYTES: u64 = 66 * 1024;
 
-/// The offset and kind of another filesystem or volume whose signature
-/// `device` holds in its first `within` bytes, if any.
-fn foreign_signature(device: &FileDevice, within: u64) -> Option<(u64, &'static str)> {
-    let mut head = vec![0u8; within as usize];
-    let length = (device.length() as usize).min(head.len());
-    let sector = device.sector_size().bytes() as usize;
-    let readable = length - length % sector;
-    if readable == 0 {
-        return None;
-    }
-    device
-        .read_at(0, &mut head[..readable], IoClass::Superblock)
-        .ok()?;
+/// The kind of another filesystem or volume whose signature `device`
+/// holds in its first `within` bytes, if any.
+fn foreign_signature(device: &FileDevice, within: u64) -> Option<&'static str> {
+    let head = read_head(device, within)?;
     FOREIGN_SIGNATURES
         .iter()
         .find(|(offset, magic, _)| {
             let start = *offset as usize;
-            head.get(start..start + magic.len())
-                .is_some_and(|bytes| start + magic.len() <= readable && bytes == *magic)
+            head.get(start..start + magic.len()) == Some(*magic)
         })
-        .map(|(offset, _, what)| (*offset, *what))
+        .map(|(_, _, what)| *what)
 }
