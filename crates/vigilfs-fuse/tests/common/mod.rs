@@ -138,9 +138,21 @@ impl Mount {
                 .unmount()
                 .map_err(|error| format!("FUSE unmount: {error}"))?;
         }
-        if let Some(filesystem) = self.filesystem.take() {
-            let filesystem = Arc::try_unwrap(filesystem)
-                .map_err(|_| "the session still holds the engine".to_string())?;
+        if let Some(mut filesystem) = self.filesystem.take() {
+            // The session has ended, but a pool worker that answered its
+            // last request may still be dropping its reference (the mount
+            // command waits for that the same way).
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            let filesystem = loop {
+                match Arc::try_unwrap(filesystem) {
+                    Ok(filesystem) => break filesystem,
+                    Err(shared) if std::time::Instant::now() < deadline => {
+                        filesystem = shared;
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                    Err(_) => return Err("the session still holds the engine".into()),
+                }
+            };
             filesystem
                 .unmount()
                 .map_err(|error| format!("engine unmount: {error}"))?;
