@@ -20,6 +20,7 @@ mod inject_command;
 mod inject_rules;
 mod media_command;
 mod metrics;
+mod metrics_http;
 mod mkfs_command;
 mod mount_command;
 mod mount_options;

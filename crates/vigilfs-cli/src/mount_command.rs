@@ -621,7 +621,7 @@ fn serve(
     };
     let metrics = match &settings.metrics {
         Some(address) => {
-            match crate::metrics::serve(address, Arc::clone(&slot), Arc::clone(&plan)) {
+            match crate::metrics_http::serve(address, Arc::clone(&slot), Arc::clone(&plan)) {
                 Ok(metrics) => {
                     log(&format!("serving metrics at http://{address}/metrics"));
                     Some(metrics)
@@ -703,7 +703,7 @@ fn serve(
     }
     server.stop();
     if let Some(metrics) = metrics {
-        metrics.unblock();
+        metrics.stop();
     }
     let outcome = finish(&slot, power.as_deref(), listener, &image);
     // Listeners get the last events and the end of their stream.

@@ -631,6 +631,72 @@ fn metrics_scraped_with_a_real_parser_agree_with_status() {
     scratch.umount(pid);
 }
 
+/// A line of `/proc/PID/status`, as a number (`VmRSS` in KiB, `Threads`).
+fn process_status(pid: u32, field: &str) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with(&format!("{field}:")))
+        .unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_metrics_port_bounds_what_a_hostile_client_costs() {
+    if fuse_missing("metrics bounds") {
+        return;
+    }
+    use std::io::Write;
+    let scratch = Scratch::new();
+    let address = "127.0.0.1:39473";
+    let pid = scratch.mount(&["--size", "256M", "-o", &format!("metrics={address}")]);
+    scrape(address);
+    let resident_before = process_status(pid, "VmRSS");
+    let threads_before = process_status(pid, "Threads");
+    // A head that never ends: 64 MiB of one header line. The answer is 431
+    // after 8 KiB; the rest of the flood goes nowhere.
+    let mut flood = std::net::TcpStream::connect(address).unwrap();
+    flood
+        .set_write_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    flood
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    flood
+        .write_all(b"GET /metrics HTTP/1.1\r\nX-Flood: ")
+        .unwrap();
+    let chunk = vec![b'a'; 1 << 20];
+    for _ in 0..64 {
+        if flood.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    let mut answer = Vec::new();
+    let _ = flood.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    // Idle clients that send nothing: no thread each.
+    let idle: Vec<std::net::TcpStream> = (0..64)
+        .map(|_| std::net::TcpStream::connect(address).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let threads_during = process_status(pid, "Threads");
+    assert!(
+        threads_during <= threads_before + 4,
+        "{threads_before} threads before 64 idle clients, {threads_during} with them"
+    );
+    let resident_after = process_status(pid, "VmRSS");
+    assert!(
+        resident_after < resident_before + 16 * 1024,
+        "VmRSS {resident_before} KiB before the flood, {resident_after} KiB after"
+    );
+    // The idle clients are cut off at the deadline; scrapes work again.
+    std::thread::sleep(Duration::from_secs(6));
+    drop(idle);
+    scrape(address);
+    scratch.umount(pid);
+}
+
 #[test]
 fn an_unprivileged_user_is_refused_the_event_stream_unless_in_events_group() {
     if fuse_missing("events permission") {
