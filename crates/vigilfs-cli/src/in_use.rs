@@ -141,6 +141,17 @@ pub fn mounted_on(canonical_image: &Path) -> Option<PathBuf> {
         .map(|entry| entry.mountpoint.clone())
 }
 
+/// Where the file `image` is mounted under another name, if it is.
+fn mounted_as_same_file(image: &Path) -> Option<PathBuf> {
+    let metadata = std::fs::metadata(image).ok()?;
+    let mounts = Mounts::read().ok()?;
+    let mountpoint = mounts
+        .vigilfs_mounts_of_file(&metadata)
+        .next()
+        .map(|entry| entry.mountpoint.clone());
+    mountpoint
+}
+
 /// Locks `image` for `mode`: refuses at once an image that is mounted;
 /// waits (saying so once on stderr) up to [`EXIT_WAIT`] for a process that
 /// holds it without having it mounted.
@@ -171,6 +182,11 @@ fn acquire_within(
             Ok(lock) => return Ok(lock),
             Err(LockError::Io(error)) => return Err(AcquireError::Io(error)),
             Err(LockError::InUse) => {}
+        }
+        // Held: perhaps mounted under another name (a hard link). Only now,
+        // as it costs a stat of every vigilfs mount's source.
+        if let Some(mountpoint) = mounted_as_same_file(image) {
+            return Err(AcquireError::Mounted(mountpoint));
         }
         if start.elapsed() >= bound {
             return Err(AcquireError::StillHeld(holder(image)));

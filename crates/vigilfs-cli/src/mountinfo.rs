@@ -88,13 +88,36 @@ impl Mounts {
 
     /// Every FUSE mount whose source is `source`.
     pub fn fuse_mounts_of<'a>(&'a self, source: &'a Path) -> impl Iterator<Item = &'a MountEntry> {
+        self.entries
+            .iter()
+            .filter(move |entry| entry.is_fuse() && bare_source(entry) == source.as_os_str())
+    }
+
+    /// Every vigilfs mount whose source is the file `image` under any name:
+    /// a hard link, or a path through another mount of the same directory.
+    /// Only vigilfs sources are looked at (each one with a `stat`), so no
+    /// other FUSE filesystem's source is touched.
+    pub fn vigilfs_mounts_of_file<'a>(
+        &'a self,
+        image: &'a std::fs::Metadata,
+    ) -> impl Iterator<Item = &'a MountEntry> {
+        use std::os::unix::fs::MetadataExt;
         self.entries.iter().filter(move |entry| {
-            // fusermount3 of old libfuse versions wrote `vigilfs#SOURCE`.
-            let shown = entry.source.as_os_str().as_encoded_bytes();
-            let bare = shown.strip_prefix(b"vigilfs#").unwrap_or(shown);
-            entry.is_fuse() && bare == source.as_os_str().as_encoded_bytes()
+            let vigilfs = entry.fstype == "fuse.vigilfs"
+                || (entry.is_fuse() && bare_source(entry) != entry.source.as_os_str());
+            vigilfs
+                && std::fs::metadata(bare_source(entry))
+                    .is_ok_and(|source| source.dev() == image.dev() && source.ino() == image.ino())
         })
     }
+}
+
+/// A FUSE mount's source without the `vigilfs#` prefix that fusermount3 of
+/// old libfuse versions wrote.
+fn bare_source(entry: &MountEntry) -> &std::ffi::OsStr {
+    use std::os::unix::ffi::OsStrExt;
+    let shown = entry.source.as_os_str().as_bytes();
+    std::ffi::OsStr::from_bytes(shown.strip_prefix(b"vigilfs#").unwrap_or(shown))
 }
 
 fn parse_line(line: &str) -> Option<MountEntry> {

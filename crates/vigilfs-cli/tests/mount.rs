@@ -575,6 +575,42 @@ fn mkfs_and_fsck_refuse_a_mounted_image() {
 }
 
 #[test]
+fn an_image_reached_through_a_hard_link_is_known_as_mounted_at_once() {
+    if fuse_missing("an_image_reached_through_a_hard_link_is_known_as_mounted_at_once") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    fs::write(scratch.at("precious"), b"keep me").unwrap();
+    let link = scratch.directory.path().join("another-name.img");
+    fs::hard_link(scratch.img(), &link).unwrap();
+    let link = link.to_str().unwrap();
+    let started = std::time::Instant::now();
+    let fsck = vigilfs(&["fsck", link]);
+    assert_eq!(fsck.status.code(), Some(8));
+    assert!(
+        text(&fsck.stderr).contains(&format!("is mounted on {}", scratch.mnt())),
+        "{}",
+        text(&fsck.stderr)
+    );
+    let mkfs = vigilfs(&["mkfs", link, "--force"]);
+    assert_eq!(mkfs.status.code(), Some(1), "{}", text(&mkfs.stderr));
+    // Under the other name, a mount is a second mount of the same
+    // filesystem, not a 30 s wait for a lock that is never let go.
+    let second = scratch.directory.path().join("second");
+    let shared = vigilfs(&["mount", link, second.to_str().unwrap()]);
+    assert_eq!(shared.status.code(), Some(0), "{}", text(&shared.stderr));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(fs::read(second.join("precious")).unwrap(), b"keep me");
+    umount_retrying_busy(&second);
+    scratch.umount(pid);
+}
+
+#[test]
 fn the_demo_behaves_as_it_says() {
     if fuse_missing("the_demo_behaves_as_it_says") {
         return;
