@@ -9,8 +9,9 @@
 //! same errors and events. `umount` of either mount point removes only
 //! that one; the server stops when the last is gone (the kernel keeps the
 //! FUSE connection while any mount of it remains). Control commands given
-//! the second mount point reach the server through the first
-//! ([`crate::control::client`] follows the filesystem's device number).
+//! the second mount point reach the server by a second name of its control
+//! socket ([`crate::control::client::alias`]), which outlives the first
+//! mount point.
 //!
 //! The second mount takes the first's options: it may ask for `ro` (a
 //! read-only view, as `mount -o bind,ro` gives) and for nothing else that
@@ -75,6 +76,16 @@ pub fn share(
                 mountpoint.display()
             )));
         }
+    }
+    if let Err(why) = crate::control::client::alias(existing, mountpoint) {
+        // The mount works; only control commands on it need the first
+        // mount point to stay mounted.
+        eprintln!(
+            "vigilfs: warning: control commands on {} reach the server only while {} is \
+             mounted: {why}",
+            mountpoint.display(),
+            existing.display()
+        );
     }
     if !quiet {
         eprintln!(

@@ -601,13 +601,64 @@ fn an_image_reached_through_a_hard_link_is_known_as_mounted_at_once() {
     let shared = vigilfs(&["mount", link, second.to_str().unwrap()]);
     assert_eq!(shared.status.code(), Some(0), "{}", text(&shared.stderr));
     assert!(
-        started.elapsed() < std::time::Duration::from_secs(20),
+        started.elapsed() < Duration::from_secs(20),
         "{:?}",
         started.elapsed()
     );
     assert_eq!(fs::read(second.join("precious")).unwrap(), b"keep me");
     umount_retrying_busy(&second);
     scratch.umount(pid);
+}
+
+#[test]
+fn a_second_mount_point_keeps_its_control_commands_when_the_first_is_unmounted() {
+    if fuse_missing("a_second_mount_point_keeps_its_control_commands_when_the_first_is_unmounted") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let second = scratch.directory.path().join("second");
+    let second_path = second.to_str().unwrap();
+    let status_of = |mountpoint: &str| {
+        let output = vigilfs(&["status", mountpoint, "--json"]);
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+    // The second mount point unmounted while the first serves: a new mount
+    // there is not taken for the old server (it would wait 30 s for it).
+    let shared = vigilfs(&["mount", scratch.img(), second_path]);
+    assert_eq!(shared.status.code(), Some(0), "{}", text(&shared.stderr));
+    umount_retrying_busy(&second);
+    let other = Scratch::new();
+    let started = std::time::Instant::now();
+    let own = vigilfs(&[
+        "mount",
+        other.img(),
+        second_path,
+        "--daemon",
+        "--size",
+        "64M",
+    ]);
+    assert_eq!(own.status.code(), Some(0), "{}", text(&own.stderr));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let other_pid = status_of(second_path)["pid"].as_u64().unwrap();
+    assert_ne!(other_pid, u64::from(pid));
+    umount_retrying_busy(&second);
+    wait_until("the other mount exits", Duration::from_secs(60), || {
+        process_gone(other_pid as u32)
+    });
+    // Shared again; now the first mount point goes first.
+    let shared = vigilfs(&["mount", scratch.img(), second_path]);
+    assert_eq!(shared.status.code(), Some(0), "{}", text(&shared.stderr));
+    umount_retrying_busy(Path::new(scratch.mnt()));
+    assert!(!process_gone(pid), "the second mount point is still served");
+    assert_eq!(status_of(second_path)["pid"].as_u64(), Some(u64::from(pid)));
+    let synced = vigilfs(&["sync", second_path]);
+    assert_eq!(synced.status.code(), Some(0), "{}", text(&synced.stderr));
+    umount_retrying_busy(&second);
+    wait_until("the mount process exits", Duration::from_secs(60), || {
+        process_gone(pid)
+    });
 }
 
 #[test]

@@ -9,7 +9,7 @@
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -17,7 +17,7 @@ use serde_json::Value;
 use super::protocol::{ErrorKind, ErrorReply, Request, Response};
 use super::{
     canonical_mountpoint, connect_nonblocking, peer_credentials, remove_if_stale,
-    socket_directories, socket_name, trusted_directory,
+    socket_directories, socket_name, trusted_directory, DirectoryLock,
 };
 use crate::failure::Failure;
 use crate::mountinfo::Mounts;
@@ -81,8 +81,7 @@ pub fn mount_owner(canonical: &Path) -> Result<u32, ClientError> {
 
 /// Sends `request` to the mount at `mountpoint`; returns the result.
 pub fn call(mountpoint: &Path, request: &Request) -> Result<Value, ClientError> {
-    let (canonical, owner) = resolve(mountpoint)?;
-    call_owned(&canonical, owner, request)
+    call_waiting(mountpoint, request, Some(RESPONSE_TIMEOUT))
 }
 
 /// [`call`], waiting up to `timeout` for the answer (`None`: as long as
@@ -92,40 +91,82 @@ pub fn call_waiting(
     request: &Request,
     timeout: Option<Duration>,
 ) -> Result<Value, ClientError> {
-    let (canonical, owner) = resolve(mountpoint)?;
-    let stream = connect_trusted(&canonical, owner)?;
+    let (stream, _) = connect_mount(mountpoint)?;
     exchange(stream, request, timeout)
 }
 
-/// The canonical mount point the server was started on (`mountpoint`
-/// itself, or the first mount of the same filesystem when `mountpoint` is
-/// a second mount of it: a bind) and the uid that mounted it.
-fn resolve(mountpoint: &Path) -> Result<(std::path::PathBuf, u32), ClientError> {
+/// Connects to the server of the mount at `mountpoint`, by the socket name
+/// of that mount point or else by that of the first mount of the same
+/// filesystem (the one the server was started on, when `mountpoint` is a
+/// second mount of it). A second mount point has its own name as an alias
+/// of the server's socket ([`alias`]), which is what still reaches the
+/// server once the first mount point is gone. Returns the socket's path.
+fn connect_mount(mountpoint: &Path) -> Result<(UnixStream, PathBuf), ClientError> {
     let canonical = canonical_mountpoint(mountpoint).map_err(|error| {
         ClientError::Unreachable(format!("cannot resolve the mount point: {error}"))
     })?;
     let owner = mount_owner(&canonical)?;
-    let served = Mounts::read()
+    let first = Mounts::read()
         .ok()
         .and_then(|mounts| {
             mounts
                 .first_mount_of_filesystem_at(&canonical)
                 .map(|first| first.mountpoint.clone())
         })
-        .unwrap_or(canonical);
-    Ok((served, owner))
+        .unwrap_or_else(|| canonical.clone());
+    match connect_trusted(&canonical, owner) {
+        Err(ClientError::Unreachable(_)) if first != canonical => connect_trusted(&first, owner),
+        outcome => outcome,
+    }
+}
+
+/// Gives the server of the mount at `existing` a second socket name, that
+/// of `second` (a hard link to its socket, in the same directory), so
+/// control commands on `second` reach it after `existing` is unmounted.
+/// The server removes every name of its socket when it stops; a server
+/// starting at `second` later removes an alias whose mount is gone
+/// ([`super::server`]).
+pub fn alias(existing: &Path, second: &Path) -> Result<(), String> {
+    let (_, socket) = connect_mount(existing).map_err(|error| match error {
+        ClientError::Unreachable(message) | ClientError::Untrusted(message) => message,
+        ClientError::Server(reply) => reply.message,
+    })?;
+    let second = canonical_mountpoint(second).map_err(|error| error.to_string())?;
+    let directory = socket
+        .parent()
+        .ok_or_else(|| format!("{} has no directory", socket.display()))?;
+    let alias = directory.join(socket_name(&second));
+    if alias == socket {
+        return Ok(());
+    }
+    let _lock = DirectoryLock::take(directory);
+    if std::fs::symlink_metadata(&alias).is_ok() {
+        if connect_nonblocking(&alias).is_ok() {
+            return Err(format!("{} is served by another mount", alias.display()));
+        }
+        let _ = std::fs::remove_file(&alias);
+    }
+    std::fs::hard_link(&socket, &alias).map_err(|error| {
+        format!(
+            "linking {} to {}: {error}",
+            alias.display(),
+            socket.display()
+        )
+    })
 }
 
 /// [`call`] for the mount at `canonical` (already canonical) owned by
 /// `owner`: only `owner`'s socket directories, only a server running as
 /// `owner`.
+#[cfg(test)]
 pub fn call_owned(canonical: &Path, owner: u32, request: &Request) -> Result<Value, ClientError> {
-    let stream = connect_trusted(canonical, owner)?;
+    let (stream, _) = connect_trusted(canonical, owner)?;
     exchange(stream, request, Some(RESPONSE_TIMEOUT))
 }
 
-/// The first socket of the mount that answers and is served by `owner`.
-fn connect_trusted(canonical: &Path, owner: u32) -> Result<UnixStream, ClientError> {
+/// The first socket of the mount that answers and is served by `owner`,
+/// and its path.
+fn connect_trusted(canonical: &Path, owner: u32) -> Result<(UnixStream, PathBuf), ClientError> {
     let name = socket_name(canonical);
     let mut looked = Vec::new();
     let mut refused = Vec::new();
@@ -164,7 +205,7 @@ fn connect_trusted(canonical: &Path, owner: u32) -> Result<UnixStream, ClientErr
                 for refusal in &refused {
                     eprintln!("vigilfs: warning: ignored {refusal}");
                 }
-                return Ok(stream);
+                return Ok((stream, path));
             }
             Ok(peer) => refused.push(format!(
                 "{}: it is served by uid {} (pid {}), not by uid {owner} who mounted {}",
@@ -277,10 +318,6 @@ pub fn open_stream(
     mountpoint: &Path,
     request: &Request,
 ) -> Result<BufReader<UnixStream>, ClientError> {
-    let canonical = canonical_mountpoint(mountpoint).map_err(|error| {
-        ClientError::Unreachable(format!("cannot resolve the mount point: {error}"))
-    })?;
-    let owner = mount_owner(&canonical)?;
-    let stream = connect_trusted(&canonical, owner)?;
+    let (stream, _) = connect_mount(mountpoint)?;
     send_and_answer(stream, request).map(|(_, reader)| reader)
 }

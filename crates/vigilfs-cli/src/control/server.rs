@@ -205,11 +205,7 @@ impl ControlServer {
         self.stop.store(true, Ordering::Release);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
-            let ours = std::fs::symlink_metadata(&self.path)
-                .is_ok_and(|metadata| (metadata.dev(), metadata.ino()) == self.identity);
-            if ours {
-                let _ = std::fs::remove_file(&self.path);
-            }
+            remove_names_of(&self.path, self.identity);
         }
     }
 }
@@ -217,6 +213,25 @@ impl ControlServer {
 impl Drop for ControlServer {
     fn drop(&mut self) {
         self.stop_now();
+    }
+}
+
+/// Removes the socket at `path` and the aliases a second mount gave it
+/// (hard links in the same directory), every name still of `identity`.
+fn remove_names_of(path: &Path, identity: (u64, u64)) {
+    let Some(directory) = path.parent() else {
+        return;
+    };
+    let _lock = DirectoryLock::take(directory);
+    let Ok(entries) = std::fs::read_dir(directory) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let ours = std::fs::symlink_metadata(entry.path())
+            .is_ok_and(|metadata| (metadata.dev(), metadata.ino()) == identity);
+        if ours {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 
@@ -257,6 +272,13 @@ fn bind(mountpoint: &Path) -> io::Result<(UnixListener, PathBuf)> {
         loop {
             let lock = DirectoryLock::take(&directory);
             sweep_stale(&directory);
+            if let Ok(existing) = std::fs::symlink_metadata(&path) {
+                // An alias a second mount gave a live server, whose bind
+                // mount here is gone: the server keeps its other name.
+                if existing.nlink() > 1 && !mounted_at(mountpoint) {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
             if std::fs::symlink_metadata(&path).is_ok() {
                 if connect_nonblocking(&path).is_ok() {
                     if mounted_at(mountpoint) || Instant::now() >= deadline {
