@@ -426,6 +426,31 @@ fn inject_forms_change_the_live_fault_plan() {
     );
     scratch.inject(&["--remove", &read_rule.to_string()]);
     assert_eq!(fs::read(scratch.at("pattern")).unwrap(), pattern);
+    // A range the device does not have would never fire: refused, with
+    // the device's length, and nothing added.
+    for outside in [
+        &["--fail-reads", "--range", "64G:4K"][..],
+        &[
+            "--fail-writes",
+            "--range",
+            &format!("{}:8K", image.len() - 4096),
+        ][..],
+        &["--bad-blocks", "99999999:8"][..],
+    ] {
+        let mut arguments = vec!["inject", scratch.mnt()];
+        arguments.extend_from_slice(outside);
+        let refused = vigilfs(&arguments);
+        assert_eq!(refused.status.code(), Some(1), "{outside:?}");
+        assert!(
+            text(&refused.stderr).contains(&format!(
+                "past the end of the device ({} bytes)",
+                image.len()
+            )),
+            "{outside:?}: {}",
+            text(&refused.stderr)
+        );
+    }
+    assert_eq!(scratch.status()["fault_rules"].as_array().unwrap().len(), 0);
 
     // --fail-writes --class data: writeback fails, fsync says EIO.
     let added = scratch.inject(&["--fail-writes", "--class", "data"]);

@@ -48,8 +48,22 @@ fn active(fs: &Filesystem, plan: &FaultPlan) -> u64 {
 /// Adds `rules`, all or none.
 pub fn add(fs: &Filesystem, plan: &FaultPlan, rules: &[String]) -> Response {
     let mut parsed = Vec::with_capacity(rules.len());
+    let device_length = fs.device_length();
     for text in rules {
         match parse(text) {
+            // A rule for bytes the device does not have never fires: the
+            // user would test nothing and believe otherwise.
+            Ok(Parsed::Device(rule))
+                if rule
+                    .scope
+                    .range
+                    .is_some_and(|range| range.end > device_length) =>
+            {
+                return bad_request(format!(
+                    "`{text}`: the range reaches past the end of the device ({device_length} \
+                     bytes)"
+                ));
+            }
             Ok(rule) => parsed.push(rule),
             Err(message) => return bad_request(message),
         }

@@ -589,6 +589,12 @@ impl Filesystem {
         }
     }
 
+    /// The device's length in bytes: where device ranges (fault rules,
+    /// reported failures) must end.
+    pub fn device_length(&self) -> u64 {
+        self.shared.device.length()
+    }
+
     /// The event log: records to read, and where listeners wait.
     pub fn event_log(&self) -> &Arc<EventLog> {
         self.shared.health.log()
