@@ -8,6 +8,7 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -15,8 +16,13 @@ use crate::control::client;
 use crate::control::protocol::Request;
 use crate::failure::Failure;
 
+/// How long status waits for the mount to answer. The server answers it
+/// from counters, beside any long request in progress, so a mount that
+/// takes longer is stopped or hung, and a monitor must hear so.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub fn run(mountpoint: &Path, as_json: bool) -> Result<u8, Failure> {
-    let status = client::call(mountpoint, &Request::Status)
+    let status = client::call_waiting(mountpoint, &Request::Status, Some(STATUS_TIMEOUT))
         .map_err(|error| error.into_failure("status", mountpoint))?;
     if as_json {
         println!("{status}");

@@ -687,6 +687,31 @@ fn a_second_mount_point_keeps_its_control_commands_when_the_first_is_unmounted()
 }
 
 #[test]
+fn status_of_a_stopped_mount_process_says_so_within_half_a_minute() {
+    if fuse_missing("status_of_a_stopped_mount_process_says_so_within_half_a_minute") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    // SAFETY: signalling the mount process this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    let started = std::time::Instant::now();
+    let status = vigilfs(&["status", scratch.mnt()]);
+    let waited = started.elapsed();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    assert_eq!(status.status.code(), Some(8), "{}", text(&status.stderr));
+    assert!(
+        text(&status.stderr).contains(&format!("it is stopped: `kill -CONT {pid}`")),
+        "{}",
+        text(&status.stderr)
+    );
+    assert!(waited < Duration::from_secs(60), "{waited:?}");
+    assert_eq!(scratch.status()["state"], "running");
+    scratch.umount(pid);
+}
+
+#[test]
 fn the_demo_behaves_as_it_says() {
     if fuse_missing("the_demo_behaves_as_it_says") {
         return;

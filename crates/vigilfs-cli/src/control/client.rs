@@ -269,8 +269,33 @@ fn exchange(
 ) -> Result<Value, ClientError> {
     let broken = |error: io::Error| ClientError::Unreachable(format!("control socket: {error}"));
     stream.set_read_timeout(timeout).map_err(broken)?;
-    send_and_answer(stream, request).map(|(result, _)| result)
+    let server = peer_credentials(&stream).ok().map(|peer| peer.pid);
+    match send_and_answer(stream, request) {
+        Err(ClientError::Unreachable(message)) if message == TIMED_OUT => {
+            let waited = timeout.map_or(0, |timeout| timeout.as_secs());
+            let pid = server.map_or("?".into(), |pid| pid.to_string());
+            let stopped = server.is_some_and(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                    stat.rsplit_once(')').is_some_and(|(_, rest)| {
+                        matches!(rest.trim_start().chars().next(), Some('T' | 't'))
+                    })
+                })
+            });
+            let why = if stopped {
+                format!("it is stopped: `kill -CONT {pid}` resumes it")
+            } else {
+                "it is hung, or busy with a long freeze or writeback".into()
+            };
+            Err(ClientError::Unreachable(format!(
+                "the mount process (pid {pid}) did not answer within {waited} s: {why}"
+            )))
+        }
+        outcome => outcome.map(|(result, _)| result),
+    }
 }
+
+/// What [`send_and_answer`] says when the read timeout passed.
+const TIMED_OUT: &str = "timed out waiting for the answer";
 
 /// Sends `request` and reads the response line; the reader is left after
 /// it (a stream's events follow).
@@ -291,7 +316,15 @@ fn send_and_answer(
     if answer.is_empty() {
         written.map_err(broken)?;
     }
-    read.map_err(broken)?;
+    if let Err(error) = read {
+        if matches!(
+            error.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ) {
+            return Err(ClientError::Unreachable(TIMED_OUT.into()));
+        }
+        return Err(broken(error));
+    }
     if answer.is_empty() {
         return Err(ClientError::Unreachable(
             "the mount process closed the connection without answering".into(),
