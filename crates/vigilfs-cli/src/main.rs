@@ -218,6 +218,7 @@ enum Command {
     ///
     /// --json prints one object with these stable fields:
     ///   mountpoint, image, pid, owner_uid, state, state_reason,
+    ///   mounted_read_only (the kernel refuses writes: remount,ro),
     ///   errors_policy, recovered, orphans_purged,
     ///   space {block_size, total_blocks, free_blocks, pending_blocks, bad_blocks},
     ///   dirty_bytes, cached_bytes, dirty_nodes,

@@ -26,11 +26,22 @@ pub struct MountEntry {
     pub fstype: String,
     /// The source (`/dev/sda1`, the image path of a vigilfs mount).
     pub source: PathBuf,
-    /// The filesystem's own options (`rw,user_id=0,group_id=0`).
+    /// This mount point's options (`rw,nosuid,nodev,relatime`): a
+    /// read-only bind is `ro` here only.
+    pub mount_options: String,
+    /// The filesystem's own options (`rw,user_id=0,group_id=0`): a
+    /// `remount,ro` makes them `ro`.
     pub super_options: String,
 }
 
 impl MountEntry {
+    /// Whether the kernel refuses writes here: the mount point or the
+    /// whole filesystem is read-only.
+    pub fn read_only(&self) -> bool {
+        let first_is_ro = |options: &str| options.split(',').next() == Some("ro");
+        first_is_ro(&self.mount_options) || first_is_ro(&self.super_options)
+    }
+
     /// Whether this is a FUSE mount (`fuse`, `fuse.SUBTYPE`, `fuseblk`).
     pub fn is_fuse(&self) -> bool {
         self.fstype == "fuse" || self.fstype == "fuseblk" || self.fstype.starts_with("fuse.")
@@ -124,6 +135,7 @@ fn parse_line(line: &str) -> Option<MountEntry> {
     let (before, after) = line.split_once(" - ")?;
     let device = before.split(' ').nth(2)?;
     let mountpoint = before.split(' ').nth(4)?;
+    let mount_options = before.split(' ').nth(5).unwrap_or("");
     let mut tail = after.split(' ');
     let (fstype, source) = (tail.next()?, tail.next()?);
     Some(MountEntry {
@@ -131,6 +143,7 @@ fn parse_line(line: &str) -> Option<MountEntry> {
         mountpoint: PathBuf::from(unescape(mountpoint)),
         fstype: fstype.to_string(),
         source: PathBuf::from(unescape(source)),
+        mount_options: mount_options.to_string(),
         super_options: tail.next().unwrap_or("").to_string(),
     })
 }
@@ -171,6 +184,19 @@ garbage
 
 94 27 0:54 / /x - fuse.vigilfs
 ";
+
+    #[test]
+    fn read_only_is_the_mount_points_or_the_filesystems() {
+        let mounts = Mounts::parse(
+            "1 0 0:9 / /a ro,nosuid - fuse.vigilfs /i rw,user_id=0\n\
+             2 0 0:9 / /b rw - fuse.vigilfs /i ro,user_id=0\n\
+             3 0 0:9 / /c rw,relatime - fuse.vigilfs /i rw,user_id=0\n",
+        );
+        let read_only = |at: &str| mounts.topmost_at(Path::new(at)).unwrap().read_only();
+        assert!(read_only("/a"), "a read-only bind");
+        assert!(read_only("/b"), "remount,ro");
+        assert!(!read_only("/c"));
+    }
 
     #[test]
     fn fuse_mounts_are_found_by_source_and_owner() {

@@ -157,6 +157,12 @@ pub fn render(status: &Value) -> String {
     if let Some(reason) = status["state_reason"].as_str() {
         let _ = write!(state, ": {reason}");
     }
+    if status["mounted_read_only"] == Value::Bool(true) && status["state"] != "read-only" {
+        let _ = write!(
+            state,
+            " (mounted read-only: the kernel refuses writes; `mount -o remount,rw` allows them)"
+        );
+    }
     row("state", state);
     row("errors policy", text(&status["errors_policy"]).into());
     let settings = &status["settings"];

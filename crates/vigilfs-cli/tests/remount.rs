@@ -59,6 +59,14 @@ fn remount_read_only_and_back_keeps_the_mount_and_its_flags() {
     let refused = fs::write(scratch.at("during"), b"x").unwrap_err();
     assert_eq!(refused.raw_os_error(), Some(libc::EROFS));
     assert_eq!(fs::read(scratch.at("before")).unwrap(), b"written before");
+    // status says why writes are refused though the daemon runs.
+    assert_eq!(scratch.status()["mounted_read_only"], true);
+    let shown = vigilfs(&["status", scratch.mnt()]);
+    assert!(
+        text(&shown.stdout).contains("mounted read-only: the kernel refuses writes"),
+        "{}",
+        text(&shown.stdout)
+    );
 
     let output = helper(
         directory,
@@ -71,6 +79,7 @@ fn remount_read_only_and_back_keeps_the_mount_and_its_flags() {
     );
     assert_eq!(flags(&scratch.mountpoint) & libc::ST_RDONLY, 0);
     fs::write(scratch.at("after"), b"written after").unwrap();
+    assert_eq!(scratch.status()["mounted_read_only"], false);
 
     // What the daemon built its state from cannot change now.
     let output = helper(
