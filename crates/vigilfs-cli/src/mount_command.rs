@@ -116,14 +116,47 @@ pub fn run(request: &MountRequest) -> Result<u8, Failure> {
     if crate::remount::is_remount(&request.options) {
         return crate::remount::remount(&request.mountpoint, &request.options);
     }
-    let Some(prepared) = prepare(request)? else {
+    // A mount point this command makes is removed again if the mount
+    // fails before it is up: a failed mount leaves nothing behind.
+    let made = MadeMountpoint::new(&request.mountpoint);
+    let prepared = match prepare(request) {
+        Ok(Some(prepared)) => prepared,
         // Answered by a second mount point of a mounted image.
-        return Ok(0);
+        Ok(None) => return Ok(0),
+        Err(failure) => {
+            made.remove();
+            return Err(failure);
+        }
     };
     if request.daemon {
-        daemonize(request, prepared)
+        daemonize(request, prepared, made)
     } else {
-        serve(request, prepared, &mut |_| {})
+        let mut mounted = false;
+        let outcome = serve(request, prepared, &mut |outcome| mounted = outcome.is_ok());
+        if outcome.is_err() && !mounted {
+            made.remove();
+        }
+        outcome
+    }
+}
+
+/// A mount point that did not exist when the mount started (`prepare`
+/// makes it), to remove if the mount fails before it is up.
+#[derive(Debug)]
+struct MadeMountpoint(Option<PathBuf>);
+
+impl MadeMountpoint {
+    fn new(mountpoint: &Path) -> MadeMountpoint {
+        let missing = std::fs::symlink_metadata(mountpoint)
+            .is_err_and(|error| error.kind() == std::io::ErrorKind::NotFound);
+        MadeMountpoint(missing.then(|| mountpoint.to_path_buf()))
+    }
+
+    /// Removes it if this mount made it (`rmdir`: only while empty).
+    fn remove(self) {
+        if let Some(path) = self.0 {
+            let _ = std::fs::remove_dir(path);
+        }
     }
 }
 
@@ -239,7 +272,11 @@ fn prepare(request: &MountRequest) -> Result<Option<Prepared>, Failure> {
 }
 
 /// Forks; the child serves, the parent waits for its word.
-fn daemonize(request: &MountRequest, prepared: Prepared) -> Result<u8, Failure> {
+fn daemonize(
+    request: &MountRequest,
+    prepared: Prepared,
+    made: MadeMountpoint,
+) -> Result<u8, Failure> {
     let mut fds = [-1; 2];
     // SAFETY: pipe2 writes two new fds into the array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -265,7 +302,11 @@ fn daemonize(request: &MountRequest, prepared: Prepared) -> Result<u8, Failure> 
     if pid > 0 {
         drop(write_end);
         drop(prepared);
-        return wait_for_child(request, read_end, pid);
+        let outcome = wait_for_child(request, read_end, pid);
+        if outcome.is_err() {
+            made.remove();
+        }
+        return outcome;
     }
     drop(read_end);
     let mut channel = File::from(write_end);

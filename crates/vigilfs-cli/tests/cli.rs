@@ -169,7 +169,7 @@ fn fsck_exit_codes_follow_fsck_8() {
     std::fs::write(directory.path().join("zeros.img"), vec![0u8; 8 << 20]).unwrap();
     let zeros = vigilfs(&["fsck", "zeros.img"], directory.path());
     assert_eq!(zeros.status.code(), Some(8));
-    assert!(text(&zeros.stderr).contains("no valid vigilfs superblock"));
+    assert!(text(&zeros.stderr).contains("no valid superblock: this is not a vigilfs image"));
 }
 
 #[test]

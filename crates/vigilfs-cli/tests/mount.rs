@@ -940,6 +940,18 @@ fn a_daemon_that_cannot_mount_passes_its_error_to_the_caller() {
     assert!(message.contains("cannot mount"), "{message}");
     assert!(message.contains("no valid superblock"), "{message}");
     assert!(!is_mounted(&scratch.mountpoint));
+    // A mount point the failed mount made is not left behind, in either
+    // mode; one that was there stays.
+    let made = scratch.directory.path().join("made-by-the-mount");
+    for mode in [&["--daemon"][..], &[][..]] {
+        let mut arguments = vec!["mount", scratch.img(), made.to_str().unwrap()];
+        arguments.extend_from_slice(mode);
+        let output = vigilfs(&arguments);
+        assert_eq!(output.status.code(), Some(8), "{mode:?}");
+        assert!(text(&output.stderr).contains("made the mount point"));
+        assert!(!made.exists(), "{mode:?}: the mount point it made is gone");
+    }
+    assert!(scratch.mountpoint.is_dir());
     // The image was not locked for good: mkfs may use it now.
     let made = vigilfs(&["mkfs", scratch.img(), "--force"]);
     assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));

@@ -207,6 +207,17 @@ pub enum FormatError {
 }
 
 fn describe_rejections(rejected: &[RejectedCopy]) -> String {
+    let foreign = !rejected.is_empty()
+        && rejected
+            .iter()
+            .all(|rejection| matches!(rejection.error, FormatError::BadMagic { .. }));
+    if foreign {
+        return format!(
+            "this is not a vigilfs image (none of its {} superblock copies has the vigilfs \
+             magic; `vigilfs mkfs` makes one)",
+            rejected.len()
+        );
+    }
     let parts: Vec<String> = rejected
         .iter()
         .map(|rejection| format!("{}: {}", rejection.copy, rejection.error))

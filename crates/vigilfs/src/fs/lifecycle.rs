@@ -112,8 +112,8 @@ impl Default for MountOptions {
 /// Why a mount failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
-    /// No valid superblock.
-    #[error("no valid superblock: {0}")]
+    /// No valid superblock (the format error says which copy failed how).
+    #[error("{0}")]
     Superblock(#[from] crate::format::FormatError),
     /// The journal or the b-trees could not be opened.
     #[error("opening the metadata: {0}")]

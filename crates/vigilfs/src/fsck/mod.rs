@@ -127,7 +127,7 @@ impl FsckReport {
 pub enum FsckError {
     /// No superblock copy is valid: this is not a vigilfs filesystem, or
     /// all three copies are damaged.
-    #[error("no valid vigilfs superblock: {0}")]
+    #[error("{0}")]
     NoSuperblock(#[source] FormatError),
 }
 
