@@ -140,6 +140,25 @@ pub fn run(request: &MountRequest) -> Result<u8, Failure> {
     }
 }
 
+/// Why a FUSE mount may have failed where the kernel's error does not
+/// say: a user other than root mounts through the set-uid `fusermount3`,
+/// and without it the kernel only answers "permission denied".
+fn fuse_mount_hint() -> String {
+    if control::current_uid() == 0 {
+        return String::new();
+    }
+    let found = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|directory| directory.join("fusermount3").is_file())
+    });
+    if found {
+        String::new()
+    } else {
+        " (a user other than root mounts through fusermount3, which is not in PATH: install \
+         the fuse3 package)"
+            .into()
+    }
+}
+
 /// A mount point that did not exist when the mount started (`prepare`
 /// makes it), to remove if the mount fails before it is up.
 #[derive(Debug)]
@@ -685,9 +704,10 @@ fn serve(
         Ok(mounted) => mounted,
         Err(error) => {
             let failure = Failure::operational(format!(
-                "cannot mount {} on {}: {error}",
+                "cannot mount {} on {}: {error}{}",
                 image.display(),
-                mountpoint.display()
+                mountpoint.display(),
+                fuse_mount_hint()
             ));
             server.stop();
             let _ = finish(&slot, power.as_deref(), listener, &image);

@@ -7,7 +7,7 @@ mod common;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -508,6 +508,39 @@ fn inject_forms_change_the_live_fault_plan() {
     assert!(text(&bad.stderr).contains("no fault rule with id 999"));
     drop(file);
     scratch.umount(pid);
+}
+
+#[test]
+fn a_user_mount_without_fusermount3_says_what_is_missing() {
+    if fuse_missing("a_user_mount_without_fusermount3_says_what_is_missing") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let program = binary_for_other_users(&scratch);
+    let place = scratch.directory.path().join("nobody");
+    fs::create_dir(&place).unwrap();
+    fs::set_permissions(&place, fs::Permissions::from_mode(0o777)).unwrap();
+    // The PATH given is the mount's; setpriv is found before it applies.
+    let setpriv = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|directory| directory.join("setpriv"))
+        .find(|candidate| candidate.is_file())
+        .expect("setpriv in PATH");
+    let output = Command::new(setpriv)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&program)
+        .args(["mount", "user.img", "mnt", "--size", "64M", "--daemon"])
+        .current_dir(&place)
+        .env("PATH", &place)
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .expect("setpriv runs");
+    assert_eq!(output.status.code(), Some(8), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("fusermount3, which is not in PATH"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert!(!place.join("mnt").exists());
 }
 
 #[test]
