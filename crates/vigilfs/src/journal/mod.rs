@@ -839,9 +839,10 @@ fn validate_region(
     }
     if region.length / block < entry_blocks * MIN_ENTRIES_PER_RING {
         return bad(format!(
-            "region of {} blocks is too small for entries of {entry_blocks} blocks (needs \
-             {MIN_ENTRIES_PER_RING})",
-            region.length / block
+            "region of {} blocks is too small for entries of {entry_blocks} blocks (it needs \
+             room for {MIN_ENTRIES_PER_RING} entries: {} blocks)",
+            region.length / block,
+            entry_blocks * MIN_ENTRIES_PER_RING
         ));
     }
     Ok(())
@@ -1314,7 +1315,12 @@ impl Journal {
         };
         for (pin, seq, object) in pinned {
             match object.flush(seq) {
-                Ok(()) => self.unpin(pin),
+                Ok(()) => {
+                    self.unpin(pin);
+                    if self.reclaim_room_low() {
+                        self.record_reclaim_progress()?;
+                    }
+                }
                 Err(PinFlushError::Declined) => {
                     // Name what has kept every other thread from writing the
                     // object too, if anything did: that, not this thread's
@@ -1340,19 +1346,35 @@ impl Journal {
                 }
             }
         }
+        lock(&self.inner).reclaim_failing = false;
+        self.record_reclaim_progress()?;
+        let after = lock(&self.inner).ring.durable_last_seq();
+        Ok(after > before)
+    }
+
+    /// Moves last_seq past every seq whose objects are all written, and
+    /// makes that durable in a (possibly empty) entry: only then may their
+    /// ring space be reused.
+    fn record_reclaim_progress(&self) -> Result<(), JournalError> {
         let advanced = {
             let mut inner = lock(&self.inner);
-            inner.reclaim_failing = false;
             inner.pins.advance() > inner.ring.durable_last_seq()
         };
         if advanced {
-            // Record the new last_seq in a (possibly empty) entry and make
-            // it durable; only then may the ring space be reused.
             let seq = self.reserve_at(0, Watermark::Reclaim)?.seq();
             self.flush_seq(seq)?;
         }
-        let after = lock(&self.inner).ring.durable_last_seq();
-        Ok(after > before)
+        Ok(())
+    }
+
+    /// Whether a reclaim pass should record its progress before it writes
+    /// more objects. Each object it writes journals where it went, and a
+    /// long pass over a small ring could fill the part kept for reclaim
+    /// with those records before any space is given back; recording
+    /// progress frees the seqs written so far first. Three entries: the
+    /// open one, the progress entry, and what the ring's end may waste.
+    fn reclaim_room_low(&self) -> bool {
+        lock(&self.inner).ring.free_blocks() < 3 * self.full_entry_blocks()
     }
 
     /// Blocks a full entry takes in the ring.
