@@ -328,11 +328,13 @@ impl Display {
 fn rate_bytes(rate: Option<f64>) -> Result<Option<u64>, Failure> {
     match rate {
         None => Ok(None),
-        Some(mib) if mib.is_finite() && mib > 0.0 && mib <= 1_048_576.0 => {
+        // At least one byte a second: a smaller rate would round to 0,
+        // which means no limit at all.
+        Some(mib) if mib.is_finite() && mib * 1_048_576.0 >= 1.0 && mib <= 1_048_576.0 => {
             Ok(Some((mib * 1_048_576.0) as u64))
         }
         Some(mib) => Err(Failure::arguments(format!(
-            "--rate {mib}: give MiB/s, more than 0 and at most 1048576"
+            "--rate {mib}: give MiB/s, at least 0.000001 (one byte a second) and at most 1048576"
         ))),
     }
 }

@@ -794,18 +794,18 @@ fn finish(
     let mut waited = Duration::ZERO;
     let fs = loop {
         match Arc::try_unwrap(fs) {
-            Ok(fs) => break Some(fs),
+            Ok(fs) => break Ok(fs),
             Err(shared) if waited < Duration::from_secs(30) => {
                 fs = shared;
                 std::thread::sleep(Duration::from_millis(20));
                 waited += Duration::from_millis(20);
             }
-            Err(_) => break None,
+            Err(shared) => break Err(shared),
         }
     };
-    let unmounted = fs.is_some();
+    let unmounted = fs.is_ok();
     let outcome = match fs {
-        Some(fs) => match (fs.status().state, fs.unmount()) {
+        Ok(fs) => match (fs.status().state, fs.unmount()) {
             (state, Ok(())) => {
                 let how = match state {
                     LifeState::Running | LifeState::Frozen => "clean".to_string(),
@@ -830,10 +830,21 @@ fn finish(
                 Err(Failure::operational(message))
             }
         },
-        None => {
+        Err(shared) => {
+            // Something inside the process still holds the engine, so it
+            // cannot be unmounted; what it holds dirty is still written
+            // back, so that nothing a closed file had is lost (umount
+            // returned long ago). The next mount replays the journal.
+            let written = match shared.syncfs_once() {
+                Ok(()) => "after writing everything back".to_string(),
+                Err(error) => format!(
+                    "and writing back failed: {}",
+                    control::server::fs_error_message(&error)
+                ),
+            };
             let message = format!(
-                "unmounting {}: the filesystem is still in use inside the process; \
-                 stopped without writing back (the next mount recovers)",
+                "unmounting {}: the filesystem is still in use inside the process after 30 s; \
+                 stopped {written} (the next mount replays the journal)",
                 image.display()
             );
             log(&message);

@@ -239,6 +239,8 @@ fn control_commands_without_a_mount_fail_clearly() {
         // the caller would wait for good.
         &["inject", ".", "--op", "unlink", "--errno", "99999"],
         &["inject", ".", "--fail-writes", "--errno", "512"],
+        // Under a byte a second, the rate would round to no limit at all.
+        &["scrub", ".", "--rate", "1e-300"],
     ] {
         let output = vigilfs(arguments, directory.path());
         assert_eq!(output.status.code(), Some(2), "{arguments:?}");

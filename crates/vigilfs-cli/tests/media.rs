@@ -558,3 +558,38 @@ fn absurd_ranges_and_missing_targets_are_refused_clearly() {
     let offline = owners(scratch.img(), 4096, 4096);
     assert_eq!(kinds(&offline), ["superblock"]);
 }
+
+/// A scrub held back by a tiny `--rate` whose client went away stops with
+/// it: the unmount that follows is clean and a file closed before it is
+/// there after the remount. (The scrub used to sleep on inside the daemon;
+/// the unmount gave up after 30 s without writing the file back.)
+#[test]
+fn a_slow_scrub_whose_client_is_gone_does_not_keep_the_unmount_from_writing_back() {
+    if fuse_missing("a_slow_scrub_whose_client_is_gone") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M", "-o", "writeback_interval=600"]);
+    let mut scrub = Command::new(binary())
+        .args(["scrub", scratch.mnt(), "--rate", "0.000001"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    scrub.kill().unwrap();
+    scrub.wait().unwrap();
+    let data = pattern(73, 5);
+    fs::write(scratch.at("closed-before-umount"), &data).unwrap();
+    let started = std::time::Instant::now();
+    scratch.umount(pid);
+    assert!(
+        scratch.log().contains("(clean)"),
+        "after {:?}: {}",
+        started.elapsed(),
+        scratch.log()
+    );
+    let pid = scratch.mount(&[]);
+    assert_eq!(fs::read(scratch.at("closed-before-umount")).unwrap(), data);
+    scratch.umount(pid);
+}

@@ -883,3 +883,33 @@ fn images_without_the_media_records_feature_mount_and_unknown_ro_compat_features
     );
     drop(fs);
 }
+
+/// A scrub held back by a slow rate stops within a throttle slice of being
+/// asked to, not when the rate would let it read again: a gone client or
+/// an unmount waited for the whole sleep (hours at a byte a second), and
+/// the unmount then gave up without writing back.
+#[test]
+fn a_rate_limited_scrub_stops_soon_after_it_is_no_longer_wanted() {
+    let fixture = Fixture::new();
+    let fs = Arc::new(fixture.mount());
+    create_file(&fs, "data", &pattern(4, 7));
+    let scrubbing = Arc::clone(&fs);
+    let (done, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let request = vigilfs::fs::ScrubRequest {
+            rate: Some(1),
+            restart: true,
+        };
+        let summary = scrubbing.scrub(request, &mut |_| {
+            started.elapsed() < Duration::from_millis(300)
+        });
+        let _ = done.send((summary.map(|summary| summary.complete), started.elapsed()));
+    });
+    let (complete, took) = outcome
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the scrub stops within 30 s");
+    assert!(!complete.unwrap(), "stopped, not finished");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    Arc::try_unwrap(fs).ok().unwrap().unmount().unwrap();
+}

@@ -158,6 +158,10 @@ impl ScrubSink for LiveSink<'_> {
         self.go_on()
     }
 
+    fn keep_waiting(&mut self, progress: &Progress) -> bool {
+        self.go_on().is_continue() && (self.progress)(progress)
+    }
+
     fn pause(&mut self) {
         let deadline = Instant::now() + MOST_WAIT;
         let foreground = &self.shared.media.foreground;

@@ -137,7 +137,18 @@ pub trait ScrubSink {
     /// Called before each read: the place to wait while foreground I/O
     /// runs.
     fn pause(&mut self) {}
+    /// Asked every [`THROTTLE_SLICE`] while the rate limit holds the scrub
+    /// back: `false` cuts the wait short, and the next progress report is
+    /// made at once so the sink can stop the scrub (a slow rate must not
+    /// keep an unmount or a gone client waiting).
+    fn keep_waiting(&mut self, progress: &Progress) -> bool {
+        let _ = progress;
+        true
+    }
 }
+
+/// How long the rate limit sleeps before it asks the sink again.
+pub const THROTTLE_SLICE: Duration = Duration::from_millis(100);
 
 /// How a scrub runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -193,18 +204,31 @@ struct Throttle {
     rate: Option<u64>,
     started: Instant,
     bytes: u64,
+    /// The sink asked to stop waiting: report progress at once.
+    cut_short: bool,
 }
 
 impl Throttle {
-    fn consume(&mut self, bytes: u64) {
+    /// Counts `bytes` read and sleeps until the rate allows more, in
+    /// slices, asking `sink` between them whether to go on waiting.
+    fn consume(&mut self, bytes: u64, progress: &Progress, sink: &mut dyn ScrubSink) {
         self.bytes += bytes;
         let Some(rate) = self.rate.filter(|&rate| rate > 0) else {
             return;
         };
         let due = Duration::from_secs_f64(self.bytes as f64 / rate as f64);
-        let elapsed = self.started.elapsed();
-        if due > elapsed {
-            std::thread::sleep(due - elapsed);
+        loop {
+            let Some(left) = due.checked_sub(self.started.elapsed()) else {
+                return;
+            };
+            if left.is_zero() {
+                return;
+            }
+            std::thread::sleep(left.min(THROTTLE_SLICE));
+            if !sink.keep_waiting(progress) {
+                self.cut_short = true;
+                return;
+            }
         }
     }
 }
@@ -241,6 +265,7 @@ struct Run<'s, 'a> {
 impl Run<'_, '_> {
     fn progress(&mut self, cursor: Cursor, force: bool) -> ControlFlow<()> {
         self.stats.cursor = cursor;
+        let force = force || std::mem::take(&mut self.throttle.cut_short);
         if !force && self.stats.bytes - self.last_progress < (1 << 20) {
             return ControlFlow::Continue(());
         }
@@ -253,6 +278,17 @@ impl Run<'_, '_> {
         })
     }
 
+    /// Holds the scrub to its rate after reading `bytes`.
+    fn pace(&mut self, bytes: u64) {
+        let progress = Progress {
+            cursor: self.stats.cursor,
+            bytes: self.stats.bytes,
+            total_bytes: self.total_bytes,
+            findings: self.stats.findings,
+        };
+        self.throttle.consume(bytes, &progress, &mut *self.sink);
+    }
+
     fn found(&mut self, range: ByteRange, cause: FailureCause, what: String) -> ControlFlow<()> {
         self.stats.findings += 1;
         self.sink.finding(&Finding { range, cause, what })
@@ -263,7 +299,7 @@ impl Run<'_, '_> {
         self.sink.pause();
         let mut bytes = vec![0u8; range.len() as usize];
         let result = self.scrubber.device.read_at(range.start, &mut bytes, class);
-        self.throttle.consume(range.len());
+        self.pace(range.len());
         self.stats.bytes += range.len();
         result.map(|()| bytes)
     }
@@ -277,7 +313,7 @@ impl Run<'_, '_> {
             self.sink.pause();
             let range = ByteRange::at(offset, SUPERBLOCK_SIZE as u64);
             self.stats.bytes += range.len();
-            self.throttle.consume(range.len());
+            self.pace(range.len());
             match read_superblock_copy(device, copy) {
                 Ok(_) => {}
                 Err(FormatError::Device(error)) if is_media(&error) => {
@@ -341,7 +377,7 @@ impl Run<'_, '_> {
         let block_size = u64::from(self.scrubber.layout.block_size);
         let range = ByteRange::at(block * block_size, block_size);
         self.stats.bytes += block_size;
-        self.throttle.consume(block_size);
+        self.pace(block_size);
         let what = format!("{tree} b-tree node at block {block} (level {level})");
         match self
             .scrubber
@@ -579,6 +615,7 @@ pub fn run(
             rate: options.rate,
             started,
             bytes: 0,
+            cut_short: false,
         },
         stats: Stats {
             bytes: 0,
