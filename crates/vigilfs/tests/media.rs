@@ -913,3 +913,53 @@ fn a_rate_limited_scrub_stops_soon_after_it_is_no_longer_wanted() {
     assert!(took < Duration::from_secs(5), "{took:?}");
     Arc::try_unwrap(fs).ok().unwrap().unmount().unwrap();
 }
+
+/// A failure notice over a wide range while files are written and synced:
+/// the owners are listed before any is handled, so a node a commit moves
+/// meanwhile (its block reused for data) must not be called lost. On an
+/// intact device every node reached is moved or found gone, none lost, and
+/// the filesystem stays writable.
+#[test]
+fn a_wide_notice_during_synced_writes_loses_no_node_that_moved_meanwhile() {
+    let fixture = Fixture::new();
+    let fs = Arc::new(fixture.mount());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (fs, stop) = (Arc::clone(&fs), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut written = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && written < 3_000 {
+                let name = format!("f{written}");
+                let Ok((_, handle)) =
+                    fs.create(ROOT_INO, name.as_bytes(), 0o644, read_write(), &root())
+                else {
+                    break;
+                };
+                let _ = fs.write(handle, 0, &pattern(1, written as u8), &root());
+                let _ = fs.fsync(handle, false);
+                let _ = fs.release(handle);
+                written += 1;
+            }
+        })
+    };
+    let mut lost = Vec::new();
+    for round in 0..6u64 {
+        std::thread::sleep(Duration::from_millis(50));
+        let start = (1 + round) << 20;
+        let report = fs
+            .notify_failure(
+                ByteRange::new(start, start + (24 << 20)),
+                Origin::operator("wide"),
+            )
+            .expect("notice");
+        lost.extend(report.handled.into_iter().filter(|handled| {
+            matches!(handled.outcome, Outcome::Lost { .. })
+                && matches!(handled.owner.kind, OwnerKind::Node { .. })
+        }));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(lost.is_empty(), "{lost:#?}");
+    assert_eq!(fs.status().state, LifeState::Running);
+    Arc::try_unwrap(fs).ok().unwrap().unmount().unwrap();
+}

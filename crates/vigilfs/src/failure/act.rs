@@ -408,11 +408,33 @@ fn handle_node(
         Ok(Relocation::Moved { .. }) => Outcome::Healed { blocks: 1 },
         Ok(Relocation::NotLive) => Outcome::Unused,
         Err(_) if was_bad => Outcome::AlreadyKnown,
+        // The owners were listed before any was handled; a commit may have
+        // moved the node since and its block been reused (it then reads
+        // back as something else). Lost only if it still lives there.
+        Err(_) if !node_still_at(context, tree, level, block) => Outcome::Unused,
         Err(error) => Outcome::Lost {
             blocks: 1,
             why: error.to_string(),
         },
     }
+}
+
+/// Whether the reverse map still says a `tree` node at `level` lives in
+/// `block` (yes when it cannot tell: a loss is not hidden on a guess).
+fn node_still_at(context: &Context<'_>, tree: TreeId, level: u8, block: u64) -> bool {
+    let block_size = u64::from(context.layout.block_size);
+    let range = ByteRange::at(block * block_size, block_size);
+    let Ok(now) = owners(
+        context.metadata,
+        &context.layout,
+        context.device.length(),
+        range,
+        false,
+    ) else {
+        return true;
+    };
+    now.iter()
+        .any(|owner| owner.kind == OwnerKind::Node { tree, level, block })
 }
 
 /// Journal blocks: if entries replay still needs lie there, write every
