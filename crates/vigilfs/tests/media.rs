@@ -12,8 +12,8 @@ use std::time::Duration;
 use fserror::{Event, EventKind, Group, GroupConfig, Subtypes};
 use vigilfs::btree::TreeId;
 use vigilfs::device::{
-    BlockDevice, ByteRange, DeviceError, FaultDevice, FaultPlan, FaultRule, IoClass, MediaFailure,
-    MediaFailureCallback, MemoryDevice, SectorSize,
+    BlockDevice, ByteRange, CrashDevice, CrashMode, DeviceError, FaultDevice, FaultPlan, FaultRule,
+    IoClass, MediaFailure, MediaFailureCallback, MemoryDevice, SectorSize,
 };
 use vigilfs::failure::{Origin, Outcome, OwnerKind};
 use vigilfs::format::{ErrorKind, Layout};
@@ -962,4 +962,33 @@ fn a_wide_notice_during_synced_writes_loses_no_node_that_moved_meanwhile() {
     assert!(lost.is_empty(), "{lost:#?}");
     assert_eq!(fs.status().state, LifeState::Running);
     Arc::try_unwrap(fs).ok().unwrap().unmount().unwrap();
+}
+
+/// What a failure notice reports as done is durable when the report is
+/// given: blocks it marked bad stay bad, and the error it recorded stays
+/// recorded, through a power cut right after (they waited for the next
+/// sync or fsync before).
+#[test]
+fn a_failure_notice_is_durable_before_it_is_reported() {
+    let device = Arc::new(CrashDevice::new(64 << 20, SectorSize::Bytes512));
+    let writes: Arc<dyn BlockDevice> = device.clone();
+    make_filesystem(writes.clone(), &MkfsOptions::default()).expect("mkfs");
+    let fs = Filesystem::mount(writes, MountOptions::default()).expect("mount");
+    let failed = ByteRange::at(20 << 20, 2 * BLOCK);
+    let report = fs
+        .notify_failure(failed, Origin::operator("SMART 197"))
+        .expect("notice");
+    assert!(report
+        .handled
+        .iter()
+        .any(|handled| handled.outcome == Outcome::MarkedBad));
+    let before = fs.status();
+    assert_eq!(before.space.bad_blocks, 2);
+    let crashed: Arc<dyn BlockDevice> = Arc::new(device.crash(CrashMode::DropUnflushed));
+    drop(fs);
+    let fs = Filesystem::mount(crashed, MountOptions::default()).expect("mount after the cut");
+    let after = fs.status();
+    assert_eq!(after.space.bad_blocks, 2, "the marks survived the cut");
+    assert_eq!(after.error_record.total, before.error_record.total);
+    fs.unmount().unwrap();
 }

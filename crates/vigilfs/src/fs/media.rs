@@ -260,6 +260,14 @@ impl Shared {
         };
         let mut handled = failure::handle(&context, range, &origin).map_err(FsError::Failure)?;
         self.act_on(&origin, &mut handled, writable);
+        if writable {
+            // What the report says was done (blocks marked bad, data moved)
+            // and the error it recorded are durable before it is given: a
+            // power cut right after must not take them back. A failed
+            // flush fails the journal, which every later sync reports.
+            let _ = self.metadata.journal.flush();
+            self.save_error_record();
+        }
         drop(guard);
         let report = FailureReport {
             range,
