@@ -237,6 +237,14 @@ fn follow_once(
                     Failure::operational(format!("events: unreadable line from the mount: {error}"))
                 })?;
                 line.clear();
+                if let Some(newest) = value["newest_id"].as_u64().filter(|&newest| since > newest) {
+                    eprintln!(
+                        "vigilfs: events: id {since} is beyond the newest event of {} ({newest}): \
+                         a state file kept from another filesystem or from before a mkfs? \
+                         Following from {newest}",
+                        mountpoint.display()
+                    );
+                }
                 if let Some(end) = value.get("end") {
                     return Ok((last, end == "restarted"));
                 }

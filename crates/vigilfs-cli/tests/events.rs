@@ -195,6 +195,43 @@ fn signal(child: &Child, signal: i32) {
     }
 }
 
+/// A `--since` beyond the log's newest id (a hook's state file kept across
+/// a mkfs) would hide every new event, errors included: the stream follows
+/// from the newest instead, and the listener says why.
+#[test]
+fn a_since_beyond_the_newest_event_still_shows_new_events() {
+    if fuse_missing("since beyond newest") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let mut child = listener(&scratch, &["--since", "99999999999999"]);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["kind"], "running");
+    assert!(vigilfs(&["freeze", scratch.mnt()]).status.success());
+    assert!(vigilfs(&["thaw", scratch.mnt()]).status.success());
+    let (seen, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines {
+            let event: Value = serde_json::from_str(&line.unwrap()).unwrap();
+            let _ = seen.send(event["kind"].as_str().unwrap_or_default().to_string());
+        }
+    });
+    let kind = receive
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the freeze reaches the listener");
+    assert_eq!(kind, "freeze");
+    signal(&child, libc::SIGTERM);
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        text(&output.stderr).contains("is beyond the newest event"),
+        "{}",
+        text(&output.stderr)
+    );
+    scratch.umount(pid);
+}
+
 #[test]
 fn an_unread_flood_ends_in_exact_lost_accounting() {
     if fuse_missing("flood") {

@@ -297,7 +297,11 @@ fn run(
     (newest_at_start, mount_first): (u64, u64),
     generation: u64,
 ) -> io::Result<()> {
-    let mut after = request.since;
+    // An id beyond the newest is from another log (a state file kept
+    // across a mkfs, or from another filesystem): reading after it would
+    // hide every new event, errors included. Read after the newest
+    // instead; the client says so.
+    let mut after = request.since.min(newest_at_start);
     // The running sum of errors up to `after`, when known: it makes a loss
     // exact.
     let mut errors_before: Option<u64> = (after == 0).then_some(0);
