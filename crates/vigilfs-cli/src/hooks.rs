@@ -233,18 +233,48 @@ impl Hook {
             .env("VIGILFS_EVENTS", events.len().to_string())
             // Its own process group: a timeout kills everything it started.
             .process_group(0);
+        let listener = std::process::id();
+        // SAFETY: between fork and exec only async-signal-safe calls
+        // (prctl, getppid, _exit) run, on no memory of the parent's.
+        unsafe {
+            command.pre_exec(move || {
+                // The hook dies with the listener (killed, or Ctrl-C)
+                // rather than run on as an orphan.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::getppid() as u32 != listener {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
         let mut child = command
             .spawn()
             .map_err(|error| format!("cannot run sh: {error}"))?;
-        if let Some(mut stdin) = child.stdin.take() {
+        // The events go in from a thread of their own: a hook that does not
+        // read more than a pipe holds (64 KiB) must still meet its timeout.
+        // Killing it closes the pipe, which ends the write.
+        let feeder = child.stdin.take().map(|mut stdin| {
             let mut input = Vec::new();
             for event in events {
                 input.extend_from_slice(event.to_string().as_bytes());
                 input.push(b'\n');
             }
-            // A command that does not read its input is no failure.
-            let _ = stdin.write_all(&input);
+            std::thread::spawn(move || {
+                // A command that does not read its input is no failure.
+                let _ = stdin.write_all(&input);
+            })
+        });
+        let outcome = self.wait_within_timeout(&mut child);
+        if let Some(feeder) = feeder {
+            let _ = feeder.join();
         }
+        outcome
+    }
+
+    /// Waits for the hook, killing its process group at the timeout.
+    fn wait_within_timeout(&self, child: &mut std::process::Child) -> Result<(), String> {
         let started = Instant::now();
         loop {
             match child.try_wait() {

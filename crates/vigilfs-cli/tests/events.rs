@@ -232,6 +232,60 @@ fn a_since_beyond_the_newest_event_still_shows_new_events() {
     scratch.umount(pid);
 }
 
+/// A hook that reads none of a batch larger than a pipe holds is still
+/// killed at its timeout (the listener used to block writing its input,
+/// before the timeout was even looked at).
+#[test]
+fn a_hook_that_reads_nothing_of_a_large_batch_still_meets_its_timeout() {
+    if fuse_missing("hook timeout") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    // Far more than a pipe holds: some 1,500 events of a few hundred bytes.
+    let pages = 1500;
+    let pid = durable_file(&scratch, "errors", pages, pid);
+    scratch.inject(&["--fail-reads", "--class", "data"]);
+    let file = fs::File::open(scratch.at("errors")).unwrap();
+    let mut page = vec![0u8; 4096];
+    for index in 0..pages as u64 {
+        assert!(file.read_at(&mut page, index * 4096).is_err());
+    }
+    drop(file);
+    scratch.inject(&["--clear"]);
+    let mut hook = Command::new(binary())
+        .args(["events", scratch.mnt(), "--since", "0", "--timeout", "2"])
+        .args(["--retries", "0", "--min-interval", "60", "--exec"])
+        // The first event runs alone, at once; the rest come in one batch
+        // when the history ends.
+        .arg(r#"if [ "$VIGILFS_EVENTS" -gt 100 ]; then exec sleep 987; fi"#)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = hook.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            signal(&hook, libc::SIGKILL);
+            panic!("the listener still waits for the hook after 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut message = String::new();
+    hook.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut message)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{message}");
+    assert!(message.contains("longer than 2 s"), "{message}");
+    scratch.umount(pid);
+}
+
 #[test]
 fn an_unread_flood_ends_in_exact_lost_accounting() {
     if fuse_missing("flood") {
