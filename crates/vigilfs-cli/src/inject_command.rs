@@ -75,6 +75,8 @@ pub struct InjectArgs {
     #[arg(long, value_name = "GLOB")]
     pub path: Option<String>,
     /// Hold each matching request this long (a slow disk): 200us, 5ms, 1.5s.
+    /// At most 60 s, also for several rules matching one request together
+    /// (a device request and the operation it serves are held separately).
     #[arg(long, value_name = "DURATION")]
     pub delay: Option<String>,
     /// With --delay: up to this much more, drawn from --seed.

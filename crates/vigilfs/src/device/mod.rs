@@ -41,9 +41,9 @@ use std::sync::Arc;
 pub use crash::{CrashDevice, CrashMode};
 pub use error::{DeviceError, DeviceErrorKind, Errno};
 pub use fault::{
-    FaultDevice, FaultEffect, FaultLogEntry, FaultLogEvent, FaultPlan, FaultRule, FaultRuleError,
-    FaultScope, FileFaults, FileVerdict, Operations, Probability, RuleId, RuleStatus,
-    FAULT_LOG_CAPACITY, MAX_DELAY_MICROS,
+    bounded_delay, FaultDevice, FaultEffect, FaultLogEntry, FaultLogEvent, FaultPlan, FaultRule,
+    FaultRuleError, FaultScope, FileFaults, FileVerdict, Operations, Probability, RuleId,
+    RuleStatus, FAULT_LOG_CAPACITY, MAX_DELAY_MICROS,
 };
 pub use file::{FileDevice, FileDeviceOptions};
 pub use io_owner::{data_owner, with_data_owner};

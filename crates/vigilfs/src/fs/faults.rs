@@ -38,8 +38,8 @@ use std::time::Duration;
 use super::error::{FsError, FsResult};
 use super::known_names::KnownNames;
 use crate::device::{
-    ByteRange, Errno, FaultLogEvent, FaultPlan, FaultRuleError, FileFaults, FileVerdict,
-    IoOperation, Probability, RuleId, SeededRandom, MAX_DELAY_MICROS,
+    bounded_delay, ByteRange, Errno, FaultLogEvent, FaultPlan, FaultRuleError, FileFaults,
+    FileVerdict, IoOperation, Probability, RuleId, SeededRandom, MAX_DELAY_MICROS,
 };
 
 /// A filesystem operation a rule can fail or delay.
@@ -694,7 +694,7 @@ impl Faults {
             (fired, delay)
         };
         if !delay.is_zero() {
-            std::thread::sleep(delay);
+            std::thread::sleep(bounded_delay(delay));
         }
         match fired {
             None => Ok(()),

@@ -22,8 +22,8 @@ pub use log::{FaultLogEntry, FaultLogEvent, FAULT_LOG_CAPACITY};
 use plan::Verdict;
 pub use plan::{FaultPlan, FileFaults, FileVerdict, RuleStatus};
 pub use rule::{
-    FaultEffect, FaultRule, FaultRuleError, FaultScope, Operations, Probability, RuleId,
-    MAX_DELAY_MICROS,
+    bounded_delay, FaultEffect, FaultRule, FaultRuleError, FaultScope, Operations, Probability,
+    RuleId, MAX_DELAY_MICROS,
 };
 
 use super::{
@@ -126,9 +126,16 @@ impl<D: BlockDevice> BlockDevice for FaultDevice<D> {
 
 /// Holds a request for the delay its rules decided (a slow disk).
 fn hold(verdict: Verdict) {
-    if !verdict.delay.is_zero() {
-        std::thread::sleep(verdict.delay);
+    let held = held_for(&verdict);
+    if !held.is_zero() {
+        std::thread::sleep(held);
     }
+}
+
+/// How long `verdict` holds its request: its rules' delays together, at
+/// most what one rule may add.
+fn held_for(verdict: &Verdict) -> std::time::Duration {
+    bounded_delay(verdict.delay)
 }
 
 #[cfg(test)]
@@ -418,5 +425,19 @@ mod tests {
             .unwrap_err();
         assert!(matches!(error.kind, DeviceErrorKind::Misaligned { .. }));
         assert_eq!(device.plan().rule(id).unwrap().matched, 0);
+    }
+
+    #[test]
+    fn delays_of_several_rules_on_one_request_add_up_to_at_most_one_rules_limit() {
+        let plan = FaultPlan::new();
+        for _ in 0..2 {
+            plan.add_rule(FaultRule::delay(40_000_000, 0, 1).on(Operations::FLUSH))
+                .unwrap();
+        }
+        let verdict = plan
+            .check(IoOperation::Flush, IoClass::Journal, ByteRange::new(0, 0))
+            .unwrap();
+        assert_eq!(verdict.delay, std::time::Duration::from_secs(80));
+        assert_eq!(held_for(&verdict), std::time::Duration::from_secs(60));
     }
 }

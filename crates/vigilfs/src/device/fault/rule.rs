@@ -316,9 +316,16 @@ pub struct FaultRule {
 
 const DEFAULT_BLOCK_SIZE: u64 = 4096;
 
-/// The longest delay a rule may add to one request: 60 s (longer would
+/// The longest delay a rule may add to one request, and the longest all
+/// the rules matching one request may add together: 60 s (longer would
 /// look like a hung mount, and FUSE requests must answer in bounded time).
 pub const MAX_DELAY_MICROS: u64 = 60_000_000;
+
+/// `delay` cut to [`MAX_DELAY_MICROS`]: what several matching rules add up
+/// to is held to what one may add.
+pub fn bounded_delay(delay: std::time::Duration) -> std::time::Duration {
+    delay.min(std::time::Duration::from_micros(MAX_DELAY_MICROS))
+}
 
 impl FaultRule {
     /// Fail every read and write with `errno`.
