@@ -303,6 +303,8 @@ impl Drop for LabMount {
 struct Program {
     child: Child,
     log: PathBuf,
+    /// The lab's mount, its working directory.
+    mountpoint: PathBuf,
 }
 
 impl Program {
@@ -333,7 +335,11 @@ impl Program {
         let child = shell
             .spawn()
             .map_err(|error| Failure::operational(format!("cannot run /bin/sh: {error}")))?;
-        Ok(Program { child, log })
+        Ok(Program {
+            child,
+            log,
+            mountpoint: mountpoint.to_path_buf(),
+        })
     }
 
     fn kill(&mut self) {
@@ -347,10 +353,13 @@ impl Program {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.try_wait()? {
-                // What it left running in its group (a `cmd &` it never
-                // waited for) ends with it: it would keep files in the lab's
-                // mount open, and the lab could not unmount.
+                // What it left running ends with it: in its group (a `cmd &`
+                // it never waited for), or escaped from it (`setsid`, a
+                // daemon) and still in the lab's mount. It would keep files
+                // open, so the lab could not unmount, or write into the
+                // mount while the check reads it.
                 kill_group(self.child.id() as i32);
+                kill_users_of(&self.mountpoint);
                 return Ok(Some(status));
             }
             if Instant::now() >= deadline {
@@ -538,11 +547,19 @@ impl Run<'_> {
         let workload_group = Arc::new(AtomicI32::new(0));
         let (done_sender, done) = mpsc::channel::<Result<CutReport, CutError>>();
         let group = Arc::clone(&workload_group);
+        let mountpoint = lab.mountpoint.clone();
         lab.switch
             .arm(
                 point,
                 loss,
-                Box::new(move || kill_group(group.load(Ordering::Acquire))),
+                Box::new(move || {
+                    kill_group(group.load(Ordering::Acquire));
+                    // What escaped the group (`setsid`, a daemon the
+                    // workload started) dies with the power too, while the
+                    // mount can still be named: the restart detaches it,
+                    // and a survivor would write into the recovered mount.
+                    kill_users_of(&mountpoint);
+                }),
                 Box::new(move |outcome| {
                     let _ = done_sender.send(outcome);
                 }),
@@ -621,14 +638,21 @@ impl Run<'_> {
             image_kept: None,
         };
         if trial.passed() {
-            let _ = fs::remove_file(&image);
-            for log in ["workload", "check"] {
-                let _ = fs::remove_file(self.directory.join(format!("{name}.{log}.log")));
-            }
+            self.remove_trial_files(&name);
         } else {
             trial.image_kept = Some(image);
         }
         Ok(trial)
+    }
+
+    /// Removes the image and logs of the trial (or dry run) `name`.
+    fn remove_trial_files(&self, name: &str) {
+        for suffix in ["img", "workload.log", "check.log"] {
+            let _ = fs::remove_file(self.directory.join(format!("{name}.{suffix}")));
+        }
+        // Left when the interrupt came before its mount was up (`rmdir`:
+        // never while something is mounted there).
+        let _ = fs::remove_dir(self.directory.join(format!("{name}.mnt")));
     }
 
     fn replay_command(&self, index: u32) -> String {
@@ -811,9 +835,7 @@ pub fn run(args: &CrashTestArgs) -> Result<u8, Failure> {
     let outcome = run_trials(&run);
     // Only what a failed trial kept stays (the dry run's output, if it
     // failed, was shown).
-    for file in ["dry-run.img", "dry-run.workload.log", "dry-run.check.log"] {
-        let _ = fs::remove_file(directory.join(file));
-    }
+    run.remove_trial_files("dry-run");
     if created {
         let _ = fs::remove_dir(&directory);
     }
@@ -860,7 +882,17 @@ fn run_trials(run: &Run<'_>) -> Result<u8, Failure> {
     let mut trials = Vec::new();
     let mut failed = 0usize;
     for &index in &indices {
-        let trial = run.trial(index, counts)?;
+        let trial = match run.trial(index, counts) {
+            Ok(trial) => trial,
+            Err(failure) => {
+                if INTERRUPTED.load(Ordering::Relaxed) {
+                    // A trial cut short proves nothing: nothing of it is
+                    // kept (the lab mount is already down).
+                    run.remove_trial_files(&format!("cut-{index}"));
+                }
+                return Err(failure);
+            }
+        };
         if !trial.passed() {
             failed += 1;
         }

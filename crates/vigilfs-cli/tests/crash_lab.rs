@@ -687,3 +687,91 @@ done
         started.elapsed()
     );
 }
+
+#[test]
+fn a_process_that_escaped_the_workload_group_dies_with_the_power() {
+    if fuse_missing("a_process_that_escaped_the_workload_group_dies_with_the_power") {
+        return;
+    }
+    let scripts = tempfile::tempdir().unwrap();
+    // A process in a session of its own (a daemon the workload started)
+    // that would write into the mount after the cut: into the recovered
+    // mount, since the restart detaches the old one and it names the mount
+    // by path. The check would then report what no crash did.
+    let workload = r#"
+setsid sh -c 'sleep 0.6; echo post-crash > "$VIGILFS_MOUNT/late"' </dev/null >/dev/null 2>&1 &
+sleep 0.2
+echo a > a
+sync a
+echo 1 >> "$1"
+"#;
+    let output = crash_test(
+        scripts.path(),
+        workload,
+        "sleep 1.5; ! test -e late",
+        &["--cuts", "2"],
+    );
+    let report = json_of(&output);
+    assert_eq!(output.status.code(), Some(0), "{report:#}");
+}
+
+#[test]
+fn an_interrupted_crash_test_leaves_nothing_of_the_trial_it_cut_short() {
+    if fuse_missing("an_interrupted_crash_test_leaves_nothing_of_the_trial_it_cut_short") {
+        return;
+    }
+    let scripts = tempfile::tempdir().unwrap();
+    let work = scripts.path().join("work");
+    // Each trial's workload writes, syncs, then takes its time: the
+    // interrupt comes while a trial runs.
+    let child = std::process::Command::new(binary())
+        .args(["crash-test", "--workload"])
+        .arg("echo a > a; sync a; sleep 0.5; echo b > b; sync b; sleep 3")
+        .args([
+            "--check",
+            "true",
+            "--size",
+            "64M",
+            "--cuts",
+            "3",
+            "--timeout",
+            "60s",
+        ])
+        .arg("--work-dir")
+        .arg(&work)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first trial's files (after the dry run), then
+    // interrupt.
+    let started = Instant::now();
+    loop {
+        let trial_running = fs::read_dir(&work).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|entry| entry.file_name().to_string_lossy().starts_with("cut-"))
+        });
+        if trial_running {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "no trial started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(8), "{}", text(&output.stderr));
+    let left: Vec<String> = fs::read_dir(&work)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
