@@ -154,7 +154,15 @@ pub fn run(arguments: &EventsArgs) -> Result<u8, Failure> {
             command: command.clone(),
             state: arguments.state.clone(),
             kinds: arguments.kinds.clone(),
-            timeout: seconds(arguments.timeout, "--timeout")?,
+            timeout: match seconds(arguments.timeout, "--timeout")? {
+                // Every run would be killed at once, then retried, forever.
+                zero if zero.is_zero() => {
+                    return Err(Failure::arguments(
+                        "--timeout 0 would kill every run of the hook at once",
+                    ))
+                }
+                timeout => timeout,
+            },
             retries: arguments.retries,
             min_interval: arguments
                 .min_interval

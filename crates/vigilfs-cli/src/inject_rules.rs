@@ -86,11 +86,16 @@ fn parse_classes(names: &[String]) -> Result<Vec<Option<IoClass>>, Failure> {
 
 fn parse_percent(text: &str) -> Result<Probability, Failure> {
     let trimmed = text.trim().trim_end_matches('%');
-    format!("{trimmed}%").parse::<Probability>().map_err(|_| {
+    let probability = format!("{trimmed}%").parse::<Probability>().map_err(|_| {
         bad_arguments(format!(
             "--flaky `{text}` is not a percentage from 0 to 100 (like 10 or 0.5)"
         ))
-    })
+    })?;
+    // As --limit 0 is: a rule that can never fire tests nothing.
+    if probability == "0%".parse::<Probability>().expect("0% is a probability") {
+        return Err(bad_arguments(format!("--flaky `{text}` would never fire")));
+    }
+    Ok(probability)
 }
 
 /// A delay with its unit: `250us`, `5ms`, `1.5s` (`µs` too), at most what

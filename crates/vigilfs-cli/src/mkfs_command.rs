@@ -14,7 +14,7 @@ use std::sync::Arc;
 use vigilfs::device::{BlockDevice, FileDevice, FileDeviceOptions, IoClass, SectorSize};
 use vigilfs::format::layout::PRIMARY_SUPERBLOCK_OFFSET;
 use vigilfs::format::{read_superblock, Label};
-use vigilfs::mkfs::{make_filesystem, MkfsOptions};
+use vigilfs::mkfs::{make_filesystem, MkfsError, MkfsOptions};
 
 use crate::failure::Failure;
 use crate::in_use::{self, AcquireError, LockMode};
@@ -79,10 +79,7 @@ pub fn run(request: &MkfsRequest) -> Result<u8, Failure> {
             if created {
                 let _ = fs::remove_file(image);
             }
-            return Err(Failure::operational(format!(
-                "mkfs on {} failed: {error}",
-                image.display()
-            )));
+            return Err(mkfs_failure(image, &error));
         }
     };
     let layout = &superblock.layout;
@@ -112,9 +109,24 @@ pub fn create_formatted(image: &Path, size: ByteSize) -> Result<(), Failure> {
         })?;
     make_filesystem(Arc::new(device), &MkfsOptions::default()).map_err(|error| {
         let _ = fs::remove_file(image);
-        Failure::operational(format!("mkfs on {} failed: {error}", image.display()))
+        mkfs_failure(image, &error)
     })?;
     Ok(())
+}
+
+/// A failed mkfs as a command failure: sizes and options that cannot make
+/// a filesystem are the command line's fault (exit 2), the rest is
+/// operational.
+fn mkfs_failure(image: &Path, error: &MkfsError) -> Failure {
+    let message = format!("mkfs on {} failed: {error}", image.display());
+    match error {
+        MkfsError::DeviceTooSmall { .. }
+        | MkfsError::JournalSize { .. }
+        | MkfsError::EventLogSize { .. }
+        | MkfsError::BlockSize { .. }
+        | MkfsError::BlockSizeBelowSectorSize { .. } => Failure::arguments(message),
+        _ => Failure::operational(message),
+    }
 }
 
 fn open_existing(image: &Path, request: &MkfsRequest) -> Result<FileDevice, Failure> {

@@ -84,10 +84,26 @@ fn mkfs_refuses_to_overwrite_a_filesystem_unless_forced() {
 #[test]
 fn failed_mkfs_leaves_no_image_behind() {
     let directory = tempfile::tempdir().unwrap();
+    // A size that holds no filesystem is the command line's fault (2), for
+    // mkfs and for the commands that make an image of their own.
     let failed = vigilfs(&["mkfs", "tiny.img", "--size", "100K"], directory.path());
-    assert_eq!(failed.status.code(), Some(8));
+    assert_eq!(failed.status.code(), Some(2));
     assert!(text(&failed.stderr).contains("too small"));
     assert!(!directory.path().join("tiny.img").exists());
+    let failed = vigilfs(
+        &[
+            "crash-test",
+            "--workload",
+            "true",
+            "--check",
+            "true",
+            "--size",
+            "1K",
+        ],
+        directory.path(),
+    );
+    assert_eq!(failed.status.code(), Some(2), "{}", text(&failed.stderr));
+    assert!(text(&failed.stderr).contains("too small"));
     // A size no file can have: the file just made goes again.
     let failed = vigilfs(
         &["mkfs", "huge.img", "--size", "16000000T"],
@@ -241,6 +257,9 @@ fn control_commands_without_a_mount_fail_clearly() {
         &["inject", ".", "--fail-writes", "--errno", "512"],
         // Under a byte a second, the rate would round to no limit at all.
         &["scrub", ".", "--rate", "1e-300"],
+        // Rules and hooks that could never do their job.
+        &["inject", ".", "--fail-reads", "--flaky", "0"],
+        &["events", ".", "--exec", "true", "--timeout", "0"],
     ] {
         let output = vigilfs(arguments, directory.path());
         assert_eq!(output.status.code(), Some(2), "{arguments:?}");
