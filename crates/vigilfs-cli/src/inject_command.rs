@@ -368,8 +368,18 @@ fn follow_log(mountpoint: &Path, follow: bool, json: bool) -> Result<u8, Failure
     loop {
         let result = match client::call(mountpoint, &Request::FaultLog { after }) {
             Ok(result) => result,
-            // The mount went away while we followed it: the log ends.
-            Err(_) if answered => return Ok(0),
+            // Unmounted while we followed it: the log ends. A mount still
+            // there whose process stopped answering (killed) is a failure,
+            // as it is for `events --follow`.
+            Err(error) if answered => {
+                let still_mounted = crate::control::canonical_mountpoint(mountpoint)
+                    .is_ok_and(|canonical| client::mount_owner(&canonical).is_ok());
+                return if still_mounted {
+                    Err(error.into_failure("inject", mountpoint))
+                } else {
+                    Ok(0)
+                };
+            }
             Err(error) => return Err(error.into_failure("inject", mountpoint)),
         };
         let dropped = result["dropped"].as_u64().unwrap_or(0);

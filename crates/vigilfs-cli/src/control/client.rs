@@ -64,9 +64,14 @@ pub fn mount_owner(canonical: &Path) -> Result<u32, ClientError> {
         ClientError::Unreachable(format!("cannot read /proc/self/mountinfo: {error}"))
     })?;
     let Some(entry) = mounts.topmost_at(canonical) else {
-        return Err(ClientError::Unreachable(
-            "no vigilfs mount is served there (nothing is mounted on it)".into(),
-        ));
+        let why = if std::fs::symlink_metadata(canonical).is_err() {
+            "it does not exist"
+        } else {
+            "nothing is mounted on it"
+        };
+        return Err(ClientError::Unreachable(format!(
+            "no vigilfs mount is served there ({why})"
+        )));
     };
     if !entry.is_fuse() {
         return Err(ClientError::Unreachable(format!(
