@@ -913,6 +913,14 @@ done
     wait_until("the workload fsyncs", Duration::from_secs(60), || {
         count() >= 20
     });
+    // Someone following the fault log hears that the mount died.
+    let mut follower = Command::new(binary())
+        .args(["inject", scratch.mnt(), "--log", "--follow"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
     // SAFETY: killing the mount process by pid.
     unsafe {
         libc::kill(pid as i32, libc::SIGKILL);
@@ -922,6 +930,8 @@ done
     });
     let _ = workload.kill();
     let _ = workload.wait();
+    let followed = follower.wait().unwrap();
+    assert_eq!(followed.code(), Some(8), "inject --log --follow");
     // A mount on the dead mount point says what is in the way (it said
     // the mount point did not exist).
     let other = scratch.directory.path().join("other.img");
