@@ -401,11 +401,10 @@ impl Drop for Program {
 }
 
 /// Kills every process whose working directory or an open file is under
-/// `mountpoint` (this process excepted), as `fuser -km` would.
+/// `mountpoint` (canonical; this process excepted), as `fuser -km` would.
 fn kill_users_of(mountpoint: &Path) {
-    let mountpoint = fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
     let inside = |link: PathBuf| -> bool {
-        fs::read_link(link).is_ok_and(|target| target.starts_with(&mountpoint))
+        fs::read_link(link).is_ok_and(|target| target.starts_with(mountpoint))
     };
     for (pid, process) in crate::processes::others() {
         let uses = inside(process.join("cwd"))
@@ -756,13 +755,18 @@ fn shell_quote(text: &str) -> String {
 /// The work directory: the one asked for (created if missing), or a new
 /// one in the system's temporary directory (removed at the end unless
 /// something in it is kept).
+/// The work directory, canonical: the lab's mount points are named from
+/// it, and [`kill_users_of`] matches processes' paths against them without
+/// resolving the mount itself (which this process serves).
 fn work_directory(asked: Option<&Path>) -> Result<(PathBuf, bool), Failure> {
     if let Some(directory) = asked {
-        fs::create_dir_all(directory)
-            .map_err(|error| Failure::operational(format!("{}: {error}", directory.display())))?;
-        return Ok((directory.to_path_buf(), false));
+        let failed = |error: std::io::Error| {
+            Failure::operational(format!("{}: {error}", directory.display()))
+        };
+        fs::create_dir_all(directory).map_err(failed)?;
+        return Ok((fs::canonicalize(directory).map_err(failed)?, false));
     }
-    let base = std::env::temp_dir();
+    let base = fs::canonicalize(std::env::temp_dir()).unwrap_or_else(|_| std::env::temp_dir());
     for attempt in 0..100u32 {
         let directory = base.join(format!(
             "vigilfs-crash-test.{}.{attempt}",

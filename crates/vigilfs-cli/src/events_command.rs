@@ -201,7 +201,7 @@ fn follow_mount(
 ) -> Result<(), Failure> {
     let mut since = since;
     loop {
-        match follow_once(mountpoint, since, follow, mode, sink)? {
+        match follow_once(mountpoint, &mut since, follow, mode, sink)? {
             (Some(last), true) => since = last,
             (None, true) => {}
             (_, false) => return Ok(()),
@@ -213,13 +213,13 @@ fn follow_mount(
 /// a power cut restarted the mount.
 fn follow_once(
     mountpoint: &Path,
-    since: u64,
+    since: &mut u64,
     follow: bool,
     mode: EventsMode,
     sink: &mut Sink,
 ) -> Result<(Option<u64>, bool), Failure> {
     let request = Request::Events {
-        since,
+        since: *since,
         follow,
         mode,
     };
@@ -245,13 +245,22 @@ fn follow_once(
                     Failure::operational(format!("events: unreadable line from the mount: {error}"))
                 })?;
                 line.clear();
-                if let Some(newest) = value["newest_id"].as_u64().filter(|&newest| since > newest) {
+                if let Some(newest) = value["newest_id"]
+                    .as_u64()
+                    .filter(|&newest| *since > newest)
+                {
                     eprintln!(
                         "vigilfs: events: id {since} is beyond the newest event of {} ({newest}): \
                          a state file kept from another filesystem or from before a mkfs? \
                          Following from {newest}",
                         mountpoint.display()
                     );
+                    // As the server does; and kept, so that a restart (or a
+                    // power cut's new stream) does not skip what comes next.
+                    *since = newest;
+                    if let Sink::Hook(hook) = sink {
+                        hook.restart_after(newest)?;
+                    }
                 }
                 if let Some(end) = value.get("end") {
                     return Ok((last, end == "restarted"));

@@ -123,6 +123,14 @@ impl Hook {
         self.resume
     }
 
+    /// Takes `id` as the last handled, below what the state file said (an
+    /// id from another log), and saves it.
+    pub fn restart_after(&mut self, id: u64) -> Result<(), Failure> {
+        self.resume = id;
+        self.seen_through = Some(id);
+        self.save_state()
+    }
+
     fn wanted(&self, event: &Value) -> bool {
         let kind = event.get("kind").and_then(Value::as_str).unwrap_or("");
         // A stream's own RUNNING line is not an event of the filesystem:
@@ -255,7 +263,9 @@ impl Hook {
         // The events go in from a thread of their own: a hook that does not
         // read more than a pipe holds (64 KiB) must still meet its timeout.
         // Killing it closes the pipe, which ends the write.
-        let feeder = child.stdin.take().map(|mut stdin| {
+        // Not waited for: a process that left the hook's group may keep the
+        // pipe open without reading, and the listener must go on.
+        if let Some(mut stdin) = child.stdin.take() {
             let mut input = Vec::new();
             for event in events {
                 input.extend_from_slice(event.to_string().as_bytes());
@@ -264,13 +274,9 @@ impl Hook {
             std::thread::spawn(move || {
                 // A command that does not read its input is no failure.
                 let _ = stdin.write_all(&input);
-            })
-        });
-        let outcome = self.wait_within_timeout(&mut child);
-        if let Some(feeder) = feeder {
-            let _ = feeder.join();
+            });
         }
-        outcome
+        self.wait_within_timeout(&mut child)
     }
 
     /// Waits for the hook, killing its process group at the timeout.

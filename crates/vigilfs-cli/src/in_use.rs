@@ -146,7 +146,7 @@ fn mounted_as_same_file(image: &Path) -> Option<PathBuf> {
     let metadata = std::fs::metadata(image).ok()?;
     let mounts = Mounts::read().ok()?;
     let mountpoint = mounts
-        .vigilfs_mounts_of_file(&metadata)
+        .vigilfs_mounts_of_file(&metadata, crate::control::current_uid())
         .next()
         .map(|entry| entry.mountpoint.clone());
     mountpoint

@@ -101,18 +101,25 @@ fn accept_loop(
             continue;
         }
         let accepted = Instant::now();
-        let handler_slots = Arc::clone(&in_flight);
+        // Given back when the handler ends, even by a panic.
+        let slot = Slot(Arc::clone(&in_flight));
         let engine = Arc::clone(engine);
         let plan = Arc::clone(plan);
-        let spawned = std::thread::Builder::new()
+        let _ = std::thread::Builder::new()
             .name("vigilfs-scrape".into())
             .spawn(move || {
+                let _slot = slot;
                 answer(stream, accepted, &engine, &plan);
-                handler_slots.fetch_sub(1, Ordering::SeqCst);
             });
-        if spawned.is_err() {
-            in_flight.fetch_sub(1, Ordering::SeqCst);
-        }
+    }
+}
+
+/// One of the [`MAX_CONNECTIONS`] taken; dropping it gives it back.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -835,12 +835,21 @@ fn finish(
             // cannot be unmounted; what it holds dirty is still written
             // back, so that nothing a closed file had is lost (umount
             // returned long ago). The next mount replays the journal.
-            let written = match shared.syncfs_once() {
-                Ok(()) => "after writing everything back".to_string(),
-                Err(error) => format!(
+            // Bounded too: the holder may be stuck where the sync would
+            // wait as well (a slow device, a held delay).
+            let (done, outcome) = std::sync::mpsc::channel();
+            let _ = std::thread::Builder::new()
+                .name("vigilfs-last-sync".into())
+                .spawn(move || {
+                    let _ = done.send(shared.syncfs_once());
+                });
+            let written = match outcome.recv_timeout(Duration::from_secs(60)) {
+                Ok(Ok(())) => "after writing everything back".to_string(),
+                Ok(Err(error)) => format!(
                     "and writing back failed: {}",
                     control::server::fs_error_message(&error)
                 ),
+                Err(_) => "without writing back: that did not end within 60 s".to_string(),
             };
             let message = format!(
                 "unmounting {}: the filesystem is still in use inside the process after 30 s; \

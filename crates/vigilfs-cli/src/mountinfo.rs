@@ -106,17 +106,24 @@ impl Mounts {
 
     /// Every vigilfs mount whose source is the file `image` under any name:
     /// a hard link, or a path through another mount of the same directory.
-    /// Only vigilfs sources are looked at (each one with a `stat`), so no
-    /// other FUSE filesystem's source is touched.
+    /// Only the sources of vigilfs mounts made by root or by `trusted_uid`
+    /// are looked at (each one with a `stat`): another user may name a
+    /// FUSE mount `vigilfs` with a source on a filesystem that never
+    /// answers, and the `stat` would hang.
     pub fn vigilfs_mounts_of_file<'a>(
         &'a self,
         image: &'a std::fs::Metadata,
+        trusted_uid: u32,
     ) -> impl Iterator<Item = &'a MountEntry> {
         use std::os::unix::fs::MetadataExt;
         self.entries.iter().filter(move |entry| {
             let vigilfs = entry.fstype == "fuse.vigilfs"
                 || (entry.is_fuse() && bare_source(entry) != entry.source.as_os_str());
+            let trusted = entry
+                .fuse_owner()
+                .is_some_and(|owner| owner == 0 || owner == trusted_uid);
             vigilfs
+                && trusted
                 && std::fs::metadata(bare_source(entry))
                     .is_ok_and(|source| source.dev() == image.dev() && source.ino() == image.ino())
         })

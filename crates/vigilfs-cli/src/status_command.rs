@@ -22,14 +22,32 @@ use crate::failure::Failure;
 const STATUS_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn run(mountpoint: &Path, as_json: bool) -> Result<u8, Failure> {
-    let status = client::call_waiting(mountpoint, &Request::Status, Some(STATUS_TIMEOUT))
+    let mut status = client::call_waiting(mountpoint, &Request::Status, Some(STATUS_TIMEOUT))
         .map_err(|error| error.into_failure("status", mountpoint))?;
+    // The daemon serves writes; whether the kernel lets them reach it at
+    // this mount point (`remount,ro`, a read-only second mount) only the
+    // mount table says, and only for the path asked about.
+    if let Some(object) = status.as_object_mut() {
+        object.insert(
+            "mounted_read_only".into(),
+            mounted_read_only(mountpoint).into(),
+        );
+    }
     if as_json {
         println!("{status}");
     } else {
         print!("{}", render(&status));
     }
     Ok(0)
+}
+
+/// Whether the kernel refuses writes at `mountpoint`; `None` when the
+/// mount table does not show it.
+fn mounted_read_only(mountpoint: &Path) -> Option<bool> {
+    let canonical = crate::control::canonical_mountpoint(mountpoint).ok()?;
+    let mounts = crate::mountinfo::Mounts::read().ok()?;
+    let entry = mounts.topmost_at(&canonical)?;
+    Some(entry.read_only())
 }
 
 /// Bytes in the largest binary unit that keeps a number >= 1.

@@ -745,6 +745,38 @@ fn status_of_a_stopped_mount_process_says_so_within_half_a_minute() {
 }
 
 #[test]
+fn a_mount_point_shared_again_with_another_filesystem_reaches_that_filesystem() {
+    if fuse_missing("a_mount_point_shared_again_with_another_filesystem_reaches_that_filesystem") {
+        return;
+    }
+    let first = Scratch::new();
+    let first_pid = first.mount(&["--size", "64M"]);
+    let other = Scratch::new();
+    let other_pid = other.mount(&["--size", "64M"]);
+    let shared = first.directory.path().join("shared");
+    let shared_path = shared.to_str().unwrap();
+    let served_by = |mountpoint: &str| {
+        let output = vigilfs(&["status", mountpoint, "--json"]);
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()["pid"]
+            .as_u64()
+            .unwrap()
+    };
+    // The first filesystem on the shared mount point, then gone from it;
+    // its name for that mount point outlives the bind.
+    let mounted = vigilfs(&["mount", first.img(), shared_path]);
+    assert_eq!(mounted.status.code(), Some(0), "{}", text(&mounted.stderr));
+    umount_retrying_busy(&shared);
+    // Now the other filesystem there: commands reach its server.
+    let mounted = vigilfs(&["mount", other.img(), shared_path]);
+    assert_eq!(mounted.status.code(), Some(0), "{}", text(&mounted.stderr));
+    assert_eq!(served_by(shared_path), u64::from(other_pid));
+    umount_retrying_busy(&shared);
+    other.umount(other_pid);
+    first.umount(first_pid);
+}
+
+#[test]
 fn the_demo_behaves_as_it_says() {
     if fuse_missing("the_demo_behaves_as_it_says") {
         return;
@@ -920,7 +952,9 @@ done
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // Long enough for its first answer on a loaded machine: only then is
+    // a failure the mount's going away (before, it would exit 8 anyway).
+    std::thread::sleep(Duration::from_secs(2));
     // SAFETY: killing the mount process by pid.
     unsafe {
         libc::kill(pid as i32, libc::SIGKILL);
@@ -1368,6 +1402,15 @@ fn a_second_mount_of_a_mounted_image_shows_the_same_filesystem() {
     assert_eq!(fs::read(view.join("A/f")).unwrap(), b"one file");
     let refused = fs::write(view.join("A/g"), b"x").unwrap_err();
     assert_eq!(refused.raw_os_error(), Some(libc::EROFS));
+    // status says so for the view, and not for the writable mounts.
+    let read_only_of = |mountpoint: &Path| {
+        let output = vigilfs(&["status", mountpoint.to_str().unwrap(), "--json"]);
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()["mounted_read_only"]
+            .clone()
+    };
+    assert_eq!(read_only_of(&view), true);
+    assert_eq!(read_only_of(&second), false);
     let other = scratch.directory.path().join("other");
     let options = mount_again(&other, &["-o", "cache=1M"]);
     assert_eq!(options.status.code(), Some(1), "{}", text(&options.stderr));

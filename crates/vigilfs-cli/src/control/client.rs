@@ -8,6 +8,7 @@
 //! [`ClientError`] that becomes a one-line message naming the mount point.
 
 use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -64,7 +65,9 @@ pub fn mount_owner(canonical: &Path) -> Result<u32, ClientError> {
         ClientError::Unreachable(format!("cannot read /proc/self/mountinfo: {error}"))
     })?;
     let Some(entry) = mounts.topmost_at(canonical) else {
-        let why = if std::fs::symlink_metadata(canonical).is_err() {
+        let missing = std::fs::symlink_metadata(canonical)
+            .is_err_and(|error| error.kind() == io::ErrorKind::NotFound);
+        let why = if missing {
             "it does not exist"
         } else {
             "nothing is mounted on it"
@@ -101,11 +104,12 @@ pub fn call_waiting(
 }
 
 /// Connects to the server of the mount at `mountpoint`, by the socket name
-/// of that mount point or else by that of the first mount of the same
-/// filesystem (the one the server was started on, when `mountpoint` is a
-/// second mount of it). A second mount point has its own name as an alias
-/// of the server's socket ([`alias`]), which is what still reaches the
-/// server once the first mount point is gone. Returns the socket's path.
+/// of the first mount of the same filesystem (the one the server was
+/// started on, when `mountpoint` is a second mount of it), or else by that
+/// of `mountpoint` itself: a second mount point has its own name as an
+/// alias of the server's socket ([`alias`]), which is what still reaches
+/// the server once the first mount point is gone. Returns the socket's
+/// path.
 fn connect_mount(mountpoint: &Path) -> Result<(UnixStream, PathBuf), ClientError> {
     let canonical = canonical_mountpoint(mountpoint).map_err(|error| {
         ClientError::Unreachable(format!("cannot resolve the mount point: {error}"))
@@ -119,8 +123,12 @@ fn connect_mount(mountpoint: &Path) -> Result<(UnixStream, PathBuf), ClientError
                 .map(|first| first.mountpoint.clone())
         })
         .unwrap_or_else(|| canonical.clone());
-    match connect_trusted(&canonical, owner) {
-        Err(ClientError::Unreachable(_)) if first != canonical => connect_trusted(&first, owner),
+    // The first mount point's name first: it is the server's own, while
+    // an alias can outlive its bind mount (until a mount there removes it).
+    match connect_trusted(&first, owner) {
+        Err(ClientError::Unreachable(_)) if first != canonical => {
+            connect_trusted(&canonical, owner)
+        }
         outcome => outcome,
     }
 }
@@ -145,10 +153,18 @@ pub fn alias(existing: &Path, second: &Path) -> Result<(), String> {
         return Ok(());
     }
     let _lock = DirectoryLock::take(directory);
-    if std::fs::symlink_metadata(&alias).is_ok() {
-        if connect_nonblocking(&alias).is_ok() {
+    if let Ok(existing) = std::fs::symlink_metadata(&alias) {
+        let identity = |metadata: &std::fs::Metadata| (metadata.dev(), metadata.ino());
+        let ours = std::fs::symlink_metadata(&socket)
+            .is_ok_and(|socket| identity(&socket) == identity(&existing));
+        if ours {
+            return Ok(());
+        }
+        if connect_nonblocking(&alias).is_ok() && existing.nlink() == 1 {
             return Err(format!("{} is served by another mount", alias.display()));
         }
+        // Stale, or another server's alias whose bind mount is gone (the
+        // filesystem shown here now is this one).
         let _ = std::fs::remove_file(&alias);
     }
     std::fs::hard_link(&socket, &alias).map_err(|error| {

@@ -8,9 +8,9 @@
 //!                  what cannot change against them)
 //! state            running | frozen | read-only | shut-down
 //! state_reason     why read-only or shut down (null otherwise)
-//! mounted_read_only  the kernel refuses writes at the mount point
-//!                  (`remount,ro`, a read-only bind), whatever the daemon's
-//!                  state; null when the mount point is not in the table
+//! mounted_read_only  added by `vigilfs status` for the mount point it
+//!                  was given: the kernel refuses writes there (`remount,ro`,
+//!                  a read-only bind), whatever the daemon's state
 //! errors_policy    continue | remount-ro | panic
 //! settings         {cache_bytes, dirty_limit_bytes, writeback_interval_seconds}:
 //!                  as mounted or changed since by a remount

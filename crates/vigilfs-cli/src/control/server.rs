@@ -53,7 +53,7 @@ use super::{
 use super::{faults, power, stream};
 use crate::engine_slot::EngineSlot;
 use crate::in_use;
-use crate::mountinfo::{MountEntry, Mounts};
+use crate::mountinfo::Mounts;
 use crate::power_cut::PowerSwitch;
 
 /// What one client may take of the server.
@@ -715,12 +715,6 @@ fn execute(request: Request, fs: &Filesystem, context: &Context, stream: &UnixSt
         Request::Status => {
             let mut status = status_json(fs, plan, &context.extra);
             status["crash_lab"] = crash_lab_json(power);
-            // The daemon serves writes; whether the kernel lets them reach
-            // it (`remount,ro`, a read-only bind) only the mount table says.
-            status["mounted_read_only"] = json!(Mounts::read().ok().and_then(|mounts| mounts
-                .topmost_at(&context.mountpoint)
-                .filter(|entry| entry.is_fuse())
-                .map(MountEntry::read_only)));
             Response::success(status)
         }
         Request::Sync => engine_result(fs.syncfs_once(), fs),
