@@ -777,6 +777,37 @@ fn a_mount_point_shared_again_with_another_filesystem_reaches_that_filesystem() 
 }
 
 #[test]
+fn clearing_delay_rules_lets_the_callers_they_hold_go_on_at_once() {
+    if fuse_missing("clearing_delay_rules_lets_the_callers_they_hold_go_on_at_once") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    for rule in [
+        &["--op", "fsync", "--delay", "50s"][..],
+        &["--io", "flush", "--delay", "50s"][..],
+    ] {
+        scratch.inject(rule);
+        let path = scratch.at("held");
+        let started = std::time::Instant::now();
+        let fsync = std::thread::spawn(move || {
+            let file = File::create(path).unwrap();
+            file.write_all_at(b"x", 0).unwrap();
+            file.sync_all()
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        scratch.inject(&["--clear"]);
+        fsync.join().unwrap().unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{rule:?}: the fsync took {:?}",
+            started.elapsed()
+        );
+    }
+    scratch.umount(pid);
+}
+
+#[test]
 fn the_demo_behaves_as_it_says() {
     if fuse_missing("the_demo_behaves_as_it_says") {
         return;

@@ -41,7 +41,7 @@ use std::sync::Arc;
 pub use crash::{CrashDevice, CrashMode};
 pub use error::{DeviceError, DeviceErrorKind, Errno};
 pub use fault::{
-    bounded_delay, FaultDevice, FaultEffect, FaultLogEntry, FaultLogEvent, FaultPlan, FaultRule,
+    DelayGate, FaultDevice, FaultEffect, FaultLogEntry, FaultLogEvent, FaultPlan, FaultRule,
     FaultRuleError, FaultScope, FileFaults, FileVerdict, Operations, Probability, RuleId,
     RuleStatus, FAULT_LOG_CAPACITY, MAX_DELAY_MICROS,
 };

@@ -38,8 +38,8 @@ use std::time::Duration;
 use super::error::{FsError, FsResult};
 use super::known_names::KnownNames;
 use crate::device::{
-    bounded_delay, ByteRange, Errno, FaultLogEvent, FaultPlan, FaultRuleError, FileFaults,
-    FileVerdict, IoOperation, Probability, RuleId, SeededRandom, MAX_DELAY_MICROS,
+    ByteRange, DelayGate, Errno, FaultLogEvent, FaultPlan, FaultRuleError, FileFaults, FileVerdict,
+    IoOperation, Probability, RuleId, SeededRandom, MAX_DELAY_MICROS,
 };
 
 /// A filesystem operation a rule can fail or delay.
@@ -506,6 +506,9 @@ pub struct Faults {
     any_armed: AtomicBool,
     /// How many times each operation started, by [`Operation::index`].
     started: [AtomicU64; Operation::ALL.len()],
+    /// Where operations its delay rules hold wait; released when the
+    /// rules change.
+    delays: DelayGate,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -526,6 +529,7 @@ impl Faults {
             armed: Mutex::new(None),
             any_armed: AtomicBool::new(false),
             started: std::array::from_fn(|_| AtomicU64::new(0)),
+            delays: DelayGate::default(),
         }
     }
 
@@ -577,16 +581,20 @@ impl Faults {
         let removed = rules.remove(index);
         self.any.store(!rules.is_empty(), Ordering::Release);
         self.log(Some(id), FaultLogEvent::Cleared);
+        drop(rules);
+        self.delays.release_all();
         Some(status(&removed))
     }
 
-    /// Removes every rule.
+    /// Removes every rule; the delays in progress end.
     pub fn clear(&self) {
         let mut rules = lock(&self.rules);
         for rule in rules.drain(..) {
             self.log(Some(rule.id), FaultLogEvent::Cleared);
         }
         self.any.store(false, Ordering::Release);
+        drop(rules);
+        self.delays.release_all();
     }
 
     /// Moves every rule of `from` here, ids, counters and seeded state
@@ -693,9 +701,7 @@ impl Faults {
             }
             (fired, delay)
         };
-        if !delay.is_zero() {
-            std::thread::sleep(bounded_delay(delay));
-        }
+        self.delays.hold(delay);
         match fired {
             None => Ok(()),
             Some((rule, errno)) => {

@@ -12,18 +12,21 @@
 //! - a media failure is reported to the plan's callback before the read returns its error.
 
 mod block_set;
+mod delay;
 mod log;
 mod plan;
 mod rule;
 
 use std::sync::Arc;
 
+pub use delay::DelayGate;
 pub use log::{FaultLogEntry, FaultLogEvent, FAULT_LOG_CAPACITY};
 use plan::Verdict;
 pub use plan::{FaultPlan, FileFaults, FileVerdict, RuleStatus};
+use rule::bounded_delay;
 pub use rule::{
-    bounded_delay, FaultEffect, FaultRule, FaultRuleError, FaultScope, Operations, Probability,
-    RuleId, MAX_DELAY_MICROS,
+    FaultEffect, FaultRule, FaultRuleError, FaultScope, Operations, Probability, RuleId,
+    MAX_DELAY_MICROS,
 };
 
 use super::{
@@ -73,7 +76,7 @@ impl<D: BlockDevice> BlockDevice for FaultDevice<D> {
         )?;
         let range = ByteRange::at(offset, buffer.len() as u64);
         let verdict = self.plan.check(operation, class, range)?;
-        hold(verdict);
+        self.plan.delays().hold(held_for(&verdict));
         self.inner.read_at(offset, buffer, class)?;
         if let Some(draw) = verdict.corrupt {
             // Silent corruption: one bit, anywhere in what was read.
@@ -94,17 +97,18 @@ impl<D: BlockDevice> BlockDevice for FaultDevice<D> {
             self.sector_size(),
         )?;
         let range = ByteRange::at(offset, buffer.len() as u64);
-        hold(self.plan.check(operation, class, range)?);
+        let verdict = self.plan.check(operation, class, range)?;
+        self.plan.delays().hold(held_for(&verdict));
         self.inner.write_at(offset, buffer, class)?;
         self.plan.write_completed(range);
         Ok(())
     }
 
     fn flush(&self, class: IoClass) -> Result<(), DeviceError> {
-        hold(
-            self.plan
-                .check(IoOperation::Flush, class, ByteRange::new(0, 0))?,
-        );
+        let verdict = self
+            .plan
+            .check(IoOperation::Flush, class, ByteRange::new(0, 0))?;
+        self.plan.delays().hold(held_for(&verdict));
         self.inner.flush(class)
     }
 
@@ -124,16 +128,8 @@ impl<D: BlockDevice> BlockDevice for FaultDevice<D> {
     }
 }
 
-/// Holds a request for the delay its rules decided (a slow disk).
-fn hold(verdict: Verdict) {
-    let held = held_for(&verdict);
-    if !held.is_zero() {
-        std::thread::sleep(held);
-    }
-}
-
-/// How long `verdict` holds its request: its rules' delays together, at
-/// most what one rule may add.
+/// How long `verdict` holds its request (a slow disk): its rules' delays
+/// together, at most what one rule may add.
 fn held_for(verdict: &Verdict) -> std::time::Duration {
     bounded_delay(verdict.delay)
 }

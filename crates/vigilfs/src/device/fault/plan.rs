@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use super::block_set::BlockSet;
+use super::delay::DelayGate;
 use super::log::{FaultLog, FaultLogEntry, FaultLogEvent};
 use super::rule::{FaultEffect, FaultRule, FaultRuleError, RuleId};
 use crate::device::seeded_random::SeededRandom;
@@ -274,6 +275,8 @@ struct Request {
 /// with `Arc`; rules can be added, removed and listed while I/O runs.
 pub struct FaultPlan {
     state: Mutex<PlanState>,
+    /// Where its delays are served; released when the rules change.
+    delays: DelayGate,
     media_failure_callback: RwLock<Option<MediaFailureCallback>>,
     files: RwLock<Option<Arc<dyn FileFaults>>>,
 }
@@ -305,6 +308,7 @@ impl FaultPlan {
     pub fn new() -> FaultPlan {
         FaultPlan {
             state: Mutex::new(PlanState::default()),
+            delays: DelayGate::default(),
             media_failure_callback: RwLock::new(None),
             files: RwLock::new(None),
         }
@@ -393,19 +397,30 @@ impl FaultPlan {
         Ok(id)
     }
 
-    /// Removes a rule; returns its final status, or `None` if no rule has that id.
+    /// Removes a rule; returns its final status, or `None` if no rule has that id. The
+    /// delays in progress end.
     pub fn remove_rule(&self, id: RuleId) -> Option<RuleStatus> {
         let mut plan = self.lock();
         let index = plan.rules.iter().position(|rule| rule.id == id)?;
         plan.log.append(Some(id), FaultLogEvent::Cleared);
-        Some(plan.rules.remove(index).status())
+        let removed = plan.rules.remove(index).status();
+        drop(plan);
+        self.delays.release_all();
+        Some(removed)
     }
 
-    /// Removes every rule.
+    /// Removes every rule; the delays in progress end.
     pub fn clear(&self) {
         let mut plan = self.lock();
         plan.rules.clear();
         plan.log.append(None, FaultLogEvent::Cleared);
+        drop(plan);
+        self.delays.release_all();
+    }
+
+    /// Where the requests its delay rules hold wait.
+    pub(crate) fn delays(&self) -> &DelayGate {
+        &self.delays
     }
 
     /// Every rule with its counters, in evaluation order.
