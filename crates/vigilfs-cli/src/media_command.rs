@@ -49,7 +49,8 @@ use crate::status_command::human_bytes;
 /// A device range on the command line.
 #[derive(Args, Debug, Clone)]
 pub struct RangeArgs {
-    /// First byte of the range on the device (K, M, G, T suffixes allowed).
+    /// First byte of the range on the device (K, M, G, T suffixes allowed;
+    /// or hexadecimal, 0x...).
     #[arg(long, value_name = "OFFSET")]
     pub offset: String,
     /// Bytes in the range (K, M, G, T suffixes allowed).
@@ -59,7 +60,7 @@ pub struct RangeArgs {
 
 impl RangeArgs {
     fn parse(&self) -> Result<(u64, u64), Failure> {
-        let offset = if self.offset.trim() == "0" {
+        let offset = if matches!(self.offset.trim(), "0" | "0x0" | "0X0") {
             0
         } else {
             self.offset

@@ -1,4 +1,5 @@
-//! Byte sizes on the command line: `4096`, `64M`, `1.5G`... (powers of 1024).
+//! Byte sizes on the command line: `4096`, `64M`, `1.5G`... (powers of 1024),
+//! or hexadecimal (`0x1f400`), as kernel logs and `hexdump` print offsets.
 
 use std::fmt;
 use std::str::FromStr;
@@ -12,6 +13,17 @@ impl FromStr for ByteSize {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let trimmed = text.trim();
+        if let Some(hex) = trimmed
+            .strip_prefix("0x")
+            .or_else(|| trimmed.strip_prefix("0X"))
+        {
+            return match u64::from_str_radix(hex, 16) {
+                Ok(0) | Err(_) => Err(format!(
+                    "`{text}` is not a size (hexadecimal: 0x followed by hex digits, not 0)"
+                )),
+                Ok(bytes) => Ok(ByteSize(bytes)),
+            };
+        }
         let split = trimmed
             .find(|character: char| !(character.is_ascii_digit() || character == '.'))
             .unwrap_or(trimmed.len());
@@ -67,6 +79,16 @@ mod tests {
         assert_eq!("1g".parse(), Ok(ByteSize(1 << 30)));
         assert_eq!("1.5G".parse(), Ok(ByteSize(3 << 29)));
         assert_eq!("2TiB".parse(), Ok(ByteSize(2 << 40)));
+    }
+
+    #[test]
+    fn hexadecimal_sizes_parse_as_kernel_logs_print_them() {
+        assert_eq!("0x1000".parse(), Ok(ByteSize(4096)));
+        assert_eq!("0XfFfF".parse(), Ok(ByteSize(0xffff)));
+        assert!("0x".parse::<ByteSize>().is_err());
+        assert!("0x0".parse::<ByteSize>().is_err());
+        assert!("0x1g".parse::<ByteSize>().is_err());
+        assert!("0x10000000000000000".parse::<ByteSize>().is_err());
     }
 
     #[test]
