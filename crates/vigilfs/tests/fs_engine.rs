@@ -1478,3 +1478,37 @@ fn dot_and_dot_dot_look_inodes_up_by_number() {
     fs.unmount().expect("unmount");
     fixture.assert_fsck_clean();
 }
+
+/// fsck after a clean unmount has no journal changes to announce (the
+/// journal always holds the newest roots record, which used to be reported
+/// as "1 record will be replayed", as after a crash); after a stop without
+/// an unmount it says what the next mount replays.
+#[test]
+fn fsck_announces_a_replay_only_when_changes_wait_in_the_journal() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    write_file(&fs, b"kept", &[7u8; 8192]);
+    fs.unmount().unwrap();
+    let journal_notes = || {
+        fsck(fixture.device.clone(), &mut |_| {})
+            .expect("fsck")
+            .notes
+            .into_iter()
+            .filter(|note| note.structure == "journal")
+            .map(|note| note.message)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        journal_notes(),
+        Vec::<String>::new(),
+        "after a clean unmount"
+    );
+    let fs = fixture.mount();
+    write_file(&fs, b"pending", &[8u8; 8192]);
+    drop(fs);
+    let notes = journal_notes();
+    assert!(
+        notes.iter().any(|note| note.contains("will be replayed")),
+        "after a stop without an unmount: {notes:?}"
+    );
+}

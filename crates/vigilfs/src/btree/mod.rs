@@ -83,6 +83,7 @@ use thiserror::Error;
 pub use allocator::{NodeAllocator, RecoveredTrees, SimpleAllocator};
 pub use key::{KeyLimits, TreeId, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub use node::{NodeDefect, NODE_STRUCTURE};
+pub(crate) use record::is_roots_record;
 pub use record::{RootPointer, Update};
 pub use relocate::Relocation;
 pub use transaction::Transaction;

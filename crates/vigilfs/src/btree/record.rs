@@ -220,6 +220,13 @@ fn tree(decoder: &mut Decoder<'_>) -> Result<TreeId, FormatError> {
     TreeId::from_code(code).ok_or_else(|| invalid("tree", format!("unknown tree code {code}")))
 }
 
+/// Whether `bytes` is a roots record: the journal always holds the newest
+/// one (the roots live nowhere else), so it is no sign of changes left to
+/// replay.
+pub fn is_roots_record(bytes: &[u8]) -> bool {
+    matches!(decode(bytes), Ok(Record::Roots(_)))
+}
+
 /// Decodes one record.
 pub fn decode(bytes: &[u8]) -> Result<Record, FormatError> {
     let mut decoder = Decoder::new(STRUCTURE, bytes);

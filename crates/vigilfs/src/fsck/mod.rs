@@ -43,7 +43,7 @@ mod space;
 
 use std::sync::Arc;
 
-use crate::btree::{BtreesOptions, CheckReport, TreeId};
+use crate::btree::{is_roots_record, BtreesOptions, CheckReport, TreeId};
 use crate::device::{BlockDevice, OverlayDevice};
 use crate::format::{inspect_superblock_copies, FormatError, Superblock, SuperblockCopy};
 use crate::journal::{Journal, JournalOptions, RecoveryReport};
@@ -190,8 +190,13 @@ pub fn fsck_with(
                     ),
                 });
             }
-            let pending_records: usize =
-                replay.entries.iter().map(|entry| entry.records.len()).sum();
+            // The newest roots record is always there, clean or not.
+            let pending_records = replay
+                .entries
+                .iter()
+                .flat_map(|entry| &entry.records)
+                .filter(|record| !is_roots_record(record))
+                .count();
             if pending_records > 0 {
                 notes.push(Note {
                     structure: "journal".into(),
