@@ -118,6 +118,12 @@ pub fn notify_failure(
         "{} owners hit, {} blocks healed, {} lost",
         report["owners_hit"], report["healed_blocks"], report["lost_blocks"]
     );
+    if let Some(why) = report["records_unsaved"].as_str() {
+        println!(
+            "warning: the bad blocks and lost data above are known to this mount only: \
+             their records could not be written ({why})"
+        );
+    }
     Ok(0)
 }
 

@@ -368,9 +368,14 @@ pub fn media_rows(media: &Value) -> Vec<(&'static str, String)> {
     rows.push((
         "media failures",
         format!(
-            "{} notices ({} before the mount was ready, {} dropped, {} waiting); {} blocks \
+            "{} {} ({} before the mount was ready, {} dropped, {} waiting); {} blocks \
              healed, {} lost this mount",
             number(&notices["received"]),
+            if notices["received"].as_u64() == Some(1) {
+                "notice"
+            } else {
+                "notices"
+            },
             number(&notices["parked"]),
             number(&notices["overflowed"]),
             number(&notices["waiting"]),

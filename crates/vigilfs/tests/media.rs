@@ -992,3 +992,68 @@ fn a_failure_notice_is_durable_before_it_is_reported() {
     assert_eq!(after.error_record.total, before.error_record.total);
     fs.unmount().unwrap();
 }
+
+/// A failed range with b-tree nodes, file data and free blocks in it: what
+/// handling moves (the nodes, the cached data) goes outside the range,
+/// never into its own free blocks, which the device said failed too (the
+/// nodes used to be moved into them and reported healed).
+#[test]
+fn nothing_saved_from_a_failed_range_is_moved_into_that_range() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    many_files(&fs, 300);
+    let data = pattern(4, 7);
+    create_file(&fs, "data", &data);
+    fs.syncfs_once().unwrap();
+    // The first 256 blocks of the main region: mkfs's nodes, the files'
+    // nodes and data, and the free blocks copy-on-write left between them.
+    let main = fixture.main_region();
+    let failed = ByteRange::at(main.start, 256 * BLOCK);
+    let before = fs.owners(failed, false).unwrap();
+    assert!(before.iter().any(|owner| owner.kind == OwnerKind::Free));
+    assert!(before
+        .iter()
+        .any(|owner| matches!(owner.kind, OwnerKind::Node { .. })));
+    let report = fs
+        .notify_failure(failed, Origin::operator("array"))
+        .unwrap();
+    assert!(report.healed_blocks() > 0, "{:#?}", report.handled);
+    let after = fs.owners(failed, false).unwrap();
+    assert!(
+        after.iter().all(|owner| owner.kind == OwnerKind::Bad),
+        "something lives in the failed range after handling: {after:#?}"
+    );
+    assert_eq!(fs.status().state, LifeState::Running);
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+}
+
+/// The whole device fails at once: there is no room left for the nodes of
+/// the bad-block list, yet the report still says what became of every
+/// owner, says that the marks are for this mount only, and the notice is
+/// counted (the report used to be replaced by "no space for b-tree nodes",
+/// and status said "0 notices" for every operator report).
+#[test]
+fn a_whole_device_failure_is_reported_owner_by_owner_even_when_the_bad_list_cannot_be_written() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let ino = create_file(&fs, "data", &pattern(4, 3));
+    fs.syncfs_once().unwrap();
+    let whole = ByteRange::new(0, fixture.device.length());
+    let report = fs
+        .notify_failure(whole, Origin::operator("array gone"))
+        .expect("a report, not an error");
+    assert!(report.unrecorded.is_some(), "{report:#?}");
+    assert!(report.handled.iter().any(
+        |handled| matches!(handled.owner.kind, OwnerKind::File { ino: owner, .. } if owner == ino)
+    ));
+    assert!(report
+        .handled
+        .iter()
+        .any(|handled| matches!(handled.owner.kind, OwnerKind::Node { .. })));
+    let status = fs.status();
+    assert_eq!(status.media.notices.received, 1);
+    assert_eq!(status.media.notices.handled, 1);
+    assert!(matches!(status.state, LifeState::ReadOnly(_)));
+    assert_eq!(status.media.bad_blocks, fixture.layout.main.blocks);
+}

@@ -12,7 +12,9 @@
 //! outcome   {kind, blocks, healed, lost, why}   kind: healed | lost | partly
 //!           | marked_bad | unused | already_known | not_confirmed
 //! report    {device_offset, device_length, origin, queued, owners_hit,
-//!            healed_blocks, lost_blocks, owners [owner + {outcome}]}
+//!            healed_blocks, lost_blocks, records_unsaved (null, or why
+//!            the bad blocks and lost data hold for this mount only),
+//!            owners [owner + {outcome}]}
 //! summary   {bytes, findings, owners_hit, healed_blocks, lost_blocks,
 //!            unreadable, elapsed_seconds, complete, resumed_from, stopped_at}
 //!           (cursors: null or {phase, block})
@@ -102,6 +104,7 @@ pub fn failure_report_json(report: &FailureReport) -> Value {
         "owners_hit": report.owners_hit(),
         "healed_blocks": report.healed_blocks(),
         "lost_blocks": report.lost_blocks(),
+        "records_unsaved": report.unrecorded,
         "owners": owners,
     })
 }

@@ -87,28 +87,60 @@ pub struct Handled {
     pub outcome: Outcome,
 }
 
+/// What [`handle`] did.
+#[derive(Debug)]
+pub struct Handling {
+    /// Every owner, and what became of it.
+    pub handled: Vec<Handled>,
+    /// Why the failure's records (the bad-block list, poisoned file data)
+    /// could not be written, if they could not (no room left for their
+    /// b-tree nodes, say): what they say holds in memory, for this mount
+    /// only.
+    pub unrecorded: Option<FailureError>,
+}
+
 /// Handles the failure of `range` reported by `origin` (see the module
 /// comment). Callers serialise: one failure at a time.
 pub fn handle(
     context: &Context<'_>,
     range: ByteRange,
     origin: &Origin,
-) -> Result<Vec<Handled>, FailureError> {
+) -> Result<Handling, FailureError> {
     let metadata = context.metadata;
     let device_length = context.device.length();
     check_range(range, device_length)?;
     let block_size = u64::from(context.layout.block_size);
     let found = owners(metadata, &context.layout, device_length, range, false)?;
     let checksum = origin.cause == FailureCause::Checksum;
+    let owned: Vec<(Owner, BlockRun, bool)> = found
+        .into_iter()
+        .map(|owner| {
+            let blocks = ByteRange::new(
+                owner.range.start / block_size,
+                owner.range.end.div_ceil(block_size),
+            );
+            let run = BlockRun::new(blocks.start, blocks.len());
+            let was_bad = fully_bad(metadata, run);
+            (owner, run, was_bad)
+        })
+        .collect();
+    if !checksum {
+        // The device said these blocks failed: every one of the main
+        // region goes bad whatever its owner's outcome, and a rescue below
+        // (a moved node, rescued file data) must not be given one.
+        for (owner, run, _) in &owned {
+            if matches!(
+                owner.kind,
+                OwnerKind::Free | OwnerKind::File { .. } | OwnerKind::Node { .. }
+            ) {
+                let _ = metadata.allocator.mark_bad(*run);
+            }
+        }
+    }
     let mut handled = Vec::new();
     let mut bad_now: Vec<BlockRun> = Vec::new();
-    for owner in found {
-        let blocks = ByteRange::new(
-            owner.range.start / block_size,
-            owner.range.end.div_ceil(block_size),
-        );
-        let run = BlockRun::new(blocks.start, blocks.len());
-        let was_bad = fully_bad(metadata, run);
+    let mut unrecorded = None;
+    for (owner, run, was_bad) in owned {
         let outcome = match &owner.kind {
             OwnerKind::Bad => continue,
             OwnerKind::Unused => Outcome::Unused,
@@ -147,7 +179,8 @@ pub fn handle(
                 ino, file_offset, ..
             } => {
                 let first = file_offset / block_size;
-                handle_file(context, *ino, first, run, origin, &mut bad_now)?
+                let file = (*ino, first);
+                handle_file(context, file, run, origin, &mut bad_now, &mut unrecorded)?
             }
             OwnerKind::Node { tree, level, block } => {
                 if checksum
@@ -165,8 +198,13 @@ pub fn handle(
         };
         handled.push(Handled { owner, outcome });
     }
-    record_bad(context, &bad_now, origin.cause)?;
-    Ok(handled)
+    if let Err(error) = record_bad(context, &bad_now, origin.cause) {
+        unrecorded.get_or_insert(error);
+    }
+    Ok(Handling {
+        handled,
+        unrecorded,
+    })
 }
 
 /// Whether every block of `run` is on the bad list already.
@@ -228,13 +266,17 @@ fn record_bad(
 }
 
 /// A file's written blocks: poison what is confirmed lost, then rescue.
+///
+/// `file` is the inode and the file block `run` starts at. A poison record
+/// that cannot be written (a full device) leaves the data poisoned in
+/// memory, and the reason in `unrecorded`.
 fn handle_file(
     context: &Context<'_>,
-    ino: u64,
-    first: u64,
+    (ino, first): (u64, u64),
     run: BlockRun,
     origin: &Origin,
     bad_now: &mut Vec<BlockRun>,
+    unrecorded: &mut Option<FailureError>,
 ) -> Result<Outcome, FailureError> {
     let metadata = context.metadata;
     let end = first + run.blocks;
@@ -264,12 +306,9 @@ fn handle_file(
         }
         let runs = group(ino, &lost, origin.cause);
         if context.writable && !runs.is_empty() {
-            let mut transaction = metadata.trees.transaction();
-            transaction.may_use_reserve();
-            for poisoned in &runs {
-                poison::put(&mut transaction, poisoned)?;
+            if let Err(error) = record_poison(metadata, &runs) {
+                unrecorded.get_or_insert(error);
             }
-            transaction.commit()?;
         }
         for poisoned in &runs {
             metadata.poison.insert(*poisoned);
@@ -315,6 +354,17 @@ fn handle_file(
         },
         (healed, lost) => Outcome::Partly { healed, lost },
     })
+}
+
+/// Puts `runs` on the persistent poison list, in one transaction.
+fn record_poison(metadata: &Metadata, runs: &[PoisonRun]) -> Result<(), FailureError> {
+    let mut transaction = metadata.trees.transaction();
+    transaction.may_use_reserve();
+    for poisoned in runs {
+        poison::put(&mut transaction, poisoned)?;
+    }
+    transaction.commit()?;
+    Ok(())
 }
 
 /// `ino`'s written blocks in `first..end`: (file block, device block,

@@ -130,6 +130,17 @@ impl Intake {
         true
     }
 
+    /// Counts a notice handled on its reporter's thread, never queued (an
+    /// operator's report, a scrub finding), so the counters cover every
+    /// notice: `handled` is false when handling it failed.
+    pub fn count_direct(&self, handled: bool) {
+        let mut state = self.lock();
+        state.stats.received += 1;
+        if handled {
+            state.stats.handled += 1;
+        }
+    }
+
     /// The callback the device reports media failures through: it only
     /// queues. Holds the intake weakly, so a device that outlives the
     /// mount reports into nothing.

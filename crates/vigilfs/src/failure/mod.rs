@@ -44,7 +44,7 @@ use std::fmt;
 
 use thiserror::Error;
 
-pub use act::{handle, Context, Handled, Outcome};
+pub use act::{handle, Context, Handled, Handling, Outcome};
 pub use intake::{Intake, IntakeStats, Notice, DEFAULT_INTAKE_CAPACITY};
 pub use owners::{name_owners, owners, Owner, OwnerKind};
 
@@ -163,6 +163,8 @@ impl FailureError {
         match self {
             FailureError::OutOfDevice { .. } | FailureError::TooLong { .. } => libc::EINVAL,
             FailureError::Namespace(error) => error.errno(),
+            FailureError::Btree(BtreeError::NoSpace { .. })
+            | FailureError::Rmap(RmapError::Btree(BtreeError::NoSpace { .. })) => libc::ENOSPC,
             _ => libc::EIO,
         }
     }

@@ -119,10 +119,12 @@ impl ErrorKind {
 pub struct ErrorOrigin(String);
 
 impl ErrorOrigin {
-    /// A tag from `text`: characters that are not printable ASCII become `?`, and the result
-    /// is cut to [`ORIGIN_CAPACITY`] bytes. Never fails, because error paths must not.
+    /// A tag from `text`: characters that are not printable ASCII become `?`, and a text
+    /// longer than [`ORIGIN_CAPACITY`] bytes is cut to fit, ending in `...` so that a reader
+    /// sees it was cut. Never fails, because error paths must not.
     pub fn new(text: &str) -> ErrorOrigin {
-        let tag: String = text
+        const CUT_MARK: &str = "...";
+        let mut tag: String = text
             .chars()
             .map(|character| {
                 if character.is_ascii_graphic() || character == ' ' {
@@ -131,8 +133,12 @@ impl ErrorOrigin {
                     '?'
                 }
             })
-            .take(ORIGIN_CAPACITY)
+            .take(ORIGIN_CAPACITY + 1)
             .collect();
+        if tag.len() > ORIGIN_CAPACITY {
+            tag.truncate(ORIGIN_CAPACITY - CUT_MARK.len());
+            tag.push_str(CUT_MARK);
+        }
         ErrorOrigin(tag)
     }
 
@@ -424,6 +430,16 @@ mod tests {
         let origin = ErrorOrigin::new("a\nvery_long_function_name_that_goes_on_and_on");
         assert_eq!(origin.as_str().len(), ORIGIN_CAPACITY);
         assert!(origin.as_str().starts_with("a?very"));
+        assert!(
+            origin.as_str().ends_with("..."),
+            "{origin:?} does not say it was cut"
+        );
+        let exact = "x".repeat(ORIGIN_CAPACITY);
+        assert_eq!(
+            ErrorOrigin::new(&exact).as_str(),
+            exact,
+            "a tag that fits is kept whole"
+        );
         assert_eq!(ErrorOrigin::new("é").as_str(), "?");
     }
 

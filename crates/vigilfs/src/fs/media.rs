@@ -62,6 +62,9 @@ pub struct FailureReport {
     pub handled: Vec<Handled>,
     /// The filesystem was frozen: the notice waits for the thaw.
     pub queued: bool,
+    /// Why what was marked (bad blocks, poisoned file data) holds for this
+    /// mount only, if it does: its records could not be written.
+    pub unrecorded: Option<String>,
 }
 
 impl FailureReport {
@@ -240,6 +243,7 @@ impl Shared {
                     origin,
                     handled: Vec::new(),
                     queued: true,
+                    unrecorded: None,
                 });
             }
             Err(_) => None,
@@ -258,8 +262,27 @@ impl Shared {
             layout,
             writable,
         };
-        let mut handled = failure::handle(&context, range, &origin).map_err(FsError::Failure)?;
+        let failure::Handling {
+            mut handled,
+            unrecorded,
+        } = failure::handle(&context, range, &origin).map_err(FsError::Failure)?;
         self.act_on(&origin, &mut handled, writable);
+        let unrecorded = unrecorded.map(|error| {
+            let why = format!(
+                "{origin}: what was marked for device bytes {range} (bad blocks, lost \
+                 file data) holds for this mount only: its records could not be written: \
+                 {error}"
+            );
+            self.health.report(&Incident {
+                kind: ErrorKind::Media,
+                errno: error.errno(),
+                inode: None,
+                range: None,
+                block: Some(range.start / 4096),
+                origin: &why,
+            });
+            error.to_string()
+        });
         if writable {
             // What the report says was done (blocks marked bad, data moved)
             // and the error it recorded are durable before it is given: a
@@ -274,6 +297,7 @@ impl Shared {
             origin,
             handled,
             queued: false,
+            unrecorded,
         };
         self.media
             .healed_blocks
@@ -418,6 +442,16 @@ impl Shared {
         }
     }
 
+    /// Counts a notice handled on its reporter's thread (a frozen
+    /// filesystem queued it: the intake counted it then).
+    pub(super) fn count_direct_notice(&self, result: &FsResult<FailureReport>) {
+        match result {
+            Ok(FailureReport { queued: true, .. }) => {}
+            Ok(_) => self.media.intake.count_direct(true),
+            Err(_) => self.media.intake.count_direct(false),
+        }
+    }
+
     /// The worker's handling of one queued notice.
     fn handle_notice(&self, notice: failure::Notice) {
         let origin_text = notice.origin.to_string();
@@ -495,6 +529,7 @@ impl Filesystem {
     /// with their paths.
     pub fn notify_failure(&self, range: ByteRange, origin: Origin) -> FsResult<FailureReport> {
         let result = self.shared.handle_failure(range, origin);
+        self.shared.count_direct_notice(&result);
         let mut report = self.shared.observe("notify-failure", result)?;
         let mut owners: Vec<Owner> = report
             .handled

@@ -137,7 +137,9 @@ struct LiveSink<'a> {
 impl ScrubSink for LiveSink<'_> {
     fn finding(&mut self, finding: &Finding) -> ControlFlow<()> {
         let origin = Origin::new(finding.cause, Source::Scrub, &finding.what);
-        match self.shared.handle_failure(finding.range, origin) {
+        let result = self.shared.handle_failure(finding.range, origin);
+        self.shared.count_direct_notice(&result);
+        match result {
             Ok(report) => {
                 self.summary.owners_hit += report.owners_hit();
                 self.summary.healed_blocks += report.healed_blocks();
