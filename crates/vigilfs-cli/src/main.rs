@@ -7,6 +7,7 @@
 
 mod control;
 mod crash_test_command;
+mod daemon_events;
 mod demo_command;
 mod engine_slot;
 mod events_command;
@@ -120,8 +121,9 @@ enum Command {
     ///
     /// If IMAGE does not exist it is created as a sparse file of --size
     /// bytes (1G if not given) and formatted. The process serves the mount
-    /// in the foreground, logging to stderr (mounted, every FS_ERROR event,
-    /// unmounted), until SIGINT/SIGTERM or `umount MOUNTPOINT`; both end in
+    /// in the foreground, logging to stderr (mounted; every event, with the
+    /// id and words of `vigilfs events`; unmounted), until SIGINT/SIGTERM
+    /// or `umount MOUNTPOINT`; both end in
     /// a clean unmount. With --daemon it returns once the filesystem is
     /// mounted and answering. It also serves the control socket that sync,
     /// freeze, thaw, shutdown, status and inject use.

@@ -30,15 +30,14 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use fserror::{Event, EventKind, Group, GroupConfig, Subtypes};
 use serde_json::{json, Map};
 use vigilfs::device::{ByteRange, FaultDevice, FaultPlan, FileDevice, FileDeviceOptions};
 use vigilfs::failure::Origin;
 use vigilfs::fs::{AtimeUpdates, Filesystem, LifeState, MountOptions};
 
-use crate::control::{self, describe_errno};
+use crate::control;
 use crate::engine_slot::EngineSlot;
 use crate::failure::Failure;
 use crate::in_use::{self, AcquireError, ImageLock, LockMode};
@@ -469,66 +468,6 @@ pub fn fuse_config(settings: &MountSettings, image: &Path) -> vigilfs_fuse::Moun
     }
 }
 
-/// One log line for an event.
-pub fn describe_event(event: &Event) -> String {
-    const NAMES: [(Subtypes, &str); 8] = [
-        (Subtypes::WRITEBACK, "writeback"),
-        (Subtypes::READ, "read"),
-        (Subtypes::METADATA, "metadata"),
-        (Subtypes::DATA_LOST, "data-lost"),
-        (Subtypes::CHECKSUM, "checksum"),
-        (Subtypes::JOURNAL, "journal"),
-        (Subtypes::MEDIA, "media"),
-        (Subtypes::SHUTDOWN, "shutdown"),
-    ];
-    let kinds: Vec<&str> = NAMES
-        .iter()
-        .filter(|(subtype, _)| event.subtypes.contains(*subtype))
-        .map(|(_, name)| *name)
-        .collect();
-    let kind = match event.kind {
-        EventKind::Error => "FS_ERROR",
-        EventKind::Lost => "FS_ERROR lost",
-        EventKind::Running => "events: listening",
-        EventKind::Shutdown => "FS_ERROR shutdown",
-        EventKind::Unmount => "FS_ERROR unmount",
-    };
-    let mut line = format!("{kind} (event {})", event.id);
-    if event.count > 0 {
-        line.push_str(&format!(
-            ": {} error{} [{}]",
-            event.count,
-            if event.count == 1 { "" } else { "s" },
-            kinds.join(",")
-        ));
-    }
-    if let Some(first) = event.first {
-        line.push_str(&format!(", first {}", describe_errno(first.errno.get())));
-        if let Some(object) = first.object {
-            line.push_str(&format!(" on inode {}", object.inode));
-        }
-        if let Some(range) = first.range {
-            line.push_str(&format!(" at {}+{}", range.offset, range.len));
-        }
-        if !first.blob.is_empty() {
-            line.push_str(&format!(
-                " ({})",
-                String::from_utf8_lossy(first.blob.as_bytes())
-            ));
-        }
-    }
-    if event.lost > 0 {
-        line.push_str(&format!(", {} lost", event.lost));
-    }
-    let age = SystemTime::now()
-        .duration_since(event.last_time)
-        .unwrap_or(Duration::ZERO);
-    if age > Duration::from_secs(1) {
-        line.push_str(&format!(" ({}s ago)", age.as_secs()));
-    }
-    line
-}
-
 /// Unmounts `mountpoint` as `umount` would: a busy mount is detached
 /// lazily (it goes once the last open file closes).
 fn unmount_from_inside(mountpoint: &Path) {
@@ -627,29 +566,14 @@ fn serve(
         log("the filesystem was not cleanly unmounted: the journal was replayed");
     }
 
-    let group = Arc::new(Group::new(GroupConfig::merge()));
-    let listener = match group.subscribe(fs.events()) {
-        Ok(()) => {
-            if let Some(power) = &power {
-                power.carry_listeners(Arc::clone(&group));
-            }
-            std::thread::Builder::new()
-                .name("vigilfs-events".into())
-                .spawn(move || {
-                    for event in group.iter() {
-                        if event.kind != EventKind::Running {
-                            log(&describe_event(&event));
-                        }
-                    }
-                })
-                .ok()
-        }
+    let slot = EngineSlot::new(fs);
+    let listener = match crate::daemon_events::spawn(Arc::clone(&slot), log) {
+        Ok(thread) => Some(thread),
         Err(error) => {
-            log(&format!("not listening to error events: {error}"));
+            log(&format!("not logging the filesystem's events: {error}"));
             None
         }
     };
-    let slot = EngineSlot::new(fs);
 
     let mut extra = Map::new();
     extra.insert("image".into(), json!(image.display().to_string()));
@@ -860,8 +784,8 @@ fn finish(
             Err(Failure::operational(message))
         }
     };
-    // The listener ends with the UNMOUNT event; without an unmount it
-    // would wait forever.
+    // The listener ends once the unmount has closed the event log; without
+    // an unmount it would wait forever.
     if let (Some(listener), true) = (listener, unmounted) {
         let _ = listener.join();
     }

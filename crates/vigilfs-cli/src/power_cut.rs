@@ -18,8 +18,9 @@
 //! 4. the image is mounted again through a new boot of the device (so a
 //!    request of the old engine still on its way can never land), which
 //!    replays the journal;
-//! 5. the new engine takes over the old one's file rules, the mount's event
-//!    listeners and its place in the [`EngineSlot`], and the FUSE session is
+//! 5. the new engine takes over the old one's file rules and its place in
+//!    the [`EngineSlot`] (whose generation tells listeners of the mount's
+//!    events to go on in the new engine's log), and the FUSE session is
 //!    restarted on it (the kernel's caches start empty).
 //!
 //! Invariants: one cut at a time, none once the mount process
@@ -32,7 +33,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use fserror::Group;
 use vigilfs::device::{
     BlockDevice, FaultDevice, FaultLogEvent, FaultPlan, PowerLoss, PowerLossReport, VolatileCache,
 };
@@ -79,7 +79,6 @@ pub struct PowerSwitch {
     options: Mutex<MountOptions>,
     engine: OnceLock<Arc<EngineSlot>>,
     session: OnceLock<Restarter>,
-    listeners: Mutex<Vec<Arc<Group>>>,
     /// Held through a cut; `true` once the mount is being unmounted.
     cutting: Mutex<bool>,
     cuts: AtomicU64,
@@ -112,7 +111,6 @@ impl PowerSwitch {
             plan,
             engine: OnceLock::new(),
             session: OnceLock::new(),
-            listeners: Mutex::new(Vec::new()),
             cutting: Mutex::new(false),
             cuts: AtomicU64::new(0),
         }
@@ -144,12 +142,6 @@ impl PowerSwitch {
     pub fn attach(&self, engine: Arc<EngineSlot>, session: Restarter) {
         let _ = self.engine.set(engine);
         let _ = self.session.set(session);
-    }
-
-    /// Moves `group` to each new engine at a cut, so a listener of the
-    /// mount's events goes on hearing them.
-    pub fn carry_listeners(&self, group: Arc<Group>) {
-        lock(&self.listeners).push(group);
     }
 
     /// Whether the device acknowledges flushes without making anything
@@ -266,12 +258,6 @@ impl PowerSwitch {
                 .map_err(|error| CutError::Remount(error.to_string()))?,
         );
         new.take_over_file_rules(&old);
-        for group in lock(&self.listeners).iter() {
-            // Subscribed to the new engine before leaving the old one: a
-            // group with no source is closed.
-            let _ = group.subscribe(new.events());
-            group.unsubscribe(old.events());
-        }
         if let Some(slot) = self.engine.get() {
             slot.replace(Arc::clone(&new));
         }

@@ -844,3 +844,58 @@ fn an_unprivileged_user_is_refused_the_event_stream_unless_in_events_group() {
     assert_eq!(still_refused.status.code(), Some(1));
     scratch.umount(pid);
 }
+
+/// The daemon's log names each event by the id `vigilfs events` gives it,
+/// in the same words, and goes on doing so after a power cut replaced the
+/// engine (it used to number the in-memory stream's events, 1, 2, ...,
+/// which named other events than `vigilfs events` did).
+#[test]
+fn the_daemon_log_names_events_by_their_ids_in_the_event_log() {
+    if fuse_missing("daemon log ids") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M", "-o", "crashable"]);
+    fs::write(scratch.at("first"), b"x").unwrap();
+    scratch.inject(&["--power-cut"]);
+    assert!(vigilfs(&["freeze", scratch.mnt()]).status.success());
+    assert!(vigilfs(&["thaw", scratch.mnt()]).status.success());
+    scratch.inject(&["--fail-writes", "--class", "data"]);
+    let mut file = fs::File::create(scratch.at("second")).unwrap();
+    std::io::Write::write_all(&mut file, &[1u8; 8192]).unwrap();
+    assert!(
+        file.sync_all().is_err(),
+        "the injected failure reaches fsync"
+    );
+    drop(file);
+    scratch.inject(&["--clear"]);
+    let recorded = events(&[scratch.mnt()]);
+    let ids_of = |wanted: &str| -> Vec<u64> {
+        of_kind(&recorded, wanted)
+            .iter()
+            .filter_map(|event| event["id"].as_u64())
+            .collect()
+    };
+    let (freeze, thaw, error) = (ids_of("freeze"), ids_of("thaw"), ids_of("error"));
+    assert_eq!(
+        (freeze.len(), thaw.len(), error.len()),
+        (1, 1, 1),
+        "{recorded:#?}"
+    );
+    let expected = [
+        format!("#{}  freeze", freeze[0]),
+        format!("#{}  thaw", thaw[0]),
+        format!("#{}  error  EIO", error[0]),
+    ];
+    wait_until(
+        "the daemon logs the events",
+        Duration::from_secs(10),
+        || {
+            let log = scratch.log();
+            expected.iter().all(|line| log.contains(line.as_str()))
+        },
+    );
+    scratch.umount(pid);
+    let log = scratch.log();
+    assert!(log.contains("recovering (unclean stop)"), "{log}");
+}
