@@ -672,6 +672,23 @@ fn metrics_scraped_with_a_real_parser_agree_with_status() {
         .sum();
     assert_eq!(folded[0]["count"].as_u64(), Some(sum));
     assert_eq!(folded[0]["id"], errors.last().unwrap()["id"]);
+    // The object shown is the first event's: the first id says so, in
+    // JSON and in the human line (which used to show the last id only).
+    assert_eq!(folded[0]["first_id"], errors[0]["id"]);
+    let human = vigilfs(&[
+        "events",
+        scratch.mnt(),
+        "--since",
+        &since,
+        "--mode",
+        "merge",
+    ]);
+    let span = format!("#{}..#{}", errors[0]["id"], errors.last().unwrap()["id"]);
+    assert!(
+        text(&human.stdout).contains(&span),
+        "{}",
+        text(&human.stdout)
+    );
     let parsed = scrape(address);
     let read_errors = status["errors"]["per_kind"]["read"]["count"]
         .as_u64()

@@ -7,7 +7,10 @@
 //! ```text
 //! id            event id (increasing across mounts, never reused);
 //!               null for what a stream says about itself (running, and
-//!               lost for ids it could not read)
+//!               lost for ids it could not read); of several error events
+//!               folded into one (`--merge`), the last one's
+//! first_id      folded error events: the first one's id (its object,
+//!               range and origin are the ones shown); else null
 //! time          when the first thing it covers happened (RFC 3339, UTC)
 //! last_time     when the last one did
 //! kind          error | lost | running | mount | recovery | errors_action
@@ -54,8 +57,9 @@ const SUBTYPE_NAMES: [&str; 8] = [
 ];
 
 /// Every field name, in output order.
-pub const FIELDS: [&str; 29] = [
+pub const FIELDS: [&str; 30] = [
     "id",
+    "first_id",
     "time",
     "last_time",
     "kind",
@@ -254,9 +258,10 @@ pub fn human_line(event: &Value) -> String {
     if let Some(time) = field(event, "time").and_then(Value::as_str) {
         parts.push(time.replacen('T', " ", 1));
     }
-    parts.push(match number(event, "id") {
-        Some(id) => format!("#{id}"),
-        None => "#-".into(),
+    parts.push(match (number(event, "first_id"), number(event, "id")) {
+        (Some(first), Some(id)) => format!("#{first}..#{id}"),
+        (None, Some(id)) => format!("#{id}"),
+        _ => "#-".into(),
     });
     parts.push(
         field(event, "kind")

@@ -209,6 +209,9 @@ fn fold(events: Vec<(EventRecord, Value)>) -> Vec<Value> {
                     }
                 }
                 merged["subtypes"] = json!(subtypes);
+                if merged["first_id"].is_null() {
+                    merged["first_id"] = merged["id"].take();
+                }
                 merged["id"] = value["id"].take();
                 merged["last_time"] = value["last_time"].take();
                 merged["last_errno"] = value["last_errno"].take();
