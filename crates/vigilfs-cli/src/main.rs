@@ -37,6 +37,7 @@ mod status_command;
 mod sync_command;
 mod unsynced_command;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -584,7 +585,8 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
-            eprintln!("vigilfs: {failure}");
+            // Never a panic for a closed stderr: the exit code still tells.
+            let _ = writeln!(std::io::stderr().lock(), "vigilfs: {failure}");
             ExitCode::from(failure.exit_code())
         }
     }

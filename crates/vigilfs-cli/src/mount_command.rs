@@ -106,8 +106,16 @@ fn group_id(name: &str) -> Result<u32, Failure> {
     Ok(group.gr_gid)
 }
 
+/// One line of the mount's log, on stderr. A stderr that went away (a
+/// closed pipe, a terminal that hung up) loses the line and nothing else:
+/// the filesystem is served on and unmounted cleanly all the same.
 fn log(message: &str) {
-    eprintln!("vigilfs[{}]: {message}", std::process::id());
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "vigilfs[{}]: {message}",
+        std::process::id()
+    );
 }
 
 pub fn run(request: &MountRequest) -> Result<u8, Failure> {

@@ -86,6 +86,51 @@ fn sigterm_unmounts_a_foreground_mount_cleanly() {
     assert_eq!(superblock_state(&scratch.image), FsState::Clean);
 }
 
+/// A foreground mount whose stderr goes away (`vigilfs mount ... 2>&1 |
+/// head -1`, a terminal that hung up) serves on and unmounts cleanly; it
+/// used to panic at its next log line and leave the image unclean.
+#[test]
+fn a_foreground_mount_whose_stderr_is_closed_serves_on_and_unmounts_cleanly() {
+    if fuse_missing("a_foreground_mount_whose_stderr_is_closed") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let mut child: Child = Command::new(binary())
+        .args(["mount", scratch.img(), scratch.mnt(), "--size", "64M"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read the first line, then close the pipe, as `head -1` does.
+    let mut stderr = child.stderr.take().unwrap();
+    let mut first = [0u8; 1];
+    stderr.read_exact(&mut first).unwrap();
+    drop(stderr);
+    wait_until("mounted", Duration::from_secs(30), || {
+        is_mounted(&scratch.mountpoint)
+    });
+    // Events the mount logs: each is a write to the closed stderr.
+    for _ in 0..3 {
+        assert!(vigilfs(&["freeze", scratch.mnt()]).status.success());
+        assert!(vigilfs(&["thaw", scratch.mnt()]).status.success());
+    }
+    fs::write(scratch.at("file"), vec![7u8; 100_000]).unwrap();
+    assert_eq!(fs::read(scratch.at("file")).unwrap().len(), 100_000);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the mount process died"
+    );
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(!is_mounted(&scratch.mountpoint));
+    assert_eq!(superblock_state(&scratch.image), FsState::Clean);
+}
+
 #[test]
 fn read_only_mount_refuses_writes() {
     if fuse_missing("read_only_mount_refuses_writes") {

@@ -67,7 +67,7 @@
 //! there and reports exactly what the engine's errseq says.
 
 use std::ffi::OsStr;
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
@@ -241,7 +241,9 @@ fn guarded(filesystem: &Filesystem, operation: &'static str, handler: impl FnOnc
         .map(|text| (*text).to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "no message".into());
-    eprintln!(
+    // Written without eprintln!, which would panic again if stderr is gone.
+    let _ = writeln!(
+        io::stderr().lock(),
         "vigilfs-fuse: the {operation} request handler panicked ({message}); \
          that request failed with EIO and the mount goes on serving"
     );
