@@ -237,7 +237,7 @@ enum Command {
     ///                 provisioned_blocks_used}],
     ///   media {bad_blocks, bad [{start, blocks}], poisoned_runs,
     ///          poisoned [{ino, first_block, blocks, device_block, since, cause}],
-    ///          notices {received, parked, overflowed, waiting, handled},
+    ///          notices {received, parked, overflowed, merged, waiting, handled},
     ///          healed_blocks, lost_blocks,
     ///          scrub {running, resume_at, last, interval_seconds}}
     ///

@@ -112,7 +112,7 @@ pub fn notify_failure(
         return Ok(0);
     }
     for owner in report["owners"].as_array().into_iter().flatten() {
-        println!("{}  {}", owner_line(owner), outcome_text(&owner["outcome"]));
+        println!("{}  {}", owner_line(owner), outcome_text(owner));
     }
     println!(
         "{} owners hit, {} blocks healed, {} lost",
@@ -173,18 +173,27 @@ fn owner_line(owner: &Value) -> String {
         "superblock" => owner["copy"].as_str().unwrap_or("superblock").to_string(),
         "free" => "free space".into(),
         "bad" => "bad blocks (never allocated)".into(),
+        "event_log" => "the event log's records".into(),
         "unused" => "nothing of the filesystem's (reserved)".into(),
         other => other.to_string(),
     };
     format!("{at:<28} {what}")
 }
 
-fn outcome_text(outcome: &Value) -> String {
+/// What became of an owner (its JSON form, with its outcome), in words.
+fn outcome_text(owner: &Value) -> String {
+    let outcome = &owner["outcome"];
     match outcome["kind"].as_str().unwrap_or("?") {
-        "healed" => format!(
-            "-> healed ({} blocks moved to new blocks)",
-            outcome["blocks"]
-        ),
+        "healed" => match owner["kind"].as_str().unwrap_or("?") {
+            "superblock" => "-> healed (every copy rewritten in place)".into(),
+            "journal" => "-> healed (no journal entry needs these blocks now; the ring \
+                          writes them again when it wraps)"
+                .into(),
+            _ => format!(
+                "-> healed ({} blocks moved to new blocks)",
+                outcome["blocks"]
+            ),
+        },
         "lost" => format!(
             "-> LOST ({} blocks: {})",
             outcome["blocks"],

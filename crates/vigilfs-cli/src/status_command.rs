@@ -368,8 +368,8 @@ pub fn media_rows(media: &Value) -> Vec<(&'static str, String)> {
     rows.push((
         "media failures",
         format!(
-            "{} {} ({} before the mount was ready, {} dropped, {} waiting); {} blocks \
-             healed, {} lost this mount",
+            "{} {} ({} before the mount was ready, {} merged, {} dropped, {} waiting); {} \
+             blocks healed, {} lost this mount",
             number(&notices["received"]),
             if notices["received"].as_u64() == Some(1) {
                 "notice"
@@ -377,6 +377,7 @@ pub fn media_rows(media: &Value) -> Vec<(&'static str, String)> {
                 "notices"
             },
             number(&notices["parked"]),
+            number(&notices["merged"]),
             number(&notices["overflowed"]),
             number(&notices["waiting"]),
             number(&media["healed_blocks"]),

@@ -177,8 +177,8 @@ fn a_bad_block_under_a_file_is_lost_there_only_until_rewritten_and_never_reused(
     assert_eq!(poisoned["device_block"], bad);
     let log = scratch.log();
     assert!(
-        log.lines().any(|line| line.contains("data-lost")
-            && line.contains(&format!("at {}+{BLOCK}", 5 * BLOCK))),
+        log.lines().any(|line| line.contains("data_lost")
+            && line.contains(&format!("bytes {}+{BLOCK}", 5 * BLOCK))),
         "{log}"
     );
 
@@ -301,7 +301,7 @@ fn a_bad_node_is_moved_from_its_cached_copy_or_else_goes_to_the_errors_policy() 
     let log = scratch.log();
     assert!(
         log.lines().any(|line| line.contains("metadata")
-            && line.contains(&format!("tree=inodes level=0 block={uncached}"))),
+            && line.contains(&format!("tree inodes level 0 block {uncached}"))),
         "{log}"
     );
     scratch.umount(pid);

@@ -16,7 +16,7 @@ use thiserror::Error;
 use crate::alloc::Allocator;
 use crate::btree::{BtreeError, Btrees, BtreesOptions};
 use crate::device::BlockDevice;
-use crate::format::Superblock;
+use crate::format::{Region, Superblock};
 use crate::journal::{Journal, JournalError, JournalOptions, RecoveryReport};
 use crate::poison::{PoisonMap, PoisonRecordError};
 
@@ -46,6 +46,9 @@ pub struct Metadata {
     pub poison: PoisonMap,
     /// What journal replay found.
     pub recovery: RecoveryReport,
+    /// Where the event log's records live, if the image has the region
+    /// (only named here: the mounted layer writes it).
+    pub event_log: Option<Region>,
     /// Serialises read-modify-commit transactions on inode records (see
     /// [`Metadata::lock_records`]).
     record_writer: Mutex<()>,
@@ -78,6 +81,7 @@ impl Metadata {
             trees,
             poison,
             recovery: replay.report,
+            event_log: superblock.event_log,
             record_writer: Mutex::new(()),
         })
     }

@@ -1043,7 +1043,8 @@ fn a_whole_device_failure_is_reported_owner_by_owner_even_when_the_bad_list_cann
     let report = fs
         .notify_failure(whole, Origin::operator("array gone"))
         .expect("a report, not an error");
-    assert!(report.unrecorded.is_some(), "{report:#?}");
+    let why = report.unrecorded.as_deref().expect("the report says so");
+    assert!(why.contains("no space for b-tree nodes"), "{why}");
     assert!(report.handled.iter().any(
         |handled| matches!(handled.owner.kind, OwnerKind::File { ino: owner, .. } if owner == ino)
     ));
@@ -1056,4 +1057,91 @@ fn a_whole_device_failure_is_reported_owner_by_owner_even_when_the_bad_list_cann
     assert_eq!(status.media.notices.handled, 1);
     assert!(matches!(status.state, LifeState::ReadOnly(_)));
     assert_eq!(status.media.bad_blocks, fixture.layout.main.blocks);
+}
+
+/// On a read-only mount a notice can only mark in memory: the report says
+/// that nothing was recorded (it used to report the marks as if they were
+/// remembered, and a remount forgot them without a word).
+#[test]
+fn a_notice_on_a_read_only_mount_says_nothing_was_recorded() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    create_file(&fs, "data", &pattern(2, 5));
+    fs.unmount().unwrap();
+    let fs = fixture.mount_with(MountOptions {
+        read_only: true,
+        ..MountOptions::default()
+    });
+    let ino = fs.lookup(ROOT_INO, b"data", &root()).unwrap().ino;
+    let block = fixture.physical(&fs, ino, 0);
+    let report = fs
+        .notify_failure(ByteRange::at(block * BLOCK, BLOCK), Origin::operator("ro"))
+        .unwrap();
+    let why = report.unrecorded.as_deref().expect("the report says so");
+    assert!(why.contains("nothing was recorded"), "{why}");
+    fs.unmount().unwrap();
+}
+
+/// A notice that arrives while the filesystem is frozen is counted once
+/// and handled once after the thaw (the worker used to count it again at
+/// every look, ten times a second).
+#[test]
+fn a_notice_queued_during_a_freeze_is_counted_once() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let free = fs
+        .owners(fixture.main_region(), false)
+        .unwrap()
+        .into_iter()
+        .find(|owner| owner.kind == OwnerKind::Free)
+        .expect("free space")
+        .range;
+    fs.freeze().unwrap();
+    let report = fs
+        .notify_failure(ByteRange::at(free.start, BLOCK), Origin::operator("frozen"))
+        .unwrap();
+    assert!(report.queued);
+    std::thread::sleep(Duration::from_millis(700));
+    let frozen = fs.status().media.notices;
+    assert_eq!((frozen.received, frozen.handled), (1, 0), "{frozen:?}");
+    fs.thaw().unwrap();
+    assert!(fs.settle_failures(SETTLE));
+    let thawed = fs.status().media.notices;
+    assert_eq!((thawed.received, thawed.handled), (1, 1), "{thawed:?}");
+    assert_eq!(fs.status().space.bad_blocks, 1);
+    fs.unmount().unwrap();
+}
+
+/// The journal's blocks are live or not entry by entry, and the event
+/// log's region is named: a range over the whole journal used to be "live"
+/// as a whole (a notice on it reported every block lost), and the event
+/// log's blocks were "nothing of the filesystem's".
+#[test]
+fn owners_tell_live_journal_entries_from_idle_blocks_and_name_the_event_log() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    create_file(&fs, "data", &pattern(1, 9));
+    let journal = fixture.layout.journal;
+    let ring = ByteRange::new(
+        journal.start * BLOCK,
+        (journal.start + journal.blocks) * BLOCK,
+    );
+    let found = fs.owners(ring, false).unwrap();
+    let live: u64 = found
+        .iter()
+        .filter(|owner| owner.kind == OwnerKind::Journal { live: true })
+        .map(|owner| owner.range.len())
+        .sum();
+    assert!(live > 0, "{found:#?}");
+    assert!(live < ring.len() / 2, "{live} of {} bytes live", ring.len());
+    assert!(found
+        .iter()
+        .any(|owner| owner.kind == OwnerKind::Journal { live: false }));
+    let everything = ByteRange::new(0, fixture.device.length());
+    let found = fs.owners(everything, false).unwrap();
+    assert!(
+        found.iter().any(|owner| owner.kind == OwnerKind::EventLog),
+        "{found:#?}"
+    );
+    fs.unmount().unwrap();
 }

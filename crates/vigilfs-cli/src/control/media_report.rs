@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! owner     {device_offset, device_length, kind}   kind: file | node | journal
-//!           | superblock | free | bad | unused; then per kind
+//!           | superblock | event_log | free | bad | unused; then per kind
 //!           file: ino, generation, file_offset, file_length, paths [..],
 //!                 unwritten, poisoned
 //!           node: tree, level, block       journal: live      superblock: copy
@@ -20,7 +20,7 @@
 //!           (cursors: null or {phase, block})
 //! media     {bad_blocks, bad [{start, blocks}], poisoned_runs,
 //!            poisoned [{ino, first_block, blocks, device_block, since, cause}],
-//!            notices {received, parked, overflowed, waiting, handled},
+//!            notices {received, parked, overflowed, merged, waiting, handled},
 //!            healed_blocks, lost_blocks,
 //!            scrub {running (null or {phase, bytes, total_bytes, findings}),
 //!                   resume_at, last (null or summary + {ended}), interval_seconds}}
@@ -62,7 +62,7 @@ pub fn owner_json(owner: &Owner) -> Value {
         }),
         OwnerKind::Journal { live } => json!({ "live": live }),
         OwnerKind::Superblock { copy } => json!({ "copy": copy.to_string() }),
-        OwnerKind::Free | OwnerKind::Bad | OwnerKind::Unused => json!({}),
+        OwnerKind::Free | OwnerKind::Bad | OwnerKind::Unused | OwnerKind::EventLog => json!({}),
     };
     if let (Value::Object(value), Value::Object(extra)) = (&mut value, extra) {
         value.extend(extra);
@@ -152,6 +152,7 @@ pub fn media_status_json(media: &MediaStatus) -> Value {
             "received": media.notices.received,
             "parked": media.notices.parked,
             "overflowed": media.notices.overflowed,
+            "merged": media.notices.merged,
             "waiting": media.notices.waiting,
             "handled": media.notices.handled,
         },

@@ -346,6 +346,14 @@ impl Allocator {
     /// ([`bad_blocks::record`]) is the caller's transaction.
     pub fn mark_bad(&self, extent: Extent) -> Result<(), AllocError> {
         let mut state = self.lock();
+        let known = state
+            .space
+            .bad_run_containing(extent.start)
+            .is_some_and(|bad| bad.end() >= extent.end());
+        if known {
+            // A repeated report: nothing new to remember.
+            return Ok(());
+        }
         state.space.mark_bad(extent)?;
         state.bad.push(extent);
         Ok(())

@@ -97,6 +97,10 @@ pub struct Handling {
     /// b-tree nodes, say): what they say holds in memory, for this mount
     /// only.
     pub unrecorded: Option<FailureError>,
+    /// Why an owner could not be handled, if one could not (its extents
+    /// could not be read, say): it is reported lost, and the error is the
+    /// metadata failure the caller acts on.
+    pub unhandled: Option<FailureError>,
 }
 
 /// Handles the failure of `range` reported by `origin` (see the module
@@ -140,10 +144,17 @@ pub fn handle(
     let mut handled = Vec::new();
     let mut bad_now: Vec<BlockRun> = Vec::new();
     let mut unrecorded = None;
+    let mut unhandled = None;
     for (owner, run, was_bad) in owned {
         let outcome = match &owner.kind {
             OwnerKind::Bad => continue,
             OwnerKind::Unused => Outcome::Unused,
+            OwnerKind::EventLog => Outcome::Lost {
+                blocks: run.blocks,
+                why: "event records stored there may not read back; the log keeps \
+                      writing its ring there (it cannot move)"
+                    .into(),
+            },
             OwnerKind::Superblock { copy } => {
                 if checksum && read_superblock_copy(context.device, *copy).is_ok() {
                     Outcome::NotConfirmed
@@ -180,7 +191,17 @@ pub fn handle(
             } => {
                 let first = file_offset / block_size;
                 let file = (*ino, first);
-                handle_file(context, file, run, origin, &mut bad_now, &mut unrecorded)?
+                match handle_file(context, file, run, origin, &mut bad_now, &mut unrecorded) {
+                    Ok(outcome) => outcome,
+                    Err(error) => {
+                        let why = format!("it could not be handled: {error}");
+                        unhandled.get_or_insert(error);
+                        Outcome::Lost {
+                            blocks: run.blocks,
+                            why,
+                        }
+                    }
+                }
             }
             OwnerKind::Node { tree, level, block } => {
                 if checksum
@@ -204,6 +225,7 @@ pub fn handle(
     Ok(Handling {
         handled,
         unrecorded,
+        unhandled,
     })
 }
 
@@ -330,11 +352,19 @@ fn handle_file(
         bad_now.push(BlockRun::new(poisoned.physical, u64::from(poisoned.blocks)));
     }
     let total: u64 = poisoned.iter().map(|run| u64::from(run.blocks)).sum();
+    let mut rescue_failure = None;
     if context.writable {
         let span_first = poisoned.first().map_or(first, |run| run.first);
         let span_end = poisoned.last().map_or(end, PoisonRun::end);
+        let room = context.metadata.allocator.data_available();
         // Whatever the rescue's outcome, the poison map says what is lost.
-        let _ = context.files.rescue(ino, span_first, span_end);
+        rescue_failure = match context.files.rescue(ino, span_first, span_end) {
+            Err(error) => Some(error.to_string()),
+            Ok(_) if room < span_end - span_first => {
+                Some(format!("no free space to move it to ({room} blocks free)"))
+            }
+            Ok(_) => None,
+        };
     }
     let lost: u64 = poisoned
         .iter()
@@ -346,7 +376,9 @@ fn handle_file(
         (healed, 0) => Outcome::Healed { blocks: healed },
         (0, lost) => Outcome::Lost {
             blocks: lost,
-            why: if context.writable {
+            why: if let Some(failure) = rescue_failure {
+                format!("it could not be moved: {failure}")
+            } else if context.writable {
                 "no copy of the data survived".into()
             } else {
                 "the filesystem may not write: nothing could be moved".into()

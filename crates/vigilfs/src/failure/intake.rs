@@ -12,8 +12,10 @@
 //! Invariants: the queue never holds more than its capacity; a notice
 //! that does not fit is counted in `overflowed` (and reported by the
 //! mounted layer), never silently lost; an identical notice already
-//! waiting is not queued twice; [`Intake::settle`] returns only when the
-//! queue is empty and no notice is being handled.
+//! waiting is not queued twice (it is counted in `merged`); every notice
+//! received is counted once: handled, waiting (or being handled), merged
+//! or overflowed; [`Intake::settle`] returns only when the queue is empty
+//! and no notice is being handled.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
@@ -47,9 +49,11 @@ pub struct IntakeStats {
     pub parked: u64,
     /// Notices that did not fit the queue and were dropped.
     pub overflowed: u64,
+    /// Notices identical to one waiting, merged into it.
+    pub merged: u64,
     /// Notices waiting now.
     pub waiting: u64,
-    /// Notices handled.
+    /// Notices handled (or whose handling failed).
     pub handled: u64,
 }
 
@@ -113,6 +117,7 @@ impl Intake {
             .iter()
             .any(|waiting| waiting.range == range && waiting.origin == origin)
         {
+            state.stats.merged += 1;
             return true;
         }
         if state.queue.len() >= self.capacity {
@@ -128,6 +133,18 @@ impl Intake {
         drop(state);
         self.changed.notify_all();
         true
+    }
+
+    /// Puts back a notice [`Intake::next`] gave that cannot be handled yet
+    /// (the filesystem is frozen): it waits again, counted once, as it was
+    /// when it arrived. The caller still calls [`Intake::done`], with
+    /// `false`.
+    pub fn requeue(&self, notice: Notice) {
+        let mut state = self.lock();
+        if !state.closed {
+            state.queue.push_front(notice);
+            state.stats.waiting = state.queue.len() as u64;
+        }
     }
 
     /// Counts a notice handled on its reporter's thread, never queued (an
@@ -197,11 +214,14 @@ impl Intake {
         Some(notice)
     }
 
-    /// The notice [`Intake::next`] gave is handled.
-    pub fn done(&self) {
+    /// The notice [`Intake::next`] gave is handled (`false`: it was put
+    /// back with [`Intake::requeue`]).
+    pub fn done(&self, handled: bool) {
         let mut state = self.lock();
         state.busy = false;
-        state.stats.handled += 1;
+        if handled {
+            state.stats.handled += 1;
+        }
         drop(state);
         self.changed.notify_all();
     }
@@ -252,10 +272,10 @@ mod tests {
         let first = intake.next(Duration::ZERO).unwrap();
         assert_eq!(first.range, ByteRange::new(0, 4096));
         assert!(first.parked);
-        intake.done();
+        intake.done(true);
         let second = intake.next(Duration::ZERO).unwrap();
         assert_eq!(second.range.start, 8192);
-        intake.done();
+        intake.done(true);
         let stats = intake.stats();
         assert_eq!((stats.received, stats.parked, stats.handled), (2, 2, 2));
     }
@@ -306,7 +326,7 @@ mod tests {
             std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(20));
                 drop(notice);
-                intake.done();
+                intake.done(true);
             })
         };
         assert!(intake.settle(Duration::from_secs(5)));

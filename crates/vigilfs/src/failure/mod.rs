@@ -163,10 +163,21 @@ impl FailureError {
         match self {
             FailureError::OutOfDevice { .. } | FailureError::TooLong { .. } => libc::EINVAL,
             FailureError::Namespace(error) => error.errno(),
-            FailureError::Btree(BtreeError::NoSpace { .. })
-            | FailureError::Rmap(RmapError::Btree(BtreeError::NoSpace { .. })) => libc::ENOSPC,
+            _ if self.is_no_space() => libc::ENOSPC,
             _ => libc::EIO,
         }
+    }
+}
+
+impl FailureError {
+    /// No room for the b-tree nodes a record needs: a full device, not
+    /// damage.
+    pub fn is_no_space(&self) -> bool {
+        matches!(
+            self,
+            FailureError::Btree(BtreeError::NoSpace { .. })
+                | FailureError::Rmap(RmapError::Btree(BtreeError::NoSpace { .. }))
+        )
     }
 }
 

@@ -62,6 +62,9 @@ pub enum OwnerKind {
         /// Which one.
         copy: SuperblockCopy,
     },
+    /// The event log's region: records of the log's ring (the log keeps
+    /// writing its ring there; nothing moves it).
+    EventLog,
     /// Free space of the main region.
     Free,
     /// On the bad-block list.
@@ -79,6 +82,7 @@ impl OwnerKind {
             OwnerKind::Node { .. } => "node",
             OwnerKind::Journal { .. } => "journal",
             OwnerKind::Superblock { .. } => "superblock",
+            OwnerKind::EventLog => "event_log",
             OwnerKind::Free => "free",
             OwnerKind::Bad => "bad",
             OwnerKind::Unused => "unused",
@@ -129,16 +133,38 @@ pub fn owners(
     };
     let journal = region_bytes(layout.journal.start, layout.journal.blocks);
     if let Some(part) = journal.intersection(&range) {
-        let live = metadata
+        // Live or not, entry by entry: a range over the whole ring may
+        // hold one entry replay needs among many it does not.
+        let mut live: Vec<ByteRange> = metadata
             .journal
             .live_entries()
             .iter()
-            .any(|(_, entry)| entry.overlaps(&part));
-        found.push(Owner {
-            range: part,
-            kind: OwnerKind::Journal { live },
-        });
+            .filter_map(|(_, entry)| entry.intersection(&part))
+            .collect();
+        live.sort_by_key(|bytes| bytes.start);
+        for bytes in &live {
+            found.push(Owner {
+                range: *bytes,
+                kind: OwnerKind::Journal { live: true },
+            });
+        }
+        for idle in uncovered(part, &live) {
+            found.push(Owner {
+                range: idle,
+                kind: OwnerKind::Journal { live: false },
+            });
+        }
         covered.push(journal);
+    }
+    if let Some(log) = metadata.event_log {
+        let bytes = region_bytes(log.start, log.blocks);
+        if let Some(part) = bytes.intersection(&range) {
+            found.push(Owner {
+                range: part,
+                kind: OwnerKind::EventLog,
+            });
+            covered.push(bytes);
+        }
     }
     let main = region_bytes(layout.main.start, layout.main.blocks);
     if let Some(part) = main.intersection(&range) {

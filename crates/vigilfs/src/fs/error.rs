@@ -13,6 +13,7 @@ use crate::btree::BtreeError;
 use crate::failure::FailureError;
 use crate::inode::{FileError, NamespaceError, PermissionError, XattrError};
 use crate::journal::JournalError;
+use crate::rmap::RmapError;
 use crate::scrub::ScrubError;
 
 /// Why an engine operation failed.
@@ -128,10 +129,13 @@ impl FsError {
             FsError::Superblock(_) => true,
             // Walking the reverse map or the trees for an owner failed: the
             // metadata that attributes failures is damaged.
-            FsError::Failure(error) => !matches!(
-                error,
-                FailureError::OutOfDevice { .. } | FailureError::TooLong { .. }
-            ),
+            FsError::Failure(error) => match error {
+                FailureError::OutOfDevice { .. } | FailureError::TooLong { .. } => false,
+                FailureError::Btree(error) | FailureError::Rmap(RmapError::Btree(error)) => {
+                    !is_not_damage(error)
+                }
+                _ => true,
+            },
             FsError::Scrub(_) => true,
             FsError::Busy(_) => false,
             FsError::Permission(_)

@@ -40,8 +40,8 @@ use crate::alloc::FailureCause;
 use crate::btree::BtreeError;
 use crate::device::{BlockDevice, ByteRange, DeviceError, DeviceErrorKind, IoOperation};
 use crate::failure::{
-    self, check_range, Context, Handled, Intake, IntakeStats, Origin, Outcome, Owner, OwnerKind,
-    Source,
+    self, check_range, Context, FailureError, Handled, Intake, IntakeStats, Origin, Outcome, Owner,
+    OwnerKind, Source,
 };
 use crate::format::ErrorKind;
 use crate::inode::{FileError, NamespaceError, XattrError};
@@ -129,7 +129,7 @@ pub struct MediaStatus {
     /// Poisoned runs in all.
     pub poisoned_runs: u64,
     /// Failure notices: received, parked before the mount was ready,
-    /// dropped for lack of room, waiting, handled.
+    /// merged into one waiting, dropped for lack of room, waiting, handled.
     pub notices: IntakeStats,
     /// Blocks saved to new blocks this mount.
     pub healed_blocks: u64,
@@ -237,7 +237,7 @@ impl Shared {
         let guard = match self.gate.try_enter() {
             Ok(guard) => Some(guard),
             Err(LifeState::Frozen) => {
-                self.media.intake.offer(range, origin.clone());
+                // The caller queues it (or puts it back) for the thaw.
                 return Ok(FailureReport {
                     range,
                     origin,
@@ -265,24 +265,27 @@ impl Shared {
         let failure::Handling {
             mut handled,
             unrecorded,
+            unhandled,
         } = failure::handle(&context, range, &origin).map_err(FsError::Failure)?;
         self.act_on(&origin, &mut handled, writable);
-        let unrecorded = unrecorded.map(|error| {
-            let why = format!(
-                "{origin}: what was marked for device bytes {range} (bad blocks, lost \
-                 file data) holds for this mount only: its records could not be written: \
-                 {error}"
-            );
-            self.health.report(&Incident {
-                kind: ErrorKind::Media,
-                errno: error.errno(),
-                inode: None,
-                range: None,
-                block: Some(range.start / 4096),
-                origin: &why,
-            });
-            error.to_string()
+        let marked = handled.iter().any(|item| {
+            !matches!(
+                item.outcome,
+                Outcome::Unused | Outcome::AlreadyKnown | Outcome::NotConfirmed
+            )
         });
+        let unrecorded = match unrecorded {
+            Some(error) => Some(self.report_unrecorded(&origin, range, error)),
+            None if !writable && marked => Some(
+                "the filesystem may not write (read-only or shut down): nothing was recorded, \
+                 and what was marked holds only until it is unmounted"
+                    .to_string(),
+            ),
+            None => None,
+        };
+        if let Some(error) = unhandled {
+            let _ = self.observe(&origin.to_string(), Err::<(), _>(FsError::Failure(error)));
+        }
         if writable {
             // What the report says was done (blocks marked bad, data moved)
             // and the error it recorded are durable before it is given: a
@@ -306,6 +309,38 @@ impl Shared {
             .lost_blocks
             .fetch_add(report.lost_blocks(), Ordering::Relaxed);
         Ok(report)
+    }
+
+    /// A failure whose records could not be written: a full device is
+    /// reported as such (an event naming the range); anything else is the
+    /// metadata failure it is, for the `errors=` policy. Returns why, for
+    /// the report.
+    fn report_unrecorded(&self, origin: &Origin, range: ByteRange, error: FailureError) -> String {
+        let why = error.to_string();
+        if error.is_no_space() {
+            let text = format!(
+                "{origin}: what was marked at device bytes {range} is known to this mount \
+                 only: its records could not be written: {why}"
+            );
+            self.health.report_with(
+                &Incident {
+                    kind: ErrorKind::Media,
+                    errno: libc::ENOSPC,
+                    inode: None,
+                    range: None,
+                    block: Some(range.start / 4096),
+                    origin: &text,
+                },
+                &Detail {
+                    subtypes: Subtypes::empty(),
+                    device_range: Some((range.start, range.len())),
+                    node: None,
+                },
+            );
+        } else {
+            let _ = self.observe(&origin.to_string(), Err::<(), _>(FsError::Failure(error)));
+        }
+        why
     }
 
     /// What only the mounted filesystem does with the outcomes: rewrite
@@ -396,6 +431,7 @@ impl Shared {
                     detail.subtypes = Subtypes::JOURNAL;
                 }
             }
+            OwnerKind::EventLog => detail.subtypes = Subtypes::MEDIA,
             OwnerKind::Superblock { .. } | OwnerKind::Free | OwnerKind::Bad | OwnerKind::Unused => {
                 let _ = saved;
             }
@@ -442,26 +478,38 @@ impl Shared {
         }
     }
 
-    /// Counts a notice handled on its reporter's thread (a frozen
-    /// filesystem queued it: the intake counted it then).
-    pub(super) fn count_direct_notice(&self, result: &FsResult<FailureReport>) {
-        match result {
-            Ok(FailureReport { queued: true, .. }) => {}
+    /// Handles a notice on its reporter's thread (an operator's report, a
+    /// scrub finding) and counts it; on a frozen filesystem it is queued
+    /// for the worker to handle after the thaw (and counted then).
+    pub(super) fn handle_direct_notice(
+        &self,
+        range: ByteRange,
+        origin: Origin,
+    ) -> FsResult<FailureReport> {
+        let result = self.handle_failure(range, origin.clone());
+        match &result {
+            Ok(FailureReport { queued: true, .. }) => {
+                self.media.intake.offer(range, origin);
+            }
             Ok(_) => self.media.intake.count_direct(true),
             Err(_) => self.media.intake.count_direct(false),
         }
+        result
     }
 
-    /// The worker's handling of one queued notice.
-    fn handle_notice(&self, notice: failure::Notice) {
+    /// The worker's handling of one queued notice; whether it was handled
+    /// (frozen: it is put back, and looked at again later).
+    fn handle_notice(&self, notice: failure::Notice) -> bool {
         let origin_text = notice.origin.to_string();
-        let result = self.handle_failure(notice.range, notice.origin);
+        let result = self.handle_failure(notice.range, notice.origin.clone());
         if let Ok(FailureReport { queued: true, .. }) = result {
-            // Frozen: it went back in the queue; look again later.
+            self.media.intake.requeue(notice);
             std::thread::sleep(WORKER_POLL);
+            return false;
         }
         let _ = self.observe(&origin_text, result);
         self.report_overflow();
+        true
     }
 
     /// The media status for [`Status`](super::Status).
@@ -503,8 +551,8 @@ impl Worker {
             .spawn(move || loop {
                 match shared.media.intake.next(WORKER_POLL) {
                     Some(notice) => {
-                        shared.handle_notice(notice);
-                        shared.media.intake.done();
+                        let handled = shared.handle_notice(notice);
+                        shared.media.intake.done(handled);
                     }
                     None if shared.media.stopping.load(Ordering::Acquire) => return,
                     None => shared.report_overflow(),
@@ -528,8 +576,7 @@ impl Filesystem {
     /// [`failure::MAX_RANGE_BYTES`], is `EINVAL`. Files in the report come
     /// with their paths.
     pub fn notify_failure(&self, range: ByteRange, origin: Origin) -> FsResult<FailureReport> {
-        let result = self.shared.handle_failure(range, origin);
-        self.shared.count_direct_notice(&result);
+        let result = self.shared.handle_direct_notice(range, origin);
         let mut report = self.shared.observe("notify-failure", result)?;
         let mut owners: Vec<Owner> = report
             .handled

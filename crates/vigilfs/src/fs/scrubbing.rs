@@ -137,9 +137,7 @@ struct LiveSink<'a> {
 impl ScrubSink for LiveSink<'_> {
     fn finding(&mut self, finding: &Finding) -> ControlFlow<()> {
         let origin = Origin::new(finding.cause, Source::Scrub, &finding.what);
-        let result = self.shared.handle_failure(finding.range, origin);
-        self.shared.count_direct_notice(&result);
-        match result {
+        match self.shared.handle_direct_notice(finding.range, origin) {
             Ok(report) => {
                 self.summary.owners_hit += report.owners_hit();
                 self.summary.healed_blocks += report.healed_blocks();
