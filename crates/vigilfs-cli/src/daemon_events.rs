@@ -37,16 +37,25 @@ pub fn spawn(slot: Arc<EngineSlot>, log: fn(&str)) -> std::io::Result<JoinHandle
     let mut after = events.mount_first_id();
     // Logged with the record after it, which tells what made it.
     let mut gap: Option<(u64, u64)> = None;
+    // The running sum of errors up to `after`, once a record said it: it
+    // makes the count of a gap exact.
+    let mut errors_before: Option<u64> = None;
     std::thread::Builder::new()
         .name("vigilfs-events".into())
         .spawn(move || loop {
             match events.read_after(after, BATCH, POLL) {
                 ReadOutcome::Records(records) => {
                     if let Some((first, last)) = gap.take() {
-                        log(&human_line(&gap_event(first, last, &records[0], None)));
+                        log(&human_line(&gap_event(
+                            first,
+                            last,
+                            &records[0],
+                            errors_before,
+                        )));
                     }
                     for record in records {
                         after = record.id;
+                        errors_before = Some(record.errors_total);
                         if record.kind != RecordKind::Unmount {
                             log(&human_line(&record_json(&record, None)));
                         }
@@ -61,7 +70,13 @@ pub fn spawn(slot: Arc<EngineSlot>, log: fn(&str)) -> std::io::Result<JoinHandle
                     // old one had not written is a gap the new MOUNT
                     // record names).
                     match current_log(&slot) {
-                        Some(now) => (generation, events) = now,
+                        Some((now, log)) => {
+                            // A log that starts over (an image without a
+                            // log region keeps ids in memory only) is read
+                            // from its MOUNT record.
+                            after = after.min(log.mount_first_id().saturating_sub(1));
+                            (generation, events) = (now, log);
+                        }
                         None => return,
                     }
                 }
@@ -81,9 +96,9 @@ pub fn spawn(slot: Arc<EngineSlot>, log: fn(&str)) -> std::io::Result<JoinHandle
         })
 }
 
-/// The slot's generation and its engine's event log, if it holds one.
+/// The slot's generation and its engine's event log (the last engine's,
+/// once it was taken out to unmount).
 fn current_log(slot: &EngineSlot) -> Option<(u64, Arc<EventLog>)> {
     let generation = slot.generation();
-    let engine = slot.current()?;
-    Some((generation, Arc::clone(engine.event_log())))
+    Some((generation, slot.event_log()?))
 }

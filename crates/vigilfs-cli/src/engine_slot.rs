@@ -16,6 +16,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
+use vigilfs::fs::events::EventLog;
 use vigilfs::fs::Filesystem;
 
 /// See the module comment.
@@ -23,6 +24,9 @@ use vigilfs::fs::Filesystem;
 pub struct EngineSlot {
     engine: RwLock<Option<Arc<Filesystem>>>,
     generation: AtomicU64,
+    /// The event log of the engine taken out to unmount: a reader that
+    /// noticed a replacement late still reads the last engine's events.
+    last_event_log: RwLock<Option<Arc<EventLog>>>,
 }
 
 impl EngineSlot {
@@ -31,6 +35,7 @@ impl EngineSlot {
         Arc::new(EngineSlot {
             engine: RwLock::new(Some(engine)),
             generation: AtomicU64::new(0),
+            last_event_log: RwLock::new(None),
         })
     }
 
@@ -56,9 +61,30 @@ impl EngineSlot {
 
     /// Takes the engine out (to unmount it): from now on nothing is served.
     pub fn take(&self) -> Option<Arc<Filesystem>> {
-        self.engine
+        let taken = self
+            .engine
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .take()
+            .take();
+        if let Some(engine) = &taken {
+            *self
+                .last_event_log
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(engine.event_log()));
+        }
+        taken
+    }
+
+    /// The event log of the engine served now, or of the last one once it
+    /// was taken out.
+    pub fn event_log(&self) -> Option<Arc<EventLog>> {
+        match self.current() {
+            Some(engine) => Some(Arc::clone(engine.event_log())),
+            None => self
+                .last_event_log
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        }
     }
 }
