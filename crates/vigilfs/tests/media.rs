@@ -904,6 +904,8 @@ fn a_rate_limited_scrub_stops_soon_after_it_is_no_longer_wanted() {
         let summary = scrubbing.scrub(request, &mut |_| {
             started.elapsed() < Duration::from_millis(300)
         });
+        // Let go of the filesystem before saying so: the test unmounts it.
+        drop(scrubbing);
         let _ = done.send((summary.map(|summary| summary.complete), started.elapsed()));
     });
     let (complete, took) = outcome
@@ -1143,5 +1145,48 @@ fn owners_tell_live_journal_entries_from_idle_blocks_and_name_the_event_log() {
         found.iter().any(|owner| owner.kind == OwnerKind::EventLog),
         "{found:#?}"
     );
+    fs.unmount().unwrap();
+}
+
+/// A file run part lost, part not: owners say "lost" of exactly the lost
+/// blocks, and a notice over both reports the new block healed and the old
+/// ones still lost (the whole run used to be "lost" in owners, then
+/// "healed" in the report).
+#[test]
+fn lost_and_readable_blocks_of_one_extent_are_told_apart() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let ino = create_file(&fs, "data", &pattern(3, 4));
+    fs.unmount().unwrap();
+    let fs = fixture.mount();
+    let first = fixture.physical(&fs, ino, 0);
+    assert_eq!(fixture.physical(&fs, ino, 2), first + 2, "one extent");
+    fixture.bad_block(first);
+    fixture.bad_block(first + 1);
+    let report = fs
+        .notify_failure(
+            ByteRange::at(first * BLOCK, 2 * BLOCK),
+            Origin::operator("two"),
+        )
+        .unwrap();
+    assert_eq!(report.lost_blocks(), 2, "{:#?}", report.handled);
+    let three = ByteRange::at(first * BLOCK, 3 * BLOCK);
+    let lost: Vec<(u64, bool)> = fs
+        .owners(three, false)
+        .unwrap()
+        .into_iter()
+        .filter_map(|owner| match owner.kind {
+            OwnerKind::File { poisoned, .. } => Some((owner.range.len() / BLOCK, poisoned)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lost, [(2, true), (1, false)]);
+    let report = fs.notify_failure(three, Origin::operator("three")).unwrap();
+    for handled in &report.handled {
+        if let Outcome::Healed { .. } = handled.outcome {
+            assert_eq!(handled.owner.range.len(), BLOCK, "{:#?}", report.handled);
+        }
+    }
+    assert_eq!(report.healed_blocks(), 1, "{:#?}", report.handled);
     fs.unmount().unwrap();
 }

@@ -216,8 +216,29 @@ fn main_region_owners(
                 let skip = hit.start / block_size - record.start;
                 let first_block = file_offset_blocks + skip;
                 let blocks = hit.end.div_ceil(block_size) - hit.start / block_size;
-                file_owner(metadata, ino, file_offset_blocks, first_block, blocks)?
-                    .with_offset(first_block * block_size + hit.start % block_size)
+                let file = file_owner(metadata, ino, file_offset_blocks)?;
+                // One owner per run of lost blocks and per run of readable
+                // ones: "data lost" is said of exactly what is lost.
+                for (piece_first, piece_end, poisoned) in
+                    poison_pieces(metadata, ino, first_block, first_block + blocks)
+                {
+                    let device = |file_block: u64| {
+                        (record.start + file_block - file_offset_blocks) * block_size
+                    };
+                    let bytes = ByteRange::new(device(piece_first), device(piece_end));
+                    let Some(piece) = bytes.intersection(&hit) else {
+                        continue;
+                    };
+                    let mut kind = file.clone().with_offset(
+                        (piece.start / block_size - record.start + file_offset_blocks) * block_size
+                            + piece.start % block_size,
+                    );
+                    if let OwnerKind::File { poisoned: lost, .. } = &mut kind {
+                        *lost = poisoned;
+                    }
+                    found.push(Owner { range: piece, kind });
+                }
+                continue;
             }
         };
         found.push(Owner { range: hit, kind });
@@ -251,14 +272,34 @@ impl OwnerKind {
     }
 }
 
-/// A file owner of blocks `first..first + blocks` (file blocks) of the
-/// extent of `ino` at `extent_offset`.
+/// File blocks `first..end` of `ino` in runs, each with whether it is
+/// poisoned (lost), in order.
+fn poison_pieces(metadata: &Metadata, ino: u64, first: u64, end: u64) -> Vec<(u64, u64, bool)> {
+    let mut pieces = Vec::new();
+    let mut at = first;
+    for run in metadata.poison.runs_within(ino, first, end) {
+        let (start, stop) = (run.first.max(first), run.end().min(end));
+        if start >= stop {
+            continue;
+        }
+        if start > at {
+            pieces.push((at, start, false));
+        }
+        pieces.push((start, stop, true));
+        at = stop;
+    }
+    if at < end {
+        pieces.push((at, end, false));
+    }
+    pieces
+}
+
+/// A file owner of the extent of `ino` at `extent_offset` (its offset and
+/// whether it is lost are the caller's to set).
 fn file_owner(
     metadata: &Metadata,
     ino: u64,
     extent_offset: u64,
-    first: u64,
-    blocks: u64,
 ) -> Result<OwnerKind, FailureError> {
     let corrupt = |what: String| FailureError::Corrupt(what);
     let generation = match metadata.trees.get(TreeId::Inodes, &inode_key(ino))? {
@@ -292,17 +333,13 @@ fn file_owner(
             )))
         }
     };
-    let poisoned = !metadata
-        .poison
-        .runs_within(ino, first, first + blocks)
-        .is_empty();
     Ok(OwnerKind::File {
         ino,
         generation,
         file_offset: 0,
         paths: Vec::new(),
         unwritten,
-        poisoned,
+        poisoned: false,
     })
 }
 
