@@ -1190,3 +1190,59 @@ fn lost_and_readable_blocks_of_one_extent_are_told_apart() {
     assert_eq!(report.healed_blocks(), 1, "{:#?}", report.handled);
     fs.unmount().unwrap();
 }
+
+/// A scrub that meets a media error on file data counts the loss in its
+/// summary, even when the read path's own notice of that error was handled
+/// first (the summary said "0 lost" while status listed the new loss).
+#[test]
+fn a_scrub_counts_the_loss_it_finds_even_when_the_read_path_handled_it_first() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let ino = create_file(&fs, "data", &pattern(4, 2));
+    fs.unmount().unwrap();
+    let fs = fixture.mount();
+    let block = fixture.physical(&fs, ino, 1);
+    fixture.bad_block(block);
+    let summary = fs.scrub(Default::default(), &mut |_| true).expect("scrub");
+    assert!(fs.settle_failures(SETTLE));
+    assert_eq!(fs.status().media.poisoned_runs, 1);
+    assert_eq!(summary.lost_blocks, 1, "{summary:?}");
+    assert_eq!(summary.owners_hit, 1, "{summary:?}");
+    fs.unmount().unwrap();
+}
+
+/// A checksum mismatch scrub finds that a re-read does not repeat is
+/// reported as an event (nothing is lost): it used to leave nothing but a
+/// number in the scrub's summary.
+#[test]
+fn a_scrub_mismatch_that_does_not_repeat_is_still_an_event() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let ino = create_file(&fs, "data", &pattern(4, 6));
+    fs.unmount().unwrap();
+    let fs = fixture.mount();
+    let block = fixture.physical(&fs, ino, 2);
+    let half = vigilfs::device::Probability::from_parts_per_million(500_000).unwrap();
+    // Seed 3 corrupts the scrub's read and not the re-read that verifies it.
+    let seed = 3;
+    fixture
+        .plan
+        .add_rule(FaultRule::corrupt(seed, half).in_range(ByteRange::at(block * BLOCK, BLOCK)))
+        .unwrap();
+    let events = listen(&fs);
+    let summary = fs.scrub(Default::default(), &mut |_| true).expect("scrub");
+    assert_eq!(summary.findings, 1, "{summary:?}");
+    assert_eq!(summary.lost_blocks, 0, "{summary:?}");
+    let seen = errors(&events);
+    assert!(
+        seen.iter().any(|event| event.subtypes == Subtypes::CHECKSUM
+            && blob_text(event).contains(&format!("dev={}+4096", block * BLOCK))),
+        "{seen:#?}"
+    );
+    fixture.plan.clear();
+    assert_eq!(
+        read_block(&fs, ino, 2).unwrap(),
+        pattern(4, 6)[2 * 4096..3 * 4096]
+    );
+    fs.unmount().unwrap();
+}

@@ -92,6 +92,22 @@ impl FailureReport {
             .sum()
     }
 
+    /// (owners, blocks) of file data found lost already when this report
+    /// was handled: a notice of the same failure handled first (the read
+    /// path's, racing a scrub's) took them.
+    pub fn already_lost(&self) -> (u64, u64) {
+        self.handled
+            .iter()
+            .filter(|handled| handled.outcome == Outcome::AlreadyKnown)
+            .filter(|handled| matches!(handled.owner.kind, OwnerKind::File { poisoned: true, .. }))
+            .fold((0, 0), |(owners, blocks), handled| {
+                (
+                    owners + 1,
+                    blocks + handled.owner.range.len().div_ceil(4096),
+                )
+            })
+    }
+
     /// Owners that held something there (files, nodes, journal entries,
     /// superblock copies).
     pub fn owners_hit(&self) -> u64 {
@@ -364,6 +380,28 @@ impl Shared {
                         why: why.clone(),
                     },
                 };
+            }
+            if item.outcome == Outcome::NotConfirmed && origin.source == Source::Scrub {
+                // A mismatch scrub saw that a re-read did not repeat: nothing
+                // is lost, but the path to the medium returned wrong bytes
+                // once, which an operator wants to hear of (the read path's
+                // own mismatches were reported to their reader already).
+                let why = format!("{text}: the block read back intact (nothing lost)");
+                self.health.report_with(
+                    &Incident {
+                        kind: ErrorKind::Checksum,
+                        errno: libc::EIO,
+                        inode: None,
+                        range: None,
+                        block: Some(item.owner.range.start / 4096),
+                        origin: &why,
+                    },
+                    &Detail {
+                        subtypes: Subtypes::empty(),
+                        device_range: Some((item.owner.range.start, item.owner.range.len())),
+                        node: None,
+                    },
+                );
             }
             self.report_outcome(&text, item);
         }

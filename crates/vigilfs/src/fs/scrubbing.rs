@@ -139,9 +139,13 @@ impl ScrubSink for LiveSink<'_> {
         let origin = Origin::new(finding.cause, Source::Scrub, &finding.what);
         match self.shared.handle_direct_notice(finding.range, origin) {
             Ok(report) => {
-                self.summary.owners_hit += report.owners_hit();
+                // Scrub skips what was lost before it read: a block it
+                // found that is lost "already" was lost by this failure,
+                // through the read path's notice of it handled first.
+                let (owners, blocks) = report.already_lost();
+                self.summary.owners_hit += report.owners_hit() + owners;
                 self.summary.healed_blocks += report.healed_blocks();
-                self.summary.lost_blocks += report.lost_blocks();
+                self.summary.lost_blocks += report.lost_blocks() + blocks;
             }
             Err(error) => {
                 let _ = self.shared.observe("scrub", Err::<(), _>(error));

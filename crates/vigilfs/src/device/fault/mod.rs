@@ -78,10 +78,13 @@ impl<D: BlockDevice> BlockDevice for FaultDevice<D> {
         let verdict = self.plan.check(operation, class, range)?;
         self.plan.delays().hold(held_for(&verdict));
         self.inner.read_at(offset, buffer, class)?;
-        if let Some(draw) = verdict.corrupt {
-            // Silent corruption: one bit, anywhere in what was read.
-            let bit = draw % (buffer.len() as u64 * 8);
-            buffer[(bit / 8) as usize] ^= 1 << (bit % 8);
+        if let Some((draw, covered)) = verdict.corrupt {
+            // Silent corruption: one bit, in the part of what was read that
+            // the rule covers (the whole read when it names no range).
+            let first = covered.start - offset;
+            let bit = draw % (covered.len() * 8);
+            let byte = (first + bit / 8) as usize;
+            buffer[byte] ^= 1 << (bit % 8);
         }
         Ok(())
     }
@@ -156,6 +159,27 @@ mod tests {
 
     fn read(device: &impl BlockDevice, offset: u64, length: usize, class: IoClass) -> bool {
         device.read_at(offset, &mut vec![0; length], class).is_ok()
+    }
+
+    /// A corrupt rule over part of a device flips bits only there, even in
+    /// a read that covers much more (it flipped one anywhere in the read).
+    #[test]
+    fn corruption_stays_inside_the_rule_range() {
+        let device = faulty_memory(SectorSize::Bytes512);
+        let every = Probability::from_parts_per_million(1_000_000).unwrap();
+        let only = ByteRange::at(40 << 10, 4096);
+        device
+            .plan()
+            .add_rule(FaultRule::corrupt(5, every).in_range(only))
+            .unwrap();
+        for _ in 0..200 {
+            let mut bytes = vec![0u8; 256 << 10];
+            device.read_at(0, &mut bytes, IoClass::Data).unwrap();
+            let flipped: Vec<usize> = (0..bytes.len()).filter(|&at| bytes[at] != 0).collect();
+            assert_eq!(flipped.len(), 1);
+            let at = flipped[0] as u64;
+            assert!(only.start <= at && at < only.end, "byte {at} flipped");
+        }
     }
 
     #[test]

@@ -58,8 +58,9 @@ pub struct FileVerdict {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Verdict {
     pub(crate) delay: Duration,
-    /// A draw choosing the bit to flip in the data read.
-    pub(crate) corrupt: Option<u64>,
+    /// A draw choosing the bit to flip in the data read, and the bytes of
+    /// the request the corrupting rule covers (the bit is flipped there).
+    pub(crate) corrupt: Option<(u64, ByteRange)>,
 }
 
 /// A rule as listed by [`FaultPlan::rules`]: the rule and what it has done so far.
@@ -559,7 +560,13 @@ impl FaultPlan {
                 }
                 Some(Action::Corrupt(draw)) => {
                     rule.injected += 1;
-                    verdict.corrupt.get_or_insert(draw);
+                    let covered = rule
+                        .rule
+                        .scope
+                        .range
+                        .and_then(|only| only.intersection(&range))
+                        .unwrap_or(range);
+                    verdict.corrupt.get_or_insert((draw, covered));
                     decided.fire(rule.id, None, Duration::ZERO, true);
                 }
                 Some(Action::Fail(kind)) => {
