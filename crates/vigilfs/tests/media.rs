@@ -19,7 +19,7 @@ use vigilfs::failure::{Origin, Outcome, OwnerKind};
 use vigilfs::format::{ErrorKind, Layout};
 use vigilfs::fs::{Filesystem, FsError, LifeState, MountOptions, OpenFlags};
 use vigilfs::fsck::{fsck, fsck_with, FsckOptions};
-use vigilfs::inode::{Caller, FallocateMode, ROOT_INO};
+use vigilfs::inode::{Caller, FallocateMode, RenameFlags, ROOT_INO};
 use vigilfs::mkfs::{make_filesystem, MkfsOptions};
 
 const BLOCK: u64 = 4096;
@@ -1245,4 +1245,64 @@ fn a_scrub_mismatch_that_does_not_repeat_is_still_an_event() {
         pattern(4, 6)[2 * 4096..3 * 4096]
     );
     fs.unmount().unwrap();
+}
+
+/// A file renamed while owners names it keeps its name in the answer: the
+/// walk of the entries could miss a name moved behind it and call the file
+/// "unlinked".
+#[test]
+fn a_file_renamed_during_an_owners_query_is_never_called_unlinked() {
+    let fixture = Fixture::new();
+    let fs = Arc::new(fixture.mount());
+    for index in 0..200 {
+        create_file(&fs, &format!("s{index:03}"), &pattern(1, index as u8));
+    }
+    fs.syncfs_once().unwrap();
+    let ino = fs.lookup(ROOT_INO, b"s150", &root()).unwrap().ino;
+    let block = fixture.physical(&fs, ino, 0);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let renamer = {
+        let (fs, stop) = (Arc::clone(&fs), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for index in 0..200 {
+                    let (from, to) = (format!("s{index:03}"), format!("a{index:03}"));
+                    let flags = RenameFlags::default();
+                    fs.rename(
+                        ROOT_INO,
+                        from.as_bytes(),
+                        ROOT_INO,
+                        to.as_bytes(),
+                        flags,
+                        &root(),
+                    )
+                    .unwrap();
+                    fs.rename(
+                        ROOT_INO,
+                        to.as_bytes(),
+                        ROOT_INO,
+                        from.as_bytes(),
+                        flags,
+                        &root(),
+                    )
+                    .unwrap();
+                }
+            }
+        })
+    };
+    let mut unnamed = 0;
+    for _ in 0..1000 {
+        for owner in fs
+            .owners(ByteRange::at(block * BLOCK, BLOCK), true)
+            .unwrap()
+        {
+            if let OwnerKind::File { paths, .. } = owner.kind {
+                unnamed += usize::from(paths.is_empty());
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    renamer.join().unwrap();
+    assert_eq!(unnamed, 0, "times the renamed file had no name");
+    Arc::try_unwrap(fs).ok().unwrap().unmount().unwrap();
 }

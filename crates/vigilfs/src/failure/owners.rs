@@ -356,7 +356,22 @@ pub fn name_owners(metadata: &Metadata, found: &mut [Owner]) -> Result<(), Failu
     if wanted.is_empty() {
         return Ok(());
     }
-    let named = paths_of(&metadata.trees, &wanted)?;
+    let mut named = paths_of(&metadata.trees, &wanted)?;
+    // The walk reads the entries in batches: a rename between two of them
+    // can move a name from where the walk has not been to where it has
+    // been. A file still linked is looked for again, so it is never called
+    // unlinked for that.
+    for _ in 0..NAMING_RETRIES {
+        let missing: BTreeSet<u64> = wanted
+            .iter()
+            .copied()
+            .filter(|ino| named.get(ino).is_none_or(Vec::is_empty) && is_linked(metadata, *ino))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        named.extend(paths_of(&metadata.trees, &missing)?);
+    }
     for owner in found {
         if let OwnerKind::File { ino, paths, .. } = &mut owner.kind {
             *paths = named
@@ -368,6 +383,19 @@ pub fn name_owners(metadata: &Metadata, found: &mut [Owner]) -> Result<(), Failu
         }
     }
     Ok(())
+}
+
+/// Walks of the entries made again for files a walk found no name of.
+const NAMING_RETRIES: usize = 3;
+
+/// Whether `ino` has a link (an unreadable record counts as linked: it is
+/// looked for again, never called unlinked on a guess).
+fn is_linked(metadata: &Metadata, ino: u64) -> bool {
+    match metadata.trees.get(TreeId::Inodes, &inode_key(ino)) {
+        Ok(Some(value)) => InodeRecord::decode(&value).map_or(true, |record| record.nlink > 0),
+        Ok(None) => false,
+        Err(_) => true,
+    }
 }
 
 /// The parts of `range` none of `covered` overlaps, in order.
