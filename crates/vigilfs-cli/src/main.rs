@@ -363,9 +363,16 @@ enum Command {
     /// range fail with EIO until it is rewritten, truncated or deleted (this
     /// survives remounts); b-tree nodes are moved from their cached copy,
     /// else the errors= policy applies; superblock copies are rewritten;
-    /// every failed block goes on the persistent bad-block list and is
-    /// never allocated again. Each owner hit is an FS_ERROR event. Root and
-    /// the user who mounted only.
+    /// every failed block of the main region goes on the persistent
+    /// bad-block list and is never allocated again (the journal's ring and
+    /// the event log's region cannot move: their blocks are reported). On
+    /// a read-only or shut-down mount, or a device too full for the
+    /// records, the report says what holds for this mount only. Each owner
+    /// hit is an FS_ERROR event. Root and the user who mounted only.
+    ///
+    /// Exit status: 0 when nothing was lost, 4 when something was lost or
+    /// could not be recorded (as fsck and scrub), 8 when it could not be
+    /// handled, 1 when refused, 2 for bad arguments.
     ///
     /// Examples:
     ///   vigilfs notify-failure /mnt/data --offset 61440000 --length 4096 --origin "SMART 197"

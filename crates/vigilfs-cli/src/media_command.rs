@@ -103,13 +103,18 @@ pub fn notify_failure(
         },
     )
     .map_err(|error| error.into_failure("notify-failure", mountpoint))?;
+    // Like fsck and scrub: 4 while something is lost or the marks could
+    // not be recorded (errors are left), 0 when everything was saved.
+    let left =
+        report["lost_blocks"].as_u64().unwrap_or(0) > 0 || report["records_unsaved"].is_string();
+    let code = if left { ERRORS_LEFT } else { CLEAN };
     if as_json {
         println!("{report}");
-        return Ok(0);
+        return Ok(code);
     }
     if report["queued"].as_bool() == Some(true) {
         println!("the filesystem is frozen: the failure is handled when it is thawed");
-        return Ok(0);
+        return Ok(CLEAN);
     }
     for owner in report["owners"].as_array().into_iter().flatten() {
         println!("{}  {}", owner_line(owner), outcome_text(owner));
@@ -124,7 +129,7 @@ pub fn notify_failure(
              their records could not be written ({why})"
         );
     }
-    Ok(0)
+    Ok(code)
 }
 
 /// An owner (its JSON form) as one line.

@@ -92,8 +92,10 @@ fn read_block(path: &std::path::Path, index: u64) -> std::io::Result<Vec<u8>> {
     Ok(buffer)
 }
 
+/// `notify-failure` of one block as JSON; it exits 4 when the report
+/// says something was lost or not recorded, else 0.
 fn notify(scratch: &Scratch, block: u64) -> Value {
-    json_of(&[
+    let arguments = [
         "notify-failure",
         scratch.mnt(),
         "--offset",
@@ -103,7 +105,18 @@ fn notify(scratch: &Scratch, block: u64) -> Value {
         "--origin",
         "test report",
         "--json",
-    ])
+    ];
+    let output = vigilfs(&arguments);
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!("{error}: {}{}", text(&output.stderr), text(&output.stdout))
+    });
+    let left = report["lost_blocks"].as_u64() > Some(0) || report["records_unsaved"].is_string();
+    assert_eq!(
+        output.status.code(),
+        Some(if left { 4 } else { 0 }),
+        "{report}"
+    );
+    report
 }
 
 /// Fills the filesystem with 1 MiB files until it is full.
