@@ -430,7 +430,8 @@ enum Command {
     ///
     /// Exit status: 0 nothing lost, 4 data or metadata lost (found now, or
     /// poisoned earlier and not rewritten since; on an image, failures
-    /// found), 8 the scrub could not run.
+    /// found), 8 the scrub could not run, 1 refused (not root nor the
+    /// user who mounted).
     ///
     /// Examples:
     ///   vigilfs scrub /mnt/data

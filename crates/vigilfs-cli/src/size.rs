@@ -18,10 +18,13 @@ impl FromStr for ByteSize {
             .or_else(|| trimmed.strip_prefix("0X"))
         {
             return match u64::from_str_radix(hex, 16) {
-                Ok(0) | Err(_) => Err(format!(
+                Ok(bytes) if bytes > 0 => Ok(ByteSize(bytes)),
+                Err(error) if *error.kind() == std::num::IntErrorKind::PosOverflow => Err(format!(
+                    "`{text}` is too large: sizes and offsets end at 0xffffffffffffffff"
+                )),
+                _ => Err(format!(
                     "`{text}` is not a size (hexadecimal: 0x followed by hex digits, not 0)"
                 )),
-                Ok(bytes) => Ok(ByteSize(bytes)),
             };
         }
         let split = trimmed
@@ -88,7 +91,10 @@ mod tests {
         assert!("0x".parse::<ByteSize>().is_err());
         assert!("0x0".parse::<ByteSize>().is_err());
         assert!("0x1g".parse::<ByteSize>().is_err());
-        assert!("0x10000000000000000".parse::<ByteSize>().is_err());
+        assert!("0x10000000000000000"
+            .parse::<ByteSize>()
+            .unwrap_err()
+            .contains("too large"));
     }
 
     #[test]

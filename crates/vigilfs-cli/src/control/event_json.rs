@@ -291,11 +291,17 @@ pub fn human_line(event: &Value) -> String {
     if let (Some(offset), Some(length)) = (number(event, "offset"), number(event, "length")) {
         parts.push(format!("bytes {offset}+{length}"));
     }
-    match field(event, "count") {
-        Some(count) if count.as_u64().is_some_and(|count| count != 1) => {
-            parts.push(format!("x{count}"));
+    let kind = field(event, "kind").and_then(Value::as_str);
+    match field(event, "count").and_then(Value::as_u64) {
+        // Of a shutdown or unmount: the errors of the mount.
+        Some(count) if matches!(kind, Some("shutdown" | "unmount")) => {
+            parts.push(format!(
+                "{count} error{} this mount",
+                if count == 1 { "" } else { "s" }
+            ));
         }
-        None if field(event, "kind").and_then(Value::as_str) == Some("lost") => {
+        Some(count) if count != 1 => parts.push(format!("x{count}")),
+        None if kind == Some("lost") => {
             parts.push("x? (not countable)".into());
         }
         _ => {}
@@ -391,5 +397,16 @@ mod tests {
         );
         assert!(line.contains("bytes 4096+4096  x2"), "{line}");
         assert!(line.contains("tree extents block 77"), "{line}");
+    }
+
+    /// An unmount's count is the mount's errors, said in words (the line
+    /// read "unmount  x0", as if zero unmounts had merged).
+    #[test]
+    fn an_unmount_line_says_how_many_errors_the_mount_had() {
+        let mut record = EventRecord::new(4, RecordKind::Unmount, 1_700_000_000_000_000_000);
+        record.count = 0;
+        let line = human_line(&record_json(&record, None));
+        assert!(line.contains("0 errors this mount"), "{line}");
+        assert!(!line.contains("x0"), "{line}");
     }
 }

@@ -530,6 +530,8 @@ impl Shared {
                 self.media.intake.offer(range, origin);
             }
             Ok(_) => self.media.intake.count_direct(true),
+            // A range that is not on the device is no notice.
+            Err(error) if error.errno() == libc::EINVAL => {}
             Err(_) => self.media.intake.count_direct(false),
         }
         result
