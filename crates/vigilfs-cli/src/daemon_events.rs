@@ -1,7 +1,8 @@
 //! The mount daemon's log of its filesystem's events: each record of the
-//! mount's event log, as the line `vigilfs events` prints for it, with the
-//! same id, so a line in the daemon's log and a line of `vigilfs events`
-//! name one event alike.
+//! mount's event log, as the line `vigilfs events` prints for it (without
+//! the file's path, which only the engine can look up), with the same id,
+//! so a line in the daemon's log and a line of `vigilfs events` name one
+//! event alike.
 //!
 //! It reads the event log with its own cursor, on its own thread, as a
 //! listener of `vigilfs events --follow` does: it never slows the
