@@ -49,19 +49,25 @@ fn daemon_mount_creates_the_image_and_umount_leaves_it_clean() {
     scratch.umount(pid);
 }
 
+/// `vigilfs mount` of a new 64 MiB image in the foreground, its stderr
+/// piped to the test.
+fn foreground_mount(scratch: &Scratch) -> Child {
+    Command::new(binary())
+        .args(["mount", scratch.img(), scratch.mnt(), "--size", "64M"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn sigterm_unmounts_a_foreground_mount_cleanly() {
     if fuse_missing("sigterm_unmounts_a_foreground_mount_cleanly") {
         return;
     }
     let scratch = Scratch::new();
-    let mut child: Child = Command::new(binary())
-        .args(["mount", scratch.img(), scratch.mnt(), "--size", "64M"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = foreground_mount(&scratch);
     wait_until("mounted", Duration::from_secs(30), || {
         is_mounted(&scratch.mountpoint)
     });
@@ -95,13 +101,7 @@ fn a_foreground_mount_whose_stderr_is_closed_serves_on_and_unmounts_cleanly() {
         return;
     }
     let scratch = Scratch::new();
-    let mut child: Child = Command::new(binary())
-        .args(["mount", scratch.img(), scratch.mnt(), "--size", "64M"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = foreground_mount(&scratch);
     // Read the first line, then close the pipe, as `head -1` does.
     let mut stderr = child.stderr.take().unwrap();
     let mut first = [0u8; 1];

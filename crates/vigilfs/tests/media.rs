@@ -55,6 +55,15 @@ impl Fixture {
         Filesystem::mount(self.device.clone(), options).expect("mount")
     }
 
+    /// A file of `data` made and written back, then the filesystem
+    /// mounted again, so that none of it is cached: (the mount, the inode).
+    fn uncached_file(&self, name: &str, data: &[u8]) -> (Filesystem, u64) {
+        let fs = self.mount();
+        let ino = create_file(&fs, name, data);
+        fs.unmount().unwrap();
+        (self.mount(), ino)
+    }
+
     fn main_region(&self) -> ByteRange {
         let main = self.layout.main;
         ByteRange::new(main.start * BLOCK, (main.start + main.blocks) * BLOCK)
@@ -1155,10 +1164,7 @@ fn owners_tell_live_journal_entries_from_idle_blocks_and_name_the_event_log() {
 #[test]
 fn lost_and_readable_blocks_of_one_extent_are_told_apart() {
     let fixture = Fixture::new();
-    let fs = fixture.mount();
-    let ino = create_file(&fs, "data", &pattern(3, 4));
-    fs.unmount().unwrap();
-    let fs = fixture.mount();
+    let (fs, ino) = fixture.uncached_file("data", &pattern(3, 4));
     let first = fixture.physical(&fs, ino, 0);
     assert_eq!(fixture.physical(&fs, ino, 2), first + 2, "one extent");
     fixture.bad_block(first);
@@ -1197,10 +1203,7 @@ fn lost_and_readable_blocks_of_one_extent_are_told_apart() {
 #[test]
 fn a_scrub_counts_the_loss_it_finds_even_when_the_read_path_handled_it_first() {
     let fixture = Fixture::new();
-    let fs = fixture.mount();
-    let ino = create_file(&fs, "data", &pattern(4, 2));
-    fs.unmount().unwrap();
-    let fs = fixture.mount();
+    let (fs, ino) = fixture.uncached_file("data", &pattern(4, 2));
     let block = fixture.physical(&fs, ino, 1);
     fixture.bad_block(block);
     let summary = fs.scrub(Default::default(), &mut |_| true).expect("scrub");
@@ -1217,10 +1220,7 @@ fn a_scrub_counts_the_loss_it_finds_even_when_the_read_path_handled_it_first() {
 #[test]
 fn a_scrub_mismatch_that_does_not_repeat_is_still_an_event() {
     let fixture = Fixture::new();
-    let fs = fixture.mount();
-    let ino = create_file(&fs, "data", &pattern(4, 6));
-    fs.unmount().unwrap();
-    let fs = fixture.mount();
+    let (fs, ino) = fixture.uncached_file("data", &pattern(4, 6));
     let block = fixture.physical(&fs, ino, 2);
     let half = vigilfs::device::Probability::from_parts_per_million(500_000).unwrap();
     // Seed 3 corrupts the scrub's read and not the re-read that verifies it.
