@@ -164,7 +164,10 @@ pub enum FormatError {
         main: Region,
     },
     /// The device cannot hold the reserved areas and superblock copies.
-    #[error("device of {device_length} bytes is too small: at least {needed} bytes needed")]
+    #[error(
+        "device of {device_length} bytes (counted in whole sectors) is too small: at least \
+         {needed} bytes needed"
+    )]
     DeviceTooSmall {
         /// The device length.
         device_length: u64,
@@ -217,6 +220,15 @@ fn describe_rejections(rejected: &[RejectedCopy]) -> String {
              magic; `vigilfs mkfs` makes one)",
             rejected.len()
         );
+    }
+    // Every copy refused for the same reason (a device too small for
+    // any): said once.
+    if let Some(first) = rejected.first() {
+        let same =
+            |rejection: &RejectedCopy| rejection.error.to_string() == first.error.to_string();
+        if rejected.len() > 1 && rejected.iter().all(same) {
+            return format!("every superblock copy: {}", first.error);
+        }
     }
     let parts: Vec<String> = rejected
         .iter()

@@ -254,6 +254,10 @@ mod tests {
             error.to_string().contains("this is not a vigilfs image"),
             "{error}"
         );
+        // A device too small for any copy says so once, not three times.
+        let tiny = MemoryDevice::new(4096, SectorSize::Bytes512);
+        let said = read_superblock(&tiny).unwrap_err().to_string();
+        assert_eq!(said.matches("too small").count(), 1, "{said}");
     }
 
     #[test]
