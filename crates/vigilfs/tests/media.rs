@@ -1306,3 +1306,61 @@ fn a_file_renamed_during_an_owners_query_is_never_called_unlinked() {
     assert_eq!(unnamed, 0, "times the renamed file had no name");
     Arc::try_unwrap(fs).ok().unwrap().unmount().unwrap();
 }
+
+/// A notice that comes while a writeback is writing to blocks it has just
+/// allocated (not yet committed, so listed as free space): the writeback
+/// finds them bad at its commit and writes its pages elsewhere; nothing
+/// lives in the failed range afterwards and the fsync succeeds (the data
+/// used to be committed into blocks just marked bad, and never looked at
+/// again).
+#[test]
+fn a_writeback_in_flight_over_newly_failed_blocks_writes_its_pages_elsewhere() {
+    let fixture = Fixture::new();
+    let fs = Arc::new(fixture.mount());
+    let free = fs
+        .owners(fixture.main_region(), false)
+        .unwrap()
+        .into_iter()
+        .find(|owner| owner.kind == OwnerKind::Free)
+        .expect("free space")
+        .range;
+    let failed = ByteRange::at(free.start, 256 * BLOCK);
+    // Data writes are held a while: the notice comes in the middle of one.
+    fixture
+        .plan
+        .add_rule(
+            FaultRule::delay(400_000, 0, 1)
+                .for_class(IoClass::Data)
+                .on(vigilfs::device::Operations::WRITE),
+        )
+        .unwrap();
+    let data = pattern(4, 1);
+    let writer = {
+        let (fs, data) = (Arc::clone(&fs), data.clone());
+        std::thread::spawn(move || {
+            let (attr, handle) = fs
+                .create(ROOT_INO, b"late", 0o644, read_write(), &root())
+                .unwrap();
+            fs.write(handle, 0, &data, &root()).unwrap();
+            let synced = fs.fsync(handle, false);
+            fs.release(handle).unwrap();
+            (attr.ino, synced)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(150));
+    fs.notify_failure(failed, Origin::operator("mid-write"))
+        .unwrap();
+    let (ino, synced) = writer.join().unwrap();
+    synced.expect("the fsync succeeds: its pages went elsewhere");
+    fixture.plan.clear();
+    let inside = fs.owners(failed, false).unwrap();
+    assert!(
+        inside.iter().all(|owner| owner.kind == OwnerKind::Bad),
+        "{inside:#?}"
+    );
+    let physical = fixture.physical(&fs, ino, 0);
+    assert!(!(failed.start / BLOCK..failed.end / BLOCK).contains(&physical));
+    assert_eq!(read_block(&fs, ino, 3).unwrap(), data[3 * 4096..]);
+    Arc::try_unwrap(fs).ok().unwrap().unmount().unwrap();
+    fixture.assert_fsck_clean();
+}

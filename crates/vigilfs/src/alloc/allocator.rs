@@ -365,6 +365,11 @@ impl Allocator {
         self.lock().space.bad_runs().collect()
     }
 
+    /// The first bad block of `extent`, if any is bad.
+    pub fn first_bad_in(&self, extent: Extent) -> Option<u64> {
+        self.lock().space.first_bad_in(extent)
+    }
+
     /// The coalesced bad run holding `block`, if it is bad.
     pub fn bad_run_containing(&self, block: u64) -> Option<Extent> {
         self.lock().space.bad_run_containing(block)

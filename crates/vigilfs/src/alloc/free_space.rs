@@ -369,7 +369,7 @@ impl FreeSpace {
 
     /// The first bad block inside `extent`, by range lookups rather than
     /// block by block (mount marks every used extent).
-    fn first_bad_in(&self, extent: Extent) -> Option<u64> {
+    pub fn first_bad_in(&self, extent: Extent) -> Option<u64> {
         first_overlap(&self.bad, extent)
     }
 

@@ -2,8 +2,12 @@
 //! for each (see the module comment of [`crate::failure`]).
 //!
 //! Order matters. The failed blocks of the main region are marked bad in
-//! memory first, so no allocation can hand one out while the rest runs,
-//! then recorded on the persistent list. File data is poisoned — recorded,
+//! memory first (for a device's report; a checksum report is verified
+//! owner by owner instead), under the record lock and before the owners
+//! are listed: no allocation hands one out while the rest runs, and a
+//! writeback that wrote to one before the mark either committed first (it
+//! is listed) or finds it bad at its commit and writes elsewhere. They are
+//! recorded on the persistent list last. File data is poisoned — recorded,
 //! under the record lock, only for blocks its extent still maps to the
 //! failed block — before anything is rescued, so a rescue that fails
 //! half-way leaves the unrescued part poisoned, never readable as wrong
@@ -12,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::owners::{owners, Owner, OwnerKind};
+use super::owners::{owners, uncovered, Owner, OwnerKind};
 use super::{check_range, seconds_now, FailureError, Origin};
 use crate::alloc::{bad_blocks, BadRun, Extent as BlockRun, FailureCause};
 use crate::btree::{Relocation, TreeId};
@@ -114,35 +118,78 @@ pub fn handle(
     let device_length = context.device.length();
     check_range(range, device_length)?;
     let block_size = u64::from(context.layout.block_size);
-    let found = owners(metadata, &context.layout, device_length, range, false)?;
     let checksum = origin.cause == FailureCause::Checksum;
-    let owned: Vec<(Owner, BlockRun, bool)> = found
-        .into_iter()
-        .map(|owner| {
-            let blocks = ByteRange::new(
-                owner.range.start / block_size,
-                owner.range.end.div_ceil(block_size),
-            );
-            let run = BlockRun::new(blocks.start, blocks.len());
-            let was_bad = fully_bad(metadata, run);
-            (owner, run, was_bad)
-        })
-        .collect();
+    let to_blocks = |bytes: ByteRange| {
+        let blocks = ByteRange::new(bytes.start / block_size, bytes.end.div_ceil(block_size));
+        BlockRun::new(blocks.start, blocks.len())
+    };
+    // What was bad before this notice: what it marks is told from it.
+    let bad_before: Vec<BlockRun> = metadata.allocator.bad_runs();
+    let known_bad = |run: BlockRun| {
+        bad_before
+            .iter()
+            .any(|bad| bad.start <= run.start && bad.end() >= run.end())
+    };
+    let mut marked = None;
     if !checksum {
         // The device said these blocks failed: every one of the main
-        // region goes bad whatever its owner's outcome, and a rescue below
-        // (a moved node, rescued file data) must not be given one.
-        for (owner, run, _) in &owned {
-            if matches!(
-                owner.kind,
-                OwnerKind::Free | OwnerKind::File { .. } | OwnerKind::Node { .. }
-            ) {
-                let _ = metadata.allocator.mark_bad(*run);
+        // region goes bad whatever its owner's outcome, before the owners
+        // are listed. A rescue below (a moved node, rescued file data)
+        // cannot be given one, and under the record lock a writeback's
+        // commit either came first (its blocks are listed as the file's)
+        // or sees them bad and writes its pages elsewhere.
+        let main = context.layout.main;
+        let main_bytes = ByteRange::new(
+            main.start * block_size,
+            (main.start + main.blocks) * block_size,
+        );
+        if let Some(part) = range.intersection(&main_bytes) {
+            let run = to_blocks(part);
+            let _records = metadata.lock_records();
+            if metadata.allocator.mark_bad(run).is_ok() {
+                marked = Some(run);
             }
         }
     }
+    let found = owners(metadata, &context.layout, device_length, range, false)?;
+    // Bytes something lived in, or that were bad already: the rest of what
+    // is listed bad now was free space until this notice.
+    let mut not_free: Vec<ByteRange> = found
+        .iter()
+        .filter(|owner| matches!(owner.kind, OwnerKind::File { .. } | OwnerKind::Node { .. }))
+        .map(|owner| owner.range)
+        .collect();
+    not_free.extend(
+        bad_before
+            .iter()
+            .map(|bad| ByteRange::new(bad.start * block_size, bad.end() * block_size)),
+    );
+    let mut listed: Vec<Owner> = Vec::new();
+    for owner in found {
+        match owner.kind {
+            OwnerKind::Bad if marked.is_some() => {
+                listed.extend(
+                    uncovered(owner.range, &not_free)
+                        .into_iter()
+                        .map(|piece| Owner {
+                            range: piece,
+                            kind: OwnerKind::Free,
+                        }),
+                );
+            }
+            _ => listed.push(owner),
+        }
+    }
+    let owned: Vec<(Owner, BlockRun, bool)> = listed
+        .into_iter()
+        .map(|owner| {
+            let run = to_blocks(owner.range);
+            let was_bad = known_bad(run);
+            (owner, run, was_bad)
+        })
+        .collect();
     let mut handled = Vec::new();
-    let mut bad_now: Vec<BlockRun> = Vec::new();
+    let mut bad_now: Vec<BlockRun> = marked.into_iter().collect();
     let mut unrecorded = None;
     let mut unhandled = None;
     for (owner, run, was_bad) in owned {
@@ -227,14 +274,6 @@ pub fn handle(
         unrecorded,
         unhandled,
     })
-}
-
-/// Whether every block of `run` is on the bad list already.
-fn fully_bad(metadata: &Metadata, run: BlockRun) -> bool {
-    metadata
-        .allocator
-        .bad_run_containing(run.start)
-        .is_some_and(|bad| bad.end() >= run.end())
 }
 
 /// Marks `runs` bad in memory, then on the persistent list (one

@@ -399,7 +399,7 @@ fn is_linked(metadata: &Metadata, ino: u64) -> bool {
 }
 
 /// The parts of `range` none of `covered` overlaps, in order.
-fn uncovered(range: ByteRange, covered: &[ByteRange]) -> Vec<ByteRange> {
+pub(super) fn uncovered(range: ByteRange, covered: &[ByteRange]) -> Vec<ByteRange> {
     let mut pieces: Vec<ByteRange> = covered
         .iter()
         .filter_map(|bytes| bytes.intersection(&range))

@@ -105,6 +105,15 @@ impl ExtentMap {
         update: impl FnOnce(&mut InodeRecord),
     ) -> FileResult<Option<u64>> {
         let _records = self.metadata.lock_records();
+        // A failure report marks blocks bad under this lock: one that came
+        // after these blocks were allocated, before this commit, would
+        // otherwise leave the data in blocks it never looks at again.
+        for extent in written {
+            let run = BlockRun::new(extent.physical, u64::from(extent.blocks()));
+            if let Some(block) = self.metadata.allocator.first_bad_in(run) {
+                return Err(FileError::WrittenToBadBlock { block });
+            }
+        }
         let mut transaction = self.metadata.trees.transaction();
         for extent in written {
             transaction.claim_data(DataClaim {

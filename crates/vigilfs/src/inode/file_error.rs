@@ -22,6 +22,14 @@ use crate::rmap::RmapError;
 /// Why a file operation failed. [`FileError::errno`] maps every variant.
 #[derive(Debug, Error)]
 pub enum FileError {
+    /// Data was written to blocks reported failed (marked bad) after they
+    /// were allocated and before the write was committed: writeback writes
+    /// it again elsewhere.
+    #[error("block {block} was reported failed while data was written to it")]
+    WrittenToBadBlock {
+        /// The first such block.
+        block: u64,
+    },
     /// The inode does not exist.
     #[error("inode {ino} does not exist")]
     NotFound {
@@ -154,7 +162,7 @@ impl FileError {
             FileError::NotRegular { .. } => libc::EINVAL,
             FileError::TooLarge { .. } => libc::EFBIG,
             FileError::UnsupportedBlockSize { .. } => libc::EINVAL,
-            FileError::Read { .. } => libc::EIO,
+            FileError::Read { .. } | FileError::WrittenToBadBlock { .. } => libc::EIO,
             FileError::Checksum { .. } => libc::EIO,
             FileError::Poisoned { .. } => libc::EIO,
             FileError::Corrupt(_) => libc::EIO,

@@ -93,6 +93,10 @@ use crate::inode::{Extent, Timestamp, MAX_EXTENT_BLOCKS};
 use crate::metadata::Metadata;
 use crate::pagecache::{Cache, Outcome, Page, PageCache, PAGE, PAGE_BYTES};
 
+/// Times one writeback writes its pages again after a failure report
+/// marked the blocks they went to bad before the commit.
+const BAD_BLOCK_RETRIES: u32 = 4;
+
 /// What [`crate::inode::Files::writeback_all`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WritebackSummary {
@@ -458,70 +462,87 @@ impl Writeback {
         // in-place writes the preallocated blocks found under it stay the
         // file's until written: never someone else's block by then. (Only
         // writes into fallocated space hold metadata changes up this way.)
-        let mut before = lookup()?;
-        let mut in_place = in_place_of(&before);
-        let mut records = None;
-        if in_place.iter().any(Option::is_some) {
-            records = Some(self.metadata.lock_records());
-            before = lookup()?;
-            in_place = in_place_of(&before);
-        }
-        let wanted = in_place.iter().filter(|block| block.is_none()).count() as u64;
-        let runs = if wanted == 0 {
-            Vec::new()
-        } else {
-            allocator
-                .allocate_promised(wanted, 0)
-                .map_err(|error| match error {
-                    AllocError::NoSpace { .. } | AllocError::Fragmented { .. } => Errno::ENOSPC,
-                    _ => Errno::EIO,
-                })?
-        };
-        let mut allocated = runs.iter().flat_map(|run| run.start..run.end());
-        let blocks: Vec<u64> = in_place
-            .iter()
-            .map(|block| {
-                block.unwrap_or_else(|| {
-                    allocated
-                        .next()
-                        .expect("one block allocated per page without one")
+        // A failure report can mark the blocks written here bad before they
+        // are committed (the commit checks, under the record lock): the
+        // pages are then written again, to new blocks, at most a few times.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut before = lookup()?;
+            let mut in_place = in_place_of(&before);
+            let mut records = None;
+            if attempts > 1 {
+                // Preallocated blocks may be the bad ones: copy on write.
+                in_place.fill(None);
+            } else if in_place.iter().any(Option::is_some) {
+                records = Some(self.metadata.lock_records());
+                before = lookup()?;
+                in_place = in_place_of(&before);
+            }
+            let wanted = in_place.iter().filter(|block| block.is_none()).count() as u64;
+            let runs = if wanted == 0 {
+                Vec::new()
+            } else {
+                allocator
+                    .allocate_promised(wanted, 0)
+                    .map_err(|error| match error {
+                        AllocError::NoSpace { .. } | AllocError::Fragmented { .. } => Errno::ENOSPC,
+                        _ => Errno::EIO,
+                    })?
+            };
+            let mut allocated = runs.iter().flat_map(|run| run.start..run.end());
+            let blocks: Vec<u64> = in_place
+                .iter()
+                .map(|block| {
+                    block.unwrap_or_else(|| {
+                        allocated
+                            .next()
+                            .expect("one block allocated per page without one")
+                    })
                 })
-            })
-            .collect();
-        let written = with_data_owner(ino, || self.write_new_extents(dirty, &blocks));
-        drop(records);
-        let new_extents = match written {
-            Ok(extents) => extents,
-            Err(errno) => {
-                self.metadata.allocator.free_unreferenced(&runs);
-                return Err(errno);
+                .collect();
+            let written = with_data_owner(ino, || self.write_new_extents(dirty, &blocks));
+            drop(records);
+            let new_extents = match written {
+                Ok(extents) => extents,
+                Err(errno) => {
+                    self.metadata.allocator.free_unreferenced(&runs);
+                    return Err(errno);
+                }
+            };
+            let (seq, freed) = match self.commit_extents(ino, flight, before, &new_extents) {
+                Ok(done) => done,
+                Err(FileError::WrittenToBadBlock { .. }) if attempts < BAD_BLOCK_RETRIES => {
+                    // Given back: the bad ones never come out again.
+                    self.metadata.allocator.free_unreferenced(&runs);
+                    continue;
+                }
+                Err(error) => {
+                    self.metadata.allocator.free_unreferenced(&runs);
+                    return Err(writeback_errno(&error));
+                }
+            };
+            if let Some(seq) = seq {
+                // From here the new extents are referenced by committed state:
+                // the old blocks are unreferenced at `seq` whether or not it
+                // becomes durable, and are reused only once it is.
+                for run in freed {
+                    // A refused free means the block was already free: the
+                    // allocator keeps it out of use and counts it.
+                    let _ = allocator.free_data(run, seq);
+                }
             }
-        };
-        let (seq, freed) = match self.commit_extents(ino, flight, before, &new_extents) {
-            Ok(done) => done,
-            Err(errno) => {
-                self.metadata.allocator.free_unreferenced(&runs);
-                return Err(errno);
-            }
-        };
-        if let Some(seq) = seq {
-            // From here the new extents are referenced by committed state:
-            // the old blocks are unreferenced at `seq` whether or not it
-            // becomes durable, and are reused only once it is.
-            for run in freed {
-                // A refused free means the block was already free: the
-                // allocator keeps it out of use and counts it.
-                let _ = allocator.free_data(run, seq);
-            }
+            return Ok(seq);
         }
-        Ok(seq)
     }
 
     /// Writeback with no pages to write: the inode record alone gets the
     /// size and mtime, durably. A failure is returned (and reported by the
     /// fsync that asked) but sets no error word: no data was lost.
     fn commit_record(&self, flight: &Flight) -> Result<(), Errno> {
-        let (seq, _) = self.commit_extents(flight.ino, flight, BTreeMap::new(), &[])?;
+        let (seq, _) = self
+            .commit_extents(flight.ino, flight, BTreeMap::new(), &[])
+            .map_err(|error| writeback_errno(&error))?;
         if let Some(seq) = seq {
             self.metadata
                 .journal
@@ -590,7 +611,7 @@ impl Writeback {
         flight: &Flight,
         before: BTreeMap<u64, Extent>,
         new_extents: &[(u64, Extent)],
-    ) -> Result<(Option<u64>, Vec<BlockRun>), Errno> {
+    ) -> Result<(Option<u64>, Vec<BlockRun>), FileError> {
         let mut after = before.clone();
         let mut freed = Vec::new();
         for (offset, extent) in new_extents {
@@ -610,9 +631,13 @@ impl Writeback {
             .iter()
             .map(|(_, extent)| extent.clone())
             .collect();
-        let seq = self
-            .extents
-            .commit_written(ino, &before, &after, &written, Space::Reserve, |record| {
+        let seq = self.extents.commit_written(
+            ino,
+            &before,
+            &after,
+            &written,
+            Space::Reserve,
+            |record| {
                 record.size = record.size.max(size);
                 if let Some(mtime) = mtime {
                     record.mtime = mtime;
@@ -620,8 +645,8 @@ impl Writeback {
                     // the ctime later: it stays.
                     record.ctime = record.ctime.max(mtime);
                 }
-            })
-            .map_err(|error| writeback_errno(&error))?;
+            },
+        )?;
         Ok((seq, freed))
     }
 }
