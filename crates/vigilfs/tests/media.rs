@@ -1364,3 +1364,31 @@ fn a_writeback_in_flight_over_newly_failed_blocks_writes_its_pages_elsewhere() {
     Arc::try_unwrap(fs).ok().unwrap().unmount().unwrap();
     fixture.assert_fsck_clean();
 }
+
+/// While frozen, a notice the full queue cannot keep is refused (EBUSY),
+/// not answered "handled after the thaw" and dropped.
+#[test]
+fn a_notice_the_frozen_queue_cannot_keep_is_refused() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let start = fixture.main_region().start + 1024 * BLOCK;
+    fs.freeze().unwrap();
+    let mut refused = 0;
+    for index in 0..1030u64 {
+        match fs.notify_failure(
+            ByteRange::at(start + index * BLOCK, BLOCK),
+            Origin::operator("storm"),
+        ) {
+            Ok(report) => assert!(report.queued),
+            Err(error) => {
+                assert_eq!(error.errno(), libc::EBUSY, "{error}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(refused, 6);
+    fs.thaw().unwrap();
+    assert!(fs.settle_failures(SETTLE));
+    assert_eq!(fs.status().space.bad_blocks, 1024);
+    fs.unmount().unwrap();
+}

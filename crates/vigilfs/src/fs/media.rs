@@ -527,7 +527,14 @@ impl Shared {
         let result = self.handle_failure(range, origin.clone());
         match &result {
             Ok(FailureReport { queued: true, .. }) => {
-                self.media.intake.offer(range, origin);
+                if !self.media.intake.offer(range, origin) {
+                    // The caller hears it was not kept, not "handled after
+                    // the thaw".
+                    return Err(FsError::Busy(
+                        "the filesystem is frozen and its queue of failure notices is full: \
+                         report the failure again after the thaw",
+                    ));
+                }
             }
             Ok(_) => self.media.intake.count_direct(true),
             // A range that is not on the device is no notice.
