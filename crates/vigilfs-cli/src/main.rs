@@ -569,6 +569,24 @@ enum Command {
     },
 }
 
+impl Command {
+    /// Whether the command only prints and ends, like a Unix filter: when
+    /// its reader goes away (`vigilfs fsck disk.img | head -1`) it ends
+    /// quietly, killed by SIGPIPE as `cat` would be, instead of panicking
+    /// on the failed write. Not the commands that serve a mount or run
+    /// programs (mount, the crash lab, the demo, the event listener with
+    /// its hooks): those must outlive a reader that went away.
+    fn ends_with_its_reader(&self) -> bool {
+        !matches!(
+            self,
+            Command::Mount { .. }
+                | Command::Events(_)
+                | Command::CrashTest(_)
+                | Command::Demo { .. }
+        )
+    }
+}
+
 /// A size, or 0 (for "none").
 fn size_or_zero(text: &str) -> Result<ByteSize, String> {
     if text.trim() == "0" {
@@ -601,6 +619,13 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<u8, Failure> {
+    if cli.command.ends_with_its_reader() {
+        // SAFETY: setting a signal's disposition to its default, before
+        // any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match cli.command {
         Command::Mkfs {
             image,

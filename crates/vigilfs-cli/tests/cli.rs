@@ -394,3 +394,28 @@ fn a_pid_file_that_cannot_be_written_or_is_not_one_refuses_the_mount() {
         "IMPORTANT\n"
     );
 }
+
+/// `vigilfs fsck disk.img | head -1`: when the reader goes away the
+/// command ends as a Unix filter does (SIGPIPE), never with a panic (it
+/// exited 101 with "failed printing to stdout").
+#[test]
+fn a_reader_that_goes_away_ends_fsck_quietly() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let directory = tempfile::tempdir().unwrap();
+    vigilfs(&["mkfs", "disk.img", "--size", "64M"], directory.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vigilfs"))
+        .args(["fsck", "disk.img"])
+        .current_dir(directory.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first line, then the reader goes: later lines meet a closed pipe.
+    let mut first = [0u8; 1];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = text(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(output.status.code(), Some(101), "{stderr}");
+}
