@@ -359,13 +359,14 @@ pub fn name_owners(metadata: &Metadata, found: &mut [Owner]) -> Result<(), Failu
     let mut named = paths_of(&metadata.trees, &wanted)?;
     // The walk reads the entries in batches: a rename between two of them
     // can move a name from where the walk has not been to where it has
-    // been. A file still linked is looked for again, so it is never called
-    // unlinked for that.
+    // been. A file with fewer names found than links is looked for again,
+    // so it is never called unlinked, nor one of its names left out, for
+    // that.
     for _ in 0..NAMING_RETRIES {
         let missing: BTreeSet<u64> = wanted
             .iter()
             .copied()
-            .filter(|ino| named.get(ino).is_none_or(Vec::is_empty) && is_linked(metadata, *ino))
+            .filter(|ino| named.get(ino).map_or(0, Vec::len) < link_count(metadata, *ino))
             .collect();
         if missing.is_empty() {
             break;
@@ -388,13 +389,13 @@ pub fn name_owners(metadata: &Metadata, found: &mut [Owner]) -> Result<(), Failu
 /// Walks of the entries made again for files a walk found no name of.
 const NAMING_RETRIES: usize = 3;
 
-/// Whether `ino` has a link (an unreadable record counts as linked: it is
+/// The links of `ino` (an unreadable record counts as one: the file is
 /// looked for again, never called unlinked on a guess).
-fn is_linked(metadata: &Metadata, ino: u64) -> bool {
+fn link_count(metadata: &Metadata, ino: u64) -> usize {
     match metadata.trees.get(TreeId::Inodes, &inode_key(ino)) {
-        Ok(Some(value)) => InodeRecord::decode(&value).map_or(true, |record| record.nlink > 0),
-        Ok(None) => false,
-        Err(_) => true,
+        Ok(Some(value)) => InodeRecord::decode(&value).map_or(1, |record| record.nlink as usize),
+        Ok(None) => 0,
+        Err(_) => 1,
     }
 }
 
