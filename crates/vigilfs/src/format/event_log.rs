@@ -181,18 +181,30 @@ impl<const N: usize> InlineText<N> {
         len: 0,
     };
 
-    /// `text`, cut to `N` bytes at a character boundary.
+    /// `text`; one longer than `N` bytes is cut at a character boundary and
+    /// ends in `...`, so that a reader sees it was cut.
     pub fn new(text: &str) -> InlineText<N> {
-        let mut end = text.len().min(N);
+        const CUT_MARK: &[u8] = b"...";
+        let cut = text.len() > N && N > CUT_MARK.len();
+        let mut end = if cut {
+            N - CUT_MARK.len()
+        } else {
+            text.len().min(N)
+        };
         while !text.is_char_boundary(end) {
             end -= 1;
         }
         let mut bytes = [0; N];
         bytes[..end].copy_from_slice(&text.as_bytes()[..end]);
+        let mut len = end;
+        if cut {
+            bytes[end..end + CUT_MARK.len()].copy_from_slice(CUT_MARK);
+            len += CUT_MARK.len();
+        }
         InlineText {
             bytes,
             // N is at most 255 for every use here.
-            len: u8::try_from(end).unwrap_or(u8::MAX),
+            len: u8::try_from(len).unwrap_or(u8::MAX),
         }
     }
 
@@ -746,9 +758,11 @@ mod tests {
     }
 
     #[test]
-    fn text_is_cut_at_a_character_boundary() {
-        let text: InlineText<4> = InlineText::new("aé€");
-        assert_eq!(text.as_str(), "aé");
+    fn text_is_cut_at_a_character_boundary_and_says_it_was_cut() {
+        let text: InlineText<8> = InlineText::new("aé€€");
+        assert_eq!(text.as_str(), "aé...");
+        let whole: InlineText<8> = InlineText::new("aé€");
+        assert_eq!(whole.as_str(), "aé€", "a text that fits is kept whole");
     }
 
     #[test]

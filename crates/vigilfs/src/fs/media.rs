@@ -334,9 +334,9 @@ impl Shared {
     fn report_unrecorded(&self, origin: &Origin, range: ByteRange, error: FailureError) -> String {
         let why = error.to_string();
         if error.is_no_space() {
+            // What matters first: event texts are short.
             let text = format!(
-                "{origin}: what was marked at device bytes {range} is known to this mount \
-                 only: its records could not be written: {why}"
+                "marks not recorded, this mount only: device bytes {range}, {origin}: {why}"
             );
             self.health.report_with(
                 &Incident {
@@ -386,7 +386,7 @@ impl Shared {
                 // is lost, but the path to the medium returned wrong bytes
                 // once, which an operator wants to hear of (the read path's
                 // own mismatches were reported to their reader already).
-                let why = format!("{text}: the block read back intact (nothing lost)");
+                let why = format!("mismatch not repeated, nothing lost: {text}");
                 self.health.report_with(
                     &Incident {
                         kind: ErrorKind::Checksum,
