@@ -209,6 +209,7 @@ fn outcome_text(owner: &Value) -> String {
             outcome["healed"], outcome["lost"]
         ),
         "marked_bad" => "-> marked bad, never allocated again".into(),
+        "unmovable" => format!("-> cannot move: {}", outcome["why"].as_str().unwrap_or("")),
         "unused" => "-> nothing there".into(),
         "already_known" => "-> already known".into(),
         "not_confirmed" => "-> reads back intact: nothing done".into(),

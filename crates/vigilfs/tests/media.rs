@@ -1150,10 +1150,32 @@ fn owners_tell_live_journal_entries_from_idle_blocks_and_name_the_event_log() {
         .any(|owner| owner.kind == OwnerKind::Journal { live: false }));
     let everything = ByteRange::new(0, fixture.device.length());
     let found = fs.owners(everything, false).unwrap();
-    assert!(
-        found.iter().any(|owner| owner.kind == OwnerKind::EventLog),
-        "{found:#?}"
-    );
+    let log = found
+        .iter()
+        .find(|owner| owner.kind == OwnerKind::EventLog)
+        .unwrap_or_else(|| panic!("{found:#?}"))
+        .range;
+    // A notice there, or on idle journal blocks: reported as blocks that
+    // cannot move, nothing counted lost, the mount stays writable.
+    let idle = fs
+        .owners(ring, false)
+        .unwrap()
+        .into_iter()
+        .find(|owner| owner.kind == OwnerKind::Journal { live: false })
+        .unwrap()
+        .range;
+    for failed in [log, ByteRange::at(idle.start, BLOCK)] {
+        let events = listen(&fs);
+        let report = fs.notify_failure(failed, Origin::operator("ring")).unwrap();
+        assert!(
+            matches!(report.handled[0].outcome, Outcome::Unmovable { .. }),
+            "{:#?}",
+            report.handled
+        );
+        assert_eq!(report.lost_blocks(), 0);
+        assert!(!errors(&events).is_empty(), "an event says so");
+    }
+    assert_eq!(fs.status().state, LifeState::Running);
     fs.unmount().unwrap();
 }
 

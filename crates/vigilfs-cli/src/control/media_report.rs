@@ -10,7 +10,7 @@
 //!                 unwritten, poisoned
 //!           node: tree, level, block       journal: live      superblock: copy
 //! outcome   {kind, blocks, healed, lost, why}   kind: healed | lost | partly
-//!           | marked_bad | unused | already_known | not_confirmed
+//!           | marked_bad | unmovable | unused | already_known | not_confirmed
 //! report    {device_offset, device_length, origin, queued, owners_hit,
 //!            healed_blocks, lost_blocks, records_unsaved (null, or why
 //!            the bad blocks and lost data hold for this mount only),
@@ -78,6 +78,7 @@ pub fn outcome_json(outcome: &Outcome) -> Value {
         Outcome::Partly { healed, lost } => ("partly", healed + lost, *healed, *lost, None),
         Outcome::MarkedBad => ("marked_bad", 0, 0, 0, None),
         Outcome::Unused => ("unused", 0, 0, 0, None),
+        Outcome::Unmovable { blocks, why } => ("unmovable", *blocks, 0, 0, Some(why.clone())),
         Outcome::RewriteSuperblock => ("healed", 1, 1, 0, None),
         Outcome::AlreadyKnown => ("already_known", 0, 0, 0, None),
         Outcome::NotConfirmed => ("not_confirmed", 0, 0, 0, None),

@@ -70,9 +70,18 @@ pub enum Outcome {
     /// Nothing lived there (free space, an unwritten extent): the blocks
     /// were put on the bad-block list.
     MarkedBad,
-    /// Nothing of the filesystem's lives there (reserved bytes, journal
-    /// blocks no entry needs): nothing to do.
+    /// Nothing of the filesystem's lives there (reserved bytes): nothing
+    /// to do.
     Unused,
+    /// What lives there cannot move and stays on the failed blocks: a ring
+    /// written round and round (journal blocks no entry needs now, the
+    /// event log's region). Reported, nothing counted lost.
+    Unmovable {
+        /// Blocks.
+        blocks: u64,
+        /// What it means.
+        why: String,
+    },
     /// A superblock copy: the caller rewrites every copy.
     RewriteSuperblock,
     /// Known already (poisoned, or listed bad, by an earlier report).
@@ -196,10 +205,10 @@ pub fn handle(
         let outcome = match &owner.kind {
             OwnerKind::Bad => continue,
             OwnerKind::Unused => Outcome::Unused,
-            OwnerKind::EventLog => Outcome::Lost {
+            OwnerKind::EventLog => Outcome::Unmovable {
                 blocks: run.blocks,
-                why: "event records stored there may not read back; the log keeps \
-                      writing its ring there (it cannot move)"
+                why: "the event log writes its ring there: records kept there may not read \
+                      back (those already read are in memory and on the other blocks)"
                     .into(),
             },
             OwnerKind::Superblock { copy } => {
@@ -561,11 +570,16 @@ fn node_still_at(context: &Context<'_>, tree: TreeId, level: u8, block: u64) -> 
 /// Journal blocks: if entries replay still needs lie there, write every
 /// dirty node and reclaim, so no entry before the newest is needed.
 fn handle_journal(context: &Context<'_>, range: ByteRange, live: bool) -> Outcome {
-    if !live {
-        return Outcome::Unused;
-    }
     let block_size = u64::from(context.layout.block_size);
     let blocks = range.end.div_ceil(block_size) - range.start / block_size;
+    if !live {
+        return Outcome::Unmovable {
+            blocks,
+            why: "no journal entry needs these blocks now; the journal writes them again \
+                  when its ring wraps"
+                .into(),
+        };
+    }
     if !context.writable {
         return Outcome::Lost {
             blocks,

@@ -287,7 +287,10 @@ impl Shared {
         let marked = handled.iter().any(|item| {
             !matches!(
                 item.outcome,
-                Outcome::Unused | Outcome::AlreadyKnown | Outcome::NotConfirmed
+                Outcome::Unused
+                    | Outcome::Unmovable { .. }
+                    | Outcome::AlreadyKnown
+                    | Outcome::NotConfirmed
             )
         });
         let unrecorded = match unrecorded {
@@ -417,7 +420,7 @@ impl Shared {
             Outcome::Healed { blocks } => (0, *blocks),
             Outcome::Lost { blocks, .. } => (*blocks, 0),
             Outcome::Partly { healed, lost } => (*lost, *healed),
-            Outcome::MarkedBad => (0, 0),
+            Outcome::MarkedBad | Outcome::Unmovable { .. } => (0, 0),
             Outcome::RewriteSuperblock
             | Outcome::Unused
             | Outcome::AlreadyKnown
