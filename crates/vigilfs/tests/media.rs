@@ -1071,7 +1071,7 @@ fn a_whole_device_failure_is_reported_owner_by_owner_even_when_the_bad_list_cann
 }
 
 /// On a read-only mount a notice can only mark in memory: the report says
-/// that nothing was recorded (it used to report the marks as if they were
+/// that the marks were not recorded (it used to report the marks as if they were
 /// remembered, and a remount forgot them without a word).
 #[test]
 fn a_notice_on_a_read_only_mount_says_nothing_was_recorded() {
@@ -1089,7 +1089,7 @@ fn a_notice_on_a_read_only_mount_says_nothing_was_recorded() {
         .notify_failure(ByteRange::at(block * BLOCK, BLOCK), Origin::operator("ro"))
         .unwrap();
     let why = report.unrecorded.as_deref().expect("the report says so");
-    assert!(why.contains("nothing was recorded"), "{why}");
+    assert!(why.contains("marks were not recorded"), "{why}");
     fs.unmount().unwrap();
 }
 

@@ -296,8 +296,8 @@ impl Shared {
         let unrecorded = match unrecorded {
             Some(error) => Some(self.report_unrecorded(&origin, range, error)),
             None if !writable && marked => Some(
-                "the filesystem may not write (read-only or shut down): nothing was recorded, \
-                 and what was marked holds only until it is unmounted"
+                "the filesystem may not write (read-only or shut down): the bad-block and \
+                 lost-data marks were not recorded, and hold only until it is unmounted"
                     .to_string(),
             ),
             None => None,
