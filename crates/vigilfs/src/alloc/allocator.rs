@@ -57,7 +57,7 @@
 //! [`data_available`]: Allocator::data_available
 //! [`allocate_promised`]: Allocator::allocate_promised
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::bad_blocks;
@@ -123,6 +123,10 @@ pub struct Allocator {
     /// Dirty b-tree nodes, each to take a block when written: kept by the node cache.
     dirty_nodes: Arc<AtomicU64>,
     rmap_nodes: Arc<RmapNodes>,
+    /// Whether any block is bad: lets [`Allocator::first_bad_in`], asked
+    /// at every writeback commit, answer without the lock on a healthy
+    /// device. Only ever set (the bad list never shrinks).
+    any_bad: AtomicBool,
     state: Mutex<AllocatorState>,
 }
 
@@ -151,6 +155,7 @@ impl Allocator {
             preallocated_pages: Arc::new(AtomicU64::new(0)),
             dirty_nodes: Arc::new(AtomicU64::new(0)),
             rmap_nodes: Arc::new(RmapNodes::new()),
+            any_bad: AtomicBool::new(false),
             state: Mutex::new(AllocatorState {
                 space: FreeSpace::new(region.start, blocks),
                 bad: Vec::new(),
@@ -356,6 +361,7 @@ impl Allocator {
         }
         state.space.mark_bad(extent)?;
         state.bad.push(extent);
+        self.any_bad.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -367,6 +373,9 @@ impl Allocator {
 
     /// The first bad block of `extent`, if any is bad.
     pub fn first_bad_in(&self, extent: Extent) -> Option<u64> {
+        if !self.any_bad.load(Ordering::Acquire) {
+            return None;
+        }
         self.lock().space.first_bad_in(extent)
     }
 
@@ -430,6 +439,9 @@ impl Allocator {
         }
         for &extent in &state.bad {
             space.mark_bad(extent).map_err(|error| error.to_string())?;
+        }
+        if space.bad_blocks() > 0 {
+            self.any_bad.store(true, Ordering::Release);
         }
         state.space = space;
         self.rmap_nodes.replace(nodes);
