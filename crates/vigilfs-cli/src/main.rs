@@ -429,8 +429,8 @@ enum Command {
     /// and a summary: bytes checked, failures, owners hit, healed, lost.
     ///
     /// Exit status: 0 nothing lost, 4 data or metadata lost (found now, or
-    /// poisoned earlier and not rewritten since; on an image, failures
-    /// found), 8 the scrub could not run, 1 refused (not root nor the
+    /// poisoned earlier and not rewritten since, on a mount or an image),
+    /// 8 the scrub could not run, 1 refused (not root nor the
     /// user who mounted).
     ///
     /// Examples:

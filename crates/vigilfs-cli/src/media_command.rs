@@ -495,6 +495,7 @@ fn scrub_image(image_path: &Path, rate: Option<u64>, as_json: bool) -> Result<u8
     };
     let outcome = scrub::run(&scrubber, scrub::Cursor::START, options, &mut sink);
     sink.display.finish();
+    let known_lost = image.metadata.poison.len() as u64;
     let stats = outcome.map_err(|error| {
         Failure::operational(format!("scrub: {}: {error}", image_path.display()))
     })?;
@@ -528,6 +529,7 @@ fn scrub_image(image_path: &Path, rate: Option<u64>, as_json: bool) -> Result<u8
                 "bytes": stats.bytes,
                 "findings": findings,
                 "unreadable": stats.unreadable,
+                "poisoned_runs": known_lost,
                 "elapsed_seconds": stats.elapsed.as_secs_f64(),
             })
         );
@@ -555,8 +557,15 @@ fn scrub_image(image_path: &Path, rate: Option<u64>, as_json: bool) -> Result<u8
             human_bytes((stats.bytes as f64 / seconds.max(0.001)) as u64),
             findings.len()
         );
+        if known_lost > 0 {
+            println!(
+                "{known_lost} runs of file data were lost before (scrub skips them): reads of \
+                 them fail until rewritten (fsck lists them)"
+            );
+        }
     }
-    Ok(if findings.is_empty() {
+    // Data lost before counts too, as on a mount: errors are left.
+    Ok(if findings.is_empty() && known_lost == 0 {
         CLEAN
     } else {
         ERRORS_LEFT

@@ -201,6 +201,15 @@ fn a_bad_block_under_a_file_is_lost_there_only_until_rewritten_and_never_reused(
     let fsck = vigilfs(&["fsck", scratch.img()]);
     assert_eq!(fsck.status.code(), Some(4), "{}", text(&fsck.stdout));
     assert!(text(&fsck.stdout).contains("/sub/alias, /victim"));
+    // An offline scrub agrees with fsck: errors are left (it exited 0
+    // with "0 failures found", as its read skips what is known lost).
+    let offline = vigilfs(&["scrub", scratch.img()]);
+    assert_eq!(offline.status.code(), Some(4), "{}", text(&offline.stdout));
+    assert!(
+        text(&offline.stdout).contains("lost before"),
+        "{}",
+        text(&offline.stdout)
+    );
     let pid = scratch.mount(&[]);
     assert_eq!(
         read_block(&victim, 5).unwrap_err().raw_os_error(),
