@@ -372,6 +372,38 @@ fn sync_leaves_no_dirty_node_and_only_the_roots_pin() {
     assert_eq!(btrees.check().unwrap().keys.iter().sum::<u64>(), 1000);
 }
 
+/// Writing a node moves it to a new block but keeps it cached there: the
+/// parent's new pointer must lead to the node already in memory. Reading
+/// everything back after the writes reads nothing from the device, and
+/// the cache holds as many nodes as before (a node cached under its old
+/// block only would be read again, and held twice).
+#[test]
+fn written_nodes_stay_cached_under_their_new_blocks() {
+    let device = memory_device(32 << 20);
+    let superblock = make_fs(device.as_ref());
+    let btrees = open(device, &superblock, None, 16 << 20);
+    for round in 0..3u32 {
+        for batch in 0..20u32 {
+            let mut transaction = btrees.transaction();
+            for index in batch * 100..(batch + 1) * 100 {
+                transaction
+                    .put(TreeId::Extents, &key(index), &value(index, round))
+                    .unwrap();
+            }
+            transaction.commit().unwrap();
+        }
+        btrees.sync().unwrap();
+    }
+    let before = btrees.status();
+    assert_eq!(before.dirty_nodes, 0);
+    assert!(before.nodes_written > 40, "{before:?}");
+    assert_eq!(all(&btrees, TreeId::Extents).len(), 2000);
+    btrees.check().unwrap();
+    let after = btrees.status();
+    assert_eq!(after.nodes_read, before.nodes_read, "{after:?}");
+    assert_eq!(after.cached_nodes, before.cached_nodes, "{after:?}");
+}
+
 /// A commit whose reservation finds the journal full while the ring is
 /// full of nodes only it could write (it holds the lock their writes
 /// need) must not fail for that, in any ring the journal accepts (40

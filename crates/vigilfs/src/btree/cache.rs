@@ -182,6 +182,28 @@ impl Cache {
         node
     }
 
+    /// Says that the node in `slot` now lives at `block`, just written with its entries: it
+    /// is clean and gets a new serial (pins naming the old one find nothing). Returns the old
+    /// block and the pin the node held if it was dirty; the caller releases both.
+    pub fn move_to_block(&mut self, slot: usize, block: u64) -> (u64, Option<DirtyPin>) {
+        let node = self.slots[slot].as_mut().expect("empty slot");
+        let old_block = std::mem::replace(&mut node.block, block);
+        let pin = node.dirty.take();
+        node.serial = self.next_serial;
+        node.referenced = true;
+        self.next_serial += 1;
+        if self.by_block.get(&old_block) == Some(&slot) {
+            self.by_block.remove(&old_block);
+        }
+        let previous = self.by_block.insert(block, slot);
+        debug_assert!(previous.is_none(), "block {block} cached twice");
+        if pin.is_some() {
+            self.dirty -= 1;
+            self.publish_dirty();
+        }
+        (old_block, pin)
+    }
+
     /// The node in `slot`.
     pub fn node(&self, slot: usize) -> &CachedNode {
         self.slots[slot].as_ref().expect("empty slot")

@@ -4,7 +4,8 @@
 //! children of one parent, cut their entries into pieces that fit a block (one piece for a
 //! plain write, several for a split, fewer than the run for a merge), write each piece to a
 //! newly allocated block, then journal one pointers record replacing the run's pointers with
-//! the pieces'. Under that record's reservation the parent is dirtied (pinned at the
+//! the pieces'. A plain write, the one reclaim makes all the time, copies nothing: the node
+//! is encoded where it is cached and stays in its slot under its new block. Under that record's reservation the parent is dirtied (pinned at the
 //! record's seq), the old children's pins are dropped (the journal then flushes the device
 //! before writing any entry, so the pieces are durable before the record that makes the
 //! old copies unnecessary), and the old blocks are freed at the record's seq. When the
@@ -23,7 +24,7 @@
 
 use std::sync::{Arc, Weak};
 
-use super::cache::CachedNode;
+use super::cache::{CachedNode, DirtyPin};
 use super::node::{self, pack, Body, NodeImage};
 use super::record::{self, Pointers, RootPointer, Update};
 use super::tree::child_index;
@@ -236,9 +237,7 @@ impl Shared {
             match self.allocator.allocate() {
                 Ok(block) => blocks.push(block),
                 Err(error) => {
-                    for &block in &blocks {
-                        self.allocator.free(block, 0);
-                    }
+                    self.release_unreferenced(&blocks);
                     return Err(error);
                 }
             }
@@ -254,46 +253,59 @@ impl Shared {
         images: &[NodeImage],
         blocks: &[u64],
     ) -> Result<(), BtreeError> {
-        let release = |blocks: &[u64]| {
-            for &block in blocks {
-                self.allocator.free(block, 0);
-            }
-        };
+        let encoded = self.encode_for_blocks(images.iter(), blocks)?;
+        self.write_encoded(state, &encoded, blocks)
+    }
+
+    /// Each image encoded for its block. On failure every block is returned to the
+    /// allocator as never referenced.
+    fn encode_for_blocks<'i>(
+        &self,
+        images: impl Iterator<Item = &'i NodeImage>,
+        blocks: &[u64],
+    ) -> Result<Vec<Vec<u8>>, BtreeError> {
         let block_size = self.geometry.block_size;
-        for (index, (image, &block)) in images.iter().zip(blocks).enumerate() {
-            let bytes = match node::encode(image, block, &self.geometry.uuid, block_size) {
-                Ok(bytes) => bytes,
-                Err(error) => {
-                    release(blocks);
-                    return Err(error.into());
-                }
-            };
-            if let Err(error) =
-                self.device
-                    .write_at(block * u64::from(block_size), &bytes, IoClass::Metadata)
+        images
+            .zip(blocks)
+            .map(|(image, &block)| node::encode(image, block, &self.geometry.uuid, block_size))
+            .collect::<Result<_, _>>()
+            .map_err(|error| {
+                self.release_unreferenced(blocks);
+                error.into()
+            })
+    }
+
+    fn release_unreferenced(&self, blocks: &[u64]) {
+        for &block in blocks {
+            self.allocator.free(block, 0);
+        }
+    }
+
+    /// Writes encoded nodes to their allocated blocks. On failure every block is returned to
+    /// the allocator as never referenced, except one whose write failed (it may be bad).
+    fn write_encoded(
+        &self,
+        state: &mut State,
+        encoded: &[Vec<u8>],
+        blocks: &[u64],
+    ) -> Result<(), BtreeError> {
+        let block_size = u64::from(self.geometry.block_size);
+        for (index, (bytes, &block)) in encoded.iter().zip(blocks).enumerate() {
+            if let Err(error) = self
+                .device
+                .write_at(block * block_size, bytes, IoClass::Metadata)
             {
-                release(&blocks[..index]);
-                release(&blocks[index + 1..]);
+                self.release_unreferenced(&blocks[..index]);
+                self.release_unreferenced(&blocks[index + 1..]);
                 return Err(error.into());
             }
         }
-        state.nodes_written += images.len() as u64;
+        state.nodes_written += encoded.len() as u64;
         // The entry that names these blocks (the parent's new pointer) must
         // not reach the disk before them. A dirty node's dropped pin says so
         // too, but a clean node moved (relocation) drops none.
         self.journal.order_before_next_entry();
         Ok(())
-    }
-
-    /// Allocates a block for each image and writes it.
-    fn write_images(
-        &self,
-        state: &mut State,
-        images: &[NodeImage],
-    ) -> Result<Vec<u64>, BtreeError> {
-        let blocks = self.allocate_blocks(images.len())?;
-        self.write_allocated(state, images, &blocks)?;
-        Ok(blocks)
     }
 
     /// Cuts `body` (covering `lower..upper` at `level`) into node images that fit.
@@ -337,10 +349,16 @@ impl Shared {
     /// at `seq`).
     fn retire(&self, state: &mut State, slot: usize, seq: u64) {
         let old: CachedNode = state.cache.remove(slot);
-        if let Some(dirty) = old.dirty {
+        self.release_replaced(old.block, old.dirty, seq);
+    }
+
+    /// Lets go of what a node's old copy held: its pin, if it was dirty (under the caller's
+    /// reservation), and its block (freed at `seq`).
+    fn release_replaced(&self, block: u64, dirty: Option<DirtyPin>, seq: u64) {
+        if let Some(dirty) = dirty {
             self.journal.unpin(dirty.pin);
         }
-        self.allocator.free(old.block, seq);
+        self.allocator.free(block, seq);
     }
 
     /// The parent of the non-root node in `slot`, and the node's index in it.
@@ -379,32 +397,52 @@ impl Shared {
         let (tree, level) = (head.image.tree, head.image.level);
         let lower = head.image.lower.clone();
         let upper = state.cache.node(run[run.len() - 1]).image.upper.clone();
-        let body = if level == 0 {
-            let mut entries = Vec::new();
-            for &slot in &run {
-                if let Body::Leaf(more) = &state.cache.node(slot).image.body {
-                    entries.extend(more.iter().cloned());
-                }
-            }
-            Body::Leaf(entries)
+        // The common write, one node that still fits, is one piece equal to the node: it is
+        // encoded from the cache and the node stays in its slot under its new block, instead
+        // of copying every entry into a new image and dropping the old one (reclaim writes
+        // leaves all the time, under the state lock).
+        let moved = run.len() == 1 && head.encoded <= self.geometry.capacity;
+        let images = if moved {
+            Vec::new()
         } else {
-            let mut entries = Vec::new();
-            for &slot in &run {
-                entries.extend(state.cache.node(slot).children().iter().cloned());
-            }
-            Body::Interior(entries)
+            let body = if level == 0 {
+                let mut entries = Vec::new();
+                for &slot in &run {
+                    if let Body::Leaf(more) = &state.cache.node(slot).image.body {
+                        entries.extend(more.iter().cloned());
+                    }
+                }
+                Body::Leaf(entries)
+            } else {
+                let mut entries = Vec::new();
+                for &slot in &run {
+                    entries.extend(state.cache.node(slot).children().iter().cloned());
+                }
+                Body::Interior(entries)
+            };
+            self.pieces(tree, level, &lower, upper.as_deref(), body)
         };
-        let images = self.pieces(tree, level, &lower, upper.as_deref(), body);
-        let blocks = self.write_images(state, &images)?;
+        let lowers: Vec<Box<[u8]>> = if moved {
+            vec![lower.clone()]
+        } else {
+            images.iter().map(|image| image.lower.clone()).collect()
+        };
+        let blocks = self.allocate_blocks(lowers.len())?;
+        let encoded = if moved {
+            self.encode_for_blocks(std::iter::once(&state.cache.node(run[0]).image), &blocks)?
+        } else {
+            self.encode_for_blocks(images.iter(), &blocks)?
+        };
+        self.write_encoded(state, &encoded, &blocks)?;
         let pointers = Pointers {
             tree,
             level: level + 1,
             lower: lower.to_vec(),
             upper: upper.as_ref().map(|upper| upper.to_vec()),
-            children: images
+            children: lowers
                 .iter()
                 .zip(&blocks)
-                .map(|(image, &block)| (image.lower.to_vec(), block))
+                .map(|(lower, &block)| (lower.to_vec(), block))
                 .collect(),
         };
         let encoded = record::encode_pointers(&pointers);
@@ -416,9 +454,7 @@ impl Shared {
         let owners = match self.prepare_owner_updates(state, tree, &added, &removed) {
             Ok(owners) => owners,
             Err(error) => {
-                for &block in &blocks {
-                    self.allocator.free(block, 0);
-                }
+                self.release_unreferenced(&blocks);
                 return Err(error);
             }
         };
@@ -428,9 +464,7 @@ impl Shared {
         {
             Ok(reservation) => reservation,
             Err(error) => {
-                for &block in &blocks {
-                    self.allocator.free(block, 0);
-                }
+                self.release_unreferenced(&blocks);
                 return Err(error.into());
             }
         };
@@ -443,21 +477,22 @@ impl Shared {
             return Err(self.fail(state, format!("pinning a parent failed: {error}")));
         }
         self.allocator.nodes_moved(tree, &added, &removed);
-        let replacement: Vec<(Box<[u8]>, u64)> = images
-            .iter()
-            .zip(&blocks)
-            .map(|(image, &block)| (image.lower.clone(), block))
-            .collect();
+        let replacement: Vec<(Box<[u8]>, u64)> = lowers.into_iter().zip(blocks.clone()).collect();
         state.cache.update(parent, |node| {
             if let Body::Interior(entries) = &mut node.image.body {
                 entries.splice(first..=last, replacement);
             }
         });
-        for slot in run {
-            self.retire(state, slot, seq);
-        }
-        for (image, block) in images.into_iter().zip(blocks) {
-            state.cache.insert(image, block);
+        if moved {
+            let (old_block, pin) = state.cache.move_to_block(run[0], blocks[0]);
+            self.release_replaced(old_block, pin, seq);
+        } else {
+            for slot in run {
+                self.retire(state, slot, seq);
+            }
+            for (image, block) in images.into_iter().zip(blocks) {
+                state.cache.insert(image, block);
+            }
         }
         drop(reservation);
         Ok(())
@@ -524,9 +559,7 @@ impl Shared {
         let owners = match self.prepare_owner_updates(state, tree, &added, &removed) {
             Ok(owners) => owners,
             Err(error) => {
-                for &block in &blocks {
-                    self.allocator.free(block, 0);
-                }
+                self.release_unreferenced(&blocks);
                 return Err(error);
             }
         };
@@ -546,9 +579,7 @@ impl Shared {
         let mut reservation = match self.journal.reserve_for_reclaim(bytes) {
             Ok(reservation) => reservation,
             Err(error) => {
-                for &block in &blocks {
-                    self.allocator.free(block, 0);
-                }
+                self.release_unreferenced(&blocks);
                 return Err(error.into());
             }
         };
