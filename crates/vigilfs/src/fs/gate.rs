@@ -19,9 +19,10 @@
 //! shut-down gate never opens again. Waiting writers are woken by thaw and
 //! by shutdown (which they then fail on), never left behind.
 
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::error::{FsError, FsResult};
+use crate::sync::Condvar;
 
 /// The filesystem's life state, as status reports show it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -63,13 +63,14 @@ mod ring;
 mod state;
 
 use std::fmt;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
 use crate::device::{BlockDevice, DeviceError, IoClass};
 use crate::format::{Layout, Superblock};
+use crate::sync::Condvar;
 use entry::HEADER_BYTES;
 pub use entry::{
     decode_entry, decode_header, record_bytes, DataClaim, DecodedEntry, EntryError, EntryHeader,
