@@ -13,7 +13,13 @@
 //!    would have made both durable never completed, so nothing acknowledged
 //!    depends on it. A claimed block the device cannot read does not make
 //!    its entry invalid: the entry may have been acknowledged, and the read
-//!    error is the data's, reported when the data is read.
+//!    error is the data's, reported when the data is read. Nor does one
+//!    read that differs: the block is read again, and only a difference
+//!    every read repeats counts. An acknowledged entry whose durability no
+//!    later entry recorded is checked too, and cutting it off loses it for
+//!    good (its blocks are destroyed), so a bit flipped once on the way
+//!    from the disk must not decide; a write that never landed reads the
+//!    same old contents every time.
 //! 4. Take the newest valid entry and follow its `prev_seq` links down to
 //!    its `last_seq`. If a link is missing:
 //!    * at or below `durable`: the journal lost acknowledged data (media
@@ -325,12 +331,18 @@ fn claim_holds(device: &dyn BlockDevice, claim: &DataClaim, block_size: u32) -> 
         .enumerate()
         .all(|(index, &checksum)| {
             let offset = claim.offset + index as u64 * block_bytes;
-            match device.read_at(offset, &mut block, IoClass::Data) {
-                Ok(()) => crc32c::crc32c(&block) == checksum,
-                Err(_) => true,
-            }
+            (0..CLAIM_READS).any(
+                |_| match device.read_at(offset, &mut block, IoClass::Data) {
+                    Ok(()) => crc32c::crc32c(&block) == checksum,
+                    Err(_) => true,
+                },
+            )
         })
 }
+
+/// Reads of a claimed block before its differing checksum says the data
+/// never landed (see step 3).
+const CLAIM_READS: usize = 3;
 
 fn read_entry(
     device: &dyn BlockDevice,
