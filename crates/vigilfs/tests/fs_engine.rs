@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use fserror::{EventKind, Group, GroupConfig};
+use fserror::{EventKind, Group, GroupConfig, Subtypes};
 use vigilfs::device::{
     BlockDevice, Errno, FaultDevice, FaultPlan, FaultRule, IoClass, MemoryDevice, Operations,
     SectorSize,
@@ -801,11 +801,16 @@ fn each_handle_hears_of_a_writeback_error_once_and_it_is_recorded() {
     fs.fsync(second, false).unwrap();
     // A monitor saw it without consuming anything.
     assert_eq!(fs.status().writeback_error, Some(libc::EIO));
-    let mut kinds = Vec::new();
-    while let Ok(event) = group.read_timeout(Duration::from_millis(20)) {
-        kinds.push(event.kind);
+    let errors: Vec<_> = std::iter::from_fn(|| group.read_timeout(Duration::from_millis(20)).ok())
+        .filter(|event| event.kind == EventKind::Error)
+        .collect();
+    assert!(!errors.is_empty(), "no error event");
+    // The pages stayed dirty and the retry wrote them: a writeback error,
+    // not lost data (every one was called lost).
+    for event in &errors {
+        assert!(event.subtypes.contains(Subtypes::WRITEBACK), "{event:?}");
+        assert!(!event.subtypes.contains(Subtypes::DATA_LOST), "{event:?}");
     }
-    assert!(kinds.contains(&EventKind::Error), "events: {kinds:?}");
     fs.release(first).unwrap();
     fs.release(second).unwrap();
     fs.unmount().unwrap();
@@ -1017,6 +1022,33 @@ fn shutdown_refuses_writes_keeps_reads_and_ends_the_event_stream() {
     assert_eq!(read_file(&fs, b"before"), b"written before the shutdown");
     fs.unmount().unwrap();
     fixture.assert_fsck_clean();
+}
+
+/// Data a shutdown without flushing leaves unwritten never reaches the
+/// disk: its writeback event says the data is lost (a failed writeback
+/// that keeps its pages for a retry does not).
+#[test]
+fn a_shutdown_without_flushing_reports_the_unwritten_data_lost() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let group = Group::new(GroupConfig::merge());
+    group.subscribe(fs.events()).unwrap();
+    let (_, handle) = fs
+        .create(ROOT_INO, b"unwritten", 0o644, read_write(), &root())
+        .unwrap();
+    fs.write(handle, 0, b"never written", &root()).unwrap();
+    fs.shutdown(false);
+    // The merging group folds the error into the SHUTDOWN event after it.
+    let lost: Vec<_> = std::iter::from_fn(|| group.read_timeout(Duration::from_millis(20)).ok())
+        .map(|event| event.subtypes)
+        .collect();
+    assert!(
+        lost.iter()
+            .any(|subtypes| subtypes.contains(Subtypes::WRITEBACK | Subtypes::DATA_LOST)),
+        "{lost:?}"
+    );
+    fs.release(handle).unwrap();
+    fs.unmount().unwrap();
 }
 
 #[test]

@@ -90,7 +90,9 @@ pub struct Health {
 
 fn subtypes_of(kind: ErrorKind) -> Subtypes {
     match kind {
-        ErrorKind::Writeback => Subtypes::WRITEBACK | Subtypes::DATA_LOST,
+        // A failed writeback keeps its pages dirty and retries them: lost only
+        // when writes stop, which says so (`Detail`).
+        ErrorKind::Writeback => Subtypes::WRITEBACK,
         ErrorKind::Read => Subtypes::READ,
         ErrorKind::Metadata => Subtypes::METADATA,
         ErrorKind::Checksum => Subtypes::CHECKSUM,

@@ -14,12 +14,14 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use fserror::Subtypes;
+
 use super::background::Background;
 use super::events::{EventLog, EventLogStatus, Notice, Writer};
 use super::faults::Faults;
 use super::gate::Gate;
 use super::handles::Handles;
-use super::health::{seconds_now, Health, Incident};
+use super::health::{seconds_now, Detail, Health, Incident};
 use super::media::{Media, MediaStatus, Worker};
 use super::scrubbing::BackgroundScrub;
 use super::settings::{LiveSettings, Settings, SettingsChange};
@@ -257,14 +259,20 @@ impl Shared {
                 (Some(first), Some(last)) => Some((first * 4096, (last - first + 1) * 4096)),
                 _ => None,
             };
-            self.health.report(&Incident {
-                kind: ErrorKind::Writeback,
-                errno: libc::EIO,
-                inode: Some((unwritten.ino, self.generation_of(unwritten.ino))),
-                range,
-                block: None,
-                origin: "not written: writes stopped",
-            });
+            self.health.report_with(
+                &Incident {
+                    kind: ErrorKind::Writeback,
+                    errno: libc::EIO,
+                    inode: Some((unwritten.ino, self.generation_of(unwritten.ino))),
+                    range,
+                    block: None,
+                    origin: "not written: writes stopped",
+                },
+                &Detail {
+                    subtypes: Subtypes::DATA_LOST,
+                    ..Detail::default()
+                },
+            );
         }
     }
 
