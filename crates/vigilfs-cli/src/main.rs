@@ -228,7 +228,7 @@ enum Command {
     ///   journal {next_seq, last_seq, written_seq, durable_seq, open_seq,
     ///            free_blocks, total_blocks, pins, blocked, failed,
     ///            reclaim_failures, last_reclaim_failure, reclaim_failing},
-    ///   writeback_error (null or {errno, name, message}),
+    ///   writeback_error (null or {errno, name, message, reported}),
     ///   errors {total, first, last, per_kind {KIND: {count, last_time}}}
     ///     (first/last: null or {time, errno, name, inode, block, kind, origin};
     ///      kinds: writeback, read, metadata, checksum, journal, media, other),

@@ -261,7 +261,16 @@ pub fn render(status: &Value) -> String {
     row(
         "writeback error",
         match status["writeback_error"]["message"].as_str() {
-            Some(message) => format!("{message} (not consumed: the next fsync/syncfs gets it)"),
+            Some(message) if status["writeback_error"]["reported"].as_bool() == Some(true) => {
+                format!(
+                    "{message}, the latest this mount (reported; descriptors open before it \
+                     that have not synced since still get it once)"
+                )
+            }
+            Some(message) => format!(
+                "{message}, the latest this mount (not reported yet: the next fsync or syncfs \
+                 gets it)"
+            ),
             None => "none".into(),
         },
     );

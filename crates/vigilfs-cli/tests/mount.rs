@@ -334,6 +334,18 @@ fn sync_reports_a_writeback_error_once() {
         "{message}"
     );
     scratch.inject(&["--clear"]);
+    // Reported now: status must not promise it to the next sync (it did,
+    // as long as the mount lived).
+    let status = scratch.status();
+    assert_eq!(status["writeback_error"]["reported"], true, "{status}");
+    let human = text(&vigilfs(&["status", scratch.mnt()]).stdout);
+    let line = human
+        .lines()
+        .find(|line| line.contains("writeback error"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(line.contains("(reported;"), "{human}");
+    assert!(!line.contains("next fsync"), "{line}");
     let second = vigilfs(&["sync", scratch.mnt()]);
     assert_eq!(second.status.code(), Some(0), "{}", text(&second.stderr));
     assert_eq!(fs::read(scratch.at("unsynced")).unwrap(), vec![9u8; 50_000]);

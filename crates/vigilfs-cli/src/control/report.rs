@@ -23,7 +23,9 @@
 //!                   open_seq, free_blocks, total_blocks, pins, blocked,
 //!                   failed, reclaim_failures, last_reclaim_failure,
 //!                   reclaim_failing}
-//! writeback_error  null or {errno, name, message}: peeked, consumes nothing
+//! writeback_error  null or {errno, name, message, reported}: the latest this
+//!                  mount, peeked (consumes nothing); reported: an fsync or
+//!                  syncfs has returned it
 //! errors           {total, first, last, per_kind}: the persistent record;
 //!                  first/last null or {time, errno, name, inode, block,
 //!                  kind, origin}; per_kind {KIND: {count, last_time}} for
@@ -180,6 +182,7 @@ pub fn status_json(fs: &Filesystem, plan: &FaultPlan, extra: &Map<String, Value>
             "errno": errno,
             "name": errno_name(errno),
             "message": describe_errno(errno),
+            "reported": status.writeback_error_reported,
         })),
         "errors": error_record_json(&status.error_record),
         "open_files": status.open_files,

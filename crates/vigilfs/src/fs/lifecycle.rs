@@ -164,6 +164,10 @@ pub struct Status {
     /// The latest writeback error of the filesystem this mount, if any
     /// (read with errseq peek: it stays reportable).
     pub writeback_error: Option<i32>,
+    /// Whether an fsync or syncfs has reported that error to anyone. Until
+    /// one does, the next opener's fsync or syncfs gets it; after, only
+    /// descriptors that were open before it and have not synced since.
+    pub writeback_error_reported: bool,
     /// Errors this filesystem ever recorded (persisted in the superblock).
     pub error_record: ErrorRecord,
     /// Open file handles.
@@ -587,6 +591,7 @@ impl Filesystem {
             journal: shared.metadata.journal.status(),
             dirty_nodes: shared.metadata.trees.status().dirty_nodes,
             writeback_error: shared.files.fs_peek().err().map(|error| error.errno()),
+            writeback_error_reported: shared.files.fs_error_reported(),
             error_record: shared.health.record(),
             open_files: shared.handles.open_files(),
             mount_count,

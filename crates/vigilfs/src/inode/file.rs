@@ -1312,6 +1312,12 @@ impl Files {
             .map_err(FileError::Writeback)
     }
 
+    /// Whether the latest filesystem writeback error was reported to an
+    /// fsync or syncfs (false while there is none). Never consumes.
+    pub fn fs_error_reported(&self) -> bool {
+        self.writeback.fs_errseq().state().reported
+    }
+
     /// The latest filesystem writeback error this mount, if any, for a
     /// monitor. Never consumes.
     pub fn fs_peek(&self) -> FileResult<()> {
