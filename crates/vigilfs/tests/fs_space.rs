@@ -15,7 +15,7 @@ use vigilfs::device::{BlockDevice, MemoryDevice, SectorSize};
 use vigilfs::format::{ErrorKind, ErrorsPolicy};
 use vigilfs::fs::{Filesystem, FsError, LifeState, MountOptions, OpenFlags, SetAttributes};
 use vigilfs::fsck::fsck;
-use vigilfs::inode::{Caller, FallocateMode, ROOT_INO};
+use vigilfs::inode::{Caller, FallocateMode, XattrFlags, ROOT_INO};
 use vigilfs::mkfs::{make_filesystem, MkfsOptions};
 
 const MIB: usize = 1 << 20;
@@ -362,6 +362,57 @@ fn the_file_that_filled_the_filesystem_can_be_deleted_at_once() {
     assert!(fs.statfs().unwrap().available_blocks > 1000);
     fs.unmount().expect("unmount");
     fixture.assert_fsck_clean();
+}
+
+/// Sets 3,000-byte extended attributes on `ino` until the space runs out;
+/// returns how many were set. Each fills most of a b-tree leaf.
+fn fill_with_xattrs(fs: &Filesystem, ino: u64) -> usize {
+    let value = vec![b'v'; 3000];
+    for count in 0.. {
+        let name = format!("user.k{count:06}");
+        match fs.setxattr(ino, name.as_bytes(), &value, XattrFlags::default(), &root()) {
+            Ok(()) => {}
+            Err(error) => {
+                assert_eq!(error.errno(), libc::ENOSPC, "{error}");
+                return count;
+            }
+        }
+    }
+    unreachable!()
+}
+
+/// A file, and a directory, whose extended attributes filled the
+/// filesystem can be deleted: their attributes go in as many transactions
+/// as it takes. One transaction deleting them all needed a block for every
+/// leaf they filled, and `rm` failed with ENOSPC even after a remount.
+#[test]
+fn inodes_whose_extended_attributes_filled_the_filesystem_can_be_deleted() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let empty = fs.statfs().unwrap().free_blocks;
+    let (file, handle) = create(&fs, b"attributes");
+    fs.release(handle).unwrap();
+    let set = fill_with_xattrs(&fs, file);
+    assert!(set > 1000, "{set} attributes filled 64 MiB?");
+    fs.unlink(ROOT_INO, b"attributes", &root())
+        .expect("unlink of a file full of attributes on a full filesystem");
+    let directory = fs.mkdir(ROOT_INO, b"dir", 0o755, &root()).unwrap().ino;
+    assert!(fill_with_xattrs(&fs, directory) > 1000);
+    fs.rmdir(ROOT_INO, b"dir", &root())
+        .expect("rmdir of a directory full of attributes on a full filesystem");
+    assert_still_running(&fs);
+    fs.unmount().expect("unmount");
+    fixture.assert_fsck_clean();
+    // Every block came back: the b-trees merged away the thousands of
+    // leaves the attributes had filled (emptied leaves used to stay, one
+    // merge each, pair by pair, never more).
+    let fs = fixture.mount();
+    let free = fs.statfs().unwrap().free_blocks;
+    assert!(
+        free + 16 >= empty,
+        "{free} blocks free of {empty} after the deletes"
+    );
+    fs.unmount().unwrap();
 }
 
 /// generic/274: space fallocated before the filesystem filled up is the

@@ -381,14 +381,15 @@ impl Shared {
         Ok((parent, index))
     }
 
-    /// Rewrites children `first..=last` of `parent` as new nodes (see the module comment).
+    /// Rewrites children `first..=last` of `parent` as new nodes (see the module comment);
+    /// returns the slots and serials of the nodes now in their place.
     pub(super) fn write_run(
         &self,
         state: &mut State,
         parent: usize,
         first: usize,
         last: usize,
-    ) -> Result<(), BtreeError> {
+    ) -> Result<Vec<(usize, u64)>, BtreeError> {
         let mut run = Vec::with_capacity(last - first + 1);
         for index in first..=last {
             run.push(self.child(state, parent, index)?);
@@ -483,19 +484,25 @@ impl Shared {
                 entries.splice(first..=last, replacement);
             }
         });
-        if moved {
+        let written = if moved {
             let (old_block, pin) = state.cache.move_to_block(run[0], blocks[0]);
             self.release_replaced(old_block, pin, seq);
+            vec![(run[0], state.cache.node(run[0]).serial)]
         } else {
             for slot in run {
                 self.retire(state, slot, seq);
             }
-            for (image, block) in images.into_iter().zip(blocks) {
-                state.cache.insert(image, block);
-            }
-        }
+            images
+                .into_iter()
+                .zip(blocks)
+                .map(|(image, block)| {
+                    let slot = state.cache.insert(image, block);
+                    (slot, state.cache.node(slot).serial)
+                })
+                .collect()
+        };
         drop(reservation);
-        Ok(())
+        Ok(written)
     }
 
     /// Writes `tree`'s root to a new block, splitting it under a new root if it is too big.
@@ -662,7 +669,7 @@ impl Shared {
             return self.write_root(state, tree);
         }
         let (parent, index) = self.locate_parent(state, slot)?;
-        self.write_run(state, parent, index, index)
+        self.write_run(state, parent, index, index).map(drop)
     }
 
     /// Splits oversized and merges underfull nodes among `candidates` (slot, serial), and
@@ -703,8 +710,15 @@ impl Shared {
             } else {
                 (index - 1, index)
             };
-            self.write_run(state, parent, first, last)?;
+            let written = self.write_run(state, parent, first, last)?;
             queue.push((parent, state.cache.node(parent).serial));
+            if written.len() < last - first + 1 {
+                // A merge that left fewer nodes may leave one still underfull (a run of
+                // emptied leaves merges pair by pair): look at it again. Only a merge that
+                // shrank the tree is followed, so this ends; one that only moved entries
+                // between two nodes could trade them back and forth.
+                queue.extend(written);
+            }
         }
         Ok(())
     }

@@ -80,6 +80,13 @@ const ORPHAN_PREFIX: u8 = b'O';
 /// within one journal entry. A file with more is deleted in batches.
 const EXTENTS_PER_TRANSACTION: usize = 512;
 
+/// Most extended-attribute records one transaction deletes. A record can
+/// fill a b-tree leaf alone (values up to a leaf's size), and a commit
+/// must find a block for every leaf it changes: sixteen fit in what a full
+/// filesystem keeps for deletions, a file with thousands did not, and could
+/// not be deleted at all.
+const XATTRS_PER_TRANSACTION: usize = 16;
+
 /// Longest walk up the directory tree before the parent chain is called
 /// corrupt (a cycle).
 const MAX_DEPTH: usize = 1 << 20;
@@ -532,9 +539,9 @@ fn delete_inode(
 /// non-directory goes with its last link, and its extents (collected into
 /// `freed`) with it — unless it is open: then it becomes an
 /// orphan, with no links and an orphan record, until its last close. A
-/// file with more extents than one transaction should delete becomes an
-/// orphan too, for [`Namespace::delete_if_orphan`] to delete in batches
-/// after the commit. Returns the inode if it was deleted.
+/// file with more extents, or an inode with more extended attributes, than
+/// one transaction should delete becomes an orphan too, for
+/// [`Namespace::delete_if_orphan`] to delete in batches after the commit. Returns the inode if it was deleted.
 /// Refuses to remove, rename or replace the entry naming `ino` when the
 /// inode is immutable or append-only (`may_delete`). Checked here, in the
 /// transaction that reads the entry anyway, so an unlink costs no second
@@ -563,7 +570,7 @@ fn drop_link(
         record.nlink <= 1
             && !open
             && !has_more_extents_than(transaction, ino, EXTENTS_PER_TRANSACTION)?
-    };
+    } && !xattr::has_more_than(transaction, ino, XATTRS_PER_TRANSACTION)?;
     if deletable {
         delete_inode(transaction, ino, kind, freed)?;
         return Ok(Some(ino));
@@ -696,13 +703,15 @@ impl Namespace {
         if record.nlink != 0 {
             return Ok(false);
         }
-        // The extents go in bounded transactions (the orphan record keeps
-        // the rest reachable if a crash comes between them), then the inode.
+        // The extents and the extended attributes go in bounded
+        // transactions (the orphan record keeps the rest reachable if a
+        // crash comes between them), then the inode.
         loop {
             let mut freed = Vec::new();
-            let remain =
+            let extents_remain =
                 delete_extents(&mut transaction, ino, EXTENTS_PER_TRANSACTION, &mut freed)?;
-            if !remain {
+            let xattrs_remain = xattr::delete_some(&mut transaction, ino, XATTRS_PER_TRANSACTION)?;
+            if !extents_remain && !xattrs_remain {
                 delete_inode(&mut transaction, ino, record.file_type(), &mut freed)?;
                 self.commit_freeing(transaction, freed)?;
                 self.metadata.poison.forget_inode(ino);
@@ -1211,9 +1220,10 @@ impl Namespace {
         let time = Timestamp::now();
         transaction.delete(TreeId::Dirents, &key.encode())?;
         let open = self.is_open(dirent.child);
-        drop_link(&mut transaction, dirent.child, time, open, &mut Vec::new())?;
+        let deleted = drop_link(&mut transaction, dirent.child, time, open, &mut Vec::new())?;
         touch_directory(&mut transaction, parent, -1, time)?;
         transaction.commit()?;
+        self.finish_drop(dirent.child, open, deleted)?;
         Ok(())
     }
 

@@ -510,6 +510,51 @@ pub fn delete_all(transaction: &mut Transaction<'_>, ino: u64) -> Result<(), Btr
     transaction.delete_range(TreeId::Xattrs, &start, end.as_ref().map(|end| &end[..]))
 }
 
+/// The first `limit + 1` attribute keys of `ino` (one more than asked
+/// for: whether more than `limit` exist).
+fn first_keys(
+    transaction: &Transaction<'_>,
+    ino: u64,
+    limit: usize,
+) -> Result<Vec<Vec<u8>>, BtreeError> {
+    let (start, end) = inode_range(ino);
+    let found = transaction.scan(
+        TreeId::Xattrs,
+        &start,
+        end.as_ref().map(|end| &end[..]),
+        limit.saturating_add(1),
+    )?;
+    Ok(found.into_iter().map(|(key, _)| key).collect())
+}
+
+/// Whether `ino` has more than `limit` attribute records (a value of
+/// several pieces counts each): too many for the transaction that deletes
+/// the inode.
+pub fn has_more_than(
+    transaction: &Transaction<'_>,
+    ino: u64,
+    limit: usize,
+) -> Result<bool, BtreeError> {
+    Ok(first_keys(transaction, ino, limit)?.len() > limit)
+}
+
+/// Deletes up to `limit` of `ino`'s attribute records; returns whether
+/// more remain.
+pub fn delete_some(
+    transaction: &mut Transaction<'_>,
+    ino: u64,
+    limit: usize,
+) -> Result<bool, BtreeError> {
+    let keys = first_keys(transaction, ino, limit)?;
+    let Some(first_kept) = keys.get(limit) else {
+        delete_all(transaction, ino)?;
+        return Ok(false);
+    };
+    let (start, _) = inode_range(ino);
+    transaction.delete_range(TreeId::Xattrs, &start, Some(first_kept))?;
+    Ok(true)
+}
+
 impl Xattrs {
     /// The extended attributes kept in `metadata`'s b-trees.
     pub fn new(metadata: Arc<Metadata>) -> Xattrs {
