@@ -178,9 +178,13 @@ impl PowerSwitch {
 
     /// Arms a cut at `point` of the current engine: when the operation is
     /// about to run for the `point.count`-th time from now, the power goes
-    /// at once (that operation and everything after it fails), `crashed`
-    /// runs, and the rest of the cut ([`PowerSwitch::cut`]) completes on a
-    /// thread of its own; `done` hears its outcome.
+    /// at once (that operation and everything after it fails) and
+    /// `crashed` runs, both before that operation answers: a machine stops
+    /// with its power, so the program `crashed` kills must not live on to
+    /// see the failure and act on it (it did, outside the mount: a shell
+    /// loop went on logging writes the cut had refused). The rest of the
+    /// cut ([`PowerSwitch::cut`]) completes on a thread of its own; `done`
+    /// hears its outcome.
     pub fn arm(
         self: &Arc<Self>,
         point: CutPoint,
@@ -194,12 +198,10 @@ impl PowerSwitch {
             point,
             Box::new(move || {
                 switch.cache.cut_power();
+                crashed();
                 let spawned = std::thread::Builder::new()
                     .name("vigilfs-power-cut".into())
-                    .spawn(move || {
-                        crashed();
-                        done(switch.cut(loss));
-                    });
+                    .spawn(move || done(switch.cut(loss)));
                 // Could not spawn: the power stays off; the mount fails
                 // every request until unmounted.
                 drop(spawned);

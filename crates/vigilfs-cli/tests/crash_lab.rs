@@ -688,6 +688,44 @@ done
     );
 }
 
+/// The workload stops where the power goes, as a machine does: a cut
+/// before write N leaves exactly N - 1 writes done, and the program never
+/// hears that write fail. A shell loop that never fsyncs used to go on
+/// after the refused write and log more (outside the mount) before it was
+/// killed, so the replay of a cut did not reproduce what the program did.
+#[test]
+fn the_workload_stops_at_the_write_the_power_cut() {
+    if fuse_missing("the_workload_stops_at_the_write_the_power_cut") {
+        return;
+    }
+    let scripts = tempfile::tempdir().unwrap();
+    let workload = r#"log="$1.$VIGILFS_CUT"
+: > "$log"
+for i in $(seq 1 60); do
+    echo "line $i" >> data.txt
+    echo "$i" >> "$log"
+done
+"#;
+    let output = crash_test(scripts.path(), workload, "true", &["--cuts", "8"]);
+    let report = json_of(&output);
+    assert_eq!(output.status.code(), Some(0), "{report:#}");
+    let mut checked = 0;
+    for trial in report["trials"].as_array().unwrap() {
+        let point = &trial["point"];
+        if point["operation"] != "write" || trial["cut_after_the_end"] == true {
+            continue;
+        }
+        let count = point["count"].as_u64().unwrap();
+        let log = scripts
+            .path()
+            .join(format!("acknowledged.{}", trial["index"]));
+        let logged = fs::read_to_string(&log).unwrap().lines().count() as u64;
+        assert_eq!(logged, count - 1, "cut before write {count}: {trial:#}");
+        checked += 1;
+    }
+    assert!(checked >= 4, "{report:#}");
+}
+
 #[test]
 fn a_process_that_escaped_the_workload_group_dies_with_the_power() {
     if fuse_missing("a_process_that_escaped_the_workload_group_dies_with_the_power") {
