@@ -108,6 +108,9 @@ struct Counts {
     writes: u64,
 }
 
+/// `--timeout`'s default (its text is the clap default above).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Where one trial cuts.
 fn cut_point(seed: u64, index: u32, counts: Counts) -> Option<CutPoint> {
     let mut random = SeededRandom::new(trial_seed(seed, index));
@@ -664,6 +667,10 @@ impl Run<'_> {
         );
         if self.args.torn {
             command.push_str(" --torn");
+        }
+        if self.timeout != DEFAULT_TIMEOUT {
+            // A trial that failed by its timeout must fail the same way again.
+            command.push_str(&format!(" --timeout {}", shell_quote(&self.args.timeout)));
         }
         for option in &self.args.options {
             command.push_str(&format!(" -o {}", shell_quote(option)));

@@ -543,7 +543,7 @@ got=$(sed -n 's/^version //p' state)
         scripts.path(),
         workload,
         check,
-        &["--cuts", "4", "--seed", "11"],
+        &["--cuts", "4", "--seed", "11", "--timeout", "30s"],
     );
     let report = json_of(&output);
     assert_eq!(output.status.code(), Some(1), "{report:#}");
@@ -566,6 +566,8 @@ got=$(sed -n 's/^version //p' state)
     let replay = failure["replay"].as_str().unwrap();
     let index = failure["index"].as_u64().unwrap().to_string();
     assert!(replay.contains("--seed 11") && replay.contains(&format!("--cut-index {index}")));
+    // A check that timed out must time out the same way in the replay.
+    assert!(replay.contains("--timeout 30s"), "{replay}");
     // The replay picks the same point and fails the same way.
     let again = crash_test(
         scripts.path(),
