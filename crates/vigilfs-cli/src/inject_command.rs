@@ -35,9 +35,10 @@ pub struct InjectArgs {
     #[arg(long)]
     pub fail_flushes: bool,
     /// The errno injected failures report: a name (EIO, ENOSPC, ETIMEDOUT,
-    /// EREMOTEIO, ...) or a number.
-    #[arg(long, value_name = "ERRNO", default_value = "EIO")]
-    pub errno: String,
+    /// EREMOTEIO, ...) or a number [default: EIO]. For rules that fail
+    /// (--fail-*, --flaky, --op, --path) only.
+    #[arg(long, value_name = "ERRNO")]
+    pub errno: Option<String>,
     /// Which I/O: data, metadata, journal, superblock or all (repeat the
     /// option or give a comma-separated list; default all).
     #[arg(long, value_name = "CLASS", value_delimiter = ',')]

@@ -169,6 +169,8 @@ fn parse_io(names: &[String], flush_allowed: bool) -> Result<Option<Operations>,
 
 fn errno(args: &InjectArgs) -> Result<Errno, Failure> {
     args.errno
+        .as_deref()
+        .unwrap_or("EIO")
         .parse()
         .map_err(|error| bad_arguments(format!("{error}")))
 }
@@ -212,6 +214,32 @@ pub fn rules_from(args: &InjectArgs) -> Result<Vec<String>, Failure> {
     }
     if args.limit == Some(0) {
         return Err(bad_arguments("--limit 0 would never fire"));
+    }
+    if args.skip == Some(u64::MAX) {
+        return Err(bad_arguments(format!(
+            "--skip {} would never fire",
+            u64::MAX
+        )));
+    }
+    if args.nth.is_some() && (args.skip.is_some() || args.limit.is_some()) {
+        return Err(bad_arguments(
+            "--nth says which match fails; drop --skip and --limit",
+        ));
+    }
+    if args.path.as_deref() == Some("") {
+        return Err(bad_arguments("--path needs a glob (`**/*` for every file)"));
+    }
+    let fails = args.fail_writes
+        || args.fail_reads
+        || args.fail_flushes
+        || (args.flaky.is_some() && !args.corrupt_reads)
+        || ((!args.op.is_empty() || args.path.is_some()) && args.delay.is_none());
+    if args.errno.is_some() && !fails {
+        return Err(bad_arguments(
+            "--errno sets the errno of --fail-*, --flaky, --op and --path failures; \
+             --corrupt-reads, --delay, --bad-blocks (EIO) and --enospc-after (ENOSPC) have \
+             their own or none",
+        ));
     }
     if !args.op.is_empty() || args.path.is_some() {
         return file_rule(args).map(|rule| vec![rule.to_string()]);
@@ -379,14 +407,9 @@ fn device_rules(args: &InjectArgs) -> Result<Vec<FaultRule>, Failure> {
             None => FaultRule::fail(errno(args)?),
         };
         // The n-th match only: let n - 1 through, fail one.
-        let (skip, limit) = match (args.nth, args.skip.is_some() || args.limit.is_some()) {
-            (Some(_), true) => {
-                return Err(bad_arguments(
-                    "--nth says which match fails; drop --skip and --limit",
-                ))
-            }
-            (Some(nth), false) => (nth - 1, Some(1)),
-            (None, _) => (args.skip.unwrap_or(0), args.limit),
+        let (skip, limit) = match args.nth {
+            Some(nth) => (nth - 1, Some(1)),
+            None => (args.skip.unwrap_or(0), args.limit),
         };
         rule.on(operations).after(skip, limit)
     };
@@ -596,6 +619,21 @@ mod tests {
             "drop --skip",
         );
         refused(&["--op", "fsync", "--limit", "0"], "never fire");
+        refused(
+            &["--fail-writes", "--skip", "18446744073709551615"],
+            "never fire",
+        );
+        refused(
+            &["--op", "fsync", "--nth", "2", "--limit", "5"],
+            "drop --skip",
+        );
+        refused(&["--path", "", "--fail-writes"], "needs a glob");
+        refused(&["--corrupt-reads", "--errno", "ENOSPC"], "their own");
+        refused(&["--delay", "1ms", "--errno", "EIO"], "their own");
+        refused(
+            &["--op", "fsync", "--delay", "1ms", "--errno", "EIO"],
+            "their own",
+        );
         refused(&["--fail-writes", "--io", "write"], "--io chooses");
         refused(
             &["--path", "x", "--delay", "1ms", "--io", "flush"],
