@@ -238,6 +238,42 @@ fn a_power_cut_needs_a_crashable_mount_and_crashable_needs_rw() {
     scratch.umount(pid);
 }
 
+/// A lying disk's cut says what the lie cost: the file fsynced while
+/// flushes were dropped is gone, and the report must not call every change
+/// durable (it said "nothing: every change is durable").
+#[test]
+fn a_power_cut_after_dropped_flushes_says_acknowledged_changes_were_lost() {
+    if fuse_missing("a_power_cut_after_dropped_flushes_says_acknowledged_changes_were_lost") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M", "-o", "crashable"]);
+    scratch.inject(&["--drop-flushes"]);
+    write_synced(&scratch.mountpoint.join("important"), b"acknowledged\n");
+    sync_directory(&scratch.mountpoint);
+    let cut = vigilfs(&["inject", scratch.mnt(), "--power-cut"]);
+    assert_eq!(cut.status.code(), Some(0), "{}", text(&cut.stderr));
+    let said = text(&cut.stdout);
+    assert!(!scratch.mountpoint.join("important").exists());
+    assert!(
+        said.contains("dropped") && said.contains("were lost too"),
+        "{said}"
+    );
+    // An honest disk again: once a flush has kept everything, a cut owes
+    // nothing to the lie.
+    scratch.inject(&["--clear"]);
+    write_synced(&scratch.mountpoint.join("after"), b"kept\n");
+    let json = json_of(&vigilfs(&[
+        "inject",
+        scratch.mnt(),
+        "--power-cut",
+        "--json",
+    ]));
+    assert_eq!(json["device"]["flushes_dropped"], 0, "{json:#}");
+    assert!(scratch.mountpoint.join("after").exists());
+    scratch.umount(pid);
+}
+
 /// The fault log as JSON entries.
 fn fault_log(scratch: &Scratch) -> Vec<Value> {
     let log = scratch.inject(&["--log", "--json"]);

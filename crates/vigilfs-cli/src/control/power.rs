@@ -68,7 +68,7 @@ pub fn unsynced(fs: &Filesystem) -> Response {
 
 /// What a cut did, as `power_cut` and `vigilfs crash-test --json` show it:
 /// `{cut, took_ms, replayed, torn, seed, device {sectors_unflushed,
-/// sectors_kept, sectors_torn}, lost {unsynced_json}}`.
+/// sectors_kept, sectors_torn, flushes_dropped}, lost {unsynced_json}}`.
 pub fn cut_report_json(report: &CutReport, loss: PowerLoss) -> Value {
     let seed = match loss {
         PowerLoss::Torn { seed } => Some(seed),
@@ -84,6 +84,7 @@ pub fn cut_report_json(report: &CutReport, loss: PowerLoss) -> Value {
             "sectors_unflushed": report.device.sectors_unflushed,
             "sectors_kept": report.device.sectors_kept,
             "sectors_torn": report.device.sectors_torn,
+            "flushes_dropped": report.device.flushes_dropped,
         },
         "lost": unsynced_json(&report.lost),
     })
@@ -91,7 +92,8 @@ pub fn cut_report_json(report: &CutReport, loss: PowerLoss) -> Value {
 
 /// `power_cut`: cuts the power and answers once the mount serves the state
 /// after the crash: `{cut, took_ms, replayed, torn, seed, device
-/// {sectors_unflushed, sectors_kept, sectors_torn}, lost {unsynced_json}}`.
+/// {sectors_unflushed, sectors_kept, sectors_torn, flushes_dropped}, lost
+/// {unsynced_json}}`.
 pub fn power_cut(power: Option<&PowerSwitch>, torn: bool, seed: u64) -> Response {
     let Some(power) = power else {
         return not_crashable("a power cut");

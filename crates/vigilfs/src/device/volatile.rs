@@ -62,6 +62,10 @@ pub struct PowerLossReport {
     pub sectors_kept: u64,
     /// Sectors that kept an older version than their newest.
     pub sectors_torn: u64,
+    /// Flushes acknowledged since the cache last emptied that kept nothing
+    /// (a lying disk, [`VolatileCache::set_drop_flushes`]): what the
+    /// filesystem was told is durable and the cut lost too.
+    pub flushes_dropped: u64,
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +81,9 @@ struct CacheState {
     drop_flushes: bool,
     /// Flushes acknowledged.
     flushes: u64,
+    /// Of those, acknowledged without keeping anything since the cache
+    /// last emptied.
+    flushes_dropped: u64,
 }
 
 /// A device with a volatile write cache in front of it. See the module
@@ -170,6 +177,7 @@ impl VolatileCache {
         state.bytes = 0;
         let mut report = PowerLossReport {
             sectors_unflushed: sectors.len() as u64,
+            flushes_dropped: std::mem::take(&mut state.flushes_dropped),
             ..PowerLossReport::default()
         };
         if let PowerLoss::Torn { seed } = loss {
@@ -243,6 +251,7 @@ impl VolatileCache {
         }
         state.sectors.clear();
         state.bytes = 0;
+        state.flushes_dropped = 0;
         Ok(())
     }
 
@@ -357,6 +366,7 @@ impl VolatileCache {
         )?;
         state.flushes += 1;
         if state.drop_flushes {
+            state.flushes_dropped += 1;
             return Ok(());
         }
         self.drain(&mut state, true, class)
@@ -514,8 +524,20 @@ mod tests {
         cache.write_at(0, &[9; SECTOR], IoClass::Data).unwrap();
         cache.flush(IoClass::Data).unwrap();
         assert_eq!(cache.flushes(), 1);
-        cache.restore_power(PowerLoss::DropUnflushed).unwrap();
+        let report = cache.restore_power(PowerLoss::DropUnflushed).unwrap();
         assert_eq!(first_bytes(&memory, 1), [0]);
+        // The cut says so: what the flush covered was lost too.
+        assert_eq!(report.flushes_dropped, 1);
+        // An honest flush after the lie keeps everything again.
+        cache.set_drop_flushes(false);
+        cache.write_at(0, &[9; SECTOR], IoClass::Data).unwrap();
+        cache.set_drop_flushes(true);
+        cache.flush(IoClass::Data).unwrap();
+        cache.set_drop_flushes(false);
+        cache.flush(IoClass::Data).unwrap();
+        let report = cache.restore_power(PowerLoss::DropUnflushed).unwrap();
+        assert_eq!(report.flushes_dropped, 0);
+        assert_eq!(first_bytes(&memory, 1), [9]);
     }
 
     #[test]
