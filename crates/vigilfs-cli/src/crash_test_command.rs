@@ -31,7 +31,7 @@ use std::io::{IsTerminal, Read};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -158,14 +158,27 @@ fn describe_point(point: CutPoint) -> String {
     format!("before {what} {}", point.count)
 }
 
-/// Set by SIGINT/SIGTERM: every wait stops, the trial is torn down.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// The signal (SIGINT, SIGTERM, SIGHUP) that interrupted the run, 0 for
+/// none: every wait stops, the trial is torn down.
+static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
 
+/// Ends the run as the signal asked, with the shell's exit code for a
+/// process it killed (128 + the signal): an interrupted run is not a run
+/// that could not be made.
 fn interrupted() -> Result<(), Failure> {
-    if INTERRUPTED.load(Ordering::Relaxed) {
-        Err(Failure::operational("interrupted"))
-    } else {
-        Ok(())
+    match INTERRUPTED.load(Ordering::Relaxed) {
+        0 => Ok(()),
+        signal => {
+            let name = match signal {
+                libc::SIGINT => "SIGINT",
+                libc::SIGTERM => "SIGTERM",
+                _ => "SIGHUP",
+            };
+            Err(Failure::with_code(
+                format!("interrupted by {name}: the trial in progress was torn down"),
+                128 + u8::try_from(signal).unwrap_or(0),
+            ))
+        }
     }
 }
 
@@ -369,7 +382,7 @@ impl Program {
                 self.kill();
                 return Ok(None);
             }
-            if INTERRUPTED.load(Ordering::Relaxed) {
+            if INTERRUPTED.load(Ordering::Relaxed) != 0 {
                 self.kill();
                 interrupted()?;
             }
@@ -587,7 +600,7 @@ impl Run<'_> {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
-            if INTERRUPTED.load(Ordering::Relaxed) {
+            if INTERRUPTED.load(Ordering::Relaxed) != 0 {
                 workload.kill();
                 interrupted()?;
             }
@@ -806,7 +819,7 @@ fn watch_for_interrupts() {
         .spawn(move || {
             while let Ok(signal) = pipe.next() {
                 if signal != signals::UNMOUNTED {
-                    INTERRUPTED.store(true, Ordering::Relaxed);
+                    INTERRUPTED.store(i32::from(signal), Ordering::Relaxed);
                 }
             }
         });
@@ -896,7 +909,7 @@ fn run_trials(run: &Run<'_>) -> Result<u8, Failure> {
         let trial = match run.trial(index, counts) {
             Ok(trial) => trial,
             Err(failure) => {
-                if INTERRUPTED.load(Ordering::Relaxed) {
+                if INTERRUPTED.load(Ordering::Relaxed) != 0 {
                     // A trial cut short proves nothing: nothing of it is
                     // kept (the lab mount is already down).
                     run.remove_trial_files(&format!("cut-{index}"));

@@ -498,7 +498,9 @@ enum Command {
     ///
     /// Exit status: 0 every check held, 1 a check or fsck failed, 2 bad
     /// arguments, 8 the run could not be made (the workload or
-    /// the check fails without any cut, a mount failed...).
+    /// the check fails without any cut, a mount failed...), 130, 143 or
+    /// 129 interrupted by SIGINT, SIGTERM or SIGHUP (the trial in progress
+    /// torn down).
     ///
     /// Examples:
     ///   vigilfs crash-test --workload "sqlite3 t.db < $HOME/load.sql" \
