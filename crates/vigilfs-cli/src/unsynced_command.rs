@@ -16,13 +16,23 @@ use crate::failure::Failure;
 /// Most ranges shown per file (the JSON has them all).
 const RANGES_SHOWN: usize = 8;
 
-fn path_or_inode(paths: &Value, inode: &Value) -> String {
-    let inode = inode
+/// A file's names (every one: hard links too), or why it has none.
+fn file_name(file: &Value) -> String {
+    let inode = file["inode"]
         .as_u64()
         .map_or("?".to_string(), |ino| ino.to_string());
-    match paths.as_array().and_then(|paths| paths.first()) {
-        Some(path) => format!("{} (inode {inode})", path.as_str().unwrap_or("?")),
-        None => format!("inode {inode} (no known path)"),
+    let paths: Vec<&str> = file["paths"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if !paths.is_empty() {
+        format!("{} (inode {inode})", paths.join(", "))
+    } else if file["unlinked"] == true {
+        format!("inode {inode} (deleted, still open)")
+    } else {
+        format!("inode {inode} (no path found)")
     }
 }
 
@@ -57,7 +67,7 @@ pub fn describe_unsynced(unsynced: &Value) -> Vec<String> {
         let more = ranges.len().saturating_sub(RANGES_SHOWN);
         lines.push(format!(
             "  {}: {} bytes at {}{}",
-            path_or_inode(&file["paths"], &file["inode"]),
+            file_name(file),
             file["bytes"].as_u64().unwrap_or(0),
             ranges[..ranges.len().min(RANGES_SHOWN)].join(", "),
             if more > 0 {
@@ -86,7 +96,8 @@ pub fn describe_unsynced(unsynced: &Value) -> Vec<String> {
         match (path, change["new_path"].as_str()) {
             (Some(path), Some(new_path)) => line.push_str(&format!(" {path} -> {new_path}")),
             (Some(path), None) => line.push_str(&format!(" {path}")),
-            (None, _) => {}
+            (None, Some(new_path)) => line.push_str(&format!(" -> {new_path}")),
+            (None, None) => {}
         }
         if let Some(inode) = inode {
             line.push_str(&format!(" (inode {inode})"));

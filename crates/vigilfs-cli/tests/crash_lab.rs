@@ -274,6 +274,69 @@ fn a_power_cut_after_dropped_flushes_says_acknowledged_changes_were_lost() {
     scratch.umount(pid);
 }
 
+/// After a power cut the mount has looked nothing up, yet `unsynced`
+/// names what it would lose: files by their paths (every hard link), a
+/// file unlinked while open as such, a new link by its new name. They
+/// were "inode 10 (no known path)" and "link (inode 2)".
+#[test]
+fn unsynced_names_files_a_recovered_mount_never_looked_up() {
+    if fuse_missing("unsynced_names_files_a_recovered_mount_never_looked_up") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M", "-o", "crashable,writeback_interval=3600"]);
+    let root = &scratch.mountpoint;
+    fs::create_dir(root.join("d")).unwrap();
+    write_synced(&root.join("d/t4"), b"synced before the cut");
+    write_synced(&root.join("gone"), b"synced before the cut");
+    fs::hard_link(root.join("d/t4"), root.join("d/second")).unwrap();
+    sync_directory(&root.join("d"));
+    sync_directory(root);
+    let cut = vigilfs(&["inject", scratch.mnt(), "--power-cut"]);
+    assert_eq!(cut.status.code(), Some(0), "{}", text(&cut.stderr));
+    OpenOptions::new()
+        .write(true)
+        .open(root.join("d/t4"))
+        .unwrap()
+        .write_all_at(b"unsynced", 0)
+        .unwrap();
+    let held = OpenOptions::new()
+        .write(true)
+        .open(root.join("gone"))
+        .unwrap();
+    held.write_all_at(b"unsynced", 0).unwrap();
+    fs::remove_file(root.join("gone")).unwrap();
+    fs::hard_link(root.join("d/t4"), root.join("d/third")).unwrap();
+    let unsynced = json_of(&vigilfs(&["unsynced", scratch.mnt(), "--json"]));
+    let files = unsynced["files"].as_array().unwrap();
+    let t4 = files
+        .iter()
+        .find(|file| file["unlinked"] == false)
+        .expect("d/t4's data");
+    let mut paths: Vec<&str> = t4["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    paths.sort_unstable();
+    assert!(!paths.is_empty(), "{unsynced:#}");
+    assert!(
+        paths.iter().all(|path| path.starts_with("d/")),
+        "{unsynced:#}"
+    );
+    assert!(
+        files.iter().any(|file| file["unlinked"] == true),
+        "{unsynced:#}"
+    );
+    let said = text(&vigilfs(&["unsynced", scratch.mnt()]).stdout);
+    assert!(said.contains("(deleted, still open)"), "{said}");
+    assert!(said.contains("d/third"), "{said}");
+    assert!(!said.contains("no known path"), "{said}");
+    drop(held);
+    scratch.umount(pid);
+}
+
 /// The fault log as JSON entries.
 fn fault_log(scratch: &Scratch) -> Vec<Value> {
     let log = scratch.inject(&["--log", "--json"]);

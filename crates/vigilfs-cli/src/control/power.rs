@@ -12,8 +12,9 @@ use crate::power_cut::{CutError, CutReport, PowerSwitch};
 /// What a cut would lose (or lost) as JSON:
 ///
 /// ```text
-/// files           [{inode, paths, size, ranges [{offset, length}], bytes}]
-///                 data not written back, by file
+/// files           [{inode, paths, unlinked, size, ranges [{offset, length}],
+///                 bytes}] data not written back, by file (unlinked: no name
+///                 left, still open)
 /// changes         [{seq, operation, inode, path, new_path}] metadata
 ///                 changes whose journal entry is not durable, oldest first
 /// omitted_changes older pending changes not remembered one by one
@@ -33,6 +34,7 @@ pub fn unsynced_json(unsynced: &Unsynced) -> Value {
             json!({
                 "inode": file.ino,
                 "paths": file.paths,
+                "unlinked": file.unlinked,
                 "size": file.size,
                 "ranges": ranges,
                 "bytes": bytes,

@@ -16,8 +16,12 @@ use crate::device::{FaultRuleError, RuleId};
 pub struct UnsyncedData {
     /// The inode.
     pub ino: u64,
-    /// Its known paths.
+    /// Its paths: those the mount learned from lookups, else one found by
+    /// walking the namespace (a mount after a power cut knows none yet).
     pub paths: Vec<String>,
+    /// Whether it has no name left (unlinked, still open): its data dies
+    /// with it anyway.
+    pub unlinked: bool,
     /// The byte ranges not written back.
     pub ranges: Vec<(u64, u64)>,
     /// The size writes gave it.
@@ -107,6 +111,13 @@ impl Filesystem {
         self.shared.faults.armed_power_cut()
     }
 
+    /// A path of `ino` relative to the root ("" for the root) found by
+    /// walking the namespace, for what the mount has not looked up.
+    fn found_path(&self, ino: u64) -> Option<String> {
+        self.path_of(ino, super::paths::DEFAULT_BUDGET)
+            .map(|path| path.trim_start_matches('/').to_string())
+    }
+
     /// What a power cut would lose now: every file's data not written back
     /// (dirty pages are exactly that: a page is clean only once its
     /// writeback is durable) and every metadata change whose journal entry
@@ -115,17 +126,22 @@ impl Filesystem {
         let shared = &self.shared;
         let journal = shared.metadata.journal.status();
         let (pending, omitted_changes) = shared.changes.pending(journal.durable_seq);
+        let entry_path = |(dir, name): &(u64, Vec<u8>)| {
+            shared.faults.entry_path(*dir, name).or_else(|| {
+                let dir = self.found_path(*dir)?;
+                let name = String::from_utf8_lossy(name);
+                Some(if dir.is_empty() {
+                    name.into_owned()
+                } else {
+                    format!("{dir}/{name}")
+                })
+            })
+        };
         let changes = pending
             .into_iter()
             .map(|change| UnsyncedChange {
-                path: change
-                    .entry
-                    .as_ref()
-                    .and_then(|(dir, name)| shared.faults.entry_path(*dir, name)),
-                new_path: change
-                    .new_entry
-                    .as_ref()
-                    .and_then(|(dir, name)| shared.faults.entry_path(*dir, name)),
+                path: change.entry.as_ref().and_then(entry_path),
+                new_path: change.new_entry.as_ref().and_then(entry_path),
                 change,
             })
             .collect();
@@ -135,7 +151,16 @@ impl Filesystem {
             .into_iter()
             .map(|unwritten| UnsyncedData {
                 ino: unwritten.ino,
-                paths: shared.faults.paths(unwritten.ino),
+                paths: match shared.faults.paths(unwritten.ino) {
+                    known if known.is_empty() => {
+                        self.found_path(unwritten.ino).into_iter().collect()
+                    }
+                    known => known,
+                },
+                unlinked: shared
+                    .namespace
+                    .getattr(unwritten.ino)
+                    .is_ok_and(|record| record.nlink == 0),
                 ranges: unwritten
                     .runs
                     .iter()
