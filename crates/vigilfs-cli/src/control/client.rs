@@ -53,6 +53,12 @@ impl ClientError {
             ClientError::Server(reply) if reply.kind == ErrorKind::Busy => {
                 Failure::operational(format!("{prefix}: {}", reply.message))
             }
+            // What the mount refused as meaningless (a range past the end of
+            // its device, a setting out of bounds) is a bad argument, as the
+            // ones the command line refuses itself.
+            ClientError::Server(reply) if reply.kind == ErrorKind::BadRequest => {
+                Failure::arguments(format!("{prefix}: {}", reply.message))
+            }
             ClientError::Server(reply) => Failure::usage(format!("{prefix}: {}", reply.message)),
         }
     }

@@ -122,7 +122,13 @@ pub fn remove(fs: &Filesystem, plan: &FaultPlan, id: u64) -> Response {
             fs.note_fault_rules(&format!("cleared {text}"), active(fs, plan));
             Response::success(json!({ "removed": [listed] }))
         }
-        None => bad_request(format!("no fault rule with id {id}")),
+        // Not a meaningless request: a rule that is gone (fired its limit,
+        // cleared by someone else) is a lookup that failed.
+        None => Response::failure(
+            ErrorKind::Failed,
+            format!("no fault rule with id {id}"),
+            Some(libc::ENOENT),
+        ),
     }
 }
 
