@@ -867,6 +867,43 @@ fn a_checksum_mismatch_is_eio_and_an_event() {
     fs.unmount().unwrap();
 }
 
+/// Recovery cuts off an entry whose claimed data does not match (the data
+/// never landed, or rotted before a later entry recorded it durable): the
+/// README's one limit. It did so in silence: no event, nothing in the error
+/// record, a clean fsck, a file gone.
+#[test]
+fn entries_recovery_cuts_off_for_unmatched_data_are_an_error_on_record() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let ino = write_file(&fs, b"fsynced", &vec![0x3c; 4096]);
+    assert!(ino > 0);
+    // Gone before a background round records the fsync durable.
+    fs.shutdown(false);
+    fs.unmount().ok();
+    let image = fixture.memory.to_image();
+    let at = image
+        .chunks(4096)
+        .position(|block| block == vec![0x3c; 4096].as_slice())
+        .expect("the data block");
+    let mut rotten = vec![0x3c; 4096];
+    rotten[7] ^= 0x40;
+    fixture
+        .memory
+        .write_at(at as u64 * 4096, &rotten, IoClass::Data)
+        .unwrap();
+    let fs = fixture.mount();
+    let record = fs.status().error_record;
+    assert_eq!(record.counter(ErrorKind::Journal).count, 1, "{record:?}");
+    assert!(
+        record
+            .last
+            .as_ref()
+            .is_some_and(|last| last.origin.as_str().starts_with("recovery cut entries")),
+        "{record:?}"
+    );
+    fs.unmount().unwrap();
+}
+
 #[test]
 fn background_writeback_cleans_dirty_data_without_fsync() {
     let fixture = Fixture::new();

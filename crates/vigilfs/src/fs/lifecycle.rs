@@ -377,6 +377,21 @@ impl Filesystem {
             superblock.error_record.clone(),
             Arc::clone(&log),
         ));
+        if let Some(&first) = metadata.recovery.unmet_claims.first() {
+            // Entries on the device whose data did not match: written but
+            // never flushed, or, if an fsync had acknowledged them and no
+            // later entry recorded that, rotted since (README: the one
+            // limit). Recovery cut them off; that must not pass in silence.
+            health.report(&Incident {
+                kind: ErrorKind::Journal,
+                errno: libc::EIO,
+                inode: None,
+                range: None,
+                block: None,
+                // Fits an event's text (the error record keeps its start).
+                origin: &format!("recovery cut entries {first}+: data mismatch"),
+            });
+        }
         let faults = Arc::new(Faults::new(options.fault_plan.clone()));
         if let Some(plan) = &options.fault_plan {
             plan.set_file_faults(Arc::clone(&faults) as Arc<dyn FileFaults>);
