@@ -8,8 +8,9 @@
 //!    the allocator keeps back from ordinary transactions ([`Transaction::may_use_reserve`]
 //!    lifts that for deletions and the writeback of promised data). Short of space while
 //!    blocks freed by earlier commits wait for those to be durable, it flushes the journal
-//!    and checks again; only then is it a clean [`BtreeError::NoSpace`]. Any failure here
-//!    changes nothing;
+//!    and checks again; while dirty nodes hold room (after a replay, every node the journal
+//!    changed), it writes them back and checks again; only then is it a clean
+//!    [`BtreeError::NoSpace`]. Any failure here changes nothing;
 //! 2. takes ONE journal reservation and appends ONE record holding every update, so the
 //!    transaction is in one journal entry: replay sees all of it or none of it. If the
 //!    journal has no room until pinned nodes are written, which needs the state lock this
@@ -191,6 +192,7 @@ impl<'a> Transaction<'a> {
         debug_assert_eq!(record.len(), transaction_bytes(&self.updates));
         let claim_bytes: usize = self.claims.iter().map(DataClaim::record_bytes).sum();
         let mut flushed = false;
+        let mut wrote_dirty = false;
         let mut reclaimed = false;
         let (mut state, mut reservation) = loop {
             // Let reclaim write pinned nodes now, while this thread does not hold the lock
@@ -225,17 +227,26 @@ impl<'a> Transaction<'a> {
                     Err(error) => return Err(error.into()),
                 }
             }
-            if flushed || shared.allocator.pending() == 0 {
+            let may_settle = !flushed && shared.allocator.pending() > 0;
+            let may_write_dirty = !wrote_dirty && state.cache.dirty_count() > 0;
+            if !may_settle && !may_write_dirty {
                 return Err(BtreeError::NoSpace {
                     needed: needed.saturating_add(keep),
                     available,
                 });
             }
-            // Blocks freed by earlier commits become reusable once those are durable:
-            // flush the journal and look again, once.
             drop(state);
-            shared.journal.settle()?;
-            flushed = true;
+            if may_settle {
+                // Blocks freed by earlier commits become reusable once those are durable:
+                // flush the journal and look again, once.
+                shared.journal.settle()?;
+                flushed = true;
+            } else {
+                // Dirty nodes hold room (each is counted a block for its writeback):
+                // write them, as far as the space allows, and look again, once.
+                shared.write_dirty_for_room()?;
+                wrote_dirty = true;
+            }
         };
 
         reservation.append(&record)?;

@@ -28,7 +28,7 @@ use super::cache::{CachedNode, DirtyPin};
 use super::node::{self, pack, Body, NodeImage};
 use super::record::{self, Pointers, RootPointer, Update};
 use super::tree::child_index;
-use super::{BtreeError, Shared, State, TreeId};
+use super::{usable, BtreeError, Shared, State, TreeId};
 use crate::device::IoClass;
 use crate::journal::{record_bytes, PinFlush, PinFlushError, Reservation};
 
@@ -772,6 +772,31 @@ impl Shared {
             // evicting that slot would leave the tree without its root.
             let roots = state.roots.clone();
             state.cache.evict_clean(target, &roots);
+        }
+    }
+
+    /// Writes dirty nodes, leaves first, settling the journal whenever blocks run out so
+    /// that the blocks their old copies free become reusable. A commit short of space does
+    /// this when dirty nodes hold the room it needs (each needs a block for its own
+    /// writeback, which the commit counts): after a replay every node the journal changed
+    /// is dirty, and on a full filesystem even a deletion could not commit. Returns when
+    /// none is dirty or a round made no progress; takes the state lock itself.
+    pub(super) fn write_dirty_for_room(&self) -> Result<(), BtreeError> {
+        loop {
+            let (before, written, after) = {
+                let mut state = self.lock_state();
+                usable(&state)?;
+                let before = state.cache.dirty_count();
+                let written = self.write_all_dirty(&mut state);
+                (before, written, state.cache.dirty_count())
+            };
+            match written {
+                Ok(()) | Err(BtreeError::NoSpace { .. }) => self.journal.settle()?,
+                Err(error) => return Err(error),
+            }
+            if after == 0 || after >= before {
+                return Ok(());
+            }
         }
     }
 
