@@ -6,10 +6,13 @@
 //! not flushed) is the transport's: it builds the device stack, cuts the
 //! power there, abandons this mount and mounts the image again.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use super::faults::{CutPoint, FileRule, FileRuleStatus, Operation};
 use super::unsynced::Change;
 use super::Filesystem;
 use crate::device::{FaultRuleError, RuleId};
+use crate::inode::paths_of;
 
 /// Data not written back yet, of one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,24 +114,64 @@ impl Filesystem {
         self.shared.faults.armed_power_cut()
     }
 
-    /// A path of `ino` relative to the root ("" for the root) found by
-    /// walking the namespace, for what the mount has not looked up.
-    fn found_path(&self, ino: u64) -> Option<String> {
-        self.path_of(ino, super::paths::DEFAULT_BUDGET)
-            .map(|path| path.trim_start_matches('/').to_string())
-    }
-
     /// What a power cut would lose now: every file's data not written back
     /// (dirty pages are exactly that: a page is clean only once its
     /// writeback is durable) and every metadata change whose journal entry
     /// is not durable. What is not listed survives a cut.
+    ///
+    /// Files and directories are named by the paths the mount learned from
+    /// lookups; those it has not learned all of (after a power cut it knows
+    /// none) are found by one walk of the namespace.
     pub fn unsynced(&self) -> Unsynced {
         let shared = &self.shared;
         let journal = shared.metadata.journal.status();
         let (pending, omitted_changes) = shared.changes.pending(journal.durable_seq);
+        let unwritten = shared.files.unwritten();
+        let links: Vec<(Vec<String>, Option<u32>)> = unwritten
+            .iter()
+            .map(|file| {
+                let nlink = shared
+                    .namespace
+                    .getattr(file.ino)
+                    .ok()
+                    .map(|record| record.nlink);
+                (shared.faults.paths(file.ino), nlink)
+            })
+            .collect();
+        let mut unnamed: BTreeSet<u64> = unwritten
+            .iter()
+            .zip(&links)
+            .filter(|(_, (known, nlink))| known.len() < nlink.unwrap_or(0) as usize)
+            .map(|(file, _)| file.ino)
+            .collect();
+        for change in &pending {
+            for (dir, name) in change.entry.iter().chain(&change.new_entry) {
+                if shared.faults.entry_path(*dir, name).is_none() {
+                    unnamed.insert(*dir);
+                }
+            }
+        }
+        let walked = if unnamed.is_empty() {
+            BTreeMap::new()
+        } else {
+            // A damaged namespace leaves them unnamed: this is a report.
+            paths_of(&shared.metadata.trees, &unnamed).unwrap_or_default()
+        };
+        let walked_paths = |ino: u64| -> Vec<String> {
+            walked
+                .get(&ino)
+                .into_iter()
+                .flatten()
+                .map(|path| {
+                    String::from_utf8_lossy(path)
+                        .trim_start_matches('/')
+                        .to_string()
+                })
+                .collect()
+        };
         let entry_path = |(dir, name): &(u64, Vec<u8>)| {
             shared.faults.entry_path(*dir, name).or_else(|| {
-                let dir = self.found_path(*dir)?;
+                let dir = walked_paths(*dir).into_iter().next()?;
                 let name = String::from_utf8_lossy(name);
                 Some(if dir.is_empty() {
                     name.into_owned()
@@ -145,22 +188,17 @@ impl Filesystem {
                 change,
             })
             .collect();
-        let data = shared
-            .files
-            .unwritten()
+        let data = unwritten
             .into_iter()
-            .map(|unwritten| UnsyncedData {
+            .zip(links)
+            .map(|(unwritten, (known, nlink))| UnsyncedData {
                 ino: unwritten.ino,
-                paths: match shared.faults.paths(unwritten.ino) {
-                    known if known.is_empty() => {
-                        self.found_path(unwritten.ino).into_iter().collect()
-                    }
-                    known => known,
+                paths: if walked.contains_key(&unwritten.ino) {
+                    walked_paths(unwritten.ino)
+                } else {
+                    known
                 },
-                unlinked: shared
-                    .namespace
-                    .getattr(unwritten.ino)
-                    .is_ok_and(|record| record.nlink == 0),
+                unlinked: nlink == Some(0),
                 ranges: unwritten
                     .runs
                     .iter()
