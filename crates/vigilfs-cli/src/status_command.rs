@@ -263,13 +263,13 @@ pub fn render(status: &Value) -> String {
         match status["writeback_error"]["message"].as_str() {
             Some(message) if status["writeback_error"]["reported"].as_bool() == Some(true) => {
                 format!(
-                    "{message}, the latest this mount (reported; descriptors open before it \
-                     that have not synced since still get it once)"
+                    "{message}, the latest this mount (a syncfs reported it; descriptors open \
+                     before it that have not run syncfs since still get it once)"
                 )
             }
             Some(message) => format!(
-                "{message}, the latest this mount (not reported yet: the next fsync or syncfs \
-                 gets it)"
+                "{message}, the latest this mount (no syncfs reported it yet: the next one \
+                 gets it; fsync reports each file's own errors)"
             ),
             None => "none".into(),
         },

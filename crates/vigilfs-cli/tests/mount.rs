@@ -344,8 +344,8 @@ fn sync_reports_a_writeback_error_once() {
         .find(|line| line.contains("writeback error"))
         .unwrap_or_default()
         .to_string();
-    assert!(line.contains("(reported;"), "{human}");
-    assert!(!line.contains("next fsync"), "{line}");
+    assert!(line.contains("(a syncfs reported it;"), "{human}");
+    assert!(!line.contains("the next one gets it"), "{line}");
     let second = vigilfs(&["sync", scratch.mnt()]);
     assert_eq!(second.status.code(), Some(0), "{}", text(&second.stderr));
     assert_eq!(fs::read(scratch.at("unsynced")).unwrap(), vec![9u8; 50_000]);

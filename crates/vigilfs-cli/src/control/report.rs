@@ -24,8 +24,8 @@
 //!                   failed, reclaim_failures, last_reclaim_failure,
 //!                   reclaim_failing}
 //! writeback_error  null or {errno, name, message, reported}: the latest this
-//!                  mount, peeked (consumes nothing); reported: an fsync or
-//!                  syncfs has returned it
+//!                  mount, peeked (consumes nothing); reported: a syncfs has
+//!                  returned it
 //! errors           {total, first, last, per_kind}: the persistent record;
 //!                  first/last null or {time, errno, name, inode, block,
 //!                  kind, origin}; per_kind {KIND: {count, last_time}} for

@@ -164,9 +164,10 @@ pub struct Status {
     /// The latest writeback error of the filesystem this mount, if any
     /// (read with errseq peek: it stays reportable).
     pub writeback_error: Option<i32>,
-    /// Whether an fsync or syncfs has reported that error to anyone. Until
-    /// one does, the next opener's fsync or syncfs gets it; after, only
-    /// descriptors that were open before it and have not synced since.
+    /// Whether a syncfs has reported that error to anyone. Until one does,
+    /// the next syncfs gets it; after, only descriptors that were open
+    /// before it and have not run syncfs since. (An fsync reports its own
+    /// file's errors, through the file's cursor.)
     pub writeback_error_reported: bool,
     /// Errors this filesystem ever recorded (persisted in the superblock).
     pub error_record: ErrorRecord,

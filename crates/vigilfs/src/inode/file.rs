@@ -1312,8 +1312,8 @@ impl Files {
             .map_err(FileError::Writeback)
     }
 
-    /// Whether the latest filesystem writeback error was reported to an
-    /// fsync or syncfs (false while there is none). Never consumes.
+    /// Whether the latest filesystem writeback error was reported to a
+    /// syncfs (false while there is none). Never consumes.
     pub fn fs_error_reported(&self) -> bool {
         self.writeback.fs_errseq().state().reported
     }
