@@ -169,11 +169,29 @@ fn action(args: &InjectArgs) -> Result<Action, Failure> {
     .collect();
     match chosen.len() {
         0 => rules_from(args).map(|_| Action::Add),
-        1 => Ok(chosen
-            .into_iter()
-            .next()
-            .map(|(_, action, _)| action)
-            .unwrap_or(Action::Add)),
+        1 => {
+            let (_, action, name) = chosen.into_iter().next().expect("one action chosen");
+            if !matches!(action, Action::Add) {
+                // What shapes a rule means nothing to the other actions: taken
+                // silently, `--drop-flushes --limit 1` dropped every flush.
+                let modifiers = [
+                    (args.errno.is_some(), "--errno"),
+                    (!args.class.is_empty(), "--class"),
+                    (args.range.is_some(), "--range"),
+                    (args.skip.is_some(), "--skip"),
+                    (args.limit.is_some(), "--limit"),
+                    (args.nth.is_some(), "--nth"),
+                    (!args.io.is_empty(), "--io"),
+                    (args.jitter.is_some(), "--jitter"),
+                ];
+                if let Some((_, option)) = modifiers.iter().find(|(given, _)| *given) {
+                    return Err(bad_arguments(format!(
+                        "{option} shapes a fault rule; {name} takes none"
+                    )));
+                }
+            }
+            Ok(action)
+        }
         _ => {
             let names: Vec<&str> = chosen.iter().map(|(_, _, name)| *name).collect();
             Err(bad_arguments(format!(

@@ -368,6 +368,14 @@ fn device_rules(args: &InjectArgs) -> Result<Vec<FaultRule>, Failure> {
             "--io chooses what --delay holds (--fail-* say what fails)",
         ));
     }
+    if args.fail_flushes && (!args.class.is_empty() || args.range.is_some()) {
+        // A flush has no bytes and no class of I/O of its own: such a rule
+        // would never fire, or fire on every flush.
+        return Err(bad_arguments(
+            "flushes are of the whole device: --class and --range do not apply to \
+             --fail-flushes",
+        ));
+    }
     let classes = parse_classes(&args.class)?;
     let range = args.range.as_deref().map(parse_range).transpose()?;
     let base = if let Some(text) = &args.bad_blocks {
@@ -629,6 +637,8 @@ mod tests {
         );
         refused(&["--path", "", "--fail-writes"], "needs a glob");
         refused(&["--corrupt-reads", "--errno", "ENOSPC"], "their own");
+        refused(&["--fail-flushes", "--class", "data"], "whole device");
+        refused(&["--fail-flushes", "--range", "60M:1M"], "whole device");
         refused(&["--delay", "1ms", "--errno", "EIO"], "their own");
         refused(
             &["--op", "fsync", "--delay", "1ms", "--errno", "EIO"],

@@ -260,6 +260,11 @@ fn control_commands_without_a_mount_fail_clearly() {
         // Rules and hooks that could never do their job.
         &["inject", ".", "--fail-reads", "--flaky", "0"],
         &["events", ".", "--exec", "true", "--timeout", "0"],
+        // Rule options given to actions that take none (they were ignored:
+        // `--drop-flushes --limit 1` dropped every flush).
+        &["inject", ".", "--drop-flushes", "--limit", "1"],
+        &["inject", ".", "--power-cut", "--errno", "EIO"],
+        &["inject", ".", "--list", "--class", "data"],
     ] {
         let output = vigilfs(arguments, directory.path());
         assert_eq!(output.status.code(), Some(2), "{arguments:?}");
