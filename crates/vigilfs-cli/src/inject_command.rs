@@ -278,12 +278,20 @@ pub fn run(args: &InjectArgs) -> Result<u8, Failure> {
         }
         Action::Clear => {
             let result = call(mountpoint, &Request::InjectClear)?;
+            if args.json {
+                print_json(&result);
+                return Ok(0);
+            }
             let removed = list(&result, "removed");
-            if removed.is_empty() {
+            let stopped = result["stopped_dropping_flushes"] == true;
+            if removed.is_empty() && !stopped {
                 println!("no fault rules to remove");
             }
             for rule in removed {
                 println!("removed rule {}", rule_line(&rule));
+            }
+            if stopped {
+                println!("the device keeps what it flushes again (no more --drop-flushes)");
             }
         }
         Action::Log => return follow_log(mountpoint, args.follow, args.json),

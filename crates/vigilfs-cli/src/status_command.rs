@@ -316,14 +316,16 @@ pub fn render(status: &Value) -> String {
         .as_array()
         .cloned()
         .unwrap_or_default();
-    row(
-        "fault rules",
-        if rules.is_empty() {
-            "none".into()
-        } else {
-            rules.len().to_string()
-        },
-    );
+    let mut rules_line = if rules.is_empty() {
+        "none".to_string()
+    } else {
+        rules.len().to_string()
+    };
+    if status["crash_lab"]["drop_flushes"] == true {
+        // Not a rule, but the fault that costs the most: say it here.
+        rules_line.push_str("; the device drops flushes (inject --drop-flushes)");
+    }
+    row("fault rules", rules_line);
     for rule in &rules {
         let _ = writeln!(out, "  {}", rule_line(rule));
     }
@@ -468,6 +470,17 @@ mod tests {
         assert_eq!(human_bytes(0), "0 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(1 << 30), "1.0 GiB");
+    }
+
+    #[test]
+    fn dropped_flushes_show_beside_the_fault_rules() {
+        let rendered = render(&serde_json::json!({
+            "crash_lab": { "crashable": true, "drop_flushes": true },
+        }));
+        assert!(
+            rendered.contains("fault rules      none; the device drops flushes"),
+            "{rendered}"
+        );
     }
 
     #[test]

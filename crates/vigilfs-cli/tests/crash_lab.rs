@@ -249,6 +249,9 @@ fn a_power_cut_after_dropped_flushes_says_acknowledged_changes_were_lost() {
     let scratch = Scratch::new();
     let pid = scratch.mount(&["--size", "64M", "-o", "crashable"]);
     scratch.inject(&["--drop-flushes"]);
+    // Not a rule, but status must not say "fault rules none" alone.
+    let status = text(&vigilfs(&["status", scratch.mnt()]).stdout);
+    assert!(status.contains("the device drops flushes"), "{status}");
     write_synced(&scratch.mountpoint.join("important"), b"acknowledged\n");
     sync_directory(&scratch.mountpoint);
     let cut = vigilfs(&["inject", scratch.mnt(), "--power-cut"]);
@@ -261,7 +264,8 @@ fn a_power_cut_after_dropped_flushes_says_acknowledged_changes_were_lost() {
     );
     // An honest disk again: once a flush has kept everything, a cut owes
     // nothing to the lie.
-    scratch.inject(&["--clear"]);
+    let cleared = text(&scratch.inject(&["--clear"]).stdout);
+    assert!(cleared.contains("keeps what it flushes again"), "{cleared}");
     write_synced(&scratch.mountpoint.join("after"), b"kept\n");
     let json = json_of(&vigilfs(&[
         "inject",

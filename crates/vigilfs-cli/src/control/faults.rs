@@ -137,11 +137,15 @@ pub fn clear(fs: &Filesystem, plan: &FaultPlan, power: Option<&PowerSwitch>) -> 
     let removed = all_rules_json(fs, plan);
     plan.clear();
     fs.clear_file_rules();
-    if let Some(power) = power.filter(|power| power.drops_flushes()) {
+    let dropped_flushes = power.filter(|power| power.drops_flushes());
+    if let Some(power) = dropped_flushes {
         power.set_drop_flushes(false);
     }
     fs.note_fault_rules("cleared all", 0);
-    Response::success(json!({ "removed": removed }))
+    Response::success(json!({
+        "removed": removed,
+        "stopped_dropping_flushes": dropped_flushes.is_some(),
+    }))
 }
 
 /// Every rule with its counters.
