@@ -904,6 +904,30 @@ fn entries_recovery_cuts_off_for_unmatched_data_are_an_error_on_record() {
     fs.unmount().unwrap();
 }
 
+/// An unmount that cannot write its checkpoint leaves the journal to
+/// replay, and says so: an error on record, counted in the UNMOUNT record.
+/// It said "0 errors this mount".
+#[test]
+fn an_unmount_that_cannot_make_the_filesystem_clean_is_an_error_on_record() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    write_file(&fs, b"changed", b"dirty b-tree nodes");
+    fixture.fail_writes(IoClass::Metadata);
+    assert!(fs.unmount().is_err());
+    fixture.plan.clear();
+    let fs = fixture.mount();
+    assert!(fs.recovered());
+    let record = fs.status().error_record;
+    assert!(
+        record
+            .last
+            .as_ref()
+            .is_some_and(|last| last.origin.as_str() == "unmount: not made clean"),
+        "{record:?}"
+    );
+    fs.unmount().unwrap();
+}
+
 #[test]
 fn background_writeback_cleans_dirty_data_without_fsync() {
     let fixture = Fixture::new();

@@ -281,6 +281,30 @@ impl Shared {
         }
     }
 
+    /// Records that unmount could not make the filesystem clean (the next
+    /// mount replays the journal): an error event and a count, so the
+    /// UNMOUNT record's error count includes it (it said "0 errors" after
+    /// a failed checkpoint). Writeback failures were told by the data path.
+    fn report_unclean_unmount(&self, error: &FsError) {
+        if matches!(error, FsError::File(FileError::Writeback(_))) {
+            return;
+        }
+        let kind = match error {
+            FsError::File(FileError::Journal(_)) => ErrorKind::Journal,
+            _ if error.is_metadata_failure() => ErrorKind::Metadata,
+            _ => ErrorKind::Other,
+        };
+        self.health.report(&Incident {
+            kind,
+            errno: error.errno(),
+            inode: None,
+            range: None,
+            block: None,
+            origin: "unmount: not made clean",
+        });
+        self.save_error_record();
+    }
+
     /// What freeze and unmount leave: all dirty data written back, every
     /// dirty b-tree node written (no journal pin but the roots record), the
     /// superblock marked clean with the error record. On a failure the
@@ -660,7 +684,13 @@ impl Filesystem {
         self.stop_media_threads();
         let shared = &self.shared;
         let result = match shared.gate.state() {
-            LifeState::Running => shared.make_clean(),
+            LifeState::Running => {
+                let made = shared.make_clean();
+                if let Err(error) = &made {
+                    shared.report_unclean_unmount(error);
+                }
+                made
+            }
             LifeState::ReadOnly(_) if shared.options.read_only => Ok(()),
             // Shut down or read-only after an error: what was not written
             // was reported when writing stopped.
