@@ -5,8 +5,9 @@
 //! plain write, several for a split, fewer than the run for a merge), write each piece to a
 //! newly allocated block, then journal one pointers record replacing the run's pointers with
 //! the pieces'. A plain write, the one reclaim makes all the time, copies nothing: the node
-//! is encoded where it is cached and stays in its slot under its new block. Under that record's reservation the parent is dirtied (pinned at the
-//! record's seq), the old children's pins are dropped (the journal then flushes the device
+//! is encoded where it is cached and stays in its slot under its new block. Under that
+//! record's reservation the parent is dirtied (pinned at the record's seq), the old
+//! children's pins are dropped (the journal then flushes the device
 //! before writing any entry, so the pieces are durable before the record that makes the
 //! old copies unnecessary), and the old blocks are freed at the record's seq. When the
 //! allocator keeps an owner index (the reverse map), the same reservation carries a

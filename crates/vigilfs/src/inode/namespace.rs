@@ -535,13 +535,13 @@ fn delete_inode(
 /// Drops one link to `ino` (an entry naming it is going). A directory's
 /// only link is its entry: the inode and its parent record go, unless it
 /// is open (`open`): then it becomes an orphan (link count 0, an orphan
-/// record) until its last close. A
-/// non-directory goes with its last link, and its extents (collected into
-/// `freed`) with it — unless it is open: then it becomes an
-/// orphan, with no links and an orphan record, until its last close. A
-/// file with more extents, or an inode with more extended attributes, than
-/// one transaction should delete becomes an orphan too, for
-/// [`Namespace::delete_if_orphan`] to delete in batches after the commit. Returns the inode if it was deleted.
+/// record) until its last close. A non-directory goes with its last link,
+/// and its extents (collected into `freed`) with it — unless it is open:
+/// then it becomes an orphan, with no links and an orphan record, until its
+/// last close. A file with more extents, or an inode with more extended
+/// attributes, than one transaction should delete becomes an orphan too,
+/// for [`Namespace::delete_if_orphan`] to delete in batches after the
+/// commit. Returns the inode if it was deleted.
 /// Refuses to remove, rename or replace the entry naming `ino` when the
 /// inode is immutable or append-only (`may_delete`). Checked here, in the
 /// transaction that reads the entry anyway, so an unlink costs no second
