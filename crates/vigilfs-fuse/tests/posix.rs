@@ -469,6 +469,29 @@ fn statfs_reports_space_and_inodes() {
     mount.finish();
 }
 
+/// df -i: the inodes in use (f_files - f_ffree) are the inodes that
+/// exist; they fall when files are deleted.
+#[test]
+fn statfs_inodes_in_use_fall_when_files_are_deleted() {
+    if !common::fuse_available() {
+        return;
+    }
+    let mount = Mount::new();
+    let in_use = || {
+        let status = common::statvfs(mount.path()).unwrap();
+        status.f_files - status.f_ffree
+    };
+    assert_eq!(in_use(), 1, "the root");
+    fs::create_dir(mount.join("dir")).unwrap();
+    for index in 0..20 {
+        fs::write(mount.join("dir").join(index.to_string()), b"x").unwrap();
+    }
+    assert_eq!(in_use(), 22, "the root, dir and its 20 files");
+    fs::remove_dir_all(mount.join("dir")).unwrap();
+    assert_eq!(in_use(), 1);
+    mount.finish();
+}
+
 #[test]
 fn permissions_are_enforced_for_other_users() {
     if !common::fuse_available() {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::btree::{BtreeError, TreeId};
-use crate::inode::{inode_key, FileType, InodeRecord, Timestamp, ROOT_INO};
+use crate::inode::{inode_key, FileType, InodeRecord, Timestamp, LIVE_INODES_KEY, ROOT_INO};
 use crate::journal::JournalError;
 use crate::metadata::{Metadata, OpenError};
 
@@ -298,6 +298,7 @@ pub fn mkfs<D: BlockDevice + ?Sized>(
         label: options.label.clone(),
         features: Features {
             ro_compat: Features::RO_COMPAT_MEDIA_RECORDS
+                | Features::RO_COMPAT_INODE_COUNT
                 | if event_log.is_some() {
                     Features::RO_COMPAT_EVENT_LOG
                 } else {
@@ -385,6 +386,7 @@ pub fn make_filesystem(
     };
     let mut transaction = trees.transaction();
     transaction.put(TreeId::Inodes, &inode_key(ROOT_INO), &root.encode())?;
+    transaction.put(TreeId::Meta, LIVE_INODES_KEY, &1u64.to_le_bytes())?;
     transaction.commit_durable()?;
     trees.sync()?;
     journal.reclaim_all()?;

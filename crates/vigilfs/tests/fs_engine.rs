@@ -780,6 +780,79 @@ fn statfs_counts_space_and_inodes() {
     fs.unmount().unwrap();
 }
 
+/// df -i: the inodes in use are the inodes that exist (an open orphan
+/// until its last close, or until the mount after a crash deletes it), not
+/// every inode number ever handed out.
+#[test]
+fn statfs_counts_the_inodes_that_exist() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let used = |fs: &Filesystem| fs.statfs().unwrap().files;
+    assert_eq!(used(&fs), 1, "the root");
+    for name in [&b"a"[..], b"b", b"c", b"d"] {
+        write_file(&fs, name, name);
+    }
+    fs.mkdir(ROOT_INO, b"dir", 0o755, &root()).unwrap();
+    fs.link(
+        fs.lookup(ROOT_INO, b"a", &root()).unwrap().ino,
+        ROOT_INO,
+        b"a2",
+        &root(),
+    )
+    .unwrap();
+    assert_eq!(used(&fs), 6);
+    fs.unlink(ROOT_INO, b"b", &root()).unwrap();
+    fs.unlink(ROOT_INO, b"a", &root()).unwrap();
+    fs.rmdir(ROOT_INO, b"dir", &root()).unwrap();
+    assert_eq!(used(&fs), 4, "a lives on as a2");
+    let (_, handle) = fs
+        .create(ROOT_INO, b"open", 0o600, read_write(), &root())
+        .unwrap();
+    fs.unlink(ROOT_INO, b"open", &root()).unwrap();
+    assert_eq!(used(&fs), 5, "an open orphan is an inode in use");
+    fs.release(handle).unwrap();
+    assert_eq!(used(&fs), 4);
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+
+    let fs = fixture.mount();
+    assert_eq!(used(&fs), 4, "kept across a remount");
+    let (_, handle) = fs
+        .create(ROOT_INO, b"orphan", 0o600, read_write(), &root())
+        .unwrap();
+    fs.unlink(ROOT_INO, b"orphan", &root()).unwrap();
+    fs.fsync(handle, false).unwrap();
+    drop(fs); // a crash with the orphan open
+    let fs = fixture.mount();
+    assert_eq!(fs.status().orphans_purged, 1);
+    assert_eq!(used(&fs), 4, "the orphan the crash left is gone");
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+}
+
+#[test]
+fn an_image_from_before_the_inode_count_gets_it_at_its_first_read_write_mount() {
+    use vigilfs::format::{write_superblocks, Features};
+    let fixture = Fixture::new();
+    let counted = |fixture: &Fixture| {
+        let superblock = read_superblock(fixture.device.as_ref()).unwrap().superblock;
+        superblock.features.ro_compat & Features::RO_COMPAT_INODE_COUNT != 0
+    };
+    assert!(counted(&fixture), "mkfs sets the feature");
+    let mut superblock = read_superblock(fixture.device.as_ref()).unwrap().superblock;
+    superblock.features.ro_compat &= !Features::RO_COMPAT_INODE_COUNT;
+    write_superblocks(fixture.device.as_ref(), &mut superblock).unwrap();
+    let fs = fixture.mount_with(MountOptions {
+        read_only: true,
+        ..MountOptions::default()
+    });
+    fs.unmount().unwrap();
+    assert!(!counted(&fixture), "a read-only mount changes nothing");
+    let fs = fixture.mount();
+    assert!(counted(&fixture));
+    fs.unmount().unwrap();
+}
+
 #[test]
 fn each_handle_hears_of_a_writeback_error_once_and_it_is_recorded() {
     let fixture = Fixture::new();

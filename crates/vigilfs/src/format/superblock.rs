@@ -77,8 +77,9 @@ impl Features {
     /// Incompat bits this build knows.
     pub const KNOWN_INCOMPAT: u64 = Features::INCOMPAT_DATA_CLAIMS;
     /// Ro-compat bits this build knows.
-    pub const KNOWN_RO_COMPAT: u64 =
-        Features::RO_COMPAT_MEDIA_RECORDS | Features::RO_COMPAT_EVENT_LOG;
+    pub const KNOWN_RO_COMPAT: u64 = Features::RO_COMPAT_MEDIA_RECORDS
+        | Features::RO_COMPAT_EVENT_LOG
+        | Features::RO_COMPAT_INODE_COUNT;
 
     /// Ro-compat: the Meta tree may hold bad-block records (`'B'`) and
     /// poison records (`'X'`). A build that does not know them may read
@@ -95,6 +96,13 @@ impl Features {
     /// the superblock without the region. Images made before the log have
     /// neither the bit nor the region and mount without a persistent log.
     pub const RO_COMPAT_EVENT_LOG: u64 = 1 << 1;
+
+    /// Ro-compat: the Meta tree counts the inodes (`b"live-inodes"`), and
+    /// every inode made or deleted changes the count. A build that does not
+    /// know it may read the filesystem but must not write it: its creates
+    /// and deletes would leave the count untrue. Set by mkfs, and by the
+    /// first read-write mount of an older image, after it has counted.
+    pub const RO_COMPAT_INODE_COUNT: u64 = 1 << 2;
 
     /// Incompat: journal entries may carry data claims (version 2 entries),
     /// which a recovery must check: a build that does not know them would
@@ -567,7 +575,7 @@ pub(crate) mod tests {
 
     #[test]
     fn unknown_ro_compat_feature_decodes_but_requires_read_only() {
-        let bytes = resealed(sample_superblock().encode().unwrap(), |b| b[120] = 4);
+        let bytes = resealed(sample_superblock().encode().unwrap(), |b| b[120] = 1 << 7);
         let superblock = Superblock::decode(&bytes).unwrap();
         assert!(superblock.features.requires_read_only());
     }

@@ -1182,7 +1182,12 @@ impl Filesystem {
         let blocks = superblock.layout.main.blocks;
         let block_size = superblock.layout.block_size;
         drop(superblock);
-        let (next_ino, _) = self.shared.namespace.counters()?;
+        // Images whose first read-write mount has not yet counted their
+        // inodes: every number handed out, a bound from above.
+        let files = match self.shared.namespace.live_inodes()? {
+            Some(live) => live,
+            None => self.shared.namespace.counters()?.0.saturating_sub(1),
+        };
         // Pending frees are free (a flush makes them reusable); blocks
         // promised to dirty data are not. Available is what the allocator
         // would still promise to new data: what write and fallocate get.
@@ -1192,7 +1197,7 @@ impl Filesystem {
             blocks,
             free_blocks: free,
             available_blocks: space.data_available,
-            files: next_ino.saturating_sub(1),
+            files,
             free_files: free,
             name_max: crate::inode::MAX_NAME_BYTES as u32,
         })

@@ -388,7 +388,11 @@ impl Filesystem {
                 .journal
                 .settle_claims()
                 .map_err(|error| MountError::Metadata(error.into()))?;
-            namespace.purge_orphans()?.len()
+            let purged = namespace.purge_orphans()?.len();
+            // statfs's inode counts: an older image is counted once, here,
+            // before the feature bit below says it keeps the count.
+            namespace.record_live_inodes()?;
+            purged
         };
         let errors_policy = options.errors.unwrap_or(superblock.errors_policy);
         let fsid = u64::from_le_bytes(superblock.uuid.0[..8].try_into().expect("8 bytes"));
@@ -451,6 +455,7 @@ impl Filesystem {
             // And journals data claims from now on: builds without them
             // must not recover this image.
             superblock.features.incompat |= Features::INCOMPAT_DATA_CLAIMS;
+            superblock.features.ro_compat |= Features::RO_COMPAT_INODE_COUNT;
             superblock.record_mount(seconds_now());
             write_superblocks(device.as_ref(), &mut superblock)?;
             LifeState::Running

@@ -11,6 +11,8 @@
 //!   a directory has 2 plus one per subdirectory, and at most one entry
 //!   names it (the root none);
 //! * the root directory exists once anything does;
+//! * the live-inode count, where the filesystem keeps one, is the number of
+//!   inode records;
 //! * an extent belongs to an existing regular file or symlink, lies in the
 //!   main region, and overlaps neither another extent of its file (in file
 //!   offsets) nor any other extent or b-tree node (on the device).
@@ -21,8 +23,8 @@ use super::Problem;
 use crate::btree::{BtreeError, Btrees, TreeId};
 use crate::format::Region;
 use crate::inode::{
-    decode_inode_key, name_hash, Dirent, DirentKey, Extent, ExtentKey, FileType, InodeRecord,
-    ROOT_INO,
+    decode_inode_key, decode_live_inodes, name_hash, Dirent, DirentKey, Extent, ExtentKey,
+    FileType, InodeRecord, LIVE_INODES_KEY, ROOT_INO,
 };
 
 /// What the namespace holds, for the report.
@@ -109,6 +111,19 @@ pub(crate) fn check(
                 inodes.insert(ino, record);
             }
             Err(error) => problems.push(problem("inode tree", format!("inode {ino}: {error}"))),
+        }
+    }
+    if let Some(bytes) = trees.get(TreeId::Meta, LIVE_INODES_KEY)? {
+        match decode_live_inodes(&bytes) {
+            Ok(live) if live == counts.inodes => {}
+            Ok(live) => problems.push(problem(
+                "inode count",
+                format!(
+                    "the filesystem counts {live} inodes, the inode tree holds {}",
+                    counts.inodes
+                ),
+            )),
+            Err(error) => problems.push(problem("inode count", error.to_string())),
         }
     }
     if counts.inodes > 0 && !inodes.contains_key(&ROOT_INO) {
@@ -425,6 +440,28 @@ mod tests {
                 extents: 2,
                 extent_blocks: 6
             }
+        );
+    }
+
+    #[test]
+    fn a_live_inode_count_that_differs_from_the_inode_tree_is_reported() {
+        let (trees, superblock) = open();
+        healthy(&trees, free_block(&superblock));
+        let count = |live: u64| {
+            let mut transaction = trees.transaction();
+            transaction
+                .put(TreeId::Meta, LIVE_INODES_KEY, &live.to_le_bytes())
+                .unwrap();
+            transaction.commit().unwrap();
+            run(&trees, &superblock).0
+        };
+        assert!(count(3).is_empty(), "three inode records, counted three");
+        let problems = count(4);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.message == "the filesystem counts 4 inodes, the inode tree holds 3"),
+            "{problems:?}"
         );
     }
 

@@ -31,6 +31,7 @@ pub use crate::pagecache::{CacheStats, DEFAULT_CACHE_BUDGET, PAGE_BYTES};
 pub use crate::writeback::{FailureListener, WritebackSummary};
 pub use file::{FallocateMode, Files, FsyncErrors, Handle, Seek, Unwritten};
 pub use file_error::{FileError, FileResult};
+pub(crate) use namespace::{decode_live_inodes, LIVE_INODES_KEY};
 pub use namespace::{
     Creation, DirCookie, DirEntry, Namespace, NamespaceError, NamespaceResult, RenameFlags,
     SetAttr, SetTime,

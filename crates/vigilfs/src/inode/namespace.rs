@@ -38,12 +38,20 @@
 //! * a file's poison records (see [`crate::poison`]) go in the transaction
 //!   that deletes the extents they lie in.
 //!
-//! Extra records, all in the Meta tree (fsck does not look at them yet):
+//! Extra records, all in the Meta tree (fsck checks only the live-inode
+//! count):
 //!
 //! * `b"namespace-counters"` → next inode number u64 LE | next generation
 //!   u64 LE. Inode numbers are never reused; a filesystem without the
 //!   record (fresh from mkfs) starts at `ROOT_INO + 1` and generation 2.
 //!   The counters are updated in the transaction that uses them.
+//! * `b"live-inodes"` → the number of inode records u64 LE, for statfs's
+//!   inode counts: changed in the transaction that writes or deletes an
+//!   inode record. Images made before it lack the record until their first
+//!   read-write mount counts the inode tree
+//!   ([`Namespace::record_live_inodes`]); the superblock's
+//!   `RO_COMPAT_INODE_COUNT` keeps builds that would not keep it from
+//!   writing.
 //! * `b'P' | ino u64 BE` → parent directory ino u64 LE, for every directory
 //!   but the root: how rename walks up to refuse moving a directory into
 //!   its own subtree.
@@ -72,6 +80,8 @@ use crate::poison;
 use crate::rmap::{self, RmapError};
 
 const COUNTERS_KEY: &[u8] = b"namespace-counters";
+/// Where the number of inode records is kept (see the module comment).
+pub(crate) const LIVE_INODES_KEY: &[u8] = b"live-inodes";
 const PARENT_PREFIX: u8 = b'P';
 const SYMLINK_PREFIX: u8 = b'S';
 const ORPHAN_PREFIX: u8 = b'O';
@@ -514,6 +524,7 @@ fn delete_inode(
     freed: &mut Vec<BlockRun>,
 ) -> NamespaceResult<()> {
     transaction.delete(TreeId::Inodes, &inode_key(ino))?;
+    count_live_inodes(transaction, -1)?;
     xattr::delete_all(transaction, ino)?;
     match kind {
         FileType::Directory => {
@@ -862,6 +873,32 @@ impl Namespace {
     /// The next inode number and generation the counters would give.
     pub fn counters(&self) -> NamespaceResult<(u64, u64)> {
         read_counters(&self.metadata.trees.transaction())
+    }
+
+    /// How many inodes exist (orphans included), if the filesystem keeps
+    /// the count: it does from mkfs, or from the first read-write mount
+    /// that called [`Namespace::record_live_inodes`].
+    pub fn live_inodes(&self) -> NamespaceResult<Option<u64>> {
+        read_live_inodes(&self.metadata.trees.transaction())
+    }
+
+    /// Makes sure the filesystem keeps its live-inode count: counts the
+    /// inode tree and makes the count durable if the record is missing (an
+    /// image made before it). Returns the count.
+    pub fn record_live_inodes(&self) -> NamespaceResult<u64> {
+        let _writer = self.lock();
+        let mut transaction = self.metadata.trees.transaction();
+        if let Some(live) = read_live_inodes(&transaction)? {
+            return Ok(live);
+        }
+        let mut live = 0u64;
+        for entry in self.metadata.trees.range(TreeId::Inodes, &[], None) {
+            entry?;
+            live += 1;
+        }
+        transaction.put(TreeId::Meta, LIVE_INODES_KEY, &live.to_le_bytes())?;
+        transaction.commit_durable()?;
+        Ok(live)
     }
 
     /// The inode `name` in `parent` names, with its attributes.
@@ -1488,7 +1525,41 @@ fn allocate_inode(transaction: &mut Transaction<'_>) -> NamespaceResult<(u64, u6
     let mut counters = next_ino.to_le_bytes().to_vec();
     counters.extend_from_slice(&generation.wrapping_add(1).to_le_bytes());
     transaction.put(TreeId::Meta, COUNTERS_KEY, &counters)?;
+    count_live_inodes(transaction, 1)?;
     Ok((ino, generation))
+}
+
+/// The number of inode records, if the filesystem keeps it.
+fn read_live_inodes(transaction: &Transaction<'_>) -> NamespaceResult<Option<u64>> {
+    transaction
+        .get(TreeId::Meta, LIVE_INODES_KEY)?
+        .map(|bytes| decode_live_inodes(&bytes))
+        .transpose()
+}
+
+/// Decodes the value of the live-inode record.
+pub(crate) fn decode_live_inodes(bytes: &[u8]) -> NamespaceResult<u64> {
+    let bytes: [u8; 8] = bytes.try_into().map_err(|_| {
+        NamespaceError::Corrupt(format!(
+            "live inode count has {} bytes, expected 8",
+            bytes.len()
+        ))
+    })?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
+/// Adds `change` (one inode made or deleted) to the live-inode record, in
+/// the transaction that makes or deletes the inode. Without the record
+/// (before the mount that counts) there is nothing to keep.
+fn count_live_inodes(transaction: &mut Transaction<'_>, change: i64) -> NamespaceResult<()> {
+    let Some(live) = read_live_inodes(transaction)? else {
+        return Ok(());
+    };
+    let live = live.checked_add_signed(change).ok_or_else(|| {
+        NamespaceError::Corrupt(format!("live inode count {live} cannot change by {change}"))
+    })?;
+    transaction.put(TreeId::Meta, LIVE_INODES_KEY, &live.to_le_bytes())?;
+    Ok(())
 }
 
 /// Writes a whiteout inode (a character device 0:0 of mode 0, as Linux's
@@ -1581,6 +1652,31 @@ mod tests {
         ));
         namespace.unlink(ROOT_INO, b"x").unwrap();
         assert!(namespace.lookup(ROOT_INO, b"x").unwrap().is_none());
+    }
+
+    #[test]
+    fn an_image_without_the_live_inode_count_is_counted_once_then_kept() {
+        let device = Arc::new(MemoryDevice::new(32 << 20, SectorSize::Bytes512));
+        let superblock = make_filesystem(device.clone(), &MkfsOptions::default()).unwrap();
+        let metadata = Arc::new(Metadata::open_default(device, &superblock).unwrap());
+        let namespace = Namespace::new(metadata.clone());
+        assert_eq!(namespace.live_inodes().unwrap(), Some(1), "mkfs: the root");
+        // An image from before the count: creates and deletes keep none.
+        let mut transaction = metadata.trees.transaction();
+        transaction.delete(TreeId::Meta, LIVE_INODES_KEY).unwrap();
+        transaction.commit().unwrap();
+        for name in [&b"a"[..], b"b", b"c"] {
+            namespace.create(ROOT_INO, name, 0o644, 0, 0).unwrap();
+        }
+        namespace.unlink(ROOT_INO, b"b").unwrap();
+        assert_eq!(namespace.live_inodes().unwrap(), None);
+
+        assert_eq!(namespace.record_live_inodes().unwrap(), 3);
+        namespace.mkdir(ROOT_INO, b"d", 0o755, 0, 0).unwrap();
+        namespace.create(ROOT_INO, b"e", 0o644, 0, 0).unwrap();
+        namespace.unlink(ROOT_INO, b"a").unwrap();
+        assert_eq!(namespace.live_inodes().unwrap(), Some(4));
+        assert_eq!(namespace.record_live_inodes().unwrap(), 4, "counted once");
     }
 
     #[test]
