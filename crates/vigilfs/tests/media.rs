@@ -804,6 +804,37 @@ fn an_interrupted_scrub_resumes_where_it_stopped_even_after_a_remount() {
     fs.unmount().unwrap();
 }
 
+/// The owners of a range are read from the reverse map, then from each
+/// file it names: a file deleted in between is a race, never corruption
+/// (which the errors= policy would act on: it made the filesystem
+/// read-only, and a clean unmount impossible).
+#[test]
+fn owners_listed_while_files_are_deleted_are_never_corruption() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let mut listings = 0u64;
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for round in 0..300 {
+                let name = format!("churn{}", round % 4);
+                create_file(&fs, &name, &pattern(4, round as u8));
+                fs.unlink(ROOT_INO, name.as_bytes(), &root()).unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::Release);
+        });
+        while !done.load(std::sync::atomic::Ordering::Acquire) {
+            let listed = fs.owners(fixture.main_region(), false);
+            assert!(listed.is_ok(), "after {listings} listings: {listed:?}");
+            listings += 1;
+        }
+    });
+    assert!(listings > 0);
+    assert_eq!(fs.status().state, LifeState::Running);
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+}
+
 #[test]
 fn unlinking_a_file_drops_its_poison() {
     let fixture = Fixture::new();

@@ -185,12 +185,38 @@ pub fn owners(
 }
 
 /// The owners of `part`, bytes of the main region.
+///
+/// The reverse map is read first, then each file it names; a delete or a
+/// rewrite committed in between leaves a record naming an inode or extent
+/// that is gone, which is a race, not damage. So a first pass reads
+/// without the record lock (writers go on), and only if it meets such a
+/// record does a second pass run under the lock, where what it reads is
+/// one state: a record that still names nothing there is corruption.
 fn main_region_owners(
     metadata: &Metadata,
     block_size: u64,
     part: ByteRange,
     found: &mut Vec<Owner>,
 ) -> Result<(), FailureError> {
+    if let Ok(owners) = main_region_pass(metadata, block_size, part)? {
+        found.extend(owners);
+        return Ok(());
+    }
+    let _records = metadata.lock_records();
+    let owners = main_region_pass(metadata, block_size, part)?.map_err(FailureError::Corrupt)?;
+    found.extend(owners);
+    Ok(())
+}
+
+/// One reading of the owners of `part`; `Ok(Err(what))` when the reverse
+/// map names a file or extent that does not exist (see
+/// [`main_region_owners`]).
+fn main_region_pass(
+    metadata: &Metadata,
+    block_size: u64,
+    part: ByteRange,
+) -> Result<Result<Vec<Owner>, String>, FailureError> {
+    let mut found = Vec::new();
     let first = part.start / block_size;
     let end = part.end.div_ceil(block_size);
     let records = metadata
@@ -216,7 +242,10 @@ fn main_region_owners(
                 let skip = hit.start / block_size - record.start;
                 let first_block = file_offset_blocks + skip;
                 let blocks = hit.end.div_ceil(block_size) - hit.start / block_size;
-                let file = file_owner(metadata, ino, file_offset_blocks)?;
+                let file = match file_owner(metadata, ino, file_offset_blocks)? {
+                    Ok(file) => file,
+                    Err(missing) => return Ok(Err(missing)),
+                };
                 // One owner per run of lost blocks and per run of readable
                 // ones: "data lost" is said of exactly what is lost.
                 for (piece_first, piece_end, poisoned) in
@@ -260,7 +289,7 @@ fn main_region_owners(
             kind: OwnerKind::Free,
         });
     }
-    Ok(())
+    Ok(Ok(found))
 }
 
 impl OwnerKind {
@@ -295,12 +324,13 @@ fn poison_pieces(metadata: &Metadata, ino: u64, first: u64, end: u64) -> Vec<(u6
 }
 
 /// A file owner of the extent of `ino` at `extent_offset` (its offset and
-/// whether it is lost are the caller's to set).
+/// whether it is lost are the caller's to set); `Ok(Err(what))` when the
+/// inode or the extent does not exist.
 fn file_owner(
     metadata: &Metadata,
     ino: u64,
     extent_offset: u64,
-) -> Result<OwnerKind, FailureError> {
+) -> Result<Result<OwnerKind, String>, FailureError> {
     let corrupt = |what: String| FailureError::Corrupt(what);
     let generation = match metadata.trees.get(TreeId::Inodes, &inode_key(ino))? {
         Some(value) => {
@@ -309,7 +339,7 @@ fn file_owner(
                 .generation
         }
         None => {
-            return Err(corrupt(format!(
+            return Ok(Err(format!(
                 "the reverse map names inode {ino}, which does not exist"
             )))
         }
@@ -327,20 +357,20 @@ fn file_owner(
                 != 0
         }
         None => {
-            return Err(corrupt(format!(
+            return Ok(Err(format!(
                 "the reverse map names an extent of inode {ino} at block {extent_offset} that \
                  does not exist"
             )))
         }
     };
-    Ok(OwnerKind::File {
+    Ok(Ok(OwnerKind::File {
         ino,
         generation,
         file_offset: 0,
         paths: Vec::new(),
         unwritten,
         poisoned: false,
-    })
+    }))
 }
 
 /// Fills in the paths of every file owner (one walk of the directory
