@@ -98,6 +98,28 @@ impl Metadata {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Runs `read`, several record reads that must agree with each other
+    /// (an entry and the inode it names, an inode and its symlink target,
+    /// a reverse-map record and its file), without the record lock: each
+    /// read sees committed state, but a commit can land between two of
+    /// them. When `read` fails in a way `disagree` says such a commit can
+    /// cause, it runs again under the record lock, where none can: what it
+    /// finds then is the answer, corruption included. Readers never wait
+    /// for writers unless they met one.
+    pub fn read_records<T, E>(
+        &self,
+        read: impl Fn() -> Result<T, E>,
+        disagree: impl Fn(&E) -> bool,
+    ) -> Result<T, E> {
+        match read() {
+            Err(error) if disagree(&error) => {
+                let _records = self.lock_records();
+                read()
+            }
+            result => result,
+        }
+    }
+
     /// Opens with the superblock's own journal and default b-tree options.
     pub fn open_default(
         device: Arc<dyn BlockDevice>,

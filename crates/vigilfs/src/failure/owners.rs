@@ -186,36 +186,31 @@ pub fn owners(
 
 /// The owners of `part`, bytes of the main region.
 ///
-/// The reverse map is read first, then each file it names; a delete or a
+/// The reverse map is read first, then each file it names: a delete or a
 /// rewrite committed in between leaves a record naming an inode or extent
-/// that is gone, which is a race, not damage. So a first pass reads
-/// without the record lock (writers go on), and only if it meets such a
-/// record does a second pass run under the lock, where what it reads is
-/// one state: a record that still names nothing there is corruption.
+/// that is gone, a race and not damage, so such a reading is done again
+/// under the record lock ([`Metadata::read_records`]), where it is one
+/// state.
 fn main_region_owners(
     metadata: &Metadata,
     block_size: u64,
     part: ByteRange,
     found: &mut Vec<Owner>,
 ) -> Result<(), FailureError> {
-    if let Ok(owners) = main_region_pass(metadata, block_size, part)? {
-        found.extend(owners);
-        return Ok(());
-    }
-    let _records = metadata.lock_records();
-    let owners = main_region_pass(metadata, block_size, part)?.map_err(FailureError::Corrupt)?;
+    let owners = metadata.read_records(
+        || main_region_pass(metadata, block_size, part),
+        |error| matches!(error, FailureError::Corrupt(_)),
+    )?;
     found.extend(owners);
     Ok(())
 }
 
-/// One reading of the owners of `part`; `Ok(Err(what))` when the reverse
-/// map names a file or extent that does not exist (see
-/// [`main_region_owners`]).
+/// One reading of the owners of `part` (see [`main_region_owners`]).
 fn main_region_pass(
     metadata: &Metadata,
     block_size: u64,
     part: ByteRange,
-) -> Result<Result<Vec<Owner>, String>, FailureError> {
+) -> Result<Vec<Owner>, FailureError> {
     let mut found = Vec::new();
     let first = part.start / block_size;
     let end = part.end.div_ceil(block_size);
@@ -242,10 +237,7 @@ fn main_region_pass(
                 let skip = hit.start / block_size - record.start;
                 let first_block = file_offset_blocks + skip;
                 let blocks = hit.end.div_ceil(block_size) - hit.start / block_size;
-                let file = match file_owner(metadata, ino, file_offset_blocks)? {
-                    Ok(file) => file,
-                    Err(missing) => return Ok(Err(missing)),
-                };
+                let file = file_owner(metadata, ino, file_offset_blocks)?;
                 // One owner per run of lost blocks and per run of readable
                 // ones: "data lost" is said of exactly what is lost.
                 for (piece_first, piece_end, poisoned) in
@@ -289,7 +281,7 @@ fn main_region_pass(
             kind: OwnerKind::Free,
         });
     }
-    Ok(Ok(found))
+    Ok(found)
 }
 
 impl OwnerKind {
@@ -324,13 +316,12 @@ fn poison_pieces(metadata: &Metadata, ino: u64, first: u64, end: u64) -> Vec<(u6
 }
 
 /// A file owner of the extent of `ino` at `extent_offset` (its offset and
-/// whether it is lost are the caller's to set); `Ok(Err(what))` when the
-/// inode or the extent does not exist.
+/// whether it is lost are the caller's to set).
 fn file_owner(
     metadata: &Metadata,
     ino: u64,
     extent_offset: u64,
-) -> Result<Result<OwnerKind, String>, FailureError> {
+) -> Result<OwnerKind, FailureError> {
     let corrupt = |what: String| FailureError::Corrupt(what);
     let generation = match metadata.trees.get(TreeId::Inodes, &inode_key(ino))? {
         Some(value) => {
@@ -339,7 +330,7 @@ fn file_owner(
                 .generation
         }
         None => {
-            return Ok(Err(format!(
+            return Err(corrupt(format!(
                 "the reverse map names inode {ino}, which does not exist"
             )))
         }
@@ -357,20 +348,20 @@ fn file_owner(
                 != 0
         }
         None => {
-            return Ok(Err(format!(
+            return Err(corrupt(format!(
                 "the reverse map names an extent of inode {ino} at block {extent_offset} that \
                  does not exist"
             )))
         }
     };
-    Ok(Ok(OwnerKind::File {
+    Ok(OwnerKind::File {
         ino,
         generation,
         file_offset: 0,
         paths: Vec::new(),
         unwritten,
         poisoned: false,
-    }))
+    })
 }
 
 /// Fills in the paths of every file owner (one walk of the directory

@@ -8,8 +8,12 @@
 //! gathers every update and commits once, so a crash leaves all of it or
 //! none of it. Transactions do not detect conflicts, so every
 //! read-modify-commit of inode records (here and in [`Files`]) holds the
-//! metadata's record lock ([`Metadata::lock_records`]); reads (lookup, getattr, readdir, readlink) take no
-//! lock and see committed state.
+//! metadata's record lock ([`Metadata::lock_records`]). Reads (lookup,
+//! getattr, readdir, readlink) take no lock and see committed state; a
+//! read of several records that finds them disagreeing (a commit landed
+//! between its reads) is read again under the lock
+//! ([`Metadata::read_records`]), so a concurrent unlink is never taken for
+//! corruption.
 //!
 //! Invariants kept (the ones fsck checks):
 //!
@@ -904,20 +908,30 @@ impl Namespace {
     /// The inode `name` in `parent` names, with its attributes.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> NamespaceResult<Option<(u64, InodeRecord)>> {
         check_name(name)?;
-        let transaction = self.metadata.trees.transaction();
-        require_directory(&transaction, parent)?;
-        match probe(&transaction, parent, name)?.found {
-            Some((_, dirent)) => {
-                let record = read_inode(&transaction, dirent.child)?.ok_or_else(|| {
-                    NamespaceError::Corrupt(format!(
-                        "an entry of directory {parent} names missing inode {}",
-                        dirent.child
-                    ))
-                })?;
-                Ok(Some((dirent.child, record)))
+        self.read(|transaction| {
+            require_directory(transaction, parent)?;
+            match probe(transaction, parent, name)?.found {
+                Some((_, dirent)) => {
+                    let record = read_inode(transaction, dirent.child)?.ok_or_else(|| {
+                        NamespaceError::Corrupt(format!(
+                            "an entry of directory {parent} names missing inode {}",
+                            dirent.child
+                        ))
+                    })?;
+                    Ok(Some((dirent.child, record)))
+                }
+                None => Ok(None),
             }
-            None => Ok(None),
-        }
+        })
+    }
+
+    /// Runs `read` on committed state, again under the record lock if the
+    /// records it read disagreed (see [`Metadata::read_records`]).
+    fn read<T>(&self, read: impl Fn(&Transaction<'_>) -> NamespaceResult<T>) -> NamespaceResult<T> {
+        self.metadata.read_records(
+            || read(&self.metadata.trees.transaction()),
+            |error| matches!(error, NamespaceError::Corrupt(_)),
+        )
     }
 
     /// The parent of directory `dir` (the root is its own parent).
@@ -925,7 +939,13 @@ impl Namespace {
         if dir == ROOT_INO {
             return Ok(ROOT_INO);
         }
-        parent_of(&self.metadata.trees.transaction(), dir)
+        self.read(|transaction| {
+            // A directory removed while open has no parent to go up to.
+            if require_inode(transaction, dir)?.nlink == 0 {
+                return Err(NamespaceError::NotFound);
+            }
+            parent_of(transaction, dir)
+        })
     }
 
     /// Inode `ino`'s attributes.
@@ -1097,14 +1117,15 @@ impl Namespace {
 
     /// A symlink's target.
     pub fn readlink(&self, ino: u64) -> NamespaceResult<Vec<u8>> {
-        let transaction = self.metadata.trees.transaction();
-        let record = require_inode(&transaction, ino)?;
-        if record.file_type() != FileType::Symlink {
-            return Err(NamespaceError::Invalid("not a symlink"));
-        }
-        transaction
-            .get(TreeId::Meta, &prefixed_key(SYMLINK_PREFIX, ino))?
-            .ok_or_else(|| NamespaceError::Corrupt(format!("symlink {ino} has no target")))
+        self.read(|transaction| {
+            let record = require_inode(transaction, ino)?;
+            if record.file_type() != FileType::Symlink {
+                return Err(NamespaceError::Invalid("not a symlink"));
+            }
+            transaction
+                .get(TreeId::Meta, &prefixed_key(SYMLINK_PREFIX, ino))?
+                .ok_or_else(|| NamespaceError::Corrupt(format!("symlink {ino} has no target")))
+        })
     }
 
     fn create_inode(

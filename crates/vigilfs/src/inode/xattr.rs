@@ -626,11 +626,32 @@ impl Xattrs {
     /// none.
     pub fn get(&self, ino: u64, name: &[u8]) -> XattrResult<Vec<u8>> {
         self.check_name(name)?;
-        let transaction = self.metadata.trees.transaction();
-        let record = read_inode(&transaction, ino)?;
-        if is_user_name(name) && !holds_user_attributes(&record) {
-            return Err(XattrError::NoData);
+        // A value in pieces takes several reads, which a set committing
+        // between them could tear into a value nobody wrote: it is read
+        // under the record lock, as are records that disagree.
+        let value = self.metadata.read_records(
+            || {
+                let transaction = self.metadata.trees.transaction();
+                let record = read_inode(&transaction, ino)?;
+                if is_user_name(name) && !holds_user_attributes(&record) {
+                    return Err(XattrError::NoData);
+                }
+                match transaction.get(TreeId::Xattrs, &xattr_key(ino, name))? {
+                    Some(bytes) => match decode_stored(ino, &bytes)? {
+                        Stored::Inline(value) => Ok(Some(value)),
+                        Stored::InPieces(_) => Ok(None),
+                    },
+                    None => Err(XattrError::NoData),
+                }
+            },
+            |error| matches!(error, XattrError::Corrupt(_)),
+        )?;
+        if let Some(value) = value {
+            return Ok(value);
         }
+        let _records = self.metadata.lock_records();
+        let transaction = self.metadata.trees.transaction();
+        read_inode(&transaction, ino)?;
         match transaction.get(TreeId::Xattrs, &xattr_key(ino, name))? {
             Some(bytes) => read_value(&transaction, ino, name, &bytes),
             None => Err(XattrError::NoData),
