@@ -262,6 +262,9 @@ impl Adapter {
         attr_ttl: Duration,
         keep_cache: bool,
     ) -> Adapter {
+        // The kernel refers to inodes by its lookups: an unlinked inode it
+        // still refers to must stay, as on Linux.
+        filesystem.let_lookups_hold_inodes();
         Adapter {
             filesystem,
             replies: Replies {

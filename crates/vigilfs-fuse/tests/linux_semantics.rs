@@ -7,6 +7,7 @@
 mod common;
 
 use std::fs::{self, File, OpenOptions};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
@@ -335,6 +336,96 @@ fn a_removed_directory_stays_usable_while_open() {
         assert!(Instant::now() < deadline, "still there");
         std::thread::sleep(Duration::from_millis(10));
     }
+    mount.finish();
+}
+
+/// An inode the kernel still refers to outlives its last link: an
+/// `O_PATH` descriptor (no open reaches the filesystem for it) still
+/// stats and reopens the file through /proc, a working directory removed
+/// under a process still stats; the inode goes when the kernel forgets it.
+#[test]
+fn an_unlinked_inode_the_kernel_still_refers_to_stays_usable() {
+    if !common::fuse_available() {
+        return;
+    }
+    let mount = open_mount();
+    let file = mount.join("file");
+    fs::write(&file, b"hello").unwrap();
+    let path = std::ffi::CString::new(file.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid C string.
+    let raw = unsafe { libc::open(path.as_ptr(), libc::O_PATH) };
+    assert!(raw >= 0);
+    // SAFETY: a descriptor just opened and owned by nothing else. Owned, it
+    // is closed when a failed assertion unwinds, which lets the mount go.
+    let descriptor = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+    let ino = fs::metadata(&file).unwrap().ino();
+    fs::remove_file(&file).unwrap();
+    let reopened = format!("/proc/self/fd/{}", descriptor.as_raw_fd());
+    let status = fs::metadata(&reopened).unwrap();
+    assert_eq!((status.nlink(), status.len()), (0, 5));
+    assert_eq!(fs::read(&reopened).unwrap(), b"hello");
+
+    let directory = mount.join("directory");
+    fs::create_dir(&directory).unwrap();
+    let inside = "import os, sys\nos.chdir(sys.argv[1])\nos.rmdir(sys.argv[1])\n\
+                  print(os.stat('.').st_nlink, len(os.listdir('.')))";
+    let output = Command::new(python())
+        .args(["-c", inside])
+        .arg(&directory)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "0 0");
+
+    drop(descriptor);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while mount.engine().getattr(ino).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the forgotten orphan is still there"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    mount.finish();
+}
+
+/// Replacing a file by renaming another over it is atomic for readers: an
+/// open of the name finds the old file or the new one, never nothing (the
+/// kernel's lookup of the old file comes before its open, and the rename
+/// between them must not delete what the lookup found).
+#[test]
+fn a_rename_over_a_file_never_fails_a_concurrent_open() {
+    if !common::fuse_available() {
+        return;
+    }
+    let mount = open_mount();
+    let (name, staged) = (mount.join("config"), mount.join("config.new"));
+    fs::write(&name, b"version 0").unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut reads = 0u64;
+                    while !done.load(std::sync::atomic::Ordering::Acquire) {
+                        let contents =
+                            fs::read(&name).unwrap_or_else(|error| panic!("read {reads}: {error}"));
+                        assert!(contents.starts_with(b"version "));
+                        reads += 1;
+                    }
+                    reads
+                })
+            })
+            .collect();
+        for round in 1..=2000 {
+            fs::write(&staged, format!("version {round}")).unwrap();
+            fs::rename(&staged, &name).unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Release);
+        for reader in readers {
+            assert!(reader.join().unwrap() > 0);
+        }
+    });
     mount.finish();
 }
 

@@ -325,6 +325,36 @@ fn an_unlinked_open_file_lives_until_its_last_release() {
     fs.unmount().unwrap();
 }
 
+/// With lookups holding inodes (the FUSE transport), an inode unlinked
+/// while looked up stays until its last lookup is forgotten; one still
+/// looked up at unmount is deleted then, not left to the next mount.
+#[test]
+fn a_looked_up_inode_outlives_its_last_link_until_forgotten() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    fs.let_lookups_hold_inodes();
+    write_file(&fs, b"forgotten", b"data");
+    write_file(&fs, b"held", b"data");
+    let forgotten = fs.lookup(ROOT_INO, b"forgotten", &root()).unwrap().ino;
+    let held = fs.lookup(ROOT_INO, b"held", &root()).unwrap().ino;
+    fs.unlink(ROOT_INO, b"forgotten", &root()).unwrap();
+    fs.unlink(ROOT_INO, b"held", &root()).unwrap();
+    assert_eq!(fs.getattr(forgotten).unwrap().record.nlink, 0);
+    let lookups = fs.lookup_count(forgotten);
+    fs.forget(forgotten, lookups - 1);
+    assert!(fs.getattr(forgotten).is_ok(), "one lookup left");
+    fs.forget(forgotten, 1);
+    assert_eq!(errno(fs.getattr(forgotten)), libc::ENOENT);
+    assert_eq!(fs.getattr(held).unwrap().record.nlink, 0);
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+    let fs = fixture.mount();
+    assert_eq!(fs.status().orphans_purged, 0, "deleted at the unmount");
+    assert_eq!(errno(fs.getattr(held)), libc::ENOENT);
+    assert_eq!(fs.statfs().unwrap().files, 1);
+    fs.unmount().unwrap();
+}
+
 #[test]
 fn an_orphan_left_by_a_crash_is_deleted_at_the_next_mount() {
     let fixture = Fixture::new();

@@ -8,6 +8,7 @@
 //! its outcome through the error policy. Lookups and handles are counted
 //! here; an unlinked file lives until its last release (the orphan list).
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
 use errseq::Since;
@@ -271,7 +272,7 @@ impl Filesystem {
         ino: u64,
         record: InodeRecord,
     ) -> Attr {
-        self.shared.handles.looked_up(ino);
+        self.looked_up(ino);
         self.shared.faults.learn(parent, name, ino);
         self.note(operation, Some(ino), Some((parent, name)), None);
         self.shared.attr(ino, record)
@@ -298,7 +299,7 @@ impl Filesystem {
     pub fn lookup(&self, parent: u64, name: &[u8], caller: &Caller) -> FsResult<Attr> {
         if let Some(found) = self.lookup_by_number(parent, name) {
             let (ino, record) = found?;
-            self.shared.handles.looked_up(ino);
+            self.looked_up(ino);
             return Ok(self.shared.attr(ino, record));
         }
         let dir = self.record(parent)?;
@@ -315,7 +316,7 @@ impl Filesystem {
             .shared
             .observe("lookup", found)?
             .ok_or(crate::inode::NamespaceError::NotFound)?;
-        self.shared.handles.looked_up(ino);
+        self.looked_up(ino);
         self.shared.faults.learn(parent, name, ino);
         Ok(self.shared.attr(ino, record))
     }
@@ -342,9 +343,42 @@ impl Filesystem {
         Some(found)
     }
 
-    /// Drops `count` lookups of `ino` (the kernel forgot it).
+    /// From now on a lookup holds its inode until it is forgotten, as an
+    /// open does: an inode whose last link goes while it is looked up
+    /// stays, an orphan, until its last lookup is forgotten and its last
+    /// handle closed. The FUSE transport calls it before it serves: the
+    /// kernel refers to an inode by its lookups (an `O_PATH` descriptor, a
+    /// working directory, a path walk between its lookup and its open while
+    /// a rename replaces the name), and Linux keeps an unlinked inode while
+    /// anything refers to it. Without it, a caller that never forgets its
+    /// lookups sees a delete free the inode at once.
+    pub fn let_lookups_hold_inodes(&self) {
+        self.shared
+            .lookups_hold_inodes
+            .store(true, Ordering::Release);
+    }
+
+    fn lookups_hold_inodes(&self) -> bool {
+        self.shared.lookups_hold_inodes.load(Ordering::Acquire)
+    }
+
+    /// Counts a lookup of `ino`: the first holds the inode, if lookups do.
+    fn looked_up(&self, ino: u64) {
+        if self.shared.handles.looked_up(ino) && self.lookups_hold_inodes() {
+            self.shared.namespace.opened(ino);
+        }
+    }
+
+    /// Drops `count` lookups of `ino` (the kernel forgot it). Forgetting
+    /// the last lets an orphan go, as its last close does.
     pub fn forget(&self, ino: u64, count: u64) {
-        self.shared.handles.forget(ino, count);
+        if self.shared.handles.forget(ino, count) && self.lookups_hold_inodes() {
+            // A failure was observed, and leaves the orphan record: the
+            // next mount deletes it.
+            if let Ok(true) = self.closed(ino, "forget") {
+                self.shared.files.forget(ino);
+            }
+        }
     }
 
     /// Lookups of `ino` not yet forgotten.
@@ -546,7 +580,7 @@ impl Filesystem {
             .map_err(FsError::from);
         let record = self.shared.observe("link", result)?;
         self.sync_entries_of("link", &[&dir])?;
-        self.shared.handles.looked_up(ino);
+        self.looked_up(ino);
         self.shared.faults.learn(new_parent, new_name, ino);
         self.note("link", Some(ino), None, Some((new_parent, new_name)));
         Ok(self.shared.attr(ino, record))
@@ -1154,7 +1188,7 @@ impl Filesystem {
                 Err(error) => return Err(error),
             };
             if item.name != b"." && item.name != b".." {
-                self.shared.handles.looked_up(item.ino);
+                self.looked_up(item.ino);
             }
             out.push((item, attr));
         }

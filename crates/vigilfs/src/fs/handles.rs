@@ -202,22 +202,27 @@ impl Handles {
             .ok_or(FsError::BadHandle(number))
     }
 
-    pub(super) fn looked_up(&self, ino: u64) {
-        *lock(&self.lookups).entry(ino).or_default() += 1;
+    /// Counts a lookup of `ino`; returns whether it is the only one.
+    pub(super) fn looked_up(&self, ino: u64) -> bool {
+        let mut lookups = lock(&self.lookups);
+        let count = lookups.entry(ino).or_default();
+        *count += 1;
+        *count == 1
     }
 
-    /// Drops `count` lookups of `ino`; returns the lookups left.
-    pub(super) fn forget(&self, ino: u64, count: u64) -> u64 {
+    /// Drops `count` lookups of `ino`; returns whether that forgot its
+    /// last (it had some, and has none left).
+    pub(super) fn forget(&self, ino: u64, count: u64) -> bool {
         let mut lookups = lock(&self.lookups);
-        let left = lookups
-            .get(&ino)
-            .map_or(0, |known| known.saturating_sub(count));
-        if left == 0 {
+        let Some(known) = lookups.get_mut(&ino) else {
+            return false;
+        };
+        *known = known.saturating_sub(count);
+        if *known == 0 {
             lookups.remove(&ino);
-        } else {
-            lookups.insert(ino, left);
+            return true;
         }
-        left
+        false
     }
 
     pub(super) fn lookups(&self, ino: u64) -> u64 {
@@ -264,10 +269,11 @@ mod tests {
     #[test]
     fn forget_never_goes_below_zero() {
         let handles = Handles::default();
-        handles.looked_up(5);
-        handles.looked_up(5);
-        assert_eq!(handles.forget(5, 1), 1);
-        assert_eq!(handles.forget(5, 10), 0);
+        assert!(handles.looked_up(5), "the first");
+        assert!(!handles.looked_up(5));
+        assert!(!handles.forget(5, 1), "one left");
+        assert!(handles.forget(5, 10), "the last");
         assert_eq!(handles.lookups(5), 0);
+        assert!(!handles.forget(5, 1), "none to forget");
     }
 }

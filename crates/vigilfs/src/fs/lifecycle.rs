@@ -483,6 +483,7 @@ impl Filesystem {
             reclaim_failure_announced: AtomicBool::new(false),
             made_immutable: Default::default(),
             synchronous: Default::default(),
+            lookups_hold_inodes: AtomicBool::new(false),
             deferred_orphans: Mutex::new(Vec::new()),
             attribute_listener: std::sync::RwLock::new(None),
             faults,
@@ -687,6 +688,11 @@ impl Filesystem {
         // Failures queued are handled before the filesystem is made clean,
         // so what they record lands with it.
         self.stop_media_threads();
+        // Whoever looked inodes up is gone: orphans their lookups kept are
+        // deleted now, not by the next mount.
+        for ino in self.shared.handles.looked_up_inodes() {
+            self.forget(ino, u64::MAX);
+        }
         let shared = &self.shared;
         let result = match shared.gate.state() {
             LifeState::Running => {

@@ -126,6 +126,9 @@ pub(crate) struct Shared {
     made_immutable: inode_flags::InodeSet,
     /// Synchronous (`S`) inodes opened or flagged during this mount.
     synchronous: inode_flags::InodeSet,
+    /// Whether a lookup holds its inode until forgotten (see
+    /// [`Filesystem::let_lookups_hold_inodes`]).
+    lookups_hold_inodes: AtomicBool,
     /// Whether the journal's current run of reclaim failures was
     /// announced (reset once reclaim succeeds again).
     reclaim_failure_announced: AtomicBool,
