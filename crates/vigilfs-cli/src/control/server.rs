@@ -63,21 +63,32 @@ pub struct Limits {
     pub request_deadline: Duration,
     /// For writing the whole response.
     pub response_deadline: Duration,
-    /// Connections served at once.
+    /// Requests served at once. Root and the user who mounted are not
+    /// held to it, only to `max_per_uid`: other users' connections cannot
+    /// lock them out of their own mount.
     pub max_connections: usize,
-    /// Connections served at once for one client uid.
+    /// Requests served at once for one client uid.
     pub max_per_uid: usize,
+    /// Event streams (`events --follow`) served at once. A stream leaves
+    /// the requests' count when it starts: listeners never take the room
+    /// of a status, a sync or a failure report.
+    pub max_streams: usize,
+    /// Event streams served at once for one client uid.
+    pub max_streams_per_uid: usize,
 }
 
 impl Default for Limits {
     /// A request line is one short JSON object: 5 s is ample even for a
-    /// person typing it into `socat`. 32 connections, 8 per uid.
+    /// person typing it into `socat`. 32 requests, 8 per uid; 64 streams,
+    /// 32 per uid.
     fn default() -> Limits {
         Limits {
             request_deadline: Duration::from_secs(5),
             response_deadline: Duration::from_secs(5),
             max_connections: 32,
             max_per_uid: 8,
+            max_streams: 64,
+            max_streams_per_uid: 32,
         }
     }
 }
@@ -103,8 +114,10 @@ pub(super) struct Context {
     extra: Map<String, Value>,
     limits: Limits,
     pub(super) stopping: Arc<AtomicBool>,
-    /// Open connections per client uid (`None`: uid unknown).
+    /// Requests being served per client uid (`None`: uid unknown).
     connections: Mutex<HashMap<Option<u32>, usize>>,
+    /// Event streams being served per client uid.
+    streams: Mutex<HashMap<Option<u32>, usize>>,
     /// Members of this group may listen to events too (`events_group=`).
     pub(super) events_gid: Option<u32>,
 }
@@ -172,6 +185,7 @@ pub fn serve(mountpoint: &Path, served: Served) -> io::Result<ControlServer> {
         limits,
         stopping: Arc::clone(&stop),
         connections: Mutex::new(HashMap::new()),
+        streams: Mutex::new(HashMap::new()),
         events_gid,
     });
     let thread = {
@@ -354,20 +368,63 @@ fn accept_loop(listener: &UnixListener, context: &Arc<Context>, stop: &AtomicBoo
     }
 }
 
-/// A connection counted against the limits; uncounted when dropped.
+/// A connection counted against the limits, as a request or, once it
+/// asked to follow events, as a stream; uncounted when dropped.
 struct Slot {
     context: Arc<Context>,
     uid: Option<u32>,
+    streaming: bool,
+}
+
+impl Slot {
+    /// The count this slot is in.
+    fn counts(&self) -> &Mutex<HashMap<Option<u32>, usize>> {
+        if self.streaming {
+            &self.context.streams
+        } else {
+            &self.context.connections
+        }
+    }
+
+    /// Moves the connection from the requests' count to the streams', if
+    /// the streams' limits allow; else the refusal to answer.
+    fn become_stream(&mut self) -> Result<(), Response> {
+        let limits = self.context.limits;
+        {
+            let mut streams = lock(&self.context.streams);
+            let total: usize = streams.values().sum();
+            let mine = streams.get(&self.uid).copied().unwrap_or(0);
+            if total >= limits.max_streams || mine >= limits.max_streams_per_uid {
+                return Err(Response::failure(
+                    ErrorKind::Busy,
+                    format!(
+                        "the mount process is serving as many event streams as it allows \
+                         ({} in all, {} per user); try again",
+                        limits.max_streams, limits.max_streams_per_uid
+                    ),
+                    Some(libc::EBUSY),
+                ));
+            }
+            *streams.entry(self.uid).or_insert(0) += 1;
+        }
+        uncount(&self.context.connections, self.uid);
+        self.streaming = true;
+        Ok(())
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut connections = lock(&self.context.connections);
-        if let Some(count) = connections.get_mut(&self.uid) {
-            *count -= 1;
-            if *count == 0 {
-                connections.remove(&self.uid);
-            }
+        uncount(self.counts(), self.uid);
+    }
+}
+
+fn uncount(counts: &Mutex<HashMap<Option<u32>, usize>>, uid: Option<u32>) {
+    let mut counts = lock(counts);
+    if let Some(count) = counts.get_mut(&uid) {
+        *count -= 1;
+        if *count == 0 {
+            counts.remove(&uid);
         }
     }
 }
@@ -387,13 +444,17 @@ fn admit(stream: UnixStream, context: &Arc<Context>) {
         let mut connections = lock(&context.connections);
         let total: usize = connections.values().sum();
         let mine = connections.get(&uid).copied().unwrap_or(0);
-        if total >= context.limits.max_connections || mine >= context.limits.max_per_uid {
+        let privileged = uid.is_some_and(|uid| uid == 0 || uid == context.owner_uid);
+        if (total >= context.limits.max_connections && !privileged)
+            || mine >= context.limits.max_per_uid
+        {
             None
         } else {
             *connections.entry(uid).or_insert(0) += 1;
             Some(Slot {
                 context: Arc::clone(context),
                 uid,
+                streaming: false,
             })
         }
     };
@@ -417,8 +478,8 @@ fn admit(stream: UnixStream, context: &Arc<Context>) {
     let spawned = std::thread::Builder::new()
         .name("vigilfs-control-client".into())
         .spawn(move || {
-            let slot = slot;
-            serve_connection(&stream, &slot.context, uid);
+            let mut slot = slot;
+            serve_connection(&stream, &mut slot);
         });
     // Could not spawn: the closure (and the slot, and the stream) is
     // dropped, which closes the connection and uncounts it.
@@ -504,7 +565,10 @@ pub(super) fn write_response(
     Ok(())
 }
 
-fn serve_connection(stream: &UnixStream, context: &Context, uid: Option<u32>) {
+fn serve_connection(stream: &UnixStream, slot: &mut Slot) {
+    let context = Arc::clone(&slot.context);
+    let context = context.as_ref();
+    let uid = slot.uid;
     let limits = context.limits;
     let accepted = Instant::now();
     let response = match read_request_line(stream, accepted + limits.request_deadline) {
@@ -514,6 +578,13 @@ fn serve_connection(stream: &UnixStream, context: &Context, uid: Option<u32>) {
                 follow,
                 mode,
             }) => {
+                if follow {
+                    if let Err(busy) = slot.become_stream() {
+                        let deadline = Instant::now() + limits.response_deadline;
+                        let _ = write_response(stream, &busy, deadline);
+                        return;
+                    }
+                }
                 let request = stream::StreamRequest {
                     since,
                     follow,
@@ -1024,6 +1095,108 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        server.stop();
+        unmount(&slot);
+    }
+
+    /// Event listeners hold their connections for as long as the mount
+    /// lives: they must not take the room of one-shot requests, or a few
+    /// `events --follow` hooks lock everyone out of status, sync and
+    /// failure reports.
+    #[test]
+    fn event_followers_do_not_take_the_room_of_requests() {
+        let directory = tempfile::tempdir().unwrap();
+        let (slot, plan) = mounted();
+        let limits = Limits {
+            max_connections: 3,
+            max_per_uid: 2,
+            max_streams: 4,
+            max_streams_per_uid: 3,
+            ..Limits::default()
+        };
+        let server = serve(
+            directory.path(),
+            Served {
+                limits,
+                ..Served::new(Arc::clone(&slot), plan, 0)
+            },
+        )
+        .unwrap();
+        let follow = |expect_busy: bool| {
+            let stream = UnixStream::connect(server.path()).unwrap();
+            (&stream)
+                .write_all(b"{\"command\":\"events\",\"follow\":true}\n")
+                .unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let answer = read_answer(&stream);
+            assert_eq!(answer["ok"] == false, expect_busy, "{answer}");
+            if expect_busy {
+                assert_eq!(answer["error"]["kind"], "busy", "{answer}");
+            }
+            stream
+        };
+        let followers: Vec<UnixStream> = (0..3).map(|_| follow(false)).collect();
+        let refused = follow(true);
+        let at = canonical_mountpoint(directory.path()).unwrap();
+        for _ in 0..4 {
+            let status = client::call_owned(&at, current_uid(), &Request::Status).unwrap();
+            assert_eq!(status["state"], "running");
+        }
+        drop((followers, refused));
+        server.stop();
+        unmount(&slot);
+    }
+
+    /// Other users' connections, however many, cannot lock root (or the
+    /// user who mounted) out of the mount's control.
+    #[test]
+    fn other_users_cannot_take_the_room_of_root() {
+        let directory = tempfile::tempdir().unwrap();
+        let (slot, plan) = mounted();
+        let limits = Limits {
+            max_connections: 2,
+            max_per_uid: 4,
+            ..Limits::default()
+        };
+        let server = serve(
+            directory.path(),
+            Served {
+                limits,
+                ..Served::new(Arc::clone(&slot), plan, 0)
+            },
+        )
+        .unwrap();
+        // uid 65534 holds every shared connection, idle.
+        std::fs::set_permissions(directory.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let hold = "import socket, sys, time\n\
+                    held = []\n\
+                    for _ in range(2):\n    \
+                        s = socket.socket(socket.AF_UNIX)\n    \
+                        s.connect(sys.argv[1])\n    \
+                        held.append(s)\n\
+                    print('held', flush=True)\n\
+                    time.sleep(4)\n";
+        let mut holder = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(["/usr/bin/python3", "-c"])
+            .arg(hold)
+            .arg(server.path())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        io::BufReader::new(holder.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "held");
+        std::thread::sleep(Duration::from_millis(200));
+        let at = canonical_mountpoint(directory.path()).unwrap();
+        let status = client::call_owned(&at, current_uid(), &Request::Status).unwrap();
+        assert_eq!(status["state"], "running");
+        let _ = holder.kill();
+        let _ = holder.wait();
         server.stop();
         unmount(&slot);
     }
