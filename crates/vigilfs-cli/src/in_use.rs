@@ -44,7 +44,8 @@ const POLL: Duration = Duration::from_millis(20);
 /// A held lock on an image; released when dropped.
 #[derive(Debug)]
 pub struct ImageLock {
-    _file: File,
+    /// The image, and the file behind it if it is a loop device.
+    _files: Vec<File>,
 }
 
 /// How to lock.
@@ -106,8 +107,26 @@ fn describe_holder(holder: Option<&(u32, String)>) -> String {
     }
 }
 
-/// Takes the lock without waiting.
+/// Takes the lock without waiting: on the image and, for a loop device,
+/// on the file behind it too, so that the file and the device over it
+/// exclude each other.
 pub fn lock(image: &Path, mode: LockMode) -> Result<ImageLock, LockError> {
+    let mut files = vec![lock_file(image, mode)?];
+    let backing = std::fs::metadata(image)
+        .ok()
+        .and_then(|metadata| crate::mountinfo::loop_backing_file(&metadata));
+    if let Some(backing) = backing {
+        match lock_file(&backing, mode) {
+            Ok(file) => files.push(file),
+            // Deleted or out of reach: the device alone is locked.
+            Err(LockError::Io(_)) => {}
+            Err(LockError::InUse) => return Err(LockError::InUse),
+        }
+    }
+    Ok(ImageLock { _files: files })
+}
+
+fn lock_file(image: &Path, mode: LockMode) -> Result<File, LockError> {
     // O_NONBLOCK: opening a FIFO named as the image must not wait for a
     // writer (the device's open then refuses it); files ignore the flag.
     let file = std::fs::OpenOptions::new()
@@ -122,7 +141,7 @@ pub fn lock(image: &Path, mode: LockMode) -> Result<ImageLock, LockError> {
     // SAFETY: flock on a file descriptor we own; no memory is involved.
     let result = unsafe { libc::flock(file.as_raw_fd(), operation) };
     if result == 0 {
-        return Ok(ImageLock { _file: file });
+        return Ok(file);
     }
     let error = io::Error::last_os_error();
     if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
@@ -143,10 +162,10 @@ pub fn mounted_on(canonical_image: &Path) -> Option<PathBuf> {
 
 /// Where the file `image` is mounted under another name, if it is.
 fn mounted_as_same_file(image: &Path) -> Option<PathBuf> {
-    let metadata = std::fs::metadata(image).ok()?;
+    let identity = crate::mountinfo::file_identity(image).ok()?;
     let mounts = Mounts::read().ok()?;
     let mountpoint = mounts
-        .vigilfs_mounts_of_file(&metadata, crate::control::current_uid())
+        .vigilfs_mounts_of_file(identity, crate::control::current_uid())
         .next()
         .map(|entry| entry.mountpoint.clone());
     mountpoint

@@ -105,17 +105,17 @@ impl Mounts {
     }
 
     /// Every vigilfs mount whose source is the file `image` under any name:
-    /// a hard link, or a path through another mount of the same directory.
+    /// a hard link, a path through another mount of the same directory, or
+    /// a loop device over it (`image` is a [`file_identity`]).
     /// Only the sources of vigilfs mounts made by root or by `trusted_uid`
     /// are looked at (each one with a `stat`): another user may name a
     /// FUSE mount `vigilfs` with a source on a filesystem that never
     /// answers, and the `stat` would hang.
-    pub fn vigilfs_mounts_of_file<'a>(
-        &'a self,
-        image: &'a std::fs::Metadata,
+    pub fn vigilfs_mounts_of_file(
+        &self,
+        image: (u64, u64),
         trusted_uid: u32,
-    ) -> impl Iterator<Item = &'a MountEntry> {
-        use std::os::unix::fs::MetadataExt;
+    ) -> impl Iterator<Item = &MountEntry> {
         self.entries.iter().filter(move |entry| {
             let vigilfs = entry.fstype == "fuse.vigilfs"
                 || (entry.is_fuse() && bare_source(entry) != entry.source.as_os_str());
@@ -124,10 +124,35 @@ impl Mounts {
                 .is_some_and(|owner| owner == 0 || owner == trusted_uid);
             vigilfs
                 && trusted
-                && std::fs::metadata(bare_source(entry))
-                    .is_ok_and(|source| source.dev() == image.dev() && source.ino() == image.ino())
+                && file_identity(Path::new(bare_source(entry))).is_ok_and(|source| source == image)
         })
     }
+}
+
+/// The file an image path stands for, as (device, inode): the file's own,
+/// or for a loop device the file behind it (from sysfs), so an image is
+/// known under both names.
+pub fn file_identity(path: &Path) -> io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::metadata(path)?;
+    let backing = loop_backing_file(&metadata).and_then(|file| std::fs::metadata(file).ok());
+    let file = backing.as_ref().unwrap_or(&metadata);
+    Ok((file.dev(), file.ino()))
+}
+
+/// The file behind a loop device, if `device` is one that has a file.
+pub fn loop_backing_file(device: &std::fs::Metadata) -> Option<PathBuf> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    /// The block major number of loop devices.
+    const LOOP_MAJOR: u32 = 7;
+    if !device.file_type().is_block_device() || libc::major(device.rdev()) != LOOP_MAJOR {
+        return None;
+    }
+    let (major, minor) = (libc::major(device.rdev()), libc::minor(device.rdev()));
+    let shown =
+        std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/loop/backing_file"))
+            .ok()?;
+    Some(PathBuf::from(shown.trim_end_matches('\n')))
 }
 
 /// A FUSE mount's source without the `vigilfs#` prefix that fusermount3 of

@@ -1451,6 +1451,53 @@ fn fsck_mkfs_and_mount_right_after_umount_wait_for_the_exiting_process() {
 /// twice does): renames across them are seen at once, the second may be
 /// read-only, control commands given the second reach the server, other
 /// options are refused, and the server stops with the last mount point.
+/// A loop device over a mounted image is the same image: mounting it is a
+/// second view of the one mount, not a second process writing the same
+/// blocks (which corrupted the image).
+#[test]
+fn a_loop_device_over_a_mounted_image_shows_the_same_filesystem() {
+    if fuse_missing("a_loop_device_over_a_mounted_image_shows_the_same_filesystem") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&[]);
+    let attached = Command::new("losetup")
+        .args(["--find", "--show", scratch.img()])
+        .output()
+        .unwrap();
+    assert!(attached.status.success(), "{attached:?}");
+    let device = text(&attached.stdout).trim().to_string();
+    let second = scratch.directory.path().join("second");
+    // --daemon: a build that took the device for another image would
+    // serve it in the foreground.
+    let mounted = vigilfs(&["mount", &device, second.to_str().unwrap(), "--daemon"]);
+    let result = std::panic::catch_unwind(|| {
+        assert_eq!(mounted.status.code(), Some(0), "{}", text(&mounted.stderr));
+        assert!(
+            text(&mounted.stderr).contains("already mounted"),
+            "{}",
+            text(&mounted.stderr)
+        );
+        fs::write(second.join("through the device"), b"one file").unwrap();
+        assert_eq!(
+            fs::read(scratch.at("through the device")).unwrap(),
+            b"one file"
+        );
+        umount_retrying_busy(&second);
+        assert!(!process_gone(pid), "the first mount still serves");
+    });
+    let _ = Command::new("losetup").args(["-d", &device]).status();
+    if let Err(panic) = result {
+        if is_mounted(&second) {
+            umount_retrying_busy(&second);
+        }
+        std::panic::resume_unwind(panic);
+    }
+    scratch.umount(pid);
+    let fsck = vigilfs(&["fsck", scratch.img()]);
+    assert_eq!(fsck.status.code(), Some(0), "{}", text(&fsck.stdout));
+}
+
 #[test]
 fn a_second_mount_of_a_mounted_image_shows_the_same_filesystem() {
     if fuse_missing("a_second_mount_of_a_mounted_image_shows_the_same_filesystem") {
