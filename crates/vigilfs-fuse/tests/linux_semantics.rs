@@ -670,7 +670,7 @@ fn shutdown_ioctl(path: &Path) -> std::io::Result<()> {
                             // SAFETY: a valid descriptor and a pointer to a live u32 for the call.
     let result = unsafe {
         libc::ioctl(
-            std::os::fd::AsRawFd::as_raw_fd(&file),
+            AsRawFd::as_raw_fd(&file),
             0x8004_587d,
             &mut flags,
         )
@@ -709,7 +709,7 @@ fn the_shutdown_ioctl_shuts_the_filesystem_down() {
     // ioctl's argument (TCGETS asks for a termios).
     let result = unsafe {
         libc::ioctl(
-            std::os::fd::AsRawFd::as_raw_fd(&unknown),
+            AsRawFd::as_raw_fd(&unknown),
             libc::TCGETS,
             ignored.as_mut_ptr(),
         )
@@ -778,7 +778,7 @@ fn open_by_handle(mount: &File, handle: &mut FileHandle) -> std::io::Result<File
     // SAFETY: a valid descriptor and a handle filled by name_to_handle_at.
     let fd = unsafe {
         libc::open_by_handle_at(
-            std::os::fd::AsRawFd::as_raw_fd(mount),
+            AsRawFd::as_raw_fd(mount),
             std::ptr::addr_of_mut!(*handle).cast(),
             libc::O_RDONLY,
         )
@@ -787,7 +787,7 @@ fn open_by_handle(mount: &File, handle: &mut FileHandle) -> std::io::Result<File
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: a descriptor just opened and owned by nobody else.
-    Ok(unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+    Ok(unsafe { <File as FromRawFd>::from_raw_fd(fd) })
 }
 
 /// Makes the kernel drop its (unused) inodes and waits until it has told
