@@ -668,13 +668,7 @@ fn shutdown_ioctl(path: &Path) -> std::io::Result<()> {
     let file = File::open(path)?;
     let mut flags: u32 = 2; // FS_GOING_DOWN_NOSYNC: never reaches a FUSE server.
                             // SAFETY: a valid descriptor and a pointer to a live u32 for the call.
-    let result = unsafe {
-        libc::ioctl(
-            AsRawFd::as_raw_fd(&file),
-            0x8004_587d,
-            &mut flags,
-        )
-    };
+    let result = unsafe { libc::ioctl(AsRawFd::as_raw_fd(&file), 0x8004_587d, &mut flags) };
     if result == 0 {
         Ok(())
     } else {

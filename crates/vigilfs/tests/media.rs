@@ -722,6 +722,36 @@ fn a_flipped_byte_is_found_by_fsck_data_and_scrub_and_never_read_as_data() {
     fs.unmount().unwrap();
 }
 
+/// A slow scrub shows in status from its start, not only after its first
+/// MiB (at a low rate, minutes later).
+#[test]
+fn a_slow_scrub_is_running_from_its_start() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let go_on = std::sync::atomic::AtomicBool::new(true);
+    std::thread::scope(|scope| {
+        let scrub = scope.spawn(|| {
+            let request = vigilfs::fs::ScrubRequest {
+                rate: Some(1024),
+                restart: true,
+            };
+            fs.scrub(request, &mut |_| {
+                go_on.load(std::sync::atomic::Ordering::Acquire)
+            })
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while fs.status().media.scrub.running.is_none() {
+            assert!(std::time::Instant::now() < deadline, "never shown running");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        go_on.store(false, std::sync::atomic::Ordering::Release);
+        let summary = scrub.join().unwrap().unwrap();
+        assert!(!summary.complete, "stopped early");
+    });
+    assert!(fs.status().media.scrub.running.is_none());
+    fs.unmount().unwrap();
+}
+
 #[test]
 fn a_checksum_mismatch_on_read_is_eio_and_poisons_the_block() {
     let fixture = Fixture::new();

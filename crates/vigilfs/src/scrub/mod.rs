@@ -629,6 +629,11 @@ pub fn run(
         data_only: options.data_only,
     };
     let finished = (|| -> Result<ControlFlow<()>, ScrubError> {
+        // Told at once, not after the first MiB: a slow scrub is running
+        // from its start, for whoever asks.
+        if run.progress(from, true).is_break() {
+            return Ok(ControlFlow::Break(()));
+        }
         if from.phase <= Phase::Superblocks && !run.data_only {
             run.stats.cursor = Cursor::START;
             if run.superblocks().is_break() {
