@@ -371,8 +371,10 @@ enum Command {
     /// hit is an FS_ERROR event. Root and the user who mounted only.
     ///
     /// Exit status: 0 when nothing was lost, 4 when something was lost or
-    /// could not be recorded (as fsck and scrub), 8 when it could not be
-    /// handled, 1 when refused, 2 for bad arguments.
+    /// could not be recorded (as fsck and scrub), 3 when the mount is
+    /// frozen and the failure is queued for the thaw (its outcome is not
+    /// known yet: see `vigilfs events`), 8 when it could not be handled, 1
+    /// when refused, 2 for bad arguments.
     ///
     /// Examples:
     ///   vigilfs notify-failure /mnt/data --offset 61440000 --length 4096 --origin "SMART 197"

@@ -87,6 +87,11 @@ fn is_mount_point(path: &Path) -> bool {
     path.is_dir()
 }
 
+/// notify-failure's exit status when the mount is frozen: the notice is
+/// queued for the thaw and its outcome not known, which is neither 0
+/// (nothing lost) nor 4 (something lost).
+pub const QUEUED: u8 = 3;
+
 pub fn notify_failure(
     mountpoint: &Path,
     range: &RangeArgs,
@@ -107,14 +112,24 @@ pub fn notify_failure(
     // not be recorded (errors are left), 0 when everything was saved.
     let left =
         report["lost_blocks"].as_u64().unwrap_or(0) > 0 || report["records_unsaved"].is_string();
-    let code = if left { ERRORS_LEFT } else { CLEAN };
+    let queued = report["queued"].as_bool() == Some(true);
+    let code = if queued {
+        QUEUED
+    } else if left {
+        ERRORS_LEFT
+    } else {
+        CLEAN
+    };
     if as_json {
         println!("{report}");
         return Ok(code);
     }
-    if report["queued"].as_bool() == Some(true) {
-        println!("the filesystem is frozen: the failure is handled when it is thawed");
-        return Ok(CLEAN);
+    if queued {
+        println!(
+            "the filesystem is frozen: the failure is handled when it is thawed, and what it \
+             cost is not known yet (see `vigilfs events` after the thaw)"
+        );
+        return Ok(code);
     }
     for owner in report["owners"].as_array().into_iter().flatten() {
         println!("{}  {}", owner_line(owner), outcome_text(owner));

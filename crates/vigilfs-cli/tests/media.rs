@@ -528,6 +528,36 @@ fn an_interrupted_scrub_resumes_and_a_background_scrub_runs() {
     scratch.umount(pid);
 }
 
+/// On a frozen mount a failure report is queued for the thaw: its outcome
+/// is not known, so the exit status is neither 0 (nothing lost) nor 4.
+#[test]
+fn a_failure_reported_to_a_frozen_mount_exits_queued() {
+    if fuse_missing("a_failure_reported_to_a_frozen_mount_exits_queued") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    write_synced(&scratch.at("file"), &pattern(4, 1));
+    let block = device_block(scratch.mnt(), "file", 1);
+    let frozen = vigilfs(&["freeze", scratch.mnt()]);
+    assert_eq!(frozen.status.code(), Some(0), "{}", text(&frozen.stderr));
+    let offset = (block * BLOCK).to_string();
+    let arguments = [
+        "notify-failure",
+        scratch.mnt(),
+        "--offset",
+        &offset,
+        "--length",
+        "4K",
+    ];
+    let queued = vigilfs(&arguments);
+    assert_eq!(queued.status.code(), Some(3), "{}", text(&queued.stdout));
+    assert!(text(&queued.stdout).contains("when it is thawed"));
+    let thawed = vigilfs(&["thaw", scratch.mnt()]);
+    assert_eq!(thawed.status.code(), Some(0), "{}", text(&thawed.stderr));
+    scratch.umount(pid);
+}
+
 #[test]
 fn absurd_ranges_and_missing_targets_are_refused_clearly() {
     if fuse_missing("absurd_ranges_and_missing_targets_are_refused_clearly") {
@@ -541,6 +571,8 @@ fn absurd_ranges_and_missing_targets_are_refused_clearly() {
         ("18446744073709551615", "2"),
         ("-1", "4K"),
         ("0", "0"),
+        ("1T", "1"),
+        ("63M", "2M"),
     ] {
         for command in ["owners", "notify-failure"] {
             let output = vigilfs(&[
@@ -551,14 +583,16 @@ fn absurd_ranges_and_missing_targets_are_refused_clearly() {
                 "--length",
                 length,
             ]);
-            assert!(
-                matches!(output.status.code(), Some(1 | 2)),
-                "{command} {offset} {length}: {:?} {}",
-                output.status,
+            // Bad arguments, and no media failure said to have happened.
+            assert_eq!(
+                output.status.code(),
+                Some(2),
+                "{command} {offset} {length}: {}",
                 text(&output.stderr)
             );
             assert!(!text(&output.stderr).is_empty());
             assert!(!text(&output.stderr).contains("panicked"));
+            assert!(!text(&output.stderr).contains("media failure"));
         }
     }
     scratch.umount(pid);

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 use vigilfs::device::{ByteRange, FaultPlan};
-use vigilfs::failure::Origin;
+use vigilfs::failure::{FailureError, Origin};
 use vigilfs::format::ErrorsPolicy;
 use vigilfs::fs::{Filesystem, FsError, ScrubRequest, SettingsChange};
 use vigilfs::inode::FileError;
@@ -731,6 +731,17 @@ fn device_range(offset: u64, length: u64) -> Result<ByteRange, Response> {
     }
 }
 
+/// A failure of owners or notify-failure: a range the device does not
+/// hold is a bad request (exit status 2), not a media failure.
+fn range_failed(error: &FsError) -> Response {
+    match error {
+        FsError::Failure(
+            range @ (FailureError::OutOfDevice { .. } | FailureError::TooLong { .. }),
+        ) => Response::failure(ErrorKind::BadRequest, range.to_string(), Some(libc::EINVAL)),
+        _ => failed(error),
+    }
+}
+
 fn failed(error: &FsError) -> Response {
     Response::failure(
         ErrorKind::Failed,
@@ -755,7 +766,7 @@ fn execute(request: Request, fs: &Filesystem, context: &Context, stream: &UnixSt
             let origin = Origin::operator(origin.as_deref().unwrap_or("vigilfs notify-failure"));
             match fs.notify_failure(range, origin) {
                 Ok(report) => Response::success(failure_report_json(&report)),
-                Err(error) => failed(&error),
+                Err(error) => range_failed(&error),
             }
         }
         Request::Owners { offset, length } => {
@@ -769,7 +780,7 @@ fn execute(request: Request, fs: &Filesystem, context: &Context, stream: &UnixSt
                     "device_length": range.len(),
                     "owners": owners.iter().map(owner_json).collect::<Vec<_>>(),
                 })),
-                Err(error) => failed(&error),
+                Err(error) => range_failed(&error),
             }
         }
         Request::Scrub { rate, restart } => {
