@@ -722,6 +722,31 @@ fn a_flipped_byte_is_found_by_fsck_data_and_scrub_and_never_read_as_data() {
     fs.unmount().unwrap();
 }
 
+/// A read of many blocks that fails names the block that failed, not the
+/// first block of the request: the error event and the record point at
+/// the bad block, and the blocks before it read.
+#[test]
+fn a_failed_read_of_many_blocks_names_the_block_that_failed() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let data = pattern(16, 3);
+    let ino = create_file(&fs, "long", &data);
+    fs.unmount().unwrap();
+    let fs = fixture.mount();
+    let bad = fixture.physical(&fs, ino, 9);
+    fixture.bad_block(bad);
+    let handle = fs.open(ino, read_write(), &root()).unwrap();
+    assert_eq!(errno_of(fs.read(handle, 0, 16 * BLOCK as usize)), libc::EIO);
+    fs.release(handle).unwrap();
+    let last = fs.status().error_record.last.expect("an error on record");
+    assert_eq!(last.block, Some(bad), "{last:?}");
+    assert_eq!(
+        read_block(&fs, ino, 8).unwrap(),
+        data[8 * BLOCK as usize..9 * BLOCK as usize]
+    );
+    fs.unmount().unwrap();
+}
+
 /// A slow scrub shows in status from its start, not only after its first
 /// MiB (at a low rate, minutes later).
 #[test]

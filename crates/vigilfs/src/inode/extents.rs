@@ -338,16 +338,32 @@ impl ExtentMap {
                 });
             }
         }
-        with_data_owner(ino, || {
-            self.device
-                .read_at(physical * PAGE, &mut bytes, IoClass::Data)
-        })
-        .map_err(|source| FileError::Read {
-            ino,
-            block: first,
-            physical,
-            source,
-        })?;
+        let read_at = |physical: u64, bytes: &mut [u8]| {
+            with_data_owner(ino, || {
+                self.device.read_at(physical * PAGE, bytes, IoClass::Data)
+            })
+        };
+        if let Err(source) = read_at(physical, &mut bytes) {
+            if end - first == 1 {
+                return Err(FileError::Read {
+                    ino,
+                    block: first,
+                    physical,
+                    source,
+                });
+            }
+            // Which block failed: the error names it, not the first block
+            // of the request (and a block that reads now is data).
+            for (at, page) in bytes.chunks_mut(PAGE_BYTES).enumerate() {
+                let at = at as u64;
+                read_at(physical + at, page).map_err(|source| FileError::Read {
+                    ino,
+                    block: first + at,
+                    physical: physical + at,
+                    source,
+                })?;
+            }
+        }
         for (at, page) in bytes.chunks(PAGE_BYTES).enumerate() {
             if crc32c::crc32c(page) != extent.checksums[within + at] {
                 return Err(FileError::Checksum {
