@@ -348,16 +348,24 @@ fn reply_xattr_bytes(reply: ReplyXattr, size: u32, bytes: &[u8]) {
 /// The engine's write and its reply (shared by the two lanes of `write`).
 fn write_and_reply(
     filesystem: &Filesystem,
-    handle: u64,
-    offset: u64,
+    write: (u64, u64, WriteFlags),
     data: &[u8],
     caller: &Caller,
     reply: ReplyWrite,
 ) {
+    let (handle, offset, flags) = write;
     match filesystem.write(handle, offset, data, caller) {
         // A request carries at most max_write bytes, so the count fits.
         Ok(written) => reply.written(u32::try_from(written).unwrap_or(u32::MAX)),
-        Err(error) => reply.error(errno(&error)),
+        Err(error) => {
+            let errno = errno(&error);
+            // The kernel's own write-back of a shared mapping: no write
+            // call waits for this answer.
+            if flags.contains(WriteFlags::FUSE_WRITE_CACHE) {
+                filesystem.cache_write_refused(handle, offset, data.len() as u64, errno.code());
+            }
+            reply.error(errno);
+        }
     }
 }
 
@@ -619,7 +627,7 @@ impl fuser::Filesystem for Adapter {
         handle: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: FuseOpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
@@ -628,13 +636,15 @@ impl fuser::Filesystem for Adapter {
         // As `gated`, but the data is copied only when handed off.
         match self.lanes.inline_slot(self.filesystem.is_frozen()) {
             Some(_slot) => self.guard("write", || {
-                write_and_reply(&self.filesystem, handle.0, offset, data, &caller, reply);
+                let write = (handle.0, offset, write_flags);
+                write_and_reply(&self.filesystem, write, data, &caller, reply);
             }),
             None => {
                 let (filesystem, data) = (Arc::clone(&self.filesystem), data.to_vec());
                 self.lanes.hand_off(Box::new(move || {
                     guarded(&filesystem, "write", || {
-                        write_and_reply(&filesystem, handle.0, offset, &data, &caller, reply);
+                        let write = (handle.0, offset, write_flags);
+                        write_and_reply(&filesystem, write, &data, &caller, reply);
                     });
                 }));
             }

@@ -499,6 +499,65 @@ fn statfs_inodes_in_use_fall_when_files_are_deleted() {
     mount.finish();
 }
 
+/// Pages of a shared mapping reach the mount only when the kernel writes
+/// them back; refused there (a full filesystem), they are lost, and the
+/// mount says so: an error on record for the file, marked data lost.
+#[test]
+fn refused_write_back_of_mapped_pages_is_recorded_as_data_lost() {
+    if !common::fuse_available() {
+        return;
+    }
+    let mount = Mount::new();
+    let mapped = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(mount.join("mapped"))
+        .unwrap();
+    mapped.set_len(1 << 20).unwrap();
+    let ino = std::os::unix::fs::MetadataExt::ino(&mapped.metadata().unwrap());
+    let filler = File::create(mount.join("filler")).unwrap();
+    let chunk = vec![7u8; 1 << 20];
+    while (&filler).write_all(&chunk).is_ok() {}
+    drop(filler);
+    // SAFETY: a shared mapping of 1 MiB of a file of 1 MiB, unmapped below
+    // and not used after.
+    let pages = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            1 << 20,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&mapped),
+            0,
+        )
+    };
+    assert_ne!(pages, libc::MAP_FAILED);
+    // SAFETY: the mapping above is 1 MiB long and writable.
+    unsafe { std::ptr::write_bytes(pages.cast::<u8>(), 0x5a, 1 << 20) };
+    // SAFETY: the mapping above, synced then unmapped once.
+    let synced = unsafe { libc::msync(pages, 1 << 20, libc::MS_SYNC) };
+    let refused = std::io::Error::last_os_error();
+    // SAFETY: as above.
+    unsafe { libc::munmap(pages, 1 << 20) };
+    assert_eq!(synced, -1, "a full filesystem took 1 MiB of new blocks");
+    assert_eq!(refused.raw_os_error(), Some(libc::ENOSPC));
+    let last = mount
+        .engine()
+        .status()
+        .error_record
+        .last
+        .expect("an error on record");
+    assert_eq!(
+        (last.inode, last.errno),
+        (Some(ino), libc::ENOSPC),
+        "{last:?}"
+    );
+    drop(mapped);
+    mount.finish();
+}
+
 #[test]
 fn permissions_are_enforced_for_other_users() {
     if !common::fuse_available() {

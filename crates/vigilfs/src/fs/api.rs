@@ -817,6 +817,24 @@ impl Filesystem {
         let _ = self.shared.observe("read", result);
     }
 
+    /// The kernel wrote `length` bytes at `offset` back from its own page
+    /// cache through `handle` (the pages of a shared mapping, not a write
+    /// call), and this mount refused them with `errno`. Nobody hears of it
+    /// but a program that calls msync or fsync later, and the kernel does
+    /// not send those pages again: the data is lost, and said so (an event
+    /// marked data lost, and the error record).
+    pub fn cache_write_refused(&self, handle: u64, offset: u64, length: u64, errno: i32) {
+        if let Ok(file) = self.file(handle) {
+            self.shared.report_lost_data(
+                file.ino,
+                Some((offset, length)),
+                errno,
+                "refused write-back of the kernel's cached pages (a shared mapping): lost \
+                 unless the program writes them again",
+            );
+        }
+    }
+
     /// Writes `bytes` at `offset` (at the end with `O_APPEND`) through
     /// `handle`; returns the count written. Lands in the page cache.
     pub fn write(

@@ -264,21 +264,39 @@ impl Shared {
                 (Some(first), Some(last)) => Some((first * 4096, (last - first + 1) * 4096)),
                 _ => None,
             };
-            self.health.report_with(
-                &Incident {
-                    kind: ErrorKind::Writeback,
-                    errno: libc::EIO,
-                    inode: Some((unwritten.ino, self.generation_of(unwritten.ino))),
-                    range,
-                    block: None,
-                    origin: "not written: writes stopped",
-                },
-                &Detail {
-                    subtypes: Subtypes::DATA_LOST,
-                    ..Detail::default()
-                },
+            self.report_lost_data(
+                unwritten.ino,
+                range,
+                libc::EIO,
+                "not written: writes stopped",
             );
         }
+    }
+
+    /// Data of `ino` (`range`: offset and length in the file) that will
+    /// never reach the disk, for `errno`: a writeback error event marked
+    /// data lost, and the error record.
+    pub(super) fn report_lost_data(
+        &self,
+        ino: u64,
+        range: Option<(u64, u64)>,
+        errno: i32,
+        origin: &str,
+    ) {
+        self.health.report_with(
+            &Incident {
+                kind: ErrorKind::Writeback,
+                errno,
+                inode: Some((ino, self.generation_of(ino))),
+                range,
+                block: None,
+                origin,
+            },
+            &Detail {
+                subtypes: Subtypes::DATA_LOST,
+                ..Detail::default()
+            },
+        );
     }
 
     /// Records that unmount could not make the filesystem clean (the next
