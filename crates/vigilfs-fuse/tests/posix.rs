@@ -516,7 +516,7 @@ fn refused_write_back_of_mapped_pages_is_recorded_as_data_lost() {
         .open(mount.join("mapped"))
         .unwrap();
     mapped.set_len(1 << 20).unwrap();
-    let ino = std::os::unix::fs::MetadataExt::ino(&mapped.metadata().unwrap());
+    let ino = mapped.metadata().unwrap().ino();
     let filler = File::create(mount.join("filler")).unwrap();
     let chunk = vec![7u8; 1 << 20];
     while (&filler).write_all(&chunk).is_ok() {}
