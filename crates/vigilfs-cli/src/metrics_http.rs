@@ -6,7 +6,10 @@
 //! is built for bounds, not throughput (an earlier general-purpose server
 //! read headers without limit: one client grew the daemon to 344 MB):
 //! - at most [`MAX_CONNECTIONS`] requests are served at a time, each on a
-//!   thread of its own; a client beyond them is closed at once;
+//!   thread of its own. A client beyond them takes the place of the oldest
+//!   one that has not sent its whole request yet (that one is closed), so
+//!   idle connections cannot keep a scraper out; when every one is being
+//!   answered, the new client is closed at once;
 //! - a request's head must fit in [`MAX_HEAD_BYTES`] (431 otherwise) and
 //!   arrive, with the answer sent, within [`CONNECTION_DEADLINE`] of the
 //!   accept: a slow client is cut off at the deadline, not per read;
@@ -14,18 +17,20 @@
 //!
 //! Parsing is the `httparse` crate's; the bounds are this module's job.
 
+use std::collections::VecDeque;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use vigilfs::device::FaultPlan;
 
 use crate::engine_slot::EngineSlot;
 
-/// Requests served at once; more clients are closed without an answer.
-pub const MAX_CONNECTIONS: usize = 4;
+/// Requests served at once (see the module comment for the client beyond
+/// them).
+pub const MAX_CONNECTIONS: usize = 8;
 /// The largest request head (request line and headers) read.
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// From accept to the last byte of the answer.
@@ -86,6 +91,7 @@ fn accept_loop(
     plan: &Arc<FaultPlan>,
 ) {
     let in_flight = Arc::new(AtomicUsize::new(0));
+    let waiting = Arc::new(Waiting::default());
     for stream in listener.incoming() {
         if stopping.load(Ordering::SeqCst) {
             return;
@@ -95,21 +101,26 @@ fn accept_loop(
             std::thread::sleep(Duration::from_millis(50));
             continue;
         };
-        if in_flight.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-            in_flight.fetch_sub(1, Ordering::SeqCst);
+        let taken = in_flight.load(Ordering::SeqCst);
+        // Past the bound, the oldest client still sending its request makes
+        // room (its thread ends as its read fails); twice the bound is the
+        // hard limit while evicted threads finish.
+        if taken >= MAX_CONNECTIONS && (taken >= 2 * MAX_CONNECTIONS || !waiting.evict_oldest()) {
             drop(stream);
             continue;
         }
+        in_flight.fetch_add(1, Ordering::SeqCst);
         let accepted = Instant::now();
         // Given back when the handler ends, even by a panic.
         let slot = Slot(Arc::clone(&in_flight));
+        let entry = waiting.enter(&stream);
         let engine = Arc::clone(engine);
         let plan = Arc::clone(plan);
         let _ = std::thread::Builder::new()
             .name("vigilfs-scrape".into())
             .spawn(move || {
                 let _slot = slot;
-                answer(stream, accepted, &engine, &plan);
+                answer(stream, accepted, entry, &engine, &plan);
             });
     }
 }
@@ -120,6 +131,57 @@ struct Slot(Arc<AtomicUsize>);
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The clients whose request head is not in yet, oldest first.
+#[derive(Default)]
+struct Waiting {
+    clients: Mutex<VecDeque<(u64, TcpStream)>>,
+    next_id: AtomicU64,
+}
+
+impl Waiting {
+    /// Notes `stream` as waiting for its request; the entry leaves when
+    /// dropped.
+    fn enter(self: &Arc<Waiting>, stream: &TcpStream) -> WaitingEntry {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        if let Ok(handle) = stream.try_clone() {
+            self.lock().push_back((id, handle));
+        }
+        WaitingEntry {
+            waiting: Arc::clone(self),
+            id,
+        }
+    }
+
+    /// Closes the oldest waiting client; whether there was one.
+    fn evict_oldest(&self) -> bool {
+        match self.lock().pop_front() {
+            Some((_, stream)) => {
+                let _ = stream.shutdown(Shutdown::Both);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, TcpStream)>> {
+        // Each update is one queue operation: a poisoned lock holds a
+        // consistent queue.
+        self.clients.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A client in [`Waiting`] until its request head is in (or it is gone).
+struct WaitingEntry {
+    waiting: Arc<Waiting>,
+    id: u64,
+}
+
+impl Drop for WaitingEntry {
+    fn drop(&mut self) {
+        self.waiting.lock().retain(|(id, _)| *id != self.id);
     }
 }
 
@@ -134,9 +196,17 @@ enum Asked {
 }
 
 /// Reads one request head within the deadline and answers it.
-fn answer(mut stream: TcpStream, accepted: Instant, engine: &EngineSlot, plan: &FaultPlan) {
-    let Some(asked) = read_request(&mut stream, accepted) else {
-        return; // the client went away or missed the deadline
+fn answer(
+    mut stream: TcpStream,
+    accepted: Instant,
+    waiting: WaitingEntry,
+    engine: &EngineSlot,
+    plan: &FaultPlan,
+) {
+    let asked = read_request(&mut stream, accepted);
+    drop(waiting);
+    let Some(asked) = asked else {
+        return; // the client went away, missed the deadline or was evicted
     };
     let (status, content_type, body, with_body) = match asked {
         Asked::Metrics { with_body } => match engine.current() {
@@ -247,6 +317,41 @@ fn parse(bytes: &[u8]) -> Option<Asked> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vigilfs::device::{MemoryDevice, SectorSize};
+    use vigilfs::fs::{Filesystem, MountOptions};
+    use vigilfs::mkfs::{make_filesystem, MkfsOptions};
+
+    /// Clients that connect and send nothing (any local user can) take the
+    /// place of nobody: a scrape that comes after them is answered.
+    #[test]
+    fn idle_clients_cannot_keep_a_scrape_out() {
+        let memory = Arc::new(MemoryDevice::new(32 << 20, SectorSize::Bytes512));
+        make_filesystem(memory.clone(), &MkfsOptions::default()).unwrap();
+        let fs = Filesystem::mount(memory, MountOptions::default()).unwrap();
+        let engine = EngineSlot::new(Arc::new(fs));
+        let server = serve(
+            "127.0.0.1:0",
+            Arc::clone(&engine),
+            Arc::new(FaultPlan::new()),
+        )
+        .unwrap();
+        let idle: Vec<TcpStream> = (0..2 * MAX_CONNECTIONS)
+            .map(|_| TcpStream::connect(server.address).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let mut scrape = TcpStream::connect(server.address).unwrap();
+        scrape
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        scrape
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut answer = String::new();
+        let _ = scrape.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer:?}");
+        drop(idle);
+        server.stop();
+    }
 
     #[test]
     fn a_partial_head_asks_for_more_and_a_complete_one_is_routed() {
