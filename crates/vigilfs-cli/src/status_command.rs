@@ -200,7 +200,9 @@ pub fn render(status: &Value) -> String {
         if status["recovered"].as_bool() == Some(true) {
             "yes: the journal was replayed after an unclean stop".into()
         } else {
-            "no: the last unmount was clean".into()
+            "no: the image was left clean (by an unmount, or by a freeze before the process \
+             stopped)"
+                .into()
         },
     );
     row(
