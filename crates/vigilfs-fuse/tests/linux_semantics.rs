@@ -330,13 +330,18 @@ fn a_removed_directory_stays_usable_while_open() {
     assert_eq!(errno_of(&refused), libc::ENOENT);
     drop(removed_handle);
     drop(target_handle);
-    // The kernel's release is asynchronous: wait for the engine to see it.
+    wait_until_deleted(&mount, removed_ino);
+    mount.finish();
+}
+
+/// Waits (up to 5 s) until the engine has deleted `ino`: the kernel sends
+/// releases and forgets after the system call that let go returns.
+fn wait_until_deleted(mount: &Mount, ino: u64) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while mount.engine().getattr(removed_ino).is_ok() {
-        assert!(Instant::now() < deadline, "still there");
+    while mount.engine().getattr(ino).is_ok() {
+        assert!(Instant::now() < deadline, "inode {ino} is still there");
         std::thread::sleep(Duration::from_millis(10));
     }
-    mount.finish();
 }
 
 /// An inode the kernel still refers to outlives its last link: an
@@ -378,14 +383,7 @@ fn an_unlinked_inode_the_kernel_still_refers_to_stays_usable() {
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "0 0");
 
     drop(descriptor);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while mount.engine().getattr(ino).is_ok() {
-        assert!(
-            Instant::now() < deadline,
-            "the forgotten orphan is still there"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until_deleted(&mount, ino);
     mount.finish();
 }
 

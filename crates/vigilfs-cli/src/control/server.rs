@@ -910,6 +910,20 @@ mod tests {
 
     /// Takes the engine out of `slot` and unmounts it: nothing else may
     /// hold it by now.
+    /// A control server at `directory` for a fresh mount, held to `limits`.
+    fn serve_limited(directory: &Path, limits: Limits) -> (Arc<EngineSlot>, ControlServer) {
+        let (slot, plan) = mounted();
+        let server = serve(
+            directory,
+            Served {
+                limits,
+                ..Served::new(Arc::clone(&slot), plan, 0)
+            },
+        )
+        .unwrap();
+        (slot, server)
+    }
+
     fn unmount(slot: &EngineSlot) {
         let fs = slot.take().expect("the engine");
         let Ok(fs) = Arc::try_unwrap(fs) else {
@@ -1001,19 +1015,11 @@ mod tests {
     #[test]
     fn a_request_trickling_in_is_cut_off_at_the_whole_request_deadline() {
         let directory = tempfile::tempdir().unwrap();
-        let (slot, plan) = mounted();
         let limits = Limits {
             request_deadline: Duration::from_millis(600),
             ..Limits::default()
         };
-        let server = serve(
-            directory.path(),
-            Served {
-                limits,
-                ..Served::new(Arc::clone(&slot), plan, 0)
-            },
-        )
-        .unwrap();
+        let (slot, server) = serve_limited(directory.path(), limits);
         let stream = UnixStream::connect(server.path()).unwrap();
         let start = Instant::now();
         // One byte every 100 ms: each read is quick, the whole is not.
@@ -1059,20 +1065,12 @@ mod tests {
     #[test]
     fn connections_beyond_the_bound_are_refused_as_busy() {
         let directory = tempfile::tempdir().unwrap();
-        let (slot, plan) = mounted();
         let limits = Limits {
             max_connections: 3,
             max_per_uid: 2,
             ..Limits::default()
         };
-        let server = serve(
-            directory.path(),
-            Served {
-                limits,
-                ..Served::new(Arc::clone(&slot), plan, 0)
-            },
-        )
-        .unwrap();
+        let (slot, server) = serve_limited(directory.path(), limits);
         // Two idle connections fill this uid's share.
         let idle: Vec<UnixStream> = (0..2)
             .map(|_| UnixStream::connect(server.path()).unwrap())
@@ -1117,7 +1115,6 @@ mod tests {
     #[test]
     fn event_followers_do_not_take_the_room_of_requests() {
         let directory = tempfile::tempdir().unwrap();
-        let (slot, plan) = mounted();
         let limits = Limits {
             max_connections: 3,
             max_per_uid: 2,
@@ -1125,14 +1122,7 @@ mod tests {
             max_streams_per_uid: 3,
             ..Limits::default()
         };
-        let server = serve(
-            directory.path(),
-            Served {
-                limits,
-                ..Served::new(Arc::clone(&slot), plan, 0)
-            },
-        )
-        .unwrap();
+        let (slot, server) = serve_limited(directory.path(), limits);
         let follow = |expect_busy: bool| {
             let stream = UnixStream::connect(server.path()).unwrap();
             (&stream)
@@ -1165,20 +1155,12 @@ mod tests {
     #[test]
     fn other_users_cannot_take_the_room_of_root() {
         let directory = tempfile::tempdir().unwrap();
-        let (slot, plan) = mounted();
         let limits = Limits {
             max_connections: 2,
             max_per_uid: 4,
             ..Limits::default()
         };
-        let server = serve(
-            directory.path(),
-            Served {
-                limits,
-                ..Served::new(Arc::clone(&slot), plan, 0)
-            },
-        )
-        .unwrap();
+        let (slot, server) = serve_limited(directory.path(), limits);
         // uid 65534 holds every shared connection, idle.
         std::fs::set_permissions(directory.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let hold = "import socket, sys, time\n\
