@@ -99,8 +99,21 @@ pub(super) fn check(
         }
     }
     let reserved_through = scan.header().map(|header| header.reserved_through);
+    let one_copy_damaged = scan.headers.iter().filter(|header| header.is_err()).count() == 1;
     if let (Some(reserved), Some(newest)) = (reserved_through, scan.newest()) {
-        if newest.id > reserved {
+        if newest.id > reserved && one_copy_damaged {
+            // The damaged copy was the newer one and held the reservation
+            // these ids came from; the mount reserves past the newest
+            // record, so no id is handed out twice.
+            notes.push(Note {
+                structure: STRUCTURE.into(),
+                message: format!(
+                    "record {} is above the surviving header's reservation ({reserved}): the \
+                     damaged copy held a later one; the next mount reserves past it",
+                    newest.id
+                ),
+            });
+        } else if newest.id > reserved {
             problem(
                 problems,
                 format!(
@@ -123,4 +136,63 @@ pub(super) fn check(
         reserved_through,
         unreadable,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::device::{BlockDevice, IoClass, MemoryDevice, SectorSize};
+    use crate::format::event_log::{scan_region, Geometry};
+    use crate::format::read_superblock;
+    use crate::fs::{Filesystem, MountOptions};
+    use crate::fsck::fsck;
+    use crate::mkfs::{make_filesystem, MkfsOptions};
+
+    /// The header copies alternate: with the newer one damaged, the older
+    /// one's reservation is older than the records written under the newer
+    /// one. That is what a damaged copy looks like, not an id handed out
+    /// twice (the next mount reserves past the newest record), so fsck
+    /// notes it and stays clean.
+    #[test]
+    fn records_above_an_older_surviving_header_are_a_note_not_damage() {
+        let device: Arc<dyn BlockDevice> =
+            Arc::new(MemoryDevice::new(32 << 20, SectorSize::Bytes512));
+        make_filesystem(Arc::clone(&device), &MkfsOptions::default()).unwrap();
+        // One mount: the copy mkfs wrote reserves nothing, the mount's
+        // reserves the ids its records have.
+        let fs = Filesystem::mount(Arc::clone(&device), MountOptions::default()).unwrap();
+        fs.unmount().unwrap();
+        let superblock = read_superblock(device.as_ref()).unwrap().superblock;
+        let geometry = Geometry {
+            region: superblock.event_log.expect("an event log"),
+            block_size: superblock.layout.block_size,
+        };
+        let mut image = vec![0; geometry.bytes() as usize];
+        device
+            .read_at(geometry.start(), &mut image, IoClass::EventLog)
+            .unwrap();
+        let scan = scan_region(&image, &geometry, &superblock.uuid);
+        let sequence = |copy: usize| scan.headers[copy].as_ref().unwrap().sequence;
+        let newer = if sequence(0) > sequence(1) { 0 } else { 1 };
+        let offset = geometry.start() + geometry.header_offset(newer);
+        let mut sector = [0u8; 512];
+        device
+            .read_at(offset, &mut sector, IoClass::EventLog)
+            .unwrap();
+        sector[40] ^= 0xff;
+        device.write_at(offset, &sector, IoClass::EventLog).unwrap();
+        device.flush(IoClass::EventLog).unwrap();
+
+        let report = fsck(Arc::clone(&device), &mut |_| {}).unwrap();
+        assert!(report.is_clean(), "{:#?}", report.problems);
+        assert!(
+            report
+                .notes
+                .iter()
+                .any(|note| note.message.contains("the damaged copy held a later one")),
+            "{:#?}",
+            report.notes
+        );
+    }
 }
