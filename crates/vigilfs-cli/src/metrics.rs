@@ -25,7 +25,18 @@
 //! vigilfs_fsync_duration_seconds         fsync latency histogram (this mount)
 //! vigilfs_writeback_bytes_total          bytes written back durably (this mount)
 //! vigilfs_writeback_errors_total         writeback errors (persistent, = errors{kind="writeback"})
+//! vigilfs_media_healed_blocks_total      blocks a media failure hit whose data was saved (this mount)
+//! vigilfs_media_lost_blocks_total        blocks a media failure hit whose data was lost (this mount)
+//! vigilfs_media_notices_dropped_total    failure notices dropped: the queue was full (this mount)
+//! vigilfs_lost_data_runs                 file ranges whose data is lost until rewritten (now)
+//! vigilfs_scrub_running                  1 while a scrub runs
+//! vigilfs_scrub_last_end_timestamp_seconds when the last scrub ended (absent before the first)
+//! vigilfs_scrub_last_complete            1 if the last scrub reached the end (absent before the first)
+//! vigilfs_scrub_last_findings            failures the last scrub found (absent before the first)
 //! ```
+//!
+//! The media and scrub families are what an alert wants: data lost, a
+//! notice dropped, a scrub that has not ended for too long.
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
@@ -57,6 +68,14 @@ struct Snapshot {
     fsync: latency::LatencySnapshot,
     writeback_bytes: u64,
     writeback_errors: u64,
+    healed_blocks: u64,
+    lost_blocks: u64,
+    notices_dropped: u64,
+    lost_data_runs: u64,
+    scrub_running: bool,
+    /// The last scrub that ended: when (seconds since the epoch), whether
+    /// it reached the end, and what it found.
+    last_scrub: Option<(u64, bool, u64)>,
 }
 
 fn counter(
@@ -210,7 +229,64 @@ impl Collector for Snapshot {
             "vigilfs_writeback_errors",
             "Writeback errors (kept in the image across mounts)",
             self.writeback_errors,
-        )
+        )?;
+        self.encode_media(&mut encoder)
+    }
+}
+
+impl Snapshot {
+    fn encode_media(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
+        counter(
+            encoder,
+            "vigilfs_media_healed_blocks",
+            "Blocks a media failure hit whose data was saved to new blocks, this mount",
+            self.healed_blocks,
+        )?;
+        counter(
+            encoder,
+            "vigilfs_media_lost_blocks",
+            "Blocks a media failure hit whose data was lost, this mount",
+            self.lost_blocks,
+        )?;
+        counter(
+            encoder,
+            "vigilfs_media_notices_dropped",
+            "Media failure notices dropped because the queue was full, this mount",
+            self.notices_dropped,
+        )?;
+        gauge(
+            encoder,
+            "vigilfs_lost_data_runs",
+            "File ranges whose data is lost (reads fail with EIO) until rewritten",
+            signed(self.lost_data_runs),
+        )?;
+        gauge(
+            encoder,
+            "vigilfs_scrub_running",
+            "1 while a scrub runs",
+            i64::from(self.scrub_running),
+        )?;
+        if let Some((ended, complete, findings)) = self.last_scrub {
+            gauge(
+                encoder,
+                "vigilfs_scrub_last_end_timestamp_seconds",
+                "When the last scrub ended, in seconds since the epoch",
+                signed(ended),
+            )?;
+            gauge(
+                encoder,
+                "vigilfs_scrub_last_complete",
+                "1 if the last scrub read everything, 0 if it was stopped",
+                i64::from(complete),
+            )?;
+            gauge(
+                encoder,
+                "vigilfs_scrub_last_findings",
+                "Failures the last scrub found",
+                signed(findings),
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -245,6 +321,17 @@ pub fn render(fs: &Filesystem, plan: &FaultPlan) -> String {
         fsync: status.fsync_latency.clone(),
         writeback_bytes: status.writeback_bytes,
         writeback_errors: record.counter(ErrorKind::Writeback).count,
+        healed_blocks: status.media.healed_blocks,
+        lost_blocks: status.media.lost_blocks,
+        notices_dropped: status.media.notices.overflowed,
+        lost_data_runs: status.media.poisoned_runs,
+        scrub_running: status.media.scrub.running.is_some(),
+        last_scrub: status
+            .media
+            .scrub
+            .last
+            .as_ref()
+            .map(|(summary, ended)| (*ended, summary.complete, summary.findings)),
     };
     let mut registry = Registry::default();
     registry.register_collector(Box::new(snapshot));

@@ -619,23 +619,6 @@ fn scrape(address: &str) -> prometheus_parse::Scrape {
     prometheus_parse::Scrape::parse(lines).unwrap()
 }
 
-fn sample(scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>) -> f64 {
-    let found = scrape
-        .samples
-        .iter()
-        .find(|sample| {
-            sample.metric == name
-                && label.is_none_or(|(key, value)| sample.labels.get(key) == Some(value))
-        })
-        .unwrap_or_else(|| panic!("no sample {name} {label:?}"));
-    match found.value {
-        prometheus_parse::Value::Counter(value)
-        | prometheus_parse::Value::Gauge(value)
-        | prometheus_parse::Value::Untyped(value) => value,
-        ref other => panic!("{name}: {other:?}"),
-    }
-}
-
 #[test]
 fn metrics_scraped_with_a_real_parser_agree_with_status() {
     if fuse_missing("metrics") {
@@ -717,12 +700,7 @@ fn metrics_scraped_with_a_real_parser_agree_with_status() {
         == "vigilfs_fsync_duration_seconds_count"
         || sample.metric == "vigilfs_fsync_duration_seconds"));
     // `vigilfs metrics` prints the same families once.
-    let once = vigilfs(&["metrics", scratch.mnt()]);
-    assert!(once.status.success(), "{}", text(&once.stderr));
-    let printed = prometheus_parse::Scrape::parse(
-        text(&once.stdout).lines().map(|line| Ok(line.to_string())),
-    )
-    .unwrap();
+    let printed = scratch.metrics();
     assert_eq!(
         sample(&printed, "vigilfs_errors_total", Some(("kind", "read"))),
         read_errors as f64

@@ -458,6 +458,21 @@ fn a_flipped_byte_is_found_by_fsck_data_and_scrub_and_never_read_as_data() {
     assert_eq!(summary["complete"], true);
     assert_eq!(summary["findings"], 1, "{summary}");
     assert_eq!(summary["lost_blocks"], 1, "{summary}");
+    // What an alert watches says so too.
+    let metrics = scratch.metrics();
+    for (name, value) in [
+        ("vigilfs_media_lost_blocks_total", 1.0),
+        ("vigilfs_media_healed_blocks_total", 0.0),
+        ("vigilfs_lost_data_runs", 1.0),
+        ("vigilfs_scrub_running", 0.0),
+        ("vigilfs_scrub_last_complete", 1.0),
+        ("vigilfs_scrub_last_findings", 1.0),
+    ] {
+        assert_eq!(sample(&metrics, name, None), value, "{name}");
+    }
+    let ended = sample(&metrics, "vigilfs_scrub_last_end_timestamp_seconds", None);
+    let shown = scratch.status()["media"]["scrub"]["last"]["ended"].as_u64();
+    assert_eq!(Some(ended as u64), shown, "the end the status shows");
     assert_eq!(
         read_block(&scratch.at("flipped"), 2)
             .unwrap_err()

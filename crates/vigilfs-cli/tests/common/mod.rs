@@ -229,6 +229,14 @@ impl Scratch {
         serde_json::from_slice(&output.stdout).unwrap()
     }
 
+    /// The mount's metrics, as `vigilfs metrics` prints them, parsed.
+    pub fn metrics(&self) -> prometheus_parse::Scrape {
+        let output = vigilfs(&["metrics", self.mnt()]);
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        let printed = text(&output.stdout);
+        prometheus_parse::Scrape::parse(printed.lines().map(|line| Ok(line.to_string()))).unwrap()
+    }
+
     pub fn inject(&self, arguments: &[&str]) -> Output {
         let mut all = vec!["inject", self.mnt()];
         all.extend_from_slice(arguments);
@@ -299,4 +307,22 @@ pub fn holders(mountpoint: &Path) -> Vec<String> {
         }
     }
     found
+}
+
+/// One sample of a scrape: the first of `name` (with the label, if given).
+pub fn sample(scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>) -> f64 {
+    let found = scrape
+        .samples
+        .iter()
+        .find(|sample| {
+            sample.metric == name
+                && label.is_none_or(|(key, value)| sample.labels.get(key) == Some(value))
+        })
+        .unwrap_or_else(|| panic!("no sample {name} {label:?}"));
+    match found.value {
+        prometheus_parse::Value::Counter(value)
+        | prometheus_parse::Value::Gauge(value)
+        | prometheus_parse::Value::Untyped(value) => value,
+        ref other => panic!("{name}: {other:?}"),
+    }
 }
