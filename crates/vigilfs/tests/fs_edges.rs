@@ -3,8 +3,9 @@
 //! when nothing may be, fsync never claims durability it cannot give, data
 //! dropped at unmount is reported), a hostile request is bounded (a hole
 //! punch of 2^50 bytes on a small file), dirty data stays bounded while
-//! writeback fails, and a mount that reads many files keeps no state for
-//! each.
+//! writeback fails, a mount that reads many files keeps no state for
+//! each, and damage a mount reads past (a superblock or event-log header
+//! copy) is reported, not silently healed.
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use vigilfs::device::{
     SectorSize,
 };
 use vigilfs::format::{ErrorKind, ErrorsPolicy};
+use vigilfs::fs::events::ReadOutcome;
 use vigilfs::fs::{Filesystem, FsError, LifeState, MountOptions, OpenFlags};
 use vigilfs::fsck::fsck;
 use vigilfs::inode::{Caller, FallocateMode, ROOT_INO};
@@ -403,4 +405,95 @@ fn files_only_opened_and_read_leave_no_state_behind() {
         stats.cached_inodes
     );
     fs.unmount().unwrap();
+}
+
+/// Flips one byte of `memory` at `offset` (read and written as its sector).
+fn flip_byte(memory: &MemoryDevice, offset: u64) {
+    let sector = offset - offset % 512;
+    let mut bytes = [0u8; 512];
+    memory
+        .read_at(sector, &mut bytes, IoClass::Metadata)
+        .unwrap();
+    bytes[(offset - sector) as usize] ^= 0x5a;
+    memory.write_at(sector, &bytes, IoClass::Metadata).unwrap();
+}
+
+/// The texts of the event records this mount of `fs` made.
+fn event_texts(fs: &Filesystem) -> Vec<String> {
+    let mut texts = Vec::new();
+    let mut after = fs.event_log().mount_first_id().saturating_sub(1);
+    loop {
+        match fs
+            .event_log()
+            .read_after(after, 1000, std::time::Duration::ZERO)
+        {
+            ReadOutcome::Timeout => return texts,
+            ReadOutcome::Records(records) => {
+                after = records.last().map_or(after, |record| record.id);
+                texts.extend(
+                    records
+                        .iter()
+                        .map(|record| record.text.as_str().to_string()),
+                );
+            }
+            ReadOutcome::Gap { last, .. } => after = last,
+            ReadOutcome::Closed => panic!("the log closed"),
+        }
+    }
+}
+
+#[test]
+fn a_damaged_superblock_or_event_log_header_copy_found_after_a_clean_stop_is_reported_once() {
+    let fixture = Fixture::new();
+    fixture.mount().unmount().expect("unmount");
+    let superblock = vigilfs::format::read_superblock(fixture.memory.as_ref())
+        .unwrap()
+        .superblock;
+    let block = u64::from(superblock.layout.block_size);
+    let region = superblock.event_log.expect("an event log region");
+    flip_byte(&fixture.memory, (region.start + 1) * block + 40);
+    flip_byte(&fixture.memory, 4096 + 60);
+
+    let fs = fixture.mount();
+    let record = fs.status().error_record;
+    assert_eq!(record.counter(ErrorKind::Checksum).count, 2, "{record:?}");
+    let found: Vec<String> = event_texts(&fs)
+        .into_iter()
+        .filter(|text| text.starts_with("mount found"))
+        .collect();
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found.iter().any(|text| text.contains("primary superblock")));
+    assert!(found.iter().any(|text| text.contains("header copy 1")));
+    fs.unmount().expect("unmount");
+    // The mount rewrote both copies: the next finds nothing, and the count
+    // is remembered.
+    let fs = fixture.mount();
+    let record = fs.status().error_record;
+    assert_eq!(record.counter(ErrorKind::Checksum).count, 2, "{record:?}");
+    assert!(!event_texts(&fs)
+        .iter()
+        .any(|text| text.starts_with("mount found")));
+    fs.unmount().expect("unmount");
+    fixture.assert_fsck_clean();
+}
+
+#[test]
+fn a_header_copy_torn_by_a_power_cut_is_not_reported_as_damage() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    // The image as a power cut would leave it: mounted, not clean.
+    let image = fixture.memory.to_image();
+    drop(fs);
+    let memory = Arc::new(MemoryDevice::from_image(image, SectorSize::Bytes512));
+    let superblock = vigilfs::format::read_superblock(memory.as_ref())
+        .unwrap()
+        .superblock;
+    let block = u64::from(superblock.layout.block_size);
+    let region = superblock.event_log.expect("an event log region");
+    flip_byte(&memory, (region.start + 1) * block + 40);
+    let fs = Filesystem::mount(memory, MountOptions::default()).expect("mount");
+    assert!(fs.recovered());
+    let record = fs.status().error_record;
+    assert_eq!(record.counter(ErrorKind::Checksum).count, 0, "{record:?}");
+    fs.unmount().expect("unmount");
 }

@@ -376,10 +376,10 @@ impl Filesystem {
         let writes: Arc<dyn BlockDevice> = device.clone();
         // The log opens first, so the MOUNT record (and the ids a crash
         // skipped) comes before anything recovery reports.
-        let (log, skipped) = EventLog::open(Arc::clone(&writes), &superblock, options.read_only);
-        let log = Arc::new(log);
+        let opened_log = EventLog::open(Arc::clone(&writes), &superblock, options.read_only);
+        let log = Arc::new(opened_log.log);
         let mount_count = u64::from(superblock.mount_count) + u64::from(!options.read_only);
-        log.record_mount(recovered, mount_count, skipped);
+        log.record_mount(recovered, mount_count, opened_log.skipped);
         let metadata = Arc::new(Metadata::open_default(Arc::clone(&writes), &superblock)?);
         {
             // Events are durable no later than the next commit: its flush
@@ -438,6 +438,32 @@ impl Filesystem {
                 // Fits an event's text (the error record keeps its start).
                 origin: &format!("recovery cut entries {first}+: data mismatch"),
             });
+        }
+        if !recovered {
+            // A copy found damaged after a clean stop is not a torn write:
+            // the medium (or someone) changed it. The mount reads past it,
+            // and its next write of that structure replaces it; reported
+            // here so the damage is counted and remembered, not just healed.
+            let damaged_superblocks = loaded.rejected.iter().map(|rejected| {
+                let offset = rejected.copy.offset(device.length());
+                (offset, format!("{}: {}", rejected.copy, rejected.error))
+            });
+            let damaged_headers = opened_log
+                .damaged_headers
+                .iter()
+                .map(|damage| (Some(damage.device_offset), damage.why.clone()));
+            let block_size = u64::from(superblock.layout.block_size);
+            for (offset, why) in damaged_superblocks.chain(damaged_headers) {
+                // The device range keeps two copies' events apart.
+                health.report(&Incident {
+                    kind: ErrorKind::Checksum,
+                    errno: libc::EIO,
+                    inode: None,
+                    range: offset.map(|offset| (offset, block_size)),
+                    block: offset.map(|offset| offset / block_size),
+                    origin: &format!("mount found {why}"),
+                });
+            }
         }
         let faults = Arc::new(Faults::new(options.fault_plan.clone()));
         if let Some(plan) = &options.fault_plan {

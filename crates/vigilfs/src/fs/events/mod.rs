@@ -47,7 +47,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::device::BlockDevice;
-use crate::format::event_log::{EventRecord, InlineText, NodeRef, RecordKind};
+use crate::format::event_log::{EventRecord, InlineText, NodeRef, RecordKind, RegionScan};
 use crate::format::Superblock;
 use store::Store;
 pub(super) use writer::Writer;
@@ -66,6 +66,36 @@ const LOST_HEADER_SKIP: u64 = 1 << 20;
 
 /// `fserror`'s SHUTDOWN subtype bit, carried by the SHUTDOWN record.
 const SHUTDOWN_SUBTYPE: u32 = 1 << 7;
+
+/// What [`EventLog::open`] found.
+pub struct OpenedLog {
+    /// The log.
+    pub log: EventLog,
+    /// Ids skipped after an unclean stop (the MOUNT record names them).
+    pub skipped: Option<(u64, u64)>,
+    /// Header copies that failed validation. After a clean stop every
+    /// header write had landed whole, so this is damage, not a torn write.
+    pub damaged_headers: Vec<HeaderDamage>,
+}
+
+impl OpenedLog {
+    fn without_region(log: EventLog) -> OpenedLog {
+        OpenedLog {
+            log,
+            skipped: None,
+            damaged_headers: Vec::new(),
+        }
+    }
+}
+
+/// A header copy of the region that failed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderDamage {
+    /// Where it is on the device.
+    pub device_offset: u64,
+    /// Which copy, and what is wrong with it.
+    pub why: String,
+}
 
 /// One error, as the event log takes it.
 #[derive(Debug, Clone, Copy)]
@@ -399,23 +429,47 @@ impl EventLog {
     /// Opens the log of the filesystem on `device`: reads the region,
     /// picks the next id (above the reservation after an unclean stop) and,
     /// unless `read_only`, reserves ids ahead before any is handed out.
-    /// Returns the log and the ids skipped, if any. A region that cannot
-    /// be read or reserved leaves a log in memory only, and says why in its
-    /// status: the mount goes on.
+    /// Returns the log, the ids skipped, if any, and the header copies
+    /// found damaged (the next header write replaces one). A region that
+    /// cannot be read or reserved leaves a log in memory only, and says why
+    /// in its status: the mount goes on.
     pub fn open(
         device: Arc<dyn BlockDevice>,
         superblock: &Superblock,
         read_only: bool,
-    ) -> (EventLog, Option<(u64, u64)>) {
-        let (mut store, scan) = match Store::open(device, superblock) {
-            None => return (EventLog::in_memory(), None),
+    ) -> OpenedLog {
+        let (store, scan) = match Store::open(device, superblock) {
+            None => return OpenedLog::without_region(EventLog::in_memory()),
             Some(Err(error)) => {
                 let mut log = EventLog::in_memory();
                 log.unavailable = Some(format!("reading the event log region: {error}"));
-                return (log, None);
+                return OpenedLog::without_region(log);
             }
             Some(Ok(opened)) => opened,
         };
+        let damaged_headers = (0..2u64)
+            .filter_map(|copy| {
+                let error = scan.headers[copy as usize].as_ref().err()?;
+                Some(HeaderDamage {
+                    device_offset: store.device_offset_of_header(copy),
+                    why: format!("event log header copy {copy}: {error}"),
+                })
+            })
+            .collect();
+        let (log, skipped) = EventLog::resume(store, &scan, read_only);
+        OpenedLog {
+            log,
+            skipped,
+            damaged_headers,
+        }
+    }
+
+    /// [`EventLog::open`] once the region is read.
+    fn resume(
+        mut store: Store,
+        scan: &RegionScan,
+        read_only: bool,
+    ) -> (EventLog, Option<(u64, u64)>) {
         let newest = scan.newest().copied();
         let newest_id = newest.map_or(0, |record| record.id);
         let clean = newest.is_none_or(|record| record.kind == RecordKind::Unmount);

@@ -61,6 +61,11 @@ impl Store {
         )))
     }
 
+    /// The device byte offset of header copy `copy`.
+    pub(super) fn device_offset_of_header(&self, copy: u64) -> u64 {
+        self.geometry.start() + self.geometry.header_offset(copy)
+    }
+
     pub(super) fn slots(&self) -> u64 {
         self.geometry.slots()
     }

@@ -88,7 +88,8 @@ fn image(event_log_bytes: Option<u64>) -> Arc<MemoryDevice> {
 fn open(device: &Arc<MemoryDevice>) -> (EventLog, Option<(u64, u64)>) {
     let superblock = read_superblock(device.as_ref()).unwrap().superblock;
     let device: Arc<dyn BlockDevice> = device.clone();
-    EventLog::open(device, &superblock, false)
+    let opened = EventLog::open(device, &superblock, false);
+    (opened.log, opened.skipped)
 }
 
 #[test]
