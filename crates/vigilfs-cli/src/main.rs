@@ -130,7 +130,8 @@ enum Command {
     /// freeze, thaw, shutdown, status and inject use.
     ///
     /// Options (-o, comma-separated, repeatable):
-    ///   ro                    read-only (the journal is still replayed)
+    ///   ro                    read-only: the image is never written (a journal to replay
+    ///                         is replayed in memory)
     ///   errors=continue|remount-ro|panic
     ///                         what a metadata error does (default: mkfs's)
     ///   cache=SIZE            clean-page budget (default 256M)

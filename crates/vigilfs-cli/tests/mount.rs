@@ -1562,3 +1562,60 @@ fn a_second_mount_of_a_mounted_image_shows_the_same_filesystem() {
     let fsck = vigilfs(&["fsck", scratch.img()]);
     assert_eq!(fsck.status.code(), Some(0), "{}", text(&fsck.stdout));
 }
+
+/// The names in directory `path`, sorted.
+fn sorted_names(path: &str) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(path)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_crashed_image_with_thousands_of_creates_to_replay_mounts_read_only_unchanged() {
+    if fuse_missing(
+        "a_crashed_image_with_thousands_of_creates_to_replay_mounts_read_only_unchanged",
+    ) {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "128M"]);
+    for index in 0..3000 {
+        File::create(scratch.at(&format!("x{index}"))).unwrap();
+    }
+    // SAFETY: killing the mount process by pid.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+    wait_until("the mount process dies", Duration::from_secs(30), || {
+        process_gone(pid)
+    });
+    lazy_unmount(&scratch.mountpoint);
+    let _ = fs::remove_file(&scratch.pid_file);
+    assert_eq!(superblock_state(&scratch.image), FsState::Dirty);
+    let image_before = fs::read(&scratch.image).unwrap();
+
+    // Read-only: the journal is replayed in memory; the image is not
+    // touched (the mount used to fail writing a rebuilt node to it).
+    let pid = scratch.mount(&["-o", "ro"]);
+    assert_eq!(scratch.status()["recovered"], true);
+    let seen_read_only = sorted_names(scratch.mnt());
+    assert!(
+        seen_read_only.len() > 1000,
+        "{} files",
+        seen_read_only.len()
+    );
+    scratch.umount(pid);
+    assert!(
+        fs::read(&scratch.image).unwrap() == image_before,
+        "the read-only mount changed the image"
+    );
+    assert_eq!(superblock_state(&scratch.image), FsState::Dirty);
+
+    // A read-write mount recovers the same files.
+    let pid = scratch.mount(&[]);
+    assert_eq!(sorted_names(scratch.mnt()), seen_read_only);
+    scratch.umount(pid);
+}

@@ -4,7 +4,7 @@
 //! device below is only ever read. fsck uses it to run the engine's real
 //! recovery (journal replay, b-tree rebuild) as a dry run: it checks the
 //! filesystem exactly as a mount would see it, without changing a byte of
-//! the image.
+//! the image. A read-only mount runs over one for the same reason.
 //!
 //! Invariant: the base device receives reads only; a flush succeeds without
 //! touching it (there is nothing below to make durable).
@@ -12,7 +12,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::{check_request, BlockDevice, DeviceError, IoClass, IoOperation, SectorSize};
+use super::{
+    check_request, BlockDevice, DeviceError, IoClass, IoOperation, MediaFailureCallback, SectorSize,
+};
 
 /// A copy-on-write view of `base`, writes kept in memory.
 #[derive(Debug)]
@@ -107,6 +109,10 @@ impl<D: BlockDevice> BlockDevice for OverlayDevice<D> {
 
     fn sector_size(&self) -> SectorSize {
         self.base.sector_size()
+    }
+
+    fn set_media_failure_callback(&self, callback: MediaFailureCallback) {
+        self.base.set_media_failure_callback(callback);
     }
 }
 

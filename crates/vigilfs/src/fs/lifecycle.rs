@@ -28,7 +28,7 @@ use super::settings::{LiveSettings, Settings, SettingsChange};
 use super::unsynced::Changes;
 use super::{Filesystem, FsError, FsResult, LifeState, Shared};
 use crate::alloc::AllocatorStatus;
-use crate::device::{BlockDevice, FaultPlan, FileFaults, StoppableDevice};
+use crate::device::{BlockDevice, FaultPlan, FileFaults, OverlayDevice, StoppableDevice};
 use crate::failure::{Intake, DEFAULT_INTAKE_CAPACITY};
 use crate::format::{
     read_superblock, write_superblocks, ErrorKind, ErrorRecord, ErrorsPolicy, Features, FsState,
@@ -355,6 +355,21 @@ impl Filesystem {
         device: Arc<dyn BlockDevice>,
         mut options: MountOptions,
     ) -> Result<Filesystem, MountError> {
+        let loaded = read_superblock(device.as_ref())?;
+        let mut superblock = loaded.superblock;
+        let unknown_ro_compat = superblock.features.requires_read_only();
+        if unknown_ro_compat {
+            options.read_only = true;
+        }
+        // A read-only mount never changes the image, yet recovery replays
+        // the journal into the b-trees, and a large replay writes rebuilt
+        // nodes out to stay inside the node cache's budget: those writes
+        // stay in memory, over the image (as fsck's dry run does).
+        let device: Arc<dyn BlockDevice> = if options.read_only {
+            Arc::new(OverlayDevice::new(device))
+        } else {
+            device
+        };
         let device = Arc::new(StoppableDevice::new(device));
         // Failures the device reports from now on — during journal replay
         // and recovery too — wait in the intake until the mount is ready.
@@ -365,12 +380,6 @@ impl Filesystem {
             // device is in would be dropped later, silently.
             crate::failure::check_range(*range, device.length())?;
             intake.offer(*range, origin.clone());
-        }
-        let loaded = read_superblock(device.as_ref())?;
-        let mut superblock = loaded.superblock;
-        let unknown_ro_compat = superblock.features.requires_read_only();
-        if unknown_ro_compat {
-            options.read_only = true;
         }
         let recovered = superblock.state == FsState::Dirty;
         let writes: Arc<dyn BlockDevice> = device.clone();
