@@ -246,6 +246,11 @@ impl PowerSwitch {
         }
         let old = self.current()?;
         let start = Instant::now();
+        // The kernel's flags (a `remount,ro`) outlive the power cut.
+        let flags = self
+            .session
+            .get()
+            .and_then(|session| current_flags(session.mountpoint()));
         self.cache.cut_power();
         old.abandon();
         let lost = old.unsynced();
@@ -265,7 +270,7 @@ impl PowerSwitch {
         }
         let replayed = new.recovered();
         if let Some(session) = self.session.get() {
-            session.restart(new, &stale).map_err(|error| {
+            session.restart(new, &stale, flags).map_err(|error| {
                 CutError::Remount(format!("restarting the FUSE session: {error}"))
             })?;
         }
@@ -277,4 +282,17 @@ impl PowerSwitch {
             replayed,
         })
     }
+}
+
+/// The per-mount flags of the mount on `mountpoint` now, from the mount
+/// table (asking the mount itself would need its engine).
+fn current_flags(mountpoint: &std::path::Path) -> Option<vigilfs_fuse::MountFlags> {
+    let mounts = crate::mountinfo::Mounts::read().ok()?;
+    let entry = mounts.topmost_at(mountpoint)?;
+    let has = |flag: &str| entry.mount_options.split(',').any(|option| option == flag);
+    Some(vigilfs_fuse::MountFlags {
+        read_only: entry.read_only(),
+        set_id: !has("nosuid"),
+        devices: !has("nodev"),
+    })
 }

@@ -4,7 +4,9 @@
 //!
 //! Two things can change. What the kernel keeps for the mount: `ro`/`rw`
 //! (the kernel refuses writes on a read-only FUSE superblock; the daemon
-//! keeps serving, and what it already holds dirty is still written back),
+//! keeps serving, and, told of the change, writes back what it holds dirty
+//! and makes everything durable before the remount returns, as Linux's
+//! remount does, so an image copied or a power cut right after keeps it),
 //! and the per-mount flags `nosuid`/`suid`, `nodev`/`dev`, `noexec`/`exec`
 //! and the atime family; flags not named keep their current value (read
 //! with statvfs), since `mount(2)` with `MS_REMOUNT` sets all of them. And
@@ -150,7 +152,10 @@ fn check_fixed(fixed: &[&str], mounted: &str) -> Result<(), Failure> {
 
 /// The daemon's part of a remount: the settings `options` name, validated
 /// as at mount, or `None` when they name none.
-fn settings_request(options: &[String]) -> Result<Option<Request>, Failure> {
+fn settings_request(
+    options: &[String],
+    read_only: Option<bool>,
+) -> Result<Option<Request>, Failure> {
     let named: Vec<&str> = options
         .iter()
         .flat_map(|argument| argument.split(','))
@@ -160,7 +165,7 @@ fn settings_request(options: &[String]) -> Result<Option<Request>, Failure> {
                 .is_some_and(|(key, _)| SETTINGS.contains(&key))
         })
         .collect();
-    if named.is_empty() {
+    if named.is_empty() && read_only.is_none() {
         return Ok(None);
     }
     let settings = mount_options::parse(&named).map_err(Failure::arguments)?;
@@ -175,6 +180,7 @@ fn settings_request(options: &[String]) -> Result<Option<Request>, Failure> {
                 .unwrap_or(u64::MAX)
                 .max(1)
         }),
+        read_only,
     }))
 }
 
@@ -225,7 +231,11 @@ pub fn remount(mountpoint: &Path, options: &[String]) -> Result<u8, Failure> {
         )));
     }
     let remount = classify(kernel_status.f_flag, options);
-    let settings = settings_request(options)?;
+    let was_read_only = kernel_status.f_flag & libc::ST_RDONLY != 0;
+    let read_only = remount.flags & libc::MS_RDONLY != 0;
+    // The daemon hears of a change of the flag: read-only makes everything
+    // durable first, as Linux's remount does.
+    let settings = settings_request(options, (read_only != was_read_only).then_some(read_only))?;
     let status = client::call(&canonical, &Request::Status)
         .map_err(|error| error.into_failure("remount", mountpoint))?;
     check_fixed(
@@ -267,9 +277,12 @@ pub fn remount(mountpoint: &Path, options: &[String]) -> Result<u8, Failure> {
     if let Some(request) = &settings {
         client::call(&canonical, request).map_err(|error| {
             let failure = error.into_failure("remount", mountpoint);
-            Failure::operational(format!(
-                "{failure} (the kernel's flags did change; the daemon's settings did not)"
-            ))
+            let what = if read_only && !was_read_only {
+                "the mount is read-only now, and what was not written back is not durable"
+            } else {
+                "the kernel's flags did change; the daemon's settings did not"
+            };
+            Failure::operational(format!("{failure} ({what})"))
         })?;
     }
     Ok(0)
@@ -333,10 +346,14 @@ mod tests {
             "settings change no kernel flag"
         );
         assert!(remount.fixed.is_empty());
-        assert_eq!(settings_request(&options("remount,ro")).unwrap(), None);
-        let request = settings_request(&options(
-            "remount,errors=continue,cache=1G,dirty=16M,writeback_interval=0.5",
-        ))
+        assert_eq!(
+            settings_request(&options("remount,ro"), None).unwrap(),
+            None
+        );
+        let request = settings_request(
+            &options("remount,errors=continue,cache=1G,dirty=16M,writeback_interval=0.5"),
+            None,
+        )
         .unwrap();
         assert_eq!(
             request,
@@ -345,9 +362,20 @@ mod tests {
                 cache_bytes: Some(1 << 30),
                 dirty_limit_bytes: Some(16 << 20),
                 writeback_interval_micros: Some(500_000),
+                read_only: None,
             })
         );
-        let tiny = settings_request(&options("writeback_interval=0.0000001")).unwrap();
+        assert_eq!(
+            settings_request(&options("remount,ro"), Some(true)).unwrap(),
+            Some(Request::Reconfigure {
+                errors: None,
+                cache_bytes: None,
+                dirty_limit_bytes: None,
+                writeback_interval_micros: None,
+                read_only: Some(true),
+            })
+        );
+        let tiny = settings_request(&options("writeback_interval=0.0000001"), None).unwrap();
         assert!(matches!(
             tiny,
             Some(Request::Reconfigure {
@@ -356,7 +384,7 @@ mod tests {
             })
         ));
         for bad in ["errors=sometimes", "cache=lots", "writeback_interval=0"] {
-            let refused = settings_request(&options(&format!("remount,{bad}"))).unwrap_err();
+            let refused = settings_request(&options(&format!("remount,{bad}")), None).unwrap_err();
             assert!(refused.to_string().contains(bad), "{refused}");
         }
     }

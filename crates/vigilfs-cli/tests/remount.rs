@@ -3,8 +3,9 @@
 //! changes the mount in place — read-only refuses writes with EROFS, back
 //! to read-write accepts them, per-mount flags not named are kept — the
 //! daemon's settings (errors=, cache=, dirty=, writeback_interval=) change
-//! in the running daemon, and options it built its state from cannot
-//! change. They need root and /dev/fuse.
+//! in the running daemon, options it built its state from cannot change,
+//! and read-only makes everything durable first, as Linux's remount does.
+//! They need root and /dev/fuse.
 
 mod common;
 
@@ -226,5 +227,59 @@ fn remount_read_write_is_refused_while_the_daemon_is_read_only() {
     );
     assert!(output.status.success(), "{}", text(&output.stderr));
     assert_eq!(scratch.status()["errors_policy"], "panic");
+    scratch.umount(pid);
+}
+
+#[test]
+fn remount_read_only_makes_everything_durable_before_it_returns() {
+    if fuse_missing("remount_read_only_makes_everything_durable_before_it_returns") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M", "-o", "crashable,writeback_interval=3600"]);
+    let data = vec![0x3cu8; 100_000];
+    fs::write(scratch.at("written"), &data).unwrap();
+    fs::create_dir(scratch.at("made")).unwrap();
+    let unsynced = vigilfs(&["unsynced", scratch.mnt()]);
+    assert!(
+        text(&unsynced.stdout).contains("written"),
+        "nothing to make durable: {}",
+        text(&unsynced.stdout)
+    );
+    let directory = scratch.directory.path();
+    let output = helper(
+        directory,
+        &[scratch.img(), scratch.mnt(), "-o", "remount,ro"],
+    );
+    assert!(
+        output.status.success(),
+        "remount,ro: {}",
+        text(&output.stderr)
+    );
+    // A power cut right after the remount loses nothing.
+    let cut = vigilfs(&["inject", scratch.mnt(), "--power-cut"]);
+    assert_eq!(cut.status.code(), Some(0), "{}", text(&cut.stderr));
+    assert_eq!(fs::read(scratch.at("written")).unwrap(), data);
+    assert!(scratch.at("made").is_dir());
+    // The mount the power cut brought back is still read-only.
+    assert_ne!(flags(&scratch.mountpoint) & libc::ST_RDONLY, 0);
+    let refused = fs::write(scratch.at("after the cut"), b"x").unwrap_err();
+    assert_eq!(refused.raw_os_error(), Some(libc::EROFS));
+    // The event stream says what the remounts did.
+    let output = helper(
+        directory,
+        &[scratch.img(), scratch.mnt(), "-o", "remount,rw"],
+    );
+    assert!(
+        output.status.success(),
+        "remount,rw: {}",
+        text(&output.stderr)
+    );
+    fs::write(scratch.at("after the cut"), b"x").unwrap();
+    let said = text(&vigilfs(&["events", scratch.mnt()]).stdout);
+    assert!(
+        said.contains("settings  (ro)") && said.contains("settings  (rw)"),
+        "{said}"
+    );
     scratch.umount(pid);
 }

@@ -47,4 +47,4 @@ mod convert;
 mod lanes;
 mod session;
 
-pub use session::{mount, MountConfig, Mounted, Restarter};
+pub use session::{mount, MountConfig, MountFlags, Mounted, Restarter};

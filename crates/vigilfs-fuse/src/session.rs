@@ -386,7 +386,23 @@ impl Mounted {
     }
 }
 
+/// The per-mount flags a remount can change, as the kernel holds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MountFlags {
+    /// `ro`.
+    pub read_only: bool,
+    /// `suid` (not `nosuid`).
+    pub set_id: bool,
+    /// `dev` (not `nodev`).
+    pub devices: bool,
+}
+
 impl Restarter {
+    /// Where the session is mounted.
+    pub fn mountpoint(&self) -> &Path {
+        &self.state.mountpoint
+    }
+
     /// Replaces the session with one serving `filesystem` on the same mount
     /// point: the current mount is detached (as `umount -l`: it leaves the
     /// namespace at once and serves its open descriptors until they are
@@ -397,8 +413,16 @@ impl Restarter {
     /// `stale` are the inodes the old mount's kernel side holds: their
     /// cached pages and attributes are dropped first, so a descriptor still
     /// open on the old mount reaches the old engine (and its `EIO`) instead
-    /// of reading what the kernel cached before the crash.
-    pub fn restart(&self, filesystem: Arc<Filesystem>, stale: &[u64]) -> io::Result<()> {
+    /// of reading what the kernel cached before the crash. `flags`, read
+    /// from the old mount while its engine answered, are the new mount's
+    /// (a `remount,ro` since the session started is kept); `None` mounts
+    /// as the session was configured.
+    pub fn restart(
+        &self,
+        filesystem: Arc<Filesystem>,
+        stale: &[u64],
+        flags: Option<MountFlags>,
+    ) -> io::Result<()> {
         let state = &self.state;
         let mut current = state.lock();
         current
@@ -424,8 +448,16 @@ impl Restarter {
             current.retired.push(old);
         }
         let before = std::fs::metadata(&state.mountpoint)?.dev();
-        let (session, device) =
-            start_session(filesystem, &state.mountpoint, before, &state.config)?;
+        let config = match flags {
+            Some(flags) => MountConfig {
+                read_only: flags.read_only,
+                set_id: Some(flags.set_id),
+                devices: Some(flags.devices),
+                ..state.config.clone()
+            },
+            None => state.config.clone(),
+        };
+        let (session, device) = start_session(filesystem, &state.mountpoint, before, &config)?;
         current.session = Some(session);
         current.device = device;
         Ok(())

@@ -69,7 +69,11 @@ fn a_restarted_session_serves_the_recovered_filesystem_and_old_descriptors_fail(
     assert!(second.recovered());
     mounted
         .restarter()
-        .restart(Arc::clone(&second), &first.inodes_known_to_the_kernel())
+        .restart(
+            Arc::clone(&second),
+            &first.inodes_known_to_the_kernel(),
+            None,
+        )
         .unwrap();
     drop(first);
 

@@ -174,6 +174,10 @@ pub enum Request {
         /// The background writeback interval.
         #[serde(default)]
         writeback_interval_micros: Option<u64>,
+        /// The kernel's read-only flag changed: `true` writes everything
+        /// back and makes it durable before the answer.
+        #[serde(default)]
+        read_only: Option<bool>,
     },
 }
 

@@ -827,12 +827,14 @@ fn execute(request: Request, fs: &Filesystem, context: &Context, stream: &UnixSt
             cache_bytes,
             dirty_limit_bytes,
             writeback_interval_micros,
+            read_only,
         } => {
             let change = match settings_change(
                 errors.as_deref(),
                 cache_bytes,
                 dirty_limit_bytes,
                 writeback_interval_micros,
+                read_only,
             ) {
                 Ok(change) => change,
                 Err(response) => return response,
@@ -845,7 +847,13 @@ fn execute(request: Request, fs: &Filesystem, context: &Context, stream: &UnixSt
             match changed {
                 Ok(()) => Response::success(json!({ "changed": change.to_string() })),
                 Err(error) => Response::failure(
-                    ErrorKind::BadRequest,
+                    // A refused value, or writing back for a read-only
+                    // remount failed.
+                    if matches!(error, FsError::Invalid(_)) {
+                        ErrorKind::BadRequest
+                    } else {
+                        ErrorKind::Failed
+                    },
                     fs_error_message(&error),
                     Some(error.errno()),
                 ),
@@ -860,6 +868,7 @@ fn settings_change(
     cache_bytes: Option<u64>,
     dirty_limit_bytes: Option<u64>,
     writeback_interval_micros: Option<u64>,
+    read_only: Option<bool>,
 ) -> Result<SettingsChange, Response> {
     let bad =
         |message: String| Response::failure(ErrorKind::BadRequest, message, Some(libc::EINVAL));
@@ -873,6 +882,7 @@ fn settings_change(
         cache_bytes,
         dirty_limit_bytes,
         writeback_interval,
+        read_only,
     })
 }
 

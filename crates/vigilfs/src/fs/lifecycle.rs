@@ -323,6 +323,19 @@ impl Shared {
         self.save_error_record();
     }
 
+    /// Writes back every dirty page and makes every change durable (no
+    /// error cursor is consumed: nobody is told of an error here who
+    /// would not be told anyway).
+    pub(super) fn make_durable(&self) -> FsResult<()> {
+        if let Some(errno) = self.files.writeback_all().first_error {
+            return Err(FileError::Writeback(errno).into());
+        }
+        self.metadata
+            .journal
+            .flush()
+            .map_err(|error| FsError::File(FileError::Journal(error)))
+    }
+
     /// What freeze and unmount leave: all dirty data written back, every
     /// dirty b-tree node written (no journal pin but the roots record), the
     /// superblock marked clean with the error record. On a failure the
@@ -657,6 +670,13 @@ impl Filesystem {
         shared.health.notice(&Notice::Settings {
             change: &change.summary(crate::format::event_log::TEXT_CAPACITY),
         });
+        let may_write = matches!(shared.gate.state(), LifeState::Running | LifeState::Frozen);
+        if change.read_only == Some(true) && may_write {
+            // (A daemon that may not write has nothing more to make
+            // durable; what it could not write was reported then.)
+            let made_durable = shared.make_durable();
+            shared.observe("remount read-only", made_durable)?;
+        }
         if change.errors.is_some() {
             // A failed journal stays failed and was acted on once, under
             // the policy of that moment; no later operation brings it up

@@ -38,6 +38,11 @@ pub struct SettingsChange {
     pub dirty_limit_bytes: Option<u64>,
     /// How often the background thread writes back dirty data.
     pub writeback_interval: Option<Duration>,
+    /// The kernel made the mount read-only (`true`) or read-write again (a
+    /// remount). Read-only first writes everything back and makes it
+    /// durable, as Linux's remount does: an image copied or a power cut
+    /// right after holds everything written before.
+    pub read_only: Option<bool>,
 }
 
 impl SettingsChange {
@@ -94,6 +99,9 @@ impl std::fmt::Display for SettingsChange {
         if let Some(interval) = self.writeback_interval {
             words.push(format!("writeback={}s", interval.as_secs_f64()));
         }
+        if let Some(read_only) = self.read_only {
+            words.push(if read_only { "ro" } else { "rw" }.to_string());
+        }
         formatter.write_str(&words.join(" "))
     }
 }
@@ -112,6 +120,7 @@ impl SettingsChange {
             ("cache", self.cache_bytes.is_some()),
             ("dirty", self.dirty_limit_bytes.is_some()),
             ("writeback", self.writeback_interval.is_some()),
+            ("ro/rw", self.read_only.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, changed)| changed.then_some(name))
@@ -306,6 +315,7 @@ mod tests {
             cache_bytes: Some(32 << 20),
             dirty_limit_bytes: None,
             writeback_interval: Some(Duration::from_millis(500)),
+            read_only: None,
         }
         .apply_to(&mut options);
         assert_eq!(options.errors, Some(ErrorsPolicy::Continue));
@@ -324,15 +334,19 @@ mod tests {
             cache_bytes: Some(1 << 30),
             dirty_limit_bytes: Some(4100),
             writeback_interval: Some(Duration::from_millis(500)),
+            read_only: Some(true),
         };
         assert_eq!(
             change.to_string(),
-            "errors=remount-ro cache=1G dirty=4100 writeback=0.5s"
+            "errors=remount-ro cache=1G dirty=4100 writeback=0.5s ro"
         );
         assert_eq!(SettingsChange::default().to_string(), "");
         assert_eq!(change.summary(100), change.to_string());
         let summary = change.summary(40);
-        assert_eq!(summary, "errors,cache,dirty,writeback changed (see status)");
+        assert_eq!(
+            summary,
+            "errors,cache,dirty,writeback,ro/rw changed (see status)"
+        );
         assert!(summary.len() <= 56);
     }
 }
