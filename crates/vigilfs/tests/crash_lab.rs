@@ -14,8 +14,9 @@ use vigilfs::device::{
     BlockDevice, FaultDevice, FaultLogEvent, FaultPlan, FaultRule, IoClass, MemoryDevice,
     Operations, PowerLoss, Probability, SectorSize, VolatileCache,
 };
+use vigilfs::format::ErrorsPolicy;
 use vigilfs::fs::faults::{CutPoint, Operation};
-use vigilfs::fs::{Filesystem, MountOptions, OpenFlags};
+use vigilfs::fs::{Filesystem, LifeState, MountOptions, OpenFlags};
 use vigilfs::fsck::fsck;
 use vigilfs::inode::{Caller, ROOT_INO};
 use vigilfs::mkfs::{make_filesystem, MkfsOptions};
@@ -545,4 +546,35 @@ fn synchronous_files_and_directories_survive_a_power_cut_without_fsync() {
     fs.unmount().unwrap();
     let report = fsck(lab.memory.clone(), &mut |_| {}).unwrap();
     assert!(report.is_clean(), "{:#?}", report.problems);
+}
+
+#[test]
+fn the_errors_policy_does_not_act_on_a_simulated_power_cut() {
+    for policy in [ErrorsPolicy::RemountReadOnly, ErrorsPolicy::Panic] {
+        let lab = Lab::new();
+        let fs = Filesystem::mount(
+            lab.device(),
+            MountOptions {
+                errors: Some(policy),
+                writeback_interval: Duration::from_secs(3600),
+                ..MountOptions::default()
+            },
+        )
+        .expect("mount");
+        let (_, handle) = fs
+            .create(ROOT_INO, b"in flight", 0o644, read_write(), &root())
+            .unwrap();
+        fs.write(handle, 0, b"not yet durable", &root()).unwrap();
+        // The power goes while the fsync is on its way: the journal fails,
+        // but no metadata failure happened to this filesystem (errors=panic
+        // used to abort the crash lab's whole process).
+        lab.cache.cut_power();
+        assert_eq!(fs.fsync(handle, false).unwrap_err().errno(), libc::EIO);
+        assert_eq!(fs.status().state, LifeState::Running, "{policy:?}");
+        fs.abandon();
+        fs.release(handle).unwrap();
+        drop(fs);
+        lab.cache.restore_power(PowerLoss::DropUnflushed).unwrap();
+        lab.mount().unmount().unwrap();
+    }
 }

@@ -17,7 +17,7 @@ use super::events::Notice;
 use super::health::{Detail, Incident};
 use super::{FsError, FsResult, Shared};
 use crate::btree::{BtreeError, NodeDefect};
-use crate::device::DeviceError;
+use crate::device::{DeviceError, DeviceErrorKind};
 use crate::format::{ErrorKind, ErrorsPolicy};
 use crate::inode::FileError;
 
@@ -112,8 +112,15 @@ impl Shared {
         }
     }
 
-    /// A metadata failure: reported, then the `errors=` policy.
+    /// A metadata failure: reported, then the `errors=` policy. A device
+    /// that lost power is the crash lab's simulated cut, not a failure of
+    /// this filesystem: the engine is being abandoned for the one that
+    /// recovers the image, and nothing is done (`errors=panic` would abort
+    /// the lab's own process).
     fn metadata_failure(&self, origin: &str, error: &FsError) {
+        if lost_power(error) {
+            return;
+        }
         let kind = match error {
             FsError::File(FileError::Journal(_)) => ErrorKind::Journal,
             _ => ErrorKind::Metadata,
@@ -190,6 +197,15 @@ fn device_range(error: &FsError) -> Option<(u64, u64)> {
     causes(error)
         .find_map(|cause| cause.downcast_ref::<DeviceError>())
         .map(|device| (device.range.start, device.range.len()))
+}
+
+/// Whether a device error underneath `error` is a (simulated) power cut.
+fn lost_power(error: &FsError) -> bool {
+    causes(error).any(|cause| {
+        cause
+            .downcast_ref::<DeviceError>()
+            .is_some_and(|device| device.kind == DeviceErrorKind::PowerCut)
+    })
 }
 
 /// The b-tree node a corruption underneath `error` was found in: tree,
