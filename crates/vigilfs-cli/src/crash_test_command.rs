@@ -672,10 +672,13 @@ impl Run<'_> {
 
     fn replay_command(&self, index: u32) -> String {
         let mut command = format!(
-            "vigilfs crash-test --workload {} --check {} --seed {} --cut-index {index} --size {}",
+            "vigilfs crash-test --workload {} --check {} --seed {} --cuts {} --cut-index {index} \
+             --size {}",
             shell_quote(&self.args.workload),
             shell_quote(&self.args.check),
             self.args.seed,
+            // Past the default count, --cut-index is refused without it.
+            self.args.cuts,
             self.args.size
         );
         if self.args.torn {

@@ -666,6 +666,8 @@ got=$(sed -n 's/^version //p' state)
     let replay = failure["replay"].as_str().unwrap();
     let index = failure["index"].as_u64().unwrap().to_string();
     assert!(replay.contains("--seed 11") && replay.contains(&format!("--cut-index {index}")));
+    // A trial past the default 10 cuts needs the count to replay.
+    assert!(replay.contains("--cuts 4"), "{replay}");
     // A check that timed out must time out the same way in the replay.
     assert!(replay.contains("--timeout 30s"), "{replay}");
     // The replay picks the same point and fails the same way.
