@@ -143,3 +143,33 @@ fn acls_grant_named_users_are_inherited_and_follow_chmod() {
     );
     scratch.umount(pid);
 }
+
+#[test]
+fn an_acl_that_says_no_more_than_the_mode_is_set_without_error() {
+    if fuse_missing("an_acl_that_says_no_more_than_the_mode_is_set_without_error") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let file = scratch.at("plain");
+    fs::write(&file, b"x").unwrap();
+    let path = file.to_str().unwrap();
+    // The kernel turns both into a removal of an ACL the file never had
+    // (it answered ENODATA).
+    succeeded(
+        &run(
+            "setfattr",
+            &["-n", "system.posix_acl_access", "-v", "0x02000000", path],
+        ),
+        "an empty ACL",
+    );
+    succeeded(&run("setfacl", &["-m", "u::rw,g::r,o::r", path]), "setfacl");
+    succeeded(&run("setfacl", &["-b", path]), "setfacl -b");
+    assert_eq!(
+        fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+    let listed = succeeded(&run("getfacl", &["-c", path]), "getfacl");
+    assert!(!listed.contains("mask"), "{listed}");
+    scratch.umount(pid);
+}
