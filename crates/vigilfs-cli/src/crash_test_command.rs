@@ -43,6 +43,7 @@ use vigilfs::fs::faults::{CutPoint, Operation};
 use vigilfs::fsck::{fsck_with, FsckOptions};
 
 use crate::control::power::cut_report_json;
+use crate::control::server::{self, ControlServer, Served};
 use crate::engine_slot::EngineSlot;
 use crate::failure::Failure;
 use crate::inject_rules::duration_with_unit;
@@ -62,7 +63,8 @@ const OUTPUT_LINES: usize = 20;
 pub struct CrashTestArgs {
     /// The program under test: a shell command run in the mount (its
     /// working directory, so name programs by absolute path);
-    /// VIGILFS_MOUNT, VIGILFS_CUT and VIGILFS_SEED are set.
+    /// VIGILFS_MOUNT, VIGILFS_CUT and VIGILFS_SEED are set, and
+    /// `vigilfs sync "$VIGILFS_MOUNT"` (status, unsynced...) works there.
     #[arg(long, value_name = "CMD")]
     pub workload: String,
     /// The invariant: a shell command run in the mount after each cut (and
@@ -189,6 +191,10 @@ struct LabMount {
     switch: Arc<PowerSwitch>,
     slot: Arc<EngineSlot>,
     session: Option<vigilfs_fuse::Mounted>,
+    /// The mount's control socket: a workload may run `vigilfs sync`
+    /// (its durability point, syncfs not reaching the daemon), `status`,
+    /// `unsynced`...
+    control: Option<ControlServer>,
 }
 
 impl LabMount {
@@ -223,12 +229,24 @@ impl LabMount {
                 Failure::operational(format!("cannot mount on {}: {error}", mountpoint.display()))
             })?;
         switch.attach(Arc::clone(&slot), session.restarter());
+        let mut extra = serde_json::Map::new();
+        extra.insert("image".into(), json!(image.display().to_string()));
+        let control = server::serve(
+            &mountpoint,
+            Served {
+                power: Some(Arc::clone(&switch)),
+                extra,
+                ..Served::new(Arc::clone(&slot), plan, crate::control::current_uid())
+            },
+        )
+        .map_err(|error| Failure::operational(format!("control socket: {error}")))?;
         Ok(LabMount {
             image,
             mountpoint,
             switch,
             slot,
             session: Some(session),
+            control: Some(control),
         })
     }
 
@@ -270,6 +288,9 @@ impl LabMount {
     }
 
     fn stop(&mut self) -> Result<(), Failure> {
+        if let Some(control) = self.control.take() {
+            control.stop();
+        }
         let Some(session) = self.session.take() else {
             return Ok(());
         };

@@ -920,3 +920,42 @@ fn an_interrupted_crash_test_leaves_nothing_of_the_trial_it_cut_short() {
         .unwrap_or_default();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+#[test]
+fn a_workload_can_make_its_writes_durable_with_vigilfs_sync() {
+    if fuse_missing("a_workload_can_make_its_writes_durable_with_vigilfs_sync") {
+        return;
+    }
+    let scripts = tempfile::tempdir().unwrap();
+    // No fsync at all: `vigilfs sync` of the lab's mount is the
+    // durability point (it found no control socket there).
+    let workload = format!(
+        r#"set -e
+: > "$1"
+i=1
+while [ $i -le 12 ]; do
+    head -c 20000 /dev/urandom > "file-$i"
+    {binary} sync "$VIGILFS_MOUNT"
+    echo $i >> "$1"
+    i=$((i+1))
+done
+"#,
+        binary = binary()
+    );
+    let check = r#"last=$(tail -n 1 "$1"); last=${last:-0}
+i=1
+while [ $i -le "$last" ]; do
+    [ "$(wc -c < "file-$i")" = 20000 ] || { echo "file-$i was synced and is not whole"; exit 1; }
+    i=$((i+1))
+done
+"#;
+    let output = crash_test(scripts.path(), &workload, check, &["--cuts", "4"]);
+    let report = json_of(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{report:#}\n{}",
+        text(&output.stderr)
+    );
+    assert_eq!(report["failed"], 0);
+}
