@@ -4,7 +4,8 @@
 //! OPTIONS` for a `fuse.vigilfs` filesystem; `vigilfs install-mount-helper`
 //! makes that name a symlink to this binary. Started under that name (file
 //! name of argv[0]), vigilfs behaves as `vigilfs mount IMAGE DIR -o
-//! OPTIONS --daemon`, printing nothing when it succeeds.
+//! OPTIONS --daemon`, printing nothing when it succeeds, and failing with
+//! mount(8)'s exit codes (1 wrong invocation, 32 mount failure).
 //!
 //! mount.fuse3 (`mount -t fuse vigilfs#IMAGE DIR`, or `fuse.vigilfs` when
 //! the specific helper is missing) runs `vigilfs IMAGE DIR -o OPTIONS`
@@ -19,6 +20,24 @@ use crate::mount_command::MountRequest;
 
 /// The helper's name mount(8) looks for.
 pub const HELPER_NAME: &str = "mount.fuse.vigilfs";
+
+/// mount(8)'s exit status for `failure` of a helper invocation. mount
+/// passes a helper's status on, and scripts read it by mount's table: 1
+/// is a wrong invocation (or permissions), 32 a mount failure. vigilfs's
+/// own codes would mislead there: 2 (bad arguments) is mount's "system
+/// error", 8 (operational error) its "user interrupt".
+pub fn as_mount_failure(failure: Failure) -> Failure {
+    let code = match failure.exit_code() {
+        1 | 2 => MOUNT_USAGE,
+        _ => MOUNT_FAILURE,
+    };
+    Failure::with_code(failure.to_string(), code)
+}
+
+/// mount(8): incorrect invocation or permissions.
+const MOUNT_USAGE: u8 = 1;
+/// mount(8): mount failure.
+const MOUNT_FAILURE: u8 = 32;
 
 /// What the command line asks for when it is a helper invocation: `None`
 /// for an ordinary `vigilfs SUBCOMMAND` line.

@@ -610,7 +610,9 @@ fn main() -> ExitCode {
         .chain(["help"])
         .collect();
     let outcome = match helper::helper_request(&arguments, &subcommands) {
-        Some(request) => request.and_then(|request| mount_command::run(&request)),
+        Some(request) => request
+            .and_then(|request| mount_command::run(&request))
+            .map_err(helper::as_mount_failure),
         None => run(Cli::parse_from(arguments)),
     };
     match outcome {

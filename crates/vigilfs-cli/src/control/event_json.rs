@@ -302,7 +302,7 @@ pub fn human_line(event: &Value) -> String {
         }
         Some(count) if count != 1 => parts.push(format!("x{count}")),
         None if kind == Some("lost") => {
-            parts.push("x? (not countable)".into());
+            parts.push("errors among them unknown".into());
         }
         _ => {}
     }
@@ -408,5 +408,18 @@ mod tests {
         let line = human_line(&record_json(&record, None));
         assert!(line.contains("0 errors this mount"), "{line}");
         assert!(!line.contains("x0"), "{line}");
+    }
+
+    /// Ids a mount skipped after an unclean stop cannot be counted: the
+    /// line says so in words (it read "x? (not countable)").
+    #[test]
+    fn a_gap_of_unknown_size_says_so_in_words() {
+        let line = human_line(&gap_json(3, 4096, None, "skipped: the mount before ended"));
+        assert!(
+            line.contains("lost  errors among them unknown  ids 3..4096 missing"),
+            "{line}"
+        );
+        let counted = human_line(&gap_json(3, 9, Some(2), "no longer in the log"));
+        assert!(counted.contains("x2  ids 3..9 missing"), "{counted}");
     }
 }
