@@ -32,7 +32,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -44,6 +44,7 @@ use vigilfs::fsck::{fsck_with, FsckOptions};
 
 use crate::control::power::cut_report_json;
 use crate::control::server::{self, ControlServer, Served};
+use crate::crash_test_janitor::{self, Janitor};
 use crate::engine_slot::EngineSlot;
 use crate::failure::Failure;
 use crate::inject_rules::duration_with_unit;
@@ -510,6 +511,13 @@ struct Run<'a> {
     directory: PathBuf,
     timeout: Duration,
     loss_seeded: bool,
+    /// Cleans up if this process is killed (see `crash_test_janitor`).
+    janitor: Mutex<Option<Janitor>>,
+}
+
+/// The janitor's slot: a panic while it was held leaves it usable.
+fn lock(janitor: &Mutex<Option<Janitor>>) -> MutexGuard<'_, Option<Janitor>> {
+    janitor.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Run<'_> {
@@ -522,6 +530,7 @@ impl Run<'_> {
 
     /// Runs the workload to its end and the check after it; the counts.
     fn dry_run(&self) -> Result<(Counts, Duration), Failure> {
+        self.started("dry-run");
         let lab = LabMount::start(&self.directory, "dry-run", &self.settings, self.args.size)?;
         let started = Instant::now();
         let mut workload = Program::spawn(
@@ -576,6 +585,7 @@ impl Run<'_> {
 
     fn trial(&self, index: u32, counts: Counts) -> Result<Trial, Failure> {
         let name = format!("cut-{index}");
+        self.started(&name);
         let lab = LabMount::start(&self.directory, &name, &self.settings, self.args.size)?;
         let point = cut_point(self.args.seed, index, counts)
             .expect("the dry run made at least one write or fsync");
@@ -677,18 +687,31 @@ impl Run<'_> {
             self.remove_trial_files(&name);
         } else {
             trial.image_kept = Some(image);
+            self.ended(&name);
         }
         Ok(trial)
     }
 
-    /// Removes the image and logs of the trial (or dry run) `name`.
-    fn remove_trial_files(&self, name: &str) {
-        for suffix in ["img", "workload.log", "check.log"] {
-            let _ = fs::remove_file(self.directory.join(format!("{name}.{suffix}")));
+    /// Trial (or dry run) `name` begins: the janitor cleans up after it
+    /// if this process dies before [`Run::ended`].
+    fn started(&self, name: &str) {
+        if let Some(janitor) = lock(&self.janitor).as_mut() {
+            janitor.started(name);
         }
-        // Left when the interrupt came before its mount was up (`rmdir`:
-        // never while something is mounted there).
-        let _ = fs::remove_dir(self.directory.join(format!("{name}.mnt")));
+    }
+
+    /// Trial `name`'s files are dealt with (kept, or removed).
+    fn ended(&self, name: &str) {
+        if let Some(janitor) = lock(&self.janitor).as_mut() {
+            janitor.ended(name);
+        }
+    }
+
+    /// Removes the image, logs and mount point (left when the interrupt
+    /// came before the mount was up) of the trial (or dry run) `name`.
+    fn remove_trial_files(&self, name: &str) {
+        crash_test_janitor::remove_trial_files(&self.directory, name);
+        self.ended(name);
     }
 
     fn replay_command(&self, index: u32) -> String {
@@ -879,6 +902,7 @@ pub fn run(args: &CrashTestArgs) -> Result<u8, Failure> {
         directory: directory.clone(),
         timeout,
         loss_seeded: args.torn,
+        janitor: Mutex::new(Janitor::start(&directory, created)),
     };
     let outcome = run_trials(&run);
     // Only what a failed trial kept stays (the dry run's output, if it
@@ -886,6 +910,9 @@ pub fn run(args: &CrashTestArgs) -> Result<u8, Failure> {
     run.remove_trial_files("dry-run");
     if created {
         let _ = fs::remove_dir(&directory);
+    }
+    if let Some(janitor) = lock(&run.janitor).take() {
+        janitor.finish();
     }
     outcome
 }

@@ -7,6 +7,7 @@
 
 mod control;
 mod crash_test_command;
+mod crash_test_janitor;
 mod daemon_events;
 mod demo_command;
 mod engine_slot;
@@ -512,6 +513,16 @@ enum Command {
     ///   vigilfs crash-test --workload ~/bin/writer --check ~/bin/verify --seed 9 --cut-index 17
     #[command(verbatim_doc_comment)]
     CrashTest(Box<crash_test_command::CrashTestArgs>),
+    /// Cleans up after a crash-test killed with SIGKILL (started by
+    /// crash-test itself).
+    #[command(name = "crash-test-janitor", hide = true)]
+    CrashTestJanitor {
+        /// The run's work directory.
+        directory: PathBuf,
+        /// The run made the directory: remove it if it is left empty.
+        #[arg(long)]
+        remove_directory: bool,
+    },
     /// What a power cut would lose now: each file's data not written back
     /// (byte ranges) and each metadata change whose journal entry is not
     /// durable. Anything not listed survives. Root and the user who mounted
@@ -699,6 +710,10 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         } => media_command::scrub(&target, rate, restart, json),
         Command::Events(arguments) => events_command::run(&arguments),
         Command::CrashTest(arguments) => crash_test_command::run(&arguments),
+        Command::CrashTestJanitor {
+            directory,
+            remove_directory,
+        } => Ok(crash_test_janitor::run(&directory, remove_directory)),
         Command::Unsynced { mountpoint, json } => unsynced_command::run(&mountpoint, json),
         Command::Metrics { mountpoint } => {
             let result = control::client::call(&mountpoint, &control::protocol::Request::Metrics)

@@ -79,6 +79,11 @@ impl Mounts {
         Mounts { entries }
     }
 
+    /// Every mount, in mount order.
+    pub fn entries(&self) -> &[MountEntry] {
+        &self.entries
+    }
+
     /// The filesystem mounted on top at `mountpoint`, if any.
     pub fn topmost_at(&self, mountpoint: &Path) -> Option<&MountEntry> {
         self.entries

@@ -959,3 +959,63 @@ done
     );
     assert_eq!(report["failed"], 0);
 }
+
+/// Mount points under `directory`.
+fn mounts_under(directory: &Path) -> Vec<String> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .filter(|mountpoint| Path::new(mountpoint).starts_with(directory))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_crash_test_killed_with_sigkill_leaves_no_mount_and_no_image() {
+    if fuse_missing("a_crash_test_killed_with_sigkill_leaves_no_mount_and_no_image") {
+        return;
+    }
+    let scripts = tempfile::tempdir().unwrap();
+    let work = scripts.path().join("work");
+    // Slow: the runner is killed during its dry run.
+    let workload =
+        "i=0; while [ $i -lt 400 ]; do echo $i > f; sync f; sleep 0.05; i=$((i+1)); done";
+    let mut runner = std::process::Command::new(binary())
+        .args([
+            "crash-test",
+            "--workload",
+            workload,
+            "--check",
+            "true",
+            "--size",
+            "64M",
+            "--cuts",
+            "3",
+            "--timeout",
+            "60s",
+            "--work-dir",
+            work.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the dry run's mount is up", Duration::from_secs(30), || {
+        !mounts_under(&work).is_empty()
+    });
+    runner.kill().unwrap();
+    let _ = runner.wait();
+    wait_until(
+        "the janitor detaches the mount and removes the image",
+        Duration::from_secs(30),
+        || {
+            mounts_under(&work).is_empty()
+                && fs::read_dir(&work).is_ok_and(|entries| {
+                    entries
+                        .filter_map(Result::ok)
+                        .all(|entry| !entry.file_name().to_string_lossy().ends_with(".img"))
+                })
+        },
+    );
+}
