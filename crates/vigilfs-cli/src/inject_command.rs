@@ -28,7 +28,8 @@ pub struct InjectArgs {
     #[arg(long)]
     pub fail_writes: bool,
     /// Fail reads (like dm-error); with --path, the matching files' data
-    /// reads.
+    /// reads. Setting it drops the clean cached data (the engine's and the
+    /// kernel's), so the next reads reach the device.
     #[arg(long)]
     pub fail_reads: bool,
     /// Fail flushes (cache flushes of the device).

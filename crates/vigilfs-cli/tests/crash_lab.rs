@@ -1019,3 +1019,40 @@ fn a_crash_test_killed_with_sigkill_leaves_no_mount_and_no_image() {
         },
     );
 }
+
+#[test]
+fn a_read_fault_meets_data_that_was_cached_when_it_was_set() {
+    if fuse_missing("a_read_fault_meets_data_that_was_cached_when_it_was_set") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let data = vec![0x5au8; 4 * 4096];
+    for name in ["by-path", "by-class"] {
+        write_synced(&scratch.at(name), &data);
+        // Read back: cached by the kernel and by the engine.
+        assert_eq!(fs::read(scratch.at(name)).unwrap(), data);
+    }
+    let eio = |name: &str| {
+        fs::read(scratch.at(name))
+            .err()
+            .and_then(|error| error.raw_os_error())
+    };
+    scratch.inject(&["--fail-reads", "--path", "by-path"]);
+    assert_eq!(
+        eio("by-path"),
+        Some(libc::EIO),
+        "a cached read missed the rule"
+    );
+    scratch.inject(&["--clear"]);
+    assert_eq!(fs::read(scratch.at("by-path")).unwrap(), data);
+    scratch.inject(&["--fail-reads", "--class", "data"]);
+    assert_eq!(
+        eio("by-class"),
+        Some(libc::EIO),
+        "a cached read missed the rule"
+    );
+    scratch.inject(&["--clear"]);
+    assert_eq!(fs::read(scratch.at("by-class")).unwrap(), data);
+    scratch.umount(pid);
+}

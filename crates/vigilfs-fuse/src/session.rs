@@ -284,6 +284,14 @@ fn forward_attribute_changes(engine: &Filesystem, session: &BackgroundSession) -
     engine.set_attribute_listener(Some(Arc::new(move |ino| {
         let _ = sender.send(ino);
     })));
+    // Called from the engine's callers that serve no request (the crash
+    // lab's control thread): the kernel drops the pages before the write
+    // of the notification returns.
+    let notifier = session.notifier();
+    engine.set_page_invalidator(Some(Arc::new(move |ino| {
+        // Offset 0, length 0: every cached page (and the attributes).
+        let _ = notifier.inval_inode(INodeNo(ino), 0, 0);
+    })));
     Ok(())
 }
 

@@ -236,6 +236,39 @@ impl Filesystem {
             .unwrap_or_else(PoisonError::into_inner) = listener;
     }
 
+    /// Sets (or with `None` removes) what drops a transport's cached pages
+    /// of an inode (FUSE's kernel page cache), for
+    /// [`Filesystem::drop_caches`]. It may wait for the transport: it is
+    /// never called on a request's thread.
+    pub fn set_page_invalidator(&self, invalidator: Option<super::PageInvalidator>) {
+        *self
+            .shared
+            .page_invalidator
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = invalidator;
+    }
+
+    /// Drops every clean cached page, in this cache and in the transport's
+    /// (the kernel's `drop_caches` does not reach this one): the next
+    /// reads go to the device. The crash lab calls it when a fault rule
+    /// for reads is added, so that the rule meets the reads it is aimed
+    /// at. Dirty data stays. Never call it while serving a request: the
+    /// transport's invalidation waits for the kernel.
+    pub fn drop_caches(&self) {
+        self.shared.files.drop_clean_pages();
+        let invalidator = self
+            .shared
+            .page_invalidator
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(invalidate) = invalidator {
+            for ino in self.shared.handles.looked_up_inodes() {
+                invalidate(ino);
+            }
+        }
+    }
+
     pub(super) fn attributes_changed(&self, ino: u64) {
         let listener = self
             .shared

@@ -552,6 +552,7 @@ impl Filesystem {
             lookups_hold_inodes: AtomicBool::new(false),
             deferred_orphans: Mutex::new(Vec::new()),
             attribute_listener: std::sync::RwLock::new(None),
+            page_invalidator: std::sync::RwLock::new(None),
             faults,
             changes: Changes::default(),
             media: Media::new(intake),

@@ -148,10 +148,16 @@ pub(crate) struct Shared {
     /// write or fallocate): a transport caching attributes (FUSE's kernel)
     /// must forget them.
     attribute_listener: std::sync::RwLock<Option<AttributeListener>>,
+    /// Drops the transport's cached pages of an inode, waiting until it
+    /// has (see [`Filesystem::drop_caches`]).
+    page_invalidator: std::sync::RwLock<Option<PageInvalidator>>,
 }
 
 /// See [`Filesystem::set_attribute_listener`].
 pub type AttributeListener = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// See [`Filesystem::set_page_invalidator`].
+pub type PageInvalidator = Arc<dyn Fn(u64) + Send + Sync>;
 
 /// A mounted filesystem. See the module comment.
 pub struct Filesystem {

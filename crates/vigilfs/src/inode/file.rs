@@ -1126,6 +1126,12 @@ impl Files {
         self.cache.set_budget(bytes);
     }
 
+    /// Drops every clean cached page: the next reads of them go to the
+    /// device. Dirty pages stay.
+    pub fn drop_clean_pages(&self) {
+        self.cache.drop_clean();
+    }
+
     /// Pages written back durably since the mount (for metrics).
     pub fn pages_written(&self) -> u64 {
         self.writeback.pages_written()

@@ -318,6 +318,16 @@ impl PageCache {
         cache.evict_over_budget();
     }
 
+    /// Drops every clean page (dirty ones stay: they are not on the
+    /// device yet), as an eviction to a budget of nothing would.
+    pub(crate) fn drop_clean(&self) {
+        let mut cache = self.lock();
+        let budget = cache.accounting.budget_pages;
+        cache.accounting.budget_pages = 0;
+        cache.evict_over_budget();
+        cache.accounting.budget_pages = budget;
+    }
+
     /// The page counters.
     pub(crate) fn stats(&self) -> CacheStats {
         self.lock().stats()
