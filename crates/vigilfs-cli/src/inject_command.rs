@@ -28,8 +28,8 @@ pub struct InjectArgs {
     #[arg(long)]
     pub fail_writes: bool,
     /// Fail reads (like dm-error); with --path, the matching files' data
-    /// reads. Setting it drops the clean cached data (the engine's and the
-    /// kernel's), so the next reads reach the device.
+    /// reads. Cached data is still read from memory, as over a failing
+    /// disk: add --drop-caches for the next reads to reach the device.
     #[arg(long)]
     pub fail_reads: bool,
     /// Fail flushes (cache flushes of the device).
@@ -117,6 +117,12 @@ pub struct InjectArgs {
     /// sector by sector, as --seed decides (a torn write).
     #[arg(long, requires = "power_cut")]
     pub torn: bool,
+    /// Drop the clean cached data, the engine's and the kernel's (`echo 3
+    /// > /proc/sys/vm/drop_caches` does not reach the engine's cache), so
+    /// the next reads reach the device and its fault rules. Alone, or with
+    /// the options of a rule (dropped once the rule is set).
+    #[arg(long)]
+    pub drop_caches: bool,
     /// List the rules with their counters.
     #[arg(long)]
     pub list: bool,
@@ -143,6 +149,7 @@ pub struct InjectArgs {
 /// What one `inject` command does.
 enum Action {
     Add,
+    DropCaches,
     DropFlushes,
     PowerCut,
     List,
@@ -154,6 +161,11 @@ enum Action {
 fn action(args: &InjectArgs) -> Result<Action, Failure> {
     let chosen: Vec<(bool, Action, &str)> = vec![
         (adds_rules(args), Action::Add, "rule options"),
+        (
+            args.drop_caches && !adds_rules(args),
+            Action::DropCaches,
+            "--drop-caches",
+        ),
         (args.drop_flushes, Action::DropFlushes, "--drop-flushes"),
         (args.power_cut, Action::PowerCut, "--power-cut"),
         (args.list, Action::List, "--list"),
@@ -222,7 +234,11 @@ pub fn run(args: &InjectArgs) -> Result<u8, Failure> {
     match action(args)? {
         Action::Add => {
             let rules = rules_from(args)?;
-            let result = call(mountpoint, &Request::InjectAdd { rules })?;
+            let request = Request::InjectAdd {
+                rules,
+                drop_caches: args.drop_caches,
+            };
+            let result = call(mountpoint, &request)?;
             if args.json {
                 print_json(&result);
             }
@@ -233,6 +249,14 @@ pub fn run(args: &InjectArgs) -> Result<u8, Failure> {
                     rule["rule"].as_str().unwrap_or("?")
                 );
             }
+        }
+        Action::DropCaches => {
+            let request = Request::InjectAdd {
+                rules: Vec::new(),
+                drop_caches: true,
+            };
+            call(mountpoint, &request)?;
+            println!("dropped the clean cached data: the next reads reach the device");
         }
         Action::DropFlushes => {
             call(mountpoint, &Request::DropFlushes { enabled: true })?;

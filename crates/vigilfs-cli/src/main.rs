@@ -343,6 +343,7 @@ enum Command {
     ///   vigilfs inject /mnt --op fsync --path 'pg_wal/*' --nth 3   # the 3rd WAL fsync fails
     ///   vigilfs inject /mnt --op rename,unlink --errno ENOSPC --limit 1
     ///   vigilfs inject /mnt --fail-writes --path '**/*.db' # writeback of .db files fails
+    ///   vigilfs inject /mnt --fail-reads --path t.db --drop-caches  # reads of t.db fail, cached or not
     ///   vigilfs inject /mnt --delay 5ms --jitter 2ms --io flush    # slow flushes
     ///   vigilfs inject /mnt --op fsync --delay 50ms        # slow fsyncs
     ///   vigilfs inject /mnt --corrupt-reads --class data --flaky 1  # silent bit flips

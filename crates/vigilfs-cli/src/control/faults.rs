@@ -9,7 +9,7 @@
 
 use serde_json::{json, Value};
 use vigilfs::device::{FaultLogEntry, FaultLogEvent, FaultPlan, FaultRule, RuleId};
-use vigilfs::fs::faults::{FileRule, FileRuleStatus, FileTarget, Operation};
+use vigilfs::fs::faults::{FileRule, FileRuleStatus};
 use vigilfs::fs::Filesystem;
 
 use super::event_json::rfc3339;
@@ -25,20 +25,6 @@ pub const LOG_BATCH: usize = 1000;
 enum Parsed {
     Device(FaultRule),
     File(FileRule),
-}
-
-impl Parsed {
-    /// Whether the rule can fail a read: the data it aims at must then
-    /// not be served from a cache.
-    fn concerns_reads(&self) -> bool {
-        match self {
-            Parsed::Device(rule) => rule.scope.operations.read,
-            Parsed::File(rule) => match &rule.target {
-                FileTarget::Data { read, .. } => *read,
-                FileTarget::Operations(operations) => operations.contains(&Operation::Read),
-            },
-        }
-    }
 }
 
 fn parse(text: &str) -> Result<Parsed, String> {
@@ -59,8 +45,9 @@ fn active(fs: &Filesystem, plan: &FaultPlan) -> u64 {
     (plan.rules().len() + fs.file_rules().len()) as u64
 }
 
-/// Adds `rules`, all or none.
-pub fn add(fs: &Filesystem, plan: &FaultPlan, rules: &[String]) -> Response {
+/// Adds `rules`, all or none; then, if asked, drops the clean cached
+/// data so the next reads reach the device and its rules.
+pub fn add(fs: &Filesystem, plan: &FaultPlan, rules: &[String], drop_caches: bool) -> Response {
     let mut parsed = Vec::with_capacity(rules.len());
     let device_length = fs.device_length();
     for text in rules {
@@ -82,7 +69,6 @@ pub fn add(fs: &Filesystem, plan: &FaultPlan, rules: &[String]) -> Response {
             Err(message) => return bad_request(message),
         }
     }
-    let concerns_reads = parsed.iter().any(Parsed::concerns_reads);
     let mut added: Vec<(RuleId, bool)> = Vec::new();
     for rule in parsed {
         let outcome = match rule {
@@ -121,9 +107,7 @@ pub fn add(fs: &Filesystem, plan: &FaultPlan, rules: &[String]) -> Response {
     for text in rules {
         fs.note_fault_rules(&format!("set {text}"), active);
     }
-    if concerns_reads {
-        // Reads served from a cache would never meet the rule (the
-        // kernel's drop_caches does not reach the engine's cache).
+    if drop_caches {
         fs.drop_caches();
     }
     Response::success(json!({ "added": listed }))

@@ -81,8 +81,11 @@ pub enum Request {
     },
     /// Add fault rules (text form); the result lists their ids.
     InjectAdd {
-        /// One rule per entry.
+        /// One rule per entry (none: only `drop_caches`).
         rules: Vec<String>,
+        /// Then drop the clean cached data, the engine's and the kernel's.
+        #[serde(default)]
+        drop_caches: bool,
     },
     /// Remove one rule.
     InjectRemove {

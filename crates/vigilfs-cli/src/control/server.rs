@@ -814,7 +814,7 @@ fn execute(request: Request, fs: &Filesystem, context: &Context, stream: &UnixSt
             "events are streamed, not answered",
             None,
         ),
-        Request::InjectAdd { rules } => faults::add(fs, plan, &rules),
+        Request::InjectAdd { rules, drop_caches } => faults::add(fs, plan, &rules, drop_caches),
         Request::InjectRemove { id } => faults::remove(fs, plan, id),
         Request::InjectClear => faults::clear(fs, plan, power),
         Request::InjectList => faults::list(fs, plan, power),
@@ -981,6 +981,7 @@ mod tests {
 
         let added = call(&Request::InjectAdd {
             rules: vec!["fail op=write class=data".into()],
+            drop_caches: false,
         })
         .unwrap();
         let id = added["added"][0]["id"].as_u64().unwrap();
@@ -989,6 +990,7 @@ mod tests {
         assert_eq!(listed["rules"][0]["id"].as_u64(), Some(id));
         let bad = call(&Request::InjectAdd {
             rules: vec!["fail op=write".into(), "explode now".into()],
+            drop_caches: false,
         });
         assert!(bad.is_err());
         assert_eq!(plan.rules().len(), 1, "nothing added from a bad batch");
