@@ -117,10 +117,10 @@ pub struct InjectArgs {
     /// sector by sector, as --seed decides (a torn write).
     #[arg(long, requires = "power_cut")]
     pub torn: bool,
-    /// Drop the clean cached data, the engine's and the kernel's (`echo 3
-    /// > /proc/sys/vm/drop_caches` does not reach the engine's cache), so
-    /// the next reads reach the device and its fault rules. Alone, or with
-    /// the options of a rule (dropped once the rule is set).
+    /// Drop the clean cached data, the engine's and the kernel's (the
+    /// kernel's drop_caches does not reach the engine's cache), so the next
+    /// reads reach the device and its fault rules. Alone, or with the
+    /// options of a rule (dropped once the rule is set).
     #[arg(long)]
     pub drop_caches: bool,
     /// List the rules with their counters.
