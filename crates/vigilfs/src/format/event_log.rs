@@ -644,6 +644,10 @@ pub struct RegionScan {
     pub newest_slot: Option<u64>,
     /// Slots that are neither empty nor a record in its place.
     pub defects: Vec<SlotDefect>,
+    /// Slots repeating a record another slot holds, left out of
+    /// `records` (a write retried after a failed flush: earlier builds
+    /// wrote it to a new slot each time).
+    pub repeated: u64,
 }
 
 impl RegionScan {
@@ -700,8 +704,11 @@ pub fn scan_region(bytes: &[u8], geometry: &Geometry, uuid: &FsUuid) -> RegionSc
         }
     }
     records.sort_by_key(|record| record.id);
+    let found = records.len();
+    records.dedup();
     RegionScan {
         headers,
+        repeated: (found - records.len()) as u64,
         records,
         newest_slot: newest.map(|(_, slot)| slot),
         defects,
@@ -806,5 +813,14 @@ mod tests {
         assert_eq!(scan.records.len(), 3);
         let other = scan_region(&image, &geometry, &FsUuid([1; 16]));
         assert!(other.header().is_none(), "another filesystem's header");
+
+        // A record in two slots (a retried write) is read once, counted.
+        let record = EventRecord::new(4, RecordKind::Mount, 4).encode();
+        let at = geometry.slot_offset(2) as usize;
+        image[at..at + RECORD_SIZE].copy_from_slice(&record);
+        let scan = scan_region(&image, &geometry, &uuid);
+        let ids: Vec<u64> = scan.records.iter().map(|record| record.id).collect();
+        assert_eq!(ids, [4, 5, 6]);
+        assert_eq!(scan.repeated, 1);
     }
 }

@@ -6,7 +6,8 @@
 //! failing is a problem — the reservation is lost, so the next mount skips
 //! a wide range of ids; two records with one id, or a record above the
 //! reservation (an id handed
-//! out that the header never covered). A slot failing its checksum is a
+//! out that the header never covered). The same record in two slots is a
+//! note (the scan shows it once): a write retried after a failed flush. A slot failing its checksum is a
 //! note: a write torn by a crash reads that way, and readers treat it as a
 //! gap. The counts go into [`EventLogCounts`].
 
@@ -97,6 +98,16 @@ pub(super) fn check(
         if pair[0].id == pair[1].id {
             problem(problems, format!("two records have id {}", pair[0].id));
         }
+    }
+    if scan.repeated > 0 {
+        notes.push(Note {
+            structure: STRUCTURE.into(),
+            message: format!(
+                "{} slots repeat a record another slot holds (a write retried after a failed \
+                 flush): readers show it once",
+                scan.repeated
+            ),
+        });
     }
     let reserved_through = scan.header().map(|header| header.reserved_through);
     let one_copy_damaged = scan.headers.iter().filter(|header| header.is_err()).count() == 1;

@@ -778,12 +778,19 @@ impl EventLog {
         };
         let outcome = match store.as_mut() {
             Some(region) if self.writable => {
+                let first_slot = region.next_slot();
                 let written = if records.is_empty() {
                     Ok(())
                 } else {
                     region.write_records(&records)
                 };
                 let written = written.and_then(|()| region.flush());
+                if written.is_err() {
+                    // They are written again at the next try, to the same
+                    // slots: a lasting flush failure must not fill the
+                    // region with copies (and wrap over the history).
+                    region.rewind_to(first_slot);
+                }
                 written.and_then(|()| match reserve_to {
                     Some(reserved) => region.write_header(reserved).map(|()| Some(reserved)),
                     None => Ok(None),

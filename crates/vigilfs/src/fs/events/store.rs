@@ -116,6 +116,18 @@ impl Store {
         Ok(())
     }
 
+    /// The slot the next record goes to.
+    pub(super) fn next_slot(&self) -> u64 {
+        self.next_slot
+    }
+
+    /// Makes `slot` the next record's again: records whose flush failed
+    /// go to the same slots at the next try (to new ones, a record would
+    /// be in the region twice).
+    pub(super) fn rewind_to(&mut self, slot: u64) {
+        self.next_slot = slot;
+    }
+
     pub(super) fn flush(&self) -> Result<(), DeviceError> {
         self.device.flush(IoClass::EventLog)
     }

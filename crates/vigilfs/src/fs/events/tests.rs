@@ -228,3 +228,42 @@ fn a_commit_writes_pending_records_for_its_own_flush_to_cover() {
     log.persist().unwrap();
     assert_eq!(log.status().written_id, 1);
 }
+
+#[test]
+fn records_whose_flush_failed_are_written_again_to_the_same_slots() {
+    use crate::device::{FaultDevice, FaultPlan, FaultRule, Operations};
+    use crate::format::event_log::{scan_region, Geometry};
+    let memory = image(None);
+    let plan = Arc::new(FaultPlan::new());
+    let device: Arc<dyn BlockDevice> =
+        Arc::new(FaultDevice::new(Arc::clone(&memory), Arc::clone(&plan)));
+    let superblock = read_superblock(memory.as_ref()).unwrap().superblock;
+    let log = EventLog::open(Arc::clone(&device), &superblock, false).log;
+    log.record_mount(false, 1, None);
+    log.record_error(&error(7, 0));
+    let rule = plan
+        .add_rule(FaultRule::fail(crate::device::Errno::EIO).on(Operations::FLUSH))
+        .unwrap();
+    // The writer retries every few seconds while the device fails.
+    for _ in 0..20 {
+        assert!(log.persist().is_err());
+    }
+    plan.remove_rule(rule);
+    log.persist().unwrap();
+    let geometry = Geometry {
+        region: superblock.event_log.unwrap(),
+        block_size: superblock.layout.block_size,
+    };
+    let mut bytes = vec![0; geometry.bytes() as usize];
+    memory
+        .read_at(
+            geometry.start(),
+            &mut bytes,
+            crate::device::IoClass::EventLog,
+        )
+        .unwrap();
+    let scan = scan_region(&bytes, &geometry, &superblock.uuid);
+    let ids: Vec<u64> = scan.records.iter().map(|record| record.id).collect();
+    assert_eq!(ids, [1, 2]);
+    assert_eq!(scan.repeated, 0, "each record in one slot");
+}
