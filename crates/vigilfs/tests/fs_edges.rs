@@ -497,3 +497,62 @@ fn a_header_copy_torn_by_a_power_cut_is_not_reported_as_damage() {
     assert_eq!(record.counter(ErrorKind::Checksum).count, 0, "{record:?}");
     fs.unmount().expect("unmount");
 }
+
+/// The event records this mount can read of earlier mounts.
+fn earlier_records(fs: &Filesystem) -> Vec<vigilfs::format::event_log::EventRecord> {
+    let mut records = Vec::new();
+    let mut after = 0;
+    loop {
+        match fs
+            .event_log()
+            .read_after(after, 1000, std::time::Duration::ZERO)
+        {
+            ReadOutcome::Records(found) => {
+                after = found.last().map_or(after, |record| record.id);
+                records.extend(found);
+            }
+            ReadOutcome::Gap { last, .. } => after = last,
+            ReadOutcome::Timeout => return records,
+            ReadOutcome::Closed => panic!("the log closed"),
+        }
+    }
+}
+
+#[test]
+fn an_unmount_while_one_file_cannot_be_written_keeps_every_other_change_and_reports_the_loss() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount_with(MountOptions {
+        writeback_interval: std::time::Duration::from_secs(3600),
+        ..MountOptions::default()
+    });
+    fixture.fail_writes(IoClass::Data);
+    let (bad, handle) = fs
+        .create(ROOT_INO, b"bad", 0o644, read_write(), &root())
+        .unwrap();
+    fs.write(handle, 0, b"never lands", &root()).unwrap();
+    fs.release(handle).unwrap();
+    // Changes with no data at all, after it.
+    fs.mkdir(ROOT_INO, b"after", 0o755, &root()).unwrap();
+    fs.create(ROOT_INO, b"empty", 0o644, read_write(), &root())
+        .map(|(_, handle)| fs.release(handle).unwrap())
+        .unwrap();
+    assert_eq!(
+        errno(fs.unmount()),
+        libc::EIO,
+        "the unmount says data was lost"
+    );
+    fixture.plan.clear();
+
+    let fs = fixture.mount();
+    assert!(!fs.recovered(), "the unmount left the image clean");
+    for name in [&b"after"[..], b"empty", b"bad"] {
+        fs.lookup(ROOT_INO, name, &root())
+            .unwrap_or_else(|error| panic!("{}: {error}", String::from_utf8_lossy(name)));
+    }
+    let lost = earlier_records(&fs).into_iter().any(|record| {
+        record.inode == Some(bad.ino) && record.subtypes & fserror::Subtypes::DATA_LOST.bits() != 0
+    });
+    assert!(lost, "no data-lost event for the file the unmount gave up");
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+}

@@ -252,24 +252,20 @@ impl Shared {
     pub(super) fn stop_writing(&self) {
         self.device.stop();
         self.files.settle();
-        self.report_unwritten();
+        self.report_unwritten("not written: writes stopped");
     }
 
     /// Reports every page that will never reach the disk (the filesystem
-    /// was shut down or made read-only with data not written back): one
-    /// event and one error-record entry per inode, with its range.
-    fn report_unwritten(&self) {
+    /// was shut down or made read-only with data not written back, or the
+    /// mount ends with writeback failing): one event and one error-record
+    /// entry per inode, with its range; `why` is their origin.
+    fn report_unwritten(&self, why: &str) {
         for unwritten in self.files.unwritten() {
             let range = match (unwritten.first_page, unwritten.last_page) {
                 (Some(first), Some(last)) => Some((first * 4096, (last - first + 1) * 4096)),
                 _ => None,
             };
-            self.report_lost_data(
-                unwritten.ino,
-                range,
-                libc::EIO,
-                "not written: writes stopped",
-            );
+            self.report_lost_data(unwritten.ino, range, libc::EIO, why);
         }
     }
 
@@ -336,29 +332,55 @@ impl Shared {
             .map_err(|error| FsError::File(FileError::Journal(error)))
     }
 
-    /// What freeze and unmount leave: all dirty data written back, every
-    /// dirty b-tree node written (no journal pin but the roots record), the
-    /// superblock marked clean with the error record. On a failure the
-    /// error record is still saved if it can be.
+    /// What a freeze leaves: all dirty data written back, and then what
+    /// [`Shared::checkpoint_clean`] does. Data that cannot be written fails
+    /// the freeze. On a failure the error record is still saved if it can
+    /// be.
     pub(super) fn make_clean(&self) -> FsResult<()> {
-        let outcome = (|| -> FsResult<()> {
-            if let Some(errno) = self.files.writeback_all().first_error {
-                return Err(FileError::Writeback(errno).into());
-            }
-            self.metadata
-                .trees
-                .sync()
-                .map_err(|error| FsError::File(FileError::Btree(error)))?;
-            self.metadata
-                .journal
-                .reclaim_all()
-                .map_err(|error| FsError::File(FileError::Journal(error)))?;
-            self.write_superblock(Some(FsState::Clean))
-        })();
+        let outcome = match self.files.writeback_all().first_error {
+            Some(errno) => Err(FileError::Writeback(errno).into()),
+            None => self.checkpoint_clean(),
+        };
         if outcome.is_err() {
             self.save_error_record();
         }
         outcome
+    }
+
+    /// What an unmount leaves: as [`Shared::make_clean`], but data that
+    /// cannot be written does not cost anyone else's changes. The mount
+    /// ends, so those pages never will be written: they are reported lost
+    /// (an event and the error record, per file), and the metadata —
+    /// creates, renames, the other files' data — is still made durable and
+    /// the image clean. Returns the writeback error, if any.
+    pub(super) fn make_clean_at_unmount(&self) -> FsResult<()> {
+        let failed = self.files.writeback_all().first_error;
+        if failed.is_some() {
+            self.files.settle();
+            self.report_unwritten("not written: writeback failed, and the mount ended");
+        }
+        let outcome = self.checkpoint_clean();
+        if outcome.is_err() {
+            self.save_error_record();
+        }
+        match failed {
+            Some(errno) => outcome.and(Err(FileError::Writeback(errno).into())),
+            None => outcome,
+        }
+    }
+
+    /// Every dirty b-tree node written (no journal pin but the roots
+    /// record), the superblock marked clean with the error record.
+    fn checkpoint_clean(&self) -> FsResult<()> {
+        self.metadata
+            .trees
+            .sync()
+            .map_err(|error| FsError::File(FileError::Btree(error)))?;
+        self.metadata
+            .journal
+            .reclaim_all()
+            .map_err(|error| FsError::File(FileError::Journal(error)))?;
+        self.write_superblock(Some(FsState::Clean))
     }
 }
 
@@ -770,7 +792,7 @@ impl Filesystem {
         let shared = &self.shared;
         let result = match shared.gate.state() {
             LifeState::Running => {
-                let made = shared.make_clean();
+                let made = shared.make_clean_at_unmount();
                 if let Err(error) = &made {
                     shared.report_unclean_unmount(error);
                 }
