@@ -578,3 +578,32 @@ fn the_errors_policy_does_not_act_on_a_simulated_power_cut() {
         lab.mount().unmount().unwrap();
     }
 }
+
+#[test]
+fn a_path_rule_meets_a_file_the_kernel_learnt_from_a_directory_listing() {
+    let lab = Lab::new();
+    let fs = lab.mount();
+    write_file(&fs, "t.db", b"a table", true);
+    fs.unmount().unwrap();
+    // A new mount: the names of the last one are not known. `ls -l`
+    // (readdirplus) gives the kernel the inode, which it then opens
+    // without a lookup.
+    let fs = lab.mount();
+    let directory = fs.opendir(ROOT_INO, &root()).unwrap();
+    let listed = fs.readdir_plus(directory, 0, 100).unwrap();
+    fs.releasedir(directory).unwrap();
+    let ino = listed
+        .iter()
+        .find(|(item, _)| item.name == b"t.db")
+        .map(|(item, _)| item.ino)
+        .expect("t.db listed");
+    fs.add_file_rule("file op=read path=*.db errno=EIO".parse().unwrap())
+        .unwrap();
+    let handle = fs
+        .open(ino, OpenFlags::from_libc(libc::O_RDONLY), &root())
+        .unwrap();
+    assert_eq!(fs.read(handle, 0, 100).unwrap_err().errno(), libc::EIO);
+    fs.release(handle).unwrap();
+    fs.clear_file_rules();
+    fs.unmount().unwrap();
+}

@@ -1229,6 +1229,7 @@ impl Filesystem {
         offset: u64,
         limit: usize,
     ) -> FsResult<Vec<(DirItem, Attr)>> {
+        let directory = self.dir(handle)?.ino;
         let items = self.readdir(handle, offset, limit)?;
         let mut out = Vec::with_capacity(items.len());
         for item in items {
@@ -1239,7 +1240,11 @@ impl Filesystem {
                 Err(error) => return Err(error),
             };
             if item.name != b"." && item.name != b".." {
+                // A lookup as the kernel holds it: the kernel reaches the
+                // inode without asking its name again, so fault rules
+                // aimed at its path must learn the name here.
                 self.looked_up(item.ino);
+                self.shared.faults.learn(directory, &item.name, item.ino);
             }
             out.push((item, attr));
         }

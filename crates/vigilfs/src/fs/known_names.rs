@@ -2,7 +2,8 @@
 //! aimed at a path glob can tell which inode an operation or a data
 //! request belongs to.
 //!
-//! Every lookup, create, link and rename teaches a (parent, name) entry;
+//! Every lookup, readdirplus entry, create, link and rename teaches a
+//! (parent, name) entry;
 //! unlink, rmdir and rename unteach it. The entries are kept both ways:
 //! by inode (its names, for building paths up to the root) and by
 //! directory entry (which inode it names, at most one), so learning and
