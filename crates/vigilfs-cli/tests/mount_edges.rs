@@ -349,3 +349,39 @@ fn space_fallocated_before_the_filesystem_filled_takes_writes_after() {
     assert_eq!(fs::read(&path).unwrap(), bytes, "after a remount");
     scratch.umount(pid);
 }
+
+#[test]
+fn a_write_right_after_closing_a_deleted_file_gets_its_space() {
+    if fuse_missing("a_write_right_after_closing_a_deleted_file_gets_its_space") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    for round in 0..5 {
+        // Filled through a descriptor, deleted while open, closed: the
+        // kernel sends the release after close() returned.
+        let path = scratch.at(&format!("filler-{round}"));
+        let mut filler = File::create(&path).unwrap();
+        let chunk = mebibyte(round);
+        loop {
+            match filler.write(&chunk) {
+                Ok(count) if count == chunk.len() => {}
+                Ok(_) => break,
+                Err(error) => {
+                    assert_eq!(error.raw_os_error(), Some(libc::ENOSPC), "{error}");
+                    break;
+                }
+            }
+        }
+        filler.sync_all().unwrap();
+        fs::remove_file(&path).unwrap();
+        drop(filler);
+        let mut next = File::create(scratch.at(&format!("next-{round}"))).unwrap();
+        next.write_all(&chunk)
+            .unwrap_or_else(|error| panic!("round {round}: the space was not back: {error}"));
+        next.sync_all().unwrap();
+        drop(next);
+        fs::remove_file(scratch.at(&format!("next-{round}"))).unwrap();
+    }
+    scratch.umount(pid);
+}

@@ -402,6 +402,19 @@ impl Filesystem {
         }
     }
 
+    /// Whether an allocation refused with `error` is worth trying again:
+    /// ENOSPC while deleted files are still held, one of which went
+    /// within a short wait (see `released_space`).
+    fn space_may_come_back(&self, error: &FsError) -> bool {
+        if error.errno() != libc::ENOSPC {
+            return false;
+        }
+        match self.shared.namespace.held_orphans() {
+            Ok(held) => self.shared.released_space.wait_for_one_of(&held),
+            Err(_) => false,
+        }
+    }
+
     /// Drops `count` lookups of `ino` (the kernel forgot it). Forgetting
     /// the last lets an orphan go, as its last close does.
     pub fn forget(&self, ino: u64, count: u64) {
@@ -894,13 +907,16 @@ impl Filesystem {
         // write cannot take more memory than the limit allows.
         let mut written = 0;
         for piece in bytes.chunks(WRITE_PIECE_BYTES) {
-            let accepted = self.balance_dirty().and_then(|()| {
-                let cursors = file.handle();
-                Ok(self
-                    .shared
-                    .files
-                    .write(&cursors, start + written as u64, piece)?)
-            });
+            let write_piece = |at: u64| {
+                self.balance_dirty().and_then(|()| {
+                    let cursors = file.handle();
+                    Ok(self.shared.files.write(&cursors, at, piece)?)
+                })
+            };
+            let mut accepted = write_piece(start + written as u64);
+            while matches!(&accepted, Err(error) if self.space_may_come_back(error)) {
+                accepted = write_piece(start + written as u64);
+            }
             match accepted {
                 Ok(count) => {
                     written += count;
@@ -983,11 +999,16 @@ impl Filesystem {
             )
             .into());
         }
-        let result = self
-            .shared
-            .files
-            .fallocate(file.ino, offset, length, mode)
-            .map_err(FsError::from);
+        let allocate = || {
+            self.shared
+                .files
+                .fallocate(file.ino, offset, length, mode)
+                .map_err(FsError::from)
+        };
+        let mut result = allocate();
+        while matches!(&result, Err(error) if self.space_may_come_back(error)) {
+            result = allocate();
+        }
         self.shared.observe("fallocate", result)?;
         self.kill_privileges(file.ino, caller, "fallocate")?;
         self.note("fallocate", Some(file.ino), None, None);
@@ -1037,7 +1058,11 @@ impl Filesystem {
         let deleted = match self.shared.gate.try_enter() {
             Ok(_writer) => {
                 let result = self.shared.namespace.closed(ino).map_err(FsError::from);
-                self.shared.observe(operation, result)?
+                let deleted = self.shared.observe(operation, result)?;
+                if deleted {
+                    self.shared.released_space.orphan_deleted();
+                }
+                deleted
             }
             Err(LifeState::Frozen) => {
                 if self.shared.namespace.closed_keeping_orphan(ino) {

@@ -241,6 +241,7 @@ impl Shared {
             // A failure leaves the orphan record: the next mount deletes it.
             if let Ok(true) = self.observe("release", result) {
                 self.files.forget(ino);
+                self.released_space.orphan_deleted();
             }
         }
     }
@@ -575,6 +576,7 @@ impl Filesystem {
             deferred_orphans: Mutex::new(Vec::new()),
             attribute_listener: std::sync::RwLock::new(None),
             page_invalidator: std::sync::RwLock::new(None),
+            released_space: Default::default(),
             faults,
             changes: Changes::default(),
             media: Media::new(intake),

@@ -74,6 +74,7 @@ pub mod latency;
 mod lifecycle;
 mod media;
 mod paths;
+mod released_space;
 mod scrubbing;
 mod settings;
 pub mod unsynced;
@@ -151,6 +152,8 @@ pub(crate) struct Shared {
     /// Drops the transport's cached pages of an inode, waiting until it
     /// has (see [`Filesystem::drop_caches`]).
     page_invalidator: std::sync::RwLock<Option<PageInvalidator>>,
+    /// Orphans deleted, for allocations refused while one was held.
+    released_space: released_space::ReleasedSpace,
 }
 
 /// See [`Filesystem::set_attribute_listener`].

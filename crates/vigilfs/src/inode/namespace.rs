@@ -759,6 +759,13 @@ impl Namespace {
         Ok(found)
     }
 
+    /// The orphans someone has open: their last close deletes them.
+    pub fn held_orphans(&self) -> NamespaceResult<Vec<u64>> {
+        let mut held = self.orphans()?;
+        held.retain(|&ino| self.is_open(ino));
+        Ok(held)
+    }
+
     /// Deletes every orphan nobody has open (at mount: nobody), freeing
     /// their data; returns the inodes deleted.
     pub fn purge_orphans(&self) -> NamespaceResult<Vec<u64>> {
