@@ -356,12 +356,16 @@ pub fn media_rows(media: &Value) -> Vec<(&'static str, String)> {
         },
     ));
     let poisoned = number(&media["poisoned_runs"]);
+    // Data a media failure took, which reads keep failing on; data lost
+    // to a failed writeback is an error event of its file (errors above).
     rows.push((
-        "data lost",
+        "unreadable data",
         if poisoned == 0 {
             "none".into()
         } else {
-            format!("{poisoned} runs of file blocks read EIO until rewritten")
+            format!(
+                "{poisoned} runs of file blocks lost to the medium: reads get EIO until rewritten"
+            )
         },
     ));
     for run in media["poisoned"].as_array().into_iter().flatten().take(8) {
