@@ -402,16 +402,23 @@ impl Filesystem {
         }
     }
 
-    /// Whether an allocation refused with `error` is worth trying again:
-    /// ENOSPC while deleted files are still held, one of which went
-    /// within a short wait (see `released_space`).
-    fn space_may_come_back(&self, error: &FsError) -> bool {
-        if error.errno() != libc::ENOSPC {
-            return false;
-        }
-        match self.shared.namespace.held_orphans() {
-            Ok(held) => self.shared.released_space.wait_for_one_of(&held),
-            Err(_) => false,
+    /// Runs `allocate` (a write or fallocate) and, while it is refused for
+    /// space and a deleted file still held goes within a short wait (see
+    /// `released_space`), runs it again.
+    fn allocating<T>(&self, mut allocate: impl FnMut() -> FsResult<T>) -> FsResult<T> {
+        loop {
+            let since = self.shared.released_space.deletions();
+            let outcome = allocate();
+            match &outcome {
+                Err(error) if error.errno() == libc::ENOSPC => {}
+                _ => return outcome,
+            }
+            let Ok(held) = self.shared.namespace.held_orphans() else {
+                return outcome;
+            };
+            if !self.shared.released_space.wait_for_one_of(&held, since) {
+                return outcome;
+            }
         }
     }
 
@@ -913,11 +920,7 @@ impl Filesystem {
                     Ok(self.shared.files.write(&cursors, at, piece)?)
                 })
             };
-            let mut accepted = write_piece(start + written as u64);
-            while matches!(&accepted, Err(error) if self.space_may_come_back(error)) {
-                accepted = write_piece(start + written as u64);
-            }
-            match accepted {
+            match self.allocating(|| write_piece(start + written as u64)) {
                 Ok(count) => {
                     written += count;
                     if count < piece.len() {
@@ -1005,10 +1008,7 @@ impl Filesystem {
                 .fallocate(file.ino, offset, length, mode)
                 .map_err(FsError::from)
         };
-        let mut result = allocate();
-        while matches!(&result, Err(error) if self.space_may_come_back(error)) {
-            result = allocate();
-        }
+        let result = self.allocating(allocate);
         self.shared.observe("fallocate", result)?;
         self.kill_privileges(file.ino, caller, "fallocate")?;
         self.note("fallocate", Some(file.ino), None, None);
@@ -1057,10 +1057,11 @@ impl Filesystem {
     fn closed(&self, ino: u64, operation: &'static str) -> FsResult<bool> {
         let deleted = match self.shared.gate.try_enter() {
             Ok(_writer) => {
+                let mut closing = self.shared.released_space.closing();
                 let result = self.shared.namespace.closed(ino).map_err(FsError::from);
                 let deleted = self.shared.observe(operation, result)?;
                 if deleted {
-                    self.shared.released_space.orphan_deleted();
+                    closing.deleted_an_orphan();
                 }
                 deleted
             }

@@ -237,11 +237,12 @@ impl Shared {
                 .unwrap_or_else(PoisonError::into_inner),
         );
         for ino in deferred {
+            let mut closing = self.released_space.closing();
             let result = self.namespace.purge_orphan(ino).map_err(FsError::from);
             // A failure leaves the orphan record: the next mount deletes it.
             if let Ok(true) = self.observe("release", result) {
                 self.files.forget(ino);
-                self.released_space.orphan_deleted();
+                closing.deleted_an_orphan();
             }
         }
     }
