@@ -15,7 +15,7 @@ use vigilfs::device::{
     BlockDevice, Errno, FaultDevice, FaultPlan, FaultRule, IoClass, MemoryDevice, Operations,
     SectorSize,
 };
-use vigilfs::format::{ErrorKind, ErrorsPolicy};
+use vigilfs::format::{ErrorKind, ErrorsPolicy, SuperblockCopy};
 use vigilfs::fs::events::ReadOutcome;
 use vigilfs::fs::{Filesystem, FsError, LifeState, MountOptions, OpenFlags};
 use vigilfs::fsck::fsck;
@@ -453,6 +453,16 @@ fn a_damaged_superblock_or_event_log_header_copy_found_after_a_clean_stop_is_rep
     let region = superblock.event_log.expect("an event log region");
     flip_byte(&fixture.memory, (region.start + 1) * block + 40);
     flip_byte(&fixture.memory, 4096 + 60);
+    // fsck agrees with the mount: after a clean stop it is damage.
+    let report = fsck(fixture.device.clone(), &mut |_| {}).expect("fsck");
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|problem| problem.message.contains("header copy is damaged")),
+        "{:#?}",
+        report.problems
+    );
 
     let fs = fixture.mount();
     let record = fs.status().error_record;
@@ -465,11 +475,24 @@ fn a_damaged_superblock_or_event_log_header_copy_found_after_a_clean_stop_is_rep
     assert!(found.iter().any(|text| text.contains("primary superblock")));
     assert!(found.iter().any(|text| text.contains("header copy 1")));
     fs.unmount().expect("unmount");
-    // The mount rewrote both copies: the next finds nothing, and the count
+    // A backup alone (the primary valid, so a load does not read it).
+    let backup = SuperblockCopy::FirstBackup
+        .offset(fixture.memory.length())
+        .unwrap();
+    flip_byte(&fixture.memory, backup + 60);
+    let fs = fixture.mount();
+    let found: Vec<String> = event_texts(&fs)
+        .into_iter()
+        .filter(|text| text.starts_with("mount found"))
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("first backup"), "{found:?}");
+    fs.unmount().expect("unmount");
+    // The mounts rewrote the copies: the next finds nothing, and the count
     // is remembered.
     let fs = fixture.mount();
     let record = fs.status().error_record;
-    assert_eq!(record.counter(ErrorKind::Checksum).count, 2, "{record:?}");
+    assert_eq!(record.counter(ErrorKind::Checksum).count, 3, "{record:?}");
     assert!(!event_texts(&fs)
         .iter()
         .any(|text| text.starts_with("mount found")));

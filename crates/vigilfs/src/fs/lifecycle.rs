@@ -31,7 +31,8 @@ use crate::alloc::AllocatorStatus;
 use crate::device::{BlockDevice, FaultPlan, FileFaults, OverlayDevice, StoppableDevice};
 use crate::failure::{Intake, DEFAULT_INTAKE_CAPACITY};
 use crate::format::{
-    read_superblock, write_superblocks, ErrorKind, ErrorRecord, ErrorsPolicy, Features, FsState,
+    read_superblock, read_superblock_copy, write_superblocks, ErrorKind, ErrorRecord, ErrorsPolicy,
+    Features, FsState, SuperblockCopy,
 };
 use crate::inode::{FileError, Files, FsyncErrors, Namespace, Xattrs};
 use crate::journal::JournalStatus;
@@ -490,10 +491,18 @@ impl Filesystem {
             // the medium (or someone) changed it. The mount reads past it,
             // and its next write of that structure replaces it; reported
             // here so the damage is counted and remembered, not just healed.
-            let damaged_superblocks = loaded.rejected.iter().map(|rejected| {
-                let offset = rejected.copy.offset(device.length());
-                (offset, format!("{}: {}", rejected.copy, rejected.error))
-            });
+            // The backups are read only when the primary fails: a mount
+            // reads them here, as fsck does.
+            let damaged_superblocks = SuperblockCopy::ALL
+                .into_iter()
+                .filter(|&copy| copy != loaded.source)
+                .filter_map(|copy| {
+                    let error = match loaded.rejected.iter().find(|found| found.copy == copy) {
+                        Some(rejected) => rejected.error.clone(),
+                        None => read_superblock_copy(device.as_ref(), copy).err()?,
+                    };
+                    Some((copy.offset(device.length()), format!("{copy}: {error}")))
+                });
             let damaged_headers = opened_log
                 .damaged_headers
                 .iter()

@@ -1,19 +1,20 @@
 //! Checking the event log region: both header copies, every slot, and
 //! what they say against each other.
 //!
-//! Damage (a problem): a header copy that fails validation while the other
-//! is fine is only a note (the next header write replaces it), but both
-//! failing is a problem — the reservation is lost, so the next mount skips
-//! a wide range of ids; two records with one id, or a record above the
-//! reservation (an id handed
-//! out that the header never covered). The same record in two slots is a
-//! note (the scan shows it once): a write retried after a failed flush. A slot failing its checksum is a
-//! note: a write torn by a crash reads that way, and readers treat it as a
-//! gap. The counts go into [`EventLogCounts`].
+//! Problems: both header copies failing validation (the reservation is
+//! lost, so the next mount skips a wide range of ids); one failing after
+//! a clean stop (every header write had landed whole: the medium changed
+//! it, as the mount reports); two different records with one id; a record
+//! above the reservation (an id handed out that the header never
+//! covered). Notes: one header copy failing after an unclean stop (a
+//! write torn by the crash; the next header write replaces it); the same
+//! record in two slots (a write retried after a failed flush; the scan
+//! shows it once); a slot failing its checksum (a torn write, which
+//! readers treat as a gap). The counts go into [`EventLogCounts`].
 
 use crate::device::{BlockDevice, IoClass};
 use crate::format::event_log::{scan_region, Geometry, SlotDefect};
-use crate::format::Superblock;
+use crate::format::{FsState, Superblock};
 
 use super::{Note, Problem};
 
@@ -74,9 +75,19 @@ pub(super) fn check(
                 "both header copies are damaged ({first}; {second}): the id reservation is lost"
             ),
         ),
+        (Err(error), Ok(_)) | (Ok(_), Err(error)) if superblock.state == FsState::Clean => problem(
+            problems,
+            format!(
+                "one header copy is damaged after a clean stop ({error}); the other is in \
+                     force, and the next mount reports and replaces it"
+            ),
+        ),
         (Err(error), Ok(_)) | (Ok(_), Err(error)) => notes.push(Note {
             structure: STRUCTURE.into(),
-            message: format!("one header copy is damaged ({error}); the other is in force"),
+            message: format!(
+                "one header copy is damaged ({error}), as a write torn by the crash leaves it; \
+                 the other is in force"
+            ),
         }),
         (Ok(_), Ok(_)) => {}
     }
@@ -164,7 +175,8 @@ mod tests {
     /// one's reservation is older than the records written under the newer
     /// one. That is what a damaged copy looks like, not an id handed out
     /// twice (the next mount reserves past the newest record), so fsck
-    /// notes it and stays clean.
+    /// notes it: the one problem is the damaged copy itself (after a clean
+    /// stop, as the mount reports it).
     #[test]
     fn records_above_an_older_surviving_header_are_a_note_not_damage() {
         let device: Arc<dyn BlockDevice> =
@@ -196,7 +208,14 @@ mod tests {
         device.flush(IoClass::EventLog).unwrap();
 
         let report = fsck(Arc::clone(&device), &mut |_| {}).unwrap();
-        assert!(report.is_clean(), "{:#?}", report.problems);
+        assert_eq!(report.problems.len(), 1, "{:#?}", report.problems);
+        assert!(
+            report.problems[0]
+                .message
+                .contains("header copy is damaged after a clean stop"),
+            "{:#?}",
+            report.problems
+        );
         assert!(
             report
                 .notes
