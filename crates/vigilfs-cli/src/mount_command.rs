@@ -123,9 +123,9 @@ pub fn run(request: &MountRequest) -> Result<u8, Failure> {
     if crate::remount::is_remount(&request.options) {
         return crate::remount::remount(&request.mountpoint, &request.options);
     }
-    // A mount point this command makes is removed again if the mount
-    // fails before it is up: a failed mount leaves nothing behind.
-    let made = MadeMountpoint::new(&request.mountpoint);
+    // A mount point or image this command makes is removed again if the
+    // mount fails before it is up: a failed mount leaves nothing behind.
+    let made = MadeHere::new(request);
     let prepared = match prepare(request) {
         Ok(Some(prepared)) => prepared,
         // Answered by a second mount point of a mounted image.
@@ -166,22 +166,37 @@ fn fuse_mount_hint() -> String {
     }
 }
 
-/// A mount point that did not exist when the mount started (`prepare`
-/// makes it), to remove if the mount fails before it is up.
+/// The mount point and the image, if they did not exist when the mount
+/// started (`prepare` makes them), to remove if the mount fails before it
+/// is up: a failed mount leaves neither an empty directory nor a new
+/// 1 GiB image behind.
 #[derive(Debug)]
-struct MadeMountpoint(Option<PathBuf>);
+struct MadeHere {
+    mountpoint: Option<PathBuf>,
+    image: Option<PathBuf>,
+}
 
-impl MadeMountpoint {
-    fn new(mountpoint: &Path) -> MadeMountpoint {
-        let missing = std::fs::symlink_metadata(mountpoint)
-            .is_err_and(|error| error.kind() == std::io::ErrorKind::NotFound);
-        MadeMountpoint(missing.then(|| mountpoint.to_path_buf()))
+impl MadeHere {
+    fn new(request: &MountRequest) -> MadeHere {
+        let missing = |path: &Path| {
+            std::fs::symlink_metadata(path)
+                .is_err_and(|error| error.kind() == std::io::ErrorKind::NotFound)
+                .then(|| path.to_path_buf())
+        };
+        MadeHere {
+            mountpoint: missing(&request.mountpoint),
+            image: missing(&request.image),
+        }
     }
 
-    /// Removes it if this mount made it (`rmdir`: only while empty).
+    /// Removes what this mount made (the mount point with `rmdir`: only
+    /// while empty).
     fn remove(self) {
-        if let Some(path) = self.0 {
+        if let Some(path) = self.mountpoint {
             let _ = std::fs::remove_dir(path);
+        }
+        if let Some(path) = self.image {
+            let _ = std::fs::remove_file(path);
         }
     }
 }
@@ -298,11 +313,7 @@ fn prepare(request: &MountRequest) -> Result<Option<Prepared>, Failure> {
 }
 
 /// Forks; the child serves, the parent waits for its word.
-fn daemonize(
-    request: &MountRequest,
-    prepared: Prepared,
-    made: MadeMountpoint,
-) -> Result<u8, Failure> {
+fn daemonize(request: &MountRequest, prepared: Prepared, made: MadeHere) -> Result<u8, Failure> {
     let mut fds = [-1; 2];
     // SAFETY: pipe2 writes two new fds into the array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {

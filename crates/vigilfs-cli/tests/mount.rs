@@ -1619,3 +1619,19 @@ fn a_crashed_image_with_thousands_of_creates_to_replay_mounts_read_only_unchange
     assert_eq!(sorted_names(scratch.mnt()), seen_read_only);
     scratch.umount(pid);
 }
+
+#[test]
+fn a_mount_that_fails_leaves_no_new_image_behind() {
+    if fuse_missing("a_mount_that_fails_leaves_no_new_image_behind") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    // Another image onto the served mount point: refused, after the new
+    // image was made.
+    let other = scratch.directory.path().join("other.img");
+    let refused = vigilfs(&["mount", other.to_str().unwrap(), scratch.mnt(), "--daemon"]);
+    assert_ne!(refused.status.code(), Some(0), "{}", text(&refused.stderr));
+    assert!(!other.exists(), "the failed mount left {}", other.display());
+    scratch.umount(pid);
+}
