@@ -563,6 +563,19 @@ fn crash_test(scripts: &Path, workload: &str, check: &str, extra: &[&str]) -> st
     vigilfs(&arguments)
 }
 
+/// The report of a crash-test run in which every check held.
+fn passed(output: &std::process::Output) -> Value {
+    let report = json_of(output);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{report:#}\n{}",
+        text(&output.stderr)
+    );
+    assert_eq!(report["failed"], 0);
+    report
+}
+
 #[test]
 fn the_crash_test_runner_finds_no_loss_in_sqlite_with_synchronous_full() {
     if fuse_missing("the_crash_test_runner_finds_no_loss_in_sqlite_with_synchronous_full") {
@@ -595,15 +608,7 @@ rows=$(sqlite3 t.db "select count(*) from t where id <= $last")
         } else {
             &["--cuts", "6"]
         };
-        let output = crash_test(scripts.path(), workload, check, extra);
-        let report = json_of(&output);
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "{report:#}\n{}",
-            text(&output.stderr)
-        );
-        assert_eq!(report["failed"], 0);
+        let report = passed(&crash_test(scripts.path(), workload, check, extra));
         let trials = report["trials"].as_array().unwrap();
         assert_eq!(trials.len(), 6);
         assert!(
@@ -949,15 +954,12 @@ while [ $i -le "$last" ]; do
     i=$((i+1))
 done
 "#;
-    let output = crash_test(scripts.path(), &workload, check, &["--cuts", "4"]);
-    let report = json_of(&output);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{report:#}\n{}",
-        text(&output.stderr)
-    );
-    assert_eq!(report["failed"], 0);
+    passed(&crash_test(
+        scripts.path(),
+        &workload,
+        check,
+        &["--cuts", "4"],
+    ));
 }
 
 /// Mount points under `directory`.

@@ -372,15 +372,7 @@ fn a_failure_reported_before_the_mount_is_handled_after_the_journal_replays() {
     write_synced(&scratch.at("replayed"), &data);
     let block = device_block(scratch.mnt(), "replayed", 1);
     // A crash: the next mount replays the journal.
-    // SAFETY: killing the mount process by pid.
-    unsafe {
-        libc::kill(pid as i32, libc::SIGKILL);
-    }
-    wait_until("the mount process dies", Duration::from_secs(30), || {
-        process_gone(pid)
-    });
-    lazy_unmount(&scratch.mountpoint);
-    let _ = fs::remove_file(&scratch.pid_file);
+    scratch.kill_daemon(pid);
     // A failure outside the device is refused with the mount (it was
     // accepted, and dropped without a word).
     let outside = vigilfs(&[

@@ -1585,15 +1585,7 @@ fn a_crashed_image_with_thousands_of_creates_to_replay_mounts_read_only_unchange
     for index in 0..3000 {
         File::create(scratch.at(&format!("x{index}"))).unwrap();
     }
-    // SAFETY: killing the mount process by pid.
-    unsafe {
-        libc::kill(pid as i32, libc::SIGKILL);
-    }
-    wait_until("the mount process dies", Duration::from_secs(30), || {
-        process_gone(pid)
-    });
-    lazy_unmount(&scratch.mountpoint);
-    let _ = fs::remove_file(&scratch.pid_file);
+    scratch.kill_daemon(pid);
     assert_eq!(superblock_state(&scratch.image), FsState::Dirty);
     let image_before = fs::read(&scratch.image).unwrap();
 

@@ -25,6 +25,21 @@ fn helper(directory: &Path, arguments: &[&str]) -> Output {
     Command::new(&link).args(arguments).output().unwrap()
 }
 
+/// `mount -o OPTIONS` of the scratch mount through the helper, which must
+/// succeed; its output.
+fn remount(scratch: &Scratch, options: &str) -> Output {
+    let output = helper(
+        scratch.directory.path(),
+        &[scratch.img(), scratch.mnt(), "-o", options],
+    );
+    assert!(
+        output.status.success(),
+        "{options}: {}",
+        text(&output.stderr)
+    );
+    output
+}
+
 fn flags(path: &Path) -> u64 {
     let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: statvfs is plain old data; all zeros is a valid value.
@@ -44,15 +59,7 @@ fn remount_read_only_and_back_keeps_the_mount_and_its_flags() {
     fs::write(scratch.at("before"), b"written before").unwrap();
     let directory = scratch.directory.path();
 
-    let output = helper(
-        directory,
-        &[scratch.img(), scratch.mnt(), "-o", "remount,ro"],
-    );
-    assert!(
-        output.status.success(),
-        "remount,ro: {}",
-        text(&output.stderr)
-    );
+    let output = remount(&scratch, "remount,ro");
     assert!(output.stdout.is_empty() && output.stderr.is_empty());
     let now = flags(&scratch.mountpoint);
     assert_ne!(now & libc::ST_RDONLY, 0, "read-only");
@@ -69,15 +76,7 @@ fn remount_read_only_and_back_keeps_the_mount_and_its_flags() {
         text(&shown.stdout)
     );
 
-    let output = helper(
-        directory,
-        &[scratch.img(), scratch.mnt(), "-o", "remount,rw"],
-    );
-    assert!(
-        output.status.success(),
-        "remount,rw: {}",
-        text(&output.stderr)
-    );
+    remount(&scratch, "remount,rw");
     assert_eq!(flags(&scratch.mountpoint) & libc::ST_RDONLY, 0);
     fs::write(scratch.at("after"), b"written after").unwrap();
     assert_eq!(scratch.status()["mounted_read_only"], false);
@@ -249,16 +248,7 @@ fn remount_read_only_makes_everything_durable_before_it_returns() {
         "nothing to make durable: {}",
         text(&unsynced.stdout)
     );
-    let directory = scratch.directory.path();
-    let output = helper(
-        directory,
-        &[scratch.img(), scratch.mnt(), "-o", "remount,ro"],
-    );
-    assert!(
-        output.status.success(),
-        "remount,ro: {}",
-        text(&output.stderr)
-    );
+    remount(&scratch, "remount,ro");
     // A power cut right after the remount loses nothing.
     let cut = vigilfs(&["inject", scratch.mnt(), "--power-cut"]);
     assert_eq!(cut.status.code(), Some(0), "{}", text(&cut.stderr));
@@ -269,15 +259,7 @@ fn remount_read_only_makes_everything_durable_before_it_returns() {
     let refused = fs::write(scratch.at("after the cut"), b"x").unwrap_err();
     assert_eq!(refused.raw_os_error(), Some(libc::EROFS));
     // The event stream says what the remounts did.
-    let output = helper(
-        directory,
-        &[scratch.img(), scratch.mnt(), "-o", "remount,rw"],
-    );
-    assert!(
-        output.status.success(),
-        "remount,rw: {}",
-        text(&output.stderr)
-    );
+    remount(&scratch, "remount,rw");
     fs::write(scratch.at("after the cut"), b"x").unwrap();
     let said = text(&vigilfs(&["events", scratch.mnt()]).stdout);
     assert!(

@@ -210,6 +210,20 @@ impl Scratch {
             .unwrap()
     }
 
+    /// A crash of the mount process: SIGKILL, its dead mount detached and
+    /// its pid file removed, so the next mount replays the journal.
+    pub fn kill_daemon(&self, pid: u32) {
+        // SAFETY: killing the mount process this test started, by pid.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+        wait_until("the mount process dies", Duration::from_secs(30), || {
+            process_gone(pid)
+        });
+        lazy_unmount(&self.mountpoint);
+        let _ = fs::remove_file(&self.pid_file);
+    }
+
     /// `umount`, then waits for the mount process to exit. A mount still
     /// busy is retried for a few seconds (a descriptor closed just before
     /// may still be on its way out of another process: the test's own

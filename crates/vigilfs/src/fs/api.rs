@@ -256,13 +256,7 @@ impl Filesystem {
     /// transport's invalidation waits for the kernel.
     pub fn drop_caches(&self) {
         self.shared.files.drop_clean_pages();
-        let invalidator = self
-            .shared
-            .page_invalidator
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        if let Some(invalidate) = invalidator {
+        if let Some(invalidate) = current(&self.shared.page_invalidator) {
             for ino in self.shared.handles.looked_up_inodes() {
                 invalidate(ino);
             }
@@ -270,13 +264,7 @@ impl Filesystem {
     }
 
     pub(super) fn attributes_changed(&self, ino: u64) {
-        let listener = self
-            .shared
-            .attribute_listener
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        if let Some(listener) = listener {
+        if let Some(listener) = current(&self.shared.attribute_listener) {
             listener(ino);
         }
     }
@@ -1399,4 +1387,10 @@ fn time_change(time: SetTime) -> TimeChange {
         SetTime::Now => TimeChange::Now,
         SetTime::At(_) => TimeChange::Explicit,
     }
+}
+
+/// What a transport set in `slot` (a listener, an invalidator), if any:
+/// cloned, so it is called with no lock held.
+fn current<T: Clone>(slot: &std::sync::RwLock<Option<T>>) -> Option<T> {
+    slot.read().unwrap_or_else(PoisonError::into_inner).clone()
 }
