@@ -656,3 +656,32 @@ fn a_slow_scrub_whose_client_is_gone_does_not_keep_the_unmount_from_writing_back
     assert_eq!(fs::read(scratch.at("closed-before-umount")).unwrap(), data);
     scratch.umount(pid);
 }
+
+#[test]
+fn a_checksum_failure_that_no_longer_reproduces_is_healed_by_scrub() {
+    if fuse_missing("a_checksum_failure_that_no_longer_reproduces_is_healed_by_scrub") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let data = pattern(4, 9);
+    write_synced(&scratch.at("flaky"), &data);
+    scratch.umount(pid);
+    let pid = scratch.mount(&[]);
+    // Every data read comes back corrupted (a bad cable): the reads fail
+    // and the blocks are poisoned as lost.
+    scratch.inject(&["--corrupt-reads", "--class", "data"]);
+    assert!(read_block(&scratch.at("flaky"), 1).is_err());
+    scratch.inject(&["--clear"]);
+    assert!(read_block(&scratch.at("flaky"), 1).is_err(), "poisoned");
+    assert!(scratch.status()["media"]["poisoned_runs"].as_u64() > Some(0));
+    // The fault is gone, the data on the medium was never bad: a scrub
+    // reads it back whole and lifts the poison.
+    let scrub = vigilfs(&["scrub", scratch.mnt(), "--json"]);
+    let summary: Value = serde_json::from_slice(&scrub.stdout).unwrap();
+    assert!(summary["healed_blocks"].as_u64() > Some(0), "{summary}");
+    assert_eq!(scratch.status()["media"]["poisoned_runs"], 0);
+    assert_eq!(fs::read(scratch.at("flaky")).unwrap(), data);
+    scratch.umount(pid);
+    assert_eq!(vigilfs(&["fsck", scratch.img()]).status.code(), Some(0));
+}

@@ -37,15 +37,15 @@ use fserror::Subtypes;
 use super::health::{Detail, Incident};
 use super::{Filesystem, FsError, FsResult, LifeState, Shared};
 use crate::alloc::FailureCause;
-use crate::btree::BtreeError;
-use crate::device::{BlockDevice, ByteRange, DeviceError, DeviceErrorKind, IoOperation};
+use crate::btree::{BtreeError, TreeId};
+use crate::device::{BlockDevice, ByteRange, DeviceError, DeviceErrorKind, IoClass, IoOperation};
 use crate::failure::{
     self, check_range, Context, FailureError, Handled, Intake, IntakeStats, Origin, Outcome, Owner,
     OwnerKind, Source,
 };
 use crate::format::ErrorKind;
-use crate::inode::{FileError, NamespaceError, XattrError};
-use crate::poison::PoisonRun;
+use crate::inode::{Extent, ExtentKey, FileError, NamespaceError, XattrError};
+use crate::poison::{self, PoisonRun};
 use crate::rmap::RmapError;
 
 /// How long the worker waits for a notice before looking at its stop flag.
@@ -228,6 +228,76 @@ fn failed_device_range(error: &FsError) -> Option<(ByteRange, FailureCause)> {
 }
 
 impl Shared {
+    /// Block `index` of the extent of `ino` at file block `extent_offset`
+    /// was poisoned for a checksum mismatch, and a scrub read it back
+    /// matching its checksum (the fault was on the way, not on the medium:
+    /// a cable, a controller, an injected corruption since cleared). Checked
+    /// again under the record lock — the extent still maps it, the run
+    /// still holds it, the device's bytes still match — its poison goes and
+    /// reads return the data again. Whether it did. The error it caused
+    /// stays recorded; the bad-block mark stays (the block is not reused).
+    pub(super) fn heal_poison(&self, ino: u64, extent_offset: u64, index: u64) -> FsResult<bool> {
+        let Ok(_writer) = self.gate.try_enter() else {
+            return Ok(false);
+        };
+        if self.options.read_only {
+            return Ok(false);
+        }
+        let btree = |error: BtreeError| FsError::File(FileError::Btree(error));
+        let _records = self.metadata.lock_records();
+        let key = ExtentKey {
+            ino,
+            offset: extent_offset,
+        };
+        let Some(value) = self
+            .metadata
+            .trees
+            .get(TreeId::Extents, &key.encode())
+            .map_err(btree)?
+        else {
+            return Ok(false);
+        };
+        let Ok(extent) = Extent::decode(&value) else {
+            return Ok(false);
+        };
+        let Some(&checksum) = extent.checksums.get(index as usize) else {
+            return Ok(false);
+        };
+        if extent.flags & Extent::UNWRITTEN != 0 {
+            return Ok(false);
+        }
+        let block = extent_offset + index;
+        let physical = extent.physical + index;
+        let Some(run) = self
+            .metadata
+            .poison
+            .runs_within(ino, block, block + 1)
+            .into_iter()
+            .find(|run| run.physical_of(block) == physical && run.cause == FailureCause::Checksum)
+        else {
+            return Ok(false);
+        };
+        let block_size = u64::from(self.superblock().layout.block_size);
+        let mut bytes = vec![0u8; block_size as usize];
+        if self
+            .device
+            .read_at(physical * block_size, &mut bytes, IoClass::Data)
+            .is_err()
+            || crc32c::crc32c(&bytes) != checksum
+        {
+            return Ok(false);
+        }
+        let change = poison::reconcile(&[run], |file_block| {
+            (file_block != block).then(|| run.physical_of(file_block))
+        });
+        let mut transaction = self.metadata.trees.transaction();
+        change.stage(&mut transaction).map_err(btree)?;
+        transaction.commit().map_err(btree)?;
+        self.metadata.poison.apply(&change);
+        self.media.healed_blocks.fetch_add(1, Ordering::Relaxed);
+        Ok(true)
+    }
+
     /// A foreground read or write: a scrub running holds back for it.
     pub(super) fn note_foreground(&self) {
         self.media.foreground.fetch_add(1, Ordering::Relaxed);

@@ -154,6 +154,16 @@ impl ScrubSink for LiveSink<'_> {
         self.go_on()
     }
 
+    fn poisoned_block_reads_back(&mut self, ino: u64, extent_offset: u64, index: u64) {
+        match self.shared.heal_poison(ino, extent_offset, index) {
+            Ok(true) => self.summary.healed_blocks += 1,
+            Ok(false) => {}
+            Err(error) => {
+                let _ = self.shared.observe("scrub", Err::<(), _>(error));
+            }
+        }
+    }
+
     fn progress(&mut self, progress: &Progress) -> ControlFlow<()> {
         self.shared.media.scrub.state().running = Some(*progress);
         if !(self.progress)(progress) {

@@ -14,7 +14,9 @@
 //!    bad-block list and the poison records live in these nodes) and every
 //!    extent of file data (each block against the crc32c its extent
 //!    records; unwritten extents are read for media errors only). Blocks
-//!    already poisoned are skipped: their loss is known.
+//!    already poisoned are known lost; one poisoned for a checksum
+//!    mismatch is read again, and if it matches now the sink hears of it
+//!    (the fault was on the way to the medium, and has gone).
 //!
 //! A read that fails is narrowed to the blocks that fail; a media error
 //! (or an error the operating system gave for a real device) is a
@@ -134,6 +136,11 @@ pub trait ScrubSink {
     /// Progress, between reads. `Break` stops the scrub (the cursor says
     /// where it stopped).
     fn progress(&mut self, progress: &Progress) -> ControlFlow<()>;
+    /// Block `index` of the extent of `ino` at file block `extent_offset`
+    /// is poisoned for a checksum mismatch, yet read back matching its
+    /// checksum: the data is whole again (a mounted filesystem lifts the
+    /// poison).
+    fn poisoned_block_reads_back(&mut self, _ino: u64, _extent_offset: u64, _index: u64) {}
     /// Called before each read: the place to wait while foreground I/O
     /// runs.
     fn pause(&mut self) {}
@@ -419,22 +426,33 @@ impl Run<'_, '_> {
         let block_size = u64::from(self.scrubber.layout.block_size);
         let blocks = u64::from(extent.blocks());
         let written = extent.flags & Extent::UNWRITTEN == 0;
-        let poisoned: Vec<bool> = (0..blocks)
+        let poisoned: Vec<Option<FailureCause>> = (0..blocks)
             .map(|at| {
-                !metadata
+                metadata
                     .poison
                     .runs_within(ino, offset + at, offset + at + 1)
-                    .is_empty()
+                    .first()
+                    .map(|run| run.cause)
             })
             .collect();
         let mut at = 0;
         while at < blocks {
-            if poisoned[at as usize] {
+            if let Some(cause) = poisoned[at as usize] {
+                // A mismatch may not have been the medium's: read it again
+                // (a block lost to a media error is not, its loss is known).
+                if written && cause == FailureCause::Checksum {
+                    let one = ByteRange::at((extent.physical + at) * block_size, block_size);
+                    if let Ok(bytes) = self.read(one, IoClass::Data) {
+                        if crc32c::crc32c(&bytes) == extent.checksums[at as usize] {
+                            self.sink.poisoned_block_reads_back(ino, offset, at);
+                        }
+                    }
+                }
                 at += 1;
                 continue;
             }
             let mut stop = at;
-            while stop < blocks && !poisoned[stop as usize] {
+            while stop < blocks && poisoned[stop as usize].is_none() {
                 stop += 1;
             }
             let range = ByteRange::new(
