@@ -216,10 +216,15 @@ impl ControlServer {
     }
 
     fn stop_now(&mut self) {
-        self.stop.store(true, Ordering::Release);
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            // The names go first, while the accept thread's listener still
+            // holds the socket's inode. Once it is closed a binder's sweep
+            // takes the file for stale, and a socket bound next may get the
+            // same inode number (on ext4 /run): removing "our" names then
+            // removed another mount's fresh socket.
             remove_names_of(&self.path, self.identity);
+            self.stop.store(true, Ordering::Release);
+            let _ = thread.join();
         }
     }
 }
@@ -932,6 +937,30 @@ mod tests {
         )
         .unwrap();
         (slot, server)
+    }
+
+    /// A socket whose listener is closed may be swept as stale, and a
+    /// socket bound next may get its inode number (ext4): a stopping
+    /// server must remove its names while it still listens, or its removal
+    /// "by identity" takes the newcomer's (a flake: a mount's socket
+    /// vanished right after the mount).
+    #[test]
+    fn a_stopping_server_removes_its_socket_while_it_still_listens() {
+        let mountpoint = tempfile::tempdir().unwrap();
+        let (slot, server) = serve_limited(mountpoint.path(), Limits::default());
+        let path = server.path().to_path_buf();
+        let lock = DirectoryLock::take(path.parent().unwrap());
+        let stopper = std::thread::spawn(move || server.stop());
+        // Longer than the accept loop takes to see the stop.
+        std::thread::sleep(Duration::from_millis(600));
+        assert!(
+            connect_nonblocking(&path).is_ok(),
+            "the listener closed before the socket's names were removed"
+        );
+        drop(lock);
+        stopper.join().unwrap();
+        assert!(!path.exists());
+        unmount(&slot);
     }
 
     fn unmount(slot: &EngineSlot) {
