@@ -326,13 +326,19 @@ impl Shared {
     /// error cursor is consumed: nobody is told of an error here who
     /// would not be told anyway).
     pub(super) fn make_durable(&self) -> FsResult<()> {
-        if let Some(errno) = self.files.writeback_all().first_error {
-            return Err(FileError::Writeback(errno).into());
-        }
+        self.write_back_all()?;
         self.metadata
             .journal
             .flush()
             .map_err(|error| FsError::File(FileError::Journal(error)))
+    }
+
+    /// Writes back every dirty page; the first writeback error, if any.
+    fn write_back_all(&self) -> FsResult<()> {
+        match self.files.writeback_all().first_error {
+            Some(errno) => Err(FileError::Writeback(errno).into()),
+            None => Ok(()),
+        }
     }
 
     /// What a freeze leaves: all dirty data written back, and then what
@@ -340,10 +346,7 @@ impl Shared {
     /// the freeze. On a failure the error record is still saved if it can
     /// be.
     pub(super) fn make_clean(&self) -> FsResult<()> {
-        let outcome = match self.files.writeback_all().first_error {
-            Some(errno) => Err(FileError::Writeback(errno).into()),
-            None => self.checkpoint_clean(),
-        };
+        let outcome = self.write_back_all().and_then(|()| self.checkpoint_clean());
         if outcome.is_err() {
             self.save_error_record();
         }
@@ -357,8 +360,8 @@ impl Shared {
     /// creates, renames, the other files' data — is still made durable and
     /// the image clean. Returns the writeback error, if any.
     pub(super) fn make_clean_at_unmount(&self) -> FsResult<()> {
-        let failed = self.files.writeback_all().first_error;
-        if failed.is_some() {
+        let written = self.write_back_all();
+        if written.is_err() {
             self.files.settle();
             self.report_unwritten("not written: writeback failed, and the mount ended");
         }
@@ -366,10 +369,7 @@ impl Shared {
         if outcome.is_err() {
             self.save_error_record();
         }
-        match failed {
-            Some(errno) => outcome.and(Err(FileError::Writeback(errno).into())),
-            None => outcome,
-        }
+        outcome.and(written)
     }
 
     /// Every dirty b-tree node written (no journal pin but the roots
