@@ -250,9 +250,9 @@ impl Filesystem {
 
     /// Drops every clean cached page, in this cache and in the transport's
     /// (the kernel's `drop_caches` does not reach this one): the next
-    /// reads go to the device. The crash lab calls it when a fault rule
-    /// for reads is added, so that the rule meets the reads it is aimed
-    /// at. Dirty data stays. Never call it while serving a request: the
+    /// reads go to the device. The crash lab calls it for `inject
+    /// --drop-caches`, so that a read fault meets data that was cached.
+    /// Dirty data stays. Never call it while serving a request: the
     /// transport's invalidation waits for the kernel.
     pub fn drop_caches(&self) {
         self.shared.files.drop_clean_pages();
