@@ -305,9 +305,10 @@ fn run(
     // hide every new event, errors included. Read after the newest
     // instead; the client says so.
     let mut after = request.since.min(newest_at_start);
-    // The running sum of errors up to `after`, when known: it makes a loss
-    // exact.
-    let mut errors_before: Option<u64> = (after == 0).then_some(0);
+    // The running sum of errors up to `after`, taken before anything can
+    // push that record out: it makes a loss exact, even one right at the
+    // start of a listener that never got to read.
+    let mut errors_before = log.errors_through(after);
     let mut gap: Option<(u64, u64)> = None;
     let end = |sender: &mut Sender<'_>, why: &str| sender.send(&[json!({ "end": why })]);
     loop {

@@ -934,6 +934,35 @@ impl EventLog {
         }
     }
 
+    /// The running sum of errors through record `id` (0 before the first
+    /// id), while the ring or the region still holds that record: a reader
+    /// starting after `id` takes it first, so that a loss right at its
+    /// start is still counted exactly. An open record is sealed, as a read
+    /// of it would.
+    pub fn errors_through(&self, id: u64) -> Option<u64> {
+        if id == 0 {
+            return Some(0);
+        }
+        let mut state = self.state();
+        if state
+            .ring
+            .front()
+            .is_some_and(|entry| entry.record.id <= id)
+        {
+            state.seal_through(id);
+            return state
+                .ring
+                .iter()
+                .find(|entry| entry.record.id == id)
+                .map(|entry| entry.record.errors_total);
+        }
+        drop(state);
+        let store = lock(&self.store);
+        let region = store.as_ref()?;
+        let held = region.records_between(id, id, 1);
+        held.first().map(|record| record.errors_total)
+    }
+
     /// The newest id handed out (0 if none).
     pub fn newest_id(&self) -> u64 {
         self.state().next_id - 1

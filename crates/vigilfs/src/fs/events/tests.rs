@@ -157,6 +157,41 @@ fn records_the_ring_dropped_are_read_from_the_region_until_overwritten() {
     assert_eq!(kept.last().unwrap().errors_total, 40);
 }
 
+/// A listener that starts at the newest record and is not scheduled
+/// before the ring and the region have both moved past it: what it missed
+/// is still counted exactly, from the sum taken at its start.
+#[test]
+fn a_reader_overtaken_before_its_first_read_still_counts_the_loss() {
+    // 3 blocks of 4 KiB: 16 slots.
+    let device = image(Some(3 * 4096));
+    let (log, _) = open(&device);
+    for offset in 0..3u64 {
+        log.record_error(&error(4, offset * 4096));
+    }
+    let start = log.newest_id();
+    let before = log.errors_through(start);
+    assert_eq!(before, Some(3), "the newest record, sealed at the start");
+    let flood = 2 * RING as u64;
+    for offset in 0..flood {
+        log.record_error(&error(5, offset * 4096));
+        log.persist().unwrap();
+    }
+    let ReadOutcome::Gap { first, last } = log.read_after(start, 100, Duration::ZERO) else {
+        panic!("the records after the start are gone from ring and region");
+    };
+    assert_eq!(first, start + 1);
+    assert_eq!(log.errors_through(first), None, "nothing holds it now");
+    assert!(
+        log.errors_through(last + 1).is_some(),
+        "the region holds it"
+    );
+    let rest = read_all(&log, last);
+    let next = rest[0];
+    let lost = next.errors_total - next.count - before.unwrap();
+    let read: u64 = rest.iter().map(|record| record.count).sum();
+    assert_eq!(lost + read, flood, "every error of the flood counted once");
+}
+
 #[test]
 fn a_listener_waiting_is_woken_by_a_new_record() {
     let log = Arc::new(EventLog::in_memory());
