@@ -243,7 +243,14 @@ fn a_hook_that_reads_nothing_of_a_large_batch_still_meets_its_timeout() {
     let scratch = Scratch::new();
     let pid = scratch.mount(&["--size", "64M"]);
     // Far more than a pipe holds: some 1,500 events of a few hundred bytes.
-    let pages = 1500;
+    // How much a stopped listener absorbs without a loss: its stdout pipe
+    // (64 KiB, some 200 lines), its socket (16 KiB), the server's batch
+    // (256 records) and the ring (1,024 records), some 1,550 records in
+    // all. Errors merge into open records when 64 are open and the writer
+    // has not taken them, so the reads come in rounds of 64 with the log
+    // written in between: at least 64 records a round, 2,560 in all.
+    let round = 64;
+    let pages = 40 * round;
     let pid = durable_file(&scratch, "errors", pages, pid);
     scratch.inject(&["--fail-reads", "--class", "data"]);
     let file = fs::File::open(scratch.at("errors")).unwrap();
@@ -302,7 +309,14 @@ fn an_unread_flood_ends_in_exact_lost_accounting() {
     ]);
     assert!(made.status.success(), "{}", text(&made.stderr));
     let pid = scratch.mount(&[]);
-    let pages = 1500;
+    // How much a stopped listener absorbs without a loss: its stdout pipe
+    // (64 KiB, some 200 lines), its socket (16 KiB), the server's batch
+    // (256 records) and the ring (1,024 records), some 1,550 records in
+    // all. Errors merge into open records when 64 are open and the writer
+    // has not taken them, so the reads come in rounds of 64 with the log
+    // written in between: at least 64 records a round, 2,560 in all.
+    let round = 64;
+    let pages = 40 * round;
     let pid = durable_file(&scratch, "flood", pages, pid);
     let mut child = listener(&scratch, &[]);
     let mut out = BufReader::new(child.stdout.take().unwrap());
@@ -329,6 +343,9 @@ fn an_unread_flood_ends_in_exact_lost_accounting() {
         // Every page its own range: distinct errors, far more events than
         // the 16-slot log and the listener's socket hold.
         let _ = file.read_at(&mut page, (index * 4096) as u64);
+        if (index + 1) % round == 0 {
+            wait_written(&scratch);
+        }
     }
     scratch.inject(&["--clear"]);
     let emitted = errors_total(&scratch) - errors_before;
