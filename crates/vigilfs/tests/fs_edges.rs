@@ -541,6 +541,56 @@ fn earlier_records(fs: &Filesystem) -> Vec<vigilfs::format::event_log::EventReco
     }
 }
 
+/// A writeback whose journal flush fails has written its data and the
+/// entry naming it: the unmount's flush can still make them durable. When
+/// the failure then stops writes (errors=remount-ro), that data must not be
+/// reported lost: it was reported as a writeback failure, and it survives.
+#[test]
+fn data_written_before_a_failed_flush_is_not_reported_lost_when_writes_stop() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount_with(MountOptions {
+        errors: Some(ErrorsPolicy::RemountReadOnly),
+        writeback_interval: std::time::Duration::from_secs(3600),
+        ..MountOptions::default()
+    });
+    let (file, handle) = fs
+        .create(ROOT_INO, b"written", 0o644, read_write(), &root())
+        .unwrap();
+    fs.write(handle, 0, b"in an entry whose flush failed", &root())
+        .unwrap();
+    fixture
+        .plan
+        .add_rule(FaultRule::fail(Errno::EIO).on(Operations::FLUSH))
+        .expect("rule");
+    assert_eq!(errno(fs.fsync(handle, false)), libc::EIO);
+    assert!(
+        matches!(fs.status().state, LifeState::ReadOnly(_)),
+        "the journal's failure stopped writes"
+    );
+    fixture.plan.clear();
+    fs.release(handle).unwrap();
+    let _ = fs.unmount();
+
+    let fs = fixture.mount();
+    assert_eq!(
+        read_file(&fs, b"written"),
+        b"in an entry whose flush failed"
+    );
+    let said_lost: Vec<_> = earlier_records(&fs)
+        .into_iter()
+        .filter(|record| {
+            record.inode == Some(file.ino)
+                && record.subtypes & fserror::Subtypes::DATA_LOST.bits() != 0
+        })
+        .collect();
+    assert!(
+        said_lost.is_empty(),
+        "reported lost, yet kept: {said_lost:?}"
+    );
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+}
+
 #[test]
 fn an_unmount_while_one_file_cannot_be_written_keeps_every_other_change_and_reports_the_loss() {
     let fixture = Fixture::new();

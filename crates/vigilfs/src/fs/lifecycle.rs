@@ -261,12 +261,16 @@ impl Shared {
     /// Reports every page that will never reach the disk (the filesystem
     /// was shut down or made read-only with data not written back, or the
     /// mount ends with writeback failing): one event and one error-record
-    /// entry per inode, with its range; `why` is their origin.
+    /// entry per inode, with its range; `why` is their origin. Pages
+    /// written with their journal entry before a flush failed are not
+    /// among them: their writeback failure was reported when it happened,
+    /// and a later flush may still make them durable.
     fn report_unwritten(&self, why: &str) {
         for unwritten in self.files.unwritten() {
-            let range = match (unwritten.first_page, unwritten.last_page) {
-                (Some(first), Some(last)) => Some((first * 4096, (last - first + 1) * 4096)),
-                _ => None,
+            let range = match unwritten.never_written {
+                Some((first, last)) => Some((first * 4096, (last - first + 1) * 4096)),
+                None if unwritten.pages > 0 => continue,
+                None => None,
             };
             self.report_lost_data(unwritten.ino, range, libc::EIO, why);
         }

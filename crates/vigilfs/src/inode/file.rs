@@ -177,6 +177,11 @@ pub struct Unwritten {
     pub pages: u64,
     /// The runs of pages not written back, as (first, end) page numbers.
     pub runs: Vec<(u64, u64)>,
+    /// The first and last of those pages whose contents are in no journal
+    /// entry on the device. The others were written, with the entry naming
+    /// them, before a flush failed: not known durable, yet a later flush
+    /// (the unmount's) may still make them so.
+    pub never_written: Option<(u64, u64)>,
     /// The size writes gave the file (what a cut may take back to the
     /// size on disk).
     pub size: u64,
@@ -484,6 +489,12 @@ impl Files {
             .filter(|state| state.unwritten())
             .map(|state| {
                 let pages = state.unclean_pages();
+                let mut never_written = pages
+                    .iter()
+                    .filter(|page| !state.unconfirmed.contains(page));
+                let first_never_written = never_written.next().copied();
+                let never_written = first_never_written
+                    .map(|first| (first, never_written.last().copied().unwrap_or(first)));
                 let mut runs: Vec<(u64, u64)> = Vec::new();
                 for &page in &pages {
                     match runs.last_mut() {
@@ -497,6 +508,7 @@ impl Files {
                     last_page: pages.last().copied(),
                     pages: pages.len() as u64,
                     runs,
+                    never_written,
                     size: state.size,
                 }
             })

@@ -29,6 +29,11 @@ pub(crate) struct InodeState {
     /// Dirty pages whose current contents already failed writeback (and
     /// were reported into the error words), by page index.
     pub(crate) failed: BTreeSet<u64>,
+    /// Failed pages whose current contents are in a journal entry that was
+    /// written whole but whose flush failed: not known durable, yet not
+    /// lost either, as a later flush (the unmount's) can still make them
+    /// so. A subset of `failed`; they leave it together.
+    pub(crate) unconfirmed: BTreeSet<u64>,
     /// Dirty pages that hold no promise of a block: written over the
     /// file's preallocated (unwritten) block, which their writeback fills
     /// in place. Each is unclean; a page a flight took stays here until it
@@ -76,6 +81,7 @@ impl InodeState {
             errseq: ErrSeq::new(),
             pages: Arc::new(XArray::new()),
             failed: BTreeSet::new(),
+            unconfirmed: BTreeSet::new(),
             preallocated: BTreeSet::new(),
             size,
             mtime: None,
@@ -238,6 +244,7 @@ impl InodeState {
             self.pages.set_mark(index, Mark::Dirty);
         }
         self.failed.remove(&index);
+        self.unconfirmed.remove(&index);
     }
 
     /// Stores the [`LARGE_PAGES`] pages from `first` (aligned), written
@@ -375,6 +382,7 @@ impl InodeState {
         }
         for page in span.index()..=span.last() {
             self.failed.remove(&page);
+            self.unconfirmed.remove(&page);
         }
         span.size()
     }
@@ -400,12 +408,13 @@ impl InodeState {
             .collect();
         // A page rewritten while in flight holds new contents: if this
         // writeback failed, its old contents were lost and nobody was told.
-        let mut new_failure = outcome == Outcome::Failed
-            && (current.iter().map(|span| span.size()).sum::<u64>() < written.size());
+        let failed = matches!(outcome, Outcome::Failed | Outcome::NotDurable);
+        let mut new_failure =
+            failed && (current.iter().map(|span| span.size()).sum::<u64>() < written.size());
         for span in current {
             self.pages.clear_mark(span.index(), Mark::Writeback);
             if self.pages.is_marked(span.index(), Mark::Dirty) {
-                new_failure |= outcome == Outcome::Failed;
+                new_failure |= failed;
                 continue;
             }
             match outcome {
@@ -415,12 +424,16 @@ impl InodeState {
                     accounting.clock.push_back((self.ino, span.index()));
                     for page in span.index()..=span.last() {
                         self.failed.remove(&page);
+                        self.unconfirmed.remove(&page);
                     }
                 }
-                Outcome::Failed => {
+                Outcome::Failed | Outcome::NotDurable => {
                     self.pages.set_mark(span.index(), Mark::Dirty);
                     for page in span.index()..=span.last() {
                         new_failure |= self.failed.insert(page);
+                        if outcome == Outcome::NotDurable {
+                            self.unconfirmed.insert(page);
+                        }
                     }
                 }
                 Outcome::Untried => {

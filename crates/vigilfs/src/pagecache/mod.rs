@@ -196,6 +196,9 @@ pub(crate) enum Outcome {
     /// Its batch failed (or the flush after it): the same contents stay
     /// dirty and count as failed.
     Failed,
+    /// Written and committed, but the journal flush after it failed: as
+    /// `Failed`, and remembered as written (see `InodeState::unconfirmed`).
+    NotDurable,
     /// A batch before it failed, so it was not tried: dirty again.
     Untried,
 }

@@ -133,6 +133,10 @@ pub(crate) struct Flight {
 pub(crate) struct Landing {
     /// How many of its entries (from the first) are durable.
     pub(crate) durable: usize,
+    /// How many of its entries (from the first) were committed in journal
+    /// entries written whole, when the flush after them failed: part of
+    /// `failure`, but a later flush may still make them durable.
+    pub(crate) not_durable: usize,
     /// The entries of the batch that failed, and why (an empty range when
     /// only the inode record failed); the entries after it were not tried.
     pub(crate) failure: Option<(Range<usize>, Errno)>,
@@ -151,6 +155,7 @@ impl Drop for InFlight<'_> {
         if let Some(flight) = self.flight.take() {
             let untried = Landing {
                 durable: 0,
+                not_durable: 0,
                 failure: Some((0..0, Errno::EIO)),
             };
             let _ = self.writeback.land(flight, untried);
@@ -305,6 +310,7 @@ impl Writeback {
             // size would be lost at the next mount.
             return Landing {
                 durable: 0,
+                not_durable: 0,
                 failure: self.commit_record(flight).err().map(|errno| (0..0, errno)),
             };
         }
@@ -313,6 +319,7 @@ impl Writeback {
             // (not, say, the ENOSPC its unreleasable frees would cause).
             return Landing {
                 durable: 0,
+                not_durable: 0,
                 failure: Some((0..entries.len(), journal_errno(&error))),
             };
         }
@@ -352,11 +359,19 @@ impl Writeback {
                 // Committed but not durable: all of it failed.
                 let end = failure.as_ref().map_or(committed, |(batch, _)| batch.end);
                 failure = Some((0..end, journal_errno(&error)));
-                committed = 0;
+                // Entries written before the flush failed may still become
+                // durable; entries never written cannot.
+                let written = self.metadata.journal.status().written_seq >= seq;
+                return Landing {
+                    durable: 0,
+                    not_durable: if written { committed } else { 0 },
+                    failure,
+                };
             }
         }
         Landing {
             durable: committed,
+            not_durable: 0,
             failure,
         }
     }
@@ -381,6 +396,7 @@ impl Writeback {
             // forget that follows the deletion.
             landing = Landing {
                 durable: 0,
+                not_durable: 0,
                 failure: None,
             };
         }
@@ -403,6 +419,7 @@ impl Writeback {
             for (at, (span, _)) in flight.entries.iter().enumerate() {
                 let outcome = match &landing.failure {
                     _ if at < landing.durable => Outcome::Durable,
+                    _ if at < landing.not_durable => Outcome::NotDurable,
                     Some((batch, _)) if batch.contains(&at) => Outcome::Failed,
                     _ => Outcome::Untried,
                 };
