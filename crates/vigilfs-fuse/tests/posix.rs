@@ -501,7 +501,8 @@ fn statfs_inodes_in_use_fall_when_files_are_deleted() {
 
 /// Pages of a shared mapping reach the mount only when the kernel writes
 /// them back; refused there (a full filesystem), they are lost, and the
-/// mount says so: an error on record for the file, marked data lost.
+/// mount says so: an error on record for the file, marked data lost, and
+/// the filesystem's writeback error, reported once to a syncfs.
 #[test]
 fn refused_write_back_of_mapped_pages_is_recorded_as_data_lost() {
     if !common::fuse_available() {
@@ -554,6 +555,11 @@ fn refused_write_back_of_mapped_pages_is_recorded_as_data_lost() {
         (Some(ino), libc::ENOSPC),
         "{last:?}"
     );
+    let engine = mount.engine();
+    assert_eq!(engine.status().writeback_error, Some(libc::ENOSPC));
+    let synced = engine.syncfs_once().map_err(|error| error.errno());
+    assert_eq!(synced, Err(libc::ENOSPC), "vigilfs sync hears of the loss");
+    assert_eq!(engine.syncfs_once().map_err(|error| error.errno()), Ok(()));
     drop(mapped);
     mount.finish();
 }

@@ -866,6 +866,7 @@ impl Filesystem {
     /// marked data lost, and the error record).
     pub fn cache_write_refused(&self, handle: u64, offset: u64, length: u64, errno: i32) {
         if let Ok(file) = self.file(handle) {
+            self.shared.files.cache_write_refused(errno);
             self.shared.report_lost_data(
                 file.ino,
                 Some((offset, length)),

@@ -120,7 +120,7 @@ use std::ops::BitOr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, MutexGuard};
 
-use errseq::Since;
+use errseq::{Errno, Since};
 use xarray::Mark;
 
 use super::extents::{
@@ -1328,6 +1328,17 @@ impl Files {
             .errseq
             .check(Since::default())
             .map_err(FileError::Writeback)
+    }
+
+    /// The kernel's write-back of a shared mapping was refused with
+    /// `errno`: the data is lost. The kernel tells the file's descriptors
+    /// itself (its own error word for the mapping); the filesystem's word
+    /// must hold it too, for the next `vigilfs sync` and for monitors.
+    /// The inode's word is left alone, or an fsync would hear it twice.
+    pub fn cache_write_refused(&self, errno: i32) {
+        self.writeback
+            .fs_errseq()
+            .set(Errno::new(errno).unwrap_or(Errno::EIO));
     }
 
     /// Whether the latest filesystem writeback error was reported to a
