@@ -333,8 +333,30 @@ fn read_image(image: &Path, since: u64, sink: &mut Sink) -> Result<(), Failure> 
             ))
         })?;
     let scan = scan_region(&bytes, &geometry, &superblock.uuid);
+    let newest = scan
+        .records
+        .iter()
+        .map(|record| record.id)
+        .max()
+        .unwrap_or(0);
+    if since > newest {
+        eprintln!(
+            "vigilfs: events: id {since} is beyond the newest event of {} ({newest}): \
+             a --since from another filesystem or from before a mkfs? Nothing after it",
+            image.display()
+        );
+    }
     let mut after = since;
-    let mut errors_before = (since == 0).then_some(0);
+    // The running sum through `since`, while the log still holds that
+    // record: a loss right after it is then counted exactly.
+    let mut errors_before = match since {
+        0 => Some(0),
+        _ => scan
+            .records
+            .iter()
+            .find(|record| record.id == since)
+            .map(|record| record.errors_total),
+    };
     for record in scan.records.iter().filter(|record| record.id > since) {
         if record.id > after + 1 {
             sink.event(gap_event(after + 1, record.id - 1, record, errors_before))?;

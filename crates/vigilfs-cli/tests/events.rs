@@ -243,14 +243,7 @@ fn a_hook_that_reads_nothing_of_a_large_batch_still_meets_its_timeout() {
     let scratch = Scratch::new();
     let pid = scratch.mount(&["--size", "64M"]);
     // Far more than a pipe holds: some 1,500 events of a few hundred bytes.
-    // How much a stopped listener absorbs without a loss: its stdout pipe
-    // (64 KiB, some 200 lines), its socket (16 KiB), the server's batch
-    // (256 records) and the ring (1,024 records), some 1,550 records in
-    // all. Errors merge into open records when 64 are open and the writer
-    // has not taken them, so the reads come in rounds of 64 with the log
-    // written in between: at least 64 records a round, 2,560 in all.
-    let round = 64;
-    let pages = 40 * round;
+    let pages = 1500;
     let pid = durable_file(&scratch, "errors", pages, pid);
     scratch.inject(&["--fail-reads", "--class", "data"]);
     let file = fs::File::open(scratch.at("errors")).unwrap();
@@ -543,6 +536,17 @@ fn since_resumes_exactly_across_remounts_and_a_kill_9() {
         "{offline_ids:?} vs {live_ids:?}"
     );
     assert_eq!(kind(&offline[0]), "lost");
+    // A --since beyond the newest (a state file of another image) is said,
+    // not silently an empty history.
+    let newest = offline_ids.last().copied().unwrap();
+    let beyond = (newest + 1000).to_string();
+    let output = vigilfs(&["events", scratch.img(), "--since", &beyond, "--json"]);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(
+        text(&output.stderr).contains("is beyond the newest event"),
+        "{}",
+        text(&output.stderr)
+    );
     let fsck = vigilfs(&["fsck", scratch.img()]);
     assert_eq!(fsck.status.code(), Some(0), "{}", text(&fsck.stdout));
 }
