@@ -37,7 +37,9 @@ use vigilfs::device::{
     BlockDevice, FaultDevice, FaultLogEvent, FaultPlan, PowerLoss, PowerLossReport, VolatileCache,
 };
 use vigilfs::fs::faults::CutPoint;
-use vigilfs::fs::{Filesystem, FsError, MountError, MountOptions, SettingsChange, Unsynced};
+use vigilfs::fs::{
+    Filesystem, FsError, LifeState, MountError, MountOptions, SettingsChange, Unsynced,
+};
 use vigilfs_fuse::Restarter;
 
 use crate::engine_slot::EngineSlot;
@@ -246,11 +248,19 @@ impl PowerSwitch {
         }
         let old = self.current()?;
         let start = Instant::now();
-        // The kernel's flags (a `remount,ro`) outlive the power cut.
+        // The kernel's flags (a `remount,ro`) outlive the power cut; the
+        // read-only flag the errors policy set does not, as the engine's
+        // read-only state does not (a reboot mounts read-write again).
+        let errors_made_read_only =
+            matches!(old.status().state, LifeState::ReadOnly(_)) && !lock(&self.options).read_only;
         let flags = self
             .session
             .get()
-            .and_then(|session| current_flags(session.mountpoint()));
+            .and_then(|session| current_flags(session.mountpoint()))
+            .map(|flags| vigilfs_fuse::MountFlags {
+                read_only: flags.read_only && !errors_made_read_only,
+                ..flags
+            });
         self.cache.cut_power();
         old.abandon();
         let lost = old.unsynced();

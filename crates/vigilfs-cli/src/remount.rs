@@ -27,8 +27,6 @@
 //! `group_id=`, `default_permissions`, `allow_other`, `defaults`,
 //! `fsname=`, `subtype=`) are accepted and change nothing.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use serde_json::Value;
@@ -50,9 +48,6 @@ pub fn is_remount(options: &[String]) -> bool {
         .any(|option| option == "remount")
 }
 
-/// `statvfs`'s `ST_NOSYMFOLLOW` (not in the libc crate).
-const ST_NOSYMFOLLOW: u64 = 0x2000;
-
 /// What a remount's `-o` options ask of the kernel and of the daemon.
 #[derive(Debug, PartialEq, Eq)]
 struct Remount<'o> {
@@ -67,22 +62,7 @@ struct Remount<'o> {
 /// Sorts `options` for a remount of a mount whose statvfs `f_flag` is
 /// `current`.
 fn classify(current: u64, options: &[String]) -> Remount<'_> {
-    let kept = [
-        (libc::ST_RDONLY, libc::MS_RDONLY),
-        (libc::ST_NOSUID, libc::MS_NOSUID),
-        (libc::ST_NODEV, libc::MS_NODEV),
-        (libc::ST_NOEXEC, libc::MS_NOEXEC),
-        (libc::ST_NOATIME, libc::MS_NOATIME),
-        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
-        (libc::ST_RELATIME, libc::MS_RELATIME),
-        (ST_NOSYMFOLLOW, libc::MS_NOSYMFOLLOW),
-    ];
-    let mut flags = libc::MS_REMOUNT;
-    for (statvfs_flag, mount_flag) in kept {
-        if current & statvfs_flag != 0 {
-            flags |= mount_flag;
-        }
-    }
+    let mut flags = vigilfs_fuse::remount_keeping(current);
     let atime = libc::MS_NOATIME | libc::MS_RELATIME | libc::MS_STRICTATIME;
     let mut fixed = Vec::new();
     for option in options.iter().flat_map(|argument| argument.split(',')) {
@@ -217,21 +197,14 @@ pub fn remount(mountpoint: &Path, options: &[String]) -> Result<u8, Failure> {
             mountpoint.display()
         )));
     }
-    let path = CString::new(canonical.as_os_str().as_bytes())
-        .map_err(|_| Failure::usage("remount: the mount point holds a NUL byte"))?;
-    // SAFETY: statvfs is plain old data; all zeros is a valid value.
-    let mut kernel_status: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: the path is a valid C string and `kernel_status` writable for
-    // the duration of the call.
-    if unsafe { libc::statvfs(path.as_ptr(), &mut kernel_status) } != 0 {
-        let error = std::io::Error::last_os_error();
-        return Err(Failure::operational(format!(
+    let kernel_flags = vigilfs_fuse::statvfs_flags(&canonical).map_err(|error| {
+        Failure::operational(format!(
             "remount: statvfs {}: {error}",
             mountpoint.display()
-        )));
-    }
-    let remount = classify(kernel_status.f_flag, options);
-    let was_read_only = kernel_status.f_flag & libc::ST_RDONLY != 0;
+        ))
+    })?;
+    let remount = classify(kernel_flags, options);
+    let was_read_only = kernel_flags & libc::ST_RDONLY != 0;
     let read_only = remount.flags & libc::MS_RDONLY != 0;
     // The daemon hears of a change of the flag: read-only makes everything
     // durable first, as Linux's remount does.
@@ -247,7 +220,7 @@ pub fn remount(mountpoint: &Path, options: &[String]) -> Result<u8, Failure> {
         .flat_map(|argument| argument.split(','))
         .any(|option| option == "rw");
     let stays_rw = remount.flags & libc::MS_RDONLY == 0;
-    if stays_rw && (asks_rw || kernel_status.f_flag & libc::ST_RDONLY != 0) {
+    if stays_rw && (asks_rw || was_read_only) {
         if let Some(why) = read_only_reason(&status) {
             return Err(Failure::operational(format!(
                 "remount of {} read-write refused: the daemon serving it is {why}; \
@@ -256,19 +229,7 @@ pub fn remount(mountpoint: &Path, options: &[String]) -> Result<u8, Failure> {
             )));
         }
     }
-    // SAFETY: the target is a valid C string; source, type and data may be
-    // null for a remount.
-    let result = unsafe {
-        libc::mount(
-            std::ptr::null(),
-            path.as_ptr(),
-            std::ptr::null(),
-            remount.flags,
-            std::ptr::null(),
-        )
-    };
-    if result != 0 {
-        let error = std::io::Error::last_os_error();
+    if let Err(error) = vigilfs_fuse::remount(&canonical, remount.flags) {
         return Err(Failure::operational(format!(
             "remount of {}: {error} (nothing changed)",
             mountpoint.display()
@@ -308,7 +269,8 @@ mod tests {
                 | libc::MS_NODEV
                 | libc::MS_RELATIME
         );
-        let current = current | libc::ST_RDONLY | ST_NOSYMFOLLOW;
+        // 0x2000: statvfs's ST_NOSYMFOLLOW (not in the libc crate).
+        let current = current | libc::ST_RDONLY | 0x2000;
         let flags = classify(current, &options("remount,rw,suid,noatime")).flags;
         assert_eq!(
             flags,

@@ -768,6 +768,57 @@ fn settings_changed_by_a_remount_survive_a_power_cut() {
     scratch.umount(pid);
 }
 
+/// Whether the kernel's mount on `mountpoint` is read-only (its per-mount
+/// options in /proc/self/mountinfo, which findmnt and /proc/mounts show).
+fn kernel_says_read_only(mountpoint: &Path) -> bool {
+    let wanted = mountpoint.to_string_lossy().replace(' ', "\\040");
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = mountinfo
+        .lines()
+        .rfind(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
+        .expect("mounted");
+    line.split(' ')
+        .nth(5)
+        .is_some_and(|options| options.split(',').any(|option| option == "ro"))
+}
+
+/// errors=remount-ro makes the kernel's mount read-only too (once no file
+/// is open for writing), so that /proc/mounts tells the truth; the power
+/// cut that follows brings the mount back read-write, as a reboot would.
+#[test]
+fn errors_remount_ro_shows_in_the_mount_table_until_a_power_cut() {
+    if fuse_missing("errors_remount_ro_shows_in_the_mount_table_until_a_power_cut") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M", "-o", "crashable,errors=remount-ro"]);
+    assert!(!kernel_says_read_only(&scratch.mountpoint));
+    let mut file = File::create(scratch.at("f")).unwrap();
+    file.write_all(b"not durable").unwrap();
+    scratch.inject(&["--fail-flushes"]);
+    assert!(file.sync_all().is_err(), "the flush failed");
+    assert_eq!(scratch.status()["state"], "read-only");
+    // The kernel refuses a read-only remount while a file is open for
+    // writing: it comes once the last writer closed.
+    drop(file);
+    wait_until(
+        "the kernel's mount is read-only",
+        Duration::from_secs(10),
+        || kernel_says_read_only(&scratch.mountpoint),
+    );
+    let refused = File::create(scratch.at("g")).map(|_| ());
+    assert_eq!(
+        refused.map_err(|error| error.raw_os_error()),
+        Err(Some(libc::EROFS))
+    );
+    scratch.inject(&["--clear"]);
+    scratch.inject(&["--power-cut"]);
+    assert_eq!(scratch.status()["state"], "running");
+    assert!(!kernel_says_read_only(&scratch.mountpoint));
+    fs::write(scratch.at("h"), b"after the cut").unwrap();
+    scratch.umount(pid);
+}
+
 #[test]
 fn processes_a_workload_leaves_behind_do_not_keep_the_crash_test_running() {
     if fuse_missing("processes_a_workload_leaves_behind_do_not_keep_the_crash_test_running") {

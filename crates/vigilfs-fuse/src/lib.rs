@@ -40,11 +40,15 @@
 //! invalidation choices, and the panic guard); `lanes.rs` keeps requests
 //! that may wait at the engine's write gate (a freeze) from taking every
 //! session thread; `convert.rs` converts attributes, times, credentials
-//! and flag words; `session.rs` mounts, waits and unmounts.
+//! and flag words; `session.rs` mounts, waits and unmounts;
+//! `kernel_flags.rs` remounts keeping the kernel's per-mount flags, and
+//! makes the kernel's mount read-only when errors=remount-ro acts.
 
 mod adapter;
 mod convert;
+mod kernel_flags;
 mod lanes;
 mod session;
 
+pub use kernel_flags::{remount, remount_keeping, statvfs_flags};
 pub use session::{mount, MountConfig, MountFlags, Mounted, Restarter};

@@ -250,7 +250,12 @@ fn start_session(
     let background = session.spawn()?;
     forward_attribute_changes(&engine, &background)?;
     match wait_until_answering(mountpoint, before) {
-        Ok(device) => Ok((background, device)),
+        Ok(device) => {
+            if running_as_root() {
+                crate::kernel_flags::follow_read_only(&engine, mountpoint, device);
+            }
+            Ok((background, device))
+        }
         Err(error) => {
             // Unmount what the kernel mounted; the session's own unmount on
             // drop does it if this cannot.

@@ -248,6 +248,20 @@ impl Filesystem {
             .unwrap_or_else(PoisonError::into_inner) = invalidator;
     }
 
+    /// Sets (or with `None` removes) the listener told when the
+    /// `errors=remount-ro` policy has made the filesystem read-only, so
+    /// that a transport's mount (the kernel's, whose flags `findmnt` and
+    /// /proc/mounts show) can be made read-only too. It is called on the
+    /// thread whose failure acted, perhaps a request's: it must not wait
+    /// for the transport (queue and return).
+    pub fn set_read_only_listener(&self, listener: Option<super::ReadOnlyListener>) {
+        *self
+            .shared
+            .read_only_listener
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = listener;
+    }
+
     /// Drops every clean cached page, in this cache and in the transport's
     /// (the kernel's `drop_caches` does not reach this one): the next
     /// reads go to the device. The crash lab calls it for `inject
@@ -1392,6 +1406,6 @@ fn time_change(time: SetTime) -> TimeChange {
 
 /// What a transport set in `slot` (a listener, an invalidator), if any:
 /// cloned, so it is called with no lock held.
-fn current<T: Clone>(slot: &std::sync::RwLock<Option<T>>) -> Option<T> {
+pub(super) fn current<T: Clone>(slot: &std::sync::RwLock<Option<T>>) -> Option<T> {
     slot.read().unwrap_or_else(PoisonError::into_inner).clone()
 }

@@ -159,6 +159,9 @@ impl Shared {
                         action: "remount-ro",
                     });
                     self.stop_writing();
+                    if let Some(listener) = super::api::current(&self.read_only_listener) {
+                        listener();
+                    }
                 }
                 self.save_error_record();
             }

@@ -590,6 +590,7 @@ impl Filesystem {
             deferred_orphans: Mutex::new(Vec::new()),
             attribute_listener: std::sync::RwLock::new(None),
             page_invalidator: std::sync::RwLock::new(None),
+            read_only_listener: std::sync::RwLock::new(None),
             released_space: Default::default(),
             faults,
             changes: Changes::default(),

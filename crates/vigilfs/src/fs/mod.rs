@@ -152,6 +152,9 @@ pub(crate) struct Shared {
     /// Drops the transport's cached pages of an inode, waiting until it
     /// has (see [`Filesystem::drop_caches`]).
     page_invalidator: std::sync::RwLock<Option<PageInvalidator>>,
+    /// Told when the `errors=remount-ro` policy made the filesystem
+    /// read-only, so the transport's mount can say so too.
+    read_only_listener: std::sync::RwLock<Option<ReadOnlyListener>>,
     /// Orphans deleted, for allocations refused while one was held.
     released_space: released_space::ReleasedSpace,
 }
@@ -161,6 +164,9 @@ pub type AttributeListener = Arc<dyn Fn(u64) + Send + Sync>;
 
 /// See [`Filesystem::set_page_invalidator`].
 pub type PageInvalidator = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// See [`Filesystem::set_read_only_listener`].
+pub type ReadOnlyListener = Arc<dyn Fn() + Send + Sync>;
 
 /// A mounted filesystem. See the module comment.
 pub struct Filesystem {
