@@ -345,6 +345,21 @@ fn reply_xattr_bytes(reply: ReplyXattr, size: u32, bytes: &[u8]) {
     }
 }
 
+/// Sector that `O_DIRECT` I/O must be aligned to, as on a disk with
+/// 512-byte logical sectors.
+const DIRECT_IO_ALIGNMENT: u64 = 512;
+
+/// Whether a read or write through a descriptor in `O_DIRECT` mode (the
+/// request carries its flags as they are now, after any `fcntl`) is not
+/// aligned to [`DIRECT_IO_ALIGNMENT`] in offset or length: Linux's disk
+/// filesystems refuse it with EINVAL, and a program tested here must meet
+/// the refusal it will meet there. (The buffer's address, which they check
+/// too, never reaches a FUSE server.)
+fn direct_io_misaligned(flags: FuseOpenFlags, offset: u64, length: u64) -> bool {
+    flags.0 & libc::O_DIRECT != 0
+        && (offset % DIRECT_IO_ALIGNMENT != 0 || length % DIRECT_IO_ALIGNMENT != 0)
+}
+
 /// The engine's write and its reply (shared by the two lanes of `write`).
 fn write_and_reply(
     filesystem: &Filesystem,
@@ -604,7 +619,7 @@ impl fuser::Filesystem for Adapter {
         handle: FileHandle,
         offset: u64,
         size: u32,
-        _flags: FuseOpenFlags,
+        flags: FuseOpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
@@ -613,6 +628,10 @@ impl fuser::Filesystem for Adapter {
                 reply.error(Errno::EINVAL);
                 return;
             };
+            if direct_io_misaligned(flags, offset, u64::from(size)) {
+                reply.error(Errno::EINVAL);
+                return;
+            }
             match self.filesystem.read(handle.0, offset, length) {
                 Ok(bytes) => reply.data(&bytes),
                 Err(error) => reply.error(errno(&error)),
@@ -628,10 +647,18 @@ impl fuser::Filesystem for Adapter {
         offset: u64,
         data: &[u8],
         write_flags: WriteFlags,
-        _flags: FuseOpenFlags,
+        flags: FuseOpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        // The kernel's own write-back of cached pages (a shared mapping)
+        // may end mid-sector at the end of the file: not the caller's I/O.
+        if !write_flags.contains(WriteFlags::FUSE_WRITE_CACHE)
+            && direct_io_misaligned(flags, offset, data.len() as u64)
+        {
+            reply.error(Errno::EINVAL);
+            return;
+        }
         let caller = caller(request);
         // As `gated`, but the data is copied only when handed off.
         match self.lanes.inline_slot(self.filesystem.is_frozen()) {

@@ -838,3 +838,65 @@ fn file_handles_outlive_the_kernel_s_inode_cache() {
     drop((file, opened_directory, root));
     mount.finish();
 }
+
+/// Direct I/O misaligned in offset or length is refused with EINVAL, as on
+/// Linux's disk filesystems (a program tested here must meet the refusal it
+/// meets there); aligned direct I/O works; a descriptor whose `O_DIRECT`
+/// was cleared by `fcntl` writes anywhere again; and the kernel's write-back
+/// of a shared mapping of a file opened `O_DIRECT`, which ends mid-sector
+/// at the end of the file, is not refused.
+#[test]
+fn misaligned_direct_io_is_refused_as_on_a_disk() {
+    if !common::fuse_available() {
+        return;
+    }
+    let mount = open_mount();
+    let path = mount.join("direct");
+    let code = r#"
+import errno, fcntl, mmap, os, sys
+path = sys.argv[1]
+fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_DIRECT, 0o644)
+buffer = mmap.mmap(-1, 8192)
+buffer.write(b"d" * 8192)
+def refused(call):
+    try:
+        call()
+    except OSError as error:
+        return error.errno
+    return None
+view = memoryview(buffer)
+assert os.pwritev(fd, [view[:4096]], 0) == 4096
+assert os.pwritev(fd, [view[:512]], 4096) == 512
+assert refused(lambda: os.pwritev(fd, [view[:100]], 0)) == errno.EINVAL
+assert refused(lambda: os.pwritev(fd, [view[:4096]], 100)) == errno.EINVAL
+assert refused(lambda: os.preadv(fd, [view[:4096]], 100)) == errno.EINVAL
+assert refused(lambda: os.preadv(fd, [view[:100]], 0)) == errno.EINVAL
+assert os.preadv(fd, [view[:8192]], 0) == 4608
+flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+assert os.pwrite(fd, b"buffered", 3) == 8
+os.close(fd)
+# The only writable descriptor is in O_DIRECT mode: the mapping's
+# write-back goes through it, 1,000 bytes at the end of the file.
+fd = os.open(path, os.O_RDWR | os.O_DIRECT)
+os.ftruncate(fd, 1000)
+mapping = mmap.mmap(fd, 1000)
+mapping[:3] = b"map"
+mapping.flush()
+mapping.close()
+os.close(fd)
+with open(path, "rb") as file:
+    assert file.read(11) == b"mapbuffered", "the mapping's write-back landed"
+"#;
+    let output = Command::new(python())
+        .args(["-c", code])
+        .arg(&path)
+        .output()
+        .expect("python3");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    mount.finish();
+}
