@@ -44,7 +44,7 @@ use vigilfs::fsck::{fsck_with, FsckOptions};
 
 use crate::control::power::cut_report_json;
 use crate::control::server::{self, ControlServer, Served};
-use crate::crash_test_janitor::{self, Janitor};
+use crate::crash_test_janitor::{self, kill_group, kill_users_of, Janitor};
 use crate::engine_slot::EngineSlot;
 use crate::failure::Failure;
 use crate::inject_rules::duration_with_unit;
@@ -438,36 +438,6 @@ impl Drop for Program {
     }
 }
 
-/// Kills every process whose working directory or an open file is under
-/// `mountpoint` (canonical; this process excepted), as `fuser -km` would.
-fn kill_users_of(mountpoint: &Path) {
-    let inside = |link: PathBuf| -> bool {
-        fs::read_link(link).is_ok_and(|target| target.starts_with(mountpoint))
-    };
-    for (pid, process) in crate::processes::others() {
-        let uses = inside(process.join("cwd"))
-            || fs::read_dir(process.join("fd"))
-                .map(|fds| fds.flatten().any(|fd| inside(fd.path())))
-                .unwrap_or(false);
-        if uses {
-            // SAFETY: kill(2) on a pid; no memory is involved.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGKILL);
-            }
-        }
-    }
-}
-
-fn kill_group(group: i32) {
-    if group > 0 {
-        // SAFETY: kill(2) with a negative pid signals a process group; no
-        // memory is involved.
-        unsafe {
-            libc::kill(-group, libc::SIGKILL);
-        }
-    }
-}
-
 fn describe_status(status: Option<ExitStatus>, timeout: Duration) -> String {
     match status {
         None => format!("did not finish within {}", humantime(timeout)),
@@ -533,12 +503,7 @@ impl Run<'_> {
         self.started("dry-run");
         let lab = LabMount::start(&self.directory, "dry-run", &self.settings, self.args.size)?;
         let started = Instant::now();
-        let mut workload = Program::spawn(
-            &self.args.workload,
-            &lab.mountpoint,
-            self.directory.join("dry-run.workload.log"),
-            &self.environment(0),
-        )?;
+        let mut workload = self.program(&self.args.workload, &lab, "dry-run", "workload", 0)?;
         let status = workload.wait(self.timeout)?;
         let took = started.elapsed();
         if !status.is_some_and(|status| status.success()) {
@@ -549,12 +514,7 @@ impl Run<'_> {
             )));
         }
         let counts = lab.counts();
-        let mut check = Program::spawn(
-            &self.args.check,
-            &lab.mountpoint,
-            self.directory.join("dry-run.check.log"),
-            &self.environment(0),
-        )?;
+        let mut check = self.program(&self.args.check, &lab, "dry-run", "check", 0)?;
         let status = check.wait(self.timeout)?;
         if !status.is_some_and(|status| status.success()) {
             return Err(Failure::operational(format!(
@@ -611,12 +571,7 @@ impl Run<'_> {
                 }),
             )
             .map_err(|error| Failure::operational(error.to_string()))?;
-        let mut workload = Program::spawn(
-            &self.args.workload,
-            &lab.mountpoint,
-            self.directory.join(format!("{name}.workload.log")),
-            &self.environment(index),
-        )?;
+        let mut workload = self.program(&self.args.workload, &lab, &name, "workload", index)?;
         workload_group.store(workload.child.id() as i32, Ordering::Release);
 
         let deadline = Instant::now() + self.timeout;
@@ -661,12 +616,7 @@ impl Run<'_> {
         let report =
             report.map_err(|error| Failure::operational(format!("trial {index}: {error}")))?;
 
-        let mut check = Program::spawn(
-            &self.args.check,
-            &lab.mountpoint,
-            self.directory.join(format!("{name}.check.log")),
-            &self.environment(index),
-        )?;
+        let mut check = self.program(&self.args.check, &lab, &name, "check", index)?;
         let status = check.wait(self.timeout)?;
         let check_passed = status.is_some_and(|status| status.success());
         let image = lab.image.clone();
@@ -698,6 +648,26 @@ impl Run<'_> {
         if let Some(janitor) = lock(&self.janitor).as_mut() {
             janitor.started(name);
         }
+    }
+
+    /// Starts `command` (the workload or the check, `role`) of trial (or
+    /// dry run) `name`, number `index`, in `lab`, its output in
+    /// `NAME.ROLE.log`; the janitor kills its process group if this
+    /// process dies first.
+    fn program(
+        &self,
+        command: &str,
+        lab: &LabMount,
+        name: &str,
+        role: &str,
+        index: u32,
+    ) -> Result<Program, Failure> {
+        let log = self.directory.join(format!("{name}.{role}.log"));
+        let program = Program::spawn(command, &lab.mountpoint, log, &self.environment(index))?;
+        if let Some(janitor) = lock(&self.janitor).as_mut() {
+            janitor.program_started(name, program.child.id());
+        }
+        Ok(program)
     }
 
     /// Trial `name`'s files are dealt with (kept, or removed).
@@ -831,6 +801,19 @@ fn work_directory(asked: Option<&Path>) -> Result<(PathBuf, bool), Failure> {
             Failure::operational(format!("{}: {error}", directory.display()))
         };
         fs::create_dir_all(directory).map_err(failed)?;
+        let earlier = earlier_run_files(directory);
+        if let Some(first) = earlier.first() {
+            return Err(Failure::arguments(format!(
+                "{} holds {first}{} from an earlier run (a failed trial's image and logs, \
+                 kept for its replay line), which this run would overwrite: move them \
+                 away or use another --work-dir",
+                directory.display(),
+                match earlier.len() {
+                    1 => String::new(),
+                    more => format!(" and {} more files", more - 1),
+                }
+            )));
+        }
         return Ok((fs::canonicalize(directory).map_err(failed)?, false));
     }
     let base = fs::canonicalize(std::env::temp_dir()).unwrap_or_else(|_| std::env::temp_dir());
@@ -854,6 +837,32 @@ fn work_directory(asked: Option<&Path>) -> Result<(PathBuf, bool), Failure> {
         "cannot make a work directory in {}",
         base.display()
     )))
+}
+
+/// The files in `directory` named as a run names a trial's (or the dry
+/// run's) image and logs, sorted.
+fn earlier_run_files(directory: &Path) -> Vec<String> {
+    let is_trial = |name: &str| {
+        name == "dry-run"
+            || name
+                .strip_prefix("cut-")
+                .is_some_and(|number| number.parse::<u32>().is_ok())
+    };
+    let mut found: Vec<String> = fs::read_dir(directory)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| {
+            ["img", "workload.log", "check.log"].iter().any(|suffix| {
+                name.strip_suffix(suffix)
+                    .and_then(|stem| stem.strip_suffix('.'))
+                    .is_some_and(is_trial)
+            })
+        })
+        .collect();
+    found.sort();
+    found
 }
 
 /// Sets [`INTERRUPTED`] on SIGINT, SIGTERM and SIGHUP.

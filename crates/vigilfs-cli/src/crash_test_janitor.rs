@@ -4,14 +4,18 @@
 //! A SIGKILL (the OOM killer, `timeout -s KILL`, a cancelled CI job) runs
 //! no teardown, so the runner starts a janitor first: this binary again,
 //! in a process group of its own, reading the runner's news on a pipe —
-//! `start NAME` when a trial (or the dry run) begins, `end NAME` when its
-//! files were dealt with, `done` when the run ended on its own. If the
-//! pipe closes without `done`, the runner died: the janitor detaches every
-//! mount left under the work directory (a dead daemon's mount answers
-//! ENOTCONN and keeps the image busy), removes the images, logs and mount
-//! points of the trials not ended, and the work directory if the run made
-//! it and nothing else is left in it. Images a failed trial kept stay: their
-//! replay lines were printed.
+//! `start NAME` when a trial (or the dry run) begins, `group NAME PID` when
+//! it starts a program (the workload or the check, each the leader of its
+//! own process group), `end NAME` when its files were dealt with, `done`
+//! when the run ended on its own. If the pipe closes without `done`, the
+//! runner died: the janitor kills the process groups of the trials not
+//! ended and every process still using a mount under the work directory
+//! (a workload left running would go on writing, or sit in a dead mount),
+//! detaches those mounts (a dead daemon's mount answers ENOTCONN and keeps
+//! the image busy), removes the images, logs and mount points of the trials
+//! not ended, and the work directory if the run made it and nothing else is
+//! left in it. Images a failed trial kept stay: their replay lines were
+//! printed.
 //!
 //! The janitor never touches anything outside the work directory, and a
 //! runner that ends normally (an error, SIGINT, SIGTERM included) tells it
@@ -66,6 +70,12 @@ impl Janitor {
         let _ = writeln!(self.news, "start {name}");
     }
 
+    /// Trial (or dry run) `name` started a program leading process group
+    /// `group`: the janitor kills the group if the runner dies first.
+    pub fn program_started(&mut self, name: &str, group: u32) {
+        let _ = writeln!(self.news, "group {name} {group}");
+    }
+
     /// Trial `name`'s files were kept or removed by the runner itself.
     pub fn ended(&mut self, name: &str) {
         let _ = writeln!(self.news, "end {name}");
@@ -90,16 +100,34 @@ pub fn run(directory: &Path, remove_directory: bool) -> u8 {
         }
     }
     let mut unfinished: Vec<String> = Vec::new();
+    let mut groups: Vec<(String, i32)> = Vec::new();
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else {
             break;
         };
         match line.split_once(' ') {
             Some(("start", name)) => unfinished.push(name.to_string()),
-            Some(("end", name)) => unfinished.retain(|started| started != name),
+            Some(("group", program)) => {
+                if let Some((name, group)) = program
+                    .rsplit_once(' ')
+                    .and_then(|(name, group)| Some((name, group.parse().ok()?)))
+                {
+                    groups.push((name.to_string(), group));
+                }
+            }
+            Some(("end", name)) => {
+                unfinished.retain(|started| started != name);
+                groups.retain(|(started, _)| started != name);
+            }
             None if line == "done" => return 0,
             _ => {}
         }
+    }
+    for (_, group) in groups {
+        kill_group(group);
+    }
+    for mountpoint in mounts_under(directory) {
+        kill_users_of(&mountpoint);
     }
     detach_mounts_under(directory);
     for name in unfinished {
@@ -120,10 +148,10 @@ pub fn remove_trial_files(directory: &Path, name: &str) {
     let _ = fs::remove_dir(directory.join(format!("{name}.mnt")));
 }
 
-/// Detaches every mount under `directory`, deepest first.
-fn detach_mounts_under(directory: &Path) {
+/// The mount points under `directory`, deepest first.
+fn mounts_under(directory: &Path) -> Vec<PathBuf> {
     let Ok(mounts) = Mounts::read() else {
-        return;
+        return Vec::new();
     };
     let mut inside: Vec<PathBuf> = mounts
         .entries()
@@ -132,8 +160,44 @@ fn detach_mounts_under(directory: &Path) {
         .map(|entry| entry.mountpoint.clone())
         .collect();
     inside.sort_by_key(|path| std::cmp::Reverse(path.components().count()));
-    for mountpoint in inside {
+    inside
+}
+
+/// Detaches every mount under `directory`, deepest first.
+fn detach_mounts_under(directory: &Path) {
+    for mountpoint in mounts_under(directory) {
         detach(&mountpoint);
+    }
+}
+
+/// Kills every process whose working directory or an open file is under
+/// `mountpoint` (canonical; this process excepted), as `fuser -km` would.
+pub fn kill_users_of(mountpoint: &Path) {
+    let inside = |link: PathBuf| -> bool {
+        fs::read_link(link).is_ok_and(|target| target.starts_with(mountpoint))
+    };
+    for (pid, process) in crate::processes::others() {
+        let uses = inside(process.join("cwd"))
+            || fs::read_dir(process.join("fd"))
+                .map(|fds| fds.flatten().any(|fd| inside(fd.path())))
+                .unwrap_or(false);
+        if uses {
+            // SAFETY: kill(2) on a pid; no memory is involved.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Kills process group `group` (a positive id).
+pub fn kill_group(group: i32) {
+    if group > 0 {
+        // SAFETY: kill(2) with a negative pid signals a process group; no
+        // memory is involved.
+        unsafe {
+            libc::kill(-group, libc::SIGKILL);
+        }
     }
 }
 

@@ -675,6 +675,18 @@ got=$(sed -n 's/^version //p' state)
     assert!(replay.contains("--cuts 4"), "{replay}");
     // A check that timed out must time out the same way in the replay.
     assert!(replay.contains("--timeout 30s"), "{replay}");
+    // The same work directory is refused while it holds the kept image:
+    // the replay would overwrite it.
+    let refused = crash_test(
+        scripts.path(),
+        workload,
+        check,
+        &["--cuts", "4", "--seed", "11", "--cut-index", &index],
+    );
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    assert!(text(&refused.stderr).contains("from an earlier run"));
+    assert!(Path::new(failure["image_kept"].as_str().unwrap()).exists());
+    fs::rename(scripts.path().join("work"), scripts.path().join("kept")).unwrap();
     // The replay picks the same point and fails the same way.
     let again = crash_test(
         scripts.path(),
@@ -1031,14 +1043,18 @@ fn a_crash_test_killed_with_sigkill_leaves_no_mount_and_no_image() {
     }
     let scripts = tempfile::tempdir().unwrap();
     let work = scripts.path().join("work");
+    let pid_file = scripts.path().join("workload.pid");
     // Slow: the runner is killed during its dry run.
-    let workload =
-        "i=0; while [ $i -lt 400 ]; do echo $i > f; sync f; sleep 0.05; i=$((i+1)); done";
+    let workload = format!(
+        "echo $$ > {}; i=0; while [ $i -lt 400 ]; do echo $i > f; sync f; sleep 0.05; \
+         i=$((i+1)); done",
+        pid_file.display()
+    );
     let mut runner = std::process::Command::new(binary())
         .args([
             "crash-test",
             "--workload",
-            workload,
+            &workload,
             "--check",
             "true",
             "--size",
@@ -1071,6 +1087,16 @@ fn a_crash_test_killed_with_sigkill_leaves_no_mount_and_no_image() {
                 })
         },
     );
+    // The workload is killed too: it would go on writing, or sit in a dead
+    // mount. (Its parent is gone, so it may stay a zombie nobody reaps.)
+    let pid = fs::read_to_string(&pid_file).unwrap();
+    wait_until("the workload is killed", Duration::from_secs(10), || {
+        fs::read_to_string(format!("/proc/{}/stat", pid.trim())).map_or(true, |stat| {
+            stat.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        })
+    });
 }
 
 #[test]
