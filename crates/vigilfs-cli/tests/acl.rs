@@ -18,7 +18,7 @@ fn run(program: &str, arguments: &[&str]) -> Output {
     Command::new(program)
         .args(arguments)
         .output()
-        .unwrap_or_else(|error| panic!("{program} runs (Debian package acl): {error}"))
+        .unwrap_or_else(|error| panic!("{program} runs (Debian packages acl, attr): {error}"))
 }
 
 fn succeeded(output: &Output, what: &str) -> String {
