@@ -178,7 +178,9 @@ enum Command {
     ///                         ignore set-id bits, refuse device nodes / do
     ///                         not (default for root: suid,dev as other
     ///                         filesystems; other users always get nosuid,nodev)
-    ///   rw, exec, noexec, auto, noauto, user, nouser, defaults, _netdev
+    ///   noexec / exec         programs on the mount may not / may be run
+    ///                         (default exec)
+    ///   rw, auto, noauto, user, nouser, defaults, _netdev
     ///   (and nodiratime, lazytime, x-*): accepted, ignored
     /// An unknown option is an error (exit status 2).
     ///

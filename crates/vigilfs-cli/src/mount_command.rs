@@ -484,6 +484,7 @@ pub fn fuse_config(settings: &MountSettings, image: &Path) -> vigilfs_fuse::Moun
         source: Some(image.display().to_string()),
         set_id: settings.set_id,
         devices: settings.devices,
+        exec: settings.exec.unwrap_or(true),
     }
 }
 

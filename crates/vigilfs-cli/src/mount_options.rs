@@ -14,9 +14,10 @@
 //! `nosuid,nodev`), and the
 //! access-time options (FUSE leaves access times to the filesystem):
 //! `relatime` (the default), `strictatime`, `noatime`, and `atime`,
-//! `nostrictatime` (the default) and `norelatime` (strict). Generic options mount(8) and mount.fuse3 pass along are
-//! accepted and ignored: `exec`,
-//! `noexec`, `auto`, `noauto`, `user`, `nouser`, `users`, `defaults`,
+//! `nostrictatime` (the default) and `norelatime` (strict), `exec` (the
+//! default) and `noexec`. Generic options mount(8) and mount.fuse3 pass
+//! along are accepted and ignored: `auto`, `noauto`, `user`, `nouser`,
+//! `users`, `defaults`,
 //! `_netdev`, `nofail`, `diratime`, `nodiratime`, `lazytime`, `x-*` and `comment=*`, and
 //! `subtype=`/`fsname=`. Anything else is an error.
 
@@ -75,12 +76,12 @@ pub struct MountSettings {
     pub set_id: Option<bool>,
     /// `dev` / `nodev`.
     pub devices: Option<bool>,
+    /// `exec` (the default) / `noexec`.
+    pub exec: Option<bool>,
 }
 
 const IGNORED: &[&str] = &[
     "rw",
-    "exec",
-    "noexec",
     "auto",
     "noauto",
     "user",
@@ -189,6 +190,8 @@ pub fn parse<S: AsRef<str>>(arguments: &[S]) -> Result<MountSettings, String> {
                 ("nosuid", None) => settings.set_id = Some(false),
                 ("dev", None) => settings.devices = Some(true),
                 ("nodev", None) => settings.devices = Some(false),
+                ("exec", None) => settings.exec = Some(true),
+                ("noexec", None) => settings.exec = Some(false),
                 ("relatime" | "atime" | "nostrictatime", None) => {
                     settings.atime = Some(AtimeUpdates::Relative);
                 }
@@ -311,11 +314,18 @@ mod tests {
     #[test]
     fn generic_options_are_ignored() {
         let settings = parse(&[
-            "rw,exec,noexec,auto,noauto,user,nouser,defaults,_netdev",
+            "rw,auto,noauto,user,nouser,defaults,_netdev",
             "x-systemd.automount,subtype=vigilfs,nodiratime",
         ])
         .unwrap();
         assert_eq!(settings, MountSettings::default());
+    }
+
+    #[test]
+    fn noexec_is_kept_not_ignored() {
+        assert_eq!(parse(&["noexec"]).unwrap().exec, Some(false));
+        assert_eq!(parse(&["noexec,exec"]).unwrap().exec, Some(true));
+        assert_eq!(parse(&["rw"]).unwrap().exec, None);
     }
 
     #[test]

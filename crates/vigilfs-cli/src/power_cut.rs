@@ -304,5 +304,6 @@ fn current_flags(mountpoint: &std::path::Path) -> Option<vigilfs_fuse::MountFlag
         read_only: entry.read_only(),
         set_id: !has("nosuid"),
         devices: !has("nodev"),
+        exec: !has("noexec"),
     })
 }

@@ -916,7 +916,7 @@ fn mount_t_fuse_vigilfs_uses_the_helper() {
     assert_eq!(made.status.code(), Some(0));
     let mounted = Command::new("mount")
         .args(["-t", "fuse.vigilfs", scratch.img(), scratch.mnt()])
-        .args(["-o", "errors=continue,nosuid,nodev"])
+        .args(["-o", "errors=continue,nosuid,nodev,noexec"])
         .output()
         .unwrap();
     assert!(
@@ -927,6 +927,17 @@ fn mount_t_fuse_vigilfs_uses_the_helper() {
     );
     assert!(is_mounted(&scratch.mountpoint));
     fs::write(scratch.at("via-helper"), b"mounted by mount(8)").unwrap();
+    // noexec is the kernel's to enforce: it must reach the mount (it was
+    // accepted and ignored, so fstab's noexec mounts ran programs).
+    let program = scratch.at("program");
+    fs::write(&program, b"#!/bin/sh\nexit 0\n").unwrap();
+    fs::set_permissions(&program, fs::Permissions::from_mode(0o755)).unwrap();
+    let ran = Command::new(&program).status();
+    assert_eq!(
+        ran.map_err(|error| error.raw_os_error()).err(),
+        Some(Some(libc::EACCES)),
+        "a program on a noexec mount ran"
+    );
     let status = scratch.status();
     assert_eq!(status["errors_policy"], "continue");
     let pid = status["pid"].as_u64().unwrap() as u32;

@@ -73,6 +73,9 @@ pub struct MountConfig {
     /// when false). `None`: when running as root; an unprivileged FUSE
     /// mount is always `nodev`.
     pub devices: Option<bool>,
+    /// Let programs on the mount be executed (`exec`, the default;
+    /// `noexec` when false).
+    pub exec: bool,
 }
 
 impl Default for MountConfig {
@@ -96,6 +99,7 @@ impl Default for MountConfig {
             source: None,
             set_id: None,
             devices: None,
+            exec: true,
         }
     }
 }
@@ -222,6 +226,9 @@ fn start_session(
     }
     if config.devices.unwrap_or_else(running_as_root) {
         options.push(MountOption::Dev);
+    }
+    if !config.exec {
+        options.push(MountOption::NoExec);
     }
     let mut fuser_config = Config::default();
     fuser_config.mount_options = options;
@@ -408,6 +415,8 @@ pub struct MountFlags {
     pub set_id: bool,
     /// `dev` (not `nodev`).
     pub devices: bool,
+    /// `exec` (not `noexec`).
+    pub exec: bool,
 }
 
 impl Restarter {
@@ -465,6 +474,7 @@ impl Restarter {
             Some(flags) => MountConfig {
                 read_only: flags.read_only,
                 set_id: Some(flags.set_id),
+                exec: flags.exec,
                 devices: Some(flags.devices),
                 ..state.config.clone()
             },
