@@ -5,11 +5,15 @@
 //! A directory is a mount point: the events come from the mount process
 //! over the control socket (root, the owner and `events_group` only). A
 //! file or block device is an unmounted image: its event log region is
-//! read directly (paths cannot be resolved offline: `path` is null).
+//! read directly, and the files it names are looked up in the image,
+//! mounted read-only in memory (`path` is null if the image cannot be
+//! mounted so, or the file is gone).
 //! Either way ids missing after `--since` are shown as one `lost` event.
 
+use std::collections::HashMap;
 use std::io::{BufRead, ErrorKind as IoErrorKind, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
@@ -17,6 +21,7 @@ use serde_json::Value;
 use vigilfs::device::{BlockDevice, FileDevice, FileDeviceOptions, IoClass};
 use vigilfs::format::event_log::{scan_region, Geometry};
 use vigilfs::format::read_superblock;
+use vigilfs::fs::{Filesystem, MountOptions, PATH_SEARCH_BUDGET};
 
 use crate::control::client;
 use crate::control::event_json::{gap_event, human_line, record_json};
@@ -357,13 +362,69 @@ fn read_image(image: &Path, since: u64, sink: &mut Sink) -> Result<(), Failure> 
             .find(|record| record.id == since)
             .map(|record| record.errors_total),
     };
+    let device: Arc<dyn BlockDevice> = Arc::new(device);
+    let mut paths = OfflinePaths::new(image, device);
     for record in scan.records.iter().filter(|record| record.id > since) {
         if record.id > after + 1 {
             sink.event(gap_event(after + 1, record.id - 1, record, errors_before))?;
         }
         errors_before = Some(record.errors_total);
-        sink.event(record_json(record, None))?;
+        let path = record.inode.and_then(|ino| paths.path_of(ino));
+        sink.event(record_json(record, path.as_deref()))?;
         after = record.id;
     }
+    paths.close();
     Ok(())
+}
+
+/// The paths of the files an unmounted image's events name, looked up in
+/// the image mounted read-only (what replay changes stays in memory), on
+/// first need; each inode once.
+struct OfflinePaths<'a> {
+    image: &'a Path,
+    device: Option<Arc<dyn BlockDevice>>,
+    filesystem: Option<Filesystem>,
+    known: HashMap<u64, Option<String>>,
+}
+
+impl<'a> OfflinePaths<'a> {
+    fn new(image: &'a Path, device: Arc<dyn BlockDevice>) -> OfflinePaths<'a> {
+        OfflinePaths {
+            image,
+            device: Some(device),
+            filesystem: None,
+            known: HashMap::new(),
+        }
+    }
+
+    fn path_of(&mut self, ino: u64) -> Option<String> {
+        if let Some(path) = self.known.get(&ino) {
+            return path.clone();
+        }
+        if let Some(device) = self.device.take() {
+            let options = MountOptions {
+                read_only: true,
+                ..MountOptions::default()
+            };
+            match Filesystem::mount(device, options) {
+                Ok(filesystem) => self.filesystem = Some(filesystem),
+                Err(error) => eprintln!(
+                    "vigilfs: events: paths unknown: {} cannot be mounted read-only: {error}",
+                    self.image.display()
+                ),
+            }
+        }
+        let path = self
+            .filesystem
+            .as_ref()
+            .and_then(|filesystem| filesystem.path_of(ino, PATH_SEARCH_BUDGET));
+        self.known.insert(ino, path.clone());
+        path
+    }
+
+    fn close(self) {
+        if let Some(filesystem) = self.filesystem {
+            let _ = filesystem.unmount();
+        }
+    }
 }

@@ -919,3 +919,33 @@ fn the_daemon_log_names_events_by_their_ids_in_the_event_log() {
     let log = scratch.log();
     assert!(log.contains("recovering (unclean stop)"), "{log}");
 }
+
+/// Offline, the events of an unmounted image name their files as the live
+/// stream does (looked up in the image mounted read-only in memory), and
+/// reading them leaves the image as it was.
+#[test]
+fn an_images_events_name_their_files_offline() {
+    if fuse_missing("offline paths") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    fs::create_dir(scratch.at("dir")).unwrap();
+    fs::write(scratch.at("dir/file"), b"named offline").unwrap();
+    assert!(vigilfs(&["sync", scratch.mnt()]).status.success());
+    scratch.inject(&["--fail-reads", "--path", "dir/file", "--drop-caches"]);
+    assert!(fs::read(scratch.at("dir/file")).is_err());
+    scratch.inject(&["--clear"]);
+    scratch.umount(pid);
+    let before = fs::read(scratch.img()).unwrap();
+    let offline = events(&[scratch.img()]);
+    let errors = of_kind(&offline, "error");
+    assert!(!errors.is_empty(), "{offline:?}");
+    for error in errors {
+        assert_eq!(error["path"], "/dir/file", "{error}");
+    }
+    assert!(
+        fs::read(scratch.img()).unwrap() == before,
+        "the image changed"
+    );
+}
