@@ -275,6 +275,15 @@ impl PowerSwitch {
                 .map_err(|error| CutError::Remount(error.to_string()))?,
         );
         new.take_over_file_rules(&old);
+        if flags.is_some_and(|flags| flags.read_only) {
+            // The kernel's mount stays read-only: the new engine must not
+            // write on behalf of reads either.
+            let read_only = SettingsChange {
+                read_only: Some(true),
+                ..SettingsChange::default()
+            };
+            let _ = new.reconfigure(&read_only);
+        }
         if let Some(slot) = self.engine.get() {
             slot.replace(Arc::clone(&new));
         }

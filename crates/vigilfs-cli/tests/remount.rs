@@ -268,3 +268,55 @@ fn remount_read_only_makes_everything_durable_before_it_returns() {
     );
     scratch.umount(pid);
 }
+
+/// After `remount,ro` nothing more reaches the image on behalf of reads
+/// (an image copied after the remount must stay as it was): a read records
+/// no access time, as a read-only mount of a disk filesystem records none.
+#[test]
+fn remount_read_only_records_no_access_time() {
+    if fuse_missing("remount_read_only_records_no_access_time") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    fs::write(scratch.at("kept"), vec![1u8; 8192]).unwrap();
+    remount(&scratch, "remount,ro");
+    let image_before = fs::read(&scratch.image).unwrap();
+    let atime_before = fs::metadata(scratch.at("kept"))
+        .unwrap()
+        .accessed()
+        .unwrap();
+    // The kernel's cached pages dropped, so the read reaches the daemon,
+    // whose relatime would record it (the access is not after the write).
+    let kept = fs::File::open(scratch.at("kept")).unwrap();
+    // SAFETY: posix_fadvise on an open descriptor; no memory involved.
+    unsafe {
+        libc::posix_fadvise(
+            std::os::fd::AsRawFd::as_raw_fd(&kept),
+            0,
+            0,
+            libc::POSIX_FADV_DONTNEED,
+        );
+    }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut &kept, &mut bytes).unwrap();
+    assert_eq!(bytes, vec![1u8; 8192]);
+    drop(kept);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        fs::read(&scratch.image).unwrap() == image_before,
+        "the image changed on a read-only mount"
+    );
+    let status = scratch.status();
+    assert_eq!(status["mounted_read_only"], true);
+    remount(&scratch, "remount,rw");
+    assert_eq!(
+        fs::metadata(scratch.at("kept"))
+            .unwrap()
+            .accessed()
+            .unwrap(),
+        atime_before,
+        "no access time was recorded"
+    );
+    scratch.umount(pid);
+}

@@ -842,7 +842,9 @@ impl Filesystem {
     /// `errors=`) but does not fail the read.
     fn accessed(&self, ino: u64) {
         const DAY_SECONDS: i64 = 24 * 60 * 60;
-        if self.shared.options.atime == AtimeUpdates::Never {
+        if self.shared.options.atime == AtimeUpdates::Never
+            || self.shared.transport_read_only.load(Ordering::Acquire)
+        {
             return;
         }
         let Ok(record) = self.shared.namespace.getattr(ino) else {
@@ -1058,8 +1060,9 @@ impl Filesystem {
     /// close of an orphan deletes it if the filesystem may write now (see
     /// [`Filesystem::release`]). Returns whether it was deleted.
     fn closed(&self, ino: u64, operation: &'static str) -> FsResult<bool> {
+        let writable = !self.shared.transport_read_only.load(Ordering::Acquire);
         let deleted = match self.shared.gate.try_enter() {
-            Ok(_writer) => {
+            Ok(_writer) if writable => {
                 let mut closing = self.shared.released_space.closing();
                 let result = self.shared.namespace.closed(ino).map_err(FsError::from);
                 let deleted = self.shared.observe(operation, result)?;
@@ -1068,7 +1071,7 @@ impl Filesystem {
                 }
                 deleted
             }
-            Err(LifeState::Frozen) => {
+            Ok(_) | Err(LifeState::Frozen) => {
                 if self.shared.namespace.closed_keeping_orphan(ino) {
                     self.shared
                         .deferred_orphans

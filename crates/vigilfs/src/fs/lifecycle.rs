@@ -10,7 +10,7 @@
 //! `Filesystem` without unmounting stops the thread and writes nothing
 //! more: like a power cut for what was not yet written back.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -588,6 +588,7 @@ impl Filesystem {
             synchronous: Default::default(),
             lookups_hold_inodes: AtomicBool::new(false),
             deferred_orphans: Mutex::new(Vec::new()),
+            transport_read_only: AtomicBool::new(false),
             attribute_listener: std::sync::RwLock::new(None),
             page_invalidator: std::sync::RwLock::new(None),
             read_only_listener: std::sync::RwLock::new(None),
@@ -711,6 +712,14 @@ impl Filesystem {
             change: &change.summary(crate::format::event_log::TEXT_CAPACITY),
         });
         let may_write = matches!(shared.gate.state(), LifeState::Running | LifeState::Frozen);
+        if let Some(read_only) = change.read_only {
+            shared
+                .transport_read_only
+                .store(read_only, Ordering::Release);
+            if !read_only {
+                shared.purge_deferred_orphans();
+            }
+        }
         if change.read_only == Some(true) && may_write {
             // (A daemon that may not write has nothing more to make
             // durable; what it could not write was reported then.)
@@ -833,10 +842,7 @@ impl Filesystem {
 
 impl Filesystem {
     fn stop_media_threads(&mut self) {
-        self.shared
-            .media
-            .stopping
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.shared.media.stopping.store(true, Ordering::Release);
         if let Some(scrub) = self.background_scrub.take() {
             scrub.stop(&self.shared);
         }

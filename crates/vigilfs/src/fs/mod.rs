@@ -133,9 +133,15 @@ pub(crate) struct Shared {
     /// Whether the journal's current run of reclaim failures was
     /// announced (reset once reclaim succeeds again).
     reclaim_failure_announced: AtomicBool,
-    /// Orphans whose last release came while the filesystem was frozen:
-    /// deleted at thaw (deleting writes, and a freeze writes nothing).
+    /// Orphans whose last release came while the filesystem was frozen,
+    /// or while the transport's mount was read-only: deleted at thaw, or
+    /// when the mount is read-write again (deleting writes).
     deferred_orphans: Mutex<Vec<u64>>,
+    /// The transport's mount is read-only (`remount,ro`) while this engine
+    /// still may write: reads record no access time and a last close
+    /// deletes no orphan, as a read-only mount of a disk filesystem
+    /// changes nothing, so the image stays as the remount made it.
+    transport_read_only: AtomicBool,
     /// The crash lab's rules aimed at files and operations.
     faults: Arc<faults::Faults>,
     /// Metadata changes not known to be durable.
