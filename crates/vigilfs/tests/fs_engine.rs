@@ -355,6 +355,40 @@ fn a_looked_up_inode_outlives_its_last_link_until_forgotten() {
     fs.unmount().unwrap();
 }
 
+/// The names fault rules match paths with are forgotten with the kernel's
+/// last lookup of an inode (so they are bounded by what the kernel holds,
+/// not by every name seen), but not while a file's data still waits for
+/// writeback (a rule on its data needs its path) or while a name below a
+/// directory still needs the directory's.
+#[test]
+fn names_go_with_the_kernels_last_lookup_unless_writeback_needs_them() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount_with(MountOptions {
+        writeback_interval: Duration::from_secs(3600),
+        ..MountOptions::default()
+    });
+    let dir = fs.mkdir(ROOT_INO, b"dir", 0o755, &root()).unwrap().ino;
+    let (file, handle) = fs
+        .create(dir, b"file", 0o644, read_write(), &root())
+        .unwrap();
+    fs.write(handle, 0, b"waits for writeback", &root())
+        .unwrap();
+    fs.release(handle).unwrap();
+    fs.forget(file.ino, fs.lookup_count(file.ino));
+    assert_eq!(fs.known_paths(file.ino), ["dir/file"], "dirty: kept");
+    fs.forget(dir, fs.lookup_count(dir));
+    assert_eq!(fs.known_paths(dir), ["dir"], "a name below needs it");
+    fs.syncfs_once().unwrap();
+    // The next lookup teaches the name again; its forget now drops it.
+    let looked_up = fs.lookup(dir, b"file", &root()).unwrap().ino;
+    fs.forget(looked_up, fs.lookup_count(looked_up));
+    assert!(fs.known_paths(file.ino).is_empty());
+    let dir_again = fs.lookup(ROOT_INO, b"dir", &root()).unwrap().ino;
+    fs.forget(dir_again, fs.lookup_count(dir_again));
+    assert!(fs.known_paths(dir).is_empty());
+    fs.unmount().unwrap();
+}
+
 #[test]
 fn an_orphan_left_by_a_crash_is_deleted_at_the_next_mount() {
     let fixture = Fixture::new();

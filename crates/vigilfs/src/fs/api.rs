@@ -427,12 +427,20 @@ impl Filesystem {
     /// Drops `count` lookups of `ino` (the kernel forgot it). Forgetting
     /// the last lets an orphan go, as its last close does.
     pub fn forget(&self, ino: u64, count: u64) {
-        if self.shared.handles.forget(ino, count) && self.lookups_hold_inodes() {
+        if !self.shared.handles.forget(ino, count) {
+            return;
+        }
+        if self.lookups_hold_inodes() {
             // A failure was observed, and leaves the orphan record: the
             // next mount deletes it.
             if let Ok(true) = self.closed(ino, "forget") {
                 self.shared.files.forget(ino);
             }
+        }
+        // A fault rule on the data of a file the kernel let go still needs
+        // its path while writeback of that data is to come.
+        if self.shared.files.is_durable(ino) {
+            self.shared.faults.forget_names_of(ino);
         }
     }
 

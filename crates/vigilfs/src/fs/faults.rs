@@ -629,6 +629,11 @@ impl Faults {
         lock(&self.names).rename(from, to, exchange);
     }
 
+    /// The kernel forgot `ino`: its names go (see `known_names.rs`).
+    pub fn forget_names_of(&self, ino: u64) {
+        lock(&self.names).forget_inode(ino);
+    }
+
     /// Learns that `name` in `parent` is gone.
     pub fn unlearn(&self, parent: u64, name: &[u8]) {
         lock(&self.names).forget(parent, name);

@@ -4,7 +4,11 @@
 //!
 //! Every lookup, readdirplus entry, create, link and rename teaches a
 //! (parent, name) entry;
-//! unlink, rmdir and rename unteach it. The entries are kept both ways:
+//! unlink, rmdir and rename unteach it, and so does the kernel's forget
+//! of an inode nothing else needs a name for (no data waiting for
+//! writeback, no known entry below it): what is known stays what the
+//! kernel holds, bounded by its cache, not every name seen since the
+//! mount. A name forgotten so is learnt again at the next lookup. The entries are kept both ways:
 //! by inode (its names, for building paths up to the root) and by
 //! directory entry (which inode it names, at most one), so learning and
 //! forgetting a name cost the same in a directory of a million files as
@@ -51,6 +55,26 @@ impl KnownNames {
         if let Some(ino) = self.take_entry(parent, name) {
             self.drop_from_inode(ino, parent, name);
         }
+    }
+
+    /// Drops every name of `ino` (the kernel forgot it), unless it is a
+    /// directory with a name known below it, which the paths of those
+    /// names need. Returns whether its names went.
+    pub(super) fn forget_inode(&mut self, ino: u64) -> bool {
+        if self.by_entry.contains_key(&ino) {
+            return false;
+        }
+        for (parent, name) in self.by_inode.remove(&ino).unwrap_or_default() {
+            let names_it = self
+                .by_entry
+                .get(&parent)
+                .and_then(|entries| entries.get(&name))
+                == Some(&ino);
+            if names_it {
+                self.take_entry(parent, &name);
+            }
+        }
+        true
     }
 
     /// `from` now names what `to` named, and the other way round with
@@ -175,6 +199,24 @@ mod tests {
         names.learn(ROOT_INO, b"f", 21);
         assert!(names.paths(20).is_empty());
         assert_eq!(names.paths(21), ["f"]);
+    }
+
+    #[test]
+    fn an_inode_forgotten_loses_its_names_unless_names_below_need_it() {
+        let mut names = KnownNames::default();
+        names.learn(ROOT_INO, b"dir", 10);
+        names.learn(10, b"a", 11);
+        names.learn(ROOT_INO, b"hard", 11);
+        assert!(!names.forget_inode(10), "dir/a needs the directory's name");
+        assert_eq!(names.paths(11).len(), 2);
+        assert!(names.forget_inode(11));
+        assert!(names.paths(11).is_empty());
+        assert!(names.forget_inode(10));
+        assert!(names.by_inode.is_empty() && names.by_entry.is_empty());
+        // Learnt again at the next lookup.
+        names.learn(ROOT_INO, b"dir", 10);
+        names.learn(10, b"a", 11);
+        assert_eq!(names.paths(11), ["dir/a"]);
     }
 
     #[test]
