@@ -1,8 +1,10 @@
 #!/bin/bash
-# bench/known_names_memory.sh BINARY: the daemon's RSS after each of 3 rounds of 100,000
-# new files created, after which the kernel drops its dentries and inodes.
+# sudo bash bench/known_names_memory.sh BINARY [DIRECTORY]: the daemon's
+# RSS after each of 3 rounds of 100,000 new files created, after which the
+# kernel drops its dentries and inodes (so it forgets them). The image goes
+# in a new directory under DIRECTORY (default /tmp; a tmpfs is best).
 set -e
-bin=$1; d=$(mktemp -d /tmp/vigilfs-names.XXXXXX); mkdir -p $d
+bin=$1; d=$(mktemp -d "${2:-/tmp}/vigilfs-names.XXXXXX")
 $bin mount $d/i.img $d/m --size 2G --daemon -o cache=16M >/dev/null 2>&1
 pid=$(pgrep -f "mount $d/i.img" | head -1)
 out="$(basename $bin):"
