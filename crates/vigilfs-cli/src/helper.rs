@@ -103,7 +103,7 @@ fn parse(arguments: &[OsString]) -> Result<MountRequest, Failure> {
         size: None,
         pid_file: None,
         log_file: None,
-        quiet: true,
+        as_mount_helper: true,
     })
 }
 
@@ -166,7 +166,7 @@ mod tests {
         assert_eq!(request.image, PathBuf::from("/srv/disk.img"));
         assert_eq!(request.mountpoint, PathBuf::from("/mnt"));
         assert_eq!(request.options, ["rw,errors=continue"]);
-        assert!(request.daemon && request.quiet);
+        assert!(request.daemon && request.as_mount_helper);
     }
 
     #[test]

@@ -682,7 +682,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             size,
             pid_file,
             log_file,
-            quiet: false,
+            as_mount_helper: false,
         }),
         Command::Status { mountpoint, json } => status_command::run(&mountpoint, json),
         Command::Sync { mountpoint } => sync_command::run(&mountpoint),

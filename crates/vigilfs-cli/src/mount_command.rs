@@ -65,8 +65,10 @@ pub struct MountRequest {
     pub pid_file: Option<PathBuf>,
     /// With --daemon: where the detached process logs (default /dev/null).
     pub log_file: Option<PathBuf>,
-    /// Invoked as a mount helper: print nothing on success.
-    pub quiet: bool,
+    /// Invoked as a mount helper (by mount(8)): print nothing on success,
+    /// and make nothing that is missing (a typo in fstab must not mount a
+    /// new, empty filesystem).
+    pub as_mount_helper: bool,
 }
 
 /// Everything checked before forking.
@@ -229,7 +231,13 @@ fn prepare(request: &MountRequest) -> Result<Option<Prepared>, Failure> {
         }
     }
     // A missing mount point is made (one level, like `mkdir`), so a first
-    // `vigilfs mount vigilfs.img mnt` just works.
+    // `vigilfs mount vigilfs.img mnt` just works; mount(8) makes none.
+    if !request.mountpoint.exists() && request.as_mount_helper {
+        return Err(Failure::operational(format!(
+            "mount point {} does not exist",
+            request.mountpoint.display()
+        )));
+    }
     if !request.mountpoint.exists() {
         std::fs::create_dir(&request.mountpoint).map_err(|error| {
             Failure::usage(format!(
@@ -237,7 +245,7 @@ fn prepare(request: &MountRequest) -> Result<Option<Prepared>, Failure> {
                 request.mountpoint.display()
             ))
         })?;
-        if !request.quiet {
+        if !request.as_mount_helper {
             log(&format!(
                 "made the mount point {}",
                 request.mountpoint.display()
@@ -257,6 +265,12 @@ fn prepare(request: &MountRequest) -> Result<Option<Prepared>, Failure> {
         )));
     }
     if !request.image.exists() {
+        if request.as_mount_helper {
+            return Err(Failure::operational(format!(
+                "{} does not exist (make a filesystem with `vigilfs mkfs IMAGE --size SIZE`)",
+                request.image.display()
+            )));
+        }
         if settings.read_only {
             return Err(Failure::usage(format!(
                 "{} does not exist (a new image cannot be made for a read-only mount)",
@@ -265,20 +279,20 @@ fn prepare(request: &MountRequest) -> Result<Option<Prepared>, Failure> {
         }
         let size = request.size.unwrap_or(DEFAULT_IMAGE_SIZE);
         mkfs_command::create_formatted(&request.image, size)?;
-        if !request.quiet {
+        if !request.as_mount_helper {
             log(&format!(
                 "created {} ({size}) with a new filesystem",
                 request.image.display()
             ));
         }
-    } else if request.size.is_some() && !request.quiet {
+    } else if request.size.is_some() && !request.as_mount_helper {
         log("--size only applies to a new image; using the image as it is");
     }
     let image = request
         .image
         .canonicalize()
         .map_err(|error| Failure::operational(format!("{}: {error}", request.image.display())))?;
-    let acquired = if request.quiet {
+    let acquired = if request.as_mount_helper {
         in_use::acquire_silently(&image, LockMode::Exclusive)
     } else {
         in_use::acquire(&image, LockMode::Exclusive)
@@ -293,7 +307,13 @@ fn prepare(request: &MountRequest) -> Result<Option<Prepared>, Failure> {
                     existing.display()
                 )));
             }
-            second_mount::share(&image, &existing, &mountpoint, &settings, request.quiet)?;
+            second_mount::share(
+                &image,
+                &existing,
+                &mountpoint,
+                &settings,
+                request.as_mount_helper,
+            )?;
             return Ok(None);
         }
         Err(AcquireError::Io(error)) => {
@@ -403,7 +423,7 @@ fn wait_for_child(request: &MountRequest, read_end: OwnedFd, pid: i32) -> Result
     let _ = BufReader::new(File::from(read_end)).read_line(&mut line);
     let line = line.trim_end();
     if let Some(child) = line.strip_prefix("ok ") {
-        if !request.quiet {
+        if !request.as_mount_helper {
             println!(
                 "mounted {} on {} (pid {child})",
                 request.image.display(),

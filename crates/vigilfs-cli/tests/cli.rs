@@ -312,6 +312,33 @@ fn install_mount_helper_makes_the_symlink_mount_looks_for() {
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     assert!(text(&output.stderr).contains("usage: mount.fuse.vigilfs"));
+
+    // mount(8) makes nothing: an fstab typo must not mount a new, empty
+    // filesystem, or mount on a directory made for it (exit 32: mount
+    // failure).
+    let image = directory.path().join("disk.img");
+    let mountpoint = directory.path().join("mnt");
+    let output = Command::new(&link)
+        .arg(&image)
+        .arg(&mountpoint)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(32), "{}", text(&output.stderr));
+    assert!(text(&output.stderr).contains("does not exist"));
+    assert!(!image.exists() && !mountpoint.exists());
+    let made = vigilfs(
+        &["mkfs", image.to_str().unwrap(), "--size", "64M"],
+        directory.path(),
+    );
+    assert_eq!(made.status.code(), Some(0));
+    let output = Command::new(&link)
+        .arg(&image)
+        .arg(&mountpoint)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(32), "{}", text(&output.stderr));
+    assert!(text(&output.stderr).contains("mount point"));
+    assert!(!mountpoint.exists());
 }
 
 /// Fills the inode tree of the image with keys through the engine and
