@@ -800,7 +800,11 @@ fn work_directory(asked: Option<&Path>) -> Result<(PathBuf, bool), Failure> {
         let failed = |error: std::io::Error| {
             Failure::operational(format!("{}: {error}", directory.display()))
         };
-        fs::create_dir_all(directory).map_err(failed)?;
+        // One level, like `mkdir`: a typo deep in the path is an error,
+        // not a tree of new directories.
+        if !directory.is_dir() {
+            fs::create_dir(directory).map_err(failed)?;
+        }
         let earlier = earlier_run_files(directory);
         if let Some(first) = earlier.first() {
             return Err(Failure::arguments(format!(

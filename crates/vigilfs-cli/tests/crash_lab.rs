@@ -727,6 +727,20 @@ fn the_crash_test_runner_refuses_what_cannot_be_tested() {
     assert_eq!(bad.status.code(), Some(2));
     let bad = run("echo x > f", &["-o", "ro"]);
     assert_eq!(bad.status.code(), Some(2));
+    // --work-dir is made one level deep, like mkdir: a typo deeper in the
+    // path is an error, not a tree of new directories.
+    let deep = scripts.path().join("typo").join("work");
+    let bad = vigilfs(&[
+        "crash-test",
+        "--workload",
+        "true",
+        "--check",
+        "true",
+        "--work-dir",
+        deep.to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(8), "{}", text(&bad.stderr));
+    assert!(!scripts.path().join("typo").exists());
     if fuse_missing("the_crash_test_runner_refuses_what_cannot_be_tested") {
         return;
     }
