@@ -254,10 +254,14 @@ fn follow_once(
                     .as_u64()
                     .filter(|&newest| *since > newest)
                 {
+                    let then = if follow {
+                        format!("Following from {newest}")
+                    } else {
+                        "Nothing after it".to_string()
+                    };
                     eprintln!(
                         "vigilfs: events: id {since} is beyond the newest event of {} ({newest}): \
-                         a state file kept from another filesystem or from before a mkfs? \
-                         Following from {newest}",
+                         a state file kept from another filesystem or from before a mkfs? {then}",
                         mountpoint.display()
                     );
                     // As the server does; and kept, so that a restart (or a

@@ -32,7 +32,9 @@ pub struct InjectArgs {
     /// disk: add --drop-caches for the next reads to reach the device.
     #[arg(long)]
     pub fail_reads: bool,
-    /// Fail flushes (cache flushes of the device).
+    /// Fail flushes (cache flushes of the device): every flush, the
+    /// event log's own among them, so --skip and --limit count those too
+    /// (a failed event-log flush shows in status as a failed log write).
     #[arg(long)]
     pub fail_flushes: bool,
     /// The errno injected failures report: a name (EIO, ENOSPC, ETIMEDOUT,

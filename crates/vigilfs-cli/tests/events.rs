@@ -205,6 +205,14 @@ fn a_since_beyond_the_newest_event_still_shows_new_events() {
     }
     let scratch = Scratch::new();
     let pid = scratch.mount(&["--size", "64M"]);
+    // The history alone says so too.
+    let history = vigilfs(&["events", scratch.mnt(), "--since", "99999999999999"]);
+    assert_eq!(history.status.code(), Some(0));
+    assert!(
+        text(&history.stderr).contains("is beyond the newest event"),
+        "{}",
+        text(&history.stderr)
+    );
     let mut child = listener(&scratch, &["--since", "99999999999999"]);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();

@@ -311,12 +311,17 @@ fn run(
     let mut errors_before = log.errors_through(after);
     let mut gap: Option<(u64, u64)> = None;
     let end = |sender: &mut Sender<'_>, why: &str| sender.send(&[json!({ "end": why })]);
+    // The history ends with the newest id it covered, as a live stream's
+    // first line says it: the client tells a `since` beyond it.
+    let history_end = |sender: &mut Sender<'_>| {
+        sender.send(&[json!({ "end": "history", "newest_id": newest_at_start })])
+    };
     loop {
         if !request.follow && after >= newest_at_start {
             if let Some((first, last)) = gap.take() {
                 sender.send(&[gap_json(first, last, None, "not in the log")])?;
             }
-            return end(sender, "history");
+            return history_end(sender);
         }
         let wait = if request.follow {
             Duration::from_secs(1)
@@ -360,7 +365,7 @@ fn run(
             }
             ReadOutcome::Timeout => {
                 if !request.follow {
-                    return end(sender, "history");
+                    return history_end(sender);
                 }
                 if sender.context.engine.generation() != generation {
                     return end(sender, "restarted");
