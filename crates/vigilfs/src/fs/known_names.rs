@@ -3,12 +3,12 @@
 //! request belongs to.
 //!
 //! Every lookup, readdirplus entry, create, link and rename teaches a
-//! (parent, name) entry;
-//! unlink, rmdir and rename unteach it, and so does the kernel's forget
-//! of an inode nothing else needs a name for (no data waiting for
-//! writeback, no known entry below it): what is known stays what the
-//! kernel holds, bounded by its cache, not every name seen since the
-//! mount. A name forgotten so is learnt again at the next lookup. The entries are kept both ways:
+//! (parent, name) entry; unlink, rmdir and rename unteach it, and so does
+//! the kernel's forget of an inode nothing else needs a name for (no data
+//! waiting for writeback, no known entry below it): what is known stays
+//! what the kernel holds, bounded by its cache, not every name seen since
+//! the mount. A name forgotten so is learnt again at the next lookup. The
+//! entries are kept both ways:
 //! by inode (its names, for building paths up to the root) and by
 //! directory entry (which inode it names, at most one), so learning and
 //! forgetting a name cost the same in a directory of a million files as
