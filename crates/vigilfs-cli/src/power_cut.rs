@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use vigilfs::device::{
     BlockDevice, FaultDevice, FaultLogEvent, FaultPlan, PowerLoss, PowerLossReport, VolatileCache,
 };
+use vigilfs::fs::events::EventLogEnd;
 use vigilfs::fs::faults::CutPoint;
 use vigilfs::fs::{
     Filesystem, FsError, LifeState, MountError, MountOptions, SettingsChange, Unsynced,
@@ -126,17 +127,20 @@ impl PowerSwitch {
     /// Mounts the image through the current boot; `first` with the
     /// options as given, later boots without the failures reported at the
     /// first (they are on the image's bad-block list by then).
-    fn mount(&self, first: bool) -> Result<Filesystem, MountError> {
+    /// Mounts the image: the first time, or after a cut that ended a log
+    /// standing at `events_end`.
+    fn mount(&self, events_end: Option<EventLogEnd>) -> Result<Filesystem, MountError> {
         let mut options = lock(&self.options).clone();
-        if !first {
+        if events_end.is_some() {
             options.failures.clear();
         }
+        options.events_before_power_cut = events_end;
         Filesystem::mount(self.device(), options)
     }
 
     /// The first mount.
     pub fn mount_first(&self) -> Result<Filesystem, MountError> {
-        self.mount(true)
+        self.mount(None)
     }
 
     /// Connects the switch to what serves the mount: the slot the engine
@@ -262,6 +266,9 @@ impl PowerSwitch {
                 ..flags
             });
         self.cache.cut_power();
+        // Nothing of the old engine reaches the device any more: where its
+        // event log stands is final.
+        let events_end = old.event_log().end_ids();
         old.abandon();
         let lost = old.unsynced();
         let stale = old.inodes_known_to_the_kernel();
@@ -271,7 +278,7 @@ impl PowerSwitch {
             .restore_power(loss)
             .map_err(|error| CutError::Remount(format!("the image: {error}")))?;
         let new = Arc::new(
-            self.mount(false)
+            self.mount(Some(events_end))
                 .map_err(|error| CutError::Remount(error.to_string()))?,
         );
         new.take_over_file_rules(&old);

@@ -794,6 +794,43 @@ fn settings_changed_by_a_remount_survive_a_power_cut() {
     scratch.umount(pid);
 }
 
+/// After a power cut of the crash lab the event ids go on from where the
+/// old log stood (its process knows): no range of ids is skipped as after
+/// a real crash, and what the cut took of the log is a loss of exactly
+/// counted errors, never one of unknown size.
+#[test]
+fn a_power_cut_skips_no_event_ids_and_counts_what_it_lost() {
+    if fuse_missing("a_power_cut_skips_no_event_ids_and_counts_what_it_lost") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M", "-o", "crashable"]);
+    write_synced(&scratch.at("f"), b"synced");
+    let before = scratch.status()["events"]["newest_id"].as_u64().unwrap();
+    let cut = vigilfs(&["inject", scratch.mnt(), "--power-cut"]);
+    assert_eq!(cut.status.code(), Some(0), "{}", text(&cut.stderr));
+    let output = vigilfs(&["events", scratch.mnt(), "--json"]);
+    let events: Vec<Value> = text(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    for event in &events {
+        if event["kind"] == "lost" {
+            assert!(event["count"].is_u64(), "a loss of unknown size: {event}");
+        }
+    }
+    let mount = events
+        .iter()
+        .rfind(|event| event["kind"] == "mount")
+        .expect("the mount after the cut");
+    let id = mount["id"].as_u64().unwrap();
+    assert!(
+        id > before && id < before + 100,
+        "the ids went on after {before}: {mount}"
+    );
+    scratch.umount(pid);
+}
+
 /// Whether the kernel's mount on `mountpoint` is read-only (its per-mount
 /// options in /proc/self/mountinfo, which findmnt and /proc/mounts show).
 fn kernel_says_read_only(mountpoint: &Path) -> bool {

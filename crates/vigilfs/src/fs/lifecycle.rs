@@ -17,7 +17,7 @@ use std::time::Duration;
 use fserror::Subtypes;
 
 use super::background::Background;
-use super::events::{EventLog, EventLogStatus, Notice, Writer};
+use super::events::{EventLog, EventLogEnd, EventLogStatus, Notice, Writer};
 use super::faults::Faults;
 use super::gate::Gate;
 use super::handles::Handles;
@@ -76,6 +76,11 @@ pub struct MountOptions {
     /// When a read updates a file's access time (`relatime`, the
     /// default; `strictatime`; `noatime`).
     pub atime: AtimeUpdates,
+    /// Where the event log of the engine a simulated power cut ended
+    /// stood (the crash lab knows, its process lives on): the log resumes
+    /// right after it, and what the cut lost of the log is counted
+    /// exactly, instead of ids skipped and a loss of unknown size.
+    pub events_before_power_cut: Option<EventLogEnd>,
 }
 
 /// When reading a file updates its access time. Through FUSE the kernel
@@ -108,6 +113,7 @@ impl Default for MountOptions {
             scrub_rate: None,
             failures: Vec::new(),
             atime: AtimeUpdates::default(),
+            events_before_power_cut: None,
         }
     }
 }
@@ -427,7 +433,12 @@ impl Filesystem {
         let writes: Arc<dyn BlockDevice> = device.clone();
         // The log opens first, so the MOUNT record (and the ids a crash
         // skipped) comes before anything recovery reports.
-        let opened_log = EventLog::open(Arc::clone(&writes), &superblock, options.read_only);
+        let opened_log = EventLog::open(
+            Arc::clone(&writes),
+            &superblock,
+            options.read_only,
+            options.events_before_power_cut,
+        );
         let log = Arc::new(opened_log.log);
         let mount_count = u64::from(superblock.mount_count) + u64::from(!options.read_only);
         log.record_mount(recovered, mount_count, opened_log.skipped);

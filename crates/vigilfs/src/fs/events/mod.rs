@@ -67,6 +67,16 @@ const LOST_HEADER_SKIP: u64 = 1 << 20;
 /// `fserror`'s SHUTDOWN subtype bit, carried by the SHUTDOWN record.
 const SHUTDOWN_SUBTYPE: u32 = 1 << 7;
 
+/// Where an event log stood when a simulated power cut ended its mount:
+/// the newest id it handed out and the running sum of errors through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventLogEnd {
+    /// The newest id handed out.
+    pub newest_id: u64,
+    /// `errors_total` through that id.
+    pub errors_total: u64,
+}
+
 /// What [`EventLog::open`] found.
 pub struct OpenedLog {
     /// The log.
@@ -191,6 +201,9 @@ struct LogState {
     held: bool,
     stopping: bool,
     closed: bool,
+    /// No id is handed out any more ([`EventLog::end_ids`]): the engine
+    /// lost its power, and the next one goes on from here.
+    ids_ended: bool,
     mount_first_id: u64,
     first_error: Option<EventRecord>,
     mount_errors: u64,
@@ -300,6 +313,7 @@ impl LogState {
             held: false,
             stopping: false,
             closed: false,
+            ids_ended: false,
             mount_first_id: next_id,
             first_error: None,
             mount_errors: 0,
@@ -316,7 +330,7 @@ impl LogState {
         } else {
             self.reserved_through.saturating_sub(SPARE)
         };
-        if self.next_id > limit || (!terminal && self.open >= OPEN_LIMIT) {
+        if self.ids_ended || self.next_id > limit || (!terminal && self.open >= OPEN_LIMIT) {
             return None;
         }
         let room = if terminal {
@@ -437,6 +451,7 @@ impl EventLog {
         device: Arc<dyn BlockDevice>,
         superblock: &Superblock,
         read_only: bool,
+        before_power_cut: Option<EventLogEnd>,
     ) -> OpenedLog {
         let (store, scan) = match Store::open(device, superblock) {
             None => return OpenedLog::without_region(EventLog::in_memory()),
@@ -456,7 +471,7 @@ impl EventLog {
                 })
             })
             .collect();
-        let (log, skipped) = EventLog::resume(store, &scan, read_only);
+        let (log, skipped) = EventLog::resume(store, &scan, read_only, before_power_cut);
         OpenedLog {
             log,
             skipped,
@@ -469,19 +484,28 @@ impl EventLog {
         mut store: Store,
         scan: &RegionScan,
         read_only: bool,
+        before_power_cut: Option<EventLogEnd>,
     ) -> (EventLog, Option<(u64, u64)>) {
         let newest = scan.newest().copied();
         let newest_id = newest.map_or(0, |record| record.id);
         let clean = newest.is_none_or(|record| record.kind == RecordKind::Unmount);
-        let base = match scan.header() {
-            Some(_) if clean => newest_id,
-            Some(header) => header.reserved_through.max(newest_id),
+        // A simulated power cut: its process knows how far ids went, so
+        // none is skipped; the ids it handed out that the region lacks are
+        // a loss whose size the running sum tells.
+        let known = before_power_cut.filter(|end| !clean && end.newest_id >= newest_id);
+        let base = match (known, scan.header()) {
+            (Some(end), _) => end.newest_id,
+            (None, Some(_)) if clean => newest_id,
+            (None, Some(header)) => header.reserved_through.max(newest_id),
             // Both headers lost: what was reserved is unknown.
-            None if newest_id == 0 && scan.defects.is_empty() => 0,
-            None => newest_id + LOST_HEADER_SKIP,
+            (None, None) if newest_id == 0 && scan.defects.is_empty() => 0,
+            (None, None) => newest_id + LOST_HEADER_SKIP,
         };
-        let skipped = (base > newest_id).then_some((newest_id + 1, base));
-        let sealed_total = newest.map_or(0, |record| record.errors_total);
+        let skipped = (known.is_none() && base > newest_id).then_some((newest_id + 1, base));
+        let sealed_total = known.map_or_else(
+            || newest.map_or(0, |record| record.errors_total),
+            |end| end.errors_total,
+        );
         let slots = store.slots();
         if read_only {
             // Nothing is written: ids live in this mount only.
@@ -961,6 +985,23 @@ impl EventLog {
         let region = store.as_ref()?;
         let held = region.records_between(id, id, 1);
         held.first().map(|record| record.errors_total)
+    }
+
+    /// Hands out no id from now on (later errors are only tallied) and
+    /// says where the log stands, for good: its newest id and the running
+    /// sum through it. For the mount a simulated power cut brings back,
+    /// which goes on after that id (see [`EventLogEnd`]): no id a listener
+    /// saw is given twice.
+    pub fn end_ids(&self) -> EventLogEnd {
+        let newest_id = {
+            let mut state = self.state();
+            state.ids_ended = true;
+            state.next_id - 1
+        };
+        EventLogEnd {
+            newest_id,
+            errors_total: self.errors_through(newest_id).unwrap_or(0),
+        }
     }
 
     /// The newest id handed out (0 if none).

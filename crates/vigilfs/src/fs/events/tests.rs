@@ -88,7 +88,7 @@ fn image(event_log_bytes: Option<u64>) -> Arc<MemoryDevice> {
 fn open(device: &Arc<MemoryDevice>) -> (EventLog, Option<(u64, u64)>) {
     let superblock = read_superblock(device.as_ref()).unwrap().superblock;
     let device: Arc<dyn BlockDevice> = device.clone();
-    let opened = EventLog::open(device, &superblock, false);
+    let opened = EventLog::open(device, &superblock, false, None);
     (opened.log, opened.skipped)
 }
 
@@ -131,6 +131,48 @@ fn ids_resume_after_a_clean_end_and_skip_the_reservation_after_a_crash() {
         log.read_after(5, 10, Duration::ZERO),
         ReadOutcome::Gap { first: 6, last }
     );
+}
+
+/// A simulated power cut (the crash lab's process lives on) knows where
+/// the old log stood: the next mount goes on right after its newest id,
+/// skipping none, and the records the cut kept from the region are a loss
+/// of exactly the errors they held. No id the old log handed out is given
+/// again, even to an error that comes after the cut.
+#[test]
+fn after_a_simulated_power_cut_ids_go_on_and_the_loss_is_counted() {
+    let device = image(None);
+    let (log, _) = open(&device);
+    log.record_mount(false, 1, None);
+    log.record_error(&error(5, 0));
+    log.persist().unwrap();
+    // Made but never written: the cut takes them.
+    log.record_error(&error(6, 0));
+    log.record_error(&error(7, 0));
+    let end = log.end_ids();
+    assert_eq!(
+        end,
+        EventLogEnd {
+            newest_id: 4,
+            errors_total: 3
+        }
+    );
+    log.record_error(&error(8, 0));
+    assert_eq!(log.newest_id(), 4, "no id after the end");
+    drop(log);
+    let superblock = read_superblock(device.as_ref()).unwrap().superblock;
+    let region: Arc<dyn BlockDevice> = device.clone();
+    let opened = EventLog::open(region, &superblock, false, Some(end));
+    assert_eq!(opened.skipped, None, "no id skipped");
+    let log = opened.log;
+    log.record_mount(true, 2, None);
+    assert_eq!(
+        log.read_after(2, 10, Duration::ZERO),
+        ReadOutcome::Gap { first: 3, last: 4 }
+    );
+    let mount = read_all(&log, 4).remove(0);
+    assert_eq!(mount.id, 5);
+    // What a reader that saw id 2 (1 error) counts for the gap.
+    assert_eq!(mount.errors_total - 1, 2, "the two errors the cut took");
 }
 
 #[test]
@@ -273,7 +315,7 @@ fn records_whose_flush_failed_are_written_again_to_the_same_slots() {
     let device: Arc<dyn BlockDevice> =
         Arc::new(FaultDevice::new(Arc::clone(&memory), Arc::clone(&plan)));
     let superblock = read_superblock(memory.as_ref()).unwrap().superblock;
-    let log = EventLog::open(Arc::clone(&device), &superblock, false).log;
+    let log = EventLog::open(Arc::clone(&device), &superblock, false, None).log;
     log.record_mount(false, 1, None);
     log.record_error(&error(7, 0));
     let rule = plan
