@@ -318,26 +318,27 @@ fn install_mount_helper_makes_the_symlink_mount_looks_for() {
     // failure).
     let image = directory.path().join("disk.img");
     let mountpoint = directory.path().join("mnt");
-    let output = Command::new(&link)
-        .arg(&image)
-        .arg(&mountpoint)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(32), "{}", text(&output.stderr));
-    assert!(text(&output.stderr).contains("does not exist"));
+    let mount_fails_saying = |what: &str| {
+        let output = Command::new(&link)
+            .arg(&image)
+            .arg(&mountpoint)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(32), "{}", text(&output.stderr));
+        assert!(
+            text(&output.stderr).contains(what),
+            "{}",
+            text(&output.stderr)
+        );
+    };
+    mount_fails_saying("does not exist");
     assert!(!image.exists() && !mountpoint.exists());
     let made = vigilfs(
         &["mkfs", image.to_str().unwrap(), "--size", "64M"],
         directory.path(),
     );
     assert_eq!(made.status.code(), Some(0));
-    let output = Command::new(&link)
-        .arg(&image)
-        .arg(&mountpoint)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(32), "{}", text(&output.stderr));
-    assert!(text(&output.stderr).contains("mount point"));
+    mount_fails_saying("mount point");
     assert!(!mountpoint.exists());
 }
 
