@@ -2,7 +2,7 @@
 //!
 //! `record.rs` defines the records: the inode attributes, directory entries
 //! and file extents as b-tree keys and values, which fsck cross-checks.
-//! `namespace.rs` holds the namespace operations on them ([`Namespace`]:
+//! `namespace/` holds the namespace operations on them ([`Namespace`]:
 //! lookup, mknod, mkdir, symlink, link, unlink, rmdir, rename, readdir,
 //! setattr), each one atomic b-tree transaction; removing a file's last
 //! link deletes its extents too and frees their blocks. `file.rs` holds
