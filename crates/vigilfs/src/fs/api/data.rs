@@ -1,0 +1,473 @@
+//! The data half of the engine's API: open and create, read (with atime
+//! updates), write (set-id bits dropped, dirty data balanced), fallocate,
+//! SEEK_DATA/SEEK_HOLE, flush, release (an orphan's last close deletes it),
+//! fsync and syncfs with their errseq cursors.
+
+use super::*;
+
+impl Filesystem {
+    /// Opens regular file `ino`; returns the file handle.
+    pub fn open(&self, ino: u64, flags: OpenFlags, caller: &Caller) -> FsResult<u64> {
+        self.open_checked(ino, flags, Access::READ, caller)
+    }
+
+    /// Opens regular file `ino` read-only to run it (execve, the kernel's
+    /// `FMODE_EXEC` open): that needs execute permission, not read, so a
+    /// program of mode `--x` runs.
+    pub fn open_to_execute(&self, ino: u64, caller: &Caller) -> FsResult<u64> {
+        let flags = OpenFlags {
+            read: true,
+            ..OpenFlags::default()
+        };
+        self.open_checked(ino, flags, Access::EXECUTE, caller)
+    }
+
+    /// [`Filesystem::open`], with `read_access` as what reading needs.
+    fn open_checked(
+        &self,
+        ino: u64,
+        flags: OpenFlags,
+        read_access: Access,
+        caller: &Caller,
+    ) -> FsResult<u64> {
+        self.inject(Operation::Open, ino, None)?;
+        let record = self.record(ino)?;
+        match record.file_type() {
+            FileType::Regular => {}
+            FileType::Directory => return Err(FileError::IsDirectory { ino }.into()),
+            file_type => return Err(FileError::NotRegular { ino, file_type }.into()),
+        }
+        let mut access = Access::NONE;
+        if flags.read {
+            access = access | read_access;
+        }
+        if flags.write || flags.truncate {
+            access = access | Access::WRITE;
+        }
+        self.check(ino, &record, caller, access)?;
+        self.learn_synchronous(ino, &record);
+        if inode_flags::is_append_only(&record) && (flags.truncate || flags.write && !flags.append)
+        {
+            return Err(PermissionError::NotPermitted(
+                "an append-only file opens for writing only with O_APPEND, never O_TRUNC",
+            )
+            .into());
+        }
+        let _writer = if flags.write || flags.truncate {
+            Some(self.enter()?)
+        } else {
+            None
+        };
+        if flags.truncate && flags.write {
+            let result = self.shared.files.truncate(ino, 0).map_err(FsError::from);
+            self.shared.observe("open", result)?;
+            self.kill_privileges(ino, caller, "open")?;
+            // The truncate of O_TRUNC is a change like any other.
+            self.sync_attributes_of("open", &record)?;
+        }
+        self.open_handle(ino, flags)
+    }
+
+    fn open_handle(&self, ino: u64, flags: OpenFlags) -> FsResult<u64> {
+        self.shared.namespace.opened(ino);
+        match self.shared.files.open(ino) {
+            Ok(handle) => Ok(self.shared.handles.add_file(ino, flags, handle)),
+            Err(error) => {
+                let _ = self.shared.namespace.closed(ino);
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Creates regular file `name` in `parent` and opens it.
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        flags: OpenFlags,
+        caller: &Caller,
+    ) -> FsResult<(Attr, u64)> {
+        let attr = self.mknod(parent, name, (mode & 0o7777) | libc::S_IFREG, 0, caller)?;
+        self.learn_synchronous(attr.ino, &attr.record);
+        let handle = self.open_handle(attr.ino, flags)?;
+        Ok((attr, handle))
+    }
+
+    /// Reads up to `length` bytes at `offset` through `handle`.
+    pub fn read(&self, handle: u64, offset: u64, length: usize) -> FsResult<Vec<u8>> {
+        let file = self.file(handle)?;
+        if !file.flags.read {
+            return Err(FsError::WrongAccessMode(handle, "reading"));
+        }
+        self.inject(Operation::Read, file.ino, None)?;
+        self.shared.note_foreground();
+        let result = {
+            let cursors = file.handle();
+            self.shared.files.read(&cursors, offset, length)
+        };
+        let bytes = self.shared.observe("read", result.map_err(FsError::from))?;
+        self.accessed(file.ino);
+        Ok(bytes)
+    }
+
+    /// Updates the access time of `ino` after a read, as the `atime`
+    /// option says (`relatime` by default: only when it is not after the
+    /// modification or change time, or is a day old). Never waits: while
+    /// the filesystem may not write (frozen, read-only, shut down) the
+    /// access is not recorded. A failure to record it is observed (health,
+    /// `errors=`) but does not fail the read.
+    fn accessed(&self, ino: u64) {
+        const DAY_SECONDS: i64 = 24 * 60 * 60;
+        if self.shared.options.atime == AtimeUpdates::Never
+            || self.shared.transport_read_only.load(Ordering::Acquire)
+        {
+            return;
+        }
+        let Ok(record) = self.shared.namespace.getattr(ino) else {
+            return;
+        };
+        // Every read asks: the times are all it needs (counting the
+        // allocated blocks for a whole stat cost 78% of a cold read).
+        if record.flags & inode_flags::NOATIME != 0 {
+            return;
+        }
+        let record = self.shared.with_cached_writes(ino, record);
+        let now = Timestamp::now();
+        let stale = record.atime <= record.mtime
+            || record.atime <= record.ctime
+            || now.seconds.saturating_sub(record.atime.seconds) >= DAY_SECONDS;
+        if self.shared.options.atime == AtimeUpdates::Relative && !stale {
+            return;
+        }
+        let Ok(_writer) = self.shared.gate.try_enter() else {
+            return;
+        };
+        let result = self
+            .shared
+            .namespace
+            .set_access_time(ino, now)
+            .map_err(FsError::from);
+        let _ = self.shared.observe("read", result);
+    }
+
+    /// The kernel wrote `length` bytes at `offset` back from its own page
+    /// cache through `handle` (the pages of a shared mapping, not a write
+    /// call), and this mount refused them with `errno`. Nobody hears of it
+    /// but a program that calls msync or fsync later, and the kernel does
+    /// not send those pages again: the data is lost, and said so (an event
+    /// marked data lost, and the error record).
+    pub fn cache_write_refused(&self, handle: u64, offset: u64, length: u64, errno: i32) {
+        if let Ok(file) = self.file(handle) {
+            self.shared.files.cache_write_refused(errno);
+            self.shared.report_lost_data(
+                file.ino,
+                Some((offset, length)),
+                errno,
+                "refused write-back of the kernel's cached pages (a shared mapping): lost \
+                 unless the program writes them again",
+            );
+        }
+    }
+
+    /// Writes `bytes` at `offset` (at the end with `O_APPEND`) through
+    /// `handle`; returns the count written. Lands in the page cache.
+    pub fn write(
+        &self,
+        handle: u64,
+        offset: u64,
+        bytes: &[u8],
+        caller: &Caller,
+    ) -> FsResult<usize> {
+        let file = self.file(handle)?;
+        if !file.flags.write {
+            return Err(FsError::WrongAccessMode(handle, "writing"));
+        }
+        self.shared.note_foreground();
+        let _writer = self.enter()?;
+        self.inject(Operation::Write, file.ino, None)?;
+        self.refuse_if_made_immutable(file.ino)?;
+        let start = if file.flags.append {
+            self.shared.files.size(&file.handle())?
+        } else {
+            offset
+        };
+        // In pieces, with dirty data balanced before each, so one large
+        // write cannot take more memory than the limit allows.
+        let mut written = 0;
+        for piece in bytes.chunks(WRITE_PIECE_BYTES) {
+            let write_piece = |at: u64| {
+                self.balance_dirty().and_then(|()| {
+                    let cursors = file.handle();
+                    Ok(self.shared.files.write(&cursors, at, piece)?)
+                })
+            };
+            match self.allocating(|| write_piece(start + written as u64)) {
+                Ok(count) => {
+                    written += count;
+                    if count < piece.len() {
+                        break;
+                    }
+                }
+                // What was written stays written: a short count now, the
+                // error at the next call (as write(2) does).
+                Err(_) if written > 0 => break,
+                Err(error) => return Err(error),
+            }
+        }
+        self.kill_privileges(file.ino, caller, "write")?;
+        if self.is_synchronous(file.ino) {
+            // As an O_SYNC write: durable before it returns, and a failure
+            // to make it so is this write's error.
+            drop(_writer);
+            self.fsync_file(&file)?;
+        } else if self.shared.files.cache_stats().dirty_bytes
+            > self.shared.settings.dirty_limit_bytes()
+        {
+            if let Some(background) = &self.background {
+                background.kick();
+            }
+        }
+        Ok(written)
+    }
+
+    /// Keeps dirty data bounded, as the kernel's `balance_dirty_pages`
+    /// does: past the limit the background thread is woken; past twice the
+    /// limit this writer writes back itself, and so waits for it. When that
+    /// writeback fails (the dirty pages stay, to be retried), the write is
+    /// refused with its error rather than taken into memory without bound.
+    fn balance_dirty(&self) -> FsResult<()> {
+        let limit = self.shared.settings.dirty_limit_bytes();
+        let dirty = self.shared.files.cache_stats().dirty_bytes;
+        if dirty > limit {
+            if let Some(background) = &self.background {
+                background.kick();
+            }
+        }
+        if dirty <= limit.saturating_mul(2) {
+            return Ok(());
+        }
+        // Failures are reported by the data path's listener and stay in
+        // the error words for fsync.
+        match self.shared.files.writeback_all().first_error {
+            Some(errno) => Err(FileError::Writeback(errno).into()),
+            None => Ok(()),
+        }
+    }
+
+    /// fallocate through `handle` by `caller`: allocate (mode 0,
+    /// optionally KEEP_SIZE), PUNCH_HOLE|KEEP_SIZE, or ZERO_RANGE
+    /// (optionally KEEP_SIZE). Like a write, it drops the set-id bits of a
+    /// caller other than root.
+    pub fn fallocate(
+        &self,
+        handle: u64,
+        offset: u64,
+        length: u64,
+        mode: FallocateMode,
+        caller: &Caller,
+    ) -> FsResult<()> {
+        let file = self.file(handle)?;
+        if !file.flags.write {
+            return Err(FsError::WrongAccessMode(handle, "writing"));
+        }
+        self.shared.note_foreground();
+        let _writer = self.enter()?;
+        self.inject(Operation::Fallocate, file.ino, None)?;
+        let record = self.record(file.ino)?;
+        let only_allocates = mode.bits() & !FallocateMode::KEEP_SIZE.bits() == 0;
+        if inode_flags::is_immutable(&record)
+            || inode_flags::is_append_only(&record) && !only_allocates
+        {
+            return Err(PermissionError::NotPermitted(
+                "fallocate of an immutable file, or one that is not a plain allocation of an append-only file",
+            )
+            .into());
+        }
+        let allocate = || {
+            self.shared
+                .files
+                .fallocate(file.ino, offset, length, mode)
+                .map_err(FsError::from)
+        };
+        let result = self.allocating(allocate);
+        self.shared.observe("fallocate", result)?;
+        self.kill_privileges(file.ino, caller, "fallocate")?;
+        self.note("fallocate", Some(file.ino), None, None);
+        if inode_flags::is_synchronous(&record) {
+            drop(_writer);
+            self.fsync_file(&file)?;
+        }
+        Ok(())
+    }
+
+    /// lseek with SEEK_DATA or SEEK_HOLE through `handle`.
+    pub fn seek_data_hole(&self, handle: u64, offset: u64, whence: Seek) -> FsResult<u64> {
+        let file = self.file(handle)?;
+        let result = self
+            .shared
+            .files
+            .seek_data_hole(file.ino, offset, whence)
+            .map_err(FsError::from);
+        self.shared.observe("lseek", result)
+    }
+
+    /// `close(2)` of one descriptor of the handle: reports nothing (errors
+    /// stay for fsync, as on Linux local filesystems).
+    pub fn flush(&self, handle: u64) -> FsResult<()> {
+        let file = self.file(handle)?;
+        self.inject(Operation::Close, file.ino, None)
+    }
+
+    /// The last close of the handle; an orphan goes with its last handle.
+    /// Deleting it writes: while the filesystem is frozen that waits for
+    /// the thaw (without holding the caller), and when it may no longer
+    /// write the orphan stays for the next mount to delete.
+    pub fn release(&self, handle: u64) -> FsResult<()> {
+        let file = self.shared.handles.remove_file(handle)?;
+        let ino = file.ino;
+        self.shared.files.closed(ino);
+        if self.closed(ino, "release")? {
+            self.shared.files.forget(ino);
+        }
+        Ok(())
+    }
+
+    /// One open of `ino` (a file or a directory) is closed: the last
+    /// close of an orphan deletes it if the filesystem may write now (see
+    /// [`Filesystem::release`]). Returns whether it was deleted.
+    pub(super) fn closed(&self, ino: u64, operation: &'static str) -> FsResult<bool> {
+        let writable = !self.shared.transport_read_only.load(Ordering::Acquire);
+        let deleted = match self.shared.gate.try_enter() {
+            Ok(_writer) if writable => {
+                let mut closing = self.shared.released_space.closing();
+                let result = self.shared.namespace.closed(ino).map_err(FsError::from);
+                let deleted = self.shared.observe(operation, result)?;
+                if deleted {
+                    closing.deleted_an_orphan();
+                }
+                deleted
+            }
+            Ok(_) | Err(LifeState::Frozen) => {
+                if self.shared.namespace.closed_keeping_orphan(ino) {
+                    self.shared
+                        .deferred_orphans
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(ino);
+                }
+                false
+            }
+            Err(_) => {
+                self.shared.namespace.closed_keeping_orphan(ino);
+                false
+            }
+        };
+        Ok(deleted)
+    }
+
+    /// Why nothing may be written now (shut down, or read-only after an
+    /// error or by mount), if so: fsync and syncfs then write nothing.
+    fn may_not_write(&self) -> Option<FsError> {
+        match self.shared.gate.state() {
+            LifeState::ShutDown(why) => Some(FsError::ShutDown(why)),
+            LifeState::ReadOnly(why) => Some(FsError::NotDurable(why)),
+            LifeState::Running | LifeState::Frozen => None,
+        }
+    }
+
+    /// fsync/fdatasync: writes back the file, makes its metadata durable,
+    /// and reports the first writeback error this handle has not heard of.
+    /// When nothing may be written it writes nothing: it reports the error
+    /// words, and fails if the file has data or metadata that is not
+    /// durable (a success would be a lie).
+    ///
+    /// An fsync failure injected by the crash lab on a file with dirty data
+    /// is made a real one: the file's writeback is run with its data write
+    /// failing, so the pages stay dirty and the error words are set, as
+    /// after a device error.
+    pub fn fsync(&self, handle: u64, data_only: bool) -> FsResult<()> {
+        let started = std::time::Instant::now();
+        let outcome = self.fsync_timed(handle, data_only);
+        self.shared.fsync_latency.record(started.elapsed());
+        outcome
+    }
+
+    fn fsync_timed(&self, handle: u64, _data_only: bool) -> FsResult<()> {
+        let file = self.file(handle)?;
+        let injected = match self.inject(Operation::Fsync, file.ino, None) {
+            Err(FsError::Injected { rule, errno, .. })
+                if !self.shared.files.is_durable(file.ino) =>
+            {
+                let errno = crate::device::Errno(errno);
+                let rule = crate::device::RuleId(rule);
+                self.shared.faults.force_data_failure(file.ino, rule, errno);
+                Some(errno)
+            }
+            outcome => {
+                outcome?;
+                None
+            }
+        };
+        let outcome = self.fsync_file(&file);
+        if injected.is_some() {
+            self.shared.faults.unforce_data_failure(file.ino);
+        }
+        outcome
+    }
+
+    fn fsync_file(&self, file: &OpenFile) -> FsResult<()> {
+        if let Some(stopped) = self.may_not_write() {
+            let reported = self.shared.files.report(&mut file.handle());
+            if !self.shared.files.is_durable(file.ino) || !self.shared.metadata.journal.is_durable()
+            {
+                return Err(stopped);
+            }
+            return Ok(reported?);
+        }
+        let synced = {
+            let mut cursors = file.handle();
+            self.shared.files.fsync(&mut cursors)
+        };
+        let flushed = self.commit_durably("fsync");
+        self.shared.check_journal("fsync");
+        synced?;
+        flushed
+    }
+
+    /// syncfs through `handle`: everything written back and durable, then
+    /// the first filesystem writeback error this handle has not heard of.
+    pub fn syncfs(&self, handle: u64) -> FsResult<()> {
+        let file = self.file(handle)?;
+        let mut cursors = file.handle();
+        let cursor = cursors.fs_cursor_mut();
+        self.syncfs_with(cursor)
+    }
+
+    /// syncfs as a new opener would do it (`vigilfs sync`: open the mount
+    /// point, syncfs, close): everything written back and durable, then the
+    /// filesystem writeback error if nobody has been told of it yet — so
+    /// each error is reported once, to whoever asks first.
+    pub fn syncfs_once(&self) -> FsResult<()> {
+        let mut cursor = self.shared.files.sample_fs_cursor();
+        self.syncfs_with(&mut cursor)
+    }
+
+    /// syncfs with `cursor` into the filesystem's error word. When nothing
+    /// may be written it writes nothing, reports the word, and fails if
+    /// anything is not durable.
+    fn syncfs_with(&self, cursor: &mut Since) -> FsResult<()> {
+        if let Some(stopped) = self.may_not_write() {
+            let reported = self.shared.files.report_fs(cursor);
+            if !self.shared.files.unwritten().is_empty()
+                || !self.shared.metadata.journal.is_durable()
+            {
+                return Err(stopped);
+            }
+            return Ok(reported?);
+        }
+        let result = self.shared.files.syncfs_with(cursor).map_err(FsError::from);
+        self.shared.check_journal("syncfs");
+        result
+    }
+}
