@@ -26,11 +26,9 @@
 //! exactly as long as the workload itself is deterministic; the images of
 //! failed trials are kept for inspection, the rest removed.
 
-use std::fs::{self, File};
-use std::io::{IsTerminal, Read};
-use std::os::unix::process::CommandExt;
+use std::fs::{self};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -38,26 +36,23 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
-use vigilfs::device::{FaultPlan, FileDevice, FileDeviceOptions, PowerLoss, SeededRandom};
+use vigilfs::device::{PowerLoss, SeededRandom};
 use vigilfs::fs::faults::{CutPoint, Operation};
-use vigilfs::fsck::{fsck_with, FsckOptions};
 
 use crate::control::power::cut_report_json;
-use crate::control::server::{self, ControlServer, Served};
 use crate::crash_test_janitor::{self, kill_group, kill_users_of, Janitor};
-use crate::engine_slot::EngineSlot;
+use crate::crash_test_lab::{describe_status, humantime, LabMount, Program};
 use crate::failure::Failure;
 use crate::inject_rules::duration_with_unit;
-use crate::mount_command::{fuse_config, mount_options};
 use crate::mount_options::{self as options, MountSettings};
-use crate::power_cut::{CutError, CutReport, PowerSwitch};
+use crate::power_cut::{CutError, CutReport};
 use crate::signals;
 use crate::size::ByteSize;
 
 /// Exit status when a trial failed.
 const FOUND: u8 = 1;
 /// How many lines of a program's output a report shows.
-const OUTPUT_LINES: usize = 20;
+pub(crate) const OUTPUT_LINES: usize = 20;
 
 /// `vigilfs crash-test` arguments.
 #[derive(Debug, Args)]
@@ -105,10 +100,10 @@ pub struct CrashTestArgs {
 
 /// What the dry run counted.
 #[derive(Debug, Clone, Copy)]
-struct Counts {
-    fsyncs: u64,
-    directory_fsyncs: u64,
-    writes: u64,
+pub(crate) struct Counts {
+    pub(crate) fsyncs: u64,
+    pub(crate) directory_fsyncs: u64,
+    pub(crate) writes: u64,
 }
 
 /// `--timeout`'s default (its text is the clap default above).
@@ -163,12 +158,12 @@ fn describe_point(point: CutPoint) -> String {
 
 /// The signal (SIGINT, SIGTERM, SIGHUP) that interrupted the run, 0 for
 /// none: every wait stops, the trial is torn down.
-static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
+pub(crate) static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
 
 /// Ends the run as the signal asked, with the shell's exit code for a
 /// process it killed (128 + the signal): an interrupted run is not a run
 /// that could not be made.
-fn interrupted() -> Result<(), Failure> {
+pub(crate) fn interrupted() -> Result<(), Failure> {
     match INTERRUPTED.load(Ordering::Relaxed) {
         0 => Ok(()),
         signal => {
@@ -183,273 +178,6 @@ fn interrupted() -> Result<(), Failure> {
             ))
         }
     }
-}
-
-/// One fresh image mounted crashable in the work directory.
-struct LabMount {
-    image: PathBuf,
-    mountpoint: PathBuf,
-    switch: Arc<PowerSwitch>,
-    slot: Arc<EngineSlot>,
-    session: Option<vigilfs_fuse::Mounted>,
-    /// The mount's control socket: a workload may run `vigilfs sync`
-    /// (its durability point, syncfs not reaching the daemon), `status`,
-    /// `unsynced`...
-    control: Option<ControlServer>,
-}
-
-impl LabMount {
-    fn start(
-        directory: &Path,
-        name: &str,
-        settings: &MountSettings,
-        size: ByteSize,
-    ) -> Result<LabMount, Failure> {
-        let image = directory.join(format!("{name}.img"));
-        let mountpoint = directory.join(format!("{name}.mnt"));
-        let _ = fs::remove_file(&image);
-        crate::mkfs_command::create_formatted(&image, size)?;
-        fs::create_dir_all(&mountpoint)
-            .map_err(|error| Failure::operational(format!("{}: {error}", mountpoint.display())))?;
-        let file = FileDevice::open(&image, FileDeviceOptions::default()).map_err(|error| {
-            Failure::operational(format!("cannot open {}: {error}", image.display()))
-        })?;
-        let plan = Arc::new(FaultPlan::new());
-        let switch = Arc::new(PowerSwitch::new(
-            Arc::new(file),
-            Arc::clone(&plan),
-            mount_options(settings, &plan),
-        ));
-        let engine = switch.mount_first().map_err(|error| {
-            Failure::operational(format!("cannot mount {}: {error}", image.display()))
-        })?;
-        let slot = EngineSlot::new(Arc::new(engine));
-        let first = slot.current().expect("the engine was just put in");
-        let session = vigilfs_fuse::mount(first, &mountpoint, &fuse_config(settings, &image))
-            .map_err(|error| {
-                Failure::operational(format!("cannot mount on {}: {error}", mountpoint.display()))
-            })?;
-        switch.attach(Arc::clone(&slot), session.restarter());
-        let mut extra = serde_json::Map::new();
-        extra.insert("image".into(), json!(image.display().to_string()));
-        let control = server::serve(
-            &mountpoint,
-            Served {
-                power: Some(Arc::clone(&switch)),
-                extra,
-                ..Served::new(Arc::clone(&slot), plan, crate::control::current_uid())
-            },
-        )
-        .map_err(|error| Failure::operational(format!("control socket: {error}")))?;
-        Ok(LabMount {
-            image,
-            mountpoint,
-            switch,
-            slot,
-            session: Some(session),
-            control: Some(control),
-        })
-    }
-
-    fn counts(&self) -> Counts {
-        let engine = self.slot.current();
-        let started = |operation| {
-            engine
-                .as_ref()
-                .map_or(0, |engine| engine.operations_started(operation))
-        };
-        Counts {
-            fsyncs: started(Operation::Fsync),
-            directory_fsyncs: started(Operation::Fsyncdir),
-            writes: started(Operation::Write),
-        }
-    }
-
-    /// Unmounts (FUSE, then the engine) and checks the image; whether fsck
-    /// found it clean, with what it found otherwise.
-    fn finish(mut self) -> Result<(bool, Vec<String>), Failure> {
-        self.stop()?;
-        let device = FileDevice::open(
-            &self.image,
-            FileDeviceOptions {
-                read_only: true,
-                ..FileDeviceOptions::default()
-            },
-        )
-        .map_err(|error| Failure::operational(format!("{}: {error}", self.image.display())))?;
-        let report = fsck_with(Arc::new(device), FsckOptions { data: true }, &mut |_| {}).map_err(
-            |error| Failure::operational(format!("fsck {}: {error}", self.image.display())),
-        )?;
-        let findings = report
-            .problems
-            .iter()
-            .map(|problem| format!("{}: {}", problem.structure, problem.message))
-            .collect();
-        Ok((report.is_clean(), findings))
-    }
-
-    fn stop(&mut self) -> Result<(), Failure> {
-        if let Some(control) = self.control.take() {
-            control.stop();
-        }
-        let Some(session) = self.session.take() else {
-            return Ok(());
-        };
-        // A process the workload started in a session of its own escapes
-        // its group; if it still uses the lab's mount, the unmount would
-        // wait for it for good.
-        kill_users_of(&self.mountpoint);
-        let unmounted = session.unmount();
-        self.switch.close();
-        let engine = self.slot.take();
-        let _ = fs::remove_dir(&self.mountpoint);
-        unmounted.map_err(|error| {
-            Failure::operational(format!("unmounting {}: {error}", self.mountpoint.display()))
-        })?;
-        let Some(mut engine) = engine else {
-            return Ok(());
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let engine = loop {
-            match Arc::try_unwrap(engine) {
-                Ok(engine) => break engine,
-                Err(shared) if Instant::now() < deadline => {
-                    engine = shared;
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(_) => {
-                    return Err(Failure::operational(
-                        "the engine is still in use 30 s after the unmount",
-                    ))
-                }
-            }
-        };
-        engine.unmount().map_err(|error| {
-            Failure::operational(format!("unmounting {}: {error}", self.image.display()))
-        })
-    }
-}
-
-impl Drop for LabMount {
-    fn drop(&mut self) {
-        let _ = self.stop();
-    }
-}
-
-/// A shell command run in the mount, in a process group of its own (so a
-/// cut kills all of it), its output in a log file.
-struct Program {
-    child: Child,
-    log: PathBuf,
-    /// The lab's mount, its working directory.
-    mountpoint: PathBuf,
-}
-
-impl Program {
-    fn spawn(
-        command: &str,
-        mountpoint: &Path,
-        log: PathBuf,
-        environment: &[(&str, String)],
-    ) -> Result<Program, Failure> {
-        let output = File::create(&log)
-            .map_err(|error| Failure::operational(format!("{}: {error}", log.display())))?;
-        let errors = output
-            .try_clone()
-            .map_err(|error| Failure::operational(format!("{}: {error}", log.display())))?;
-        let mut shell = Command::new("/bin/sh");
-        shell
-            .arg("-c")
-            .arg(command)
-            .current_dir(mountpoint)
-            .stdin(Stdio::null())
-            .stdout(output)
-            .stderr(errors)
-            .env("VIGILFS_MOUNT", mountpoint)
-            .process_group(0);
-        for (name, value) in environment {
-            shell.env(name, value);
-        }
-        let child = shell
-            .spawn()
-            .map_err(|error| Failure::operational(format!("cannot run /bin/sh: {error}")))?;
-        Ok(Program {
-            child,
-            log,
-            mountpoint: mountpoint.to_path_buf(),
-        })
-    }
-
-    fn kill(&mut self) {
-        kill_group(self.child.id() as i32);
-        let _ = self.child.wait();
-    }
-
-    /// Waits for the program to end, up to `timeout`; `None` if it did not
-    /// (it is killed then).
-    fn wait(&mut self, timeout: Duration) -> Result<Option<ExitStatus>, Failure> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.try_wait()? {
-                // What it left running ends with it: in its group (a `cmd &`
-                // it never waited for), or escaped from it (`setsid`, a
-                // daemon) and still in the lab's mount. It would keep files
-                // open, so the lab could not unmount, or write into the
-                // mount while the check reads it.
-                kill_group(self.child.id() as i32);
-                kill_users_of(&self.mountpoint);
-                return Ok(Some(status));
-            }
-            if Instant::now() >= deadline {
-                self.kill();
-                return Ok(None);
-            }
-            if INTERRUPTED.load(Ordering::Relaxed) != 0 {
-                self.kill();
-                interrupted()?;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn try_wait(&mut self) -> Result<Option<ExitStatus>, Failure> {
-        self.child
-            .try_wait()
-            .map_err(|error| Failure::operational(format!("waiting for a program: {error}")))
-    }
-
-    /// The last lines of what the program printed.
-    fn output(&self) -> String {
-        let mut text = String::new();
-        if let Ok(mut file) = File::open(&self.log) {
-            let _ = file.read_to_string(&mut text);
-        }
-        let lines: Vec<&str> = text.lines().collect();
-        let start = lines.len().saturating_sub(OUTPUT_LINES);
-        lines[start..].join("\n")
-    }
-}
-
-impl Drop for Program {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            self.kill();
-        }
-    }
-}
-
-fn describe_status(status: Option<ExitStatus>, timeout: Duration) -> String {
-    match status {
-        None => format!("did not finish within {}", humantime(timeout)),
-        Some(status) => match status.code() {
-            Some(code) => format!("exited {code}"),
-            None => format!("was killed ({status})"),
-        },
-    }
-}
-
-fn humantime(duration: Duration) -> String {
-    format!("{:.1} s", duration.as_secs_f64())
 }
 
 /// The outcome of one trial.

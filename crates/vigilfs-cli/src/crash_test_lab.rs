@@ -1,0 +1,298 @@
+//! The crash lab's two moving parts for one trial of `vigilfs crash-test`:
+//! a fresh image mounted crashable in the work directory ([`LabMount`]:
+//! its engine, its FUSE session and its control socket, torn down whatever
+//! happens), and the program under test ([`Program`]: its own process
+//! group, so a power cut can kill everything it started, with its output
+//! kept for the report).
+
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use vigilfs::device::{FaultPlan, FileDevice, FileDeviceOptions};
+use vigilfs::fs::faults::Operation;
+use vigilfs::fsck::{fsck_with, FsckOptions};
+
+use crate::control::server::{self, ControlServer, Served};
+use crate::crash_test_janitor::{kill_group, kill_users_of};
+use crate::engine_slot::EngineSlot;
+use crate::failure::Failure;
+use crate::mount_command::{fuse_config, mount_options};
+use crate::mount_options::MountSettings;
+use crate::power_cut::PowerSwitch;
+use crate::size::ByteSize;
+
+use crate::crash_test_command::{interrupted, Counts, INTERRUPTED, OUTPUT_LINES};
+
+/// One fresh image mounted crashable in the work directory.
+pub(crate) struct LabMount {
+    pub(crate) image: PathBuf,
+    pub(crate) mountpoint: PathBuf,
+    pub(crate) switch: Arc<PowerSwitch>,
+    pub(crate) slot: Arc<EngineSlot>,
+    pub(crate) session: Option<vigilfs_fuse::Mounted>,
+    /// The mount's control socket: a workload may run `vigilfs sync`
+    /// (its durability point, syncfs not reaching the daemon), `status`,
+    /// `unsynced`...
+    pub(crate) control: Option<ControlServer>,
+}
+
+impl LabMount {
+    pub(crate) fn start(
+        directory: &Path,
+        name: &str,
+        settings: &MountSettings,
+        size: ByteSize,
+    ) -> Result<LabMount, Failure> {
+        let image = directory.join(format!("{name}.img"));
+        let mountpoint = directory.join(format!("{name}.mnt"));
+        let _ = fs::remove_file(&image);
+        crate::mkfs_command::create_formatted(&image, size)?;
+        fs::create_dir_all(&mountpoint)
+            .map_err(|error| Failure::operational(format!("{}: {error}", mountpoint.display())))?;
+        let file = FileDevice::open(&image, FileDeviceOptions::default()).map_err(|error| {
+            Failure::operational(format!("cannot open {}: {error}", image.display()))
+        })?;
+        let plan = Arc::new(FaultPlan::new());
+        let switch = Arc::new(PowerSwitch::new(
+            Arc::new(file),
+            Arc::clone(&plan),
+            mount_options(settings, &plan),
+        ));
+        let engine = switch.mount_first().map_err(|error| {
+            Failure::operational(format!("cannot mount {}: {error}", image.display()))
+        })?;
+        let slot = EngineSlot::new(Arc::new(engine));
+        let first = slot.current().expect("the engine was just put in");
+        let session = vigilfs_fuse::mount(first, &mountpoint, &fuse_config(settings, &image))
+            .map_err(|error| {
+                Failure::operational(format!("cannot mount on {}: {error}", mountpoint.display()))
+            })?;
+        switch.attach(Arc::clone(&slot), session.restarter());
+        let mut extra = serde_json::Map::new();
+        extra.insert("image".into(), json!(image.display().to_string()));
+        let control = server::serve(
+            &mountpoint,
+            Served {
+                power: Some(Arc::clone(&switch)),
+                extra,
+                ..Served::new(Arc::clone(&slot), plan, crate::control::current_uid())
+            },
+        )
+        .map_err(|error| Failure::operational(format!("control socket: {error}")))?;
+        Ok(LabMount {
+            image,
+            mountpoint,
+            switch,
+            slot,
+            session: Some(session),
+            control: Some(control),
+        })
+    }
+
+    pub(crate) fn counts(&self) -> Counts {
+        let engine = self.slot.current();
+        let started = |operation| {
+            engine
+                .as_ref()
+                .map_or(0, |engine| engine.operations_started(operation))
+        };
+        Counts {
+            fsyncs: started(Operation::Fsync),
+            directory_fsyncs: started(Operation::Fsyncdir),
+            writes: started(Operation::Write),
+        }
+    }
+
+    /// Unmounts (FUSE, then the engine) and checks the image; whether fsck
+    /// found it clean, with what it found otherwise.
+    pub(crate) fn finish(mut self) -> Result<(bool, Vec<String>), Failure> {
+        self.stop()?;
+        let device = FileDevice::open(
+            &self.image,
+            FileDeviceOptions {
+                read_only: true,
+                ..FileDeviceOptions::default()
+            },
+        )
+        .map_err(|error| Failure::operational(format!("{}: {error}", self.image.display())))?;
+        let report = fsck_with(Arc::new(device), FsckOptions { data: true }, &mut |_| {}).map_err(
+            |error| Failure::operational(format!("fsck {}: {error}", self.image.display())),
+        )?;
+        let findings = report
+            .problems
+            .iter()
+            .map(|problem| format!("{}: {}", problem.structure, problem.message))
+            .collect();
+        Ok((report.is_clean(), findings))
+    }
+
+    pub(crate) fn stop(&mut self) -> Result<(), Failure> {
+        if let Some(control) = self.control.take() {
+            control.stop();
+        }
+        let Some(session) = self.session.take() else {
+            return Ok(());
+        };
+        // A process the workload started in a session of its own escapes
+        // its group; if it still uses the lab's mount, the unmount would
+        // wait for it for good.
+        kill_users_of(&self.mountpoint);
+        let unmounted = session.unmount();
+        self.switch.close();
+        let engine = self.slot.take();
+        let _ = fs::remove_dir(&self.mountpoint);
+        unmounted.map_err(|error| {
+            Failure::operational(format!("unmounting {}: {error}", self.mountpoint.display()))
+        })?;
+        let Some(mut engine) = engine else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let engine = loop {
+            match Arc::try_unwrap(engine) {
+                Ok(engine) => break engine,
+                Err(shared) if Instant::now() < deadline => {
+                    engine = shared;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(_) => {
+                    return Err(Failure::operational(
+                        "the engine is still in use 30 s after the unmount",
+                    ))
+                }
+            }
+        };
+        engine.unmount().map_err(|error| {
+            Failure::operational(format!("unmounting {}: {error}", self.image.display()))
+        })
+    }
+}
+
+impl Drop for LabMount {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// A shell command run in the mount, in a process group of its own (so a
+/// cut kills all of it), its output in a log file.
+pub(crate) struct Program {
+    pub(crate) child: Child,
+    pub(crate) log: PathBuf,
+    /// The lab's mount, its working directory.
+    pub(crate) mountpoint: PathBuf,
+}
+
+impl Program {
+    pub(crate) fn spawn(
+        command: &str,
+        mountpoint: &Path,
+        log: PathBuf,
+        environment: &[(&str, String)],
+    ) -> Result<Program, Failure> {
+        let output = File::create(&log)
+            .map_err(|error| Failure::operational(format!("{}: {error}", log.display())))?;
+        let errors = output
+            .try_clone()
+            .map_err(|error| Failure::operational(format!("{}: {error}", log.display())))?;
+        let mut shell = Command::new("/bin/sh");
+        shell
+            .arg("-c")
+            .arg(command)
+            .current_dir(mountpoint)
+            .stdin(Stdio::null())
+            .stdout(output)
+            .stderr(errors)
+            .env("VIGILFS_MOUNT", mountpoint)
+            .process_group(0);
+        for (name, value) in environment {
+            shell.env(name, value);
+        }
+        let child = shell
+            .spawn()
+            .map_err(|error| Failure::operational(format!("cannot run /bin/sh: {error}")))?;
+        Ok(Program {
+            child,
+            log,
+            mountpoint: mountpoint.to_path_buf(),
+        })
+    }
+
+    pub(crate) fn kill(&mut self) {
+        kill_group(self.child.id() as i32);
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the program to end, up to `timeout`; `None` if it did not
+    /// (it is killed then).
+    pub(crate) fn wait(&mut self, timeout: Duration) -> Result<Option<ExitStatus>, Failure> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait()? {
+                // What it left running ends with it: in its group (a `cmd &`
+                // it never waited for), or escaped from it (`setsid`, a
+                // daemon) and still in the lab's mount. It would keep files
+                // open, so the lab could not unmount, or write into the
+                // mount while the check reads it.
+                kill_group(self.child.id() as i32);
+                kill_users_of(&self.mountpoint);
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                return Ok(None);
+            }
+            if INTERRUPTED.load(Ordering::Relaxed) != 0 {
+                self.kill();
+                interrupted()?;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub(crate) fn try_wait(&mut self) -> Result<Option<ExitStatus>, Failure> {
+        self.child
+            .try_wait()
+            .map_err(|error| Failure::operational(format!("waiting for a program: {error}")))
+    }
+
+    /// The last lines of what the program printed.
+    pub(crate) fn output(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut file) = File::open(&self.log) {
+            let _ = file.read_to_string(&mut text);
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        let start = lines.len().saturating_sub(OUTPUT_LINES);
+        lines[start..].join("\n")
+    }
+}
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.kill();
+        }
+    }
+}
+
+pub(crate) fn describe_status(status: Option<ExitStatus>, timeout: Duration) -> String {
+    match status {
+        None => format!("did not finish within {}", humantime(timeout)),
+        Some(status) => match status.code() {
+            Some(code) => format!("exited {code}"),
+            None => format!("was killed ({status})"),
+        },
+    }
+}
+
+pub(crate) fn humantime(duration: Duration) -> String {
+    format!("{:.1} s", duration.as_secs_f64())
+}
