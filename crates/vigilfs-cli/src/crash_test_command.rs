@@ -61,11 +61,11 @@ pub struct CrashTestArgs {
     /// working directory, so name programs by absolute path);
     /// VIGILFS_MOUNT, VIGILFS_CUT and VIGILFS_SEED are set, and
     /// `vigilfs sync "$VIGILFS_MOUNT"` (status, unsynced...) works there.
-    #[arg(long, value_name = "CMD")]
+    #[arg(long, value_name = "CMD", value_parser = shell_command)]
     pub workload: String,
     /// The invariant: a shell command run in the mount after each cut (and
     /// after the dry run); it exits non-zero when the invariant is violated.
-    #[arg(long, value_name = "CMD")]
+    #[arg(long, value_name = "CMD", value_parser = shell_command)]
     pub check: String,
     /// How many cuts (trials) to make.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -96,6 +96,15 @@ pub struct CrashTestArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A shell command for `--workload` or `--check`: one that does nothing
+/// (empty or blank) is a usage error, not a test that finds nothing.
+fn shell_command(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err("an empty command: give the shell command to run, e.g. 'sqlite3 db.sqlite < script.sql'".into());
+    }
+    Ok(text.to_string())
 }
 
 /// What the dry run counted.

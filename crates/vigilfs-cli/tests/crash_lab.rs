@@ -727,6 +727,18 @@ fn the_crash_test_runner_refuses_what_cannot_be_tested() {
     assert_eq!(bad.status.code(), Some(2));
     let bad = run("echo x > f", &["-o", "ro"]);
     assert_eq!(bad.status.code(), Some(2));
+    // A blank workload or check would test nothing: a usage error.
+    for blank in ["", "  "] {
+        let bad = run(blank, &[]);
+        assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+        assert!(
+            text(&bad.stderr).contains("empty command"),
+            "{}",
+            text(&bad.stderr)
+        );
+    }
+    let bad = vigilfs(&["crash-test", "--workload", "true", "--check", ""]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
     // --work-dir is made one level deep, like mkdir: a typo deeper in the
     // path is an error, not a tree of new directories.
     let deep = scripts.path().join("typo").join("work");
