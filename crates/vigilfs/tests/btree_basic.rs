@@ -342,10 +342,11 @@ fn running_out_of_node_space_is_a_clean_error_that_changes_nothing() {
 }
 
 #[test]
-fn sync_leaves_no_dirty_node_and_only_the_roots_pin() {
+fn sync_leaves_no_dirty_node_a_settled_journal_and_only_the_roots_pin() {
     let device = memory_device(16 << 20);
     let superblock = make_fs(device.as_ref());
     let btrees = open(device.clone(), &superblock, None, 4 << 20);
+    let mut newest_commit = 0;
     for batch in 0..10u32 {
         let mut transaction = btrees.transaction();
         for index in 0..100 {
@@ -357,10 +358,20 @@ fn sync_leaves_no_dirty_node_and_only_the_roots_pin() {
                 )
                 .unwrap();
         }
-        transaction.commit().unwrap();
+        newest_commit = transaction
+            .commit()
+            .unwrap()
+            .expect("a commit that changed keys");
     }
     btrees.sync().unwrap();
     assert_eq!(btrees.status().dirty_nodes, 0);
+    // Settled, not only flushed: an entry on the device records every
+    // commit durable, so every block freed before the sync may be reused.
+    assert!(
+        btrees.journal().recorded_durable_seq() >= newest_commit,
+        "recorded durable {} < newest commit {newest_commit}",
+        btrees.journal().recorded_durable_seq()
+    );
     btrees.journal().reclaim_all().unwrap();
     assert_eq!(
         btrees.journal().status().pins,
