@@ -957,3 +957,67 @@ fn an_images_events_name_their_files_offline() {
         "the image changed"
     );
 }
+
+/// A file name is the user's, the event history is the operator's: a name
+/// with a newline, an escape sequence or bytes that are not UTF-8 is shown
+/// escaped (`\xNN`), in the text and in JSON alike, so it cannot forge a
+/// line of the history or of `unsynced`, and two names never show as one.
+#[test]
+fn hostile_file_names_are_escaped_in_events_and_unsynced() {
+    use std::os::unix::ffi::OsStrExt;
+    if fuse_missing("hostile names") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let forged = "2026-12-04 15:01:00.000000Z  #999  shutdown  (forged)";
+    let newline_name = format!("x\n{forged}");
+    let names: [&[u8]; 3] = [newline_name.as_bytes(), b"bad\xff\xfe", b"esc\x1b[2J"];
+    let root = std::path::PathBuf::from(scratch.mnt());
+    for name in names {
+        fs::write(root.join(std::ffi::OsStr::from_bytes(name)), b"data").unwrap();
+    }
+    assert!(vigilfs(&["sync", scratch.mnt()]).status.success());
+    scratch.inject(&["--fail-reads", "--drop-caches"]);
+    for name in names {
+        assert!(fs::read(root.join(std::ffi::OsStr::from_bytes(name))).is_err());
+    }
+    scratch.inject(&["--clear"]);
+    let recorded = events(&[scratch.mnt()]);
+    let paths: BTreeSet<&str> = of_kind(&recorded, "error")
+        .iter()
+        .filter_map(|event| event["path"].as_str())
+        .collect();
+    let expected: BTreeSet<String> = [
+        format!("/x\\x0a{forged}"),
+        "/bad\\xff\\xfe".to_string(),
+        "/esc\\x1b[2J".to_string(),
+    ]
+    .into();
+    let expected: BTreeSet<&str> = expected.iter().map(String::as_str).collect();
+    assert_eq!(paths, expected, "{recorded:#?}");
+    let human = vigilfs(&["events", scratch.mnt()]);
+    assert!(human.status.success(), "{}", text(&human.stderr));
+    let human = text(&human.stdout);
+    assert!(
+        !human
+            .lines()
+            .any(|line| line.starts_with("2026-12-04 15:01:00")),
+        "a name forged a line:\n{human}"
+    );
+    assert!(
+        !human.contains('\u{1b}'),
+        "an escape sequence reached the terminal"
+    );
+    // Not yet durable: `unsynced` names the new file, escaped the same way.
+    fs::write(root.join("y\nforged line"), b"new").unwrap();
+    let unsynced = vigilfs(&["unsynced", scratch.mnt()]);
+    assert!(unsynced.status.success(), "{}", text(&unsynced.stderr));
+    let unsynced = text(&unsynced.stdout);
+    assert!(unsynced.contains("y\\x0aforged line"), "{unsynced}");
+    assert!(
+        !unsynced.lines().any(|line| line.starts_with("forged line")),
+        "{unsynced}"
+    );
+    scratch.umount(pid);
+}

@@ -19,7 +19,7 @@ use crate::btree::TreeId;
 use crate::device::ByteRange;
 use crate::format::layout::SUPERBLOCK_SIZE;
 use crate::format::{Layout, SuperblockCopy};
-use crate::inode::{inode_key, paths_of, Extent, ExtentKey, InodeRecord};
+use crate::inode::{inode_key, paths_of, printable, Extent, ExtentKey, InodeRecord};
 use crate::metadata::Metadata;
 use crate::rmap::Owner as RmapOwner;
 
@@ -400,7 +400,7 @@ pub fn name_owners(metadata: &Metadata, found: &mut [Owner]) -> Result<(), Failu
                 .get(ino)
                 .into_iter()
                 .flatten()
-                .map(|path| String::from_utf8_lossy(path).into_owned())
+                .map(|path| printable(path))
                 .collect();
         }
     }

@@ -12,7 +12,7 @@ use super::faults::{CutPoint, FileRule, FileRuleStatus, Operation};
 use super::unsynced::Change;
 use super::Filesystem;
 use crate::device::{FaultRuleError, RuleId};
-use crate::inode::paths_of;
+use crate::inode::{paths_of, printable};
 
 /// Data not written back yet, of one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,19 +162,15 @@ impl Filesystem {
                 .get(&ino)
                 .into_iter()
                 .flatten()
-                .map(|path| {
-                    String::from_utf8_lossy(path)
-                        .trim_start_matches('/')
-                        .to_string()
-                })
+                .map(|path| printable(path).trim_start_matches('/').to_string())
                 .collect()
         };
         let entry_path = |(dir, name): &(u64, Vec<u8>)| {
             shared.faults.entry_path(*dir, name).or_else(|| {
                 let dir = walked_paths(*dir).into_iter().next()?;
-                let name = String::from_utf8_lossy(name);
+                let name = printable(name);
                 Some(if dir.is_empty() {
-                    name.into_owned()
+                    name
                 } else {
                     format!("{dir}/{name}")
                 })

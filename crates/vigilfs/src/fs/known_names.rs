@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 
-use crate::inode::ROOT_INO;
+use crate::inode::{printable, ROOT_INO};
 
 /// The most path components followed up to the root (a cycle, or a tree
 /// deeper than this, gives no path).
@@ -110,9 +110,9 @@ impl KnownNames {
     /// root, if the directory's path is known.
     pub(super) fn entry_path(&self, parent: u64, name: &[u8]) -> Option<String> {
         let prefix = self.path_of_directory(parent)?;
-        let name = String::from_utf8_lossy(name);
+        let name = printable(name);
         Some(if prefix.is_empty() {
-            name.into_owned()
+            name
         } else {
             format!("{prefix}/{name}")
         })
@@ -128,7 +128,7 @@ impl KnownNames {
                 return Some(parts.join("/"));
             }
             let (parent, name) = self.by_inode.get(&dir)?.first()?;
-            parts.push(String::from_utf8_lossy(name).into_owned());
+            parts.push(printable(name));
             dir = *parent;
         }
         None

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 
 use super::Filesystem;
-use crate::inode::{FileType, ROOT_INO};
+use crate::inode::{printable, FileType, ROOT_INO};
 
 /// Directory entries a search may look at.
 pub const DEFAULT_BUDGET: usize = 100_000;
@@ -35,7 +35,7 @@ impl Filesystem {
                 after = Some(last.cookie);
                 for entry in &entries {
                     spent += 1;
-                    let name = String::from_utf8_lossy(&entry.name);
+                    let name = printable(&entry.name);
                     let child = format!("{path}/{name}");
                     if entry.ino == ino {
                         return Some(child);

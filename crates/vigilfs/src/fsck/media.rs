@@ -24,7 +24,7 @@ use crate::btree::TreeId;
 use crate::device::{BlockDevice, ByteRange};
 use crate::failure::{self, OwnerKind};
 use crate::format::Layout;
-use crate::inode::{inode_key, paths_of, Extent, ExtentKey, FileType, InodeRecord};
+use crate::inode::{inode_key, paths_of, printable, Extent, ExtentKey, FileType, InodeRecord};
 use crate::metadata::Metadata;
 use crate::poison::PoisonRun;
 use crate::scrub::{self, Finding, Progress, ScrubOptions, ScrubSink, Scrubber};
@@ -134,7 +134,7 @@ fn check_poison(
             .get(&run.ino)
             .into_iter()
             .flatten()
-            .map(|path| String::from_utf8_lossy(path).into_owned())
+            .map(|path| printable(path))
             .collect();
         match poison_defect(metadata, &run) {
             Some(defect) => problems.push(problem("poison records", defect)),

@@ -8,8 +8,17 @@
 //! then its parents' up to the root. Orphans (open but unlinked) have
 //! none. A parent chain that does not reach the root within
 //! [`MAX_DEPTH`] steps is reported as damage, never followed forever.
+//!
+//! Names are bytes; reports are text. [`printable`] is the one way a name
+//! or path becomes text anywhere a person or a program reads it (events,
+//! owners, unsynced, fault rules' paths): printable UTF-8 stays as it is,
+//! and every other byte — control characters (a newline could forge a line
+//! of a report, an escape sequence could drive a terminal), bytes that are
+//! not UTF-8 — becomes `\xNN`, with a backslash itself written `\\`. The
+//! text is lossless: two names never print the same.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
 
 use super::namespace::NamespaceError;
 use super::record::{Dirent, DirentKey, FileType, ROOT_INO};
@@ -76,4 +85,78 @@ pub fn paths_of(
         }
     }
     Ok(found)
+}
+
+/// `name` (or a path) as text: printable UTF-8 as it is, a backslash as
+/// `\\`, every other byte as `\xNN` (see the module comment).
+pub fn printable(name: &[u8]) -> String {
+    let mut text = String::with_capacity(name.len());
+    for chunk in name.utf8_chunks() {
+        for character in chunk.valid().chars() {
+            if character == '\\' {
+                text.push_str("\\\\");
+            } else if character.is_control() || reorders_or_breaks_lines(character) {
+                let mut bytes = [0; 4];
+                for byte in character.encode_utf8(&mut bytes).bytes() {
+                    let _ = write!(text, "\\x{byte:02x}");
+                }
+            } else {
+                text.push(character);
+            }
+        }
+        for byte in chunk.invalid() {
+            let _ = write!(text, "\\x{byte:02x}");
+        }
+    }
+    text
+}
+
+/// Characters that are not control characters yet change how a line reads:
+/// line and paragraph separators, and the bidirectional marks, embeddings,
+/// overrides and isolates (text that displays in another order than it is
+/// stored).
+fn reorders_or_breaks_lines(character: char) -> bool {
+    matches!(
+        character,
+        '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn printable_names_stay_as_they_are() {
+        assert_eq!(printable(b"/dir/file.db"), "/dir/file.db");
+        assert_eq!(
+            printable("/caf\u{e9}/\u{65e5}\u{672c}".as_bytes()),
+            "/caf\u{e9}/\u{65e5}\u{672c}"
+        );
+    }
+
+    #[test]
+    fn control_characters_and_invalid_bytes_are_escaped() {
+        assert_eq!(
+            printable(b"x\n2026 #999 shutdown"),
+            "x\\x0a2026 #999 shutdown"
+        );
+        assert_eq!(printable(b"\x1b[31mred"), "\\x1b[31mred");
+        assert_eq!(printable(b"bad\xff\xfename"), "bad\\xff\\xfename");
+        // C1 controls (a one-byte CSI to some terminals) are control too.
+        assert_eq!(printable("a\u{9b}b".as_bytes()), "a\\xc2\\x9bb");
+        // A right-to-left override would show the name in another order.
+        assert_eq!(
+            printable("evil\u{202e}gpj.exe".as_bytes()),
+            "evil\\xe2\\x80\\xaegpj.exe"
+        );
+    }
+
+    #[test]
+    fn escaping_is_lossless() {
+        // A name that is literally `\xff` differs from the byte 0xff.
+        assert_eq!(printable(b"\\xff"), "\\\\xff");
+        assert_ne!(printable(b"\\xff"), printable(b"\xff"));
+        assert_ne!(printable(b"a\xff"), printable("a\u{fffd}".as_bytes()));
+    }
 }
