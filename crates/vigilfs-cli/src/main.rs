@@ -175,6 +175,8 @@ enum Command {
     ///                         relatime: when it is not after the last
     ///                         change, or is a day old). Reads the kernel
     ///                         serves from its cache do not reach vigilfs.
+    ///   nodiratime / diratime listing a directory does not / does update
+    ///                         its access time (default diratime)
     ///   nosuid, nodev / suid, dev
     ///                         ignore set-id bits, refuse device nodes / do
     ///                         not (default for root: suid,dev as other
@@ -182,7 +184,7 @@ enum Command {
     ///   noexec / exec         programs on the mount may not / may be run
     ///                         (default exec)
     ///   rw, auto, noauto, user, nouser, defaults, _netdev
-    ///   (and nodiratime, lazytime, x-*): accepted, ignored
+    ///   (and lazytime, x-*): accepted, ignored
     /// An unknown option is an error (exit status 2).
     ///
     /// As a mount(8) helper: `vigilfs install-mount-helper`, then

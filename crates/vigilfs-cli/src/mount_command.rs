@@ -464,6 +464,7 @@ pub fn mount_options(settings: &MountSettings, plan: &Arc<FaultPlan>) -> MountOp
         cache_bytes: settings.cache_bytes.unwrap_or(defaults.cache_bytes),
         fsync_errors: settings.fsync_errors.unwrap_or(defaults.fsync_errors),
         atime: settings.atime.unwrap_or(defaults.atime),
+        directory_atime: settings.directory_atime.unwrap_or(defaults.directory_atime),
         scrub_interval: settings.scrub_interval,
         scrub_rate: settings.scrub_rate,
         failures: settings

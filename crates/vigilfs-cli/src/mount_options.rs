@@ -14,11 +14,11 @@
 //! `nosuid,nodev`), and the
 //! access-time options (FUSE leaves access times to the filesystem):
 //! `relatime` (the default), `strictatime`, `noatime`, and `atime`,
-//! `nostrictatime` (the default) and `norelatime` (strict), `exec` (the
-//! default) and `noexec`. Generic options mount(8) and mount.fuse3 pass
-//! along are accepted and ignored: `auto`, `noauto`, `user`, `nouser`,
-//! `users`, `defaults`,
-//! `_netdev`, `nofail`, `diratime`, `nodiratime`, `lazytime`, `x-*` and `comment=*`, and
+//! `nostrictatime` (the default) and `norelatime` (strict), `diratime`
+//! (the default) and `nodiratime`, `exec` (the default) and `noexec`.
+//! Generic options mount(8) and mount.fuse3 pass along are accepted and
+//! ignored: `auto`, `noauto`, `user`, `nouser`, `users`, `defaults`,
+//! `_netdev`, `nofail`, `lazytime`, `x-*` and `comment=*`, and
 //! `subtype=`/`fsname=`. Anything else is an error.
 
 use std::time::Duration;
@@ -72,6 +72,8 @@ pub struct MountSettings {
     pub crashable: bool,
     /// The access-time option given last.
     pub atime: Option<AtimeUpdates>,
+    /// `diratime` (the default) / `nodiratime`.
+    pub directory_atime: Option<bool>,
     /// `suid` / `nosuid`.
     pub set_id: Option<bool>,
     /// `dev` / `nodev`.
@@ -90,8 +92,6 @@ const IGNORED: &[&str] = &[
     "defaults",
     "_netdev",
     "nofail",
-    "diratime",
-    "nodiratime",
     "lazytime",
     "nolazytime",
     "async",
@@ -197,6 +197,8 @@ pub fn parse<S: AsRef<str>>(arguments: &[S]) -> Result<MountSettings, String> {
                 }
                 ("strictatime" | "norelatime", None) => settings.atime = Some(AtimeUpdates::Always),
                 ("noatime", None) => settings.atime = Some(AtimeUpdates::Never),
+                ("diratime", None) => settings.directory_atime = Some(true),
+                ("nodiratime", None) => settings.directory_atime = Some(false),
                 ("rw", None) => settings.read_only = false,
                 ("allow_other", None) => settings.allow_other = true,
                 ("crashable", None) => settings.crashable = true,
@@ -315,10 +317,20 @@ mod tests {
     fn generic_options_are_ignored() {
         let settings = parse(&[
             "rw,auto,noauto,user,nouser,defaults,_netdev",
-            "x-systemd.automount,subtype=vigilfs,nodiratime",
+            "x-systemd.automount,subtype=vigilfs,lazytime",
         ])
         .unwrap();
         assert_eq!(settings, MountSettings::default());
+    }
+
+    #[test]
+    fn nodiratime_is_kept_not_ignored() {
+        assert_eq!(parse(&["nodiratime"]).unwrap().directory_atime, Some(false));
+        assert_eq!(
+            parse(&["nodiratime,diratime"]).unwrap().directory_atime,
+            Some(true)
+        );
+        assert_eq!(parse(&["rw"]).unwrap().directory_atime, None);
     }
 
     #[test]

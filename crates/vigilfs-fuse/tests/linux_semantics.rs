@@ -554,6 +554,50 @@ fn a_read_updates_the_access_time_unless_noatime() {
     mount.finish();
 }
 
+/// Listing a directory is a read of it: relatime updates its access time
+/// (the access was before the last change), `nodiratime` does not.
+#[test]
+fn listing_a_directory_updates_its_access_time_unless_nodiratime() {
+    if !common::fuse_available() {
+        return;
+    }
+    let listed_long_ago = |mount: &Mount| {
+        let dir = mount.join("dir");
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join("entry"), b"x").unwrap();
+        let at = |seconds| libc::timespec {
+            tv_sec: seconds,
+            tv_nsec: 0,
+        };
+        common::utimensat(&dir, at(1000), at(2000)).unwrap();
+        assert_eq!(atime(&dir), 1000);
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["entry"]);
+        atime(&dir)
+    };
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mount = open_mount();
+    let accessed = listed_long_ago(&mount);
+    assert!(
+        u64::try_from(accessed).unwrap() >= before,
+        "relatime: the listing set the access time ({accessed}, before {before})"
+    );
+    mount.finish();
+
+    let mount = Mount::with_options(vigilfs::fs::MountOptions {
+        directory_atime: false,
+        ..vigilfs::fs::MountOptions::default()
+    });
+    assert_eq!(listed_long_ago(&mount), 1000, "nodiratime");
+    mount.finish();
+}
+
 /// generic/213 and the sparse-file tests: `st_blocks` counts the blocks
 /// allocated, not the size — a hole counts nothing, dirty data over a
 /// hole counts before it is written back, fallocated blocks count.

@@ -76,6 +76,9 @@ pub struct MountOptions {
     /// When a read updates a file's access time (`relatime`, the
     /// default; `strictatime`; `noatime`).
     pub atime: AtimeUpdates,
+    /// Whether listing a directory updates its access time as `atime`
+    /// says for reads (`nodiratime` turns it off).
+    pub directory_atime: bool,
     /// Where the event log of the engine a simulated power cut ended
     /// stood (the crash lab knows, its process lives on): the log resumes
     /// right after it, and what the cut lost of the log is counted
@@ -113,6 +116,7 @@ impl Default for MountOptions {
             scrub_rate: None,
             failures: Vec::new(),
             atime: AtimeUpdates::default(),
+            directory_atime: true,
             events_before_power_cut: None,
         }
     }

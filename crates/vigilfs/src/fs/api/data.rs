@@ -117,7 +117,7 @@ impl Filesystem {
     /// the filesystem may not write (frozen, read-only, shut down) the
     /// access is not recorded. A failure to record it is observed (health,
     /// `errors=`) but does not fail the read.
-    fn accessed(&self, ino: u64) {
+    pub(super) fn accessed(&self, ino: u64) {
         const DAY_SECONDS: i64 = 24 * 60 * 60;
         if self.shared.options.atime == AtimeUpdates::Never
             || self.shared.transport_read_only.load(Ordering::Acquire)
