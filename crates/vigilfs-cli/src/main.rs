@@ -165,8 +165,8 @@ enum Command {
     ///                         until a flush, so `vigilfs inject --power-cut`
     ///                         can lose (or --torn, tear) what was not synced
     ///   remount               (from mount -o remount,...) change the mount in
-    ///                         place: ro/rw, nosuid/nodev/noexec, the atime
-    ///                         flags, and errors=, cache=, dirty= and
+    ///                         place: ro/rw, nosuid/nodev/noexec, and the
+    ///                         atime options, errors=, cache=, dirty= and
     ///                         writeback_interval= in the running daemon
     ///                         (announced as a `settings` event); the other
     ///                         options above need a new mount

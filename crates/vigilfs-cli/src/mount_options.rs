@@ -192,11 +192,11 @@ pub fn parse<S: AsRef<str>>(arguments: &[S]) -> Result<MountSettings, String> {
                 ("nodev", None) => settings.devices = Some(false),
                 ("exec", None) => settings.exec = Some(true),
                 ("noexec", None) => settings.exec = Some(false),
-                ("relatime" | "atime" | "nostrictatime", None) => {
-                    settings.atime = Some(AtimeUpdates::Relative);
-                }
-                ("strictatime" | "norelatime", None) => settings.atime = Some(AtimeUpdates::Always),
-                ("noatime", None) => settings.atime = Some(AtimeUpdates::Never),
+                (
+                    "relatime" | "atime" | "nostrictatime" | "strictatime" | "norelatime"
+                    | "noatime",
+                    None,
+                ) => settings.atime = Some(key.parse()?),
                 ("diratime", None) => settings.directory_atime = Some(true),
                 ("nodiratime", None) => settings.directory_atime = Some(false),
                 ("rw", None) => settings.read_only = false,

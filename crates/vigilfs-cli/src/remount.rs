@@ -11,8 +11,10 @@
 //! and the atime family; flags not named keep their current value (read
 //! with statvfs), since `mount(2)` with `MS_REMOUNT` sets all of them. And
 //! the daemon's settings that only steer what it does from now on:
-//! `errors=`, `cache=`, `dirty=` and `writeback_interval=`, sent over the
-//! control socket (`vigilfs::fs::SettingsChange`).
+//! `errors=`, `cache=`, `dirty=`, `writeback_interval=` and the atime
+//! family (the kernel leaves access times of a FUSE mount to the daemon,
+//! so they are both), sent over the control socket
+//! (`vigilfs::fs::SettingsChange`).
 //!
 //! Everything is validated before anything changes; then the kernel's
 //! flags change (the step that can still fail), then the daemon's
@@ -39,6 +41,19 @@ use crate::mountinfo::Mounts;
 
 /// The options naming the daemon's settings a remount may change.
 const SETTINGS: [&str; 4] = ["errors", "cache", "dirty", "writeback_interval"];
+
+/// The access-time options: flags of the kernel's mount, and the daemon's
+/// settings too (through FUSE the daemon updates access times).
+const ATIME_OPTIONS: [&str; 8] = [
+    "relatime",
+    "atime",
+    "nostrictatime",
+    "strictatime",
+    "norelatime",
+    "noatime",
+    "diratime",
+    "nodiratime",
+];
 
 /// Whether the `-o` arguments ask for a remount.
 pub fn is_remount(options: &[String]) -> bool {
@@ -140,9 +155,10 @@ fn settings_request(
         .iter()
         .flat_map(|argument| argument.split(','))
         .filter(|option| {
-            option
-                .split_once('=')
-                .is_some_and(|(key, _)| SETTINGS.contains(&key))
+            ATIME_OPTIONS.contains(option)
+                || option
+                    .split_once('=')
+                    .is_some_and(|(key, _)| SETTINGS.contains(&key))
         })
         .collect();
     if named.is_empty() && read_only.is_none() {
@@ -161,6 +177,8 @@ fn settings_request(
                 .max(1)
         }),
         read_only,
+        atime: settings.atime.map(|atime| atime.name().to_string()),
+        directory_atime: settings.directory_atime,
     }))
 }
 
@@ -325,6 +343,8 @@ mod tests {
                 dirty_limit_bytes: Some(16 << 20),
                 writeback_interval_micros: Some(500_000),
                 read_only: None,
+                atime: None,
+                directory_atime: None,
             })
         );
         assert_eq!(
@@ -335,6 +355,8 @@ mod tests {
                 dirty_limit_bytes: None,
                 writeback_interval_micros: None,
                 read_only: Some(true),
+                atime: None,
+                directory_atime: None,
             })
         );
         let tiny = settings_request(&options("writeback_interval=0.0000001"), None).unwrap();
@@ -345,6 +367,24 @@ mod tests {
                 ..
             })
         ));
+        // The atime family is the kernel's flags and the daemon's settings.
+        let atime = options("remount,noatime,nodiratime");
+        assert_eq!(
+            classify(0, &atime).flags,
+            libc::MS_REMOUNT | libc::MS_NOATIME | libc::MS_NODIRATIME
+        );
+        assert_eq!(
+            settings_request(&atime, None).unwrap(),
+            Some(Request::Reconfigure {
+                errors: None,
+                cache_bytes: None,
+                dirty_limit_bytes: None,
+                writeback_interval_micros: None,
+                read_only: None,
+                atime: Some("noatime".into()),
+                directory_atime: Some(false),
+            })
+        );
         for bad in ["errors=sometimes", "cache=lots", "writeback_interval=0"] {
             let refused = settings_request(&options(&format!("remount,{bad}")), None).unwrap_err();
             assert!(refused.to_string().contains(bad), "{refused}");

@@ -187,12 +187,18 @@ pub fn render(status: &Value) -> String {
     row(
         "settings",
         format!(
-            "page cache {}, dirty limit {}, writeback every {} s",
+            "page cache {}, dirty limit {}, writeback every {} s, {}{}",
             human_bytes(number(&settings["cache_bytes"])),
             human_bytes(number(&settings["dirty_limit_bytes"])),
             settings["writeback_interval_seconds"]
                 .as_f64()
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            text(&settings["atime"]),
+            if settings["directory_atime"] == false {
+                ",nodiratime"
+            } else {
+                ""
+            }
         ),
     );
     row(

@@ -320,3 +320,48 @@ fn remount_read_only_records_no_access_time() {
     );
     scratch.umount(pid);
 }
+
+/// Through FUSE the daemon, not the kernel, updates access times, so the
+/// atime options of a remount reach the running daemon: after
+/// `remount,noatime` a listing records no access time, `remount,relatime`
+/// brings the updates back, `nodiratime` stops them for directories; status
+/// shows what is in force.
+#[test]
+fn a_remount_changes_when_access_times_are_recorded() {
+    if fuse_missing("a_remount_changes_when_access_times_are_recorded") {
+        return;
+    }
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let dir = scratch.at("dir");
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("entry"), b"x").unwrap();
+    let long_ago = || {
+        let times = fs::FileTimes::new()
+            .set_accessed(UNIX_EPOCH + Duration::from_secs(1000))
+            .set_modified(UNIX_EPOCH + Duration::from_secs(2000));
+        fs::File::open(&dir).unwrap().set_times(times).unwrap();
+    };
+    let listed = || {
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        fs::metadata(&dir).unwrap().accessed().unwrap()
+    };
+    let ago = UNIX_EPOCH + Duration::from_secs(1000);
+    remount(&scratch, "remount,noatime");
+    assert_eq!(scratch.status()["settings"]["atime"], "noatime");
+    long_ago();
+    assert_eq!(listed(), ago, "noatime: no access time recorded");
+    remount(&scratch, "remount,relatime");
+    assert_eq!(scratch.status()["settings"]["atime"], "relatime");
+    let before = SystemTime::now() - Duration::from_secs(1);
+    assert!(
+        listed() >= before,
+        "relatime again: the listing is recorded"
+    );
+    remount(&scratch, "remount,nodiratime");
+    assert_eq!(scratch.status()["settings"]["directory_atime"], false);
+    long_ago();
+    assert_eq!(listed(), ago, "nodiratime: listings record nothing");
+    scratch.umount(pid);
+}

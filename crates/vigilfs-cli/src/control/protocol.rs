@@ -22,7 +22,8 @@
 //! {"command":"unsynced"}
 //! {"command":"power_cut","torn":false,"seed":1}                         (crashable mounts)
 //! {"command":"reconfigure","errors":"panic","cache_bytes":N,
-//!  "dirty_limit_bytes":N,"writeback_interval_micros":N}               (each optional)
+//!  "dirty_limit_bytes":N,"writeback_interval_micros":N,"read_only":B,
+//!  "atime":"noatime","directory_atime":B}                             (each optional)
 //! ```
 //!
 //! `events` is answered by one response line and then a stream: one JSON
@@ -181,6 +182,13 @@ pub enum Request {
         /// back and makes it durable before the answer.
         #[serde(default)]
         read_only: Option<bool>,
+        /// When reads update access times: `relatime`, `strictatime` or
+        /// `noatime`.
+        #[serde(default)]
+        atime: Option<String>,
+        /// Whether listings update directories' access times.
+        #[serde(default)]
+        directory_atime: Option<bool>,
     },
 }
 

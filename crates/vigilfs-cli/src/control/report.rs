@@ -12,7 +12,8 @@
 //!                  was given: the kernel refuses writes there (`remount,ro`,
 //!                  a read-only bind), whatever the daemon's state
 //! errors_policy    continue | remount-ro | panic
-//! settings         {cache_bytes, dirty_limit_bytes, writeback_interval_seconds}:
+//! settings         {cache_bytes, dirty_limit_bytes, writeback_interval_seconds,
+//!                   atime, directory_atime}:
 //!                  as mounted or changed since by a remount
 //! recovered        this mount replayed the journal (unclean stop before)
 //! orphans_purged   orphans deleted at mount
@@ -150,6 +151,8 @@ pub fn status_json(fs: &Filesystem, plan: &FaultPlan, extra: &Map<String, Value>
             "cache_bytes": status.settings.cache_bytes,
             "dirty_limit_bytes": status.settings.dirty_limit_bytes,
             "writeback_interval_seconds": status.settings.writeback_interval.as_secs_f64(),
+            "atime": status.settings.atime.name(),
+            "directory_atime": status.settings.directory_atime,
         },
         "recovered": status.recovered,
         "orphans_purged": status.orphans_purged,

@@ -40,7 +40,7 @@ use serde_json::{json, Map, Value};
 use vigilfs::device::{ByteRange, FaultPlan};
 use vigilfs::failure::{FailureError, Origin};
 use vigilfs::format::ErrorsPolicy;
-use vigilfs::fs::{Filesystem, FsError, ScrubRequest, SettingsChange};
+use vigilfs::fs::{AtimeUpdates, Filesystem, FsError, ScrubRequest, SettingsChange};
 use vigilfs::inode::FileError;
 
 use super::media_report::{failure_report_json, owner_json, scrub_summary_json};
@@ -833,6 +833,8 @@ fn execute(request: Request, fs: &Filesystem, context: &Context, stream: &UnixSt
             dirty_limit_bytes,
             writeback_interval_micros,
             read_only,
+            atime,
+            directory_atime,
         } => {
             let change = match settings_change(
                 errors.as_deref(),
@@ -840,6 +842,8 @@ fn execute(request: Request, fs: &Filesystem, context: &Context, stream: &UnixSt
                 dirty_limit_bytes,
                 writeback_interval_micros,
                 read_only,
+                atime.as_deref(),
+                directory_atime,
             ) {
                 Ok(change) => change,
                 Err(response) => return response,
@@ -868,17 +872,24 @@ fn execute(request: Request, fs: &Filesystem, context: &Context, stream: &UnixSt
 }
 
 /// The engine's change from a `reconfigure` request's fields.
+#[allow(clippy::too_many_arguments)] // one per field of the request
 fn settings_change(
     errors: Option<&str>,
     cache_bytes: Option<u64>,
     dirty_limit_bytes: Option<u64>,
     writeback_interval_micros: Option<u64>,
     read_only: Option<bool>,
+    atime: Option<&str>,
+    directory_atime: Option<bool>,
 ) -> Result<SettingsChange, Response> {
     let bad =
         |message: String| Response::failure(ErrorKind::BadRequest, message, Some(libc::EINVAL));
     let errors = errors
         .map(str::parse::<ErrorsPolicy>)
+        .transpose()
+        .map_err(bad)?;
+    let atime = atime
+        .map(str::parse::<AtimeUpdates>)
         .transpose()
         .map_err(bad)?;
     let writeback_interval = writeback_interval_micros.map(Duration::from_micros);
@@ -888,6 +899,8 @@ fn settings_change(
         dirty_limit_bytes,
         writeback_interval,
         read_only,
+        atime,
+        directory_atime,
     })
 }
 

@@ -101,6 +101,34 @@ pub enum AtimeUpdates {
     Never,
 }
 
+impl AtimeUpdates {
+    /// The mount option that asks for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            AtimeUpdates::Relative => "relatime",
+            AtimeUpdates::Always => "strictatime",
+            AtimeUpdates::Never => "noatime",
+        }
+    }
+}
+
+impl std::str::FromStr for AtimeUpdates {
+    type Err = String;
+
+    /// The mount options' words: `relatime` (and `atime`,
+    /// `nostrictatime`), `strictatime` (and `norelatime`), `noatime`.
+    fn from_str(word: &str) -> Result<AtimeUpdates, String> {
+        match word {
+            "relatime" | "atime" | "nostrictatime" => Ok(AtimeUpdates::Relative),
+            "strictatime" | "norelatime" => Ok(AtimeUpdates::Always),
+            "noatime" => Ok(AtimeUpdates::Never),
+            _ => Err(format!(
+                "{word:?} is not an access-time option (relatime, strictatime, noatime)"
+            )),
+        }
+    }
+}
+
 impl Default for MountOptions {
     fn default() -> MountOptions {
         MountOptions {
@@ -593,6 +621,8 @@ impl Filesystem {
                 cache_bytes: options.cache_bytes,
                 dirty_limit_bytes: options.dirty_limit_bytes,
                 writeback_interval: options.writeback_interval,
+                atime: options.atime,
+                directory_atime: options.directory_atime,
             }),
             options,
             recovered,

@@ -3,8 +3,8 @@
 //!
 //! They are the ones that only steer what the mount does from now on: the
 //! `errors=` policy, the page cache's budget for clean data, the dirty
-//! limit writers are held to, and how often the background thread writes
-//! back. Each is one atomic word read where it is used, so a change takes
+//! limit writers are held to, how often the background thread writes
+//! back, and when reads and listings update access times. Each is one atomic word read where it is used, so a change takes
 //! effect at the next decision and never waits for an operation in flight;
 //! changes themselves are serialised, so what status shows is what the
 //! page cache was given.
@@ -14,11 +14,11 @@
 //! A change is validated as the mount options are, and refused whole
 //! before anything is changed.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use super::lifecycle::MountOptions;
+use super::lifecycle::{AtimeUpdates, MountOptions};
 use super::FsError;
 use crate::format::ErrorsPolicy;
 
@@ -43,6 +43,12 @@ pub struct SettingsChange {
     /// durable, as Linux's remount does: an image copied or a power cut
     /// right after holds everything written before.
     pub read_only: Option<bool>,
+    /// When reads update access times (`relatime`, `strictatime`,
+    /// `noatime`).
+    pub atime: Option<AtimeUpdates>,
+    /// Whether listings update directories' access times (`diratime`,
+    /// `nodiratime`).
+    pub directory_atime: Option<bool>,
 }
 
 impl SettingsChange {
@@ -79,6 +85,12 @@ impl SettingsChange {
         if let Some(interval) = self.writeback_interval {
             options.writeback_interval = interval;
         }
+        if let Some(atime) = self.atime {
+            options.atime = atime;
+        }
+        if let Some(directory_atime) = self.directory_atime {
+            options.directory_atime = directory_atime;
+        }
     }
 }
 
@@ -102,6 +114,19 @@ impl std::fmt::Display for SettingsChange {
         if let Some(read_only) = self.read_only {
             words.push(if read_only { "ro" } else { "rw" }.to_string());
         }
+        if let Some(atime) = self.atime {
+            words.push(atime.name().to_string());
+        }
+        if let Some(directory_atime) = self.directory_atime {
+            words.push(
+                if directory_atime {
+                    "diratime"
+                } else {
+                    "nodiratime"
+                }
+                .to_string(),
+            );
+        }
         formatter.write_str(&words.join(" "))
     }
 }
@@ -121,6 +146,8 @@ impl SettingsChange {
             ("dirty", self.dirty_limit_bytes.is_some()),
             ("writeback", self.writeback_interval.is_some()),
             ("ro/rw", self.read_only.is_some()),
+            ("atime", self.atime.is_some()),
+            ("diratime", self.directory_atime.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, changed)| changed.then_some(name))
@@ -153,6 +180,10 @@ pub struct Settings {
     pub dirty_limit_bytes: u64,
     /// The background writeback interval.
     pub writeback_interval: Duration,
+    /// When reads update access times.
+    pub atime: AtimeUpdates,
+    /// Whether listings update directories' access times.
+    pub directory_atime: bool,
 }
 
 /// The settings of a mount, each readable and changeable on its own.
@@ -162,6 +193,8 @@ pub(super) struct LiveSettings {
     cache_bytes: AtomicU64,
     dirty_limit_bytes: AtomicU64,
     writeback_interval_nanos: AtomicU64,
+    atime: AtomicU8,
+    directory_atime: AtomicBool,
     /// Held by whoever changes them.
     changing: Mutex<()>,
 }
@@ -173,6 +206,8 @@ impl LiveSettings {
             cache_bytes: AtomicU64::new(settings.cache_bytes),
             dirty_limit_bytes: AtomicU64::new(settings.dirty_limit_bytes),
             writeback_interval_nanos: AtomicU64::new(nanos(settings.writeback_interval)),
+            atime: AtomicU8::new(atime_code(settings.atime)),
+            directory_atime: AtomicBool::new(settings.directory_atime),
             changing: Mutex::new(()),
         }
     }
@@ -189,12 +224,22 @@ impl LiveSettings {
         Duration::from_nanos(self.writeback_interval_nanos.load(Ordering::Relaxed))
     }
 
+    pub(super) fn atime(&self) -> AtimeUpdates {
+        atime_from_code(self.atime.load(Ordering::Relaxed))
+    }
+
+    pub(super) fn directory_atime(&self) -> bool {
+        self.directory_atime.load(Ordering::Relaxed)
+    }
+
     pub(super) fn snapshot(&self) -> Settings {
         Settings {
             errors_policy: self.errors_policy(),
             cache_bytes: self.cache_bytes.load(Ordering::Relaxed),
             dirty_limit_bytes: self.dirty_limit_bytes(),
             writeback_interval: self.writeback_interval(),
+            atime: self.atime(),
+            directory_atime: self.directory_atime(),
         }
     }
 
@@ -218,6 +263,13 @@ impl LiveSettings {
             self.writeback_interval_nanos
                 .store(nanos(interval), Ordering::Relaxed);
         }
+        if let Some(atime) = change.atime {
+            self.atime.store(atime_code(atime), Ordering::Relaxed);
+        }
+        if let Some(directory_atime) = change.directory_atime {
+            self.directory_atime
+                .store(directory_atime, Ordering::Relaxed);
+        }
         Ok(changing)
     }
 }
@@ -231,6 +283,22 @@ fn policy_code(policy: ErrorsPolicy) -> u8 {
         ErrorsPolicy::Continue => 0,
         ErrorsPolicy::RemountReadOnly => 1,
         ErrorsPolicy::Panic => 2,
+    }
+}
+
+fn atime_code(atime: AtimeUpdates) -> u8 {
+    match atime {
+        AtimeUpdates::Relative => 0,
+        AtimeUpdates::Always => 1,
+        AtimeUpdates::Never => 2,
+    }
+}
+
+fn atime_from_code(code: u8) -> AtimeUpdates {
+    match code {
+        0 => AtimeUpdates::Relative,
+        1 => AtimeUpdates::Always,
+        _ => AtimeUpdates::Never,
     }
 }
 
@@ -252,6 +320,8 @@ mod tests {
             cache_bytes: 256 << 20,
             dirty_limit_bytes: 64 << 20,
             writeback_interval: Duration::from_secs(5),
+            atime: AtimeUpdates::Relative,
+            directory_atime: true,
         }
     }
 
@@ -288,6 +358,22 @@ mod tests {
             );
             assert_eq!(live.errors_policy(), policy);
         }
+        for atime in [
+            AtimeUpdates::Never,
+            AtimeUpdates::Always,
+            AtimeUpdates::Relative,
+        ] {
+            drop(
+                live.change(&SettingsChange {
+                    atime: Some(atime),
+                    directory_atime: Some(atime != AtimeUpdates::Never),
+                    ..SettingsChange::default()
+                })
+                .unwrap(),
+            );
+            assert_eq!(live.atime(), atime);
+            assert_eq!(live.directory_atime(), atime != AtimeUpdates::Never);
+        }
     }
 
     #[test]
@@ -316,8 +402,12 @@ mod tests {
             dirty_limit_bytes: None,
             writeback_interval: Some(Duration::from_millis(500)),
             read_only: None,
+            atime: Some(AtimeUpdates::Never),
+            directory_atime: None,
         }
         .apply_to(&mut options);
+        assert_eq!(options.atime, AtimeUpdates::Never);
+        assert!(options.directory_atime);
         assert_eq!(options.errors, Some(ErrorsPolicy::Continue));
         assert_eq!(options.cache_bytes, 32 << 20);
         assert_eq!(
@@ -335,11 +425,19 @@ mod tests {
             dirty_limit_bytes: Some(4100),
             writeback_interval: Some(Duration::from_millis(500)),
             read_only: Some(true),
+            atime: None,
+            directory_atime: None,
         };
         assert_eq!(
             change.to_string(),
             "errors=remount-ro cache=1G dirty=4100 writeback=0.5s ro"
         );
+        let atime = SettingsChange {
+            atime: Some(AtimeUpdates::Never),
+            directory_atime: Some(false),
+            ..SettingsChange::default()
+        };
+        assert_eq!(atime.to_string(), "noatime nodiratime");
         assert_eq!(SettingsChange::default().to_string(), "");
         assert_eq!(change.summary(100), change.to_string());
         let summary = change.summary(40);

@@ -119,9 +119,8 @@ impl Filesystem {
     /// `errors=`) but does not fail the read.
     pub(super) fn accessed(&self, ino: u64) {
         const DAY_SECONDS: i64 = 24 * 60 * 60;
-        if self.shared.options.atime == AtimeUpdates::Never
-            || self.shared.transport_read_only.load(Ordering::Acquire)
-        {
+        let atime = self.shared.settings.atime();
+        if atime == AtimeUpdates::Never || self.shared.transport_read_only.load(Ordering::Acquire) {
             return;
         }
         let Ok(record) = self.shared.namespace.getattr(ino) else {
@@ -137,7 +136,7 @@ impl Filesystem {
         let stale = record.atime <= record.mtime
             || record.atime <= record.ctime
             || now.seconds.saturating_sub(record.atime.seconds) >= DAY_SECONDS;
-        if self.shared.options.atime == AtimeUpdates::Relative && !stale {
+        if atime == AtimeUpdates::Relative && !stale {
             return;
         }
         let Ok(_writer) = self.shared.gate.try_enter() else {

@@ -319,7 +319,7 @@ impl Filesystem {
     /// start); `.` and `..` come first.
     pub fn readdir(&self, handle: u64, offset: u64, limit: usize) -> FsResult<Vec<DirItem>> {
         let dir = self.dir(handle)?;
-        if offset == 0 && self.shared.options.directory_atime {
+        if offset == 0 && self.shared.settings.directory_atime() {
             // A listing from the start is a read of the directory (Linux's
             // `iterate_dir`); its continuations are the same listing.
             self.accessed(dir.ino);
