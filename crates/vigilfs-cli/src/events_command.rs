@@ -228,8 +228,21 @@ fn follow_once(
         follow,
         mode,
     };
-    let mut reader = client::open_stream(mountpoint, &request)
+    let (answer, mut reader) = client::open_stream(mountpoint, &request)
         .map_err(|error| error.into_failure("events", mountpoint))?;
+    let ephemeral_from = answer["ephemeral_from"].as_u64();
+    if let Sink::Hook(hook) = &mut *sink {
+        let news = hook.ephemeral_from(ephemeral_from);
+        if let Some(first) = ephemeral_from.filter(|_| news) {
+            eprintln!(
+                "vigilfs: events: {} keeps no event log (mounted read-only, or its log cannot \
+                 be written): ids from {first} on are this mount's only, and a later mount \
+                 gives them to other events. The state file stays below {first}: a restart \
+                 runs these events again rather than skip later ones.",
+                mountpoint.display()
+            );
+        }
+    }
     // Short reads let a hook's held burst go out on time.
     reader
         .get_ref()

@@ -12,7 +12,10 @@
 //! successfully (or were not wanted), and it is written — to a temporary
 //! file, synced, renamed over, the directory synced — only after the run
 //! succeeded. So a restart resumes right after it: nothing handled runs
-//! again, nothing unhandled is skipped.
+//! again, nothing unhandled is skipped. Ids a mount keeps in memory only
+//! (a read-only mount: a later mount hands them out again) never reach
+//! the state file: their events may run again after a restart, but no
+//! later event is skipped for them.
 
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -52,6 +55,8 @@ pub struct Hook {
     seen_through: Option<u64>,
     last_start: Option<Instant>,
     resume: u64,
+    /// The first id the current stream's mount keeps in memory only.
+    ephemeral_from: Option<u64>,
 }
 
 const KINDS: [&str; 13] = [
@@ -115,12 +120,23 @@ impl Hook {
             seen_through: None,
             last_start: None,
             resume,
+            ephemeral_from: None,
         })
     }
 
     /// The id the state file says was handled last (0 if none).
     pub fn resume_after(&self) -> u64 {
         self.resume
+    }
+
+    /// What a (new) stream said of its ids: from `first` on they are its
+    /// mount's only, and the state file keeps nothing at or above it
+    /// (`None`: every id is kept in the image). Returns whether that is
+    /// news worth telling.
+    pub fn ephemeral_from(&mut self, first: Option<u64>) -> bool {
+        let news = first.is_some() && self.ephemeral_from != first;
+        self.ephemeral_from = first;
+        news
     }
 
     /// Takes `id` as the last handled, below what the state file said (an
@@ -305,9 +321,12 @@ impl Hook {
 
     /// Writes the newest id seen into the state file, atomically.
     fn save_state(&self) -> Result<(), Failure> {
-        let (Some(path), Some(id)) = (&self.config.state, self.seen_through) else {
+        let (Some(path), Some(mut id)) = (&self.config.state, self.seen_through) else {
             return Ok(());
         };
+        if let Some(first) = self.ephemeral_from {
+            id = id.min(first.saturating_sub(1));
+        }
         let failed = |error: std::io::Error| {
             Failure::operational(format!("state file {}: {error}", path.display()))
         };

@@ -1021,3 +1021,62 @@ fn hostile_file_names_are_escaped_in_events_and_unsynced() {
     );
     scratch.umount(pid);
 }
+
+/// A read-only mount keeps its events in memory: their ids are its own,
+/// and the next read-write mount gives the same ids to other events. A
+/// hook's state file must not take them as a place to resume from, or
+/// the later mount's errors would be skipped as "already handled".
+#[test]
+fn a_read_only_mounts_ids_do_not_make_a_hook_skip_the_next_mounts_errors() {
+    if fuse_missing("read-only ids") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    fs::write(scratch.at("first"), vec![1u8; 8192]).unwrap();
+    fs::write(scratch.at("second"), vec![2u8; 8192]).unwrap();
+    scratch.umount(pid);
+    let state = scratch.directory.path().join("hook.state");
+    let ran = scratch.directory.path().join("ran.txt");
+    let script = format!(
+        "echo \"$VIGILFS_EVENT_ID $VIGILFS_PATH\" >> {}",
+        ran.display()
+    );
+    let run_hook = || {
+        let output = Command::new(binary())
+            .args([
+                "events",
+                scratch.mnt(),
+                "--kinds",
+                "error",
+                "--exec",
+                &script,
+            ])
+            .arg("--state")
+            .arg(&state)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        text(&output.stderr)
+    };
+    let failed_read = |name: &str| {
+        scratch.inject(&["--fail-reads", "--path", name, "--drop-caches"]);
+        assert!(fs::read(scratch.at(name)).is_err());
+        scratch.inject(&["--clear"]);
+    };
+    let pid = scratch.mount(&["-o", "ro"]);
+    failed_read("first");
+    let warned = run_hook();
+    assert!(warned.contains("keeps no event log"), "{warned}");
+    scratch.umount(pid);
+    let pid = scratch.mount(&[]);
+    failed_read("second");
+    run_hook();
+    scratch.umount(pid);
+    let ran = fs::read_to_string(&ran).unwrap();
+    assert!(ran.contains(" /first"), "{ran}");
+    assert!(
+        ran.contains(" /second"),
+        "the read-write mount's errors ran too:\n{ran}"
+    );
+}

@@ -372,12 +372,12 @@ fn send_and_answer(
 }
 
 /// Opens the event stream of the mount at `mountpoint` (`request` is an
-/// `events` request): the lines after the response, one event each, until
-/// an `{"end":...}` line or the end of the connection.
+/// `events` request): the response's value, and the lines after it, one
+/// event each, until an `{"end":...}` line or the end of the connection.
 pub fn open_stream(
     mountpoint: &Path,
     request: &Request,
-) -> Result<BufReader<UnixStream>, ClientError> {
+) -> Result<(Value, BufReader<UnixStream>), ClientError> {
     let (stream, _) = connect_mount(mountpoint)?;
-    send_and_answer(stream, request).map(|(_, reader)| reader)
+    send_and_answer(stream, request)
 }

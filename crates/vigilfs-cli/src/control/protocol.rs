@@ -26,8 +26,10 @@
 //!  "atime":"noatime","directory_atime":B}                             (each optional)
 //! ```
 //!
-//! `events` is answered by one response line and then a stream: one JSON
-//! event per line (the form in [`super::event_json`]), ended by
+//! `events` is answered by one response line (`{"stream":true,
+//! "ephemeral_from":ID|null}`: from ID on, the ids are this mount's only,
+//! the log keeping nothing, so none is a place to resume from) and then a
+//! stream: one JSON event per line (the form in [`super::event_json`]), ended by
 //! `{"end":"history"|"unmount"|"terminal"|"restarted"}` (the history is
 //! read, the mount is gone, its terminal event was sent, or a power cut
 //! replaced the engine: follow again from the last id); the server closes

@@ -263,9 +263,12 @@ pub(super) fn serve_events(stream: &UnixStream, context: &Context, request: &Str
     }
     let newest_at_start = log.newest_id();
     let mount_first = log.mount_first_id();
+    // Ids from `mount_first` on are this mount's only when the log keeps
+    // nothing: a listener must not take them as a place to resume from.
+    let ephemeral_from = (!log.is_persistent()).then_some(mount_first);
     if write_response(
         stream,
-        &Response::success(json!({ "stream": true })),
+        &Response::success(json!({ "stream": true, "ephemeral_from": ephemeral_from })),
         deadline,
     )
     .is_err()

@@ -1014,11 +1014,18 @@ impl EventLog {
         self.state().mount_first_id
     }
 
+    /// Whether the ids this mount hands out are kept in the image: not on
+    /// a read-only mount, nor when the log cannot be written. Then a later
+    /// mount hands the same ids out again, for other events.
+    pub fn is_persistent(&self) -> bool {
+        self.slots > 0 && self.writable
+    }
+
     /// A monitor's view.
     pub fn status(&self) -> EventLogStatus {
         let state = self.state();
         EventLogStatus {
-            persistent: self.slots > 0 && self.writable,
+            persistent: self.is_persistent(),
             slots: self.slots,
             newest_id: state.next_id - 1,
             written_id: state.written_through,
