@@ -160,7 +160,8 @@ impl Collector for Snapshot {
         gauge(
             &mut encoder,
             "vigilfs_free_bytes",
-            "Free space in the data region",
+            "Free space in the data region (with blocks freed and awaiting the journal \
+             commit that records it, as df counts them)",
             signed(self.free_bytes),
         )?;
         gauge(
@@ -312,7 +313,7 @@ pub fn render(fs: &Filesystem, plan: &FaultPlan) -> String {
         newest_id: status.events.newest_id,
         state,
         size_bytes: status.total_blocks * block_size,
-        free_bytes: status.space.free_blocks * block_size,
+        free_bytes: (status.space.free_blocks + status.space.pending_blocks) * block_size,
         bad_blocks: status.space.bad_blocks,
         dirty_bytes: status.dirty_bytes,
         journal_free_bytes: status.journal.free_blocks * block_size,

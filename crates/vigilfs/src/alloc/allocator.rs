@@ -429,6 +429,12 @@ impl Allocator {
         }
     }
 
+    /// Blocks freed whose freeing is not yet recorded durable: free once
+    /// the journal is settled.
+    pub fn pending_blocks(&self) -> u64 {
+        self.lock_released().space.pending_blocks()
+    }
+
     /// Free space from the recovered rmap: the region minus every record and every rmap-tree
     /// node, minus the bad list.
     fn rebuild(&self, trees: &mut RecoveredTrees<'_>) -> Result<(), String> {

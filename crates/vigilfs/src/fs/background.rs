@@ -5,7 +5,8 @@
 //! every dirty file (errors go into the errseq words and are reported to
 //! the event stream and the error record: nobody else would hear of them),
 //! records durability on the device
-//! ([`crate::journal::Journal::settle_claims`]),
+//! ([`crate::journal::Journal::settle_claims`]; all of it while blocks
+//! freed wait for that record, so they become free),
 //! lets the journal reclaim space if it wants to, and saves the error record
 //! if it changed. Frozen, read-only and shut-down filesystems are left
 //! alone.
@@ -148,8 +149,15 @@ fn round(shared: &Shared) {
     // interval. As a writer, so a freeze that began meanwhile is not
     // written after; a failure is the journal's and is reported by the next
     // line, or tried again next round.
+    // Blocks a delete freed count as free only once that is recorded too:
+    // on a filesystem gone idle nothing else would record it, and status
+    // and metrics would show them pending for ever.
     if let Ok(_writer) = shared.gate.try_enter() {
-        let _ = shared.metadata.journal.settle_claims();
+        let _ = if shared.metadata.allocator.pending_blocks() > 0 {
+            shared.metadata.journal.settle()
+        } else {
+            shared.metadata.journal.settle_claims()
+        };
     }
     shared.check_journal("background writeback");
     if let Err(error) = shared.metadata.journal.reclaim_if_needed() {
