@@ -48,6 +48,11 @@ pub struct MetricsServer {
 }
 
 impl MetricsServer {
+    /// The address it listens on (the port the system chose for port 0).
+    pub fn address(&self) -> std::net::SocketAddr {
+        self.address
+    }
+
     /// Stops accepting and waits for the accept loop to end.
     pub fn stop(mut self) {
         self.stopping.store(true, Ordering::SeqCst);

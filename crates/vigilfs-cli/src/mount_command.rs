@@ -624,6 +624,25 @@ fn serve(
         Some(group) => Some(group_id(group)?),
         None => None,
     };
+    let metrics = match &settings.metrics {
+        Some(address) => {
+            match crate::metrics_http::serve(address, Arc::clone(&slot), Arc::clone(&plan)) {
+                Ok(metrics) => {
+                    // The address bound: port 0 asks the system for one.
+                    let bound = metrics.address();
+                    log(&format!("serving metrics at http://{bound}/metrics"));
+                    extra.insert("metrics_address".into(), json!(bound.to_string()));
+                    Some(metrics)
+                }
+                Err(message) => {
+                    let failure = Failure::operational(message);
+                    let _ = finish(&slot, power.as_deref(), listener, &image);
+                    return Err(failure);
+                }
+            }
+        }
+        None => None,
+    };
     let server = control::server::serve(
         &mountpoint,
         control::server::Served {
@@ -640,26 +659,12 @@ fn serve(
         Ok(server) => server,
         Err(error) => {
             let failure = Failure::operational(format!("control socket: {error}"));
+            if let Some(metrics) = metrics {
+                metrics.stop();
+            }
             let _ = finish(&slot, power.as_deref(), listener, &image);
             return Err(failure);
         }
-    };
-    let metrics = match &settings.metrics {
-        Some(address) => {
-            match crate::metrics_http::serve(address, Arc::clone(&slot), Arc::clone(&plan)) {
-                Ok(metrics) => {
-                    log(&format!("serving metrics at http://{address}/metrics"));
-                    Some(metrics)
-                }
-                Err(message) => {
-                    let failure = Failure::operational(message);
-                    server.stop();
-                    let _ = finish(&slot, power.as_deref(), listener, &image);
-                    return Err(failure);
-                }
-            }
-        }
-        None => None,
     };
     let config = fuse_config(&settings, &image);
     let first = slot

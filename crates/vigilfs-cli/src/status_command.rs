@@ -163,6 +163,9 @@ pub fn render(status: &Value) -> String {
         let _ = write!(mount, " (image {image})");
     }
     row("mount", mount);
+    if let Some(address) = status["metrics_address"].as_str() {
+        row("metrics", format!("http://{address}/metrics"));
+    }
     row(
         "process",
         format!(

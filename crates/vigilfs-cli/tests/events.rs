@@ -1120,3 +1120,38 @@ fn space_a_delete_gave_back_shows_free_once_the_filesystem_is_idle() {
     );
     scratch.umount(pid);
 }
+
+/// `metrics=ADDR:0` asks the system for a free port: the one bound is what
+/// the log and status say (the log used to say port 0), and it serves.
+#[test]
+fn a_metrics_port_the_system_chose_is_reported() {
+    if fuse_missing("metrics port 0") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M", "-o", "metrics=127.0.0.1:0"]);
+    let status = scratch.status();
+    let address = status["metrics_address"].as_str().unwrap().to_string();
+    assert!(address.starts_with("127.0.0.1:"), "{address}");
+    assert_ne!(address, "127.0.0.1:0");
+    assert!(
+        scratch.log().contains(&format!("http://{address}/metrics")),
+        "{}",
+        scratch.log()
+    );
+    let scraped = scrape(&address);
+    assert!(
+        scraped
+            .samples
+            .iter()
+            .any(|sample| sample.metric == "vigilfs_free_bytes"),
+        "the chosen port serves the metrics"
+    );
+    let human = vigilfs(&["status", scratch.mnt()]);
+    assert!(
+        text(&human.stdout).contains(&address),
+        "{}",
+        text(&human.stdout)
+    );
+    scratch.umount(pid);
+}
