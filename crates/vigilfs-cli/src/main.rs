@@ -279,6 +279,10 @@ enum Command {
     /// Use it to take a consistent snapshot of the image. Root and the user
     /// who mounted only.
     ///
+    /// Through FUSE, a create, unlink, mkdir or rename that waits for the
+    /// thaw holds the kernel's lock of its directory: lookups and listings
+    /// of that directory wait for the thaw too. Reads elsewhere go on.
+    ///
     /// Example:
     ///   vigilfs freeze /mnt/data && cp --sparse=always disk.img backup.img; vigilfs thaw /mnt/data
     #[command(verbatim_doc_comment)]
