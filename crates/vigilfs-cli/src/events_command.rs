@@ -143,7 +143,8 @@ impl Sink {
 pub fn run(arguments: &EventsArgs) -> Result<u8, Failure> {
     let target = &arguments.target;
     let metadata = std::fs::metadata(target)
-        .map_err(|error| Failure::usage(format!("{}: {error}", target.display())))?;
+        // As status, sync and scrub answer a path that is not there.
+        .map_err(|error| Failure::operational(format!("events: {}: {error}", target.display())))?;
     let live = metadata.is_dir();
     if !live && arguments.follow {
         return Err(Failure::arguments(format!(

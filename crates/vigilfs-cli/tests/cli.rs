@@ -182,6 +182,16 @@ fn fsck_exit_codes_follow_fsck_8() {
     // Not an image at all: operational error, exit 8.
     let missing = vigilfs(&["fsck", "missing.img"], directory.path());
     assert_eq!(missing.status.code(), Some(8));
+    // Every command that reads a missing image or mount point says so alike.
+    for command in ["events", "status", "sync", "scrub"] {
+        let missing = vigilfs(&[command, "missing.img"], directory.path());
+        assert_eq!(
+            missing.status.code(),
+            Some(8),
+            "{command}: {}",
+            text(&missing.stderr)
+        );
+    }
     std::fs::write(directory.path().join("zeros.img"), vec![0u8; 8 << 20]).unwrap();
     let zeros = vigilfs(&["fsck", "zeros.img"], directory.path());
     assert_eq!(zeros.status.code(), Some(8));
