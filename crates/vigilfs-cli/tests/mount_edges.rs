@@ -385,3 +385,22 @@ fn a_write_right_after_closing_a_deleted_file_gets_its_space() {
     }
     scratch.umount(pid);
 }
+
+/// The image given where its mount point belongs: the answer names the
+/// mount point instead of saying nothing is mounted.
+#[test]
+fn a_command_given_the_mounted_image_names_its_mount_point() {
+    if fuse_missing("image for mount point") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let wrong = vigilfs(&["status", scratch.img()]);
+    assert_eq!(wrong.status.code(), Some(8));
+    let said = text(&wrong.stderr);
+    assert!(
+        said.contains(&format!("mounted at {}", scratch.mnt())),
+        "{said}"
+    );
+    scratch.umount(pid);
+}

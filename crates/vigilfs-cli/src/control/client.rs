@@ -73,10 +73,21 @@ pub fn mount_owner(canonical: &Path) -> Result<u32, ClientError> {
     let Some(entry) = mounts.topmost_at(canonical) else {
         let missing = std::fs::symlink_metadata(canonical)
             .is_err_and(|error| error.kind() == io::ErrorKind::NotFound);
-        let why = if missing {
-            "it does not exist"
-        } else {
-            "nothing is mounted on it"
+        // An image given where its mount point belongs: name the mount.
+        let mounted_at = crate::mountinfo::file_identity(canonical)
+            .ok()
+            .and_then(|image| {
+                mounts
+                    .vigilfs_mounts_of_file(image, crate::control::current_uid())
+                    .next()
+                    .map(|entry| entry.mountpoint.display().to_string())
+            });
+        let why = match (missing, mounted_at) {
+            (true, _) => "it does not exist".to_string(),
+            (false, Some(mountpoint)) => {
+                format!("it is an image, mounted at {mountpoint}: give the mount point")
+            }
+            (false, None) => "nothing is mounted on it".to_string(),
         };
         return Err(ClientError::Unreachable(format!(
             "no vigilfs mount is served there ({why})"
