@@ -8,12 +8,15 @@
 //! and makes everything durable before the remount returns, as Linux's
 //! remount does, so an image copied or a power cut right after keeps it),
 //! and the per-mount flags `nosuid`/`suid`, `nodev`/`dev`, `noexec`/`exec`
-//! and the atime family; flags not named keep their current value (read
-//! with statvfs), since `mount(2)` with `MS_REMOUNT` sets all of them. And
-//! the daemon's settings that only steer what it does from now on:
-//! `errors=`, `cache=`, `dirty=`, `writeback_interval=` and the atime
-//! family (the kernel leaves access times of a FUSE mount to the daemon,
-//! so they are both), sent over the control socket
+//! and the atime family. mount(8) passes the whole set the mount is to
+//! have (the mount table's merged with the command line's), so a flag it
+//! leaves out is cleared; a list naming none of the current flags (a
+//! script's `remount,ro`) changes only what it names, the rest read with
+//! statvfs, since `mount(2)` with `MS_REMOUNT` sets all of them. And the
+//! daemon's settings that only steer what it does from now on: `errors=`,
+//! `cache=`, `dirty=` and `writeback_interval=`, and the access-time
+//! setting, which follows the kernel's atime flags (a FUSE mount leaves
+//! access times to the daemon), sent over the control socket
 //! (`vigilfs::fs::SettingsChange`).
 //!
 //! Everything is validated before anything changes; then the kernel's
@@ -32,6 +35,7 @@
 use std::path::Path;
 
 use serde_json::Value;
+use vigilfs::fs::AtimeUpdates;
 
 use crate::control::client;
 use crate::control::protocol::Request;
@@ -41,19 +45,6 @@ use crate::mountinfo::Mounts;
 
 /// The options naming the daemon's settings a remount may change.
 const SETTINGS: [&str; 4] = ["errors", "cache", "dirty", "writeback_interval"];
-
-/// The access-time options: flags of the kernel's mount, and the daemon's
-/// settings too (through FUSE the daemon updates access times).
-const ATIME_OPTIONS: [&str; 8] = [
-    "relatime",
-    "atime",
-    "nostrictatime",
-    "strictatime",
-    "norelatime",
-    "noatime",
-    "diratime",
-    "nodiratime",
-];
 
 /// Whether the `-o` arguments ask for a remount.
 pub fn is_remount(options: &[String]) -> bool {
@@ -74,13 +65,78 @@ struct Remount<'o> {
     fixed: Vec<&'o str>,
 }
 
+/// The words of the per-mount flags a mount whose statvfs `f_flag` is
+/// `current` shows in the mount table.
+fn current_flag_words(current: u64) -> Vec<&'static str> {
+    let shown = [
+        (libc::ST_NOSUID, "nosuid"),
+        (libc::ST_NODEV, "nodev"),
+        (libc::ST_NOEXEC, "noexec"),
+        (libc::ST_NOATIME, "noatime"),
+        (libc::ST_NODIRATIME, "nodiratime"),
+        (libc::ST_RELATIME, "relatime"),
+        (vigilfs_fuse::ST_NOSYMFOLLOW, "nosymfollow"),
+    ];
+    let mut words = vec![if current & libc::ST_RDONLY != 0 {
+        "ro"
+    } else {
+        "rw"
+    }];
+    words.extend(
+        shown
+            .into_iter()
+            .filter(|(flag, _)| current & flag != 0)
+            .map(|(_, word)| word),
+    );
+    words
+}
+
 /// Sorts `options` for a remount of a mount whose statvfs `f_flag` is
 /// `current`.
+///
+/// mount(8) hands a helper the whole set of options the mount is to have:
+/// the mount table's, merged with the command line's (`remount,exec` of a
+/// `noexec` mount arrives as `rw,relatime,remount`: the flag cleared is the
+/// one missing). A list naming any flag the mount has now is such a set,
+/// and a flag it leaves out is cleared, as `mount(2)` with `MS_REMOUNT`
+/// does; only the atime flags stay when none is named (the kernel's rule).
+/// A list naming none of them (`remount,ro` from a script calling the
+/// helper itself) changes only what it names.
 fn classify(current: u64, options: &[String]) -> Remount<'_> {
-    let mut flags = vigilfs_fuse::remount_keeping(current);
     let atime = libc::MS_NOATIME | libc::MS_RELATIME | libc::MS_STRICTATIME;
+    let words: Vec<&str> = options
+        .iter()
+        .flat_map(|argument| argument.split(','))
+        .collect();
+    let whole_set = current_flag_words(current)
+        .iter()
+        .any(|word| words.contains(word));
+    let kept = vigilfs_fuse::remount_keeping(current);
+    let mut flags = if whole_set {
+        let atime_named = words.iter().any(|word| {
+            matches!(
+                *word,
+                "noatime"
+                    | "relatime"
+                    | "atime"
+                    | "nostrictatime"
+                    | "strictatime"
+                    | "norelatime"
+                    | "nodiratime"
+                    | "diratime"
+            )
+        });
+        let kept_atime = if atime_named {
+            0
+        } else {
+            kept & (atime | libc::MS_NODIRATIME)
+        };
+        libc::MS_REMOUNT | kept_atime
+    } else {
+        kept
+    };
     let mut fixed = Vec::new();
-    for option in options.iter().flat_map(|argument| argument.split(',')) {
+    for option in words {
         let key = option.split_once('=').map_or(option, |(key, _)| key);
         match option {
             "remount" | "" => {}
@@ -146,22 +202,24 @@ fn check_fixed(fixed: &[&str], mounted: &str) -> Result<(), Failure> {
 }
 
 /// The daemon's part of a remount: the settings `options` name, validated
-/// as at mount, or `None` when they name none.
+/// as at mount, the read-only flag if it changes, and the access-time
+/// setting if the kernel's atime flags change (the daemon records access
+/// times, so it follows them); `None` when nothing changes for it.
 fn settings_request(
     options: &[String],
     read_only: Option<bool>,
+    atime: Option<(AtimeUpdates, bool)>,
 ) -> Result<Option<Request>, Failure> {
     let named: Vec<&str> = options
         .iter()
         .flat_map(|argument| argument.split(','))
         .filter(|option| {
-            ATIME_OPTIONS.contains(option)
-                || option
-                    .split_once('=')
-                    .is_some_and(|(key, _)| SETTINGS.contains(&key))
+            option
+                .split_once('=')
+                .is_some_and(|(key, _)| SETTINGS.contains(&key))
         })
         .collect();
-    if named.is_empty() && read_only.is_none() {
+    if named.is_empty() && read_only.is_none() && atime.is_none() {
         return Ok(None);
     }
     let settings = mount_options::parse(&named).map_err(Failure::arguments)?;
@@ -177,9 +235,42 @@ fn settings_request(
                 .max(1)
         }),
         read_only,
-        atime: settings.atime.map(|atime| atime.name().to_string()),
-        directory_atime: settings.directory_atime,
+        atime: atime.map(|(atime, _)| atime.name().to_string()),
+        directory_atime: atime.map(|(_, directory_atime)| directory_atime),
     }))
+}
+
+/// The kernel's atime flags of a mount, as the daemon's setting: when reads
+/// record access times, and whether listings do.
+fn atime_of_statvfs(statvfs_flags: u64) -> (AtimeUpdates, bool) {
+    let atime = if statvfs_flags & libc::ST_NOATIME != 0 {
+        AtimeUpdates::Never
+    } else if statvfs_flags & libc::ST_RELATIME != 0 {
+        AtimeUpdates::Relative
+    } else {
+        AtimeUpdates::Always
+    };
+    (atime, statvfs_flags & libc::ST_NODIRATIME == 0)
+}
+
+/// What a remount with `mount(2)` flags `flags` leaves of the atime flags
+/// of a mount whose statvfs flags are `current`: with no atime flag at all
+/// the kernel keeps them as they were.
+fn atime_after(flags: libc::c_ulong, current: u64) -> (AtimeUpdates, bool) {
+    let named = libc::MS_NOATIME | libc::MS_RELATIME | libc::MS_STRICTATIME | libc::MS_NODIRATIME;
+    if flags & named == 0 {
+        return atime_of_statvfs(current);
+    }
+    let atime = if flags & libc::MS_NOATIME != 0 {
+        AtimeUpdates::Never
+    } else if flags & libc::MS_STRICTATIME != 0 {
+        AtimeUpdates::Always
+    } else if flags & libc::MS_RELATIME != 0 {
+        AtimeUpdates::Relative
+    } else {
+        atime_of_statvfs(current).0
+    };
+    (atime, flags & libc::MS_NODIRATIME == 0)
 }
 
 /// Why a daemon with `status` cannot take writes, if it cannot.
@@ -226,7 +317,12 @@ pub fn remount(mountpoint: &Path, options: &[String]) -> Result<u8, Failure> {
     let read_only = remount.flags & libc::MS_RDONLY != 0;
     // The daemon hears of a change of the flag: read-only makes everything
     // durable first, as Linux's remount does.
-    let settings = settings_request(options, (read_only != was_read_only).then_some(read_only))?;
+    let atime = atime_after(remount.flags, kernel_flags);
+    let settings = settings_request(
+        options,
+        (read_only != was_read_only).then_some(read_only),
+        (atime != atime_of_statvfs(kernel_flags)).then_some(atime),
+    )?;
     let status = client::call(&canonical, &Request::Status)
         .map_err(|error| error.into_failure("remount", mountpoint))?;
     check_fixed(
@@ -273,6 +369,31 @@ mod tests {
 
     fn options(text: &str) -> Vec<String> {
         vec![text.to_string()]
+    }
+
+    /// mount(8) passes the whole set (the mount table's flags merged with
+    /// the command line's): a flag it leaves out is cleared.
+    #[test]
+    fn a_whole_set_from_mount8_clears_the_flags_it_leaves_out() {
+        let current = libc::ST_NOSUID | libc::ST_NOEXEC | libc::ST_NODIRATIME | libc::ST_RELATIME;
+        // `mount -o remount,exec,diratime`: noexec and nodiratime left out.
+        let flags = classify(current, &options("rw,nosuid,relatime,remount")).flags;
+        assert_eq!(
+            flags,
+            libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_RELATIME
+        );
+        assert_eq!(atime_after(flags, current), (AtimeUpdates::Relative, true));
+        // No atime flag named: the kernel keeps them (and so does the daemon).
+        let flags = classify(current, &options("rw,nosuid,noexec,remount")).flags;
+        assert_eq!(
+            flags,
+            libc::MS_REMOUNT
+                | libc::MS_NOSUID
+                | libc::MS_NOEXEC
+                | libc::MS_NODIRATIME
+                | libc::MS_RELATIME
+        );
+        assert_eq!(atime_after(flags, current), atime_of_statvfs(current));
     }
 
     #[test]
@@ -327,11 +448,12 @@ mod tests {
         );
         assert!(remount.fixed.is_empty());
         assert_eq!(
-            settings_request(&options("remount,ro"), None).unwrap(),
+            settings_request(&options("remount,ro"), None, None).unwrap(),
             None
         );
         let request = settings_request(
             &options("remount,errors=continue,cache=1G,dirty=16M,writeback_interval=0.5"),
+            None,
             None,
         )
         .unwrap();
@@ -348,7 +470,7 @@ mod tests {
             })
         );
         assert_eq!(
-            settings_request(&options("remount,ro"), Some(true)).unwrap(),
+            settings_request(&options("remount,ro"), Some(true), None).unwrap(),
             Some(Request::Reconfigure {
                 errors: None,
                 cache_bytes: None,
@@ -359,7 +481,7 @@ mod tests {
                 directory_atime: None,
             })
         );
-        let tiny = settings_request(&options("writeback_interval=0.0000001"), None).unwrap();
+        let tiny = settings_request(&options("writeback_interval=0.0000001"), None, None).unwrap();
         assert!(matches!(
             tiny,
             Some(Request::Reconfigure {
@@ -367,14 +489,20 @@ mod tests {
                 ..
             })
         ));
-        // The atime family is the kernel's flags and the daemon's settings.
+        // The atime family is the kernel's flags, and the daemon follows
+        // them.
         let atime = options("remount,noatime,nodiratime");
+        let flags = classify(libc::ST_RELATIME, &atime).flags;
         assert_eq!(
-            classify(0, &atime).flags,
+            flags,
             libc::MS_REMOUNT | libc::MS_NOATIME | libc::MS_NODIRATIME
         );
         assert_eq!(
-            settings_request(&atime, None).unwrap(),
+            atime_after(flags, libc::ST_RELATIME),
+            (AtimeUpdates::Never, false)
+        );
+        assert_eq!(
+            settings_request(&atime, None, Some((AtimeUpdates::Never, false))).unwrap(),
             Some(Request::Reconfigure {
                 errors: None,
                 cache_bytes: None,
@@ -386,7 +514,8 @@ mod tests {
             })
         );
         for bad in ["errors=sometimes", "cache=lots", "writeback_interval=0"] {
-            let refused = settings_request(&options(&format!("remount,{bad}")), None).unwrap_err();
+            let refused =
+                settings_request(&options(&format!("remount,{bad}")), None, None).unwrap_err();
             assert!(refused.to_string().contains(bad), "{refused}");
         }
     }

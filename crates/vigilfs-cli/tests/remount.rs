@@ -365,3 +365,28 @@ fn a_remount_changes_when_access_times_are_recorded() {
     assert_eq!(listed(), ago, "nodiratime: listings record nothing");
     scratch.umount(pid);
 }
+
+/// mount(8) hands the helper the whole set of options the mount is to
+/// have, the mount table's merged with the command line's: `mount -o
+/// remount,exec` of a `noexec` mount arrives as `rw,relatime,remount`.
+/// The flag it leaves out is cleared (it used to be kept: the remount
+/// said success and the mount stayed noexec).
+#[test]
+fn a_flag_mount8_leaves_out_of_the_whole_set_is_cleared() {
+    if fuse_missing("a_flag_mount8_leaves_out_of_the_whole_set_is_cleared") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    remount(&scratch, "remount,noexec,nodiratime");
+    let now = flags(&scratch.mountpoint);
+    assert_ne!(now & libc::ST_NOEXEC, 0);
+    assert_eq!(scratch.status()["settings"]["directory_atime"], false);
+    // As mount(8) passes `mount -o remount,exec,diratime`.
+    remount(&scratch, "rw,relatime,remount");
+    let now = flags(&scratch.mountpoint);
+    assert_eq!(now & libc::ST_NOEXEC, 0, "exec again");
+    assert_eq!(now & libc::ST_NODIRATIME, 0, "diratime again");
+    assert_eq!(scratch.status()["settings"]["directory_atime"], true);
+    scratch.umount(pid);
+}

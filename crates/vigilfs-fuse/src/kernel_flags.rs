@@ -23,7 +23,7 @@ use std::time::Duration;
 use vigilfs::fs::{Filesystem, LifeState};
 
 /// `statvfs`'s `ST_NOSYMFOLLOW` (not in the libc crate).
-const ST_NOSYMFOLLOW: u64 = 0x2000;
+pub const ST_NOSYMFOLLOW: u64 = 0x2000;
 
 /// The `mount(2)` flags of a remount that keeps a mount's flags as its
 /// statvfs `f_flag` says they are now (`MS_REMOUNT` included).

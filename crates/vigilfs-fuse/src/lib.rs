@@ -50,5 +50,5 @@ mod kernel_flags;
 mod lanes;
 mod session;
 
-pub use kernel_flags::{remount, remount_keeping, statvfs_flags};
+pub use kernel_flags::{remount, remount_keeping, statvfs_flags, ST_NOSYMFOLLOW};
 pub use session::{mount, MountConfig, MountFlags, Mounted, Restarter};
