@@ -265,6 +265,10 @@ impl PowerSwitch {
                 read_only: flags.read_only && !errors_made_read_only,
                 ..flags
             });
+        let atime = self
+            .session
+            .get()
+            .and_then(|session| current_atime_flags(session.mountpoint()));
         self.cache.cut_power();
         // Nothing of the old engine reaches the device any more: where its
         // event log stands is final.
@@ -299,6 +303,9 @@ impl PowerSwitch {
             session.restart(new, &stale, flags).map_err(|error| {
                 CutError::Remount(format!("restarting the FUSE session: {error}"))
             })?;
+            if let Some(atime) = atime {
+                keep_atime_flags(session.mountpoint(), atime);
+            }
         }
         Ok(CutReport {
             number,
@@ -307,6 +314,42 @@ impl PowerSwitch {
             took: start.elapsed(),
             replayed,
         })
+    }
+}
+
+/// The `mount(2)` atime flags of the mount on `mountpoint` now, from the
+/// mount table: a new FUSE session mounts with the kernel's defaults.
+fn current_atime_flags(mountpoint: &std::path::Path) -> Option<libc::c_ulong> {
+    let mounts = crate::mountinfo::Mounts::read().ok()?;
+    let entry = mounts.topmost_at(mountpoint)?;
+    let has = |flag: &str| entry.mount_options.split(',').any(|option| option == flag);
+    let mut flags = if has("noatime") {
+        libc::MS_NOATIME
+    } else if has("relatime") {
+        libc::MS_RELATIME
+    } else {
+        libc::MS_STRICTATIME
+    };
+    if has("nodiratime") {
+        flags |= libc::MS_NODIRATIME;
+    }
+    Some(flags)
+}
+
+/// Gives the mount on `mountpoint` the atime flags `atime` (its others as
+/// they are), as a reboot would mount it again from fstab. A refusal
+/// leaves the defaults: the daemon's own setting, which decides what is
+/// recorded, is kept either way.
+fn keep_atime_flags(mountpoint: &std::path::Path, atime: libc::c_ulong) {
+    let Ok(now) = vigilfs_fuse::statvfs_flags(mountpoint) else {
+        return;
+    };
+    let kept = vigilfs_fuse::remount_keeping(now);
+    let all_atime =
+        libc::MS_NOATIME | libc::MS_RELATIME | libc::MS_STRICTATIME | libc::MS_NODIRATIME;
+    let wanted = (kept & !all_atime) | atime;
+    if wanted != kept {
+        let _ = vigilfs_fuse::remount(mountpoint, wanted);
     }
 }
 

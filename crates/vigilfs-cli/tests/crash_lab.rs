@@ -791,7 +791,7 @@ fn settings_changed_by_a_remount_survive_a_power_cut() {
             scratch.img(),
             scratch.mnt(),
             "-o",
-            "remount,errors=continue,dirty=2M",
+            "remount,errors=continue,dirty=2M,noatime,nodiratime",
         ])
         .output()
         .unwrap();
@@ -803,6 +803,17 @@ fn settings_changed_by_a_remount_survive_a_power_cut() {
     assert_eq!(status["crash_lab"]["power_cuts"], 1, "{status:#}");
     assert_eq!(status["errors_policy"], "continue", "{status:#}");
     assert_eq!(status["settings"]["dirty_limit_bytes"], 2 << 20);
+    assert_eq!(status["settings"]["atime"], "noatime");
+    assert_eq!(status["settings"]["directory_atime"], false);
+    // The kernel's flags too: mount(8) merges them into the next remount,
+    // which would otherwise tell the daemon relatime again.
+    let path = std::ffi::CString::new(scratch.mnt()).unwrap();
+    // SAFETY: statvfs is plain old data; all zeros is a valid value.
+    let mut kernel: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and a writable statvfs.
+    assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut kernel) }, 0);
+    assert_ne!(kernel.f_flag & libc::ST_NOATIME, 0, "noatime kept");
+    assert_ne!(kernel.f_flag & libc::ST_NODIRATIME, 0, "nodiratime kept");
     scratch.umount(pid);
 }
 
