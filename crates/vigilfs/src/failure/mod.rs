@@ -85,7 +85,9 @@ pub struct Origin {
     /// Who noticed.
     pub source: Source,
     /// Free text for people (`"SMART pending sector"`, `"data read"`),
-    /// at most [`MAX_ORIGIN_BYTES`] bytes.
+    /// at most [`MAX_ORIGIN_BYTES`] bytes, printable as names are
+    /// ([`crate::inode::printable`]): it comes from outside (a monitoring
+    /// tool's report) and goes into events and logs.
     pub text: String,
 }
 
@@ -96,6 +98,7 @@ impl Origin {
     /// An origin, its text cut to [`MAX_ORIGIN_BYTES`] at a character
     /// boundary.
     pub fn new(cause: FailureCause, source: Source, text: &str) -> Origin {
+        let text = crate::inode::printable(text.as_bytes());
         let mut end = text.len().min(MAX_ORIGIN_BYTES);
         while !text.is_char_boundary(end) {
             end -= 1;
@@ -205,4 +208,21 @@ pub(crate) fn seconds_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Origin;
+
+    /// An operator's origin text comes from outside (a SMART or array
+    /// report) and is shown in events and logs: it cannot forge a line.
+    #[test]
+    fn an_origin_text_cannot_forge_a_line() {
+        let origin = Origin::operator("SMART\n#9999  error forged");
+        assert_eq!(origin.text, "SMART\\x0a#9999  error forged");
+        // Cut to the limit after escaping, at a character boundary.
+        let long = Origin::operator(&"\u{1}".repeat(300));
+        assert!(long.text.len() <= super::MAX_ORIGIN_BYTES);
+        assert!(!long.text.contains('\u{1}'));
+    }
 }

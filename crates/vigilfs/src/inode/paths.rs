@@ -112,13 +112,32 @@ pub fn printable(name: &[u8]) -> String {
 }
 
 /// Characters that are not control characters yet change how a line reads:
-/// line and paragraph separators, and the bidirectional marks, embeddings,
+/// line and paragraph separators, the bidirectional marks, embeddings,
 /// overrides and isolates (text that displays in another order than it is
-/// stored).
+/// stored), and the characters that display as nothing (zero-width spaces
+/// and joiners, the byte-order mark, soft hyphen, variation selectors,
+/// fillers and tags: Unicode's default-ignorable code points), with which
+/// two names would show as one.
 fn reorders_or_breaks_lines(character: char) -> bool {
     matches!(
         character,
-        '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        '\u{00ad}'
+            | '\u{034f}'
+            | '\u{061c}'
+            | '\u{115f}'..='\u{1160}'
+            | '\u{17b4}'..='\u{17b5}'
+            | '\u{180b}'..='\u{180f}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{206f}'
+            | '\u{3164}'
+            | '\u{fe00}'..='\u{fe0f}'
+            | '\u{feff}'
+            | '\u{ffa0}'
+            | '\u{fff0}'..='\u{fffb}'
+            | '\u{1bca0}'..='\u{1bca3}'
+            | '\u{1d173}'..='\u{1d17a}'
+            | '\u{e0000}'..='\u{e0fff}'
     )
 }
 
@@ -145,6 +164,19 @@ mod tests {
         assert_eq!(printable(b"bad\xff\xfename"), "bad\\xff\\xfename");
         // C1 controls (a one-byte CSI to some terminals) are control too.
         assert_eq!(printable("a\u{9b}b".as_bytes()), "a\\xc2\\x9bb");
+        // Invisible characters would make two names show as one.
+        for invisible in [
+            '\u{200b}',
+            '\u{feff}',
+            '\u{061c}',
+            '\u{2060}',
+            '\u{fe0f}',
+            '\u{e0041}',
+        ] {
+            let name = format!("same{invisible}.db");
+            assert_ne!(printable(name.as_bytes()), "same.db");
+            assert!(printable(name.as_bytes()).contains("\\x"), "{invisible:?}");
+        }
         // A right-to-left override would show the name in another order.
         assert_eq!(
             printable("evil\u{202e}gpj.exe".as_bytes()),
