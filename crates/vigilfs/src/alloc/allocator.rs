@@ -41,14 +41,6 @@
 //!   ordinary metadata may use ([`conversions_available`]). So converting fallocated space
 //!   on a full filesystem eats into the upper half of the reserve only, never the part
 //!   deletions need (ext4 keeps reserved clusters for the same conversions).
-//!
-//!   A rewrite of a block its file has written needs a new block (data is copy-on-write),
-//!   but its writeback frees the block it replaces: space-neutral once it lands. So a write
-//!   made only of rewrites may be promised blocks from that same upper half of the reserve
-//!   ([`rewrites_available`]) when new data may take nothing more: a full filesystem still
-//!   lets a program rewrite what it has (SQLite's shared-memory file, a reused WAL), as an
-//!   update-in-place filesystem does, and the blocks borrowed come back as each writeback
-//!   commits.
 //! * **Pending frees are free.** A request that fits only once pending frees are released
 //!   flushes the journal and tries again: nobody hears ENOSPC while a durable commit would
 //!   give the space back (ext4 forces a commit for the same reason).
@@ -61,7 +53,6 @@
 //! [`promised_pages`]: Allocator::promised_pages
 //! [`preallocated_pages`]: Allocator::preallocated_pages
 //! [`conversions_available`]: Allocator::conversions_available
-//! [`rewrites_available`]: Allocator::rewrites_available
 //! [`allocate_data`]: Allocator::allocate_data
 //! [`data_available`]: Allocator::data_available
 //! [`allocate_promised`]: Allocator::allocate_promised
@@ -109,15 +100,6 @@ const PAGES_PER_RECORD_BLOCK: u64 = 32;
 /// The blocks `pages` promised pages take: their own, and the records' share.
 fn blocks_for_pages(pages: u64) -> u64 {
     pages + pages.div_ceil(PAGES_PER_RECORD_BLOCK)
-}
-
-/// The most pages whose blocks, records' share included, fit in `room`.
-fn pages_fitting(room: u64) -> u64 {
-    let mut pages = room / (PAGES_PER_RECORD_BLOCK + 1) * PAGES_PER_RECORD_BLOCK;
-    while blocks_for_pages(pages + 1) <= room {
-        pages += 1;
-    }
-    pages
 }
 
 struct AllocatorState {
@@ -233,19 +215,6 @@ impl Allocator {
             .saturating_mul(PAGES_PER_RECORD_BLOCK)
     }
 
-    /// How many dirty pages that rewrite blocks their file has written may be promised a
-    /// block when [`Allocator::data_available`] has nothing left: as many as fit, each with
-    /// its records' share, in what ordinary metadata may use (free and pending, less half
-    /// the reserve and everything promised). Their writeback frees the blocks they replace.
-    /// The data path asks with its cache locked.
-    pub fn rewrites_available(&self) -> u64 {
-        let space = &self.lock_released().space;
-        let room = (space.free_blocks() + space.pending_blocks())
-            .saturating_sub(self.metadata_reserve / 2)
-            .saturating_sub(self.promised_blocks());
-        pages_fitting(room)
-    }
-
     /// Blocks of new data that may still be taken now (pages a write makes dirty, blocks a
     /// fallocate maps): the most that, each with its share of record blocks, fit in what is
     /// free or pending less the metadata reserve and what is promised already. What statfs
@@ -261,7 +230,12 @@ impl Allocator {
             .saturating_sub(self.records_of_preallocated())
             .saturating_sub(self.dirty_nodes.load(Ordering::Acquire));
         let promised = self.promised_pages.load(Ordering::Acquire);
-        pages_fitting(room).saturating_sub(promised)
+        // The most pages whose blocks fit `room`, less those promised.
+        let mut pages = room / (PAGES_PER_RECORD_BLOCK + 1) * PAGES_PER_RECORD_BLOCK;
+        while blocks_for_pages(pages + 1) <= room {
+            pages += 1;
+        }
+        pages.saturating_sub(promised)
     }
 
     /// Runs `attempt` with the released state; if it fails for lack of space while frees

@@ -286,13 +286,6 @@ impl ExtentMap {
             .filter(|&block| self.metadata.allocator.bad_run_containing(block).is_none())
     }
 
-    /// Whether file block `index` is written in `extents` (the file's
-    /// extents around it): neither a hole nor preallocated. Rewriting it
-    /// takes a new block and frees this one when the writeback commits.
-    pub(crate) fn is_written(extents: &BTreeMap<u64, Extent>, index: u64) -> bool {
-        covering(extents, index).is_some_and(|(_, extent)| extent.flags & Extent::UNWRITTEN == 0)
-    }
-
     /// File block `index` of `ino` from the device (zeros for a hole).
     pub(crate) fn read_block(&self, ino: u64, index: u64) -> FileResult<Vec<u8>> {
         let extents = self.overlapping(ino, index, index + 1)?;

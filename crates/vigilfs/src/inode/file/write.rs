@@ -109,27 +109,14 @@ impl Files {
             // so the common write never reads the extents.
             let extents = self.extents.overlapping(ino, first, last + 1)?;
             let room = self.metadata.allocator.conversions_available();
-            let newly_dirtied = state.newly_dirtied(first, last);
-            preallocated = newly_dirtied
-                .iter()
-                .copied()
+            preallocated = state
+                .newly_dirtied(first, last)
+                .into_iter()
                 .filter(|&index| self.extents.preallocated_block(&extents, index).is_some())
                 .take(usize::try_from(room).unwrap_or(usize::MAX))
                 .collect();
             if !preallocated.is_empty() {
                 beyond = state.first_beyond_promise(first, last, promisable, &preallocated);
-            }
-            // A write that only rewrites blocks the file has written gives
-            // each one back at its writeback: it may borrow from the upper
-            // half of the reserve (see the allocator's module comment).
-            // Any new page in it and it is held to `promisable` as before.
-            let only_rewrites = newly_dirtied
-                .iter()
-                .filter(|index| !preallocated.contains(index))
-                .all(|&index| ExtentMap::is_written(&extents, index));
-            if beyond.is_some() && only_rewrites {
-                let rewritable = self.metadata.allocator.rewrites_available();
-                beyond = state.first_beyond_promise(first, last, rewritable, &preallocated);
             }
         }
         let (bytes, end, last) = match beyond {
