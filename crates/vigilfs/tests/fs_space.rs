@@ -536,3 +536,56 @@ fn writes_into_fallocated_space_succeed_on_a_full_filesystem() {
     fs.release(handle).unwrap();
     fs.unmount().unwrap();
 }
+
+/// What write() accepts on a full filesystem, its writeback can place:
+/// scattered rewrites of a file (each touching its own extent and rmap
+/// leaves at writeback) are either refused at write() with ENOSPC or
+/// written back, and fsync never fails for space. (A rewrite allowance
+/// that let such writes borrow from the metadata reserve had their
+/// writeback fail with ENOSPC and the data lost at unmount.)
+#[test]
+fn scattered_rewrites_on_a_full_filesystem_are_refused_or_written_never_lost() {
+    let fixture = Fixture::of_bytes(32 << 20);
+    let fs = fixture.mount_with(MountOptions {
+        errors: Some(ErrorsPolicy::RemountReadOnly),
+        ..MountOptions::default()
+    });
+    const PAGES: u64 = 2048;
+    let (ino, handle) = create(&fs, b"scattered");
+    for piece in 0..PAGES / 256 {
+        let bytes = mebibyte(piece);
+        fs.write(handle, piece * MIB as u64, &bytes, &root())
+            .unwrap();
+    }
+    fs.fsync(handle, false).unwrap();
+    fill(&fs);
+    let mut expected: Vec<u8> = (0..PAGES / 256).flat_map(mebibyte).collect();
+    let mut seed = 0x9e37_79b9_u64;
+    let mut accepted = 0;
+    for round in 0..400u64 {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let page = (seed >> 33) % PAGES;
+        let bytes = vec![(round % 251) as u8 + 1; 4096];
+        match fs.write(handle, page * 4096, &bytes, &root()) {
+            Ok(written) => {
+                assert_eq!(written, 4096);
+                accepted += 1;
+                let at = (page * 4096) as usize;
+                expected[at..at + 4096].copy_from_slice(&bytes);
+            }
+            Err(error) => assert_eq!(error.errno(), libc::ENOSPC, "round {round}"),
+        }
+    }
+    fs.fsync(handle, false)
+        .unwrap_or_else(|error| panic!("fsync of {accepted} accepted rewrites: {error}"));
+    assert_still_running(&fs);
+    fs.release(handle).unwrap();
+    fs.unmount().expect("unmount");
+    fixture.assert_fsck_clean();
+    let fs = fixture.mount();
+    let handle = fs.open(ino, read_write(), &root()).unwrap();
+    let read = fs.read(handle, 0, (PAGES * 4096) as usize).unwrap();
+    assert!(read == expected, "what was accepted is what reads back");
+    fs.release(handle).unwrap();
+    fs.unmount().unwrap();
+}
