@@ -1155,3 +1155,57 @@ fn a_metrics_port_the_system_chose_is_reported() {
     );
     scratch.umount(pid);
 }
+
+/// The error record in the superblock is saved every writeback interval;
+/// the event log is written within moments. After a kill -9 the log on the
+/// device can count errors the record missed: the next mount brings the
+/// record up to the log, so status and the metrics count every error the
+/// log holds (they were short by the errors of the last interval).
+#[test]
+fn the_error_count_catches_up_with_the_event_log_after_a_kill_9() {
+    if fuse_missing("error count after kill -9") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M", "-o", "writeback_interval=600"]);
+    scratch.inject(&["--fail-writes", "--path", "f"]);
+    for round in 0..3u8 {
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(scratch.at("f"))
+            .unwrap();
+        std::io::Write::write_all(&mut file, &[round; 4096]).unwrap();
+        assert!(
+            file.sync_all().is_err(),
+            "the injected failure reaches fsync"
+        );
+    }
+    wait_written(&scratch);
+    let logged: u64 = of_kind(&events(&[scratch.mnt()]), "error")
+        .iter()
+        .map(|event| event["count"].as_u64().unwrap())
+        .sum();
+    assert!(logged >= 3, "{logged}");
+    // SAFETY: killing the daemon this test started.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+    wait_until("the daemon is gone", Duration::from_secs(10), || {
+        process_gone(pid)
+    });
+    lazy_unmount(&scratch.mountpoint);
+    let pid = scratch.mount(&[]);
+    let status = scratch.status();
+    assert_eq!(
+        status["errors"]["total"].as_u64(),
+        Some(logged),
+        "{status:#}"
+    );
+    assert_eq!(
+        status["errors"]["per_kind"]["writeback"]["count"].as_u64(),
+        Some(logged),
+        "{status:#}"
+    );
+    scratch.umount(pid);
+}

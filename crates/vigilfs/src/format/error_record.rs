@@ -206,6 +206,11 @@ impl ErrorRecord {
         self.per_kind[usize::from(kind.code())]
     }
 
+    /// The counter for `kind`, to change.
+    pub fn counter_mut(&mut self, kind: ErrorKind) -> &mut KindCounter {
+        &mut self.per_kind[usize::from(kind.code())]
+    }
+
     /// Whether any error was ever recorded.
     pub fn is_empty(&self) -> bool {
         self.total == 0

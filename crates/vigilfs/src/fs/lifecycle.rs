@@ -471,6 +471,7 @@ impl Filesystem {
             options.read_only,
             options.events_before_power_cut,
         );
+        let durable_errors = opened_log.durable_errors;
         let log = Arc::new(opened_log.log);
         let mount_count = u64::from(superblock.mount_count) + u64::from(!options.read_only);
         log.record_mount(recovered, mount_count, opened_log.skipped);
@@ -513,11 +514,10 @@ impl Filesystem {
                 orphans: orphans_purged as u64,
             });
         }
-        let health = Arc::new(Health::with_log(
-            fsid,
-            superblock.error_record.clone(),
-            Arc::clone(&log),
-        ));
+        let mut error_record = superblock.error_record.clone();
+        let (errors_total, error_records) = &durable_errors;
+        super::health::catch_up_with_log(&mut error_record, *errors_total, error_records);
+        let health = Arc::new(Health::with_log(fsid, error_record, Arc::clone(&log)));
         if let Some(&first) = metadata.recovery.unmet_claims.first() {
             // Entries on the device whose data did not match: written but
             // never flushed, or, if an fsync had acknowledged them and no

@@ -86,6 +86,10 @@ pub struct OpenedLog {
     /// Header copies that failed validation. After a clean stop every
     /// header write had landed whole, so this is damage, not a torn write.
     pub damaged_headers: Vec<HeaderDamage>,
+    /// The errors the log on the device counts (`errors_total` of its
+    /// newest record), and its error records, oldest first: what the error
+    /// record in the superblock may lag behind after a crash.
+    pub durable_errors: (u64, Vec<EventRecord>),
 }
 
 impl OpenedLog {
@@ -94,6 +98,7 @@ impl OpenedLog {
             log,
             skipped: None,
             damaged_headers: Vec::new(),
+            durable_errors: (0, Vec::new()),
         }
     }
 }
@@ -471,11 +476,20 @@ impl EventLog {
                 })
             })
             .collect();
+        let durable_errors = (
+            scan.newest().map_or(0, |record| record.errors_total),
+            scan.records
+                .iter()
+                .filter(|record| record.kind == RecordKind::Error)
+                .cloned()
+                .collect(),
+        );
         let (log, skipped) = EventLog::resume(store, &scan, read_only, before_power_cut);
         OpenedLog {
             log,
             skipped,
             damaged_headers,
+            durable_errors,
         }
     }
 
