@@ -17,6 +17,9 @@
 //! vigilfs_state{state}                   1 for the state the filesystem is in: running,
 //!                                        frozen, read_only, shut_down; 0 for the others
 //! vigilfs_size_bytes, vigilfs_free_bytes data region size and free space
+//! vigilfs_available_bytes                what new data may still take (df's available:
+//!                                        free space less the metadata reserve, dirty
+//!                                        data's promised blocks and dirty b-tree nodes)
 //! vigilfs_bad_blocks                     blocks marked bad
 //! vigilfs_dirty_bytes                    dirty data not yet written back
 //! vigilfs_journal_free_bytes             free journal space
@@ -60,6 +63,7 @@ struct Snapshot {
     state: &'static str,
     size_bytes: u64,
     free_bytes: u64,
+    available_bytes: u64,
     bad_blocks: u64,
     dirty_bytes: u64,
     journal_free_bytes: u64,
@@ -163,6 +167,12 @@ impl Collector for Snapshot {
             "Free space in the data region (with blocks freed and awaiting the journal \
              commit that records it, as df counts them)",
             signed(self.free_bytes),
+        )?;
+        gauge(
+            &mut encoder,
+            "vigilfs_available_bytes",
+            "What new data may still take, as df reports available",
+            signed(self.available_bytes),
         )?;
         gauge(
             &mut encoder,
@@ -314,6 +324,7 @@ pub fn render(fs: &Filesystem, plan: &FaultPlan) -> String {
         state,
         size_bytes: status.total_blocks * block_size,
         free_bytes: (status.space.free_blocks + status.space.pending_blocks) * block_size,
+        available_bytes: status.space.data_available * block_size,
         bad_blocks: status.space.bad_blocks,
         dirty_bytes: status.dirty_bytes,
         journal_free_bytes: status.journal.free_blocks * block_size,

@@ -225,11 +225,13 @@ pub fn render(status: &Value) -> String {
     row(
         "space",
         format!(
-            "{} free of {} ({free} of {total} blocks of {block} bytes), {} pending reuse, {} bad",
+            "{} free of {} ({free} of {total} blocks of {block} bytes), {} pending reuse, {} bad; \
+             {} available to new data (as df)",
             human_bytes(free * block),
             human_bytes(total * block),
             number(&space["pending_blocks"]),
-            number(&space["bad_blocks"])
+            number(&space["bad_blocks"]),
+            human_bytes(number(&space["available_blocks"]) * block)
         ),
     );
     row(

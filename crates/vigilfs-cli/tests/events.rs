@@ -1118,6 +1118,24 @@ fn space_a_delete_gave_back_shows_free_once_the_filesystem_is_idle() {
         free,
         space["free_blocks"].as_u64().unwrap() * space["block_size"].as_u64().unwrap()
     );
+    // What new data may take is df's number, in the metrics and status too.
+    let available: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("vigilfs_available_bytes "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let path = std::ffi::CString::new(scratch.mnt()).unwrap();
+    // SAFETY: statvfs is plain old data; all zeros is a valid value.
+    let mut df: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and a writable statvfs.
+    assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut df) }, 0);
+    assert_eq!(available, df.f_bavail * df.f_frsize);
+    assert_eq!(
+        space["available_blocks"].as_u64().unwrap() * space["block_size"].as_u64().unwrap(),
+        available
+    );
     scratch.umount(pid);
 }
 

@@ -17,7 +17,7 @@
 //!                  as mounted or changed since by a remount
 //! recovered        this mount replayed the journal (unclean stop before)
 //! orphans_purged   orphans deleted at mount
-//! space            {block_size, total_blocks, free_blocks, pending_blocks,
+//! space            {block_size, total_blocks, free_blocks, pending_blocks, available_blocks,
 //!                   bad_blocks}
 //! dirty_bytes, cached_bytes, dirty_nodes
 //! journal          {next_seq, last_seq, written_seq, durable_seq,
@@ -161,6 +161,7 @@ pub fn status_json(fs: &Filesystem, plan: &FaultPlan, extra: &Map<String, Value>
             "total_blocks": status.total_blocks,
             "free_blocks": status.space.free_blocks,
             "pending_blocks": status.space.pending_blocks,
+            "available_blocks": status.space.data_available,
             "bad_blocks": status.space.bad_blocks,
         },
         "dirty_bytes": status.dirty_bytes,
