@@ -517,24 +517,34 @@ fn writes_into_fallocated_space_succeed_on_a_full_filesystem() {
         "a rewrite of a written block needs a new one"
     );
     fs.fsync(handle, false).expect("nothing accepted was lost");
-    assert_still_running(&fs);
-    fs.release(handle).unwrap();
-    fs.unmount().expect("unmount");
-    fixture.assert_fsck_clean();
-
-    let fs = fixture.mount();
-    let handle = fs.open(ino, read_write(), &root()).unwrap();
-    let read = fs
-        .read(handle, 0, (BLOCKS * 4096) as usize)
-        .expect("read back");
+    let read = read_after_remount(&fixture, fs, handle, ino, BLOCKS * 4096);
     assert_eq!(read.len() as u64, BLOCKS * 4096);
     assert_eq!(&read[..4096], &[1u8; 4096][..]);
     for index in 1..BLOCKS {
         let at = (index * 4096) as usize;
         assert!(read[at..at + 4096] == block(index)[..], "block {index}");
     }
+}
+
+/// Checks `fs` still runs, closes `handle`, unmounts, checks the image with
+/// fsck, mounts it again and returns the first `length` bytes of `ino`.
+fn read_after_remount(
+    fixture: &Fixture,
+    fs: Filesystem,
+    handle: u64,
+    ino: u64,
+    length: u64,
+) -> Vec<u8> {
+    assert_still_running(&fs);
+    fs.release(handle).unwrap();
+    fs.unmount().expect("unmount");
+    fixture.assert_fsck_clean();
+    let fs = fixture.mount();
+    let handle = fs.open(ino, read_write(), &root()).unwrap();
+    let read = fs.read(handle, 0, length as usize).expect("read back");
     fs.release(handle).unwrap();
     fs.unmount().unwrap();
+    read
 }
 
 /// What write() accepts on a full filesystem, its writeback can place:
@@ -578,14 +588,6 @@ fn scattered_rewrites_on_a_full_filesystem_are_refused_or_written_never_lost() {
     }
     fs.fsync(handle, false)
         .unwrap_or_else(|error| panic!("fsync of {accepted} accepted rewrites: {error}"));
-    assert_still_running(&fs);
-    fs.release(handle).unwrap();
-    fs.unmount().expect("unmount");
-    fixture.assert_fsck_clean();
-    let fs = fixture.mount();
-    let handle = fs.open(ino, read_write(), &root()).unwrap();
-    let read = fs.read(handle, 0, (PAGES * 4096) as usize).unwrap();
+    let read = read_after_remount(&fixture, fs, handle, ino, PAGES * 4096);
     assert!(read == expected, "what was accepted is what reads back");
-    fs.release(handle).unwrap();
-    fs.unmount().unwrap();
 }
