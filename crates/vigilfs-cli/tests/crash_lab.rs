@@ -807,11 +807,7 @@ fn settings_changed_by_a_remount_survive_a_power_cut() {
     assert_eq!(status["settings"]["directory_atime"], false);
     // The kernel's flags too: mount(8) merges them into the next remount,
     // which would otherwise tell the daemon relatime again.
-    let path = std::ffi::CString::new(scratch.mnt()).unwrap();
-    // SAFETY: statvfs is plain old data; all zeros is a valid value.
-    let mut kernel: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid C string and a writable statvfs.
-    assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut kernel) }, 0);
+    let kernel = statvfs(&scratch.mountpoint);
     assert_ne!(kernel.f_flag & libc::ST_NOATIME, 0, "noatime kept");
     assert_ne!(kernel.f_flag & libc::ST_NODIRATIME, 0, "nodiratime kept");
     scratch.umount(pid);

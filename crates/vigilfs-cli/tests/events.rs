@@ -1126,11 +1126,7 @@ fn space_a_delete_gave_back_shows_free_once_the_filesystem_is_idle() {
         .trim()
         .parse()
         .unwrap();
-    let path = std::ffi::CString::new(scratch.mnt()).unwrap();
-    // SAFETY: statvfs is plain old data; all zeros is a valid value.
-    let mut df: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid C string and a writable statvfs.
-    assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut df) }, 0);
+    let df = statvfs(&scratch.mountpoint);
     assert_eq!(available, df.f_bavail * df.f_frsize);
     assert_eq!(
         space["available_blocks"].as_u64().unwrap() * space["block_size"].as_u64().unwrap(),

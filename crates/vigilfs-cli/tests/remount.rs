@@ -41,12 +41,7 @@ fn remount(scratch: &Scratch, options: &str) -> Output {
 }
 
 fn flags(path: &Path) -> u64 {
-    let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: statvfs is plain old data; all zeros is a valid value.
-    let mut status: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid C string and a writable struct for the call.
-    assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut status) }, 0);
-    status.f_flag
+    statvfs(path).f_flag
 }
 
 #[test]

@@ -109,6 +109,17 @@ pub fn process_gone(pid: u32) -> bool {
     }
 }
 
+/// `statvfs` of `path` (its mount's flags in `f_flag`, df's numbers);
+/// panics if it fails.
+pub fn statvfs(path: &Path) -> libc::statvfs {
+    let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: statvfs is plain old data; all zeros is a valid value.
+    let mut status: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and a writable struct for the call.
+    assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut status) }, 0);
+    status
+}
+
 /// `umount2(MNT_DETACH)`, as `umount -l` does; panics with the errno if it
 /// fails.
 pub fn lazy_unmount(mountpoint: &Path) {
