@@ -95,7 +95,7 @@ pub fn printable(name: &[u8]) -> String {
         for character in chunk.valid().chars() {
             if character == '\\' {
                 text.push_str("\\\\");
-            } else if character.is_control() || reorders_or_breaks_lines(character) {
+            } else if character.is_control() || misleads_when_shown(character) {
                 let mut bytes = [0; 4];
                 for byte in character.encode_utf8(&mut bytes).bytes() {
                     let _ = write!(text, "\\x{byte:02x}");
@@ -118,7 +118,7 @@ pub fn printable(name: &[u8]) -> String {
 /// and joiners, the byte-order mark, soft hyphen, variation selectors,
 /// fillers and tags: Unicode's default-ignorable code points), with which
 /// two names would show as one.
-fn reorders_or_breaks_lines(character: char) -> bool {
+fn misleads_when_shown(character: char) -> bool {
     matches!(
         character,
         '\u{00ad}'
