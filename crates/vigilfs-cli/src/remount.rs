@@ -65,52 +65,26 @@ struct Remount<'o> {
     fixed: Vec<&'o str>,
 }
 
-/// The words of the per-mount flags a mount whose statvfs `f_flag` is
-/// `current` shows in the mount table.
-fn current_flag_words(current: u64) -> Vec<&'static str> {
-    let shown = [
-        (libc::ST_NOSUID, "nosuid"),
-        (libc::ST_NODEV, "nodev"),
-        (libc::ST_NOEXEC, "noexec"),
-        (libc::ST_NOATIME, "noatime"),
-        (libc::ST_NODIRATIME, "nodiratime"),
-        (libc::ST_RELATIME, "relatime"),
-        (vigilfs_fuse::ST_NOSYMFOLLOW, "nosymfollow"),
-    ];
-    let mut words = vec![if current & libc::ST_RDONLY != 0 {
-        "ro"
-    } else {
-        "rw"
-    }];
-    words.extend(
-        shown
-            .into_iter()
-            .filter(|(flag, _)| current & flag != 0)
-            .map(|(_, word)| word),
-    );
-    words
-}
-
 /// Sorts `options` for a remount of a mount whose statvfs `f_flag` is
 /// `current`.
 ///
 /// mount(8) hands a helper the whole set of options the mount is to have:
 /// the mount table's, merged with the command line's (`remount,exec` of a
-/// `noexec` mount arrives as `rw,relatime,remount`: the flag cleared is the
-/// one missing). A list naming any flag the mount has now is such a set,
-/// and a flag it leaves out is cleared, as `mount(2)` with `MS_REMOUNT`
-/// does; only the atime flags stay when none is named (the kernel's rule).
-/// A list naming none of them (`remount,ro` from a script calling the
-/// helper itself) changes only what it names.
+/// `noexec` mount arrives as `rw,relatime,remount,user_id=0,group_id=0,
+/// default_permissions,allow_other`: the flag cleared is the one missing).
+/// Such a list carries the FUSE superblock's `user_id=`, and a flag it
+/// leaves out is cleared, as `mount(2)` with `MS_REMOUNT` does; only the
+/// atime flags stay when none is named (the kernel's rule). A list without
+/// it (`remount,ro` from a script calling the helper itself) changes only
+/// what it names: clearing `nosuid` or `noexec` takes naming `suid` or
+/// `exec`.
 fn classify(current: u64, options: &[String]) -> Remount<'_> {
     let atime = libc::MS_NOATIME | libc::MS_RELATIME | libc::MS_STRICTATIME;
     let words: Vec<&str> = options
         .iter()
         .flat_map(|argument| argument.split(','))
         .collect();
-    let whole_set = current_flag_words(current)
-        .iter()
-        .any(|word| words.contains(word));
+    let whole_set = words.iter().any(|word| word.starts_with("user_id="));
     let kept = vigilfs_fuse::remount_keeping(current);
     let mut flags = if whole_set {
         let atime_named = words.iter().any(|word| {
@@ -377,14 +351,23 @@ mod tests {
     fn a_whole_set_from_mount8_clears_the_flags_it_leaves_out() {
         let current = libc::ST_NOSUID | libc::ST_NOEXEC | libc::ST_NODIRATIME | libc::ST_RELATIME;
         // `mount -o remount,exec,diratime`: noexec and nodiratime left out.
-        let flags = classify(current, &options("rw,nosuid,relatime,remount")).flags;
+        let merged = ",user_id=0,group_id=0,default_permissions,allow_other";
+        let flags = classify(
+            current,
+            &options(&format!("rw,nosuid,relatime,remount{merged}")),
+        )
+        .flags;
         assert_eq!(
             flags,
             libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_RELATIME
         );
         assert_eq!(atime_after(flags, current), (AtimeUpdates::Relative, true));
         // No atime flag named: the kernel keeps them (and so does the daemon).
-        let flags = classify(current, &options("rw,nosuid,noexec,remount")).flags;
+        let flags = classify(
+            current,
+            &options(&format!("rw,nosuid,noexec,remount{merged}")),
+        )
+        .flags;
         assert_eq!(
             flags,
             libc::MS_REMOUNT
@@ -394,6 +377,14 @@ mod tests {
                 | libc::MS_RELATIME
         );
         assert_eq!(atime_after(flags, current), atime_of_statvfs(current));
+        // A script's partial list naming what the mount has clears nothing.
+        let flags = classify(current, &options("remount,rw")).flags;
+        assert_eq!(flags, vigilfs_fuse::remount_keeping(current));
+        let flags = classify(current, &options("remount,nosuid,ro")).flags;
+        assert_eq!(
+            flags,
+            vigilfs_fuse::remount_keeping(current) | libc::MS_RDONLY
+        );
     }
 
     #[test]

@@ -372,15 +372,29 @@ fn a_flag_mount8_leaves_out_of_the_whole_set_is_cleared() {
         return;
     }
     let scratch = Scratch::new();
-    let pid = scratch.mount(&["--size", "64M"]);
+    let pid = scratch.mount(&["--size", "64M", "-o", "nosuid"]);
     remount(&scratch, "remount,noexec,nodiratime");
     let now = flags(&scratch.mountpoint);
     assert_ne!(now & libc::ST_NOEXEC, 0);
+    // A script's partial list that names what the mount has clears nothing
+    // it leaves out (it cleared nosuid and noexec).
+    remount(&scratch, "remount,rw");
+    let now = flags(&scratch.mountpoint);
+    assert_ne!(now & libc::ST_NOSUID, 0, "nosuid kept");
+    assert_ne!(now & libc::ST_NOEXEC, 0, "noexec kept");
     assert_eq!(scratch.status()["settings"]["directory_atime"], false);
     // As mount(8) passes `mount -o remount,exec,diratime`.
-    remount(&scratch, "rw,relatime,remount");
+    remount(
+        &scratch,
+        "rw,relatime,remount,user_id=0,group_id=0,default_permissions,allow_other",
+    );
     let now = flags(&scratch.mountpoint);
     assert_eq!(now & libc::ST_NOEXEC, 0, "exec again");
+    assert_eq!(
+        now & libc::ST_NOSUID,
+        0,
+        "suid again: left out of the whole set"
+    );
     assert_eq!(now & libc::ST_NODIRATIME, 0, "diratime again");
     assert_eq!(scratch.status()["settings"]["directory_atime"], true);
     scratch.umount(pid);
