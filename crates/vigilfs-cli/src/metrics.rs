@@ -164,8 +164,8 @@ impl Collector for Snapshot {
         gauge(
             &mut encoder,
             "vigilfs_free_bytes",
-            "Free space in the data region (with blocks freed and awaiting the journal \
-             commit that records it, as df counts them)",
+            "Free space in the data region, with blocks freed and awaiting the journal \
+             commit that records it (what new data may take: vigilfs_available_bytes)",
             signed(self.free_bytes),
         )?;
         gauge(

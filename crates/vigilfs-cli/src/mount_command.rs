@@ -684,6 +684,21 @@ fn serve(
             return Err(failure);
         }
     };
+    // Through FUSE the daemon records access times; the kernel's atime
+    // flags only show the setting (in the mount table, where mount(8)
+    // reads the options a remount starts from), so they must say it. Only
+    // root may change them; a user's mount shows the kernel's default.
+    let atime = vigilfs_fuse::atime_flags(
+        settings.atime.unwrap_or_default(),
+        settings.directory_atime.unwrap_or(true),
+    );
+    if let Err(error) = vigilfs_fuse::set_flags(&mountpoint, vigilfs_fuse::ATIME_FLAGS, atime) {
+        if control::current_uid() == 0 {
+            log(&format!(
+                "the mount table's atime flags stay the kernel's defaults: {error}"
+            ));
+        }
+    }
     if let Some(power) = &power {
         power.attach(Arc::clone(&slot), mounted.restarter());
     }

@@ -265,10 +265,10 @@ impl PowerSwitch {
                 read_only: flags.read_only && !errors_made_read_only,
                 ..flags
             });
-        let atime = self
+        let other_flags = self
             .session
             .get()
-            .and_then(|session| current_atime_flags(session.mountpoint()));
+            .and_then(|session| current_other_flags(session.mountpoint()));
         self.cache.cut_power();
         // Nothing of the old engine reaches the device any more: where its
         // event log stands is final.
@@ -303,8 +303,11 @@ impl PowerSwitch {
             session.restart(new, &stale, flags).map_err(|error| {
                 CutError::Remount(format!("restarting the FUSE session: {error}"))
             })?;
-            if let Some(atime) = atime {
-                keep_atime_flags(session.mountpoint(), atime);
+            // As a reboot would mount it again from fstab. A refusal leaves
+            // the defaults: the daemon's own atime setting, which decides
+            // what is recorded, is kept either way.
+            if let Some(flags) = other_flags {
+                let _ = vigilfs_fuse::set_flags(session.mountpoint(), OTHER_FLAGS, flags);
             }
         }
         Ok(CutReport {
@@ -317,9 +320,10 @@ impl PowerSwitch {
     }
 }
 
-/// The `mount(2)` atime flags of the mount on `mountpoint` now, from the
-/// mount table: a new FUSE session mounts with the kernel's defaults.
-fn current_atime_flags(mountpoint: &std::path::Path) -> Option<libc::c_ulong> {
+/// The `mount(2)` flags a new FUSE session does not take from
+/// [`vigilfs_fuse::MountFlags`] (the atime flags and `nosymfollow`), as the
+/// mount on `mountpoint` has them now, from the mount table.
+fn current_other_flags(mountpoint: &std::path::Path) -> Option<libc::c_ulong> {
     let mounts = crate::mountinfo::Mounts::read().ok()?;
     let entry = mounts.topmost_at(mountpoint)?;
     let has = |flag: &str| entry.mount_options.split(',').any(|option| option == flag);
@@ -330,28 +334,19 @@ fn current_atime_flags(mountpoint: &std::path::Path) -> Option<libc::c_ulong> {
     } else {
         libc::MS_STRICTATIME
     };
-    if has("nodiratime") {
-        flags |= libc::MS_NODIRATIME;
+    for (word, flag) in [
+        ("nodiratime", libc::MS_NODIRATIME),
+        ("nosymfollow", libc::MS_NOSYMFOLLOW),
+    ] {
+        if has(word) {
+            flags |= flag;
+        }
     }
     Some(flags)
 }
 
-/// Gives the mount on `mountpoint` the atime flags `atime` (its others as
-/// they are), as a reboot would mount it again from fstab. A refusal
-/// leaves the defaults: the daemon's own setting, which decides what is
-/// recorded, is kept either way.
-fn keep_atime_flags(mountpoint: &std::path::Path, atime: libc::c_ulong) {
-    let Ok(now) = vigilfs_fuse::statvfs_flags(mountpoint) else {
-        return;
-    };
-    let kept = vigilfs_fuse::remount_keeping(now);
-    let all_atime =
-        libc::MS_NOATIME | libc::MS_RELATIME | libc::MS_STRICTATIME | libc::MS_NODIRATIME;
-    let wanted = (kept & !all_atime) | atime;
-    if wanted != kept {
-        let _ = vigilfs_fuse::remount(mountpoint, wanted);
-    }
-}
+/// The flags [`current_other_flags`] reads.
+const OTHER_FLAGS: libc::c_ulong = vigilfs_fuse::ATIME_FLAGS | libc::MS_NOSYMFOLLOW;
 
 /// The per-mount flags of the mount on `mountpoint` now, from the mount
 /// table (asking the mount itself would need its engine).

@@ -229,20 +229,19 @@ fn atime_of_statvfs(statvfs_flags: u64) -> (AtimeUpdates, bool) {
 
 /// What a remount with `mount(2)` flags `flags` leaves of the atime flags
 /// of a mount whose statvfs flags are `current`: with no atime flag at all
-/// the kernel keeps them as they were.
+/// the kernel keeps them as they were; with any, what is not `noatime` or
+/// `strictatime` is relatime (`remount,nodiratime` of a strictatime mount
+/// leaves it relatime, as on ext4).
 fn atime_after(flags: libc::c_ulong, current: u64) -> (AtimeUpdates, bool) {
-    let named = libc::MS_NOATIME | libc::MS_RELATIME | libc::MS_STRICTATIME | libc::MS_NODIRATIME;
-    if flags & named == 0 {
+    if flags & vigilfs_fuse::ATIME_FLAGS == 0 {
         return atime_of_statvfs(current);
     }
     let atime = if flags & libc::MS_NOATIME != 0 {
         AtimeUpdates::Never
     } else if flags & libc::MS_STRICTATIME != 0 {
         AtimeUpdates::Always
-    } else if flags & libc::MS_RELATIME != 0 {
-        AtimeUpdates::Relative
     } else {
-        atime_of_statvfs(current).0
+        AtimeUpdates::Relative
     };
     (atime, flags & libc::MS_NODIRATIME == 0)
 }
@@ -377,6 +376,11 @@ mod tests {
                 | libc::MS_RELATIME
         );
         assert_eq!(atime_after(flags, current), atime_of_statvfs(current));
+        // Naming only nodiratime replaces the atime flags: relatime, as the
+        // kernel does.
+        let strict = libc::ST_NOEXEC;
+        let flags = classify(strict, &options(&format!("rw,nodiratime,remount{merged}"))).flags;
+        assert_eq!(atime_after(flags, strict), (AtimeUpdates::Relative, false));
         // A script's partial list naming what the mount has clears nothing.
         let flags = classify(current, &options("remount,rw")).flags;
         assert_eq!(flags, vigilfs_fuse::remount_keeping(current));

@@ -791,7 +791,7 @@ fn settings_changed_by_a_remount_survive_a_power_cut() {
             scratch.img(),
             scratch.mnt(),
             "-o",
-            "remount,errors=continue,dirty=2M,noatime,nodiratime",
+            "remount,errors=continue,dirty=2M,noatime,nodiratime,nosymfollow",
         ])
         .output()
         .unwrap();
@@ -810,6 +810,11 @@ fn settings_changed_by_a_remount_survive_a_power_cut() {
     let kernel = statvfs(&scratch.mountpoint);
     assert_ne!(kernel.f_flag & libc::ST_NOATIME, 0, "noatime kept");
     assert_ne!(kernel.f_flag & libc::ST_NODIRATIME, 0, "nodiratime kept");
+    assert_ne!(
+        kernel.f_flag & 0x2000,
+        0,
+        "nosymfollow (ST_NOSYMFOLLOW) kept"
+    );
     scratch.umount(pid);
 }
 

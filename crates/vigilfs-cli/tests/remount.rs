@@ -399,3 +399,28 @@ fn a_flag_mount8_leaves_out_of_the_whole_set_is_cleared() {
     assert_eq!(scratch.status()["settings"]["directory_atime"], true);
     scratch.umount(pid);
 }
+
+/// Through FUSE the daemon records access times, and the mount table shows
+/// the kernel's atime flags, which mount(8) merges into every remount: a
+/// mount made with `noatime,nodiratime` shows them (it showed relatime, so
+/// a later `remount,relatime` changed nothing and status disagreed).
+#[test]
+fn the_mount_table_shows_the_atime_options_the_mount_was_made_with() {
+    if fuse_missing("the_mount_table_shows_the_atime_options_the_mount_was_made_with") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M", "-o", "noatime,nodiratime"]);
+    let now = flags(&scratch.mountpoint);
+    assert_ne!(now & libc::ST_NOATIME, 0, "noatime shown");
+    assert_ne!(now & libc::ST_NODIRATIME, 0, "nodiratime shown");
+    // As mount(8) passes `mount -o remount,relatime,diratime`.
+    remount(
+        &scratch,
+        "rw,relatime,remount,user_id=0,group_id=0,default_permissions,allow_other",
+    );
+    let settings = &scratch.status()["settings"];
+    assert_eq!(settings["atime"], "relatime");
+    assert_eq!(settings["directory_atime"], true);
+    scratch.umount(pid);
+}

@@ -45,6 +45,45 @@ pub fn remount_keeping(statvfs_flags: u64) -> libc::c_ulong {
         })
 }
 
+/// The atime flags of `mount(2)` (with `MS_NODIRATIME`): a remount naming
+/// any of them replaces them all.
+pub const ATIME_FLAGS: libc::c_ulong =
+    libc::MS_NOATIME | libc::MS_RELATIME | libc::MS_STRICTATIME | libc::MS_NODIRATIME;
+
+/// The `mount(2)` atime flags that say `atime` (with `MS_NODIRATIME`
+/// unless `directory_atime`).
+pub fn atime_flags(atime: vigilfs::fs::AtimeUpdates, directory_atime: bool) -> libc::c_ulong {
+    let flags = match atime {
+        vigilfs::fs::AtimeUpdates::Relative => libc::MS_RELATIME,
+        vigilfs::fs::AtimeUpdates::Always => libc::MS_STRICTATIME,
+        vigilfs::fs::AtimeUpdates::Never => libc::MS_NOATIME,
+    };
+    if directory_atime {
+        flags
+    } else {
+        flags | libc::MS_NODIRATIME
+    }
+}
+
+/// Gives the mount on `path` the flags `flags` among those in `mask`,
+/// keeping the others as they are; does nothing when they already are.
+/// Only root may.
+pub fn set_flags(path: &Path, mask: libc::c_ulong, flags: libc::c_ulong) -> io::Result<()> {
+    let kept = remount_keeping(statvfs_flags(path)?);
+    // statvfs has no strictatime flag: a mount that has none of the atime
+    // flags is strict, and `kept` then names none either.
+    let kept_for_compare = if kept & ATIME_FLAGS & !libc::MS_NODIRATIME == 0 {
+        kept | libc::MS_STRICTATIME
+    } else {
+        kept
+    };
+    let wanted = (kept & !mask) | (flags & mask);
+    if wanted == kept_for_compare {
+        return Ok(());
+    }
+    remount(path, wanted)
+}
+
 /// The statvfs `f_flag` of the filesystem mounted on `path`.
 pub fn statvfs_flags(path: &Path) -> io::Result<u64> {
     let path = c_path(path)?;

@@ -50,5 +50,7 @@ mod kernel_flags;
 mod lanes;
 mod session;
 
-pub use kernel_flags::{remount, remount_keeping, statvfs_flags, ST_NOSYMFOLLOW};
+pub use kernel_flags::{
+    atime_flags, remount, remount_keeping, set_flags, statvfs_flags, ATIME_FLAGS, ST_NOSYMFOLLOW,
+};
 pub use session::{mount, MountConfig, MountFlags, Mounted, Restarter};
