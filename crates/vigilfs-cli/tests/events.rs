@@ -1209,6 +1209,14 @@ fn the_error_count_catches_up_with_the_event_log_after_a_kill_9() {
         process_gone(pid)
     });
     lazy_unmount(&scratch.mountpoint);
+    // fsck of the image left behind counts them too.
+    let checked = vigilfs(&["fsck", scratch.img(), "--json"]);
+    let report: Value = serde_json::from_slice(&checked.stdout).unwrap();
+    assert_eq!(
+        report["errors_recorded"].as_u64(),
+        Some(logged),
+        "{report:#}"
+    );
     let pid = scratch.mount(&[]);
     let status = scratch.status();
     assert_eq!(

@@ -25,6 +25,7 @@
 //! the total is non-zero.
 
 use super::codec::{Decoder, Encoder};
+use super::event_log::EventRecord;
 use super::header::{seal, verify, Magic, StructureType, HEADER_SIZE};
 use super::FormatError;
 
@@ -206,6 +207,56 @@ impl ErrorRecord {
         self.per_kind[usize::from(kind.code())]
     }
 
+    /// Brings this record (the superblock's, saved every writeback interval)
+    /// up to the event log on the device, which counts `errors_total` errors in
+    /// `error_records` (oldest first) and before: a crash can leave the log
+    /// ahead of the record, and the record is what status and the metrics
+    /// count. The errors the record missed are the newest ones; those the log
+    /// no longer holds (a loss) count as `Other`.
+    pub fn catch_up_with_log(&mut self, errors_total: u64, error_records: &[EventRecord]) {
+        let mut missed = errors_total.saturating_sub(self.total);
+        if missed == 0 {
+            return;
+        }
+        self.total = errors_total;
+        let mut newest: Option<ErrorEvent> = None;
+        for event in error_records.iter().rev() {
+            if missed == 0 {
+                break;
+            }
+            let taken = event.count.min(missed);
+            missed -= taken;
+            let kind = kind_of(event.subtypes);
+            let time = event.last_time_ns / 1_000_000_000;
+            let counter = self.counter_mut(kind);
+            counter.count = counter.count.saturating_add(taken);
+            counter.last_time = counter.last_time.max(time);
+            let seen = ErrorEvent {
+                time,
+                errno: event.errno,
+                inode: event.inode,
+                block: None,
+                kind,
+                origin: ErrorOrigin::new("event log"),
+            };
+            if self.first.is_none() {
+                self.first = Some(seen.clone());
+            }
+            newest.get_or_insert(seen);
+        }
+        let other = self.counter_mut(ErrorKind::Other);
+        other.count = other.count.saturating_add(missed);
+        if let Some(newest) = newest {
+            if self
+                .last
+                .as_ref()
+                .is_none_or(|last| last.time <= newest.time)
+            {
+                self.last = Some(newest);
+            }
+        }
+    }
+
     /// The counter for `kind`, to change.
     pub fn counter_mut(&mut self, kind: ErrorKind) -> &mut KindCounter {
         &mut self.per_kind[usize::from(kind.code())]
@@ -376,9 +427,70 @@ fn decode_event(
     }))
 }
 
+/// The kind an error event of `subtypes` counts under in the error record
+/// (the most telling subtype first).
+fn kind_of(subtypes: u32) -> ErrorKind {
+    [
+        (fserror::Subtypes::CHECKSUM, ErrorKind::Checksum),
+        (fserror::Subtypes::MEDIA, ErrorKind::Media),
+        (fserror::Subtypes::JOURNAL, ErrorKind::Journal),
+        (fserror::Subtypes::METADATA, ErrorKind::Metadata),
+        (fserror::Subtypes::WRITEBACK, ErrorKind::Writeback),
+        (fserror::Subtypes::READ, ErrorKind::Read),
+    ]
+    .into_iter()
+    .find_map(|(subtype, kind)| (subtypes & subtype.bits() != 0).then_some(kind))
+    .unwrap_or(ErrorKind::Other)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::event_log::RecordKind;
+    use fserror::Subtypes;
+
+    /// One error of `subtypes` at second `at`, as the log holds it.
+    fn logged(id: u64, subtypes: Subtypes, count: u64, at: u64) -> EventRecord {
+        let mut record = EventRecord::new(id, RecordKind::Error, at * 1_000_000_000);
+        record.subtypes = subtypes.bits();
+        record.count = count;
+        record.errno = libc::EIO;
+        record
+    }
+
+    /// After a crash the log on the device can count errors the saved
+    /// record does not: the record catches up, kind by kind, the newest
+    /// errors being the ones it missed; what the log lost counts as Other.
+    #[test]
+    fn the_error_record_catches_up_with_the_event_log() {
+        let mut record = ErrorRecord::default();
+        record.record(ErrorEvent {
+            time: 10,
+            errno: libc::EIO,
+            inode: Some(5),
+            block: None,
+            kind: ErrorKind::Writeback,
+            origin: ErrorOrigin::new("writeback"),
+        });
+        let log = [
+            logged(3, Subtypes::WRITEBACK, 1, 10),
+            logged(4, Subtypes::WRITEBACK | Subtypes::DATA_LOST, 2, 20),
+            logged(5, Subtypes::READ, 1, 30),
+        ];
+        record.catch_up_with_log(4, &log);
+        assert_eq!(record.total, 4);
+        assert_eq!(record.counter(ErrorKind::Writeback).count, 3);
+        assert_eq!(record.counter(ErrorKind::Read).count, 1);
+        assert_eq!(record.last.as_ref().map(|last| last.time), Some(30));
+        // Nothing more to catch up: a second pass changes nothing.
+        let caught_up = record.clone();
+        record.catch_up_with_log(4, &log);
+        assert_eq!(record, caught_up);
+        // Errors the log counts but no longer holds: Other.
+        record.catch_up_with_log(6, &[]);
+        assert_eq!(record.total, 6);
+        assert_eq!(record.counter(ErrorKind::Other).count, 2);
+    }
 
     fn event(time: u64, kind: ErrorKind) -> ErrorEvent {
         ErrorEvent {

@@ -23,7 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use fserror::{Blob, ErrorReport, ErrorSource, Fsid, Subtypes};
 
 use super::events::{ErrorInput, EventLog, Notice};
-use crate::format::event_log::{EventRecord, RecordKind};
+use crate::format::event_log::RecordKind;
 use crate::format::{ErrorEvent, ErrorKind, ErrorOrigin, ErrorRecord};
 
 /// One error to report.
@@ -99,76 +99,6 @@ fn subtypes_of(kind: ErrorKind) -> Subtypes {
         ErrorKind::Journal => Subtypes::JOURNAL,
         ErrorKind::Media => Subtypes::MEDIA,
         ErrorKind::Other => Subtypes::METADATA,
-    }
-}
-
-/// The kind an error event of `subtypes` counts under in the error record
-/// (the converse of [`subtypes_of`], the most telling subtype first).
-fn kind_of(subtypes: u32) -> ErrorKind {
-    [
-        (Subtypes::CHECKSUM, ErrorKind::Checksum),
-        (Subtypes::MEDIA, ErrorKind::Media),
-        (Subtypes::JOURNAL, ErrorKind::Journal),
-        (Subtypes::METADATA, ErrorKind::Metadata),
-        (Subtypes::WRITEBACK, ErrorKind::Writeback),
-        (Subtypes::READ, ErrorKind::Read),
-    ]
-    .into_iter()
-    .find_map(|(subtype, kind)| (subtypes & subtype.bits() != 0).then_some(kind))
-    .unwrap_or(ErrorKind::Other)
-}
-
-/// Brings `record` (the superblock's, saved every writeback interval) up to
-/// the event log on the device, which counts `errors_total` errors in
-/// `error_records` (oldest first) and before: a crash can leave the log
-/// ahead of the record, and the record is what status and the metrics
-/// count. The errors the record missed are the newest ones; those the log
-/// no longer holds (a loss) count as `Other`.
-pub(super) fn catch_up_with_log(
-    record: &mut ErrorRecord,
-    errors_total: u64,
-    error_records: &[EventRecord],
-) {
-    let mut missed = errors_total.saturating_sub(record.total);
-    if missed == 0 {
-        return;
-    }
-    record.total = errors_total;
-    let mut newest: Option<ErrorEvent> = None;
-    for event in error_records.iter().rev() {
-        if missed == 0 {
-            break;
-        }
-        let taken = event.count.min(missed);
-        missed -= taken;
-        let kind = kind_of(event.subtypes);
-        let time = event.last_time_ns / 1_000_000_000;
-        let counter = record.counter_mut(kind);
-        counter.count = counter.count.saturating_add(taken);
-        counter.last_time = counter.last_time.max(time);
-        let seen = ErrorEvent {
-            time,
-            errno: event.errno,
-            inode: event.inode,
-            block: None,
-            kind,
-            origin: ErrorOrigin::new("event log"),
-        };
-        if record.first.is_none() {
-            record.first = Some(seen.clone());
-        }
-        newest.get_or_insert(seen);
-    }
-    let other = record.counter_mut(ErrorKind::Other);
-    other.count = other.count.saturating_add(missed);
-    if let Some(newest) = newest {
-        if record
-            .last
-            .as_ref()
-            .is_none_or(|last| last.time <= newest.time)
-        {
-            record.last = Some(newest);
-        }
     }
 }
 
@@ -387,48 +317,5 @@ mod tests {
             last = Some(event.kind);
         }
         assert_eq!(last, Some(EventKind::Shutdown));
-    }
-
-    /// One error of `subtypes` at second `at`, as the log holds it.
-    fn logged(id: u64, subtypes: Subtypes, count: u64, at: u64) -> EventRecord {
-        let mut record = EventRecord::new(id, RecordKind::Error, at * 1_000_000_000);
-        record.subtypes = subtypes.bits();
-        record.count = count;
-        record.errno = libc::EIO;
-        record
-    }
-
-    /// After a crash the log on the device can count errors the saved
-    /// record does not: the record catches up, kind by kind, the newest
-    /// errors being the ones it missed; what the log lost counts as Other.
-    #[test]
-    fn the_error_record_catches_up_with_the_event_log() {
-        let mut record = ErrorRecord::default();
-        record.record(ErrorEvent {
-            time: 10,
-            errno: libc::EIO,
-            inode: Some(5),
-            block: None,
-            kind: ErrorKind::Writeback,
-            origin: ErrorOrigin::new("writeback"),
-        });
-        let log = [
-            logged(3, Subtypes::WRITEBACK, 1, 10),
-            logged(4, Subtypes::WRITEBACK | Subtypes::DATA_LOST, 2, 20),
-            logged(5, Subtypes::READ, 1, 30),
-        ];
-        catch_up_with_log(&mut record, 4, &log);
-        assert_eq!(record.total, 4);
-        assert_eq!(record.counter(ErrorKind::Writeback).count, 3);
-        assert_eq!(record.counter(ErrorKind::Read).count, 1);
-        assert_eq!(record.last.as_ref().map(|last| last.time), Some(30));
-        // Nothing more to catch up: a second pass changes nothing.
-        let caught_up = record.clone();
-        catch_up_with_log(&mut record, 4, &log);
-        assert_eq!(record, caught_up);
-        // Errors the log counts but no longer holds: Other.
-        catch_up_with_log(&mut record, 6, &[]);
-        assert_eq!(record.total, 6);
-        assert_eq!(record.counter(ErrorKind::Other).count, 2);
     }
 }

@@ -516,7 +516,7 @@ impl Filesystem {
         }
         let mut error_record = superblock.error_record.clone();
         let (errors_total, error_records) = &durable_errors;
-        super::health::catch_up_with_log(&mut error_record, *errors_total, error_records);
+        error_record.catch_up_with_log(*errors_total, error_records);
         let health = Arc::new(Health::with_log(fsid, error_record, Arc::clone(&log)));
         if let Some(&first) = metadata.recovery.unmet_claims.first() {
             // Entries on the device whose data did not match: written but

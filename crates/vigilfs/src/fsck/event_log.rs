@@ -13,8 +13,8 @@
 //! readers treat as a gap). The counts go into [`EventLogCounts`].
 
 use crate::device::{BlockDevice, IoClass};
-use crate::format::event_log::{scan_region, Geometry, SlotDefect};
-use crate::format::{FsState, Superblock};
+use crate::format::event_log::{scan_region, EventRecord, Geometry, RecordKind, SlotDefect};
+use crate::format::{ErrorRecord, FsState, Superblock};
 
 use super::{Note, Problem};
 
@@ -35,10 +35,13 @@ pub struct EventLogCounts {
 
 const STRUCTURE: &str = "event log";
 
-/// Checks the region of `superblock`'s filesystem, if it has one.
+/// Checks the region of `superblock`'s filesystem, if it has one, and
+/// brings `error_record` (the superblock's) up to the errors the log
+/// counts, as the next mount will (a crash can leave the record behind).
 pub(super) fn check(
     device: &dyn BlockDevice,
     superblock: &Superblock,
+    error_record: &mut ErrorRecord,
     problems: &mut Vec<Problem>,
     notes: &mut Vec<Note>,
 ) -> Option<EventLogCounts> {
@@ -151,6 +154,24 @@ pub(super) fn check(
         .first()
         .zip(scan.newest())
         .map(|(oldest, newest)| (oldest.id, newest.id));
+    let errors_total = scan.newest().map_or(0, |record| record.errors_total);
+    let saved = error_record.total;
+    if errors_total > saved {
+        let error_records: Vec<EventRecord> = scan
+            .records
+            .iter()
+            .filter(|record| record.kind == RecordKind::Error)
+            .cloned()
+            .collect();
+        error_record.catch_up_with_log(errors_total, &error_records);
+        notes.push(Note {
+            structure: "error record".into(),
+            message: format!(
+                "the event log counts {errors_total} errors, the error record {saved} (a crash \
+                 came before it was saved): shown caught up, as the next mount records it"
+            ),
+        });
+    }
     Some(EventLogCounts {
         slots: geometry.slots(),
         records: scan.records.len() as u64,

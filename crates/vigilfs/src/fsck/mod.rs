@@ -159,7 +159,7 @@ pub fn fsck_with(
         total: STAGES,
         stage: "superblock copies",
     });
-    let (superblock, superblock_source) = check_superblocks(device.as_ref(), &mut problems)?;
+    let (mut superblock, superblock_source) = check_superblocks(device.as_ref(), &mut problems)?;
 
     progress(Progress {
         done: 1,
@@ -257,7 +257,15 @@ pub fn fsck_with(
         total: STAGES,
         stage: "event log and error record",
     });
-    let event_log = event_log::check(device.as_ref(), &superblock, &mut problems, &mut notes);
+    let mut error_record = superblock.error_record.clone();
+    let event_log = event_log::check(
+        device.as_ref(),
+        &superblock,
+        &mut error_record,
+        &mut problems,
+        &mut notes,
+    );
+    superblock.error_record = error_record;
     let record = &superblock.error_record;
     if record.total > 0 {
         let last = record
