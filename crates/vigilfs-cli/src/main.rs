@@ -183,6 +183,9 @@ enum Command {
     ///                         filesystems; other users always get nosuid,nodev)
     ///   noexec / exec         programs on the mount may not / may be run
     ///                         (default exec)
+    ///   nosymfollow / symfollow
+    ///                         path lookups do not / do follow symlinks on the
+    ///                         mount (default symfollow; nosymfollow: root only)
     ///   rw, auto, noauto, user, nouser, defaults, _netdev
     ///   (and lazytime, x-*): accepted, ignored
     /// An unknown option is an error (exit status 2).

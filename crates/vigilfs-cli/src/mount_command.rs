@@ -208,6 +208,14 @@ impl MadeHere {
 /// ([`second_mount`](crate::second_mount)).
 fn prepare(request: &MountRequest) -> Result<Option<Prepared>, Failure> {
     let settings = mount_options::parse(&request.options).map_err(Failure::arguments)?;
+    if settings.follow_symlinks == Some(false) && control::current_uid() != 0 {
+        // A flag of the kernel's mount only root can set: refused rather
+        // than mounted without it.
+        return Err(Failure::arguments(
+            "option nosymfollow: only root can mount with it (the kernel's flag is set by a \
+             remount, which needs root)",
+        ));
+    }
     if let Some(group) = &settings.events_group {
         group_id(group)?;
     }
@@ -688,14 +696,19 @@ fn serve(
     // flags only show the setting (in the mount table, where mount(8)
     // reads the options a remount starts from), so they must say it. Only
     // root may change them; a user's mount shows the kernel's default.
-    let atime = vigilfs_fuse::atime_flags(
+    // `nosymfollow` is the kernel's alone, set the same way.
+    let mut flags = vigilfs_fuse::atime_flags(
         settings.atime.unwrap_or_default(),
         settings.directory_atime.unwrap_or(true),
     );
-    if let Err(error) = vigilfs_fuse::set_flags(&mountpoint, vigilfs_fuse::ATIME_FLAGS, atime) {
+    if settings.follow_symlinks == Some(false) {
+        flags |= libc::MS_NOSYMFOLLOW;
+    }
+    let mask = vigilfs_fuse::ATIME_FLAGS | libc::MS_NOSYMFOLLOW;
+    if let Err(error) = vigilfs_fuse::set_flags(&mountpoint, mask, flags) {
         if control::current_uid() == 0 {
             log(&format!(
-                "the mount table's atime flags stay the kernel's defaults: {error}"
+                "the mount table's flags stay the kernel's defaults: {error}"
             ));
         }
     }

@@ -15,7 +15,8 @@
 //! access-time options (FUSE leaves access times to the filesystem):
 //! `relatime` (the default), `strictatime`, `noatime`, and `atime`,
 //! `nostrictatime` (the default) and `norelatime` (strict), `diratime`
-//! (the default) and `nodiratime`, `exec` (the default) and `noexec`.
+//! (the default) and `nodiratime`, `exec` (the default) and `noexec`,
+//! `symfollow` (the default) and `nosymfollow`.
 //! Generic options mount(8) and mount.fuse3 pass along are accepted and
 //! ignored: `auto`, `noauto`, `user`, `nouser`, `users`, `defaults`,
 //! `_netdev`, `nofail`, `lazytime`, `x-*` and `comment=*`, and
@@ -80,6 +81,9 @@ pub struct MountSettings {
     pub devices: Option<bool>,
     /// `exec` (the default) / `noexec`.
     pub exec: Option<bool>,
+    /// `symfollow` (the default) / `nosymfollow`: whether path lookups
+    /// follow symlinks on the mount (the kernel's flag).
+    pub follow_symlinks: Option<bool>,
 }
 
 const IGNORED: &[&str] = &[
@@ -192,6 +196,8 @@ pub fn parse<S: AsRef<str>>(arguments: &[S]) -> Result<MountSettings, String> {
                 ("nodev", None) => settings.devices = Some(false),
                 ("exec", None) => settings.exec = Some(true),
                 ("noexec", None) => settings.exec = Some(false),
+                ("symfollow", None) => settings.follow_symlinks = Some(true),
+                ("nosymfollow", None) => settings.follow_symlinks = Some(false),
                 (
                     "relatime" | "atime" | "nostrictatime" | "strictatime" | "norelatime"
                     | "noatime",
@@ -321,6 +327,18 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(settings, MountSettings::default());
+    }
+
+    #[test]
+    fn nosymfollow_is_kept() {
+        assert_eq!(
+            parse(&["nosymfollow"]).unwrap().follow_symlinks,
+            Some(false)
+        );
+        assert_eq!(
+            parse(&["nosymfollow,symfollow"]).unwrap().follow_symlinks,
+            Some(true)
+        );
     }
 
     #[test]

@@ -72,19 +72,22 @@ struct Remount<'o> {
 /// the mount table's, merged with the command line's (`remount,exec` of a
 /// `noexec` mount arrives as `rw,relatime,remount,user_id=0,group_id=0,
 /// default_permissions,allow_other`: the flag cleared is the one missing).
-/// Such a list carries the FUSE superblock's `user_id=`, and a flag it
-/// leaves out is cleared, as `mount(2)` with `MS_REMOUNT` does; only the
-/// atime flags stay when none is named (the kernel's rule). A list without
-/// it (`remount,ro` from a script calling the helper itself) changes only
-/// what it names: clearing `nosuid` or `noexec` takes naming `suid` or
-/// `exec`.
+/// Such a list starts with `rw` or `ro` (from an fstab line, mount(8)
+/// merges that line's options instead: `rw,noatime,remount,errors=...`)
+/// and carries the FUSE superblock's `user_id=` when it comes from the
+/// mount table; a flag it leaves out is cleared, as `mount(2)` with
+/// `MS_REMOUNT` does; only the atime flags stay when none is named (the
+/// kernel's rule). Any other list (`remount,ro` from a script calling the
+/// helper itself) changes only what it names: clearing `nosuid` or
+/// `noexec` takes naming `suid` or `exec`.
 fn classify(current: u64, options: &[String]) -> Remount<'_> {
     let atime = libc::MS_NOATIME | libc::MS_RELATIME | libc::MS_STRICTATIME;
     let words: Vec<&str> = options
         .iter()
         .flat_map(|argument| argument.split(','))
         .collect();
-    let whole_set = words.iter().any(|word| word.starts_with("user_id="));
+    let whole_set = matches!(words.first(), Some(&("rw" | "ro")))
+        || words.iter().any(|word| word.starts_with("user_id="));
     let kept = vigilfs_fuse::remount_keeping(current);
     let mut flags = if whole_set {
         let atime_named = words.iter().any(|word| {
@@ -214,6 +217,13 @@ fn settings_request(
     }))
 }
 
+/// The daemon's access-time setting, as its status shows it.
+fn daemon_atime(status: &Value) -> Option<(AtimeUpdates, bool)> {
+    let settings = &status["settings"];
+    let atime = settings["atime"].as_str()?.parse().ok()?;
+    Some((atime, settings["directory_atime"].as_bool()?))
+}
+
 /// The kernel's atime flags of a mount, as the daemon's setting: when reads
 /// record access times, and whether listings do.
 fn atime_of_statvfs(statvfs_flags: u64) -> (AtimeUpdates, bool) {
@@ -290,14 +300,16 @@ pub fn remount(mountpoint: &Path, options: &[String]) -> Result<u8, Failure> {
     let read_only = remount.flags & libc::MS_RDONLY != 0;
     // The daemon hears of a change of the flag: read-only makes everything
     // durable first, as Linux's remount does.
+    let status = client::call(&canonical, &Request::Status)
+        .map_err(|error| error.into_failure("remount", mountpoint))?;
+    // The daemon's setting, not the kernel's flags, is what a change is
+    // measured against: a bind remount changes the flags without it.
     let atime = atime_after(remount.flags, kernel_flags);
     let settings = settings_request(
         options,
         (read_only != was_read_only).then_some(read_only),
-        (atime != atime_of_statvfs(kernel_flags)).then_some(atime),
+        (Some(atime) != daemon_atime(&status)).then_some(atime),
     )?;
-    let status = client::call(&canonical, &Request::Status)
-        .map_err(|error| error.into_failure("remount", mountpoint))?;
     check_fixed(
         &remount.fixed,
         status["mount_options"].as_str().unwrap_or_default(),
@@ -381,6 +393,15 @@ mod tests {
         let strict = libc::ST_NOEXEC;
         let flags = classify(strict, &options(&format!("rw,nodiratime,remount{merged}"))).flags;
         assert_eq!(atime_after(flags, strict), (AtimeUpdates::Relative, false));
+        // From an fstab line, mount(8) merges the line's options: no user_id=.
+        let fstab = classify(current, &options("rw,noatime,remount,errors=continue")).flags;
+        assert_eq!(fstab, libc::MS_REMOUNT | libc::MS_NOATIME);
+        // A strictatime mount keeps strictatime when a script names nodev.
+        let strict = classify(libc::ST_NODIRATIME, &options("remount,nodev")).flags;
+        assert_eq!(
+            atime_after(strict, libc::ST_NODIRATIME),
+            (AtimeUpdates::Always, false)
+        );
         // A script's partial list naming what the mount has clears nothing.
         let flags = classify(current, &options("remount,rw")).flags;
         assert_eq!(flags, vigilfs_fuse::remount_keeping(current));
@@ -435,10 +456,10 @@ mod tests {
     #[test]
     fn the_daemon_settings_of_a_remount_are_validated_as_at_mount() {
         let remount_options = options("remount,errors=panic,cache=1G");
-        let remount = classify(0, &remount_options);
+        let remount = classify(libc::ST_RELATIME, &remount_options);
         assert_eq!(
             remount.flags,
-            libc::MS_REMOUNT,
+            libc::MS_REMOUNT | libc::MS_RELATIME,
             "settings change no kernel flag"
         );
         assert!(remount.fixed.is_empty());

@@ -410,10 +410,11 @@ fn the_mount_table_shows_the_atime_options_the_mount_was_made_with() {
         return;
     }
     let scratch = Scratch::new();
-    let pid = scratch.mount(&["--size", "64M", "-o", "noatime,nodiratime"]);
+    let pid = scratch.mount(&["--size", "64M", "-o", "noatime,nodiratime,nosymfollow"]);
     let now = flags(&scratch.mountpoint);
     assert_ne!(now & libc::ST_NOATIME, 0, "noatime shown");
     assert_ne!(now & libc::ST_NODIRATIME, 0, "nodiratime shown");
+    assert_ne!(now & 0x2000, 0, "nosymfollow (ST_NOSYMFOLLOW) set");
     // As mount(8) passes `mount -o remount,relatime,diratime`.
     remount(
         &scratch,
@@ -422,5 +423,43 @@ fn the_mount_table_shows_the_atime_options_the_mount_was_made_with() {
     let settings = &scratch.status()["settings"];
     assert_eq!(settings["atime"], "relatime");
     assert_eq!(settings["directory_atime"], true);
+    scratch.umount(pid);
+}
+
+/// From an fstab line, mount(8) merges that line's options with the
+/// command line's, without the mount table's `user_id=`: still the whole
+/// set (`remount,exec` of an fstab `noexec` mount cleared nothing). A
+/// strictatime mount stays strictatime when a script's remount names
+/// another flag (the kernel falls back to relatime unless told).
+#[test]
+fn an_fstab_whole_set_clears_flags_and_strictatime_is_kept() {
+    if fuse_missing("an_fstab_whole_set_clears_flags_and_strictatime_is_kept") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M", "-o", "noexec,strictatime,nodiratime"]);
+    remount(&scratch, "remount,nodev");
+    let now = flags(&scratch.mountpoint);
+    assert_eq!(
+        now & (libc::ST_NOATIME | libc::ST_RELATIME),
+        0,
+        "strictatime kept"
+    );
+    assert_ne!(now & libc::ST_NODIRATIME, 0);
+    assert_eq!(scratch.status()["settings"]["atime"], "strictatime");
+    // As mount(8) passes `mount -o remount,exec` with an fstab line
+    // `... noexec,strictatime,nodiratime,errors=continue`.
+    remount(
+        &scratch,
+        "rw,strictatime,nodiratime,remount,errors=continue",
+    );
+    let now = flags(&scratch.mountpoint);
+    assert_eq!(now & libc::ST_NOEXEC, 0, "exec again");
+    assert_eq!(
+        now & libc::ST_NODEV,
+        0,
+        "dev again: left out of the whole set"
+    );
+    assert_eq!(scratch.status()["settings"]["atime"], "strictatime");
     scratch.umount(pid);
 }

@@ -38,11 +38,20 @@ pub fn remount_keeping(statvfs_flags: u64) -> libc::c_ulong {
         (libc::ST_RELATIME, libc::MS_RELATIME),
         (ST_NOSYMFOLLOW, libc::MS_NOSYMFOLLOW),
     ];
-    kept.into_iter()
+    let flags = kept
+        .into_iter()
         .filter(|(statvfs_flag, _)| statvfs_flags & statvfs_flag != 0)
         .fold(libc::MS_REMOUNT, |flags, (_, mount_flag)| {
             flags | mount_flag
-        })
+        });
+    // statvfs has no flag for strictatime: it is neither noatime nor
+    // relatime. It must be named, or a remount naming `MS_NODIRATIME` (an
+    // atime flag) would leave the kernel's default, relatime.
+    if statvfs_flags & (libc::ST_NOATIME | libc::ST_RELATIME) == 0 {
+        flags | libc::MS_STRICTATIME
+    } else {
+        flags
+    }
 }
 
 /// The atime flags of `mount(2)` (with `MS_NODIRATIME`): a remount naming
@@ -70,15 +79,8 @@ pub fn atime_flags(atime: vigilfs::fs::AtimeUpdates, directory_atime: bool) -> l
 /// Only root may.
 pub fn set_flags(path: &Path, mask: libc::c_ulong, flags: libc::c_ulong) -> io::Result<()> {
     let kept = remount_keeping(statvfs_flags(path)?);
-    // statvfs has no strictatime flag: a mount that has none of the atime
-    // flags is strict, and `kept` then names none either.
-    let kept_for_compare = if kept & ATIME_FLAGS & !libc::MS_NODIRATIME == 0 {
-        kept | libc::MS_STRICTATIME
-    } else {
-        kept
-    };
     let wanted = (kept & !mask) | (flags & mask);
-    if wanted == kept_for_compare {
+    if wanted == kept {
         return Ok(());
     }
     remount(path, wanted)

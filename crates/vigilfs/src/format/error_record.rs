@@ -220,6 +220,7 @@ impl ErrorRecord {
         }
         self.total = errors_total;
         let mut newest: Option<ErrorEvent> = None;
+        let mut oldest: Option<ErrorEvent> = None;
         for event in error_records.iter().rev() {
             if missed == 0 {
                 break;
@@ -239,10 +240,13 @@ impl ErrorRecord {
                 kind,
                 origin: ErrorOrigin::new("event log"),
             };
-            if self.first.is_none() {
-                self.first = Some(seen.clone());
+            if newest.is_none() {
+                newest = Some(seen.clone());
             }
-            newest.get_or_insert(seen);
+            oldest = Some(seen);
+        }
+        if self.first.is_none() {
+            self.first = oldest;
         }
         let other = self.counter_mut(ErrorKind::Other);
         other.count = other.count.saturating_add(missed);
@@ -490,6 +494,11 @@ mod tests {
         record.catch_up_with_log(6, &[]);
         assert_eq!(record.total, 6);
         assert_eq!(record.counter(ErrorKind::Other).count, 2);
+        // A record that saw none: the first is the oldest caught up.
+        let mut fresh = ErrorRecord::default();
+        fresh.catch_up_with_log(2, &log[1..]);
+        assert_eq!(fresh.first.as_ref().map(|first| first.time), Some(20));
+        assert_eq!(fresh.last.as_ref().map(|last| last.time), Some(30));
     }
 
     fn event(time: u64, kind: ErrorKind) -> ErrorEvent {
