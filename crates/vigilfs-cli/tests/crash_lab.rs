@@ -1213,3 +1213,40 @@ fn a_read_fault_meets_cached_data_once_the_caches_are_dropped() {
     assert_eq!(fs::read(scratch.at("by-class")).unwrap(), data);
     scratch.umount(pid);
 }
+
+/// A power cut takes what the device had not made durable: the error
+/// record and the event log's last records. The lab's process knows how
+/// many errors the old log counted, so the engine it brings back counts
+/// them at once (status said 0 until a later mount).
+#[test]
+fn errors_counted_before_a_power_cut_are_still_counted_after_it() {
+    if fuse_missing("errors_counted_before_a_power_cut_are_still_counted_after_it") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M", "-o", "crashable,writeback_interval=600"]);
+    let files: Vec<File> = (0..3u8)
+        .map(|round| {
+            let mut file = File::create(scratch.at(&format!("f{round}"))).unwrap();
+            file.write_all(&[round; 4096]).unwrap();
+            file
+        })
+        .collect();
+    // Nothing reaches the device: not the data, the journal, the log or
+    // the error record.
+    scratch.inject(&["--fail-writes", "--class", "all"]);
+    for file in &files {
+        assert!(
+            file.sync_all().is_err(),
+            "the injected failure reaches fsync"
+        );
+    }
+    scratch.inject(&["--clear"]);
+    let before = scratch.status()["errors"]["total"].as_u64().unwrap();
+    assert!(before >= 3, "{before}");
+    let cut = vigilfs(&["inject", scratch.mnt(), "--power-cut"]);
+    assert_eq!(cut.status.code(), Some(0), "{}", text(&cut.stderr));
+    let after = scratch.status()["errors"]["total"].as_u64().unwrap();
+    assert_eq!(after, before, "errors counted before the cut");
+    scratch.umount(pid);
+}
