@@ -87,9 +87,8 @@ pub struct OpenedLog {
     /// header write had landed whole, so this is damage, not a torn write.
     pub damaged_headers: Vec<HeaderDamage>,
     /// The errors the log on the device counts (`errors_total` of its
-    /// newest record, or what the log stood at before a simulated power
-    /// cut), and its error records, oldest first: what the error record in
-    /// the superblock may lag behind after a crash.
+    /// newest record), and its error records, oldest first: what the error
+    /// record in the superblock may lag behind after a crash.
     pub durable_errors: (u64, Vec<EventRecord>),
 }
 
@@ -477,13 +476,8 @@ impl EventLog {
                 })
             })
             .collect();
-        // After a simulated power cut the lab's process knows how many
-        // errors the old log counted, those the cut took from the device
-        // included (their kinds are gone with them).
         let durable_errors = (
-            scan.newest()
-                .map_or(0, |record| record.errors_total)
-                .max(before_power_cut.map_or(0, |end| end.errors_total)),
+            scan.newest().map_or(0, |record| record.errors_total),
             scan.records
                 .iter()
                 .filter(|record| record.kind == RecordKind::Error)
