@@ -250,6 +250,22 @@ impl ErrorRecord {
         }
         let other = self.counter_mut(ErrorKind::Other);
         other.count = other.count.saturating_add(missed);
+        if newest.is_none() && self.last.is_none() {
+            // Only a count survives (the log lost the records): a record
+            // with errors names a first and a last one all the same.
+            let lost = ErrorEvent {
+                time: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |since| since.as_secs()),
+                errno: libc::EIO,
+                inode: None,
+                block: None,
+                kind: ErrorKind::Other,
+                origin: ErrorOrigin::new("event log: count only"),
+            };
+            self.first.get_or_insert_with(|| lost.clone());
+            newest = Some(lost);
+        }
         if let Some(newest) = newest {
             if self
                 .last
@@ -494,6 +510,15 @@ mod tests {
         record.catch_up_with_log(6, &[]);
         assert_eq!(record.total, 6);
         assert_eq!(record.counter(ErrorKind::Other).count, 2);
+        // Only a count left in the log: the record stays valid, with a
+        // first and a last error (it failed validation, and the superblock
+        // could no longer be written).
+        let mut counted = ErrorRecord::default();
+        counted.catch_up_with_log(3, &[]);
+        assert_eq!(counted.total, 3);
+        assert!(counted.first.is_some() && counted.last.is_some());
+        assert_eq!(counted.counter(ErrorKind::Other).count, 3);
+        assert!(counted.validate().is_ok());
         // A record that saw none: the first is the oldest caught up.
         let mut fresh = ErrorRecord::default();
         fresh.catch_up_with_log(2, &log[1..]);
