@@ -108,6 +108,21 @@ pub(super) fn delete_inode(
     Ok(())
 }
 
+/// The entry `name` of directory `parent` that an unlink or rmdir is to
+/// remove, refused if the inode it names may not lose it.
+fn entry_to_remove(
+    transaction: &Transaction<'_>,
+    parent: u64,
+    name: &[u8],
+) -> NamespaceResult<(DirentKey, Dirent)> {
+    require_directory(transaction, parent)?;
+    let (key, dirent) = probe(transaction, parent, name)?
+        .found
+        .ok_or(NamespaceError::NotFound)?;
+    refuse_if_pinned(transaction, dirent.child)?;
+    Ok((key, dirent))
+}
+
 /// Drops one link to `ino` (an entry naming it is going). A directory's
 /// only link is its entry: the inode and its parent record go, unless it
 /// is open (`open`): then it becomes an orphan (link count 0, an orphan
@@ -334,11 +349,7 @@ impl Namespace {
         check_name(name)?;
         let _writer = self.lock();
         let mut transaction = self.freeing_transaction();
-        require_directory(&transaction, parent)?;
-        let (key, dirent) = probe(&transaction, parent, name)?
-            .found
-            .ok_or(NamespaceError::NotFound)?;
-        refuse_if_pinned(&transaction, dirent.child)?;
+        let (key, dirent) = entry_to_remove(&transaction, parent, name)?;
         if dirent.file_type == FileType::Directory {
             return Err(NamespaceError::IsADirectory);
         }
@@ -357,11 +368,7 @@ impl Namespace {
         check_name(name)?;
         let _writer = self.lock();
         let mut transaction = self.freeing_transaction();
-        require_directory(&transaction, parent)?;
-        let (key, dirent) = probe(&transaction, parent, name)?
-            .found
-            .ok_or(NamespaceError::NotFound)?;
-        refuse_if_pinned(&transaction, dirent.child)?;
+        let (key, dirent) = entry_to_remove(&transaction, parent, name)?;
         if dirent.file_type != FileType::Directory {
             return Err(NamespaceError::NotADirectory);
         }
