@@ -71,7 +71,9 @@ pub struct InjectArgs {
     /// write, read, open, create, rename, unlink, mkdir, rmdir, link,
     /// symlink, fallocate, setattr, setxattr, close (comma-separated).
     /// An fsync failure fails the file's writeback as a real device error
-    /// would: the program sees what it would see on Linux.
+    /// would: the program sees what it would see on Linux. A close rule
+    /// reaches files opened after it is set (the kernel is told at open
+    /// whether to report closes).
     #[arg(long, value_name = "OPS", value_delimiter = ',')]
     pub op: Vec<String>,
     /// Only files whose path (relative to the mount's root) matches this

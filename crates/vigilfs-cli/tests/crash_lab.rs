@@ -1,7 +1,7 @@
 //! The crash lab through real mounts: power cuts of a `-o crashable`
 //! mount (with and without torn writes), faults aimed at paths and
-//! operations, delays, corrupt reads, the fault log, and the crash-test
-//! runner on SQLite and on a careless writer.
+//! operations (close included), delays, corrupt reads, the fault log, and
+//! the crash-test runner on SQLite and on a careless writer.
 
 mod common;
 
@@ -448,6 +448,42 @@ fn delays_hold_exactly_the_operations_they_target() {
     scratch.inject(&["--delay", "200ms", "--io", "flush"]);
     assert!(timed(&root.join("fast")) >= Duration::from_millis(200));
     scratch.inject(&["--clear"]);
+    scratch.umount(pid);
+}
+
+/// The errno `close(2)` of a fresh descriptor of `path` returns, if any.
+fn close_errno(path: &Path) -> Option<i32> {
+    use std::os::fd::IntoRawFd;
+    let descriptor = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap()
+        .into_raw_fd();
+    // SAFETY: the descriptor was just taken out of its File; nothing else
+    // owns or closes it.
+    let closed = unsafe { libc::close(descriptor) };
+    (closed != 0).then(|| std::io::Error::last_os_error().raw_os_error().unwrap())
+}
+
+#[test]
+fn a_close_rule_fails_close_of_files_opened_after_it() {
+    if fuse_missing("a_close_rule_fails_close_of_files_opened_after_it") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let root = &scratch.mountpoint;
+    // Opened before any rule: the kernel was told closes need no report.
+    let early = File::create(root.join("early.db")).unwrap();
+    assert_eq!(close_errno(&root.join("a.db")), None);
+    scratch.inject(&["--op", "close", "--path", "*.db", "--errno", "EDQUOT"]);
+    assert_eq!(close_errno(&root.join("a.db")), Some(libc::EDQUOT));
+    assert_eq!(close_errno(&root.join("new.db")), Some(libc::EDQUOT));
+    assert_eq!(close_errno(&root.join("a.txt")), None);
+    drop(early);
+    scratch.inject(&["--clear"]);
+    assert_eq!(close_errno(&root.join("a.db")), None);
     scratch.umount(pid);
 }
 

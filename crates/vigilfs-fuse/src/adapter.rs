@@ -33,7 +33,9 @@
 //!   kernel opens one FUSE handle per open file description, so errseq's
 //!   "each file description hears of an error once" holds through the
 //!   kernel. `flush` (each `close(2)`) reports nothing: the engine's
-//!   `flush` keeps errors for fsync, as Linux local filesystems do.
+//!   `flush` keeps errors for fsync, as Linux local filesystems do. So
+//!   opens ask the kernel not to send it (`FOPEN_NOFLUSH`) unless a fault
+//!   rule aims at close (`Replies::open_flags`).
 //!
 //! Caching: the kernel caches entries and attributes for the TTLs given
 //! at mount (60 s by default), and keeps a file's pages across opens
@@ -82,6 +84,7 @@ use fuser::{
     ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl,
     ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
+use vigilfs::fs::faults::Operation;
 use vigilfs::fs::{Attr, Filesystem, FsError, OpenFlags, SetAttributes};
 use vigilfs::inode::{inode_flags, Caller, FallocateMode};
 
@@ -190,7 +193,8 @@ pub(crate) struct Adapter {
 struct Replies {
     entry_ttl: Duration,
     attr_ttl: Duration,
-    /// What open and create reply: `FOPEN_KEEP_CACHE` or nothing.
+    /// What open and create reply besides `FOPEN_NOFLUSH`:
+    /// `FOPEN_KEEP_CACHE` or nothing.
     open_flags: FopenFlags,
 }
 
@@ -302,6 +306,20 @@ impl Adapter {
 }
 
 impl Replies {
+    /// The flags an open or create replies now. `FOPEN_NOFLUSH` spares
+    /// the kernel's FLUSH round trip at every `close(2)`, unless a fault
+    /// rule aims at close: FLUSH is the only request whose error reaches
+    /// close(2), and the engine's flush does nothing else (errors wait for
+    /// fsync, locks are the kernel's own). So a close rule reaches files
+    /// opened after it was set.
+    fn open_flags(self, filesystem: &Filesystem) -> FopenFlags {
+        if filesystem.operation_is_targeted(Operation::Close) {
+            self.open_flags
+        } else {
+            self.open_flags | FopenFlags::FOPEN_NOFLUSH
+        }
+    }
+
     fn entry(self, reply: ReplyEntry, result: Result<Attr, FsError>) {
         match result {
             Ok(attr) => reply.entry_with_ttls(
@@ -588,11 +606,8 @@ impl fuser::Filesystem for Adapter {
         // execve's open carries the kernel's `__FMODE_EXEC`: it needs
         // execute permission, not read.
         let execute = flags.0 & FMODE_EXEC != 0;
-        let (flags, caller, open_flags) = (
-            OpenFlags::from_libc(flags.0),
-            caller(request),
-            self.replies.open_flags,
-        );
+        let (flags, caller, replies) =
+            (OpenFlags::from_libc(flags.0), caller(request), self.replies);
         let open = move |filesystem: &Filesystem| {
             let opened = if execute && !flags.write {
                 filesystem.open_to_execute(ino.0, &caller)
@@ -600,7 +615,7 @@ impl fuser::Filesystem for Adapter {
                 filesystem.open(ino.0, flags, &caller)
             };
             match opened {
-                Ok(handle) => reply.opened(FileHandle(handle), open_flags),
+                Ok(handle) => reply.opened(FileHandle(handle), replies.open_flags(filesystem)),
                 Err(error) => reply.error(errno(&error)),
             }
         };
@@ -928,7 +943,7 @@ impl fuser::Filesystem for Adapter {
                     &convert::file_attr(&attr),
                     generation(&attr),
                     FileHandle(handle),
-                    replies.open_flags,
+                    replies.open_flags(filesystem),
                 ),
                 Err(error) => reply.error(errno(&error)),
             }

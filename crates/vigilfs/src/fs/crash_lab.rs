@@ -85,6 +85,13 @@ impl Filesystem {
         self.shared.faults.take_over(&lost.shared.faults);
     }
 
+    /// Whether a rule, or an armed power cut, waits for `operation` now: a
+    /// transport that can spare the kernel a request for an operation
+    /// nobody watches (close) asks this first.
+    pub fn operation_is_targeted(&self, operation: Operation) -> bool {
+        self.shared.faults.targets(operation)
+    }
+
     /// Every known path of inode `ino` (learnt from lookups, creates,
     /// links and renames through this mount).
     pub fn known_paths(&self, ino: u64) -> Vec<String> {

@@ -540,6 +540,19 @@ impl Faults {
         self.started[operation.index()].load(Ordering::Relaxed)
     }
 
+    /// Whether a rule, or an armed power cut, waits for `operation` now.
+    pub fn targets(&self, operation: Operation) -> bool {
+        let rules = self.any.load(Ordering::Acquire)
+            && lock(&self.rules).iter().any(|rule| {
+                matches!(&rule.rule.target,
+                    FileTarget::Operations(operations) if operations.contains(&operation))
+            });
+        rules
+            || self
+                .armed_power_cut()
+                .is_some_and(|(point, _)| point.operation == operation)
+    }
+
     /// Adds a rule; returns its id. Without a device plan there is no log
     /// and ids are counted here.
     pub fn add(&self, rule: FileRule) -> Result<RuleId, FaultRuleError> {
