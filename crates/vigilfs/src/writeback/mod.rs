@@ -579,8 +579,11 @@ impl Writeback {
         let physical = blocks.iter().copied();
         let mut extents: Vec<(u64, Extent)> = Vec::new();
         // One buffer, reused: each extent is written as soon as the next
-        // page does not continue it.
-        let mut bytes: Vec<u8> = Vec::with_capacity(MAX_EXTENT_BLOCKS as usize * PAGE_BYTES);
+        // page does not continue it. Sized for the pages at hand: a buffer
+        // for the longest extent (512 KiB) on every fsync of one page cost
+        // the allocator a heap grow and trim, and page faults, each time.
+        let longest = dirty.len().min(MAX_EXTENT_BLOCKS as usize);
+        let mut bytes: Vec<u8> = Vec::with_capacity(longest * PAGE_BYTES);
         for ((index, page), block) in dirty.iter().zip(physical) {
             let checksum = crc32c::crc32c(page);
             if let Some((offset, extent)) = extents.last_mut() {
