@@ -265,6 +265,18 @@ fn control_commands_without_a_mount_fail_clearly() {
         // the caller would wait for good.
         &["inject", ".", "--op", "unlink", "--errno", "99999"],
         &["inject", ".", "--fail-writes", "--errno", "512"],
+        // The kernel reads ENOSYS as "no such operation" and stops asking
+        // for it on the whole mount: fsync would then succeed unasked.
+        &["inject", ".", "--op", "fsync", "--errno", "ENOSYS"],
+        &[
+            "inject",
+            ".",
+            "--fail-writes",
+            "--class",
+            "data",
+            "--errno",
+            "38",
+        ],
         // Under a byte a second, the rate would round to no limit at all.
         &["scrub", ".", "--rate", "1e-300"],
         // Rules and hooks that could never do their job.

@@ -200,10 +200,12 @@ struct Replies {
 
 /// The errno the kernel gets for `error`. One the kernel would refuse
 /// (512 or more, or not positive) becomes EIO: a refused reply leaves the
-/// caller waiting for good.
+/// caller waiting for good. So does ENOSYS, which the kernel takes for
+/// "no such operation here": it would stop sending that operation for the
+/// rest of the mount (fsync would then succeed without asking).
 fn errno(error: &FsError) -> Errno {
     let errno = error.errno();
-    if (1..=vigilfs::device::Errno::MAX_DELIVERABLE).contains(&errno) {
+    if errno != libc::ENOSYS && (1..=vigilfs::device::Errno::MAX_DELIVERABLE).contains(&errno) {
         Errno::from_i32(errno)
     } else {
         Errno::EIO
@@ -1066,5 +1068,27 @@ impl fuser::Filesystem for Adapter {
                 Err(error) => reply.error(errno(&error)),
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn injected(errno_number: i32) -> FsError {
+        FsError::Injected {
+            rule: 1,
+            operation: "fsync",
+            errno: errno_number,
+        }
+    }
+
+    #[test]
+    fn errors_the_kernel_would_misread_or_refuse_reach_it_as_eio() {
+        assert_eq!(errno(&injected(libc::ENOSPC)), Errno::ENOSPC);
+        assert_eq!(errno(&injected(511)), Errno::from_i32(511));
+        for misread in [libc::ENOSYS, 512, 0, -5] {
+            assert_eq!(errno(&injected(misread)), Errno::EIO, "errno {misread}");
+        }
     }
 }

@@ -21,7 +21,8 @@ impl Errno {
 }
 
 /// Errno names a fault rule may use by name; any other errno can be given as a number.
-const ERRNO_NAMES: [(&str, i32); 16] = [
+/// Where two names share a number (EOPNOTSUPP and ENOTSUP), the first is the one shown.
+const ERRNO_NAMES: [(&str, i32); 38] = [
     ("EIO", libc::EIO),
     ("ENOSPC", libc::ENOSPC),
     ("EROFS", libc::EROFS),
@@ -38,6 +39,28 @@ const ERRNO_NAMES: [(&str, i32); 16] = [
     ("EREMOTEIO", libc::EREMOTEIO),
     ("EDQUOT", libc::EDQUOT),
     ("EFBIG", libc::EFBIG),
+    ("EINVAL", libc::EINVAL),
+    ("ENOENT", libc::ENOENT),
+    ("EEXIST", libc::EEXIST),
+    ("EBUSY", libc::EBUSY),
+    ("EXDEV", libc::EXDEV),
+    ("EOPNOTSUPP", libc::EOPNOTSUPP),
+    ("ENOTSUP", libc::ENOTSUP),
+    ("ENOTEMPTY", libc::ENOTEMPTY),
+    ("ENOTDIR", libc::ENOTDIR),
+    ("EISDIR", libc::EISDIR),
+    ("ENAMETOOLONG", libc::ENAMETOOLONG),
+    ("EMFILE", libc::EMFILE),
+    ("ENFILE", libc::ENFILE),
+    ("EMLINK", libc::EMLINK),
+    ("ESTALE", libc::ESTALE),
+    ("EOVERFLOW", libc::EOVERFLOW),
+    ("ETXTBSY", libc::ETXTBSY),
+    ("ELOOP", libc::ELOOP),
+    ("ENOLCK", libc::ENOLCK),
+    ("ECANCELED", libc::ECANCELED),
+    ("ENODATA", libc::ENODATA),
+    ("EUCLEAN", libc::EUCLEAN),
 ];
 
 impl Errno {
@@ -68,6 +91,17 @@ impl FromStr for Errno {
     type Err = FaultRuleError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.eq_ignore_ascii_case("ENOSYS") || text.parse::<i32>() == Ok(libc::ENOSYS) {
+            // Through FUSE an ENOSYS reply means "this filesystem has no such
+            // operation": the kernel stops sending it for the rest of the mount
+            // and answers 0 (fsync) or goes on without the filesystem (open),
+            // so the program would never see it, nor any later fault.
+            return Err(FaultRuleError::new(
+                "ENOSYS cannot be injected: the kernel's FUSE takes it to mean the \
+                 filesystem lacks the operation, stops asking for it on the whole mount and \
+                 never shows the program an error (use EOPNOTSUPP for \"not supported\")",
+            ));
+        }
         if let Some((_, number)) = ERRNO_NAMES
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case(text))
@@ -83,7 +117,9 @@ impl FromStr for Errno {
                 Errno::MAX_DELIVERABLE
             ))),
             _ => Err(FaultRuleError::new(format!(
-                "unknown errno `{text}` (use a name like EIO or a positive number)"
+                "unknown errno `{text}`: give a number from 1 to {} or one of {}",
+                Errno::MAX_DELIVERABLE,
+                ERRNO_NAMES.map(|(name, _)| name).join(", ")
             ))),
         }
     }
@@ -237,6 +273,23 @@ mod tests {
         assert!("EWHAT".parse::<Errno>().is_err());
         assert_eq!(Errno::EIO.to_string(), "EIO");
         assert_eq!(Errno(4000).to_string(), "4000");
+    }
+
+    #[test]
+    fn enosys_is_refused_by_name_and_number() {
+        for text in ["ENOSYS", "enosys", "38"] {
+            let refused = text.parse::<Errno>().expect_err("ENOSYS is refused");
+            assert!(refused.to_string().contains("whole mount"), "{refused}");
+        }
+    }
+
+    #[test]
+    fn common_names_parse_and_an_unknown_one_lists_them() {
+        assert_eq!("EXDEV".parse::<Errno>().unwrap(), Errno(libc::EXDEV));
+        assert_eq!("ENOTSUP".parse::<Errno>().unwrap(), Errno(libc::EOPNOTSUPP));
+        assert_eq!(Errno(libc::EOPNOTSUPP).to_string(), "EOPNOTSUPP");
+        let unknown = "EWHAT".parse::<Errno>().expect_err("unknown");
+        assert!(unknown.to_string().contains("EINVAL"), "{unknown}");
     }
 
     #[test]
