@@ -20,6 +20,7 @@
 //! sees the same faults. A combination that means nothing is refused with
 //! the reason, never silently ignored.
 
+use std::path::Path;
 use std::time::Duration;
 
 use vigilfs::device::{
@@ -247,6 +248,28 @@ pub fn rules_from(args: &InjectArgs) -> Result<Vec<String>, Failure> {
     device_rules(args).map(|rules| rules.iter().map(ToString::to_string).collect())
 }
 
+/// `--path` as the engine matches it, relative to the mount's root: a glob
+/// that starts with the mount point (as given or resolved) loses it, and
+/// one that starts with `/` means the mount's root, as `vigilfs events`
+/// prints paths. The rule printed back shows what was kept.
+fn relative_to_mount(path: &str, mountpoint: &Path) -> String {
+    let resolved = std::fs::canonicalize(mountpoint).ok();
+    let under_mount = [Some(mountpoint.to_path_buf()), resolved]
+        .into_iter()
+        .flatten()
+        .filter(|root| root.is_absolute())
+        .find_map(|root| {
+            let root = root.to_str()?.trim_end_matches('/').to_string();
+            path.strip_prefix(&root)?
+                .strip_prefix('/')
+                .map(str::to_string)
+        });
+    under_mount
+        .unwrap_or_else(|| path.to_string())
+        .trim_start_matches('/')
+        .to_string()
+}
+
 /// A rule aimed at operations (`--op`) or at files' data (`--path`).
 fn file_rule(args: &InjectArgs) -> Result<FileRule, Failure> {
     let device_only = [
@@ -314,7 +337,10 @@ fn file_rule(args: &InjectArgs) -> Result<FileRule, Failure> {
     };
     let rule = FileRule {
         target,
-        path: args.path.clone(),
+        path: args
+            .path
+            .as_deref()
+            .map(|path| relative_to_mount(path, &args.mountpoint)),
         effect,
         trigger: Trigger {
             skip: args.skip.unwrap_or(0),
@@ -575,6 +601,15 @@ mod tests {
             rules(&["--fail-writes", "--path", "**/*.db"]).unwrap(),
             ["file data=write path=**/*.db errno=EIO skip=0 seed=1"]
         );
+        // Paths as `vigilfs events` prints them (from the mount's root) or
+        // under the mount point become relative to the mount's root.
+        for given in ["/mnt/pg_wal/*", "/pg_wal/*", "pg_wal/*"] {
+            assert_eq!(
+                rules(&["--op", "fsync", "--path", given]).unwrap(),
+                ["file op=fsync path=pg_wal/* errno=EIO skip=0 seed=1"],
+                "{given}"
+            );
+        }
         assert_eq!(
             rules(&["--path", "log/*", "--delay", "20ms", "--io", "write"]).unwrap(),
             ["file data=write path=log/* delay-us=20000 jitter-us=0 skip=0 seed=1"]
@@ -607,6 +642,8 @@ mod tests {
         refused(&["--op", "fsync", "--range", "0:4K"], "about the device");
         refused(&["--path", "x", "--fail-flushes"], "about the device");
         refused(&["--path", "x"], "needs what to do");
+        refused(&["--op", "fsync", "--path", "../x"], "`..` component");
+        refused(&["--op", "fsync", "--path", "a/./b"], "`..` component");
         refused(&["--path", "["], "needs what to do");
         refused(&["--fail-writes", "--path", "["], "path");
         refused(&["--op", "fsync", "--fail-writes"], "drop --fail");

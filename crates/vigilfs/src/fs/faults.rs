@@ -224,6 +224,21 @@ impl FileRule {
             _ => {}
         }
         if let Some(path) = &self.path {
+            // Paths are matched as the mount names them, relative to its
+            // root: a glob that starts with `/` or walks `.` or `..` could
+            // never match, and a rule that never fires passes every test.
+            if path.starts_with('/') {
+                return Err(FaultRuleError::new(format!(
+                    "path `{path}` is absolute: globs are relative to the mount's root \
+                     (`pg_wal/*`, `**/*.db`)"
+                )));
+            }
+            if path.split('/').any(|part| part == "." || part == "..") {
+                return Err(FaultRuleError::new(format!(
+                    "path `{path}` has a `.` or `..` component, which no path the mount \
+                     names has"
+                )));
+            }
             glob::Pattern::new(path)
                 .map_err(|error| FaultRuleError::new(format!("path `{path}`: {error}")))?;
         }
