@@ -11,7 +11,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use super::{
@@ -90,7 +90,9 @@ impl FileDevice {
     }
 
     /// Creates a new zero-filled (sparse) image file of `length` bytes and opens it. Fails if
-    /// the path exists, so an existing image or device is never truncated by accident.
+    /// the path exists, so an existing image or device is never truncated by accident. Only
+    /// its owner may read or write it (mode 0600): the image holds every file's data, and
+    /// anyone who could read it would read past the permissions the mount enforces.
     pub fn create_image(
         path: &Path,
         length: u64,
@@ -100,6 +102,7 @@ impl FileDevice {
             .read(true)
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(path)?;
         if let Err(error) = file.set_len(length) {
             // The file was made here: nothing of it stays behind.
@@ -266,6 +269,14 @@ mod tests {
         .unwrap();
         let error = device.write_at(0, &[0; 512], IoClass::Data).unwrap_err();
         assert_eq!(error.kind, DeviceErrorKind::ReadOnly);
+    }
+
+    #[test]
+    fn a_new_image_is_readable_by_its_owner_only() {
+        let image = TemporaryImage::new("private");
+        drop(FileDevice::create_image(&image.0, 4096, SectorSize::Bytes512).unwrap());
+        let mode = std::fs::metadata(&image.0).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o600, "mode {mode:o}");
     }
 
     #[test]
