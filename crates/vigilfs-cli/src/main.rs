@@ -140,7 +140,9 @@ enum Command {
     ///   dirty=SIZE            dirty data that starts writeback (default 64M)
     ///   writeback_interval=SECONDS   background writeback period (default 5)
     ///   threads=N             FUSE worker threads
-    ///   allow_other           let other users use the mount
+    ///   allow_other           let other users use the mount (the default
+    ///                         when root mounts; permissions still apply)
+    ///   noallow_other         only the user who mounts may use it
     ///   fsync_errors=until-durable|once
     ///                         while writeback keeps failing, fsync returns
     ///                         EIO until the data is durable (default), or

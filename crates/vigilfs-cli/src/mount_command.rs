@@ -497,11 +497,7 @@ pub fn fuse_config(settings: &MountSettings, image: &Path) -> vigilfs_fuse::Moun
     vigilfs_fuse::MountConfig {
         threads: settings.threads.unwrap_or(defaults.threads),
         read_only: settings.read_only,
-        allow_other: if settings.allow_other {
-            Some(true)
-        } else {
-            defaults.allow_other
-        },
+        allow_other: settings.allow_other.or(defaults.allow_other),
         // With strictatime every read must reach the engine to be
         // recorded: the kernel's cached pages are dropped at each open
         // unless keep_cache is asked for.

@@ -2,7 +2,7 @@
 //!
 //! vigilfs options: `ro`, `rw`, `errors=continue|remount-ro|panic`,
 //! `cache=SIZE`, `dirty=SIZE`, `writeback_interval=SECONDS`, `threads=N`,
-//! `allow_other`, `fsync_errors=until-durable|once`, `keep_cache`/`nokeep_cache`, `attr_timeout=SECONDS`,
+//! `allow_other`/`noallow_other`, `fsync_errors=until-durable|once`, `keep_cache`/`nokeep_cache`, `attr_timeout=SECONDS`,
 //! `entry_timeout=SECONDS`, `scrub_interval=DURATION` (`90s`, `30m`, `6h`, `7d`; a bare
 //! number is seconds), `scrub_rate=SIZE` (bytes per second the background scrub reads),
 //! `failed=OFFSET:LENGTH` (device bytes reported failed before the mount; repeatable),
@@ -45,8 +45,9 @@ pub struct MountSettings {
     pub writeback_interval: Option<Duration>,
     /// `threads=`.
     pub threads: Option<usize>,
-    /// `allow_other`.
-    pub allow_other: bool,
+    /// `allow_other` / `noallow_other`; unset: other users may use a mount
+    /// root makes, and only its user one another user makes.
+    pub allow_other: Option<bool>,
     /// `keep_cache` / `nokeep_cache`: keep the kernel's page cache of a
     /// file across opens.
     pub keep_cache: Option<bool>,
@@ -206,7 +207,8 @@ pub fn parse<S: AsRef<str>>(arguments: &[S]) -> Result<MountSettings, String> {
                 ("diratime", None) => settings.directory_atime = Some(true),
                 ("nodiratime", None) => settings.directory_atime = Some(false),
                 ("rw", None) => settings.read_only = false,
-                ("allow_other", None) => settings.allow_other = true,
+                ("allow_other", None) => settings.allow_other = Some(true),
+                ("noallow_other", None) => settings.allow_other = Some(false),
                 ("crashable", None) => settings.crashable = true,
                 ("errors", Some(value)) => {
                     let policy = value.parse().map_err(|error| format!("option {error}"))?;
@@ -272,7 +274,7 @@ pub fn parse<S: AsRef<str>>(arguments: &[S]) -> Result<MountSettings, String> {
                     return Err(format!(
                         "unknown mount option `{option}` (vigilfs takes ro, rw, \
                          errors=continue|remount-ro|panic, cache=SIZE, dirty=SIZE, \
-                         writeback_interval=SECONDS, threads=N, allow_other, \
+                         writeback_interval=SECONDS, threads=N, allow_other, noallow_other, \
                          fsync_errors=until-durable|once, keep_cache, nokeep_cache, \
                          attr_timeout=SECONDS, entry_timeout=SECONDS, \
                          scrub_interval=DURATION, scrub_rate=SIZE, failed=OFFSET:LENGTH, \
@@ -298,6 +300,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn allow_other_is_unset_unless_given_either_way() {
+        assert_eq!(parse(&["rw"]).unwrap().allow_other, None);
+        assert_eq!(parse(&["allow_other"]).unwrap().allow_other, Some(true));
+        assert_eq!(parse(&["noallow_other"]).unwrap().allow_other, Some(false));
+    }
+
+    #[test]
     fn vigilfs_options_are_parsed() {
         let settings = parse(&[
             "ro,errors=continue,cache=64M",
@@ -313,7 +322,7 @@ mod tests {
                 dirty_bytes: Some(8 << 20),
                 writeback_interval: Some(Duration::from_millis(500)),
                 threads: Some(4),
-                allow_other: true,
+                allow_other: Some(true),
                 ..MountSettings::default()
             }
         );

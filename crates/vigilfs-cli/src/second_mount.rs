@@ -37,7 +37,7 @@ pub fn share(
 ) -> Result<(), Failure> {
     let asked = MountSettings {
         read_only: false,
-        allow_other: false,
+        allow_other: None,
         ..settings.clone()
     };
     if asked != MountSettings::default() {
