@@ -540,8 +540,9 @@ enum Command {
     },
     /// What a power cut would lose now: each file's data not written back
     /// (byte ranges) and each metadata change whose journal entry is not
-    /// durable. Anything not listed survives. Root and the user who mounted
-    /// only (it names files).
+    /// durable. Anything not listed survives, unless the device drops
+    /// flushes (`inject --drop-flushes`), which it then says first. Root
+    /// and the user who mounted only (it names files).
     ///
     /// Examples:
     ///   vigilfs unsynced /mnt/data

@@ -172,6 +172,11 @@ impl PowerSwitch {
         self.cache.drops_flushes()
     }
 
+    /// Flushes dropped whose writes a cut now would lose.
+    pub fn flushes_dropped(&self) -> u64 {
+        self.cache.flushes_dropped()
+    }
+
     /// Bytes the device holds unflushed (every version of every sector).
     pub fn unflushed_bytes(&self) -> u64 {
         self.cache.cached_bytes()

@@ -3,7 +3,9 @@
 //! Two lists, from the engine (`Filesystem::unsynced`): file data not
 //! written back (by file, in byte ranges), and metadata changes whose
 //! journal entry is not durable (creates, renames, unlinks... in the order
-//! they were made). Anything not listed survives a cut.
+//! they were made). Anything not listed survives a cut, unless the device
+//! of a crashable mount drops flushes (`inject --drop-flushes`): then it
+//! says so first, as what those flushes acknowledged cannot be listed.
 
 use std::path::Path;
 
@@ -42,8 +44,28 @@ pub fn describe_unsynced(unsynced: &Value) -> Vec<String> {
     let files = unsynced["files"].as_array().cloned().unwrap_or_default();
     let changes = unsynced["changes"].as_array().cloned().unwrap_or_default();
     let omitted = unsynced["omitted_changes"].as_u64().unwrap_or(0);
+    // A lying device: the journal counts as durable what the device only
+    // acknowledged, so the lists below cannot show it.
+    let dropped = unsynced["device"]["flushes_dropped"].as_u64().unwrap_or(0);
+    if dropped > 0 {
+        lines.push(format!(
+            "the device dropped {dropped} flush{} it acknowledged (inject --drop-flushes): \
+             everything synced since the first of them is lost too, and not listed",
+            if dropped == 1 { "" } else { "es" }
+        ));
+    } else if unsynced["device"]["drops_flushes"] == true {
+        lines.push(
+            "the device drops flushes (inject --drop-flushes): what is synced from now on \
+             is not durable either, and will not be listed"
+                .to_string(),
+        );
+    }
     if files.is_empty() && changes.is_empty() && omitted == 0 {
-        lines.push("nothing: every change is durable".to_string());
+        lines.push(if lines.is_empty() {
+            "nothing: every change is durable".to_string()
+        } else {
+            "nothing else".to_string()
+        });
         return lines;
     }
     if !files.is_empty() {

@@ -254,6 +254,12 @@ fn a_power_cut_after_dropped_flushes_says_acknowledged_changes_were_lost() {
     assert!(status.contains("the device drops flushes"), "{status}");
     write_synced(&scratch.mountpoint.join("important"), b"acknowledged\n");
     sync_directory(&scratch.mountpoint);
+    // What a cut would lose: not "nothing", though every change was synced.
+    let unsynced = text(&vigilfs(&["unsynced", scratch.mnt()]).stdout);
+    assert!(
+        unsynced.contains("dropped") && !unsynced.contains("every change is durable"),
+        "{unsynced}"
+    );
     let cut = vigilfs(&["inject", scratch.mnt(), "--power-cut"]);
     assert_eq!(cut.status.code(), Some(0), "{}", text(&cut.stderr));
     let said = text(&cut.stdout);

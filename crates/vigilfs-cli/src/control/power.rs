@@ -63,9 +63,18 @@ pub fn unsynced_json(unsynced: &Unsynced) -> Value {
     })
 }
 
-/// `unsynced`: what a power cut would lose now.
-pub fn unsynced(fs: &Filesystem) -> Response {
-    Response::success(unsynced_json(&fs.unsynced()))
+/// `unsynced`: what a power cut would lose now. On a crashable mount also
+/// `device {drops_flushes, flushes_dropped}`: what a lying device took
+/// from the journal's idea of durable, which the lists cannot show.
+pub fn unsynced(fs: &Filesystem, power: Option<&PowerSwitch>) -> Response {
+    let mut report = unsynced_json(&fs.unsynced());
+    if let Some(power) = power {
+        report["device"] = json!({
+            "drops_flushes": power.drops_flushes(),
+            "flushes_dropped": power.flushes_dropped(),
+        });
+    }
+    Response::success(report)
 }
 
 /// What a cut did, as `power_cut` and `vigilfs crash-test --json` show it:

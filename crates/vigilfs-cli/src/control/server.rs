@@ -825,7 +825,7 @@ fn execute(request: Request, fs: &Filesystem, context: &Context, stream: &UnixSt
         Request::InjectList => faults::list(fs, plan, power),
         Request::FaultLog { after } => faults::log(plan, after),
         Request::DropFlushes { enabled } => faults::drop_flushes(power, enabled),
-        Request::Unsynced => power::unsynced(fs),
+        Request::Unsynced => power::unsynced(fs, power),
         Request::PowerCut { torn, seed } => power::power_cut(power, torn, seed),
         Request::Reconfigure {
             errors,

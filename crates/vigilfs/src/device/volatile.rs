@@ -139,6 +139,13 @@ impl VolatileCache {
         self.lock().drop_flushes
     }
 
+    /// Flushes acknowledged without making anything durable since the
+    /// cache last held nothing the medium lacks (a flush that kept, or a
+    /// power cut).
+    pub fn flushes_dropped(&self) -> u64 {
+        self.lock().flushes_dropped
+    }
+
     /// Whether the power is on.
     pub fn is_powered(&self) -> bool {
         !self.lock().powered_off
