@@ -502,7 +502,8 @@ fn statfs_inodes_in_use_fall_when_files_are_deleted() {
 /// Pages of a shared mapping reach the mount only when the kernel writes
 /// them back; refused there (a full filesystem), they are lost, and the
 /// mount says so: an error on record for the file, marked data lost, and
-/// the filesystem's writeback error, reported once to a syncfs.
+/// the filesystem's writeback error, reported once to a syncfs. Reads
+/// then show what the file holds.
 #[test]
 fn refused_write_back_of_mapped_pages_is_recorded_as_data_lost() {
     if !common::fuse_available() {
@@ -544,6 +545,23 @@ fn refused_write_back_of_mapped_pages_is_recorded_as_data_lost() {
     unsafe { libc::munmap(pages, 1 << 20) };
     assert_eq!(synced, -1, "a full filesystem took 1 MiB of new blocks");
     assert_eq!(refused.raw_os_error(), Some(libc::ENOSPC));
+    // The refused pages leave the kernel's cache (from the session's own
+    // thread, after the refusal is answered): reads show what the file
+    // holds, not the mapping's lost bytes until an eviction changes them.
+    let holds_only_zeros = || {
+        fs::read(mount.join("mapped"))
+            .unwrap()
+            .iter()
+            .all(|&byte| byte == 0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !holds_only_zeros() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        holds_only_zeros(),
+        "the kernel still serves the refused pages"
+    );
     let last = mount
         .engine()
         .status()
