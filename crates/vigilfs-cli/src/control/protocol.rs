@@ -222,22 +222,23 @@ impl Request {
         )
     }
 
-    /// The command's name, for messages.
-    pub fn name(&self) -> &'static str {
+    /// What the request does, as a verb phrase for messages ("only root
+    /// may ...").
+    pub fn action(&self) -> &'static str {
         match self {
-            Request::Status => "status",
+            Request::Status => "read the status",
             Request::Sync => "sync",
             Request::Freeze => "freeze",
             Request::Thaw => "thaw",
-            Request::Shutdown { .. } => "shutdown",
-            Request::Metrics => "metrics",
+            Request::Shutdown { .. } => "shut down",
+            Request::Metrics => "read the metrics",
             Request::Events { .. } => "listen to events",
-            Request::InjectAdd { .. }
-            | Request::InjectRemove { .. }
-            | Request::InjectClear
-            | Request::InjectList => "inject",
-            Request::NotifyFailure { .. } => "notify-failure",
-            Request::Owners { .. } => "owners",
+            Request::InjectAdd { .. } | Request::InjectRemove { .. } | Request::InjectClear => {
+                "change fault rules"
+            }
+            Request::InjectList => "list fault rules",
+            Request::NotifyFailure { .. } => "report a media failure",
+            Request::Owners { .. } => "look up who owns blocks",
             Request::Scrub { .. } => "scrub",
             Request::FaultLog { .. } => "read the fault log",
             Request::DropFlushes { .. } => "drop flushes",

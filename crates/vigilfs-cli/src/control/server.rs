@@ -645,7 +645,7 @@ fn respond(line: &[u8], uid: Option<u32>, context: &Context, stream: &UnixStream
                 "permission denied: only root and uid {} (who mounted {}) may {}; you are {who}",
                 context.owner_uid,
                 context.mountpoint.display(),
-                request.name()
+                request.action()
             ),
             Some(libc::EPERM),
         );
