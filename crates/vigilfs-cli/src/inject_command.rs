@@ -42,8 +42,9 @@ pub struct InjectArgs {
     /// (--fail-*, --flaky, --op, --path) only.
     #[arg(long, value_name = "ERRNO")]
     pub errno: Option<String>,
-    /// Which I/O: data, metadata, journal, superblock or all (repeat the
-    /// option or give a comma-separated list; default all).
+    /// Which I/O: data, metadata, journal, superblock, events (the event
+    /// log) or all (repeat the option or give a comma-separated list;
+    /// default all).
     #[arg(long, value_name = "CLASS", value_delimiter = ',')]
     pub class: Vec<String>,
     /// Only I/O overlapping these device bytes: OFFSET:LENGTH, each with an
