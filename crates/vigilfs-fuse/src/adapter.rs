@@ -390,16 +390,47 @@ fn write_and_reply(
     reply: ReplyWrite,
 ) {
     let (handle, offset, flags) = write;
+    if flags.contains(WriteFlags::FUSE_WRITE_CACHE) {
+        write_back_and_reply(filesystem, (handle, offset), data, caller, reply);
+        return;
+    }
     match filesystem.write(handle, offset, data, caller) {
         // A request carries at most max_write bytes, so the count fits.
         Ok(written) => reply.written(u32::try_from(written).unwrap_or(u32::MAX)),
-        Err(error) => {
-            let errno = errno(&error);
-            // The kernel's own write-back of a shared mapping: no write
-            // call waits for this answer.
-            if flags.contains(WriteFlags::FUSE_WRITE_CACHE) {
-                filesystem.cache_write_refused(handle, offset, data.len() as u64, errno.code());
-            }
+        Err(error) => reply.error(errno(&error)),
+    }
+}
+
+/// The kernel's own write-back of a shared mapping's pages. No write call
+/// waits for this answer, and the kernel takes a short count as done (the
+/// pages are marked clean): what the engine does not take is refused, with
+/// the error a further write returns (as a `write(2)` caller would learn
+/// it), recorded as lost, dropped from the kernel's cache, and reported to
+/// the next msync or fsync.
+fn write_back_and_reply(
+    filesystem: &Filesystem,
+    (handle, offset): (u64, u64),
+    data: &[u8],
+    caller: &Caller,
+    reply: ReplyWrite,
+) {
+    let mut taken = 0;
+    let refusal = loop {
+        if taken == data.len() {
+            break None;
+        }
+        match filesystem.write(handle, offset + taken as u64, &data[taken..], caller) {
+            Ok(0) => break Some(Errno::EIO),
+            Ok(count) => taken += count,
+            Err(error) => break Some(errno(&error)),
+        }
+    };
+    match refusal {
+        // A request carries at most max_write bytes, so the count fits.
+        None => reply.written(u32::try_from(taken).unwrap_or(u32::MAX)),
+        Some(errno) => {
+            let (at, left) = (offset + taken as u64, (data.len() - taken) as u64);
+            filesystem.cache_write_refused(handle, at, left, errno.code());
             reply.error(errno);
         }
     }

@@ -582,6 +582,104 @@ fn refused_write_back_of_mapped_pages_is_recorded_as_data_lost() {
     mount.finish();
 }
 
+/// A write-back the engine takes only in part (the filesystem fills up
+/// during it) is no success: the kernel would take the short count as done
+/// and mark the pages clean. The rest is refused and said so, and what
+/// reads show does not change when the kernel's cache is dropped.
+#[test]
+fn write_back_of_mapped_pages_taken_in_part_reports_the_rest() {
+    if !common::fuse_available() {
+        return;
+    }
+    const MAPPED: usize = 4 << 20;
+    let mount = Mount::new();
+    let filler = File::create(mount.join("filler")).unwrap();
+    let chunk = vec![7u8; 1 << 20];
+    while (&filler).write_all(&chunk).is_ok() {}
+    // Room for part of the mapping only, once the freed blocks are durable.
+    let length = filler.metadata().unwrap().len();
+    filler.set_len(length - (3 << 20)).unwrap();
+    filler.sync_all().unwrap();
+    drop(filler);
+    let mapped = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(mount.join("mapped"))
+        .unwrap();
+    mapped.set_len(MAPPED as u64).unwrap();
+    let ino = mapped.metadata().unwrap().ino();
+    // SAFETY: a shared mapping of the whole file, unmapped below and not
+    // used after.
+    let pages = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            MAPPED,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&mapped),
+            0,
+        )
+    };
+    assert_ne!(pages, libc::MAP_FAILED);
+    for page in 0..MAPPED / 4096 {
+        // SAFETY: inside the writable mapping above.
+        unsafe {
+            std::ptr::write_bytes(
+                pages.cast::<u8>().add(page * 4096),
+                b'A' + (page % 26) as u8,
+                4096,
+            )
+        };
+    }
+    // SAFETY: the mapping above, synced then unmapped once.
+    let synced = unsafe { libc::msync(pages, MAPPED, libc::MS_SYNC) };
+    let refused = std::io::Error::last_os_error();
+    // SAFETY: as above.
+    unsafe { libc::munmap(pages, MAPPED) };
+    assert_eq!(synced, -1, "4 MiB of pages fitted in 3 MiB of room");
+    assert_eq!(refused.raw_os_error(), Some(libc::ENOSPC));
+    let last = mount
+        .engine()
+        .status()
+        .error_record
+        .last
+        .expect("an error on record");
+    assert_eq!(
+        (last.inode, last.errno),
+        (Some(ino), libc::ENOSPC),
+        "{last:?}"
+    );
+    // Every page reads as written or as never written, and the same after
+    // the kernel's cache is dropped (the refused pages left it already).
+    let holds = || fs::read(mount.join("mapped")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut before = holds();
+    while before.chunks(4096).all(|page| page[0] != 0) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        before = holds();
+    }
+    for (page, bytes) in before.chunks(4096).enumerate() {
+        let written = b'A' + (page % 26) as u8;
+        assert!(
+            bytes.iter().all(|&byte| byte == written) || bytes.iter().all(|&byte| byte == 0),
+            "page {page}"
+        );
+    }
+    assert!(
+        before.chunks(4096).any(|page| page[0] == 0),
+        "some pages were refused"
+    );
+    mount.engine().drop_caches();
+    assert!(
+        holds() == before,
+        "reads changed when the cache was dropped"
+    );
+    drop(mapped);
+    mount.finish();
+}
+
 #[test]
 fn permissions_are_enforced_for_other_users() {
     if !common::fuse_available() {
