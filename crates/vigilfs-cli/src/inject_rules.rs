@@ -601,6 +601,11 @@ mod tests {
             rules(&["--fail-writes", "--path", "**/*.db"]).unwrap(),
             ["file data=write path=**/*.db errno=EIO skip=0 seed=1"]
         );
+        // A name with a space is one value of the rule, never more settings.
+        assert_eq!(
+            rules(&["--fail-reads", "--path", "x op=fsync"]).unwrap(),
+            ["file data=read path=x\\x20op=fsync errno=EIO skip=0 seed=1"]
+        );
         // Paths as `vigilfs events` prints them (from the mount's root) or
         // under the mount point become relative to the mount's root.
         for given in ["/mnt/pg_wal/*", "/pg_wal/*", "pg_wal/*"] {

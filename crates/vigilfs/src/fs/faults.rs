@@ -281,7 +281,7 @@ impl fmt::Display for FileRule {
             }
         }
         if let Some(path) = &self.path {
-            write!(formatter, " path={path}")?;
+            write!(formatter, " path={}", escape_path(path))?;
         }
         match self.effect {
             FileEffect::Fail(errno) => write!(formatter, " errno={errno}")?,
@@ -303,6 +303,56 @@ impl fmt::Display for FileRule {
         }
         write!(formatter, " seed={}", trigger.seed)
     }
+}
+
+/// A glob as the rule text carries it: one word, whatever the names hold.
+/// A backslash is doubled and whitespace is `\xNN`, so a path with a space
+/// stays one value and cannot add settings of its own (`x op=fsync`).
+fn escape_path(path: &str) -> String {
+    let mut text = String::with_capacity(path.len());
+    for character in path.chars() {
+        if character == '\\' {
+            text.push_str("\\\\");
+        } else if character.is_whitespace() {
+            let mut bytes = [0; 4];
+            for byte in character.encode_utf8(&mut bytes).bytes() {
+                text.push_str(&format!("\\x{byte:02x}"));
+            }
+        } else {
+            text.push(character);
+        }
+    }
+    text
+}
+
+/// The glob [`escape_path`] wrote.
+fn unescape_path(text: &str) -> Result<String, FaultRuleError> {
+    let malformed = || FaultRuleError::new(format!("path=`{text}`: a malformed escape"));
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut rest = text.as_bytes();
+    while let Some((&byte, after)) = rest.split_first() {
+        rest = after;
+        if byte != b'\\' {
+            bytes.push(byte);
+            continue;
+        }
+        match rest {
+            [b'\\', after @ ..] => {
+                bytes.push(b'\\');
+                rest = after;
+            }
+            [b'x', high, low, after @ ..]
+                if high.is_ascii_hexdigit() && low.is_ascii_hexdigit() =>
+            {
+                let hex = [*high, *low];
+                let hex = std::str::from_utf8(&hex).map_err(|_| malformed())?;
+                bytes.push(u8::from_str_radix(hex, 16).map_err(|_| malformed())?);
+                rest = after;
+            }
+            _ => return Err(malformed()),
+        }
+    }
+    String::from_utf8(bytes).map_err(|_| malformed())
 }
 
 impl FromStr for FileRule {
@@ -355,7 +405,7 @@ impl FromStr for FileRule {
                     }
                     target = Some(FileTarget::Data { read, write });
                 }
-                "path" => path = Some(value.to_string()),
+                "path" => path = Some(unescape_path(value)?),
                 "errno" => errno = Some(value.parse::<Errno>()?),
                 "delay-us" => delay = Some(number(key, value)?),
                 "jitter-us" => jitter = Some(number(key, value)?),
@@ -890,12 +940,34 @@ mod tests {
     use crate::inode::ROOT_INO;
 
     #[test]
+    fn a_path_with_spaces_stays_one_value() {
+        let rule = FileRule {
+            target: FileTarget::Data {
+                read: true,
+                write: false,
+            },
+            path: Some("x op=fsync nth=1".to_string()),
+            effect: FileEffect::Fail(Errno::EIO),
+            trigger: Trigger::default(),
+        };
+        let parsed: FileRule = rule.to_string().parse().unwrap();
+        assert_eq!(parsed.path.as_deref(), Some("x op=fsync nth=1"));
+        assert!(matches!(parsed.target, FileTarget::Data { read: true, .. }));
+        assert_eq!(parsed.trigger.nth, None);
+        for malformed in ["a\\", "a\\x2", "a\\xzz", "a\\q", "a\\xff"] {
+            let text = format!("file op=fsync path={malformed} errno=EIO skip=0 seed=0");
+            assert!(text.parse::<FileRule>().is_err(), "{text}");
+        }
+    }
+
+    #[test]
     fn file_rules_print_and_parse_back() {
         let rules = [
             "file op=fsync path=pg_wal/* errno=EIO skip=0 seed=0",
             "file op=rename,unlink errno=ENOSPC skip=2 limit=1 nth=1 probability=0.5 seed=9",
             "file data=write path=**/*.db errno=EIO skip=0 seed=0",
             "file data=read,write path=a/b delay-us=5000 jitter-us=100 skip=0 seed=3",
+            "file op=fsync path=my\\x20file\\x09\\\\a errno=EIO skip=0 seed=0",
         ];
         for text in rules {
             let rule: FileRule = text.parse().unwrap();
