@@ -251,8 +251,9 @@ pub fn rules_from(args: &InjectArgs) -> Result<Vec<String>, Failure> {
 /// `--path` as the engine matches it, relative to the mount's root: a glob
 /// that starts with the mount point (as given or resolved) loses it, and
 /// one that starts with `/` means the mount's root, as `vigilfs events`
-/// prints paths. The rule printed back shows what was kept.
-fn relative_to_mount(path: &str, mountpoint: &Path) -> String {
+/// prints paths; repeated and trailing slashes go. The rule printed back
+/// shows what was kept. Nothing left (the mount's root itself) is refused.
+fn relative_to_mount(path: &str, mountpoint: &Path) -> Result<String, Failure> {
     let resolved = std::fs::canonicalize(mountpoint).ok();
     let under_mount = [Some(mountpoint.to_path_buf()), resolved]
         .into_iter()
@@ -260,14 +261,23 @@ fn relative_to_mount(path: &str, mountpoint: &Path) -> String {
         .filter(|root| root.is_absolute())
         .find_map(|root| {
             let root = root.to_str()?.trim_end_matches('/').to_string();
-            path.strip_prefix(&root)?
-                .strip_prefix('/')
-                .map(str::to_string)
+            match path.strip_prefix(&root)? {
+                "" => Some(""),
+                rest => rest.strip_prefix('/'),
+            }
         });
-    under_mount
-        .unwrap_or_else(|| path.to_string())
-        .trim_start_matches('/')
-        .to_string()
+    let relative: Vec<&str> = under_mount
+        .unwrap_or(path)
+        .split('/')
+        .filter(|part| !part.is_empty())
+        .collect();
+    if relative.is_empty() {
+        return Err(bad_arguments(format!(
+            "--path `{path}` is the mount's root itself: give a glob under it (`**/*` for \
+             every file)"
+        )));
+    }
+    Ok(relative.join("/"))
 }
 
 /// A rule aimed at operations (`--op`) or at files' data (`--path`).
@@ -340,7 +350,8 @@ fn file_rule(args: &InjectArgs) -> Result<FileRule, Failure> {
         path: args
             .path
             .as_deref()
-            .map(|path| relative_to_mount(path, &args.mountpoint)),
+            .map(|path| relative_to_mount(path, &args.mountpoint))
+            .transpose()?,
         effect,
         trigger: Trigger {
             skip: args.skip.unwrap_or(0),
@@ -608,7 +619,13 @@ mod tests {
         );
         // Paths as `vigilfs events` prints them (from the mount's root) or
         // under the mount point become relative to the mount's root.
-        for given in ["/mnt/pg_wal/*", "/pg_wal/*", "pg_wal/*"] {
+        for given in [
+            "/mnt/pg_wal/*",
+            "/pg_wal/*",
+            "pg_wal/*",
+            "pg_wal//*",
+            "/mnt//pg_wal/*/",
+        ] {
             assert_eq!(
                 rules(&["--op", "fsync", "--path", given]).unwrap(),
                 ["file op=fsync path=pg_wal/* errno=EIO skip=0 seed=1"],
@@ -648,6 +665,11 @@ mod tests {
         refused(&["--path", "x", "--fail-flushes"], "about the device");
         refused(&["--path", "x"], "needs what to do");
         refused(&["--op", "fsync", "--path", "../x"], "`..` component");
+        refused(&["--op", "fsync", "--path", "/"], "the mount's root itself");
+        refused(
+            &["--op", "fsync", "--path", "/mnt/"],
+            "the mount's root itself",
+        );
         refused(&["--op", "fsync", "--path", "a/./b"], "`..` component");
         refused(&["--path", "["], "needs what to do");
         refused(&["--fail-writes", "--path", "["], "path");

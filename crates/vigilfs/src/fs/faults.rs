@@ -233,6 +233,12 @@ impl FileRule {
                      (`pg_wal/*`, `**/*.db`)"
                 )));
             }
+            if path.split('/').any(str::is_empty) {
+                return Err(FaultRuleError::new(format!(
+                    "path `{path}` is empty or has an empty component (`a//b`, `a/`), \
+                     which no path the mount names has"
+                )));
+            }
             if path.split('/').any(|part| part == "." || part == "..") {
                 return Err(FaultRuleError::new(format!(
                     "path `{path}` has a `.` or `..` component, which no path the mount \
@@ -979,6 +985,9 @@ mod tests {
             "file data=write",
             "file op=fsync errno=EIO delay-us=1",
             "file op=fsync path=[",
+            "file op=fsync path=a//b errno=EIO",
+            "file op=fsync path=a/ errno=EIO",
+            "file op=fsync path=/a errno=EIO",
             "file op=fsync nth=0",
             "file op=fsync limit=0",
             "file op=fsync delay-us=100000000",
