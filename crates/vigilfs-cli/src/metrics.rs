@@ -205,15 +205,21 @@ impl Collector for Snapshot {
             signed(self.fault_rules),
         )?;
         {
-            let mut cumulative = 0;
+            // Each bucket's own count: the encoder sums them into the
+            // cumulative `le` series itself (summed here too, every
+            // bucket counted the ones below it again, and `+Inf` was many
+            // times `_count`). The last counter is those above every bound.
+            let overflow = self
+                .fsync
+                .counts
+                .get(latency::BOUNDS.len())
+                .copied()
+                .unwrap_or(0);
             let buckets: Vec<(f64, u64)> = latency::BOUNDS
                 .iter()
-                .zip(&self.fsync.counts)
-                .map(|(bound, count)| {
-                    cumulative += count;
-                    (*bound, cumulative)
-                })
-                .chain(std::iter::once((f64::INFINITY, self.fsync.count())))
+                .copied()
+                .zip(self.fsync.counts.iter().copied())
+                .chain(std::iter::once((f64::INFINITY, overflow)))
                 .collect();
             encoder
                 .encode_descriptor(

@@ -662,6 +662,29 @@ fn metrics_scraped_with_a_real_parser_agree_with_status() {
         scratch.umount(pid);
         scratch.mount(&["-o", &format!("metrics={address}")])
     };
+    for synced in 0..3 {
+        fs::File::create(scratch.at(&format!("synced{synced}")))
+            .unwrap()
+            .sync_all()
+            .unwrap();
+    }
+    // The fsync histogram is a valid one: cumulative buckets that never
+    // decrease, the last (`+Inf`) equal to the count (it was 15 times it).
+    let raw = text(&vigilfs(&["metrics", scratch.mnt()]).stdout);
+    let buckets: Vec<f64> = raw
+        .lines()
+        .filter(|line| line.starts_with("vigilfs_fsync_duration_seconds_bucket"))
+        .map(|line| line.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    let count: f64 = raw
+        .lines()
+        .find_map(|line| line.strip_prefix("vigilfs_fsync_duration_seconds_count "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(count >= 3.0, "{raw}");
+    assert!(buckets.windows(2).all(|pair| pair[0] <= pair[1]), "{raw}");
+    assert_eq!(buckets.last().copied(), Some(count), "{raw}");
     let since = events(&[scratch.mnt()]).last().unwrap()["id"].to_string();
     scratch.inject(&["--fail-reads", "--class", "data"]);
     let file = fs::File::open(scratch.at("f")).unwrap();
