@@ -360,19 +360,16 @@ fn describe_cut(result: &Value, mountpoint: &Path) -> String {
     } else {
         format!("device: {unflushed} sectors unflushed, all lost\n")
     });
+    // The list is what the filesystem knew was not durable; a lying disk
+    // also lost what it had acknowledged, which the list says first (and
+    // then never that every change was durable).
+    let mut lost = result["lost"].clone();
     let dropped = number(&device["flushes_dropped"]);
     if dropped > 0 && unflushed > 0 {
-        // The list below is what the filesystem knew was not durable; the
-        // lying disk also lost what it had acknowledged.
-        out.push_str(&format!(
-            "the device had dropped {dropped} flush{} it acknowledged (--drop-flushes): \
-             changes the filesystem was told were durable were lost too, and are not in \
-             the list below\n",
-            if dropped == 1 { "" } else { "es" }
-        ));
+        lost["device"] = serde_json::json!({ "flushes_dropped": dropped });
     }
     out.push_str("not durable when the power went (lost, or torn):\n");
-    for line in describe_unsynced(&result["lost"]) {
+    for line in describe_unsynced(&lost) {
         out.push_str(&format!("  {line}\n"));
     }
     out
