@@ -150,6 +150,26 @@ fn classify(current: u64, options: &[String]) -> Remount<'_> {
     Remount { flags, fixed }
 }
 
+/// Refuses `allow_other` on a mount made `noallow_other`. Elsewhere it is
+/// passed over: mount(8) repeats it from the mount table on every remount,
+/// but the table of a `noallow_other` mount lacks it, so there it can only
+/// be the user asking for a change FUSE cannot make on a remount.
+fn check_allow_other(options: &[impl AsRef<str>], mounted: &str) -> Result<(), Failure> {
+    let asked = options
+        .iter()
+        .flat_map(|argument| argument.as_ref().split(','))
+        .any(|option| option == "allow_other");
+    let kept_to_owner =
+        mount_options::parse(&[mounted]).is_ok_and(|settings| settings.allow_other == Some(false));
+    if asked && kept_to_owner {
+        return Err(Failure::arguments(
+            "option allow_other cannot change on a remount: the mount was made with \
+             noallow_other; unmount and mount again to change it",
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses the options in `fixed` that would change what the daemon was
 /// mounted with (`mounted`, its `-o` options as status reports them).
 fn check_fixed(fixed: &[&str], mounted: &str) -> Result<(), Failure> {
@@ -310,10 +330,9 @@ pub fn remount(mountpoint: &Path, options: &[String]) -> Result<u8, Failure> {
         (read_only != was_read_only).then_some(read_only),
         (Some(atime) != daemon_atime(&status)).then_some(atime),
     )?;
-    check_fixed(
-        &remount.fixed,
-        status["mount_options"].as_str().unwrap_or_default(),
-    )?;
+    let mounted = status["mount_options"].as_str().unwrap_or_default();
+    check_fixed(&remount.fixed, mounted)?;
+    check_allow_other(options, mounted)?;
     let asks_rw = options
         .iter()
         .flat_map(|argument| argument.split(','))
@@ -449,6 +468,11 @@ mod tests {
         assert!(check_fixed(&["crashable"], mounted).is_err());
         assert!(check_fixed(&["errors"], mounted).is_err());
         assert!(check_fixed(&["threads=lots"], mounted).is_err());
+        // allow_other: repeated from the mount table, except on a mount
+        // made noallow_other, whose table lacks it.
+        assert!(check_allow_other(&["remount,allow_other"], "threads=4").is_ok());
+        assert!(check_allow_other(&["remount,allow_other"], "noallow_other").is_err());
+        assert!(check_allow_other(&["remount,ro"], "noallow_other").is_ok());
         assert!(is_remount(&options("ro,remount")));
         assert!(!is_remount(&options("ro,errors=remount-ro")));
     }
