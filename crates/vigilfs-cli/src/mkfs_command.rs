@@ -96,7 +96,30 @@ pub fn run(request: &MkfsRequest) -> Result<u8, Failure> {
     if !superblock.label.as_str().is_empty() {
         println!("label {}", superblock.label);
     }
+    if !created {
+        warn_if_readable_by_others(image);
+    }
     Ok(0)
+}
+
+/// An image file others may read hands them every file in the filesystem,
+/// whatever its permissions: said, not changed (the file is the user's; a
+/// new image is made 0600).
+fn warn_if_readable_by_others(image: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(metadata) = fs::metadata(image) else {
+        return;
+    };
+    let mode = metadata.permissions().mode() & 0o7777;
+    if metadata.is_file() && mode & 0o044 != 0 {
+        eprintln!(
+            "vigilfs: warning: {} is readable by others (mode {mode:04o}): whoever can read it \
+             reads every file in the filesystem past their permissions; `chmod 600 {}` keeps \
+             it to its owner",
+            image.display(),
+            image.display()
+        );
+    }
 }
 
 /// Creates `image` as a sparse file of `size` bytes and makes a filesystem

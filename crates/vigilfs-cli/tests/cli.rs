@@ -32,6 +32,28 @@ fn mkfs_creates_a_sparse_image_that_fsck_finds_clean() {
 }
 
 #[test]
+fn mkfs_on_an_image_others_can_read_warns() {
+    use std::os::unix::fs::PermissionsExt;
+    let directory = tempfile::tempdir().unwrap();
+    let image = directory.path().join("shared.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    std::fs::set_permissions(&image, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let made = vigilfs(&["mkfs", "shared.img"], directory.path());
+    assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
+    assert!(
+        text(&made.stderr).contains("readable by others (mode 0644)"),
+        "{}",
+        text(&made.stderr)
+    );
+    // A new image is its owner's alone, and says nothing.
+    let made = vigilfs(&["mkfs", "new.img", "--size", "64M"], directory.path());
+    assert!(!text(&made.stderr).contains("readable by others"));
+}
+
+#[test]
 fn mkfs_without_size_makes_a_one_gibibyte_image() {
     let directory = tempfile::tempdir().unwrap();
     let made = vigilfs(&["mkfs", "default.img"], directory.path());
