@@ -307,38 +307,10 @@ pub fn sweep_stale(directory: &Path) -> usize {
     removed
 }
 
-/// The symbolic name of an errno, when it is a common one.
+/// The symbolic name of an errno, when it is a common one (the names fault
+/// rules take: one table for what is typed and what is shown).
 pub fn errno_name(errno: i32) -> Option<&'static str> {
-    const NAMES: &[(&str, i32)] = &[
-        ("EPERM", libc::EPERM),
-        ("ENOENT", libc::ENOENT),
-        ("EINTR", libc::EINTR),
-        ("EIO", libc::EIO),
-        ("ENXIO", libc::ENXIO),
-        ("EBADF", libc::EBADF),
-        ("EAGAIN", libc::EAGAIN),
-        ("ENOMEM", libc::ENOMEM),
-        ("EACCES", libc::EACCES),
-        ("EBUSY", libc::EBUSY),
-        ("EEXIST", libc::EEXIST),
-        ("ENODEV", libc::ENODEV),
-        ("EINVAL", libc::EINVAL),
-        ("EFBIG", libc::EFBIG),
-        ("ENOSPC", libc::ENOSPC),
-        ("EROFS", libc::EROFS),
-        ("ENOLINK", libc::ENOLINK),
-        ("EBADMSG", libc::EBADMSG),
-        ("ETIMEDOUT", libc::ETIMEDOUT),
-        ("ESHUTDOWN", libc::ESHUTDOWN),
-        ("EUCLEAN", libc::EUCLEAN),
-        ("EREMOTEIO", libc::EREMOTEIO),
-        ("EDQUOT", libc::EDQUOT),
-        ("ENODATA", libc::ENODATA),
-    ];
-    NAMES
-        .iter()
-        .find(|(_, number)| *number == errno)
-        .map(|(name, _)| *name)
+    vigilfs::device::Errno(errno).name()
 }
 
 /// "Input/output error (EIO)": the C library's text and the symbolic name.

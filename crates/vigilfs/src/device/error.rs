@@ -20,9 +20,10 @@ impl Errno {
     pub const MAX_DELIVERABLE: i32 = 511;
 }
 
-/// Errno names a fault rule may use by name; any other errno can be given as a number.
+/// Errno names a fault rule may use by name, and the names shown for errnos (events,
+/// the fault log); any other errno can be given as a number.
 /// Where two names share a number (EOPNOTSUPP and ENOTSUP), the first is the one shown.
-const ERRNO_NAMES: [(&str, i32); 38] = [
+const ERRNO_NAMES: [(&str, i32); 40] = [
     ("EIO", libc::EIO),
     ("ENOSPC", libc::ENOSPC),
     ("EROFS", libc::EROFS),
@@ -61,6 +62,8 @@ const ERRNO_NAMES: [(&str, i32); 38] = [
     ("ECANCELED", libc::ECANCELED),
     ("ENODATA", libc::ENODATA),
     ("EUCLEAN", libc::EUCLEAN),
+    ("EBADF", libc::EBADF),
+    ("ESHUTDOWN", libc::ESHUTDOWN),
 ];
 
 impl Errno {
