@@ -1,8 +1,8 @@
 //! The mount daemon's log of its filesystem's events: each record of the
-//! mount's event log, as the line `vigilfs events` prints for it (without
-//! the file's path, which only the engine can look up), with the same id,
-//! so a line in the daemon's log and a line of `vigilfs events` name one
-//! event alike.
+//! mount's event log, as the line `vigilfs events` prints for it (with a
+//! path the mount learned from lookups, when it knows one: no search of the
+//! namespace from this thread), with the same id, so a line in the daemon's
+//! log and a line of `vigilfs events` name one event alike.
 //!
 //! It reads the event log with its own cursor, on its own thread, as a
 //! listener of `vigilfs events --follow` does: it never slows the
@@ -58,7 +58,8 @@ pub fn spawn(slot: Arc<EngineSlot>, log: fn(&str)) -> std::io::Result<JoinHandle
                         after = record.id;
                         errors_before = Some(record.errors_total);
                         if record.kind != RecordKind::Unmount {
-                            log(&human_line(&record_json(&record, None)));
+                            let path = record.inode.and_then(|ino| slot.known_path(ino));
+                            log(&human_line(&record_json(&record, path.as_deref())));
                         }
                     }
                 }

@@ -13,6 +13,7 @@
 //! replacements, so a long-lived reader (an event stream) notices that the
 //! engine it follows is not the mount's any more.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -27,6 +28,11 @@ pub struct EngineSlot {
     /// The event log of the engine taken out to unmount: a reader that
     /// noticed a replacement late still reads the last engine's events.
     last_event_log: RwLock<Option<Arc<EventLog>>>,
+    /// Paths of the files the unmount still writes back, remembered before
+    /// it starts: the errors of that last writeback come when the engine is
+    /// no longer here to ask, and an event that says data was lost must
+    /// still name the file.
+    last_paths: RwLock<HashMap<u64, String>>,
 }
 
 impl EngineSlot {
@@ -36,7 +42,43 @@ impl EngineSlot {
             engine: RwLock::new(Some(engine)),
             generation: AtomicU64::new(0),
             last_event_log: RwLock::new(None),
+            last_paths: RwLock::new(HashMap::new()),
         })
+    }
+
+    /// A path of inode `ino` the mount learned from lookups, as events show
+    /// paths (`/a/b`): no search of the namespace, so cheap enough for
+    /// every event. Once the engine is taken out to unmount, the paths
+    /// [`EngineSlot::remember_unsynced_paths`] kept.
+    pub fn known_path(&self, ino: u64) -> Option<String> {
+        match self.current() {
+            Some(fs) => fs
+                .known_paths(ino)
+                .into_iter()
+                .next()
+                .map(|path| format!("/{path}")),
+            None => self
+                .last_paths
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&ino)
+                .cloned(),
+        }
+    }
+
+    /// Keeps the paths of `fs`'s files with data not written back, for
+    /// [`EngineSlot::known_path`] during its unmount.
+    pub fn remember_unsynced_paths(&self, fs: &Filesystem) {
+        let paths = fs
+            .unsynced()
+            .data
+            .into_iter()
+            .filter_map(|file| Some((file.ino, format!("/{}", file.paths.first()?))))
+            .collect();
+        *self
+            .last_paths
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = paths;
     }
 
     /// The engine served now; `None` once taken out to unmount.

@@ -798,6 +798,9 @@ fn finish(
         }
     };
     let unmounted = fs.is_ok();
+    if let Ok(fs) = &fs {
+        slot.remember_unsynced_paths(fs);
+    }
     let outcome = match fs {
         Ok(fs) => match (fs.status().state, fs.unmount()) {
             (state, Ok(())) => {

@@ -195,6 +195,48 @@ fn signal(child: &Child, signal: i32) {
     }
 }
 
+/// The last writeback's errors come while the mount ends, when the engine
+/// is no longer there to ask for paths: the event that says a file's data
+/// was lost still names the file, in the live stream and the daemon's log.
+#[test]
+fn data_lost_at_unmount_names_its_file_live() {
+    if fuse_missing("data lost at unmount") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let mut child = listener(&scratch, &[]);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["kind"], "running");
+    scratch.inject(&["--fail-writes", "--class", "data"]);
+    fs::write(scratch.at("important.db"), b"hello").unwrap();
+    scratch.umount(pid);
+    let (seen, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines {
+            let _ = seen.send(serde_json::from_str::<Value>(&line.unwrap()).unwrap());
+        }
+    });
+    let lost = std::iter::from_fn(|| receive.recv_timeout(Duration::from_secs(10)).ok())
+        .find(|event| {
+            event["subtypes"]
+                .as_array()
+                .is_some_and(|subtypes| subtypes.contains(&"data_lost".into()))
+        })
+        .expect("the data lost at unmount reaches the listener");
+    assert_eq!(lost["path"], "/important.db", "{lost:#}");
+    signal(&child, libc::SIGTERM);
+    let _ = child.wait();
+    let logged = scratch.log();
+    assert!(
+        logged
+            .lines()
+            .any(|line| line.contains("data_lost") && line.contains("/important.db")),
+        "{logged}"
+    );
+}
+
 /// A `--since` beyond the log's newest id (a hook's state file kept across
 /// a mkfs) would hide every new event, errors included: the stream follows
 /// from the newest instead, and the listener says why.

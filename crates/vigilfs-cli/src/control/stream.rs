@@ -162,13 +162,15 @@ impl Sender<'_> {
         if let Some(path) = self.paths.get(&ino) {
             return path.clone();
         }
-        // The filesystem is held only while the path is looked for.
-        let path = self
-            .context
-            .engine
+        // The filesystem is held only while the path is looked for. While
+        // the mount stops (its last writeback's errors) only the names it
+        // learned are asked, never the namespace.
+        let slot = &self.context.engine;
+        let searched = slot
             .current()
             .filter(|_| !self.context.stopping.load(Ordering::Acquire))
             .and_then(|fs| fs.path_of(ino, PATH_SEARCH_BUDGET));
+        let path = searched.or_else(|| slot.known_path(ino));
         self.paths.insert(ino, path.clone());
         path
     }
