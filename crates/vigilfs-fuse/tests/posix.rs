@@ -630,8 +630,8 @@ fn write_back_of_mapped_pages_taken_in_part_reports_the_rest() {
                 pages.cast::<u8>().add(page * 4096),
                 b'A' + (page % 26) as u8,
                 4096,
-            )
-        };
+            );
+        }
     }
     // SAFETY: the mapping above, synced then unmapped once.
     let synced = unsafe { libc::msync(pages, MAPPED, libc::MS_SYNC) };
