@@ -39,7 +39,11 @@ pub struct InjectArgs {
     pub fail_flushes: bool,
     /// The errno injected failures report: a name (EIO, ENOSPC, ETIMEDOUT,
     /// EREMOTEIO, ...) or a number [default: EIO]. For rules that fail
-    /// (--fail-*, --flaky, --op, --path) only.
+    /// (--fail-*, --flaky, --op, --path) only. ENOSYS is refused (FUSE
+    /// reads it as a missing operation). The kernel retries an open,
+    /// create, unlink, rename, mkdir, rmdir, link, symlink or setattr that
+    /// fails with ESTALE once, as on NFS: a rule that fires once there is
+    /// not seen by the program.
     #[arg(long, value_name = "ERRNO")]
     pub errno: Option<String>,
     /// Which I/O: data, metadata, journal, superblock, events (the event

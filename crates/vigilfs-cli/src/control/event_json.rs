@@ -233,7 +233,7 @@ pub fn gap_event(first: u64, last: u64, next: &EventRecord, errors_before: Optio
         first,
         last,
         count,
-        "no longer in the log (overwritten, or never written)",
+        "no longer in the log (overwritten, damaged, or never written)",
     )
 }
 
