@@ -524,6 +524,42 @@ fn an_uncached_node_on_a_bad_block_goes_to_the_errors_policy_with_its_tree_and_l
     assert!(blob_text(&event).contains(&format!("tree=inodes level=0 block={leaf}")));
 }
 
+/// A node of the entries tree that cannot be read says which tree; the
+/// directory being listed is what it cost, and the error names it.
+#[test]
+fn a_directory_whose_entries_cannot_be_read_is_named_by_its_error() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let dir = fs.mkdir(ROOT_INO, b"d", 0o755, &root()).unwrap().ino;
+    for index in 0..300 {
+        let name = format!("file-with-a-longish-name-{index:04}");
+        let (_, handle) = fs
+            .create(dir, name.as_bytes(), 0o644, read_write(), &root())
+            .unwrap();
+        fs.release(handle).unwrap();
+    }
+    fs.unmount().unwrap();
+    // Only the roots are cached after a mount.
+    let fs = fixture.mount();
+    let leaves = node_of(&fixture, &fs, TreeId::Dirents);
+    assert!(leaves.len() > 1, "the entries tree has several leaves");
+    let events = listen(&fs);
+    for leaf in leaves {
+        fixture.bad_block(leaf);
+    }
+    let handle = fs.opendir(dir, &root()).unwrap();
+    let listed = fs.readdir(handle, 0, 1000);
+    assert_eq!(errno_of(listed), libc::EIO);
+    let named = errors(&events).into_iter().any(|event| {
+        event.subtypes.contains(Subtypes::METADATA)
+            && [&event.first, &event.last]
+                .into_iter()
+                .flatten()
+                .any(|detail| detail.object.is_some_and(|object| object.inode == dir))
+    });
+    assert!(named, "no metadata error names directory {dir}");
+}
+
 #[test]
 fn free_space_reported_bad_is_listed_and_survives_remount() {
     let fixture = Fixture::new();

@@ -163,6 +163,7 @@ fn round(shared: &Shared) {
     if let Err(error) = shared.metadata.journal.reclaim_if_needed() {
         shared.on_error(
             "journal reclaim",
+            None,
             &FsError::File(crate::inode::FileError::Journal(error)),
         );
     }

@@ -26,7 +26,18 @@ impl Shared {
     /// acted on by the `errors=` policy; data read errors are reported.
     pub(super) fn observe<T>(&self, origin: &str, result: FsResult<T>) -> FsResult<T> {
         if let Err(error) = &result {
-            self.on_error(origin, error);
+            self.on_error(origin, None, error);
+        }
+        result
+    }
+
+    /// [`Shared::observe`] for a read of inode `ino` (its attributes, its
+    /// entries, a name in it): a metadata failure names it, the object the
+    /// user can no longer reach (a corrupt node of the entries tree says
+    /// only which tree; the directory says what it cost).
+    pub(super) fn observe_at<T>(&self, origin: &str, ino: u64, result: FsResult<T>) -> FsResult<T> {
+        if let Err(error) = &result {
+            self.on_error(origin, Some(ino), error);
         }
         result
     }
@@ -37,7 +48,7 @@ impl Shared {
     pub(super) fn check_journal(&self, origin: &str) {
         if let Some(error) = self.metadata.journal.error() {
             if !self.journal_failure_seen.swap(true, Ordering::AcqRel) {
-                self.metadata_failure(origin, &FsError::File(FileError::Journal(error)));
+                self.metadata_failure(origin, None, &FsError::File(FileError::Journal(error)));
             }
         }
     }
@@ -65,7 +76,7 @@ impl Shared {
         }
     }
 
-    pub(super) fn on_error(&self, origin: &str, error: &FsError) {
+    pub(super) fn on_error(&self, origin: &str, ino: Option<u64>, error: &FsError) {
         self.check_journal(origin);
         self.check_reclaim();
         // The reader's failure is reported here, at once; the media
@@ -107,7 +118,7 @@ impl Shared {
                 );
             }
             FsError::File(FileError::Journal(_)) => {}
-            _ if error.is_metadata_failure() => self.metadata_failure(origin, error),
+            _ if error.is_metadata_failure() => self.metadata_failure(origin, ino, error),
             _ => {}
         }
     }
@@ -117,7 +128,7 @@ impl Shared {
     /// this filesystem: the engine is being abandoned for the one that
     /// recovers the image, and nothing is done (`errors=panic` would abort
     /// the lab's own process).
-    fn metadata_failure(&self, origin: &str, error: &FsError) {
+    fn metadata_failure(&self, origin: &str, ino: Option<u64>, error: &FsError) {
         if lost_power(error) {
             return;
         }
@@ -130,7 +141,8 @@ impl Shared {
             &Incident {
                 kind,
                 errno: error.errno(),
-                inode: None,
+                // Its generation, read again, may fail as the read did: 0.
+                inode: ino.map(|ino| (ino, self.generation_of(ino))),
                 range: None,
                 block: node.map(|(_, _, block)| block),
                 origin,

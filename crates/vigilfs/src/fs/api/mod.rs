@@ -168,7 +168,7 @@ impl Filesystem {
     pub(super) fn record(&self, ino: u64) -> FsResult<InodeRecord> {
         self.alive()?;
         let result = self.shared.namespace.getattr(ino).map_err(FsError::from);
-        self.shared.observe("getattr", result)
+        self.shared.observe_at("getattr", ino, result)
     }
 
     /// A directory the caller may search and change (write and execute).
@@ -357,7 +357,11 @@ impl Filesystem {
             Ok(entries) => entries,
             // A directory removed while open lists as empty.
             Err(crate::inode::NamespaceError::NotFound) => Vec::new(),
-            Err(error) => return self.shared.observe("readdir", Err(error.into())),
+            Err(error) => {
+                return self
+                    .shared
+                    .observe_at("readdir", dir.ino, Err(error.into()))
+            }
         };
         items.extend(entries.into_iter().map(|entry| DirItem {
             offset: dir.offset_of(entry.cookie),

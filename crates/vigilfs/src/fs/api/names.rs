@@ -60,7 +60,7 @@ impl Filesystem {
             .map_err(FsError::from);
         let (ino, record) = self
             .shared
-            .observe("lookup", found)?
+            .observe_at("lookup", parent, found)?
             .ok_or(crate::inode::NamespaceError::NotFound)?;
         self.looked_up(ino);
         self.shared.faults.learn(parent, name, ino);
@@ -81,7 +81,7 @@ impl Filesystem {
                     return Err(crate::inode::NamespaceError::NotADirectory.into());
                 }
                 let result = self.shared.namespace.parent(ino).map_err(FsError::from);
-                let up = self.shared.observe("lookup", result)?;
+                let up = self.shared.observe_at("lookup", ino, result)?;
                 Ok((up, self.record(up)?))
             }),
             _ => return None,
@@ -327,7 +327,7 @@ impl Filesystem {
     /// A symbolic link's target.
     pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
         let result = self.shared.namespace.readlink(ino).map_err(FsError::from);
-        self.shared.observe("readlink", result)
+        self.shared.observe_at("readlink", ino, result)
     }
 
     /// Makes `new_name` in `new_parent` another name of `ino`.
