@@ -343,20 +343,24 @@ mod tests {
     use vigilfs::fs::{Filesystem, MountOptions};
     use vigilfs::mkfs::{make_filesystem, MkfsOptions};
 
+    /// A server for a fresh filesystem in memory.
+    fn test_server() -> MetricsServer {
+        let memory = Arc::new(MemoryDevice::new(32 << 20, SectorSize::Bytes512));
+        make_filesystem(memory.clone(), &MkfsOptions::default()).unwrap();
+        let fs = Filesystem::mount(memory, MountOptions::default()).unwrap();
+        serve(
+            "127.0.0.1:0",
+            EngineSlot::new(Arc::new(fs)),
+            Arc::new(FaultPlan::new()),
+        )
+        .unwrap()
+    }
+
     /// Clients that connect and send nothing (any local user can) take the
     /// place of nobody: a scrape that comes after them is answered.
     #[test]
     fn idle_clients_cannot_keep_a_scrape_out() {
-        let memory = Arc::new(MemoryDevice::new(32 << 20, SectorSize::Bytes512));
-        make_filesystem(memory.clone(), &MkfsOptions::default()).unwrap();
-        let fs = Filesystem::mount(memory, MountOptions::default()).unwrap();
-        let engine = EngineSlot::new(Arc::new(fs));
-        let server = serve(
-            "127.0.0.1:0",
-            Arc::clone(&engine),
-            Arc::new(FaultPlan::new()),
-        )
-        .unwrap();
+        let server = test_server();
         let idle: Vec<TcpStream> = (0..2 * MAX_CONNECTIONS)
             .map(|_| TcpStream::connect(server.address).unwrap())
             .collect();
@@ -380,16 +384,7 @@ mod tests {
     /// ending, and was closed unanswered.
     #[test]
     fn a_scrape_right_after_a_flood_of_idle_clients_is_answered() {
-        let memory = Arc::new(MemoryDevice::new(32 << 20, SectorSize::Bytes512));
-        make_filesystem(memory.clone(), &MkfsOptions::default()).unwrap();
-        let fs = Filesystem::mount(memory, MountOptions::default()).unwrap();
-        let engine = EngineSlot::new(Arc::new(fs));
-        let server = serve(
-            "127.0.0.1:0",
-            Arc::clone(&engine),
-            Arc::new(FaultPlan::new()),
-        )
-        .unwrap();
+        let server = test_server();
         for trial in 0..10 {
             let idle: Vec<TcpStream> = (0..4 * MAX_CONNECTIONS)
                 .map(|_| TcpStream::connect(server.address).unwrap())

@@ -499,6 +499,60 @@ fn statfs_inodes_in_use_fall_when_files_are_deleted() {
     mount.finish();
 }
 
+/// The mount's newest recorded error is `errno` on inode `ino`.
+fn assert_last_error(mount: &Mount, ino: u64, errno: i32) {
+    let last = mount
+        .engine()
+        .status()
+        .error_record
+        .last
+        .expect("an error on record");
+    assert_eq!((last.inode, last.errno), (Some(ino), errno), "{last:?}");
+}
+
+/// Maps the first `length` bytes of `file` shared, fills page `n` with
+/// byte `fill(n)` through the mapping, then `msync(MS_SYNC)`s and unmaps
+/// it: msync's outcome.
+fn write_through_mapping(
+    file: &File,
+    length: usize,
+    fill: impl Fn(usize) -> u8,
+) -> std::io::Result<()> {
+    // SAFETY: a new shared mapping of `length` bytes of an open file,
+    // unmapped below and not used after.
+    let pages = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            length,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(file),
+            0,
+        )
+    };
+    assert_ne!(pages, libc::MAP_FAILED);
+    for (page, start) in (0..length).step_by(4096).enumerate() {
+        // SAFETY: inside the writable mapping above.
+        unsafe {
+            std::ptr::write_bytes(
+                pages.cast::<u8>().add(start),
+                fill(page),
+                4096.min(length - start),
+            );
+        }
+    }
+    // SAFETY: the mapping above, synced then unmapped once.
+    let synced = unsafe { libc::msync(pages, length, libc::MS_SYNC) };
+    let outcome = if synced == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    };
+    // SAFETY: as above.
+    unsafe { libc::munmap(pages, length) };
+    outcome
+}
+
 /// Pages of a shared mapping reach the mount only when the kernel writes
 /// them back; refused there (a full filesystem), they are lost, and the
 /// mount says so: an error on record for the file, marked data lost, and
@@ -523,27 +577,8 @@ fn refused_write_back_of_mapped_pages_is_recorded_as_data_lost() {
     let chunk = vec![7u8; 1 << 20];
     while (&filler).write_all(&chunk).is_ok() {}
     drop(filler);
-    // SAFETY: a shared mapping of 1 MiB of a file of 1 MiB, unmapped below
-    // and not used after.
-    let pages = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            1 << 20,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            std::os::fd::AsRawFd::as_raw_fd(&mapped),
-            0,
-        )
-    };
-    assert_ne!(pages, libc::MAP_FAILED);
-    // SAFETY: the mapping above is 1 MiB long and writable.
-    unsafe { std::ptr::write_bytes(pages.cast::<u8>(), 0x5a, 1 << 20) };
-    // SAFETY: the mapping above, synced then unmapped once.
-    let synced = unsafe { libc::msync(pages, 1 << 20, libc::MS_SYNC) };
-    let refused = std::io::Error::last_os_error();
-    // SAFETY: as above.
-    unsafe { libc::munmap(pages, 1 << 20) };
-    assert_eq!(synced, -1, "a full filesystem took 1 MiB of new blocks");
+    let refused = write_through_mapping(&mapped, 1 << 20, |_| 0x5a)
+        .expect_err("a full filesystem took 1 MiB of new blocks");
     assert_eq!(refused.raw_os_error(), Some(libc::ENOSPC));
     // The refused pages leave the kernel's cache (from the session's own
     // thread, after the refusal is answered): reads show what the file
@@ -562,17 +597,7 @@ fn refused_write_back_of_mapped_pages_is_recorded_as_data_lost() {
         holds_only_zeros(),
         "the kernel still serves the refused pages"
     );
-    let last = mount
-        .engine()
-        .status()
-        .error_record
-        .last
-        .expect("an error on record");
-    assert_eq!(
-        (last.inode, last.errno),
-        (Some(ino), libc::ENOSPC),
-        "{last:?}"
-    );
+    assert_last_error(&mount, ino, libc::ENOSPC);
     let engine = mount.engine();
     assert_eq!(engine.status().writeback_error, Some(libc::ENOSPC));
     let synced = engine.syncfs_once().map_err(|error| error.errno());
@@ -610,47 +635,10 @@ fn write_back_of_mapped_pages_taken_in_part_reports_the_rest() {
         .unwrap();
     mapped.set_len(MAPPED as u64).unwrap();
     let ino = mapped.metadata().unwrap().ino();
-    // SAFETY: a shared mapping of the whole file, unmapped below and not
-    // used after.
-    let pages = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            MAPPED,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            std::os::fd::AsRawFd::as_raw_fd(&mapped),
-            0,
-        )
-    };
-    assert_ne!(pages, libc::MAP_FAILED);
-    for page in 0..MAPPED / 4096 {
-        // SAFETY: inside the writable mapping above.
-        unsafe {
-            std::ptr::write_bytes(
-                pages.cast::<u8>().add(page * 4096),
-                b'A' + (page % 26) as u8,
-                4096,
-            );
-        }
-    }
-    // SAFETY: the mapping above, synced then unmapped once.
-    let synced = unsafe { libc::msync(pages, MAPPED, libc::MS_SYNC) };
-    let refused = std::io::Error::last_os_error();
-    // SAFETY: as above.
-    unsafe { libc::munmap(pages, MAPPED) };
-    assert_eq!(synced, -1, "4 MiB of pages fitted in 3 MiB of room");
+    let refused = write_through_mapping(&mapped, MAPPED, |page| b'A' + (page % 26) as u8)
+        .expect_err("4 MiB of pages fitted in 3 MiB of room");
     assert_eq!(refused.raw_os_error(), Some(libc::ENOSPC));
-    let last = mount
-        .engine()
-        .status()
-        .error_record
-        .last
-        .expect("an error on record");
-    assert_eq!(
-        (last.inode, last.errno),
-        (Some(ino), libc::ENOSPC),
-        "{last:?}"
-    );
+    assert_last_error(&mount, ino, libc::ENOSPC);
     // Every page reads as written or as never written, and the same after
     // the kernel's cache is dropped (the refused pages left it already).
     let holds = || fs::read(mount.join("mapped")).unwrap();
