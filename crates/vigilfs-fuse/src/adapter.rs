@@ -44,12 +44,11 @@
 //! kernel, which updates or invalidates its own cache for the changes it
 //! makes (it refreshes the size and times after writes, drops the page
 //! cache range of a hole punch, re-reads attributes after setattr), so no
-//! other party can make the cache stale. Two exceptions: the set-id bits
+//! other party can make the cache stale. One exception: the set-id bits
 //! the engine drops itself on a write, truncate or fallocate by another
-//! user (no reply carries them), and the pages of a shared mapping whose
-//! write-back the engine refused (the kernel would keep them as written);
-//! for those the session forwards the engine's stale-cache listener to a
-//! `Notifier` (`session::forward_cache_changes`). Invalidations are sent from
+//! user (no reply carries them); for those the session forwards the
+//! engine's attribute listener to a `Notifier`
+//! (`session::forward_attribute_changes`). Invalidations are sent from
 //! their own thread, never from inside a request handler: the kernel may
 //! wait for this very request while processing the notification, which
 //! deadlocks the mount. Failed lookups are not cached (no negative entries
@@ -405,8 +404,8 @@ fn write_and_reply(
 /// waits for this answer, and the kernel takes a short count as done (the
 /// pages are marked clean): what the engine does not take is refused, with
 /// the error a further write returns (as a `write(2)` caller would learn
-/// it), recorded as lost, dropped from the kernel's cache, and reported to
-/// the next msync or fsync.
+/// it), recorded as lost, and reported to the next msync or fsync. The
+/// pages stay in the kernel's cache: a mapping is shared memory too.
 fn write_back_and_reply(
     filesystem: &Filesystem,
     (handle, offset): (u64, u64),

@@ -28,7 +28,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use fuser::{BackgroundSession, Config, INodeNo, MountOption, Session, SessionACL};
-use vigilfs::fs::{Filesystem, LifeState, StaleCache};
+use vigilfs::fs::{Filesystem, LifeState};
 
 use crate::adapter::Adapter;
 
@@ -255,7 +255,7 @@ fn start_session(
         )
     })?;
     let background = session.spawn()?;
-    forward_cache_changes(&engine, &background)?;
+    forward_attribute_changes(&engine, &background)?;
     match wait_until_answering(mountpoint, before) {
         Ok(device) => {
             if running_as_root() {
@@ -274,40 +274,27 @@ fn start_session(
     }
 }
 
-/// Makes the kernel forget what it cached that the engine changed or
-/// refused on its own: the attributes of an inode whose set-id bits a write
-/// or fallocate dropped (no reply carries them, and `stat` asking only for
-/// the mode would show the old one), the pages of a mapping whose
-/// write-back was refused. The invalidations go from their own thread,
-/// never from a request handler (see the adapter's module comment: a page
-/// invalidation waits for the very write-back being answered); it ends
-/// when the engine drops the listener.
-fn forward_cache_changes(engine: &Filesystem, session: &BackgroundSession) -> io::Result<()> {
+/// Makes the kernel forget the attributes it cached of an inode the engine
+/// changed on its own (set-id bits a write or fallocate dropped: no reply
+/// carries them, and `stat` asking only for the mode would show the old
+/// one). The invalidations go from their own thread, never from a request
+/// handler (see the adapter's module comment); it ends when the engine
+/// drops the listener.
+fn forward_attribute_changes(engine: &Filesystem, session: &BackgroundSession) -> io::Result<()> {
     let notifier = session.notifier();
-    let (sender, receiver) = mpsc::channel::<StaleCache>();
+    let (sender, receiver) = mpsc::channel::<u64>();
     thread::Builder::new()
         .name("vigilfs-fuse-inval".into())
         .spawn(move || {
-            for stale in receiver {
-                // A failure (the inode is not cached, the mount is gone)
+            for ino in receiver {
+                // Offset -1: the attributes only, no cached pages. A
+                // failure (the inode is not cached, the mount is gone)
                 // leaves nothing to forget.
-                let _ = match stale {
-                    // Offset -1: the attributes only, no cached pages.
-                    StaleCache::Attributes(ino) => notifier.inval_inode(INodeNo(ino), -1, 0),
-                    StaleCache::Pages {
-                        ino,
-                        offset,
-                        length,
-                    } => notifier.inval_inode(
-                        INodeNo(ino),
-                        i64::try_from(offset).unwrap_or(i64::MAX),
-                        i64::try_from(length.max(1)).unwrap_or(i64::MAX),
-                    ),
-                };
+                let _ = notifier.inval_inode(INodeNo(ino), -1, 0);
             }
         })?;
-    engine.set_stale_cache_listener(Some(Arc::new(move |stale| {
-        let _ = sender.send(stale);
+    engine.set_attribute_listener(Some(Arc::new(move |ino| {
+        let _ = sender.send(ino);
     })));
     // Called from the engine's callers that serve no request (the crash
     // lab's control thread): the kernel drops the pages before the write

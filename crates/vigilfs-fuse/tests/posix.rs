@@ -556,8 +556,7 @@ fn write_through_mapping(
 /// Pages of a shared mapping reach the mount only when the kernel writes
 /// them back; refused there (a full filesystem), they are lost, and the
 /// mount says so: an error on record for the file, marked data lost, and
-/// the filesystem's writeback error, reported once to a syncfs. Reads
-/// then show what the file holds.
+/// the filesystem's writeback error, reported once to a syncfs.
 #[test]
 fn refused_write_back_of_mapped_pages_is_recorded_as_data_lost() {
     if !common::fuse_available() {
@@ -580,22 +579,15 @@ fn refused_write_back_of_mapped_pages_is_recorded_as_data_lost() {
     let refused = write_through_mapping(&mapped, 1 << 20, |_| 0x5a)
         .expect_err("a full filesystem took 1 MiB of new blocks");
     assert_eq!(refused.raw_os_error(), Some(libc::ENOSPC));
-    // The refused pages leave the kernel's cache (from the session's own
-    // thread, after the refusal is answered): reads show what the file
-    // holds, not the mapping's lost bytes until an eviction changes them.
-    let holds_only_zeros = || {
-        fs::read(mount.join("mapped"))
-            .unwrap()
-            .iter()
-            .all(|&byte| byte == 0)
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !holds_only_zeros() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    // The refused pages stay in the kernel's cache, as a failed write-back
+    // leaves them on Linux: a shared mapping is shared memory too (SQLite's
+    // WAL index), and pages dropped under the processes sharing them roll
+    // that memory back (SQLite then overwrote WAL frames it had committed).
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let seen = fs::read(mount.join("mapped")).unwrap();
     assert!(
-        holds_only_zeros(),
-        "the kernel still serves the refused pages"
+        seen.iter().all(|&byte| byte == 0x5a),
+        "the mapping's pages left the cache"
     );
     assert_last_error(&mount, ino, libc::ENOSPC);
     let engine = mount.engine();
@@ -609,8 +601,7 @@ fn refused_write_back_of_mapped_pages_is_recorded_as_data_lost() {
 
 /// A write-back the engine takes only in part (the filesystem fills up
 /// during it) is no success: the kernel would take the short count as done
-/// and mark the pages clean. The rest is refused and said so, and what
-/// reads show does not change when the kernel's cache is dropped.
+/// and mark the pages clean. The rest is refused and said so.
 #[test]
 fn write_back_of_mapped_pages_taken_in_part_reports_the_rest() {
     if !common::fuse_available() {
@@ -639,16 +630,11 @@ fn write_back_of_mapped_pages_taken_in_part_reports_the_rest() {
         .expect_err("4 MiB of pages fitted in 3 MiB of room");
     assert_eq!(refused.raw_os_error(), Some(libc::ENOSPC));
     assert_last_error(&mount, ino, libc::ENOSPC);
-    // Every page reads as written or as never written, and the same after
-    // the kernel's cache is dropped (the refused pages left it already).
-    let holds = || fs::read(mount.join("mapped")).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut before = holds();
-    while before.chunks(4096).all(|page| page[0] != 0) && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        before = holds();
-    }
-    for (page, bytes) in before.chunks(4096).enumerate() {
+    // Once the kernel's cache lets the pages go, each reads as written
+    // (taken) or as never written (refused, and said so above).
+    mount.engine().drop_caches();
+    let held = fs::read(mount.join("mapped")).unwrap();
+    for (page, bytes) in held.chunks(4096).enumerate() {
         let written = b'A' + (page % 26) as u8;
         assert!(
             bytes.iter().all(|&byte| byte == written) || bytes.iter().all(|&byte| byte == 0),
@@ -656,13 +642,12 @@ fn write_back_of_mapped_pages_taken_in_part_reports_the_rest() {
         );
     }
     assert!(
-        before.chunks(4096).any(|page| page[0] == 0),
+        held.chunks(4096).any(|page| page[0] == 0),
         "some pages were refused"
     );
-    mount.engine().drop_caches();
     assert!(
-        holds() == before,
-        "reads changed when the cache was dropped"
+        held.chunks(4096).any(|page| page[0] != 0),
+        "some pages were taken"
     );
     drop(mapped);
     mount.finish();

@@ -76,7 +76,7 @@ impl Filesystem {
             .set(ino, flags & inode_flags::SYNC != 0);
         // The ctime changed, and the kernel does not know: its cached
         // attributes must go (fstests generic/277).
-        self.cache_is_stale(super::StaleCache::Attributes(ino));
+        self.attributes_changed(ino);
         self.note("setflags", Some(ino), None, None);
         // Setting or clearing S is itself a change to a synchronous file.
         if inode_flags::is_synchronous(&record) || flags & inode_flags::SYNC != 0 {

@@ -634,7 +634,7 @@ impl Filesystem {
             lookups_hold_inodes: AtomicBool::new(false),
             deferred_orphans: Mutex::new(Vec::new()),
             transport_read_only: AtomicBool::new(false),
-            stale_cache_listener: std::sync::RwLock::new(None),
+            attribute_listener: std::sync::RwLock::new(None),
             page_invalidator: std::sync::RwLock::new(None),
             read_only_listener: std::sync::RwLock::new(None),
             released_space: Default::default(),

@@ -150,9 +150,11 @@ pub(crate) struct Shared {
     media: media::Media,
     /// How long fsync took.
     fsync_latency: latency::Latency,
-    /// Told what a transport's cache (FUSE's kernel) holds that the engine
-    /// changed or refused beyond what a reply says: it must forget it.
-    stale_cache_listener: std::sync::RwLock<Option<StaleCacheListener>>,
+    /// Told the inode whose attributes the engine changed on its own,
+    /// beyond what the caller's request says (set-id bits dropped by a
+    /// write or fallocate): a transport caching attributes (FUSE's kernel)
+    /// must forget them.
+    attribute_listener: std::sync::RwLock<Option<AttributeListener>>,
     /// Drops the transport's cached pages of an inode, waiting until it
     /// has (see [`Filesystem::drop_caches`]).
     page_invalidator: std::sync::RwLock<Option<PageInvalidator>>,
@@ -163,28 +165,8 @@ pub(crate) struct Shared {
     released_space: released_space::ReleasedSpace,
 }
 
-/// What a transport caching this filesystem (FUSE's kernel) must forget:
-/// the engine changed it, or refused it, beyond what a reply said.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StaleCache {
-    /// An inode's attributes: set-id bits a write, truncate or fallocate
-    /// by another user dropped.
-    Attributes(u64),
-    /// Cached pages of an inode that its data does not hold: pages of a
-    /// shared mapping whose write-back was refused (lost, and said so).
-    /// Kept, they would read as written until evicted, then as the file.
-    Pages {
-        /// The inode.
-        ino: u64,
-        /// The first byte.
-        offset: u64,
-        /// How many bytes.
-        length: u64,
-    },
-}
-
-/// See [`Filesystem::set_stale_cache_listener`].
-pub type StaleCacheListener = Arc<dyn Fn(StaleCache) + Send + Sync>;
+/// See [`Filesystem::set_attribute_listener`].
+pub type AttributeListener = Arc<dyn Fn(u64) + Send + Sync>;
 
 /// See [`Filesystem::set_page_invalidator`].
 pub type PageInvalidator = Arc<dyn Fn(u64) + Send + Sync>;

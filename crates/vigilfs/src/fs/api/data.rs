@@ -155,16 +155,9 @@ impl Filesystem {
     /// call), and this mount refused them with `errno`. Nobody hears of it
     /// but a program that calls msync or fsync later, and the kernel does
     /// not send those pages again: the data is lost, and said so (an event
-    /// marked data lost, and the error record). The transport is told to
-    /// drop those pages: kept, they would read as written until evicted,
-    /// then as the file holds it.
+    /// marked data lost, and the error record).
     pub fn cache_write_refused(&self, handle: u64, offset: u64, length: u64, errno: i32) {
         if let Ok(file) = self.file(handle) {
-            self.cache_is_stale(super::super::StaleCache::Pages {
-                ino: file.ino,
-                offset,
-                length,
-            });
             self.shared.files.cache_write_refused(errno);
             self.shared.report_lost_data(
                 file.ino,

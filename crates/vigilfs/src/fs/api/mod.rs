@@ -225,22 +225,20 @@ impl Filesystem {
             let result = self.shared.namespace.setattr(ino, &changes);
             self.shared
                 .observe(operation, result.map_err(FsError::from))?;
-            self.cache_is_stale(super::StaleCache::Attributes(ino));
+            self.attributes_changed(ino);
         }
         Ok(())
     }
 
-    /// Sets (or with `None` removes) the listener told what a transport's
-    /// cache holds that is no longer true ([`super::StaleCache`]): the
-    /// attributes of an inode whose set-id bits a write, truncate or
-    /// fallocate dropped, the pages of a mapping whose write-back was
-    /// refused. It is called on the request's thread: it must not wait for
-    /// the transport (queue and return; the kernel's page invalidation
-    /// waits for the very write-back being refused).
-    pub fn set_stale_cache_listener(&self, listener: Option<super::StaleCacheListener>) {
+    /// Sets (or with `None` removes) the listener told the inode whose
+    /// attributes changed beyond what its request said — the set-id bits a
+    /// write, truncate or fallocate dropped — so that a transport caching
+    /// attributes can forget them. It is called on the request's thread:
+    /// it must not wait for the transport (queue and return).
+    pub fn set_attribute_listener(&self, listener: Option<super::AttributeListener>) {
         *self
             .shared
-            .stale_cache_listener
+            .attribute_listener
             .write()
             .unwrap_or_else(PoisonError::into_inner) = listener;
     }
@@ -286,9 +284,9 @@ impl Filesystem {
         }
     }
 
-    pub(super) fn cache_is_stale(&self, stale: super::StaleCache) {
-        if let Some(listener) = current(&self.shared.stale_cache_listener) {
-            listener(stale);
+    pub(super) fn attributes_changed(&self, ino: u64) {
+        if let Some(listener) = current(&self.shared.attribute_listener) {
+            listener(ino);
         }
     }
 
