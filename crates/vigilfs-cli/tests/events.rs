@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -193,6 +193,55 @@ fn signal(child: &Child, signal: i32) {
     unsafe {
         libc::kill(child.id() as i32, signal);
     }
+}
+
+/// A live stream names each error's file as it is named at the time: after
+/// a log rotation (rename, and a new file under the old name) the next
+/// error of the renamed file names its new name, not the new file's (the
+/// stream used to keep the first name it found for good).
+#[test]
+fn a_live_stream_names_a_renamed_file_by_its_new_name() {
+    if fuse_missing("renamed file in a live stream") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let mut child = listener(&scratch, &[]);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["kind"], "running");
+    scratch.inject(&["--fail-writes", "--class", "data"]);
+    let mut log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(scratch.at("app.log"))
+        .unwrap();
+    let mut failed_fsync = |log: &mut fs::File| {
+        log.write_all(b"line\n").unwrap();
+        assert!(log.sync_all().is_err());
+    };
+    failed_fsync(&mut log);
+    fs::rename(scratch.at("app.log"), scratch.at("app.log.1")).unwrap();
+    fs::write(scratch.at("app.log"), b"").unwrap();
+    failed_fsync(&mut log);
+    let (seen, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines {
+            let _ = seen.send(serde_json::from_str::<Value>(&line.unwrap()).unwrap());
+        }
+    });
+    let paths: Vec<Value> =
+        std::iter::from_fn(|| receive.recv_timeout(Duration::from_secs(5)).ok())
+            .filter(|event| event["kind"] == "error")
+            .map(|event| event["path"].clone())
+            .collect();
+    assert_eq!(paths.first(), Some(&Value::from("/app.log")), "{paths:?}");
+    assert_eq!(paths.last(), Some(&Value::from("/app.log.1")), "{paths:?}");
+    signal(&child, libc::SIGTERM);
+    let _ = child.wait();
+    drop(log);
+    scratch.inject(&["--clear"]);
+    scratch.umount(pid);
 }
 
 /// The last writeback's errors come while the mount ends, when the engine

@@ -48,9 +48,6 @@ const SEND_BUFFER: libc::c_int = 16 * 1024;
 /// Records read at once.
 const BATCH: usize = 256;
 
-/// Paths remembered per stream before the cache starts over.
-const PATH_CACHE: usize = 4096;
-
 /// Streams being served now (see [`drain`]).
 static ACTIVE: AtomicUsize = AtomicUsize::new(0);
 
@@ -141,7 +138,8 @@ fn refusal(stream: &UnixStream, context: &Context) -> Option<String> {
 struct Sender<'a> {
     stream: &'a UnixStream,
     context: &'a Context,
-    paths: HashMap<u64, Option<String>>,
+    /// Paths searched for during the batch being made.
+    searched: HashMap<u64, Option<String>>,
 }
 
 impl Sender<'_> {
@@ -152,26 +150,29 @@ impl Sender<'_> {
             text.push(b'\n');
         }
         self.stream.set_write_timeout(Some(STALL_LIMIT))?;
+        // A path searched for names its file for this batch only: kept
+        // longer, a rename or an unlink since made it another file's name.
+        self.searched.clear();
         (&*self.stream).write_all(&text)
     }
 
+    /// A path of `ino` now: a name the mount learned (renames and unlinks
+    /// keep those current, and asking costs nothing), else one found by
+    /// searching the namespace, which is not done while the mount stops
+    /// (the filesystem is held only while the path is looked for).
     fn path(&mut self, ino: u64) -> Option<String> {
-        if self.paths.len() >= PATH_CACHE {
-            self.paths.clear();
+        let slot = &self.context.engine;
+        if let Some(known) = slot.known_path(ino) {
+            return Some(known);
         }
-        if let Some(path) = self.paths.get(&ino) {
+        if let Some(path) = self.searched.get(&ino) {
             return path.clone();
         }
-        // The filesystem is held only while the path is looked for. While
-        // the mount stops (its last writeback's errors) only the names it
-        // learned are asked, never the namespace.
-        let slot = &self.context.engine;
-        let searched = slot
+        let path = slot
             .current()
             .filter(|_| !self.context.stopping.load(Ordering::Acquire))
             .and_then(|fs| fs.path_of(ino, PATH_SEARCH_BUDGET));
-        let path = searched.or_else(|| slot.known_path(ino));
-        self.paths.insert(ino, path.clone());
+        self.searched.insert(ino, path.clone());
         path
     }
 
@@ -280,7 +281,7 @@ pub(super) fn serve_events(stream: &UnixStream, context: &Context, request: &Str
     let mut sender = Sender {
         stream,
         context,
-        paths: HashMap::new(),
+        searched: HashMap::new(),
     };
     if request.follow && sender.send(&[running_json(newest_at_start)]).is_err() {
         return;
