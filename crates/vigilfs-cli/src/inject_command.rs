@@ -82,7 +82,9 @@ pub struct InjectArgs {
     #[arg(long, value_name = "OPS", value_delimiter = ',')]
     pub op: Vec<String>,
     /// Only files whose path (relative to the mount's root) matches this
-    /// glob: `pg_wal/*`, `**/*.db`. Files created later match too.
+    /// glob: `pg_wal/*`, `**/*.db`. Files created later match too. A name
+    /// may be written as it is or as `vigilfs events` prints it (a tab as
+    /// `\x09`); a leading `/` or the mount point's path is dropped.
     #[arg(long, value_name = "GLOB")]
     pub path: Option<String>,
     /// Hold each matching request this long (a slow disk): 200us, 5ms, 1.5s.

@@ -458,6 +458,34 @@ fn delays_hold_exactly_the_operations_they_target() {
     scratch.umount(pid);
 }
 
+/// A glob is matched against names as they are, and as `vigilfs events`
+/// prints them (a tab as `\x09`): a rule typed either way fires (one typed
+/// with the real character matched nothing).
+#[test]
+fn a_path_rule_fires_for_names_with_control_characters_and_backslashes() {
+    if fuse_missing("a_path_rule_fires_for_names_with_control_characters_and_backslashes") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let root = &scratch.mountpoint;
+    for (name, glob) in [
+        ("tab\there", "tab\there"),
+        ("back\\slash", "back\\slash"),
+        ("tab\tagain", "tab\\x09again"),
+        ("any\tone", "any?one"),
+    ] {
+        scratch.inject(&["--op", "fsync", "--path", glob]);
+        assert_eq!(
+            fsync_errno(&root.join(name)),
+            Some(libc::EIO),
+            "{name:?} by {glob:?}"
+        );
+        scratch.inject(&["--clear"]);
+    }
+    scratch.umount(pid);
+}
+
 /// The errno `close(2)` of a fresh descriptor of `path` returns, if any.
 fn close_errno(path: &Path) -> Option<i32> {
     use std::os::fd::IntoRawFd;

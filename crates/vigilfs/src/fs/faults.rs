@@ -41,6 +41,7 @@ use crate::device::{
     ByteRange, DelayGate, Errno, FaultLogEvent, FaultPlan, FaultRuleError, FileFaults, FileVerdict,
     IoOperation, Probability, RuleId, SeededRandom, MAX_DELAY_MICROS,
 };
+use crate::inode::from_printable;
 
 /// A filesystem operation a rule can fail or delay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -333,32 +334,9 @@ fn escape_path(path: &str) -> String {
 
 /// The glob [`escape_path`] wrote.
 fn unescape_path(text: &str) -> Result<String, FaultRuleError> {
-    let malformed = || FaultRuleError::new(format!("path=`{text}`: a malformed escape"));
-    let mut bytes = Vec::with_capacity(text.len());
-    let mut rest = text.as_bytes();
-    while let Some((&byte, after)) = rest.split_first() {
-        rest = after;
-        if byte != b'\\' {
-            bytes.push(byte);
-            continue;
-        }
-        match rest {
-            [b'\\', after @ ..] => {
-                bytes.push(b'\\');
-                rest = after;
-            }
-            [b'x', high, low, after @ ..]
-                if high.is_ascii_hexdigit() && low.is_ascii_hexdigit() =>
-            {
-                let hex = [*high, *low];
-                let hex = std::str::from_utf8(&hex).map_err(|_| malformed())?;
-                bytes.push(u8::from_str_radix(hex, 16).map_err(|_| malformed())?);
-                rest = after;
-            }
-            _ => return Err(malformed()),
-        }
-    }
-    String::from_utf8(bytes).map_err(|_| malformed())
+    from_printable(text)
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| FaultRuleError::new(format!("path=`{text}`: a malformed escape")))
 }
 
 impl FromStr for FileRule {
@@ -538,7 +516,15 @@ impl ActiveRule {
         };
         match &self.pattern {
             None => true,
-            Some(pattern) => paths.iter().any(|path| pattern.matches_with(path, options)),
+            // Paths are known as `printable` text (a tab is `\x09`, as
+            // events show it); a glob may be written either way, so the
+            // name as it is is tried too.
+            Some(pattern) => paths.iter().any(|path| {
+                pattern.matches_with(path, options)
+                    || from_printable(path).is_some_and(|bytes| {
+                        pattern.matches_with(&String::from_utf8_lossy(&bytes), options)
+                    })
+            }),
         }
     }
 }

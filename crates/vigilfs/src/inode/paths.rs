@@ -111,6 +111,35 @@ pub fn printable(name: &[u8]) -> String {
     text
 }
 
+/// The bytes [`printable`] wrote `text` from (`\\` a backslash, `\xNN` a
+/// byte); `None` when a backslash starts anything else.
+pub fn from_printable(text: &str) -> Option<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut rest = text.as_bytes();
+    while let Some((&byte, after)) = rest.split_first() {
+        rest = after;
+        if byte != b'\\' {
+            bytes.push(byte);
+            continue;
+        }
+        match rest {
+            [b'\\', after @ ..] => {
+                bytes.push(b'\\');
+                rest = after;
+            }
+            [b'x', high, low, after @ ..]
+                if high.is_ascii_hexdigit() && low.is_ascii_hexdigit() =>
+            {
+                let hex = [*high, *low];
+                bytes.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+                rest = after;
+            }
+            _ => return None,
+        }
+    }
+    Some(bytes)
+}
+
 /// Characters that are not control characters yet change how a line reads:
 /// line and paragraph separators, the bidirectional marks, embeddings,
 /// overrides and isolates (text that displays in another order than it is
@@ -143,7 +172,23 @@ fn misleads_when_shown(character: char) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::printable;
+    use super::{from_printable, printable};
+
+    #[test]
+    fn printable_text_gives_back_the_bytes_it_was_made_from() {
+        for name in [
+            &b"plain"[..],
+            b"tab\there",
+            b"back\\slash",
+            b"new\nline \xff\xfe",
+            "\u{200b}bidi\u{202e}".as_bytes(),
+        ] {
+            assert_eq!(from_printable(&printable(name)).as_deref(), Some(name));
+        }
+        for malformed in ["a\\", "a\\x4", "a\\xg0", "a\\n"] {
+            assert_eq!(from_printable(malformed), None, "{malformed}");
+        }
+    }
 
     #[test]
     fn printable_names_stay_as_they_are() {
