@@ -216,7 +216,7 @@ fn a_live_stream_names_a_renamed_file_by_its_new_name() {
         .append(true)
         .open(scratch.at("app.log"))
         .unwrap();
-    let mut failed_fsync = |log: &mut fs::File| {
+    let failed_fsync = |log: &mut fs::File| {
         log.write_all(b"line\n").unwrap();
         assert!(log.sync_all().is_err());
     };
@@ -1004,7 +1004,7 @@ fn the_daemon_log_names_events_by_their_ids_in_the_event_log() {
     assert!(vigilfs(&["thaw", scratch.mnt()]).status.success());
     scratch.inject(&["--fail-writes", "--class", "data"]);
     let mut file = fs::File::create(scratch.at("second")).unwrap();
-    std::io::Write::write_all(&mut file, &[1u8; 8192]).unwrap();
+    file.write_all(&[1u8; 8192]).unwrap();
     assert!(
         file.sync_all().is_err(),
         "the injected failure reaches fsync"
@@ -1303,7 +1303,7 @@ fn the_error_count_catches_up_with_the_event_log_after_a_kill_9() {
             .append(true)
             .open(scratch.at("f"))
             .unwrap();
-        std::io::Write::write_all(&mut file, &[round; 4096]).unwrap();
+        file.write_all(&[round; 4096]).unwrap();
         assert!(
             file.sync_all().is_err(),
             "the injected failure reaches fsync"
