@@ -188,6 +188,22 @@ fn listener(scratch: &Scratch, extra: &[&str]) -> Child {
         .unwrap()
 }
 
+/// A [`listener`] past its first line (`running`), each later line parsed
+/// and handed to the receiver by a thread of its own.
+fn following(scratch: &Scratch, extra: &[&str]) -> (Child, std::sync::mpsc::Receiver<Value>) {
+    let mut child = listener(scratch, extra);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["kind"], "running");
+    let (seen, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines {
+            let _ = seen.send(serde_json::from_str::<Value>(&line.unwrap()).unwrap());
+        }
+    });
+    (child, receive)
+}
+
 fn signal(child: &Child, signal: i32) {
     // SAFETY: signalling our own child.
     unsafe {
@@ -206,10 +222,7 @@ fn a_live_stream_names_a_renamed_file_by_its_new_name() {
     }
     let scratch = Scratch::new();
     let pid = scratch.mount(&["--size", "64M"]);
-    let mut child = listener(&scratch, &[]);
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-    assert_eq!(first["kind"], "running");
+    let (mut child, receive) = following(&scratch, &[]);
     scratch.inject(&["--fail-writes", "--class", "data"]);
     let mut log = fs::OpenOptions::new()
         .create(true)
@@ -224,12 +237,6 @@ fn a_live_stream_names_a_renamed_file_by_its_new_name() {
     fs::rename(scratch.at("app.log"), scratch.at("app.log.1")).unwrap();
     fs::write(scratch.at("app.log"), b"").unwrap();
     failed_fsync(&mut log);
-    let (seen, receive) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in lines {
-            let _ = seen.send(serde_json::from_str::<Value>(&line.unwrap()).unwrap());
-        }
-    });
     let paths: Vec<Value> =
         std::iter::from_fn(|| receive.recv_timeout(Duration::from_secs(5)).ok())
             .filter(|event| event["kind"] == "error")
@@ -254,19 +261,10 @@ fn data_lost_at_unmount_names_its_file_live() {
     }
     let scratch = Scratch::new();
     let pid = scratch.mount(&["--size", "64M"]);
-    let mut child = listener(&scratch, &[]);
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-    assert_eq!(first["kind"], "running");
+    let (mut child, receive) = following(&scratch, &[]);
     scratch.inject(&["--fail-writes", "--class", "data"]);
     fs::write(scratch.at("important.db"), b"hello").unwrap();
     scratch.umount(pid);
-    let (seen, receive) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in lines {
-            let _ = seen.send(serde_json::from_str::<Value>(&line.unwrap()).unwrap());
-        }
-    });
     let lost = std::iter::from_fn(|| receive.recv_timeout(Duration::from_secs(10)).ok())
         .find(|event| {
             event["subtypes"]
@@ -304,23 +302,13 @@ fn a_since_beyond_the_newest_event_still_shows_new_events() {
         "{}",
         text(&history.stderr)
     );
-    let mut child = listener(&scratch, &["--since", "99999999999999"]);
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-    assert_eq!(first["kind"], "running");
+    let (child, receive) = following(&scratch, &["--since", "99999999999999"]);
     assert!(vigilfs(&["freeze", scratch.mnt()]).status.success());
     assert!(vigilfs(&["thaw", scratch.mnt()]).status.success());
-    let (seen, receive) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in lines {
-            let event: Value = serde_json::from_str(&line.unwrap()).unwrap();
-            let _ = seen.send(event["kind"].as_str().unwrap_or_default().to_string());
-        }
-    });
-    let kind = receive
+    let event = receive
         .recv_timeout(Duration::from_secs(10))
         .expect("the freeze reaches the listener");
-    assert_eq!(kind, "freeze");
+    assert_eq!(event["kind"], "freeze");
     signal(&child, libc::SIGTERM);
     let output = child.wait_with_output().unwrap();
     assert!(
