@@ -311,6 +311,13 @@ pub fn render(status: &Value) -> String {
             number(&events["lost_errors"])
         );
     }
+    if number(&events["held_errors"]) > 0 {
+        let _ = write!(
+            events_line,
+            ", {} repeated errors held to be merged",
+            number(&events["held_errors"])
+        );
+    }
     if number(&events["write_failures"]) > 0 {
         let _ = write!(
             events_line,

@@ -64,11 +64,25 @@ fn inode_of(path: &std::path::Path) -> u64 {
     fs::metadata(path).unwrap().ino()
 }
 
-/// Waits until everything recorded is written to the image's log.
+/// Files `{prefix}{index}` of one page each, durable, their pages out of
+/// every cache: a flood of distinct errors needs many files, since one
+/// file's repeated errors are damped into few events.
+fn durable_files(scratch: &Scratch, prefix: &str, files: usize, pid: u32) -> u32 {
+    for index in 0..files {
+        fs::write(scratch.at(&format!("{prefix}{index}")), [7u8; 4096]).unwrap();
+    }
+    let output = vigilfs(&["sync", scratch.mnt()]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    scratch.umount(pid);
+    scratch.mount(&[])
+}
+
+/// Waits until everything recorded is written to the image's log, repeats
+/// that damping holds back included.
 fn wait_written(scratch: &Scratch) {
     wait_until("the event log is written", Duration::from_secs(20), || {
         let events = &scratch.status()["events"];
-        events["written_id"] == events["newest_id"]
+        events["written_id"] == events["newest_id"] && events["held_errors"] == 0
     });
 }
 
@@ -330,15 +344,14 @@ fn a_hook_that_reads_nothing_of_a_large_batch_still_meets_its_timeout() {
     let scratch = Scratch::new();
     let pid = scratch.mount(&["--size", "64M"]);
     // Far more than a pipe holds: some 1,500 events of a few hundred bytes.
-    let pages = 1500;
-    let pid = durable_file(&scratch, "errors", pages, pid);
+    let files = 1500;
+    let pid = durable_files(&scratch, "errors", files, pid);
     scratch.inject(&["--fail-reads", "--class", "data"]);
-    let file = fs::File::open(scratch.at("errors")).unwrap();
     let mut page = vec![0u8; 4096];
-    for index in 0..pages as u64 {
-        assert!(file.read_at(&mut page, index * 4096).is_err());
+    for index in 0..files {
+        let file = fs::File::open(scratch.at(&format!("errors{index}"))).unwrap();
+        assert!(file.read_at(&mut page, 0).is_err());
     }
-    drop(file);
     scratch.inject(&["--clear"]);
     let mut hook = Command::new(binary())
         .args(["events", scratch.mnt(), "--since", "0", "--timeout", "2"])
@@ -397,7 +410,7 @@ fn an_unread_flood_ends_in_exact_lost_accounting() {
     // written in between: at least 64 records a round, 2,560 in all.
     let round = 64;
     let pages = 40 * round;
-    let pid = durable_file(&scratch, "flood", pages, pid);
+    let pid = durable_files(&scratch, "flood", pages, pid);
     let mut child = listener(&scratch, &[]);
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut first = String::new();
@@ -417,12 +430,12 @@ fn an_unread_flood_ends_in_exact_lost_accounting() {
     signal(&child, libc::SIGSTOP);
     let errors_before = errors_total(&scratch);
     scratch.inject(&["--fail-reads", "--class", "data"]);
-    let file = fs::File::open(scratch.at("flood")).unwrap();
     let mut page = vec![0u8; 4096];
     for index in 0..pages {
-        // Every page its own range: distinct errors, far more events than
+        // Every file its own error: distinct errors, far more events than
         // the 16-slot log and the listener's socket hold.
-        let _ = file.read_at(&mut page, (index * 4096) as u64);
+        let file = fs::File::open(scratch.at(&format!("flood{index}"))).unwrap();
+        let _ = file.read_at(&mut page, 0);
         if (index + 1) % round == 0 {
             wait_written(&scratch);
         }
@@ -434,7 +447,6 @@ fn an_unread_flood_ends_in_exact_lost_accounting() {
         "{emitted} errors for {pages} reads"
     );
     wait_written(&scratch);
-    drop(file);
     signal(&child, libc::SIGCONT);
     // Read while the mount goes away: the listener must be able to write.
     let reader = std::thread::spawn(move || {
@@ -771,6 +783,8 @@ fn metrics_scraped_with_a_real_parser_agree_with_status() {
     for offset in [0, 4096, 8192] {
         assert!(file.read_at(&mut page, offset).is_err());
     }
+    // The third is a repeat damping holds for a moment.
+    wait_written(&scratch);
     let status = scratch.status();
     // Distinct: an event per failed range; merge: consecutive unread error
     // events folded into one, the count summed.

@@ -34,7 +34,7 @@
 //!                  other
 //! open_files, mount_count
 //! events           {newest_id, written_id, mount_first_id, persistent, slots,
-//!                   records, lost_errors, write_failures,
+//!                   records, lost_errors, held_errors, write_failures,
 //!                   last_write_failure, unavailable}: the event log
 //!                  (`vigilfs events`); write_failures counts failed writes
 //!                  of the log itself, never logged into it
@@ -199,6 +199,7 @@ pub fn status_json(fs: &Filesystem, plan: &FaultPlan, extra: &Map<String, Value>
             "slots": status.events.slots,
             "records": status.events.records,
             "lost_errors": status.events.lost_errors,
+            "held_errors": status.events.held_errors,
             "write_failures": status.events.write_failures,
             "last_write_failure": status.events.last_write_failure,
             "unavailable": status.events.unavailable,

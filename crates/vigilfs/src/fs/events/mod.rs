@@ -38,6 +38,7 @@
 //! (`state`), never the other way round; the error path takes only
 //! `state`.
 
+mod repeats;
 mod store;
 mod writer;
 
@@ -49,6 +50,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::device::BlockDevice;
 use crate::format::event_log::{EventRecord, InlineText, NodeRef, RecordKind, RegionScan};
 use crate::format::Superblock;
+use repeats::{Absorbed, Key, Repeats};
 use store::Store;
 pub(super) use writer::Writer;
 
@@ -56,6 +58,9 @@ pub(super) use writer::Writer;
 const RING: usize = 1024;
 /// Records that may still merge at once.
 const OPEN_LIMIT: usize = 64;
+/// The shortest wait for a damped record's window (a clock that moved
+/// backwards must not make a waiter spin).
+const MIN_WAKE: Duration = Duration::from_millis(1);
 /// Ids reserved ahead of need.
 const RESERVATION: u64 = 4096;
 /// Ids kept for the terminal records (shutdown, then unmount).
@@ -203,6 +208,8 @@ struct LogState {
     /// `errors_total` of the newest sealed record.
     sealed_total: u64,
     tally: Tally,
+    /// Errors of keys that keep repeating, absorbed until their window ends.
+    repeats: Repeats,
     held: bool,
     stopping: bool,
     closed: bool,
@@ -237,6 +244,9 @@ pub struct EventLogStatus {
     pub records: u64,
     /// Errors counted only in LOST records this mount.
     pub lost_errors: u64,
+    /// Repeats of one file's error held back by damping, not yet in a
+    /// record (see `repeats`).
+    pub held_errors: u64,
     /// Failed writes of the log this mount.
     pub write_failures: u64,
     /// The last of them.
@@ -315,6 +325,7 @@ impl LogState {
             open: 0,
             sealed_total,
             tally: Tally::default(),
+            repeats: Repeats::new(),
             held: false,
             stopping: false,
             closed: false,
@@ -406,6 +417,37 @@ impl LogState {
             tally.count, tally.notices
         ));
         self.push(record);
+    }
+
+    /// Turns the pending records of damped keys whose window is over at
+    /// `now` (every one, if `all`) into records, while ids are free. At the
+    /// end (`all`), those that find no id go to the tally.
+    fn flush_repeats(&mut self, now: u64, all: bool) {
+        while let Some(index) = self.repeats.due(now, all) {
+            match self.take_id(false) {
+                Some(id) => {
+                    let Some(mut record) = self.repeats.take(index, now) else {
+                        break;
+                    };
+                    record.id = id;
+                    self.push(record);
+                }
+                None if all => {
+                    let Some(record) = self.repeats.take(index, now) else {
+                        break;
+                    };
+                    let tally = &mut self.tally;
+                    if tally.count == 0 {
+                        tally.first_ns = record.first_time_ns;
+                    }
+                    tally.count += record.count;
+                    tally.subtypes |= record.subtypes;
+                    tally.last_ns = tally.last_ns.max(record.last_time_ns);
+                    self.errors_tallied += record.count;
+                }
+                None => break,
+            }
+        }
     }
 
     fn newest_open_error(&mut self) -> Option<&mut EventRecord> {
@@ -584,23 +626,37 @@ impl EventLog {
             merge(&mut entry.record, error, now);
             return;
         }
+        let key = Key {
+            subtypes: error.subtypes,
+            errno: error.errno,
+            inode,
+        };
+        let absorbed = state.repeats.absorb(
+            key,
+            now,
+            || error_record(0, error, now),
+            |pending| merge_repeat(pending, error, now),
+        );
+        match absorbed {
+            Absorbed::Into => return,
+            Absorbed::Opened => {
+                // The writer has a new time to wake at.
+                let waiting = state.waiting > 0;
+                drop(state);
+                self.wake(waiting);
+                return;
+            }
+            Absorbed::No => {}
+        }
         if let Some(id) = state.take_id(false) {
-            let mut record = EventRecord::new(id, RecordKind::Error, now);
-            record.count = 1;
-            record.subtypes = error.subtypes;
-            record.errno = error.errno;
-            record.last_errno = error.errno;
-            record.inode = inode;
-            record.last_inode = inode;
-            record.generation = error.inode.and_then(|(_, generation)| generation);
-            record.range = error.range;
-            record.device_range = error.device_range;
-            record.node = error.node.map(|(tree, level, block)| NodeRef {
-                tree: InlineText::new(tree),
-                level,
-                block,
-            });
-            record.text = InlineText::new(error.origin);
+            let record = match state.repeats.record_made(key, now) {
+                Some(mut pending) => {
+                    pending.id = id;
+                    merge_repeat(&mut pending, error, now);
+                    pending
+                }
+                None => error_record(id, error, now),
+            };
             if state.first_error.is_none() {
                 state.first_error = Some(record);
             }
@@ -703,6 +759,7 @@ impl EventLog {
     pub fn record_terminal(&self, kind: RecordKind, why: &str) {
         let now = now_ns();
         let mut state = self.state();
+        state.flush_repeats(now, true);
         state.flush_tally(true);
         let Some(id) = state.take_id(true) else {
             return;
@@ -804,6 +861,7 @@ impl EventLog {
             if state.held {
                 return Ok(());
             }
+            state.flush_repeats(now_ns(), false);
             state.flush_tally(false);
             let newest = state.next_id - 1;
             state.seal_through(newest);
@@ -863,8 +921,18 @@ impl EventLog {
         }
     }
 
-    /// Whether the writer has work: records or a tally not yet written, or
-    /// a reservation running low.
+    /// How long the writer sleeps with nothing to do: until the next
+    /// damped record is due, at most a second.
+    fn idle_wait(&self, state: &LogState) -> Duration {
+        let idle = Duration::from_secs(1);
+        state.repeats.next_due().map_or(idle, |due| {
+            let left = Duration::from_nanos(due.saturating_sub(now_ns()));
+            left.clamp(MIN_WAKE, idle)
+        })
+    }
+
+    /// Whether the writer has work: records or a tally not yet written, a
+    /// damped record due, or a reservation running low.
     fn has_work(&self, state: &LogState) -> bool {
         if state.held {
             return false;
@@ -872,6 +940,7 @@ impl EventLog {
         state.next_id - 1 > state.written_through
             || state.tally.count > 0
             || state.tally.notices > 0
+            || state.repeats.next_due().is_some_and(|due| due <= now_ns())
             || (self.writable
                 && state.reserved_through.saturating_sub(state.next_id) < RESERVATION / 2)
     }
@@ -911,6 +980,8 @@ impl EventLog {
         let max = max.max(1);
         loop {
             let mut state = self.state();
+            let now = now_ns();
+            state.flush_repeats(now, false);
             let front = state
                 .ring
                 .front()
@@ -935,6 +1006,11 @@ impl EventLog {
                 if left.is_zero() {
                     return ReadOutcome::Timeout;
                 }
+                // A damped error's record is due then, writer or not (a
+                // freeze holds the writer).
+                let left = state.repeats.next_due().map_or(left, |due| {
+                    left.min(Duration::from_nanos(due.saturating_sub(now)).max(MIN_WAKE))
+                });
                 state.waiting += 1;
                 let (mut state, _) = self
                     .changed
@@ -1046,6 +1122,7 @@ impl EventLog {
             mount_first_id: state.mount_first_id,
             records: state.records_made,
             lost_errors: state.errors_tallied,
+            held_errors: state.repeats.held(),
             write_failures: self.write_failures.load(Ordering::Acquire),
             last_write_failure: lock(&self.last_failure).clone(),
             unavailable: self.unavailable.clone(),
@@ -1055,6 +1132,44 @@ impl EventLog {
 
 /// Merges one more error into `record`: the first error is kept, the last
 /// one and the time updated, the subtypes OR-ed.
+/// A record of one error.
+fn error_record(id: u64, error: &ErrorInput<'_>, now: u64) -> EventRecord {
+    let inode = error.inode.map(|(ino, _)| ino);
+    let mut record = EventRecord::new(id, RecordKind::Error, now);
+    record.count = 1;
+    record.subtypes = error.subtypes;
+    record.errno = error.errno;
+    record.last_errno = error.errno;
+    record.inode = inode;
+    record.last_inode = inode;
+    record.generation = error.inode.and_then(|(_, generation)| generation);
+    record.range = error.range;
+    record.device_range = error.device_range;
+    record.node = error.node.map(|(tree, level, block)| NodeRef {
+        tree: InlineText::new(tree),
+        level,
+        block,
+    });
+    record.text = InlineText::new(error.origin);
+    record
+}
+
+/// Merges a repeat of a damped key: its byte range widens to cover every
+/// range merged, so the record names all of the file the errors touched.
+fn merge_repeat(record: &mut EventRecord, error: &ErrorInput<'_>, now: u64) {
+    merge(record, error, now);
+    record.range = match (record.range, error.range) {
+        (Some((offset, length)), Some((other, other_length))) => {
+            let start = offset.min(other);
+            let end = offset
+                .saturating_add(length)
+                .max(other.saturating_add(other_length));
+            Some((start, end - start))
+        }
+        (range, other) => range.or(other),
+    };
+}
+
 fn merge(record: &mut EventRecord, error: &ErrorInput<'_>, now: u64) {
     record.count += 1;
     record.subtypes |= error.subtypes;

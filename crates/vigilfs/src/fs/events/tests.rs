@@ -60,6 +60,8 @@ fn a_flood_beyond_every_bound_is_counted_exactly() {
     for offset in 0..flood {
         log.record_error(&error(1, offset * 4096));
     }
+    // The end takes in what damping still holds.
+    log.record_terminal(RecordKind::Unmount, "unmounted");
     log.persist().unwrap();
     let records = read_all(&log, 0);
     let counted: u64 = records
@@ -68,7 +70,7 @@ fn a_flood_beyond_every_bound_is_counted_exactly() {
         .map(|record| record.count)
         .sum();
     assert_eq!(counted, flood);
-    assert!(records.len() <= OPEN_LIMIT + 1, "{} records", records.len());
+    assert!(records.len() <= OPEN_LIMIT + 2, "{} records", records.len());
     assert_eq!(records.last().unwrap().errors_total, flood);
 }
 
@@ -180,8 +182,9 @@ fn records_the_ring_dropped_are_read_from_the_region_until_overwritten() {
     // 3 blocks of 4 KiB: 16 slots.
     let device = image(Some(3 * 4096));
     let (log, _) = open(&device);
-    for offset in 0..40u64 {
-        log.record_error(&error(9, offset * 4096));
+    // A file each: one file's repeats would be damped into few records.
+    for inode in 0..40u64 {
+        log.record_error(&error(100 + inode, 0));
         log.persist().unwrap();
     }
     let records = read_all(&log, 0);
@@ -207,15 +210,15 @@ fn a_reader_overtaken_before_its_first_read_still_counts_the_loss() {
     // 3 blocks of 4 KiB: 16 slots.
     let device = image(Some(3 * 4096));
     let (log, _) = open(&device);
-    for offset in 0..3u64 {
-        log.record_error(&error(4, offset * 4096));
+    for inode in 0..3u64 {
+        log.record_error(&error(4 + inode, 0));
     }
     let start = log.newest_id();
     let before = log.errors_through(start);
     assert_eq!(before, Some(3), "the newest record, sealed at the start");
     let flood = 2 * RING as u64;
-    for offset in 0..flood {
-        log.record_error(&error(5, offset * 4096));
+    for inode in 0..flood {
+        log.record_error(&error(100 + inode, 0));
         log.persist().unwrap();
     }
     let ReadOutcome::Gap { first, last } = log.read_after(start, 100, Duration::ZERO) else {
@@ -256,8 +259,8 @@ fn after_a_crash_the_history_before_the_gap_is_read_from_the_region() {
     let device = image(Some(4 * 4096));
     let (log, _) = open(&device);
     log.record_mount(false, 1, None);
-    for offset in 0..14u64 {
-        log.record_error(&error(2, offset * 4096));
+    for inode in 0..14u64 {
+        log.record_error(&error(100 + inode, 0));
     }
     log.persist().unwrap();
     drop(log);
@@ -343,4 +346,110 @@ fn records_whose_flush_failed_are_written_again_to_the_same_slots() {
     let ids: Vec<u64> = scan.records.iter().map(|record| record.id).collect();
     assert_eq!(ids, [1, 2]);
     assert_eq!(scan.repeated, 0, "each record in one slot");
+}
+
+fn errors_counted(records: &[EventRecord], inode: u64) -> u64 {
+    records
+        .iter()
+        .filter(|record| record.kind == RecordKind::Error && record.inode == Some(inode))
+        .map(|record| record.count)
+        .sum()
+}
+
+/// One file's error over and over, each taken by the writer at once (a
+/// program rewriting a mapping on a full disk did this 2,493 times a
+/// second): the repeats are damped into a few records, so the region still
+/// holds what came before, and every error is counted once.
+#[test]
+fn a_flood_of_one_files_errors_leaves_the_older_events_in_the_region() {
+    // 3 blocks of 4 KiB: 16 slots.
+    let device = image(Some(3 * 4096));
+    let (log, _) = open(&device);
+    log.record_mount(false, 1, None);
+    log.record_error(&error(1, 0));
+    log.persist().unwrap();
+    let flood = 5_000u64;
+    for offset in 0..flood {
+        log.record_error(&error(9, offset * 4096));
+        log.persist().unwrap();
+    }
+    log.record_terminal(RecordKind::Unmount, "unmounted");
+    log.persist().unwrap();
+    drop(log);
+    let (log, _) = open(&device);
+    let history = read_all(&log, 0);
+    assert_eq!(
+        history[..2]
+            .iter()
+            .map(|record| record.kind)
+            .collect::<Vec<_>>(),
+        [RecordKind::Mount, RecordKind::Error],
+        "the events before the flood are still there"
+    );
+    assert_eq!(errors_counted(&history, 9), flood);
+    let flood_records = history.iter().filter(|record| record.inode == Some(9));
+    let widest = flood_records.map(|record| record.range).max().flatten();
+    assert!(
+        widest.is_some_and(|(_, length)| length > 4096),
+        "a damped record covers every range it merged: {widest:?}"
+    );
+    assert_eq!(history.last().unwrap().errors_total, flood + 1);
+}
+
+/// A listener following the log hears the first repeats at once; once the
+/// file's errors are damped, it hears them merged when the window ends,
+/// and any other file's error still at once.
+#[test]
+fn a_damped_error_reaches_a_listener_when_its_window_ends() {
+    let log = EventLog::in_memory();
+    let mut newest = 0;
+    for offset in 0..2u64 {
+        log.record_error(&error(4, offset * 4096));
+        let records = read_all(&log, newest);
+        assert_eq!(records.len(), 1, "the first repeats are not damped");
+        newest = records[0].id;
+    }
+    log.record_error(&error(4, 2 * 4096));
+    log.record_error(&error(4, 3 * 4096));
+    assert_eq!(
+        log.read_after(newest, 10, Duration::ZERO),
+        ReadOutcome::Timeout,
+        "damped: held for its window"
+    );
+    log.record_error(&error(5, 0));
+    let other = read_all(&log, newest);
+    assert_eq!(
+        (other.len(), other[0].inode),
+        (1, Some(5)),
+        "another file's error is not held"
+    );
+    newest = other[0].id;
+    let ReadOutcome::Records(damped) = log.read_after(newest, 10, Duration::from_secs(30)) else {
+        panic!("the damped record comes when its window ends");
+    };
+    assert_eq!(damped.len(), 1);
+    assert_eq!(
+        (damped[0].inode, damped[0].count, damped[0].range),
+        (Some(4), 2, Some((2 * 4096, 2 * 4096)))
+    );
+    assert_eq!(damped[0].errors_total, 5);
+}
+
+#[test]
+fn damped_errors_are_recorded_before_the_terminal_record() {
+    let log = EventLog::in_memory();
+    let mut newest = 0;
+    for offset in 0..6u64 {
+        log.record_error(&error(4, offset * 4096));
+        if let ReadOutcome::Records(records) = log.read_after(newest, 10, Duration::ZERO) {
+            newest = records.last().unwrap().id;
+        }
+    }
+    log.record_terminal(RecordKind::Unmount, "unmounted");
+    let records = read_all(&log, 0);
+    assert_eq!(errors_counted(&records, 4), 6);
+    let terminal = records.last().unwrap();
+    assert_eq!(terminal.kind, RecordKind::Unmount);
+    assert_eq!(terminal.count, 6);
+    assert_eq!(records[records.len() - 2].errors_total, 6);
 }

@@ -86,7 +86,7 @@ fn run(log: &EventLog) {
                 let wait = if log.has_work(&state) {
                     retry_at.saturating_duration_since(now)
                 } else {
-                    Duration::from_secs(1)
+                    log.idle_wait(&state)
                 };
                 state.waiting += 1;
                 state = log
