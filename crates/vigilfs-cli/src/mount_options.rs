@@ -111,6 +111,36 @@ fn size(key: &str, value: &str) -> Result<u64, String> {
         .map_err(|error| format!("option {key}={value}: {error}"))
 }
 
+/// `dirty=`: at most half of this machine's memory. Dirty data waits in
+/// the daemon's memory until it is written back, so a larger limit lets one
+/// writer push the daemon out of memory, and the OOM killer would take
+/// every unwritten byte with it.
+fn dirty_limit(value: &str) -> Result<u64, String> {
+    let bytes = size("dirty", value)?;
+    match physical_memory() {
+        Some(memory) if bytes > memory / 2 => Err(format!(
+            "option dirty={value}: more than half of this machine's memory ({}); \
+             dirty data waits in the mount's memory until it is written back",
+            ByteSize(memory)
+        )),
+        _ => Ok(bytes),
+    }
+}
+
+/// This machine's memory in bytes, if the system says.
+fn physical_memory() -> Option<u64> {
+    // SAFETY: sysconf only reads system configuration.
+    let (pages, page_size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let pages = u64::try_from(pages).ok()?;
+    let page_size = u64::try_from(page_size).ok()?;
+    pages.checked_mul(page_size)
+}
+
 /// A duration in seconds (fractions allowed) up to a day; zero only if
 /// `zero_allowed`.
 fn seconds(key: &str, value: &str, zero_allowed: bool) -> Result<Duration, String> {
@@ -215,7 +245,7 @@ pub fn parse<S: AsRef<str>>(arguments: &[S]) -> Result<MountSettings, String> {
                     settings.errors = Some(policy);
                 }
                 ("cache", Some(value)) => settings.cache_bytes = Some(size(key, value)?),
-                ("dirty", Some(value)) => settings.dirty_bytes = Some(size(key, value)?),
+                ("dirty", Some(value)) => settings.dirty_bytes = Some(dirty_limit(value)?),
                 ("writeback_interval", Some(value)) => {
                     settings.writeback_interval = Some(seconds(key, value, false)?);
                 }
@@ -298,6 +328,13 @@ pub fn parse<S: AsRef<str>>(arguments: &[S]) -> Result<MountSettings, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dirty_limit_beyond_half_the_memory_is_refused() {
+        let error = parse(&["dirty=100T"]).unwrap_err();
+        assert!(error.contains("half of this machine's memory"), "{error}");
+        assert_eq!(parse(&["dirty=64M"]).unwrap().dirty_bytes, Some(64 << 20));
+    }
 
     #[test]
     fn allow_other_is_unset_unless_given_either_way() {
