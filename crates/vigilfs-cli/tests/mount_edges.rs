@@ -188,6 +188,70 @@ fn a_full_filesystem_can_be_truncated_and_emptied_and_stays_writable() {
     assert_eq!(fsck.status.code(), Some(0), "{}", text(&fsck.stdout));
 }
 
+/// Through the mount, on a full filesystem: a program rewriting its file
+/// in place (pages, a database page across a block boundary, the partly
+/// written last block) goes on and every fsync succeeds, as on ext4, while
+/// an append is ENOSPC; after a remount the file holds every rewrite.
+#[test]
+fn rewrites_in_place_go_on_through_the_mount_of_a_full_filesystem() {
+    use std::os::unix::fs::FileExt;
+    if fuse_missing("rewrites_in_place_go_on_through_the_mount_of_a_full_filesystem") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let path = scratch.at("table");
+    let size = 256 * 4096 - 100;
+    let mut expected = vec![3u8; size];
+    fs::write(&path, &expected).unwrap();
+    File::open(&path).unwrap().sync_all().unwrap();
+    let (written, refused) = fill(&scratch.at("big"), 200);
+    assert_eq!(refused, Some(libc::ENOSPC), "after {written} bytes");
+    File::open(scratch.at("big")).unwrap().sync_all().unwrap();
+    for number in 0.. {
+        if fs::write(scratch.at(&format!("small{number}")), [7u8; 4096]).is_err() {
+            break;
+        }
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    for round in 0..300usize {
+        let offset = (round * 7919) % 240 * 4096 + if round % 2 == 1 { 2048 } else { 0 };
+        let bytes = vec![(round % 240 + 10) as u8; 8192];
+        file.write_all_at(&bytes, offset as u64)
+            .unwrap_or_else(|error| panic!("rewrite {round} at {offset}: {error}"));
+        expected[offset..offset + bytes.len()].copy_from_slice(&bytes);
+        if round % 25 == 24 {
+            file.sync_all()
+                .unwrap_or_else(|error| panic!("fsync after rewrite {round}: {error}"));
+        }
+    }
+    file.write_all_at(&[0xab; 100], size as u64)
+        .expect("the partly written last block takes what it lacks");
+    expected.extend_from_slice(&[0xab; 100]);
+    file.sync_all().expect("fsync of every rewrite");
+    let appended = file.write_all_at(&[1u8; 4096], expected.len() as u64);
+    let appended = appended.and_then(|()| file.sync_all());
+    assert_eq!(
+        appended.map_err(|error| error.raw_os_error()),
+        Err(Some(libc::ENOSPC)),
+        "new data is still refused"
+    );
+    drop(file);
+    assert_eq!(scratch.status()["state"].as_str(), Some("running"));
+    scratch.umount(pid);
+    let pid = scratch.mount(&[]);
+    let read = fs::read(&path).unwrap();
+    assert_eq!(read.len(), expected.len());
+    assert!(read == expected, "every rewrite reads back after a remount");
+    scratch.umount(pid);
+    let fsck = vigilfs(&["fsck", scratch.img()]);
+    assert_eq!(fsck.status.code(), Some(0), "{}", text(&fsck.stdout));
+}
+
 #[test]
 fn after_a_shutdown_fsync_fails_and_the_dropped_data_is_reported() {
     if fuse_missing("after_a_shutdown_fsync_fails_and_the_dropped_data_is_reported") {

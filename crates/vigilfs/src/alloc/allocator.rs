@@ -41,6 +41,14 @@
 //!   ordinary metadata may use ([`conversions_available`]). So converting fallocated space
 //!   on a full filesystem eats into the upper half of the reserve only, never the part
 //!   deletions need (ext4 keeps reserved clusters for the same conversions).
+//!
+//!   Dirty pages that rewrite a block their file has written (data is copy-on-write: each
+//!   needs a new block, and its writeback frees the old one) may also use the upper half
+//!   of the reserve ([`rewrite_room`]), so a program goes on rewriting its files on a full
+//!   filesystem, as on ext4. In the worst case (scattered rewrites splitting extents) the
+//!   writeback of each such page changes extent and rmap leaves of its own, so each is
+//!   charged [`REWRITE_NODE_BLOCKS`] more blocks until it lands ([`rewrite_pages`]), in
+//!   every tier's count: what those transactions need stays kept for them.
 //! * **Pending frees are free.** A request that fits only once pending frees are released
 //!   flushes the journal and tries again: nobody hears ENOSPC while a durable commit would
 //!   give the space back (ext4 forces a commit for the same reason).
@@ -53,6 +61,8 @@
 //! [`promised_pages`]: Allocator::promised_pages
 //! [`preallocated_pages`]: Allocator::preallocated_pages
 //! [`conversions_available`]: Allocator::conversions_available
+//! [`rewrite_room`]: Allocator::rewrite_room
+//! [`rewrite_pages`]: Allocator::rewrite_pages
 //! [`allocate_data`]: Allocator::allocate_data
 //! [`data_available`]: Allocator::data_available
 //! [`allocate_promised`]: Allocator::allocate_promised
@@ -97,6 +107,11 @@ pub const MIN_METADATA_RESERVE: u64 = 96;
 /// Dirty pages per block promised for the records their writeback adds.
 const PAGES_PER_RECORD_BLOCK: u64 = 32;
 
+/// Blocks kept, beyond its own, for the b-tree nodes the writeback of one
+/// page rewriting a written block may need: the extent leaf and the rmap
+/// leaf it changes, and a share of their splits and parents.
+pub const REWRITE_NODE_BLOCKS: u64 = 3;
+
 /// The blocks `pages` promised pages take: their own, and the records' share.
 fn blocks_for_pages(pages: u64) -> u64 {
     pages + pages.div_ceil(PAGES_PER_RECORD_BLOCK)
@@ -120,6 +135,9 @@ pub struct Allocator {
     /// Dirty pages to be written over their file's preallocated blocks, with no promise:
     /// kept by the data path; charged their records' share only.
     preallocated_pages: Arc<AtomicU64>,
+    /// Dirty pages that rewrite written blocks and were let in from the rewrite tier:
+    /// kept by the data path; each charged [`REWRITE_NODE_BLOCKS`] more.
+    rewrite_pages: Arc<AtomicU64>,
     /// Dirty b-tree nodes, each to take a block when written: kept by the node cache.
     dirty_nodes: Arc<AtomicU64>,
     rmap_nodes: Arc<RmapNodes>,
@@ -153,6 +171,7 @@ impl Allocator {
             metadata_reserve: (blocks / 64).max(MIN_METADATA_RESERVE).min(blocks / 4),
             promised_pages: Arc::new(AtomicU64::new(0)),
             preallocated_pages: Arc::new(AtomicU64::new(0)),
+            rewrite_pages: Arc::new(AtomicU64::new(0)),
             dirty_nodes: Arc::new(AtomicU64::new(0)),
             rmap_nodes: Arc::new(RmapNodes::new()),
             any_bad: AtomicBool::new(false),
@@ -187,13 +206,20 @@ impl Allocator {
         &self.preallocated_pages
     }
 
+    /// The gauge of dirty pages let in as rewrites of written blocks, for the data path to
+    /// keep (see the module comment).
+    pub fn rewrite_pages(&self) -> &Arc<AtomicU64> {
+        &self.rewrite_pages
+    }
+
     /// Blocks promised: one per promised page, and one in [`PAGES_PER_RECORD_BLOCK`] more
     /// for the extent and rmap records their writeback adds (of pages over preallocated
-    /// blocks, only that share); and one for each dirty b-tree node, which takes a new
-    /// block when written.
+    /// blocks, only that share); [`REWRITE_NODE_BLOCKS`] more for each page let in as a
+    /// rewrite; and one for each dirty b-tree node, which takes a new block when written.
     fn promised_blocks(&self) -> u64 {
         blocks_for_pages(self.promised_pages.load(Ordering::Acquire))
             + self.records_of_preallocated()
+            + self.rewrite_pages.load(Ordering::Acquire) * REWRITE_NODE_BLOCKS
             + self.dirty_nodes.load(Ordering::Acquire)
     }
 
@@ -213,6 +239,18 @@ impl Allocator {
             .saturating_sub(self.metadata_reserve / 2)
             .saturating_sub(self.promised_blocks())
             .saturating_mul(PAGES_PER_RECORD_BLOCK)
+    }
+
+    /// Blocks that pages rewriting written blocks may still be promised, with what their
+    /// writeback needs: free or pending, less half the metadata reserve (the half
+    /// deletions need stays untouched) and everything promised. The data path charges a
+    /// rewrite `1 +` [`REWRITE_NODE_BLOCKS`] blocks and one more for its records' share,
+    /// and asks with its cache locked, so promises do not race.
+    pub fn rewrite_room(&self) -> u64 {
+        let space = &self.lock_released().space;
+        (space.free_blocks() + space.pending_blocks())
+            .saturating_sub(self.metadata_reserve / 2)
+            .saturating_sub(self.promised_blocks())
     }
 
     /// Blocks of new data that may still be taken now (pages a write makes dirty, blocks a

@@ -15,6 +15,6 @@ mod allocator;
 pub mod bad_blocks;
 mod free_space;
 
-pub use allocator::{Allocator, AllocatorStatus};
+pub use allocator::{Allocator, AllocatorStatus, REWRITE_NODE_BLOCKS};
 pub use bad_blocks::{BadRun, FailureCause};
 pub use free_space::{AllocError, Extent, FreeSpace};

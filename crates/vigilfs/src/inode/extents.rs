@@ -286,6 +286,16 @@ impl ExtentMap {
             .filter(|&block| self.metadata.allocator.bad_run_containing(block).is_none())
     }
 
+    /// Whether file block `index` is written data in `extents` (the
+    /// overlapping ones), on a block that is not bad: a write over it is a
+    /// rewrite, whose writeback frees that block.
+    pub(crate) fn rewrites_block(&self, extents: &BTreeMap<u64, Extent>, index: u64) -> bool {
+        covering(extents, index)
+            .filter(|(_, extent)| extent.flags & Extent::UNWRITTEN == 0)
+            .map(|(offset, extent)| extent.physical + (index - offset))
+            .is_some_and(|block| self.metadata.allocator.bad_run_containing(block).is_none())
+    }
+
     /// File block `index` of `ino` from the device (zeros for a hole).
     pub(crate) fn read_block(&self, ino: u64, index: u64) -> FileResult<Vec<u8>> {
         let extents = self.overlapping(ino, index, index + 1)?;

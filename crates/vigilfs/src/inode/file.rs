@@ -128,13 +128,13 @@ use super::extents::{
 };
 use super::file_error::{FileError, FileResult};
 use super::record::{Extent, FileType, Timestamp};
-use crate::alloc::{AllocError, Extent as BlockRun};
+use crate::alloc::{AllocError, Extent as BlockRun, REWRITE_NODE_BLOCKS};
 use crate::device::BlockDevice;
 use crate::format::Superblock;
 use crate::metadata::Metadata;
 use crate::pagecache::{
-    Cache, CacheStats, InodeState, Page, PageCache, LARGE_ORDER, LARGE_PAGES, PAGE, PAGES_PER_FILL,
-    PAGE_BYTES,
+    Backing, Cache, CacheStats, InodeState, Page, PageCache, PromiseBudget, LARGE_ORDER,
+    LARGE_PAGES, PAGE, PAGES_PER_FILL, PAGE_BYTES,
 };
 use crate::writeback::{FailureListener, Writeback, WritebackSummary};
 
@@ -290,6 +290,7 @@ impl Files {
         let cache = Arc::new(PageCache::new(
             Arc::clone(metadata.allocator.promised_pages()),
             Arc::clone(metadata.allocator.preallocated_pages()),
+            Arc::clone(metadata.allocator.rewrite_pages()),
         ));
         Ok(Files {
             extents: ExtentMap::new(Arc::clone(&device), Arc::clone(&metadata)),

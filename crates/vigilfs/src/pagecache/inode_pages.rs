@@ -39,6 +39,11 @@ pub(crate) struct InodeState {
     /// in place. Each is unclean; a page a flight took stays here until it
     /// lands, and leaves at once if it is written again meanwhile.
     pub(crate) preallocated: BTreeSet<u64>,
+    /// Unclean pages let in as rewrites of written blocks on a nearly full
+    /// filesystem: the allocator keeps blocks for their writeback's b-tree
+    /// nodes until they land (see `alloc`). A page a flight took stays here
+    /// until it lands, whatever is written to it meanwhile.
+    pub(crate) rewrites: BTreeSet<u64>,
     /// The size as writes left it.
     pub(crate) size: u64,
     /// The time of the latest write not yet written back.
@@ -83,6 +88,7 @@ impl InodeState {
             failed: BTreeSet::new(),
             unconfirmed: BTreeSet::new(),
             preallocated: BTreeSet::new(),
+            rewrites: BTreeSet::new(),
             size,
             mtime: None,
             syncing: false,
@@ -138,19 +144,19 @@ impl InodeState {
         self.pages.is_marked(first, Mark::Dirty) || self.pages.is_marked(first, Mark::Writeback)
     }
 
-    /// The first page of `first..=last` past the first `allowed` pages that
-    /// are not dirty yet and not in `preallocated`, if there is one: a write
-    /// of the range makes those dirty, and each needs the promise of a
-    /// block. A page being written back but not dirty counts: its flight's
-    /// block is spent, the page will need another.
+    /// The first page of `first..=last` that `budget` cannot promise a
+    /// block, if there is one: a write of the range makes the pages not
+    /// dirty yet dirty, and each not in `budget.preallocated` needs the
+    /// promise of a block. A page being written back but not dirty counts:
+    /// its flight's block is spent, the page will need another.
     pub(crate) fn first_beyond_promise(
         &self,
         first: u64,
         last: u64,
-        allowed: u64,
-        preallocated: &BTreeSet<u64>,
+        budget: &PromiseBudget<'_>,
     ) -> Option<u64> {
-        let mut needed = 0;
+        let mut new_pages = 0;
+        let mut blocks: u64 = 0;
         let mut index = first;
         while index <= last {
             let (dirty, stop) = match self.pages.load_entry(index) {
@@ -162,13 +168,22 @@ impl InodeState {
             };
             if !dirty {
                 for page in index..=stop {
-                    if preallocated.contains(&page) {
+                    if budget.preallocated.contains(&page) {
                         continue;
                     }
-                    if needed == allowed {
+                    let rewrite = budget.rewritten.contains(&page);
+                    let cost = if rewrite {
+                        budget.rewrite_cost
+                    } else {
+                        budget.new_cost
+                    };
+                    if (!rewrite && new_pages == budget.new_pages)
+                        || blocks.saturating_add(cost) > budget.rewrite_blocks
+                    {
                         return Some(page);
                     }
-                    needed += 1;
+                    new_pages += u64::from(!rewrite);
+                    blocks = blocks.saturating_add(cost);
                 }
             }
             index = stop + 1;
@@ -198,6 +213,26 @@ impl InodeState {
         accounting.remove_preallocated(gone.len() as u64);
     }
 
+    /// Forgets that pages `first..=last` were let in as rewrites: they
+    /// landed or left the cache.
+    fn unmark_rewrites(&mut self, accounting: &mut Accounting, first: u64, last: u64) {
+        if self.rewrites.is_empty() {
+            return;
+        }
+        let gone: Vec<u64> = self.rewrites.range(first..=last).copied().collect();
+        for page in &gone {
+            self.rewrites.remove(page);
+        }
+        accounting.remove_rewrites(gone.len() as u64);
+    }
+
+    /// Marks `pages` (unclean now) as let in as rewrites.
+    fn mark_rewrites(&mut self, accounting: &mut Accounting, pages: impl Iterator<Item = u64>) {
+        let before = self.rewrites.len();
+        self.rewrites.extend(pages);
+        accounting.add_rewrites((self.rewrites.len() - before) as u64);
+    }
+
     /// The first reservation a read is filling among pages
     /// `first..=last`, if any.
     pub(crate) fn fill_within(&self, first: u64, last: u64) -> Option<Span> {
@@ -215,13 +250,15 @@ impl InodeState {
     /// tried yet (a large entry holding `index` is split first). An entry
     /// being written back keeps its WRITEBACK mark: the landing sees the
     /// DIRTY mark and leaves the page dirty. A page made dirty here holds
-    /// a promise, unless `over_preallocated` (see the field `preallocated`).
+    /// a promise, unless it is [`Backing::Preallocated`] (see the field
+    /// `preallocated`); one let in as a [`Backing::Rewrite`] is charged for
+    /// its writeback's nodes too (see the field `rewrites`).
     pub(crate) fn put_dirty(
         &mut self,
         accounting: &mut Accounting,
         index: u64,
         page: Page,
-        over_preallocated: bool,
+        backing: Backing,
     ) {
         self.split(accounting, index);
         match self.pages.store(index, 0, page) {
@@ -236,10 +273,13 @@ impl InodeState {
                 // Its flight fills the preallocated block: these new
                 // contents will need a block of their own.
                 self.unmark_preallocated(accounting, index, index);
-            } else if over_preallocated && self.preallocated.insert(index) {
+            } else if backing == Backing::Preallocated && self.preallocated.insert(index) {
                 accounting.add_unclean(1, 1);
             } else {
                 accounting.add_unclean(1, 0);
+            }
+            if backing == Backing::Rewrite {
+                self.mark_rewrites(accounting, std::iter::once(index));
             }
             self.pages.set_mark(index, Mark::Dirty);
         }
@@ -250,13 +290,14 @@ impl InodeState {
     /// Stores the [`LARGE_PAGES`] pages from `first` (aligned), written
     /// whole, as one dirty large entry, replacing whatever was cached there.
     /// Those of its pages in `over_preallocated` (pages not dirty before)
-    /// hold no promise.
+    /// hold no promise; those in `rewritten` were let in as rewrites.
     pub(crate) fn put_dirty_large(
         &mut self,
         accounting: &mut Accounting,
         first: u64,
         pages: Page,
         over_preallocated: &BTreeSet<u64>,
+        rewritten: &BTreeSet<u64>,
     ) {
         let end = first + LARGE_PAGES;
         // Entries are aligned to their size, so none straddles `first`.
@@ -275,6 +316,13 @@ impl InodeState {
             .filter(|&page| !self.pages.is_marked(page, Mark::Writeback))
             .chain(over_preallocated.range(first..end).copied())
             .collect();
+        // Charges for rewrites stay with the pages, now in the new entry.
+        let rewrites: Vec<u64> = self
+            .rewrites
+            .range(first..end)
+            .chain(rewritten.range(first..end))
+            .copied()
+            .collect();
         for index in old {
             self.drop_entry(accounting, index);
         }
@@ -286,6 +334,7 @@ impl InodeState {
         let before = self.preallocated.len();
         self.preallocated.extend(kept);
         accounting.add_unclean(LARGE_PAGES, (self.preallocated.len() - before) as u64);
+        self.mark_rewrites(accounting, rewrites.into_iter());
     }
 
     /// Caches `page`, read from a written extent, as clean at `index` when
@@ -378,6 +427,7 @@ impl InodeState {
         accounting.cached_pages -= span.size();
         if unclean {
             self.unmark_preallocated(accounting, span.index(), span.last());
+            self.unmark_rewrites(accounting, span.index(), span.last());
             accounting.remove_unclean(span.size());
         }
         for page in span.index()..=span.last() {
@@ -420,6 +470,7 @@ impl InodeState {
             match outcome {
                 Outcome::Durable => {
                     self.unmark_preallocated(accounting, span.index(), span.last());
+                    self.unmark_rewrites(accounting, span.index(), span.last());
                     accounting.remove_unclean(span.size());
                     accounting.clock.push_back((self.ino, span.index()));
                     for page in span.index()..=span.last() {
@@ -511,5 +562,51 @@ impl InodeState {
                     .next()
                     .is_none()
         })
+    }
+}
+
+/// What a page made dirty stands on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backing {
+    /// A block promised by the allocator.
+    Promise,
+    /// Its file's preallocated block, filled in place: no promise.
+    Preallocated,
+    /// A block promised from the rewrite tier, for a page rewriting a
+    /// written block: charged for its writeback's nodes too.
+    Rewrite,
+}
+
+/// What a write may still be promised (see
+/// [`InodeState::first_beyond_promise`]).
+#[derive(Debug)]
+pub(crate) struct PromiseBudget<'a> {
+    /// Pages over holes or past the end (new data): at most this many.
+    pub(crate) new_pages: u64,
+    /// Pages over the file's preallocated blocks: they need no promise.
+    pub(crate) preallocated: &'a BTreeSet<u64>,
+    /// Pages rewriting written blocks, let in from the rewrite tier.
+    pub(crate) rewritten: &'a BTreeSet<u64>,
+    /// Blocks the rewrite tier has for the whole write ([`u64::MAX`] when
+    /// no page of it is a rewrite).
+    pub(crate) rewrite_blocks: u64,
+    /// What a page of `rewritten` costs of `rewrite_blocks`.
+    pub(crate) rewrite_cost: u64,
+    /// What any other page costs of `rewrite_blocks`.
+    pub(crate) new_cost: u64,
+}
+
+impl<'a> PromiseBudget<'a> {
+    /// New data only: `new_pages` pages, and those of `preallocated` free.
+    pub(crate) fn new_data(new_pages: u64, preallocated: &'a BTreeSet<u64>) -> Self {
+        const NONE: &BTreeSet<u64> = &BTreeSet::new();
+        PromiseBudget {
+            new_pages,
+            preallocated,
+            rewritten: NONE,
+            rewrite_blocks: u64::MAX,
+            rewrite_cost: 0,
+            new_cost: 0,
+        }
     }
 }

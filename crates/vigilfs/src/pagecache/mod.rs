@@ -47,6 +47,10 @@
 //!   program write into space it fallocated on a full filesystem. Such a
 //!   page is always unclean; once its flight has written the block, a
 //!   newer version of the page needs a promise like any other.
+//! * Dirty pages let in as rewrites of written blocks on a nearly full
+//!   filesystem ([`InodeState::rewrites`]) hold a promise and a charge
+//!   for their writeback's b-tree nodes (published for the allocator)
+//!   until they land or leave the cache.
 //!
 //! # Locking
 //!
@@ -74,7 +78,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::sync::Condvar;
 
-pub(crate) use inode_pages::InodeState;
+pub(crate) use inode_pages::{Backing, InodeState, PromiseBudget};
 
 /// The page (and filesystem block) size the data path works in.
 pub const PAGE_BYTES: usize = 4096;
@@ -141,6 +145,11 @@ pub(crate) struct Accounting {
     promised: Arc<AtomicU64>,
     /// Where `preallocated_pages` is published for the allocator.
     preallocated: Arc<AtomicU64>,
+    /// Dirty pages (a subset of those holding a promise) let in as
+    /// rewrites of written blocks: the allocator keeps more for each.
+    rewrite_pages: u64,
+    /// Where `rewrite_pages` is published for the allocator.
+    rewrites: Arc<AtomicU64>,
     /// Clean pages evicted so far.
     evicted_pages: u64,
     /// Pages in the order they became clean, as (inode, page index): the
@@ -162,6 +171,18 @@ impl Accounting {
         self.dirty_pages += pages;
         self.preallocated_pages += preallocated;
         self.publish_promised();
+    }
+
+    /// `pages` that became dirty were let in as rewrites of written blocks.
+    fn add_rewrites(&mut self, pages: u64) {
+        self.rewrite_pages += pages;
+        self.rewrites.store(self.rewrite_pages, Ordering::Release);
+    }
+
+    /// `pages` let in as rewrites landed or were dropped.
+    fn remove_rewrites(&mut self, pages: u64) {
+        self.rewrite_pages -= pages;
+        self.rewrites.store(self.rewrite_pages, Ordering::Release);
     }
 
     /// `pages` stopped being dirty: written back, or dropped.
@@ -211,18 +232,21 @@ impl Cache {
             (
                 accounting.cached_pages,
                 accounting.dirty_pages,
-                accounting.preallocated_pages
+                accounting.preallocated_pages,
+                accounting.rewrite_pages
             ),
-            self.inodes
-                .values()
-                .fold((0, 0, 0), |(cached, dirty, preallocated), state| {
+            self.inodes.values().fold(
+                (0, 0, 0, 0),
+                |(cached, dirty, preallocated, rewrites), state| {
                     let (inode_cached, inode_dirty) = state.page_counts();
                     (
                         cached + inode_cached,
                         dirty + inode_dirty,
                         preallocated + state.preallocated.len() as u64,
+                        rewrites + state.rewrites.len() as u64,
                     )
-                }),
+                }
+            ),
             "page counts drifted from the page caches"
         );
         debug_assert!(
@@ -230,6 +254,13 @@ impl Cache {
                 .values()
                 .all(|state| state.preallocated.iter().all(|&page| state.unclean(page))),
             "a page without a promise is clean"
+        );
+        debug_assert!(
+            self.inodes.values().all(|state| state
+                .rewrites
+                .iter()
+                .all(|&page| state.unclean(page) && !state.preallocated.contains(&page))),
+            "a rewrite's charge outlived its page"
         );
         CacheStats {
             cached_bytes: accounting.cached_pages * PAGE,
@@ -247,6 +278,7 @@ impl Cache {
             self.accounting.cached_pages -= cached;
             self.accounting
                 .remove_preallocated(state.preallocated.len() as u64);
+            self.accounting.remove_rewrites(state.rewrites.len() as u64);
             self.accounting.remove_unclean(dirty);
         }
     }
@@ -265,7 +297,11 @@ impl PageCache {
     /// An empty cache with the default budget, publishing its count of
     /// dirty pages holding a promise in `promised`, and of those over
     /// preallocated blocks in `preallocated`.
-    pub(crate) fn new(promised: Arc<AtomicU64>, preallocated: Arc<AtomicU64>) -> PageCache {
+    pub(crate) fn new(
+        promised: Arc<AtomicU64>,
+        preallocated: Arc<AtomicU64>,
+        rewrites: Arc<AtomicU64>,
+    ) -> PageCache {
         PageCache {
             cache: Mutex::new(Cache {
                 inodes: HashMap::new(),
@@ -276,6 +312,8 @@ impl PageCache {
                     preallocated_pages: 0,
                     promised,
                     preallocated,
+                    rewrite_pages: 0,
+                    rewrites,
                     evicted_pages: 0,
                     clock: VecDeque::new(),
                 },

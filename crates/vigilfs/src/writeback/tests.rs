@@ -15,6 +15,7 @@ use crate::format::Superblock;
 use crate::fsck::fsck;
 use crate::inode::{CacheStats, Files, Namespace, ROOT_INO};
 use crate::mkfs::{make_filesystem, MkfsOptions};
+use crate::pagecache::Backing;
 use crate::pagecache::LARGE_PAGES;
 
 /// A formatted in-memory filesystem with one empty file, its data going
@@ -359,7 +360,12 @@ fn pages_over_preallocated_blocks_hold_no_promise_until_rewritten_in_flight() {
         let mut cache = files.writeback.cache.lock();
         let Cache { inodes, accounting } = &mut *cache;
         let state = inodes.get_mut(&bench.ino).unwrap();
-        state.put_dirty(accounting, 3, pattern(PAGE_BYTES, 3).into(), false);
+        state.put_dirty(
+            accounting,
+            3,
+            pattern(PAGE_BYTES, 3).into(),
+            Backing::Promise,
+        );
     }
     model[3 * PAGE_BYTES..4 * PAGE_BYTES].copy_from_slice(&pattern(PAGE_BYTES, 3));
     assert_eq!(gauges(), (2, 0));

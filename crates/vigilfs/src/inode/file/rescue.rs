@@ -8,7 +8,7 @@
 //! rescue that fails half-way (no space, a failing write) leaves the lost
 //! part poisoned rather than readable as stale or wrong bytes.
 
-use super::{FileResult, Files, PAGES_PER_FILL};
+use super::{Backing, FileResult, Files, PAGES_PER_FILL};
 
 /// Reads of an uncached block retried when the file changed meanwhile.
 const TRIES: usize = 3;
@@ -65,7 +65,7 @@ impl Files {
             }
             for (block, bytes) in read_back {
                 if state.page(block).is_none() {
-                    state.put_dirty(&mut cache.accounting, block, bytes.into(), false);
+                    state.put_dirty(&mut cache.accounting, block, bytes.into(), Backing::Promise);
                     rescued.from_device += 1;
                 }
             }

@@ -49,7 +49,7 @@ impl Files {
                 state.drop_entry(&mut cache.accounting, index);
             }
             if let Some((index, page)) = tail {
-                state.put_dirty(&mut cache.accounting, index, page, false);
+                state.put_dirty(&mut cache.accounting, index, page, Backing::Promise);
             }
         }
         state.size = size;
@@ -361,7 +361,7 @@ impl Files {
             state.drop_entry(&mut cache.accounting, index);
         }
         for (index, page) in zeroed {
-            state.put_dirty(&mut cache.accounting, index, page, false);
+            state.put_dirty(&mut cache.accounting, index, page, Backing::Promise);
         }
         if let Some(seq) = seq {
             for run in freed {

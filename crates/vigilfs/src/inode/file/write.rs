@@ -99,25 +99,50 @@ impl Files {
         let state = self.state(&mut cache.inodes, ino)?;
         // Each page not dirty yet takes a promise; a cut falls on a page
         // boundary past the first page, so no new partial page appears.
-        let promisable = self.metadata.allocator.data_available();
+        let allocator = &self.metadata.allocator;
+        let promisable = allocator.data_available();
         let mut preallocated = BTreeSet::new();
-        let mut beyond = state.first_beyond_promise(first, last, promisable, &preallocated);
+        let mut rewritten = BTreeSet::new();
+        let mut beyond = state.first_beyond_promise(
+            first,
+            last,
+            &PromiseBudget::new_data(promisable, &preallocated),
+        );
         if beyond.is_some() {
             // Out of promises: pages over blocks the file preallocated need
             // none (writeback fills those blocks in place), as long as the
             // records their writeback adds have room. Looked up only now,
             // so the common write never reads the extents.
             let extents = self.extents.overlapping(ino, first, last + 1)?;
-            let room = self.metadata.allocator.conversions_available();
-            preallocated = state
-                .newly_dirtied(first, last)
-                .into_iter()
+            let room = allocator.conversions_available();
+            let newly_dirtied = state.newly_dirtied(first, last);
+            preallocated = newly_dirtied
+                .iter()
+                .copied()
                 .filter(|&index| self.extents.preallocated_block(&extents, index).is_some())
                 .take(usize::try_from(room).unwrap_or(usize::MAX))
                 .collect();
-            if !preallocated.is_empty() {
-                beyond = state.first_beyond_promise(first, last, promisable, &preallocated);
-            }
+            // Pages rewriting written blocks may use the rewrite tier: each
+            // writeback frees the block it replaces.
+            rewritten = newly_dirtied
+                .into_iter()
+                .filter(|index| !preallocated.contains(index))
+                .filter(|&index| self.extents.rewrites_block(&extents, index))
+                .collect();
+            let budget = if rewritten.is_empty() {
+                PromiseBudget::new_data(promisable, &preallocated)
+            } else {
+                PromiseBudget {
+                    new_pages: promisable,
+                    preallocated: &preallocated,
+                    rewritten: &rewritten,
+                    rewrite_blocks: allocator.rewrite_room(),
+                    // Its block, its records' share, its nodes.
+                    rewrite_cost: 2 + REWRITE_NODE_BLOCKS,
+                    new_cost: 2,
+                }
+            };
+            beyond = state.first_beyond_promise(first, last, &budget);
         }
         let (bytes, end, last) = match beyond {
             None => (bytes, end, last),
@@ -138,6 +163,7 @@ impl Files {
                     index,
                     bytes[source].into(),
                     &preallocated,
+                    &rewritten,
                 );
                 index = run_end;
                 continue;
@@ -154,8 +180,14 @@ impl Files {
             let source = (from - offset) as usize..(to - offset) as usize;
             let target = (from - page_start) as usize..(to - page_start) as usize;
             page[target].copy_from_slice(&bytes[source]);
-            let over_preallocated = preallocated.contains(&index);
-            state.put_dirty(&mut cache.accounting, index, page.into(), over_preallocated);
+            let backing = if preallocated.contains(&index) {
+                Backing::Preallocated
+            } else if rewritten.contains(&index) {
+                Backing::Rewrite
+            } else {
+                Backing::Promise
+            };
+            state.put_dirty(&mut cache.accounting, index, page.into(), backing);
             index += 1;
         }
         state.size = state.size.max(end);
