@@ -188,6 +188,54 @@ fn a_full_filesystem_can_be_truncated_and_emptied_and_stays_writable() {
     assert_eq!(fsck.status.code(), Some(0), "{}", text(&fsck.stdout));
 }
 
+/// A filler written to the last byte (MiBs, then ever smaller appends),
+/// then empty files created until the metadata is full too: `rm` of the
+/// filler frees its space at once, and the filesystem mounts read-write
+/// again. Deleting it needed more node blocks in one batch than the half of
+/// the reserve creates leave: `rm` returned 0 with nothing freed, and every
+/// later read-write mount failed deleting the orphan (found by a review
+/// helper; fails on the old code).
+#[test]
+fn a_filler_is_freed_by_rm_after_creates_filled_the_metadata() {
+    if fuse_missing("a_filler_is_freed_by_rm_after_creates_filled_the_metadata") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "256M"]);
+    let filler = scratch.at("filler");
+    let (written, refused) = fill(&filler, 300);
+    assert_eq!(refused, Some(libc::ENOSPC), "after {written} bytes");
+    let mut file = OpenOptions::new().append(true).open(&filler).unwrap();
+    for chunk in [65536, 4096, 512, 1] {
+        while file.write_all(&vec![b'F'; chunk]).is_ok() {}
+    }
+    file.sync_all().unwrap();
+    drop(file);
+    fs::create_dir(scratch.at("many")).unwrap();
+    let mut created = 0;
+    while File::create(scratch.at(&format!("many/f{created:07}"))).is_ok() {
+        created += 1;
+    }
+    assert!(created > 100, "{created} files");
+    fs::remove_file(&filler).expect("rm of the filler");
+    let available = |scratch: &Scratch| {
+        let status = statvfs(Path::new(scratch.mnt()));
+        status.f_bavail * status.f_frsize
+    };
+    wait_until(
+        "rm frees the filler's space",
+        Duration::from_secs(10),
+        || available(&scratch) > 200 << 20,
+    );
+    assert_eq!(scratch.status()["state"].as_str(), Some("running"));
+    scratch.umount(pid);
+    let fsck = vigilfs(&["fsck", scratch.img()]);
+    assert_eq!(fsck.status.code(), Some(0), "{}", text(&fsck.stdout));
+    let pid = scratch.mount(&[]);
+    assert!(available(&scratch) > 200 << 20);
+    scratch.umount(pid);
+}
+
 /// Through the mount, on a full filesystem: a program rewriting its file
 /// in place (pages, a database page across a block boundary, the partly
 /// written last block) goes on and every fsync succeeds, as on ext4, while

@@ -6,7 +6,8 @@
 //! the event stream and the error record: nobody else would hear of them),
 //! records durability on the device
 //! ([`crate::journal::Journal::settle_claims`]; all of it while blocks
-//! freed wait for that record, so they become free),
+//! freed wait for that record, so they become free), deletes the orphans
+//! whose deletion found no space before,
 //! lets the journal reclaim space if it wants to, and saves the error record
 //! if it changed. Frozen, read-only and shut-down filesystems are left
 //! alone.
@@ -153,6 +154,8 @@ fn round(shared: &Shared) {
     // on a filesystem gone idle nothing else would record it, and status
     // and metrics would show them pending for ever.
     if let Ok(_writer) = shared.gate.try_enter() {
+        // Orphans whose deletion found no space: a round may find some.
+        shared.purge_deferred_orphans();
         let _ = if shared.metadata.allocator.pending_blocks() > 0 {
             shared.metadata.journal.settle()
         } else {

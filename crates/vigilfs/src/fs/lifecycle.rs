@@ -275,15 +275,35 @@ impl Shared {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         );
+        let mut left = Vec::new();
         for ino in deferred {
             let mut closing = self.released_space.closing();
             let result = self.namespace.purge_orphan(ino).map_err(FsError::from);
-            // A failure leaves the orphan record: the next mount deletes it.
-            if let Ok(true) = self.observe("release", result) {
-                self.files.forget(ino);
-                closing.deleted_an_orphan();
+            match self.observe("release", result) {
+                Ok(true) => {
+                    self.files.forget(ino);
+                    closing.deleted_an_orphan();
+                }
+                Ok(false) => {}
+                // Tried again at the next writeback round.
+                Err(error) if error.errno() == libc::ENOSPC => left.push(ino),
+                // The orphan record stays: the next mount deletes it.
+                Err(_) => {}
             }
         }
+        self.defer_orphans(left);
+    }
+
+    /// Orphans to delete later: after a thaw, or at the next writeback
+    /// round when their deletion found no space.
+    pub(super) fn defer_orphans(&self, orphans: Vec<u64>) {
+        if orphans.is_empty() {
+            return;
+        }
+        self.deferred_orphans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(orphans);
     }
 
     /// Stops every write to the device (but the superblock's), lets the
@@ -491,8 +511,8 @@ impl Filesystem {
         files.set_fsync_errors(options.fsync_errors);
         let namespace = Namespace::new(Arc::clone(&metadata));
         let xattrs = Xattrs::new(Arc::clone(&metadata));
-        let orphans_purged = if options.read_only {
-            0
+        let (orphans_purged, orphans_left) = if options.read_only {
+            (0, Vec::new())
         } else {
             // Recovery kept entries whose data claims the next recovery
             // would check again: record them durable before any block they
@@ -501,11 +521,20 @@ impl Filesystem {
                 .journal
                 .settle_claims()
                 .map_err(|error| MountError::Metadata(error.into()))?;
-            let purged = namespace.purge_orphans()?.len();
+            let (purged, left) = namespace.purge_orphans()?;
+            if !left.is_empty() {
+                // The mount goes on: a full filesystem must stay mountable
+                // to be emptied. The background thread tries again.
+                eprintln!(
+                    "vigilfs: {} orphaned files could not be deleted yet: no space for \
+                     their deletion's b-tree nodes; tried again every writeback interval",
+                    left.len()
+                );
+            }
             // statfs's inode counts: an older image is counted once, here,
             // before the feature bit below says it keeps the count.
             namespace.record_live_inodes()?;
-            purged
+            (purged.len(), left)
         };
         let errors_policy = options.errors.unwrap_or(superblock.errors_policy);
         let fsid = u64::from_le_bytes(superblock.uuid.0[..8].try_into().expect("8 bytes"));
@@ -632,7 +661,7 @@ impl Filesystem {
             made_immutable: Default::default(),
             synchronous: Default::default(),
             lookups_hold_inodes: AtomicBool::new(false),
-            deferred_orphans: Mutex::new(Vec::new()),
+            deferred_orphans: Mutex::new(orphans_left),
             transport_read_only: AtomicBool::new(false),
             attribute_listener: std::sync::RwLock::new(None),
             page_invalidator: std::sync::RwLock::new(None),

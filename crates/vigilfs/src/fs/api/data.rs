@@ -341,6 +341,11 @@ impl Filesystem {
             Ok(_writer) if writable => {
                 let mut closing = self.shared.released_space.closing();
                 let result = self.shared.namespace.closed(ino).map_err(FsError::from);
+                if matches!(&result, Err(error) if error.errno() == libc::ENOSPC) {
+                    // Even one extent at a time found no space: the
+                    // writeback rounds try again as others free some.
+                    self.shared.defer_orphans(vec![ino]);
+                }
                 let deleted = self.shared.observe(operation, result)?;
                 if deleted {
                     closing.deleted_an_orphan();
@@ -349,11 +354,7 @@ impl Filesystem {
             }
             Ok(_) | Err(LifeState::Frozen) => {
                 if self.shared.namespace.closed_keeping_orphan(ino) {
-                    self.shared
-                        .deferred_orphans
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .push(ino);
+                    self.shared.defer_orphans(vec![ino]);
                 }
                 false
             }

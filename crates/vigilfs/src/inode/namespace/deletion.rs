@@ -258,19 +258,32 @@ impl Namespace {
         }
         // The extents and the extended attributes go in bounded
         // transactions (the orphan record keeps the rest reachable if a
-        // crash comes between them), then the inode.
+        // crash comes between them), then the inode. A batch whose leaves
+        // the space left cannot cover (a filesystem whose creates used the
+        // reserve down to its deletions' half) is tried again halved: a
+        // smaller one changes fewer leaves, and each one committed frees
+        // blocks for the next.
+        let (mut extents, mut xattrs) = (EXTENTS_PER_TRANSACTION, XATTRS_PER_TRANSACTION);
         loop {
             let mut freed = Vec::new();
-            let extents_remain =
-                delete_extents(&mut transaction, ino, EXTENTS_PER_TRANSACTION, &mut freed)?;
-            let xattrs_remain = xattr::delete_some(&mut transaction, ino, XATTRS_PER_TRANSACTION)?;
-            if !extents_remain && !xattrs_remain {
+            let extents_remain = delete_extents(&mut transaction, ino, extents, &mut freed)?;
+            let xattrs_remain = xattr::delete_some(&mut transaction, ino, xattrs)?;
+            let last = !extents_remain && !xattrs_remain;
+            if last {
                 delete_inode(&mut transaction, ino, record.file_type(), &mut freed)?;
-                self.commit_freeing(transaction, freed)?;
-                self.metadata.poison.forget_inode(ino);
-                return Ok(true);
             }
-            self.commit_freeing(transaction, freed)?;
+            match self.commit_freeing(transaction, freed) {
+                Ok(()) if last => {
+                    self.metadata.poison.forget_inode(ino);
+                    return Ok(true);
+                }
+                Ok(()) => {}
+                Err(NamespaceError::NoSpace(_)) if extents > 1 || xattrs > 1 => {
+                    extents = (extents / 2).max(1);
+                    xattrs = (xattrs / 2).max(1);
+                }
+                Err(error) => return Err(error),
+            }
             transaction = self.freeing_transaction();
         }
     }
@@ -305,16 +318,25 @@ impl Namespace {
     }
 
     /// Deletes every orphan nobody has open (at mount: nobody), freeing
-    /// their data; returns the inodes deleted.
-    pub fn purge_orphans(&self) -> NamespaceResult<Vec<u64>> {
+    /// their data; returns the inodes deleted, and those left for lack of
+    /// space even in batches of one extent (a later try, once something
+    /// else freed space, deletes them).
+    pub fn purge_orphans(&self) -> NamespaceResult<(Vec<u64>, Vec<u64>)> {
         let mut purged = Vec::new();
+        let mut left = Vec::new();
         for ino in self.orphans()? {
             let _writer = self.lock();
-            if !self.is_open(ino) && self.delete_if_orphan(ino)? {
-                purged.push(ino);
+            if self.is_open(ino) {
+                continue;
+            }
+            match self.delete_if_orphan(ino) {
+                Ok(true) => purged.push(ino),
+                Ok(false) => {}
+                Err(NamespaceError::NoSpace(_)) => left.push(ino),
+                Err(error) => return Err(error),
             }
         }
-        Ok(purged)
+        Ok((purged, left))
     }
 
     /// A transaction that removes things: it may use the space kept back
