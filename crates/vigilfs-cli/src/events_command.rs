@@ -44,8 +44,9 @@ pub enum ModeArg {
 pub struct EventsArgs {
     /// A mount point (live), or an unmounted image (its recorded log).
     pub target: PathBuf,
-    /// After the history, live events until the mount's terminal event
-    /// (unmount or shutdown) or Ctrl-C.
+    /// After the history, live events until the mount's unmount event (a
+    /// shutdown's is followed by the errors of reads that still run) or
+    /// Ctrl-C.
     #[arg(long)]
     pub follow: bool,
     /// JSON Lines (the README lists the fields).

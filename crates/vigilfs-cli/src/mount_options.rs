@@ -119,9 +119,9 @@ fn dirty_limit(value: &str) -> Result<u64, String> {
     let bytes = size("dirty", value)?;
     match physical_memory() {
         Some(memory) if bytes > memory / 2 => Err(format!(
-            "option dirty={value}: more than half of this machine's memory ({}); \
+            "option dirty={value}: at most {} here (half of this machine's memory): \
              dirty data waits in the mount's memory until it is written back",
-            ByteSize(memory)
+            crate::status_command::human_bytes(memory / 2)
         )),
         _ => Ok(bytes),
     }

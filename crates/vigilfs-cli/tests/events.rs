@@ -190,6 +190,50 @@ fn fanotify22_read_metadata_and_shutdown_errors_reach_the_listener() {
     scratch.umount(pid);
 }
 
+/// A shutdown stops writing, not reading: reads that still fail after it
+/// are errors too, and a `--follow` listener hears them, then the unmount
+/// that ends its stream (it used to stop at the shutdown, and a hook never
+/// heard of them).
+#[test]
+fn a_follower_hears_the_errors_after_a_shutdown_until_the_unmount() {
+    if fuse_missing("follow past a shutdown") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let pid = durable_file(&scratch, "victim", 4, pid);
+    let (mut child, seen) = following(&scratch, &[]);
+    assert!(vigilfs(&["shutdown", scratch.mnt()]).status.success());
+    scratch.inject(&["--fail-reads", "--class", "data"]);
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(scratch.at("victim"))
+        .unwrap();
+    let mut buffer = vec![0u8; 8192];
+    let aligned = buffer.as_ptr().align_offset(4096);
+    assert!(file
+        .read_at(&mut buffer[aligned..aligned + 4096], 0)
+        .is_err());
+    drop(file);
+    let mut kinds = Vec::new();
+    while !kinds.contains(&"error".to_string()) {
+        let event = seen
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("the error after the shutdown never came: {kinds:?}"));
+        kinds.push(kind(&event).to_string());
+    }
+    let shutdown = kinds.iter().position(|kind| kind == "shutdown");
+    assert!(
+        shutdown.is_some_and(|at| at < kinds.len() - 1),
+        "the error comes after the shutdown: {kinds:?}"
+    );
+    scratch.umount(pid);
+    let rest: Vec<String> = seen.iter().map(|event| kind(&event).to_string()).collect();
+    assert_eq!(rest.last().map(String::as_str), Some("unmount"), "{rest:?}");
+    assert!(child.wait().unwrap().success());
+}
+
 /// `vigilfs events MNT --follow --json` with its output in a pipe.
 fn listener(scratch: &Scratch, extra: &[&str]) -> Child {
     Command::new(binary())

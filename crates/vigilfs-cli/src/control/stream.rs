@@ -1,6 +1,6 @@
 //! The event stream the control server sends to `vigilfs events`: the
 //! recorded history after `since`, then (with `follow`) live events until
-//! the mount's terminal event or its end.
+//! the mount's UNMOUNT event or its end.
 //!
 //! A listener never slows the filesystem: the stream reads the mount's
 //! event log ([`EventLog::read_after`]) with its own cursor, on its own
@@ -296,7 +296,7 @@ pub(super) fn serve_events(stream: &UnixStream, context: &Context, request: &Str
 }
 
 /// Sends the log's records after `request.since` (to `newest_at_start`
-/// without `follow`), until the mount's terminal event (its first id is
+/// without `follow`), until the mount's UNMOUNT event (its first id is
 /// `mount_first`) or, once the engine of `generation` was replaced by a
 /// power cut, the end of what its log holds.
 fn run(
@@ -344,8 +344,11 @@ fn run(
                 let mut terminal = false;
                 for record in &records {
                     errors_before = Some(record.errors_total);
-                    terminal |=
-                        request.follow && record.kind.is_terminal() && record.id >= mount_first;
+                    // A shutdown is not the end: reads go on after it, and
+                    // their errors with them, until the unmount.
+                    terminal |= request.follow
+                        && record.kind == RecordKind::Unmount
+                        && record.id >= mount_first;
                     events.push((*record, sender.event(record)));
                     after = record.id;
                     if terminal {

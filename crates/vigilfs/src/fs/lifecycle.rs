@@ -875,6 +875,7 @@ impl Filesystem {
     /// leaves it for the next mount to recover). Errors are returned after
     /// everything possible was done.
     pub fn unmount(mut self) -> FsResult<()> {
+        self.shared.health.log().release_held();
         let thread_result = self.background.take().map_or(Ok(()), Background::stop);
         let shared = &self.shared;
         if shared.gate.state() == LifeState::Frozen && shared.gate.thaw().is_ok() {

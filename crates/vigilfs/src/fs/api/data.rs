@@ -163,8 +163,8 @@ impl Filesystem {
                 file.ino,
                 Some((offset, length)),
                 errno,
-                "refused write-back of the kernel's cached pages (a shared mapping): lost \
-                 unless the program writes them again",
+                // Within an event's 56 bytes of origin.
+                "write-back of mapped pages refused: data lost",
             );
         }
     }

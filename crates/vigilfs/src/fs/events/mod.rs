@@ -754,6 +754,17 @@ impl EventLog {
         }
     }
 
+    /// Makes records of every error damping holds now: an unmount begins,
+    /// and listeners should hear of them while the mount can still name
+    /// their files, before anything says it is unmounted.
+    pub fn release_held(&self) {
+        let mut state = self.state();
+        state.flush_repeats(now_ns(), true);
+        let waiting = state.waiting > 0;
+        drop(state);
+        self.wake(waiting);
+    }
+
     /// Records the terminal SHUTDOWN or UNMOUNT record: the mount's error
     /// count, and its first error (errno, object, range) when it had one.
     pub fn record_terminal(&self, kind: RecordKind, why: &str) {
