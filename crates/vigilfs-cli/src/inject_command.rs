@@ -39,7 +39,10 @@ pub struct InjectArgs {
     pub fail_flushes: bool,
     /// The errno injected failures report: a name (EIO, ENOSPC, ETIMEDOUT,
     /// EREMOTEIO, ...) or a number [default: EIO]. For rules that fail
-    /// (--fail-*, --flaky, --op, --path) only. ENOSYS is refused (FUSE
+    /// (--fail-*, --flaky, --op, --path) only. A device rule's errno is
+    /// what the device says (the fault log shows it); a read it fails
+    /// reaches the program as EIO, as a failed disk read does on Linux,
+    /// while --op rules reach it as given. ENOSYS is refused (FUSE
     /// reads it as a missing operation). The kernel retries an open,
     /// create, unlink, rename, mkdir, rmdir, link, symlink or setattr that
     /// fails with ESTALE once, as on NFS: a rule that fires once there is
