@@ -59,6 +59,19 @@ fn durable_file(scratch: &Scratch, name: &str, pages: usize, pid: u32) -> u32 {
     scratch.mount(&[])
 }
 
+/// One O_DIRECT read of the 4 KiB at `offset` of `path`: no readahead
+/// around it, no cached page in the way.
+fn read_direct(path: &std::path::Path, offset: u64) -> std::io::Result<()> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)?;
+    let mut buffer = vec![0u8; 8192];
+    let aligned = buffer.as_ptr().align_offset(4096);
+    file.read_at(&mut buffer[aligned..aligned + 4096], offset)
+        .map(|_| ())
+}
+
 fn inode_of(path: &std::path::Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     fs::metadata(path).unwrap().ino()
@@ -105,16 +118,7 @@ fn fanotify22_read_metadata_and_shutdown_errors_reach_the_listener() {
 
     // An error on a file's data read: one event, that file, that range.
     scratch.inject(&["--fail-reads", "--class", "data"]);
-    // O_DIRECT: one read of those 4 KiB, no readahead around it.
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(scratch.at("victim"))
-        .unwrap();
-    let mut buffer = vec![0u8; 8192];
-    let aligned = buffer.as_ptr().align_offset(4096);
-    let page = &mut buffer[aligned..aligned + 4096];
-    assert!(file.read_at(page, 8192).is_err());
+    assert!(read_direct(&scratch.at("victim"), 8192).is_err());
     scratch.inject(&["--clear"]);
     let read = events(&[scratch.mnt(), "--since", &since.to_string()]);
     let errors = of_kind(&read, "error");
@@ -186,7 +190,6 @@ fn fanotify22_read_metadata_and_shutdown_errors_reach_the_listener() {
         .as_array()
         .unwrap()
         .contains(&"shutdown".into()));
-    drop(file);
     scratch.umount(pid);
 }
 
@@ -205,17 +208,7 @@ fn a_follower_hears_the_errors_after_a_shutdown_until_the_unmount() {
     let (mut child, seen) = following(&scratch, &[]);
     assert!(vigilfs(&["shutdown", scratch.mnt()]).status.success());
     scratch.inject(&["--fail-reads", "--class", "data"]);
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(scratch.at("victim"))
-        .unwrap();
-    let mut buffer = vec![0u8; 8192];
-    let aligned = buffer.as_ptr().align_offset(4096);
-    assert!(file
-        .read_at(&mut buffer[aligned..aligned + 4096], 0)
-        .is_err());
-    drop(file);
+    assert!(read_direct(&scratch.at("victim"), 0).is_err());
     let mut kinds = Vec::new();
     while !kinds.contains(&"error".to_string()) {
         let event = seen
