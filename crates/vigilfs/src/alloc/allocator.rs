@@ -526,8 +526,11 @@ impl NodeAllocator for Allocator {
     }
 
     fn keep(&self) -> u64 {
-        // A transaction counts the dirty nodes in what it needs: keep only the data's.
-        self.metadata_reserve / 2 + blocks_for_pages(self.promised_pages.load(Ordering::Acquire))
+        // A transaction counts the dirty nodes in what it needs: keep only the data's, and
+        // what rewrites let in keep for their writeback's nodes.
+        self.metadata_reserve / 2
+            + blocks_for_pages(self.promised_pages.load(Ordering::Acquire))
+            + self.rewrite_pages.load(Ordering::Acquire) * REWRITE_NODE_BLOCKS
     }
 
     fn dirty_node_gauge(&self) -> Option<Arc<AtomicU64>> {
