@@ -193,6 +193,49 @@ fn fanotify22_read_metadata_and_shutdown_errors_reach_the_listener() {
     scratch.umount(pid);
 }
 
+/// B-tree nodes whose background write the device refuses stay dirty and
+/// are retried, with nothing lost yet (the journal holds their changes):
+/// but the device is failing, and an operator hears of it within a
+/// writeback round, as a metadata error in the events, the status and the
+/// metrics. It went unreported until the journal filled, with sync
+/// returning 0 all along (found by a review helper).
+#[test]
+fn failed_background_node_writes_are_announced_while_the_filesystem_runs() {
+    if fuse_missing("node write failures announced") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M", "-o", "writeback_interval=0.5"]);
+    scratch.inject(&["--fail-writes", "--class", "metadata"]);
+    for index in 0..400 {
+        fs::write(scratch.at(&format!("f{index}")), b"x").unwrap();
+    }
+    // The data's own writeback fails too (its transactions write nodes):
+    // what sync says is not the point here.
+    let _ = vigilfs(&["sync", scratch.mnt()]);
+    wait_until(
+        "a metadata error is on record",
+        Duration::from_secs(20),
+        || {
+            scratch.status()["errors"]["per_kind"]["metadata"]["count"]
+                .as_u64()
+                .is_some_and(|count| count > 0)
+        },
+    );
+    let announced = events(&[scratch.mnt()]);
+    assert!(
+        of_kind(&announced, "error")
+            .iter()
+            .any(|event| event["origin"]
+                .as_str()
+                .is_some_and(|origin| origin.contains("node write-back"))),
+        "{announced:#?}"
+    );
+    assert_eq!(scratch.status()["state"].as_str(), Some("running"));
+    scratch.inject(&["--clear"]);
+    scratch.umount(pid);
+}
+
 /// A shutdown stops writing, not reading: reads that still fail after it
 /// are errors too, and a `--follow` listener hears them, then the unmount
 /// that ends its stream (it used to stop at the shutdown, and a hook never

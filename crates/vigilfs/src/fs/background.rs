@@ -163,6 +163,7 @@ fn round(shared: &Shared) {
         };
     }
     shared.check_journal("background writeback");
+    shared.check_node_writeback();
     if let Err(error) = shared.metadata.journal.reclaim_if_needed() {
         shared.on_error(
             "journal reclaim",

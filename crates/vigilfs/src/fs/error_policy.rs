@@ -76,6 +76,36 @@ impl Shared {
         }
     }
 
+    /// B-tree nodes written in the background (under cache pressure,
+    /// after a commit's splits) whose write failed stay dirty and are
+    /// retried: nothing is lost yet, the journal holds their changes, and
+    /// no operation failed. But the device is refusing writes, and the
+    /// journal will fill: announced once per run of failures, as a
+    /// metadata error, so an operator hears of it while the filesystem
+    /// still runs. A round with no new failure ends the run.
+    pub(super) fn check_node_writeback(&self) {
+        let failures = self.metadata.trees.status().writeback_failures;
+        let seen = self
+            .node_write_failures_seen
+            .swap(failures, Ordering::AcqRel);
+        if failures <= seen {
+            self.node_write_failure_announced
+                .store(false, Ordering::Release);
+        } else if !self
+            .node_write_failure_announced
+            .swap(true, Ordering::AcqRel)
+        {
+            self.health.report(&Incident {
+                kind: ErrorKind::Metadata,
+                errno: libc::EIO,
+                inode: None,
+                range: None,
+                block: None,
+                origin: "b-tree node write-back failed (retried)",
+            });
+        }
+    }
+
     pub(super) fn on_error(&self, origin: &str, ino: Option<u64>, error: &FsError) {
         self.check_journal(origin);
         self.check_reclaim();

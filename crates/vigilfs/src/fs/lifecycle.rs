@@ -10,7 +10,7 @@
 //! `Filesystem` without unmounting stops the thread and writes nothing
 //! more: like a power cut for what was not yet written back.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -658,6 +658,8 @@ impl Filesystem {
             orphans_purged,
             journal_failure_seen: AtomicBool::new(false),
             reclaim_failure_announced: AtomicBool::new(false),
+            node_write_failures_seen: AtomicU64::new(0),
+            node_write_failure_announced: AtomicBool::new(false),
             made_immutable: Default::default(),
             synchronous: Default::default(),
             lookups_hold_inodes: AtomicBool::new(false),

@@ -79,7 +79,7 @@ mod scrubbing;
 mod settings;
 pub mod unsynced;
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 pub use api::{Attr, DirItem, SetAttributes, StatFs};
@@ -133,6 +133,10 @@ pub(crate) struct Shared {
     /// Whether the journal's current run of reclaim failures was
     /// announced (reset once reclaim succeeds again).
     reclaim_failure_announced: AtomicBool,
+    /// B-tree node write-backs that had failed when last looked at, and
+    /// whether the run of failures they belong to was announced.
+    node_write_failures_seen: AtomicU64,
+    node_write_failure_announced: AtomicBool,
     /// Orphans whose last release came while the filesystem was frozen,
     /// or while the transport's mount was read-only: deleted at thaw, or
     /// when the mount is read-write again (deleting writes).
