@@ -147,6 +147,9 @@ pub enum FileError {
         ino: u64,
         /// Pages that could still be promised a block.
         promisable: u64,
+        /// The page refused rewrites a written block: the room for it
+        /// comes back as other rewrites' writebacks land.
+        rewrite: bool,
     },
     /// Blocks could not be allocated (fallocate); nothing changed.
     #[error("allocating blocks: {0}")]

@@ -200,6 +200,14 @@ impl InodeState {
             .collect()
     }
 
+    /// The pages of `first..=last` not dirty (clean, uncached, or in a
+    /// flight): a write makes each dirty, and each needs a promise.
+    pub(crate) fn not_dirty(&self, first: u64, last: u64) -> Vec<u64> {
+        (first..=last)
+            .filter(|&index| !self.pages.is_marked(index, Mark::Dirty))
+            .collect()
+    }
+
     /// Forgets that pages `first..=last` are written over preallocated
     /// blocks: they left the cache, became clean, or must hold a promise.
     fn unmark_preallocated(&mut self, accounting: &mut Accounting, first: u64, last: u64) {

@@ -6,6 +6,10 @@
 
 use super::*;
 
+/// Settle-and-retry rounds of a write whose rewrite of a written block
+/// found the rewrite tier's room taken by other writers' dirty rewrites.
+const REWRITE_TRIES: usize = 8;
+
 impl Files {
     /// The file's size as reads see it (including unwritten-back writes).
     pub fn size(&self, handle: &Handle) -> FileResult<u64> {
@@ -17,16 +21,24 @@ impl Files {
     /// of bytes written (all of them). Only a partial page not yet cached
     /// is read from the device, with the cache unlocked.
     pub fn write(&self, handle: &Handle, offset: u64, bytes: &[u8]) -> FileResult<usize> {
-        match self.write_promised(handle, offset, bytes, false) {
-            Err(FileError::NoSpace { .. }) => {
-                // Pages in flight count as promised until they land, and their
-                // writeback may free old blocks: settle it, then accept as much
-                // as fits (a short write), or refuse with ENOSPC if nothing does.
-                let _ = self.writeback.writeback_all();
-                self.write_promised(handle, offset, bytes, true)
+        let mut outcome = self.write_promised(handle, offset, bytes, false);
+        // Pages in flight count as promised until they land, and their
+        // writeback may free old blocks: settle it, then accept as much as
+        // fits (a short write), or refuse with ENOSPC if nothing does. A
+        // rewrite refused is not out of space for good: other writers' dirty
+        // rewrites held the room, and their writeback gives it back, so it
+        // settles and tries again, a few times, before it says ENOSPC.
+        for _ in 0..REWRITE_TRIES {
+            let Err(FileError::NoSpace { rewrite, .. }) = outcome else {
+                return outcome;
+            };
+            let _ = self.writeback.writeback_all();
+            outcome = self.write_promised(handle, offset, bytes, true);
+            if !rewrite {
+                break;
             }
-            outcome => outcome,
         }
+        outcome
     }
 
     /// [`Files::write`], once: every page the write makes dirty is promised
@@ -115,16 +127,18 @@ impl Files {
             // so the common write never reads the extents.
             let extents = self.extents.overlapping(ino, first, last + 1)?;
             let room = allocator.conversions_available();
-            let newly_dirtied = state.newly_dirtied(first, last);
-            preallocated = newly_dirtied
-                .iter()
-                .copied()
+            preallocated = state
+                .newly_dirtied(first, last)
+                .into_iter()
                 .filter(|&index| self.extents.preallocated_block(&extents, index).is_some())
                 .take(usize::try_from(room).unwrap_or(usize::MAX))
                 .collect();
             // Pages rewriting written blocks may use the rewrite tier: each
-            // writeback frees the block it replaces.
-            rewritten = newly_dirtied
+            // writeback frees the block it replaces (a page in flight too:
+            // its flight's block is freed by the writeback of what comes
+            // now).
+            rewritten = state
+                .not_dirty(first, last)
                 .into_iter()
                 .filter(|index| !preallocated.contains(index))
                 .filter(|&index| self.extents.rewrites_block(&extents, index))
@@ -150,7 +164,13 @@ impl Files {
                 let end = cut * PAGE;
                 (&bytes[..(end - offset) as usize], end, cut - 1)
             }
-            Some(_) => return Err(FileError::NoSpace { ino, promisable }),
+            Some(cut) => {
+                return Err(FileError::NoSpace {
+                    ino,
+                    promisable,
+                    rewrite: rewritten.contains(&cut),
+                })
+            }
         };
         let mut index = first;
         while index <= last {
