@@ -13,12 +13,19 @@
 //! replacements, so a long-lived reader (an event stream) notices that the
 //! engine it follows is not the mount's any more.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use vigilfs::fs::events::EventLog;
-use vigilfs::fs::Filesystem;
+use vigilfs::fs::{Filesystem, PATH_SEARCH_BUDGET};
+
+/// The newest events whose files are named for listeners during an
+/// unmount, and how many of those files may be searched for in the
+/// namespace (the rest only by the names lookups taught the mount).
+const EVENTS_NAMED_AT_UNMOUNT: usize = 256;
+const SEARCHES_AT_UNMOUNT: usize = 16;
 
 /// See the module comment.
 #[derive(Debug)]
@@ -49,7 +56,7 @@ impl EngineSlot {
     /// A path of inode `ino` the mount learned from lookups, as events show
     /// paths (`/a/b`): no search of the namespace, so cheap enough for
     /// every event. Once the engine is taken out to unmount, the paths
-    /// [`EngineSlot::remember_unsynced_paths`] kept.
+    /// [`EngineSlot::remember_paths_for_unmount`] kept.
     pub fn known_path(&self, ino: u64) -> Option<String> {
         match self.current() {
             Some(fs) => fs
@@ -66,15 +73,35 @@ impl EngineSlot {
         }
     }
 
-    /// Keeps the paths of `fs`'s files with data not written back, for
-    /// [`EngineSlot::known_path`] during its unmount.
-    pub fn remember_unsynced_paths(&self, fs: &Filesystem) {
-        let paths = fs
+    /// Keeps the paths of `fs`'s files with data not written back, and of
+    /// those its newest events name, for [`EngineSlot::known_path`] during
+    /// its unmount: what the unmount reports, and what listeners still
+    /// read, names its files.
+    pub fn remember_paths_for_unmount(&self, fs: &Filesystem) {
+        let mut paths: HashMap<u64, String> = fs
             .unsynced()
             .data
             .into_iter()
             .filter_map(|file| Some((file.ino, format!("/{}", file.paths.first()?))))
             .collect();
+        let mut searches = SEARCHES_AT_UNMOUNT;
+        for ino in fs.event_log().recent_inodes(EVENTS_NAMED_AT_UNMOUNT) {
+            let Entry::Vacant(vacant) = paths.entry(ino) else {
+                continue;
+            };
+            let known = fs.known_paths(ino).into_iter().next();
+            let path = match known {
+                Some(path) => Some(format!("/{path}")),
+                None if searches > 0 => {
+                    searches -= 1;
+                    fs.path_of(ino, PATH_SEARCH_BUDGET)
+                }
+                None => None,
+            };
+            if let Some(path) = path {
+                vacant.insert(path);
+            }
+        }
         *self
             .last_paths
             .write()

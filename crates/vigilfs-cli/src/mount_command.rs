@@ -782,6 +782,11 @@ fn finish(
     if let Some(power) = power {
         power.close();
     }
+    // Errors damping holds become records while the engine can still
+    // name their files for the listeners reading them.
+    if let Some(fs) = slot.current() {
+        fs.event_log().release_held();
+    }
     let Some(mut fs) = slot.take() else {
         return Err(Failure::operational("the engine was already unmounted"));
     };
@@ -799,7 +804,7 @@ fn finish(
     };
     let unmounted = fs.is_ok();
     if let Ok(fs) = &fs {
-        slot.remember_unsynced_paths(fs);
+        slot.remember_paths_for_unmount(fs);
     }
     let outcome = match fs {
         Ok(fs) => match (fs.status().state, fs.unmount()) {

@@ -236,6 +236,44 @@ fn failed_background_node_writes_are_announced_while_the_filesystem_runs() {
     scratch.umount(pid);
 }
 
+/// An unmount while one file's errors are damped: the held errors become
+/// an event before the unmount's, and a follower gets both with the file's
+/// path (they came with none: the engine was gone when the stream named
+/// them; found by a review helper).
+#[test]
+fn errors_held_at_an_unmount_reach_a_follower_with_their_path() {
+    if fuse_missing("held errors at unmount") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let pid = durable_file(&scratch, "victim", 4, pid);
+    let (mut child, seen) = following(&scratch, &["--since", "0"]);
+    scratch.inject(&["--fail-reads", "--path", "victim"]);
+    for _ in 0..300 {
+        assert!(read_direct(&scratch.at("victim"), 0).is_err());
+    }
+    let held = scratch.status()["events"]["held_errors"].as_u64().unwrap();
+    assert!(held > 0, "the repeats are held");
+    scratch.umount(pid);
+    let received: Vec<Value> = seen.iter().collect();
+    assert!(child.wait().unwrap().success());
+    let errors = of_kind(&received, "error");
+    assert_eq!(
+        errors
+            .iter()
+            .map(|event| event["count"].as_u64().unwrap())
+            .sum::<u64>(),
+        300
+    );
+    let unmounts = of_kind(&received, "unmount");
+    let last_unmount = unmounts.last().unwrap();
+    assert_eq!(last_unmount["count"].as_u64(), Some(300), "{last_unmount}");
+    for event in errors.iter().chain([last_unmount]) {
+        assert_eq!(event["path"], "/victim", "{event}");
+    }
+}
+
 /// A shutdown stops writing, not reading: reads that still fail after it
 /// are errors too, and a `--follow` listener hears them, then the unmount
 /// that ends its stream (it used to stop at the shutdown, and a hook never

@@ -765,6 +765,25 @@ impl EventLog {
         self.wake(waiting);
     }
 
+    /// The inodes the newest `max` records in memory name (their first
+    /// and last), newest first, without repeats: the files a listener may
+    /// still have to name once the mount is going away.
+    pub fn recent_inodes(&self, max: usize) -> Vec<u64> {
+        let state = self.state();
+        let mut inodes = Vec::new();
+        for entry in state.ring.iter().rev().take(max) {
+            for ino in [entry.record.inode, entry.record.last_inode]
+                .into_iter()
+                .flatten()
+            {
+                if !inodes.contains(&ino) {
+                    inodes.push(ino);
+                }
+            }
+        }
+        inodes
+    }
+
     /// Records the terminal SHUTDOWN or UNMOUNT record: the mount's error
     /// count, and its first error (errno, object, range) when it had one.
     pub fn record_terminal(&self, kind: RecordKind, why: &str) {
