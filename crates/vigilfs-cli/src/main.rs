@@ -477,7 +477,8 @@ enum Command {
     ///
     /// MOUNTPOINT: the events the mount recorded (they resume across
     /// mounts: ids never restart), then with --follow the live ones until
-    /// the mount's shutdown or unmount. Root, the user who mounted and the
+    /// the mount's unmount (reads, and their errors, go on after a
+    /// shutdown). Root, the user who mounted and the
     /// mount's events_group only. IMAGE (unmounted): the log in the image.
     /// Ids missing after --since (overwritten by the ring, or lost in a
     /// crash) show as one `lost` event, with the number of errors in them
