@@ -232,9 +232,12 @@ enum Command {
     /// open files, mount count and the fault rules. Anyone may ask.
     ///
     /// --json prints one object with these stable fields:
-    ///   mountpoint, image, pid, owner_uid, state, state_reason,
+    ///   mountpoint, image, pid, owner_uid, mount_options, metrics_address,
+    ///   state, state_reason,
     ///   mounted_read_only (the kernel refuses writes: remount,ro),
     ///   errors_policy, recovered, orphans_purged,
+    ///   settings {cache_bytes, dirty_limit_bytes, writeback_interval_seconds,
+    ///             atime, directory_atime},
     ///   space {block_size, total_blocks, free_blocks, pending_blocks, bad_blocks},
     ///   dirty_bytes, cached_bytes, dirty_nodes,
     ///   journal {next_seq, last_seq, written_seq, durable_seq, open_seq,
@@ -245,8 +248,12 @@ enum Command {
     ///     (first/last: null or {time, errno, name, inode, block, kind, origin};
     ///      kinds: writeback, read, metadata, checksum, journal, media, other),
     ///   open_files, mount_count,
+    ///   events {newest_id, written_id, mount_first_id, persistent, slots,
+    ///           records, lost_errors, held_errors, write_failures,
+    ///           last_write_failure, unavailable},
     ///   fault_rules [{id, rule, matched, injected, bad_blocks_remaining,
     ///                 provisioned_blocks_used}],
+    ///   crash_lab {crashable, drop_flushes, unflushed_bytes, power_cuts},
     ///   media {bad_blocks, bad [{start, blocks}], poisoned_runs,
     ///          poisoned [{ino, first_block, blocks, device_block, since, cause}],
     ///          notices {received, parked, overflowed, merged, waiting, handled},
