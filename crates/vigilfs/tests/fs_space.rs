@@ -554,6 +554,10 @@ fn rewrites_in_place_go_on_on_a_full_filesystem_while_new_data_is_refused() {
     fs.write(handle, 0, &expected, &root()).unwrap();
     fs.fsync(handle, false).unwrap();
     fill(&fs);
+    // And the metadata: empty files until a create is ENOSPC. Creates
+    // leave a quarter of the reserve to writes into files' own space (they
+    // took it all, and every rewrite was ENOSPC; found by a review helper).
+    fill_with_empty_files(&fs);
     let mut seed = 0x2545_f491_u64;
     for round in 0..600u64 {
         seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
@@ -604,6 +608,22 @@ fn rewrites_in_place_go_on_on_a_full_filesystem_while_new_data_is_refused() {
     let read = read_after_remount(&fixture, fs, handle, ino, PAGES * 4096);
     assert_eq!(read.len(), expected.len());
     assert!(read == expected, "what was accepted is what reads back");
+}
+
+/// Creates empty files until a create is refused (ENOSPC, as it must be);
+/// returns how many went in.
+fn fill_with_empty_files(fs: &Filesystem) -> usize {
+    for created in 0.. {
+        let name = format!("empty{created}");
+        match fs.create(ROOT_INO, name.as_bytes(), 0o644, read_write(), &root()) {
+            Ok((_, handle)) => fs.release(handle).unwrap(),
+            Err(error) => {
+                assert_eq!(error.errno(), libc::ENOSPC, "{error}");
+                return created;
+            }
+        }
+    }
+    unreachable!()
 }
 
 /// Checks `fs` still runs, closes `handle`, unmounts, checks the image with
@@ -698,18 +718,7 @@ fn a_file_of_many_extents_is_deleted_after_creates_used_the_reserve() {
     }
     fs.release(handle).unwrap();
     fill(&fs);
-    let mut created = 0;
-    loop {
-        let name = format!("empty{created}");
-        match fs.create(ROOT_INO, name.as_bytes(), 0o644, read_write(), &root()) {
-            Ok((_, handle)) => fs.release(handle).unwrap(),
-            Err(error) => {
-                assert_eq!(error.errno(), libc::ENOSPC, "{error}");
-                break;
-            }
-        }
-        created += 1;
-    }
+    let created = fill_with_empty_files(&fs);
     assert!(created > 100, "{created} creates filled the metadata");
     let before = fs.statfs().unwrap().free_blocks;
     fs.unlink(ROOT_INO, b"fragmented", &root())

@@ -28,7 +28,10 @@
 //!   - new data ([`allocate_data`], [`data_available`]: a write's promise, fallocate) leaves
 //!     the [`metadata_reserve`] and everything promised;
 //!   - ordinary metadata transactions (creates, renames, xattrs: [`NodeAllocator::keep`])
-//!     leave half the reserve and everything promised;
+//!     leave three quarters of the reserve and everything promised;
+//!   - writes into a file's own space (rewrites of its written blocks, and pages over its
+//!     preallocated blocks, below) may use down to half the reserve: creates filling the
+//!     metadata cannot take the quarter between from a database rewriting its pages;
 //!   - the writeback of promised pages ([`allocate_promised`]) leaves a quarter of the
 //!     reserve (its pages are the promise);
 //!   - deletions, truncates, punches, writeback transactions, freeze and unmount may use
@@ -37,10 +40,10 @@
 //!   Dirty pages written over their file's own preallocated blocks need no block, but
 //!   their writeback splits unwritten extents and adds records: the data path counts them
 //!   in a second gauge ([`preallocated_pages`]), charged their records' share like promised
-//!   pages, and lets a write go without a promise only while that share fits in what
-//!   ordinary metadata may use ([`conversions_available`]). So converting fallocated space
-//!   on a full filesystem eats into the upper half of the reserve only, never the part
-//!   deletions need (ext4 keeps reserved clusters for the same conversions).
+//!   pages, and lets a write go without a promise only while that share fits above half
+//!   the reserve ([`conversions_available`]). So converting fallocated space on a full
+//!   filesystem eats into the upper half of the reserve only, never the part deletions
+//!   need (ext4 keeps reserved clusters for the same conversions).
 //!
 //!   Dirty pages that rewrite a block their file has written (data is copy-on-write: each
 //!   needs a new block, and its writeback frees the old one) may also use the upper half
@@ -230,8 +233,9 @@ impl Allocator {
     }
 
     /// How many more dirty pages may be written over their file's preallocated blocks
-    /// without a promise: as many as have their records' share in what ordinary metadata
-    /// may use (free and pending, less half the reserve and everything promised). The data
+    /// without a promise: as many as have their records' share in what writes into a
+    /// file's own space may use (free and pending, less half the reserve and everything
+    /// promised). The data
     /// path asks with its cache locked, like [`Allocator::data_available`].
     pub fn conversions_available(&self) -> u64 {
         let space = &self.lock_released().space;
@@ -527,8 +531,9 @@ impl NodeAllocator for Allocator {
 
     fn keep(&self) -> u64 {
         // A transaction counts the dirty nodes in what it needs: keep only the data's, and
-        // what rewrites let in keep for their writeback's nodes.
-        self.metadata_reserve / 2
+        // what rewrites let in keep for their writeback's nodes; and the quarter of the
+        // reserve above the half deletions need, for writes into files' own space.
+        self.metadata_reserve * 3 / 4
             + blocks_for_pages(self.promised_pages.load(Ordering::Acquire))
             + self.rewrite_pages.load(Ordering::Acquire) * REWRITE_NODE_BLOCKS
     }
