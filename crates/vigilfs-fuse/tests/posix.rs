@@ -599,6 +599,53 @@ fn refused_write_back_of_mapped_pages_is_recorded_as_data_lost() {
     mount.finish();
 }
 
+/// Pages of a mapping that rewrite written blocks are taken on a full
+/// filesystem, even one whose metadata creates filled too (SQLite's WAL
+/// index, a database's mapped pages): msync succeeds and they are there
+/// after a remount. Before rewrites had a tier of their own they were
+/// refused at write-back and recorded as lost (this test fails there).
+#[test]
+fn mapped_rewrites_of_written_pages_are_taken_on_a_full_filesystem() {
+    if !common::fuse_available() {
+        return;
+    }
+    const MAPPED: usize = 64 << 10;
+    let mut mount = Mount::new();
+    let mapped = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(mount.join("mapped"))
+        .unwrap();
+    (&mapped).write_all(&[1u8; MAPPED]).unwrap();
+    mapped.sync_all().unwrap();
+    let filler = File::create(mount.join("filler")).unwrap();
+    let chunk = vec![7u8; 1 << 20];
+    while (&filler).write_all(&chunk).is_ok() {}
+    filler.sync_all().unwrap();
+    drop(filler);
+    let mut created = 0;
+    while File::create(mount.join(&format!("empty{created}"))).is_ok() {
+        created += 1;
+    }
+    assert!(created > 100, "{created} files");
+    for round in 0..20u8 {
+        write_through_mapping(&mapped, MAPPED, |page| round + page as u8)
+            .unwrap_or_else(|error| panic!("msync of rewrite {round}: {error}"));
+    }
+    drop(mapped);
+    mount.remount();
+    let read = fs::read(mount.join("mapped")).unwrap();
+    for (page, bytes) in read.chunks(4096).enumerate() {
+        assert!(
+            bytes.iter().all(|&byte| byte == 19 + page as u8),
+            "page {page}"
+        );
+    }
+    mount.finish();
+}
+
 /// A write-back the engine takes only in part (the filesystem fills up
 /// during it) is no success: the kernel would take the short count as done
 /// and mark the pages clean. The rest is refused and said so.
