@@ -50,6 +50,17 @@ fn fill(path: &Path, limit: usize) -> (u64, Option<i32>) {
     (written, None)
 }
 
+/// Empty files in a directory `many` until a create fails: the metadata of
+/// a filesystem whose data is full, filled too.
+fn fill_with_empty_files(scratch: &Scratch) {
+    fs::create_dir(scratch.at("many")).unwrap();
+    let mut created = 0;
+    while File::create(scratch.at(&format!("many/f{created:07}"))).is_ok() {
+        created += 1;
+    }
+    assert!(created > 100, "{created} files filled the metadata");
+}
+
 /// The resident memory of process `pid`, in bytes.
 fn resident_bytes(pid: u32) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -211,12 +222,7 @@ fn a_filler_is_freed_by_rm_after_creates_filled_the_metadata() {
     }
     file.sync_all().unwrap();
     drop(file);
-    fs::create_dir(scratch.at("many")).unwrap();
-    let mut created = 0;
-    while File::create(scratch.at(&format!("many/f{created:07}"))).is_ok() {
-        created += 1;
-    }
-    assert!(created > 100, "{created} files");
+    fill_with_empty_files(&scratch);
     fs::remove_file(&filler).expect("rm of the filler");
     let available = |scratch: &Scratch| {
         let status = statvfs(Path::new(scratch.mnt()));
@@ -263,11 +269,7 @@ fn rewrites_in_place_go_on_through_the_mount_of_a_full_filesystem() {
     }
     // The metadata too: creates leave writes into files' own space a part
     // of the reserve (they took it all; found by a review helper).
-    let mut created = 0;
-    while File::create(scratch.at(&format!("empty{created}"))).is_ok() {
-        created += 1;
-    }
-    assert!(created > 100, "{created} files");
+    fill_with_empty_files(&scratch);
     let file = OpenOptions::new()
         .read(true)
         .write(true)
