@@ -58,19 +58,21 @@ impl EngineSlot {
     /// every event. Once the engine is taken out to unmount, the paths
     /// [`EngineSlot::remember_paths_for_unmount`] kept.
     pub fn known_path(&self, ino: u64) -> Option<String> {
-        match self.current() {
-            Some(fs) => fs
-                .known_paths(ino)
+        let learnt = self.current().and_then(|fs| {
+            fs.known_paths(ino)
                 .into_iter()
                 .next()
-                .map(|path| format!("/{path}")),
-            None => self
-                .last_paths
+                .map(|path| format!("/{path}"))
+        });
+        // The kept ones also while the engine is still here but going: the
+        // kernel may have made it forget the names already.
+        learnt.or_else(|| {
+            self.last_paths
                 .read()
                 .unwrap_or_else(PoisonError::into_inner)
                 .get(&ino)
-                .cloned(),
-        }
+                .cloned()
+        })
     }
 
     /// Keeps the paths of `fs`'s files with data not written back, and of

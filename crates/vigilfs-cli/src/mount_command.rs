@@ -782,9 +782,11 @@ fn finish(
     if let Some(power) = power {
         power.close();
     }
-    // Errors damping holds become records while the engine can still
-    // name their files for the listeners reading them.
+    // Errors damping holds become records, and the files the newest
+    // events name are remembered, while the engine can still name them:
+    // the listeners reading them may get to them only once it is gone.
     if let Some(fs) = slot.current() {
+        slot.remember_paths_for_unmount(&fs);
         fs.event_log().release_held();
     }
     let Some(mut fs) = slot.take() else {
@@ -803,9 +805,6 @@ fn finish(
         }
     };
     let unmounted = fs.is_ok();
-    if let Ok(fs) = &fs {
-        slot.remember_paths_for_unmount(fs);
-    }
     let outcome = match fs {
         Ok(fs) => match (fs.status().state, fs.unmount()) {
             (state, Ok(())) => {

@@ -765,20 +765,21 @@ impl EventLog {
         self.wake(waiting);
     }
 
-    /// The inodes the newest `max` records in memory name (their first
-    /// and last), newest first, without repeats: the files a listener may
-    /// still have to name once the mount is going away.
+    /// The inodes of the errors damping holds, then those the newest `max`
+    /// records in memory name (their first and last), newest first,
+    /// without repeats: the files a listener may still have to name once
+    /// the mount is going away.
     pub fn recent_inodes(&self, max: usize) -> Vec<u64> {
         let state = self.state();
-        let mut inodes = Vec::new();
-        for entry in state.ring.iter().rev().take(max) {
-            for ino in [entry.record.inode, entry.record.last_inode]
+        let newest = state.ring.iter().rev().take(max).flat_map(|entry| {
+            [entry.record.inode, entry.record.last_inode]
                 .into_iter()
                 .flatten()
-            {
-                if !inodes.contains(&ino) {
-                    inodes.push(ino);
-                }
+        });
+        let mut inodes = Vec::new();
+        for ino in state.repeats.held_inodes().chain(newest) {
+            if !inodes.contains(&ino) {
+                inodes.push(ino);
             }
         }
         inodes

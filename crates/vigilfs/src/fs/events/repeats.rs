@@ -186,6 +186,14 @@ impl Repeats {
             .sum()
     }
 
+    /// The inodes of the pending records.
+    pub(super) fn held_inodes(&self) -> impl Iterator<Item = u64> + '_ {
+        self.streaks
+            .iter()
+            .flatten()
+            .filter_map(|streak| streak.pending.and_then(|record| record.inode))
+    }
+
     /// When the next pending record is due (ns since the epoch).
     pub(super) fn next_due(&self) -> Option<u64> {
         self.streaks
