@@ -510,6 +510,26 @@ fn assert_last_error(mount: &Mount, ino: u64, errno: i32) {
     assert_eq!((last.inode, last.errno), (Some(ino), errno), "{last:?}");
 }
 
+/// A new, empty file `name`, open for reading and writing.
+fn new_file(mount: &Mount, name: &str) -> File {
+    File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(mount.join(name))
+        .unwrap()
+}
+
+/// A file `filler` written in MiBs until a write fails: the filesystem
+/// full (not synced).
+fn fill_up(mount: &Mount) -> File {
+    let filler = File::create(mount.join("filler")).unwrap();
+    let chunk = vec![7u8; 1 << 20];
+    while (&filler).write_all(&chunk).is_ok() {}
+    filler
+}
+
 /// Maps the first `length` bytes of `file` shared, fills page `n` with
 /// byte `fill(n)` through the mapping, then `msync(MS_SYNC)`s and unmaps
 /// it: msync's outcome.
@@ -563,18 +583,10 @@ fn refused_write_back_of_mapped_pages_is_recorded_as_data_lost() {
         return;
     }
     let mount = Mount::new();
-    let mapped = File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(mount.join("mapped"))
-        .unwrap();
+    let mapped = new_file(&mount, "mapped");
     mapped.set_len(1 << 20).unwrap();
     let ino = mapped.metadata().unwrap().ino();
-    let filler = File::create(mount.join("filler")).unwrap();
-    let chunk = vec![7u8; 1 << 20];
-    while (&filler).write_all(&chunk).is_ok() {}
+    let filler = fill_up(&mount);
     drop(filler);
     let refused = write_through_mapping(&mapped, 1 << 20, |_| 0x5a)
         .expect_err("a full filesystem took 1 MiB of new blocks");
@@ -611,18 +623,10 @@ fn mapped_rewrites_of_written_pages_are_taken_on_a_full_filesystem() {
     }
     const MAPPED: usize = 64 << 10;
     let mut mount = Mount::new();
-    let mapped = File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(mount.join("mapped"))
-        .unwrap();
+    let mapped = new_file(&mount, "mapped");
     (&mapped).write_all(&[1u8; MAPPED]).unwrap();
     mapped.sync_all().unwrap();
-    let filler = File::create(mount.join("filler")).unwrap();
-    let chunk = vec![7u8; 1 << 20];
-    while (&filler).write_all(&chunk).is_ok() {}
+    let filler = fill_up(&mount);
     filler.sync_all().unwrap();
     drop(filler);
     let mut created = 0;
@@ -656,21 +660,13 @@ fn write_back_of_mapped_pages_taken_in_part_reports_the_rest() {
     }
     const MAPPED: usize = 4 << 20;
     let mount = Mount::new();
-    let filler = File::create(mount.join("filler")).unwrap();
-    let chunk = vec![7u8; 1 << 20];
-    while (&filler).write_all(&chunk).is_ok() {}
+    let filler = fill_up(&mount);
     // Room for part of the mapping only, once the freed blocks are durable.
     let length = filler.metadata().unwrap().len();
     filler.set_len(length - (3 << 20)).unwrap();
     filler.sync_all().unwrap();
     drop(filler);
-    let mapped = File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(mount.join("mapped"))
-        .unwrap();
+    let mapped = new_file(&mount, "mapped");
     mapped.set_len(MAPPED as u64).unwrap();
     let ino = mapped.metadata().unwrap().ino();
     let refused = write_through_mapping(&mapped, MAPPED, |page| b'A' + (page % 26) as u8)
