@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::ring::counted;
 use super::*;
 use crate::device::{MemoryDevice, SectorSize};
 use crate::format::read_superblock;
