@@ -422,9 +422,15 @@ impl Run<'_> {
     }
 
     fn replay_command(&self, index: u32) -> String {
+        // This program by its path: the line must run when pasted, and
+        // `vigilfs` need not be on the PATH (nor be this build).
+        let program = std::env::current_exe().map_or_else(
+            |_| "vigilfs".to_string(),
+            |path| shell_quote(&path.to_string_lossy()),
+        );
         let mut command = format!(
-            "vigilfs crash-test --workload {} --check {} --seed {} --cuts {} --cut-index {index} \
-             --size {}",
+            "{program} crash-test --workload {} --check {} --seed {} --cuts {} --cut-index \
+             {index} --size {}",
             shell_quote(&self.args.workload),
             shell_quote(&self.args.check),
             self.args.seed,
@@ -526,13 +532,23 @@ fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
-/// The work directory: the one asked for (created if missing), or a new
-/// one in the system's temporary directory (removed at the end unless
-/// something in it is kept).
-/// The work directory, canonical: the lab's mount points are named from
-/// it, and [`kill_users_of`] matches processes' paths against them without
-/// resolving the mount itself (which this process serves).
-fn work_directory(asked: Option<&Path>) -> Result<(PathBuf, bool), Failure> {
+/// A work directory and whether this run made it.
+struct WorkDirectory {
+    /// Canonical: the lab's mount points are named from it, and
+    /// [`kill_users_of`] matches processes' paths against them without
+    /// resolving the mount itself (which this process serves).
+    path: PathBuf,
+    created: bool,
+    /// The directory itself, locked (`flock`) while this run uses it, so a
+    /// second run given the same `--work-dir` is refused. Released when
+    /// this process ends, however it ends.
+    _lock: Option<fs::File>,
+}
+
+/// The work directory: the one asked for (created if missing, and not in
+/// use by another run), or a new one in the system's temporary directory
+/// (removed at the end unless something in it is kept).
+fn work_directory(asked: Option<&Path>) -> Result<WorkDirectory, Failure> {
     if let Some(directory) = asked {
         let failed = |error: std::io::Error| {
             Failure::operational(format!("{}: {error}", directory.display()))
@@ -541,6 +557,19 @@ fn work_directory(asked: Option<&Path>) -> Result<(PathBuf, bool), Failure> {
         // not a tree of new directories.
         if !directory.is_dir() {
             fs::create_dir(directory).map_err(failed)?;
+        }
+        let lock = fs::File::open(directory).map_err(failed)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(Failure::arguments(format!(
+                    "{} is the work directory of another crash-test running now: use \
+                     another --work-dir",
+                    directory.display()
+                )))
+            }
+            // A filesystem without locks: runs are not told apart there.
+            Err(fs::TryLockError::Error(_)) => {}
         }
         let earlier = earlier_run_files(directory);
         if let Some(first) = earlier.first() {
@@ -555,7 +584,11 @@ fn work_directory(asked: Option<&Path>) -> Result<(PathBuf, bool), Failure> {
                 }
             )));
         }
-        return Ok((fs::canonicalize(directory).map_err(failed)?, false));
+        return Ok(WorkDirectory {
+            path: fs::canonicalize(directory).map_err(failed)?,
+            created: false,
+            _lock: Some(lock),
+        });
     }
     let base = fs::canonicalize(std::env::temp_dir()).unwrap_or_else(|_| std::env::temp_dir());
     for attempt in 0..100u32 {
@@ -564,7 +597,13 @@ fn work_directory(asked: Option<&Path>) -> Result<(PathBuf, bool), Failure> {
             std::process::id()
         ));
         match fs::create_dir(&directory) {
-            Ok(()) => return Ok((directory, true)),
+            Ok(()) => {
+                return Ok(WorkDirectory {
+                    path: directory,
+                    created: true,
+                    _lock: None,
+                })
+            }
             Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(error) => {
                 return Err(Failure::operational(format!(
@@ -637,6 +676,12 @@ pub fn run(args: &CrashTestArgs) -> Result<u8, Failure> {
             args.cuts
         )));
     }
+    if crate::remount::is_remount(&args.options) {
+        return Err(Failure::arguments(
+            "`remount` changes a mounted filesystem; crash-test mounts its own: give the \
+             options its mounts should have",
+        ));
+    }
     let mut settings = options::parse(&args.options).map_err(Failure::arguments)?;
     if settings.read_only {
         return Err(Failure::arguments(
@@ -644,7 +689,8 @@ pub fn run(args: &CrashTestArgs) -> Result<u8, Failure> {
         ));
     }
     settings.crashable = true;
-    let (directory, created) = work_directory(args.work_dir.as_deref())?;
+    let work = work_directory(args.work_dir.as_deref())?;
+    let (directory, created) = (work.path.clone(), work.created);
     watch_for_interrupts();
     let run = Run {
         args,

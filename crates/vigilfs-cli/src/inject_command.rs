@@ -79,7 +79,9 @@ pub struct InjectArgs {
     /// write, read, open, create, rename, unlink, mkdir, rmdir, link,
     /// symlink, fallocate, setattr, setxattr, close (comma-separated).
     /// An fsync failure fails the file's writeback as a real device error
-    /// would: the program sees what it would see on Linux. A close rule
+    /// would. What later fsyncs return is the mount's `fsync_errors=`: by
+    /// default EIO until the data is durable, with `fsync_errors=once` what
+    /// Linux returns (the error once per open file, then 0). A close rule
     /// reaches files opened after it is set (the kernel is told at open
     /// whether to report closes).
     #[arg(long, value_name = "OPS", value_delimiter = ',')]
@@ -113,7 +115,11 @@ pub struct InjectArgs {
     pub bad_blocks: Option<String>,
     /// Behave like an overcommitted thin volume: after this many distinct
     /// device blocks (4096 bytes) are written, writes to new blocks fail
-    /// with ENOSPC.
+    /// with ENOSPC (0: at once). As on Linux, a file's data that cannot be
+    /// written fails its fsync, and a metadata write that cannot be written
+    /// is a metadata failure (EIO) that `errors=` acts on (with
+    /// `remount-ro`, the filesystem stops writing; `--clear` does not undo
+    /// that).
     #[arg(long, value_name = "BLOCKS")]
     pub enospc_after: Option<u64>,
     /// The device acknowledges flushes but keeps nothing (a lying disk):

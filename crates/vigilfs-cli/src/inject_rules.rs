@@ -189,7 +189,14 @@ fn delay(args: &InjectArgs) -> Result<Option<(u64, u64)>, Failure> {
         (Some(text), jitter) => {
             let fixed = parse_duration(text, "--delay")?;
             let jitter = jitter.unwrap_or(Duration::ZERO);
-            Ok(Some((fixed.as_micros() as u64, jitter.as_micros() as u64)))
+            let (micros, jitter) = (fixed.as_micros() as u64, jitter.as_micros() as u64);
+            if micros == 0 && jitter == 0 {
+                return Err(bad_arguments(
+                    "--delay 0 (with no --jitter) would hold nothing: give a delay \
+                     of at least 1us",
+                ));
+            }
+            Ok(Some((micros, jitter)))
         }
     }
 }
@@ -560,6 +567,17 @@ mod tests {
             rules(&["--fail-flushes", "--nth", "4"]).unwrap(),
             ["fail op=flush errno=EIO skip=3 limit=1"]
         );
+    }
+
+    #[test]
+    fn a_delay_of_nothing_is_refused() {
+        let refused = |arguments: &[&str], reason: &str| {
+            let error = rules(arguments).unwrap_err();
+            assert!(error.contains(reason), "{arguments:?}: {error}");
+        };
+        refused(&["--delay", "0s"], "would hold nothing");
+        refused(&["--delay", "0ms", "--op", "fsync"], "would hold nothing");
+        assert!(rules(&["--delay", "0s", "--jitter", "1ms"]).is_ok());
     }
 
     #[test]

@@ -146,7 +146,11 @@ enum Command {
     ///   fsync_errors=until-durable|once
     ///                         while writeback keeps failing, fsync returns
     ///                         EIO until the data is durable (default), or
-    ///                         once per open file as Linux does
+    ///                         once per open file as Linux does: later
+    ///                         fsyncs return 0 while the same data keeps
+    ///                         failing (it stays cached and is retried, but
+    ///                         is not durable), to test a program against
+    ///                         Linux's fsyncgate behaviour
     ///   nokeep_cache          drop the kernel's cached pages of a file at
     ///                         each open (default: keep_cache, kept)
     ///   attr_timeout=SECONDS, entry_timeout=SECONDS
@@ -489,7 +493,11 @@ enum Command {
     /// mount's events_group only. IMAGE (unmounted): the log in the image.
     /// Ids missing after --since (overwritten by the ring, or lost in a
     /// crash) show as one `lost` event, with the number of errors in them
-    /// when it is known.
+    /// when it is known. A file's error that keeps repeating is damped:
+    /// after two events its repeats are merged for a window (0.25 s
+    /// doubling to 8 s) into one event that takes its id when the window
+    /// ends, so its time (the first error merged) may be earlier than the
+    /// event before it.
     ///
     /// --exec CMD runs CMD once per event (VIGILFS_EVENT_ID, VIGILFS_KIND,
     /// VIGILFS_ERRNO, VIGILFS_INODE, VIGILFS_PATH, VIGILFS_OFFSET,

@@ -758,13 +758,18 @@ got=$(sed -n 's/^version //p' state)
     assert!(text(&refused.stderr).contains("from an earlier run"));
     assert!(Path::new(failure["image_kept"].as_str().unwrap()).exists());
     fs::rename(scripts.path().join("work"), scripts.path().join("kept")).unwrap();
-    // The replay picks the same point and fails the same way.
-    let again = crash_test(
-        scripts.path(),
-        workload,
-        check,
-        &["--cuts", "4", "--seed", "11", "--cut-index", &index],
+    // The replay line, pasted into a shell as printed, picks the same point
+    // and fails the same way (it names this program by its path: `vigilfs`
+    // need not be on the PATH).
+    assert!(
+        replay.starts_with(&format!("{} crash-test ", binary())),
+        "{replay}"
     );
+    let again = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{replay} --json"))
+        .output()
+        .unwrap();
     let again = json_of(&again);
     let trial = &again["trials"][0];
     assert_eq!(trial["point"], failure["point"]);
@@ -798,6 +803,14 @@ fn the_crash_test_runner_refuses_what_cannot_be_tested() {
     assert_eq!(bad.status.code(), Some(2));
     let bad = run("echo x > f", &["-o", "ro"]);
     assert_eq!(bad.status.code(), Some(2));
+    // `remount` is a mount option, but not one for mounts crash-test makes.
+    let bad = run("echo x > f", &["-o", "remount,errors=continue"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("crash-test mounts its own"),
+        "{}",
+        text(&bad.stderr)
+    );
     // A blank workload or check would test nothing: a usage error.
     for blank in ["", "  "] {
         let bad = run(blank, &[]);
@@ -1219,6 +1232,22 @@ fn a_crash_test_killed_with_sigkill_leaves_no_mount_and_no_image() {
     wait_until("the dry run's mount is up", Duration::from_secs(30), || {
         !mounts_under(&work).is_empty()
     });
+    // A second run in the same work directory is refused, and says why.
+    let second = vigilfs(&[
+        "crash-test",
+        "--workload",
+        "true",
+        "--check",
+        "true",
+        "--work-dir",
+        work.to_str().unwrap(),
+    ]);
+    assert_eq!(second.status.code(), Some(2), "{}", text(&second.stderr));
+    assert!(
+        text(&second.stderr).contains("another crash-test running now"),
+        "{}",
+        text(&second.stderr)
+    );
     runner.kill().unwrap();
     let _ = runner.wait();
     wait_until(
