@@ -28,6 +28,7 @@
 
 use std::fs::{self};
 use std::io::IsTerminal;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
@@ -559,17 +560,18 @@ fn work_directory(asked: Option<&Path>) -> Result<WorkDirectory, Failure> {
             fs::create_dir(directory).map_err(failed)?;
         }
         let lock = fs::File::open(directory).map_err(failed)?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(Failure::arguments(format!(
-                    "{} is the work directory of another crash-test running now: use \
-                     another --work-dir",
-                    directory.display()
-                )))
-            }
-            // A filesystem without locks: runs are not told apart there.
-            Err(fs::TryLockError::Error(_)) => {}
+        // SAFETY: flock(2) on a descriptor this function owns; no memory is
+        // passed. (std's File::try_lock is newer than the crate's MSRV.)
+        let locked = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        // A filesystem without locks (another error): runs are not told
+        // apart there.
+        if locked != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
+        {
+            return Err(Failure::arguments(format!(
+                "{} is the work directory of another crash-test running now: use another \
+                 --work-dir",
+                directory.display()
+            )));
         }
         let earlier = earlier_run_files(directory);
         if let Some(first) = earlier.first() {
