@@ -521,6 +521,36 @@ fn a_header_copy_torn_by_a_power_cut_is_not_reported_as_damage() {
     fs.unmount().expect("unmount");
 }
 
+#[test]
+fn a_superblock_copy_damaged_beyond_a_torn_write_is_reported_after_a_power_cut() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    // The image as a power cut would leave it: mounted, not clean.
+    let image = fixture.memory.to_image();
+    drop(fs);
+    let memory = Arc::new(MemoryDevice::from_image(image, SectorSize::Bytes512));
+    // The primary's magic gone (no torn write makes that: the sector that
+    // holds it is either the old one or the new one), and the first
+    // backup's checksum wrong (which a torn write can make: not reported).
+    memory
+        .write_at(4096, &[0u8; 512], IoClass::Metadata)
+        .unwrap();
+    let backup = SuperblockCopy::FirstBackup.offset(memory.length()).unwrap();
+    flip_byte(&memory, backup + 60);
+    let fs = Filesystem::mount(memory, MountOptions::default()).expect("mount");
+    assert!(fs.recovered());
+    let record = fs.status().error_record;
+    assert_eq!(record.counter(ErrorKind::Checksum).count, 1, "{record:?}");
+    let found: Vec<String> = event_texts(&fs)
+        .into_iter()
+        .filter(|text| text.starts_with("mount found"))
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("primary superblock"), "{found:?}");
+    assert!(found[0].contains("bad magic"), "{found:?}");
+    fs.unmount().expect("unmount");
+}
+
 /// The event records this mount can read of earlier mounts.
 fn earlier_records(fs: &Filesystem) -> Vec<vigilfs::format::event_log::EventRecord> {
     let mut records = Vec::new();

@@ -32,7 +32,7 @@ use crate::device::{BlockDevice, FaultPlan, FileFaults, OverlayDevice, Stoppable
 use crate::failure::{Intake, DEFAULT_INTAKE_CAPACITY};
 use crate::format::{
     read_superblock, read_superblock_copy, write_superblocks, ErrorKind, ErrorRecord, ErrorsPolicy,
-    Features, FsState, SuperblockCopy,
+    Features, FormatError, FsState, SuperblockCopy,
 };
 use crate::inode::{FileError, Files, FsyncErrors, Namespace, Xattrs};
 use crate::journal::JournalStatus;
@@ -562,13 +562,17 @@ impl Filesystem {
                 origin: &format!("recovery cut entries {first}+: data mismatch"),
             });
         }
-        if !recovered {
+        {
             // A copy found damaged after a clean stop is not a torn write:
             // the medium (or someone) changed it. The mount reads past it,
             // and its next write of that structure replaces it; reported
             // here so the damage is counted and remembered, not just healed.
-            // The backups are read only when the primary fails: a mount
-            // reads them here, as fsck does.
+            // After a crash, a copy whose checksum does not match may be
+            // one the crash tore (sectors of its old and new contents: the
+            // header sector, either one, is whole), so only other damage
+            // (a wrong magic, version or field, which no torn write makes)
+            // is reported then. The backups are read only when the primary
+            // fails: a mount reads them here, as fsck does.
             let damaged_superblocks = SuperblockCopy::ALL
                 .into_iter()
                 .filter(|&copy| copy != loaded.source)
@@ -577,11 +581,14 @@ impl Filesystem {
                         Some(rejected) => rejected.error.clone(),
                         None => read_superblock_copy(device.as_ref(), copy).err()?,
                     };
-                    Some((copy.offset(device.length()), format!("{copy}: {error}")))
+                    let maybe_torn = matches!(error, FormatError::ChecksumMismatch { .. });
+                    (!recovered || !maybe_torn)
+                        .then(|| (copy.offset(device.length()), format!("{copy}: {error}")))
                 });
             let damaged_headers = opened_log
                 .damaged_headers
                 .iter()
+                .filter(|_| !recovered)
                 .map(|damage| (Some(damage.device_offset), damage.why.clone()));
             let block_size = u64::from(superblock.layout.block_size);
             for (offset, why) in damaged_superblocks.chain(damaged_headers) {
