@@ -413,6 +413,7 @@ impl EventLog {
         state.mount_errors += 1;
         let inode = error.inode.map(|(ino, _)| ino);
         let open = state.open;
+        let node_block = error.node.map(|(_, _, block)| block);
         let same = state.ring.iter_mut().rev().take(open).find(|entry| {
             let record = &entry.record;
             record.kind == RecordKind::Error
@@ -420,6 +421,8 @@ impl EventLog {
                 && record.errno == error.errno
                 && record.inode == inode
                 && record.range == error.range
+                && record.device_range == error.device_range
+                && record.node.map(|node| node.block) == node_block
         });
         if let Some(entry) = same {
             merge(&mut entry.record, error, now);
@@ -429,6 +432,10 @@ impl EventLog {
             subtypes: error.subtypes,
             errno: error.errno,
             inode,
+            place: match inode {
+                Some(_) => None,
+                None => node_block.or(error.device_range.map(|(start, _)| start)),
+            },
         };
         let absorbed = state.repeats.absorb(
             key,

@@ -43,6 +43,12 @@ pub(super) struct Key {
     pub(super) subtypes: u32,
     pub(super) errno: i32,
     pub(super) inode: Option<u64>,
+    /// For an error of no file, where on the device it is (its node's
+    /// block, else its device range's start): failures at different places
+    /// are different failures, each with its own record, never damped
+    /// into one another. A file's errors are its file's, wherever they are
+    /// (the record's ranges widen over them).
+    pub(super) place: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]

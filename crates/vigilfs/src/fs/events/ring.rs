@@ -237,11 +237,18 @@ pub(super) fn error_record(id: u64, error: &ErrorInput<'_>, now: u64) -> EventRe
     record
 }
 
-/// Merges a repeat of a damped key: its byte range widens to cover every
-/// range merged, so the record names all of the file the errors touched.
+/// Merges a repeat of a damped key: its byte range and device range widen
+/// to cover every range merged, so the record names all of the file (and
+/// of the device) the errors touched.
 pub(super) fn merge_repeat(record: &mut EventRecord, error: &ErrorInput<'_>, now: u64) {
     merge(record, error, now);
-    record.range = match (record.range, error.range) {
+    record.range = widened(record.range, error.range);
+    record.device_range = widened(record.device_range, error.device_range);
+}
+
+/// The smallest range (offset, length) covering both.
+fn widened(range: Option<(u64, u64)>, other: Option<(u64, u64)>) -> Option<(u64, u64)> {
+    match (range, other) {
         (Some((offset, length)), Some((other, other_length))) => {
             let start = offset.min(other);
             let end = offset
@@ -250,7 +257,7 @@ pub(super) fn merge_repeat(record: &mut EventRecord, error: &ErrorInput<'_>, now
             Some((start, end - start))
         }
         (range, other) => range.or(other),
-    };
+    }
 }
 
 pub(super) fn merge(record: &mut EventRecord, error: &ErrorInput<'_>, now: u64) {

@@ -454,3 +454,58 @@ fn damped_errors_are_recorded_before_the_terminal_record() {
     assert_eq!(terminal.count, 6);
     assert_eq!(records[records.len() - 2].errors_total, 6);
 }
+
+/// A media failure of no file (free space, a b-tree node).
+fn failure_at(device_offset: u64, node: Option<u64>) -> ErrorInput<'static> {
+    ErrorInput {
+        subtypes: 4,
+        errno: libc::EIO,
+        inode: None,
+        range: None,
+        device_range: Some((device_offset, 4096)),
+        node: node.map(|block| ("extents", Some(0), block)),
+        origin: "test",
+    }
+}
+
+/// Failures at different places of the device are different failures:
+/// each keeps its own record (and device range, and node), however close
+/// together they come; only a repeat at one place merges or is damped.
+#[test]
+fn failures_at_different_places_of_the_device_keep_their_own_records() {
+    let log = EventLog::in_memory();
+    let places = [20u64 << 20, 21 << 20, 22 << 20, 23 << 20];
+    for place in places {
+        log.record_error(&failure_at(place, None));
+    }
+    for block in [314u64, 315, 316] {
+        log.record_error(&failure_at(block * 4096, Some(block)));
+    }
+    // One place failing again and again: merged, and damped.
+    for _ in 0..50 {
+        log.record_error(&failure_at(places[0], None));
+    }
+    log.release_held();
+    let records = read_all(&log, 0);
+    for place in places {
+        assert!(
+            records
+                .iter()
+                .any(|record| record.device_range == Some((place, 4096))),
+            "no record of the failure at {place}: {records:#?}"
+        );
+    }
+    for block in [314u64, 315, 316] {
+        assert!(
+            records
+                .iter()
+                .any(|record| record.node.is_some_and(|node| node.block == block)),
+            "no record of node {block}: {records:#?}"
+        );
+    }
+    assert!(
+        records.len() <= 7 + 3,
+        "the repeats were merged: {records:#?}"
+    );
+    assert_eq!(records.last().unwrap().errors_total, 57);
+}
