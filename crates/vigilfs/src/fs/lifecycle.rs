@@ -155,7 +155,7 @@ impl Default for MountOptions {
 pub enum MountError {
     /// No valid superblock (the format error says which copy failed how).
     #[error("{0}")]
-    Superblock(#[from] crate::format::FormatError),
+    Superblock(#[from] FormatError),
     /// The journal or the b-trees could not be opened.
     #[error("opening the metadata: {0}")]
     Metadata(#[from] crate::metadata::OpenError),
