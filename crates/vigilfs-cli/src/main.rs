@@ -315,12 +315,14 @@ enum Command {
         /// The mount point.
         mountpoint: PathBuf,
     },
-    /// Shut a mounted filesystem down: nothing more is written, writers
-    /// get EIO, status shows shut-down.
+    /// Shut a mounted filesystem down: no more data or metadata is
+    /// written, writers get EIO, status shows shut-down.
     ///
     /// With --flush (the default) dirty data and the journal are written
     /// first as far as the device allows; --noflush stops at once, like a
-    /// dying disk. The mount stays until unmounted; the next mount recovers
+    /// dying disk. Only the superblock's error record and the event log
+    /// are still written, so the errors after it and the unmount are
+    /// remembered. The mount stays until unmounted; the next mount recovers
     /// from the journal. Root and the user who mounted only.
     ///
     /// Examples:
@@ -430,8 +432,13 @@ enum Command {
     /// not be mounted. What debugfs's icheck/ncheck and XFS's fsmap answer.
     ///
     /// --json prints {device_offset, device_length, owners [{device_offset,
-    /// device_length, kind, ...}]} (fields in `vigilfs notify-failure --help`'s
-    /// JSON, without the outcome).
+    /// device_length, kind, ...}]}, each owner's other fields by its kind:
+    ///   file        ino, generation, paths, file_offset, file_length,
+    ///               unwritten (preallocated), poisoned (data lost)
+    ///   node        tree, level, block
+    ///   journal     live (entries replay still needs are there)
+    ///   superblock  copy
+    ///   free, bad, event_log, unused (the reserved first block): none
     ///
     /// Examples:
     ///   vigilfs owners /mnt/data --offset 61440000 --length 4096
@@ -460,8 +467,9 @@ enum Command {
     ///
     /// Exit status: 0 nothing lost, 4 data or metadata lost (found now, or
     /// poisoned earlier and not rewritten since, on a mount or an image),
-    /// 8 the scrub could not run, 1 refused (not root nor the
-    /// user who mounted).
+    /// 32 (added to 0 or 4) the scrub stopped before the end (an unmount
+    /// or a shutdown stopped it: not everything was read), 8 the scrub
+    /// could not run, 1 refused (not root nor the user who mounted).
     ///
     /// Examples:
     ///   vigilfs scrub /mnt/data

@@ -458,14 +458,24 @@ fn scrub_mounted(
              (vigilfs status lists them)"
         );
     }
-    Ok(
-        if summary["lost_blocks"].as_u64().unwrap_or(0) > 0 || known_lost > 0 {
-            ERRORS_LEFT
-        } else {
-            CLEAN
-        },
-    )
+    let lost = if summary["lost_blocks"].as_u64().unwrap_or(0) > 0 || known_lost > 0 {
+        ERRORS_LEFT
+    } else {
+        CLEAN
+    };
+    // Not everything was read (an unmount, a shutdown or another client
+    // stopped it): a cron job must not take that for a clean pass.
+    let stopped = if summary["complete"].as_bool() == Some(true) {
+        CLEAN
+    } else {
+        STOPPED
+    };
+    Ok(lost | stopped)
 }
+
+/// Exit status bit of a scrub that stopped before the end (fsck's
+/// "checking canceled").
+const STOPPED: u8 = 32;
 
 /// Collects an image scrub's findings and shows its progress.
 struct ImageSink {

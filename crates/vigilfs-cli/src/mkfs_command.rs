@@ -43,7 +43,8 @@ pub struct MkfsRequest {
 }
 
 pub fn run(request: &MkfsRequest) -> Result<u8, Failure> {
-    let label = Label::new(&request.label).map_err(|error| Failure::usage(error.to_string()))?;
+    let label =
+        Label::new(&request.label).map_err(|error| Failure::arguments(error.to_string()))?;
     let image = &request.image;
     let created = !image.exists();
     // Held while formatting: a mount cannot start meanwhile.

@@ -43,12 +43,30 @@ impl FromStr for ByteSize {
                 ))
             }
         };
-        let value: f64 = number
-            .parse()
-            .map_err(|_| format!("`{text}` is not a size (examples: 4096, 64M, 1.5G)"))?;
+        let not_a_size = || format!("`{text}` is not a size (examples: 4096, 64M, 1.5G)");
+        if !number.contains('.') {
+            // Whole numbers exactly (an f64 rounds past 2^53).
+            let whole: u64 =
+                number
+                    .parse()
+                    .map_err(|error: std::num::ParseIntError| match error.kind() {
+                        std::num::IntErrorKind::PosOverflow => {
+                            format!("size `{text}` is out of range")
+                        }
+                        _ => not_a_size(),
+                    })?;
+            return match whole.checked_mul(multiplier) {
+                Some(bytes) if bytes > 0 => Ok(ByteSize(bytes)),
+                _ => Err(format!("size `{text}` is out of range")),
+            };
+        }
+        let value: f64 = number.parse().map_err(|_| not_a_size())?;
         let bytes = value * multiplier as f64;
         if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
             return Err(format!("size `{text}` is out of range"));
+        }
+        if multiplier == 1 && bytes.fract() != 0.0 {
+            return Err(format!("`{text}` is not a whole number of bytes"));
         }
         Ok(ByteSize(bytes as u64))
     }
@@ -104,6 +122,21 @@ mod tests {
         assert!("-5M".parse::<ByteSize>().is_err());
         assert!("0".parse::<ByteSize>().is_err());
         assert!("99999999T".parse::<ByteSize>().is_err());
+        assert!("1.9"
+            .parse::<ByteSize>()
+            .unwrap_err()
+            .contains("whole number of bytes"));
+        assert!("18446744073709551616".parse::<ByteSize>().is_err());
+    }
+
+    #[test]
+    fn whole_numbers_of_bytes_are_exact() {
+        assert_eq!(
+            "9007199254740993".parse(),
+            Ok(ByteSize(9_007_199_254_740_993))
+        );
+        assert_eq!("18446744073709551615".parse(), Ok(ByteSize(u64::MAX)));
+        assert_eq!("1.5K".parse(), Ok(ByteSize(1536)));
     }
 
     #[test]

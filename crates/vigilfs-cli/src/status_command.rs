@@ -352,18 +352,26 @@ pub fn render(status: &Value) -> String {
     out
 }
 
+/// Bad-block runs the text report shows (the JSON has them all).
+const SHOWN_BAD_RUNS: usize = 8;
+
 /// The media part of a status report (`control::media_report`) as
 /// labelled rows: the bad-block list, poisoned data, failure notices and
 /// scrub.
 pub fn media_rows(media: &Value) -> Vec<(&'static str, String)> {
     let mut rows = Vec::new();
-    let runs: Vec<String> = media["bad"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .take(8)
+    let all_runs = media["bad"].as_array().map_or(&[][..], Vec::as_slice);
+    let mut runs: Vec<String> = all_runs
+        .iter()
+        .take(SHOWN_BAD_RUNS)
         .map(|run| format!("{}+{}", number(&run["start"]), number(&run["blocks"])))
         .collect();
+    if all_runs.len() > SHOWN_BAD_RUNS {
+        runs.push(format!(
+            "... ({} runs in all; --json lists every one)",
+            all_runs.len()
+        ));
+    }
     let bad = number(&media["bad_blocks"]);
     rows.push((
         "bad blocks",
@@ -505,6 +513,19 @@ mod tests {
             rendered.contains("fault rules      none; the device drops flushes"),
             "{rendered}"
         );
+    }
+
+    #[test]
+    fn a_long_bad_block_list_says_it_is_cut_short() {
+        let runs: Vec<Value> = (0..17)
+            .map(|at| serde_json::json!({ "start": at * 10, "blocks": 1 }))
+            .collect();
+        let rows = media_rows(&serde_json::json!({ "bad": runs, "bad_blocks": 17 }));
+        let (_, bad) = &rows[0];
+        assert!(bad.contains("70+1, ... (17 runs in all"), "{bad}");
+        assert!(!bad.contains("80+1"), "{bad}");
+        let rows = media_rows(&serde_json::json!({ "bad": runs[..8], "bad_blocks": 8 }));
+        assert!(!rows[0].1.contains("..."), "{}", rows[0].1);
     }
 
     #[test]

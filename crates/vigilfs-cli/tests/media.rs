@@ -657,6 +657,34 @@ fn a_slow_scrub_whose_client_is_gone_does_not_keep_the_unmount_from_writing_back
     scratch.umount(pid);
 }
 
+/// A scrub the unmount stops read only part of the filesystem: its exit
+/// status says so (32), so a cron job does not take it for a clean pass.
+#[test]
+fn a_scrub_stopped_by_the_unmount_exits_stopped() {
+    if fuse_missing("a_scrub_stopped_by_the_unmount_exits_stopped") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    for index in 0..4 {
+        write_synced(&scratch.at(&format!("data-{index}")), &pattern(1024, index));
+    }
+    let client = Command::new(binary())
+        .args(["scrub", scratch.mnt(), "--rate", "1", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the scrub runs", Duration::from_secs(20), || {
+        !scratch.status()["media"]["scrub"]["running"].is_null()
+    });
+    scratch.umount(pid);
+    let output = client.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(32), "{}", text(&output.stderr));
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["complete"], false, "{summary}");
+}
+
 #[test]
 fn a_checksum_failure_that_no_longer_reproduces_is_healed_by_scrub() {
     if fuse_missing("a_checksum_failure_that_no_longer_reproduces_is_healed_by_scrub") {

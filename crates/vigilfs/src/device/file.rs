@@ -98,6 +98,15 @@ impl FileDevice {
         length: u64,
         sector_size: SectorSize,
     ) -> io::Result<FileDevice> {
+        if i64::try_from(length).is_err() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a file of {length} bytes cannot be made: Linux files end at {} bytes",
+                    i64::MAX
+                ),
+            ));
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -285,6 +294,15 @@ mod tests {
         drop(FileDevice::create_image(&image.0, 4096, SectorSize::Bytes512).unwrap());
         let error = FileDevice::create_image(&image.0, 4096, SectorSize::Bytes512).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::AlreadyExists);
+    }
+
+    #[test]
+    fn an_image_longer_than_any_linux_file_is_refused_and_not_made() {
+        let image = TemporaryImage::new("huge");
+        let error = FileDevice::create_image(&image.0, u64::MAX, SectorSize::Bytes512).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+        assert!(error.to_string().contains("Linux files end at"), "{error}");
+        assert!(!image.0.exists());
     }
 
     #[test]
