@@ -367,6 +367,12 @@ fn check_trees(
                 structure,
                 message: error.to_string(),
             });
+            notes.push(Note {
+                structure: "namespace, space and data".into(),
+                message: "not checked: they are read through the b-trees, which could not \
+                          be walked past the damage above (other damage may be there too)"
+                    .into(),
+            });
             None
         }
     }
@@ -614,6 +620,15 @@ mod tests {
             report.problems[0].message.contains("corrupt"),
             "{}",
             report.problems[0].message
+        );
+        // What was not checked because of it is said, not left out.
+        assert!(
+            report
+                .notes
+                .iter()
+                .any(|note| note.message.starts_with("not checked")),
+            "{:?}",
+            report.notes
         );
     }
 
