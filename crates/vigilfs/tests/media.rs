@@ -423,6 +423,55 @@ fn a_reported_block_that_still_reads_is_moved_and_nothing_is_lost() {
     fixture.assert_fsck_clean();
 }
 
+/// A failed range partly saved: the event of the data lost names exactly
+/// the bytes lost, not the whole range (a hook must tell them apart).
+#[test]
+fn a_range_partly_saved_announces_only_the_bytes_lost() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let data = pattern(3, 7);
+    let ino = create_file(&fs, "partly", &data);
+    fs.unmount().unwrap();
+    // Nothing cached: what survives is what still reads.
+    let fs = fixture.mount();
+    let first = fixture.physical(&fs, ino, 0);
+    assert_eq!(fixture.physical(&fs, ino, 2), first + 2, "one extent");
+    fixture.bad_block(first + 1);
+    let events = listen(&fs);
+    let report = fs
+        .notify_failure(
+            ByteRange::at(first * BLOCK, 3 * BLOCK),
+            Origin::operator("array"),
+        )
+        .unwrap();
+    assert!(
+        report
+            .handled
+            .iter()
+            .any(|handled| handled.outcome == Outcome::Partly { healed: 2, lost: 1 }),
+        "{:#?}",
+        report.handled
+    );
+    let lost: Vec<Event> = errors(&events)
+        .into_iter()
+        .filter(|event| event.subtypes.contains(Subtypes::DATA_LOST))
+        .collect();
+    assert_eq!(lost.len(), 1, "{lost:#?}");
+    let detail = lost[0].first.as_ref().unwrap();
+    assert_eq!(
+        detail.range.map(|range| (range.offset, range.len)),
+        Some((BLOCK, BLOCK))
+    );
+    assert!(
+        blob_text(&lost[0]).contains(&format!("dev={}+{BLOCK}", (first + 1) * BLOCK)),
+        "{}",
+        blob_text(&lost[0])
+    );
+    assert_eq!(read_block(&fs, ino, 0).unwrap(), data[..BLOCK as usize]);
+    assert_eq!(errno_of(read_block(&fs, ino, 1)), libc::EIO);
+    fs.unmount().unwrap();
+}
+
 /// A node block of `tree` at `level` that is not its root (found by the
 /// owners query over the main region).
 fn node_of(fixture: &Fixture, fs: &Filesystem, tree: TreeId) -> Vec<u64> {

@@ -514,6 +514,7 @@ impl Shared {
             device_range,
             node: None,
         };
+        let mut reported = false;
         match &item.owner.kind {
             OwnerKind::File {
                 ino,
@@ -524,6 +525,19 @@ impl Shared {
                 incident.inode = Some((*ino, *generation as u32));
                 incident.range = Some((*file_offset, range.len()));
                 detail.subtypes = data_lost;
+                if lost > 0 {
+                    // What was lost, exactly: an event per lost run, so a
+                    // hook can tell the bytes lost from those saved.
+                    for (file_range, lost_device_range) in
+                        self.lost_runs(*ino, *file_offset, range.start, range.len())
+                    {
+                        incident.range = Some(file_range);
+                        incident.block = Some(lost_device_range.0 / 4096);
+                        detail.device_range = Some(lost_device_range);
+                        self.health.report_with(&incident, &detail);
+                        reported = true;
+                    }
+                }
             }
             OwnerKind::Node { tree, level, block } => {
                 detail.node = Some((tree.name(), *level, *block));
@@ -547,7 +561,9 @@ impl Shared {
                 let _ = saved;
             }
         }
-        self.health.report_with(&incident, &detail);
+        if !reported {
+            self.health.report_with(&incident, &detail);
+        }
         if lost > 0 {
             if let Outcome::Lost { why, .. } = &item.outcome {
                 let metadata = matches!(
@@ -564,6 +580,34 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// The data of inode `ino` lost now within an owner's bytes (`length`
+    /// device bytes from `device_start`, holding the file's bytes from
+    /// `file_offset`): each poisoned run as (file byte range, device byte
+    /// range), clipped to the owner.
+    fn lost_runs(
+        &self,
+        ino: u64,
+        file_offset: u64,
+        device_start: u64,
+        length: u64,
+    ) -> Vec<((u64, u64), (u64, u64))> {
+        let first = file_offset / 4096;
+        let end = first + length.div_ceil(4096);
+        self.metadata
+            .poison
+            .runs_within(ino, first, end)
+            .into_iter()
+            .filter_map(|run| {
+                let (from, to) = (run.first.max(first), run.end().min(end));
+                let bytes = (to.checked_sub(from)?).checked_mul(4096)?;
+                (bytes > 0).then(|| {
+                    let device = device_start + (from - first) * 4096;
+                    ((from * 4096, bytes), (device, bytes))
+                })
+            })
+            .collect()
     }
 
     /// Reports notices the intake had to drop since the last report.
