@@ -551,6 +551,42 @@ fn a_superblock_copy_damaged_beyond_a_torn_write_is_reported_after_a_power_cut()
     fs.unmount().expect("unmount");
 }
 
+/// A device grown since mkfs (an image file extended) is not damage: the
+/// backups are where the filesystem put them, fsck says the space past the
+/// end goes unused, and the mount reports nothing and writes the backups
+/// where they were (the image cut back to its size is still clean).
+#[test]
+fn a_device_grown_since_mkfs_keeps_its_backups_and_is_not_reported_as_damage() {
+    let fixture = Fixture::new();
+    fixture.mount().unmount().expect("unmount");
+    let made = fixture.memory.length();
+    let mut image = fixture.memory.to_image();
+    image.resize(image.len() + (1 << 20), 0);
+    let grown = Arc::new(MemoryDevice::from_image(image, SectorSize::Bytes512));
+    let report = fsck(grown.clone(), &mut |_| {}).expect("fsck");
+    assert!(report.is_clean(), "{:#?}", report.problems);
+    assert!(
+        report.notes.iter().any(|note| note
+            .message
+            .contains("more than the filesystem was made for")),
+        "{:#?}",
+        report.notes
+    );
+    let fs = Filesystem::mount(grown.clone(), MountOptions::default()).expect("mount");
+    assert_eq!(
+        fs.status().error_record.counter(ErrorKind::Checksum).count,
+        0
+    );
+    fs.create(ROOT_INO, b"after", 0o644, read_write(), &root())
+        .unwrap();
+    fs.unmount().expect("unmount");
+    let mut image = grown.to_image();
+    image.truncate(made as usize);
+    let cut_back = Arc::new(MemoryDevice::from_image(image, SectorSize::Bytes512));
+    let report = fsck(cut_back, &mut |_| {}).expect("fsck");
+    assert!(report.is_clean(), "{:#?}", report.problems);
+}
+
 /// The event records this mount can read of earlier mounts.
 fn earlier_records(fs: &Filesystem) -> Vec<vigilfs::format::event_log::EventRecord> {
     let mut records = Vec::new();

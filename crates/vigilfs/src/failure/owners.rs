@@ -114,7 +114,9 @@ pub fn owners(
     let mut found: Vec<Owner> = Vec::new();
     let mut covered: Vec<ByteRange> = Vec::new();
     for copy in SuperblockCopy::ALL {
-        if let Some(offset) = copy.offset(device_length) {
+        // Where the filesystem keeps them (a device grown since mkfs does
+        // not move them).
+        if let Some(offset) = copy.offset(layout.device_length) {
             let bytes = ByteRange::at(offset, SUPERBLOCK_SIZE as u64);
             if let Some(part) = bytes.intersection(&range) {
                 found.push(Owner {

@@ -6,8 +6,11 @@
 //! backups are being written the primary holds the new one.
 //!
 //! Reading uses the primary if it is valid, otherwise the valid backup with the highest write
-//! sequence, and says which copy it used and why the others were rejected. Backups are looked
-//! for relative to the current device length (see [`layout`](super::layout)).
+//! sequence, and says which copy it used and why the others were rejected. Backups live at the
+//! end of the device the filesystem was made for (see [`layout`](super::layout)): they are
+//! looked for where the primary's recorded length puts them, so a device grown since mkfs
+//! (whose space past the filesystem goes unused) still finds them; only without a readable
+//! primary are they looked for relative to the current device length.
 
 use super::layout::{SuperblockCopy, HEAD_RESERVED_BYTES, SUPERBLOCK_SIZE, TAIL_RESERVED_BYTES};
 use super::superblock::Superblock;
@@ -44,6 +47,19 @@ pub struct LoadedSuperblock {
     pub rejected: Vec<RejectedCopy>,
 }
 
+/// The length of the device the filesystem was made for, as its primary
+/// copy records it (decoded, not yet checked against the device), else the
+/// device's own length.
+pub fn filesystem_length<D: BlockDevice + ?Sized>(device: &D) -> u64 {
+    let mut bytes = vec![0; SUPERBLOCK_SIZE];
+    let recorded = SuperblockCopy::Primary
+        .offset(device.length())
+        .and_then(|offset| device.read_at(offset, &mut bytes, IoClass::Superblock).ok())
+        .and_then(|()| Superblock::decode(&bytes).ok())
+        .map(|superblock| superblock.layout.device_length);
+    recorded.unwrap_or_else(|| device.length())
+}
+
 /// Reads and fully validates one copy.
 pub fn read_superblock_copy<D: BlockDevice + ?Sized>(
     device: &D,
@@ -51,7 +67,7 @@ pub fn read_superblock_copy<D: BlockDevice + ?Sized>(
 ) -> Result<Superblock, FormatError> {
     let device_length = device.length();
     let offset = copy
-        .offset(device_length)
+        .offset(filesystem_length(device))
         .ok_or(FormatError::DeviceTooSmall {
             device_length,
             needed: HEAD_RESERVED_BYTES + TAIL_RESERVED_BYTES,
@@ -125,6 +141,9 @@ pub fn write_superblocks<D: BlockDevice + ?Sized>(
     let device_length = device.length();
     superblock.write_sequence = superblock.write_sequence.wrapping_add(1);
     superblock.validate_for_device(device_length, device.sector_size())?;
+    // The backups stay at the end of the filesystem, however the device
+    // grew (validate_for_device refused a device that shrank).
+    let device_length = superblock.layout.device_length;
     let bytes = superblock.encode()?;
     let mut failures = Vec::new();
     let write_copy = |copy: SuperblockCopy, failures: &mut Vec<CopyWriteFailure>| {

@@ -582,8 +582,10 @@ impl Filesystem {
                         None => read_superblock_copy(device.as_ref(), copy).err()?,
                     };
                     let maybe_torn = matches!(error, FormatError::ChecksumMismatch { .. });
-                    (!recovered || !maybe_torn)
-                        .then(|| (copy.offset(device.length()), format!("{copy}: {error}")))
+                    (!recovered || !maybe_torn).then(|| {
+                        let offset = copy.offset(superblock.layout.device_length);
+                        (offset, format!("{copy}: {error}"))
+                    })
                 });
             let damaged_headers = opened_log
                 .damaged_headers

@@ -160,6 +160,18 @@ pub fn fsck_with(
         stage: "superblock copies",
     });
     let (mut superblock, superblock_source) = check_superblocks(device.as_ref(), &mut problems)?;
+    if let Some(unused) = device.length().checked_sub(superblock.layout.device_length) {
+        if unused > 0 {
+            notes.push(Note {
+                structure: "device".into(),
+                message: format!(
+                    "{} bytes, {unused} more than the filesystem was made for: the space past \
+                     its end is not used (vigilfs does not grow a filesystem)",
+                    device.length()
+                ),
+            });
+        }
+    }
 
     progress(Progress {
         done: 1,

@@ -314,7 +314,7 @@ impl Run<'_, '_> {
     fn superblocks(&mut self) -> ControlFlow<()> {
         let device = self.scrubber.device;
         for copy in SuperblockCopy::ALL {
-            let Some(offset) = copy.offset(device.length()) else {
+            let Some(offset) = copy.offset(self.scrubber.layout.device_length) else {
                 continue;
             };
             self.sink.pause();
