@@ -685,6 +685,36 @@ fn a_scrub_stopped_by_the_unmount_exits_stopped() {
     assert_eq!(summary["complete"], false, "{summary}");
 }
 
+/// A block lost to a media error (a read the device failed) whose sector
+/// the device recovered since: a scrub reads it back matching its
+/// checksum, and the data is returned again (it was lost until then).
+#[test]
+fn a_media_error_that_no_longer_reproduces_is_healed_by_scrub() {
+    if fuse_missing("a_media_error_that_no_longer_reproduces_is_healed_by_scrub") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let data = pattern(4, 11);
+    write_synced(&scratch.at("sector"), &data);
+    scratch.umount(pid);
+    let pid = scratch.mount(&[]);
+    let block = device_block(scratch.mnt(), "sector", 2);
+    scratch.inject(&["--bad-blocks", &format!("{block}:1")]);
+    assert!(read_block(&scratch.at("sector"), 2).is_err());
+    scratch.inject(&["--clear"]);
+    assert!(read_block(&scratch.at("sector"), 2).is_err(), "poisoned");
+    assert_eq!(scratch.status()["media"]["poisoned_runs"], 1);
+    let scrub = vigilfs(&["scrub", scratch.mnt(), "--json"]);
+    assert_eq!(scrub.status.code(), Some(0), "{}", text(&scrub.stderr));
+    let summary: Value = serde_json::from_slice(&scrub.stdout).unwrap();
+    assert_eq!(summary["healed_blocks"], 1, "{summary}");
+    assert_eq!(scratch.status()["media"]["poisoned_runs"], 0);
+    assert_eq!(fs::read(scratch.at("sector")).unwrap(), data);
+    scratch.umount(pid);
+    assert_eq!(vigilfs(&["fsck", scratch.img()]).status.code(), Some(0));
+}
+
 #[test]
 fn a_checksum_failure_that_no_longer_reproduces_is_healed_by_scrub() {
     if fuse_missing("a_checksum_failure_that_no_longer_reproduces_is_healed_by_scrub") {

@@ -229,9 +229,10 @@ fn failed_device_range(error: &FsError) -> Option<(ByteRange, FailureCause)> {
 
 impl Shared {
     /// Block `index` of the extent of `ino` at file block `extent_offset`
-    /// was poisoned for a checksum mismatch, and a scrub read it back
-    /// matching its checksum (the fault was on the way, not on the medium:
-    /// a cable, a controller, an injected corruption since cleared). Checked
+    /// was poisoned (for a checksum mismatch or a media error), and a scrub
+    /// read it back matching its checksum (the fault was on the way, not on
+    /// the medium: a cable, a controller, an injected fault since cleared;
+    /// or the device recovered the sector). Checked
     /// again under the record lock — the extent still maps it, the run
     /// still holds it, the device's bytes still match — its poison goes and
     /// reads return the data again. Whether it did. The error it caused
@@ -273,7 +274,7 @@ impl Shared {
             .poison
             .runs_within(ino, block, block + 1)
             .into_iter()
-            .find(|run| run.physical_of(block) == physical && run.cause == FailureCause::Checksum)
+            .find(|run| run.physical_of(block) == physical)
         else {
             return Ok(false);
         };

@@ -14,9 +14,10 @@
 //!    bad-block list and the poison records live in these nodes) and every
 //!    extent of file data (each block against the crc32c its extent
 //!    records; unwritten extents are read for media errors only). Blocks
-//!    already poisoned are known lost; one poisoned for a checksum
-//!    mismatch is read again, and if it matches now the sink hears of it
-//!    (the fault was on the way to the medium, and has gone).
+//!    already poisoned are read again, and if one reads back matching its
+//!    checksum the sink hears of it: the fault was on the way to the
+//!    medium (a cable, a controller) or the device has recovered, and the
+//!    data is intact after all.
 //!
 //! A read that fails is narrowed to the blocks that fail; a media error
 //! (or an error the operating system gave for a real device) is a
@@ -426,21 +427,19 @@ impl Run<'_, '_> {
         let block_size = u64::from(self.scrubber.layout.block_size);
         let blocks = u64::from(extent.blocks());
         let written = extent.flags & Extent::UNWRITTEN == 0;
-        let poisoned: Vec<Option<FailureCause>> = (0..blocks)
+        let poisoned: Vec<bool> = (0..blocks)
             .map(|at| {
-                metadata
+                !metadata
                     .poison
                     .runs_within(ino, offset + at, offset + at + 1)
-                    .first()
-                    .map(|run| run.cause)
+                    .is_empty()
             })
             .collect();
         let mut at = 0;
         while at < blocks {
-            if let Some(cause) = poisoned[at as usize] {
-                // A mismatch may not have been the medium's: read it again
-                // (a block lost to a media error is not, its loss is known).
-                if written && cause == FailureCause::Checksum {
+            if poisoned[at as usize] {
+                // Lost, unless it reads back intact now.
+                if written {
                     let one = ByteRange::at((extent.physical + at) * block_size, block_size);
                     if let Ok(bytes) = self.read(one, IoClass::Data) {
                         if crc32c::crc32c(&bytes) == extent.checksums[at as usize] {
@@ -452,7 +451,7 @@ impl Run<'_, '_> {
                 continue;
             }
             let mut stop = at;
-            while stop < blocks && poisoned[stop as usize].is_none() {
+            while stop < blocks && !poisoned[stop as usize] {
                 stop += 1;
             }
             let range = ByteRange::new(
