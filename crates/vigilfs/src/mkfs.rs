@@ -315,6 +315,7 @@ pub fn mkfs<D: BlockDevice + ?Sized>(
         last_mount_time: 0,
         last_write_time: time,
         write_sequence: 0,
+        clean_journal_seq: 0,
         error_record: ErrorRecord::default(),
         event_log,
     };

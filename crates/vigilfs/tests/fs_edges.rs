@@ -587,6 +587,66 @@ fn a_device_grown_since_mkfs_keeps_its_backups_and_is_not_reported_as_damage() {
     assert!(report.is_clean(), "{:#?}", report.problems);
 }
 
+/// The journal's newest entry, damaged after a clean unmount (the
+/// superblock names it): fsck and the mount report it lost, where it
+/// passed for the end of the log; the mount goes on from the entries
+/// before it, and every file is still there.
+#[test]
+fn a_journal_entry_damaged_after_a_clean_unmount_is_reported_lost() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    fs.create(ROOT_INO, b"kept", 0o644, read_write(), &root())
+        .unwrap();
+    fs.unmount().expect("unmount");
+    let superblock = vigilfs::format::read_superblock(fixture.memory.as_ref())
+        .unwrap()
+        .superblock;
+    let newest = superblock.clean_journal_seq;
+    assert!(newest > 0, "a clean unmount names its newest entry");
+    let block = u64::from(superblock.layout.block_size);
+    let journal = superblock.layout.journal;
+    let image = fixture.memory.to_image();
+    let at = (journal.start..journal.start + journal.blocks)
+        .map(|index| index * block)
+        .find(|&at| {
+            let at = at as usize;
+            image[at..at + 8] == *b"VGFSJENT"
+                && u64::from_le_bytes(image[at + 40..at + 48].try_into().unwrap()) == newest
+        })
+        .expect("the newest entry");
+    fixture
+        .memory
+        .write_at(at, &vec![0xff; block as usize], IoClass::Metadata)
+        .unwrap();
+    let report = fsck(fixture.device.clone(), &mut |_| {}).expect("fsck");
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|problem| problem.structure == "journal" && problem.message.contains("missing")),
+        "{:#?}",
+        report.problems
+    );
+    let fs = fixture.mount();
+    assert_eq!(
+        fs.status().error_record.counter(ErrorKind::Journal).count,
+        1
+    );
+    assert!(event_texts(&fs)
+        .iter()
+        .any(|text| text.contains("lost since the clean unmount")));
+    assert!(fs.lookup(ROOT_INO, b"kept", &root()).is_ok());
+    fs.unmount().expect("unmount");
+    // Reported once: the mount wrote new entries and a new clean seq.
+    let fs = fixture.mount();
+    assert_eq!(
+        fs.status().error_record.counter(ErrorKind::Journal).count,
+        1
+    );
+    fs.unmount().expect("unmount");
+    fixture.assert_fsck_clean();
+}
+
 /// The event records this mount can read of earlier mounts.
 fn earlier_records(fs: &Filesystem) -> Vec<vigilfs::format::event_log::EventRecord> {
     let mut records = Vec::new();

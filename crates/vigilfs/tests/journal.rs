@@ -526,6 +526,40 @@ fn torn_entry_after_the_last_flush_cuts_off_the_tail() {
     assert!(replay.report.next_seq > after);
 }
 
+/// The newest entries, durable when the filesystem was unmounted cleanly,
+/// damaged since: recovery goes on from the entries before them, says
+/// which were lost, and never gives their seqs again. Without the clean
+/// unmount's seq the same damage would pass for the end of the log.
+#[test]
+fn entries_damaged_since_a_clean_unmount_are_reported_lost_not_taken_for_the_end() {
+    let device = memory_device();
+    let journal = open(device.clone(), 64);
+    let mut seqs = Vec::new();
+    for word in [b"aaaa", b"bbbb", b"cccc"] {
+        seqs.push(journal.commit(&[word]).unwrap());
+        if seqs.len() == 1 {
+            journal.pin(seqs[0], counting_object()).unwrap();
+        }
+        journal.flush().unwrap();
+    }
+    let newest = journal.status().newest_entry_seq;
+    assert_eq!(newest, seqs[2]);
+    drop(journal);
+    corrupt_entry(&device, newest);
+    let (_, unaware) = Journal::open(device.clone(), options(64)).unwrap();
+    assert_eq!(unaware.report.lost_since_clean, None);
+    let mut clean = options(64);
+    clean.clean_unmount_seq = newest;
+    let (journal, replay) = Journal::open(device, clean).unwrap();
+    assert_eq!(replay.report.newest_kept_seq, seqs[1]);
+    assert_eq!(replay.report.lost_since_clean, Some((newest, newest)));
+    assert!(replay.report.next_seq > newest);
+    assert!(
+        journal.commit(&[b"next"]).unwrap() > newest,
+        "a lost seq is not given again"
+    );
+}
+
 /// After a failed mount attempt nothing was changed: fixing nothing and
 /// retrying gives the same answer (recovery is read-only until it succeeds).
 #[test]

@@ -23,7 +23,8 @@
 //!    192     8  last mount time
 //!    200     8  last write time
 //!    208     8  write sequence (bumped by every superblock write; picks the newest backup)
-//!    216   744  reserved, zero
+//!    216     8  journal seq at the clean unmount (the newest entry then; 0: not known)
+//!    224   736  reserved, zero
 //!    960     8  event log region start (block; 0: no event log)
 //!    968     8  event log region length (blocks)
 //!    976    48  reserved, zero
@@ -55,7 +56,7 @@ pub const SUPERBLOCK: StructureType = StructureType {
 };
 
 const ERROR_RECORD_OFFSET: usize = 1024;
-const FIELDS_END: usize = 216;
+const FIELDS_END: usize = 224;
 const EVENT_LOG_OFFSET: usize = 960;
 
 /// Feature flags, split like ext4's by what an implementation that does not know a flag must
@@ -208,6 +209,12 @@ pub struct Superblock {
     pub last_write_time: u64,
     /// Incremented by every superblock write; the newest backup has the highest.
     pub write_sequence: u64,
+    /// The newest journal entry when the filesystem was last unmounted (or
+    /// frozen) cleanly, 0 when not known (dirty, or written by a build
+    /// before this field, which reads it as reserved and writes it 0).
+    /// Recovery checks it is still there: a journal block damaged since
+    /// the clean unmount is found, not taken for the end of the log.
+    pub clean_journal_seq: u64,
     /// Persistent error history.
     pub error_record: ErrorRecord,
     /// The event log region, if the image has one (mkfs-only: images made
@@ -222,6 +229,7 @@ impl Superblock {
         self.mount_count = self.mount_count.saturating_add(1);
         self.last_mount_time = now;
         self.state = FsState::Dirty;
+        self.clean_journal_seq = 0;
     }
 
     /// Checks what can be checked without a device: supported features and a consistent
@@ -330,6 +338,7 @@ impl Superblock {
         encoder.put_u64(self.last_mount_time);
         encoder.put_u64(self.last_write_time);
         encoder.put_u64(self.write_sequence);
+        encoder.put_u64(self.clean_journal_seq);
         debug_assert_eq!(encoder.position(), FIELDS_END);
         encoder.pad_to(EVENT_LOG_OFFSET)?;
         let event_log = self.event_log.unwrap_or(Region {
@@ -392,6 +401,7 @@ impl Superblock {
         let last_mount_time = decoder.u64()?;
         let last_write_time = decoder.u64()?;
         let write_sequence = decoder.u64()?;
+        let clean_journal_seq = decoder.u64()?;
         decoder.seek(EVENT_LOG_OFFSET)?;
         let event_log = Region {
             start: decoder.u64()?,
@@ -420,6 +430,7 @@ impl Superblock {
             last_mount_time,
             last_write_time,
             write_sequence,
+            clean_journal_seq,
             error_record,
             event_log,
         };
@@ -470,6 +481,7 @@ pub(crate) mod tests {
             last_mount_time: 1_650_000_000,
             last_write_time: 1_650_000_001,
             write_sequence: 9,
+            clean_journal_seq: 77,
             error_record,
             event_log: None,
         }
@@ -706,6 +718,8 @@ pub(crate) mod tests {
                     last_mount_time,
                     last_write_time,
                     write_sequence,
+                    // Any value: a field of its own, kept as written.
+                    clean_journal_seq: write_sequence.rotate_left(17),
                     error_record,
                     event_log: None,
                 }

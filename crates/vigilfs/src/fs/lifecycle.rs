@@ -231,6 +231,16 @@ impl Shared {
         let mut superblock = self.superblock();
         if let Some(state) = state {
             superblock.state = state;
+            // A clean state names the newest journal entry, durable now
+            // (checkpoint_clean flushed it): the next mount checks it is
+            // still there. Not known unless durable.
+            let journal = self.metadata.journal.status();
+            superblock.clean_journal_seq = match state {
+                FsState::Clean if journal.newest_entry_seq <= journal.durable_seq => {
+                    journal.newest_entry_seq
+                }
+                FsState::Clean | FsState::Dirty => 0,
+            };
         }
         superblock.error_record = self.health.record();
         superblock.last_write_time = seconds_now();
@@ -560,6 +570,20 @@ impl Filesystem {
                 block: None,
                 // Fits an event's text (the error record keeps its start).
                 origin: &format!("recovery cut entries {first}+: data mismatch"),
+            });
+        }
+        if let Some((first, last)) = metadata.recovery.lost_since_clean {
+            // Entries durable at the clean unmount, gone since: the medium
+            // (or someone) damaged the journal. The mount goes on from the
+            // entries before them (what they changed was written to the
+            // b-trees before the unmount); the loss must not pass in silence.
+            health.report(&Incident {
+                kind: ErrorKind::Journal,
+                errno: libc::EIO,
+                inode: None,
+                range: None,
+                block: None,
+                origin: &format!("journal entries {first}..={last} lost since the clean unmount"),
             });
         }
         {

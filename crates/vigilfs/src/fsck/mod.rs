@@ -202,6 +202,16 @@ pub fn fsck_with(
                     ),
                 });
             }
+            if let Some((first, last)) = report.lost_since_clean {
+                problems.push(Problem {
+                    structure: "journal".into(),
+                    message: format!(
+                        "entries {first}..={last}, the newest when the filesystem was \
+                         unmounted cleanly, are missing or damaged (the mount goes on from \
+                         the entries before them and reports the loss)"
+                    ),
+                });
+            }
             // The newest roots record is always there, clean or not.
             let pending_records = replay
                 .entries

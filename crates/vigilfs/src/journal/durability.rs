@@ -135,6 +135,7 @@ impl Journal {
                     last_seq,
                     durable_seq: header.durable_seq,
                 });
+                inner.newest_entry = inner.newest_entry.max(meta.seq);
                 inner.written_ahead.push(meta.seq);
                 inner.written_ahead.sort_unstable();
                 while inner.written_ahead.first() == Some(&(inner.written_seq + 1)) {

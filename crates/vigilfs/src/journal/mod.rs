@@ -73,7 +73,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use crate::device::{BlockDevice, DeviceError, IoClass};
-use crate::format::{Layout, Superblock};
+use crate::format::{FsState, Layout, Superblock};
 use crate::sync::Condvar;
 use entry::HEADER_BYTES;
 pub use entry::{
@@ -137,15 +137,25 @@ pub struct JournalOptions {
     pub reclaim_below_64ths: u32,
     /// Reclaim also starts when more than this many seqs are tracked.
     pub max_tracked_seqs: usize,
+    /// The newest entry when the filesystem was unmounted cleanly, as its
+    /// superblock records it (0: not known). Recovery that finds only
+    /// older entries reports the newer ones as lost
+    /// ([`RecoveryReport::lost_since_clean`]) and never gives their seqs
+    /// again.
+    pub clean_unmount_seq: u64,
 }
 
 impl JournalOptions {
     /// Defaults for the journal of the filesystem `superblock` describes.
     pub fn for_filesystem(superblock: &Superblock) -> JournalOptions {
-        JournalOptions::new(
+        let mut options = JournalOptions::new(
             JournalRegion::of_layout(&superblock.layout),
             superblock.uuid.0,
-        )
+        );
+        if superblock.state == FsState::Clean {
+            options.clean_unmount_seq = superblock.clean_journal_seq;
+        }
+        options
     }
 
     /// Defaults for `region` and `uuid`.
@@ -167,6 +177,7 @@ impl JournalOptions {
             entry_bytes: entry_bytes as u32,
             reclaim_below_64ths: 16,
             max_tracked_seqs: 4096,
+            clean_unmount_seq: 0,
         }
     }
 }
@@ -301,6 +312,10 @@ pub struct JournalStatus {
     pub written_seq: u64,
     /// Entries up to here are durable.
     pub durable_seq: u64,
+    /// The newest entry on the device (written this mount, or kept by
+    /// replay; 0: none): seqs given up by a recovery and seqs not yet
+    /// written are not entries.
+    pub newest_entry_seq: u64,
     /// Entries up to here are known durable to a recovery: a durable entry
     /// on the device records it. Replay checks the data claims of entries
     /// above it, so blocks freed above it are not reused yet.
@@ -362,6 +377,8 @@ struct Inner {
     pins: PinFifo,
     ring: Ring,
     written_seq: u64,
+    /// The newest entry written (or kept by replay).
+    newest_entry: u64,
     /// Seqs written out of order, above `written_seq`.
     written_ahead: Vec<u64>,
     durable_seq: u64,
@@ -516,6 +533,7 @@ impl Journal {
                 pins,
                 ring,
                 written_seq: report.next_seq - 1,
+                newest_entry: kept,
                 written_ahead: Vec::new(),
                 // Only what replay kept is durable: cut-off seqs were never
                 // acknowledged, and later entries must not claim they were.
@@ -551,7 +569,12 @@ impl Journal {
         options: &JournalOptions,
     ) -> Result<Replay, JournalError> {
         validate_region(&options.region, device.length(), options.entry_bytes)?;
-        replay::scan(device, &options.region, &options.uuid)
+        replay::scan(
+            device,
+            &options.region,
+            &options.uuid,
+            options.clean_unmount_seq,
+        )
     }
 
     /// Releases the holds on replayed entries, once the engine has pinned
@@ -597,6 +620,7 @@ impl Journal {
             last_seq: inner.pins.front_seq(),
             written_seq: inner.written_seq,
             durable_seq: inner.durable_seq,
+            newest_entry_seq: inner.newest_entry,
             recorded_durable_seq: inner.recorded_durable_seq,
             free_blocks: inner.ring.free_blocks(),
             total_blocks: inner.ring.total_blocks(),

@@ -75,6 +75,11 @@ pub struct RecoveryReport {
     pub claims_unsettled: bool,
     /// The seq the next entry gets.
     pub next_seq: u64,
+    /// Entries (first, last) that were there when the filesystem was
+    /// unmounted cleanly (its superblock names the newest) and are missing
+    /// or damaged now: replay went on from the entries before them, which
+    /// a clean unmount leaves whole, and their seqs are not given again.
+    pub lost_since_clean: Option<(u64, u64)>,
 }
 
 /// The entries to replay, oldest first, and the report.
@@ -105,6 +110,7 @@ pub(crate) fn scan(
     device: &dyn BlockDevice,
     region: &JournalRegion,
     uuid: &[u8; 16],
+    clean_unmount_seq: u64,
 ) -> Result<Replay, JournalError> {
     let block_size = u64::from(region.block_size);
     let total_blocks = region.length / block_size;
@@ -261,6 +267,12 @@ pub(crate) fn scan(
     }
     if report.newest_kept_seq == 0 {
         chain.clear();
+    }
+    if clean_unmount_seq > report.newest_kept_seq {
+        // Durable when the filesystem was unmounted cleanly, and gone
+        // since: damage, never the end of the log.
+        report.lost_since_clean = Some((report.newest_kept_seq + 1, clean_unmount_seq));
+        report.next_seq = report.next_seq.max(clean_unmount_seq + 1);
     }
     report.cut_off.extend(&report.unmet_claims);
     report.cut_off.sort_unstable();
