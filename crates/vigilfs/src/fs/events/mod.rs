@@ -432,10 +432,7 @@ impl EventLog {
             subtypes: error.subtypes,
             errno: error.errno,
             inode,
-            place: match inode {
-                Some(_) => None,
-                None => node_block.or(error.device_range.map(|(start, _)| start)),
-            },
+            place: node_block.or(error.device_range.map(|(start, _)| start)),
         };
         let absorbed = state.repeats.absorb(
             key,

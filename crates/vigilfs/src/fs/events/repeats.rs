@@ -43,11 +43,13 @@ pub(super) struct Key {
     pub(super) subtypes: u32,
     pub(super) errno: i32,
     pub(super) inode: Option<u64>,
-    /// For an error of no file, where on the device it is (its node's
-    /// block, else its device range's start): failures at different places
-    /// are different failures, each with its own record, never damped
-    /// into one another. A file's errors are its file's, wherever they are
-    /// (the record's ranges widen over them).
+    /// Where on the device the error is, when it says (its node's block,
+    /// else its device range's start): failures at different places are
+    /// different failures (media failures, lost data), each with its own
+    /// record, never damped into one another, so no record names bytes
+    /// that were not hit. Errors with no place (a file's writeback, a
+    /// mapping's rewrites on a full disk) are keyed by their file alone,
+    /// and a damped record's range widens over them.
     pub(super) place: Option<u64>,
 }
 

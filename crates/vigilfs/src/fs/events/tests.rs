@@ -509,3 +509,30 @@ fn failures_at_different_places_of_the_device_keep_their_own_records() {
     );
     assert_eq!(records.last().unwrap().errors_total, 57);
 }
+
+/// One file's data lost at many places in a row: every run keeps a record
+/// naming exactly its bytes; none is damped into a range that covers bytes
+/// (or another file's blocks) nothing hit.
+#[test]
+fn one_files_losses_at_different_places_are_never_folded_into_one_range() {
+    let log = EventLog::in_memory();
+    let runs: Vec<u64> = (0..8).map(|run| run * 2).collect();
+    for &block in &runs {
+        log.record_error(&ErrorInput {
+            subtypes: 4 | 8,
+            errno: libc::EIO,
+            inode: Some((5, Some(1))),
+            range: Some((block * 4096, 4096)),
+            device_range: Some(((1000 + block) * 4096, 4096)),
+            node: None,
+            origin: "test",
+        });
+    }
+    log.release_held();
+    let records = read_all(&log, 0);
+    assert_eq!(records.len(), runs.len(), "{records:#?}");
+    for (record, &block) in records.iter().zip(&runs) {
+        assert_eq!(record.range, Some((block * 4096, 4096)));
+        assert_eq!(record.device_range, Some(((1000 + block) * 4096, 4096)));
+    }
+}
