@@ -469,7 +469,8 @@ enum Command {
     /// poisoned earlier and not rewritten since, on a mount or an image),
     /// 32 (added to 0 or 4) the scrub stopped before the end (an unmount
     /// or a shutdown stopped it: not everything was read), 8 the scrub
-    /// could not run, 1 refused (not root nor the user who mounted).
+    /// could not run, 1 refused (not root nor the user who mounted, or a
+    /// shut-down mount: scrub its image once unmounted).
     ///
     /// Examples:
     ///   vigilfs scrub /mnt/data

@@ -715,6 +715,47 @@ fn a_media_error_that_no_longer_reproduces_is_healed_by_scrub() {
     assert_eq!(vigilfs(&["fsck", scratch.img()]).status.code(), Some(0));
 }
 
+/// A shutdown stops a running scrub as an unmount does (32: not
+/// everything was read), and a scrub of a shut-down mount is refused:
+/// nothing it found could be healed or recorded.
+#[test]
+fn a_shutdown_stops_a_scrub_and_refuses_the_next() {
+    if fuse_missing("a_shutdown_stops_a_scrub_and_refuses_the_next") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    for index in 0..4 {
+        write_synced(&scratch.at(&format!("data-{index}")), &pattern(1024, index));
+    }
+    let client = Command::new(binary())
+        .args(["scrub", scratch.mnt(), "--rate", "1", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the scrub runs", Duration::from_secs(20), || {
+        !scratch.status()["media"]["scrub"]["running"].is_null()
+    });
+    let shutdown = vigilfs(&["shutdown", scratch.mnt()]);
+    assert_eq!(
+        shutdown.status.code(),
+        Some(0),
+        "{}",
+        text(&shutdown.stderr)
+    );
+    let output = client.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(32), "{}", text(&output.stderr));
+    let again = vigilfs(&["scrub", scratch.mnt()]);
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stderr).contains("shut down"),
+        "{}",
+        text(&again.stderr)
+    );
+    scratch.umount(pid);
+}
+
 #[test]
 fn a_checksum_failure_that_no_longer_reproduces_is_healed_by_scrub() {
     if fuse_missing("a_checksum_failure_that_no_longer_reproduces_is_healed_by_scrub") {

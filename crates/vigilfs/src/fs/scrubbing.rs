@@ -21,7 +21,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{Filesystem, FsError, FsResult, Shared};
+use super::{Filesystem, FsError, FsResult, LifeState, Shared};
 use crate::btree::TreeId;
 use crate::failure::{Origin, Source};
 use crate::scrub::{self, Cursor, Finding, Phase, Progress, ScrubOptions, ScrubSink, Scrubber};
@@ -193,7 +193,10 @@ impl ScrubSink for LiveSink<'_> {
 
 impl LiveSink<'_> {
     fn go_on(&self) -> ControlFlow<()> {
-        if self.shared.media.stopping.load(Ordering::Acquire) {
+        // An unmount or a shutdown stops it (the next scrub resumes).
+        if self.shared.media.stopping.load(Ordering::Acquire)
+            || matches!(self.shared.gate.state(), LifeState::ShutDown(_))
+        {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
@@ -236,6 +239,11 @@ impl Shared {
         request: ScrubRequest,
         progress: &mut dyn FnMut(&Progress) -> bool,
     ) -> FsResult<ScrubSummary> {
+        if let LifeState::ShutDown(why) = self.gate.state() {
+            // Nothing it found could be healed or recorded: the image can
+            // be scrubbed once unmounted.
+            return Err(FsError::ShutDown(why));
+        }
         let Ok(_one) = self.media.scrub.one_at_a_time.try_lock() else {
             return Err(FsError::Busy("a scrub is running already"));
         };
