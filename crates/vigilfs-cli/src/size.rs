@@ -44,31 +44,43 @@ impl FromStr for ByteSize {
             }
         };
         let not_a_size = || format!("`{text}` is not a size (examples: 4096, 64M, 1.5G)");
-        if !number.contains('.') {
-            // Whole numbers exactly (an f64 rounds past 2^53).
-            let whole: u64 =
-                number
-                    .parse()
-                    .map_err(|error: std::num::ParseIntError| match error.kind() {
-                        std::num::IntErrorKind::PosOverflow => {
-                            format!("size `{text}` is out of range")
-                        }
-                        _ => not_a_size(),
-                    })?;
-            return match whole.checked_mul(multiplier) {
-                Some(bytes) if bytes > 0 => Ok(ByteSize(bytes)),
-                _ => Err(format!("size `{text}` is out of range")),
-            };
+        let out_of_range = || format!("size `{text}` is out of range");
+        // Exact decimal arithmetic (an f64 rounds: 4095.9999999999999 is
+        // 4096 to it): whole part and fraction as integers.
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
+            return Err(not_a_size());
         }
-        let value: f64 = number.parse().map_err(|_| not_a_size())?;
-        let bytes = value * multiplier as f64;
-        if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
-            return Err(format!("size `{text}` is out of range"));
+        if fraction.len() > 30 {
+            return Err(format!("`{text}` has more decimals than any size needs"));
         }
-        if multiplier == 1 && bytes.fract() != 0.0 {
+        let digits = |part: &str| -> Result<u128, String> {
+            if part.is_empty() {
+                return Ok(0);
+            }
+            part.parse::<u128>().map_err(|error| match error.kind() {
+                std::num::IntErrorKind::PosOverflow => out_of_range(),
+                _ => not_a_size(),
+            })
+        };
+        let multiplier = u128::from(multiplier);
+        let scale = 10u128.pow(fraction.len() as u32);
+        let whole_bytes = digits(whole)?
+            .checked_mul(multiplier)
+            .ok_or_else(out_of_range)?;
+        let fraction_scaled = digits(fraction)?
+            .checked_mul(multiplier)
+            .ok_or_else(out_of_range)?;
+        if fraction_scaled % scale != 0 {
             return Err(format!("`{text}` is not a whole number of bytes"));
         }
-        Ok(ByteSize(bytes as u64))
+        let bytes = whole_bytes
+            .checked_add(fraction_scaled / scale)
+            .ok_or_else(out_of_range)?;
+        match u64::try_from(bytes) {
+            Ok(0) | Err(_) => Err(out_of_range()),
+            Ok(bytes) => Ok(ByteSize(bytes)),
+        }
     }
 }
 
@@ -137,6 +149,25 @@ mod tests {
         );
         assert_eq!("18446744073709551615".parse(), Ok(ByteSize(u64::MAX)));
         assert_eq!("1.5K".parse(), Ok(ByteSize(1536)));
+        assert_eq!("0.5K".parse(), Ok(ByteSize(512)));
+        assert_eq!(".5K".parse(), Ok(ByteSize(512)));
+        assert_eq!("4096.000".parse(), Ok(ByteSize(4096)));
+    }
+
+    #[test]
+    fn fractions_of_a_byte_are_refused_whatever_the_unit() {
+        for text in [
+            "0.1K",
+            "1.0000000001K",
+            "4095.9999999999999",
+            "7.99999999999999999999G",
+            "0.5",
+        ] {
+            let error = text.parse::<ByteSize>().unwrap_err();
+            assert!(error.contains("whole number of bytes"), "{text}: {error}");
+        }
+        assert!("1.2.3".parse::<ByteSize>().is_err());
+        assert!(".".parse::<ByteSize>().is_err());
     }
 
     #[test]
