@@ -227,6 +227,15 @@ fn failed_device_range(error: &FsError) -> Option<(ByteRange, FailureCause)> {
     }
 }
 
+/// A run of a file's failed range, as its events name it: file bytes and
+/// device bytes (offset, length), and whether its data was lost.
+#[derive(Debug, Clone, Copy)]
+struct FailedRun {
+    file: (u64, u64),
+    device: (u64, u64),
+    lost: bool,
+}
+
 impl Shared {
     /// Block `index` of the extent of `ino` at file block `extent_offset`
     /// was poisoned (for a checksum mismatch or a media error), and a scrub
@@ -528,13 +537,36 @@ impl Shared {
                 detail.subtypes = data_lost;
                 if lost > 0 {
                     // What was lost, exactly: an event per lost run, so a
-                    // hook can tell the bytes lost from those saved.
-                    for (file_range, lost_device_range) in
-                        self.lost_runs(*ino, *file_offset, range.start, range.len())
-                    {
-                        incident.range = Some(file_range);
-                        incident.block = Some(lost_device_range.0 / 4096);
-                        detail.device_range = Some(lost_device_range);
+                    // hook can tell the bytes lost from those saved; and
+                    // when some were saved, an event (no data lost) per
+                    // run between them, so the failure is whole in the log.
+                    let saved_run = |at: u64, length: u64| FailedRun {
+                        file: (file_offset + at, length),
+                        device: (range.start + at, length),
+                        lost: false,
+                    };
+                    let mut pieces = Vec::new();
+                    let mut at = 0;
+                    for run in self.lost_runs(*ino, *file_offset, range.start, range.len()) {
+                        let before = run.file.0 - file_offset;
+                        if saved > 0 && before > at {
+                            pieces.push(saved_run(at, before - at));
+                        }
+                        pieces.push(run);
+                        at = before + run.file.1;
+                    }
+                    if saved > 0 && !pieces.is_empty() && at < range.len() {
+                        pieces.push(saved_run(at, range.len() - at));
+                    }
+                    for piece in pieces {
+                        incident.range = Some(piece.file);
+                        incident.block = Some(piece.device.0 / 4096);
+                        detail.device_range = Some(piece.device);
+                        detail.subtypes = if piece.lost {
+                            Subtypes::DATA_LOST
+                        } else {
+                            Subtypes::empty()
+                        };
                         self.health.report_with(&incident, &detail);
                         reported = true;
                     }
@@ -585,15 +617,15 @@ impl Shared {
 
     /// The data of inode `ino` lost now within an owner's bytes (`length`
     /// device bytes from `device_start`, holding the file's bytes from
-    /// `file_offset`): each poisoned run as (file byte range, device byte
-    /// range), clipped to the owner.
+    /// `file_offset`): each poisoned run, clipped to the owner, in file
+    /// order.
     fn lost_runs(
         &self,
         ino: u64,
         file_offset: u64,
         device_start: u64,
         length: u64,
-    ) -> Vec<((u64, u64), (u64, u64))> {
+    ) -> Vec<FailedRun> {
         let first = file_offset / 4096;
         let end = first + length.div_ceil(4096);
         self.metadata
@@ -603,9 +635,10 @@ impl Shared {
             .filter_map(|run| {
                 let (from, to) = (run.first.max(first), run.end().min(end));
                 let bytes = (to.checked_sub(from)?).checked_mul(4096)?;
-                (bytes > 0).then(|| {
-                    let device = device_start + (from - first) * 4096;
-                    ((from * 4096, bytes), (device, bytes))
+                (bytes > 0).then(|| FailedRun {
+                    file: (from * 4096, bytes),
+                    device: (device_start + (from - first) * 4096, bytes),
+                    lost: true,
                 })
             })
             .collect()
