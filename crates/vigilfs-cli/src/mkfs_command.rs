@@ -43,6 +43,12 @@ pub struct MkfsRequest {
 }
 
 pub fn run(request: &MkfsRequest) -> Result<u8, Failure> {
+    if request.label.chars().any(char::is_control) {
+        // It would be printed raw by status, fsck and mount.
+        return Err(Failure::arguments(
+            "label: control characters (a newline, an escape) are not allowed",
+        ));
+    }
     let label =
         Label::new(&request.label).map_err(|error| Failure::arguments(error.to_string()))?;
     let image = &request.image;

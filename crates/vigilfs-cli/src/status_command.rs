@@ -352,7 +352,8 @@ pub fn render(status: &Value) -> String {
     out
 }
 
-/// Bad-block runs the text report shows (the JSON has them all).
+/// Runs of bad blocks, or of lost data, the text report shows (the JSON
+/// has them all).
 const SHOWN_BAD_RUNS: usize = 8;
 
 /// The media part of a status report (`control::media_report`) as
@@ -394,7 +395,8 @@ pub fn media_rows(media: &Value) -> Vec<(&'static str, String)> {
             )
         },
     ));
-    for run in media["poisoned"].as_array().into_iter().flatten().take(8) {
+    let poisoned_runs = media["poisoned"].as_array().map_or(&[][..], Vec::as_slice);
+    for run in poisoned_runs.iter().take(SHOWN_BAD_RUNS) {
         rows.push((
             "",
             format!(
@@ -404,6 +406,15 @@ pub fn media_rows(media: &Value) -> Vec<(&'static str, String)> {
                 number(&run["blocks"]),
                 number(&run["device_block"]),
                 text(&run["cause"])
+            ),
+        ));
+    }
+    if poisoned_runs.len() > SHOWN_BAD_RUNS {
+        rows.push((
+            "",
+            format!(
+                "  ... ({} runs in all; --json lists every one)",
+                poisoned_runs.len()
             ),
         ));
     }
@@ -526,6 +537,16 @@ mod tests {
         assert!(!bad.contains("80+1"), "{bad}");
         let rows = media_rows(&serde_json::json!({ "bad": runs[..8], "bad_blocks": 8 }));
         assert!(!rows[0].1.contains("..."), "{}", rows[0].1);
+        // The runs of lost data likewise.
+        let lost: Vec<Value> = (0..20)
+            .map(|at| serde_json::json!({ "ino": 2 + at % 2, "first_block": at, "blocks": 1 }))
+            .collect();
+        let rows = media_rows(&serde_json::json!({ "poisoned": lost, "poisoned_runs": 20 }));
+        assert!(
+            rows.iter()
+                .any(|(_, row)| row.contains("... (20 runs in all")),
+            "{rows:?}"
+        );
     }
 
     #[test]

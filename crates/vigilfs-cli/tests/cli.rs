@@ -103,6 +103,33 @@ fn mkfs_refuses_to_overwrite_a_filesystem_unless_forced() {
     assert_eq!(&std::fs::read(&ext4).unwrap()[1080..1082], &[0, 0]);
 }
 
+/// A label that could not be printed as it is, or not stored, is the
+/// command line's fault (2), and nothing is made.
+#[test]
+fn mkfs_refuses_labels_too_long_or_with_control_characters() {
+    let directory = tempfile::tempdir().unwrap();
+    for label in ["x\u{1b}[31mred", "two\nlines", &"a".repeat(65)] {
+        let failed = vigilfs(
+            &["mkfs", "labelled.img", "--size", "4M", "--label", label],
+            directory.path(),
+        );
+        assert_eq!(failed.status.code(), Some(2), "{}", text(&failed.stderr));
+        assert!(!directory.path().join("labelled.img").exists());
+    }
+    let made = vigilfs(
+        &[
+            "mkfs",
+            "labelled.img",
+            "--size",
+            "4M",
+            "--label",
+            "données 1",
+        ],
+        directory.path(),
+    );
+    assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
+}
+
 #[test]
 fn failed_mkfs_leaves_no_image_behind() {
     let directory = tempfile::tempdir().unwrap();

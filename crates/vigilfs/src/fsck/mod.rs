@@ -390,9 +390,11 @@ fn check_trees(
                 message: error.to_string(),
             });
             notes.push(Note {
-                structure: "namespace, space and data".into(),
-                message: "not checked: they are read through the b-trees, which could not \
-                          be walked past the damage above (other damage may be there too)"
+                structure: "b-trees, namespace, space and media".into(),
+                message: "not checked past the damage above: the walk of the b-trees \
+                          stopped there, so the rest of the trees, the namespace, the space \
+                          accounting, the bad-block list and the lost data were not checked \
+                          (other damage may be there too)"
                     .into(),
             });
             None
