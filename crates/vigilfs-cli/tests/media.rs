@@ -657,15 +657,9 @@ fn a_slow_scrub_whose_client_is_gone_does_not_keep_the_unmount_from_writing_back
     scratch.umount(pid);
 }
 
-/// A scrub the unmount stops read only part of the filesystem: its exit
-/// status says so (32), so a cron job does not take it for a clean pass.
-#[test]
-fn a_scrub_stopped_by_the_unmount_exits_stopped() {
-    if fuse_missing("a_scrub_stopped_by_the_unmount_exits_stopped") {
-        return;
-    }
-    let scratch = Scratch::new();
-    let pid = scratch.mount(&["--size", "64M"]);
+/// Writes 16 MiB to the mount and starts a scrub of it at 1 MiB/s (JSON
+/// summary), returned once it runs.
+fn running_scrub(scratch: &Scratch) -> std::process::Child {
     for index in 0..4 {
         write_synced(&scratch.at(&format!("data-{index}")), &pattern(1024, index));
     }
@@ -678,6 +672,19 @@ fn a_scrub_stopped_by_the_unmount_exits_stopped() {
     wait_until("the scrub runs", Duration::from_secs(20), || {
         !scratch.status()["media"]["scrub"]["running"].is_null()
     });
+    client
+}
+
+/// A scrub the unmount stops read only part of the filesystem: its exit
+/// status says so (32), so a cron job does not take it for a clean pass.
+#[test]
+fn a_scrub_stopped_by_the_unmount_exits_stopped() {
+    if fuse_missing("a_scrub_stopped_by_the_unmount_exits_stopped") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let client = running_scrub(&scratch);
     scratch.umount(pid);
     let output = client.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(32), "{}", text(&output.stderr));
@@ -725,18 +732,7 @@ fn a_shutdown_stops_a_scrub_and_refuses_the_next() {
     }
     let scratch = Scratch::new();
     let pid = scratch.mount(&["--size", "64M"]);
-    for index in 0..4 {
-        write_synced(&scratch.at(&format!("data-{index}")), &pattern(1024, index));
-    }
-    let client = Command::new(binary())
-        .args(["scrub", scratch.mnt(), "--rate", "1", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until("the scrub runs", Duration::from_secs(20), || {
-        !scratch.status()["media"]["scrub"]["running"].is_null()
-    });
+    let client = running_scrub(&scratch);
     let shutdown = vigilfs(&["shutdown", scratch.mnt()]);
     assert_eq!(
         shutdown.status.code(),

@@ -557,34 +557,32 @@ impl Filesystem {
         let (errors_total, error_records) = &durable_errors;
         error_record.catch_up_with_log(*errors_total, error_records);
         let health = Arc::new(Health::with_log(fsid, error_record, Arc::clone(&log)));
-        if let Some(&first) = metadata.recovery.unmet_claims.first() {
-            // Entries on the device whose data did not match: written but
-            // never flushed, or, if an fsync had acknowledged them and no
-            // later entry recorded that, rotted since (README: the one
-            // limit). Recovery cut them off; that must not pass in silence.
+        let journal_loss = |origin: &str| {
             health.report(&Incident {
                 kind: ErrorKind::Journal,
                 errno: libc::EIO,
                 inode: None,
                 range: None,
                 block: None,
-                // Fits an event's text (the error record keeps its start).
-                origin: &format!("recovery cut entries {first}+: data mismatch"),
+                origin,
             });
+        };
+        if let Some(&first) = metadata.recovery.unmet_claims.first() {
+            // Entries on the device whose data did not match: written but
+            // never flushed, or, if an fsync had acknowledged them and no
+            // later entry recorded that, rotted since (README: the one
+            // limit). Recovery cut them off; that must not pass in silence.
+            // (The text fits an event's; the error record keeps its start.)
+            journal_loss(&format!("recovery cut entries {first}+: data mismatch"));
         }
         if let Some((first, last)) = metadata.recovery.lost_since_clean {
             // Entries durable at the clean unmount, gone since: the medium
             // (or someone) damaged the journal. The mount goes on from the
             // entries before them (what they changed was written to the
             // b-trees before the unmount); the loss must not pass in silence.
-            health.report(&Incident {
-                kind: ErrorKind::Journal,
-                errno: libc::EIO,
-                inode: None,
-                range: None,
-                block: None,
-                origin: &format!("journal entries {first}..={last} lost since the clean unmount"),
-            });
+            journal_loss(&format!(
+                "journal entries {first}..={last} lost since the clean unmount"
+            ));
         }
         {
             // A copy found damaged after a clean stop is not a torn write:
