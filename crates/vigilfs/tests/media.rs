@@ -481,6 +481,41 @@ fn a_range_partly_saved_announces_only_the_bytes_lost() {
     fs.unmount().unwrap();
 }
 
+/// A report of part of a block (a 512-byte sector) that loses the block:
+/// the event names the whole block lost, at its file and device offsets.
+#[test]
+fn a_lost_sector_is_announced_as_its_whole_block() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let data = pattern(3, 8);
+    let ino = create_file(&fs, "sector", &data);
+    fs.unmount().unwrap();
+    let fs = fixture.mount();
+    let bad = fixture.physical(&fs, ino, 1);
+    fixture.bad_block(bad);
+    let events = listen(&fs);
+    let report = fs
+        .notify_failure(
+            ByteRange::at(bad * BLOCK + 1024, 512),
+            Origin::operator("pending sector"),
+        )
+        .unwrap();
+    assert_eq!(report.lost_blocks(), 1, "{:#?}", report.handled);
+    let lost: Vec<Event> = errors(&events)
+        .into_iter()
+        .filter(|event| event.subtypes.contains(Subtypes::DATA_LOST))
+        .collect();
+    assert_eq!(lost.len(), 1, "{lost:#?}");
+    let detail = lost[0].first.as_ref().unwrap();
+    assert_eq!(
+        detail.range.map(|range| (range.offset, range.len)),
+        Some((BLOCK, BLOCK))
+    );
+    assert!(blob_text(&lost[0]).contains(&format!("dev={}+{BLOCK}", bad * BLOCK)));
+    assert_eq!(errno_of(read_block(&fs, ino, 1)), libc::EIO);
+    fs.unmount().unwrap();
+}
+
 /// A node block of `tree` at `level` that is not its root (found by the
 /// owners query over the main region).
 fn node_of(fixture: &Fixture, fs: &Filesystem, tree: TreeId) -> Vec<u64> {

@@ -540,23 +540,26 @@ impl Shared {
                     // hook can tell the bytes lost from those saved; and
                     // when some were saved, an event (no data lost) per
                     // run between them, so the failure is whole in the log.
-                    let saved_run = |at: u64, length: u64| FailedRun {
-                        file: (file_offset + at, length),
-                        device: (range.start + at, length),
-                        lost: false,
+                    // In whole blocks: a report may name part of one.
+                    let first = file_offset / 4096;
+                    let blocks = (file_offset % 4096 + range.len()).div_ceil(4096);
+                    let device_first = range.start / 4096;
+                    let run_of = |at: u64, count: u64, lost: bool| FailedRun {
+                        file: ((first + at) * 4096, count * 4096),
+                        device: ((device_first + at) * 4096, count * 4096),
+                        lost,
                     };
                     let mut pieces = Vec::new();
                     let mut at = 0;
-                    for run in self.lost_runs(*ino, *file_offset, range.start, range.len()) {
-                        let before = run.file.0 - file_offset;
-                        if saved > 0 && before > at {
-                            pieces.push(saved_run(at, before - at));
+                    for (from, count) in self.lost_runs(*ino, first, blocks) {
+                        if saved > 0 && from > at {
+                            pieces.push(run_of(at, from - at, false));
                         }
-                        pieces.push(run);
-                        at = before + run.file.1;
+                        pieces.push(run_of(from, count, true));
+                        at = from + count;
                     }
-                    if saved > 0 && !pieces.is_empty() && at < range.len() {
-                        pieces.push(saved_run(at, range.len() - at));
+                    if saved > 0 && !pieces.is_empty() && at < blocks {
+                        pieces.push(run_of(at, blocks - at, false));
                     }
                     for piece in pieces {
                         incident.range = Some(piece.file);
@@ -615,31 +618,18 @@ impl Shared {
         }
     }
 
-    /// The data of inode `ino` lost now within an owner's bytes (`length`
-    /// device bytes from `device_start`, holding the file's bytes from
-    /// `file_offset`): each poisoned run, clipped to the owner, in file
-    /// order.
-    fn lost_runs(
-        &self,
-        ino: u64,
-        file_offset: u64,
-        device_start: u64,
-        length: u64,
-    ) -> Vec<FailedRun> {
-        let first = file_offset / 4096;
-        let end = first + length.div_ceil(4096);
+    /// The data of inode `ino` lost now within the `blocks` file blocks
+    /// from `first`: each poisoned run, clipped to them, as (its first
+    /// block counted from `first`, its blocks), in file order.
+    fn lost_runs(&self, ino: u64, first: u64, blocks: u64) -> Vec<(u64, u64)> {
+        let end = first + blocks;
         self.metadata
             .poison
             .runs_within(ino, first, end)
             .into_iter()
             .filter_map(|run| {
                 let (from, to) = (run.first.max(first), run.end().min(end));
-                let bytes = (to.checked_sub(from)?).checked_mul(4096)?;
-                (bytes > 0).then(|| FailedRun {
-                    file: (from * 4096, bytes),
-                    device: (device_start + (from - first) * 4096, bytes),
-                    lost: true,
-                })
+                (to > from).then(|| (from - first, to - from))
             })
             .collect()
     }
