@@ -585,6 +585,21 @@ fn a_device_grown_since_mkfs_keeps_its_backups_and_is_not_reported_as_damage() {
     let cut_back = Arc::new(MemoryDevice::from_image(image, SectorSize::Bytes512));
     let report = fsck(cut_back, &mut |_| {}).expect("fsck");
     assert!(report.is_clean(), "{:#?}", report.problems);
+
+    // Grown by an odd size, with the primary (which records the length)
+    // gone: the backups are still found where the filesystem put them.
+    let mut image = grown.to_image();
+    image.resize(image.len() + 1001 * 512, 0);
+    let grown = Arc::new(MemoryDevice::from_image(image, SectorSize::Bytes512));
+    grown
+        .write_at(4096, &[0u8; 4096], IoClass::Metadata)
+        .unwrap();
+    let report = fsck(grown.clone(), &mut |_| {}).expect("fsck finds a backup");
+    assert_eq!(report.problems.len(), 1, "{:#?}", report.problems);
+    assert!(report.problems[0].structure.contains("primary"));
+    let fs = Filesystem::mount(grown, MountOptions::default()).expect("mount from a backup");
+    assert!(fs.lookup(ROOT_INO, b"after", &root()).is_ok());
+    fs.unmount().expect("unmount");
 }
 
 /// The journal's newest entry, damaged after a clean unmount (the

@@ -47,17 +47,70 @@ pub struct LoadedSuperblock {
     pub rejected: Vec<RejectedCopy>,
 }
 
-/// The length of the device the filesystem was made for, as its primary
-/// copy records it (decoded, not yet checked against the device), else the
-/// device's own length.
+/// How far before the device's end the backups of a filesystem made for a
+/// smaller device are looked for, when no copy says where they are (the
+/// device grew since mkfs and the primary is unreadable).
+const GROWN_SEARCH_BYTES: u64 = 256 << 20;
+
+/// The length of the device the filesystem was made for: where its copies
+/// are. The primary records it (decoded, not yet checked against the
+/// device); without a readable primary, a backup where the device's own
+/// length puts it; without one, a backup found before the device's end
+/// where its own recorded length puts it (a device grown since mkfs); else
+/// the device's length.
 pub fn filesystem_length<D: BlockDevice + ?Sized>(device: &D) -> u64 {
-    let mut bytes = vec![0; SUPERBLOCK_SIZE];
-    let recorded = SuperblockCopy::Primary
-        .offset(device.length())
-        .and_then(|offset| device.read_at(offset, &mut bytes, IoClass::Superblock).ok())
-        .and_then(|()| Superblock::decode(&bytes).ok())
-        .map(|superblock| superblock.layout.device_length);
-    recorded.unwrap_or_else(|| device.length())
+    let length = device.length();
+    let recorded_at = |offset: Option<u64>| {
+        let mut bytes = vec![0; SUPERBLOCK_SIZE];
+        device
+            .read_at(offset?, &mut bytes, IoClass::Superblock)
+            .ok()?;
+        Superblock::decode(&bytes)
+            .ok()
+            .map(|superblock| superblock.layout.device_length)
+    };
+    SuperblockCopy::ALL
+        .into_iter()
+        .find_map(|copy| recorded_at(copy.offset(length)))
+        .or_else(|| backup_before_the_end(device))
+        .unwrap_or(length)
+}
+
+/// The recorded length of a backup found in the last [`GROWN_SEARCH_BYTES`]
+/// of the device, at the place its own recorded length gives it (anything
+/// else there, a stale or foreign copy, is not taken).
+fn backup_before_the_end<D: BlockDevice + ?Sized>(device: &D) -> Option<u64> {
+    let length = device.length();
+    let end = length - length % SUPERBLOCK_SIZE as u64;
+    let lowest = end
+        .saturating_sub(GROWN_SEARCH_BYTES)
+        .max(HEAD_RESERVED_BYTES);
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut chunk_end = end;
+    while chunk_end > lowest {
+        let chunk_start = chunk_end.saturating_sub(chunk.len() as u64).max(lowest);
+        let bytes = &mut chunk[..(chunk_end - chunk_start) as usize];
+        if device
+            .read_at(chunk_start, bytes, IoClass::Superblock)
+            .is_ok()
+        {
+            for (index, slot) in bytes.chunks_exact(SUPERBLOCK_SIZE).enumerate().rev() {
+                let offset = chunk_start + (index * SUPERBLOCK_SIZE) as u64;
+                let Ok(superblock) = Superblock::decode(slot) else {
+                    continue;
+                };
+                let recorded = superblock.layout.device_length;
+                let placed = [SuperblockCopy::FirstBackup, SuperblockCopy::SecondBackup]
+                    .into_iter()
+                    .any(|copy| copy.offset(recorded) == Some(offset));
+                if placed && recorded <= length {
+                    return Some(recorded);
+                }
+            }
+        }
+        chunk_end = chunk_start;
+    }
+    None
 }
 
 /// Reads and fully validates one copy.
@@ -65,9 +118,19 @@ pub fn read_superblock_copy<D: BlockDevice + ?Sized>(
     device: &D,
     copy: SuperblockCopy,
 ) -> Result<Superblock, FormatError> {
+    read_copy_at(device, copy, filesystem_length(device))
+}
+
+/// Reads and fully validates one copy, where a filesystem made for a
+/// device of `filesystem_length` bytes keeps it.
+fn read_copy_at<D: BlockDevice + ?Sized>(
+    device: &D,
+    copy: SuperblockCopy,
+    filesystem_length: u64,
+) -> Result<Superblock, FormatError> {
     let device_length = device.length();
     let offset = copy
-        .offset(filesystem_length(device))
+        .offset(filesystem_length)
         .ok_or(FormatError::DeviceTooSmall {
             device_length,
             needed: HEAD_RESERVED_BYTES + TAIL_RESERVED_BYTES,
@@ -83,9 +146,10 @@ pub fn read_superblock_copy<D: BlockDevice + ?Sized>(
 pub fn inspect_superblock_copies<D: BlockDevice + ?Sized>(
     device: &D,
 ) -> Vec<(SuperblockCopy, Result<Superblock, FormatError>)> {
+    let length = filesystem_length(device);
     SuperblockCopy::ALL
         .into_iter()
-        .map(|copy| (copy, read_superblock_copy(device, copy)))
+        .map(|copy| (copy, read_copy_at(device, copy, length)))
         .collect()
 }
 
@@ -94,7 +158,8 @@ pub fn read_superblock<D: BlockDevice + ?Sized>(
     device: &D,
 ) -> Result<LoadedSuperblock, FormatError> {
     let mut rejected = Vec::new();
-    match read_superblock_copy(device, SuperblockCopy::Primary) {
+    let length = filesystem_length(device);
+    match read_copy_at(device, SuperblockCopy::Primary, length) {
         Ok(superblock) => {
             return Ok(LoadedSuperblock {
                 superblock,
@@ -109,7 +174,7 @@ pub fn read_superblock<D: BlockDevice + ?Sized>(
     }
     let mut newest: Option<(SuperblockCopy, Superblock)> = None;
     for copy in [SuperblockCopy::FirstBackup, SuperblockCopy::SecondBackup] {
-        match read_superblock_copy(device, copy) {
+        match read_copy_at(device, copy, length) {
             Ok(superblock) => {
                 let newer = newest
                     .as_ref()
