@@ -537,6 +537,19 @@ fn a_superblock_copy_damaged_beyond_a_torn_write_is_reported_after_a_power_cut()
         .unwrap();
     let backup = SuperblockCopy::FirstBackup.offset(memory.length()).unwrap();
     flip_byte(&memory, backup + 60);
+    // fsck agrees: the zeroed primary is a problem, the backup's checksum
+    // (maybe the crash's own) a note.
+    let report = fsck(memory.clone(), &mut |_| {}).expect("fsck");
+    assert_eq!(report.problems.len(), 1, "{:#?}", report.problems);
+    assert!(report.problems[0].structure.contains("primary"));
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|note| note.message.contains("the next mount rewrites it")),
+        "{:#?}",
+        report.notes
+    );
     let fs = Filesystem::mount(memory, MountOptions::default()).expect("mount");
     assert!(fs.recovered());
     let record = fs.status().error_record;

@@ -45,7 +45,7 @@ use std::sync::Arc;
 
 use crate::btree::{is_roots_record, BtreesOptions, CheckReport, TreeId};
 use crate::device::{BlockDevice, OverlayDevice};
-use crate::format::{inspect_superblock_copies, FormatError, Superblock, SuperblockCopy};
+use crate::format::{inspect_superblock_copies, FormatError, FsState, Superblock, SuperblockCopy};
 use crate::journal::{Journal, JournalOptions, RecoveryReport};
 use crate::metadata::{Metadata, OpenError};
 pub use event_log::EventLogCounts;
@@ -159,7 +159,8 @@ pub fn fsck_with(
         total: STAGES,
         stage: "superblock copies",
     });
-    let (mut superblock, superblock_source) = check_superblocks(device.as_ref(), &mut problems)?;
+    let (mut superblock, superblock_source) =
+        check_superblocks(device.as_ref(), &mut problems, &mut notes)?;
     if let Some(unused) = device.length().checked_sub(superblock.layout.device_length) {
         if unused > 0 {
             notes.push(Note {
@@ -477,6 +478,7 @@ fn copy_name(copy: SuperblockCopy) -> &'static str {
 fn check_superblocks(
     device: &dyn BlockDevice,
     problems: &mut Vec<Problem>,
+    notes: &mut Vec<Note>,
 ) -> Result<(Superblock, SuperblockCopy), FsckError> {
     let copies = inspect_superblock_copies(device);
     let chosen = match &copies[0] {
@@ -502,6 +504,21 @@ fn check_superblocks(
     for (copy, outcome) in copies {
         let structure = copy_name(copy).to_owned();
         match outcome {
+            // After a crash a copy whose checksum does not match may be one
+            // the crash tore mid-write: the next mount rewrites it without
+            // a report, and fsck agrees (any other damage no torn write
+            // makes, and is a problem).
+            Err(error @ FormatError::ChecksumMismatch { .. })
+                if superblock.state == FsState::Dirty =>
+            {
+                notes.push(Note {
+                    structure,
+                    message: format!(
+                        "{error}: the filesystem was not unmounted cleanly, so this may be \
+                         a write the crash cut short; the next mount rewrites it"
+                    ),
+                });
+            }
             Err(error) => problems.push(Problem {
                 structure,
                 message: error.to_string(),
