@@ -391,6 +391,14 @@ fn scrub_mounted(
     restart: bool,
     as_json: bool,
 ) -> Result<u8, Failure> {
+    let known_lost_now = || {
+        client::call(mountpoint, &Request::Status)
+            .ok()
+            .map(|status| status["media"]["poisoned_runs"].as_u64().unwrap_or(0))
+    };
+    // Asked before as well: an unmount that stops the scrub leaves no mount
+    // to ask after it.
+    let known_lost_before = known_lost_now();
     let request = Request::Scrub { rate, restart };
     let worker = {
         let mountpoint = mountpoint.to_path_buf();
@@ -449,9 +457,7 @@ fn scrub_mounted(
     }
     // Data lost earlier (this scrub skips what is known lost) counts too:
     // errors are left until it is rewritten.
-    let known_lost = client::call(mountpoint, &Request::Status)
-        .map(|status| status["media"]["poisoned_runs"].as_u64().unwrap_or(0))
-        .unwrap_or(0);
+    let known_lost = known_lost_now().or(known_lost_before).unwrap_or(0);
     if known_lost > 0 && !as_json {
         println!(
             "{known_lost} runs of file data are lost: reads of them fail until rewritten \

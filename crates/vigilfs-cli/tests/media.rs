@@ -684,10 +684,22 @@ fn a_scrub_stopped_by_the_unmount_exits_stopped() {
     }
     let scratch = Scratch::new();
     let pid = scratch.mount(&["--size", "64M"]);
+    // Data lost before the scrub, and still unreadable: 4 as well, though
+    // the unmount leaves no mount to ask at the end.
+    write_synced(&scratch.at("lost"), &pattern(2, 3));
+    let block = device_block(scratch.mnt(), "lost", 1);
+    scratch.inject(&["--bad-blocks", &format!("{block}:1")]);
+    scratch.inject(&["--drop-caches"]);
+    assert!(read_block(&scratch.at("lost"), 1).is_err());
     let client = running_scrub(&scratch);
     scratch.umount(pid);
     let output = client.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(32), "{}", text(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(32 + 4),
+        "{}",
+        text(&output.stderr)
+    );
     let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(summary["complete"], false, "{summary}");
 }
