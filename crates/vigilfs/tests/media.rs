@@ -851,6 +851,44 @@ fn a_flipped_byte_is_found_by_fsck_data_and_scrub_and_never_read_as_data() {
     fs.unmount().unwrap();
 }
 
+/// Neighbouring blocks rotten together are one finding of the scrub: one
+/// event naming the run's bytes, one run of lost data (not one per block),
+/// and blocks apart are apart.
+#[test]
+fn a_scrub_reports_a_run_of_rotten_blocks_as_one_failure() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let data = pattern(8, 9);
+    let ino = create_file(&fs, "rotten", &data);
+    let first = fixture.physical(&fs, ino, 0);
+    assert_eq!(fixture.physical(&fs, ino, 7), first + 7, "one extent");
+    fs.unmount().unwrap();
+    for index in [2u64, 3, 4, 6] {
+        let mut sector = [0u8; 512];
+        let at = (first + index) * BLOCK;
+        fixture
+            .memory
+            .read_at(at, &mut sector, IoClass::Data)
+            .unwrap();
+        sector[7] ^= 0x20;
+        fixture.memory.write_at(at, &sector, IoClass::Data).unwrap();
+    }
+    let fs = fixture.mount();
+    let events = listen(&fs);
+    let summary = fs.scrub(Default::default(), &mut |_| true).expect("scrub");
+    assert_eq!((summary.findings, summary.lost_blocks), (2, 4));
+    assert_eq!(fs.status().media.poisoned_runs, 2);
+    let lost: Vec<(u64, u64)> = errors(&events)
+        .into_iter()
+        .filter(|event| event.subtypes.contains(Subtypes::DATA_LOST))
+        .flat_map(|event| [event.first, event.last])
+        .flatten()
+        .filter_map(|detail| detail.range.map(|range| (range.offset, range.len)))
+        .collect();
+    assert_eq!(lost, [(2 * BLOCK, 3 * BLOCK), (6 * BLOCK, BLOCK)]);
+    fs.unmount().unwrap();
+}
+
 /// A read of many blocks that fails names the block that failed, not the
 /// first block of the request: the error event and the record point at
 /// the bad block, and the blocks before it read.

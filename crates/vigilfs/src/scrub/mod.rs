@@ -260,6 +260,70 @@ fn failed_range(error: &DeviceError, request: ByteRange) -> ByteRange {
     }
 }
 
+/// Failed blocks of one extent, gathered into runs of neighbours with one
+/// cause: each run is reported as one finding.
+struct FailedBlocks {
+    ino: u64,
+    /// The extent's first file block and first device block.
+    file_offset: u64,
+    physical: u64,
+    /// The run so far: its first and last block (counted in the extent),
+    /// its device bytes and its cause.
+    pending: Option<(u64, u64, ByteRange, FailureCause)>,
+}
+
+impl FailedBlocks {
+    fn new(ino: u64, file_offset: u64, physical: u64) -> FailedBlocks {
+        FailedBlocks {
+            ino,
+            file_offset,
+            physical,
+            pending: None,
+        }
+    }
+
+    /// Block `block` of the extent failed (device bytes `bad`): it joins
+    /// the run when it follows it with the same cause, else the run is
+    /// reported and a new one starts.
+    fn add(
+        &mut self,
+        run: &mut Run<'_, '_>,
+        block: u64,
+        bad: ByteRange,
+        cause: FailureCause,
+    ) -> ControlFlow<()> {
+        if let Some((_, last, range, pending_cause)) = &mut self.pending {
+            if *last + 1 == block && *pending_cause == cause {
+                *last = block;
+                range.end = range.end.max(bad.end);
+                return ControlFlow::Continue(());
+            }
+        }
+        let flushed = self.flush(run);
+        self.pending = Some((block, block, bad, cause));
+        flushed
+    }
+
+    /// Reports the run gathered so far, if any.
+    fn flush(&mut self, run: &mut Run<'_, '_>) -> ControlFlow<()> {
+        let Some((first, last, range, cause)) = self.pending.take() else {
+            return ControlFlow::Continue(());
+        };
+        let (file, device) = (self.file_offset + first, self.physical + first);
+        let what = if first == last {
+            format!("inode {} block {file} (device block {device})", self.ino)
+        } else {
+            format!(
+                "inode {} blocks {file}..={} (device blocks {device}..={})",
+                self.ino,
+                file + (last - first),
+                device + (last - first)
+            )
+        };
+        run.found(range, cause, what)
+    }
+}
+
 struct Run<'s, 'a> {
     scrubber: &'s Scrubber<'a>,
     sink: &'s mut dyn ScrubSink,
@@ -458,6 +522,9 @@ impl Run<'_, '_> {
                 (extent.physical + at) * block_size,
                 (extent.physical + stop) * block_size,
             );
+            // Failing blocks next to each other are one finding (one
+            // notice, one event): a run of rot or of bad sectors.
+            let mut failed = FailedBlocks::new(ino, offset, extent.physical);
             match self.read(range, IoClass::Data) {
                 Ok(bytes) if written => {
                     for (index, page) in bytes.chunks(block_size as usize).enumerate() {
@@ -465,12 +532,10 @@ impl Run<'_, '_> {
                         if crc32c::crc32c(page) != extent.checksums[block as usize] {
                             let bad =
                                 ByteRange::at((extent.physical + block) * block_size, block_size);
-                            let what = format!(
-                                "inode {ino} block {} (device block {})",
-                                offset + block,
-                                extent.physical + block
-                            );
-                            if self.found(bad, FailureCause::Checksum, what).is_break() {
+                            if failed
+                                .add(self, block, bad, FailureCause::Checksum)
+                                .is_break()
+                            {
                                 return Ok(ControlFlow::Break(()));
                             }
                         }
@@ -481,32 +546,33 @@ impl Run<'_, '_> {
                     // Narrow it down: which blocks fail on their own?
                     for block in at..stop {
                         let one = ByteRange::at((extent.physical + block) * block_size, block_size);
-                        let what = format!(
-                            "inode {ino} block {} (device block {})",
-                            offset + block,
-                            extent.physical + block
-                        );
-                        match self.read(one, IoClass::Data) {
+                        let found = match self.read(one, IoClass::Data) {
                             Ok(bytes)
                                 if written
                                     && crc32c::crc32c(&bytes)
                                         != extent.checksums[block as usize] =>
                             {
-                                if self.found(one, FailureCause::Checksum, what).is_break() {
-                                    return Ok(ControlFlow::Break(()));
-                                }
+                                Some((one, FailureCause::Checksum))
                             }
-                            Ok(_) => {}
+                            Ok(_) => None,
                             Err(error) if is_media(&error) => {
-                                let failed = failed_range(&error, one);
-                                if self.found(failed, FailureCause::Media, what).is_break() {
-                                    return Ok(ControlFlow::Break(()));
-                                }
+                                Some((failed_range(&error, one), FailureCause::Media))
                             }
-                            Err(_) => self.stats.unreadable += 1,
+                            Err(_) => {
+                                self.stats.unreadable += 1;
+                                None
+                            }
+                        };
+                        if let Some((bad, cause)) = found {
+                            if failed.add(self, block, bad, cause).is_break() {
+                                return Ok(ControlFlow::Break(()));
+                            }
                         }
                     }
                 }
+            }
+            if failed.flush(self).is_break() {
+                return Ok(ControlFlow::Break(()));
             }
             at = stop;
         }
