@@ -108,7 +108,13 @@ fn mkfs_refuses_to_overwrite_a_filesystem_unless_forced() {
 #[test]
 fn mkfs_refuses_labels_too_long_or_with_control_characters() {
     let directory = tempfile::tempdir().unwrap();
-    for label in ["x\u{1b}[31mred", "two\nlines", &"a".repeat(65)] {
+    for label in [
+        "x\u{1b}[31mred",
+        "two\nlines",
+        "a\u{202e}b",
+        "a\u{2028}b",
+        &"a".repeat(65),
+    ] {
         let failed = vigilfs(
             &["mkfs", "labelled.img", "--size", "4M", "--label", label],
             directory.path(),
