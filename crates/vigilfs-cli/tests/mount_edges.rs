@@ -525,3 +525,76 @@ fn a_command_given_the_mounted_image_names_its_mount_point() {
     );
     scratch.umount(pid);
 }
+
+/// Writes `mebibytes` MiB to `path` (created), stopping at the first error:
+/// how many MiB went in, and the error.
+fn write_mebibytes(path: &Path, mebibytes: usize) -> (usize, Option<std::io::Error>) {
+    let mut file = File::create(path).unwrap();
+    for index in 0..mebibytes {
+        if let Err(error) = file.write_all(&mebibyte(index)) {
+            return (index, Some(error));
+        }
+    }
+    (mebibytes, None)
+}
+
+/// One file whose data cannot be written keeps its dirty pages (to be
+/// retried) and has its own writes refused; the other files' writers go on
+/// (ext4 drops the failed pages: other files' writes go on there too).
+/// Only when data that cannot be written fills four times `dirty=` is every
+/// write refused, and that refusal is recorded with its reason.
+#[test]
+fn one_file_that_cannot_be_written_does_not_stop_the_other_writers() {
+    if fuse_missing("one_file_that_cannot_be_written_does_not_stop_the_other_writers") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "128M", "-o", "dirty=2M"]);
+    let rule = scratch.inject(&["--fail-writes", "--path", "bad*"]);
+    assert_eq!(rule.status.code(), Some(0), "{}", text(&rule.stderr));
+    let (taken, refused) = write_mebibytes(&scratch.at("bad-huge"), 32);
+    assert!(
+        refused.is_some(),
+        "the failing file's own writes are refused"
+    );
+    assert!(taken < 32);
+    // Another file: written, and durable.
+    let (taken, refused) = write_mebibytes(&scratch.at("innocent"), 24);
+    assert!(refused.is_none(), "{refused:?} after {taken} MiB");
+    File::open(scratch.at("innocent"))
+        .unwrap()
+        .sync_all()
+        .expect("the other file's data is durable");
+    // More files that cannot be written: their data piles up to four times
+    // dirty=, and then every writer is refused, with the reason recorded.
+    for index in 0..16 {
+        let _ = write_mebibytes(&scratch.at(&format!("bad-{index}")), 1);
+    }
+    let (_, refused) = write_mebibytes(&scratch.at("innocent-2"), 4);
+    assert!(
+        refused.is_some(),
+        "past four times dirty= every write waits for room"
+    );
+    let events = vigilfs(&["events", scratch.mnt()]);
+    assert!(
+        text(&events.stdout).contains("write refused"),
+        "{}",
+        text(&events.stdout)
+    );
+    // Deleting what cannot be written gives the room back.
+    for entry in fs::read_dir(scratch.mnt()).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("bad")
+        {
+            fs::remove_file(path).unwrap();
+        }
+    }
+    let (_, refused) = write_mebibytes(&scratch.at("innocent-3"), 4);
+    assert!(refused.is_none(), "{refused:?}");
+    scratch.inject(&["--clear"]);
+    scratch.umount(pid);
+}

@@ -196,7 +196,7 @@ impl Filesystem {
         let mut written = 0;
         for piece in bytes.chunks(WRITE_PIECE_BYTES) {
             let write_piece = |at: u64| {
-                self.balance_dirty().and_then(|()| {
+                self.balance_dirty(file.ino).and_then(|()| {
                     let cursors = file.handle();
                     Ok(self.shared.files.write(&cursors, at, piece)?)
                 })
@@ -232,10 +232,15 @@ impl Filesystem {
 
     /// Keeps dirty data bounded, as the kernel's `balance_dirty_pages`
     /// does: past the limit the background thread is woken; past twice the
-    /// limit this writer writes back itself, and so waits for it. When that
-    /// writeback fails (the dirty pages stay, to be retried), the write is
-    /// refused with its error rather than taken into memory without bound.
-    fn balance_dirty(&self) -> FsResult<()> {
+    /// limit this writer (to inode `ino`) writes back itself, and so waits
+    /// for it. When that writeback fails (the dirty pages stay, to be
+    /// retried), a write to a file whose own data failed is refused with
+    /// its error rather than taken into memory without bound. A write to
+    /// another file goes on: one file that cannot be written must not stop
+    /// every writer. Only past [`FAILING_DIRTY_LIMITS`] times the limit,
+    /// the most memory kept for data that cannot be written, is every
+    /// write refused, and each refusal recorded with its reason.
+    fn balance_dirty(&self, ino: u64) -> FsResult<()> {
         let limit = self.shared.settings.dirty_limit_bytes();
         let dirty = self.shared.files.cache_stats().dirty_bytes;
         if dirty > limit {
@@ -248,10 +253,27 @@ impl Filesystem {
         }
         // Failures are reported by the data path's listener and stay in
         // the error words for fsync.
-        match self.shared.files.writeback_all().first_error {
-            Some(errno) => Err(FileError::Writeback(errno).into()),
-            None => Ok(()),
+        let summary = self.shared.files.writeback_all();
+        let Some(errno) = summary.first_error else {
+            return Ok(());
+        };
+        if summary.failed_inodes.contains(&ino) {
+            return Err(FileError::Writeback(errno).into());
         }
+        let dirty = self.shared.files.cache_stats().dirty_bytes;
+        if dirty <= limit.saturating_mul(FAILING_DIRTY_LIMITS) {
+            return Ok(());
+        }
+        self.shared.health.report(&Incident {
+            kind: ErrorKind::Writeback,
+            errno: errno.get(),
+            inode: Some((ino, self.shared.generation_of(ino))),
+            range: None,
+            block: None,
+            origin: "write refused: dirty data of other files that cannot be written back \
+                     fills the memory allowed",
+        });
+        Err(FileError::Writeback(errno).into())
     }
 
     /// fallocate through `handle` by `caller`: allocate (mode 0,

@@ -23,9 +23,11 @@ use errseq::Since;
 use super::faults::Operation;
 use super::gate::WriteGuard;
 use super::handles::{OpenDir, OpenFile, OpenFlags};
+use super::health::Incident;
 use super::lifecycle::AtimeUpdates;
 use super::unsynced::Change;
 use super::{Filesystem, FsError, FsResult, LifeState};
+use crate::format::ErrorKind;
 use crate::inode::acl::Acl;
 use crate::inode::{
     check_access_with_acl, check_setattr_with_acl, check_sticky_delete,
@@ -39,6 +41,11 @@ use crate::inode::{inode_flags, PermissionError};
 /// The most bytes one write puts into the page cache before dirty data is
 /// balanced again.
 const WRITE_PIECE_BYTES: usize = 1 << 20;
+
+/// Dirty data may reach this many times the `dirty=` limit while some of it
+/// cannot be written back (its writes refused): room for the other files'
+/// writers, and the most memory kept for data that cannot be written.
+const FAILING_DIRTY_LIMITS: u64 = 4;
 
 /// An inode's attributes as `stat` shows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
