@@ -566,8 +566,10 @@ enum Command {
     /// What a power cut would lose now: each file's data not written back
     /// (byte ranges) and each metadata change whose journal entry is not
     /// durable. Anything not listed survives, unless the device drops
-    /// flushes (`inject --drop-flushes`), which it then says first. Root
-    /// and the user who mounted only (it names files).
+    /// flushes (`inject --drop-flushes`), which it then says first. Not
+    /// seen, so not listed: writes through a shared mapping (mmap) that
+    /// the kernel has not yet sent to the daemon (no msync, munmap or
+    /// close since). Root and the user who mounted only (it names files).
     ///
     /// Examples:
     ///   vigilfs unsynced /mnt/data
