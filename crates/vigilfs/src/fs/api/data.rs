@@ -257,21 +257,24 @@ impl Filesystem {
         let Some(errno) = summary.first_error else {
             return Ok(());
         };
-        if summary.failed_inodes.contains(&ino) {
-            return Err(FileError::Writeback(errno).into());
-        }
-        let dirty = self.shared.files.cache_stats().dirty_bytes;
-        if dirty <= limit.saturating_mul(FAILING_DIRTY_LIMITS) {
+        let origin = if summary.failed_inodes.contains(&ino) {
+            "write refused: this file's dirty data cannot be written back"
+        } else if self.shared.files.cache_stats().dirty_bytes
+            <= limit.saturating_mul(FAILING_DIRTY_LIMITS)
+        {
             return Ok(());
-        }
+        } else {
+            "write refused: dirty data of other files that cannot be written back fills the \
+             memory allowed"
+        };
+        // Each refusal is an error event of its file (repeats are damped).
         self.shared.health.report(&Incident {
             kind: ErrorKind::Writeback,
             errno: errno.get(),
             inode: Some((ino, self.shared.generation_of(ino))),
             range: None,
             block: None,
-            origin: "write refused: dirty data of other files that cannot be written back \
-                     fills the memory allowed",
+            origin,
         });
         Err(FileError::Writeback(errno).into())
     }
