@@ -558,6 +558,12 @@ fn one_file_that_cannot_be_written_does_not_stop_the_other_writers() {
         "the failing file's own writes are refused"
     );
     assert!(taken < 32);
+    let events = vigilfs(&["events", scratch.mnt()]);
+    assert!(
+        text(&events.stdout).contains("write refused: this file's dirty data"),
+        "{}",
+        text(&events.stdout)
+    );
     // Another file: written, and durable.
     let (taken, refused) = write_mebibytes(&scratch.at("innocent"), 24);
     assert!(refused.is_none(), "{refused:?} after {taken} MiB");
