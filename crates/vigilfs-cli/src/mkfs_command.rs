@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use vigilfs::device::{BlockDevice, FileDevice, FileDeviceOptions, IoClass, SectorSize};
 use vigilfs::format::layout::PRIMARY_SUPERBLOCK_OFFSET;
-use vigilfs::format::{read_superblock, Label};
+use vigilfs::format::{read_superblock, FormatError, Label};
 use vigilfs::mkfs::{make_filesystem, MkfsError, MkfsOptions};
 
 use crate::failure::Failure;
@@ -203,12 +203,27 @@ fn open_existing(image: &Path, request: &MkfsRequest) -> Result<FileDevice, Fail
         Failure::operational(format!("cannot open {}: {error}", image.display()))
     })?;
     if !request.force {
-        if let Ok(existing) = read_superblock(&device) {
-            return Err(Failure::usage(format!(
-                "{} already holds a vigilfs filesystem (UUID {}); use --force to overwrite it",
-                image.display(),
-                existing.superblock.uuid
-            )));
+        match read_superblock(&device) {
+            Ok(existing) => {
+                return Err(Failure::usage(format!(
+                    "{} already holds a vigilfs filesystem (UUID {}); use --force to overwrite it",
+                    image.display(),
+                    existing.superblock.uuid
+                )))
+            }
+            // Nothing of vigilfs's where its copies can be.
+            Err(FormatError::NoValidSuperblock { rejected })
+                if rejected
+                    .iter()
+                    .all(|copy| matches!(copy.error, FormatError::BadMagic { .. })) => {}
+            // A damaged vigilfs filesystem is still one: fsck it first.
+            Err(damaged) => {
+                return Err(Failure::usage(format!(
+                    "{} holds a vigilfs filesystem that cannot be read ({damaged}); use --force \
+                     to overwrite it",
+                    image.display()
+                )))
+            }
         }
         if let Some(what) = foreign_signature(&device, SCANNED_BYTES) {
             return Err(Failure::usage(format!(

@@ -77,6 +77,27 @@ fn mkfs_refuses_to_overwrite_a_filesystem_unless_forced() {
         before
     );
 
+    // A vigilfs filesystem with its primary damaged is still one (its
+    // backups hold it): refused too.
+    let mut damaged = before.clone();
+    damaged[4096 + 40] ^= 0xff;
+    std::fs::write(directory.path().join("disk.img"), &damaged).unwrap();
+    let refused = vigilfs(&["mkfs", "disk.img"], directory.path());
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
+    let mut damaged = before.clone();
+    damaged[4096..4096 + 4096].fill(0);
+    let end = damaged.len();
+    damaged[end - 64 * 1024 + 200] ^= 0xff;
+    damaged[end - 4096 + 200] ^= 0xff;
+    std::fs::write(directory.path().join("disk.img"), &damaged).unwrap();
+    let refused = vigilfs(&["mkfs", "disk.img"], directory.path());
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
+    assert!(
+        text(&refused.stderr).contains("cannot be read"),
+        "{}",
+        text(&refused.stderr)
+    );
+
     let forced = vigilfs(&["mkfs", "disk.img", "--force"], directory.path());
     assert_eq!(forced.status.code(), Some(0), "{}", text(&forced.stderr));
     assert_ne!(

@@ -675,6 +675,37 @@ fn a_journal_entry_damaged_after_a_clean_unmount_is_reported_lost() {
     fixture.assert_fsck_clean();
 }
 
+/// The tail of a grown device may still hold an older filesystem's
+/// backups. With the primary unreadable, backups of two filesystems are
+/// found: neither is taken (the older one would be written over the
+/// primary), fsck and the mount refuse, and nothing is written.
+#[test]
+fn backups_of_two_filesystems_are_refused_when_the_primary_is_gone() {
+    let small = Arc::new(MemoryDevice::new(32 << 20, SectorSize::Bytes512));
+    make_filesystem(small.clone(), &MkfsOptions::default()).expect("mkfs");
+    let large = Arc::new(MemoryDevice::new(64 << 20, SectorSize::Bytes512));
+    make_filesystem(large.clone(), &MkfsOptions::default()).expect("mkfs");
+    let mut image = small.to_image();
+    let old = large.to_image();
+    image.extend_from_slice(&old[32 << 20..]);
+    image[4096..8192].fill(0x5a);
+    let grown = Arc::new(MemoryDevice::from_image(
+        image.clone(),
+        SectorSize::Bytes512,
+    ));
+    let error = fsck(grown.clone(), &mut |_| {}).expect_err("fsck refuses");
+    assert!(
+        error.to_string().contains("backups of 2 filesystems"),
+        "{error}"
+    );
+    let error = Filesystem::mount(grown.clone(), MountOptions::default()).expect_err("refused");
+    assert!(
+        error.to_string().contains("backups of 2 filesystems"),
+        "{error}"
+    );
+    assert!(grown.to_image() == image, "nothing written");
+}
+
 /// The event records this mount can read of earlier mounts.
 fn earlier_records(fs: &Filesystem) -> Vec<vigilfs::format::event_log::EventRecord> {
     let mut records = Vec::new();

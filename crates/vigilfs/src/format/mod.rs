@@ -195,6 +195,20 @@ pub enum FormatError {
     /// The device failed a read of the structure.
     #[error(transparent)]
     Device(#[from] DeviceError),
+    /// The primary is unreadable and backups of more than one filesystem
+    /// are where backups can be (an older filesystem's left in the tail of
+    /// a device grown since): which one this is cannot be told.
+    #[error(
+        "the primary superblock is unreadable, and backups of {} filesystems were found \
+         (UUID and the device length each was made for: {}): which one this device holds \
+         cannot be told, so none is used",
+        .found.len(),
+        .found.iter().map(|(uuid, length)| format!("{uuid} {length}")).collect::<Vec<_>>().join(", ")
+    )]
+    ConflictingBackups {
+        /// Each filesystem found: its UUID and recorded device length.
+        found: Vec<(FsUuid, u64)>,
+    },
     /// No superblock copy is usable.
     #[error("no valid superblock: {}", describe_rejections(.rejected))]
     NoValidSuperblock {
@@ -217,7 +231,9 @@ fn describe_rejections(rejected: &[RejectedCopy]) -> String {
     if foreign {
         return format!(
             "this is not a vigilfs image (none of its {} superblock copies has the vigilfs \
-             magic; `vigilfs mkfs` makes one)",
+             magic; `vigilfs mkfs` makes one). A vigilfs filesystem with its primary damaged \
+             on a device grown by more than 256 MiB since mkfs keeps its backups further \
+             back: cut the device back to its old length to find them",
             rejected.len()
         );
     }

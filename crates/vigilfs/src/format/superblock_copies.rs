@@ -15,6 +15,7 @@
 use super::layout::{SuperblockCopy, HEAD_RESERVED_BYTES, SUPERBLOCK_SIZE, TAIL_RESERVED_BYTES};
 use super::superblock::Superblock;
 use super::FormatError;
+use super::FsUuid;
 use crate::device::{BlockDevice, DeviceError, IoClass};
 
 /// A superblock copy that could not be used, and why.
@@ -54,37 +55,56 @@ const GROWN_SEARCH_BYTES: u64 = 256 << 20;
 
 /// The length of the device the filesystem was made for: where its copies
 /// are. The primary records it (decoded, not yet checked against the
-/// device); without a readable primary, a backup where the device's own
-/// length puts it; without one, a backup found before the device's end
-/// where its own recorded length puts it (a device grown since mkfs); else
-/// the device's length.
-pub fn filesystem_length<D: BlockDevice + ?Sized>(device: &D) -> u64 {
+/// device); without a readable primary, the backups found where the
+/// device's length puts them or, for a device grown since mkfs, in its
+/// last [`GROWN_SEARCH_BYTES`], each at the place its own recorded length
+/// gives; else the device's length. Backups of two filesystems (an older
+/// one's left in the tail) are [`FormatError::ConflictingBackups`].
+fn locate<D: BlockDevice + ?Sized>(device: &D) -> Result<u64, FormatError> {
     let length = device.length();
-    let recorded_at = |offset: Option<u64>| {
-        let mut bytes = vec![0; SUPERBLOCK_SIZE];
-        device
-            .read_at(offset?, &mut bytes, IoClass::Superblock)
-            .ok()?;
-        Superblock::decode(&bytes)
-            .ok()
-            .map(|superblock| superblock.layout.device_length)
-    };
-    SuperblockCopy::ALL
-        .into_iter()
-        .find_map(|copy| recorded_at(copy.offset(length)))
-        .or_else(|| backup_before_the_end(device))
-        .unwrap_or(length)
+    let mut bytes = vec![0; SUPERBLOCK_SIZE];
+    if let Some(offset) = SuperblockCopy::Primary.offset(length) {
+        if device
+            .read_at(offset, &mut bytes, IoClass::Superblock)
+            .is_ok()
+        {
+            if let Ok(primary) = Superblock::decode(&bytes) {
+                return Ok(primary.layout.device_length);
+            }
+        }
+    }
+    let mut found = backups_before_the_end(device);
+    // The newest first: its length wins among copies of one filesystem.
+    found.sort_by_key(|superblock| std::cmp::Reverse(superblock.write_sequence));
+    let mut filesystems: Vec<(FsUuid, u64)> = Vec::new();
+    for superblock in &found {
+        if !filesystems.iter().any(|(uuid, _)| *uuid == superblock.uuid) {
+            filesystems.push((superblock.uuid, superblock.layout.device_length));
+        }
+    }
+    match filesystems.as_slice() {
+        [] => Ok(length),
+        [(_, recorded)] => Ok(*recorded),
+        _ => Err(FormatError::ConflictingBackups { found: filesystems }),
+    }
 }
 
-/// The recorded length of a backup found in the last [`GROWN_SEARCH_BYTES`]
-/// of the device, at the place its own recorded length gives it (anything
-/// else there, a stale or foreign copy, is not taken).
-fn backup_before_the_end<D: BlockDevice + ?Sized>(device: &D) -> Option<u64> {
+/// [`locate`], with the device's length when it cannot tell.
+pub fn filesystem_length<D: BlockDevice + ?Sized>(device: &D) -> u64 {
+    locate(device).unwrap_or_else(|_| device.length())
+}
+
+/// The backups in the last [`GROWN_SEARCH_BYTES`] of the device (its own
+/// end included), each at the place its own recorded length gives it and
+/// no longer than the device (anything else there, a copy moved by hand,
+/// is not one).
+fn backups_before_the_end<D: BlockDevice + ?Sized>(device: &D) -> Vec<Superblock> {
     let length = device.length();
     let end = length - length % SUPERBLOCK_SIZE as u64;
     let lowest = end
         .saturating_sub(GROWN_SEARCH_BYTES)
         .max(HEAD_RESERVED_BYTES);
+    let mut found = Vec::new();
     let mut chunk = vec![0u8; 1 << 20];
     let mut chunk_end = end;
     while chunk_end > lowest {
@@ -94,7 +114,7 @@ fn backup_before_the_end<D: BlockDevice + ?Sized>(device: &D) -> Option<u64> {
             .read_at(chunk_start, bytes, IoClass::Superblock)
             .is_ok()
         {
-            for (index, slot) in bytes.chunks_exact(SUPERBLOCK_SIZE).enumerate().rev() {
+            for (index, slot) in bytes.chunks_exact(SUPERBLOCK_SIZE).enumerate() {
                 let offset = chunk_start + (index * SUPERBLOCK_SIZE) as u64;
                 let Ok(superblock) = Superblock::decode(slot) else {
                     continue;
@@ -104,13 +124,13 @@ fn backup_before_the_end<D: BlockDevice + ?Sized>(device: &D) -> Option<u64> {
                     .into_iter()
                     .any(|copy| copy.offset(recorded) == Some(offset));
                 if placed && recorded <= length {
-                    return Some(recorded);
+                    found.push(superblock);
                 }
             }
         }
         chunk_end = chunk_start;
     }
-    None
+    found
 }
 
 /// Reads and fully validates one copy.
@@ -146,11 +166,17 @@ fn read_copy_at<D: BlockDevice + ?Sized>(
 pub fn inspect_superblock_copies<D: BlockDevice + ?Sized>(
     device: &D,
 ) -> Vec<(SuperblockCopy, Result<Superblock, FormatError>)> {
-    let length = filesystem_length(device);
-    SuperblockCopy::ALL
-        .into_iter()
-        .map(|copy| (copy, read_copy_at(device, copy, length)))
-        .collect()
+    match locate(device) {
+        Ok(length) => SuperblockCopy::ALL
+            .into_iter()
+            .map(|copy| (copy, read_copy_at(device, copy, length)))
+            .collect(),
+        // No copy can be trusted: each is said to be the conflict.
+        Err(conflict) => SuperblockCopy::ALL
+            .into_iter()
+            .map(|copy| (copy, Err(conflict.clone())))
+            .collect(),
+    }
 }
 
 /// Finds the superblock to mount with: the primary if valid, else the newest valid backup.
@@ -158,7 +184,7 @@ pub fn read_superblock<D: BlockDevice + ?Sized>(
     device: &D,
 ) -> Result<LoadedSuperblock, FormatError> {
     let mut rejected = Vec::new();
-    let length = filesystem_length(device);
+    let length = locate(device)?;
     match read_copy_at(device, SuperblockCopy::Primary, length) {
         Ok(superblock) => {
             return Ok(LoadedSuperblock {
