@@ -564,6 +564,31 @@ fn a_superblock_copy_damaged_beyond_a_torn_write_is_reported_after_a_power_cut()
     fs.unmount().expect("unmount");
 }
 
+/// One power cut tears the primary or the backups, never both (they are
+/// written primary first, flushed, then the backups): checksum mismatches
+/// in the primary and a backup at once are reported after a crash, by the
+/// mount and by fsck.
+#[test]
+fn mismatches_no_single_crash_makes_are_reported_after_a_power_cut() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let image = fixture.memory.to_image();
+    drop(fs);
+    let memory = Arc::new(MemoryDevice::from_image(image, SectorSize::Bytes512));
+    flip_byte(&memory, 4096 + 60);
+    let backup = SuperblockCopy::FirstBackup.offset(memory.length()).unwrap();
+    flip_byte(&memory, backup + 60);
+    let report = fsck(memory.clone(), &mut |_| {}).expect("fsck");
+    assert_eq!(report.problems.len(), 2, "{:#?}", report.problems);
+    let fs = Filesystem::mount(memory, MountOptions::default()).expect("mount");
+    assert!(fs.recovered());
+    assert_eq!(
+        fs.status().error_record.counter(ErrorKind::Checksum).count,
+        2
+    );
+    fs.unmount().expect("unmount");
+}
+
 /// A device grown since mkfs (an image file extended) is not damage: the
 /// backups are where the filesystem put them, fsck says the space past the
 /// end goes unused, and the mount reports nothing and writes the backups

@@ -30,8 +30,8 @@ pub use identity::{FsUuid, Label};
 pub use layout::{Layout, Region, SuperblockCopy};
 pub use superblock::{ErrorsPolicy, Features, FsState, Superblock};
 pub use superblock_copies::{
-    inspect_superblock_copies, read_superblock, read_superblock_copy, write_superblocks,
-    CopyWriteFailure, LoadedSuperblock, RejectedCopy,
+    inspect_superblock_copies, read_superblock, read_superblock_copy, torn_by_one_crash,
+    write_superblocks, CopyWriteFailure, LoadedSuperblock, RejectedCopy,
 };
 
 use crate::device::DeviceError;

@@ -222,6 +222,16 @@ pub fn read_superblock<D: BlockDevice + ?Sized>(
     }
 }
 
+/// Whether copies whose checksums do not match could all be the work of one
+/// power cut: superblocks are written primary first (and flushed), then
+/// both backups, so a cut tears the primary or the backups, never both.
+pub fn torn_by_one_crash(mismatched: &[SuperblockCopy]) -> bool {
+    !(mismatched.contains(&SuperblockCopy::Primary)
+        && mismatched
+            .iter()
+            .any(|&copy| copy != SuperblockCopy::Primary))
+}
+
 /// Writes `superblock` to all three copies, bumping its write sequence first. Every copy is
 /// attempted even if an earlier one fails; any failure is returned (with all failures listed),
 /// because a copy that silently kept old contents could later be preferred by recovery.

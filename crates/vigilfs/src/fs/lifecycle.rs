@@ -31,8 +31,8 @@ use crate::alloc::AllocatorStatus;
 use crate::device::{BlockDevice, FaultPlan, FileFaults, OverlayDevice, StoppableDevice};
 use crate::failure::{Intake, DEFAULT_INTAKE_CAPACITY};
 use crate::format::{
-    read_superblock, read_superblock_copy, write_superblocks, ErrorKind, ErrorRecord, ErrorsPolicy,
-    Features, FormatError, FsState, SuperblockCopy,
+    read_superblock, read_superblock_copy, torn_by_one_crash, write_superblocks, ErrorKind,
+    ErrorRecord, ErrorsPolicy, Features, FormatError, FsState, SuperblockCopy,
 };
 use crate::inode::{FileError, Files, FsyncErrors, Namespace, Xattrs};
 use crate::journal::JournalStatus;
@@ -592,10 +592,11 @@ impl Filesystem {
             // After a crash, a copy whose checksum does not match may be
             // one the crash tore (sectors of its old and new contents: the
             // header sector, either one, is whole), so only other damage
-            // (a wrong magic, version or field, which no torn write makes)
-            // is reported then. The backups are read only when the primary
-            // fails: a mount reads them here, as fsck does.
-            let damaged_superblocks = SuperblockCopy::ALL
+            // (a wrong magic, version or field, which no torn write makes),
+            // or mismatches no single crash makes, are reported then. The
+            // backups are read only when the primary fails: a mount reads
+            // them here, as fsck does.
+            let damaged: Vec<(SuperblockCopy, FormatError)> = SuperblockCopy::ALL
                 .into_iter()
                 .filter(|&copy| copy != loaded.source)
                 .filter_map(|copy| {
@@ -603,12 +604,22 @@ impl Filesystem {
                         Some(rejected) => rejected.error.clone(),
                         None => read_superblock_copy(device.as_ref(), copy).err()?,
                     };
-                    let maybe_torn = matches!(error, FormatError::ChecksumMismatch { .. });
-                    (!recovered || !maybe_torn).then(|| {
-                        let offset = copy.offset(superblock.layout.device_length);
-                        (offset, format!("{copy}: {error}"))
-                    })
-                });
+                    Some((copy, error))
+                })
+                .collect();
+            let mismatched: Vec<SuperblockCopy> = damaged
+                .iter()
+                .filter(|(_, error)| matches!(error, FormatError::ChecksumMismatch { .. }))
+                .map(|(copy, _)| *copy)
+                .collect();
+            let torn_may_pass = recovered && torn_by_one_crash(&mismatched);
+            let damaged_superblocks = damaged.into_iter().filter_map(|(copy, error)| {
+                let maybe_torn = mismatched.contains(&copy) && torn_may_pass;
+                (!maybe_torn).then(|| {
+                    let offset = copy.offset(superblock.layout.device_length);
+                    (offset, format!("{copy}: {error}"))
+                })
+            });
             let damaged_headers = opened_log
                 .damaged_headers
                 .iter()

@@ -45,7 +45,9 @@ use std::sync::Arc;
 
 use crate::btree::{is_roots_record, BtreesOptions, CheckReport, TreeId};
 use crate::device::{BlockDevice, OverlayDevice};
-use crate::format::{inspect_superblock_copies, FormatError, FsState, Superblock, SuperblockCopy};
+use crate::format::{
+    inspect_superblock_copies, torn_by_one_crash, FormatError, FsState, Superblock, SuperblockCopy,
+};
 use crate::journal::{Journal, JournalOptions, RecoveryReport};
 use crate::metadata::{Metadata, OpenError};
 pub use event_log::EventLogCounts;
@@ -501,16 +503,20 @@ fn check_superblocks(
             rejected,
         }));
     };
+    let mismatched: Vec<SuperblockCopy> = copies
+        .iter()
+        .filter(|(_, outcome)| matches!(outcome, Err(FormatError::ChecksumMismatch { .. })))
+        .map(|(copy, _)| *copy)
+        .collect();
+    let torn_may_pass = superblock.state == FsState::Dirty && torn_by_one_crash(&mismatched);
     for (copy, outcome) in copies {
         let structure = copy_name(copy).to_owned();
         match outcome {
             // After a crash a copy whose checksum does not match may be one
             // the crash tore mid-write: the next mount rewrites it without
             // a report, and fsck agrees (any other damage no torn write
-            // makes, and is a problem).
-            Err(error @ FormatError::ChecksumMismatch { .. })
-                if superblock.state == FsState::Dirty =>
-            {
+            // makes, and mismatches no single crash makes, are problems).
+            Err(error @ FormatError::ChecksumMismatch { .. }) if torn_may_pass => {
                 notes.push(Note {
                     structure,
                     message: format!(
