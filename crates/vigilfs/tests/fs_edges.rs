@@ -500,14 +500,19 @@ fn a_damaged_superblock_or_event_log_header_copy_found_after_a_clean_stop_is_rep
     fixture.assert_fsck_clean();
 }
 
-#[test]
-fn a_header_copy_torn_by_a_power_cut_is_not_reported_as_damage() {
+/// A fresh filesystem's image as a power cut would leave it: mounted, not
+/// clean.
+fn power_cut_image() -> Arc<MemoryDevice> {
     let fixture = Fixture::new();
     let fs = fixture.mount();
-    // The image as a power cut would leave it: mounted, not clean.
     let image = fixture.memory.to_image();
     drop(fs);
-    let memory = Arc::new(MemoryDevice::from_image(image, SectorSize::Bytes512));
+    Arc::new(MemoryDevice::from_image(image, SectorSize::Bytes512))
+}
+
+#[test]
+fn a_header_copy_torn_by_a_power_cut_is_not_reported_as_damage() {
+    let memory = power_cut_image();
     let superblock = vigilfs::format::read_superblock(memory.as_ref())
         .unwrap()
         .superblock;
@@ -523,12 +528,7 @@ fn a_header_copy_torn_by_a_power_cut_is_not_reported_as_damage() {
 
 #[test]
 fn a_superblock_copy_damaged_beyond_a_torn_write_is_reported_after_a_power_cut() {
-    let fixture = Fixture::new();
-    let fs = fixture.mount();
-    // The image as a power cut would leave it: mounted, not clean.
-    let image = fixture.memory.to_image();
-    drop(fs);
-    let memory = Arc::new(MemoryDevice::from_image(image, SectorSize::Bytes512));
+    let memory = power_cut_image();
     // The primary's magic gone (no torn write makes that: the sector that
     // holds it is either the old one or the new one), and the first
     // backup's checksum wrong (which a torn write can make: not reported).
@@ -570,11 +570,7 @@ fn a_superblock_copy_damaged_beyond_a_torn_write_is_reported_after_a_power_cut()
 /// mount and by fsck.
 #[test]
 fn mismatches_no_single_crash_makes_are_reported_after_a_power_cut() {
-    let fixture = Fixture::new();
-    let fs = fixture.mount();
-    let image = fixture.memory.to_image();
-    drop(fs);
-    let memory = Arc::new(MemoryDevice::from_image(image, SectorSize::Bytes512));
+    let memory = power_cut_image();
     flip_byte(&memory, 4096 + 60);
     let backup = SuperblockCopy::FirstBackup.offset(memory.length()).unwrap();
     flip_byte(&memory, backup + 60);
