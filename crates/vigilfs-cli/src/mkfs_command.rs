@@ -14,31 +14,12 @@ use std::sync::Arc;
 use vigilfs::device::{BlockDevice, FileDevice, FileDeviceOptions, IoClass, SectorSize};
 use vigilfs::format::layout::PRIMARY_SUPERBLOCK_OFFSET;
 use vigilfs::format::{read_superblock, FormatError, Label};
+use vigilfs::inode::shows_wrongly;
 use vigilfs::mkfs::{make_filesystem, MkfsError, MkfsOptions};
 
 use crate::failure::Failure;
 use crate::in_use::{self, AcquireError, LockMode};
 use crate::size::ByteSize;
-
-/// A character a label must not hold: a control character, or one that
-/// changes how the text around it shows without showing itself (line and
-/// paragraph separators, direction overrides and isolates, zero-width
-/// ones), which could make a printed label lie.
-fn unprintable(character: char) -> bool {
-    character.is_control()
-        || matches!(
-            character,
-            '\u{00ad}'
-                | '\u{061c}'
-                | '\u{180e}'
-                | '\u{200b}'..='\u{200f}'
-                | '\u{2028}'..='\u{202e}'
-                | '\u{2060}'..='\u{2064}'
-                | '\u{2066}'..='\u{206f}'
-                | '\u{feff}'
-                | '\u{fff9}'..='\u{fffb}'
-        )
-}
 
 /// The size of an image created without --size.
 pub const DEFAULT_IMAGE_SIZE: ByteSize = ByteSize(1 << 30);
@@ -63,7 +44,7 @@ pub struct MkfsRequest {
 }
 
 pub fn run(request: &MkfsRequest) -> Result<u8, Failure> {
-    if request.label.chars().any(unprintable) {
+    if request.label.chars().any(shows_wrongly) {
         // It would be printed raw by status, fsck and mount.
         return Err(Failure::arguments(
             "label: control and invisible formatting characters (a newline, an escape, a \

@@ -36,7 +36,7 @@ pub use namespace::{
     Creation, DirCookie, DirEntry, Namespace, NamespaceError, NamespaceResult, RenameFlags,
     SetAttr, SetTime,
 };
-pub use paths::{from_printable, paths_of, printable};
+pub use paths::{from_printable, paths_of, printable, shows_wrongly};
 pub use permission::{
     check_access, check_access_with_acl, check_setattr, check_setattr_with_acl,
     check_sticky_delete, check_xattr_access, check_xattr_access_with_acl, check_xattr_removal,

@@ -95,7 +95,7 @@ pub fn printable(name: &[u8]) -> String {
         for character in chunk.valid().chars() {
             if character == '\\' {
                 text.push_str("\\\\");
-            } else if character.is_control() || misleads_when_shown(character) {
+            } else if shows_wrongly(character) {
                 let mut bytes = [0; 4];
                 for byte in character.encode_utf8(&mut bytes).bytes() {
                     let _ = write!(text, "\\x{byte:02x}");
@@ -138,6 +138,13 @@ pub fn from_printable(text: &str) -> Option<Vec<u8>> {
         }
     }
     Some(bytes)
+}
+
+/// Whether `character` cannot be shown as it is: a control character, or
+/// one of [`misleads_when_shown`]'s. [`printable`] escapes these; a label
+/// must not hold them.
+pub fn shows_wrongly(character: char) -> bool {
+    character.is_control() || misleads_when_shown(character)
 }
 
 /// Characters that are not control characters yet change how a line reads:
