@@ -5,7 +5,8 @@
 //! read-only, fsync after a shutdown writes nothing and fails, the data a
 //! shutdown drops is reported, a hole punch of 2^50 bytes on a small file
 //! does no more work than the file has, and space fallocated before the
-//! filesystem filled up takes writes after. They need root and /dev/fuse.
+//! filesystem filled up takes writes after, and an `O_DIRECT` write
+//! reaches the device and fails with it. They need root and /dev/fuse.
 
 mod common;
 
@@ -602,5 +603,74 @@ fn one_file_that_cannot_be_written_does_not_stop_the_other_writers() {
     let (_, refused) = write_mebibytes(&scratch.at("innocent-3"), 4);
     assert!(refused.is_none(), "{refused:?}");
     scratch.inject(&["--clear"]);
+    scratch.umount(pid);
+}
+
+/// An `O_DIRECT` write reaches the device before it returns, as on a disk:
+/// a power cut after it loses nothing, and a device failure is that
+/// write's own error (it was taken into the daemon's cache and succeeded,
+/// the error waiting for an fsync). Whether a write is direct is the
+/// descriptor's mode at the time of the write: fcntl can set it after open.
+#[test]
+fn a_direct_write_reaches_the_device_and_fails_with_it() {
+    if fuse_missing("a_direct_write_reaches_the_device_and_fails_with_it") {
+        return;
+    }
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let open_direct = |name: &str| {
+        OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(scratch.at(name))
+            .unwrap()
+    };
+    open_direct("direct-kept")
+        .write_all_at(&[7; 8192], 0)
+        .unwrap();
+    let unsynced = text(&vigilfs(&["unsynced", scratch.mnt()]).stdout);
+    assert!(
+        !unsynced.contains("direct-kept ("),
+        "a direct write is on the device when it returns:\n{unsynced}"
+    );
+
+    let failing = open_direct("direct-bad");
+    failing.write_all_at(&[9; 8192], 0).unwrap();
+    let rule = scratch.inject(&["--fail-writes", "--path", "direct-bad*"]);
+    assert_eq!(rule.status.code(), Some(0), "{}", text(&rule.stderr));
+    let refused = failing.write_at(&[1; 4096], 0).unwrap_err();
+    assert_eq!(refused.raw_os_error(), Some(libc::EIO), "{refused}");
+    // Opened buffered, made direct by fcntl: its next write is direct. It
+    // would extend the file, and failing, extends nothing.
+    let switched = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(scratch.at("direct-bad"))
+        .unwrap();
+    // SAFETY: F_SETFL on a descriptor this test owns, with a valid flag set.
+    let set = unsafe { libc::fcntl(switched.as_raw_fd(), libc::F_SETFL, libc::O_DIRECT) };
+    assert_eq!(set, 0);
+    let refused = switched.write_at(&[3; 4096], 8192).unwrap_err();
+    assert_eq!(refused.raw_os_error(), Some(libc::EIO), "{refused}");
+    assert_eq!(switched.metadata().unwrap().len(), 8192);
+
+    // The device heals. A failed write may have changed the file: the
+    // overwrite's pages, kept dirty, are written at the retry.
+    scratch.inject(&["--clear"]);
+    // The other descriptor's failure is news to this one (each open file
+    // description hears of each failure once); then all is durable.
+    let other = failing.sync_all().unwrap_err();
+    assert_eq!(other.raw_os_error(), Some(libc::EIO), "{other}");
+    failing.sync_all().unwrap();
+    switched.sync_all().unwrap();
+    let mut read_back = vec![0; 8192];
+    failing.read_exact_at(&mut read_back, 0).unwrap();
+    assert_eq!(read_back[..4096], [1; 4096]);
+    assert_eq!(read_back[4096..], [9; 4096]);
+    assert_eq!(failing.metadata().unwrap().len(), 8192);
+    drop((failing, switched));
     scratch.umount(pid);
 }

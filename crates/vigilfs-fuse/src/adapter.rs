@@ -380,20 +380,26 @@ fn direct_io_misaligned(flags: FuseOpenFlags, offset: u64, length: u64) -> bool 
         && (offset % DIRECT_IO_ALIGNMENT != 0 || length % DIRECT_IO_ALIGNMENT != 0)
 }
 
-/// The engine's write and its reply (shared by the two lanes of `write`).
+/// The engine's write and its reply (shared by the two lanes of `write`);
+/// an `O_DIRECT` descriptor's data is written through to the device.
 fn write_and_reply(
     filesystem: &Filesystem,
-    write: (u64, u64, WriteFlags),
+    write: (u64, u64, WriteFlags, bool),
     data: &[u8],
     caller: &Caller,
     reply: ReplyWrite,
 ) {
-    let (handle, offset, flags) = write;
+    let (handle, offset, flags, direct) = write;
     if flags.contains(WriteFlags::FUSE_WRITE_CACHE) {
         write_back_and_reply(filesystem, (handle, offset), data, caller, reply);
         return;
     }
-    match filesystem.write(handle, offset, data, caller) {
+    let written = if direct {
+        filesystem.write_direct(handle, offset, data, caller)
+    } else {
+        filesystem.write(handle, offset, data, caller)
+    };
+    match written {
         // A request carries at most max_write bytes, so the count fits.
         Ok(written) => reply.written(u32::try_from(written).unwrap_or(u32::MAX)),
         Err(error) => reply.error(errno(&error)),
@@ -708,17 +714,19 @@ impl fuser::Filesystem for Adapter {
             return;
         }
         let caller = caller(request);
+        // The descriptor's mode now (fcntl can change it after open).
+        let direct = flags.0 & libc::O_DIRECT != 0;
         // As `gated`, but the data is copied only when handed off.
         match self.lanes.inline_slot(self.filesystem.is_frozen()) {
             Some(_slot) => self.guard("write", || {
-                let write = (handle.0, offset, write_flags);
+                let write = (handle.0, offset, write_flags, direct);
                 write_and_reply(&self.filesystem, write, data, &caller, reply);
             }),
             None => {
                 let (filesystem, data) = (Arc::clone(&self.filesystem), data.to_vec());
                 self.lanes.hand_off(Box::new(move || {
                     guarded(&filesystem, "write", || {
-                        let write = (handle.0, offset, write_flags);
+                        let write = (handle.0, offset, write_flags, direct);
                         write_and_reply(&filesystem, write, &data, &caller, reply);
                     });
                 }));

@@ -672,6 +672,23 @@ impl Files {
         reported.map_err(FileError::Writeback)
     }
 
+    /// Writes back the handle's inode now, for a write that must reach the
+    /// device before it returns (`O_DIRECT`). A failure is that write's
+    /// error: the handle has heard of it (its cursor moves past the error
+    /// words the failure set), and the pages stay dirty to be retried, as
+    /// after any failed writeback. Success reports nothing: an older error
+    /// this handle has not heard of waits for its fsync.
+    pub fn write_through(&self, handle: &mut Handle) -> FileResult<()> {
+        let Err(errno) = self.writeback.writeback_inode(handle.ino) else {
+            return Ok(());
+        };
+        let mut cache = self.cache.lock();
+        if let Ok(state) = self.state(&mut cache.inodes, handle.ino) {
+            let _heard = state.errseq.check_and_advance(&mut handle.cursor);
+        }
+        Err(FileError::Writeback(errno))
+    }
+
     /// Writes back every inode, flushes the journal, then reports the first
     /// filesystem writeback error this handle has not heard of.
     pub fn syncfs(&self, handle: &mut Handle) -> FileResult<()> {

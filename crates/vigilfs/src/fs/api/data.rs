@@ -1,7 +1,8 @@
 //! The data half of the engine's API: open and create, read (with atime
-//! updates), write (set-id bits dropped, dirty data balanced), fallocate,
-//! SEEK_DATA/SEEK_HOLE, flush, release (an orphan's last close deletes it),
-//! fsync and syncfs with their errseq cursors.
+//! updates), write (set-id bits dropped, dirty data balanced, `O_DIRECT`
+//! written through), fallocate, SEEK_DATA/SEEK_HOLE, flush, release (an
+//! orphan's last close deletes it), fsync and syncfs with their errseq
+//! cursors.
 
 use super::*;
 
@@ -227,6 +228,28 @@ impl Filesystem {
                 background.kick();
             }
         }
+        Ok(written)
+    }
+
+    /// [`Filesystem::write`] through a descriptor in `O_DIRECT` mode: the
+    /// data reaches the device before the call returns, so a device failure
+    /// is this write's error, as on a disk, and not news for a later fsync.
+    /// Writeback goes by file, so the file's other dirty data goes with it,
+    /// and like every writeback it ends durable (stronger than a disk's
+    /// `O_DIRECT`, which leaves new extents to the next fsync). A failed
+    /// write's data stays cached to be retried: a write that fails may
+    /// have changed the file. (Through the mount, the kernel truncates
+    /// back what a failed direct write added past the end.)
+    pub fn write_direct(
+        &self,
+        handle: u64,
+        offset: u64,
+        bytes: &[u8],
+        caller: &Caller,
+    ) -> FsResult<usize> {
+        let written = self.write(handle, offset, bytes, caller)?;
+        let file = self.file(handle)?;
+        self.shared.files.write_through(&mut file.handle())?;
         Ok(written)
     }
 
