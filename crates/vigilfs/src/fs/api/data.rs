@@ -428,7 +428,8 @@ impl Filesystem {
     /// and reports the first writeback error this handle has not heard of.
     /// When nothing may be written it writes nothing: it reports the error
     /// words, and fails if the file has data or metadata that is not
-    /// durable (a success would be a lie).
+    /// durable (a success would be a lie), or, as on ext4 and XFS, if the
+    /// filesystem is shut down.
     ///
     /// An fsync failure injected by the crash lab on a file with dirty data
     /// is made a real one: the file's writeback is run with its data write
@@ -467,6 +468,11 @@ impl Filesystem {
     fn fsync_file(&self, file: &OpenFile) -> FsResult<()> {
         if let Some(stopped) = self.may_not_write() {
             let reported = self.shared.files.report(&mut file.handle());
+            if matches!(stopped, FsError::ShutDown(_)) {
+                // As ext4 and XFS do: a shut-down filesystem fails every
+                // fsync, so no program takes it for a working one.
+                return Err(stopped);
+            }
             if !self.shared.files.is_durable(file.ino) || !self.shared.metadata.journal.is_durable()
             {
                 return Err(stopped);
@@ -507,7 +513,8 @@ impl Filesystem {
     fn syncfs_with(&self, cursor: &mut Since) -> FsResult<()> {
         if let Some(stopped) = self.may_not_write() {
             let reported = self.shared.files.report_fs(cursor);
-            if !self.shared.files.unwritten().is_empty()
+            if matches!(stopped, FsError::ShutDown(_))
+                || !self.shared.files.unwritten().is_empty()
                 || !self.shared.metadata.journal.is_durable()
             {
                 return Err(stopped);
