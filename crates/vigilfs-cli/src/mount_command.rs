@@ -740,6 +740,20 @@ fn serve(
         match pipe.next() {
             Ok(signals::UNMOUNTED) | Err(_) => break,
             Ok(signal) => {
+                // Writers waiting for a thaw keep their files open, and a
+                // busy mount goes only once they close: frozen, a mount
+                // detached lazily would never end, and nothing else can
+                // reach it once it is out of the mount table.
+                if let Some(fs) = slot.current().filter(|fs| fs.is_frozen()) {
+                    log(&format!(
+                        "{}: thawing {} to unmount it",
+                        signals::name(signal),
+                        mountpoint.display()
+                    ));
+                    if let Err(error) = fs.thaw() {
+                        log(&format!("thawing {}: {error}", mountpoint.display()));
+                    }
+                }
                 log(&format!(
                     "{}: unmounting {}",
                     signals::name(signal),

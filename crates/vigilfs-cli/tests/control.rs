@@ -1,7 +1,8 @@
 //! The control plane end to end: a client trusts only the mount owner's
 //! sockets (a planted one is refused), a slow client cannot hold the
-//! server or delay unmount, and stale sockets are cleaned away. They need
-//! root and /dev/fuse.
+//! server or delay unmount, stale sockets are cleaned away, a freeze keeps
+//! serving reads, and a frozen mount detached lazily still ends at a
+//! signal. They need root and /dev/fuse.
 
 mod common;
 
@@ -414,5 +415,42 @@ fn a_freeze_with_more_writers_than_threads_still_serves_reads_stat_and_status() 
             format!("writer {writer}").as_bytes()
         );
     }
+    scratch.umount(pid);
+}
+
+/// A frozen mount detached lazily (`umount -l`, or Ctrl-C of a busy
+/// foreground mount) with a writer waiting for the thaw: the mount table
+/// no longer has it, so no command reaches it, and it would go only once
+/// the writer's file closed, which the freeze never let happen. A signal
+/// to the mount process thaws it first: the writer finishes, the mount
+/// goes, and the image is left clean.
+#[test]
+fn a_signal_thaws_a_frozen_mount_so_its_lazy_unmount_ends() {
+    if fuse_missing("a_signal_thaws_a_frozen_mount_so_its_lazy_unmount_ends") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let freeze = vigilfs(&["freeze", scratch.mnt()]);
+    assert_eq!(freeze.status.code(), Some(0), "{}", text(&freeze.stderr));
+    let script = format!("printf 'waited' > '{}'", scratch.at("late").display());
+    let writer = spawn("sh", &["-c", &script]);
+    std::thread::sleep(Duration::from_millis(300));
+    lazy_unmount(Path::new(scratch.mnt()));
+    // SAFETY: signalling the mount process this test started, by pid.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGTERM);
+    }
+    let (_, output) = finish_within(writer, Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("the writer still waits: {}", scratch.log()));
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    wait_until("the mount process exits", Duration::from_secs(30), || {
+        process_gone(pid)
+    });
+    assert!(scratch.log().contains("thawing"), "{}", scratch.log());
+    let fsck = vigilfs(&["fsck", scratch.img()]);
+    assert_eq!(fsck.status.code(), Some(0), "{}", text(&fsck.stdout));
+    let pid = scratch.mount(&[]);
+    assert_eq!(fs::read(scratch.at("late")).unwrap(), b"waited");
     scratch.umount(pid);
 }
