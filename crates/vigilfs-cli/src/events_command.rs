@@ -35,7 +35,8 @@ use crate::in_use::{self, AcquireError, LockMode};
 pub enum ModeArg {
     /// Every event as recorded.
     Distinct,
-    /// Consecutive unread error events folded into one.
+    /// Consecutive unread error events folded into one: the count summed,
+    /// the first error's file and range shown, and how many files they name.
     Merge,
 }
 

@@ -871,6 +871,7 @@ fn metrics_scraped_with_a_real_parser_agree_with_status() {
     let pid = scratch.mount(&["--size", "256M", "-o", &format!("metrics={address}")]);
     let pid = {
         fs::write(scratch.at("f"), vec![1u8; 16384]).unwrap();
+        fs::write(scratch.at("g"), vec![2u8; 4096]).unwrap();
         let _ = vigilfs(&["sync", scratch.mnt()]);
         scratch.umount(pid);
         scratch.mount(&["-o", &format!("metrics={address}")])
@@ -905,7 +906,9 @@ fn metrics_scraped_with_a_real_parser_agree_with_status() {
     for offset in [0, 4096, 8192] {
         assert!(file.read_at(&mut page, offset).is_err());
     }
-    // The third is a repeat damping holds for a moment.
+    let other = fs::File::open(scratch.at("g")).unwrap();
+    assert!(other.read_at(&mut page, 0).is_err());
+    // A repeat damping holds for a moment.
     wait_written(&scratch);
     let status = scratch.status();
     // Distinct: an event per failed range; merge: consecutive unread error
@@ -925,6 +928,9 @@ fn metrics_scraped_with_a_real_parser_agree_with_status() {
     // The object shown is the first event's: the first id says so, in
     // JSON and in the human line (which used to show the last id only).
     assert_eq!(folded[0]["first_id"], errors[0]["id"]);
+    // And how many files the folded errors name: the first file's name
+    // must not pass for all of them.
+    assert_eq!(folded[0]["files"], 2, "{merged:#?}");
     let human = vigilfs(&[
         "events",
         scratch.mnt(),
@@ -936,6 +942,11 @@ fn metrics_scraped_with_a_real_parser_agree_with_status() {
     let span = format!("#{}..#{}", errors[0]["id"], errors.last().unwrap()["id"]);
     assert!(
         text(&human.stdout).contains(&span),
+        "{}",
+        text(&human.stdout)
+    );
+    assert!(
+        text(&human.stdout).contains(&format!("x{sum} in 2 files, the first:")),
         "{}",
         text(&human.stdout)
     );
@@ -980,7 +991,7 @@ fn metrics_scraped_with_a_real_parser_agree_with_status() {
         sample(&parsed, "vigilfs_state", Some(("state", "shut_down"))),
         1.0
     );
-    drop(file);
+    drop((file, other));
     scratch.umount(pid);
 }
 

@@ -11,6 +11,8 @@
 //!               folded into one (`--merge`), the last one's
 //! first_id      folded error events: the first one's id (its object,
 //!               range and origin are the ones shown); else null
+//! files         folded error events: how many files they name (0 when
+//!               none does), so one file is not taken for all; else null
 //! time          when the first thing it covers happened (RFC 3339, UTC)
 //! last_time     when the last one did
 //! kind          error | lost | running | mount | recovery | errors_action
@@ -57,9 +59,10 @@ const SUBTYPE_NAMES: [&str; 8] = [
 ];
 
 /// Every field name, in output order.
-pub const FIELDS: [&str; 30] = [
+pub const FIELDS: [&str; 31] = [
     "id",
     "first_id",
+    "files",
     "time",
     "last_time",
     "kind",
@@ -278,6 +281,16 @@ pub fn human_line(event: &Value) -> String {
             parts.push(format!("[{}]", names.join(",")));
         }
     }
+    let kind = field(event, "kind").and_then(Value::as_str);
+    let count = field(event, "count").and_then(Value::as_u64);
+    if let Some(files) = number(event, "files") {
+        // Folded: what is shown next is the first error's, not all of them.
+        let count = count.unwrap_or(0);
+        parts.push(match files {
+            0 | 1 => format!("x{count}, the first:"),
+            files => format!("x{count} in {files} files, the first:"),
+        });
+    }
     if let Some(inode) = number(event, "inode") {
         let mut object = format!("inode {inode}");
         if let Some(generation) = number(event, "generation") {
@@ -291,8 +304,8 @@ pub fn human_line(event: &Value) -> String {
     if let (Some(offset), Some(length)) = (number(event, "offset"), number(event, "length")) {
         parts.push(format!("bytes {offset}+{length}"));
     }
-    let kind = field(event, "kind").and_then(Value::as_str);
-    match field(event, "count").and_then(Value::as_u64) {
+    match count {
+        _ if number(event, "files").is_some() => {}
         // Of a shutdown or unmount: the errors of the mount.
         Some(count) if matches!(kind, Some("shutdown" | "unmount")) => {
             parts.push(format!(

@@ -207,8 +207,8 @@ pub enum EventsMode {
     #[default]
     Distinct,
     /// Consecutive error events this listener had not read yet are folded
-    /// into one (count summed, first error kept, last updated), as
-    /// fanotify's single pending FS_ERROR event.
+    /// into one (count summed, first error kept, last updated, the files
+    /// they name counted), as fanotify's single pending FS_ERROR event.
     Merge,
 }
 

@@ -22,7 +22,7 @@
 //! Who may listen: root, the user who mounted, and the members of the
 //! mount's `events_group` (events name files).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -194,37 +194,44 @@ fn hung_up(stream: &UnixStream) -> bool {
     ready > 0 && poll.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }
 
-/// Folds consecutive error events into one (merge mode).
+/// Folds consecutive error events into one (merge mode): the count summed,
+/// the first error's object and range kept (as fanotify's one pending
+/// FS_ERROR event does), and how many files the folded events name.
 fn fold(events: Vec<(EventRecord, Value)>) -> Vec<Value> {
     let mut out: Vec<Value> = Vec::new();
-    let mut previous_error = false;
+    // The files named by the error events folded into the last one out.
+    let mut files: Option<BTreeSet<(u64, Option<u64>)>> = None;
     for (record, mut value) in events {
-        let is_error = record.kind == RecordKind::Error;
-        if is_error && previous_error {
-            if let Some(merged) = out.last_mut() {
-                let count = merged["count"].as_u64().unwrap_or(0) + record.count;
-                merged["count"] = json!(count);
-                let mut subtypes: Vec<Value> =
-                    merged["subtypes"].as_array().cloned().unwrap_or_default();
-                for subtype in value["subtypes"].as_array().cloned().unwrap_or_default() {
-                    if !subtypes.contains(&subtype) {
-                        subtypes.push(subtype);
-                    }
-                }
-                merged["subtypes"] = json!(subtypes);
-                if merged["first_id"].is_null() {
-                    merged["first_id"] = merged["id"].take();
-                }
-                merged["id"] = value["id"].take();
-                merged["last_time"] = value["last_time"].take();
-                merged["last_errno"] = value["last_errno"].take();
-                merged["last_inode"] = value["last_inode"].take();
-                merged["errors_total"] = value["errors_total"].take();
-                continue;
+        let file = record.inode.map(|inode| (inode, record.generation));
+        if record.kind != RecordKind::Error {
+            files = None;
+            out.push(value);
+            continue;
+        }
+        let (Some(folded), Some(merged)) = (files.as_mut(), out.last_mut()) else {
+            files = Some(file.into_iter().collect());
+            out.push(value);
+            continue;
+        };
+        folded.extend(file);
+        let count = merged["count"].as_u64().unwrap_or(0) + record.count;
+        merged["count"] = json!(count);
+        let mut subtypes: Vec<Value> = merged["subtypes"].as_array().cloned().unwrap_or_default();
+        for subtype in value["subtypes"].as_array().cloned().unwrap_or_default() {
+            if !subtypes.contains(&subtype) {
+                subtypes.push(subtype);
             }
         }
-        previous_error = is_error;
-        out.push(value);
+        merged["subtypes"] = json!(subtypes);
+        if merged["first_id"].is_null() {
+            merged["first_id"] = merged["id"].take();
+        }
+        merged["files"] = json!(folded.len());
+        merged["id"] = value["id"].take();
+        merged["last_time"] = value["last_time"].take();
+        merged["last_errno"] = value["last_errno"].take();
+        merged["last_inode"] = value["last_inode"].take();
+        merged["errors_total"] = value["errors_total"].take();
     }
     out
 }
