@@ -296,6 +296,11 @@ enum Command {
     /// Use it to take a consistent snapshot of the image. Root and the user
     /// who mounted only.
     ///
+    /// The event log alone is still written, so errors seen during the
+    /// freeze (reads go on, and can fail) are recorded even if the mount
+    /// process dies before the thaw; a copy taken meanwhile may lack the
+    /// newest events.
+    ///
     /// Through FUSE, a create, unlink, mkdir or rename that waits for the
     /// thaw holds the kernel's lock of its directory: lookups and listings
     /// of that directory wait for the thaw too. Reads elsewhere go on.

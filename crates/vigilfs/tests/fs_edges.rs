@@ -5,7 +5,8 @@
 //! punch of 2^50 bytes on a small file), dirty data stays bounded while
 //! writeback fails, a mount that reads many files keeps no state for
 //! each, and damage a mount reads past (a superblock or event-log header
-//! copy) is reported, not silently healed.
+//! copy) is reported, not silently healed, and errors seen while frozen
+//! are on the image before the thaw.
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -834,4 +835,53 @@ fn an_unmount_while_one_file_cannot_be_written_keeps_every_other_change_and_repo
     assert!(lost, "no data-lost event for the file the unmount gave up");
     fs.unmount().unwrap();
     fixture.assert_fsck_clean();
+}
+
+/// Reads go on during a freeze, and can fail: their errors are written to
+/// the event log then, not held for the thaw, so a mount process that dies
+/// before the thaw leaves them on the image, and the next mount counts
+/// them (the frozen image is clean: nothing else would tell of them).
+#[test]
+fn errors_seen_during_a_freeze_outlive_a_crash_before_the_thaw() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let (_, handle) = fs
+        .create(ROOT_INO, b"f", 0o644, read_write(), &root())
+        .unwrap();
+    fs.write(handle, 0, &[7; 8192], &root()).unwrap();
+    fs.fsync(handle, false).unwrap();
+    fs.release(handle).unwrap();
+    fs.unmount().unwrap();
+
+    let fs = fixture.mount();
+    let attr = fs.lookup(ROOT_INO, b"f", &root()).unwrap();
+    let handle = fs
+        .open(attr.ino, OpenFlags::from_libc(libc::O_RDONLY), &root())
+        .unwrap();
+    fs.freeze().unwrap();
+    fixture
+        .plan
+        .add_rule(
+            FaultRule::fail(Errno::EIO)
+                .for_class(IoClass::Data)
+                .on(Operations::READ),
+        )
+        .unwrap();
+    assert_eq!(errno(fs.read(handle, 0, 4096)), libc::EIO);
+    let newest = fs.event_log().status().newest_id;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while fs.event_log().status().written_id < newest && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The power goes while frozen: this image is all the next mount has.
+    let image = fixture.memory.to_image();
+    fixture.plan.clear();
+    drop(fs);
+
+    let memory = Arc::new(MemoryDevice::from_image(image, SectorSize::Bytes512));
+    let fs = Filesystem::mount(memory, MountOptions::default()).expect("mount");
+    assert!(!fs.recovered(), "a frozen image is clean");
+    let record = fs.status().error_record;
+    assert_eq!(record.counter(ErrorKind::Read).count, 1, "{record:?}");
+    fs.unmount().unwrap();
 }

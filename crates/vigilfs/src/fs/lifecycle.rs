@@ -763,12 +763,14 @@ impl Filesystem {
         let outcome = shared.make_clean();
         let outcome = shared.observe("freeze", outcome);
         if outcome.is_ok() {
-            // The frozen image holds the FREEZE record; nothing is written
-            // to the log until the thaw.
-            let log = shared.health.log();
+            // The frozen image holds the FREEZE record. The event log goes
+            // on being written: reads still fail during a freeze, and their
+            // errors must outlive a mount process that dies before the
+            // thaw (the next mount counts them from the log). A copy of
+            // the image taken meanwhile is consistent but for the newest
+            // events, which a torn record there shows as lost.
             shared.health.notice(&Notice::Freeze);
-            let _ = log.persist();
-            log.hold();
+            let _ = shared.health.log().persist();
         }
         shared.gate.end_freeze(outcome.is_ok());
         if outcome.is_err() {
@@ -786,7 +788,6 @@ impl Filesystem {
         }
         let marked = self.shared.write_superblock(Some(FsState::Dirty));
         self.shared.gate.thaw()?;
-        self.shared.health.log().release();
         self.shared.health.notice(&Notice::Thaw);
         self.shared.purge_deferred_orphans();
         self.shared.observe("thaw", marked)
@@ -923,7 +924,6 @@ impl Filesystem {
         let thread_result = self.background.take().map_or(Ok(()), Background::stop);
         let shared = &self.shared;
         if shared.gate.state() == LifeState::Frozen && shared.gate.thaw().is_ok() {
-            shared.health.log().release();
             shared.purge_deferred_orphans();
         }
         // Failures queued are handled before the filesystem is made clean,

@@ -645,9 +645,6 @@ impl EventLog {
         };
         let records = {
             let mut state = self.state();
-            if state.held {
-                return;
-            }
             let newest = state.next_id - 1;
             state.seal_through(newest);
             let from = state.written_through.max(state.committed_through);
@@ -692,9 +689,6 @@ impl EventLog {
         let mut store = lock(&self.store);
         let (records, reserve_to, committed) = {
             let mut state = self.state();
-            if state.held {
-                return Ok(());
-            }
             state.flush_repeats(now_ns(), false);
             state.flush_tally(false);
             let newest = state.next_id - 1;
@@ -768,32 +762,12 @@ impl EventLog {
     /// Whether the writer has work: records or a tally not yet written, a
     /// damped record due, or a reservation running low.
     fn has_work(&self, state: &LogState) -> bool {
-        if state.held {
-            return false;
-        }
         state.next_id - 1 > state.written_through
             || state.tally.count > 0
             || state.tally.notices > 0
             || state.repeats.next_due().is_some_and(|due| due <= now_ns())
             || (self.writable
                 && state.reserved_through.saturating_sub(state.next_id) < RESERVATION / 2)
-    }
-
-    /// Stops writing until [`EventLog::release`] (a freeze: the image must
-    /// not change). Records are still made and read.
-    pub fn hold(&self) {
-        // A write in flight finishes first: after this, nothing changes.
-        let _store = lock(&self.store);
-        self.state().held = true;
-    }
-
-    /// Writing may resume.
-    pub fn release(&self) {
-        let mut state = self.state();
-        state.held = false;
-        let waiting = state.waiting > 0;
-        drop(state);
-        self.wake(waiting);
     }
 
     /// The mount is over: listeners read what is left, then hear it is
@@ -840,8 +814,8 @@ impl EventLog {
                 if left.is_zero() {
                     return ReadOutcome::Timeout;
                 }
-                // A damped error's record is due then, writer or not (a
-                // freeze holds the writer).
+                // A damped error's record is due then, whether or not the
+                // writer got to it.
                 let left = state.repeats.next_due().map_or(left, |due| {
                     left.min(Duration::from_nanos(due.saturating_sub(now)).max(MIN_WAKE))
                 });

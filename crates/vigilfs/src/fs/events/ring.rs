@@ -48,7 +48,6 @@ pub(super) struct LogState {
     pub(super) tally: Tally,
     /// Errors of keys that keep repeating, absorbed until their window ends.
     pub(super) repeats: Repeats,
-    pub(super) held: bool,
     pub(super) stopping: bool,
     pub(super) closed: bool,
     /// No id is handed out any more ([`EventLog::end_ids`]): the engine
@@ -80,7 +79,6 @@ impl LogState {
             sealed_total,
             tally: Tally::default(),
             repeats: Repeats::new(),
-            held: false,
             stopping: false,
             closed: false,
             ids_ended: false,

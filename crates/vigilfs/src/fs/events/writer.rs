@@ -2,7 +2,8 @@
 //! (or the tally, or the reservation, needs it), writes what is new and
 //! flushes, so an event is durable moments after it happened, whatever
 //! the journal does. A failing region is retried with a growing pause (at
-//! most [`MAX_BACKOFF`]) and never stops the thread; freeze holds it.
+//! most [`MAX_BACKOFF`]) and never stops the thread, not even for a freeze
+//! (errors seen while frozen must outlive a crash before the thaw).
 //!
 //! Invariant: the thread touches only the event log, never the rest of
 //! the filesystem, so nothing it does can report an error that would come
