@@ -5,8 +5,9 @@
 //! punch of 2^50 bytes on a small file), dirty data stays bounded while
 //! writeback fails, a mount that reads many files keeps no state for
 //! each, and damage a mount reads past (a superblock or event-log header
-//! copy) is reported, not silently healed, and errors seen while frozen
-//! are on the image before the thaw.
+//! copy) is reported, not silently healed, errors seen while frozen are on
+//! the image before the thaw, and superblock copies that cannot be written
+//! are an error at once.
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -883,5 +884,57 @@ fn errors_seen_during_a_freeze_outlive_a_crash_before_the_thaw() {
     assert!(!fs.recovered(), "a frozen image is clean");
     let record = fs.status().error_record;
     assert_eq!(record.counter(ErrorKind::Read).count, 1, "{record:?}");
+    fs.unmount().unwrap();
+}
+
+/// The superblock copies hold the error record; while none can be written
+/// the record lives only in memory and the event log, and the operator
+/// hears of it at once: a metadata error, announced once per run of
+/// failures (it used to be said only at the unmount).
+#[test]
+fn superblock_copies_that_cannot_be_written_are_a_metadata_error_at_once() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount_with(MountOptions {
+        writeback_interval: std::time::Duration::from_millis(50),
+        ..MountOptions::default()
+    });
+    fixture.fail_writes(IoClass::Superblock);
+    fixture
+        .plan
+        .add_rule(
+            FaultRule::fail(Errno::EIO)
+                .for_class(IoClass::Data)
+                .on(Operations::READ),
+        )
+        .unwrap();
+    let (_, handle) = fs
+        .create(ROOT_INO, b"f", 0o644, read_write(), &root())
+        .unwrap();
+    fs.write(handle, 0, &[1; 4096], &root()).unwrap();
+    fs.fsync(handle, false).unwrap();
+    fs.release(handle).unwrap();
+    fs.drop_caches();
+    let attr = fs.lookup(ROOT_INO, b"f", &root()).unwrap();
+    let handle = fs
+        .open(attr.ino, OpenFlags::from_libc(libc::O_RDONLY), &root())
+        .unwrap();
+    assert_eq!(errno(fs.read(handle, 0, 4096)), libc::EIO);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let announced = || {
+        event_texts(&fs)
+            .iter()
+            .filter(|text| text.contains("superblock write failed"))
+            .count()
+    };
+    while announced() == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Many more rounds fail: still one announcement for the run.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(announced(), 1, "{:?}", event_texts(&fs));
+    let record = fs.status().error_record;
+    assert_eq!(record.counter(ErrorKind::Metadata).count, 1, "{record:?}");
+    fs.release(handle).unwrap();
+    fixture.plan.clear();
     fs.unmount().unwrap();
 }

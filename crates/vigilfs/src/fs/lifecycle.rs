@@ -253,10 +253,34 @@ impl Shared {
     }
 
     /// Saves the error record if it changed (best effort: a failing device
-    /// keeps it in memory, and the next attempt tries again).
+    /// keeps it in memory, and the next attempt tries again). A failure is
+    /// a metadata error, announced once per run of failures: until the
+    /// copies can be written, the record only the event log backs is all
+    /// a crash would leave, and an operator must hear of it while the
+    /// filesystem still runs, not at the unmount.
     pub(super) fn save_error_record(&self) {
-        if self.health.unsaved().is_some() && !self.options.read_only {
-            let _ = self.write_superblock(None);
+        if self.health.unsaved().is_none() || self.options.read_only {
+            return;
+        }
+        match self.write_superblock(None) {
+            Ok(()) => self
+                .superblock_failure_announced
+                .store(false, Ordering::Release),
+            Err(error) => {
+                if !self
+                    .superblock_failure_announced
+                    .swap(true, Ordering::AcqRel)
+                {
+                    self.health.report(&Incident {
+                        kind: ErrorKind::Metadata,
+                        errno: error.errno(),
+                        inode: None,
+                        range: None,
+                        block: None,
+                        origin: "superblock write failed: error record not saved",
+                    });
+                }
+            }
         }
     }
 
@@ -702,6 +726,7 @@ impl Filesystem {
             reclaim_failure_announced: AtomicBool::new(false),
             node_write_failures_seen: AtomicU64::new(0),
             node_write_failure_announced: AtomicBool::new(false),
+            superblock_failure_announced: AtomicBool::new(false),
             made_immutable: Default::default(),
             synchronous: Default::default(),
             lookups_hold_inodes: AtomicBool::new(false),

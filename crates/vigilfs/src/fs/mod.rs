@@ -137,6 +137,9 @@ pub(crate) struct Shared {
     /// whether the run of failures they belong to was announced.
     node_write_failures_seen: AtomicU64,
     node_write_failure_announced: AtomicBool,
+    /// Whether the current run of failed superblock writes (saving the
+    /// error record) was announced (reset once one succeeds).
+    superblock_failure_announced: AtomicBool,
     /// Orphans whose last release came while the filesystem was frozen,
     /// or while the transport's mount was read-only: deleted at thaw, or
     /// when the mount is read-write again (deleting writes).
