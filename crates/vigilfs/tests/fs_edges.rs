@@ -938,3 +938,34 @@ fn superblock_copies_that_cannot_be_written_are_a_metadata_error_at_once() {
     fixture.plan.clear();
     fs.unmount().unwrap();
 }
+
+/// A shutdown without flushing drops the metadata changes whose journal
+/// entries were never written, as surely as the unwritten pages: each is
+/// announced (a journal error marked data lost, naming the operation), not
+/// left for `unsynced` to have known and nobody to say.
+#[test]
+fn metadata_changes_a_shutdown_drops_are_announced() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount_with(MountOptions {
+        writeback_interval: std::time::Duration::from_secs(600),
+        ..MountOptions::default()
+    });
+    let kept = fs.mkdir(ROOT_INO, b"kept", 0o755, &root()).unwrap();
+    fs.syncfs_once().unwrap();
+    fs.mkdir(kept.ino, b"newdir", 0o755, &root()).unwrap();
+    fs.shutdown(false);
+    let lost: Vec<String> = event_texts(&fs)
+        .into_iter()
+        .filter(|text| text.starts_with("not durable, lost"))
+        .collect();
+    assert_eq!(lost, ["not durable, lost: mkdir newdir"]);
+    // (Unmounting a shut-down filesystem leaves it for recovery.)
+    fs.unmount().unwrap();
+    let fs = fixture.mount();
+    assert!(fs.lookup(ROOT_INO, b"kept", &root()).is_ok());
+    assert!(
+        fs.lookup(kept.ino, b"newdir", &root()).is_err(),
+        "it was lost"
+    );
+    fs.unmount().unwrap();
+}

@@ -38,6 +38,10 @@ use crate::inode::{FileError, Files, FsyncErrors, Namespace, Xattrs};
 use crate::journal::JournalStatus;
 use crate::metadata::Metadata;
 
+/// Lost metadata changes named one by one when writing stops (the rest
+/// are counted in one more report).
+const LOST_CHANGES_NAMED: usize = 16;
+
 /// How to mount.
 #[derive(Debug, Clone)]
 pub struct MountOptions {
@@ -348,6 +352,54 @@ impl Shared {
         self.device.stop();
         self.files.settle();
         self.report_unwritten("not written: writes stopped");
+        self.report_lost_changes();
+    }
+
+    /// Reports the metadata changes whose journal entry was never written
+    /// (the writes stopped first): they are gone, as surely as the pages
+    /// [`Shared::report_unwritten`] names. One journal error marked data
+    /// lost per change, naming its inode and operation, the first
+    /// [`LOST_CHANGES_NAMED`] of them; one more for the rest. Changes in
+    /// entries written but not flushed may still be on the device, and
+    /// are not reported (as written pages are not).
+    fn report_lost_changes(&self) {
+        let journal = self.metadata.journal.status();
+        let (pending, omitted) = self.changes.pending(journal.durable_seq);
+        let lost: Vec<_> = pending
+            .into_iter()
+            .filter(|change| change.seq > journal.written_seq)
+            .collect();
+        let report = |ino: Option<u64>, origin: &str| {
+            self.health.report_with(
+                &Incident {
+                    kind: ErrorKind::Journal,
+                    errno: libc::EIO,
+                    inode: ino.map(|ino| (ino, self.generation_of(ino))),
+                    range: None,
+                    block: None,
+                    origin,
+                },
+                &Detail {
+                    subtypes: Subtypes::DATA_LOST,
+                    ..Detail::default()
+                },
+            );
+        };
+        for change in lost.iter().take(LOST_CHANGES_NAMED) {
+            let name: String = change
+                .new_entry
+                .as_ref()
+                .or(change.entry.as_ref())
+                .map(|(_, name)| String::from_utf8_lossy(name).chars().take(24).collect())
+                .unwrap_or_default();
+            let origin = format!("not durable, lost: {} {name}", change.operation);
+            report(change.ino, origin.trim_end());
+        }
+        let rest = (lost.len().saturating_sub(LOST_CHANGES_NAMED)) as u64
+            + if lost.is_empty() { 0 } else { omitted };
+        if rest > 0 {
+            report(None, &format!("not durable, lost: {rest} more changes"));
+        }
     }
 
     /// Reports every page that will never reach the disk (the filesystem
