@@ -7,7 +7,7 @@
 //! each, and damage a mount reads past (a superblock or event-log header
 //! copy) is reported, not silently healed, errors seen while frozen are on
 //! the image before the thaw, and superblock copies that cannot be written
-//! are an error at once.
+//! are an error at once, naming the node whose write failed.
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -967,5 +967,31 @@ fn metadata_changes_a_shutdown_drops_are_announced() {
         fs.lookup(kept.ino, b"newdir", &root()).is_err(),
         "it was lost"
     );
+    fs.unmount().unwrap();
+}
+
+/// A b-tree node whose write failed is named in the error (tree, level,
+/// block, device bytes): its new block is in no map yet, so `owners` could
+/// not say what it was, and the event said only "metadata".
+#[test]
+fn a_node_whose_write_failed_is_named_in_the_error() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    fs.mkdir(ROOT_INO, b"d", 0o755, &root()).unwrap();
+    fixture.fail_writes(IoClass::Metadata);
+    assert!(fs.freeze().is_err(), "the nodes cannot be written");
+    fixture.plan.clear();
+    let mut named = None;
+    let mut after = fs.event_log().mount_first_id().saturating_sub(1);
+    while let ReadOutcome::Records(records) =
+        fs.event_log()
+            .read_after(after, 1000, std::time::Duration::ZERO)
+    {
+        after = records.last().map_or(after, |record| record.id);
+        named = named.or(records.iter().find_map(|record| record.node));
+    }
+    let node = named.expect("an error naming the node");
+    assert!(!node.tree.as_str().is_empty());
+    assert!(node.level.is_some(), "{node:?}");
     fs.unmount().unwrap();
 }

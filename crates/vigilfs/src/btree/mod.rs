@@ -105,6 +105,20 @@ pub enum BtreeError {
     /// Reading or writing a node failed.
     #[error("device: {0}")]
     Device(#[from] DeviceError),
+    /// Writing a node to its new block failed: which node, so the error
+    /// can be traced to its tree (the block is in no map yet).
+    #[error("writing {tree} b-tree node of level {level} to block {block}: {source}")]
+    NodeWrite {
+        /// The node's tree.
+        tree: TreeId,
+        /// Its level.
+        level: u8,
+        /// The block it was being written to.
+        block: u64,
+        /// The device's refusal.
+        #[source]
+        source: DeviceError,
+    },
     /// A journal record of this layer did not decode.
     #[error("b-tree journal record: {0}")]
     Record(#[from] FormatError),
@@ -199,6 +213,9 @@ pub struct BtreeStatus {
     pub writeback_failures: u64,
     /// The latest such failure.
     pub last_writeback_failure: Option<String>,
+    /// The node whose write failed latest, when a write failed: tree,
+    /// level, block.
+    pub last_failed_node: Option<(TreeId, u8, u64)>,
     /// Level of each tree's root, in [`TreeId::ALL`] order.
     pub root_levels: Vec<u8>,
 }
@@ -234,6 +251,7 @@ struct State {
     nodes_read: u64,
     writeback_failures: u64,
     last_writeback_failure: Option<String>,
+    last_failed_node: Option<(TreeId, u8, u64)>,
 }
 
 /// The roots as journaled, under the roots lock.
@@ -395,6 +413,7 @@ impl Btrees {
                 nodes_read: 0,
                 writeback_failures: 0,
                 last_writeback_failure: None,
+                last_failed_node: None,
             }),
             roots: Mutex::new(RootsState {
                 roots: Vec::new(),
@@ -502,6 +521,7 @@ impl Btrees {
             nodes_read: state.nodes_read,
             writeback_failures: state.writeback_failures,
             last_writeback_failure: state.last_writeback_failure.clone(),
+            last_failed_node: state.last_failed_node,
             root_levels: state
                 .roots
                 .iter()

@@ -255,7 +255,11 @@ impl Shared {
         blocks: &[u64],
     ) -> Result<(), BtreeError> {
         let encoded = self.encode_for_blocks(images.iter(), blocks)?;
-        self.write_encoded(state, &encoded, blocks)
+        let places: Vec<(TreeId, u8)> = images
+            .iter()
+            .map(|image| (image.tree, image.level))
+            .collect();
+        self.write_encoded(state, &encoded, blocks, &places)
     }
 
     /// Each image encoded for its block. On failure every block is returned to the
@@ -282,23 +286,32 @@ impl Shared {
         }
     }
 
-    /// Writes encoded nodes to their allocated blocks. On failure every block is returned to
-    /// the allocator as never referenced, except one whose write failed (it may be bad).
+    /// Writes encoded nodes (of `places`: tree and level) to their allocated blocks. On
+    /// failure every block is returned to the allocator as never referenced, except one whose
+    /// write failed (it may be bad), and the error names that node.
     fn write_encoded(
         &self,
         state: &mut State,
         encoded: &[Vec<u8>],
         blocks: &[u64],
+        places: &[(TreeId, u8)],
     ) -> Result<(), BtreeError> {
         let block_size = u64::from(self.geometry.block_size);
-        for (index, (bytes, &block)) in encoded.iter().zip(blocks).enumerate() {
-            if let Err(error) = self
+        for (index, ((bytes, &block), &(tree, level))) in
+            encoded.iter().zip(blocks).zip(places).enumerate()
+        {
+            if let Err(source) = self
                 .device
                 .write_at(block * block_size, bytes, IoClass::Metadata)
             {
                 self.release_unreferenced(&blocks[..index]);
                 self.release_unreferenced(&blocks[index + 1..]);
-                return Err(error.into());
+                return Err(BtreeError::NodeWrite {
+                    tree,
+                    level,
+                    block,
+                    source,
+                });
             }
         }
         state.nodes_written += encoded.len() as u64;
@@ -435,7 +448,7 @@ impl Shared {
         } else {
             self.encode_for_blocks(images.iter(), &blocks)?
         };
-        self.write_encoded(state, &encoded, &blocks)?;
+        self.write_encoded(state, &encoded, &blocks, &vec![(tree, level); blocks.len()])?;
         let pointers = Pointers {
             tree,
             level: level + 1,
@@ -728,6 +741,12 @@ impl Shared {
     pub(super) fn note_writeback_failure(&self, state: &mut State, error: &BtreeError) {
         state.writeback_failures += 1;
         state.last_writeback_failure = Some(error.to_string());
+        if let BtreeError::NodeWrite {
+            tree, level, block, ..
+        } = error
+        {
+            state.last_failed_node = Some((*tree, *level, *block));
+        }
     }
 
     /// Brings the cache back under its budget: evicts clean nodes, and if that is not enough,

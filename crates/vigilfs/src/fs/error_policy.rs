@@ -95,14 +95,30 @@ impl Shared {
             .node_write_failure_announced
             .swap(true, Ordering::AcqRel)
         {
-            self.health.report(&Incident {
-                kind: ErrorKind::Metadata,
-                errno: libc::EIO,
-                inode: None,
-                range: None,
-                block: None,
-                origin: "b-tree node write-back failed (retried)",
-            });
+            // The latest failed node, named: the block is in no map yet,
+            // so `owners` cannot tell what it was.
+            let node = self
+                .metadata
+                .trees
+                .status()
+                .last_failed_node
+                .map(|(tree, level, block)| (tree.name(), level, block));
+            let block_size = u64::from(self.superblock().layout.block_size);
+            self.health.report_with(
+                &Incident {
+                    kind: ErrorKind::Metadata,
+                    errno: libc::EIO,
+                    inode: None,
+                    range: None,
+                    block: node.map(|(_, _, block)| block),
+                    origin: "b-tree node write-back failed (retried)",
+                },
+                &Detail {
+                    device_range: node.map(|(_, _, block)| (block * block_size, block_size)),
+                    node,
+                    ..Detail::default()
+                },
+            );
         }
     }
 
@@ -166,7 +182,7 @@ impl Shared {
             FsError::File(FileError::Journal(_)) => ErrorKind::Journal,
             _ => ErrorKind::Metadata,
         };
-        let node = corrupt_node(error);
+        let node = failed_node(error);
         self.health.report_with(
             &Incident {
                 kind,
@@ -253,9 +269,9 @@ fn lost_power(error: &FsError) -> bool {
     })
 }
 
-/// The b-tree node a corruption underneath `error` was found in: tree,
-/// level (when the defect says it), block.
-fn corrupt_node(error: &FsError) -> Option<(&'static str, u8, u64)> {
+/// The b-tree node a corruption underneath `error` was found in, or whose
+/// write failed: tree, level (when known), block.
+fn failed_node(error: &FsError) -> Option<(&'static str, u8, u64)> {
     causes(error).find_map(|cause| match cause.downcast_ref::<BtreeError>() {
         Some(BtreeError::CorruptNode {
             tree,
@@ -268,6 +284,9 @@ fn corrupt_node(error: &FsError) -> Option<(&'static str, u8, u64)> {
             };
             Some((tree.name(), level, *block))
         }
+        Some(BtreeError::NodeWrite {
+            tree, level, block, ..
+        }) => Some((tree.name(), *level, *block)),
         _ => None,
     })
 }

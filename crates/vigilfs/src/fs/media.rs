@@ -208,7 +208,9 @@ fn failed_device_range(error: &FsError) -> Option<(ByteRange, FailureCause)> {
         }
     };
     let from_btree = |error: &BtreeError| match error {
-        BtreeError::Device(device) => from_device(device),
+        BtreeError::Device(device) | BtreeError::NodeWrite { source: device, .. } => {
+            from_device(device)
+        }
         BtreeError::CorruptNode { block, .. } => {
             Some((ByteRange::at(block * 4096, 4096), FailureCause::Checksum))
         }
