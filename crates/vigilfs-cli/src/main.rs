@@ -512,7 +512,10 @@ enum Command {
     /// after two events its repeats are merged for a window (0.25 s
     /// doubling to 8 s) into one event that takes its id when the window
     /// ends, so its time (the first error merged) may be earlier than the
-    /// event before it.
+    /// event before it. Until then those repeats are in memory only: if
+    /// the mount process dies (kill -9, a power cut), the repeats of its
+    /// last window (at most 8 s of one error) are lost, and counted
+    /// nowhere.
     ///
     /// --exec CMD runs CMD once per event (VIGILFS_EVENT_ID, VIGILFS_KIND,
     /// VIGILFS_ERRNO, VIGILFS_INODE, VIGILFS_PATH, VIGILFS_OFFSET,
