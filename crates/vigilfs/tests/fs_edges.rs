@@ -78,6 +78,16 @@ impl Fixture {
         self.fail_writes_with(class, Errno::EIO);
     }
 
+    fn fail_reads(&self, class: IoClass) {
+        self.plan
+            .add_rule(
+                FaultRule::fail(Errno::EIO)
+                    .for_class(class)
+                    .on(Operations::READ),
+            )
+            .expect("rule");
+    }
+
     fn fail_writes_with(&self, class: IoClass, errno: Errno) {
         self.plan
             .add_rule(
@@ -99,6 +109,21 @@ fn read_write() -> OpenFlags {
         write: true,
         ..OpenFlags::default()
     }
+}
+
+/// File `name` made of `bytes`, durable, its pages dropped from the cache,
+/// and opened read-only: its reads go to the device. Returns the handle.
+fn durable_file_opened_uncached(fs: &Filesystem, name: &[u8], bytes: &[u8]) -> u64 {
+    let (_, handle) = fs
+        .create(ROOT_INO, name, 0o644, read_write(), &root())
+        .unwrap();
+    fs.write(handle, 0, bytes, &root()).unwrap();
+    fs.fsync(handle, false).unwrap();
+    fs.release(handle).unwrap();
+    fs.drop_caches();
+    let attr = fs.lookup(ROOT_INO, name, &root()).unwrap();
+    fs.open(attr.ino, OpenFlags::from_libc(libc::O_RDONLY), &root())
+        .unwrap()
 }
 
 fn errno<T: std::fmt::Debug>(result: Result<T, FsError>) -> i32 {
@@ -846,28 +871,9 @@ fn an_unmount_while_one_file_cannot_be_written_keeps_every_other_change_and_repo
 fn errors_seen_during_a_freeze_outlive_a_crash_before_the_thaw() {
     let fixture = Fixture::new();
     let fs = fixture.mount();
-    let (_, handle) = fs
-        .create(ROOT_INO, b"f", 0o644, read_write(), &root())
-        .unwrap();
-    fs.write(handle, 0, &[7; 8192], &root()).unwrap();
-    fs.fsync(handle, false).unwrap();
-    fs.release(handle).unwrap();
-    fs.unmount().unwrap();
-
-    let fs = fixture.mount();
-    let attr = fs.lookup(ROOT_INO, b"f", &root()).unwrap();
-    let handle = fs
-        .open(attr.ino, OpenFlags::from_libc(libc::O_RDONLY), &root())
-        .unwrap();
+    let handle = durable_file_opened_uncached(&fs, b"f", &[7; 8192]);
     fs.freeze().unwrap();
-    fixture
-        .plan
-        .add_rule(
-            FaultRule::fail(Errno::EIO)
-                .for_class(IoClass::Data)
-                .on(Operations::READ),
-        )
-        .unwrap();
+    fixture.fail_reads(IoClass::Data);
     assert_eq!(errno(fs.read(handle, 0, 4096)), libc::EIO);
     let newest = fs.event_log().status().newest_id;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -899,25 +905,8 @@ fn superblock_copies_that_cannot_be_written_are_a_metadata_error_at_once() {
         ..MountOptions::default()
     });
     fixture.fail_writes(IoClass::Superblock);
-    fixture
-        .plan
-        .add_rule(
-            FaultRule::fail(Errno::EIO)
-                .for_class(IoClass::Data)
-                .on(Operations::READ),
-        )
-        .unwrap();
-    let (_, handle) = fs
-        .create(ROOT_INO, b"f", 0o644, read_write(), &root())
-        .unwrap();
-    fs.write(handle, 0, &[1; 4096], &root()).unwrap();
-    fs.fsync(handle, false).unwrap();
-    fs.release(handle).unwrap();
-    fs.drop_caches();
-    let attr = fs.lookup(ROOT_INO, b"f", &root()).unwrap();
-    let handle = fs
-        .open(attr.ino, OpenFlags::from_libc(libc::O_RDONLY), &root())
-        .unwrap();
+    let handle = durable_file_opened_uncached(&fs, b"f", &[1; 4096]);
+    fixture.fail_reads(IoClass::Data);
     assert_eq!(errno(fs.read(handle, 0, 4096)), libc::EIO);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let announced = || {
