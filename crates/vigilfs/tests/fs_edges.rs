@@ -160,9 +160,12 @@ fn after_a_shutdown_fsync_and_syncfs_write_nothing_and_fail() {
     assert_eq!(errno(fs.fsync(handle, false)), libc::EIO, "every time");
     assert_eq!(errno(fs.syncfs(handle)), libc::EIO);
     assert_eq!(errno(fs.syncfs_once()), libc::EIO);
-    // Even a file whose every byte is durable: a shut-down filesystem
-    // fails every fsync, as ext4 and XFS do.
+    // Even a file whose every byte is durable, or a directory: a
+    // shut-down filesystem fails every fsync, as ext4 and XFS do.
     assert_eq!(errno(fs.fsync(clean, false)), libc::EIO);
+    let directory = fs.opendir(ROOT_INO, &root()).unwrap();
+    assert_eq!(errno(fs.fsyncdir(directory)), libc::EIO);
+    fs.releasedir(directory).unwrap();
     assert!(
         fixture.image() == image,
         "something was written after the shutdown"
@@ -982,5 +985,45 @@ fn a_node_whose_write_failed_is_named_in_the_error() {
     let node = named.expect("an error naming the node");
     assert!(!node.tree.as_str().is_empty());
     assert!(node.level.is_some(), "{node:?}");
+    fs.unmount().unwrap();
+}
+
+/// Nodes a commit's splits write, whose write fails, fail no operation
+/// (they stay dirty, retried): the failure is announced by the operation
+/// that met it, not at the next background round, which a freeze or a
+/// crash could come before.
+#[test]
+fn a_failed_node_write_during_a_commit_is_announced_at_once() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount_with(MountOptions {
+        writeback_interval: std::time::Duration::from_secs(600),
+        ..MountOptions::default()
+    });
+    let create = |index: usize| {
+        let name = format!("file-with-a-longish-name-{index:05}");
+        let (_, handle) = fs
+            .create(ROOT_INO, name.as_bytes(), 0o644, read_write(), &root())
+            .unwrap();
+        fs.release(handle).unwrap();
+    };
+    (0..300).for_each(create);
+    fs.syncfs_once().unwrap();
+    fixture.fail_writes(IoClass::Metadata);
+    let announced = |fs: &Filesystem| {
+        event_texts(fs)
+            .iter()
+            .any(|text| text.contains("b-tree node write-back failed"))
+    };
+    let mut created = 300;
+    while !announced(&fs) && created < 3000 {
+        create(created);
+        created += 1;
+    }
+    assert!(announced(&fs), "no announcement after {created} creates");
+    assert_eq!(
+        fs.status().error_record.counter(ErrorKind::Metadata).count,
+        1
+    );
+    fixture.plan.clear();
     fs.unmount().unwrap();
 }

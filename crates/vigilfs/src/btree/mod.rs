@@ -268,6 +268,9 @@ struct Shared {
     geometry: Geometry,
     state: Mutex<State>,
     roots: Mutex<RootsState>,
+    /// [`State::writeback_failures`], readable without the state lock, so
+    /// the layer above can look after every operation.
+    writeback_failures: AtomicU64,
     this: Weak<Shared>,
 }
 
@@ -419,6 +422,7 @@ impl Btrees {
                 roots: Vec::new(),
                 pin: None,
             }),
+            writeback_failures: AtomicU64::new(0),
             this: this.clone(),
         });
         recovery::recover(&shared, replay)?;
@@ -507,6 +511,12 @@ impl Btrees {
         let report = self.shared.check(&mut state, &TreeId::ALL);
         self.shared.relieve_pressure(&mut state);
         report
+    }
+
+    /// Background node writes that failed since open ([`BtreeStatus::writeback_failures`]),
+    /// without taking the state lock.
+    pub fn writeback_failures(&self) -> u64 {
+        self.shared.writeback_failures.load(Ordering::Acquire)
     }
 
     /// A snapshot for status reports.

@@ -28,6 +28,8 @@ impl Shared {
         if let Err(error) = &result {
             self.on_error(origin, None, error);
         }
+        // A commit's splits write nodes whose failure fails no operation.
+        self.note_node_write_failures();
         result
     }
 
@@ -82,44 +84,63 @@ impl Shared {
     /// no operation failed. But the device is refusing writes, and the
     /// journal will fill: announced once per run of failures, as a
     /// metadata error, so an operator hears of it while the filesystem
-    /// still runs. A round with no new failure ends the run.
+    /// still runs. A background round with no new failure ends the run.
     pub(super) fn check_node_writeback(&self) {
-        let failures = self.metadata.trees.status().writeback_failures;
+        let failures = self.metadata.trees.writeback_failures();
         let seen = self
             .node_write_failures_seen
             .swap(failures, Ordering::AcqRel);
         if failures <= seen {
             self.node_write_failure_announced
                 .store(false, Ordering::Release);
-        } else if !self
+        } else {
+            self.announce_node_write_failures();
+        }
+    }
+
+    /// After every operation: failed node writes since the last round are
+    /// announced now (if their run was not yet), before anything (a
+    /// freeze, a crash) can come between. Two loads when nothing failed.
+    fn note_node_write_failures(&self) {
+        let failures = self.metadata.trees.writeback_failures();
+        if failures > self.node_write_failures_seen.load(Ordering::Acquire)
+            && !self.node_write_failure_announced.load(Ordering::Acquire)
+        {
+            self.announce_node_write_failures();
+        }
+    }
+
+    /// The run's announcement, naming the latest failed node (its block
+    /// is in no map yet, so `owners` cannot tell what it was).
+    fn announce_node_write_failures(&self) {
+        if self
             .node_write_failure_announced
             .swap(true, Ordering::AcqRel)
         {
-            // The latest failed node, named: the block is in no map yet,
-            // so `owners` cannot tell what it was.
-            let node = self
-                .metadata
-                .trees
-                .status()
-                .last_failed_node
-                .map(|(tree, level, block)| (tree.name(), level, block));
-            let block_size = u64::from(self.superblock().layout.block_size);
-            self.health.report_with(
-                &Incident {
-                    kind: ErrorKind::Metadata,
-                    errno: libc::EIO,
-                    inode: None,
-                    range: None,
-                    block: node.map(|(_, _, block)| block),
-                    origin: "b-tree node write-back failed (retried)",
-                },
-                &Detail {
-                    device_range: node.map(|(_, _, block)| (block * block_size, block_size)),
-                    node,
-                    ..Detail::default()
-                },
-            );
+            return;
         }
+        let node = self
+            .metadata
+            .trees
+            .status()
+            .last_failed_node
+            .map(|(tree, level, block)| (tree.name(), level, block));
+        let block_size = u64::from(self.superblock().layout.block_size);
+        self.health.report_with(
+            &Incident {
+                kind: ErrorKind::Metadata,
+                errno: libc::EIO,
+                inode: None,
+                range: None,
+                block: node.map(|(_, _, block)| block),
+                origin: "b-tree node write-back failed (retried)",
+            },
+            &Detail {
+                device_range: node.map(|(_, _, block)| (block * block_size, block_size)),
+                node,
+                ..Detail::default()
+            },
+        );
     }
 
     pub(super) fn on_error(&self, origin: &str, ino: Option<u64>, error: &FsError) {

@@ -416,7 +416,7 @@ impl Filesystem {
 
     /// Why nothing may be written now (shut down, or read-only after an
     /// error or by mount), if so: fsync and syncfs then write nothing.
-    fn may_not_write(&self) -> Option<FsError> {
+    pub(super) fn may_not_write(&self) -> Option<FsError> {
         match self.shared.gate.state() {
             LifeState::ShutDown(why) => Some(FsError::ShutDown(why)),
             LifeState::ReadOnly(why) => Some(FsError::NotDurable(why)),

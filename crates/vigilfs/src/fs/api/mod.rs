@@ -414,10 +414,14 @@ impl Filesystem {
         Ok(())
     }
 
-    /// Makes the directory's changes durable.
+    /// Makes the directory's changes durable. After a shutdown it fails,
+    /// as every fsync does then (as on ext4 and XFS).
     pub fn fsyncdir(&self, handle: u64) -> FsResult<()> {
         let dir = self.dir(handle)?;
         self.inject(Operation::Fsyncdir, dir.ino, None)?;
+        if let Some(stopped @ FsError::ShutDown(_)) = self.may_not_write() {
+            return Err(stopped);
+        }
         self.commit_durably("fsyncdir")
     }
 
