@@ -244,14 +244,21 @@ fn a_journal_full_of_unwritable_nodes_names_the_device_error_not_a_lock() {
     );
     let status = fs.status();
     assert!(status.journal.reclaim_failures > 0);
-    // The failing reclaim was announced first, as a journal error, before
-    // the change that found the journal full failed.
+    // The failed node writes were announced first, by the operation that
+    // met them, with the device's errno; then the failing reclaim, as a
+    // journal error, before the change that found the journal full failed.
     let first = status
         .error_record
         .first
         .clone()
         .expect("an error recorded");
-    assert_eq!(first.kind, ErrorKind::Journal, "{:?}", status.error_record);
+    assert_eq!(first.kind, ErrorKind::Metadata, "{:?}", status.error_record);
+    assert_eq!(first.errno, libc::ENOSPC, "{:?}", status.error_record);
+    assert!(
+        status.error_record.counter(ErrorKind::Journal).count >= 1,
+        "{:?}",
+        status.error_record
+    );
     fixture.plan.clear();
     drop(fs);
 }

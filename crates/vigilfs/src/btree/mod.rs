@@ -214,8 +214,8 @@ pub struct BtreeStatus {
     /// The latest such failure.
     pub last_writeback_failure: Option<String>,
     /// The node whose write failed latest, when a write failed: tree,
-    /// level, block.
-    pub last_failed_node: Option<(TreeId, u8, u64)>,
+    /// level, block, and the device's errno.
+    pub last_failed_node: Option<(TreeId, u8, u64, i32)>,
     /// Level of each tree's root, in [`TreeId::ALL`] order.
     pub root_levels: Vec<u8>,
 }
@@ -251,7 +251,7 @@ struct State {
     nodes_read: u64,
     writeback_failures: u64,
     last_writeback_failure: Option<String>,
-    last_failed_node: Option<(TreeId, u8, u64)>,
+    last_failed_node: Option<(TreeId, u8, u64, i32)>,
 }
 
 /// The roots as journaled, under the roots lock.

@@ -746,10 +746,13 @@ impl Shared {
         );
         state.last_writeback_failure = Some(error.to_string());
         if let BtreeError::NodeWrite {
-            tree, level, block, ..
+            tree,
+            level,
+            block,
+            source,
         } = error
         {
-            state.last_failed_node = Some((*tree, *level, *block));
+            state.last_failed_node = Some((*tree, *level, *block, source.errno().0));
         }
     }
 

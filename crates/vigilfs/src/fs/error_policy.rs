@@ -119,17 +119,15 @@ impl Shared {
         {
             return;
         }
-        let node = self
-            .metadata
-            .trees
-            .status()
-            .last_failed_node
-            .map(|(tree, level, block)| (tree.name(), level, block));
+        let failed = self.metadata.trees.status().last_failed_node;
+        let node = failed.map(|(tree, level, block, _)| (tree.name(), level, block));
         let block_size = u64::from(self.superblock().layout.block_size);
         self.health.report_with(
             &Incident {
                 kind: ErrorKind::Metadata,
-                errno: libc::EIO,
+                // The device's own errno (a thin device out of space says
+                // ENOSPC), not a generic EIO.
+                errno: failed.map_or(libc::EIO, |(.., errno)| errno),
                 inode: None,
                 range: None,
                 block: node.map(|(_, _, block)| block),
