@@ -744,15 +744,13 @@ fn serve(
                 // busy mount goes only once they close: frozen, a mount
                 // detached lazily would never end, and nothing else can
                 // reach it once it is out of the mount table.
-                if let Some(fs) = slot.current().filter(|fs| fs.is_frozen()) {
+                // A freeze still in progress ends thawed, too.
+                if slot.current().is_some_and(|fs| fs.end_freezes()) {
                     log(&format!(
-                        "{}: thawing {} to unmount it",
+                        "{}: thawed {} to unmount it",
                         signals::name(signal),
                         mountpoint.display()
                     ));
-                    if let Err(error) = fs.thaw() {
-                        log(&format!("thawing {}: {error}", mountpoint.display()));
-                    }
                 }
                 log(&format!(
                     "{}: unmounting {}",

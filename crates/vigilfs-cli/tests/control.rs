@@ -447,7 +447,7 @@ fn a_signal_thaws_a_frozen_mount_so_its_lazy_unmount_ends() {
     wait_until("the mount process exits", Duration::from_secs(30), || {
         process_gone(pid)
     });
-    assert!(scratch.log().contains("thawing"), "{}", scratch.log());
+    assert!(scratch.log().contains("thawed"), "{}", scratch.log());
     let fsck = vigilfs(&["fsck", scratch.img()]);
     assert_eq!(fsck.status.code(), Some(0), "{}", text(&fsck.stdout));
     let pid = scratch.mount(&[]);

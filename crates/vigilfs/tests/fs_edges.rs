@@ -1034,3 +1034,41 @@ fn a_failed_node_write_during_a_commit_is_announced_at_once() {
     fixture.plan.clear();
     fs.unmount().unwrap();
 }
+
+/// An unmount is coming (the mount process got a signal) while a freeze
+/// is still writing back: the freeze must not stand once it is done, or
+/// a mount already detached stays frozen with writers waiting, and
+/// nothing can reach it. It ends thawed and says why; later ones are
+/// refused.
+#[test]
+fn a_freeze_in_progress_when_freezes_end_ends_thawed() {
+    let fixture = Fixture::new();
+    let fs = Arc::new(fixture.mount());
+    let (_, handle) = fs
+        .create(ROOT_INO, b"f", 0o644, read_write(), &root())
+        .unwrap();
+    fs.write(handle, 0, &[3; 256 << 10], &root()).unwrap();
+    fs.release(handle).unwrap();
+    fixture
+        .plan
+        .add_rule(FaultRule::delay(50_000, 0, 1))
+        .unwrap();
+    let freezer = {
+        let fs = Arc::clone(&fs);
+        std::thread::spawn(move || fs.freeze())
+    };
+    // The freeze is writing back, slowly.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(!fs.end_freezes(), "nothing was frozen yet");
+    let frozen = freezer.join().unwrap();
+    fixture.plan.clear();
+    assert_eq!(errno(frozen), libc::EINVAL);
+    assert!(!fs.is_frozen(), "the freeze stood after the unmount began");
+    assert_eq!(
+        errno(fs.freeze()),
+        libc::EINVAL,
+        "later freezes are refused"
+    );
+    Arc::try_unwrap(fs).ok().unwrap().unmount().unwrap();
+    fixture.assert_fsck_clean();
+}

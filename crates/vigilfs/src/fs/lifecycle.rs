@@ -304,6 +304,12 @@ impl Shared {
         }
     }
 
+    fn lock_freezes_ended(&self) -> std::sync::MutexGuard<'_, bool> {
+        self.freezes_ended
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Deletes the orphans whose last release came during a freeze (those
     /// still orphans and closed): the thaw lets writing resume.
     pub(super) fn purge_deferred_orphans(&self) {
@@ -783,6 +789,7 @@ impl Filesystem {
             synchronous: Default::default(),
             lookups_hold_inodes: AtomicBool::new(false),
             deferred_orphans: Mutex::new(orphans_left),
+            freezes_ended: Mutex::new(false),
             transport_read_only: AtomicBool::new(false),
             attribute_listener: std::sync::RwLock::new(None),
             page_invalidator: std::sync::RwLock::new(None),
@@ -836,9 +843,13 @@ impl Filesystem {
     /// every pin released, the superblock is marked clean. Reads go on.
     pub fn freeze(&self) -> FsResult<()> {
         let shared = &self.shared;
+        if *shared.lock_freezes_ended() {
+            return Err(FsError::Invalid("the filesystem is being unmounted"));
+        }
         shared.gate.begin_freeze()?;
         let outcome = shared.make_clean();
         let outcome = shared.observe("freeze", outcome);
+        let ended = shared.lock_freezes_ended();
         if outcome.is_ok() {
             // The frozen image holds the FREEZE record. The event log goes
             // on being written: reads still fail during a freeze, and their
@@ -854,7 +865,30 @@ impl Filesystem {
             // Abandoned: what waited for the thaw goes on now.
             shared.purge_deferred_orphans();
         }
+        if outcome.is_ok() && *ended {
+            // The unmount came while this freeze was writing back: it
+            // stands for no one, and would keep the unmount waiting.
+            drop(ended);
+            let _ = self.thaw();
+            return Err(FsError::Invalid(
+                "the filesystem is being unmounted: thawed at once",
+            ));
+        }
         outcome
+    }
+
+    /// An unmount is coming (the mount process got a signal): a frozen
+    /// filesystem is thawed, a freeze in progress ends thawed, and later
+    /// ones are refused, so writers waiting for a thaw finish and close
+    /// their files, which a busy (lazily detached) mount waits for.
+    /// Returns whether this thawed a freeze.
+    pub fn end_freezes(&self) -> bool {
+        let mut ended = self.shared.lock_freezes_ended();
+        *ended = true;
+        // A freeze still writing back decides under this lock, after it.
+        let frozen = self.is_frozen();
+        drop(ended);
+        frozen && self.thaw().is_ok()
     }
 
     /// Thaws a frozen filesystem: the superblock is marked dirty again and

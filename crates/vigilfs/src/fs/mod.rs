@@ -144,6 +144,10 @@ pub(crate) struct Shared {
     /// or while the transport's mount was read-only: deleted at thaw, or
     /// when the mount is read-write again (deleting writes).
     deferred_orphans: Mutex<Vec<u64>>,
+    /// Set by [`Filesystem::end_freezes`]: an unmount is coming, and no
+    /// freeze may be left standing. A freeze decides whether it stands
+    /// under this lock, so one in progress cannot slip past it.
+    freezes_ended: Mutex<bool>,
     /// The transport's mount is read-only (`remount,ro`) while this engine
     /// still may write: reads record no access time and a last close
     /// deletes no orphan, as a read-only mount of a disk filesystem
