@@ -222,21 +222,15 @@ fn prepare(request: &MountRequest) -> Result<Option<Prepared>, Failure> {
     if let Some(path) = &request.pid_file {
         check_pid_file(path)?;
     }
-    // A FUSE mount whose daemon died (killed, errors=panic) stays attached
-    // and answers with ENOTCONN (a stat may still be served from the
-    // kernel's cache; opening the directory always asks the daemon): say
-    // so, not "does not exist" or a failed FUSE mount.
-    let dead = std::fs::metadata(&request.mountpoint)
-        .and_then(|_| std::fs::read_dir(&request.mountpoint).map(drop));
-    if let Err(error) = dead {
-        if error.raw_os_error() == Some(libc::ENOTCONN) {
-            return Err(Failure::usage(format!(
-                "{} is still a mount whose FUSE daemon is gone ({error}); unmount it first \
-                 (umount {}) and mount again",
-                request.mountpoint.display(),
-                request.mountpoint.display()
-            )));
-        }
+    // A dead FUSE mount here: say so, not "does not exist" or a failed
+    // FUSE mount.
+    if let Some(error) = second_mount::served_by_no_one(&request.mountpoint) {
+        return Err(Failure::usage(format!(
+            "{} is still a mount whose FUSE daemon is gone ({error}); unmount it first \
+             (umount {}) and mount again",
+            request.mountpoint.display(),
+            request.mountpoint.display()
+        )));
     }
     // A missing mount point is made (one level, like `mkdir`), so a first
     // `vigilfs mount vigilfs.img mnt` just works; mount(8) makes none.

@@ -48,6 +48,15 @@ pub fn share(
             existing.display()
         )));
     }
+    if let Some(error) = served_by_no_one(existing) {
+        return Err(Failure::usage(format!(
+            "{} is mounted on {}, but the FUSE daemon serving it is gone ({error}): unmount it \
+             (umount {}) and mount again",
+            image.display(),
+            existing.display(),
+            existing.display()
+        )));
+    }
     let path = |path: &Path| {
         CString::new(path.as_os_str().as_bytes())
             .map_err(|_| Failure::usage(format!("{}: a NUL byte in the path", path.display())))
@@ -97,6 +106,17 @@ pub fn share(
         );
     }
     Ok(())
+}
+
+/// The error a FUSE mount at `mountpoint` whose daemon died (killed,
+/// errors=panic) answers with, ENOTCONN: it stays attached until
+/// unmounted. A stat may still be served from the kernel's cache, but
+/// opening the directory always asks the daemon. `None` for anything else.
+pub fn served_by_no_one(mountpoint: &Path) -> Option<std::io::Error> {
+    let probe = std::fs::metadata(mountpoint).and_then(|_| std::fs::read_dir(mountpoint).map(drop));
+    probe
+        .err()
+        .filter(|error| error.raw_os_error() == Some(libc::ENOTCONN))
 }
 
 fn bind(source: &CString, target: &CString, flags: libc::c_ulong) -> std::io::Result<()> {

@@ -1075,6 +1075,16 @@ done
     assert_eq!(refused.status.code(), Some(1), "{message}");
     assert!(message.contains("daemon is gone"), "{message}");
     assert!(message.contains("umount"), "{message}");
+    // So does a mount of the same image on another mount point, which
+    // would be a second mount point of the dead one (it was made, and
+    // the mount said it succeeded).
+    let second = scratch.directory.path().join("second");
+    fs::create_dir(&second).unwrap();
+    let refused = vigilfs(&["mount", scratch.img(), second.to_str().unwrap(), "--daemon"]);
+    let message = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{message}");
+    assert!(message.contains("daemon serving it is gone"), "{message}");
+    assert!(!is_mounted(&second), "a dead mount was shown on {second:?}");
     // The dead daemon's mount answers ENOTCONN; root detaches it with
     // umount2 (no fusermount3 needed).
     lazy_unmount(&scratch.mountpoint);
