@@ -43,6 +43,7 @@ use crate::failure::Failure;
 use crate::in_use::{self, AcquireError, ImageLock, LockMode};
 use crate::mkfs_command::{self, DEFAULT_IMAGE_SIZE};
 use crate::mount_options::{self, MountSettings};
+use crate::mountinfo::Mounts;
 use crate::power_cut::PowerSwitch;
 use crate::second_mount;
 use crate::signals;
@@ -507,6 +508,22 @@ pub fn fuse_config(settings: &MountSettings, image: &Path) -> vigilfs_fuse::Moun
     }
 }
 
+/// The mount points of the FUSE filesystem with device number `device`
+/// (`MAJ:MIN`), newest first (a bind of a bind goes before its source).
+fn showing_device(device: &str) -> Vec<PathBuf> {
+    let Ok(mounts) = Mounts::read() else {
+        return Vec::new();
+    };
+    let mut shown: Vec<PathBuf> = mounts
+        .entries()
+        .iter()
+        .filter(|entry| entry.device == device && entry.is_fuse())
+        .map(|entry| entry.mountpoint.clone())
+        .collect();
+    shown.reverse();
+    shown
+}
+
 /// Unmounts `mountpoint` as `umount` would: a busy mount is detached
 /// lazily (it goes once the last open file closes).
 fn unmount_from_inside(mountpoint: &Path) {
@@ -682,6 +699,13 @@ fn serve(
             return Err(failure);
         }
     };
+    // The FUSE connection's device number, shared by every mount point
+    // showing it (second mounts of the image are binds of this one).
+    let device = Mounts::read().ok().and_then(|mounts| {
+        mounts
+            .topmost_at(&mountpoint)
+            .map(|entry| entry.device.clone())
+    });
     // Through FUSE the daemon records access times; the kernel's atime
     // flags only show the setting (in the mount table, where mount(8)
     // reads the options a remount starts from), so they must say it. Only
@@ -746,12 +770,21 @@ fn serve(
                         mountpoint.display()
                     ));
                 }
-                log(&format!(
-                    "{}: unmounting {}",
-                    signals::name(signal),
-                    mountpoint.display()
-                ));
-                unmount_from_inside(&mountpoint);
+                // Every mount point showing this filesystem: the server
+                // goes only once the last is gone, so a second one, or
+                // the first one unmounted before, must not keep it.
+                let mount_points = device
+                    .as_deref()
+                    .map(showing_device)
+                    .unwrap_or_else(|| vec![mountpoint.clone()]);
+                for shown in &mount_points {
+                    log(&format!(
+                        "{}: unmounting {}",
+                        signals::name(signal),
+                        shown.display()
+                    ));
+                    unmount_from_inside(shown);
+                }
             }
         }
     }

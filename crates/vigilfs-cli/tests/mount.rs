@@ -1648,3 +1648,40 @@ fn a_mount_that_fails_leaves_no_new_image_behind() {
     assert!(!other.exists(), "the failed mount left {}", other.display());
     scratch.umount(pid);
 }
+
+/// A signal to the mount process ends the mount at every mount point that
+/// shows it: with a second mount point (a bind of the first), or with only
+/// that one left, the signal used to unmount the first alone (or fail on
+/// it) and the server went on, so a service manager's stop came to
+/// SIGKILL and an unclean image.
+#[test]
+fn a_signal_unmounts_every_mount_point_of_the_filesystem() {
+    if fuse_missing("a_signal_unmounts_every_mount_point_of_the_filesystem") {
+        return;
+    }
+    let scratch = Scratch::new();
+    for first_gone in [false, true] {
+        let pid = scratch.mount(&["--size", "64M"]);
+        let second = scratch.directory.path().join("second");
+        let shared = vigilfs(&["mount", scratch.img(), second.to_str().unwrap()]);
+        assert_eq!(shared.status.code(), Some(0), "{}", text(&shared.stderr));
+        fs::write(second.join("kept"), b"through the second").unwrap();
+        if first_gone {
+            umount_retrying_busy(&scratch.mountpoint);
+        }
+        // SAFETY: signalling the mount process this test started, by pid.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGTERM);
+        }
+        wait_until("the mount process exits", Duration::from_secs(30), || {
+            process_gone(pid)
+        });
+        assert!(!is_mounted(&second), "{}", scratch.log());
+        assert!(!is_mounted(&scratch.mountpoint));
+        assert_eq!(superblock_state(&scratch.image), FsState::Clean);
+        let _ = fs::remove_file(&scratch.pid_file);
+    }
+    let pid = scratch.mount(&[]);
+    assert_eq!(fs::read(scratch.at("kept")).unwrap(), b"through the second");
+    scratch.umount(pid);
+}
