@@ -223,8 +223,10 @@ enum Command {
         /// Write the serving process's pid to this file (removed at unmount).
         #[arg(long, value_name = "FILE")]
         pid_file: Option<PathBuf>,
-        /// With --daemon: append the log here instead of discarding it.
-        #[arg(long, value_name = "FILE")]
+        /// With --daemon: append the log here instead of discarding it (in
+        /// the foreground it goes to stderr). Not the image, not a block
+        /// device.
+        #[arg(long, value_name = "FILE", requires = "daemon")]
         log_file: Option<PathBuf>,
     },
     /// Show the state of a mounted filesystem (consumes no error).

@@ -223,6 +223,9 @@ fn prepare(request: &MountRequest) -> Result<Option<Prepared>, Failure> {
     if let Some(path) = &request.pid_file {
         check_pid_file(path)?;
     }
+    if let Some(path) = &request.log_file {
+        check_log_file(path, &request.image)?;
+    }
     // A dead FUSE mount here: say so, not "does not exist" or a failed
     // FUSE mount.
     if let Some(error) = second_mount::served_by_no_one(&request.mountpoint) {
@@ -327,6 +330,12 @@ fn prepare(request: &MountRequest) -> Result<Option<Prepared>, Failure> {
         }
         Err(refused) => return Err(Failure::usage(refused.message(&image))),
     };
+    if let Some(path) = &request.pid_file {
+        // With the image locked, a process this image's last mount left
+        // exiting is gone (it removes its pid file before it lets go of
+        // the lock): one still running is another mount's.
+        check_pid_file_free(path)?;
+    }
     Ok(Some(Prepared {
         image,
         mountpoint,
@@ -803,7 +812,13 @@ fn serve(
     // Listeners get the last events and the end of their stream.
     control::stream::drain(Duration::from_secs(5));
     if let Some(path) = &request.pid_file {
-        let _ = std::fs::remove_file(path);
+        // Only if it is still ours: another mount may have taken the name
+        // since (when this process had ended otherwise).
+        let ours = std::fs::read_to_string(path)
+            .is_ok_and(|text| text.trim() == std::process::id().to_string());
+        if ours {
+            let _ = std::fs::remove_file(path);
+        }
     }
     drop(lock);
     outcome
@@ -917,12 +932,12 @@ fn check_pid_file(path: &Path) -> Result<(), Failure> {
     match std::fs::read(path) {
         Ok(bytes) => {
             let text = String::from_utf8_lossy(&bytes);
-            let is_pid = text.trim().is_empty() || text.trim().parse::<u32>().is_ok();
-            if !is_pid {
+            if !(text.trim().is_empty() || text.trim().parse::<u32>().is_ok()) {
                 return Err(refuse(
                     "exists and is not a pid file; refusing to overwrite it".into(),
                 ));
             }
+
             std::fs::OpenOptions::new()
                 .append(true)
                 .open(path)
@@ -937,6 +952,62 @@ fn check_pid_file(path: &Path) -> Result<(), Failure> {
             let _ = std::fs::remove_file(path);
         }
         Err(error) => return Err(refuse(error.to_string())),
+    }
+    Ok(())
+}
+
+/// Refuses a pid file that names a running process (another mount's,
+/// whose unmount would then remove this one's).
+fn check_pid_file_free(path: &Path) -> Result<(), Failure> {
+    let named = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok());
+    match named {
+        Some(pid) if is_running(pid) => Err(Failure::usage(format!(
+            "--pid-file {}: names process {pid}, which is running (another mount's?); \
+             refusing to overwrite it",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Whether process `pid` exists and is not a zombie (a killed mount
+/// process its parent has not reaped yet is gone).
+fn is_running(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses and
+    // may itself hold spaces or parentheses.
+    let state = stat
+        .rfind(')')
+        .and_then(|end| stat[end + 1..].split_whitespace().next());
+    pid != 0 && !matches!(state, None | Some("Z" | "X"))
+}
+
+/// Refuses a `--log-file` the log would damage: the image itself (the
+/// log appended after its end), or a block device.
+fn check_log_file(path: &Path, image: &Path) -> Result<(), Failure> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(metadata) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let refuse = |why: &str| {
+        Err(Failure::usage(format!(
+            "--log-file {}: {why}",
+            path.display()
+        )))
+    };
+    if metadata.file_type().is_block_device() {
+        return refuse("a block device; refusing to write the log on it");
+    }
+    let same = crate::mountinfo::file_identity(path)
+        .ok()
+        .zip(crate::mountinfo::file_identity(image).ok())
+        .is_some_and(|(log, image)| log == image);
+    if same {
+        return refuse("is the image being mounted; refusing to write the log into it");
     }
     Ok(())
 }

@@ -1685,3 +1685,57 @@ fn a_signal_unmounts_every_mount_point_of_the_filesystem() {
     assert_eq!(fs::read(scratch.at("kept")).unwrap(), b"through the second");
     scratch.umount(pid);
 }
+
+/// A log or pid file the mount would damage is refused before anything is
+/// mounted: the image itself as the log (the log went after its end), the
+/// pid file of a running process (another mount's, whose unmount then
+/// removed this one's), a log file without --daemon (ignored before).
+#[test]
+fn a_log_or_pid_file_the_mount_would_damage_is_refused() {
+    if fuse_missing("a_log_or_pid_file_the_mount_would_damage_is_refused") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let made = vigilfs(&["mkfs", scratch.img(), "--size", "64M"]);
+    assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
+    let length = fs::metadata(&scratch.image).unwrap().len();
+    let into_image = vigilfs(&[
+        "mount",
+        scratch.img(),
+        scratch.mnt(),
+        "--daemon",
+        "--log-file",
+        scratch.img(),
+    ]);
+    let message = text(&into_image.stderr);
+    assert_ne!(into_image.status.code(), Some(0), "{message}");
+    assert!(message.contains("is the image being mounted"), "{message}");
+    assert_eq!(fs::metadata(&scratch.image).unwrap().len(), length);
+
+    let taken = scratch.directory.path().join("taken.pid");
+    fs::write(&taken, format!("{}\n", std::process::id())).unwrap();
+    let live = vigilfs(&[
+        "mount",
+        scratch.img(),
+        scratch.mnt(),
+        "--daemon",
+        "--pid-file",
+        taken.to_str().unwrap(),
+    ]);
+    let message = text(&live.stderr);
+    assert_ne!(live.status.code(), Some(0), "{message}");
+    assert!(message.contains("which is running"), "{message}");
+    assert_eq!(
+        fs::read_to_string(&taken).unwrap(),
+        format!("{}\n", std::process::id())
+    );
+
+    let foreground = vigilfs(&["mount", scratch.img(), scratch.mnt(), "--log-file", "x.log"]);
+    assert_eq!(
+        foreground.status.code(),
+        Some(2),
+        "{}",
+        text(&foreground.stderr)
+    );
+    assert!(!is_mounted(&scratch.mountpoint));
+}
