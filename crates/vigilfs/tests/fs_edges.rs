@@ -952,12 +952,27 @@ fn metadata_changes_a_shutdown_drops_are_announced() {
     let kept = fs.mkdir(ROOT_INO, b"kept", 0o755, &root()).unwrap();
     fs.syncfs_once().unwrap();
     fs.mkdir(kept.ino, b"newdir", 0o755, &root()).unwrap();
+    fs.rename(
+        ROOT_INO,
+        b"kept",
+        ROOT_INO,
+        b"renamed-with-a-name-longer-than-fits",
+        Default::default(),
+        &root(),
+    )
+    .unwrap();
     fs.shutdown(false);
     let lost: Vec<String> = event_texts(&fs)
         .into_iter()
         .filter(|text| text.starts_with("not durable, lost"))
         .collect();
-    assert_eq!(lost, ["not durable, lost: mkdir newdir"]);
+    assert_eq!(
+        lost,
+        [
+            "not durable, lost: mkdir newdir",
+            "not durable, lost: rename kept -> renamed-with-a-name-lo"
+        ]
+    );
     // (Unmounting a shut-down filesystem leaves it for recovery.)
     fs.unmount().unwrap();
     let fs = fixture.mount();

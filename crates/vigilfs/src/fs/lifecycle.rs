@@ -30,6 +30,7 @@ use super::{Filesystem, FsError, FsResult, LifeState, Shared};
 use crate::alloc::AllocatorStatus;
 use crate::device::{BlockDevice, FaultPlan, FileFaults, OverlayDevice, StoppableDevice};
 use crate::failure::{Intake, DEFAULT_INTAKE_CAPACITY};
+use crate::format::event_log::TEXT_CAPACITY;
 use crate::format::{
     read_superblock, read_superblock_copy, torn_by_one_crash, write_superblocks, ErrorKind,
     ErrorRecord, ErrorsPolicy, Features, FormatError, FsState, SuperblockCopy,
@@ -41,6 +42,16 @@ use crate::metadata::Metadata;
 /// Lost metadata changes named one by one when writing stops (the rest
 /// are counted in one more report).
 const LOST_CHANGES_NAMED: usize = 16;
+
+/// The longest start of `text` that fits `bytes` bytes, cut at a
+/// character boundary.
+fn cut_to(text: &str, bytes: usize) -> String {
+    let mut end = text.len().min(bytes);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
 
 /// How to mount.
 #[derive(Debug, Clone)]
@@ -392,14 +403,29 @@ impl Shared {
             );
         };
         for change in lost.iter().take(LOST_CHANGES_NAMED) {
-            let name: String = change
-                .new_entry
-                .as_ref()
-                .or(change.entry.as_ref())
-                .map(|(_, name)| String::from_utf8_lossy(name).chars().take(24).collect())
-                .unwrap_or_default();
-            let origin = format!("not durable, lost: {} {name}", change.operation);
-            report(change.ino, origin.trim_end());
+            let prefix = format!("not durable, lost: {}", change.operation);
+            // What fits an event's text: a rename's two names share it.
+            let room = TEXT_CAPACITY.saturating_sub(prefix.len() + 1);
+            let name = |entry: &Option<(u64, Vec<u8>)>, bytes: usize| {
+                entry
+                    .as_ref()
+                    .map(|(_, name)| cut_to(&String::from_utf8_lossy(name), bytes))
+            };
+            let origin = match (
+                name(&change.entry, (room / 2).saturating_sub(2)),
+                &change.new_entry,
+            ) {
+                (Some(old), Some(_)) => {
+                    let rest = room.saturating_sub(old.len() + " -> ".len());
+                    let new = name(&change.new_entry, rest).unwrap_or_default();
+                    format!("{prefix} {old} -> {new}")
+                }
+                _ => match name(&change.new_entry, room).or(name(&change.entry, room)) {
+                    Some(name) => format!("{prefix} {name}"),
+                    None => prefix,
+                },
+            };
+            report(change.ino, &origin);
         }
         let rest = (lost.len().saturating_sub(LOST_CHANGES_NAMED)) as u64
             + if lost.is_empty() { 0 } else { omitted };
@@ -939,7 +965,7 @@ impl Filesystem {
             }
         }
         shared.health.notice(&Notice::Settings {
-            change: &change.summary(crate::format::event_log::TEXT_CAPACITY),
+            change: &change.summary(TEXT_CAPACITY),
         });
         let may_write = matches!(shared.gate.state(), LifeState::Running | LifeState::Frozen);
         if let Some(read_only) = change.read_only {
