@@ -21,6 +21,7 @@ mod hooks;
 mod in_use;
 mod inject_command;
 mod inject_rules;
+mod kernel_read_only;
 mod media_command;
 mod metrics;
 mod metrics_http;

@@ -41,6 +41,7 @@ use crate::control;
 use crate::engine_slot::EngineSlot;
 use crate::failure::Failure;
 use crate::in_use::{self, AcquireError, ImageLock, LockMode};
+use crate::kernel_read_only;
 use crate::mkfs_command::{self, DEFAULT_IMAGE_SIZE};
 use crate::mount_options::{self, MountSettings};
 use crate::mountinfo::Mounts;
@@ -738,6 +739,18 @@ fn serve(
     if let Some(power) = &power {
         power.attach(Arc::clone(&slot), mounted.restarter());
     }
+    let read_only_watch = device.clone().and_then(|device| {
+        match kernel_read_only::Watch::start(device, Arc::clone(&slot), power.clone(), log) {
+            Ok(watch) => Some(watch),
+            Err(error) => {
+                log(&format!(
+                    "not watching the mount table ({error}): a remount that reaches only the \
+                     kernel goes unseen"
+                ));
+                None
+            }
+        }
+    });
     if let Some(path) = &request.pid_file {
         if let Err(error) = std::fs::write(path, format!("{}\n", std::process::id())) {
             log(&format!("pid file {}: {error}", path.display()));
@@ -803,6 +816,9 @@ fn serve(
             Ok(Err(error)) => log(&format!("FUSE session: {error}")),
             Err(_) => log("FUSE session thread panicked"),
         }
+    }
+    if let Some(watch) = read_only_watch {
+        watch.stop();
     }
     server.stop();
     if let Some(metrics) = metrics {

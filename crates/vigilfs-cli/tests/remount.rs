@@ -4,8 +4,9 @@
 //! to read-write accepts them, per-mount flags not named are kept — the
 //! daemon's settings (errors=, cache=, dirty=, writeback_interval=) change
 //! in the running daemon, options it built its state from cannot change,
-//! and read-only makes everything durable first, as Linux's remount does.
-//! They need root and /dev/fuse.
+//! and read-only makes everything durable first, as Linux's remount does;
+//! a remount that reaches only the kernel is followed. They need root and
+//! /dev/fuse.
 
 mod common;
 
@@ -461,5 +462,42 @@ fn an_fstab_whole_set_clears_flags_and_strictatime_is_kept() {
         "dev again: left out of the whole set"
     );
     assert_eq!(scratch.status()["settings"]["atime"], "strictatime");
+    scratch.umount(pid);
+}
+
+/// A remount that reaches only the kernel (`mount -i`, no helper in /sbin,
+/// a program calling mount(2)) tells FUSE nothing: the daemon follows the
+/// mount table, and a read-only remount makes everything durable moments
+/// after (it went on holding dirty data, written into the image up to the
+/// writeback interval later); read-write again lets writes go on.
+#[test]
+fn a_remount_that_reaches_only_the_kernel_is_followed() {
+    if fuse_missing("a_remount_that_reaches_only_the_kernel_is_followed") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M", "-o", "writeback_interval=600"]);
+    fs::write(scratch.at("dirty"), vec![7u8; 1 << 20]).unwrap();
+    let kernel_only = |options: &str| {
+        let output = Command::new("mount")
+            .args(["-i", "-o", options, scratch.mnt()])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", text(&output.stderr));
+    };
+    kernel_only("remount,ro");
+    let unsynced = || text(&vigilfs(&["unsynced", scratch.mnt()]).stdout);
+    wait_until(
+        "everything is durable after the kernel's remount",
+        std::time::Duration::from_secs(10),
+        || unsynced().contains("nothing: every change is durable"),
+    );
+    kernel_only("remount,rw");
+    wait_until(
+        "the daemon follows the read-write remount",
+        std::time::Duration::from_secs(10),
+        || scratch.log().contains("became read-write"),
+    );
+    fs::write(scratch.at("after"), b"written").unwrap();
     scratch.umount(pid);
 }

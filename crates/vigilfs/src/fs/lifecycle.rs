@@ -903,6 +903,12 @@ impl Filesystem {
         outcome
     }
 
+    /// Whether the transport (the kernel's mount) is read-only, as the
+    /// last [`SettingsChange::read_only`] said.
+    pub fn transport_read_only(&self) -> bool {
+        self.shared.transport_read_only.load(Ordering::Acquire)
+    }
+
     /// An unmount is coming (the mount process got a signal): a frozen
     /// filesystem is thawed, a freeze in progress ends thawed, and later
     /// ones are refused, so writers waiting for a thaw finish and close

@@ -1,0 +1,146 @@
+//! The kernel's read-only flag of the mount, followed by the daemon.
+//!
+//! A remount through the helper (`mount -o remount,ro`) tells the daemon,
+//! which writes everything back and makes it durable before the remount
+//! returns. A remount that reaches only the kernel (`mount -i`, no helper
+//! installed in /sbin, a program calling mount(2)) tells FUSE nothing: the
+//! daemon would go on writing dirty data into an image its user believes
+//! quiet. So a thread watches the mount table (the kernel wakes pollers of
+//! /proc/self/mountinfo on every change) and, when the filesystem's
+//! superblock turns read-only or read-write, makes the same change the
+//! helper asks for. It cannot make the remount wait: the image settles
+//! moments after it returns, not before.
+//!
+//! Invariant: a change is made only when the kernel's flag differs from
+//! what the engine was last told, so a helper's remount (which tells the
+//! engine itself) makes no second change.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use vigilfs::fs::{LifeState, SettingsChange};
+
+use crate::engine_slot::EngineSlot;
+use crate::mountinfo::Mounts;
+use crate::power_cut::PowerSwitch;
+
+/// How long a wait for a mount table change lasts before the thread looks
+/// whether it should stop.
+const POLL_MILLISECONDS: i32 = 500;
+
+/// The running watch; [`Watch::stop`] ends it.
+pub struct Watch {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Watch {
+    /// Watches the FUSE filesystem with device number `device` (`MAJ:MIN`)
+    /// and follows its read-only flag in the engine `slot` serves (through
+    /// `power` on a crashable mount, whose later boots keep the change).
+    pub fn start(
+        device: String,
+        slot: Arc<EngineSlot>,
+        power: Option<Arc<PowerSwitch>>,
+        log: fn(&str),
+    ) -> std::io::Result<Watch> {
+        let table = File::open("/proc/self/mountinfo")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("vigilfs-mount-table".into())
+                .spawn(move || follow(table, &device, &slot, power.as_deref(), &stop, log))?
+        };
+        Ok(Watch {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Ends the thread (within [`POLL_MILLISECONDS`]).
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn follow(
+    mut table: File,
+    device: &str,
+    slot: &EngineSlot,
+    power: Option<&PowerSwitch>,
+    stop: &AtomicBool,
+    log: fn(&str),
+) {
+    while !stop.load(Ordering::Acquire) {
+        let mut text = String::new();
+        // Reading the table from its start also rearms the wake-up.
+        if table.seek(SeekFrom::Start(0)).is_err() || table.read_to_string(&mut text).is_err() {
+            log("the mount table cannot be read: a remount that reaches only the kernel goes unseen");
+            return;
+        }
+        if let Some(read_only) = superblock_read_only(&Mounts::parse(&text), device) {
+            follow_flag(read_only, slot, power, log);
+        }
+        let mut poll = libc::pollfd {
+            fd: table.as_raw_fd(),
+            events: libc::POLLPRI,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        unsafe {
+            libc::poll(&mut poll, 1, POLL_MILLISECONDS);
+        }
+    }
+}
+
+/// Whether the superblock of the FUSE filesystem `device` is read-only
+/// (not one read-only view of it: a bind mount's own flag); `None` when
+/// it is mounted nowhere.
+fn superblock_read_only(mounts: &Mounts, device: &str) -> Option<bool> {
+    mounts
+        .entries()
+        .iter()
+        .find(|entry| entry.device == device && entry.is_fuse())
+        .map(|entry| entry.super_options.split(',').next() == Some("ro"))
+}
+
+fn follow_flag(read_only: bool, slot: &EngineSlot, power: Option<&PowerSwitch>, log: fn(&str)) {
+    let Some(fs) = slot.current() else {
+        return;
+    };
+    // A filesystem that may not write (mounted `ro`, made read-only by
+    // errors=remount-ro, which turns the kernel's mount read-only itself,
+    // shut down) has nothing to write back, and may not become writable.
+    let writable = matches!(fs.status().state, LifeState::Running | LifeState::Frozen);
+    if fs.transport_read_only() == read_only || !writable {
+        return;
+    }
+    let change = SettingsChange {
+        read_only: Some(read_only),
+        ..SettingsChange::default()
+    };
+    let changed = match power {
+        Some(power) => power.reconfigure(&change),
+        None => fs.reconfigure(&change),
+    };
+    match changed {
+        Ok(()) => log(&format!(
+            "the kernel's mount became {}: {}",
+            if read_only { "read-only" } else { "read-write" },
+            if read_only {
+                "everything is written back and durable"
+            } else {
+                "writing goes on"
+            }
+        )),
+        Err(error) => log(&format!("following the kernel's remount: {error}")),
+    }
+}
