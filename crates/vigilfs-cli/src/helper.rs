@@ -136,8 +136,23 @@ pub fn install(directory: &Path, force: bool) -> Result<u8, Failure> {
     std::os::unix::fs::symlink(&target, &link)
         .map_err(|error| Failure::operational(format!("{}: {error}", link.display())))?;
     println!("{} -> {}", link.display(), target.display());
-    println!("now `mount -t fuse.vigilfs IMAGE DIR -o OPTIONS` mounts with vigilfs");
+    if searched_by_mount(directory) {
+        println!("now `mount -t fuse.vigilfs IMAGE DIR -o OPTIONS` mounts with vigilfs");
+    } else {
+        println!(
+            "mount(8) looks for its helpers in /sbin only: `mount -t fuse.vigilfs` will not \
+             find this one (run it as {} IMAGE DIR -o OPTIONS)",
+            link.display()
+        );
+    }
     Ok(0)
+}
+
+/// Whether mount(8) finds helpers in `directory`: util-linux looks in
+/// /sbin alone (often a link to /usr/sbin), never in PATH.
+fn searched_by_mount(directory: &Path) -> bool {
+    let canonical = |path: &Path| path.canonicalize().ok();
+    canonical(directory).is_some_and(|directory| Some(directory) == canonical(Path::new("/sbin")))
 }
 
 #[cfg(test)]

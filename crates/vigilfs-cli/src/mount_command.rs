@@ -158,6 +158,16 @@ fn fuse_mount_hint() -> String {
     if control::current_uid() == 0 {
         return String::new();
     }
+    // fuser opens /dev/fuse itself first, and its refusal is the error.
+    let device = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse");
+    if let Err(error) = device {
+        return format!(
+            " (/dev/fuse cannot be opened by this user: {error}; it is usually mode 0666)"
+        );
+    }
     let found = std::env::var_os("PATH").is_some_and(|path| {
         std::env::split_paths(&path).any(|directory| directory.join("fusermount3").is_file())
     });

@@ -380,6 +380,13 @@ fn install_mount_helper_makes_the_symlink_mount_looks_for() {
         "{}",
         text(&installed.stderr)
     );
+    // Not /sbin: mount(8) will not look there, and it says so (it said
+    // `mount -t fuse.vigilfs` now worked).
+    let said = text(&installed.stdout);
+    assert!(
+        said.contains("looks for its helpers in /sbin only"),
+        "{said}"
+    );
     let link = directory.path().join("mount.fuse.vigilfs");
     let target = std::fs::read_link(&link).unwrap();
     assert_eq!(
