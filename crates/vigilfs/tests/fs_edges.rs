@@ -950,17 +950,20 @@ fn metadata_changes_a_shutdown_drops_are_announced() {
         ..MountOptions::default()
     });
     let kept = fs.mkdir(ROOT_INO, b"kept", 0o755, &root()).unwrap();
+    for name in [&b"a"[..], b"b"] {
+        fs.mkdir(ROOT_INO, name, 0o755, &root()).unwrap();
+    }
     fs.syncfs_once().unwrap();
     fs.mkdir(kept.ino, b"newdir", 0o755, &root()).unwrap();
-    fs.rename(
-        ROOT_INO,
-        b"kept",
-        ROOT_INO,
-        b"renamed-with-a-name-longer-than-fits",
-        Default::default(),
-        &root(),
-    )
-    .unwrap();
+    let rename = |from: &[u8], to: &[u8]| {
+        fs.rename(ROOT_INO, from, ROOT_INO, to, Default::default(), &root())
+            .unwrap();
+    };
+    rename(b"kept", b"renamed-with-a-name-longer-than-fits");
+    // Two more of one directory, with no inode of their own: each its own
+    // event (they were folded into the first, "x3").
+    rename(b"a", b"a2");
+    rename(b"b", b"b2");
     fs.shutdown(false);
     let lost: Vec<String> = event_texts(&fs)
         .into_iter()
@@ -970,7 +973,9 @@ fn metadata_changes_a_shutdown_drops_are_announced() {
         lost,
         [
             "not durable, lost: mkdir newdir",
-            "not durable, lost: rename kept -> renamed-with-a-name-lo"
+            "not durable, lost: rename kept -> renamed-with-a-name-lo",
+            "not durable, lost: rename a -> a2",
+            "not durable, lost: rename b -> b2",
         ]
     );
     // (Unmounting a shut-down filesystem leaves it for recovery.)

@@ -414,6 +414,9 @@ impl EventLog {
         let inode = error.inode.map(|(ino, _)| ino);
         let open = state.open;
         let node_block = error.node.map(|(_, _, block)| block);
+        // Where it was seen is part of what the error is: two lost
+        // changes of one directory, say, are two errors.
+        let origin = InlineText::new(error.origin);
         let same = state.ring.iter_mut().rev().take(open).find(|entry| {
             let record = &entry.record;
             record.kind == RecordKind::Error
@@ -423,6 +426,7 @@ impl EventLog {
                 && record.range == error.range
                 && record.device_range == error.device_range
                 && record.node.map(|node| node.block) == node_block
+                && record.text == origin
         });
         if let Some(entry) = same {
             merge(&mut entry.record, error, now);
@@ -433,6 +437,7 @@ impl EventLog {
             errno: error.errno,
             inode,
             place: node_block.or(error.device_range.map(|(start, _)| start)),
+            origin: origin_hash(error.origin),
         };
         let absorbed = state.repeats.absorb(
             key,
@@ -940,3 +945,10 @@ impl EventLog {
 
 #[cfg(test)]
 mod tests;
+
+/// FNV-1a of an error's origin text, for the damping key (no allocation).
+fn origin_hash(origin: &str) -> u64 {
+    origin.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

@@ -51,6 +51,10 @@ pub(super) struct Key {
     /// mapping's rewrites on a full disk) are keyed by their file alone,
     /// and a damped record's range widens over them.
     pub(super) place: Option<u64>,
+    /// Where it was seen (a hash of the origin text): a file's errors seen
+    /// in different operations, or lost changes of different names, are
+    /// different errors.
+    pub(super) origin: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
