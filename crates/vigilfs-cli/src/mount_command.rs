@@ -528,19 +528,30 @@ pub fn fuse_config(settings: &MountSettings, image: &Path) -> vigilfs_fuse::Moun
     }
 }
 
-/// The mount points of the FUSE filesystem with device number `device`
-/// (`MAJ:MIN`), newest first (a bind of a bind goes before its source).
+/// The mount points showing the FUSE filesystem with device number
+/// `device` (`MAJ:MIN`) on top, newest first (a bind of a bind goes
+/// before its source). One with another filesystem mounted over it is
+/// left out, and logged: unmounting the path would take that one away.
 fn showing_device(device: &str) -> Vec<PathBuf> {
     let Ok(mounts) = Mounts::read() else {
         return Vec::new();
     };
-    let mut shown: Vec<PathBuf> = mounts
-        .entries()
-        .iter()
-        .filter(|entry| entry.device == device && entry.is_fuse())
-        .map(|entry| entry.mountpoint.clone())
-        .collect();
-    shown.reverse();
+    let mut shown = Vec::new();
+    for entry in mounts.entries().iter().rev() {
+        if entry.device != device || !entry.is_fuse() || shown.contains(&entry.mountpoint) {
+            continue;
+        }
+        let on_top = mounts.topmost_at(&entry.mountpoint);
+        if on_top.is_some_and(|top| top.device == device) {
+            shown.push(entry.mountpoint.clone());
+        } else {
+            log(&format!(
+                "{} has another filesystem mounted over it: left mounted (unmount both to \
+                 end this mount)",
+                entry.mountpoint.display()
+            ));
+        }
+    }
     shown
 }
 

@@ -1739,3 +1739,50 @@ fn a_log_or_pid_file_the_mount_would_damage_is_refused() {
     );
     assert!(!is_mounted(&scratch.mountpoint));
 }
+
+/// A signal unmounts the filesystem's own mount points only: one with
+/// another filesystem mounted over it is left (unmounting the path took
+/// that other filesystem away, tmpfs data and all).
+#[test]
+fn a_signal_never_unmounts_another_filesystem_mounted_over_a_mount_point() {
+    if fuse_missing("a_signal_never_unmounts_another_filesystem_mounted_over_a_mount_point") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let second = scratch.directory.path().join("second");
+    let shared = vigilfs(&["mount", scratch.img(), second.to_str().unwrap()]);
+    assert_eq!(shared.status.code(), Some(0), "{}", text(&shared.stderr));
+    let covered = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1M", "tmpfs"])
+        .arg(&second)
+        .output()
+        .unwrap();
+    assert!(covered.status.success(), "{}", text(&covered.stderr));
+    fs::write(second.join("precious"), b"on the tmpfs").unwrap();
+    // SAFETY: signalling the mount process this test started, by pid.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGTERM);
+    }
+    wait_until(
+        "the first mount point is unmounted",
+        Duration::from_secs(30),
+        || !is_mounted(&scratch.mountpoint),
+    );
+    let kept = fs::read(second.join("precious"));
+    let log = scratch.log();
+    // Clean up before judging: the tmpfs, then the mount it covered.
+    for _ in 0..2 {
+        if is_mounted(&second) {
+            umount_retrying_busy(&second);
+        }
+    }
+    wait_until("the mount process exits", Duration::from_secs(30), || {
+        process_gone(pid)
+    });
+    assert_eq!(kept.unwrap(), b"on the tmpfs", "{log}");
+    assert!(
+        log.contains("has another filesystem mounted over it"),
+        "{log}"
+    );
+}
