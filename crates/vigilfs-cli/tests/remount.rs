@@ -499,5 +499,19 @@ fn a_remount_that_reaches_only_the_kernel_is_followed() {
         || scratch.log().contains("became read-write"),
     );
     fs::write(scratch.at("after"), b"written").unwrap();
+    // A remount through the helper is seen twice, from the helper and in
+    // the mount table: one change, one `settings` event.
+    remount(&scratch, "remount,ro");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    remount(&scratch, "remount,rw");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let listed = vigilfs(&["events", scratch.mnt(), "--json"]);
+    let settings: Vec<String> = text(&listed.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["kind"] == "settings")
+        .map(|event| event["action"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(settings, ["ro", "rw", "ro", "rw"], "{settings:?}");
     scratch.umount(pid);
 }

@@ -955,6 +955,25 @@ impl Filesystem {
     /// `errors=` policy acts at once on a journal that has already failed.
     pub fn reconfigure(&self, change: &SettingsChange) -> FsResult<()> {
         let shared = &self.shared;
+        // The transport's flag, told again (the mount process follows the
+        // mount table, and a helper's remount tells it too): no change and
+        // no event, but a read-only remount's promise still stands.
+        // Taken at once (a swap), so of two callers at the same time one
+        // makes the change and the other is told again.
+        change.validate()?;
+        let told_again = change.read_only.filter(|&read_only| {
+            shared.transport_read_only.swap(read_only, Ordering::AcqRel) == read_only
+        });
+        let change = &SettingsChange {
+            read_only: change.read_only.filter(|_| told_again.is_none()),
+            ..change.clone()
+        };
+        if told_again == Some(true)
+            && matches!(shared.gate.state(), LifeState::Running | LifeState::Frozen)
+        {
+            let made_durable = shared.make_durable();
+            shared.observe("remount read-only", made_durable)?;
+        }
         let changing = shared.settings.change(change)?;
         if change.is_empty() {
             return Ok(());
