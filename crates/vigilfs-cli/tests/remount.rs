@@ -515,3 +515,30 @@ fn a_remount_that_reaches_only_the_kernel_is_followed() {
     assert_eq!(settings, ["ro", "rw", "ro", "rw"], "{settings:?}");
     scratch.umount(pid);
 }
+
+/// After a read-only remount the image stays as it is: the remount
+/// records the journal's durability itself, so the background thread has
+/// nothing left to write (it wrote a journal entry a round later, under a
+/// copy its user had been told was safe to take).
+#[test]
+fn after_a_read_only_remount_the_image_stays_as_it_is() {
+    if fuse_missing("after_a_read_only_remount_the_image_stays_as_it_is") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M", "-o", "writeback_interval=1"]);
+    fs::write(scratch.at("kept"), vec![7u8; 1 << 20]).unwrap();
+    // Freed blocks, pending until the journal records their release.
+    fs::write(scratch.at("freed"), vec![8u8; 1 << 20]).unwrap();
+    fs::remove_file(scratch.at("freed")).unwrap();
+    remount(&scratch, "remount,ro");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let image = image_without_event_log(&scratch.image);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(
+        image_without_event_log(&scratch.image) == image,
+        "the image changed after the read-only remount"
+    );
+    remount(&scratch, "remount,rw");
+    scratch.umount(pid);
+}

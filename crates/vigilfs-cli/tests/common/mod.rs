@@ -147,6 +147,29 @@ pub fn superblock_state(image: &Path) -> FsState {
     read_superblock(&device).unwrap().superblock.state
 }
 
+/// The image's bytes with its event log region zeroed: what "the image
+/// does not change" means, as the event log is still written (by its own
+/// thread, moments after each event).
+pub fn image_without_event_log(image: &Path) -> Vec<u8> {
+    let device = FileDevice::open(
+        image,
+        FileDeviceOptions {
+            read_only: true,
+            ..FileDeviceOptions::default()
+        },
+    )
+    .unwrap();
+    let superblock = read_superblock(&device).unwrap().superblock;
+    let mut bytes = fs::read(image).unwrap();
+    if let Some(region) = superblock.event_log {
+        let block = u64::from(superblock.layout.block_size);
+        let start = (region.start * block) as usize;
+        let end = (((region.start + region.blocks) * block) as usize).min(bytes.len());
+        bytes[start..end].fill(0);
+    }
+    bytes
+}
+
 /// A scratch directory everyone may enter (the test of another user needs
 /// to reach the mount point), with an image path and a mount point; a
 /// mount left by a failed test is removed on drop.

@@ -504,12 +504,15 @@ impl Shared {
 
     /// Writes back every dirty page and makes every change durable (no
     /// error cursor is consumed: nobody is told of an error here who
-    /// would not be told anyway).
+    /// would not be told anyway), and records that on the device (the
+    /// journal settled): what a read-only remount needs, so the
+    /// background thread finds nothing left to record, and the image
+    /// stays as it is.
     pub(super) fn make_durable(&self) -> FsResult<()> {
         self.write_back_all()?;
         self.metadata
             .journal
-            .flush()
+            .settle()
             .map_err(|error| FsError::File(FileError::Journal(error)))
     }
 
