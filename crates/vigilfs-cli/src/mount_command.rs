@@ -28,6 +28,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -158,25 +159,31 @@ fn fuse_mount_hint() -> String {
     if control::current_uid() == 0 {
         return String::new();
     }
+    let mut hints = Vec::new();
     // fuser opens /dev/fuse itself first, and its refusal is the error.
     let device = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/fuse");
     if let Err(error) = device {
-        return format!(
-            " (/dev/fuse cannot be opened by this user: {error}; it is usually mode 0666)"
-        );
+        hints.push(format!(
+            "/dev/fuse cannot be opened by this user: {error}; it is usually mode 0666"
+        ));
     }
     let found = std::env::var_os("PATH").is_some_and(|path| {
         std::env::split_paths(&path).any(|directory| directory.join("fusermount3").is_file())
     });
-    if found {
+    if !found {
+        hints.push(
+            "a user other than root mounts through fusermount3, which is not in PATH: install \
+             the fuse3 package"
+                .into(),
+        );
+    }
+    if hints.is_empty() {
         String::new()
     } else {
-        " (a user other than root mounts through fusermount3, which is not in PATH: install \
-         the fuse3 package)"
-            .into()
+        format!(" ({})", hints.join("; "))
     }
 }
 
@@ -317,7 +324,7 @@ fn prepare(request: &MountRequest) -> Result<Option<Prepared>, Failure> {
     let lock = match acquired {
         Ok(lock) => lock,
         Err(AcquireError::Mounted(existing)) if existing != mountpoint => {
-            if request.pid_file.is_some() {
+            if request.pid_file.is_some() && second_mount::served_by_no_one(&existing).is_none() {
                 return Err(Failure::usage(format!(
                     "{} is already served by the mount on {}: --pid-file names no new process",
                     image.display(),
@@ -966,6 +973,12 @@ fn finish(
 /// at the unmount).
 fn check_pid_file(path: &Path) -> Result<(), Failure> {
     let refuse = |why: String| Failure::usage(format!("--pid-file {}: {why}", path.display()));
+    // A FIFO would block the read, a device never end it.
+    if std::fs::metadata(path).is_ok_and(|metadata| !metadata.is_file()) {
+        return Err(refuse(
+            "exists and is not a regular file; refusing to use it".into(),
+        ));
+    }
     match std::fs::read(path) {
         Ok(bytes) => {
             let text = String::from_utf8_lossy(&bytes);
@@ -1000,13 +1013,27 @@ fn check_pid_file_free(path: &Path) -> Result<(), Failure> {
         .ok()
         .and_then(|text| text.trim().parse::<u32>().ok());
     match named {
-        Some(pid) if is_running(pid) => Err(Failure::usage(format!(
-            "--pid-file {}: names process {pid}, which is running (another mount's?); \
-             refusing to overwrite it",
+        Some(pid) if is_running_vigilfs(pid) => Err(Failure::usage(format!(
+            "--pid-file {}: names process {pid}, a vigilfs that is running (another \
+             mount's); refusing to overwrite it",
             path.display()
         ))),
         _ => Ok(()),
     }
+}
+
+/// Whether process `pid` is a running vigilfs (its program's name says
+/// so): a stale pid file's number, reused since by another program (after
+/// a crash, a reboot), names no mount.
+fn is_running_vigilfs(pid: u32) -> bool {
+    let program = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let first = program.split(|&byte| byte == 0).next().unwrap_or_default();
+    let name = Path::new(std::ffi::OsStr::from_bytes(first))
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    (name == "vigilfs" || name == crate::helper::HELPER_NAME || name == "mount.vigilfs")
+        && is_running(pid)
 }
 
 /// Whether process `pid` exists and is not a zombie (a killed mount
@@ -1026,7 +1053,7 @@ fn is_running(pid: u32) -> bool {
 /// Refuses a `--log-file` the log would damage: the image itself (the
 /// log appended after its end), or a block device.
 fn check_log_file(path: &Path, image: &Path) -> Result<(), Failure> {
-    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let Ok(metadata) = std::fs::metadata(path) else {
         return Ok(());
     };
@@ -1038,6 +1065,16 @@ fn check_log_file(path: &Path, image: &Path) -> Result<(), Failure> {
     };
     if metadata.file_type().is_block_device() {
         return refuse("a block device; refusing to write the log on it");
+    }
+    if metadata.file_type().is_fifo() {
+        // The mount process would wait in its open for a reader forever.
+        let reader = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path);
+        if reader.is_err_and(|error| error.raw_os_error() == Some(libc::ENXIO)) {
+            return refuse("a FIFO nobody reads; start its reader first");
+        }
     }
     let same = crate::mountinfo::file_identity(path)
         .ok()

@@ -1688,8 +1688,9 @@ fn a_signal_unmounts_every_mount_point_of_the_filesystem() {
 
 /// A log or pid file the mount would damage is refused before anything is
 /// mounted: the image itself as the log (the log went after its end), the
-/// pid file of a running process (another mount's, whose unmount then
-/// removed this one's), a log file without --daemon (ignored before).
+/// pid file of another running mount (whose unmount then removed this
+/// one's), a FIFO (the mount process waited for ever), a log file without
+/// --daemon (ignored before). A stale pid file is taken.
 #[test]
 fn a_log_or_pid_file_the_mount_would_damage_is_refused() {
     if fuse_missing("a_log_or_pid_file_the_mount_would_damage_is_refused") {
@@ -1712,23 +1713,50 @@ fn a_log_or_pid_file_the_mount_would_damage_is_refused() {
     assert!(message.contains("is the image being mounted"), "{message}");
     assert_eq!(fs::metadata(&scratch.image).unwrap().len(), length);
 
-    let taken = scratch.directory.path().join("taken.pid");
-    fs::write(&taken, format!("{}\n", std::process::id())).unwrap();
-    let live = vigilfs(&[
-        "mount",
-        scratch.img(),
-        scratch.mnt(),
-        "--daemon",
-        "--pid-file",
-        taken.to_str().unwrap(),
-    ]);
+    // Another mount's pid file, its process running.
+    let other = Scratch::new();
+    let other_pid = other.mount(&["--size", "64M"]);
+    let taken = other.pid_file.to_str().unwrap();
+    let mount_with = |extra: &[&str]| {
+        let mut arguments = vec!["mount", scratch.img(), scratch.mnt(), "--daemon"];
+        arguments.extend_from_slice(extra);
+        vigilfs(&arguments)
+    };
+    let live = mount_with(&["--pid-file", taken]);
     let message = text(&live.stderr);
     assert_ne!(live.status.code(), Some(0), "{message}");
-    assert!(message.contains("which is running"), "{message}");
+    assert!(message.contains("a vigilfs that is running"), "{message}");
     assert_eq!(
-        fs::read_to_string(&taken).unwrap(),
-        format!("{}\n", std::process::id())
+        fs::read_to_string(&other.pid_file).unwrap().trim(),
+        other_pid.to_string()
     );
+    other.umount(other_pid);
+    // A FIFO as pid file, or as a log file nobody reads: refused, where
+    // the mount process waited for ever.
+    let fifo = scratch.directory.path().join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).output().unwrap();
+    assert!(made.status.success());
+    for option in ["--pid-file", "--log-file"] {
+        let refused = mount_with(&[option, fifo.to_str().unwrap()]);
+        let message = text(&refused.stderr);
+        assert_ne!(refused.status.code(), Some(0), "{option}: {message}");
+        assert!(!is_mounted(&scratch.mountpoint), "{option}");
+    }
+    // A stale pid file whose number another program has since: no mount's.
+    let stale = scratch.directory.path().join("stale.pid");
+    fs::write(&stale, format!("{}\n", std::process::id())).unwrap();
+    let accepted = mount_with(&["--pid-file", stale.to_str().unwrap()]);
+    assert_eq!(
+        accepted.status.code(),
+        Some(0),
+        "{}",
+        text(&accepted.stderr)
+    );
+    let pid: u32 = fs::read_to_string(&stale).unwrap().trim().parse().unwrap();
+    umount_retrying_busy(&scratch.mountpoint);
+    wait_until("the mount process exits", Duration::from_secs(30), || {
+        process_gone(pid)
+    });
 
     let foreground = vigilfs(&["mount", scratch.img(), scratch.mnt(), "--log-file", "x.log"]);
     assert_eq!(
