@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use vigilfs::device::{FileDevice, FileDeviceOptions};
-use vigilfs::format::{read_superblock, FsState};
+use vigilfs::format::{read_superblock, FsState, Superblock};
 
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_vigilfs")
@@ -135,7 +135,8 @@ pub fn lazy_unmount(mountpoint: &Path) {
     );
 }
 
-pub fn superblock_state(image: &Path) -> FsState {
+/// The superblock of `image`, read without changing it.
+fn superblock_of(image: &Path) -> Superblock {
     let device = FileDevice::open(
         image,
         FileDeviceOptions {
@@ -144,22 +145,18 @@ pub fn superblock_state(image: &Path) -> FsState {
         },
     )
     .unwrap();
-    read_superblock(&device).unwrap().superblock.state
+    read_superblock(&device).unwrap().superblock
+}
+
+pub fn superblock_state(image: &Path) -> FsState {
+    superblock_of(image).state
 }
 
 /// The image's bytes with its event log region zeroed: what "the image
 /// does not change" means, as the event log is still written (by its own
 /// thread, moments after each event).
 pub fn image_without_event_log(image: &Path) -> Vec<u8> {
-    let device = FileDevice::open(
-        image,
-        FileDeviceOptions {
-            read_only: true,
-            ..FileDeviceOptions::default()
-        },
-    )
-    .unwrap();
-    let superblock = read_superblock(&device).unwrap().superblock;
+    let superblock = superblock_of(image);
     let mut bytes = fs::read(image).unwrap();
     if let Some(region) = superblock.event_log {
         let block = u64::from(superblock.layout.block_size);
