@@ -249,7 +249,6 @@ struct State {
     failed: Option<String>,
     nodes_written: u64,
     nodes_read: u64,
-    writeback_failures: u64,
     last_writeback_failure: Option<String>,
     last_failed_node: Option<(TreeId, u8, u64, i32)>,
 }
@@ -268,7 +267,7 @@ struct Shared {
     geometry: Geometry,
     state: Mutex<State>,
     roots: Mutex<RootsState>,
-    /// [`State::writeback_failures`], readable without the state lock, so
+    /// Background node writes that failed, kept outside the state lock so
     /// the layer above can look after every operation.
     writeback_failures: AtomicU64,
     this: Weak<Shared>,
@@ -414,7 +413,6 @@ impl Btrees {
                 failed: None,
                 nodes_written: 0,
                 nodes_read: 0,
-                writeback_failures: 0,
                 last_writeback_failure: None,
                 last_failed_node: None,
             }),
@@ -529,7 +527,7 @@ impl Btrees {
             cache_budget: state.cache.budget(),
             nodes_written: state.nodes_written,
             nodes_read: state.nodes_read,
-            writeback_failures: state.writeback_failures,
+            writeback_failures: self.writeback_failures(),
             last_writeback_failure: state.last_writeback_failure.clone(),
             last_failed_node: state.last_failed_node,
             root_levels: state

@@ -739,11 +739,8 @@ impl Shared {
 
     /// Records a failed background write (the node stays dirty and is retried).
     pub(super) fn note_writeback_failure(&self, state: &mut State, error: &BtreeError) {
-        state.writeback_failures += 1;
-        self.writeback_failures.store(
-            state.writeback_failures,
-            std::sync::atomic::Ordering::Release,
-        );
+        self.writeback_failures
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         state.last_writeback_failure = Some(error.to_string());
         if let BtreeError::NodeWrite {
             tree,

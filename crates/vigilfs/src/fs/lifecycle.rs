@@ -958,12 +958,14 @@ impl Filesystem {
     /// `errors=` policy acts at once on a journal that has already failed.
     pub fn reconfigure(&self, change: &SettingsChange) -> FsResult<()> {
         let shared = &self.shared;
-        // The transport's flag, told again (the mount process follows the
-        // mount table, and a helper's remount tells it too): no change and
-        // no event, but a read-only remount's promise still stands.
-        // Taken at once (a swap), so of two callers at the same time one
-        // makes the change and the other is told again.
         change.validate()?;
+        // A read-only remount writes everything back and makes it durable
+        // before it returns, even told again (the mount process follows
+        // the mount table, and a helper's remount tells it too). Told
+        // again, the flag is no change and makes no event. Taken at once
+        // (a swap), so of two callers at the same time one makes the
+        // change and the other is told again.
+        let read_only_asked = change.read_only == Some(true);
         let told_again = change.read_only.filter(|&read_only| {
             shared.transport_read_only.swap(read_only, Ordering::AcqRel) == read_only
         });
@@ -971,16 +973,7 @@ impl Filesystem {
             read_only: change.read_only.filter(|_| told_again.is_none()),
             ..change.clone()
         };
-        if told_again == Some(true)
-            && matches!(shared.gate.state(), LifeState::Running | LifeState::Frozen)
-        {
-            let made_durable = shared.make_durable();
-            shared.observe("remount read-only", made_durable)?;
-        }
         let changing = shared.settings.change(change)?;
-        if change.is_empty() {
-            return Ok(());
-        }
         if let Some(bytes) = change.cache_bytes {
             shared.files.set_cache_budget(bytes);
         }
@@ -992,19 +985,16 @@ impl Filesystem {
                 background.kick();
             }
         }
-        shared.health.notice(&Notice::Settings {
-            change: &change.summary(TEXT_CAPACITY),
-        });
-        let may_write = matches!(shared.gate.state(), LifeState::Running | LifeState::Frozen);
-        if let Some(read_only) = change.read_only {
-            shared
-                .transport_read_only
-                .store(read_only, Ordering::Release);
-            if !read_only {
-                shared.purge_deferred_orphans();
-            }
+        if !change.is_empty() {
+            shared.health.notice(&Notice::Settings {
+                change: &change.summary(TEXT_CAPACITY),
+            });
         }
-        if change.read_only == Some(true) && may_write {
+        if change.read_only == Some(false) {
+            shared.purge_deferred_orphans();
+        }
+        let may_write = matches!(shared.gate.state(), LifeState::Running | LifeState::Frozen);
+        if read_only_asked && may_write {
             // (A daemon that may not write has nothing more to make
             // durable; what it could not write was reported then.)
             let made_durable = shared.make_durable();
