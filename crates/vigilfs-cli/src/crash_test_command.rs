@@ -41,8 +41,9 @@ use vigilfs::device::{PowerLoss, SeededRandom};
 use vigilfs::fs::faults::{CutPoint, Operation};
 
 use crate::control::power::cut_report_json;
-use crate::crash_test_janitor::{self, kill_group, kill_users_of, Janitor};
+use crate::crash_test_janitor::{self, kill_group, Janitor};
 use crate::crash_test_lab::{describe_status, humantime, LabMount, Program};
+use crate::crash_test_reaper::{self, kill_users_of};
 use crate::failure::Failure;
 use crate::inject_rules::duration_with_unit;
 use crate::mount_options::{self as options, MountSettings};
@@ -692,6 +693,9 @@ pub fn run(args: &CrashTestArgs) -> Result<u8, Failure> {
     }
     settings.crashable = true;
     let work = work_directory(args.work_dir.as_deref())?;
+    // The workload's orphans become this process's children, so a cut can
+    // reap what it killed before the check runs.
+    crash_test_reaper::become_subreaper();
     let (directory, created) = (work.path.clone(), work.created);
     watch_for_interrupts();
     let run = Run {

@@ -173,21 +173,29 @@ fn detach_mounts_under(directory: &Path) {
 /// Kills every process whose working directory or an open file is under
 /// `mountpoint` (canonical; this process excepted), as `fuser -km` would.
 pub fn kill_users_of(mountpoint: &Path) {
+    for pid in users_of(mountpoint) {
+        // SAFETY: kill(2) on a pid; no memory is involved.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+    }
+}
+
+/// The processes (this one excepted) whose working directory or an open
+/// file is under `mountpoint`.
+pub fn users_of(mountpoint: &Path) -> Vec<u32> {
     let inside = |link: PathBuf| -> bool {
         fs::read_link(link).is_ok_and(|target| target.starts_with(mountpoint))
     };
-    for (pid, process) in crate::processes::others() {
-        let uses = inside(process.join("cwd"))
-            || fs::read_dir(process.join("fd"))
-                .map(|fds| fds.flatten().any(|fd| inside(fd.path())))
-                .unwrap_or(false);
-        if uses {
-            // SAFETY: kill(2) on a pid; no memory is involved.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGKILL);
-            }
-        }
-    }
+    crate::processes::others()
+        .filter(|(_, process)| {
+            inside(process.join("cwd"))
+                || fs::read_dir(process.join("fd"))
+                    .map(|fds| fds.flatten().any(|fd| inside(fd.path())))
+                    .unwrap_or(false)
+        })
+        .map(|(pid, _)| pid)
+        .collect()
 }
 
 /// Kills process group `group` (a positive id).

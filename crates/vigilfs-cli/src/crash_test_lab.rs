@@ -20,7 +20,8 @@ use vigilfs::fs::faults::Operation;
 use vigilfs::fsck::{fsck_with, FsckOptions};
 
 use crate::control::server::{self, ControlServer, Served};
-use crate::crash_test_janitor::{kill_group, kill_users_of};
+use crate::crash_test_janitor::kill_group;
+use crate::crash_test_reaper::{end_and_reap, warn_of_survivors};
 use crate::engine_slot::EngineSlot;
 use crate::failure::Failure;
 use crate::mount_command::{fuse_config, mount_options};
@@ -143,7 +144,7 @@ impl LabMount {
         // A process the workload started in a session of its own escapes
         // its group; if it still uses the lab's mount, the unmount would
         // wait for it for good.
-        kill_users_of(&self.mountpoint);
+        warn_of_survivors(end_and_reap(None, &self.mountpoint));
         let unmounted = session.unmount();
         self.switch.close();
         let engine = self.slot.take();
@@ -228,6 +229,17 @@ impl Program {
     pub(crate) fn kill(&mut self) {
         kill_group(self.child.id() as i32);
         let _ = self.child.wait();
+        self.end_what_it_left();
+    }
+
+    /// Ends what the program left running, in its group (a `cmd &` it
+    /// never waited for) or escaped from it (`setsid`, a daemon) and still
+    /// in the lab's mount, and waits until it is gone: it would keep files
+    /// open, so the lab could not unmount, or write into the mount while
+    /// the check reads it, or hold a pid its lock file names. The program
+    /// itself has been waited for.
+    fn end_what_it_left(&self) {
+        warn_of_survivors(end_and_reap(Some(self.child.id() as i32), &self.mountpoint));
     }
 
     /// Waits for the program to end, up to `timeout`; `None` if it did not
@@ -236,13 +248,7 @@ impl Program {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.try_wait()? {
-                // What it left running ends with it: in its group (a `cmd &`
-                // it never waited for), or escaped from it (`setsid`, a
-                // daemon) and still in the lab's mount. It would keep files
-                // open, so the lab could not unmount, or write into the
-                // mount while the check reads it.
-                kill_group(self.child.id() as i32);
-                kill_users_of(&self.mountpoint);
+                self.end_what_it_left();
                 return Ok(Some(status));
             }
             if Instant::now() >= deadline {

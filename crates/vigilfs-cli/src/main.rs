@@ -9,6 +9,7 @@ mod control;
 mod crash_test_command;
 mod crash_test_janitor;
 mod crash_test_lab;
+mod crash_test_reaper;
 mod daemon_events;
 mod demo_command;
 mod engine_slot;

@@ -1085,6 +1085,37 @@ echo 1 >> "$1"
 }
 
 #[test]
+fn the_processes_a_cut_killed_are_gone_before_the_check_runs() {
+    if fuse_missing("the_processes_a_cut_killed_are_gone_before_the_check_runs") {
+        return;
+    }
+    let scripts = tempfile::tempdir().unwrap();
+    // A server the workload started, in a session of its own, records its
+    // pid in the mount, as PostgreSQL's postmaster.pid does. After a power
+    // cut no process is left; a check that finds the recorded pid still
+    // taken (a killed process not yet reaped is a zombie, and kill(pid, 0)
+    // succeeds on it) would refuse to start the server, as PostgreSQL does.
+    let workload = r#"
+setsid sh -c 'echo $$ > server.pid; sync server.pid; sync .; exec sleep 100' </dev/null >/dev/null 2>&1 &
+sh -c 'exec sleep 100' &
+while ! test -s server.pid; do sleep 0.01; done
+echo a > a
+sync a
+echo 1 >> "$1"
+"#;
+    let check = r#"
+test -s server.pid || exit 0
+pid=$(cat server.pid)
+if kill -0 "$pid" 2>/dev/null; then
+    echo "the server the cut killed is still there: $(cat /proc/$pid/stat)"
+    exit 1
+fi
+"#;
+    let output = crash_test(scripts.path(), workload, check, &["--cuts", "4"]);
+    passed(&output);
+}
+
+#[test]
 fn an_interrupted_crash_test_leaves_nothing_of_the_trial_it_cut_short() {
     if fuse_missing("an_interrupted_crash_test_leaves_nothing_of_the_trial_it_cut_short") {
         return;

@@ -1,0 +1,150 @@
+//! A power cut leaves no process behind, and neither may a crash test's
+//! cut: before the check runs, every process the cut killed must be gone
+//! from the process table, not only dead. A killed process stays a zombie
+//! until its parent reaps it, and a zombie's pid still answers
+//! `kill(pid, 0)`: a check that starts PostgreSQL on the recovered data
+//! finds the lock file naming the killed postmaster, takes it for a live
+//! server and refuses to start, and the user blames the database.
+//!
+//! So the runner makes itself the subreaper of everything it starts
+//! ([`become_subreaper`]): the orphans of a workload (a daemon that forked
+//! twice, the children of a killed shell) become its children rather than
+//! init's, and [`end_and_reap`] kills them and reaps them itself instead of
+//! waiting for an init that may take a second, or never come.
+//!
+//! It reaps only processes it killed, by pid: the runner's other children
+//! (the janitor, a program it still waits for) keep their exit statuses for
+//! their owners.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::crash_test_janitor::{kill_group, users_of};
+
+/// How long killed processes may take to be gone before the run goes on
+/// without them (and says so).
+const GONE_WITHIN: Duration = Duration::from_secs(10);
+
+/// Processes killed by pid (at a power cut, from another thread) and not
+/// yet reaped: once dead they can no longer be found by their mount (a
+/// zombie has no working directory and no files), but must still be
+/// reaped.
+static KILLED: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+
+/// Makes this process the reaper of its descendants' orphans.
+pub fn become_subreaper() {
+    // SAFETY: prctl(2) with integer arguments only.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+}
+
+/// Kills process group `group` (if any) and every process using
+/// `mountpoint`, and waits until each is gone, reaping those that are this
+/// process's children. Returns the pids still there after
+/// [`GONE_WITHIN`] (none, unless a process is stuck in the kernel or its
+/// zombie belongs to a parent that does not reap).
+pub fn end_and_reap(group: Option<i32>, mountpoint: &Path) -> Vec<u32> {
+    let deadline = Instant::now() + GONE_WITHIN;
+    let mut killed = BTreeSet::new();
+    loop {
+        // A member may fork while its group is being killed: look again
+        // until a round finds no one new.
+        let members = group.map(members_of_group).unwrap_or_default();
+        if let Some(group) = group {
+            kill_group(group);
+        }
+        let users = kill_users_of(mountpoint);
+        let found_some = !members.is_empty() || users > 0;
+        killed.extend(members);
+        killed.append(&mut remembered());
+        killed.retain(|&pid| !reaped_or_gone(pid));
+        if killed.is_empty() && !found_some {
+            return Vec::new();
+        }
+        if Instant::now() >= deadline {
+            return killed.into_iter().collect();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Kills every process using `mountpoint` (as the janitor's
+/// `kill_users_of`) and remembers them for the next [`end_and_reap`], which
+/// could not find them by their mount once they are dead. Returns how
+/// many it found.
+pub fn kill_users_of(mountpoint: &Path) -> usize {
+    let pids = users_of(mountpoint);
+    for &pid in &pids {
+        // SAFETY: kill(2) on a pid; no memory is involved.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+    }
+    let found = pids.len();
+    remembered().extend(pids);
+    found
+}
+
+fn remembered() -> std::sync::MutexGuard<'static, BTreeSet<u32>> {
+    KILLED.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Says which killed processes were still there when the run went on.
+pub fn warn_of_survivors(pids: Vec<u32>) {
+    if !pids.is_empty() {
+        eprintln!(
+            "vigilfs crash-test: killed processes still there after {} s (stuck in the \
+             kernel?), the run goes on without them: {pids:?}",
+            GONE_WITHIN.as_secs()
+        );
+    }
+}
+
+/// Whether `pid` is gone, after reaping it if it is a zombie child of this
+/// process.
+fn reaped_or_gone(pid: u32) -> bool {
+    let mut status = 0;
+    // SAFETY: waitpid(2) on one pid with a valid status pointer; WNOHANG,
+    // so it never blocks. A pid that is not our child gets ECHILD.
+    unsafe {
+        libc::waitpid(pid as i32, &mut status, libc::WNOHANG);
+    }
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The processes in process group `group` (zombies included: a killed
+/// member stays in its group until reaped).
+fn members_of_group(group: i32) -> Vec<u32> {
+    crate::processes::others()
+        .filter(|(_, process)| {
+            std::fs::read_to_string(process.join("stat"))
+                .ok()
+                .and_then(|stat| process_group_in_stat(&stat))
+                == Some(group)
+        })
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// The process group field of a `/proc/PID/stat` line: the third field
+/// after the command name, which is in parentheses and may itself hold
+/// spaces and parentheses.
+fn process_group_in_stat(stat: &str) -> Option<i32> {
+    let (_, after_name) = stat.rsplit_once(')')?;
+    after_name.split_whitespace().nth(2)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_process_group_is_read_past_a_command_name_with_spaces_and_parentheses() {
+        let stat = "4242 (a) b (c)) S 1 4240 4240 0 -1 4194560 99 0 0 0";
+        assert_eq!(process_group_in_stat(stat), Some(4240));
+        assert_eq!(process_group_in_stat("garbage"), None);
+    }
+}
