@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use vigilfs::btree::{
     BtreeError, Btrees, BtreesOptions, NodeAllocator, NodeDefect, SimpleAllocator, TreeId,
+    NODE_STRUCTURE,
 };
 use vigilfs::device::{BlockDevice, MemoryDevice, SectorSize};
+use vigilfs::format::header::seal;
 use vigilfs::format::{FormatError, FsUuid, Superblock};
 use vigilfs::journal::{Journal, JournalOptions};
 use vigilfs::mkfs::{mkfs, MkfsOptions};
@@ -208,5 +210,54 @@ fn a_node_written_to_the_wrong_block_is_refused_as_misdirected() {
             ),
             "{error}"
         );
+    }
+}
+
+/// Points child `index` of the interior node at `block` to `target`, and
+/// seals the node again: damage its checksum cannot see (a bug, or a
+/// hostile image).
+fn point_child(image: &mut [u8], block: u64, index: usize, target: u64) {
+    let node = &mut image[block as usize * BLOCK..(block as usize + 1) * BLOCK];
+    let bound = |at: usize| usize::from(u16::from_le_bytes([node[at], node[at + 1]]));
+    let (lower, upper) = (bound(60), bound(62));
+    let mut at = 64 + lower + if upper == 0xFFFF { 0 } else { upper };
+    for _ in 0..index {
+        at += 2 + bound(at) + 8;
+    }
+    at += 2 + bound(at);
+    node[at..at + 8].copy_from_slice(&target.to_le_bytes());
+    seal(&NODE_STRUCTURE, node).unwrap();
+}
+
+#[test]
+fn an_interior_node_naming_itself_or_a_sibling_as_its_child_is_refused_instead_of_looping() {
+    let (image, superblock, nodes) = populated();
+    let root = nodes.iter().find(|(level, _)| *level == 1).unwrap().1;
+    let leaf = nodes.iter().find(|(level, _)| *level == 0).unwrap().1;
+    // Itself: a walk that trusted the cached node would go round for ever,
+    // its path growing until memory ran out. Another tree's node: as wrong.
+    for target in [root, leaf] {
+        let device = damaged(&image, |image| point_child(image, root, 2, target));
+        let btrees = open(device, &superblock, false).unwrap();
+        // The leaf is read (and cached) first through its rightful parent.
+        btrees.get(TreeId::Extents, &key(0)).unwrap();
+        let (errors, readable) = read_all(&btrees);
+        assert!(
+            !errors.is_empty(),
+            "child pointer to {target} went unnoticed"
+        );
+        assert!(readable > 2000, "only {readable} keys readable");
+        for error in errors {
+            assert!(
+                matches!(
+                    error,
+                    BtreeError::CorruptNode {
+                        defect: NodeDefect::WrongLevel { .. } | NodeDefect::WrongBounds,
+                        ..
+                    }
+                ),
+                "{error}"
+            );
+        }
     }
 }

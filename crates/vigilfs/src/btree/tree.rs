@@ -83,12 +83,43 @@ impl Shared {
         let node = state.cache.node(parent);
         let children = node.children();
         let block = children[index].1;
+        let tree = node.image.tree;
+        let level = node.image.level - 1;
         if let Some(slot) = state.cache.slot_of_block(block) {
+            // A node read through another pointer was checked against that
+            // one, not this: a damaged parent naming itself would make a
+            // walk loop for ever, and one naming a sibling would answer
+            // lookups from (and insert into) the wrong node.
+            let cached = &state.cache.node(slot).image;
+            let upper = match children.get(index + 1) {
+                Some((next, _)) => Some(&**next),
+                None => node.image.upper.as_deref(),
+            };
+            let defect = if cached.tree != tree {
+                Some(node::NodeDefect::WrongTree {
+                    found: cached.tree.code(),
+                    expected: tree,
+                })
+            } else if cached.level != level {
+                Some(node::NodeDefect::WrongLevel {
+                    found: cached.level,
+                    expected: level,
+                })
+            } else if cached.lower != children[index].0 || cached.upper.as_deref() != upper {
+                Some(node::NodeDefect::WrongBounds)
+            } else {
+                None
+            };
+            if let Some(defect) = defect {
+                return Err(BtreeError::CorruptNode {
+                    tree,
+                    block,
+                    defect,
+                });
+            }
             state.cache.touch(slot);
             return Ok(slot);
         }
-        let tree = node.image.tree;
-        let level = node.image.level - 1;
         let lower = children[index].0.clone();
         let upper: Option<Box<[u8]>> = match children.get(index + 1) {
             Some((next, _)) => Some(next.clone()),
