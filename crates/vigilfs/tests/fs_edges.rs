@@ -1092,3 +1092,55 @@ fn a_freeze_in_progress_when_freezes_end_ends_thawed() {
     Arc::try_unwrap(fs).ok().unwrap().unmount().unwrap();
     fixture.assert_fsck_clean();
 }
+
+/// A damaged record met by a read of attributes is damage like any other:
+/// counted, announced and acted on by `errors=`, not only an EIO to the
+/// reader (getxattr and listxattr did not pass their errors on).
+#[test]
+fn a_damaged_attribute_record_met_by_getxattr_is_a_metadata_error() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let (file, handle) = fs
+        .create(ROOT_INO, b"f", 0o644, read_write(), &root())
+        .unwrap();
+    fs.release(handle).unwrap();
+    fs.setxattr(
+        file.ino,
+        b"user.big",
+        &[7; 2000],
+        vigilfs::inode::XattrFlags::default(),
+        &root(),
+    )
+    .unwrap();
+    fs.unmount().unwrap();
+    // Forge the attribute's record (a valid node around it): a value in
+    // pieces claiming 4 GiB, which no write makes.
+    let superblock = vigilfs::format::read_superblock(fixture.device.as_ref())
+        .unwrap()
+        .superblock;
+    let metadata =
+        vigilfs::metadata::Metadata::open_default(fixture.device.clone(), &superblock).unwrap();
+    let mut key = file.ino.to_be_bytes().to_vec();
+    key.extend_from_slice(b"user.big");
+    let mut transaction = metadata.trees.transaction();
+    transaction
+        .put(
+            vigilfs::btree::TreeId::Xattrs,
+            &key,
+            &[2, 0xff, 0xff, 0xff, 0xff],
+        )
+        .unwrap();
+    transaction.commit().unwrap();
+    metadata.trees.sync().unwrap();
+    metadata.journal.flush().unwrap();
+    drop(metadata);
+
+    let fs = fixture.mount();
+    assert_eq!(
+        errno(fs.getxattr(file.ino, b"user.big", &root())),
+        libc::EIO
+    );
+    let record = fs.status().error_record;
+    assert_eq!(record.counter(ErrorKind::Metadata).count, 1, "{record:?}");
+    assert!(matches!(fs.status().state, LifeState::ReadOnly(_)));
+}

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use proptest::prelude::*;
+use vigilfs::btree::TreeId;
 use vigilfs::device::{BlockDevice, MemoryDevice, SectorSize};
 use vigilfs::format::Superblock;
 use vigilfs::fsck::fsck;
-use vigilfs::inode::{FileType, Namespace, NamespaceError, RenameFlags, ROOT_INO};
+use vigilfs::inode::{inode_key, FileType, Namespace, NamespaceError, RenameFlags, ROOT_INO};
 use vigilfs::metadata::Metadata;
 use vigilfs::mkfs::{make_filesystem, MkfsOptions};
 
@@ -822,4 +823,26 @@ proptest! {
     fn random_operations_agree_with_a_model_and_fsck(ops in prop::collection::vec(op(), 1..80)) {
         run(ops)?;
     }
+}
+
+#[test]
+fn unlinking_a_file_whose_record_counts_no_links_is_refused_as_damage() {
+    let (_, _, metadata) = fresh();
+    let namespace = Namespace::new(metadata.clone());
+    let (ino, mut record) = namespace.create(ROOT, b"file", 0o640, 0, 0).unwrap();
+    // Damage no checksum sees (a bug, or a forged image): an entry names
+    // the inode, its record says nothing does.
+    record.nlink = 0;
+    let mut transaction = metadata.trees.transaction();
+    transaction
+        .put(TreeId::Inodes, &inode_key(ino), &record.encode())
+        .unwrap();
+    transaction.commit().unwrap();
+    // Held, as the kernel holds an inode it looked up: the unlink would
+    // leave it an orphan, counting its links down from 0.
+    namespace.opened(ino);
+    let error = namespace.unlink(ROOT, b"file").unwrap_err();
+    assert!(matches!(error, NamespaceError::Corrupt(_)), "{error}");
+    assert_eq!(error.errno(), libc::EIO);
+    assert_eq!(namespace.getattr(ino).unwrap().nlink, 0);
 }

@@ -127,7 +127,7 @@ use super::extents::{
     covering, holes_between, punch, unwritten_extents, ExtentMap, Space, PAGES_PER_TRANSACTION,
 };
 use super::file_error::{FileError, FileResult};
-use super::record::{Extent, FileType, Timestamp};
+use super::record::{Extent, FileType, Timestamp, MAX_FILE_BYTES};
 use crate::alloc::{AllocError, Extent as BlockRun, REWRITE_NODE_BLOCKS};
 use crate::device::BlockDevice;
 use crate::format::Superblock;
@@ -782,7 +782,6 @@ fn pieces(offset: u64, end: u64) -> impl Iterator<Item = (u64, u64)> {
 /// `offset + length`, refused past the largest file offset (the last page
 /// index must fit the file-block arithmetic).
 fn checked_end(offset: u64, length: u64) -> FileResult<u64> {
-    const MAX_FILE_BYTES: u64 = 1 << 60;
     offset
         .checked_add(length)
         .filter(|&end| end <= MAX_FILE_BYTES)

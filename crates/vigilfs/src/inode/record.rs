@@ -194,6 +194,10 @@ pub struct InodeRecord {
 
 const INODE_VALUE_BYTES: usize = 1 + 5 * 4 + 3 * 8 + 4 * 12;
 
+/// The largest file size (and file offset): the last page index must fit
+/// the file-block arithmetic. A record claiming more is damaged.
+pub const MAX_FILE_BYTES: u64 = 1 << 60;
+
 impl InodeRecord {
     /// The file type its mode says (validated at decode).
     pub fn file_type(&self) -> FileType {
@@ -235,6 +239,22 @@ impl InodeRecord {
             return Err(RecordError::Invalid {
                 record: RECORD,
                 field: "file type bits of mode",
+            });
+        }
+        if size > MAX_FILE_BYTES {
+            return Err(RecordError::Invalid {
+                record: RECORD,
+                field: "size (past the largest file)",
+            });
+        }
+        // A symbolic link's size is its target's length, kept as one b-tree
+        // value.
+        if FileType::from_mode(mode) == Some(FileType::Symlink)
+            && size > crate::btree::MAX_VALUE_BYTES as u64
+        {
+            return Err(RecordError::Invalid {
+                record: RECORD,
+                field: "size (longer than a symbolic link's target can be)",
             });
         }
         if [atime, mtime, ctime, btime]
@@ -588,6 +608,27 @@ mod tests {
             },
             btime: Timestamp::default(),
         }
+    }
+
+    #[test]
+    fn sizes_no_file_or_symbolic_link_can_have_are_refused() {
+        let decoded = |mode: u32, size: u64| {
+            InodeRecord::decode(
+                &InodeRecord {
+                    mode,
+                    size,
+                    ..sample_inode()
+                }
+                .encode(),
+            )
+        };
+        let regular = FileType::Regular.mode_bits() | 0o644;
+        let symlink = FileType::Symlink.mode_bits() | 0o777;
+        assert!(decoded(regular, MAX_FILE_BYTES).is_ok());
+        assert!(decoded(regular, MAX_FILE_BYTES + 1).is_err());
+        assert!(decoded(regular, u64::MAX).is_err());
+        assert!(decoded(symlink, crate::btree::MAX_VALUE_BYTES as u64).is_ok());
+        assert!(decoded(symlink, 1 << 40).is_err());
     }
 
     #[test]

@@ -257,7 +257,15 @@ fn decode_stored(ino: u64, bytes: &[u8]) -> XattrResult<Stored> {
                     length.len()
                 ))
             })?;
-            Ok(Stored::InPieces(u32::from_le_bytes(length) as usize))
+            let length = u32::from_le_bytes(length) as usize;
+            if length > LINUX_SIZE_MAX {
+                // Never written: a value is at most 64 KiB. Trusting it
+                // would reserve the claimed bytes before reading a piece.
+                return Err(XattrError::Corrupt(format!(
+                    "an attribute of inode {ino}: a value of {length} bytes in pieces"
+                )));
+            }
+            Ok(Stored::InPieces(length))
         }
         _ => decode_value(ino, bytes).map(Stored::Inline),
     }
@@ -852,6 +860,18 @@ mod tests {
             Err(XattrError::Corrupt(_))
         ));
         assert!(matches!(decode_value(1, &[]), Err(XattrError::Corrupt(_))));
+    }
+
+    #[test]
+    fn a_value_in_pieces_longer_than_any_written_is_corrupt() {
+        let stored = |length: u32| {
+            let mut bytes = vec![VERSION_IN_PIECES];
+            bytes.extend_from_slice(&length.to_le_bytes());
+            decode_stored(1, &bytes)
+        };
+        assert!(matches!(stored(65536), Ok(Stored::InPieces(65536))));
+        assert!(matches!(stored(65537), Err(XattrError::Corrupt(_))));
+        assert!(matches!(stored(u32::MAX), Err(XattrError::Corrupt(_))));
     }
 
     #[test]

@@ -457,7 +457,8 @@ impl Filesystem {
     pub fn getxattr(&self, ino: u64, name: &[u8], caller: &Caller) -> FsResult<Vec<u8>> {
         let record = self.record(ino)?;
         self.check_xattr(ino, &record, name, caller, false)?;
-        Ok(self.shared.xattrs.get(ino, name)?)
+        let result = self.shared.xattrs.get(ino, name).map_err(FsError::from);
+        self.shared.observe_at("getxattr", ino, result)
     }
 
     /// Sets extended attribute `name` of `ino`.
@@ -489,7 +490,8 @@ impl Filesystem {
     /// The names of `ino`'s extended attributes (those the caller may see).
     pub fn listxattr(&self, ino: u64, caller: &Caller) -> FsResult<Vec<Vec<u8>>> {
         self.record(ino)?;
-        let names = self.shared.xattrs.list(ino)?;
+        let result = self.shared.xattrs.list(ino).map_err(FsError::from);
+        let names = self.shared.observe_at("listxattr", ino, result)?;
         Ok(names
             .into_iter()
             .filter(|name| !self.shared.options.check_permissions || xattr_listable(caller, name))

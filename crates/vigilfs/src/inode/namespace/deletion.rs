@@ -155,6 +155,13 @@ pub(super) fn drop_link(
 ) -> NamespaceResult<Option<u64>> {
     let mut record = require_inode(transaction, ino)?;
     let kind = record.file_type();
+    if kind != FileType::Directory && record.nlink == 0 {
+        // An entry names it, so it has a link: its record is damaged, and
+        // counting down from 0 would wrap to 4 billion links and leak it.
+        return Err(NamespaceError::Corrupt(format!(
+            "inode {ino} has link count 0, but an entry names it"
+        )));
+    }
     let deletable = if kind == FileType::Directory {
         !open
     } else {
