@@ -391,7 +391,9 @@ enum Command {
     ///   vigilfs inject /mnt --list
     ///   vigilfs inject /mnt --remove 3
     ///   vigilfs inject /mnt --clear
-    #[command(verbatim_doc_comment)]
+    // A negative count or seed is refused by its parser, which says why,
+    // rather than taken for an unknown option.
+    #[command(verbatim_doc_comment, allow_negative_numbers = true)]
     Inject(Box<inject_command::InjectArgs>),
     /// Tell a mounted filesystem that a range of its device failed (a
     /// report from SMART, EDAC, ndctl or a storage array) and see what
@@ -564,7 +566,7 @@ enum Command {
     ///       --check 'sqlite3 t.db "pragma integrity_check" | grep -qx ok'
     ///   vigilfs crash-test --workload ~/bin/writer --check ~/bin/verify --cuts 50 --torn
     ///   vigilfs crash-test --workload ~/bin/writer --check ~/bin/verify --seed 9 --cut-index 17
-    #[command(verbatim_doc_comment)]
+    #[command(verbatim_doc_comment, allow_negative_numbers = true)]
     CrashTest(Box<crash_test_command::CrashTestArgs>),
     /// Cleans up after a crash-test killed with SIGKILL (started by
     /// crash-test itself).

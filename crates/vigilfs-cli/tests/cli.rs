@@ -559,3 +559,29 @@ fn a_reader_that_goes_away_ends_fsck_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_ne!(output.status.code(), Some(101), "{stderr}");
 }
+
+#[test]
+fn a_negative_count_or_seed_is_refused_as_a_bad_value_not_an_unknown_option() {
+    let directory = tempfile::tempdir().unwrap();
+    for arguments in [
+        &["inject", ".", "--fail-writes", "--seed", "-5"][..],
+        &["inject", ".", "--remove", "-1"],
+        &[
+            "crash-test",
+            "--workload",
+            "true",
+            "--check",
+            "true",
+            "--cuts",
+            "-1",
+        ],
+    ] {
+        let output = vigilfs(arguments, directory.path());
+        assert_eq!(output.status.code(), Some(2), "{arguments:?}");
+        let message = text(&output.stderr);
+        assert!(
+            message.contains("invalid value '-"),
+            "{arguments:?}: {message}"
+        );
+    }
+}
