@@ -450,6 +450,16 @@ impl Run<'_> {
         for option in &self.args.options {
             command.push_str(&format!(" -o {}", shell_quote(option)));
         }
+        if self.args.work_dir.is_some() {
+            // Where the user chose (the system's temporary directory may be
+            // too small), but not the same directory: the failed trial's
+            // image kept there would have the replay refused.
+            let replay = self.directory.join(format!("replay-{index}"));
+            command.push_str(&format!(
+                " --work-dir {}",
+                shell_quote(&replay.to_string_lossy())
+            ));
+        }
         command
     }
 

@@ -757,10 +757,15 @@ got=$(sed -n 's/^version //p' state)
     assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
     assert!(text(&refused.stderr).contains("from an earlier run"));
     assert!(Path::new(failure["image_kept"].as_str().unwrap()).exists());
-    fs::rename(scripts.path().join("work"), scripts.path().join("kept")).unwrap();
     // The replay line, pasted into a shell as printed, picks the same point
     // and fails the same way (it names this program by its path: `vigilfs`
-    // need not be on the PATH).
+    // need not be on the PATH), in a directory of its own inside the work
+    // directory the run was given.
+    let replay_directory = scripts.path().join("work").join(format!("replay-{index}"));
+    assert!(
+        replay.contains(&format!("--work-dir {}", replay_directory.display())),
+        "{replay}"
+    );
     assert!(
         replay.starts_with(&format!("{} crash-test ", binary())),
         "{replay}"
@@ -774,6 +779,7 @@ got=$(sed -n 's/^version //p' state)
     let trial = &again["trials"][0];
     assert_eq!(trial["point"], failure["point"]);
     assert_eq!(trial["passed"], false);
+    assert!(Path::new(trial["image_kept"].as_str().unwrap()).starts_with(&replay_directory));
 }
 
 #[test]
