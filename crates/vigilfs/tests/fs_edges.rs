@@ -1093,6 +1093,73 @@ fn a_freeze_in_progress_when_freezes_end_ends_thawed() {
     fixture.assert_fsck_clean();
 }
 
+/// Opens the metadata of the unmounted filesystem on `device`, lets
+/// `change` forge records in one transaction, and makes it durable: damage
+/// that no checksum sees (a bug, or a hostile image).
+fn forge(device: &Arc<dyn BlockDevice>, change: impl FnOnce(&mut vigilfs::btree::Transaction<'_>)) {
+    let superblock = vigilfs::format::read_superblock(device.as_ref())
+        .unwrap()
+        .superblock;
+    let metadata = vigilfs::metadata::Metadata::open_default(device.clone(), &superblock).unwrap();
+    let mut transaction = metadata.trees.transaction();
+    change(&mut transaction);
+    transaction.commit().unwrap();
+    metadata.trees.sync().unwrap();
+    metadata.journal.flush().unwrap();
+}
+
+/// An entry naming an inode that does not exist is left out of a
+/// listing with attributes (readdirplus), and reported as the damage it is,
+/// as a lookup of its name reports it: it was skipped as a file removed
+/// since the listing, and nobody heard.
+#[test]
+fn an_entry_naming_a_missing_inode_is_reported_by_the_listing_that_meets_it() {
+    use vigilfs::inode::{name_hash, Dirent, DirentKey, FileType};
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let (_, handle) = fs
+        .create(ROOT_INO, b"real", 0o644, read_write(), &root())
+        .unwrap();
+    fs.release(handle).unwrap();
+    fs.unmount().unwrap();
+    forge(&fixture.device, |transaction| {
+        let key = DirentKey {
+            parent: ROOT_INO,
+            hash: name_hash(b"ghost"),
+            collision: 0,
+        };
+        let entry = Dirent {
+            child: 999_999,
+            file_type: FileType::Regular,
+            name: b"ghost".to_vec(),
+        };
+        transaction
+            .put(
+                vigilfs::btree::TreeId::Dirents,
+                &key.encode(),
+                &entry.encode(),
+            )
+            .unwrap();
+    });
+
+    let fs = fixture.mount();
+    let directory = fs.opendir(ROOT_INO, &root()).unwrap();
+    let listed: Vec<Vec<u8>> = fs
+        .readdir_plus(directory, 0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|(item, _)| item.name)
+        .collect();
+    assert!(listed.contains(&b"real".to_vec()), "{listed:?}");
+    assert!(!listed.contains(&b"ghost".to_vec()), "{listed:?}");
+    let record = fs.status().error_record;
+    assert_eq!(record.counter(ErrorKind::Metadata).count, 1, "{record:?}");
+    let LifeState::ReadOnly(reason) = fs.status().state else {
+        panic!("errors=remount-ro did not act");
+    };
+    assert!(reason.contains("missing inode 999999"), "{reason}");
+}
+
 /// A damaged record met by a read of attributes is damage like any other:
 /// counted, announced and acted on by `errors=`, not only an EIO to the
 /// reader (getxattr and listxattr did not pass their errors on).
@@ -1113,27 +1180,18 @@ fn a_damaged_attribute_record_met_by_getxattr_is_a_metadata_error() {
     )
     .unwrap();
     fs.unmount().unwrap();
-    // Forge the attribute's record (a valid node around it): a value in
-    // pieces claiming 4 GiB, which no write makes.
-    let superblock = vigilfs::format::read_superblock(fixture.device.as_ref())
-        .unwrap()
-        .superblock;
-    let metadata =
-        vigilfs::metadata::Metadata::open_default(fixture.device.clone(), &superblock).unwrap();
+    // A value in pieces claiming 4 GiB, which no write makes.
     let mut key = file.ino.to_be_bytes().to_vec();
     key.extend_from_slice(b"user.big");
-    let mut transaction = metadata.trees.transaction();
-    transaction
-        .put(
-            vigilfs::btree::TreeId::Xattrs,
-            &key,
-            &[2, 0xff, 0xff, 0xff, 0xff],
-        )
-        .unwrap();
-    transaction.commit().unwrap();
-    metadata.trees.sync().unwrap();
-    metadata.journal.flush().unwrap();
-    drop(metadata);
+    forge(&fixture.device, |transaction| {
+        transaction
+            .put(
+                vigilfs::btree::TreeId::Xattrs,
+                &key,
+                &[2, 0xff, 0xff, 0xff, 0xff],
+            )
+            .unwrap();
+    });
 
     let fs = fixture.mount();
     assert_eq!(

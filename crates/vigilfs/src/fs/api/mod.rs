@@ -391,8 +391,17 @@ impl Filesystem {
         for item in items {
             let attr = match self.getattr(item.ino) {
                 Ok(attr) => attr,
-                // Removed since the listing: skip it.
-                Err(FsError::Namespace(crate::inode::NamespaceError::NotFound)) => continue,
+                // Removed since the listing, or an entry naming an inode
+                // that does not exist: damage, which asking the name again
+                // reports (counted, announced, acted on by errors=). Either
+                // way the rest of the listing goes on without it.
+                Err(FsError::Namespace(crate::inode::NamespaceError::NotFound)) => {
+                    let again = self.shared.namespace.lookup(directory, &item.name);
+                    let _ =
+                        self.shared
+                            .observe_at("readdir", directory, again.map_err(FsError::from));
+                    continue;
+                }
                 Err(error) => return Err(error),
             };
             if item.name != b"." && item.name != b".." {
