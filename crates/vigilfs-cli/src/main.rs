@@ -468,7 +468,10 @@ enum Command {
     /// Read and verify every block the filesystem uses.
     ///
     /// Superblock copies, the journal entries still needed, every b-tree
-    /// node and every data block against its checksum. On a mount point,
+    /// node and every data block against its checksum: each block as it
+    /// is stored, found through the reverse map. How the structures point
+    /// at one another (a node's children, where an extent lies, link
+    /// counts, names) is what `vigilfs fsck` checks. On a mount point,
     /// every failure found is handled as by notify-failure (data rescued
     /// or poisoned, blocks marked bad); reads and writes of the mount keep
     /// priority, --rate caps the scrub; Ctrl-C stops it and the next scrub
