@@ -137,6 +137,10 @@ pub(crate) fn check(
     // each directory holds.
     let mut names: HashMap<u64, u32> = HashMap::new();
     let mut subdirectories: HashMap<u64, u32> = HashMap::new();
+    // The names met in the current run of keys of one directory and one
+    // name hash (the keys sort by both, so a name twice in a directory is
+    // found within its run): a lookup finds only the first.
+    let mut hash_run: ((u64, u64), Vec<Vec<u8>>) = ((0, 0), Vec::new());
     for entry in trees.range(TreeId::Dirents, &[], None) {
         let (key, value) = entry?;
         counts.dirents += 1;
@@ -157,6 +161,21 @@ pub(crate) fn check(
                 "directory entries",
                 format!("{at}: key hash does not match the name"),
             ));
+        }
+        if hash_run.0 != (position.parent, position.hash) {
+            hash_run = ((position.parent, position.hash), Vec::new());
+        }
+        if hash_run.1.contains(&dirent.name) {
+            problems.push(problem(
+                "directory entries",
+                format!(
+                    "{at}: the name is there twice (the second naming inode {}); lookups find \
+                     only the first",
+                    dirent.child
+                ),
+            ));
+        } else {
+            hash_run.1.push(dirent.name.clone());
         }
         match inodes.get(&position.parent) {
             Some(parent) if parent.file_type() == FileType::Directory => {}
@@ -532,6 +551,34 @@ mod tests {
             problems
                 .iter()
                 .any(|p| p.message.contains("directory 2 is named by 2 entries")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_name_twice_in_one_directory_is_reported() {
+        let (trees, superblock) = open();
+        healthy(&trees, free_block(&superblock));
+        let mut transaction = trees.transaction();
+        let key = DirentKey {
+            parent: ROOT_INO,
+            hash: name_hash(b"a"),
+            collision: 1,
+        };
+        let dirent = Dirent {
+            child: 3,
+            file_type: FileType::Regular,
+            name: b"a".to_vec(),
+        };
+        transaction
+            .put(TreeId::Dirents, &key.encode(), &dirent.encode())
+            .unwrap();
+        transaction.commit().unwrap();
+        let (problems, _) = run(&trees, &superblock);
+        assert!(
+            problems.iter().any(|p| p
+                .message
+                .contains("entry \"a\" in directory 1: the name is there twice")),
             "{problems:?}"
         );
     }
