@@ -1202,3 +1202,43 @@ fn a_damaged_attribute_record_met_by_getxattr_is_a_metadata_error() {
     assert_eq!(record.counter(ErrorKind::Metadata).count, 1, "{record:?}");
     assert!(matches!(fs.status().state, LifeState::ReadOnly(_)));
 }
+
+/// A root directory whose record is gone or names another type refuses
+/// the mount, saying so: the mount served nothing (every request failed)
+/// and the command's message named a failed stat of the mount point.
+#[test]
+fn a_missing_or_wrong_root_directory_refuses_the_mount_naming_it() {
+    use vigilfs::inode::{inode_key, InodeRecord};
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let root_record = fs.getattr(ROOT_INO).unwrap().record;
+    fs.unmount().unwrap();
+    let file_mode = InodeRecord {
+        mode: libc::S_IFREG | 0o644,
+        ..root_record
+    };
+    for (damage, says) in [
+        (None, "the root directory (inode 1) is missing"),
+        (
+            Some(file_mode),
+            "the root directory (inode 1) is not a directory",
+        ),
+    ] {
+        forge(&fixture.device, |transaction| match damage {
+            None => transaction
+                .delete(vigilfs::btree::TreeId::Inodes, &inode_key(ROOT_INO))
+                .unwrap(),
+            Some(record) => transaction
+                .put(
+                    vigilfs::btree::TreeId::Inodes,
+                    &inode_key(ROOT_INO),
+                    &record.encode(),
+                )
+                .unwrap(),
+        });
+        let Err(error) = Filesystem::mount(fixture.device.clone(), MountOptions::default()) else {
+            panic!("the mount is refused");
+        };
+        assert!(error.to_string().starts_with(says), "{error}");
+    }
+}

@@ -35,7 +35,7 @@ use crate::format::{
     read_superblock, read_superblock_copy, torn_by_one_crash, write_superblocks, ErrorKind,
     ErrorRecord, ErrorsPolicy, Features, FormatError, FsState, SuperblockCopy,
 };
-use crate::inode::{FileError, Files, FsyncErrors, Namespace, Xattrs};
+use crate::inode::{FileError, FileType, Files, FsyncErrors, Namespace, Xattrs, ROOT_INO};
 use crate::journal::JournalStatus;
 use crate::metadata::Metadata;
 
@@ -186,6 +186,12 @@ pub enum MountError {
     /// A failure reported with the mount options names no device bytes.
     #[error("a failure reported at mount: {0}")]
     ReportedFailure(#[from] crate::failure::FailureError),
+    /// The root directory's record is missing, damaged or not a
+    /// directory: nothing could be reached through the mount.
+    #[error(
+        "the root directory (inode {ROOT_INO}) {0}: `vigilfs fsck` tells what else is damaged"
+    )]
+    RootDirectory(String),
 }
 
 /// A monitor's view of the filesystem; reading it consumes no error.
@@ -631,6 +637,19 @@ impl Filesystem {
         files.set_cache_budget(options.cache_bytes);
         files.set_fsync_errors(options.fsync_errors);
         let namespace = Namespace::new(Arc::clone(&metadata));
+        match namespace.getattr(ROOT_INO) {
+            Ok(root) if root.file_type() == FileType::Directory => {}
+            Ok(root) => {
+                return Err(MountError::RootDirectory(format!(
+                    "is not a directory (its record says {:?})",
+                    root.file_type()
+                )))
+            }
+            Err(crate::inode::NamespaceError::NotFound) => {
+                return Err(MountError::RootDirectory("is missing".into()))
+            }
+            Err(error) => return Err(MountError::RootDirectory(format!("is damaged: {error}"))),
+        }
         let xattrs = Xattrs::new(Arc::clone(&metadata));
         let (orphans_purged, orphans_left) = if options.read_only {
             (0, Vec::new())
