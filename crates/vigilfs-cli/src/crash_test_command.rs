@@ -4,16 +4,17 @@
 //! A run is a dry run and then one trial per cut. Every trial starts from a
 //! fresh image, so trials are independent and each can be replayed alone:
 //!
-//! 1. The dry run mounts a fresh image, runs the workload to its end
+//! 1. The dry run mounts a fresh image, runs `--setup` if given (its
+//!    result made durable: it is never cut), runs the workload to its end
 //!    without a cut, counts the fsyncs (of files and of directories) and
-//!    the writes it made, and runs the check on the result. A workload that
+//!    the writes the workload made, and runs the check on the result. A workload that
 //!    fails, or a check that fails, without any crash is a usage problem,
 //!    not a finding, and stops the run.
 //! 2. Trial `i` derives its own seed from the run's seed and `i`, and with
 //!    it picks a cut point: "just before the k-th fsync" (a boundary: all
 //!    that was synced before it must survive) or "just before the k-th
-//!    write" (between boundaries). It mounts a fresh image, arms the cut
-//!    and runs the workload. When the workload is about to make that
+//!    write" (between boundaries). It mounts a fresh image, runs the
+//!    setup as the dry run did, arms the cut and runs the workload. When the workload is about to make that
 //!    operation, the power goes, the workload's process group is killed
 //!    (the machine died with it), the image loses what was not flushed (or
 //!    keeps it torn, with `--torn`), and the mount comes back on the
@@ -69,6 +70,13 @@ pub struct CrashTestArgs {
     /// after the dry run); it exits non-zero when the invariant is violated.
     #[arg(long, value_name = "CMD", value_parser = shell_command)]
     pub check: String,
+    /// Run in the mount before the workload, on every trial's fresh image,
+    /// and never cut: what it leaves is made durable before the workload
+    /// starts (a database's initdb and schema, the files a test starts
+    /// from), so cuts fall only in the workload, where they tell
+    /// something. Its failure stops the run.
+    #[arg(long, value_name = "CMD", value_parser = shell_command)]
+    pub setup: Option<String>,
     /// How many cuts (trials) to make.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub cuts: u32,
@@ -115,6 +123,19 @@ pub(crate) struct Counts {
     pub(crate) fsyncs: u64,
     pub(crate) directory_fsyncs: u64,
     pub(crate) writes: u64,
+}
+
+impl Counts {
+    /// What was counted since `earlier`.
+    fn since(self, earlier: Counts) -> Counts {
+        Counts {
+            fsyncs: self.fsyncs.saturating_sub(earlier.fsyncs),
+            directory_fsyncs: self
+                .directory_fsyncs
+                .saturating_sub(earlier.directory_fsyncs),
+            writes: self.writes.saturating_sub(earlier.writes),
+        }
+    }
 }
 
 /// `--timeout`'s default (its text is the clap default above).
@@ -241,6 +262,8 @@ impl Run<'_> {
     fn dry_run(&self) -> Result<(Counts, Duration), Failure> {
         self.started("dry-run");
         let lab = LabMount::start(&self.directory, "dry-run", &self.settings, self.args.size)?;
+        self.setup(&lab, "dry-run", 0)?;
+        let before = lab.counts();
         let started = Instant::now();
         let mut workload = self.program(&self.args.workload, &lab, "dry-run", "workload", 0)?;
         let status = workload.wait(self.timeout)?;
@@ -252,7 +275,7 @@ impl Run<'_> {
                 workload.output()
             )));
         }
-        let counts = lab.counts();
+        let counts = lab.counts().since(before);
         let mut check = self.program(&self.args.check, &lab, "dry-run", "check", 0)?;
         let status = check.wait(self.timeout)?;
         if !status.is_some_and(|status| status.success()) {
@@ -272,6 +295,25 @@ impl Run<'_> {
         Ok((counts, took))
     }
 
+    /// Runs `--setup` (if given) in `lab` to its end and makes what it
+    /// left durable, before any cut is armed. A setup that fails is a
+    /// usage problem, as a failing dry run is: the run stops.
+    fn setup(&self, lab: &LabMount, name: &str, index: u32) -> Result<(), Failure> {
+        let Some(setup) = &self.args.setup else {
+            return Ok(());
+        };
+        let mut program = self.program(setup, lab, name, "setup", index)?;
+        let status = program.wait(self.timeout)?;
+        if !status.is_some_and(|status| status.success()) {
+            return Err(Failure::operational(format!(
+                "the setup {} ({name}); its output:\n{}",
+                describe_status(status, self.timeout),
+                program.output()
+            )));
+        }
+        lab.make_durable()
+    }
+
     fn loss(&self, index: u32) -> PowerLoss {
         if self.loss_seeded {
             PowerLoss::Torn {
@@ -286,6 +328,7 @@ impl Run<'_> {
         let name = format!("cut-{index}");
         self.started(&name);
         let lab = LabMount::start(&self.directory, &name, &self.settings, self.args.size)?;
+        self.setup(&lab, &name, index)?;
         let point = cut_point(self.args.seed, index, counts)
             .expect("the dry run made at least one write or fsync");
         let loss = self.loss(index);
@@ -430,9 +473,12 @@ impl Run<'_> {
             |_| "vigilfs".to_string(),
             |path| shell_quote(&path.to_string_lossy()),
         );
+        let setup = self.args.setup.as_ref().map_or_else(String::new, |setup| {
+            format!(" --setup {}", shell_quote(setup))
+        });
         let mut command = format!(
-            "{program} crash-test --workload {} --check {} --seed {} --cuts {} --cut-index \
-             {index} --size {}",
+            "{program} crash-test{setup} --workload {} --check {} --seed {} --cuts {} \
+             --cut-index {index} --size {}",
             shell_quote(&self.args.workload),
             shell_quote(&self.args.check),
             self.args.seed,
@@ -647,7 +693,7 @@ fn earlier_run_files(directory: &Path) -> Vec<String> {
         .flatten()
         .filter_map(|entry| entry.file_name().into_string().ok())
         .filter(|name| {
-            ["img", "workload.log", "check.log"].iter().any(|suffix| {
+            crash_test_janitor::TRIAL_FILES.iter().any(|suffix| {
                 name.strip_suffix(suffix)
                     .and_then(|stem| stem.strip_suffix('.'))
                     .is_some_and(is_trial)

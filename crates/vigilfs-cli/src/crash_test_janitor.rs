@@ -139,10 +139,14 @@ pub fn run(directory: &Path, remove_directory: bool) -> u8 {
     0
 }
 
+/// What a trial (or the dry run) `NAME` leaves in the work directory:
+/// `NAME.SUFFIX`, its mount point `NAME.mnt` aside.
+pub const TRIAL_FILES: [&str; 4] = ["img", "setup.log", "workload.log", "check.log"];
+
 /// Removes the image, logs and mount point of the trial (or dry run)
 /// `name` in `directory` (`rmdir`: never while something is mounted there).
 pub fn remove_trial_files(directory: &Path, name: &str) {
-    for suffix in ["img", "workload.log", "check.log"] {
+    for suffix in TRIAL_FILES {
         let _ = fs::remove_file(directory.join(format!("{name}.{suffix}")));
     }
     let _ = fs::remove_dir(directory.join(format!("{name}.mnt")));

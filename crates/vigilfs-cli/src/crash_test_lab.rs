@@ -111,6 +111,17 @@ impl LabMount {
         }
     }
 
+    /// Makes everything written so far durable (the setup's result, which
+    /// no cut may take).
+    pub(crate) fn make_durable(&self) -> Result<(), Failure> {
+        let Some(engine) = self.slot.current() else {
+            return Ok(());
+        };
+        engine
+            .syncfs_once()
+            .map_err(|error| Failure::operational(format!("syncing after the setup: {error}")))
+    }
+
     /// Unmounts (FUSE, then the engine) and checks the image; whether fsck
     /// found it clean, with what it found otherwise.
     pub(crate) fn finish(mut self) -> Result<(bool, Vec<String>), Failure> {

@@ -1122,6 +1122,40 @@ fi
 }
 
 #[test]
+fn a_setup_is_never_cut_and_its_result_is_durable_before_the_workload() {
+    if fuse_missing("a_setup_is_never_cut_and_its_result_is_durable_before_the_workload") {
+        return;
+    }
+    let scripts = tempfile::tempdir().unwrap();
+    // The setup writes 20 files and syncs none of them: only the runner
+    // makes them durable. Its writes are not the workload's to count, so
+    // every cut falls in the workload's one write and one fsync.
+    let setup = "for i in $(seq 1 20); do echo base > base-$i; done";
+    let output = crash_test(
+        scripts.path(),
+        "echo 1 > w\nsync w\necho 1 >> \"$1\"",
+        "test -e base-20 || { echo 'the setup was lost'; exit 1; }",
+        &["--cuts", "4", "--setup", setup],
+    );
+    let report = passed(&output);
+    assert_eq!(report["dry_run"]["fsyncs"], 1, "{report:#}");
+    assert_eq!(report["dry_run"]["writes"], 1, "{report:#}");
+
+    let failing = crash_test(
+        scripts.path(),
+        "echo 1 > w",
+        "true",
+        &["--setup", "echo broken; exit 3"],
+    );
+    assert_eq!(failing.status.code(), Some(8));
+    let message = text(&failing.stderr);
+    assert!(
+        message.contains("the setup exited 3") && message.contains("broken"),
+        "{message}"
+    );
+}
+
+#[test]
 fn an_interrupted_crash_test_leaves_nothing_of_the_trial_it_cut_short() {
     if fuse_missing("an_interrupted_crash_test_leaves_nothing_of_the_trial_it_cut_short") {
         return;
