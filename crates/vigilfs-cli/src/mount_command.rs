@@ -170,15 +170,34 @@ fn fuse_mount_hint() -> String {
             "/dev/fuse cannot be opened by this user: {error}; it is usually mode 0666"
         ));
     }
-    let found = std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|directory| directory.join("fusermount3").is_file())
-    });
-    if !found {
-        hints.push(
-            "a user other than root mounts through fusermount3, which is not in PATH: install \
-             the fuse3 package"
-                .into(),
-        );
+    // Where fuser looks for the helper: FUSERMOUNT_PATH alone when set,
+    // else fusermount3 or fusermount in PATH, /sbin or /bin.
+    if let Some(named) = std::env::var_os("FUSERMOUNT_PATH") {
+        if !Path::new(&named).is_file() {
+            hints.push(format!(
+                "FUSERMOUNT_PATH names {}, which does not exist; fusermount3 is what a user \
+                 other than root mounts through",
+                Path::new(&named).display()
+            ));
+        }
+    } else {
+        let directories = std::env::var_os("PATH")
+            .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .chain([PathBuf::from("/sbin"), PathBuf::from("/bin")]);
+        let found = directories.into_iter().any(|directory| {
+            ["fusermount3", "fusermount"]
+                .iter()
+                .any(|name| directory.join(name).is_file())
+        });
+        if !found {
+            hints.push(
+                "a user other than root mounts through fusermount3, which is neither in PATH \
+                 nor in /sbin or /bin: install the fuse3 package"
+                    .into(),
+            );
+        }
     }
     if hints.is_empty() {
         String::new()

@@ -569,8 +569,8 @@ fn inject_forms_change_the_live_fault_plan() {
 }
 
 #[test]
-fn a_user_mount_without_fusermount3_says_what_is_missing() {
-    if fuse_missing("a_user_mount_without_fusermount3_says_what_is_missing") {
+fn a_user_mount_whose_fusermount3_is_missing_says_what_is_missing() {
+    if fuse_missing("a_user_mount_whose_fusermount3_is_missing_says_what_is_missing") {
         return;
     }
     let scratch = Scratch::new();
@@ -589,12 +589,19 @@ fn a_user_mount_without_fusermount3_says_what_is_missing() {
         .args(["mount", "user.img", "mnt", "--size", "64M", "--daemon"])
         .current_dir(&place)
         .env("PATH", &place)
+        // fuser runs the helper this names, and no other: where none is,
+        // a user's mount must fail (whatever /dev/fuse's mode and
+        // /bin/fusermount3 allow on this machine) and say why.
+        .env("FUSERMOUNT_PATH", place.join("no-fusermount3"))
         .env_remove("XDG_RUNTIME_DIR")
         .output()
         .expect("setpriv runs");
     assert_eq!(output.status.code(), Some(8), "{}", text(&output.stderr));
     assert!(
-        text(&output.stderr).contains("fusermount3, which is not in PATH"),
+        text(&output.stderr).contains(&format!(
+            "FUSERMOUNT_PATH names {}, which does not exist",
+            place.join("no-fusermount3").display()
+        )),
         "{}",
         text(&output.stderr)
     );
