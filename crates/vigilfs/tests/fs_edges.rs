@@ -1108,6 +1108,16 @@ fn forge(device: &Arc<dyn BlockDevice>, change: impl FnOnce(&mut vigilfs::btree:
     metadata.journal.flush().unwrap();
 }
 
+/// The names a listing with attributes (readdirplus) of the root gives.
+fn root_listing_with_attributes(fs: &Filesystem) -> Vec<Vec<u8>> {
+    let directory = fs.opendir(ROOT_INO, &root()).unwrap();
+    fs.readdir_plus(directory, 0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|(item, _)| item.name)
+        .collect()
+}
+
 /// An entry naming an inode that does not exist is left out of a
 /// listing with attributes (readdirplus), and reported as the damage it is,
 /// as a lookup of its name reports it: it was skipped as a file removed
@@ -1143,13 +1153,7 @@ fn an_entry_naming_a_missing_inode_is_reported_by_the_listing_that_meets_it() {
     });
 
     let fs = fixture.mount();
-    let directory = fs.opendir(ROOT_INO, &root()).unwrap();
-    let listed: Vec<Vec<u8>> = fs
-        .readdir_plus(directory, 0, 100)
-        .unwrap()
-        .into_iter()
-        .map(|(item, _)| item.name)
-        .collect();
+    let listed = root_listing_with_attributes(&fs);
     assert!(listed.contains(&b"real".to_vec()), "{listed:?}");
     assert!(!listed.contains(&b"ghost".to_vec()), "{listed:?}");
     let record = fs.status().error_record;
@@ -1158,6 +1162,52 @@ fn an_entry_naming_a_missing_inode_is_reported_by_the_listing_that_meets_it() {
         panic!("errors=remount-ro did not act");
     };
     assert!(reason.contains("missing inode 999999"), "{reason}");
+}
+
+/// One damaged inode record in a directory costs a listing with
+/// attributes that one entry, not the rest of the directory: the listing
+/// failed with EIO at the damaged entry, hiding every intact name after
+/// it from `ls -l`, `cp -a` and `tar`.
+#[test]
+fn a_damaged_record_in_a_listing_leaves_out_that_entry_alone() {
+    use vigilfs::inode::inode_key;
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let mut damaged = None;
+    for name in [&b"a"[..], b"b", b"c", b"d"] {
+        let (attr, handle) = fs
+            .create(ROOT_INO, name, 0o644, read_write(), &root())
+            .unwrap();
+        fs.release(handle).unwrap();
+        if name == b"b" {
+            damaged = Some(attr);
+        }
+    }
+    fs.unmount().unwrap();
+    let damaged = damaged.unwrap();
+    let mut record = damaged.record;
+    record.size = u64::MAX;
+    forge(&fixture.device, |transaction| {
+        transaction
+            .put(
+                vigilfs::btree::TreeId::Inodes,
+                &inode_key(damaged.ino),
+                &record.encode(),
+            )
+            .unwrap();
+    });
+
+    let fs = fixture.mount_with(MountOptions {
+        errors: Some(ErrorsPolicy::Continue),
+        ..MountOptions::default()
+    });
+    let listed = root_listing_with_attributes(&fs);
+    for intact in [&b"a"[..], b"c", b"d"] {
+        assert!(listed.contains(&intact.to_vec()), "{listed:?}");
+    }
+    assert!(!listed.contains(&b"b".to_vec()), "{listed:?}");
+    let record = fs.status().error_record;
+    assert!(record.counter(ErrorKind::Metadata).count >= 1, "{record:?}");
 }
 
 /// A damaged record met by a read of attributes is damage like any other:

@@ -402,6 +402,12 @@ impl Filesystem {
                             .observe_at("readdir", directory, again.map_err(FsError::from));
                     continue;
                 }
+                // A damaged record (reported by getattr, as damage): the
+                // entry is left out and the listing goes on, so what is
+                // intact beside it stays reachable (ext4 lists the name,
+                // and only its stat fails; a listing with attributes has
+                // no place for a name without them).
+                Err(error) if error.is_metadata_failure() => continue,
                 Err(error) => return Err(error),
             };
             if item.name != b"." && item.name != b".." {
