@@ -91,13 +91,18 @@ pub struct CrashTestArgs {
     #[arg(long)]
     pub torn: bool,
     /// The size of each fresh image.
-    #[arg(long, default_value = "256M")]
+    #[arg(long, default_value = "256M", allow_hyphen_values = true)]
     pub size: ByteSize,
     /// Mount options (as `vigilfs mount -o`; `crashable` is implied).
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
     /// How long the workload, and the check, may run.
-    #[arg(long, default_value = "120s", value_name = "DURATION")]
+    #[arg(
+        long,
+        default_value = "120s",
+        value_name = "DURATION",
+        allow_hyphen_values = true
+    )]
     pub timeout: String,
     /// Where the images and mount points go (default: a new directory in
     /// the system's temporary directory).
@@ -762,6 +767,10 @@ pub fn run(args: &CrashTestArgs) -> Result<u8, Failure> {
         loss_seeded: args.torn,
         janitor: Mutex::new(Janitor::start(&directory, created)),
     };
+    if let Some(janitor) = lock(&run.janitor).as_ref() {
+        // A child of this process that no trial started.
+        crash_test_reaper::spare(janitor.pid());
+    }
     let outcome = run_trials(&run);
     // Only what a failed trial kept stays (the dry run's output, if it
     // failed, was shown).

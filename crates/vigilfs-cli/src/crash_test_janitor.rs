@@ -64,6 +64,11 @@ impl Janitor {
         Some(Janitor { child, news })
     }
 
+    /// The janitor's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Trial (or dry run) `name` begins: its files are the janitor's if
     /// the runner dies before [`Janitor::ended`].
     pub fn started(&mut self, name: &str) {

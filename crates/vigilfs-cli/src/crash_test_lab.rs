@@ -217,6 +217,8 @@ impl Program {
         let mut shell = Command::new("/bin/sh");
         shell
             .arg("-c")
+            // A command starting with `-` is a command, not sh's option.
+            .arg("--")
             .arg(command)
             .current_dir(mountpoint)
             .stdin(Stdio::null())

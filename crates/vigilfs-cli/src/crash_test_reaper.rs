@@ -12,9 +12,12 @@
 //! init's, and [`end_and_reap`] kills them and reaps them itself instead of
 //! waiting for an init that may take a second, or never come.
 //!
-//! It reaps only processes it killed, by pid: the runner's other children
-//! (the janitor, a program it still waits for) keep their exit statuses for
-//! their owners.
+//! What it kills: the program's process group, the processes using the
+//! lab's mount, and every other child of the runner (as subreaper, that is
+//! every process a workload or check left that escaped both: a daemon in a
+//! session of its own, its working directory `/`) but those it spares (the
+//! janitor). It reaps only processes it killed, by pid, so a program it
+//! still waits for keeps its exit status for its owner.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -33,6 +36,17 @@ const GONE_WITHIN: Duration = Duration::from_secs(10);
 /// reaped.
 static KILLED: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
 
+/// Children of the runner that are not a trial's: never killed.
+static SPARED: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+
+/// Spares child `pid` (the janitor) from [`end_and_reap`].
+pub fn spare(pid: u32) {
+    SPARED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(pid);
+}
+
 /// Makes this process the reaper of its descendants' orphans.
 pub fn become_subreaper() {
     // SAFETY: prctl(2) with integer arguments only.
@@ -41,9 +55,9 @@ pub fn become_subreaper() {
     }
 }
 
-/// Kills process group `group` (if any) and every process using
-/// `mountpoint`, and waits until each is gone, reaping those that are this
-/// process's children. Returns the pids still there after
+/// Kills process group `group` (if any), every process using
+/// `mountpoint` and every child of this process not spared, and waits
+/// until each is gone, reaping those that are this process's children. Returns the pids still there after
 /// [`GONE_WITHIN`] (none, unless a process is stuck in the kernel or its
 /// zombie belongs to a parent that does not reap).
 pub fn end_and_reap(group: Option<i32>, mountpoint: &Path) -> Vec<u32> {
@@ -52,9 +66,16 @@ pub fn end_and_reap(group: Option<i32>, mountpoint: &Path) -> Vec<u32> {
     loop {
         // A member may fork while its group is being killed: look again
         // until a round finds no one new.
-        let members = group.map(members_of_group).unwrap_or_default();
+        let mut members = group.map(members_of_group).unwrap_or_default();
+        members.extend(orphans());
         if let Some(group) = group {
             kill_group(group);
+        }
+        for &pid in &members {
+            // SAFETY: kill(2) on a pid; no memory is involved.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
         }
         let users = kill_users_of(mountpoint);
         let found_some = !members.is_empty() || users > 0;
@@ -122,19 +143,41 @@ fn members_of_group(group: i32) -> Vec<u32> {
         .filter(|(_, process)| {
             std::fs::read_to_string(process.join("stat"))
                 .ok()
-                .and_then(|stat| process_group_in_stat(&stat))
+                .and_then(|stat| stat_field(&stat, PROCESS_GROUP_FIELD))
                 == Some(group)
         })
         .map(|(pid, _)| pid)
         .collect()
 }
 
-/// The process group field of a `/proc/PID/stat` line: the third field
-/// after the command name, which is in parentheses and may itself hold
-/// spaces and parentheses.
-fn process_group_in_stat(stat: &str) -> Option<i32> {
+/// This process's children that are not spared (zombies too, to be
+/// reaped): orphans a trial's programs left, adopted by this subreaper.
+fn orphans() -> Vec<u32> {
+    let own = std::process::id() as i32;
+    let spared = SPARED.lock().unwrap_or_else(PoisonError::into_inner);
+    crate::processes::others()
+        .filter(|(pid, process)| {
+            !spared.contains(pid)
+                && std::fs::read_to_string(process.join("stat"))
+                    .ok()
+                    .and_then(|stat| stat_field(&stat, PARENT_FIELD))
+                    == Some(own)
+        })
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Fields of a `/proc/PID/stat` line after the command name, counted from
+/// the state (0).
+const PARENT_FIELD: usize = 1;
+const PROCESS_GROUP_FIELD: usize = 2;
+
+/// Field `index` of a `/proc/PID/stat` line, counted after the command
+/// name, which is in parentheses and may itself hold spaces and
+/// parentheses.
+fn stat_field(stat: &str, index: usize) -> Option<i32> {
     let (_, after_name) = stat.rsplit_once(')')?;
-    after_name.split_whitespace().nth(2)?.parse().ok()
+    after_name.split_whitespace().nth(index)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -142,9 +185,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_process_group_is_read_past_a_command_name_with_spaces_and_parentheses() {
+    fn fields_are_read_past_a_command_name_with_spaces_and_parentheses() {
         let stat = "4242 (a) b (c)) S 1 4240 4240 0 -1 4194560 99 0 0 0";
-        assert_eq!(process_group_in_stat(stat), Some(4240));
-        assert_eq!(process_group_in_stat("garbage"), None);
+        assert_eq!(stat_field(stat, PARENT_FIELD), Some(1));
+        assert_eq!(stat_field(stat, PROCESS_GROUP_FIELD), Some(4240));
+        assert_eq!(stat_field("garbage", PARENT_FIELD), None);
     }
 }

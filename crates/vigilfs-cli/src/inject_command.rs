@@ -56,7 +56,7 @@ pub struct InjectArgs {
     pub class: Vec<String>,
     /// Only I/O overlapping these device bytes: OFFSET:LENGTH, each with an
     /// optional K, M, G suffix.
-    #[arg(long, value_name = "OFFSET:LENGTH")]
+    #[arg(long, value_name = "OFFSET:LENGTH", allow_hyphen_values = true)]
     pub range: Option<String>,
     /// Fire for each match with this probability instead of always (like
     /// dm-flakey): a percentage, e.g. 10 or 0.5.
@@ -95,10 +95,10 @@ pub struct InjectArgs {
     /// Hold each matching request this long (a slow disk): 200us, 5ms, 1.5s.
     /// At most 60 s, also for several rules matching one request together
     /// (a device request and the operation it serves are held separately).
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     pub delay: Option<String>,
     /// With --delay: up to this much more, drawn from --seed.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
     pub jitter: Option<String>,
     /// Which requests --delay holds: read, write, flush (comma-separated;
     /// default all; with --path, the files' data reads and writes).
@@ -337,6 +337,17 @@ pub fn run(args: &InjectArgs) -> Result<u8, Failure> {
             }
             if stopped {
                 println!("the device keeps what it flushes again (no more --drop-flushes)");
+            }
+            // What the rules did stays done: data they made unreadable is
+            // marked lost, and clearing them does not unmark it.
+            let status = call(mountpoint, &Request::Status)?;
+            let lost = status["media"]["poisoned_runs"].as_u64().unwrap_or(0);
+            if lost > 0 {
+                println!(
+                    "{lost} runs of file blocks stay marked lost (reads get EIO until rewritten): \
+                     `vigilfs scrub {}` gives back those that read intact now",
+                    mountpoint.display()
+                );
             }
         }
         Action::Log => return follow_log(mountpoint, args.follow, args.json),

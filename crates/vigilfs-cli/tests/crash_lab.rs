@@ -566,7 +566,13 @@ fn corrupt_reads_are_never_returned_as_data() {
         }
     }
     assert!(failed > 0, "bits were flipped and found: {good} good");
-    scratch.inject(&["--clear"]);
+    // The blocks the rule made unreadable stay marked lost after it goes:
+    // the clear says so, and what gives them back.
+    let cleared = text(&scratch.inject(&["--clear"]).stdout);
+    assert!(
+        cleared.contains("runs of file blocks stay marked lost") && cleared.contains("scrub"),
+        "{cleared}"
+    );
     let status = scratch.status();
     assert!(status.to_string().contains("checksum"), "{status:#}");
     let fired = fault_log(&scratch)
@@ -1119,6 +1125,34 @@ fi
 "#;
     let output = crash_test(scripts.path(), workload, check, &["--cuts", "4"]);
     passed(&output);
+}
+
+#[test]
+fn a_daemon_that_left_both_the_workload_group_and_the_mount_dies_with_the_run() {
+    if fuse_missing("a_daemon_that_left_both_the_workload_group_and_the_mount_dies_with_the_run") {
+        return;
+    }
+    let scripts = tempfile::tempdir().unwrap();
+    // A daemon in a session of its own whose working directory is `/`:
+    // neither its group nor the mount finds it. It outlived every trial.
+    let workload = r#"
+setsid sh -c 'cd /; exec sleep 300' </dev/null >/dev/null 2>&1 &
+echo $! >> "$1.daemons"
+echo a > a
+sync a
+echo 1 >> "$1"
+"#;
+    let output = crash_test(scripts.path(), workload, "true", &["--cuts", "3"]);
+    passed(&output);
+    let daemons = fs::read_to_string(scripts.path().join("acknowledged.daemons")).unwrap();
+    let pids: Vec<&str> = daemons.lines().collect();
+    assert_eq!(pids.len(), 4, "the dry run's and each trial's: {daemons}");
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "daemon {pid} outlived the run"
+        );
+    }
 }
 
 #[test]
