@@ -377,6 +377,17 @@ mod tests {
             hash: name_hash(name),
             collision: 0,
         };
+        put_entry(transaction, key, name, child, kind);
+    }
+
+    /// An entry named `name` at `key`, whatever the key says.
+    fn put_entry(
+        transaction: &mut Transaction<'_>,
+        key: DirentKey,
+        name: &[u8],
+        child: u64,
+        kind: FileType,
+    ) {
         let dirent = Dirent {
             child,
             file_type: kind,
@@ -525,14 +536,7 @@ mod tests {
             hash: 12345,
             collision: 0,
         };
-        let dirent = Dirent {
-            child: 2,
-            file_type: FileType::Regular,
-            name: b"b".to_vec(),
-        };
-        transaction
-            .put(TreeId::Dirents, &key.encode(), &dirent.encode())
-            .unwrap();
+        put_entry(&mut transaction, key, b"b", 2, FileType::Regular);
         transaction.commit().unwrap();
         let (problems, _) = run(&trees, &superblock);
         assert!(
@@ -565,14 +569,7 @@ mod tests {
             hash: name_hash(b"a"),
             collision: 1,
         };
-        let dirent = Dirent {
-            child: 3,
-            file_type: FileType::Regular,
-            name: b"a".to_vec(),
-        };
-        transaction
-            .put(TreeId::Dirents, &key.encode(), &dirent.encode())
-            .unwrap();
+        put_entry(&mut transaction, key, b"a", 3, FileType::Regular);
         transaction.commit().unwrap();
         let (problems, _) = run(&trees, &superblock);
         assert!(
