@@ -7,16 +7,18 @@
 //! 1. The dry run mounts a fresh image, runs `--setup` if given (its
 //!    result made durable: it is never cut), runs the workload to its end
 //!    without a cut, counts the fsyncs (of files and of directories) and
-//!    the writes the workload made, and runs the check on the result. A workload that
-//!    fails, or a check that fails, without any crash is a usage problem,
-//!    not a finding, and stops the run.
+//!    the writes the workload made, and runs the check on the result. A
+//!    workload that fails, or a check that fails, without any crash is a
+//!    usage problem, not a finding, and stops the run.
 //! 2. Trial `i` derives its own seed from the run's seed and `i`, and with
 //!    it picks a cut point: "just before the k-th fsync" (a boundary: all
 //!    that was synced before it must survive) or "just before the k-th
 //!    write" (between boundaries). It mounts a fresh image, runs the
-//!    setup as the dry run did, arms the cut and runs the workload. When the workload is about to make that
-//!    operation, the power goes, the workload's process group is killed
-//!    (the machine died with it), the image loses what was not flushed (or
+//!    setup as the dry run did, arms the cut and runs the workload. When
+//!    the workload is about to make that operation, the power goes, the
+//!    workload's process group is killed (the machine died with it; every
+//!    process it left is killed and reaped before the check runs, see
+//!    `crash_test_reaper.rs`), the image loses what was not flushed (or
 //!    keeps it torn, with `--torn`), and the mount comes back on the
 //!    recovered image. The check then runs in the mount: a non-zero exit is
 //!    a violated invariant. The image is unmounted and fsck'd: a finding of

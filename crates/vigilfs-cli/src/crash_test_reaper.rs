@@ -57,9 +57,10 @@ pub fn become_subreaper() {
 
 /// Kills process group `group` (if any), every process using
 /// `mountpoint` and every child of this process not spared, and waits
-/// until each is gone, reaping those that are this process's children. Returns the pids still there after
-/// [`GONE_WITHIN`] (none, unless a process is stuck in the kernel or its
-/// zombie belongs to a parent that does not reap).
+/// until each is gone, reaping those that are this process's children.
+/// Returns the pids still there after [`GONE_WITHIN`] (none, unless a
+/// process is stuck in the kernel or its zombie belongs to a parent that
+/// does not reap).
 pub fn end_and_reap(group: Option<i32>, mountpoint: &Path) -> Vec<u32> {
     let deadline = Instant::now() + GONE_WITHIN;
     let mut killed = BTreeSet::new();
