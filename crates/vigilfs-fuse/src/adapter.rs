@@ -834,13 +834,25 @@ impl fuser::Filesystem for Adapter {
                     for (item, attr) in items {
                         let counted = item.name != b"." && item.name != b"..";
                         if !full {
+                            // An inode that cannot be read is listed by
+                            // name with stand-in attributes valid for no
+                            // time: the kernel asks again (and fails with
+                            // the error) before using them.
+                            let (attr, ttl, generation) = match &attr {
+                                Some(attr) => (convert::file_attr(attr), ttl, generation(attr)),
+                                None => (
+                                    convert::unreadable_attr(item.ino, item.file_type),
+                                    Duration::ZERO,
+                                    Generation(0),
+                                ),
+                            };
                             full = reply.add(
                                 INodeNo(item.ino),
                                 item.offset,
                                 OsStr::from_bytes(&item.name),
                                 &ttl,
-                                &convert::file_attr(&attr),
-                                generation(&attr),
+                                &attr,
+                                generation,
                             );
                         }
                         if full && counted {

@@ -137,6 +137,30 @@ pub(crate) fn file_attr(attr: &Attr) -> FileAttr {
     }
 }
 
+/// Attributes for a listed name whose inode cannot be read (its record
+/// is damaged, or missing): its number and type, nothing else. Sent valid
+/// for no time, so the kernel asks for them again before any use, and that
+/// request fails with the error.
+pub(crate) fn unreadable_attr(ino: u64, kind: FileType) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(ino),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: file_type(kind),
+        perm: 0,
+        nlink: 1,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: PREFERRED_IO_BYTES,
+        flags: 0,
+    }
+}
+
 /// `renameat2` flags as the engine's; `None` for bits it does not know,
 /// which the syscall refuses with `EINVAL`.
 pub(crate) fn rename_flags(bits: u32) -> Option<RenameFlags> {

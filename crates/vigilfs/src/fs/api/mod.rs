@@ -378,48 +378,63 @@ impl Filesystem {
     }
 
     /// readdir with each entry's attributes; each entry but `.` and `..`
-    /// counts as a lookup.
+    /// counts as a lookup. An entry whose inode cannot be read (its record
+    /// damaged, or missing while the entry stays) comes without them
+    /// (`None`), its damage reported: the name is listed, as on ext4, and
+    /// only what needs its attributes fails. Never empty before the end of
+    /// the directory (an empty answer ends a listing): entries removed
+    /// since they were read are left out, and if a whole batch was, the
+    /// next is read.
     pub fn readdir_plus(
         &self,
         handle: u64,
         offset: u64,
         limit: usize,
-    ) -> FsResult<Vec<(DirItem, Attr)>> {
+    ) -> FsResult<Vec<(DirItem, Option<Attr>)>> {
         let directory = self.dir(handle)?.ino;
-        let items = self.readdir(handle, offset, limit)?;
-        let mut out = Vec::with_capacity(items.len());
-        for item in items {
-            let attr = match self.getattr(item.ino) {
-                Ok(attr) => attr,
-                // Removed since the listing, or an entry naming an inode
-                // that does not exist: damage, which asking the name again
-                // reports (counted, announced, acted on by errors=). Either
-                // way the rest of the listing goes on without it.
-                Err(FsError::Namespace(crate::inode::NamespaceError::NotFound)) => {
-                    let again = self.shared.namespace.lookup(directory, &item.name);
-                    let _ =
-                        self.shared
-                            .observe_at("readdir", directory, again.map_err(FsError::from));
-                    continue;
-                }
-                // A damaged record (reported by getattr, as damage): the
-                // entry is left out and the listing goes on, so what is
-                // intact beside it stays reachable (ext4 lists the name,
-                // and only its stat fails; a listing with attributes has
-                // no place for a name without them).
-                Err(error) if error.is_metadata_failure() => continue,
-                Err(error) => return Err(error),
+        let mut offset = offset;
+        loop {
+            let items = self.readdir(handle, offset, limit)?;
+            let Some(last) = items.last() else {
+                return Ok(Vec::new());
             };
-            if item.name != b"." && item.name != b".." {
-                // A lookup as the kernel holds it: the kernel reaches the
-                // inode without asking its name again, so fault rules
-                // aimed at its path must learn the name here.
-                self.looked_up(item.ino);
-                self.shared.faults.learn(directory, &item.name, item.ino);
+            offset = last.offset;
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                let attr = match self.getattr(item.ino) {
+                    Ok(attr) => Some(attr),
+                    // Removed since the listing, or an entry naming an
+                    // inode that does not exist: damage, which asking the
+                    // name again reports (counted, announced, acted on by
+                    // errors=).
+                    Err(FsError::Namespace(crate::inode::NamespaceError::NotFound)) => {
+                        let again = self
+                            .shared
+                            .namespace
+                            .lookup(directory, &item.name)
+                            .map_err(FsError::from);
+                        if self.shared.observe_at("readdir", directory, again).is_ok() {
+                            continue;
+                        }
+                        None
+                    }
+                    // A damaged record, reported by getattr.
+                    Err(error) if error.is_metadata_failure() => None,
+                    Err(error) => return Err(error),
+                };
+                if item.name != b"." && item.name != b".." {
+                    // A lookup as the kernel holds it: the kernel reaches
+                    // the inode without asking its name again, so fault
+                    // rules aimed at its path must learn the name here.
+                    self.looked_up(item.ino);
+                    self.shared.faults.learn(directory, &item.name, item.ino);
+                }
+                out.push((item, attr));
             }
-            out.push((item, attr));
+            if !out.is_empty() {
+                return Ok(out);
+            }
         }
-        Ok(out)
     }
 
     /// Closes a directory handle.
