@@ -80,6 +80,7 @@ pub fn run(request: &MkfsRequest) -> Result<u8, Failure> {
         journal_bytes: request.journal_size.map(|size| size.0),
         event_log_bytes: request.event_log_size.map(|size| size.0),
         label,
+        root_owner: invoking_user(),
         ..MkfsOptions::default()
     };
     let superblock = match make_filesystem(Arc::new(device), &options) {
@@ -139,11 +140,23 @@ pub fn create_formatted(image: &Path, size: ByteSize) -> Result<(), Failure> {
         FileDevice::create_image(image, size.0, SectorSize::Bytes512).map_err(|error| {
             Failure::operational(format!("cannot create {}: {error}", image.display()))
         })?;
-    make_filesystem(Arc::new(device), &MkfsOptions::default()).map_err(|error| {
+    let options = MkfsOptions {
+        root_owner: invoking_user(),
+        ..MkfsOptions::default()
+    };
+    make_filesystem(Arc::new(device), &options).map_err(|error| {
         let _ = fs::remove_file(image);
         mkfs_failure(image, &error)
     })?;
     Ok(())
+}
+
+/// The user and group making the filesystem, who own its root directory:
+/// a user who makes an image to mount can write in it (root's own images
+/// stay root's).
+fn invoking_user() -> (u32, u32) {
+    // SAFETY: getuid(2) and getgid(2) take nothing and cannot fail.
+    unsafe { (libc::getuid(), libc::getgid()) }
 }
 
 /// A failed mkfs as a command failure: sizes and options that cannot make

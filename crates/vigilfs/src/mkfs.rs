@@ -79,6 +79,10 @@ pub struct MkfsOptions {
     /// `None` for 1/1024 of the device clamped to 64 KiB..1 MiB; `Some(0)` for no event log
     /// (an image as made before the log existed).
     pub event_log_bytes: Option<u64>,
+    /// Owner and group of the root directory (`make_filesystem`): root's
+    /// by default; the user's when a user makes a filesystem to mount
+    /// (as mke2fs's `root_owner`), so that it can write there.
+    pub root_owner: (u32, u32),
 }
 
 impl Default for MkfsOptions {
@@ -91,6 +95,7 @@ impl Default for MkfsOptions {
             errors_policy: ErrorsPolicy::default(),
             time: None,
             event_log_bytes: None,
+            root_owner: (0, 0),
         }
     }
 }
@@ -360,7 +365,7 @@ pub fn mkfs<D: BlockDevice + ?Sized>(
 
 /// Makes a complete, empty filesystem: [`mkfs`], then the b-trees (with the reverse-map
 /// records of their roots) and the root directory (inode [`ROOT_INO`], mode 0755, owned by
-/// uid 0 and gid 0), all durable and every journal pin written out.
+/// `options.root_owner`), all durable and every journal pin written out.
 pub fn make_filesystem(
     device: Arc<dyn BlockDevice>,
     options: &MkfsOptions,
@@ -373,8 +378,8 @@ pub fn make_filesystem(
     };
     let root = InodeRecord {
         mode: FileType::Directory.mode_bits() | 0o755,
-        uid: 0,
-        gid: 0,
+        uid: options.root_owner.0,
+        gid: options.root_owner.1,
         nlink: 2,
         flags: 0,
         size: 0,
@@ -411,6 +416,26 @@ mod tests {
             uuid: Some(FsUuid([1; 16])),
             time: Some(1_700_000_000),
             ..MkfsOptions::default()
+        }
+    }
+
+    #[test]
+    fn the_root_directory_belongs_to_the_owner_asked_for() {
+        for owner in [(0, 0), (65534, 65534), (1000, 100)] {
+            let device = Arc::new(MemoryDevice::new(64 * MIB, SectorSize::Bytes512));
+            let options = MkfsOptions {
+                root_owner: owner,
+                ..fixed_options()
+            };
+            let superblock = make_filesystem(device.clone(), &options).unwrap();
+            let metadata = Metadata::open_default(device, &superblock).unwrap();
+            let root = metadata
+                .trees
+                .get(TreeId::Inodes, &inode_key(ROOT_INO))
+                .unwrap()
+                .unwrap();
+            let root = InodeRecord::decode(&root).unwrap();
+            assert_eq!((root.uid, root.gid), owner);
         }
     }
 

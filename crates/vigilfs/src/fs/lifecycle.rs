@@ -646,7 +646,13 @@ impl Filesystem {
                 )))
             }
             Err(crate::inode::NamespaceError::NotFound) => {
-                return Err(MountError::RootDirectory("is missing".into()))
+                // fsck calls an image with no inode at all clean: what a
+                // mkfs that died before its root leaves.
+                return Err(MountError::RootDirectory(
+                    "is missing (a mkfs that did not finish leaves none: make the filesystem \
+                     again)"
+                        .into(),
+                ));
             }
             Err(error) => return Err(MountError::RootDirectory(format!("is damaged: {error}"))),
         }
