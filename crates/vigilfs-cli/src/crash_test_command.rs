@@ -76,7 +76,8 @@ pub struct CrashTestArgs {
     /// and never cut: what it leaves is made durable before the workload
     /// starts (a database's initdb and schema, the files a test starts
     /// from), so cuts fall only in the workload, where they tell
-    /// something. Its failure stops the run.
+    /// something. Its failure stops the run; processes it leaves running
+    /// are killed when it ends (start servers in the workload).
     #[arg(long, value_name = "CMD", value_parser = shell_command)]
     pub setup: Option<String>,
     /// How many cuts (trials) to make.
@@ -93,18 +94,13 @@ pub struct CrashTestArgs {
     #[arg(long)]
     pub torn: bool,
     /// The size of each fresh image.
-    #[arg(long, default_value = "256M", allow_hyphen_values = true)]
+    #[arg(long, default_value = "256M")]
     pub size: ByteSize,
     /// Mount options (as `vigilfs mount -o`; `crashable` is implied).
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
     /// How long the workload, and the check, may run.
-    #[arg(
-        long,
-        default_value = "120s",
-        value_name = "DURATION",
-        allow_hyphen_values = true
-    )]
+    #[arg(long, default_value = "120s", value_name = "DURATION")]
     pub timeout: String,
     /// Where the images and mount points go (default: a new directory in
     /// the system's temporary directory).

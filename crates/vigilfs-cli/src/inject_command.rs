@@ -56,7 +56,7 @@ pub struct InjectArgs {
     pub class: Vec<String>,
     /// Only I/O overlapping these device bytes: OFFSET:LENGTH, each with an
     /// optional K, M, G suffix.
-    #[arg(long, value_name = "OFFSET:LENGTH", allow_hyphen_values = true)]
+    #[arg(long, value_name = "OFFSET:LENGTH")]
     pub range: Option<String>,
     /// Fire for each match with this probability instead of always (like
     /// dm-flakey): a percentage, e.g. 10 or 0.5.
@@ -95,10 +95,10 @@ pub struct InjectArgs {
     /// Hold each matching request this long (a slow disk): 200us, 5ms, 1.5s.
     /// At most 60 s, also for several rules matching one request together
     /// (a device request and the operation it serves are held separately).
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    #[arg(long, value_name = "DURATION")]
     pub delay: Option<String>,
     /// With --delay: up to this much more, drawn from --seed.
-    #[arg(long, value_name = "DURATION", allow_hyphen_values = true)]
+    #[arg(long, value_name = "DURATION")]
     pub jitter: Option<String>,
     /// Which requests --delay holds: read, write, flush (comma-separated;
     /// default all; with --path, the files' data reads and writes).
