@@ -17,7 +17,7 @@
 //!   main region, and overlaps neither another extent of its file (in file
 //!   offsets) nor any other extent or b-tree node (on the device).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::Problem;
 use crate::btree::{BtreeError, Btrees, TreeId};
@@ -67,6 +67,16 @@ impl std::fmt::Display for PhysicalOwner {
     }
 }
 
+/// How an inode not among the readable ones is missing: its record may be
+/// there but damaged (reported on its own).
+fn missing_or_damaged(damaged: &HashSet<u64>, ino: u64) -> &'static str {
+    if damaged.contains(&ino) {
+        "has a damaged record (above)"
+    } else {
+        "does not exist"
+    }
+}
+
 fn problem(structure: &str, message: String) -> Problem {
     Problem {
         structure: structure.into(),
@@ -96,6 +106,9 @@ pub(crate) fn check(
     let mut found_extents = Vec::new();
 
     let mut inodes: HashMap<u64, InodeRecord> = HashMap::new();
+    // Inodes whose record is there but damaged: what names them is told
+    // so, not that they do not exist.
+    let mut damaged: HashSet<u64> = HashSet::new();
     for entry in trees.range(TreeId::Inodes, &[], None) {
         let (key, value) = entry?;
         counts.inodes += 1;
@@ -110,7 +123,10 @@ pub(crate) fn check(
             Ok(record) => {
                 inodes.insert(ino, record);
             }
-            Err(error) => problems.push(problem("inode tree", format!("inode {ino}: {error}"))),
+            Err(error) => {
+                damaged.insert(ino);
+                problems.push(problem("inode tree", format!("inode {ino}: {error}")));
+            }
         }
     }
     if let Some(bytes) = trees.get(TreeId::Meta, LIVE_INODES_KEY)? {
@@ -185,7 +201,10 @@ pub(crate) fn check(
             )),
             None => problems.push(problem(
                 "directory entries",
-                format!("{at}: the parent inode does not exist"),
+                format!(
+                    "{at}: the parent inode {}",
+                    missing_or_damaged(&damaged, position.parent)
+                ),
             )),
         }
         match inodes.get(&dirent.child) {
@@ -201,7 +220,11 @@ pub(crate) fn check(
             )),
             None => problems.push(problem(
                 "directory entries",
-                format!("{at}: names inode {}, which does not exist", dirent.child),
+                format!(
+                    "{at}: names inode {}, which {}",
+                    dirent.child,
+                    missing_or_damaged(&damaged, dirent.child)
+                ),
             )),
         }
         *names.entry(dirent.child).or_default() += 1;
@@ -282,7 +305,10 @@ pub(crate) fn check(
             )),
             None => problems.push(problem(
                 "extents",
-                format!("{at}: the inode does not exist"),
+                format!(
+                    "{at}: the inode {}",
+                    missing_or_damaged(&damaged, position.ino)
+                ),
             )),
         }
         if extent.physical < main.start || extent.physical.saturating_add(blocks) > main_end {
@@ -556,6 +582,40 @@ mod tests {
                 .iter()
                 .any(|p| p.message.contains("directory 2 is named by 2 entries")),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn what_names_a_damaged_inode_says_it_is_damaged_not_missing() {
+        let (trees, superblock) = open();
+        healthy(&trees, free_block(&superblock));
+        let mut transaction = trees.transaction();
+        // File 3 (named twice, with extents): a record that cannot decode.
+        transaction
+            .put(TreeId::Inodes, &inode_key(3), &[1, 2, 3])
+            .unwrap();
+        transaction.commit().unwrap();
+        let (problems, _) = run(&trees, &superblock);
+        let messages: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+        assert!(
+            messages.iter().any(|m| m.starts_with("inode 3: ")),
+            "{messages:?}"
+        );
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("names inode 3, which has a damaged record")),
+            "{messages:?}"
+        );
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("extent of inode 3") && m.contains("has a damaged record")),
+            "{messages:?}"
+        );
+        assert!(
+            !messages.iter().any(|m| m.contains("does not exist")),
+            "{messages:?}"
         );
     }
 
