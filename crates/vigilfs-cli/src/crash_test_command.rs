@@ -268,26 +268,22 @@ impl Run<'_> {
         self.setup(&lab, "dry-run", 0)?;
         let before = lab.counts();
         let started = Instant::now();
-        let mut workload = self.program(&self.args.workload, &lab, "dry-run", "workload", 0)?;
-        let status = workload.wait(self.timeout)?;
+        self.run_to_end(
+            &self.args.workload,
+            &lab,
+            ("dry-run", 0),
+            "workload",
+            "without any crash, so no cut can tell anything",
+        )?;
         let took = started.elapsed();
-        if !status.is_some_and(|status| status.success()) {
-            return Err(Failure::operational(format!(
-                "the workload {} without any crash, so no cut can tell anything; its output:\n{}",
-                describe_status(status, self.timeout),
-                workload.output()
-            )));
-        }
         let counts = lab.counts().since(before);
-        let mut check = self.program(&self.args.check, &lab, "dry-run", "check", 0)?;
-        let status = check.wait(self.timeout)?;
-        if !status.is_some_and(|status| status.success()) {
-            return Err(Failure::operational(format!(
-                "the check {} on the workload's result without any crash; its output:\n{}",
-                describe_status(status, self.timeout),
-                check.output()
-            )));
-        }
+        self.run_to_end(
+            &self.args.check,
+            &lab,
+            ("dry-run", 0),
+            "check",
+            "on the workload's result without any crash",
+        )?;
         let (clean, findings) = lab.finish()?;
         if !clean {
             return Err(Failure::operational(format!(
@@ -305,16 +301,32 @@ impl Run<'_> {
         let Some(setup) = &self.args.setup else {
             return Ok(());
         };
-        let mut program = self.program(setup, lab, name, "setup", index)?;
-        let status = program.wait(self.timeout)?;
-        if !status.is_some_and(|status| status.success()) {
-            return Err(Failure::operational(format!(
-                "the setup {} ({name}); its output:\n{}",
-                describe_status(status, self.timeout),
-                program.output()
-            )));
-        }
+        self.run_to_end(setup, lab, (name, index), "setup", &format!("({name})"))?;
         lab.make_durable()
+    }
+
+    /// Runs `command` (the `role` program of trial or dry run `name`,
+    /// number `index`) in `lab` to its end. One that fails or times out
+    /// is a usage problem, not a finding: "the ROLE STATUS SAID; its
+    /// output:" and its last lines.
+    fn run_to_end(
+        &self,
+        command: &str,
+        lab: &LabMount,
+        (name, index): (&str, u32),
+        role: &str,
+        said: &str,
+    ) -> Result<(), Failure> {
+        let mut program = self.program(command, lab, name, role, index)?;
+        let status = program.wait(self.timeout)?;
+        if status.is_some_and(|status| status.success()) {
+            return Ok(());
+        }
+        Err(Failure::operational(format!(
+            "the {role} {} {said}; its output:\n{}",
+            describe_status(status, self.timeout),
+            program.output()
+        )))
     }
 
     fn loss(&self, index: u32) -> PowerLoss {
