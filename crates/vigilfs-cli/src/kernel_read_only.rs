@@ -11,6 +11,10 @@
 //! helper asks for. It cannot make the remount wait: the image settles
 //! moments after it returns, not before.
 //!
+//! A read-only mount whose kernel mount turns read-write is made writable
+//! the same way (once per such turn: a refusal is logged, not retried at
+//! every later change of the table).
+//!
 //! Invariant: a change is made only when the kernel's flag differs from
 //! what the engine was last told, so a helper's remount (which tells the
 //! engine itself) makes no second change.
@@ -27,6 +31,7 @@ use vigilfs::fs::{LifeState, SettingsChange};
 use crate::engine_slot::EngineSlot;
 use crate::mountinfo::Mounts;
 use crate::power_cut::PowerSwitch;
+use crate::writable_image::WritableImage;
 
 /// How long a wait for a mount table change lasts before the thread looks
 /// whether it should stop.
@@ -41,11 +46,13 @@ pub struct Watch {
 impl Watch {
     /// Watches the FUSE filesystem with device number `device` (`MAJ:MIN`)
     /// and follows its read-only flag in the engine `slot` serves (through
-    /// `power` on a crashable mount, whose later boots keep the change).
+    /// `power` on a crashable mount, whose later boots keep the change;
+    /// making a read-only mount writable through `image`).
     pub fn start(
         device: String,
         slot: Arc<EngineSlot>,
         power: Option<Arc<PowerSwitch>>,
+        image: Option<Arc<WritableImage>>,
         log: fn(&str),
     ) -> std::io::Result<Watch> {
         let table = File::open("/proc/self/mountinfo")?;
@@ -54,7 +61,15 @@ impl Watch {
             let stop = Arc::clone(&stop);
             std::thread::Builder::new()
                 .name("vigilfs-mount-table".into())
-                .spawn(move || follow(table, &device, &slot, power.as_deref(), &stop, log))?
+                .spawn(move || {
+                    let followed = Followed {
+                        slot: &slot,
+                        power: power.as_deref(),
+                        image: image.as_deref(),
+                        log,
+                    };
+                    follow(table, &device, &followed, &stop);
+                })?
         };
         Ok(Watch {
             stop,
@@ -71,14 +86,18 @@ impl Watch {
     }
 }
 
-fn follow(
-    mut table: File,
-    device: &str,
-    slot: &EngineSlot,
-    power: Option<&PowerSwitch>,
-    stop: &AtomicBool,
+/// What the watch changes, and where it says so.
+struct Followed<'a> {
+    slot: &'a EngineSlot,
+    power: Option<&'a PowerSwitch>,
+    image: Option<&'a WritableImage>,
     log: fn(&str),
-) {
+}
+
+fn follow(mut table: File, device: &str, followed: &Followed<'_>, stop: &AtomicBool) {
+    let log = followed.log;
+    // The kernel's flag when last looked at.
+    let mut was_read_only = None;
     while !stop.load(Ordering::Acquire) {
         let mut text = String::new();
         // Reading the table from its start also rearms the wake-up.
@@ -87,7 +106,9 @@ fn follow(
             return;
         }
         if let Some(read_only) = superblock_read_only(&Mounts::parse(&text), device) {
-            follow_flag(read_only, slot, power, log);
+            let turned_read_write = was_read_only == Some(true) && !read_only;
+            follow_flag(read_only, turned_read_write, followed);
+            was_read_only = Some(read_only);
         }
         let mut poll = libc::pollfd {
             fd: table.as_raw_fd(),
@@ -112,10 +133,31 @@ fn superblock_read_only(mounts: &Mounts, device: &str) -> Option<bool> {
         .map(|entry| entry.super_options.split(',').next() == Some("ro"))
 }
 
-fn follow_flag(read_only: bool, slot: &EngineSlot, power: Option<&PowerSwitch>, log: fn(&str)) {
+fn follow_flag(read_only: bool, turned_read_write: bool, followed: &Followed<'_>) {
+    let Followed {
+        slot,
+        power,
+        image,
+        log,
+    } = *followed;
     let Some(fs) = slot.current() else {
         return;
     };
+    if turned_read_write && matches!(fs.status().state, LifeState::ReadOnly(_)) {
+        // A read-only mount (or one an error made read-only, which the
+        // engine refuses) whose kernel mount turned read-write.
+        let made = match image {
+            Some(image) => image.make_writable(&fs).map_err(|(message, _)| message),
+            None => fs.make_writable().map_err(|error| error.to_string()),
+        };
+        match made {
+            Ok(()) => log("the kernel's mount became read-write: the filesystem is writable now"),
+            Err(why) => log(&format!(
+                "the kernel's mount became read-write, the filesystem stays read-only: {why}"
+            )),
+        }
+        return;
+    }
     // A filesystem that may not write (mounted `ro`, made read-only by
     // errors=remount-ro, which turns the kernel's mount read-only itself,
     // shut down) has nothing to write back, and may not become writable.

@@ -40,6 +40,7 @@ mod size;
 mod status_command;
 mod sync_command;
 mod unsynced_command;
+mod writable_image;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -136,7 +137,7 @@ enum Command {
     ///
     /// Options (-o, comma-separated, repeatable):
     ///   ro                    read-only: the image is never written (a journal to replay
-    ///                         is replayed in memory)
+    ///                         is replayed in memory) until a remount,rw
     ///   errors=continue|remount-ro|panic
     ///                         what a metadata error does (default: mkfs's)
     ///   cache=SIZE            clean-page budget (default 256M)
@@ -174,8 +175,10 @@ enum Command {
     ///                         until a flush, so `vigilfs inject --power-cut`
     ///                         can lose (or --torn, tear) what was not synced
     ///   remount               (from mount -o remount,...) change the mount in
-    ///                         place: ro/rw, nosuid/nodev/noexec, and the
-    ///                         atime options, errors=, cache=, dirty= and
+    ///                         place: ro/rw (rw of a mount started ro makes
+    ///                         the daemon writable: orphans deleted, writeback
+    ///                         started), nosuid/nodev/noexec, and the atime
+    ///                         options, errors=, cache=, dirty= and
     ///                         writeback_interval= in the running daemon
     ///                         (announced as a `settings` event); the other
     ///                         options above need a new mount

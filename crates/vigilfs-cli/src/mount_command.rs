@@ -50,6 +50,7 @@ use crate::power_cut::PowerSwitch;
 use crate::second_mount;
 use crate::signals;
 use crate::size::ByteSize;
+use crate::writable_image::WritableImage;
 
 /// What `vigilfs mount` was asked to do.
 #[derive(Debug, Clone)]
@@ -624,6 +625,8 @@ struct Engine {
     plan: Arc<FaultPlan>,
     /// With `-o crashable`.
     power: Option<Arc<PowerSwitch>>,
+    /// Without `-o crashable` (which is never read-only).
+    image: Option<Arc<WritableImage>>,
 }
 
 /// Opens `image` and mounts the engine on the device stack `settings` ask
@@ -648,14 +651,17 @@ fn start_engine(image: &Path, settings: &MountSettings) -> Result<Engine, Failur
             fs: Arc::new(fs),
             plan,
             power: Some(power),
+            image: None,
         });
     }
-    let device = FaultDevice::new(file, Arc::clone(&plan));
+    let file = Arc::new(file);
+    let device = FaultDevice::new(Arc::clone(&file), Arc::clone(&plan));
     let fs = Filesystem::mount(Arc::new(device), options).map_err(cannot_mount)?;
     Ok(Engine {
         fs: Arc::new(fs),
         plan,
         power: None,
+        image: Some(Arc::new(WritableImage::new(image.to_path_buf(), file))),
     })
 }
 
@@ -674,7 +680,12 @@ fn serve(
     } = prepared;
     let mut pipe = signals::install(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
         .map_err(|error| Failure::operational(format!("signal handlers: {error}")))?;
-    let Engine { fs, plan, power } = start_engine(&image, &settings)?;
+    let Engine {
+        fs,
+        plan,
+        power,
+        image: writable_image,
+    } = start_engine(&image, &settings)?;
     if fs.recovered() {
         log("the filesystem was not cleanly unmounted: the journal was replayed");
     }
@@ -721,6 +732,7 @@ fn serve(
             engine: Arc::clone(&slot),
             plan: Arc::clone(&plan),
             power: power.clone(),
+            image: writable_image.clone(),
             owner_uid: owner,
             events_gid,
             extra,
@@ -787,7 +799,14 @@ fn serve(
         power.attach(Arc::clone(&slot), mounted.restarter());
     }
     let read_only_watch = device.clone().and_then(|device| {
-        match kernel_read_only::Watch::start(device, Arc::clone(&slot), power.clone(), log) {
+        let watch = kernel_read_only::Watch::start(
+            device,
+            Arc::clone(&slot),
+            power.clone(),
+            writable_image,
+            log,
+        );
+        match watch {
             Ok(watch) => Some(watch),
             Err(error) => {
                 log(&format!(

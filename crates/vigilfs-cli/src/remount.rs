@@ -21,9 +21,11 @@
 //!
 //! Everything is validated before anything changes; then the kernel's
 //! flags change (the step that can still fail), then the daemon's
-//! settings. `rw` is refused while the daemon itself is read-only (mounted
-//! `ro`, or made read-only by errors=remount-ro): the kernel would let
-//! writes through only for the daemon to refuse each. Options the daemon
+//! settings. `rw` of a read-only daemon (mounted `ro`) first makes the
+//! daemon writable (it opens its image for writing, deletes the orphans a
+//! crash left, starts its writeback), so the kernel lets writes through
+//! only to a daemon that takes them; a daemon made read-only by an error
+//! (errors=remount-ro) or shut down refuses, and nothing changes. Options the daemon
 //! built its state from (`threads=`, `fsync_errors=`, the timeouts...)
 //! cannot change: mount(8) repeats them from fstab on every remount, so
 //! they are accepted when they say what the mount was started with
@@ -37,7 +39,7 @@ use std::path::Path;
 use serde_json::Value;
 use vigilfs::fs::AtimeUpdates;
 
-use crate::control::client;
+use crate::control::client::{self, ClientError};
 use crate::control::protocol::Request;
 use crate::failure::Failure;
 use crate::mount_options;
@@ -276,15 +278,9 @@ fn atime_after(flags: libc::c_ulong, current: u64) -> (AtimeUpdates, bool) {
     (atime, flags & libc::MS_NODIRATIME == 0)
 }
 
-/// Why a daemon with `status` cannot take writes, if it cannot.
-fn read_only_reason(status: &Value) -> Option<String> {
-    match status["state"].as_str() {
-        Some(state @ ("read-only" | "shut-down")) => Some(match status["state_reason"].as_str() {
-            Some(reason) => format!("{state} ({reason})"),
-            None => state.to_string(),
-        }),
-        _ => None,
-    }
+/// Whether a daemon with `status` cannot take writes now.
+fn is_read_only(status: &Value) -> bool {
+    matches!(status["state"].as_str(), Some("read-only" | "shut-down"))
 }
 
 /// Remounts the vigilfs mount on `mountpoint` with `options`; the exit
@@ -338,18 +334,27 @@ pub fn remount(mountpoint: &Path, options: &[String]) -> Result<u8, Failure> {
         .flat_map(|argument| argument.split(','))
         .any(|option| option == "rw");
     let stays_rw = remount.flags & libc::MS_RDONLY == 0;
-    if stays_rw && (asks_rw || was_read_only) {
-        if let Some(why) = read_only_reason(&status) {
-            return Err(Failure::operational(format!(
-                "remount of {} read-write refused: the daemon serving it is {why}; \
-                 unmount it and mount it again (after vigilfs fsck if it failed)",
+    let made_writable = stays_rw && (asks_rw || was_read_only) && is_read_only(&status);
+    if made_writable {
+        client::call(&canonical, &Request::MakeWritable).map_err(|error| {
+            let why = match error {
+                ClientError::Server(reply) => reply.message,
+                other => other.into_failure("remount", mountpoint).to_string(),
+            };
+            Failure::operational(format!(
+                "remount of {} read-write refused: {why}",
                 mountpoint.display()
-            )));
-        }
+            ))
+        })?;
     }
     if let Err(error) = vigilfs_fuse::remount(&canonical, remount.flags) {
+        let what = if made_writable {
+            "the filesystem is writable now; the kernel's mount stays read-only"
+        } else {
+            "nothing changed"
+        };
         return Err(Failure::operational(format!(
-            "remount of {}: {error} (nothing changed)",
+            "remount of {}: {error} ({what})",
             mountpoint.display()
         )));
     }

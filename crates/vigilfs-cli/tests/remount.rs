@@ -196,35 +196,128 @@ fn a_remount_changes_the_daemon_settings_in_the_running_daemon() {
     scratch.umount(pid);
 }
 
+/// fstests generic/417: a filesystem shut down with files open but
+/// removed is mounted `ro`, then `remount,rw`: the remount makes the daemon
+/// writable in place, which deletes the orphans the shutdown left, as a
+/// read-write mount would have.
 #[test]
-fn remount_read_write_is_refused_while_the_daemon_is_read_only() {
-    if fuse_missing("remount_read_write_is_refused_while_the_daemon_is_read_only") {
+fn a_read_only_mount_remounted_read_write_deletes_the_orphans_and_takes_writes() {
+    if fuse_missing("a_read_only_mount_remounted_read_write_deletes_the_orphans_and_takes_writes") {
         return;
     }
     let scratch = Scratch::new();
-    let made = vigilfs(&["mkfs", scratch.img(), "--size", "64M"]);
-    assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
+    let pid = scratch.mount(&["--size", "64M"]);
+    fs::write(scratch.at("kept"), b"written before").unwrap();
+    let orphan = fs::File::create(scratch.at("orphan")).unwrap();
+    std::io::Write::write_all(&mut &orphan, &vec![5u8; 1 << 20]).unwrap();
+    orphan.sync_all().unwrap();
+    fs::remove_file(scratch.at("orphan")).unwrap();
+    let shut = vigilfs(&["shutdown", scratch.mnt()]);
+    assert_eq!(shut.status.code(), Some(0), "{}", text(&shut.stderr));
+    drop(orphan);
+    scratch.umount(pid);
+
     let pid = scratch.mount(&["-o", "ro"]);
-    let directory = scratch.directory.path();
+    assert_eq!(scratch.status()["state"], "read-only");
+    assert_eq!(scratch.status()["orphans_purged"], 0);
+    let refused = fs::write(scratch.at("during"), b"x").unwrap_err();
+    assert_eq!(refused.raw_os_error(), Some(libc::EROFS));
+    // Settings change on a read-only mount too.
+    remount(&scratch, "remount,errors=panic");
+    assert_eq!(scratch.status()["errors_policy"], "panic");
+
+    remount(&scratch, "remount,rw");
+    assert_eq!(flags(&scratch.mountpoint) & libc::ST_RDONLY, 0, "rw");
+    let status = scratch.status();
+    assert_eq!(status["state"], "running", "{status}");
+    assert_eq!(status["orphans_purged"], 1, "{status}");
+    fs::write(scratch.at("after"), b"written after the remount").unwrap();
+    assert_eq!(fs::read(scratch.at("kept")).unwrap(), b"written before");
+    scratch.umount(pid);
+    let checked = vigilfs(&["fsck", scratch.img()]);
+    assert_eq!(checked.status.code(), Some(0), "{}", text(&checked.stdout));
+
+    let pid = scratch.mount(&[]);
+    assert_eq!(scratch.status()["recovered"], false, "a clean unmount");
+    assert_eq!(
+        fs::read(scratch.at("after")).unwrap(),
+        b"written after the remount"
+    );
+    scratch.umount(pid);
+}
+
+#[test]
+fn remount_read_write_is_refused_while_an_error_keeps_the_daemon_read_only() {
+    if fuse_missing("remount_read_write_is_refused_while_an_error_keeps_the_daemon_read_only") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M", "-o", "errors=remount-ro"]);
+    let injected = vigilfs(&[
+        "inject",
+        scratch.mnt(),
+        "--fail-writes",
+        "--class",
+        "journal",
+    ]);
+    assert_eq!(
+        injected.status.code(),
+        Some(0),
+        "{}",
+        text(&injected.stderr)
+    );
+    let file = fs::File::create(scratch.at("f")).unwrap();
+    assert!(file.sync_all().is_err(), "the journal's write fails");
+    drop(file);
+    wait_until(
+        "the policy makes the mount read-only",
+        std::time::Duration::from_secs(10),
+        || scratch.status()["state"] == "read-only",
+    );
     let output = helper(
-        directory,
+        scratch.directory.path(),
         &[scratch.img(), scratch.mnt(), "-o", "remount,rw"],
     );
     // mount(8)'s code for a mount failure.
     assert_eq!(output.status.code(), Some(32), "{}", text(&output.stderr));
     let message = text(&output.stderr);
     assert!(
-        message.contains("read-write refused") && message.contains("mounted read-only"),
+        message.contains("read-write refused") && message.contains("errors=remount-ro"),
         "{message}"
     );
     assert_ne!(flags(&scratch.mountpoint) & libc::ST_RDONLY, 0, "still ro");
-    // Settings still change on a read-only mount.
-    let output = helper(
-        directory,
-        &[scratch.img(), scratch.mnt(), "-o", "remount,errors=panic"],
-    );
+    assert_eq!(scratch.status()["state"], "read-only");
+    scratch.umount(pid);
+}
+
+/// `mount -i -o remount,rw` of a read-only mount: the daemon sees the
+/// kernel's mount turn read-write in the mount table and makes itself
+/// writable, as the helper would have.
+#[test]
+fn a_read_only_mount_the_kernel_alone_remounts_read_write_becomes_writable() {
+    if fuse_missing("a_read_only_mount_the_kernel_alone_remounts_read_write_becomes_writable") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let made = vigilfs(&["mkfs", scratch.img(), "--size", "64M"]);
+    assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
+    let pid = scratch.mount(&["-o", "ro"]);
+    let output = Command::new("mount")
+        .args(["-i", "-o", "remount,rw", scratch.mnt()])
+        .output()
+        .unwrap();
     assert!(output.status.success(), "{}", text(&output.stderr));
-    assert_eq!(scratch.status()["errors_policy"], "panic");
+    wait_until(
+        "the daemon follows the kernel's read-write remount",
+        std::time::Duration::from_secs(10),
+        || scratch.status()["state"] == "running",
+    );
+    fs::write(scratch.at("after"), b"written").unwrap();
+    assert!(
+        scratch.log().contains("the filesystem is writable now"),
+        "{}",
+        scratch.log()
+    );
     scratch.umount(pid);
 }
 

@@ -1469,6 +1469,106 @@ fn a_read_only_mount_refuses_changes_and_writes_nothing() {
 }
 
 #[test]
+fn a_read_only_mount_made_writable_recovers_as_a_read_write_mount_would() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    write_file(&fs, b"synced", b"made durable by fsync");
+    let (_, orphan) = fs
+        .create(ROOT_INO, b"orphan", 0o600, read_write(), &root())
+        .unwrap();
+    fs.write(orphan, 0, &[1; 8192], &root()).unwrap();
+    fs.unlink(ROOT_INO, b"orphan", &root()).unwrap();
+    fs.fsync(orphan, false).unwrap();
+    let mounts = fs.status().mount_count;
+    drop(fs); // a crash, the orphan open
+    let image = fixture.memory.to_image();
+
+    let fs = fixture.mount_with(MountOptions {
+        read_only: true,
+        ..MountOptions::default()
+    });
+    assert!(fs.recovered());
+    assert!(!fs.event_log().status().persistent);
+    assert_eq!(errno(fs.mkdir(ROOT_INO, b"d", 0o755, &root())), libc::EROFS);
+    assert!(fixture.memory.to_image() == image, "read-only wrote");
+
+    fs.make_writable().expect("made writable");
+    let status = fs.status();
+    assert_eq!(status.state, LifeState::Running);
+    assert_eq!(status.orphans_purged, 1, "the crash's orphan is deleted");
+    assert_eq!(status.mount_count, mounts + 1);
+    assert!(fs.event_log().status().persistent);
+    fs.make_writable().expect("writable already: nothing to do");
+    fs.mkdir(ROOT_INO, b"d", 0o755, &root()).unwrap();
+    write_file(&fs, b"after", b"written after the remount");
+    let newest_id = fs.event_log().newest_id();
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+
+    let fs = fixture.mount();
+    assert!(!fs.recovered(), "the unmount after the remount was clean");
+    assert_eq!(read_file(&fs, b"synced"), b"made durable by fsync");
+    assert_eq!(read_file(&fs, b"after"), b"written after the remount");
+    // The read-only mount's ids were kept once it became writable: none is
+    // handed out again.
+    assert!(
+        fs.event_log().mount_first_id() > newest_id,
+        "{} is not after {newest_id}",
+        fs.event_log().mount_first_id()
+    );
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn a_read_only_mount_whose_device_refuses_writes_stays_read_only_until_it_takes_them() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    write_file(&fs, b"synced", b"made durable by fsync");
+    drop(fs); // a crash: recovery's rebuilt state is in memory only
+    let fs = fixture.mount_with(MountOptions {
+        read_only: true,
+        ..MountOptions::default()
+    });
+    let rule = fixture
+        .plan
+        .add_rule(FaultRule::fail(Errno::EIO).on(Operations::WRITE))
+        .expect("rule");
+    assert_eq!(errno(fs.make_writable()), libc::EIO);
+    assert!(matches!(fs.status().state, LifeState::ReadOnly(_)));
+    assert_eq!(errno(fs.mkdir(ROOT_INO, b"d", 0o755, &root())), libc::EROFS);
+    assert!(fixture.plan.remove_rule(rule).is_some());
+    fs.make_writable().expect("a second try");
+    fs.mkdir(ROOT_INO, b"d", 0o755, &root()).unwrap();
+    assert_eq!(read_file(&fs, b"synced"), b"made durable by fsync");
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+}
+
+#[test]
+fn a_mount_read_only_after_an_error_or_shut_down_is_not_made_writable() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount_with(MountOptions {
+        read_only: true,
+        ..MountOptions::default()
+    });
+    fs.shutdown(false);
+    assert_eq!(errno(fs.make_writable()), libc::EIO);
+    assert!(matches!(fs.status().state, LifeState::ShutDown(_)));
+    drop(fs);
+
+    let fs = fixture.mount_with(MountOptions {
+        errors: Some(ErrorsPolicy::RemountReadOnly),
+        ..MountOptions::default()
+    });
+    fixture.fail_writes(IoClass::Journal);
+    let _ = fs.mkdir(ROOT_INO, b"d", 0o755, &root());
+    let _ = fs.syncfs_once();
+    assert!(matches!(fs.status().state, LifeState::ReadOnly(_)));
+    assert_eq!(errno(fs.make_writable()), libc::EROFS);
+    assert!(matches!(fs.status().state, LifeState::ReadOnly(_)));
+}
+
+#[test]
 fn a_filesystem_can_be_shared_between_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Filesystem>();

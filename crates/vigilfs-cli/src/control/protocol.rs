@@ -24,6 +24,7 @@
 //! {"command":"reconfigure","errors":"panic","cache_bytes":N,
 //!  "dirty_limit_bytes":N,"writeback_interval_micros":N,"read_only":B,
 //!  "atime":"noatime","directory_atime":B}                             (each optional)
+//! {"command":"make_writable"}                          (a read-only mount: remount,rw)
 //! ```
 //!
 //! `events` is answered by one response line (`{"stream":true,
@@ -192,6 +193,11 @@ pub enum Request {
         #[serde(default)]
         directory_atime: Option<bool>,
     },
+    /// Make a read-only mount writable (`mount -o remount,rw`): the daemon
+    /// opens its image for writing and does what a read-write mount does
+    /// at mount. Answered once writers may enter; nothing to do for a
+    /// mount that may write already.
+    MakeWritable,
 }
 
 fn default_seed() -> u64 {
@@ -245,6 +251,7 @@ impl Request {
             Request::Unsynced => "list unsynced changes",
             Request::PowerCut { .. } => "cut the power",
             Request::Reconfigure { .. } => "reconfigure",
+            Request::MakeWritable => "make the mount writable",
         }
     }
 }

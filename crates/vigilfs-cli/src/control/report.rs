@@ -16,7 +16,7 @@
 //!                   atime, directory_atime}:
 //!                  as mounted or changed since by a remount
 //! recovered        this mount replayed the journal (unclean stop before)
-//! orphans_purged   orphans deleted at mount
+//! orphans_purged   orphans deleted at mount (or at remount,rw of a read-only one)
 //! space            {block_size, total_blocks, free_blocks, pending_blocks, available_blocks,
 //!                   bad_blocks}
 //! dirty_bytes, cached_bytes, dirty_nodes

@@ -55,6 +55,7 @@ use crate::engine_slot::EngineSlot;
 use crate::in_use;
 use crate::mountinfo::Mounts;
 use crate::power_cut::PowerSwitch;
+use crate::writable_image::WritableImage;
 
 /// What one client may take of the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +110,7 @@ pub(super) struct Context {
     pub(super) engine: Arc<EngineSlot>,
     plan: Arc<FaultPlan>,
     power: Option<Arc<PowerSwitch>>,
+    image: Option<Arc<WritableImage>>,
     pub(super) mountpoint: PathBuf,
     pub(super) owner_uid: u32,
     extra: Map<String, Value>,
@@ -130,6 +132,8 @@ pub struct Served {
     pub plan: Arc<FaultPlan>,
     /// The power switch of a crashable mount.
     pub power: Option<Arc<PowerSwitch>>,
+    /// The image, made writable by a remount of a read-only mount.
+    pub image: Option<Arc<WritableImage>>,
     /// The uid of the user who mounted.
     pub owner_uid: u32,
     /// Members of this group may listen to events too.
@@ -148,6 +152,7 @@ impl Served {
             engine,
             plan,
             power: None,
+            image: None,
             owner_uid,
             events_gid: None,
             extra: Map::new(),
@@ -162,6 +167,7 @@ pub fn serve(mountpoint: &Path, served: Served) -> io::Result<ControlServer> {
         engine,
         plan,
         power,
+        image,
         owner_uid,
         events_gid,
         mut extra,
@@ -179,6 +185,7 @@ pub fn serve(mountpoint: &Path, served: Served) -> io::Result<ControlServer> {
         engine,
         plan,
         power,
+        image,
         mountpoint,
         owner_uid,
         extra,
@@ -827,6 +834,7 @@ fn execute(request: Request, fs: &Filesystem, context: &Context, stream: &UnixSt
         Request::DropFlushes { enabled } => faults::drop_flushes(power, enabled),
         Request::Unsynced => power::unsynced(fs, power),
         Request::PowerCut { torn, seed } => power::power_cut(power, torn, seed),
+        Request::MakeWritable => make_writable(fs, context.image.as_deref()),
         Request::Reconfigure {
             errors,
             cache_bytes,
@@ -868,6 +876,23 @@ fn execute(request: Request, fs: &Filesystem, context: &Context, stream: &UnixSt
                 ),
             }
         }
+    }
+}
+
+/// Makes a read-only mount writable (`remount,rw`).
+fn make_writable(fs: &Filesystem, image: Option<&WritableImage>) -> Response {
+    let made = match image {
+        Some(image) => image.make_writable(fs),
+        // A crashable mount: never read-only by its options, so only
+        // asked while it may write (or after an error, refused by the
+        // engine as for any mount).
+        None => fs
+            .make_writable()
+            .map_err(|error| (fs_error_message(&error), error.errno())),
+    };
+    match made {
+        Ok(()) => Response::success(json!({ "state": fs.status().state.name() })),
+        Err((message, errno)) => Response::failure(ErrorKind::Failed, message, Some(errno)),
     }
 }
 

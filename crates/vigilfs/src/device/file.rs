@@ -8,11 +8,17 @@
 //! A failed `fdatasync` is returned to the caller and never retried here: after a writeback
 //! error the kernel may already have dropped the dirty pages, so a retry that succeeds would
 //! hide lost data.
+//!
+//! A device opened read-only can be given a writable descriptor later
+//! ([`FileDevice::open_for_writing`]: a read-only mount remounted read-write). Reads keep the
+//! first descriptor, writes and flushes use the writable one; both name the same file, which
+//! is checked, so they share the kernel's page cache and see each other's writes.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::OnceLock;
 
 use super::{
     check_request, BlockDevice, ByteRange, DeviceError, DeviceErrorKind, IoClass, IoOperation,
@@ -32,10 +38,15 @@ pub struct FileDeviceOptions {
 /// An image file or block device used as a [`BlockDevice`].
 #[derive(Debug)]
 pub struct FileDevice {
+    /// Reads go here.
     file: File,
+    /// Writes and flushes go here; unset while the device is read-only.
+    writer: OnceLock<File>,
+    /// The file's (device, inode): a descriptor opened later for writing
+    /// must name the same file.
+    identity: (u64, u64),
     length: u64,
     sector_size: SectorSize,
-    read_only: bool,
 }
 
 impl FileDevice {
@@ -81,12 +92,49 @@ impl FileDevice {
         } else {
             metadata.len()
         };
+        let writer = OnceLock::new();
+        if !options.read_only {
+            // The same open file description: one more descriptor, no
+            // second open that could find another file at the path.
+            let _ = writer.set(file.try_clone()?);
+        }
         Ok(FileDevice {
             file,
+            writer,
+            identity: (metadata.dev(), metadata.ino()),
             length: raw_length - raw_length % sector_size.bytes(),
             sector_size,
-            read_only: options.read_only,
         })
+    }
+
+    /// Makes a device opened read-only writable: opens `path` again for
+    /// writing. Refused if `path` no longer names the file the device
+    /// reads (replaced or moved since). Nothing changes if it is writable
+    /// already.
+    pub fn open_for_writing(&self, path: &Path) -> io::Result<()> {
+        if self.writer.get().is_some() {
+            return Ok(());
+        }
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let metadata = file.metadata()?;
+        if (metadata.dev(), metadata.ino()) != self.identity {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is not the file this device was opened on: it was replaced or moved since",
+                    path.display()
+                ),
+            ));
+        }
+        // Two callers at once: the second's descriptor is dropped; either
+        // names the same file.
+        let _ = self.writer.set(file);
+        Ok(())
+    }
+
+    /// Whether writes are refused (opened read-only and not made writable).
+    pub fn is_read_only(&self) -> bool {
+        self.writer.get().is_none()
     }
 
     /// Creates a new zero-filled (sparse) image file of `length` bytes and opens it. Fails if
@@ -180,14 +228,14 @@ impl BlockDevice for FileDevice {
     fn write_at(&self, offset: u64, buffer: &[u8], class: IoClass) -> Result<(), DeviceError> {
         let operation = IoOperation::Write;
         let range = ByteRange::at(offset, buffer.len() as u64);
-        if self.read_only {
+        let Some(writer) = self.writer.get() else {
             return Err(DeviceError::new(
                 DeviceErrorKind::ReadOnly,
                 operation,
                 class,
                 range,
             ));
-        }
+        };
         check_request(
             operation,
             class,
@@ -196,16 +244,16 @@ impl BlockDevice for FileDevice {
             self.length,
             self.sector_size,
         )?;
-        self.file
+        writer
             .write_all_at(buffer, offset)
             .map_err(|error| DeviceError::from_io(&error, operation, class, range))
     }
 
     fn flush(&self, class: IoClass) -> Result<(), DeviceError> {
-        if self.read_only {
+        let Some(writer) = self.writer.get() else {
             return Ok(());
-        }
-        self.file.sync_data().map_err(|error| {
+        };
+        writer.sync_data().map_err(|error| {
             DeviceError::from_io(&error, IoOperation::Flush, class, ByteRange::new(0, 0))
         })
     }
@@ -278,6 +326,48 @@ mod tests {
         .unwrap();
         let error = device.write_at(0, &[0; 512], IoClass::Data).unwrap_err();
         assert_eq!(error.kind, DeviceErrorKind::ReadOnly);
+    }
+
+    #[test]
+    fn a_read_only_device_opened_for_writing_writes_to_its_file() {
+        let image = TemporaryImage::new("made-writable");
+        drop(FileDevice::create_image(&image.0, 4096, SectorSize::Bytes512).unwrap());
+        let device = FileDevice::open(
+            &image.0,
+            FileDeviceOptions {
+                read_only: true,
+                sector_size: None,
+            },
+        )
+        .unwrap();
+        assert!(device.is_read_only());
+        device.open_for_writing(&image.0).unwrap();
+        assert!(!device.is_read_only());
+        device.write_at(512, &[7; 512], IoClass::Data).unwrap();
+        device.flush(IoClass::Data).unwrap();
+        let mut read = vec![0; 512];
+        device.read_at(512, &mut read, IoClass::Data).unwrap();
+        assert_eq!(read, vec![7; 512]);
+        assert_eq!(std::fs::read(&image.0).unwrap()[512..1024], [7; 512]);
+    }
+
+    #[test]
+    fn a_replaced_image_is_not_opened_for_writing() {
+        let image = TemporaryImage::new("replaced");
+        drop(FileDevice::create_image(&image.0, 4096, SectorSize::Bytes512).unwrap());
+        let device = FileDevice::open(
+            &image.0,
+            FileDeviceOptions {
+                read_only: true,
+                sector_size: None,
+            },
+        )
+        .unwrap();
+        std::fs::remove_file(&image.0).unwrap();
+        drop(FileDevice::create_image(&image.0, 4096, SectorSize::Bytes512).unwrap());
+        let refused = device.open_for_writing(&image.0).unwrap_err();
+        assert!(refused.to_string().contains("replaced"), "{refused}");
+        assert!(device.is_read_only());
     }
 
     #[test]

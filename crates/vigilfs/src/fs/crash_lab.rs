@@ -233,7 +233,7 @@ impl Filesystem {
     pub fn abandon(&self) {
         self.shared.device.sever();
         let _ = self.shared.gate.shut_down("the power was cut".into());
-        if let Some(background) = &self.background {
+        if let Some(background) = self.background.get() {
             background.request_stop();
         }
     }

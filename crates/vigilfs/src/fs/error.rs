@@ -69,6 +69,10 @@ pub enum FsError {
     /// Writing the superblock (mount state, error record) failed.
     #[error("superblock: {0}")]
     Superblock(String),
+    /// A read-only mount could not be made writable (its image could not
+    /// be written, a thread could not start); it stays read-only.
+    #[error("not made writable: {0}")]
+    NotMadeWritable(String),
     /// A media failure could not be looked up or handled (a range outside
     /// the device is `EINVAL`).
     #[error("media failure: {0}")]
@@ -98,6 +102,7 @@ impl FsError {
             FsError::Invalid(_) => libc::EINVAL,
             FsError::Unsupported(_) => libc::EOPNOTSUPP,
             FsError::Superblock(_) => libc::EIO,
+            FsError::NotMadeWritable(_) => libc::EIO,
             FsError::Failure(error) => error.errno(),
             FsError::Scrub(_) => libc::EIO,
             FsError::Busy(_) => libc::EBUSY,
@@ -146,7 +151,8 @@ impl FsError {
             | FsError::NotDurable(_)
             | FsError::Injected { .. }
             | FsError::Invalid(_)
-            | FsError::Unsupported(_) => false,
+            | FsError::Unsupported(_)
+            | FsError::NotMadeWritable(_) => false,
         }
     }
 }

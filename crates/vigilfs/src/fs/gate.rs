@@ -11,7 +11,9 @@
 //!   error), and the freezer waits until the writers already inside have
 //!   left; [`Gate::thaw`] lets the waiting writers in;
 //! * **read-only** (mounted `ro`, or the `errors=remount-ro` policy acted):
-//!   writers fail with `EROFS`;
+//!   writers fail with `EROFS`; [`Gate::make_writable`] opens it again
+//!   (the engine allows that only for a mount made read-only by its
+//!   options);
 //! * **shut down**: writers fail with `EIO`; final.
 //!
 //! Invariants: the count of writers inside never goes below zero; once
@@ -197,6 +199,17 @@ impl Gate {
         true
     }
 
+    /// Opens a read-only gate to writers (a read-only mount made writable).
+    /// Returns whether it changed: not from any other state.
+    pub fn make_writable(&self) -> bool {
+        let mut inner = self.lock();
+        if !matches!(inner.state, LifeState::ReadOnly(_)) {
+            return false;
+        }
+        inner.state = LifeState::Running;
+        true
+    }
+
     /// Shuts the gate for good; waiting writers wake and fail. Returns
     /// false if it was already shut down.
     pub fn shut_down(&self, why: String) -> bool {
@@ -312,6 +325,7 @@ mod tests {
         AbandonFreeze,
         Thaw,
         ReadOnly,
+        Writable,
         ShutDown,
     }
 
@@ -324,6 +338,7 @@ mod tests {
             1 => Just(Step::AbandonFreeze),
             2 => Just(Step::Thaw),
             1 => Just(Step::ReadOnly),
+            1 => Just(Step::Writable),
             1 => Just(Step::ShutDown),
         ]
     }
@@ -366,6 +381,10 @@ mod tests {
                     Step::ReadOnly => {
                         gate.make_read_only("test".into());
                         if model != Model::ShutDown { model = Model::ReadOnly; }
+                    }
+                    Step::Writable => {
+                        proptest::prop_assert_eq!(gate.make_writable(), model == Model::ReadOnly);
+                        if model == Model::ReadOnly { model = Model::Running; }
                     }
                     Step::ShutDown => {
                         proptest::prop_assert_eq!(gate.shut_down("test".into()), model != Model::ShutDown);

@@ -10,8 +10,8 @@
 //! `Filesystem` without unmounting stops the thread and writes nothing
 //! more: like a power cut for what was not yet written back.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use fserror::Subtypes;
@@ -23,6 +23,7 @@ use super::gate::Gate;
 use super::handles::Handles;
 use super::health::{seconds_now, Detail, Health, Incident};
 use super::media::{Media, MediaStatus, Worker};
+use super::read_write::{delete_orphans, record_writable_mount};
 use super::scrubbing::BackgroundScrub;
 use super::settings::{LiveSettings, Settings, SettingsChange};
 use super::unsynced::Changes;
@@ -204,7 +205,8 @@ pub struct Status {
     pub settings: Settings,
     /// Whether this mount had to replay the journal (an unclean stop).
     pub recovered: bool,
-    /// Orphans deleted at mount.
+    /// Orphans deleted at mount (or when a read-only mount was made
+    /// writable).
     pub orphans_purged: usize,
     /// Free space.
     pub space: AllocatorStatus,
@@ -280,7 +282,7 @@ impl Shared {
     /// a crash would leave, and an operator must hear of it while the
     /// filesystem still runs, not at the unmount.
     pub(super) fn save_error_record(&self) {
-        if self.health.unsaved().is_none() || self.options.read_only {
+        if self.health.unsaved().is_none() || self.mounted_read_only.load(Ordering::Acquire) {
             return;
         }
         match self.write_superblock(None) {
@@ -592,10 +594,12 @@ impl Filesystem {
         // the journal into the b-trees, and a large replay writes rebuilt
         // nodes out to stay inside the node cache's budget: those writes
         // stay in memory, over the image (as fsck's dry run does).
-        let device: Arc<dyn BlockDevice> = if options.read_only {
-            Arc::new(OverlayDevice::new(device))
-        } else {
-            device
+        let read_only_overlay = options
+            .read_only
+            .then(|| Arc::new(OverlayDevice::new(device.clone())));
+        let device: Arc<dyn BlockDevice> = match &read_only_overlay {
+            Some(overlay) => overlay.clone(),
+            None => device,
         };
         let device = Arc::new(StoppableDevice::new(device));
         // Failures the device reports from now on — during journal replay
@@ -667,20 +671,7 @@ impl Filesystem {
                 .journal
                 .settle_claims()
                 .map_err(|error| MountError::Metadata(error.into()))?;
-            let (purged, left) = namespace.purge_orphans()?;
-            if !left.is_empty() {
-                // The mount goes on: a full filesystem must stay mountable
-                // to be emptied. The background thread tries again.
-                eprintln!(
-                    "vigilfs: {} orphaned files could not be deleted yet: no space for \
-                     their deletion's b-tree nodes; tried again every writeback interval",
-                    left.len()
-                );
-            }
-            // statfs's inode counts: an older image is counted once, here,
-            // before the feature bit below says it keeps the count.
-            namespace.record_live_inodes()?;
-            (purged.len(), left)
+            delete_orphans(&namespace)?
         };
         let errors_policy = options.errors.unwrap_or(superblock.errors_policy);
         let fsid = u64::from_le_bytes(superblock.uuid.0[..8].try_into().expect("8 bytes"));
@@ -802,14 +793,7 @@ impl Filesystem {
         } else if options.read_only {
             LifeState::ReadOnly("mounted read-only".into())
         } else {
-            // This build keeps bad-block and poison records: say so, for
-            // builds that honour feature flags.
-            superblock.features.ro_compat |= Features::RO_COMPAT_MEDIA_RECORDS;
-            // And journals data claims from now on: builds without them
-            // must not recover this image.
-            superblock.features.incompat |= Features::INCOMPAT_DATA_CLAIMS;
-            superblock.features.ro_compat |= Features::RO_COMPAT_INODE_COUNT;
-            superblock.record_mount(seconds_now());
+            record_writable_mount(&mut superblock, seconds_now());
             write_superblocks(device.as_ref(), &mut superblock)?;
             LifeState::Running
         };
@@ -831,9 +815,12 @@ impl Filesystem {
                 atime: options.atime,
                 directory_atime: options.directory_atime,
             }),
+            mounted_read_only: AtomicBool::new(options.read_only),
+            read_only_overlay,
+            making_writable: Mutex::new(()),
             options,
             recovered,
-            orphans_purged,
+            orphans_purged: AtomicUsize::new(orphans_purged),
             journal_failure_seen: AtomicBool::new(false),
             reclaim_failure_announced: AtomicBool::new(false),
             node_write_failures_seen: AtomicU64::new(0),
@@ -855,23 +842,25 @@ impl Filesystem {
             fsync_latency: super::latency::Latency::default(),
         });
         let events = Some(Writer::start(log).map_err(MountError::Thread)?);
-        let background = if shared.options.read_only {
-            None
-        } else {
-            Some(Background::start(Arc::clone(&shared)).map_err(MountError::Thread)?)
-        };
+        let background = OnceLock::new();
+        if !shared.options.read_only {
+            let _ =
+                background.set(Background::start(Arc::clone(&shared)).map_err(MountError::Thread)?);
+        }
         shared.load_scrub_cursor();
         // Recovery is complete: what the device reported meanwhile is
         // handled now, by the worker.
         shared.media.intake.set_ready();
         let failures = Some(Worker::start(Arc::clone(&shared)).map_err(MountError::Thread)?);
-        let background_scrub = match shared.options.scrub_interval {
-            Some(interval) if !shared.options.read_only => Some(
-                BackgroundScrub::start(Arc::clone(&shared), interval)
-                    .map_err(MountError::Thread)?,
-            ),
-            _ => None,
-        };
+        let background_scrub = OnceLock::new();
+        if let Some(interval) = shared.options.scrub_interval {
+            if !shared.options.read_only {
+                let _ = background_scrub.set(
+                    BackgroundScrub::start(Arc::clone(&shared), interval)
+                        .map_err(MountError::Thread)?,
+                );
+            }
+        }
         Ok(Filesystem {
             shared,
             background,
@@ -1006,7 +995,7 @@ impl Filesystem {
         if change.writeback_interval.is_some() || change.dirty_limit_bytes.is_some() {
             // The background thread waits out the old interval otherwise;
             // a lower dirty limit may already be exceeded.
-            if let Some(background) = &self.background {
+            if let Some(background) = self.background.get() {
                 background.kick();
             }
         }
@@ -1049,7 +1038,7 @@ impl Filesystem {
             state: shared.gate.state(),
             settings: shared.settings.snapshot(),
             recovered: shared.recovered,
-            orphans_purged: shared.orphans_purged,
+            orphans_purged: shared.orphans_purged.load(Ordering::Acquire),
             space: shared.metadata.allocator.status(),
             total_blocks,
             dirty_bytes: stats.dirty_bytes,
@@ -1123,7 +1112,7 @@ impl Filesystem {
                 }
                 made
             }
-            LifeState::ReadOnly(_) if shared.options.read_only => Ok(()),
+            LifeState::ReadOnly(_) if shared.mounted_read_only.load(Ordering::Acquire) => Ok(()),
             // Shut down or read-only after an error: what was not written
             // was reported when writing stopped.
             _ => {

@@ -252,7 +252,7 @@ impl Shared {
         let Ok(_writer) = self.gate.try_enter() else {
             return Ok(false);
         };
-        if self.options.read_only {
+        if self.mounted_read_only.load(Ordering::Acquire) {
             return Ok(false);
         }
         let btree = |error: BtreeError| FsError::File(FileError::Btree(error));
@@ -346,7 +346,7 @@ impl Shared {
             }
             Err(_) => None,
         };
-        let writable = guard.is_some() && !self.options.read_only;
+        let writable = guard.is_some() && !self.mounted_read_only.load(Ordering::Acquire);
         let layout = self.superblock().layout;
         let _one_at_a_time = self
             .media
@@ -452,7 +452,7 @@ impl Shared {
         for item in handled.iter_mut() {
             if item.outcome == Outcome::RewriteSuperblock {
                 let result = rewritten.get_or_insert_with(|| {
-                    if !writable && self.options.read_only {
+                    if !writable && self.mounted_read_only.load(Ordering::Acquire) {
                         return Err("mounted read-only".into());
                     }
                     self.write_superblock(None)

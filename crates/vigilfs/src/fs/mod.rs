@@ -74,13 +74,14 @@ pub mod latency;
 mod lifecycle;
 mod media;
 mod paths;
+mod read_write;
 mod released_space;
 mod scrubbing;
 mod settings;
 pub mod unsynced;
 
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 pub use api::{Attr, DirItem, SetAttributes, StatFs};
 pub use crash_lab::{Unsynced, UnsyncedChange, UnsyncedData};
@@ -98,7 +99,7 @@ use gate::Gate;
 use handles::Handles;
 use health::Health;
 
-use crate::device::StoppableDevice;
+use crate::device::{BlockDevice, OverlayDevice, StoppableDevice};
 use crate::format::Superblock;
 use crate::inode::{FileType, Files, InodeRecord, Namespace, Xattrs};
 use crate::metadata::Metadata;
@@ -119,8 +120,16 @@ pub(crate) struct Shared {
     /// What a remount can change (`settings.rs`).
     settings: settings::LiveSettings,
     options: MountOptions,
+    /// Mounted read-only (`ro`, or features this build cannot write) and
+    /// not made writable since ([`Filesystem::make_writable`]): the image
+    /// is only read, and writes (recovery's) stay in `read_only_overlay`.
+    mounted_read_only: AtomicBool,
+    /// What keeps a read-only mount's writes in memory, over the image.
+    read_only_overlay: Option<Arc<OverlayDevice<Arc<dyn BlockDevice>>>>,
+    /// Held by [`Filesystem::make_writable`]: one at a time.
+    making_writable: Mutex<()>,
     recovered: bool,
-    orphans_purged: usize,
+    orphans_purged: std::sync::atomic::AtomicUsize,
     /// Whether the journal's failure was already acted on.
     journal_failure_seen: AtomicBool,
     /// Inodes made immutable during this mount (see `inode_flags.rs`).
@@ -188,9 +197,10 @@ pub type ReadOnlyListener = Arc<dyn Fn() + Send + Sync>;
 /// A mounted filesystem. See the module comment.
 pub struct Filesystem {
     shared: Arc<Shared>,
-    background: Option<Background>,
+    /// Set at mount, or when a read-only mount is made writable.
+    background: OnceLock<Background>,
     failures: Option<media::Worker>,
-    background_scrub: Option<scrubbing::BackgroundScrub>,
+    background_scrub: OnceLock<scrubbing::BackgroundScrub>,
     events: Option<events::Writer>,
 }
 

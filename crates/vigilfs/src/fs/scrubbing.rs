@@ -219,7 +219,7 @@ impl Shared {
         let Ok(_writer) = self.gate.try_enter() else {
             return;
         };
-        if self.options.read_only {
+        if self.mounted_read_only.load(Ordering::Acquire) {
             return;
         }
         let mut transaction = self.metadata.trees.transaction();

@@ -224,7 +224,7 @@ impl Filesystem {
         } else if self.shared.files.cache_stats().dirty_bytes
             > self.shared.settings.dirty_limit_bytes()
         {
-            if let Some(background) = &self.background {
+            if let Some(background) = self.background.get() {
                 background.kick();
             }
         }
@@ -267,7 +267,7 @@ impl Filesystem {
         let limit = self.shared.settings.dirty_limit_bytes();
         let dirty = self.shared.files.cache_stats().dirty_bytes;
         if dirty > limit {
-            if let Some(background) = &self.background {
+            if let Some(background) = self.background.get() {
                 background.kick();
             }
         }

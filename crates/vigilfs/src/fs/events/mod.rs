@@ -43,7 +43,7 @@ mod ring;
 mod store;
 mod writer;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -230,7 +230,9 @@ pub struct EventLog {
     state: Mutex<LogState>,
     changed: Condvar,
     store: Mutex<Option<Store>>,
-    writable: bool,
+    /// Whether records go to the region: not on a read-only mount (until
+    /// [`EventLog::make_writable`]), nor when ids could not be reserved.
+    writable: AtomicBool,
     slots: u64,
     unavailable: Option<String>,
     write_failures: AtomicU64,
@@ -278,7 +280,7 @@ impl EventLog {
             state: Mutex::new(state),
             changed: Condvar::new(),
             store: Mutex::new(store),
-            writable,
+            writable: AtomicBool::new(writable),
             slots,
             unavailable,
             write_failures: AtomicU64::new(0),
@@ -393,6 +395,43 @@ impl EventLog {
                 )
             }
         }
+    }
+
+    /// A read-only mount remounted read-write: reserves ids ahead in the
+    /// region's header, then writes what this mount recorded so far (the
+    /// records still in the ring; older ones are a gap a reader is told
+    /// of) and everything after. A log without a region, or writable
+    /// already, stays as it is. A failure leaves the log in memory only,
+    /// counted in its status.
+    pub fn make_writable(&self) -> Result<(), String> {
+        let mut store = lock(&self.store);
+        let Some(region) = store.as_mut() else {
+            return Ok(());
+        };
+        if self.writable.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // Not under the ring's lock: the error path never waits for the
+        // device. Ids handed out meanwhile stay below the reservation, far
+        // ahead; the writer raises it when it runs low.
+        let reserved = self.state().next_id + RESERVATION;
+        if let Err(error) = region.write_header(reserved) {
+            let message = format!("reserving event ids: {error}");
+            self.count_failure(message.clone());
+            return Err(message);
+        }
+        {
+            let mut state = self.state();
+            state.reserved_through = reserved;
+            // Read-only, every record counted as written without being
+            // so: from this mount's first on, they are written now.
+            let before_mount = state.mount_first_id - 1;
+            state.written_through = state.written_through.min(before_mount);
+            state.committed_through = state.committed_through.min(before_mount);
+        }
+        self.writable.store(true, Ordering::Release);
+        drop(store);
+        self.persist()
     }
 
     fn state(&self) -> MutexGuard<'_, LogState> {
@@ -640,7 +679,7 @@ impl EventLog {
     /// without it — waiting there cost fsync callers three quarters of
     /// their rate under an error flood (bench/RESULTS.md).
     pub fn write_for_commit(&self) {
-        if !self.writable {
+        if !self.writable.load(Ordering::Acquire) {
             return;
         }
         let mut store = match self.store.try_lock() {
@@ -702,11 +741,12 @@ impl EventLog {
             let written = state.written_through.max(state.committed_through);
             let records = Self::unwritten(&state, written);
             let low = state.reserved_through.saturating_sub(state.next_id) < RESERVATION / 2;
-            let reserve_to = (self.writable && low).then(|| state.next_id + RESERVATION);
+            let reserve_to =
+                (self.writable.load(Ordering::Acquire) && low).then(|| state.next_id + RESERVATION);
             (records, reserve_to, state.committed_through)
         };
         let outcome = match store.as_mut() {
-            Some(region) if self.writable => {
+            Some(region) if self.writable.load(Ordering::Acquire) => {
                 let first_slot = region.next_slot();
                 let written = if records.is_empty() {
                     Ok(())
@@ -771,7 +811,7 @@ impl EventLog {
             || state.tally.count > 0
             || state.tally.notices > 0
             || state.repeats.next_due().is_some_and(|due| due <= now_ns())
-            || (self.writable
+            || (self.writable.load(Ordering::Acquire)
                 && state.reserved_through.saturating_sub(state.next_id) < RESERVATION / 2)
     }
 
@@ -921,7 +961,7 @@ impl EventLog {
     /// a read-only mount, nor when the log cannot be written. Then a later
     /// mount hands the same ids out again, for other events.
     pub fn is_persistent(&self) -> bool {
-        self.slots > 0 && self.writable
+        self.slots > 0 && self.writable.load(Ordering::Acquire)
     }
 
     /// A monitor's view.

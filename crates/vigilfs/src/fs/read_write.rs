@@ -1,0 +1,160 @@
+//! A read-only mount made writable (`mount -o remount,rw`).
+//!
+//! A read-only mount reads the image and changes nothing in it: recovery
+//! replays the journal into the b-trees in memory, its writes (rebuilt
+//! nodes, a torn journal tail zeroed) stay in an overlay over the image,
+//! no orphan is deleted, the event log hands out ids it does not keep, and
+//! no writeback thread runs. Made writable, it does what a read-write mount
+//! does at mount, in the same order, and ends up where that mount would
+//! have been:
+//!
+//! 1. the overlay writes what it holds to the image and passes everything
+//!    through from then on. Nothing durable refers to those writes yet (a
+//!    commit would), so their order does not matter, and a crash midway
+//!    leaves the image as the read-only mount found it, for the next
+//!    mount's recovery;
+//! 2. the superblock counts the mount and says dirty (with this build's
+//!    features), as a read-write mount's does before any change (here
+//!    first, so a device that refuses writes fails the remount before
+//!    anything that cannot be undone);
+//! 3. the event log reserves ids and writes this mount's records;
+//! 4. the data claims recovery kept are recorded durable, orphans are
+//!    deleted, the live inode count is recorded;
+//! 5. the writeback thread starts, the gate lets writers in (and the
+//!    background scrub starts, if asked for).
+//!
+//! A failure leaves the mount read-only. After one in steps 1 and 2 a
+//! second try goes through the steps again (each is done once); one in
+//! step 4 failed the journal, which stays failed, as at mount. What cannot be made
+//! writable is refused before anything changes: a mount made read-only by
+//! an error or a shutdown (unmount and fsck it), an image with features
+//! this build cannot write, a device that still refuses writes.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::background::Background;
+use super::error::{FsError, FsResult};
+use super::gate::LifeState;
+use super::scrubbing::BackgroundScrub;
+use super::Filesystem;
+use crate::device::IoClass;
+use crate::format::{write_superblocks, Features, Superblock};
+use crate::inode::{FileError, Namespace, NamespaceResult};
+
+/// Deletes the orphans a crash left and records the live inode count: what
+/// a mount that may write does once recovery is done (`settle_claims`
+/// first). Returns the orphans deleted and those that found no space yet.
+pub(super) fn delete_orphans(namespace: &Namespace) -> NamespaceResult<(usize, Vec<u64>)> {
+    let (purged, left) = namespace.purge_orphans()?;
+    if !left.is_empty() {
+        // The mount goes on: a full filesystem must stay mountable to be
+        // emptied. The background thread tries again.
+        eprintln!(
+            "vigilfs: {} orphaned files could not be deleted yet: no space for their \
+             deletion's b-tree nodes; tried again every writeback interval",
+            left.len()
+        );
+    }
+    // statfs's inode counts: an older image is counted once, here, before
+    // the feature bit below says it keeps the count.
+    namespace.record_live_inodes()?;
+    Ok((purged.len(), left))
+}
+
+/// What a mount that may write records in the superblock: this build's
+/// features, the mount counted, the filesystem dirty. The caller writes it.
+pub(super) fn record_writable_mount(superblock: &mut Superblock, now: u64) {
+    // This build keeps bad-block and poison records: say so, for builds
+    // that honour feature flags.
+    superblock.features.ro_compat |= Features::RO_COMPAT_MEDIA_RECORDS;
+    // And journals data claims from now on: builds without them must not
+    // recover this image.
+    superblock.features.incompat |= Features::INCOMPAT_DATA_CLAIMS;
+    superblock.features.ro_compat |= Features::RO_COMPAT_INODE_COUNT;
+    superblock.record_mount(now);
+}
+
+impl Filesystem {
+    /// Makes a read-only mount writable (see the module comment). The
+    /// device below must take writes by now (a file opened again for
+    /// writing). Nothing to do if the mount is writable already.
+    pub fn make_writable(&self) -> FsResult<()> {
+        let shared = &self.shared;
+        let _one_at_a_time = shared
+            .making_writable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mounted_read_only = shared.mounted_read_only.load(Ordering::Acquire);
+        let again = "unmount it and mount it again (after vigilfs fsck if it failed)";
+        match shared.gate.state() {
+            LifeState::ShutDown(why) => {
+                return Err(FsError::ShutDown(format!("{why}; {again}")));
+            }
+            LifeState::ReadOnly(why) if !mounted_read_only => {
+                return Err(FsError::ReadOnly(Some(format!("{why}; {again}"))));
+            }
+            LifeState::ReadOnly(_) => {}
+            LifeState::Running | LifeState::Frozen => return Ok(()),
+        }
+        let unknown = shared.superblock().features.ro_compat & !Features::KNOWN_RO_COMPAT;
+        if unknown != 0 {
+            return Err(FsError::ReadOnly(Some(format!(
+                "the filesystem uses features this build cannot write (ro_compat {unknown:#x})"
+            ))));
+        }
+        let not_made = |what: &str, error: &dyn std::fmt::Display| {
+            FsError::NotMadeWritable(format!("{what}: {error}"))
+        };
+        if let Some(overlay) = &shared.read_only_overlay {
+            overlay
+                .write_through(IoClass::Metadata)
+                .map_err(|error| not_made("writing what recovery left in memory", &error))?;
+        }
+        {
+            // First of what a read-write mount writes, and the one a device
+            // that refuses writes fails with nothing changed: the journal's
+            // failures below stay (a failed journal never writes again).
+            let mut superblock = shared.superblock();
+            let mut written = superblock.clone();
+            record_writable_mount(&mut written, super::health::seconds_now());
+            write_superblocks(shared.device.as_ref(), &mut written)
+                .map_err(|error| not_made("writing the superblock", &error))?;
+            *superblock = written;
+        }
+        if let Err(why) = shared.health.log().make_writable() {
+            // As at mount: the log stays in memory, its status says why.
+            eprintln!("vigilfs: the event log stays in memory only: {why}");
+        }
+        shared
+            .metadata
+            .journal
+            .settle_claims()
+            .map_err(|error| FsError::File(FileError::Journal(error)))?;
+        let (purged, left) = delete_orphans(&shared.namespace)?;
+        shared.orphans_purged.fetch_add(purged, Ordering::AcqRel);
+        shared.defer_orphans(left);
+        // Writers are let in only once the writeback thread runs: a mount
+        // that cannot start it fails, and so does this.
+        let background = Background::start(Arc::clone(&self.shared))
+            .map_err(|error| not_made("starting the writeback thread", &error))?;
+        let _ = self.background.set(background);
+        if !shared.gate.make_writable() {
+            // Shut down meanwhile: nothing more is written.
+            return Err(FsError::ShutDown(
+                "shut down while being made writable".into(),
+            ));
+        }
+        shared.mounted_read_only.store(false, Ordering::Release);
+        if let Some(interval) = shared.options.scrub_interval {
+            match BackgroundScrub::start(Arc::clone(&self.shared), interval) {
+                Ok(scrub) => {
+                    let _ = self.background_scrub.set(scrub);
+                }
+                // As a mount goes on without the thread's other work.
+                Err(error) => eprintln!("vigilfs: the background scrub did not start: {error}"),
+            }
+        }
+        Ok(())
+    }
+}
