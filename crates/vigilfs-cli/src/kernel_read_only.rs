@@ -12,8 +12,10 @@
 //! moments after it returns, not before.
 //!
 //! A read-only mount whose kernel mount turns read-write is made writable
-//! the same way (once per such turn: a refusal is logged, not retried at
-//! every later change of the table).
+//! the same way, once per such turn; if it cannot be (an error keeps it
+//! read-only, the image cannot be written), the kernel's mount is made
+//! read-only again and the daemon's log says why: a mount the table calls
+//! rw must not answer every write with EROFS.
 //!
 //! Invariant: a change is made only when the kernel's flag differs from
 //! what the engine was last told, so a helper's remount (which tells the
@@ -22,6 +24,7 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -50,6 +53,7 @@ impl Watch {
     /// making a read-only mount writable through `image`).
     pub fn start(
         device: String,
+        mountpoint: PathBuf,
         slot: Arc<EngineSlot>,
         power: Option<Arc<PowerSwitch>>,
         image: Option<Arc<WritableImage>>,
@@ -63,6 +67,7 @@ impl Watch {
                 .name("vigilfs-mount-table".into())
                 .spawn(move || {
                     let followed = Followed {
+                        mountpoint: &mountpoint,
                         slot: &slot,
                         power: power.as_deref(),
                         image: image.as_deref(),
@@ -88,6 +93,7 @@ impl Watch {
 
 /// What the watch changes, and where it says so.
 struct Followed<'a> {
+    mountpoint: &'a Path,
     slot: &'a EngineSlot,
     power: Option<&'a PowerSwitch>,
     image: Option<&'a WritableImage>,
@@ -135,6 +141,7 @@ fn superblock_read_only(mounts: &Mounts, device: &str) -> Option<bool> {
 
 fn follow_flag(read_only: bool, turned_read_write: bool, followed: &Followed<'_>) {
     let Followed {
+        mountpoint,
         slot,
         power,
         image,
@@ -152,9 +159,17 @@ fn follow_flag(read_only: bool, turned_read_write: bool, followed: &Followed<'_>
         };
         match made {
             Ok(()) => log("the kernel's mount became read-write: the filesystem is writable now"),
-            Err(why) => log(&format!(
-                "the kernel's mount became read-write, the filesystem stays read-only: {why}"
-            )),
+            Err(why) => {
+                let back =
+                    match vigilfs_fuse::set_flags(mountpoint, libc::MS_RDONLY, libc::MS_RDONLY) {
+                        Ok(()) => "the kernel's mount is read-only again".to_string(),
+                        Err(error) => format!("the kernel's mount stays read-write: {error}"),
+                    };
+                log(&format!(
+                    "the kernel's mount became read-write, the filesystem stays read-only \
+                     ({back}): {why}"
+                ));
+            }
         }
         return;
     }

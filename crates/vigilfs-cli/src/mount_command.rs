@@ -801,6 +801,7 @@ fn serve(
     let read_only_watch = device.clone().and_then(|device| {
         let watch = kernel_read_only::Watch::start(
             device,
+            mountpoint.clone(),
             Arc::clone(&slot),
             power.clone(),
             writable_image,
@@ -946,7 +947,7 @@ fn finish(
             (state, Ok(())) => {
                 let how = match state {
                     LifeState::Running | LifeState::Frozen => "clean".to_string(),
-                    LifeState::ReadOnly(why) if why == "mounted read-only" => {
+                    LifeState::ReadOnly(why) if why.starts_with("mounted read-only") => {
                         "it was mounted read-only".to_string()
                     }
                     other => format!(

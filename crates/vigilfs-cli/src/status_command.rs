@@ -177,6 +177,9 @@ pub fn render(status: &Value) -> String {
     let mut state = text(&status["state"]).to_string();
     if let Some(reason) = status["state_reason"].as_str() {
         let _ = write!(state, ": {reason}");
+        if reason == "mounted read-only" {
+            let _ = write!(state, " (`mount -o remount,rw` makes it writable)");
+        }
     }
     if status["mounted_read_only"] == Value::Bool(true) && status["state"] != "read-only" {
         let _ = write!(

@@ -41,6 +41,17 @@ fn remount(scratch: &Scratch, options: &str) -> Output {
     output
 }
 
+/// What the mount's `settings` events say, oldest first.
+fn settings_events(scratch: &Scratch) -> Vec<String> {
+    let listed = vigilfs(&["events", scratch.mnt(), "--json"]);
+    text(&listed.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["kind"] == "settings")
+        .map(|event| event["action"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
 fn flags(path: &Path) -> u64 {
     statvfs(path).f_flag
 }
@@ -146,16 +157,9 @@ fn a_remount_changes_the_daemon_settings_in_the_running_daemon() {
     );
     // The same daemon, and the change is in its event log.
     assert_eq!(status["pid"].as_u64(), Some(u64::from(pid)));
-    let events = vigilfs(&["events", scratch.mnt(), "--json"]);
-    let settings_events: Vec<serde_json::Value> = text(&events.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|event| event["kind"] == "settings")
-        .collect();
-    assert_eq!(settings_events.len(), 1, "{}", text(&events.stdout));
     assert_eq!(
-        settings_events[0]["action"],
-        "errors=continue cache=1M dirty=16M writeback=0.5s"
+        settings_events(&scratch),
+        ["errors=continue cache=1M dirty=16M writeback=0.5s"]
     );
 
     // A bad value is refused before anything changes, kernel flags included.
@@ -233,6 +237,10 @@ fn a_read_only_mount_remounted_read_write_deletes_the_orphans_and_takes_writes()
     assert_eq!(status["orphans_purged"], 1, "{status}");
     fs::write(scratch.at("after"), b"written after the remount").unwrap();
     assert_eq!(fs::read(scratch.at("kept")).unwrap(), b"written before");
+    // Announced once, though the helper and the mount table both tell it.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let settings = settings_events(&scratch);
+    assert_eq!(settings, ["errors=panic", "rw"], "{settings:?}");
     scratch.umount(pid);
     let checked = vigilfs(&["fsck", scratch.img()]);
     assert_eq!(checked.status.code(), Some(0), "{}", text(&checked.stdout));
@@ -290,6 +298,78 @@ fn remount_read_write_is_refused_while_an_error_keeps_the_daemon_read_only() {
     scratch.umount(pid);
 }
 
+/// A read-only mount whose errors=remount-ro policy acted on a metadata
+/// failure stays read-only: a remount,rw is refused through the helper,
+/// and one that reaches only the kernel is turned back.
+#[test]
+fn a_read_only_mount_kept_so_by_its_errors_policy_refuses_read_write() {
+    if fuse_missing("a_read_only_mount_kept_so_by_its_errors_policy_refuses_read_write") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    for index in 0..500 {
+        fs::write(scratch.at(&format!("file-{index}")), b"x").unwrap();
+    }
+    scratch.umount(pid);
+    let pid = scratch.mount(&["-o", "ro,errors=remount-ro"]);
+    let injected = vigilfs(&[
+        "inject",
+        scratch.mnt(),
+        "--corrupt-reads",
+        "--class",
+        "metadata",
+        "--drop-caches",
+    ]);
+    assert_eq!(
+        injected.status.code(),
+        Some(0),
+        "{}",
+        text(&injected.stderr)
+    );
+    let failed = (0..500)
+        .filter(|index| fs::metadata(scratch.at(&format!("file-{index}"))).is_err())
+        .count();
+    assert!(failed > 0, "no lookup met the corruption");
+    let cleared = vigilfs(&["inject", scratch.mnt(), "--clear"]);
+    assert_eq!(cleared.status.code(), Some(0), "{}", text(&cleared.stderr));
+    assert!(
+        scratch.status()["state_reason"]
+            .as_str()
+            .is_some_and(|why| why.contains("errors=remount-ro after")),
+        "{}",
+        scratch.status()
+    );
+    let output = helper(
+        scratch.directory.path(),
+        &[scratch.img(), scratch.mnt(), "-o", "remount,rw"],
+    );
+    assert_eq!(output.status.code(), Some(32), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("errors=remount-ro"),
+        "{}",
+        text(&output.stderr)
+    );
+    let output = Command::new("mount")
+        .args(["-i", "-o", "remount,rw", scratch.mnt()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    wait_until(
+        "the kernel's mount is turned back read-only",
+        std::time::Duration::from_secs(10),
+        || flags(&scratch.mountpoint) & libc::ST_RDONLY != 0,
+    );
+    assert!(
+        scratch
+            .log()
+            .contains("the kernel's mount is read-only again"),
+        "{}",
+        scratch.log()
+    );
+    scratch.umount(pid);
+}
+
 /// `mount -i -o remount,rw` of a read-only mount: the daemon sees the
 /// kernel's mount turn read-write in the mount table and makes itself
 /// writable, as the helper would have.
@@ -318,6 +398,7 @@ fn a_read_only_mount_the_kernel_alone_remounts_read_write_becomes_writable() {
         "{}",
         scratch.log()
     );
+    assert_eq!(settings_events(&scratch), ["rw"]);
     scratch.umount(pid);
 }
 
@@ -598,13 +679,7 @@ fn a_remount_that_reaches_only_the_kernel_is_followed() {
     std::thread::sleep(std::time::Duration::from_secs(1));
     remount(&scratch, "remount,rw");
     std::thread::sleep(std::time::Duration::from_secs(1));
-    let listed = vigilfs(&["events", scratch.mnt(), "--json"]);
-    let settings: Vec<String> = text(&listed.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|event| event["kind"] == "settings")
-        .map(|event| event["action"].as_str().unwrap_or_default().to_string())
-        .collect();
+    let settings = settings_events(&scratch);
     assert_eq!(settings, ["ro", "rw", "ro", "rw"], "{settings:?}");
     scratch.umount(pid);
 }

@@ -12,25 +12,54 @@ use vigilfs::alloc::Allocator;
 use vigilfs::btree::{Btrees, BtreesOptions, TreeId};
 use vigilfs::device::{BlockDevice, CrashDevice, CrashMode, SectorSize};
 use vigilfs::format::{FsUuid, Superblock};
+use vigilfs::inode::{inode_key, FileType, InodeRecord, Timestamp, ROOT_INO};
 use vigilfs::journal::{Journal, JournalOptions};
 use vigilfs::mkfs::{mkfs, MkfsOptions};
 
 /// Two trees that fsck's namespace checks leave alone, so that any crash image can be
-/// checked with the real fsck too (their values are test data, not inodes or extents).
+/// checked with the real fsck too (their values are test data, not inodes or extents;
+/// the filesystem's root directory is made before the workload, as mkfs makes it).
 const TREES: [TreeId; 2] = [TreeId::Xattrs, TreeId::Meta];
 const DEVICE_BYTES: u64 = 3 << 20;
 const TRANSACTIONS: u64 = 300;
 
 type Models = [BTreeMap<Vec<u8>, Vec<u8>>; 2];
 
-fn make_fs(device: &dyn BlockDevice) -> Superblock {
+fn make_fs(device: Arc<dyn BlockDevice>) -> Superblock {
     let options = MkfsOptions {
         uuid: Some(FsUuid(*b"btree-crash-test")),
         time: Some(1_700_000_000),
         journal_bytes: Some(1 << 20),
         ..MkfsOptions::default()
     };
-    mkfs(device, &options).expect("mkfs")
+    let superblock = mkfs(device.as_ref(), &options).expect("mkfs");
+    // The root directory every filesystem has (fsck requires it), durable.
+    let btrees = open(device, &superblock).expect("open");
+    let now = Timestamp {
+        seconds: 1_700_000_000,
+        nanoseconds: 0,
+    };
+    let root = InodeRecord {
+        mode: FileType::Directory.mode_bits() | 0o755,
+        uid: 0,
+        gid: 0,
+        nlink: 2,
+        flags: 0,
+        size: 0,
+        generation: 1,
+        rdev: 0,
+        atime: now,
+        mtime: now,
+        ctime: now,
+        btime: now,
+    };
+    let mut transaction = btrees.transaction();
+    transaction
+        .put(TreeId::Inodes, &inode_key(ROOT_INO), &root.encode())
+        .expect("root");
+    transaction.commit_durable().expect("durable root");
+    btrees.sync().expect("sync");
+    superblock
 }
 
 fn open(device: Arc<dyn BlockDevice>, superblock: &Superblock) -> Result<Btrees, String> {
@@ -170,7 +199,7 @@ fn check_recovery(
 
 fn sweep(sector_size: SectorSize) {
     let reference = Arc::new(CrashDevice::new(DEVICE_BYTES, sector_size));
-    let superblock = make_fs(reference.as_ref());
+    let superblock = make_fs(reference.clone());
     let start = reference.flushes_issued();
     let full = run(&reference, &superblock);
     assert_eq!(
@@ -183,7 +212,7 @@ fn sweep(sector_size: SectorSize) {
     let mut checks = 0;
     for cut in 1..=flush_points {
         let device = Arc::new(CrashDevice::new(DEVICE_BYTES, sector_size));
-        make_fs(device.as_ref());
+        make_fs(device.clone());
         device.cut_power_at_flush(Some(device.flushes_issued() + cut));
         let outcome = run(&device, &superblock);
         for mode in [

@@ -1569,6 +1569,88 @@ fn a_mount_read_only_after_an_error_or_shut_down_is_not_made_writable() {
 }
 
 #[test]
+fn a_read_only_mount_whose_remount_ro_policy_acted_is_not_made_writable() {
+    // Read-only already, the gate cannot change: the policy keeps the
+    // mount read-only, so a remount,rw never writes on damaged metadata.
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    for index in 0..2000 {
+        fs.mknod(
+            ROOT_INO,
+            format!("file-{index}").as_bytes(),
+            libc::S_IFREG | 0o644,
+            0,
+            &root(),
+        )
+        .unwrap();
+    }
+    fs.unmount().unwrap();
+    let fs = fixture.mount_with(MountOptions {
+        read_only: true,
+        errors: Some(ErrorsPolicy::RemountReadOnly),
+        ..MountOptions::default()
+    });
+    let rule = fixture
+        .plan
+        .add_rule(
+            FaultRule::fail(Errno::EIO)
+                .for_class(IoClass::Metadata)
+                .on(Operations::READ),
+        )
+        .expect("rule");
+    let failed = (0..2000)
+        .filter(|index| {
+            fs.lookup(ROOT_INO, format!("file-{index}").as_bytes(), &root())
+                .is_err()
+        })
+        .count();
+    assert!(failed > 0, "no lookup reached the device");
+    assert!(fixture.plan.remove_rule(rule).is_some());
+    let LifeState::ReadOnly(why) = fs.status().state else {
+        panic!("{:?}", fs.status().state)
+    };
+    assert!(why.contains("errors=remount-ro after"), "{why}");
+    assert_eq!(errno(fs.make_writable()), libc::EROFS);
+    assert!(matches!(fs.status().state, LifeState::ReadOnly(_)));
+}
+
+#[test]
+fn a_journal_failure_while_made_writable_is_reported_and_counts_the_mount_once() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    write_file(&fs, b"synced", b"made durable by fsync");
+    let mounts = fs.status().mount_count;
+    drop(fs); // a crash: recovery keeps the entry's data claims to settle
+    let fs = fixture.mount_with(MountOptions {
+        read_only: true,
+        errors: Some(ErrorsPolicy::Continue),
+        ..MountOptions::default()
+    });
+    let rule = fixture
+        .plan
+        .add_rule(
+            FaultRule::fail(Errno::EIO)
+                .for_class(IoClass::Journal)
+                .on(Operations::WRITE),
+        )
+        .expect("rule");
+    assert_eq!(errno(fs.make_writable()), libc::EIO);
+    let status = fs.status();
+    assert!(matches!(status.state, LifeState::ReadOnly(_)));
+    assert_eq!(status.mount_count, mounts + 1);
+    assert!(
+        status.error_record.counter(ErrorKind::Journal).count >= 1,
+        "{:?}",
+        status.error_record
+    );
+    assert!(fixture.plan.remove_rule(rule).is_some());
+    // The journal stays failed: a second try fails as well, and does not
+    // count the mount again.
+    assert!(fs.make_writable().is_err());
+    assert_eq!(fs.status().mount_count, mounts + 1);
+}
+
+#[test]
 fn a_filesystem_can_be_shared_between_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Filesystem>();

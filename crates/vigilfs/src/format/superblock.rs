@@ -222,6 +222,11 @@ pub struct Superblock {
     pub event_log: Option<Region>,
 }
 
+/// The highest write sequence a superblock may carry (2^62): far beyond
+/// any real count of writes, so one beyond it is damage or forgery, and a
+/// valid one never wraps.
+pub const MAX_WRITE_SEQUENCE: u64 = 1 << 62;
+
 impl Superblock {
     /// Records a mount: bumps the mount count, sets the mount time and marks the filesystem
     /// dirty until a clean unmount.
@@ -240,6 +245,19 @@ impl Superblock {
             return Err(FormatError::UnsupportedFeatures { incompat: unknown });
         }
         self.layout.validate()?;
+        if self.write_sequence > MAX_WRITE_SEQUENCE {
+            // One write a nanosecond would take three centuries to get
+            // here: forged, and the next write must not wrap to below the
+            // copies it replaces (the oldest copy would win).
+            return Err(FormatError::InvalidField {
+                structure: SUPERBLOCK.name,
+                field: "write sequence",
+                reason: format!(
+                    "{} is past {MAX_WRITE_SEQUENCE}, more writes than any device makes",
+                    self.write_sequence
+                ),
+            });
+        }
         self.validate_event_log(self.layout.device_length)
     }
 
@@ -648,7 +666,7 @@ pub(crate) mod tests {
             any::<u64>(),
             any::<u64>(),
             any::<u64>(),
-            any::<u64>(),
+            0..=MAX_WRITE_SEQUENCE,
         );
         let events = proptest::collection::vec(arbitrary_event(), 0..5);
         let choices = (
@@ -725,6 +743,17 @@ pub(crate) mod tests {
                 }
             },
         )
+    }
+
+    #[test]
+    fn a_write_sequence_no_device_reaches_is_refused() {
+        let mut superblock = sample_superblock();
+        superblock.write_sequence = MAX_WRITE_SEQUENCE;
+        assert!(Superblock::decode(&superblock.encode().unwrap()).is_ok());
+        // Decoding validates as encoding does.
+        superblock.write_sequence = u64::MAX;
+        let refused = superblock.validate().unwrap_err();
+        assert!(refused.to_string().contains("write sequence"), "{refused}");
     }
 
     proptest! {

@@ -240,7 +240,7 @@ pub fn write_superblocks<D: BlockDevice + ?Sized>(
     superblock: &mut Superblock,
 ) -> Result<(), FormatError> {
     let device_length = device.length();
-    superblock.write_sequence = superblock.write_sequence.wrapping_add(1);
+    superblock.write_sequence = superblock.write_sequence.saturating_add(1);
     superblock.validate_for_device(device_length, device.sector_size())?;
     // The backups stay at the end of the filesystem, however the device
     // grew (validate_for_device refused a device that shrank).

@@ -228,10 +228,8 @@ impl Shared {
         match self.settings.errors_policy() {
             ErrorsPolicy::Continue => {}
             ErrorsPolicy::RemountReadOnly => {
-                if self
-                    .gate
-                    .make_read_only(format!("errors=remount-ro after {why}"))
-                {
+                let why = format!("errors=remount-ro after {why}");
+                if self.gate.make_read_only(why.clone()) {
                     self.health.notice(&Notice::ErrorsAction {
                         action: "remount-ro",
                     });
@@ -239,6 +237,18 @@ impl Shared {
                     if let Some(listener) = super::api::current(&self.read_only_listener) {
                         listener();
                     }
+                } else if self.mounted_read_only.load(Ordering::Acquire)
+                    && self
+                        .read_only_mount
+                        .as_ref()
+                        .is_some_and(|mount| mount.keep_read_only(why))
+                {
+                    // Read-only already by its options: the policy's
+                    // action is that it stays so (a remount,rw must not
+                    // write on damaged metadata).
+                    self.health.notice(&Notice::ErrorsAction {
+                        action: "remount-ro",
+                    });
                 }
                 self.save_error_record();
             }

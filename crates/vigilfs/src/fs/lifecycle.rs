@@ -23,7 +23,7 @@ use super::gate::Gate;
 use super::handles::Handles;
 use super::health::{seconds_now, Detail, Health, Incident};
 use super::media::{Media, MediaStatus, Worker};
-use super::read_write::{delete_orphans, record_writable_mount};
+use super::read_write::{delete_orphans, record_writable_mount, ReadOnlyMount};
 use super::scrubbing::BackgroundScrub;
 use super::settings::{LiveSettings, Settings, SettingsChange};
 use super::unsynced::Changes;
@@ -786,7 +786,7 @@ impl Filesystem {
         }
         let state = if unknown_ro_compat {
             LifeState::ReadOnly(format!(
-                "read-only: the filesystem uses features this build cannot write \
+                "the filesystem uses features this build cannot write \
                  (ro_compat {:#x})",
                 superblock.features.ro_compat & !Features::KNOWN_RO_COMPAT
             ))
@@ -797,6 +797,7 @@ impl Filesystem {
             write_superblocks(device.as_ref(), &mut superblock)?;
             LifeState::Running
         };
+        let mounted_read_only = options.read_only;
         let shared = Arc::new(Shared {
             device,
             metadata,
@@ -815,9 +816,8 @@ impl Filesystem {
                 atime: options.atime,
                 directory_atime: options.directory_atime,
             }),
-            mounted_read_only: AtomicBool::new(options.read_only),
-            read_only_overlay,
-            making_writable: Mutex::new(()),
+            mounted_read_only: AtomicBool::new(mounted_read_only),
+            read_only_mount: read_only_overlay.map(ReadOnlyMount::new),
             options,
             recovered,
             orphans_purged: AtomicUsize::new(orphans_purged),
@@ -831,7 +831,8 @@ impl Filesystem {
             lookups_hold_inodes: AtomicBool::new(false),
             deferred_orphans: Mutex::new(orphans_left),
             freezes_ended: Mutex::new(false),
-            transport_read_only: AtomicBool::new(false),
+            // A read-only mount's kernel mount is read-only too.
+            transport_read_only: AtomicBool::new(mounted_read_only),
             attribute_listener: std::sync::RwLock::new(None),
             page_invalidator: std::sync::RwLock::new(None),
             read_only_listener: std::sync::RwLock::new(None),
@@ -1034,8 +1035,17 @@ impl Filesystem {
         let total_blocks = superblock.layout.main.blocks;
         let mount_count = superblock.mount_count;
         drop(superblock);
+        let kept_by_policy = shared
+            .read_only_mount
+            .as_ref()
+            .and_then(|mount| mount.kept_by_policy());
         Status {
-            state: shared.gate.state(),
+            state: match (shared.gate.state(), kept_by_policy) {
+                (LifeState::ReadOnly(mounted), Some(why)) => {
+                    LifeState::ReadOnly(format!("{mounted}; {why}"))
+                }
+                (state, _) => state,
+            },
             settings: shared.settings.snapshot(),
             recovered: shared.recovered,
             orphans_purged: shared.orphans_purged.load(Ordering::Acquire),

@@ -99,7 +99,7 @@ use gate::Gate;
 use handles::Handles;
 use health::Health;
 
-use crate::device::{BlockDevice, OverlayDevice, StoppableDevice};
+use crate::device::StoppableDevice;
 use crate::format::Superblock;
 use crate::inode::{FileType, Files, InodeRecord, Namespace, Xattrs};
 use crate::metadata::Metadata;
@@ -122,12 +122,10 @@ pub(crate) struct Shared {
     options: MountOptions,
     /// Mounted read-only (`ro`, or features this build cannot write) and
     /// not made writable since ([`Filesystem::make_writable`]): the image
-    /// is only read, and writes (recovery's) stay in `read_only_overlay`.
+    /// is only read, and writes (recovery's) stay in `read_only_mount`.
     mounted_read_only: AtomicBool,
-    /// What keeps a read-only mount's writes in memory, over the image.
-    read_only_overlay: Option<Arc<OverlayDevice<Arc<dyn BlockDevice>>>>,
-    /// Held by [`Filesystem::make_writable`]: one at a time.
-    making_writable: Mutex<()>,
+    /// What a mount read-only by its options keeps until made writable.
+    read_only_mount: Option<read_write::ReadOnlyMount>,
     recovered: bool,
     orphans_purged: std::sync::atomic::AtomicUsize,
     /// Whether the journal's failure was already acted on.

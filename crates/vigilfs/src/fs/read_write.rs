@@ -24,23 +24,66 @@
 //!    background scrub starts, if asked for).
 //!
 //! A failure leaves the mount read-only. After one in steps 1 and 2 a
-//! second try goes through the steps again (each is done once); one in
-//! step 4 failed the journal, which stays failed, as at mount. What cannot be made
-//! writable is refused before anything changes: a mount made read-only by
-//! an error or a shutdown (unmount and fsck it), an image with features
+//! second try goes through the steps again (the mount is counted once);
+//! one in step 4 is a metadata failure like any other (reported, and the
+//! `errors=` policy acts), and the journal stays failed. What cannot be
+//! made writable is refused before anything changes: a mount made
+//! read-only by an error or a shutdown (unmount and fsck it), also a
+//! read-only mount whose `errors=remount-ro` policy acted on a failure it
+//! met (it must not write on damaged metadata), an image with features
 //! this build cannot write, a device that still refuses writes.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use super::background::Background;
 use super::error::{FsError, FsResult};
+use super::events::Notice;
 use super::gate::LifeState;
 use super::scrubbing::BackgroundScrub;
+use super::settings::SettingsChange;
 use super::Filesystem;
-use crate::device::IoClass;
+use crate::device::{BlockDevice, IoClass, OverlayDevice};
+use crate::format::event_log::TEXT_CAPACITY;
 use crate::format::{write_superblocks, Features, Superblock};
 use crate::inode::{FileError, Namespace, NamespaceResult};
+
+/// What a mount read-only by its options keeps until made writable.
+pub(super) struct ReadOnlyMount {
+    /// What keeps its writes in memory, over the image.
+    overlay: Arc<OverlayDevice<Arc<dyn BlockDevice>>>,
+    /// Held while being made writable: one at a time.
+    making_writable: Mutex<()>,
+    /// The superblock counted the mount already (a try that failed
+    /// later): a second try does not count it again.
+    mount_counted: AtomicBool,
+    /// The `errors=remount-ro` policy acted while the mount was read-only
+    /// (its gate was already): why. It is never made writable then.
+    kept_by_policy: OnceLock<String>,
+}
+
+impl ReadOnlyMount {
+    pub(super) fn new(overlay: Arc<OverlayDevice<Arc<dyn BlockDevice>>>) -> ReadOnlyMount {
+        ReadOnlyMount {
+            overlay,
+            making_writable: Mutex::new(()),
+            mount_counted: AtomicBool::new(false),
+            kept_by_policy: OnceLock::new(),
+        }
+    }
+
+    /// The `errors=remount-ro` policy acted on a failure (`why`) while the
+    /// mount was read-only: it stays so. Returns whether this is the first
+    /// time.
+    pub(super) fn keep_read_only(&self, why: String) -> bool {
+        self.kept_by_policy.set(why).is_ok()
+    }
+
+    /// Why the policy keeps the mount read-only, if it does.
+    pub(super) fn kept_by_policy(&self) -> Option<&str> {
+        self.kept_by_policy.get().map(String::as_str)
+    }
+}
 
 /// Deletes the orphans a crash left and records the live inode count: what
 /// a mount that may write does once recovery is done (`settle_claims`
@@ -81,21 +124,32 @@ impl Filesystem {
     /// writing). Nothing to do if the mount is writable already.
     pub fn make_writable(&self) -> FsResult<()> {
         let shared = &self.shared;
-        let _one_at_a_time = shared
-            .making_writable
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mounted_read_only = shared.mounted_read_only.load(Ordering::Acquire);
         let again = "unmount it and mount it again (after vigilfs fsck if it failed)";
-        match shared.gate.state() {
-            LifeState::ShutDown(why) => {
+        let state = shared.gate.state();
+        let read_only_mount = match (&shared.read_only_mount, state) {
+            (_, LifeState::ShutDown(why)) => {
                 return Err(FsError::ShutDown(format!("{why}; {again}")));
             }
-            LifeState::ReadOnly(why) if !mounted_read_only => {
+            (_, LifeState::Running | LifeState::Frozen) => return Ok(()),
+            (Some(mount), LifeState::ReadOnly(_))
+                if shared.mounted_read_only.load(Ordering::Acquire) =>
+            {
+                mount
+            }
+            (_, LifeState::ReadOnly(why)) => {
                 return Err(FsError::ReadOnly(Some(format!("{why}; {again}"))));
             }
-            LifeState::ReadOnly(_) => {}
-            LifeState::Running | LifeState::Frozen => return Ok(()),
+        };
+        let _one_at_a_time = read_only_mount
+            .making_writable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !shared.mounted_read_only.load(Ordering::Acquire) {
+            // Made writable by the caller this one waited for.
+            return Ok(());
+        }
+        if let Some(why) = read_only_mount.kept_by_policy() {
+            return Err(FsError::ReadOnly(Some(format!("{why}; {again}"))));
         }
         let unknown = shared.superblock().features.ro_compat & !Features::KNOWN_RO_COMPAT;
         if unknown != 0 {
@@ -106,12 +160,11 @@ impl Filesystem {
         let not_made = |what: &str, error: &dyn std::fmt::Display| {
             FsError::NotMadeWritable(format!("{what}: {error}"))
         };
-        if let Some(overlay) = &shared.read_only_overlay {
-            overlay
-                .write_through(IoClass::Metadata)
-                .map_err(|error| not_made("writing what recovery left in memory", &error))?;
-        }
-        {
+        read_only_mount
+            .overlay
+            .write_through(IoClass::Metadata)
+            .map_err(|error| not_made("writing what recovery left in memory", &error))?;
+        if !read_only_mount.mount_counted.load(Ordering::Acquire) {
             // First of what a read-write mount writes, and the one a device
             // that refuses writes fails with nothing changed: the journal's
             // failures below stay (a failed journal never writes again).
@@ -121,17 +174,22 @@ impl Filesystem {
             write_superblocks(shared.device.as_ref(), &mut written)
                 .map_err(|error| not_made("writing the superblock", &error))?;
             *superblock = written;
+            read_only_mount.mount_counted.store(true, Ordering::Release);
         }
         if let Err(why) = shared.health.log().make_writable() {
             // As at mount: the log stays in memory, its status says why.
             eprintln!("vigilfs: the event log stays in memory only: {why}");
         }
-        shared
+        // A failure here is the metadata's: reported and counted, and the
+        // errors= policy acts (remount-ro keeps the mount read-only).
+        let settled = shared
             .metadata
             .journal
             .settle_claims()
-            .map_err(|error| FsError::File(FileError::Journal(error)))?;
-        let (purged, left) = delete_orphans(&shared.namespace)?;
+            .map_err(|error| FsError::File(FileError::Journal(error)));
+        shared.observe("remount read-write", settled)?;
+        let deleted = delete_orphans(&shared.namespace).map_err(FsError::from);
+        let (purged, left) = shared.observe("remount read-write", deleted)?;
         shared.orphans_purged.fetch_add(purged, Ordering::AcqRel);
         shared.defer_orphans(left);
         // Writers are let in only once the writeback thread runs: a mount
@@ -146,6 +204,16 @@ impl Filesystem {
             ));
         }
         shared.mounted_read_only.store(false, Ordering::Release);
+        // The transport's mount turns read-write with this (the kernel's
+        // flag changes right after): told so again, it is no change.
+        shared.transport_read_only.store(false, Ordering::Release);
+        let change = SettingsChange {
+            read_only: Some(false),
+            ..SettingsChange::default()
+        };
+        shared.health.notice(&Notice::Settings {
+            change: &change.summary(TEXT_CAPACITY),
+        });
         if let Some(interval) = shared.options.scrub_interval {
             match BackgroundScrub::start(Arc::clone(&self.shared), interval) {
                 Ok(scrub) => {

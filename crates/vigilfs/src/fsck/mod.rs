@@ -555,14 +555,15 @@ mod tests {
     use super::*;
     use crate::device::{IoClass, MemoryDevice, SectorSize};
     use crate::journal::{Journal, JournalOptions};
-    use crate::mkfs::{mkfs, MkfsOptions};
+    use crate::mkfs::{make_filesystem, MkfsOptions};
     use std::sync::Arc;
 
     fn no_progress(_: Progress) {}
 
+    /// A new filesystem, its root directory made.
     fn fresh() -> (Arc<MemoryDevice>, Superblock) {
         let device = Arc::new(MemoryDevice::new(32 << 20, SectorSize::Bytes512));
-        let superblock = mkfs(device.as_ref(), &MkfsOptions::default()).unwrap();
+        let superblock = make_filesystem(device.clone(), &MkfsOptions::default()).unwrap();
         (device, superblock)
     }
 

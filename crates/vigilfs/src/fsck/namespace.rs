@@ -10,7 +10,7 @@
 //! * link counts: a non-directory has as many links as entries naming it;
 //!   a directory has 2 plus one per subdirectory, and at most one entry
 //!   names it (the root none);
-//! * the root directory exists once anything does;
+//! * the root directory exists, and is a directory;
 //! * the live-inode count, where the filesystem keeps one, is the number of
 //!   inode records;
 //! * an extent belongs to an existing regular file or symlink, lies in the
@@ -142,11 +142,30 @@ pub(crate) fn check(
             Err(error) => problems.push(problem("inode count", error.to_string())),
         }
     }
-    if counts.inodes > 0 && !inodes.contains_key(&ROOT_INO) {
-        problems.push(problem(
+    // No mount can serve a filesystem without its root directory: mkfs
+    // makes it, so an inode tree without one (empty, as a mkfs that died
+    // before its root leaves it) is damage, not a new filesystem.
+    match inodes.get(&ROOT_INO) {
+        Some(root) if root.file_type() != FileType::Directory => problems.push(problem(
+            "inode tree",
+            format!(
+                "root directory (inode {ROOT_INO}) is a {:?}, not a directory",
+                root.file_type()
+            ),
+        )),
+        Some(_) => {}
+        None if damaged.contains(&ROOT_INO) => {}
+        None if counts.inodes == 0 => problems.push(problem(
+            "inode tree",
+            format!(
+                "root directory (inode {ROOT_INO}) is missing: the inode tree is empty (a mkfs \
+                 that did not finish leaves it so; make the filesystem again)"
+            ),
+        )),
+        None => problems.push(problem(
             "inode tree",
             format!("root directory (inode {ROOT_INO}) is missing"),
-        ));
+        )),
     }
 
     // Links each inode receives from directory entries, and subdirectories
@@ -496,6 +515,38 @@ mod tests {
                 extents: 2,
                 extent_blocks: 6
             }
+        );
+    }
+
+    #[test]
+    fn an_empty_inode_tree_is_a_missing_root_not_a_new_filesystem() {
+        let (trees, superblock) = open();
+        let (problems, _) = run(&trees, &superblock);
+        assert!(
+            problems.iter().any(|p| p.message.contains("root directory")
+                && p.message.contains("the inode tree is empty")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_root_that_is_not_a_directory_is_reported() {
+        let (trees, superblock) = open();
+        let mut transaction = trees.transaction();
+        transaction
+            .put(
+                TreeId::Inodes,
+                &inode_key(ROOT_INO),
+                &inode(FileType::Regular, 1),
+            )
+            .unwrap();
+        transaction.commit().unwrap();
+        let (problems, _) = run(&trees, &superblock);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.message.contains("is a Regular, not a directory")),
+            "{problems:?}"
         );
     }
 
