@@ -41,6 +41,16 @@ fn remount(scratch: &Scratch, options: &str) -> Output {
     output
 }
 
+/// `mount -i -o OPTIONS` of the scratch mount: the kernel alone, no
+/// helper; it must succeed.
+fn kernel_only_remount(scratch: &Scratch, options: &str) {
+    let output = Command::new("mount")
+        .args(["-i", "-o", options, scratch.mnt()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+}
+
 /// What the mount's `settings` events say, oldest first.
 fn settings_events(scratch: &Scratch) -> Vec<String> {
     let listed = vigilfs(&["events", scratch.mnt(), "--json"]);
@@ -350,11 +360,7 @@ fn a_read_only_mount_kept_so_by_its_errors_policy_refuses_read_write() {
         "{}",
         text(&output.stderr)
     );
-    let output = Command::new("mount")
-        .args(["-i", "-o", "remount,rw", scratch.mnt()])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", text(&output.stderr));
+    kernel_only_remount(&scratch, "remount,rw");
     wait_until(
         "the kernel's mount is turned back read-only",
         std::time::Duration::from_secs(10),
@@ -382,11 +388,7 @@ fn a_read_only_mount_the_kernel_alone_remounts_read_write_becomes_writable() {
     let made = vigilfs(&["mkfs", scratch.img(), "--size", "64M"]);
     assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
     let pid = scratch.mount(&["-o", "ro"]);
-    let output = Command::new("mount")
-        .args(["-i", "-o", "remount,rw", scratch.mnt()])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", text(&output.stderr));
+    kernel_only_remount(&scratch, "remount,rw");
     wait_until(
         "the daemon follows the kernel's read-write remount",
         std::time::Duration::from_secs(10),
@@ -652,21 +654,14 @@ fn a_remount_that_reaches_only_the_kernel_is_followed() {
     let scratch = Scratch::new();
     let pid = scratch.mount(&["--size", "64M", "-o", "writeback_interval=600"]);
     fs::write(scratch.at("dirty"), vec![7u8; 1 << 20]).unwrap();
-    let kernel_only = |options: &str| {
-        let output = Command::new("mount")
-            .args(["-i", "-o", options, scratch.mnt()])
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "{}", text(&output.stderr));
-    };
-    kernel_only("remount,ro");
+    kernel_only_remount(&scratch, "remount,ro");
     let unsynced = || text(&vigilfs(&["unsynced", scratch.mnt()]).stdout);
     wait_until(
         "everything is durable after the kernel's remount",
         std::time::Duration::from_secs(10),
         || unsynced().contains("nothing: every change is durable"),
     );
-    kernel_only("remount,rw");
+    kernel_only_remount(&scratch, "remount,rw");
     wait_until(
         "the daemon follows the read-write remount",
         std::time::Duration::from_secs(10),

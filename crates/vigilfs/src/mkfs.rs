@@ -363,23 +363,17 @@ pub fn mkfs<D: BlockDevice + ?Sized>(
     Ok(superblock)
 }
 
-/// Makes a complete, empty filesystem: [`mkfs`], then the b-trees (with the reverse-map
-/// records of their roots) and the root directory (inode [`ROOT_INO`], mode 0755, owned by
-/// `options.root_owner`), all durable and every journal pin written out.
-pub fn make_filesystem(
-    device: Arc<dyn BlockDevice>,
-    options: &MkfsOptions,
-) -> Result<Superblock, MkfsError> {
-    let superblock = mkfs(device.as_ref(), options)?;
-    let Metadata { journal, trees, .. } = Metadata::open_default(device, &superblock)?;
+/// The record of a new filesystem's root directory (inode [`ROOT_INO`]):
+/// mode 0755, owned by `owner`, made at `seconds` since the epoch.
+pub fn root_directory(owner: (u32, u32), seconds: u64) -> InodeRecord {
     let now = Timestamp {
-        seconds: i64::try_from(superblock.mkfs_time).unwrap_or(i64::MAX),
+        seconds: i64::try_from(seconds).unwrap_or(i64::MAX),
         nanoseconds: 0,
     };
-    let root = InodeRecord {
+    InodeRecord {
         mode: FileType::Directory.mode_bits() | 0o755,
-        uid: options.root_owner.0,
-        gid: options.root_owner.1,
+        uid: owner.0,
+        gid: owner.1,
         nlink: 2,
         flags: 0,
         size: 0,
@@ -389,7 +383,19 @@ pub fn make_filesystem(
         mtime: now,
         ctime: now,
         btime: now,
-    };
+    }
+}
+
+/// Makes a complete, empty filesystem: [`mkfs`], then the b-trees (with the reverse-map
+/// records of their roots) and the root directory (inode [`ROOT_INO`], mode 0755, owned by
+/// `options.root_owner`), all durable and every journal pin written out.
+pub fn make_filesystem(
+    device: Arc<dyn BlockDevice>,
+    options: &MkfsOptions,
+) -> Result<Superblock, MkfsError> {
+    let superblock = mkfs(device.as_ref(), options)?;
+    let Metadata { journal, trees, .. } = Metadata::open_default(device, &superblock)?;
+    let root = root_directory(options.root_owner, superblock.mkfs_time);
     let mut transaction = trees.transaction();
     transaction.put(TreeId::Inodes, &inode_key(ROOT_INO), &root.encode())?;
     transaction.put(TreeId::Meta, LIVE_INODES_KEY, &1u64.to_le_bytes())?;

@@ -12,9 +12,9 @@ use vigilfs::alloc::Allocator;
 use vigilfs::btree::{Btrees, BtreesOptions, TreeId};
 use vigilfs::device::{BlockDevice, CrashDevice, CrashMode, SectorSize};
 use vigilfs::format::{FsUuid, Superblock};
-use vigilfs::inode::{inode_key, FileType, InodeRecord, Timestamp, ROOT_INO};
+use vigilfs::inode::{inode_key, ROOT_INO};
 use vigilfs::journal::{Journal, JournalOptions};
-use vigilfs::mkfs::{mkfs, MkfsOptions};
+use vigilfs::mkfs::{mkfs, root_directory, MkfsOptions};
 
 /// Two trees that fsck's namespace checks leave alone, so that any crash image can be
 /// checked with the real fsck too (their values are test data, not inodes or extents;
@@ -35,24 +35,7 @@ fn make_fs(device: Arc<dyn BlockDevice>) -> Superblock {
     let superblock = mkfs(device.as_ref(), &options).expect("mkfs");
     // The root directory every filesystem has (fsck requires it), durable.
     let btrees = open(device, &superblock).expect("open");
-    let now = Timestamp {
-        seconds: 1_700_000_000,
-        nanoseconds: 0,
-    };
-    let root = InodeRecord {
-        mode: FileType::Directory.mode_bits() | 0o755,
-        uid: 0,
-        gid: 0,
-        nlink: 2,
-        flags: 0,
-        size: 0,
-        generation: 1,
-        rdev: 0,
-        atime: now,
-        mtime: now,
-        ctime: now,
-        btime: now,
-    };
+    let root = root_directory((0, 0), 1_700_000_000);
     let mut transaction = btrees.transaction();
     transaction
         .put(TreeId::Inodes, &inode_key(ROOT_INO), &root.encode())

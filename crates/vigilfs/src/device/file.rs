@@ -290,6 +290,17 @@ mod tests {
         }
     }
 
+    fn open_read_only(path: &Path) -> FileDevice {
+        FileDevice::open(
+            path,
+            FileDeviceOptions {
+                read_only: true,
+                sector_size: None,
+            },
+        )
+        .unwrap()
+    }
+
     #[test]
     fn writes_survive_reopening_the_image() {
         let image = TemporaryImage::new("reopen");
@@ -316,14 +327,7 @@ mod tests {
     fn read_only_device_refuses_writes() {
         let image = TemporaryImage::new("read-only");
         drop(FileDevice::create_image(&image.0, 4096, SectorSize::Bytes512).unwrap());
-        let device = FileDevice::open(
-            &image.0,
-            FileDeviceOptions {
-                read_only: true,
-                sector_size: None,
-            },
-        )
-        .unwrap();
+        let device = open_read_only(&image.0);
         let error = device.write_at(0, &[0; 512], IoClass::Data).unwrap_err();
         assert_eq!(error.kind, DeviceErrorKind::ReadOnly);
     }
@@ -332,14 +336,7 @@ mod tests {
     fn a_read_only_device_opened_for_writing_writes_to_its_file() {
         let image = TemporaryImage::new("made-writable");
         drop(FileDevice::create_image(&image.0, 4096, SectorSize::Bytes512).unwrap());
-        let device = FileDevice::open(
-            &image.0,
-            FileDeviceOptions {
-                read_only: true,
-                sector_size: None,
-            },
-        )
-        .unwrap();
+        let device = open_read_only(&image.0);
         assert!(device.is_read_only());
         device.open_for_writing(&image.0).unwrap();
         assert!(!device.is_read_only());
@@ -355,14 +352,7 @@ mod tests {
     fn a_replaced_image_is_not_opened_for_writing() {
         let image = TemporaryImage::new("replaced");
         drop(FileDevice::create_image(&image.0, 4096, SectorSize::Bytes512).unwrap());
-        let device = FileDevice::open(
-            &image.0,
-            FileDeviceOptions {
-                read_only: true,
-                sector_size: None,
-            },
-        )
-        .unwrap();
+        let device = open_read_only(&image.0);
         std::fs::remove_file(&image.0).unwrap();
         drop(FileDevice::create_image(&image.0, 4096, SectorSize::Bytes512).unwrap());
         let refused = device.open_for_writing(&image.0).unwrap_err();

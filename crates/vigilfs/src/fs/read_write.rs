@@ -5,8 +5,7 @@
 //! nodes, a torn journal tail zeroed) stay in an overlay over the image,
 //! no orphan is deleted, the event log hands out ids it does not keep, and
 //! no writeback thread runs. Made writable, it does what a read-write mount
-//! does at mount, in the same order, and ends up where that mount would
-//! have been:
+//! does at mount and ends up where that mount would have been:
 //!
 //! 1. the overlay writes what it holds to the image and passes everything
 //!    through from then on. Nothing durable refers to those writes yet (a
