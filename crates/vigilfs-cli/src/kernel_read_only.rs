@@ -150,9 +150,11 @@ fn follow_flag(read_only: bool, turned_read_write: bool, followed: &Followed<'_>
     let Some(fs) = slot.current() else {
         return;
     };
-    if turned_read_write && matches!(fs.status().state, LifeState::ReadOnly(_)) {
-        // A read-only mount (or one an error made read-only, which the
-        // engine refuses) whose kernel mount turned read-write.
+    let state = fs.status().state;
+    if turned_read_write && matches!(state, LifeState::ReadOnly(_) | LifeState::ShutDown(_)) {
+        // A read-only mount (or one an error made read-only, or shut
+        // down, which the engine refuses, as the helper would have) whose
+        // kernel mount turned read-write.
         let made = match image {
             Some(image) => image.make_writable(&fs).map_err(|(message, _)| message),
             None => fs.make_writable().map_err(|error| error.to_string()),
@@ -176,7 +178,7 @@ fn follow_flag(read_only: bool, turned_read_write: bool, followed: &Followed<'_>
     // A filesystem that may not write (mounted `ro`, made read-only by
     // errors=remount-ro, which turns the kernel's mount read-only itself,
     // shut down) has nothing to write back, and may not become writable.
-    let writable = matches!(fs.status().state, LifeState::Running | LifeState::Frozen);
+    let writable = matches!(state, LifeState::Running | LifeState::Frozen);
     if fs.transport_read_only() == read_only || !writable {
         return;
     }

@@ -181,7 +181,8 @@ pub fn render(status: &Value) -> String {
             let _ = write!(state, " (`mount -o remount,rw` makes it writable)");
         }
     }
-    if status["mounted_read_only"] == Value::Bool(true) && status["state"] != "read-only" {
+    let serving = matches!(status["state"].as_str(), Some("running" | "frozen"));
+    if status["mounted_read_only"] == Value::Bool(true) && serving {
         let _ = write!(
             state,
             " (mounted read-only: the kernel refuses writes; `mount -o remount,rw` allows them)"
@@ -305,7 +306,17 @@ pub fn render(status: &Value) -> String {
         number(&events["written_id"])
     );
     if events["persistent"].as_bool() != Some(true) {
-        events_line.push_str(", kept in memory only (no writable event log in the image)");
+        let why = if status["state_reason"]
+            .as_str()
+            .is_some_and(|why| why.starts_with("mounted read-only"))
+        {
+            "mounted read-only"
+        } else if number(&events["write_failures"]) > 0 {
+            "writing the image's event log failed"
+        } else {
+            "no writable event log in the image"
+        };
+        let _ = write!(events_line, ", kept in memory only ({why})");
     }
     if number(&events["lost_errors"]) > 0 {
         let _ = write!(

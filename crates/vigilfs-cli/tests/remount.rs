@@ -376,6 +376,37 @@ fn a_read_only_mount_kept_so_by_its_errors_policy_refuses_read_write() {
     scratch.umount(pid);
 }
 
+/// A read-only mount shut down refuses read-write as the helper does,
+/// also when the kernel alone is remounted: its mount is turned back.
+#[test]
+fn a_shut_down_read_only_mount_the_kernel_remounts_read_write_is_turned_back() {
+    if fuse_missing("a_shut_down_read_only_mount_the_kernel_remounts_read_write_is_turned_back") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let made = vigilfs(&["mkfs", scratch.img(), "--size", "64M"]);
+    assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
+    let pid = scratch.mount(&["-o", "ro"]);
+    let shut = vigilfs(&["shutdown", scratch.mnt()]);
+    assert_eq!(shut.status.code(), Some(0), "{}", text(&shut.stderr));
+    let shown = text(&vigilfs(&["status", scratch.mnt()]).stdout);
+    assert!(!shown.contains("remount,rw"), "{shown}");
+    kernel_only_remount(&scratch, "remount,rw");
+    wait_until(
+        "the kernel's mount is turned back read-only",
+        std::time::Duration::from_secs(10),
+        || flags(&scratch.mountpoint) & libc::ST_RDONLY != 0,
+    );
+    assert!(
+        scratch
+            .log()
+            .contains("the kernel's mount is read-only again"),
+        "{}",
+        scratch.log()
+    );
+    scratch.umount(pid);
+}
+
 /// `mount -i -o remount,rw` of a read-only mount: the daemon sees the
 /// kernel's mount turn read-write in the mount table and makes itself
 /// writable, as the helper would have.

@@ -1496,6 +1496,18 @@ fn a_read_only_mount_made_writable_recovers_as_a_read_write_mount_would() {
     let status = fs.status();
     assert_eq!(status.state, LifeState::Running);
     assert_eq!(status.orphans_purged, 1, "the crash's orphan is deleted");
+    let vigilfs::fs::events::ReadOutcome::Records(records) =
+        fs.event_log()
+            .read_after(fs.event_log().mount_first_id() - 1, 64, Duration::ZERO)
+    else {
+        panic!("no records")
+    };
+    assert!(
+        records.iter().any(|record| record.kind
+            == vigilfs::format::event_log::RecordKind::Recovery
+            && record.value == 1),
+        "the deletion is announced: {records:?}"
+    );
     assert_eq!(status.mount_count, mounts + 1);
     assert!(fs.event_log().status().persistent);
     fs.make_writable().expect("writable already: nothing to do");
@@ -1643,11 +1655,19 @@ fn a_journal_failure_while_made_writable_is_reported_and_counts_the_mount_once()
         "{:?}",
         status.error_record
     );
+    let LifeState::ReadOnly(why) = status.state else {
+        panic!("{:?}", status.state)
+    };
+    assert!(why.contains("the journal failed"), "{why}");
     assert!(fixture.plan.remove_rule(rule).is_some());
     // The journal stays failed: a second try fails as well, and does not
     // count the mount again.
     assert!(fs.make_writable().is_err());
     assert_eq!(fs.status().mount_count, mounts + 1);
+    // The image was written (the mount counted): its error record is too.
+    fs.unmount().unwrap();
+    let superblock = read_superblock(fixture.device.as_ref()).unwrap().superblock;
+    assert!(superblock.error_record.counter(ErrorKind::Journal).count >= 1);
 }
 
 #[test]

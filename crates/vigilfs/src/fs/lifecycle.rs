@@ -275,6 +275,17 @@ impl Shared {
         Ok(())
     }
 
+    /// Whether the image is as a read-only mount found it: nothing of it
+    /// may be written (not even the error record). Not after a try to make
+    /// the mount writable wrote its superblock.
+    pub(super) fn image_untouched(&self) -> bool {
+        self.mounted_read_only.load(Ordering::Acquire)
+            && !self
+                .read_only_mount
+                .as_ref()
+                .is_some_and(ReadOnlyMount::image_written)
+    }
+
     /// Saves the error record if it changed (best effort: a failing device
     /// keeps it in memory, and the next attempt tries again). A failure is
     /// a metadata error, announced once per run of failures: until the
@@ -282,7 +293,7 @@ impl Shared {
     /// a crash would leave, and an operator must hear of it while the
     /// filesystem still runs, not at the unmount.
     pub(super) fn save_error_record(&self) {
-        if self.health.unsaved().is_none() || self.mounted_read_only.load(Ordering::Acquire) {
+        if self.health.unsaved().is_none() || self.image_untouched() {
             return;
         }
         match self.write_superblock(None) {
@@ -1035,12 +1046,12 @@ impl Filesystem {
         let total_blocks = superblock.layout.main.blocks;
         let mount_count = superblock.mount_count;
         drop(superblock);
-        let kept_by_policy = shared
+        let kept_read_only = shared
             .read_only_mount
             .as_ref()
-            .and_then(|mount| mount.kept_by_policy());
+            .and_then(|mount| mount.kept_read_only());
         Status {
-            state: match (shared.gate.state(), kept_by_policy) {
+            state: match (shared.gate.state(), kept_read_only) {
                 (LifeState::ReadOnly(mounted), Some(why)) => {
                     LifeState::ReadOnly(format!("{mounted}; {why}"))
                 }
@@ -1122,7 +1133,7 @@ impl Filesystem {
                 }
                 made
             }
-            LifeState::ReadOnly(_) if shared.mounted_read_only.load(Ordering::Acquire) => Ok(()),
+            LifeState::ReadOnly(_) if shared.image_untouched() => Ok(()),
             // Shut down or read-only after an error: what was not written
             // was reported when writing stopped.
             _ => {

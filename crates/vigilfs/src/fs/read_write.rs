@@ -54,11 +54,14 @@ pub(super) struct ReadOnlyMount {
     /// Held while being made writable: one at a time.
     making_writable: Mutex<()>,
     /// The superblock counted the mount already (a try that failed
-    /// later): a second try does not count it again.
+    /// later): a second try does not count it again, and the image is no
+    /// longer as the mount found it (the error record is saved).
     mount_counted: AtomicBool,
-    /// The `errors=remount-ro` policy acted while the mount was read-only
-    /// (its gate was already): why. It is never made writable then.
-    kept_by_policy: OnceLock<String>,
+    /// Why the mount can never be made writable, once something made it
+    /// so: the `errors=remount-ro` policy acted while it was read-only
+    /// (its gate was already), or the journal failed while it was being
+    /// made writable.
+    kept_read_only: OnceLock<String>,
 }
 
 impl ReadOnlyMount {
@@ -67,20 +70,25 @@ impl ReadOnlyMount {
             overlay,
             making_writable: Mutex::new(()),
             mount_counted: AtomicBool::new(false),
-            kept_by_policy: OnceLock::new(),
+            kept_read_only: OnceLock::new(),
         }
     }
 
-    /// The `errors=remount-ro` policy acted on a failure (`why`) while the
-    /// mount was read-only: it stays so. Returns whether this is the first
-    /// time.
+    /// The mount stays read-only for good, for `why` (the first reason is
+    /// kept). Returns whether this is the first time.
     pub(super) fn keep_read_only(&self, why: String) -> bool {
-        self.kept_by_policy.set(why).is_ok()
+        self.kept_read_only.set(why).is_ok()
     }
 
-    /// Why the policy keeps the mount read-only, if it does.
-    pub(super) fn kept_by_policy(&self) -> Option<&str> {
-        self.kept_by_policy.get().map(String::as_str)
+    /// Why the mount stays read-only for good, if it does.
+    pub(super) fn kept_read_only(&self) -> Option<&str> {
+        self.kept_read_only.get().map(String::as_str)
+    }
+
+    /// Whether a try to make the mount writable already wrote the image
+    /// (the superblock): from then on it is not the image the mount found.
+    pub(super) fn image_written(&self) -> bool {
+        self.mount_counted.load(Ordering::Acquire)
     }
 }
 
@@ -147,7 +155,7 @@ impl Filesystem {
             // Made writable by the caller this one waited for.
             return Ok(());
         }
-        if let Some(why) = read_only_mount.kept_by_policy() {
+        if let Some(why) = read_only_mount.kept_read_only() {
             return Err(FsError::ReadOnly(Some(format!("{why}; {again}"))));
         }
         let unknown = shared.superblock().features.ro_compat & !Features::KNOWN_RO_COMPAT;
@@ -180,15 +188,33 @@ impl Filesystem {
             eprintln!("vigilfs: the event log stays in memory only: {why}");
         }
         // A failure here is the metadata's: reported and counted, and the
-        // errors= policy acts (remount-ro keeps the mount read-only).
+        // errors= policy acts (remount-ro keeps the mount read-only); a
+        // failed journal never writes again, so the mount stays read-only.
         let settled = shared
             .metadata
             .journal
             .settle_claims()
             .map_err(|error| FsError::File(FileError::Journal(error)));
-        shared.observe("remount read-write", settled)?;
-        let deleted = delete_orphans(&shared.namespace).map_err(FsError::from);
-        let (purged, left) = shared.observe("remount read-write", deleted)?;
+        let deleted = shared
+            .observe("remount read-write", settled)
+            .and_then(|()| {
+                let deleted = delete_orphans(&shared.namespace).map_err(FsError::from);
+                shared.observe("remount read-write", deleted)
+            });
+        let (purged, left) = deleted.inspect_err(|error| {
+            if shared.metadata.journal.error().is_some() {
+                read_only_mount.keep_read_only(format!(
+                    "the journal failed while it was being made writable ({error})"
+                ));
+            }
+        })?;
+        if purged > 0 {
+            // The deletions a read-write mount's recovery would have
+            // announced.
+            shared.health.notice(&Notice::Recovery {
+                orphans: purged as u64,
+            });
+        }
         shared.orphans_purged.fetch_add(purged, Ordering::AcqRel);
         shared.defer_orphans(left);
         // Writers are let in only once the writeback thread runs: a mount

@@ -47,6 +47,7 @@ use crate::btree::{is_roots_record, BtreesOptions, CheckReport, TreeId};
 use crate::device::{BlockDevice, OverlayDevice};
 use crate::format::{
     inspect_superblock_copies, torn_by_one_crash, FormatError, FsState, Superblock, SuperblockCopy,
+    MAX_WRITE_SEQUENCE,
 };
 use crate::journal::{Journal, JournalOptions, RecoveryReport};
 use crate::metadata::{Metadata, OpenError};
@@ -503,6 +504,18 @@ fn check_superblocks(
             rejected,
         }));
     };
+    if superblock.write_sequence >= MAX_WRITE_SEQUENCE {
+        // Valid to read, but the next write would pass the limit: no
+        // mount could write it. Only forgery or damage gets here.
+        problems.push(Problem {
+            structure: copy_name(source).to_owned(),
+            message: format!(
+                "write sequence {} is at its limit ({MAX_WRITE_SEQUENCE}): no mount can write \
+                 this superblock; forged or damaged",
+                superblock.write_sequence
+            ),
+        });
+    }
     let mismatched: Vec<SuperblockCopy> = copies
         .iter()
         .filter(|(_, outcome)| matches!(outcome, Err(FormatError::ChecksumMismatch { .. })))
@@ -575,6 +588,23 @@ mod tests {
         assert!(report.is_clean(), "{:?}", report.problems);
         assert_eq!(report.superblock_source, SuperblockCopy::Primary);
         assert_eq!(stages.last(), Some(&"done"));
+    }
+
+    #[test]
+    fn a_write_sequence_at_its_limit_is_reported() {
+        let (device, mut superblock) = fresh();
+        superblock.write_sequence = MAX_WRITE_SEQUENCE - 1;
+        crate::format::write_superblocks(device.as_ref(), &mut superblock).unwrap();
+        assert_eq!(superblock.write_sequence, MAX_WRITE_SEQUENCE);
+        let report = fsck(device, &mut no_progress).unwrap();
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|problem| problem.message.contains("is at its limit")),
+            "{:?}",
+            report.problems
+        );
     }
 
     #[test]
