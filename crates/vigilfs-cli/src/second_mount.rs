@@ -97,8 +97,20 @@ pub fn share(
         );
     }
     if !quiet {
+        // Read-write was asked (rw is the default) of a filesystem the
+        // first mount serves read-only: say so, not only at the first EROFS.
+        let read_only_too = !settings.read_only
+            && vigilfs_fuse::statvfs_flags(existing)
+                .is_ok_and(|flags| flags & libc::ST_RDONLY != 0);
+        let read_only_note = if read_only_too {
+            ", read-only as it is there (`mount -o remount,rw` of each mount point makes it \
+             writable)"
+                .to_string()
+        } else {
+            String::new()
+        };
         eprintln!(
-            "vigilfs: {} is already mounted on {}: {} now shows the same filesystem \
+            "vigilfs: {} is already mounted on {}: {} now shows the same filesystem{read_only_note} \
              (umount removes only that mount point)",
             image.display(),
             existing.display(),

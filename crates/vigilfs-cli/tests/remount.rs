@@ -376,6 +376,40 @@ fn a_read_only_mount_kept_so_by_its_errors_policy_refuses_read_write() {
     scratch.umount(pid);
 }
 
+/// A second mount point of a filesystem mounted read-only is read-only
+/// too, and says so; `remount,rw` of each makes it writable there (as for
+/// any filesystem, a remount changes the one mount point it names).
+#[test]
+fn a_second_mount_point_of_a_read_only_mount_says_it_is_read_only() {
+    if fuse_missing("a_second_mount_point_of_a_read_only_mount_says_it_is_read_only") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let made = vigilfs(&["mkfs", scratch.img(), "--size", "64M"]);
+    assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
+    let pid = scratch.mount(&["-o", "ro"]);
+    let second = scratch.directory.path().join("second");
+    let shown = vigilfs(&["mount", scratch.img(), second.to_str().unwrap()]);
+    assert_eq!(shown.status.code(), Some(0), "{}", text(&shown.stderr));
+    assert!(
+        text(&shown.stderr).contains("read-only as it is there"),
+        "{}",
+        text(&shown.stderr)
+    );
+    let refused = fs::write(second.join("f"), b"x").unwrap_err();
+    assert_eq!(refused.raw_os_error(), Some(libc::EROFS));
+    remount(&scratch, "remount,rw");
+    let output = helper(
+        scratch.directory.path(),
+        &[scratch.img(), second.to_str().unwrap(), "-o", "remount,rw"],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    fs::write(second.join("f"), b"x").unwrap();
+    assert_eq!(fs::read(scratch.at("f")).unwrap(), b"x");
+    umount_retrying_busy(&second);
+    scratch.umount(pid);
+}
+
 /// A read-only mount shut down refuses read-write as the helper does,
 /// also when the kernel alone is remounted: its mount is turned back.
 #[test]

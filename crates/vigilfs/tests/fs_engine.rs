@@ -1557,6 +1557,46 @@ fn a_read_only_mount_whose_device_refuses_writes_stays_read_only_until_it_takes_
 }
 
 #[test]
+fn a_superblock_copy_a_failed_remount_wrote_is_written_again_and_the_mount_counted_once() {
+    use vigilfs::device::ByteRange;
+    use vigilfs::format::SuperblockCopy;
+    let fixture = Fixture::new();
+    let mounts = {
+        let fs = fixture.mount();
+        let mounts = fs.status().mount_count;
+        fs.unmount().unwrap();
+        mounts
+    };
+    let fs = fixture.mount_with(MountOptions {
+        read_only: true,
+        ..MountOptions::default()
+    });
+    let primary = SuperblockCopy::Primary
+        .offset(fixture.device.length())
+        .unwrap();
+    let rule = fixture
+        .plan
+        .add_rule(
+            FaultRule::fail(Errno::EIO)
+                .in_range(ByteRange::at(primary, 4096))
+                .on(Operations::WRITE),
+        )
+        .expect("rule");
+    assert_eq!(errno(fs.make_writable()), libc::EIO);
+    assert!(
+        fs.status().error_record.total >= 1,
+        "the failure is recorded"
+    );
+    assert!(fixture.plan.remove_rule(rule).is_some());
+    // Unmounted without another try: every copy is written again.
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+    let superblock = read_superblock(fixture.device.as_ref()).unwrap().superblock;
+    assert_eq!(superblock.mount_count, mounts + 1);
+    assert!(superblock.error_record.total >= 1);
+}
+
+#[test]
 fn a_mount_read_only_after_an_error_or_shut_down_is_not_made_writable() {
     let fixture = Fixture::new();
     let fs = fixture.mount_with(MountOptions {

@@ -1346,6 +1346,46 @@ fn a_notice_on_a_read_only_mount_says_nothing_was_recorded() {
     fs.unmount().unwrap();
 }
 
+/// What a read-only mount marked in memory (bad blocks, lost file data)
+/// is recorded when it is made writable (`remount,rw`): the next mount
+/// still knows it (it used to be forgotten at the unmount).
+#[test]
+fn marks_a_read_only_mount_held_are_recorded_when_it_is_made_writable() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    create_file(&fs, "data", &pattern(2, 5));
+    fs.unmount().unwrap();
+    let fs = fixture.mount_with(MountOptions {
+        read_only: true,
+        ..MountOptions::default()
+    });
+    let ino = fs.lookup(ROOT_INO, b"data", &root()).unwrap().ino;
+    let block = fixture.physical(&fs, ino, 0);
+    fs.notify_failure(ByteRange::at(block * BLOCK, BLOCK), Origin::operator("ro"))
+        .unwrap();
+    let held = fs.status().media;
+    assert_eq!((held.bad_blocks, held.poisoned_runs), (1, 1), "{held:?}");
+    fs.make_writable().unwrap();
+    fs.unmount().unwrap();
+    // fsck reads the lost data from the records: nothing else is wrong.
+    let report = fsck(fixture.device.clone(), &mut |_| {}).unwrap();
+    assert!(
+        report.problems.len() == 1 && report.problems[0].structure == "lost data",
+        "{:?}",
+        report.problems
+    );
+
+    let fs = fixture.mount();
+    let kept = fs.status().media;
+    assert_eq!((kept.bad_blocks, kept.poisoned_runs), (1, 1), "{kept:?}");
+    let handle = fs
+        .open(ino, OpenFlags::from_libc(libc::O_RDONLY), &root())
+        .unwrap();
+    assert_eq!(errno_of(fs.read(handle, 0, BLOCK as usize)), libc::EIO);
+    fs.release(handle).unwrap();
+    fs.unmount().unwrap();
+}
+
 /// A notice that arrives while the filesystem is frozen is counted once
 /// and handled once after the thaw (the worker used to count it again at
 /// every look, ten times a second).

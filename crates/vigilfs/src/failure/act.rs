@@ -114,6 +114,77 @@ pub struct Handling {
     /// could not be read, say): it is reported lost, and the error is the
     /// metadata failure the caller acts on.
     pub unhandled: Option<FailureError>,
+    /// What a filesystem that may not write marked in memory only: for
+    /// [`record_held`] once it may (a read-only mount made writable).
+    pub held: HeldMarks,
+}
+
+/// Marks a filesystem that may not write keeps in memory only.
+#[derive(Debug, Default)]
+pub struct HeldMarks {
+    /// Runs marked bad, each with the cause of its failure.
+    pub bad: Vec<(BlockRun, FailureCause)>,
+    /// File data poisoned.
+    pub poison: Vec<PoisonRun>,
+}
+
+impl HeldMarks {
+    /// Adds `other`'s marks to these.
+    pub fn extend(&mut self, other: HeldMarks) {
+        self.bad.extend(other.bad);
+        self.poison.extend(other.poison);
+    }
+
+    /// Whether there is nothing held.
+    pub fn is_empty(&self) -> bool {
+        self.bad.is_empty() && self.poison.is_empty()
+    }
+}
+
+/// Records `held` on the persistent lists, now that the filesystem may
+/// write: each bad run as the allocator holds it now (merged with its
+/// neighbours), each poisoned run still poisoned (rewritten data took the
+/// poison away). Returns the runs recorded.
+pub fn record_held(metadata: &Metadata, held: &HeldMarks) -> Result<usize, FailureError> {
+    let since = seconds_now();
+    let mut bad: BTreeMap<u64, BadRun> = BTreeMap::new();
+    for &(run, cause) in &held.bad {
+        if let Some(whole) = metadata.allocator.bad_run_containing(run.start) {
+            bad.insert(
+                whole.start,
+                BadRun {
+                    start: whole.start,
+                    blocks: whole.blocks,
+                    since,
+                    cause,
+                },
+            );
+        }
+    }
+    let poisoned: Vec<PoisonRun> = held
+        .poison
+        .iter()
+        .filter(|run| {
+            metadata
+                .poison
+                .runs_within(run.ino, run.first, run.first + 1)
+                .contains(run)
+        })
+        .copied()
+        .collect();
+    let bad: Vec<BadRun> = bad.into_values().collect();
+    for chunk in bad.chunks(256) {
+        let mut transaction = metadata.trees.transaction();
+        transaction.may_use_reserve();
+        for run in chunk {
+            bad_blocks::record(&mut transaction, run)?;
+        }
+        transaction.commit()?;
+    }
+    for chunk in poisoned.chunks(256) {
+        record_poison(metadata, chunk)?;
+    }
+    Ok(bad.len() + poisoned.len())
 }
 
 /// Handles the failure of `range` reported by `origin` (see the module
@@ -201,6 +272,7 @@ pub fn handle(
     let mut bad_now: Vec<BlockRun> = marked.into_iter().collect();
     let mut unrecorded = None;
     let mut unhandled = None;
+    let mut held = HeldMarks::default();
     for (owner, run, was_bad) in owned {
         let outcome = match &owner.kind {
             OwnerKind::Bad => continue,
@@ -247,7 +319,11 @@ pub fn handle(
             } => {
                 let first = file_offset / block_size;
                 let file = (*ino, first);
-                match handle_file(context, file, run, origin, &mut bad_now, &mut unrecorded) {
+                let records = Records {
+                    unrecorded: &mut unrecorded,
+                    held: &mut held,
+                };
+                match handle_file(context, file, run, origin, &mut bad_now, records) {
                     Ok(outcome) => outcome,
                     Err(error) => {
                         let why = format!("it could not be handled: {error}");
@@ -275,22 +351,33 @@ pub fn handle(
         };
         handled.push(Handled { owner, outcome });
     }
-    if let Err(error) = record_bad(context, &bad_now, origin.cause) {
+    if let Err(error) = record_bad(context, &bad_now, origin.cause, &mut held) {
         unrecorded.get_or_insert(error);
     }
     Ok(Handling {
         handled,
         unrecorded,
         unhandled,
+        held,
     })
 }
 
+/// Where a file's records go that are not written now.
+struct Records<'a> {
+    /// Why they could not be written (the first reason).
+    unrecorded: &'a mut Option<FailureError>,
+    /// What may not be written yet (the filesystem may not write).
+    held: &'a mut HeldMarks,
+}
+
 /// Marks `runs` bad in memory, then on the persistent list (one
-/// transaction for all of them, when the filesystem may write).
+/// transaction for all of them, when the filesystem may write; else they
+/// are `held`).
 fn record_bad(
     context: &Context<'_>,
     runs: &[BlockRun],
     cause: FailureCause,
+    held: &mut HeldMarks,
 ) -> Result<(), FailureError> {
     let allocator = &context.metadata.allocator;
     let mut merged: BTreeMap<u64, BlockRun> = BTreeMap::new();
@@ -303,7 +390,12 @@ fn record_bad(
             merged.insert(whole.start, whole);
         }
     }
-    if !context.writable || merged.is_empty() {
+    if !context.writable {
+        held.bad
+            .extend(merged.into_values().map(|run| (run, cause)));
+        return Ok(());
+    }
+    if merged.is_empty() {
         return Ok(());
     }
     // Runs merged later in the loop may contain earlier ones: keep the
@@ -339,14 +431,15 @@ fn record_bad(
 ///
 /// `file` is the inode and the file block `run` starts at. A poison record
 /// that cannot be written (a full device) leaves the data poisoned in
-/// memory, and the reason in `unrecorded`.
+/// memory, and the reason in `records`; one the filesystem may not write
+/// yet is held there.
 fn handle_file(
     context: &Context<'_>,
     (ino, first): (u64, u64),
     run: BlockRun,
     origin: &Origin,
     bad_now: &mut Vec<BlockRun>,
-    unrecorded: &mut Option<FailureError>,
+    records: Records<'_>,
 ) -> Result<Outcome, FailureError> {
     let metadata = context.metadata;
     let end = first + run.blocks;
@@ -377,8 +470,10 @@ fn handle_file(
         let runs = group(ino, &lost, origin.cause);
         if context.writable && !runs.is_empty() {
             if let Err(error) = record_poison(metadata, &runs) {
-                unrecorded.get_or_insert(error);
+                records.unrecorded.get_or_insert(error);
             }
+        } else {
+            records.held.poison.extend(runs.iter().copied());
         }
         for poisoned in &runs {
             metadata.poison.insert(*poisoned);

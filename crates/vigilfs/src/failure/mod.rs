@@ -44,7 +44,7 @@ use std::fmt;
 
 use thiserror::Error;
 
-pub use act::{handle, Context, Handled, Handling, Outcome};
+pub use act::{handle, record_held, Context, Handled, Handling, HeldMarks, Outcome};
 pub use intake::{Intake, IntakeStats, Notice, DEFAULT_INTAKE_CAPACITY};
 pub use owners::{name_owners, owners, Owner, OwnerKind};
 

@@ -40,8 +40,8 @@ use crate::alloc::FailureCause;
 use crate::btree::{BtreeError, TreeId};
 use crate::device::{BlockDevice, ByteRange, DeviceError, DeviceErrorKind, IoClass, IoOperation};
 use crate::failure::{
-    self, check_range, Context, FailureError, Handled, Intake, IntakeStats, Origin, Outcome, Owner,
-    OwnerKind, Source,
+    self, check_range, Context, FailureError, Handled, HeldMarks, Intake, IntakeStats, Origin,
+    Outcome, Owner, OwnerKind, Source,
 };
 use crate::format::ErrorKind;
 use crate::inode::{Extent, ExtentKey, FileError, NamespaceError, XattrError};
@@ -161,8 +161,10 @@ pub const POISON_LISTED: usize = 64;
 /// A mount's media-failure state (see the module comment).
 pub(crate) struct Media {
     pub(super) intake: Arc<Intake>,
-    /// Held while one failure is handled.
-    handling: Mutex<()>,
+    /// Held while one failure is handled; holds what was marked while the
+    /// filesystem could not write, for a read-only mount made writable
+    /// ([`Media::take_held`]).
+    handling: Mutex<HeldMarks>,
     /// Blocks saved and lost this mount.
     healed_blocks: AtomicU64,
     lost_blocks: AtomicU64,
@@ -179,7 +181,7 @@ impl Media {
     pub(super) fn new(intake: Arc<Intake>) -> Media {
         Media {
             intake,
-            handling: Mutex::new(()),
+            handling: Mutex::new(HeldMarks::default()),
             healed_blocks: AtomicU64::new(0),
             lost_blocks: AtomicU64::new(0),
             foreground: AtomicU64::new(0),
@@ -187,6 +189,12 @@ impl Media {
             stopping: AtomicBool::new(false),
             scrub: super::scrubbing::ScrubControl::default(),
         }
+    }
+
+    /// Takes the marks held in memory (see `handling`), waiting for a
+    /// failure being handled.
+    pub(super) fn take_held(&self) -> HeldMarks {
+        std::mem::take(&mut *self.handling.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
@@ -348,7 +356,7 @@ impl Shared {
         };
         let writable = guard.is_some() && !self.mounted_read_only.load(Ordering::Acquire);
         let layout = self.superblock().layout;
-        let _one_at_a_time = self
+        let mut one_at_a_time = self
             .media
             .handling
             .lock()
@@ -364,7 +372,12 @@ impl Shared {
             mut handled,
             unrecorded,
             unhandled,
+            held,
         } = failure::handle(&context, range, &origin).map_err(FsError::Failure)?;
+        if self.mounted_read_only.load(Ordering::Acquire) {
+            // Recorded if the mount is made writable.
+            one_at_a_time.extend(held);
+        }
         self.act_on(&origin, &mut handled, writable);
         let marked = handled.iter().any(|item| {
             !matches!(
@@ -379,7 +392,8 @@ impl Shared {
             Some(error) => Some(self.report_unrecorded(&origin, range, error)),
             None if !writable && marked => Some(
                 "the filesystem may not write (read-only or shut down): the bad-block and \
-                 lost-data marks were not recorded, and hold only until it is unmounted"
+                 lost-data marks were not recorded, and hold only until it is unmounted \
+                 (or, mounted read-only, remounted read-write, which records them)"
                     .to_string(),
             ),
             None => None,

@@ -39,13 +39,16 @@ use super::background::Background;
 use super::error::{FsError, FsResult};
 use super::events::Notice;
 use super::gate::LifeState;
+use super::health::Incident;
 use super::scrubbing::BackgroundScrub;
 use super::settings::SettingsChange;
 use super::Filesystem;
 use crate::device::{BlockDevice, IoClass, OverlayDevice};
+use crate::failure;
 use crate::format::event_log::TEXT_CAPACITY;
-use crate::format::{write_superblocks, Features, Superblock};
+use crate::format::{write_superblocks, ErrorKind, Features, Superblock};
 use crate::inode::{FileError, Namespace, NamespaceResult};
+use crate::journal::JournalError;
 
 /// What a mount read-only by its options keeps until made writable.
 pub(super) struct ReadOnlyMount {
@@ -53,9 +56,10 @@ pub(super) struct ReadOnlyMount {
     overlay: Arc<OverlayDevice<Arc<dyn BlockDevice>>>,
     /// Held while being made writable: one at a time.
     making_writable: Mutex<()>,
-    /// The superblock counted the mount already (a try that failed
-    /// later): a second try does not count it again, and the image is no
-    /// longer as the mount found it (the error record is saved).
+    /// A try counted the mount in the superblock (written, or tried: a
+    /// copy may have been): a second try does not count it again, and the
+    /// image is no longer as the mount found it (the error record is
+    /// saved).
     mount_counted: AtomicBool,
     /// Why the mount can never be made writable, once something made it
     /// so: the `errors=remount-ro` policy acted while it was read-only
@@ -171,17 +175,35 @@ impl Filesystem {
             .overlay
             .write_through(IoClass::Metadata)
             .map_err(|error| not_made("writing what recovery left in memory", &error))?;
-        if !read_only_mount.mount_counted.load(Ordering::Acquire) {
+        {
             // First of what a read-write mount writes, and the one a device
-            // that refuses writes fails with nothing changed: the journal's
+            // that refuses writes fails with little changed: the journal's
             // failures below stay (a failed journal never writes again).
+            // Counted once, however often it is tried: a copy written by a
+            // try that failed on another counts the mount already.
             let mut superblock = shared.superblock();
-            let mut written = superblock.clone();
-            record_writable_mount(&mut written, super::health::seconds_now());
-            write_superblocks(shared.device.as_ref(), &mut written)
-                .map_err(|error| not_made("writing the superblock", &error))?;
-            *superblock = written;
-            read_only_mount.mount_counted.store(true, Ordering::Release);
+            if !read_only_mount.mount_counted.swap(true, Ordering::AcqRel) {
+                record_writable_mount(&mut superblock, super::health::seconds_now());
+            }
+            if let Err(error) = write_superblocks(shared.device.as_ref(), &mut superblock) {
+                drop(superblock);
+                // The copies that were written count the mount and others
+                // do not: an error, recorded (the unmount or the next try
+                // writes every copy again), though no metadata is lost.
+                shared.health.report(&Incident {
+                    kind: ErrorKind::Metadata,
+                    errno: libc::EIO,
+                    inode: None,
+                    range: None,
+                    block: None,
+                    origin: "remount read-write: superblock write failed",
+                });
+                return Err(not_made(
+                    "writing the superblock (the copies written count the mount; the next \
+                     try, or the unmount, writes them all again)",
+                    &error,
+                ));
+            }
         }
         if let Err(why) = shared.health.log().make_writable() {
             // As at mount: the log stays in memory, its status says why.
@@ -201,12 +223,19 @@ impl Filesystem {
                 let deleted = delete_orphans(&shared.namespace).map_err(FsError::from);
                 shared.observe("remount read-write", deleted)
             });
-        let (purged, left) = deleted.inspect_err(|error| {
-            if shared.metadata.journal.error().is_some() {
-                read_only_mount.keep_read_only(format!(
-                    "the journal failed while it was being made writable ({error})"
-                ));
-            }
+        let (purged, left) = deleted.map_err(|error| {
+            let Some(failed) = shared.metadata.journal.error() else {
+                return error;
+            };
+            // The journal's words say "after an earlier failure": the
+            // failure was this try's.
+            let cause = match failed {
+                JournalError::Failed(cause) => *cause,
+                other => other,
+            };
+            let why = format!("the journal failed while it was being made writable ({cause})");
+            read_only_mount.keep_read_only(why.clone());
+            FsError::NotMadeWritable(why)
         })?;
         if purged > 0 {
             // The deletions a read-write mount's recovery would have
@@ -214,6 +243,15 @@ impl Filesystem {
             shared.health.notice(&Notice::Recovery {
                 orphans: purged as u64,
             });
+        }
+        // The bad blocks and lost data media failures marked in memory
+        // while the mount could not write: on the persistent lists now. The
+        // allocator keeps the blocks bad all the same if this fails (for
+        // this mount only, as a read-write mount's unrecorded marks).
+        let held = shared.media.take_held();
+        if !held.is_empty() {
+            let recorded = failure::record_held(&shared.metadata, &held).map_err(FsError::Failure);
+            let _ = shared.observe("recording the marks of media failures", recorded);
         }
         shared.orphans_purged.fetch_add(purged, Ordering::AcqRel);
         shared.defer_orphans(left);
