@@ -361,18 +361,17 @@ fn a_read_only_mount_kept_so_by_its_errors_policy_refuses_read_write() {
         text(&output.stderr)
     );
     kernel_only_remount(&scratch, "remount,rw");
+    // The line is logged once the remount back is done.
     wait_until(
-        "the kernel's mount is turned back read-only",
+        "the kernel's mount is turned back read-only, and the log says so",
         std::time::Duration::from_secs(10),
-        || flags(&scratch.mountpoint) & libc::ST_RDONLY != 0,
+        || {
+            scratch
+                .log()
+                .contains("the kernel's mount is read-only again")
+        },
     );
-    assert!(
-        scratch
-            .log()
-            .contains("the kernel's mount is read-only again"),
-        "{}",
-        scratch.log()
-    );
+    assert_ne!(flags(&scratch.mountpoint) & libc::ST_RDONLY, 0);
     scratch.umount(pid);
 }
 
@@ -426,18 +425,17 @@ fn a_shut_down_read_only_mount_the_kernel_remounts_read_write_is_turned_back() {
     let shown = text(&vigilfs(&["status", scratch.mnt()]).stdout);
     assert!(!shown.contains("remount,rw"), "{shown}");
     kernel_only_remount(&scratch, "remount,rw");
+    // The line is logged once the remount back is done.
     wait_until(
-        "the kernel's mount is turned back read-only",
+        "the kernel's mount is turned back read-only, and the log says so",
         std::time::Duration::from_secs(10),
-        || flags(&scratch.mountpoint) & libc::ST_RDONLY != 0,
+        || {
+            scratch
+                .log()
+                .contains("the kernel's mount is read-only again")
+        },
     );
-    assert!(
-        scratch
-            .log()
-            .contains("the kernel's mount is read-only again"),
-        "{}",
-        scratch.log()
-    );
+    assert_ne!(flags(&scratch.mountpoint) & libc::ST_RDONLY, 0);
     scratch.umount(pid);
 }
 
@@ -454,17 +452,14 @@ fn a_read_only_mount_the_kernel_alone_remounts_read_write_becomes_writable() {
     assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
     let pid = scratch.mount(&["-o", "ro"]);
     kernel_only_remount(&scratch, "remount,rw");
+    // The line is logged once the daemon is writable.
     wait_until(
         "the daemon follows the kernel's read-write remount",
         std::time::Duration::from_secs(10),
-        || scratch.status()["state"] == "running",
+        || scratch.log().contains("the filesystem is writable now"),
     );
+    assert_eq!(scratch.status()["state"], "running");
     fs::write(scratch.at("after"), b"written").unwrap();
-    assert!(
-        scratch.log().contains("the filesystem is writable now"),
-        "{}",
-        scratch.log()
-    );
     assert_eq!(settings_events(&scratch), ["rw"]);
     scratch.umount(pid);
 }
