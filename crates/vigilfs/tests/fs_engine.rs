@@ -1596,6 +1596,37 @@ fn a_superblock_copy_a_failed_remount_wrote_is_written_again_and_the_mount_count
     assert!(superblock.error_record.total >= 1);
 }
 
+/// A primary superblock older than the backups (its last write failed:
+/// no crash leaves it so) is reported at mount, not used in silence.
+#[test]
+fn a_stale_primary_superblock_is_reported_at_mount() {
+    use vigilfs::format::SuperblockCopy;
+    let fixture = Fixture::new();
+    let primary = SuperblockCopy::Primary
+        .offset(fixture.device.length())
+        .unwrap();
+    let mut stale = vec![0u8; 4096];
+    fixture
+        .memory
+        .read_at(primary, &mut stale, IoClass::Superblock)
+        .unwrap();
+    fixture.mount().unmount().unwrap();
+    fixture
+        .memory
+        .write_at(primary, &stale, IoClass::Superblock)
+        .unwrap();
+    let fs = fixture.mount();
+    let record = fs.status().error_record;
+    assert_eq!(record.counter(ErrorKind::Metadata).count, 1, "{record:?}");
+    let last = record.last.expect("the error");
+    assert!(
+        last.origin.as_str().starts_with("stale primary"),
+        "{last:?}"
+    );
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+}
+
 #[test]
 fn a_mount_read_only_after_an_error_or_shut_down_is_not_made_writable() {
     let fixture = Fixture::new();

@@ -1386,6 +1386,86 @@ fn marks_a_read_only_mount_held_are_recorded_when_it_is_made_writable() {
     fs.unmount().unwrap();
 }
 
+/// Failures reported while a read-only mount is being made writable are
+/// recorded, each by its handler or by the remount (one used to fall
+/// between the two: held after the remount took the held marks).
+#[test]
+fn failures_reported_while_a_read_only_mount_is_made_writable_are_all_recorded() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let blocks = 2048;
+    create_file(&fs, "data", &pattern(blocks, 3));
+    fs.unmount().unwrap();
+    let fs = Arc::new(fixture.mount_with(MountOptions {
+        read_only: true,
+        ..MountOptions::default()
+    }));
+    let ino = fs.lookup(ROOT_INO, b"data", &root()).unwrap().ino;
+    let physical: Vec<u64> = (0..blocks)
+        .map(|index| fixture.physical(&fs, ino, index))
+        .collect();
+    let reporter = {
+        let fs = Arc::clone(&fs);
+        let physical = physical.clone();
+        std::thread::spawn(move || {
+            for block in physical {
+                fs.notify_failure(
+                    ByteRange::at(block * BLOCK, BLOCK),
+                    Origin::operator("race"),
+                )
+                .unwrap();
+            }
+        })
+    };
+    // Midway through the reports.
+    while fs.status().media.bad_blocks < blocks / 16 {
+        std::thread::yield_now();
+    }
+    fs.make_writable().unwrap();
+    reporter.join().unwrap();
+    let marked = fs.status().media.bad_blocks;
+    assert_eq!(marked, blocks);
+    Arc::into_inner(fs).unwrap().unmount().unwrap();
+    let fs = fixture.mount();
+    assert_eq!(
+        fs.status().media.bad_blocks,
+        marked,
+        "every mark was recorded"
+    );
+    fs.unmount().unwrap();
+}
+
+/// A superblock copy failing on a read-only mount loses nothing (the
+/// others hold it, and every copy is written at remount,rw): it is no
+/// metadata loss for the errors= policy (it used to keep the mount
+/// read-only for good).
+#[test]
+fn a_superblock_copy_failing_on_a_read_only_mount_does_not_keep_it_read_only() {
+    use vigilfs::format::SuperblockCopy;
+    let fixture = Fixture::new();
+    let fs = fixture.mount_with(MountOptions {
+        read_only: true,
+        errors: Some(vigilfs::format::ErrorsPolicy::RemountReadOnly),
+        ..MountOptions::default()
+    });
+    let backup = SuperblockCopy::FirstBackup
+        .offset(fixture.device.length())
+        .unwrap();
+    let report = fs
+        .notify_failure(ByteRange::at(backup, BLOCK), Origin::operator("backup"))
+        .unwrap();
+    assert!(
+        report
+            .handled
+            .iter()
+            .all(|handled| !matches!(handled.outcome, Outcome::Lost { .. })),
+        "{report:?}"
+    );
+    fs.make_writable().expect("nothing keeps it read-only");
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+}
+
 /// A notice that arrives while the filesystem is frozen is counted once
 /// and handled once after the thaw (the worker used to count it again at
 /// every look, ten times a second).

@@ -734,17 +734,45 @@ impl Filesystem {
             // or mismatches no single crash makes, are reported then. The
             // backups are read only when the primary fails: a mount reads
             // them here, as fsck does.
+            // Valid copies newer than the one in use: its last write failed
+            // (the primary is written first, so no crash leaves it older).
+            let mut newer: Vec<(SuperblockCopy, u64)> = Vec::new();
             let damaged: Vec<(SuperblockCopy, FormatError)> = SuperblockCopy::ALL
                 .into_iter()
                 .filter(|&copy| copy != loaded.source)
                 .filter_map(|copy| {
                     let error = match loaded.rejected.iter().find(|found| found.copy == copy) {
                         Some(rejected) => rejected.error.clone(),
-                        None => read_superblock_copy(device.as_ref(), copy).err()?,
+                        None => match read_superblock_copy(device.as_ref(), copy) {
+                            Ok(other) => {
+                                if other.write_sequence > superblock.write_sequence {
+                                    newer.push((copy, other.write_sequence));
+                                }
+                                return None;
+                            }
+                            Err(error) => error,
+                        },
                     };
                     Some((copy, error))
                 })
                 .collect();
+            if let Some(&(copy, sequence)) = newer.iter().max_by_key(|(_, sequence)| *sequence) {
+                // One error: the copy in use missed a write (the first
+                // words are what the error record keeps).
+                let offset = loaded.source.offset(superblock.layout.device_length);
+                let block_size = u64::from(superblock.layout.block_size);
+                health.report(&Incident {
+                    kind: ErrorKind::Metadata,
+                    errno: libc::EIO,
+                    inode: None,
+                    range: offset.map(|offset| (offset, block_size)),
+                    block: offset.map(|offset| offset / block_size),
+                    origin: &format!(
+                        "stale {}: {copy} is newer (write {sequence} > {}), its last write failed",
+                        loaded.source, superblock.write_sequence
+                    ),
+                });
+            }
             let mismatched: Vec<SuperblockCopy> = damaged
                 .iter()
                 .filter(|(_, error)| matches!(error, FormatError::ChecksumMismatch { .. }))

@@ -340,6 +340,15 @@ impl Shared {
         origin: Origin,
     ) -> FsResult<FailureReport> {
         check_range(range, self.device.length()).map_err(FsError::Failure)?;
+        // Taken before the gate is looked at: a read-only mount made
+        // writable takes what was held under this lock after it opened the
+        // gate, so a failure is either held before that or handled
+        // writable after it, never held too late to be recorded.
+        let mut one_at_a_time = self
+            .media
+            .handling
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let guard = match self.gate.try_enter() {
             Ok(guard) => Some(guard),
             Err(LifeState::Frozen) => {
@@ -356,11 +365,6 @@ impl Shared {
         };
         let writable = guard.is_some() && !self.mounted_read_only.load(Ordering::Acquire);
         let layout = self.superblock().layout;
-        let mut one_at_a_time = self
-            .media
-            .handling
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
         let context = Context {
             metadata: &self.metadata,
             files: &self.files,
@@ -374,7 +378,7 @@ impl Shared {
             unhandled,
             held,
         } = failure::handle(&context, range, &origin).map_err(FsError::Failure)?;
-        if self.mounted_read_only.load(Ordering::Acquire) {
+        if !writable {
             // Recorded if the mount is made writable.
             one_at_a_time.extend(held);
         }
@@ -464,11 +468,23 @@ impl Shared {
         let text = origin.to_string();
         let mut rewritten: Option<Result<(), String>> = None;
         for item in handled.iter_mut() {
+            if item.outcome == Outcome::RewriteSuperblock
+                && !writable
+                && self.mounted_read_only.load(Ordering::Acquire)
+            {
+                // Nothing is lost: the other copies hold it, and every copy
+                // is written again when the mount is made writable (or by
+                // the next read-write mount), as a read-write mount would
+                // now. Not a metadata loss for the errors= policy.
+                item.outcome = Outcome::Unmovable {
+                    blocks: 1,
+                    why: "mounted read-only: every copy is written again at remount,rw or the \
+                          next read-write mount"
+                        .into(),
+                };
+            }
             if item.outcome == Outcome::RewriteSuperblock {
                 let result = rewritten.get_or_insert_with(|| {
-                    if !writable && self.mounted_read_only.load(Ordering::Acquire) {
-                        return Err("mounted read-only".into());
-                    }
                     self.write_superblock(None)
                         .map_err(|error| error.to_string())
                 });

@@ -19,8 +19,9 @@
 //! 3. the event log reserves ids and writes this mount's records;
 //! 4. the data claims recovery kept are recorded durable, orphans are
 //!    deleted, the live inode count is recorded;
-//! 5. the writeback thread starts, the gate lets writers in (and the
-//!    background scrub starts, if asked for).
+//! 5. the writeback thread starts, the gate lets writers in, the bad
+//!    blocks and lost data media failures marked in memory meanwhile are
+//!    recorded (and the background scrub starts, if asked for).
 //!
 //! A failure leaves the mount read-only. After one in steps 1 and 2 a
 //! second try goes through the steps again (the mount is counted once);
@@ -244,15 +245,6 @@ impl Filesystem {
                 orphans: purged as u64,
             });
         }
-        // The bad blocks and lost data media failures marked in memory
-        // while the mount could not write: on the persistent lists now. The
-        // allocator keeps the blocks bad all the same if this fails (for
-        // this mount only, as a read-write mount's unrecorded marks).
-        let held = shared.media.take_held();
-        if !held.is_empty() {
-            let recorded = failure::record_held(&shared.metadata, &held).map_err(FsError::Failure);
-            let _ = shared.observe("recording the marks of media failures", recorded);
-        }
         shared.orphans_purged.fetch_add(purged, Ordering::AcqRel);
         shared.defer_orphans(left);
         // Writers are let in only once the writeback thread runs: a mount
@@ -270,6 +262,17 @@ impl Filesystem {
         // The transport's mount turns read-write with this (the kernel's
         // flag changes right after): told so again, it is no change.
         shared.transport_read_only.store(false, Ordering::Release);
+        // The bad blocks and lost data media failures marked in memory
+        // while the mount could not write: on the persistent lists now.
+        // Taken after the gate opened (a failure handled from now on is
+        // recorded by its handler). The allocator keeps the blocks bad all
+        // the same if this fails (for this mount only, as a read-write
+        // mount's unrecorded marks).
+        let held = shared.media.take_held();
+        if !held.is_empty() {
+            let recorded = failure::record_held(&shared.metadata, &held).map_err(FsError::Failure);
+            let _ = shared.observe("recording the marks of media failures", recorded);
+        }
         let change = SettingsChange {
             read_only: Some(false),
             ..SettingsChange::default()
