@@ -51,6 +51,31 @@ fn kernel_only_remount(scratch: &Scratch, options: &str) {
     assert!(output.status.success(), "{}", text(&output.stderr));
 }
 
+/// Makes a new filesystem in the scratch image and mounts it `ro`; the
+/// daemon's pid.
+fn mount_new_read_only(scratch: &Scratch) -> u32 {
+    let made = vigilfs(&["mkfs", scratch.img(), "--size", "64M"]);
+    assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
+    scratch.mount(&["-o", "ro"])
+}
+
+/// `mount -i -o remount,rw` of a mount the daemon refuses to make
+/// writable: it turns the kernel's mount back read-only, and says so.
+fn kernel_read_write_is_turned_back(scratch: &Scratch) {
+    kernel_only_remount(scratch, "remount,rw");
+    // The line is logged once the remount back is done.
+    wait_until(
+        "the kernel's mount is turned back read-only, and the log says so",
+        std::time::Duration::from_secs(10),
+        || {
+            scratch
+                .log()
+                .contains("the kernel's mount is read-only again")
+        },
+    );
+    assert_ne!(flags(&scratch.mountpoint) & libc::ST_RDONLY, 0);
+}
+
 /// What the mount's `settings` events say, oldest first.
 fn settings_events(scratch: &Scratch) -> Vec<String> {
     let listed = vigilfs(&["events", scratch.mnt(), "--json"]);
@@ -360,18 +385,7 @@ fn a_read_only_mount_kept_so_by_its_errors_policy_refuses_read_write() {
         "{}",
         text(&output.stderr)
     );
-    kernel_only_remount(&scratch, "remount,rw");
-    // The line is logged once the remount back is done.
-    wait_until(
-        "the kernel's mount is turned back read-only, and the log says so",
-        std::time::Duration::from_secs(10),
-        || {
-            scratch
-                .log()
-                .contains("the kernel's mount is read-only again")
-        },
-    );
-    assert_ne!(flags(&scratch.mountpoint) & libc::ST_RDONLY, 0);
+    kernel_read_write_is_turned_back(&scratch);
     scratch.umount(pid);
 }
 
@@ -384,9 +398,7 @@ fn a_second_mount_point_of_a_read_only_mount_says_it_is_read_only() {
         return;
     }
     let scratch = Scratch::new();
-    let made = vigilfs(&["mkfs", scratch.img(), "--size", "64M"]);
-    assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
-    let pid = scratch.mount(&["-o", "ro"]);
+    let pid = mount_new_read_only(&scratch);
     let second = scratch.directory.path().join("second");
     let shown = vigilfs(&["mount", scratch.img(), second.to_str().unwrap()]);
     assert_eq!(shown.status.code(), Some(0), "{}", text(&shown.stderr));
@@ -417,25 +429,12 @@ fn a_shut_down_read_only_mount_the_kernel_remounts_read_write_is_turned_back() {
         return;
     }
     let scratch = Scratch::new();
-    let made = vigilfs(&["mkfs", scratch.img(), "--size", "64M"]);
-    assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
-    let pid = scratch.mount(&["-o", "ro"]);
+    let pid = mount_new_read_only(&scratch);
     let shut = vigilfs(&["shutdown", scratch.mnt()]);
     assert_eq!(shut.status.code(), Some(0), "{}", text(&shut.stderr));
     let shown = text(&vigilfs(&["status", scratch.mnt()]).stdout);
     assert!(!shown.contains("remount,rw"), "{shown}");
-    kernel_only_remount(&scratch, "remount,rw");
-    // The line is logged once the remount back is done.
-    wait_until(
-        "the kernel's mount is turned back read-only, and the log says so",
-        std::time::Duration::from_secs(10),
-        || {
-            scratch
-                .log()
-                .contains("the kernel's mount is read-only again")
-        },
-    );
-    assert_ne!(flags(&scratch.mountpoint) & libc::ST_RDONLY, 0);
+    kernel_read_write_is_turned_back(&scratch);
     scratch.umount(pid);
 }
 
@@ -448,9 +447,7 @@ fn a_read_only_mount_the_kernel_alone_remounts_read_write_becomes_writable() {
         return;
     }
     let scratch = Scratch::new();
-    let made = vigilfs(&["mkfs", scratch.img(), "--size", "64M"]);
-    assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
-    let pid = scratch.mount(&["-o", "ro"]);
+    let pid = mount_new_read_only(&scratch);
     kernel_only_remount(&scratch, "remount,rw");
     // The line is logged once the daemon is writable.
     wait_until(

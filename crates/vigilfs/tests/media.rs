@@ -1323,12 +1323,9 @@ fn a_whole_device_failure_is_reported_owner_by_owner_even_when_the_bad_list_cann
     assert_eq!(status.media.bad_blocks, fixture.layout.main.blocks);
 }
 
-/// On a read-only mount a notice can only mark in memory: the report says
-/// that the marks were not recorded (it used to report the marks as if they were
-/// remembered, and a remount forgot them without a word).
-#[test]
-fn a_notice_on_a_read_only_mount_says_nothing_was_recorded() {
-    let fixture = Fixture::new();
+/// Writes a two-block file and mounts the filesystem read-only: the
+/// mount, the file's inode and the device block of its first block.
+fn read_only_mount_of_a_file(fixture: &Fixture) -> (Filesystem, u64, u64) {
     let fs = fixture.mount();
     create_file(&fs, "data", &pattern(2, 5));
     fs.unmount().unwrap();
@@ -1338,6 +1335,16 @@ fn a_notice_on_a_read_only_mount_says_nothing_was_recorded() {
     });
     let ino = fs.lookup(ROOT_INO, b"data", &root()).unwrap().ino;
     let block = fixture.physical(&fs, ino, 0);
+    (fs, ino, block)
+}
+
+/// On a read-only mount a notice can only mark in memory: the report says
+/// that the marks were not recorded (it used to report the marks as if they were
+/// remembered, and a remount forgot them without a word).
+#[test]
+fn a_notice_on_a_read_only_mount_says_nothing_was_recorded() {
+    let fixture = Fixture::new();
+    let (fs, _, block) = read_only_mount_of_a_file(&fixture);
     let report = fs
         .notify_failure(ByteRange::at(block * BLOCK, BLOCK), Origin::operator("ro"))
         .unwrap();
@@ -1352,15 +1359,7 @@ fn a_notice_on_a_read_only_mount_says_nothing_was_recorded() {
 #[test]
 fn marks_a_read_only_mount_held_are_recorded_when_it_is_made_writable() {
     let fixture = Fixture::new();
-    let fs = fixture.mount();
-    create_file(&fs, "data", &pattern(2, 5));
-    fs.unmount().unwrap();
-    let fs = fixture.mount_with(MountOptions {
-        read_only: true,
-        ..MountOptions::default()
-    });
-    let ino = fs.lookup(ROOT_INO, b"data", &root()).unwrap().ino;
-    let block = fixture.physical(&fs, ino, 0);
+    let (fs, ino, block) = read_only_mount_of_a_file(&fixture);
     fs.notify_failure(ByteRange::at(block * BLOCK, BLOCK), Origin::operator("ro"))
         .unwrap();
     let held = fs.status().media;
