@@ -17,9 +17,12 @@
 //! read-only again and the daemon's log says why: a mount the table calls
 //! rw must not answer every write with EROFS.
 //!
-//! Invariant: a change is made only when the kernel's flag differs from
-//! what the engine was last told, so a helper's remount (which tells the
-//! engine itself) makes no second change.
+//! Invariants: the watch acts only when the kernel's flag changed since
+//! its last look (or on its first look), and then only if the flag differs
+//! from what the engine was last told. So a helper's remount (which tells
+//! the engine itself) makes no second change, and a table read just
+//! before a helper's remount (still the old flag, the engine already told
+//! the new one) does not undo it.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -112,9 +115,13 @@ fn follow(mut table: File, device: &str, followed: &Followed<'_>, stop: &AtomicB
             return;
         }
         if let Some(read_only) = superblock_read_only(&Mounts::parse(&text), device) {
-            let turned_read_write = was_read_only == Some(true) && !read_only;
-            follow_flag(read_only, turned_read_write, followed);
-            was_read_only = Some(read_only);
+            // A change seen while no engine serves (a power cut's reboot)
+            // is looked at again on the next round.
+            if was_read_only != Some(read_only)
+                && follow_flag(read_only, was_read_only == Some(true), followed)
+            {
+                was_read_only = Some(read_only);
+            }
         }
         let mut poll = libc::pollfd {
             fd: table.as_raw_fd(),
@@ -139,7 +146,9 @@ fn superblock_read_only(mounts: &Mounts, device: &str) -> Option<bool> {
         .map(|entry| entry.super_options.split(',').next() == Some("ro"))
 }
 
-fn follow_flag(read_only: bool, turned_read_write: bool, followed: &Followed<'_>) {
+/// Makes the engine follow the kernel's flag `read_only`; false when no
+/// engine serves now.
+fn follow_flag(read_only: bool, turned_read_write: bool, followed: &Followed<'_>) -> bool {
     let Followed {
         mountpoint,
         slot,
@@ -148,7 +157,7 @@ fn follow_flag(read_only: bool, turned_read_write: bool, followed: &Followed<'_>
         log,
     } = *followed;
     let Some(fs) = slot.current() else {
-        return;
+        return false;
     };
     let state = fs.status().state;
     if turned_read_write && matches!(state, LifeState::ReadOnly(_) | LifeState::ShutDown(_)) {
@@ -173,14 +182,14 @@ fn follow_flag(read_only: bool, turned_read_write: bool, followed: &Followed<'_>
                 ));
             }
         }
-        return;
+        return true;
     }
     // A filesystem that may not write (mounted `ro`, made read-only by
     // errors=remount-ro, which turns the kernel's mount read-only itself,
     // shut down) has nothing to write back, and may not become writable.
     let writable = matches!(state, LifeState::Running | LifeState::Frozen);
     if fs.transport_read_only() == read_only || !writable {
-        return;
+        return true;
     }
     let change = SettingsChange {
         read_only: Some(read_only),
@@ -202,4 +211,5 @@ fn follow_flag(read_only: bool, turned_read_write: bool, followed: &Followed<'_>
         )),
         Err(error) => log(&format!("following the kernel's remount: {error}")),
     }
+    true
 }

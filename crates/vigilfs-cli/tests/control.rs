@@ -230,12 +230,16 @@ fn a_slow_client_is_cut_off_and_does_not_delay_unmount() {
     });
     let exit = start.elapsed();
     eprintln!("umount to mount-process exit with a slow client connected: {exit:?}");
-    assert!(
-        exit < Duration::from_secs(3),
-        "the mount process took {exit:?}"
-    );
     assert_eq!(superblock_state(&scratch.image), FsState::Clean);
-    let _ = slow.join();
+    // A process that waited for the client would have sent it the
+    // deadline's answer (3.5 s after the unmount) before exiting; one that
+    // did not wait just closed the connection. Judged by what the client
+    // got, not by a time a loaded machine can miss.
+    let (_, answer) = slow.join().unwrap();
+    assert!(
+        !answer.contains("no complete request line"),
+        "the mount process waited for the slow client ({exit:?}): {answer}"
+    );
 }
 
 #[test]
@@ -294,6 +298,13 @@ fn stale_control_sockets_are_removed() {
 /// the child, sent SIGKILL, if it had not exited by then. Such a child is
 /// not waited for here: blocked behind a lock the kernel holds for a FUSE
 /// request, it exits only once that request is answered.
+/// Whether process `pid` is inside system call `number` now (blocked in
+/// it, as a writer behind a freeze is).
+fn in_system_call(pid: u32, number: libc::c_long) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/syscall"))
+        .is_ok_and(|call| call.split_whitespace().next() == Some(&number.to_string()))
+}
+
 fn finish_within(mut child: Child, timeout: Duration) -> Result<(Duration, Output), Child> {
     let start = Instant::now();
     loop {
@@ -365,14 +376,13 @@ fn a_freeze_with_more_writers_than_threads_still_serves_reads_stat_and_status() 
         .collect();
     std::thread::sleep(Duration::from_millis(500));
 
-    let second = Duration::from_secs(1);
+    // Anything stuck behind the freeze waits until the thaw, never ends:
+    // a long limit still tells the two apart on a loaded machine.
+    let limit = Duration::from_secs(20);
     let other = scratch.at("other");
-    let read = finish_within(spawn("cat", &[other.to_str().unwrap()]), second);
-    let stat = finish_within(spawn("ls", &["-l", scratch.mnt()]), second);
-    let status = finish_within(
-        spawn(binary(), &["status", scratch.mnt(), "--json"]),
-        second,
-    );
+    let read = finish_within(spawn("cat", &[other.to_str().unwrap()]), limit);
+    let stat = finish_within(spawn("ls", &["-l", scratch.mnt()]), limit);
+    let status = finish_within(spawn(binary(), &["status", scratch.mnt(), "--json"]), limit);
     let mut writers = writers;
     let all_waiting = writers
         .iter_mut()
@@ -435,7 +445,13 @@ fn a_signal_thaws_a_frozen_mount_so_its_lazy_unmount_ends() {
     assert_eq!(freeze.status.code(), Some(0), "{}", text(&freeze.stderr));
     let script = format!("printf 'waited' > '{}'", scratch.at("late").display());
     let writer = spawn("sh", &["-c", &script]);
-    std::thread::sleep(Duration::from_millis(300));
+    // Detached before its open reached the mount, the writer would create
+    // the file in the directory underneath.
+    wait_until(
+        "the writer waits on the freeze",
+        Duration::from_secs(20),
+        || in_system_call(writer.id(), libc::SYS_openat),
+    );
     lazy_unmount(Path::new(scratch.mnt()));
     // SAFETY: signalling the mount process this test started, by pid.
     unsafe {

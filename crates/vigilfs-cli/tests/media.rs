@@ -166,7 +166,7 @@ fn a_bad_block_under_a_file_is_lost_there_only_until_rewritten_and_never_reused(
         read_block(&victim, 5).unwrap_err().raw_os_error(),
         Some(libc::EIO)
     );
-    wait_until("the failure is handled", Duration::from_secs(10), || {
+    wait_until("the failure is handled", Duration::from_secs(30), || {
         scratch.status()["media"]["poisoned_runs"] == 1
     });
     // Exactly that block fails; reading it again reports nothing new.
@@ -390,7 +390,7 @@ fn a_failure_reported_before_the_mount_is_handled_after_the_journal_replays() {
     let pid = scratch.mount(&["-o", &format!("failed={}:4K", block * BLOCK)]);
     let status = scratch.status();
     assert_eq!(status["recovered"], true);
-    wait_until("the failure is handled", Duration::from_secs(10), || {
+    wait_until("the failure is handled", Duration::from_secs(30), || {
         scratch.status()["media"]["notices"]["handled"].as_u64() >= Some(1)
     });
     let media = &scratch.status()["media"];

@@ -66,7 +66,7 @@ fn kernel_read_write_is_turned_back(scratch: &Scratch) {
     // The line is logged once the remount back is done.
     wait_until(
         "the kernel's mount is turned back read-only, and the log says so",
-        std::time::Duration::from_secs(10),
+        std::time::Duration::from_secs(30),
         || {
             scratch
                 .log()
@@ -314,7 +314,7 @@ fn remount_read_write_is_refused_while_an_error_keeps_the_daemon_read_only() {
     drop(file);
     wait_until(
         "the policy makes the mount read-only",
-        std::time::Duration::from_secs(10),
+        std::time::Duration::from_secs(30),
         || scratch.status()["state"] == "read-only",
     );
     let output = helper(
@@ -452,7 +452,7 @@ fn a_read_only_mount_the_kernel_alone_remounts_read_write_becomes_writable() {
     // The line is logged once the daemon is writable.
     wait_until(
         "the daemon follows the kernel's read-write remount",
-        std::time::Duration::from_secs(10),
+        std::time::Duration::from_secs(30),
         || scratch.log().contains("the filesystem is writable now"),
     );
     assert_eq!(scratch.status()["state"], "running");
@@ -715,13 +715,13 @@ fn a_remount_that_reaches_only_the_kernel_is_followed() {
     let unsynced = || text(&vigilfs(&["unsynced", scratch.mnt()]).stdout);
     wait_until(
         "everything is durable after the kernel's remount",
-        std::time::Duration::from_secs(10),
+        std::time::Duration::from_secs(30),
         || unsynced().contains("nothing: every change is durable"),
     );
     kernel_only_remount(&scratch, "remount,rw");
     wait_until(
         "the daemon follows the read-write remount",
-        std::time::Duration::from_secs(10),
+        std::time::Duration::from_secs(30),
         || scratch.log().contains("became read-write"),
     );
     fs::write(scratch.at("after"), b"written").unwrap();

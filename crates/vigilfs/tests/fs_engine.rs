@@ -169,7 +169,7 @@ fn a_crashed_image_mounts_read_only_on_a_device_that_refuses_writes() {
 /// Writes a file of eight distinct blocks, fsyncs it, waits `wait`, then
 /// drops the mount without unmounting (a crash) and flips a byte of the
 /// file's third block on the device.
-fn fsync_crash_and_rot(fixture: &Fixture, writeback_interval: Duration, wait: Duration) {
+fn fsync_crash_and_rot(fixture: &Fixture, writeback_interval: Duration, until_recorded: bool) {
     let fs = fixture.mount_with(MountOptions {
         writeback_interval,
         ..MountOptions::default()
@@ -178,7 +178,15 @@ fn fsync_crash_and_rot(fixture: &Fixture, writeback_interval: Duration, wait: Du
         .map(|at| (at / 4096 * 37 + 11) as u8)
         .collect();
     write_file(&fs, b"rotting", &data);
-    thread::sleep(wait);
+    if until_recorded {
+        // A background round records the fsync's entry durable.
+        let fsynced = fs.status().journal.durable_seq;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while fs.status().journal.recorded_durable_seq < fsynced {
+            assert!(Instant::now() < deadline, "never recorded");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
     drop(fs);
     let mut image = vec![0u8; fixture.memory.length() as usize];
     fixture
@@ -205,11 +213,7 @@ fn a_block_that_rots_after_its_fsync_was_recorded_reads_as_eio_after_a_crash() {
     // from then on recovery does not check its data claims, and the rot is
     // what checksums report: EIO, the rest of the file intact.
     let fixture = Fixture::new();
-    fsync_crash_and_rot(
-        &fixture,
-        Duration::from_millis(20),
-        Duration::from_millis(300),
-    );
+    fsync_crash_and_rot(&fixture, Duration::from_millis(20), true);
     let fs = fixture.mount();
     let attr = fs.lookup(ROOT_INO, b"rotting", &root()).expect("lookup");
     let handle = fs
@@ -226,7 +230,7 @@ fn a_block_that_rots_before_its_fsync_is_recorded_costs_the_entry_after_a_crash(
     // cannot tell rot from data that never landed, and cuts the entry off:
     // here the one entry that holds both the file's create and its data.
     let fixture = Fixture::new();
-    fsync_crash_and_rot(&fixture, Duration::from_secs(3600), Duration::ZERO);
+    fsync_crash_and_rot(&fixture, Duration::from_secs(3600), false);
     let fs = fixture.mount();
     assert_eq!(
         errno(fs.lookup(ROOT_INO, b"rotting", &root())),

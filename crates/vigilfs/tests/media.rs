@@ -1103,9 +1103,12 @@ fn notices_beyond_the_intake_are_counted_and_reported() {
     assert_eq!(fs.status().media.bad_blocks, 1024);
     // One media error per block marked bad, and one for the drop (the
     // worker reports it after a notice, or within a poll).
-    std::thread::sleep(Duration::from_millis(300));
-    let record = fs.status().error_record;
-    assert_eq!(record.counter(ErrorKind::Media).count, 1024 + 1);
+    let media_errors = || fs.status().error_record.counter(ErrorKind::Media).count;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while media_errors() < 1024 + 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(media_errors(), 1024 + 1);
     assert_eq!(read_block(&fs, ino, 0).unwrap(), pattern(1, 9));
     fs.unmount().unwrap();
     fixture.assert_fsck_clean();
