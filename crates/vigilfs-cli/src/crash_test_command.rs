@@ -53,6 +53,10 @@ use crate::mount_options::{self as options, MountSettings};
 use crate::power_cut::{CutError, CutReport};
 use crate::signals;
 use crate::size::ByteSize;
+use crate::unsynced_command::describe_unsynced;
+
+/// Lines of a failed cut's "not durable" list the text report shows.
+const LOST_LINES_SHOWN: usize = 12;
 
 /// Exit status when a trial failed.
 const FOUND: u8 = 1;
@@ -555,6 +559,21 @@ impl Run<'_> {
             ));
             for line in trial.check_output.lines() {
                 out.push_str(&format!("\n  | {line}"));
+            }
+        }
+        if let Some(cut) = trial.cut.as_ref().filter(|_| !trial.check_passed) {
+            // What the cut took is often the cause: an unlink whose
+            // directory was never synced, a rename not yet durable.
+            out.push_str("\n  not durable when the power went (lost, or torn):");
+            let lines = describe_unsynced(&cut["lost"]);
+            for line in lines.iter().take(LOST_LINES_SHOWN) {
+                out.push_str(&format!("\n  | {line}"));
+            }
+            if lines.len() > LOST_LINES_SHOWN {
+                out.push_str(&format!(
+                    "\n  | ... {} more lines (--json has them all)",
+                    lines.len() - LOST_LINES_SHOWN
+                ));
             }
         }
         if !trial.fsck_clean {

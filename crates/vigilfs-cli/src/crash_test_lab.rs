@@ -73,7 +73,11 @@ impl LabMount {
         let first = slot.current().expect("the engine was just put in");
         let session = vigilfs_fuse::mount(first, &mountpoint, &fuse_config(settings, &image))
             .map_err(|error| {
-                Failure::operational(format!("cannot mount on {}: {error}", mountpoint.display()))
+                Failure::operational(format!(
+                    "cannot mount on {}: {error}{}",
+                    mountpoint.display(),
+                    crate::mount_command::fuse_mount_hint()
+                ))
             })?;
         switch.attach(Arc::clone(&slot), session.restarter());
         let mut extra = serde_json::Map::new();
@@ -312,6 +316,24 @@ pub(crate) fn describe_status(status: Option<ExitStatus>, timeout: Duration) -> 
     }
 }
 
+/// A duration for a report: tenths of seconds, or milliseconds below one
+/// tenth (a 1 ms timeout read "0.0 s").
 pub(crate) fn humantime(duration: Duration) -> String {
-    format!("{:.1} s", duration.as_secs_f64())
+    match duration.as_secs_f64() {
+        seconds if seconds >= 0.1 => format!("{seconds:.1} s"),
+        seconds => format!("{} ms", (seconds * 1000.0).round() as u64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_below_a_tenth_of_a_second_print_in_milliseconds() {
+        assert_eq!(humantime(Duration::from_millis(1)), "1 ms");
+        assert_eq!(humantime(Duration::from_millis(99)), "99 ms");
+        assert_eq!(humantime(Duration::from_millis(100)), "0.1 s");
+        assert_eq!(humantime(Duration::from_secs(60)), "60.0 s");
+    }
 }

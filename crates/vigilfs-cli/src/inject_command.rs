@@ -419,6 +419,10 @@ pub fn describe_log_entry(entry: &Value) -> String {
     match entry["event"].as_str() {
         Some("set") => format!("{head} set: {}", text(&entry["rule_text"])),
         Some("cleared") => format!("{head} cleared"),
+        Some("power_cut") => format!(
+            "{head} power cut {}: the device lost what it held unflushed",
+            entry["cut"].as_u64().unwrap_or(0)
+        ),
         _ => {
             let mut line = format!("{head} fired: {}", text(&entry["operation"]));
             if let Some(class) = entry["class"].as_str() {
@@ -427,7 +431,13 @@ pub fn describe_log_entry(entry: &Value) -> String {
             if let (Some(offset), Some(length)) =
                 (entry["offset"].as_u64(), entry["length"].as_u64())
             {
-                line.push_str(&format!(" {offset}+{length}"));
+                // Device I/O has a class; a file operation's range is the
+                // file's bytes, as events name them.
+                let bytes = match entry["class"].is_string() {
+                    true => "device bytes",
+                    false => "bytes",
+                };
+                line.push_str(&format!(" {bytes} {offset}+{length}"));
             }
             match (entry["path"].as_str(), entry["inode"].as_u64()) {
                 (Some(path), Some(inode)) => line.push_str(&format!(" {path} (inode {inode})")),

@@ -156,7 +156,7 @@ pub fn run(request: &MountRequest) -> Result<u8, Failure> {
 /// Why a FUSE mount may have failed where the kernel's error does not
 /// say: a user other than root mounts through the set-uid `fusermount3`,
 /// and without it the kernel only answers "permission denied".
-fn fuse_mount_hint() -> String {
+pub(crate) fn fuse_mount_hint() -> String {
     if control::current_uid() == 0 {
         return String::new();
     }

@@ -29,7 +29,7 @@
 //! abandoned engine stays in place and fails every request with `EIO`
 //! (the mount can still be unmounted).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -38,9 +38,7 @@ use vigilfs::device::{
 };
 use vigilfs::fs::events::EventLogEnd;
 use vigilfs::fs::faults::CutPoint;
-use vigilfs::fs::{
-    Filesystem, FsError, LifeState, MountError, MountOptions, SettingsChange, Unsynced,
-};
+use vigilfs::fs::{Filesystem, FsError, MountError, MountOptions, SettingsChange, Unsynced};
 use vigilfs_fuse::Restarter;
 
 use crate::engine_slot::EngineSlot;
@@ -85,6 +83,10 @@ pub struct PowerSwitch {
     /// Held through a cut; `true` once the mount is being unmounted.
     cutting: Mutex<bool>,
     cuts: AtomicU64,
+    /// Whether the user made the mount read-only (`remount,ro`, through
+    /// the helper or the kernel alone): the kernel's read-only flag then
+    /// outlives a cut; one the errors policy set does not.
+    asked_read_only: AtomicBool,
 }
 
 impl std::fmt::Debug for PowerSwitch {
@@ -116,6 +118,7 @@ impl PowerSwitch {
             session: OnceLock::new(),
             cutting: Mutex::new(false),
             cuts: AtomicU64::new(0),
+            asked_read_only: AtomicBool::new(options.read_only),
         }
     }
 
@@ -227,6 +230,9 @@ impl PowerSwitch {
         change.validate()?;
         let _no_cut = lock(&self.cutting);
         change.apply_to(&mut lock(&self.options));
+        if let Some(read_only) = change.read_only {
+            self.asked_read_only.store(read_only, Ordering::Relaxed);
+        }
         match self.current() {
             Ok(engine) => engine.reconfigure(change),
             // Unmounting: nothing serves to change.
@@ -257,17 +263,18 @@ impl PowerSwitch {
         }
         let old = self.current()?;
         let start = Instant::now();
-        // The kernel's flags (a `remount,ro`) outlive the power cut; the
-        // read-only flag the errors policy set does not, as the engine's
-        // read-only state does not (a reboot mounts read-write again).
-        let errors_made_read_only =
-            matches!(old.status().state, LifeState::ReadOnly(_)) && !lock(&self.options).read_only;
+        // The read-only flag the user asked for outlives the power cut;
+        // the one the errors policy set does not, as the engine's
+        // read-only state does not (a reboot mounts read-write again),
+        // also when the policy acted in an engine whose own restart
+        // failed.
+        let asked_read_only = self.asked_read_only.load(Ordering::Relaxed);
         let flags = self
             .session
             .get()
             .and_then(|session| current_flags(session.mountpoint()))
             .map(|flags| vigilfs_fuse::MountFlags {
-                read_only: flags.read_only && !errors_made_read_only,
+                read_only: flags.read_only && asked_read_only,
                 ..flags
             });
         let other_flags = self
@@ -291,6 +298,11 @@ impl PowerSwitch {
                 .map_err(|error| CutError::Remount(error.to_string()))?,
         );
         new.take_over_file_rules(&old);
+        // The history says why the mount recovered: this cut, not a crash.
+        self.plan
+            .log_event(None, FaultLogEvent::PowerCut { number });
+        let active = (self.plan.rules().len() + new.file_rules().len()) as u64;
+        new.note_fault_rules(&format!("power cut {number} (crash lab)"), active);
         if flags.is_some_and(|flags| flags.read_only) {
             // The kernel's mount stays read-only: the new engine must not
             // write on behalf of reads either.

@@ -160,11 +160,26 @@ pub fn list(fs: &Filesystem, plan: &FaultPlan, power: Option<&PowerSwitch>) -> R
     }))
 }
 
-/// Makes the device acknowledge flushes without keeping anything, or stop.
-pub fn drop_flushes(power: Option<&PowerSwitch>, enabled: bool) -> Response {
+/// Makes the device acknowledge flushes without keeping anything, or stop;
+/// an event says so, as for a rule (a lying disk explains lost data).
+pub fn drop_flushes(
+    fs: &Filesystem,
+    plan: &FaultPlan,
+    power: Option<&PowerSwitch>,
+    enabled: bool,
+) -> Response {
     match power {
         Some(power) => {
-            power.set_drop_flushes(enabled);
+            // The event is made durable before the device starts lying,
+            // or the cut that shows the lie would take the event with it.
+            if enabled {
+                fs.note_fault_rules("set drop-flushes", active(fs, plan));
+                let _ = fs.event_log().persist();
+                power.set_drop_flushes(true);
+            } else {
+                power.set_drop_flushes(false);
+                fs.note_fault_rules("cleared drop-flushes", active(fs, plan));
+            }
             Response::success(json!({ "drop_flushes": enabled }))
         }
         None => not_crashable("dropping flushes"),
@@ -184,9 +199,11 @@ pub fn not_crashable(what: &str) -> Response {
 }
 
 /// One log entry as JSON: `{sequence, time, rule, event, ...}` with `event`
-/// `set` (and `rule_text`), `cleared` or `fired` (and `operation`, `class`,
-/// `inode`, `path`, `offset`, `length`, `errno`, `errno_name`,
-/// `delay_us`, `corrupted`); `time` in RFC 3339, as events have it.
+/// `set` (and `rule_text`), `cleared`, `power_cut` (and `cut`, its number)
+/// or `fired` (and `operation`, `class`, `inode`, `path`, `offset`,
+/// `length`, `errno`, `errno_name`, `delay_us`, `corrupted`); `offset` and
+/// `length` are device bytes for device I/O (`class` set), file bytes for
+/// a file operation; `time` in RFC 3339, as events have it.
 pub fn log_entry_json(entry: &FaultLogEntry) -> Value {
     let nanoseconds = entry
         .time
@@ -200,6 +217,7 @@ pub fn log_entry_json(entry: &FaultLogEntry) -> Value {
     let fields = match &entry.event {
         FaultLogEvent::Set { rule } => json!({ "event": "set", "rule_text": rule }),
         FaultLogEvent::Cleared => json!({ "event": "cleared" }),
+        FaultLogEvent::PowerCut { number } => json!({ "event": "power_cut", "cut": number }),
         FaultLogEvent::Fired {
             operation,
             class,

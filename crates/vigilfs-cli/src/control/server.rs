@@ -831,7 +831,7 @@ fn execute(request: Request, fs: &Filesystem, context: &Context, stream: &UnixSt
         Request::InjectClear => faults::clear(fs, plan, power),
         Request::InjectList => faults::list(fs, plan, power),
         Request::FaultLog { after } => faults::log(plan, after),
-        Request::DropFlushes { enabled } => faults::drop_flushes(power, enabled),
+        Request::DropFlushes { enabled } => faults::drop_flushes(fs, plan, power, enabled),
         Request::Unsynced => power::unsynced(fs, power),
         Request::PowerCut { torn, seed } => power::power_cut(power, torn, seed),
         Request::MakeWritable => make_writable(fs, context.image.as_deref()),

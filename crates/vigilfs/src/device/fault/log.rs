@@ -30,6 +30,12 @@ pub enum FaultLogEvent {
     },
     /// A rule was removed (or all were cleared).
     Cleared,
+    /// The crash lab cut the power (the `number`-th cut of the mount):
+    /// the device lost what it held unflushed.
+    PowerCut {
+        /// Which cut of the mount, from 1.
+        number: u64,
+    },
     /// A rule fired.
     Fired {
         /// The operation: `read`, `write`, `flush` for device I/O, or a
