@@ -812,12 +812,12 @@ impl Filesystem {
             // Writeback failures are told to the event stream and the error
             // record once each, when the data path sets the error words.
             let health = Arc::clone(&health);
-            files.set_failure_listener(Box::new(move |ino, errno, first, last, generation| {
+            files.set_failure_listener(Box::new(move |ino, errno, offset, length, generation| {
                 health.report(&Incident {
                     kind: ErrorKind::Writeback,
                     errno: errno.get(),
                     inode: Some((ino, generation.map_or(0, |value| value as u32))),
-                    range: Some((first * 4096, (last - first + 1) * 4096)),
+                    range: Some((offset, length)),
                     block: None,
                     origin: "writeback",
                 });

@@ -108,10 +108,11 @@ pub struct WritebackSummary {
     pub first_error: Option<Errno>,
 }
 
-/// Told of each new writeback failure: the inode, the errno, the first
-/// and last file page that failed, and the inode's generation (when its
-/// record could be read). Called with the data path locked: it
-/// must not call back into the data path.
+/// Told of each new writeback failure: the inode, the errno, the file
+/// bytes that failed (offset and length: whole pages, cut at the file's
+/// size, so a short file's error does not claim bytes past its end), and
+/// the inode's generation (when its record could be read). Called with
+/// the data path locked: it must not call back into the data path.
 pub type FailureListener = Box<dyn Fn(u64, Errno, u64, u64, Option<u64>) + Send + Sync>;
 
 /// A writeback of one inode between its snapshot and its landing: the
@@ -436,7 +437,8 @@ impl Writeback {
                         if let (Some(listener), Some((first, _)), Some((last, _))) =
                             (self.on_failure.get(), failed.first(), failed.last())
                         {
-                            listener(flight.ino, errno, *first, *last, generation);
+                            let (offset, length) = failed_bytes(*first, *last, flight.size);
+                            listener(flight.ino, errno, offset, length, generation);
                         }
                     }
                 }
@@ -682,4 +684,16 @@ fn pages_of(entries: &[(Span, Page)]) -> Vec<(u64, &[u8])> {
             })
         })
         .collect()
+}
+
+/// The file bytes of failed pages `first..=last` (4 KiB), cut at `size`,
+/// the file's size when the writeback started; whole pages when the size
+/// ends before them (a truncate raced the writeback).
+fn failed_bytes(first: u64, last: u64, size: u64) -> (u64, u64) {
+    let start = first * 4096;
+    let end = (last + 1) * 4096;
+    match end.min(size) {
+        cut if cut > start => (start, cut - start),
+        _ => (start, end - start),
+    }
 }
