@@ -13,6 +13,11 @@ impl FromStr for ByteSize {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let trimmed = text.trim();
+        if trimmed.starts_with('-') {
+            return Err(format!(
+                "`{text}` is negative: sizes and offsets start at 0"
+            ));
+        }
         if let Some(hex) = trimmed
             .strip_prefix("0x")
             .or_else(|| trimmed.strip_prefix("0X"))
@@ -131,7 +136,10 @@ mod tests {
     fn bad_sizes_are_refused_with_a_reason() {
         assert!("".parse::<ByteSize>().is_err());
         assert!("12Q".parse::<ByteSize>().unwrap_err().contains("suffix"));
-        assert!("-5M".parse::<ByteSize>().is_err());
+        for negative in ["-5M", "-0x10", " -1"] {
+            let error = negative.parse::<ByteSize>().unwrap_err();
+            assert!(error.contains("negative"), "{negative}: {error}");
+        }
         assert!("0".parse::<ByteSize>().is_err());
         assert!("99999999T".parse::<ByteSize>().is_err());
         assert!("1.9"
