@@ -17,6 +17,11 @@
 //! read-only again and the daemon's log says why: a mount the table calls
 //! rw must not answer every write with EROFS.
 //!
+//! A power cut (crash lab) replaces the kernel's mount with a new one,
+//! whose device number differs from the old one's while a descriptor
+//! keeps the old mount alive: the watch asks the session for the number
+//! on every round, and looks at a new mount afresh.
+//!
 //! Invariants: the watch acts only when the kernel's flag changed since
 //! its last look (or on its first look), and then only if the flag differs
 //! from what the engine was last told. So a helper's remount (which tells
@@ -33,9 +38,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use vigilfs::fs::{LifeState, SettingsChange};
+use vigilfs_fuse::Restarter;
 
 use crate::engine_slot::EngineSlot;
-use crate::mountinfo::Mounts;
+use crate::mountinfo::{device_name, Mounts};
 use crate::power_cut::PowerSwitch;
 use crate::writable_image::WritableImage;
 
@@ -50,12 +56,12 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Watches the FUSE filesystem with device number `device` (`MAJ:MIN`)
-    /// and follows its read-only flag in the engine `slot` serves (through
+    /// Watches the FUSE filesystem `session` serves (its mount now) and
+    /// follows its read-only flag in the engine `slot` serves (through
     /// `power` on a crashable mount, whose later boots keep the change;
     /// making a read-only mount writable through `image`).
     pub fn start(
-        device: String,
+        session: Restarter,
         mountpoint: PathBuf,
         slot: Arc<EngineSlot>,
         power: Option<Arc<PowerSwitch>>,
@@ -76,7 +82,7 @@ impl Watch {
                         image: image.as_deref(),
                         log,
                     };
-                    follow(table, &device, &followed, &stop);
+                    follow(table, &session, &followed, &stop);
                 })?
         };
         Ok(Watch {
@@ -103,18 +109,24 @@ struct Followed<'a> {
     log: fn(&str),
 }
 
-fn follow(mut table: File, device: &str, followed: &Followed<'_>, stop: &AtomicBool) {
+fn follow(mut table: File, session: &Restarter, followed: &Followed<'_>, stop: &AtomicBool) {
     let log = followed.log;
-    // The kernel's flag when last looked at.
+    // The kernel's flag of the mount `device` when last looked at.
+    let mut device = String::new();
     let mut was_read_only = None;
     while !stop.load(Ordering::Acquire) {
+        let now = device_name(session.device());
+        if now != device {
+            device = now;
+            was_read_only = None;
+        }
         let mut text = String::new();
         // Reading the table from its start also rearms the wake-up.
         if table.seek(SeekFrom::Start(0)).is_err() || table.read_to_string(&mut text).is_err() {
             log("the mount table cannot be read: a remount that reaches only the kernel goes unseen");
             return;
         }
-        if let Some(read_only) = superblock_read_only(&Mounts::parse(&text), device) {
+        if let Some(read_only) = superblock_read_only(&Mounts::parse(&text), &device) {
             // A change seen while no engine serves (a power cut's reboot)
             // is looked at again on the next round.
             if was_read_only != Some(read_only)

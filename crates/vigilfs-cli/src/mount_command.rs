@@ -45,7 +45,7 @@ use crate::in_use::{self, AcquireError, ImageLock, LockMode};
 use crate::kernel_read_only;
 use crate::mkfs_command::{self, DEFAULT_IMAGE_SIZE};
 use crate::mount_options::{self, MountSettings};
-use crate::mountinfo::Mounts;
+use crate::mountinfo::{device_name, Mounts};
 use crate::power_cut::PowerSwitch;
 use crate::second_mount;
 use crate::signals;
@@ -798,9 +798,9 @@ fn serve(
     if let Some(power) = &power {
         power.attach(Arc::clone(&slot), mounted.restarter());
     }
-    let read_only_watch = device.clone().and_then(|device| {
+    let read_only_watch = device.as_ref().and_then(|_| {
         let watch = kernel_read_only::Watch::start(
-            device,
+            mounted.restarter(),
             mountpoint.clone(),
             Arc::clone(&slot),
             power.clone(),
@@ -833,6 +833,9 @@ fn serve(
     ));
     ready(Ok(()));
 
+    // A power cut makes a new kernel mount: the signal path asks for the
+    // device number it has now.
+    let session = mounted.restarter();
     let waiter = pipe.notifier().ok().and_then(|notifier| {
         std::thread::Builder::new()
             .name("vigilfs-session".into())
@@ -863,8 +866,8 @@ fn serve(
                 // goes only once the last is gone, so a second one, or
                 // the first one unmounted before, must not keep it.
                 let mount_points = device
-                    .as_deref()
-                    .map(showing_device)
+                    .as_ref()
+                    .map(|_| showing_device(&device_name(session.device())))
                     .unwrap_or_else(|| vec![mountpoint.clone()]);
                 for shown in &mount_points {
                     log(&format!(

@@ -134,6 +134,11 @@ impl Mounts {
     }
 }
 
+/// A device number as the mount table writes it (`MAJ:MIN`).
+pub fn device_name(device: u64) -> String {
+    format!("{}:{}", libc::major(device), libc::minor(device))
+}
+
 /// The file an image path stands for, as (device, inode): the file's own,
 /// or for a loop device the file behind it (from sysfs), so an image is
 /// known under both names.

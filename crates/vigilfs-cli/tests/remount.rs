@@ -736,6 +736,40 @@ fn a_remount_that_reaches_only_the_kernel_is_followed() {
     scratch.umount(pid);
 }
 
+/// A power cut replaces the kernel's mount. While a descriptor keeps the
+/// old one alive, the new one has another device number, and the watch
+/// went on looking for the old number: remounts that reached only the
+/// kernel went unseen for the rest of the mount, and a read-only one
+/// wrote nothing back (found by a review helper).
+#[test]
+fn a_remount_that_reaches_only_the_kernel_is_followed_after_a_power_cut_with_a_file_open() {
+    if fuse_missing("a_remount_that_reaches_only_the_kernel_is_followed_after_a_power_cut") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M", "-o", "crashable,writeback_interval=600"]);
+    let holder = fs::File::create(scratch.at("holder")).unwrap();
+    let cut = vigilfs(&["inject", scratch.mnt(), "--power-cut"]);
+    assert_eq!(cut.status.code(), Some(0), "{}", text(&cut.stderr));
+    fs::write(scratch.at("dirty"), vec![7u8; 1 << 16]).unwrap();
+    kernel_only_remount(&scratch, "remount,ro");
+    let unsynced = || text(&vigilfs(&["unsynced", scratch.mnt()]).stdout);
+    wait_until(
+        "everything is durable after the kernel's remount",
+        std::time::Duration::from_secs(30),
+        || unsynced().contains("nothing: every change is durable"),
+    );
+    drop(holder);
+    kernel_only_remount(&scratch, "remount,rw");
+    wait_until(
+        "the daemon follows the read-write remount",
+        std::time::Duration::from_secs(30),
+        || settings_events(&scratch) == ["ro", "rw"],
+    );
+    fs::write(scratch.at("after"), b"written").unwrap();
+    scratch.umount(pid);
+}
+
 /// After a read-only remount the image stays as it is: the remount
 /// records the journal's durability itself, so the background thread has
 /// nothing left to write (it wrote a journal entry a round later, under a

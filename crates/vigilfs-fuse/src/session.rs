@@ -425,6 +425,13 @@ impl Restarter {
         &self.state.mountpoint
     }
 
+    /// The device number of the session's FUSE mount now: a restart makes
+    /// a new mount, whose number differs from the old one's while a
+    /// descriptor keeps the old mount alive.
+    pub fn device(&self) -> u64 {
+        self.state.lock().device
+    }
+
     /// Replaces the session with one serving `filesystem` on the same mount
     /// point: the current mount is detached (as `umount -l`: it leaves the
     /// namespace at once and serves its open descriptors until they are
