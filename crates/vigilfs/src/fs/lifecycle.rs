@@ -23,7 +23,7 @@ use super::gate::Gate;
 use super::handles::Handles;
 use super::health::{seconds_now, Detail, Health, Incident};
 use super::media::{Media, MediaStatus, Worker};
-use super::read_write::{delete_orphans, record_writable_mount, ReadOnlyMount};
+use super::read_write::{finish_recovery, record_writable_mount, ReadOnlyMount};
 use super::scrubbing::BackgroundScrub;
 use super::settings::{LiveSettings, Settings, SettingsChange};
 use super::unsynced::Changes;
@@ -682,7 +682,7 @@ impl Filesystem {
                 .journal
                 .settle_claims()
                 .map_err(|error| MountError::Metadata(error.into()))?;
-            delete_orphans(&namespace)?
+            finish_recovery(&namespace, recovered.then_some(&*metadata.journal))?
         };
         let errors_policy = options.errors.unwrap_or(superblock.errors_policy);
         let fsid = u64::from_le_bytes(superblock.uuid.0[..8].try_into().expect("8 bytes"));

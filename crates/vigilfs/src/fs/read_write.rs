@@ -49,7 +49,7 @@ use crate::failure;
 use crate::format::event_log::TEXT_CAPACITY;
 use crate::format::{write_superblocks, ErrorKind, Features, Superblock};
 use crate::inode::{FileError, Namespace, NamespaceResult};
-use crate::journal::JournalError;
+use crate::journal::{Journal, JournalError};
 
 /// What a mount read-only by its options keeps until made writable.
 pub(super) struct ReadOnlyMount {
@@ -97,10 +97,18 @@ impl ReadOnlyMount {
     }
 }
 
-/// Deletes the orphans a crash left and records the live inode count: what
-/// a mount that may write does once recovery is done (`settle_claims`
-/// first). Returns the orphans deleted and those that found no space yet.
-pub(super) fn delete_orphans(namespace: &Namespace) -> NamespaceResult<(usize, Vec<u64>)> {
+/// What a mount that may write does once recovery is done
+/// (`settle_claims` first): after a crash (`crashed`, the journal), moves
+/// the generation counter past what the crashed mount may have handed out;
+/// deletes the orphans a crash left; records the live inode count. Returns
+/// the orphans deleted and those that found no space yet.
+pub(super) fn finish_recovery(
+    namespace: &Namespace,
+    crashed: Option<&Journal>,
+) -> NamespaceResult<(usize, Vec<u64>)> {
+    if let Some(journal) = crashed {
+        namespace.skip_generations(generations_a_crash_may_have_used(journal))?;
+    }
     let (purged, left) = namespace.purge_orphans()?;
     if !left.is_empty() {
         // The mount goes on: a full filesystem must stay mountable to be
@@ -115,6 +123,14 @@ pub(super) fn delete_orphans(namespace: &Namespace) -> NamespaceResult<(usize, V
     // the feature bit below says it keeps the count.
     namespace.record_live_inodes()?;
     Ok((purged.len(), left))
+}
+
+/// More generations than one mount can hand out in entries that never
+/// became durable: each create is an entry payload of well over 64 bytes
+/// (the inode record, its name, the counters), and every entry not yet
+/// durable is in the journal's ring or in one of its few buffers.
+fn generations_a_crash_may_have_used(journal: &Journal) -> u64 {
+    journal.region_bytes() / 64 + (1 << 16)
 }
 
 /// What a mount that may write records in the superblock: this build's
@@ -221,7 +237,8 @@ impl Filesystem {
         let deleted = shared
             .observe("remount read-write", settled)
             .and_then(|()| {
-                let deleted = delete_orphans(&shared.namespace).map_err(FsError::from);
+                let crashed = shared.recovered.then_some(&*shared.metadata.journal);
+                let deleted = finish_recovery(&shared.namespace, crashed).map_err(FsError::from);
                 shared.observe("remount read-write", deleted)
             });
         let (purged, left) = deleted.map_err(|error| {

@@ -608,6 +608,11 @@ impl Journal {
         self.changed.notify_all();
     }
 
+    /// The bytes of the journal's region on the device.
+    pub fn region_bytes(&self) -> u64 {
+        self.options.region.length
+    }
+
     /// A snapshot for status reports.
     pub fn status(&self) -> JournalStatus {
         let inner = lock(&self.inner);

@@ -385,6 +385,25 @@ impl Namespace {
         read_counters(&self.metadata.trees.transaction())
     }
 
+    /// Moves the generation counter on by `gap`, durably. After a crash the
+    /// counter is where the last durable entry left it: the generations the
+    /// crashed mount handed out with entries that never became durable
+    /// would be handed out again, with the same inode numbers, and an
+    /// (inode, generation) named before the crash (an event's file, a file
+    /// handle) would name a new, innocent file. `gap` must exceed what one
+    /// mount can hand out without a durable entry (the caller bounds it by
+    /// the journal's size).
+    pub fn skip_generations(&self, gap: u64) -> NamespaceResult<()> {
+        let _writer = self.lock();
+        let mut transaction = self.metadata.trees.transaction();
+        let (ino, generation) = read_counters(&transaction)?;
+        let mut counters = ino.to_le_bytes().to_vec();
+        counters.extend_from_slice(&generation.wrapping_add(gap).to_le_bytes());
+        transaction.put(TreeId::Meta, COUNTERS_KEY, &counters)?;
+        transaction.commit_durable()?;
+        Ok(())
+    }
+
     /// How many inodes exist (orphans included), if the filesystem keeps
     /// the count: it does from mkfs, or from the first read-write mount
     /// that called [`Namespace::record_live_inodes`].
