@@ -281,6 +281,7 @@ impl PowerSwitch {
             .session
             .get()
             .and_then(|session| current_other_flags(session.mountpoint()));
+        old.power_going();
         self.cache.cut_power();
         // Nothing of the old engine reaches the device any more: where its
         // event log stands is final.

@@ -834,6 +834,60 @@ got=$(sed -n 's/^version //p' state)
     assert!(Path::new(trial["image_kept"].as_str().unwrap()).starts_with(&replay_directory));
 }
 
+/// A cut fails the operation it falls before (an fsync, writeback in
+/// flight): that is the cut's doing, not the disk's, and the image the
+/// trial leaves records no error for it (it recorded one EIO, with no
+/// record left but the count, which fsck then dated to its own run).
+#[test]
+fn a_cut_records_no_error_for_the_operations_it_fails() {
+    if fuse_missing("a_cut_records_no_error_for_the_operations_it_fails") {
+        return;
+    }
+    let scripts = tempfile::tempdir().unwrap();
+    let workload = r#"for i in $(seq 1 30); do echo "$i" >> data.txt; sync data.txt; done"#;
+    let check = r#"test "$(wc -l < data.txt)" -ge 30"#;
+    let output = crash_test(
+        scripts.path(),
+        workload,
+        check,
+        &["--cuts", "6", "--seed", "1"],
+    );
+    let report = json_of(&output);
+    // A cut before an fsync fails that fsync: the case this is about.
+    assert!(
+        report["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|trial| trial["point"]["operation"] == "fsync"),
+        "{report:#}"
+    );
+    let kept: Vec<&str> = report["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|trial| trial["image_kept"].as_str())
+        .collect();
+    assert!(!kept.is_empty(), "every cut fails the check: {report:#}");
+    for image in kept {
+        let fsck = vigilfs(&["fsck", image]);
+        let said = text(&fsck.stdout);
+        assert!(
+            said.lines()
+                .any(|line| line.split_whitespace().eq(["errors", "recorded", "0"])),
+            "{image}: {said}"
+        );
+        let events = text(&vigilfs(&["events", image, "--json"]).stdout);
+        for event in events.lines() {
+            let event: Value = serde_json::from_str(event).unwrap();
+            assert!(
+                event["kind"] != "error" && event["kind"] != "lost",
+                "{image}: {event}"
+            );
+        }
+    }
+}
+
 #[test]
 fn the_crash_test_runner_refuses_what_cannot_be_tested() {
     let scripts = tempfile::tempdir().unwrap();

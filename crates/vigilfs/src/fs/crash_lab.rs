@@ -7,6 +7,7 @@
 //! power there, abandons this mount and mounts the image again.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use super::faults::{CutPoint, FileRule, FileRuleStatus, Operation};
 use super::unsynced::Change;
@@ -103,7 +104,18 @@ impl Filesystem {
     /// (which then fails, the device having lost power): it must only cut
     /// the power and hand the rest to another thread.
     pub fn arm_power_cut(&self, point: CutPoint, cut: Box<dyn FnOnce() + Send>) {
+        let health = Arc::clone(&self.shared.health);
+        let cut = Box::new(move || {
+            health.power_off();
+            cut();
+        });
         self.shared.faults.arm_power_cut(point, cut);
+    }
+
+    /// The power is about to be cut: what fails from now on fails because
+    /// of the cut and is not recorded as an error (see [`Self::abandon`]).
+    pub fn power_going(&self) {
+        self.shared.health.power_off();
     }
 
     /// How many times `operation` started on this mount.

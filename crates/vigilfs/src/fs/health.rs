@@ -16,7 +16,7 @@
 //! within a mount); `unsaved` is set after every change and cleared only
 //! by a successful superblock write of a record at least as new.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -86,6 +86,9 @@ pub struct Health {
     changes: AtomicU64,
     /// The `changes` value last saved.
     saved: AtomicU64,
+    /// The crash lab cut the power: what fails from then on fails because
+    /// of the cut, not of the disk, and is not an error.
+    powered_off: AtomicBool,
 }
 
 fn subtypes_of(kind: ErrorKind) -> Subtypes {
@@ -124,6 +127,7 @@ impl Health {
             record: Mutex::new(record),
             changes: AtomicU64::new(0),
             saved: AtomicU64::new(0),
+            powered_off: AtomicBool::new(false),
         }
     }
 
@@ -147,8 +151,19 @@ impl Health {
         self.report_with(incident, &Detail::default());
     }
 
+    /// The crash lab is cutting the power: from now on nothing is
+    /// reported. A machine that loses its power records no error for it,
+    /// and the operations the cut fails (the workload's fsync, writeback
+    /// in flight) are the cut's.
+    pub fn power_off(&self) {
+        self.powered_off.store(true, Ordering::Release);
+    }
+
     /// [`Health::report`] with `detail`'s subtypes, device range and node.
     pub fn report_with(&self, incident: &Incident<'_>, detail: &Detail) {
+        if self.powered_off.load(Ordering::Acquire) {
+            return;
+        }
         let errno = fserror::Errno::new(incident.errno)
             .or_else(|| fserror::Errno::new(libc::EIO))
             .expect("EIO is a valid errno");
