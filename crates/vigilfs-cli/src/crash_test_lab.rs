@@ -316,12 +316,19 @@ pub(crate) fn describe_status(status: Option<ExitStatus>, timeout: Duration) -> 
     }
 }
 
-/// A duration for a report: tenths of seconds, or milliseconds below one
-/// tenth (a 1 ms timeout read "0.0 s").
+/// A duration for a report, in seconds from one second up and in
+/// milliseconds below, to the microsecond, without trailing zeros (a 1 ms
+/// timeout read "0.0 s", 1.25 s read "1.2 s").
 pub(crate) fn humantime(duration: Duration) -> String {
-    match duration.as_secs_f64() {
-        seconds if seconds >= 0.1 => format!("{seconds:.1} s"),
-        seconds => format!("{} ms", (seconds * 1000.0).round() as u64),
+    let micros = duration.as_micros();
+    let (whole, fraction, unit) = match micros {
+        0..1_000_000 => (micros / 1000, micros % 1000, "ms"),
+        _ => (micros / 1_000_000, micros % 1_000_000 / 1000, "s"),
+    };
+    let fraction = format!("{fraction:03}");
+    match fraction.trim_end_matches('0') {
+        "" => format!("{whole} {unit}"),
+        digits => format!("{whole}.{digits} {unit}"),
     }
 }
 
@@ -330,10 +337,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_below_a_tenth_of_a_second_print_in_milliseconds() {
+    fn durations_print_without_rounding_to_an_untrue_number() {
         assert_eq!(humantime(Duration::from_millis(1)), "1 ms");
-        assert_eq!(humantime(Duration::from_millis(99)), "99 ms");
-        assert_eq!(humantime(Duration::from_millis(100)), "0.1 s");
-        assert_eq!(humantime(Duration::from_secs(60)), "60.0 s");
+        assert_eq!(humantime(Duration::from_micros(100)), "0.1 ms");
+        assert_eq!(humantime(Duration::from_micros(1500)), "1.5 ms");
+        assert_eq!(humantime(Duration::from_micros(99_950)), "99.95 ms");
+        assert_eq!(humantime(Duration::from_millis(150)), "150 ms");
+        assert_eq!(humantime(Duration::from_millis(1250)), "1.25 s");
+        assert_eq!(humantime(Duration::from_secs(60)), "60 s");
     }
 }
