@@ -179,6 +179,32 @@ fn after_a_shutdown_fsync_and_syncfs_write_nothing_and_fail() {
     fixture.assert_fsck_clean();
 }
 
+/// Data a shutdown stops from being written is reported lost with the
+/// file's bytes, not the whole last page (a 3-byte file's loss said
+/// bytes 0+4096, past its end).
+#[test]
+fn data_a_shutdown_loses_is_reported_up_to_the_file_size() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let (attr, handle) = fs
+        .create(ROOT_INO, b"short", 0o644, read_write(), &root())
+        .unwrap();
+    fs.write(handle, 0, b"abc", &root()).unwrap();
+    fs.shutdown(false);
+    fs.release(handle).unwrap();
+    fs.unmount().unwrap();
+    let fs = fixture.mount();
+    let lost = earlier_records(&fs)
+        .into_iter()
+        .find(|record| {
+            record.text.as_str() == "not written: writes stopped"
+                && record.inode == Some(attr.ino)
+        })
+        .expect("the loss is recorded");
+    assert_eq!(lost.range, Some((0, 3)));
+    fs.unmount().unwrap();
+}
+
 #[test]
 fn after_errors_remount_ro_fsync_of_new_data_fails() {
     let fixture = Fixture::new();

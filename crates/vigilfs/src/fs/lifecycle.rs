@@ -39,6 +39,7 @@ use crate::format::{
 use crate::inode::{FileError, FileType, Files, FsyncErrors, Namespace, Xattrs, ROOT_INO};
 use crate::journal::JournalStatus;
 use crate::metadata::Metadata;
+use crate::writeback::bytes_of_pages;
 
 /// Lost metadata changes named one by one when writing stops (the rest
 /// are counted in one more report).
@@ -463,7 +464,7 @@ impl Shared {
     fn report_unwritten(&self, why: &str) {
         for unwritten in self.files.unwritten() {
             let range = match unwritten.never_written {
-                Some((first, last)) => Some((first * 4096, (last - first + 1) * 4096)),
+                Some((first, last)) => Some(bytes_of_pages(first, last, unwritten.size)),
                 None if unwritten.pages > 0 => continue,
                 None => None,
             };

@@ -437,7 +437,7 @@ impl Writeback {
                         if let (Some(listener), Some((first, _)), Some((last, _))) =
                             (self.on_failure.get(), failed.first(), failed.last())
                         {
-                            let (offset, length) = failed_bytes(*first, *last, flight.size);
+                            let (offset, length) = bytes_of_pages(*first, *last, flight.size);
                             listener(flight.ino, errno, offset, length, generation);
                         }
                     }
@@ -686,10 +686,11 @@ fn pages_of(entries: &[(Span, Page)]) -> Vec<(u64, &[u8])> {
         .collect()
 }
 
-/// The file bytes of failed pages `first..=last` (4 KiB), cut at `size`,
-/// the file's size when the writeback started; whole pages when the size
-/// ends before them (a truncate raced the writeback).
-fn failed_bytes(first: u64, last: u64, size: u64) -> (u64, u64) {
+/// The file bytes of pages `first..=last` (4 KiB), cut at `size`, the
+/// file's size (when the writeback started, for a failure): an error names
+/// no byte past the end of the file. Whole pages when the size ends before
+/// them (a truncate raced the writeback).
+pub(crate) fn bytes_of_pages(first: u64, last: u64, size: u64) -> (u64, u64) {
     let start = first * 4096;
     let end = (last + 1) * 4096;
     match end.min(size) {

@@ -490,9 +490,9 @@ fn a_deletion_waits_for_in_place_writes_into_the_blocks_it_frees() {
 fn failed_bytes_end_at_the_file_size_not_at_the_page_end() {
     // 100 bytes written at 10,000: the failed page is 8192..12288, the
     // file ends at 10,100.
-    assert_eq!(failed_bytes(2, 2, 10_100), (8192, 1908));
-    assert_eq!(failed_bytes(0, 0, 3000), (0, 3000));
-    assert_eq!(failed_bytes(0, 3, 4 * 4096), (0, 4 * 4096));
+    assert_eq!(bytes_of_pages(2, 2, 10_100), (8192, 1908));
+    assert_eq!(bytes_of_pages(0, 0, 3000), (0, 3000));
+    assert_eq!(bytes_of_pages(0, 3, 4 * 4096), (0, 4 * 4096));
     // A size before the pages (a truncate raced the writeback): the pages.
-    assert_eq!(failed_bytes(5, 6, 100), (5 * 4096, 2 * 4096));
+    assert_eq!(bytes_of_pages(5, 6, 100), (5 * 4096, 2 * 4096));
 }
