@@ -431,13 +431,9 @@ pub fn describe_log_entry(entry: &Value) -> String {
             if let (Some(offset), Some(length)) =
                 (entry["offset"].as_u64(), entry["length"].as_u64())
             {
-                // Device I/O has a class; a file operation's range is the
-                // file's bytes, as events name them.
-                let bytes = match entry["class"].is_string() {
-                    true => "device bytes",
-                    false => "bytes",
-                };
-                line.push_str(&format!(" {bytes} {offset}+{length}"));
+                // Only device I/O has a range: the device's bytes, which
+                // events call device_offset (their offset is the file's).
+                line.push_str(&format!(" device bytes {offset}+{length}"));
             }
             match (entry["path"].as_str(), entry["inode"].as_u64()) {
                 (Some(path), Some(inode)) => line.push_str(&format!(" {path} (inode {inode})")),

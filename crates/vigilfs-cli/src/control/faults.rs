@@ -202,8 +202,9 @@ pub fn not_crashable(what: &str) -> Response {
 /// `set` (and `rule_text`), `cleared`, `power_cut` (and `cut`, its number)
 /// or `fired` (and `operation`, `class`, `inode`, `path`, `offset`,
 /// `length`, `errno`, `errno_name`, `delay_us`, `corrupted`); `offset` and
-/// `length` are device bytes for device I/O (`class` set), file bytes for
-/// a file operation; `time` in RFC 3339, as events have it.
+/// `length` are device bytes, of device I/O (`class` set: a file rule's
+/// data I/O too); a file operation (`fsync`, `write`...) has none; `time`
+/// in RFC 3339, as events have it.
 pub fn log_entry_json(entry: &FaultLogEntry) -> Value {
     let nanoseconds = entry
         .time
