@@ -595,6 +595,12 @@ fn corrupt_reads_are_never_returned_as_data() {
         }
     }
     assert!(failed > 0, "bits were flipped and found: {good} good");
+    // The failure worker marks them lost moments after the reads failed.
+    wait_until(
+        "the failed blocks are marked lost",
+        Duration::from_secs(30),
+        || scratch.status()["media"]["poisoned_runs"].as_u64() > Some(0),
+    );
     // The blocks the rule made unreadable stay marked lost after it goes:
     // the clear says so, and what gives them back.
     let cleared = text(&scratch.inject(&["--clear"]).stdout);
@@ -1065,6 +1071,16 @@ fn kernel_says_read_only(mountpoint: &Path) -> bool {
         .is_some_and(|options| options.split(',').any(|option| option == "ro"))
 }
 
+/// Clears the fault rules and cuts the power: the mount comes back
+/// running and read-write, as a reboot would, and takes a write.
+fn clear_cut_and_write(scratch: &Scratch) {
+    scratch.inject(&["--clear"]);
+    scratch.inject(&["--power-cut"]);
+    assert_eq!(scratch.status()["state"], "running");
+    assert!(!kernel_says_read_only(&scratch.mountpoint));
+    fs::write(scratch.at("after the cut"), b"written").unwrap();
+}
+
 /// errors=remount-ro makes the kernel's mount read-only too (once no file
 /// is open for writing), so that /proc/mounts tells the truth; the power
 /// cut that follows brings the mount back read-write, as a reboot would.
@@ -1094,11 +1110,7 @@ fn errors_remount_ro_shows_in_the_mount_table_until_a_power_cut() {
         refused.map_err(|error| error.raw_os_error()),
         Err(Some(libc::EROFS))
     );
-    scratch.inject(&["--clear"]);
-    scratch.inject(&["--power-cut"]);
-    assert_eq!(scratch.status()["state"], "running");
-    assert!(!kernel_says_read_only(&scratch.mountpoint));
-    fs::write(scratch.at("h"), b"after the cut").unwrap();
+    clear_cut_and_write(&scratch);
     scratch.umount(pid);
 }
 
@@ -1126,11 +1138,7 @@ fn a_cut_after_a_cut_whose_remount_failed_comes_back_read_write() {
     );
     let failed = vigilfs(&["inject", scratch.mnt(), "--power-cut"]);
     assert_eq!(failed.status.code(), Some(1), "{}", text(&failed.stderr));
-    scratch.inject(&["--clear"]);
-    scratch.inject(&["--power-cut"]);
-    assert_eq!(scratch.status()["state"], "running");
-    assert!(!kernel_says_read_only(&scratch.mountpoint));
-    fs::write(scratch.at("after"), b"after the cuts").unwrap();
+    clear_cut_and_write(&scratch);
     scratch.umount(pid);
 }
 

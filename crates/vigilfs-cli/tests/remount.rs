@@ -51,6 +51,18 @@ fn kernel_only_remount(scratch: &Scratch, options: &str) {
     assert!(output.status.success(), "{}", text(&output.stderr));
 }
 
+/// `mount -i -o remount,ro`, and the daemon following it: everything is
+/// durable moments later.
+fn kernel_only_remount_read_only(scratch: &Scratch) {
+    kernel_only_remount(scratch, "remount,ro");
+    let unsynced = || text(&vigilfs(&["unsynced", scratch.mnt()]).stdout);
+    wait_until(
+        "everything is durable after the kernel's remount",
+        std::time::Duration::from_secs(30),
+        || unsynced().contains("nothing: every change is durable"),
+    );
+}
+
 /// Makes a new filesystem in the scratch image and mounts it `ro`; the
 /// daemon's pid.
 fn mount_new_read_only(scratch: &Scratch) -> u32 {
@@ -711,13 +723,7 @@ fn a_remount_that_reaches_only_the_kernel_is_followed() {
     let scratch = Scratch::new();
     let pid = scratch.mount(&["--size", "64M", "-o", "writeback_interval=600"]);
     fs::write(scratch.at("dirty"), vec![7u8; 1 << 20]).unwrap();
-    kernel_only_remount(&scratch, "remount,ro");
-    let unsynced = || text(&vigilfs(&["unsynced", scratch.mnt()]).stdout);
-    wait_until(
-        "everything is durable after the kernel's remount",
-        std::time::Duration::from_secs(30),
-        || unsynced().contains("nothing: every change is durable"),
-    );
+    kernel_only_remount_read_only(&scratch);
     kernel_only_remount(&scratch, "remount,rw");
     wait_until(
         "the daemon follows the read-write remount",
@@ -752,13 +758,7 @@ fn a_remount_that_reaches_only_the_kernel_is_followed_after_a_power_cut_with_a_f
     let cut = vigilfs(&["inject", scratch.mnt(), "--power-cut"]);
     assert_eq!(cut.status.code(), Some(0), "{}", text(&cut.stderr));
     fs::write(scratch.at("dirty"), vec![7u8; 1 << 16]).unwrap();
-    kernel_only_remount(&scratch, "remount,ro");
-    let unsynced = || text(&vigilfs(&["unsynced", scratch.mnt()]).stdout);
-    wait_until(
-        "everything is durable after the kernel's remount",
-        std::time::Duration::from_secs(30),
-        || unsynced().contains("nothing: every change is durable"),
-    );
+    kernel_only_remount_read_only(&scratch);
     drop(holder);
     kernel_only_remount(&scratch, "remount,rw");
     wait_until(

@@ -197,8 +197,7 @@ fn data_a_shutdown_loses_is_reported_up_to_the_file_size() {
     let lost = earlier_records(&fs)
         .into_iter()
         .find(|record| {
-            record.text.as_str() == "not written: writes stopped"
-                && record.inode == Some(attr.ino)
+            record.text.as_str() == "not written: writes stopped" && record.inode == Some(attr.ino)
         })
         .expect("the loss is recorded");
     assert_eq!(lost.range, Some((0, 3)));
