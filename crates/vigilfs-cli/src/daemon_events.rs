@@ -58,7 +58,10 @@ pub fn spawn(slot: Arc<EngineSlot>, log: fn(&str)) -> std::io::Result<JoinHandle
                         after = record.id;
                         errors_before = Some(record.errors_total);
                         if record.kind != RecordKind::Unmount {
-                            let path = record.inode.and_then(|ino| slot.known_path(ino));
+                            let path = record
+                                .inode
+                                .filter(|&ino| slot.is_same_inode(ino, record.generation))
+                                .and_then(|ino| slot.known_path(ino));
                             log(&human_line(&record_json(&record, path.as_deref())));
                         }
                     }

@@ -75,6 +75,15 @@ impl EngineSlot {
         })
     }
 
+    /// Whether an event's (`ino`, `generation`) still names inode `ino` of
+    /// the engine serving now ([`Filesystem::is_same_inode`]); taken as so
+    /// once no engine serves (the paths kept for the unmount are of that
+    /// mount's own inodes).
+    pub fn is_same_inode(&self, ino: u64, generation: Option<u64>) -> bool {
+        self.current()
+            .is_none_or(|fs| fs.is_same_inode(ino, generation))
+    }
+
     /// Keeps the paths of `fs`'s files with data not written back, and of
     /// those its newest events name, for [`EngineSlot::known_path`] during
     /// its unmount: what the unmount reports, and what listeners still

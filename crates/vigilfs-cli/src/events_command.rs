@@ -389,7 +389,9 @@ fn read_image(image: &Path, since: u64, sink: &mut Sink) -> Result<(), Failure> 
             sink.event(gap_event(after + 1, record.id - 1, record, errors_before))?;
         }
         errors_before = Some(record.errors_total);
-        let path = record.inode.and_then(|ino| paths.path_of(ino));
+        let path = record
+            .inode
+            .and_then(|ino| paths.path_of(ino, record.generation));
         sink.event(record_json(record, path.as_deref()))?;
         after = record.id;
     }
@@ -404,7 +406,7 @@ struct OfflinePaths<'a> {
     image: &'a Path,
     device: Option<Arc<dyn BlockDevice>>,
     filesystem: Option<Filesystem>,
-    known: HashMap<u64, Option<String>>,
+    known: HashMap<(u64, Option<u64>), Option<String>>,
 }
 
 impl<'a> OfflinePaths<'a> {
@@ -417,8 +419,9 @@ impl<'a> OfflinePaths<'a> {
         }
     }
 
-    fn path_of(&mut self, ino: u64) -> Option<String> {
-        if let Some(path) = self.known.get(&ino) {
+    /// A path of inode `ino`, if it is still the inode of `generation`.
+    fn path_of(&mut self, ino: u64, generation: Option<u64>) -> Option<String> {
+        if let Some(path) = self.known.get(&(ino, generation)) {
             return path.clone();
         }
         if let Some(device) = self.device.take() {
@@ -437,8 +440,9 @@ impl<'a> OfflinePaths<'a> {
         let path = self
             .filesystem
             .as_ref()
+            .filter(|filesystem| filesystem.is_same_inode(ino, generation))
             .and_then(|filesystem| filesystem.path_of(ino, PATH_SEARCH_BUDGET));
-        self.known.insert(ino, path.clone());
+        self.known.insert((ino, generation), path.clone());
         path
     }
 

@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -1069,6 +1069,46 @@ fn kernel_says_read_only(mountpoint: &Path) -> bool {
     line.split(' ')
         .nth(5)
         .is_some_and(|options| options.split(',').any(|option| option == "ro"))
+}
+
+/// The events of a directory a cut lost name no path once a new file
+/// took its inode number: they named the new, innocent file (the path
+/// search looked at the number only; review 3).
+#[test]
+fn the_events_of_a_file_a_cut_lost_never_name_the_file_made_in_its_place() {
+    if fuse_missing("the_events_of_a_file_a_cut_lost_never_name_the_file_made_in_its_place") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M", "-o", "crashable,errors=remount-ro"]);
+    scratch.inject(&["--fail-writes", "--class", "journal"]);
+    fs::create_dir(scratch.at("lost")).unwrap();
+    assert!(!vigilfs(&["sync", scratch.mnt()]).status.success());
+    scratch.inject(&["--clear"]);
+    scratch.inject(&["--power-cut"]);
+    assert!(!scratch.at("lost").exists());
+    fs::write(scratch.at("innocent"), b"new").unwrap();
+    let innocent = fs::metadata(scratch.at("innocent")).unwrap();
+    let events = text(&vigilfs(&["events", scratch.mnt(), "--json"]).stdout);
+    let lost: Vec<Value> = events
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| {
+            event["origin"]
+                .as_str()
+                .is_some_and(|origin| origin.contains("lost: mkdir lost"))
+        })
+        .collect();
+    assert!(!lost.is_empty(), "{events}");
+    for event in &lost {
+        // The test's premise: the new file has the lost one's number.
+        assert_eq!(event["inode"].as_u64(), Some(innocent.ino()), "{event}");
+        assert!(event["path"].is_null(), "{event}");
+    }
+    scratch.umount(pid);
+    // Offline too, from the image.
+    let offline = text(&vigilfs(&["events", scratch.img(), "--json"]).stdout);
+    assert!(!offline.contains("\"/innocent\""), "{offline}");
 }
 
 /// Clears the fault rules and cuts the power: the mount comes back

@@ -177,7 +177,10 @@ impl Sender<'_> {
     }
 
     fn event(&mut self, record: &EventRecord) -> Value {
-        let path = record.inode.and_then(|ino| self.path(ino));
+        let path = record
+            .inode
+            .filter(|&ino| self.context.engine.is_same_inode(ino, record.generation))
+            .and_then(|ino| self.path(ino));
         record_json(record, path.as_deref())
     }
 }

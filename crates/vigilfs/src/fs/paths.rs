@@ -15,6 +15,22 @@ use crate::inode::{printable, FileType, ROOT_INO};
 pub const DEFAULT_BUDGET: usize = 100_000;
 
 impl Filesystem {
+    /// Whether `ino` is still the inode an event recorded as (`ino`,
+    /// `generation`), so its path may name the event's file. After a crash
+    /// an inode number is handed out again, to a new file with another
+    /// generation: the lost file's events must not name it. Generations
+    /// compare in their low 32 bits, as events and file handles keep them;
+    /// an event without one (`None`) is taken at its word.
+    pub fn is_same_inode(&self, ino: u64, generation: Option<u64>) -> bool {
+        let Some(generation) = generation else {
+            return true;
+        };
+        self.shared
+            .namespace
+            .getattr(ino)
+            .is_ok_and(|record| record.generation as u32 == generation as u32)
+    }
+
     /// A path of `ino` from the mount's root ("/dir/file"), looking at no
     /// more than `budget` directory entries; `None` if it is not found
     /// within them (deleted, or too far).
