@@ -20,6 +20,9 @@ pub struct MountEntry {
     /// mount of one superblock (a bind mount, a second mount of a mounted
     /// image).
     pub device: String,
+    /// The directory of the filesystem shown there (`/` for the whole
+    /// filesystem, `/sub` for a bind mount of a subdirectory).
+    pub root: PathBuf,
     /// Where it is mounted.
     pub mountpoint: PathBuf,
     /// `fuse`, `fuse.vigilfs`, `ext4`...
@@ -176,12 +179,14 @@ fn bare_source(entry: &MountEntry) -> &std::ffi::OsStr {
 fn parse_line(line: &str) -> Option<MountEntry> {
     let (before, after) = line.split_once(" - ")?;
     let device = before.split(' ').nth(2)?;
+    let root = before.split(' ').nth(3)?;
     let mountpoint = before.split(' ').nth(4)?;
     let mount_options = before.split(' ').nth(5).unwrap_or("");
     let mut tail = after.split(' ');
     let (fstype, source) = (tail.next()?, tail.next()?);
     Some(MountEntry {
         device: device.to_string(),
+        root: PathBuf::from(unescape(root)),
         mountpoint: PathBuf::from(unescape(mountpoint)),
         fstype: fstype.to_string(),
         source: PathBuf::from(unescape(source)),

@@ -42,6 +42,8 @@ use vigilfs::fs::{Filesystem, FsError, MountError, MountOptions, SettingsChange,
 use vigilfs_fuse::Restarter;
 
 use crate::engine_slot::EngineSlot;
+use crate::mountinfo::{device_name, MountEntry, Mounts};
+use crate::second_mount;
 
 /// What one cut did.
 #[derive(Debug, Clone)]
@@ -318,9 +320,30 @@ impl PowerSwitch {
         }
         let replayed = new.recovered();
         if let Some(session) = self.session.get() {
+            // Other mount points showing the filesystem (a second mount of
+            // the image, a bind) keep the old mount, whose engine is gone:
+            // they are made to show the new one, as a reboot's fstab would.
+            let others = other_views(session);
             session.restart(new, &stale, flags).map_err(|error| {
                 CutError::Remount(format!("restarting the FUSE session: {error}"))
             })?;
+            for view in others {
+                let shown = second_mount::show_again(
+                    session.mountpoint(),
+                    &view.root,
+                    &view.mountpoint,
+                    // The view's own flag (a read-only bind); the
+                    // filesystem's went to the new mount.
+                    view.mount_options.split(',').next() == Some("ro"),
+                );
+                if let Err(error) = shown {
+                    eprintln!(
+                        "vigilfs: power cut {number}: {} still shows the filesystem as it was \
+                         before the cut, and fails every request: {error}; unmount it",
+                        view.mountpoint.display()
+                    );
+                }
+            }
             // As a reboot would mount it again from fstab. A refusal leaves
             // the defaults: the daemon's own atime setting, which decides
             // what is recorded, is kept either way.
@@ -338,11 +361,29 @@ impl PowerSwitch {
     }
 }
 
+/// The mount points other than `session`'s own showing its mount now,
+/// outside it (those inside go with it).
+fn other_views(session: &Restarter) -> Vec<MountEntry> {
+    let device = device_name(session.device());
+    let primary = session.mountpoint();
+    Mounts::read()
+        .map(|mounts| {
+            mounts
+                .entries()
+                .iter()
+                .filter(|entry| entry.device == device && entry.is_fuse())
+                .filter(|entry| !entry.mountpoint.starts_with(primary))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The `mount(2)` flags a new FUSE session does not take from
 /// [`vigilfs_fuse::MountFlags`] (the atime flags and `nosymfollow`), as the
 /// mount on `mountpoint` has them now, from the mount table.
 fn current_other_flags(mountpoint: &std::path::Path) -> Option<libc::c_ulong> {
-    let mounts = crate::mountinfo::Mounts::read().ok()?;
+    let mounts = Mounts::read().ok()?;
     let entry = mounts.topmost_at(mountpoint)?;
     let has = |flag: &str| entry.mount_options.split(',').any(|option| option == flag);
     let mut flags = if has("noatime") {
@@ -369,7 +410,7 @@ const OTHER_FLAGS: libc::c_ulong = vigilfs_fuse::ATIME_FLAGS | libc::MS_NOSYMFOL
 /// The per-mount flags of the mount on `mountpoint` now, from the mount
 /// table (asking the mount itself would need its engine).
 fn current_flags(mountpoint: &std::path::Path) -> Option<vigilfs_fuse::MountFlags> {
-    let mounts = crate::mountinfo::Mounts::read().ok()?;
+    let mounts = Mounts::read().ok()?;
     let entry = mounts.topmost_at(mountpoint)?;
     let has = |flag: &str| entry.mount_options.split(',').any(|option| option == flag);
     Some(vigilfs_fuse::MountFlags {

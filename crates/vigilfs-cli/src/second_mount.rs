@@ -120,6 +120,35 @@ pub fn share(
     Ok(())
 }
 
+/// Makes `target`, a mount point still showing a filesystem the crash lab
+/// replaced (the power cut made a new mount on `primary`), show the new
+/// one: the old view is detached and `primary`'s directory `root` bound
+/// there, read-only if the old view was. The old view would answer every
+/// request with EIO while status called the mount running.
+pub fn show_again(
+    primary: &Path,
+    root: &Path,
+    target: &Path,
+    read_only: bool,
+) -> std::io::Result<()> {
+    let path = |path: &Path| {
+        CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "a NUL byte"))
+    };
+    let source = path(&primary.join(root.strip_prefix("/").unwrap_or(root)))?;
+    let target = path(target)?;
+    detach(&target)?;
+    bind(&source, &target, libc::MS_BIND)?;
+    if read_only {
+        let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY;
+        if let Err(error) = bind(&source, &target, flags) {
+            let _ = detach(&target);
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
 /// The error a FUSE mount at `mountpoint` whose daemon died (killed,
 /// errors=panic) answers with, ENOTCONN: it stays attached until
 /// unmounted. A stat may still be served from the kernel's cache, but

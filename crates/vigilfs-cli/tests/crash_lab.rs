@@ -1111,6 +1111,30 @@ fn the_events_of_a_file_a_cut_lost_never_name_the_file_made_in_its_place() {
     assert!(!offline.contains("\"/innocent\""), "{offline}");
 }
 
+/// A power cut makes a new kernel mount. A second mount point of the
+/// image kept the old one, whose engine was gone: every request there
+/// failed with EIO while status called the mount running (review 3). It
+/// shows the new mount now, as a reboot's fstab would.
+#[test]
+fn a_second_mount_point_shows_the_filesystem_after_a_power_cut() {
+    if fuse_missing("a_second_mount_point_shows_the_filesystem_after_a_power_cut") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M", "-o", "crashable"]);
+    write_synced(&scratch.at("kept"), b"synced\n");
+    sync_directory(&scratch.mountpoint);
+    let second = scratch.directory.path().join("second");
+    let shared = vigilfs(&["mount", scratch.img(), second.to_str().unwrap()]);
+    assert_eq!(shared.status.code(), Some(0), "{}", text(&shared.stderr));
+    scratch.inject(&["--power-cut"]);
+    assert_eq!(fs::read(second.join("kept")).unwrap(), b"synced\n");
+    fs::write(second.join("after"), b"written").unwrap();
+    assert_eq!(fs::read(scratch.at("after")).unwrap(), b"written");
+    umount_retrying_busy(&second);
+    scratch.umount(pid);
+}
+
 /// Clears the fault rules and cuts the power: the mount comes back
 /// running and read-write, as a reboot would, and takes a write.
 fn clear_cut_and_write(scratch: &Scratch) {
