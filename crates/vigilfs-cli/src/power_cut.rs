@@ -89,6 +89,9 @@ pub struct PowerSwitch {
     /// the helper or the kernel alone): the kernel's read-only flag then
     /// outlives a cut; one the errors policy set does not.
     asked_read_only: AtomicBool,
+    /// Cuts whose boot could not mount the image, for the next boot that
+    /// does to record.
+    failed_boots: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for PowerSwitch {
@@ -121,6 +124,7 @@ impl PowerSwitch {
             cutting: Mutex::new(false),
             cuts: AtomicU64::new(0),
             asked_read_only: AtomicBool::new(options.read_only),
+            failed_boots: Mutex::new(Vec::new()),
         }
     }
 
@@ -296,15 +300,26 @@ impl PowerSwitch {
             .cache
             .restore_power(loss)
             .map_err(|error| CutError::Remount(format!("the image: {error}")))?;
-        let new = Arc::new(
-            self.mount(Some(events_end))
-                .map_err(|error| CutError::Remount(error.to_string()))?,
-        );
-        new.take_over_file_rules(&old);
         // The history says why the mount recovered: this cut, not a crash.
         self.plan
             .log_event(None, FaultLogEvent::PowerCut { number });
+        let new = match self.mount(Some(events_end)) {
+            Ok(new) => Arc::new(new),
+            Err(error) => {
+                // No log to write it in now: the next boot that mounts
+                // records it.
+                lock(&self.failed_boots).push(format!(
+                    "power cut {number} (crash lab): mounting again failed: {error}"
+                ));
+                return Err(CutError::Remount(error.to_string()));
+            }
+        };
+        new.take_over_file_rules(&old);
         let active = (self.plan.rules().len() + new.file_rules().len()) as u64;
+        for failed in lock(&self.failed_boots).drain(..) {
+            new.note_fault_rules(&failed, active);
+            new.record_failed_boot(&failed);
+        }
         new.note_fault_rules(&format!("power cut {number} (crash lab)"), active);
         if flags.is_some_and(|flags| flags.read_only) {
             // The kernel's mount stays read-only: the new engine must not

@@ -1203,6 +1203,24 @@ fn a_cut_after_a_cut_whose_remount_failed_comes_back_read_write() {
     let failed = vigilfs(&["inject", scratch.mnt(), "--power-cut"]);
     assert_eq!(failed.status.code(), Some(1), "{}", text(&failed.stderr));
     clear_cut_and_write(&scratch);
+    // The failed boot is in the history, an error as the disk's failure
+    // (it was in none: no log could be written then).
+    let events = text(&vigilfs(&["events", scratch.mnt(), "--json"]).stdout);
+    let said = |kind: &str, field: &str| {
+        events
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .any(|event| {
+                event["kind"] == kind
+                    && event[field].as_str().is_some_and(|text| {
+                        text.starts_with("power cut 1 (crash lab): mounting again failed")
+                    })
+            })
+    };
+    assert!(
+        said("error", "origin") && said("faults", "action"),
+        "{events}"
+    );
     scratch.umount(pid);
 }
 

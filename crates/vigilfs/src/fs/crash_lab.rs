@@ -10,9 +10,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::faults::{CutPoint, FileRule, FileRuleStatus, Operation};
+use super::health::Incident;
 use super::unsynced::Change;
 use super::Filesystem;
 use crate::device::{FaultRuleError, RuleId};
+use crate::format::ErrorKind;
 use crate::inode::{paths_of, printable};
 
 /// Data not written back yet, of one file.
@@ -110,6 +112,21 @@ impl Filesystem {
             cut();
         });
         self.shared.faults.arm_power_cut(point, cut);
+    }
+
+    /// Records that a crash-lab boot before this one could not mount the
+    /// image (fault rules failed its recovery's writes): an error, as the
+    /// failure was the disk's, in this mount's log, since that boot had
+    /// none to write it in.
+    pub fn record_failed_boot(&self, why: &str) {
+        self.shared.health.report(&Incident {
+            kind: ErrorKind::Other,
+            errno: libc::EIO,
+            inode: None,
+            range: None,
+            block: None,
+            origin: why,
+        });
     }
 
     /// The power is about to be cut: what fails from now on fails because
