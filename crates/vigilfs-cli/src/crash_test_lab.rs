@@ -321,11 +321,11 @@ pub(crate) fn describe_status(status: Option<ExitStatus>, timeout: Duration) -> 
 /// timeout read "0.0 s", 1.25 s read "1.2 s").
 pub(crate) fn humantime(duration: Duration) -> String {
     let micros = duration.as_micros();
-    let (whole, fraction, unit) = match micros {
-        0..1_000_000 => (micros / 1000, micros % 1000, "ms"),
-        _ => (micros / 1_000_000, micros % 1_000_000 / 1000, "s"),
+    let (whole, fraction) = match micros {
+        0..1_000_000 => (micros / 1000, format!("{:03}", micros % 1000)),
+        _ => (micros / 1_000_000, format!("{:06}", micros % 1_000_000)),
     };
-    let fraction = format!("{fraction:03}");
+    let unit = if micros < 1_000_000 { "ms" } else { "s" };
     match fraction.trim_end_matches('0') {
         "" => format!("{whole} {unit}"),
         digits => format!("{whole}.{digits} {unit}"),
@@ -345,5 +345,7 @@ mod tests {
         assert_eq!(humantime(Duration::from_millis(150)), "150 ms");
         assert_eq!(humantime(Duration::from_millis(1250)), "1.25 s");
         assert_eq!(humantime(Duration::from_secs(60)), "60 s");
+        assert_eq!(humantime(Duration::from_micros(1_999_999)), "1.999999 s");
+        assert_eq!(humantime(Duration::from_micros(1_000_500)), "1.0005 s");
     }
 }
