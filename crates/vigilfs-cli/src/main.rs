@@ -247,6 +247,7 @@ enum Command {
     ///   mountpoint, image, pid, owner_uid, mount_options, metrics_address,
     ///   state, state_reason,
     ///   mounted_read_only (the kernel refuses writes: remount,ro),
+    ///   read_only_view (only this mount point is: a read-only bind),
     ///   errors_policy, recovered, orphans_purged,
     ///   settings {cache_bytes, dirty_limit_bytes, writeback_interval_seconds,
     ///             atime, directory_atime},

@@ -29,6 +29,7 @@
 //! abandoned engine stays in place and fails every request with `EIO`
 //! (the mount can still be unmounted).
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -91,7 +92,8 @@ pub struct PowerSwitch {
     asked_read_only: AtomicBool,
     /// Cuts whose boot could not mount the image, for the next boot that
     /// does to record.
-    failed_boots: Mutex<Vec<String>>,
+    /// (cut number, rules active then) of each.
+    failed_boots: Mutex<Vec<(u64, u64)>>,
 }
 
 impl std::fmt::Debug for PowerSwitch {
@@ -308,17 +310,20 @@ impl PowerSwitch {
             Err(error) => {
                 // No log to write it in now: the next boot that mounts
                 // records it.
-                lock(&self.failed_boots).push(format!(
-                    "power cut {number} (crash lab): mounting again failed: {error}"
-                ));
+                // Events hold a short text: the whole reason goes to the
+                // daemon's log (and to whoever asked for the cut).
+                eprintln!("vigilfs: power cut {number}: mounting the image again failed: {error}");
+                let active = (self.plan.rules().len() + old.file_rules().len()) as u64;
+                lock(&self.failed_boots).push((number, active));
                 return Err(CutError::Remount(error.to_string()));
             }
         };
         new.take_over_file_rules(&old);
         let active = (self.plan.rules().len() + new.file_rules().len()) as u64;
-        for failed in lock(&self.failed_boots).drain(..) {
-            new.note_fault_rules(&failed, active);
-            new.record_failed_boot(&failed);
+        for (failed, active_then) in lock(&self.failed_boots).drain(..) {
+            let what = format!("power cut {failed} (crash lab): its boot failed");
+            new.note_fault_rules(&what, active_then);
+            new.record_failed_boot(&what);
         }
         new.note_fault_rules(&format!("power cut {number} (crash lab)"), active);
         if flags.is_some_and(|flags| flags.read_only) {
@@ -338,23 +343,15 @@ impl PowerSwitch {
             // Other mount points showing the filesystem (a second mount of
             // the image, a bind) keep the old mount, whose engine is gone:
             // they are made to show the new one, as a reboot's fstab would.
-            let others = other_views(session);
+            let old_device = device_name(session.device());
+            let others = other_views(&old_device, session.mountpoint(), number);
             session.restart(new, &stale, flags).map_err(|error| {
                 CutError::Remount(format!("restarting the FUSE session: {error}"))
             })?;
             for view in others {
-                let shown = second_mount::show_again(
-                    session.mountpoint(),
-                    &view.root,
-                    &view.mountpoint,
-                    // The view's own flag (a read-only bind); the
-                    // filesystem's went to the new mount.
-                    view.mount_options.split(',').next() == Some("ro"),
-                );
-                if let Err(error) = shown {
+                if let Err(error) = show_again(session.mountpoint(), &view, &old_device) {
                     eprintln!(
-                        "vigilfs: power cut {number}: {} still shows the filesystem as it was \
-                         before the cut, and fails every request: {error}; unmount it",
+                        "vigilfs: power cut {number}: {} no longer shows the filesystem: {error}",
                         view.mountpoint.display()
                     );
                 }
@@ -376,30 +373,82 @@ impl PowerSwitch {
     }
 }
 
-/// The mount points other than `session`'s own showing its mount now,
-/// outside it (those inside go with it).
-fn other_views(session: &Restarter) -> Vec<MountEntry> {
-    let device = device_name(session.device());
-    let primary = session.mountpoint();
-    Mounts::read()
-        .map(|mounts| {
-            mounts
-                .entries()
-                .iter()
-                .filter(|entry| entry.device == device && entry.is_fuse())
-                .filter(|entry| !entry.mountpoint.starts_with(primary))
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default()
+/// The mount points other than `primary` showing the FUSE mount `device`
+/// on top now, each once (as its topmost mount shows it), outside
+/// `primary` (those inside go with it). One that another filesystem
+/// covers is left as it is, and logged: re-pointing it would take the
+/// covering one away.
+fn other_views(device: &str, primary: &Path, number: u64) -> Vec<MountEntry> {
+    let Ok(mounts) = Mounts::read() else {
+        return Vec::new();
+    };
+    let mut views: Vec<MountEntry> = Vec::new();
+    for entry in mounts.entries() {
+        let seen = views.iter().any(|view| view.mountpoint == entry.mountpoint);
+        if entry.device != device
+            || !entry.is_fuse()
+            || entry.mountpoint.starts_with(primary)
+            || seen
+        {
+            continue;
+        }
+        match mounts.topmost_at(&entry.mountpoint) {
+            Some(top) if top.device == device => views.push(top.clone()),
+            _ => eprintln!(
+                "vigilfs: power cut {number}: {} shows the filesystem under another mount, \
+                 and goes on showing it as it was before the cut (every request fails): \
+                 unmount both",
+                entry.mountpoint.display()
+            ),
+        }
+    }
+    views
+}
+
+/// Makes `view`'s mount point show the mount now on `primary`: every mount
+/// of the old one stacked there (`device`: a bind on a bind) is detached,
+/// then the view's directory is bound with its per-mount flags.
+fn show_again(primary: &Path, view: &MountEntry, device: &str) -> std::io::Result<()> {
+    // Bounded: a mount point the detach cannot clear stops it.
+    for _ in 0..16 {
+        let mounts = Mounts::read()?;
+        match mounts.topmost_at(&view.mountpoint) {
+            Some(top) if top.device == device => second_mount::detach_top(&view.mountpoint)?,
+            _ => break,
+        }
+    }
+    second_mount::bind_view(primary, &view.root, &view.mountpoint, view_flags(view))
+}
+
+/// The per-mount flags of `view`: a bind keeps its own `ro`, `nosuid`,
+/// `nodev`, `noexec`, atime flags and `nosymfollow` (the filesystem's are
+/// the new mount's).
+fn view_flags(view: &MountEntry) -> libc::c_ulong {
+    let has = |flag: &str| view.mount_options.split(',').any(|option| option == flag);
+    let mut flags = entry_other_flags(view);
+    for (word, flag) in [
+        ("ro", libc::MS_RDONLY),
+        ("nosuid", libc::MS_NOSUID),
+        ("nodev", libc::MS_NODEV),
+        ("noexec", libc::MS_NOEXEC),
+    ] {
+        if has(word) {
+            flags |= flag;
+        }
+    }
+    flags
 }
 
 /// The `mount(2)` flags a new FUSE session does not take from
 /// [`vigilfs_fuse::MountFlags`] (the atime flags and `nosymfollow`), as the
 /// mount on `mountpoint` has them now, from the mount table.
-fn current_other_flags(mountpoint: &std::path::Path) -> Option<libc::c_ulong> {
+fn current_other_flags(mountpoint: &Path) -> Option<libc::c_ulong> {
     let mounts = Mounts::read().ok()?;
-    let entry = mounts.topmost_at(mountpoint)?;
+    Some(entry_other_flags(mounts.topmost_at(mountpoint)?))
+}
+
+/// The atime flags and `nosymfollow` of the mount `entry`.
+fn entry_other_flags(entry: &MountEntry) -> libc::c_ulong {
     let has = |flag: &str| entry.mount_options.split(',').any(|option| option == flag);
     let mut flags = if has("noatime") {
         libc::MS_NOATIME
@@ -416,7 +465,7 @@ fn current_other_flags(mountpoint: &std::path::Path) -> Option<libc::c_ulong> {
             flags |= flag;
         }
     }
-    Some(flags)
+    flags
 }
 
 /// The flags [`current_other_flags`] reads.
@@ -424,7 +473,7 @@ const OTHER_FLAGS: libc::c_ulong = vigilfs_fuse::ATIME_FLAGS | libc::MS_NOSYMFOL
 
 /// The per-mount flags of the mount on `mountpoint` now, from the mount
 /// table (asking the mount itself would need its engine).
-fn current_flags(mountpoint: &std::path::Path) -> Option<vigilfs_fuse::MountFlags> {
+fn current_flags(mountpoint: &Path) -> Option<vigilfs_fuse::MountFlags> {
     let mounts = Mounts::read().ok()?;
     let entry = mounts.topmost_at(mountpoint)?;
     let has = |flag: &str| entry.mount_options.split(',').any(|option| option == flag);

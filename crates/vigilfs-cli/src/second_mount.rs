@@ -120,31 +120,34 @@ pub fn share(
     Ok(())
 }
 
-/// Makes `target`, a mount point still showing a filesystem the crash lab
-/// replaced (the power cut made a new mount on `primary`), show the new
-/// one: the old view is detached and `primary`'s directory `root` bound
-/// there, read-only if the old view was. The old view would answer every
-/// request with EIO while status called the mount running.
-pub fn show_again(
+fn c_path(path: &Path) -> std::io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "a NUL byte"))
+}
+
+/// Detaches the mount on top at `target` (as `umount -l`).
+pub fn detach_top(target: &Path) -> std::io::Result<()> {
+    detach(&c_path(target)?)
+}
+
+/// Makes `target` (its old view detached) show `primary`'s directory
+/// `root`, with the per-mount `flags` (`MS_RDONLY`, `MS_NOSUID`, the atime
+/// flags...) the old view had: what the crash lab does for every other
+/// mount point of a filesystem whose mount a power cut replaced (the old
+/// view would fail every request while status called the mount running).
+pub fn bind_view(
     primary: &Path,
     root: &Path,
     target: &Path,
-    read_only: bool,
+    flags: libc::c_ulong,
 ) -> std::io::Result<()> {
-    let path = |path: &Path| {
-        CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "a NUL byte"))
-    };
-    let source = path(&primary.join(root.strip_prefix("/").unwrap_or(root)))?;
-    let target = path(target)?;
-    detach(&target)?;
+    let source = c_path(&primary.join(root.strip_prefix("/").unwrap_or(root)))?;
+    let target = c_path(target)?;
     bind(&source, &target, libc::MS_BIND)?;
-    if read_only {
-        let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY;
-        if let Err(error) = bind(&source, &target, flags) {
-            let _ = detach(&target);
-            return Err(error);
-        }
+    if let Err(error) = bind(&source, &target, libc::MS_REMOUNT | libc::MS_BIND | flags) {
+        // Never leave a view with fewer restrictions than it had.
+        let _ = detach(&target);
+        return Err(error);
     }
     Ok(())
 }

@@ -28,9 +28,14 @@ pub fn run(mountpoint: &Path, as_json: bool) -> Result<u8, Failure> {
     // this mount point (`remount,ro`, a read-only second mount) only the
     // mount table says, and only for the path asked about.
     if let Some(object) = status.as_object_mut() {
+        let read_only = mounted_read_only(mountpoint);
         object.insert(
             "mounted_read_only".into(),
-            mounted_read_only(mountpoint).into(),
+            read_only.map(|(any, _)| any).into(),
+        );
+        object.insert(
+            "read_only_view".into(),
+            read_only.map(|(_, view_only)| view_only).into(),
         );
     }
     if as_json {
@@ -41,13 +46,17 @@ pub fn run(mountpoint: &Path, as_json: bool) -> Result<u8, Failure> {
     Ok(0)
 }
 
-/// Whether the kernel refuses writes at `mountpoint`; `None` when the
-/// mount table does not show it.
-fn mounted_read_only(mountpoint: &Path) -> Option<bool> {
+/// Whether the kernel refuses writes at `mountpoint`, and whether only
+/// this view of the filesystem is read-only (a read-only bind, whose
+/// remount to rw needs `bind`); `None` when the mount table does not show
+/// it.
+fn mounted_read_only(mountpoint: &Path) -> Option<(bool, bool)> {
     let canonical = crate::control::canonical_mountpoint(mountpoint).ok()?;
     let mounts = crate::mountinfo::Mounts::read().ok()?;
     let entry = mounts.topmost_at(&canonical)?;
-    Some(entry.read_only())
+    let first_is_ro = |options: &str| options.split(',').next() == Some("ro");
+    let view_only = first_is_ro(&entry.mount_options) && !first_is_ro(&entry.super_options);
+    Some((entry.read_only(), view_only))
 }
 
 /// Bytes in the largest binary unit that keeps a number >= 1.
@@ -183,9 +192,13 @@ pub fn render(status: &Value) -> String {
     }
     let serving = matches!(status["state"].as_str(), Some("running" | "frozen"));
     if status["mounted_read_only"] == Value::Bool(true) && serving {
+        let remount = match status["read_only_view"] == Value::Bool(true) {
+            true => "remount,bind,rw",
+            false => "remount,rw",
+        };
         let _ = write!(
             state,
-            " (mounted read-only: the kernel refuses writes; `mount -o remount,rw` allows them)"
+            " (mounted read-only: the kernel refuses writes; `mount -o {remount}` allows them)"
         );
     }
     row("state", state);
@@ -527,6 +540,19 @@ mod tests {
         assert_eq!(human_bytes(0), "0 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(1 << 30), "1.0 GiB");
+    }
+
+    #[test]
+    fn a_read_only_bind_is_told_to_remount_as_a_bind() {
+        let status = |view_only: bool| {
+            render(&serde_json::json!({
+                "state": "running",
+                "mounted_read_only": true,
+                "read_only_view": view_only,
+            }))
+        };
+        assert!(status(true).contains("`mount -o remount,bind,rw` allows them"));
+        assert!(status(false).contains("`mount -o remount,rw` allows them"));
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! mounted_read_only  added by `vigilfs status` for the mount point it
 //!                  was given: the kernel refuses writes there (`remount,ro`,
 //!                  a read-only bind), whatever the daemon's state
+//! read_only_view   added likewise: only this mount point is read-only
+//!                  (a read-only bind; `remount,bind,rw` undoes it)
 //! errors_policy    continue | remount-ro | panic
 //! settings         {cache_bytes, dirty_limit_bytes, writeback_interval_seconds,
 //!                   atime, directory_atime}:
