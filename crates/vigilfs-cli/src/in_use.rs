@@ -153,11 +153,18 @@ fn lock_file(image: &Path, mode: LockMode) -> Result<File, LockError> {
 
 /// Where `canonical_image` is mounted as a FUSE source, if it is.
 pub fn mounted_on(canonical_image: &Path) -> Option<PathBuf> {
-    Mounts::read()
-        .ok()?
-        .fuse_mounts_of(canonical_image)
-        .next()
-        .map(|entry| entry.mountpoint.clone())
+    let mounts = Mounts::read().ok()?;
+    let mut found = mounts.fuse_mounts_of(canonical_image).peekable();
+    let first = found.peek().map(|entry| entry.mountpoint.clone())?;
+    // Best a mount point that shows the whole filesystem on top (the
+    // newest such): one another mount covers (a bind a power cut could not
+    // re-point) would give a second mount what covers it.
+    let whole_on_top = found
+        .filter(|entry| entry.root == Path::new("/"))
+        .filter(|entry| mounts.topmost_at(&entry.mountpoint) == Some(*entry))
+        .last()
+        .map(|entry| entry.mountpoint.clone());
+    Some(whole_on_top.unwrap_or(first))
 }
 
 /// Where the file `image` is mounted under another name, if it is.

@@ -862,6 +862,13 @@ fn serve(
                         mountpoint.display()
                     ));
                 }
+                // A power cut in progress completes first (and none comes
+                // after): it makes a new mount and re-points the others,
+                // which the unmount below must then see (a signal during a
+                // cut was lost, or a bind ended on the bare directory).
+                if let Some(power) = &power {
+                    power.close();
+                }
                 // Every mount point showing this filesystem: the server
                 // goes only once the last is gone, so a second one, or
                 // the first one unmounted before, must not keep it.

@@ -348,8 +348,10 @@ impl PowerSwitch {
             session.restart(new, &stale, flags).map_err(|error| {
                 CutError::Remount(format!("restarting the FUSE session: {error}"))
             })?;
+            let new_device = device_name(session.device());
             for view in others {
-                if let Err(error) = show_again(session.mountpoint(), &view, &old_device) {
+                let shown = show_again(session.mountpoint(), &view, &old_device, &new_device);
+                if let Err(error) = shown {
                     eprintln!(
                         "vigilfs: power cut {number}: {} no longer shows the filesystem: {error}",
                         view.mountpoint.display()
@@ -405,17 +407,29 @@ fn other_views(device: &str, primary: &Path, number: u64) -> Vec<MountEntry> {
     views
 }
 
-/// Makes `view`'s mount point show the mount now on `primary`: every mount
-/// of the old one stacked there (`device`: a bind on a bind) is detached,
-/// then the view's directory is bound with its per-mount flags.
-fn show_again(primary: &Path, view: &MountEntry, device: &str) -> std::io::Result<()> {
+/// Makes `view`'s mount point show the mount now on `primary` (`new`):
+/// every mount of the old one (`old`) stacked there (a bind on a bind) is
+/// detached, then the view's directory is bound with its per-mount flags.
+/// Not if `primary` no longer shows the new mount (unmounted meanwhile):
+/// the bind would show the bare directory under it.
+fn show_again(primary: &Path, view: &MountEntry, old: &str, new: &str) -> std::io::Result<()> {
     // Bounded: a mount point the detach cannot clear stops it.
     for _ in 0..16 {
         let mounts = Mounts::read()?;
         match mounts.topmost_at(&view.mountpoint) {
-            Some(top) if top.device == device => second_mount::detach_top(&view.mountpoint)?,
+            Some(top) if top.device == old => second_mount::detach_top(&view.mountpoint)?,
             _ => break,
         }
+    }
+    let mounts = Mounts::read()?;
+    if mounts
+        .topmost_at(primary)
+        .is_none_or(|top| top.device != new)
+    {
+        return Err(std::io::Error::other(format!(
+            "{} no longer shows the filesystem either",
+            primary.display()
+        )));
     }
     second_mount::bind_view(primary, &view.root, &view.mountpoint, view_flags(view))
 }

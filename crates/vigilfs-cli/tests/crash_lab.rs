@@ -1176,6 +1176,13 @@ fn a_second_mount_point_shows_the_filesystem_after_a_power_cut() {
     assert!(options.contains(&"nosuid".to_string()) && options.contains(&"noexec".to_string()));
     assert_eq!(fs::read(flagged.join("kept")).unwrap(), b"synced\n");
     assert_eq!(fs::read(covered.join("mine")).unwrap(), b"the user's");
+    // A mount of the image now shares the live mount, not the covered old
+    // bind (it showed the covering tmpfs; review 5).
+    let third = path("third");
+    let shared = vigilfs(&["mount", scratch.img(), third.to_str().unwrap()]);
+    assert_eq!(shared.status.code(), Some(0), "{}", text(&shared.stderr));
+    assert_eq!(fs::read(third.join("kept")).unwrap(), b"synced\n");
+    umount_retrying_busy(&third);
     // Each of the stacked binds removed leaves no dead one behind.
     umount_retrying_busy(&stacked);
     assert!(fs::read_dir(&stacked).is_ok());
