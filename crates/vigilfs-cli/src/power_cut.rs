@@ -90,9 +90,8 @@ pub struct PowerSwitch {
     /// the helper or the kernel alone): the kernel's read-only flag then
     /// outlives a cut; one the errors policy set does not.
     asked_read_only: AtomicBool,
-    /// Cuts whose boot could not mount the image, for the next boot that
-    /// does to record.
-    /// (cut number, rules active then) of each.
+    /// The cuts whose boot could not mount the image (the cut's number,
+    /// and the rules active then), for the next boot that does to record.
     failed_boots: Mutex<Vec<(u64, u64)>>,
 }
 
@@ -309,9 +308,8 @@ impl PowerSwitch {
             Ok(new) => Arc::new(new),
             Err(error) => {
                 // No log to write it in now: the next boot that mounts
-                // records it.
-                // Events hold a short text: the whole reason goes to the
-                // daemon's log (and to whoever asked for the cut).
+                // records it, in an event's short text; the whole reason
+                // goes to the daemon's log (and to whoever asked the cut).
                 eprintln!("vigilfs: power cut {number}: mounting the image again failed: {error}");
                 let active = (self.plan.rules().len() + old.file_rules().len()) as u64;
                 lock(&self.failed_boots).push((number, active));
