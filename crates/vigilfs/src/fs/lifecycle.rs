@@ -735,6 +735,19 @@ impl Filesystem {
             // or mismatches no single crash makes, are reported then. The
             // backups are read only when the primary fails: a mount reads
             // them here, as fsck does.
+            // An error about the block at device `offset`: the device
+            // range keeps two copies' events apart.
+            let block_size = u64::from(superblock.layout.block_size);
+            let report_block = |kind: ErrorKind, offset: Option<u64>, origin: &str| {
+                health.report(&Incident {
+                    kind,
+                    errno: libc::EIO,
+                    inode: None,
+                    range: offset.map(|offset| (offset, block_size)),
+                    block: offset.map(|offset| offset / block_size),
+                    origin,
+                });
+            };
             // Valid copies newer than the one in use: its last write failed
             // (the primary is written first, so no crash leaves it older).
             let mut newer: Vec<(SuperblockCopy, u64)> = Vec::new();
@@ -760,19 +773,14 @@ impl Filesystem {
             if let Some(&(copy, sequence)) = newer.iter().max_by_key(|(_, sequence)| *sequence) {
                 // One error: the copy in use missed a write (the first
                 // words are what the error record keeps).
-                let offset = loaded.source.offset(superblock.layout.device_length);
-                let block_size = u64::from(superblock.layout.block_size);
-                health.report(&Incident {
-                    kind: ErrorKind::Metadata,
-                    errno: libc::EIO,
-                    inode: None,
-                    range: offset.map(|offset| (offset, block_size)),
-                    block: offset.map(|offset| offset / block_size),
-                    origin: &format!(
+                report_block(
+                    ErrorKind::Metadata,
+                    loaded.source.offset(superblock.layout.device_length),
+                    &format!(
                         "stale {}: {copy} is newer (write {sequence} > {}), its last write failed",
                         loaded.source, superblock.write_sequence
                     ),
-                });
+                );
             }
             let mismatched: Vec<SuperblockCopy> = damaged
                 .iter()
@@ -792,17 +800,8 @@ impl Filesystem {
                 .iter()
                 .filter(|_| !recovered)
                 .map(|damage| (Some(damage.device_offset), damage.why.clone()));
-            let block_size = u64::from(superblock.layout.block_size);
             for (offset, why) in damaged_superblocks.chain(damaged_headers) {
-                // The device range keeps two copies' events apart.
-                health.report(&Incident {
-                    kind: ErrorKind::Checksum,
-                    errno: libc::EIO,
-                    inode: None,
-                    range: offset.map(|offset| (offset, block_size)),
-                    block: offset.map(|offset| offset / block_size),
-                    origin: &format!("mount found {why}"),
-                });
+                report_block(ErrorKind::Checksum, offset, &format!("mount found {why}"));
             }
         }
         let faults = Arc::new(Faults::new(options.fault_plan.clone()));
