@@ -266,7 +266,7 @@ enum Command {
     ///           last_write_failure, unavailable},
     ///   fault_rules [{id, rule, matched, injected, bad_blocks_remaining,
     ///                 provisioned_blocks_used}],
-    ///   crash_lab {crashable, drop_flushes, unflushed_bytes, power_cuts},
+    ///   crash_lab {crashable, drop_flushes, unflushed_bytes, power_cuts, failed_boot},
     ///   media {bad_blocks, bad [{start, blocks}], poisoned_runs,
     ///          poisoned [{ino, first_block, blocks, device_block, since, cause}],
     ///          notices {received, parked, overflowed, merged, waiting, handled},

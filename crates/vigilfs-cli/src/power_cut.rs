@@ -90,9 +90,19 @@ pub struct PowerSwitch {
     /// the helper or the kernel alone): the kernel's read-only flag then
     /// outlives a cut; one the errors policy set does not.
     asked_read_only: AtomicBool,
-    /// The cuts whose boot could not mount the image (the cut's number,
-    /// and the rules active then), for the next boot that does to record.
-    failed_boots: Mutex<Vec<(u64, u64)>>,
+    /// The cuts whose boot could not mount the image, for the next boot
+    /// that does to record (and for `status` to show until then).
+    failed_boots: Mutex<Vec<FailedBoot>>,
+}
+
+/// A cut whose boot could not mount the image.
+struct FailedBoot {
+    /// The cut's number.
+    number: u64,
+    /// The fault rules active then.
+    active_rules: u64,
+    /// Why the mount failed.
+    reason: String,
 }
 
 impl std::fmt::Debug for PowerSwitch {
@@ -195,6 +205,14 @@ impl PowerSwitch {
     /// Cuts made so far.
     pub fn cuts(&self) -> u64 {
         self.cuts.load(Ordering::Relaxed)
+    }
+
+    /// Why the latest cut's boot could not mount the image, while no boot
+    /// has since: the mount then serves nothing until the next cut.
+    pub fn failed_boot(&self) -> Option<String> {
+        lock(&self.failed_boots)
+            .last()
+            .map(|failed| format!("power cut {}: {}", failed.number, failed.reason))
     }
 
     /// Arms a cut at `point` of the current engine: when the operation is
@@ -311,16 +329,20 @@ impl PowerSwitch {
                 // records it, in an event's short text; the whole reason
                 // goes to the daemon's log (and to whoever asked the cut).
                 eprintln!("vigilfs: power cut {number}: mounting the image again failed: {error}");
-                let active = (self.plan.rules().len() + old.file_rules().len()) as u64;
-                lock(&self.failed_boots).push((number, active));
+                let active_rules = (self.plan.rules().len() + old.file_rules().len()) as u64;
+                lock(&self.failed_boots).push(FailedBoot {
+                    number,
+                    active_rules,
+                    reason: error.to_string(),
+                });
                 return Err(CutError::Remount(error.to_string()));
             }
         };
         new.take_over_file_rules(&old);
         let active = (self.plan.rules().len() + new.file_rules().len()) as u64;
-        for (failed, active_then) in lock(&self.failed_boots).drain(..) {
-            let what = format!("power cut {failed} (crash lab): its boot failed");
-            new.note_fault_rules(&what, active_then);
+        for failed in lock(&self.failed_boots).drain(..) {
+            let what = format!("power cut {} (crash lab): its boot failed", failed.number);
+            new.note_fault_rules(&what, failed.active_rules);
             new.record_failed_boot(&what);
         }
         new.note_fault_rules(&format!("power cut {number} (crash lab)"), active);

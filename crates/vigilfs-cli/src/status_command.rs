@@ -190,6 +190,17 @@ pub fn render(status: &Value) -> String {
             let _ = write!(state, " (`mount -o remount,rw` makes it writable)");
         }
     }
+    if let Some(failed) = status["crash_lab"]["failed_boot"].as_str() {
+        // The engine that answers is the one the power left: say that
+        // nothing is served, and that the rows below are from before.
+        let _ = write!(
+            state,
+            "; mounting the image again failed ({failed}): nothing is served until the next \
+             cut (`vigilfs inject {mountpoint} --power-cut`, after clearing the rules that fail \
+             it with `--clear`); the rows below are the mount as it stood when the power went",
+            mountpoint = text(&status["mountpoint"])
+        );
+    }
     let serving = matches!(status["state"].as_str(), Some("running" | "frozen"));
     if status["mounted_read_only"] == Value::Bool(true) && serving {
         let remount = match status["read_only_view"] == Value::Bool(true) {

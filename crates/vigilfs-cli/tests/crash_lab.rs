@@ -1260,7 +1260,19 @@ fn a_cut_after_a_cut_whose_remount_failed_comes_back_read_write() {
     );
     let failed = vigilfs(&["inject", scratch.mnt(), "--power-cut"]);
     assert_eq!(failed.status.code(), Some(1), "{}", text(&failed.stderr));
+    // Until the next cut, status says the boot failed and why (it said
+    // "shut-down: the power was cut", and that the image was left clean).
+    let failed_boot = scratch.status()["crash_lab"]["failed_boot"].clone();
+    assert!(
+        failed_boot
+            .as_str()
+            .is_some_and(|why| why.starts_with("power cut 1: ") && why.contains("fault rule")),
+        "{failed_boot}"
+    );
+    let shown = text(&vigilfs(&["status", scratch.mnt()]).stdout);
+    assert!(shown.contains("mounting the image again failed"), "{shown}");
     clear_cut_and_write(&scratch);
+    assert_eq!(scratch.status()["crash_lab"]["failed_boot"], Value::Null);
     // The failed boot is in the history, an error as the disk's failure
     // (it was in none: no log could be written then).
     let events = text(&vigilfs(&["events", scratch.mnt(), "--json"]).stdout);

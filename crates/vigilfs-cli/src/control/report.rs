@@ -43,7 +43,10 @@
 //! fault_rules      [{id, rule, matched, injected, bad_blocks_remaining,
 //!                   provisioned_blocks_used}]  (rule: the text form; file
 //!                   rules, `file ...`, have the first four)
-//! crash_lab        {crashable, drop_flushes, unflushed_bytes, power_cuts}
+//! crash_lab        {crashable, drop_flushes, unflushed_bytes, power_cuts,
+//!                   failed_boot}: failed_boot null, or why the latest
+//!                  cut's boot could not mount the image; the fields above
+//!                  then describe the mount as it stood when the power went
 //! media            the bad-block list, poisoned data, failure notices and
 //!                  scrub (fields in `media_report`)
 //! ```

@@ -936,6 +936,7 @@ fn crash_lab_json(power: Option<&PowerSwitch>) -> Value {
         "drop_flushes": power.is_some_and(PowerSwitch::drops_flushes),
         "unflushed_bytes": power.map(PowerSwitch::unflushed_bytes),
         "power_cuts": power.map(PowerSwitch::cuts),
+        "failed_boot": power.and_then(PowerSwitch::failed_boot),
     })
 }
 
