@@ -345,7 +345,12 @@ impl PowerSwitch {
             new.note_fault_rules(&what, failed.active_rules);
             new.record_failed_boot(&what);
         }
-        new.note_fault_rules(&format!("power cut {number} (crash lab)"), active);
+        // The rule count leaves out the lying device, which costs the most.
+        let lying = match self.drops_flushes() {
+            true => "; the device drops flushes",
+            false => "",
+        };
+        new.note_fault_rules(&format!("power cut {number} (crash lab{lying})"), active);
         if flags.is_some_and(|flags| flags.read_only) {
             // The kernel's mount stays read-only: the new engine must not
             // write on behalf of reads either.

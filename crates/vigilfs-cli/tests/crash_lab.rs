@@ -294,7 +294,7 @@ fn a_power_cut_after_dropped_flushes_says_acknowledged_changes_were_lost() {
         .collect();
     for wanted in [
         "set drop-flushes",
-        "power cut 1 (crash lab)",
+        "power cut 1 (crash lab; the device drops flushes)",
         "cleared all",
         "power cut 2 (crash lab)",
     ] {
