@@ -259,12 +259,16 @@ fn open_image(image: &Path) -> Result<Image, Failure> {
     let superblock = read_superblock(device.as_ref())
         .map_err(|error| Failure::operational(format!("{}: {error}", image.display())))?
         .superblock;
+    // Nothing is written (the overlay keeps replay's writes in memory), so
+    // a tree that cannot be read is salvaged around, as by a read-only
+    // mount: the owners of a damaged node are what one asks about it.
     let metadata = Metadata::open(
         Arc::clone(&device),
         &superblock,
         JournalOptions::for_filesystem(&superblock),
         BtreesOptions {
             cache_bytes: 32 << 20,
+            salvage: true,
         },
     )
     .map_err(|error| Failure::operational(format!("{}: {error}", image.display())))?;

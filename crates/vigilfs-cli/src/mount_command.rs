@@ -689,6 +689,12 @@ fn serve(
     if fs.recovered() {
         log("the filesystem was not cleanly unmounted: the journal was replayed");
     }
+    for why in fs.unreadable_trees() {
+        log(&format!(
+            "{why}: mounted read-only around that tree, whose operations fail with EIO; \
+             copy out what the rest holds"
+        ));
+    }
 
     let slot = EngineSlot::new(fs);
     let listener = match crate::daemon_events::spawn(Arc::clone(&slot), log) {

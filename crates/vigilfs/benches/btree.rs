@@ -94,7 +94,10 @@ fn open_vigilfs(path: &Path, cache_bytes: usize) -> Btrees {
         &replay,
         &superblock,
         allocator,
-        BtreesOptions { cache_bytes },
+        BtreesOptions {
+            cache_bytes,
+            ..BtreesOptions::default()
+        },
     )
     .expect("open")
 }

@@ -48,6 +48,7 @@ fn open_with(
         allocator,
         BtreesOptions {
             cache_bytes: 8 << 20,
+            ..BtreesOptions::default()
         },
     )
     .expect("open")

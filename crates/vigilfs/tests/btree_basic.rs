@@ -48,7 +48,10 @@ fn open(
         &replay,
         superblock,
         allocator,
-        BtreesOptions { cache_bytes },
+        BtreesOptions {
+            cache_bytes,
+            ..BtreesOptions::default()
+        },
     )
     .expect("b-trees open")
 }

@@ -37,6 +37,15 @@ fn open(
     superblock: &Superblock,
     scan: bool,
 ) -> Result<Btrees, BtreeError> {
+    open_with(device, superblock, scan, BtreesOptions::default())
+}
+
+fn open_with(
+    device: Arc<dyn BlockDevice>,
+    superblock: &Superblock,
+    scan: bool,
+    options: BtreesOptions,
+) -> Result<Btrees, BtreeError> {
     let (journal, replay) =
         Journal::open(device.clone(), JournalOptions::for_filesystem(superblock))?;
     let journal = Arc::new(journal);
@@ -46,14 +55,7 @@ fn open(
     } else {
         Arc::new(NoScan(simple))
     };
-    Btrees::open(
-        device,
-        journal,
-        &replay,
-        superblock,
-        allocator,
-        BtreesOptions::default(),
-    )
+    Btrees::open(device, journal, &replay, superblock, allocator, options)
 }
 
 fn key(index: u32) -> Vec<u8> {
@@ -179,6 +181,45 @@ fn a_flipped_bit_in_an_interior_node_is_refused_at_open_naming_the_block() {
         assert_eq!(error.corrupt_block(), Some(interior), "{error}");
         assert!(error.to_string().contains(&format!("block {interior}")));
     }
+}
+
+/// With `salvage`, the same damage leaves that one tree unreadable: each of
+/// its operations fails naming the block, while the other trees read and
+/// commit.
+#[test]
+fn salvage_opens_around_a_tree_whose_interior_node_is_unreadable() {
+    let (image, superblock, nodes) = populated();
+    let interior = nodes.iter().find(|(level, _)| *level == 1).unwrap().1;
+    let device = damaged(&image, |image| flip(image, interior, 100));
+    let salvage = BtreesOptions {
+        salvage: true,
+        ..BtreesOptions::default()
+    };
+    let btrees = open_with(device, &superblock, false, salvage).unwrap();
+    let unreadable = btrees.unreadable_trees();
+    assert_eq!(unreadable.len(), 1);
+    assert_eq!(unreadable[0].0, TreeId::Extents);
+    let get = btrees.get(TreeId::Extents, &key(7)).unwrap_err();
+    assert_eq!(get.corrupt_block(), Some(interior), "{get}");
+    let scan = btrees
+        .range(TreeId::Extents, &[], None)
+        .find_map(Result::err);
+    assert_eq!(scan.and_then(|error| error.corrupt_block()), Some(interior));
+    let mut into_it = btrees.transaction();
+    into_it.put(TreeId::Extents, &key(7), b"new").unwrap();
+    into_it.put(TreeId::Inodes, &key(7), b"new").unwrap();
+    assert_eq!(
+        into_it.commit().unwrap_err().corrupt_block(),
+        Some(interior)
+    );
+    assert_eq!(btrees.get(TreeId::Inodes, &key(7)).unwrap(), None);
+    let mut beside_it = btrees.transaction();
+    beside_it.put(TreeId::Inodes, &key(7), b"new").unwrap();
+    beside_it.commit().unwrap();
+    assert_eq!(
+        btrees.get(TreeId::Inodes, &key(7)).unwrap().as_deref(),
+        Some(&b"new"[..])
+    );
 }
 
 #[test]

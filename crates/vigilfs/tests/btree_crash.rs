@@ -60,6 +60,7 @@ fn open(device: Arc<dyn BlockDevice>, superblock: &Superblock) -> Result<Btrees,
         allocator,
         BtreesOptions {
             cache_bytes: 32 * 1024,
+            ..BtreesOptions::default()
         },
     )
     .map_err(|e| e.to_string())

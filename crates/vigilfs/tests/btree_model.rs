@@ -110,6 +110,7 @@ fn open(device: Arc<dyn BlockDevice>, superblock: &Superblock) -> Result<Btrees,
         allocator,
         BtreesOptions {
             cache_bytes: CACHE_BYTES,
+            ..BtreesOptions::default()
         },
     )
     .map_err(|e| e.to_string())

@@ -82,7 +82,10 @@ fn run(keys: u64, cache_bytes: usize, device_bytes: u64, name: &str) {
         &replay,
         &superblock,
         allocator,
-        BtreesOptions { cache_bytes },
+        BtreesOptions {
+            cache_bytes,
+            ..BtreesOptions::default()
+        },
     )
     .unwrap();
     let mut peak = 0;

@@ -1320,3 +1320,85 @@ fn a_missing_or_wrong_root_directory_refuses_the_mount_naming_it() {
         assert!(error.to_string().starts_with(says), "{error}");
     }
 }
+
+/// One unreadable node at the top of a tree of file records (here the
+/// attributes tree's root) no longer hides every file: a read-write mount
+/// is refused, saying that a read-only one salvages around it, and the
+/// read-only mount reads the files, fails that tree's operations with EIO
+/// and records the damage at once. Both mounts were refused, so one bad
+/// block made every intact file unreachable.
+#[test]
+fn a_read_only_mount_salvages_around_an_unreadable_tree_of_file_records() {
+    use vigilfs::btree::TreeId;
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let (file, handle) = fs
+        .create(ROOT_INO, b"kept", 0o644, read_write(), &root())
+        .unwrap();
+    fs.write(handle, 0, b"intact data", &root()).unwrap();
+    fs.release(handle).unwrap();
+    fs.setxattr(
+        file.ino,
+        b"user.a",
+        b"hello",
+        vigilfs::inode::XattrFlags::default(),
+        &root(),
+    )
+    .unwrap();
+    fs.unmount().unwrap();
+    let superblock = vigilfs::format::read_superblock(fixture.device.as_ref())
+        .unwrap()
+        .superblock;
+    let xattrs_root =
+        vigilfs::metadata::Metadata::open_default(fixture.device.clone(), &superblock)
+            .unwrap()
+            .trees
+            .roots()
+            .into_iter()
+            .find(|root| root.tree == TreeId::Xattrs)
+            .unwrap()
+            .block;
+    let block_size = u64::from(superblock.layout.block_size);
+    let mut node = vec![0; block_size as usize];
+    fixture
+        .memory
+        .read_at(xattrs_root * block_size, &mut node, IoClass::Metadata)
+        .unwrap();
+    node[900] ^= 0x10;
+    fixture
+        .memory
+        .write_at(xattrs_root * block_size, &node, IoClass::Metadata)
+        .unwrap();
+
+    let Err(refused) = Filesystem::mount(fixture.device.clone(), MountOptions::default()) else {
+        panic!("a read-write mount over an unreadable tree is refused");
+    };
+    let said = refused.to_string();
+    assert!(
+        said.contains(&format!(
+            "xattrs b-tree node at block {xattrs_root} is corrupt"
+        )) && said.contains("`-o ro`"),
+        "{said}"
+    );
+    let fs = fixture.mount_with(MountOptions {
+        read_only: true,
+        ..MountOptions::default()
+    });
+    assert_eq!(read_file(&fs, b"kept"), b"intact data");
+    assert_eq!(errno(fs.getxattr(file.ino, b"user.a", &root())), libc::EIO);
+    assert_eq!(
+        fs.unreadable_trees().len(),
+        1,
+        "{:?}",
+        fs.unreadable_trees()
+    );
+    let record = fs.status().error_record;
+    assert!(
+        record.counter(ErrorKind::Metadata).count >= 2,
+        "the damage at mount, then getxattr's: {record:?}"
+    );
+    assert_eq!(
+        record.first.as_ref().and_then(|first| first.block),
+        Some(xattrs_root)
+    );
+}

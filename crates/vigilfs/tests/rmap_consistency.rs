@@ -53,6 +53,7 @@ fn open(
         allocator.clone(),
         BtreesOptions {
             cache_bytes: 48 * 1024,
+            ..BtreesOptions::default()
         },
     )
     .map_err(|e| e.to_string())?;

@@ -66,6 +66,14 @@ impl TreeId {
         TreeId::ALL.into_iter().find(|tree| tree.code() == code)
     }
 
+    /// Whether the tree holds records of files (inodes, entries, extents,
+    /// attributes), which a read-only mount can do without: one that
+    /// cannot be read is salvaged around (see
+    /// [`BtreesOptions::salvage`](super::BtreesOptions::salvage)).
+    pub fn holds_file_records(self) -> bool {
+        !matches!(self, TreeId::Rmap | TreeId::Meta)
+    }
+
     /// Position in [`TreeId::ALL`], for per-tree arrays.
     pub fn index(self) -> usize {
         usize::from(self.code() - 1)

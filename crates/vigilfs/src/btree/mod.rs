@@ -183,12 +183,41 @@ impl BtreeError {
 pub struct BtreesOptions {
     /// Memory budget of the node cache, in bytes (estimated heap use of cached nodes).
     pub cache_bytes: usize,
+    /// Open even when the root or an interior node of a tree holding file
+    /// records (inodes, entries, extents, attributes) cannot be read: that
+    /// tree then answers every operation with the error its node gave, and
+    /// the other trees work. For a read-only mount, so that one bad block
+    /// does not hide every file; the reverse map and the meta tree must
+    /// still open (free space and the poison records depend on them).
+    pub salvage: bool,
 }
 
 impl Default for BtreesOptions {
     fn default() -> Self {
         BtreesOptions {
             cache_bytes: 64 << 20,
+            salvage: false,
+        }
+    }
+}
+
+/// Why a tree opened with [`BtreesOptions::salvage`] cannot be read: the
+/// error its node gave at open, given again to every operation on it.
+#[derive(Debug, Clone)]
+enum Unreadable {
+    Corrupt { block: u64, defect: NodeDefect },
+    Device(DeviceError),
+}
+
+impl Unreadable {
+    fn error(&self, tree: TreeId) -> BtreeError {
+        match self {
+            Unreadable::Corrupt { block, defect } => BtreeError::CorruptNode {
+                tree,
+                block: *block,
+                defect: defect.clone(),
+            },
+            Unreadable::Device(error) => BtreeError::Device(error.clone()),
         }
     }
 }
@@ -251,6 +280,9 @@ struct State {
     nodes_read: u64,
     last_writeback_failure: Option<String>,
     last_failed_node: Option<(TreeId, u8, u64, i32)>,
+    /// Per tree (in [`TreeId::ALL`] order), why it could not be read at
+    /// open, when [`BtreesOptions::salvage`] let the others open.
+    unreadable: Vec<Option<Unreadable>>,
 }
 
 /// The roots as journaled, under the roots lock.
@@ -356,6 +388,15 @@ fn usable(state: &State) -> Result<(), BtreeError> {
     }
 }
 
+/// [`usable`], and `tree` was readable at open.
+fn usable_tree(state: &State, tree: TreeId) -> Result<(), BtreeError> {
+    usable(state)?;
+    match &state.unreadable[tree.index()] {
+        Some(unreadable) => Err(unreadable.error(tree)),
+        None => Ok(()),
+    }
+}
+
 /// Every b-tree of one filesystem. Share it by reference or `Arc`; methods take `&self`.
 pub struct Btrees {
     shared: Arc<Shared>,
@@ -415,6 +456,7 @@ impl Btrees {
                 nodes_read: 0,
                 last_writeback_failure: None,
                 last_failed_node: None,
+                unreadable: vec![None; TreeId::ALL.len()],
             }),
             roots: Mutex::new(RootsState {
                 roots: Vec::new(),
@@ -423,7 +465,7 @@ impl Btrees {
             writeback_failures: AtomicU64::new(0),
             this: this.clone(),
         });
-        recovery::recover(&shared, replay)?;
+        recovery::recover(&shared, replay, options.salvage)?;
         Ok(Btrees { shared })
     }
 
@@ -440,7 +482,7 @@ impl Btrees {
     /// The value of `key` in `tree`.
     pub fn get(&self, tree: TreeId, key: &[u8]) -> Result<Option<Vec<u8>>, BtreeError> {
         let mut state = self.shared.lock_state();
-        usable(&state)?;
+        usable_tree(&state, tree)?;
         let found = self.shared.lookup(&mut state, tree, key);
         self.shared.relieve_pressure(&mut state);
         found
@@ -449,7 +491,7 @@ impl Btrees {
     /// The entry of `tree` with the greatest key at or before `key`.
     pub fn last_at_or_before(&self, tree: TreeId, key: &[u8]) -> Result<Option<Entry>, BtreeError> {
         let mut state = self.shared.lock_state();
-        usable(&state)?;
+        usable_tree(&state, tree)?;
         let found = self.shared.floor(&mut state, tree, key);
         self.shared.relieve_pressure(&mut state);
         found
@@ -465,7 +507,7 @@ impl Btrees {
         limit: usize,
     ) -> Result<Vec<Entry>, BtreeError> {
         let mut state = self.shared.lock_state();
-        usable(&state)?;
+        usable_tree(&state, tree)?;
         let found = self.shared.scan(&mut state, tree, start, end, limit);
         self.shared.relieve_pressure(&mut state);
         found
@@ -505,7 +547,9 @@ impl Btrees {
     /// within bounds and that every node is valid. Returns counts and every node's block.
     pub fn check(&self) -> Result<CheckReport, BtreeError> {
         let mut state = self.shared.lock_state();
-        usable(&state)?;
+        for tree in TreeId::ALL {
+            usable_tree(&state, tree)?;
+        }
         let report = self.shared.check(&mut state, &TreeId::ALL);
         self.shared.relieve_pressure(&mut state);
         report
@@ -536,6 +580,20 @@ impl Btrees {
                 .map(|&slot| state.cache.node(slot).image.level)
                 .collect(),
         }
+    }
+
+    /// The trees that could not be read at open (see [`BtreesOptions::salvage`]), each with
+    /// the error every operation on it returns.
+    pub fn unreadable_trees(&self) -> Vec<(TreeId, BtreeError)> {
+        let state = self.shared.lock_state();
+        TreeId::ALL
+            .into_iter()
+            .filter_map(|tree| {
+                state.unreadable[tree.index()]
+                    .as_ref()
+                    .map(|unreadable| (tree, unreadable.error(tree)))
+            })
+            .collect()
     }
 
     /// The roots as last journaled.

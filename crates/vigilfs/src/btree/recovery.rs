@@ -30,11 +30,13 @@ use std::collections::BTreeMap;
 use super::allocator::RecoveredTrees;
 use super::node::{Body, NodeImage};
 use super::record::{self, Pointers, Record, RootPointer, Update};
-use super::{BtreeError, Shared, State, TreeId};
+use super::{BtreeError, Shared, State, TreeId, Unreadable};
 use crate::journal::Replay;
 
-/// Rebuilds the trees of `shared` from `replay`.
-pub(super) fn recover(shared: &Shared, replay: &Replay) -> Result<(), BtreeError> {
+/// Rebuilds the trees of `shared` from `replay`. With `salvage`, a tree of file records
+/// whose root or interior nodes cannot be read is kept unreadable instead of failing the
+/// open (see [`BtreesOptions::salvage`](super::BtreesOptions::salvage)).
+pub(super) fn recover(shared: &Shared, replay: &Replay, salvage: bool) -> Result<(), BtreeError> {
     let mut roots_found: Option<(u64, Vec<RootPointer>)> = None;
     let mut pointers: Vec<(u64, Pointers)> = Vec::new();
     let mut transactions: Vec<(u64, Vec<Update>)> = Vec::new();
@@ -63,10 +65,44 @@ pub(super) fn recover(shared: &Shared, replay: &Replay) -> Result<(), BtreeError
             .iter()
             .find(|root| root.tree == tree)
             .ok_or_else(|| BtreeError::Recovery(format!("roots record lacks the {tree} tree")))?;
-        rebuild_interior(shared, &mut state, *root, &pointers, first_seq)?;
+        if let Err(error) = rebuild_interior(shared, &mut state, *root, &pointers, first_seq) {
+            let unreadable = match &error {
+                _ if !salvage || !tree.holds_file_records() => return Err(error),
+                BtreeError::CorruptNode {
+                    tree: found,
+                    block,
+                    defect,
+                } if *found == tree => Unreadable::Corrupt {
+                    block: *block,
+                    defect: defect.clone(),
+                },
+                BtreeError::Device(device) => Unreadable::Device(device.clone()),
+                _ => return Err(error),
+            };
+            if state.roots.len() == tree.index() {
+                // The root itself is unreadable: an empty leaf stands in its slot, so
+                // that walks over every tree stay well formed; nothing reads it.
+                let stand_in = NodeImage {
+                    tree,
+                    level: 0,
+                    lower: Box::from(&[][..]),
+                    upper: None,
+                    body: Body::Leaf(Vec::new()),
+                };
+                let slot = state.cache.insert(stand_in, root.block);
+                state.roots.push(slot);
+            }
+            state.unreadable[tree.index()] = Some(unreadable);
+        }
     }
+    // What the journal holds for an unreadable tree cannot be applied: no operation will
+    // see that tree anyway.
+    let readable: Vec<bool> = state.unreadable.iter().map(Option::is_none).collect();
     for (seq, updates) in &transactions {
-        for update in updates {
+        for update in updates
+            .iter()
+            .filter(|update| readable[update.tree().index()])
+        {
             match update {
                 Update::Put { tree, key, value } => {
                     shared.apply_put(&mut state, *tree, key, value, *seq)?;

@@ -27,7 +27,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::record::{encode_transaction, transaction_bytes, Update};
-use super::{usable, BtreeError, Btrees, TreeId};
+use super::{usable, usable_tree, BtreeError, Btrees, TreeId};
 use crate::journal::{record_bytes, DataClaim, JournalError};
 
 /// Updates to commit atomically. Dropping it without committing discards them.
@@ -200,6 +200,9 @@ impl<'a> Transaction<'a> {
             let _ = shared.journal.reclaim_if_needed();
             let mut state = shared.lock_state();
             usable(&state)?;
+            for update in &self.updates {
+                usable_tree(&state, update.tree())?;
+            }
             // 1. Load everything, and check space.
             let needed = self.blocks_needed(&mut state)?;
             let keep = if self.uses_reserve {

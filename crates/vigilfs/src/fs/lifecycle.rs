@@ -29,6 +29,7 @@ use super::settings::{LiveSettings, Settings, SettingsChange};
 use super::unsynced::Changes;
 use super::{Filesystem, FsError, FsResult, LifeState, Shared};
 use crate::alloc::AllocatorStatus;
+use crate::btree::{BtreeError, BtreesOptions};
 use crate::device::{BlockDevice, FaultPlan, FileFaults, OverlayDevice, StoppableDevice};
 use crate::failure::{Intake, DEFAULT_INTAKE_CAPACITY};
 use crate::format::event_log::TEXT_CAPACITY;
@@ -37,8 +38,8 @@ use crate::format::{
     ErrorRecord, ErrorsPolicy, Features, FormatError, FsState, SuperblockCopy,
 };
 use crate::inode::{FileError, FileType, Files, FsyncErrors, Namespace, Xattrs, ROOT_INO};
-use crate::journal::JournalStatus;
-use crate::metadata::Metadata;
+use crate::journal::{JournalOptions, JournalStatus};
+use crate::metadata::{Metadata, OpenError};
 use crate::writeback::bytes_of_pages;
 
 /// Lost metadata changes named one by one when writing stops (the rest
@@ -175,7 +176,7 @@ pub enum MountError {
     Superblock(#[from] FormatError),
     /// The journal or the b-trees could not be opened.
     #[error("opening the metadata: {0}")]
-    Metadata(#[from] crate::metadata::OpenError),
+    Metadata(#[from] OpenError),
     /// The data path refused the filesystem (e.g. its block size).
     #[error("{0}")]
     Files(#[from] FileError),
@@ -194,6 +195,13 @@ pub enum MountError {
         "the root directory (inode {ROOT_INO}) {0}: `vigilfs fsck` tells what else is damaged"
     )]
     RootDirectory(String),
+    /// A node of a tree of file records could not be read, on a mount that
+    /// would write: a read-only one salvages around it.
+    #[error(
+        "opening the metadata: {0}; mounted read-only (`-o ro`), the rest can be read: \
+         operations on that tree fail with EIO, and other files can be copied out"
+    )]
+    UnreadableTree(BtreeError),
 }
 
 /// A monitor's view of the filesystem; reading it consumes no error.
@@ -638,7 +646,26 @@ impl Filesystem {
         let log = Arc::new(opened_log.log);
         let mount_count = u64::from(superblock.mount_count) + u64::from(!options.read_only);
         log.record_mount(recovered, mount_count, opened_log.skipped);
-        let metadata = Arc::new(Metadata::open_default(Arc::clone(&writes), &superblock)?);
+        // A read-only mount salvages around a tree of file records it
+        // cannot read, so that one bad node does not hide every file.
+        let tree_options = BtreesOptions {
+            salvage: options.read_only,
+            ..BtreesOptions::default()
+        };
+        let metadata = match Metadata::open(
+            Arc::clone(&writes),
+            &superblock,
+            JournalOptions::for_filesystem(&superblock),
+            tree_options,
+        ) {
+            Ok(metadata) => Arc::new(metadata),
+            Err(OpenError::Btree(error @ BtreeError::CorruptNode { tree, .. }))
+                if tree.holds_file_records() =>
+            {
+                return Err(MountError::UnreadableTree(error))
+            }
+            Err(error) => return Err(error.into()),
+        };
         {
             // Events are durable no later than the next commit: its flush
             // covers what is written just before it.
@@ -696,6 +723,20 @@ impl Filesystem {
         let (errors_total, error_records) = &durable_errors;
         error_record.catch_up_with_log(*errors_total, error_records);
         let health = Arc::new(Health::with_log(fsid, error_record, Arc::clone(&log)));
+        for (tree, error) in metadata.trees.unreadable_trees() {
+            // Salvaged around (read-only): counted and remembered at once,
+            // not only when an operation meets it.
+            let block = error.corrupt_block();
+            let block_size = u64::from(superblock.layout.block_size);
+            health.report(&Incident {
+                kind: ErrorKind::Metadata,
+                errno: libc::EIO,
+                inode: None,
+                range: block.map(|block| (block * block_size, block_size)),
+                block,
+                origin: &format!("{tree} b-tree unreadable: mounted read-only around it"),
+            });
+        }
         let journal_loss = |origin: &str| {
             health.report(&Incident {
                 kind: ErrorKind::Journal,
@@ -908,6 +949,18 @@ impl Filesystem {
             background_scrub,
             events,
         })
+    }
+
+    /// The trees of file records this read-only mount could not read and
+    /// salvaged around, each with why (operations on them fail with EIO).
+    pub fn unreadable_trees(&self) -> Vec<String> {
+        self.shared
+            .metadata
+            .trees
+            .unreadable_trees()
+            .into_iter()
+            .map(|(_, error)| error.to_string())
+            .collect()
     }
 
     /// Whether this mount found the filesystem not cleanly unmounted (and

@@ -340,6 +340,7 @@ fn check_trees(
     let reader = Arc::clone(&overlay);
     let tree_options = BtreesOptions {
         cache_bytes: CHECK_CACHE_BYTES,
+        ..BtreesOptions::default()
     };
     let main = superblock.layout.main;
     let outcome = match Metadata::open(overlay, superblock, journal_options, tree_options) {
