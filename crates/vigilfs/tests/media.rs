@@ -1356,6 +1356,36 @@ fn a_notice_on_a_read_only_mount_says_nothing_was_recorded() {
     fs.unmount().unwrap();
 }
 
+/// A reported block whose data still reads back whole, on a mount that may
+/// not write, keeps its data readable: it is marked bad, not lost (it was
+/// poisoned, so data that read was EIO for good, and no scrub lifted it).
+#[test]
+fn a_reported_block_that_still_reads_on_a_read_only_mount_stays_readable() {
+    let fixture = Fixture::new();
+    let (fs, ino, block) = read_only_mount_of_a_file(&fixture);
+    let report = fs
+        .notify_failure(ByteRange::at(block * BLOCK, BLOCK), Origin::operator("ro"))
+        .unwrap();
+    assert!(
+        report
+            .handled
+            .iter()
+            .all(|handled| matches!(handled.outcome, Outcome::NotConfirmed)),
+        "{report:?}"
+    );
+    let handle = fs
+        .open(ino, OpenFlags::from_libc(libc::O_RDONLY), &root())
+        .unwrap();
+    assert_eq!(
+        fs.read(handle, 0, BLOCK as usize).unwrap(),
+        pattern(2, 5)[..BLOCK as usize]
+    );
+    fs.release(handle).unwrap();
+    let media = fs.status().media;
+    assert_eq!((media.bad_blocks, media.poisoned_runs), (1, 0), "{media:?}");
+    fs.unmount().unwrap();
+}
+
 /// What a read-only mount marked in memory (bad blocks, lost file data)
 /// is recorded when it is made writable (`remount,rw`): the next mount
 /// still knows it (it used to be forgotten at the unmount).
@@ -1363,8 +1393,12 @@ fn a_notice_on_a_read_only_mount_says_nothing_was_recorded() {
 fn marks_a_read_only_mount_held_are_recorded_when_it_is_made_writable() {
     let fixture = Fixture::new();
     let (fs, ino, block) = read_only_mount_of_a_file(&fixture);
+    // Unreadable while the report is handled: the data is lost (one that
+    // still reads is kept; see the test below).
+    fixture.bad_block(block);
     fs.notify_failure(ByteRange::at(block * BLOCK, BLOCK), Origin::operator("ro"))
         .unwrap();
+    fixture.plan.clear();
     let held = fs.status().media;
     assert_eq!((held.bad_blocks, held.poisoned_runs), (1, 1), "{held:?}");
     fs.make_writable().unwrap();

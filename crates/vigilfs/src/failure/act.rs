@@ -87,7 +87,9 @@ pub enum Outcome {
     /// Known already (poisoned, or listed bad, by an earlier report).
     AlreadyKnown,
     /// A checksum report that re-reading did not confirm (the block was
-    /// rewritten meanwhile, or reads back intact): nothing done.
+    /// rewritten meanwhile, or reads back intact), or any report of data
+    /// that reads back intact on a filesystem that may not write: nothing
+    /// lost (a block the device reported is still marked bad).
     NotConfirmed,
 }
 
@@ -454,7 +456,12 @@ fn handle_file(
                 // elsewhere now.
                 continue;
             }
-            if origin.cause == FailureCause::Checksum && intact(context, physical, checksum) {
+            // A mismatch found is checked again (it may have been on the
+            // way to the medium). Any block that reads back whole is kept
+            // too when nothing can be moved: poisoning it would turn data
+            // that reads into EIO for good, with no rescue to follow.
+            let check_again = origin.cause == FailureCause::Checksum || !context.writable;
+            if check_again && intact(context, physical, checksum) {
                 verified += 1;
                 continue;
             }
@@ -481,15 +488,15 @@ fn handle_file(
         (runs, verified)
     };
     if poisoned.is_empty() {
-        if verified > 0 {
-            return Ok(Outcome::NotConfirmed);
-        }
         // Marked bad all the same: the device said so (or this is a
         // repeat of a report already handled).
         if origin.cause != FailureCause::Checksum {
             bad_now.push(run);
         }
-        return Ok(Outcome::AlreadyKnown);
+        return Ok(match verified {
+            0 => Outcome::AlreadyKnown,
+            _ => Outcome::NotConfirmed,
+        });
     }
     for poisoned in &poisoned {
         bad_now.push(BlockRun::new(poisoned.physical, u64::from(poisoned.blocks)));

@@ -378,6 +378,9 @@ impl Shared {
             unhandled,
             held,
         } = failure::handle(&context, range, &origin).map_err(FsError::Failure)?;
+        // A block marked bad whose data still reads (and so was not lost)
+        // is a mark held too.
+        let holds_marks = !held.bad.is_empty() || !held.poison.is_empty();
         if !writable {
             // Recorded if the mount is made writable.
             one_at_a_time.extend(held);
@@ -394,7 +397,7 @@ impl Shared {
         });
         let unrecorded = match unrecorded {
             Some(error) => Some(self.report_unrecorded(&origin, range, error)),
-            None if !writable && marked => Some(
+            None if !writable && (marked || holds_marks) => Some(
                 "the filesystem may not write (read-only or shut down): the bad-block and \
                  lost-data marks were not recorded, and hold only until it is unmounted \
                  (or, mounted read-only, remounted read-write, which records them)"
