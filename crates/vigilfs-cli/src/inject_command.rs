@@ -83,7 +83,10 @@ pub struct InjectArgs {
     /// default EIO until the data is durable, with `fsync_errors=once` what
     /// Linux returns (the error once per open file, then 0). A close rule
     /// reaches files opened after it is set (the kernel is told at open
-    /// whether to report closes).
+    /// whether to report closes). A read failure is one the program sees:
+    /// the kernel's readahead drops its error and reads the page again,
+    /// and that read fails with it, counted once. Reads the page cache
+    /// answers never reach the rule (--drop-caches).
     #[arg(long, value_name = "OPS", value_delimiter = ',')]
     pub op: Vec<String>,
     /// Only files whose path (relative to the mount's root) matches this

@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -528,6 +528,44 @@ fn close_errno(path: &Path) -> Option<i32> {
     // owns or closes it.
     let closed = unsafe { libc::close(descriptor) };
     (closed != 0).then(|| std::io::Error::last_os_error().raw_os_error().unwrap())
+}
+
+/// A read rule's failure reaches the program: the kernel's readahead
+/// took the first failure and dropped it, then read the page again, and
+/// the program got its data while the rule counted an injection.
+#[test]
+fn a_read_rule_with_a_limit_fails_the_programs_read_once() {
+    if fuse_missing("a_read_rule_with_a_limit_fails_the_programs_read_once") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let data = vec![b'x'; 64 << 10];
+    write_synced(&scratch.at("p1"), &data);
+    scratch.inject(&[
+        "--op",
+        "read",
+        "--path",
+        "p1",
+        "--limit",
+        "1",
+        "--drop-caches",
+    ]);
+    let mut file = File::open(scratch.at("p1")).unwrap();
+    let mut buffer = vec![0; 4096];
+    let failed = file.read(&mut buffer);
+    assert_eq!(
+        failed.map_err(|error| error.raw_os_error()),
+        Err(Some(libc::EIO))
+    );
+    // Once: the rule's limit is reached.
+    let mut again = Vec::new();
+    file.read_to_end(&mut again).unwrap();
+    assert_eq!(again, data);
+    drop(file);
+    let rules = scratch.status()["fault_rules"].clone();
+    assert_eq!(rules[0]["injected"], 1, "{rules}");
+    scratch.umount(pid);
 }
 
 #[test]

@@ -33,7 +33,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::error::{FsError, FsResult};
 use super::known_names::KnownNames;
@@ -566,6 +566,34 @@ pub struct Faults {
     /// Where operations its delay rules hold wait; released when the
     /// rules change.
     delays: DelayGate,
+    /// Reads a rule failed lately, for the kernel's retry (see
+    /// [`Faults::read`]).
+    failed_reads: Mutex<Vec<FailedRead>>,
+}
+
+/// A read a rule failed: which file bytes, by which rule, when.
+struct FailedRead {
+    ino: u64,
+    bytes: std::ops::Range<u64>,
+    rule: RuleId,
+    errno: Errno,
+    at: Instant,
+}
+
+/// How long after a failed read the kernel's retry of it is expected. It
+/// comes at once; the margin is for a loaded machine.
+const READ_RETRY_WINDOW: Duration = Duration::from_secs(1);
+
+/// Failed reads remembered at most (the oldest is dropped).
+const FAILED_READS_KEPT: usize = 64;
+
+/// The error a rule's failure of `operation` gives.
+fn injected(rule: RuleId, operation: Operation, errno: Errno) -> FsError {
+    FsError::Injected {
+        rule: rule.0,
+        operation: operation.name(),
+        errno: errno.0,
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -587,6 +615,7 @@ impl Faults {
             any_armed: AtomicBool::new(false),
             started: std::array::from_fn(|_| AtomicU64::new(0)),
             delays: DelayGate::default(),
+            failed_reads: Mutex::new(Vec::new()),
         }
     }
 
@@ -781,13 +810,52 @@ impl Faults {
             None => Ok(()),
             Some((rule, errno)) => {
                 self.log_operation(rule, operation, ino, &paths, Some(errno), Duration::ZERO);
-                Err(FsError::Injected {
-                    rule: rule.0,
-                    operation: operation.name(),
-                    errno: errno.0,
-                })
+                Err(injected(rule, operation, errno))
             }
         }
+    }
+
+    /// A read of `length` bytes of `ino` at `offset` is about to run:
+    /// [`Faults::operation`] for reads, with one addition. A buffered read
+    /// reaches the daemon first as the kernel's readahead, whose failure
+    /// the kernel drops: it then reads the page the program asked for
+    /// again, alone, and only that read's error reaches the program. So
+    /// the first read of `ino` within a failed read's bytes, soon after it
+    /// failed, fails with it, as the same injection (not counted or logged
+    /// again): an injected read failure is one the program sees. (A
+    /// direct read's error reaches the program at once; a retry the
+    /// program itself makes at once is taken for the kernel's.)
+    pub fn read(&self, ino: u64, offset: u64, length: u64) -> FsResult<()> {
+        if self.any.load(Ordering::Acquire) {
+            let mut failed_reads = lock(&self.failed_reads);
+            failed_reads.retain(|failed| failed.at.elapsed() < READ_RETRY_WINDOW);
+            let retried = failed_reads
+                .iter()
+                .position(|failed| failed.ino == ino && failed.bytes.contains(&offset));
+            if let Some(index) = retried {
+                let failed = failed_reads.remove(index);
+                let rules = lock(&self.rules);
+                // A rule cleared meanwhile takes its failure with it.
+                if rules.iter().any(|rule| rule.id == failed.rule) {
+                    return Err(injected(failed.rule, Operation::Read, failed.errno));
+                }
+            }
+        }
+        let result = self.operation(Operation::Read, ino, None);
+        if let Err(FsError::Injected { rule, errno, .. }) = &result {
+            let mut failed_reads = lock(&self.failed_reads);
+            if failed_reads.len() >= FAILED_READS_KEPT {
+                failed_reads.remove(0);
+            }
+            failed_reads.push(FailedRead {
+                ino,
+                bytes: offset..offset.saturating_add(length.max(1)),
+                rule: RuleId(*rule),
+                errno: Errno(*errno),
+                at: Instant::now(),
+            });
+        }
+        result
     }
 
     fn log_operation(

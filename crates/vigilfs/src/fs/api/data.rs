@@ -101,7 +101,7 @@ impl Filesystem {
         if !file.flags.read {
             return Err(FsError::WrongAccessMode(handle, "reading"));
         }
-        self.inject(Operation::Read, file.ino, None)?;
+        self.shared.faults.read(file.ino, offset, length as u64)?;
         self.shared.note_foreground();
         let result = {
             let cursors = file.handle();
