@@ -89,7 +89,8 @@ fn parse_percent(text: &str) -> Result<Probability, Failure> {
     let trimmed = text.trim().trim_end_matches('%');
     let probability = format!("{trimmed}%").parse::<Probability>().map_err(|_| {
         bad_arguments(format!(
-            "--flaky `{text}` is not a percentage from 0 to 100 (like 10 or 0.5)"
+            "--flaky `{text}` is not a percentage from 0.0001 to 100 in steps of 0.0001 (one \
+             in a million), written like 10 or 0.5"
         ))
     })?;
     // As --limit 0 is: a rule that can never fire tests nothing.

@@ -835,6 +835,19 @@ fn data_written_before_a_failed_flush_is_not_reported_lost_when_writes_stop() {
         matches!(fs.status().state, LifeState::ReadOnly(_)),
         "the journal's failure stopped writes"
     );
+    // A flush names no bytes: its error has no device range (it said
+    // `device 0+0`).
+    let journal_errors: Vec<_> = earlier_records(&fs)
+        .into_iter()
+        .filter(|record| record.subtypes & fserror::Subtypes::JOURNAL.bits() != 0)
+        .collect();
+    assert!(!journal_errors.is_empty());
+    assert!(
+        journal_errors
+            .iter()
+            .all(|record| record.device_range.is_none()),
+        "{journal_errors:?}"
+    );
     fixture.plan.clear();
     fs.release(handle).unwrap();
     let _ = fs.unmount();

@@ -282,10 +282,12 @@ fn causes<'a>(
     std::iter::successors(Some(error), |error| error.source())
 }
 
-/// The device bytes a device error underneath `error` was about.
+/// The device bytes a device error underneath `error` was about (none for
+/// a flush, which names no bytes).
 fn device_range(error: &FsError) -> Option<(u64, u64)> {
     causes(error)
         .find_map(|cause| cause.downcast_ref::<DeviceError>())
+        .filter(|device| !device.range.is_empty())
         .map(|device| (device.range.start, device.range.len()))
 }
 
