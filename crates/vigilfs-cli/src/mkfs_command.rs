@@ -65,8 +65,8 @@ pub fn run(request: &MkfsRequest) -> Result<u8, Failure> {
             Err(refused) => return Err(Failure::usage(refused.message(image))),
         }
     };
+    let size = request.size.unwrap_or(DEFAULT_IMAGE_SIZE);
     let device = if created {
-        let size = request.size.unwrap_or(DEFAULT_IMAGE_SIZE);
         FileDevice::create_image(image, size.0, SectorSize::Bytes512).map_err(|error| {
             Failure::operational(format!("cannot create {}: {error}", image.display()))
         })?
@@ -89,7 +89,7 @@ pub fn run(request: &MkfsRequest) -> Result<u8, Failure> {
             if created {
                 let _ = fs::remove_file(image);
             }
-            return Err(mkfs_failure(image, &error));
+            return Err(mkfs_failure(image, created.then_some(size), &error));
         }
     };
     let layout = &superblock.layout;
@@ -146,7 +146,7 @@ pub fn create_formatted(image: &Path, size: ByteSize) -> Result<(), Failure> {
     };
     make_filesystem(Arc::new(device), &options).map_err(|error| {
         let _ = fs::remove_file(image);
-        mkfs_failure(image, &error)
+        mkfs_failure(image, Some(size), &error)
     })?;
     Ok(())
 }
@@ -161,9 +161,19 @@ fn invoking_user() -> (u32, u32) {
 
 /// A failed mkfs as a command failure: sizes and options that cannot make
 /// a filesystem are the command line's fault (exit 2), the rest is
-/// operational.
-fn mkfs_failure(image: &Path, error: &MkfsError) -> Failure {
-    let message = format!("mkfs on {} failed: {error}", image.display());
+/// operational. `created`: the size of the image this command created.
+fn mkfs_failure(image: &Path, created: Option<ByteSize>, error: &MkfsError) -> Failure {
+    let message = match (error, created) {
+        // The image holds whole sectors: the device is the size asked,
+        // rounded down, which would name a size nobody gave.
+        (MkfsError::DeviceTooSmall { minimum, .. }, Some(size)) => format!(
+            "mkfs on {} failed: --size {size} is too small: a filesystem needs at least {} \
+             ({minimum} bytes)",
+            image.display(),
+            ByteSize(minimum.next_multiple_of(1 << 20))
+        ),
+        _ => format!("mkfs on {} failed: {error}", image.display()),
+    };
     match error {
         MkfsError::DeviceTooSmall { .. }
         | MkfsError::JournalSize { .. }

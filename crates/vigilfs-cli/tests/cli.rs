@@ -166,6 +166,15 @@ fn failed_mkfs_leaves_no_image_behind() {
     assert_eq!(failed.status.code(), Some(2));
     assert!(text(&failed.stderr).contains("too small"));
     assert!(!directory.path().join("tiny.img").exists());
+    // The size given is named, not the whole sectors it rounds down to
+    // (`--size 1` said "device of 0 bytes").
+    let failed = vigilfs(&["mkfs", "tiny.img", "--size", "1"], directory.path());
+    assert_eq!(failed.status.code(), Some(2));
+    assert!(
+        text(&failed.stderr).contains("--size 1 bytes is too small"),
+        "{}",
+        text(&failed.stderr)
+    );
     let failed = vigilfs(
         &[
             "crash-test",
