@@ -1395,6 +1395,7 @@ fn a_read_only_mount_salvages_around_an_unreadable_tree_of_file_records() {
     );
     let fs = fixture.mount_with(MountOptions {
         read_only: true,
+        errors: Some(ErrorsPolicy::Continue),
         ..MountOptions::default()
     });
     assert_eq!(read_file(&fs, b"kept"), b"intact data");
@@ -1414,4 +1415,12 @@ fn a_read_only_mount_salvages_around_an_unreadable_tree_of_file_records() {
         record.first.as_ref().and_then(|first| first.block),
         Some(xattrs_root)
     );
+    // remount,rw would build on a tree whose records are unknown.
+    let refused = fs.make_writable().unwrap_err().to_string();
+    assert!(
+        refused.contains("the xattrs b-tree could not be read at mount"),
+        "{refused}"
+    );
+    fs.unmount().unwrap();
+    assert!(Filesystem::mount(fixture.device.clone(), MountOptions::default()).is_err());
 }

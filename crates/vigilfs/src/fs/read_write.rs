@@ -179,6 +179,14 @@ impl Filesystem {
         if let Some(why) = read_only_mount.kept_read_only() {
             return Err(FsError::ReadOnly(Some(format!("{why}; {again}"))));
         }
+        if let Some((tree, error)) = shared.metadata.trees.unreadable_trees().into_iter().next() {
+            // Writing would build on a tree whose records are unknown, and
+            // orphans and claims are settled through it.
+            return Err(FsError::ReadOnly(Some(format!(
+                "the {tree} b-tree could not be read at mount ({error}): the mount stays \
+                 read-only; copy out what it can read"
+            ))));
+        }
         let unknown = shared.superblock().features.ro_compat & !Features::KNOWN_RO_COMPAT;
         if unknown != 0 {
             return Err(FsError::ReadOnly(Some(format!(
