@@ -1386,6 +1386,40 @@ fn a_reported_block_that_still_reads_on_a_read_only_mount_stays_readable() {
     fs.unmount().unwrap();
 }
 
+/// A block that fails to read, on a mount that may not write, is handled
+/// once: its handling read it again, which failed, was reported and
+/// handled again, without end (a CPU spun and the failing disk was read
+/// hundreds of thousands of times a second).
+#[test]
+fn a_failing_block_on_a_read_only_mount_is_handled_once() {
+    let fixture = Fixture::new();
+    let (fs, ino, block) = read_only_mount_of_a_file(&fixture);
+    fixture.bad_block(block);
+    let handle = fs
+        .open(ino, OpenFlags::from_libc(libc::O_RDONLY), &root())
+        .unwrap();
+    assert_eq!(errno_of(fs.read(handle, 0, BLOCK as usize)), libc::EIO);
+    fs.release(handle).unwrap();
+    let settled = |fs: &Filesystem| {
+        let mut last = u64::MAX;
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let notices = fs.status().media.notices.received;
+            if notices == last {
+                return notices;
+            }
+            assert!(notices < 100, "still handling: {notices} notices");
+            last = notices;
+        }
+    };
+    let notices = settled(&fs);
+    assert!(notices <= 2, "{notices} notices for one failure");
+    let media = fs.status().media;
+    assert_eq!((media.bad_blocks, media.poisoned_runs), (1, 1), "{media:?}");
+    fixture.plan.clear();
+    fs.unmount().unwrap();
+}
+
 /// What a read-only mount marked in memory (bad blocks, lost file data)
 /// is recorded when it is made writable (`remount,rw`): the next mount
 /// still knows it (it used to be forgotten at the unmount).

@@ -457,10 +457,17 @@ fn handle_file(
                 continue;
             }
             // A mismatch found is checked again (it may have been on the
-            // way to the medium). Any block that reads back whole is kept
-            // too when nothing can be moved: poisoning it would turn data
-            // that reads into EIO for good, with no rescue to follow.
-            let check_again = origin.cause == FailureCause::Checksum || !context.writable;
+            // way to the medium). A reported block that reads back whole is
+            // kept too when nothing can be moved: poisoning it would turn
+            // data that reads into EIO for good, with no rescue to follow.
+            // A block the device failed to read is not read again here:
+            // that read's failure would be reported, and handled, and read
+            // again, without end.
+            let check_again = match origin.cause {
+                FailureCause::Checksum => true,
+                FailureCause::Reported => !context.writable,
+                FailureCause::Media => false,
+            };
             if check_again && intact(context, physical, checksum) {
                 verified += 1;
                 continue;
