@@ -442,15 +442,6 @@ fn shutdown_stops_all_writing() {
     scratch.umount(pid);
 }
 
-fn rule_id(output: &Output) -> u64 {
-    let stdout = text(&output.stdout);
-    stdout
-        .strip_prefix("added rule ")
-        .and_then(|rest| rest.split(':').next())
-        .and_then(|id| id.parse().ok())
-        .unwrap_or_else(|| panic!("no rule id in {stdout:?}"))
-}
-
 #[test]
 fn inject_forms_change_the_live_fault_plan() {
     if fuse_missing("inject_forms_change_the_live_fault_plan") {

@@ -371,3 +371,13 @@ pub fn sample(scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str
         ref other => panic!("{name}: {other:?}"),
     }
 }
+
+/// The id `vigilfs inject` printed for the rule it added.
+pub fn rule_id(output: &Output) -> u64 {
+    let stdout = text(&output.stdout);
+    stdout
+        .strip_prefix("added rule ")
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no rule id in {stdout:?}"))
+}

@@ -571,6 +571,16 @@ pub struct Faults {
     failed_reads: Mutex<Vec<FailedRead>>,
 }
 
+/// Whose read reaches the daemon, as far as fault rules care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadKind {
+    /// Through the kernel's page cache (readahead, a page fault, a read
+    /// of a page): the kernel may drop the error and read again.
+    Buffered,
+    /// A descriptor's `O_DIRECT` read: its error reaches the caller.
+    Direct,
+}
+
 /// A read a rule failed: which file bytes, by which rule, when.
 struct FailedRead {
     ino: u64,
@@ -580,8 +590,8 @@ struct FailedRead {
     at: Instant,
 }
 
-/// How long after a failed read the kernel's retry of it is expected. It
-/// comes at once; the margin is for a loaded machine.
+/// How long a failed buffered read's bytes keep failing (see
+/// [`Faults::read`]).
 const READ_RETRY_WINDOW: Duration = Duration::from_secs(1);
 
 /// Failed reads remembered at most (the oldest is dropped).
@@ -816,32 +826,35 @@ impl Faults {
     }
 
     /// A read of `length` bytes of `ino` at `offset` is about to run:
-    /// [`Faults::operation`] for reads, with one addition. A buffered read
-    /// reaches the daemon first as the kernel's readahead, whose failure
-    /// the kernel drops: it then reads the page the program asked for
-    /// again, alone, and only that read's error reaches the program. So
-    /// the first read of `ino` within a failed read's bytes, soon after it
-    /// failed, fails with it, as the same injection (not counted or logged
-    /// again): an injected read failure is one the program sees. (A
-    /// direct read's error reaches the program at once; a retry the
-    /// program itself makes at once is taken for the kernel's.)
-    pub fn read(&self, ino: u64, offset: u64, length: u64) -> FsResult<()> {
-        if self.any.load(Ordering::Acquire) {
+    /// [`Faults::operation`] for reads, with one addition. The kernel
+    /// drops the error of a buffered read it started itself (readahead)
+    /// and reads again, page by page, a page fault even twice; a failure
+    /// reaches the program only if the bytes keep failing. So a buffered
+    /// read a rule fails keeps failing for [`READ_RETRY_WINDOW`]: every
+    /// buffered read of its bytes in that time fails with it, as the same
+    /// injection (counted and logged once), as the bytes of a failing disk
+    /// would. A direct read's error reaches its caller: it fails once.
+    pub fn read(&self, ino: u64, offset: u64, length: u64, kind: ReadKind) -> FsResult<()> {
+        let bytes = offset..offset.saturating_add(length.max(1));
+        if kind == ReadKind::Buffered && self.any.load(Ordering::Acquire) {
             let mut failed_reads = lock(&self.failed_reads);
             failed_reads.retain(|failed| failed.at.elapsed() < READ_RETRY_WINDOW);
-            let retried = failed_reads
-                .iter()
-                .position(|failed| failed.ino == ino && failed.bytes.contains(&offset));
-            if let Some(index) = retried {
-                let failed = failed_reads.remove(index);
-                let rules = lock(&self.rules);
-                // A rule cleared meanwhile takes its failure with it.
-                if rules.iter().any(|rule| rule.id == failed.rule) {
-                    return Err(injected(failed.rule, Operation::Read, failed.errno));
-                }
+            let rules = lock(&self.rules);
+            // A rule cleared meanwhile takes its failure with it.
+            let held = failed_reads.iter().find(|failed| {
+                failed.ino == ino
+                    && failed.bytes.start < bytes.end
+                    && bytes.start < failed.bytes.end
+                    && rules.iter().any(|rule| rule.id == failed.rule)
+            });
+            if let Some(failed) = held {
+                return Err(injected(failed.rule, Operation::Read, failed.errno));
             }
         }
         let result = self.operation(Operation::Read, ino, None);
+        if kind == ReadKind::Direct {
+            return result;
+        }
         if let Err(FsError::Injected { rule, errno, .. }) = &result {
             let mut failed_reads = lock(&self.failed_reads);
             if failed_reads.len() >= FAILED_READS_KEPT {
@@ -849,7 +862,7 @@ impl Faults {
             }
             failed_reads.push(FailedRead {
                 ino,
-                bytes: offset..offset.saturating_add(length.max(1)),
+                bytes,
                 rule: RuleId(*rule),
                 errno: Errno(*errno),
                 at: Instant::now(),
