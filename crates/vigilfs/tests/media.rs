@@ -1403,7 +1403,7 @@ fn a_failing_block_on_a_read_only_mount_is_handled_once() {
     let settled = |fs: &Filesystem| {
         let mut last = u64::MAX;
         loop {
-            std::thread::sleep(std::time::Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(200));
             let notices = fs.status().media.notices.received;
             if notices == last {
                 return notices;
