@@ -1027,6 +1027,38 @@ fn metadata_changes_a_shutdown_drops_are_announced() {
     fs.unmount().unwrap();
 }
 
+/// A change lost when errors=remount-ro stopped the writes is announced
+/// and counted once: the shutdown that followed stopped them again, and
+/// announced and counted it a second time.
+#[test]
+fn a_lost_change_is_announced_once_when_writes_stop_twice() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount_with(MountOptions {
+        errors: Some(ErrorsPolicy::RemountReadOnly),
+        writeback_interval: std::time::Duration::from_secs(600),
+        ..MountOptions::default()
+    });
+    fixture.fail_writes(IoClass::Journal);
+    fs.mkdir(ROOT_INO, b"one", 0o755, &root()).unwrap();
+    assert!(fs.syncfs_once().is_err());
+    assert!(matches!(fs.status().state, LifeState::ReadOnly(_)));
+    let before = fs.status().error_record.total;
+    fs.shutdown(true);
+    let lost: Vec<String> = event_texts(&fs)
+        .into_iter()
+        .filter(|text| text.starts_with("not durable, lost"))
+        .collect();
+    assert_eq!(lost, ["not durable, lost: mkdir one"]);
+    assert_eq!(fs.status().error_record.total, before);
+    // Nothing could be flushed, and the reason does not claim it was.
+    let LifeState::ShutDown(why) = fs.status().state else {
+        panic!("shut down");
+    };
+    assert_eq!(why, "shut down (read-only before: nothing flushed)");
+    fixture.plan.clear();
+    let _ = fs.unmount();
+}
+
 /// A b-tree node whose write failed is named in the error (tree, level,
 /// block, device bytes): its new block is in no map yet, so `owners` could
 /// not say what it was, and the event said only "metadata".

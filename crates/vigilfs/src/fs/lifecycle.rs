@@ -410,9 +410,13 @@ impl Shared {
     fn report_lost_changes(&self) {
         let journal = self.metadata.journal.status();
         let (pending, omitted) = self.changes.pending(journal.durable_seq);
+        let newest = pending.iter().map(|change| change.seq).max().unwrap_or(0);
+        let reported = self
+            .lost_changes_reported
+            .fetch_max(newest, Ordering::AcqRel);
         let lost: Vec<_> = pending
             .into_iter()
-            .filter(|change| change.seq > journal.written_seq)
+            .filter(|change| change.seq > journal.written_seq.max(reported))
             .collect();
         let report = |ino: Option<u64>, origin: &str| {
             self.health.report_with(
@@ -910,6 +914,7 @@ impl Filesystem {
             synchronous: Default::default(),
             lookups_hold_inodes: AtomicBool::new(false),
             deferred_orphans: Mutex::new(orphans_left),
+            lost_changes_reported: AtomicU64::new(0),
             freezes_ended: Mutex::new(false),
             // A read-only mount's kernel mount is read-only too.
             transport_read_only: AtomicBool::new(mounted_read_only),
@@ -1050,10 +1055,11 @@ impl Filesystem {
     /// are written first (best effort); then nothing more is written,
     /// writers get `EIO`, listeners get the SHUTDOWN event.
     pub fn shutdown(&self, flush: bool) {
-        let why = if flush {
-            "shut down (after flushing)"
-        } else {
-            "shut down (without flushing)"
+        let why = match (flush, self.shared.gate.state()) {
+            // Its writes had stopped: nothing could be flushed.
+            (true, LifeState::ReadOnly(_)) => "shut down (read-only before: nothing flushed)",
+            (true, _) => "shut down (after flushing)",
+            (false, _) => "shut down (without flushing)",
         };
         self.shared.shut_down_now(why.into(), flush);
     }
