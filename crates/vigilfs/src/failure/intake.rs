@@ -17,6 +17,7 @@
 //! or overflowed; [`Intake::settle`] returns only when the queue is empty
 //! and no notice is being handled.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
@@ -24,6 +25,28 @@ use std::time::Duration;
 use super::{Origin, Source};
 use crate::alloc::FailureCause;
 use crate::device::{ByteRange, MediaFailure, MediaFailureCallback};
+
+thread_local! {
+    /// Whether this thread handles the media failures its reads meet
+    /// itself (see [`handling_own_failures`]).
+    static HANDLES_OWN_FAILURES: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `work` with the media failures its reads meet left to it: the
+/// device's notices of them are not queued. For a scrub, which handles
+/// every failure it finds as a notice of its own, names itself as the
+/// origin, and counts what became of it; the worker handling the same
+/// range first took the outcome from its summary.
+pub fn handling_own_failures<T>(work: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            HANDLES_OWN_FAILURES.with(|own| own.set(self.0));
+        }
+    }
+    let _restore = Restore(HANDLES_OWN_FAILURES.with(|own| own.replace(true)));
+    work()
+}
 
 /// Notices held by default: plenty for a burst of bad sectors, small
 /// enough that a device reporting garbage cannot eat memory.
@@ -164,6 +187,9 @@ impl Intake {
     pub fn device_callback(self: &Arc<Intake>) -> MediaFailureCallback {
         let intake: Weak<Intake> = Arc::downgrade(self);
         Arc::new(move |failure: MediaFailure| {
+            if HANDLES_OWN_FAILURES.with(Cell::get) {
+                return;
+            }
             if let Some(intake) = intake.upgrade() {
                 let text = format!("{} read", failure.class);
                 intake.offer(

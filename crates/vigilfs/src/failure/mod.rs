@@ -45,7 +45,7 @@ use std::fmt;
 use thiserror::Error;
 
 pub use act::{handle, record_held, Context, Handled, Handling, HeldMarks, Outcome};
-pub use intake::{Intake, IntakeStats, Notice, DEFAULT_INTAKE_CAPACITY};
+pub use intake::{handling_own_failures, Intake, IntakeStats, Notice, DEFAULT_INTAKE_CAPACITY};
 pub use owners::{name_owners, owners, Owner, OwnerKind};
 
 use crate::alloc::FailureCause;

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use super::{Filesystem, FsError, FsResult, LifeState, Shared};
 use crate::btree::TreeId;
-use crate::failure::{Origin, Source};
+use crate::failure::{handling_own_failures, Origin, Source};
 use crate::scrub::{self, Cursor, Finding, Phase, Progress, ScrubOptions, ScrubSink, Scrubber};
 
 /// How long the scrub sleeps between looks at the foreground counter.
@@ -279,7 +279,7 @@ impl Shared {
             rate: request.rate,
             data_only: false,
         };
-        let outcome = scrub::run(&scrubber, from, options, &mut sink);
+        let outcome = handling_own_failures(|| scrub::run(&scrubber, from, options, &mut sink));
         let mut summary = sink.summary;
         self.media.scrub.state().running = None;
         let stats = outcome.map_err(FsError::Scrub)?;
