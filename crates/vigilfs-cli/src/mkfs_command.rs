@@ -170,7 +170,7 @@ fn mkfs_failure(image: &Path, created: Option<ByteSize>, error: &MkfsError) -> F
             "mkfs on {} failed: --size {size} is too small: a filesystem needs at least {} \
              ({minimum} bytes)",
             image.display(),
-            ByteSize(minimum.next_multiple_of(1 << 20))
+            ByteSize(*minimum)
         ),
         _ => format!("mkfs on {} failed: {error}", image.display()),
     };

@@ -170,11 +170,30 @@ fn failed_mkfs_leaves_no_image_behind() {
     // (`--size 1` said "device of 0 bytes").
     let failed = vigilfs(&["mkfs", "tiny.img", "--size", "1"], directory.path());
     assert_eq!(failed.status.code(), Some(2));
-    assert!(
-        text(&failed.stderr).contains("--size 1 bytes is too small"),
-        "{}",
-        text(&failed.stderr)
+    let said = text(&failed.stderr);
+    assert!(said.contains("--size 1 bytes is too small"), "{said}");
+    // The smallest size it names works (it named a rounded-up 3M).
+    let smallest = said
+        .split("needs at least ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("no smallest size in {said:?}"));
+    let made = vigilfs(&["mkfs", "small.img", "--size", smallest], directory.path());
+    assert_eq!(
+        made.status.code(),
+        Some(0),
+        "{smallest}: {}",
+        text(&made.stderr)
     );
+    let smaller = format!(
+        "{}K",
+        smallest.trim_end_matches('K').parse::<u64>().unwrap() - 4
+    );
+    let refused = vigilfs(
+        &["mkfs", "smaller.img", "--size", &smaller],
+        directory.path(),
+    );
+    assert_eq!(refused.status.code(), Some(2), "{smaller}");
     let failed = vigilfs(
         &[
             "crash-test",
