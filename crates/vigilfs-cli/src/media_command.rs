@@ -272,6 +272,13 @@ fn open_image(image: &Path) -> Result<Image, Failure> {
         },
     )
     .map_err(|error| Failure::operational(format!("{}: {error}", image.display())))?;
+    for (_, error) in metadata.trees.unreadable_trees() {
+        eprintln!(
+            "vigilfs: {}: {error}: read around that tree; owners found through it are not \
+             named",
+            image.display()
+        );
+    }
     Ok(Image {
         device,
         metadata,

@@ -66,12 +66,13 @@ impl TreeId {
         TreeId::ALL.into_iter().find(|tree| tree.code() == code)
     }
 
-    /// Whether the tree holds records of files (inodes, entries, extents,
-    /// attributes), which a read-only mount can do without: one that
-    /// cannot be read is salvaged around (see
-    /// [`BtreesOptions::salvage`](super::BtreesOptions::salvage)).
-    pub fn holds_file_records(self) -> bool {
-        !matches!(self, TreeId::Rmap | TreeId::Meta)
+    /// Whether a read-only mount can do without the tree: one that cannot
+    /// be read is salvaged around (see
+    /// [`BtreesOptions::salvage`](super::BtreesOptions::salvage)). Not the
+    /// inodes (no file, not even the root directory, could be reached), the
+    /// reverse map (free space) nor the meta tree (the lost-data records).
+    pub fn salvageable(self) -> bool {
+        matches!(self, TreeId::Dirents | TreeId::Extents | TreeId::Xattrs)
     }
 
     /// Position in [`TreeId::ALL`], for per-tree arrays.

@@ -183,12 +183,11 @@ impl BtreeError {
 pub struct BtreesOptions {
     /// Memory budget of the node cache, in bytes (estimated heap use of cached nodes).
     pub cache_bytes: usize,
-    /// Open even when the root or an interior node of a tree holding file
-    /// records (inodes, entries, extents, attributes) cannot be read: that
-    /// tree then answers every operation with the error its node gave, and
-    /// the other trees work. For a read-only mount, so that one bad block
-    /// does not hide every file; the reverse map and the meta tree must
-    /// still open (free space and the poison records depend on them).
+    /// Open even when the root or an interior node of a tree a read-only
+    /// mount can do without ([`TreeId::salvageable`]: entries, extents,
+    /// attributes) cannot be read: that tree then answers every operation
+    /// with the error its node gave, and the other trees work. For a
+    /// read-only mount, so that one bad block does not hide every file.
     pub salvage: bool,
 }
 

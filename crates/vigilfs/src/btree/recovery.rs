@@ -33,7 +33,7 @@ use super::record::{self, Pointers, Record, RootPointer, Update};
 use super::{BtreeError, Shared, State, TreeId, Unreadable};
 use crate::journal::Replay;
 
-/// Rebuilds the trees of `shared` from `replay`. With `salvage`, a tree of file records
+/// Rebuilds the trees of `shared` from `replay`. With `salvage`, a tree a read-only mount can do without
 /// whose root or interior nodes cannot be read is kept unreadable instead of failing the
 /// open (see [`BtreesOptions::salvage`](super::BtreesOptions::salvage)).
 pub(super) fn recover(shared: &Shared, replay: &Replay, salvage: bool) -> Result<(), BtreeError> {
@@ -67,7 +67,7 @@ pub(super) fn recover(shared: &Shared, replay: &Replay, salvage: bool) -> Result
             .ok_or_else(|| BtreeError::Recovery(format!("roots record lacks the {tree} tree")))?;
         if let Err(error) = rebuild_interior(shared, &mut state, *root, &pointers, first_seq) {
             let unreadable = match &error {
-                _ if !salvage || !tree.holds_file_records() => return Err(error),
+                _ if !salvage || !tree.salvageable() => return Err(error),
                 BtreeError::CorruptNode {
                     tree: found,
                     block,

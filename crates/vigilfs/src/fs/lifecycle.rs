@@ -195,7 +195,7 @@ pub enum MountError {
         "the root directory (inode {ROOT_INO}) {0}: `vigilfs fsck` tells what else is damaged"
     )]
     RootDirectory(String),
-    /// A node of a tree of file records could not be read, on a mount that
+    /// A node of a tree a read-only mount can do without could not be read, on a mount that
     /// would write: a read-only one salvages around it.
     #[error(
         "opening the metadata: {0}; mounted read-only (`-o ro`), the rest can be read: \
@@ -650,7 +650,7 @@ impl Filesystem {
         let log = Arc::new(opened_log.log);
         let mount_count = u64::from(superblock.mount_count) + u64::from(!options.read_only);
         log.record_mount(recovered, mount_count, opened_log.skipped);
-        // A read-only mount salvages around a tree of file records it
+        // A read-only mount salvages around a tree it can do without and
         // cannot read, so that one bad node does not hide every file.
         let tree_options = BtreesOptions {
             salvage: options.read_only,
@@ -664,7 +664,7 @@ impl Filesystem {
         ) {
             Ok(metadata) => Arc::new(metadata),
             Err(OpenError::Btree(error @ BtreeError::CorruptNode { tree, .. }))
-                if tree.holds_file_records() =>
+                if tree.salvageable() =>
             {
                 return Err(MountError::UnreadableTree(error))
             }
@@ -875,7 +875,21 @@ impl Filesystem {
                 superblock.features.ro_compat & !Features::KNOWN_RO_COMPAT
             ))
         } else if options.read_only {
-            LifeState::ReadOnly("mounted read-only".into())
+            let unreadable: Vec<&str> = metadata
+                .trees
+                .unreadable_trees()
+                .iter()
+                .map(|(tree, _)| tree.name())
+                .collect();
+            LifeState::ReadOnly(match unreadable.is_empty() {
+                true => "mounted read-only".into(),
+                // Not to be made writable (see `make_writable`): no hint
+                // of `remount,rw`.
+                false => format!(
+                    "mounted read-only around the {} b-tree, which could not be read",
+                    unreadable.join(" and ")
+                ),
+            })
         } else {
             record_writable_mount(&mut superblock, seconds_now());
             write_superblocks(device.as_ref(), &mut superblock)?;
@@ -956,7 +970,7 @@ impl Filesystem {
         })
     }
 
-    /// The trees of file records this read-only mount could not read and
+    /// The trees this read-only mount could not read and
     /// salvaged around, each with why (operations on them fail with EIO).
     pub fn unreadable_trees(&self) -> Vec<String> {
         self.shared
