@@ -1438,6 +1438,12 @@ fn a_read_only_mount_salvages_around_an_unreadable_tree_of_file_records() {
         "{:?}",
         fs.unreadable_trees()
     );
+    assert_eq!(
+        fs.status().state,
+        LifeState::ReadOnly(
+            "mounted read-only around the xattrs b-tree, which could not be read".into()
+        )
+    );
     let record = fs.status().error_record;
     assert!(
         record.counter(ErrorKind::Metadata).count >= 2,
