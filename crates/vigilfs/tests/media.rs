@@ -1363,16 +1363,19 @@ fn a_notice_on_a_read_only_mount_says_nothing_was_recorded() {
 fn a_reported_block_that_still_reads_on_a_read_only_mount_stays_readable() {
     let fixture = Fixture::new();
     let (fs, ino, block) = read_only_mount_of_a_file(&fixture);
+    let events = listen(&fs);
     let report = fs
         .notify_failure(ByteRange::at(block * BLOCK, BLOCK), Origin::operator("ro"))
         .unwrap();
+    // Said as it is (it said "nothing done"), and announced (it was not).
     assert!(
-        report
-            .handled
-            .iter()
-            .all(|handled| matches!(handled.outcome, Outcome::NotConfirmed)),
+        report.handled.iter().all(|handled| matches!(
+            &handled.outcome,
+            Outcome::Unmovable { why, .. } if why.starts_with("reads back intact")
+        )),
         "{report:?}"
     );
+    assert_eq!(errors(&events).len(), 1);
     let handle = fs
         .open(ino, OpenFlags::from_libc(libc::O_RDONLY), &root())
         .unwrap();

@@ -486,6 +486,23 @@ impl Shared {
                         .into(),
                 };
             }
+            if item.outcome == Outcome::NotConfirmed
+                && !writable
+                && origin.cause == FailureCause::Reported
+                && matches!(item.owner.kind, OwnerKind::File { .. })
+            {
+                // Data a report named that still reads back whole, with
+                // nothing allowed to move it: it stays readable where it is
+                // (the block is marked bad), and that is said, not "nothing
+                // done".
+                item.outcome = Outcome::Unmovable {
+                    blocks: item.owner.range.len().div_ceil(4096),
+                    why: "reads back intact; the filesystem may not write, so it stays where it \
+                          is, readable (its block is marked bad: never used again once the data \
+                          leaves it)"
+                        .into(),
+                };
+            }
             if item.outcome == Outcome::RewriteSuperblock {
                 let result = rewritten.get_or_insert_with(|| {
                     self.write_superblock(None)
