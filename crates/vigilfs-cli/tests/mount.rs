@@ -1083,6 +1083,13 @@ done
     assert_eq!(refused.status.code(), Some(1), "{message}");
     assert!(message.contains("daemon serving it is gone"), "{message}");
     assert!(!is_mounted(&second), "a dead mount was shown on {second:?}");
+    // Control commands say the mount process is gone and what to do (they
+    // said no mount was served there, as if nothing was mounted).
+    let asked = vigilfs(&["status", scratch.mnt()]);
+    let message = text(&asked.stderr);
+    assert_eq!(asked.status.code(), Some(8), "{message}");
+    assert!(message.contains("the mount process is gone"), "{message}");
+    assert!(message.contains("umount"), "{message}");
     // The dead daemon's mount answers ENOTCONN; root detaches it with
     // umount2 (no fusermount3 needed).
     lazy_unmount(&scratch.mountpoint);

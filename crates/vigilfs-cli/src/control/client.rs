@@ -142,12 +142,40 @@ fn connect_mount(mountpoint: &Path) -> Result<(UnixStream, PathBuf), ClientError
         .unwrap_or_else(|| canonical.clone());
     // The first mount point's name first: it is the server's own, while
     // an alias can outlive its bind mount (until a mount there removes it).
-    match connect_trusted(&first, owner) {
+    let outcome = match connect_trusted(&first, owner) {
         Err(ClientError::Unreachable(_)) if first != canonical => {
             connect_trusted(&canonical, owner)
         }
         outcome => outcome,
+    };
+    match outcome {
+        Err(ClientError::Unreachable(_)) if mount_process_gone(&canonical) => {
+            Err(ClientError::Unreachable(format!(
+                "the mount process is gone (killed?): the mount at {} no longer answers; \
+                 `umount {}` ends it; `vigilfs events IMAGE` and `vigilfs fsck IMAGE` then \
+                 read what the image holds",
+                canonical.display(),
+                canonical.display()
+            )))
+        }
+        outcome => outcome,
     }
+}
+
+/// Whether the FUSE mount at `mountpoint` has lost its server
+/// ([`crate::second_mount::served_by_no_one`]). Asked on a thread of its
+/// own, given up after a second: a server that is alive but stuck would
+/// hold the question.
+fn mount_process_gone(mountpoint: &Path) -> bool {
+    let (answer, answered) = std::sync::mpsc::channel();
+    let path = mountpoint.to_path_buf();
+    let asked = std::thread::Builder::new()
+        .name("vigilfs-probe".into())
+        .spawn(move || {
+            let gone = crate::second_mount::served_by_no_one(&path).is_some();
+            let _ = answer.send(gone);
+        });
+    asked.is_ok() && answered.recv_timeout(Duration::from_secs(1)) == Ok(true)
 }
 
 /// Gives the server of the mount at `existing` a second socket name, that
