@@ -149,14 +149,20 @@ fn connect_mount(mountpoint: &Path) -> Result<(UnixStream, PathBuf), ClientError
         outcome => outcome,
     };
     match outcome {
-        Err(ClientError::Unreachable(_)) if mount_process_gone(&canonical) => {
-            Err(ClientError::Unreachable(format!(
-                "the mount process is gone (killed?): the mount at {} no longer answers; \
-                 `umount {}` ends it; `vigilfs events IMAGE` and `vigilfs fsck IMAGE` then \
-                 read what the image holds",
+        Err(ClientError::Unreachable(message)) if mount_process_gone(&canonical) => {
+            let what_to_do = format!(
+                "the mount at {} no longer answers; `umount {}` ends it; `vigilfs events \
+                 IMAGE` and `vigilfs fsck IMAGE` then read what the image holds",
                 canonical.display(),
                 canonical.display()
-            )))
+            );
+            // What the socket search found (a stale socket removed) stays.
+            Err(ClientError::Unreachable(
+                match message.starts_with("the mount process is gone") {
+                    true => format!("{message}: {what_to_do}"),
+                    false => format!("the mount process is gone (killed?): {what_to_do}"),
+                },
+            ))
         }
         outcome => outcome,
     }
