@@ -33,9 +33,9 @@ use super::record::{self, Pointers, Record, RootPointer, Update};
 use super::{BtreeError, Shared, State, TreeId, Unreadable};
 use crate::journal::Replay;
 
-/// Rebuilds the trees of `shared` from `replay`. With `salvage`, a tree a read-only mount can do without
-/// whose root or interior nodes cannot be read is kept unreadable instead of failing the
-/// open (see [`BtreesOptions::salvage`](super::BtreesOptions::salvage)).
+/// Rebuilds the trees of `shared` from `replay`. With `salvage`, a tree a read-only mount
+/// can do without whose root or interior nodes cannot be read is kept unreadable instead of
+/// failing the open (see [`BtreesOptions::salvage`](super::BtreesOptions::salvage)).
 pub(super) fn recover(shared: &Shared, replay: &Replay, salvage: bool) -> Result<(), BtreeError> {
     let mut roots_found: Option<(u64, Vec<RootPointer>)> = None;
     let mut pointers: Vec<(u64, Pointers)> = Vec::new();

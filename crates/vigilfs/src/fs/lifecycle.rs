@@ -195,8 +195,9 @@ pub enum MountError {
         "the root directory (inode {ROOT_INO}) {0}: `vigilfs fsck` tells what else is damaged"
     )]
     RootDirectory(String),
-    /// A node of a tree a read-only mount can do without could not be read, on a mount that
-    /// would write: a read-only one salvages around it.
+    /// A node of a tree a read-only mount can do without could not be
+    /// read, on a mount that would write: a read-only one salvages around
+    /// it.
     #[error(
         "opening the metadata: {0}; mounted read-only (`-o ro`), the rest can be read: \
          operations on that tree fail with EIO, and other files can be copied out"
@@ -970,8 +971,8 @@ impl Filesystem {
         })
     }
 
-    /// The trees this read-only mount could not read and
-    /// salvaged around, each with why (operations on them fail with EIO).
+    /// The trees this read-only mount could not read and salvaged around,
+    /// each with why (operations on them fail with EIO).
     pub fn unreadable_trees(&self) -> Vec<String> {
         self.shared
             .metadata
