@@ -12,13 +12,11 @@ use crate::control::protocol::Request;
 use crate::failure::Failure;
 
 pub fn run(mountpoint: &Path, flush: bool) -> Result<u8, Failure> {
-    client::call(mountpoint, &Request::Shutdown { flush })
+    let answer = client::call(mountpoint, &Request::Shutdown { flush })
         .map_err(|error| error.into_failure("shutdown", mountpoint))?;
-    let how = if flush {
-        "after flushing"
-    } else {
-        "without flushing"
-    };
-    eprintln!("vigilfs: {} shut down ({how})", mountpoint.display());
+    // The mount's own reason says what the flush could do (nothing, on a
+    // filesystem whose writes had stopped).
+    let reason = answer["state_reason"].as_str().unwrap_or("shut down");
+    eprintln!("vigilfs: {} {reason}", mountpoint.display());
     Ok(0)
 }

@@ -439,6 +439,16 @@ fn shutdown_stops_all_writing() {
         fs::read(scratch.at("before")).unwrap(),
         b"written before the shutdown"
     );
+    // A filesystem whose writes had stopped (errors=remount-ro) flushes
+    // nothing, and the command says so (it said "after flushing").
+    scratch.inject(&["--fail-writes", "--class", "journal"]);
+    fs::create_dir(scratch.at("lost")).unwrap();
+    assert!(!vigilfs(&["sync", scratch.mnt()]).status.success());
+    scratch.inject(&["--clear"]);
+    let output = vigilfs(&["shutdown", scratch.mnt()]);
+    let said = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{said}");
+    assert!(said.contains("read-only before: nothing flushed"), "{said}");
     scratch.umount(pid);
 }
 

@@ -1038,17 +1038,31 @@ fn a_lost_change_is_announced_once_when_writes_stop_twice() {
         writeback_interval: std::time::Duration::from_secs(600),
         ..MountOptions::default()
     });
+    // Data no writeback reached before the writes stopped.
+    let (_, dirty) = fs
+        .create(ROOT_INO, b"dirty", 0o644, read_write(), &root())
+        .unwrap();
+    fs.write(dirty, 0, b"never written", &root()).unwrap();
     fixture.fail_writes(IoClass::Journal);
     fs.mkdir(ROOT_INO, b"one", 0o755, &root()).unwrap();
-    assert!(fs.syncfs_once().is_err());
+    let (_, other) = fs
+        .create(ROOT_INO, b"other", 0o644, read_write(), &root())
+        .unwrap();
+    assert!(fs.fsync(other, false).is_err());
     assert!(matches!(fs.status().state, LifeState::ReadOnly(_)));
     let before = fs.status().error_record.total;
     fs.shutdown(true);
-    let lost: Vec<String> = event_texts(&fs)
-        .into_iter()
-        .filter(|text| text.starts_with("not durable, lost"))
+    let texts = event_texts(&fs);
+    let lost: Vec<&String> = texts
+        .iter()
+        .filter(|text| text.starts_with("not durable, lost: mkdir"))
         .collect();
     assert_eq!(lost, ["not durable, lost: mkdir one"]);
+    let unwritten = texts
+        .iter()
+        .filter(|text| text.starts_with("not written: writes stopped"))
+        .count();
+    assert_eq!(unwritten, 1, "{texts:?}");
     assert_eq!(fs.status().error_record.total, before);
     // Nothing could be flushed, and the reason does not claim it was.
     let LifeState::ShutDown(why) = fs.status().state else {
@@ -1056,6 +1070,8 @@ fn a_lost_change_is_announced_once_when_writes_stop_twice() {
     };
     assert_eq!(why, "shut down (read-only before: nothing flushed)");
     fixture.plan.clear();
+    let _ = fs.release(dirty);
+    let _ = fs.release(other);
     let _ = fs.unmount();
 }
 

@@ -40,7 +40,7 @@ use serde_json::{json, Map, Value};
 use vigilfs::device::{ByteRange, FaultPlan};
 use vigilfs::failure::{FailureError, Origin};
 use vigilfs::format::ErrorsPolicy;
-use vigilfs::fs::{AtimeUpdates, Filesystem, FsError, ScrubRequest, SettingsChange};
+use vigilfs::fs::{AtimeUpdates, Filesystem, FsError, LifeState, ScrubRequest, SettingsChange};
 use vigilfs::inode::FileError;
 
 use super::media_report::{failure_report_json, owner_json, scrub_summary_json};
@@ -816,7 +816,13 @@ fn execute(request: Request, fs: &Filesystem, context: &Context, stream: &UnixSt
         Request::Thaw => engine_result(fs.thaw(), fs),
         Request::Shutdown { flush } => {
             fs.shutdown(flush);
-            engine_result(Ok(()), fs)
+            // Why it is shut down: what the flush could do, or an earlier
+            // shutdown's reason.
+            let reason = match fs.status().state {
+                LifeState::ShutDown(why) => Some(why),
+                _ => None,
+            };
+            Response::success(json!({ "state": "shut-down", "state_reason": reason }))
         }
         Request::Metrics => Response::success(json!({
             "text": crate::metrics::render(fs, plan),

@@ -395,6 +395,11 @@ impl Shared {
     /// before), and reports what will never reach the disk: after a
     /// shutdown, or when the `errors=remount-ro` policy acts.
     pub(super) fn stop_writing(&self) {
+        // Writes stop once (errors=, then a shutdown): what was left
+        // unwritten is lost, and reported, once.
+        if self.writes_stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
         self.device.stop();
         self.files.settle();
         self.report_unwritten("not written: writes stopped");
@@ -411,13 +416,9 @@ impl Shared {
     fn report_lost_changes(&self) {
         let journal = self.metadata.journal.status();
         let (pending, omitted) = self.changes.pending(journal.durable_seq);
-        let newest = pending.iter().map(|change| change.seq).max().unwrap_or(0);
-        let reported = self
-            .lost_changes_reported
-            .fetch_max(newest, Ordering::AcqRel);
         let lost: Vec<_> = pending
             .into_iter()
-            .filter(|change| change.seq > journal.written_seq.max(reported))
+            .filter(|change| change.seq > journal.written_seq)
             .collect();
         let report = |ino: Option<u64>, origin: &str| {
             self.health.report_with(
@@ -929,7 +930,7 @@ impl Filesystem {
             synchronous: Default::default(),
             lookups_hold_inodes: AtomicBool::new(false),
             deferred_orphans: Mutex::new(orphans_left),
-            lost_changes_reported: AtomicU64::new(0),
+            writes_stopped: AtomicBool::new(false),
             freezes_ended: Mutex::new(false),
             // A read-only mount's kernel mount is read-only too.
             transport_read_only: AtomicBool::new(mounted_read_only),

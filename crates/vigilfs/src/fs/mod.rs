@@ -151,10 +151,8 @@ pub(crate) struct Shared {
     /// or while the transport's mount was read-only: deleted at thaw, or
     /// when the mount is read-write again (deleting writes).
     deferred_orphans: Mutex<Vec<u64>>,
-    /// The newest journal seq whose lost changes were reported: writes
-    /// stop more than once (errors=, then a shutdown), and a change is
-    /// lost once.
-    lost_changes_reported: AtomicU64,
+    /// Whether writes were stopped ([`Shared::stop_writing`]).
+    writes_stopped: AtomicBool,
     /// Set by [`Filesystem::end_freezes`]: an unmount is coming, and no
     /// freeze may be left standing. A freeze decides whether it stands
     /// under this lock, so one in progress cannot slip past it.
