@@ -85,9 +85,9 @@ pub struct InjectArgs {
     /// reaches files opened after it is set (the kernel is told at open
     /// whether to report closes). A read failure is one the program sees:
     /// the kernel drops a readahead's error and reads again, so a failed
-    /// buffered read keeps failing for its bytes for 1 s (counted once),
-    /// as a bad disk region would; an O_DIRECT read fails once. Reads the
-    /// page cache answers never reach the rule (--drop-caches).
+    /// read keeps failing for its bytes for 1 s, for every reader (counted
+    /// once), as a bad disk region would. Reads the page cache answers
+    /// never reach the rule (--drop-caches).
     #[arg(long, value_name = "OPS", value_delimiter = ',')]
     pub op: Vec<String>,
     /// Only files whose path (relative to the mount's root) matches this

@@ -532,9 +532,11 @@ fn close_errno(path: &Path) -> Option<i32> {
 
 /// A read rule's failure reaches the program: the kernel's readahead
 /// took the first failure and dropped it, then read the page again, and
-/// the program got its data while the rule counted an injection. A
-/// buffered read's failure holds for its bytes for a second (the kernel
-/// retries, a page fault twice); a direct read fails once.
+/// the program got its data while the rule counted an injection. A failed
+/// read's bytes keep failing for a second, for buffered and direct reads
+/// alike: the kernel retries (a page fault twice), and a direct read that
+/// fails in its second part is a short read, after which the program asks
+/// for the rest (dd read a whole file while the rule counted a failure).
 #[test]
 fn a_read_rule_with_a_limit_fails_the_programs_read_once() {
     if fuse_missing("a_read_rule_with_a_limit_fails_the_programs_read_once") {
@@ -542,20 +544,22 @@ fn a_read_rule_with_a_limit_fails_the_programs_read_once() {
     }
     let scratch = Scratch::new();
     let pid = scratch.mount(&["--size", "64M"]);
-    let data = vec![b'x'; 64 << 10];
+    let data = vec![b'x'; 4 << 20];
     write_synced(&scratch.at("p1"), &data);
-    let add_rule = || {
+    let add_rule = |skip: &str| {
         rule_id(&scratch.inject(&[
             "--op",
             "read",
             "--path",
             "p1",
+            "--skip",
+            skip,
             "--limit",
             "1",
             "--drop-caches",
         ]))
     };
-    let buffered = add_rule();
+    let buffered = add_rule("0");
     let mut file = File::open(scratch.at("p1")).unwrap();
     let mut buffer = vec![0; 4096];
     let failed = file.read(&mut buffer);
@@ -572,22 +576,25 @@ fn a_read_rule_with_a_limit_fails_the_programs_read_once() {
     let removed = text(&scratch.inject(&["--remove", &buffered.to_string()]).stdout);
     assert!(removed.contains("injected 1)"), "{removed}");
 
-    let direct = add_rule();
+    // The second request of one large direct read fails.
+    let direct = add_rule("1");
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECT)
         .open(scratch.at("p1"))
         .unwrap();
-    let mut buffer = vec![0u8; 8192];
+    let mut buffer = vec![0u8; (4 << 20) + 4096];
     let aligned = buffer.as_ptr().align_offset(4096);
-    let page = &mut buffer[aligned..aligned + 4096];
-    let failed = file.read_at(page, 0).map_err(|error| error.raw_os_error());
-    assert_eq!(failed, Err(Some(libc::EIO)));
-    assert_eq!(
-        file.read_at(page, 0).unwrap(),
-        4096,
-        "a direct read fails once"
-    );
+    let whole = &mut buffer[aligned..aligned + (4 << 20)];
+    let mut read = 0;
+    let outcome = loop {
+        match file.read_at(&mut whole[read..], read as u64) {
+            Ok(0) => break Ok(read),
+            Ok(count) => read += count,
+            Err(error) => break Err(error.raw_os_error()),
+        }
+    };
+    assert_eq!(outcome, Err(Some(libc::EIO)), "after {read} bytes");
     drop(file);
     let removed = text(&scratch.inject(&["--remove", &direct.to_string()]).stdout);
     assert!(removed.contains("injected 1)"), "{removed}");

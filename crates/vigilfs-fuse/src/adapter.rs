@@ -686,12 +686,7 @@ impl fuser::Filesystem for Adapter {
                 reply.error(Errno::EINVAL);
                 return;
             }
-            // The descriptor's mode now (fcntl can change it after open).
-            let read = match flags.0 & libc::O_DIRECT != 0 {
-                true => Filesystem::read_direct,
-                false => Filesystem::read,
-            };
-            match read(&self.filesystem, handle.0, offset, length) {
+            match self.filesystem.read(handle.0, offset, length) {
                 Ok(bytes) => reply.data(&bytes),
                 Err(error) => reply.error(errno(&error)),
             }

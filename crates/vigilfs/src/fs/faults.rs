@@ -571,16 +571,6 @@ pub struct Faults {
     failed_reads: Mutex<Vec<FailedRead>>,
 }
 
-/// Whose read reaches the daemon, as far as fault rules care.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadKind {
-    /// Through the kernel's page cache (readahead, a page fault, a read
-    /// of a page): the kernel may drop the error and read again.
-    Buffered,
-    /// A descriptor's `O_DIRECT` read: its error reaches the caller.
-    Direct,
-}
-
 /// A read a rule failed: which file bytes, by which rule, when.
 struct FailedRead {
     ino: u64,
@@ -590,8 +580,7 @@ struct FailedRead {
     at: Instant,
 }
 
-/// How long a failed buffered read's bytes keep failing (see
-/// [`Faults::read`]).
+/// How long a failed read's bytes keep failing (see [`Faults::read`]).
 const READ_RETRY_WINDOW: Duration = Duration::from_secs(1);
 
 /// Failed reads remembered at most (the oldest is dropped).
@@ -827,16 +816,17 @@ impl Faults {
 
     /// A read of `length` bytes of `ino` at `offset` is about to run:
     /// [`Faults::operation`] for reads, with one addition. The kernel
-    /// drops the error of a buffered read it started itself (readahead)
-    /// and reads again, page by page, a page fault even twice; a failure
-    /// reaches the program only if the bytes keep failing. So a buffered
-    /// read a rule fails keeps failing for [`READ_RETRY_WINDOW`]: every
-    /// buffered read of its bytes in that time fails with it, as the same
-    /// injection (counted and logged once), as the bytes of a failing disk
-    /// would. A direct read's error reaches its caller: it fails once.
-    pub fn read(&self, ino: u64, offset: u64, length: u64, kind: ReadKind) -> FsResult<()> {
+    /// drops the error of a read it started itself (readahead) and reads
+    /// again, page by page, a page fault even twice; a direct read cut
+    /// short by a failure is a short read, and the program's next read
+    /// asks for the rest. A failure reaches the program only if the bytes
+    /// keep failing. So a read a rule fails keeps failing for
+    /// [`READ_RETRY_WINDOW`]: every read of its bytes in that time fails
+    /// with it, as the same injection (counted and logged once), as the
+    /// bytes of a failing disk would.
+    pub fn read(&self, ino: u64, offset: u64, length: u64) -> FsResult<()> {
         let bytes = offset..offset.saturating_add(length.max(1));
-        if kind == ReadKind::Buffered && self.any.load(Ordering::Acquire) {
+        if self.any.load(Ordering::Acquire) {
             let mut failed_reads = lock(&self.failed_reads);
             failed_reads.retain(|failed| failed.at.elapsed() < READ_RETRY_WINDOW);
             let rules = lock(&self.rules);
@@ -852,9 +842,6 @@ impl Faults {
             }
         }
         let result = self.operation(Operation::Read, ino, None);
-        if kind == ReadKind::Direct {
-            return result;
-        }
         if let Err(FsError::Injected { rule, errno, .. }) = &result {
             let mut failed_reads = lock(&self.failed_reads);
             if failed_reads.len() >= FAILED_READS_KEPT {

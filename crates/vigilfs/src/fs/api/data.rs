@@ -97,30 +97,11 @@ impl Filesystem {
 
     /// Reads up to `length` bytes at `offset` through `handle`.
     pub fn read(&self, handle: u64, offset: u64, length: usize) -> FsResult<Vec<u8>> {
-        self.read_as(handle, offset, length, ReadKind::Buffered)
-    }
-
-    /// [`Filesystem::read`] for a descriptor in `O_DIRECT` mode: the
-    /// caller's own read, with no kernel cache between (a fault rule fails
-    /// it once; see [`Faults::read`](crate::fs::faults::Faults::read)).
-    pub fn read_direct(&self, handle: u64, offset: u64, length: usize) -> FsResult<Vec<u8>> {
-        self.read_as(handle, offset, length, ReadKind::Direct)
-    }
-
-    fn read_as(
-        &self,
-        handle: u64,
-        offset: u64,
-        length: usize,
-        kind: ReadKind,
-    ) -> FsResult<Vec<u8>> {
         let file = self.file(handle)?;
         if !file.flags.read {
             return Err(FsError::WrongAccessMode(handle, "reading"));
         }
-        self.shared
-            .faults
-            .read(file.ino, offset, length as u64, kind)?;
+        self.shared.faults.read(file.ino, offset, length as u64)?;
         self.shared.note_foreground();
         let result = {
             let cursors = file.handle();

@@ -20,7 +20,7 @@ use std::sync::{Arc, PoisonError};
 
 use errseq::Since;
 
-use super::faults::{Operation, ReadKind};
+use super::faults::Operation;
 use super::gate::WriteGuard;
 use super::handles::{OpenDir, OpenFile, OpenFlags};
 use super::health::Incident;
