@@ -144,10 +144,18 @@ impl Sink {
 
 pub fn run(arguments: &EventsArgs) -> Result<u8, Failure> {
     let target = &arguments.target;
-    let metadata = std::fs::metadata(target)
+    let live = match std::fs::metadata(target) {
+        Ok(metadata) => metadata.is_dir(),
+        // A mount whose process died: asking it says so, and what to do.
+        Err(error) if error.raw_os_error() == Some(libc::ENOTCONN) => true,
         // As status, sync and scrub answer a path that is not there.
-        .map_err(|error| Failure::operational(format!("events: {}: {error}", target.display())))?;
-    let live = metadata.is_dir();
+        Err(error) => {
+            return Err(Failure::operational(format!(
+                "events: {}: {error}",
+                target.display()
+            )))
+        }
+    };
     if !live && arguments.follow {
         return Err(Failure::arguments(format!(
             "--follow needs a mount point; {} is an image",

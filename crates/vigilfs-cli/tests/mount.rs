@@ -1019,7 +1019,12 @@ fn kill_9_loses_no_fsynced_data() {
         return;
     }
     let scratch = Scratch::new();
-    let pid = scratch.mount(&["--size", "128M", "-o", "writeback_interval=0.2"]);
+    let pid = scratch.mount(&[
+        "--size",
+        "128M",
+        "-o",
+        "writeback_interval=0.2,attr_timeout=0",
+    ]);
     let record = scratch.directory.path().join("fsynced.txt");
     // A mixed workload: files written and fsynced (recorded after the
     // fsync succeeded), appends and renames and removals left unsynced.
@@ -1095,11 +1100,13 @@ done
     assert!(!is_mounted(&second), "a dead mount was shown on {second:?}");
     // Control commands say the mount process is gone and what to do (they
     // said no mount was served there, as if nothing was mounted).
-    let asked = vigilfs(&["status", scratch.mnt()]);
-    let message = text(&asked.stderr);
-    assert_eq!(asked.status.code(), Some(8), "{message}");
-    assert!(message.contains("the mount process is gone"), "{message}");
-    assert!(message.contains("umount"), "{message}");
+    for command in ["status", "events"] {
+        let asked = vigilfs(&[command, scratch.mnt()]);
+        let message = text(&asked.stderr);
+        assert_eq!(asked.status.code(), Some(8), "{command}: {message}");
+        assert!(message.contains("the mount process is gone"), "{message}");
+        assert!(message.contains("umount"), "{message}");
+    }
     // The dead daemon's mount answers ENOTCONN; root detaches it with
     // umount2 (no fusermount3 needed).
     lazy_unmount(&scratch.mountpoint);
