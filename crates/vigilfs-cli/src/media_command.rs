@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
-use vigilfs::btree::BtreesOptions;
+use vigilfs::btree::{BtreesOptions, TreeId};
 use vigilfs::device::{BlockDevice, ByteRange, FileDevice, FileDeviceOptions, OverlayDevice};
 use vigilfs::failure;
 use vigilfs::format::{read_superblock, Layout};
@@ -272,10 +272,16 @@ fn open_image(image: &Path) -> Result<Image, Failure> {
         },
     )
     .map_err(|error| Failure::operational(format!("{}: {error}", image.display())))?;
-    for (_, error) in metadata.trees.unreadable_trees() {
+    for (tree, error) in metadata.trees.unreadable_trees() {
+        // Owners of file data are found through the names and extents.
+        let effect = match tree {
+            TreeId::Dirents | TreeId::Extents => {
+                "a range holding file data cannot be attributed (it fails); other owners can"
+            }
+            _ => "owners are attributed without it",
+        };
         eprintln!(
-            "vigilfs: {}: {error}: read around that tree; owners found through it are not \
-             named",
+            "vigilfs: {}: {error}: read around that tree: {effect}",
             image.display()
         );
     }
