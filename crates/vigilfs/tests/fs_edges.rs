@@ -1382,15 +1382,10 @@ fn a_missing_or_wrong_root_directory_refuses_the_mount_naming_it() {
     }
 }
 
-/// One unreadable node at the top of a tree of file records (here the
-/// attributes tree's root) no longer hides every file: a read-write mount
-/// is refused, saying that a read-only one salvages around it, and the
-/// read-only mount reads the files, fails that tree's operations with EIO
-/// and records the damage at once. Both mounts were refused, so one bad
-/// block made every intact file unreachable.
-#[test]
-fn a_read_only_mount_salvages_around_an_unreadable_tree_of_file_records() {
-    use vigilfs::btree::TreeId;
+/// A filesystem with one file, `kept`, of data and one attribute, whose
+/// `tree`'s root node then has a flipped bit: the fixture, the file and
+/// the root's block.
+fn file_with_unreadable_root(tree: vigilfs::btree::TreeId) -> (Fixture, vigilfs::fs::Attr, u64) {
     let fixture = Fixture::new();
     let fs = fixture.mount();
     let (file, handle) = fs
@@ -1410,26 +1405,57 @@ fn a_read_only_mount_salvages_around_an_unreadable_tree_of_file_records() {
     let superblock = vigilfs::format::read_superblock(fixture.device.as_ref())
         .unwrap()
         .superblock;
-    let xattrs_root =
-        vigilfs::metadata::Metadata::open_default(fixture.device.clone(), &superblock)
-            .unwrap()
-            .trees
-            .roots()
-            .into_iter()
-            .find(|root| root.tree == TreeId::Xattrs)
-            .unwrap()
-            .block;
+    let block = vigilfs::metadata::Metadata::open_default(fixture.device.clone(), &superblock)
+        .unwrap()
+        .trees
+        .roots()
+        .into_iter()
+        .find(|root| root.tree == tree)
+        .unwrap()
+        .block;
     let block_size = u64::from(superblock.layout.block_size);
     let mut node = vec![0; block_size as usize];
     fixture
         .memory
-        .read_at(xattrs_root * block_size, &mut node, IoClass::Metadata)
+        .read_at(block * block_size, &mut node, IoClass::Metadata)
         .unwrap();
     node[900] ^= 0x10;
     fixture
         .memory
-        .write_at(xattrs_root * block_size, &node, IoClass::Metadata)
+        .write_at(block * block_size, &node, IoClass::Metadata)
         .unwrap();
+    (fixture, file, block)
+}
+
+/// A read that meets the unreadable extents tree of a salvaged mount
+/// names the file it cost (the error named only the tree).
+#[test]
+fn a_read_meeting_an_unreadable_extents_tree_names_its_file() {
+    let (fixture, file, _) = file_with_unreadable_root(vigilfs::btree::TreeId::Extents);
+    let fs = fixture.mount_with(MountOptions {
+        read_only: true,
+        errors: Some(ErrorsPolicy::Continue),
+        ..MountOptions::default()
+    });
+    let handle = fs
+        .open(file.ino, OpenFlags::from_libc(libc::O_RDONLY), &root())
+        .unwrap();
+    assert_eq!(errno(fs.read(handle, 0, 4096)), libc::EIO);
+    fs.release(handle).unwrap();
+    let last = fs.status().error_record.last.expect("an error");
+    assert_eq!(last.inode, Some(file.ino), "{last:?}");
+    fs.unmount().unwrap();
+}
+
+/// One unreadable node at the top of a tree of file records (here the
+/// attributes tree's root) no longer hides every file: a read-write mount
+/// is refused, saying that a read-only one salvages around it, and the
+/// read-only mount reads the files, fails that tree's operations with EIO
+/// and records the damage at once. Both mounts were refused, so one bad
+/// block made every intact file unreachable.
+#[test]
+fn a_read_only_mount_salvages_around_an_unreadable_tree_of_file_records() {
+    let (fixture, file, xattrs_root) = file_with_unreadable_root(vigilfs::btree::TreeId::Xattrs);
 
     let Err(refused) = Filesystem::mount(fixture.device.clone(), MountOptions::default()) else {
         panic!("a read-write mount over an unreadable tree is refused");

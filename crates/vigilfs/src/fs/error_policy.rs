@@ -41,6 +41,7 @@ impl Shared {
         if let Err(error) = &result {
             self.on_error(origin, Some(ino), error);
         }
+        self.note_node_write_failures();
         result
     }
 

@@ -107,7 +107,10 @@ impl Filesystem {
             let cursors = file.handle();
             self.shared.files.read(&cursors, offset, length)
         };
-        let bytes = self.shared.observe("read", result.map_err(FsError::from))?;
+        // A failure of the file's extents names the file it cost.
+        let bytes = self
+            .shared
+            .observe_at("read", file.ino, result.map_err(FsError::from))?;
         self.accessed(file.ino);
         Ok(bytes)
     }
