@@ -1682,6 +1682,34 @@ fn a_scrub_counts_the_loss_it_finds_even_when_the_read_path_handled_it_first() {
     fs.unmount().unwrap();
 }
 
+/// One report is one notice: the handling's own reads of the failed
+/// blocks failed again, and each queued another notice of the same
+/// failure (one report counted as five).
+#[test]
+fn a_report_whose_blocks_fail_to_read_is_one_notice() {
+    let fixture = Fixture::new();
+    let (fs, ino) = fixture.uncached_file("data", &pattern(8, 3));
+    let first = fixture.physical(&fs, ino, 0);
+    fixture
+        .plan
+        .add_rule(FaultRule::bad_blocks(
+            ByteRange::at(first * BLOCK, 4 * BLOCK),
+            BLOCK,
+        ))
+        .expect("rule");
+    let report = fs
+        .notify_failure(
+            ByteRange::at(first * BLOCK, 8 * BLOCK),
+            Origin::operator("one report"),
+        )
+        .unwrap();
+    assert_eq!(report.lost_blocks(), 4, "{report:?}");
+    assert!(fs.settle_failures(SETTLE));
+    assert_eq!(fs.status().media.notices.received, 1);
+    fixture.plan.clear();
+    fs.unmount().unwrap();
+}
+
 /// What a scrub finds is handled, counted and named as the scrub's: the
 /// device's notices of its failed reads were queued too, and when the
 /// failure worker healed a block first the scrub's summary left it out

@@ -27,24 +27,28 @@ use crate::alloc::FailureCause;
 use crate::device::{ByteRange, MediaFailure, MediaFailureCallback};
 
 thread_local! {
-    /// Whether this thread handles the media failures its reads meet
-    /// itself (see [`handling_own_failures`]).
-    static HANDLES_OWN_FAILURES: Cell<bool> = const { Cell::new(false) };
+    /// The device bytes whose media failures this thread handles itself
+    /// (see [`handling_own_failures`]), as start and end.
+    static HANDLES_OWN_FAILURES: Cell<Option<(u64, u64)>> = const { Cell::new(None) };
 }
 
-/// Runs `work` with the media failures its reads meet left to it: the
-/// device's notices of them are not queued. For a scrub, which handles
-/// every failure it finds as a notice of its own, names itself as the
-/// origin, and counts what became of it; the worker handling the same
-/// range first took the outcome from its summary.
-pub fn handling_own_failures<T>(work: impl FnOnce() -> T) -> T {
-    struct Restore(bool);
+/// Runs `work` with the media failures its reads meet within `range` left
+/// to it: the device's notices of them are not queued. For a scrub (the
+/// whole device), which handles every failure it finds as a notice of its
+/// own, names itself as the origin, and counts what became of it (the
+/// worker handling the same range first took the outcome from its
+/// summary); and for the handling of a notice (its range), whose reads of
+/// the failed blocks fail again (each queued one more notice of what was
+/// being handled).
+pub fn handling_own_failures<T>(range: ByteRange, work: impl FnOnce() -> T) -> T {
+    struct Restore(Option<(u64, u64)>);
     impl Drop for Restore {
         fn drop(&mut self) {
             HANDLES_OWN_FAILURES.with(|own| own.set(self.0));
         }
     }
-    let _restore = Restore(HANDLES_OWN_FAILURES.with(|own| own.replace(true)));
+    let handled = Some((range.start, range.end));
+    let _restore = Restore(HANDLES_OWN_FAILURES.with(|own| own.replace(handled)));
     work()
 }
 
@@ -187,7 +191,10 @@ impl Intake {
     pub fn device_callback(self: &Arc<Intake>) -> MediaFailureCallback {
         let intake: Weak<Intake> = Arc::downgrade(self);
         Arc::new(move |failure: MediaFailure| {
-            if HANDLES_OWN_FAILURES.with(Cell::get) {
+            let own = HANDLES_OWN_FAILURES.with(Cell::get);
+            if own.is_some_and(|(start, end)| {
+                start <= failure.range.start && failure.range.end <= end
+            }) {
                 return;
             }
             if let Some(intake) = intake.upgrade() {

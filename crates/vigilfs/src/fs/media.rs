@@ -377,7 +377,8 @@ impl Shared {
             unrecorded,
             unhandled,
             held,
-        } = failure::handle(&context, range, &origin).map_err(FsError::Failure)?;
+        } = failure::handling_own_failures(range, || failure::handle(&context, range, &origin))
+            .map_err(FsError::Failure)?;
         // A block marked bad whose data still reads (and so was not lost)
         // is a mark held too.
         let holds_marks = !held.bad.is_empty() || !held.poison.is_empty();

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use super::{Filesystem, FsError, FsResult, LifeState, Shared};
 use crate::btree::TreeId;
+use crate::device::ByteRange;
 use crate::failure::{handling_own_failures, Origin, Source};
 use crate::scrub::{self, Cursor, Finding, Phase, Progress, ScrubOptions, ScrubSink, Scrubber};
 
@@ -279,7 +280,10 @@ impl Shared {
             rate: request.rate,
             data_only: false,
         };
-        let outcome = handling_own_failures(|| scrub::run(&scrubber, from, options, &mut sink));
+        let whole_device = ByteRange::new(0, u64::MAX);
+        let outcome = handling_own_failures(whole_device, || {
+            scrub::run(&scrubber, from, options, &mut sink)
+        });
         let mut summary = sink.summary;
         self.media.scrub.state().running = None;
         let stats = outcome.map_err(FsError::Scrub)?;
