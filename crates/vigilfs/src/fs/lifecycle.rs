@@ -29,7 +29,7 @@ use super::settings::{LiveSettings, Settings, SettingsChange};
 use super::unsynced::Changes;
 use super::{Filesystem, FsError, FsResult, LifeState, Shared};
 use crate::alloc::AllocatorStatus;
-use crate::btree::{BtreeError, BtreesOptions};
+use crate::btree::{BtreeError, BtreesOptions, TreeId};
 use crate::device::{BlockDevice, FaultPlan, FileFaults, OverlayDevice, StoppableDevice};
 use crate::failure::{Intake, DEFAULT_INTAKE_CAPACITY};
 use crate::format::event_log::TEXT_CAPACITY;
@@ -665,8 +665,10 @@ impl Filesystem {
             tree_options,
         ) {
             Ok(metadata) => Arc::new(metadata),
+            // The hint only where a read-only mount reaches files: with
+            // the names unreadable, none can be looked up.
             Err(OpenError::Btree(error @ BtreeError::CorruptNode { tree, .. }))
-                if tree.salvageable() =>
+                if tree.salvageable() && tree != TreeId::Dirents =>
             {
                 return Err(MountError::UnreadableTree(error))
             }
