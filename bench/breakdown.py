@@ -14,6 +14,9 @@ traced with ftrace while the workload runs alone on the mount:
   unlink       N x unlink of them
   sqlite       N x one-row INSERT transaction in SQLite (WAL,
                synchronous=FULL), bench/mount.sh's SQLite pattern
+  pgbench      N TPC-B-like transactions of pgbench -c 2 (bench/mount.sh's
+               PostgreSQL pattern, scale 5), when PostgreSQL and its
+               `postgres` user are installed
 
 and for each it prints, per operation of the workload: the FUSE requests
 by opcode (count per operation), each one's median round trip (queued by
@@ -23,14 +26,16 @@ writev, on the same thread), the device flushes (fdatasync of the image)
 per operation, and the wall time per operation seen by the program.
 
 Usage: breakdown.py VIGILFS_BINARY WORKDIR [N] [MOUNT_OPTIONS]
+WORKLOADS="sqlite pgbench" runs only those (default: all of them).
 WORKDIR must be on tmpfs (the image goes there). Tracing costs time: the
 absolute figures are inflated; the shares and counts are what to read.
 """
-import collections, os, random, re, sqlite3, statistics, subprocess, sys, time
+import collections, glob, os, pwd, random, re, shutil, sqlite3, statistics, subprocess, sys, time
 
 V, WORK = sys.argv[1], sys.argv[2]
 N = int(sys.argv[3]) if len(sys.argv) > 3 else 2000
 OPTIONS = sys.argv[4] if len(sys.argv) > 4 else ""
+WORKLOADS = os.environ.get("WORKLOADS", "write_fsync create stat unlink sqlite pgbench").split()
 TRACING = "/sys/kernel/tracing"
 OPCODES = {1: "LOOKUP", 2: "FORGET", 3: "GETATTR", 4: "SETATTR", 10: "UNLINK", 14: "OPEN",
            15: "READ", 16: "WRITE", 18: "RELEASE", 20: "FSYNC", 22: "GETXATTR", 25: "FLUSH",
@@ -43,12 +48,14 @@ def tracefs(name, value):
         f.write(value)
 
 
-def start_trace(daemon_tids):
+def start_trace(daemon_tids, connection):
     tracefs("tracing_on", "0")
     tracefs("trace", "")
     tracefs("buffer_size_kb", "65536")
     tracefs("set_event", "")
+    # Only this mount's requests: other FUSE mounts may be busy beside it.
     for event in ["fuse/fuse_request_send", "fuse/fuse_request_end"]:
+        tracefs(f"events/{event}/filter", f"connection == {connection}")
         tracefs(f"events/{event}/enable", "1")
     syscalls = ["sys_exit_read", "sys_enter_writev", "sys_enter_fdatasync",
                 "sys_exit_fdatasync", "sys_enter_fsync"]
@@ -70,6 +77,7 @@ def stop_trace():
         tracefs(f"events/syscalls/{event}/filter", "0")
     for event in ["fuse/fuse_request_send", "fuse/fuse_request_end"]:
         tracefs(f"events/{event}/enable", "0")
+        tracefs(f"events/{event}/filter", "0")
     tracefs("trace", "")
     return text
 
@@ -141,6 +149,44 @@ def report(name, text, ops, wall):
     print(f"| (all requests) | | | | {us(total)} |")
 
 
+def pgbench(mnt, traced):
+    """PostgreSQL's server with its data directory on the mount, then N
+    transactions of `pgbench -c 2 -j 2` traced (bench/mount.sh's pattern)."""
+    binaries = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        binaries = []
+    if not binaries:
+        print("\n**pgbench**: skipped, PostgreSQL or its `postgres` user is not installed")
+        return
+    binary = binaries[-1]
+    data = os.path.join(mnt, "pgdata")
+    os.mkdir(data)
+    shutil.chown(data, "postgres")
+    log = os.path.join(WORK, "postgres.log")
+    open(log, "w").close()
+    shutil.chown(log, "postgres")
+
+    def as_postgres(*command):
+        subprocess.run(["runuser", "-u", "postgres", "--", *command], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    connect = ["-h", "/tmp", "-p", "54329"]
+    as_postgres(f"{binary}/initdb", "-D", data, "-A", "trust")
+    as_postgres(f"{binary}/pg_ctl", "-D", data, "-o", "-k /tmp -p 54329 -c listen_addresses=''",
+                "-l", log, "-w", "start")
+    try:
+        as_postgres(f"{binary}/pgbench", *connect, "-i", "-s", "5", "postgres")
+        per_client = max(N // 2, 1)
+        traced("pgbench -c 2 transaction (TPC-B-like, scale 5)",
+               lambda _: as_postgres(f"{binary}/pgbench", *connect, "-c", "2", "-j", "2",
+                                     "-t", str(per_client), "postgres"),
+               [None], operations=2 * per_client)
+    finally:
+        as_postgres(f"{binary}/pg_ctl", "-D", data, "-m", "fast", "-w", "stop")
+
+
 def main():
     image = os.path.join(WORK, "breakdown.img")
     mnt = os.path.join(WORK, "mnt")
@@ -154,32 +200,34 @@ def main():
         command += ["-o", OPTIONS]
     subprocess.run(command, check=True)
     pid = int(open(pidfile).read())
+    # The kernel names a FUSE connection by its superblock's device number.
+    connection = os.minor(os.stat(mnt).st_dev)
 
-    def traced(name, each, items):
+    def traced(name, each, items, operations=None):
         """Runs `each` on every item alone on the mount, traced, and
-        reports it as `name`."""
-        start_trace([int(t) for t in os.listdir(f"/proc/{pid}/task")])
+        reports it as `name`, per item or per `operations` if given."""
+        start_trace([int(t) for t in os.listdir(f"/proc/{pid}/task")], connection)
         started = time.perf_counter()
         for item in items:
             each(item)
-        report(name, stop_trace(), len(items), time.perf_counter() - started)
+        report(name, stop_trace(), operations or len(items), time.perf_counter() - started)
 
     try:
-        path = os.path.join(mnt, "rand")
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
         block = os.urandom(4096)
-        for at in range(0, 64 << 20, 1 << 20):
-            os.pwrite(fd, block * 256, at)
-        os.fsync(fd)
-        rng = random.Random(16)
-        offsets = [rng.randrange(0, 16384) * 4096 for _ in range(N)]
-
-        def write_and_sync(offset):
-            os.pwrite(fd, block, offset)
+        if "write_fsync" in WORKLOADS:
+            fd = os.open(os.path.join(mnt, "rand"), os.O_CREAT | os.O_RDWR, 0o644)
+            for at in range(0, 64 << 20, 1 << 20):
+                os.pwrite(fd, block * 256, at)
             os.fsync(fd)
+            rng = random.Random(16)
+            offsets = [rng.randrange(0, 16384) * 4096 for _ in range(N)]
 
-        traced("4 KiB pwrite + fsync", write_and_sync, offsets)
-        os.close(fd)
+            def write_and_sync(offset):
+                os.pwrite(fd, block, offset)
+                os.fsync(fd)
+
+            traced("4 KiB pwrite + fsync", write_and_sync, offsets)
+            os.close(fd)
 
         root = os.path.join(mnt, "small")
         os.mkdir(root)
@@ -191,23 +239,36 @@ def main():
             os.fsync(created)
             os.close(created)
 
-        traced("create + 4 KiB write + fsync + close", create, names)
-        traced("stat (just created)", os.stat, names)
-        traced("unlink", os.unlink, names)
+        if {"create", "stat", "unlink"} & set(WORKLOADS):
+            # stat and unlink need the files: they are created untraced
+            # when create itself is not asked for.
+            if "create" in WORKLOADS:
+                traced("create + 4 KiB write + fsync + close", create, names)
+            else:
+                for name in names:
+                    create(name)
+            if "stat" in WORKLOADS:
+                traced("stat (just created)", os.stat, names)
+            if "unlink" in WORKLOADS:
+                traced("unlink", os.unlink, names)
 
-        database = sqlite3.connect(os.path.join(mnt, "bench.db"), isolation_level=None)
-        database.execute("PRAGMA journal_mode=WAL")
-        database.execute("PRAGMA synchronous=FULL")
-        database.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, value TEXT)")
-        row = "x" * 100
+        if "sqlite" in WORKLOADS:
+            database = sqlite3.connect(os.path.join(mnt, "bench.db"), isolation_level=None)
+            database.execute("PRAGMA journal_mode=WAL")
+            database.execute("PRAGMA synchronous=FULL")
+            database.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, value TEXT)")
+            row = "x" * 100
 
-        def insert(at):
-            database.execute("BEGIN")
-            database.execute("INSERT INTO t VALUES (?, ?)", (at, row))
-            database.execute("COMMIT")
+            def insert(at):
+                database.execute("BEGIN")
+                database.execute("INSERT INTO t VALUES (?, ?)", (at, row))
+                database.execute("COMMIT")
 
-        traced("SQLite one-row transaction (WAL, synchronous=FULL)", insert, range(N))
-        database.close()
+            traced("SQLite one-row transaction (WAL, synchronous=FULL)", insert, range(N))
+            database.close()
+
+        if "pgbench" in WORKLOADS:
+            pgbench(mnt, traced)
     finally:
         subprocess.run(["umount", "-l", mnt], check=False)
         for _ in range(200):

@@ -16,7 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::{FileAttr, FileType as FuseFileType, INodeNo, TimeOrNow};
 use vigilfs::fs::Attr;
 use vigilfs::inode::{
-    inode_flags, Caller, FileType, RenameFlags, Seek, SetTime, Timestamp, XattrFlags,
+    inode_flags, Caller, FileType, RenameFlags, Seek, SetTime, SupplementaryGroups, Timestamp,
+    XattrFlags,
 };
 
 /// Block size `stat` reports (`st_blksize`): the engine's page size.
@@ -198,24 +199,27 @@ pub(crate) fn seek(whence: i32) -> Option<Seek> {
 
 /// The credentials of the process a request comes from: the kernel gives
 /// the filesystem uid and gid in the request header; the supplementary
-/// groups are read from `/proc/<pid>/status` (its `Groups:` line). That is
-/// best effort: a process that is gone (or a request the kernel makes on
-/// its own, with pid 0) has none.
+/// groups are read from `/proc/<pid>/status` (its `Groups:` line), and
+/// only if a check of this request asks for them. That is best effort: a
+/// process that is gone (or a request the kernel makes on its own, with
+/// pid 0) has none.
 pub(crate) fn caller(uid: u32, gid: u32, pid: u32) -> Caller {
+    // Root passes every check without them (Linux's capability override):
+    // never read /proc for it, the common case of a root-run workload.
+    let groups = if pid == 0 || uid == 0 {
+        SupplementaryGroups::default()
+    } else {
+        SupplementaryGroups::looked_up_when_needed(supplementary_groups, pid)
+    };
     Caller {
         uid,
         gid,
-        groups: supplementary_groups(uid, pid),
+        groups,
         umask: 0,
     }
 }
 
-fn supplementary_groups(uid: u32, pid: u32) -> Vec<u32> {
-    // Root passes every check without them (Linux's capability override):
-    // skip reading /proc for it, the common case of a root-run workload.
-    if pid == 0 || uid == 0 {
-        return Vec::new();
-    }
+fn supplementary_groups(pid: u32) -> Vec<u32> {
     match fs::read_to_string(format!("/proc/{pid}/status")) {
         Ok(status) => parse_groups(&status),
         Err(_) => Vec::new(),
@@ -284,12 +288,14 @@ mod tests {
     }
 
     #[test]
-    fn the_current_process_groups_are_found() {
+    fn the_current_process_groups_are_found_when_a_check_first_asks() {
         let status = fs::read_to_string("/proc/self/status").expect("own status");
-        let own = caller(0, 0, std::process::id());
-        assert_eq!(own.groups, parse_groups(&status));
+        let own = caller(1000, 1000, std::process::id());
+        assert_eq!(format!("{:?}", own.groups), "(not looked up)");
+        assert_eq!(own.groups.list(), parse_groups(&status));
+        assert_ne!(format!("{:?}", own.groups), "(not looked up)");
         assert!(
-            caller(0, 0, 0).groups.is_empty(),
+            caller(1000, 1000, 0).groups.list().is_empty(),
             "pid 0: the kernel itself"
         );
     }

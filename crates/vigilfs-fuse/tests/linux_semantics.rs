@@ -32,11 +32,22 @@ fn python() -> &'static str {
 /// groups, with `path` as `sys.argv[1]`; panics with its stderr unless it
 /// exits 0.
 fn as_nobody(code: &str, path: &Path) {
+    as_nobody_in_groups(&[], code, path);
+}
+
+/// [`as_nobody`], with `groups` as the supplementary groups.
+fn as_nobody_in_groups(groups: &[u32], code: &str, path: &Path) {
+    let groups = if groups.is_empty() {
+        "--clear-groups".to_string()
+    } else {
+        let list: Vec<String> = groups.iter().map(u32::to_string).collect();
+        format!("--groups={}", list.join(","))
+    };
     let output = Command::new("setpriv")
         .args([
             format!("--reuid={NOBODY}"),
             format!("--regid={NOBODY}"),
-            "--clear-groups".into(),
+            groups,
             python().into(),
             "-c".into(),
             code.into(),
@@ -253,6 +264,40 @@ fn chown_clears_the_set_id_bits_of_a_file() {
         wrong.push(format!("chown of a directory: {:o}", mode(&directory)));
     }
     assert!(wrong.is_empty(), "chown: {wrong:#?}");
+    mount.finish();
+}
+
+/// A supplementary group counts as the caller's own wherever the
+/// filesystem checks membership itself: its member may give a file of
+/// theirs to it (and nobody else's), and a set-group-id file of that
+/// group keeps the bit through chmod. The groups are looked up only when a
+/// check asks, so this fails if the lookup is skipped.
+#[test]
+fn a_supplementary_group_counts_as_the_callers_own() {
+    if !common::fuse_available() {
+        return;
+    }
+    const MEMBER_OF: u32 = 4242;
+    const NOT_MEMBER_OF: u32 = 4343;
+    let mount = open_mount();
+    let path = mount.join("shared");
+    as_nobody_in_groups(
+        &[MEMBER_OF],
+        &format!(
+            "import errno, os, sys\n\
+             path = sys.argv[1]\n\
+             open(path, 'w').close()\n\
+             try:\n    os.chown(path, -1, {NOT_MEMBER_OF})\n\
+             except PermissionError:\n    pass\n\
+             else:\n    sys.exit('chown to a group not mine succeeded')\n\
+             os.chown(path, -1, {MEMBER_OF})\n\
+             os.chmod(path, 0o2755)\n"
+        ),
+        &path,
+    );
+    let metadata = fs::metadata(&path).unwrap();
+    assert_eq!(metadata.gid(), MEMBER_OF);
+    assert_eq!(mode(&path), 0o2755, "set-group-id kept by a member");
     mount.finish();
 }
 

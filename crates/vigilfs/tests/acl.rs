@@ -29,14 +29,14 @@ fn user(uid: u32) -> Caller {
     Caller {
         uid,
         gid: uid,
-        groups: Vec::new(),
+        groups: Default::default(),
         umask: 0o022,
     }
 }
 
 fn in_team(uid: u32) -> Caller {
     Caller {
-        groups: vec![TEAM],
+        groups: vec![TEAM].into(),
         ..user(uid)
     }
 }

@@ -75,7 +75,7 @@ fn user(uid: u32) -> Caller {
     Caller {
         uid,
         gid: uid,
-        groups: Vec::new(),
+        groups: Default::default(),
         umask: 0,
     }
 }

@@ -237,7 +237,7 @@ fn only_owners_set_flags_and_only_root_the_immutable_and_append_only_ones() {
     let owner = Caller {
         uid: 1000,
         gid: 1000,
-        groups: Vec::new(),
+        groups: Default::default(),
         umask: 0,
     };
     let chown = SetAttributes {

@@ -193,7 +193,7 @@ mod tests {
         Caller {
             uid,
             gid: uid,
-            groups: Vec::new(),
+            groups: Default::default(),
             umask: 0,
         }
     }

@@ -41,7 +41,7 @@ pub use permission::{
     check_access, check_access_with_acl, check_setattr, check_setattr_with_acl,
     check_sticky_delete, check_xattr_access, check_xattr_access_with_acl, check_xattr_removal,
     kill_suid_on_write, new_inode_owner, xattr_listable, Access, Adjusted, Caller, PermResult,
-    PermissionError, SetAttrRequest, TimeChange,
+    PermissionError, SetAttrRequest, SupplementaryGroups, TimeChange,
 };
 pub use record::{
     decode_inode_key, inode_key, name_hash, valid_name, Dirent, DirentKey, Extent, ExtentKey,

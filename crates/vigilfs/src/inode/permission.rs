@@ -81,6 +81,9 @@
 //! `security.*` write, where Linux asks for `CAP_SETFCAP`; only its
 //! removal by a writer of the file is allowed to others).
 
+use std::fmt;
+use std::sync::OnceLock;
+
 use thiserror::Error;
 
 use super::acl::Acl;
@@ -130,7 +133,7 @@ pub struct Caller {
     /// Filesystem (primary) group id.
     pub gid: u32,
     /// Supplementary groups.
-    pub groups: Vec<u32>,
+    pub groups: SupplementaryGroups,
     /// The file-mode creation mask of the calling process: applied to a
     /// new inode's mode unless its directory has a default ACL (Linux
     /// leaves the umask to filesystems with ACLs, `posix_acl_create`).
@@ -143,7 +146,7 @@ impl Caller {
         Caller {
             uid: 0,
             gid: 0,
-            groups: Vec::new(),
+            groups: SupplementaryGroups::default(),
             umask: 0,
         }
     }
@@ -155,7 +158,7 @@ impl Caller {
 
     /// Whether `gid` is the caller's primary or a supplementary group.
     pub fn in_group(&self, gid: u32) -> bool {
-        self.gid == gid || self.groups.contains(&gid)
+        self.gid == gid || self.groups.contains(gid)
     }
 
     fn owns(&self, record: &InodeRecord) -> bool {
@@ -164,6 +167,73 @@ impl Caller {
 
     fn owner_or_root(&self, record: &InodeRecord) -> bool {
         self.is_root() || self.owns(record)
+    }
+}
+
+/// A caller's supplementary groups: given, or found by a lookup that runs
+/// the first time a check asks and is kept for the rest of the request.
+///
+/// Finding them can be costly (the FUSE server reads the caller's
+/// `/proc/<pid>/status`, a fifth of its time on a database's writes), and
+/// most requests never ask: an owner's access, every read and write of an
+/// open file and every fsync are decided without them.
+#[derive(Clone, Default)]
+pub struct SupplementaryGroups {
+    known: OnceLock<Vec<u32>>,
+    /// How to find them, and for which process, until `known` is set.
+    lookup: Option<(GroupLookup, u32)>,
+}
+
+/// Finds the supplementary groups of a process, given its id.
+pub type GroupLookup = fn(u32) -> Vec<u32>;
+
+impl SupplementaryGroups {
+    /// Groups found by `lookup(process)` when first needed.
+    pub fn looked_up_when_needed(lookup: GroupLookup, process: u32) -> Self {
+        SupplementaryGroups {
+            known: OnceLock::new(),
+            lookup: Some((lookup, process)),
+        }
+    }
+
+    /// The groups, looked up now if they were not yet.
+    pub fn list(&self) -> &[u32] {
+        self.known.get_or_init(|| match self.lookup {
+            Some((lookup, process)) => lookup(process),
+            None => Vec::new(),
+        })
+    }
+
+    /// Whether `gid` is one of them.
+    pub fn contains(&self, gid: u32) -> bool {
+        self.list().contains(&gid)
+    }
+}
+
+impl From<Vec<u32>> for SupplementaryGroups {
+    fn from(groups: Vec<u32>) -> Self {
+        SupplementaryGroups {
+            known: OnceLock::from(groups),
+            lookup: None,
+        }
+    }
+}
+
+impl PartialEq for SupplementaryGroups {
+    fn eq(&self, other: &Self) -> bool {
+        self.list() == other.list()
+    }
+}
+
+impl Eq for SupplementaryGroups {}
+
+/// Shows the groups if they were looked up; never looks them up itself.
+impl fmt::Debug for SupplementaryGroups {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.known.get() {
+            Some(groups) => formatter.debug_list().entries(groups).finish(),
+            None => formatter.write_str("(not looked up)"),
+        }
     }
 }
 
@@ -585,7 +655,7 @@ mod tests {
         Caller {
             uid,
             gid,
-            groups: groups.to_vec(),
+            groups: groups.to_vec().into(),
             umask: 0,
         }
     }
@@ -602,7 +672,7 @@ mod tests {
         user(3000, 300, &[301])
     }
 
-    fn errno<T: std::fmt::Debug>(result: PermResult<T>) -> i32 {
+    fn errno<T: fmt::Debug>(result: PermResult<T>) -> i32 {
         result.expect_err("expected a refusal").errno()
     }
 
