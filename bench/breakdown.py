@@ -23,7 +23,9 @@ by opcode (count per operation), each one's median round trip (queued by
 the caller's kernel to the reply reaching the kernel), how much of that
 the daemon spent on it (its read of /dev/fuse returning to its reply's
 writev, on the same thread), the device flushes (fdatasync of the image)
-per operation, and the wall time per operation seen by the program.
+per operation, the daemon's CPU time per operation (all its threads, from
+/proc, in clock ticks: read it over a few thousand operations), and the
+wall time per operation seen by the program.
 
 Usage: breakdown.py VIGILFS_BINARY WORKDIR [N] [MOUNT_OPTIONS]
 WORKLOADS="sqlite pgbench" runs only those (default: all of them).
@@ -127,9 +129,17 @@ def us(seconds):
     return f"{seconds * 1e6:,.1f}"
 
 
-def report(name, text, ops, wall):
+def cpu_seconds(pid):
+    """User and system CPU time of process `pid`, all its threads."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def report(name, text, ops, wall, daemon_cpu):
     by_opcode, flushes, flush_time = analyse(text, ops)
     print(f"\n**{name}**: {ops} operations, {us(wall / ops)} µs each (wall, traced); "
+          f"the daemon's CPU time {us(daemon_cpu / ops)} µs per operation; "
           f"device flushes (fdatasync of the image) {flushes / ops:.2f} per operation, "
           f"{us(flush_time / max(flushes, 1))} µs each")
     print()
@@ -207,10 +217,11 @@ def main():
         """Runs `each` on every item alone on the mount, traced, and
         reports it as `name`, per item or per `operations` if given."""
         start_trace([int(t) for t in os.listdir(f"/proc/{pid}/task")], connection)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), cpu_seconds(pid)
         for item in items:
             each(item)
-        report(name, stop_trace(), operations or len(items), time.perf_counter() - started)
+        wall, cpu = time.perf_counter() - started, cpu_seconds(pid) - cpu
+        report(name, stop_trace(), operations or len(items), wall, cpu)
 
     try:
         block = os.urandom(4096)

@@ -362,8 +362,9 @@ enum Command {
     /// with --op, else their data reads and writes). Rules are kept until
     /// removed or the filesystem is unmounted, and survive power cuts; the
     /// ids added are printed. Every rule set or cleared and every time one
-    /// fires is in the fault log. Root and the user who mounted only
-    /// (--list: anyone).
+    /// fires is in the fault log. Root and the user who mounted only, for
+    /// --list and --log too: rules name files (`vigilfs status` shows other
+    /// users the rules with their paths hidden).
     ///
     /// A power cut (-o crashable mounts) loses everything no fsync, fdatasync
     /// or `vigilfs sync` that succeeded made durable: data not written back, and

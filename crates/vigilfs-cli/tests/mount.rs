@@ -647,11 +647,26 @@ fn another_user_may_read_status_but_not_change_the_mount() {
             "{command:?}: {message}"
         );
     }
-    let listed = as_nobody(&["inject", scratch.mnt(), "--list"]);
-    assert_eq!(listed.status.code(), Some(0), "{}", text(&listed.stderr));
     let status = scratch.status();
     assert_eq!(status["state"], "running");
     assert_eq!(status["fault_rules"].as_array().unwrap().len(), 0);
+    // File rules name files: their paths are the owner's to see, as the
+    // fault log is. Another user's status shows the rule without it, and
+    // `inject --list` is refused.
+    scratch.inject(&["--op", "fsync", "--path", "secret/payroll-*"]);
+    let listed = as_nobody(&["inject", scratch.mnt(), "--list"]);
+    assert_eq!(listed.status.code(), Some(1), "{}", text(&listed.stdout));
+    assert!(text(&listed.stderr).contains("permission denied"));
+    let status = as_nobody(&["status", scratch.mnt(), "--json"]);
+    let shown = text(&status.stdout);
+    assert!(!shown.contains("payroll"), "{shown}");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let rule = status["fault_rules"][0]["rule"].as_str().unwrap();
+    assert!(
+        rule.starts_with("file op=fsync path=(hidden) errno=EIO"),
+        "{rule}"
+    );
+    assert!(text(&scratch.inject(&["--list"]).stdout).contains("payroll"));
     scratch.umount(pid);
 }
 

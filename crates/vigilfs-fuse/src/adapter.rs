@@ -1095,7 +1095,7 @@ impl fuser::Filesystem for Adapter {
     fn lseek(
         &self,
         _request: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         handle: FileHandle,
         offset: i64,
         whence: i32,
@@ -1111,12 +1111,34 @@ impl fuser::Filesystem for Adapter {
                 reply.error(Errno::ENXIO);
                 return;
             };
-            match self.filesystem.seek_data_hole(handle.0, offset, whence) {
+            // Pages written through a shared mapping reach the engine only
+            // at their writeback, and the kernel's lseek does not write
+            // them back first: while another description may write the
+            // file, a hole the engine knows may hold data the kernel has,
+            // and `cp` or `tar --sparse` would copy zeros. So the whole
+            // file is data then, as Linux answers for a filesystem without
+            // SEEK_HOLE: never wrong, only less sparse. (The description
+            // asking is left out: a program seeking in the file it writes,
+            // as fstests' seek_sanity does, sees its holes; one that asks
+            // through the very description it mapped is not covered.)
+            let found = match self.filesystem.written_through_another_description(handle.0) {
+                Ok(true) => match self.filesystem.getattr(ino.0) {
+                    Ok(attr) => convert::seek_in_all_data(offset, attr.record.size, whence)
+                        .ok_or(Errno::ENXIO),
+                    Err(error) => Err(errno(&error)),
+                },
+                Ok(false) => self
+                    .filesystem
+                    .seek_data_hole(handle.0, offset, whence)
+                    .map_err(|error| errno(&error)),
+                Err(error) => Err(errno(&error)),
+            };
+            match found {
                 Ok(found) => match i64::try_from(found) {
                     Ok(found) => reply.offset(found),
                     Err(_) => reply.error(Errno::EOVERFLOW),
                 },
-                Err(error) => reply.error(errno(&error)),
+                Err(errno) => reply.error(errno),
             }
         });
     }

@@ -197,6 +197,19 @@ pub(crate) fn seek(whence: i32) -> Option<Seek> {
     }
 }
 
+/// SEEK_DATA/SEEK_HOLE from `offset` in a file of `size` bytes taken as
+/// data throughout (what Linux's generic lseek answers): `None` past the
+/// end (`ENXIO`).
+pub(crate) fn seek_in_all_data(offset: u64, size: u64, whence: Seek) -> Option<u64> {
+    if offset >= size {
+        return None;
+    }
+    Some(match whence {
+        Seek::Data => offset,
+        Seek::Hole => size,
+    })
+}
+
 /// The credentials of the process a request comes from: the kernel gives
 /// the filesystem uid and gid in the request header; the supplementary
 /// groups are read from `/proc/<pid>/status` (its `Groups:` line), and

@@ -301,6 +301,67 @@ fn a_supplementary_group_counts_as_the_callers_own() {
     mount.finish();
 }
 
+/// Data written through a shared mapping and not yet written back is data
+/// to SEEK_DATA/SEEK_HOLE through another description: the engine sees
+/// those pages only at their writeback, and `cp` and `tar --sparse` copied
+/// zeros where the program had written. Once no other description may
+/// write, the holes are the engine's again. The mapping is another
+/// process's: a page fault in this one, whose threads serve the mount,
+/// could wait on itself.
+#[test]
+fn pages_written_through_a_mapping_are_data_to_another_descriptions_seek() {
+    if !common::fuse_available() {
+        return;
+    }
+    const MIB: i64 = 1 << 20;
+    let mount = Mount::new();
+    let path = mount.join("mapped");
+    let mut writer = Command::new(python())
+        .args([
+            "-c",
+            "import mmap, os, sys\n\
+             fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR, 0o644)\n\
+             os.ftruncate(fd, 8 << 20)\n\
+             mapping = mmap.mmap(fd, 8 << 20)\n\
+             mapping[1 << 20:2 << 20] = b'D' * (1 << 20)\n\
+             print('written', flush=True)\n\
+             sys.stdin.read()\n\
+             mapping.close()\n\
+             os.close(fd)\n",
+        ])
+        .arg(&path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut said = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(writer.stdout.as_mut().unwrap()),
+        &mut said,
+    )
+    .unwrap();
+    assert_eq!(said.trim(), "written");
+
+    let reader = File::open(&path).unwrap();
+    let data = common::lseek(&reader, 0, libc::SEEK_DATA).unwrap();
+    assert!(data <= MIB, "SEEK_DATA skipped mapped data: {data}");
+    let hole = common::lseek(&reader, MIB, libc::SEEK_HOLE).unwrap();
+    assert!(hole >= 2 * MIB, "SEEK_HOLE inside mapped data: {hole}");
+
+    drop(writer.stdin.take());
+    assert!(writer.wait().unwrap().success());
+    assert_eq!(
+        common::lseek(&reader, 0, libc::SEEK_DATA).unwrap(),
+        MIB,
+        "with no writer left, the holes are reported again"
+    );
+    let mut copy = vec![0u8; MIB as usize];
+    std::os::unix::fs::FileExt::read_exact_at(&reader, &mut copy, MIB as u64).unwrap();
+    assert!(copy.iter().all(|&byte| byte == b'D'));
+    drop(reader);
+    mount.finish();
+}
+
 /// generic/126: a program of mode `--x` runs (exec needs execute
 /// permission only), for its owner and for others; without execute it
 /// does not, even with read.

@@ -135,6 +135,42 @@ fn allocated_range_reads_zeros_and_grows_the_size_unless_keep_size() {
     fixture.assert_fsck_clean(&metadata);
 }
 
+/// ftruncate growing a file over space `fallocate` reserved past its end
+/// (`KEEP_SIZE`) keeps the reservation, as ext4 and XFS do: writes into it
+/// must not meet ENOSPC later. Shrinking frees it.
+#[test]
+fn growing_a_file_keeps_the_blocks_reserved_past_its_end() {
+    let fixture = Fixture::new();
+    let metadata = fixture.mount();
+    let ino = create(&metadata, b"log");
+    let files = fixture.files(&metadata);
+    let free_before = free_blocks(&metadata);
+    files.fallocate(ino, 0, 8 * PAGE, KEEP_SIZE).unwrap();
+    assert_eq!(free_blocks(&metadata), free_before - 8);
+
+    files.truncate(ino, 7).unwrap();
+    assert_eq!(
+        layout(&metadata, ino),
+        vec![(0, 8, true)],
+        "a grow cuts nothing"
+    );
+    assert_eq!(free_blocks(&metadata), free_before - 8);
+    assert_reads(&files, ino, &[0; 7]);
+    assert_extents_match_rmap(&metadata, ino);
+
+    files.truncate(ino, 3 * PAGE).unwrap();
+    assert_eq!(layout(&metadata, ino), vec![(0, 8, true)]);
+    files.truncate(ino, PAGE + 1).unwrap();
+    assert_eq!(
+        layout(&metadata, ino),
+        vec![(0, 2, true)],
+        "a shrink frees what lies past the new end"
+    );
+    assert_eq!(free_blocks(&metadata), free_before - 2);
+    assert_extents_match_rmap(&metadata, ino);
+    fixture.assert_fsck_clean(&metadata);
+}
+
 #[test]
 fn writing_over_unwritten_extents_makes_them_written_and_survives_a_remount() {
     let fixture = Fixture::new();

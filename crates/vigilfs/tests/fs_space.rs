@@ -419,6 +419,50 @@ fn inodes_whose_extended_attributes_filled_the_filesystem_can_be_deleted() {
     fs.unmount().unwrap();
 }
 
+/// Attributes that filled the filesystem can be removed one by one, or
+/// replaced by shorter values, by their owner: both free space, and both
+/// were refused with ENOSPC (only deleting the whole file worked).
+#[test]
+fn extended_attributes_that_filled_the_filesystem_can_be_removed_or_shrunk() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let (file, handle) = create(&fs, b"attributes");
+    fs.release(handle).unwrap();
+    let value = vec![b'v'; 65536];
+    let mut set = 0;
+    while fs
+        .setxattr(
+            file,
+            format!("user.big{set:04}").as_bytes(),
+            &value,
+            XattrFlags::default(),
+            &root(),
+        )
+        .is_ok()
+    {
+        set += 1;
+    }
+    assert!(set > 500, "{set} values of 64 KiB filled 64 MiB?");
+    let last = set - 1;
+    fs.removexattr(file, format!("user.big{last:04}").as_bytes(), &root())
+        .expect("removal of a 64 KiB value on a full filesystem");
+    fs.setxattr(
+        file,
+        format!("user.big{:04}", last - 1).as_bytes(),
+        b"tiny",
+        XattrFlags::default(),
+        &root(),
+    )
+    .expect("a 64 KiB value replaced by a short one on a full filesystem");
+    for index in 0..last - 1 {
+        fs.removexattr(file, format!("user.big{index:04}").as_bytes(), &root())
+            .expect("removal, one by one");
+    }
+    assert_still_running(&fs);
+    fs.unmount().expect("unmount");
+    fixture.assert_fsck_clean();
+}
+
 /// The same after a crash: replay leaves every node it changed dirty, and
 /// each dirty node is counted a block for its own writeback, so on the full
 /// filesystem no deletion could commit (rm failed with ENOSPC at every

@@ -14,7 +14,7 @@ use vigilfs::fs::Filesystem;
 
 use super::event_json::rfc3339;
 use super::protocol::{ErrorKind, Response};
-use super::report::{all_rules_json, file_rule_json, rule_json};
+use super::report::{all_rules_json, file_rule_json, rule_json, RulePaths};
 use crate::power_cut::PowerSwitch;
 
 /// Most log entries one `fault_log` answer carries; the client asks again
@@ -97,7 +97,7 @@ pub fn add(fs: &Filesystem, plan: &FaultPlan, rules: &[String], drop_caches: boo
                 file_rules
                     .iter()
                     .find(|status| status.id == id)
-                    .map(file_rule_json)
+                    .map(|status| file_rule_json(status, RulePaths::Shown))
             } else {
                 plan.rule(id).map(|status| rule_json(&status))
             }
@@ -119,7 +119,12 @@ pub fn remove(fs: &Filesystem, plan: &FaultPlan, id: u64) -> Response {
         Some(status) => Some((status.rule.to_string(), rule_json(&status))),
         None => fs
             .remove_file_rule(RuleId(id))
-            .map(|status: FileRuleStatus| (status.rule.to_string(), file_rule_json(&status))),
+            .map(|status: FileRuleStatus| {
+                (
+                    status.rule.to_string(),
+                    file_rule_json(&status, RulePaths::Shown),
+                )
+            }),
     };
     match removed {
         Some((text, listed)) => {
@@ -138,7 +143,7 @@ pub fn remove(fs: &Filesystem, plan: &FaultPlan, id: u64) -> Response {
 
 /// Removes every rule of both kinds, and stops dropping flushes.
 pub fn clear(fs: &Filesystem, plan: &FaultPlan, power: Option<&PowerSwitch>) -> Response {
-    let removed = all_rules_json(fs, plan);
+    let removed = all_rules_json(fs, plan, RulePaths::Shown);
     plan.clear();
     fs.clear_file_rules();
     let dropped_flushes = power.filter(|power| power.drops_flushes());
@@ -155,7 +160,7 @@ pub fn clear(fs: &Filesystem, plan: &FaultPlan, power: Option<&PowerSwitch>) -> 
 /// Every rule with its counters.
 pub fn list(fs: &Filesystem, plan: &FaultPlan, power: Option<&PowerSwitch>) -> Response {
     Response::success(json!({
-        "rules": all_rules_json(fs, plan),
+        "rules": all_rules_json(fs, plan, RulePaths::Shown),
         "drop_flushes": power.is_some_and(PowerSwitch::drops_flushes),
     }))
 }

@@ -219,12 +219,13 @@ pub enum EventsMode {
 }
 
 impl Request {
-    /// Whether the request changes the mount (and so needs root or the
-    /// owner).
-    pub fn is_mutating(&self) -> bool {
+    /// Whether only root and the mount's owner may make the request: it
+    /// changes the mount, or it names files (the fault rules' paths and
+    /// their log). Status shows others the rules with their paths hidden.
+    pub fn needs_owner(&self) -> bool {
         !matches!(
             self,
-            Request::Status | Request::InjectList | Request::Metrics | Request::Events { .. }
+            Request::Status | Request::Metrics | Request::Events { .. }
         )
     }
 
@@ -355,21 +356,21 @@ mod tests {
 
     #[test]
     fn only_status_and_listing_are_open_to_everyone() {
-        assert!(!Request::Status.is_mutating());
-        assert!(!Request::InjectList.is_mutating());
-        assert!(Request::Sync.is_mutating());
-        assert!(Request::InjectClear.is_mutating());
-        assert!(Request::Shutdown { flush: true }.is_mutating());
+        assert!(!Request::Status.needs_owner());
+        assert!(Request::InjectList.needs_owner(), "rules name files");
+        assert!(Request::Sync.needs_owner());
+        assert!(Request::InjectClear.needs_owner());
+        assert!(Request::Shutdown { flush: true }.needs_owner());
         assert!(Request::Owners {
             offset: 0,
             length: 1
         }
-        .is_mutating());
+        .needs_owner());
         assert!(Request::Scrub {
             rate: None,
             restart: false
         }
-        .is_mutating());
+        .needs_owner());
     }
 
     #[test]
@@ -421,7 +422,7 @@ mod tests {
                 seed: 3,
             },
         ] {
-            assert!(request.is_mutating(), "{request:?} is for the owner");
+            assert!(request.needs_owner(), "{request:?} is for the owner");
         }
     }
 

@@ -72,18 +72,33 @@ pub fn rule_json(rule: &RuleStatus) -> Value {
     })
 }
 
+/// Who may see the paths of file rules: they name files, which only root
+/// and the mount's owner may learn through the control socket (the fault
+/// log is theirs alone for the same reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RulePaths {
+    /// Shown as written.
+    Shown,
+    /// Each replaced by `(hidden)`.
+    Hidden,
+}
+
 /// A file rule's JSON form (its text starts with `file`).
-pub fn file_rule_json(rule: &FileRuleStatus) -> Value {
+pub fn file_rule_json(rule: &FileRuleStatus, paths: RulePaths) -> Value {
+    let mut shown = rule.rule.clone();
+    if paths == RulePaths::Hidden && shown.path.is_some() {
+        shown.path = Some("(hidden)".to_string());
+    }
     json!({
         "id": rule.id.0,
-        "rule": rule.rule.to_string(),
+        "rule": shown.to_string(),
         "matched": rule.matched,
         "injected": rule.injected,
     })
 }
 
 /// Every rule of the mount, the device plan's and the file rules, by id.
-pub fn all_rules_json(fs: &Filesystem, plan: &FaultPlan) -> Vec<Value> {
+pub fn all_rules_json(fs: &Filesystem, plan: &FaultPlan, paths: RulePaths) -> Vec<Value> {
     let mut rules: Vec<(u64, Value)> = plan
         .rules()
         .iter()
@@ -91,7 +106,7 @@ pub fn all_rules_json(fs: &Filesystem, plan: &FaultPlan) -> Vec<Value> {
         .chain(
             fs.file_rules()
                 .iter()
-                .map(|rule| (rule.id.0, file_rule_json(rule))),
+                .map(|rule| (rule.id.0, file_rule_json(rule, paths))),
         )
         .collect();
     rules.sort_by_key(|(id, _)| *id);
@@ -139,7 +154,12 @@ pub fn error_record_json(record: &ErrorRecord) -> Value {
 
 /// The status of `fs` (and its fault plan) as JSON; `extra` fields (the
 /// mount point, the image...) come first.
-pub fn status_json(fs: &Filesystem, plan: &FaultPlan, extra: &Map<String, Value>) -> Value {
+pub fn status_json(
+    fs: &Filesystem,
+    plan: &FaultPlan,
+    extra: &Map<String, Value>,
+    paths: RulePaths,
+) -> Value {
     let status = fs.status();
     let block_size = fs.statfs().map(|statfs| statfs.block_size).ok();
     let reason = match &status.state {
@@ -209,7 +229,7 @@ pub fn status_json(fs: &Filesystem, plan: &FaultPlan, extra: &Map<String, Value>
             "last_write_failure": status.events.last_write_failure,
             "unavailable": status.events.unavailable,
         },
-        "fault_rules": all_rules_json(fs, plan),
+        "fault_rules": all_rules_json(fs, plan, paths),
         "media": media_status_json(&status.media),
     });
     if let Value::Object(fields) = fields {

@@ -45,7 +45,7 @@ use vigilfs::inode::FileError;
 
 use super::media_report::{failure_report_json, owner_json, scrub_summary_json};
 use super::protocol::{ErrorKind, Request, Response, MAX_REQUEST_BYTES};
-use super::report::status_json;
+use super::report::{status_json, RulePaths};
 use super::{
     canonical_mountpoint, connect_nonblocking, current_uid, describe_errno, peer_credentials,
     socket_directories, socket_name, sweep_stale, trusted_directory, DirectoryLock,
@@ -641,7 +641,8 @@ fn respond(line: &[u8], uid: Option<u32>, context: &Context, stream: &UnixStream
         }
     };
     let allowed = |uid: u32| uid == 0 || uid == context.owner_uid;
-    if request.is_mutating() && !uid.is_some_and(allowed) {
+    let privileged = uid.is_some_and(allowed);
+    if request.needs_owner() && !privileged {
         let who = match uid {
             Some(uid) => format!("uid {uid}"),
             None => "a client whose uid is unknown".to_string(),
@@ -669,7 +670,7 @@ fn respond(line: &[u8], uid: Option<u32>, context: &Context, stream: &UnixStream
         }
     };
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        execute(request, &fs, context, stream)
+        execute(request, &fs, context, stream, privileged)
     }));
     outcome.unwrap_or_else(|_| {
         Response::failure(
@@ -762,7 +763,14 @@ fn failed(error: &FsError) -> Response {
     )
 }
 
-fn execute(request: Request, fs: &Filesystem, context: &Context, stream: &UnixStream) -> Response {
+/// Serves `request`; `privileged`: it comes from root or the mount's owner.
+fn execute(
+    request: Request,
+    fs: &Filesystem,
+    context: &Context,
+    stream: &UnixStream,
+    privileged: bool,
+) -> Response {
     let plan = &context.plan;
     let power = context.power.as_deref();
     match request {
@@ -807,7 +815,12 @@ fn execute(request: Request, fs: &Filesystem, context: &Context, stream: &UnixSt
             }
         }
         Request::Status => {
-            let mut status = status_json(fs, plan, &context.extra);
+            let paths = if privileged {
+                RulePaths::Shown
+            } else {
+                RulePaths::Hidden
+            };
+            let mut status = status_json(fs, plan, &context.extra, paths);
             status["crash_lab"] = crash_lab_json(power);
             Response::success(status)
         }

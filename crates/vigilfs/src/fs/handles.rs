@@ -166,6 +166,16 @@ impl Handles {
             .ok_or(FsError::BadHandle(number))
     }
 
+    /// Whether an open file description of `ino` other than handle
+    /// `except` may write it.
+    pub(super) fn open_for_writing(&self, ino: u64, except: u64) -> bool {
+        self.files
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|(&number, file)| number != except && file.ino == ino && file.flags.write)
+    }
+
     pub(super) fn open_files(&self) -> usize {
         self.files
             .read()

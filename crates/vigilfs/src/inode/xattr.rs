@@ -365,17 +365,21 @@ fn check_flags(
     ino: u64,
     name: &[u8],
     flags: XattrFlags,
-) -> XattrResult<()> {
-    let exists = transaction
-        .get(TreeId::Xattrs, &xattr_key(ino, name))?
-        .is_some();
-    if flags.create && exists {
+) -> XattrResult<Option<usize>> {
+    let replaced = match transaction.get(TreeId::Xattrs, &xattr_key(ino, name))? {
+        Some(bytes) => Some(match decode_stored(ino, &bytes)? {
+            Stored::Inline(value) => value.len(),
+            Stored::InPieces(length) => length,
+        }),
+        None => None,
+    };
+    if flags.create && replaced.is_some() {
         return Err(XattrError::Exists);
     }
-    if flags.replace && !exists {
+    if flags.replace && replaced.is_none() {
         return Err(XattrError::NoData);
     }
-    Ok(())
+    Ok(replaced)
 }
 
 /// Writes attribute `name` of `ino` inside `transaction`: inline when it
@@ -706,7 +710,14 @@ impl Xattrs {
                 "user.* attributes on a file that is not regular or a directory",
             ));
         }
-        check_flags(&transaction, ino, name, flags)?;
+        let replaced = check_flags(&transaction, ino, name, flags)?;
+        if replaced.is_some_and(|length| value.len() <= length) {
+            // A value no longer than the one it replaces frees space, as a
+            // removal does: a filesystem that attributes filled must let
+            // their owner shrink them (the b-tree's copy-on-write needs
+            // blocks before it gives any back).
+            transaction.may_use_reserve();
+        }
         self.put_in(&mut transaction, ino, name, value)?;
         record.ctime = Timestamp::now();
         transaction.put(TreeId::Inodes, &inode_key(ino), &record.encode())?;
@@ -839,6 +850,9 @@ impl Xattrs {
                 Err(XattrError::NoData)
             };
         }
+        // A removal frees space: like an unlink, it may use the reserve,
+        // so a filesystem that attributes filled can be emptied.
+        transaction.may_use_reserve();
         remove_in(&mut transaction, ino, name)?;
         record.ctime = Timestamp::now();
         transaction.put(TreeId::Inodes, &inode_key(ino), &record.encode())?;

@@ -362,6 +362,15 @@ impl Filesystem {
         self.shared.observe("lseek", result)
     }
 
+    /// Whether an open file description of the file of `handle`, other
+    /// than `handle`, may write it. While one does, a FUSE kernel may hold
+    /// pages written through a shared mapping that reach the engine only
+    /// at their writeback: what the engine calls a hole may hold data.
+    pub fn written_through_another_description(&self, handle: u64) -> FsResult<bool> {
+        let file = self.file(handle)?;
+        Ok(self.shared.handles.open_for_writing(file.ino, handle))
+    }
+
     /// `close(2)` of one descriptor of the handle: reports nothing (errors
     /// stay for fsync, as on Linux local filesystems).
     pub fn flush(&self, handle: u64) -> FsResult<()> {

@@ -8,9 +8,12 @@ use super::*;
 
 impl Files {
     /// Sets the size of regular file `ino` to `size` (see the module
-    /// comment): a shrink drops the cached pages and the extents past the
-    /// end and frees their blocks; a grow leaves a hole. The mtime and ctime
-    /// become now. One transaction.
+    /// comment): a shrink (or a truncate to the same size) drops the cached
+    /// pages and the extents past the end and frees their blocks; a grow
+    /// leaves a hole, and keeps the blocks `fallocate` reserved past the
+    /// old end (`KEEP_SIZE`), as ext4 and XFS do: posix_fallocate's
+    /// promise outlives a later ftruncate. The mtime and ctime become now.
+    /// One transaction.
     pub fn truncate(&self, ino: u64, size: u64) -> FileResult<()> {
         checked_end(size, 0)?;
         let mut guard = self.lock_settled(ino, size / PAGE, u64::MAX, true)?;
@@ -32,7 +35,12 @@ impl Files {
                 }
             }
         }
-        let (seq, freed) = self.commit_truncate(ino, size, keep_blocks, Timestamp::now())?;
+        let cut_from = if size > state.size {
+            u64::MAX
+        } else {
+            keep_blocks
+        };
+        let (seq, freed) = self.commit_truncate(ino, size, cut_from, Timestamp::now())?;
         // Committed: now the cache follows. The time committed is newer
         // than the one pending writes gave the file: it must not be
         // overridden by it (in getattr, or at their writeback).
@@ -63,17 +71,21 @@ impl Files {
         Ok(())
     }
 
-    /// The truncate transaction: extents from file block `keep_blocks` on
-    /// cut off (rmap records to match), size and times set. Returns the seq
-    /// and the blocks released.
+    /// The truncate transaction: extents from file block `cut_from` on cut
+    /// off (rmap records to match; none for `u64::MAX`), size and times
+    /// set. Returns the seq and the blocks released.
     fn commit_truncate(
         &self,
         ino: u64,
         size: u64,
-        keep_blocks: u64,
+        cut_from: u64,
         time: Timestamp,
     ) -> FileResult<(Option<u64>, Vec<BlockRun>)> {
-        let mut before = self.extents.overlapping(ino, keep_blocks, u64::MAX)?;
+        let mut before = if cut_from == u64::MAX {
+            BTreeMap::new()
+        } else {
+            self.extents.overlapping(ino, cut_from, u64::MAX)?
+        };
         let mut freed = Vec::new();
         // Many extents past the end go first, from the last, in bounded
         // transactions (a crash between them leaves the size and a file
@@ -92,7 +104,7 @@ impl Files {
                 .commit_change(ino, &cut, &BTreeMap::new(), Space::Reserve, |_| {})?;
         }
         let mut after = before.clone();
-        punch(&mut after, keep_blocks, u64::MAX, &mut freed);
+        punch(&mut after, cut_from, u64::MAX, &mut freed);
         let seq = self
             .extents
             .commit_change(ino, &before, &after, Space::Reserve, |record| {
