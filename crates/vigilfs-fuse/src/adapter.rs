@@ -1121,7 +1121,10 @@ impl fuser::Filesystem for Adapter {
             // asking is left out: a program seeking in the file it writes,
             // as fstests' seek_sanity does, sees its holes; one that asks
             // through the very description it mapped is not covered.)
-            let found = match self.filesystem.written_through_another_description(handle.0) {
+            let found = match self
+                .filesystem
+                .written_through_another_description(handle.0)
+            {
                 Ok(true) => match self.filesystem.getattr(ino.0) {
                     Ok(attr) => convert::seek_in_all_data(offset, attr.record.size, whence)
                         .ok_or(Errno::ENXIO),

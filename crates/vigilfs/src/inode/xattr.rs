@@ -359,20 +359,23 @@ fn is_acl_name(name: &[u8]) -> bool {
     name == acl::ACCESS_NAME || name == acl::DEFAULT_NAME
 }
 
-/// `XATTR_CREATE` and `XATTR_REPLACE` against whether `name` exists.
+/// `XATTR_CREATE` and `XATTR_REPLACE` against whether `name` exists;
+/// returns the length of the value a set would replace, if one exists.
 fn check_flags(
     transaction: &Transaction<'_>,
     ino: u64,
     name: &[u8],
     flags: XattrFlags,
 ) -> XattrResult<Option<usize>> {
-    let replaced = match transaction.get(TreeId::Xattrs, &xattr_key(ino, name))? {
-        Some(bytes) => Some(match decode_stored(ino, &bytes)? {
-            Stored::Inline(value) => value.len(),
-            Stored::InPieces(length) => length,
-        }),
-        None => None,
-    };
+    let replaced = transaction
+        .get(TreeId::Xattrs, &xattr_key(ino, name))?
+        .map(|bytes| match decode_stored(ino, &bytes) {
+            Ok(Stored::Inline(value)) => value.len(),
+            Ok(Stored::InPieces(length)) => length,
+            // A damaged value is overwritten without being read (so a
+            // damaged attribute can be repaired): its length is unknown.
+            Err(_) => 0,
+        });
     if flags.create && replaced.is_some() {
         return Err(XattrError::Exists);
     }
