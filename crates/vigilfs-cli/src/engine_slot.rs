@@ -84,6 +84,13 @@ impl EngineSlot {
             .is_none_or(|fs| fs.is_same_inode(ino, generation))
     }
 
+    /// Whether the serving engine says the file (`ino`, `generation`) was
+    /// deleted ([`Filesystem::is_deleted`]); false when none serves.
+    pub fn is_deleted(&self, ino: u64, generation: Option<u64>) -> bool {
+        self.current()
+            .is_some_and(|fs| fs.is_deleted(ino, generation))
+    }
+
     /// Keeps the paths of `fs`'s files with data not written back, and of
     /// those its newest events name, for [`EngineSlot::known_path`] during
     /// its unmount: what the unmount reports, and what listeners still

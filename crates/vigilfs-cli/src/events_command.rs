@@ -397,10 +397,11 @@ fn read_image(image: &Path, since: u64, sink: &mut Sink) -> Result<(), Failure> 
             sink.event(gap_event(after + 1, record.id - 1, record, errors_before))?;
         }
         errors_before = Some(record.errors_total);
-        let path = record
-            .inode
-            .and_then(|ino| paths.path_of(ino, record.generation));
-        sink.event(record_json(record, path.as_deref()))?;
+        let (path, deleted) = match record.inode {
+            Some(ino) => paths.file_of(ino, record.generation),
+            None => (None, false),
+        };
+        sink.event(record_json(record, path.as_deref(), deleted))?;
         after = record.id;
     }
     paths.close();
@@ -414,7 +415,7 @@ struct OfflinePaths<'a> {
     image: &'a Path,
     device: Option<Arc<dyn BlockDevice>>,
     filesystem: Option<Filesystem>,
-    known: HashMap<(u64, Option<u64>), Option<String>>,
+    known: HashMap<(u64, Option<u64>), (Option<String>, bool)>,
 }
 
 impl<'a> OfflinePaths<'a> {
@@ -427,10 +428,11 @@ impl<'a> OfflinePaths<'a> {
         }
     }
 
-    /// A path of inode `ino`, if it is still the inode of `generation`.
-    fn path_of(&mut self, ino: u64, generation: Option<u64>) -> Option<String> {
-        if let Some(path) = self.known.get(&(ino, generation)) {
-            return path.clone();
+    /// A path of inode `ino`, if it is still the inode of `generation`,
+    /// and whether that file was deleted.
+    fn file_of(&mut self, ino: u64, generation: Option<u64>) -> (Option<String>, bool) {
+        if let Some(file) = self.known.get(&(ino, generation)) {
+            return file.clone();
         }
         if let Some(device) = self.device.take() {
             let options = MountOptions {
@@ -445,13 +447,14 @@ impl<'a> OfflinePaths<'a> {
                 ),
             }
         }
-        let path = self
-            .filesystem
-            .as_ref()
-            .filter(|filesystem| filesystem.is_same_inode(ino, generation))
+        let filesystem = self.filesystem.as_ref();
+        let deleted = filesystem.is_some_and(|filesystem| filesystem.is_deleted(ino, generation));
+        let path = filesystem
+            .filter(|filesystem| !deleted && filesystem.is_same_inode(ino, generation))
             .and_then(|filesystem| filesystem.path_of(ino, PATH_SEARCH_BUDGET));
-        self.known.insert((ino, generation), path.clone());
-        path
+        self.known
+            .insert((ino, generation), (path.clone(), deleted));
+        (path, deleted)
     }
 
     fn close(self) {

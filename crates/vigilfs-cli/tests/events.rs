@@ -401,6 +401,53 @@ fn a_live_stream_names_a_renamed_file_by_its_new_name() {
     scratch.umount(pid);
 }
 
+/// An error of a file whose last name is gone (a temporary file SQLite
+/// opens and unlinks, a log rotated away and deleted) says the file was
+/// deleted, in JSON and in words, where it had only an inode number.
+#[test]
+fn an_error_of_a_deleted_file_says_it_was_deleted() {
+    if fuse_missing("an error of a deleted file") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    scratch.inject(&["--fail-writes", "--class", "data"]);
+    let mut temporary = fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .open(scratch.at("etilqs_temp"))
+        .unwrap();
+    fs::remove_file(scratch.at("etilqs_temp")).unwrap();
+    temporary.write_all(&[7; 4096]).unwrap();
+    assert!(temporary.sync_all().is_err());
+    let listed = events(&[scratch.mnt()]);
+    let errors = of_kind(&listed, "error");
+    assert_eq!(errors.len(), 1, "{listed:#?}");
+    assert_eq!(errors[0]["deleted"], true, "{:#}", errors[0]);
+    assert_eq!(errors[0]["path"], Value::Null);
+    let words = text(&vigilfs(&["events", scratch.mnt()]).stdout);
+    assert!(words.contains("(deleted)"), "{words}");
+    // Files still named are not deleted.
+    fs::write(scratch.at("kept"), b"k").unwrap();
+    let kept = fs::OpenOptions::new()
+        .write(true)
+        .open(scratch.at("kept"))
+        .unwrap();
+    assert!(kept.sync_all().is_err());
+    let listed = events(&[scratch.mnt()]);
+    let kept_error = of_kind(&listed, "error")
+        .into_iter()
+        .find(|event| event["path"] == "/kept")
+        .cloned()
+        .unwrap_or_else(|| panic!("no error names /kept: {listed:#?}"));
+    assert_eq!(kept_error["deleted"], false);
+    drop(temporary);
+    drop(kept);
+    scratch.inject(&["--clear"]);
+    scratch.umount(pid);
+}
+
 /// The last writeback's errors come while the mount ends, when the engine
 /// is no longer there to ask for paths: the event that says a file's data
 /// was lost still names the file, in the live stream and the daemon's log.

@@ -25,6 +25,8 @@
 //!               unmount); null when a loss cannot be counted
 //! inode, generation, path     the object (path: resolved by the mount
 //!               when it can be, else null)
+//! deleted       true when the file named by inode was deleted (it may
+//!               still be open), false when not, null without an inode
 //! offset, length              the file byte range
 //! device_offset, device_length the device byte range
 //! tree, level, block          the b-tree node
@@ -59,7 +61,7 @@ const SUBTYPE_NAMES: [&str; 8] = [
 ];
 
 /// Every field name, in output order.
-pub const FIELDS: [&str; 31] = [
+pub const FIELDS: [&str; 32] = [
     "id",
     "first_id",
     "files",
@@ -72,6 +74,7 @@ pub const FIELDS: [&str; 31] = [
     "inode",
     "generation",
     "path",
+    "deleted",
     "offset",
     "length",
     "device_offset",
@@ -131,8 +134,9 @@ pub fn empty_event(kind: &str) -> serde_json::Map<String, Value> {
     map
 }
 
-/// A record as JSON; `path` is the inode's path when resolved.
-pub fn record_json(record: &EventRecord, path: Option<&str>) -> Value {
+/// A record as JSON; `path` is the inode's path when resolved, `deleted`
+/// whether its file was deleted since.
+pub fn record_json(record: &EventRecord, path: Option<&str>, deleted: bool) -> Value {
     let mut map = empty_event(record.kind.name());
     let mut set = |field: &str, value: Value| {
         map.insert(field.to_string(), value);
@@ -152,6 +156,9 @@ pub fn record_json(record: &EventRecord, path: Option<&str>) -> Value {
     set("inode", json!(record.inode));
     set("generation", json!(record.generation));
     set("path", json!(path));
+    if record.inode.is_some() {
+        set("deleted", json!(deleted));
+    }
     if let Some((offset, length)) = record.range {
         set("offset", json!(offset));
         set("length", json!(length));
@@ -299,6 +306,9 @@ pub fn human_line(event: &Value) -> String {
         if let Some(path) = field(event, "path").and_then(Value::as_str) {
             object.push_str(&format!(" {path}"));
         }
+        if field(event, "deleted").and_then(Value::as_bool) == Some(true) {
+            object.push_str(" (deleted)");
+        }
         parts.push(object);
     }
     if let (Some(offset), Some(length)) = (number(event, "offset"), number(event, "length")) {
@@ -394,7 +404,7 @@ mod tests {
             level: None,
             block: 77,
         });
-        let value = record_json(&record, Some("/a/b"));
+        let value = record_json(&record, Some("/a/b"), false);
         for name in FIELDS {
             assert!(value.get(name).is_some(), "{name} missing");
         }
@@ -418,7 +428,7 @@ mod tests {
     fn an_unmount_line_says_how_many_errors_the_mount_had() {
         let mut record = EventRecord::new(4, RecordKind::Unmount, 1_700_000_000_000_000_000);
         record.count = 0;
-        let line = human_line(&record_json(&record, None));
+        let line = human_line(&record_json(&record, None, false));
         assert!(line.contains("0 errors this mount"), "{line}");
         assert!(!line.contains("x0"), "{line}");
     }

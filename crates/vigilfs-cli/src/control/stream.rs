@@ -89,22 +89,25 @@ pub struct StreamRequest {
     pub mode: EventsMode,
 }
 
-/// Whether the process `pid` has `gid` among its groups (real, effective,
-/// or supplementary), from /proc.
+/// Whether the process `pid` has `gid` among its supplementary groups,
+/// from /proc (its effective group is the peer's credentials' own).
 fn has_group(pid: i32, gid: u32) -> bool {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return false;
-    };
-    status.lines().any(|line| {
-        let numbers = line
-            .strip_prefix("Gid:")
-            .or_else(|| line.strip_prefix("Groups:"));
-        numbers.is_some_and(|numbers| {
-            numbers
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .is_ok_and(|status| supplementary_group_in(&status, gid))
+}
+
+/// Whether the `Groups:` line of a `/proc/<pid>/status` text holds `gid`.
+/// The `Gid:` line does not count: a saved or real group is not one the
+/// process acts with.
+fn supplementary_group_in(status: &str, gid: u32) -> bool {
+    status
+        .lines()
+        .filter_map(|line| line.strip_prefix("Groups:"))
+        .any(|groups| {
+            groups
                 .split_whitespace()
-                .any(|number| number.parse() == Ok(gid))
+                .any(|group| group.parse() == Ok(gid))
         })
-    })
 }
 
 /// Why `stream`'s peer may not listen, if it may not.
@@ -177,11 +180,15 @@ impl Sender<'_> {
     }
 
     fn event(&mut self, record: &EventRecord) -> Value {
+        let engine = &self.context.engine;
+        let deleted = record
+            .inode
+            .is_some_and(|ino| engine.is_deleted(ino, record.generation));
         let path = record
             .inode
-            .filter(|&ino| self.context.engine.is_same_inode(ino, record.generation))
+            .filter(|&ino| !deleted && engine.is_same_inode(ino, record.generation))
             .and_then(|ino| self.path(ino));
-        record_json(record, path.as_deref())
+        record_json(record, path.as_deref(), deleted)
     }
 }
 
@@ -403,5 +410,19 @@ fn run(
                 return end(sender, "unmount");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::supplementary_group_in;
+
+    #[test]
+    fn only_supplementary_groups_make_a_member() {
+        let status = "Uid:\t1000\t1000\t1000\t1000\nGid:\t7\t1000\t9\t1000\nGroups:\t4 24\n";
+        assert!(supplementary_group_in(status, 24));
+        assert!(!supplementary_group_in(status, 9), "a saved group");
+        assert!(!supplementary_group_in(status, 7), "a real group");
+        assert!(!supplementary_group_in("Groups:\n", 0));
     }
 }

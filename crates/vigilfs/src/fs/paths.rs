@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 
 use super::Filesystem;
-use crate::inode::{printable, FileType, ROOT_INO};
+use crate::inode::{printable, FileType, NamespaceError, ROOT_INO};
 
 /// Directory entries a search may look at.
 pub const DEFAULT_BUDGET: usize = 100_000;
@@ -29,6 +29,22 @@ impl Filesystem {
             .namespace
             .getattr(ino)
             .is_ok_and(|record| record.generation as u32 == generation as u32)
+    }
+
+    /// Whether the file an event recorded as (`ino`, `generation`) is no
+    /// longer in the namespace: its last name removed (it may still be
+    /// open), the inode gone, or its number handed out again since. An
+    /// inode that cannot be read is not called deleted.
+    pub fn is_deleted(&self, ino: u64, generation: Option<u64>) -> bool {
+        match self.shared.namespace.getattr(ino) {
+            Ok(record) => {
+                record.nlink == 0
+                    || generation
+                        .is_some_and(|generation| record.generation as u32 != generation as u32)
+            }
+            Err(NamespaceError::NotFound) => true,
+            Err(_) => false,
+        }
     }
 
     /// A path of `ino` from the mount's root ("/dir/file"), looking at no
