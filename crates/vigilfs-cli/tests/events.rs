@@ -413,7 +413,7 @@ fn an_error_of_a_deleted_file_says_it_was_deleted() {
     let pid = scratch.mount(&["--size", "64M"]);
     scratch.inject(&["--fail-writes", "--class", "data"]);
     let mut temporary = fs::OpenOptions::new()
-        .create(true)
+        .create_new(true)
         .read(true)
         .write(true)
         .open(scratch.at("etilqs_temp"))
