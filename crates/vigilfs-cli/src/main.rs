@@ -229,8 +229,9 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         pid_file: Option<PathBuf>,
         /// With --daemon: append the log here instead of discarding it (in
-        /// the foreground it goes to stderr). Not the image, not a block
-        /// device.
+        /// the foreground it goes to stderr). Not the image, nor any other
+        /// vigilfs image, nor a block device. Made mode 0600 when new: it
+        /// names files.
         #[arg(long, value_name = "FILE", requires = "daemon")]
         log_file: Option<PathBuf>,
     },

@@ -36,6 +36,7 @@ use std::time::Duration;
 use serde_json::{json, Map};
 use vigilfs::device::{ByteRange, FaultDevice, FaultPlan, FileDevice, FileDeviceOptions};
 use vigilfs::failure::Origin;
+use vigilfs::format::{read_superblock, FormatError};
 use vigilfs::fs::{AtimeUpdates, Filesystem, LifeState, MountOptions};
 
 use crate::control;
@@ -441,6 +442,7 @@ fn daemonize(request: &MountRequest, prepared: Prepared, made: MadeHere) -> Resu
 /// The child's half of daemonising: its own session, stdio away from the
 /// terminal or pipes of whoever started it.
 fn detach(log_file: Option<&Path>) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
     // SAFETY: setsid has no memory effects; failure only means we already
     // lead a session.
     unsafe {
@@ -452,9 +454,12 @@ fn detach(log_file: Option<&Path>) -> Result<(), String> {
         .open("/dev/null")
         .map_err(|error| format!("/dev/null: {error}"))?;
     let output = match log_file {
+        // Only the mounting user may read it: it names files, as events
+        // and fault rules do.
         Some(path) => File::options()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(path)
             .map_err(|error| format!("log file {}: {error}", path.display()))?,
         None => null.try_clone().map_err(|error| error.to_string())?,
@@ -1138,7 +1143,38 @@ fn check_log_file(path: &Path, image: &Path) -> Result<(), Failure> {
     if same {
         return refuse("is the image being mounted; refusing to write the log into it");
     }
+    if metadata.is_file() && holds_a_filesystem(path) {
+        return refuse("holds a vigilfs filesystem; refusing to write the log into it");
+    }
     Ok(())
+}
+
+/// Whether the regular file at `path` holds a vigilfs filesystem: a
+/// superblock copy with vigilfs's magic where one can be, readable or
+/// damaged. (A log is too short to hold the copies, or holds text there.)
+fn holds_a_filesystem(path: &Path) -> bool {
+    let options = FileDeviceOptions {
+        read_only: true,
+        ..FileDeviceOptions::default()
+    };
+    let Ok(device) = FileDevice::open(path, options) else {
+        return false;
+    };
+    match read_superblock(&device) {
+        Ok(_) => true,
+        // Refusals that say nothing of the magic: too short, unreadable,
+        // or someone else's bytes.
+        Err(FormatError::NoValidSuperblock { rejected }) => rejected.iter().any(|copy| {
+            !matches!(
+                copy.error,
+                FormatError::BadMagic { .. }
+                    | FormatError::DeviceTooSmall { .. }
+                    | FormatError::Truncated { .. }
+                    | FormatError::Device(_)
+            )
+        }),
+        Err(_) => false,
+    }
 }
 
 #[cfg(test)]

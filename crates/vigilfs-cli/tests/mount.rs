@@ -1750,9 +1750,33 @@ fn a_log_or_pid_file_the_mount_would_damage_is_refused() {
     assert!(message.contains("is the image being mounted"), "{message}");
     assert_eq!(fs::metadata(&scratch.image).unwrap().len(), length);
 
+    // Another image, through a symlink with a log's name: its bytes were
+    // appended to.
+    let other = Scratch::new();
+    let made = vigilfs(&["mkfs", other.img(), "--size", "64M"]);
+    assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
+    let link = scratch.directory.path().join("mount.log");
+    std::os::unix::fs::symlink(&other.image, &link).unwrap();
+    let into_other = vigilfs(&[
+        "mount",
+        scratch.img(),
+        scratch.mnt(),
+        "--daemon",
+        "--log-file",
+        link.to_str().unwrap(),
+    ]);
+    let message = text(&into_other.stderr);
+    assert_ne!(into_other.status.code(), Some(0), "{message}");
+    assert!(message.contains("holds a vigilfs filesystem"), "{message}");
+    assert_eq!(fs::metadata(&other.image).unwrap().len(), 64 << 20);
+    fs::remove_file(&link).unwrap();
+
     // Another mount's pid file, its process running.
     let other = Scratch::new();
     let other_pid = other.mount(&["--size", "64M"]);
+    // The log it made names files: its user's alone.
+    let log_mode = fs::metadata(&other.log_file).unwrap().permissions().mode();
+    assert_eq!(log_mode & 0o777, 0o600);
     let taken = other.pid_file.to_str().unwrap();
     let mount_with = |extra: &[&str]| {
         let mut arguments = vec!["mount", scratch.img(), scratch.mnt(), "--daemon"];

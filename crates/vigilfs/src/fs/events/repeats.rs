@@ -35,7 +35,10 @@ const FIRST_WINDOW: u64 = 250_000_000;
 /// error record still counts it once saved).
 const LAST_WINDOW: u64 = 8_000_000_000;
 /// A key quiet for this long after its window (in ns) starts a new streak.
-const QUIET: u64 = 1_000_000_000;
+/// Longer than the writeback interval (5 s unless set): a file whose data
+/// is retried and fails again at every writeback stays in its streak, and
+/// costs one slot per window, not one per retry.
+const QUIET: u64 = 10_000_000_000;
 
 /// What makes errors repeats of each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,4 +229,54 @@ pub(super) enum Absorbed {
     Into,
     /// The first error of a new pending record.
     Opened,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::event_log::RecordKind;
+
+    const SECOND: u64 = 1_000_000_000;
+
+    /// Records made for one key failing every `period` ns for `span` ns,
+    /// as the event log makes them: an error not absorbed is a record.
+    fn records_for_errors_every(period: u64, span: u64) -> u64 {
+        let key = Key {
+            subtypes: 1,
+            errno: libc::EIO,
+            inode: Some(12),
+            place: None,
+            origin: 7,
+        };
+        let mut repeats = Repeats::new();
+        let mut made = 0;
+        for now in (0..span).step_by(period as usize) {
+            let record = || EventRecord::new(0, RecordKind::Error, now);
+            if repeats.absorb(key, now, record, |_| {}) == Absorbed::No {
+                repeats.record_made(key, now);
+                made += 1;
+            }
+        }
+        made
+    }
+
+    /// A writeback that fails again at every interval is a repeat like a
+    /// flood: after the first few, one record per window (8 s) at most.
+    /// With a one-second quiet rule every retry made a record.
+    #[test]
+    fn errors_retried_every_writeback_interval_are_damped() {
+        let span = 600 * SECOND;
+        let made = records_for_errors_every(5 * SECOND, span);
+        assert!(
+            made <= span / LAST_WINDOW + 8,
+            "{made} records for 120 retries in 10 minutes"
+        );
+    }
+
+    /// Errors far apart are not repeats: each is a record at once.
+    #[test]
+    fn errors_further_apart_than_the_quiet_time_each_make_a_record() {
+        let period = LAST_WINDOW + QUIET + SECOND;
+        assert_eq!(records_for_errors_every(period, 20 * period), 20);
+    }
 }
