@@ -60,11 +60,12 @@ pub fn spawn(slot: Arc<EngineSlot>, log: fn(&str)) -> std::io::Result<JoinHandle
                         if record.kind != RecordKind::Unmount {
                             let deleted = record
                                 .inode
-                                .is_some_and(|ino| slot.is_deleted(ino, record.generation));
+                                .and_then(|ino| slot.is_deleted(ino, record.generation));
                             let path = record
                                 .inode
                                 .filter(|&ino| {
-                                    !deleted && slot.is_same_inode(ino, record.generation)
+                                    deleted != Some(true)
+                                        && slot.is_same_inode(ino, record.generation)
                                 })
                                 .and_then(|ino| slot.known_path(ino));
                             log(&human_line(&record_json(&record, path.as_deref(), deleted)));

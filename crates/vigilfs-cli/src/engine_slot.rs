@@ -85,10 +85,9 @@ impl EngineSlot {
     }
 
     /// Whether the serving engine says the file (`ino`, `generation`) was
-    /// deleted ([`Filesystem::is_deleted`]); false when none serves.
-    pub fn is_deleted(&self, ino: u64, generation: Option<u64>) -> bool {
-        self.current()
-            .is_some_and(|fs| fs.is_deleted(ino, generation))
+    /// deleted ([`Filesystem::is_deleted`]); `None` when none serves.
+    pub fn is_deleted(&self, ino: u64, generation: Option<u64>) -> Option<bool> {
+        self.current().map(|fs| fs.is_deleted(ino, generation))
     }
 
     /// Keeps the paths of `fs`'s files with data not written back, and of

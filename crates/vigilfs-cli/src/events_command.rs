@@ -399,7 +399,7 @@ fn read_image(image: &Path, since: u64, sink: &mut Sink) -> Result<(), Failure> 
         errors_before = Some(record.errors_total);
         let (path, deleted) = match record.inode {
             Some(ino) => paths.file_of(ino, record.generation),
-            None => (None, false),
+            None => (None, None),
         };
         sink.event(record_json(record, path.as_deref(), deleted))?;
         after = record.id;
@@ -408,6 +408,10 @@ fn read_image(image: &Path, since: u64, sink: &mut Sink) -> Result<(), Failure> 
     Ok(())
 }
 
+/// An event's file as the image says: its path, if found, and whether it
+/// was deleted, if the image could say.
+type EventFile = (Option<String>, Option<bool>);
+
 /// The paths of the files an unmounted image's events name, looked up in
 /// the image mounted read-only (what replay changes stays in memory), on
 /// first need; each inode once.
@@ -415,7 +419,7 @@ struct OfflinePaths<'a> {
     image: &'a Path,
     device: Option<Arc<dyn BlockDevice>>,
     filesystem: Option<Filesystem>,
-    known: HashMap<(u64, Option<u64>), (Option<String>, bool)>,
+    known: HashMap<(u64, Option<u64>), EventFile>,
 }
 
 impl<'a> OfflinePaths<'a> {
@@ -429,8 +433,9 @@ impl<'a> OfflinePaths<'a> {
     }
 
     /// A path of inode `ino`, if it is still the inode of `generation`,
-    /// and whether that file was deleted.
-    fn file_of(&mut self, ino: u64, generation: Option<u64>) -> (Option<String>, bool) {
+    /// and whether that file was deleted (`None` when the image could not
+    /// be opened to say).
+    fn file_of(&mut self, ino: u64, generation: Option<u64>) -> EventFile {
         if let Some(file) = self.known.get(&(ino, generation)) {
             return file.clone();
         }
@@ -448,9 +453,9 @@ impl<'a> OfflinePaths<'a> {
             }
         }
         let filesystem = self.filesystem.as_ref();
-        let deleted = filesystem.is_some_and(|filesystem| filesystem.is_deleted(ino, generation));
+        let deleted = filesystem.map(|filesystem| filesystem.is_deleted(ino, generation));
         let path = filesystem
-            .filter(|filesystem| !deleted && filesystem.is_same_inode(ino, generation))
+            .filter(|filesystem| deleted != Some(true) && filesystem.is_same_inode(ino, generation))
             .and_then(|filesystem| filesystem.path_of(ino, PATH_SEARCH_BUDGET));
         self.known
             .insert((ino, generation), (path.clone(), deleted));

@@ -229,9 +229,10 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         pid_file: Option<PathBuf>,
         /// With --daemon: append the log here instead of discarding it (in
-        /// the foreground it goes to stderr). Not the image, nor any other
-        /// vigilfs image, nor a block device. Made mode 0600 when new: it
-        /// names files.
+        /// the foreground it goes to stderr). It names files, so it must be
+        /// yours: made mode 0600 when new, refused when it is another
+        /// user's file or symbolic link, a vigilfs image, a block device,
+        /// under the mount point, or a FIFO nobody reads.
         #[arg(long, value_name = "FILE", requires = "daemon")]
         log_file: Option<PathBuf>,
     },

@@ -263,7 +263,7 @@ fn prepare(request: &MountRequest) -> Result<Option<Prepared>, Failure> {
         check_pid_file(path)?;
     }
     if let Some(path) = &request.log_file {
-        check_log_file(path, &request.image)?;
+        check_log_file(path, &request.image, &request.mountpoint)?;
     }
     // A dead FUSE mount here: say so, not "does not exist" or a failed
     // FUSE mount.
@@ -396,6 +396,8 @@ fn daemonize(request: &MountRequest, prepared: Prepared, made: MadeHere) -> Resu
     // SAFETY: both fds were just made by pipe2 and belong to nobody else.
     let (read_end, write_end) =
         unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // Opened once, here: the child inherits it (see open_log).
+    let log = request.log_file.as_deref().map(open_log).transpose()?;
     // Flush what the parent buffered so the child does not print it again.
     let _ = std::io::stdout().flush();
     // SAFETY: no other thread exists yet in this process (nothing before
@@ -418,7 +420,7 @@ fn daemonize(request: &MountRequest, prepared: Prepared, made: MadeHere) -> Resu
     }
     drop(read_end);
     let mut channel = File::from(write_end);
-    if let Err(message) = detach(request.log_file.as_deref()) {
+    if let Err(message) = detach(log) {
         let _ = writeln!(channel, "error 8 {message}");
         std::process::exit(8);
     }
@@ -441,8 +443,7 @@ fn daemonize(request: &MountRequest, prepared: Prepared, made: MadeHere) -> Resu
 
 /// The child's half of daemonising: its own session, stdio away from the
 /// terminal or pipes of whoever started it.
-fn detach(log_file: Option<&Path>) -> Result<(), String> {
-    use std::os::unix::fs::OpenOptionsExt;
+fn detach(log: Option<File>) -> Result<(), String> {
     // SAFETY: setsid has no memory effects; failure only means we already
     // lead a session.
     unsafe {
@@ -453,15 +454,8 @@ fn detach(log_file: Option<&Path>) -> Result<(), String> {
         .write(true)
         .open("/dev/null")
         .map_err(|error| format!("/dev/null: {error}"))?;
-    let output = match log_file {
-        // Only the mounting user may read it: it names files, as events
-        // and fault rules do.
-        Some(path) => File::options()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|error| format!("log file {}: {error}", path.display()))?,
+    let output = match log {
+        Some(log) => log,
         None => null.try_clone().map_err(|error| error.to_string())?,
     };
     // SAFETY: dup2 onto the standard descriptors, from fds we own.
@@ -1112,29 +1106,80 @@ fn is_running(pid: u32) -> bool {
 
 /// Refuses a `--log-file` the log would damage: the image itself (the
 /// log appended after its end), or a block device.
-fn check_log_file(path: &Path, image: &Path) -> Result<(), Failure> {
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-    let Ok(metadata) = std::fs::metadata(path) else {
-        return Ok(());
-    };
+/// Opens the log for appending (made 0600 when new: it names files), once,
+/// before the fork: the daemon inherits the descriptor. A FIFO is opened
+/// without waiting for a reader (the mount would wait for ever) and made
+/// blocking again after; opening it twice would hand a reader that reads
+/// one writer (`cat fifo`) its end of file at the first close, and leave
+/// the second open waiting for ever.
+fn open_log(path: &Path) -> Result<File, Failure> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|error| {
+            let why = match error.raw_os_error() {
+                Some(libc::ENXIO) => "a FIFO nobody reads; start its reader first".to_string(),
+                _ => error.to_string(),
+            };
+            Failure::usage(format!("--log-file {}: {why}", path.display()))
+        })?;
+    // SAFETY: fcntl on a descriptor this function owns; F_GETFL and F_SETFL
+    // only read and set its status flags.
+    unsafe {
+        let flags = libc::fcntl(log.as_raw_fd(), libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(log.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        }
+    }
+    Ok(log)
+}
+
+fn check_log_file(path: &Path, image: &Path, mountpoint: &Path) -> Result<(), Failure> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let refuse = |why: &str| {
         Err(Failure::usage(format!(
             "--log-file {}: {why}",
             path.display()
         )))
     };
+    // The log names files: it must not land where another user can read
+    // it, or be led by another user's symbolic link (fs.protected_symlinks
+    // may be off) into a file of the mounting user's.
+    // SAFETY: geteuid has no preconditions.
+    let user = unsafe { libc::geteuid() };
+    if let Ok(link) = std::fs::symlink_metadata(path) {
+        if link.file_type().is_symlink() && link.uid() != user {
+            return refuse(&format!(
+                "a symbolic link of uid {}, not yours; name the log itself",
+                link.uid()
+            ));
+        }
+    }
+    let directory = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty());
+    let inside = std::fs::canonicalize(directory.unwrap_or(Path::new(".")))
+        .ok()
+        .zip(std::fs::canonicalize(mountpoint).ok())
+        .is_some_and(|(directory, mountpoint)| directory.starts_with(mountpoint));
+    if inside {
+        return refuse("is under the mount point, where the mount would hide it; put it elsewhere");
+    }
+    let Ok(metadata) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    if metadata.is_file() && metadata.uid() != user {
+        return refuse(&format!(
+            "belongs to uid {}; the log names files, so it must be yours",
+            metadata.uid()
+        ));
+    }
     if metadata.file_type().is_block_device() {
         return refuse("a block device; refusing to write the log on it");
-    }
-    if metadata.file_type().is_fifo() {
-        // The mount process would wait in its open for a reader forever.
-        let reader = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path);
-        if reader.is_err_and(|error| error.raw_os_error() == Some(libc::ENXIO)) {
-            return refuse("a FIFO nobody reads; start its reader first");
-        }
     }
     let same = crate::mountinfo::file_identity(path)
         .ok()

@@ -1829,6 +1829,76 @@ fn a_log_or_pid_file_the_mount_would_damage_is_refused() {
     assert!(!is_mounted(&scratch.mountpoint));
 }
 
+/// The log names files, so it is the mounting user's alone: another
+/// user's file or symbolic link is refused (root's log went into them),
+/// as is a log under the mount point (hidden once mounted). A FIFO whose
+/// reader reads one writer (`cat fifo`) gets the log: the check's own open
+/// and close ended that reader, and the mount then waited for ever.
+#[test]
+fn a_log_file_is_the_mounting_users_alone_and_a_fifo_reader_gets_it() {
+    if fuse_missing("a_log_file_is_the_mounting_users_alone_and_a_fifo_reader_gets_it") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let made = vigilfs(&["mkfs", scratch.img(), "--size", "64M"]);
+    assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
+    let place = scratch.directory.path();
+    let mount_logging_to = |log: &Path| {
+        Command::new("timeout")
+            .arg("30")
+            .arg(binary())
+            .args([
+                "mount",
+                scratch.img(),
+                scratch.mnt(),
+                "--daemon",
+                "--log-file",
+            ])
+            .arg(log)
+            .output()
+            .unwrap()
+    };
+    let theirs = place.join("theirs.log");
+    fs::write(&theirs, b"").unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
+    let their_link = place.join("link.log");
+    std::os::unix::fs::symlink(place.join("mine.log"), &their_link).unwrap();
+    std::os::unix::fs::lchown(&their_link, Some(65534), None).unwrap();
+    fs::create_dir_all(&scratch.mountpoint).unwrap();
+    for (log, why) in [
+        (&theirs, "belongs to uid 65534"),
+        (&their_link, "a symbolic link of uid 65534"),
+        (&scratch.mountpoint.join("in.log"), "under the mount point"),
+    ] {
+        let refused = mount_logging_to(log);
+        let message = text(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(1), "{log:?}: {message}");
+        assert!(message.contains(why), "{log:?}: {message}");
+        assert!(!is_mounted(&scratch.mountpoint));
+    }
+    assert!(!place.join("mine.log").exists());
+
+    let fifo = place.join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).output().unwrap();
+    assert!(made.status.success());
+    let heard = place.join("heard");
+    let reader = Command::new("cat")
+        .arg(&fifo)
+        .stdout(fs::File::create(&heard).unwrap())
+        .spawn()
+        .unwrap();
+    let mounted = mount_logging_to(&fifo);
+    assert_eq!(mounted.status.code(), Some(0), "{}", text(&mounted.stderr));
+    umount_retrying_busy(&scratch.mountpoint);
+    let mut reader = reader;
+    assert!(reader.wait().unwrap().success());
+    let log = fs::read_to_string(&heard).unwrap();
+    assert!(
+        log.contains("mounted") && log.contains("unmounted"),
+        "{log}"
+    );
+}
+
 /// A signal unmounts the filesystem's own mount points only: one with
 /// another filesystem mounted over it is left (unmounting the path took
 /// that other filesystem away, tmpfs data and all).

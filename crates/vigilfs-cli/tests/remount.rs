@@ -324,10 +324,15 @@ fn remount_read_write_is_refused_while_an_error_keeps_the_daemon_read_only() {
     let file = fs::File::create(scratch.at("f")).unwrap();
     assert!(file.sync_all().is_err(), "the journal's write fails");
     drop(file);
+    // The policy turns the kernel's mount read-only from a thread of its
+    // own, moments after the state changes: both, before the remount.
     wait_until(
         "the policy makes the mount read-only",
         std::time::Duration::from_secs(30),
-        || scratch.status()["state"] == "read-only",
+        || {
+            scratch.status()["state"] == "read-only"
+                && flags(&scratch.mountpoint) & libc::ST_RDONLY != 0
+        },
     );
     let output = helper(
         scratch.directory.path(),

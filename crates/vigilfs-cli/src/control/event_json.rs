@@ -26,7 +26,8 @@
 //! inode, generation, path     the object (path: resolved by the mount
 //!               when it can be, else null)
 //! deleted       true when the file named by inode was deleted (it may
-//!               still be open), false when not, null without an inode
+//!               still be open), false when not, null without an inode or
+//!               when no mount could say
 //! offset, length              the file byte range
 //! device_offset, device_length the device byte range
 //! tree, level, block          the b-tree node
@@ -135,8 +136,8 @@ pub fn empty_event(kind: &str) -> serde_json::Map<String, Value> {
 }
 
 /// A record as JSON; `path` is the inode's path when resolved, `deleted`
-/// whether its file was deleted since.
-pub fn record_json(record: &EventRecord, path: Option<&str>, deleted: bool) -> Value {
+/// whether its file was deleted since, when that is known.
+pub fn record_json(record: &EventRecord, path: Option<&str>, deleted: Option<bool>) -> Value {
     let mut map = empty_event(record.kind.name());
     let mut set = |field: &str, value: Value| {
         map.insert(field.to_string(), value);
@@ -404,7 +405,7 @@ mod tests {
             level: None,
             block: 77,
         });
-        let value = record_json(&record, Some("/a/b"), false);
+        let value = record_json(&record, Some("/a/b"), Some(false));
         for name in FIELDS {
             assert!(value.get(name).is_some(), "{name} missing");
         }
@@ -428,7 +429,7 @@ mod tests {
     fn an_unmount_line_says_how_many_errors_the_mount_had() {
         let mut record = EventRecord::new(4, RecordKind::Unmount, 1_700_000_000_000_000_000);
         record.count = 0;
-        let line = human_line(&record_json(&record, None, false));
+        let line = human_line(&record_json(&record, None, None));
         assert!(line.contains("0 errors this mount"), "{line}");
         assert!(!line.contains("x0"), "{line}");
     }

@@ -183,10 +183,10 @@ impl Sender<'_> {
         let engine = &self.context.engine;
         let deleted = record
             .inode
-            .is_some_and(|ino| engine.is_deleted(ino, record.generation));
+            .and_then(|ino| engine.is_deleted(ino, record.generation));
         let path = record
             .inode
-            .filter(|&ino| !deleted && engine.is_same_inode(ino, record.generation))
+            .filter(|&ino| deleted != Some(true) && engine.is_same_inode(ino, record.generation))
             .and_then(|ino| self.path(ino));
         record_json(record, path.as_deref(), deleted)
     }

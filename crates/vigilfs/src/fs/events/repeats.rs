@@ -152,8 +152,17 @@ impl Repeats {
             if pending.is_none() && streak.ended(now) {
                 streak.records = 0;
             }
+            let gap = now.saturating_sub(streak.last_record_ns);
             streak.records = streak.records.saturating_add(1);
             streak.last_record_ns = now;
+            // Repeats further apart than the window (a writeback retried at
+            // every interval) would each be a record until the doubling
+            // reached their period: the window covers the gap at once.
+            if streak.records >= UNDAMPED {
+                while streak.window() < gap.min(LAST_WINDOW) {
+                    streak.records += 1;
+                }
+            }
             return pending;
         }
         // A free entry, or the one quiet longest; with none, the key is not
@@ -261,16 +270,19 @@ mod tests {
     }
 
     /// A writeback that fails again at every interval is a repeat like a
-    /// flood: after the first few, one record per window (8 s) at most.
-    /// With a one-second quiet rule every retry made a record.
+    /// flood: after the first two, at most one record per window (8 s).
+    /// With a one-second quiet rule every retry made a record, and with
+    /// the window only doubling, the first eight retries still did.
     #[test]
     fn errors_retried_every_writeback_interval_are_damped() {
         let span = 600 * SECOND;
         let made = records_for_errors_every(5 * SECOND, span);
         assert!(
-            made <= span / LAST_WINDOW + 8,
+            made <= span / LAST_WINDOW + 2,
             "{made} records for 120 retries in 10 minutes"
         );
+        let early = records_for_errors_every(5 * SECOND, 30 * SECOND);
+        assert!(early <= 4, "{early} records for the first 6 retries");
     }
 
     /// Errors far apart are not repeats: each is a record at once.
