@@ -1884,7 +1884,7 @@ fn a_log_file_is_the_mounting_users_alone_and_a_fifo_reader_gets_it() {
     let heard = place.join("heard");
     let reader = Command::new("cat")
         .arg(&fifo)
-        .stdout(fs::File::create(&heard).unwrap())
+        .stdout(File::create(&heard).unwrap())
         .spawn()
         .unwrap();
     let mounted = mount_logging_to(&fifo);
