@@ -372,8 +372,11 @@ enum Command {
     /// or `vigilfs sync` that succeeded made durable: data not written back, and
     /// metadata (creates, renames, links...) whose journal entry was not
     /// flushed. It returns once the mount serves the state after the crash;
-    /// files open before it fail with EIO. `vigilfs unsynced` lists what a
-    /// cut would lose now.
+    /// files open before it fail with EIO. It does not stop your program: a
+    /// process that lives through the cut and opens paths afresh reaches
+    /// the recovered filesystem, so stop it at the cut (or use `vigilfs
+    /// crash-test`) before judging what survived. `vigilfs unsynced` lists
+    /// what a cut would lose now.
     ///
     /// Examples:
     ///   vigilfs inject /mnt --fail-writes --class data     # writeback fails: fsync gets EIO
