@@ -1104,8 +1104,6 @@ fn is_running(pid: u32) -> bool {
     pid != 0 && !matches!(state, None | Some("Z" | "X"))
 }
 
-/// Refuses a `--log-file` the log would damage: the image itself (the
-/// log appended after its end), or a block device.
 /// Opens the log for appending (made 0600 when new: it names files), once,
 /// before the fork: the daemon inherits the descriptor. A FIFO is opened
 /// without waiting for a reader (the mount would wait for ever) and made
@@ -1138,6 +1136,10 @@ fn open_log(path: &Path) -> Result<File, Failure> {
     Ok(log)
 }
 
+/// Refuses a `--log-file` the log would damage or leak through: another
+/// user's file or symbolic link, a place under the mount point, a block
+/// device, the image being mounted (the log appended after its end) or
+/// any other vigilfs image. A FIFO nobody reads is refused by `open_log`.
 fn check_log_file(path: &Path, image: &Path, mountpoint: &Path) -> Result<(), Failure> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let refuse = |why: &str| {
