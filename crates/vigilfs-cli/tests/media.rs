@@ -721,9 +721,13 @@ fn a_media_error_that_no_longer_reproduces_is_healed_by_scrub() {
     let block = device_block(scratch.mnt(), "sector", 2);
     scratch.inject(&["--bad-blocks", &format!("{block}:1")]);
     assert!(read_block(&scratch.at("sector"), 2).is_err());
+    // The worker poisons the block after the read returned: wait for it,
+    // or the read below may reach the recovered device first.
+    wait_until("the failure is handled", Duration::from_secs(30), || {
+        scratch.status()["media"]["poisoned_runs"] == 1
+    });
     scratch.inject(&["--clear"]);
     assert!(read_block(&scratch.at("sector"), 2).is_err(), "poisoned");
-    assert_eq!(scratch.status()["media"]["poisoned_runs"], 1);
     let scrub = vigilfs(&["scrub", scratch.mnt(), "--json"]);
     assert_eq!(scrub.status.code(), Some(0), "{}", text(&scrub.stderr));
     let summary: Value = serde_json::from_slice(&scrub.stdout).unwrap();
@@ -779,9 +783,11 @@ fn a_checksum_failure_that_no_longer_reproduces_is_healed_by_scrub() {
     // and the blocks are poisoned as lost.
     scratch.inject(&["--corrupt-reads", "--class", "data"]);
     assert!(read_block(&scratch.at("flaky"), 1).is_err());
+    wait_until("the failure is handled", Duration::from_secs(30), || {
+        scratch.status()["media"]["poisoned_runs"].as_u64() > Some(0)
+    });
     scratch.inject(&["--clear"]);
     assert!(read_block(&scratch.at("flaky"), 1).is_err(), "poisoned");
-    assert!(scratch.status()["media"]["poisoned_runs"].as_u64() > Some(0));
     // The fault is gone, the data on the medium was never bad: a scrub
     // reads it back whole and lifts the poison.
     let scrub = vigilfs(&["scrub", scratch.mnt(), "--json"]);
