@@ -724,7 +724,13 @@ fn serve(
                 }
                 Err(message) => {
                     let failure = Failure::operational(message);
-                    let _ = finish(&slot, power.as_deref(), listener, &image);
+                    let _ = finish(
+                        &slot,
+                        power.as_deref(),
+                        listener,
+                        &image,
+                        Ending::BeforeMounting,
+                    );
                     return Err(failure);
                 }
             }
@@ -751,7 +757,13 @@ fn serve(
             if let Some(metrics) = metrics {
                 metrics.stop();
             }
-            let _ = finish(&slot, power.as_deref(), listener, &image);
+            let _ = finish(
+                &slot,
+                power.as_deref(),
+                listener,
+                &image,
+                Ending::BeforeMounting,
+            );
             return Err(failure);
         }
     };
@@ -769,7 +781,13 @@ fn serve(
                 fuse_mount_hint()
             ));
             server.stop();
-            let _ = finish(&slot, power.as_deref(), listener, &image);
+            let _ = finish(
+                &slot,
+                power.as_deref(),
+                listener,
+                &image,
+                Ending::BeforeMounting,
+            );
             return Err(failure);
         }
     };
@@ -906,7 +924,13 @@ fn serve(
     if let Some(metrics) = metrics {
         metrics.stop();
     }
-    let outcome = finish(&slot, power.as_deref(), listener, &image);
+    let outcome = finish(
+        &slot,
+        power.as_deref(),
+        listener,
+        &image,
+        Ending::AfterServing,
+    );
     // Listeners get the last events and the end of their stream.
     control::stream::drain(Duration::from_secs(5));
     if let Some(path) = &request.pid_file {
@@ -922,6 +946,14 @@ fn serve(
     outcome
 }
 
+/// Whether the engine being finished was ever served through FUSE: the
+/// log must not say "unmounted" of a mount that failed before it began.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    AfterServing,
+    BeforeMounting,
+}
+
 /// Takes the engine out of its slot (after any power cut in progress; no
 /// other starts) and unmounts it once every other holder let go, then
 /// waits for the event listener to drain.
@@ -930,6 +962,7 @@ fn finish(
     power: Option<&PowerSwitch>,
     listener: Option<std::thread::JoinHandle<()>>,
     image: &Path,
+    ending: Ending,
 ) -> Result<u8, Failure> {
     if let Some(power) = power {
         power.close();
@@ -970,7 +1003,13 @@ fn finish(
                         other.name()
                     ),
                 };
-                log(&format!("unmounted {} ({how})", image.display()));
+                match ending {
+                    Ending::AfterServing => log(&format!("unmounted {} ({how})", image.display())),
+                    Ending::BeforeMounting => log(&format!(
+                        "closed {} without mounting it ({how})",
+                        image.display()
+                    )),
+                }
                 Ok(0)
             }
             (_, Err(error)) => {

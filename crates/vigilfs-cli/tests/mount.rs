@@ -1193,6 +1193,37 @@ fn a_daemon_that_cannot_mount_passes_its_error_to_the_caller() {
     assert!(!missing.exists());
 }
 
+/// A mount that fails after opening the image (here: its metrics address
+/// is taken) says so in its log, and never that it "unmounted" a
+/// filesystem it did not mount.
+#[test]
+fn a_mount_that_fails_after_opening_the_image_is_not_logged_as_unmounted() {
+    if fuse_missing("a_mount_that_fails_after_opening_the_image_is_not_logged_as_unmounted") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let made = vigilfs(&["mkfs", scratch.img(), "--size", "64M"]);
+    assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap();
+    let log = scratch.directory.path().join("failed.log");
+    let output = vigilfs(&[
+        "mount",
+        scratch.img(),
+        scratch.mnt(),
+        "--daemon",
+        "--log-file",
+        log.to_str().unwrap(),
+        "-o",
+        &format!("metrics={address}"),
+    ]);
+    assert_ne!(output.status.code(), Some(0));
+    assert!(!is_mounted(&scratch.mountpoint));
+    let logged = fs::read_to_string(&log).unwrap();
+    assert!(!logged.contains("unmounted"), "{logged}");
+    assert!(logged.contains("without mounting it (clean)"), "{logged}");
+}
+
 #[test]
 fn a_missing_mount_point_is_made() {
     if fuse_missing("a_missing_mount_point_is_made") {
