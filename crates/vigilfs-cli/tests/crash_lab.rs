@@ -1283,7 +1283,12 @@ fn errors_remount_ro_shows_in_the_mount_table_until_a_power_cut() {
         return;
     }
     let scratch = Scratch::new();
-    let pid = scratch.mount(&["--size", "64M", "-o", "crashable,errors=remount-ro"]);
+    let pid = scratch.mount(&[
+        "--size",
+        "64M",
+        "-o",
+        "crashable,errors=remount-ro,writeback_interval=600",
+    ]);
     assert!(!kernel_says_read_only(&scratch.mountpoint));
     let mut file = File::create(scratch.at("f")).unwrap();
     file.write_all(b"not durable").unwrap();

@@ -166,8 +166,10 @@ fn a_bad_block_under_a_file_is_lost_there_only_until_rewritten_and_never_reused(
         read_block(&victim, 5).unwrap_err().raw_os_error(),
         Some(libc::EIO)
     );
+    // The worker poisons the block, then reports the loss (a MEDIA error).
     wait_until("the failure is handled", Duration::from_secs(30), || {
-        scratch.status()["media"]["poisoned_runs"] == 1
+        let status = scratch.status();
+        status["media"]["poisoned_runs"] == 1 && status["errors"]["per_kind"]["media"]["count"] == 1
     });
     // Exactly that block fails; reading it again reports nothing new.
     assert_eq!(
@@ -188,12 +190,12 @@ fn a_bad_block_under_a_file_is_lost_there_only_until_rewritten_and_never_reused(
     let poisoned = &status["media"]["poisoned"][0];
     assert_eq!(poisoned["first_block"], 5);
     assert_eq!(poisoned["device_block"], bad);
-    let log = scratch.log();
-    assert!(
-        log.lines().any(|line| line.contains("data_lost")
-            && line.contains(&format!("bytes {}+{BLOCK}", 5 * BLOCK))),
-        "{log}"
-    );
+    // The daemon's log gets the event from a thread of its own.
+    wait_until("the daemon logs the loss", Duration::from_secs(30), || {
+        scratch.log().lines().any(|line| {
+            line.contains("data_lost") && line.contains(&format!("bytes {}+{BLOCK}", 5 * BLOCK))
+        })
+    });
 
     // The loss survives a remount (the fault plan does not: the device
     // reads again), until the block is rewritten.
@@ -320,11 +322,15 @@ fn a_bad_node_is_moved_from_its_cached_copy_or_else_goes_to_the_errors_policy() 
     assert_eq!(report["owners"][0]["outcome"]["kind"], "lost", "{report}");
     let status = scratch.status();
     assert_eq!(status["state"], "read-only");
-    let log = scratch.log();
-    assert!(
-        log.lines().any(|line| line.contains("metadata")
-            && line.contains(&format!("tree inodes level 0 block {uncached}"))),
-        "{log}"
+    wait_until(
+        "the daemon logs the lost node",
+        Duration::from_secs(30),
+        || {
+            scratch.log().lines().any(|line| {
+                line.contains("metadata")
+                    && line.contains(&format!("tree inodes level 0 block {uncached}"))
+            })
+        },
     );
     scratch.umount(pid);
 }
@@ -691,6 +697,11 @@ fn a_scrub_stopped_by_the_unmount_exits_stopped() {
     scratch.inject(&["--bad-blocks", &format!("{block}:1")]);
     scratch.inject(&["--drop-caches"]);
     assert!(read_block(&scratch.at("lost"), 1).is_err());
+    // The scrub counts what was lost before it from the status it starts
+    // with: the worker must have poisoned the block by then.
+    wait_until("the failure is handled", Duration::from_secs(30), || {
+        scratch.status()["media"]["poisoned_runs"] == 1
+    });
     let client = running_scrub(&scratch);
     scratch.umount(pid);
     let output = client.wait_with_output().unwrap();

@@ -182,7 +182,12 @@ fn status_json_shows_an_error_without_consuming_it() {
         return;
     }
     let scratch = Scratch::new();
-    let pid = scratch.mount(&["--size", "64M", "-o", "errors=continue"]);
+    let pid = scratch.mount(&[
+        "--size",
+        "64M",
+        "-o",
+        "errors=continue,writeback_interval=600",
+    ]);
     let status = scratch.status();
     for field in [
         "mountpoint",
@@ -317,7 +322,12 @@ fn sync_reports_a_writeback_error_once() {
         return;
     }
     let scratch = Scratch::new();
-    let pid = scratch.mount(&["--size", "64M", "-o", "errors=continue"]);
+    let pid = scratch.mount(&[
+        "--size",
+        "64M",
+        "-o",
+        "errors=continue,writeback_interval=600",
+    ]);
     let clean = vigilfs(&["sync", scratch.mnt()]);
     assert_eq!(clean.status.code(), Some(0), "{}", text(&clean.stderr));
 
@@ -974,7 +984,12 @@ fn generic_441_through_the_mount_each_descriptor_hears_of_the_failure() {
         return;
     }
     let scratch = Scratch::new();
-    let pid = scratch.mount(&["--size", "64M", "-o", "errors=remount-ro"]);
+    let pid = scratch.mount(&[
+        "--size",
+        "64M",
+        "-o",
+        "errors=remount-ro,writeback_interval=600",
+    ]);
     let path = scratch.at("shared");
     let descriptors: Vec<File> = (0..4)
         .map(|_| {
@@ -1247,7 +1262,12 @@ fn generic_487_through_the_mount_the_next_opener_hears_of_an_unseen_error() {
         return;
     }
     let scratch = Scratch::new();
-    let pid = scratch.mount(&["--size", "64M", "-o", "errors=continue"]);
+    let pid = scratch.mount(&[
+        "--size",
+        "64M",
+        "-o",
+        "errors=continue,writeback_interval=600",
+    ]);
     let path = scratch.at("unseen");
     {
         let file = File::create(&path).unwrap();
@@ -1371,9 +1391,9 @@ print(f"worker {worker}: {count} operations, {len(model)} files")
 /// --class data`), every fsync checked; `close()` reports nothing.
 fn generic_441_data_writes(options: &[&str]) -> Vec<Vec<Option<i32>>> {
     let scratch = Scratch::new();
-    let mut arguments = vec!["--size", "64M", "-o"];
-    arguments.extend_from_slice(options);
-    let pid = scratch.mount(&arguments);
+    // No background write-back between the writes and the fault.
+    let options = [options, &["writeback_interval=600"]].concat().join(",");
+    let pid = scratch.mount(&["--size", "64M", "-o", &options]);
     let path = scratch.at("shared");
     let descriptors: Vec<File> = (0..3)
         .map(|_| {

@@ -74,9 +74,14 @@ fn unmount_waits_for_files_still_open() {
     let unmounting = thread::spawn(move || mounted.unmount());
     thread::sleep(Duration::from_millis(300));
     assert!(!unmounting.is_finished(), "a file is still open");
-    // Detached: the mount point shows the directory underneath again, and
-    // the open file keeps working.
-    assert_eq!(fs::metadata(directory.path()).unwrap().dev(), outside);
+    // Detached: the mount point shows the directory underneath again (once
+    // the unmount thread got there), and the open file keeps working.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while fs::metadata(directory.path()).unwrap().dev() != outside {
+        assert!(std::time::Instant::now() < deadline, "never detached");
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!unmounting.is_finished(), "a file is still open");
     file.write_all(b"still served").unwrap();
     common::fsync(&file).unwrap();
     drop(file);

@@ -1103,8 +1103,10 @@ fn an_unmount_that_cannot_make_the_filesystem_clean_is_an_error_on_record() {
 #[test]
 fn background_writeback_cleans_dirty_data_without_fsync() {
     let fixture = Fixture::new();
+    // A long interval while the write is checked to stay dirty (a round
+    // between the write and the check would clean it), then a short one.
     let fs = fixture.mount_with(MountOptions {
-        writeback_interval: Duration::from_millis(20),
+        writeback_interval: Duration::from_secs(3600),
         ..MountOptions::default()
     });
     let (_, handle) = fs
@@ -1112,6 +1114,11 @@ fn background_writeback_cleans_dirty_data_without_fsync() {
         .unwrap();
     fs.write(handle, 0, &vec![5u8; 64 * 1024], &root()).unwrap();
     assert!(fs.status().dirty_bytes > 0);
+    fs.reconfigure(&SettingsChange {
+        writeback_interval: Some(Duration::from_millis(20)),
+        ..SettingsChange::default()
+    })
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while fs.status().dirty_bytes > 0 {
         assert!(
