@@ -179,6 +179,7 @@ fn mkfs_failure(image: &Path, created: Option<ByteSize>, error: &MkfsError) -> F
         | MkfsError::JournalSize { .. }
         | MkfsError::EventLogSize { .. }
         | MkfsError::BlockSize { .. }
+        | MkfsError::BlockSizeNotMountable { .. }
         | MkfsError::BlockSizeBelowSectorSize { .. } => Failure::arguments(message),
         _ => Failure::operational(message),
     }

@@ -34,6 +34,44 @@
 //!   `errors=` policy, FS_ERROR events, the persistent error record and background
 //!   writeback;
 //! - [`mkfs`] and [`fsck`]: making a filesystem, and checking one without changing it.
+//!
+//! # Using the engine
+//!
+//! A device is formatted once with [`mkfs::make_filesystem`], then mounted
+//! with [`fs::Filesystem::mount`]; operations take inode numbers, open-file
+//! handles and the [`inode::Caller`] whose permissions they check, and every
+//! error has one errno ([`fs::FsError::errno`]). Unmount consumes the
+//! filesystem; dropping it instead is a crash (the next mount replays the
+//! journal). An inode whose last name is removed lives until its last
+//! handle is released; lookups hold it too only for a caller that counts
+//! them and forgets them, as a kernel transport does
+//! ([`fs::Filesystem::let_lookups_hold_inodes`]).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use vigilfs::device::{BlockDevice, MemoryDevice, SectorSize};
+//! use vigilfs::fs::{Filesystem, MountOptions, OpenFlags};
+//! use vigilfs::inode::{Caller, ROOT_INO};
+//! use vigilfs::mkfs::{make_filesystem, MkfsOptions};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // An image file works the same: `vigilfs::device::FileDevice`.
+//! let device: Arc<dyn BlockDevice> = Arc::new(MemoryDevice::new(64 << 20, SectorSize::Bytes512));
+//! make_filesystem(device.clone(), &MkfsOptions::default())?;
+//! let fs = Filesystem::mount(device, MountOptions::default())?;
+//! let me = Caller::root();
+//! let (attr, handle) =
+//!     fs.create(ROOT_INO, b"hello", 0o644, OpenFlags::from_libc(libc::O_RDWR), &me)?;
+//! fs.write(handle, 0, b"hello, disk", &me)?;
+//! // Durable, or the error that kept it from being so, exactly once.
+//! fs.fsync(handle, false)?;
+//! assert_eq!(fs.read(handle, 0, 4096)?, b"hello, disk");
+//! fs.release(handle)?;
+//! assert_eq!(fs.lookup(ROOT_INO, b"hello", &me)?.ino, attr.ino);
+//! fs.unmount()?;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod alloc;
 pub mod btree;

@@ -112,6 +112,16 @@ pub enum MkfsError {
         #[source]
         source: FormatError,
     },
+    /// The layout could take the block size, but a filesystem with it
+    /// could never be mounted.
+    #[error(
+        "block size {block_size} cannot be mounted: file data needs {}-byte blocks",
+        crate::pagecache::PAGE_BYTES
+    )]
+    BlockSizeNotMountable {
+        /// The requested block size.
+        block_size: u32,
+    },
     /// The block size is smaller than the device's sectors.
     #[error("block size {block_size} is smaller than the device's {sector_size}-byte sectors")]
     BlockSizeBelowSectorSize {
@@ -393,6 +403,11 @@ pub fn make_filesystem(
     device: Arc<dyn BlockDevice>,
     options: &MkfsOptions,
 ) -> Result<Superblock, MkfsError> {
+    if options.block_size as usize != crate::pagecache::PAGE_BYTES {
+        return Err(MkfsError::BlockSizeNotMountable {
+            block_size: options.block_size,
+        });
+    }
     let superblock = mkfs(device.as_ref(), options)?;
     let Metadata { journal, trees, .. } = Metadata::open_default(device, &superblock)?;
     let root = root_directory(options.root_owner, superblock.mkfs_time);

@@ -102,13 +102,20 @@ fn lookup_of_a_missing_name_is_none_and_bad_parents_are_errors() {
 }
 
 #[test]
-fn invalid_names_are_einval_and_long_names_enametoolong() {
+fn invalid_names_are_einval_existing_ones_eexist_and_long_ones_enametoolong() {
     let (_, _, metadata) = fresh();
     let namespace = Namespace::new(metadata.clone());
-    for name in [&b""[..], b".", b"..", b"a/b", b"a\0b"] {
+    for name in [&b""[..], b"a/b", b"a\0b"] {
         assert_eq!(
             errno(namespace.create(ROOT, name, 0o644, 0, 0)),
             libc::EINVAL
+        );
+    }
+    // `.` and `..` always exist.
+    for name in [&b"."[..], b".."] {
+        assert_eq!(
+            errno(namespace.create(ROOT, name, 0o644, 0, 0)),
+            libc::EEXIST
         );
     }
     let long = vec![b'x'; 256];
@@ -182,7 +189,7 @@ fn symlink_target_reads_back_and_readlink_refuses_other_files() {
     assert_eq!(errno(namespace.readlink(file)), libc::EINVAL);
     assert_eq!(
         errno(namespace.symlink(ROOT, b"e", b"", 0, 0)),
-        libc::EINVAL
+        libc::ENOENT
     );
     assert_eq!(
         errno(namespace.symlink(ROOT, b"huge", &[b'x'; 5000], 0, 0)),

@@ -48,6 +48,11 @@ use super::FormatError;
 /// Bytes per record slot.
 pub const RECORD_SIZE: usize = 256;
 
+/// Event ids stay below this (2^62), in records and in the header's
+/// `reserved_through`: far past any real count of events, so id
+/// arithmetic never overflows however the region was damaged.
+pub const MAX_EVENT_ID: u64 = 1 << 62;
+
 /// Bytes of a header copy.
 pub const LOG_HEADER_SIZE: usize = 512;
 
@@ -458,6 +463,9 @@ impl EventRecord {
         if id == 0 {
             return Err(invalid(structure, "id", "zero"));
         }
+        if id >= MAX_EVENT_ID {
+            return Err(invalid(structure, "id", "past the highest id"));
+        }
         if first_time_ns > last_time_ns {
             return Err(invalid(structure, "times", "first after last"));
         }
@@ -553,6 +561,13 @@ impl LogHeader {
         };
         if header.uuid != *uuid {
             return Err(invalid(structure, "uuid", "another filesystem's"));
+        }
+        if header.reserved_through >= MAX_EVENT_ID {
+            return Err(invalid(
+                structure,
+                "reserved_through",
+                "past the highest id",
+            ));
         }
         if header.slots != slots {
             return Err(invalid(
@@ -749,6 +764,32 @@ mod tests {
         bare.gap = Some((3, 6));
         bare.flag = true;
         assert_eq!(EventRecord::decode(&bare.encode()).unwrap(), bare);
+    }
+
+    /// A forged id near u64::MAX once overflowed the mount's id
+    /// arithmetic (a panic in a debug build, a wrap in a release one).
+    #[test]
+    fn ids_past_the_highest_are_refused_in_records_and_headers() {
+        let highest = EventRecord::new(MAX_EVENT_ID - 1, RecordKind::Error, 5);
+        assert!(EventRecord::decode(&highest.encode()).is_ok());
+        for id in [MAX_EVENT_ID, u64::MAX] {
+            let forged = EventRecord::new(id, RecordKind::Error, 5);
+            let refused = EventRecord::decode(&forged.encode()).unwrap_err();
+            assert!(refused.to_string().contains("id"), "{refused}");
+        }
+        let uuid = FsUuid([7; 16]);
+        let header = |reserved_through| LogHeader {
+            uuid,
+            slots: 64,
+            sequence: 1,
+            reserved_through,
+        };
+        assert!(LogHeader::decode(&header(MAX_EVENT_ID - 1).encode(), &uuid, 64).is_ok());
+        let refused = LogHeader::decode(&header(u64::MAX).encode(), &uuid, 64).unwrap_err();
+        assert!(
+            refused.to_string().contains("reserved_through"),
+            "{refused}"
+        );
     }
 
     #[test]

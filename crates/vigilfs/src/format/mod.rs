@@ -28,7 +28,9 @@ pub use error_record::{ErrorEvent, ErrorKind, ErrorOrigin, ErrorRecord, KindCoun
 pub use header::{seal, verify, Magic, StructureHeader, StructureType, HEADER_SIZE};
 pub use identity::{FsUuid, Label};
 pub use layout::{Layout, Region, SuperblockCopy};
-pub use superblock::{ErrorsPolicy, Features, FsState, Superblock, MAX_WRITE_SEQUENCE};
+pub use superblock::{
+    ErrorsPolicy, Features, FsState, Superblock, MAX_JOURNAL_SEQ, MAX_WRITE_SEQUENCE,
+};
 pub use superblock_copies::{
     inspect_superblock_copies, read_superblock, read_superblock_copy, torn_by_one_crash,
     write_superblocks, CopyWriteFailure, LoadedSuperblock, RejectedCopy,

@@ -227,6 +227,11 @@ pub struct Superblock {
 /// valid one never wraps.
 pub const MAX_WRITE_SEQUENCE: u64 = 1 << 62;
 
+/// Journal sequence numbers stay below this (2^62), in entries and in the
+/// superblock's clean-unmount seq, so seq arithmetic never overflows
+/// however an image was damaged.
+pub const MAX_JOURNAL_SEQ: u64 = 1 << 62;
+
 impl Superblock {
     /// Records a mount: bumps the mount count, sets the mount time and marks the filesystem
     /// dirty until a clean unmount.
@@ -255,6 +260,16 @@ impl Superblock {
                 reason: format!(
                     "{} is past {MAX_WRITE_SEQUENCE}, more writes than any device makes",
                     self.write_sequence
+                ),
+            });
+        }
+        if self.clean_journal_seq >= MAX_JOURNAL_SEQ {
+            return Err(FormatError::InvalidField {
+                structure: SUPERBLOCK.name,
+                field: "journal seq at clean unmount",
+                reason: format!(
+                    "{} is not below {MAX_JOURNAL_SEQ}, more entries than any journal writes",
+                    self.clean_journal_seq
                 ),
             });
         }
@@ -737,7 +752,7 @@ pub(crate) mod tests {
                     last_write_time,
                     write_sequence,
                     // Any value: a field of its own, kept as written.
-                    clean_journal_seq: write_sequence.rotate_left(17),
+                    clean_journal_seq: write_sequence.rotate_left(17) % MAX_JOURNAL_SEQ,
                     error_record,
                     event_log: None,
                 }
@@ -754,6 +769,18 @@ pub(crate) mod tests {
         superblock.write_sequence = u64::MAX;
         let refused = superblock.validate().unwrap_err();
         assert!(refused.to_string().contains("write sequence"), "{refused}");
+    }
+
+    /// A forged clean-unmount seq of u64::MAX once overflowed replay's
+    /// `seq + 1` (a panic in fsck in a debug build).
+    #[test]
+    fn a_clean_unmount_seq_past_the_highest_journal_seq_is_refused() {
+        let mut superblock = sample_superblock();
+        superblock.clean_journal_seq = MAX_JOURNAL_SEQ - 1;
+        assert!(Superblock::decode(&superblock.encode().unwrap()).is_ok());
+        superblock.clean_journal_seq = u64::MAX;
+        let refused = superblock.validate().unwrap_err();
+        assert!(refused.to_string().contains("clean unmount"), "{refused}");
     }
 
     proptest! {

@@ -605,7 +605,13 @@ impl Shared {
 }
 
 impl Filesystem {
-    /// Mounts the filesystem on `device`.
+    /// Mounts the filesystem on `device`, which [`make_filesystem`]
+    /// formatted (see the crate's example): the superblock is validated,
+    /// the journal replayed, orphans left by a crash deleted, and the
+    /// background threads started. A damaged or foreign device is a
+    /// [`MountError`] saying what is wrong, never a panic.
+    ///
+    /// [`make_filesystem`]: crate::mkfs::make_filesystem
     pub fn mount(
         device: Arc<dyn BlockDevice>,
         mut options: MountOptions,

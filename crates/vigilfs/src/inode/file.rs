@@ -552,8 +552,11 @@ impl Files {
         self.metadata.poison.forget_inode(ino);
     }
 
-    /// Reads up to `length` bytes at `offset`; short at the end of the file.
-    /// A block that cannot be read or does not match its checksum is `EIO`.
+    /// Reads up to `length` bytes at `offset`; short at the end of the file,
+    /// and at most [`MAX_READ_BYTES`]: the bytes are returned in memory, so
+    /// a huge length must not become a huge allocation. At or past the end
+    /// of the file it reads nothing, whatever the offset. A block that
+    /// cannot be read or does not match its checksum is `EIO`.
     ///
     /// Cached pages are copied with the cache unlocked. Uncached ones are
     /// filled: a run of them (up to `PAGES_PER_FILL`) is reserved in the
@@ -564,9 +567,11 @@ impl Files {
     /// device again; writes, truncates and punches over it wait too.
     pub fn read(&self, handle: &Handle, offset: u64, length: usize) -> FileResult<Vec<u8>> {
         let ino = handle.ino;
-        let requested_end = checked_end(offset, length as u64)?;
+        let length = length.min(MAX_READ_BYTES);
         let mut guard = self.cache.lock();
-        let end = requested_end.min(self.state(&mut guard.inodes, ino)?.size);
+        let end = offset
+            .saturating_add(length as u64)
+            .min(self.state(&mut guard.inodes, ino)?.size);
         if offset >= end {
             return Ok(Vec::new());
         }
@@ -781,6 +786,12 @@ fn pieces(offset: u64, end: u64) -> impl Iterator<Item = (u64, u64)> {
 
 /// `offset + length`, refused past the largest file offset (the last page
 /// index must fit the file-block arithmetic).
+/// The most one read returns (64 MiB): a longer read is short, as any
+/// read(2) may be. The kernel asks FUSE for 1 MiB at most; the limit is
+/// for library callers, whose length would otherwise be allocated whole
+/// (a sparse file of 2^60 bytes is one truncate away).
+pub const MAX_READ_BYTES: usize = 64 << 20;
+
 fn checked_end(offset: u64, length: u64) -> FileResult<u64> {
     offset
         .checked_add(length)

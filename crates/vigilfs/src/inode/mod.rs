@@ -29,7 +29,7 @@ mod xattr;
 
 pub use crate::pagecache::{CacheStats, DEFAULT_CACHE_BUDGET, PAGE_BYTES};
 pub use crate::writeback::{FailureListener, WritebackSummary};
-pub use file::{FallocateMode, Files, FsyncErrors, Handle, Seek, Unwritten};
+pub use file::{FallocateMode, Files, FsyncErrors, Handle, Seek, Unwritten, MAX_READ_BYTES};
 pub use file_error::{FileError, FileResult};
 pub(crate) use namespace::{decode_live_inodes, LIVE_INODES_KEY};
 pub use namespace::{

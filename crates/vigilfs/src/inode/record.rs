@@ -519,6 +519,17 @@ impl Extent {
                 field: "block count",
             });
         }
+        // Every byte it maps must have an address: a damaged value could
+        // name blocks whose byte offset overflows.
+        let addressable = physical
+            .checked_add(u64::from(blocks))
+            .is_some_and(|end| end <= u64::MAX / crate::pagecache::PAGE);
+        if !addressable {
+            return Err(RecordError::Invalid {
+                record: RECORD,
+                field: "physical block",
+            });
+        }
         exact_length(RECORD, "value", bytes, 16 + 4 * blocks as usize)?;
         let checksums = (0..blocks).map(|_| reader.u32()).collect();
         Ok(Extent {
@@ -607,6 +618,31 @@ mod tests {
                 nanoseconds: 999_999_999,
             },
             btime: Timestamp::default(),
+        }
+    }
+
+    /// A forged extent near the top of the block numbers once overflowed
+    /// the read's `physical * PAGE` (a panic in a debug build).
+    #[test]
+    fn extents_mapping_blocks_past_any_byte_address_are_refused() {
+        let extent = |physical: u64| Extent {
+            flags: 0,
+            physical,
+            checksums: vec![0; 2],
+        };
+        let highest = u64::MAX / crate::pagecache::PAGE - 2;
+        assert_eq!(
+            Extent::decode(&extent(highest).encode()).unwrap(),
+            extent(highest)
+        );
+        for physical in [highest + 1, 0x8000_0000_0000_0000, u64::MAX] {
+            assert!(matches!(
+                Extent::decode(&extent(physical).encode()),
+                Err(RecordError::Invalid {
+                    field: "physical block",
+                    ..
+                })
+            ));
         }
     }
 

@@ -47,7 +47,7 @@ use crate::format::{self, Decoder, Encoder, FormatError, Magic, StructureType, H
 pub const HEADER_BYTES: usize = 128;
 /// Sequence numbers stay below this (2^62), so seq arithmetic never
 /// overflows however an image was damaged.
-pub const MAX_SEQ: u64 = 1 << 62;
+pub const MAX_SEQ: u64 = format::MAX_JOURNAL_SEQ;
 
 /// Records are padded to this alignment.
 pub const RECORD_ALIGN: usize = 8;

@@ -1,7 +1,10 @@
 //! The FIFO of pin lists: what keeps each journal entry needed.
 //!
-//! There is one pin list per sequence number, from `last_seq` (the front)
-//! to the newest entry. A list stays while anything holds it:
+//! There is one pin list per entry, from `last_seq` (the front) to the
+//! newest entry. Seqs without an entry (cut off at replay, or skipped
+//! because a damaged log named a higher seq) have no list, hold nothing
+//! and take no memory, however wide the gap. A list stays while anything
+//! holds it:
 //!
 //! * `refs`: the entry's own reference, taken when it opens, kept until its
 //!   buffer's last reservation is released, and then handed to the write of
@@ -17,7 +20,7 @@
 //! entry replay still needs.
 //! Adding a pin below the front is refused: that seq was already given up.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::{JournalError, PinFlush, PinId};
@@ -36,7 +39,7 @@ struct PinRecord {
 /// The FIFO and the pins in it.
 pub(crate) struct PinFifo {
     front_seq: u64,
-    lists: VecDeque<PinList>,
+    lists: BTreeMap<u64, PinList>,
     pins: HashMap<PinId, PinRecord>,
     next_pin: u64,
 }
@@ -46,7 +49,7 @@ impl PinFifo {
     pub(crate) fn new(front_seq: u64) -> PinFifo {
         PinFifo {
             front_seq,
-            lists: VecDeque::new(),
+            lists: BTreeMap::new(),
             pins: HashMap::new(),
             next_pin: 1,
         }
@@ -57,18 +60,19 @@ impl PinFifo {
         self.front_seq
     }
 
-    /// Sequence numbers the FIFO currently tracks.
+    /// Pin lists the FIFO currently holds.
     pub(crate) fn len(&self) -> usize {
         self.lists.len()
     }
 
     fn end_seq(&self) -> u64 {
-        self.front_seq + self.lists.len() as u64
+        self.lists
+            .last_key_value()
+            .map_or(self.front_seq, |(&seq, _)| seq + 1)
     }
 
     fn list_mut(&mut self, seq: u64) -> Option<&mut PinList> {
-        let offset = seq.checked_sub(self.front_seq)?;
-        self.lists.get_mut(usize::try_from(offset).ok()?)
+        self.lists.get_mut(&seq)
     }
 
     /// Appends the list for a newly opened entry, holding the entry's own
@@ -87,12 +91,8 @@ impl PinFifo {
         if self.lists.is_empty() && seq > self.front_seq {
             self.front_seq = seq;
         }
-        // Gaps (seqs cut off at replay, bounded by replay) hold nothing.
-        while self.end_seq() < seq {
-            self.lists.push_back(PinList::default());
-        }
-        debug_assert_eq!(self.end_seq(), seq, "pin lists are pushed in seq order");
-        self.lists.push_back(list);
+        debug_assert!(seq >= self.end_seq(), "pin lists are pushed in seq order");
+        self.lists.insert(seq, list);
     }
 
     /// Drops the entry's own reference (after its write) or a replay hold.
@@ -119,12 +119,15 @@ impl PinFifo {
     ) -> Result<PinId, JournalError> {
         let last_seq = self.front_seq;
         let newest = self.end_seq();
-        let list = self.list_mut(seq).ok_or(JournalError::PinOutOfRange {
-            seq,
-            last_seq,
-            newest: newest.saturating_sub(1),
-        })?;
-        list.pins += 1;
+        if !(last_seq..newest).contains(&seq) {
+            return Err(JournalError::PinOutOfRange {
+                seq,
+                last_seq,
+                newest: newest.saturating_sub(1),
+            });
+        }
+        // A seq in a gap gets a list of its own, as any seq in range does.
+        self.lists.entry(seq).or_default().pins += 1;
         let id = PinId(self.next_pin);
         self.next_pin += 1;
         self.pins.insert(id, PinRecord { seq, flush });
@@ -150,11 +153,13 @@ impl PinFifo {
 
     /// Advances the front past entries nothing holds; returns `last_seq`.
     pub(crate) fn advance(&mut self) -> u64 {
-        while let Some(front) = self.lists.front() {
-            if front.refs > 0 || front.pins > 0 {
+        while let Some(front) = self.lists.first_entry() {
+            // A gap before the front list holds nothing either.
+            self.front_seq = *front.key();
+            if front.get().refs > 0 || front.get().pins > 0 {
                 break;
             }
-            self.lists.pop_front();
+            front.remove();
             self.front_seq += 1;
         }
         self.front_seq
@@ -227,8 +232,26 @@ mod tests {
         let mut fifo = PinFifo::new(3);
         fifo.push_replayed(3);
         fifo.push_open(7);
-        assert_eq!(fifo.len(), 5);
+        assert_eq!(fifo.len(), 2);
         fifo.release_replay_holds(&[3]);
         assert_eq!(fifo.advance(), 7);
+    }
+
+    /// A damaged log may name a seq far past the last entry (the
+    /// superblock's clean-unmount seq, a stray header): the gap costs
+    /// nothing (it once cost a list per seq: 2^40 of them).
+    #[test]
+    fn a_gap_of_two_to_the_forty_seqs_costs_nothing() {
+        let mut fifo = PinFifo::new(5);
+        fifo.push_replayed(5);
+        fifo.push_open(1 << 40);
+        assert_eq!(fifo.len(), 2);
+        let pin = fifo.add(1 << 40, Arc::new(NoFlush)).unwrap();
+        assert!(fifo.add((1 << 40) + 1, Arc::new(NoFlush)).is_err());
+        fifo.release_replay_holds(&[5]);
+        assert_eq!(fifo.advance(), 1 << 40);
+        fifo.release_ref(1 << 40);
+        assert!(fifo.remove(pin));
+        assert_eq!(fifo.advance(), (1 << 40) + 1);
     }
 }

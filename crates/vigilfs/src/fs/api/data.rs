@@ -95,7 +95,10 @@ impl Filesystem {
         Ok((attr, handle))
     }
 
-    /// Reads up to `length` bytes at `offset` through `handle`.
+    /// Reads up to `length` bytes at `offset` through `handle`: fewer at
+    /// the end of the file, none at or past it, and never more than
+    /// [`MAX_READ_BYTES`](crate::inode::MAX_READ_BYTES) in one call (as on
+    /// Linux, a longer read is short; read again from where it ended).
     pub fn read(&self, handle: u64, offset: u64, length: usize) -> FsResult<Vec<u8>> {
         let file = self.file(handle)?;
         if !file.flags.read {

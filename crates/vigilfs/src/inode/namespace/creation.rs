@@ -7,8 +7,8 @@
 //! is the permission layer's business).
 
 use super::records::{
-    allocate_inode, check_name, prefixed_key, probe, put_entry, require_directory, require_inode,
-    set_parent, touch_directory, write_inode,
+    allocate_inode, check_new_name, prefixed_key, probe, put_entry, require_directory,
+    require_inode, set_parent, touch_directory, write_inode,
 };
 use super::*;
 
@@ -183,7 +183,11 @@ impl Namespace {
         uid: u32,
         gid: u32,
     ) -> NamespaceResult<(u64, InodeRecord)> {
-        if target.is_empty() || target.contains(&0) {
+        // An empty target names nothing: ENOENT, as Linux's symlink says.
+        if target.is_empty() {
+            return Err(NamespaceError::NotFound);
+        }
+        if target.contains(&0) {
             return Err(NamespaceError::Invalid("symlink target"));
         }
         if target.len() > self.metadata.trees.limits().max_value {
@@ -223,7 +227,7 @@ impl Namespace {
         name: &[u8],
         new: NewInode<'_>,
     ) -> NamespaceResult<(u64, InodeRecord)> {
-        check_name(name)?;
+        check_new_name(name)?;
         let _writer = self.lock();
         let mut transaction = self.metadata.trees.transaction();
         let parent_record = require_directory(&transaction, parent)?;
@@ -287,7 +291,7 @@ impl Namespace {
 
     /// Adds `new_name` in `new_parent` for the non-directory `ino`.
     pub fn link(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> NamespaceResult<InodeRecord> {
-        check_name(new_name)?;
+        check_new_name(new_name)?;
         let _writer = self.lock();
         let mut transaction = self.metadata.trees.transaction();
         let mut record = require_inode(&transaction, ino)?;

@@ -16,6 +16,16 @@ pub(super) fn check_name(name: &[u8]) -> NamespaceResult<()> {
     }
 }
 
+/// A name to create (create, mkdir, mknod, symlink, link): `.` and `..`
+/// always exist, so creating them is EEXIST, as on Linux; other bad
+/// names as [`check_name`] says.
+pub(super) fn check_new_name(name: &[u8]) -> NamespaceResult<()> {
+    if name == b"." || name == b".." {
+        return Err(NamespaceError::Exists);
+    }
+    check_name(name)
+}
+
 pub(super) fn prefixed_key(prefix: u8, ino: u64) -> [u8; 9] {
     let mut key = [prefix; 9];
     key[1..].copy_from_slice(&ino.to_be_bytes());
