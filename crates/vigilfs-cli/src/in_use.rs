@@ -88,8 +88,9 @@ impl AcquireError {
                 mountpoint.display()
             ),
             AcquireError::StillHeld(holder) => format!(
-                "{} is still in use by {} after {} s (a vigilfs mount that is busy, or mounted \
-                 in another mount namespace; or a running mkfs or fsck); unmount it first",
+                "{} is still in use by {} after {} s (a vigilfs mount that is busy, mounted \
+                 in another mount namespace or from a name the image had before it was renamed; \
+                 or a running mkfs or fsck); unmount it first",
                 image.display(),
                 describe_holder(holder.as_ref()),
                 EXIT_WAIT.as_secs()
@@ -201,13 +202,36 @@ fn acquire_within(
     let start = Instant::now();
     let mut said = !announce;
     loop {
-        if let Some(mountpoint) = mounted_on(&canonical) {
-            return Err(AcquireError::Mounted(mountpoint));
-        }
+        // The lock first: the mount table names paths, and the file at a
+        // path may not be the one mounted from it (deleted or replaced
+        // since, the mount serving the old file). A mount's server holds
+        // the lock for the whole mount, so a file nobody holds is served
+        // by nobody.
         match lock(image, mode) {
-            Ok(lock) => return Ok(lock),
+            Ok(lock) => match mounted_on(&canonical) {
+                // A mount of this path whose server is gone: the caller
+                // says what to do about it.
+                Some(mountpoint) if crate::control::client::mount_process_gone(&mountpoint) => {
+                    return Err(AcquireError::Mounted(mountpoint));
+                }
+                Some(mountpoint) => {
+                    if announce {
+                        eprintln!(
+                            "vigilfs: note: {} serves a file that was at {} before (deleted or \
+                             replaced since), not the one there now",
+                            mountpoint.display(),
+                            image.display()
+                        );
+                    }
+                    return Ok(lock);
+                }
+                None => return Ok(lock),
+            },
             Err(LockError::Io(error)) => return Err(AcquireError::Io(error)),
             Err(LockError::InUse) => {}
+        }
+        if let Some(mountpoint) = mounted_on(&canonical) {
+            return Err(AcquireError::Mounted(mountpoint));
         }
         // Held: perhaps mounted under another name (a hard link). Only now,
         // as it costs a stat of every vigilfs mount's source.
@@ -219,7 +243,8 @@ fn acquire_within(
         }
         if !said {
             eprintln!(
-                "vigilfs: waiting up to {} s for {} to finish with {} (no longer mounted)",
+                "vigilfs: waiting up to {} s for {} to finish with {} (not mounted under this \
+                 name)",
                 bound.as_secs(),
                 describe_holder(holder(image).as_ref()),
                 image.display(),

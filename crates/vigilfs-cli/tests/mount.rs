@@ -1239,6 +1239,58 @@ fn a_mount_that_fails_after_opening_the_image_is_not_logged_as_unmounted() {
     assert!(logged.contains("without mounting it (clean)"), "{logged}");
 }
 
+/// An image deleted and made again at the same path while its mount
+/// goes on: a mount of the path is a mount of the new file. It was taken
+/// for a second mount of the old one (the mount table names paths), and
+/// what was written there went to the deleted file.
+#[test]
+fn a_mount_of_an_image_made_again_at_a_mounted_path_mounts_the_new_image() {
+    if fuse_missing("a_mount_of_an_image_made_again_at_a_mounted_path_mounts_the_new_image") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let old = scratch.mount(&["--size", "64M"]);
+    fs::write(scratch.at("old-file"), b"old").unwrap();
+    fs::remove_file(&scratch.image).unwrap();
+    let made = vigilfs(&["mkfs", scratch.img(), "--size", "64M"]);
+    assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
+
+    let second = scratch.directory.path().join("second");
+    let second_pid = scratch.directory.path().join("second.pid");
+    let output = vigilfs(&[
+        "mount",
+        scratch.img(),
+        second.to_str().unwrap(),
+        "--daemon",
+        "--pid-file",
+        second_pid.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("deleted or replaced"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert!(!second.join("old-file").exists(), "the old filesystem");
+    fs::write(second.join("new-file"), b"new").unwrap();
+    let pid: u32 = fs::read_to_string(&second_pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    umount_retrying_busy(&second);
+    wait_until(
+        "the second mount process exits",
+        Duration::from_secs(60),
+        || process_gone(pid),
+    );
+    scratch.umount(old);
+    let again = scratch.mount(&[]);
+    assert_eq!(fs::read(scratch.at("new-file")).unwrap(), b"new");
+    assert!(!scratch.at("old-file").exists());
+    scratch.umount(again);
+}
+
 #[test]
 fn a_missing_mount_point_is_made() {
     if fuse_missing("a_missing_mount_point_is_made") {
