@@ -40,6 +40,7 @@ use vigilfs::format::{read_superblock, FormatError};
 use vigilfs::fs::{AtimeUpdates, Filesystem, LifeState, MountOptions};
 
 use crate::control;
+use crate::daemon_log::log;
 use crate::engine_slot::EngineSlot;
 use crate::failure::Failure;
 use crate::in_use::{self, AcquireError, ImageLock, LockMode};
@@ -111,18 +112,6 @@ fn group_id(name: &str) -> Result<u32, Failure> {
         return Err(missing());
     }
     Ok(group.gr_gid)
-}
-
-/// One line of the mount's log, on stderr. A stderr that went away (a
-/// closed pipe, a terminal that hung up) loses the line and nothing else:
-/// the filesystem is served on and unmounted cleanly all the same.
-fn log(message: &str) {
-    use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr().lock(),
-        "vigilfs[{}]: {message}",
-        std::process::id()
-    );
 }
 
 pub fn run(request: &MountRequest) -> Result<u8, Failure> {
@@ -639,6 +628,9 @@ fn start_engine(image: &Path, settings: &MountSettings) -> Result<Engine, Failur
         },
     )
     .map_err(|error| Failure::operational(format!("cannot open {}: {error}", image.display())))?;
+    for note in crate::host_space::prepare(&file, image) {
+        log(&note);
+    }
     let plan = Arc::new(FaultPlan::new());
     let options = mount_options(settings, &plan);
     let cannot_mount =

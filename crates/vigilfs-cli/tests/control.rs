@@ -477,3 +477,49 @@ fn a_signal_thaws_a_frozen_mount_so_its_lazy_unmount_ends() {
     assert_eq!(fs::read(scratch.at("late")).unwrap(), b"waited");
     scratch.umount(pid);
 }
+
+/// A client waiting on a stopped mount process (SIGSTOP, a debugger)
+/// gives up within seconds and says why, and what it asked is not done
+/// once the process resumes. A freeze carried out then held every writer
+/// of a mount nobody knew was frozen.
+#[test]
+fn a_freeze_whose_client_gave_up_on_a_stopped_mount_is_not_carried_out() {
+    if fuse_missing("a_freeze_whose_client_gave_up_on_a_stopped_mount_is_not_carried_out") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    // The client's look at the mount point comes from the kernel's cache.
+    fs::metadata(scratch.mnt()).unwrap();
+    // SAFETY: signalling the mount process this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    let outcome = finish_within(
+        spawn(env!("CARGO_BIN_EXE_vigilfs"), &["freeze", scratch.mnt()]),
+        Duration::from_secs(60),
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    let (waited, output) = outcome.unwrap_or_else(|child| {
+        let _ = child.wait_with_output();
+        panic!("freeze waited a minute on a stopped mount process")
+    });
+    assert_ne!(output.status.code(), Some(0));
+    assert!(
+        text(&output.stderr).contains(&format!("it is stopped: `kill -CONT {pid}`")),
+        "{}",
+        text(&output.stderr)
+    );
+    eprintln!("freeze gave up on the stopped mount process after {waited:?}");
+    wait_until(
+        "the mount logs the request it did not carry out",
+        Duration::from_secs(30),
+        || {
+            scratch
+                .log()
+                .contains("whose client had left was not carried out")
+        },
+    );
+    assert_eq!(scratch.status()["state"], "running");
+    fs::write(scratch.at("after"), b"not frozen").unwrap();
+    scratch.umount(pid);
+}

@@ -6,7 +6,9 @@
 //! shutdown drops is reported, a hole punch of 2^50 bytes on a small file
 //! does no more work than the file has, and space fallocated before the
 //! filesystem filled up takes writes after, and an `O_DIRECT` write
-//! reaches the device and fails with it. They need root and /dev/fuse.
+//! reaches the device and fails with it; a sparse image whose host
+//! filesystem fills up gets ENOSPC and keeps its journal. They need root
+//! and /dev/fuse.
 
 mod common;
 
@@ -683,4 +685,103 @@ fn a_direct_write_reaches_the_device_and_fails_with_it() {
     assert_eq!(failing.metadata().unwrap().len(), 8192);
     drop((failing, switched));
     scratch.umount(pid);
+}
+
+/// A tmpfs of `megabytes`, mounted over a new directory for the test and
+/// unmounted (lazily, after whatever is mounted inside it) when dropped.
+struct SmallHost {
+    directory: tempfile::TempDir,
+}
+
+impl SmallHost {
+    fn new(megabytes: u64) -> SmallHost {
+        let directory = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}M"), "tmpfs"])
+            .arg(directory.path())
+            .status()
+            .unwrap();
+        assert!(mounted.success(), "mount -t tmpfs");
+        SmallHost { directory }
+    }
+
+    fn path(&self) -> &Path {
+        self.directory.path()
+    }
+}
+
+impl Drop for SmallHost {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.directory.path())
+            .status();
+    }
+}
+
+/// A 200 MiB sparse image on a 40 MiB host filesystem: the mount warns
+/// that the image may outgrow its host; writing until the host is full
+/// gets ENOSPC from fsync, never a false success, and the journal (whose
+/// host blocks the mount reserved) keeps working: the filesystem stays
+/// writable, as it was before the host filled. Before the reservation the
+/// journal's own write failed with the host's ENOSPC and errors=remount-ro
+/// turned the filesystem read-only.
+#[test]
+fn a_host_filesystem_that_fills_up_is_enospc_and_never_costs_the_journal() {
+    if fuse_missing("a_host_filesystem_that_fills_up_is_enospc_and_never_costs_the_journal") {
+        return;
+    }
+    let host = SmallHost::new(40);
+    let image = host.path().join("big.img");
+    let mountpoint = host.path().join("mnt");
+    let log = host.path().join("log");
+    let pid_file = host.path().join("pid");
+    let output = vigilfs(&[
+        "mount",
+        image.to_str().unwrap(),
+        mountpoint.to_str().unwrap(),
+        "--size",
+        "200M",
+        "--daemon",
+        "--log-file",
+        log.to_str().unwrap(),
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let logged = fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("may grow by"), "{logged}");
+    let mut file = File::create(mountpoint.join("filler")).unwrap();
+    let chunk = vec![0x5au8; 1 << 20];
+    let mut refused = None;
+    for round in 0..64 {
+        let written = file.write_all(&chunk).and_then(|()| match round % 4 {
+            3 => file.sync_all(),
+            _ => Ok(()),
+        });
+        if let Err(error) = written {
+            refused = Some(error);
+            break;
+        }
+    }
+    let refused = refused.expect("64 MiB fit on a 40 MiB host");
+    assert_eq!(refused.raw_os_error(), Some(libc::ENOSPC), "{refused}");
+    drop(file);
+    // The namespace still changes: the journal was not hurt.
+    fs::create_dir(mountpoint.join("after")).unwrap();
+    let status = vigilfs(&["status", mountpoint.to_str().unwrap(), "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["state"], "running", "{status}");
+    fs::remove_file(mountpoint.join("filler")).unwrap();
+    let pid: u32 = fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    umount_retrying_busy(&mountpoint);
+    wait_until("the mount process exits", Duration::from_secs(60), || {
+        process_gone(pid)
+    });
+    let checked = vigilfs(&["fsck", image.to_str().unwrap()]);
+    assert_eq!(checked.status.code(), Some(0), "{}", text(&checked.stdout));
 }

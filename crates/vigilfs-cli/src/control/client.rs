@@ -116,9 +116,27 @@ pub fn call_waiting(
     request: &Request,
     timeout: Option<Duration>,
 ) -> Result<Value, ClientError> {
-    let (stream, _) = connect_mount(mountpoint)?;
-    exchange(stream, request, timeout)
+    // A server at its connection limit refuses before reading anything:
+    // asking again is safe, and a burst of clients (a monitoring script,
+    // many at once) gets its answers a little later rather than errors.
+    let give_up = Instant::now() + BUSY_PATIENCE;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let (stream, _) = connect_mount(mountpoint)?;
+        match exchange(stream, request, timeout) {
+            Err(ClientError::Server(reply))
+                if reply.kind == ErrorKind::Busy && Instant::now() + pause < give_up =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            outcome => return outcome,
+        }
+    }
 }
+
+/// How long a client asks again a server that is at its connection limit.
+const BUSY_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Connects to the server of the mount at `mountpoint`, by the socket name
 /// of the first mount of the same filesystem (the one the server was
@@ -172,7 +190,7 @@ fn connect_mount(mountpoint: &Path) -> Result<(UnixStream, PathBuf), ClientError
 /// ([`crate::second_mount::served_by_no_one`]). Asked on a thread of its
 /// own, given up after a second: a server that is alive but stuck would
 /// hold the question.
-fn mount_process_gone(mountpoint: &Path) -> bool {
+pub fn mount_process_gone(mountpoint: &Path) -> bool {
     let (answer, answered) = std::sync::mpsc::channel();
     let path = mountpoint.to_path_buf();
     let asked = std::thread::Builder::new()
@@ -340,40 +358,77 @@ fn exchange(
     timeout: Option<Duration>,
 ) -> Result<Value, ClientError> {
     let broken = |error: io::Error| ClientError::Unreachable(format!("control socket: {error}"));
-    stream.set_read_timeout(timeout).map_err(broken)?;
+    // The answer is awaited in slices, looking at the server between them:
+    // a stopped one answers nothing until it is resumed, however long the
+    // request may take.
+    stream
+        .set_read_timeout(Some(
+            timeout.map_or(WAIT_SLICE, |limit| limit.min(WAIT_SLICE)),
+        ))
+        .map_err(broken)?;
     let server = peer_credentials(&stream).ok().map(|peer| peer.pid);
-    match send_and_answer(stream, request) {
-        Err(ClientError::Unreachable(message)) if message == TIMED_OUT => {
-            let waited = timeout.map_or(0, |timeout| timeout.as_secs());
-            let pid = server.map_or("?".into(), |pid| pid.to_string());
-            let stopped = server.is_some_and(|pid| {
-                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                    stat.rsplit_once(')').is_some_and(|(_, rest)| {
-                        matches!(rest.trim_start().chars().next(), Some('T' | 't'))
-                    })
-                })
-            });
-            let why = if stopped {
-                format!("it is stopped: `kill -CONT {pid}` resumes it")
-            } else {
-                "it is hung, or busy with a long freeze or writeback".into()
-            };
-            Err(ClientError::Unreachable(format!(
-                "the mount process (pid {pid}) did not answer within {waited} s: {why}"
-            )))
+    let pid = server.map_or("?".into(), |pid| pid.to_string());
+    let started = Instant::now();
+    let mut stopped_since: Option<Instant> = None;
+    let mut keep_waiting = || {
+        let stopped = server.is_some_and(process_stopped);
+        let stopped_for = if stopped {
+            stopped_since.get_or_insert_with(Instant::now).elapsed()
+        } else {
+            stopped_since = None;
+            Duration::ZERO
+        };
+        let out_of_time = timeout.is_some_and(|limit| started.elapsed() >= limit);
+        if !out_of_time && stopped_for < STOPPED_GIVE_UP {
+            return Ok(());
         }
-        outcome => outcome.map(|(result, _)| result),
-    }
+        let why = if stopped {
+            format!("it is stopped: `kill -CONT {pid}` resumes it")
+        } else {
+            "it is hung, or busy with a long freeze or writeback".into()
+        };
+        Err(ClientError::Unreachable(format!(
+            "the mount process (pid {pid}) did not answer within {} s: {why}",
+            started.elapsed().as_secs()
+        )))
+    };
+    send_and_answer_waiting(stream, request, &mut keep_waiting).map(|(result, _)| result)
 }
 
-/// What [`send_and_answer`] says when the read timeout passed.
-const TIMED_OUT: &str = "timed out waiting for the answer";
+/// How long one read of an answer waits before the server is looked at.
+const WAIT_SLICE: Duration = Duration::from_secs(1);
+
+/// How long a client waits on a stopped mount process (SIGSTOP, a
+/// debugger) before saying so: it cannot answer until it is resumed.
+const STOPPED_GIVE_UP: Duration = Duration::from_secs(5);
+
+/// Whether process `pid` is stopped (state T, or t under a tracer).
+fn process_stopped(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| matches!(rest.trim_start().chars().next(), Some('T' | 't')))
+    })
+}
 
 /// Sends `request` and reads the response line; the reader is left after
 /// it (a stream's events follow).
 fn send_and_answer(
     stream: UnixStream,
     request: &Request,
+) -> Result<(Value, BufReader<UnixStream>), ClientError> {
+    send_and_answer_waiting(stream, request, &mut || {
+        Err(ClientError::Unreachable(
+            "timed out waiting for the answer".into(),
+        ))
+    })
+}
+
+/// [`send_and_answer`]; each time the stream's read timeout passes,
+/// `keep_waiting` says whether to go on waiting or what to fail with.
+fn send_and_answer_waiting(
+    stream: UnixStream,
+    request: &Request,
+    keep_waiting: &mut dyn FnMut() -> Result<(), ClientError>,
 ) -> Result<(Value, BufReader<UnixStream>), ClientError> {
     let broken = |error: io::Error| ClientError::Unreachable(format!("control socket: {error}"));
     let mut line = serde_json::to_vec(request)
@@ -384,19 +439,24 @@ fn send_and_answer(
     let written = (&stream).write_all(&line);
     let mut reader = BufReader::new(stream);
     let mut answer = Vec::new();
-    let read = reader.read_until(b'\n', &mut answer);
+    // What a timed-out read got stays in `answer`; the next one goes on.
+    let read = loop {
+        match reader.read_until(b'\n', &mut answer) {
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) && written.is_ok() =>
+            {
+                keep_waiting()?;
+            }
+            read => break read,
+        }
+    };
     if answer.is_empty() {
         written.map_err(broken)?;
     }
-    if let Err(error) = read {
-        if matches!(
-            error.kind(),
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-        ) {
-            return Err(ClientError::Unreachable(TIMED_OUT.into()));
-        }
-        return Err(broken(error));
-    }
+    read.map_err(broken)?;
     if answer.is_empty() {
         return Err(ClientError::Unreachable(
             "the mount process closed the connection without answering".into(),

@@ -658,6 +658,17 @@ fn respond(line: &[u8], uid: Option<u32>, context: &Context, stream: &UnixStream
             Some(libc::EPERM),
         );
     }
+    if request.needs_owner() && !client_waiting(stream) {
+        crate::daemon_log::log(&format!(
+            "a request to {} whose client had left was not carried out",
+            request.action()
+        ));
+        return Response::failure(
+            ErrorKind::Failed,
+            "the client left before the request was carried out: nothing was done",
+            Some(libc::ECONNABORTED),
+        );
+    }
     // The filesystem is held only while the request executes.
     let fs = match context.engine.current() {
         Some(fs) if !context.stopping.load(Ordering::Acquire) => fs,
@@ -703,32 +714,22 @@ fn engine_result(result: Result<(), FsError>, fs: &Filesystem) -> Response {
     }
 }
 
-/// Whether the client at the other end of `stream` is still there (it has
-/// not closed its end): a long request it no longer waits for stops.
+/// Whether the client at the other end of `stream` is still there: it
+/// has not closed the connection (a client that only shut down its
+/// sending side, having sent its request, still waits for the answer). A
+/// long request it no longer waits for stops; a change it no longer waits
+/// for is not made (it may have given up on a stopped mount process, and
+/// nobody would know of the change).
 fn client_waiting(stream: &UnixStream) -> bool {
-    let mut byte = [0u8; 1];
-    // SAFETY: recv into a live one-byte buffer on the connection's open
-    // socket; MSG_PEEK leaves any data in place.
-    let received = unsafe {
-        libc::recv(
-            stream.as_raw_fd(),
-            byte.as_mut_ptr().cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
+    let mut poll = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events: 0,
+        revents: 0,
     };
-    match received {
-        // The client closed its end.
-        0 => false,
-        // It sent more: it is there.
-        1.. => true,
-        // Nothing to read (or a signal): still there; any other error
-        // means the connection is gone.
-        _ => matches!(
-            io::Error::last_os_error().kind(),
-            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-        ),
-    }
+    // SAFETY: one pollfd for the connection's open socket, not waiting.
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    // A Unix stream socket reports POLLHUP once the peer closed it.
+    !(ready > 0 && poll.revents & (libc::POLLHUP | libc::POLLERR) != 0)
 }
 
 /// The device bytes `offset..offset + length`, refused (EINVAL) when the
@@ -825,7 +826,19 @@ fn execute(
             Response::success(status)
         }
         Request::Sync => engine_result(fs.syncfs_once(), fs),
-        Request::Freeze => engine_result(fs.freeze(), fs),
+        Request::Freeze => {
+            let frozen = fs.freeze();
+            // A freeze nobody hears of would hold every writer until
+            // someone thought of a thaw: undone if its client left while
+            // it waited for writeback.
+            if frozen.is_ok() && !client_waiting(stream) {
+                let _ = fs.thaw();
+                crate::daemon_log::log(
+                    "a freeze whose client left before it was done was undone (thawed)",
+                );
+            }
+            engine_result(frozen, fs)
+        }
         Request::Thaw => engine_result(fs.thaw(), fs),
         Request::Shutdown { flush } => {
             fs.shutdown(flush);

@@ -132,6 +132,50 @@ impl FileDevice {
         Ok(())
     }
 
+    /// Gives the bytes `offset..offset + length` of an image file blocks of
+    /// its host filesystem now (fallocate, keeping the size), so writes
+    /// there can never fail for want of host space: a sparse image on a
+    /// host that fills up would otherwise fail them with ENOSPC. Nothing
+    /// to do for a block device or a read-only device; a host filesystem
+    /// without fallocate is EOPNOTSUPP.
+    pub fn reserve_host_space(&self, offset: u64, length: u64) -> io::Result<()> {
+        let Some(writer) = self.writer.get() else {
+            return Ok(());
+        };
+        if writer.metadata()?.file_type().is_block_device() || length == 0 {
+            return Ok(());
+        }
+        let (Ok(offset), Ok(length)) = (i64::try_from(offset), i64::try_from(length)) else {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        };
+        // SAFETY: fallocate on the open descriptor of the image file; it
+        // changes no memory, and KEEP_SIZE leaves the file's size alone.
+        let result = unsafe {
+            libc::fallocate(
+                std::os::fd::AsRawFd::as_raw_fd(writer),
+                libc::FALLOC_FL_KEEP_SIZE,
+                offset,
+                length,
+            )
+        };
+        if result == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// Bytes of the image file its host filesystem has not given blocks
+    /// yet (a sparse image's holes): what writes may still need of the
+    /// host. Zero for a block device.
+    pub fn unallocated_bytes(&self) -> io::Result<u64> {
+        let metadata = self.file.metadata()?;
+        if metadata.file_type().is_block_device() {
+            return Ok(0);
+        }
+        Ok(metadata.len().saturating_sub(metadata.blocks() * 512))
+    }
+
     /// Whether writes are refused (opened read-only and not made writable).
     pub fn is_read_only(&self) -> bool {
         self.writer.get().is_none()

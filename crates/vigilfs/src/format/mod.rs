@@ -27,7 +27,7 @@ pub use codec::{Decoder, Encoder};
 pub use error_record::{ErrorEvent, ErrorKind, ErrorOrigin, ErrorRecord, KindCounter};
 pub use header::{seal, verify, Magic, StructureHeader, StructureType, HEADER_SIZE};
 pub use identity::{FsUuid, Label};
-pub use layout::{Layout, Region, SuperblockCopy};
+pub use layout::{Layout, Region, SuperblockCopy, SUPERBLOCK_SIZE};
 pub use superblock::{
     ErrorsPolicy, Features, FsState, Superblock, MAX_JOURNAL_SEQ, MAX_WRITE_SEQUENCE,
 };
