@@ -67,9 +67,8 @@ pub fn run(request: &MkfsRequest) -> Result<u8, Failure> {
     };
     let size = request.size.unwrap_or(DEFAULT_IMAGE_SIZE);
     let device = if created {
-        FileDevice::create_image(image, size.0, SectorSize::Bytes512).map_err(|error| {
-            Failure::operational(format!("cannot create {}: {error}", image.display()))
-        })?
+        FileDevice::create_image(image, size.0, SectorSize::Bytes512)
+            .map_err(|error| cannot_create(image, &error))?
     } else {
         let device = open_existing(image, request)?;
         erase_foreign_signatures(&device)?;
@@ -132,14 +131,30 @@ fn warn_if_readable_by_others(image: &Path) {
     }
 }
 
+/// Why a new image could not be made at `image`. A path that "exists"
+/// yet was not found is a symbolic link to nothing (or a loop of them):
+/// said so, where the system's EEXIST would name a file nobody can see.
+fn cannot_create(image: &Path, error: &std::io::Error) -> Failure {
+    let link = fs::symlink_metadata(image).is_ok_and(|found| found.file_type().is_symlink());
+    if error.kind() == std::io::ErrorKind::AlreadyExists && link {
+        let target = fs::read_link(image)
+            .map(|target| target.display().to_string())
+            .unwrap_or_else(|_| "?".into());
+        return Failure::usage(format!(
+            "{} is a symbolic link to {target}, which does not exist or is a loop of links: \
+             give the image's own path, or remove the link",
+            image.display()
+        ));
+    }
+    Failure::operational(format!("cannot create {}: {error}", image.display()))
+}
+
 /// Creates `image` as a sparse file of `size` bytes and makes a filesystem
 /// with the default options on it (what `vigilfs mount` does with an image
 /// that does not exist). The file is removed again if that fails.
 pub fn create_formatted(image: &Path, size: ByteSize) -> Result<(), Failure> {
-    let device =
-        FileDevice::create_image(image, size.0, SectorSize::Bytes512).map_err(|error| {
-            Failure::operational(format!("cannot create {}: {error}", image.display()))
-        })?;
+    let device = FileDevice::create_image(image, size.0, SectorSize::Bytes512)
+        .map_err(|error| cannot_create(image, &error))?;
     let options = MkfsOptions {
         root_owner: invoking_user(),
         ..MkfsOptions::default()
@@ -216,11 +231,15 @@ fn open_existing(image: &Path, request: &MkfsRequest) -> Result<FileDevice, Fail
                     existing.superblock.uuid
                 )))
             }
-            // Nothing of vigilfs's where its copies can be.
+            // Nothing of vigilfs's where its copies can be, or no room
+            // for one at all (an empty file).
             Err(FormatError::NoValidSuperblock { rejected })
-                if rejected
-                    .iter()
-                    .all(|copy| matches!(copy.error, FormatError::BadMagic { .. })) => {}
+                if rejected.iter().all(|copy| {
+                    matches!(
+                        copy.error,
+                        FormatError::BadMagic { .. } | FormatError::DeviceTooSmall { .. }
+                    )
+                }) => {}
             // A damaged vigilfs filesystem is still one: fsck it first.
             Err(damaged) => {
                 return Err(Failure::usage(format!(

@@ -31,6 +31,32 @@ fn mkfs_creates_a_sparse_image_that_fsck_finds_clean() {
     assert!(text(&checked.stdout).contains("clean"));
 }
 
+/// An empty file holds nothing to protect, and a link to nothing is not
+/// a file that exists: mkfs said the first held a damaged filesystem
+/// (pushing toward --force) and both it and mount called the second
+/// "File exists".
+#[test]
+fn mkfs_of_an_empty_file_formats_it_and_a_dangling_link_is_named() {
+    let directory = tempfile::tempdir().unwrap();
+    std::fs::write(directory.path().join("empty"), b"").unwrap();
+    let made = vigilfs(&["mkfs", "empty", "--size", "64M"], directory.path());
+    assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
+    std::os::unix::fs::symlink("nowhere/image", directory.path().join("dangling")).unwrap();
+    for arguments in [
+        &["mkfs", "dangling"][..],
+        &["mount", "dangling", "mnt", "--daemon"][..],
+    ] {
+        let refused = vigilfs(arguments, directory.path());
+        assert_ne!(refused.status.code(), Some(0), "{arguments:?}");
+        let message = text(&refused.stderr);
+        assert!(
+            message.contains("symbolic link to nowhere/image"),
+            "{arguments:?}: {message}"
+        );
+        assert!(!directory.path().join("mnt").exists(), "{arguments:?}");
+    }
+}
+
 #[test]
 fn mkfs_on_an_image_others_can_read_warns() {
     use std::os::unix::fs::PermissionsExt;
