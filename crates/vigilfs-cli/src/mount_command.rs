@@ -695,6 +695,17 @@ fn serve(
             None
         }
     };
+    // A failure before the FUSE mount: the engine is closed, never said
+    // to be unmounted.
+    let close_unmounted = |listener| {
+        finish(
+            &slot,
+            power.as_deref(),
+            listener,
+            &image,
+            Ending::BeforeMounting,
+        )
+    };
 
     let mut extra = Map::new();
     extra.insert("image".into(), json!(image.display().to_string()));
@@ -716,13 +727,7 @@ fn serve(
                 }
                 Err(message) => {
                     let failure = Failure::operational(message);
-                    let _ = finish(
-                        &slot,
-                        power.as_deref(),
-                        listener,
-                        &image,
-                        Ending::BeforeMounting,
-                    );
+                    let _ = close_unmounted(listener);
                     return Err(failure);
                 }
             }
@@ -749,13 +754,7 @@ fn serve(
             if let Some(metrics) = metrics {
                 metrics.stop();
             }
-            let _ = finish(
-                &slot,
-                power.as_deref(),
-                listener,
-                &image,
-                Ending::BeforeMounting,
-            );
+            let _ = close_unmounted(listener);
             return Err(failure);
         }
     };
@@ -773,13 +772,7 @@ fn serve(
                 fuse_mount_hint()
             ));
             server.stop();
-            let _ = finish(
-                &slot,
-                power.as_deref(),
-                listener,
-                &image,
-                Ending::BeforeMounting,
-            );
+            let _ = close_unmounted(listener);
             return Err(failure);
         }
     };
