@@ -131,6 +131,17 @@ fn warn_if_readable_by_others(image: &Path) {
     }
 }
 
+/// Whether the file `image` holds a vigilfs superblock's magic where the
+/// primary copy starts, whatever the rest of it holds.
+fn starts_with_a_superblock(image: &Path) -> bool {
+    use std::os::unix::fs::FileExt;
+    let expected = vigilfs::format::superblock::SUPERBLOCK.magic.0;
+    let mut found = [0u8; 8];
+    fs::File::open(image)
+        .and_then(|file| file.read_exact_at(&mut found, PRIMARY_SUPERBLOCK_OFFSET))
+        .is_ok_and(|()| found == expected)
+}
+
 /// Why a new image could not be made at `image`. A path that "exists"
 /// yet was not found is a symbolic link to nothing (or a loop of them):
 /// said so, where the system's EEXIST would name a file nobody can see.
@@ -232,14 +243,16 @@ fn open_existing(image: &Path, request: &MkfsRequest) -> Result<FileDevice, Fail
                 )))
             }
             // Nothing of vigilfs's where its copies can be, or no room
-            // for one at all (an empty file).
+            // for a filesystem at all (an empty file) and no superblock's
+            // magic where the primary copy starts (a cut-off image is
+            // still one).
             Err(FormatError::NoValidSuperblock { rejected })
                 if rejected.iter().all(|copy| {
                     matches!(
                         copy.error,
                         FormatError::BadMagic { .. } | FormatError::DeviceTooSmall { .. }
                     )
-                }) => {}
+                }) && !starts_with_a_superblock(image) => {}
             // A damaged vigilfs filesystem is still one: fsck it first.
             Err(damaged) => {
                 return Err(Failure::usage(format!(

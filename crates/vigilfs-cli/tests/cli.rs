@@ -41,6 +41,12 @@ fn mkfs_of_an_empty_file_formats_it_and_a_dangling_link_is_named() {
     std::fs::write(directory.path().join("empty"), b"").unwrap();
     let made = vigilfs(&["mkfs", "empty", "--size", "64M"], directory.path());
     assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
+    // A cut-off image is still one: refused without --force.
+    let whole = std::fs::read(directory.path().join("empty")).unwrap();
+    std::fs::write(directory.path().join("cut"), &whole[..8192]).unwrap();
+    let refused = vigilfs(&["mkfs", "cut", "--size", "64M"], directory.path());
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stderr));
+    assert!(text(&refused.stderr).contains("--force"));
     std::os::unix::fs::symlink("nowhere/image", directory.path().join("dangling")).unwrap();
     for arguments in [
         &["mkfs", "dangling"][..],
