@@ -11,7 +11,9 @@ use crate::control::protocol::Request;
 use crate::failure::Failure;
 
 pub fn freeze(mountpoint: &Path) -> Result<u8, Failure> {
-    client::call(mountpoint, &Request::Freeze)
+    // As long as the mount process runs: writing everything back may take
+    // long on a slow device, and a stopped process is given up on anyway.
+    client::call_waiting(mountpoint, &Request::Freeze, None)
         .map_err(|error| error.into_failure("freeze", mountpoint))?;
     eprintln!("vigilfs: {} frozen", mountpoint.display());
     Ok(0)

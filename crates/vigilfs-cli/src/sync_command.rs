@@ -13,7 +13,9 @@ use crate::control::protocol::Request;
 use crate::failure::Failure;
 
 pub fn run(mountpoint: &Path) -> Result<u8, Failure> {
-    client::call(mountpoint, &Request::Sync)
+    // As long as the mount process runs: writing everything back may take
+    // long on a slow device, and a stopped process is given up on anyway.
+    client::call_waiting(mountpoint, &Request::Sync, None)
         .map_err(|error| error.into_failure("sync", mountpoint))?;
     Ok(0)
 }
