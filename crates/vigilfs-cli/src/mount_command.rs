@@ -334,6 +334,16 @@ fn prepare(request: &MountRequest) -> Result<Option<Prepared>, Failure> {
     let lock = match acquired {
         Ok(lock) => lock,
         Err(AcquireError::Mounted(existing)) if existing != mountpoint => {
+            // Whatever looks at that mount waits for its server: a stopped
+            // one would hold this command until it is resumed.
+            if let Some(pid) = control::client::stopped_server(&existing) {
+                return Err(Failure::operational(format!(
+                    "{} is mounted on {}, and the mount process serving it (pid {pid}) is \
+                     stopped: `kill -CONT {pid}` resumes it; mount again then",
+                    image.display(),
+                    existing.display()
+                )));
+            }
             if request.pid_file.is_some() && second_mount::served_by_no_one(&existing).is_none() {
                 return Err(Failure::usage(format!(
                     "{} is already served by the mount on {}: --pid-file names no new process",

@@ -523,3 +523,54 @@ fn a_freeze_whose_client_gave_up_on_a_stopped_mount_is_not_carried_out() {
     fs::write(scratch.at("after"), b"not frozen").unwrap();
     scratch.umount(pid);
 }
+
+/// `vigilfs events` and a second mount of the image of a stopped mount
+/// process (SIGSTOP, a debugger) name it and its pid within seconds. Both
+/// waited until it was resumed: the stream's first answer had no timeout,
+/// and the second mount looked at the first mount's root.
+#[test]
+fn events_and_a_second_mount_name_a_stopped_mount_process_rather_than_wait_for_it() {
+    if fuse_missing(
+        "events_and_a_second_mount_name_a_stopped_mount_process_rather_than_wait_for_it",
+    ) {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let second = scratch.directory.path().join("second");
+    fs::create_dir(&second).unwrap();
+    // SAFETY: signalling the mount process this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    let binary = env!("CARGO_BIN_EXE_vigilfs");
+    let events = finish_within(
+        spawn(binary, &["events", scratch.mnt()]),
+        Duration::from_secs(60),
+    );
+    let mounted = finish_within(
+        spawn(binary, &["mount", scratch.img(), second.to_str().unwrap()]),
+        Duration::from_secs(60),
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    for (what, outcome) in [("events", events), ("a second mount", mounted)] {
+        let (waited, output) = outcome.unwrap_or_else(|child| {
+            let _ = child.wait_with_output();
+            panic!("{what} waited a minute on a stopped mount process")
+        });
+        assert_eq!(
+            output.status.code(),
+            Some(8),
+            "{what}: {}",
+            text(&output.stderr)
+        );
+        assert!(
+            text(&output.stderr).contains(&format!("`kill -CONT {pid}`")),
+            "{what}: {}",
+            text(&output.stderr)
+        );
+        eprintln!("{what} gave up on the stopped mount process after {waited:?}");
+    }
+    assert!(!is_mounted(&second), "the second mount point was mounted");
+    assert_eq!(scratch.status()["state"], "running");
+    scratch.umount(pid);
+}

@@ -123,7 +123,7 @@ pub fn call_waiting(
     let mut pause = Duration::from_millis(20);
     loop {
         let (stream, _) = connect_mount(mountpoint)?;
-        match exchange(stream, request, timeout) {
+        match exchange(stream, request, timeout).map(|(result, _)| result) {
             Err(ClientError::Server(reply))
                 if reply.kind == ErrorKind::Busy && Instant::now() + pause < give_up =>
             {
@@ -202,6 +202,16 @@ pub fn mount_process_gone(mountpoint: &Path) -> bool {
     asked.is_ok() && answered.recv_timeout(Duration::from_secs(1)) == Ok(true)
 }
 
+/// The pid of the process serving the mount at `mountpoint` if it is
+/// stopped (SIGSTOP, a debugger): anything that asks the mount itself, a
+/// stat of its root, would wait until it is resumed. Found without asking
+/// the mount: its control socket names its server.
+pub fn stopped_server(mountpoint: &Path) -> Option<i32> {
+    let (stream, _) = connect_mount(mountpoint).ok()?;
+    let pid = peer_credentials(&stream).ok()?.pid;
+    process_stopped(pid).then_some(pid)
+}
+
 /// Gives the server of the mount at `existing` a second socket name, that
 /// of `second` (a hard link to its socket, in the same directory), so
 /// control commands on `second` reach it after `existing` is unmounted.
@@ -251,7 +261,7 @@ pub fn alias(existing: &Path, second: &Path) -> Result<(), String> {
 #[cfg(test)]
 pub fn call_owned(canonical: &Path, owner: u32, request: &Request) -> Result<Value, ClientError> {
     let (stream, _) = connect_trusted(canonical, owner)?;
-    exchange(stream, request, Some(RESPONSE_TIMEOUT))
+    exchange(stream, request, Some(RESPONSE_TIMEOUT)).map(|(result, _)| result)
 }
 
 /// The first socket of the mount that answers and is served by `owner`,
@@ -352,11 +362,14 @@ fn connect(path: &Path) -> io::Result<UnixStream> {
     }
 }
 
+/// Sends `request` and reads the response line, waiting up to `timeout`
+/// (`None`: as long as the server runs); the reader is left after the
+/// line (a stream's events follow).
 fn exchange(
     stream: UnixStream,
     request: &Request,
     timeout: Option<Duration>,
-) -> Result<Value, ClientError> {
+) -> Result<(Value, BufReader<UnixStream>), ClientError> {
     let broken = |error: io::Error| ClientError::Unreachable(format!("control socket: {error}"));
     // The answer is awaited in slices, looking at the server between them:
     // a stopped one answers nothing until it is resumed, however long the
@@ -392,7 +405,7 @@ fn exchange(
             started.elapsed().as_secs()
         )))
     };
-    send_and_answer_waiting(stream, request, &mut keep_waiting).map(|(result, _)| result)
+    send_and_answer_waiting(stream, request, &mut keep_waiting)
 }
 
 /// How long one read of an answer waits before the server is looked at.
@@ -410,21 +423,9 @@ fn process_stopped(pid: i32) -> bool {
     })
 }
 
-/// Sends `request` and reads the response line; the reader is left after
-/// it (a stream's events follow).
-fn send_and_answer(
-    stream: UnixStream,
-    request: &Request,
-) -> Result<(Value, BufReader<UnixStream>), ClientError> {
-    send_and_answer_waiting(stream, request, &mut || {
-        Err(ClientError::Unreachable(
-            "timed out waiting for the answer".into(),
-        ))
-    })
-}
-
-/// [`send_and_answer`]; each time the stream's read timeout passes,
-/// `keep_waiting` says whether to go on waiting or what to fail with.
+/// Sends `request` and reads the response line; each time the stream's
+/// read timeout passes, `keep_waiting` says whether to go on waiting or
+/// what to fail with.
 fn send_and_answer_waiting(
     stream: UnixStream,
     request: &Request,
@@ -483,6 +484,8 @@ pub fn open_stream(
     mountpoint: &Path,
     request: &Request,
 ) -> Result<(Value, BufReader<UnixStream>), ClientError> {
+    // The answer waits as any other (a stopped server is named, not
+    // waited on forever); the events after it have their own timeouts.
     let (stream, _) = connect_mount(mountpoint)?;
-    send_and_answer(stream, request)
+    exchange(stream, request, Some(RESPONSE_TIMEOUT))
 }
