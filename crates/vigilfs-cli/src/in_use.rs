@@ -40,6 +40,8 @@ use crate::mountinfo::Mounts;
 pub const EXIT_WAIT: Duration = Duration::from_secs(30);
 /// How often it looks again.
 const POLL: Duration = Duration::from_millis(20);
+/// How often it looks for a mount served by the holder.
+const SERVER_POLL: Duration = Duration::from_secs(1);
 
 /// A held lock on an image; released when dropped.
 #[derive(Debug)]
@@ -201,6 +203,7 @@ fn acquire_within(
     let canonical = image.canonicalize().unwrap_or_else(|_| image.to_path_buf());
     let start = Instant::now();
     let mut said = !announce;
+    let mut server_looked_for = None;
     loop {
         // The lock first: the mount table names paths, and the file at a
         // path may not be the one mounted from it (deleted or replaced
@@ -229,6 +232,18 @@ fn acquire_within(
             },
             Err(LockError::Io(error)) => return Err(AcquireError::Io(error)),
             Err(LockError::InUse) => {}
+        }
+        // The holder may be the server of a mount: that mount serves this
+        // file, whatever names the mount table gives (renamed, replaced).
+        // Finding the holder may read every process's descriptors: once a
+        // second, not at every poll.
+        if server_looked_for.is_none_or(|then: Instant| then.elapsed() >= SERVER_POLL) {
+            server_looked_for = Some(Instant::now());
+            if let Some(mountpoint) =
+                holder(image).and_then(|(pid, _)| crate::control::client::mount_served_by(pid))
+            {
+                return Err(AcquireError::Mounted(mountpoint));
+            }
         }
         if let Some(mountpoint) = mounted_on(&canonical) {
             return Err(AcquireError::Mounted(mountpoint));

@@ -112,27 +112,31 @@ impl Mounts {
             .filter(move |entry| entry.is_fuse() && bare_source(entry) == source.as_os_str())
     }
 
-    /// Every vigilfs mount whose source is the file `image` under any name:
-    /// a hard link, a path through another mount of the same directory, or
-    /// a loop device over it (`image` is a [`file_identity`]).
-    /// Only the sources of vigilfs mounts made by root or by `trusted_uid`
-    /// are looked at (each one with a `stat`): another user may name a
-    /// FUSE mount `vigilfs` with a source on a filesystem that never
-    /// answers, and the `stat` would hang.
-    pub fn vigilfs_mounts_of_file(
-        &self,
-        image: (u64, u64),
-        trusted_uid: u32,
-    ) -> impl Iterator<Item = &MountEntry> {
+    /// Every vigilfs mount made by root or by `trusted_uid`: another user
+    /// may name a FUSE mount `vigilfs` with a source on a filesystem that
+    /// never answers, or a server that never does.
+    pub fn vigilfs_mounts(&self, trusted_uid: u32) -> impl Iterator<Item = &MountEntry> {
         self.entries.iter().filter(move |entry| {
             let vigilfs = entry.fstype == "fuse.vigilfs"
                 || (entry.is_fuse() && bare_source(entry) != entry.source.as_os_str());
             let trusted = entry
                 .fuse_owner()
                 .is_some_and(|owner| owner == 0 || owner == trusted_uid);
-            vigilfs
-                && trusted
-                && file_identity(Path::new(bare_source(entry))).is_ok_and(|source| source == image)
+            vigilfs && trusted
+        })
+    }
+
+    /// Every vigilfs mount whose source is the file `image` under any name:
+    /// a hard link, a path through another mount of the same directory, or
+    /// a loop device over it (`image` is a [`file_identity`]). Only
+    /// [`Mounts::vigilfs_mounts`] are looked at, each source with a `stat`.
+    pub fn vigilfs_mounts_of_file(
+        &self,
+        image: (u64, u64),
+        trusted_uid: u32,
+    ) -> impl Iterator<Item = &MountEntry> {
+        self.vigilfs_mounts(trusted_uid).filter(move |entry| {
+            file_identity(Path::new(bare_source(entry))).is_ok_and(|source| source == image)
         })
     }
 }

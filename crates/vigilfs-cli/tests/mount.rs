@@ -759,6 +759,43 @@ fn an_image_reached_through_a_hard_link_is_known_as_mounted_at_once() {
     scratch.umount(pid);
 }
 
+/// An image renamed while mounted is still the mounted one under its new
+/// name: its lock's holder serves the mount. The mount table still names
+/// the old path, so fsck and a mount under the new name waited 30 s for a
+/// lock never let go, then called it held by "a process".
+#[test]
+fn a_mounted_image_renamed_is_known_as_mounted_at_once() {
+    if fuse_missing("a_mounted_image_renamed_is_known_as_mounted_at_once") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    fs::write(scratch.at("precious"), b"keep me").unwrap();
+    let renamed = scratch.directory.path().join("renamed.img");
+    fs::rename(scratch.img(), &renamed).unwrap();
+    let renamed_path = renamed.to_str().unwrap();
+    let started = std::time::Instant::now();
+    let fsck = vigilfs(&["fsck", renamed_path]);
+    assert_eq!(fsck.status.code(), Some(8), "{}", text(&fsck.stderr));
+    assert!(
+        text(&fsck.stderr).contains(&format!("is mounted on {}", scratch.mnt())),
+        "{}",
+        text(&fsck.stderr)
+    );
+    let second = scratch.directory.path().join("second");
+    let shared = vigilfs(&["mount", renamed_path, second.to_str().unwrap()]);
+    assert_eq!(shared.status.code(), Some(0), "{}", text(&shared.stderr));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(fs::read(second.join("precious")).unwrap(), b"keep me");
+    umount_retrying_busy(&second);
+    fs::rename(&renamed, scratch.img()).unwrap();
+    scratch.umount(pid);
+}
+
 #[test]
 fn a_second_mount_point_keeps_its_control_commands_when_the_first_is_unmounted() {
     if fuse_missing("a_second_mount_point_keeps_its_control_commands_when_the_first_is_unmounted") {

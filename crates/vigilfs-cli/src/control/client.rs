@@ -202,14 +202,30 @@ pub fn mount_process_gone(mountpoint: &Path) -> bool {
     asked.is_ok() && answered.recv_timeout(Duration::from_secs(1)) == Ok(true)
 }
 
+/// The process serving the mount at `mountpoint`, found without asking
+/// the mount (its root answers only while the process runs): its control
+/// socket names it.
+fn server_pid(mountpoint: &Path) -> Option<i32> {
+    let (stream, _) = connect_mount(mountpoint).ok()?;
+    Some(peer_credentials(&stream).ok()?.pid)
+}
+
 /// The pid of the process serving the mount at `mountpoint` if it is
 /// stopped (SIGSTOP, a debugger): anything that asks the mount itself, a
-/// stat of its root, would wait until it is resumed. Found without asking
-/// the mount: its control socket names its server.
+/// stat of its root, would wait until it is resumed.
 pub fn stopped_server(mountpoint: &Path) -> Option<i32> {
-    let (stream, _) = connect_mount(mountpoint).ok()?;
-    let pid = peer_credentials(&stream).ok()?.pid;
-    process_stopped(pid).then_some(pid)
+    server_pid(mountpoint).filter(|&pid| process_stopped(pid))
+}
+
+/// The mount point of the vigilfs mount that process `pid` serves (the
+/// first of its mount points), if it serves one of root's or this user's.
+pub fn mount_served_by(pid: u32) -> Option<PathBuf> {
+    let mounts = Mounts::read().ok()?;
+    let found = mounts
+        .vigilfs_mounts(super::current_uid())
+        .find(|entry| server_pid(&entry.mountpoint).is_some_and(|server| server as u32 == pid))
+        .map(|entry| entry.mountpoint.clone());
+    found
 }
 
 /// Gives the server of the mount at `existing` a second socket name, that
