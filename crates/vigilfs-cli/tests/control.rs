@@ -524,6 +524,84 @@ fn a_freeze_whose_client_gave_up_on_a_stopped_mount_is_not_carried_out() {
     scratch.umount(pid);
 }
 
+/// A mount process out of file descriptors (its `ulimit -n` reached, here
+/// by event streams) tells a control client so and serves it again once
+/// descriptors are free. The connection waited in the socket's backlog,
+/// never accepted, until the client called the process hung.
+#[test]
+fn a_mount_process_out_of_descriptors_says_so_to_control_clients() {
+    if fuse_missing("a_mount_process_out_of_descriptors_says_so_to_control_clients") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let binary = env!("CARGO_BIN_EXE_vigilfs");
+    let mounted = Command::new("sh")
+        .args(["-c", "ulimit -n 40 && exec \"$0\" \"$@\"", binary])
+        .args([
+            "mount",
+            scratch.img(),
+            scratch.mnt(),
+            "--daemon",
+            "--size",
+            "64M",
+        ])
+        .args(["--pid-file", scratch.pid_file.to_str().unwrap()])
+        .args(["--log-file", scratch.log_file.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(mounted.status.code(), Some(0), "{}", text(&mounted.stderr));
+    let pid: u32 = fs::read_to_string(&scratch.pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let descriptors = || fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let mut followers = Vec::new();
+    let mut refusal = None;
+    while followers.len() < 30 && refusal.is_none() {
+        let before = descriptors();
+        let mut follower = spawn(binary, &["events", "--follow", scratch.mnt()]);
+        wait_until(
+            "the stream is served or refused",
+            Duration::from_secs(30),
+            || descriptors() > before || follower.try_wait().unwrap().is_some(),
+        );
+        followers.push(follower);
+        let (_, status) = finish_within(
+            spawn(binary, &["status", scratch.mnt()]),
+            Duration::from_secs(60),
+        )
+        .unwrap_or_else(|child| {
+            let _ = child.wait_with_output();
+            panic!("status waited a minute on a mount process out of descriptors")
+        });
+        if status.status.code() != Some(0) {
+            refusal = Some(status);
+        }
+    }
+    let refusal = refusal.expect("30 event streams never reached the limit of 40 descriptors");
+    assert_eq!(refusal.status.code(), Some(8), "{}", text(&refusal.stderr));
+    assert!(
+        text(&refusal.stderr).contains("Too many open files"),
+        "{}",
+        text(&refusal.stderr)
+    );
+    for mut follower in followers {
+        let _ = follower.kill();
+        let _ = follower.wait();
+    }
+    wait_until("the mount answers again", Duration::from_secs(30), || {
+        vigilfs(&["status", scratch.mnt()]).status.code() == Some(0)
+    });
+    assert!(
+        scratch.log().contains("cannot accept a connection"),
+        "{}",
+        scratch.log()
+    );
+    scratch.umount(pid);
+}
+
 /// `vigilfs events` and a second mount of the image of a stopped mount
 /// process (SIGSTOP, a debugger) name it and its pid within seconds. Both
 /// waited until it was resumed: the stream's first answer had no timeout,

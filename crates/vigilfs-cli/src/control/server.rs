@@ -360,6 +360,11 @@ fn mounted_at(mountpoint: &Path) -> bool {
 }
 
 fn accept_loop(listener: &UnixListener, context: &Arc<Context>, stop: &AtomicBool) {
+    // Held for the moment the process has no descriptor left: given up,
+    // it lets one connection in to be told so, where it would otherwise
+    // wait in the backlog for an answer and call the process hung.
+    let mut spare = std::fs::File::open("/dev/null").ok();
+    let mut said_out_of_descriptors = false;
     while !stop.load(Ordering::Acquire) {
         let mut poll = libc::pollfd {
             fd: listener.as_raw_fd(),
@@ -375,9 +380,42 @@ fn accept_loop(listener: &UnixListener, context: &Arc<Context>, stop: &AtomicBoo
         match listener.accept() {
             Ok((stream, _)) => admit(stream, context),
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            Err(error) if matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                if !said_out_of_descriptors {
+                    crate::daemon_log::log(&format!(
+                        "control socket: cannot accept a connection: {error}; clients are told \
+                         so until descriptors are free again"
+                    ));
+                    said_out_of_descriptors = true;
+                }
+                drop(spare.take());
+                if let Ok((stream, _)) = listener.accept() {
+                    refuse_out_of_descriptors(&stream, &error);
+                }
+                spare = std::fs::File::open("/dev/null").ok();
+                std::thread::sleep(Duration::from_millis(50));
+            }
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
     }
+}
+
+/// Tells the client of `stream` that the mount process has no descriptor
+/// left to serve it with (`error`, EMFILE or ENFILE).
+fn refuse_out_of_descriptors(stream: &UnixStream, error: &io::Error) {
+    // Busy: it may pass, as a full connection count does.
+    let refusal = Response::failure(
+        ErrorKind::Busy,
+        format!(
+            "the mount process cannot serve a control connection: {error} (its open-file limit, \
+             `ulimit -n`, or the system's is reached); it goes on serving the filesystem"
+        ),
+        error.raw_os_error(),
+    );
+    // Non-blocking: a short answer fits the socket buffer, and a client
+    // that does not read must not hold the accept thread.
+    let _ = stream.set_nonblocking(true);
+    let _ = write_response(stream, &refusal, Instant::now());
 }
 
 /// A connection counted against the limits, as a request or, once it
