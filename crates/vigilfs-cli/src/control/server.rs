@@ -378,13 +378,16 @@ fn accept_loop(listener: &UnixListener, context: &Arc<Context>, stop: &AtomicBoo
             continue;
         }
         match listener.accept() {
-            Ok((stream, _)) => admit(stream, context),
+            Ok((stream, _)) => {
+                said_out_of_descriptors = false;
+                admit(stream, context);
+            }
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
             Err(error) if matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
                 if !said_out_of_descriptors {
                     crate::daemon_log::log(&format!(
                         "control socket: cannot accept a connection: {error}; clients are told \
-                         so until descriptors are free again"
+                         so until a descriptor is free again"
                     ));
                     said_out_of_descriptors = true;
                 }
