@@ -6,7 +6,7 @@
 mod common;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -1759,6 +1759,42 @@ fn a_second_mount_of_a_mounted_image_shows_the_same_filesystem() {
     scratch.umount(pid);
     let fsck = vigilfs(&["fsck", scratch.img()]);
     assert_eq!(fsck.status.code(), Some(0), "{}", text(&fsck.stdout));
+}
+
+/// The way editors and configuration tools save a file, through the
+/// mount: write a new copy, rename it over the old one (no fsync), and
+/// O_TRUNC the file, write and close (no fsync). Another program's fsync
+/// then commits, and the mount process is killed: each file holds its new
+/// contents. Both came back empty, their old contents gone as well.
+#[test]
+fn files_replaced_without_fsync_keep_their_new_contents_after_another_commit_and_a_crash() {
+    if fuse_missing(
+        "files_replaced_without_fsync_keep_their_new_contents_after_another_commit_and_a_crash",
+    ) {
+        return;
+    }
+    let scratch = Scratch::new();
+    // No background writeback: only the replacement writes the data back.
+    let pid = scratch.mount(&["--size", "64M", "-o", "writeback_interval=600"]);
+    for name in ["renamed", "truncated"] {
+        let mut file = File::create(scratch.at(name)).unwrap();
+        file.write_all(&[b'o'; 9000]).unwrap();
+        file.sync_all().unwrap();
+    }
+    File::open(scratch.mnt()).unwrap().sync_all().unwrap();
+    fs::write(scratch.at("renamed.new"), [b'n'; 5000]).unwrap();
+    fs::rename(scratch.at("renamed.new"), scratch.at("renamed")).unwrap();
+    fs::write(scratch.at("truncated"), [b't'; 5000]).unwrap();
+    let mut other = File::create(scratch.at("other")).unwrap();
+    other.write_all(b"another program's commit").unwrap();
+    other.sync_all().unwrap();
+    scratch.kill_daemon(pid);
+    let pid = scratch.mount(&[]);
+    for (name, expected) in [("renamed", [b'n'; 5000]), ("truncated", [b't'; 5000])] {
+        let found = fs::read(scratch.at(name)).unwrap();
+        assert!(found == expected, "{name} holds {} bytes", found.len());
+    }
+    scratch.umount(pid);
 }
 
 /// The names in directory `path`, sorted.

@@ -424,6 +424,27 @@ impl Files {
         })
     }
 
+    /// Writes back the dirty pages of `ino` now, before a change that
+    /// would make a program's replacement of a file durable without its
+    /// data (a rename over another file, the close of a file truncated to
+    /// nothing and rewritten). A failure goes into the error words, for
+    /// the file's next fsync, as any writeback's: the change goes on.
+    pub fn write_back_before_replacing(&self, ino: u64) {
+        let _reported_later = self.writeback.writeback_inode(ino);
+    }
+
+    /// Whether `ino` was truncated to nothing since this was last asked:
+    /// its data should be written back at this close
+    /// ([`Files::write_back_before_replacing`]).
+    pub fn take_rewritten_from_empty(&self, ino: u64) -> bool {
+        let mut cache = self.cache.lock();
+        cache.inodes.get_mut(&ino).is_some_and(|state| {
+            let rewritten = state.rewritten_from_empty && state.unwritten();
+            state.rewritten_from_empty = false;
+            rewritten
+        })
+    }
+
     /// Closes a handle. Reports nothing: closing does not consume errors.
     pub fn release(&self, handle: Handle) {
         self.closed(handle.ino);

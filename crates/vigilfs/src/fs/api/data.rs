@@ -388,11 +388,24 @@ impl Filesystem {
     pub fn release(&self, handle: u64) -> FsResult<()> {
         let file = self.shared.handles.remove_file(handle)?;
         let ino = file.ino;
+        if self.shared.files.take_rewritten_from_empty(ino) {
+            self.write_back_if_writable(ino);
+        }
         self.shared.files.closed(ino);
         if self.closed(ino, "release")? {
             self.shared.files.forget(ino);
         }
         Ok(())
+    }
+
+    /// Writes back `ino`'s data now if the filesystem may write (see
+    /// [`crate::inode::Files::write_back_before_replacing`]); frozen, it
+    /// was all written back and writers wait.
+    pub(super) fn write_back_if_writable(&self, ino: u64) {
+        let writable = !self.shared.transport_read_only.load(Ordering::Acquire);
+        if let (Ok(_writer), true) = (self.shared.gate.try_enter(), writable) {
+            self.shared.files.write_back_before_replacing(ino);
+        }
     }
 
     /// One open of `ino` (a file or a directory) is closed: the last

@@ -427,6 +427,9 @@ impl Filesystem {
         } else {
             (0, 0)
         };
+        if !flags.exchange {
+            self.write_back_a_replacement(parent, name, new_parent, new_name)?;
+        }
         let result = self
             .shared
             .namespace
@@ -446,6 +449,38 @@ impl Filesystem {
             Some((new_parent, new_name)),
         );
         self.sync_entries_of("rename", &[&dir, &new_dir])
+    }
+}
+
+impl Filesystem {
+    /// A file renamed over another is a program replacing that file (write
+    /// a new copy, rename it into place): its data is written back first,
+    /// so the commit that makes the rename durable finds it on the device,
+    /// as ext4's `auto_da_alloc` does. Otherwise a power cut after any
+    /// later commit leaves the name on an empty file, the old contents
+    /// gone and the new never written.
+    fn write_back_a_replacement(
+        &self,
+        parent: u64,
+        name: &[u8],
+        new_parent: u64,
+        new_name: &[u8],
+    ) -> FsResult<()> {
+        let Some((moved, record)) = self.shared.namespace.lookup(parent, name)? else {
+            return Ok(());
+        };
+        if record.file_type() != FileType::Regular || self.shared.files.is_durable(moved) {
+            return Ok(());
+        }
+        if self
+            .shared
+            .namespace
+            .lookup(new_parent, new_name)?
+            .is_some()
+        {
+            self.shared.files.write_back_before_replacing(moved);
+        }
+        Ok(())
     }
 }
 

@@ -60,6 +60,9 @@ impl Files {
                 state.put_dirty(&mut cache.accounting, index, page, Backing::Promise);
             }
         }
+        if size == 0 && state.size > 0 {
+            state.rewritten_from_empty = true;
+        }
         state.size = size;
         if let Some(seq) = seq {
             for run in freed {

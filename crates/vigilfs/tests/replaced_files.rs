@@ -1,0 +1,181 @@
+//! A program replacing a file without fsyncing the new copy (write a new
+//! file and rename it over the old, or truncate the old and write it
+//! again) must not find it empty after a power cut that came after a later
+//! commit: the new contents were written back before the commit that made
+//! the replacement durable, as ext4 (`auto_da_alloc`) does. Before, any
+//! other file's fsync made the rename (or the truncate) durable with the
+//! new data still only in the cache, and the file came back empty: both
+//! its old and its new contents lost.
+//!
+//! Each workload runs on a device with a volatile write cache; the power is
+//! cut at every flush point in turn, and after the workload's last flush.
+//! After each cut the file reads back as its old or its new contents,
+//! never anything else; after the last flush, as its new contents.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use vigilfs::device::{CrashDevice, CrashMode, MemoryDevice, SectorSize};
+use vigilfs::fs::{Filesystem, MountOptions, OpenFlags};
+use vigilfs::inode::{Caller, RenameFlags, ROOT_INO};
+use vigilfs::mkfs::{make_filesystem, MkfsOptions};
+
+const OLD: &[u8] = &[b'o'; 3 * 4096 + 100];
+const NEW: &[u8] = &[b'n'; 5000];
+
+fn options() -> MountOptions {
+    MountOptions {
+        // No background writeback: only the replacement may write the new
+        // contents back.
+        writeback_interval: Duration::from_secs(3600),
+        dirty_limit_bytes: u64::MAX / 4,
+        ..MountOptions::default()
+    }
+}
+
+fn read_write() -> OpenFlags {
+    OpenFlags::from_libc(libc::O_RDWR)
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Replacement {
+    /// Write `file.new`, rename it over `file`.
+    Rename,
+    /// Open `file` with `O_TRUNC`, write it, close it.
+    Truncate,
+}
+
+/// Writes `file` with the old contents and makes it durable (then sets
+/// `old_durable`), replaces it without an fsync, then fsyncs another file
+/// (any program's commit). Stops at the first error (the power went).
+fn workload(
+    fs: &Filesystem,
+    replacement: Replacement,
+    old_durable: &mut bool,
+) -> Result<(), vigilfs::fs::FsError> {
+    let root = Caller::root();
+    let (_, handle) = fs.create(ROOT_INO, b"file", 0o644, read_write(), &root)?;
+    fs.write(handle, 0, OLD, &root)?;
+    fs.fsync(handle, false)?;
+    fs.release(handle)?;
+    fs.syncfs_once()?;
+    *old_durable = true;
+    match replacement {
+        Replacement::Rename => {
+            let (_, handle) = fs.create(ROOT_INO, b"file.new", 0o644, read_write(), &root)?;
+            fs.write(handle, 0, NEW, &root)?;
+            fs.release(handle)?;
+            fs.rename(
+                ROOT_INO,
+                b"file.new",
+                ROOT_INO,
+                b"file",
+                RenameFlags::default(),
+                &root,
+            )?;
+        }
+        Replacement::Truncate => {
+            let ino = fs.lookup(ROOT_INO, b"file", &root)?.ino;
+            let handle = fs.open(
+                ino,
+                OpenFlags::from_libc(libc::O_RDWR | libc::O_TRUNC),
+                &root,
+            )?;
+            fs.write(handle, 0, NEW, &root)?;
+            fs.release(handle)?;
+        }
+    }
+    let (_, other) = fs.create(ROOT_INO, b"other", 0o644, read_write(), &root)?;
+    fs.write(other, 0, b"another program's commit", &root)?;
+    fs.fsync(other, false)?;
+    fs.release(other)?;
+    Ok(())
+}
+
+fn formatted_image() -> Vec<u8> {
+    let memory = Arc::new(MemoryDevice::new(16 << 20, SectorSize::Bytes512));
+    make_filesystem(memory.clone(), &MkfsOptions::default()).expect("mkfs");
+    memory.to_image()
+}
+
+/// What `file` reads after the image `image` is mounted (and recovered).
+fn contents_after(image: MemoryDevice, context: &str) -> Option<Vec<u8>> {
+    let fs = Filesystem::mount(Arc::new(image), options())
+        .unwrap_or_else(|error| panic!("{context}: mount after the crash: {error}"));
+    let root = Caller::root();
+    let contents = fs.lookup(ROOT_INO, b"file", &root).ok().map(|attr| {
+        let handle = fs
+            .open(attr.ino, OpenFlags::from_libc(libc::O_RDONLY), &root)
+            .unwrap();
+        let contents = fs
+            .read(handle, 0, 1 << 20)
+            .unwrap_or_else(|error| panic!("{context}: the file does not read back: {error}"));
+        fs.release(handle).unwrap();
+        contents
+    });
+    fs.unmount()
+        .unwrap_or_else(|error| panic!("{context}: unmount after recovery: {error}"));
+    contents
+}
+
+fn describe(contents: &Option<Vec<u8>>) -> String {
+    match contents {
+        None => "gone".into(),
+        Some(bytes) if bytes.is_empty() => "nothing (0 bytes)".into(),
+        Some(bytes) if bytes == OLD => "the old contents".into(),
+        Some(bytes) if bytes == NEW => "the new contents".into(),
+        Some(bytes) => format!("{} other bytes", bytes.len()),
+    }
+}
+
+fn cut_at_every_flush(replacement: Replacement) {
+    let image = formatted_image();
+    let flushes = {
+        let device = Arc::new(CrashDevice::from_image(image.clone(), SectorSize::Bytes512));
+        let fs = Filesystem::mount(device.clone(), options()).expect("mount");
+        workload(&fs, replacement, &mut false).expect("the workload without a power cut");
+        // The power goes after the last commit: everything it made durable
+        // stays, the rest of the cache is lost.
+        let context = format!("{replacement:?}, a power cut after the last flush");
+        let after = contents_after(device.crash(CrashMode::DropUnflushed), &context);
+        assert!(
+            after.as_deref() == Some(NEW),
+            "{context}: the file holds {}",
+            describe(&after)
+        );
+        device.flushes_issued()
+    };
+    for cut in 1..=flushes {
+        let device = Arc::new(CrashDevice::from_image(image.clone(), SectorSize::Bytes512));
+        device.cut_power_at_flush(Some(cut));
+        let mut old_durable = false;
+        if let Ok(fs) = Filesystem::mount(device.clone(), options()) {
+            let _ = workload(&fs, replacement, &mut old_durable);
+        }
+        for (mode_name, mode) in [
+            ("drop", CrashMode::DropUnflushed),
+            ("keep", CrashMode::KeepUnflushed),
+            ("torn", CrashMode::Torn { seed: cut }),
+        ] {
+            let context =
+                format!("{replacement:?}, power cut at flush {cut} of {flushes}, {mode_name}");
+            let after = contents_after(device.crash(mode), &context);
+            let acceptable = match after.as_deref() {
+                Some(bytes) => bytes == OLD || bytes == NEW,
+                // Before the old contents were durable, the file may not be.
+                None => !old_durable,
+            };
+            assert!(acceptable, "{context}: the file holds {}", describe(&after));
+        }
+    }
+}
+
+#[test]
+fn a_file_renamed_over_another_is_never_found_empty_after_a_power_cut() {
+    cut_at_every_flush(Replacement::Rename);
+}
+
+#[test]
+fn a_file_truncated_and_written_again_is_never_found_empty_after_its_close_and_a_commit() {
+    cut_at_every_flush(Replacement::Truncate);
+}
