@@ -1,7 +1,8 @@
 //! What a careless or hostile library caller, or a forged image, gets
 //! from the engine API: a short read instead of an allocation as long as
 //! the length asked for, Linux's errors for the names Linux refuses, mkfs
-//! refusing a filesystem no mount could serve, and a journal whose
+//! refusing a filesystem no mount could serve, O_TRUNC truncating with
+//! any access mode, and a journal whose
 //! sequence numbers a forged superblock pushed far ahead mounting in
 //! bounded memory.
 
@@ -32,6 +33,45 @@ fn fresh() -> (Arc<MemoryDevice>, Filesystem) {
     make_filesystem(device.clone(), &MkfsOptions::default()).expect("mkfs");
     let fs = Filesystem::mount(device, MountOptions::default()).expect("mount");
     (memory, fs)
+}
+
+/// `open(O_RDONLY | O_TRUNC)` truncates, as on Linux (after the same write
+/// permission check as any O_TRUNC): the kernel takes a FUSE OPEN with
+/// O_TRUNC to have truncated, and showed an empty file while the engine
+/// kept its data.
+#[test]
+fn o_trunc_truncates_whatever_the_access_mode_after_the_write_check() {
+    let (_, fs) = fresh();
+    let (attr, handle) = fs
+        .create(ROOT_INO, b"file", 0o644, read_write(), &root())
+        .unwrap();
+    fs.write(handle, 0, b"hello", &root()).unwrap();
+    fs.release(handle).unwrap();
+    let other = Caller {
+        uid: 1000,
+        gid: 1000,
+        groups: Default::default(),
+        umask: 0o022,
+    };
+    assert_eq!(
+        errno(fs.open(
+            attr.ino,
+            OpenFlags::from_libc(libc::O_RDONLY | libc::O_TRUNC),
+            &other
+        )),
+        libc::EACCES
+    );
+    assert_eq!(fs.getattr(attr.ino).unwrap().record.size, 5);
+    let handle = fs
+        .open(
+            attr.ino,
+            OpenFlags::from_libc(libc::O_RDONLY | libc::O_TRUNC),
+            &root(),
+        )
+        .unwrap();
+    assert_eq!(fs.getattr(attr.ino).unwrap().record.size, 0);
+    assert_eq!(fs.read(handle, 0, 100).unwrap(), Vec::<u8>::new());
+    fs.release(handle).unwrap();
 }
 
 /// A read of a sparse file of 2^60 bytes asking for all of it once

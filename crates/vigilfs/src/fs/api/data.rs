@@ -59,7 +59,10 @@ impl Filesystem {
         } else {
             None
         };
-        if flags.truncate && flags.write {
+        // O_TRUNC truncates whatever the access mode (O_RDONLY|O_TRUNC as
+        // well, on Linux, after the same write permission check); the
+        // kernel takes the OPEN to have done it.
+        if flags.truncate {
             let result = self.shared.files.truncate(ino, 0).map_err(FsError::from);
             self.shared.observe("open", result)?;
             self.kill_privileges(ino, caller, "open")?;
