@@ -74,6 +74,27 @@ fn o_trunc_truncates_whatever_the_access_mode_after_the_write_check() {
     fs.release(handle).unwrap();
 }
 
+/// Reading a symbolic link updates its access time as reading a file does
+/// (relatime: an atime not after the mtime is updated).
+#[test]
+fn readlink_updates_the_access_time_of_the_link() {
+    let (_, fs) = fresh();
+    let link = fs.symlink(ROOT_INO, b"link", b"target", &root()).unwrap();
+    let old = vigilfs::inode::Timestamp {
+        seconds: 1_000_000_000,
+        nanoseconds: 0,
+    };
+    let changes = SetAttributes {
+        atime: Some(vigilfs::inode::SetTime::At(old)),
+        mtime: Some(vigilfs::inode::SetTime::At(old)),
+        ..SetAttributes::default()
+    };
+    fs.setattr(link.ino, &changes, None, &root()).unwrap();
+    assert_eq!(fs.getattr(link.ino).unwrap().record.atime, old);
+    assert_eq!(fs.readlink(link.ino).unwrap(), b"target");
+    assert!(fs.getattr(link.ino).unwrap().record.atime > old);
+}
+
 /// A read of a sparse file of 2^60 bytes asking for all of it once
 /// allocated the whole length up front: the process aborted. A read is
 /// now at most `MAX_READ_BYTES`, and at or past the end reads nothing

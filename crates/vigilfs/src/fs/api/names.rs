@@ -327,7 +327,11 @@ impl Filesystem {
     /// A symbolic link's target.
     pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
         let result = self.shared.namespace.readlink(ino).map_err(FsError::from);
-        self.shared.observe_at("readlink", ino, result)
+        let target = self.shared.observe_at("readlink", ino, result)?;
+        // Reading a link is an access, as reading a file: Linux updates
+        // its atime (under the same `atime` option).
+        self.accessed(ino);
+        Ok(target)
     }
 
     /// Makes `new_name` in `new_parent` another name of `ino`.
