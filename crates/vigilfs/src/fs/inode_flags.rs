@@ -128,6 +128,9 @@ impl Filesystem {
 
     /// Makes every metadata change so far durable (a journal flush).
     pub(super) fn commit_durably(&self, operation: &'static str) -> FsResult<()> {
+        // Replacements made so far become durable with this commit: their
+        // files' data goes first.
+        self.shared.files.write_back_ordered();
         let flushed = self
             .shared
             .metadata

@@ -250,6 +250,11 @@ pub struct Files {
     pub(crate) writeback: Writeback,
     /// [`FsyncErrors::Once`] when set.
     report_once: AtomicBool,
+    /// Files being replaced (truncated to nothing, or renamed over another
+    /// file with much unwritten data): their data must reach the device
+    /// before the next commit makes the replacement durable, as ext4's
+    /// `auto_da_alloc` orders it ([`Files::write_back_ordered`]).
+    ordered: std::sync::Mutex<BTreeSet<u64>>,
 }
 
 /// What fsync and syncfs report while the writeback of the same pages
@@ -298,6 +303,7 @@ impl Files {
             metadata,
             cache,
             report_once: AtomicBool::new(false),
+            ordered: std::sync::Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -433,16 +439,47 @@ impl Files {
         let _reported_later = self.writeback.writeback_inode(ino);
     }
 
-    /// Whether `ino` was truncated to nothing since this was last asked:
-    /// its data should be written back at this close
-    /// ([`Files::write_back_before_replacing`]).
-    pub fn take_rewritten_from_empty(&self, ino: u64) -> bool {
-        let mut cache = self.cache.lock();
-        cache.inodes.get_mut(&ino).is_some_and(|state| {
-            let rewritten = state.rewritten_from_empty && state.unwritten();
-            state.rewritten_from_empty = false;
-            rewritten
+    /// Whether `ino` has more than `bytes` of dirty data: a replacement
+    /// of that size is written back at the next commit rather than now.
+    pub fn dirty_more_than(&self, ino: u64, bytes: u64) -> bool {
+        let cache = self.cache.lock();
+        let pages = bytes / PAGE + 1;
+        cache.inodes.get(&ino).is_some_and(|state| {
+            state
+                .pages
+                .iter_marked(0, Mark::Dirty)
+                .take(pages as usize)
+                .count() as u64
+                >= pages
         })
+    }
+
+    /// Orders `ino`'s data before the next commit (see `ordered`).
+    pub fn write_before_next_commit(&self, ino: u64) {
+        self.ordered_files().insert(ino);
+    }
+
+    /// Whether `ino` was ordered before the next commit and still has data
+    /// to write; it no longer is (its caller writes it back now).
+    pub fn take_ordered(&self, ino: u64) -> bool {
+        self.ordered_files().remove(&ino) && !self.is_durable(ino)
+    }
+
+    /// Writes back the files ordered before the next commit: called just
+    /// before a commit is made durable. Failures go into the error words.
+    pub fn write_back_ordered(&self) {
+        let ordered = std::mem::take(&mut *self.ordered_files());
+        for ino in ordered {
+            self.write_back_before_replacing(ino);
+        }
+    }
+
+    fn ordered_files(&self) -> MutexGuard<'_, BTreeSet<u64>> {
+        // Inserts and removals of single numbers: a poisoned lock holds a
+        // consistent set.
+        self.ordered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Closes a handle. Reports nothing: closing does not consume errors.
@@ -745,6 +782,9 @@ impl Files {
     /// Writes back every inode with dirty pages (what background writeback
     /// does). Errors go into the error words, never back to the caller.
     pub fn writeback_all(&self) -> WritebackSummary {
+        // Every file ordered before the next commit is among those written
+        // back now; one ordered after this goes on waiting.
+        self.ordered_files().clear();
         self.writeback.writeback_all()
     }
 

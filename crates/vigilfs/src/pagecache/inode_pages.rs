@@ -62,11 +62,6 @@ pub(crate) struct InodeState {
     /// Open handles: their cursors point into `errseq`, so the state stays
     /// while any is open.
     pub(crate) opens: u32,
-    /// Truncated to nothing from a non-empty size: a file being rewritten
-    /// in place. The next close writes its data back (ext4's
-    /// `auto_da_alloc`), so a commit after it does not make the truncate
-    /// durable with the new data still only in the cache.
-    pub(crate) rewritten_from_empty: bool,
 }
 
 /// A cached page: the entry holding it and where the page starts in the
@@ -100,7 +95,6 @@ impl InodeState {
             fills: 0,
             changes: 0,
             opens: 0,
-            rewritten_from_empty: false,
         }
     }
 

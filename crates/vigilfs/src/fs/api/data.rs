@@ -391,7 +391,9 @@ impl Filesystem {
     pub fn release(&self, handle: u64) -> FsResult<()> {
         let file = self.shared.handles.remove_file(handle)?;
         let ino = file.ino;
-        if self.shared.files.take_rewritten_from_empty(ino) {
+        // A file rewritten in place goes out at its last close, ahead of
+        // the next commit (which would write it anyway).
+        if self.shared.files.take_ordered(ino) {
             self.write_back_if_writable(ino);
         }
         self.shared.files.closed(ino);
@@ -510,6 +512,10 @@ impl Filesystem {
             }
             return Ok(reported?);
         }
+        // Replacements made so far become durable with this fsync's
+        // commit, and its own writeback may already flush: their files'
+        // data goes first.
+        self.shared.files.write_back_ordered();
         let synced = {
             let mut cursors = file.handle();
             self.shared.files.fsync(&mut cursors)

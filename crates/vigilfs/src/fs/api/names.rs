@@ -456,6 +456,10 @@ impl Filesystem {
     }
 }
 
+/// The most unwritten data a file renamed over another has written back
+/// by the rename itself.
+const WRITE_BACK_AT_RENAME_BYTES: u64 = 8 << 20;
+
 impl Filesystem {
     /// A file renamed over another is a program replacing that file (write
     /// a new copy, rename it into place): its data is written back first,
@@ -482,7 +486,20 @@ impl Filesystem {
             .lookup(new_parent, new_name)?
             .is_some()
         {
-            self.shared.files.write_back_before_replacing(moved);
+            // A large file's writeback would hold the rename (and the
+            // kernel's directory locks) for as long as the device takes:
+            // it goes at the next commit instead, ahead of it, as ext4's
+            // does. A crash before that commit may then find the rename
+            // without the data (see the README).
+            if self
+                .shared
+                .files
+                .dirty_more_than(moved, WRITE_BACK_AT_RENAME_BYTES)
+            {
+                self.shared.files.write_before_next_commit(moved);
+            } else {
+                self.shared.files.write_back_before_replacing(moved);
+            }
         }
         Ok(())
     }

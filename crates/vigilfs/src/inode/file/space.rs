@@ -61,7 +61,8 @@ impl Files {
             }
         }
         if size == 0 && state.size > 0 {
-            state.rewritten_from_empty = true;
+            // A file being rewritten in place (see `ordered`).
+            self.write_before_next_commit(ino);
         }
         state.size = size;
         if let Some(seq) = seq {
