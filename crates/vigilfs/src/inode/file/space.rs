@@ -160,7 +160,15 @@ impl Files {
             // Refuse up front what cannot fit, so ENOSPC changes nothing
             // (short of a race with other allocations).
             let wanted = self.hole_blocks(ino, offset / PAGE, end.div_ceil(PAGE))?;
-            let space = self.metadata.allocator.status();
+            let mut space = self.metadata.allocator.status();
+            if wanted > space.data_available && space.promised_blocks > 0 {
+                // Dirty pages hold the room (a rewrite needs a new block
+                // until its writeback frees the old one, data being
+                // copy-on-write): written back, they give it back. As a
+                // write does, nobody hears ENOSPC before that.
+                let _ = self.writeback.writeback_all();
+                space = self.metadata.allocator.status();
+            }
             if wanted > space.data_available {
                 return Err(FileError::Allocate(AllocError::NoSpace {
                     requested: wanted,
@@ -182,7 +190,17 @@ impl Files {
         // bounded by the free space); the pieces meet at block boundaries,
         // so only the range's own edges are partial pages.
         for (start, stop) in pieces(offset, end) {
-            self.allocate_range(ino, start, stop, keep_size)?;
+            match self.allocate_range(ino, start, stop, keep_size) {
+                // Others' dirty pages took the room since the check above:
+                // their writeback gives it back (see there).
+                Err(FileError::Allocate(AllocError::NoSpace { .. }))
+                    if self.metadata.allocator.status().promised_blocks > 0 =>
+                {
+                    let _ = self.writeback.writeback_all();
+                    self.allocate_range(ino, start, stop, keep_size)?;
+                }
+                outcome => outcome?,
+            }
         }
         Ok(())
     }
