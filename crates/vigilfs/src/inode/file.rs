@@ -462,7 +462,10 @@ impl Files {
     /// Whether `ino` was ordered before the next commit and still has data
     /// to write; it no longer is (its caller writes it back now).
     pub fn take_ordered(&self, ino: u64) -> bool {
-        self.ordered_files().remove(&ino) && !self.is_durable(ino)
+        // The set's lock is let go before the cache's is taken: truncate
+        // takes them the other way round.
+        let ordered = self.ordered_files().remove(&ino);
+        ordered && !self.is_durable(ino)
     }
 
     /// Writes back the files ordered before the next commit: called just
@@ -474,6 +477,8 @@ impl Files {
         }
     }
 
+    /// The set of files ordered before the next commit. Taken after the
+    /// cache's lock where both are held, never before it.
     fn ordered_files(&self) -> MutexGuard<'_, BTreeSet<u64>> {
         // Inserts and removals of single numbers: a poisoned lock holds a
         // consistent set.
