@@ -40,7 +40,7 @@ use crate::mountinfo::Mounts;
 pub const EXIT_WAIT: Duration = Duration::from_secs(30);
 /// How often it looks again.
 const POLL: Duration = Duration::from_millis(20);
-/// How often it looks for a mount served by the holder.
+/// How often it asks the mounts which file each serves.
 const SERVER_POLL: Duration = Duration::from_secs(1);
 
 /// A held lock on an image; released when dropped.
@@ -233,14 +233,15 @@ fn acquire_within(
             Err(LockError::Io(error)) => return Err(AcquireError::Io(error)),
             Err(LockError::InUse) => {}
         }
-        // The holder may be the server of a mount: that mount serves this
-        // file, whatever names the mount table gives (renamed, replaced).
-        // Finding the holder may read every process's descriptors: once a
+        // The file may be served by a mount whatever names the mount
+        // table gives (renamed, replaced since): each server says which
+        // file it serves. Asking them all costs a request each: once a
         // second, not at every poll.
         if server_looked_for.is_none_or(|then: Instant| then.elapsed() >= SERVER_POLL) {
             server_looked_for = Some(Instant::now());
-            if let Some(mountpoint) =
-                holder(image).and_then(|(pid, _)| crate::control::client::mount_served_by(pid))
+            if let Some(mountpoint) = crate::mountinfo::file_identity(image)
+                .ok()
+                .and_then(crate::control::client::mount_serving)
             {
                 return Err(AcquireError::Mounted(mountpoint));
             }

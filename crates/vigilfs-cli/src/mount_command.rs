@@ -719,6 +719,15 @@ fn serve(
 
     let mut extra = Map::new();
     extra.insert("image".into(), json!(image.display().to_string()));
+    // Which file is served, whatever its name becomes: `status` says when
+    // the path no longer leads to it, and a mount or fsck of the file
+    // under another name finds this mount by it.
+    if let Ok((device, inode)) = crate::mountinfo::file_identity(&image) {
+        extra.insert(
+            "image_identity".into(),
+            json!({ "device": device, "inode": inode }),
+        );
+    }
     extra.insert("mount_options".into(), json!(request.options.join(",")));
     let owner = control::current_uid();
     let events_gid = match &settings.events_group {

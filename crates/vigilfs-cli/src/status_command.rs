@@ -170,6 +170,12 @@ pub fn render(status: &Value) -> String {
     let mut mount = text(&status["mountpoint"]).to_string();
     if let Some(image) = status["image"].as_str() {
         let _ = write!(mount, " (image {image})");
+        if status["image_moved"] == true {
+            let _ = write!(
+                mount,
+                ": no longer at that path (renamed, deleted or replaced since the mount)"
+            );
+        }
     }
     row("mount", mount);
     if let Some(address) = status["metrics_address"].as_str() {

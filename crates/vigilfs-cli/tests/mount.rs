@@ -8,6 +8,7 @@ mod common;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -779,6 +780,33 @@ fn a_mounted_image_renamed_is_known_as_mounted_at_once() {
     let renamed = scratch.directory.path().join("renamed.img");
     fs::rename(scratch.img(), &renamed).unwrap();
     known_as_mounted_under(&scratch, &renamed);
+    let status = vigilfs(&["status", scratch.mnt()]);
+    assert!(
+        text(&status.stdout).contains("no longer at that path"),
+        "{}",
+        text(&status.stdout)
+    );
+    // Another user, who cannot see the mount process's descriptors, is
+    // told as soon.
+    fs::set_permissions(&renamed, fs::Permissions::from_mode(0o666)).unwrap();
+    let started = std::time::Instant::now();
+    let fsck = Command::new(binary_for_other_users(&scratch))
+        .args(["fsck", renamed.to_str().unwrap()])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert_eq!(fsck.status.code(), Some(8), "{}", text(&fsck.stderr));
+    assert!(
+        text(&fsck.stderr).contains(&format!("is mounted on {}", scratch.mnt())),
+        "{}",
+        text(&fsck.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
     fs::rename(&renamed, scratch.img()).unwrap();
     scratch.umount(pid);
 }

@@ -217,13 +217,26 @@ pub fn stopped_server(mountpoint: &Path) -> Option<i32> {
     server_pid(mountpoint).filter(|&pid| process_stopped(pid))
 }
 
-/// The mount point of the vigilfs mount that process `pid` serves (the
-/// first of its mount points), if it serves one of root's or this user's.
-pub fn mount_served_by(pid: u32) -> Option<PathBuf> {
+/// The mount point of the vigilfs mount (of root's or this user's) that
+/// serves the file whose [`crate::mountinfo::file_identity`] is `image`,
+/// under whatever name: each server's status names the file it opened.
+/// A server that does not answer within a second is passed over.
+pub fn mount_serving(image: (u64, u64)) -> Option<PathBuf> {
     let mounts = Mounts::read().ok()?;
     let found = mounts
         .vigilfs_mounts(super::current_uid())
-        .find(|entry| server_pid(&entry.mountpoint).is_some_and(|server| server as u32 == pid))
+        .find(|entry| {
+            let Ok((stream, _)) = connect_mount(&entry.mountpoint) else {
+                return false;
+            };
+            exchange(stream, &Request::Status, Some(Duration::from_secs(1))).is_ok_and(
+                |(status, _)| {
+                    let identity = &status["image_identity"];
+                    identity["device"].as_u64() == Some(image.0)
+                        && identity["inode"].as_u64() == Some(image.1)
+                },
+            )
+        })
         .map(|entry| entry.mountpoint.clone());
     found
 }

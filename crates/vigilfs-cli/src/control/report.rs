@@ -4,6 +4,9 @@
 //!
 //! ```text
 //! mountpoint, image, pid, owner_uid       the mount
+//! image_identity   {device, inode} of the image file the mount serves
+//! image_moved      the path `image` no longer leads to that file (renamed,
+//!                  deleted or replaced since the mount)
 //! mount_options    the `-o` options it was started with (a remount checks
 //!                  what cannot change against them)
 //! state            running | frozen | read-only | shut-down
@@ -168,6 +171,15 @@ pub fn status_json(
     };
     let journal = &status.journal;
     let mut out = extra.clone();
+    if let (Some(image), Some(identity)) = (
+        extra.get("image").and_then(Value::as_str),
+        extra.get("image_identity"),
+    ) {
+        let now = crate::mountinfo::file_identity(std::path::Path::new(image)).ok();
+        let served = (identity["device"].as_u64(), identity["inode"].as_u64());
+        let moved = now.map(|(device, inode)| (Some(device), Some(inode))) != Some(served);
+        out.insert("image_moved".into(), json!(moved));
+    }
     let fields = json!({
         "state": status.state.name(),
         "state_reason": reason,
