@@ -250,10 +250,11 @@ pub struct Files {
     pub(crate) writeback: Writeback,
     /// [`FsyncErrors::Once`] when set.
     report_once: AtomicBool,
-    /// Files being replaced (truncated to nothing, or renamed over another
-    /// file with much unwritten data): their data must reach the device
-    /// before the next commit makes the replacement durable, as ext4's
-    /// `auto_da_alloc` orders it ([`Files::write_back_ordered`]).
+    /// Files truncated to nothing from a non-empty size, being rewritten in
+    /// place: their new data is written back at their last close, or
+    /// before an fsync's commit if one comes first, as ext4's
+    /// `auto_da_alloc` does ([`Files::write_back_ordered`]). Other flushes
+    /// of the journal meanwhile may make the truncate durable first.
     ordered: std::sync::Mutex<BTreeSet<u64>>,
 }
 
@@ -437,21 +438,6 @@ impl Files {
     /// the file's next fsync, as any writeback's: the change goes on.
     pub fn write_back_before_replacing(&self, ino: u64) {
         let _reported_later = self.writeback.writeback_inode(ino);
-    }
-
-    /// Whether `ino` has more than `bytes` of dirty data: a replacement
-    /// of that size is written back at the next commit rather than now.
-    pub fn dirty_more_than(&self, ino: u64, bytes: u64) -> bool {
-        let cache = self.cache.lock();
-        let pages = bytes / PAGE + 1;
-        cache.inodes.get(&ino).is_some_and(|state| {
-            state
-                .pages
-                .iter_marked(0, Mark::Dirty)
-                .take(pages as usize)
-                .count() as u64
-                >= pages
-        })
     }
 
     /// Orders `ino`'s data before the next commit (see `ordered`).

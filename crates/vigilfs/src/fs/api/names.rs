@@ -456,10 +456,6 @@ impl Filesystem {
     }
 }
 
-/// The most unwritten data a file renamed over another has written back
-/// by the rename itself.
-const WRITE_BACK_AT_RENAME_BYTES: u64 = 8 << 20;
-
 impl Filesystem {
     /// A file renamed over another is a program replacing that file (write
     /// a new copy, rename it into place): its data is written back first,
@@ -486,20 +482,13 @@ impl Filesystem {
             .lookup(new_parent, new_name)?
             .is_some()
         {
-            // A large file's writeback would hold the rename (and the
-            // kernel's directory locks) for as long as the device takes:
-            // it goes at the next commit instead, ahead of it, as ext4's
-            // does. A crash before that commit may then find the rename
-            // without the data (see the README).
-            if self
-                .shared
-                .files
-                .dirty_more_than(moved, WRITE_BACK_AT_RENAME_BYTES)
-            {
-                self.shared.files.write_before_next_commit(moved);
-            } else {
-                self.shared.files.write_back_before_replacing(moved);
-            }
+            // Before the rename's journal record exists: any flush of the
+            // journal (another file's fsync, or a writeback's own) may make
+            // it durable, and then the data must be there. A large copy
+            // holds the rename for as long as its writeback takes (a set
+            // written back before fsync's commits was tried: the other
+            // flushes made the rename durable without the data).
+            self.shared.files.write_back_before_replacing(moved);
         }
         Ok(())
     }
