@@ -178,6 +178,27 @@ impl Filesystem {
         self.shared.observe_at("getattr", ino, result)
     }
 
+    /// Runs a metadata change (a create, a link, a rename, an attribute)
+    /// and, if it is refused for space while dirty pages hold room, writes
+    /// them back and runs it once more. Each dirty page is promised a block
+    /// (a rewrite also the nodes its records need), and ordinary metadata
+    /// leaves everything promised alone; data being copy-on-write, the
+    /// writeback of rewrites gives their old blocks back. As with a write
+    /// or a fallocate, nobody hears ENOSPC before that. A refused change
+    /// changed nothing, so running it again is safe.
+    fn with_room_of_dirty_pages<T>(&self, mut change: impl FnMut() -> FsResult<T>) -> FsResult<T> {
+        match change() {
+            Err(error)
+                if error.errno() == libc::ENOSPC
+                    && self.shared.metadata.allocator.status().promised_blocks > 0 =>
+            {
+                let _ = self.shared.files.writeback_all();
+                change()
+            }
+            outcome => outcome,
+        }
+    }
+
     /// A directory the caller may search and change (write and execute).
     fn writable_directory(&self, dir: u64, caller: &Caller) -> FsResult<InodeRecord> {
         let record = self.record(dir)?;
@@ -507,11 +528,12 @@ impl Filesystem {
         // Setting an access ACL rewrites the mode; like a chmod, it keeps
         // S_ISGID only for a setter in the file's group, or root.
         let keeps_setgid = caller.is_root() || caller.in_group(record.gid);
-        let result = self
-            .shared
-            .xattrs
-            .set_by(ino, name, value, flags, keeps_setgid)
-            .map_err(FsError::from);
+        let result = self.with_room_of_dirty_pages(|| {
+            self.shared
+                .xattrs
+                .set_by(ino, name, value, flags, keeps_setgid)
+                .map_err(FsError::from)
+        });
         self.shared.observe("setxattr", result)?;
         self.note("setxattr", Some(ino), None, None);
         self.sync_attributes_of("setxattr", &record)

@@ -234,11 +234,12 @@ impl Filesystem {
         let record = if namespace_changes == SetAttr::default() && changes.size.is_some() {
             self.record(ino)?
         } else {
-            let result = self
-                .shared
-                .namespace
-                .setattr(ino, &namespace_changes)
-                .map_err(FsError::from);
+            let result = self.with_room_of_dirty_pages(|| {
+                self.shared
+                    .namespace
+                    .setattr(ino, &namespace_changes)
+                    .map_err(FsError::from)
+            });
             self.shared.observe("setattr", result)?
         };
         self.note("setattr", Some(ino), None, None);
@@ -267,11 +268,12 @@ impl Filesystem {
             gid,
             rdev,
         };
-        let result = self
-            .shared
-            .namespace
-            .make_node(parent, name, &creation)
-            .map_err(FsError::from);
+        let result = self.with_room_of_dirty_pages(|| {
+            self.shared
+                .namespace
+                .make_node(parent, name, &creation)
+                .map_err(FsError::from)
+        });
         let (ino, record) = self.shared.observe("mknod", result)?;
         // Durable first: a failure then reports an entry the kernel never
         // learns of, so no lookup is counted for it.
@@ -292,11 +294,12 @@ impl Filesystem {
             gid,
             rdev: 0,
         };
-        let result = self
-            .shared
-            .namespace
-            .make_directory(parent, name, &creation)
-            .map_err(FsError::from);
+        let result = self.with_room_of_dirty_pages(|| {
+            self.shared
+                .namespace
+                .make_directory(parent, name, &creation)
+                .map_err(FsError::from)
+        });
         let (ino, record) = self.shared.observe("mkdir", result)?;
         self.sync_entries_of("mkdir", &[&dir])?;
         Ok(self.made("mkdir", parent, name, ino, record))
@@ -314,11 +317,12 @@ impl Filesystem {
         self.inject(Operation::Symlink, parent, Some(name))?;
         let dir = self.writable_directory(parent, caller)?;
         let (uid, gid, _) = new_inode_owner(&dir, caller, 0o777, false);
-        let result = self
-            .shared
-            .namespace
-            .symlink(parent, name, target, uid, gid)
-            .map_err(FsError::from);
+        let result = self.with_room_of_dirty_pages(|| {
+            self.shared
+                .namespace
+                .symlink(parent, name, target, uid, gid)
+                .map_err(FsError::from)
+        });
         let (ino, record) = self.shared.observe("symlink", result)?;
         self.sync_entries_of("symlink", &[&dir])?;
         Ok(self.made("symlink", parent, name, ino, record))
@@ -351,11 +355,12 @@ impl Filesystem {
             )
             .into());
         }
-        let result = self
-            .shared
-            .namespace
-            .link(ino, new_parent, new_name)
-            .map_err(FsError::from);
+        let result = self.with_room_of_dirty_pages(|| {
+            self.shared
+                .namespace
+                .link(ino, new_parent, new_name)
+                .map_err(FsError::from)
+        });
         let record = self.shared.observe("link", result)?;
         self.sync_entries_of("link", &[&dir])?;
         self.looked_up(ino);
@@ -434,11 +439,12 @@ impl Filesystem {
         if !flags.exchange {
             self.write_back_a_replacement(parent, name, new_parent, new_name)?;
         }
-        let result = self
-            .shared
-            .namespace
-            .rename_as(parent, name, new_parent, new_name, flags, whiteout_owner)
-            .map_err(FsError::from);
+        let result = self.with_room_of_dirty_pages(|| {
+            self.shared
+                .namespace
+                .rename_as(parent, name, new_parent, new_name, flags, whiteout_owner)
+                .map_err(FsError::from)
+        });
         let replaced = self.shared.observe("rename", result)?;
         if let Some(ino) = replaced {
             self.shared.files.forget(ino);
