@@ -82,9 +82,14 @@ impl RangeArgs {
     }
 }
 
-/// What is at the path: a mount point or an image.
+/// What is at the path: a mount point or an image. A mount point whose
+/// process is gone answers ENOTCONN: it is still a mount point, and the
+/// control client says what became of it.
 fn is_mount_point(path: &Path) -> bool {
-    path.is_dir()
+    match std::fs::metadata(path) {
+        Ok(found) => found.is_dir(),
+        Err(error) => error.raw_os_error() == Some(libc::ENOTCONN),
+    }
 }
 
 /// notify-failure's exit status when the mount is frozen: the notice is

@@ -1182,8 +1182,19 @@ done
     assert!(!is_mounted(&second), "a dead mount was shown on {second:?}");
     // Control commands say the mount process is gone and what to do (they
     // said no mount was served there, as if nothing was mounted).
-    for command in ["status", "events"] {
-        let asked = vigilfs(&[command, scratch.mnt()]);
+    // Scrub and owners, the commands of a media incident, too (they took
+    // the mount point for an image and said only ENOTCONN).
+    let commands: [&[&str]; 4] = [
+        &["status"],
+        &["events"],
+        &["scrub"],
+        &["owners", "--offset", "1M", "--length", "4K"],
+    ];
+    for command in commands {
+        let (command, options) = command.split_first().unwrap();
+        let mut arguments = vec![*command, scratch.mnt()];
+        arguments.extend_from_slice(options);
+        let asked = vigilfs(&arguments);
         let message = text(&asked.stderr);
         assert_eq!(asked.status.code(), Some(8), "{command}: {message}");
         assert!(message.contains("the mount process is gone"), "{message}");
