@@ -126,11 +126,30 @@ impl fmt::Display for Origin {
     }
 }
 
+/// For a range that starts on the device and runs past its end, the part
+/// on it, as the command line gives ranges: a report is refused whole
+/// rather than cut silently (an offset in the wrong unit looks the same),
+/// so the caller is told what to send for the part that is there.
+fn part_on_device(range: ByteRange, device_length: u64) -> String {
+    if range.start < device_length && range.end > device_length {
+        format!(
+            "; its part on the device is --offset {} --length {}",
+            range.start,
+            device_length - range.start
+        )
+    } else {
+        String::new()
+    }
+}
+
 /// Why a failure could not be looked up or handled.
 #[derive(Debug, Error)]
 pub enum FailureError {
     /// The range is empty, or reaches past the end of the device.
-    #[error("device range {range} is not inside the {device_length}-byte device")]
+    #[error(
+        "device range {range} is not inside the {device_length}-byte device{}",
+        part_on_device(*.range, *.device_length)
+    )]
     OutOfDevice {
         /// The range asked for.
         range: ByteRange,
@@ -212,7 +231,33 @@ pub(crate) fn seconds_now() -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::Origin;
+    use super::{FailureError, Origin};
+    use crate::device::ByteRange;
+
+    /// A report that runs past the device's end is refused whole, and the
+    /// refusal says which part is on the device (a reviewer's report of
+    /// the last 2 MiB of a 256 MiB device got only "not inside").
+    #[test]
+    fn a_range_past_the_device_end_is_refused_naming_its_part_on_the_device() {
+        let mib = 1 << 20;
+        let crossing = FailureError::OutOfDevice {
+            range: ByteRange::new(255 * mib, 257 * mib),
+            device_length: 256 * mib,
+        };
+        let message = crossing.to_string();
+        assert!(
+            message.ends_with(&format!(
+                "its part on the device is --offset {} --length {mib}",
+                255 * mib
+            )),
+            "{message}"
+        );
+        let beyond = FailureError::OutOfDevice {
+            range: ByteRange::new(300 * mib, 301 * mib),
+            device_length: 256 * mib,
+        };
+        assert!(!beyond.to_string().contains("its part"), "{beyond}");
+    }
 
     /// An operator's origin text comes from outside (a SMART or array
     /// report) and is shown in events and logs: it cannot forge a line.
