@@ -39,7 +39,8 @@ pub struct UnsyncedData {
 pub struct UnsyncedChange {
     /// The change.
     pub change: Change,
-    /// The path of its entry, if known.
+    /// The path of its entry, if known; for a change to an inode alone
+    /// (setattr, setxattr, fallocate), a path of the inode.
     pub path: Option<String>,
     /// The path of its new entry (rename, link), if known.
     pub new_path: Option<String>,
@@ -186,6 +187,11 @@ impl Filesystem {
                     unnamed.insert(*dir);
                 }
             }
+            if let Some(ino) = inode_alone(change) {
+                if shared.faults.paths(ino).is_empty() {
+                    unnamed.insert(ino);
+                }
+            }
         }
         let walked = if unnamed.is_empty() {
             BTreeMap::new()
@@ -215,7 +221,15 @@ impl Filesystem {
         let changes = pending
             .into_iter()
             .map(|change| UnsyncedChange {
-                path: change.entry.as_ref().and_then(entry_path),
+                path: match inode_alone(&change) {
+                    Some(ino) => shared
+                        .faults
+                        .paths(ino)
+                        .into_iter()
+                        .chain(walked_paths(ino))
+                        .next(),
+                    None => change.entry.as_ref().and_then(entry_path),
+                },
                 new_path: change.new_entry.as_ref().and_then(entry_path),
                 change,
             })
@@ -265,5 +279,14 @@ impl Filesystem {
         if let Some(background) = self.background.get() {
             background.request_stop();
         }
+    }
+}
+
+/// The inode of a change to an inode alone, which names no entry
+/// (setattr, setxattr, fallocate): its path is the inode's.
+fn inode_alone(change: &Change) -> Option<u64> {
+    match (&change.entry, &change.new_entry) {
+        (None, None) => change.ino,
+        _ => None,
     }
 }
