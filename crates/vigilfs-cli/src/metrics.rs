@@ -127,7 +127,8 @@ impl Collector for Snapshot {
         counter(
             &mut encoder,
             "vigilfs_events_lost",
-            "Errors counted only in LOST events this mount (no id or room for their own)",
+            "Errors counted only in LOST events this mount (no id or room for their own; \
+             not the ids skipped after an unclean stop, whose errors are unknown)",
             self.events_lost,
         )?;
         counter(

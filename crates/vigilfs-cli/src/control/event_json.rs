@@ -231,7 +231,8 @@ pub fn gap_event(first: u64, last: u64, next: &EventRecord, errors_before: Optio
             first,
             last,
             None,
-            "skipped: the mount before ended without unmounting",
+            "skipped: reserved by the mount before, which ended without unmounting; \
+             events it had not yet written, if any, are lost",
         );
     }
     let own = if matches!(next.kind, RecordKind::Error | RecordKind::Lost) {
