@@ -161,11 +161,14 @@ impl Files {
             // (short of a race with other allocations).
             let wanted = self.hole_blocks(ino, offset / PAGE, end.div_ceil(PAGE))?;
             let mut space = self.metadata.allocator.status();
-            if wanted > space.data_available && space.promised_blocks > 0 {
+            let could_fit = wanted <= space.data_available.saturating_add(space.promised_blocks);
+            if wanted > space.data_available && space.promised_blocks > 0 && could_fit {
                 // Dirty pages hold the room (a rewrite needs a new block
                 // until its writeback frees the old one, data being
                 // copy-on-write): written back, they give it back. As a
-                // write does, nobody hears ENOSPC before that.
+                // write does, nobody hears ENOSPC before that. They give
+                // back no more than they were promised: a range larger
+                // than that is refused without the wait.
                 let _ = self.writeback.writeback_all();
                 space = self.metadata.allocator.status();
             }
