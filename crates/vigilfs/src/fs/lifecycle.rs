@@ -864,8 +864,9 @@ impl Filesystem {
             plan.set_file_faults(Arc::clone(&faults) as Arc<dyn FileFaults>);
         }
         {
-            // Writeback failures are told to the event stream and the error
-            // record once each, when the data path sets the error words.
+            // Every failed writeback attempt, a retry's too, is told to the
+            // event stream and the error record (repeats are damped there);
+            // the data path's error words tell each loss once.
             let health = Arc::clone(&health);
             files.set_failure_listener(Box::new(move |ino, errno, offset, length, generation| {
                 health.report(&Incident {

@@ -64,9 +64,10 @@
 //!    its current contents already failed writeback; a retry that fails
 //!    again on pages that all failed before does not set the words again
 //!    (the same loss must not be reported twice to a handle that already
-//!    heard of it). Rewriting a page makes its contents new again. Each
-//!    new failure is told to the [`FailureListener`] (events, the error
-//!    record).
+//!    heard of it). Rewriting a page makes its contents new again. Every
+//!    failed attempt, a retry's too, is told to the [`FailureListener`]
+//!    (events, the error record): the words tell a loss once, the record
+//!    counts how long the disk went on failing.
 //! 4. A file deleted while its data was in flight lands without an error:
 //!    its data has nowhere to go and nobody to tell.
 //!
@@ -108,7 +109,7 @@ pub struct WritebackSummary {
     pub first_error: Option<Errno>,
 }
 
-/// Told of each new writeback failure: the inode, the errno, the file
+/// Told of each failed writeback attempt (a retry's too): the inode, the errno, the file
 /// bytes that failed (offset and length: whole pages, cut at the file's
 /// size, so a short file's error does not claim bytes past its end), and
 /// the inode's generation (when its record could be read). Called with
@@ -198,9 +199,9 @@ impl Writeback {
         }
     }
 
-    /// Sets who is told of each new writeback failure (once per failure of
-    /// new data, exactly when the error words are set). Only the first
-    /// listener set is kept.
+    /// Sets who is told of each failed writeback attempt (the error words
+    /// are set only for a failure of new data). Only the first listener
+    /// set is kept.
     pub(crate) fn set_failure_listener(&self, listener: FailureListener) {
         let _ = self.on_failure.set(listener);
     }
@@ -431,15 +432,20 @@ impl Writeback {
                 None => {}
                 Some((batch, errno)) => {
                     let failed = pages_of(&flight.entries[batch]);
+                    // The error words are set once per failure: a retry of
+                    // pages that failed before is the same unreported loss
+                    // to the file's descriptors. The listener hears every
+                    // attempt, so the error record and the event log count
+                    // a disk that goes on failing (its events are damped).
                     if new_failure {
                         state.errseq.set(errno);
                         self.fs_errseq.set(errno);
-                        if let (Some(listener), Some((first, _)), Some((last, _))) =
-                            (self.on_failure.get(), failed.first(), failed.last())
-                        {
-                            let (offset, length) = bytes_of_pages(*first, *last, flight.size);
-                            listener(flight.ino, errno, offset, length, generation);
-                        }
+                    }
+                    if let (Some(listener), Some((first, _)), Some((last, _))) =
+                        (self.on_failure.get(), failed.first(), failed.last())
+                    {
+                        let (offset, length) = bytes_of_pages(*first, *last, flight.size);
+                        listener(flight.ino, errno, offset, length, generation);
                     }
                 }
             }
