@@ -5,6 +5,17 @@
 //! cursors.
 
 use super::*;
+use crate::format::event_log::TEXT_CAPACITY;
+
+/// Why a write was refused, as its error event says. Each fits an event
+/// record's text whole: cut, the reason for refusing an innocent file's
+/// write was lost (review 21).
+const REFUSED_FOR_ITS_OWN_DATA: &str = "write refused: this file's data cannot be written back";
+const REFUSED_FOR_OTHERS_DATA: &str = "write refused: other files' unwritable data fills memory";
+const _: () = assert!(
+    REFUSED_FOR_ITS_OWN_DATA.len() <= TEXT_CAPACITY
+        && REFUSED_FOR_OTHERS_DATA.len() <= TEXT_CAPACITY
+);
 
 impl Filesystem {
     /// Opens regular file `ino`; returns the file handle.
@@ -290,14 +301,13 @@ impl Filesystem {
             return Ok(());
         };
         let origin = if summary.failed_inodes.contains(&ino) {
-            "write refused: this file's dirty data cannot be written back"
+            REFUSED_FOR_ITS_OWN_DATA
         } else if self.shared.files.cache_stats().dirty_bytes
             <= limit.saturating_mul(FAILING_DIRTY_LIMITS)
         {
             return Ok(());
         } else {
-            "write refused: dirty data of other files that cannot be written back fills the \
-             memory allowed"
+            REFUSED_FOR_OTHERS_DATA
         };
         // Each refusal is an error event of its file (repeats are damped).
         self.shared.health.report(&Incident {
