@@ -111,12 +111,24 @@ fn size(key: &str, value: &str) -> Result<u64, String> {
         .map_err(|error| format!("option {key}={value}: {error}"))
 }
 
-/// `dirty=`: at most half of this machine's memory. Dirty data waits in
-/// the daemon's memory until it is written back, so a larger limit lets one
-/// writer push the daemon out of memory, and the OOM killer would take
-/// every unwritten byte with it.
+/// The least `dirty=`: one write of the largest size the kernel sends.
+/// Below it every write waits for a writeback, and one file whose data
+/// cannot be written refuses every write of every file (writes are refused
+/// past four times the limit).
+const MIN_DIRTY_LIMIT: u64 = 1 << 20;
+
+/// `dirty=`: at least [`MIN_DIRTY_LIMIT`], at most half of this machine's
+/// memory. Dirty data waits in the daemon's memory until it is written
+/// back, so a larger limit lets one writer push the daemon out of memory,
+/// and the OOM killer would take every unwritten byte with it.
 fn dirty_limit(value: &str) -> Result<u64, String> {
     let bytes = size("dirty", value)?;
+    if bytes < MIN_DIRTY_LIMIT {
+        return Err(format!(
+            "option dirty={value}: at least 1M (one write of the largest size the kernel \
+             sends; below it one file whose data cannot be written refuses every write)"
+        ));
+    }
     match physical_memory() {
         Some(memory) if bytes > memory / 2 => Err(format!(
             "option dirty={value}: at most {} here (half of this machine's memory): \
@@ -334,6 +346,17 @@ mod tests {
         let error = parse(&["dirty=100T"]).unwrap_err();
         assert!(error.contains("half of this machine's memory"), "{error}");
         assert_eq!(parse(&["dirty=64M"]).unwrap().dirty_bytes, Some(64 << 20));
+    }
+
+    /// A one-byte limit was taken, and one failing file then refused every
+    /// write of every file (review 21).
+    #[test]
+    fn a_dirty_limit_below_one_write_is_refused() {
+        for absurd in ["dirty=1", "dirty=4K", "dirty=1023K"] {
+            let error = parse(&[absurd]).unwrap_err();
+            assert!(error.contains("at least 1M"), "{absurd}: {error}");
+        }
+        assert_eq!(parse(&["dirty=1M"]).unwrap().dirty_bytes, Some(1 << 20));
     }
 
     #[test]
