@@ -50,18 +50,27 @@ pub fn prepare(file: &FileDevice, image: &Path) -> Vec<String> {
             }
         }
     }
-    if let (Ok(unallocated), Some(free)) = (file.unallocated_bytes(), host_free_bytes(image)) {
-        if unallocated > free {
-            notes.push(format!(
-                "warning: {} may grow by {} more, and its host filesystem has {} free: writes \
-                 past that fail with ENOSPC from the host",
-                image.display(),
-                ByteSize(unallocated),
-                ByteSize(free)
-            ));
-        }
-    }
+    notes.extend(growth_warning(file, image));
     notes
+}
+
+/// A warning when the sparse `image` could outgrow its host filesystem's
+/// free space: for the mount's log, and for whoever makes such an image
+/// (a mount started with `--daemon` and no log file has nobody to read
+/// its log).
+pub fn growth_warning(file: &FileDevice, image: &Path) -> Option<String> {
+    let (Ok(unallocated), Some(free)) = (file.unallocated_bytes(), host_free_bytes(image)) else {
+        return None;
+    };
+    (unallocated > free).then(|| {
+        format!(
+            "warning: {} may grow by {} more, and its host filesystem has {} free: writes \
+             past that fail with ENOSPC from the host",
+            image.display(),
+            ByteSize(unallocated),
+            ByteSize(free)
+        )
+    })
 }
 
 /// Bytes an unprivileged writer may still take on the filesystem holding

@@ -82,7 +82,8 @@ pub fn run(request: &MkfsRequest) -> Result<u8, Failure> {
         root_owner: invoking_user(),
         ..MkfsOptions::default()
     };
-    let superblock = match make_filesystem(Arc::new(device), &options) {
+    let device = Arc::new(device);
+    let superblock = match make_filesystem(Arc::clone(&device) as Arc<dyn BlockDevice>, &options) {
         Ok(superblock) => superblock,
         Err(error) => {
             if created {
@@ -107,6 +108,9 @@ pub fn run(request: &MkfsRequest) -> Result<u8, Failure> {
     }
     if !created {
         warn_if_readable_by_others(image);
+    }
+    if let Some(warning) = crate::host_space::growth_warning(&device, image) {
+        eprintln!("vigilfs: {warning}");
     }
     Ok(0)
 }
@@ -164,16 +168,21 @@ fn cannot_create(image: &Path, error: &std::io::Error) -> Failure {
 /// with the default options on it (what `vigilfs mount` does with an image
 /// that does not exist). The file is removed again if that fails.
 pub fn create_formatted(image: &Path, size: ByteSize) -> Result<(), Failure> {
-    let device = FileDevice::create_image(image, size.0, SectorSize::Bytes512)
-        .map_err(|error| cannot_create(image, &error))?;
+    let device = Arc::new(
+        FileDevice::create_image(image, size.0, SectorSize::Bytes512)
+            .map_err(|error| cannot_create(image, &error))?,
+    );
     let options = MkfsOptions {
         root_owner: invoking_user(),
         ..MkfsOptions::default()
     };
-    make_filesystem(Arc::new(device), &options).map_err(|error| {
+    make_filesystem(Arc::clone(&device) as Arc<dyn BlockDevice>, &options).map_err(|error| {
         let _ = fs::remove_file(image);
         mkfs_failure(image, Some(size), &error)
     })?;
+    if let Some(warning) = crate::host_space::growth_warning(&device, image) {
+        eprintln!("vigilfs: {warning}");
+    }
     Ok(())
 }
 

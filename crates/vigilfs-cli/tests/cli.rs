@@ -266,6 +266,33 @@ fn failed_mkfs_leaves_no_image_behind() {
     assert!(!directory.path().join("big-blocks.img").exists());
 }
 
+/// A sparse image larger than its host's free space is made, and said to
+/// be so at once: only a mount's log said it, which nobody reads with
+/// `--daemon` and no `--log-file` (review 21).
+#[test]
+fn a_sparse_image_larger_than_its_host_is_made_with_a_warning() {
+    let directory = tempfile::tempdir().unwrap();
+    let free = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(directory.path())
+        .output()
+        .unwrap();
+    let free: u64 = text(&free.stdout)
+        .lines()
+        .last()
+        .and_then(|line| line.trim().parse().ok())
+        .expect("df's available bytes");
+    // Twice the free space, in whole MiB.
+    let size = format!("{}M", free / (1 << 20) * 2);
+    let made = vigilfs(&["mkfs", "sparse.img", "--size", &size], directory.path());
+    assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
+    assert!(
+        text(&made.stderr).contains("may grow by") && text(&made.stderr).contains("free"),
+        "{}",
+        text(&made.stderr)
+    );
+}
+
 #[test]
 fn an_image_that_is_a_fifo_or_a_directory_is_refused_at_once() {
     let directory = tempfile::tempdir().unwrap();
