@@ -94,6 +94,24 @@ fn write_until_refused(fs: &Filesystem, handle: u64, limit: u64) -> (u64, Option
     (accepted, None)
 }
 
+/// A mount whose dirty data stays until something writes it back: no
+/// background writeback for an hour, room for 48 MiB of it.
+fn mount_keeping_dirty_data(fixture: &Fixture) -> Filesystem {
+    fixture.mount_with(MountOptions {
+        dirty_limit_bytes: 48 << 20,
+        writeback_interval: std::time::Duration::from_secs(3600),
+        ..MountOptions::default()
+    })
+}
+
+/// Writes `bytes` (whole MiBs) from offset 0, the MiB at `at` with
+/// [`mebibyte`]`(at + seed)`.
+fn write_from_the_start(fs: &Filesystem, handle: u64, bytes: u64, seed: u64) {
+    for at in (0..bytes).step_by(MIB) {
+        fs.write(handle, at, &mebibyte(at + seed), &root()).unwrap();
+    }
+}
+
 #[test]
 fn blocks_freed_by_a_delete_are_reused_before_anyone_hears_enospc() {
     let fixture = Fixture::new();
@@ -863,22 +881,14 @@ fn concurrent_rewrites_on_a_full_filesystem_come_back_short_never_enospc() {
 #[test]
 fn a_fallocate_is_refused_only_after_dirty_rewrites_are_written_back() {
     let fixture = Fixture::new();
-    let fs = fixture.mount_with(MountOptions {
-        dirty_limit_bytes: 48 << 20,
-        writeback_interval: std::time::Duration::from_secs(3600),
-        ..MountOptions::default()
-    });
+    let fs = mount_keeping_dirty_data(&fixture);
     let block = u64::from(fs.statfs().unwrap().block_size);
     let (_, rewritten) = create(&fs, b"rewritten");
     let rewritten_bytes = 16 * MIB as u64;
-    for at in (0..rewritten_bytes).step_by(MIB) {
-        fs.write(rewritten, at, &mebibyte(at), &root()).unwrap();
-    }
+    write_from_the_start(&fs, rewritten, rewritten_bytes, 0);
     fs.fsync(rewritten, false).unwrap();
     let before_rewrite = fs.statfs().unwrap().available_blocks;
-    for at in (0..rewritten_bytes).step_by(MIB) {
-        fs.write(rewritten, at, &mebibyte(at + 1), &root()).unwrap();
-    }
+    write_from_the_start(&fs, rewritten, rewritten_bytes, 1);
     let while_dirty = fs.statfs().unwrap().available_blocks;
     assert!(
         while_dirty + rewritten_bytes / block / 2 < before_rewrite,
@@ -901,20 +911,12 @@ fn a_fallocate_is_refused_only_after_dirty_rewrites_are_written_back() {
 #[test]
 fn a_fallocate_that_can_never_fit_is_refused_without_writing_dirty_data_back() {
     let fixture = Fixture::new();
-    let fs = fixture.mount_with(MountOptions {
-        dirty_limit_bytes: 48 << 20,
-        writeback_interval: std::time::Duration::from_secs(3600),
-        ..MountOptions::default()
-    });
+    let fs = mount_keeping_dirty_data(&fixture);
     let (_, rewritten) = create(&fs, b"rewritten");
     let rewritten_bytes = 16 * MIB as u64;
-    for at in (0..rewritten_bytes).step_by(MIB) {
-        fs.write(rewritten, at, &mebibyte(at), &root()).unwrap();
-    }
+    write_from_the_start(&fs, rewritten, rewritten_bytes, 0);
     fs.fsync(rewritten, false).unwrap();
-    for at in (0..rewritten_bytes).step_by(MIB) {
-        fs.write(rewritten, at, &mebibyte(at + 1), &root()).unwrap();
-    }
+    write_from_the_start(&fs, rewritten, rewritten_bytes, 1);
     let dirty = fs.status().dirty_bytes;
     assert!(dirty >= rewritten_bytes, "{dirty} bytes dirty");
     let (_, allocated) = create(&fs, b"allocated");
