@@ -18,7 +18,7 @@
 # BASELINE=PATH: also measure "vigilfs-before", the same mount served by
 # PATH, a vigilfs binary built from an earlier commit.
 # WORKLOADS="sqlite pgbench": run only these groups (default: all of fio,
-# small, sqlite, pgbench), say to re-measure a noisy row on its own.
+# small, replace, sqlite, pgbench), say to re-measure a noisy row on its own.
 # Needs root, /dev/fuse, fio, fuse3, fuse2fs, libfuse3-dev, gcc, pkg-config,
 # python3 with sqlite3, and PostgreSQL's server binaries (package
 # postgresql: initdb, pg_ctl, pgbench) and its `postgres` user.
@@ -121,6 +121,43 @@ print(f"{create:.1f} {stat:.1f} {stat_cached:.1f} {unlink:.1f}")
 PY
 }
 
+replace_files() { # directory → "rename-over/s truncate-rewrite/s"
+    # A program replacing a file without fsync, as editors and tools do:
+    # a new copy renamed over the old one, and a truncate to nothing
+    # rewritten in place. vigilfs writes the new data back before the
+    # rename's commit and at the truncated file's close (ext4's
+    # auto_da_alloc starts that writeback without waiting for it).
+    python3 - "$1" <<'PY'
+import os, sys, time
+root = os.path.join(sys.argv[1], "replace")
+os.mkdir(root)
+count = 500
+data = b"r" * 65536
+target = os.path.join(root, "f")
+copy = os.path.join(root, "f.tmp")
+started = time.perf_counter()
+for _ in range(count):
+    fd = os.open(copy, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
+    os.write(fd, data)
+    os.close(fd)
+    os.rename(copy, target)
+rename_over = count / (time.perf_counter() - started)
+rewritten = os.path.join(root, "g")
+with open(rewritten, "wb") as file:
+    file.write(data)
+started = time.perf_counter()
+for _ in range(count):
+    fd = os.open(rewritten, os.O_TRUNC | os.O_WRONLY)
+    os.write(fd, data)
+    os.close(fd)
+truncate_rewrite = count / (time.perf_counter() - started)
+for name in os.listdir(root):
+    os.unlink(os.path.join(root, name))
+os.rmdir(root)
+print(f"{rename_over:.1f} {truncate_rewrite:.1f}")
+PY
+}
+
 sqlite_tps() { # directory → transactions/s
     python3 - "$1" <<'PY'
 import os, sqlite3, sys, time
@@ -155,7 +192,7 @@ pgbench_tps() { # directory → tps (2 clients, 20 s)
     rm -rf "$data" "$log"
 }
 
-wanted() { [[ " ${WORKLOADS:-fio small sqlite pgbench} " == *" $1 "* ]]; }
+wanted() { [[ " ${WORKLOADS:-fio small replace sqlite pgbench} " == *" $1 "* ]]; }
 
 results="$work/results"
 : > "$results"
@@ -183,6 +220,11 @@ for run in $(seq 1 "$runs"); do
             echo "$system stat_per_s $stat" >> "$results"
             echo "$system stat_cached_per_s $stat_cached" >> "$results"
             echo "$system unlink_per_s $unlink" >> "$results"
+        fi
+        if wanted replace; then
+            read -r rename_over truncate_rewrite < <(replace_files "$directory")
+            echo "$system rename_over_per_s $rename_over" >> "$results"
+            echo "$system truncate_rewrite_per_s $truncate_rewrite" >> "$results"
         fi
         if wanted sqlite; then
             echo "$system sqlite_tps $(sqlite_tps "$directory")" >> "$results"
@@ -212,7 +254,8 @@ order = ["vigilfs-before", "vigilfs", "vigilfs-crashable", "ext4-loop", "fuse2fs
 systems = [s for s in order if any(system == s for system, _ in values)]
 others = [s for s in systems if s != "vigilfs"]
 names = ["seq_write_MiBps", "seq_read_MiBps", "rand_read_iops", "rand_write_fsync_iops",
-         "create_fsync_per_s", "stat_per_s", "stat_cached_per_s", "unlink_per_s", "sqlite_tps", "pgbench_tps"]
+         "create_fsync_per_s", "stat_per_s", "stat_cached_per_s", "unlink_per_s",
+         "rename_over_per_s", "truncate_rewrite_per_s", "sqlite_tps", "pgbench_tps"]
 print("| workload | " + " | ".join(systems) + " | "
       + " | ".join(f"vigilfs / {s}" for s in others) + " |")
 print("|---|" + "---|" * (len(systems) + len(others)))
