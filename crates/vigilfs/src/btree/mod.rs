@@ -279,6 +279,15 @@ struct State {
     nodes_read: u64,
     last_writeback_failure: Option<String>,
     last_failed_node: Option<(TreeId, u8, u64, i32)>,
+    /// Blocks whose node write failed once, never referenced: out of use
+    /// until a later node write succeeds (the device writes again), then
+    /// given back. Kept for good, they leaked a block per failed attempt,
+    /// and a disk failing for a while left a filesystem with no room to
+    /// write its nodes once it healed.
+    suspect_blocks: Vec<u64>,
+    /// Blocks given back after failing once: one that fails again stays
+    /// out of use until the next mount (it may be bad).
+    failed_before: std::collections::BTreeSet<u64>,
     /// Per tree (in [`TreeId::ALL`] order), why it could not be read at
     /// open, when [`BtreesOptions::salvage`] let the others open.
     unreadable: Vec<Option<Unreadable>>,
@@ -455,6 +464,8 @@ impl Btrees {
                 nodes_read: 0,
                 last_writeback_failure: None,
                 last_failed_node: None,
+                suspect_blocks: Vec::new(),
+                failed_before: std::collections::BTreeSet::new(),
                 unreadable: vec![None; TreeId::ALL.len()],
             }),
             roots: Mutex::new(RootsState {

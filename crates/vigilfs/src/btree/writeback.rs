@@ -247,7 +247,7 @@ impl Shared {
     }
 
     /// Writes each image to its allocated block. On failure every block is returned to the
-    /// allocator as never referenced, except one whose write failed (it may be bad).
+    /// allocator as never referenced, except one whose write failed (it may be bad: see `write_encoded`).
     fn write_allocated(
         &self,
         state: &mut State,
@@ -288,7 +288,8 @@ impl Shared {
 
     /// Writes encoded nodes (of `places`: tree and level) to their allocated blocks. On
     /// failure every block is returned to the allocator as never referenced, except one whose
-    /// write failed (it may be bad), and the error names that node.
+    /// write failed (it may be bad: it comes back after the next successful write, once), and
+    /// the error names that node.
     fn write_encoded(
         &self,
         state: &mut State,
@@ -306,6 +307,9 @@ impl Shared {
             {
                 self.release_unreferenced(&blocks[..index]);
                 self.release_unreferenced(&blocks[index + 1..]);
+                if !state.failed_before.contains(&block) {
+                    state.suspect_blocks.push(block);
+                }
                 return Err(BtreeError::NodeWrite {
                     tree,
                     level,
@@ -315,6 +319,11 @@ impl Shared {
             }
         }
         state.nodes_written += encoded.len() as u64;
+        // The device writes again: the blocks of writes that failed before
+        // come back into use, each once (see `State::suspect_blocks`).
+        let suspects = std::mem::take(&mut state.suspect_blocks);
+        self.release_unreferenced(&suspects);
+        state.failed_before.extend(suspects);
         // The entry that names these blocks (the parent's new pointer) must
         // not reach the disk before them. A dirty node's dropped pin says so
         // too, but a clean node moved (relocation) drops none.
