@@ -1036,6 +1036,62 @@ fn every_failed_writeback_attempt_is_counted_though_a_handle_hears_of_the_loss_o
     fixture.assert_fsck_clean();
 }
 
+/// Many files whose writeback keeps failing: each file's first failure is
+/// its own event, and their retries failing again are damped as one
+/// stream, so they cannot flood the log (review 22: 300 files failing at
+/// every writeback pass made an event per file per pass, 220 a second,
+/// and pushed the mount's own records out of the log within seconds).
+#[test]
+fn retries_of_many_failing_files_are_counted_and_damped_as_one_stream() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount_with(MountOptions {
+        fsync_errors: FsyncErrors::Once,
+        ..MountOptions::default()
+    });
+    let files = 100u64;
+    let handles: Vec<u64> = (0..files)
+        .map(|index| {
+            let (_, handle) = fs
+                .create(
+                    ROOT_INO,
+                    format!("f{index}").as_bytes(),
+                    0o644,
+                    read_write(),
+                    &root(),
+                )
+                .unwrap();
+            fs.write(handle, 0, &[7u8; 4096], &root()).unwrap();
+            handle
+        })
+        .collect();
+    fixture.fail_writes(IoClass::Data);
+    let first_id = fs.status().events.newest_id;
+    let passes = 10;
+    for _ in 0..passes {
+        for &handle in &handles {
+            let _ = fs.fsync(handle, false);
+        }
+    }
+    let status = fs.status();
+    assert_eq!(
+        status.error_record.counter(ErrorKind::Writeback).count,
+        files * passes,
+        "every attempt counted"
+    );
+    let events = status.events.newest_id - first_id;
+    assert!(
+        events < files + 16,
+        "{events} events for {files} files failing {passes} times each"
+    );
+    fixture.plan.clear();
+    for &handle in &handles {
+        fs.fsync(handle, false).unwrap();
+        fs.release(handle).unwrap();
+    }
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+}
+
 #[test]
 fn a_checksum_mismatch_is_eio_and_an_event() {
     let fixture = Fixture::new();

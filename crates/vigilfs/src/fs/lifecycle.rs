@@ -865,17 +865,32 @@ impl Filesystem {
         }
         {
             // Every failed writeback attempt, a retry's too, is told to the
-            // event stream and the error record (repeats are damped there);
-            // the data path's error words tell each loss once.
+            // event stream and the error record; the data path's error words
+            // tell each loss once. A file's first failure is its own event.
+            // Its retries failing again are counted as one stream, whatever
+            // the file: damping keeps a streak per key in a small table,
+            // and hundreds of files failing at every writeback pass, each
+            // its own key, flooded the log and pushed the mount's own
+            // records out (review 22).
             let health = Arc::clone(&health);
-            files.set_failure_listener(Box::new(move |ino, errno, offset, length, generation| {
+            files.set_failure_listener(Box::new(move |failure| {
+                let (inode, range, origin) = if failure.again {
+                    (None, None, "writeback retried: failing again")
+                } else {
+                    let generation = failure.generation.map_or(0, |value| value as u32);
+                    (
+                        Some((failure.ino, generation)),
+                        Some((failure.offset, failure.length)),
+                        "writeback",
+                    )
+                };
                 health.report(&Incident {
                     kind: ErrorKind::Writeback,
-                    errno: errno.get(),
-                    inode: Some((ino, generation.map_or(0, |value| value as u32))),
-                    range: Some((offset, length)),
+                    errno: failure.errno.get(),
+                    inode,
+                    range,
                     block: None,
-                    origin: "writeback",
+                    origin,
                 });
             }));
         }

@@ -109,12 +109,28 @@ pub struct WritebackSummary {
     pub first_error: Option<Errno>,
 }
 
-/// Told of each failed writeback attempt (a retry's too): the inode, the errno, the file
-/// bytes that failed (offset and length: whole pages, cut at the file's
-/// size, so a short file's error does not claim bytes past its end), and
-/// the inode's generation (when its record could be read). Called with
-/// the data path locked: it must not call back into the data path.
-pub type FailureListener = Box<dyn Fn(u64, Errno, u64, u64, Option<u64>) + Send + Sync>;
+/// A failed writeback attempt, as the [`FailureListener`] hears it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WritebackFailure {
+    /// The file.
+    pub ino: u64,
+    /// What the device said.
+    pub errno: Errno,
+    /// The file bytes that failed: whole pages, cut at the file's size, so
+    /// a short file's error does not claim bytes past its end.
+    pub offset: u64,
+    /// See `offset`.
+    pub length: u64,
+    /// The inode's generation, when its record could be read.
+    pub generation: Option<u64>,
+    /// A retry failing again: every page had failed before, and no error
+    /// word was set for it (its loss was told already).
+    pub again: bool,
+}
+
+/// Told of each failed writeback attempt, a retry's too. Called with the
+/// data path locked: it must not call back into the data path.
+pub type FailureListener = Box<dyn Fn(&WritebackFailure) + Send + Sync>;
 
 /// A writeback of one inode between its snapshot and its landing: the
 /// entries it took (their DIRTY mark moved to WRITEBACK, their bytes
@@ -445,7 +461,14 @@ impl Writeback {
                         (self.on_failure.get(), failed.first(), failed.last())
                     {
                         let (offset, length) = bytes_of_pages(*first, *last, flight.size);
-                        listener(flight.ino, errno, offset, length, generation);
+                        listener(&WritebackFailure {
+                            ino: flight.ino,
+                            errno,
+                            offset,
+                            length,
+                            generation,
+                            again: !new_failure,
+                        });
                     }
                 }
             }

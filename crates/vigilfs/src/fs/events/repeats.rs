@@ -17,6 +17,11 @@
 //! every 8 seconds, and an error of any other key still gets its own record
 //! at once.
 //!
+//! The table is small and fixed. When it is full, a key that has made one
+//! record and holds nothing pending gives way to a new key: one-off errors
+//! (every failing file's first) must not keep a key that repeats (their
+//! retries, counted as one stream) from being damped.
+//!
 //! Invariants: an absorbed error is counted in exactly one pending record,
 //! which becomes a record or, when no id can be had at the end, the LOST
 //! tally; nothing here allocates (the table is fixed at mount); a key has
@@ -90,6 +95,16 @@ impl Streak {
     /// the entry may be reused.
     fn ended(&self, now: u64) -> bool {
         self.pending.is_none() && now >= self.window_end().saturating_add(QUIET)
+    }
+
+    /// Whether the entry may give way to another key while the table is
+    /// full: a key with one record and nothing pending is so far a one-off
+    /// (each failing file's first error is one), and it must not keep a
+    /// key that repeats from being damped (review 22: a hundred files'
+    /// first failures filled the table, and the retries of all of them,
+    /// one key, each made a record).
+    fn may_give_way(&self) -> bool {
+        self.pending.is_none() && self.records < UNDAMPED
     }
 }
 
@@ -165,12 +180,13 @@ impl Repeats {
             }
             return pending;
         }
-        // A free entry, or the one quiet longest; with none, the key is not
-        // tracked (every error of it then gets a record, as without damping).
+        // A free entry, or the one quiet longest, or a one-off's; with none,
+        // the key is not tracked (every error of it then gets a record, as
+        // without damping).
         let slot = self
             .streaks
             .iter_mut()
-            .filter(|slot| slot.is_none_or(|streak| streak.ended(now)))
+            .filter(|slot| slot.is_none_or(|streak| streak.ended(now) || streak.may_give_way()))
             .min_by_key(|slot| slot.map_or(0, |streak| streak.last_record_ns))?;
         *slot = Some(Streak {
             key,
