@@ -17,6 +17,7 @@ use std::sync::Arc;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use vigilfs::device::{FileDevice, FileDeviceOptions};
+use vigilfs::format::FsState;
 use vigilfs::fsck::{fsck_with, keys_per_tree, FsckOptions, FsckReport, Progress};
 
 use crate::control::report::{error_record_json, event_json};
@@ -166,7 +167,15 @@ fn print_text(image: &Path, report: &FsckReport) {
         println!("{label:<17}{value}");
     }
     if report.is_clean() {
-        println!("clean");
+        // As e2fsck's "needs journal recovery": nothing is wrong, but the
+        // image is not as its last mount left it until a mount replays.
+        match report.superblock.state {
+            FsState::Clean => println!("clean"),
+            FsState::Dirty => println!(
+                "clean, but not unmounted cleanly (a crash, a kill, a shutdown, or still \
+                 mounted): the next mount replays its journal"
+            ),
+        }
     } else {
         let count = report.problems.len();
         let noun = if count == 1 { "error" } else { "errors" };
@@ -208,6 +217,7 @@ fn to_json(image: &Path, report: &FsckReport, code: u8) -> serde_json::Value {
     json!({
         "image": image.display().to_string(),
         "clean": report.is_clean(),
+        "unmounted_cleanly": report.superblock.state == FsState::Clean,
         "exit_code": code,
         "uuid": report.superblock.uuid.to_string(),
         "superblock_source": report.superblock_source.to_string(),

@@ -317,6 +317,10 @@ enum Command {
     /// thaw holds the kernel's lock of its directory: lookups and listings
     /// of that directory wait for the thaw too. Reads elsewhere go on.
     ///
+    /// A freeze fails (exit status 1, the device's error) while data or
+    /// metadata cannot be written back, say on a failing disk: the image
+    /// would not be consistent. It is abandoned then and writers go on.
+    ///
     /// Example:
     ///   vigilfs freeze /mnt/data && cp --sparse=always disk.img backup.img; vigilfs thaw /mnt/data
     #[command(verbatim_doc_comment)]

@@ -1205,6 +1205,15 @@ done
     lazy_unmount(&scratch.mountpoint);
     assert!(!is_mounted(&scratch.mountpoint));
     assert_eq!(superblock_state(&scratch.image), FsState::Dirty);
+    // fsck finds nothing wrong, and says the journal is still to replay
+    // (it said only "clean", review 21).
+    let checked = vigilfs(&["fsck", scratch.img()]);
+    assert_eq!(checked.status.code(), Some(0), "{}", text(&checked.stderr));
+    assert!(
+        text(&checked.stdout).contains("not unmounted cleanly"),
+        "{}",
+        text(&checked.stdout)
+    );
     let _ = fs::remove_file(&scratch.pid_file);
 
     let synced: Vec<u64> = fs::read_to_string(&record)
