@@ -427,6 +427,69 @@ fn a_journal_full_of_declined_pins_alone_says_the_objects_wait_for_another_threa
     assert_eq!(status.reclaim_failures, 0);
 }
 
+/// An object written as a b-tree node is: its write journals where it went
+/// (a reclaim reservation), which must find room in the ring.
+struct RelocatedObject {
+    journal: std::sync::Weak<Journal>,
+}
+
+impl PinFlush for RelocatedObject {
+    fn flush(&self, _seq: u64) -> Result<(), PinFlushError> {
+        let Some(journal) = self.journal.upgrade() else {
+            return Ok(());
+        };
+        let record = [7u8; 100];
+        let mut reservation = journal
+            .reserve_for_reclaim(record_bytes(record.len()))
+            .map_err(|error| PinFlushError::Failed(error.to_string()))?;
+        reservation.append(&record).unwrap();
+        Ok(())
+    }
+}
+
+#[test]
+fn objects_written_in_bulk_leave_the_ring_room_for_reclaim_to_free_it() {
+    // Many objects written outside a reclaim pass, each journaling where it
+    // went and pinning its parent at that entry, as a checkpoint writes the
+    // dirty nodes of a b-tree, until the journal refuses: it must still let
+    // a reclaim pass write the oldest object and record that the ring is
+    // free again. Were bulk writes allowed the last entry's room, no object
+    // could be written any more (nor the filesystem unmounted).
+    let device = memory_device();
+    let journal = Arc::new(open(device.clone(), 48));
+    let object: Arc<dyn PinFlush> = Arc::new(RelocatedObject {
+        journal: Arc::downgrade(&journal),
+    });
+    let record = [9u8; 100];
+    let mut refused = None;
+    for _ in 0..100 {
+        match journal.reserve_in_bulk(record_bytes(record.len())) {
+            Ok(mut reservation) => {
+                reservation.append(&record).unwrap();
+                journal.pin(reservation.seq(), object.clone()).unwrap();
+                let seq = reservation.seq();
+                drop(reservation);
+                journal.flush_seq(seq).unwrap();
+            }
+            Err(error) => {
+                refused = Some(error);
+                break;
+            }
+        }
+    }
+    assert!(
+        matches!(refused, Some(JournalError::Full { .. })),
+        "bulk writes were never refused: {refused:?}"
+    );
+    journal.reclaim_all().expect("reclaim frees the ring");
+    let seq = journal.commit(&[b"after".as_slice()]).unwrap();
+    journal.flush_seq(seq).unwrap();
+    drop(object);
+    drop(journal);
+    let records = replayed_records(device, 48);
+    assert!(records.iter().any(|record| record == b"after"));
+}
+
 #[test]
 fn oversized_reservation_is_refused() {
     let journal = open(memory_device(), 64);

@@ -27,13 +27,16 @@
 //!   space that is free now or once the journal is flushed (free plus pending):
 //!   - new data ([`allocate_data`], [`data_available`]: a write's promise, fallocate) leaves
 //!     the [`metadata_reserve`] and everything promised;
-//!   - ordinary metadata transactions (creates, renames, xattrs: [`NodeAllocator::keep`])
+//!   - ordinary metadata transactions (creates, links, xattrs: [`NodeAllocator::keep`])
 //!     leave three quarters of the reserve and everything promised;
 //!   - writes into a file's own space (rewrites of its written blocks, and pages over its
 //!     preallocated blocks, below) may use down to half the reserve: creates filling the
 //!     metadata cannot take the quarter between from a database rewriting its pages;
 //!   - the writeback of promised pages ([`allocate_promised`]) leaves a quarter of the
-//!     reserve (its pages are the promise);
+//!     reserve (its pages are the promise), and so do changes in place (attributes,
+//!     renames: [`NodeAllocator::keep_for_changes_in_place`]), whose blocks come back when
+//!     they commit: `chmod`, `touch` and `mv`, which ext4 never refuses for space, still
+//!     work once creates and the writeback of small files have used the reserve down;
 //!   - deletions, truncates, punches, writeback transactions, freeze and unmount may use
 //!     everything, so a full filesystem can always be emptied.
 //!
@@ -224,6 +227,14 @@ impl Allocator {
             + self.records_of_preallocated()
             + self.rewrite_pages.load(Ordering::Acquire) * REWRITE_NODE_BLOCKS
             + self.dirty_nodes.load(Ordering::Acquire)
+    }
+
+    /// What a transaction must leave for data: it counts the dirty nodes in what it needs
+    /// itself, so only the promised pages' blocks, and what rewrites let in keep for their
+    /// writeback's nodes.
+    fn promised_to_data(&self) -> u64 {
+        blocks_for_pages(self.promised_pages.load(Ordering::Acquire))
+            + self.rewrite_pages.load(Ordering::Acquire) * REWRITE_NODE_BLOCKS
     }
 
     fn records_of_preallocated(&self) -> u64 {
@@ -530,12 +541,15 @@ impl NodeAllocator for Allocator {
     }
 
     fn keep(&self) -> u64 {
-        // A transaction counts the dirty nodes in what it needs: keep only the data's, and
-        // what rewrites let in keep for their writeback's nodes; and the quarter of the
-        // reserve above the half deletions need, for writes into files' own space.
-        self.metadata_reserve * 3 / 4
-            + blocks_for_pages(self.promised_pages.load(Ordering::Acquire))
-            + self.rewrite_pages.load(Ordering::Acquire) * REWRITE_NODE_BLOCKS
+        // The quarter of the reserve above the half deletions need stays for writes into
+        // files' own space and changes in place.
+        self.metadata_reserve * 3 / 4 + self.promised_to_data()
+    }
+
+    fn keep_for_changes_in_place(&self) -> u64 {
+        // As far down as the writeback of promised pages: what such a change takes comes
+        // back once it commits (the old copies of the nodes it rewrites are freed).
+        self.metadata_reserve / 4 + self.promised_to_data()
     }
 
     fn dirty_node_gauge(&self) -> Option<Arc<AtomicU64>> {

@@ -69,6 +69,12 @@ pub trait NodeAllocator: Send + Sync {
     fn keep(&self) -> u64 {
         0
     }
+    /// Blocks a transaction that changes things in place (see
+    /// [`Transaction::changes_in_place`](super::Transaction::changes_in_place)) must leave
+    /// free: less than [`NodeAllocator::keep`], more than deletions leave.
+    fn keep_for_changes_in_place(&self) -> u64 {
+        self.keep()
+    }
     /// A gauge the node cache keeps equal to its dirty node count, for an allocator that
     /// keeps a block back for the writeback of each (so data never takes the blocks that
     /// writing committed metadata needs). `None`: not wanted.

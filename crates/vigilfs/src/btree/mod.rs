@@ -92,6 +92,7 @@ use crate::device::{BlockDevice, DeviceError};
 use crate::format::{FormatError, Superblock};
 use crate::journal::{Journal, JournalError, PinId, Replay};
 use cache::Cache;
+use writeback::WriteRounds;
 
 /// A key and its value, as lookups and scans return them.
 pub type Entry = (Vec<u8>, Vec<u8>);
@@ -288,6 +289,10 @@ struct State {
     /// Blocks given back after failing once: one that fails again stays
     /// out of use until the next mount (it may be bad).
     failed_before: std::collections::BTreeSet<u64>,
+    /// Nodes are being written in bulk (to relieve the cache, or all of
+    /// them): their records leave the journal room for a reclaim pass
+    /// ([`Journal::reserve_in_bulk`]).
+    writing_in_bulk: bool,
     /// Per tree (in [`TreeId::ALL`] order), why it could not be read at
     /// open, when [`BtreesOptions::salvage`] let the others open.
     unreadable: Vec<Option<Unreadable>>,
@@ -465,6 +470,7 @@ impl Btrees {
                 last_writeback_failure: None,
                 last_failed_node: None,
                 suspect_blocks: Vec::new(),
+                writing_in_bulk: false,
                 failed_before: std::collections::BTreeSet::new(),
                 unreadable: vec![None; TreeId::ALL.len()],
             }),
@@ -544,13 +550,7 @@ impl Btrees {
     /// and settled (every block freed so far reusable). Afterwards only the roots object
     /// pins the journal.
     pub fn sync(&self) -> Result<(), BtreeError> {
-        {
-            let mut state = self.shared.lock_state();
-            usable(&state)?;
-            self.shared.write_all_dirty(&mut state)?;
-        }
-        self.shared.journal.settle()?;
-        Ok(())
+        self.shared.write_dirty_in_rounds(WriteRounds::Every)
     }
 
     /// Walks every tree, reading nodes not in memory, and checks that keys are ordered and

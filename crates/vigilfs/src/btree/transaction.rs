@@ -27,8 +27,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::record::{encode_transaction, transaction_bytes, Update};
+use super::writeback::WriteRounds;
 use super::{usable, usable_tree, BtreeError, Btrees, TreeId};
 use crate::journal::{record_bytes, DataClaim, JournalError};
+
+/// How much of the allocator's reserve a transaction may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReserveUse {
+    None,
+    InPlace,
+    All,
+}
 
 /// Updates to commit atomically. Dropping it without committing discards them.
 pub struct Transaction<'a> {
@@ -39,7 +48,7 @@ pub struct Transaction<'a> {
     /// Ranges it deleted (single keys written after a range delete live in `written`).
     deleted_ranges: Vec<(TreeId, Vec<u8>, Option<Vec<u8>>)>,
     /// Whether it may take the blocks the allocator keeps from ordinary transactions.
-    uses_reserve: bool,
+    reserve: ReserveUse,
     /// Data written outside the journal that the updates refer to.
     claims: Vec<DataClaim>,
 }
@@ -51,7 +60,7 @@ impl<'a> Transaction<'a> {
             updates: Vec::new(),
             written: BTreeMap::new(),
             deleted_ranges: Vec::new(),
-            uses_reserve: false,
+            reserve: ReserveUse::None,
             claims: Vec::new(),
         }
     }
@@ -69,7 +78,18 @@ impl<'a> Transaction<'a> {
     /// the writeback of data that was promised its space, so a full filesystem can always
     /// be emptied and accepted data always lands.
     pub fn may_use_reserve(&mut self) {
-        self.uses_reserve = true;
+        self.reserve = ReserveUse::All;
+    }
+
+    /// Lets this transaction use more of the reserve than ordinary ones, though not all
+    /// ([`NodeAllocator::keep_for_changes_in_place`](super::NodeAllocator::keep_for_changes_in_place)):
+    /// for changes that add nothing lasting (an inode's attributes rewritten, a name
+    /// moved), so a filesystem that creates filled still takes chmod, utimes and rename, as
+    /// ext4 does. Each change frees the old copies of the nodes it rewrites.
+    pub fn changes_in_place(&mut self) {
+        if self.reserve == ReserveUse::None {
+            self.reserve = ReserveUse::InPlace;
+        }
     }
 
     /// Number of updates gathered.
@@ -205,10 +225,10 @@ impl<'a> Transaction<'a> {
             }
             // 1. Load everything, and check space.
             let needed = self.blocks_needed(&mut state)?;
-            let keep = if self.uses_reserve {
-                0
-            } else {
-                shared.allocator.keep()
+            let keep = match self.reserve {
+                ReserveUse::None => shared.allocator.keep(),
+                ReserveUse::InPlace => shared.allocator.keep_for_changes_in_place(),
+                ReserveUse::All => 0,
             };
             let available = shared.allocator.available();
             if available >= needed.saturating_add(keep) {
@@ -247,7 +267,7 @@ impl<'a> Transaction<'a> {
             } else {
                 // Dirty nodes hold room (each is counted a block for its writeback):
                 // write them, as far as the space allows, and look again, once.
-                shared.write_dirty_for_room()?;
+                shared.write_dirty_in_rounds(WriteRounds::ForRoom)?;
                 wrote_dirty = true;
             }
         };

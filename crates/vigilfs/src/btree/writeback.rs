@@ -31,7 +31,20 @@ use super::record::{self, Pointers, RootPointer, Update};
 use super::tree::child_index;
 use super::{usable, BtreeError, Shared, State, TreeId};
 use crate::device::IoClass;
-use crate::journal::{record_bytes, PinFlush, PinFlushError, Reservation};
+use crate::journal::{record_bytes, JournalError, PinFlush, PinFlushError, Reservation};
+
+/// Rounds of [`Shared::write_dirty_in_rounds`] in a row that found the journal short, wrote
+/// nothing and had reclaim free nothing, before it gives up.
+const MAX_IDLE_ROUNDS: u32 = 3;
+
+/// What [`Shared::write_dirty_in_rounds`] is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum WriteRounds {
+    /// Every dirty node, or an error: a checkpoint.
+    Every,
+    /// As many as blocks allow, for room.
+    ForRoom,
+}
 
 /// The pin of one dirty node: reclaim calls it to write the node.
 pub(super) struct NodePin {
@@ -483,8 +496,7 @@ impl Shared {
             }
         };
         let mut reservation = match self
-            .journal
-            .reserve_for_reclaim(record_bytes(encoded.len()) + owners.journal_bytes())
+            .reserve_node_records(state, record_bytes(encoded.len()) + owners.journal_bytes())
         {
             Ok(reservation) => reservation,
             Err(error) => {
@@ -606,7 +618,7 @@ impl Shared {
             .map(|record| record_bytes(record.len()))
             .sum::<usize>()
             + owners.journal_bytes();
-        let mut reservation = match self.journal.reserve_for_reclaim(bytes) {
+        let mut reservation = match self.reserve_node_records(state, bytes) {
             Ok(reservation) => reservation,
             Err(error) => {
                 self.release_unreferenced(&blocks);
@@ -662,9 +674,8 @@ impl Shared {
             }
         }
         let encoded = record::encode_roots(&new_roots);
-        let mut reservation = self
-            .journal
-            .reserve_for_reclaim(record_bytes(encoded.len()) + owners.journal_bytes())?;
+        let mut reservation =
+            self.reserve_node_records(state, record_bytes(encoded.len()) + owners.journal_bytes())?;
         if let Err(error) = reservation.append(&encoded) {
             return Err(self.fail(state, format!("roots record append failed: {error}")));
         }
@@ -762,9 +773,24 @@ impl Shared {
         }
     }
 
+    /// Journal room for the records of a node write: a reclaim reservation, one that leaves
+    /// a reclaim pass its entry when nodes are written in bulk.
+    fn reserve_node_records(
+        &self,
+        state: &State,
+        bytes: usize,
+    ) -> Result<Reservation<'_>, JournalError> {
+        if state.writing_in_bulk {
+            self.journal.reserve_in_bulk(bytes)
+        } else {
+            self.journal.reserve_for_reclaim(bytes)
+        }
+    }
+
     /// Brings the cache back under its budget: evicts clean nodes, and if that is not enough,
     /// writes dirty ones (lowest level and oldest first) and evicts them. Failures are
-    /// recorded in the status, not returned: the caller's own operation succeeded.
+    /// recorded in the status, not returned: the caller's own operation succeeded. A journal
+    /// left with only a reclaim pass's room is no failure: the nodes wait for that pass.
     pub(super) fn relieve_pressure(&self, state: &mut State) {
         let budget = state.cache.budget();
         if state.cache.memory() <= budget {
@@ -776,6 +802,18 @@ impl Shared {
         if state.cache.memory() <= budget || !state.writable || state.failed.is_some() {
             return;
         }
+        state.writing_in_bulk = true;
+        let written = self.write_oldest_dirty(state, target);
+        state.writing_in_bulk = false;
+        match written {
+            Ok(()) | Err(BtreeError::Journal(JournalError::Full { .. })) => {}
+            Err(error) => self.note_writeback_failure(state, &error),
+        }
+    }
+
+    /// Writes dirty nodes, lowest level and oldest first, evicting as it goes, until the
+    /// cache is down to `target` bytes.
+    fn write_oldest_dirty(&self, state: &mut State, target: usize) -> Result<(), BtreeError> {
         let mut dirty: Vec<(u8, u64, usize, u64)> = state
             .cache
             .slots()
@@ -797,44 +835,81 @@ impl Shared {
             if !still_dirty {
                 continue;
             }
-            if let Err(error) = self.write_node(state, slot) {
-                self.note_writeback_failure(state, &error);
-                return;
-            }
+            self.write_node(state, slot)?;
             // Re-read the roots: writing a node can move a root to a new slot, and
             // evicting that slot would leave the tree without its root.
             let roots = state.roots.clone();
             state.cache.evict_clean(target, &roots);
         }
+        Ok(())
     }
 
-    /// Writes dirty nodes, leaves first, settling the journal whenever blocks run out so
-    /// that the blocks their old copies free become reusable. A commit short of space does
-    /// this when dirty nodes hold the room it needs (each needs a block for its own
-    /// writeback, which the commit counts): after a replay every node the journal changed
-    /// is dirty, and on a full filesystem even a deletion could not commit. Returns when
-    /// none is dirty or a round made no progress; takes the state lock itself.
-    pub(super) fn write_dirty_for_room(&self) -> Result<(), BtreeError> {
+    /// Writes dirty nodes in rounds, each under the state lock, settling the journal after
+    /// each so that the blocks old copies free become reusable. When the journal keeps the
+    /// rest of its room for reclaim, a reclaim pass (without the lock: it writes nodes
+    /// itself) makes room and the rounds go on. `Every`: until none is dirty, or the error
+    /// that stopped them (a checkpoint: sync, freeze, unmount). `ForRoom`: while rounds
+    /// make progress, and running out of blocks ends them quietly (a commit or a write
+    /// short of space: each dirty node holds a block for its own writeback, and after a
+    /// replay every node the journal changed is dirty, so on a full filesystem even a
+    /// deletion could not commit).
+    pub(super) fn write_dirty_in_rounds(&self, rounds: WriteRounds) -> Result<(), BtreeError> {
+        let mut idle_rounds = 0;
         loop {
             let (before, written, after) = {
                 let mut state = self.lock_state();
                 usable(&state)?;
                 let before = state.cache.dirty_count();
+                if before == 0 && rounds == WriteRounds::ForRoom {
+                    return Ok(());
+                }
                 let written = self.write_all_dirty(&mut state);
                 (before, written, state.cache.dirty_count())
             };
+            let progress = after < before;
             match written {
-                Ok(()) | Err(BtreeError::NoSpace { .. }) => self.journal.settle()?,
+                Ok(()) => {
+                    self.journal.settle()?;
+                    return Ok(());
+                }
+                Err(BtreeError::Journal(full @ JournalError::Full { .. })) => {
+                    let freed = self.journal.reclaim_for_entry()?;
+                    idle_rounds = if progress || freed {
+                        0
+                    } else {
+                        idle_rounds + 1
+                    };
+                    if idle_rounds >= MAX_IDLE_ROUNDS {
+                        return match rounds {
+                            WriteRounds::ForRoom => Ok(()),
+                            WriteRounds::Every => Err(full.into()),
+                        };
+                    }
+                }
+                Err(BtreeError::NoSpace { .. }) if rounds == WriteRounds::ForRoom => {
+                    self.journal.settle()?;
+                    if !progress {
+                        return Ok(());
+                    }
+                }
                 Err(error) => return Err(error),
             }
-            if after == 0 || after >= before {
+            if after == 0 {
                 return Ok(());
             }
         }
     }
 
-    /// Writes every dirty node, leaves first, until none is left.
+    /// Writes every dirty node, leaves first, until none is left (in bulk: see
+    /// [`Shared::reserve_node_records`]).
     pub(super) fn write_all_dirty(&self, state: &mut State) -> Result<(), BtreeError> {
+        state.writing_in_bulk = true;
+        let written = self.write_each_dirty(state);
+        state.writing_in_bulk = false;
+        written
+    }
+
+    fn write_each_dirty(&self, state: &mut State) -> Result<(), BtreeError> {
         loop {
             let mut dirty: Vec<(u8, usize, u64)> = state
                 .cache

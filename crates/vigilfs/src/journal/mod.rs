@@ -363,10 +363,17 @@ struct BufferMeta {
 
 /// Which share of the ring a reservation may use: reclaim may dip into
 /// the last part that normal reservations leave free, so that writing out
-/// pinned objects can always journal what it did.
+/// pinned objects can always journal what it did. Objects written in bulk
+/// outside a reclaim pass (many at a time, recording no progress) may dip
+/// in too, but always leave room for one more full entry: the one a
+/// reclaim pass needs to write the oldest object and, in that entry's
+/// header, the `last_seq` that frees the ring. Without it, such writes
+/// could leave a ring too full for any entry, and no object could be
+/// written again: not at unmount, not after a replay.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Watermark {
     Normal,
+    Bulk,
     Reclaim,
 }
 

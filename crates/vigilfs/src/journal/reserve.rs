@@ -84,6 +84,16 @@ impl Journal {
         self.reserve_at(bytes, Watermark::Reclaim)
     }
 
+    /// Like [`Journal::reserve_for_reclaim`], for objects written in bulk
+    /// outside a reclaim pass (to relieve memory, or all of them before a
+    /// checkpoint): refused with [`JournalError::Full`] while a reclaim
+    /// pass would no longer find room for its own entry after this one.
+    /// On that error, let go of the objects' locks, run
+    /// [`Journal::reclaim_for_entry`] and try again.
+    pub fn reserve_in_bulk(&self, bytes: usize) -> Result<Reservation<'_>, JournalError> {
+        self.reserve_at(bytes, Watermark::Bulk)
+    }
+
     /// Appends `records` as one atomic unit and returns its seq. Not
     /// durable until [`Journal::flush_seq`] covers the seq.
     pub fn commit(&self, records: &[&[u8]]) -> Result<u64, JournalError> {
@@ -181,15 +191,17 @@ impl Journal {
             // same word) still cannot overrun the room its entry has.
             let needed_blocks = self.full_entry_blocks();
             debug_assert!(u64::from(bytes) <= u64::from(self.options.entry_bytes));
-            let reserve_blocks = match watermark {
-                Watermark::Normal => self.reclaim_reserve_blocks(&inner),
-                Watermark::Reclaim => 0,
-            };
             let total = inner.ring.total_blocks();
             let low_watermark = self.low_watermark(total);
             let low_on_space = inner.ring.free_blocks() < low_watermark;
             let over_tracking = inner.pins.len() > self.options.max_tracked_seqs;
-            let placement = inner.ring.place(needed_blocks, reserve_blocks);
+            let placement = match watermark {
+                Watermark::Normal => inner
+                    .ring
+                    .place(needed_blocks, self.reclaim_reserve_blocks(&inner)),
+                Watermark::Bulk => inner.ring.place_leaving_room_for_another(needed_blocks),
+                Watermark::Reclaim => inner.ring.place(needed_blocks, 0),
+            };
             let wants_reclaim = low_on_space || over_tracking || placement.is_none();
             if watermark == Watermark::Normal
                 && wants_reclaim

@@ -30,7 +30,7 @@ struct OpenSpan {
 }
 
 /// The ring. Block numbers are relative to the region start.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Ring {
     total: u64,
     head: u64,
@@ -87,34 +87,23 @@ impl Ring {
     /// `keep_free` blocks untouched: `(start, room)` where room ≥ needed is
     /// how far the entry may grow.
     pub(crate) fn place(&self, needed: u64, keep_free: u64) -> Option<(u64, u64)> {
-        let free = self.free_blocks();
-        let budget = free.checked_sub(keep_free)?;
-        if budget < needed {
-            return None;
-        }
-        let to_end = self.total - self.head;
-        let wraps_behind_tail = self.live.is_empty() || self.tail() <= self.head;
-        if wraps_behind_tail {
-            if to_end >= needed {
-                return Some((self.head, to_end.min(budget)));
-            }
-            let after_waste = budget - to_end;
-            let before_tail = if self.live.is_empty() {
-                self.head
-            } else {
-                self.tail()
-            };
-            let room = after_waste.min(before_tail);
-            (room >= needed).then_some((0, room))
-        } else {
-            let room = (self.tail() - self.head).min(budget);
-            (room >= needed).then_some((self.head, room))
-        }
+        placement(self.total, self.head, self.used, needed, keep_free)
     }
 
-    /// Block where the oldest live entry's span starts.
-    fn tail(&self) -> u64 {
-        (self.head + self.total - self.used % self.total) % self.total
+    /// [`Ring::place`] for an entry that must leave room to place one more
+    /// of `needed` blocks after it, wherever the ring's end falls: the entry
+    /// reclaim writes to record its progress.
+    pub(crate) fn place_leaving_room_for_another(&self, needed: u64) -> Option<(u64, u64)> {
+        let (start, room) = self.place(needed, 0)?;
+        let wasted = if start == self.head {
+            0
+        } else {
+            self.total - self.head
+        };
+        let used_after = self.used + wasted + needed;
+        let head_after = (start + needed) % self.total;
+        placement(self.total, head_after, used_after, needed, 0)?;
+        Some((start, room))
     }
 
     /// Notes the open entry's placement (from [`Ring::place`]).
@@ -186,6 +175,29 @@ impl Ring {
     }
 }
 
+/// Where an entry of `needed` blocks goes in a ring of `total` blocks whose
+/// next entry would start at `head` with `used` blocks live (the oldest
+/// live block is `used` behind `head`), leaving `keep_free` untouched.
+fn placement(total: u64, head: u64, used: u64, needed: u64, keep_free: u64) -> Option<(u64, u64)> {
+    let budget = (total - used).checked_sub(keep_free)?;
+    if budget < needed {
+        return None;
+    }
+    let to_end = total - head;
+    let tail = (head + total - used % total) % total;
+    if used == 0 || tail <= head {
+        if to_end >= needed {
+            return Some((head, to_end.min(budget)));
+        }
+        let after_waste = budget - to_end;
+        let room = after_waste.min(tail);
+        (room >= needed).then_some((0, room))
+    } else {
+        let room = (tail - head).min(budget);
+        (room >= needed).then_some((head, room))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +232,39 @@ mod tests {
         let ring = Ring::new(16);
         assert_eq!(ring.place(4, 12), Some((0, 4)));
         assert_eq!(ring.place(5, 12), None);
+    }
+
+    #[test]
+    fn an_entry_leaves_room_for_another_exactly_when_the_next_one_would_fit() {
+        // Every ring of up to 12 blocks reached by a run of entries, each
+        // asked for every size: the answer must be what placing the entry
+        // and then the next one really does (waste at the end included).
+        for total in 2..=12u64 {
+            for first in 0..total {
+                let mut ring = Ring::new(total);
+                ring.set_head(first);
+                for (seq, size) in (1u64..).zip([1u64, 2, 1, 3, 2, 1]) {
+                    for needed in 1..=total {
+                        let expected = ring.place(needed, 0).filter(|&(start, room)| {
+                            let mut after = ring.clone();
+                            after.reserve_open(99, start, room);
+                            after.close_open(99, needed);
+                            after.place(needed, 0).is_some()
+                        });
+                        assert_eq!(
+                            ring.place_leaving_room_for_another(needed),
+                            expected,
+                            "total {total}, first {first}, seq {seq}, needed {needed}"
+                        );
+                    }
+                    let Some((start, room)) = ring.place(size, 0) else {
+                        break;
+                    };
+                    ring.reserve_open(seq, start, room);
+                    ring.close_open(seq, size);
+                }
+            }
+        }
     }
 
     #[test]

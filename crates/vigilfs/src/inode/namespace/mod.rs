@@ -316,6 +316,7 @@ impl Namespace {
         }
         let _writer = self.lock();
         let mut transaction = self.metadata.trees.transaction();
+        transaction.changes_in_place();
         let mut record = require_inode(&transaction, ino)?;
         let time = Timestamp::now();
         let resolve = |set: SetTime| match set {
@@ -356,6 +357,7 @@ impl Namespace {
     pub fn set_flags(&self, ino: u64, flags: u32) -> NamespaceResult<InodeRecord> {
         let _writer = self.lock();
         let mut transaction = self.metadata.trees.transaction();
+        transaction.changes_in_place();
         let mut record = require_inode(&transaction, ino)?;
         record.flags = flags;
         record.ctime = Timestamp::now();
@@ -369,6 +371,7 @@ impl Namespace {
     pub fn set_access_time(&self, ino: u64, time: Timestamp) -> NamespaceResult<()> {
         let _writer = self.lock();
         let mut transaction = self.metadata.trees.transaction();
+        transaction.changes_in_place();
         let mut record = require_inode(&transaction, ino)?;
         record.atime = time;
         write_inode(&mut transaction, ino, &record)?;

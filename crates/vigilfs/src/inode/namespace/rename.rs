@@ -43,6 +43,11 @@ impl Namespace {
         check_name(new_name)?;
         let _writer = self.lock();
         let mut transaction = self.metadata.trees.transaction();
+        // A name moved adds nothing lasting (a replaced target is freed);
+        // a whiteout left behind is a new inode.
+        if !flags.whiteout {
+            transaction.changes_in_place();
+        }
         require_directory(&transaction, parent)?;
         require_directory(&transaction, new_parent)?;
         let (source_key, source) = probe(&transaction, parent, name)?
