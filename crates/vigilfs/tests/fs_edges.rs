@@ -1551,3 +1551,86 @@ fn a_read_only_mount_salvages_around_an_unreadable_tree_of_file_records() {
     fs.unmount().unwrap();
     assert!(Filesystem::mount(fixture.device.clone(), MountOptions::default()).is_err());
 }
+
+/// A power cut on a disk that acknowledged flushes it did not make can
+/// leave the journal without an entry replay needs and a completed flush
+/// covered. A read-write mount must refuse (it would build on acknowledged
+/// metadata that is gone), but a read-only one goes on from the newest
+/// whole chain before the gap, says so, and shows what was there: it used
+/// to refuse too, and nothing reached the files (review 23).
+#[test]
+fn a_read_only_mount_reaches_the_files_before_a_flushed_entry_a_lying_disk_lost() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    for name in [&b"before"[..], b"first", b"second", b"third"] {
+        let (_, handle) = fs
+            .create(ROOT_INO, name, 0o644, read_write(), &root())
+            .unwrap();
+        fs.write(handle, 0, name, &root()).unwrap();
+        fs.fsync(handle, false).unwrap();
+        fs.release(handle).unwrap();
+    }
+    let mut image = fixture.memory.to_image();
+    drop(fs);
+    // The entries on the device, and one in the middle of the chain the
+    // newest needs, covered by a flush: the one a lying disk lost.
+    let superblock = vigilfs::format::read_superblock(fixture.memory.as_ref())
+        .unwrap()
+        .superblock;
+    let block = u64::from(superblock.layout.block_size) as usize;
+    let journal = superblock.layout.journal;
+    let headers: Vec<(usize, vigilfs::journal::EntryHeader)> = (journal.start
+        ..journal.start + journal.blocks)
+        .filter_map(|index| {
+            let at = index as usize * block;
+            vigilfs::journal::decode_header(&image[at..at + block], &superblock.uuid.0, block)
+                .ok()
+                .map(|header| (at, header))
+        })
+        .collect();
+    let newest = headers
+        .iter()
+        .map(|(_, header)| *header)
+        .max_by_key(|h| h.seq)
+        .unwrap();
+    let durable = headers.iter().map(|(_, h)| h.durable_seq).max().unwrap();
+    let (at, lost) = headers
+        .iter()
+        .filter(|(_, h)| h.seq > newest.last_seq && h.seq < newest.seq && h.seq <= durable)
+        .max_by_key(|(_, h)| h.seq)
+        .map(|(at, h)| (*at, h.seq))
+        .expect("a flushed entry in the middle of the chain");
+    image[at..at + block].fill(0);
+    let device: Arc<dyn BlockDevice> =
+        Arc::new(MemoryDevice::from_image(image, SectorSize::Bytes512));
+
+    let Err(refused) = Filesystem::mount(device.clone(), MountOptions::default()) else {
+        panic!("a read-write mount refuses");
+    };
+    let refused = refused.to_string();
+    assert!(
+        refused.contains(&format!("entry {lost}")) && refused.contains("read-only mount"),
+        "{refused}"
+    );
+    let fs = Filesystem::mount(
+        device,
+        MountOptions {
+            read_only: true,
+            ..MountOptions::default()
+        },
+    )
+    .expect("a read-only mount goes on from before the gap");
+    assert!(fs.lookup(ROOT_INO, b"before", &root()).is_ok());
+    assert!(
+        event_texts(&fs)
+            .iter()
+            .any(|text| text.starts_with(&format!("flushed entries {lost}+ lost"))),
+        "{:?}",
+        event_texts(&fs)
+    );
+    assert_eq!(
+        fs.status().error_record.counter(ErrorKind::Journal).count,
+        1
+    );
+    fs.unmount().expect("unmount");
+}

@@ -555,6 +555,45 @@ fn bad_checksum_in_the_durable_middle_is_a_clear_error() {
 }
 
 #[test]
+fn salvage_replays_the_whole_chain_before_a_flushed_entry_that_is_gone() {
+    let device = memory_device();
+    let journal = open(device.clone(), 64);
+    let mut seqs = Vec::new();
+    for word in [b"aaaa", b"bbbb", b"cccc", b"dddd"] {
+        seqs.push(journal.commit(&[word]).unwrap());
+        if seqs.len() == 1 {
+            journal.pin(seqs[0], counting_object()).unwrap();
+        }
+        journal.flush().unwrap();
+    }
+    drop(journal);
+    corrupt_entry(&device, seqs[2]);
+    let salvaging = JournalOptions {
+        salvage: true,
+        ..options(64)
+    };
+    let replay = Journal::inspect(device.as_ref(), &salvaging).expect("salvage replays");
+    assert_eq!(replay.report.acknowledged_lost, Some((seqs[2], seqs[3])));
+    assert_eq!(replay.report.newest_kept_seq, seqs[1]);
+    let records: Vec<Vec<u8>> = replay
+        .entries
+        .into_iter()
+        .flat_map(|entry| entry.records)
+        .collect();
+    assert_eq!(records, [b"aaaa".to_vec(), b"bbbb".to_vec()]);
+    // Without salvage it is still refused, with the way out named.
+    match Journal::inspect(device.as_ref(), &options(64)) {
+        Err(JournalError::Corrupt(message)) => {
+            assert!(message.contains("read-only mount"), "{message}");
+        }
+        other => panic!(
+            "expected a refusal, got {:?}",
+            other.map(|replay| replay.report)
+        ),
+    }
+}
+
+#[test]
 fn torn_entry_after_the_last_flush_cuts_off_the_tail() {
     let device = memory_device();
     let journal = open(device.clone(), 64);

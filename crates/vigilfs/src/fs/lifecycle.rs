@@ -664,10 +664,16 @@ impl Filesystem {
             salvage: options.read_only,
             ..BtreesOptions::default()
         };
+        // It also replays past an entry a lying disk lost, from the newest
+        // whole chain before it, so that what is left can be read.
+        let journal_options = JournalOptions {
+            salvage: options.read_only,
+            ..JournalOptions::for_filesystem(&superblock)
+        };
         let metadata = match Metadata::open(
             Arc::clone(&writes),
             &superblock,
-            JournalOptions::for_filesystem(&superblock),
+            journal_options,
             tree_options,
         ) {
             Ok(metadata) => Arc::new(metadata),
@@ -768,6 +774,14 @@ impl Filesystem {
             // limit). Recovery cut them off; that must not pass in silence.
             // (The text fits an event's; the error record keeps its start.)
             journal_loss(&format!("recovery cut entries {first}+: data mismatch"));
+        }
+        if let Some((first, _)) = metadata.recovery.acknowledged_lost {
+            // A read-only mount salvaged past entries a completed flush
+            // had covered: acknowledged changes, from `first` on, are not
+            // in what it shows.
+            journal_loss(&format!(
+                "flushed entries {first}+ lost; read-only from before"
+            ));
         }
         if let Some((first, last)) = metadata.recovery.lost_since_clean {
             // Entries durable at the clean unmount, gone since: the medium

@@ -143,6 +143,14 @@ pub struct JournalOptions {
     /// ([`RecoveryReport::lost_since_clean`]) and never gives their seqs
     /// again.
     pub clean_unmount_seq: u64,
+    /// Recovery for a read-only mount, which writes nothing: an entry a
+    /// completed flush covered that is missing or damaged (a disk that
+    /// acknowledged flushes it did not make) does not stop it; replay goes
+    /// on from the newest whole chain of entries before it and reports
+    /// what it passed over ([`RecoveryReport::acknowledged_lost`]). Off,
+    /// such an entry refuses the mount: a read-write mount would build on
+    /// metadata that was acknowledged and is gone.
+    pub salvage: bool,
 }
 
 impl JournalOptions {
@@ -178,6 +186,7 @@ impl JournalOptions {
             reclaim_below_64ths: 16,
             max_tracked_seqs: 4096,
             clean_unmount_seq: 0,
+            salvage: false,
         }
     }
 }
@@ -576,12 +585,7 @@ impl Journal {
         options: &JournalOptions,
     ) -> Result<Replay, JournalError> {
         validate_region(&options.region, device.length(), options.entry_bytes)?;
-        replay::scan(
-            device,
-            &options.region,
-            &options.uuid,
-            options.clean_unmount_seq,
-        )
+        replay::scan(device, options)
     }
 
     /// Releases the holds on replayed entries, once the engine has pinned

@@ -35,7 +35,7 @@
 use std::collections::BTreeMap;
 
 use super::entry::{self, DataClaim, EntryHeader, HEADER_BYTES};
-use super::{JournalError, JournalRegion};
+use super::{JournalError, JournalOptions, JournalRegion};
 use crate::device::{BlockDevice, IoClass};
 
 /// One entry to replay.
@@ -80,6 +80,11 @@ pub struct RecoveryReport {
     /// or damaged now: replay went on from the entries before them, which
     /// a clean unmount leaves whole, and their seqs are not given again.
     pub lost_since_clean: Option<(u64, u64)>,
+    /// With [`JournalOptions::salvage`]: the oldest missing entry a
+    /// completed flush had covered, and the newest entry whose chain
+    /// needed it. Replay went on from an older whole chain; what the
+    /// entries from the first on changed is not in the trees.
+    pub acknowledged_lost: Option<(u64, u64)>,
 }
 
 /// The entries to replay, oldest first, and the report.
@@ -108,10 +113,11 @@ const SCAN_CHUNK: u64 = 1 << 20;
 
 pub(crate) fn scan(
     device: &dyn BlockDevice,
-    region: &JournalRegion,
-    uuid: &[u8; 16],
-    clean_unmount_seq: u64,
+    options: &JournalOptions,
 ) -> Result<Replay, JournalError> {
+    let region = &options.region;
+    let uuid = &options.uuid;
+    let clean_unmount_seq = options.clean_unmount_seq;
     let block_size = u64::from(region.block_size);
     let total_blocks = region.length / block_size;
     let mut found: BTreeMap<u64, Found> = BTreeMap::new();
@@ -243,13 +249,22 @@ pub(crate) fn scan(
                     chain.push(wanted);
                     current = &previous.header;
                 }
-                None if wanted <= durable => {
+                None if wanted <= durable && !options.salvage => {
                     return Err(JournalError::Corrupt(format!(
                         "entry {wanted} is missing or fails its checksum, but replay needs it \
                          (entries {last_seq}..={candidate}) and a completed flush covered it \
                          (durable through {durable}); refusing to mount with acknowledged \
-                         metadata lost"
+                         metadata lost (a read-only mount goes on from the newest whole \
+                         chain of entries before it)"
                     )));
+                }
+                None if wanted <= durable => {
+                    // Salvage: the chains through the gap are all broken;
+                    // an older candidate's may be whole.
+                    let (first, newest) = report.acknowledged_lost.unwrap_or((wanted, candidate));
+                    report.acknowledged_lost = Some((first.min(wanted), newest.max(candidate)));
+                    complete = false;
+                    break;
                 }
                 None => {
                     complete = false;
