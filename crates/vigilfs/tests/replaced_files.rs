@@ -264,3 +264,89 @@ fn a_file_truncated_and_written_again_keeps_its_new_contents_when_a_commit_comes
 fn a_large_file_renamed_over_another_is_never_found_empty_after_a_power_cut() {
     cut_at_every_flush(Replacement::RenameLarge);
 }
+
+/// Whether `ino` has data not written back.
+fn has_unsynced_data(fs: &Filesystem, ino: u64) -> bool {
+    fs.unsynced().data.iter().any(|data| data.ino == ino)
+}
+
+/// Truncates `ino`, writes it again and closes it: a replacement, whose
+/// writeback the close hands to the background thread.
+fn rewrite_in_place(fs: &Filesystem, ino: u64) {
+    let root = Caller::root();
+    let truncating = OpenFlags::from_libc(libc::O_RDWR | libc::O_TRUNC);
+    let handle = fs.open(ino, truncating, &root).unwrap();
+    fs.write(handle, 0, NEW, &root).unwrap();
+    fs.release(handle).unwrap();
+}
+
+/// The close of a file truncated and written again starts its writeback
+/// without waiting for it (as ext4's close does): the background thread
+/// writes it soon after, with no fsync and no writeback round due.
+#[test]
+fn a_replaced_file_is_written_back_soon_after_its_close() {
+    let device = Arc::new(MemoryDevice::from_image(
+        formatted_image(),
+        SectorSize::Bytes512,
+    ));
+    let fs = Filesystem::mount(device, options()).expect("mount");
+    let root = Caller::root();
+    let (attr, handle) = fs
+        .create(ROOT_INO, b"file", 0o644, read_write(), &root)
+        .unwrap();
+    fs.write(handle, 0, OLD, &root).unwrap();
+    fs.fsync(handle, false).unwrap();
+    fs.release(handle).unwrap();
+    rewrite_in_place(&fs, attr.ino);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while has_unsynced_data(&fs, attr.ino) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replaced file was not written back"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    fs.unmount().expect("unmount");
+}
+
+/// Replacements closed more often than the writeback interval must not put
+/// the background thread's rounds off: another file's dirty data is still
+/// written back within about an interval (a round's timer restarted at
+/// every close would never run while a program kept replacing files).
+#[test]
+fn replacements_closed_all_the_time_do_not_put_writeback_rounds_off() {
+    let device = Arc::new(MemoryDevice::from_image(
+        formatted_image(),
+        SectorSize::Bytes512,
+    ));
+    let fs = Filesystem::mount(
+        device,
+        MountOptions {
+            writeback_interval: Duration::from_secs(1),
+            ..options()
+        },
+    )
+    .expect("mount");
+    let root = Caller::root();
+    let (replaced, handle) = fs
+        .create(ROOT_INO, b"replaced", 0o644, read_write(), &root)
+        .unwrap();
+    fs.write(handle, 0, OLD, &root).unwrap();
+    fs.fsync(handle, false).unwrap();
+    fs.release(handle).unwrap();
+    let (dirty, handle) = fs
+        .create(ROOT_INO, b"dirty", 0o644, read_write(), &root)
+        .unwrap();
+    fs.write(handle, 0, OLD, &root).unwrap();
+    fs.release(handle).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while has_unsynced_data(&fs, dirty.ino) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no writeback round ran while replacements were closed"
+        );
+        rewrite_in_place(&fs, replaced.ino);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    fs.unmount().expect("unmount");
+}
