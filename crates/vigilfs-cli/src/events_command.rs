@@ -70,7 +70,9 @@ pub struct EventsArgs {
     pub state: Option<PathBuf>,
     /// With --exec: only these kinds (comma-separated: error, lost,
     /// shutdown, unmount, mount, recovery, errors_action, freeze, thaw,
-    /// faults, settings, running).
+    /// faults, settings, running; and disconnected: the stream broke
+    /// before the mount's unmount, its process died, an event made by
+    /// this command, with no id).
     #[arg(long, value_delimiter = ',', requires = "exec")]
     pub kinds: Vec<String>,
     /// With --exec: a run that takes longer is killed and counts as
@@ -264,10 +266,11 @@ fn follow_once(
     loop {
         match reader.read_until(b'\n', &mut line) {
             Ok(0) => {
-                return Err(Failure::operational(format!(
-                    "events: {}: the mount process closed the stream",
-                    mountpoint.display()
-                )))
+                return Err(lost_contact(
+                    mountpoint,
+                    "the mount process closed the stream",
+                    sink,
+                ))
             }
             Ok(_) if line.ends_with(b"\n") => {
                 let value: Value = serde_json::from_slice(&line).map_err(|error| {
@@ -313,14 +316,36 @@ fn follow_once(
                 sink.tick()?;
             }
             Err(error) if error.kind() == IoErrorKind::Interrupted => {}
-            Err(error) => {
-                return Err(Failure::operational(format!(
-                    "events: {}: {error}",
-                    mountpoint.display()
-                )))
-            }
+            Err(error) => return Err(lost_contact(mountpoint, &error.to_string(), sink)),
         }
     }
+}
+
+fn now_nanoseconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as u64)
+}
+
+/// The stream broke before the mount's unmount event: the mount process
+/// died (killed, crashed) or went without a word. A hook hears of it as a
+/// `disconnected` event, made here (it has no id, and moves no state file
+/// on), since nobody else would tell the operator: what the filesystem
+/// recorded comes from the next mount. Returns the error the command ends
+/// with.
+fn lost_contact(mountpoint: &Path, why: &str, sink: &mut Sink) -> Failure {
+    let failure = Failure::operational(format!("events: {}: {why}", mountpoint.display()));
+    if let Sink::Hook(hook) = sink {
+        let event = serde_json::json!({
+            "kind": "disconnected",
+            "time": crate::control::event_json::rfc3339(now_nanoseconds()),
+            "reason": why,
+        });
+        if let Err(hook_failure) = hook.offer(event).and_then(|()| hook.finish()) {
+            return hook_failure;
+        }
+    }
+    failure
 }
 
 /// Reads the event log of the unmounted image at `image` into `sink`.

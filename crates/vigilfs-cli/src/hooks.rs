@@ -59,7 +59,7 @@ pub struct Hook {
     ephemeral_from: Option<u64>,
 }
 
-const KINDS: [&str; 13] = [
+const KINDS: [&str; 14] = [
     "error",
     "lost",
     "running",
@@ -72,6 +72,7 @@ const KINDS: [&str; 13] = [
     "shutdown",
     "unmount",
     "settings",
+    "disconnected",
     "all",
 ];
 

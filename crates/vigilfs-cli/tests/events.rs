@@ -1569,3 +1569,50 @@ fn the_error_count_catches_up_with_the_event_log_after_a_kill_9() {
     );
     scratch.umount(pid);
 }
+
+/// The mount process killed while a hook follows its events: nobody else
+/// would tell the operator (the filesystem records nothing until its next
+/// mount), so the hook runs once more, as a `disconnected` event with no
+/// id, and the follower exits with an error. It used to end with a line on
+/// stderr and no run of the hook.
+#[test]
+fn the_exec_hook_hears_of_a_mount_process_that_died() {
+    if fuse_missing("the_exec_hook_hears_of_a_mount_process_that_died") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let ran = scratch.directory.path().join("ran.txt");
+    let script = format!(
+        "echo \"$VIGILFS_KIND '$VIGILFS_EVENT_ID' $VIGILFS_MOUNTPOINT\" >> {}",
+        ran.display()
+    );
+    let mut hook = Command::new(binary())
+        .args(["events", scratch.mnt(), "--follow", "--exec", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The mount's own event first: the hook follows.
+    wait_until(
+        "the hook ran for the mount",
+        Duration::from_secs(30),
+        || fs::read_to_string(&ran).is_ok_and(|text| text.contains("mount '")),
+    );
+    // SAFETY: killing the mount process by pid.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+    let ended = hook.wait().unwrap();
+    let mut stderr = String::new();
+    hook.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(ended.code(), Some(8), "{stderr}");
+    let runs = fs::read_to_string(&ran).unwrap();
+    let last = runs.lines().last().unwrap();
+    assert_eq!(last, format!("disconnected '' {}", scratch.mnt()), "{runs}");
+}
