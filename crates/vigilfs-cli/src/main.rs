@@ -293,7 +293,9 @@ enum Command {
     /// syncfs(2) never reaches a FUSE filesystem; this does. Exit status 1
     /// with the error on stderr if a writeback error happened that nobody
     /// has been told of yet, 0 otherwise: like syncfs from a new opener,
-    /// each error is reported once. Root and the user who mounted only.
+    /// each error is reported once. Any user the mount lets in (as any
+    /// process may call syncfs; allow_other, the default when root
+    /// mounts), else root and the user who mounted.
     ///
     /// Example:
     ///   vigilfs sync /mnt/data || echo "data was lost"

@@ -762,6 +762,9 @@ fn serve(
             image: writable_image.clone(),
             owner_uid: owner,
             events_gid,
+            // As the kernel lets them in (allow_other: by default when root
+            // mounts).
+            others_may_sync: fuse_config(&settings, &image).lets_other_users_in(),
             extra,
             limits: control::server::Limits::default(),
         },

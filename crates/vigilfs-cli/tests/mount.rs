@@ -642,9 +642,12 @@ fn another_user_may_read_status_but_not_change_the_mount() {
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(status["state"], "running");
     assert_eq!(status["owner_uid"], 0);
+    // Sync changes nothing but makes data durable: any user the mount
+    // lets in may, as any process may call syncfs(2) on Linux.
+    let synced = as_nobody(&["sync", scratch.mnt()]);
+    assert_eq!(synced.status.code(), Some(0), "{}", text(&synced.stderr));
     for command in [
-        &["sync", scratch.mnt()][..],
-        &["freeze", scratch.mnt()],
+        &["freeze", scratch.mnt()][..],
         &["thaw", scratch.mnt()],
         &["shutdown", scratch.mnt()],
         &["inject", scratch.mnt(), "--fail-writes", "--class", "data"],
@@ -678,6 +681,16 @@ fn another_user_may_read_status_but_not_change_the_mount() {
         "{rule}"
     );
     assert!(text(&scratch.inject(&["--list"]).stdout).contains("payroll"));
+    scratch.umount(pid);
+    // A mount other users may not use: they may not sync it either.
+    let pid = scratch.mount(&["-o", "noallow_other"]);
+    let refused = as_nobody(&["sync", scratch.mnt()]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("permission denied"),
+        "{}",
+        text(&refused.stderr)
+    );
     scratch.umount(pid);
 }
 

@@ -139,6 +139,14 @@ struct Current {
 /// How often [`Mounted::wait`] looks whether the session ended.
 const WAIT_POLL: Duration = Duration::from_millis(20);
 
+impl MountConfig {
+    /// Whether users other than the one mounting may use the mount:
+    /// `allow_other`, which defaults to whether root mounts.
+    pub fn lets_other_users_in(&self) -> bool {
+        self.allow_other.unwrap_or_else(running_as_root)
+    }
+}
+
 fn running_as_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
@@ -195,7 +203,7 @@ fn start_session(
     config: &MountConfig,
 ) -> io::Result<(BackgroundSession, u64)> {
     let read_only = config.read_only || matches!(filesystem.status().state, LifeState::ReadOnly(_));
-    let allow_other = config.allow_other.unwrap_or_else(running_as_root);
+    let allow_other = config.lets_other_users_in();
 
     let mut options = vec![
         MountOption::FSName(

@@ -122,6 +122,8 @@ pub(super) struct Context {
     streams: Mutex<HashMap<Option<u32>, usize>>,
     /// Members of this group may listen to events too (`events_group=`).
     pub(super) events_gid: Option<u32>,
+    /// Any user may sync (see [`Served::others_may_sync`]).
+    others_may_sync: bool,
 }
 
 /// What a control server serves, and for whom.
@@ -138,6 +140,10 @@ pub struct Served {
     pub owner_uid: u32,
     /// Members of this group may listen to events too.
     pub events_gid: Option<u32>,
+    /// Other users may use the mount (`allow_other`): then any of them may
+    /// sync it, as any process with a file open on a filesystem may call
+    /// syncfs(2) on Linux.
+    pub others_may_sync: bool,
     /// Fields added to every status report.
     pub extra: Map<String, Value>,
     /// What one client may take.
@@ -155,6 +161,7 @@ impl Served {
             image: None,
             owner_uid,
             events_gid: None,
+            others_may_sync: false,
             extra: Map::new(),
             limits: Limits::default(),
         }
@@ -170,6 +177,7 @@ pub fn serve(mountpoint: &Path, served: Served) -> io::Result<ControlServer> {
         image,
         owner_uid,
         events_gid,
+        others_may_sync,
         mut extra,
         limits,
     } = served;
@@ -194,6 +202,7 @@ pub fn serve(mountpoint: &Path, served: Served) -> io::Result<ControlServer> {
         connections: Mutex::new(HashMap::new()),
         streams: Mutex::new(HashMap::new()),
         events_gid,
+        others_may_sync,
     });
     let thread = {
         let stop = Arc::clone(&stop);
@@ -683,7 +692,8 @@ fn respond(line: &[u8], uid: Option<u32>, context: &Context, stream: &UnixStream
     };
     let allowed = |uid: u32| uid == 0 || uid == context.owner_uid;
     let privileged = uid.is_some_and(allowed);
-    if request.needs_owner() && !privileged {
+    let open_to_all = matches!(request, Request::Sync) && context.others_may_sync;
+    if request.needs_owner() && !privileged && !open_to_all {
         let who = match uid {
             Some(uid) => format!("uid {uid}"),
             None => "a client whose uid is unknown".to_string(),
