@@ -1,9 +1,7 @@
 //! The background writeback thread of a mount.
 //!
-//! It wakes at once when a file truncated and rewritten is closed, and
-//! writes such files back ([`Background::kick_replacements`]). For a whole
-//! round it wakes every `writeback_interval`, or at once when a writer
-//! finds the dirty data over its limit ([`Background::kick`]): it writes back
+//! It wakes every `writeback_interval`, or at once when a writer finds the
+//! dirty data over its limit ([`Background::kick`]), and then: writes back
 //! every dirty file (errors go into the errseq words and are reported to
 //! the event stream and the error record: nobody else would hear of them),
 //! records durability on the device
@@ -22,7 +20,6 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Instant;
 
 use super::error::{FsError, FsResult};
 use super::gate::LifeState;
@@ -33,9 +30,6 @@ use crate::format::ErrorKind;
 #[derive(Default)]
 struct Signal {
     kicked: bool,
-    /// Replaced files were closed: write them back now
-    /// ([`Background::kick_replacements`]).
-    replacements: bool,
     stop: bool,
 }
 
@@ -76,18 +70,6 @@ impl Background {
         self.control.wake.notify_one();
     }
 
-    /// Wakes the thread to write back the files ordered before the next
-    /// commit (truncated and rewritten, then closed), without a whole round.
-    pub(super) fn kick_replacements(&self) {
-        let mut signal = self
-            .control
-            .signal
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        signal.replacements = true;
-        self.control.wake.notify_one();
-    }
-
     /// Asks the thread to stop after its round in progress, if any,
     /// without waiting for it.
     pub(super) fn request_stop(&self) {
@@ -114,47 +96,27 @@ impl Background {
 }
 
 fn run(shared: &Shared, control: &Control) -> Result<(), String> {
-    // Kicks for replaced files must not put the next whole round off.
-    let mut last_round = Instant::now();
     loop {
-        let whole_round = {
+        {
             let signal = control
                 .signal
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            let interval = shared.settings.writeback_interval();
-            let due = last_round.checked_add(interval);
-            let wait = due.map_or(interval, |due| {
-                due.saturating_duration_since(Instant::now())
-            });
             let (mut signal, _) = control
                 .wake
-                .wait_timeout_while(signal, wait, |signal| {
-                    !signal.kicked && !signal.replacements && !signal.stop
+                .wait_timeout_while(signal, shared.settings.writeback_interval(), |signal| {
+                    !signal.kicked && !signal.stop
                 })
                 .unwrap_or_else(PoisonError::into_inner);
             if signal.stop {
                 return Ok(());
             }
-            let whole_round = signal.kicked || due.is_some_and(|due| Instant::now() >= due);
             signal.kicked = false;
-            signal.replacements = false;
-            whole_round
-        };
-        if whole_round {
-            last_round = Instant::now();
         }
         if shared.gate.state() != LifeState::Running {
             continue;
         }
-        let work = || {
-            if whole_round {
-                round(shared);
-            } else {
-                write_back_replacements(shared);
-            }
-        };
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(work)) {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| round(shared))) {
             let why = panic
                 .downcast_ref::<&str>()
                 .map(|text| (*text).to_string())
@@ -173,18 +135,6 @@ fn run(shared: &Shared, control: &Control) -> Result<(), String> {
             shared.shut_down_now(why.clone(), false);
             return Err(why);
         }
-    }
-}
-
-/// The files truncated and rewritten, then closed: written back as a
-/// writer, so a freeze that began meanwhile is not written after, and not
-/// on a mount that may no longer write (they stay ordered for its end).
-fn write_back_replacements(shared: &Shared) {
-    let writable = !shared
-        .transport_read_only
-        .load(std::sync::atomic::Ordering::Acquire);
-    if let (Ok(_writer), true) = (shared.gate.try_enter(), writable) {
-        shared.files.write_back_ordered_soon();
     }
 }
 

@@ -445,28 +445,6 @@ impl Files {
         self.ordered_files().insert(ino);
     }
 
-    /// Whether `ino` is ordered before the next commit and still has data
-    /// to write. It stays ordered.
-    pub fn is_ordered(&self, ino: u64) -> bool {
-        let ordered = self.ordered_files().contains(&ino);
-        ordered && !self.is_durable(ino)
-    }
-
-    /// Writes back the files ordered before the next commit, as the
-    /// closes of replaced files ask the background thread to: each stays
-    /// ordered until its data is written, so a commit made meanwhile still
-    /// writes it first (or waits for the writeback in flight). Failures go
-    /// into the error words.
-    pub fn write_back_ordered_soon(&self) {
-        let ordered: Vec<u64> = self.ordered_files().iter().copied().collect();
-        for ino in ordered {
-            self.write_back_before_replacing(ino);
-            if self.is_durable(ino) {
-                self.ordered_files().remove(&ino);
-            }
-        }
-    }
-
     /// Whether `ino` was ordered before the next commit and still has data
     /// to write; it no longer is (its caller writes it back now).
     pub fn take_ordered(&self, ino: u64) -> bool {

@@ -402,19 +402,9 @@ impl Filesystem {
         let file = self.shared.handles.remove_file(handle)?;
         let ino = file.ino;
         // A file rewritten in place goes out at its last close, ahead of
-        // the next commit (which would write it anyway): the background
-        // thread starts it at once, as ext4 starts the writeback of a file
-        // truncated and rewritten at its close, without making the close
-        // wait for it. It stays ordered before the next commit until then.
-        match self.background.get() {
-            Some(background) if self.shared.files.is_ordered(ino) => {
-                background.kick_replacements();
-            }
-            _ => {
-                if self.shared.files.take_ordered(ino) {
-                    self.write_back_if_writable(ino);
-                }
-            }
+        // the next commit (which would write it anyway).
+        if self.shared.files.take_ordered(ino) {
+            self.write_back_if_writable(ino);
         }
         self.shared.files.closed(ino);
         if self.closed(ino, "release")? {
