@@ -1116,3 +1116,92 @@ fn attributes_and_names_still_change_on_a_filesystem_full_of_small_files() {
     fs.unmount().expect("unmount");
     fixture.assert_fsck_clean();
 }
+
+/// A 32 MiB filesystem filled with small files, then shut down without a
+/// clean unmount (a crash, a kill): the next read-write mount must work.
+/// It failed "deleting orphans: no space for b-tree nodes: 108 blocks
+/// needed, 74 available" (there were no orphans) and only a read-only
+/// mount got in, so nothing could ever be deleted (review 24).
+#[test]
+fn a_filesystem_full_of_small_files_mounts_read_write_after_a_crash() {
+    let fixture = Fixture::of_bytes(32 << 20);
+    let fs = fixture.mount();
+    let mut created = 0;
+    loop {
+        let name = format!("small{created}");
+        let Ok((_, handle)) = fs.create(ROOT_INO, name.as_bytes(), 0o644, read_write(), &root())
+        else {
+            break;
+        };
+        let written = fs.write(handle, 0, &[b'x'; 100], &root());
+        fs.release(handle).unwrap();
+        created += 1;
+        if written.is_err() {
+            break;
+        }
+    }
+    assert!(created > 1000, "{created} files filled it");
+    fs.shutdown(false);
+    fs.unmount().ok();
+    let fs = fixture.mount();
+    assert!(fs.recovered());
+    fs.unlink(ROOT_INO, b"small0", &root())
+        .expect("unlink on a full filesystem after a crash");
+    fs.unmount().expect("unmount");
+    fixture.assert_fsck_clean();
+}
+
+/// Renames that lengthen names add to the metadata for good: on a full
+/// filesystem they must stay in the creates' tier, or a user renaming
+/// their files to long names takes the room kept for another program's
+/// rewrites of its written blocks, which then get ENOSPC (review 24).
+#[test]
+fn renames_to_longer_names_leave_the_room_of_rewrites_alone() {
+    let fixture = Fixture::of_bytes(32 << 20);
+    let fs = fixture.mount();
+    let (_, database) = create(&fs, b"db");
+    fs.write(database, 0, &[1u8; 64 << 10], &root()).unwrap();
+    fs.fsync(database, false).unwrap();
+    let mut created = 0;
+    loop {
+        let name = format!("f{created}");
+        let Ok((_, handle)) = fs.create(ROOT_INO, name.as_bytes(), 0o644, read_write(), &root())
+        else {
+            break;
+        };
+        let written = fs.write(handle, 0, &[b'x'; 100], &root());
+        fs.release(handle).unwrap();
+        created += 1;
+        if written.is_err() {
+            break;
+        }
+    }
+    fs.syncfs_once().unwrap();
+    fs.write(database, 8192, &[2u8; 4096], &root())
+        .expect("a rewrite on the full filesystem");
+    fs.fsync(database, false).unwrap();
+    let mut refused = 0;
+    for at in 0..created {
+        let long = format!("{at:0>250}");
+        let renamed = fs.rename(
+            ROOT_INO,
+            format!("f{at}").as_bytes(),
+            ROOT_INO,
+            long.as_bytes(),
+            RenameFlags::default(),
+            &root(),
+        );
+        if renamed.is_err() {
+            refused += 1;
+            if refused > 20 {
+                break;
+            }
+        }
+    }
+    assert!(refused > 0, "the renames never ran out of room");
+    fs.write(database, 8192, &[3u8; 4096], &root())
+        .expect("a rewrite after the renames filled the metadata");
+    fs.fsync(database, false).unwrap();
+    fs.unmount().expect("unmount");
+    fixture.assert_fsck_clean();
+}

@@ -921,15 +921,22 @@ impl Filesystem {
                 .iter()
                 .map(|(tree, _)| tree.name())
                 .collect();
-            LifeState::ReadOnly(match unreadable.is_empty() {
-                true => "mounted read-only".into(),
-                // Not to be made writable (see `make_writable`): no hint
-                // of `remount,rw`.
-                false => format!(
-                    "mounted read-only around the {} b-tree, which could not be read",
-                    unreadable.join(" and ")
-                ),
-            })
+            // Not to be made writable when salvaged (see `make_writable`):
+            // no hint of `remount,rw` then.
+            LifeState::ReadOnly(
+                match (metadata.recovery.acknowledged_lost, unreadable.is_empty()) {
+                    (Some((first, _)), _) => format!(
+                        "mounted read-only from before journal entry {first}, flushed and lost \
+                     (the device dropped flushes); copy out what reads, then make the \
+                     filesystem again"
+                    ),
+                    (None, true) => "mounted read-only".into(),
+                    (None, false) => format!(
+                        "mounted read-only around the {} b-tree, which could not be read",
+                        unreadable.join(" and ")
+                    ),
+                },
+            )
         } else {
             record_writable_mount(&mut superblock, seconds_now());
             write_superblocks(device.as_ref(), &mut superblock)?;

@@ -179,6 +179,16 @@ impl Filesystem {
         if let Some(why) = read_only_mount.kept_read_only() {
             return Err(FsError::ReadOnly(Some(format!("{why}; {again}"))));
         }
+        if let Some((first, _)) = shared.metadata.recovery.acknowledged_lost {
+            // Recovery went on from before flushed entries that are gone
+            // (a disk that dropped flushes): the trees it rebuilt may point
+            // at blocks reused since, and writing would build on them.
+            return Err(FsError::ReadOnly(Some(format!(
+                "journal entries from {first} on were acknowledged durable and are lost (the \
+                 device dropped flushes): this mount replayed the journal from before them and \
+                 stays read-only; copy out what it can read, then make the filesystem again"
+            ))));
+        }
         if let Some((tree, error)) = shared.metadata.trees.unreadable_trees().into_iter().next() {
             // Writing would build on a tree whose records are unknown, and
             // orphans and claims are settled through it.

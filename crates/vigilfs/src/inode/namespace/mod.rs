@@ -399,6 +399,10 @@ impl Namespace {
     pub fn skip_generations(&self, gap: u64) -> NamespaceResult<()> {
         let _writer = self.lock();
         let mut transaction = self.metadata.trees.transaction();
+        // The mount needs it done, full filesystem or not (a record
+        // rewritten in place): a mount refused for it could never be
+        // emptied.
+        transaction.may_use_reserve();
         let (ino, generation) = read_counters(&transaction)?;
         let mut counters = ino.to_le_bytes().to_vec();
         counters.extend_from_slice(&generation.wrapping_add(gap).to_le_bytes());
@@ -429,6 +433,8 @@ impl Namespace {
             live += 1;
         }
         transaction.put(TreeId::Meta, LIVE_INODES_KEY, &live.to_le_bytes())?;
+        // One small record, once, that the mount needs (as above).
+        transaction.may_use_reserve();
         transaction.commit_durable()?;
         Ok(live)
     }
