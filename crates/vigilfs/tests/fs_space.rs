@@ -1055,6 +1055,30 @@ fn metadata_changes_are_refused_only_after_dirty_rewrites_are_written_back() {
     fixture.assert_fsck_clean();
 }
 
+/// Creates files of `bytes` bytes named `{prefix}{n}` until a create is
+/// refused (ENOSPC, as it must be; once data is refused, they stay empty);
+/// returns their inodes and names.
+fn fill_with_small_files(fs: &Filesystem, prefix: &str, bytes: usize) -> Vec<(u64, String)> {
+    let contents = vec![b'x'; bytes];
+    let mut created = Vec::new();
+    loop {
+        let name = format!("{prefix}{}", created.len());
+        let (attr, handle) =
+            match fs.create(ROOT_INO, name.as_bytes(), 0o644, read_write(), &root()) {
+                Ok(created) => created,
+                Err(error) => {
+                    assert_eq!(error.errno(), libc::ENOSPC, "{error}");
+                    return created;
+                }
+            };
+        if let Err(error) = fs.write(handle, 0, &contents, &root()) {
+            assert_eq!(error.errno(), libc::ENOSPC, "{error}");
+        }
+        fs.release(handle).unwrap();
+        created.push((attr.ino, name));
+    }
+}
+
 /// Small files created until the filesystem refuses one (their creates use
 /// up the metadata reserve's upper quarter): chmod, utimes and rename of
 /// what is there must still work, as on ext4, where they never fail for
@@ -1068,25 +1092,7 @@ fn attributes_and_names_still_change_on_a_filesystem_full_of_small_files() {
         errors: Some(ErrorsPolicy::RemountReadOnly),
         ..MountOptions::default()
     });
-    // Until a create is refused; once data is refused, the files stay
-    // empty.
-    let mut created = Vec::new();
-    loop {
-        let name = format!("small{}", created.len());
-        let (attr, handle) =
-            match fs.create(ROOT_INO, name.as_bytes(), 0o644, read_write(), &root()) {
-                Ok(created) => created,
-                Err(error) => {
-                    assert_eq!(error.errno(), libc::ENOSPC, "{error}");
-                    break;
-                }
-            };
-        if let Err(error) = fs.write(handle, 0, b"abc", &root()) {
-            assert_eq!(error.errno(), libc::ENOSPC, "{error}");
-        }
-        fs.release(handle).unwrap();
-        created.push((attr.ino, name));
-    }
+    let created = fill_with_small_files(&fs, "small", 3);
     assert!(created.len() > 1000, "{} files filled it", created.len());
     fs.syncfs_once().unwrap();
     let (ino, name) = &created[created.len() / 2];
@@ -1126,20 +1132,7 @@ fn attributes_and_names_still_change_on_a_filesystem_full_of_small_files() {
 fn a_filesystem_full_of_small_files_mounts_read_write_after_a_crash() {
     let fixture = Fixture::of_bytes(32 << 20);
     let fs = fixture.mount();
-    let mut created = 0;
-    loop {
-        let name = format!("small{created}");
-        let Ok((_, handle)) = fs.create(ROOT_INO, name.as_bytes(), 0o644, read_write(), &root())
-        else {
-            break;
-        };
-        let written = fs.write(handle, 0, &[b'x'; 100], &root());
-        fs.release(handle).unwrap();
-        created += 1;
-        if written.is_err() {
-            break;
-        }
-    }
+    let created = fill_with_small_files(&fs, "small", 100).len();
     assert!(created > 1000, "{created} files filled it");
     fs.shutdown(false);
     fs.unmount().ok();
@@ -1162,20 +1155,7 @@ fn renames_to_longer_names_leave_the_room_of_rewrites_alone() {
     let (_, database) = create(&fs, b"db");
     fs.write(database, 0, &[1u8; 64 << 10], &root()).unwrap();
     fs.fsync(database, false).unwrap();
-    let mut created = 0;
-    loop {
-        let name = format!("f{created}");
-        let Ok((_, handle)) = fs.create(ROOT_INO, name.as_bytes(), 0o644, read_write(), &root())
-        else {
-            break;
-        };
-        let written = fs.write(handle, 0, &[b'x'; 100], &root());
-        fs.release(handle).unwrap();
-        created += 1;
-        if written.is_err() {
-            break;
-        }
-    }
+    let created = fill_with_small_files(&fs, "f", 100).len();
     fs.syncfs_once().unwrap();
     fs.write(database, 8192, &[2u8; 4096], &root())
         .expect("a rewrite on the full filesystem");

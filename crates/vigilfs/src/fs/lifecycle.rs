@@ -199,7 +199,7 @@ pub enum MountError {
     /// read, on a mount that would write: a read-only one salvages around
     /// it.
     #[error(
-        "opening the metadata: {0}; mounted read-only (`-o ro`), the rest can be read: \
+        "opening the metadata: {0}; a read-only mount (`-o ro`) reads the rest: \
          operations on that tree fail with EIO, and other files can be copied out"
     )]
     UnreadableTree(BtreeError),
@@ -680,7 +680,7 @@ impl Filesystem {
             // The hint only where a read-only mount reaches files: with
             // the names unreadable, none can be looked up.
             Err(OpenError::Btree(error @ BtreeError::CorruptNode { tree, .. }))
-                if tree.salvageable() && tree != TreeId::Dirents =>
+                if tree.salvageable() && tree != TreeId::Dirents && !options.read_only =>
             {
                 return Err(MountError::UnreadableTree(error))
             }
@@ -709,12 +709,18 @@ impl Filesystem {
                 )))
             }
             Err(crate::inode::NamespaceError::NotFound) => {
-                // fsck calls an image with no inode at all clean: what a
-                // mkfs that died before its root leaves.
                 return Err(MountError::RootDirectory(
-                    "is missing (a mkfs that did not finish leaves none: make the filesystem \
-                     again)"
-                        .into(),
+                    match metadata.recovery.acknowledged_lost {
+                        Some((first, _)) => format!(
+                            "is missing from what the journal could replay: entries from \
+                             {first} on were flushed and are lost (the device dropped flushes)"
+                        ),
+                        // fsck calls an image with no inode at all clean:
+                        // what a mkfs that died before its root leaves.
+                        None => "is missing (a mkfs that did not finish leaves none: make the \
+                                 filesystem again)"
+                            .into(),
+                    },
                 ));
             }
             Err(error) => return Err(MountError::RootDirectory(format!("is damaged: {error}"))),
