@@ -341,7 +341,13 @@ fn lost_contact(mountpoint: &Path, why: &str, sink: &mut Sink) -> Failure {
             "time": crate::control::event_json::rfc3339(now_nanoseconds()),
             "reason": why,
         });
-        if let Err(hook_failure) = hook.offer(event).and_then(|()| hook.finish()) {
+        // Events held for a burst (`--min-interval`) run first, in a run of
+        // their own: the disconnect's must not carry them under its kind.
+        let ran = hook
+            .finish()
+            .and_then(|()| hook.offer(event))
+            .and_then(|()| hook.finish());
+        if let Err(hook_failure) = ran {
             return hook_failure;
         }
     }

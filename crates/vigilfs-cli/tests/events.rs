@@ -1584,11 +1584,15 @@ fn the_exec_hook_hears_of_a_mount_process_that_died() {
     let pid = scratch.mount(&["--size", "64M"]);
     let ran = scratch.directory.path().join("ran.txt");
     let script = format!(
-        "echo \"$VIGILFS_KIND '$VIGILFS_EVENT_ID' $VIGILFS_MOUNTPOINT\" >> {}",
+        "echo \"$VIGILFS_KIND '$VIGILFS_EVENT_ID' $VIGILFS_EVENTS $VIGILFS_MOUNTPOINT\" >> {}",
         ran.display()
     );
+    // A long --min-interval: events after the first run are held for the
+    // next burst, and must still run before, not inside, the disconnect's
+    // run (they ran under its kind: review 25).
     let mut hook = Command::new(binary())
         .args(["events", scratch.mnt(), "--follow", "--exec", &script])
+        .args(["--min-interval", "3600"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -1600,6 +1604,9 @@ fn the_exec_hook_hears_of_a_mount_process_that_died() {
         Duration::from_secs(30),
         || fs::read_to_string(&ran).is_ok_and(|text| text.contains("mount '")),
     );
+    // Held: the interval has not passed.
+    scratch.inject(&["--fail-writes", "--class", "data", "--range", "0:4096"]);
+    std::thread::sleep(Duration::from_secs(2));
     // SAFETY: killing the mount process by pid.
     unsafe {
         libc::kill(pid as i32, libc::SIGKILL);
@@ -1613,6 +1620,12 @@ fn the_exec_hook_hears_of_a_mount_process_that_died() {
         .unwrap();
     assert_eq!(ended.code(), Some(8), "{stderr}");
     let runs = fs::read_to_string(&ran).unwrap();
-    let last = runs.lines().last().unwrap();
-    assert_eq!(last, format!("disconnected '' {}", scratch.mnt()), "{runs}");
+    let lines: Vec<&str> = runs.lines().collect();
+    assert_eq!(lines.len(), 3, "{runs}");
+    assert!(lines[1].starts_with("faults '"), "{runs}");
+    assert_eq!(
+        lines[2],
+        format!("disconnected '' 1 {}", scratch.mnt()),
+        "{runs}"
+    );
 }
