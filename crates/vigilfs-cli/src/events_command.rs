@@ -189,22 +189,55 @@ pub fn run(arguments: &EventsArgs) -> Result<u8, Failure> {
             mountpoint: target.display().to_string(),
         })?)),
     };
-    let since = match (arguments.since, &sink) {
-        (Some(since), _) => since,
-        (None, Sink::Hook(hook)) => hook.resume_after(),
-        (None, Sink::Print { .. }) => 0,
+    let (since, origin) = match (arguments.since, &sink) {
+        (Some(since), _) => (since, SinceOrigin::Argument),
+        (None, Sink::Hook(hook)) => match &arguments.state {
+            Some(path) => (hook.resume_after(), SinceOrigin::StateFile(path.clone())),
+            None => (0, SinceOrigin::Argument),
+        },
+        (None, Sink::Print { .. }) => (0, SinceOrigin::Argument),
     };
     if live {
         let mode = match arguments.mode {
             ModeArg::Distinct => EventsMode::Distinct,
             ModeArg::Merge => EventsMode::Merge,
         };
-        follow_mount(target, since, arguments.follow, mode, &mut sink)?;
+        follow_mount(target, since, origin, arguments.follow, mode, &mut sink)?;
     } else {
         read_image(target, since, &mut sink)?;
     }
     sink.finish()?;
     Ok(0)
+}
+
+/// Where the first id to follow from came from, to say what went wrong
+/// when the mount has no event that new.
+enum SinceOrigin {
+    /// `--since`, or the start of the log.
+    Argument,
+    /// The hook's state file.
+    StateFile(PathBuf),
+    /// The last id seen before a power cut restarted the mount.
+    BeforePowerCut,
+}
+
+impl SinceOrigin {
+    /// The likely reason an id is beyond the newest event.
+    fn likely_cause(&self) -> String {
+        match self {
+            SinceOrigin::Argument => {
+                "a --since from another filesystem or from before a mkfs?".to_string()
+            }
+            SinceOrigin::StateFile(path) => format!(
+                "the state file {} kept from another filesystem or from before a mkfs?",
+                path.display()
+            ),
+            SinceOrigin::BeforePowerCut => {
+                "the power cut lost the newest events before they reached the event log."
+                    .to_string()
+            }
+        }
+    }
 }
 
 /// Streams from the mount at `mountpoint` into `sink`; after a power cut
@@ -213,14 +246,19 @@ pub fn run(arguments: &EventsArgs) -> Result<u8, Failure> {
 fn follow_mount(
     mountpoint: &Path,
     since: u64,
+    origin: SinceOrigin,
     follow: bool,
     mode: EventsMode,
     sink: &mut Sink,
 ) -> Result<(), Failure> {
     let mut since = since;
+    let mut origin = origin;
     loop {
-        match follow_once(mountpoint, &mut since, follow, mode, sink)? {
-            (Some(last), true) => since = last,
+        match follow_once(mountpoint, &mut since, &origin, follow, mode, sink)? {
+            (Some(last), true) => {
+                since = last;
+                origin = SinceOrigin::BeforePowerCut;
+            }
             (None, true) => {}
             (_, false) => return Ok(()),
         }
@@ -232,6 +270,7 @@ fn follow_mount(
 fn follow_once(
     mountpoint: &Path,
     since: &mut u64,
+    origin: &SinceOrigin,
     follow: bool,
     mode: EventsMode,
     sink: &mut Sink,
@@ -288,8 +327,9 @@ fn follow_once(
                     };
                     eprintln!(
                         "vigilfs: events: id {since} is beyond the newest event of {} ({newest}): \
-                         a state file kept from another filesystem or from before a mkfs? {then}",
-                        mountpoint.display()
+                         {} {then}",
+                        mountpoint.display(),
+                        origin.likely_cause()
                     );
                     // As the server does; and kept, so that a restart (or a
                     // power cut's new stream) does not skip what comes next.
@@ -347,8 +387,12 @@ fn lost_contact(mountpoint: &Path, why: &str, sink: &mut Sink) -> Failure {
             .finish()
             .and_then(|()| hook.offer(event))
             .and_then(|()| hook.finish());
+        // The mount's death is what the command ends with (exit 8, as
+        // documented), whatever the hook made of it.
         if let Err(hook_failure) = ran {
-            return hook_failure;
+            return Failure::operational(format!(
+                "{failure}; then the hook, told of it, failed: {hook_failure}"
+            ));
         }
     }
     failure

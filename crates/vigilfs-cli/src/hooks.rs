@@ -216,9 +216,12 @@ impl Hook {
                 }
                 Err(why) => {
                     return Err(Failure::usage(format!(
-                        "events: the hook failed {} times ({why}); stopping so the event is not \
+                        "events: the hook failed {} ({why}); stopping so the event is not \
                          skipped (it runs again when restarted{})",
-                        attempt + 1,
+                        match attempt {
+                            0 => "once".to_string(),
+                            _ => format!("{} times", attempt + 1),
+                        },
                         if self.config.state.is_some() {
                             ", from the state file"
                         } else {

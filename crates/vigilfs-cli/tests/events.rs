@@ -514,6 +514,30 @@ fn a_since_beyond_the_newest_event_still_shows_new_events() {
         "{}",
         text(&history.stderr)
     );
+    // The listener blames where the id came from: the argument here, the
+    // state file below (it blamed a state file for both: review 25).
+    assert!(
+        text(&history.stderr).contains("a --since from another filesystem"),
+        "{}",
+        text(&history.stderr)
+    );
+    let state = scratch.directory.path().join("hook.state");
+    fs::write(&state, "99999999999999\n").unwrap();
+    let state_name = state.to_str().unwrap();
+    let hooked = vigilfs(&[
+        "events",
+        scratch.mnt(),
+        "--exec",
+        "true",
+        "--state",
+        state_name,
+    ]);
+    assert_eq!(hooked.status.code(), Some(0), "{}", text(&hooked.stderr));
+    assert!(
+        text(&hooked.stderr).contains(&format!("the state file {state_name} kept")),
+        "{}",
+        text(&hooked.stderr)
+    );
     let (child, receive) = following(&scratch, &["--since", "99999999999999"]);
     assert!(vigilfs(&["freeze", scratch.mnt()]).status.success());
     assert!(vigilfs(&["thaw", scratch.mnt()]).status.success());
@@ -1628,4 +1652,54 @@ fn the_exec_hook_hears_of_a_mount_process_that_died() {
         format!("disconnected '' 1 {}", scratch.mnt()),
         "{runs}"
     );
+}
+
+/// A hook that fails on the disconnect does not hide the mount's death:
+/// the command still ends with 8, and says both (it ended with the hook's
+/// 1: review 25).
+#[test]
+fn a_hook_failing_on_the_disconnect_still_ends_with_the_mounts_death() {
+    if fuse_missing("a_hook_failing_on_the_disconnect_still_ends_with_the_mounts_death") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let ran = scratch.directory.path().join("ran.txt");
+    let script = format!(
+        "echo \"$VIGILFS_KIND\" >> {}; [ \"$VIGILFS_KIND\" != disconnected ]",
+        ran.display()
+    );
+    let mut hook = Command::new(binary())
+        .args(["events", scratch.mnt(), "--follow", "--retries", "0"])
+        .args(["--exec", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(
+        "the hook ran for the mount",
+        Duration::from_secs(30),
+        || fs::read_to_string(&ran).is_ok_and(|text| text.contains("mount")),
+    );
+    // SAFETY: killing the mount process by pid.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+    let ended = hook.wait().unwrap();
+    let mut stderr = String::new();
+    hook.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(ended.code(), Some(8), "{stderr}");
+    assert!(
+        stderr.contains("the mount process closed the stream"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("the hook failed once"), "{stderr}");
+    assert!(fs::read_to_string(&ran)
+        .unwrap()
+        .ends_with("disconnected\n"));
 }

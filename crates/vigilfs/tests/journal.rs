@@ -528,20 +528,25 @@ fn corrupt_entry(device: &MemoryDevice, seq: u64) {
     device.write_at(offset, &bytes, IoClass::Journal).unwrap();
 }
 
-#[test]
-fn bad_checksum_in_the_durable_middle_is_a_clear_error() {
-    let device = memory_device();
+/// Commits and flushes four entries (records `aaaa` to `dddd`) with the
+/// first kept pinned, so replay needs every one; returns their seqs.
+fn four_flushed_entries_replay_needs(device: &Arc<MemoryDevice>) -> Vec<u64> {
     let journal = open(device.clone(), 64);
     let mut seqs = Vec::new();
     for word in [b"aaaa", b"bbbb", b"cccc", b"dddd"] {
         seqs.push(journal.commit(&[word]).unwrap());
         if seqs.len() == 1 {
-            // Keep the first entry needed, so the ones after it are too.
             journal.pin(seqs[0], counting_object()).unwrap();
         }
         journal.flush().unwrap();
     }
-    drop(journal);
+    seqs
+}
+
+#[test]
+fn bad_checksum_in_the_durable_middle_is_a_clear_error() {
+    let device = memory_device();
+    let seqs = four_flushed_entries_replay_needs(&device);
     corrupt_entry(&device, seqs[1]);
     match Journal::open(device, options(64)) {
         Err(JournalError::Corrupt(message)) => {
@@ -557,16 +562,7 @@ fn bad_checksum_in_the_durable_middle_is_a_clear_error() {
 #[test]
 fn salvage_replays_the_whole_chain_before_a_flushed_entry_that_is_gone() {
     let device = memory_device();
-    let journal = open(device.clone(), 64);
-    let mut seqs = Vec::new();
-    for word in [b"aaaa", b"bbbb", b"cccc", b"dddd"] {
-        seqs.push(journal.commit(&[word]).unwrap());
-        if seqs.len() == 1 {
-            journal.pin(seqs[0], counting_object()).unwrap();
-        }
-        journal.flush().unwrap();
-    }
-    drop(journal);
+    let seqs = four_flushed_entries_replay_needs(&device);
     corrupt_entry(&device, seqs[2]);
     let salvaging = JournalOptions {
         salvage: true,
@@ -584,7 +580,7 @@ fn salvage_replays_the_whole_chain_before_a_flushed_entry_that_is_gone() {
     // Without salvage it is still refused, with the way out named.
     match Journal::inspect(device.as_ref(), &options(64)) {
         Err(JournalError::Corrupt(message)) => {
-            assert!(message.contains("read-only mount"), "{message}");
+            assert!(message.contains("mounted read-only, `-o ro`"), "{message}");
         }
         other => panic!(
             "expected a refusal, got {:?}",

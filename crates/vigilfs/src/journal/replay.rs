@@ -254,8 +254,8 @@ pub(crate) fn scan(
                         "entry {wanted} is missing or fails its checksum, but replay needs it \
                          (entries {last_seq}..={candidate}) and a completed flush covered it \
                          (durable through {durable}); refusing to mount with acknowledged \
-                         metadata lost (a read-only mount goes on from the newest whole \
-                         chain of entries before it)"
+                         metadata lost (mounted read-only, `-o ro`, it goes on from the \
+                         newest whole chain of entries before it, to copy files out)"
                     )));
                 }
                 None if wanted <= durable => {
