@@ -213,12 +213,23 @@ fn hard_links_and_symlinks() {
     let dangling = mount.join("dangling");
     std::os::unix::fs::symlink("nowhere/at/all", &dangling).unwrap();
     assert_eq!(errno_of(&fs::read(&dangling).unwrap_err()), libc::ENOENT);
-    let long_target = "x".repeat(1000);
-    std::os::unix::fs::symlink(&long_target, mount.join("long")).unwrap();
-    assert_eq!(
-        fs::read_link(mount.join("long")).unwrap(),
-        std::path::Path::new(&long_target)
-    );
+    // Targets as long as Linux takes (4,095 bytes; more than 1,024 was
+    // ENAMETOOLONG), each read back whole, and stat's size is the length.
+    for length in [1000, 1025, 4095] {
+        let long_target: String = (0..length)
+            .map(|at| (b'a' + (at % 26) as u8) as char)
+            .collect();
+        let long = mount.join(&format!("long{length}"));
+        std::os::unix::fs::symlink(&long_target, &long).unwrap();
+        assert_eq!(
+            fs::read_link(&long).unwrap(),
+            std::path::Path::new(&long_target)
+        );
+        assert_eq!(fs::symlink_metadata(&long).unwrap().len(), length as u64);
+    }
+    let too_long = "y".repeat(4096);
+    let refused = std::os::unix::fs::symlink(&too_long, mount.join("over")).unwrap_err();
+    assert_eq!(errno_of(&refused), libc::ENAMETOOLONG);
     mount.finish();
 }
 

@@ -319,7 +319,7 @@ pub fn mkfs<D: BlockDevice + ?Sized>(
                 } else {
                     0
                 },
-            incompat: Features::INCOMPAT_DATA_CLAIMS,
+            incompat: Features::INCOMPAT_DATA_CLAIMS | Features::INCOMPAT_SYMLINK_PIECES,
             ..Features::default()
         },
         layout,

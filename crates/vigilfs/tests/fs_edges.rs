@@ -1618,7 +1618,8 @@ fn a_read_only_mount_reaches_the_files_before_a_flushed_entry_a_lying_disk_lost(
     };
     let refused = refused.to_string();
     assert!(
-        refused.contains(&format!("entry {lost}")) && refused.contains("read-only mount"),
+        refused.contains(&format!("entry {lost}"))
+            && refused.contains("mounted read-only, `-o ro`"),
         "{refused}"
     );
     let fs = Filesystem::mount(

@@ -200,6 +200,75 @@ fn symlink_target_reads_back_and_readlink_refuses_other_files() {
     assert_fsck_clean(&device, &metadata);
 }
 
+/// The Meta keys a symlink's target lives under: `b'S' | ino` and its
+/// pieces.
+fn symlink_keys(metadata: &Metadata, ino: u64) -> usize {
+    let mut start = vec![b'S'];
+    start.extend_from_slice(&ino.to_be_bytes());
+    let mut end = start.clone();
+    end.push(u8::MAX);
+    end.push(u8::MAX);
+    metadata
+        .trees
+        .scan(TreeId::Meta, &start, Some(&end), usize::MAX)
+        .unwrap()
+        .len()
+}
+
+/// Targets up to Linux's 4,095 bytes, as ext4 keeps them (1,024 was the
+/// limit: one b-tree value).
+#[test]
+fn symlink_targets_up_to_linuxs_longest_read_back_whole_and_go_with_the_link() {
+    let (device, superblock, metadata) = fresh();
+    let namespace = Namespace::new(metadata.clone());
+    let max_value = metadata.trees.limits().max_value;
+    let mut links = Vec::new();
+    for length in [max_value, max_value + 1, 2 * max_value + 7, 4095] {
+        let target: Vec<u8> = (0..length).map(|at| b'a' + (at % 26) as u8).collect();
+        let name = format!("l{length}");
+        let (ino, record) = namespace
+            .symlink(ROOT, name.as_bytes(), &target, 0, 0)
+            .unwrap();
+        assert_eq!(record.size, length as u64);
+        assert_eq!(namespace.readlink(ino).unwrap(), target, "{length} bytes");
+        links.push((name, ino, target));
+    }
+    assert_eq!(
+        errno(namespace.symlink(ROOT, b"over", &[b'x'; 4096], 0, 0)),
+        libc::ENAMETOOLONG
+    );
+    assert_fsck_clean(&device, &metadata);
+    // Read back from the device, not only from the cache.
+    drop(namespace);
+    drop(metadata);
+    let metadata = Arc::new(Metadata::open_default(device.clone(), &superblock).unwrap());
+    let namespace = Namespace::new(metadata.clone());
+    for (name, ino, target) in &links {
+        assert_eq!(&namespace.readlink(*ino).unwrap(), target);
+        namespace.unlink(ROOT, name.as_bytes()).unwrap();
+        assert_eq!(symlink_keys(&metadata, *ino), 0, "{name}'s pieces stay");
+    }
+    assert_fsck_clean(&device, &metadata);
+}
+
+/// A piece of a long target gone from the tree is corruption (EIO), never
+/// a shorter target or a panic; the link can still be removed.
+#[test]
+fn a_symlink_target_missing_a_piece_reads_as_corruption() {
+    let (_, _, metadata) = fresh();
+    let namespace = Namespace::new(metadata.clone());
+    let (ino, _) = namespace.symlink(ROOT, b"l", &[b'z'; 3000], 0, 0).unwrap();
+    let mut piece = vec![b'S'];
+    piece.extend_from_slice(&ino.to_be_bytes());
+    piece.push(2);
+    let mut transaction = metadata.trees.transaction();
+    transaction.delete(TreeId::Meta, &piece).unwrap();
+    transaction.commit().unwrap();
+    assert_eq!(errno(namespace.readlink(ino)), libc::EIO);
+    namespace.unlink(ROOT, b"l").unwrap();
+    assert_eq!(symlink_keys(&metadata, ino), 0);
+}
+
 #[test]
 fn link_adds_a_counted_name_but_not_to_directories() {
     let (device, _, metadata) = fresh();

@@ -76,7 +76,8 @@ impl Features {
     /// Compat bits this build knows.
     pub const KNOWN_COMPAT: u64 = 0;
     /// Incompat bits this build knows.
-    pub const KNOWN_INCOMPAT: u64 = Features::INCOMPAT_DATA_CLAIMS;
+    pub const KNOWN_INCOMPAT: u64 =
+        Features::INCOMPAT_DATA_CLAIMS | Features::INCOMPAT_SYMLINK_PIECES;
     /// Ro-compat bits this build knows.
     pub const KNOWN_RO_COMPAT: u64 = Features::RO_COMPAT_MEDIA_RECORDS
         | Features::RO_COMPAT_EVENT_LOG
@@ -111,6 +112,14 @@ impl Features {
     /// and by the first read-write mount of an older image by a build that
     /// writes them (before it writes one).
     pub const INCOMPAT_DATA_CLAIMS: u64 = 1;
+
+    /// Incompat: a symbolic link's target may be longer than one b-tree
+    /// value, its rest in pieces (`b'S' | ino | index` in the Meta tree),
+    /// up to Linux's 4,095 bytes. A build that does not know them would take
+    /// such a link's inode record for corruption. Set by mkfs, and by the
+    /// first read-write mount of an older image by a build that writes
+    /// them.
+    pub const INCOMPAT_SYMLINK_PIECES: u64 = 1 << 1;
 
     /// Whether an unknown ro-compat feature forbids writing.
     pub fn requires_read_only(&self) -> bool {

@@ -142,6 +142,8 @@ pub(super) fn record_writable_mount(superblock: &mut Superblock, now: u64) {
     // And journals data claims from now on: builds without them must not
     // recover this image.
     superblock.features.incompat |= Features::INCOMPAT_DATA_CLAIMS;
+    // And may cut a symbolic link's target into pieces.
+    superblock.features.incompat |= Features::INCOMPAT_SYMLINK_PIECES;
     superblock.features.ro_compat |= Features::RO_COMPAT_INODE_COUNT;
     superblock.record_mount(now);
 }

@@ -198,6 +198,10 @@ const INODE_VALUE_BYTES: usize = 1 + 5 * 4 + 3 * 8 + 4 * 12;
 /// the file-block arithmetic. A record claiming more is damaged.
 pub const MAX_FILE_BYTES: u64 = 1 << 60;
 
+/// The longest symbolic link target: Linux's `PATH_MAX` less its NUL, as
+/// ext4 on 4 KiB blocks. A record claiming more is damaged.
+pub const MAX_SYMLINK_TARGET_BYTES: usize = 4095;
+
 impl InodeRecord {
     /// The file type its mode says (validated at decode).
     pub fn file_type(&self) -> FileType {
@@ -247,10 +251,9 @@ impl InodeRecord {
                 field: "size (past the largest file)",
             });
         }
-        // A symbolic link's size is its target's length, kept as one b-tree
-        // value.
+        // A symbolic link's size is its target's length.
         if FileType::from_mode(mode) == Some(FileType::Symlink)
-            && size > crate::btree::MAX_VALUE_BYTES as u64
+            && size > MAX_SYMLINK_TARGET_BYTES as u64
         {
             return Err(RecordError::Invalid {
                 record: RECORD,
@@ -663,7 +666,8 @@ mod tests {
         assert!(decoded(regular, MAX_FILE_BYTES).is_ok());
         assert!(decoded(regular, MAX_FILE_BYTES + 1).is_err());
         assert!(decoded(regular, u64::MAX).is_err());
-        assert!(decoded(symlink, crate::btree::MAX_VALUE_BYTES as u64).is_ok());
+        assert!(decoded(symlink, MAX_SYMLINK_TARGET_BYTES as u64).is_ok());
+        assert!(decoded(symlink, MAX_SYMLINK_TARGET_BYTES as u64 + 1).is_err());
         assert!(decoded(symlink, 1 << 40).is_err());
     }
 

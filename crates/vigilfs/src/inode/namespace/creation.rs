@@ -7,8 +7,8 @@
 //! is the permission layer's business).
 
 use super::records::{
-    allocate_inode, check_new_name, prefixed_key, probe, put_entry, require_directory,
-    require_inode, set_parent, touch_directory, write_inode,
+    allocate_inode, check_new_name, probe, put_entry, require_directory, require_inode, set_parent,
+    touch_directory, write_inode,
 };
 use super::*;
 
@@ -190,7 +190,7 @@ impl Namespace {
         if target.contains(&0) {
             return Err(NamespaceError::Invalid("symlink target"));
         }
-        if target.len() > self.metadata.trees.limits().max_value {
+        if target.len() > max_symlink_target(self.metadata.trees.limits().max_value) {
             return Err(NamespaceError::NameTooLong);
         }
         self.create_inode(
@@ -215,9 +215,7 @@ impl Namespace {
             if record.file_type() != FileType::Symlink {
                 return Err(NamespaceError::Invalid("not a symlink"));
             }
-            transaction
-                .get(TreeId::Meta, &prefixed_key(SYMLINK_PREFIX, ino))?
-                .ok_or_else(|| NamespaceError::Corrupt(format!("symlink {ino} has no target")))
+            read_symlink_target(transaction, ino, record.size)
         })
     }
 
@@ -282,7 +280,8 @@ impl Namespace {
             set_parent(&mut transaction, ino, parent)?;
         }
         if let Some(target) = new.symlink_target {
-            transaction.put(TreeId::Meta, &prefixed_key(SYMLINK_PREFIX, ino), target)?;
+            let max_value = self.metadata.trees.limits().max_value;
+            write_symlink_target(&mut transaction, ino, target, max_value)?;
         }
         touch_directory(&mut transaction, parent, i64::from(is_directory), time)?;
         transaction.commit()?;

@@ -97,7 +97,7 @@ pub(super) fn delete_inode(
             transaction.delete(TreeId::Meta, &prefixed_key(ORPHAN_PREFIX, ino))?;
         }
         FileType::Symlink => {
-            transaction.delete(TreeId::Meta, &prefixed_key(SYMLINK_PREFIX, ino))?;
+            delete_symlink_target(transaction, ino)?;
         }
         _ => {
             // Callers have made sure few remain (see drop_link).

@@ -59,8 +59,12 @@
 //! * `b'P' | ino u64 BE` → parent directory ino u64 LE, for every directory
 //!   but the root: how rename walks up to refuse moving a directory into
 //!   its own subtree.
-//! * `b'S' | ino u64 BE` → the symlink's target bytes (at most the b-tree
-//!   value limit; the inode's size is the target's length).
+//! * `b'S' | ino u64 BE` → the symlink's target bytes, as many as one
+//!   b-tree value holds; a longer target (up to Linux's 4,095 bytes)
+//!   continues in `b'S' | ino u64 BE | index u8` (from 1), each as full
+//!   but the last. The inode's size is the target's length, and says how
+//!   many pieces to read; the superblock's `INCOMPAT_SYMLINK_PIECES`
+//!   keeps builds that read one value only off the image.
 //! * `b'O' | ino u64 BE` → empty: `ino` is an orphan, written in the
 //!   transaction that drops its last link, deleted with the inode.
 //!
@@ -84,7 +88,7 @@ use thiserror::Error;
 
 use super::record::{
     inode_key, name_hash, valid_name, Dirent, DirentKey, Extent, ExtentKey, FileType, InodeRecord,
-    RecordError, Timestamp, MAX_NAME_BYTES, ROOT_INO,
+    RecordError, Timestamp, MAX_NAME_BYTES, MAX_SYMLINK_TARGET_BYTES, ROOT_INO,
 };
 use super::{inode_flags, xattr};
 use crate::alloc::Extent as BlockRun;
@@ -96,8 +100,9 @@ use crate::rmap::{self, RmapError};
 pub use creation::Creation;
 pub(crate) use records::decode_live_inodes;
 use records::{
-    check_name, parent_of, probe, read_counters, read_inode, read_live_inodes, require_directory,
-    require_inode, write_inode,
+    check_name, delete_symlink_target, max_symlink_target, parent_of, probe, read_counters,
+    read_inode, read_live_inodes, read_symlink_target, require_directory, require_inode,
+    write_inode, write_symlink_target,
 };
 
 const COUNTERS_KEY: &[u8] = b"namespace-counters";

@@ -281,3 +281,80 @@ pub(super) fn read_counters(transaction: &Transaction<'_>) -> NamespaceResult<(u
         ))),
     }
 }
+
+/// The key of piece `index` (from 1) of a symlink target: the target's own
+/// key with the index after it, so the pieces sort right after it.
+fn symlink_piece_key(ino: u64, index: u8) -> [u8; 10] {
+    let mut key = [index; 10];
+    key[..9].copy_from_slice(&prefixed_key(SYMLINK_PREFIX, ino));
+    key
+}
+
+/// The longest symlink target a filesystem whose values hold `max_value`
+/// bytes keeps: Linux's, unless blocks are so small that 256 values do not
+/// hold it.
+pub(super) fn max_symlink_target(max_value: usize) -> usize {
+    MAX_SYMLINK_TARGET_BYTES.min(max_value.saturating_mul(1 + usize::from(u8::MAX)))
+}
+
+/// Writes a symlink's target (at most [`max_symlink_target`] bytes): as
+/// much as one value holds under its own key, the rest in pieces after it
+/// (see the module comment).
+pub(super) fn write_symlink_target(
+    transaction: &mut Transaction<'_>,
+    ino: u64,
+    target: &[u8],
+    max_value: usize,
+) -> NamespaceResult<()> {
+    debug_assert!(target.len() <= max_symlink_target(max_value));
+    let mut pieces = target.chunks(max_value);
+    let first = pieces.next().unwrap_or_default();
+    transaction.put(TreeId::Meta, &prefixed_key(SYMLINK_PREFIX, ino), first)?;
+    for (index, piece) in (1..=u8::MAX).zip(pieces) {
+        transaction.put(TreeId::Meta, &symlink_piece_key(ino, index), piece)?;
+    }
+    Ok(())
+}
+
+/// Reads back a target of `length` bytes (the inode's size); a missing
+/// piece, or pieces that do not add up to the length, is corruption.
+pub(super) fn read_symlink_target(
+    transaction: &Transaction<'_>,
+    ino: u64,
+    length: u64,
+) -> NamespaceResult<Vec<u8>> {
+    let corrupt = |what: &str| NamespaceError::Corrupt(format!("symlink {ino}: {what}"));
+    let mut target = transaction
+        .get(TreeId::Meta, &prefixed_key(SYMLINK_PREFIX, ino))?
+        .ok_or_else(|| corrupt("no target"))?;
+    let mut index = 0u8;
+    while (target.len() as u64) < length {
+        index = index
+            .checked_add(1)
+            .ok_or_else(|| corrupt("more pieces than a target has"))?;
+        let piece = transaction
+            .get(TreeId::Meta, &symlink_piece_key(ino, index))?
+            .filter(|piece| !piece.is_empty())
+            .ok_or_else(|| corrupt(&format!("piece {index} of its target is missing")))?;
+        target.extend_from_slice(&piece);
+    }
+    if target.len() as u64 != length {
+        return Err(corrupt(&format!(
+            "its target has {} bytes, its inode says {length}",
+            target.len()
+        )));
+    }
+    Ok(target)
+}
+
+/// Deletes a symlink's target and its pieces.
+pub(super) fn delete_symlink_target(
+    transaction: &mut Transaction<'_>,
+    ino: u64,
+) -> NamespaceResult<()> {
+    transaction.delete(TreeId::Meta, &prefixed_key(SYMLINK_PREFIX, ino))?;
+    let mut end = [u8::MAX; 11];
+    end[..10].copy_from_slice(&symlink_piece_key(ino, u8::MAX));
+    transaction.delete_range(TreeId::Meta, &symlink_piece_key(ino, 1), Some(&end))?;
+    Ok(())
+}
