@@ -251,11 +251,12 @@ fn symlink_targets_up_to_linuxs_longest_read_back_whole_and_go_with_the_link() {
     assert_fsck_clean(&device, &metadata);
 }
 
-/// A piece of a long target gone from the tree is corruption (EIO), never
-/// a shorter target or a panic; the link can still be removed.
+/// A piece of a long target gone from the tree is corruption (EIO, and a
+/// problem fsck reports), never a shorter target or a panic; the link can
+/// still be removed.
 #[test]
 fn a_symlink_target_missing_a_piece_reads_as_corruption() {
-    let (_, _, metadata) = fresh();
+    let (device, _, metadata) = fresh();
     let namespace = Namespace::new(metadata.clone());
     let (ino, _) = namespace.symlink(ROOT, b"l", &[b'z'; 3000], 0, 0).unwrap();
     let mut piece = vec![b'S'];
@@ -265,6 +266,12 @@ fn a_symlink_target_missing_a_piece_reads_as_corruption() {
     transaction.delete(TreeId::Meta, &piece).unwrap();
     transaction.commit().unwrap();
     assert_eq!(errno(namespace.readlink(ino)), libc::EIO);
+    // fsck says so too.
+    metadata.trees.sync().unwrap();
+    metadata.journal.flush().unwrap();
+    let report = fsck(device.clone(), &mut |_| {}).unwrap();
+    let problems = format!("{:?}", report.problems);
+    assert!(problems.contains("piece 2 of its target is missing"), "{problems}");
     namespace.unlink(ROOT, b"l").unwrap();
     assert_eq!(symlink_keys(&metadata, ino), 0);
 }

@@ -13,6 +13,8 @@
 //! * the root directory exists, and is a directory;
 //! * the live-inode count, where the filesystem keeps one, is the number of
 //!   inode records;
+//! * a symbolic link's target is there whole: its pieces add up to the
+//!   inode's size;
 //! * an extent belongs to an existing regular file or symlink, lies in the
 //!   main region, and overlaps neither another extent of its file (in file
 //!   offsets) nor any other extent or b-tree node (on the device).
@@ -23,8 +25,8 @@ use super::Problem;
 use crate::btree::{BtreeError, Btrees, TreeId};
 use crate::format::Region;
 use crate::inode::{
-    decode_inode_key, decode_live_inodes, name_hash, Dirent, DirentKey, Extent, ExtentKey,
-    FileType, InodeRecord, LIVE_INODES_KEY, ROOT_INO,
+    decode_inode_key, decode_live_inodes, name_hash, read_symlink_target, Dirent, DirentKey,
+    Extent, ExtentKey, FileType, InodeRecord, LIVE_INODES_KEY, ROOT_INO,
 };
 
 /// What the namespace holds, for the report.
@@ -140,6 +142,17 @@ pub(crate) fn check(
                 ),
             )),
             Err(error) => problems.push(problem("inode count", error.to_string())),
+        }
+    }
+    let mut symlinks: Vec<(&u64, &InodeRecord)> = inodes
+        .iter()
+        .filter(|(_, record)| record.file_type() == FileType::Symlink)
+        .collect();
+    symlinks.sort_unstable_by_key(|(ino, _)| **ino);
+    for (ino, record) in symlinks {
+        let get = |key: &[u8]| trees.get(TreeId::Meta, key);
+        if let Err(error) = read_symlink_target(get, *ino, record.size) {
+            problems.push(problem("symlink targets", error.to_string()));
         }
     }
     // No mount can serve a filesystem without its root directory: mkfs

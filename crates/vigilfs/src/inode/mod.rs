@@ -31,7 +31,7 @@ pub use crate::pagecache::{CacheStats, DEFAULT_CACHE_BUDGET, PAGE_BYTES};
 pub use crate::writeback::{FailureListener, WritebackSummary};
 pub use file::{FallocateMode, Files, FsyncErrors, Handle, Seek, Unwritten, MAX_READ_BYTES};
 pub use file_error::{FileError, FileResult};
-pub(crate) use namespace::{decode_live_inodes, LIVE_INODES_KEY};
+pub(crate) use namespace::{decode_live_inodes, read_symlink_target, LIVE_INODES_KEY};
 pub use namespace::{
     Creation, DirCookie, DirEntry, Namespace, NamespaceError, NamespaceResult, RenameFlags,
     SetAttr, SetTime,

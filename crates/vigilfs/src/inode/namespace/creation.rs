@@ -215,7 +215,8 @@ impl Namespace {
             if record.file_type() != FileType::Symlink {
                 return Err(NamespaceError::Invalid("not a symlink"));
             }
-            read_symlink_target(transaction, ino, record.size)
+            let get = |key: &[u8]| transaction.get(TreeId::Meta, key);
+            read_symlink_target(get, ino, record.size)
         })
     }
 

@@ -98,12 +98,12 @@ use crate::poison;
 use crate::rmap::{self, RmapError};
 
 pub use creation::Creation;
-pub(crate) use records::decode_live_inodes;
 use records::{
     check_name, delete_symlink_target, max_symlink_target, parent_of, probe, read_counters,
-    read_inode, read_live_inodes, read_symlink_target, require_directory, require_inode,
-    write_inode, write_symlink_target,
+    read_inode, read_live_inodes, require_directory, require_inode, write_inode,
+    write_symlink_target,
 };
+pub(crate) use records::{decode_live_inodes, read_symlink_target};
 
 const COUNTERS_KEY: &[u8] = b"namespace-counters";
 /// Where the number of inode records is kept (see the module comment).

@@ -316,24 +316,23 @@ pub(super) fn write_symlink_target(
     Ok(())
 }
 
-/// Reads back a target of `length` bytes (the inode's size); a missing
-/// piece, or pieces that do not add up to the length, is corruption.
-pub(super) fn read_symlink_target(
-    transaction: &Transaction<'_>,
+/// Reads back a target of `length` bytes (the inode's size) through `get`
+/// (of the Meta tree: a transaction's, or fsck's); a missing piece, or
+/// pieces that do not add up to the length, is corruption.
+pub(crate) fn read_symlink_target(
+    get: impl Fn(&[u8]) -> Result<Option<Vec<u8>>, BtreeError>,
     ino: u64,
     length: u64,
 ) -> NamespaceResult<Vec<u8>> {
     let corrupt = |what: &str| NamespaceError::Corrupt(format!("symlink {ino}: {what}"));
-    let mut target = transaction
-        .get(TreeId::Meta, &prefixed_key(SYMLINK_PREFIX, ino))?
-        .ok_or_else(|| corrupt("no target"))?;
+    let mut target =
+        get(&prefixed_key(SYMLINK_PREFIX, ino))?.ok_or_else(|| corrupt("no target"))?;
     let mut index = 0u8;
     while (target.len() as u64) < length {
         index = index
             .checked_add(1)
             .ok_or_else(|| corrupt("more pieces than a target has"))?;
-        let piece = transaction
-            .get(TreeId::Meta, &symlink_piece_key(ino, index))?
+        let piece = get(&symlink_piece_key(ino, index))?
             .filter(|piece| !piece.is_empty())
             .ok_or_else(|| corrupt(&format!("piece {index} of its target is missing")))?;
         target.extend_from_slice(&piece);
