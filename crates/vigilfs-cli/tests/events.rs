@@ -1594,6 +1594,35 @@ fn the_error_count_catches_up_with_the_event_log_after_a_kill_9() {
     scratch.umount(pid);
 }
 
+/// `vigilfs events MNT --follow ARGS` with its stderr kept.
+fn following_hook(scratch: &Scratch, arguments: &[&str]) -> Child {
+    Command::new(binary())
+        .args(["events", scratch.mnt(), "--follow"])
+        .args(arguments)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Kills the mount process `pid` and returns how the follower `hook`
+/// ended: its exit code and stderr.
+fn kill_the_mount_under(mut hook: Child, pid: u32) -> (Option<i32>, String) {
+    // SAFETY: killing the mount process by pid.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+    let ended = hook.wait().unwrap();
+    let mut stderr = String::new();
+    hook.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (ended.code(), stderr)
+}
+
 /// The mount process killed while a hook follows its events: nobody else
 /// would tell the operator (the filesystem records nothing until its next
 /// mount), so the hook runs once more, as a `disconnected` event with no
@@ -1614,14 +1643,7 @@ fn the_exec_hook_hears_of_a_mount_process_that_died() {
     // A long --min-interval: events after the first run are held for the
     // next burst, and must still run before, not inside, the disconnect's
     // run (they ran under its kind: review 25).
-    let mut hook = Command::new(binary())
-        .args(["events", scratch.mnt(), "--follow", "--exec", &script])
-        .args(["--min-interval", "3600"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let hook = following_hook(&scratch, &["--exec", &script, "--min-interval", "3600"]);
     // The mount's own event first: the hook follows.
     wait_until(
         "the hook ran for the mount",
@@ -1631,18 +1653,8 @@ fn the_exec_hook_hears_of_a_mount_process_that_died() {
     // Held: the interval has not passed.
     scratch.inject(&["--fail-writes", "--class", "data", "--range", "0:4096"]);
     std::thread::sleep(Duration::from_secs(2));
-    // SAFETY: killing the mount process by pid.
-    unsafe {
-        libc::kill(pid as i32, libc::SIGKILL);
-    }
-    let ended = hook.wait().unwrap();
-    let mut stderr = String::new();
-    hook.stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    assert_eq!(ended.code(), Some(8), "{stderr}");
+    let (code, stderr) = kill_the_mount_under(hook, pid);
+    assert_eq!(code, Some(8), "{stderr}");
     let runs = fs::read_to_string(&ran).unwrap();
     let lines: Vec<&str> = runs.lines().collect();
     assert_eq!(lines.len(), 3, "{runs}");
@@ -1669,31 +1681,14 @@ fn a_hook_failing_on_the_disconnect_still_ends_with_the_mounts_death() {
         "echo \"$VIGILFS_KIND\" >> {}; [ \"$VIGILFS_KIND\" != disconnected ]",
         ran.display()
     );
-    let mut hook = Command::new(binary())
-        .args(["events", scratch.mnt(), "--follow", "--retries", "0"])
-        .args(["--exec", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let hook = following_hook(&scratch, &["--retries", "0", "--exec", &script]);
     wait_until(
         "the hook ran for the mount",
         Duration::from_secs(30),
         || fs::read_to_string(&ran).is_ok_and(|text| text.contains("mount")),
     );
-    // SAFETY: killing the mount process by pid.
-    unsafe {
-        libc::kill(pid as i32, libc::SIGKILL);
-    }
-    let ended = hook.wait().unwrap();
-    let mut stderr = String::new();
-    hook.stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    assert_eq!(ended.code(), Some(8), "{stderr}");
+    let (code, stderr) = kill_the_mount_under(hook, pid);
+    assert_eq!(code, Some(8), "{stderr}");
     assert!(
         stderr.contains("the mount process closed the stream"),
         "{stderr}"

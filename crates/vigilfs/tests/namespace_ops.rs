@@ -271,7 +271,10 @@ fn a_symlink_target_missing_a_piece_reads_as_corruption() {
     metadata.journal.flush().unwrap();
     let report = fsck(device.clone(), &mut |_| {}).unwrap();
     let problems = format!("{:?}", report.problems);
-    assert!(problems.contains("piece 2 of its target is missing"), "{problems}");
+    assert!(
+        problems.contains("piece 2 of its target is missing"),
+        "{problems}"
+    );
     namespace.unlink(ROOT, b"l").unwrap();
     assert_eq!(symlink_keys(&metadata, ino), 0);
 }
