@@ -236,6 +236,30 @@ fn after_errors_remount_ro_fsync_of_new_data_fails() {
     fs.unmount().unwrap();
 }
 
+/// A device that refuses the journal's writes for space fails the journal
+/// for good: fsync says EIO, then and after the device has room again,
+/// never ENOSPC, which would send a program freeing space that cannot
+/// help (it said ENOSPC for ever, with the filesystem nearly empty:
+/// review 26).
+#[test]
+fn a_journal_the_device_refused_for_space_fails_fsync_with_eio_not_enospc() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount_with(MountOptions {
+        errors: Some(ErrorsPolicy::Continue),
+        ..MountOptions::default()
+    });
+    let (_, handle) = fs
+        .create(ROOT_INO, b"f", 0o644, read_write(), &root())
+        .unwrap();
+    fixture.fail_writes_with(IoClass::Journal, Errno::ENOSPC);
+    fs.write(handle, 0, &[7u8; 8192], &root()).unwrap();
+    assert_eq!(errno(fs.fsync(handle, false)), libc::EIO);
+    fixture.plan.clear();
+    assert_eq!(errno(fs.fsync(handle, false)), libc::EIO);
+    assert_eq!(errno(fs.syncfs_once()), libc::EIO);
+    fs.release(handle).unwrap();
+}
+
 #[test]
 fn a_journal_full_of_unwritable_nodes_names_the_device_error_not_a_lock() {
     // A thin device out of space (or an image on a full host filesystem)

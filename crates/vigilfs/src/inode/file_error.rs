@@ -205,7 +205,13 @@ pub(crate) fn device_errno(error: &DeviceError) -> Errno {
     Errno::new(error.errno().0).unwrap_or(Errno::EIO)
 }
 
-/// The journal's errno in an error word: its device error's, else EIO.
+/// The journal's errno in an error word: its device error's, else EIO. A
+/// device that refused the journal's writes for space (`ENOSPC`, `EDQUOT`:
+/// a thin device out of room) has failed the journal for good: no space a
+/// program frees brings it back, so it is `EIO`, as the state it leaves.
 pub(crate) fn journal_errno(error: &JournalError) -> Errno {
-    error.device_error().map_or(Errno::EIO, device_errno)
+    match error.device_error().map(device_errno) {
+        Some(Errno::ENOSPC | Errno::EDQUOT) | None => Errno::EIO,
+        Some(errno) => errno,
+    }
 }
