@@ -2151,3 +2151,64 @@ fn fsck_announces_a_replay_only_when_changes_wait_in_the_journal() {
         "after a stop without an unmount: {notes:?}"
     );
 }
+
+/// `st_blocks` is counted once and kept until the file's extents change
+/// (counting walks every extent: review 27): every change that maps or
+/// frees blocks shows in the next stat, whether the count was kept or not.
+#[test]
+fn stat_blocks_follow_every_change_of_the_extents_while_the_count_is_kept() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let (attr, handle) = fs
+        .create(ROOT_INO, b"f", 0o644, read_write(), &root())
+        .unwrap();
+    let ino = attr.ino;
+    let sectors = |pages: u64| pages * 8;
+    let blocks = || fs.getattr(ino).unwrap().blocks;
+    // Dirty pages over holes count before they have blocks.
+    fs.write(handle, 0, &vec![1u8; 64 * 4096], &root()).unwrap();
+    assert_eq!(blocks(), sectors(64));
+    fs.fsync(handle, false).unwrap();
+    assert_eq!(blocks(), sectors(64));
+    assert_eq!(blocks(), sectors(64));
+    // Rewrites of mapped pages add nothing, then or once written back.
+    fs.write(handle, 4096, &[2u8; 8192], &root()).unwrap();
+    assert_eq!(blocks(), sectors(64));
+    fs.fsync(handle, false).unwrap();
+    assert_eq!(blocks(), sectors(64));
+    let punch = FallocateMode::PUNCH_HOLE | FallocateMode::KEEP_SIZE;
+    fs.fallocate(handle, 8 * 4096, 8 * 4096, punch, &root())
+        .unwrap();
+    assert_eq!(blocks(), sectors(56));
+    // Written into the hole again: counted dirty, then written.
+    fs.write(handle, 8 * 4096, &[3u8; 4096], &root()).unwrap();
+    assert_eq!(blocks(), sectors(57));
+    fs.fsync(handle, false).unwrap();
+    assert_eq!(blocks(), sectors(57));
+    let changes = SetAttributes {
+        size: Some(32 * 4096),
+        ..SetAttributes::default()
+    };
+    fs.setattr(ino, &changes, Some(handle), &root()).unwrap();
+    assert_eq!(blocks(), sectors(25));
+    fs.fallocate(
+        handle,
+        32 * 4096,
+        16 * 4096,
+        FallocateMode::KEEP_SIZE,
+        &root(),
+    )
+    .unwrap();
+    assert_eq!(blocks(), sectors(41));
+    // A write into the fallocated blocks takes no more.
+    fs.write(handle, 40 * 4096, &[4u8; 4096], &root()).unwrap();
+    assert_eq!(blocks(), sectors(41));
+    fs.fsync(handle, false).unwrap();
+    assert_eq!(blocks(), sectors(41));
+    fs.release(handle).unwrap();
+    fs.unmount().unwrap();
+    let fs = fixture.mount();
+    assert_eq!(fs.getattr(ino).unwrap().blocks, sectors(41));
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+}

@@ -21,8 +21,8 @@
 //! poisoned block is never read either: it fails with
 //! [`FileError::Poisoned`].
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::file_error::{FileError, FileResult};
 use super::record::{inode_key, Extent, ExtentKey, InodeRecord, MAX_EXTENT_BLOCKS};
@@ -54,17 +54,102 @@ pub(crate) enum Space {
 }
 
 /// The extents of every file on one filesystem: the b-trees they are kept
-/// in and the device their blocks are on. Cheap to clone.
+/// in and the device their blocks are on. Cheap to clone; clones share
+/// the counts of mapped blocks.
 #[derive(Clone)]
 pub(crate) struct ExtentMap {
     device: Arc<dyn BlockDevice>,
     metadata: Arc<Metadata>,
+    mapped: Arc<Mutex<MappedBlocks>>,
 }
+
+/// How many blocks each file's extents map, counted once and kept until
+/// they change: `stat` needs it after every write (`st_blocks`), and
+/// counting walks all of a file's extents (6 ms a `stat` for a file
+/// fragmented by rewrites made PostgreSQL's bulk loads 13 times slower
+/// than on ext4: review 27). A count is kept only if no change of the
+/// file's extents (and no clearing of the table) came while it was made.
+#[derive(Default)]
+struct MappedBlocks {
+    files: HashMap<u64, Counted>,
+    /// Times the table was cleared (it holds at most [`COUNTED_FILES`]).
+    clearings: u64,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Counted {
+    blocks: Option<u64>,
+    /// Changes of the file's extents since its entry was made.
+    changes: u64,
+}
+
+/// Most files whose counts are kept; past it the table starts again.
+const COUNTED_FILES: usize = 1 << 16;
 
 impl ExtentMap {
     /// The extents kept in `metadata`'s b-trees, their blocks on `device`.
     pub(crate) fn new(device: Arc<dyn BlockDevice>, metadata: Arc<Metadata>) -> ExtentMap {
-        ExtentMap { device, metadata }
+        ExtentMap {
+            device,
+            metadata,
+            mapped: Arc::default(),
+        }
+    }
+
+    fn mapped(&self) -> MutexGuard<'_, MappedBlocks> {
+        // Counts and counters of plain numbers: a poisoned lock holds a
+        // consistent table.
+        self.mapped.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The blocks `ino`'s extents map, written and unwritten.
+    pub(crate) fn mapped_blocks(&self, ino: u64) -> FileResult<u64> {
+        let (changes, clearings) = {
+            let mut mapped = self.mapped();
+            if mapped.files.len() >= COUNTED_FILES && !mapped.files.contains_key(&ino) {
+                mapped.files.clear();
+                mapped.clearings += 1;
+            }
+            let clearings = mapped.clearings;
+            let counted = mapped.files.entry(ino).or_default();
+            if let Some(blocks) = counted.blocks {
+                return Ok(blocks);
+            }
+            (counted.changes, clearings)
+        };
+        let start = ExtentKey { ino, offset: 0 }.encode();
+        let stop = ExtentKey {
+            ino,
+            offset: u64::MAX,
+        }
+        .encode();
+        let mut blocks = 0;
+        for entry in self
+            .metadata
+            .trees
+            .range(TreeId::Extents, &start, Some(&stop))
+        {
+            let (_, value) = entry?;
+            blocks += u64::from(Extent::decode(&value)?.blocks());
+        }
+        let mut mapped = self.mapped();
+        let unchanged = mapped.clearings == clearings;
+        if let Some(counted) = mapped
+            .files
+            .get_mut(&ino)
+            .filter(|counted| unchanged && counted.changes == changes)
+        {
+            counted.blocks = Some(blocks);
+        }
+        Ok(blocks)
+    }
+
+    /// `ino`'s extents changed (or may have): its count is made again.
+    fn extents_changed(&self, ino: u64) {
+        if let Some(counted) = self.mapped().files.get_mut(&ino) {
+            counted.blocks = None;
+            counted.changes += 1;
+        }
     }
 
     /// The inode record of `ino`.
@@ -165,7 +250,10 @@ impl ExtentMap {
         poison.stage(&mut transaction)?;
         update(&mut record);
         transaction.put(TreeId::Inodes, &inode_key(ino), &record.encode())?;
-        let seq = transaction.commit()?;
+        let committed = transaction.commit();
+        // After the commit, so that a count made meanwhile is not kept.
+        self.extents_changed(ino);
+        let seq = committed?;
         self.metadata.poison.apply(&poison);
         Ok(seq)
     }

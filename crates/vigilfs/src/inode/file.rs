@@ -124,7 +124,7 @@ use errseq::{Errno, Since};
 use xarray::Mark;
 
 use super::extents::{
-    covering, holes_between, punch, unwritten_extents, ExtentMap, Space, PAGES_PER_TRANSACTION,
+    holes_between, punch, unwritten_extents, ExtentMap, Space, PAGES_PER_TRANSACTION,
 };
 use super::file_error::{FileError, FileResult};
 use super::record::{Extent, FileType, Timestamp, MAX_FILE_BYTES};
@@ -298,9 +298,15 @@ impl Files {
             Arc::clone(metadata.allocator.preallocated_pages()),
             Arc::clone(metadata.allocator.rewrite_pages()),
         ));
+        let extents = ExtentMap::new(Arc::clone(&device), Arc::clone(&metadata));
         Ok(Files {
-            extents: ExtentMap::new(Arc::clone(&device), Arc::clone(&metadata)),
-            writeback: Writeback::new(device, Arc::clone(&metadata), Arc::clone(&cache)),
+            writeback: Writeback::new(
+                extents.clone(),
+                device,
+                Arc::clone(&metadata),
+                Arc::clone(&cache),
+            ),
+            extents,
             metadata,
             cache,
             report_once: AtomicBool::new(false),
@@ -329,27 +335,46 @@ impl Files {
     /// counts nothing, so a sparse file reports its allocation, not its
     /// size.
     pub fn allocated_blocks(&self, ino: u64) -> FileResult<u64> {
-        let mut pending = BTreeSet::new();
+        // The pages dirty or being written back, as runs `first..end`: a
+        // run costs one lookup of the extents under it, however many pages
+        // it has.
+        let mut pending: Vec<(u64, u64)> = Vec::new();
         {
             let cache = self.cache.lock();
             if let Some(state) = cache.inodes.get(&ino) {
                 for mark in [Mark::Dirty, Mark::Writeback] {
                     for (span, _) in state.pages.iter_marked(0, mark) {
-                        pending.extend(span.index()..=span.last());
+                        let (first, end) = (span.index(), span.last() + 1);
+                        match pending.last_mut() {
+                            Some(run) if run.1 == first => run.1 = end,
+                            _ => pending.push((first, end)),
+                        }
                     }
                 }
             }
         }
-        let extents = self.extents.overlapping(ino, 0, u64::MAX)?;
-        let mapped: u64 = extents
-            .values()
-            .map(|extent| u64::from(extent.blocks()))
-            .sum();
-        let unmapped = pending
-            .into_iter()
-            .filter(|&index| covering(&extents, index).is_none())
-            .count();
-        Ok(mapped + unmapped as u64)
+        pending.sort_unstable();
+        let mut unmapped = 0;
+        let mut counted_to = 0;
+        for (first, end) in pending {
+            // Runs of the two marks may touch; none overlap.
+            let first = first.max(counted_to);
+            if first >= end {
+                continue;
+            }
+            counted_to = end;
+            let covered: u64 = self
+                .extents
+                .overlapping(ino, first, end)?
+                .iter()
+                .map(|(offset, extent)| {
+                    let stop = (offset + u64::from(extent.blocks())).min(end);
+                    stop.saturating_sub((*offset).max(first))
+                })
+                .sum();
+            unmapped += (end - first) - covered;
+        }
+        Ok(self.extents.mapped_blocks(ino)? + unmapped)
     }
 
     /// The size and the pending modification time writes not yet written

@@ -197,15 +197,16 @@ pub(crate) struct Writeback {
 }
 
 impl Writeback {
-    /// Writeback of the pages in `cache` to `device`, the extents and
-    /// blocks kept by `metadata`.
+    /// Writeback of the pages in `cache` to `device`, through `extents`,
+    /// the blocks kept by `metadata`.
     pub(crate) fn new(
+        extents: ExtentMap,
         device: Arc<dyn BlockDevice>,
         metadata: Arc<Metadata>,
         cache: Arc<PageCache>,
     ) -> Writeback {
         Writeback {
-            extents: ExtentMap::new(Arc::clone(&device), Arc::clone(&metadata)),
+            extents,
             device,
             metadata,
             cache,
