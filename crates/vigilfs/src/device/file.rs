@@ -302,6 +302,20 @@ impl BlockDevice for FileDevice {
         })
     }
 
+    fn reserve_backing(&self, offset: u64, length: u64, class: IoClass) -> Result<(), DeviceError> {
+        match self.reserve_host_space(offset, length) {
+            Ok(()) => Ok(()),
+            // A host without fallocate: the write itself will tell.
+            Err(error) if error.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(()),
+            Err(error) => Err(DeviceError::from_io(
+                &error,
+                IoOperation::Write,
+                class,
+                ByteRange::at(offset, length),
+            )),
+        }
+    }
+
     fn length(&self) -> u64 {
         self.length
     }

@@ -267,6 +267,17 @@ pub trait BlockDevice: Send + Sync {
     fn set_media_failure_callback(&self, callback: MediaFailureCallback) {
         let _ = callback;
     }
+
+    /// Makes sure a later write of `length` bytes at `offset` finds room in whatever holds
+    /// the device (the host filesystem under an image file), failing with its `ENOSPC` now if
+    /// not. A device that acknowledges writes before it writes them (a volatile cache) asks
+    /// this first, so that a full host fails the write, as it would without the cache, and not
+    /// the flush that writes it back: a failed flush fails the journal. The default has
+    /// nothing to reserve.
+    fn reserve_backing(&self, offset: u64, length: u64, class: IoClass) -> Result<(), DeviceError> {
+        let _ = (offset, length, class);
+        Ok(())
+    }
 }
 
 macro_rules! forward_block_device {
@@ -289,6 +300,9 @@ macro_rules! forward_block_device {
             }
             fn set_media_failure_callback(&self, callback: MediaFailureCallback) {
                 (**self).set_media_failure_callback(callback)
+            }
+            fn reserve_backing(&self, offset: u64, length: u64, class: IoClass) -> Result<(), DeviceError> {
+                (**self).reserve_backing(offset, length, class)
             }
         }
     )*};

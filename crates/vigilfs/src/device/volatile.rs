@@ -23,6 +23,11 @@
 //! request of an abandoned mount that was still on its way (held by a
 //! delay rule, say) fails instead of landing in the next boot's cache.
 //!
+//! A write is acknowledged only once the device below has room for it
+//! ([`BlockDevice::reserve_backing`]: the host filesystem under an image
+//! file), so a full host fails the write that needs the room, as it would
+//! without the cache, never the flush that writes it back.
+//!
 //! Invariants: a read sees the newest write to each sector; the device below
 //! holds exactly what is durable, plus what the cache wrote back on its own;
 //! nothing reaches the device below while the power is off, nor from a boot
@@ -346,6 +351,10 @@ impl VolatileCache {
             class,
             ByteRange::at(offset, buffer.len() as u64),
         )?;
+        // Room below first: a full host fails this write (ENOSPC, as
+        // without the cache), not the flush that would write it back.
+        self.inner
+            .reserve_backing(offset, buffer.len() as u64, class)?;
         if state.bytes + buffer.len() as u64 > CACHE_LIMIT_BYTES {
             self.drain(&mut state, false, class)?;
         }
@@ -443,7 +452,7 @@ impl BlockDevice for BootedDevice {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::MemoryDevice;
+    use crate::device::{Errno, MemoryDevice};
 
     const SECTOR: usize = 512;
 
@@ -568,5 +577,76 @@ mod tests {
         cache.restore_power(PowerLoss::DropUnflushed).unwrap();
         assert!(second.read_at(0, &mut buffer, IoClass::Data).is_err());
         assert!(cache.boot().read_at(0, &mut buffer, IoClass::Data).is_ok());
+    }
+
+    /// A memory device whose host has no room past `room` bytes.
+    #[derive(Debug)]
+    struct FullHost {
+        memory: MemoryDevice,
+        room: u64,
+    }
+
+    impl BlockDevice for FullHost {
+        fn read_at(
+            &self,
+            offset: u64,
+            buffer: &mut [u8],
+            class: IoClass,
+        ) -> Result<(), DeviceError> {
+            self.memory.read_at(offset, buffer, class)
+        }
+        fn write_at(&self, offset: u64, buffer: &[u8], class: IoClass) -> Result<(), DeviceError> {
+            self.reserve_backing(offset, buffer.len() as u64, class)?;
+            self.memory.write_at(offset, buffer, class)
+        }
+        fn flush(&self, class: IoClass) -> Result<(), DeviceError> {
+            self.memory.flush(class)
+        }
+        fn length(&self) -> u64 {
+            self.memory.length()
+        }
+        fn sector_size(&self) -> SectorSize {
+            self.memory.sector_size()
+        }
+        fn reserve_backing(
+            &self,
+            offset: u64,
+            length: u64,
+            class: IoClass,
+        ) -> Result<(), DeviceError> {
+            if offset + length <= self.room {
+                return Ok(());
+            }
+            Err(DeviceError::new(
+                DeviceErrorKind::NoSpace,
+                IoOperation::Write,
+                class,
+                ByteRange::at(offset, length),
+            ))
+        }
+    }
+
+    /// A full host fails the write that needs room, with ENOSPC, and
+    /// nothing of it is cached: the next flush, which the journal's
+    /// commits need, still succeeds (it failed, and so the journal, on a
+    /// crashable mount of an image whose host filled up: review 27).
+    #[test]
+    fn a_write_the_host_has_no_room_for_fails_itself_not_the_next_flush() {
+        let host = FullHost {
+            memory: MemoryDevice::new(64 * SECTOR as u64, SectorSize::Bytes512),
+            room: 8 * SECTOR as u64,
+        };
+        let cache = VolatileCache::new(Arc::new(host));
+        cache.write_at(0, &[1; SECTOR], IoClass::Journal).unwrap();
+        let refused = cache
+            .write_at(16 * SECTOR as u64, &[2; SECTOR], IoClass::Data)
+            .unwrap_err();
+        assert_eq!(refused.errno(), Errno::ENOSPC);
+        cache.flush(IoClass::Journal).unwrap();
+        let mut buffer = [9; SECTOR];
+        cache
+            .read_at(16 * SECTOR as u64, &mut buffer, IoClass::Data)
+            .unwrap();
+        assert_eq!(buffer, [0; SECTOR]);
     }
 }
