@@ -423,6 +423,51 @@ fn a_reported_block_that_still_reads_is_moved_and_nothing_is_lost() {
     fixture.assert_fsck_clean();
 }
 
+/// On a full filesystem a reported block that still reads back whole
+/// cannot be moved: it stays where it is, readable and marked bad, and
+/// the report says so and counts its owner. It used to be poisoned, every
+/// read EIO, and the report said it was lost (review 26).
+#[test]
+fn a_reported_block_that_still_reads_stays_readable_when_the_filesystem_is_full() {
+    let fixture = Fixture::new();
+    let (fs, ino) = fixture.uncached_file("keep", &pattern(2, 5));
+    // Fill the filesystem.
+    let chunk = vec![0x44u8; 1 << 20];
+    let (_, handle) = fs
+        .create(ROOT_INO, b"filler", 0o644, read_write(), &root())
+        .unwrap();
+    let mut at = 0;
+    while fs.write(handle, at, &chunk, &root()).is_ok() && fs.fsync(handle, false).is_ok() {
+        at += 1 << 20;
+    }
+    fs.release(handle).unwrap();
+    fs.drop_caches();
+    let suspect = fixture.physical(&fs, ino, 0);
+    let report = fs
+        .notify_failure(
+            ByteRange::at(suspect * BLOCK, 2 * BLOCK),
+            Origin::operator("pending sectors"),
+        )
+        .expect("notify");
+    assert_eq!(report.lost_blocks(), 0, "{:#?}", report.handled);
+    assert_eq!(report.owners_hit(), 1, "{:#?}", report.handled);
+    assert!(
+        matches!(report.handled[0].outcome, Outcome::Unmovable { .. }),
+        "{:#?}",
+        report.handled
+    );
+    assert_eq!(
+        read_block(&fs, ino, 0).unwrap(),
+        pattern(2, 5)[..BLOCK as usize]
+    );
+    assert_eq!(
+        read_block(&fs, ino, 1).unwrap(),
+        pattern(2, 5)[BLOCK as usize..]
+    );
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+}
+
 /// A failed range partly saved: the event of the data lost names exactly
 /// the bytes lost, not the whole range (a hook must tell them apart).
 #[test]

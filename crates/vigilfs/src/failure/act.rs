@@ -445,6 +445,11 @@ fn handle_file(
 ) -> Result<Outcome, FailureError> {
     let metadata = context.metadata;
     let end = first + run.blocks;
+    // A full filesystem cannot move the data: what still reads back whole
+    // stays where it is, readable, rather than be poisoned for a rescue
+    // that cannot write it anywhere (review 26).
+    let room = metadata.allocator.data_available();
+    let nowhere_to_move = context.writable && room < run.blocks;
     let (poisoned, verified) = {
         let _records = metadata.lock_records();
         let mapped = mapped_blocks(metadata, ino, first, end)?;
@@ -465,7 +470,7 @@ fn handle_file(
             // again, without end.
             let check_again = match origin.cause {
                 FailureCause::Checksum => true,
-                FailureCause::Reported => !context.writable,
+                FailureCause::Reported => !context.writable || nowhere_to_move,
                 FailureCause::Media => false,
             };
             if check_again && intact(context, physical, checksum) {
@@ -502,6 +507,16 @@ fn handle_file(
         }
         return Ok(match verified {
             0 => Outcome::AlreadyKnown,
+            blocks if nowhere_to_move && origin.cause == FailureCause::Reported => {
+                Outcome::Unmovable {
+                    blocks,
+                    why: format!(
+                        "reads back intact; no free space to move it to ({room} blocks free), so \
+                         it stays where it is, readable (its block is marked bad: never used \
+                         again once the data leaves it)"
+                    ),
+                }
+            }
             _ => Outcome::NotConfirmed,
         });
     }
@@ -513,7 +528,6 @@ fn handle_file(
     if context.writable {
         let span_first = poisoned.first().map_or(first, |run| run.first);
         let span_end = poisoned.last().map_or(end, PoisonRun::end);
-        let room = context.metadata.allocator.data_available();
         // Whatever the rescue's outcome, the poison map says what is lost.
         rescue_failure = match context.files.rescue(ino, span_first, span_end) {
             Err(error) => Some(error.to_string()),

@@ -116,7 +116,10 @@ impl FailureReport {
             .filter(|handled| {
                 matches!(
                     handled.outcome,
-                    Outcome::Healed { .. } | Outcome::Lost { .. } | Outcome::Partly { .. }
+                    Outcome::Healed { .. }
+                        | Outcome::Lost { .. }
+                        | Outcome::Partly { .. }
+                        | Outcome::Unmovable { .. }
                 )
             })
             .count() as u64
