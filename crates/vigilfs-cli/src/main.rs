@@ -470,6 +470,10 @@ enum Command {
     ///   superblock  copy
     ///   free, bad, event_log, unused (the reserved first block): none
     ///
+    /// Exit status: 0 listed, 1 refused by the mount (another user), 2 bad
+    /// arguments (a range the device does not hold, or too long), 8 the
+    /// mount or the image could not answer (an image in use included).
+    ///
     /// Examples:
     ///   vigilfs owners /mnt/data --offset 61440000 --length 4096
     ///   vigilfs owners disk.img --offset 64M --length 1M --json

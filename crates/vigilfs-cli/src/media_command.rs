@@ -31,7 +31,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use vigilfs::btree::{BtreesOptions, TreeId};
 use vigilfs::device::{BlockDevice, ByteRange, FileDevice, FileDeviceOptions, OverlayDevice};
-use vigilfs::failure;
+use vigilfs::failure::{self, FailureError};
 use vigilfs::format::{read_superblock, Layout};
 use vigilfs::journal::JournalOptions;
 use vigilfs::metadata::Metadata;
@@ -313,7 +313,17 @@ pub fn owners(path: &Path, range: &RangeArgs, as_json: bool) -> Result<u8, Failu
             range,
             true,
         )
-        .map_err(|error| Failure::usage(format!("owners: {}: {error}", path.display())))?;
+        .map_err(|error| {
+            let message = format!("owners: {}: {error}", path.display());
+            match error {
+                // A range the device does not hold is a bad command line,
+                // as on a mount (exit 2); damage found on the way is 8.
+                FailureError::OutOfDevice { .. } | FailureError::TooLong { .. } => {
+                    Failure::arguments(message)
+                }
+                _ => Failure::operational(message),
+            }
+        })?;
         json!({
             "device_offset": offset,
             "device_length": length,

@@ -623,9 +623,22 @@ fn absurd_ranges_and_missing_targets_are_refused_clearly() {
         "4K",
     ]);
     assert_eq!(missing.status.code(), Some(8), "{}", text(&missing.stderr));
-    // An unmounted image answers offline.
+    // An unmounted image answers offline, and refuses the same ranges as
+    // the mount, with the same exit code (it said 1: review 26).
     let offline = owners(scratch.img(), 4096, 4096);
     assert_eq!(kinds(&offline), ["superblock"]);
+    for (offset, length) in [("64M", "4K"), ("63M", "2M")] {
+        let arguments = [
+            "owners",
+            scratch.img(),
+            "--offset",
+            offset,
+            "--length",
+            length,
+        ];
+        let output = vigilfs(&arguments);
+        assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+    }
 }
 
 /// A scrub held back by a tiny `--rate` whose client went away stops with
