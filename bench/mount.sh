@@ -18,7 +18,9 @@
 # BASELINE=PATH: also measure "vigilfs-before", the same mount served by
 # PATH, a vigilfs binary built from an earlier commit.
 # WORKLOADS="sqlite pgbench": run only these groups (default: all of fio,
-# small, replace, sqlite, pgbench), say to re-measure a noisy row on its own.
+# small, replace, sqlite, pgbench, bulk), say to re-measure a noisy row on
+# its own. bulk: a write then lseek(SEEK_END) on a fragmented file, and
+# pgbench's initialisation (a bulk load) in rows/s.
 # Needs root, /dev/fuse, fio, fuse3, fuse2fs, libfuse3-dev, gcc, pkg-config,
 # python3 with sqlite3, and PostgreSQL's server binaries (package
 # postgresql: initdb, pg_ctl, pgbench) and its `postgres` user.
@@ -192,7 +194,48 @@ pgbench_tps() { # directory → tps (2 clients, 20 s)
     rm -rf "$data" "$log"
 }
 
-wanted() { [[ " ${WORKLOADS:-fio small replace sqlite pgbench} " == *" $1 "* ]]; }
+stat_after_write() { # directory → size lookups/s after a write, fragmented 64 MiB file
+    # What PostgreSQL does before extending a relation (mdnblocks): a
+    # write, then lseek(SEEK_END), which makes the kernel ask the daemon
+    # for the attributes the write invalidated. The file is fragmented as
+    # rewrites leave a database's files.
+    python3 - "$1" <<'PY'
+import os, random, sys, time
+path = os.path.join(sys.argv[1], "fragmented")
+fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+os.pwrite(fd, b"a" * (64 << 20), 0)
+random.seed(1)
+for _ in range(8000):
+    os.pwrite(fd, b"r" * 4096, random.randrange(0, 64 << 20, 8192))
+os.fsync(fd)
+count = 2000
+started = time.perf_counter()
+for at in range(count):
+    os.pwrite(fd, b"q" * 8192, (at % 8000) * 8192)
+    os.lseek(fd, 0, os.SEEK_END)
+print(f"{count / (time.perf_counter() - started):.1f}")
+os.close(fd)
+os.unlink(path)
+PY
+}
+
+pgbench_init_rows() { # directory → rows/s of `pgbench -i -s 5` (a bulk load)
+    local data="$1/pgdata" log="/tmp/vigilfs-bench-pg.$$.log" bin started
+    bin=$(ls -d /usr/lib/postgresql/*/bin | tail -1)
+    mkdir -p "$data" && chown postgres "$data"
+    touch "$log" && chown postgres "$log"
+    runuser -u postgres -- "$bin/initdb" -D "$data" -A trust >/dev/null
+    runuser -u postgres -- "$bin/pg_ctl" -D "$data" -o "-k /tmp -p 54329 -c listen_addresses=''" \
+        -l "$log" -w start >/dev/null
+    started=$(date +%s.%N)
+    runuser -u postgres -- "$bin/pgbench" -h /tmp -p 54329 -i -s 5 postgres >/dev/null 2>&1
+    python3 -c "import sys; print(f'{500000 / (float(sys.argv[2]) - float(sys.argv[1])):.1f}')" \
+        "$started" "$(date +%s.%N)"
+    runuser -u postgres -- "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null
+    rm -rf "$data" "$log"
+}
+
+wanted() { [[ " ${WORKLOADS:-fio small replace sqlite pgbench bulk} " == *" $1 "* ]]; }
 
 results="$work/results"
 : > "$results"
@@ -233,6 +276,10 @@ for run in $(seq 1 "$runs"); do
         if wanted pgbench; then
             echo "$system pgbench_tps $(pgbench_tps "$directory")" >> "$results"
         fi
+        if wanted bulk; then
+            echo "$system stat_after_write_per_s $(stat_after_write "$directory")" >> "$results"
+            echo "$system pgbench_init_rows_per_s $(pgbench_init_rows "$directory")" >> "$results"
+        fi
         unmount_system "$system"
         echo "run $run: $system done" >&2
     done
@@ -255,7 +302,8 @@ systems = [s for s in order if any(system == s for system, _ in values)]
 others = [s for s in systems if s != "vigilfs"]
 names = ["seq_write_MiBps", "seq_read_MiBps", "rand_read_iops", "rand_write_fsync_iops",
          "create_fsync_per_s", "stat_per_s", "stat_cached_per_s", "unlink_per_s",
-         "rename_over_per_s", "truncate_rewrite_per_s", "sqlite_tps", "pgbench_tps"]
+         "rename_over_per_s", "truncate_rewrite_per_s", "sqlite_tps", "pgbench_tps",
+         "stat_after_write_per_s", "pgbench_init_rows_per_s"]
 print("| workload | " + " | ".join(systems) + " | "
       + " | ".join(f"vigilfs / {s}" for s in others) + " |")
 print("|---|" + "---|" * (len(systems) + len(others)))
