@@ -260,6 +260,33 @@ fn a_journal_the_device_refused_for_space_fails_fsync_with_eio_not_enospc() {
     fs.release(handle).unwrap();
 }
 
+/// An access time that cannot be kept (the journal has failed) is an
+/// event naming the file read, under its own name, not an anonymous
+/// "read" (review 26); the read itself succeeds.
+#[test]
+fn an_access_time_update_that_fails_names_the_file() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount_with(MountOptions {
+        errors: Some(ErrorsPolicy::Continue),
+        ..MountOptions::default()
+    });
+    let (attr, handle) = fs
+        .create(ROOT_INO, b"f", 0o644, read_write(), &root())
+        .unwrap();
+    fs.write(handle, 0, b"data", &root()).unwrap();
+    fs.fsync(handle, false).unwrap();
+    fixture.fail_writes(IoClass::Journal);
+    fs.write(handle, 0, b"more", &root()).unwrap();
+    assert!(fs.fsync(handle, false).is_err());
+    fixture.plan.clear();
+    assert_eq!(fs.read(handle, 0, 4).unwrap(), b"more");
+    let named = event_records(&fs).into_iter().any(|record| {
+        record.text.as_str().contains("access time") && record.inode == Some(attr.ino)
+    });
+    assert!(named, "{:#?}", event_texts(&fs));
+    fs.release(handle).unwrap();
+}
+
 #[test]
 fn a_journal_full_of_unwritable_nodes_names_the_device_error_not_a_lock() {
     // A thin device out of space (or an image on a full host filesystem)
