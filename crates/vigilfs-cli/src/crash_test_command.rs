@@ -910,8 +910,19 @@ fn run_trials(run: &Run<'_>) -> Result<u8, Failure> {
         Some(bar) => bar.println(line),
         None => println!("{line}"),
     };
+    let moments = counts.fsyncs + counts.directory_fsyncs + counts.writes;
     if !args.json {
         say(&dry);
+        if args.cut_index.is_none() && u64::from(args.cuts) > moments {
+            say(&format!(
+                "only {moments} moments to cut: trials after the first {moments} cut them again{}",
+                if args.torn {
+                    " (each tearing the unflushed writes its own way)"
+                } else {
+                    ""
+                }
+            ));
+        }
     }
     let mut trials = Vec::new();
     let mut failed = 0usize;
@@ -952,6 +963,7 @@ fn run_trials(run: &Run<'_>) -> Result<u8, Failure> {
                 "directory_fsyncs": counts.directory_fsyncs,
                 "writes": counts.writes,
             },
+            "moments": moments,
             "trials": trials.iter().map(|trial| run.trial_json(trial)).collect::<Vec<_>>(),
             "failed": failed,
         });

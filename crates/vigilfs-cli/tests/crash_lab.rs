@@ -1542,6 +1542,17 @@ fn a_setup_is_never_cut_and_its_result_is_durable_before_the_workload() {
     let report = passed(&output);
     assert_eq!(report["dry_run"]["fsyncs"], 1, "{report:#}");
     assert_eq!(report["dry_run"]["writes"], 1, "{report:#}");
+    // Two moments, four cuts: each moment cut twice, the first two trials
+    // on different ones (they could all fall on one: review 26).
+    assert_eq!(report["moments"], 2, "{report:#}");
+    let points: Vec<&Value> = report["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|trial| &trial["point"])
+        .collect();
+    assert_ne!(points[0], points[1], "{report:#}");
+    assert_eq!((points[0], points[1]), (points[2], points[3]), "{report:#}");
 
     let failing = crash_test(
         scripts.path(),
