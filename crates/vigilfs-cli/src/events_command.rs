@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, ErrorKind as IoErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use serde_json::Value;
@@ -344,7 +344,9 @@ fn follow_once(
                 if let Some(id) = value["id"].as_u64() {
                     last = Some(id);
                 }
-                sink.event(value)?;
+                if let Err(failure) = sink.event(value) {
+                    return Err(unless_the_mount_died(mountpoint, &mut reader, failure));
+                }
             }
             Ok(_) => {}
             Err(error)
@@ -353,7 +355,9 @@ fn follow_once(
                     IoErrorKind::WouldBlock | IoErrorKind::TimedOut
                 ) =>
             {
-                sink.tick()?;
+                if let Err(failure) = sink.tick() {
+                    return Err(unless_the_mount_died(mountpoint, &mut reader, failure));
+                }
             }
             Err(error) if error.kind() == IoErrorKind::Interrupted => {}
             Err(error) => return Err(lost_contact(mountpoint, &error.to_string(), sink)),
@@ -393,6 +397,43 @@ fn lost_contact(mountpoint: &Path, why: &str, sink: &mut Sink) -> Failure {
             return Failure::operational(format!(
                 "{failure}; then the hook, told of it, failed: {hook_failure}"
             ));
+        }
+    }
+    failure
+}
+
+/// A hook that failed for good ends the command (exit 1), unless the
+/// mount process died meanwhile (its stream ended without the unmount's
+/// end line): then that is what the command ends with (exit 8), both
+/// said. The hook's retries can take a minute, and a supervisor must tell
+/// a dead mount from a broken hook (review 28). What the stream still
+/// holds is read and dropped: the command ends either way, and those
+/// events run after a restart.
+fn unless_the_mount_died(
+    mountpoint: &Path,
+    reader: &mut impl BufRead,
+    failure: Failure,
+) -> Failure {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut line = Vec::new();
+    while Instant::now() < deadline {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) => {
+                return Failure::operational(format!(
+                    "events: {}: the mount process died; {failure}",
+                    mountpoint.display()
+                ))
+            }
+            Ok(_)
+                if serde_json::from_slice::<Value>(&line)
+                    .is_ok_and(|value| value.get("end").is_some()) =>
+            {
+                return failure
+            }
+            Ok(_) => {}
+            Err(error) if error.kind() == IoErrorKind::Interrupted => {}
+            Err(_) => return failure,
         }
     }
     failure

@@ -1666,6 +1666,28 @@ fn the_exec_hook_hears_of_a_mount_process_that_died() {
     );
 }
 
+/// A hook that fails for good while the mount dies (its retries outlast
+/// the mount) ends the command with the mount's death, 8, not the hook's
+/// 1: a supervisor must tell them apart (review 28).
+#[test]
+fn a_hook_failing_while_the_mount_dies_ends_with_the_mounts_death() {
+    if fuse_missing("a_hook_failing_while_the_mount_dies_ends_with_the_mounts_death") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let started = scratch.directory.path().join("started");
+    let script = format!("touch {}; sleep 2; exit 3", started.display());
+    let hook = following_hook(&scratch, &["--retries", "0", "--exec", &script]);
+    wait_until("the hook started", Duration::from_secs(30), || {
+        started.exists()
+    });
+    let (code, stderr) = kill_the_mount_under(hook, pid);
+    assert_eq!(code, Some(8), "{stderr}");
+    assert!(stderr.contains("the mount process died"), "{stderr}");
+    assert!(stderr.contains("the hook failed once"), "{stderr}");
+}
+
 /// A hook that fails on the disconnect does not hide the mount's death:
 /// the command still ends with 8, and says both (it ended with the hook's
 /// 1: review 25).
