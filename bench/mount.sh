@@ -179,19 +179,27 @@ db.close()
 PY
 }
 
+pg_start() { # directory: initdb there and start the server (sets pg_*)
+    pg_data="$1/pgdata" pg_log="/tmp/vigilfs-bench-pg.$$.log"
+    pg_bin=$(ls -d /usr/lib/postgresql/*/bin | tail -1)
+    mkdir -p "$pg_data" && chown postgres "$pg_data"
+    touch "$pg_log" && chown postgres "$pg_log"
+    runuser -u postgres -- "$pg_bin/initdb" -D "$pg_data" -A trust >/dev/null
+    runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_data" -o "-k /tmp -p 54329 -c listen_addresses=''" \
+        -l "$pg_log" -w start >/dev/null
+}
+
+pg_stop() { # the server pg_start started, and its files
+    runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_data" -m fast -w stop >/dev/null
+    rm -rf "$pg_data" "$pg_log"
+}
+
 pgbench_tps() { # directory → tps (2 clients, 20 s)
-    local data="$1/pgdata" log="/tmp/vigilfs-bench-pg.$$.log" bin
-    bin=$(ls -d /usr/lib/postgresql/*/bin | tail -1)
-    mkdir -p "$data" && chown postgres "$data"
-    touch "$log" && chown postgres "$log"
-    runuser -u postgres -- "$bin/initdb" -D "$data" -A trust >/dev/null
-    runuser -u postgres -- "$bin/pg_ctl" -D "$data" -o "-k /tmp -p 54329 -c listen_addresses=''" \
-        -l "$log" -w start >/dev/null
-    runuser -u postgres -- "$bin/pgbench" -h /tmp -p 54329 -i -s 5 postgres >/dev/null 2>&1
-    runuser -u postgres -- "$bin/pgbench" -h /tmp -p 54329 -c 2 -j 2 -T 20 postgres 2>/dev/null |
+    pg_start "$1"
+    runuser -u postgres -- "$pg_bin/pgbench" -h /tmp -p 54329 -i -s 5 postgres >/dev/null 2>&1
+    runuser -u postgres -- "$pg_bin/pgbench" -h /tmp -p 54329 -c 2 -j 2 -T 20 postgres 2>/dev/null |
         awk '/^tps/ { print $3; exit }'
-    runuser -u postgres -- "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null
-    rm -rf "$data" "$log"
+    pg_stop
 }
 
 stat_after_write() { # directory → size lookups/s after a write, fragmented 64 MiB file
@@ -220,19 +228,13 @@ PY
 }
 
 pgbench_init_rows() { # directory → rows/s of `pgbench -i -s 5` (a bulk load)
-    local data="$1/pgdata" log="/tmp/vigilfs-bench-pg.$$.log" bin started
-    bin=$(ls -d /usr/lib/postgresql/*/bin | tail -1)
-    mkdir -p "$data" && chown postgres "$data"
-    touch "$log" && chown postgres "$log"
-    runuser -u postgres -- "$bin/initdb" -D "$data" -A trust >/dev/null
-    runuser -u postgres -- "$bin/pg_ctl" -D "$data" -o "-k /tmp -p 54329 -c listen_addresses=''" \
-        -l "$log" -w start >/dev/null
+    local started
+    pg_start "$1"
     started=$(date +%s.%N)
-    runuser -u postgres -- "$bin/pgbench" -h /tmp -p 54329 -i -s 5 postgres >/dev/null 2>&1
+    runuser -u postgres -- "$pg_bin/pgbench" -h /tmp -p 54329 -i -s 5 postgres >/dev/null 2>&1
     python3 -c "import sys; print(f'{500000 / (float(sys.argv[2]) - float(sys.argv[1])):.1f}')" \
         "$started" "$(date +%s.%N)"
-    runuser -u postgres -- "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null
-    rm -rf "$data" "$log"
+    pg_stop
 }
 
 wanted() { [[ " ${WORKLOADS:-fio small replace sqlite pgbench bulk} " == *" $1 "* ]]; }
