@@ -571,8 +571,9 @@ enum Command {
     /// seeded moment (just before an fsync, or between fsyncs before a
     /// write), kills the workload with the machine, brings the mount back
     /// from the image, and runs the check there (non-zero exit: a violated
-    /// invariant), as many times as --cuts says. Every trial
-    /// starts from a fresh image; a failure is reported with the command
+    /// invariant), as many times as --cuts says: each trial a moment no
+    /// earlier trial cut while there are more, fsyncs and writes in turns.
+    /// Every trial starts from a fresh image; a failure is reported with the command
     /// that replays exactly that trial, and its image is kept. A dry run
     /// without a cut comes first: the workload and the check must succeed
     /// there.
