@@ -357,7 +357,9 @@ impl Files {
         let mut unmapped = 0;
         let mut counted_to = 0;
         for (first, end) in pending {
-            // Runs of the two marks may touch; none overlap.
+            // A page written again while in flight carries both marks:
+            // the runs may overlap, and what the last one counted is not
+            // counted twice.
             let first = first.max(counted_to);
             if first >= end {
                 continue;
