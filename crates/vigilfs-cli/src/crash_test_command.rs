@@ -1030,6 +1030,22 @@ mod tests {
         );
     }
 
+    /// The cut points of trials 1..=`trials`.
+    fn first_points(seed: u64, trials: u32, dry_run: Counts) -> Vec<CutPoint> {
+        (1..=trials)
+            .map(|index| cut_point(seed, index, dry_run).unwrap())
+            .collect()
+    }
+
+    /// How many different moments `points` cut.
+    fn distinct(points: &[CutPoint]) -> usize {
+        points
+            .iter()
+            .map(|point| (point.operation, point.count))
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    }
+
     /// N trials cut N different moments while there are that many, half
     /// of them boundaries while there are any (one directory fsync among
     /// 200 writes took most trials of a run: review 26).
@@ -1037,14 +1053,8 @@ mod tests {
     fn trials_cut_distinct_moments_and_take_the_kinds_in_turns() {
         for seed in 0..40 {
             let dry_run = counts(0, 1, 200);
-            let points: Vec<CutPoint> = (1..=201)
-                .map(|index| cut_point(seed, index, dry_run).unwrap())
-                .collect();
-            let distinct: std::collections::HashSet<_> = points
-                .iter()
-                .map(|point| (point.operation, point.count))
-                .collect();
-            assert_eq!(distinct.len(), 201, "seed {seed}");
+            let points = first_points(seed, 201, dry_run);
+            assert_eq!(distinct(&points), 201, "seed {seed}");
             let boundaries = points[..2]
                 .iter()
                 .filter(|point| point.operation == Operation::Fsyncdir)
@@ -1053,14 +1063,8 @@ mod tests {
             // Then the order starts again.
             assert_eq!(cut_point(seed, 202, dry_run), Some(points[0]));
             let many = counts(7, 3, 12);
-            let points: Vec<CutPoint> = (1..=22)
-                .map(|index| cut_point(seed, index, many).unwrap())
-                .collect();
-            let distinct: std::collections::HashSet<_> = points
-                .iter()
-                .map(|point| (point.operation, point.count))
-                .collect();
-            assert_eq!(distinct.len(), 22, "seed {seed}");
+            let points = first_points(seed, 22, many);
+            assert_eq!(distinct(&points), 22, "seed {seed}");
             let writes_in_first_20 = points[..20]
                 .iter()
                 .filter(|point| point.operation == Operation::Write)
