@@ -41,7 +41,7 @@ mod common;
 use common::{create, durable, extents, pattern, Fixture};
 
 use std::any::Any;
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::panic;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -1078,6 +1078,9 @@ fn run_worker(files: &Files, ino: u64, worker: u64) -> Vec<u8> {
     let seed = 0x5EED_0000 + worker;
     let mut random = Random(seed);
     let mut model: Vec<u8> = Vec::new();
+    // The pages with a block or a dirty page over a hole: `st_blocks`,
+    // asked after every write while writeback runs in the background.
+    let mut allocated: BTreeSet<u64> = BTreeSet::new();
     let mut handle = files.open(ino).expect("open");
     // The last operations, for a failure message.
     let mut recent: VecDeque<String> = VecDeque::new();
@@ -1094,9 +1097,12 @@ fn run_worker(files: &Files, ino: u64, worker: u64) -> Vec<u8> {
                     .below(3 * PAGE + 1)
                     .min(WORKLOAD_FILE_BYTES - offset - 1);
                 let bytes = random.bytes(length as usize);
-                write_checked(files, &handle, &mut model, offset, &bytes, "", || {
+                let label = write_checked(files, &handle, &mut model, offset, &bytes, "", || {
                     context(&recent)
-                })
+                });
+                allocated.extend(offset / PAGE..(offset + length).div_ceil(PAGE));
+                allocated_blocks(files, ino, || context(&recent));
+                label
             }
             // Whole aligned 64 KiB runs (large cache entries).
             30..38 => {
@@ -1105,7 +1111,7 @@ fn run_worker(files: &Files, ino: u64, worker: u64) -> Vec<u8> {
                 let count = 1 + random.below(2).min(runs - first - 1);
                 let (offset, length) = (first * LARGE_RUN, count * LARGE_RUN);
                 let bytes = random.bytes(length as usize);
-                write_checked(
+                let label = write_checked(
                     files,
                     &handle,
                     &mut model,
@@ -1113,7 +1119,10 @@ fn run_worker(files: &Files, ino: u64, worker: u64) -> Vec<u8> {
                     &bytes,
                     " (aligned runs)",
                     || context(&recent),
-                )
+                );
+                allocated.extend(offset / PAGE..(offset + length) / PAGE);
+                allocated_blocks(files, ino, || context(&recent));
+                label
             }
             // Reads of a range, sometimes across the end.
             38..68 => {
@@ -1139,6 +1148,9 @@ fn run_worker(files: &Files, ino: u64, worker: u64) -> Vec<u8> {
                 files.truncate(ino, new_size).unwrap_or_else(|error| {
                     panic!("truncate to {new_size}: {error}; {}", context(&recent))
                 });
+                if new_size <= size {
+                    allocated.retain(|&page| page < new_size.div_ceil(PAGE));
+                }
                 model.resize(new_size as usize, 0);
                 format!("truncate to {new_size}")
             }
@@ -1158,6 +1170,8 @@ fn run_worker(files: &Files, ino: u64, worker: u64) -> Vec<u8> {
                     });
                 let end = ((offset + length) as usize).min(model.len());
                 model[offset as usize..end].fill(0);
+                let whole = offset.div_ceil(PAGE)..(offset + length) / PAGE;
+                allocated.retain(|page| !whole.contains(page));
                 format!("punch {offset}+{length}")
             }
             84..92 => {
@@ -1183,8 +1197,20 @@ fn run_worker(files: &Files, ino: u64, worker: u64) -> Vec<u8> {
         recent.push_back(operation);
     }
     files.fsync(&mut handle).expect("final fsync");
+    assert_eq!(
+        allocated_blocks(files, ino, || format!("worker {worker} at the end")),
+        allocated.len() as u64,
+        "st_blocks of worker {worker}'s file once all is written back"
+    );
     files.release(handle);
     model
+}
+
+/// `st_blocks` of `ino` (in blocks), which must always be answered.
+fn allocated_blocks(files: &Files, ino: u64, context: impl Fn() -> String) -> u64 {
+    files
+        .allocated_blocks(ino)
+        .unwrap_or_else(|error| panic!("st_blocks: {error}; {}", context()))
 }
 
 #[test]

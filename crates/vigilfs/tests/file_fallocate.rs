@@ -3,6 +3,8 @@
 //! allocate, truncate and fsync across a remount; every test ends with a
 //! clean fsck.
 
+use std::collections::BTreeSet;
+
 mod common;
 
 use common::{create, durable, errno, extents, pattern, Fixture};
@@ -603,6 +605,8 @@ proptest! {
     ) {
         let fixture = Fixture::new();
         let mut model: Vec<u8> = Vec::new();
+        // The pages with a block or a dirty page over a hole: st_blocks.
+        let mut allocated: BTreeSet<u64> = BTreeSet::new();
         let ino;
         {
             let metadata = fixture.mount();
@@ -619,12 +623,16 @@ proptest! {
                             model.resize(end, 0);
                         }
                         model[offset as usize..end].copy_from_slice(&bytes);
+                        allocated.extend(offset / PAGE..(end as u64).div_ceil(PAGE));
                     }
                     Operation::Punch { offset, length } => {
                         files.fallocate(ino, offset, length, punch_mode()).unwrap();
                         let from = (offset as usize).min(model.len());
                         let to = ((offset + length) as usize).min(model.len());
                         model[from..to].fill(0);
+                        // Only pages wholly inside lose their blocks.
+                        let whole = offset.div_ceil(PAGE)..(offset + length) / PAGE;
+                        allocated.retain(|page| !whole.contains(page));
                     }
                     Operation::Allocate { offset, length, keep_size } => {
                         let mode = if keep_size { KEEP_SIZE } else { ALLOCATE };
@@ -633,9 +641,15 @@ proptest! {
                         if !keep_size && model.len() < end {
                             model.resize(end, 0);
                         }
+                        allocated.extend(offset / PAGE..(end as u64).div_ceil(PAGE));
                     }
                     Operation::Truncate { size } => {
                         files.truncate(ino, size).unwrap();
+                        // Growing keeps blocks preallocated past the end;
+                        // a truncate to the size or below drops them.
+                        if size <= model.len() as u64 {
+                            allocated.retain(|&page| page < size.div_ceil(PAGE));
+                        }
                         model.resize(size as usize, 0);
                     }
                     Operation::Fsync => files.fsync(&mut handle).unwrap(),
@@ -645,6 +659,12 @@ proptest! {
                 prop_assert!(read == model, "contents differ after {:?}", operation);
                 let stats = files.cache_stats();
                 prop_assert!(stats.dirty_bytes <= stats.cached_bytes);
+                prop_assert_eq!(
+                    files.allocated_blocks(ino).unwrap(),
+                    allocated.len() as u64,
+                    "st_blocks after {:?}",
+                    operation
+                );
             }
             files.fsync(&mut handle).unwrap();
             files.release(handle);

@@ -69,22 +69,36 @@ pub(crate) struct ExtentMap {
 /// fragmented by rewrites made PostgreSQL's bulk loads 13 times slower
 /// than on ext4: review 27). A count is kept only if no change of the
 /// file's extents (and no clearing of the table) came while it was made.
+///
+/// Each file's entry carries the generation of its extents: the table's
+/// generation when the entry was made or the file's extents last changed.
+/// Generations only grow (a clearing moves it too), so two equal
+/// generations of a file mean nothing changed its extents in between.
 #[derive(Default)]
 struct MappedBlocks {
     files: HashMap<u64, Counted>,
-    /// Times the table was cleared (it holds at most [`COUNTED_FILES`]).
-    clearings: u64,
+    /// Moved by every change of a file's extents and every clearing of the
+    /// table (it holds at most [`COUNTED_FILES`]).
+    generation: u64,
 }
 
 #[derive(Clone, Copy, Default)]
 struct Counted {
     blocks: Option<u64>,
-    /// Changes of the file's extents since its entry was made.
-    changes: u64,
+    /// The file's generation: see [`MappedBlocks`].
+    generation: u64,
 }
 
 /// Most files whose counts are kept; past it the table starts again.
 const COUNTED_FILES: usize = 1 << 16;
+
+/// The blocks a file's extents map, and the generation of its extents
+/// they were counted at: the same generation later means the same extents.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MappedCount {
+    pub(crate) blocks: u64,
+    pub(crate) generation: u64,
+}
 
 impl ExtentMap {
     /// The extents kept in `metadata`'s b-trees, their blocks on `device`.
@@ -103,19 +117,25 @@ impl ExtentMap {
     }
 
     /// The blocks `ino`'s extents map, written and unwritten.
-    pub(crate) fn mapped_blocks(&self, ino: u64) -> FileResult<u64> {
-        let (changes, clearings) = {
+    pub(crate) fn mapped_blocks(&self, ino: u64) -> FileResult<MappedCount> {
+        let generation = {
             let mut mapped = self.mapped();
             if mapped.files.len() >= COUNTED_FILES && !mapped.files.contains_key(&ino) {
                 mapped.files.clear();
-                mapped.clearings += 1;
+                mapped.generation += 1;
             }
-            let clearings = mapped.clearings;
-            let counted = mapped.files.entry(ino).or_default();
+            let generation = mapped.generation;
+            let counted = mapped.files.entry(ino).or_insert(Counted {
+                blocks: None,
+                generation,
+            });
             if let Some(blocks) = counted.blocks {
-                return Ok(blocks);
+                return Ok(MappedCount {
+                    blocks,
+                    generation: counted.generation,
+                });
             }
-            (counted.changes, clearings)
+            counted.generation
         };
         let start = ExtentKey { ino, offset: 0 }.encode();
         let stop = ExtentKey {
@@ -132,23 +152,27 @@ impl ExtentMap {
             let (_, value) = entry?;
             blocks += u64::from(Extent::decode(&value)?.blocks());
         }
-        let mut mapped = self.mapped();
-        let unchanged = mapped.clearings == clearings;
-        if let Some(counted) = mapped
+        if let Some(counted) = self
+            .mapped()
             .files
             .get_mut(&ino)
-            .filter(|counted| unchanged && counted.changes == changes)
+            .filter(|counted| counted.generation == generation)
         {
             counted.blocks = Some(blocks);
         }
-        Ok(blocks)
+        Ok(MappedCount { blocks, generation })
     }
 
     /// `ino`'s extents changed (or may have): its count is made again.
     fn extents_changed(&self, ino: u64) {
-        if let Some(counted) = self.mapped().files.get_mut(&ino) {
-            counted.blocks = None;
-            counted.changes += 1;
+        let mut mapped = self.mapped();
+        mapped.generation += 1;
+        let generation = mapped.generation;
+        if let Some(counted) = mapped.files.get_mut(&ino) {
+            *counted = Counted {
+                blocks: None,
+                generation,
+            };
         }
     }
 

@@ -133,7 +133,7 @@ use crate::device::BlockDevice;
 use crate::format::Superblock;
 use crate::metadata::Metadata;
 use crate::pagecache::{
-    Backing, Cache, CacheStats, InodeState, Page, PageCache, PromiseBudget, LARGE_ORDER,
+    Backing, Cache, CacheStats, HoleTally, InodeState, Page, PageCache, PromiseBudget, LARGE_ORDER,
     LARGE_PAGES, PAGE, PAGES_PER_FILL, PAGE_BYTES,
 };
 use crate::writeback::{FailureListener, Writeback, WritebackSummary};
@@ -334,37 +334,81 @@ impl Files {
     /// over holes — as ext4 and XFS count delayed allocations. A hole
     /// counts nothing, so a sparse file reports its allocation, not its
     /// size.
+    ///
+    /// Both halves are kept between calls: the extent map keeps the count
+    /// of mapped blocks until the extents change, and the inode's
+    /// [`HoleTally`] the unclean pages over holes, so a `stat` after a
+    /// write looks up only the pages made unclean since the last one.
     pub fn allocated_blocks(&self, ino: u64) -> FileResult<u64> {
-        // The pages dirty or being written back, as runs `first..end`: a
-        // run costs one lookup of the extents under it, however many pages
-        // it has.
-        let mut pending: Vec<(u64, u64)> = Vec::new();
-        {
-            let cache = self.cache.lock();
-            if let Some(state) = cache.inodes.get(&ino) {
-                for mark in [Mark::Dirty, Mark::Writeback] {
-                    for (span, _) in state.pages.iter_marked(0, mark) {
-                        let (first, end) = (span.index(), span.last() + 1);
-                        match pending.last_mut() {
-                            Some(run) if run.1 == first => run.1 = end,
-                            _ => pending.push((first, end)),
+        let mapped = self.extents.mapped_blocks(ino)?;
+        // What is left to look up, taken under the cache lock; the lookups
+        // run with it unlocked.
+        let (what, base, runs, epoch) = {
+            let mut cache = self.cache.lock();
+            let Some(state) = cache.inodes.get_mut(&ino) else {
+                return Ok(mapped.blocks);
+            };
+            match &state.tally {
+                Some(tally) if tally.complete && tally.extents_generation == mapped.generation => {
+                    if tally.uncounted.is_empty() {
+                        return Ok(mapped.blocks + tally.over_holes);
+                    }
+                    let mut pages = tally.uncounted.clone();
+                    pages.sort_unstable();
+                    pages.dedup();
+                    let runs = page_runs(pages.into_iter().map(|page| (page, page + 1)));
+                    let what = Counted::Uncounted(tally.uncounted.len());
+                    (what, tally.over_holes, runs, state.tally_epoch)
+                }
+                _ => {
+                    // Count every unclean page again; those made unclean
+                    // meanwhile go to the new tally's `uncounted`.
+                    state.tally_epoch += 1;
+                    state.tally = Some(HoleTally {
+                        over_holes: 0,
+                        extents_generation: mapped.generation,
+                        complete: false,
+                        uncounted: Vec::new(),
+                    });
+                    let mut spans: Vec<(u64, u64)> = [Mark::Dirty, Mark::Writeback]
+                        .into_iter()
+                        .flat_map(|mark| state.pages.iter_marked(0, mark))
+                        .map(|(span, _)| (span.index(), span.last() + 1))
+                        .collect();
+                    spans.sort_unstable();
+                    (
+                        Counted::All,
+                        0,
+                        page_runs(spans.into_iter()),
+                        state.tally_epoch,
+                    )
+                }
+            }
+        };
+        let over_holes = base + self.unmapped_pages(ino, &runs)?;
+        let mut cache = self.cache.lock();
+        if let Some(state) = cache.inodes.get_mut(&ino) {
+            if state.tally_epoch == epoch {
+                if let Some(tally) = &mut state.tally {
+                    tally.over_holes = over_holes;
+                    match what {
+                        Counted::All => tally.complete = true,
+                        Counted::Uncounted(pages) => {
+                            tally.uncounted.drain(..pages);
                         }
                     }
+                    state.tally_epoch += 1;
                 }
             }
         }
-        pending.sort_unstable();
+        Ok(mapped.blocks + over_holes)
+    }
+
+    /// How many pages of `runs` (`first..end`, in order, not overlapping)
+    /// no extent of `ino` maps: one lookup of the extents per run.
+    fn unmapped_pages(&self, ino: u64, runs: &[(u64, u64)]) -> FileResult<u64> {
         let mut unmapped = 0;
-        let mut counted_to = 0;
-        for (first, end) in pending {
-            // A page written again while in flight carries both marks:
-            // the runs may overlap, and what the last one counted is not
-            // counted twice.
-            let first = first.max(counted_to);
-            if first >= end {
-                continue;
-            }
-            counted_to = end;
+        for &(first, end) in runs {
             let covered: u64 = self
                 .extents
                 .overlapping(ino, first, end)?
@@ -376,7 +420,7 @@ impl Files {
                 .sum();
             unmapped += (end - first) - covered;
         }
-        Ok(self.extents.mapped_blocks(ino)? + unmapped)
+        Ok(unmapped)
     }
 
     /// The size and the pending modification time writes not yet written
@@ -876,4 +920,26 @@ fn checked_end(offset: u64, length: u64) -> FileResult<u64> {
         .checked_add(length)
         .filter(|&end| end <= MAX_FILE_BYTES)
         .ok_or(FileError::TooLarge { offset, length })
+}
+
+/// What a count of unclean pages over holes covered: every unclean page
+/// (a new tally), or the first `n` pages of a tally's `uncounted`.
+#[derive(Clone, Copy)]
+enum Counted {
+    All,
+    Uncounted(usize),
+}
+
+/// Sorted spans of pages `first..end` (they may overlap: a page written
+/// again while in flight carries both marks) merged into runs that do
+/// not, each page once.
+fn page_runs(spans: impl Iterator<Item = (u64, u64)>) -> Vec<(u64, u64)> {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for (first, end) in spans {
+        match runs.last_mut() {
+            Some(run) if first <= run.1 => run.1 = run.1.max(end),
+            _ => runs.push((first, end)),
+        }
+    }
+    runs
 }

@@ -62,7 +62,38 @@ pub(crate) struct InodeState {
     /// Open handles: their cursors point into `errseq`, so the state stays
     /// while any is open.
     pub(crate) opens: u32,
+    /// How many unclean pages lie over holes, as `st_blocks` last counted,
+    /// with the pages made unclean since: see [`HoleTally`].
+    pub(crate) tally: Option<HoleTally>,
+    /// Moved whenever `tally` is made, dropped or brought up to date: a
+    /// count made with the cache unlocked is kept only if it did not move.
+    pub(crate) tally_epoch: u64,
 }
+
+/// The unclean pages of a file over holes (no extent under them), kept
+/// between `stat`s: `st_blocks` counts them as ext4 counts delayed
+/// allocations, and counting them again walked every dirty page at every
+/// `stat`, so a loop of writes and `stat`s was quadratic in the pages
+/// written since the last writeback.
+///
+/// The count holds for the file's extents at `extents_generation` (see
+/// the extent map's generations) and for the unclean pages when it was
+/// made, plus `uncounted`: every page made unclean since, in the order it
+/// became so, not yet looked up. A page leaving the unclean set (written
+/// back, dropped) drops the tally; so does any change of the extents
+/// (their generation moves); and so does a long `uncounted`, when
+/// counting again costs no more than looking its pages up.
+pub(crate) struct HoleTally {
+    pub(crate) over_holes: u64,
+    pub(crate) extents_generation: u64,
+    /// False until the count of the pages unclean when the tally was made
+    /// is in: `uncounted` already collects those made unclean since.
+    pub(crate) complete: bool,
+    pub(crate) uncounted: Vec<u64>,
+}
+
+/// Most pages made unclean a tally follows before it is dropped.
+const TALLY_UNCOUNTED: usize = 4096;
 
 /// A cached page: the entry holding it and where the page starts in the
 /// entry's bytes.
@@ -95,7 +126,27 @@ impl InodeState {
             fills: 0,
             changes: 0,
             opens: 0,
+            tally: None,
+            tally_epoch: 0,
         }
+    }
+
+    /// Pages `first..=last` were clean or not cached and are unclean now.
+    fn became_unclean(&mut self, first: u64, last: u64) {
+        if let Some(tally) = &mut self.tally {
+            if tally.uncounted.len() as u64 + (last - first) < TALLY_UNCOUNTED as u64 {
+                tally.uncounted.extend(first..=last);
+            } else {
+                self.drop_tally();
+            }
+        }
+    }
+
+    /// Some unclean page became clean or left: the tally counted it, over a
+    /// hole or not, and is no longer right.
+    fn drop_tally(&mut self) {
+        self.tally = None;
+        self.tally_epoch += 1;
     }
 
     /// Whether nothing of this inode waits to be written: no dirty page,
@@ -281,10 +332,13 @@ impl InodeState {
                 // Its flight fills the preallocated block: these new
                 // contents will need a block of their own.
                 self.unmark_preallocated(accounting, index, index);
-            } else if backing == Backing::Preallocated && self.preallocated.insert(index) {
-                accounting.add_unclean(1, 1);
             } else {
-                accounting.add_unclean(1, 0);
+                self.became_unclean(index, index);
+                if backing == Backing::Preallocated && self.preallocated.insert(index) {
+                    accounting.add_unclean(1, 1);
+                } else {
+                    accounting.add_unclean(1, 0);
+                }
             }
             if backing == Backing::Rewrite {
                 self.mark_rewrites(accounting, std::iter::once(index));
@@ -331,8 +385,21 @@ impl InodeState {
             .chain(rewritten.range(first..end))
             .copied()
             .collect();
+        // The pages unclean before stay so: the tally is kept across the
+        // replacement, and follows the pages new to the unclean set.
+        let was_unclean: BTreeSet<u64> = old
+            .iter()
+            .filter_map(|&index| self.pages.load_entry(index))
+            .filter(|(span, _)| self.unclean(span.index()))
+            .flat_map(|(span, _)| span.index()..=span.last())
+            .collect();
+        let tally = self.tally.take();
         for index in old {
             self.drop_entry(accounting, index);
+        }
+        self.tally = tally;
+        for page in (first..end).filter(|page| !was_unclean.contains(page)) {
+            self.became_unclean(page, page);
         }
         if let Err(refused) = self.pages.store(first, LARGE_ORDER, pages) {
             unreachable!("page cache refused a large entry: {:?}", refused.error);
@@ -437,6 +504,7 @@ impl InodeState {
             self.unmark_preallocated(accounting, span.index(), span.last());
             self.unmark_rewrites(accounting, span.index(), span.last());
             accounting.remove_unclean(span.size());
+            self.drop_tally();
         }
         for page in span.index()..=span.last() {
             self.failed.remove(&page);
@@ -477,6 +545,7 @@ impl InodeState {
             }
             match outcome {
                 Outcome::Durable => {
+                    self.drop_tally();
                     self.unmark_preallocated(accounting, span.index(), span.last());
                     self.unmark_rewrites(accounting, span.index(), span.last());
                     accounting.remove_unclean(span.size());
@@ -532,16 +601,21 @@ impl InodeState {
             .filter_map(|span| self.pages.lock(span.index()))
             .collect();
         let mut held = Vec::new();
+        let mut newly_unclean = Vec::new();
         for guard in &guards {
             let span = guard.span();
             let dirty = guard.is_marked(Mark::Dirty) || guard.is_marked(Mark::Writeback);
             if !dirty {
                 guard.set_mark(Mark::Dirty);
                 accounting.add_unclean(span.size(), 0);
+                newly_unclean.push(span);
             }
             held.extend((span.index().max(first)..=span.last()).take_while(|&page| page < end));
         }
         drop(guards);
+        for span in newly_unclean {
+            self.became_unclean(span.index(), span.last());
+        }
         held
     }
 

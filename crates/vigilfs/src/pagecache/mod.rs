@@ -78,7 +78,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::sync::Condvar;
 
-pub(crate) use inode_pages::{Backing, InodeState, PromiseBudget};
+pub(crate) use inode_pages::{Backing, HoleTally, InodeState, PromiseBudget};
 
 /// The page (and filesystem block) size the data path works in.
 pub const PAGE_BYTES: usize = 4096;
