@@ -366,12 +366,15 @@ impl Run<'_, '_> {
         self.sink.finding(&Finding { range, cause, what })
     }
 
-    /// Reads `range`; `Err` carries the device error.
+    /// Reads `range`; `Err` carries the device error. Paced before the
+    /// read, so that no moment sees more read than the rate allows: an
+    /// extent is read whole (up to 512 KiB), and read first and paced
+    /// after, a slow scrub began with a burst of it.
     fn read(&mut self, range: ByteRange, class: IoClass) -> Result<Vec<u8>, DeviceError> {
         self.sink.pause();
+        self.pace(range.len());
         let mut bytes = vec![0u8; range.len() as usize];
         let result = self.scrubber.device.read_at(range.start, &mut bytes, class);
-        self.pace(range.len());
         self.stats.bytes += range.len();
         result.map(|()| bytes)
     }
