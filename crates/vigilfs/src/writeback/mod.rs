@@ -451,12 +451,18 @@ impl Writeback {
                     let failed = pages_of(&flight.entries[batch]);
                     // The error words are set once per failure: a retry of
                     // pages that failed before is the same unreported loss
-                    // to the file's descriptors. The listener hears every
-                    // attempt, so the error record and the event log count
-                    // a disk that goes on failing (its events are damped).
-                    if new_failure {
-                        state.errseq.set(errno);
-                        self.fs_errseq.set(errno);
+                    // to the file's descriptors, unless it failed for
+                    // another reason (a full disk, then a failing one):
+                    // the words always hold the latest cause, and each
+                    // descriptor hears of a change of cause once. The
+                    // listener hears every attempt, so the error record
+                    // and the event log count a disk that goes on failing
+                    // (its events are damped).
+                    let retried = !failed.is_empty();
+                    for word in [&state.errseq, &self.fs_errseq] {
+                        if new_failure || (retried && word.state().errno != Some(errno)) {
+                            word.set(errno);
+                        }
                     }
                     if let (Some(listener), Some((first, _)), Some((last, _))) =
                         (self.on_failure.get(), failed.first(), failed.last())
