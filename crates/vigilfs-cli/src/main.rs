@@ -609,10 +609,13 @@ enum Command {
     /// What a power cut would lose now: each file's data not written back
     /// (byte ranges) and each metadata change whose journal entry is not
     /// durable. Anything not listed survives, unless the device drops
-    /// flushes (`inject --drop-flushes`), which it then says first. Not
-    /// seen, so not listed: writes through a shared mapping (mmap) that
-    /// the kernel has not yet sent to the daemon (no msync, munmap or
-    /// close since). Root and the user who mounted only (it names files).
+    /// flushes (`inject --drop-flushes`), which it then says first. Data
+    /// the kernel wrote back from a shared mapping (mmap) and the mount
+    /// refused (a full disk) is listed as already lost: the kernel does
+    /// not send it again, and fsync fails until it is rewritten. Not
+    /// seen, so not listed: writes through a shared mapping that the
+    /// kernel has not yet sent to the daemon (no msync, munmap or close
+    /// since). Root and the user who mounted only (it names files).
     ///
     /// Examples:
     ///   vigilfs unsynced /mnt/data
@@ -621,7 +624,8 @@ enum Command {
     Unsynced {
         /// The mount point.
         mountpoint: PathBuf,
-        /// Print JSON: {files [{inode, paths, size, ranges, bytes}],
+        /// Print JSON: {files [{inode, paths, size, ranges, bytes, lost,
+        /// lost_errno}],
         /// changes [{seq, operation, inode, path, new_path}],
         /// omitted_changes, durable_seq, newest_seq}.
         #[arg(long)]

@@ -12,6 +12,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::control::client;
+use crate::control::errno_name;
 use crate::control::protocol::Request;
 use crate::failure::Failure;
 
@@ -36,6 +37,27 @@ fn file_name(file: &Value) -> String {
     } else {
         format!("inode {inode} (no path found)")
     }
+}
+
+/// Byte ranges (`[{offset, length}]`) as `start..end`, the first
+/// [`RANGES_SHOWN`] of them.
+fn ranges_text(ranges: &Value) -> String {
+    let ranges: Vec<String> = ranges
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|range| {
+            let offset = range["offset"].as_u64().unwrap_or(0);
+            let length = range["length"].as_u64().unwrap_or(0);
+            format!("{offset}..{}", offset + length)
+        })
+        .collect();
+    let more = ranges.len().saturating_sub(RANGES_SHOWN);
+    let mut text = ranges[..ranges.len().min(RANGES_SHOWN)].join(", ");
+    if more > 0 {
+        text.push_str(&format!(" and {more} more ranges"));
+    }
+    text
 }
 
 /// The unsynced report (`control::power::unsynced_json`) as lines.
@@ -76,28 +98,28 @@ pub fn describe_unsynced(unsynced: &Value) -> Vec<String> {
         ));
     }
     for file in &files {
-        let ranges: Vec<String> = file["ranges"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|range| {
-                let offset = range["offset"].as_u64().unwrap_or(0);
-                let length = range["length"].as_u64().unwrap_or(0);
-                format!("{offset}..{}", offset + length)
-            })
-            .collect();
-        let more = ranges.len().saturating_sub(RANGES_SHOWN);
-        lines.push(format!(
-            "  {}: {} bytes at {}{}",
-            file_name(file),
-            file["bytes"].as_u64().unwrap_or(0),
-            ranges[..ranges.len().min(RANGES_SHOWN)].join(", "),
-            if more > 0 {
-                format!(" and {more} more ranges")
-            } else {
-                String::new()
-            }
-        ));
+        let ranges = ranges_text(&file["ranges"]);
+        if !ranges.is_empty() {
+            lines.push(format!(
+                "  {}: {} bytes at {ranges}",
+                file_name(file),
+                file["bytes"].as_u64().unwrap_or(0),
+            ));
+        }
+        let lost = ranges_text(&file["lost"]);
+        if !lost.is_empty() {
+            let errno = file["lost_errno"]
+                .as_i64()
+                .and_then(|errno| i32::try_from(errno).ok());
+            let why = errno
+                .and_then(errno_name)
+                .map_or_else(|| "an error".to_string(), str::to_string);
+            lines.push(format!(
+                "  {}: already lost at {lost}: the kernel's write-back of a shared mapping \
+                 was refused ({why}); fsync fails until it is rewritten",
+                file_name(file),
+            ));
+        }
     }
     if !changes.is_empty() || omitted > 0 {
         lines.push(format!(

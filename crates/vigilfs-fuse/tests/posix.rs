@@ -586,8 +586,11 @@ fn write_through_mapping(
 
 /// Pages of a shared mapping reach the mount only when the kernel writes
 /// them back; refused there (a full filesystem), they are lost, and the
-/// mount says so: an error on record for the file, marked data lost, and
-/// the filesystem's writeback error, reported once to a syncfs.
+/// mount says so: an error on record for the file, marked data lost, the
+/// filesystem's writeback error, every later fsync and syncfs failing
+/// until the pages are rewritten (fsync_errors=until-durable: review 29
+/// found the second fsync succeeding, with the data gone), and `unsynced`
+/// listing them as lost.
 #[test]
 fn refused_write_back_of_mapped_pages_is_recorded_as_data_lost() {
     if !common::fuse_available() {
@@ -617,7 +620,34 @@ fn refused_write_back_of_mapped_pages_is_recorded_as_data_lost() {
     assert_eq!(engine.status().writeback_error, Some(libc::ENOSPC));
     let synced = engine.syncfs_once().map_err(|error| error.errno());
     assert_eq!(synced, Err(libc::ENOSPC), "vigilfs sync hears of the loss");
+    for attempt in 0..2 {
+        let fsynced = mapped.sync_all().map_err(|error| error.raw_os_error());
+        assert_eq!(
+            fsynced,
+            Err(Some(libc::ENOSPC)),
+            "fsync {attempt} after the loss"
+        );
+        let synced = engine.syncfs_once().map_err(|error| error.errno());
+        assert_eq!(synced, Err(libc::ENOSPC), "syncfs {attempt} after the loss");
+    }
+    let unsynced = engine.unsynced();
+    let listed = unsynced
+        .data
+        .iter()
+        .find(|file| file.ino == ino)
+        .expect("listed");
+    assert_eq!(listed.lost, [(0, 1 << 20)]);
+    assert_eq!(listed.lost_errno, Some(libc::ENOSPC));
+    // Rewritten whole (with room again), the file is whole and durable.
+    fs::remove_file(mount.join("filler")).unwrap();
+    engine
+        .syncfs_once()
+        .map_err(|error| error.errno())
+        .unwrap_err();
+    mapped.write_all_at(&vec![0x33; 1 << 20], 0).unwrap();
+    mapped.sync_all().unwrap();
     assert_eq!(engine.syncfs_once().map_err(|error| error.errno()), Ok(()));
+    assert!(engine.unsynced().data.iter().all(|file| file.ino != ino));
     drop(mapped);
     mount.finish();
 }

@@ -13,8 +13,11 @@ use crate::power_cut::{CutError, CutReport, PowerSwitch};
 ///
 /// ```text
 /// files           [{inode, paths, unlinked, size, ranges [{offset, length}],
-///                 bytes}] data not written back, by file (unlinked: no name
-///                 left, still open)
+///                 bytes, lost [{offset, length}], lost_errno}] data not
+///                 written back, by file (unlinked: no name left, still
+///                 open); lost: data already lost, as the kernel's
+///                 write-back of a shared mapping of it was refused
+///                 (lost_errno: why; fsync fails until it is rewritten)
 /// changes         [{seq, operation, inode, path, new_path}] metadata
 ///                 changes whose journal entry is not durable, oldest first
 /// omitted_changes older pending changes not remembered one by one
@@ -25,19 +28,22 @@ pub fn unsynced_json(unsynced: &Unsynced) -> Value {
         .data
         .iter()
         .map(|file| {
-            let ranges: Vec<Value> = file
-                .ranges
-                .iter()
-                .map(|&(start, end)| json!({ "offset": start, "length": end - start }))
-                .collect();
+            let ranges_json = |ranges: &[(u64, u64)]| -> Vec<Value> {
+                ranges
+                    .iter()
+                    .map(|&(start, end)| json!({ "offset": start, "length": end - start }))
+                    .collect()
+            };
             let bytes: u64 = file.ranges.iter().map(|&(start, end)| end - start).sum();
             json!({
                 "inode": file.ino,
                 "paths": file.paths,
                 "unlinked": file.unlinked,
                 "size": file.size,
-                "ranges": ranges,
+                "ranges": ranges_json(&file.ranges),
                 "bytes": bytes,
+                "lost": ranges_json(&file.lost),
+                "lost_errno": file.lost_errno,
             })
         })
         .collect();

@@ -32,6 +32,12 @@ pub struct UnsyncedData {
     pub ranges: Vec<(u64, u64)>,
     /// The size writes gave it.
     pub size: u64,
+    /// The byte ranges already lost, with the errno that lost them: the
+    /// kernel's write-back of a shared mapping of them was refused, and
+    /// the kernel does not send them again (until rewritten, fsync fails).
+    pub lost: Vec<(u64, u64)>,
+    /// See `lost`.
+    pub lost_errno: Option<i32>,
 }
 
 /// A metadata change not durable yet.
@@ -245,16 +251,9 @@ impl Filesystem {
                     known
                 },
                 unlinked: nlink == Some(0),
-                ranges: unwritten
-                    .runs
-                    .iter()
-                    .map(|&(first, end)| {
-                        (
-                            first * 4096,
-                            (end * 4096).min(unwritten.size.max(first * 4096)),
-                        )
-                    })
-                    .collect(),
+                ranges: byte_ranges(&unwritten.runs, unwritten.size),
+                lost: byte_ranges(&unwritten.lost, unwritten.size),
+                lost_errno: unwritten.lost_errno,
                 size: unwritten.size,
             })
             .collect();
@@ -280,6 +279,13 @@ impl Filesystem {
             background.request_stop();
         }
     }
+}
+
+/// Runs of pages (first, end) as byte ranges, the last cut at `size`.
+fn byte_ranges(runs: &[(u64, u64)], size: u64) -> Vec<(u64, u64)> {
+    runs.iter()
+        .map(|&(first, end)| (first * 4096, (end * 4096).min(size.max(first * 4096))))
+        .collect()
 }
 
 /// The inode of a change to an inode alone, which names no entry

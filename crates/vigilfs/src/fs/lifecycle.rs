@@ -479,7 +479,9 @@ impl Shared {
         for unwritten in self.files.unwritten() {
             let range = match unwritten.never_written {
                 Some((first, last)) => Some(bytes_of_pages(first, last, unwritten.size)),
-                None if unwritten.pages > 0 => continue,
+                // Lost data was reported when the kernel's write-back of
+                // it was refused.
+                None if unwritten.pages > 0 || !unwritten.lost.is_empty() => continue,
                 None => None,
             };
             self.report_lost_data(unwritten.ino, range, libc::EIO, why);

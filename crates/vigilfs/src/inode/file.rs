@@ -187,6 +187,12 @@ pub struct Unwritten {
     /// The size writes gave the file (what a cut may take back to the
     /// size on disk).
     pub size: u64,
+    /// Runs of pages already lost, as (first, end) page numbers: the
+    /// kernel's write-back of a shared mapping was refused with
+    /// `lost_errno` (see [`Files::cache_write_refused`]).
+    pub lost: Vec<(u64, u64)>,
+    /// See `lost`.
+    pub lost_errno: Option<i32>,
 }
 
 /// How [`Files::fallocate`] changes a range: Linux's `FALLOC_FL_*` bits,
@@ -618,13 +624,7 @@ impl Files {
                 let first_never_written = never_written.next().copied();
                 let never_written = first_never_written
                     .map(|first| (first, never_written.last().copied().unwrap_or(first)));
-                let mut runs: Vec<(u64, u64)> = Vec::new();
-                for &page in &pages {
-                    match runs.last_mut() {
-                        Some((_, end)) if *end == page => *end += 1,
-                        _ => runs.push((page, page + 1)),
-                    }
-                }
+                let runs = page_runs(pages.iter().map(|&page| (page, page + 1)));
                 Unwritten {
                     ino: state.ino,
                     first_page: pages.first().copied(),
@@ -633,6 +633,8 @@ impl Files {
                     runs,
                     never_written,
                     size: state.size,
+                    lost: page_runs(state.lost.iter().map(|&page| (page, page + 1))),
+                    lost_errno: state.lost_errno.map(Errno::get),
                 }
             })
             .collect();
@@ -788,13 +790,19 @@ impl Files {
         // handle); a failure that never reached it (an inode-record update
         // with no pages) is still returned.
         let in_error_word = !state.failed.is_empty();
+        let lost = state.lost_errno;
         drop(cache);
+        let report_once = self.report_once.load(Ordering::Relaxed);
         if let Err(errno) = written {
-            if !(self.report_once.load(Ordering::Relaxed) && in_error_word) {
+            if !(report_once && in_error_word) {
                 return Err(FileError::Writeback(errno));
             }
         }
-        reported.map_err(FileError::Writeback)
+        reported.map_err(FileError::Writeback)?;
+        match lost {
+            Some(errno) if !report_once => Err(FileError::Writeback(errno)),
+            _ => Ok(()),
+        }
     }
 
     /// Writes back the handle's inode now, for a write that must reach the
@@ -832,13 +840,20 @@ impl Files {
         let summary = self.writeback_all();
         let flushed = self.metadata.journal.flush();
         let reported = self.writeback.fs_errseq().check_and_advance(cursor);
-        if let Some(errno) = summary.first_error {
-            if !self.report_once.load(Ordering::Relaxed) {
+        if !self.report_once.load(Ordering::Relaxed) {
+            if let Some(errno) = summary.first_error.or_else(|| self.lost_errno()) {
                 return Err(FileError::Writeback(errno));
             }
         }
         flushed?;
         reported.map_err(FileError::Writeback)
+    }
+
+    /// The errno of the latest refused write-back of a mapping whose lost
+    /// data some file still holds (see [`Files::cache_write_refused`]).
+    fn lost_errno(&self) -> Option<Errno> {
+        let cache = self.cache.lock();
+        cache.inodes.values().find_map(|state| state.lost_errno)
     }
 
     /// Writes back every inode with dirty pages (what background writeback
@@ -864,15 +879,28 @@ impl Files {
             .map_err(FileError::Writeback)
     }
 
-    /// The kernel's write-back of a shared mapping was refused with
-    /// `errno`: the data is lost. The kernel tells the file's descriptors
-    /// itself (its own error word for the mapping); the filesystem's word
-    /// must hold it too, for the next `vigilfs sync` and for monitors.
-    /// The inode's word is left alone, or an fsync would hear it twice.
-    pub fn cache_write_refused(&self, errno: i32) {
-        self.writeback
-            .fs_errseq()
-            .set(Errno::new(errno).unwrap_or(Errno::EIO));
+    /// The kernel's write-back of `length` bytes at `offset` of `ino` from
+    /// a shared mapping was refused with `errno`: the kernel does not send
+    /// those pages again, so their data is lost. The kernel tells the
+    /// file's descriptors once itself (its own error word for the
+    /// mapping), so the inode's word is left alone, or an fsync would hear
+    /// it twice; the filesystem's word holds it, for the next `vigilfs
+    /// sync` and for monitors. The pages are remembered as lost: under
+    /// [`FsyncErrors::UntilDurable`] every later fsync of the file (and
+    /// syncfs) fails with `errno` until each is rewritten whole, truncated
+    /// or punched away, as the data it promised never became durable; and
+    /// [`Files::unwritten`] lists them.
+    pub fn cache_write_refused(&self, ino: u64, offset: u64, length: u64, errno: i32) {
+        let errno = Errno::new(errno).unwrap_or(Errno::EIO);
+        self.writeback.fs_errseq().set(errno);
+        if length == 0 {
+            return;
+        }
+        let mut cache = self.cache.lock();
+        if let Ok(state) = self.state(&mut cache.inodes, ino) {
+            let last = offset.saturating_add(length - 1) / PAGE;
+            state.lose(offset / PAGE, last, errno);
+        }
     }
 
     /// Whether the latest filesystem writeback error was reported to a

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use errseq::ErrSeq;
+use errseq::{ErrSeq, Errno};
 use xarray::{Mark, Span, XArray};
 
 use super::{Accounting, Outcome, Page, LARGE_ORDER, LARGE_PAGES, PAGE, PAGE_BYTES};
@@ -62,6 +62,13 @@ pub(crate) struct InodeState {
     /// Open handles: their cursors point into `errseq`, so the state stays
     /// while any is open.
     pub(crate) opens: u32,
+    /// Pages whose data the kernel wrote back from a shared mapping and
+    /// this mount refused (no space, a failing device): the kernel does
+    /// not send them again, so their data is lost, with the errno of the
+    /// latest refusal. Until each is rewritten whole, truncated or punched
+    /// away, fsync under `FsyncErrors::UntilDurable` fails with it.
+    pub(crate) lost: BTreeSet<u64>,
+    pub(crate) lost_errno: Option<Errno>,
     /// How many unclean pages lie over holes, as `st_blocks` last counted,
     /// with the pages made unclean since: see [`HoleTally`].
     pub(crate) tally: Option<HoleTally>,
@@ -128,6 +135,28 @@ impl InodeState {
             opens: 0,
             tally: None,
             tally_epoch: 0,
+            lost: BTreeSet::new(),
+            lost_errno: None,
+        }
+    }
+
+    /// Pages `first..=last` lost to a refused write-back of a mapping.
+    pub(crate) fn lose(&mut self, first: u64, last: u64, errno: Errno) {
+        self.lost.extend(first..=last);
+        self.lost_errno = Some(errno);
+    }
+
+    /// Pages `first..end` no longer hold lost data: rewritten whole, or
+    /// cut off.
+    pub(crate) fn replace_lost(&mut self, first: u64, end: u64) {
+        if first < end && !self.lost.is_empty() {
+            let replaced: Vec<u64> = self.lost.range(first..end).copied().collect();
+            for page in replaced {
+                self.lost.remove(&page);
+            }
+            if self.lost.is_empty() {
+                self.lost_errno = None;
+            }
         }
     }
 
@@ -149,11 +178,13 @@ impl InodeState {
         self.tally_epoch += 1;
     }
 
-    /// Whether nothing of this inode waits to be written: no dirty page,
-    /// no writeback in flight, no time pending.
+    /// Whether something of this inode is not durable: a dirty page, a
+    /// writeback in flight, a time pending, or data a refused write-back
+    /// of a mapping lost.
     pub(crate) fn unwritten(&self) -> bool {
         self.syncing
             || self.mtime.is_some()
+            || !self.lost.is_empty()
             || self.pages.iter_marked(0, Mark::Dirty).next().is_some()
             || self.pages.iter_marked(0, Mark::Writeback).next().is_some()
     }
@@ -178,6 +209,7 @@ impl InodeState {
             && self.fills == 0
             && !self.syncing
             && self.mtime.is_none()
+            && self.lost.is_empty()
             && self.pages.iter().next().is_none()
             && (error.errno.is_none() || error.reported)
     }

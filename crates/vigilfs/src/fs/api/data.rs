@@ -178,10 +178,14 @@ impl Filesystem {
     /// call), and this mount refused them with `errno`. Nobody hears of it
     /// but a program that calls msync or fsync later, and the kernel does
     /// not send those pages again: the data is lost, and said so (an event
-    /// marked data lost, and the error record).
+    /// marked data lost, and the error record), and remembered: until it
+    /// is rewritten, fsync of the file fails (`fsync_errors=until-durable`)
+    /// and `unsynced` lists it.
     pub fn cache_write_refused(&self, handle: u64, offset: u64, length: u64, errno: i32) {
         if let Ok(file) = self.file(handle) {
-            self.shared.files.cache_write_refused(errno);
+            self.shared
+                .files
+                .cache_write_refused(file.ino, offset, length, errno);
             self.shared.report_lost_data(
                 file.ino,
                 Some((offset, length)),

@@ -210,6 +210,14 @@ impl Files {
             state.put_dirty(&mut cache.accounting, index, page.into(), backing);
             index += 1;
         }
+        // Lost pages this write replaced whole (a last page partly past the
+        // old size counts whole: nothing lost lay beyond the size).
+        let replaced_end = if end >= state.size {
+            end.div_ceil(PAGE)
+        } else {
+            end / PAGE
+        };
+        state.replace_lost(offset.div_ceil(PAGE), replaced_end);
         state.size = state.size.max(end);
         state.mtime = Some(Timestamp::now());
         state.changes += 1;
