@@ -10,7 +10,9 @@ use vigilfs::btree::TreeId;
 use vigilfs::device::{BlockDevice, MemoryDevice, SectorSize};
 use vigilfs::format::Superblock;
 use vigilfs::fsck::fsck;
-use vigilfs::inode::{inode_key, FileType, Namespace, NamespaceError, RenameFlags, ROOT_INO};
+use vigilfs::inode::{
+    inode_key, FileType, Namespace, NamespaceError, RenameFlags, MAX_LINKS, ROOT_INO,
+};
 use vigilfs::metadata::Metadata;
 use vigilfs::mkfs::{make_filesystem, MkfsOptions};
 
@@ -293,6 +295,27 @@ fn link_adds_a_counted_name_but_not_to_directories() {
     assert_eq!(errno(namespace.link(999, ROOT, b"z")), libc::ENOENT);
     assert_eq!(errno(namespace.link(file, file, b"z")), libc::ENOTDIR);
     assert_fsck_clean(&device, &metadata);
+}
+
+/// A file takes at most ext4's 65,000 links; the next `link` is EMLINK
+/// (review 27: links went on to 4 billion, and unlinking a file with
+/// 60,000 of them walked them all). Its count is set near the limit by
+/// hand, as 65,000 real links would make a slow test.
+#[test]
+fn a_file_takes_at_most_max_links_links() {
+    let (_, _, metadata) = fresh();
+    let namespace = Namespace::new(metadata.clone());
+    let (ino, mut record) = namespace.create(ROOT, b"f", 0o644, 0, 0).unwrap();
+    record.nlink = MAX_LINKS - 1;
+    let mut transaction = metadata.trees.transaction();
+    transaction
+        .put(TreeId::Inodes, &inode_key(ino), &record.encode())
+        .unwrap();
+    transaction.commit().unwrap();
+    assert_eq!(namespace.link(ino, ROOT, b"last").unwrap().nlink, MAX_LINKS);
+    assert_eq!(errno(namespace.link(ino, ROOT, b"beyond")), libc::EMLINK);
+    assert!(namespace.lookup(ROOT, b"beyond").unwrap().is_none());
+    assert_eq!(namespace.getattr(ino).unwrap().nlink, MAX_LINKS);
 }
 
 #[test]

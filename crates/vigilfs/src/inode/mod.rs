@@ -34,7 +34,7 @@ pub use file_error::{FileError, FileResult};
 pub(crate) use namespace::{decode_live_inodes, read_symlink_target, LIVE_INODES_KEY};
 pub use namespace::{
     Creation, DirCookie, DirEntry, Namespace, NamespaceError, NamespaceResult, RenameFlags,
-    SetAttr, SetTime,
+    SetAttr, SetTime, MAX_LINKS,
 };
 pub use paths::{from_printable, paths_of, printable, shows_wrongly};
 pub use permission::{

@@ -307,10 +307,10 @@ impl Namespace {
             NamespaceError::NoSpace("every collision index of the name's hash is taken".into())
         })?;
         let time = Timestamp::now();
-        record.nlink = record
-            .nlink
-            .checked_add(1)
-            .ok_or(NamespaceError::TooManyLinks)?;
+        if record.nlink >= MAX_LINKS {
+            return Err(NamespaceError::TooManyLinks);
+        }
+        record.nlink += 1;
         record.ctime = time;
         write_inode(&mut transaction, ino, &record)?;
         put_entry(

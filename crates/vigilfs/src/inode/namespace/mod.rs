@@ -127,6 +127,11 @@ const XATTRS_PER_TRANSACTION: usize = 16;
 /// corrupt (a cycle).
 const MAX_DEPTH: usize = 1 << 20;
 
+/// Most links a file may have, as ext4's: past it `link` is `EMLINK`. Each
+/// link is an entry and a parent record, which unlink of the last name
+/// walks; a limit keeps that walk, and `st_nlink`, bounded.
+pub const MAX_LINKS: u32 = 65_000;
+
 /// Why a namespace operation failed. Nothing was changed when one is
 /// returned.
 #[derive(Debug, Error)]
@@ -159,7 +164,8 @@ pub enum NamespaceError {
     /// directories).
     #[error("operation not permitted: {0}")]
     NotPermitted(&'static str),
-    /// The link count would overflow.
+    /// The file has [`MAX_LINKS`] links already (or a directory's link
+    /// count would overflow).
     #[error("too many links")]
     TooManyLinks,
     /// No space: for b-tree nodes, or every collision index of a hash in
