@@ -766,28 +766,31 @@ fn ranges_outside_the_device_are_refused_clearly() {
     fixture.assert_fsck_clean();
 }
 
-/// A device that reports one media failure the first time the journal is
-/// read — as a storage array's asynchronous report would arrive while the
-/// filesystem is still replaying.
-struct ReportsDuringReplay {
+/// A device over `inner` that runs `before_read` before each read, with the
+/// media failure callback the filesystem set (if any), to observe reads or
+/// report failures from them.
+type ReadHook = dyn Fn(IoClass, usize, Option<MediaFailureCallback>) + Send + Sync;
+
+struct HookedReads {
     inner: Arc<dyn BlockDevice>,
+    before_read: Box<ReadHook>,
     callback: Mutex<Option<MediaFailureCallback>>,
-    report: Mutex<Option<ByteRange>>,
 }
 
-impl BlockDevice for ReportsDuringReplay {
+impl HookedReads {
+    fn new(inner: Arc<dyn BlockDevice>, before_read: Box<ReadHook>) -> Arc<HookedReads> {
+        Arc::new(HookedReads {
+            inner,
+            before_read,
+            callback: Mutex::new(None),
+        })
+    }
+}
+
+impl BlockDevice for HookedReads {
     fn read_at(&self, offset: u64, buffer: &mut [u8], class: IoClass) -> Result<(), DeviceError> {
-        if class == IoClass::Journal {
-            let pending = self.report.lock().unwrap().take();
-            let callback = self.callback.lock().unwrap().clone();
-            if let (Some(range), Some(callback)) = (pending, callback) {
-                callback(MediaFailure {
-                    range,
-                    class: IoClass::Data,
-                    rule: None,
-                });
-            }
-        }
+        let callback = self.callback.lock().unwrap().clone();
+        (self.before_read)(class, buffer.len(), callback);
         self.inner.read_at(offset, buffer, class)
     }
     fn write_at(&self, offset: u64, buffer: &[u8], class: IoClass) -> Result<(), DeviceError> {
@@ -816,16 +819,31 @@ fn a_failure_reported_during_journal_replay_is_handled_after_it() {
     let bad = fixture.physical(&fs, ino, 1);
     // A crash: the journal must be replayed at the next mount.
     drop(fs);
-    let reporting = Arc::new(ReportsDuringReplay {
-        inner: fixture.device.clone(),
-        callback: Mutex::new(None),
-        report: Mutex::new(Some(ByteRange::at(bad * BLOCK, BLOCK))),
-    });
+    // One media failure reported the first time the journal is read: as a
+    // storage array's asynchronous report would arrive while the
+    // filesystem is still replaying.
+    let report = Arc::new(Mutex::new(Some(ByteRange::at(bad * BLOCK, BLOCK))));
+    let pending = Arc::clone(&report);
+    let reporting = HookedReads::new(
+        fixture.device.clone(),
+        Box::new(move |class, _, callback| {
+            if class != IoClass::Journal {
+                return;
+            }
+            if let (Some(range), Some(callback)) = (pending.lock().unwrap().take(), callback) {
+                callback(MediaFailure {
+                    range,
+                    class: IoClass::Data,
+                    rule: None,
+                });
+            }
+        }),
+    );
     fixture.bad_block(bad);
     let fs = Filesystem::mount(reporting.clone(), MountOptions::default()).expect("mount");
     assert!(fs.recovered(), "the journal was replayed");
     assert!(
-        reporting.report.lock().unwrap().is_none(),
+        report.lock().unwrap().is_none(),
         "reported during the mount"
     );
     assert!(fs.settle_failures(SETTLE));
@@ -989,34 +1007,6 @@ fn a_slow_scrub_is_running_from_its_start() {
     fs.unmount().unwrap();
 }
 
-/// A device that notes when each data read starts, and how long.
-struct TimedDataReads {
-    inner: Arc<dyn BlockDevice>,
-    reads: Mutex<Vec<(std::time::Instant, u64)>>,
-}
-
-impl BlockDevice for TimedDataReads {
-    fn read_at(&self, offset: u64, buffer: &mut [u8], class: IoClass) -> Result<(), DeviceError> {
-        if class == IoClass::Data {
-            let read = (std::time::Instant::now(), buffer.len() as u64);
-            self.reads.lock().unwrap().push(read);
-        }
-        self.inner.read_at(offset, buffer, class)
-    }
-    fn write_at(&self, offset: u64, buffer: &[u8], class: IoClass) -> Result<(), DeviceError> {
-        self.inner.write_at(offset, buffer, class)
-    }
-    fn flush(&self, class: IoClass) -> Result<(), DeviceError> {
-        self.inner.flush(class)
-    }
-    fn length(&self) -> u64 {
-        self.inner.length()
-    }
-    fn sector_size(&self) -> SectorSize {
-        self.inner.sector_size()
-    }
-}
-
 /// A rate-limited scrub never has read more than the rate allows since it
 /// started, not even at its first extent (read whole: up to 512 KiB, which
 /// it once read before it paced). Not a timing assertion: the pacing only
@@ -1027,12 +1017,20 @@ fn a_rate_limited_scrub_never_reads_ahead_of_its_rate() {
     let fs = fixture.mount();
     create_file(&fs, "large", &pattern(512, 9));
     fs.unmount().unwrap();
-    let timed = Arc::new(TimedDataReads {
-        inner: fixture.device.clone(),
-        reads: Mutex::new(Vec::new()),
-    });
-    let fs = Filesystem::mount(timed.clone(), MountOptions::default()).expect("mount");
-    timed.reads.lock().unwrap().clear();
+    // When each data read starts, and how long it is.
+    let timed: Arc<Mutex<Vec<(std::time::Instant, u64)>>> = Arc::default();
+    let noted = Arc::clone(&timed);
+    let device = HookedReads::new(
+        fixture.device.clone(),
+        Box::new(move |class, length, _| {
+            if class == IoClass::Data {
+                let read = (std::time::Instant::now(), length as u64);
+                noted.lock().unwrap().push(read);
+            }
+        }),
+    );
+    let fs = Filesystem::mount(device, MountOptions::default()).expect("mount");
+    timed.lock().unwrap().clear();
     let rate: u64 = 8 << 20;
     let started = std::time::Instant::now();
     let request = vigilfs::fs::ScrubRequest {
@@ -1041,7 +1039,7 @@ fn a_rate_limited_scrub_never_reads_ahead_of_its_rate() {
     };
     let summary = fs.scrub(request, &mut |_| true).unwrap();
     assert!(summary.complete);
-    let reads = timed.reads.lock().unwrap().clone();
+    let reads = timed.lock().unwrap().clone();
     assert!(
         reads.iter().any(|&(_, bytes)| bytes >= 128 * BLOCK),
         "{reads:?}"
