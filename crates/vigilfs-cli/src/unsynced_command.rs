@@ -116,7 +116,7 @@ pub fn describe_unsynced(unsynced: &Value) -> Vec<String> {
                 .map_or_else(|| "an error".to_string(), str::to_string);
             lines.push(format!(
                 "  {}: already lost at {lost}: the kernel's write-back of a shared mapping \
-                 was refused ({why}); fsync fails until it is rewritten",
+                 was refused ({why}); reads of it and fsync fail until it is rewritten",
                 file_name(file),
             ));
         }
@@ -169,4 +169,35 @@ pub fn run(mountpoint: &Path, json: bool) -> Result<u8, Failure> {
         println!("  {line}");
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::describe_unsynced;
+
+    #[test]
+    fn data_already_lost_is_listed_apart_from_data_not_written_back() {
+        let report = json!({
+            "files": [
+                {"inode": 7, "paths": ["db/table"], "unlinked": false, "size": 16384,
+                 "ranges": [{"offset": 0, "length": 4096}], "bytes": 4096,
+                 "lost": [], "lost_errno": null},
+                {"inode": 8, "paths": ["db/map"], "unlinked": false, "size": 8192,
+                 "ranges": [], "bytes": 0,
+                 "lost": [{"offset": 4096, "length": 4096}], "lost_errno": 28},
+            ],
+            "changes": [], "omitted_changes": 0, "durable_seq": 3, "newest_seq": 3,
+        });
+        let lines = describe_unsynced(&report);
+        assert_eq!(lines[1], "  db/table (inode 7): 4096 bytes at 0..4096");
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        assert!(
+            lines[2].starts_with("  db/map (inode 8): already lost at 4096..8192:")
+                && lines[2].contains("(ENOSPC)"),
+            "{}",
+            lines[2]
+        );
+    }
 }

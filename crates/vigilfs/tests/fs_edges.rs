@@ -297,9 +297,10 @@ fn a_writeback_retry_failing_for_another_reason_becomes_the_latest_error() {
 
 /// Data the kernel's write-back of a shared mapping lost (the mount
 /// refused it) fails every fsync until it is gone: rewritten whole, punched
-/// or truncated away; rewriting part of a page leaves the rest of it lost
-/// (review 29: the second fsync after the loss succeeded). With
-/// fsync_errors=once the kernel's own report is the only one.
+/// or truncated away; reads of it fail meanwhile (review 29: the second
+/// fsync after the loss succeeded, and reads returned zeros once the
+/// kernel let its pages go). With fsync_errors=once the kernel's own
+/// report is the only one.
 #[test]
 fn data_lost_to_a_refused_mapped_write_back_fails_fsync_until_it_is_replaced() {
     const PAGE: u64 = 4096;
@@ -317,19 +318,29 @@ fn data_lost_to_a_refused_mapped_write_back_fails_fsync_until_it_is_replaced() {
         assert_eq!(errno(fs.fsync(handle, false)), libc::ENOSPC);
     }
     assert_eq!(errno(fs.syncfs_once()), libc::ENOSPC);
-    fs.write(handle, PAGE, &[2u8; 100], &root()).unwrap();
+    // Reads of the lost pages fail rather than return what the cache or
+    // the device holds from before; a write that would merge with their
+    // bytes fails the same way.
+    assert_eq!(fs.read(handle, 0, PAGE as usize).unwrap(), [1u8; 4096]);
+    assert_eq!(errno(fs.read(handle, 0, 2 * PAGE as usize)), libc::EIO);
+    assert_eq!(errno(fs.read(handle, 2 * PAGE + 10, 10)), libc::EIO);
     assert_eq!(
-        errno(fs.fsync(handle, false)),
-        libc::ENOSPC,
-        "part of page 1"
+        errno(fs.write(handle, PAGE, &[2u8; 100], &root())),
+        libc::EIO
     );
+    assert_eq!(errno(fs.fsync(handle, false)), libc::ENOSPC);
     fs.write(handle, PAGE, &[2u8; PAGE as usize], &root())
         .unwrap();
+    assert_eq!(fs.read(handle, PAGE, PAGE as usize).unwrap(), [2u8; 4096]);
     assert_eq!(errno(fs.fsync(handle, false)), libc::ENOSPC, "page 2");
     let punch = FallocateMode::PUNCH_HOLE | FallocateMode::KEEP_SIZE;
     fs.fallocate(handle, 2 * PAGE, PAGE, punch, &root())
         .unwrap();
     fs.fsync(handle, false).unwrap();
+    assert_eq!(
+        fs.read(handle, 2 * PAGE, PAGE as usize).unwrap(),
+        [0u8; 4096]
+    );
     // The last page lost, then truncated away.
     fs.cache_write_refused(handle, 3 * PAGE, PAGE, libc::EIO);
     assert_eq!(errno(fs.fsync(handle, false)), libc::EIO);

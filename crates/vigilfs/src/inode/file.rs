@@ -709,7 +709,10 @@ impl Files {
         while index <= last {
             let state = self.state(&mut guard.inodes, ino)?;
             let mut hits = Vec::new();
-            while let Some(cached) = (index + hits.len() as u64 <= last)
+            // A lost page is not served, cached or not: what the cache
+            // holds of it is older than what was lost.
+            let servable = |page: u64| page <= last && !state.lost.contains(&page);
+            while let Some(cached) = servable(index + hits.len() as u64)
                 .then(|| state.page(index + hits.len() as u64))
                 .flatten()
             {
@@ -732,7 +735,11 @@ impl Files {
                 guard = self.cache.wait(guard);
                 continue;
             }
-            // Uncached from `gap`: reserve up to the next entry.
+            if state.lost.contains(&gap) {
+                return Err(FileError::Lost { ino, block: gap });
+            }
+            // Uncached from `gap`: reserve up to the next entry (or lost
+            // page).
             let stop = state
                 .pages
                 .find_conflict(gap..=last.min(gap + PAGES_PER_FILL - 1))
@@ -740,6 +747,7 @@ impl Files {
                 .map_or(last.min(gap + PAGES_PER_FILL - 1) + 1, |next| {
                     next.span.index()
                 });
+            let stop = state.lost.range(gap..stop).next().copied().unwrap_or(stop);
             let pages = Arc::clone(&state.pages);
             // Declared before the reservations, so it is dropped after them
             // even when unwinding: waiters wake to find them gone.
@@ -885,11 +893,12 @@ impl Files {
     /// file's descriptors once itself (its own error word for the
     /// mapping), so the inode's word is left alone, or an fsync would hear
     /// it twice; the filesystem's word holds it, for the next `vigilfs
-    /// sync` and for monitors. The pages are remembered as lost: under
+    /// sync` and for monitors. The pages are remembered as lost until each
+    /// is rewritten whole, truncated or punched away: reads of them fail
+    /// ([`FileError::Lost`], rather than return older bytes), under
     /// [`FsyncErrors::UntilDurable`] every later fsync of the file (and
-    /// syncfs) fails with `errno` until each is rewritten whole, truncated
-    /// or punched away, as the data it promised never became durable; and
-    /// [`Files::unwritten`] lists them.
+    /// syncfs) fails with `errno`, as the data it promised never became
+    /// durable, and [`Files::unwritten`] lists them.
     pub fn cache_write_refused(&self, ino: u64, offset: u64, length: u64, errno: i32) {
         let errno = Errno::new(errno).unwrap_or(Errno::EIO);
         self.writeback.fs_errseq().set(errno);

@@ -97,6 +97,17 @@ pub enum FileError {
         /// The device block it was on.
         physical: u64,
     },
+    /// The block's data was lost: the kernel's write-back of a shared
+    /// mapping of it was refused (see `Files::cache_write_refused`), and
+    /// reads of it fail until it is rewritten whole, truncated or punched
+    /// away, rather than return what the device holds from before.
+    #[error("inode {ino} block {block}: data lost when its write-back from a mapping was refused")]
+    Lost {
+        /// The inode.
+        ino: u64,
+        /// The file block.
+        block: u64,
+    },
     /// An inode or extent record is malformed.
     #[error("corrupt record: {0}")]
     Corrupt(#[from] RecordError),
@@ -167,7 +178,7 @@ impl FileError {
             FileError::UnsupportedBlockSize { .. } => libc::EINVAL,
             FileError::Read { .. } | FileError::WrittenToBadBlock { .. } => libc::EIO,
             FileError::Checksum { .. } => libc::EIO,
-            FileError::Poisoned { .. } => libc::EIO,
+            FileError::Poisoned { .. } | FileError::Lost { .. } => libc::EIO,
             FileError::Corrupt(_) => libc::EIO,
             FileError::Btree(BtreeError::NoSpace { .. }) => libc::ENOSPC,
             FileError::Btree(_) => libc::EIO,

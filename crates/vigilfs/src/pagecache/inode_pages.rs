@@ -66,7 +66,8 @@ pub(crate) struct InodeState {
     /// this mount refused (no space, a failing device): the kernel does
     /// not send them again, so their data is lost, with the errno of the
     /// latest refusal. Until each is rewritten whole, truncated or punched
-    /// away, fsync under `FsyncErrors::UntilDurable` fails with it.
+    /// away, reads of it fail and fsync under `FsyncErrors::UntilDurable`
+    /// fails with that errno.
     pub(crate) lost: BTreeSet<u64>,
     pub(crate) lost_errno: Option<Errno>,
     /// How many unclean pages lie over holes, as `st_blocks` last counted,

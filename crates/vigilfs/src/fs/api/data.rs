@@ -179,8 +179,8 @@ impl Filesystem {
     /// but a program that calls msync or fsync later, and the kernel does
     /// not send those pages again: the data is lost, and said so (an event
     /// marked data lost, and the error record), and remembered: until it
-    /// is rewritten, fsync of the file fails (`fsync_errors=until-durable`)
-    /// and `unsynced` lists it.
+    /// is rewritten, reads of it fail with EIO, fsync of the file fails
+    /// (`fsync_errors=until-durable`) and `unsynced` lists it.
     pub fn cache_write_refused(&self, handle: u64, offset: u64, length: u64, errno: i32) {
         if let Ok(file) = self.file(handle) {
             self.shared

@@ -77,6 +77,17 @@ impl Files {
                 .filter(|&index| partial(index) && state.pages.load(index).is_none())
                 .collect();
             missing.dedup();
+            // A lost page's bytes cannot be merged with (cached or not:
+            // what the cache holds of it is older): the write fails as a
+            // read of them would, unless it leaves nothing of the page
+            // within the size.
+            let keeps_lost = |index: u64| !(offset <= index * PAGE && end >= state.size);
+            if let Some(block) = [first, last]
+                .into_iter()
+                .find(|&index| partial(index) && state.lost.contains(&index) && keeps_lost(index))
+            {
+                return Err(FileError::Lost { ino, block });
+            }
             let current = read_at == Some(state.changes);
             if missing
                 .iter()
