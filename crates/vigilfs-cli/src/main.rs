@@ -612,8 +612,8 @@ enum Command {
     /// flushes (`inject --drop-flushes`), which it then says first. Data
     /// the kernel wrote back from a shared mapping (mmap) and the mount
     /// refused (a full disk) is listed as already lost: the kernel does
-    /// not send it again, and reads of it and fsync fail until it is
-    /// rewritten. Not
+    /// not send it again, and reads of it (and fsyncs, unless -o
+    /// fsync_errors=once) fail until it is written again. Not
     /// seen, so not listed: writes through a shared mapping that the
     /// kernel has not yet sent to the daemon (no msync, munmap or close
     /// since). Root and the user who mounted only (it names files).

@@ -252,7 +252,7 @@ impl Filesystem {
                 },
                 unlinked: nlink == Some(0),
                 ranges: byte_ranges(&unwritten.runs, unwritten.size),
-                lost: byte_ranges(&unwritten.lost, unwritten.size),
+                lost: unwritten.lost,
                 lost_errno: unwritten.lost_errno,
                 size: unwritten.size,
             })

@@ -187,9 +187,9 @@ pub struct Unwritten {
     /// The size writes gave the file (what a cut may take back to the
     /// size on disk).
     pub size: u64,
-    /// Runs of pages already lost, as (first, end) page numbers: the
-    /// kernel's write-back of a shared mapping was refused with
-    /// `lost_errno` (see [`Files::cache_write_refused`]).
+    /// Byte ranges already lost, as (start, end): the kernel's write-back
+    /// of a shared mapping of them was refused with `lost_errno` (see
+    /// [`Files::cache_write_refused`]).
     pub lost: Vec<(u64, u64)>,
     /// See `lost`.
     pub lost_errno: Option<i32>,
@@ -633,8 +633,8 @@ impl Files {
                     runs,
                     never_written,
                     size: state.size,
-                    lost: page_runs(state.lost.iter().map(|&page| (page, page + 1))),
-                    lost_errno: state.lost_errno.map(Errno::get),
+                    lost: state.lost.ranges(),
+                    lost_errno: state.lost.errno().map(Errno::get),
                 }
             })
             .collect();
@@ -697,6 +697,18 @@ impl Files {
         if offset >= end {
             return Ok(Vec::new());
         }
+        // Lost bytes are not served, cached or not: what the cache holds
+        // of them is older than what was lost.
+        if let Some(byte) = self
+            .state(&mut guard.inodes, ino)?
+            .lost
+            .first_within(offset, end)
+        {
+            return Err(FileError::Lost {
+                ino,
+                block: byte / PAGE,
+            });
+        }
         let mut out = Vec::with_capacity((end - offset) as usize);
         // The part of page `index` inside the range.
         let within = |index: u64| {
@@ -709,10 +721,7 @@ impl Files {
         while index <= last {
             let state = self.state(&mut guard.inodes, ino)?;
             let mut hits = Vec::new();
-            // A lost page is not served, cached or not: what the cache
-            // holds of it is older than what was lost.
-            let servable = |page: u64| page <= last && !state.lost.contains(&page);
-            while let Some(cached) = servable(index + hits.len() as u64)
+            while let Some(cached) = (index + hits.len() as u64 <= last)
                 .then(|| state.page(index + hits.len() as u64))
                 .flatten()
             {
@@ -735,11 +744,7 @@ impl Files {
                 guard = self.cache.wait(guard);
                 continue;
             }
-            if state.lost.contains(&gap) {
-                return Err(FileError::Lost { ino, block: gap });
-            }
-            // Uncached from `gap`: reserve up to the next entry (or lost
-            // page).
+            // Uncached from `gap`: reserve up to the next entry.
             let stop = state
                 .pages
                 .find_conflict(gap..=last.min(gap + PAGES_PER_FILL - 1))
@@ -747,7 +752,6 @@ impl Files {
                 .map_or(last.min(gap + PAGES_PER_FILL - 1) + 1, |next| {
                     next.span.index()
                 });
-            let stop = state.lost.range(gap..stop).next().copied().unwrap_or(stop);
             let pages = Arc::clone(&state.pages);
             // Declared before the reservations, so it is dropped after them
             // even when unwinding: waiters wake to find them gone.
@@ -798,7 +802,7 @@ impl Files {
         // handle); a failure that never reached it (an inode-record update
         // with no pages) is still returned.
         let in_error_word = !state.failed.is_empty();
-        let lost = state.lost_errno;
+        let lost = state.lost.errno();
         drop(cache);
         let report_once = self.report_once.load(Ordering::Relaxed);
         if let Err(errno) = written {
@@ -848,20 +852,13 @@ impl Files {
         let summary = self.writeback_all();
         let flushed = self.metadata.journal.flush();
         let reported = self.writeback.fs_errseq().check_and_advance(cursor);
-        if !self.report_once.load(Ordering::Relaxed) {
-            if let Some(errno) = summary.first_error.or_else(|| self.lost_errno()) {
+        if let Some(errno) = summary.first_error {
+            if !self.report_once.load(Ordering::Relaxed) {
                 return Err(FileError::Writeback(errno));
             }
         }
         flushed?;
         reported.map_err(FileError::Writeback)
-    }
-
-    /// The errno of the latest refused write-back of a mapping whose lost
-    /// data some file still holds (see [`Files::cache_write_refused`]).
-    fn lost_errno(&self) -> Option<Errno> {
-        let cache = self.cache.lock();
-        cache.inodes.values().find_map(|state| state.lost_errno)
     }
 
     /// Writes back every inode with dirty pages (what background writeback
@@ -893,12 +890,14 @@ impl Files {
     /// file's descriptors once itself (its own error word for the
     /// mapping), so the inode's word is left alone, or an fsync would hear
     /// it twice; the filesystem's word holds it, for the next `vigilfs
-    /// sync` and for monitors. The pages are remembered as lost until each
-    /// is rewritten whole, truncated or punched away: reads of them fail
+    /// sync` and for monitors. The bytes are remembered as lost until each
+    /// is written again, truncated or punched away: reads of them fail
     /// ([`FileError::Lost`], rather than return older bytes), under
-    /// [`FsyncErrors::UntilDurable`] every later fsync of the file (and
-    /// syncfs) fails with `errno`, as the data it promised never became
-    /// durable, and [`Files::unwritten`] lists them.
+    /// [`FsyncErrors::UntilDurable`] every later fsync of the file fails
+    /// with `errno`, as the data it promised never became durable (a
+    /// syncfs hears of it once, through the filesystem's word: any user
+    /// can leave lost data behind, and every sync of the filesystem must
+    /// not fail for it), and [`Files::unwritten`] lists them.
     pub fn cache_write_refused(&self, ino: u64, offset: u64, length: u64, errno: i32) {
         let errno = Errno::new(errno).unwrap_or(Errno::EIO);
         self.writeback.fs_errseq().set(errno);
@@ -907,8 +906,9 @@ impl Files {
         }
         let mut cache = self.cache.lock();
         if let Ok(state) = self.state(&mut cache.inodes, ino) {
-            let last = offset.saturating_add(length - 1) / PAGE;
-            state.lose(offset / PAGE, last, errno);
+            state
+                .lost
+                .lose(offset, offset.saturating_add(length), errno);
         }
     }
 

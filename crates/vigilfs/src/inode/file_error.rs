@@ -99,7 +99,7 @@ pub enum FileError {
     },
     /// The block's data was lost: the kernel's write-back of a shared
     /// mapping of it was refused (see `Files::cache_write_refused`), and
-    /// reads of it fail until it is rewritten whole, truncated or punched
+    /// reads of it fail until it is written again, truncated or punched
     /// away, rather than return what the device holds from before.
     #[error("inode {ino} block {block}: data lost when its write-back from a mapping was refused")]
     Lost {

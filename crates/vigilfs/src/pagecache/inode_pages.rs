@@ -6,10 +6,10 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use errseq::{ErrSeq, Errno};
+use errseq::ErrSeq;
 use xarray::{Mark, Span, XArray};
 
-use super::{Accounting, Outcome, Page, LARGE_ORDER, LARGE_PAGES, PAGE, PAGE_BYTES};
+use super::{Accounting, LostBytes, Outcome, Page, LARGE_ORDER, LARGE_PAGES, PAGE, PAGE_BYTES};
 use crate::inode::Timestamp;
 
 /// Per-inode state of the data path, kept until the inode is forgotten
@@ -62,14 +62,12 @@ pub(crate) struct InodeState {
     /// Open handles: their cursors point into `errseq`, so the state stays
     /// while any is open.
     pub(crate) opens: u32,
-    /// Pages whose data the kernel wrote back from a shared mapping and
+    /// Bytes whose data the kernel wrote back from a shared mapping and
     /// this mount refused (no space, a failing device): the kernel does
-    /// not send them again, so their data is lost, with the errno of the
-    /// latest refusal. Until each is rewritten whole, truncated or punched
-    /// away, reads of it fail and fsync under `FsyncErrors::UntilDurable`
-    /// fails with that errno.
-    pub(crate) lost: BTreeSet<u64>,
-    pub(crate) lost_errno: Option<Errno>,
+    /// not send them again, so their data is lost. Until each is written
+    /// again, truncated or punched away, reads of it fail and fsync under
+    /// `FsyncErrors::UntilDurable` fails with the refusal's errno.
+    pub(crate) lost: LostBytes,
     /// How many unclean pages lie over holes, as `st_blocks` last counted,
     /// with the pages made unclean since: see [`HoleTally`].
     pub(crate) tally: Option<HoleTally>,
@@ -136,28 +134,7 @@ impl InodeState {
             opens: 0,
             tally: None,
             tally_epoch: 0,
-            lost: BTreeSet::new(),
-            lost_errno: None,
-        }
-    }
-
-    /// Pages `first..=last` lost to a refused write-back of a mapping.
-    pub(crate) fn lose(&mut self, first: u64, last: u64, errno: Errno) {
-        self.lost.extend(first..=last);
-        self.lost_errno = Some(errno);
-    }
-
-    /// Pages `first..end` no longer hold lost data: rewritten whole, or
-    /// cut off.
-    pub(crate) fn replace_lost(&mut self, first: u64, end: u64) {
-        if first < end && !self.lost.is_empty() {
-            let replaced: Vec<u64> = self.lost.range(first..end).copied().collect();
-            for page in replaced {
-                self.lost.remove(&page);
-            }
-            if self.lost.is_empty() {
-                self.lost_errno = None;
-            }
+            lost: LostBytes::default(),
         }
     }
 

@@ -403,6 +403,9 @@ impl Run<'_, '_> {
                     self.found(range, FailureCause::Checksum, format!("{copy}: {error}"))?;
                 }
             }
+            // A sink that cut the rate's wait short hears at once, before
+            // the next copy is read unpaced.
+            self.progress(Cursor::START, false)?;
         }
         ControlFlow::Continue(())
     }

@@ -46,9 +46,7 @@ impl Files {
         // overridden by it (in getattr, or at their writeback).
         state.mtime = None;
         state.changes += 1;
-        if size <= state.size {
-            state.replace_lost(keep_blocks, u64::MAX);
-        }
+        state.lost.replace(size, u64::MAX);
         if shrink {
             state.split_at(&mut cache.accounting, keep_blocks);
             let gone: Vec<u64> = state
@@ -400,7 +398,7 @@ impl Files {
         for index in gone {
             state.drop_entry(&mut cache.accounting, index);
         }
-        state.replace_lost(first_whole, end_whole);
+        state.lost.replace(offset, end);
         for (index, page) in zeroed {
             state.put_dirty(&mut cache.accounting, index, page, Backing::Promise);
         }

@@ -77,17 +77,6 @@ impl Files {
                 .filter(|&index| partial(index) && state.pages.load(index).is_none())
                 .collect();
             missing.dedup();
-            // A lost page's bytes cannot be merged with (cached or not:
-            // what the cache holds of it is older): the write fails as a
-            // read of them would, unless it leaves nothing of the page
-            // within the size.
-            let keeps_lost = |index: u64| !(offset <= index * PAGE && end >= state.size);
-            if let Some(block) = [first, last]
-                .into_iter()
-                .find(|&index| partial(index) && state.lost.contains(&index) && keeps_lost(index))
-            {
-                return Err(FileError::Lost { ino, block });
-            }
             let current = read_at == Some(state.changes);
             if missing
                 .iter()
@@ -221,14 +210,7 @@ impl Files {
             state.put_dirty(&mut cache.accounting, index, page.into(), backing);
             index += 1;
         }
-        // Lost pages this write replaced whole (a last page partly past the
-        // old size counts whole: nothing lost lay beyond the size).
-        let replaced_end = if end >= state.size {
-            end.div_ceil(PAGE)
-        } else {
-            end / PAGE
-        };
-        state.replace_lost(offset.div_ceil(PAGE), replaced_end);
+        state.lost.replace(offset, end);
         state.size = state.size.max(end);
         state.mtime = Some(Timestamp::now());
         state.changes += 1;
