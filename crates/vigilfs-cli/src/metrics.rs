@@ -32,6 +32,8 @@
 //! vigilfs_media_lost_blocks_total        blocks a media failure hit whose data was lost (this mount)
 //! vigilfs_media_notices_dropped_total    failure notices dropped: the queue was full (this mount)
 //! vigilfs_lost_data_runs                 file ranges whose data is lost until rewritten (now)
+//! vigilfs_lost_mapped_bytes              bytes of shared mappings whose write-back was refused,
+//!                                        lost until written again (now, this mount)
 //! vigilfs_scrub_running                  1 while a scrub runs
 //! vigilfs_scrub_last_end_timestamp_seconds when the last scrub ended (absent before the first)
 //! vigilfs_scrub_last_complete            1 if the last scrub reached the end (absent before the first)
@@ -76,6 +78,7 @@ struct Snapshot {
     lost_blocks: u64,
     notices_dropped: u64,
     lost_data_runs: u64,
+    lost_mapped_bytes: u64,
     scrub_running: bool,
     /// The last scrub that ended: when (seconds since the epoch), whether
     /// it reached the end, and what it found.
@@ -280,6 +283,12 @@ impl Snapshot {
         )?;
         gauge(
             encoder,
+            "vigilfs_lost_mapped_bytes",
+            "Bytes of shared mappings whose write-back was refused: reads fail until written again",
+            signed(self.lost_mapped_bytes),
+        )?;
+        gauge(
+            encoder,
             "vigilfs_scrub_running",
             "1 while a scrub runs",
             i64::from(self.scrub_running),
@@ -344,6 +353,7 @@ pub fn render(fs: &Filesystem, plan: &FaultPlan) -> String {
         lost_blocks: status.media.lost_blocks,
         notices_dropped: status.media.notices.overflowed,
         lost_data_runs: status.media.poisoned_runs,
+        lost_mapped_bytes: status.lost_mapped_bytes,
         scrub_running: status.media.scrub.running.is_some(),
         last_scrub: status
             .media

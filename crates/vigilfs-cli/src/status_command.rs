@@ -321,6 +321,19 @@ pub fn render(status: &Value) -> String {
             None => "none".into(),
         },
     );
+    let lost_files = status["lost_mapped"]["files"].as_u64().unwrap_or(0);
+    if lost_files > 0 {
+        row(
+            "lost mapped data",
+            format!(
+                "{} in {lost_files} file{}: the kernel's write-back of shared mappings was \
+                 refused; reads of it (and fsyncs) fail until it is written again \
+                 (`vigilfs unsynced` lists it)",
+                human_bytes(status["lost_mapped"]["bytes"].as_u64().unwrap_or(0)),
+                if lost_files == 1 { "" } else { "s" }
+            ),
+        );
+    }
     for (label, value) in error_record_rows(&status["errors"]) {
         row(label, value);
     }

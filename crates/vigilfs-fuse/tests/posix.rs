@@ -637,6 +637,11 @@ fn refused_write_back_of_mapped_pages_is_recorded_as_data_lost() {
         .expect("listed");
     assert_eq!(listed.lost, [(0, 1 << 20)]);
     assert_eq!(listed.lost_errno, Some(libc::ENOSPC));
+    let status = engine.status();
+    assert_eq!(
+        (status.lost_mapped_files, status.lost_mapped_bytes),
+        (1, 1 << 20)
+    );
     // Once the kernel lets the pages go, reading them fails: it returned
     // zeros, silently (review 29).
     engine.drop_caches();
@@ -648,6 +653,7 @@ fn refused_write_back_of_mapped_pages_is_recorded_as_data_lost() {
     mapped.sync_all().unwrap();
     assert_eq!(engine.syncfs_once().map_err(|error| error.errno()), Ok(()));
     assert!(engine.unsynced().data.iter().all(|file| file.ino != ino));
+    assert_eq!(engine.status().lost_mapped_files, 0);
     drop(mapped);
     mount.finish();
 }

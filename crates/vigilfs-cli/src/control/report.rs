@@ -32,6 +32,10 @@
 //! writeback_error  null or {errno, name, message, reported}: the latest this
 //!                  mount, peeked (consumes nothing); reported: a syncfs has
 //!                  returned it
+//! lost_mapped      {files, bytes}: data lost because the kernel's write-back
+//!                  of a shared mapping of it was refused (`unsynced` lists
+//!                  it); reads of it, and fsyncs, fail until it is written
+//!                  again
 //! errors           {total, first, last, per_kind}: the persistent record;
 //!                  first/last null or {time, errno, name, inode, block,
 //!                  kind, origin}; per_kind {KIND: {count, last_time}} for
@@ -225,6 +229,10 @@ pub fn status_json(
             "message": describe_errno(errno),
             "reported": status.writeback_error_reported,
         })),
+        "lost_mapped": {
+            "files": status.lost_mapped_files,
+            "bytes": status.lost_mapped_bytes,
+        },
         "errors": error_record_json(&status.error_record),
         "open_files": status.open_files,
         "mount_count": status.mount_count,

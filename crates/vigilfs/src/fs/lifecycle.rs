@@ -241,6 +241,13 @@ pub struct Status {
     /// before it and have not run syncfs since. (An fsync reports its own
     /// file's errors, through the file's cursor.)
     pub writeback_error_reported: bool,
+    /// Files holding data lost because the kernel's write-back of a shared
+    /// mapping of it was refused (a full filesystem), and the bytes lost:
+    /// reads of them fail, and fsyncs, until they are written again.
+    /// Known to this mount only.
+    pub lost_mapped_files: u64,
+    /// See `lost_mapped_files`.
+    pub lost_mapped_bytes: u64,
     /// Errors this filesystem ever recorded (persisted in the superblock).
     pub error_record: ErrorRecord,
     /// Open file handles.
@@ -1198,6 +1205,7 @@ impl Filesystem {
     pub fn status(&self) -> Status {
         let shared = &self.shared;
         let stats = shared.files.cache_stats();
+        let (lost_mapped_files, lost_mapped_bytes) = shared.files.lost_mapped();
         let superblock = shared.superblock();
         let total_blocks = superblock.layout.main.blocks;
         let mount_count = superblock.mount_count;
@@ -1225,6 +1233,8 @@ impl Filesystem {
             dirty_nodes: shared.metadata.trees.status().dirty_nodes,
             writeback_error: shared.files.fs_peek().err().map(|error| error.errno()),
             writeback_error_reported: shared.files.fs_error_reported(),
+            lost_mapped_files,
+            lost_mapped_bytes,
             error_record: shared.health.record(),
             open_files: shared.handles.open_files(),
             mount_count,

@@ -655,6 +655,25 @@ impl Files {
         self.cache.drop_clean();
     }
 
+    /// Files holding data lost to refused write-backs of shared mappings,
+    /// and the bytes lost (see [`Files::cache_write_refused`]).
+    pub fn lost_mapped(&self) -> (u64, u64) {
+        let cache = self.cache.lock();
+        cache
+            .inodes
+            .values()
+            .filter(|state| !state.lost.is_empty())
+            .fold((0, 0), |(files, bytes), state| {
+                let lost: u64 = state
+                    .lost
+                    .ranges()
+                    .iter()
+                    .map(|(start, end)| end - start)
+                    .sum();
+                (files + 1, bytes + lost)
+            })
+    }
+
     /// Pages written back durably since the mount (for metrics).
     pub fn pages_written(&self) -> u64 {
         self.writeback.pages_written()
