@@ -91,8 +91,12 @@ pub fn describe_unsynced(unsynced: &Value) -> Vec<String> {
         return lines;
     }
     if !files.is_empty() {
+        let any_lost = files
+            .iter()
+            .any(|file| file["lost"].as_array().is_some_and(|lost| !lost.is_empty()));
         lines.push(format!(
-            "data not written back ({} file{}):",
+            "data not written back{} ({} file{}):",
+            if any_lost { " or already lost" } else { "" },
             files.len(),
             if files.len() == 1 { "" } else { "s" }
         ));
@@ -192,6 +196,7 @@ mod tests {
             "changes": [], "omitted_changes": 0, "durable_seq": 3, "newest_seq": 3,
         });
         let lines = describe_unsynced(&report);
+        assert_eq!(lines[0], "data not written back or already lost (2 files):");
         assert_eq!(lines[1], "  db/table (inode 7): 4096 bytes at 0..4096");
         assert_eq!(lines.len(), 3, "{lines:#?}");
         assert!(
