@@ -596,7 +596,7 @@ fn refused_write_back_of_mapped_pages_is_recorded_as_data_lost() {
     if !common::fuse_available() {
         return;
     }
-    let mount = Mount::new();
+    let mut mount = Mount::new();
     let mapped = new_file(&mount, "mapped");
     mapped.set_len(1 << 20).unwrap();
     let ino = mapped.metadata().unwrap().ino();
@@ -647,6 +647,21 @@ fn refused_write_back_of_mapped_pages_is_recorded_as_data_lost() {
     engine.drop_caches();
     let read = fs::read(mount.join("mapped")).map_err(|error| error.raw_os_error());
     assert_eq!(read, Err(Some(libc::EIO)));
+    // The next mount knows too (review 30: it read the older bytes, and
+    // fsync succeeded).
+    drop((mapped, engine));
+    mount.remount();
+    let read = fs::read(mount.join("mapped")).map_err(|error| error.raw_os_error());
+    assert_eq!(read, Err(Some(libc::EIO)), "after a remount");
+    let mapped = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(mount.join("mapped"))
+        .unwrap();
+    let fsynced = mapped.sync_all().map_err(|error| error.raw_os_error());
+    assert_eq!(fsynced, Err(Some(libc::ENOSPC)), "fsync after a remount");
+    let engine = mount.engine();
+    assert_eq!(engine.status().lost_mapped_bytes, 1 << 20);
     // Rewritten whole (with room again), the file is whole and durable.
     fs::remove_file(mount.join("filler")).unwrap();
     mapped.write_all_at(&vec![0x33; 1 << 20], 0).unwrap();

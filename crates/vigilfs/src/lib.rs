@@ -82,6 +82,7 @@ pub mod fs;
 pub mod fsck;
 pub mod inode;
 pub mod journal;
+pub mod lost_data;
 pub mod metadata;
 pub mod mkfs;
 mod pagecache;

@@ -1,7 +1,7 @@
 //! Opening a filesystem's metadata: the journal (replaying what it holds),
 //! the allocator (rebuilt from the reverse map and the bad-block list as the
 //! trees open), the b-trees recovered on top, and the poisoned file blocks
-//! read from them.
+//! and lost file bytes read from them.
 //!
 //! Everything that works on a filesystem's trees opens them through here —
 //! mkfs after formatting, fsck on its dry-run overlay, tests, and later the
@@ -18,6 +18,7 @@ use crate::btree::{BtreeError, Btrees, BtreesOptions};
 use crate::device::BlockDevice;
 use crate::format::{Region, Superblock};
 use crate::journal::{Journal, JournalError, JournalOptions, RecoveryReport};
+use crate::lost_data::{LostData, LostRecordError};
 use crate::poison::{PoisonMap, PoisonRecordError};
 
 /// Why the metadata could not be opened.
@@ -32,6 +33,9 @@ pub enum OpenError {
     /// The poison records could not be read.
     #[error("poison records: {0}")]
     Poison(#[from] PoisonRecordError),
+    /// The lost-data records could not be read.
+    #[error("lost-data records: {0}")]
+    Lost(#[from] LostRecordError),
 }
 
 /// A filesystem's open metadata.
@@ -44,6 +48,9 @@ pub struct Metadata {
     pub trees: Btrees,
     /// File blocks whose data a media failure took: reads of them fail.
     pub poison: PoisonMap,
+    /// File bytes whose write-back from a shared mapping was refused:
+    /// reads of them fail until they are written again.
+    pub lost: LostData,
     /// What journal replay found.
     pub recovery: RecoveryReport,
     /// Where the event log's records live, if the image has the region
@@ -75,11 +82,13 @@ impl Metadata {
             options,
         )?;
         let poison = PoisonMap::load(&trees)?;
+        let lost = LostData::load(&trees)?;
         Ok(Metadata {
             journal,
             allocator,
             trees,
             poison,
+            lost,
             recovery: replay.report,
             event_log: superblock.event_log,
             record_writer: Mutex::new(()),

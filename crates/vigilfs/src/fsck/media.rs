@@ -7,9 +7,12 @@
 //!   the main region, and no two runs overlap or touch;
 //! * every poison record decodes, names a regular file that exists, and
 //!   each poisoned block is mapped by a written extent to the device block
-//!   the record names (the invariant the extent map keeps).
+//!   the record names (the invariant the extent map keeps);
+//! * every lost-data record decodes, its file's ranges neither overlap nor
+//!   touch (checked as the metadata opens), and it names a regular file
+//!   that exists.
 //!
-//! Poisoned data is reported as damage — the data is lost, and reads of it
+//! Poisoned data and lost data are reported as damage — the data is lost, and reads of it
 //! fail until the file is rewritten there — with the paths naming the file,
 //! so fsck's exit code says errors are left. Bad blocks are listed as notes:
 //! they are handled (never allocated again), not damage. With `--data`,
@@ -110,6 +113,7 @@ pub(crate) fn check(
         Err(error) => problems.push(problem("bad-block list", format!("cannot read: {error}"))),
     }
     check_poison(metadata, layout, problems, &mut counts);
+    check_lost(metadata, problems);
     if data {
         check_data(metadata, layout, device, problems, &mut counts);
     }
@@ -161,21 +165,69 @@ fn check_poison(
     }
 }
 
-/// What is wrong with a poison record, if anything.
-fn poison_defect(metadata: &Metadata, run: &PoisonRun) -> Option<String> {
-    let ino = run.ino;
+/// Lost-data records: each range is damage, or a defect when its file
+/// is not a regular file that exists.
+fn check_lost(metadata: &Metadata, problems: &mut Vec<Problem>) {
+    let ranges = metadata.lost.all();
+    if ranges.is_empty() {
+        return;
+    }
+    let inos: BTreeSet<u64> = ranges.iter().map(|range| range.ino).collect();
+    let names = paths_of(&metadata.trees, &inos).unwrap_or_default();
+    for range in ranges {
+        if let Err(defect) = regular_file(metadata, range.ino, "a lost-data record") {
+            problems.push(problem("lost-data records", defect));
+            continue;
+        }
+        let paths: Vec<String> = names
+            .get(&range.ino)
+            .into_iter()
+            .flatten()
+            .map(|path| printable(path))
+            .collect();
+        problems.push(problem(
+            "lost data",
+            format!(
+                "{} (inode {}) bytes {}..{} were lost when a write-back from a shared mapping \
+                 was refused ({}): reads there fail until they are rewritten",
+                if paths.is_empty() {
+                    "an unlinked file".to_owned()
+                } else {
+                    paths.join(", ")
+                },
+                range.ino,
+                range.start,
+                range.end,
+                crate::device::Errno(range.errno),
+            ),
+        ));
+    }
+}
+
+/// Inode `ino`'s record, when it is a regular file that exists; else what
+/// is wrong, saying `who` names it.
+fn regular_file(metadata: &Metadata, ino: u64, who: &str) -> Result<InodeRecord, String> {
     let record = match metadata.trees.get(TreeId::Inodes, &inode_key(ino)) {
         Ok(Some(value)) => match InodeRecord::decode(&value) {
             Ok(record) => record,
-            Err(error) => return Some(format!("inode {ino}: {error}")),
+            Err(error) => return Err(format!("inode {ino}: {error}")),
         },
-        Ok(None) => return Some(format!("poison names inode {ino}, which does not exist")),
-        Err(error) => return Some(format!("cannot read inode {ino}: {error}")),
+        Ok(None) => return Err(format!("{who} names inode {ino}, which does not exist")),
+        Err(error) => return Err(format!("cannot read inode {ino}: {error}")),
     };
     if record.file_type() != FileType::Regular {
-        return Some(format!(
-            "poison names inode {ino}, which is not a regular file"
+        return Err(format!(
+            "{who} names inode {ino}, which is not a regular file"
         ));
+    }
+    Ok(record)
+}
+
+/// What is wrong with a poison record, if anything.
+fn poison_defect(metadata: &Metadata, run: &PoisonRun) -> Option<String> {
+    let ino = run.ino;
+    if let Err(defect) = regular_file(metadata, ino, "poison") {
+        return Some(defect);
     }
     for block in run.first..run.end() {
         let start = ExtentKey {

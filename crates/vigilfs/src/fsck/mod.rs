@@ -359,6 +359,13 @@ fn check_trees(
             });
             return None;
         }
+        Err(OpenError::Lost(error)) => {
+            problems.push(Problem {
+                structure: "lost-data records".into(),
+                message: error.to_string(),
+            });
+            return None;
+        }
         Ok(metadata) => {
             let trees = &metadata.trees;
             trees.check().and_then(|report| {

@@ -30,6 +30,7 @@ use crate::alloc::Extent as BlockRun;
 use crate::btree::TreeId;
 use crate::device::{with_data_owner, BlockDevice, IoClass};
 use crate::journal::DataClaim;
+use crate::lost_data;
 use crate::metadata::Metadata;
 use crate::pagecache::{PAGE, PAGE_BYTES};
 use crate::poison;
@@ -188,22 +189,25 @@ impl ExtentMap {
 
     /// One transaction: `ino`'s committed extents `before` (all of them in
     /// the range being changed) become `after`, with the rmap records to
-    /// match, and `update` changes the inode record. Returns the seq.
+    /// match, `lost` says what becomes of its lost-data records, and
+    /// `update` changes the inode record. Returns the seq.
     pub(crate) fn commit_change(
         &self,
         ino: u64,
         before: &BTreeMap<u64, Extent>,
         after: &BTreeMap<u64, Extent>,
         space: Space,
+        lost: &lost_data::Settle,
         update: impl FnOnce(&mut InodeRecord),
     ) -> FileResult<Option<u64>> {
-        self.commit_written(ino, before, after, &[], space, update)
+        self.commit_written(ino, before, after, &[], space, lost, update)
     }
 
     /// [`ExtentMap::commit_change`] for writeback: `written` are the extents
     /// whose blocks were just written, and the transaction claims their
     /// data (see the journal's data claims), so the device needs no flush
     /// between those writes and the commit.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn commit_written(
         &self,
         ino: u64,
@@ -211,6 +215,7 @@ impl ExtentMap {
         after: &BTreeMap<u64, Extent>,
         written: &[Extent],
         space: Space,
+        lost: &lost_data::Settle,
         update: impl FnOnce(&mut InodeRecord),
     ) -> FileResult<Option<u64>> {
         let _records = self.metadata.lock_records();
@@ -272,6 +277,10 @@ impl ExtentMap {
         // no more: their lost data is gone from the file.
         let poison = self.poison_after(ino, before, after);
         poison.stage(&mut transaction)?;
+        let lost = self.metadata.lost.settle(ino, lost);
+        if let Some(change) = &lost {
+            change.stage(&mut transaction)?;
+        }
         update(&mut record);
         transaction.put(TreeId::Inodes, &inode_key(ino), &record.encode())?;
         let committed = transaction.commit();
@@ -279,6 +288,9 @@ impl ExtentMap {
         self.extents_changed(ino);
         let seq = committed?;
         self.metadata.poison.apply(&poison);
+        if let Some(change) = lost {
+            self.metadata.lost.apply(change);
+        }
         Ok(seq)
     }
 

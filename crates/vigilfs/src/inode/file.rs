@@ -127,8 +127,9 @@ use super::extents::{
     holes_between, punch, unwritten_extents, ExtentMap, Space, PAGES_PER_TRANSACTION,
 };
 use super::file_error::{FileError, FileResult};
-use super::record::{Extent, FileType, Timestamp, MAX_FILE_BYTES};
+use super::record::{inode_key, Extent, FileType, Timestamp, MAX_FILE_BYTES};
 use crate::alloc::{AllocError, Extent as BlockRun, REWRITE_NODE_BLOCKS};
+use crate::btree::TreeId;
 use crate::device::BlockDevice;
 use crate::format::Superblock;
 use crate::metadata::Metadata;
@@ -305,7 +306,7 @@ impl Files {
             Arc::clone(metadata.allocator.rewrite_pages()),
         ));
         let extents = ExtentMap::new(Arc::clone(&device), Arc::clone(&metadata));
-        Ok(Files {
+        let files = Files {
             writeback: Writeback::new(
                 extents.clone(),
                 device,
@@ -317,7 +318,17 @@ impl Files {
             cache,
             report_once: AtomicBool::new(false),
             ordered: std::sync::Mutex::new(BTreeSet::new()),
-        })
+        };
+        // Files holding data lost before this mount: their states (kept
+        // while any byte is lost) carry it to fsync, reads, `unwritten`.
+        {
+            let mut cache = files.cache.lock();
+            for ino in files.metadata.lost.files() {
+                // One that is not a regular file is fsck's to report.
+                let _ = files.state(&mut cache.inodes, ino);
+            }
+        }
+        Ok(files)
     }
 
     /// Sets what fsync and syncfs report while writeback keeps failing.
@@ -489,7 +500,13 @@ impl Files {
                     FileType::Directory => return Err(FileError::IsDirectory { ino }),
                     file_type => return Err(FileError::NotRegular { ino, file_type }),
                 }
-                vacant.insert(InodeState::new(ino, record.size))
+                let state = vacant.insert(InodeState::new(ino, record.size));
+                // Lost by an earlier mount, or before the state was last
+                // dropped (it is kept while any byte is lost).
+                if let Some(lost) = self.metadata.lost.recorded(ino) {
+                    state.lost = lost;
+                }
+                state
             }
         };
         Ok(state)
@@ -691,6 +708,7 @@ impl Files {
     pub fn forget(&self, ino: u64) {
         self.cache.lock().forget(ino);
         self.metadata.poison.forget_inode(ino);
+        self.metadata.lost.forget_inode(ino);
     }
 
     /// Reads up to `length` bytes at `offset`; short at the end of the file,
@@ -916,19 +934,41 @@ impl Files {
     /// with `errno`, as the data it promised never became durable (a
     /// syncfs hears of it once, through the filesystem's word: any user
     /// can leave lost data behind, and every sync of the filesystem must
-    /// not fail for it), and [`Files::unwritten`] lists them.
-    pub fn cache_write_refused(&self, ino: u64, offset: u64, length: u64, errno: i32) {
+    /// not fail for it), and [`Files::unwritten`] lists them. They are
+    /// recorded too (see [`crate::lost_data`]), so later mounts know them
+    /// as well; an error says the recording failed (this mount still
+    /// knows).
+    pub fn cache_write_refused(
+        &self,
+        ino: u64,
+        offset: u64,
+        length: u64,
+        errno: i32,
+    ) -> FileResult<()> {
         let errno = Errno::new(errno).unwrap_or(Errno::EIO);
         self.writeback.fs_errseq().set(errno);
-        if length == 0 {
-            return;
+        let end = offset.saturating_add(length);
+        if end == offset {
+            return Ok(());
         }
-        let mut cache = self.cache.lock();
-        if let Ok(state) = self.state(&mut cache.inodes, ino) {
-            state
-                .lost
-                .lose(offset, offset.saturating_add(length), errno);
+        {
+            let mut cache = self.cache.lock();
+            let state = self.state(&mut cache.inodes, ino)?;
+            state.lost.lose(offset, end, errno);
         }
+        let _records = self.metadata.lock_records();
+        let mut transaction = self.metadata.trees.transaction();
+        // Most refusals come from a full filesystem.
+        transaction.may_use_reserve();
+        if transaction.get(TreeId::Inodes, &inode_key(ino))?.is_none() {
+            // Deleted meanwhile: nothing of it is left to lose.
+            return Ok(());
+        }
+        let change = self.metadata.lost.lose(ino, offset, end, errno);
+        change.stage(&mut transaction)?;
+        transaction.commit()?;
+        self.metadata.lost.apply(change);
+        Ok(())
     }
 
     /// Whether the latest filesystem writeback error was reported to a

@@ -69,7 +69,6 @@
 mod eviction;
 mod fill;
 mod inode_pages;
-mod lost_bytes;
 #[cfg(test)]
 mod tests;
 
@@ -79,8 +78,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::sync::Condvar;
 
+pub(crate) use crate::lost_data::LostBytes;
 pub(crate) use inode_pages::{Backing, HoleTally, InodeState, PromiseBudget};
-pub(crate) use lost_bytes::LostBytes;
 
 /// The page (and filesystem block) size the data path works in.
 pub const PAGE_BYTES: usize = 4096;

@@ -91,6 +91,7 @@ use crate::device::{with_data_owner, BlockDevice, IoClass};
 use crate::inode::extents::{punch, ExtentMap, Space, PAGES_PER_TRANSACTION};
 use crate::inode::file_error::{device_errno, journal_errno, writeback_errno, FileError};
 use crate::inode::{Extent, Timestamp, MAX_EXTENT_BLOCKS};
+use crate::lost_data::Settle;
 use crate::metadata::Metadata;
 use crate::pagecache::{Cache, Outcome, Page, PageCache, PAGE, PAGE_BYTES};
 
@@ -305,6 +306,7 @@ impl Writeback {
             state.pages.set_mark(span.index(), Mark::Writeback);
         }
         state.syncing = true;
+        self.metadata.lost.take_off(ino, &state.lost);
         Some(Flight {
             ino,
             pages: Arc::clone(&state.pages),
@@ -420,6 +422,7 @@ impl Writeback {
             };
         }
         let mut cache = self.cache.lock();
+        self.metadata.lost.land(flight.ino);
         let Cache { inodes, accounting } = &mut *cache;
         let written = pages_of(&flight.entries[..landing.durable]).len() as u64;
         self.pages_written
@@ -689,12 +692,29 @@ impl Writeback {
             .iter()
             .map(|(_, extent)| extent.clone())
             .collect();
+        // The bytes of the pages written are lost no more, but for those
+        // the pages carried no data for (see `crate::lost_data`). With no
+        // record now, a refusal that records one meanwhile is of bytes
+        // these pages do not carry: nothing to settle either way.
+        let lost = if self.metadata.lost.is_empty() {
+            Settle::Nothing
+        } else {
+            Settle::Written(
+                new_extents
+                    .iter()
+                    .map(|(offset, extent)| {
+                        (offset * PAGE, (offset + u64::from(extent.blocks())) * PAGE)
+                    })
+                    .collect(),
+            )
+        };
         let seq = self.extents.commit_written(
             ino,
             &before,
             &after,
             &written,
             Space::Reserve,
+            &lost,
             |record| {
                 record.size = record.size.max(size);
                 if let Some(mtime) = mtime {

@@ -183,7 +183,8 @@ impl Filesystem {
     /// (`fsync_errors=until-durable`) and `unsynced` lists it.
     pub fn cache_write_refused(&self, handle: u64, offset: u64, length: u64, errno: i32) {
         if let Ok(file) = self.file(handle) {
-            self.shared
+            let recorded = self
+                .shared
                 .files
                 .cache_write_refused(file.ino, offset, length, errno);
             self.shared.report_lost_data(
@@ -191,7 +192,11 @@ impl Filesystem {
                 Some((offset, length)),
                 errno,
                 // Within an event's 56 bytes of origin.
-                "write-back of mapped pages refused: data lost",
+                match recorded {
+                    Ok(()) => "write-back of mapped pages refused: data lost",
+                    // Later mounts will not know.
+                    Err(_) => "mapped write-back refused: data lost, unrecorded",
+                },
             );
         }
     }

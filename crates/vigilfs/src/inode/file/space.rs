@@ -5,6 +5,7 @@
 //! never shows what the extents no longer hold.
 
 use super::*;
+use crate::lost_data::Settle;
 
 impl Files {
     /// Sets the size of regular file `ino` to `size` (see the module
@@ -105,18 +106,29 @@ impl Files {
             for extent in cut.values() {
                 freed.push(BlockRun::new(extent.physical, u64::from(extent.blocks())));
             }
-            self.extents
-                .commit_change(ino, &cut, &BTreeMap::new(), Space::Reserve, |_| {})?;
+            self.extents.commit_change(
+                ino,
+                &cut,
+                &BTreeMap::new(),
+                Space::Reserve,
+                &Settle::Nothing,
+                |_| {},
+            )?;
         }
         let mut after = before.clone();
         punch(&mut after, cut_from, u64::MAX, &mut freed);
-        let seq = self
-            .extents
-            .commit_change(ino, &before, &after, Space::Reserve, |record| {
+        let seq = self.extents.commit_change(
+            ino,
+            &before,
+            &after,
+            Space::Reserve,
+            &Settle::Cut(size, u64::MAX),
+            |record| {
                 record.size = size;
                 record.mtime = time;
                 record.ctime = time;
-            })?;
+            },
+        )?;
         Ok((seq, freed))
     }
 
@@ -307,18 +319,23 @@ impl Files {
         let added = unwritten_extents(&holes, &runs);
         let time = Timestamp::now();
         let pending_size = state.size;
-        let committed =
-            self.extents
-                .commit_change(ino, &BTreeMap::new(), &added, Space::Ordinary, |record| {
-                    // The size pending writes set is committed here too, so their
-                    // pending time can be dropped below.
-                    record.size = record.size.max(pending_size);
-                    if !keep_size {
-                        record.size = record.size.max(end);
-                    }
-                    record.mtime = time;
-                    record.ctime = time;
-                });
+        let committed = self.extents.commit_change(
+            ino,
+            &BTreeMap::new(),
+            &added,
+            Space::Ordinary,
+            &Settle::Nothing,
+            |record| {
+                // The size pending writes set is committed here too, so their
+                // pending time can be dropped below.
+                record.size = record.size.max(pending_size);
+                if !keep_size {
+                    record.size = record.size.max(end);
+                }
+                record.mtime = time;
+                record.ctime = time;
+            },
+        );
         if let Err(error) = committed {
             self.metadata.allocator.free_unreferenced(&runs);
             return Err(error);
@@ -377,13 +394,18 @@ impl Files {
         // transaction: the punch may drop the very pages that carried it,
         // and with them the writeback that would have recorded it.
         let size = state.size;
-        let seq = self
-            .extents
-            .commit_change(ino, &before, &after, Space::Reserve, |record| {
+        let seq = self.extents.commit_change(
+            ino,
+            &before,
+            &after,
+            Space::Reserve,
+            &Settle::Cut(offset, end),
+            |record| {
                 record.size = record.size.max(size);
                 record.mtime = time;
                 record.ctime = time;
-            })?;
+            },
+        )?;
         // Committed: now the cache follows, the time too.
         state.mtime = None;
         state.changes += 1;

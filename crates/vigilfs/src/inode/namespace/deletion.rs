@@ -103,6 +103,7 @@ pub(super) fn delete_inode(
             // Callers have made sure few remain (see drop_link).
             while delete_extents(transaction, ino, EXTENTS_PER_TRANSACTION, freed)? {}
             transaction.delete(TreeId::Meta, &prefixed_key(ORPHAN_PREFIX, ino))?;
+            lost_data::delete_all(transaction, ino)?;
         }
     }
     Ok(())
@@ -282,6 +283,7 @@ impl Namespace {
             match self.commit_freeing(transaction, freed) {
                 Ok(()) if last => {
                     self.metadata.poison.forget_inode(ino);
+                    self.metadata.lost.forget_inode(ino);
                     return Ok(true);
                 }
                 Ok(()) => {}

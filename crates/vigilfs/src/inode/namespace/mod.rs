@@ -40,7 +40,8 @@
 //! * the parent directory's mtime and ctime change with its entries; an
 //!   inode's ctime changes with its link count;
 //! * a file's poison records (see [`crate::poison`]) go in the transaction
-//!   that deletes the extents they lie in.
+//!   that deletes the extents they lie in, its lost-data records
+//!   ([`crate::lost_data`]) in the one that deletes the inode.
 //!
 //! Extra records, all in the Meta tree (fsck checks only the live-inode
 //! count):
@@ -93,6 +94,7 @@ use super::record::{
 use super::{inode_flags, xattr};
 use crate::alloc::Extent as BlockRun;
 use crate::btree::{BtreeError, Transaction, TreeId};
+use crate::lost_data;
 use crate::metadata::Metadata;
 use crate::poison;
 use crate::rmap::{self, RmapError};

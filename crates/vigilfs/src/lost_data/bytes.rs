@@ -1,7 +1,5 @@
-//! The bytes of one file whose data was lost to a refused write-back of a
-//! shared mapping: the kernel wrote them back from its own cache, the
-//! mount refused them (a full filesystem, a failing device), and the
-//! kernel does not send them again.
+//! A set of one file's lost bytes (see the module above): the cache's
+//! live view, a file's records, what a writeback carries no data for.
 //!
 //! Kept as disjoint, non-adjacent byte ranges, so that a rewrite in small
 //! pieces (a record at a time, unaligned) takes the loss away byte by byte,
@@ -14,7 +12,7 @@ use std::collections::BTreeMap;
 use errseq::Errno;
 
 /// See the module comment.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct LostBytes {
     /// Start → end (exclusive) of each lost range.
     ranges: BTreeMap<u64, u64>,
@@ -69,6 +67,40 @@ impl LostBytes {
         if self.ranges.is_empty() {
             self.errno = None;
         }
+    }
+
+    /// A set of `ranges` (in any order; they may touch or overlap).
+    pub(crate) fn from_ranges(ranges: &[(u64, u64)], errno: Errno) -> LostBytes {
+        let mut lost = LostBytes::default();
+        for &(start, end) in ranges {
+            lost.lose(start, end, errno);
+        }
+        lost
+    }
+
+    /// The ranges with a byte in `start..end`, whole, in order.
+    pub(crate) fn overlapping(&self, start: u64, end: u64) -> Vec<(u64, u64)> {
+        if start >= end {
+            return Vec::new();
+        }
+        let before = self
+            .ranges
+            .range(..start)
+            .next_back()
+            .filter(|&(_, &stop)| stop > start);
+        before
+            .into_iter()
+            .chain(self.ranges.range(start..end))
+            .map(|(&first, &stop)| (first, stop))
+            .collect()
+    }
+
+    /// The lost bytes of `start..end`: [`LostBytes::overlapping`] cut to it.
+    pub(crate) fn ranges_within(&self, start: u64, end: u64) -> Vec<(u64, u64)> {
+        self.overlapping(start, end)
+            .into_iter()
+            .map(|(first, stop)| (first.max(start), stop.min(end)))
+            .collect()
     }
 
     /// The first lost byte in `start..end`, if any.
@@ -164,6 +196,19 @@ mod tests {
                     let end = start + 13;
                     let first = model.range(start..end).next().copied();
                     prop_assert_eq!(lost.first_within(start, end), first);
+                    let within: BTreeSet<u64> = lost
+                        .ranges_within(start, end)
+                        .iter()
+                        .flat_map(|&(first, stop)| first..stop)
+                        .collect();
+                    let wanted: BTreeSet<u64> = model.range(start..end).copied().collect();
+                    prop_assert_eq!(within, wanted);
+                    let whole: Vec<(u64, u64)> = ranges
+                        .iter()
+                        .copied()
+                        .filter(|&(first, stop)| first < end && stop > start)
+                        .collect();
+                    prop_assert_eq!(lost.overlapping(start, end), whole);
                 }
             }
         }

@@ -1,0 +1,403 @@
+//! Data the kernel's write-back of a shared mapping lost (the mount refused
+//! it: a full filesystem, a failing device) stays known as lost across
+//! unmounts and power cuts, until it is written again and that write is
+//! durable, or cut away. Before, only the mount that refused it knew:
+//! after an unmount or a power cut the bytes read back as the older data
+//! the device held, fsync succeeded and `unsynced` said nothing (review
+//! 30).
+//!
+//! The power-cut test cuts at every flush of a workload (refuse, make the
+//! refusal durable with another file's fsync, rewrite part of the loss and
+//! fsync it) and checks after recovery that the lost bytes never read as
+//! the older data once the refusal was durable, and that the rewrite,
+//! once its fsync returned, never reads as lost.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use vigilfs::device::{BlockDevice, CrashDevice, CrashMode, MemoryDevice, SectorSize};
+use vigilfs::fs::{Filesystem, FsError, MountOptions, OpenFlags, SetAttributes};
+use vigilfs::fsck::fsck;
+use vigilfs::inode::{Caller, FallocateMode, ROOT_INO};
+use vigilfs::mkfs::{make_filesystem, MkfsOptions};
+
+const PAGE: u64 = 4096;
+const OLD: u8 = 1;
+const NEW: u8 = 2;
+
+fn root() -> Caller {
+    Caller::root()
+}
+
+fn read_write() -> OpenFlags {
+    OpenFlags::from_libc(libc::O_RDWR)
+}
+
+fn options() -> MountOptions {
+    MountOptions {
+        // Only the workload's own fsyncs write back.
+        writeback_interval: Duration::from_secs(3600),
+        ..MountOptions::default()
+    }
+}
+
+fn errno<T: std::fmt::Debug>(result: Result<T, FsError>) -> i32 {
+    result.expect_err("an error").errno()
+}
+
+fn open(fs: &Filesystem, name: &[u8]) -> u64 {
+    let ino = fs.lookup(ROOT_INO, name, &root()).unwrap().ino;
+    fs.open(ino, read_write(), &root()).unwrap()
+}
+
+/// fsck's findings about lost data, and whether it found anything else.
+fn fsck_lost_data(device: Arc<dyn BlockDevice>) -> (Vec<String>, Vec<String>) {
+    let report = fsck(device, &mut |_| {}).expect("fsck");
+    report
+        .problems
+        .iter()
+        .map(|problem| format!("{}: {}", problem.structure, problem.message))
+        .partition(|text| text.starts_with("lost data:"))
+}
+
+#[test]
+fn lost_data_stays_lost_across_an_unmount_until_written_again_or_cut() {
+    let memory = Arc::new(MemoryDevice::new(64 << 20, SectorSize::Bytes512));
+    let device: Arc<dyn BlockDevice> = memory;
+    make_filesystem(device.clone(), &MkfsOptions::default()).expect("mkfs");
+    let fs = Filesystem::mount(device.clone(), options()).unwrap();
+    for name in [&b"f"[..], b"cut", b"gone"] {
+        let (_, handle) = fs
+            .create(ROOT_INO, name, 0o644, read_write(), &root())
+            .unwrap();
+        fs.write(handle, 0, &[OLD; 4 * PAGE as usize], &root())
+            .unwrap();
+        fs.fsync(handle, false).unwrap();
+        // Pages 1 and 2 lost; for "cut", page 3 too.
+        let length = if name == b"cut" { 3 * PAGE } else { 2 * PAGE };
+        fs.cache_write_refused(handle, PAGE, length, libc::ENOSPC);
+        fs.release(handle).unwrap();
+    }
+    fs.unmount().unwrap();
+
+    let (lost, other) = fsck_lost_data(device.clone());
+    assert_eq!(lost.len(), 3, "{lost:#?}");
+    assert!(lost[0].contains("/f (inode") && lost[0].contains("bytes 4096..12288"));
+    assert!(lost[0].contains("ENOSPC"), "{}", lost[0]);
+    assert!(other.is_empty(), "{other:#?}");
+
+    let fs = Filesystem::mount(device.clone(), options()).unwrap();
+    let handle = open(&fs, b"f");
+    assert_eq!(fs.read(handle, 0, PAGE as usize).unwrap(), [OLD; 4096]);
+    assert_eq!(errno(fs.read(handle, PAGE, 1)), libc::EIO);
+    assert_eq!(errno(fs.read(handle, 3 * PAGE - 1, 1)), libc::EIO);
+    assert_eq!(fs.read(handle, 3 * PAGE, 10).unwrap(), [OLD; 10]);
+    assert_eq!(errno(fs.fsync(handle, false)), libc::ENOSPC);
+    let unsynced = fs.unsynced();
+    let listed = unsynced
+        .data
+        .iter()
+        .find(|file| !file.lost.is_empty())
+        .expect("the lost bytes listed");
+    assert_eq!(listed.lost, [(PAGE, 3 * PAGE)]);
+    assert_eq!(listed.lost_errno, Some(libc::ENOSPC));
+    // Page 1 written again in pieces, durably; page 2 stays lost.
+    fs.write(handle, PAGE, &[NEW; 1000], &root()).unwrap();
+    fs.write(handle, PAGE + 1000, &[NEW; 3096], &root())
+        .unwrap();
+    assert_eq!(errno(fs.fsync(handle, false)), libc::ENOSPC);
+    fs.release(handle).unwrap();
+    // "cut": pages 1 and 2 punched, page 3 truncated away.
+    let handle = open(&fs, b"cut");
+    let punch = FallocateMode::PUNCH_HOLE | FallocateMode::KEEP_SIZE;
+    fs.fallocate(handle, PAGE, 2 * PAGE, punch, &root())
+        .unwrap();
+    let ino = fs.lookup(ROOT_INO, b"cut", &root()).unwrap().ino;
+    let truncate = SetAttributes {
+        size: Some(3 * PAGE),
+        ..SetAttributes::default()
+    };
+    fs.setattr(ino, &truncate, Some(handle), &root()).unwrap();
+    fs.fsync(handle, false).unwrap();
+    fs.release(handle).unwrap();
+    fs.unlink(ROOT_INO, b"gone", &root()).unwrap();
+    fs.unmount().unwrap();
+
+    let (lost, other) = fsck_lost_data(device.clone());
+    assert_eq!(lost.len(), 1, "{lost:#?}");
+    assert!(lost[0].contains("bytes 8192..12288"), "{}", lost[0]);
+    assert!(other.is_empty(), "{other:#?}");
+
+    let fs = Filesystem::mount(device.clone(), options()).unwrap();
+    let handle = open(&fs, b"f");
+    assert_eq!(fs.read(handle, PAGE, PAGE as usize).unwrap(), [NEW; 4096]);
+    assert_eq!(errno(fs.read(handle, 2 * PAGE, 1)), libc::EIO);
+    assert_eq!(errno(fs.fsync(handle, false)), libc::ENOSPC);
+    fs.write(handle, 2 * PAGE, &[NEW; 4096], &root()).unwrap();
+    fs.fsync(handle, false).unwrap();
+    fs.release(handle).unwrap();
+    let handle = open(&fs, b"cut");
+    assert_eq!(
+        fs.read(handle, 0, 4 * PAGE as usize).unwrap(),
+        [[OLD; 4096], [0; 4096], [0; 4096]].concat()
+    );
+    fs.fsync(handle, false).unwrap();
+    fs.release(handle).unwrap();
+    fs.unmount().unwrap();
+
+    let (lost, other) = fsck_lost_data(device.clone());
+    assert!(lost.is_empty() && other.is_empty(), "{lost:#?} {other:#?}");
+    let fs = Filesystem::mount(device, options()).unwrap();
+    let handle = open(&fs, b"f");
+    let mut wanted = vec![OLD; 4 * PAGE as usize];
+    wanted[PAGE as usize..3 * PAGE as usize].fill(NEW);
+    assert_eq!(fs.read(handle, 0, 4 * PAGE as usize).unwrap(), wanted);
+    fs.fsync(handle, false).unwrap();
+    fs.release(handle).unwrap();
+    fs.unmount().unwrap();
+}
+
+/// How far the workload got.
+#[derive(Default, Debug)]
+struct Progress {
+    /// The file's old contents are durable.
+    old_durable: bool,
+    /// The refusal of pages 1 and 2 is durable (a later flush returned).
+    loss_durable: bool,
+    /// Page 1's rewrite is durable (its fsync returned).
+    rewrite_durable: bool,
+}
+
+/// Writes `f` and makes it durable; pages 1 and 2 refused; another file's
+/// fsync; page 1 written again and fsynced. Stops at the first error but
+/// the fsyncs of `f` that report the loss.
+fn workload(fs: &Filesystem, progress: &mut Progress) -> Result<(), FsError> {
+    let (_, handle) = fs.create(ROOT_INO, b"f", 0o644, read_write(), &root())?;
+    fs.write(handle, 0, &[OLD; 4 * PAGE as usize], &root())?;
+    fs.fsync(handle, false)?;
+    progress.old_durable = true;
+    fs.cache_write_refused(handle, PAGE, 2 * PAGE, libc::ENOSPC);
+    let (_, other) = fs.create(ROOT_INO, b"other", 0o644, read_write(), &root())?;
+    fs.write(other, 0, b"another program's commit", &root())?;
+    fs.fsync(other, false)?;
+    progress.loss_durable = true;
+    fs.write(handle, PAGE, &[NEW; PAGE as usize], &root())?;
+    // Page 2 is still lost: ENOSPC, the refusal's errno, once page 1 is
+    // written back (a power cut fails it with EIO).
+    match fs.fsync(handle, false) {
+        Err(error) if error.errno() == libc::ENOSPC => {}
+        other => {
+            other?;
+            panic!("page 2 is still lost: the fsync must fail");
+        }
+    }
+    progress.rewrite_durable = true;
+    fs.release(handle)?;
+    fs.release(other)?;
+    Ok(())
+}
+
+/// Checks what `f` reads after recovery from `image` against `progress`.
+fn check_after(image: MemoryDevice, progress: &Progress, context: &str) {
+    let fs = Filesystem::mount(Arc::new(image), options())
+        .unwrap_or_else(|error| panic!("{context}: mount after the crash: {error}"));
+    let Ok(attr) = fs.lookup(ROOT_INO, b"f", &root()) else {
+        assert!(!progress.old_durable, "{context}: f is gone");
+        fs.unmount().unwrap();
+        return;
+    };
+    let handle = fs.open(attr.ino, read_write(), &root()).unwrap();
+    let page = |index: u64| fs.read(handle, index * PAGE, PAGE as usize);
+    if progress.old_durable {
+        assert_eq!(page(0).unwrap(), [OLD; 4096], "{context}: page 0");
+        assert_eq!(page(3).unwrap(), [OLD; 4096], "{context}: page 3");
+    }
+    match page(1) {
+        Ok(bytes) if bytes == [NEW; 4096] => {}
+        Ok(bytes) => {
+            assert!(
+                !progress.loss_durable,
+                "{context}: page 1 reads {} bytes of older data, not lost",
+                bytes.len()
+            );
+        }
+        Err(error) => {
+            assert_eq!(error.errno(), libc::EIO, "{context}: page 1");
+            assert!(
+                !progress.rewrite_durable,
+                "{context}: page 1 was written again durably, yet reads as lost"
+            );
+        }
+    }
+    match page(2) {
+        Ok(bytes) => assert!(
+            !progress.loss_durable,
+            "{context}: page 2 reads {} bytes of older data, not lost",
+            bytes.len()
+        ),
+        Err(error) => assert_eq!(error.errno(), libc::EIO, "{context}: page 2"),
+    }
+    fs.release(handle).unwrap();
+    fs.unmount().unwrap();
+}
+
+#[test]
+fn lost_data_stays_lost_across_power_cuts_at_every_flush_until_a_durable_rewrite() {
+    let memory = Arc::new(MemoryDevice::new(64 << 20, SectorSize::Bytes512));
+    make_filesystem(memory.clone(), &MkfsOptions::default()).expect("mkfs");
+    let image = memory.to_image();
+
+    let device = Arc::new(CrashDevice::from_image(image.clone(), SectorSize::Bytes512));
+    let fs = Filesystem::mount(device.clone(), options()).expect("mount");
+    let mut progress = Progress::default();
+    workload(&fs, &mut progress).expect("the workload without a power cut");
+    let flushes = device.flushes_issued();
+    check_after(
+        device.crash(CrashMode::DropUnflushed),
+        &progress,
+        "after the last flush",
+    );
+
+    for cut in 1..=flushes {
+        let device = Arc::new(CrashDevice::from_image(image.clone(), SectorSize::Bytes512));
+        device.cut_power_at_flush(Some(cut));
+        let mut progress = Progress::default();
+        if let Ok(fs) = Filesystem::mount(device.clone(), options()) {
+            let _ = workload(&fs, &mut progress);
+        }
+        for (name, mode) in [
+            ("drop", CrashMode::DropUnflushed),
+            ("keep", CrashMode::KeepUnflushed),
+            ("torn", CrashMode::Torn { seed: cut }),
+        ] {
+            let context = format!("power cut at flush {cut} of {flushes}, {name}: {progress:?}");
+            check_after(device.crash(mode), &progress, &context);
+        }
+    }
+}
+
+mod model {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Byte-level steps on one file of up to 12 pages.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// The kernel's write-back of these bytes refused.
+        Refuse(u64, u64),
+        /// Written again (not yet durable).
+        Write(u64, u64),
+        Punch(u64, u64),
+        Truncate(u64),
+        Fsync,
+        Remount,
+    }
+
+    fn range() -> impl Strategy<Value = (u64, u64)> {
+        (0..12 * PAGE, 1..3 * PAGE).prop_map(|(start, length)| (start, length))
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => range().prop_map(|(start, length)| Step::Refuse(start, length)),
+            3 => range().prop_map(|(start, length)| Step::Write(start, length)),
+            1 => range().prop_map(|(start, length)| Step::Punch(start, length)),
+            1 => (0..12 * PAGE).prop_map(Step::Truncate),
+            2 => Just(Step::Fsync),
+            2 => Just(Step::Remount),
+        ]
+    }
+
+    /// The file's lost ranges as `unsynced` lists them.
+    fn listed(fs: &Filesystem, ino: u64) -> BTreeSet<u64> {
+        fs.unsynced()
+            .data
+            .iter()
+            .filter(|data| data.ino == ino)
+            .flat_map(|data| data.lost.iter().flat_map(|&(start, end)| start..end))
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// Against a set of lost bytes: after every step, and across
+        /// remounts (each writing back first, as an unmount does), the
+        /// mount lists exactly the bytes refused and not written again,
+        /// punched or truncated away since; reads of them fail and reads
+        /// of the rest succeed; fsync fails exactly while any is lost; fsck
+        /// finds nothing else wrong.
+        #[test]
+        fn lost_bytes_across_remounts_follow_a_model(steps in prop::collection::vec(step(), 1..30)) {
+            let memory = Arc::new(MemoryDevice::new(64 << 20, SectorSize::Bytes512));
+            let device: Arc<dyn BlockDevice> = memory;
+            make_filesystem(device.clone(), &MkfsOptions::default()).expect("mkfs");
+            let mut fs = Filesystem::mount(device.clone(), options()).unwrap();
+            let (attr, mut handle) = fs
+                .create(ROOT_INO, b"f", 0o644, read_write(), &root())
+                .unwrap();
+            let mut size = 12 * PAGE;
+            fs.write(handle, 0, &vec![OLD; size as usize], &root()).unwrap();
+            fs.fsync(handle, false).unwrap();
+            let mut model: BTreeSet<u64> = BTreeSet::new();
+            for step in &steps {
+                match *step {
+                    Step::Refuse(start, length) => {
+                        fs.cache_write_refused(handle, start, length, libc::ENOSPC);
+                        model.extend(start..start + length);
+                    }
+                    Step::Write(start, length) => {
+                        fs.write(handle, start, &vec![NEW; length as usize], &root()).unwrap();
+                        model.retain(|byte| !(start..start + length).contains(byte));
+                        size = size.max(start + length);
+                    }
+                    Step::Punch(start, length) => {
+                        let punch = FallocateMode::PUNCH_HOLE | FallocateMode::KEEP_SIZE;
+                        fs.fallocate(handle, start, length, punch, &root()).unwrap();
+                        model.retain(|byte| !(start..start + length).contains(byte));
+                    }
+                    Step::Truncate(to) => {
+                        let truncate = SetAttributes {
+                            size: Some(to),
+                            ..SetAttributes::default()
+                        };
+                        fs.setattr(attr.ino, &truncate, Some(handle), &root()).unwrap();
+                        model.retain(|&byte| byte < to);
+                        size = to;
+                    }
+                    Step::Fsync => {
+                        let fsynced = fs.fsync(handle, false);
+                        prop_assert_eq!(fsynced.is_err(), !model.is_empty(), "{:?}", fsynced);
+                    }
+                    Step::Remount => {
+                        let _ = fs.fsync(handle, false);
+                        fs.release(handle).unwrap();
+                        fs.unmount().unwrap();
+                        let report = fsck(device.clone(), &mut |_| {}).expect("fsck");
+                        let others: Vec<_> = report
+                            .problems
+                            .iter()
+                            .filter(|problem| problem.structure != "lost data")
+                            .collect();
+                        prop_assert!(others.is_empty(), "{:#?}", others);
+                        fs = Filesystem::mount(device.clone(), options()).unwrap();
+                        handle = fs.open(attr.ino, read_write(), &root()).unwrap();
+                    }
+                }
+                prop_assert_eq!(&listed(&fs, attr.ino), &model, "after {:?}", step);
+                for page in 0..size.div_ceil(PAGE) {
+                    let start = page * PAGE;
+                    let end = (start + PAGE).min(size);
+                    let read = fs.read(handle, start, (end - start) as usize);
+                    let lost = model.range(start..end).next().is_some();
+                    prop_assert_eq!(read.is_err(), lost, "page {} after {:?}", page, step);
+                }
+            }
+            fs.release(handle).unwrap();
+            fs.unmount().unwrap();
+        }
+    }
+}
