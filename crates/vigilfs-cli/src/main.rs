@@ -295,7 +295,9 @@ enum Command {
     /// has been told of yet, 0 otherwise: like syncfs from a new opener,
     /// each error is reported once. Any user the mount lets in (as any
     /// process may call syncfs; allow_other, the default when root
-    /// mounts), else root and the user who mounted.
+    /// mounts), else root and the user who mounted. Another user hears
+    /// each error once too, but leaves it for root's and the owner's
+    /// next sync.
     ///
     /// Example:
     ///   vigilfs sync /mnt/data || echo "data was lost"

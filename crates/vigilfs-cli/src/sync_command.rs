@@ -4,7 +4,8 @@
 //! process does it: everything written back and durable, then the
 //! filesystem writeback error nobody has been told of yet, if any. Like a
 //! new opener calling syncfs, each error is reported once: the first sync
-//! after a failure exits 1, the next one 0.
+//! after a failure exits 1, the next one 0. A user other than root and
+//! the owner hears each error once as well, without taking it from them.
 
 use std::path::Path;
 

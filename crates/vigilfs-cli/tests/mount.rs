@@ -646,6 +646,20 @@ fn another_user_may_read_status_but_not_change_the_mount() {
     // lets in may, as any process may call syncfs(2) on Linux.
     let synced = as_nobody(&["sync", scratch.mnt()]);
     assert_eq!(synced.status.code(), Some(0), "{}", text(&synced.stderr));
+    // A writeback error: another user's sync hears of it, once, but does
+    // not take it from the owner's next sync (review 32: it did, and
+    // root's `vigilfs sync || alert` stayed silent).
+    fs::write(scratch.at("unsynced"), vec![9u8; 50_000]).unwrap();
+    scratch.inject(&["--fail-writes", "--class", "data"]);
+    let heard = as_nobody(&["sync", scratch.mnt()]);
+    assert_eq!(heard.status.code(), Some(1), "{}", text(&heard.stderr));
+    scratch.inject(&["--clear"]);
+    let again = as_nobody(&["sync", scratch.mnt()]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    let owner = vigilfs(&["sync", scratch.mnt()]);
+    assert_eq!(owner.status.code(), Some(1), "{}", text(&owner.stderr));
+    let owner_again = vigilfs(&["sync", scratch.mnt()]);
+    assert_eq!(owner_again.status.code(), Some(0));
     for command in [
         &["freeze", scratch.mnt()][..],
         &["thaw", scratch.mnt()],

@@ -732,7 +732,7 @@ fn respond(line: &[u8], uid: Option<u32>, context: &Context, stream: &UnixStream
         }
     };
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        execute(request, &fs, context, stream, privileged)
+        execute(request, &fs, context, stream, Client { uid, privileged })
     }));
     outcome.unwrap_or_else(|_| {
         Response::failure(
@@ -815,14 +815,24 @@ fn failed(error: &FsError) -> Response {
     )
 }
 
-/// Serves `request`; `privileged`: it comes from root or the mount's owner.
+/// Who sent a request.
+#[derive(Clone, Copy)]
+struct Client {
+    /// Its uid, when known.
+    uid: Option<u32>,
+    /// Root or the mount's owner.
+    privileged: bool,
+}
+
+/// Serves `request` from `client`.
 fn execute(
     request: Request,
     fs: &Filesystem,
     context: &Context,
     stream: &UnixStream,
-    privileged: bool,
+    client: Client,
 ) -> Response {
+    let privileged = client.privileged;
     let plan = &context.plan;
     let power = context.power.as_deref();
     match request {
@@ -876,7 +886,10 @@ fn execute(
             status["crash_lab"] = crash_lab_json(power);
             Response::success(status)
         }
-        Request::Sync => engine_result(fs.syncfs_once(), fs),
+        // Another user hears the error too, but cannot take it from root's
+        // or the owner's next sync (review 32).
+        Request::Sync if privileged => engine_result(fs.syncfs_once(), fs),
+        Request::Sync => engine_result(fs.syncfs_for_user(client.uid.unwrap_or(u32::MAX)), fs),
         Request::Freeze => {
             let frozen = fs.freeze();
             // A freeze nobody hears of would hold every writer until

@@ -263,6 +263,9 @@ pub struct Files {
     /// `auto_da_alloc` does ([`Files::write_back_ordered`]). Other flushes
     /// of the journal meanwhile may make the truncate durable first.
     ordered: std::sync::Mutex<BTreeSet<u64>>,
+    /// Each user's place in the filesystem's error word, for syncs by
+    /// users who did not mount (see [`Files::syncfs_for_user`]).
+    user_cursors: std::sync::Mutex<HashMap<u32, Since>>,
 }
 
 /// What fsync and syncfs report while the writeback of the same pages
@@ -318,6 +321,7 @@ impl Files {
             cache,
             report_once: AtomicBool::new(false),
             ordered: std::sync::Mutex::new(BTreeSet::new()),
+            user_cursors: std::sync::Mutex::new(HashMap::new()),
         };
         // Files holding data lost before this mount: their states (kept
         // while any byte is lost) carry it to fsync, reads, `unwritten`.
@@ -886,16 +890,56 @@ impl Files {
     /// [`Files::syncfs`] with a cursor that is not a handle's (a control
     /// command's, say).
     pub fn syncfs_with(&self, cursor: &mut Since) -> FileResult<()> {
+        self.syncfs_reporting(|| self.report_fs(cursor))
+    }
+
+    /// [`Files::syncfs_with`] for user `uid`, who did not mount (`vigilfs
+    /// sync` is open to every user of a shared mount, as syncfs(2) is to
+    /// anyone with a file open): reported as to a new opener, and once to
+    /// each such user, but never consumed, so that one user cannot take
+    /// the report of an error from the others (review 32: another user's
+    /// sync left root's `vigilfs sync || alert` silent).
+    pub fn syncfs_for_user(&self, uid: u32) -> FileResult<()> {
+        self.syncfs_reporting(|| self.report_fs_for_user(uid))
+    }
+
+    /// The filesystem error user `uid` has not heard of (see
+    /// [`Files::syncfs_for_user`]), never consumed.
+    pub fn report_fs_for_user(&self, uid: u32) -> FileResult<()> {
+        /// Users remembered; past it, each starts again as a new opener.
+        const USERS: usize = 4096;
+        let word = self.writeback.fs_errseq();
+        let mut cursors = self
+            .user_cursors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cursors.len() >= USERS && !cursors.contains_key(&uid) {
+            cursors.clear();
+        }
+        let cursor = cursors.entry(uid).or_insert_with(|| word.sample());
+        // Looked at first: an error set meanwhile is reported now and
+        // again next time, never skipped.
+        let now = word.peek();
+        let reported = word.check(*cursor);
+        *cursor = now;
+        reported.map_err(FileError::Writeback)
+    }
+
+    /// Writes back every inode, flushes the journal, then asks `report`.
+    pub(crate) fn syncfs_reporting(
+        &self,
+        report: impl FnOnce() -> FileResult<()>,
+    ) -> FileResult<()> {
         let summary = self.writeback_all();
         let flushed = self.metadata.journal.flush();
-        let reported = self.writeback.fs_errseq().check_and_advance(cursor);
+        let reported = report();
         if let Some(errno) = summary.first_error {
             if !self.report_once.load(Ordering::Relaxed) {
                 return Err(FileError::Writeback(errno));
             }
         }
         flushed?;
-        reported.map_err(FileError::Writeback)
+        reported
     }
 
     /// Writes back every inode with dirty pages (what background writeback

@@ -565,12 +565,26 @@ impl Filesystem {
         self.syncfs_with(&mut cursor)
     }
 
-    /// syncfs with `cursor` into the filesystem's error word. When nothing
-    /// may be written it writes nothing, reports the word, and fails if
-    /// anything is not durable.
+    /// [`Filesystem::syncfs_once`] for user `uid`, who did not mount: the
+    /// error is reported once to each such user, and still to the next
+    /// new opener (see [`crate::inode::Files::syncfs_for_user`]).
+    pub fn syncfs_for_user(&self, uid: u32) -> FsResult<()> {
+        self.syncfs_reporting(|| self.shared.files.report_fs_for_user(uid))
+    }
+
+    /// syncfs with `cursor` into the filesystem's error word.
     fn syncfs_with(&self, cursor: &mut Since) -> FsResult<()> {
+        self.syncfs_reporting(|| self.shared.files.report_fs(cursor))
+    }
+
+    /// syncfs, then `report`. When nothing may be written it writes
+    /// nothing, reports, and fails if anything is not durable.
+    fn syncfs_reporting(
+        &self,
+        report: impl FnOnce() -> crate::inode::FileResult<()>,
+    ) -> FsResult<()> {
         if let Some(stopped) = self.may_not_write() {
-            let reported = self.shared.files.report_fs(cursor);
+            let reported = report();
             if matches!(stopped, FsError::ShutDown(_))
                 || !self.shared.files.unwritten().is_empty()
                 || !self.shared.metadata.journal.is_durable()
@@ -579,7 +593,11 @@ impl Filesystem {
             }
             return Ok(reported?);
         }
-        let result = self.shared.files.syncfs_with(cursor).map_err(FsError::from);
+        let result = self
+            .shared
+            .files
+            .syncfs_reporting(report)
+            .map_err(FsError::from);
         self.shared.check_journal("syncfs");
         result
     }
