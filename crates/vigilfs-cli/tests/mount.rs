@@ -442,6 +442,15 @@ fn shutdown_stops_all_writing() {
         .as_str()
         .unwrap()
         .contains("shut down"));
+    // A second one does nothing, and says so (review 32: exit 0 from a
+    // --flush that flushed nothing).
+    let again = vigilfs(&["shutdown", scratch.mnt(), "--flush"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again.stderr).contains("already shut down"),
+        "{}",
+        text(&again.stderr)
+    );
     scratch.umount(pid);
 
     // --flush wrote it all: the next mount has the file.

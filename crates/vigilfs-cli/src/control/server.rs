@@ -905,6 +905,20 @@ fn execute(
         }
         Request::Thaw => engine_result(fs.thaw(), fs),
         Request::Shutdown { flush } => {
+            // A second shutdown does nothing, flushes nothing: a script
+            // must not read success from `--flush` (review 32).
+            if let LifeState::ShutDown(why) = fs.status().state {
+                let already = if why.starts_with("shut down") {
+                    format!("already {why}")
+                } else {
+                    format!("already shut down ({why})")
+                };
+                return Response::failure(
+                    ErrorKind::Failed,
+                    format!("{already}: nothing was done, nothing flushed"),
+                    Some(libc::EINVAL),
+                );
+            }
             fs.shutdown(flush);
             // Why it is shut down: what the flush could do, or an earlier
             // shutdown's reason.
