@@ -26,6 +26,7 @@ mod inject_command;
 mod inject_rules;
 mod kernel_read_only;
 mod media_command;
+mod memory_trim;
 mod metrics;
 mod metrics_http;
 mod mkfs_command;

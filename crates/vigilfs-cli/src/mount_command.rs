@@ -698,6 +698,15 @@ fn serve(
     }
 
     let slot = EngineSlot::new(fs);
+    let trimmer = match crate::memory_trim::spawn(Arc::clone(&slot)) {
+        Ok(trimmer) => Some(trimmer),
+        Err(error) => {
+            log(&format!(
+                "not giving freed memory back to the system: {error}"
+            ));
+            None
+        }
+    };
     let listener = match crate::daemon_events::spawn(Arc::clone(&slot), log) {
         Ok(thread) => Some(thread),
         Err(error) => {
@@ -931,6 +940,7 @@ fn serve(
     if let Some(metrics) = metrics {
         metrics.stop();
     }
+    drop(trimmer);
     let outcome = finish(
         &slot,
         power.as_deref(),
