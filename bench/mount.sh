@@ -18,9 +18,11 @@
 # BASELINE=PATH: also measure "vigilfs-before", the same mount served by
 # PATH, a vigilfs binary built from an earlier commit.
 # WORKLOADS="sqlite pgbench": run only these groups (default: all of fio,
-# small, replace, sqlite, pgbench, bulk), say to re-measure a noisy row on
-# its own. bulk: a write then lseek(SEEK_END) on a fragmented file, and
-# pgbench's initialisation (a bulk load) in rows/s.
+# small, replace, sqlite, pgbench, bulk, scattered), say to re-measure a
+# noisy row on its own. bulk: a write then lseek(SEEK_END) on a fragmented
+# file, and pgbench's initialisation (a bulk load) in rows/s. scattered:
+# 16 random 4 KiB writes of a 64 MiB file then an fsync, for 30 s (a
+# database's page writes; the file fragments as it goes).
 # Needs root, /dev/fuse, fio, fuse3, fuse2fs, libfuse3-dev, gcc, pkg-config,
 # python3 with sqlite3, and PostgreSQL's server binaries (package
 # postgresql: initdb, pg_ctl, pgbench) and its `postgres` user.
@@ -237,7 +239,7 @@ pgbench_init_rows() { # directory → rows/s of `pgbench -i -s 5` (a bulk load)
     pg_stop
 }
 
-wanted() { [[ " ${WORKLOADS:-fio small replace sqlite pgbench bulk} " == *" $1 "* ]]; }
+wanted() { [[ " ${WORKLOADS:-fio small replace sqlite pgbench bulk scattered} " == *" $1 "* ]]; }
 
 results="$work/results"
 : > "$results"
@@ -278,6 +280,11 @@ for run in $(seq 1 "$runs"); do
         if wanted pgbench; then
             echo "$system pgbench_tps $(pgbench_tps "$directory")" >> "$results"
         fi
+        if wanted scattered; then
+            value=$(run_fio "$directory" scattered randwrite 4k 64M --fsync=16 --time_based --runtime=30 | fio_value write iops)
+            echo "$system scattered_write_fsync16_iops $value" >> "$results"
+            rm -f "$directory"/scattered*
+        fi
         if wanted bulk; then
             echo "$system stat_after_write_per_s $(stat_after_write "$directory")" >> "$results"
             echo "$system pgbench_init_rows_per_s $(pgbench_init_rows "$directory")" >> "$results"
@@ -305,7 +312,7 @@ others = [s for s in systems if s != "vigilfs"]
 names = ["seq_write_MiBps", "seq_read_MiBps", "rand_read_iops", "rand_write_fsync_iops",
          "create_fsync_per_s", "stat_per_s", "stat_cached_per_s", "unlink_per_s",
          "rename_over_per_s", "truncate_rewrite_per_s", "sqlite_tps", "pgbench_tps",
-         "stat_after_write_per_s", "pgbench_init_rows_per_s"]
+         "stat_after_write_per_s", "pgbench_init_rows_per_s", "scattered_write_fsync16_iops"]
 print("| workload | " + " | ".join(systems) + " | "
       + " | ".join(f"vigilfs / {s}" for s in others) + " |")
 print("|---|" + "---|" * (len(systems) + len(others)))

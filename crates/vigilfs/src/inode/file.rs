@@ -137,7 +137,7 @@ use crate::pagecache::{
     Backing, Cache, CacheStats, HoleTally, InodeState, Page, PageCache, PromiseBudget, LARGE_ORDER,
     LARGE_PAGES, PAGE, PAGES_PER_FILL, PAGE_BYTES,
 };
-use crate::writeback::{FailureListener, Writeback, WritebackSummary};
+use crate::writeback::{page_runs, FailureListener, Writeback, WritebackSummary};
 
 mod rescue;
 mod space;
@@ -1068,18 +1068,4 @@ fn checked_end(offset: u64, length: u64) -> FileResult<u64> {
 enum Counted {
     All,
     Uncounted(usize),
-}
-
-/// Sorted spans of pages `first..end` (they may overlap: a page written
-/// again while in flight carries both marks) merged into runs that do
-/// not, each page once.
-fn page_runs(spans: impl Iterator<Item = (u64, u64)>) -> Vec<(u64, u64)> {
-    let mut runs: Vec<(u64, u64)> = Vec::new();
-    for (first, end) in spans {
-        match runs.last_mut() {
-            Some(run) if first <= run.1 => run.1 = run.1.max(end),
-            _ => runs.push((first, end)),
-        }
-    }
-    runs
 }

@@ -500,12 +500,23 @@ impl Writeback {
         dirty: &[(u64, &[u8])],
     ) -> Result<Option<u64>, Errno> {
         let allocator = &self.metadata.allocator;
-        let first = dirty.first().map_or(0, |(index, _)| *index);
-        let end = dirty.last().map_or(0, |(index, _)| index + 1);
+        // The extents over each run of the dirty pages, not over the span
+        // from the first to the last: random rewrites of a large file
+        // (a database's pages) would look up, copy and compare every
+        // extent between them, more with each rewrite that splits one
+        // (review 31: an fsync of 16 random pages of a 64 MiB file took
+        // 12 ms after five rounds, and went on growing).
+        let runs = page_runs(dirty.iter().map(|(index, _)| (*index, index + 1)));
         let lookup = || {
-            self.extents
-                .overlapping(ino, first, end)
-                .map_err(|_| Errno::EIO)
+            let mut found = BTreeMap::new();
+            for &(first, end) in &runs {
+                let extents = self
+                    .extents
+                    .overlapping(ino, first, end)
+                    .map_err(|_| Errno::EIO)?;
+                found.extend(extents);
+            }
+            Ok(found)
         };
         let in_place_of = |before: &BTreeMap<u64, Extent>| -> Vec<Option<u64>> {
             dirty
@@ -727,6 +738,20 @@ impl Writeback {
         )?;
         Ok((seq, freed))
     }
+}
+
+/// Sorted spans of pages `first..end` (they may overlap: a page written
+/// again while in flight carries both marks) merged into runs that do
+/// not, each page once.
+pub(crate) fn page_runs(spans: impl Iterator<Item = (u64, u64)>) -> Vec<(u64, u64)> {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for (first, end) in spans {
+        match runs.last_mut() {
+            Some(run) if first <= run.1 => run.1 = run.1.max(end),
+            _ => runs.push((first, end)),
+        }
+    }
+    runs
 }
 
 /// The pages of `entries`, large entries cut into their pages.
