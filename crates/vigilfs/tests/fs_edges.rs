@@ -373,6 +373,32 @@ fn data_lost_to_a_refused_mapped_write_back_fails_fsync_until_it_is_replaced() {
     fs.unmount().unwrap();
 }
 
+/// Data a shutdown leaves unwritten is reported lost with the cause its
+/// writeback failed with, not a generic EIO (review 31: the loss said EIO
+/// after every fsync of the file had said ENOSPC).
+#[test]
+fn data_lost_at_a_shutdown_carries_the_cause_its_writeback_failed_with() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let (attr, handle) = fs
+        .create(ROOT_INO, b"f", 0o644, read_write(), &root())
+        .unwrap();
+    fs.write(handle, 0, &[3u8; 8192], &root()).unwrap();
+    fixture.fail_writes_with(IoClass::Data, Errno::ENOSPC);
+    assert_eq!(errno(fs.fsync(handle, false)), libc::ENOSPC);
+    fs.shutdown(false);
+    let lost: Vec<_> = event_records(&fs)
+        .into_iter()
+        .filter(|record| record.text.as_str().starts_with("not written"))
+        .collect();
+    assert!(!lost.is_empty(), "{:#?}", event_texts(&fs));
+    for record in &lost {
+        assert_eq!(record.inode, Some(attr.ino));
+        assert_eq!(record.errno, libc::ENOSPC, "{record:?}");
+    }
+    fs.release(handle).unwrap();
+}
+
 /// An access time that cannot be kept (the journal has failed) is an
 /// event naming the file read, under its own name, not an anonymous
 /// "read" (review 26); the read itself succeeds.

@@ -491,7 +491,14 @@ impl Shared {
                 None if unwritten.pages > 0 || !unwritten.lost.is_empty() => continue,
                 None => None,
             };
-            self.report_lost_data(unwritten.ino, range, libc::EIO, why);
+            // The cause the file's writeback last failed with (a full
+            // filesystem's ENOSPC), else EIO (review 31: the loss at
+            // unmount said EIO after every fsync had said ENOSPC).
+            let errno = match self.files.peek_error(unwritten.ino) {
+                Err(FileError::Writeback(errno)) => errno.get(),
+                _ => libc::EIO,
+            };
+            self.report_lost_data(unwritten.ino, range, errno, why);
         }
     }
 
