@@ -234,6 +234,19 @@ fn unsynced_names_the_file_whose_attributes_changed() {
         listed.contains(&("setxattr", Some("pub/walked".into()))),
         "{listed:?}"
     );
+    // A link names what it links to as well as the new name (review 31:
+    // "link -> hard" alone).
+    fs.link(walked.ino, ROOT_INO, b"hard", &root()).unwrap();
+    let unsynced = fs.unsynced();
+    let link = unsynced
+        .changes
+        .iter()
+        .find(|change| change.change.operation == "link")
+        .expect("the link listed");
+    assert_eq!(
+        (link.path.as_deref(), link.new_path.as_deref()),
+        (Some("pub/walked"), Some("hard"))
+    );
     fs.unmount().unwrap();
 }
 

@@ -193,8 +193,10 @@ impl Filesystem {
                     unnamed.insert(*dir);
                 }
             }
-            if let Some(ino) = inode_alone(change) {
-                if shared.faults.paths(ino).is_empty() {
+            if let Some(ino) = named_by_inode(change) {
+                // A link's new name may be the only one the mount knows.
+                let names_needed = 1 + usize::from(change.new_entry.is_some());
+                if shared.faults.paths(ino).len() < names_needed {
                     unnamed.insert(ino);
                 }
             }
@@ -226,18 +228,28 @@ impl Filesystem {
         };
         let changes = pending
             .into_iter()
-            .map(|change| UnsyncedChange {
-                path: match inode_alone(&change) {
-                    Some(ino) => shared
+            .map(|change| {
+                let new_path = change.new_entry.as_ref().and_then(entry_path);
+                let inode_path = |ino: u64| {
+                    shared
                         .faults
                         .paths(ino)
                         .into_iter()
                         .chain(walked_paths(ino))
-                        .next(),
-                    None => change.entry.as_ref().and_then(entry_path),
-                },
-                new_path: change.new_entry.as_ref().and_then(entry_path),
-                change,
+                        // A link's inode is named by the new link too.
+                        .find(|path| Some(path) != new_path.as_ref())
+                };
+                // A link is named by what it links to too (review 31:
+                // only the new name was said).
+                let path = match (named_by_inode(&change), &change.entry) {
+                    (Some(ino), _) => inode_path(ino),
+                    (None, entry) => entry.as_ref().and_then(entry_path),
+                };
+                UnsyncedChange {
+                    path,
+                    new_path,
+                    change,
+                }
             })
             .collect();
         let data = unwritten
@@ -288,11 +300,12 @@ fn byte_ranges(runs: &[(u64, u64)], size: u64) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// The inode of a change to an inode alone, which names no entry
-/// (setattr, setxattr, fallocate): its path is the inode's.
-fn inode_alone(change: &Change) -> Option<u64> {
-    match (&change.entry, &change.new_entry) {
-        (None, None) => change.ino,
-        _ => None,
+/// The inode whose path names a change: one changed alone, naming no
+/// entry (setattr, setxattr, fallocate), or the inode a link (no old
+/// entry, a new one) links to.
+fn named_by_inode(change: &Change) -> Option<u64> {
+    match &change.entry {
+        None => change.ino,
+        Some(_) => None,
     }
 }
