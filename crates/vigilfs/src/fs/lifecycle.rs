@@ -754,6 +754,9 @@ impl Filesystem {
                 .map_err(|error| MountError::Metadata(error.into()))?;
             finish_recovery(&namespace, recovered.then_some(&*metadata.journal))?
         };
+        // After the purge: a purged orphan's lost data went with it
+        // (review 33: it was still counted after a power cut).
+        files.load_lost_data();
         let errors_policy = options.errors.unwrap_or(superblock.errors_policy);
         let fsid = u64::from_le_bytes(superblock.uuid.0[..8].try_into().expect("8 bytes"));
         if recovered {

@@ -309,7 +309,7 @@ impl Files {
             Arc::clone(metadata.allocator.rewrite_pages()),
         ));
         let extents = ExtentMap::new(Arc::clone(&device), Arc::clone(&metadata));
-        let files = Files {
+        Ok(Files {
             writeback: Writeback::new(
                 extents.clone(),
                 device,
@@ -322,17 +322,19 @@ impl Files {
             report_once: AtomicBool::new(false),
             ordered: std::sync::Mutex::new(BTreeSet::new()),
             user_cursors: std::sync::Mutex::new(HashMap::new()),
-        };
-        // Files holding data lost before this mount: their states (kept
-        // while any byte is lost) carry it to fsync, reads, `unwritten`.
-        {
-            let mut cache = files.cache.lock();
-            for ino in files.metadata.lost.files() {
-                // One that is not a regular file is fsck's to report.
-                let _ = files.state(&mut cache.inodes, ino);
-            }
+        })
+    }
+
+    /// Loads the states of the files holding data lost before this mount
+    /// (kept while any byte is lost): they carry it to fsync, reads and
+    /// [`Files::unwritten`]. For the mount, once orphans are purged (a
+    /// purged one's records went with it).
+    pub fn load_lost_data(&self) {
+        let mut cache = self.cache.lock();
+        for ino in self.metadata.lost.files() {
+            // One that is not a regular file is fsck's to report.
+            let _ = self.state(&mut cache.inodes, ino);
         }
-        Ok(files)
     }
 
     /// Sets what fsync and syncfs report while writeback keeps failing.
@@ -991,15 +993,18 @@ impl Files {
     ) -> FileResult<()> {
         let errno = Errno::new(errno).unwrap_or(Errno::EIO);
         self.writeback.fs_errseq().set(errno);
-        let end = offset.saturating_add(length);
-        if end == offset {
-            return Ok(());
-        }
-        {
+        let end = {
             let mut cache = self.cache.lock();
             let state = self.state(&mut cache.inodes, ino)?;
+            // Bytes past the end do not exist: a refused write did not
+            // extend the file.
+            let end = offset.saturating_add(length).min(state.size);
+            if end <= offset {
+                return Ok(());
+            }
             state.lost.lose(offset, end, errno);
-        }
+            end
+        };
         let _records = self.metadata.lock_records();
         let mut transaction = self.metadata.trees.transaction();
         // Most refusals come from a full filesystem.
