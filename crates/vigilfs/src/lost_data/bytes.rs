@@ -69,6 +69,47 @@ impl LostBytes {
         }
     }
 
+    /// How many disjoint ranges the set holds.
+    pub(crate) fn range_count(&self) -> usize {
+        self.ranges.len()
+    }
+
+    /// The set with its smallest gaps filled until at most `most` ranges
+    /// are left (at least 1): a superset, as close to it as that many
+    /// ranges allow.
+    pub(crate) fn coarsened(&self, most: usize) -> LostBytes {
+        let most = most.max(1);
+        let ranges = self.ranges();
+        if ranges.len() <= most {
+            return self.clone();
+        }
+        // The gaps after each range but the last, smallest filled first.
+        let mut gaps: Vec<(u64, usize)> = ranges
+            .windows(2)
+            .enumerate()
+            .map(|(at, pair)| (pair[1].0 - pair[0].1, at))
+            .collect();
+        gaps.sort_unstable();
+        let mut filled = vec![false; ranges.len()];
+        for &(_, at) in gaps.iter().take(ranges.len() - most) {
+            filled[at] = true;
+        }
+        let mut coarse = LostBytes {
+            ranges: BTreeMap::new(),
+            errno: self.errno,
+        };
+        let mut start = ranges[0].0;
+        for (at, &(_, end)) in ranges.iter().enumerate() {
+            if !filled[at] {
+                coarse.ranges.insert(start, end);
+                if let Some(&(next, _)) = ranges.get(at + 1) {
+                    start = next;
+                }
+            }
+        }
+        coarse
+    }
+
     /// A set of `ranges` (in any order; they may touch or overlap).
     pub(crate) fn from_ranges(ranges: &[(u64, u64)], errno: Errno) -> LostBytes {
         let mut lost = LostBytes::default();
@@ -191,6 +232,19 @@ mod tests {
                     prop_assert!(pair[0].1 < pair[1].0, "{:?}", ranges);
                 }
                 prop_assert_eq!(lost.is_empty(), model.is_empty());
+                for most in [1, 2, 3] {
+                    let coarse = lost.coarsened(most);
+                    prop_assert!(coarse.range_count() <= most.max(lost.range_count().min(most)));
+                    let covered: BTreeSet<u64> = coarse
+                        .ranges()
+                        .iter()
+                        .flat_map(|&(start, end)| start..end)
+                        .collect();
+                    prop_assert!(covered.is_superset(&model));
+                    if let (Some(first), Some(last)) = (model.first(), model.last()) {
+                        prop_assert!(covered.iter().all(|byte| first <= byte && byte <= last));
+                    }
+                }
                 prop_assert_eq!(lost.errno().is_some(), !model.is_empty());
                 for start in (0..260).step_by(7) {
                     let end = start + 13;

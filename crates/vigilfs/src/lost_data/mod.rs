@@ -30,8 +30,9 @@
 //! value  version 1 u8 | length u64 LE | errno u32 LE  (13 bytes)
 //! ```
 //!
-//! Ranges of one file never overlap or touch. The errno of a file is its
-//! latest refusal's: every record of the file carries it.
+//! Ranges of one file never overlap or touch; a refusal keeps them at
+//! most [`MOST_RECORDS_PER_FILE`], filling the smallest gaps. The errno of
+//! a file is its latest refusal's: every record of the file carries it.
 
 mod bytes;
 
@@ -51,6 +52,13 @@ pub const KEY_PREFIX: u8 = b'L';
 
 const VERSION: u8 = 1;
 const KEY_BYTES: usize = 17;
+/// The most records one file keeps. Past it, a refusal's record fills the
+/// smallest gaps between the file's lost ranges: it over-states the loss
+/// (the bytes between read as lost after a remount until written again),
+/// never under-states it, and a user refusing write-backs of scattered
+/// pages cannot fill the metadata with records (review 33: 20,000 small
+/// refusals used up the room, and a third went unrecorded).
+const MOST_RECORDS_PER_FILE: usize = 64;
 const VALUE_BYTES: usize = 13;
 
 /// Why lost-data records could not be read.
@@ -317,7 +325,35 @@ impl LostData {
             .lose(start, end, errno);
         let mut after = loss.durable.clone();
         after.lose(start, end, errno);
+        if after.range_count() > MOST_RECORDS_PER_FILE {
+            // A file's records are bounded (see the constant): the whole
+            // set is written again, coarser.
+            let after = after.coarsened(MOST_RECORDS_PER_FILE);
+            return LostChange {
+                ino,
+                from: 0,
+                to: u64::MAX,
+                after,
+            };
+        }
         change(ino, &loss.durable, after, start, end)
+    }
+
+    /// [`LostData::lose`] recorded coarsely: one range from the first
+    /// byte recorded or refused to the last replaces every record of
+    /// `ino`, when a record more finds no room.
+    pub(crate) fn lose_covering(&self, ino: u64, start: u64, end: u64, errno: Errno) -> LostChange {
+        let mut files = self.lock();
+        let loss = self.entry(&mut files, ino);
+        loss.in_flight
+            .get_or_insert_with(LostBytes::default)
+            .lose(start, end, errno);
+        let ranges = loss.durable.ranges();
+        let first = ranges.first().map_or(start, |&(first, _)| first.min(start));
+        let last = ranges.last().map_or(end, |&(_, last)| last.max(end));
+        let mut after = LostBytes::default();
+        after.lose(first, last, errno);
+        change(ino, &loss.durable, after, first, last)
     }
 
     /// A writeback of `ino` took its pages, `lost` the bytes the cache held
@@ -503,6 +539,33 @@ mod tests {
         data.apply(change.expect("a change"));
         assert!(recorded(&data).is_empty());
         assert!(data.is_empty());
+    }
+
+    #[test]
+    fn a_file_keeps_at_most_its_bound_of_records_filling_the_smallest_gaps() {
+        let data = LostData::default();
+        // Every second page lost; the gap after page 40 is the smallest.
+        for page in 0..=MOST_RECORDS_PER_FILE as u64 {
+            let start = page * 2 * PAGE;
+            let end = start + PAGE + u64::from(page == 40) * (PAGE - 1);
+            lose(&data, start, end);
+        }
+        let records = recorded(&data);
+        assert_eq!(records.len(), MOST_RECORDS_PER_FILE);
+        assert!(records.contains(&(80 * PAGE, 83 * PAGE)), "{records:?}");
+        let covered: u64 = records.iter().map(|(start, end)| end - start).sum();
+        assert_eq!(covered, (MOST_RECORDS_PER_FILE as u64 + 1) * PAGE + PAGE);
+    }
+
+    #[test]
+    fn a_covering_record_replaces_every_record_of_the_file() {
+        let data = LostData::default();
+        lose(&data, 100, 200);
+        lose(&data, 300, 400);
+        let change = data.lose_covering(7, 500, 600, Errno::ENOSPC);
+        assert_eq!((change.from, change.to), (100, 600));
+        data.apply(change);
+        assert_eq!(recorded(&data), [(100, 600)]);
     }
 
     #[test]
