@@ -350,8 +350,10 @@ enum Command {
     /// dying disk. Only the superblock's error record and the event log
     /// are still written, so the errors after it and the unmount are
     /// remembered. The mount stays until unmounted; the next mount recovers
-    /// from the journal. A mount already shut down is refused (exit 1):
-    /// nothing more can be flushed. Root and the user who mounted only.
+    /// from the journal. A flush that fails (the data it could not write
+    /// is lost, and the events name it) exits 1, shut down all the same;
+    /// a mount already shut down is refused (exit 1): nothing more can be
+    /// flushed. Root and the user who mounted only.
     ///
     /// Examples:
     ///   vigilfs shutdown /mnt/data

@@ -6,14 +6,16 @@
 //! daemon's resident size stays at its peak: 900 MB after a user's
 //! 400 MB files were written and deleted, with nothing cached (review
 //! 32). A thread compares, every [`INTERVAL`], the resident size with what
-//! the cache holds; when the rest grew by [`SLACK`] beyond what it was
-//! after the last trim, it asks the allocator to return its free pages
-//! (`malloc_trim`). A mount whose memory is its cache pays nothing.
+//! the cache holds; when the rest is over [`SLACK`] and grew by as much
+//! since the last trim, or the last trim is [`AGAIN`] old, it asks the
+//! allocator to return its free pages (`malloc_trim`). A mount whose
+//! memory is its cache pays nothing; one whose other memory is large
+//! pays a trim every [`AGAIN`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::engine_slot::EngineSlot;
 
@@ -21,6 +23,9 @@ use crate::engine_slot::EngineSlot;
 const INTERVAL: Duration = Duration::from_secs(2);
 /// How far memory beyond the cache may grow before a trim.
 const SLACK: u64 = 32 << 20;
+/// How long after a trim memory beyond the cache is trimmed again even
+/// if it did not grow.
+const AGAIN: Duration = Duration::from_secs(30);
 
 /// The trimming thread; stopped when dropped.
 pub struct Trimmer {
@@ -54,9 +59,11 @@ impl Drop for Trimmer {
 }
 
 fn watch(slot: &EngineSlot, stop: &AtomicBool) {
-    // Resident bytes beyond the cache after the last trim: what the
-    // allocator could not give back, or the engine's other memory.
+    // Resident bytes beyond the cache after the last trim (what the
+    // allocator could not give back then, or the engine's other memory),
+    // and when that was.
     let mut floor = 0u64;
+    let mut trimmed_at: Option<Instant> = None;
     while !stop.load(Ordering::Acquire) {
         std::thread::park_timeout(INTERVAL);
         // Held only to read the counters: the unmount waits for holders.
@@ -66,8 +73,14 @@ fn watch(slot: &EngineSlot, stop: &AtomicBool) {
         let Some(resident) = resident_bytes() else {
             return;
         };
-        if resident.saturating_sub(cached) > floor.saturating_add(SLACK) {
+        let beyond = resident.saturating_sub(cached);
+        // Memory freed after a trim, while the rest stays, is trimmed
+        // again a while later (review 33: a trim in the middle of a
+        // deletion left 90 MiB for good).
+        let stale = trimmed_at.is_none_or(|at| at.elapsed() >= AGAIN);
+        if beyond > SLACK && (beyond > floor.saturating_add(SLACK) || stale) {
             trim();
+            trimmed_at = Some(Instant::now());
             floor = resident_bytes().map_or(floor, |after| after.saturating_sub(cached));
         }
     }

@@ -154,7 +154,7 @@ fn after_a_shutdown_fsync_and_syncfs_write_nothing_and_fail() {
         .create(ROOT_INO, b"clean", 0o644, read_write(), &root())
         .unwrap();
     fs.fsync(clean, false).unwrap();
-    fs.shutdown(false);
+    fs.shutdown(false).unwrap();
     let image = fixture.image();
     assert_eq!(errno(fs.fsync(handle, false)), libc::EIO);
     assert_eq!(errno(fs.fsync(handle, false)), libc::EIO, "every time");
@@ -190,7 +190,7 @@ fn data_a_shutdown_loses_is_reported_up_to_the_file_size() {
         .create(ROOT_INO, b"short", 0o644, read_write(), &root())
         .unwrap();
     fs.write(handle, 0, b"abc", &root()).unwrap();
-    fs.shutdown(false);
+    fs.shutdown(false).unwrap();
     fs.release(handle).unwrap();
     fs.unmount().unwrap();
     let fs = fixture.mount();
@@ -386,7 +386,7 @@ fn data_lost_at_a_shutdown_carries_the_cause_its_writeback_failed_with() {
     fs.write(handle, 0, &[3u8; 8192], &root()).unwrap();
     fixture.fail_writes_with(IoClass::Data, Errno::ENOSPC);
     assert_eq!(errno(fs.fsync(handle, false)), libc::ENOSPC);
-    fs.shutdown(false);
+    fs.shutdown(false).unwrap();
     let lost: Vec<_> = event_records(&fs)
         .into_iter()
         .filter(|record| record.text.as_str().starts_with("not written"))
@@ -395,6 +395,26 @@ fn data_lost_at_a_shutdown_carries_the_cause_its_writeback_failed_with() {
     for record in &lost {
         assert_eq!(record.inode, Some(attr.ino));
         assert_eq!(record.errno, libc::ENOSPC, "{record:?}");
+    }
+    fs.release(handle).unwrap();
+}
+
+/// A shutdown whose flush fails says so, to its caller and in its reason:
+/// what the flush could not write is lost (review 33: "after flushing",
+/// and success, though the data was lost).
+#[test]
+fn a_shutdown_whose_flush_fails_says_so() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let (_, handle) = fs
+        .create(ROOT_INO, b"f", 0o644, read_write(), &root())
+        .unwrap();
+    fs.write(handle, 0, &[5u8; 8192], &root()).unwrap();
+    fixture.fail_writes_with(IoClass::Data, Errno::ENOSPC);
+    assert_eq!(errno(fs.shutdown(true)), libc::ENOSPC);
+    match fs.status().state {
+        LifeState::ShutDown(why) => assert!(why.contains("the flush failed with ENOSPC"), "{why}"),
+        state => panic!("{state:?}"),
     }
     fs.release(handle).unwrap();
 }
@@ -537,7 +557,7 @@ fn data_that_will_never_be_written_is_reported_before_the_shutdown_event() {
     fs.fsync(handle, false).unwrap();
     fs.write(handle, 3 * 4096, &[9u8; 2 * 4096], &root())
         .unwrap();
-    fs.shutdown(false);
+    fs.shutdown(false).unwrap();
     let mut events = Vec::new();
     while let Ok(event) = group.read_timeout(std::time::Duration::from_millis(20)) {
         events.push(event);
@@ -1242,7 +1262,7 @@ fn metadata_changes_a_shutdown_drops_are_announced() {
     // event (they were folded into the first, "x3").
     rename(b"a", b"a2");
     rename(b"b", b"b2");
-    fs.shutdown(false);
+    fs.shutdown(false).unwrap();
     let lost: Vec<String> = event_texts(&fs)
         .into_iter()
         .filter(|text| text.starts_with("not durable, lost"))
@@ -1291,7 +1311,7 @@ fn a_lost_change_is_announced_once_when_writes_stop_twice() {
     assert!(fs.fsync(other, false).is_err());
     assert!(matches!(fs.status().state, LifeState::ReadOnly(_)));
     let before = fs.status().error_record.total;
-    fs.shutdown(true);
+    fs.shutdown(true).unwrap();
     let texts = event_texts(&fs);
     let lost: Vec<&String> = texts
         .iter()

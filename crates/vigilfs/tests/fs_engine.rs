@@ -1144,7 +1144,7 @@ fn entries_recovery_cuts_off_for_unmatched_data_are_an_error_on_record() {
     let ino = write_file(&fs, b"fsynced", &vec![0x3c; 4096]);
     assert!(ino > 0);
     // Gone before a background round records the fsync durable.
-    fs.shutdown(false);
+    fs.shutdown(false).unwrap();
     fs.unmount().ok();
     let image = fixture.memory.to_image();
     let at = image
@@ -1338,7 +1338,7 @@ fn shutdown_refuses_writes_keeps_reads_and_ends_the_event_stream() {
     let (_, handle) = fs
         .create(ROOT_INO, b"open", 0o644, read_write(), &root())
         .unwrap();
-    fs.shutdown(true);
+    fs.shutdown(true).unwrap();
     assert!(matches!(fs.status().state, LifeState::ShutDown(_)));
     assert_eq!(errno(fs.write(handle, 0, b"x", &root())), libc::EIO);
     assert_eq!(errno(fs.mkdir(ROOT_INO, b"d", 0o755, &root())), libc::EIO);
@@ -1371,7 +1371,7 @@ fn a_shutdown_without_flushing_reports_the_unwritten_data_lost() {
         .create(ROOT_INO, b"unwritten", 0o644, read_write(), &root())
         .unwrap();
     fs.write(handle, 0, b"never written", &root()).unwrap();
-    fs.shutdown(false);
+    fs.shutdown(false).unwrap();
     // The merging group folds the error into the SHUTDOWN event after it.
     let lost: Vec<_> = std::iter::from_fn(|| group.read_timeout(Duration::from_millis(20)).ok())
         .map(|event| event.subtypes)
@@ -1770,7 +1770,7 @@ fn a_mount_read_only_after_an_error_or_shut_down_is_not_made_writable() {
         read_only: true,
         ..MountOptions::default()
     });
-    fs.shutdown(false);
+    fs.shutdown(false).unwrap();
     assert_eq!(errno(fs.make_writable()), libc::EIO);
     assert!(matches!(fs.status().state, LifeState::ShutDown(_)));
     drop(fs);

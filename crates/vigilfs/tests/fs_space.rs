@@ -523,7 +523,7 @@ fn a_full_filesystem_can_be_emptied_after_a_crash() {
     fs.unlink(ROOT_INO, b"orphan", &root()).unwrap();
     fs.syncfs_once().unwrap();
     // The crash: nothing more is written, the orphan still open.
-    fs.shutdown(false);
+    fs.shutdown(false).unwrap();
     fs.unmount().ok();
     let fs = fixture.mount();
     assert!(fs.recovered());
@@ -1134,7 +1134,7 @@ fn a_filesystem_full_of_small_files_mounts_read_write_after_a_crash() {
     let fs = fixture.mount();
     let created = fill_with_small_files(&fs, "small", 100).len();
     assert!(created > 1000, "{created} files filled it");
-    fs.shutdown(false);
+    fs.shutdown(false).unwrap();
     fs.unmount().ok();
     let fs = fixture.mount();
     assert!(fs.recovered());

@@ -919,14 +919,24 @@ fn execute(
                     Some(libc::EINVAL),
                 );
             }
-            fs.shutdown(flush);
+            let flushed = fs.shutdown(flush);
             // Why it is shut down: what the flush could do, or an earlier
             // shutdown's reason.
             let reason = match fs.status().state {
                 LifeState::ShutDown(why) => Some(why),
                 _ => None,
             };
-            Response::success(json!({ "state": "shut-down", "state_reason": reason }))
+            match flushed {
+                Ok(()) => {
+                    Response::success(json!({ "state": "shut-down", "state_reason": reason }))
+                }
+                // Shut down, but data was lost: not a success to a script.
+                Err(error) => Response::failure(
+                    ErrorKind::Failed,
+                    reason.unwrap_or_else(|| error.to_string()),
+                    Some(error.errno()),
+                ),
+            }
         }
         Request::Metrics => Response::success(json!({
             "text": crate::metrics::render(fs, plan),

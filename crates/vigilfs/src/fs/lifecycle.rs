@@ -10,6 +10,7 @@
 //! `Filesystem` without unmounting stops the thread and writes nothing
 //! more: like a power cut for what was not yet written back.
 
+use errseq::Errno;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
@@ -340,9 +341,7 @@ impl Shared {
     pub(super) fn shut_down_now(&self, why: String, flush: bool) {
         if flush && matches!(self.gate.state(), LifeState::Running) {
             // Failures are reported by the data path's listener.
-            let _ = self.files.writeback_all();
-            let _ = self.metadata.trees.sync();
-            let _ = self.metadata.journal.flush();
+            let _ = self.flush_all();
         }
         if self.gate.shut_down(why.clone()) {
             self.stop_writing();
@@ -567,6 +566,18 @@ impl Shared {
     }
 
     /// Writes back every dirty page; the first writeback error, if any.
+    /// Writes back all data, the b-tree nodes and the journal, as far as
+    /// the device lets them; the first failure's errno.
+    pub(super) fn flush_all(&self) -> Result<(), Errno> {
+        let data = self.files.writeback_all().first_error;
+        let trees = self.metadata.trees.sync().err().map(|_| Errno::EIO);
+        let journal = self.metadata.journal.flush().err().map(|_| Errno::EIO);
+        match data.or(trees).or(journal) {
+            Some(errno) => Err(errno),
+            None => Ok(()),
+        }
+    }
+
     fn write_back_all(&self) -> FsResult<()> {
         match self.files.writeback_all().first_error {
             Some(errno) => Err(FileError::Writeback(errno).into()),
@@ -1140,14 +1151,33 @@ impl Filesystem {
     /// Shuts the filesystem down: with `flush`, dirty data and the journal
     /// are written first (best effort); then nothing more is written,
     /// writers get `EIO`, listeners get the SHUTDOWN event.
-    pub fn shutdown(&self, flush: bool) {
-        let why = match (flush, self.shared.gate.state()) {
+    ///
+    /// Returns the flush's failure, if it had one: what it could not
+    /// write is lost (the events name it), and the reason says so (review
+    /// 33: "after flushing", exit 0, though the data was lost).
+    pub fn shutdown(&self, flush: bool) -> FsResult<()> {
+        let shared = &self.shared;
+        let (why, flushed) = match (flush, shared.gate.state()) {
             // Its writes had stopped: nothing could be flushed.
-            (true, LifeState::ReadOnly(_)) => "shut down (read-only before: nothing flushed)",
-            (true, _) => "shut down (after flushing)",
-            (false, _) => "shut down (without flushing)",
+            (true, LifeState::ReadOnly(_)) => (
+                "shut down (read-only before: nothing flushed)".to_string(),
+                Ok(()),
+            ),
+            (true, LifeState::Running) => match shared.flush_all() {
+                Ok(()) => ("shut down (after flushing)".to_string(), Ok(())),
+                Err(errno) => (
+                    format!(
+                        "shut down (the flush failed with {}: what it could not write is lost)",
+                        crate::device::Errno(errno.get())
+                    ),
+                    Err(FileError::Writeback(errno).into()),
+                ),
+            },
+            (true, _) => ("shut down (after flushing)".to_string(), Ok(())),
+            (false, _) => ("shut down (without flushing)".to_string(), Ok(())),
         };
-        self.shared.shut_down_now(why.into(), flush);
+        shared.shut_down_now(why, false);
+        flushed
     }
 
     /// Changes the settings a remount may change (see `settings.rs`);
