@@ -177,7 +177,8 @@ fn print_text(image: &Path, report: &FsckReport) {
             ),
         }
     } else {
-        let count = report.problems.len();
+        // All of them, not only the lines listed (review 33).
+        let count = report.problems_found;
         let noun = if count == 1 { "error" } else { "errors" };
         println!("{count} {noun} left uncorrected");
     }
@@ -217,6 +218,7 @@ fn to_json(image: &Path, report: &FsckReport, code: u8) -> serde_json::Value {
     json!({
         "image": image.display().to_string(),
         "clean": report.is_clean(),
+        "problems_found": report.problems_found,
         "unmounted_cleanly": report.superblock.state == FsState::Clean,
         "exit_code": code,
         "uuid": report.superblock.uuid.to_string(),

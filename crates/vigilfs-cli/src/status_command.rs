@@ -327,8 +327,9 @@ pub fn render(status: &Value) -> String {
             "lost mapped data",
             format!(
                 "{} in {lost_files} file{}: the kernel's write-back of shared mappings was \
-                 refused; reads of it (and fsyncs) fail until it is written again \
-                 (`vigilfs unsynced` lists it)",
+                 refused; fsyncs fail, and reads once the kernel's cache lets the pages go \
+                 (after a remount at once), until it is written again (`vigilfs unsynced` \
+                 lists it)",
                 human_bytes(status["lost_mapped"]["bytes"].as_u64().unwrap_or(0)),
                 if lost_files == 1 { "" } else { "s" }
             ),

@@ -112,8 +112,11 @@ pub struct FsckReport {
     pub media: Option<MediaCounts>,
     /// What the event log holds, if the image has one and it could be read.
     pub event_log: Option<EventLogCounts>,
-    /// Damage found. Empty means clean.
+    /// Damage found, at most 50 of a structure listed one by one, then
+    /// one line saying how many more. Empty means clean.
     pub problems: Vec<Problem>,
+    /// Every problem found, the unlisted ones too.
+    pub problems_found: usize,
     /// Things worth knowing that are not damage.
     pub notes: Vec<Note>,
 }
@@ -309,6 +312,7 @@ pub fn fsck_with(
         total: STAGES,
         stage: "done",
     });
+    let problems_found = problems.len();
     let problems = summarise(problems);
 
     Ok(FsckReport {
@@ -321,6 +325,7 @@ pub fn fsck_with(
         media,
         event_log,
         problems,
+        problems_found,
         notes,
     })
 }
