@@ -36,6 +36,7 @@ use thiserror::Error;
 
 use crate::alloc::FailureCause;
 use crate::btree::{BtreeError, Btrees, Transaction, TreeId};
+use crate::format::meta_record::{word_at, MetaFrame};
 
 /// The key prefix of poison records in the Meta tree.
 pub const KEY_PREFIX: u8 = b'X';
@@ -43,6 +44,14 @@ pub const KEY_PREFIX: u8 = b'X';
 const VERSION: u8 = 1;
 const KEY_BYTES: usize = 17;
 const VALUE_BYTES: usize = 22;
+
+/// The framing of these records (see [`MetaFrame`]).
+const FRAME: MetaFrame = MetaFrame {
+    prefix: KEY_PREFIX,
+    key_bytes: KEY_BYTES,
+    value_bytes: VALUE_BYTES,
+    version: VERSION,
+};
 
 /// One poisoned run of a file's blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -120,31 +129,12 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<PoisonRun, PoisonRecordError> 
         key: key.to_vec(),
         reason,
     };
-    if key.len() != KEY_BYTES || key[0] != KEY_PREFIX {
-        return Err(fail(format!("key of {} bytes", key.len())));
-    }
-    if value.len() != VALUE_BYTES {
-        return Err(fail(format!(
-            "value of {} bytes, not {VALUE_BYTES}",
-            value.len()
-        )));
-    }
-    if value[0] != VERSION {
-        return Err(fail(format!(
-            "version {} (this build reads {VERSION})",
-            value[0]
-        )));
-    }
-    let u64_at = |bytes: &[u8], at: usize| {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&bytes[at..at + 8]);
-        word
-    };
-    let ino = u64::from_be_bytes(u64_at(key, 1));
-    let first = u64::from_be_bytes(u64_at(key, 9));
+    FRAME.check(key, value).map_err(fail)?;
+    let ino = u64::from_be_bytes(word_at(key, 1));
+    let first = u64::from_be_bytes(word_at(key, 9));
     let blocks = u32::from_le_bytes([value[1], value[2], value[3], value[4]]);
-    let physical = u64::from_le_bytes(u64_at(value, 5));
-    let since = u64::from_le_bytes(u64_at(value, 13));
+    let physical = u64::from_le_bytes(word_at(value, 5));
+    let since = u64::from_le_bytes(word_at(value, 13));
     let cause = FailureCause::from_code(value[21])
         .ok_or_else(|| fail(format!("unknown cause {}", value[21])))?;
     if blocks == 0 {

@@ -26,6 +26,7 @@ use thiserror::Error;
 
 use super::free_space::Extent;
 use crate::btree::{BtreeError, Transaction, TreeId};
+use crate::format::meta_record::{word_at, MetaFrame};
 
 /// The key prefix of bad-block records in the Meta tree.
 pub const KEY_PREFIX: u8 = b'B';
@@ -33,6 +34,14 @@ pub const KEY_PREFIX: u8 = b'B';
 const VERSION: u8 = 1;
 const KEY_BYTES: usize = 9;
 const VALUE_BYTES: usize = 18;
+
+/// The framing of these records (see [`MetaFrame`]).
+const FRAME: MetaFrame = MetaFrame {
+    prefix: KEY_PREFIX,
+    key_bytes: KEY_BYTES,
+    value_bytes: VALUE_BYTES,
+    version: VERSION,
+};
 
 /// Why a block was found bad: the same codes are kept in poison records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -145,29 +154,9 @@ pub fn decode(
         key: key.to_vec(),
         reason,
     };
-    if key.len() != KEY_BYTES || key[0] != KEY_PREFIX {
-        return Err(fail(format!("key of {} bytes", key.len())));
-    }
-    if value.len() != VALUE_BYTES {
-        return Err(fail(format!(
-            "value of {} bytes, not {VALUE_BYTES}",
-            value.len()
-        )));
-    }
-    if value[0] != VERSION {
-        return Err(fail(format!(
-            "version {} (this build reads {VERSION})",
-            value[0]
-        )));
-    }
-    let word = |at: usize| {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(&value[at..at + 8]);
-        u64::from_le_bytes(bytes)
-    };
-    let mut start = [0u8; 8];
-    start.copy_from_slice(&key[1..]);
-    let start = u64::from_be_bytes(start);
+    FRAME.check(key, value).map_err(fail)?;
+    let word = |at: usize| u64::from_le_bytes(word_at(value, at));
+    let start = u64::from_be_bytes(word_at(key, 1));
     let blocks = word(1);
     let since = word(9);
     let cause = FailureCause::from_code(value[17])

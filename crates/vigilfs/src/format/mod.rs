@@ -20,6 +20,7 @@ pub mod event_log;
 pub mod header;
 pub mod identity;
 pub mod layout;
+pub mod meta_record;
 pub mod superblock;
 pub mod superblock_copies;
 

@@ -44,6 +44,7 @@ use errseq::Errno;
 use thiserror::Error;
 
 use crate::btree::{BtreeError, Btrees, Transaction, TreeId};
+use crate::format::meta_record::{word_at, MetaFrame};
 
 pub(crate) use bytes::LostBytes;
 
@@ -60,6 +61,14 @@ const KEY_BYTES: usize = 17;
 /// refusals used up the room, and a third went unrecorded).
 const MOST_RECORDS_PER_FILE: usize = 64;
 const VALUE_BYTES: usize = 13;
+
+/// The framing of these records (see [`MetaFrame`]).
+const FRAME: MetaFrame = MetaFrame {
+    prefix: KEY_PREFIX,
+    key_bytes: KEY_BYTES,
+    value_bytes: VALUE_BYTES,
+    version: VERSION,
+};
 
 /// Why lost-data records could not be read.
 #[derive(Debug, Error)]
@@ -122,29 +131,10 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<LostRange, LostRecordError> {
         key: key.to_vec(),
         reason,
     };
-    if key.len() != KEY_BYTES || key[0] != KEY_PREFIX {
-        return Err(fail(format!("key of {} bytes", key.len())));
-    }
-    if value.len() != VALUE_BYTES {
-        return Err(fail(format!(
-            "value of {} bytes, not {VALUE_BYTES}",
-            value.len()
-        )));
-    }
-    if value[0] != VERSION {
-        return Err(fail(format!(
-            "version {} (this build reads {VERSION})",
-            value[0]
-        )));
-    }
-    let word = |bytes: &[u8], at: usize| {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&bytes[at..at + 8]);
-        word
-    };
-    let ino = u64::from_be_bytes(word(key, 1));
-    let start = u64::from_be_bytes(word(key, 9));
-    let length = u64::from_le_bytes(word(value, 1));
+    FRAME.check(key, value).map_err(fail)?;
+    let ino = u64::from_be_bytes(word_at(key, 1));
+    let start = u64::from_be_bytes(word_at(key, 9));
+    let length = u64::from_le_bytes(word_at(value, 1));
     let errno = u32::from_le_bytes([value[9], value[10], value[11], value[12]]);
     if length == 0 {
         return Err(fail("an empty range".into()));
