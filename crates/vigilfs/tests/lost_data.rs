@@ -128,6 +128,21 @@ fn lost_data_stays_lost_across_an_unmount_until_written_again_or_cut() {
     assert!(lost[0].contains("bytes 8192..12288"), "{}", lost[0]);
     assert!(other.is_empty(), "{other:#?}");
 
+    // Read-only, the same (review 33: its fsync said EIO).
+    let read_only = MountOptions {
+        read_only: true,
+        ..options()
+    };
+    let fs = Filesystem::mount(device.clone(), read_only).unwrap();
+    let ino = fs.lookup(ROOT_INO, b"f", &root()).unwrap().ino;
+    let handle = fs
+        .open(ino, OpenFlags::from_libc(libc::O_RDONLY), &root())
+        .unwrap();
+    assert_eq!(errno(fs.read(handle, 2 * PAGE, 1)), libc::EIO);
+    assert_eq!(errno(fs.fsync(handle, false)), libc::ENOSPC);
+    fs.release(handle).unwrap();
+    fs.unmount().unwrap();
+
     let fs = Filesystem::mount(device.clone(), options()).unwrap();
     let handle = open(&fs, b"f");
     assert_eq!(fs.read(handle, PAGE, PAGE as usize).unwrap(), [NEW; 4096]);

@@ -604,6 +604,17 @@ impl Files {
             .map_err(FileError::Writeback)
     }
 
+    /// The errno an fsync of `ino` reports for its lost mapped data (see
+    /// [`Files::cache_write_refused`]), if it holds any and fsyncs report
+    /// it ([`FsyncErrors::UntilDurable`]).
+    pub fn lost_errno(&self, ino: u64) -> Option<Errno> {
+        if self.report_once.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut cache = self.cache.lock();
+        self.state(&mut cache.inodes, ino).ok()?.lost.errno()
+    }
+
     /// [`Files::report`] for the filesystem's error word (syncfs).
     pub fn report_fs(&self, cursor: &mut Since) -> FileResult<()> {
         self.writeback

@@ -529,6 +529,11 @@ impl Filesystem {
             }
             if !self.shared.files.is_durable(file.ino) || !self.shared.metadata.journal.is_durable()
             {
+                // Lost mapped data fails it for the refusal's cause, as on
+                // a writable mount (review 33: EIO read-only, ENOSPC not).
+                if let Some(errno) = self.shared.files.lost_errno(file.ino) {
+                    return Err(FileError::Writeback(errno).into());
+                }
                 return Err(stopped);
             }
             return Ok(reported?);
