@@ -319,7 +319,9 @@ pub fn mkfs<D: BlockDevice + ?Sized>(
                 } else {
                     0
                 },
-            incompat: Features::INCOMPAT_DATA_CLAIMS | Features::INCOMPAT_SYMLINK_PIECES,
+            incompat: Features::INCOMPAT_DATA_CLAIMS
+                | Features::INCOMPAT_SYMLINK_PIECES
+                | Features::INCOMPAT_XATTR_DIGESTS,
             ..Features::default()
         },
         layout,

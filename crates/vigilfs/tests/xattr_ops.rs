@@ -250,13 +250,12 @@ fn user_attributes_on_a_symlink_are_eperm_to_write_and_enodata_to_read() {
 }
 
 #[test]
-fn names_longer_than_the_limit_are_erange() {
+fn names_longer_than_linux_max_are_erange() {
     let (_, _, metadata, file) = with_file();
-    let limits = metadata.trees.limits();
     let xattrs = Xattrs::new(metadata);
-    assert_eq!(xattrs.max_name_len(), (limits.max_key - 8).min(255));
+    assert_eq!(xattrs.max_name_len(), 255);
     let mut longest = b"user.".to_vec();
-    longest.resize(xattrs.max_name_len(), b'n');
+    longest.resize(255, b'n');
     xattrs.set(file, &longest, b"v", UPSERT).unwrap();
     assert_eq!(xattrs.get(file, &longest).unwrap(), b"v");
     let mut too_long = longest.clone();
@@ -266,13 +265,127 @@ fn names_longer_than_the_limit_are_erange() {
         libc::ERANGE
     );
     assert_eq!(errno(xattrs.get(file, &too_long)), libc::ERANGE);
-    let mut linux_max = b"user.".to_vec();
-    linux_max.resize(256, b'n');
-    assert_eq!(
-        errno(xattrs.set(file, &linux_max, b"v", UPSERT)),
-        libc::ERANGE
-    );
+    assert_eq!(errno(xattrs.remove(file, &too_long)), libc::ERANGE);
     assert_eq!(xattrs.list(file).unwrap(), vec![longest]);
+}
+
+/// A user name of `length` bytes ending in `last`.
+fn long_name(length: usize, last: u8) -> Vec<u8> {
+    let mut name = b"user.".to_vec();
+    name.resize(length - 1, b'n');
+    name.push(last);
+    name
+}
+
+/// Review 31: names over 120 bytes were ERANGE, though Linux takes 255.
+/// Names past what a key holds (119 to 255 bytes, some sharing all but
+/// their last byte) take values inline and in pieces, list once in byte
+/// order among short names, replace, remove, survive a remount, and go
+/// with their inode; fsck is clean.
+#[test]
+fn names_of_119_to_255_bytes_hold_any_value_and_survive_a_remount() {
+    let (device, superblock, metadata, file) = with_file();
+    let pattern = |length: usize, seed: u8| -> Vec<u8> {
+        (0..length)
+            .map(|i| (i % 251) as u8 ^ seed)
+            .collect::<Vec<u8>>()
+    };
+    let lengths = [118, 119, 120, 121, 200, 254, 255];
+    let mut expected = Vec::new();
+    {
+        let xattrs = Xattrs::new(metadata.clone());
+        for (index, &length) in lengths.iter().enumerate() {
+            for last in [b'a', b'b'] {
+                let name = long_name(length, last);
+                let size = [0, 10, 900, 5000, 65536][(index + usize::from(last)) % 5];
+                xattrs
+                    .set(file, &name, &pattern(size, last), CREATE)
+                    .unwrap();
+                assert_eq!(errno(xattrs.set(file, &name, b"x", CREATE)), libc::EEXIST);
+                expected.push((name, pattern(size, last)));
+            }
+        }
+        xattrs.set(file, b"user.a", b"short", UPSERT).unwrap();
+        expected.push((b"user.a".to_vec(), b"short".to_vec()));
+        // Replaced by small and by large, removed.
+        let name = long_name(200, b'a');
+        xattrs.set(file, &name, b"small", REPLACE).unwrap();
+        assert_eq!(xattrs.get(file, &name).unwrap(), b"small");
+        xattrs
+            .set(file, &name, &pattern(65536, 9), REPLACE)
+            .unwrap();
+        expected.retain(|(stored, _)| *stored != name);
+        expected.push((name, pattern(65536, 9)));
+        let gone = long_name(121, b'b');
+        xattrs.remove(file, &gone).unwrap();
+        assert_eq!(errno(xattrs.get(file, &gone)), libc::ENODATA);
+        assert_eq!(errno(xattrs.remove(file, &gone)), libc::ENODATA);
+        assert_eq!(errno(xattrs.set(file, &gone, b"x", REPLACE)), libc::ENODATA);
+        expected.retain(|(stored, _)| *stored != gone);
+        expected.sort();
+        let listed: Vec<Vec<u8>> = expected.iter().map(|(name, _)| name.clone()).collect();
+        assert_eq!(xattrs.list(file).unwrap(), listed);
+        // Another inode sees none of them.
+        assert!(xattrs.list(ROOT).unwrap().is_empty());
+        assert_eq!(
+            errno(xattrs.get(ROOT, &long_name(200, b'a'))),
+            libc::ENODATA
+        );
+    }
+    assert_fsck_clean(&device, &metadata);
+    metadata.trees.sync().unwrap();
+    metadata.journal.flush().unwrap();
+    drop(metadata);
+    let metadata = Arc::new(Metadata::open_default(device.clone(), &superblock).unwrap());
+    let xattrs = Xattrs::new(metadata.clone());
+    let listed: Vec<Vec<u8>> = expected.iter().map(|(name, _)| name.clone()).collect();
+    assert_eq!(xattrs.list(file).unwrap(), listed);
+    for (name, value) in &expected {
+        assert_eq!(&xattrs.get(file, name).unwrap(), value, "{}", name.len());
+    }
+    let mut transaction = metadata.trees.transaction();
+    delete_all_xattrs(&mut transaction, file).unwrap();
+    transaction.commit().unwrap();
+    assert_eq!(committed_xattr_keys(&metadata), 0);
+    assert_fsck_clean(&device, &metadata);
+}
+
+/// An older vigilfs kept names of up to 120 bytes under their own bytes
+/// (inline values only): such an attribute still reads, lists once, and
+/// moves to its digest record when set again; removal finds it too.
+#[test]
+fn a_name_an_older_vigilfs_kept_under_its_own_bytes_still_works() {
+    let (device, _, metadata, file) = with_file();
+    let old_record = |name: &[u8], value: &[u8]| {
+        let mut key = file.to_be_bytes().to_vec();
+        key.extend_from_slice(name);
+        let mut record = vec![1];
+        record.extend_from_slice(value);
+        let mut transaction = metadata.trees.transaction();
+        transaction.put(TreeId::Xattrs, &key, &record).unwrap();
+        transaction.commit().unwrap();
+    };
+    let moved = long_name(120, b'm');
+    let removed = long_name(119, b'r');
+    old_record(&moved, b"old");
+    old_record(&removed, b"also old");
+    let xattrs = Xattrs::new(metadata.clone());
+    assert_eq!(xattrs.get(file, &moved).unwrap(), b"old");
+    assert_eq!(
+        xattrs.list(file).unwrap(),
+        vec![moved.clone(), removed.clone()]
+    );
+    assert_eq!(errno(xattrs.set(file, &moved, b"x", CREATE)), libc::EEXIST);
+    xattrs.set(file, &moved, &vec![3; 5000], REPLACE).unwrap();
+    assert_eq!(xattrs.get(file, &moved).unwrap(), vec![3; 5000]);
+    assert_eq!(
+        xattrs.list(file).unwrap(),
+        vec![moved.clone(), removed.clone()]
+    );
+    xattrs.remove(file, &removed).unwrap();
+    assert_eq!(errno(xattrs.get(file, &removed)), libc::ENODATA);
+    assert_eq!(xattrs.list(file).unwrap(), vec![moved]);
+    assert_fsck_clean(&device, &metadata);
 }
 
 #[test]
@@ -301,7 +414,6 @@ fn values_larger_than_the_limit_are_e2big() {
 /// generic/020, 486: values past one b-tree value, up to 64 KiB, are
 /// kept in pieces: they read back whole, replace and are replaced by small
 /// ones, list once, go with remove, survive a remount, and fsck is clean.
-/// A name too long for a piece's key keeps the inline limit.
 #[test]
 fn values_up_to_64_kib_are_kept_in_pieces() {
     let (device, superblock, metadata, file) = with_file();
@@ -339,15 +451,6 @@ fn values_up_to_64_kib_are_kept_in_pieces() {
             .unwrap();
         xattrs.remove(file, b"user.big2").unwrap();
         assert_eq!(errno(xattrs.get(file, b"user.big2")), libc::ENODATA);
-        let mut long_name = b"user.".to_vec();
-        long_name.resize(xattrs.max_name_len(), b'n');
-        assert_eq!(
-            errno(xattrs.set(file, &long_name, &pattern(inline + 1), UPSERT)),
-            libc::E2BIG
-        );
-        xattrs
-            .set(file, &long_name, &pattern(inline), UPSERT)
-            .unwrap();
         inline
     };
     assert_fsck_clean(&device, &metadata);
@@ -358,7 +461,7 @@ fn values_up_to_64_kib_are_kept_in_pieces() {
     let xattrs = Xattrs::new(metadata.clone());
     assert_eq!(xattrs.get(file, b"user.big").unwrap(), pattern(65536));
     assert_eq!(xattrs.get(file, b"user.a").unwrap(), b"before");
-    assert_eq!(xattrs.list(file).unwrap().len(), 3);
+    assert_eq!(xattrs.list(file).unwrap().len(), 2);
     assert!(inline < 65536);
     assert_fsck_clean(&device, &metadata);
 }
@@ -562,13 +665,19 @@ enum Op {
     },
 }
 
-const NAMES: [&[u8]; 6] = [
+const NAMES: [&[u8]; 10] = [
     b"user.a",
     b"user.b",
     b"user.ab",
     b"trusted.a",
     b"security.x",
     b"user.\xff",
+    // Kept under their digests: 119, 200 and 255 bytes, the two of 255
+    // alike but for their last byte.
+    b"user.nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnna",
+    b"user.nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnb",
+    b"user.nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnc",
+    b"user.nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnd",
 ];
 
 fn op() -> impl Strategy<Value = Op> {

@@ -76,8 +76,9 @@ impl Features {
     /// Compat bits this build knows.
     pub const KNOWN_COMPAT: u64 = 0;
     /// Incompat bits this build knows.
-    pub const KNOWN_INCOMPAT: u64 =
-        Features::INCOMPAT_DATA_CLAIMS | Features::INCOMPAT_SYMLINK_PIECES;
+    pub const KNOWN_INCOMPAT: u64 = Features::INCOMPAT_DATA_CLAIMS
+        | Features::INCOMPAT_SYMLINK_PIECES
+        | Features::INCOMPAT_XATTR_DIGESTS;
     /// Ro-compat bits this build knows.
     pub const KNOWN_RO_COMPAT: u64 = Features::RO_COMPAT_MEDIA_RECORDS
         | Features::RO_COMPAT_EVENT_LOG
@@ -120,6 +121,14 @@ impl Features {
     /// first read-write mount of an older image by a build that writes
     /// them.
     pub const INCOMPAT_SYMLINK_PIECES: u64 = 1 << 1;
+
+    /// Incompat: an extended attribute whose name is over 118 bytes is kept
+    /// under the name's digest, the name in its record (up to Linux's 255
+    /// bytes). A build that does not know them would fail listing such an
+    /// inode's attributes, and could set a second copy of a 119- or
+    /// 120-byte name beside it. Set by mkfs, and by the first read-write
+    /// mount of an older image by a build that writes them.
+    pub const INCOMPAT_XATTR_DIGESTS: u64 = 1 << 2;
 
     /// Whether an unknown ro-compat feature forbids writing.
     pub fn requires_read_only(&self) -> bool {

@@ -144,6 +144,8 @@ pub(super) fn record_writable_mount(superblock: &mut Superblock, now: u64) {
     superblock.features.incompat |= Features::INCOMPAT_DATA_CLAIMS;
     // And may cut a symbolic link's target into pieces.
     superblock.features.incompat |= Features::INCOMPAT_SYMLINK_PIECES;
+    // And may keep an attribute under its name's digest.
+    superblock.features.incompat |= Features::INCOMPAT_XATTR_DIGESTS;
     superblock.features.ro_compat |= Features::RO_COMPAT_INODE_COUNT;
     superblock.record_mount(now);
 }

@@ -3,22 +3,38 @@
 //! [`delete_all`] for the namespace to call when an inode goes.
 //!
 //! ```text
-//! xattr  key    ino: u64 BE | name bytes (the full name, prefix included)
-//!        value  version 1 | value bytes (possibly none)      (inline)
-//!            or version 2 | value length u32 LE             (in pieces)
-//! piece  key    ino: u64 BE | name bytes | 0 | index u8
-//!        value  version 3 | up to max_value - 1 value bytes
+//! named record   key    ino: u64 BE | name bytes (prefix included)
+//!                value  version 1 | value bytes (possibly none)   (inline)
+//!                    or version 2 | value length u32 LE          (in pieces)
+//! digest record  key    ino: u64 BE | 0x01 | SHA-256(name)[..16]
+//!                value  version 4 | name length u8 | name | value (inline)
+//!                    or version 5 | length u32 LE of the same    (in pieces)
+//! piece          key    record key | 0 | index u8
+//!                value  version 3 | up to max_value - 1 bytes
 //! ```
 //!
-//! A value that fits one b-tree value is stored inline; a larger one (up
-//! to Linux's 64 KiB) is cut into pieces kept right after its attribute's
-//! key (a name holds no NUL, so `name | 0` sorts after `name` and before
-//! every longer name it prefixes). All of an inode's attributes and
-//! pieces are therefore one key range, listed in name byte order, pieces
-//! skipped. Version bytes are checked on every read: a missing or unknown
-//! version, or pieces that do not add up to the length, is corruption
-//! (`EIO`), never a panic. (An older vigilfs reads a value in pieces as
-//! corruption rather than misreading it.)
+//! A key is at most 128 bytes ([`MAX_KEY_BYTES`]) and Linux names up to
+//! 255: a name short enough for its record's key and its pieces' keys
+//! ([`NAMED_MAX`], 118 bytes) is the key itself; a longer one is keyed by
+//! its digest and kept, in full, at the front of its record's content,
+//! where every lookup compares it (two names whose digests collide cannot
+//! both be set: the second is `ENOSPC`, never the first's value). No valid
+//! name starts with byte 1, so the two families never meet, and a
+//! filesystem written before digest records existed reads as before (its
+//! names of 119 and 120 bytes, the longest it took, are found under their
+//! own bytes and moved to a digest record when next set). The superblock's
+//! `INCOMPAT_XATTR_DIGESTS` keeps builds without digest records away.
+//!
+//! A record's content (the value; for a digest record its name and value)
+//! is inline when it fits one b-tree value, else cut into pieces kept
+//! right after the record (a name holds no NUL, so `key | 0` sorts after
+//! `key` and before every longer name it prefixes). All of an inode's
+//! attributes and pieces are therefore one key range, pieces skipped when
+//! listing. Version bytes are checked on every read: a missing or unknown
+//! version, a version of the other family, a digest record whose name does
+//! not hash to its key, or pieces that do not add up to the length, is
+//! corruption (`EIO`), never a panic. (An older vigilfs reads a value in
+//! pieces, or a digest record, as corruption rather than misreading it.)
 //!
 //! Names and sizes, as Linux `setxattr(2)` reports them:
 //!
@@ -28,16 +44,13 @@
 //!   `system.posix_acl_default`); any other prefix, and any other
 //!   `system.` name, is `EOPNOTSUPP`. An empty name is `ERANGE`, a name
 //!   holding NUL `EINVAL`;
-//! * a name is at most [`Xattrs::max_name_len`] bytes, else `ERANGE`:
-//!   Linux allows 255 (`XATTR_NAME_MAX`), but the key is `ino | name` and
-//!   b-tree keys are at most `limits().max_key` (128) bytes, so the limit
-//!   here is `min(255, max_key - 8)` = 120 bytes;
+//! * a name is at most 255 bytes (Linux's `XATTR_NAME_MAX`), else
+//!   `ERANGE`;
 //! * a value is at most [`Xattrs::max_value_len`] bytes: 65536 (Linux's
 //!   `XATTR_SIZE_MAX`, as XFS and ext4 with `ea_inode`), in at most 255
-//!   pieces; for a name too long to leave room for a piece's key suffix
-//!   (2 bytes), only what fits inline (`max_value - 1`, 1023 bytes on 4
-//!   KiB blocks). Larger values are `E2BIG` (chosen over `ENOSPC`: the
-//!   limit is per attribute, not a shortage of space);
+//!   pieces (on 1 KiB blocks, where pieces are small, less: see
+//!   [`Xattrs::max_value_len_for`]). Larger values are `E2BIG` (chosen
+//!   over `ENOSPC`: the limit is per attribute, not a shortage of space);
 //! * `user.*` attributes exist only on regular files and directories: on
 //!   any other inode, get is `ENODATA` and set/remove are `EPERM`
 //!   (`xattr_permission`).
@@ -69,26 +82,13 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use super::acl::{self, Acl};
-use super::record::{inode_key, FileType, InodeRecord, RecordError, Timestamp};
+use super::record::{inode_key, FileType, InodeRecord, Timestamp};
 use crate::btree::{BtreeError, Transaction, TreeId};
 use crate::metadata::Metadata;
 
-const VERSION: u8 = 1;
-/// The version byte of an attribute whose value is in pieces.
-const VERSION_IN_PIECES: u8 = 2;
-/// The version byte of a piece.
-const VERSION_PIECE: u8 = 3;
-/// The most pieces of one value (the index is one byte).
-const MAX_PIECES: usize = 255;
+mod storage;
 
-/// Longest name Linux accepts (`XATTR_NAME_MAX`).
-const LINUX_NAME_MAX: usize = 255;
-
-/// Largest value Linux accepts (`XATTR_SIZE_MAX`).
-const LINUX_SIZE_MAX: usize = 65536;
-
-/// Bytes of the key before the name.
-const KEY_PREFIX_BYTES: usize = 8;
+use storage::{Lookup, LINUX_NAME_MAX};
 
 /// The name prefixes that hold attributes here.
 const SUPPORTED_PREFIXES: [&[u8]; 3] = [b"user.", b"trusted.", b"security."];
@@ -198,145 +198,6 @@ impl std::fmt::Debug for Xattrs {
     }
 }
 
-fn xattr_key(ino: u64, name: &[u8]) -> Vec<u8> {
-    let mut key = Vec::with_capacity(KEY_PREFIX_BYTES + name.len());
-    key.extend_from_slice(&ino.to_be_bytes());
-    key.extend_from_slice(name);
-    key
-}
-
-/// The key of piece `index` of attribute `name`'s value.
-fn piece_key(ino: u64, name: &[u8], index: u8) -> Vec<u8> {
-    let mut key = xattr_key(ino, name);
-    key.push(0);
-    key.push(index);
-    key
-}
-
-/// The range of keys holding the pieces of attribute `name`: from
-/// `name | 0` up to (not including) `name | 1`.
-fn pieces_range(ino: u64, name: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let mut start = xattr_key(ino, name);
-    let mut end = start.clone();
-    start.push(0);
-    end.push(1);
-    (start, end)
-}
-
-/// Whether an Xattrs key is a piece of a value (its name part holds NUL).
-fn is_piece_key(key: &[u8]) -> bool {
-    key.get(KEY_PREFIX_BYTES..)
-        .is_some_and(|name| name.contains(&0))
-}
-
-/// Deletes the pieces of attribute `name`, if its value is in pieces (a
-/// name too long for piece keys never has any, and its range could not
-/// even be named).
-fn delete_pieces(transaction: &mut Transaction<'_>, ino: u64, name: &[u8]) -> XattrResult<()> {
-    let stored = transaction.get(TreeId::Xattrs, &xattr_key(ino, name))?;
-    if stored.is_some_and(|bytes| bytes.first() == Some(&VERSION_IN_PIECES)) {
-        let (start, end) = pieces_range(ino, name);
-        transaction.delete_range(TreeId::Xattrs, &start, Some(&end))?;
-    }
-    Ok(())
-}
-
-/// What an attribute's record says: the value itself, or its length when
-/// it is in pieces.
-enum Stored {
-    Inline(Vec<u8>),
-    InPieces(usize),
-}
-
-fn decode_stored(ino: u64, bytes: &[u8]) -> XattrResult<Stored> {
-    match bytes.split_first() {
-        Some((&VERSION_IN_PIECES, length)) => {
-            let length: [u8; 4] = length.try_into().map_err(|_| {
-                XattrError::Corrupt(format!(
-                    "an attribute of inode {ino}: a length of {} bytes",
-                    length.len()
-                ))
-            })?;
-            let length = u32::from_le_bytes(length) as usize;
-            if length > LINUX_SIZE_MAX {
-                // Never written: a value is at most 64 KiB. Trusting it
-                // would reserve the claimed bytes before reading a piece.
-                return Err(XattrError::Corrupt(format!(
-                    "an attribute of inode {ino}: a value of {length} bytes in pieces"
-                )));
-            }
-            Ok(Stored::InPieces(length))
-        }
-        _ => decode_value(ino, bytes).map(Stored::Inline),
-    }
-}
-
-/// The value of attribute `name` whose record is `bytes`.
-fn read_value(
-    transaction: &Transaction<'_>,
-    ino: u64,
-    name: &[u8],
-    bytes: &[u8],
-) -> XattrResult<Vec<u8>> {
-    let length = match decode_stored(ino, bytes)? {
-        Stored::Inline(value) => return Ok(value),
-        Stored::InPieces(length) => length,
-    };
-    let (start, end) = pieces_range(ino, name);
-    let mut value = Vec::with_capacity(length);
-    for (index, (key, piece)) in transaction
-        .scan(TreeId::Xattrs, &start, Some(&end), MAX_PIECES + 1)?
-        .into_iter()
-        .enumerate()
-    {
-        match (key.last(), piece.split_first()) {
-            (Some(&at), Some((&VERSION_PIECE, bytes))) if usize::from(at) == index => {
-                value.extend_from_slice(bytes);
-            }
-            _ => {
-                return Err(XattrError::Corrupt(format!(
-                    "an attribute of inode {ino}: piece {index} is missing or damaged"
-                )))
-            }
-        }
-    }
-    if value.len() != length {
-        return Err(XattrError::Corrupt(format!(
-            "an attribute of inode {ino}: pieces of {} bytes for a value of {length}",
-            value.len()
-        )));
-    }
-    Ok(value)
-}
-
-/// The range of keys holding `ino`'s attributes: `(start, end)`.
-fn inode_range(ino: u64) -> ([u8; 8], Option<[u8; 8]>) {
-    (ino.to_be_bytes(), ino.checked_add(1).map(u64::to_be_bytes))
-}
-
-fn encode_value(value: &[u8]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(1 + value.len());
-    bytes.push(VERSION);
-    bytes.extend_from_slice(value);
-    bytes
-}
-
-fn decode_value(ino: u64, bytes: &[u8]) -> XattrResult<Vec<u8>> {
-    match bytes.split_first() {
-        Some((&VERSION, value)) => Ok(value.to_vec()),
-        Some((&found, _)) => Err(XattrError::Corrupt(format!(
-            "an attribute of inode {ino}: {}",
-            RecordError::Version {
-                record: "xattr",
-                found
-            }
-        ))),
-        None => Err(XattrError::Corrupt(format!(
-            "an attribute of inode {ino} has an empty value"
-        ))),
-    }
-}
-
 fn read_inode(transaction: &Transaction<'_>, ino: u64) -> XattrResult<InodeRecord> {
     let bytes = transaction
         .get(TreeId::Inodes, &inode_key(ino))?
@@ -367,15 +228,17 @@ fn check_flags(
     name: &[u8],
     flags: XattrFlags,
 ) -> XattrResult<Option<usize>> {
-    let replaced = transaction
-        .get(TreeId::Xattrs, &xattr_key(ino, name))?
-        .map(|bytes| match decode_stored(ino, &bytes) {
-            Ok(Stored::Inline(value)) => value.len(),
-            Ok(Stored::InPieces(length)) => length,
-            // A damaged value is overwritten without being read (so a
-            // damaged attribute can be repaired): its length is unknown.
-            Err(_) => 0,
-        });
+    let replaced = match storage::lookup(transaction, ino, name)? {
+        Lookup::Absent => None,
+        // A damaged value is overwritten without being read (so a
+        // damaged attribute can be repaired): its length is unknown.
+        Lookup::Present { value, .. } => Some(value.map_or(0, |value| value.len())),
+        Lookup::Collides => {
+            return Err(XattrError::NoSpace(
+                "the name's digest is another attribute's: no room for it".to_owned(),
+            ))
+        }
+    };
     if flags.create && replaced.is_some() {
         return Err(XattrError::Exists);
     }
@@ -385,51 +248,23 @@ fn check_flags(
     Ok(replaced)
 }
 
-/// Writes attribute `name` of `ino` inside `transaction`: inline when it
-/// fits `inline` bytes, else in pieces of that size; any earlier value
-/// (and its pieces) is replaced.
-fn put_value(
-    transaction: &mut Transaction<'_>,
-    inline: usize,
-    ino: u64,
-    name: &[u8],
-    value: &[u8],
-) -> XattrResult<()> {
-    let key = xattr_key(ino, name);
-    delete_pieces(transaction, ino, name)?;
-    if value.len() <= inline {
-        transaction.put(TreeId::Xattrs, &key, &encode_value(value))?;
-        return Ok(());
-    }
-    let mut header = vec![VERSION_IN_PIECES];
-    header.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    transaction.put(TreeId::Xattrs, &key, &header)?;
-    for (index, piece) in value.chunks(inline).enumerate() {
-        let mut bytes = Vec::with_capacity(1 + piece.len());
-        bytes.push(VERSION_PIECE);
-        bytes.extend_from_slice(piece);
-        let index = u8::try_from(index).map_err(|_| XattrError::ValueTooLarge {
-            length: value.len(),
-            limit: inline * MAX_PIECES,
-        })?;
-        transaction.put(TreeId::Xattrs, &piece_key(ino, name, index), &bytes)?;
-    }
-    Ok(())
-}
-
 /// Removes attribute `name` of `ino` (and its pieces) inside
-/// `transaction`, if it exists.
-fn remove_in(transaction: &mut Transaction<'_>, ino: u64, name: &[u8]) -> XattrResult<()> {
-    delete_pieces(transaction, ino, name)?;
-    transaction.delete(TreeId::Xattrs, &xattr_key(ino, name))?;
-    Ok(())
+/// `transaction`; whether it existed.
+fn remove_in(transaction: &mut Transaction<'_>, ino: u64, name: &[u8]) -> XattrResult<bool> {
+    match storage::lookup(transaction, ino, name)? {
+        Lookup::Present { slot, .. } => {
+            storage::delete(transaction, ino, &slot)?;
+            Ok(true)
+        }
+        Lookup::Absent | Lookup::Collides => Ok(false),
+    }
 }
 
 /// The value of attribute `name` of `ino` as `transaction` sees it.
 fn get_in(transaction: &Transaction<'_>, ino: u64, name: &[u8]) -> XattrResult<Option<Vec<u8>>> {
-    match transaction.get(TreeId::Xattrs, &xattr_key(ino, name))? {
-        Some(bytes) => read_value(transaction, ino, name, &bytes).map(Some),
-        None => Ok(None),
+    match storage::lookup(transaction, ino, name)? {
+        Lookup::Present { value, .. } => value.map(Some),
+        Lookup::Absent | Lookup::Collides => Ok(None),
     }
 }
 
@@ -473,10 +308,10 @@ pub(super) fn inherit_on_create(
     let mut access = default.clone();
     let bits = access.create_masq(permissions);
     if !access.is_minimal() {
-        put_value(transaction, inline, ino, acl::ACCESS_NAME, &access.encode())?;
+        storage::put(transaction, inline, ino, acl::ACCESS_NAME, &access.encode())?;
     }
     if is_directory {
-        put_value(
+        storage::put(
             transaction,
             inline,
             ino,
@@ -500,7 +335,7 @@ pub(super) fn chmod_access_acl(
         access.chmod(mode);
         // A change of set-id bits alone leaves the ACL as it is.
         if access != before {
-            put_value(transaction, inline, ino, acl::ACCESS_NAME, &access.encode())?;
+            storage::put(transaction, inline, ino, acl::ACCESS_NAME, &access.encode())?;
         }
     }
     Ok(())
@@ -513,7 +348,7 @@ pub(super) fn inline_limit(metadata: &Metadata) -> usize {
         .limits()
         .max_value
         .saturating_sub(1)
-        .min(LINUX_SIZE_MAX)
+        .min(storage::LINUX_SIZE_MAX)
 }
 
 /// Deletes every extended attribute of `ino` inside `transaction` (the one
@@ -521,7 +356,7 @@ pub(super) fn inline_limit(metadata: &Metadata) -> usize {
 /// attributes there are. Public (re-exported as `delete_all_xattrs`) so
 /// tests outside the crate can run it in a transaction of their own.
 pub fn delete_all(transaction: &mut Transaction<'_>, ino: u64) -> Result<(), BtreeError> {
-    let (start, end) = inode_range(ino);
+    let (start, end) = storage::inode_range(ino);
     transaction.delete_range(TreeId::Xattrs, &start, end.as_ref().map(|end| &end[..]))
 }
 
@@ -532,7 +367,7 @@ fn first_keys(
     ino: u64,
     limit: usize,
 ) -> Result<Vec<Vec<u8>>, BtreeError> {
-    let (start, end) = inode_range(ino);
+    let (start, end) = storage::inode_range(ino);
     let found = transaction.scan(
         TreeId::Xattrs,
         &start,
@@ -565,7 +400,7 @@ pub fn delete_some(
         delete_all(transaction, ino)?;
         return Ok(false);
     };
-    let (start, _) = inode_range(ino);
+    let (start, _) = storage::inode_range(ino);
     transaction.delete_range(TreeId::Xattrs, &start, Some(first_kept))?;
     Ok(true)
 }
@@ -576,21 +411,16 @@ impl Xattrs {
         Xattrs { metadata }
     }
 
-    /// Longest name accepted: `min(255, max_key - 8)`.
+    /// Longest name accepted: Linux's 255 bytes.
     pub fn max_name_len(&self) -> usize {
-        self.metadata
-            .trees
-            .limits()
-            .max_key
-            .saturating_sub(KEY_PREFIX_BYTES)
-            .min(LINUX_NAME_MAX)
+        LINUX_NAME_MAX
     }
 
     /// Largest value accepted: Linux's 65536 bytes (in pieces of
-    /// [`Xattrs::max_inline_len`]), for a name that leaves room for a
-    /// piece's key; see [`Xattrs::max_value_len_for`].
+    /// [`Xattrs::max_inline_len`]; less on 1 KiB blocks), for a name of
+    /// up to 118 bytes; see [`Xattrs::max_value_len_for`].
     pub fn max_value_len(&self) -> usize {
-        (self.max_inline_len() * MAX_PIECES).min(LINUX_SIZE_MAX)
+        self.max_value_len_for(b"")
     }
 
     /// Largest value stored inline: `min(65536, max_value - 1)`.
@@ -598,15 +428,11 @@ impl Xattrs {
         inline_limit(&self.metadata)
     }
 
-    /// Largest value accepted for attribute `name`: only what fits inline
-    /// when the name is too long for a piece's key (`name | 0 | index`).
+    /// Largest value accepted for attribute `name`: [`Xattrs::max_value_len`],
+    /// less the name for a name kept in its record (over 118 bytes) when
+    /// 255 pieces cannot hold both (1 KiB blocks).
     pub fn max_value_len_for(&self, name: &[u8]) -> usize {
-        let max_key = self.metadata.trees.limits().max_key;
-        if KEY_PREFIX_BYTES + name.len() + 2 <= max_key {
-            self.max_value_len()
-        } else {
-            self.max_inline_len()
-        }
+        storage::max_value_len(self.max_inline_len(), name)
     }
 
     /// Checks a name's length and namespace.
@@ -651,26 +477,17 @@ impl Xattrs {
                 if is_user_name(name) && !holds_user_attributes(&record) {
                     return Err(XattrError::NoData);
                 }
-                match transaction.get(TreeId::Xattrs, &xattr_key(ino, name))? {
-                    Some(bytes) => match decode_stored(ino, &bytes)? {
-                        Stored::Inline(value) => Ok(Some(value)),
-                        Stored::InPieces(_) => Ok(None),
-                    },
-                    None => Err(XattrError::NoData),
-                }
+                storage::get_at_once(&transaction, ino, name)
             },
             |error| matches!(error, XattrError::Corrupt(_)),
         )?;
         if let Some(value) = value {
-            return Ok(value);
+            return value.ok_or(XattrError::NoData);
         }
         let _records = self.metadata.lock_records();
         let transaction = self.metadata.trees.transaction();
         read_inode(&transaction, ino)?;
-        match transaction.get(TreeId::Xattrs, &xattr_key(ino, name))? {
-            Some(bytes) => read_value(&transaction, ino, name, &bytes),
-            None => Err(XattrError::NoData),
-        }
+        get_in(&transaction, ino, name)?.ok_or(XattrError::NoData)
     }
 
     /// Sets attribute `name` of inode `ino` to `value`, as `flags` allow,
@@ -761,7 +578,9 @@ impl Xattrs {
             }
             match &acl {
                 Some(acl) => self.put_in(&mut transaction, ino, name, &acl.encode())?,
-                None => remove_in(&mut transaction, ino, name)?,
+                None => {
+                    remove_in(&mut transaction, ino, name)?;
+                }
             }
         } else {
             match &acl {
@@ -776,7 +595,9 @@ impl Xattrs {
                         record.mode &= !0o2000;
                     }
                 }
-                None => remove_in(&mut transaction, ino, name)?,
+                None => {
+                    remove_in(&mut transaction, ino, name)?;
+                }
             }
         }
         record.ctime = Timestamp::now();
@@ -794,7 +615,7 @@ impl Xattrs {
         name: &[u8],
         value: &[u8],
     ) -> XattrResult<()> {
-        put_value(transaction, self.max_inline_len(), ino, name, value)
+        storage::put(transaction, self.max_inline_len(), ino, name, value)
     }
 
     /// Inode `ino`'s access ACL, if it has one (one lookup; a stored value
@@ -807,27 +628,7 @@ impl Xattrs {
     pub fn list(&self, ino: u64) -> XattrResult<Vec<Vec<u8>>> {
         let transaction = self.metadata.trees.transaction();
         read_inode(&transaction, ino)?;
-        let (start, end) = inode_range(ino);
-        let entries = transaction.scan(
-            TreeId::Xattrs,
-            &start,
-            end.as_ref().map(|end| &end[..]),
-            usize::MAX,
-        )?;
-        entries
-            .into_iter()
-            .filter(|(key, _)| !is_piece_key(key))
-            .map(|(key, value)| {
-                let name = key.get(KEY_PREFIX_BYTES..).unwrap_or_default();
-                if name.is_empty() {
-                    return Err(XattrError::Corrupt(format!(
-                        "an attribute of inode {ino} has an empty name"
-                    )));
-                }
-                decode_stored(ino, &value)?;
-                Ok(name.to_vec())
-            })
-            .collect()
+        storage::names(&transaction, ino)
     }
 
     /// Removes attribute `name` of inode `ino` (`ENODATA` if it has none)
@@ -842,8 +643,10 @@ impl Xattrs {
                 "user.* attributes on a file that is not regular or a directory",
             ));
         }
-        let key = xattr_key(ino, name);
-        if transaction.get(TreeId::Xattrs, &key)?.is_none() {
+        // A removal frees space: like an unlink, it may use the reserve,
+        // so a filesystem that attributes filled can be emptied.
+        transaction.may_use_reserve();
+        if !remove_in(&mut transaction, ino, name)? {
             // Removing an ACL that is not there succeeds, as on Linux's own
             // filesystems: the kernel asks for it when an ACL set says no
             // more than the mode (`setfacl -m u::rw`, an empty ACL).
@@ -853,51 +656,9 @@ impl Xattrs {
                 Err(XattrError::NoData)
             };
         }
-        // A removal frees space: like an unlink, it may use the reserve,
-        // so a filesystem that attributes filled can be emptied.
-        transaction.may_use_reserve();
-        remove_in(&mut transaction, ino, name)?;
         record.ctime = Timestamp::now();
         transaction.put(TreeId::Inodes, &inode_key(ino), &record.encode())?;
         transaction.commit()?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn values_roundtrip_and_bad_versions_are_corrupt() {
-        assert_eq!(decode_value(1, &encode_value(b"abc")).unwrap(), b"abc");
-        assert_eq!(decode_value(1, &encode_value(b"")).unwrap(), b"");
-        assert!(matches!(
-            decode_value(1, &[2, b'x']),
-            Err(XattrError::Corrupt(_))
-        ));
-        assert!(matches!(decode_value(1, &[]), Err(XattrError::Corrupt(_))));
-    }
-
-    #[test]
-    fn a_value_in_pieces_longer_than_any_written_is_corrupt() {
-        let stored = |length: u32| {
-            let mut bytes = vec![VERSION_IN_PIECES];
-            bytes.extend_from_slice(&length.to_le_bytes());
-            decode_stored(1, &bytes)
-        };
-        assert!(matches!(stored(65536), Ok(Stored::InPieces(65536))));
-        assert!(matches!(stored(65537), Err(XattrError::Corrupt(_))));
-        assert!(matches!(stored(u32::MAX), Err(XattrError::Corrupt(_))));
-    }
-
-    #[test]
-    fn keys_of_one_inode_sort_before_the_next_inode() {
-        let (start, end) = inode_range(7);
-        let key = xattr_key(7, &[0xff; 120]);
-        assert!(key.as_slice() >= &start[..]);
-        assert!(key.as_slice() < &end.unwrap()[..]);
-        assert!(xattr_key(7, b"user.a") < xattr_key(7, b"user.b"));
-        assert_eq!(inode_range(u64::MAX).1, None);
     }
 }
