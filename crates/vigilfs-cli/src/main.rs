@@ -437,7 +437,8 @@ enum Command {
     /// hit is an FS_ERROR event. Root and the user who mounted only.
     ///
     /// Exit status: 0 when nothing was lost, 4 when something was lost or
-    /// could not be recorded (as fsck and scrub), 3 when the mount is
+    /// could not be recorded, or the range holds data lost before and not
+    /// rewritten since (as fsck and scrub), 3 when the mount is
     /// frozen and the failure is queued for the thaw (its outcome is not
     /// known yet: see `vigilfs events`), 8 when it could not be handled, 1
     /// when refused, 2 for bad arguments.

@@ -114,9 +114,19 @@ pub fn notify_failure(
     )
     .map_err(|error| error.into_failure("notify-failure", mountpoint))?;
     // Like fsck and scrub: 4 while something is lost or the marks could
-    // not be recorded (errors are left), 0 when everything was saved.
-    let left =
-        report["lost_blocks"].as_u64().unwrap_or(0) > 0 || report["records_unsaved"].is_string();
+    // not be recorded (errors are left), 0 when everything was saved. Data
+    // an earlier report lost is still lost: a monitor that sends the same
+    // report again (after a restart) must not hear "nothing lost".
+    let lost_before = report["owners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|owner| {
+            owner["outcome"]["kind"] == "already_known" && owner["poisoned"].as_bool() == Some(true)
+        });
+    let left = report["lost_blocks"].as_u64().unwrap_or(0) > 0
+        || report["records_unsaved"].is_string()
+        || lost_before;
     let queued = report["queued"].as_bool() == Some(true);
     let code = if queued {
         QUEUED
@@ -423,14 +433,6 @@ fn scrub_mounted(
     restart: bool,
     as_json: bool,
 ) -> Result<u8, Failure> {
-    let known_lost_now = || {
-        client::call(mountpoint, &Request::Status)
-            .ok()
-            .map(|status| status["media"]["poisoned_runs"].as_u64().unwrap_or(0))
-    };
-    // Asked before as well: an unmount that stops the scrub leaves no mount
-    // to ask after it.
-    let known_lost_before = known_lost_now();
     let request = Request::Scrub { rate, restart };
     let worker = {
         let mountpoint = mountpoint.to_path_buf();
@@ -488,8 +490,16 @@ fn scrub_mounted(
         );
     }
     // Data lost earlier (this scrub skips what is known lost) counts too:
-    // errors are left until it is rewritten.
-    let known_lost = known_lost_now().or(known_lost_before).unwrap_or(0);
+    // errors are left until it is rewritten. As the mount counted them when
+    // the scrub ended: an unmount that stopped it leaves no mount to ask.
+    let known_lost = summary["poisoned_runs"].as_u64().unwrap_or(0);
+    if summary["unverified_extents"].as_u64().unwrap_or(0) > 0 && !as_json {
+        println!(
+            "{} extents of file data not verified: the b-tree nodes holding their checksums \
+             are damaged (reported above); vigilfs fsck says more",
+            summary["unverified_extents"]
+        );
+    }
     if known_lost > 0 && !as_json {
         println!(
             "{known_lost} runs of file data are lost: reads of them fail until rewritten \
@@ -592,6 +602,7 @@ fn scrub_image(image_path: &Path, rate: Option<u64>, as_json: bool) -> Result<u8
                 "bytes": stats.bytes,
                 "findings": findings,
                 "unreadable": stats.unreadable,
+                "unverified_extents": stats.unverified,
                 "poisoned_runs": known_lost,
                 "elapsed_seconds": stats.elapsed.as_secs_f64(),
             })

@@ -93,7 +93,8 @@ fn read_block(path: &std::path::Path, index: u64) -> std::io::Result<Vec<u8>> {
 }
 
 /// `notify-failure` of one block as JSON; it exits 4 when the report
-/// says something was lost or not recorded, else 0.
+/// says something was lost or not recorded, or names data lost before,
+/// else 0.
 fn notify(scratch: &Scratch, block: u64) -> Value {
     let arguments = [
         "notify-failure",
@@ -110,7 +111,14 @@ fn notify(scratch: &Scratch, block: u64) -> Value {
     let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
         panic!("{error}: {}{}", text(&output.stderr), text(&output.stdout))
     });
-    let left = report["lost_blocks"].as_u64() > Some(0) || report["records_unsaved"].is_string();
+    let lost_before = report["owners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|owner| owner["outcome"]["kind"] == "already_known" && owner["poisoned"] == true);
+    let left = report["lost_blocks"].as_u64() > Some(0)
+        || report["records_unsaved"].is_string()
+        || lost_before;
     assert_eq!(
         output.status.code(),
         Some(if left { 4 } else { 0 }),
@@ -171,6 +179,12 @@ fn a_bad_block_under_a_file_is_lost_there_only_until_rewritten_and_never_reused(
         let status = scratch.status();
         status["media"]["poisoned_runs"] == 1 && status["errors"]["per_kind"]["media"]["count"] == 1
     });
+    // Review 34: the same report again (a monitor restarted) hears that
+    // the data is still lost: exit 4, not 0.
+    let again = notify(&scratch, bad);
+    let owner = &again["owners"][0];
+    assert_eq!(owner["outcome"]["kind"], "already_known", "{again}");
+    assert_eq!(owner["poisoned"], true, "{again}");
     // Exactly that block fails; reading it again reports nothing new.
     assert_eq!(
         fs::read(&victim).unwrap_err().raw_os_error(),

@@ -2078,3 +2078,158 @@ fn a_notice_the_frozen_queue_cannot_keep_is_refused() {
     assert_eq!(fs.status().space.bad_blocks, 1024);
     fs.unmount().unwrap();
 }
+
+/// Flips one bit of device block `block` of the (unmounted) image.
+fn rot(fixture: &Fixture, block: u64) {
+    let mut sector = [0u8; 512];
+    let at = block * BLOCK;
+    fixture
+        .memory
+        .read_at(at, &mut sector, IoClass::Data)
+        .unwrap();
+    sector[100] ^= 0x10;
+    fixture.memory.write_at(at, &sector, IoClass::Data).unwrap();
+}
+
+/// Review 34: a damaged extents leaf ended the scrub at the first extent
+/// whose checksums it held ("extents b-tree node ... is corrupt"), with
+/// nothing recorded and the rest of the device never read. The scrub now
+/// reports the leaf as the finding it is, counts the extents it could not
+/// verify, and reads everything else: rot in a file whose extent is in a
+/// healthy leaf is still found.
+#[test]
+fn a_damaged_extents_leaf_is_a_finding_and_the_scrub_goes_on() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let files: Vec<u64> = (0..200)
+        .map(|index| create_file(&fs, &format!("f{index:03}"), &pattern(1, index as u8)))
+        .collect();
+    // Where everything is once written back for good.
+    fs.unmount().unwrap();
+    let fs = fixture.mount();
+    let leaves = node_of(&fixture, &fs, TreeId::Extents);
+    assert!(leaves.len() > 1, "the extents tree has several leaves");
+    let leaf = *leaves.last().unwrap();
+    let data: Vec<u64> = files
+        .iter()
+        .map(|&ino| fixture.physical(&fs, ino, 0))
+        .collect();
+    fs.unmount().unwrap();
+    rot(&fixture, leaf);
+    for &block in &data {
+        rot(&fixture, block);
+    }
+    let fs = fixture.mount_with(MountOptions {
+        errors: Some(vigilfs::format::ErrorsPolicy::Continue),
+        ..MountOptions::default()
+    });
+    let summary = fs.scrub(Default::default(), &mut |_| true).expect("scrub");
+    assert!(summary.complete, "{summary:?}");
+    assert!(summary.unverified > 0, "{summary:?}");
+    // The leaf, and every rotten block whose extent could be read.
+    assert_eq!(
+        summary.findings,
+        1 + files.len() as u64 - summary.unverified,
+        "{summary:?}"
+    );
+    fs.unmount().unwrap();
+}
+
+/// Review 34: a scrub beside busy writers reported checksum failures of a
+/// healthy device ("mismatch not repeated"): it read a block the file had
+/// left (copy-on-write) and another had filled since the scrub looked the
+/// extent up. Here the scrub's read of the file's block is held back while
+/// the file is rewritten and the block it left is overwritten: no finding,
+/// no error.
+#[test]
+fn a_block_rewritten_while_the_scrub_reads_it_is_no_failure() {
+    let fixture = Fixture::new();
+    let (fs, ino) = fixture.uncached_file("busy", &pattern(1, 1));
+    let old = fixture.physical(&fs, ino, 0);
+    fixture
+        .plan
+        .add_rule(
+            FaultRule::delay(1_500_000, 0, 1)
+                .in_range(ByteRange::at(old * BLOCK, BLOCK))
+                .for_class(IoClass::Data)
+                .on(vigilfs::device::Operations::READ),
+        )
+        .unwrap();
+    let fs = Arc::new(fs);
+    let scrub = {
+        let fs = Arc::clone(&fs);
+        std::thread::spawn(move || fs.scrub(Default::default(), &mut |_| true))
+    };
+    std::thread::sleep(Duration::from_millis(400));
+    let handle = fs.open(ino, read_write(), &root()).unwrap();
+    fs.write(handle, 0, &pattern(1, 2), &root()).unwrap();
+    fs.fsync(handle, false).unwrap();
+    fs.release(handle).unwrap();
+    assert_ne!(fixture.physical(&fs, ino, 0), old, "copy-on-write");
+    // Another file's data where the old block was.
+    fixture
+        .memory
+        .write_at(old * BLOCK, &pattern(1, 3), IoClass::Data)
+        .unwrap();
+    let summary = scrub.join().unwrap().expect("scrub");
+    assert!(summary.complete);
+    assert_eq!(summary.findings, 0, "{summary:?}");
+    assert_eq!(fs.status().error_record.total, 0);
+    Arc::try_unwrap(fs).ok().unwrap().unmount().unwrap();
+}
+
+/// Review 34: a node lost to a failure notice made the mount read-only
+/// (errors=remount-ro) while the notice's marks waited in an open journal
+/// entry; the stop refused that entry, and the next failure recorded a
+/// journal failure at the journal's next block, which nothing had written.
+/// The refusal is a consequence of the failure reported already: the rot
+/// read next is a checksum error and nothing else.
+#[test]
+fn a_remount_read_only_records_no_journal_failure_of_its_own() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    many_files(&fs, 300);
+    let ino = create_file(&fs, "rotten", &pattern(1, 4));
+    let data = fixture.physical(&fs, ino, 0);
+    fs.unmount().unwrap();
+    rot(&fixture, data);
+    let fs = fixture.mount();
+    // A leaf of files nobody touches (the newest inode's leaf is read at
+    // the mount): only the roots are cached.
+    let leaves = node_of(&fixture, &fs, TreeId::Inodes);
+    let leaf = leaves[leaves.len() / 2];
+    fixture.bad_block(leaf);
+    let report = fs
+        .notify_failure(ByteRange::at(leaf * BLOCK, BLOCK), Origin::operator("test"))
+        .unwrap();
+    assert!(
+        matches!(report.handled[0].outcome, Outcome::Lost { .. }),
+        "{:#?}",
+        report.handled
+    );
+    assert!(matches!(fs.status().state, LifeState::ReadOnly(_)));
+    let events = listen(&fs);
+    // A sync asks the journal to write what it holds: the stop refuses it.
+    let _ = fs.syncfs_once();
+    let read_only = OpenFlags {
+        read: true,
+        ..OpenFlags::default()
+    };
+    let handle = fs.open(ino, read_only, &root()).unwrap();
+    assert_eq!(errno_of(fs.read(handle, 0, BLOCK as usize)), libc::EIO);
+    fs.release(handle).unwrap();
+    let found = errors(&events);
+    assert!(
+        found
+            .iter()
+            .all(|event| !event.subtypes.contains(Subtypes::JOURNAL)),
+        "{found:#?}"
+    );
+    assert!(found
+        .iter()
+        .any(|event| event.subtypes.contains(Subtypes::CHECKSUM)));
+    let record = fs.status().error_record;
+    assert_eq!(record.counter(ErrorKind::Journal).count, 0, "{record:#?}");
+    assert_eq!(record.counter(ErrorKind::Checksum).count, 1, "{record:#?}");
+    fs.unmount().unwrap();
+}

@@ -16,7 +16,8 @@
 //!            the bad blocks and lost data hold for this mount only),
 //!            owners [owner + {outcome}]}
 //! summary   {bytes, findings, owners_hit, healed_blocks, lost_blocks,
-//!            unreadable, elapsed_seconds, complete, resumed_from, stopped_at}
+//!            unreadable, unverified_extents, poisoned_runs, elapsed_seconds, complete,
+//!            resumed_from, stopped_at}
 //!           (cursors: null or {phase, block})
 //! media     {bad_blocks, bad [{start, blocks}], poisoned_runs,
 //!            poisoned [{ino, first_block, blocks, device_block, since, cause}],
@@ -126,6 +127,8 @@ pub fn scrub_summary_json(summary: &ScrubSummary) -> Value {
         "healed_blocks": summary.healed_blocks,
         "lost_blocks": summary.lost_blocks,
         "unreadable": summary.unreadable,
+        "unverified_extents": summary.unverified,
+        "poisoned_runs": summary.poisoned_runs,
         "elapsed_seconds": summary.elapsed.as_secs_f64(),
         "complete": summary.complete,
         "resumed_from": cursor_json(summary.resumed_from),

@@ -390,6 +390,9 @@ impl Shared {
             one_at_a_time.extend(held);
         }
         self.act_on(&origin, &mut handled, writable);
+        // Acting on an owner may have stopped writes (a lost node, under
+        // errors=remount-ro): the marks taken before are not written now.
+        let stopped_meanwhile = writable && self.device.is_stopped();
         let marked = handled.iter().any(|item| {
             !matches!(
                 item.outcome,
@@ -407,12 +410,17 @@ impl Shared {
                  (or, mounted read-only, remounted read-write, which records them)"
                     .to_string(),
             ),
+            None if stopped_meanwhile && (marked || holds_marks) => Some(
+                "the errors= policy stopped writes while this was handled: the bad-block and \
+                 lost-data marks were not recorded, and hold only until it is unmounted"
+                    .to_string(),
+            ),
             None => None,
         };
         if let Some(error) = unhandled {
             let _ = self.observe(&origin.to_string(), Err::<(), _>(FsError::Failure(error)));
         }
-        if writable {
+        if writable && !stopped_meanwhile {
             // What the report says was done (blocks marked bad, data moved)
             // and the error it recorded are durable before it is given: a
             // power cut right after must not take them back. A failed

@@ -60,6 +60,13 @@ pub struct ScrubSummary {
     pub lost_blocks: u64,
     /// Reads that failed for another reason than the medium.
     pub unreadable: u64,
+    /// Extents whose checksums could not be read (their b-tree node is
+    /// damaged, itself a finding): their data was not verified.
+    pub unverified: u64,
+    /// Runs of file data known lost when it ended (its findings and
+    /// earlier ones not rewritten since): errors left, for a caller that
+    /// cannot ask the mount afterwards (an unmount stopped the scrub).
+    pub poisoned_runs: u64,
     /// How long it ran.
     pub elapsed: Duration,
     /// Whether it reached the end (else `cursor` says where it stopped).
@@ -268,6 +275,8 @@ impl Shared {
                 healed_blocks: 0,
                 lost_blocks: 0,
                 unreadable: 0,
+                unverified: 0,
+                poisoned_runs: 0,
                 elapsed: Duration::ZERO,
                 complete: false,
                 resumed_from: (from != Cursor::START).then_some(from),
@@ -290,6 +299,8 @@ impl Shared {
         summary.bytes = stats.bytes;
         summary.findings = stats.findings;
         summary.unreadable = stats.unreadable;
+        summary.unverified = stats.unverified;
+        summary.poisoned_runs = self.metadata.poison.all().len() as u64;
         summary.elapsed = stats.elapsed;
         summary.cursor = stats.cursor;
         summary.complete = stats.cursor.phase == Phase::Done;
