@@ -647,9 +647,27 @@ fn handle_node(
     block: u64,
     was_bad: bool,
 ) -> Outcome {
+    // A node that cannot move but reads back whole where it is stays
+    // there, readable, as file data does: nothing is lost (review 34: a
+    // whole-device report called every such node lost and went to the
+    // errors= policy while every file still read).
+    let reads_back = || {
+        context
+            .metadata
+            .trees
+            .verify_node_block(block, tree, level)
+            .is_ok()
+    };
     if !context.writable {
         return if was_bad {
             Outcome::AlreadyKnown
+        } else if reads_back() {
+            Outcome::Unmovable {
+                blocks: 1,
+                why: "reads back intact; the filesystem may not write, so it stays where it \
+                      is, readable"
+                    .into(),
+            }
         } else {
             Outcome::Lost {
                 blocks: 1,
@@ -665,6 +683,13 @@ fn handle_node(
         // moved the node since and its block been reused (it then reads
         // back as something else). Lost only if it still lives there.
         Err(_) if !node_still_at(context, tree, level, block) => Outcome::Unused,
+        Err(error) if reads_back() => Outcome::Unmovable {
+            blocks: 1,
+            why: format!(
+                "reads back intact; no room to move it ({error}), so it stays where it is, \
+                 readable"
+            ),
+        },
         Err(error) => Outcome::Lost {
             blocks: 1,
             why: error.to_string(),

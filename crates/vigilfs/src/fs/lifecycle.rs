@@ -828,6 +828,9 @@ impl Filesystem {
                 "journal entries {first}..={last} lost since the clean unmount"
             ));
         }
+        // Superblock copies found damaged: a read-only mount cannot rewrite
+        // them, and a scrub that finds one again has nothing new to say.
+        let mut superblocks_known_bad: Vec<u64> = Vec::new();
         {
             // A copy found damaged after a clean stop is not a torn write:
             // the medium (or someone) changed it. The mount reads past it,
@@ -905,6 +908,9 @@ impl Filesystem {
                 .iter()
                 .filter(|_| !recovered)
                 .map(|damage| (Some(damage.device_offset), damage.why.clone()));
+            let damaged_superblocks = damaged_superblocks.inspect(|(offset, _)| {
+                superblocks_known_bad.extend(*offset);
+            });
             for (offset, why) in damaged_superblocks.chain(damaged_headers) {
                 report_block(ErrorKind::Checksum, offset, &format!("mount found {why}"));
             }
@@ -1021,7 +1027,7 @@ impl Filesystem {
             released_space: Default::default(),
             faults,
             changes: Changes::default(),
-            media: Media::new(intake),
+            media: Media::new(intake, superblocks_known_bad),
             fsync_latency: super::latency::Latency::default(),
         });
         let events = Some(Writer::start(log).map_err(MountError::Thread)?);

@@ -178,11 +178,15 @@ pub(crate) struct Media {
     /// Set at unmount: workers and scrubs stop.
     pub(super) stopping: AtomicBool,
     pub(super) scrub: super::scrubbing::ScrubControl,
+    /// Device offsets of superblock copies known damaged and not rewritten
+    /// (a read-only mount cannot): found again, they are known already.
+    superblocks_known_bad: Mutex<Vec<u64>>,
 }
 
 impl Media {
-    pub(super) fn new(intake: Arc<Intake>) -> Media {
+    pub(super) fn new(intake: Arc<Intake>, superblocks_known_bad: Vec<u64>) -> Media {
         Media {
+            superblocks_known_bad: Mutex::new(superblocks_known_bad),
             intake,
             handling: Mutex::new(HeldMarks::default()),
             healed_blocks: AtomicU64::new(0),
@@ -490,12 +494,24 @@ impl Shared {
                 // Nothing is lost: the other copies hold it, and every copy
                 // is written again when the mount is made writable (or by
                 // the next read-write mount), as a read-write mount would
-                // now. Not a metadata loss for the errors= policy.
-                item.outcome = Outcome::Unmovable {
-                    blocks: 1,
-                    why: "mounted read-only: every copy is written again at remount,rw or the \
-                          next read-write mount"
-                        .into(),
+                // now. Not a metadata loss for the errors= policy. Found
+                // again (every scrub of this mount reads it), it is known:
+                // one error, not one per scrub (review 34).
+                let mut known = self
+                    .media
+                    .superblocks_known_bad
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                item.outcome = if known.contains(&item.owner.range.start) {
+                    Outcome::AlreadyKnown
+                } else {
+                    known.push(item.owner.range.start);
+                    Outcome::Unmovable {
+                        blocks: 1,
+                        why: "mounted read-only: every copy is written again at remount,rw or \
+                              the next read-write mount"
+                            .into(),
+                    }
                 };
             }
             if item.outcome == Outcome::NotConfirmed
