@@ -56,6 +56,18 @@ fn assert_fsck_clean(device: &Arc<dyn BlockDevice>, metadata: &Metadata) {
     assert!(report.is_clean(), "fsck: {:#?}", report.problems);
 }
 
+/// Writes everything out and opens the metadata again, as a remount does.
+fn remounted(
+    device: &Arc<dyn BlockDevice>,
+    superblock: &Superblock,
+    metadata: Arc<Metadata>,
+) -> Arc<Metadata> {
+    metadata.trees.sync().unwrap();
+    metadata.journal.flush().unwrap();
+    drop(metadata);
+    Arc::new(Metadata::open_default(device.clone(), superblock).unwrap())
+}
+
 fn errno<T: std::fmt::Debug>(result: Result<T, XattrError>) -> i32 {
     result.expect_err("expected an error").errno()
 }
@@ -333,10 +345,7 @@ fn names_of_119_to_255_bytes_hold_any_value_and_survive_a_remount() {
         );
     }
     assert_fsck_clean(&device, &metadata);
-    metadata.trees.sync().unwrap();
-    metadata.journal.flush().unwrap();
-    drop(metadata);
-    let metadata = Arc::new(Metadata::open_default(device.clone(), &superblock).unwrap());
+    let metadata = remounted(&device, &superblock, metadata);
     let xattrs = Xattrs::new(metadata.clone());
     let listed: Vec<Vec<u8>> = expected.iter().map(|(name, _)| name.clone()).collect();
     assert_eq!(xattrs.list(file).unwrap(), listed);
@@ -454,10 +463,7 @@ fn values_up_to_64_kib_are_kept_in_pieces() {
         inline
     };
     assert_fsck_clean(&device, &metadata);
-    metadata.trees.sync().unwrap();
-    metadata.journal.flush().unwrap();
-    drop(metadata);
-    let metadata = Arc::new(Metadata::open_default(device.clone(), &superblock).unwrap());
+    let metadata = remounted(&device, &superblock, metadata);
     let xattrs = Xattrs::new(metadata.clone());
     assert_eq!(xattrs.get(file, b"user.big").unwrap(), pattern(65536));
     assert_eq!(xattrs.get(file, b"user.a").unwrap(), b"before");
@@ -481,11 +487,7 @@ fn values_survive_a_remount() {
         .getattr(file)
         .unwrap()
         .ctime;
-    metadata.trees.sync().unwrap();
-    metadata.journal.flush().unwrap();
-    drop(metadata);
-
-    let metadata = Arc::new(Metadata::open_default(device.clone(), &superblock).unwrap());
+    let metadata = remounted(&device, &superblock, metadata);
     let xattrs = Xattrs::new(metadata.clone());
     assert_eq!(
         xattrs.list(file).unwrap(),
