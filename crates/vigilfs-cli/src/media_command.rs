@@ -631,6 +631,13 @@ fn scrub_image(image_path: &Path, rate: Option<u64>, as_json: bool) -> Result<u8
             human_bytes((stats.bytes as f64 / seconds.max(0.001)) as u64),
             findings.len()
         );
+        if stats.unverified > 0 {
+            println!(
+                "{} extents of file data not verified: the b-tree nodes holding their \
+                 checksums are damaged (reported above)",
+                stats.unverified
+            );
+        }
         if known_lost > 0 {
             println!(
                 "{known_lost} runs of file data were lost before (scrub skips them): reads of \
