@@ -300,3 +300,57 @@ fn an_acl_whose_mask_is_empty_is_not_consulted_and_the_mode_decides() {
         libc::EACCES
     );
 }
+
+/// Review 35: an ACL of many entries is kept in pieces, and a permission
+/// check read it without the record lock: racing a setfacl that replaced
+/// it, the check saw torn pieces and failed with EIO (nothing recorded).
+#[test]
+fn a_permission_check_racing_the_rewrite_of_a_large_acl_never_fails() {
+    let (_, fs) = fresh();
+    let fs = Arc::new(fs);
+    let file = owned_file(&fs, b"many-entries");
+    // NAMED reads and writes; hundreds of other named users read: more
+    // than one b-tree value holds.
+    let large = |others: u32| {
+        let mut entries = vec![(1, u32::MAX, 7), (2, NAMED, 6)];
+        entries.extend((0..others).map(|index| (2, 5000 + index, 4)));
+        entries.extend([(4, u32::MAX, 4), (16, u32::MAX, 6), (32, u32::MAX, 0)]);
+        acl_value(&entries)
+    };
+    let values = [large(200), large(260)];
+    assert!(values.iter().all(|value| value.len() > 1500));
+    fs.setxattr(
+        file,
+        ACCESS_NAME,
+        &values[0],
+        XattrFlags::default(),
+        &user(OWNER),
+    )
+    .unwrap();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let setter = {
+        let (fs, done, values) = (Arc::clone(&fs), Arc::clone(&done), values.clone());
+        std::thread::spawn(move || {
+            for round in 0..20_000 {
+                fs.setxattr(
+                    file,
+                    ACCESS_NAME,
+                    &values[round % 2],
+                    XattrFlags::default(),
+                    &user(OWNER),
+                )
+                .unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::Release);
+        })
+    };
+    let mut opened = 0;
+    while !done.load(std::sync::atomic::Ordering::Acquire) {
+        let handle = open_for(&fs, file, libc::O_RDWR, &user(NAMED)).expect("the ACL grants it");
+        fs.release(handle).unwrap();
+        opened += 1;
+    }
+    setter.join().unwrap();
+    assert!(opened > 0);
+    assert_eq!(fs.status().error_record.total, 0);
+}

@@ -768,3 +768,38 @@ proptest! {
         assert_fsck_clean(&device, &metadata);
     }
 }
+
+/// Review 35: a long name is read from its record's content, which a
+/// large value puts in pieces; listing read them without the record lock,
+/// and a set or remove committing between the reads made a healthy
+/// attribute look damaged (EIO, and errors= made the mount read-only).
+#[test]
+fn listing_while_long_named_values_are_set_and_removed_never_fails() {
+    let (_, _, metadata, file) = with_file();
+    let xattrs = Arc::new(Xattrs::new(metadata));
+    let names = [long_name(125, b'a'), long_name(200, b'b')];
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let setter = {
+        let (xattrs, done, names) = (Arc::clone(&xattrs), Arc::clone(&done), names.clone());
+        std::thread::spawn(move || {
+            for round in 0..600usize {
+                let name = &names[round % 2];
+                if round % 3 == 2 {
+                    let _ = xattrs.remove(file, name);
+                } else {
+                    let value = vec![round as u8; 2000 + 700 * (round % 4)];
+                    xattrs.set(file, name, &value, UPSERT).unwrap();
+                }
+            }
+            done.store(true, std::sync::atomic::Ordering::Release);
+        })
+    };
+    let mut listed = 0;
+    while !done.load(std::sync::atomic::Ordering::Acquire) {
+        let found = xattrs.list(file).expect("a consistent list");
+        assert!(found.iter().all(|name| names.contains(name)), "{found:?}");
+        listed += 1;
+    }
+    setter.join().unwrap();
+    assert!(listed > 0);
+}

@@ -477,23 +477,53 @@ impl Run<'_, '_> {
         }
     }
 
-    /// Whether the extent the scrub read as `value` is another now: the
-    /// file was rewritten since (copy-on-write), its old blocks freed and
-    /// perhaps reused, so the bytes read need not match the old checksums
-    /// (review 34: a scrub beside busy writers reported such mismatches as
-    /// failures of a healthy device). Asked at each mismatch only, so it
-    /// costs nothing on a clean pass; a block can change owner only in a
-    /// commit that changes its extent first.
-    fn extent_changed(&self, key: &ExtentKey, value: &[u8]) -> bool {
-        !matches!(
-            self.scrubber.metadata.trees.get(TreeId::Extents, &key.encode()),
-            Ok(Some(now)) if now == value
-        )
+    /// Whether file block `file_block` of `ino` is somewhere else now than
+    /// device block `physical` with checksum `checksum`, where the scrub
+    /// found it: the file was rewritten there since (copy-on-write), the
+    /// old block freed and perhaps reused, so the bytes read need not
+    /// match the old checksum (review 34: a scrub beside busy writers
+    /// reported such mismatches as failures of a healthy device). The
+    /// block itself is looked up, not its extent, which a rewrite of any
+    /// other block splits (review 35: rot was missed so). Asked at each
+    /// mismatch only, so it costs nothing on a clean pass; a block changes
+    /// owner only in a commit that maps the file block elsewhere first.
+    /// When the lookup fails the mismatch stands: never hide rot on a
+    /// guess.
+    fn block_moved(&self, ino: u64, file_block: u64, physical: u64, checksum: u32) -> bool {
+        let at = ExtentKey {
+            ino,
+            offset: file_block,
+        };
+        let found = self
+            .scrubber
+            .metadata
+            .trees
+            .last_at_or_before(TreeId::Extents, &at.encode());
+        let Ok(found) = found else {
+            return false;
+        };
+        let Some((key, value)) = found else {
+            return true;
+        };
+        let (Ok(key), Ok(extent)) = (ExtentKey::decode(&key), Extent::decode(&value)) else {
+            return false;
+        };
+        let Some(index) = file_block
+            .checked_sub(key.offset)
+            .filter(|&index| key.ino == ino && index < u64::from(extent.blocks()))
+        else {
+            // A hole now: punched or truncated away.
+            return true;
+        };
+        extent.flags & Extent::UNWRITTEN != 0
+            || extent.physical + index != physical
+            || extent.checksums.get(index as usize) != Some(&checksum)
     }
 
     /// Whether b-tree node `block` of `tree` at `level` has moved since the
     /// reverse map said it was there (copy-on-write), its block freed and
-    /// perhaps reused: what it holds now is no node to verify.
+    /// perhaps reused: what it holds now is no node to verify. When the
+    /// reverse map cannot say, it has not.
     fn node_moved(&self, block: u64, tree: TreeId, level: u8) -> bool {
         let metadata = self.scrubber.metadata;
         if tree == TreeId::Rmap {
@@ -504,12 +534,12 @@ impl Run<'_, '_> {
                 .contains(&(level, block));
         }
         let key = rmap::encode_key(block);
-        !matches!(
-            metadata.trees.get(TreeId::Rmap, &key).map(|value| value
-                .and_then(|value| RmapRecord::decode(&key, &value).ok())
-                .map(|record| record.owner)),
-            Ok(Some(Owner::Node { tree: now, level: at })) if now == tree && at == level
-        )
+        match metadata.trees.get(TreeId::Rmap, &key) {
+            Ok(Some(value)) => RmapRecord::decode(&key, &value)
+                .is_ok_and(|record| record.owner != Owner::Node { tree, level }),
+            Ok(None) => true,
+            Err(_) => false,
+        }
     }
 
     /// Reads the blocks of the extent `record` describes, skipping
@@ -589,8 +619,14 @@ impl Run<'_, '_> {
                 Ok(bytes) if written => {
                     for (index, page) in bytes.chunks(block_size as usize).enumerate() {
                         let block = at + index as u64;
-                        if crc32c::crc32c(page) != extent.checksums[block as usize]
-                            && !self.extent_changed(&key, &value)
+                        let checksum = extent.checksums[block as usize];
+                        if crc32c::crc32c(page) != checksum
+                            && !self.block_moved(
+                                ino,
+                                offset + block,
+                                extent.physical + block,
+                                checksum,
+                            )
                         {
                             let bad =
                                 ByteRange::at((extent.physical + block) * block_size, block_size);
@@ -613,7 +649,12 @@ impl Run<'_, '_> {
                                 if written
                                     && crc32c::crc32c(&bytes)
                                         != extent.checksums[block as usize]
-                                    && !self.extent_changed(&key, &value) =>
+                                    && !self.block_moved(
+                                        ino,
+                                        offset + block,
+                                        extent.physical + block,
+                                        extent.checksums[block as usize],
+                                    ) =>
                             {
                                 Some((one, FailureCause::Checksum))
                             }

@@ -276,15 +276,19 @@ pub(super) fn acl_in(
     name: &[u8],
 ) -> XattrResult<Option<Acl>> {
     get_in(transaction, ino, name)?
-        .map(|value| {
-            Acl::decode(&value).map_err(|error| {
-                XattrError::Corrupt(format!(
-                    "inode {ino}: {}: {error}",
-                    String::from_utf8_lossy(name)
-                ))
-            })
-        })
+        .map(|value| decode_acl(ino, name, &value))
         .transpose()
+}
+
+/// The POSIX ACL `name` of `ino` stored as `value`: not a valid ACL is
+/// corruption.
+fn decode_acl(ino: u64, name: &[u8], value: &[u8]) -> XattrResult<Acl> {
+    Acl::decode(value).map_err(|error| {
+        XattrError::Corrupt(format!(
+            "inode {ino}: {}: {error}",
+            String::from_utf8_lossy(name)
+        ))
+    })
 }
 
 /// The permission bits (`0o7777`) a new inode `ino` made in `parent` with
@@ -467,27 +471,43 @@ impl Xattrs {
     /// none.
     pub fn get(&self, ino: u64, name: &[u8]) -> XattrResult<Vec<u8>> {
         self.check_name(name)?;
-        // A value in pieces takes several reads, which a set committing
-        // between them could tear into a value nobody wrote: it is read
-        // under the record lock, as are records that disagree.
-        let value = self.metadata.read_records(
+        self.value_of(ino, name, |record| {
+            if is_user_name(name) && !holds_user_attributes(record) {
+                return Err(XattrError::NoData);
+            }
+            Ok(())
+        })?
+        .ok_or(XattrError::NoData)
+    }
+
+    /// The value of attribute `name` of `ino`, if it has one, once
+    /// `check` accepts the inode's record. A value in pieces takes several
+    /// reads, which a set committing between them could tear into a value
+    /// nobody wrote (of the same length, nothing would tell): it is read
+    /// under the record lock, as are records that disagree. One read of
+    /// an inline value needs no lock.
+    fn value_of(
+        &self,
+        ino: u64,
+        name: &[u8],
+        check: impl Fn(&InodeRecord) -> XattrResult<()>,
+    ) -> XattrResult<Option<Vec<u8>>> {
+        let read = |transaction: &Transaction<'_>| check(&read_inode(transaction, ino)?);
+        let at_once = self.metadata.read_records(
             || {
                 let transaction = self.metadata.trees.transaction();
-                let record = read_inode(&transaction, ino)?;
-                if is_user_name(name) && !holds_user_attributes(&record) {
-                    return Err(XattrError::NoData);
-                }
+                read(&transaction)?;
                 storage::get_at_once(&transaction, ino, name)
             },
             |error| matches!(error, XattrError::Corrupt(_)),
         )?;
-        if let Some(value) = value {
-            return value.ok_or(XattrError::NoData);
+        if let Some(value) = at_once {
+            return Ok(value);
         }
         let _records = self.metadata.lock_records();
         let transaction = self.metadata.trees.transaction();
-        read_inode(&transaction, ino)?;
-        get_in(&transaction, ino, name)?.ok_or(XattrError::NoData)
+        read(&transaction)?;
+        get_in(&transaction, ino, name)
     }
 
     /// Sets attribute `name` of inode `ino` to `value`, as `flags` allow,
@@ -621,14 +641,30 @@ impl Xattrs {
     /// Inode `ino`'s access ACL, if it has one (one lookup; a stored value
     /// that is not a valid ACL is corruption).
     pub fn access_acl(&self, ino: u64) -> XattrResult<Option<Acl>> {
-        acl_in(&self.metadata.trees.transaction(), ino, acl::ACCESS_NAME)
+        // An ACL of many entries is in pieces (review 35: a permission
+        // check racing a chmod or setfacl of one was EIO).
+        self.value_of(ino, acl::ACCESS_NAME, |_| Ok(()))?
+            .map(|value| decode_acl(ino, acl::ACCESS_NAME, &value))
+            .transpose()
     }
 
     /// The names of inode `ino`'s attributes, in byte order.
     pub fn list(&self, ino: u64) -> XattrResult<Vec<Vec<u8>>> {
-        let transaction = self.metadata.trees.transaction();
-        read_inode(&transaction, ino)?;
-        storage::names(&transaction, ino)
+        // A long name is read from its record's content, which may be in
+        // pieces: a set committing between their reads tears them into
+        // what looks like damage (review 35: listxattr racing a setxattr
+        // of a long name was EIO, and errors= made the mount read-only).
+        // Read again under the record lock; real damage stays damage. A
+        // torn read never passes for another name: a digest record's name
+        // must hash to its key.
+        self.metadata.read_records(
+            || {
+                let transaction = self.metadata.trees.transaction();
+                read_inode(&transaction, ino)?;
+                storage::names(&transaction, ino)
+            },
+            |error| matches!(error, XattrError::Corrupt(_)),
+        )
     }
 
     /// Removes attribute `name` of inode `ino` (`ENODATA` if it has none)
