@@ -903,6 +903,7 @@ fn a_flipped_byte_is_found_by_fsck_data_and_scrub_and_never_read_as_data() {
     assert!(summary.complete);
     assert_eq!(summary.findings, 1);
     assert_eq!(summary.lost_blocks, 1);
+    assert_eq!(summary.poisoned_runs, 1, "lost when the scrub ended");
     assert_eq!(errno_of(read_block(&fs, ino, 3)), libc::EIO);
     assert_eq!(
         read_block(&fs, ino, 2).unwrap(),
