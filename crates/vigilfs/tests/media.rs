@@ -2146,6 +2146,42 @@ fn a_damaged_extents_leaf_is_a_finding_and_the_scrub_goes_on() {
     fs.unmount().unwrap();
 }
 
+/// Runs a scrub whose reads of `held` wait 1.5 s, and `meanwhile` while
+/// the first of them waits; the scrub's summary.
+fn scrub_while_rewriting(
+    fixture: &Fixture,
+    fs: &Arc<Filesystem>,
+    held: ByteRange,
+    meanwhile: impl FnOnce(),
+) -> vigilfs::fs::ScrubSummary {
+    fixture
+        .plan
+        .add_rule(
+            FaultRule::delay(1_500_000, 0, 1)
+                .in_range(held)
+                .for_class(IoClass::Data)
+                .on(vigilfs::device::Operations::READ),
+        )
+        .unwrap();
+    let scrub = {
+        let fs = Arc::clone(fs);
+        std::thread::spawn(move || fs.scrub(Default::default(), &mut |_| true))
+    };
+    std::thread::sleep(Duration::from_millis(400));
+    meanwhile();
+    scrub.join().unwrap().expect("scrub")
+}
+
+/// Writes file block `index` of `ino` anew (`pattern(1, seed)`) and
+/// fsyncs it: copy-on-write moves it.
+fn rewrite_block(fs: &Filesystem, ino: u64, index: u64, seed: u8) {
+    let handle = fs.open(ino, read_write(), &root()).unwrap();
+    fs.write(handle, index * BLOCK, &pattern(1, seed), &root())
+        .unwrap();
+    fs.fsync(handle, false).unwrap();
+    fs.release(handle).unwrap();
+}
+
 /// Review 34: a scrub beside busy writers reported checksum failures of a
 /// healthy device ("mismatch not repeated"): it read a block the file had
 /// left (copy-on-write) and another had filled since the scrub looked the
@@ -2157,32 +2193,16 @@ fn a_block_rewritten_while_the_scrub_reads_it_is_no_failure() {
     let fixture = Fixture::new();
     let (fs, ino) = fixture.uncached_file("busy", &pattern(1, 1));
     let old = fixture.physical(&fs, ino, 0);
-    fixture
-        .plan
-        .add_rule(
-            FaultRule::delay(1_500_000, 0, 1)
-                .in_range(ByteRange::at(old * BLOCK, BLOCK))
-                .for_class(IoClass::Data)
-                .on(vigilfs::device::Operations::READ),
-        )
-        .unwrap();
     let fs = Arc::new(fs);
-    let scrub = {
-        let fs = Arc::clone(&fs);
-        std::thread::spawn(move || fs.scrub(Default::default(), &mut |_| true))
-    };
-    std::thread::sleep(Duration::from_millis(400));
-    let handle = fs.open(ino, read_write(), &root()).unwrap();
-    fs.write(handle, 0, &pattern(1, 2), &root()).unwrap();
-    fs.fsync(handle, false).unwrap();
-    fs.release(handle).unwrap();
-    assert_ne!(fixture.physical(&fs, ino, 0), old, "copy-on-write");
-    // Another file's data where the old block was.
-    fixture
-        .memory
-        .write_at(old * BLOCK, &pattern(1, 3), IoClass::Data)
-        .unwrap();
-    let summary = scrub.join().unwrap().expect("scrub");
+    let summary = scrub_while_rewriting(&fixture, &fs, ByteRange::at(old * BLOCK, BLOCK), || {
+        rewrite_block(&fs, ino, 0, 2);
+        assert_ne!(fixture.physical(&fs, ino, 0), old, "copy-on-write");
+        // Another file's data where the old block was.
+        fixture
+            .memory
+            .write_at(old * BLOCK, &pattern(1, 3), IoClass::Data)
+            .unwrap();
+    });
     assert!(summary.complete);
     assert_eq!(summary.findings, 0, "{summary:?}");
     assert_eq!(fs.status().error_record.total, 0);
@@ -2285,27 +2305,11 @@ fn rot_is_found_while_another_block_of_its_extent_is_rewritten() {
     fs.unmount().unwrap();
     rot(&fixture, first + 5);
     let fs = Arc::new(fixture.mount());
-    fixture
-        .plan
-        .add_rule(
-            FaultRule::delay(1_500_000, 0, 1)
-                .in_range(ByteRange::at(first * BLOCK, 8 * BLOCK))
-                .for_class(IoClass::Data)
-                .on(vigilfs::device::Operations::READ),
-        )
-        .unwrap();
-    let scrub = {
-        let fs = Arc::clone(&fs);
-        std::thread::spawn(move || fs.scrub(Default::default(), &mut |_| true))
-    };
-    std::thread::sleep(Duration::from_millis(400));
-    let handle = fs.open(ino, read_write(), &root()).unwrap();
-    fs.write(handle, 7 * BLOCK, &pattern(1, 6), &root())
-        .unwrap();
-    fs.fsync(handle, false).unwrap();
-    fs.release(handle).unwrap();
-    assert_ne!(fixture.physical(&fs, ino, 7), first + 7, "copy-on-write");
-    let summary = scrub.join().unwrap().expect("scrub");
+    let held = ByteRange::at(first * BLOCK, 8 * BLOCK);
+    let summary = scrub_while_rewriting(&fixture, &fs, held, || {
+        rewrite_block(&fs, ino, 7, 6);
+        assert_ne!(fixture.physical(&fs, ino, 7), first + 7, "copy-on-write");
+    });
     assert!(summary.complete);
     assert_eq!(
         (summary.findings, summary.lost_blocks),
