@@ -507,7 +507,9 @@ enum Command {
     /// resumes where it stopped (--restart starts over). On an unmounted
     /// image, failures are reported with their owners and nothing changes.
     /// A progress bar (bytes/s, ETA) on a terminal, plain lines otherwise,
-    /// and a summary: bytes checked, failures, owners hit, healed, lost.
+    /// and a summary: bytes checked, failures, owners hit, healed, lost,
+    /// and the extents not verified because the b-tree node holding their
+    /// checksums is damaged (itself a failure found; the scrub goes on).
     ///
     /// Exit status: 0 nothing lost, 4 data or metadata lost (found now, or
     /// poisoned earlier and not rewritten since, on a mount or an image),
