@@ -337,3 +337,34 @@ fn failed_node(error: &FsError) -> Option<(&'static str, u8, u64)> {
         _ => None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::{ByteRange, IoClass, IoOperation};
+    use crate::journal::JournalError;
+
+    fn journal_failed_by(kind: DeviceErrorKind) -> FsError {
+        let device = DeviceError::new(
+            kind,
+            IoOperation::Write,
+            IoClass::Journal,
+            ByteRange::at(2_260_992, 4096),
+        );
+        FsError::File(FileError::Journal(JournalError::Device(device)))
+    }
+
+    /// Review 34: a journal entry the filesystem's own stop refused
+    /// (errors=remount-ro) was reported as a journal failure of the block
+    /// it would have gone to. Such a refusal is no failure and names no
+    /// failed bytes; a real write error still is one and names them.
+    #[test]
+    fn a_write_the_stop_refused_is_no_failure_and_names_no_bytes() {
+        let refused = journal_failed_by(DeviceErrorKind::Stopped);
+        assert!(refused_by_stop(&refused));
+        assert_eq!(device_range(&refused), None);
+        let failed = journal_failed_by(DeviceErrorKind::Io);
+        assert!(!refused_by_stop(&failed));
+        assert_eq!(device_range(&failed), Some((2_260_992, 4096)));
+    }
+}
