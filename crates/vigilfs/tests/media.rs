@@ -2290,12 +2290,12 @@ fn a_damaged_superblock_copy_on_a_read_only_mount_is_one_error_however_often_scr
     fs.unmount().unwrap();
 }
 
-/// Review 35: the check above compared the whole extent record, which a
-/// rewrite of any other block of the extent splits: rot in a block that
-/// never moved was dropped whenever the file was written during the scrub
-/// (a database's file always is). Here block 5 is rotten and block 7 is
-/// rewritten while the scrub's read of the extent is held back: block 5
-/// is still found.
+/// Review 35: the check of `a_block_rewritten_while_the_scrub_reads_it_is_no_failure`
+/// compared the whole extent record, which a rewrite of any other block of
+/// the extent splits: rot in a block that never moved was dropped whenever
+/// the file was written during the scrub (a database's file always is).
+/// Here block 5 is rotten and block 7 is rewritten while the scrub's read
+/// of the extent is held back: block 5 is still found.
 #[test]
 fn rot_is_found_while_another_block_of_its_extent_is_rewritten() {
     let fixture = Fixture::new();
