@@ -198,6 +198,19 @@ impl std::fmt::Debug for Xattrs {
     }
 }
 
+/// Commits an attribute change: the inode's ctime set to now, in the same
+/// transaction.
+fn commit_with_ctime(
+    mut transaction: Transaction<'_>,
+    ino: u64,
+    mut record: InodeRecord,
+) -> XattrResult<()> {
+    record.ctime = Timestamp::now();
+    transaction.put(TreeId::Inodes, &inode_key(ino), &record.encode())?;
+    transaction.commit()?;
+    Ok(())
+}
+
 fn read_inode(transaction: &Transaction<'_>, ino: u64) -> XattrResult<InodeRecord> {
     let bytes = transaction
         .get(TreeId::Inodes, &inode_key(ino))?
@@ -544,7 +557,7 @@ impl Xattrs {
         }
         let _writer = self.metadata.lock_records();
         let mut transaction = self.metadata.trees.transaction();
-        let mut record = read_inode(&transaction, ino)?;
+        let record = read_inode(&transaction, ino)?;
         if is_user_name(name) && !holds_user_attributes(&record) {
             return Err(XattrError::NotPermitted(
                 "user.* attributes on a file that is not regular or a directory",
@@ -559,10 +572,7 @@ impl Xattrs {
             transaction.may_use_reserve();
         }
         self.put_in(&mut transaction, ino, name, value)?;
-        record.ctime = Timestamp::now();
-        transaction.put(TreeId::Inodes, &inode_key(ino), &record.encode())?;
-        transaction.commit()?;
-        Ok(())
+        commit_with_ctime(transaction, ino, record)
     }
 
     /// Sets POSIX ACL `name` of `ino` from its attribute value, with the
@@ -620,10 +630,7 @@ impl Xattrs {
                 }
             }
         }
-        record.ctime = Timestamp::now();
-        transaction.put(TreeId::Inodes, &inode_key(ino), &record.encode())?;
-        transaction.commit()?;
-        Ok(())
+        commit_with_ctime(transaction, ino, record)
     }
 
     /// Writes attribute `name` of `ino` inside `transaction`, inline or in
@@ -673,7 +680,7 @@ impl Xattrs {
         self.check_name(name)?;
         let _writer = self.metadata.lock_records();
         let mut transaction = self.metadata.trees.transaction();
-        let mut record = read_inode(&transaction, ino)?;
+        let record = read_inode(&transaction, ino)?;
         if is_user_name(name) && !holds_user_attributes(&record) {
             return Err(XattrError::NotPermitted(
                 "user.* attributes on a file that is not regular or a directory",
@@ -692,9 +699,6 @@ impl Xattrs {
                 Err(XattrError::NoData)
             };
         }
-        record.ctime = Timestamp::now();
-        transaction.put(TreeId::Inodes, &inode_key(ino), &record.encode())?;
-        transaction.commit()?;
-        Ok(())
+        commit_with_ctime(transaction, ino, record)
     }
 }
