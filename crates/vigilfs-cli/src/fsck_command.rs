@@ -110,8 +110,8 @@ fn print_text(image: &Path, report: &FsckReport) {
     }
     if let Some(names) = &report.namespace {
         println!(
-            "namespace: {} inodes, {} directory entries, {} extents ({} blocks)",
-            names.inodes, names.dirents, names.extents, names.extent_blocks
+            "namespace: {} inodes, {} directory entries, {} attributes, {} extents ({} blocks)",
+            names.inodes, names.dirents, names.attributes, names.extents, names.extent_blocks
         );
     }
     if let Some(space) = &report.space {
@@ -242,6 +242,7 @@ fn to_json(image: &Path, report: &FsckReport, code: u8) -> serde_json::Value {
         "namespace": report.namespace.as_ref().map(|names| json!({
             "inodes": names.inodes,
             "dirents": names.dirents,
+            "attributes": names.attributes,
             "extents": names.extents,
             "extent_blocks": names.extent_blocks,
         })),

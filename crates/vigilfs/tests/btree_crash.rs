@@ -16,9 +16,10 @@ use vigilfs::inode::{inode_key, ROOT_INO};
 use vigilfs::journal::{Journal, JournalOptions};
 use vigilfs::mkfs::{mkfs, root_directory, MkfsOptions};
 
-/// Two trees that fsck's namespace checks leave alone, so that any crash image can be
-/// checked with the real fsck too (their values are test data, not inodes or extents;
-/// the filesystem's root directory is made before the workload, as mkfs makes it).
+/// Two trees whose test records fsck takes for what they are, so that any crash image can
+/// be checked with the real fsck too: Meta holds records of keys fsck does not look up,
+/// Xattrs valid `user.*` attributes of the root directory (made before the workload, as
+/// mkfs makes it).
 const TREES: [TreeId; 2] = [TreeId::Xattrs, TreeId::Meta];
 const DEVICE_BYTES: u64 = 3 << 20;
 const TRANSACTIONS: u64 = 300;
@@ -66,30 +67,45 @@ fn open(device: Arc<dyn BlockDevice>, superblock: &Superblock) -> Result<Btrees,
     .map_err(|e| e.to_string())
 }
 
+/// Key `number` (below 1000) of tree `tree`, in the order of the numbers: for Xattrs the
+/// root directory's attribute `user.NNN`.
+fn key(tree: u64, number: u64) -> Vec<u8> {
+    if tree == 0 {
+        let mut key = ROOT_INO.to_be_bytes().to_vec();
+        key.extend_from_slice(format!("user.{number:03}").as_bytes());
+        key
+    } else {
+        number.to_be_bytes().to_vec()
+    }
+}
+
 /// The updates of transaction `number`, applied to `models` and returned as
 /// (tree, key, Some(value) for a put / None for a delete, range end for range deletes).
 #[allow(clippy::type_complexity)]
 fn updates(number: u64) -> Vec<(usize, Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>)> {
     let mut updates = Vec::new();
     let value = |tree: u64| {
-        let mut value = format!("t{number}-tree{tree}").into_bytes();
+        // An attribute record's version byte (inline), then the value.
+        let mut value = if tree == 0 { vec![1] } else { Vec::new() };
+        value.extend_from_slice(format!("t{number}-tree{tree}").as_bytes());
         value.resize(40 + (number * 37 % 200) as usize, b'.');
         value
     };
     // Every transaction touches both trees, so recovery showing only part of one would
     // leave the trees from different prefixes.
     for tree in 0..2u64 {
-        let key = ((number * (13 + tree * 6)) % 300).to_be_bytes().to_vec();
+        let key = key(tree, (number * (13 + tree * 6)) % 300);
         updates.push((tree as usize, key, Some(value(tree)), None));
     }
     if number % 4 == 0 {
-        let key = ((number * 7) % 300).to_be_bytes().to_vec();
-        updates.push(((number % 2) as usize, key, None, None));
+        let tree = number % 2;
+        updates.push((tree as usize, key(tree, (number * 7) % 300), None, None));
     }
     if number % 25 == 0 {
-        let start = ((number * 11) % 300).to_be_bytes().to_vec();
-        let end = ((number * 11) % 300 + 40).to_be_bytes().to_vec();
-        updates.push((((number / 25) % 2) as usize, start, None, Some(end)));
+        let tree = (number / 25) % 2;
+        let start = key(tree, (number * 11) % 300);
+        let end = key(tree, (number * 11) % 300 + 40);
+        updates.push((tree as usize, start, None, Some(end)));
     }
     updates
 }

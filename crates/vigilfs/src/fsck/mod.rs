@@ -23,6 +23,8 @@
 //! 4. the namespace (`namespace.rs`): inodes, directory entries and
 //!    extents against each other — names, types, link counts, extents
 //!    inside the region and no block used twice (by extents or nodes);
+//!    extended attributes (`xattrs.rs`): every record read and held to
+//!    the rules a set keeps, of an inode that exists;
 //! 5. space (`space.rs`): the reverse map against the extents and nodes
 //!    that really use blocks, both ways, and free-space accounting (the
 //!    allocator rebuilt from the reverse map at open must account for the
@@ -40,6 +42,7 @@ mod event_log;
 mod media;
 mod namespace;
 mod space;
+mod xattrs;
 
 use std::sync::Arc;
 

@@ -15,6 +15,7 @@
 //!   inode records;
 //! * a symbolic link's target is there whole: its pieces add up to the
 //!   inode's size;
+//! * the extended attributes (`xattrs.rs`);
 //! * an extent belongs to an existing regular file or symlink, lies in the
 //!   main region, and overlaps neither another extent of its file (in file
 //!   offsets) nor any other extent or b-tree node (on the device).
@@ -36,6 +37,8 @@ pub struct NamespaceCounts {
     pub inodes: u64,
     /// Directory entries.
     pub dirents: u64,
+    /// Extended attributes (records, damaged ones too).
+    pub attributes: u64,
     /// Extents.
     pub extents: u64,
     /// Blocks the extents map.
@@ -71,7 +74,7 @@ impl std::fmt::Display for PhysicalOwner {
 
 /// How an inode not among the readable ones is missing: its record may be
 /// there but damaged (reported on its own).
-fn missing_or_damaged(damaged: &HashSet<u64>, ino: u64) -> &'static str {
+pub(super) fn missing_or_damaged(damaged: &HashSet<u64>, ino: u64) -> &'static str {
     if damaged.contains(&ino) {
         "has a damaged record (above)"
     } else {
@@ -180,6 +183,8 @@ pub(crate) fn check(
             format!("root directory (inode {ROOT_INO}) is missing"),
         )),
     }
+
+    counts.attributes = super::xattrs::check(trees, &inodes, &damaged, problems)?;
 
     // Links each inode receives from directory entries, and subdirectories
     // each directory holds.
@@ -525,6 +530,7 @@ mod tests {
             NamespaceCounts {
                 inodes: 3,
                 dirents: 3,
+                attributes: 0,
                 extents: 2,
                 extent_blocks: 6
             }

@@ -47,4 +47,8 @@ pub use record::{
     decode_inode_key, inode_key, name_hash, valid_name, Dirent, DirentKey, Extent, ExtentKey,
     FileType, InodeRecord, RecordError, Timestamp, MAX_EXTENT_BLOCKS, MAX_NAME_BYTES, ROOT_INO,
 };
+pub(crate) use xattr::{
+    audit_record as audit_xattr_record, is_piece as is_xattr_piece,
+    is_piece_of as is_xattr_piece_of, owner_of_key as xattr_owner,
+};
 pub use xattr::{delete_all as delete_all_xattrs, XattrError, XattrFlags, XattrResult, Xattrs};

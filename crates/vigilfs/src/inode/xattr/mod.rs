@@ -57,8 +57,9 @@
 //!
 //! Invariants:
 //!
-//! * every key is `ino | name` for an inode record that exists, with a
-//!   valid name as above (fsck does not check the Xattrs tree yet);
+//! * every record is of an inode record that exists, with a valid name
+//!   as above, `user.*` only where it may be and ACLs that decode (fsck
+//!   checks each record with [`audit_record`]);
 //! * every mutation is one transaction holding [`Metadata::lock_records`]
 //!   from its first read to its commit; it rewrites the inode record with
 //!   ctime set to now (a missing inode is `ENOENT` and changes nothing);
@@ -224,13 +225,41 @@ fn is_user_name(name: &[u8]) -> bool {
 }
 
 /// Whether `user.*` attributes may exist on an inode of this type.
-fn holds_user_attributes(record: &InodeRecord) -> bool {
-    matches!(record.file_type(), FileType::Regular | FileType::Directory)
+fn holds_user_attributes(file_type: FileType) -> bool {
+    matches!(file_type, FileType::Regular | FileType::Directory)
 }
 
 /// Whether `name` is one of the two POSIX ACL attributes.
 fn is_acl_name(name: &[u8]) -> bool {
     name == acl::ACCESS_NAME || name == acl::DEFAULT_NAME
+}
+
+/// Checks a name's length and namespace.
+fn check_name(name: &[u8]) -> XattrResult<()> {
+    if name.is_empty() || name.len() > LINUX_NAME_MAX {
+        return Err(XattrError::NameRange(name.len()));
+    }
+    if name.contains(&0) {
+        return Err(XattrError::Invalid("attribute name holds NUL"));
+    }
+    if is_acl_name(name) {
+        return Ok(());
+    }
+    if name.starts_with(b"system.") {
+        return Err(XattrError::NotSupported(
+            "system.* attributes other than the POSIX ACLs",
+        ));
+    }
+    match SUPPORTED_PREFIXES
+        .iter()
+        .find(|prefix| name.starts_with(prefix))
+    {
+        Some(prefix) if name.len() == prefix.len() => {
+            Err(XattrError::Invalid("attribute name has an empty suffix"))
+        }
+        Some(_) => Ok(()),
+        None => Err(XattrError::NotSupported("unknown attribute namespace")),
+    }
 }
 
 /// `XATTR_CREATE` and `XATTR_REPLACE` against whether `name` exists;
@@ -422,6 +451,59 @@ pub fn delete_some(
     Ok(true)
 }
 
+/// The inode an Xattrs key belongs to, if the key is long enough to say.
+pub(crate) fn owner_of_key(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.get(..8)?.try_into().ok()?))
+}
+
+/// Whether the Xattrs key `key` is a piece of the record under `record`
+/// (pieces come right after their record in key order).
+pub(crate) fn is_piece_of(record: &[u8], key: &[u8]) -> bool {
+    storage::is_piece_of(record, key)
+}
+
+/// Whether the Xattrs key `key` is a piece rather than a record.
+pub(crate) fn is_piece(key: &[u8]) -> bool {
+    storage::is_piece_key(key)
+}
+
+/// fsck's check of the attribute record under `key` of inode `ino` (a
+/// `file_type`), whose bytes are `bytes` and whose pieces `pieces`: what
+/// a read checks, and the rules a set keeps (a valid name, `user.*` only
+/// where it may be, an ACL that decodes, a default ACL only on a
+/// directory). The attribute's name when all hold, else what is wrong.
+pub(crate) fn audit_record(
+    ino: u64,
+    file_type: FileType,
+    key: &[u8],
+    bytes: &[u8],
+    pieces: &[(Vec<u8>, Vec<u8>)],
+) -> Result<Vec<u8>, String> {
+    let (name, value) =
+        storage::read_record(ino, key, bytes, pieces).map_err(|error| match error {
+            // fsck says what is corrupt; the message names the inode.
+            XattrError::Corrupt(message) => message,
+            other => other.to_string(),
+        })?;
+    let shown = String::from_utf8_lossy(&name).into_owned();
+    let wrong = |what: String| Err(format!("attribute {shown:?} of inode {ino}: {what}"));
+    if let Err(error) = check_name(&name) {
+        return wrong(format!("not a name a set accepts ({error})"));
+    }
+    if is_user_name(&name) && !holds_user_attributes(file_type) {
+        return wrong(format!("a user attribute on a {file_type:?}"));
+    }
+    if is_acl_name(&name) {
+        if let Err(error) = Acl::decode(&value) {
+            return wrong(error.to_string());
+        }
+        if name == acl::DEFAULT_NAME && file_type != FileType::Directory {
+            return wrong(format!("a default ACL on a {file_type:?}"));
+        }
+    }
+    Ok(name)
+}
+
 impl Xattrs {
     /// The extended attributes kept in `metadata`'s b-trees.
     pub fn new(metadata: Arc<Metadata>) -> Xattrs {
@@ -452,40 +534,12 @@ impl Xattrs {
         storage::max_value_len(self.max_inline_len(), name)
     }
 
-    /// Checks a name's length and namespace.
-    fn check_name(&self, name: &[u8]) -> XattrResult<()> {
-        if name.is_empty() || name.len() > self.max_name_len() {
-            return Err(XattrError::NameRange(name.len()));
-        }
-        if name.contains(&0) {
-            return Err(XattrError::Invalid("attribute name holds NUL"));
-        }
-        if is_acl_name(name) {
-            return Ok(());
-        }
-        if name.starts_with(b"system.") {
-            return Err(XattrError::NotSupported(
-                "system.* attributes other than the POSIX ACLs",
-            ));
-        }
-        match SUPPORTED_PREFIXES
-            .iter()
-            .find(|prefix| name.starts_with(prefix))
-        {
-            Some(prefix) if name.len() == prefix.len() => {
-                Err(XattrError::Invalid("attribute name has an empty suffix"))
-            }
-            Some(_) => Ok(()),
-            None => Err(XattrError::NotSupported("unknown attribute namespace")),
-        }
-    }
-
     /// The value of attribute `name` of inode `ino`; `ENODATA` if it has
     /// none.
     pub fn get(&self, ino: u64, name: &[u8]) -> XattrResult<Vec<u8>> {
-        self.check_name(name)?;
+        check_name(name)?;
         self.value_of(ino, name, |record| {
-            if is_user_name(name) && !holds_user_attributes(record) {
+            if is_user_name(name) && !holds_user_attributes(record.file_type()) {
                 return Err(XattrError::NoData);
             }
             Ok(())
@@ -544,7 +598,7 @@ impl Xattrs {
         if flags.create && flags.replace {
             return Err(XattrError::Invalid("both create and replace"));
         }
-        self.check_name(name)?;
+        check_name(name)?;
         let limit = self.max_value_len_for(name);
         if value.len() > limit {
             return Err(XattrError::ValueTooLarge {
@@ -558,7 +612,7 @@ impl Xattrs {
         let _writer = self.metadata.lock_records();
         let mut transaction = self.metadata.trees.transaction();
         let record = read_inode(&transaction, ino)?;
-        if is_user_name(name) && !holds_user_attributes(&record) {
+        if is_user_name(name) && !holds_user_attributes(record.file_type()) {
             return Err(XattrError::NotPermitted(
                 "user.* attributes on a file that is not regular or a directory",
             ));
@@ -677,11 +731,11 @@ impl Xattrs {
     /// Removes attribute `name` of inode `ino` (`ENODATA` if it has none)
     /// and sets the inode's ctime to now. One transaction.
     pub fn remove(&self, ino: u64, name: &[u8]) -> XattrResult<()> {
-        self.check_name(name)?;
+        check_name(name)?;
         let _writer = self.metadata.lock_records();
         let mut transaction = self.metadata.trees.transaction();
         let record = read_inode(&transaction, ino)?;
-        if is_user_name(name) && !holds_user_attributes(&record) {
+        if is_user_name(name) && !holds_user_attributes(record.file_type()) {
             return Err(XattrError::NotPermitted(
                 "user.* attributes on a file that is not regular or a directory",
             ));

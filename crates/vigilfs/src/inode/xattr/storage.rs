@@ -165,7 +165,7 @@ fn decode_stored(ino: u64, digest: bool, bytes: &[u8]) -> XattrResult<Stored> {
     }
 }
 
-/// The content of the record under `key` whose bytes are `bytes`.
+/// The content of the record under `slot` whose bytes are `bytes`.
 fn read_content(
     transaction: &Transaction<'_>,
     ino: u64,
@@ -177,15 +177,25 @@ fn read_content(
         Stored::InPieces(length) => length,
     };
     let (start, end) = pieces_range(&slot.key);
+    let pieces = transaction.scan(TreeId::Xattrs, &start, Some(&end), MAX_PIECES + 1)?;
+    assemble(ino, &slot.key, length, &pieces)
+}
+
+/// The content of `length` bytes kept in `pieces`, the keys and values of
+/// the pieces range of the record under `key`, in key order.
+fn assemble(
+    ino: u64,
+    key: &[u8],
+    length: usize,
+    pieces: &[(Vec<u8>, Vec<u8>)],
+) -> XattrResult<Vec<u8>> {
     let mut content = Vec::with_capacity(length);
-    for (index, (key, piece)) in transaction
-        .scan(TreeId::Xattrs, &start, Some(&end), MAX_PIECES + 1)?
-        .into_iter()
-        .enumerate()
-    {
-        match (key.last(), piece.split_first()) {
+    for (index, (piece_key, piece)) in pieces.iter().enumerate() {
+        match (piece_key.last(), piece.split_first()) {
             (Some(&at), Some((&VERSION_PIECE, bytes)))
-                if usize::from(at) == index && key.len() == slot.key.len() + 2 =>
+                if usize::from(at) == index
+                    && piece_key.len() == key.len() + PIECE_SUFFIX_BYTES
+                    && content.len() + bytes.len() <= length =>
             {
                 content.extend_from_slice(bytes);
             }
@@ -401,6 +411,49 @@ pub(super) fn names(transaction: &Transaction<'_>, ino: u64) -> XattrResult<Vec<
     // Digest records sort by digest, not by name.
     names.sort_unstable();
     Ok(names)
+}
+
+/// Whether `key` is a piece of the record under `record` (fsck's walk
+/// takes a record's pieces as they come after it).
+pub(super) fn is_piece_of(record: &[u8], key: &[u8]) -> bool {
+    key.len() > record.len() && key.starts_with(record) && key[record.len()] == 0
+}
+
+/// The name and value of the record under `key`, whose bytes are `bytes`
+/// and whose pieces range holds `pieces` (in key order), checked as a
+/// read checks it; for fsck, which walks the tree rather than looking
+/// names up. Pieces a record stored inline does not use are an error too:
+/// nothing reads them, but nothing deletes them either.
+pub(super) fn read_record(
+    ino: u64,
+    key: &[u8],
+    bytes: &[u8],
+    pieces: &[(Vec<u8>, Vec<u8>)],
+) -> XattrResult<(Vec<u8>, Vec<u8>)> {
+    let name = key.get(KEY_PREFIX_BYTES..).unwrap_or_default();
+    let digest = match name.first() {
+        None => return Err(corrupt(ino, "an empty name")),
+        Some(&DIGEST_MARK) if name.len() != 1 + DIGEST_BYTES => {
+            return Err(corrupt(ino, "a digest key of the wrong length"))
+        }
+        Some(&DIGEST_MARK) => true,
+        Some(_) => false,
+    };
+    let content = match decode_stored(ino, digest, bytes)? {
+        Stored::Inline(_) if !pieces.is_empty() => {
+            return Err(corrupt(
+                ino,
+                format!("an inline record with {} stray pieces", pieces.len()),
+            ))
+        }
+        Stored::Inline(content) => content,
+        Stored::InPieces(length) => assemble(ino, key, length, pieces)?,
+    };
+    if !digest {
+        return Ok((name.to_vec(), content));
+    }
+    let (name, value) = split_named(ino, key, &content)?;
+    Ok((name.to_vec(), value.to_vec()))
 }
 
 #[cfg(test)]
