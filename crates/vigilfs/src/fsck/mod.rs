@@ -558,6 +558,21 @@ fn check_superblocks(
                 structure,
                 message: error.to_string(),
             }),
+            // Copies are written primary first (flushed), then the
+            // backups: a power cut between leaves backups one write behind,
+            // which every mount rewrites (and does not report), so neither
+            // does fsck.
+            Ok(other) if other.write_sequence.saturating_add(1) == superblock.write_sequence => {
+                notes.push(Note {
+                    structure,
+                    message: format!(
+                        "one write behind the copy in use (write sequence {} < {}): a power cut \
+                         between the primary and the backups leaves them so; the next mount \
+                         rewrites it",
+                        other.write_sequence, superblock.write_sequence
+                    ),
+                });
+            }
             Ok(other) if other.write_sequence != superblock.write_sequence => {
                 problems.push(Problem {
                     structure,
@@ -640,6 +655,41 @@ mod tests {
         assert_eq!(report.problems.len(), 1);
         assert_eq!(report.problems[0].structure, "superblock (primary)");
         assert!(report.problems[0].message.contains("checksum"));
+    }
+
+    /// Writes `superblock` with the next write sequence to the primary
+    /// copy only, as a power cut after its flush leaves it.
+    fn write_primary_only(device: &MemoryDevice, superblock: &mut Superblock) {
+        superblock.write_sequence += 1;
+        let offset = SuperblockCopy::Primary.offset(device.length()).unwrap();
+        device
+            .write_at(offset, &superblock.encode().unwrap(), IoClass::Superblock)
+            .unwrap();
+    }
+
+    #[test]
+    fn backups_one_write_behind_after_a_power_cut_are_a_note_two_behind_a_problem() {
+        let (device, mut superblock) = fresh();
+        write_primary_only(&device, &mut superblock);
+        let report = fsck(device.clone(), &mut no_progress).unwrap();
+        assert!(report.is_clean(), "{:?}", report.problems);
+        let behind = |report: &FsckReport| {
+            report
+                .notes
+                .iter()
+                .filter(|note| note.message.contains("one write behind"))
+                .count()
+        };
+        assert_eq!(behind(&report), 2, "{:?}", report.notes);
+
+        // No single power cut leaves them two writes behind.
+        write_primary_only(&device, &mut superblock);
+        let report = fsck(device, &mut no_progress).unwrap();
+        assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
+        assert!(report
+            .problems
+            .iter()
+            .all(|problem| problem.message.starts_with("stale")));
     }
 
     #[test]
