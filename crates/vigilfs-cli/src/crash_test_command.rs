@@ -50,6 +50,7 @@ use crate::crash_test_janitor::{self, kill_group, Janitor};
 use crate::crash_test_lab::{describe_status, humantime, LabMount, Program};
 use crate::crash_test_reaper::{self, kill_users_of};
 use crate::failure::Failure;
+use crate::inject_command::lost_in_cut;
 use crate::inject_rules::duration_with_unit;
 use crate::mount_options::{self as options, MountSettings};
 use crate::power_cut::{CutError, CutReport};
@@ -385,6 +386,15 @@ impl Run<'_> {
     ) -> Result<(), Failure> {
         let mut program = self.program(command, lab, name, role, index)?;
         let status = program.wait(self.timeout)?;
+        if !lab.is_mounted() {
+            // Whatever it exited with, the next program would run in the
+            // bare directory below and tell nothing.
+            return Err(Failure::operational(format!(
+                "the {role} unmounted the mount it runs in ({}): crash-test can only test \
+                 programs that leave it mounted",
+                lab.mountpoint.display()
+            )));
+        }
         if status.is_some_and(|status| status.success()) {
             return Ok(());
         }
@@ -599,7 +609,7 @@ impl Run<'_> {
             out.push_str(" (the workload ended first: cut after it)");
         }
         if let Some(cut) = &trial.cut {
-            let lost = &cut["lost"];
+            let lost = lost_in_cut(cut);
             let files = lost["files"].as_array().map_or(0, Vec::len);
             let changes = lost["changes"].as_array().map_or(0, Vec::len) as u64
                 + lost["omitted_changes"].as_u64().unwrap_or(0);
@@ -609,6 +619,12 @@ impl Run<'_> {
                 if files == 1 { "" } else { "s" },
                 if changes == 1 { "" } else { "s" },
             ));
+            if let Some(dropped) = lost["device"]["flushes_dropped"].as_u64() {
+                out.push_str(&format!(
+                    ", and all synced since the first of {dropped} flush{} the device dropped",
+                    if dropped == 1 { "" } else { "es" }
+                ));
+            }
         }
         if trial.passed() {
             out.push_str("; check passed, fsck clean");
@@ -627,7 +643,7 @@ impl Run<'_> {
             // What the cut took is often the cause: an unlink whose
             // directory was never synced, a rename not yet durable.
             out.push_str("\n  not durable when the power went (lost, or torn):");
-            let lines = describe_unsynced(&cut["lost"]);
+            let lines = describe_unsynced(&lost_in_cut(cut));
             for line in lines.iter().take(LOST_LINES_SHOWN) {
                 out.push_str(&format!("\n  | {line}"));
             }

@@ -24,6 +24,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::io::{BufRead, Write};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -149,12 +150,23 @@ pub fn run(directory: &Path, remove_directory: bool) -> u8 {
 pub const TRIAL_FILES: [&str; 4] = ["img", "setup.log", "workload.log", "check.log"];
 
 /// Removes the image, logs and mount point of the trial (or dry run)
-/// `name` in `directory` (`rmdir`: never while something is mounted there).
+/// `name` in `directory` (`rmdir`: never while something is mounted there),
+/// those of this user only: in a shared work directory another user's
+/// entries of those names are theirs (a run refuses to use them).
 pub fn remove_trial_files(directory: &Path, name: &str) {
+    // SAFETY: geteuid(2) takes nothing and cannot fail.
+    let user = unsafe { libc::geteuid() };
+    let ours = |path: &Path| fs::symlink_metadata(path).is_ok_and(|found| found.uid() == user);
     for suffix in TRIAL_FILES {
-        let _ = fs::remove_file(directory.join(format!("{name}.{suffix}")));
+        let file = directory.join(format!("{name}.{suffix}"));
+        if ours(&file) {
+            let _ = fs::remove_file(file);
+        }
     }
-    let _ = fs::remove_dir(directory.join(format!("{name}.mnt")));
+    let mountpoint = directory.join(format!("{name}.mnt"));
+    if ours(&mountpoint) {
+        let _ = fs::remove_dir(mountpoint);
+    }
 }
 
 /// The mount points under `directory`, deepest first.

@@ -7,6 +7,7 @@
 
 use std::fs::{self, File};
 use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -44,6 +45,33 @@ pub(crate) struct LabMount {
     pub(crate) control: Option<ControlServer>,
 }
 
+/// Makes `directory` (a lab mount point), or takes it if it is already
+/// an empty directory of this user's: in a shared work directory another
+/// user's would be mounted over and then removed.
+fn own_empty_directory(directory: &Path) -> Result<(), Failure> {
+    let failed =
+        |error: std::io::Error| Failure::operational(format!("{}: {error}", directory.display()));
+    match fs::create_dir(directory) {
+        Ok(()) => return Ok(()),
+        Err(error) if error.kind() != std::io::ErrorKind::AlreadyExists => {
+            return Err(failed(error))
+        }
+        Err(_) => {}
+    }
+    let metadata = fs::symlink_metadata(directory).map_err(failed)?;
+    // SAFETY: geteuid(2) takes nothing and cannot fail.
+    let ours = metadata.uid() == unsafe { libc::geteuid() };
+    let empty = || fs::read_dir(directory).is_ok_and(|mut entries| entries.next().is_none());
+    if metadata.is_dir() && ours && empty() {
+        return Ok(());
+    }
+    Err(Failure::operational(format!(
+        "{} exists and is not an empty directory of this user's: a run mounts there, so it \
+         uses only one it made; remove it or use another --work-dir",
+        directory.display()
+    )))
+}
+
 impl LabMount {
     pub(crate) fn start(
         directory: &Path,
@@ -55,8 +83,7 @@ impl LabMount {
         let mountpoint = directory.join(format!("{name}.mnt"));
         let _ = fs::remove_file(&image);
         crate::mkfs_command::create_formatted(&image, size)?;
-        fs::create_dir_all(&mountpoint)
-            .map_err(|error| Failure::operational(format!("{}: {error}", mountpoint.display())))?;
+        own_empty_directory(&mountpoint)?;
         let file = FileDevice::open(&image, FileDeviceOptions::default()).map_err(|error| {
             Failure::operational(format!("cannot open {}: {error}", image.display()))
         })?;
@@ -98,6 +125,16 @@ impl LabMount {
             slot,
             session: Some(session),
             control: Some(control),
+        })
+    }
+
+    /// Whether the lab's mount is still the topmost mount at its mount
+    /// point (a program in it may have unmounted it).
+    pub(crate) fn is_mounted(&self) -> bool {
+        crate::mountinfo::Mounts::read().map_or(true, |mounts| {
+            mounts
+                .topmost_at(&self.mountpoint)
+                .is_some_and(|entry| entry.is_fuse())
         })
     }
 
@@ -213,7 +250,15 @@ impl Program {
         log: PathBuf,
         environment: &[(&str, String)],
     ) -> Result<Program, Failure> {
-        let output = File::create(&log)
+        // The program's output is its own business: readable by this user
+        // only, and never through a name someone else put there (a work
+        // directory may be shared).
+        let _ = fs::remove_file(&log);
+        let output = File::options()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&log)
             .map_err(|error| Failure::operational(format!("{}: {error}", log.display())))?;
         let errors = output
             .try_clone()

@@ -110,7 +110,10 @@ pub struct InjectArgs {
     pub io: Vec<String>,
     /// Flip a bit in blocks read from the device (silent corruption;
     /// --flaky for a share of reads, --seed for which bits): checksums turn
-    /// it into EIO and an event, never wrong data.
+    /// it into EIO and an event, never wrong data. A data block that fails
+    /// this way is marked lost, as the medium's failures are: its reads
+    /// fail until it is rewritten, or, after --clear, until `vigilfs
+    /// scrub` reads it intact.
     #[arg(long)]
     pub corrupt_reads: bool,
     /// Mark device blocks (4096 bytes) START..START+COUNT bad: reads fail
@@ -361,6 +364,21 @@ pub fn run(args: &InjectArgs) -> Result<u8, Failure> {
     Ok(0)
 }
 
+/// What a power cut's answer says was not durable, as `describe_unsynced`
+/// takes it. The list is what the filesystem knew was not durable; a lying
+/// device also lost what it had acknowledged, which the list then says
+/// first (and never that every change was durable).
+pub fn lost_in_cut(result: &Value) -> Value {
+    let number = |value: &Value| value.as_u64().unwrap_or(0);
+    let device = &result["device"];
+    let mut lost = result["lost"].clone();
+    let dropped = number(&device["flushes_dropped"]);
+    if dropped > 0 && number(&device["sectors_unflushed"]) > 0 {
+        lost["device"] = serde_json::json!({ "flushes_dropped": dropped });
+    }
+    lost
+}
+
 /// A power cut's answer for people.
 fn describe_cut(result: &Value, mountpoint: &Path) -> String {
     let number = |value: &Value| value.as_u64().unwrap_or(0);
@@ -392,16 +410,8 @@ fn describe_cut(result: &Value, mountpoint: &Path) -> String {
     } else {
         format!("device: {unflushed} sectors unflushed, all lost\n")
     });
-    // The list is what the filesystem knew was not durable; a lying disk
-    // also lost what it had acknowledged, which the list says first (and
-    // then never that every change was durable).
-    let mut lost = result["lost"].clone();
-    let dropped = number(&device["flushes_dropped"]);
-    if dropped > 0 && unflushed > 0 {
-        lost["device"] = serde_json::json!({ "flushes_dropped": dropped });
-    }
     out.push_str("not durable when the power went (lost, or torn):\n");
-    for line in describe_unsynced(&lost) {
+    for line in describe_unsynced(&lost_in_cut(result)) {
         out.push_str(&format!("  {line}\n"));
     }
     out

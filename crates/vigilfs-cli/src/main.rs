@@ -592,6 +592,10 @@ enum Command {
     /// journal entry was flushed; all else may be lost (or torn, with
     /// --torn).
     ///
+    /// The mount is served by this command's own process (the pid `vigilfs
+    /// status` shows in it): a workload that kills it kills the run (the
+    /// power cuts are this command's to make).
+    ///
     /// Exit status: 0 every check held, 1 a check or fsck failed, 2 bad
     /// arguments, 8 the run could not be made (the workload or
     /// the check fails without any cut, a mount failed...), 130, 143 or

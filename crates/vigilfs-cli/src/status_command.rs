@@ -449,7 +449,8 @@ pub fn media_rows(media: &Value) -> Vec<(&'static str, String)> {
             "none".into()
         } else {
             format!(
-                "{poisoned} runs of file blocks lost to the medium: reads get EIO until rewritten"
+                "{poisoned} runs of file blocks lost to the medium: reads get EIO until \
+                 rewritten, or until `vigilfs scrub` reads them intact (a fault that passed)"
             )
         },
     ));

@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -909,6 +909,97 @@ got=$(sed -n 's/^version //p' state)
     assert_eq!(trial["point"], failure["point"]);
     assert_eq!(trial["passed"], false);
     assert!(Path::new(trial["image_kept"].as_str().unwrap()).starts_with(&replay_directory));
+}
+
+/// A device that dropped flushes lost what it acknowledged: a failed
+/// trial's report says so first, never that every change was durable (it
+/// blamed the program under test).
+#[test]
+fn a_failed_cut_after_dropped_flushes_blames_the_device() {
+    if fuse_missing("a_failed_cut_after_dropped_flushes_blames_the_device") {
+        return;
+    }
+    let scripts = tempfile::tempdir().unwrap();
+    let workload = format!(
+        r#"{} inject "$VIGILFS_MOUNT" --drop-flushes >/dev/null
+: > "$1"
+for i in $(seq 1 8); do
+    dd if=/dev/zero of=f$i bs=4k count=1 conv=fsync 2>/dev/null && echo $i >> "$1"
+done
+"#,
+        binary()
+    );
+    let check = r#"for i in $(cat "$1"); do [ -s f$i ] || { echo "f$i is gone"; exit 1; }; done"#;
+    let output = crash_test_report(
+        scripts.path(),
+        &workload,
+        check,
+        &["--cuts", "2", "--seed", "1"],
+    );
+    let said = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("flushes the device dropped") && said.contains("the device dropped"),
+        "{said}"
+    );
+    assert!(!said.contains("every change is durable"), "{said}");
+}
+
+/// A workload that unmounts its mount leaves the check running in the bare
+/// directory below: the run says what happened rather than blame the check.
+#[test]
+fn a_workload_that_unmounts_its_mount_is_told_so() {
+    if fuse_missing("a_workload_that_unmounts_its_mount_is_told_so") {
+        return;
+    }
+    let scripts = tempfile::tempdir().unwrap();
+    let output = crash_test_report(
+        scripts.path(),
+        r#"echo data > f; sync f; cd /; umount -l "$VIGILFS_MOUNT""#,
+        "test -s f",
+        &["--cuts", "1"],
+    );
+    let said = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(8), "{said}");
+    assert!(
+        said.contains("the workload unmounted the mount it runs in"),
+        "{said}"
+    );
+    assert!(mounts_under(&scripts.path().join("work")).is_empty());
+}
+
+/// In a shared work directory another user may make the directories a run
+/// mounts on: the run must neither mount there nor remove them.
+#[test]
+fn a_mount_point_another_user_made_in_the_work_directory_is_not_used() {
+    if fuse_missing("a_mount_point_another_user_made_in_the_work_directory_is_not_used") {
+        return;
+    }
+    let scripts = tempfile::tempdir().unwrap();
+    let work = scripts.path().join("work");
+    let planted = work.join("dry-run.mnt");
+    fs::create_dir_all(&planted).unwrap();
+    std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).unwrap();
+    let output = crash_test_report(scripts.path(), "true", "true", &["--cuts", "1"]);
+    assert_eq!(output.status.code(), Some(8), "{}", text(&output.stdout));
+    assert!(
+        text(&output.stderr).contains("is not an empty directory of this user's"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert!(planted.is_dir(), "the other user's directory was removed");
+    assert!(mounts_under(&work).is_empty());
+    // The run's own logs (kept with a failed trial) are its user's only.
+    fs::remove_dir(&planted).unwrap();
+    let output = crash_test_report(
+        scripts.path(),
+        "echo hello > f; echo said",
+        "test -s f",
+        &["--cuts", "1"],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stdout));
+    let log = fs::metadata(work.join("cut-1.workload.log")).unwrap();
+    assert_eq!(log.permissions().mode() & 0o777, 0o600);
 }
 
 /// A cut fails the operation it falls before (an fsync, writeback in

@@ -122,7 +122,7 @@ pub enum FileError {
     Rmap(#[from] RmapError),
     /// A writeback error reported to this handle (fsync, syncfs), or found
     /// by a monitor.
-    #[error("writeback error: {0}")]
+    #[error("writeback error: {}", crate::device::Errno(.0.get()))]
     Writeback(Errno),
     /// The operation or mode is not supported (fallocate modes other than
     /// allocation and punching a hole with the size kept).
@@ -224,5 +224,18 @@ pub(crate) fn journal_errno(error: &JournalError) -> Errno {
     match error.device_error().map(device_errno) {
         Some(Errno::ENOSPC | Errno::EDQUOT) | None => Errno::EIO,
         Some(errno) => errno,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_writeback_error_is_named_as_errno_names_it() {
+        let error = FileError::Writeback(Errno::new(libc::ENOSPC).unwrap());
+        assert_eq!(error.to_string(), "writeback error: ENOSPC");
+        let unnamed = FileError::Writeback(Errno::new(300).unwrap());
+        assert_eq!(unnamed.to_string(), "writeback error: 300");
     }
 }
