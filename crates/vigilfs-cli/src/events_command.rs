@@ -464,7 +464,8 @@ fn read_image(image: &Path, since: u64, sink: &mut Sink) -> Result<(), Failure> 
         .superblock;
     let Some(region) = superblock.event_log else {
         return Err(Failure::usage(format!(
-            "{}: the image has no event log (it was made before vigilfs kept one)",
+            "{}: the image has no event log (made with --event-log-size 0, or by a vigilfs \
+             before event logs)",
             image.display()
         )));
     };

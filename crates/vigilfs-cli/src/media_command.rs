@@ -32,7 +32,7 @@ use serde_json::{json, Value};
 use vigilfs::btree::{BtreesOptions, TreeId};
 use vigilfs::device::{BlockDevice, ByteRange, FileDevice, FileDeviceOptions, OverlayDevice};
 use vigilfs::failure::{self, FailureError};
-use vigilfs::format::{read_superblock, Layout};
+use vigilfs::format::{read_superblock, FsState, Layout};
 use vigilfs::journal::JournalOptions;
 use vigilfs::metadata::Metadata;
 use vigilfs::scrub::{self, Finding, Progress, ScrubOptions, ScrubSink, Scrubber};
@@ -253,6 +253,8 @@ struct Image {
     device: Arc<dyn BlockDevice>,
     metadata: Metadata,
     layout: Layout,
+    /// Not unmounted cleanly (see `Scrubber::after_crash`).
+    after_crash: bool,
     _lock: Option<in_use::ImageLock>,
 }
 
@@ -304,6 +306,7 @@ fn open_image(image: &Path) -> Result<Image, Failure> {
         device,
         metadata,
         layout: superblock.layout,
+        after_crash: superblock.state == FsState::Dirty,
         _lock: lock,
     })
 }
@@ -556,6 +559,7 @@ fn scrub_image(image_path: &Path, rate: Option<u64>, as_json: bool) -> Result<u8
         metadata: &image.metadata,
         device: image.device.as_ref(),
         layout: image.layout,
+        after_crash: image.after_crash,
     };
     let mut sink = ImageSink {
         findings: Vec::new(),

@@ -265,6 +265,8 @@ impl Shared {
             metadata: &self.metadata,
             device: self.device.as_ref(),
             layout,
+            // Read from a mount (or fsck's data pass): nothing torn passes.
+            after_crash: false,
         };
         let mut sink = LiveSink {
             shared: self,

@@ -284,6 +284,8 @@ fn check_data(
         metadata,
         device,
         layout: *layout,
+        // Read from a mount (or fsck's data pass): nothing torn passes.
+        after_crash: false,
     };
     let mut sink = Collect {
         findings: Vec::new(),
