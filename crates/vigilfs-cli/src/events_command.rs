@@ -20,11 +20,11 @@ use clap::{Args, ValueEnum};
 use serde_json::Value;
 use vigilfs::device::{BlockDevice, FileDevice, FileDeviceOptions, IoClass};
 use vigilfs::format::event_log::{scan_region, Geometry};
-use vigilfs::format::read_superblock;
+use vigilfs::format::{read_superblock, FsState};
 use vigilfs::fs::{Filesystem, MountOptions, PATH_SEARCH_BUDGET};
 
 use crate::control::client;
-use crate::control::event_json::{gap_event, human_line, record_json};
+use crate::control::event_json::{gap_event, gap_json, human_line, record_json};
 use crate::control::protocol::{EventsMode, Request};
 use crate::failure::Failure;
 use crate::hooks::{Hook, HookConfig};
@@ -522,6 +522,20 @@ fn read_image(image: &Path, since: u64, sink: &mut Sink) -> Result<(), Failure> 
         after = record.id;
     }
     paths.close();
+    if let Some(first) = scan
+        .missing_after_clean_stop()
+        .filter(|&first| superblock.state == FsState::Clean && first > since)
+    {
+        // How many went is unknown: the unmount's own, at least.
+        sink.event(gap_json(
+            first,
+            first,
+            None,
+            "the newest events, the unmount's at least: the filesystem was unmounted \
+             cleanly, which writes an unmount event last, and it is not in the log (damaged, \
+             or a crash came during the unmount)",
+        ))?;
+    }
     Ok(())
 }
 

@@ -564,10 +564,10 @@ enum Command {
     /// process dies while it follows, CMD runs once more with
     /// VIGILFS_KIND=disconnected, then the command exits 8.
     ///
-    /// Exit status: 0 shown, 1 refused (to another user), an image
-    /// without an event log (made with --event-log-size 0) or a hook that
-    /// failed for good, 2 bad arguments, 8 the mount or the image could
-    /// not answer (an image in use, the mount process gone).
+    /// Exit status: 0 shown, 1 refused (to another user, or an image in
+    /// use), an image without an event log (made with --event-log-size 0)
+    /// or a hook that failed for good, 2 bad arguments, 8 the mount or the
+    /// image could not answer (the mount process gone, a read error).
     ///
     /// Examples:
     ///   vigilfs events /mnt/data

@@ -872,6 +872,62 @@ fn since_resumes_exactly_across_remounts_and_a_kill_9() {
     assert_eq!(fsck.status.code(), Some(0), "{}", text(&fsck.stdout));
 }
 
+/// A clean unmount writes its UNMOUNT event last. With that record damaged
+/// the image's log ended at the mount's last event as if nothing were
+/// missing (review 38): now it ends with a `lost` event from the id after.
+#[test]
+fn a_damaged_unmount_event_shows_as_lost_in_the_images_log() {
+    use vigilfs::device::{BlockDevice, FileDevice, FileDeviceOptions, IoClass};
+    use vigilfs::format::event_log::{scan_region, Geometry, RECORD_SIZE};
+
+    if fuse_missing("a_damaged_unmount_event_shows_as_lost_in_the_images_log") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    scratch.umount(pid);
+    let before = events(&[scratch.img()]);
+    assert_eq!(kind(before.last().unwrap()), "unmount");
+    let unmount_id = before.last().unwrap()["id"].as_u64().unwrap();
+
+    let device = FileDevice::open(&scratch.image, FileDeviceOptions::default()).unwrap();
+    let superblock = vigilfs::format::read_superblock(&device)
+        .unwrap()
+        .superblock;
+    let geometry = Geometry {
+        region: superblock.event_log.unwrap(),
+        block_size: superblock.layout.block_size,
+    };
+    let mut region = vec![0; geometry.bytes() as usize];
+    device
+        .read_at(geometry.start(), &mut region, IoClass::EventLog)
+        .unwrap();
+    let scan = scan_region(&region, &geometry, &superblock.uuid);
+    let slot = scan.newest_slot.unwrap();
+    drop(device);
+    let at = geometry.start() + geometry.slots_offset() + slot * RECORD_SIZE as u64 + 100;
+    let image = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&scratch.image)
+        .unwrap();
+    let mut byte = [0u8; 1];
+    image.read_exact_at(&mut byte, at).unwrap();
+    byte[0] ^= 0x01;
+    image.write_all_at(&byte, at).unwrap();
+
+    let after = events(&[scratch.img()]);
+    let last = after.last().unwrap();
+    assert_eq!(kind(last), "lost", "{after:#?}");
+    assert_eq!(last["lost_first_id"].as_u64(), Some(unmount_id));
+    let fsck = vigilfs(&["fsck", scratch.img()]);
+    assert!(
+        text(&fsck.stdout).contains("the newest events are missing"),
+        "{}",
+        text(&fsck.stdout)
+    );
+}
+
 #[test]
 fn the_exec_hook_runs_once_per_event_and_resumes_from_its_state_file() {
     if fuse_missing("hooks") {

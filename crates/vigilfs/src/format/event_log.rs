@@ -678,6 +678,24 @@ impl RegionScan {
     pub fn newest(&self) -> Option<&EventRecord> {
         self.records.last()
     }
+
+    /// For a filesystem whose superblock says it was unmounted cleanly:
+    /// the first id of the newest records the region no longer holds, if
+    /// any. A clean unmount writes an UNMOUNT record last (just after the
+    /// superblock), so the newest record is that one, or it and maybe
+    /// others are missing: damaged, or a crash came between the two
+    /// writes. A region that never held a record is not missing any.
+    pub fn missing_after_clean_stop(&self) -> Option<u64> {
+        match self.newest() {
+            Some(newest) if newest.kind == RecordKind::Unmount => None,
+            Some(newest) => Some(newest.id + 1),
+            None => self
+                .defects
+                .iter()
+                .any(|defect| matches!(defect, SlotDefect::Unreadable { .. }))
+                .then_some(1),
+        }
+    }
 }
 
 /// Reads a region image (`bytes`, the whole region) of the filesystem

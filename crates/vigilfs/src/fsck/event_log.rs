@@ -108,6 +108,19 @@ pub(super) fn check(
             ),
         });
     }
+    if let Some(first) = scan
+        .missing_after_clean_stop()
+        .filter(|_| superblock.state == FsState::Clean)
+    {
+        notes.push(Note {
+            structure: STRUCTURE.into(),
+            message: format!(
+                "the newest events are missing, from id {first} on: the filesystem was \
+                 unmounted cleanly, which writes an unmount event last, and it is not here \
+                 (damaged, or a crash came during the unmount); readers show them as lost"
+            ),
+        });
+    }
     for pair in scan.records.windows(2) {
         if pair[0].id == pair[1].id {
             problem(problems, format!("two records have id {}", pair[0].id));
@@ -186,7 +199,7 @@ mod tests {
     use std::sync::Arc;
 
     use crate::device::{BlockDevice, IoClass, MemoryDevice, SectorSize};
-    use crate::format::event_log::{scan_region, Geometry};
+    use crate::format::event_log::{scan_region, Geometry, RECORD_SIZE};
     use crate::format::read_superblock;
     use crate::fs::{Filesystem, MountOptions};
     use crate::fsck::fsck;
@@ -244,6 +257,61 @@ mod tests {
                 .any(|note| note.message.contains("the damaged copy held a later one")),
             "{:#?}",
             report.notes
+        );
+    }
+    /// A clean unmount writes its UNMOUNT record last: with that record
+    /// damaged, the newest events are missing, and fsck says so (it said
+    /// nothing but that a slot failed its checksum; review 38).
+    #[test]
+    fn a_damaged_newest_record_after_a_clean_unmount_is_told_missing() {
+        let device: Arc<dyn BlockDevice> =
+            Arc::new(MemoryDevice::new(32 << 20, SectorSize::Bytes512));
+        make_filesystem(Arc::clone(&device), &MkfsOptions::default()).unwrap();
+        for _ in 0..2 {
+            let fs = Filesystem::mount(Arc::clone(&device), MountOptions::default()).unwrap();
+            fs.unmount().unwrap();
+        }
+        let missing = |report: &crate::fsck::FsckReport| {
+            report
+                .notes
+                .iter()
+                .filter(|note| note.message.contains("the newest events are missing"))
+                .map(|note| note.message.clone())
+                .collect::<Vec<_>>()
+        };
+        let report = fsck(Arc::clone(&device), &mut |_| {}).unwrap();
+        assert!(missing(&report).is_empty(), "{:#?}", report.notes);
+
+        let superblock = read_superblock(device.as_ref()).unwrap().superblock;
+        let geometry = Geometry {
+            region: superblock.event_log.expect("an event log"),
+            block_size: superblock.layout.block_size,
+        };
+        let mut image = vec![0; geometry.bytes() as usize];
+        device
+            .read_at(geometry.start(), &mut image, IoClass::EventLog)
+            .unwrap();
+        let scan = scan_region(&image, &geometry, &superblock.uuid);
+        let newest = scan.newest().unwrap().id;
+        let offset = geometry.start()
+            + geometry.slots_offset()
+            + scan.newest_slot.unwrap() * RECORD_SIZE as u64;
+        let sector_start = offset / 512 * 512;
+        let mut sector = [0u8; 512];
+        device
+            .read_at(sector_start, &mut sector, IoClass::EventLog)
+            .unwrap();
+        sector[(offset - sector_start) as usize + 100] ^= 0x01;
+        device
+            .write_at(sector_start, &sector, IoClass::EventLog)
+            .unwrap();
+
+        let report = fsck(Arc::clone(&device), &mut |_| {}).unwrap();
+        let said = missing(&report);
+        assert_eq!(said.len(), 1, "{:#?}", report.notes);
+        assert!(
+            said[0].contains(&format!("from id {newest} on")),
+            "{said:?}"
         );
     }
 }
