@@ -41,7 +41,9 @@ use crate::alloc::FailureCause;
 use crate::btree::{BtreeError, TreeId};
 use crate::device::{BlockDevice, ByteRange, DeviceError, DeviceErrorKind, IoClass, IoOperation};
 use crate::format::layout::SUPERBLOCK_SIZE;
-use crate::format::{read_superblock_copy, torn_by_one_crash, FormatError, Layout, SuperblockCopy};
+use crate::format::{
+    read_superblock_copy, torn_by_one_crash, FormatError, Layout, Superblock, SuperblockCopy,
+};
 use crate::inode::{Extent, ExtentKey};
 use crate::journal::decode_entry;
 use crate::metadata::Metadata;
@@ -396,7 +398,21 @@ impl Run<'_, '_> {
             self.stats.bytes += range.len();
             self.pace(range.len());
             outcomes.push((copy, range, read_superblock_copy(device, copy)));
+            // A sink that cut the rate's wait short hears at once, before
+            // the next copy is read unpaced; what was read is still told.
+            if self.progress(Cursor::START, false).is_break() {
+                self.superblock_findings(outcomes)?;
+                return ControlFlow::Break(());
+            }
         }
+        self.superblock_findings(outcomes)
+    }
+
+    /// Reports what reading the superblock copies found.
+    fn superblock_findings(
+        &mut self,
+        outcomes: Vec<(SuperblockCopy, ByteRange, Result<Superblock, FormatError>)>,
+    ) -> ControlFlow<()> {
         // A crash tears the primary or the backups, never both: on an
         // image left so, such a copy is what the next mount rewrites
         // without a report (and fsck notes it), not a finding.
@@ -422,9 +438,6 @@ impl Run<'_, '_> {
                     self.found(range, FailureCause::Checksum, format!("{copy}: {error}"))?;
                 }
             }
-            // A sink that cut the rate's wait short hears at once, before
-            // the next copy is read unpaced.
-            self.progress(Cursor::START, false)?;
         }
         ControlFlow::Continue(())
     }
