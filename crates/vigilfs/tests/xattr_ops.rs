@@ -636,6 +636,29 @@ fn a_stored_value_with_a_bad_version_or_no_version_byte_is_eio() {
     );
 }
 
+/// A record whose name no set accepts (damage, as fsck says) was listed,
+/// and then a program could neither get, copy nor remove it (review 38):
+/// listing it is EIO, as other damaged records are.
+#[test]
+fn a_stored_name_no_set_accepts_makes_the_listing_eio() {
+    for name in [&b"other.x"[..], b"system.foo", b"user."] {
+        let (_, _, metadata, file) = with_file();
+        let xattrs = Xattrs::new(metadata.clone());
+        xattrs.set(file, b"user.good", b"g", CREATE).unwrap();
+        let mut transaction = metadata.trees.transaction();
+        transaction
+            .put(
+                TreeId::Xattrs,
+                &[&file.to_be_bytes()[..], name].concat(),
+                &[1, b'v'],
+            )
+            .unwrap();
+        transaction.commit().unwrap();
+        assert_eq!(errno(xattrs.list(file)), libc::EIO, "{name:?}");
+        assert_eq!(xattrs.get(file, b"user.good").unwrap(), b"g");
+    }
+}
+
 #[test]
 fn delete_all_of_an_inode_without_attributes_changes_nothing() {
     let (_, _, metadata, file) = with_file();

@@ -721,8 +721,24 @@ impl Xattrs {
         self.metadata.read_records(
             || {
                 let transaction = self.metadata.trees.transaction();
-                read_inode(&transaction, ino)?;
-                storage::names(&transaction, ino)
+                let record = read_inode(&transaction, ino)?;
+                let names = storage::names(&transaction, ino)?;
+                // A record no set could have made is damage (fsck says
+                // so too), not a name to hand a program that would then
+                // fail to get, copy or remove it.
+                for name in &names {
+                    let refused = check_name(name).err().or_else(|| {
+                        (is_user_name(name) && !holds_user_attributes(record.file_type()))
+                            .then_some(XattrError::NotPermitted("user attributes on this type"))
+                    });
+                    if let Some(error) = refused {
+                        return Err(XattrError::Corrupt(format!(
+                            "inode {ino}: an attribute named {:?}, which no set accepts ({error})",
+                            String::from_utf8_lossy(name)
+                        )));
+                    }
+                }
+                Ok(names)
             },
             |error| matches!(error, XattrError::Corrupt(_)),
         )
