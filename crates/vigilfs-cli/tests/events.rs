@@ -775,14 +775,7 @@ fn since_resumes_exactly_across_remounts_and_a_kill_9() {
             .filter_map(|event| event["id"].as_u64()),
     );
     // The mount process dies without unmounting.
-    // SAFETY: killing the daemon this test started.
-    unsafe {
-        libc::kill(pid as i32, libc::SIGKILL);
-    }
-    wait_until("the daemon is gone", Duration::from_secs(30), || {
-        process_gone(pid)
-    });
-    lazy_unmount(&scratch.mountpoint);
+    kill_9_daemon(pid, &scratch.mountpoint);
     pid = scratch.mount(&[]);
     make_events(1);
     let resumed = events(&[scratch.mnt(), "--since", &handled.to_string()]);
@@ -1619,14 +1612,7 @@ fn the_error_count_catches_up_with_the_event_log_after_a_kill_9() {
         .map(|event| event["count"].as_u64().unwrap())
         .sum();
     assert!(logged >= 3, "{logged}");
-    // SAFETY: killing the daemon this test started.
-    unsafe {
-        libc::kill(pid as i32, libc::SIGKILL);
-    }
-    wait_until("the daemon is gone", Duration::from_secs(30), || {
-        process_gone(pid)
-    });
-    lazy_unmount(&scratch.mountpoint);
+    kill_9_daemon(pid, &scratch.mountpoint);
     // fsck of the image left behind counts them too.
     let checked = vigilfs(&["fsck", scratch.img(), "--json"]);
     let report: Value = serde_json::from_slice(&checked.stdout).unwrap();

@@ -435,14 +435,7 @@ fn a_superblock_copy_torn_by_a_crash_is_no_scrub_finding_until_a_clean_unmount()
     let scratch = Scratch::new();
     let pid = scratch.mount(&["--size", "64M"]);
     write_synced(&scratch.at("f"), &pattern(2, 9));
-    // SAFETY: killing the daemon this test started.
-    unsafe {
-        libc::kill(pid as i32, libc::SIGKILL);
-    }
-    wait_until("the daemon is gone", Duration::from_secs(30), || {
-        process_gone(pid)
-    });
-    lazy_unmount(&scratch.mountpoint);
+    kill_9_daemon(pid, &scratch.mountpoint);
     let tear = || {
         let image = OpenOptions::new()
             .read(true)

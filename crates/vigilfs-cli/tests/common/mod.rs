@@ -109,6 +109,20 @@ pub fn process_gone(pid: u32) -> bool {
     }
 }
 
+/// Kills the mount daemon `pid` (a test's own) as a crash would, waits
+/// for it to be gone, and detaches its dead mount at `mountpoint`: the
+/// image is left as the crash left it.
+pub fn kill_9_daemon(pid: u32, mountpoint: &Path) {
+    // SAFETY: killing a daemon the calling test started.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+    wait_until("the daemon is gone", Duration::from_secs(30), || {
+        process_gone(pid)
+    });
+    lazy_unmount(mountpoint);
+}
+
 /// `statvfs` of `path` (its mount's flags in `f_flag`, df's numbers);
 /// panics if it fails.
 pub fn statvfs(path: &Path) -> libc::statvfs {

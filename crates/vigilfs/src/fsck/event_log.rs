@@ -199,11 +199,26 @@ mod tests {
     use std::sync::Arc;
 
     use crate::device::{BlockDevice, IoClass, MemoryDevice, SectorSize};
-    use crate::format::event_log::{scan_region, Geometry, RECORD_SIZE};
+    use crate::format::event_log::{scan_region, Geometry, RegionScan, RECORD_SIZE};
     use crate::format::read_superblock;
     use crate::fs::{Filesystem, MountOptions};
     use crate::fsck::fsck;
     use crate::mkfs::{make_filesystem, MkfsOptions};
+
+    /// The event log region of the filesystem on `device`, read.
+    fn scanned(device: &dyn BlockDevice) -> (Geometry, RegionScan) {
+        let superblock = read_superblock(device).unwrap().superblock;
+        let geometry = Geometry {
+            region: superblock.event_log.expect("an event log"),
+            block_size: superblock.layout.block_size,
+        };
+        let mut image = vec![0; geometry.bytes() as usize];
+        device
+            .read_at(geometry.start(), &mut image, IoClass::EventLog)
+            .unwrap();
+        let scan = scan_region(&image, &geometry, &superblock.uuid);
+        (geometry, scan)
+    }
 
     /// The header copies alternate: with the newer one damaged, the older
     /// one's reservation is older than the records written under the newer
@@ -220,16 +235,7 @@ mod tests {
         // reserves the ids its records have.
         let fs = Filesystem::mount(Arc::clone(&device), MountOptions::default()).unwrap();
         fs.unmount().unwrap();
-        let superblock = read_superblock(device.as_ref()).unwrap().superblock;
-        let geometry = Geometry {
-            region: superblock.event_log.expect("an event log"),
-            block_size: superblock.layout.block_size,
-        };
-        let mut image = vec![0; geometry.bytes() as usize];
-        device
-            .read_at(geometry.start(), &mut image, IoClass::EventLog)
-            .unwrap();
-        let scan = scan_region(&image, &geometry, &superblock.uuid);
+        let (geometry, scan) = scanned(device.as_ref());
         let sequence = |copy: usize| scan.headers[copy].as_ref().unwrap().sequence;
         let newer = if sequence(0) > sequence(1) { 0 } else { 1 };
         let offset = geometry.start() + geometry.header_offset(newer);
@@ -282,16 +288,7 @@ mod tests {
         let report = fsck(Arc::clone(&device), &mut |_| {}).unwrap();
         assert!(missing(&report).is_empty(), "{:#?}", report.notes);
 
-        let superblock = read_superblock(device.as_ref()).unwrap().superblock;
-        let geometry = Geometry {
-            region: superblock.event_log.expect("an event log"),
-            block_size: superblock.layout.block_size,
-        };
-        let mut image = vec![0; geometry.bytes() as usize];
-        device
-            .read_at(geometry.start(), &mut image, IoClass::EventLog)
-            .unwrap();
-        let scan = scan_region(&image, &geometry, &superblock.uuid);
+        let (geometry, scan) = scanned(device.as_ref());
         let newest = scan.newest().unwrap().id;
         let offset = geometry.start()
             + geometry.slots_offset()
