@@ -531,9 +531,9 @@ fn read_image(image: &Path, since: u64, sink: &mut Sink) -> Result<(), Failure> 
             first,
             first,
             None,
-            "the newest events, the unmount's at least: the filesystem was unmounted \
-             cleanly, which writes an unmount event last, and it is not in the log (damaged, \
-             or a crash came during the unmount)",
+            "the newest events, the unmount's at least: the superblock says the filesystem \
+             was unmounted cleanly, which writes an unmount event last, and it is not in the \
+             log (damaged, or a crash came during the unmount)",
         ))?;
     }
     Ok(())

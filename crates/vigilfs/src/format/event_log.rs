@@ -679,22 +679,38 @@ impl RegionScan {
         self.records.last()
     }
 
-    /// For a filesystem whose superblock says it was unmounted cleanly:
-    /// the first id of the newest records the region no longer holds, if
-    /// any. A clean unmount writes an UNMOUNT record last (just after the
-    /// superblock), so the newest record is that one, or it and maybe
-    /// others are missing: damaged, or a crash came between the two
-    /// writes. A region that never held a record is not missing any.
+    /// For a filesystem whose superblock says it stopped cleanly: the
+    /// first id of the newest records the region no longer holds, if any.
+    /// A clean unmount writes an UNMOUNT record last (just after the
+    /// superblock); a freeze writes the superblock clean, then a FREEZE
+    /// record, and the log goes on being written until the thaw. So the
+    /// newest record is an UNMOUNT, or is at or after a FREEZE no THAW or
+    /// MOUNT followed; otherwise records are missing (damaged, or a crash
+    /// came between the two writes). A region that never held a record is
+    /// not missing any.
     pub fn missing_after_clean_stop(&self) -> Option<u64> {
-        match self.newest() {
-            Some(newest) if newest.kind == RecordKind::Unmount => None,
-            Some(newest) => Some(newest.id + 1),
-            None => self
+        let Some(newest) = self.newest() else {
+            return self
                 .defects
                 .iter()
                 .any(|defect| matches!(defect, SlotDefect::Unreadable { .. }))
-                .then_some(1),
-        }
+                .then_some(1);
+        };
+        let stopped = self
+            .records
+            .iter()
+            .rev()
+            .find(|record| {
+                matches!(
+                    record.kind,
+                    RecordKind::Unmount | RecordKind::Freeze | RecordKind::Thaw | RecordKind::Mount
+                )
+            })
+            .is_some_and(|record| {
+                record.kind == RecordKind::Freeze
+                    || (record.kind == RecordKind::Unmount && record.id == newest.id)
+            });
+        (!stopped).then_some(newest.id + 1)
     }
 }
 
