@@ -386,12 +386,12 @@ impl Run<'_> {
     ) -> Result<(), Failure> {
         let mut program = self.program(command, lab, name, role, index)?;
         let status = program.wait(self.timeout)?;
-        if !lab.is_mounted() {
-            // Whatever it exited with, the next program would run in the
-            // bare directory below and tell nothing.
+        if let Some(what) = lab.taken_away() {
+            // Whatever it exited with, the next program would run in
+            // another filesystem and tell nothing.
             return Err(Failure::operational(format!(
-                "the {role} unmounted the mount it runs in ({}): crash-test can only test \
-                 programs that leave it mounted",
+                "the {role} {what} ({}): crash-test can only test programs that leave it as \
+                 it is",
                 lab.mountpoint.display()
             )));
         }

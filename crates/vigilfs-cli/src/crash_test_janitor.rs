@@ -231,7 +231,7 @@ pub fn kill_group(group: i32) {
 }
 
 /// `umount -l`, or `fusermount3 -u -z` for a user other than root.
-fn detach(mountpoint: &Path) {
+pub(crate) fn detach(mountpoint: &Path) {
     let Ok(path) = CString::new(mountpoint.as_os_str().as_encoded_bytes()) else {
         return;
     };

@@ -21,12 +21,13 @@ use vigilfs::fs::faults::Operation;
 use vigilfs::fsck::{fsck_with, FsckOptions};
 
 use crate::control::server::{self, ControlServer, Served};
-use crate::crash_test_janitor::kill_group;
+use crate::crash_test_janitor::{detach, kill_group};
 use crate::crash_test_reaper::{end_and_reap, warn_of_survivors};
 use crate::engine_slot::EngineSlot;
 use crate::failure::Failure;
 use crate::mount_command::{fuse_config, mount_options};
 use crate::mount_options::MountSettings;
+use crate::mountinfo::Mounts;
 use crate::power_cut::PowerSwitch;
 use crate::size::ByteSize;
 
@@ -72,6 +73,31 @@ fn own_empty_directory(directory: &Path) -> Result<(), Failure> {
     )))
 }
 
+/// Detaches what programs mounted on top of the lab's mount at
+/// `mountpoint`, or inside it, newest first. Unmounting the lab's mount by
+/// its path would otherwise take the top one instead and then wait for
+/// the lab's session for good (review 39: a workload that mounted a tmpfs
+/// there hung the run, deaf to SIGTERM).
+fn detach_foreign_mounts(mountpoint: &Path) {
+    let Ok(mounts) = Mounts::read() else {
+        return;
+    };
+    let inside: Vec<&Path> = mounts
+        .entries()
+        .iter()
+        .map(|entry| entry.mountpoint.as_path())
+        .filter(|path| path.starts_with(mountpoint))
+        .collect();
+    // The lab's own is the first at the mount point (a directory it made
+    // empty, or took empty, just before).
+    let own = inside.iter().position(|path| *path == mountpoint);
+    for (index, path) in inside.iter().enumerate().rev() {
+        if Some(index) != own {
+            detach(path);
+        }
+    }
+}
+
 impl LabMount {
     pub(crate) fn start(
         directory: &Path,
@@ -81,9 +107,10 @@ impl LabMount {
     ) -> Result<LabMount, Failure> {
         let image = directory.join(format!("{name}.img"));
         let mountpoint = directory.join(format!("{name}.mnt"));
+        // First the mount point: refused, it leaves no image behind.
+        own_empty_directory(&mountpoint)?;
         let _ = fs::remove_file(&image);
         crate::mkfs_command::create_formatted(&image, size)?;
-        own_empty_directory(&mountpoint)?;
         let file = FileDevice::open(&image, FileDeviceOptions::default()).map_err(|error| {
             Failure::operational(format!("cannot open {}: {error}", image.display()))
         })?;
@@ -128,14 +155,18 @@ impl LabMount {
         })
     }
 
-    /// Whether the lab's mount is still the topmost mount at its mount
-    /// point (a program in it may have unmounted it).
-    pub(crate) fn is_mounted(&self) -> bool {
-        crate::mountinfo::Mounts::read().map_or(true, |mounts| {
-            mounts
-                .topmost_at(&self.mountpoint)
-                .is_some_and(|entry| entry.is_fuse())
-        })
+    /// What a program did to the lab's mount that leaves the next one
+    /// nothing to test, if anything: unmounted it, or mounted another
+    /// filesystem over it.
+    pub(crate) fn taken_away(&self) -> Option<&'static str> {
+        let mounts = Mounts::read().ok()?;
+        match mounts.topmost_at(&self.mountpoint) {
+            None => Some("unmounted the mount it runs in"),
+            Some(entry) if !entry.is_fuse() => {
+                Some("mounted another filesystem over the mount it runs in")
+            }
+            Some(_) => None,
+        }
     }
 
     pub(crate) fn counts(&self) -> Counts {
@@ -197,6 +228,7 @@ impl LabMount {
         // its group; if it still uses the lab's mount, the unmount would
         // wait for it for good.
         warn_of_survivors(end_and_reap(None, &self.mountpoint));
+        detach_foreign_mounts(&self.mountpoint);
         let unmounted = session.unmount();
         self.switch.close();
         let engine = self.slot.take();

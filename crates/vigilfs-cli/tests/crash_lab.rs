@@ -968,6 +968,44 @@ fn a_workload_that_unmounts_its_mount_is_told_so() {
     assert!(mounts_under(&scripts.path().join("work")).is_empty());
 }
 
+/// A workload that mounts another filesystem over its mount: the run says
+/// so, takes that mount away and ends (it hung for good, deaf to SIGTERM,
+/// unmounting the tmpfs by the path and waiting for its own session;
+/// review 39). Run under `timeout`: a hang fails the test, not CI.
+#[test]
+fn a_workload_that_mounts_over_its_mount_is_told_so_and_the_run_ends() {
+    if fuse_missing("a_workload_that_mounts_over_its_mount_is_told_so_and_the_run_ends") {
+        return;
+    }
+    let scripts = tempfile::tempdir().unwrap();
+    let work = scripts.path().join("work");
+    let output = std::process::Command::new("timeout")
+        .args(["-k", "5", "120"])
+        .arg(binary())
+        .args([
+            "crash-test",
+            "--workload",
+            r#"echo hi > f; sync f; mount -t tmpfs none "$VIGILFS_MOUNT""#,
+            "--check",
+            "true",
+            "--cuts",
+            "1",
+            "--size",
+            "64M",
+            "--work-dir",
+        ])
+        .arg(&work)
+        .output()
+        .unwrap();
+    let said = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(8), "{said}");
+    assert!(
+        said.contains("the workload mounted another filesystem over the mount it runs in"),
+        "{said}"
+    );
+    assert!(mounts_under(&work).is_empty(), "{:?}", mounts_under(&work));
+}
+
 /// In a shared work directory another user may make the directories a run
 /// mounts on: the run must neither mount there nor remove them.
 #[test]
@@ -989,6 +1027,21 @@ fn a_mount_point_another_user_made_in_the_work_directory_is_not_used() {
     );
     assert!(planted.is_dir(), "the other user's directory was removed");
     assert!(mounts_under(&work).is_empty());
+    // Refused at a trial's mount point, the run leaves no image of its own
+    // there (it then blocked the next run as "from an earlier run").
+    fs::remove_dir(&planted).unwrap();
+    let planted = work.join("cut-1.mnt");
+    fs::create_dir(&planted).unwrap();
+    std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).unwrap();
+    let output = crash_test_report(
+        scripts.path(),
+        "echo data > f; sync f",
+        "true",
+        &["--cuts", "1"],
+    );
+    assert_eq!(output.status.code(), Some(8), "{}", text(&output.stderr));
+    assert!(planted.is_dir());
+    assert!(!work.join("cut-1.img").exists());
     // The run's own logs (kept with a failed trial) are its user's only.
     fs::remove_dir(&planted).unwrap();
     let output = crash_test_report(
