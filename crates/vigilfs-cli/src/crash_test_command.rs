@@ -34,6 +34,7 @@
 use std::fs::{self};
 use std::io::IsTerminal;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
@@ -743,6 +744,18 @@ fn work_directory(asked: Option<&Path>) -> Result<WorkDirectory, Failure> {
             )));
         }
         let earlier = earlier_run_files(directory);
+        // SAFETY: geteuid(2) takes nothing and cannot fail.
+        let user = unsafe { libc::geteuid() };
+        if let Some((name, owner)) = earlier.iter().find_map(|name| {
+            let owner = fs::symlink_metadata(directory.join(name)).ok()?.uid();
+            (owner != user).then_some((name, owner))
+        }) {
+            return Err(Failure::arguments(format!(
+                "{} holds {name}, which user {owner} made, not a run of this user's: a run \
+                 writes there, so it uses only its own; remove it or use another --work-dir",
+                directory.display()
+            )));
+        }
         if let Some(first) = earlier.first() {
             return Err(Failure::arguments(format!(
                 "{} holds {first}{} from an earlier run (a failed trial's image and logs, \

@@ -1042,8 +1042,22 @@ fn a_mount_point_another_user_made_in_the_work_directory_is_not_used() {
     assert_eq!(output.status.code(), Some(8), "{}", text(&output.stderr));
     assert!(planted.is_dir());
     assert!(!work.join("cut-1.img").exists());
-    // The run's own logs (kept with a failed trial) are its user's only.
+    // A file another user planted under a trial's name is theirs, not an
+    // earlier run's kept for its replay, and the refusal says so.
     fs::remove_dir(&planted).unwrap();
+    let planted = work.join("cut-1.check.log");
+    fs::write(&planted, "planted").unwrap();
+    std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).unwrap();
+    let output = crash_test_report(scripts.path(), "echo data > f", "true", &["--cuts", "1"]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("which user 65534 made"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert_eq!(fs::read_to_string(&planted).unwrap(), "planted");
+    fs::remove_file(&planted).unwrap();
+    // The run's own logs (kept with a failed trial) are its user's only.
     let output = crash_test_report(
         scripts.path(),
         "echo hello > f; echo said",
