@@ -82,18 +82,19 @@ fn detach_foreign_mounts(mountpoint: &Path) {
     let Ok(mounts) = Mounts::read() else {
         return;
     };
-    let inside: Vec<&Path> = mounts
+    let inside: Vec<_> = mounts
         .entries()
         .iter()
-        .map(|entry| entry.mountpoint.as_path())
-        .filter(|path| path.starts_with(mountpoint))
+        .filter(|entry| entry.mountpoint.starts_with(mountpoint))
         .collect();
-    // The lab's own is the first at the mount point (a directory it made
-    // empty, or took empty, just before).
-    let own = inside.iter().position(|path| *path == mountpoint);
-    for (index, path) in inside.iter().enumerate().rev() {
+    // The lab's own is the first FUSE mount at the mount point (a
+    // directory it made empty, or took empty, just before).
+    let own = inside
+        .iter()
+        .position(|entry| entry.mountpoint == mountpoint && entry.is_fuse());
+    for (index, entry) in inside.iter().enumerate().rev() {
         if Some(index) != own {
-            detach(path);
+            detach(&entry.mountpoint);
         }
     }
 }
