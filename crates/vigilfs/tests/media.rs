@@ -17,7 +17,7 @@ use vigilfs::device::{
 };
 use vigilfs::failure::{Origin, Outcome, OwnerKind};
 use vigilfs::format::{ErrorKind, Layout};
-use vigilfs::fs::{Filesystem, FsError, LifeState, MountOptions, OpenFlags};
+use vigilfs::fs::{Filesystem, FsError, LifeState, MountOptions, OpenFlags, ScrubSummary};
 use vigilfs::fsck::{fsck, fsck_with, FsckOptions};
 use vigilfs::inode::{Caller, FallocateMode, RenameFlags, ROOT_INO};
 use vigilfs::mkfs::{make_filesystem, MkfsOptions};
@@ -2146,6 +2146,26 @@ fn a_damaged_extents_leaf_is_a_finding_and_the_scrub_goes_on() {
     fs.unmount().unwrap();
 }
 
+/// A completed scrub found one rotten block, block `block` of `ino`, and
+/// nothing else; reads of it fail once the faults are cleared. Unmounts.
+fn only_the_rotten_block_was_found(
+    fixture: &Fixture,
+    fs: Arc<Filesystem>,
+    summary: &ScrubSummary,
+    ino: u64,
+    block: u64,
+) {
+    assert!(summary.complete);
+    assert_eq!(
+        (summary.findings, summary.lost_blocks),
+        (1, 1),
+        "{summary:?}"
+    );
+    fixture.plan.clear();
+    assert_eq!(errno_of(read_block(&fs, ino, block)), libc::EIO);
+    Arc::try_unwrap(fs).ok().unwrap().unmount().unwrap();
+}
+
 /// Runs a scrub whose reads of `held` wait 1.5 s, and `meanwhile` while
 /// the first of them waits; the scrub's summary.
 fn scrub_while_rewriting(
@@ -2153,7 +2173,7 @@ fn scrub_while_rewriting(
     fs: &Arc<Filesystem>,
     held: ByteRange,
     meanwhile: impl FnOnce(),
-) -> vigilfs::fs::ScrubSummary {
+) -> ScrubSummary {
     fixture
         .plan
         .add_rule(
@@ -2310,15 +2330,7 @@ fn rot_is_found_while_another_block_of_its_extent_is_rewritten() {
         rewrite_block(&fs, ino, 7, 6);
         assert_ne!(fixture.physical(&fs, ino, 7), first + 7, "copy-on-write");
     });
-    assert!(summary.complete);
-    assert_eq!(
-        (summary.findings, summary.lost_blocks),
-        (1, 1),
-        "{summary:?}"
-    );
-    fixture.plan.clear();
-    assert_eq!(errno_of(read_block(&fs, ino, 5)), libc::EIO);
-    Arc::try_unwrap(fs).ok().unwrap().unmount().unwrap();
+    only_the_rotten_block_was_found(&fixture, fs, &summary, ino, 5);
 }
 
 /// Review 36: the scrub reads the reverse map ahead in batches; a write
@@ -2344,13 +2356,5 @@ fn rot_in_the_tail_a_write_split_off_an_extent_is_found() {
     let summary = scrub_while_rewriting(&fixture, &fs, ByteRange::at(held * BLOCK, BLOCK), || {
         rewrite_block(&fs, ino, 3, 6);
     });
-    assert!(summary.complete);
-    assert_eq!(
-        (summary.findings, summary.lost_blocks),
-        (1, 1),
-        "{summary:?}"
-    );
-    fixture.plan.clear();
-    assert_eq!(errno_of(read_block(&fs, ino, 6)), libc::EIO);
-    Arc::try_unwrap(fs).ok().unwrap().unmount().unwrap();
+    only_the_rotten_block_was_found(&fixture, fs, &summary, ino, 6);
 }
