@@ -43,7 +43,8 @@
 //!
 //! This file holds the mount's shared state; `api` the operations a
 //! transport calls, with their permission checks;
-//! `lifecycle` mount, freeze, thaw, shutdown, status and unmount;
+//! `mounting` the mount's options and its steps; `lifecycle` freeze,
+//! thaw, shutdown, status and unmount;
 //! `error_policy` what happens to an error besides being returned (events,
 //! the error record, the `errors=` policy); `gate` the life state writers
 //! pass; `handles` open files and lookup counts; `health` the event source
@@ -73,6 +74,7 @@ mod known_names;
 pub mod latency;
 mod lifecycle;
 mod media;
+mod mounting;
 mod paths;
 mod read_write;
 mod released_space;
@@ -88,8 +90,9 @@ pub use crash_lab::{Unsynced, UnsyncedChange, UnsyncedData};
 pub use error::{FsError, FsResult};
 pub use gate::LifeState;
 pub use handles::OpenFlags;
-pub use lifecycle::{AtimeUpdates, MountError, MountOptions, Status};
+pub use lifecycle::Status;
 pub use media::{BadExtent, FailureReport, MediaStatus, POISON_LISTED};
+pub use mounting::{AtimeUpdates, MountError, MountOptions};
 pub use paths::DEFAULT_BUDGET as PATH_SEARCH_BUDGET;
 pub use scrubbing::{ScrubRequest, ScrubStatus, ScrubSummary};
 pub use settings::{Settings, SettingsChange};

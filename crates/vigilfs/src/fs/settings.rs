@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use super::lifecycle::{AtimeUpdates, MountOptions};
+use super::mounting::{AtimeUpdates, MountOptions};
 use super::FsError;
 use crate::format::ErrorsPolicy;
 

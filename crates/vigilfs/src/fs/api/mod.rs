@@ -24,7 +24,7 @@ use super::faults::Operation;
 use super::gate::WriteGuard;
 use super::handles::{OpenDir, OpenFile, OpenFlags};
 use super::health::Incident;
-use super::lifecycle::AtimeUpdates;
+use super::mounting::AtimeUpdates;
 use super::unsynced::Change;
 use super::{Filesystem, FsError, FsResult, LifeState};
 use crate::format::ErrorKind;
