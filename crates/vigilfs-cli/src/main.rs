@@ -31,6 +31,7 @@ mod metrics;
 mod metrics_http;
 mod mkfs_command;
 mod mount_command;
+mod mount_files;
 mod mount_options;
 mod mountinfo;
 mod power_cut;

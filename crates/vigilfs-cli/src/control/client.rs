@@ -444,12 +444,9 @@ const WAIT_SLICE: Duration = Duration::from_secs(1);
 /// debugger) before saying so: it cannot answer until it is resumed.
 const STOPPED_GIVE_UP: Duration = Duration::from_secs(5);
 
-/// Whether process `pid` is stopped (state T, or t under a tracer).
+/// Whether process `pid` is stopped (a peer's pid is never negative).
 fn process_stopped(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .is_some_and(|(_, rest)| matches!(rest.trim_start().chars().next(), Some('T' | 't')))
-    })
+    u32::try_from(pid).is_ok_and(crate::processes::is_stopped)
 }
 
 /// Sends `request` and reads the response line; each time the stream's
