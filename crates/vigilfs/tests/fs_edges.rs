@@ -236,6 +236,43 @@ fn after_errors_remount_ro_fsync_of_new_data_fails() {
     fs.unmount().unwrap();
 }
 
+/// Read-only after a journal failure, fsync answers for its own file:
+/// one whose data and changes are durable succeeds, while a directory
+/// with a change the journal lost fails, and so does syncfs. Every fsync
+/// failed once anything at all was pending (review 41).
+#[test]
+fn after_errors_remount_ro_fsync_of_what_is_durable_succeeds_and_of_what_is_not_fails() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount_with(MountOptions {
+        errors: Some(ErrorsPolicy::RemountReadOnly),
+        ..MountOptions::default()
+    });
+    let (_, handle) = fs
+        .create(ROOT_INO, b"f", 0o644, read_write(), &root())
+        .unwrap();
+    fs.write(handle, 0, b"durable", &root()).unwrap();
+    let synced = fs.mkdir(ROOT_INO, b"synced", 0o755, &root()).unwrap().ino;
+    fs.fsync(handle, false).unwrap();
+    let changed = fs.mkdir(ROOT_INO, b"changed", 0o755, &root()).unwrap().ino;
+    fs.fsync(handle, false).unwrap();
+    let synced = fs.opendir(synced, &root()).unwrap();
+    let changed_handle = fs.opendir(changed, &root()).unwrap();
+    fixture.fail_writes(IoClass::Journal);
+    let _ = fs.mkdir(changed, b"lost", 0o755, &root());
+    let _ = fs.syncfs_once();
+    assert!(matches!(fs.status().state, LifeState::ReadOnly(_)));
+    fixture.plan.clear();
+    fs.fsync(handle, false).expect("fsync of a durable file");
+    fs.fsyncdir(synced).expect("fsync of a durable directory");
+    assert_eq!(errno(fs.fsyncdir(changed_handle)), libc::EIO);
+    assert_eq!(errno(fs.syncfs_once()), libc::EIO);
+    for directory in [synced, changed_handle] {
+        fs.releasedir(directory).unwrap();
+    }
+    fs.release(handle).unwrap();
+    fs.unmount().unwrap();
+}
+
 /// A device that refuses the journal's writes for space fails the journal
 /// for good: fsync says EIO, then and after the device has room again,
 /// never ENOSPC, which would send a program freeing space that cannot

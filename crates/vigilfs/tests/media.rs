@@ -662,6 +662,56 @@ fn an_uncached_node_on_a_bad_block_goes_to_the_errors_policy_with_its_tree_and_l
     assert!(blob_text(&event).contains(&format!("tree=inodes level=0 block={leaf}")));
 }
 
+/// After a lost node sends the mount read-only, a file and a directory
+/// whose changes are all durable still fsync, and so does the filesystem:
+/// the bad-block list the loss added to cannot be written any more, but it
+/// is the filesystem's own record, not a change a program made. fsync
+/// failed with EIO on every file, so a database's checkpoint of data it
+/// had synced read as a loss (review 41).
+#[test]
+fn a_mount_gone_read_only_for_a_lost_node_still_fsyncs_what_is_durable() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    many_files(&fs, 600);
+    let (_, kept) = fs
+        .create(ROOT_INO, b"kept", 0o644, read_write(), &root())
+        .unwrap();
+    fs.write(kept, 0, b"synced", &root()).unwrap();
+    fs.release(kept).unwrap();
+    fs.unmount().unwrap();
+    // Only the roots are cached after a mount.
+    let fs = fixture.mount();
+    let kept = fs.lookup(ROOT_INO, b"kept", &root()).unwrap().ino;
+    let handle = fs.open(kept, read_write(), &root()).unwrap();
+    let directory = fs.opendir(ROOT_INO, &root()).unwrap();
+    // Neither the root's leaf nor `kept`'s, which are cached now.
+    let leaves = node_of(&fixture, &fs, TreeId::Inodes);
+    assert!(leaves.len() > 2, "{leaves:?}");
+    let leaf = leaves[leaves.len() / 2];
+    fixture.bad_block(leaf);
+    let report = fs
+        .notify_failure(ByteRange::at(leaf * BLOCK, BLOCK), Origin::operator("test"))
+        .unwrap();
+    assert!(
+        matches!(report.handled[0].outcome, Outcome::Lost { .. }),
+        "{:#?}",
+        report.handled
+    );
+    assert!(matches!(fs.status().state, LifeState::ReadOnly(_)));
+    let journal = fs.status().journal;
+    assert!(
+        journal.next_seq - 1 > journal.durable_seq || journal.open_seq.is_some(),
+        "the bad-block list is in an entry that cannot be written: {journal:?}"
+    );
+    fs.fsync(handle, false).expect("fsync of a durable file");
+    fs.fsyncdir(directory)
+        .expect("fsync of a durable directory");
+    fs.syncfs_once()
+        .expect("syncfs with no change of a program pending");
+    fs.release(handle).unwrap();
+    fs.releasedir(directory).unwrap();
+}
+
 /// A node of the entries tree that cannot be read says which tree; the
 /// directory being listed is what it cost, and the error names it.
 #[test]

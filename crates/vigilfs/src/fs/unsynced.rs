@@ -79,6 +79,26 @@ impl Changes {
         }
         (pending.changes.iter().cloned().collect(), pending.omitted)
     }
+
+    /// Whether a change after `durable_seq` concerns inode `ino`: made to
+    /// it, or to an entry of it (a directory). True too when changes were
+    /// made but are no longer remembered: nothing can be promised then.
+    pub fn any_pending_for(&self, ino: u64, durable_seq: u64) -> bool {
+        let (pending, omitted) = self.pending(durable_seq);
+        omitted > 0 || pending.iter().any(|change| change.concerns(ino))
+    }
+}
+
+impl Change {
+    /// Whether this change is to inode `ino` or to one of its entries.
+    fn concerns(&self, ino: u64) -> bool {
+        let in_directory = |entry: &Option<(u64, Vec<u8>)>| {
+            entry
+                .as_ref()
+                .is_some_and(|(directory, _)| *directory == ino)
+        };
+        self.ino == Some(ino) || in_directory(&self.entry) || in_directory(&self.new_entry)
+    }
 }
 
 #[cfg(test)]
@@ -105,5 +125,33 @@ mod tests {
         assert_eq!(pending.iter().map(|c| c.seq).collect::<Vec<_>>(), [7]);
         assert_eq!(omitted, 0);
         assert!(changes.pending(7).0.is_empty());
+    }
+
+    #[test]
+    fn a_change_is_pending_for_its_inode_and_for_the_directories_of_its_entries() {
+        let changes = Changes::default();
+        changes.note(Change {
+            seq: 5,
+            operation: "rename",
+            ino: Some(10),
+            entry: Some((1, b"a".to_vec())),
+            new_entry: Some((2, b"b".to_vec())),
+        });
+        for ino in [10, 1, 2] {
+            assert!(changes.any_pending_for(ino, 4), "inode {ino}");
+        }
+        assert!(!changes.any_pending_for(3, 4));
+        changes.note(change(6));
+        assert!(!changes.any_pending_for(10, 5), "durable once entry 5 is");
+        assert!(changes.any_pending_for(6, 5));
+    }
+
+    #[test]
+    fn changes_no_longer_remembered_are_pending_for_every_inode() {
+        let changes = Changes::default();
+        for seq in 1..=(MAX_PENDING_CHANGES as u64 + 1) {
+            changes.note(change(seq));
+        }
+        assert!(changes.any_pending_for(u64::MAX, 0));
     }
 }

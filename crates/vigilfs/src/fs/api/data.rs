@@ -478,6 +478,27 @@ impl Filesystem {
         }
     }
 
+    /// Whether everything of `ino` is durable, on a mount that may no
+    /// longer write: its data, and the metadata changes made to it or to
+    /// its entries. Other changes that cannot be written any more (the
+    /// bad-block list a media failure added to, another file's) do not
+    /// make a file that is durable fail its fsync: after `errors=remount-ro`
+    /// a database's checkpoint of a file it had synced must not read as a
+    /// loss (review 41).
+    pub(super) fn durable_while_stopped(&self, ino: u64) -> bool {
+        let durable_seq = self.shared.metadata.journal.status().durable_seq;
+        self.shared.files.is_durable(ino) && !self.shared.changes.any_pending_for(ino, durable_seq)
+    }
+
+    /// Whether any metadata change a program made is not durable: what
+    /// `vigilfs unsynced` lists (the filesystem's own records, such as the
+    /// bad-block list, are not among them).
+    fn changes_pending(&self) -> bool {
+        let durable_seq = self.shared.metadata.journal.status().durable_seq;
+        let (pending, omitted) = self.shared.changes.pending(durable_seq);
+        omitted > 0 || !pending.is_empty()
+    }
+
     /// fsync/fdatasync: writes back the file, makes its metadata durable,
     /// and reports the first writeback error this handle has not heard of.
     /// When nothing may be written it writes nothing: it reports the error
@@ -527,8 +548,7 @@ impl Filesystem {
                 // fsync, so no program takes it for a working one.
                 return Err(stopped);
             }
-            if !self.shared.files.is_durable(file.ino) || !self.shared.metadata.journal.is_durable()
-            {
+            if !self.durable_while_stopped(file.ino) {
                 // Lost mapped data fails it for the refusal's cause, as on
                 // a writable mount (review 33: EIO read-only, ENOSPC not).
                 if let Some(errno) = self.shared.files.lost_errno(file.ino) {
@@ -592,7 +612,7 @@ impl Filesystem {
             let reported = report();
             if matches!(stopped, FsError::ShutDown(_))
                 || !self.shared.files.unwritten().is_empty()
-                || !self.shared.metadata.journal.is_durable()
+                || self.changes_pending()
             {
                 return Err(stopped);
             }

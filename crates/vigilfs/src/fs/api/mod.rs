@@ -470,10 +470,13 @@ impl Filesystem {
     pub fn fsyncdir(&self, handle: u64) -> FsResult<()> {
         let dir = self.dir(handle)?;
         self.inject(Operation::Fsyncdir, dir.ino, None)?;
-        if let Some(stopped @ FsError::ShutDown(_)) = self.may_not_write() {
-            return Err(stopped);
+        match self.may_not_write() {
+            Some(stopped @ FsError::ShutDown(_)) => Err(stopped),
+            // Nothing can be written: what is durable is all there is.
+            Some(stopped) if !self.durable_while_stopped(dir.ino) => Err(stopped),
+            Some(_) => Ok(()),
+            None => self.commit_durably("fsyncdir"),
         }
-        self.commit_durably("fsyncdir")
     }
 
     /// Space and inode counts.
