@@ -9,7 +9,9 @@
 //! (added by the encoder). The list:
 //!
 //! ```text
-//! vigilfs_errors_total{kind}             errors recorded, by kind (persistent across mounts)
+//! vigilfs_errors_total{kind}             errors recorded, by what they hit (persistent across
+//!                                        mounts): a lost b-tree node is `metadata`, a lost
+//!                                        journal block `journal`, other media failures `media`
 //! vigilfs_events_total                   events recorded this mount
 //! vigilfs_events_lost_total              errors counted only in LOST events this mount
 //! vigilfs_event_log_write_failures_total failed writes of the event log this mount
@@ -111,7 +113,7 @@ impl Collector for Snapshot {
         {
             let mut errors = encoder.encode_descriptor(
                 "vigilfs_errors",
-                "Errors the filesystem recorded, by kind (kept in the image across mounts)",
+                "Errors the filesystem recorded, by what they hit (a lost b-tree node is metadata; kept in the image across mounts)",
                 None,
                 MetricType::Counter,
             )?;

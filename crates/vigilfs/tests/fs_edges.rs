@@ -1238,6 +1238,32 @@ fn errors_seen_during_a_freeze_outlive_a_crash_before_the_thaw() {
     fs.unmount().unwrap();
 }
 
+/// The kernel reads a page again on its own when its readahead failed:
+/// one read a program sees fail reaches the engine as a readahead and a
+/// page read. The retry of the same block within a second is the same
+/// failure, counted once; another block, or the same block later, is a
+/// failure of its own (each was counted, so every failed read a program
+/// saw counted twice: review 41).
+#[test]
+fn the_kernels_retry_of_a_failed_read_is_counted_once() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let handle = durable_file_opened_uncached(&fs, b"f", &[7; 16384]);
+    fixture.fail_reads(IoClass::Data);
+    let reads = |fs: &Filesystem| fs.status().error_record.counter(ErrorKind::Read).count;
+    assert_eq!(errno(fs.read(handle, 0, 16384)), libc::EIO);
+    assert_eq!(errno(fs.read(handle, 0, 4096)), libc::EIO);
+    assert_eq!(reads(&fs), 1, "the retry counted again");
+    assert_eq!(errno(fs.read(handle, 8192, 4096)), libc::EIO);
+    assert_eq!(reads(&fs), 2, "another block is another failure");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(errno(fs.read(handle, 0, 4096)), libc::EIO);
+    assert_eq!(reads(&fs), 3, "a read a second later is another failure");
+    fixture.plan.clear();
+    fs.release(handle).unwrap();
+    fs.unmount().unwrap();
+}
+
 /// The superblock copies hold the error record; while none can be written
 /// the record lives only in memory and the event log, and the operator
 /// hears of it at once: a metadata error, announced once per run of

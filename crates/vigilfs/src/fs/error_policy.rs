@@ -11,7 +11,10 @@
 //! aborts the process. The journal fails whole (its error state is
 //! sticky), so its failure is acted on once however many operations see it.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use super::events::Notice;
 use super::health::{Detail, Incident};
@@ -20,6 +23,45 @@ use crate::btree::{BtreeError, NodeDefect};
 use crate::device::{DeviceError, DeviceErrorKind};
 use crate::format::{ErrorKind, ErrorsPolicy};
 use crate::inode::FileError;
+
+/// How long a reported read failure of a file block stands for the same
+/// block failing again.
+const READ_RETRY_WINDOW: Duration = Duration::from_secs(1);
+
+/// Read failures remembered at most (the oldest is dropped).
+const READS_REPORTED_KEPT: usize = 64;
+
+/// Data read failures reported within the last [`READ_RETRY_WINDOW`]. The
+/// kernel drops the error of a failed readahead and reads the page again
+/// on its own, so one read a program sees fail reached the device twice,
+/// and was counted and announced twice (review 41). A failure of the same
+/// block of the same file, of the same kind, within the window is that
+/// retry: the read fails again, and is not reported again (as `inject
+/// --op read` counts a failed read once).
+#[derive(Default)]
+pub(super) struct ReadsReported {
+    recent: Mutex<VecDeque<(u64, u64, ErrorKind, Instant)>>,
+}
+
+impl ReadsReported {
+    /// Whether a failure of `ino`'s block `block` is to be reported: none
+    /// like it was within the window. Notes it when so.
+    fn first(&self, ino: u64, block: u64, kind: ErrorKind) -> bool {
+        let now = Instant::now();
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        recent.retain(|&(.., at)| now.duration_since(at) < READ_RETRY_WINDOW);
+        if recent.iter().any(|&(seen_ino, seen_block, seen_kind, _)| {
+            (seen_ino, seen_block, seen_kind) == (ino, block, kind)
+        }) {
+            return false;
+        }
+        if recent.len() == READS_REPORTED_KEPT {
+            recent.pop_front();
+        }
+        recent.push_back((ino, block, kind, now));
+        true
+    }
+}
 
 impl Shared {
     /// The outcome of an operation: a metadata failure is reported and
@@ -167,6 +209,9 @@ impl Shared {
                     FsError::File(FileError::Checksum { .. }) => ErrorKind::Checksum,
                     _ => ErrorKind::Read,
                 };
+                if !self.reads_reported.first(*ino, *block, kind) {
+                    return;
+                }
                 let detail = Detail {
                     device_range: device_range(error).or(Some((physical * 4096, 4096))),
                     ..Detail::default()

@@ -173,6 +173,9 @@ pub(crate) struct Shared {
     media: media::Media,
     /// How long fsync took.
     fsync_latency: latency::Latency,
+    /// Data read failures reported lately, so the kernel's retry of a
+    /// failed readahead is not counted again.
+    reads_reported: error_policy::ReadsReported,
     /// Told the inode whose attributes the engine changed on its own,
     /// beyond what the caller's request says (set-id bits dropped by a
     /// write or fallocate): a transport caching attributes (FUSE's kernel)

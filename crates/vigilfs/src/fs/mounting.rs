@@ -369,6 +369,7 @@ impl Filesystem {
             changes: Changes::default(),
             media: Media::new(intake, superblocks_known_bad),
             fsync_latency: super::latency::Latency::default(),
+            reads_reported: Default::default(),
         });
         start_threads(shared, log)
     }
