@@ -189,8 +189,10 @@ enum Command {
     ///   relatime, strictatime, noatime
     ///                         when a read updates the access time (default
     ///                         relatime: when it is not after the last
-    ///                         change, or is a day old). Reads the kernel
-    ///                         serves from its cache do not reach vigilfs.
+    ///                         change, or is a day old). An open of a
+    ///                         file whose access time is due drops its
+    ///                         cached pages, so the read reaches vigilfs;
+    ///                         strictatime drops them at every open
     ///   nodiratime / diratime listing a directory does not / does update
     ///                         its access time (default diratime)
     ///   nosuid, nodev / suid, dev

@@ -322,6 +322,23 @@ impl Replies {
         }
     }
 
+    /// [`Replies::open_flags`] for an open of `ino`, which may have pages
+    /// cached: without `FOPEN_KEEP_CACHE` when a read would update its
+    /// access time, so that the next read reaches the engine, which
+    /// updates it (the kernel leaves access times to FUSE filesystems, and
+    /// a read its cache answers tells nobody). Under `relatime` that is
+    /// once after each change and once a day; the cache is kept again
+    /// from the open after.
+    fn open_flags_of(self, filesystem: &Filesystem, ino: u64) -> FopenFlags {
+        let flags = self.open_flags(filesystem);
+        if flags.contains(FopenFlags::FOPEN_KEEP_CACHE) && filesystem.read_updates_access_time(ino)
+        {
+            flags - FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            flags
+        }
+    }
+
     fn entry(self, reply: ReplyEntry, result: Result<Attr, FsError>) {
         match result {
             Ok(attr) => reply.entry_with_ttls(
@@ -640,8 +657,9 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn open(&self, request: &Request, ino: INodeNo, flags: FuseOpenFlags, reply: ReplyOpen) {
-        // FOPEN_KEEP_CACHE unless configured off (MountConfig::keep_cache):
-        // nothing changes a file behind this mount's kernel.
+        // FOPEN_KEEP_CACHE unless configured off (MountConfig::keep_cache)
+        // or an access time is due (`Replies::open_flags_of`): nothing
+        // changes a file behind this mount's kernel.
         // execve's open carries the kernel's `__FMODE_EXEC`: it needs
         // execute permission, not read.
         let execute = flags.0 & FMODE_EXEC != 0;
@@ -654,7 +672,9 @@ impl fuser::Filesystem for Adapter {
                 filesystem.open(ino.0, flags, &caller)
             };
             match opened {
-                Ok(handle) => reply.opened(FileHandle(handle), replies.open_flags(filesystem)),
+                Ok(handle) => {
+                    reply.opened(FileHandle(handle), replies.open_flags_of(filesystem, ino.0));
+                }
                 Err(error) => reply.error(errno(&error)),
             }
         };

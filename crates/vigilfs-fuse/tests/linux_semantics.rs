@@ -661,6 +661,40 @@ fn a_read_updates_the_access_time_unless_noatime() {
     mount.finish();
 }
 
+/// A read the kernel's page cache answers updates the access time too,
+/// when relatime says it is due: the file's pages cached by a first read,
+/// its access time set back before its modification time, the next read
+/// (another open, as `cat` does) sets it again. It stayed in the past,
+/// so a mail reader's "new mail" check never saw the mail read (review
+/// 40). Once updated, later opens keep the cache.
+#[test]
+fn a_read_from_the_page_cache_updates_an_access_time_relatime_finds_due() {
+    if !common::fuse_available() {
+        return;
+    }
+    let mount = open_mount();
+    let path = file_read_long_ago(&mount, "file");
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(fs::read(&path).unwrap(), b"aaa\n");
+    assert!(u64::try_from(atime(&path)).unwrap() >= before);
+    let at = |seconds| libc::timespec {
+        tv_sec: seconds,
+        tv_nsec: 0,
+    };
+    common::utimensat(&path, at(1000), at(2000)).unwrap();
+    assert_eq!(atime(&path), 1000);
+    assert_eq!(fs::read(&path).unwrap(), b"aaa\n");
+    let accessed = atime(&path);
+    assert!(
+        u64::try_from(accessed).unwrap() >= before,
+        "relatime: the cached read set the access time ({accessed}, before {before})"
+    );
+    mount.finish();
+}
+
 /// Listing a directory is a read of it: relatime updates its access time
 /// (the access was before the last change), `nodiratime` does not.
 #[test]

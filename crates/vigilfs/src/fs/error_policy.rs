@@ -24,41 +24,61 @@ use crate::device::{DeviceError, DeviceErrorKind};
 use crate::format::{ErrorKind, ErrorsPolicy};
 use crate::inode::FileError;
 
-/// How long a reported read failure of a file block stands for the same
-/// block failing again.
+/// How long after a failed read of several pages the kernel's retry of
+/// one of them is taken for that retry.
 const READ_RETRY_WINDOW: Duration = Duration::from_secs(1);
 
-/// Read failures remembered at most (the oldest is dropped).
+/// Failed reads remembered at most (the oldest is dropped).
 const READS_REPORTED_KEPT: usize = 64;
 
-/// Data read failures reported within the last [`READ_RETRY_WINDOW`]. The
+/// A failed read reported lately: the file block it failed at, how, and
+/// how long the read was.
+struct ReportedRead {
+    ino: u64,
+    block: u64,
+    kind: ErrorKind,
+    length: u64,
+    at: Instant,
+}
+
+/// Failed data reads reported within the last [`READ_RETRY_WINDOW`]. The
 /// kernel drops the error of a failed readahead and reads the page again
-/// on its own, so one read a program sees fail reached the device twice,
-/// and was counted and announced twice (review 41). A failure of the same
-/// block of the same file, of the same kind, within the window is that
-/// retry: the read fails again, and is not reported again (as `inject
-/// --op read` counts a failed read once).
+/// on its own, a shorter read failing at the same block: one read a
+/// program saw fail was counted and announced twice (review 41). That
+/// retry is the same failure: it fails again, unreported. Each read a
+/// program makes itself (a direct read, a buffered read's readahead) is
+/// reported, however often it repeats.
 #[derive(Default)]
 pub(super) struct ReadsReported {
-    recent: Mutex<VecDeque<(u64, u64, ErrorKind, Instant)>>,
+    recent: Mutex<VecDeque<ReportedRead>>,
 }
 
 impl ReadsReported {
-    /// Whether a failure of `ino`'s block `block` is to be reported: none
-    /// like it was within the window. Notes it when so.
-    fn first(&self, ino: u64, block: u64, kind: ErrorKind) -> bool {
+    /// Whether a read of `length` bytes of `ino` failing at block `block`
+    /// is to be reported: it is not the kernel's retry of a longer read
+    /// that failed there. Remembers it when so; a retry is forgotten with
+    /// the read it retried.
+    fn first(&self, ino: u64, block: u64, kind: ErrorKind, length: u64) -> bool {
         let now = Instant::now();
         let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
-        recent.retain(|&(.., at)| now.duration_since(at) < READ_RETRY_WINDOW);
-        if recent.iter().any(|&(seen_ino, seen_block, seen_kind, _)| {
-            (seen_ino, seen_block, seen_kind) == (ino, block, kind)
-        }) {
+        recent.retain(|read| now.duration_since(read.at) < READ_RETRY_WINDOW);
+        let retried = recent.iter().position(|read| {
+            (read.ino, read.block, read.kind) == (ino, block, kind) && length < read.length
+        });
+        if let Some(position) = retried {
+            recent.remove(position);
             return false;
         }
         if recent.len() == READS_REPORTED_KEPT {
             recent.pop_front();
         }
-        recent.push_back((ino, block, kind, now));
+        recent.push_back(ReportedRead {
+            ino,
+            block,
+            kind,
+            length,
+            at: now,
+        });
         true
     }
 }
@@ -184,7 +204,34 @@ impl Shared {
         );
     }
 
+    /// [`Shared::observe_at`] for a read of `length` bytes of file `ino`
+    /// (see [`ReadsReported`]).
+    pub(super) fn observe_read<T>(
+        &self,
+        ino: u64,
+        length: u64,
+        result: FsResult<T>,
+    ) -> FsResult<T> {
+        if let Err(error) = &result {
+            self.on_error_of_read("read", Some(ino), error, Some(length));
+        }
+        self.note_node_write_failures();
+        result
+    }
+
     pub(super) fn on_error(&self, origin: &str, ino: Option<u64>, error: &FsError) {
+        self.on_error_of_read(origin, ino, error, None);
+    }
+
+    /// [`Shared::on_error`]; `read_length` is the length of the file read
+    /// that failed, when the error is a read's.
+    fn on_error_of_read(
+        &self,
+        origin: &str,
+        ino: Option<u64>,
+        error: &FsError,
+        read_length: Option<u64>,
+    ) {
         self.check_journal(origin);
         self.check_reclaim();
         // The reader's failure is reported here, at once; the media
@@ -209,7 +256,9 @@ impl Shared {
                     FsError::File(FileError::Checksum { .. }) => ErrorKind::Checksum,
                     _ => ErrorKind::Read,
                 };
-                if !self.reads_reported.first(*ino, *block, kind) {
+                let retry = read_length
+                    .is_some_and(|length| !self.reads_reported.first(*ino, *block, kind, length));
+                if retry {
                     return;
                 }
                 let detail = Detail {

@@ -125,11 +125,21 @@ impl Filesystem {
             self.shared.files.read(&cursors, offset, length)
         };
         // A failure of the file's extents names the file it cost.
-        let bytes = self
-            .shared
-            .observe_at("read", file.ino, result.map_err(FsError::from))?;
+        let bytes =
+            self.shared
+                .observe_read(file.ino, length as u64, result.map_err(FsError::from))?;
         self.accessed(file.ino);
         Ok(bytes)
+    }
+
+    /// Whether a read of `ino` now would update its access time (see
+    /// [`Filesystem::accessed`]). A transport that lets the kernel answer
+    /// reads from its page cache asks at open: a read the cache answers
+    /// never reaches the engine, so under `relatime` a file read from the
+    /// cache kept an access time a day old or older than its last change
+    /// (review 40).
+    pub fn read_updates_access_time(&self, ino: u64) -> bool {
+        self.access_time_due(ino).is_some()
     }
 
     /// Updates the access time of `ino` after a read, as the `atime`
@@ -139,27 +149,9 @@ impl Filesystem {
     /// access is not recorded. A failure to record it is observed (health,
     /// `errors=`) but does not fail the read.
     pub(super) fn accessed(&self, ino: u64) {
-        const DAY_SECONDS: i64 = 24 * 60 * 60;
-        let atime = self.shared.settings.atime();
-        if atime == AtimeUpdates::Never || self.shared.transport_read_only.load(Ordering::Acquire) {
-            return;
-        }
-        let Ok(record) = self.shared.namespace.getattr(ino) else {
+        let Some(now) = self.access_time_due(ino) else {
             return;
         };
-        // Every read asks: the times are all it needs (counting the
-        // allocated blocks for a whole stat cost 78% of a cold read).
-        if record.flags & inode_flags::NOATIME != 0 {
-            return;
-        }
-        let record = self.shared.with_cached_writes(ino, record);
-        let now = Timestamp::now();
-        let stale = record.atime <= record.mtime
-            || record.atime <= record.ctime
-            || now.seconds.saturating_sub(record.atime.seconds) >= DAY_SECONDS;
-        if atime == AtimeUpdates::Relative && !stale {
-            return;
-        }
         let Ok(_writer) = self.shared.gate.try_enter() else {
             return;
         };
@@ -171,6 +163,28 @@ impl Filesystem {
         // Names the file whose access time could not be kept (the event
         // named nothing: review 26).
         let _ = self.shared.observe_at("access time update", ino, result);
+    }
+
+    /// The access time a read of `ino` now would set, if the `atime`
+    /// option and the file's times say it is to be updated.
+    fn access_time_due(&self, ino: u64) -> Option<Timestamp> {
+        const DAY_SECONDS: i64 = 24 * 60 * 60;
+        let atime = self.shared.settings.atime();
+        if atime == AtimeUpdates::Never || self.shared.transport_read_only.load(Ordering::Acquire) {
+            return None;
+        }
+        let record = self.shared.namespace.getattr(ino).ok()?;
+        // Every read asks: the times are all it needs (counting the
+        // allocated blocks for a whole stat cost 78% of a cold read).
+        if record.flags & inode_flags::NOATIME != 0 {
+            return None;
+        }
+        let record = self.shared.with_cached_writes(ino, record);
+        let now = Timestamp::now();
+        let stale = record.atime <= record.mtime
+            || record.atime <= record.ctime
+            || now.seconds.saturating_sub(record.atime.seconds) >= DAY_SECONDS;
+        (atime == AtimeUpdates::Always || stale).then_some(now)
     }
 
     /// The kernel wrote `length` bytes at `offset` back from its own page
