@@ -241,7 +241,9 @@ pub fn render(status: &Value) -> String {
     row(
         "recovered",
         if status["recovered"].as_bool() == Some(true) {
-            "yes: the journal was replayed after an unclean stop".into()
+            "yes: the journal was replayed after an unclean stop (a crash, or an unmount \
+             after writing had stopped: a shutdown or errors=remount-ro)"
+                .into()
         } else {
             "no: the image was left clean (by an unmount, or by a freeze before the process \
              stopped)"
