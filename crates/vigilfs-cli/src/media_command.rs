@@ -169,20 +169,21 @@ fn owner_line(owner: &Value) -> String {
     let at = format!("bytes {start}..{}", start + length);
     let what = match owner["kind"].as_str().unwrap_or("?") {
         "file" => {
-            let paths: Vec<&str> = owner["paths"]
+            let paths: Vec<String> = owner["paths"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .filter_map(Value::as_str)
+                .map(str::to_owned)
                 .collect();
-            let named = if paths.is_empty() {
-                "an unlinked file".to_string()
-            } else {
-                paths.join(", ")
+            // "file /a/b", or "an unlinked file", "a file whose names ...".
+            let named = match failure::file_names(&paths, owner["paths_unreadable"].as_str()) {
+                named if paths.is_empty() => named,
+                named => format!("file {named}"),
             };
             let file_offset = owner["file_offset"].as_u64().unwrap_or(0);
             let mut line = format!(
-                "file {named} (inode {}, generation {}) bytes {file_offset}..{}",
+                "{named} (inode {}, generation {}) bytes {file_offset}..{}",
                 owner["ino"],
                 owner["generation"],
                 file_offset + length

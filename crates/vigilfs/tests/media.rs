@@ -712,6 +712,52 @@ fn a_mount_gone_read_only_for_a_lost_node_still_fsyncs_what_is_durable() {
     fs.releasedir(directory).unwrap();
 }
 
+/// A bad block of a file found while the directory entries cannot be
+/// read is still the file's: its owner comes without paths and says why,
+/// and the failure is handled and reported. The whole owners query failed,
+/// so scrub named no owner and a report of the failure was an error
+/// (review 41).
+#[test]
+fn a_file_hit_while_the_entries_cannot_be_read_is_still_its_owner() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    many_files(&fs, 300);
+    fs.unmount().unwrap();
+    let (fs, ino) = fixture.uncached_file("victim", &pattern(4, 3));
+    let data = fixture.physical(&fs, ino, 1);
+    for leaf in node_of(&fixture, &fs, TreeId::Dirents) {
+        fixture.bad_block(leaf);
+    }
+    let range = ByteRange::at(data * BLOCK, BLOCK);
+    let owners = fs.owners(range, true).expect("owners without paths");
+    let (paths, why) = owners
+        .iter()
+        .find_map(|owner| match &owner.kind {
+            OwnerKind::File {
+                ino: owner_ino,
+                paths,
+                paths_unreadable,
+                ..
+            } if *owner_ino == ino => Some((paths.clone(), paths_unreadable.clone())),
+            _ => None,
+        })
+        .expect("the file owns its block");
+    assert!(paths.is_empty());
+    let why = why.expect("why the paths are missing");
+    assert!(
+        vigilfs::failure::file_names(&paths, Some(&why)).contains("cannot be read"),
+        "{why}"
+    );
+    fixture.bad_block(data);
+    let report = fs
+        .notify_failure(range, Origin::operator("test"))
+        .expect("the failure is handled and reported");
+    assert!(report
+        .handled
+        .iter()
+        .any(|item| matches!(item.owner.kind, OwnerKind::File { ino: hit, .. } if hit == ino)));
+}
+
 /// A node of the entries tree that cannot be read says which tree; the
 /// directory being listed is what it cost, and the error names it.
 #[test]

@@ -45,6 +45,7 @@ pub fn owner_json(owner: &Owner) -> Value {
             generation,
             file_offset,
             paths,
+            paths_unreadable,
             unwritten,
             poisoned,
         } => json!({
@@ -53,6 +54,7 @@ pub fn owner_json(owner: &Owner) -> Value {
             "file_offset": file_offset,
             "file_length": owner.range.len(),
             "paths": paths,
+            "paths_unreadable": paths_unreadable,
             "unwritten": unwritten,
             "poisoned": poisoned,
         }),

@@ -46,7 +46,7 @@ use thiserror::Error;
 
 pub use act::{handle, record_held, Context, Handled, Handling, HeldMarks, Outcome};
 pub use intake::{handling_own_failures, Intake, IntakeStats, Notice, DEFAULT_INTAKE_CAPACITY};
-pub use owners::{name_owners, owners, Owner, OwnerKind};
+pub use owners::{file_names, name_owners, owners, Owner, OwnerKind};
 
 use crate::alloc::FailureCause;
 use crate::btree::BtreeError;

@@ -35,8 +35,12 @@ pub enum OwnerKind {
         /// Byte offset in the file of the first owned byte.
         file_offset: u64,
         /// Every path naming it (empty for an orphan, or when paths were
-        /// not asked for).
+        /// not asked for or could not be read).
         paths: Vec<String>,
+        /// Why its paths could not be found, when they were asked for and
+        /// the directory entries could not be read (a damaged entries
+        /// tree): no path is then no sign of an unlinked file.
+        paths_unreadable: Option<String>,
         /// The extent is unwritten (fallocated): it holds no data yet.
         unwritten: bool,
         /// Some of these blocks are already poisoned (their data lost).
@@ -180,7 +184,7 @@ pub fn owners(
         });
     }
     if paths {
-        name_owners(metadata, &mut found)?;
+        name_owners(metadata, &mut found);
     }
     found.sort_by_key(|owner| (owner.range.start, owner.range.end));
     Ok(found)
@@ -361,14 +365,18 @@ fn file_owner(
         generation,
         file_offset: 0,
         paths: Vec::new(),
+        paths_unreadable: None,
         unwritten,
         poisoned: false,
     })
 }
 
 /// Fills in the paths of every file owner (one walk of the directory
-/// entries for all of them).
-pub fn name_owners(metadata: &Metadata, found: &mut [Owner]) -> Result<(), FailureError> {
+/// entries for all of them). Entries that cannot be read leave the paths
+/// empty and say why (`paths_unreadable`): the owners are still the
+/// owners, and a media failure under a damaged entries tree must still be
+/// attributed to the files it hit (review 41: scrub named none).
+pub fn name_owners(metadata: &Metadata, found: &mut [Owner]) {
     let wanted: BTreeSet<u64> = found
         .iter()
         .filter_map(|owner| match owner.kind {
@@ -377,14 +385,27 @@ pub fn name_owners(metadata: &Metadata, found: &mut [Owner]) -> Result<(), Failu
         })
         .collect();
     if wanted.is_empty() {
-        return Ok(());
+        return;
     }
-    let mut named = paths_of(&metadata.trees, &wanted)?;
+    let mut named = match paths_of(&metadata.trees, &wanted) {
+        Ok(named) => named,
+        Err(error) => {
+            for owner in found.iter_mut() {
+                if let OwnerKind::File {
+                    paths_unreadable, ..
+                } = &mut owner.kind
+                {
+                    *paths_unreadable = Some(error.to_string());
+                }
+            }
+            return;
+        }
+    };
     // The walk reads the entries in batches: a rename between two of them
     // can move a name from where the walk has not been to where it has
     // been. A file with fewer names found than links is looked for again,
     // so it is never called unlinked, nor one of its names left out, for
-    // that.
+    // that. (A walk again that fails keeps what the first found.)
     for _ in 0..NAMING_RETRIES {
         let missing: BTreeSet<u64> = wanted
             .iter()
@@ -394,7 +415,10 @@ pub fn name_owners(metadata: &Metadata, found: &mut [Owner]) -> Result<(), Failu
         if missing.is_empty() {
             break;
         }
-        named.extend(paths_of(&metadata.trees, &missing)?);
+        match paths_of(&metadata.trees, &missing) {
+            Ok(more) => named.extend(more),
+            Err(_) => break,
+        }
     }
     for owner in found {
         if let OwnerKind::File { ino, paths, .. } = &mut owner.kind {
@@ -406,7 +430,16 @@ pub fn name_owners(metadata: &Metadata, found: &mut [Owner]) -> Result<(), Failu
                 .collect();
         }
     }
-    Ok(())
+}
+
+/// How a file is named in a report: its paths; else why they could not
+/// be read; else it has none (an orphan: unlinked, still open).
+pub fn file_names(paths: &[String], paths_unreadable: Option<&str>) -> String {
+    match paths_unreadable {
+        _ if !paths.is_empty() => paths.join(", "),
+        Some(why) => format!("a file whose names cannot be read ({why})"),
+        None => "an unlinked file".to_owned(),
+    }
 }
 
 /// Walks of the entries made again for files a walk found no name of.

@@ -851,7 +851,7 @@ impl Filesystem {
             .iter()
             .map(|item| item.owner.clone())
             .collect();
-        failure::name_owners(&self.shared.metadata, &mut owners).map_err(FsError::Failure)?;
+        failure::name_owners(&self.shared.metadata, &mut owners);
         for (item, named) in report.handled.iter_mut().zip(owners) {
             item.owner = named;
         }

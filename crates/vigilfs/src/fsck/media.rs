@@ -19,13 +19,13 @@
 //! scrub's data pass runs over the image (read-only): every block that
 //! fails to read or to match its checksum is damage, named with its owners.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Note, Problem};
 use crate::alloc::{bad_blocks, BadRun};
 use crate::btree::TreeId;
 use crate::device::{BlockDevice, ByteRange};
-use crate::failure::{self, OwnerKind};
+use crate::failure::{self, file_names, OwnerKind};
 use crate::format::Layout;
 use crate::inode::{inode_key, paths_of, printable, Extent, ExtentKey, FileType, InodeRecord};
 use crate::metadata::Metadata;
@@ -120,6 +120,18 @@ pub(crate) fn check(
     counts
 }
 
+/// The paths of `inos`, or, when the directory entries cannot be read,
+/// none and why.
+fn names_of(
+    metadata: &Metadata,
+    inos: &BTreeSet<u64>,
+) -> (BTreeMap<u64, Vec<Vec<u8>>>, Option<String>) {
+    match paths_of(&metadata.trees, inos) {
+        Ok(names) => (names, None),
+        Err(error) => (BTreeMap::new(), Some(error.to_string())),
+    }
+}
+
 fn check_poison(
     metadata: &Metadata,
     layout: &Layout,
@@ -131,7 +143,7 @@ fn check_poison(
         return;
     }
     let inos: BTreeSet<u64> = runs.iter().map(|run| run.ino).collect();
-    let names = paths_of(&metadata.trees, &inos).unwrap_or_default();
+    let (names, unreadable) = names_of(metadata, &inos);
     let block_size = u64::from(layout.block_size);
     for run in runs {
         let paths: Vec<String> = names
@@ -147,11 +159,7 @@ fn check_poison(
                 format!(
                     "{} (inode {}) bytes {}..{} were lost to a {} failure of device blocks \
                      {}+{}: reads there fail until they are rewritten",
-                    if paths.is_empty() {
-                        "an unlinked file".to_owned()
-                    } else {
-                        paths.join(", ")
-                    },
+                    file_names(&paths, unreadable.as_deref()),
                     run.ino,
                     run.first * block_size,
                     run.end() * block_size,
@@ -173,7 +181,7 @@ fn check_lost(metadata: &Metadata, problems: &mut Vec<Problem>) {
         return;
     }
     let inos: BTreeSet<u64> = ranges.iter().map(|range| range.ino).collect();
-    let names = paths_of(&metadata.trees, &inos).unwrap_or_default();
+    let (names, unreadable) = names_of(metadata, &inos);
     for range in ranges {
         if let Err(defect) = regular_file(metadata, range.ino, "a lost-data record") {
             problems.push(problem("lost-data records", defect));
@@ -190,11 +198,7 @@ fn check_lost(metadata: &Metadata, problems: &mut Vec<Problem>) {
             format!(
                 "{} (inode {}) bytes {}..{} were lost when a write-back from a shared mapping \
                  was refused ({}): reads there fail until they are rewritten",
-                if paths.is_empty() {
-                    "an unlinked file".to_owned()
-                } else {
-                    paths.join(", ")
-                },
+                file_names(&paths, unreadable.as_deref()),
                 range.ino,
                 range.start,
                 range.end,
@@ -336,14 +340,13 @@ fn describe_owners(
         .iter()
         .filter_map(|owner| match &owner.kind {
             OwnerKind::File {
-                paths, file_offset, ..
+                paths,
+                paths_unreadable,
+                file_offset,
+                ..
             } => Some(format!(
                 "{} at bytes {}..{}",
-                if paths.is_empty() {
-                    "an unlinked file".to_owned()
-                } else {
-                    paths.join(", ")
-                },
+                file_names(paths, paths_unreadable.as_deref()),
                 file_offset,
                 file_offset + owner.range.len()
             )),
