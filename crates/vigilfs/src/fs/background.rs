@@ -4,7 +4,8 @@
 //! dirty data over its limit ([`Background::kick`]), and then: writes back
 //! every dirty file (errors go into the errseq words and are reported to
 //! the event stream and the error record: nobody else would hear of them),
-//! records durability on the device
+//! makes every metadata change durable (the journal flushed), records
+//! durability on the device
 //! ([`crate::journal::Journal::settle_claims`]; all of it while blocks
 //! freed wait for that record, so they become free), deletes the orphans
 //! whose deletion found no space before,
@@ -156,10 +157,15 @@ fn round(shared: &Shared) {
     if let Ok(_writer) = shared.gate.try_enter() {
         // Orphans whose deletion found no space: a round may find some.
         shared.purge_deferred_orphans();
+        // Metadata changes alone (a mkdir, a rename on a mount writing no
+        // data) become durable here too, within an interval as ext4's
+        // commit= does: nothing else flushes them, and a crash any time
+        // later undid them (review 42).
+        let journal = &shared.metadata.journal;
         let _ = if shared.metadata.allocator.pending_blocks() > 0 {
-            shared.metadata.journal.settle()
+            journal.settle()
         } else {
-            shared.metadata.journal.settle_claims()
+            journal.flush().and_then(|()| journal.settle_claims())
         };
     }
     shared.check_journal("background writeback");
