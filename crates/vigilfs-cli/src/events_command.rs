@@ -116,14 +116,16 @@ impl Sink {
                     human_line(&event)
                 };
                 let mut stdout = std::io::stdout().lock();
-                // A closed pipe (`| head`) ends the command quietly.
-                if writeln!(stdout, "{line}")
-                    .and_then(|()| stdout.flush())
-                    .is_err()
-                {
-                    std::process::exit(0);
+                match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+                    Ok(()) => Ok(()),
+                    // A closed pipe (`| head`) ends the command quietly.
+                    Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+                        std::process::exit(0)
+                    }
+                    // Events lost on the way out (a full disk) are a
+                    // failure, not a success (review 43: exit 0).
+                    Err(error) => Err(Failure::operational(format!("writing the events: {error}"))),
                 }
-                Ok(())
             }
             Sink::Hook(hook) => hook.offer(event),
         }

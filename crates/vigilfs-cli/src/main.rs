@@ -110,7 +110,7 @@ enum Command {
     ///
     /// Exit status as fsck(8): 0 no errors, 4 errors left uncorrected,
     /// 8 operational error (the image cannot be read or holds no vigilfs
-    /// filesystem).
+    /// filesystem), 16 usage error.
     ///
     /// Examples:
     ///   vigilfs fsck disk.img --json
@@ -281,6 +281,9 @@ enum Command {
     ///          healed_blocks, lost_blocks,
     ///          scrub {running, resume_at, last, interval_seconds}}
     ///
+    /// Exit status: 0 shown, 8 no vigilfs mount there, or it could not
+    /// answer (its process stopped).
+    ///
     /// Examples:
     ///   vigilfs status /mnt/data
     ///   vigilfs status /mnt/data --json | jq .errors.total
@@ -303,8 +306,13 @@ enum Command {
     /// each error once too, but leaves it for root's and the owner's
     /// next sync.
     ///
+    /// Exit status: 0 everything durable and no error left untold; 1 a
+    /// writeback error (told now, once) or what cannot be made durable; 8
+    /// no vigilfs mount there, or it could not answer (its process
+    /// stopped).
+    ///
     /// Example:
-    ///   vigilfs sync /mnt/data || echo "data was lost"
+    ///   vigilfs sync /mnt/data; [ $? -eq 1 ] && echo "data was lost"
     #[command(verbatim_doc_comment)]
     Sync {
         /// The mount point.
@@ -328,6 +336,9 @@ enum Command {
     /// A freeze fails (exit status 1, the device's error) while data or
     /// metadata cannot be written back, say on a failing disk: the image
     /// would not be consistent. It is abandoned then and writers go on.
+    ///
+    /// Exit status: 0 frozen, 1 refused or failed (another user, the
+    /// device's error), 8 no vigilfs mount there, or it could not answer.
     ///
     /// Example:
     ///   vigilfs freeze /mnt/data && cp --sparse=always disk.img backup.img; vigilfs thaw /mnt/data
@@ -366,10 +377,12 @@ enum Command {
         /// The mount point.
         mountpoint: PathBuf,
         /// Write back and flush before shutting down (default).
-        #[arg(long, overrides_with = "noflush")]
+        #[arg(long)]
         flush: bool,
         /// Shut down without writing anything more.
-        #[arg(long, overrides_with = "flush")]
+        // Both at once is a mistake to refuse, not one to guess at: one of
+        // them loses data (review 43: the last one won).
+        #[arg(long, conflicts_with = "flush")]
         noflush: bool,
     },
     /// The crash lab: inject faults into a running mount, cut its power,
@@ -732,11 +745,37 @@ fn main() -> ExitCode {
         .map(clap::Command::get_name)
         .chain(["help"])
         .collect();
-    let outcome = match helper::helper_request(&arguments, &subcommands) {
-        Some(request) => request
-            .and_then(|request| mount_command::run(&request))
-            .map_err(helper::as_mount_failure),
-        None => run(Cli::parse_from(arguments)),
+    // Output nobody can take (stdout or stderr on a full disk,
+    // `>/dev/full`) fails the command with a message, never a panic and a
+    // backtrace: `print!` and `println!` panic when the write fails, so
+    // that panic is told apart from every other, which keeps Rust's own
+    // report (review 43: exit 101 from status, fsck, mkfs, metrics...).
+    let default_report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !is_lost_output(info.payload()) {
+            default_report(info);
+        }
+    }));
+    let outcome =
+        std::panic::catch_unwind(|| match helper::helper_request(&arguments, &subcommands) {
+            Some(request) => request
+                .and_then(|request| mount_command::run(&request))
+                .map_err(helper::as_mount_failure),
+            None => run(parse(&arguments)),
+        });
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(payload) if is_lost_output(payload.as_ref()) => {
+            let what = payload
+                .downcast_ref::<String>()
+                .map_or("the output could not be written", String::as_str);
+            Err(Failure::operational(what.replacen(
+                "failed printing to",
+                "could not write to",
+                1,
+            )))
+        }
+        Err(payload) => std::panic::resume_unwind(payload),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),
@@ -746,6 +785,26 @@ fn main() -> ExitCode {
             ExitCode::from(failure.exit_code())
         }
     }
+}
+
+/// The command line, or the usage error's exit: clap's status 2, but
+/// fsck(8)'s 16 for `fsck`, whose 2 means "reboot" (review 43).
+fn parse(arguments: &[std::ffi::OsString]) -> Cli {
+    Cli::try_parse_from(arguments).unwrap_or_else(|error| {
+        if error.use_stderr() && arguments.get(1).is_some_and(|word| word == "fsck") {
+            let _ = error.print();
+            std::process::exit(16);
+        }
+        error.exit()
+    })
+}
+
+/// Whether a panic is `print!`'s for output that could not be written.
+fn is_lost_output(payload: &(dyn std::any::Any + Send)) -> bool {
+    payload.downcast_ref::<String>().is_some_and(|message| {
+        message.starts_with("failed printing to stdout")
+            || message.starts_with("failed printing to stderr")
+    })
 }
 
 fn run(cli: Cli) -> Result<u8, Failure> {

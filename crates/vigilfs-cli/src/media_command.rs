@@ -389,10 +389,12 @@ impl Display {
             Display::Lines { last } if last.elapsed() >= Duration::from_secs(5) => {
                 *last = Instant::now();
                 let rate = bytes as f64 / started.elapsed().as_secs_f64().max(0.001);
+                // The total is what was in use when the scrub began: blocks
+                // written since are read too (review 42: "753 MiB of 509").
                 eprintln!(
                     "scrub: {} of {} ({}/s), {phase}, {findings} failures",
                     human_bytes(bytes),
-                    human_bytes(total),
+                    human_bytes(total.max(bytes)),
                     human_bytes(rate as u64)
                 );
             }

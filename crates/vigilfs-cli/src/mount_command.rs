@@ -28,6 +28,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -281,7 +282,7 @@ fn prepare(request: &MountRequest) -> Result<Option<Prepared>, Failure> {
         if !request.as_mount_helper {
             log(&format!(
                 "made the mount point {}",
-                request.mountpoint.display()
+                printable_path(&request.mountpoint)
             ));
         }
     }
@@ -315,7 +316,7 @@ fn prepare(request: &MountRequest) -> Result<Option<Prepared>, Failure> {
         if !request.as_mount_helper {
             log(&format!(
                 "created {} ({size}) with a new filesystem",
-                request.image.display()
+                printable_path(&request.image)
             ));
         }
     } else if request.size.is_some() && !request.as_mount_helper {
@@ -379,6 +380,13 @@ fn prepare(request: &MountRequest) -> Result<Option<Prepared>, Failure> {
         settings,
         lock,
     }))
+}
+
+/// `path` for a message or the log, control characters escaped as
+/// `vigilfs events` escapes names: a name holding a newline must not make
+/// a line of its own (review 43).
+fn printable_path(path: &Path) -> String {
+    vigilfs::inode::printable(path.as_os_str().as_bytes())
 }
 
 /// Forks; the child serves, the parent waits for its word.
@@ -471,10 +479,13 @@ fn wait_for_child(request: &MountRequest, read_end: OwnedFd, pid: i32) -> Result
     let line = line.trim_end();
     if let Some(child) = line.strip_prefix("ok ") {
         if !request.as_mount_helper {
-            println!(
+            // The filesystem is mounted whether or not this line can be
+            // written (stdout on a full disk): the exit status says so.
+            let _ = writeln!(
+                std::io::stdout(),
                 "mounted {} on {} (pid {child})",
-                request.image.display(),
-                request.mountpoint.display()
+                printable_path(&request.image),
+                printable_path(&request.mountpoint)
             );
         }
         return Ok(0);

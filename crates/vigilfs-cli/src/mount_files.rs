@@ -128,9 +128,8 @@ pub fn check_log_file(path: &Path, image: &Path, mountpoint: &Path) -> Result<()
     let directory = path
         .parent()
         .filter(|parent| !parent.as_os_str().is_empty());
-    let inside = std::fs::canonicalize(directory.unwrap_or(Path::new(".")))
-        .ok()
-        .zip(std::fs::canonicalize(mountpoint).ok())
+    let inside = resolved(directory.unwrap_or(Path::new(".")))
+        .zip(resolved(mountpoint))
         .is_some_and(|(directory, mountpoint)| directory.starts_with(mountpoint));
     if inside {
         return refuse("is under the mount point, where the mount would hide it; put it elsewhere");
@@ -158,6 +157,22 @@ pub fn check_log_file(path: &Path, image: &Path, mountpoint: &Path) -> Result<()
         return refuse("holds a vigilfs filesystem; refusing to write the log into it");
     }
     Ok(())
+}
+
+/// `path` with its symbolic links and `..` resolved; a path that does
+/// not exist yet (a mount point the mount will make, a log directory
+/// under it) is resolved through the nearest ancestor that does (review
+/// 43: a log under a mount point still to be made was not refused).
+fn resolved(path: &Path) -> Option<std::path::PathBuf> {
+    if let Ok(found) = std::fs::canonicalize(path) {
+        return Some(found);
+    }
+    let name = path.file_name()?;
+    let parent = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Some(resolved(parent)?.join(name))
 }
 
 /// Whether the regular file at `path` holds a vigilfs filesystem: a

@@ -682,3 +682,70 @@ fn a_negative_count_or_seed_is_refused_as_a_bad_value_not_an_unknown_option() {
         text(&forgotten.stderr)
     );
 }
+
+/// `vigilfs ARGUMENTS` in `directory` with its standard output on
+/// `/dev/full`, where every write fails with ENOSPC.
+fn vigilfs_to_a_full_disk(arguments: &[&str], directory: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vigilfs"))
+        .args(arguments)
+        .current_dir(directory)
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .output()
+        .unwrap()
+}
+
+/// Output that cannot be written (stdout on a full disk) is an error
+/// with a message and status 8, never a panic with status 101; what the
+/// command did is done (review 43: mkfs made the filesystem and exited
+/// 101; `events` is in tests/events.rs).
+#[test]
+fn output_that_cannot_be_written_is_an_error_not_a_panic() {
+    let directory = tempfile::tempdir().unwrap();
+    let made = vigilfs_to_a_full_disk(&["mkfs", "disk.img", "--size", "8M"], directory.path());
+    let checked = vigilfs_to_a_full_disk(&["fsck", "disk.img"], directory.path());
+    for (what, output) in [("mkfs", made), ("fsck", checked)] {
+        let message = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(8), "{what}: {message}");
+        assert!(!message.contains("panicked"), "{what}: {message}");
+        assert!(
+            message.contains("No space left on device"),
+            "{what}: {message}"
+        );
+    }
+    let fsck = vigilfs(&["fsck", "disk.img"], directory.path());
+    assert_eq!(fsck.status.code(), Some(0), "the filesystem was made");
+}
+
+/// fsck's usage errors exit 16, as fsck(8) says (2 there means "reboot
+/// the system"); help is still 0 (review 43).
+#[test]
+fn fsck_usage_errors_exit_16_as_fsck_8_says() {
+    let directory = tempfile::tempdir().unwrap();
+    for arguments in [
+        &["fsck"][..],
+        &["fsck", "--bogus", "x.img"],
+        &["fsck", "a", "b"],
+    ] {
+        let output = vigilfs(arguments, directory.path());
+        assert_eq!(output.status.code(), Some(16), "{arguments:?}");
+    }
+    assert_eq!(
+        vigilfs(&["fsck", "--help"], directory.path()).status.code(),
+        Some(0)
+    );
+}
+
+/// `shutdown --flush --noflush` is refused, not settled by the last flag:
+/// one of the two loses data (review 43).
+#[test]
+fn shutdown_refuses_both_flush_and_noflush() {
+    let directory = tempfile::tempdir().unwrap();
+    for arguments in [
+        &["shutdown", ".", "--flush", "--noflush"][..],
+        &["shutdown", ".", "--noflush", "--flush"],
+    ] {
+        let output = vigilfs(arguments, directory.path());
+        assert_eq!(output.status.code(), Some(2), "{arguments:?}");
+        assert!(text(&output.stderr).contains("cannot be used with"));
+    }
+}

@@ -1762,3 +1762,34 @@ fn a_hook_failing_on_the_disconnect_still_ends_with_the_mounts_death() {
         .unwrap()
         .ends_with("disconnected\n"));
 }
+
+/// Events that cannot be written out (stdout on a full disk) fail the
+/// command with status 8; they used to be dropped with status 0, as if a
+/// reader had closed its pipe (review 43). A closed pipe still ends it
+/// quietly.
+#[test]
+fn events_lost_on_the_way_out_fail_the_command() {
+    if fuse_missing("events to a full disk") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let output = Command::new(binary())
+        .args(["events", scratch.mnt(), "--json"])
+        .stdout(fs::File::create("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(8), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("No space left on device"));
+    let mut head = Command::new(binary())
+        .args(["events", scratch.mnt()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(head.stdout.take());
+    assert!(
+        head.wait().unwrap().success(),
+        "a closed pipe ends it quietly"
+    );
+    scratch.umount(pid);
+}

@@ -1997,6 +1997,23 @@ fn a_log_or_pid_file_the_mount_would_damage_is_refused() {
     assert!(message.contains("is the image being mounted"), "{message}");
     assert_eq!(fs::metadata(&scratch.image).unwrap().len(), length);
 
+    // Under a mount point the mount is to make: hidden by the mount
+    // (review 43: refused only when the mount point existed).
+    let unmade = scratch.directory.path().join("unmade");
+    let under = unmade.join("mount.log");
+    let hidden = vigilfs(&[
+        "mount",
+        scratch.img(),
+        unmade.to_str().unwrap(),
+        "--daemon",
+        "--log-file",
+        under.to_str().unwrap(),
+    ]);
+    let message = text(&hidden.stderr);
+    assert_ne!(hidden.status.code(), Some(0), "{message}");
+    assert!(message.contains("under the mount point"), "{message}");
+    assert!(!unmade.exists(), "the refused mount made its mount point");
+
     // Another image, through a symlink with a log's name: its bytes were
     // appended to.
     let other = Scratch::new();
