@@ -252,7 +252,8 @@ enum Command {
     /// open files, mount count and the fault rules. Anyone may ask.
     ///
     /// --json prints one object with these stable fields:
-    ///   mountpoint, image, pid, owner_uid, mount_options, metrics_address,
+    ///   mountpoint, image, pid, owner_uid, mount_options,
+    ///   metrics_address (null when no -o metrics=),
     ///   state, state_reason,
     ///   mounted_read_only (the kernel refuses writes: remount,ro),
     ///   read_only_view (only this mount point is: a read-only bind),

@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Map};
+use serde_json::{json, Map, Value};
 use vigilfs::device::{ByteRange, FaultDevice, FaultPlan, FileDevice, FileDeviceOptions};
 use vigilfs::failure::Origin;
 use vigilfs::fs::{AtimeUpdates, Filesystem, LifeState, MountOptions};
@@ -770,7 +770,12 @@ fn serve(
                 }
             }
         }
-        None => None,
+        // A stable field, null when nothing is served (review 43: a
+        // documented field missing from the JSON).
+        None => {
+            extra.insert("metrics_address".into(), Value::Null);
+            None
+        }
     };
     let server = control::server::serve(
         &mountpoint,

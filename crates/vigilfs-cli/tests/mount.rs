@@ -651,6 +651,11 @@ fn another_user_may_read_status_but_not_change_the_mount() {
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(status["state"], "running");
     assert_eq!(status["owner_uid"], 0);
+    // A stable field is there also when empty (review 43: a KeyError).
+    assert_eq!(
+        status.get("metrics_address"),
+        Some(&serde_json::Value::Null)
+    );
     // Sync changes nothing but makes data durable: any user the mount
     // lets in may, as any process may call syncfs(2) on Linux.
     let synced = as_nobody(&["sync", scratch.mnt()]);
