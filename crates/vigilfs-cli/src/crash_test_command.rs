@@ -259,27 +259,19 @@ fn describe_point(point: CutPoint) -> String {
     format!("before {what} {}", point.count)
 }
 
-/// The signal (SIGINT, SIGTERM, SIGHUP) that interrupted the run, 0 for
-/// none: every wait stops, the trial is torn down.
-pub(crate) static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
-
 /// Ends the run as the signal asked, with the shell's exit code for a
 /// process it killed (128 + the signal): an interrupted run is not a run
 /// that could not be made.
 pub(crate) fn interrupted() -> Result<(), Failure> {
-    match INTERRUPTED.load(Ordering::Relaxed) {
-        0 => Ok(()),
-        signal => {
-            let name = match signal {
-                libc::SIGINT => "SIGINT",
-                libc::SIGTERM => "SIGTERM",
-                _ => "SIGHUP",
-            };
-            Err(Failure::with_code(
-                format!("interrupted by {name}: the trial in progress was torn down"),
-                128 + u8::try_from(signal).unwrap_or(0),
-            ))
-        }
+    match signals::interrupting_signal() {
+        None => Ok(()),
+        Some(signal) => Err(Failure::with_code(
+            format!(
+                "interrupted by {}: the trial in progress was torn down",
+                signals::name(signal)
+            ),
+            signals::exit_status(signal),
+        )),
     }
 }
 
@@ -460,7 +452,7 @@ impl Run<'_> {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
-            if INTERRUPTED.load(Ordering::Relaxed) != 0 {
+            if signals::interrupting_signal().is_some() {
                 workload.kill();
                 interrupted()?;
             }
@@ -829,22 +821,6 @@ fn earlier_run_files(directory: &Path) -> Vec<String> {
     found
 }
 
-/// Sets [`INTERRUPTED`] on SIGINT, SIGTERM and SIGHUP.
-fn watch_for_interrupts() {
-    let Ok(mut pipe) = signals::install(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]) else {
-        return;
-    };
-    let _ = std::thread::Builder::new()
-        .name("vigilfs-interrupts".into())
-        .spawn(move || {
-            while let Ok(signal) = pipe.next() {
-                if signal != signals::UNMOUNTED {
-                    INTERRUPTED.store(i32::from(signal), Ordering::Relaxed);
-                }
-            }
-        });
-}
-
 pub fn run(args: &CrashTestArgs) -> Result<u8, Failure> {
     let timeout = duration_with_unit(&args.timeout)
         .map_err(|message| Failure::arguments(format!("crash-test: --timeout {message}")))?;
@@ -878,7 +854,7 @@ pub fn run(args: &CrashTestArgs) -> Result<u8, Failure> {
     // reap what it killed before the check runs.
     crash_test_reaper::become_subreaper();
     let (directory, created) = (work.path.clone(), work.created);
-    watch_for_interrupts();
+    signals::watch_for_interrupts();
     let run = Run {
         args,
         settings,
@@ -959,7 +935,7 @@ fn run_trials(run: &Run<'_>) -> Result<u8, Failure> {
         let trial = match run.trial(index, counts) {
             Ok(trial) => trial,
             Err(failure) => {
-                if INTERRUPTED.load(Ordering::Relaxed) != 0 {
+                if signals::interrupting_signal().is_some() {
                     // A trial cut short proves nothing: nothing of it is
                     // kept (the lab mount is already down).
                     run.remove_trial_files(&format!("cut-{index}"));

@@ -11,7 +11,6 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,7 +30,7 @@ use crate::mountinfo::Mounts;
 use crate::power_cut::PowerSwitch;
 use crate::size::ByteSize;
 
-use crate::crash_test_command::{interrupted, Counts, INTERRUPTED, OUTPUT_LINES};
+use crate::crash_test_command::{interrupted, Counts, OUTPUT_LINES};
 
 /// One fresh image mounted crashable in the work directory.
 pub(crate) struct LabMount {
@@ -350,7 +349,7 @@ impl Program {
                 self.kill();
                 return Ok(None);
             }
-            if INTERRUPTED.load(Ordering::Relaxed) != 0 {
+            if crate::signals::interrupting_signal().is_some() {
                 self.kill();
                 interrupted()?;
             }

@@ -533,7 +533,9 @@ enum Command {
     /// 32 (added to 0 or 4) the scrub stopped before the end (an unmount
     /// or a shutdown stopped it: not everything was read), 8 the scrub
     /// could not run, 1 refused (not root nor the user who mounted, or a
-    /// shut-down mount: scrub its image once unmounted).
+    /// shut-down mount: scrub its image once unmounted), 130 or 143
+    /// interrupted by Ctrl-C or SIGTERM (on a mount it says where the next
+    /// scrub resumes).
     ///
     /// Examples:
     ///   vigilfs scrub /mnt/data

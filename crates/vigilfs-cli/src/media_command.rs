@@ -444,22 +444,51 @@ fn scrub_mounted(
         let mountpoint = mountpoint.to_path_buf();
         std::thread::spawn(move || client::call_waiting(&mountpoint, &request, None))
     };
+    // Ctrl-C ends this process, which closes the connection: the mount
+    // stops the scrub at its next block and keeps where it was. Said here,
+    // with where that is, rather than a silent death.
+    crate::signals::watch_for_interrupts();
     let started = Instant::now();
     let mut display = Display::new();
+    let mut last_seen = None;
     while !worker.is_finished() {
         std::thread::sleep(Duration::from_millis(250));
+        if let Some(signal) = crate::signals::interrupting_signal() {
+            display.finish();
+            let position = match last_seen {
+                Some((phase, bytes, total)) => format!(
+                    " in {phase}, {} of {} read",
+                    human_bytes(bytes),
+                    human_bytes(total)
+                ),
+                None => String::new(),
+            };
+            return Err(Failure::with_code(
+                format!(
+                    "scrub: {}: interrupted by {}{position}; the next `vigilfs scrub` resumes \
+                     where it stopped (--restart starts over)",
+                    mountpoint.display(),
+                    crate::signals::name(signal)
+                ),
+                crate::signals::exit_status(signal),
+            ));
+        }
         let Ok(status) = client::call(mountpoint, &Request::Status) else {
             continue;
         };
         let running = &status["media"]["scrub"]["running"];
         if !running.is_null() {
+            let phase = running["phase"].as_str().unwrap_or("?").to_string();
+            let bytes = running["bytes"].as_u64().unwrap_or(0);
+            let total = running["total_bytes"].as_u64().unwrap_or(0);
             display.show(
-                running["phase"].as_str().unwrap_or("?"),
-                running["bytes"].as_u64().unwrap_or(0),
-                running["total_bytes"].as_u64().unwrap_or(0),
+                &phase,
+                bytes,
+                total,
                 running["findings"].as_u64().unwrap_or(0),
                 started,
             );
+            last_seen = Some((phase, bytes, total.max(bytes)));
         }
     }
     display.finish();

@@ -95,6 +95,14 @@ impl Mounts {
             .find(|entry| entry.mountpoint == mountpoint)
     }
 
+    /// The filesystem `path` lies in when no mount is at `path` itself:
+    /// the topmost mount at the nearest directory above it that has one.
+    pub fn containing(&self, path: &Path) -> Option<&MountEntry> {
+        path.ancestors()
+            .skip(1)
+            .find_map(|directory| self.topmost_at(directory))
+    }
+
     /// The first mount (in mount order) of the filesystem mounted on top
     /// at `mountpoint`: the one its server was started on, when
     /// `mountpoint` is a later bind of it.

@@ -4,6 +4,10 @@
 //!
 //! The same pipe carries [`UNMOUNTED`] from the thread that waits on the
 //! FUSE session, so the main thread waits on one thing.
+//!
+//! Commands that run long on the client side (crash-test, scrub) only
+//! need to know that they were asked to stop: [`watch_for_interrupts`]
+//! keeps the signal in [`interrupting_signal`] for their loops to see.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -106,6 +110,40 @@ impl SignalPipe {
             }
         }
     }
+}
+
+/// The signal (SIGINT, SIGTERM, SIGHUP) that asked this command to stop.
+static INTERRUPTING: AtomicI32 = AtomicI32::new(0);
+
+/// Routes SIGINT, SIGTERM and SIGHUP to [`interrupting_signal`] instead of
+/// ending the process, so a command can stop cleanly and say where.
+pub fn watch_for_interrupts() {
+    let Ok(mut pipe) = install(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]) else {
+        return;
+    };
+    let _ = std::thread::Builder::new()
+        .name("vigilfs-interrupts".into())
+        .spawn(move || {
+            while let Ok(signal) = pipe.next() {
+                if signal != UNMOUNTED {
+                    INTERRUPTING.store(i32::from(signal), Ordering::Relaxed);
+                }
+            }
+        });
+}
+
+/// The signal that asked this command to stop, once one has
+/// ([`watch_for_interrupts`]).
+pub fn interrupting_signal() -> Option<u8> {
+    match INTERRUPTING.load(Ordering::Relaxed) {
+        0 => None,
+        signal => u8::try_from(signal).ok(),
+    }
+}
+
+/// The shell's exit status of a process `signal` ended: 128 + its number.
+pub fn exit_status(signal: u8) -> u8 {
+    128u8.saturating_add(signal)
 }
 
 /// A signal's name for the log.

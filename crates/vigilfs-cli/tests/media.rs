@@ -557,8 +557,9 @@ fn an_interrupted_scrub_resumes_and_a_background_scrub_runs() {
     for index in 0..4 {
         write_synced(&scratch.at(&format!("data-{index}")), &pattern(1024, index));
     }
-    // 16 MiB at 2 MiB/s: stopped (the client killed) after a second.
-    let mut client = Command::new(binary())
+    // 16 MiB at 2 MiB/s: stopped by Ctrl-C after a second, which says
+    // where (it died silently with 130, review 43).
+    let client = Command::new(binary())
         .args(["scrub", scratch.mnt(), "--rate", "2"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -568,8 +569,15 @@ fn an_interrupted_scrub_resumes_and_a_background_scrub_runs() {
         !scratch.status()["media"]["scrub"]["running"].is_null()
     });
     std::thread::sleep(Duration::from_millis(1500));
-    client.kill().unwrap();
-    let _ = client.wait();
+    // SAFETY: a signal to the child this test started and has not reaped.
+    assert_eq!(unsafe { libc::kill(client.id() as i32, libc::SIGINT) }, 0);
+    let interrupted = client.wait_with_output().unwrap();
+    assert_eq!(interrupted.status.code(), Some(130));
+    let said = text(&interrupted.stderr);
+    assert!(
+        said.contains("interrupted by SIGINT in ") && said.contains(" read; the next"),
+        "{said}"
+    );
     wait_until("the scrub stops", Duration::from_secs(20), || {
         scratch.status()["media"]["scrub"]["running"].is_null()
     });

@@ -367,6 +367,36 @@ fn sync_reports_a_writeback_error_once() {
     assert!(text(&nothing.stderr).contains("no vigilfs mount"));
 }
 
+/// `vigilfs status .` from a directory inside a mount names the mount to
+/// give; it said "nothing is mounted on it" (review 43).
+#[test]
+fn a_directory_inside_a_mount_is_answered_with_the_mount_point() {
+    if fuse_missing("a_directory_inside_a_mount_is_answered_with_the_mount_point") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    fs::create_dir(scratch.at("sub")).unwrap();
+    let mountpoint = fs::canonicalize(scratch.mnt()).unwrap();
+    for command in ["status", "sync"] {
+        let output = Command::new(binary())
+            .args([command, "."])
+            .current_dir(scratch.at("sub"))
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(8), "{}", text(&output.stderr));
+        let message = text(&output.stderr);
+        assert!(
+            message.contains(&format!(
+                "it is inside the vigilfs mount at {}: give the mount point",
+                mountpoint.display()
+            )),
+            "{message}"
+        );
+    }
+    scratch.umount(pid);
+}
+
 #[test]
 fn freeze_blocks_a_writer_while_reads_go_on_and_thaw_resumes_it() {
     if fuse_missing("freeze_blocks_a_writer_while_reads_go_on_and_thaw_resumes_it") {

@@ -82,12 +82,24 @@ pub fn mount_owner(canonical: &Path) -> Result<u32, ClientError> {
                     .next()
                     .map(|entry| entry.mountpoint.display().to_string())
             });
-        let why = match (missing, mounted_at) {
-            (true, _) => "it does not exist".to_string(),
-            (false, Some(mountpoint)) => {
+        // A directory inside a mount (`vigilfs status .`): name the mount.
+        let inside = mounts
+            .containing(canonical)
+            .filter(|entry| {
+                mounts
+                    .vigilfs_mounts(crate::control::current_uid())
+                    .any(|own| own == *entry)
+            })
+            .map(|entry| entry.mountpoint.display().to_string());
+        let why = match (missing, mounted_at, inside) {
+            (true, _, _) => "it does not exist".to_string(),
+            (false, Some(mountpoint), _) => {
                 format!("it is an image, mounted at {mountpoint}: give the mount point")
             }
-            (false, None) => "nothing is mounted on it".to_string(),
+            (false, None, Some(mountpoint)) => {
+                format!("it is inside the vigilfs mount at {mountpoint}: give the mount point")
+            }
+            (false, None, None) => "nothing is mounted on it".to_string(),
         };
         return Err(ClientError::Unreachable(format!(
             "no vigilfs mount is served there ({why})"
