@@ -1,7 +1,9 @@
 //! `vigilfs fsck`: check an image and report, with fsck(8) exit codes.
 //!
-//! On a terminal a progress bar shows the stages on stderr; otherwise each
-//! stage is a plain line, so logs stay readable. The report goes to stdout,
+//! On a terminal a progress bar shows the stages on stderr (and, while
+//! `--data` reads file data, bytes read and the time left); otherwise each
+//! stage is a plain line, and reading file data one every
+//! [`PLAIN_PROGRESS_EVERY`], so logs stay readable. The report goes to stdout,
 //! as text or (with --json) as one JSON object. The persistent error record
 //! is shown as `status` shows it (dates in UTC, errno names), and in the
 //! JSON as `error_record` with the fields of `status --json`'s `errors`.
@@ -13,6 +15,7 @@
 use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -23,12 +26,14 @@ use vigilfs::fsck::{fsck_with, keys_per_tree, FsckOptions, FsckReport, Progress}
 use crate::control::report::{error_record_json, event_json};
 use crate::failure::Failure;
 use crate::in_use::{self, AcquireError, LockMode};
-use crate::status_command;
+use crate::status_command::{self, human_bytes};
 
 /// No errors.
 pub const CLEAN: u8 = 0;
 /// Errors found and left uncorrected.
 pub const ERRORS_LEFT: u8 = 4;
+/// How often a plain progress line is printed while file data is read.
+const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// The `structure` of the engine's note about the error record.
 const ERROR_RECORD_NOTE: &str = "error record";
 
@@ -61,14 +66,52 @@ pub fn run(image: &Path, as_json: bool, data: bool) -> Result<u8, Failure> {
         bar.set_prefix("fsck");
         bar
     });
-    let mut show = |progress: Progress| match &bar {
-        Some(bar) => {
-            bar.set_length(progress.total);
-            bar.set_position(progress.done);
-            bar.set_message(progress.stage);
+    // Reading file data (--data) is the long stage: it says how far it is,
+    // on a terminal with the time left, otherwise a line every few seconds.
+    let mut data_started: Option<Instant> = None;
+    let mut last_line: Option<Instant> = None;
+    let mut show = |progress: Progress| {
+        let Some((read, to_read)) = progress.bytes else {
+            match &bar {
+                Some(bar) => {
+                    bar.set_length(progress.total);
+                    bar.set_position(progress.done);
+                    bar.set_message(progress.stage);
+                }
+                None if progress.done < progress.total => {
+                    eprintln!("fsck: checking {}", progress.stage)
+                }
+                None => {}
+            }
+            return;
+        };
+        let started = *data_started.get_or_insert_with(Instant::now);
+        let so_far = format!(
+            "{}: {} of {}",
+            progress.stage,
+            human_bytes(read),
+            human_bytes(to_read)
+        );
+        match &bar {
+            Some(bar) => {
+                let elapsed = started.elapsed().as_secs_f64();
+                // Too early, the rate says nothing yet.
+                let left = match read {
+                    0 => String::new(),
+                    _ if elapsed < 2.0 => String::new(),
+                    _ => format!(
+                        ", {:.0} s left",
+                        elapsed * to_read.saturating_sub(read) as f64 / read as f64
+                    ),
+                };
+                bar.set_message(format!("{so_far}{left}"));
+            }
+            None if last_line.is_none_or(|at| at.elapsed() >= PLAIN_PROGRESS_EVERY) => {
+                last_line = Some(Instant::now());
+                eprintln!("fsck: {so_far} read");
+            }
+            None => {}
         }
-        None if progress.done < progress.total => eprintln!("fsck: checking {}", progress.stage),
-        None => {}
     };
     let outcome = fsck_with(Arc::new(device), FsckOptions { data }, &mut show);
     if let Some(bar) = &bar {
@@ -129,7 +172,7 @@ fn print_text(image: &Path, report: &FsckReport) {
         if let Some(bytes) = media.data_bytes_checked {
             line.push_str(&format!(
                 "; data: {} checked, {} bad blocks",
-                status_command::human_bytes(bytes),
+                human_bytes(bytes),
                 media.data_failures
             ));
         }

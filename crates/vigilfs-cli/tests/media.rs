@@ -496,6 +496,12 @@ fn a_flipped_byte_is_found_by_fsck_data_and_scrub_and_never_read_as_data() {
         report.contains("checksum mismatch") && report.contains("/flipped at bytes 8192..12288"),
         "{report}"
     );
+    // The data pass says how far it is (it said nothing, review 43).
+    let progress = text(&fsck.stderr);
+    assert!(
+        progress.contains("fsck: file data: 0 B of ") && progress.contains(" read\n"),
+        "{progress}"
+    );
     let offline = vigilfs(&["scrub", scratch.img()]);
     assert_eq!(offline.status.code(), Some(4), "{}", text(&offline.stderr));
     assert!(

@@ -54,18 +54,25 @@ fn problem(structure: &str, message: String) -> Problem {
     }
 }
 
-/// Collects scrub's findings.
-struct Collect {
+/// Collects scrub's findings and passes its progress on to fsck's.
+struct Collect<'a> {
     findings: Vec<Finding>,
+    progress: &'a mut dyn FnMut(super::Progress),
 }
 
-impl ScrubSink for Collect {
+impl ScrubSink for Collect<'_> {
     fn finding(&mut self, finding: &Finding) -> std::ops::ControlFlow<()> {
         self.findings.push(finding.clone());
         std::ops::ControlFlow::Continue(())
     }
 
-    fn progress(&mut self, _: &Progress) -> std::ops::ControlFlow<()> {
+    fn progress(&mut self, progress: &Progress) -> std::ops::ControlFlow<()> {
+        (self.progress)(super::Progress {
+            done: 2,
+            total: super::STAGES,
+            stage: "file data",
+            bytes: Some((progress.bytes, progress.total_bytes.max(progress.bytes))),
+        });
         std::ops::ControlFlow::Continue(())
     }
 }
@@ -77,6 +84,7 @@ pub(crate) fn check(
     data: bool,
     problems: &mut Vec<Problem>,
     notes: &mut Vec<Note>,
+    progress: &mut dyn FnMut(super::Progress),
 ) -> MediaCounts {
     let mut counts = MediaCounts::default();
     let main = layout.main;
@@ -115,7 +123,7 @@ pub(crate) fn check(
     check_poison(metadata, layout, problems, &mut counts);
     check_lost(metadata, problems);
     if data {
-        check_data(metadata, layout, device, problems, &mut counts);
+        check_data(metadata, layout, device, problems, &mut counts, progress);
     }
     counts
 }
@@ -283,6 +291,7 @@ fn check_data(
     device: &dyn BlockDevice,
     problems: &mut Vec<Problem>,
     counts: &mut MediaCounts,
+    progress: &mut dyn FnMut(super::Progress),
 ) {
     let scrubber = Scrubber {
         metadata,
@@ -293,6 +302,7 @@ fn check_data(
     };
     let mut sink = Collect {
         findings: Vec::new(),
+        progress,
     };
     let options = ScrubOptions {
         rate: None,

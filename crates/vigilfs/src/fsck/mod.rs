@@ -93,6 +93,9 @@ pub struct Progress {
     pub total: u64,
     /// What is being checked now.
     pub stage: &'static str,
+    /// While file data is read (`--data`): bytes read, and bytes to read
+    /// (estimated from the space in use).
+    pub bytes: Option<(u64, u64)>,
 }
 
 /// What fsck found.
@@ -167,6 +170,7 @@ pub fn fsck_with(
         done: 0,
         total: STAGES,
         stage: "superblock copies",
+        bytes: None,
     });
     let (mut superblock, superblock_source) =
         check_superblocks(device.as_ref(), &mut problems, &mut notes)?;
@@ -187,6 +191,7 @@ pub fn fsck_with(
         done: 1,
         total: STAGES,
         stage: "journal",
+        bytes: None,
     });
     let journal_options = JournalOptions::for_filesystem(&superblock);
     let journal = match Journal::inspect(device.as_ref(), &journal_options) {
@@ -259,6 +264,7 @@ pub fn fsck_with(
         done: 2,
         total: STAGES,
         stage: "b-trees",
+        bytes: None,
     });
     let checked = match journal {
         Some(_) => check_trees(
@@ -268,6 +274,7 @@ pub fn fsck_with(
             options,
             &mut problems,
             &mut notes,
+            progress,
         ),
         None => {
             notes.push(Note {
@@ -288,6 +295,7 @@ pub fn fsck_with(
         done: 3,
         total: STAGES,
         stage: "event log and error record",
+        bytes: None,
     });
     let mut error_record = superblock.error_record.clone();
     let event_log = event_log::check(
@@ -314,6 +322,7 @@ pub fn fsck_with(
         done: STAGES,
         total: STAGES,
         stage: "done",
+        bytes: None,
     });
     let problems_found = problems.len();
     let problems = summarise(problems);
@@ -343,6 +352,7 @@ fn check_trees(
     options: FsckOptions,
     problems: &mut Vec<Problem>,
     notes: &mut Vec<Note>,
+    progress: &mut dyn FnMut(Progress),
 ) -> Option<(CheckReport, NamespaceCounts, SpaceCounts, MediaCounts)> {
     let overlay: Arc<dyn BlockDevice> = Arc::new(OverlayDevice::new(device));
     let reader = Arc::clone(&overlay);
@@ -393,6 +403,7 @@ fn check_trees(
                     options.data,
                     problems,
                     notes,
+                    progress,
                 );
                 Ok((report, names, space, media))
             })
