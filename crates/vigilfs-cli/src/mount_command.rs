@@ -430,8 +430,12 @@ fn daemonize(request: &MountRequest, prepared: Prepared, made: MadeHere) -> Resu
         let _ = writeln!(channel, "error 8 {message}");
         std::process::exit(8);
     }
+    if let Ok(copy) = channel.try_clone() {
+        crate::daemon_log::tell_starter_too(copy);
+    }
     let mut channel = Some(channel);
     let mut ready = |outcome: Result<(), &Failure>| {
+        crate::daemon_log::stop_telling_starter();
         if let Some(mut channel) = channel.take() {
             let _ = match outcome {
                 Ok(()) => writeln!(channel, "ok {}", std::process::id()),
@@ -474,8 +478,19 @@ fn detach(log: Option<File>) -> Result<(), String> {
 }
 
 fn wait_for_child(request: &MountRequest, read_end: OwnedFd, pid: i32) -> Result<u8, Failure> {
+    let mut reader = BufReader::new(File::from(read_end));
     let mut line = String::new();
-    let _ = BufReader::new(File::from(read_end)).read_line(&mut line);
+    // What the child logged while starting comes first, to be shown here.
+    loop {
+        line.clear();
+        let _ = reader.read_line(&mut line);
+        match line.strip_prefix(crate::daemon_log::FORWARDED) {
+            Some(logged) => {
+                let _ = write!(std::io::stderr(), "{logged}");
+            }
+            None => break,
+        }
+    }
     let line = line.trim_end();
     if let Some(child) = line.strip_prefix("ok ") {
         if !request.as_mount_helper {
@@ -877,6 +892,8 @@ fn serve(
             log(&format!("pid file {}: {error}", path.display()));
         }
     }
+    // Ready first: the waiting parent says "mounted" itself.
+    ready(Ok(()));
     log(&format!(
         "mounted {} on {}{}{} (control socket {})",
         image.display(),
@@ -885,7 +902,6 @@ fn serve(
         if power.is_some() { " crashable" } else { "" },
         server.path().display()
     ));
-    ready(Ok(()));
 
     // A power cut makes a new kernel mount: the signal path asks for the
     // device number it has now.
