@@ -71,6 +71,12 @@ enum Command {
     /// bytes (1G if not given). An existing vigilfs filesystem is never
     /// overwritten unless --force is given.
     ///
+    /// Exit status: 0 made; 1 refused (IMAGE holds a filesystem and no
+    /// --force, is mounted or in use, is a dangling link, or --size would
+    /// shrink it or is given for a device); 2 bad arguments (a size out
+    /// of range, a label too long); 8 it could not be made (the image
+    /// cannot be created, opened or written).
+    ///
     /// Examples:
     ///   vigilfs mkfs disk.img --size 4G
     ///   vigilfs mkfs /dev/loop0 --label data
@@ -253,6 +259,8 @@ enum Command {
     ///
     /// --json prints one object with these stable fields:
     ///   mountpoint, image, pid, owner_uid, mount_options,
+    ///   image_identity {device, inode} (the file served, whatever its name),
+    ///   image_moved (true when the image path no longer leads to it),
     ///   metrics_address (null when no -o metrics=),
     ///   state, state_reason,
     ///   mounted_read_only (the kernel refuses writes: remount,ro),
@@ -260,8 +268,10 @@ enum Command {
     ///   errors_policy, recovered, orphans_purged,
     ///   settings {cache_bytes, dirty_limit_bytes, writeback_interval_seconds,
     ///             atime, directory_atime},
-    ///   space {block_size, total_blocks, free_blocks, pending_blocks, bad_blocks},
+    ///   space {block_size, total_blocks, free_blocks, available_blocks (what
+    ///          files can still get, as df shows), pending_blocks, bad_blocks},
     ///   dirty_bytes, cached_bytes, dirty_nodes,
+    ///   lost_mapped {files, bytes} (shared-mapping writes the mount refused),
     ///   journal {next_seq, last_seq, written_seq, durable_seq, open_seq,
     ///            free_blocks, total_blocks, pins, blocked, failed,
     ///            reclaim_failures, last_reclaim_failure, reclaim_failing},

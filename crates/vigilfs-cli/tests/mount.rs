@@ -690,6 +690,42 @@ fn a_user_mount_whose_fusermount3_is_missing_says_what_is_missing() {
     assert!(!place.join("mnt").exists());
 }
 
+/// Every field `status --json` prints is in `status --help`'s list of
+/// stable fields (review 43 found three that were not).
+#[test]
+fn every_status_json_field_is_documented_in_the_help() {
+    if fuse_missing("every_status_json_field_is_documented_in_the_help") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let status = scratch.status();
+    let help = text(&vigilfs(&["status", "--help"]).stdout);
+    let documented = |name: &str| {
+        help.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .any(|word| word == name)
+    };
+    let mut missing = Vec::new();
+    for (name, value) in status.as_object().unwrap() {
+        if !documented(name) {
+            missing.push(name.clone());
+        }
+        // One level down, in the objects whose fields are fixed.
+        if let Some(fields) = value.as_object().filter(|_| name != "fault_rules") {
+            for inner in fields.keys() {
+                if name == "errors" && inner != "total" && inner != "first" && inner != "last" {
+                    continue;
+                }
+                if !documented(inner) {
+                    missing.push(format!("{name}.{inner}"));
+                }
+            }
+        }
+    }
+    assert!(missing.is_empty(), "undocumented: {missing:?}");
+    scratch.umount(pid);
+}
+
 #[test]
 fn another_user_may_read_status_but_not_change_the_mount() {
     if fuse_missing("another_user_may_read_status_but_not_change_the_mount") {
