@@ -946,6 +946,18 @@ fn serve(
                     .as_ref()
                     .map(|_| showing_device(&device_name(session.device())))
                     .unwrap_or_else(|| vec![mountpoint.clone()]);
+                // Already detached (a second Ctrl-C while files stay
+                // open): nothing to unmount, but the user asks why it is
+                // not over.
+                if mount_points.is_empty() {
+                    let open = slot.current().map_or(0, |fs| fs.status().open_files);
+                    log(&format!(
+                        "{}: {} is detached and ends when its last open file closes \
+                         ({open} still open)",
+                        signals::name(signal),
+                        mountpoint.display()
+                    ));
+                }
                 for shown in &mount_points {
                     log(&format!(
                         "{}: unmounting {}",

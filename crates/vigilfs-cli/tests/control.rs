@@ -478,6 +478,42 @@ fn a_signal_thaws_a_frozen_mount_so_its_lazy_unmount_ends() {
     scratch.umount(pid);
 }
 
+/// A second Ctrl-C of a mount detached because files stay open says why
+/// it goes on (it said nothing; review 43), and the mount ends once the
+/// last file closes.
+#[test]
+fn a_second_signal_to_a_detached_busy_mount_says_what_it_waits_for() {
+    if fuse_missing("a_second_signal_to_a_detached_busy_mount_says_what_it_waits_for") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let held = fs::File::create(scratch.at("held")).unwrap();
+    for _ in 0..2 {
+        // SAFETY: signalling the mount process this test started, by pid.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGINT);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    wait_until(
+        "the second signal is answered",
+        Duration::from_secs(20),
+        || {
+            scratch.log().contains("SIGINT: ")
+                && scratch
+                    .log()
+                    .contains("is detached and ends when its last open file closes (1 still open)")
+        },
+    );
+    assert!(!process_gone(pid), "{}", scratch.log());
+    drop(held);
+    wait_until("the mount process exits", Duration::from_secs(30), || {
+        process_gone(pid)
+    });
+    assert!(scratch.log().contains("(clean)"), "{}", scratch.log());
+}
+
 /// A client waiting on a stopped mount process (SIGSTOP, a debugger)
 /// gives up within seconds and says why, and what it asked is not done
 /// once the process resumes. A freeze carried out then held every writer
