@@ -10,12 +10,13 @@
 //!    the writes the workload made, and runs the check on the result. A
 //!    workload that fails, or a check that fails, without any crash is a
 //!    usage problem, not a finding, and stops the run.
-//! 2. Trial `i` picks a cut point from the run's seed and `i`: "just
-//!    before the k-th fsync" (a boundary: all that was synced before it
-//!    must survive) or "just before the k-th write" (between boundaries),
-//!    the two kinds in turns and no point twice while there are points
-//!    left (see [`cut_point`]); its torn writes draw from a seed of its
-//!    own. It mounts a fresh image, runs the
+//! 2. Trial `i` picks a cut point from the run's seed and `i`: the first
+//!    "after the workload ended" (all it made durable must be there),
+//!    then "just before the k-th fsync" (a boundary: all that was synced
+//!    before it must survive) or "just before the k-th write" (between
+//!    boundaries), the two kinds in turns and no point twice while there
+//!    are points left (see [`moment`]); its torn writes draw from a seed
+//!    of its own. It mounts a fresh image, runs the
 //!    setup as the dry run did, arms the cut and runs the workload. When
 //!    the workload is about to make that operation, the power goes, the
 //!    workload's process group is killed (the machine died with it; every
@@ -152,15 +153,41 @@ impl Counts {
 /// `--timeout`'s default (its text is the clap default above).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Where trial `index` (from 1) cuts. The moments are of two kinds: the
-/// fsyncs of files and directories (boundaries: what was synced before
-/// must survive) and the writes between them. Trials take the kinds in
-/// turns (the run's seed says which goes first) while both last, then the
-/// one left; each kind in an order the run's seed shuffles, without
-/// repeats. So N trials cut N different moments while there are that many
-/// (they repeated: review 26, where one directory fsync among 200 writes
-/// took most trials), and half of them boundaries, however few there are.
-fn cut_point(seed: u64, index: u32, counts: Counts) -> Option<CutPoint> {
+/// Where a trial cuts the power.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Moment {
+    /// Just before the workload makes this operation.
+    Before(CutPoint),
+    /// Once the workload has ended: all it made durable must be there. A
+    /// program that commits, says so and exits has its last fsync cut
+    /// after only here (review 44: no trial did).
+    AfterTheEnd,
+}
+
+/// Where trial `index` (from 1) cuts: the first trial after the workload's
+/// end, the others [`cut_point`]s; past every moment, the order starts
+/// again. `None` when the dry run made no write and no fsync.
+fn moment(seed: u64, index: u32, counts: Counts) -> Option<Moment> {
+    let moments = counts.fsyncs + counts.directory_fsyncs + counts.writes;
+    if moments == 0 {
+        return None;
+    }
+    match u64::from(index.saturating_sub(1)) % (moments + 1) {
+        0 => Some(Moment::AfterTheEnd),
+        position => cut_point(seed, position, counts).map(Moment::Before),
+    }
+}
+
+/// The `index`-th (from 1) cut point inside the workload. The moments are
+/// of two kinds: the fsyncs of files and directories (boundaries: what was
+/// synced before must survive) and the writes between them. Points take
+/// the kinds in turns (the run's seed says which goes first) while both
+/// last, then the one left; each kind in an order the run's seed shuffles,
+/// without repeats. So N trials cut N different moments while there are
+/// that many (they repeated: review 26, where one directory fsync among
+/// 200 writes took most trials), and half of them boundaries, however few
+/// there are.
+fn cut_point(seed: u64, index: u64, counts: Counts) -> Option<CutPoint> {
     let syncs = counts.fsyncs + counts.directory_fsyncs;
     let writes = counts.writes;
     let moments = syncs + writes;
@@ -172,7 +199,7 @@ fn cut_point(seed: u64, index: u32, counts: Counts) -> Option<CutPoint> {
     let sync_order = SeededOrder::new(&mut random, syncs);
     let write_order = SeededOrder::new(&mut random, writes);
     // Past every moment, the order starts again.
-    let position = u64::from(index.saturating_sub(1)) % moments;
+    let position = index.saturating_sub(1) % moments;
     let paired = syncs.min(writes);
     let (at_a_sync, rank) = if position < 2 * paired {
         ((position % 2 == 0) == syncs_first, position / 2)
@@ -249,6 +276,13 @@ fn trial_seed(seed: u64, index: u32) -> u64 {
     random.next_u64()
 }
 
+fn describe_moment(moment: Moment) -> String {
+    match moment {
+        Moment::Before(point) => describe_point(point),
+        Moment::AfterTheEnd => "after the workload ended".into(),
+    }
+}
+
 fn describe_point(point: CutPoint) -> String {
     let what = match point.operation {
         Operation::Fsync => "fsync",
@@ -278,9 +312,11 @@ pub(crate) fn interrupted() -> Result<(), Failure> {
 /// The outcome of one trial.
 struct Trial {
     index: u32,
+    /// Where it cut inside the workload; `None` for [`Moment::AfterTheEnd`].
     point: Option<CutPoint>,
-    /// The workload ended before reaching its cut point (it did not do
-    /// what it did in the dry run): the cut came after it.
+    /// The cut came after the workload ended: planned so (no `point`), or
+    /// the workload ended before reaching its point (it did not do what it
+    /// did in the dry run).
     cut_after_the_end: bool,
     cut: Option<Value>,
     check_status: String,
@@ -413,44 +449,57 @@ impl Run<'_> {
         self.started(&name);
         let lab = LabMount::start(&self.directory, &name, &self.settings, self.args.size)?;
         self.setup(&lab, &name, index)?;
-        let point = cut_point(self.args.seed, index, counts)
+        let moment = moment(self.args.seed, index, counts)
             .expect("the dry run made at least one write or fsync");
+        let point = match moment {
+            Moment::Before(point) => Some(point),
+            Moment::AfterTheEnd => None,
+        };
         let loss = self.loss(index);
         let workload_group = Arc::new(AtomicI32::new(0));
+        // What escaped the group (`setsid`, a daemon the workload started)
+        // dies with the power too, while the mount can still be named: the
+        // restart detaches it, and a survivor would write into the
+        // recovered mount.
+        let kill_the_workload = {
+            let group = Arc::clone(&workload_group);
+            let mountpoint = lab.mountpoint.clone();
+            move || {
+                kill_group(group.load(Ordering::Acquire));
+                kill_users_of(&mountpoint);
+            }
+        };
         let (done_sender, done) = mpsc::channel::<Result<CutReport, CutError>>();
-        let group = Arc::clone(&workload_group);
-        let mountpoint = lab.mountpoint.clone();
-        lab.switch
-            .arm(
-                point,
-                loss,
-                Box::new(move || {
-                    kill_group(group.load(Ordering::Acquire));
-                    // What escaped the group (`setsid`, a daemon the
-                    // workload started) dies with the power too, while the
-                    // mount can still be named: the restart detaches it,
-                    // and a survivor would write into the recovered mount.
-                    kill_users_of(&mountpoint);
-                }),
-                Box::new(move |outcome| {
-                    let _ = done_sender.send(outcome);
-                }),
-            )
-            .map_err(|error| Failure::operational(error.to_string()))?;
+        if let Some(point) = point {
+            lab.switch
+                .arm(
+                    point,
+                    loss,
+                    Box::new(kill_the_workload.clone()),
+                    Box::new(move |outcome| {
+                        let _ = done_sender.send(outcome);
+                    }),
+                )
+                .map_err(|error| Failure::operational(error.to_string()))?;
+        }
         let mut workload = self.program(&self.args.workload, &lab, &name, "workload", index)?;
         workload_group.store(workload.child.id() as i32, Ordering::Release);
 
         let deadline = Instant::now() + self.timeout;
-        let mut cut_after_the_end = false;
+        let mut cut_after_the_end = point.is_none();
         let report = loop {
-            match done.recv_timeout(Duration::from_millis(5)) {
-                Ok(outcome) => break outcome,
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(Failure::operational(
-                        "the power cut thread ended without a word",
-                    ))
+            if point.is_some() {
+                match done.recv_timeout(Duration::from_millis(5)) {
+                    Ok(outcome) => break outcome,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        return Err(Failure::operational(
+                            "the power cut thread ended without a word",
+                        ))
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            } else {
+                std::thread::sleep(Duration::from_millis(5));
             }
             if signals::interrupting_signal().is_some() {
                 workload.kill();
@@ -460,19 +509,21 @@ impl Run<'_> {
                 workload.kill();
                 return Err(Failure::operational(format!(
                     "trial {index}: the workload did not reach its cut point ({}) within {}",
-                    describe_point(point),
+                    describe_moment(moment),
                     humantime(self.timeout)
                 )));
             }
             if workload.try_wait()?.is_some() {
-                // Ended before its point: cut now, unless the cut is
-                // already on its way.
-                let disarmed = lab
-                    .slot
-                    .current()
-                    .is_some_and(|engine| engine.disarm_power_cut());
+                // Ended (before its point, if it had one): cut now, unless
+                // the cut is already on its way.
+                let disarmed = point.is_none()
+                    || lab
+                        .slot
+                        .current()
+                        .is_some_and(|engine| engine.disarm_power_cut());
                 if disarmed {
                     cut_after_the_end = true;
+                    kill_the_workload();
                     break lab.switch.cut(loss);
                 }
             }
@@ -489,7 +540,7 @@ impl Run<'_> {
         let (fsck_clean, fsck_findings) = lab.finish()?;
         let mut trial = Trial {
             index,
-            point: Some(point),
+            point,
             cut_after_the_end,
             cut: Some(cut_report_json(&report, loss)),
             check_status: describe_status(status, self.timeout),
@@ -595,11 +646,13 @@ impl Run<'_> {
 
     fn describe(&self, trial: &Trial, total: u32) -> String {
         let mut out = format!("cut {}/{total}", trial.index);
-        if let Some(point) = trial.point {
-            out.push_str(&format!(" {}", describe_point(point)));
-        }
-        if trial.cut_after_the_end {
-            out.push_str(" (the workload ended first: cut after it)");
+        match (trial.point, trial.cut_after_the_end) {
+            (Some(point), false) => out.push_str(&format!(" {}", describe_point(point))),
+            (Some(point), true) => out.push_str(&format!(
+                " {} (the workload ended first: cut after it)",
+                describe_point(point)
+            )),
+            (None, _) => out.push_str(&format!(" {}", describe_moment(Moment::AfterTheEnd))),
         }
         if let Some(cut) = &trial.cut {
             let lost = lost_in_cut(cut);
@@ -915,7 +968,8 @@ fn run_trials(run: &Run<'_>) -> Result<u8, Failure> {
         Some(bar) => bar.println(line),
         None => println!("{line}"),
     };
-    let moments = counts.fsyncs + counts.directory_fsyncs + counts.writes;
+    // Each write and fsync, and the end.
+    let moments = counts.fsyncs + counts.directory_fsyncs + counts.writes + 1;
     if !args.json {
         say(&dry);
         if args.cut_index.is_none() && u64::from(args.cuts) > moments {
@@ -1035,8 +1089,27 @@ mod tests {
         );
     }
 
+    /// The first trial cuts after the workload's end, the others inside it
+    /// in [`cut_point`]'s order; then the order starts again.
+    #[test]
+    fn the_first_trial_cuts_after_the_end_and_the_others_inside() {
+        let dry_run = counts(3, 1, 5);
+        for seed in 0..20 {
+            assert_eq!(moment(seed, 1, dry_run), Some(Moment::AfterTheEnd));
+            for index in 2..=10u32 {
+                assert_eq!(
+                    moment(seed, index, dry_run),
+                    cut_point(seed, u64::from(index - 1), dry_run).map(Moment::Before),
+                    "seed {seed} trial {index}"
+                );
+            }
+            assert_eq!(moment(seed, 11, dry_run), Some(Moment::AfterTheEnd));
+        }
+        assert_eq!(moment(1, 1, counts(0, 0, 0)), None);
+    }
+
     /// The cut points of trials 1..=`trials`.
-    fn first_points(seed: u64, trials: u32, dry_run: Counts) -> Vec<CutPoint> {
+    fn first_points(seed: u64, trials: u64, dry_run: Counts) -> Vec<CutPoint> {
         (1..=trials)
             .map(|index| cut_point(seed, index, dry_run).unwrap())
             .collect()

@@ -612,10 +612,12 @@ enum Command {
     ///
     /// Runs the workload in a fresh crashable mount, cuts the power at a
     /// seeded moment (just before an fsync, or between fsyncs before a
-    /// write), kills the workload with the machine, brings the mount back
-    /// from the image, and runs the check there (non-zero exit: a violated
-    /// invariant), as many times as --cuts says: each trial a moment no
-    /// earlier trial cut while there are more, fsyncs and writes in turns.
+    /// write; the first trial after the workload ended, when all it
+    /// acknowledged must be there), kills the workload with the machine,
+    /// brings the mount back from the image, and runs the check there
+    /// (non-zero exit: a violated invariant), as many times as --cuts
+    /// says: each trial a moment no earlier trial cut while there are
+    /// more, fsyncs and writes in turns.
     /// Every trial starts from a fresh image; a failure is reported with the command
     /// that replays exactly that trial, and its image is kept. A dry run
     /// without a cut comes first: the workload and the check must succeed

@@ -817,6 +817,46 @@ rows=$(sqlite3 t.db "select count(*) from t where id <= $last")
     }
 }
 
+/// A program that writes, acknowledges and exits with no fsync at all is
+/// caught by the first trial, which cuts after the workload ended. Cuts
+/// fell only before writes and fsyncs (review 44), where nothing was
+/// acknowledged yet: every trial passed.
+#[test]
+fn a_cut_after_the_workload_ended_catches_what_it_acknowledged_unsynced() {
+    if fuse_missing("a_cut_after_the_workload_ended_catches_what_it_acknowledged_unsynced") {
+        return;
+    }
+    let scripts = tempfile::tempdir().unwrap();
+    let workload = r#"set -e
+: > "$1"
+printf committed > f
+echo acknowledged >> "$1"
+"#;
+    let check = r#"[ -s "$1" ] || exit 0
+[ "$(cat f 2>/dev/null)" = committed ] || { echo "acknowledged, then lost"; exit 1; }
+"#;
+    let output = crash_test(scripts.path(), workload, check, &["--cuts", "2"]);
+    let report = json_of(&output);
+    assert_eq!(output.status.code(), Some(1), "{report:#}");
+    let trials = report["trials"].as_array().unwrap();
+    assert_eq!(trials[0]["point"], Value::Null, "{report:#}");
+    assert_eq!(trials[0]["cut_after_the_end"], true);
+    assert_eq!(trials[0]["passed"], false);
+    assert!(
+        trials[0]["check"]["output"]
+            .as_str()
+            .unwrap()
+            .contains("acknowledged, then lost"),
+        "{report:#}"
+    );
+    assert_eq!(trials[1]["point"]["operation"], "write", "{report:#}");
+    assert_eq!(trials[1]["passed"], true, "{report:#}");
+    // The failed trial's image is kept there.
+    fs::remove_dir_all(scripts.path().join("work")).unwrap();
+    let said = text(&crash_test_report(scripts.path(), workload, check, &["--cuts", "1"]).stdout);
+    assert!(said.contains("cut 1/1 after the workload ended"), "{said}");
+}
+
 #[test]
 fn the_crash_test_runner_catches_a_careless_writer_and_replays_the_failure() {
     if fuse_missing("the_crash_test_runner_catches_a_careless_writer_and_replays_the_failure") {
@@ -1695,22 +1735,27 @@ fn a_setup_is_never_cut_and_its_result_is_durable_before_the_workload() {
         scripts.path(),
         "echo 1 > w\nsync w\necho 1 >> \"$1\"",
         "test -e base-20 || { echo 'the setup was lost'; exit 1; }",
-        &["--cuts", "4", "--setup", setup],
+        &["--cuts", "6", "--setup", setup],
     );
     let report = passed(&output);
     assert_eq!(report["dry_run"]["fsyncs"], 1, "{report:#}");
     assert_eq!(report["dry_run"]["writes"], 1, "{report:#}");
-    // Two moments, four cuts: each moment cut twice, the first two trials
-    // on different ones (they could all fall on one: review 26).
-    assert_eq!(report["moments"], 2, "{report:#}");
+    // Three moments (the write, the fsync, the end), six cuts: each moment
+    // cut twice, the first three trials on different ones (they could all
+    // fall on one: review 26).
+    assert_eq!(report["moments"], 3, "{report:#}");
     let points: Vec<&Value> = report["trials"]
         .as_array()
         .unwrap()
         .iter()
         .map(|trial| &trial["point"])
         .collect();
-    assert_ne!(points[0], points[1], "{report:#}");
-    assert_eq!((points[0], points[1]), (points[2], points[3]), "{report:#}");
+    assert_eq!(points[0], &Value::Null, "the end first: {report:#}");
+    assert!(
+        points[0] != points[1] && points[1] != points[2] && points[0] != points[2],
+        "{report:#}"
+    );
+    assert_eq!(points[..3], points[3..], "{report:#}");
 
     let failing = crash_test(
         scripts.path(),
