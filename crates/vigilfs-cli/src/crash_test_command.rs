@@ -99,7 +99,11 @@ pub struct CrashTestArgs {
     #[arg(long, value_name = "I")]
     pub cut_index: Option<u32>,
     /// Unflushed device writes survive partially, sector by sector, instead
-    /// of being all lost.
+    /// of being all lost. Cuts fall before a write or an fsync reaches the
+    /// mount, where the device has seldom taken anything since its last
+    /// flush (the mount writes back and flushes in one go): each trial
+    /// says how many sectors were unflushed; `-o` with a small `dirty=`
+    /// makes background writeback, and so more to tear.
     #[arg(long)]
     pub torn: bool,
     /// The size of each fresh image.
@@ -665,6 +669,14 @@ impl Run<'_> {
                 if files == 1 { "" } else { "s" },
                 if changes == 1 { "" } else { "s" },
             ));
+            // What --torn had to tear (often nothing: see its help).
+            if cut["torn"] == true {
+                let unflushed = cut["device"]["sectors_unflushed"].as_u64().unwrap_or(0);
+                let kept = cut["device"]["sectors_kept"].as_u64().unwrap_or(0);
+                out.push_str(&format!(
+                    ", {unflushed} sectors unflushed ({kept} survived)"
+                ));
+            }
             if let Some(dropped) = lost["device"]["flushes_dropped"].as_u64() {
                 out.push_str(&format!(
                     ", and all synced since the first of {dropped} flush{} the device dropped",
@@ -769,6 +781,14 @@ fn work_directory(asked: Option<&Path>) -> Result<WorkDirectory, Failure> {
         let failed = |error: std::io::Error| {
             Failure::operational(format!("{}: {error}", directory.display()))
         };
+        // Something else by that name is a wrong argument, not a run that
+        // could not be made (review 44: exit 8).
+        if fs::symlink_metadata(directory).is_ok() && !directory.is_dir() {
+            return Err(Failure::arguments(format!(
+                "--work-dir {}: not a directory",
+                directory.display()
+            )));
+        }
         // One level, like `mkdir`: a typo deep in the path is an error,
         // not a tree of new directories.
         if !directory.is_dir() {

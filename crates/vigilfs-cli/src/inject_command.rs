@@ -137,11 +137,17 @@ pub struct InjectArgs {
     /// Cut the power now: everything not made durable by an fsync or
     /// `vigilfs sync` that succeeded is lost, the journal is replayed, and the
     /// mount serves the state after the crash when this returns. Crashable
-    /// mounts only (`-o crashable`).
+    /// mounts only (`-o crashable`). Delay rules stay through the cut, so
+    /// the recovery's own writes and flushes wait too: the cut takes as
+    /// long as they do.
     #[arg(long)]
     pub power_cut: bool,
     /// With --power-cut: the device's unflushed writes survive in part,
-    /// sector by sector, as --seed decides (a torn write).
+    /// sector by sector, as --seed decides (a torn write). Only what the
+    /// device took since its last flush can tear: the mount writes data
+    /// back and flushes in one go (at an fsync, every writeback
+    /// interval), so there is often nothing; slow flushes (`--delay 1s
+    /// --io flush`) or a cut in the middle of a large writeback leave some.
     #[arg(long, requires = "power_cut")]
     pub torn: bool,
     /// Drop the clean cached data, the engine's and the kernel's (the

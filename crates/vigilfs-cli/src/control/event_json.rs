@@ -325,7 +325,16 @@ pub fn human_line(event: &Value) -> String {
                 if count == 1 { "" } else { "s" }
             ));
         }
-        Some(count) if count != 1 => parts.push(format!("x{count}")),
+        Some(count) if count != 1 => {
+            parts.push(format!("x{count}"));
+            // A stream of one error across files (writeback retries).
+            if let (Some(first), Some(last)) = (number(event, "inode"), number(event, "last_inode"))
+            {
+                if first != last {
+                    parts.push(format!("(the last in inode {last})"));
+                }
+            }
+        }
         None if kind == Some("lost") => {
             parts.push("errors among them unknown".into());
         }

@@ -204,7 +204,7 @@ impl DeviceErrorKind {
 
 /// A failed device request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{operation} of {class} bytes {range} failed: {kind}{}", injected_suffix(.injected_by))]
+#[error("{operation} of {class}{} failed: {kind}{}", bytes_of(.range), injected_suffix(.injected_by))]
 pub struct DeviceError {
     /// What went wrong.
     pub kind: DeviceErrorKind,
@@ -216,6 +216,15 @@ pub struct DeviceError {
     pub range: ByteRange,
     /// The fault rule that injected the error, if it was injected.
     pub injected_by: Option<RuleId>,
+}
+
+/// The bytes of a request, none for a flush ("flush of journal bytes
+/// 0..0 failed" read as a zero-length write: review 44).
+fn bytes_of(range: &ByteRange) -> String {
+    match range.is_empty() {
+        true => String::new(),
+        false => format!(" bytes {range}"),
+    }
 }
 
 fn injected_suffix(rule: &Option<RuleId>) -> String {
@@ -304,6 +313,24 @@ mod tests {
             "{refused}"
         );
         assert!("99999".parse::<Errno>().is_err());
+    }
+
+    #[test]
+    fn a_failed_flush_names_no_bytes_and_a_failed_write_its_own() {
+        let flush = DeviceError::new(
+            DeviceErrorKind::Io,
+            IoOperation::Flush,
+            IoClass::Journal,
+            ByteRange::new(0, 0),
+        );
+        assert!(!flush.to_string().contains("bytes"), "{flush}");
+        let write = DeviceError::new(
+            DeviceErrorKind::Io,
+            IoOperation::Write,
+            IoClass::Data,
+            ByteRange::new(4096, 8192),
+        );
+        assert!(write.to_string().contains(" bytes 4096.."), "{write}");
     }
 
     #[test]

@@ -57,6 +57,11 @@ pub struct Detail {
     /// The b-tree node hit: tree name, level ([`Detail::UNKNOWN_LEVEL`]
     /// when not known), block.
     pub node: Option<(&'static str, u8, u64)>,
+    /// One error whatever the file: its repeats in other files are damped
+    /// with it in the event log (hundreds of files whose writeback is
+    /// retried and fails again would each keep a key otherwise), the
+    /// record naming the first file and the last.
+    pub across_files: bool,
 }
 
 impl Detail {
@@ -197,6 +202,7 @@ impl Health {
                 )
             }),
             origin: incident.origin,
+            across_files: detail.across_files,
         });
         self.lock().record(ErrorEvent {
             time: seconds_now(),
@@ -290,6 +296,7 @@ mod tests {
             subtypes: Subtypes::DATA_LOST,
             device_range: Some((8192, 4096)),
             node: Some(("extents", 1, 2)),
+            across_files: false,
         };
         health.report_with(&incident(ErrorKind::Media), &detail);
         let event = std::iter::from_fn(|| group.read_timeout(Duration::from_millis(10)).ok())

@@ -472,7 +472,7 @@ impl Shared {
                 &Detail {
                     subtypes: Subtypes::empty(),
                     device_range: Some((range.start, range.len())),
-                    node: None,
+                    ..Detail::default()
                 },
             );
         } else {
@@ -562,7 +562,7 @@ impl Shared {
                     &Detail {
                         subtypes: Subtypes::empty(),
                         device_range: Some((item.owner.range.start, item.owner.range.len())),
-                        node: None,
+                        ..Detail::default()
                     },
                 );
             }
@@ -600,9 +600,8 @@ impl Shared {
             origin,
         };
         let mut detail = Detail {
-            subtypes: Subtypes::empty(),
             device_range,
-            node: None,
+            ..Detail::default()
         };
         let mut reported = false;
         match &item.owner.kind {

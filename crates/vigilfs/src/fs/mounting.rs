@@ -21,7 +21,7 @@ use super::events::{EventLog, EventLogEnd, HeaderDamage, Notice, Writer};
 use super::faults::Faults;
 use super::gate::Gate;
 use super::handles::Handles;
-use super::health::{seconds_now, Health, Incident};
+use super::health::{seconds_now, Detail, Health, Incident};
 use super::media::{Media, Worker};
 use super::read_write::{finish_recovery, record_writable_mount, ReadOnlyMount};
 use super::scrubbing::BackgroundScrub;
@@ -606,24 +606,28 @@ fn report_damaged_superblocks(
 /// every writeback pass, each its own key, flooded the log and pushed
 /// the mount's own records out (review 22).
 fn report_writeback_failure(health: &Health, failure: &WritebackFailure) {
-    let (inode, range, origin) = if failure.again {
-        (None, None, "writeback retried: failing again")
+    let generation = failure.generation.map_or(0, |value| value as u32);
+    // A retry names its file (review 44: the stream named none), not its
+    // range: the stream's record spans files.
+    let (range, origin) = if failure.again {
+        (None, "writeback retried: failing again")
     } else {
-        let generation = failure.generation.map_or(0, |value| value as u32);
-        (
-            Some((failure.ino, generation)),
-            Some((failure.offset, failure.length)),
-            "writeback",
-        )
+        (Some((failure.offset, failure.length)), "writeback")
     };
-    health.report(&Incident {
-        kind: ErrorKind::Writeback,
-        errno: failure.errno.get(),
-        inode,
-        range,
-        block: None,
-        origin,
-    });
+    health.report_with(
+        &Incident {
+            kind: ErrorKind::Writeback,
+            errno: failure.errno.get(),
+            inode: Some((failure.ino, generation)),
+            range,
+            block: None,
+            origin,
+        },
+        &Detail {
+            across_files: failure.again,
+            ..Detail::default()
+        },
+    );
 }
 
 /// Why a read-only mount is read-only, as its state says. Not to be made

@@ -135,6 +135,11 @@ pub struct ErrorInput<'a> {
     pub node: Option<(&'a str, Option<u8>, u64)>,
     /// Where it was seen.
     pub origin: &'a str,
+    /// One error whatever the file (a writeback retry failing again):
+    /// repeats of it in other files are damped as one stream, whose record
+    /// names the first file and the last ([`Detail::across_files`]
+    /// (crate::fs::health::Detail)).
+    pub across_files: bool,
 }
 
 /// An operational event.
@@ -474,7 +479,7 @@ impl EventLog {
         let key = Key {
             subtypes: error.subtypes,
             errno: error.errno,
-            inode,
+            inode: inode.filter(|_| !error.across_files),
             place: node_block.or(error.device_range.map(|(start, _)| start)),
             origin: origin_hash(error.origin),
         };

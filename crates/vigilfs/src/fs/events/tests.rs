@@ -20,6 +20,7 @@ fn error(inode: u64, offset: u64) -> ErrorInput<'static> {
         device_range: None,
         node: None,
         origin: "test",
+        across_files: false,
     }
 }
 
@@ -465,6 +466,7 @@ fn failure_at(device_offset: u64, node: Option<u64>) -> ErrorInput<'static> {
         device_range: Some((device_offset, 4096)),
         node: node.map(|block| ("extents", Some(0), block)),
         origin: "test",
+        across_files: false,
     }
 }
 
@@ -526,6 +528,7 @@ fn one_files_losses_at_different_places_are_never_folded_into_one_range() {
             device_range: Some(((1000 + block) * 4096, 4096)),
             node: None,
             origin: "test",
+            across_files: false,
         });
     }
     log.release_held();
