@@ -167,7 +167,8 @@ pub struct InjectArgs {
     pub clear: bool,
     /// Print the fault log: every rule set or cleared and every time one
     /// fired (time, rule, operation or I/O class, inode and path, offset,
-    /// length, errno).
+    /// length (the device's bytes for device I/O, the file's for a read or
+    /// write --op rule, none for other operations), errno).
     #[arg(long)]
     pub log: bool,
     /// With --log: go on printing new entries until the mount goes away.
@@ -448,17 +449,23 @@ pub fn describe_log_entry(entry: &Value) -> String {
             if let Some(class) = entry["class"].as_str() {
                 line.push_str(&format!(" {class}"));
             }
-            if let (Some(offset), Some(length)) =
-                (entry["offset"].as_u64(), entry["length"].as_u64())
-            {
-                // Only device I/O has a range: the device's bytes, which
-                // events call device_offset (their offset is the file's).
-                line.push_str(&format!(" device bytes {offset}+{length}"));
+            // Device I/O (it has a class) names the device's bytes, which
+            // events call device_offset; a read or write of a file (an
+            // --op rule) the file's.
+            let bytes = match (entry["offset"].as_u64(), entry["length"].as_u64()) {
+                (Some(offset), Some(length)) => format!(" bytes {offset}+{length}"),
+                _ => String::new(),
+            };
+            if entry["class"].is_string() && !bytes.is_empty() {
+                line.push_str(&format!(" device{bytes}"));
             }
             match (entry["path"].as_str(), entry["inode"].as_u64()) {
                 (Some(path), Some(inode)) => line.push_str(&format!(" {path} (inode {inode})")),
                 (None, Some(inode)) => line.push_str(&format!(" (inode {inode})")),
                 _ => {}
+            }
+            if !entry["class"].is_string() {
+                line.push_str(&bytes);
             }
             if let Some(name) = entry["errno_name"].as_str() {
                 line.push_str(&format!(": {name}"));

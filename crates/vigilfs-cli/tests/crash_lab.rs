@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn json_of(output: &std::process::Output) -> Value {
     serde_json::from_slice(&output.stdout)
@@ -456,6 +456,40 @@ fn faults_aimed_at_paths_and_operations_hit_only_their_targets_and_are_all_logge
     assert!(fault_log(&scratch)
         .iter()
         .any(|entry| entry["event"] == "cleared"));
+    scratch.umount(pid);
+}
+
+/// A write --op rule's firing names the bytes the program wrote, in the
+/// log's JSON and its text (review 44: offset and length were null).
+#[test]
+fn a_write_rule_logs_the_file_bytes_it_failed() {
+    if fuse_missing("a_write_rule_logs_the_file_bytes_it_failed") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let path = scratch.at("table");
+    fs::write(&path, b"").unwrap();
+    scratch.inject(&[
+        "--op", "write", "--path", "table", "--errno", "ENOSPC", "--limit", "1",
+    ]);
+    let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let error = file.write_at(&[5u8; 100], 8192).unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::ENOSPC));
+    let fired: Vec<Value> = fault_log(&scratch)
+        .into_iter()
+        .filter(|entry| entry["event"] == "fired")
+        .collect();
+    assert_eq!(fired.len(), 1, "{fired:#?}");
+    assert_eq!(
+        (&fired[0]["offset"], &fired[0]["length"]),
+        (&json!(8192), &json!(100))
+    );
+    let said = text(&scratch.inject(&["--log"]).stdout);
+    assert!(said.contains("fired: write table (inode "), "{said}");
+    assert!(said.contains(") bytes 8192+100: ENOSPC"), "{said}");
+    assert!(!said.contains("device bytes"), "{said}");
+    drop(file);
     scratch.umount(pid);
 }
 

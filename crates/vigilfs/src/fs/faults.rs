@@ -538,6 +538,15 @@ pub struct CutPoint {
     pub count: u64,
 }
 
+/// An operation a rule fired on, as the fault log names it.
+struct Fired<'a> {
+    operation: Operation,
+    ino: u64,
+    paths: &'a [String],
+    /// The file bytes, for a read or a write.
+    bytes: Option<ByteRange>,
+}
+
 /// A cut armed: the point, the operation's count when it was armed, and
 /// what cuts the power (the transport's; it must not block on the
 /// operation in progress).
@@ -780,6 +789,29 @@ impl Faults {
     /// cuts the power if armed for this moment, then applies the first
     /// rule that fires (an error to return, or a delay served here).
     pub fn operation(&self, operation: Operation, ino: u64, name: Option<&[u8]>) -> FsResult<()> {
+        self.fire(operation, ino, name, None)
+    }
+
+    /// A write of `length` bytes of `ino` at `offset` is about to run:
+    /// [`Faults::operation`], the fault log naming the bytes.
+    pub fn write(&self, ino: u64, offset: u64, length: u64) -> FsResult<()> {
+        self.fire(
+            Operation::Write,
+            ino,
+            None,
+            Some(ByteRange::at(offset, length)),
+        )
+    }
+
+    /// [`Faults::operation`], for the file bytes `bytes` when the
+    /// operation has them (the fault log names them: review 44).
+    fn fire(
+        &self,
+        operation: Operation,
+        ino: u64,
+        name: Option<&[u8]>,
+        bytes: Option<ByteRange>,
+    ) -> FsResult<()> {
         self.count_towards_cut(operation);
         if !self.any.load(Ordering::Acquire) {
             return Ok(());
@@ -800,7 +832,13 @@ impl Faults {
                     fired = Some((rule.id, errno));
                     break;
                 }
-                self.log_operation(rule.id, operation, ino, &paths, None, delay);
+                let fired = Fired {
+                    operation,
+                    ino,
+                    paths: &paths,
+                    bytes,
+                };
+                self.log_operation(rule.id, &fired, None, delay);
             }
             (fired, delay)
         };
@@ -808,7 +846,13 @@ impl Faults {
         match fired {
             None => Ok(()),
             Some((rule, errno)) => {
-                self.log_operation(rule, operation, ino, &paths, Some(errno), Duration::ZERO);
+                let fired = Fired {
+                    operation,
+                    ino,
+                    paths: &paths,
+                    bytes,
+                };
+                self.log_operation(rule, &fired, Some(errno), Duration::ZERO);
                 Err(injected(rule, operation, errno))
             }
         }
@@ -841,7 +885,12 @@ impl Faults {
                 return Err(injected(failed.rule, Operation::Read, failed.errno));
             }
         }
-        let result = self.operation(Operation::Read, ino, None);
+        let result = self.fire(
+            Operation::Read,
+            ino,
+            None,
+            Some(ByteRange::at(offset, length)),
+        );
         if let Err(FsError::Injected { rule, errno, .. }) = &result {
             let mut failed_reads = lock(&self.failed_reads);
             if failed_reads.len() >= FAILED_READS_KEPT {
@@ -861,20 +910,18 @@ impl Faults {
     fn log_operation(
         &self,
         rule: RuleId,
-        operation: Operation,
-        ino: u64,
-        paths: &[String],
+        fired: &Fired<'_>,
         errno: Option<Errno>,
         delay: Duration,
     ) {
         self.log(
             Some(rule),
             FaultLogEvent::Fired {
-                operation: operation.name().to_string(),
+                operation: fired.operation.name().to_string(),
                 class: None,
-                inode: Some(ino),
-                path: paths.first().cloned(),
-                range: None,
+                inode: Some(fired.ino),
+                path: fired.paths.first().cloned(),
+                range: fired.bytes,
                 errno: errno.map(|errno| errno.0),
                 delay_micros: (!delay.is_zero()).then_some(delay.as_micros() as u64),
                 corrupted: false,

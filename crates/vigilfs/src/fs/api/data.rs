@@ -230,7 +230,9 @@ impl Filesystem {
         }
         self.shared.note_foreground();
         let _writer = self.enter()?;
-        self.inject(Operation::Write, file.ino, None)?;
+        self.shared
+            .faults
+            .write(file.ino, offset, bytes.len() as u64)?;
         self.refuse_if_made_immutable(file.ino)?;
         let start = if file.flags.append {
             self.shared.files.size(&file.handle())?
