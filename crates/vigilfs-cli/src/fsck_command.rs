@@ -79,7 +79,7 @@ pub fn run(image: &Path, as_json: bool, data: bool) -> Result<u8, Failure> {
                     bar.set_message(progress.stage);
                 }
                 None if progress.done < progress.total => {
-                    eprintln!("fsck: checking {}", progress.stage)
+                    eprintln!("fsck: checking {}", progress.stage);
                 }
                 None => {}
             }

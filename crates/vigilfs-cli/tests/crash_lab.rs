@@ -473,7 +473,7 @@ fn a_write_rule_logs_the_file_bytes_it_failed() {
     scratch.inject(&[
         "--op", "write", "--path", "table", "--errno", "ENOSPC", "--limit", "1",
     ]);
-    let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let file = OpenOptions::new().write(true).open(&path).unwrap();
     let error = file.write_at(&[5u8; 100], 8192).unwrap_err();
     assert_eq!(error.raw_os_error(), Some(libc::ENOSPC));
     let fired: Vec<Value> = fault_log(&scratch)
