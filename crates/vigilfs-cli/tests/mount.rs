@@ -606,7 +606,12 @@ fn inject_forms_change_the_live_fault_plan() {
     // The other forms are accepted and listed.
     scratch.inject(&["--fail-writes", "--flaky", "10", "--seed", "42"]);
     scratch.inject(&["--bad-blocks", "15000:2"]);
-    scratch.inject(&["--enospc-after", "100000"]);
+    scratch.inject(&["--enospc-after", "10000"]);
+    // A thin volume the device's 16,384 blocks never exhaust would test
+    // nothing (review 44: it was taken).
+    let never = vigilfs(&["inject", scratch.mnt(), "--enospc-after", "100000"]);
+    assert_eq!(never.status.code(), Some(2), "{}", text(&never.stderr));
+    assert!(text(&never.stderr).contains("never runs out"));
     scratch.inject(&[
         "--fail-writes",
         "--class",

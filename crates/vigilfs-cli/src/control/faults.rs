@@ -8,7 +8,9 @@
 //! or none: a batch with one bad rule adds nothing.
 
 use serde_json::{json, Value};
-use vigilfs::device::{FaultLogEntry, FaultLogEvent, FaultPlan, FaultRule, RuleId};
+use vigilfs::device::{
+    FaultEffect, FaultLogEntry, FaultLogEvent, FaultPlan, FaultRule, RuleId,
+};
 use vigilfs::fs::faults::{FileRule, FileRuleStatus};
 use vigilfs::fs::Filesystem;
 
@@ -63,6 +65,21 @@ pub fn add(fs: &Filesystem, plan: &FaultPlan, rules: &[String], drop_caches: boo
                 return bad_request(format!(
                     "`{text}`: the range reaches past the end of the device ({device_length} \
                      bytes)"
+                ));
+            }
+            // A thin volume larger than the device never runs out (review
+            // 44: --enospc-after 18446744073709551615 was taken).
+            Ok(Parsed::Device(FaultRule {
+                effect:
+                    FaultEffect::ThinProvisioned {
+                        block_size,
+                        provisioned_blocks,
+                    },
+                ..
+            })) if provisioned_blocks.saturating_mul(block_size) >= device_length => {
+                return bad_request(format!(
+                    "`{text}`: never runs out: the device has only {} blocks",
+                    device_length / block_size.max(1)
                 ));
             }
             Ok(rule) => parsed.push(rule),
