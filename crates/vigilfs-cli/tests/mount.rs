@@ -627,7 +627,7 @@ fn inject_forms_change_the_live_fault_plan() {
     assert_eq!(texts.len(), 5, "{texts:?}");
     assert!(texts[0].starts_with("flaky op=write"));
     assert!(texts[1].starts_with("bad-blocks range=61440000..61448192"));
-    assert!(texts[2].starts_with("thin provisioned-blocks=100000"));
+    assert!(texts[2].starts_with("thin provisioned-blocks=10000 "));
     assert!(texts[3].contains("class=metadata") && texts[3].contains("errno=ENOSPC"));
     assert!(texts[4].contains("class=journal"));
     scratch.inject(&["--clear"]);
