@@ -139,6 +139,9 @@ pub(crate) struct Counts {
     pub(crate) fsyncs: u64,
     pub(crate) directory_fsyncs: u64,
     pub(crate) writes: u64,
+    /// Other changes (creates, renames, unlinks, attributes...): no cut
+    /// falls before them, but the cut after the end tests them.
+    pub(crate) other_changes: u64,
 }
 
 impl Counts {
@@ -150,6 +153,7 @@ impl Counts {
                 .directory_fsyncs
                 .saturating_sub(earlier.directory_fsyncs),
             writes: self.writes.saturating_sub(earlier.writes),
+            other_changes: self.other_changes.saturating_sub(earlier.other_changes),
         }
     }
 }
@@ -170,15 +174,13 @@ enum Moment {
 
 /// Where trial `index` (from 1) cuts: the first trial after the workload's
 /// end, the others [`cut_point`]s; past every moment, the order starts
-/// again. `None` when the dry run made no write and no fsync.
-fn moment(seed: u64, index: u32, counts: Counts) -> Option<Moment> {
+/// again. A workload of metadata changes alone (no write, no fsync) is cut
+/// after its end only.
+fn moment(seed: u64, index: u32, counts: Counts) -> Moment {
     let moments = counts.fsyncs + counts.directory_fsyncs + counts.writes;
-    if moments == 0 {
-        return None;
-    }
     match u64::from(index.saturating_sub(1)) % (moments + 1) {
-        0 => Some(Moment::AfterTheEnd),
-        position => cut_point(seed, position, counts).map(Moment::Before),
+        0 => Moment::AfterTheEnd,
+        position => cut_point(seed, position, counts).map_or(Moment::AfterTheEnd, Moment::Before),
     }
 }
 
@@ -453,8 +455,7 @@ impl Run<'_> {
         self.started(&name);
         let lab = LabMount::start(&self.directory, &name, &self.settings, self.args.size)?;
         self.setup(&lab, &name, index)?;
-        let moment = moment(self.args.seed, index, counts)
-            .expect("the dry run made at least one write or fsync");
+        let moment = moment(self.args.seed, index, counts);
         let point = match moment {
             Moment::Before(point) => Some(point),
             Moment::AfterTheEnd => None,
@@ -517,7 +518,17 @@ impl Run<'_> {
                     humantime(self.timeout)
                 )));
             }
-            if workload.try_wait()?.is_some() {
+            if let Some(status) = workload.try_wait()? {
+                // Nothing cut it: a failure is the program's own, as in
+                // the dry run (review 45: it went unseen).
+                if point.is_none() && !status.success() {
+                    return Err(Failure::operational(format!(
+                        "trial {index}: the workload {} before any cut (this trial cuts after \
+                         its end); its output:\n{}",
+                        describe_status(Some(status), self.timeout),
+                        workload.output()
+                    )));
+                }
                 // Ended (before its point, if it had one): cut now, unless
                 // the cut is already on its way.
                 let disarmed = point.is_none()
@@ -956,10 +967,10 @@ pub fn run(args: &CrashTestArgs) -> Result<u8, Failure> {
 fn run_trials(run: &Run<'_>) -> Result<u8, Failure> {
     let args = run.args;
     let (counts, took) = run.dry_run()?;
-    if counts.fsyncs + counts.directory_fsyncs + counts.writes == 0 {
+    if counts.fsyncs + counts.directory_fsyncs + counts.writes + counts.other_changes == 0 {
         return Err(Failure::operational(
-            "the workload made no write and no fsync in the mount: there is nothing to cut \
-             (does it write into its working directory?)",
+            "the workload changed nothing in the mount: there is nothing to cut (does it \
+             write into its working directory?)",
         ));
     }
     let dry = format!(
@@ -994,7 +1005,14 @@ fn run_trials(run: &Run<'_>) -> Result<u8, Failure> {
         say(&dry);
         if args.cut_index.is_none() && u64::from(args.cuts) > moments {
             say(&format!(
-                "only {moments} moments to cut: trials after the first {moments} cut them again{}",
+                "only {moments} moment{} to cut{}: trials after the first {moments} cut {} again{}",
+                if moments == 1 { "" } else { "s" },
+                if moments == 1 {
+                    " (after the end: the workload made no write and no fsync)"
+                } else {
+                    ""
+                },
+                if moments == 1 { "it" } else { "them" },
                 if args.torn {
                     " (each tearing the unflushed writes its own way)"
                 } else {
@@ -1072,6 +1090,7 @@ mod tests {
             fsyncs,
             directory_fsyncs,
             writes,
+            other_changes: 0,
         }
     }
 
@@ -1115,17 +1134,18 @@ mod tests {
     fn the_first_trial_cuts_after_the_end_and_the_others_inside() {
         let dry_run = counts(3, 1, 5);
         for seed in 0..20 {
-            assert_eq!(moment(seed, 1, dry_run), Some(Moment::AfterTheEnd));
+            assert_eq!(moment(seed, 1, dry_run), Moment::AfterTheEnd);
             for index in 2..=10u32 {
                 assert_eq!(
-                    moment(seed, index, dry_run),
+                    Some(moment(seed, index, dry_run)),
                     cut_point(seed, u64::from(index - 1), dry_run).map(Moment::Before),
                     "seed {seed} trial {index}"
                 );
             }
-            assert_eq!(moment(seed, 11, dry_run), Some(Moment::AfterTheEnd));
+            assert_eq!(moment(seed, 11, dry_run), Moment::AfterTheEnd);
         }
-        assert_eq!(moment(1, 1, counts(0, 0, 0)), None);
+        assert_eq!(moment(1, 1, counts(0, 0, 0)), Moment::AfterTheEnd);
+        assert_eq!(moment(1, 2, counts(0, 0, 0)), Moment::AfterTheEnd);
     }
 
     /// The cut points of trials 1..=`trials`.

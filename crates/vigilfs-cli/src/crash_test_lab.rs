@@ -180,6 +180,21 @@ impl LabMount {
             fsyncs: started(Operation::Fsync),
             directory_fsyncs: started(Operation::Fsyncdir),
             writes: started(Operation::Write),
+            other_changes: [
+                Operation::Create,
+                Operation::Fallocate,
+                Operation::Setattr,
+                Operation::Rename,
+                Operation::Unlink,
+                Operation::Mkdir,
+                Operation::Rmdir,
+                Operation::Link,
+                Operation::Symlink,
+                Operation::Setxattr,
+            ]
+            .into_iter()
+            .map(started)
+            .sum(),
         }
     }
 

@@ -253,6 +253,18 @@ impl Hook {
             .env("VIGILFS_OFFSET", variable("offset"))
             .env("VIGILFS_LENGTH", variable("length"))
             .env("VIGILFS_COUNT", variable("count"))
+            // A stream of one error across files (writeback retries)
+            // names its first file above and its last here; the origin
+            // tells it from one file's repeats (review 45).
+            .env("VIGILFS_LAST_INODE", variable("last_inode"))
+            .env(
+                "VIGILFS_ORIGIN",
+                match last.get("origin").filter(|origin| !origin.is_null()) {
+                    Some(origin) => text_of(origin),
+                    // What happened, for the events that are not errors.
+                    None => variable("action"),
+                },
+            )
             .env("VIGILFS_MOUNTPOINT", &self.config.mountpoint)
             .env(
                 "VIGILFS_FIRST_EVENT_ID",

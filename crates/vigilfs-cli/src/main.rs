@@ -588,7 +588,8 @@ enum Command {
     ///
     /// --exec CMD runs CMD once per event (VIGILFS_EVENT_ID, VIGILFS_KIND,
     /// VIGILFS_ERRNO, VIGILFS_INODE, VIGILFS_PATH, VIGILFS_OFFSET,
-    /// VIGILFS_LENGTH, VIGILFS_COUNT, VIGILFS_MOUNTPOINT... and the JSON on
+    /// VIGILFS_LENGTH, VIGILFS_COUNT, VIGILFS_LAST_INODE, VIGILFS_ORIGIN
+    /// (its origin or action), VIGILFS_MOUNTPOINT... and the JSON on
     /// stdin); --state FILE makes it resume after a restart. If the mount
     /// process dies while it follows, CMD runs once more with
     /// VIGILFS_KIND=disconnected, then the command exits 8.

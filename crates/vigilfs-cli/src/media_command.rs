@@ -455,9 +455,11 @@ fn scrub_mounted(
         std::thread::sleep(Duration::from_millis(250));
         if let Some(signal) = crate::signals::interrupting_signal() {
             display.finish();
+            // As last polled: the mount reads on until it sees the
+            // connection closed (within a second), and keeps that place.
             let position = match last_seen {
                 Some((phase, bytes, total)) => format!(
-                    " in {phase}, {} of {} read",
+                    " in {phase}, about {} of {} read",
                     human_bytes(bytes),
                     human_bytes(total)
                 ),
@@ -465,8 +467,9 @@ fn scrub_mounted(
             };
             return Err(Failure::with_code(
                 format!(
-                    "scrub: {}: interrupted by {}{position}; the next `vigilfs scrub` resumes \
-                     where it stopped (--restart starts over)",
+                    "scrub: {}: interrupted by {}{position}; the mount stops within a second \
+                     and the next `vigilfs scrub` resumes where it stopped (--restart starts \
+                     over)",
                     mountpoint.display(),
                     crate::signals::name(signal)
                 ),

@@ -891,6 +891,49 @@ echo acknowledged >> "$1"
     assert!(said.contains("cut 1/1 after the workload ended"), "{said}");
 }
 
+/// A workload of metadata changes alone (a rename, no write, no fsync)
+/// is cut after its end, where its unsynced rename is caught; it was
+/// refused as "nothing to cut" (review 45). A workload that fails in that
+/// trial, which no cut interrupted, fails the run as in the dry run.
+#[test]
+fn a_metadata_only_workload_is_cut_after_its_end_and_its_failure_there_is_seen() {
+    if fuse_missing("a_metadata_only_workload_is_cut_after_its_end_and_its_failure_there_is_seen") {
+        return;
+    }
+    let scripts = tempfile::tempdir().unwrap();
+    let rename = r#": > "$1"
+mv a b
+echo renamed >> "$1"
+"#;
+    let check = r#"[ -s "$1" ] || exit 0
+[ -e b ] || { echo "the rename was acknowledged, then lost"; exit 1; }
+"#;
+    let output = crash_test(
+        scripts.path(),
+        rename,
+        check,
+        &["--cuts", "1", "--setup", "echo data > a"],
+    );
+    let report = json_of(&output);
+    assert_eq!(output.status.code(), Some(1), "{report:#}");
+    assert_eq!(report["moments"], 1, "{report:#}");
+    assert_eq!(report["trials"][0]["cut_after_the_end"], true);
+
+    fs::remove_dir_all(scripts.path().join("work")).unwrap();
+    let failing = r#": > "$1"
+echo x > f
+[ "$VIGILFS_CUT" = 0 ] || { echo "fails in trials"; exit 3; }
+"#;
+    let output = crash_test_report(scripts.path(), failing, "true", &["--cuts", "1"]);
+    assert_eq!(output.status.code(), Some(8), "{}", text(&output.stdout));
+    let said = text(&output.stderr);
+    assert!(
+        said.contains("trial 1: the workload exited 3 before any cut")
+            && said.contains("fails in trials"),
+        "{said}"
+    );
+}
+
 #[test]
 fn the_crash_test_runner_catches_a_careless_writer_and_replays_the_failure() {
     if fuse_missing("the_crash_test_runner_catches_a_careless_writer_and_replays_the_failure") {

@@ -930,9 +930,11 @@ fn the_exec_hook_runs_once_per_event_and_resumes_from_its_state_file() {
     let pid = scratch.mount(&["--size", "256M"]);
     let state = scratch.directory.path().join("hook.state");
     let ran = scratch.directory.path().join("ran.txt");
+    let origins = scratch.directory.path().join("origins.txt");
     let script = format!(
-        "read -r line; echo \"$VIGILFS_EVENT_ID $VIGILFS_KIND $VIGILFS_COUNT $VIGILFS_MOUNTPOINT ${{#line}}\" >> {}",
-        ran.display()
+        "read -r line; echo \"$VIGILFS_EVENT_ID $VIGILFS_KIND $VIGILFS_COUNT $VIGILFS_MOUNTPOINT ${{#line}}\" >> {}; echo \"$VIGILFS_ORIGIN\" >> {}",
+        ran.display(),
+        origins.display()
     );
     let start_hook = || {
         Command::new(binary())
@@ -967,6 +969,13 @@ fn the_exec_hook_runs_once_per_event_and_resumes_from_its_state_file() {
     wait_until("the hook ran twice", Duration::from_secs(20), || {
         runs().len() == 2
     });
+    // Where each event was seen (what tells a stream across files from
+    // one file's repeats): set for the hook too.
+    let said = fs::read_to_string(&origins).unwrap();
+    assert!(
+        said.lines().count() == 2 && said.lines().all(|origin| !origin.is_empty()),
+        "{said}"
+    );
     // Saved after the second run (a hook killed before that runs the
     // second event again: at least once, as the state file promises).
     let second = runs()[1].0;

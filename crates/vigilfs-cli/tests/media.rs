@@ -581,7 +581,7 @@ fn an_interrupted_scrub_resumes_and_a_background_scrub_runs() {
     assert_eq!(interrupted.status.code(), Some(130));
     let said = text(&interrupted.stderr);
     assert!(
-        said.contains("interrupted by SIGINT in ") && said.contains(" read; the next"),
+        said.contains("interrupted by SIGINT in ") && said.contains(" read; the mount stops"),
         "{said}"
     );
     wait_until("the scrub stops", Duration::from_secs(20), || {

@@ -629,51 +629,6 @@ fn the_blocks_of_failed_node_writes_come_back_once_the_device_writes_again() {
     fixture.assert_fsck_clean();
 }
 
-/// An 8 MiB file made durable, then two pages rewritten 8 MiB apart.
-fn file_with_two_dirty_pages_far_apart(fs: &Filesystem) -> (u64, u64) {
-    let (attr, handle) = fs
-        .create(ROOT_INO, b"big", 0o644, read_write(), &root())
-        .unwrap();
-    fs.write(handle, 0, &vec![1u8; 8 << 20], &root()).unwrap();
-    fs.fsync(handle, false).unwrap();
-    fs.write(handle, 0, &[2u8; 4096], &root()).unwrap();
-    fs.write(handle, (8 << 20) - 4096, &[2u8; 4096], &root())
-        .unwrap();
-    (attr.ino, handle)
-}
-
-/// The (offset, length) of this mount's error records of `ino` said
-/// `origin`.
-fn ranges_recorded(fs: &Filesystem, ino: u64, origin: &str) -> Vec<Option<(u64, u64)>> {
-    event_records(fs)
-        .into_iter()
-        .filter(|record| record.inode == Some(ino) && record.text.as_str() == origin)
-        .map(|record| record.range)
-        .collect()
-}
-
-/// Two dirty pages 8 MiB apart whose writeback fails are two losses of a
-/// page each: one range from the first to the last said 8 MiB were lost
-/// (review 44), in the events of a failed writeback and of data left
-/// unwritten when the writes stop.
-#[test]
-fn a_loss_names_the_pages_lost_not_the_span_between_them() {
-    let fixture = Fixture::new();
-    let fs = fixture.mount();
-    let (ino, handle) = file_with_two_dirty_pages_far_apart(&fs);
-    fixture.fail_writes(IoClass::Data);
-    assert_eq!(errno(fs.fsync(handle, false)), libc::EIO);
-    let pages = vec![Some((0, 4096)), Some(((8 << 20) - 4096, 4096))];
-    assert_eq!(ranges_recorded(&fs, ino, "writeback"), pages);
-    fs.shutdown(false).unwrap();
-    assert_eq!(
-        ranges_recorded(&fs, ino, "not written: writes stopped"),
-        pages
-    );
-    fs.release(handle).unwrap();
-    fs.unmount().unwrap();
-}
-
 /// A retry of a file's writeback failing again names the file (the stream
 /// named none: review 44), and retries of several files stay one stream
 /// naming the first and the last.

@@ -8,9 +8,7 @@
 //! or none: a batch with one bad rule adds nothing.
 
 use serde_json::{json, Value};
-use vigilfs::device::{
-    FaultEffect, FaultLogEntry, FaultLogEvent, FaultPlan, FaultRule, RuleId,
-};
+use vigilfs::device::{FaultEffect, FaultLogEntry, FaultLogEvent, FaultPlan, FaultRule, RuleId};
 use vigilfs::fs::faults::{FileRule, FileRuleStatus};
 use vigilfs::fs::Filesystem;
 

@@ -28,6 +28,7 @@ use crate::format::event_log::TEXT_CAPACITY;
 use crate::format::{write_superblocks, ErrorKind, ErrorRecord, FsState};
 use crate::inode::FileError;
 use crate::journal::JournalStatus;
+use crate::writeback::bytes_of_pages;
 
 /// Lost metadata changes named one by one when writing stops (the rest
 /// are counted in one more report).
@@ -314,20 +315,18 @@ impl Shared {
     /// Reports every page that will never reach the disk (the filesystem
     /// was shut down or made read-only with data not written back, or the
     /// mount ends with writeback failing): one event and one error-record
-    /// entry per run of pages of each inode (at most
-    /// [`RANGES_NAMED`](crate::writeback::RANGES_NAMED)), with its range;
-    /// `why` is their origin. Pages
+    /// entry per inode, with its range; `why` is their origin. Pages
     /// written with their journal entry before a flush failed are not
     /// among them: their writeback failure was reported when it happened,
     /// and a later flush may still make them durable.
     fn report_unwritten(&self, why: &str) {
         for unwritten in self.files.unwritten() {
-            let ranges: Vec<Option<(u64, u64)>> = match unwritten.never_written.is_empty() {
-                false => unwritten.never_written.iter().copied().map(Some).collect(),
+            let range = match unwritten.never_written {
+                Some((first, last)) => Some(bytes_of_pages(first, last, unwritten.size)),
                 // Lost data was reported when the kernel's write-back of
                 // it was refused.
-                true if unwritten.pages > 0 || !unwritten.lost.is_empty() => continue,
-                true => vec![None],
+                None if unwritten.pages > 0 || !unwritten.lost.is_empty() => continue,
+                None => None,
             };
             // The cause the file's writeback last failed with (a full
             // filesystem's ENOSPC), else EIO (review 31: the loss at
@@ -336,9 +335,7 @@ impl Shared {
                 Err(FileError::Writeback(errno)) => errno.get(),
                 _ => libc::EIO,
             };
-            for range in ranges {
-                self.report_lost_data(unwritten.ino, range, errno, why);
-            }
+            self.report_lost_data(unwritten.ino, range, errno, why);
         }
     }
 

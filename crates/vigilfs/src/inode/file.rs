@@ -137,7 +137,7 @@ use crate::pagecache::{
     Backing, Cache, CacheStats, HoleTally, InodeState, Page, PageCache, PromiseBudget, LARGE_ORDER,
     LARGE_PAGES, PAGE, PAGES_PER_FILL, PAGE_BYTES,
 };
-use crate::writeback::{loss_ranges, page_runs, FailureListener, Writeback, WritebackSummary};
+use crate::writeback::{page_runs, FailureListener, Writeback, WritebackSummary};
 
 mod rescue;
 mod space;
@@ -180,12 +180,11 @@ pub struct Unwritten {
     pub pages: u64,
     /// The runs of pages not written back, as (first, end) page numbers.
     pub runs: Vec<(u64, u64)>,
-    /// The byte ranges (offset, length) of those pages whose contents are
-    /// in no journal entry on the device, as a loss names them
-    /// ([`loss_ranges`]). The others were written, with the entry naming
+    /// The first and last of those pages whose contents are in no journal
+    /// entry on the device. The others were written, with the entry naming
     /// them, before a flush failed: not known durable, yet a later flush
     /// (the unmount's) may still make them so.
-    pub never_written: Vec<(u64, u64)>,
+    pub never_written: Option<(u64, u64)>,
     /// The size writes gave the file (what a cut may take back to the
     /// size on disk).
     pub size: u64,
@@ -653,13 +652,12 @@ impl Files {
             .filter(|state| state.unwritten())
             .map(|state| {
                 let pages = state.unclean_pages();
-                let never_written = loss_ranges(
-                    pages
-                        .iter()
-                        .copied()
-                        .filter(|page| !state.unconfirmed.contains(page)),
-                    state.size,
-                );
+                let mut never_written = pages
+                    .iter()
+                    .filter(|page| !state.unconfirmed.contains(page));
+                let first_never_written = never_written.next().copied();
+                let never_written = first_never_written
+                    .map(|first| (first, never_written.last().copied().unwrap_or(first)));
                 let runs = page_runs(pages.iter().map(|&page| (page, page + 1)));
                 Unwritten {
                     ino: state.ino,

@@ -467,18 +467,18 @@ impl Writeback {
                             word.set(errno);
                         }
                     }
-                    if let Some(listener) = self.on_failure.get() {
-                        let pages = failed.iter().map(|&(index, _)| index);
-                        for (offset, length) in loss_ranges(pages, flight.size) {
-                            listener(&WritebackFailure {
-                                ino: flight.ino,
-                                errno,
-                                offset,
-                                length,
-                                generation,
-                                again: !new_failure,
-                            });
-                        }
+                    if let (Some(listener), Some((first, _)), Some((last, _))) =
+                        (self.on_failure.get(), failed.first(), failed.last())
+                    {
+                        let (offset, length) = bytes_of_pages(*first, *last, flight.size);
+                        listener(&WritebackFailure {
+                            ino: flight.ino,
+                            errno,
+                            offset,
+                            length,
+                            generation,
+                            again: !new_failure,
+                        });
                     }
                 }
             }
@@ -752,29 +752,6 @@ pub(crate) fn page_runs(spans: impl Iterator<Item = (u64, u64)>) -> Vec<(u64, u6
         }
     }
     runs
-}
-
-/// Most byte ranges one loss of a file names one by one: the last named
-/// spans the rest, so a file failing in many places costs a bounded
-/// number of events.
-pub(crate) const RANGES_NAMED: usize = 8;
-
-/// The file bytes of `pages` (ascending page indices) as a loss names
-/// them: each run of consecutive pages its own range, cut at `size`, the
-/// last of [`RANGES_NAMED`] spanning the rest. One range from the first
-/// page to the last named two dirty pages 8 MiB apart "8 MiB lost"
-/// (review 44).
-pub(crate) fn loss_ranges(pages: impl Iterator<Item = u64>, size: u64) -> Vec<(u64, u64)> {
-    let mut runs = page_runs(pages.map(|page| (page, page + 1)));
-    if let Some(&(_, end)) = runs.last() {
-        runs.truncate(RANGES_NAMED);
-        if let Some(last) = runs.last_mut() {
-            last.1 = end;
-        }
-    }
-    runs.into_iter()
-        .map(|(first, end)| bytes_of_pages(first, end - 1, size))
-        .collect()
 }
 
 /// The pages of `entries`, large entries cut into their pages.
