@@ -538,8 +538,9 @@ pub struct CutPoint {
     pub count: u64,
 }
 
-/// An operation a rule fired on, as the fault log names it.
-struct Fired<'a> {
+/// An operation about to run, as rules are tried on it and the fault log
+/// names it.
+struct Attempt<'a> {
     operation: Operation,
     ino: u64,
     paths: &'a [String],
@@ -817,6 +818,12 @@ impl Faults {
             return Ok(());
         }
         let paths = self.operation_paths(ino, name);
+        let attempt = Attempt {
+            operation,
+            ino,
+            paths: &paths,
+            bytes,
+        };
         let (fired, delay) = {
             let mut rules = lock(&self.rules);
             let mut fired = None;
@@ -832,13 +839,7 @@ impl Faults {
                     fired = Some((rule.id, errno));
                     break;
                 }
-                let fired = Fired {
-                    operation,
-                    ino,
-                    paths: &paths,
-                    bytes,
-                };
-                self.log_operation(rule.id, &fired, None, delay);
+                self.log_operation(rule.id, &attempt, None, delay);
             }
             (fired, delay)
         };
@@ -846,13 +847,7 @@ impl Faults {
         match fired {
             None => Ok(()),
             Some((rule, errno)) => {
-                let fired = Fired {
-                    operation,
-                    ino,
-                    paths: &paths,
-                    bytes,
-                };
-                self.log_operation(rule, &fired, Some(errno), Duration::ZERO);
+                self.log_operation(rule, &attempt, Some(errno), Duration::ZERO);
                 Err(injected(rule, operation, errno))
             }
         }
@@ -910,18 +905,18 @@ impl Faults {
     fn log_operation(
         &self,
         rule: RuleId,
-        fired: &Fired<'_>,
+        attempt: &Attempt<'_>,
         errno: Option<Errno>,
         delay: Duration,
     ) {
         self.log(
             Some(rule),
             FaultLogEvent::Fired {
-                operation: fired.operation.name().to_string(),
+                operation: attempt.operation.name().to_string(),
                 class: None,
-                inode: Some(fired.ino),
-                path: fired.paths.first().cloned(),
-                range: fired.bytes,
+                inode: Some(attempt.ino),
+                path: attempt.paths.first().cloned(),
+                range: attempt.bytes,
                 errno: errno.map(|errno| errno.0),
                 delay_micros: (!delay.is_zero()).then_some(delay.as_micros() as u64),
                 corrupted: false,
