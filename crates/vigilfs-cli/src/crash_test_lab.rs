@@ -180,21 +180,11 @@ impl LabMount {
             fsyncs: started(Operation::Fsync),
             directory_fsyncs: started(Operation::Fsyncdir),
             writes: started(Operation::Write),
-            other_changes: [
-                Operation::Create,
-                Operation::Fallocate,
-                Operation::Setattr,
-                Operation::Rename,
-                Operation::Unlink,
-                Operation::Mkdir,
-                Operation::Rmdir,
-                Operation::Link,
-                Operation::Symlink,
-                Operation::Setxattr,
-            ]
-            .into_iter()
-            .map(started)
-            .sum(),
+            other_changes: Operation::ALL
+                .into_iter()
+                .filter(|operation| operation.changes_metadata())
+                .map(started)
+                .sum(),
         }
     }
 

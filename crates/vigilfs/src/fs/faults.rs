@@ -106,6 +106,24 @@ impl Operation {
         Operation::Close,
     ];
 
+    /// Whether it changes the namespace or an inode's metadata (a create,
+    /// a rename, an attribute...), not file data and not durability.
+    pub fn changes_metadata(self) -> bool {
+        matches!(
+            self,
+            Operation::Create
+                | Operation::Fallocate
+                | Operation::Setattr
+                | Operation::Rename
+                | Operation::Unlink
+                | Operation::Mkdir
+                | Operation::Rmdir
+                | Operation::Link
+                | Operation::Symlink
+                | Operation::Setxattr
+        )
+    }
+
     /// The lowercase name rules use.
     pub fn name(self) -> &'static str {
         match self {
