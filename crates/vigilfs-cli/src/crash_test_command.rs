@@ -276,6 +276,32 @@ fn greatest_common_divisor(mut a: u64, mut b: u64) -> u64 {
     a
 }
 
+/// Says (once a run: in its dry run) that the `role` program left the
+/// processes `killed` running when it exited, and that they were killed:
+/// a server a setup started is not there for the workload, and what a
+/// workload's leftovers would have done after it is never cut or checked.
+fn say_what_was_left_running(role: &str, killed: &[String]) {
+    if killed.is_empty() {
+        return;
+    }
+    let why = if role == "setup" {
+        "every program's leftovers are killed before the next one runs (a server the \
+         workload needs is started by the workload, and the check's by the check)"
+    } else {
+        "what they would have done after the workload ended is neither cut nor checked \
+         (a workload waits for what it starts)"
+    };
+    let (count, pronoun) = match killed.len() {
+        1 => ("1 process".to_string(), "It was"),
+        many => (format!("{many} processes"), "They were"),
+    };
+    eprintln!(
+        "vigilfs crash-test: the {role} left {count} running when it exited: {}. {pronoun} \
+         killed: {why}",
+        killed.join(", ")
+    );
+}
+
 /// Trial `index`'s own seed (also the seed of its torn writes).
 fn trial_seed(seed: u64, index: u32) -> u64 {
     let mut random = SeededRandom::new(seed ^ u64::from(index).wrapping_mul(0x9e37_79b9_7f4a_7c15));
@@ -431,6 +457,9 @@ impl Run<'_> {
             )));
         }
         if status.is_some_and(|status| status.success()) {
+            if name == "dry-run" {
+                say_what_was_left_running(role, program.left_running());
+            }
             return Ok(());
         }
         Err(Failure::operational(format!(

@@ -110,7 +110,9 @@ impl LabMount {
         // First the mount point: refused, it leaves no image behind.
         own_empty_directory(&mountpoint)?;
         let _ = fs::remove_file(&image);
-        crate::mkfs_command::create_formatted(&image, size)?;
+        if let Some(warning) = crate::mkfs_command::create_formatted(&image, size)? {
+            eprintln!("vigilfs: {warning}");
+        }
         let file = FileDevice::open(&image, FileDeviceOptions::default()).map_err(|error| {
             Failure::operational(format!("cannot open {}: {error}", image.display()))
         })?;
@@ -232,7 +234,7 @@ impl LabMount {
         // A process the workload started in a session of its own escapes
         // its group; if it still uses the lab's mount, the unmount would
         // wait for it for good.
-        warn_of_survivors(end_and_reap(None, &self.mountpoint));
+        warn_of_survivors(&end_and_reap(None, &self.mountpoint).still_there);
         detach_foreign_mounts(&self.mountpoint);
         let unmounted = session.unmount();
         self.switch.close();
@@ -278,6 +280,8 @@ pub(crate) struct Program {
     pub(crate) log: PathBuf,
     /// The lab's mount, its working directory.
     pub(crate) mountpoint: PathBuf,
+    /// See [`Program::left_running`].
+    left_running: Vec<String>,
 }
 
 impl Program {
@@ -322,6 +326,7 @@ impl Program {
             child,
             log,
             mountpoint: mountpoint.to_path_buf(),
+            left_running: Vec::new(),
         })
     }
 
@@ -336,9 +341,17 @@ impl Program {
     /// in the lab's mount, and waits until it is gone: it would keep files
     /// open, so the lab could not unmount, or write into the mount while
     /// the check reads it, or hold a pid its lock file names. The program
-    /// itself has been waited for.
-    fn end_what_it_left(&self) {
-        warn_of_survivors(end_and_reap(Some(self.child.id() as i32), &self.mountpoint));
+    /// itself has been waited for. Returns what it killed.
+    fn end_what_it_left(&self) -> Vec<String> {
+        let reaped = end_and_reap(Some(self.child.id() as i32), &self.mountpoint);
+        warn_of_survivors(&reaped.still_there);
+        reaped.killed
+    }
+
+    /// The processes the program left running when it exited by itself,
+    /// which were killed ("PID (COMMAND)"): none once it was killed.
+    pub(crate) fn left_running(&self) -> &[String] {
+        &self.left_running
     }
 
     /// Waits for the program to end, up to `timeout`; `None` if it did not
@@ -347,7 +360,7 @@ impl Program {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.try_wait()? {
-                self.end_what_it_left();
+                self.left_running = self.end_what_it_left();
                 return Ok(Some(status));
             }
             if Instant::now() >= deadline {

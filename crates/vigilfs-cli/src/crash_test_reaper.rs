@@ -55,20 +55,35 @@ pub fn become_subreaper() {
     }
 }
 
+/// What [`end_and_reap`] did.
+pub struct Reaped {
+    /// The processes it found running and killed, as "PID (COMMAND)".
+    pub killed: Vec<String>,
+    /// The pids still there after [`GONE_WITHIN`] (none, unless a process
+    /// is stuck in the kernel or its zombie belongs to a parent that does
+    /// not reap).
+    pub still_there: Vec<u32>,
+}
+
 /// Kills process group `group` (if any), every process using
 /// `mountpoint` and every child of this process not spared, and waits
 /// until each is gone, reaping those that are this process's children.
-/// Returns the pids still there after [`GONE_WITHIN`] (none, unless a
-/// process is stuck in the kernel or its zombie belongs to a parent that
-/// does not reap).
-pub fn end_and_reap(group: Option<i32>, mountpoint: &Path) -> Vec<u32> {
+pub fn end_and_reap(group: Option<i32>, mountpoint: &Path) -> Reaped {
     let deadline = Instant::now() + GONE_WITHIN;
-    let mut killed = BTreeSet::new();
+    let mut pending = BTreeSet::new();
+    let mut killed = Vec::new();
+    let mut seen = BTreeSet::new();
     loop {
         // A member may fork while its group is being killed: look again
         // until a round finds no one new.
         let mut members = group.map(members_of_group).unwrap_or_default();
         members.extend(orphans());
+        // Named before the kill: a reaped process has no name to read.
+        let mut running: Vec<(u32, String)> = members
+            .iter()
+            .filter(|&&pid| running(pid))
+            .map(|&pid| (pid, command_of(pid)))
+            .collect();
         if let Some(group) = group {
             kill_group(group);
         }
@@ -79,15 +94,21 @@ pub fn end_and_reap(group: Option<i32>, mountpoint: &Path) -> Vec<u32> {
             }
         }
         let users = kill_users_of(mountpoint);
-        let found_some = !members.is_empty() || users > 0;
-        killed.extend(members);
-        killed.append(&mut remembered());
-        killed.retain(|&pid| !reaped_or_gone(pid));
-        if killed.is_empty() && !found_some {
-            return Vec::new();
+        let found_some = !members.is_empty() || !users.is_empty();
+        running.extend(users);
+        for (pid, command) in running {
+            if seen.insert(pid) {
+                killed.push(format!("{pid} ({command})"));
+            }
         }
-        if Instant::now() >= deadline {
-            return killed.into_iter().collect();
+        pending.extend(members);
+        pending.append(&mut remembered());
+        pending.retain(|&pid| !reaped_or_gone(pid));
+        if (pending.is_empty() && !found_some) || Instant::now() >= deadline {
+            return Reaped {
+                killed,
+                still_there: pending.into_iter().collect(),
+            };
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -95,19 +116,41 @@ pub fn end_and_reap(group: Option<i32>, mountpoint: &Path) -> Vec<u32> {
 
 /// Kills every process using `mountpoint` (as the janitor's
 /// `kill_users_of`) and remembers them for the next [`end_and_reap`], which
-/// could not find them by their mount once they are dead. Returns how
-/// many it found.
-pub fn kill_users_of(mountpoint: &Path) -> usize {
+/// could not find them by their mount once they are dead. Returns each
+/// with its command.
+pub fn kill_users_of(mountpoint: &Path) -> Vec<(u32, String)> {
     let pids = users_of(mountpoint);
+    let named: Vec<(u32, String)> = pids.iter().map(|&pid| (pid, command_of(pid))).collect();
     for &pid in &pids {
         // SAFETY: kill(2) on a pid; no memory is involved.
         unsafe {
             libc::kill(pid as i32, libc::SIGKILL);
         }
     }
-    let found = pids.len();
     remembered().extend(pids);
-    found
+    named
+}
+
+/// The command name of process `pid` ("?" once it is gone).
+fn command_of(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|name| name.trim_end().to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// Whether `pid` still runs: not gone and not a zombie (a program's own
+/// exited children, not yet reaped, were not left running).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, after_name) = stat.rsplit_once(')')?;
+            after_name
+                .split_whitespace()
+                .next()
+                .map(|state| state != "Z")
+        })
+        .unwrap_or(false)
 }
 
 fn remembered() -> std::sync::MutexGuard<'static, BTreeSet<u32>> {
@@ -115,7 +158,7 @@ fn remembered() -> std::sync::MutexGuard<'static, BTreeSet<u32>> {
 }
 
 /// Says which killed processes were still there when the run went on.
-pub fn warn_of_survivors(pids: Vec<u32>) {
+pub fn warn_of_survivors(pids: &[u32]) {
     if !pids.is_empty() {
         eprintln!(
             "vigilfs crash-test: killed processes still there after {} s (stuck in the \

@@ -126,7 +126,9 @@ fn tour(directory: &Path) -> Result<u8, Failure> {
         .map_err(|error| Failure::operational(format!("demo: {error}")))?;
 
     tour.step("Make a filesystem");
-    create_formatted(&image, ByteSize(64 << 20))?;
+    if let Some(warning) = create_formatted(&image, ByteSize(64 << 20))? {
+        eprintln!("vigilfs: {warning}");
+    }
     tour.say(&format!(
         "created {} (64M, sparse) and ran mkfs on it",
         image.display()

@@ -633,6 +633,11 @@ enum Command {
     /// status` shows in it): a workload that kills it kills the run (the
     /// power cuts are this command's to make).
     ///
+    /// Processes a program leaves running when it exits (`cmd &`, a
+    /// server it started) are killed before the next program runs, and
+    /// the dry run names them: the setup cannot start a server for the
+    /// workload, and a workload waits for what it starts.
+    ///
     /// Exit status: 0 every check held, 1 a check or fsck failed, 2 bad
     /// arguments, 8 the run could not be made (the workload or
     /// the check fails without any cut, a mount failed...), 130, 143 or

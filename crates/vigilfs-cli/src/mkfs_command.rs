@@ -166,8 +166,10 @@ fn cannot_create(image: &Path, error: &std::io::Error) -> Failure {
 
 /// Creates `image` as a sparse file of `size` bytes and makes a filesystem
 /// with the default options on it (what `vigilfs mount` does with an image
-/// that does not exist). The file is removed again if that fails.
-pub fn create_formatted(image: &Path, size: ByteSize) -> Result<(), Failure> {
+/// that does not exist). The file is removed again if that fails. Returns
+/// the warning that the image could outgrow its host, for the caller to
+/// say once (a mount says it in its log when it opens the image).
+pub fn create_formatted(image: &Path, size: ByteSize) -> Result<Option<String>, Failure> {
     let device = Arc::new(
         FileDevice::create_image(image, size.0, SectorSize::Bytes512)
             .map_err(|error| cannot_create(image, &error))?,
@@ -180,10 +182,7 @@ pub fn create_formatted(image: &Path, size: ByteSize) -> Result<(), Failure> {
         let _ = fs::remove_file(image);
         mkfs_failure(image, Some(size), &error)
     })?;
-    if let Some(warning) = crate::host_space::growth_warning(&device, image) {
-        eprintln!("vigilfs: {warning}");
-    }
-    Ok(())
+    Ok(crate::host_space::growth_warning(&device, image))
 }
 
 /// The user and group making the filesystem, who own its root directory:

@@ -312,7 +312,8 @@ fn prepare(request: &MountRequest) -> Result<Option<Prepared>, Failure> {
             )));
         }
         let size = request.size.unwrap_or(DEFAULT_IMAGE_SIZE);
-        mkfs_command::create_formatted(&request.image, size)?;
+        // Its growth warning is logged when the engine opens the image.
+        let _said_at_start = mkfs_command::create_formatted(&request.image, size)?;
         if !request.as_mount_helper {
             log(&format!(
                 "created {} ({size}) with a new filesystem",

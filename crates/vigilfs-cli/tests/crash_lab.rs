@@ -1667,6 +1667,15 @@ done
     let output = crash_test(scripts.path(), workload, "true", &["--cuts", "2"]);
     let report = json_of(&output);
     assert_eq!(output.status.code(), Some(0), "{report:#}");
+    // Said, with what they were: they were killed silently.
+    let said = text(&output.stderr);
+    assert!(
+        said.contains("the workload left ")
+            && said.contains(" running when it exited: ")
+            && said.contains(" killed: ")
+            && said.contains(" (sh)"),
+        "{said}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(120),
         "took {:?}",

@@ -17,7 +17,7 @@
 
 use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,13 @@ const QUIET: Duration = Duration::from_millis(2);
 
 /// The longest the scrub waits for foreground I/O before one read.
 const MOST_WAIT: Duration = Duration::from_millis(250);
+
+/// How long a scrub waits for the one before it to end. One whose
+/// requester went away ends within a read, a wait for foreground I/O and
+/// its cursor's commit; the scrub started right after it (a Ctrl-C, then
+/// the same command again) resumes where it stopped rather than being
+/// refused as a second scrub.
+const ENDING_WAIT: Duration = Duration::from_secs(1);
 
 const CURSOR_KEY: &[u8] = b"scrub-cursor";
 const CURSOR_VERSION: u8 = 1;
@@ -252,7 +259,7 @@ impl Shared {
             // be scrubbed once unmounted.
             return Err(FsError::ShutDown(why));
         }
-        let Ok(_one) = self.media.scrub.one_at_a_time.try_lock() else {
+        let Some(_one) = lock_within(&self.media.scrub.one_at_a_time, ENDING_WAIT) else {
             return Err(FsError::Busy("a scrub is running already"));
         };
         let resume = self.media.scrub.state().resume;
@@ -318,6 +325,22 @@ impl Shared {
             resume_at: state.resume,
             last: state.last,
             interval: self.options.scrub_interval,
+        }
+    }
+}
+
+/// The lock of `mutex`, if it comes free within `limit`. A panicked
+/// scrub's lock guards nothing but the turn.
+fn lock_within(mutex: &Mutex<()>, limit: Duration) -> Option<MutexGuard<'_, ()>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match mutex.try_lock() {
+            Ok(guard) => return Some(guard),
+            Err(TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(TryLockError::WouldBlock) => return None,
         }
     }
 }
