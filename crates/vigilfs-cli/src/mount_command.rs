@@ -774,8 +774,8 @@ fn serve(
             match crate::metrics_http::serve(address, Arc::clone(&slot), Arc::clone(&plan)) {
                 Ok(metrics) => {
                     // The address bound: port 0 asks the system for one.
+                    // Said once mounted: a mount that fails serves none.
                     let bound = metrics.address();
-                    log(&format!("serving metrics at http://{bound}/metrics"));
                     extra.insert("metrics_address".into(), json!(bound.to_string()));
                     Some(metrics)
                 }
@@ -838,6 +838,12 @@ fn serve(
             return Err(failure);
         }
     };
+    if let Some(metrics) = &metrics {
+        log(&format!(
+            "serving metrics at http://{}/metrics",
+            metrics.address()
+        ));
+    }
     // The FUSE connection's device number, shared by every mount point
     // showing it (second mounts of the image are binds of this one).
     let device = Mounts::read().ok().and_then(|mounts| {

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// `vigilfs events ARGS --json` as parsed lines; asserts it succeeded.
 fn events(arguments: &[&str]) -> Vec<Value> {
@@ -199,6 +199,50 @@ fn fanotify22_read_metadata_and_shutdown_errors_reach_the_listener() {
 /// writeback round, as a metadata error in the events, the status and the
 /// metrics. It went unreported until the journal filled, with sync
 /// returning 0 all along (found by a review helper).
+/// A failed writeback's event names the device bytes whose write failed,
+/// as the fault log saw them, beside the file's bytes: an operator can
+/// hold it against the disk's own error log. It named the file's bytes
+/// only.
+#[test]
+fn a_failed_writeback_names_the_device_bytes_that_failed() {
+    if fuse_missing("a_failed_writeback_names_the_device_bytes_that_failed") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    scratch.inject(&["--fail-writes", "--class", "data", "--limit", "1"]);
+    let mut file = fs::File::create(scratch.at("table")).unwrap();
+    file.write_all(&[9u8; 40_000]).unwrap();
+    assert!(file.sync_all().is_err());
+    let log = scratch.inject(&["--log", "--json"]);
+    let fired: Vec<Value> = text(&log.stdout)
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|entry| entry["event"] == "fired")
+        .collect();
+    assert_eq!(fired.len(), 1, "{fired:#?}");
+    let errors: Vec<Value> = of_kind(&events(&[scratch.mnt()]), "error")
+        .into_iter()
+        .cloned()
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    let error = &errors[0];
+    assert_eq!(error["origin"], "writeback", "{error}");
+    assert_eq!(
+        (&error["offset"], &error["length"]),
+        (&json!(0), &json!(40_000))
+    );
+    assert_eq!(
+        (&error["device_offset"], &error["device_length"]),
+        (&fired[0]["offset"], &fired[0]["length"]),
+        "{error}"
+    );
+    // The retry (the rule fired once) writes it elsewhere, and succeeds.
+    assert!(file.sync_all().is_ok());
+    drop(file);
+    scratch.umount(pid);
+}
+
 #[test]
 fn failed_background_node_writes_are_announced_while_the_filesystem_runs() {
     if fuse_missing("node write failures announced") {

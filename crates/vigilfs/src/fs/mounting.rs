@@ -624,6 +624,9 @@ fn report_writeback_failure(health: &Health, failure: &WritebackFailure) {
             origin,
         },
         &Detail {
+            // Where on the device a file's failure is (each retry may
+            // land elsewhere: the stream keeps none).
+            device_range: failure.device_bytes.filter(|_| !failure.again),
             across_files: failure.again,
             ..Detail::default()
         },

@@ -122,6 +122,9 @@ pub struct WritebackFailure {
     pub offset: u64,
     /// See `offset`.
     pub length: u64,
+    /// The device bytes whose write failed (offset, length): not known
+    /// when the journal or the allocator failed instead.
+    pub device_bytes: Option<(u64, u64)>,
     /// The inode's generation, when its record could be read.
     pub generation: Option<u64>,
     /// A retry failing again: every page had failed before, and no error
@@ -159,6 +162,25 @@ pub(crate) struct Landing {
     /// The entries of the batch that failed, and why (an empty range when
     /// only the inode record failed); the entries after it were not tried.
     pub(crate) failure: Option<(Range<usize>, Errno)>,
+    /// The device bytes whose write failed, when the failure was a data
+    /// write's (offset, length).
+    pub(crate) failed_device_bytes: Option<(u64, u64)>,
+}
+
+/// Why a batch of pages could not be written: the errno, and the device
+/// bytes when a data write failed (for the event, which names them).
+struct PagesFailed {
+    errno: Errno,
+    device_bytes: Option<(u64, u64)>,
+}
+
+impl From<Errno> for PagesFailed {
+    fn from(errno: Errno) -> PagesFailed {
+        PagesFailed {
+            errno,
+            device_bytes: None,
+        }
+    }
 }
 
 /// Lands a flight that never reached [`Writeback::land`] (a panic during its
@@ -176,6 +198,7 @@ impl Drop for InFlight<'_> {
                 durable: 0,
                 not_durable: 0,
                 failure: Some((0..0, Errno::EIO)),
+                failed_device_bytes: None,
             };
             let _ = self.writeback.land(flight, untried);
         }
@@ -333,6 +356,7 @@ impl Writeback {
                 durable: 0,
                 not_durable: 0,
                 failure: self.commit_record(flight).err().map(|errno| (0..0, errno)),
+                failed_device_bytes: None,
             };
         }
         if let Some(error) = self.metadata.journal.error() {
@@ -342,6 +366,7 @@ impl Writeback {
                 durable: 0,
                 not_durable: 0,
                 failure: Some((0..entries.len(), journal_errno(&error))),
+                failed_device_bytes: None,
             };
         }
         let mut batches: Vec<Range<usize>> = Vec::new();
@@ -362,6 +387,7 @@ impl Writeback {
         let mut newest_seq: Option<u64> = None;
         let mut committed = 0;
         let mut failure: Option<(Range<usize>, Errno)> = None;
+        let mut failed_device_bytes = None;
         for batch in batches {
             let dirty = pages_of(&entries[batch.clone()]);
             match self.write_pages(ino, flight, &dirty) {
@@ -369,8 +395,9 @@ impl Writeback {
                     newest_seq = newest_seq.max(seq);
                     committed = batch.end;
                 }
-                Err(errno) => {
-                    failure = Some((batch, errno));
+                Err(failed) => {
+                    failure = Some((batch, failed.errno));
+                    failed_device_bytes = failed.device_bytes;
                     break;
                 }
             }
@@ -387,6 +414,7 @@ impl Writeback {
                     durable: 0,
                     not_durable: if written { committed } else { 0 },
                     failure,
+                    failed_device_bytes,
                 };
             }
         }
@@ -394,6 +422,7 @@ impl Writeback {
             durable: committed,
             not_durable: 0,
             failure,
+            failed_device_bytes,
         }
     }
 
@@ -419,6 +448,7 @@ impl Writeback {
                 durable: 0,
                 not_durable: 0,
                 failure: None,
+                failed_device_bytes: None,
             };
         }
         let mut cache = self.cache.lock();
@@ -476,6 +506,7 @@ impl Writeback {
                             errno,
                             offset,
                             length,
+                            device_bytes: landing.failed_device_bytes,
                             generation,
                             again: !new_failure,
                         });
@@ -498,7 +529,7 @@ impl Writeback {
         ino: u64,
         flight: &Flight,
         dirty: &[(u64, &[u8])],
-    ) -> Result<Option<u64>, Errno> {
+    ) -> Result<Option<u64>, PagesFailed> {
         let allocator = &self.metadata.allocator;
         // The extents over each run of the dirty pages, not over the span
         // from the first to the last: random rewrites of a large file
@@ -507,7 +538,7 @@ impl Writeback {
         // (review 31: an fsync of 16 random pages of a 64 MiB file took
         // 12 ms after five rounds, and went on growing).
         let runs = page_runs(dirty.iter().map(|(index, _)| (*index, index + 1)));
-        let lookup = || {
+        let lookup = || -> Result<BTreeMap<u64, Extent>, Errno> {
             let mut found = BTreeMap::new();
             for &(first, end) in &runs {
                 let extents = self
@@ -574,9 +605,9 @@ impl Writeback {
             drop(records);
             let new_extents = match written {
                 Ok(extents) => extents,
-                Err(errno) => {
+                Err(failed) => {
                     self.metadata.allocator.free_unreferenced(&runs);
-                    return Err(errno);
+                    return Err(failed);
                 }
             };
             let (seq, freed) = match self.commit_extents(ino, flight, before, &new_extents) {
@@ -588,7 +619,7 @@ impl Writeback {
                 }
                 Err(error) => {
                     self.metadata.allocator.free_unreferenced(&runs);
-                    return Err(writeback_errno(&error));
+                    return Err(writeback_errno(&error).into());
                 }
             };
             if let Some(seq) = seq {
@@ -627,7 +658,7 @@ impl Writeback {
         &self,
         dirty: &[(u64, &[u8])],
         blocks: &[u64],
-    ) -> Result<Vec<(u64, Extent)>, Errno> {
+    ) -> Result<Vec<(u64, Extent)>, PagesFailed> {
         let physical = blocks.iter().copied();
         let mut extents: Vec<(u64, Extent)> = Vec::new();
         // One buffer, reused: each extent is written as soon as the next
@@ -667,10 +698,14 @@ impl Writeback {
         Ok(extents)
     }
 
-    fn write_extent_bytes(&self, physical: u64, bytes: &[u8]) -> Result<(), Errno> {
+    fn write_extent_bytes(&self, physical: u64, bytes: &[u8]) -> Result<(), PagesFailed> {
+        let offset = physical * PAGE;
         self.device
-            .write_at(physical * PAGE, bytes, IoClass::Data)
-            .map_err(|error| device_errno(&error))
+            .write_at(offset, bytes, IoClass::Data)
+            .map_err(|error| PagesFailed {
+                errno: device_errno(&error),
+                device_bytes: Some((offset, bytes.len() as u64)),
+            })
     }
 
     /// The transaction: the committed extents `before` (all of them in
