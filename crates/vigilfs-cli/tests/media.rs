@@ -464,6 +464,45 @@ fn a_superblock_copy_torn_by_a_crash_is_no_scrub_finding_until_a_clean_unmount()
     assert_eq!(scrub.status.code(), Some(4), "{}", text(&scrub.stdout));
 }
 
+/// A directory's leaf node damaged on the image, with no copy to heal it
+/// from: every scrub says it is lost and exits 4 ("errors left"), not
+/// only the first. The second said "0 lost" and exited 0, so a scrub run
+/// from cron called a filesystem with an unreadable directory healthy
+/// (review 47).
+#[test]
+fn a_lost_node_is_an_error_left_for_every_scrub_not_only_the_first() {
+    if fuse_missing("a_lost_node_is_an_error_left_for_every_scrub_not_only_the_first") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    fs::create_dir(scratch.at("dir")).unwrap();
+    for index in 0..200 {
+        File::create(scratch.at(&format!("dir/name-number-{index:04}"))).unwrap();
+    }
+    scratch.umount(pid);
+    let leaf = owners(scratch.img(), 0, IMAGE)
+        .into_iter()
+        .find(|owner| owner["kind"] == "node" && owner["tree"] == "dirents" && owner["level"] == 0)
+        .and_then(|owner| owner["block"].as_u64())
+        .expect("a dirents leaf");
+    let image = OpenOptions::new().write(true).open(&scratch.image).unwrap();
+    image.write_all_at(&[0xaa; 8], leaf * BLOCK + 300).unwrap();
+    image.sync_all().unwrap();
+    drop(image);
+
+    let pid = scratch.mount(&["-o", "errors=continue"]);
+    for round in ["first", "second"] {
+        let scrub = vigilfs(&["scrub", scratch.mnt(), "--json"]);
+        let summary: Value = serde_json::from_slice(&scrub.stdout).unwrap();
+        assert_eq!(scrub.status.code(), Some(4), "{round}: {summary}");
+        assert_eq!(summary["lost_blocks"], 1, "{round}: {summary}");
+    }
+    let said = text(&vigilfs(&["scrub", scratch.mnt(), "--restart"]).stdout);
+    assert!(said.contains(" 1 lost"), "{said}");
+    scratch.umount(pid);
+}
+
 #[test]
 fn a_flipped_byte_is_found_by_fsck_data_and_scrub_and_never_read_as_data() {
     if fuse_missing("a_flipped_byte_is_found_by_fsck_data_and_scrub_and_never_read_as_data") {

@@ -92,14 +92,21 @@ impl FailureReport {
             .sum()
     }
 
-    /// (owners, blocks) of file data found lost already when this report
-    /// was handled: a notice of the same failure handled first (the read
-    /// path's, racing a scrub's) took them.
+    /// (owners, blocks) found lost already when this report was handled:
+    /// file data a notice of the same failure handled first (the read
+    /// path's, racing a scrub's) poisoned, and b-tree nodes on blocks known
+    /// bad that could not be moved, still lost (review 47: a second scrub
+    /// of a damaged directory's node said "0 lost" and exited 0).
     pub fn already_lost(&self) -> (u64, u64) {
         self.handled
             .iter()
             .filter(|handled| handled.outcome == Outcome::AlreadyKnown)
-            .filter(|handled| matches!(handled.owner.kind, OwnerKind::File { poisoned: true, .. }))
+            .filter(|handled| {
+                matches!(
+                    handled.owner.kind,
+                    OwnerKind::File { poisoned: true, .. } | OwnerKind::Node { .. }
+                )
+            })
             .fold((0, 0), |(owners, blocks), handled| {
                 (
                     owners + 1,
