@@ -271,7 +271,9 @@ enum Command {
     ///   space {block_size, total_blocks, free_blocks, available_blocks (what
     ///          files can still get, as df shows), pending_blocks, bad_blocks},
     ///   dirty_bytes, cached_bytes, dirty_nodes,
-    ///   lost_mapped {files, bytes} (shared-mapping writes the mount refused),
+    ///   lost_mapped {files, bytes} (data lost before it reached the device:
+    ///                shared-mapping writes the mount refused, data an
+    ///                unmount ended without),
     ///   journal {next_seq, last_seq, written_seq, durable_seq, open_seq,
     ///            free_blocks, total_blocks, pins, blocked, failed,
     ///            reclaim_failures, last_reclaim_failure, reclaim_failing},
@@ -666,8 +668,9 @@ enum Command {
     /// durable. Anything not listed survives, unless the device drops
     /// flushes (`inject --drop-flushes`), which it then says first. Data
     /// the kernel wrote back from a shared mapping (mmap) and the mount
-    /// refused (a full disk) is listed as already lost: the kernel does
-    /// not send it again, and reads of it (and fsyncs, unless -o
+    /// refused (a full disk), and data an earlier mount ended without
+    /// while its writeback failed, is listed as already lost: nothing
+    /// sends it again, and reads of it (and fsyncs, unless -o
     /// fsync_errors=once) fail until it is written again. Not
     /// seen, so not listed: writes through a shared mapping that the
     /// kernel has not yet sent to the daemon (no msync, munmap or close

@@ -286,7 +286,9 @@ impl Snapshot {
         gauge(
             encoder,
             "vigilfs_lost_mapped_bytes",
-            "Bytes of shared mappings whose write-back was refused: reads fail until written again",
+            "Bytes written but lost before reaching the device (a refused write-back of a \
+             shared mapping, or writeback failing at an unmount): reads fail until written \
+             again",
             signed(self.lost_mapped_bytes),
         )?;
         gauge(

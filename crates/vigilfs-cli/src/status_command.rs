@@ -326,12 +326,13 @@ pub fn render(status: &Value) -> String {
     let lost_files = status["lost_mapped"]["files"].as_u64().unwrap_or(0);
     if lost_files > 0 {
         row(
-            "lost mapped data",
+            "lost data",
             format!(
-                "{} in {lost_files} file{}: the kernel's write-back of shared mappings was \
-                 refused; fsyncs fail, and reads once the kernel's cache lets the pages go \
-                 (after a remount at once), until it is written again (`vigilfs unsynced` \
-                 lists it)",
+                "{} in {lost_files} file{}: written, but never to reach the device (the \
+                 kernel's write-back of a shared mapping was refused, or writeback was \
+                 failing when a mount ended); fsyncs fail, and reads once the kernel's cache \
+                 lets the pages go (after a remount at once), until it is written again \
+                 (`vigilfs unsynced` lists it)",
                 human_bytes(status["lost_mapped"]["bytes"].as_u64().unwrap_or(0)),
                 if lost_files == 1 { "" } else { "s" }
             ),

@@ -120,8 +120,9 @@ pub fn describe_unsynced(unsynced: &Value) -> Vec<String> {
                 .map_or_else(|| "an error".to_string(), str::to_string);
             lines.push(format!(
                 "  {}: already lost at {lost}: the kernel's write-back of a shared mapping \
-                 was refused ({why}); reads of it fail until it is written again, and \
-                 fsyncs too (unless -o fsync_errors=once)",
+                 was refused, or writeback was failing when a mount ended ({why}); reads of \
+                 it fail until it is written again, and fsyncs too (unless -o \
+                 fsync_errors=once)",
                 file_name(file),
             ));
         }

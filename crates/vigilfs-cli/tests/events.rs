@@ -243,6 +243,46 @@ fn a_failed_writeback_names_the_device_bytes_that_failed() {
     scratch.umount(pid);
 }
 
+/// Data still failing to be written when the mount ends is lost, and the
+/// next mount knows: a read of it fails rather than return the older
+/// bytes the image holds, `vigilfs sync` reports it once, and the file's
+/// fsync reports it, though nobody heard of the failure before the
+/// unmount (the writer closed without an fsync). Before, the remount read
+/// the old bytes and every sync said 0 (review 47).
+#[test]
+fn data_an_unmount_ends_without_reads_as_lost_after_the_remount() {
+    if fuse_missing("data_an_unmount_ends_without_reads_as_lost_after_the_remount") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    fs::write(scratch.at("table"), [1u8; 8192]).unwrap();
+    let sync = vigilfs(&["sync", scratch.mnt()]);
+    assert_eq!(sync.status.code(), Some(0), "{}", text(&sync.stderr));
+    scratch.inject(&["--fail-writes", "--path", "table"]);
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(scratch.at("table"))
+        .unwrap();
+    file.write_all_at(&[2u8; 4096], 4096).unwrap();
+    drop(file);
+    scratch.umount(pid);
+
+    let pid = scratch.mount(&[]);
+    let file = fs::File::open(scratch.at("table")).unwrap();
+    let mut first = [0u8; 4096];
+    file.read_exact_at(&mut first, 0).unwrap();
+    assert_eq!(first, [1u8; 4096]);
+    let error = file.read_exact_at(&mut first, 4096).unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::EIO));
+    assert_eq!(file.sync_all().unwrap_err().raw_os_error(), Some(libc::EIO));
+    let sync = vigilfs(&["sync", scratch.mnt()]);
+    assert_eq!(sync.status.code(), Some(1), "{}", text(&sync.stderr));
+    assert_eq!(scratch.status()["lost_mapped"]["files"], 1);
+    drop(file);
+    scratch.umount(pid);
+}
+
 #[test]
 fn failed_background_node_writes_are_announced_while_the_filesystem_runs() {
     if fuse_missing("node write failures announced") {

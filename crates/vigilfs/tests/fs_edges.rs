@@ -1295,8 +1295,23 @@ fn an_unmount_while_one_file_cannot_be_written_keeps_every_other_change_and_repo
         record.inode == Some(bad.ino) && record.subtypes & fserror::Subtypes::DATA_LOST.bits() != 0
     });
     assert!(lost, "no data-lost event for the file the unmount gave up");
+    // And the loss is kept: the file's bytes read as lost, not as the
+    // nothing the image holds there, and fsck says so, alone.
+    let handle = fs.open(bad.ino, read_write(), &root()).unwrap();
+    assert_eq!(errno(fs.read(handle, 0, 11)), libc::EIO);
+    fs.release(handle).unwrap();
     fs.unmount().unwrap();
-    fixture.assert_fsck_clean();
+    let report = fsck(fixture.device.clone(), &mut |_| {}).expect("fsck");
+    let problems: Vec<String> = report
+        .problems
+        .iter()
+        .map(|problem| format!("{}: {}", problem.structure, problem.message))
+        .collect();
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(
+        problems[0].starts_with("lost data: /bad (inode") && problems[0].contains("bytes 0..11"),
+        "{problems:#?}"
+    );
 }
 
 /// Reads go on during a freeze, and can fail: their errors are written to

@@ -15,7 +15,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use vigilfs::device::{BlockDevice, CrashDevice, CrashMode, MemoryDevice, SectorSize};
+use vigilfs::device::{
+    BlockDevice, CrashDevice, CrashMode, Errno, FaultDevice, FaultPlan, FaultRule, IoClass,
+    MemoryDevice, Operations, SectorSize,
+};
 use vigilfs::fs::{Filesystem, FsError, MountOptions, OpenFlags, SetAttributes};
 use vigilfs::fsck::fsck;
 use vigilfs::inode::{Caller, FallocateMode, ROOT_INO};
@@ -170,6 +173,87 @@ fn lost_data_stays_lost_across_an_unmount_until_written_again_or_cut() {
     fs.fsync(handle, false).unwrap();
     fs.release(handle).unwrap();
     fs.unmount().unwrap();
+}
+
+/// Data whose writeback still fails when the mount ends is lost, and the
+/// next mount knows it: reads of those bytes fail rather than return the
+/// older bytes the device holds there, the file's fsyncs and the next
+/// syncfs report it, whoever heard of it before the unmount (here nobody:
+/// the writer closed without an fsync), until the bytes are written
+/// again. Before, the next mount read the old bytes (a new file's came
+/// back empty), and every fsync and syncfs said 0 (review 47).
+#[test]
+fn data_an_unmount_ends_without_is_lost_for_the_next_mount_until_written_again() {
+    let memory = Arc::new(MemoryDevice::new(64 << 20, SectorSize::Bytes512));
+    let plan = Arc::new(FaultPlan::new());
+    let device: Arc<dyn BlockDevice> = Arc::new(FaultDevice::new(memory, Arc::clone(&plan)));
+    make_filesystem(device.clone(), &MkfsOptions::default()).expect("mkfs");
+    let fs = Filesystem::mount(device.clone(), options()).unwrap();
+    let (_, handle) = fs
+        .create(ROOT_INO, b"old", 0o644, read_write(), &root())
+        .unwrap();
+    fs.write(handle, 0, &[OLD; 4 * PAGE as usize], &root())
+        .unwrap();
+    fs.fsync(handle, false).unwrap();
+    fs.release(handle).unwrap();
+    let failing = plan
+        .add_rule(
+            FaultRule::fail(Errno::EIO)
+                .for_class(IoClass::Data)
+                .on(Operations::WRITE),
+        )
+        .unwrap();
+    let handle = open(&fs, b"old");
+    fs.write(handle, PAGE, &[NEW; PAGE as usize], &root())
+        .unwrap();
+    fs.release(handle).unwrap();
+    let (_, handle) = fs
+        .create(ROOT_INO, b"new", 0o644, read_write(), &root())
+        .unwrap();
+    fs.write(handle, 0, &[NEW; 5000], &root()).unwrap();
+    fs.release(handle).unwrap();
+    assert_eq!(errno(fs.unmount()), libc::EIO);
+    plan.remove_rule(failing);
+
+    let (lost, other) = fsck_lost_data(device.clone());
+    assert_eq!(lost.len(), 2, "{lost:#?}");
+    assert!(lost[0].contains("/old (inode") && lost[0].contains("bytes 4096..8192"));
+    assert!(lost[1].contains("/new (inode") && lost[1].contains("bytes 0..5000"));
+    assert!(other.is_empty(), "{other:#?}");
+
+    let fs = Filesystem::mount(device.clone(), options()).unwrap();
+    assert_eq!(errno(fs.syncfs_once()), libc::EIO);
+    fs.syncfs_once().unwrap();
+    let handle = open(&fs, b"old");
+    assert_eq!(fs.read(handle, 0, PAGE as usize).unwrap(), [OLD; 4096]);
+    assert_eq!(errno(fs.read(handle, PAGE, 1)), libc::EIO);
+    assert_eq!(errno(fs.fsync(handle, false)), libc::EIO);
+    fs.write(handle, PAGE, &[NEW; PAGE as usize], &root())
+        .unwrap();
+    fs.fsync(handle, false).unwrap();
+    assert_eq!(fs.read(handle, PAGE, PAGE as usize).unwrap(), [NEW; 4096]);
+    fs.release(handle).unwrap();
+    // The new file has the size its writes gave it, its bytes lost.
+    let handle = open(&fs, b"new");
+    assert_eq!(
+        fs.lookup(ROOT_INO, b"new", &root()).unwrap().record.size,
+        5000
+    );
+    assert_eq!(errno(fs.read(handle, 4999, 1)), libc::EIO);
+    assert_eq!(errno(fs.fsync(handle, false)), libc::EIO);
+    fs.release(handle).unwrap();
+    fs.unmount().unwrap();
+
+    // Written again: nothing is lost any more.
+    let fs = Filesystem::mount(device.clone(), options()).unwrap();
+    let handle = open(&fs, b"new");
+    assert_eq!(errno(fs.read(handle, 0, 1)), libc::EIO);
+    fs.write(handle, 0, &[NEW; 5000], &root()).unwrap();
+    fs.fsync(handle, false).unwrap();
+    fs.release(handle).unwrap();
+    fs.unmount().unwrap();
+    let (lost, other) = fsck_lost_data(device);
+    assert!(lost.is_empty() && other.is_empty(), "{lost:#?} {other:#?}");
 }
 
 /// A file unlinked while open, whose mapped data was lost, is an orphan

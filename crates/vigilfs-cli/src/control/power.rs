@@ -16,8 +16,9 @@ use crate::power_cut::{CutError, CutReport, PowerSwitch};
 ///                 bytes, lost [{offset, length}], lost_errno}] data not
 ///                 written back, by file (unlinked: no name left, still
 ///                 open); lost: data already lost, as the kernel's
-///                 write-back of a shared mapping of it was refused
-///                 (lost_errno: why; fsync fails until it is rewritten)
+///                 write-back of a shared mapping of it was refused, or
+///                 writeback was failing when a mount ended (lost_errno:
+///                 why; fsync fails until it is rewritten)
 /// changes         [{seq, operation, inode, path, new_path}] metadata
 ///                 changes whose journal entry is not durable, oldest first
 /// omitted_changes older pending changes not remembered one by one

@@ -32,10 +32,11 @@
 //! writeback_error  null or {errno, name, message, reported}: the latest this
 //!                  mount, peeked (consumes nothing); reported: a syncfs has
 //!                  returned it
-//! lost_mapped      {files, bytes}: data lost because the kernel's write-back
-//!                  of a shared mapping of it was refused (`unsynced` lists
-//!                  it); reads of it, and fsyncs, fail until it is written
-//!                  again
+//! lost_mapped      {files, bytes}: data written but lost before it reached
+//!                  the device: the kernel's write-back of a shared mapping
+//!                  of it was refused, or writeback was failing when a mount
+//!                  ended (`unsynced` lists it); reads of it, and fsyncs,
+//!                  fail until it is written again
 //! errors           {total, first, last, per_kind}: the persistent record;
 //!                  first/last null or {time, errno, name, inode, block,
 //!                  kind, origin}; per_kind {KIND: {count, last_time}} for

@@ -328,14 +328,39 @@ impl Shared {
                 None if unwritten.pages > 0 || !unwritten.lost.is_empty() => continue,
                 None => None,
             };
-            // The cause the file's writeback last failed with (a full
-            // filesystem's ENOSPC), else EIO (review 31: the loss at
-            // unmount said EIO after every fsync had said ENOSPC).
-            let errno = match self.files.peek_error(unwritten.ino) {
-                Err(FileError::Writeback(errno)) => errno.get(),
-                _ => libc::EIO,
-            };
+            let errno = self.unwritten_errno(unwritten.ino);
             self.report_lost_data(unwritten.ino, range, errno, why);
+        }
+    }
+
+    /// The cause the writeback of `ino` last failed with (a full
+    /// filesystem's ENOSPC), else EIO (review 31: the loss at unmount
+    /// said EIO after every fsync had said ENOSPC).
+    fn unwritten_errno(&self, ino: u64) -> i32 {
+        match self.files.peek_error(ino) {
+            Err(FileError::Writeback(errno)) => errno.get(),
+            _ => libc::EIO,
+        }
+    }
+
+    /// Records the pages an unmount ends without as lost data (see
+    /// `crate::inode::file::lost`), so the next mount does not read the
+    /// older bytes the device holds there as the file's, and its next
+    /// opener hears of the loss (review 47: after the remount the file
+    /// read its old contents, and every fsync and `vigilfs sync` said 0,
+    /// though nobody had heard of the failure). A recording that fails is
+    /// an error of its own; the loss's event was told already.
+    fn record_unwritten_as_lost(&self) {
+        for unwritten in self.files.unwritten() {
+            if unwritten.never_written.is_none() {
+                continue;
+            }
+            let errno = self.unwritten_errno(unwritten.ino);
+            let recorded = self
+                .files
+                .record_never_written(unwritten.ino, errno)
+                .map_err(FsError::File);
+            let _ = self.observe_at("unmount: recording lost data", unwritten.ino, recorded);
         }
     }
 
@@ -446,6 +471,7 @@ impl Shared {
         if written.is_err() {
             self.files.settle();
             self.report_unwritten("not written: writeback failed, and the mount ended");
+            self.record_unwritten_as_lost();
         }
         let outcome = self.checkpoint_clean();
         if outcome.is_err() {

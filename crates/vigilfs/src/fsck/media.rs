@@ -204,8 +204,9 @@ fn check_lost(metadata: &Metadata, problems: &mut Vec<Problem>) {
         problems.push(problem(
             "lost data",
             format!(
-                "{} (inode {}) bytes {}..{} were lost when a write-back from a shared mapping \
-                 was refused ({}): reads there fail until they are rewritten",
+                "{} (inode {}) bytes {}..{} were lost: written, but never to reach the device \
+                 (a write-back from a shared mapping refused, or writeback failing when a \
+                 mount ended; {}): reads there fail until they are rewritten",
                 file_names(&paths, unreadable.as_deref()),
                 range.ino,
                 range.start,

@@ -139,6 +139,7 @@ use crate::pagecache::{
 };
 use crate::writeback::{page_runs, FailureListener, Writeback, WritebackSummary};
 
+mod lost;
 mod rescue;
 mod space;
 mod write;
@@ -330,6 +331,12 @@ impl Files {
     /// [`Files::unwritten`]. For the mount, once orphans are purged (a
     /// purged one's records went with it).
     pub fn load_lost_data(&self) {
+        // The next syncfs hears of it once too.
+        if let Some(first) = self.metadata.lost.all().first() {
+            self.writeback
+                .fs_errseq()
+                .set(Errno::new(first.errno).unwrap_or(Errno::EIO));
+        }
         let mut cache = self.cache.lock();
         for ino in self.metadata.lost.files() {
             // One that is not a regular file is fsck's to report.
@@ -976,76 +983,6 @@ impl Files {
             .errseq
             .check(Since::default())
             .map_err(FileError::Writeback)
-    }
-
-    /// The kernel's write-back of `length` bytes at `offset` of `ino` from
-    /// a shared mapping was refused with `errno`: the kernel does not send
-    /// those pages again, so their data is lost. The kernel tells the
-    /// file's descriptors once itself (its own error word for the
-    /// mapping), so the inode's word is left alone, or an fsync would hear
-    /// it twice; the filesystem's word holds it, for the next `vigilfs
-    /// sync` and for monitors. The bytes are remembered as lost until each
-    /// is written again, truncated or punched away: reads of them fail
-    /// ([`FileError::Lost`], rather than return older bytes), under
-    /// [`FsyncErrors::UntilDurable`] every later fsync of the file fails
-    /// with `errno`, as the data it promised never became durable (a
-    /// syncfs hears of it once, through the filesystem's word: any user
-    /// can leave lost data behind, and every sync of the filesystem must
-    /// not fail for it), and [`Files::unwritten`] lists them. They are
-    /// recorded too (see [`crate::lost_data`]), so later mounts know them
-    /// as well; an error says the recording failed (this mount still
-    /// knows).
-    pub fn cache_write_refused(
-        &self,
-        ino: u64,
-        offset: u64,
-        length: u64,
-        errno: i32,
-    ) -> FileResult<()> {
-        let errno = Errno::new(errno).unwrap_or(Errno::EIO);
-        self.writeback.fs_errseq().set(errno);
-        let end = {
-            let mut cache = self.cache.lock();
-            let state = self.state(&mut cache.inodes, ino)?;
-            // Bytes past the end do not exist: a refused write did not
-            // extend the file.
-            let end = offset.saturating_add(length).min(state.size);
-            if end <= offset {
-                return Ok(());
-            }
-            state.lost.lose(offset, end, errno);
-            end
-        };
-        let lost = &self.metadata.lost;
-        // Most refusals come from a full filesystem, where a record more
-        // may find no room (review 33: 20,000 small refusals, a third of
-        // them unrecorded): then one record from the file's first lost
-        // byte to its last replaces all of them, which frees room rather
-        // than take it. It over-states the loss, never under-states it:
-        // the bytes between read as lost after a remount until written
-        // again.
-        self.commit_lost(ino, || lost.lose(ino, offset, end, errno))
-            .or_else(|_| self.commit_lost(ino, || lost.lose_covering(ino, offset, end, errno)))
-    }
-
-    /// Commits the lost-data change `change` makes, unless `ino` is gone.
-    fn commit_lost(
-        &self,
-        ino: u64,
-        change: impl FnOnce() -> crate::lost_data::LostChange,
-    ) -> FileResult<()> {
-        let _records = self.metadata.lock_records();
-        let mut transaction = self.metadata.trees.transaction();
-        transaction.may_use_reserve();
-        if transaction.get(TreeId::Inodes, &inode_key(ino))?.is_none() {
-            // Deleted meanwhile: nothing of it is left to lose.
-            return Ok(());
-        }
-        let change = change();
-        change.stage(&mut transaction)?;
-        transaction.commit()?;
-        self.metadata.lost.apply(change);
-        Ok(())
     }
 
     /// Whether the latest filesystem writeback error was reported to a
