@@ -1260,6 +1260,49 @@ fn data_written_before_a_failed_flush_is_not_reported_lost_when_writes_stop() {
     fixture.assert_fsck_clean();
 }
 
+/// A read of several blocks the device fails once, and then serves block
+/// by block, fails nobody's read, but is an error event with the file's
+/// and the device's bytes, and a count: an operator hears of a device
+/// that errs. Before, it left no trace (review 47).
+#[test]
+fn a_device_read_error_a_retry_got_past_is_still_reported() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let data = vec![7u8; 16 << 10];
+    let handle = durable_file_opened_uncached(&fs, b"flaky", &data);
+    let ino = fs.lookup(ROOT_INO, b"flaky", &root()).unwrap().ino;
+    let errors_before = fs.status().error_record.total;
+    fixture
+        .plan
+        .add_rule(
+            FaultRule::fail(Errno::EIO)
+                .for_class(IoClass::Data)
+                .on(Operations::READ)
+                .after(0, Some(1)),
+        )
+        .expect("rule");
+    assert_eq!(fs.read(handle, 0, data.len()).unwrap(), data);
+    fs.release(handle).unwrap();
+    assert_eq!(fs.status().error_record.total, errors_before + 1);
+    let reads: Vec<_> = earlier_records(&fs)
+        .into_iter()
+        .filter(|record| {
+            record.inode == Some(ino) && record.subtypes & fserror::Subtypes::READ.bits() != 0
+        })
+        .collect();
+    assert_eq!(reads.len(), 1, "{reads:#?}");
+    assert_eq!(reads[0].errno, libc::EIO);
+    assert_eq!(reads[0].range, Some((0, 16 << 10)));
+    assert!(reads[0].device_range.is_some(), "{:?}", reads[0]);
+    assert!(
+        reads[0].text.as_str().contains("read block by block"),
+        "{:?}",
+        reads[0].text
+    );
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+}
+
 #[test]
 fn an_unmount_while_one_file_cannot_be_written_keeps_every_other_change_and_reports_the_loss() {
     let fixture = Fixture::new();

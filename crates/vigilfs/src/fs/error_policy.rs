@@ -215,8 +215,45 @@ impl Shared {
         if let Err(error) = &result {
             self.on_error_of_read("read", Some(ino), error, Some(length));
         }
+        self.report_recovered_reads();
         self.note_node_write_failures();
         result
+    }
+
+    /// Reports the reads of file data the device failed and then served
+    /// block by block (see `inode/recovered_reads.rs`): an error event
+    /// each, with the file's and the device's bytes, and a count (review
+    /// 47: a device error a retry got past left no trace).
+    fn report_recovered_reads(&self) {
+        const ORIGIN: &str = "read failed, then read block by block: the device erred";
+        let (reads, more) = self.files.take_recovered_reads();
+        let block = u64::from(self.superblock().layout.block_size);
+        for read in reads {
+            self.health.report_with(
+                &Incident {
+                    kind: ErrorKind::Read,
+                    errno: read.errno.get(),
+                    inode: Some((read.ino, self.generation_of(read.ino))),
+                    range: Some((read.first * block, read.blocks * block)),
+                    block: Some(read.physical),
+                    origin: ORIGIN,
+                },
+                &Detail {
+                    device_range: Some((read.physical * block, read.blocks * block)),
+                    ..Detail::default()
+                },
+            );
+        }
+        for _ in 0..more {
+            self.health.report(&Incident {
+                kind: ErrorKind::Read,
+                errno: libc::EIO,
+                inode: None,
+                range: None,
+                block: None,
+                origin: ORIGIN,
+            });
+        }
     }
 
     pub(super) fn on_error(&self, origin: &str, ino: Option<u64>, error: &FsError) {

@@ -24,8 +24,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::file_error::{FileError, FileResult};
+use super::file_error::{device_errno, FileError, FileResult};
 use super::record::{inode_key, Extent, ExtentKey, InodeRecord, MAX_EXTENT_BLOCKS};
+use super::recovered_reads::{RecoveredRead, RecoveredReads};
 use crate::alloc::Extent as BlockRun;
 use crate::btree::TreeId;
 use crate::device::{with_data_owner, BlockDevice, IoClass};
@@ -62,6 +63,8 @@ pub(crate) struct ExtentMap {
     device: Arc<dyn BlockDevice>,
     metadata: Arc<Metadata>,
     mapped: Arc<Mutex<MappedBlocks>>,
+    /// Reads that failed whole and then read block by block.
+    recovered: Arc<RecoveredReads>,
 }
 
 /// How many blocks each file's extents map, counted once and kept until
@@ -108,6 +111,7 @@ impl ExtentMap {
             device,
             metadata,
             mapped: Arc::default(),
+            recovered: Arc::default(),
         }
     }
 
@@ -497,6 +501,13 @@ impl ExtentMap {
                     source,
                 })?;
             }
+            self.recovered.note(RecoveredRead {
+                ino,
+                first,
+                blocks: end - first,
+                physical,
+                errno: device_errno(&source),
+            });
         }
         for (at, page) in bytes.chunks(PAGE_BYTES).enumerate() {
             if crc32c::crc32c(page) != extent.checksums[within + at] {
@@ -508,6 +519,12 @@ impl ExtentMap {
             }
         }
         Ok(bytes)
+    }
+
+    /// The reads that failed and then read block by block since the last
+    /// take, and how many more there were (see `recovered_reads.rs`).
+    pub(crate) fn take_recovered_reads(&self) -> (Vec<RecoveredRead>, u64) {
+        self.recovered.take()
     }
 }
 

@@ -344,6 +344,13 @@ impl Files {
         }
     }
 
+    /// The reads of file data the device failed and then served block by
+    /// block since the last take, and how many more there were (see
+    /// `recovered_reads.rs`).
+    pub(crate) fn take_recovered_reads(&self) -> (Vec<super::recovered_reads::RecoveredRead>, u64) {
+        self.extents.take_recovered_reads()
+    }
+
     /// Sets what fsync and syncfs report while writeback keeps failing.
     pub fn set_fsync_errors(&self, policy: FsyncErrors) {
         self.report_once

@@ -25,6 +25,7 @@ mod namespace;
 mod paths;
 mod permission;
 mod record;
+pub(crate) mod recovered_reads;
 mod xattr;
 
 pub use crate::pagecache::{CacheStats, DEFAULT_CACHE_BUDGET, PAGE_BYTES};
