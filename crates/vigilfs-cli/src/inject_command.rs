@@ -87,7 +87,11 @@ pub struct InjectArgs {
     /// the kernel drops a readahead's error and reads again, so a failed
     /// read keeps failing for its bytes for 1 s, for every reader (counted
     /// once), as a bad disk region would. Reads the page cache answers
-    /// never reach the rule (--drop-caches).
+    /// never reach the rule (--drop-caches). Only the failed fsync is an
+    /// error of the filesystem's (an event, a count: it fails the
+    /// writeback); the other operations fail for the program alone, and
+    /// the fault log records them: to see events and hooks fire, fail the
+    /// device (--fail-reads, --fail-writes, --bad-blocks).
     #[arg(long, value_name = "OPS", value_delimiter = ',')]
     pub op: Vec<String>,
     /// Only files whose path (relative to the mount's root) matches this
