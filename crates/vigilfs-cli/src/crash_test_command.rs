@@ -284,20 +284,27 @@ fn say_what_was_left_running(role: &str, killed: &[String]) {
     if killed.is_empty() {
         return;
     }
-    let why = if role == "setup" {
-        "every program's leftovers are killed before the next one runs (a server the \
-         workload needs is started by the workload, and the check's by the check)"
-    } else {
-        "what they would have done after the workload ended is neither cut nor checked \
-         (a workload waits for what it starts)"
-    };
     let (count, pronoun) = match killed.len() {
-        1 => ("1 process".to_string(), "It was"),
-        many => (format!("{many} processes"), "They were"),
+        1 => ("1 process".to_string(), "it"),
+        many => (format!("{many} processes"), "they"),
+    };
+    let why = match role {
+        "setup" => "every program's leftovers are killed before the next one runs (a server \
+                    the workload needs is started by the workload, and the check's by the \
+                    check)"
+            .to_string(),
+        "check" => format!(
+            "the check's verdict is its exit status, and what {pronoun} would have done \
+             after it is not waited for (a check waits for what it starts)"
+        ),
+        _ => format!(
+            "what {pronoun} would have done after the workload ended is neither cut nor \
+             checked (a workload waits for what it starts)"
+        ),
     };
     eprintln!(
-        "vigilfs crash-test: the {role} left {count} running when it exited: {}. {pronoun} \
-         killed: {why}",
+        "vigilfs crash-test: the {role} left {count} running when it exited: {}. Killed: \
+         {why}",
         killed.join(", ")
     );
 }

@@ -541,11 +541,13 @@ enum Command {
     /// checksums is damaged (itself a failure found; the scrub goes on).
     ///
     /// Exit status: 0 nothing lost, 4 data or metadata lost (found now, or
-    /// poisoned earlier and not rewritten since, on a mount or an image),
-    /// 32 (added to 0 or 4) the scrub stopped before the end (an unmount
-    /// or a shutdown stopped it: not everything was read), 8 the scrub
-    /// could not run, 1 refused (not root nor the user who mounted, or a
-    /// shut-down mount: scrub its image once unmounted), 130 or 143
+    /// poisoned earlier and not rewritten since, on a mount or an image;
+    /// on a mount also data lost before it reached the device, as
+    /// `unsynced` lists it), 32 (added to 0 or 4) the scrub stopped before
+    /// the end (an unmount or a shutdown stopped it: not everything was
+    /// read), 8 the scrub could not run, 1 refused (not root nor the user
+    /// who mounted, a shut-down mount: scrub its image once unmounted, or
+    /// another scrub still running after a second), 130 or 143
     /// interrupted by Ctrl-C or SIGTERM (on a mount it says where the next
     /// scrub resumes).
     ///

@@ -544,7 +544,19 @@ fn scrub_mounted(
              (vigilfs status lists them)"
         );
     }
-    let lost = if summary["lost_blocks"].as_u64().unwrap_or(0) > 0 || known_lost > 0 {
+    // Lost before it reached the device: no block is bad, yet it is data
+    // lost (review 48: scrub exited 0 while fsck said 4).
+    let never_written = summary["lost_data_runs"].as_u64().unwrap_or(0);
+    if never_written > 0 && !as_json {
+        println!(
+            "{never_written} runs of file data were lost before they reached the device: \
+             reads of them fail until rewritten (vigilfs unsynced lists them)"
+        );
+    }
+    let lost = if summary["lost_blocks"].as_u64().unwrap_or(0) > 0
+        || known_lost > 0
+        || never_written > 0
+    {
         ERRORS_LEFT
     } else {
         CLEAN

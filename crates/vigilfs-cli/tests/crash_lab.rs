@@ -1672,7 +1672,7 @@ done
     assert!(
         said.contains("the workload left ")
             && said.contains(" running when it exited: ")
-            && said.contains(" killed: ")
+            && said.contains(". Killed: what they would have done after the workload ended")
             && said.contains(" (sh)"),
         "{said}"
     );

@@ -279,6 +279,9 @@ fn data_an_unmount_ends_without_reads_as_lost_after_the_remount() {
     let sync = vigilfs(&["sync", scratch.mnt()]);
     assert_eq!(sync.status.code(), Some(1), "{}", text(&sync.stderr));
     assert_eq!(scratch.status()["lost_mapped"]["files"], 1);
+    // A scrub says errors are left (it said 0 lost, and exited 0).
+    let scrub = vigilfs(&["scrub", scratch.mnt()]);
+    assert_eq!(scrub.status.code(), Some(4), "{}", text(&scrub.stdout));
     drop(file);
     scratch.umount(pid);
 }

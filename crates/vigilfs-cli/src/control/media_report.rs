@@ -131,6 +131,7 @@ pub fn scrub_summary_json(summary: &ScrubSummary) -> Value {
         "unreadable": summary.unreadable,
         "unverified_extents": summary.unverified,
         "poisoned_runs": summary.poisoned_runs,
+        "lost_data_runs": summary.lost_data_runs,
         "elapsed_seconds": summary.elapsed.as_secs_f64(),
         "complete": summary.complete,
         "resumed_from": cursor_json(summary.resumed_from),

@@ -74,6 +74,11 @@ pub struct ScrubSummary {
     /// earlier ones not rewritten since): errors left, for a caller that
     /// cannot ask the mount afterwards (an unmount stopped the scrub).
     pub poisoned_runs: u64,
+    /// Runs of file data recorded lost before they reached the device (a
+    /// refused write-back of a shared mapping, data an unmount ended
+    /// without; see `crate::lost_data`) when it ended: errors left too,
+    /// though no block is bad.
+    pub lost_data_runs: u64,
     /// How long it ran.
     pub elapsed: Duration,
     /// Whether it reached the end (else `cursor` says where it stopped).
@@ -286,6 +291,7 @@ impl Shared {
                 unreadable: 0,
                 unverified: 0,
                 poisoned_runs: 0,
+                lost_data_runs: 0,
                 elapsed: Duration::ZERO,
                 complete: false,
                 resumed_from: (from != Cursor::START).then_some(from),
@@ -310,6 +316,7 @@ impl Shared {
         summary.unreadable = stats.unreadable;
         summary.unverified = stats.unverified;
         summary.poisoned_runs = self.metadata.poison.all().len() as u64;
+        summary.lost_data_runs = self.metadata.lost.all().len() as u64;
         summary.elapsed = stats.elapsed;
         summary.cursor = stats.cursor;
         summary.complete = stats.cursor.phase == Phase::Done;

@@ -15,7 +15,7 @@ use errseq::Errno;
 
 use super::{inode_key, FileResult, Files, TreeId};
 use crate::inode::record::InodeRecord;
-use crate::writeback::{bytes_of_pages, page_runs};
+use crate::pagecache::{PAGE, PAGE_BYTES};
 
 impl Files {
     /// The kernel's write-back of `length` bytes at `offset` of `ino` from
@@ -98,41 +98,80 @@ impl Files {
         Ok(())
     }
 
-    /// Records the pages of `ino` whose writeback failed and whose data is
+    /// Records the bytes of `ino` whose writeback failed and whose data is
     /// in no journal entry, as lost with `errno`: the mount ends without
-    /// them (see the module comment). Pages written with their journal
-    /// entry before a flush failed are not among them: the unmount's own
-    /// flush may still make them durable. An error says the recording
-    /// failed.
-    pub fn record_never_written(&self, ino: u64, errno: i32) -> FileResult<()> {
+    /// them (see the module comment). Returns the bytes it could not
+    /// record (see below); an error says the recording failed.
+    ///
+    /// Only bytes that differ from what the device would give back are
+    /// lost: each such page is compared with its block on the device (or
+    /// with zeros, for a hole or past the end), so the durable bytes of a
+    /// partly rewritten page, or an append's page, stay readable (review
+    /// 48: a 100-byte append made the fsynced bytes before it unreadable
+    /// for good). A block that cannot be read counts as different. A file
+    /// keeps at most the records [`crate::lost_data`] allows; the ranges
+    /// past them are left unrecorded rather than merged over durable bytes
+    /// between them (the file's fsyncs still report its loss, and its
+    /// event named it). Pages written with their journal entry before a
+    /// flush failed are not lost: the unmount's own flush may still make
+    /// them durable.
+    pub fn record_never_written(&self, ino: u64, errno: i32) -> FileResult<u64> {
         let errno = Errno::new(errno).unwrap_or(Errno::EIO);
-        let (ranges, size): (Vec<(u64, u64)>, u64) = {
+        let (pages, size): (Vec<(u64, Vec<u8>)>, u64) = {
             let mut cache = self.cache.lock();
             let state = self.state(&mut cache.inodes, ino)?;
-            let never_written = state
-                .unclean_pages()
-                .into_iter()
-                .filter(|page| !state.unconfirmed.contains(page));
-            let ranges = page_runs(never_written.map(|page| (page, page + 1)))
-                .into_iter()
-                .map(|(first, end)| {
-                    let (start, length) = bytes_of_pages(first, end - 1, state.size);
-                    (start, start + length)
+            let pages = state
+                .pages
+                .iter()
+                .flat_map(|(span, entry)| {
+                    (span.index()..=span.last()).map(move |index| {
+                        let at = ((index - span.index()) * PAGE) as usize;
+                        (index, entry[at..at + PAGE_BYTES].to_vec())
+                    })
                 })
+                .filter(|(index, _)| state.unclean(*index) && !state.unconfirmed.contains(index))
                 .collect();
-            (ranges, state.size)
+            (pages, state.size)
         };
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for (index, cached) in pages {
+            let start = index * PAGE;
+            let length = size.saturating_sub(start).min(PAGE) as usize;
+            let on_device = self.extents.read_block(ino, index).ok();
+            let differs = |at: usize| {
+                on_device
+                    .as_ref()
+                    .is_none_or(|block| block[at] != cached[at])
+            };
+            let mut at = 0;
+            while at < length {
+                if !differs(at) {
+                    at += 1;
+                    continue;
+                }
+                let first = at;
+                while at < length && differs(at) {
+                    at += 1;
+                }
+                let (run_start, run_end) = (start + first as u64, start + at as u64);
+                match ranges.last_mut() {
+                    Some(last) if last.1 == run_start => last.1 = run_end,
+                    _ => ranges.push((run_start, run_end)),
+                }
+            }
+        }
         let lost = &self.metadata.lost;
         // The size the writes gave the file, which its failed writeback
         // did not record: the lost bytes are the file's, unreadable, not
         // bytes past its end.
         let size = Some(size);
+        let mut unrecorded = 0;
         for (start, end) in ranges {
-            self.commit_lost(ino, size, || lost.lose(ino, start, end, errno))
-                .or_else(|_| {
-                    self.commit_lost(ino, size, || lost.lose_covering(ino, start, end, errno))
-                })?;
+            match lost.lose_if_room(ino, start, end, errno) {
+                Some(change) => self.commit_lost(ino, size, || change)?,
+                None => unrecorded += end - start,
+            }
         }
-        Ok(())
+        Ok(unrecorded)
     }
 }
