@@ -467,7 +467,8 @@ fn scrub_mounted(
             };
             return Err(Failure::with_code(
                 format!(
-                    "scrub: {}: interrupted by {}{position}; the mount stops within a second \
+                    "scrub: {}: interrupted by {}{position}; the mount stops it once the \
+                     read in progress ends (within a second, unless the device is that slow) \
                      and the next `vigilfs scrub` resumes where it stopped (--restart starts \
                      over)",
                     mountpoint.display(),

@@ -349,6 +349,37 @@ fn a_bad_node_is_moved_from_its_cached_copy_or_else_goes_to_the_errors_policy() 
     scratch.umount(pid);
 }
 
+/// A node reported failed on a read-only mount stays where it is (it
+/// reads back, and nothing may be written); made read-write, the mount
+/// moves it off the block now listed bad. It stayed there, and neither
+/// scrub nor fsck looked at it again (review 48).
+#[test]
+fn a_node_a_read_only_mount_could_not_move_is_moved_once_writable() {
+    if fuse_missing("a_node_a_read_only_mount_could_not_move_is_moved_once_writable") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    for index in 0..300 {
+        File::create(scratch.at(&format!("file-with-a-long-name-{index:04}"))).unwrap();
+    }
+    scratch.umount(pid);
+    let pid = scratch.mount(&["-o", "ro"]);
+    let leaf = leaves(&scratch, "dirents")[0];
+    let report = notify(&scratch, leaf);
+    assert_eq!(
+        report["owners"][0]["outcome"]["kind"], "unmovable",
+        "{report}"
+    );
+    let made = vigilfs(&["mount", scratch.img(), scratch.mnt(), "-o", "remount,rw"]);
+    assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
+    let there = kinds(&owners(scratch.mnt(), leaf * BLOCK, BLOCK));
+    assert_eq!(there, ["bad"], "the node moved off the bad block");
+    assert_eq!(fs::read_dir(&scratch.mountpoint).unwrap().count(), 300);
+    scratch.umount(pid);
+    assert_eq!(vigilfs(&["fsck", scratch.img()]).status.code(), Some(0));
+}
+
 #[test]
 fn free_space_reported_bad_is_never_allocated() {
     if fuse_missing("free_space_reported_bad_is_never_allocated") {
