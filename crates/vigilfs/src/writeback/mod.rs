@@ -790,7 +790,7 @@ pub(crate) fn page_runs(spans: impl Iterator<Item = (u64, u64)>) -> Vec<(u64, u6
 }
 
 /// The pages of `entries`, large entries cut into their pages.
-fn pages_of(entries: &[(Span, Page)]) -> Vec<(u64, &[u8])> {
+pub(crate) fn pages_of(entries: &[(Span, Page)]) -> Vec<(u64, &[u8])> {
     entries
         .iter()
         .flat_map(|(span, entry)| {

@@ -15,7 +15,8 @@ use errseq::Errno;
 
 use super::{inode_key, FileResult, Files, TreeId};
 use crate::inode::record::InodeRecord;
-use crate::pagecache::{PAGE, PAGE_BYTES};
+use crate::pagecache::PAGE;
+use crate::writeback::pages_of;
 
 impl Files {
     /// The kernel's write-back of `length` bytes at `offset` of `ino` from
@@ -120,16 +121,11 @@ impl Files {
         let (pages, size): (Vec<(u64, Vec<u8>)>, u64) = {
             let mut cache = self.cache.lock();
             let state = self.state(&mut cache.inodes, ino)?;
-            let pages = state
-                .pages
-                .iter()
-                .flat_map(|(span, entry)| {
-                    (span.index()..=span.last()).map(move |index| {
-                        let at = ((index - span.index()) * PAGE) as usize;
-                        (index, entry[at..at + PAGE_BYTES].to_vec())
-                    })
-                })
+            let entries: Vec<_> = state.pages.iter().collect();
+            let pages = pages_of(&entries)
+                .into_iter()
                 .filter(|(index, _)| state.unclean(*index) && !state.unconfirmed.contains(index))
+                .map(|(index, bytes)| (index, bytes.to_vec()))
                 .collect();
             (pages, state.size)
         };
