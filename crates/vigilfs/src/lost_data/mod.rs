@@ -59,7 +59,7 @@ const KEY_BYTES: usize = 17;
 /// never under-states it, and a user refusing write-backs of scattered
 /// pages cannot fill the metadata with records (review 33: 20,000 small
 /// refusals used up the room, and a third went unrecorded).
-pub(crate) const MOST_RECORDS_PER_FILE: usize = 64;
+const MOST_RECORDS_PER_FILE: usize = 64;
 const VALUE_BYTES: usize = 13;
 
 /// The framing of these records (see [`MetaFrame`]).
@@ -327,30 +327,6 @@ impl LostData {
             };
         }
         change(ino, &loss.durable, after, start, end)
-    }
-
-    /// [`LostData::lose`] if the file's records stay within their bound
-    /// without coarsening (which would cover bytes between the ranges);
-    /// `None` when they would not.
-    pub(crate) fn lose_if_room(
-        &self,
-        ino: u64,
-        start: u64,
-        end: u64,
-        errno: Errno,
-    ) -> Option<LostChange> {
-        {
-            let files = self.lock();
-            let mut after = files
-                .get(&ino)
-                .map(|loss| loss.durable.clone())
-                .unwrap_or_default();
-            after.lose(start, end, errno);
-            if after.range_count() > MOST_RECORDS_PER_FILE {
-                return None;
-            }
-        }
-        Some(self.lose(ino, start, end, errno))
     }
 
     /// [`LostData::lose`] recorded coarsely: one range from the first

@@ -65,20 +65,22 @@ impl Files {
         // than take it. It over-states the loss, never under-states it:
         // the bytes between read as lost after a remount until written
         // again.
-        self.commit_lost(ino, None, || lost.lose(ino, offset, end, errno))
+        self.commit_lost(ino, None, || Some(lost.lose(ino, offset, end, errno)))
             .or_else(|_| {
-                self.commit_lost(ino, None, || lost.lose_covering(ino, offset, end, errno))
+                self.commit_lost(ino, None, || {
+                    Some(lost.lose_covering(ino, offset, end, errno))
+                })
             })
     }
 
-    /// Commits the lost-data change `change` makes, unless `ino` is gone;
-    /// the file's size grows to `size` in the same transaction if it is
-    /// smaller (lost bytes past the end would be no bytes at all).
+    /// Commits the lost-data change `change` makes (if any), unless `ino`
+    /// is gone; the file's size grows to `size` in the same transaction if
+    /// it is smaller (lost bytes past the end would be no bytes at all).
     fn commit_lost(
         &self,
         ino: u64,
         size: Option<u64>,
-        change: impl FnOnce() -> crate::lost_data::LostChange,
+        change: impl FnOnce() -> Option<crate::lost_data::LostChange>,
     ) -> FileResult<()> {
         let _records = self.metadata.lock_records();
         let mut transaction = self.metadata.trees.transaction();
@@ -93,30 +95,38 @@ impl Files {
             transaction.put(TreeId::Inodes, &inode_key(ino), &record.encode())?;
         }
         let change = change();
-        change.stage(&mut transaction)?;
+        if let Some(change) = &change {
+            change.stage(&mut transaction)?;
+        }
         transaction.commit()?;
-        self.metadata.lost.apply(change);
+        if let Some(change) = change {
+            self.metadata.lost.apply(change);
+        }
         Ok(())
     }
 
     /// Records the bytes of `ino` whose writeback failed and whose data is
-    /// in no journal entry, as lost with `errno`: the mount ends without
-    /// them (see the module comment). Returns the bytes it could not
-    /// record (see below); an error says the recording failed.
+    /// in no journal entry, as lost with `errno`, and the size its writes
+    /// gave it: the mount ends without them (see the module comment). An
+    /// error says the recording failed.
     ///
-    /// Only bytes that differ from what the device would give back are
-    /// lost: each such page is compared with its block on the device (or
-    /// with zeros, for a hole or past the end), so the durable bytes of a
-    /// partly rewritten page, or an append's page, stay readable (review
-    /// 48: a 100-byte append made the fsynced bytes before it unreadable
-    /// for good). A block that cannot be read counts as different. A file
-    /// keeps at most the records [`crate::lost_data`] allows; the ranges
-    /// past them are left unrecorded rather than merged over durable bytes
-    /// between them (the file's fsyncs still report its loss, and its
-    /// event named it). Pages written with their journal entry before a
-    /// flush failed are not lost: the unmount's own flush may still make
-    /// them durable.
-    pub fn record_never_written(&self, ino: u64, errno: i32) -> FileResult<u64> {
+    /// Each such page is compared with its block on the device (zeros for
+    /// a hole or past the end), and the bytes from its first differing
+    /// byte to its last are lost, so the durable bytes before an append,
+    /// or around a rewrite, in the same page stay readable (review 48: a
+    /// 100-byte append made the fsynced bytes before it unreadable for
+    /// good). One range a page, not one per differing run: a database
+    /// page rewritten here and there made dozens, and a file's bounded
+    /// records were used up by a page or two (review 49). A block that
+    /// cannot be read is lost whole. Past the records a file may keep,
+    /// [`crate::lost_data`] coarsens them, over-stating the loss (durable
+    /// bytes between read as lost until rewritten) rather than serve any
+    /// of it as the older bytes. Pages written with their journal entry
+    /// before a flush failed are not lost: the unmount's own flush may
+    /// still make them durable. Zeros past the old end are no loss, but
+    /// the size they gave the file is kept (review 49: the file came back
+    /// shorter).
+    pub fn record_never_written(&self, ino: u64, errno: i32) -> FileResult<()> {
         let errno = Errno::new(errno).unwrap_or(Errno::EIO);
         let (pages, size): (Vec<(u64, Vec<u8>)>, u64) = {
             let mut cache = self.cache.lock();
@@ -134,40 +144,35 @@ impl Files {
             let start = index * PAGE;
             let length = size.saturating_sub(start).min(PAGE) as usize;
             let on_device = self.extents.read_block(ino, index).ok();
-            let differs = |at: usize| {
+            let differs = |at: &usize| {
                 on_device
                     .as_ref()
-                    .is_none_or(|block| block[at] != cached[at])
+                    .is_none_or(|block| block[*at] != cached[*at])
             };
-            let mut at = 0;
-            while at < length {
-                if !differs(at) {
-                    at += 1;
-                    continue;
-                }
-                let first = at;
-                while at < length && differs(at) {
-                    at += 1;
-                }
-                let (run_start, run_end) = (start + first as u64, start + at as u64);
-                match ranges.last_mut() {
-                    Some(last) if last.1 == run_start => last.1 = run_end,
-                    _ => ranges.push((run_start, run_end)),
-                }
+            let (Some(first), Some(last)) =
+                ((0..length).find(differs), (0..length).rev().find(differs))
+            else {
+                continue;
+            };
+            let (lost_start, lost_end) = (start + first as u64, start + last as u64 + 1);
+            match ranges.last_mut() {
+                Some(previous) if previous.1 == lost_start => previous.1 = lost_end,
+                _ => ranges.push((lost_start, lost_end)),
             }
         }
         let lost = &self.metadata.lost;
-        // The size the writes gave the file, which its failed writeback
-        // did not record: the lost bytes are the file's, unreadable, not
-        // bytes past its end.
         let size = Some(size);
-        let mut unrecorded = 0;
-        for (start, end) in ranges {
-            match lost.lose_if_room(ino, start, end, errno) {
-                Some(change) => self.commit_lost(ino, size, || change)?,
-                None => unrecorded += end - start,
-            }
+        if ranges.is_empty() {
+            return self.commit_lost(ino, size, || None);
         }
-        Ok(unrecorded)
+        for (start, end) in ranges {
+            self.commit_lost(ino, size, || Some(lost.lose(ino, start, end, errno)))
+                .or_else(|_| {
+                    self.commit_lost(ino, size, || {
+                        Some(lost.lose_covering(ino, start, end, errno))
+                    })
+                })?;
+        }
+        Ok(())
     }
 }
