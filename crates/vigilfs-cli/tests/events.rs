@@ -284,6 +284,14 @@ fn data_an_unmount_ends_without_reads_as_lost_after_the_remount() {
     assert_eq!(scrub.status.code(), Some(4), "{}", text(&scrub.stdout));
     drop(file);
     scratch.umount(pid);
+    // So does a scrub of the image (it exited 0, review 49).
+    let offline = vigilfs(&["scrub", scratch.img()]);
+    assert_eq!(offline.status.code(), Some(4), "{}", text(&offline.stdout));
+    assert!(
+        text(&offline.stdout).contains("1 runs of file data were lost before they reached"),
+        "{}",
+        text(&offline.stdout)
+    );
 }
 
 #[test]

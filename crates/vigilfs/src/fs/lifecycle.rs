@@ -664,6 +664,8 @@ impl Filesystem {
         }
         if change.read_only == Some(false) {
             shared.purge_deferred_orphans();
+            // What media failures marked while the transport was read-only.
+            shared.record_held_marks();
         }
         let may_write = matches!(shared.gate.state(), LifeState::Running | LifeState::Frozen);
         if read_only_asked && may_write {
@@ -776,6 +778,11 @@ impl Filesystem {
         let shared = &self.shared;
         let result = match shared.gate.state() {
             LifeState::Running => {
+                // The transport's mount is gone, and the unmount writes
+                // anyway: what media failures marked while it was
+                // read-only (`remount,ro`) is recorded with the rest.
+                shared.transport_read_only.store(false, Ordering::Release);
+                shared.record_held_marks();
                 let made = shared.make_clean_at_unmount();
                 if let Err(error) = &made {
                     shared.report_unclean_unmount(error);

@@ -377,7 +377,13 @@ impl Shared {
             }
             Err(_) => None,
         };
-        let writable = guard.is_some() && !self.mounted_read_only.load(Ordering::Acquire);
+        // Nor while the transport's mount is read-only (`remount,ro`): the
+        // image stays as the remount made it (review 49: a report healed,
+        // writing, after the remount), and the marks are recorded at
+        // `remount,rw` or the unmount (`record_held_marks`).
+        let writable = guard.is_some()
+            && !self.mounted_read_only.load(Ordering::Acquire)
+            && !self.transport_read_only.load(Ordering::Acquire);
         let layout = self.superblock().layout;
         let context = Context {
             metadata: &self.metadata,
@@ -415,6 +421,18 @@ impl Shared {
         });
         let unrecorded = match unrecorded {
             Some(error) => Some(self.report_unrecorded(&origin, range, error)),
+            None if !writable
+                && (marked || holds_marks)
+                && guard.is_some()
+                && !self.mounted_read_only.load(Ordering::Acquire) =>
+            {
+                Some(
+                    "the mount is read-only (remount,ro): the bad-block and lost-data marks are \
+                     recorded, and what still reads moved off the bad blocks, at remount,rw or \
+                     the unmount"
+                        .to_string(),
+                )
+            }
             None if !writable && (marked || holds_marks) => Some(
                 "the filesystem may not write (read-only or shut down): the bad-block and \
                  lost-data marks were not recorded, and hold only until it is unmounted \
@@ -740,6 +758,44 @@ impl Shared {
                 block: None,
                 origin: &why,
             });
+        }
+    }
+
+    /// Records the bad blocks and lost data marked in memory while the
+    /// mount could not write (read-only by its options, or its transport's
+    /// mount `remount,ro`), once it may, and moves what could not be moved
+    /// off those blocks then (a b-tree node, file data that still reads): a
+    /// node left on a block listed bad was looked at by nothing again, not
+    /// even scrub (review 48). Handled again, each is no new notice (review
+    /// 49: the notice counters counted it twice). The allocator keeps the
+    /// blocks bad all the same if recording fails (for this mount only,
+    /// as a read-write mount's unrecorded marks).
+    pub(super) fn record_held_marks(&self) {
+        if self.gate.state() != LifeState::Running || self.mounted_read_only.load(Ordering::Acquire)
+        {
+            // Still may not write: they stay held.
+            return;
+        }
+        let held = self.media.take_held();
+        if held.is_empty() {
+            return;
+        }
+        let recorded = failure::record_held(&self.metadata, &held).map_err(FsError::Failure);
+        let _ = self.observe("recording the marks of media failures", recorded);
+        let block = u64::from(self.superblock().layout.block_size);
+        for (run, cause) in &held.bad {
+            let range = ByteRange::at(run.start * block, run.blocks * block);
+            let origin = Origin::new(
+                *cause,
+                Source::Operator,
+                "marked while read-only; handled again once writable",
+            );
+            if let Ok(FailureReport { queued: true, .. }) =
+                self.handle_failure(range, origin.clone())
+            {
+                // Frozen meanwhile: handled after the thaw.
+                let _ = self.media.intake.offer(range, origin);
+            }
         }
     }
 

@@ -44,8 +44,7 @@ use super::health::Incident;
 use super::scrubbing::BackgroundScrub;
 use super::settings::SettingsChange;
 use super::Filesystem;
-use crate::device::{BlockDevice, ByteRange, IoClass, OverlayDevice};
-use crate::failure;
+use crate::device::{BlockDevice, IoClass, OverlayDevice};
 use crate::format::event_log::TEXT_CAPACITY;
 use crate::format::{write_superblocks, ErrorKind, Features, Superblock};
 use crate::inode::{FileError, Namespace, NamespaceResult};
@@ -301,31 +300,9 @@ impl Filesystem {
         // The transport's mount turns read-write with this (the kernel's
         // flag changes right after): told so again, it is no change.
         shared.transport_read_only.store(false, Ordering::Release);
-        // The bad blocks and lost data media failures marked in memory
-        // while the mount could not write: on the persistent lists now.
-        // Taken after the gate opened (a failure handled from now on is
-        // recorded by its handler). The allocator keeps the blocks bad all
-        // the same if this fails (for this mount only, as a read-write
-        // mount's unrecorded marks).
-        let held = shared.media.take_held();
-        if !held.is_empty() {
-            let recorded = failure::record_held(&shared.metadata, &held).map_err(FsError::Failure);
-            let _ = shared.observe("recording the marks of media failures", recorded);
-        }
-        // What could not be moved off those blocks while read-only (a
-        // b-tree node, file data that still reads) is moved now: a node
-        // left on a block listed bad was looked at by nothing again, not
-        // even scrub (review 48).
-        let block = u64::from(shared.superblock().layout.block_size);
-        for (run, cause) in &held.bad {
-            let range = ByteRange::at(run.start * block, run.blocks * block);
-            let origin = failure::Origin::new(
-                *cause,
-                failure::Source::Operator,
-                "marked while read-only; handled again once writable",
-            );
-            let _ = shared.handle_direct_notice(range, origin);
-        }
+        // Taken after the gate opened: a failure handled from now on is
+        // recorded by its handler.
+        shared.record_held_marks();
         let change = SettingsChange {
             read_only: Some(false),
             ..SettingsChange::default()

@@ -239,7 +239,9 @@ impl Shared {
         let Ok(_writer) = self.gate.try_enter() else {
             return;
         };
-        if self.mounted_read_only.load(Ordering::Acquire) {
+        if self.mounted_read_only.load(Ordering::Acquire)
+            || self.transport_read_only.load(Ordering::Acquire)
+        {
             return;
         }
         let mut transaction = self.metadata.trees.transaction();

@@ -337,10 +337,22 @@ impl Files {
                 .fs_errseq()
                 .set(Errno::new(first.errno).unwrap_or(Errno::EIO));
         }
+        // Under FsyncErrors::Once no fsync reports the loss through
+        // `lost_errno`: the file's error word carries it, so the first
+        // opener to sync hears of it once, as of an error of this mount
+        // nobody was told of (review 49: no fsync ever did). Under
+        // UntilDurable every fsync reports it until rewritten, and a word
+        // set too would fail the rewrite's own fsync once more.
+        let report_once = self.report_once.load(Ordering::Relaxed);
         let mut cache = self.cache.lock();
         for ino in self.metadata.lost.files() {
             // One that is not a regular file is fsck's to report.
-            let _ = self.state(&mut cache.inodes, ino);
+            let Ok(state) = self.state(&mut cache.inodes, ino) else {
+                continue;
+            };
+            if let Some(errno) = state.lost.errno().filter(|_| report_once) {
+                state.errseq.set(errno);
+            }
         }
     }
 
