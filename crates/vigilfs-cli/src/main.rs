@@ -541,9 +541,10 @@ enum Command {
     /// checksums is damaged (itself a failure found; the scrub goes on).
     ///
     /// Exit status: 0 nothing lost, 4 data or metadata lost (found now, or
-    /// poisoned earlier and not rewritten since, on a mount or an image;
-    /// on a mount also data lost before it reached the device, as
-    /// `unsynced` lists it), 32 (added to 0 or 4) the scrub stopped before
+    /// poisoned earlier and not rewritten since, and data lost before it
+    /// reached the device, as `unsynced` lists it), or reads the device
+    /// failed with an error not the medium's (a failing path, an injected
+    /// --fail-reads rule: not verified, so no clean pass), 32 (added to 0 or 4) the scrub stopped before
     /// the end (an unmount or a shutdown stopped it: not everything was
     /// read), 8 the scrub could not run, 1 refused (not root nor the user
     /// who mounted, a shut-down mount: scrub its image once unmounted, or

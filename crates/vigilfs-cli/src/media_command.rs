@@ -554,9 +554,14 @@ fn scrub_mounted(
              reads of them fail until rewritten (vigilfs unsynced lists them)"
         );
     }
+    let unreadable = summary["unreadable"].as_u64().unwrap_or(0);
+    if unreadable > 0 && !as_json {
+        println!("{}", unreadable_text(unreadable));
+    }
     let lost = if summary["lost_blocks"].as_u64().unwrap_or(0) > 0
         || known_lost > 0
         || never_written > 0
+        || unreadable > 0
     {
         ERRORS_LEFT
     } else {
@@ -570,6 +575,17 @@ fn scrub_mounted(
         STOPPED
     };
     Ok(lost | stopped)
+}
+
+/// What a scrub says of reads the device failed with an error that was
+/// not the medium's: not verified, so not a clean pass (review 50: "0
+/// failures found", exit 0, while an injected path failure failed reads).
+fn unreadable_text(reads: u64) -> String {
+    format!(
+        "{reads} reads failed with an error that was not the medium's (a failing path, such as \
+         an injected --fail-reads rule): the blocks they cover were not verified; scrub again \
+         once the device reads"
+    )
 }
 
 /// Exit status bit of a scrub that stopped before the end (fsck's
@@ -707,13 +723,16 @@ fn scrub_image(image_path: &Path, rate: Option<u64>, as_json: bool) -> Result<u8
                  reads of them fail until rewritten (fsck lists them)"
             );
         }
+        if stats.unreadable > 0 {
+            println!("{}", unreadable_text(stats.unreadable));
+        }
     }
-    // Data lost before counts too, as on a mount: errors are left.
-    Ok(
-        if findings.is_empty() && known_lost == 0 && never_written == 0 {
-            CLEAN
-        } else {
-            ERRORS_LEFT
-        },
-    )
+    // Data lost before counts too, as on a mount: errors are left; and
+    // blocks not verified are no clean pass.
+    let clean = findings.is_empty() && known_lost == 0 && never_written == 0;
+    Ok(if clean && stats.unreadable == 0 {
+        CLEAN
+    } else {
+        ERRORS_LEFT
+    })
 }

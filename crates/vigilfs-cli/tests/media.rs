@@ -426,6 +426,10 @@ fn a_failure_reported_after_remount_ro_is_handled_in_memory_until_rw_or_the_unmo
         if then == "remount,rw" {
             remount("remount,rw");
         }
+        // One error per report: moved later, it is not counted again (it
+        // was, review 50).
+        let errors = &scratch.status()["errors"];
+        assert_eq!(errors["total"], block - first + 1, "{errors}");
     }
     scratch.umount(pid);
     let pid = scratch.mount(&[]);
@@ -435,6 +439,38 @@ fn a_failure_reported_after_remount_ro_is_handled_in_memory_until_rw_or_the_unmo
     assert_eq!(fs::read(scratch.at("kept")).unwrap(), data);
     scratch.umount(pid);
     assert_eq!(vigilfs(&["fsck", scratch.img()]).status.code(), Some(0));
+}
+
+/// Reads the device fails with an error that is not the medium's (a
+/// failing path, `--fail-reads`) are no finding, so nothing is marked or
+/// moved; but what they cover was not verified, and the scrub says so and
+/// exits 4. It said "0 failures found" and exited 0 (review 50).
+#[test]
+fn a_scrub_whose_reads_fail_on_the_path_is_no_clean_pass() {
+    if fuse_missing("a_scrub_whose_reads_fail_on_the_path_is_no_clean_pass") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    write_synced(&scratch.at("data"), &pattern(4, 6));
+    let block = device_block(scratch.mnt(), "data", 2);
+    scratch.inject(&["--fail-reads", "--range", &format!("{}:4K", block * BLOCK)]);
+    let scrub = vigilfs(&["scrub", scratch.mnt(), "--restart"]);
+    let said = text(&scrub.stdout);
+    assert_eq!(scrub.status.code(), Some(4), "{said}");
+    assert!(
+        said.contains("0 failures found") && said.contains("1 reads failed"),
+        "{said}"
+    );
+    // Nothing was marked bad for a path failure.
+    assert_eq!(
+        kinds(&owners(scratch.mnt(), block * BLOCK, BLOCK)),
+        ["file"]
+    );
+    scratch.inject(&["--clear"]);
+    let scrub = vigilfs(&["scrub", scratch.mnt(), "--restart"]);
+    assert_eq!(scrub.status.code(), Some(0), "{}", text(&scrub.stdout));
+    scratch.umount(pid);
 }
 
 #[test]

@@ -1785,6 +1785,65 @@ fn a_superblock_copy_failing_on_a_read_only_mount_does_not_keep_it_read_only() {
     fixture.assert_fsck_clean();
 }
 
+/// A journal block holding entries replay needs, failing on a read-only
+/// mount, loses nothing yet (the mount replayed them into memory and
+/// writes nothing): no metadata loss for the errors= policy, which kept
+/// the mount read-only for good (review 49). Made writable, the mount
+/// reclaims the journal off the block first thing.
+#[test]
+fn a_live_journal_block_failing_on_a_read_only_mount_is_reclaimed_once_writable() {
+    let fixture = Fixture::new();
+    let fs = fixture.mount();
+    let data = pattern(2, 4);
+    create_file(&fs, "replayed", &data);
+    // A crash: the journal's entries are live at the next mount.
+    drop(fs);
+    let fs = fixture.mount_with(MountOptions {
+        read_only: true,
+        errors: Some(vigilfs::format::ErrorsPolicy::RemountReadOnly),
+        ..MountOptions::default()
+    });
+    let journal = fixture.layout.journal;
+    let ring = ByteRange::new(
+        journal.start * BLOCK,
+        (journal.start + journal.blocks) * BLOCK,
+    );
+    let live = fs
+        .owners(ring, false)
+        .unwrap()
+        .into_iter()
+        .find(|owner| owner.kind == OwnerKind::Journal { live: true })
+        .expect("a live journal entry after the crash")
+        .range;
+    let failed = ByteRange::at(live.start, BLOCK);
+    let report = fs
+        .notify_failure(failed, Origin::operator("journal"))
+        .unwrap();
+    assert!(
+        matches!(report.handled[0].outcome, Outcome::Unmovable { .. }),
+        "{:#?}",
+        report.handled
+    );
+    assert_eq!(report.lost_blocks(), 0);
+    fs.make_writable().expect("nothing keeps it read-only");
+    let now = fs.owners(failed, false).unwrap();
+    assert!(
+        now.iter()
+            .all(|owner| owner.kind == OwnerKind::Journal { live: false }),
+        "reclaimed off the failed block: {now:#?}"
+    );
+    fs.unmount().unwrap();
+    fixture.assert_fsck_clean();
+    let fs = fixture.mount();
+    let ino = fs.lookup(ROOT_INO, b"replayed", &root()).unwrap().ino;
+    let handle = fs
+        .open(ino, OpenFlags::from_libc(libc::O_RDONLY), &root())
+        .unwrap();
+    assert_eq!(fs.read(handle, 0, data.len()).unwrap(), data);
+    fs.release(handle).unwrap();
+    fs.unmount().unwrap();
+}
+
 /// A notice that arrives while the filesystem is frozen is counted once
 /// and handled once after the thaw (the worker used to count it again at
 /// every look, ten times a second).

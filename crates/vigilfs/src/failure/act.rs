@@ -40,6 +40,10 @@ pub struct Context<'a> {
     /// read-only or shut-down filesystem, where what is lost is still
     /// poisoned and marked bad, in memory only.
     pub writable: bool,
+    /// Whether, not writable now, it may be made writable (read-only by
+    /// its options or its transport's `remount,ro`, not by an error or a
+    /// shutdown): what only a write can save is held for then, not lost.
+    pub writable_later: bool,
 }
 
 /// What became of one owner.
@@ -128,6 +132,9 @@ pub struct HeldMarks {
     pub bad: Vec<(BlockRun, FailureCause)>,
     /// File data poisoned.
     pub poison: Vec<PoisonRun>,
+    /// Journal blocks holding entries replay still needs, each with the
+    /// cause of its failure: reclaimed off them once it may write.
+    pub journal: Vec<(ByteRange, FailureCause)>,
 }
 
 impl HeldMarks {
@@ -135,11 +142,12 @@ impl HeldMarks {
     pub fn extend(&mut self, other: HeldMarks) {
         self.bad.extend(other.bad);
         self.poison.extend(other.poison);
+        self.journal.extend(other.journal);
     }
 
     /// Whether there is nothing held.
     pub fn is_empty(&self) -> bool {
-        self.bad.is_empty() && self.poison.is_empty()
+        self.bad.is_empty() && self.poison.is_empty() && self.journal.is_empty()
     }
 }
 
@@ -292,7 +300,13 @@ pub fn handle(
                     Outcome::RewriteSuperblock
                 }
             }
-            OwnerKind::Journal { live } => handle_journal(context, owner.range, *live),
+            OwnerKind::Journal { live } => {
+                let outcome = handle_journal(context, owner.range, *live);
+                if matches!(outcome, Outcome::Unmovable { .. }) && *live {
+                    held.journal.push((owner.range, origin.cause));
+                }
+                outcome
+            }
             OwnerKind::Free if checksum => Outcome::NotConfirmed,
             OwnerKind::Free => {
                 bad_now.push(run);
@@ -725,6 +739,19 @@ fn handle_journal(context: &Context<'_>, range: ByteRange, live: bool) -> Outcom
             blocks,
             why: "no journal entry needs these blocks now; the journal writes them again \
                   when its ring wraps"
+                .into(),
+        };
+    }
+    if !context.writable && context.writable_later {
+        // Nothing new depends on those entries until it writes again (a
+        // read-only mount replayed them into memory): the journal is
+        // reclaimed off the blocks first thing then. Lost, they kept a
+        // read-only mount read-only for good under errors=remount-ro
+        // (review 49).
+        return Outcome::Unmovable {
+            blocks,
+            why: "the filesystem may not write now: the journal is reclaimed off these blocks \
+                  once it is made writable"
                 .into(),
         };
     }

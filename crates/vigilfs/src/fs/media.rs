@@ -51,6 +51,17 @@ use crate::rmap::RmapError;
 /// How long the worker waits for a notice before looking at its stop flag.
 const WORKER_POLL: Duration = Duration::from_millis(100);
 
+/// Whether a failure is heard of for the first time, or handled again
+/// once the mount may write (it was held while it could not): told again,
+/// it makes an event only for what is lost now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Hearing {
+    /// A notice, a report or a scrub finding.
+    First,
+    /// A mark held while the mount could not write.
+    Again,
+}
+
 /// A failure handled, for whoever reported it.
 #[derive(Debug, Clone)]
 pub struct FailureReport {
@@ -352,6 +363,7 @@ impl Shared {
         &self,
         range: ByteRange,
         origin: Origin,
+        hearing: Hearing,
     ) -> FsResult<FailureReport> {
         check_range(range, self.device.length()).map_err(FsError::Failure)?;
         // Taken before the gate is looked at: a read-only mount made
@@ -391,6 +403,13 @@ impl Shared {
             device: self.device.as_ref(),
             layout,
             writable,
+            writable_later: !writable
+                && !self.device.is_stopped()
+                && if guard.is_some() {
+                    self.transport_read_only.load(Ordering::Acquire)
+                } else {
+                    self.may_be_made_writable()
+                },
         };
         let failure::Handling {
             mut handled,
@@ -406,7 +425,7 @@ impl Shared {
             // Recorded if the mount is made writable.
             one_at_a_time.extend(held);
         }
-        self.act_on(&origin, &mut handled, writable);
+        self.act_on(&origin, &mut handled, writable, hearing);
         // Acting on an owner may have stopped writes (a lost node, under
         // errors=remount-ro): the marks taken before are not written now.
         let stopped_meanwhile = writable && self.device.is_stopped();
@@ -508,7 +527,7 @@ impl Shared {
 
     /// What only the mounted filesystem does with the outcomes: rewrite
     /// the superblock copies, report events, apply the `errors=` policy.
-    fn act_on(&self, origin: &Origin, handled: &mut [Handled], writable: bool) {
+    fn act_on(&self, origin: &Origin, handled: &mut [Handled], writable: bool, hearing: Hearing) {
         let text = origin.to_string();
         let mut rewritten: Option<Result<(), String>> = None;
         for item in handled.iter_mut() {
@@ -591,13 +610,13 @@ impl Shared {
                     },
                 );
             }
-            self.report_outcome(&text, item);
+            self.report_outcome(&text, item, hearing);
         }
     }
 
     /// The event for one owner's outcome, and the policy for lost
     /// metadata.
-    fn report_outcome(&self, origin: &str, item: &Handled) {
+    fn report_outcome(&self, origin: &str, item: &Handled, hearing: Hearing) {
         let range = item.owner.range;
         let device_range = Some((range.start, range.len()));
         let block = Some(range.start / 4096);
@@ -611,6 +630,12 @@ impl Shared {
             | Outcome::AlreadyKnown
             | Outcome::NotConfirmed => return,
         };
+        if hearing == Hearing::Again && lost == 0 {
+            // Reported (and counted) when first heard of; what a second
+            // handling saved or marked is no new error (review 50: every
+            // failure held while read-only counted twice).
+            return;
+        }
         let data_lost = if lost > 0 {
             Subtypes::DATA_LOST
         } else {
@@ -783,15 +808,18 @@ impl Shared {
         let recorded = failure::record_held(&self.metadata, &held).map_err(FsError::Failure);
         let _ = self.observe("recording the marks of media failures", recorded);
         let block = u64::from(self.superblock().layout.block_size);
-        for (run, cause) in &held.bad {
-            let range = ByteRange::at(run.start * block, run.blocks * block);
+        let bad = held
+            .bad
+            .iter()
+            .map(|(run, cause)| (ByteRange::at(run.start * block, run.blocks * block), *cause));
+        for (range, cause) in bad.chain(held.journal.iter().copied()) {
             let origin = Origin::new(
-                *cause,
+                cause,
                 Source::Operator,
                 "marked while read-only; handled again once writable",
             );
             if let Ok(FailureReport { queued: true, .. }) =
-                self.handle_failure(range, origin.clone())
+                self.handle_failure(range, origin.clone(), Hearing::Again)
             {
                 // Frozen meanwhile: handled after the thaw.
                 let _ = self.media.intake.offer(range, origin);
@@ -807,7 +835,7 @@ impl Shared {
         range: ByteRange,
         origin: Origin,
     ) -> FsResult<FailureReport> {
-        let result = self.handle_failure(range, origin.clone());
+        let result = self.handle_failure(range, origin.clone(), Hearing::First);
         match &result {
             Ok(FailureReport { queued: true, .. }) => {
                 if !self.media.intake.offer(range, origin) {
@@ -831,7 +859,7 @@ impl Shared {
     /// (frozen: it is put back, and looked at again later).
     fn handle_notice(&self, notice: failure::Notice) -> bool {
         let origin_text = notice.origin.to_string();
-        let result = self.handle_failure(notice.range, notice.origin.clone());
+        let result = self.handle_failure(notice.range, notice.origin.clone(), Hearing::First);
         if let Ok(FailureReport { queued: true, .. }) = result {
             self.media.intake.requeue(notice);
             std::thread::sleep(WORKER_POLL);

@@ -149,6 +149,20 @@ pub(super) fn record_writable_mount(superblock: &mut Superblock, now: u64) {
     superblock.record_mount(now);
 }
 
+impl super::Shared {
+    /// Whether this mount, read-only by its options, may still be made
+    /// writable: nothing has kept it read-only for good, and it is not
+    /// shut down.
+    pub(super) fn may_be_made_writable(&self) -> bool {
+        self.mounted_read_only.load(Ordering::Acquire)
+            && matches!(self.gate.state(), LifeState::ReadOnly(_))
+            && self
+                .read_only_mount
+                .as_ref()
+                .is_some_and(|mount| mount.kept_read_only().is_none())
+    }
+}
+
 impl Filesystem {
     /// Makes a read-only mount writable (see the module comment). The
     /// device below must take writes by now (a file opened again for
