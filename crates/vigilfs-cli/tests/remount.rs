@@ -803,3 +803,35 @@ fn after_a_read_only_remount_the_image_stays_as_it_is() {
     remount(&scratch, "remount,rw");
     scratch.umount(pid);
 }
+
+/// A read-only remount leaves the image clean, as Linux's filesystems do:
+/// a crash (or a copy of the image) before the unmount needs no journal
+/// replay. It said "not unmounted cleanly" and replayed (review 50).
+/// Read-write again, it is marked in use before anything is written.
+#[test]
+fn a_read_only_remount_leaves_the_image_clean_until_read_write_again() {
+    if fuse_missing("a_read_only_remount_leaves_the_image_clean_until_read_write_again") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M", "-o", "writeback_interval=3600"]);
+    let data = vec![0x5au8; 300_000];
+    fs::write(scratch.at("kept"), &data).unwrap();
+    fs::create_dir(scratch.at("made")).unwrap();
+    remount(&scratch, "remount,ro");
+    scratch.kill_daemon(pid);
+    let fsck = vigilfs(&["fsck", scratch.img()]);
+    let said = text(&fsck.stdout);
+    assert_eq!(fsck.status.code(), Some(0), "{said}");
+    assert!(!said.contains("not unmounted cleanly"), "{said}");
+    let pid = scratch.mount(&[]);
+    assert_eq!(scratch.status()["recovered"], false);
+    assert_eq!(fs::read(scratch.at("kept")).unwrap(), data);
+    assert!(scratch.at("made").is_dir());
+    remount(&scratch, "remount,ro");
+    remount(&scratch, "remount,rw");
+    fs::write(scratch.at("after"), b"x").unwrap();
+    scratch.kill_daemon(pid);
+    let said = text(&vigilfs(&["fsck", scratch.img()]).stdout);
+    assert!(said.contains("not unmounted cleanly"), "{said}");
+}

@@ -663,6 +663,10 @@ impl Filesystem {
             });
         }
         if change.read_only == Some(false) {
+            // Dirty again before anything is written (the read-only
+            // remount marked it clean).
+            let marked = shared.write_superblock(Some(FsState::Dirty));
+            shared.observe("remount read-write", marked)?;
             shared.purge_deferred_orphans();
             // What media failures marked while the transport was read-only.
             shared.record_held_marks();
@@ -671,7 +675,13 @@ impl Filesystem {
         if read_only_asked && may_write {
             // (A daemon that may not write has nothing more to make
             // durable; what it could not write was reported then.)
-            let made_durable = shared.make_durable();
+            // And clean, as Linux's filesystems leave a read-only remount:
+            // every node written, the journal reclaimed, the superblock
+            // marked clean, so a crash (or a copy of the image) before the
+            // unmount needs no replay.
+            let made_durable = shared
+                .make_durable()
+                .and_then(|()| shared.checkpoint_clean());
             shared.observe("remount read-only", made_durable)?;
         }
         if change.errors.is_some() {
