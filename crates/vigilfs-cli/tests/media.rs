@@ -443,8 +443,9 @@ fn a_failure_reported_after_remount_ro_is_handled_in_memory_until_rw_or_the_unmo
 
 /// Reads the device fails with an error that is not the medium's (a
 /// failing path, `--fail-reads`) are no finding, so nothing is marked or
-/// moved; but what they cover was not verified, and the scrub says so and
-/// exits 4. It said "0 failures found" and exited 0 (review 50).
+/// moved; but what they cover was not verified, and the scrub says so,
+/// exits 4 and reports the error. It said "0 failures found", exited 0
+/// and left no trace (review 50).
 #[test]
 fn a_scrub_whose_reads_fail_on_the_path_is_no_clean_pass() {
     if fuse_missing("a_scrub_whose_reads_fail_on_the_path_is_no_clean_pass") {
@@ -462,6 +463,13 @@ fn a_scrub_whose_reads_fail_on_the_path_is_no_clean_pass() {
         said.contains("0 failures found") && said.contains("1 reads failed"),
         "{said}"
     );
+    // An error the filesystem met, as a foreground read's would be.
+    let said = text(&vigilfs(&["events", scratch.mnt()]).stdout);
+    assert!(
+        said.contains("/data  bytes 8192+4096") && said.contains("scrub could not read file data"),
+        "{said}"
+    );
+    assert_eq!(scratch.status()["errors"]["per_kind"]["read"]["count"], 1);
     // Nothing was marked bad for a path failure.
     assert_eq!(
         kinds(&owners(scratch.mnt(), block * BLOCK, BLOCK)),

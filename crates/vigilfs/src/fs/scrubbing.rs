@@ -21,11 +21,15 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::health::{Detail, Incident};
 use super::{Filesystem, FsError, FsResult, LifeState, Shared};
 use crate::btree::TreeId;
 use crate::device::ByteRange;
 use crate::failure::{handling_own_failures, Origin, Source};
-use crate::scrub::{self, Cursor, Finding, Phase, Progress, ScrubOptions, ScrubSink, Scrubber};
+use crate::format::ErrorKind;
+use crate::scrub::{
+    self, Cursor, Finding, Phase, Progress, ScrubOptions, ScrubSink, Scrubber, Unreadable,
+};
 
 /// How long the scrub sleeps between looks at the foreground counter.
 const QUIET: Duration = Duration::from_millis(2);
@@ -172,6 +176,39 @@ impl ScrubSink for LiveSink<'_> {
             }
         }
         self.go_on()
+    }
+
+    fn unreadable(&mut self, unreadable: &Unreadable) {
+        // An error the filesystem met, as a foreground read's is (review
+        // 50: nothing said the scrub could not read). Event texts are
+        // short: what matters first. Nothing is marked or moved for a path
+        // failure.
+        let range = unreadable.range;
+        let origin = format!(
+            "scrub could not read {}, not verified (a path error, not the medium's): {}",
+            unreadable.what, unreadable.error
+        );
+        let file = unreadable
+            .file
+            .map(|(ino, offset)| ((ino, self.shared.generation_of(ino)), (offset, range.len())));
+        self.shared.health.report_with(
+            &Incident {
+                kind: if file.is_some() {
+                    ErrorKind::Read
+                } else {
+                    ErrorKind::Metadata
+                },
+                errno: unreadable.error.errno().0,
+                inode: file.map(|(inode, _)| inode),
+                range: file.map(|(_, bytes)| bytes),
+                block: Some(range.start / 4096),
+                origin: &origin,
+            },
+            &Detail {
+                device_range: Some((range.start, range.len())),
+                ..Detail::default()
+            },
+        );
     }
 
     fn poisoned_block_reads_back(&mut self, ino: u64, extent_offset: u64, index: u64) {

@@ -144,6 +144,10 @@ pub trait ScrubSink {
     /// checksum: the data is whole again (a mounted filesystem lifts the
     /// poison).
     fn poisoned_block_reads_back(&mut self, _ino: u64, _extent_offset: u64, _index: u64) {}
+    /// A read failed with an error that is not the medium's (a failing
+    /// path): no finding (nothing is marked or moved), but what it covers
+    /// was not verified. A mounted filesystem reports it as an error.
+    fn unreadable(&mut self, _unreadable: &Unreadable) {}
     /// Called before each read: the place to wait while foreground I/O
     /// runs.
     fn pause(&mut self) {}
@@ -155,6 +159,20 @@ pub trait ScrubSink {
         let _ = progress;
         true
     }
+}
+
+/// A read the device failed, not for its medium ([`ScrubSink::unreadable`]).
+#[derive(Debug, Clone)]
+pub struct Unreadable {
+    /// The device bytes read.
+    pub range: ByteRange,
+    /// What lives there.
+    pub what: String,
+    /// The file whose data lives there, and the file byte it starts at
+    /// (`None`: metadata).
+    pub file: Option<(u64, u64)>,
+    /// The device's error.
+    pub error: DeviceError,
 }
 
 /// How long the rate limit sleeps before it asks the sink again.
@@ -368,6 +386,22 @@ impl Run<'_, '_> {
         self.throttle.consume(bytes, &progress, &mut *self.sink);
     }
 
+    fn unreadable(
+        &mut self,
+        range: ByteRange,
+        what: String,
+        file: Option<(u64, u64)>,
+        error: DeviceError,
+    ) {
+        self.stats.unreadable += 1;
+        self.sink.unreadable(&Unreadable {
+            range,
+            what,
+            file,
+            error,
+        });
+    }
+
     fn found(&mut self, range: ByteRange, cause: FailureCause, what: String) -> ControlFlow<()> {
         self.stats.findings += 1;
         self.sink.finding(&Finding { range, cause, what })
@@ -433,7 +467,9 @@ impl Run<'_, '_> {
                         copy.to_string(),
                     )?;
                 }
-                Err(FormatError::Device(_)) => self.stats.unreadable += 1,
+                Err(FormatError::Device(error)) => {
+                    self.unreadable(range, copy.to_string(), None, error);
+                }
                 Err(error) => {
                     self.found(range, FailureCause::Checksum, format!("{copy}: {error}"))?;
                 }
@@ -469,7 +505,7 @@ impl Run<'_, '_> {
                         format!("journal entry {seq}"),
                     )?;
                 }
-                Err(_) => self.stats.unreadable += 1,
+                Err(error) => self.unreadable(range, format!("journal entry {seq}"), None, error),
             }
             self.progress(
                 Cursor {
@@ -499,8 +535,8 @@ impl Run<'_, '_> {
             Err(BtreeError::Device(error)) if is_media(&error) => {
                 self.found(failed_range(&error, range), FailureCause::Media, what)
             }
-            Err(BtreeError::Device(_)) => {
-                self.stats.unreadable += 1;
+            Err(BtreeError::Device(error)) => {
+                self.unreadable(range, what, None, error);
                 ControlFlow::Continue(())
             }
             Err(_) if self.node_moved(block, tree, level) => ControlFlow::Continue(()),
@@ -700,8 +736,9 @@ impl Run<'_, '_> {
                             Err(error) if is_media(&error) => {
                                 Some((failed_range(&error, one), FailureCause::Media))
                             }
-                            Err(_) => {
-                                self.stats.unreadable += 1;
+                            Err(error) => {
+                                let file = Some((ino, (offset + block) * block_size));
+                                self.unreadable(one, "file data".into(), file, error);
                                 None
                             }
                         };
