@@ -165,6 +165,14 @@ enum Command {
     ///                         failing (it stays cached and is retried, but
     ///                         is not durable), to test a program against
     ///                         Linux's fsyncgate behaviour
+    ///   noauto_da_alloc       do not write a replaced file's new data back
+    ///                         before what makes the replacement durable (a
+    ///                         rename over another file, the close of a file
+    ///                         truncated to nothing), as ext4's option: a
+    ///                         program that replaces a file without fsyncing
+    ///                         the new copy then loses it to a power cut, as
+    ///                         on filesystems without the heuristic (default:
+    ///                         auto_da_alloc, written back first)
     ///   nokeep_cache          drop the kernel's cached pages of a file at
     ///                         each open (default: keep_cache, kept)
     ///   attr_timeout=SECONDS, entry_timeout=SECONDS
@@ -414,7 +422,9 @@ enum Command {
     /// A power cut (-o crashable mounts) loses everything no fsync, fdatasync
     /// or `vigilfs sync` that succeeded made durable: data not written back, and
     /// metadata (creates, renames, links...) whose journal entry was not
-    /// flushed. It returns once the mount serves the state after the crash;
+    /// flushed; but a file renamed over another (or truncated to nothing
+    /// and written again) has its new data written back first, as on
+    /// ext4, unless the mount has -o noauto_da_alloc. It returns once the mount serves the state after the crash;
     /// files open before it fail with EIO. It does not stop your program: a
     /// process that lives through the cut and opens paths afresh reaches
     /// the recovered filesystem, so stop it at the cut (or use `vigilfs
@@ -632,7 +642,11 @@ enum Command {
     /// What a cut keeps: everything an fsync or fdatasync that returned 0
     /// made durable, and metadata (creates, renames) whose
     /// journal entry was flushed; all else may be lost (or torn, with
-    /// --torn).
+    /// --torn). One exception, as on ext4: a file replaced without an
+    /// fsync of the new copy (renamed over another file, or truncated to
+    /// nothing and written again) has its new data written back first;
+    /// `-o noauto_da_alloc` turns that off, so such a program fails as it
+    /// would on a filesystem without the heuristic.
     ///
     /// The mount is served by this command's own process (the pid `vigilfs
     /// status` shows in it): a workload that kills it kills the run (the

@@ -537,6 +537,7 @@ pub fn mount_options(settings: &MountSettings, plan: &Arc<FaultPlan>) -> MountOp
         dirty_limit_bytes: settings.dirty_bytes.unwrap_or(defaults.dirty_limit_bytes),
         cache_bytes: settings.cache_bytes.unwrap_or(defaults.cache_bytes),
         fsync_errors: settings.fsync_errors.unwrap_or(defaults.fsync_errors),
+        auto_da_alloc: settings.auto_da_alloc.unwrap_or(defaults.auto_da_alloc),
         atime: settings.atime.unwrap_or(defaults.atime),
         directory_atime: settings.directory_atime.unwrap_or(defaults.directory_atime),
         scrub_interval: settings.scrub_interval,

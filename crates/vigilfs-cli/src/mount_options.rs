@@ -2,7 +2,8 @@
 //!
 //! vigilfs options: `ro`, `rw`, `errors=continue|remount-ro|panic`,
 //! `cache=SIZE`, `dirty=SIZE`, `writeback_interval=SECONDS`, `threads=N`,
-//! `allow_other`/`noallow_other`, `fsync_errors=until-durable|once`, `keep_cache`/`nokeep_cache`, `attr_timeout=SECONDS`,
+//! `allow_other`/`noallow_other`, `fsync_errors=until-durable|once`,
+//! `auto_da_alloc`/`noauto_da_alloc`, `keep_cache`/`nokeep_cache`, `attr_timeout=SECONDS`,
 //! `entry_timeout=SECONDS`, `scrub_interval=DURATION` (`90s`, `30m`, `6h`, `7d`; a bare
 //! number is seconds), `scrub_rate=SIZE` (bytes per second the background scrub reads),
 //! `failed=OFFSET:LENGTH` (device bytes reported failed before the mount; repeatable),
@@ -57,6 +58,10 @@ pub struct MountSettings {
     pub entry_timeout: Option<Duration>,
     /// `fsync_errors=until-durable|once`.
     pub fsync_errors: Option<FsyncErrors>,
+    /// `auto_da_alloc` (the default) / `noauto_da_alloc`: whether a
+    /// replaced file's new data is written back before the replacement
+    /// can be durable (`vigilfs::fs::MountOptions::auto_da_alloc`).
+    pub auto_da_alloc: Option<bool>,
     /// `scrub_interval=`: scrub in the background this often.
     pub scrub_interval: Option<Duration>,
     /// `scrub_rate=`: bytes per second the background scrub reads.
@@ -297,6 +302,8 @@ pub fn parse<S: AsRef<str>>(arguments: &[S]) -> Result<MountSettings, String> {
                     }
                     settings.metrics = Some(value.to_string());
                 }
+                ("auto_da_alloc", None) => settings.auto_da_alloc = Some(true),
+                ("noauto_da_alloc", None) => settings.auto_da_alloc = Some(false),
                 ("keep_cache", None) => settings.keep_cache = Some(true),
                 ("nokeep_cache", None) => settings.keep_cache = Some(false),
                 ("threads", Some(value)) => {
@@ -317,7 +324,8 @@ pub fn parse<S: AsRef<str>>(arguments: &[S]) -> Result<MountSettings, String> {
                         "unknown mount option `{option}` (vigilfs takes ro, rw, \
                          errors=continue|remount-ro|panic, cache=SIZE, dirty=SIZE, \
                          writeback_interval=SECONDS, threads=N, allow_other, noallow_other, \
-                         fsync_errors=until-durable|once, keep_cache, nokeep_cache, \
+                         fsync_errors=until-durable|once, noauto_da_alloc, keep_cache, \
+                         nokeep_cache, \
                          attr_timeout=SECONDS, entry_timeout=SECONDS, \
                          scrub_interval=DURATION, scrub_rate=SIZE, failed=OFFSET:LENGTH, \
                          events_group=GROUP, metrics=ADDR:PORT, crashable, \
@@ -528,5 +536,11 @@ mod tests {
             Some(FsyncErrors::UntilDurable)
         );
         assert!(parse(&["fsync_errors=sometimes"]).is_err());
+        assert_eq!(
+            parse(&["noauto_da_alloc"]).unwrap().auto_da_alloc,
+            Some(false)
+        );
+        assert_eq!(parse(&["auto_da_alloc"]).unwrap().auto_da_alloc, Some(true));
+        assert_eq!(parse(&["rw"]).unwrap().auto_da_alloc, None);
     }
 }

@@ -934,6 +934,49 @@ echo x > f
     );
 }
 
+/// A program that replaces a file without fsyncing the new copy survives
+/// on vigilfs, as on ext4 (the rename writes the new data back first);
+/// `-o noauto_da_alloc` turns that off, so crash-test shows the loss it
+/// would meet on a filesystem without the heuristic (review 51: it passed
+/// every time, and nothing said why).
+#[test]
+fn an_unsynced_replacement_passes_unless_the_mount_is_noauto_da_alloc() {
+    if fuse_missing("an_unsynced_replacement_passes_unless_the_mount_is_noauto_da_alloc") {
+        return;
+    }
+    let workload = r#"set -e
+printf old > cfg; sync cfg; sync .
+printf new > cfg.tmp
+mv cfg.tmp cfg
+printf x > other; sync other
+echo saved > "$1"
+"#;
+    let check = r#"[ -s "$1" ] || exit 0
+got=$(cat cfg 2>/dev/null) || { echo "cfg is gone"; exit 1; }
+[ "$got" = new ] || { echo "cfg holds '$got' after other's fsync made the rename durable"; exit 1; }
+"#;
+    let heuristic = tempfile::tempdir().unwrap();
+    passed(&crash_test(
+        heuristic.path(),
+        workload,
+        check,
+        &["--cuts", "1"],
+    ));
+    let without = tempfile::tempdir().unwrap();
+    let arguments = ["--cuts", "1", "-o", "noauto_da_alloc"];
+    let output = crash_test(without.path(), workload, check, &arguments);
+    let report = json_of(&output);
+    assert_eq!(output.status.code(), Some(1), "{report:#}");
+    let trial = &report["trials"][0];
+    assert_eq!(trial["passed"], false, "{report:#}");
+    assert!(
+        trial["replay"]
+            .as_str()
+            .is_some_and(|replay| replay.contains("noauto_da_alloc")),
+        "{report:#}"
+    );
+}
+
 #[test]
 fn the_crash_test_runner_catches_a_careless_writer_and_replays_the_failure() {
     if fuse_missing("the_crash_test_runner_catches_a_careless_writer_and_replays_the_failure") {

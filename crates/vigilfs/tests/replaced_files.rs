@@ -241,6 +241,36 @@ fn cut_at_every_flush(replacement: Replacement) {
     }
 }
 
+/// With `auto_da_alloc` off (`-o noauto_da_alloc`, as ext4's), nothing is
+/// written back for a replacement, so the crash lab shows what a program
+/// that does not fsync its new copy loses on filesystems without it: the
+/// other file's commit makes the replacement durable, and the new data is
+/// not there (review 51: `crash-test` passed such a program every time).
+#[test]
+fn without_auto_da_alloc_an_unsynced_replacement_loses_its_new_contents() {
+    for replacement in [Replacement::Rename, Replacement::Truncate] {
+        let device = Arc::new(CrashDevice::from_image(
+            formatted_image(),
+            SectorSize::Bytes512,
+        ));
+        let unordered = MountOptions {
+            auto_da_alloc: false,
+            ..options()
+        };
+        let fs = Filesystem::mount(device.clone(), unordered).expect("mount");
+        workload(&fs, replacement, &mut false).expect("the workload without a power cut");
+        let context = format!("{replacement:?} without auto_da_alloc");
+        let after = contents_after(device.crash(CrashMode::DropUnflushed), &context);
+        assert!(
+            after
+                .as_deref()
+                .is_some_and(|bytes| bytes != OLD && bytes != NEW),
+            "{context}: the file holds {}",
+            describe(&after)
+        );
+    }
+}
+
 #[test]
 fn a_file_renamed_over_another_is_never_found_empty_after_a_power_cut() {
     cut_at_every_flush(Replacement::Rename);

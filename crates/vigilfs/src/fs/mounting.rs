@@ -59,6 +59,13 @@ pub struct MountOptions {
     /// What fsync reports while writeback keeps failing: until the data
     /// is durable (the default) or once per open file, as Linux.
     pub fsync_errors: FsyncErrors,
+    /// Write a replaced file's new data back before what makes the
+    /// replacement durable (a rename over another file, the close of a
+    /// file truncated to nothing and written again), as ext4's
+    /// `auto_da_alloc` (the default). Off, a program that replaces a file
+    /// without fsyncing the new copy can lose both copies to a power cut,
+    /// as on filesystems without it: what the crash lab is asked to show.
+    pub auto_da_alloc: bool,
     /// Check permissions with Linux's rules (a transport that lets the
     /// kernel check them may turn this off; checking twice is harmless).
     pub check_permissions: bool,
@@ -142,6 +149,7 @@ impl Default for MountOptions {
             dirty_limit_bytes: 64 << 20,
             cache_bytes: 256 << 20,
             fsync_errors: FsyncErrors::UntilDurable,
+            auto_da_alloc: true,
             check_permissions: true,
             fault_plan: None,
             scrub_interval: None,
@@ -258,6 +266,7 @@ impl Filesystem {
         let files = Files::new(writes, &superblock, Arc::clone(&metadata))?;
         files.set_cache_budget(options.cache_bytes);
         files.set_fsync_errors(options.fsync_errors);
+        files.set_auto_da_alloc(options.auto_da_alloc);
         let namespace = Namespace::new(Arc::clone(&metadata));
         check_root_directory(&namespace, &metadata.recovery)?;
         let xattrs = Xattrs::new(Arc::clone(&metadata));

@@ -258,6 +258,9 @@ pub struct Files {
     pub(crate) writeback: Writeback,
     /// [`FsyncErrors::Once`] when set.
     report_once: AtomicBool,
+    /// Whether replacements are ordered after their data (see
+    /// [`Files::set_auto_da_alloc`]).
+    auto_da_alloc: AtomicBool,
     /// Files truncated to nothing from a non-empty size, being rewritten in
     /// place: their new data is written back at their last close, or
     /// before an fsync's commit if one comes first, as ext4's
@@ -321,6 +324,7 @@ impl Files {
             metadata,
             cache,
             report_once: AtomicBool::new(false),
+            auto_da_alloc: AtomicBool::new(true),
             ordered: std::sync::Mutex::new(BTreeSet::new()),
             user_cursors: std::sync::Mutex::new(HashMap::new()),
         })
@@ -367,6 +371,19 @@ impl Files {
     pub fn set_fsync_errors(&self, policy: FsyncErrors) {
         self.report_once
             .store(policy == FsyncErrors::Once, Ordering::Relaxed);
+    }
+
+    /// Sets whether a replaced file's new data is written back before what
+    /// makes the replacement durable (ext4's `auto_da_alloc`; on by
+    /// default): a rename over another file ([`Files::auto_da_alloc`] is
+    /// asked), the close of a file truncated to nothing (`ordered`).
+    pub fn set_auto_da_alloc(&self, on: bool) {
+        self.auto_da_alloc.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether a replacement is ordered after its new data.
+    pub fn auto_da_alloc(&self) -> bool {
+        self.auto_da_alloc.load(Ordering::Relaxed)
     }
 
     /// Sets who is told of each new writeback failure (once per failure

@@ -482,11 +482,12 @@ impl Filesystem {
         if record.file_type() != FileType::Regular || self.shared.files.is_durable(moved) {
             return Ok(());
         }
-        if self
-            .shared
-            .namespace
-            .lookup(new_parent, new_name)?
-            .is_some()
+        if self.shared.files.auto_da_alloc()
+            && self
+                .shared
+                .namespace
+                .lookup(new_parent, new_name)?
+                .is_some()
         {
             // Before the rename's journal record exists: any flush of the
             // journal (another file's fsync, or a writeback's own) may make

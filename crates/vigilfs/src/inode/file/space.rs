@@ -62,7 +62,7 @@ impl Files {
                 state.put_dirty(&mut cache.accounting, index, page, Backing::Promise);
             }
         }
-        if size == 0 && state.size > 0 {
+        if size == 0 && state.size > 0 && self.auto_da_alloc() {
             // A file being rewritten in place (see `ordered`).
             self.write_before_next_commit(ino);
         }
