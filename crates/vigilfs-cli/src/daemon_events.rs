@@ -69,6 +69,9 @@ pub fn spawn(slot: Arc<EngineSlot>, log: fn(&str)) -> std::io::Result<JoinHandle
                                 })
                                 .and_then(|ino| slot.known_path(ino));
                             log(&human_line(&record_json(&record, path.as_deref(), deleted)));
+                            if let Some(path) = path {
+                                slot.remember_announced_path(record.id, path);
+                            }
                         }
                     }
                 }

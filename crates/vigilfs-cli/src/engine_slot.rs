@@ -14,9 +14,9 @@
 //! engine it follows is not the mount's any more.
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use vigilfs::fs::events::EventLog;
 use vigilfs::fs::{Filesystem, PATH_SEARCH_BUDGET};
@@ -26,6 +26,8 @@ use vigilfs::fs::{Filesystem, PATH_SEARCH_BUDGET};
 /// namespace (the rest only by the names lookups taught the mount).
 const EVENTS_NAMED_AT_UNMOUNT: usize = 256;
 const SEARCHES_AT_UNMOUNT: usize = 16;
+/// Events whose path when announced is kept (the newest).
+const ANNOUNCED_PATHS: usize = 4096;
 
 /// See the module comment.
 #[derive(Debug)]
@@ -40,6 +42,11 @@ pub struct EngineSlot {
     /// no longer here to ask, and an event that says data was lost must
     /// still name the file.
     last_paths: RwLock<HashMap<u64, String>>,
+    /// The path each of the newest events' files had when the daemon
+    /// logged the event, by event id: a file renamed or deleted since
+    /// (PostgreSQL recycles its WAL segments by renaming them) is named as
+    /// it was when it failed, not by the name it has now (review 51).
+    announced_paths: Mutex<BTreeMap<u64, String>>,
 }
 
 impl EngineSlot {
@@ -50,7 +57,30 @@ impl EngineSlot {
             generation: AtomicU64::new(0),
             last_event_log: RwLock::new(None),
             last_paths: RwLock::new(HashMap::new()),
+            announced_paths: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// Keeps `path` as the one event `id`'s file had when it was
+    /// announced (the oldest kept is forgotten past [`ANNOUNCED_PATHS`]).
+    pub fn remember_announced_path(&self, id: u64, path: String) {
+        let mut paths = self
+            .announced_paths
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        paths.insert(id, path);
+        while paths.len() > ANNOUNCED_PATHS {
+            paths.pop_first();
+        }
+    }
+
+    /// The path event `id`'s file had when it was announced, if kept.
+    pub fn announced_path(&self, id: u64) -> Option<String> {
+        self.announced_paths
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .cloned()
     }
 
     /// A path of inode `ino` the mount learned from lookups, as events show

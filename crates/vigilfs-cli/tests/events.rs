@@ -294,6 +294,48 @@ fn data_an_unmount_ends_without_reads_as_lost_after_the_remount() {
     );
 }
 
+/// An event names the file as it was named when it failed: renamed since
+/// (PostgreSQL recycles WAL segments so), it is not blamed on the new
+/// name, nor, deleted since, left unnamed (review 51: both).
+#[test]
+fn an_event_names_its_file_as_it_was_named_when_it_failed() {
+    if fuse_missing("an_event_names_its_file_as_it_was_named_when_it_failed") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    fs::write(scratch.at("victim"), b"hello").unwrap();
+    scratch.inject(&["--fail-writes", "--path", "victim"]);
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(scratch.at("victim"))
+        .unwrap();
+    file.write_all_at(b"changed", 0).unwrap();
+    assert_eq!(file.sync_all().unwrap_err().raw_os_error(), Some(libc::EIO));
+    drop(file);
+    scratch.inject(&["--clear"]);
+    wait_until("the daemon logs the error", Duration::from_secs(20), || {
+        scratch.log().contains("/victim")
+    });
+    let failed = |listed: &[Value]| {
+        of_kind(listed, "error")
+            .into_iter()
+            .find(|event| event["subtypes"].to_string().contains("writeback"))
+            .cloned()
+            .unwrap_or_else(|| panic!("{listed:#?}"))
+    };
+    fs::rename(scratch.at("victim"), scratch.at("renamed")).unwrap();
+    let event = failed(&events(&[scratch.mnt()]));
+    assert_eq!(event["path"], "/victim", "{event}");
+    fs::remove_file(scratch.at("renamed")).unwrap();
+    let event = failed(&events(&[scratch.mnt()]));
+    assert_eq!(event["path"], "/victim", "{event}");
+    assert_eq!(event["deleted"], true, "{event}");
+    let said = text(&vigilfs(&["events", scratch.mnt()]).stdout);
+    assert!(said.contains("/victim (deleted)"), "{said}");
+    scratch.umount(pid);
+}
+
 #[test]
 fn failed_background_node_writes_are_announced_while_the_filesystem_runs() {
     if fuse_missing("node write failures announced") {

@@ -23,8 +23,10 @@
 //!               journal media shutdown
 //! count         errors merged (error), lost (lost), of the mount (shutdown,
 //!               unmount); null when a loss cannot be counted
-//! inode, generation, path     the object (path: resolved by the mount
-//!               when it can be, else null)
+//! inode, generation, path     the object (path: the one the file had
+//!               when the mount serving it announced the event, for its
+//!               newest 4096 events; else its path now, resolved by the
+//!               mount when it can be; else null)
 //! deleted       true when the file named by inode was deleted (it may
 //!               still be open), false when not, null without an inode or
 //!               when no mount could say

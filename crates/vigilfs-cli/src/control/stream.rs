@@ -184,10 +184,15 @@ impl Sender<'_> {
         let deleted = record
             .inode
             .and_then(|ino| engine.is_deleted(ino, record.generation));
-        let path = record
-            .inode
-            .filter(|&ino| deleted != Some(true) && engine.is_same_inode(ino, record.generation))
-            .and_then(|ino| self.path(ino));
+        // As it was named when announced, else as it is named now.
+        let path = engine.announced_path(record.id).or_else(|| {
+            record
+                .inode
+                .filter(|&ino| {
+                    deleted != Some(true) && engine.is_same_inode(ino, record.generation)
+                })
+                .and_then(|ino| self.path(ino))
+        });
         record_json(record, path.as_deref(), deleted)
     }
 }
