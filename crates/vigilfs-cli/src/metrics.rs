@@ -26,6 +26,9 @@
 //! vigilfs_dirty_bytes                    dirty data not yet written back
 //! vigilfs_journal_free_bytes             free journal space
 //! vigilfs_journal_sequence               the journal's next sequence number
+//! vigilfs_journal_failed                 1 once the journal failed: every metadata change
+//!                                        fails until the next mount (under errors=continue
+//!                                        the state stays running)
 //! vigilfs_fault_rules                    fault rules active
 //! vigilfs_fsync_duration_seconds         fsync latency histogram (this mount)
 //! vigilfs_writeback_bytes_total          bytes written back durably (this mount)
@@ -72,6 +75,7 @@ struct Snapshot {
     dirty_bytes: u64,
     journal_free_bytes: u64,
     journal_sequence: u64,
+    journal_failed: bool,
     fault_rules: u64,
     fsync: latency::LatencySnapshot,
     writeback_bytes: u64,
@@ -203,6 +207,12 @@ impl Collector for Snapshot {
             "vigilfs_journal_sequence",
             "The journal's next sequence number",
             signed(self.journal_sequence),
+        )?;
+        gauge(
+            &mut encoder,
+            "vigilfs_journal_failed",
+            "1 once the journal failed: every metadata change fails until the next mount",
+            i64::from(self.journal_failed),
         )?;
         gauge(
             &mut encoder,
@@ -349,6 +359,7 @@ pub fn render(fs: &Filesystem, plan: &FaultPlan) -> String {
         dirty_bytes: status.dirty_bytes,
         journal_free_bytes: status.journal.free_blocks * block_size,
         journal_sequence: status.journal.next_seq,
+        journal_failed: status.journal.failed,
         fault_rules: (plan.rules().len() + fs.file_rules().len()) as u64,
         fsync: status.fsync_latency.clone(),
         writeback_bytes: status.writeback_bytes,

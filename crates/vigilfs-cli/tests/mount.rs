@@ -533,6 +533,45 @@ fn shutdown_stops_all_writing() {
     scratch.umount(pid);
 }
 
+/// Under errors=continue a journal that failed once stays failed (as a
+/// journal abort does on Linux) while the state stays running: status's
+/// reason and a metric say so, where only the journal's row did (review
+/// 51: "state running", every create failing).
+#[test]
+fn a_failed_journal_under_errors_continue_is_said_by_status_and_metrics() {
+    if fuse_missing("a_failed_journal_under_errors_continue_is_said_by_status_and_metrics") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M", "-o", "errors=continue"]);
+    assert!(scratch.status()["state_reason"].is_null());
+    assert_eq!(
+        sample(&scratch.metrics(), "vigilfs_journal_failed", None),
+        0.0
+    );
+    scratch.inject(&["--fail-writes", "--class", "journal", "--limit", "1"]);
+    fs::write(scratch.at("made"), b"x").unwrap();
+    assert!(!vigilfs(&["sync", scratch.mnt()]).status.success());
+    scratch.inject(&["--clear"]);
+    let error = fs::create_dir(scratch.at("after")).unwrap_err();
+    assert_eq!(error.raw_os_error(), Some(libc::EIO));
+    let status = scratch.status();
+    assert_eq!(status["state"], "running");
+    assert!(
+        status["state_reason"]
+            .as_str()
+            .is_some_and(|why| why.contains("the journal failed")),
+        "{status}"
+    );
+    assert_eq!(
+        sample(&scratch.metrics(), "vigilfs_journal_failed", None),
+        1.0
+    );
+    let said = text(&vigilfs(&["status", scratch.mnt()]).stdout);
+    assert!(said.contains("running: the journal failed"), "{said}");
+    scratch.umount(pid);
+}
+
 #[test]
 fn inject_forms_change_the_live_fault_plan() {
     if fuse_missing("inject_forms_change_the_live_fault_plan") {

@@ -10,7 +10,8 @@
 //! mount_options    the `-o` options it was started with (a remount checks
 //!                  what cannot change against them)
 //! state            running | frozen | read-only | shut-down
-//! state_reason     why read-only or shut down (null otherwise)
+//! state_reason     why read-only or shut down; while running (errors=continue),
+//!                  that the journal failed, if it did (null otherwise)
 //! mounted_read_only  added by `vigilfs status` for the mount point it
 //!                  was given: the kernel refuses writes there (`remount,ro`,
 //!                  a read-only bind), whatever the daemon's state
@@ -172,6 +173,15 @@ pub fn status_json(
     let block_size = fs.statfs().map(|statfs| statfs.block_size).ok();
     let reason = match &status.state {
         LifeState::ReadOnly(why) | LifeState::ShutDown(why) => Some(why.clone()),
+        // Under errors=continue a failed journal leaves the state running
+        // while no metadata change can be made: said here, not only in
+        // the journal's row (review 51).
+        LifeState::Running | LifeState::Frozen if status.journal.failed => Some(
+            "the journal failed (errors=continue keeps the mount running): every metadata \
+             change (create, rename, a file's size, writeback) fails with EIO until it is \
+             unmounted and mounted again"
+                .to_string(),
+        ),
         LifeState::Running | LifeState::Frozen => None,
     };
     let journal = &status.journal;
