@@ -262,16 +262,6 @@ fn data_an_unmount_ends_without_is_lost_for_the_next_mount_until_written_again()
     assert!(lost.is_empty() && other.is_empty(), "{lost:#?} {other:#?}");
 }
 
-/// Only the bytes an unmount ends without are lost, not the durable bytes
-/// that share their pages: an append's page keeps the fsynced bytes
-/// before it, a rewrite inside a page keeps the bytes around it, and
-/// rewriting exactly the lost bytes clears the loss. Before, whole pages
-/// were recorded, and the durable bytes in them read EIO until rewritten
-/// (review 48). Scattered changes in a page are one range, and a file
-/// past the records it may keep over-states its loss, never serves any of
-/// it as the older bytes (review 49: byte-exact runs used up the records
-/// in a page or two, and the rest read as old rows). Zeros past the end
-/// keep the size they gave the file (review 49: it came back shorter).
 /// Under `fsync_errors=once` the loss an earlier unmount recorded is an
 /// error nobody of this mount has heard of: the first fsync of the file
 /// reports it, once, as Linux reports an error to the next opener. Before,
@@ -321,6 +311,16 @@ fn under_fsync_errors_once_the_first_fsync_hears_of_a_loss_an_earlier_mount_reco
     fs.unmount().unwrap();
 }
 
+/// Only the bytes an unmount ends without are lost, not the durable bytes
+/// that share their pages: an append's page keeps the fsynced bytes
+/// before it, a rewrite inside a page keeps the bytes around it, and
+/// rewriting exactly the lost bytes clears the loss. Before, whole pages
+/// were recorded, and the durable bytes in them read EIO until rewritten
+/// (review 48). Scattered changes in a page are one range, and a file
+/// past the records it may keep over-states its loss, never serves any of
+/// it as the older bytes (review 49: byte-exact runs used up the records
+/// in a page or two, and the rest read as old rows). Zeros past the end
+/// keep the size they gave the file (review 49: it came back shorter).
 #[test]
 fn only_the_bytes_an_unmount_ends_without_are_lost_not_their_pages() {
     let (device, plan) = formatted_with_faults();
