@@ -806,7 +806,9 @@ fn after_a_read_only_remount_the_image_stays_as_it_is() {
 
 /// A read-only remount leaves the image clean, as Linux's filesystems do:
 /// a crash (or a copy of the image) before the unmount needs no journal
-/// replay. It said "not unmounted cleanly" and replayed (review 50).
+/// replay, and its event log misses no unmount event. It said "not
+/// unmounted cleanly" and replayed (review 50), then that the newest
+/// events were missing (review 52).
 /// Read-write again, it is marked in use before anything is written.
 #[test]
 fn a_read_only_remount_leaves_the_image_clean_until_read_write_again() {
@@ -824,6 +826,11 @@ fn a_read_only_remount_leaves_the_image_clean_until_read_write_again() {
     let said = text(&fsck.stdout);
     assert_eq!(fsck.status.code(), Some(0), "{said}");
     assert!(!said.contains("not unmounted cleanly"), "{said}");
+    // Nor is an unmount's event missing from the log (review 52: "the
+    // newest events are missing", a "lost" event).
+    assert!(!said.contains("events are missing"), "{said}");
+    let listed = text(&vigilfs(&["events", scratch.img()]).stdout);
+    assert!(!listed.contains(" lost "), "{listed}");
     let pid = scratch.mount(&[]);
     assert_eq!(scratch.status()["recovered"], false);
     assert_eq!(fs::read(scratch.at("kept")).unwrap(), data);

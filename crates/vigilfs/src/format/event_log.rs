@@ -108,9 +108,20 @@ pub enum RecordKind {
     Shutdown,
     /// The filesystem was unmounted (terminal for the mount).
     Unmount,
-    /// A remount changed the mount's settings; `text`: the new values.
+    /// A remount changed the mount's settings; `text`: the new values,
+    /// `value`: [`SETTINGS_READ_ONLY`] when it made the mount read-only
+    /// (its image left clean, as by a freeze), [`SETTINGS_READ_WRITE`]
+    /// when read-write again, else [`SETTINGS_OTHER`] (as every record
+    /// written before these were told apart).
     Settings,
 }
+
+/// A SETTINGS record's `value`: neither read-only nor read-write again.
+pub const SETTINGS_OTHER: u64 = 0;
+/// A SETTINGS record's `value`: the mount was made read-only.
+pub const SETTINGS_READ_ONLY: u64 = 1;
+/// A SETTINGS record's `value`: the mount was made read-write again.
+pub const SETTINGS_READ_WRITE: u64 = 2;
 
 impl RecordKind {
     /// Every kind, in code order.
@@ -696,6 +707,11 @@ impl RegionScan {
                 .any(|defect| matches!(defect, SlotDefect::Unreadable { .. }))
                 .then_some(1);
         };
+        // A read-only remount leaves the image clean too, and the log goes
+        // on after it, until the mount is read-write again.
+        let made_read_only = |record: &EventRecord| {
+            record.kind == RecordKind::Settings && record.value == SETTINGS_READ_ONLY
+        };
         let stopped = self
             .records
             .iter()
@@ -704,10 +720,11 @@ impl RegionScan {
                 matches!(
                     record.kind,
                     RecordKind::Unmount | RecordKind::Freeze | RecordKind::Thaw | RecordKind::Mount
-                )
+                ) || (record.kind == RecordKind::Settings && record.value != SETTINGS_OTHER)
             })
             .is_some_and(|record| {
                 record.kind == RecordKind::Freeze
+                    || made_read_only(record)
                     || (record.kind == RecordKind::Unmount && record.id == newest.id)
             });
         (!stopped).then_some(newest.id + 1)
@@ -788,6 +805,75 @@ mod tests {
         record.errors_total = 99;
         record.text = InlineText::new("read");
         record
+    }
+
+    /// A scan of `records` (kind, and a SETTINGS record's value), ids
+    /// from 1.
+    fn scan_of(records: &[(RecordKind, u64)]) -> RegionScan {
+        let records = records
+            .iter()
+            .enumerate()
+            .map(|(index, &(kind, value))| {
+                let mut record = EventRecord::new(index as u64 + 1, kind, 5);
+                record.value = value;
+                record
+            })
+            .collect();
+        let unread = || FormatError::Truncated {
+            structure: "event log header",
+            offset: 0,
+            needed: 1,
+            available: 0,
+        };
+        RegionScan {
+            headers: [Err(unread()), Err(unread())],
+            records,
+            newest_slot: None,
+            defects: Vec::new(),
+            repeated: 0,
+        }
+    }
+
+    /// A read-only remount leaves the image clean, and the log may go on
+    /// after its SETTINGS record, as after a FREEZE: nothing is missing
+    /// (review 52: a crash after `remount,ro` read as lost events). Made
+    /// read-write again, only an UNMOUNT ends it cleanly.
+    #[test]
+    fn a_read_only_remount_is_a_clean_stop_until_the_mount_is_read_write_again() {
+        use RecordKind::{Error, Mount, Settings, Unmount};
+        let clean = [
+            vec![(Mount, 0), (Settings, SETTINGS_READ_ONLY)],
+            vec![(Mount, 0), (Settings, SETTINGS_READ_ONLY), (Error, 0)],
+            vec![
+                (Mount, 0),
+                (Settings, SETTINGS_READ_ONLY),
+                (Settings, SETTINGS_OTHER),
+            ],
+            vec![(Mount, 0), (Settings, SETTINGS_READ_WRITE), (Unmount, 0)],
+        ];
+        for records in clean {
+            assert_eq!(
+                scan_of(&records).missing_after_clean_stop(),
+                None,
+                "{records:?}"
+            );
+        }
+        let missing = [
+            vec![(Mount, 0), (Settings, SETTINGS_OTHER)],
+            vec![
+                (Mount, 0),
+                (Settings, SETTINGS_READ_ONLY),
+                (Settings, SETTINGS_READ_WRITE),
+            ],
+        ];
+        for records in missing {
+            let newest = records.len() as u64;
+            assert_eq!(
+                scan_of(&records).missing_after_clean_stop(),
+                Some(newest + 1),
+                "{records:?}"
+            );
+        }
     }
 
     #[test]

@@ -660,6 +660,7 @@ impl Filesystem {
         if !change.is_empty() {
             shared.health.notice(&Notice::Settings {
                 change: &change.summary(TEXT_CAPACITY),
+                read_only: change.read_only,
             });
         }
         if change.read_only == Some(false) {
@@ -683,6 +684,10 @@ impl Filesystem {
                 .make_durable()
                 .and_then(|()| shared.checkpoint_clean());
             shared.observe("remount read-only", made_durable)?;
+            // The clean image holds the SETTINGS record that says so, as
+            // a frozen one holds its FREEZE: the log's last word before a
+            // crash is no missing UNMOUNT (review 52).
+            let _ = shared.health.log().persist();
         }
         if change.errors.is_some() {
             // A failed journal stays failed and was acted on once, under

@@ -323,6 +323,7 @@ impl Filesystem {
         };
         shared.health.notice(&Notice::Settings {
             change: &change.summary(TEXT_CAPACITY),
+            read_only: Some(false),
         });
         if let Some(interval) = shared.options.scrub_interval {
             match BackgroundScrub::start(Arc::clone(&self.shared), interval) {

@@ -48,7 +48,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::device::BlockDevice;
-use crate::format::event_log::{EventRecord, InlineText, RecordKind, RegionScan};
+use crate::format::event_log::{
+    EventRecord, InlineText, RecordKind, RegionScan, SETTINGS_OTHER, SETTINGS_READ_ONLY,
+    SETTINGS_READ_WRITE,
+};
 use crate::format::Superblock;
 use repeats::{Absorbed, Key};
 use ring::{error_record, merge, merge_repeat, LogState};
@@ -171,6 +174,9 @@ pub enum Notice<'a> {
     Settings {
         /// The new values ("errors=panic cache=1073741824").
         change: &'a str,
+        /// Whether the mount was made read-only (its image is left
+        /// clean) or read-write again, if either.
+        read_only: Option<bool>,
     },
     /// Fault rules changed.
     Faults {
@@ -573,7 +579,14 @@ impl EventLog {
             Notice::Recovery { orphans } => record.value = orphans,
             Notice::ErrorsAction { action } => record.text = InlineText::new(action),
             Notice::Freeze | Notice::Thaw => {}
-            Notice::Settings { change } => record.text = InlineText::new(change),
+            Notice::Settings { change, read_only } => {
+                record.text = InlineText::new(change);
+                record.value = match read_only {
+                    None => SETTINGS_OTHER,
+                    Some(true) => SETTINGS_READ_ONLY,
+                    Some(false) => SETTINGS_READ_WRITE,
+                };
+            }
             Notice::Faults { change, active } => {
                 record.text = InlineText::new(change);
                 record.value = active;
