@@ -590,6 +590,9 @@ enum Command {
     /// the mount's unmount (reads, and their errors, go on after a
     /// shutdown). Root, the user who mounted and the
     /// mount's events_group only. IMAGE (unmounted): the log in the image.
+    /// A file is named by the path it had when the mount serving it
+    /// announced the event (kept for its newest 4096 events); older events,
+    /// and every event read from an IMAGE, name it by its path now.
     /// Ids missing after --since (overwritten by the ring, or lost in a
     /// crash) show as one `lost` event, with the number of errors in them
     /// when it is known. A file's error that keeps repeating is damped:

@@ -340,6 +340,12 @@ pub fn handle(
                     held: &mut held,
                 };
                 match handle_file(context, file, run, origin, &mut bad_now, records) {
+                    // Still reading back where this mount, unable to move
+                    // it, marked it bad already: a repeated report, no new
+                    // failure (review 52: each repeat counted an error).
+                    Ok(Outcome::NotConfirmed) if was_bad && !context.writable => {
+                        Outcome::AlreadyKnown
+                    }
                     Ok(outcome) => outcome,
                     Err(error) => {
                         let why = format!("it could not be handled: {error}");
@@ -367,7 +373,7 @@ pub fn handle(
         };
         handled.push(Handled { owner, outcome });
     }
-    if let Err(error) = record_bad(context, &bad_now, origin.cause, &mut held) {
+    if let Err(error) = record_bad(context, &bad_now, &bad_before, origin.cause, &mut held) {
         unrecorded.get_or_insert(error);
     }
     Ok(Handling {
@@ -388,18 +394,28 @@ struct Records<'a> {
 
 /// Marks `runs` bad in memory, then on the persistent list (one
 /// transaction for all of them, when the filesystem may write; else they
-/// are `held`).
+/// are `held`, but for those bad before this notice, `bad_before`).
 fn record_bad(
     context: &Context<'_>,
     runs: &[BlockRun],
+    bad_before: &[BlockRun],
     cause: FailureCause,
     held: &mut HeldMarks,
 ) -> Result<(), FailureError> {
     let allocator = &context.metadata.allocator;
     let mut merged: BTreeMap<u64, BlockRun> = BTreeMap::new();
     for &run in runs {
+        let known = bad_before
+            .iter()
+            .any(|bad| bad.start <= run.start && bad.end() >= run.end());
         if allocator.mark_bad(run).is_err() {
             // Outside the main region: an owner query never yields one.
+            continue;
+        }
+        if known && !context.writable {
+            // Held already, or on the persistent list: nothing new to
+            // hold (review 52: a repeat said its marks could not be
+            // written).
             continue;
         }
         if let Some(whole) = allocator.bad_run_containing(run.start) {

@@ -419,8 +419,15 @@ impl Shared {
         } = failure::handling_own_failures(range, || failure::handle(&context, range, &origin))
             .map_err(FsError::Failure)?;
         // A block marked bad whose data still reads (and so was not lost)
-        // is a mark held too.
-        let holds_marks = !held.bad.is_empty() || !held.poison.is_empty();
+        // is a mark held too; so is one an earlier report left held here
+        // (a repeat holds nothing new, yet its marks are still unwritten).
+        let block = u64::from(layout.block_size);
+        let held_before = one_at_a_time
+            .bad
+            .iter()
+            .any(|(run, _)| run.start * block < range.end && range.start < run.end() * block);
+        let holds_marks =
+            !held.bad.is_empty() || !held.poison.is_empty() || (!writable && held_before);
         if !writable {
             // Recorded if the mount is made writable.
             one_at_a_time.extend(held);
