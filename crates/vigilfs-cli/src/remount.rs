@@ -38,6 +38,7 @@ use std::path::Path;
 
 use serde_json::Value;
 use vigilfs::fs::AtimeUpdates;
+use vigilfs::inode::FsyncErrors;
 
 use crate::control::client::{self, ClientError};
 use crate::control::protocol::Request;
@@ -178,6 +179,12 @@ fn check_fixed(fixed: &[&str], mounted: &str) -> Result<(), Failure> {
     let normalised = |mut settings: mount_options::MountSettings| {
         settings.failed.sort_unstable();
         settings.failed.dedup();
+        // A default named is no change (review 52: `remount,auto_da_alloc`
+        // of a mount made without options was refused).
+        settings.auto_da_alloc.get_or_insert(true);
+        settings
+            .fsync_errors
+            .get_or_insert(FsyncErrors::UntilDurable);
         settings
     };
     let before = mount_options::parse(&[mounted]).map(normalised);
@@ -473,6 +480,11 @@ mod tests {
         assert!(check_fixed(&["crashable"], mounted).is_err());
         assert!(check_fixed(&["errors"], mounted).is_err());
         assert!(check_fixed(&["threads=lots"], mounted).is_err());
+        // A default named is no change; the other value is.
+        assert!(check_fixed(&["auto_da_alloc"], "").is_ok());
+        assert!(check_fixed(&["fsync_errors=until-durable"], "threads=4").is_ok());
+        assert!(check_fixed(&["noauto_da_alloc"], "").is_err());
+        assert!(check_fixed(&["auto_da_alloc"], "noauto_da_alloc").is_err());
         // allow_other: repeated from the mount table, except on a mount
         // made noallow_other, whose table lacks it.
         assert!(check_allow_other(&["remount,allow_other"], "threads=4").is_ok());
