@@ -842,3 +842,29 @@ fn a_read_only_remount_leaves_the_image_clean_until_read_write_again() {
     let said = text(&vigilfs(&["fsck", scratch.img()]).stdout);
     assert!(said.contains("not unmounted cleanly"), "{said}");
 }
+
+/// Remounted read-only and read-write again while frozen, the image stays
+/// as the freeze left it: clean, its log missing nothing (the read-write
+/// remount marked it in use under the freeze).
+#[test]
+fn remounts_while_frozen_leave_the_frozen_image_clean() {
+    if fuse_missing("remounts_while_frozen_leave_the_frozen_image_clean") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    fs::write(scratch.at("kept"), b"before the freeze").unwrap();
+    let frozen = vigilfs(&["freeze", scratch.mnt()]);
+    assert_eq!(frozen.status.code(), Some(0), "{}", text(&frozen.stderr));
+    remount(&scratch, "remount,ro");
+    remount(&scratch, "remount,rw");
+    scratch.kill_daemon(pid);
+    let fsck = vigilfs(&["fsck", scratch.img()]);
+    let said = text(&fsck.stdout);
+    assert_eq!(fsck.status.code(), Some(0), "{said}");
+    assert!(!said.contains("not unmounted cleanly"), "{said}");
+    assert!(!said.contains("events are missing"), "{said}");
+    let pid = scratch.mount(&[]);
+    assert_eq!(fs::read(scratch.at("kept")).unwrap(), b"before the freeze");
+    scratch.umount(pid);
+}

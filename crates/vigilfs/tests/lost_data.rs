@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use vigilfs::device::{
     BlockDevice, CrashDevice, CrashMode, Errno, FaultDevice, FaultPlan, FaultRule, IoClass,
-    MemoryDevice, Operations, SectorSize,
+    MemoryDevice, Operations, RuleId, SectorSize,
 };
 use vigilfs::fs::{Filesystem, FsError, MountOptions, OpenFlags, SetAttributes};
 use vigilfs::fsck::fsck;
@@ -60,6 +60,16 @@ fn formatted_with_faults() -> (Arc<dyn BlockDevice>, Arc<FaultPlan>) {
     let device: Arc<dyn BlockDevice> = Arc::new(FaultDevice::new(memory, Arc::clone(&plan)));
     make_filesystem(device.clone(), &MkfsOptions::default()).expect("mkfs");
     (device, plan)
+}
+
+/// Makes every data write of `plan`'s device fail with EIO from now on.
+fn fail_data_writes(plan: &FaultPlan) -> RuleId {
+    plan.add_rule(
+        FaultRule::fail(Errno::EIO)
+            .for_class(IoClass::Data)
+            .on(Operations::WRITE),
+    )
+    .unwrap()
 }
 
 /// fsck's findings about lost data, and whether it found anything else.
@@ -202,13 +212,7 @@ fn data_an_unmount_ends_without_is_lost_for_the_next_mount_until_written_again()
         .unwrap();
     fs.fsync(handle, false).unwrap();
     fs.release(handle).unwrap();
-    let failing = plan
-        .add_rule(
-            FaultRule::fail(Errno::EIO)
-                .for_class(IoClass::Data)
-                .on(Operations::WRITE),
-        )
-        .unwrap();
+    let failing = fail_data_writes(&plan);
     let handle = open(&fs, b"old");
     fs.write(handle, PAGE, &[NEW; PAGE as usize], &root())
         .unwrap();
@@ -277,13 +281,7 @@ fn under_fsync_errors_once_the_first_fsync_hears_of_a_loss_an_earlier_mount_reco
     fs.write(handle, 0, &[OLD; 2 * PAGE as usize], &root())
         .unwrap();
     fs.fsync(handle, false).unwrap();
-    let failing = plan
-        .add_rule(
-            FaultRule::fail(Errno::EIO)
-                .for_class(IoClass::Data)
-                .on(Operations::WRITE),
-        )
-        .unwrap();
+    let failing = fail_data_writes(&plan);
     fs.write(handle, PAGE, &[NEW; PAGE as usize], &root())
         .unwrap();
     fs.release(handle).unwrap();
@@ -340,12 +338,7 @@ fn only_the_bytes_an_unmount_ends_without_are_lost_not_their_pages() {
         fs.fsync(handle, false).unwrap();
         fs.release(handle).unwrap();
     }
-    plan.add_rule(
-        FaultRule::fail(Errno::EIO)
-            .for_class(IoClass::Data)
-            .on(Operations::WRITE),
-    )
-    .unwrap();
+    fail_data_writes(&plan);
     let handle = open(&fs, b"log");
     fs.write(handle, 5000, &[NEW; 100], &root()).unwrap();
     fs.release(handle).unwrap();

@@ -696,6 +696,8 @@ impl RegionScan {
     /// superblock); a freeze writes the superblock clean, then a FREEZE
     /// record, and the log goes on being written until the thaw. So the
     /// newest record is an UNMOUNT, or is at or after a FREEZE no THAW or
+    /// MOUNT followed, or at or after a SETTINGS record of a read-only
+    /// remount (which leaves the image clean too) no read-write one or
     /// MOUNT followed; otherwise records are missing (damaged, or a crash
     /// came between the two writes). A region that never held a record is
     /// not missing any.
@@ -707,26 +709,34 @@ impl RegionScan {
                 .any(|defect| matches!(defect, SlotDefect::Unreadable { .. }))
                 .then_some(1);
         };
+        // The newest record of those `marks` picks, if it is one `stops`
+        // picks.
+        let newest_of = |marks: &dyn Fn(&EventRecord) -> bool,
+                         stops: &dyn Fn(&EventRecord) -> bool| {
+            self.records
+                .iter()
+                .rev()
+                .find(|record| marks(record))
+                .is_some_and(stops)
+        };
+        let ends_mount =
+            |record: &EventRecord| matches!(record.kind, RecordKind::Unmount | RecordKind::Mount);
+        let frozen = newest_of(
+            &|record| {
+                ends_mount(record) || matches!(record.kind, RecordKind::Freeze | RecordKind::Thaw)
+            },
+            &|record| record.kind == RecordKind::Freeze,
+        );
         // A read-only remount leaves the image clean too, and the log goes
         // on after it, until the mount is read-write again.
-        let made_read_only = |record: &EventRecord| {
-            record.kind == RecordKind::Settings && record.value == SETTINGS_READ_ONLY
-        };
-        let stopped = self
-            .records
-            .iter()
-            .rev()
-            .find(|record| {
-                matches!(
-                    record.kind,
-                    RecordKind::Unmount | RecordKind::Freeze | RecordKind::Thaw | RecordKind::Mount
-                ) || (record.kind == RecordKind::Settings && record.value != SETTINGS_OTHER)
-            })
-            .is_some_and(|record| {
-                record.kind == RecordKind::Freeze
-                    || made_read_only(record)
-                    || (record.kind == RecordKind::Unmount && record.id == newest.id)
-            });
+        let read_only = newest_of(
+            &|record| {
+                ends_mount(record)
+                    || (record.kind == RecordKind::Settings && record.value != SETTINGS_OTHER)
+            },
+            &|record| record.kind == RecordKind::Settings && record.value == SETTINGS_READ_ONLY,
+        );
+        let stopped = frozen || read_only || newest.kind == RecordKind::Unmount;
         (!stopped).then_some(newest.id + 1)
     }
 }
@@ -840,7 +850,7 @@ mod tests {
     /// read-write again, only an UNMOUNT ends it cleanly.
     #[test]
     fn a_read_only_remount_is_a_clean_stop_until_the_mount_is_read_write_again() {
-        use RecordKind::{Error, Mount, Settings, Unmount};
+        use RecordKind::{Error, Freeze, Mount, Settings, Thaw, Unmount};
         let clean = [
             vec![(Mount, 0), (Settings, SETTINGS_READ_ONLY)],
             vec![(Mount, 0), (Settings, SETTINGS_READ_ONLY), (Error, 0)],
@@ -850,6 +860,14 @@ mod tests {
                 (Settings, SETTINGS_OTHER),
             ],
             vec![(Mount, 0), (Settings, SETTINGS_READ_WRITE), (Unmount, 0)],
+            // Made read-write while frozen: the freeze keeps it clean.
+            vec![
+                (Mount, 0),
+                (Freeze, 0),
+                (Settings, SETTINGS_READ_ONLY),
+                (Settings, SETTINGS_READ_WRITE),
+            ],
+            vec![(Mount, 0), (Freeze, 0), (Error, 0)],
         ];
         for records in clean {
             assert_eq!(
@@ -860,6 +878,8 @@ mod tests {
         }
         let missing = [
             vec![(Mount, 0), (Settings, SETTINGS_OTHER)],
+            vec![(Mount, 0), (Freeze, 0), (Thaw, 0)],
+            vec![(Mount, 0), (Unmount, 0), (Mount, 0)],
             vec![
                 (Mount, 0),
                 (Settings, SETTINGS_READ_ONLY),

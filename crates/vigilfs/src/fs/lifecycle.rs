@@ -663,26 +663,32 @@ impl Filesystem {
                 read_only: change.read_only,
             });
         }
-        if change.read_only == Some(false) {
+        if change.read_only == Some(false) && shared.gate.state() == LifeState::Running {
             // Dirty again before anything is written (the read-only
-            // remount marked it clean).
+            // remount marked it clean). Frozen, the image stays as the
+            // freeze left it: the thaw marks it.
             let marked = shared.write_superblock(Some(FsState::Dirty));
             shared.observe("remount read-write", marked)?;
+        }
+        if change.read_only == Some(false) {
             shared.purge_deferred_orphans();
             // What media failures marked while the transport was read-only.
             shared.record_held_marks();
         }
         let may_write = matches!(shared.gate.state(), LifeState::Running | LifeState::Frozen);
         if read_only_asked && may_write {
-            // (A daemon that may not write has nothing more to make
-            // durable; what it could not write was reported then.)
-            // And clean, as Linux's filesystems leave a read-only remount:
-            // every node written, the journal reclaimed, the superblock
-            // marked clean, so a crash (or a copy of the image) before the
-            // unmount needs no replay.
-            let made_durable = shared
-                .make_durable()
-                .and_then(|()| shared.checkpoint_clean());
+            // Durable, and clean, as Linux's filesystems leave a
+            // read-only remount: every node written, the journal
+            // reclaimed, the superblock marked clean, so a crash (or a
+            // copy of the image) before the unmount needs no replay.
+            // Frozen, it is clean already and nothing may be written; a
+            // daemon that may not write has nothing more to make durable
+            // (what it could not write was reported then).
+            let frozen = shared.gate.state() == LifeState::Frozen;
+            let made_durable = shared.make_durable().and_then(|()| match frozen {
+                true => Ok(()),
+                false => shared.checkpoint_clean(),
+            });
             shared.observe("remount read-only", made_durable)?;
             // The clean image holds the SETTINGS record that says so, as
             // a frozen one holds its FREEZE: the log's last word before a
