@@ -419,13 +419,14 @@ enum Command {
     /// --list and --log too: rules name files (`vigilfs status` shows other
     /// users the rules with their paths hidden).
     ///
-    /// A power cut (-o crashable mounts) loses everything no fsync, fdatasync
-    /// or `vigilfs sync` that succeeded made durable: data not written back, and
-    /// metadata (creates, renames, links...) whose journal entry was not
-    /// flushed; but a file renamed over another (or truncated to nothing
-    /// and written again) has its new data written back first, as on
-    /// ext4, unless the mount has -o noauto_da_alloc. It returns once the mount serves the state after the crash;
-    /// files open before it fail with EIO. It does not stop your program: a
+    /// A power cut (-o crashable mounts) loses everything no fsync,
+    /// fdatasync or `vigilfs sync` that succeeded made durable: data not
+    /// written back, and metadata (creates, renames, links...) whose
+    /// journal entry was not flushed; but a file renamed over another (or
+    /// truncated to nothing and written again) has its new data written
+    /// back first, as on ext4, unless the mount has -o noauto_da_alloc.
+    /// It returns once the mount serves the state after the crash; files
+    /// open before it fail with EIO. It does not stop your program: a
     /// process that lives through the cut and opens paths afresh reaches
     /// the recovered filesystem, so stop it at the cut (or use `vigilfs
     /// crash-test`) before judging what survived. `vigilfs unsynced` lists
