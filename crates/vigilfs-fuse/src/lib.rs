@@ -36,7 +36,7 @@
 //!   (a control plane) still hold it. A process that exits without it leaves
 //!   the image dirty, and the next mount recovers it from the journal.
 //!
-//! Files: `adapter.rs` translates requests (and holds the caching and
+//! Files: `adapter/` translates requests (and holds the caching and
 //! invalidation choices, and the panic guard); `lanes.rs` keeps requests
 //! that may wait at the engine's write gate (a freeze) from taking every
 //! session thread; `convert.rs` converts attributes, times, credentials
