@@ -5,7 +5,7 @@
 //! promise (`S`, `D`): the change is durable before the call returns.
 //!
 //! The rules for who may set which flag, and what each forbids, are in
-//! `inode/inode_flags.rs` and `inode/permission.rs`. Two sets of inodes
+//! `inode/inode_flags.rs` and `inode/permission/`. Two sets of inodes
 //! are kept here so that a write checks memory instead of reading the
 //! inode's record each time: those made immutable during this mount (an
 //! inode immutable at open was refused there), and the synchronous ones

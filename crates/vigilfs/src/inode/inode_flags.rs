@@ -16,7 +16,7 @@
 //! Rules (`fileattr_set_prepare`, `inode_owner_or_capable`): only the
 //! owner or root may set flags (`EPERM`), and only root may change the
 //! immutable or append-only bit (`CAP_LINUX_IMMUTABLE`). What each flag
-//! forbids is enforced where the operation is checked: `permission.rs`
+//! forbids is enforced where the operation is checked: `permission/`
 //! (write access, setattr, xattrs) and the mounted layer (open, removal,
 //! links, fallocate, writes through descriptors opened before the flag).
 

@@ -10,7 +10,7 @@
 //! copy-on-write writeback, truncate, fsync and syncfs with errseq error
 //! reporting). `xattr.rs` holds extended attributes in the Xattrs tree
 //! ([`Xattrs`]: get, set, list, remove), POSIX ACLs among them (`acl.rs`:
-//! their format and Linux's rules for them). `permission.rs`
+//! their format and Linux's rules for them). `permission/`
 //! holds Linux permission rules as pure functions over inode records
 //! ([`check_access`], sticky delete, new-inode ownership, setattr, suid
 //! clearing on write, xattr namespaces) for the mounted layer to call
