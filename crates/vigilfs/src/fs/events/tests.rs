@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::ring::counted;
 use super::*;
-use crate::device::{MemoryDevice, SectorSize};
+use crate::device::{BlockDevice, MemoryDevice, SectorSize};
+use crate::format::event_log::RecordKind;
 use crate::format::read_superblock;
 use crate::mkfs::{mkfs, MkfsOptions};
 
