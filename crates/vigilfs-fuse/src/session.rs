@@ -28,7 +28,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use fuser::{BackgroundSession, Config, INodeNo, MountOption, Session, SessionACL};
-use vigilfs::fs::{Filesystem, LifeState};
+use vigilfs::fs::{Filesystem, LifeState, Stale};
 
 use crate::adapter::Adapter;
 
@@ -285,24 +285,29 @@ fn start_session(
 /// Makes the kernel forget the attributes it cached of an inode the engine
 /// changed on its own (set-id bits a write or fallocate dropped: no reply
 /// carries them, and `stat` asking only for the mode would show the old
-/// one). The invalidations go from their own thread, never from a request
+/// one), and the pages that hold bytes the file does not have (a shared
+/// mapping's store the mount refused as not permitted). The invalidations go from their own thread, never from a request
 /// handler (see the adapter's module comment); it ends when the engine
 /// drops the listener.
 fn forward_attribute_changes(engine: &Filesystem, session: &BackgroundSession) -> io::Result<()> {
     let notifier = session.notifier();
-    let (sender, receiver) = mpsc::channel::<u64>();
+    let (sender, receiver) = mpsc::channel::<(u64, Stale)>();
     thread::Builder::new()
         .name("vigilfs-fuse-inval".into())
         .spawn(move || {
-            for ino in receiver {
-                // Offset -1: the attributes only, no cached pages. A
-                // failure (the inode is not cached, the mount is gone)
-                // leaves nothing to forget.
-                let _ = notifier.inval_inode(INodeNo(ino), -1, 0);
+            for (ino, stale) in receiver {
+                // Offset -1: the attributes only; offset 0, length 0:
+                // every cached page too. A failure (the inode is not
+                // cached, the mount is gone) leaves nothing to forget.
+                let offset = match stale {
+                    Stale::Attributes => -1,
+                    Stale::Pages => 0,
+                };
+                let _ = notifier.inval_inode(INodeNo(ino), offset, 0);
             }
         })?;
-    engine.set_attribute_listener(Some(Arc::new(move |ino| {
-        let _ = sender.send(ino);
+    engine.set_attribute_listener(Some(Arc::new(move |ino, stale| {
+        let _ = sender.send((ino, stale));
     })));
     // Called from the engine's callers that serve no request (the crash
     // lab's control thread): the kernel drops the pages before the write

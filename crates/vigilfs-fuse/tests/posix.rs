@@ -541,47 +541,19 @@ fn fill_up(mount: &Mount) -> File {
     filler
 }
 
-/// Maps the first `length` bytes of `file` shared, fills page `n` with
-/// byte `fill(n)` through the mapping, then `msync(MS_SYNC)`s and unmaps
-/// it: msync's outcome.
+/// Fills page `n` of the first `length` bytes of `file` with byte
+/// `fill(n)` through a shared mapping (see
+/// [`common::edit_through_mapping`]): msync's outcome.
 fn write_through_mapping(
     file: &File,
     length: usize,
     fill: impl Fn(usize) -> u8,
 ) -> std::io::Result<()> {
-    // SAFETY: a new shared mapping of `length` bytes of an open file,
-    // unmapped below and not used after.
-    let pages = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            length,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            std::os::fd::AsRawFd::as_raw_fd(file),
-            0,
-        )
-    };
-    assert_ne!(pages, libc::MAP_FAILED);
-    for (page, start) in (0..length).step_by(4096).enumerate() {
-        // SAFETY: inside the writable mapping above.
-        unsafe {
-            std::ptr::write_bytes(
-                pages.cast::<u8>().add(start),
-                fill(page),
-                4096.min(length - start),
-            );
+    common::edit_through_mapping(file, length, |bytes| {
+        for (page, chunk) in bytes.chunks_mut(4096).enumerate() {
+            chunk.fill(fill(page));
         }
-    }
-    // SAFETY: the mapping above, synced then unmapped once.
-    let synced = unsafe { libc::msync(pages, length, libc::MS_SYNC) };
-    let outcome = if synced == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    };
-    // SAFETY: as above.
-    unsafe { libc::munmap(pages, length) };
-    outcome
+    })
 }
 
 /// Pages of a shared mapping reach the mount only when the kernel writes

@@ -418,7 +418,7 @@ fn write_and_reply(
     let written = if direct {
         filesystem.write_direct(handle, offset, data, caller)
     } else {
-        filesystem.write(handle, offset, data, caller)
+        filesystem.write_at(handle, offset, data, caller)
     };
     match written {
         // A request carries at most max_write bytes, so the count fits.
@@ -445,7 +445,7 @@ fn write_back_and_reply(
         if taken == data.len() {
             break None;
         }
-        match filesystem.write(handle, offset + taken as u64, &data[taken..], caller) {
+        match filesystem.write_at(handle, offset + taken as u64, &data[taken..], caller) {
             Ok(0) => break Some(Errno::EIO),
             Ok(count) => taken += count,
             Err(error) => break Some(errno(&error)),

@@ -354,3 +354,47 @@ pub fn statvfs(path: &Path) -> io::Result<libc::statvfs> {
     check(unsafe { libc::statvfs(path.as_ptr(), &mut result) })?;
     Ok(result)
 }
+
+/// Maps the first `length` bytes of `file` shared, lets `edit` change
+/// them through the mapping, then `msync(MS_SYNC)`s and unmaps it:
+/// msync's outcome.
+pub fn edit_through_mapping(
+    file: &impl AsRawFd,
+    length: usize,
+    edit: impl FnOnce(&mut [u8]),
+) -> io::Result<()> {
+    // SAFETY: a new shared mapping of `length` bytes of an open file,
+    // unmapped below and not used after.
+    let pages = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            length,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(pages, libc::MAP_FAILED, "{}", io::Error::last_os_error());
+    // SAFETY: the writable mapping above, `length` bytes long, borrowed
+    // only until it is synced.
+    edit(unsafe { std::slice::from_raw_parts_mut(pages.cast::<u8>(), length) });
+    // SAFETY: the mapping above, synced then unmapped once.
+    let outcome = check(unsafe { libc::msync(pages, length, libc::MS_SYNC) });
+    // SAFETY: as above.
+    unsafe { libc::munmap(pages, length) };
+    outcome
+}
+
+/// `fcntl(F_SETFL)`: the descriptor's status flags become `flags`.
+pub fn set_status_flags(file: &impl AsRawFd, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: F_SETFL on an open descriptor takes an int.
+    check(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags) })
+}
+
+/// `ioctl(FS_IOC_SETFLAGS)`, as `chattr`: the inode flags become `flags`
+/// (`FS_APPEND_FL` 0x20, `FS_IMMUTABLE_FL` 0x10).
+pub fn set_inode_flags(file: &impl AsRawFd, flags: libc::c_long) -> io::Result<()> {
+    // SAFETY: FS_IOC_SETFLAGS reads a long through the pointer.
+    check(unsafe { libc::ioctl(file.as_raw_fd(), libc::FS_IOC_SETFLAGS, &flags) })
+}

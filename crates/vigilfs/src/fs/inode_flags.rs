@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError};
 
 use super::faults::Operation;
-use super::{Filesystem, FsError, FsResult};
+use super::{Filesystem, FsError, FsResult, Stale};
 use crate::inode::inode_flags::{self, check_flag_change, FlagChangeError};
 use crate::inode::{Caller, FileError, InodeRecord, PermissionError};
 
@@ -76,7 +76,7 @@ impl Filesystem {
             .set(ino, flags & inode_flags::SYNC != 0);
         // The ctime changed, and the kernel does not know: its cached
         // attributes must go (fstests generic/277).
-        self.attributes_changed(ino);
+        self.cache_stale(ino, Stale::Attributes);
         self.note("setflags", Some(ino), None, None);
         // Setting or clearing S is itself a change to a synchronous file.
         if inode_flags::is_synchronous(&record) || flags & inode_flags::SYNC != 0 {

@@ -192,7 +192,16 @@ pub(crate) struct Shared {
 }
 
 /// See [`Filesystem::set_attribute_listener`].
-pub type AttributeListener = Arc<dyn Fn(u64) + Send + Sync>;
+pub type AttributeListener = Arc<dyn Fn(u64, Stale) + Send + Sync>;
+
+/// What of an inode a transport's cache must forget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stale {
+    /// Its attributes.
+    Attributes,
+    /// Its attributes and its cached pages.
+    Pages,
+}
 
 /// See [`Filesystem::set_page_invalidator`].
 pub type PageInvalidator = Arc<dyn Fn(u64) + Send + Sync>;

@@ -17,6 +17,16 @@ const _: () = assert!(
         && REFUSED_FOR_OTHERS_DATA.len() <= TEXT_CAPACITY
 );
 
+/// Where a write lands.
+#[derive(Clone, Copy)]
+enum Placement {
+    /// At the end of the file if the handle was opened with `O_APPEND`,
+    /// else at the offset given (a library caller's `write`).
+    AsOpened,
+    /// At the offset given: the transport's kernel placed it.
+    AtOffset,
+}
+
 impl Filesystem {
     /// Opens regular file `ino`; returns the file handle.
     pub fn open(&self, ino: u64, flags: OpenFlags, caller: &Caller) -> FsResult<u64> {
@@ -195,7 +205,30 @@ impl Filesystem {
     /// marked data lost, and the error record), and remembered: until it
     /// is rewritten, reads of it fail with EIO, fsync of the file fails
     /// (`fsync_errors=until-durable`) and `unsynced` lists it.
+    ///
+    /// A refusal as not permitted (`EPERM`, `EACCES`: the file is immutable
+    /// or append-only) loses nothing of the file: Linux refuses such a
+    /// store at the page fault, and the file keeps its bytes. The refusal
+    /// is an error event, msync and fsync report it (the kernel does), and
+    /// the transport drops the pages holding the refused bytes, so reads
+    /// show the file as it is (review 54: marked lost, the intact file
+    /// read EIO for good).
     pub fn cache_write_refused(&self, handle: u64, offset: u64, length: u64, errno: i32) {
+        if matches!(errno, libc::EPERM | libc::EACCES) {
+            if let Ok(file) = self.file(handle) {
+                self.shared.files.cache_write_not_permitted(errno);
+                self.shared.health.report(&Incident {
+                    kind: ErrorKind::Writeback,
+                    errno,
+                    inode: Some((file.ino, self.shared.generation_of(file.ino))),
+                    range: Some((offset, length)),
+                    block: None,
+                    origin: "write-back of mapped pages not permitted: dropped",
+                });
+                self.cache_stale(file.ino, Stale::Pages);
+            }
+            return;
+        }
         if let Ok(file) = self.file(handle) {
             let recorded = self
                 .shared
@@ -224,6 +257,36 @@ impl Filesystem {
         bytes: &[u8],
         caller: &Caller,
     ) -> FsResult<usize> {
+        self.write_placed(handle, offset, bytes, caller, Placement::AsOpened)
+    }
+
+    /// [`Filesystem::write`] at exactly `offset`, whatever `O_APPEND` the
+    /// handle was opened with: for a transport whose kernel placed the
+    /// write already. Linux resolves `O_APPEND` itself, a program may
+    /// clear it with `fcntl` after the open, and the kernel writes a
+    /// shared mapping's pages back through any writable descriptor: an
+    /// engine that appended put those bytes at the end of the file
+    /// (review 54). An append-only file (`chattr +a`) still takes only
+    /// writes at its end: others fail with `EPERM`, as the open and the
+    /// `fcntl` that Linux refuses on it do.
+    pub fn write_at(
+        &self,
+        handle: u64,
+        offset: u64,
+        bytes: &[u8],
+        caller: &Caller,
+    ) -> FsResult<usize> {
+        self.write_placed(handle, offset, bytes, caller, Placement::AtOffset)
+    }
+
+    fn write_placed(
+        &self,
+        handle: u64,
+        offset: u64,
+        bytes: &[u8],
+        caller: &Caller,
+        placement: Placement,
+    ) -> FsResult<usize> {
         let file = self.file(handle)?;
         if !file.flags.write {
             return Err(FsError::WrongAccessMode(handle, "writing"));
@@ -234,10 +297,23 @@ impl Filesystem {
             .faults
             .write(file.ino, offset, bytes.len() as u64)?;
         self.refuse_if_made_immutable(file.ino)?;
-        let start = if file.flags.append {
-            self.shared.files.size(&file.handle())?
-        } else {
-            offset
+        let start = match placement {
+            Placement::AsOpened if file.flags.append => self.shared.files.size(&file.handle())?,
+            Placement::AsOpened => offset,
+            // Only a handle opened with O_APPEND can be on an append-only
+            // file (a flag set after the open binds later opens, as on
+            // Linux).
+            Placement::AtOffset if file.flags.append => {
+                let end = self.shared.files.size(&file.handle())?;
+                if offset != end && inode_flags::is_append_only(&self.record(file.ino)?) {
+                    return Err(PermissionError::NotPermitted(
+                        "a write of an append-only file away from its end",
+                    )
+                    .into());
+                }
+                offset
+            }
+            Placement::AtOffset => offset,
         };
         // In pieces, with dirty data balanced before each, so one large
         // write cannot take more memory than the limit allows.
@@ -278,7 +354,7 @@ impl Filesystem {
         Ok(written)
     }
 
-    /// [`Filesystem::write`] through a descriptor in `O_DIRECT` mode: the
+    /// [`Filesystem::write_at`] through a descriptor in `O_DIRECT` mode: the
     /// data reaches the device before the call returns, so a device failure
     /// is this write's error, as on a disk, and not news for a later fsync.
     /// Writeback goes by file, so the file's other dirty data goes with it,
@@ -294,7 +370,7 @@ impl Filesystem {
         bytes: &[u8],
         caller: &Caller,
     ) -> FsResult<usize> {
-        let written = self.write(handle, offset, bytes, caller)?;
+        let written = self.write_at(handle, offset, bytes, caller)?;
         let file = self.file(handle)?;
         self.shared.files.write_through(&mut file.handle())?;
         Ok(written)

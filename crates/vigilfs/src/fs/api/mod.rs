@@ -26,7 +26,7 @@ use super::handles::{OpenDir, OpenFile, OpenFlags};
 use super::health::Incident;
 use super::mounting::AtimeUpdates;
 use super::unsynced::Change;
-use super::{Filesystem, FsError, FsResult, LifeState};
+use super::{Filesystem, FsError, FsResult, LifeState, Stale};
 use crate::format::ErrorKind;
 use crate::inode::acl::Acl;
 use crate::inode::{
@@ -253,16 +253,18 @@ impl Filesystem {
             let result = self.shared.namespace.setattr(ino, &changes);
             self.shared
                 .observe(operation, result.map_err(FsError::from))?;
-            self.attributes_changed(ino);
+            self.cache_stale(ino, Stale::Attributes);
         }
         Ok(())
     }
 
     /// Sets (or with `None` removes) the listener told the inode whose
-    /// attributes changed beyond what its request said — the set-id bits a
-    /// write, truncate or fallocate dropped — so that a transport caching
-    /// attributes can forget them. It is called on the request's thread:
-    /// it must not wait for the transport (queue and return).
+    /// cached state a transport must forget, and how much of it (see
+    /// [`Stale`]): attributes that changed beyond what its request said —
+    /// the set-id bits a write, truncate or fallocate dropped — or also
+    /// pages holding bytes the file does not have. It is called on the
+    /// request's thread: it must not wait for the transport (queue and
+    /// return).
     pub fn set_attribute_listener(&self, listener: Option<super::AttributeListener>) {
         *self
             .shared
@@ -312,9 +314,9 @@ impl Filesystem {
         }
     }
 
-    pub(super) fn attributes_changed(&self, ino: u64) {
+    pub(super) fn cache_stale(&self, ino: u64, stale: Stale) {
         if let Some(listener) = current(&self.shared.attribute_listener) {
-            listener(ino);
+            listener(ino, stale);
         }
     }
 
