@@ -239,6 +239,39 @@ fn an_empty_suffix_is_einval_and_an_empty_name_erange() {
     );
 }
 
+/// Every attribute set stays listable: a new name that would make the
+/// list of names (each with its NUL) longer than the 65,536 bytes
+/// `listxattr` returns is `ENOSPC`, while the attributes already named can
+/// still be replaced and removed (review 54: 6,000 attributes of an
+/// unprivileged user, then listxattr failed with E2BIG and `cp -a`
+/// dropped them all).
+#[test]
+fn a_new_name_past_what_listxattr_returns_is_enospc() {
+    let (_device, _superblock, metadata, file) = with_file();
+    let xattrs = Xattrs::new(metadata);
+    // "user.k" + 8 digits and a NUL: 15 bytes each.
+    let name = |index: usize| format!("user.k{index:08}").into_bytes();
+    let fitting = 65536 / 15;
+    for index in 0..fitting {
+        xattrs.set(file, &name(index), b"1", UPSERT).unwrap();
+    }
+    let listed: usize = xattrs
+        .list(file)
+        .unwrap()
+        .iter()
+        .map(|name| name.len() + 1)
+        .sum();
+    assert_eq!(listed, fitting * 15);
+    assert_eq!(
+        errno(xattrs.set(file, &name(fitting), b"1", UPSERT)),
+        libc::ENOSPC
+    );
+    xattrs.set(file, &name(0), b"replaced", UPSERT).unwrap();
+    xattrs.remove(file, &name(1)).unwrap();
+    xattrs.set(file, &name(fitting), b"1", CREATE).unwrap();
+    assert_eq!(xattrs.list(file).unwrap().len(), fitting);
+}
+
 #[test]
 fn user_attributes_on_a_symlink_are_eperm_to_write_and_enodata_to_read() {
     let (_, _, metadata, _) = with_file();

@@ -51,6 +51,9 @@
 //!   pieces (on 1 KiB blocks, where pieces are small, less: see
 //!   [`Xattrs::max_value_len_for`]). Larger values are `E2BIG` (chosen
 //!   over `ENOSPC`: the limit is per attribute, not a shortage of space);
+//! * the names of an inode's attributes, each with its NUL, add up to at
+//!   most 65536 bytes (Linux's `XATTR_LIST_MAX`, all `listxattr` returns):
+//!   a new name past it is `ENOSPC`;
 //! * `user.*` attributes exist only on regular files and directories: on
 //!   any other inode, get is `ENODATA` and set/remove are `EPERM`
 //!   (`xattr_permission`).
@@ -264,6 +267,28 @@ fn check_name(name: &[u8]) -> XattrResult<()> {
 
 /// `XATTR_CREATE` and `XATTR_REPLACE` against whether `name` exists;
 /// returns the length of the value a set would replace, if one exists.
+/// Linux's `XATTR_LIST_MAX`: the longest list of names `listxattr(2)`
+/// returns (each name and its NUL); past it, it fails with `E2BIG`.
+const LIST_MAX: usize = 65536;
+
+/// `ENOSPC` if naming one more attribute, `name`, would make the list of
+/// `ino`'s names longer than `listxattr` can return: every attribute set
+/// must stay listable, or `getfattr -d` fails and `cp -a` drops them all
+/// (review 54: 6,000 small `user.` attributes, then E2BIG; ext4 runs out
+/// of room far sooner).
+fn check_list_room(transaction: &Transaction<'_>, ino: u64, name: &[u8]) -> XattrResult<()> {
+    let listed: usize = storage::names(transaction, ino)?
+        .iter()
+        .map(|name| name.len() + 1)
+        .sum();
+    if listed + name.len() + 1 > LIST_MAX {
+        return Err(XattrError::NoSpace(format!(
+            "the list of the file's attribute names would pass {LIST_MAX} bytes, all listxattr returns"
+        )));
+    }
+    Ok(())
+}
+
 fn check_flags(
     transaction: &Transaction<'_>,
     ino: u64,
@@ -271,7 +296,10 @@ fn check_flags(
     flags: XattrFlags,
 ) -> XattrResult<Option<usize>> {
     let replaced = match storage::lookup(transaction, ino, name)? {
-        Lookup::Absent => None,
+        Lookup::Absent => {
+            check_list_room(transaction, ino, name)?;
+            None
+        }
         // A damaged value is overwritten without being read (so a
         // damaged attribute can be repaired): its length is unknown.
         Lookup::Present { value, .. } => Some(value.map_or(0, |value| value.len())),
