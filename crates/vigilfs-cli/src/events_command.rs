@@ -26,6 +26,7 @@ use vigilfs::fs::{Filesystem, MountOptions, PATH_SEARCH_BUDGET};
 use crate::control::client;
 use crate::control::event_json::{gap_event, gap_json, human_line, record_json};
 use crate::control::protocol::{EventsMode, Request};
+use crate::control::stream::STALL_LIMIT;
 use crate::failure::Failure;
 use crate::hooks::{Hook, HookConfig};
 use crate::in_use::{self, AcquireError, LockMode};
@@ -307,11 +308,22 @@ fn follow_once(
     loop {
         match reader.read_until(b'\n', &mut line) {
             Ok(0) => {
-                return Err(lost_contact(
-                    mountpoint,
-                    "the mount process closed the stream",
-                    sink,
-                ))
+                // A mount that still answers cut the stream itself: a
+                // listener that read nothing for a minute (review 53: it
+                // said only that the mount closed the stream).
+                let why = if std::fs::metadata(mountpoint).is_ok() {
+                    let after = last.unwrap_or(*since);
+                    format!(
+                        "the mount closed the stream while it still runs: it cuts off a \
+                         listener that reads nothing for {} s. The events after #{after} are \
+                         in its log: vigilfs events {} --since {after}",
+                        STALL_LIMIT.as_secs(),
+                        mountpoint.display()
+                    )
+                } else {
+                    "the mount process closed the stream".to_string()
+                };
+                return Err(lost_contact(mountpoint, &why, sink));
             }
             Ok(_) if line.ends_with(b"\n") => {
                 let value: Value = serde_json::from_slice(&line).map_err(|error| {

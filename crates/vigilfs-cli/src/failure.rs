@@ -8,6 +8,9 @@ use std::fmt;
 pub struct Failure {
     message: String,
     exit_code: u8,
+    /// A mount that could not be made though it was asked for properly
+    /// (see [`Failure::mount_refused`]).
+    mount_refused: bool,
 }
 
 /// fsck(8)'s "operational error", also used by the other commands for
@@ -20,6 +23,7 @@ impl Failure {
         Failure {
             message: message.into(),
             exit_code: OPERATIONAL_ERROR,
+            mount_refused: false,
         }
     }
 
@@ -28,7 +32,25 @@ impl Failure {
         Failure {
             message: message.into(),
             exit_code: 1,
+            mount_refused: false,
         }
+    }
+
+    /// A mount refused for what is at its mount point or image (a mount
+    /// whose daemon is gone, a mount of the image elsewhere with other
+    /// options): exit code 1, as other refusals, but a mount failure (32)
+    /// to mount(8), whose 1 means a wrong invocation (review 53: a second
+    /// fstab line for a mounted image exited 1).
+    pub fn mount_refused(message: impl Into<String>) -> Failure {
+        Failure {
+            mount_refused: true,
+            ..Failure::usage(message)
+        }
+    }
+
+    /// Whether this is a [`Failure::mount_refused`].
+    pub fn is_mount_refused(&self) -> bool {
+        self.mount_refused
     }
 
     /// A command line that makes no sense (exit code 2, as for the errors
@@ -37,6 +59,7 @@ impl Failure {
         Failure {
             message: message.into(),
             exit_code: 2,
+            mount_refused: false,
         }
     }
 
@@ -45,6 +68,7 @@ impl Failure {
         Failure {
             message: message.into(),
             exit_code,
+            mount_refused: false,
         }
     }
 

@@ -28,6 +28,7 @@ pub const HELPER_NAME: &str = "mount.fuse.vigilfs";
 /// error", 8 (operational error) its "user interrupt".
 pub fn as_mount_failure(failure: Failure) -> Failure {
     let code = match failure.exit_code() {
+        _ if failure.is_mount_refused() => MOUNT_FAILURE,
         1 | 2 => MOUNT_USAGE,
         _ => MOUNT_FAILURE,
     };

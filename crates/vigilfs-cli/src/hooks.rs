@@ -96,19 +96,25 @@ impl Hook {
                 )));
             }
         }
+        // A state file that cannot be used is a mistake in the command
+        // line, exit 2: exit 1 is the code a supervisor restarts on, and a
+        // restart meets the same file (review 53: a file made by `touch`
+        // restarted the command for ever). An empty one is a new one.
         let resume = match &config.state {
             None => 0,
             Some(path) => match std::fs::read_to_string(path) {
+                Ok(text) if text.trim().is_empty() => 0,
                 Ok(text) => text.trim().parse().map_err(|_| {
-                    Failure::usage(format!(
-                        "state file {}: `{}` is not an event id",
+                    Failure::arguments(format!(
+                        "state file {}: `{}` is not an event id (remove the file to start from \
+                         the first event)",
                         path.display(),
                         text.trim()
                     ))
                 })?,
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => 0,
                 Err(error) => {
-                    return Err(Failure::operational(format!(
+                    return Err(Failure::arguments(format!(
                         "state file {}: {error}",
                         path.display()
                     )))

@@ -463,9 +463,13 @@ pub fn describe_log_entry(entry: &Value) -> String {
             if entry["class"].is_string() && !bytes.is_empty() {
                 line.push_str(&format!(" device{bytes}"));
             }
-            match (entry["path"].as_str(), entry["inode"].as_u64()) {
-                (Some(path), Some(inode)) => line.push_str(&format!(" {path} (inode {inode})")),
-                (None, Some(inode)) => line.push_str(&format!(" (inode {inode})")),
+            let path = entry["path"].as_str().map(|path| format!(" {path}"));
+            line.push_str(path.as_deref().unwrap_or_default());
+            match (entry["inode"].as_u64(), entry["directory"].as_u64()) {
+                (Some(inode), _) => line.push_str(&format!(" (inode {inode})")),
+                (None, Some(directory)) => {
+                    line.push_str(&format!(" (in directory inode {directory})"));
+                }
                 _ => {}
             }
             if !entry["class"].is_string() {

@@ -330,7 +330,9 @@ enum Command {
     /// Exit status: 0 everything durable and no error left untold; 1 a
     /// writeback error (told now, once) or what cannot be made durable; 8
     /// no vigilfs mount there, or it could not answer (its process
-    /// stopped).
+    /// stopped). Under -o fsync_errors=once (Linux's reporting) a failure
+    /// is told once: later syncs exit 0 while the same data goes on
+    /// failing, and `vigilfs unsynced` lists it.
     ///
     /// Example:
     ///   vigilfs sync /mnt/data; [ $? -eq 1 ] && echo "data was lost"
@@ -615,8 +617,10 @@ enum Command {
     ///
     /// Exit status: 0 shown, 1 refused (to another user, or an image in
     /// use), an image without an event log (made with --event-log-size 0)
-    /// or a hook that failed for good, 2 bad arguments, 8 the mount or the
-    /// image could not answer (the mount process gone, a read error).
+    /// or a hook that failed for good, 2 bad arguments (a --state file
+    /// that holds no event id or cannot be read), 8 the mount or the
+    /// image could not answer (the mount process gone, a read error, or
+    /// a --follow that stopped reading for 60 s and was cut off).
     ///
     /// Examples:
     ///   vigilfs events /mnt/data

@@ -41,7 +41,7 @@ pub fn share(
         ..settings.clone()
     };
     if asked != MountSettings::default() {
-        return Err(Failure::usage(format!(
+        return Err(Failure::mount_refused(format!(
             "{} is mounted on {}; another mount point for it shares that mount and its options \
              (only ro may be asked): unmount it first to mount it with other options",
             image.display(),
@@ -49,7 +49,7 @@ pub fn share(
         )));
     }
     if let Some(error) = served_by_no_one(existing) {
-        return Err(Failure::usage(format!(
+        return Err(Failure::mount_refused(format!(
             "{} is mounted on {}, but the FUSE daemon serving it is gone ({error}): unmount it \
              (umount {}) and mount again",
             image.display(),

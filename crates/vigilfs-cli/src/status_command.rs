@@ -28,6 +28,21 @@ pub fn run(mountpoint: &Path, as_json: bool) -> Result<u8, Failure> {
     // this mount point (`remount,ro`, a read-only second mount) only the
     // mount table says, and only for the path asked about.
     if let Some(object) = status.as_object_mut() {
+        // The daemon knows the mount point it was started on; a second
+        // mount point of the image may have outlived it (review 53: status
+        // named a mount point unmounted since).
+        if let Some(points) = current_mountpoints(mountpoint) {
+            let started_on = object.get("mountpoint").and_then(Value::as_str);
+            if !points
+                .iter()
+                .any(|point| Some(point.as_str()) == started_on)
+            {
+                if let Some(first) = points.first() {
+                    object.insert("mountpoint".into(), first.clone().into());
+                }
+            }
+            object.insert("mountpoints".into(), points.into());
+        }
         let read_only = mounted_read_only(mountpoint);
         object.insert(
             "mounted_read_only".into(),
@@ -57,6 +72,21 @@ fn mounted_read_only(mountpoint: &Path) -> Option<(bool, bool)> {
     let first_is_ro = |options: &str| options.split(',').next() == Some("ro");
     let view_only = first_is_ro(&entry.mount_options) && !first_is_ro(&entry.super_options);
     Some((entry.read_only(), view_only))
+}
+
+/// Every mount point (in mount order) of the filesystem mounted at
+/// `mountpoint`; `None` when the mount table does not show it.
+fn current_mountpoints(mountpoint: &Path) -> Option<Vec<String>> {
+    let canonical = crate::control::canonical_mountpoint(mountpoint).ok()?;
+    let mounts = crate::mountinfo::Mounts::read().ok()?;
+    let top = mounts.topmost_at(&canonical)?;
+    let points: Vec<String> = mounts
+        .entries()
+        .iter()
+        .filter(|entry| entry.device == top.device && entry.fstype == top.fstype)
+        .map(|entry| entry.mountpoint.display().to_string())
+        .collect();
+    (!points.is_empty()).then_some(points)
 }
 
 /// Bytes in the largest binary unit that keeps a number >= 1.
@@ -178,6 +208,17 @@ pub fn render(status: &Value) -> String {
         }
     }
     row("mount", mount);
+    if let Some(points) = status["mountpoints"]
+        .as_array()
+        .filter(|points| points.len() > 1)
+    {
+        let others: Vec<&str> = points
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|point| *point != text(&status["mountpoint"]))
+            .collect();
+        row("also mounted at", others.join(", "));
+    }
     if let Some(address) = status["metrics_address"].as_str() {
         row("metrics", format!("http://{address}/metrics"));
     }

@@ -447,6 +447,16 @@ fn faults_aimed_at_paths_and_operations_hit_only_their_targets_and_are_all_logge
     );
     assert!(of_rule(1).iter().all(|path| path == "wal/0001"));
     assert_eq!(of_rule(2), vec!["from".to_string()]);
+    // A rename's firing names the directory its entry is in, not as the
+    // file's inode (review 53: "rename from (inode 1)").
+    let renamed = fired.iter().find(|entry| entry["rule"] == 2).unwrap();
+    assert_eq!(renamed["directory"].as_u64(), Some(1), "{renamed:#}");
+    assert_eq!(renamed["inode"].as_u64(), None, "{renamed:#}");
+    let said = text(&scratch.inject(&["--log"]).stdout);
+    assert!(
+        said.contains("fired: rename from (in directory inode 1)"),
+        "{said}"
+    );
     assert!(!of_rule(3).is_empty() && of_rule(3).iter().all(|path| path == "new.db"));
     let set = log.iter().filter(|entry| entry["event"] == "set").count();
     assert_eq!(set, 3, "each rule set is logged: {log:#?}");

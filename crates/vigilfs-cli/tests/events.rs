@@ -1100,6 +1100,9 @@ fn the_exec_hook_runs_once_per_event_and_resumes_from_its_state_file() {
             })
             .collect()
     };
+    // An empty state file (made by `touch`) is a new one (review 53: it
+    // exited 1, the code a supervisor restarts on, for ever).
+    fs::write(&state, "").unwrap();
     let mut hook = start_hook();
     scratch.inject(&["--fail-writes", "--class", "data", "--range", "0:4096"]);
     scratch.inject(&["--clear"]);
@@ -1143,6 +1146,12 @@ fn the_exec_hook_runs_once_per_event_and_resumes_from_its_state_file() {
         ["faults", "faults", "faults", "faults", "unmount"][..runs.len()]
     );
     assert_eq!(runs.len(), 5, "the unmount event ran too: {runs:?}");
+    // One that holds no event id is a mistake in the command line (2),
+    // not a failed hook (1).
+    fs::write(&state, "garbage\n").unwrap();
+    let refused = start_hook().wait_with_output().unwrap();
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused.stderr));
+    assert!(text(&refused.stderr).contains("is not an event id"));
 }
 
 fn scrape(address: &str) -> prometheus_parse::Scrape {

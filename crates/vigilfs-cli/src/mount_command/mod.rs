@@ -254,7 +254,7 @@ fn prepare(request: &MountRequest) -> Result<Option<Prepared>, Failure> {
     // A dead FUSE mount here: say so, not "does not exist" or a failed
     // FUSE mount.
     if let Some(error) = second_mount::served_by_no_one(&request.mountpoint) {
-        return Err(Failure::usage(format!(
+        return Err(Failure::mount_refused(format!(
             "{} is still a mount whose FUSE daemon is gone ({error}); unmount it first \
              (umount {}) and mount again",
             request.mountpoint.display(),

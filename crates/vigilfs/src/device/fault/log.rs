@@ -45,6 +45,10 @@ pub enum FaultLogEvent {
         class: Option<IoClass>,
         /// The file the request was for, when known.
         inode: Option<u64>,
+        /// For an operation on a name (create, unlink, rename...): the
+        /// directory holding the entry (review 53: it was logged as the
+        /// file's inode).
+        directory: Option<u64>,
         /// Its path, when known.
         path: Option<String>,
         /// The bytes of the request (device bytes for device I/O, file

@@ -526,6 +526,7 @@ impl FaultPlan {
                     operation: request.operation.name().to_string(),
                     class: Some(request.class),
                     inode: request.inode,
+                    directory: None,
                     path: request.path.clone(),
                     range: (request.operation != IoOperation::Flush).then_some(request.range),
                     errno: firing.errno.map(|errno| errno.0),

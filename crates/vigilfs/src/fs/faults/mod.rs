@@ -135,7 +135,11 @@ pub struct CutPoint {
 /// names it.
 struct Attempt<'a> {
     operation: Operation,
+    /// The inode operated on, or for an operation on a name the directory
+    /// holding it.
     ino: u64,
+    /// Whether the operation is on a name in directory `ino`.
+    on_name: bool,
     paths: &'a [String],
     /// The file bytes, for a read or a write.
     bytes: Option<ByteRange>,
@@ -414,6 +418,7 @@ impl Faults {
         let attempt = Attempt {
             operation,
             ino,
+            on_name: name.is_some(),
             paths: &paths,
             bytes,
         };
@@ -507,7 +512,8 @@ impl Faults {
             FaultLogEvent::Fired {
                 operation: attempt.operation.name().to_string(),
                 class: None,
-                inode: Some(attempt.ino),
+                inode: (!attempt.on_name).then_some(attempt.ino),
+                directory: attempt.on_name.then_some(attempt.ino),
                 path: attempt.paths.first().cloned(),
                 range: attempt.bytes,
                 errno: errno.map(|errno| errno.0),
