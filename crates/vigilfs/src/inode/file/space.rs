@@ -299,6 +299,8 @@ impl Files {
 
     /// Mode 0 of [`Files::fallocate`]: the holes of `offset..end` (whole
     /// blocks) get unwritten extents; the size grows unless `keep_size`.
+    /// The times are set even when nothing was missing, as ext4 sets them
+    /// (review 54: a range already written kept its times).
     fn allocate_range(&self, ino: u64, offset: u64, end: u64, keep_size: bool) -> FileResult<()> {
         let first = offset / PAGE;
         let end_block = end.div_ceil(PAGE);
@@ -306,10 +308,6 @@ impl Files {
         let state = self.state(&mut guard.inodes, ino)?;
         let existing = self.extents.overlapping(ino, first, end_block)?;
         let holes = holes_between(&existing, first, end_block);
-        let grows = !keep_size && end > state.size;
-        if holes.is_empty() && !grows {
-            return Ok(());
-        }
         let wanted: u64 = holes.iter().map(|(start, stop)| stop - start).sum();
         let runs = if wanted == 0 {
             Vec::new()
