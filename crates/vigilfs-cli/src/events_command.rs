@@ -310,8 +310,10 @@ fn follow_once(
             Ok(0) => {
                 // A mount that still answers cut the stream itself: a
                 // listener that read nothing for a minute (review 53: it
-                // said only that the mount closed the stream).
-                let why = if std::fs::metadata(mountpoint).is_ok() {
+                // said only that the mount closed the stream). statfs
+                // asks the mount process; a stat may be answered from the
+                // kernel's cache after it died.
+                let why = if vigilfs_fuse::statvfs_flags(mountpoint).is_ok() {
                     let after = last.unwrap_or(*since);
                     format!(
                         "the mount closed the stream while it still runs: it cuts off a \
