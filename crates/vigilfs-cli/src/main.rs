@@ -138,8 +138,8 @@ enum Command {
     /// If IMAGE does not exist it is created as a sparse file of --size
     /// bytes (1G if not given) and formatted. The process serves the mount
     /// in the foreground, logging to stderr (mounted; every event, with the
-    /// id and words of `vigilfs events`; unmounted), until SIGINT/SIGTERM
-    /// or `umount MOUNTPOINT`; both end in a clean unmount (a signal
+    /// id and words of `vigilfs events`; unmounted), until SIGINT, SIGTERM,
+    /// SIGHUP, SIGQUIT or `umount MOUNTPOINT`; all end in a clean unmount (a signal
     /// thaws a frozen filesystem first; a busy mount goes once its last
     /// file closes). With --daemon it returns once the filesystem is
     /// mounted and answering. It also serves the control socket that sync,

@@ -152,6 +152,7 @@ pub fn name(signal: u8) -> String {
         libc::SIGINT => "SIGINT".into(),
         libc::SIGTERM => "SIGTERM".into(),
         libc::SIGHUP => "SIGHUP".into(),
+        libc::SIGQUIT => "SIGQUIT".into(),
         other => format!("signal {other}"),
     }
 }

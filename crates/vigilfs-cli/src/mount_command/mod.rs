@@ -11,8 +11,8 @@
 //!
 //! The process stays in the foreground by default and logs one line per
 //! event on stderr: mounted, each FS_ERROR event as it arrives (a listener
-//! group on the engine's event source), unmounted. SIGINT, SIGTERM and
-//! SIGHUP unmount it; so does `umount MOUNTPOINT` from outside. Either way
+//! group on the engine's event source), unmounted. SIGINT, SIGTERM,
+//! SIGHUP and SIGQUIT unmount it; so does `umount MOUNTPOINT` from outside. Either way
 //! it ends with `Filesystem::unmount`, which leaves the superblock clean.
 //!
 //! With --daemon the process forks before doing anything that starts a

@@ -102,7 +102,9 @@ pub(super) fn serve(
         settings,
         lock,
     } = prepared;
-    let mut pipe = signals::install(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
+    // SIGQUIT (Ctrl-\) too: its default, a core dump, left a dead mount
+    // that only `umount` cleared, its data not written back.
+    let mut pipe = signals::install(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT])
         .map_err(|error| Failure::operational(format!("signal handlers: {error}")))?;
     let Engine {
         fs,
