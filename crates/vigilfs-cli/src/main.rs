@@ -270,8 +270,8 @@ enum Command {
     ///   image_identity {device, inode} (the file served, whatever its name),
     ///   image_moved (true when the image path no longer leads to it),
     ///   mountpoints (every mount point of the filesystem now, a second
-    ///     mount of the image included; mountpoint is the first of them
-    ///     when the one the mount was started on is gone),
+    ///     mount of the image included; mountpoint is the one asked
+    ///     about when the one the mount was started on is gone),
     ///   metrics_address (null when no -o metrics=),
     ///   state, state_reason,
     ///   mounted_read_only (the kernel refuses writes: remount,ro),

@@ -25,6 +25,18 @@ use std::path::Path;
 use crate::failure::Failure;
 use crate::mount_options::MountSettings;
 
+/// Whether `mountpoint` shows the filesystem mounted on `existing`
+/// already (a second mount point of it, or a bind made by hand).
+fn shows_the_filesystem_at(existing: &Path, mountpoint: &Path) -> bool {
+    let Ok(mounts) = crate::mountinfo::Mounts::read() else {
+        return false;
+    };
+    match (mounts.topmost_at(existing), mounts.topmost_at(mountpoint)) {
+        (Some(first), Some(here)) => first.device == here.device && first.fstype == here.fstype,
+        _ => false,
+    }
+}
+
 /// Makes `mountpoint` show the filesystem mounted on `existing` (a bind
 /// mount, read-only if `settings` say `ro`). `image` names the image in
 /// messages; `quiet` (a mount(8) helper) prints nothing on success.
@@ -35,6 +47,15 @@ pub fn share(
     settings: &MountSettings,
     quiet: bool,
 ) -> Result<(), Failure> {
+    if shows_the_filesystem_at(existing, mountpoint) {
+        // A bind of it onto itself would stack one more mount there
+        // (review 55: exit 0, two mounts).
+        return Err(Failure::mount_refused(format!(
+            "{} is already mounted on {}",
+            image.display(),
+            mountpoint.display()
+        )));
+    }
     let asked = MountSettings {
         read_only: false,
         allow_other: None,

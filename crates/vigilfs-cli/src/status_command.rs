@@ -31,15 +31,16 @@ pub fn run(mountpoint: &Path, as_json: bool) -> Result<u8, Failure> {
         // The daemon knows the mount point it was started on; a second
         // mount point of the image may have outlived it (review 53: status
         // named a mount point unmounted since).
-        if let Some(points) = current_mountpoints(mountpoint) {
+        if let Some((asked, points)) = current_mountpoints(mountpoint) {
             let started_on = object.get("mountpoint").and_then(Value::as_str);
             if !points
                 .iter()
                 .any(|point| Some(point.as_str()) == started_on)
             {
-                if let Some(first) = points.first() {
-                    object.insert("mountpoint".into(), first.clone().into());
-                }
+                // The one asked about: this answer came through it (a
+                // bind made by hand is in the mount table, yet control
+                // commands given it find no server: review 55).
+                object.insert("mountpoint".into(), asked.into());
             }
             object.insert("mountpoints".into(), points.into());
         }
@@ -74,9 +75,10 @@ fn mounted_read_only(mountpoint: &Path) -> Option<(bool, bool)> {
     Some((entry.read_only(), view_only))
 }
 
-/// Every mount point (in mount order) of the filesystem mounted at
-/// `mountpoint`; `None` when the mount table does not show it.
-fn current_mountpoints(mountpoint: &Path) -> Option<Vec<String>> {
+/// `mountpoint` made canonical, and every mount point (in mount order) of
+/// the filesystem mounted there; `None` when the mount table does not
+/// show it.
+fn current_mountpoints(mountpoint: &Path) -> Option<(String, Vec<String>)> {
     let canonical = crate::control::canonical_mountpoint(mountpoint).ok()?;
     let mounts = crate::mountinfo::Mounts::read().ok()?;
     let top = mounts.topmost_at(&canonical)?;
@@ -86,7 +88,7 @@ fn current_mountpoints(mountpoint: &Path) -> Option<Vec<String>> {
         .filter(|entry| entry.device == top.device && entry.fstype == top.fstype)
         .map(|entry| entry.mountpoint.display().to_string())
         .collect();
-    (!points.is_empty()).then_some(points)
+    (!points.is_empty()).then(|| (canonical.display().to_string(), points))
 }
 
 /// Bytes in the largest binary unit that keeps a number >= 1.

@@ -31,6 +31,37 @@ fn mkfs_creates_a_sparse_image_that_fsck_finds_clean() {
     assert!(text(&checked.stdout).contains("clean"));
 }
 
+/// A mount over the root directory, a directory of the system's own, or
+/// a kernel filesystem's mount point is refused before anything is made:
+/// mounted over, the system would lose what it runs on (nothing stopped
+/// `vigilfs mount disk.img /proc`).
+#[test]
+fn a_mount_over_the_systems_own_directories_is_refused() {
+    let directory = tempfile::tempdir().unwrap();
+    // Where the kernel's devpts is mounted, if it is: refused for that.
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let devpts = mountinfo
+        .lines()
+        .any(|line| line.contains(" /dev/pts ") && line.contains(" - devpts "));
+    let mut mountpoints = vec!["/", "/proc", "/usr"];
+    if devpts {
+        mountpoints.push("/dev/pts");
+    }
+    for mountpoint in mountpoints {
+        let refused = vigilfs(
+            &["mount", "disk.img", mountpoint, "--daemon"],
+            directory.path(),
+        );
+        let said = text(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(1), "{mountpoint}: {said}");
+        assert!(
+            said.contains("would hide what the system runs on"),
+            "{said}"
+        );
+        assert!(!directory.path().join("disk.img").exists(), "{mountpoint}");
+    }
+}
+
 /// An empty file holds nothing to protect, and a link to nothing is not
 /// a file that exists: mkfs said the first held a damaged filesystem
 /// (pushing toward --force) and both it and mount called the second

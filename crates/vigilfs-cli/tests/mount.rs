@@ -1986,6 +1986,30 @@ fn a_second_mount_of_a_mounted_image_shows_the_same_filesystem() {
     assert_eq!(options.status.code(), Some(32), "{}", text(&options.stderr));
     assert!(text(&options.stderr).contains("only ro may be asked"));
     assert!(!is_mounted(&other));
+    // Where it shows already, a mount is refused (review 55: a second
+    // mount point mounted again stacked one more mount, exit 0), and as
+    // a helper that is 32, as ext4's "already mounted".
+    let mounts_at = |path: &Path| {
+        let path = path.canonicalize().unwrap();
+        fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|line| line.split(' ').nth(4) == path.to_str())
+            .count()
+    };
+    let again = mount_again(&second, &[]);
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again.stderr));
+    assert!(text(&again.stderr).contains("already mounted on"));
+    assert_eq!(mounts_at(&second), 1);
+    for mountpoint in [&scratch.mountpoint, &second] {
+        let again = Command::new(&helper)
+            .arg(scratch.img())
+            .arg(mountpoint)
+            .output()
+            .unwrap();
+        assert_eq!(again.status.code(), Some(32), "{}", text(&again.stderr));
+        assert_eq!(mounts_at(mountpoint), 1);
+    }
     // Each umount removes its own mount point; the server stops with the
     // last.
     umount_retrying_busy(&view);

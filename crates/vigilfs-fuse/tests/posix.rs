@@ -556,6 +556,39 @@ fn write_through_mapping(
     })
 }
 
+/// An open of a file holding stores a full filesystem refused keeps the
+/// kernel's pages of them: an open that would update the access time
+/// drops the kernel's cache (so that a read reaches the mount), and that
+/// made the refused stores read EIO, and a mapping's reads of them a
+/// SIGBUS, while their processes must go on seeing what they wrote
+/// (review 55).
+#[test]
+fn an_open_keeps_the_cached_pages_of_refused_mapped_stores() {
+    if !common::fuse_available() {
+        return;
+    }
+    let mount = Mount::new();
+    let mapped = new_file(&mount, "mapped");
+    mapped.write_all_at(&[b'b'; 4 * 4096], 0).unwrap();
+    mapped.set_len(64 * 4096).unwrap();
+    mapped.sync_all().unwrap();
+    drop(fill_up(&mount));
+    let refused = common::edit_through_mapping(&mapped, 64 * 4096, |bytes| {
+        for page in 10..40 {
+            bytes[page * 4096..page * 4096 + 4].copy_from_slice(b"NEW!");
+        }
+        // A rewrite of a written page, which the mount may take: it
+        // changes the modification time, so the access time is due.
+        bytes[..4].copy_from_slice(b"RW00");
+    })
+    .unwrap_err();
+    assert_eq!(refused.raw_os_error(), Some(libc::ENOSPC));
+    drop(File::open(mount.join("mapped")).unwrap());
+    let mut seen = [0u8; 4];
+    mapped.read_exact_at(&mut seen, 10 * 4096).unwrap();
+    assert_eq!(&seen, b"NEW!");
+}
+
 /// Pages of a shared mapping reach the mount only when the kernel writes
 /// them back; refused there (a full filesystem), they are lost, and the
 /// mount says so: an error on record for the file, marked data lost, the

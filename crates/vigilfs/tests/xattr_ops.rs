@@ -266,6 +266,19 @@ fn a_new_name_past_what_listxattr_returns_is_enospc() {
         errno(xattrs.set(file, &name(fitting), b"1", UPSERT)),
         libc::ENOSPC
     );
+    // An access ACL the mode says all of is a chmod, stored nowhere: it
+    // takes no place in the list (review 55: `cp -a` failed on ENOSPC).
+    // Linux's value: version 2, then (tag, perm, id) for the owner, the
+    // owning group and others.
+    let mut mode_only = 2u32.to_le_bytes().to_vec();
+    for (tag, perm) in [(1u16, 6u16), (4, 4), (32, 0)] {
+        mode_only.extend_from_slice(&tag.to_le_bytes());
+        mode_only.extend_from_slice(&perm.to_le_bytes());
+        mode_only.extend_from_slice(&u32::MAX.to_le_bytes());
+    }
+    xattrs
+        .set(file, b"system.posix_acl_access", &mode_only, UPSERT)
+        .unwrap();
     xattrs.set(file, &name(0), b"replaced", UPSERT).unwrap();
     xattrs.remove(file, &name(1)).unwrap();
     xattrs.set(file, &name(fitting), b"1", CREATE).unwrap();

@@ -6,8 +6,8 @@
 //! mountpoint, image, pid, owner_uid       the mount
 //! mountpoints      added by `vigilfs status`: every mount point of the
 //!                  filesystem now (a second mount of the image is one
-//!                  more); `mountpoint` is the first of them when the one
-//!                  the mount was started on is gone
+//!                  more); `mountpoint` is the one asked about when the
+//!                  one the mount was started on is gone
 //! image_identity   {device, inode} of the image file the mount serves
 //! image_moved      the path `image` no longer leads to that file (renamed,
 //!                  deleted or replaced since the mount)

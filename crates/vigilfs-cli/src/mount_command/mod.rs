@@ -229,6 +229,47 @@ impl MadeHere {
     }
 }
 
+/// Why `mountpoint` (canonical) is the system's own, if it is: the root
+/// directory, a directory of the system's own tree, or where a kernel
+/// filesystem (proc, sysfs, devtmpfs...) is mounted. Mounted over, the
+/// system loses what is there for as long as the mount lasts.
+fn system_mountpoint(mountpoint: &Path) -> Option<String> {
+    const SYSTEM_DIRECTORIES: [&str; 14] = [
+        "/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/run", "/sbin",
+        "/sys", "/usr", "/var",
+    ];
+    const KERNEL_FILESYSTEMS: [&str; 17] = [
+        "proc",
+        "sysfs",
+        "devtmpfs",
+        "devpts",
+        "cgroup",
+        "cgroup2",
+        "securityfs",
+        "debugfs",
+        "tracefs",
+        "efivarfs",
+        "bpf",
+        "mqueue",
+        "hugetlbfs",
+        "pstore",
+        "configfs",
+        "fusectl",
+        "binfmt_misc",
+    ];
+    if SYSTEM_DIRECTORIES
+        .iter()
+        .any(|system| mountpoint == Path::new(system))
+    {
+        return Some("a directory of the system's own".to_string());
+    }
+    let mounts = crate::mountinfo::Mounts::read().ok()?;
+    let top = mounts.topmost_at(mountpoint)?;
+    KERNEL_FILESYSTEMS
+        .contains(&top.fstype.as_str())
+        .then(|| format!("the kernel's {} is mounted there", top.fstype))
+}
+
 /// Checks and locks everything for serving; `None` when the image is
 /// mounted elsewhere already and the mount point now shows that mount
 /// ([`second_mount`](crate::second_mount)).
@@ -292,6 +333,13 @@ fn prepare(request: &MountRequest) -> Result<Option<Prepared>, Failure> {
     if !mountpoint.is_dir() {
         return Err(Failure::usage(format!(
             "mount point {} is not a directory",
+            mountpoint.display()
+        )));
+    }
+    if let Some(why) = system_mountpoint(&mountpoint) {
+        return Err(Failure::mount_refused(format!(
+            "mount point {}: {why}; a mount there would hide what the system runs on (choose \
+             an empty directory, as /mnt/data)",
             mountpoint.display()
         )));
     }
@@ -363,6 +411,11 @@ fn prepare(request: &MountRequest) -> Result<Option<Prepared>, Failure> {
                 "cannot open {}: {error}",
                 image.display()
             )))
+        }
+        // Mounted here already: a mount failure to mount(8), as ext4's
+        // "already mounted" (review 55).
+        Err(refused @ AcquireError::Mounted(_)) => {
+            return Err(Failure::mount_refused(refused.message(&image)))
         }
         Err(refused) => return Err(Failure::usage(refused.message(&image))),
     };

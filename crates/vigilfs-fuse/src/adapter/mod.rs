@@ -445,7 +445,7 @@ fn write_back_and_reply(
         if taken == data.len() {
             break None;
         }
-        match filesystem.write_at(handle, offset + taken as u64, &data[taken..], caller) {
+        match filesystem.write_back_cached(handle, offset + taken as u64, &data[taken..], caller) {
             Ok(0) => break Some(Errno::EIO),
             Ok(count) => taken += count,
             Err(error) => break Some(errno(&error)),

@@ -25,6 +25,9 @@ enum Placement {
     AsOpened,
     /// At the offset given: the transport's kernel placed it.
     AtOffset,
+    /// At the offset given, from the kernel's cache (see
+    /// [`Filesystem::write_back_cached`]).
+    FromCache,
 }
 
 impl Filesystem {
@@ -148,8 +151,13 @@ impl Filesystem {
     /// never reaches the engine, so under `relatime` a file read from the
     /// cache kept an access time a day old or older than its last change
     /// (review 40).
+    ///
+    /// Never while the file holds lost bytes: the transport's cached pages
+    /// of a shared mapping's refused stores are all its programs can still
+    /// see of them, and an open that dropped them to update the access
+    /// time made them read EIO, a mapping's read a SIGBUS (review 55).
     pub fn read_updates_access_time(&self, ino: u64) -> bool {
-        self.access_time_due(ino).is_some()
+        !self.shared.files.holds_lost(ino) && self.access_time_due(ino).is_some()
     }
 
     /// Updates the access time of `ino` after a read, as the `atime`
@@ -208,23 +216,15 @@ impl Filesystem {
     ///
     /// A refusal as not permitted (`EPERM`, `EACCES`: the file is immutable
     /// or append-only) loses nothing of the file: Linux refuses such a
-    /// store at the page fault, and the file keeps its bytes. The refusal
-    /// is an error event, msync and fsync report it (the kernel does), and
-    /// the transport drops the pages holding the refused bytes, so reads
-    /// show the file as it is (review 54: marked lost, the intact file
-    /// read EIO for good).
+    /// store at the page fault, and the file keeps its bytes. msync and
+    /// fsync of the mapping report it (the kernel does), and the transport
+    /// drops the pages holding the refused bytes, so reads show the file
+    /// as it is (review 54: marked lost, the intact file read EIO for
+    /// good). It is the program's error, not the storage's: no error
+    /// event, count or filesystem error word, as Linux records nothing.
     pub fn cache_write_refused(&self, handle: u64, offset: u64, length: u64, errno: i32) {
         if matches!(errno, libc::EPERM | libc::EACCES) {
             if let Ok(file) = self.file(handle) {
-                self.shared.files.cache_write_not_permitted(errno);
-                self.shared.health.report(&Incident {
-                    kind: ErrorKind::Writeback,
-                    errno,
-                    inode: Some((file.ino, self.shared.generation_of(file.ino))),
-                    range: Some((offset, length)),
-                    block: None,
-                    origin: "write-back of mapped pages not permitted: dropped",
-                });
                 self.cache_stale(file.ino, Stale::Pages);
             }
             return;
@@ -279,6 +279,24 @@ impl Filesystem {
         self.write_placed(handle, offset, bytes, caller, Placement::AtOffset)
     }
 
+    /// [`Filesystem::write_at`] of pages the kernel writes back from its
+    /// cache (a shared mapping's): the kernel sends them through any
+    /// descriptor open for writing, so which mapping stored into them is
+    /// not known. An append-only file takes none (`EPERM`): as Linux
+    /// refuses a writable shared mapping of one, a mapping must not
+    /// change its bytes (review 55: a refusal aimed at an `O_APPEND`
+    /// descriptor fell on another's pages, as this does now for a mapping
+    /// made before `chattr +a`, which Linux lets write).
+    pub fn write_back_cached(
+        &self,
+        handle: u64,
+        offset: u64,
+        bytes: &[u8],
+        caller: &Caller,
+    ) -> FsResult<usize> {
+        self.write_placed(handle, offset, bytes, caller, Placement::FromCache)
+    }
+
     fn write_placed(
         &self,
         handle: u64,
@@ -314,6 +332,15 @@ impl Filesystem {
                 offset
             }
             Placement::AtOffset => offset,
+            Placement::FromCache => {
+                if inode_flags::is_append_only(&self.record(file.ino)?) {
+                    return Err(PermissionError::NotPermitted(
+                        "a mapped write of an append-only file",
+                    )
+                    .into());
+                }
+                offset
+            }
         };
         // In pieces, with dirty data balanced before each, so one large
         // write cannot take more memory than the limit allows.

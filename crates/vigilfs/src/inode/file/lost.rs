@@ -19,15 +19,11 @@ use crate::pagecache::PAGE;
 use crate::writeback::pages_of;
 
 impl Files {
-    /// The kernel's write-back of a shared mapping's pages was refused with
-    /// `errno` as not permitted (an immutable or append-only file): not a
-    /// loss of the file's data, which stays as it was, as when Linux
-    /// refuses the store at the page fault. The filesystem's error word
-    /// holds the refusal for the next `vigilfs sync`; the kernel tells the
-    /// file's descriptors itself.
-    pub fn cache_write_not_permitted(&self, errno: i32) {
-        let errno = Errno::new(errno).unwrap_or(Errno::EIO);
-        self.writeback.fs_errseq().set(errno);
+    /// Whether `ino` holds bytes known lost (see the module comment).
+    pub fn holds_lost(&self, ino: u64) -> bool {
+        let mut cache = self.cache.lock();
+        self.state(&mut cache.inodes, ino)
+            .is_ok_and(|state| state.lost.errno().is_some())
     }
 
     /// The kernel's write-back of `length` bytes at `offset` of `ino` from

@@ -271,7 +271,7 @@ fn check_name(name: &[u8]) -> XattrResult<()> {
 /// returns (each name and its NUL); past it, it fails with `E2BIG`.
 const LIST_MAX: usize = 65536;
 
-/// `ENOSPC` if naming one more attribute, `name`, would make the list of
+/// `ENOSPC` if storing one more attribute, `name`, would make the list of
 /// `ino`'s names longer than `listxattr` can return: every attribute set
 /// must stay listable, or `getfattr -d` fails and `cp -a` drops them all
 /// (review 54: 6,000 small `user.` attributes, then E2BIG; ext4 runs out
@@ -296,10 +296,7 @@ fn check_flags(
     flags: XattrFlags,
 ) -> XattrResult<Option<usize>> {
     let replaced = match storage::lookup(transaction, ino, name)? {
-        Lookup::Absent => {
-            check_list_room(transaction, ino, name)?;
-            None
-        }
+        Lookup::Absent => None,
         // A damaged value is overwritten without being read (so a
         // damaged attribute can be repaired): its length is unknown.
         Lookup::Present { value, .. } => Some(value.map_or(0, |value| value.len())),
@@ -646,6 +643,9 @@ impl Xattrs {
             ));
         }
         let replaced = check_flags(&transaction, ino, name, flags)?;
+        if replaced.is_none() {
+            check_list_room(&transaction, ino, name)?;
+        }
         if replaced.is_some_and(|length| value.len() <= length) {
             // A value no longer than the one it replaces frees space, as a
             // removal does: a filesystem that attributes filled must let
@@ -676,7 +676,13 @@ impl Xattrs {
         let _writer = self.metadata.lock_records();
         let mut transaction = self.metadata.trees.transaction();
         let mut record = read_inode(&transaction, ino)?;
-        check_flags(&transaction, ino, name, flags)?;
+        let replaced = check_flags(&transaction, ino, name, flags)?;
+        // An ACL the mode says all of stores nothing (`cp -a` sends one):
+        // only one that is stored takes a place in the list (review 55).
+        let stores = |acl: &Acl| name == acl::DEFAULT_NAME || !acl.is_minimal();
+        if replaced.is_none() && acl.as_ref().is_some_and(stores) {
+            check_list_room(&transaction, ino, name)?;
+        }
         if record.file_type() == FileType::Symlink {
             return Err(XattrError::NotSupported("ACLs on a symbolic link"));
         }
