@@ -286,9 +286,9 @@ fn start_session(
 /// changed on its own (set-id bits a write or fallocate dropped: no reply
 /// carries them, and `stat` asking only for the mode would show the old
 /// one), and the pages that hold bytes the file does not have (a shared
-/// mapping's store the mount refused as not permitted). The invalidations go from their own thread, never from a request
-/// handler (see the adapter's module comment); it ends when the engine
-/// drops the listener.
+/// mapping's store the mount refused as not permitted). The invalidations
+/// go from their own thread, never from a request handler (see the
+/// adapter's module comment); it ends when the engine drops the listener.
 fn forward_attribute_changes(engine: &Filesystem, session: &BackgroundSession) -> io::Result<()> {
     let notifier = session.notifier();
     let (sender, receiver) = mpsc::channel::<(u64, Stale)>();
