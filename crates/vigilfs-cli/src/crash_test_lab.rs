@@ -138,11 +138,14 @@ impl LabMount {
         switch.attach(Arc::clone(&slot), session.restarter());
         let mut extra = serde_json::Map::new();
         extra.insert("image".into(), json!(image.display().to_string()));
+        let device = server::MountedDevice::default();
+        let _ = device.set(session.restarter());
         let control = server::serve(
             &mountpoint,
             Served {
                 power: Some(Arc::clone(&switch)),
                 extra,
+                device,
                 ..Served::new(Arc::clone(&slot), plan, crate::control::current_uid())
             },
         )

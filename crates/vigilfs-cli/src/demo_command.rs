@@ -150,15 +150,14 @@ fn tour(directory: &Path) -> Result<u8, Failure> {
     tour.notice("the fault plan starts empty: the disk works");
 
     let slot = crate::engine_slot::EngineSlot::new(Arc::clone(&fs));
-    let server = crate::control::serve(
-        &mountpoint,
-        crate::control::Served::new(
-            Arc::clone(&slot),
-            Arc::clone(&plan),
-            crate::control::current_uid(),
-        ),
-    )
-    .map_err(|error| Failure::operational(format!("demo: control socket: {error}")))?;
+    let served = crate::control::Served::new(
+        Arc::clone(&slot),
+        Arc::clone(&plan),
+        crate::control::current_uid(),
+    );
+    let _ = served.device.set(mounted.restarter());
+    let server = crate::control::serve(&mountpoint, served)
+        .map_err(|error| Failure::operational(format!("demo: control socket: {error}")))?;
     tour.say(&format!(
         "control socket {}: `vigilfs status {}` works while the tour runs",
         server.path().display(),

@@ -107,16 +107,9 @@ pub fn share(
             )));
         }
     }
-    if let Err(why) = crate::control::client::alias(existing, mountpoint) {
-        // The mount works; only control commands on it need the first
-        // mount point to stay mounted.
-        eprintln!(
-            "vigilfs: warning: control commands on {} reach the server only while {} is \
-             mounted: {why}",
-            mountpoint.display(),
-            existing.display()
-        );
-    }
+    // Only a shortcut: control commands on the second mount point find
+    // the server without it, by asking each socket which mount it serves.
+    let _ = crate::control::client::alias(existing, mountpoint);
     if !quiet {
         // Read-write was asked (rw is the default) of a filesystem the
         // first mount serves read-only: say so, not only at the first EROFS.

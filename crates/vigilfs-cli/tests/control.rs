@@ -7,7 +7,7 @@
 mod common;
 
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -15,8 +15,12 @@ use std::time::{Duration, Instant};
 use common::*;
 use vigilfs::format::FsState;
 
-/// The control socket the mount process logged ("control socket PATH)").
+/// The control socket the mount process logged ("control socket PATH)"),
+/// in the line it logs just after `--daemon` has returned.
 fn control_socket(scratch: &Scratch) -> PathBuf {
+    wait_until("the mount logs its socket", Duration::from_secs(30), || {
+        scratch.log().contains("control socket ")
+    });
     let log = scratch.log();
     let start = log
         .rfind("control socket ")
@@ -527,12 +531,18 @@ fn a_freeze_whose_client_gave_up_on_a_stopped_mount_is_not_carried_out() {
     let pid = scratch.mount(&["--size", "64M"]);
     // The client's look at the mount point comes from the kernel's cache.
     fs::metadata(scratch.mnt()).unwrap();
+    let socket = control_socket(&scratch);
     // SAFETY: signalling the mount process this test started.
     unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
     let outcome = finish_within(
         spawn(env!("CARGO_BIN_EXE_vigilfs"), &["freeze", scratch.mnt()]),
         Duration::from_secs(60),
     );
+    // `vigilfs freeze` does not send its request before the server says
+    // which mount it serves; a client sending it at once, and leaving:
+    let mut raw = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    raw.write_all(b"{\"command\":\"freeze\"}\n").unwrap();
+    drop(raw);
     // SAFETY: as above.
     unsafe { libc::kill(pid as i32, libc::SIGCONT) };
     let (waited, output) = outcome.unwrap_or_else(|child| {

@@ -1048,6 +1048,78 @@ fn a_second_mount_point_keeps_its_control_commands_when_the_first_is_unmounted()
     });
 }
 
+/// Socket names follow mount point paths, and another filesystem can come
+/// to show at a path: a control command goes to the server of the
+/// filesystem the mount table shows where it is asked, whatever name
+/// leads there (review 57: once a second mount had been layered over a
+/// first mount point and removed, `shutdown` of that mount point shut
+/// the other filesystem down).
+#[test]
+fn control_commands_reach_the_filesystem_the_mount_point_shows() {
+    if fuse_missing("control_commands_reach_the_filesystem_the_mount_point_shows") {
+        return;
+    }
+    let one = Scratch::new();
+    let one_pid = one.mount(&["--size", "64M"]);
+    let two = Scratch::new();
+    let two_pid = two.mount(&["--size", "64M"]);
+    let served_at = |mountpoint: &Path| {
+        let output = vigilfs(&["status", mountpoint.to_str().unwrap(), "--json"]);
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        status["pid"].as_u64().unwrap() as u32
+    };
+    let shown_also = |scratch: &Scratch, at: &Path| {
+        let output = vigilfs(&["mount", scratch.img(), at.to_str().unwrap()]);
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    };
+    // The first filesystem shown at a third mount point too (its socket
+    // gets that mount point's name as well), then the second layered over
+    // the first's own mount point, and both removed again.
+    let third = one.directory.path().join("third");
+    shown_also(&one, &third);
+    shown_also(&two, &one.mountpoint);
+    assert_eq!(served_at(&one.mountpoint), two_pid);
+    umount_retrying_busy(&third);
+    umount_retrying_busy(&one.mountpoint);
+    assert!(is_mounted(&one.mountpoint));
+    assert_eq!(served_at(&one.mountpoint), one_pid);
+    assert_eq!(served_at(&two.mountpoint), two_pid);
+    // Mount points made by hand: a bind, then moved, with the first
+    // mount point gone.
+    let bound = one.directory.path().join("bound");
+    let moved = one.directory.path().join("moved");
+    fs::create_dir(&bound).unwrap();
+    fs::create_dir(&moved).unwrap();
+    let run = |arguments: &[&str]| {
+        let output = Command::new("mount").args(arguments).output().unwrap();
+        assert!(output.status.success(), "{}", text(&output.stderr));
+    };
+    run(&["--bind", one.mnt(), bound.to_str().unwrap()]);
+    assert_eq!(served_at(&bound), one_pid);
+    run(&["--move", bound.to_str().unwrap(), moved.to_str().unwrap()]);
+    assert_eq!(served_at(&moved), one_pid);
+    umount_retrying_busy(&one.mountpoint);
+    assert_eq!(served_at(&moved), one_pid);
+    // What the review saw: the shutdown reaches the filesystem named.
+    let shutdown = vigilfs(&["shutdown", moved.to_str().unwrap()]);
+    assert_eq!(
+        shutdown.status.code(),
+        Some(0),
+        "{}",
+        text(&shutdown.stderr)
+    );
+    fs::write(two.at("still-writable"), b"yes").unwrap();
+    assert_eq!(two.status()["state"], "running");
+    umount_retrying_busy(&moved);
+    wait_until(
+        "the first mount process exits",
+        Duration::from_secs(60),
+        || process_gone(one_pid),
+    );
+    two.umount(two_pid);
+}
+
 #[test]
 fn status_of_a_stopped_mount_process_says_so_within_half_a_minute() {
     if fuse_missing("status_of_a_stopped_mount_process_says_so_within_half_a_minute") {

@@ -7,6 +7,7 @@
 //! removed, not reported as a live mount. Every failure is a
 //! [`ClientError`] that becomes a one-line message naming the mount point.
 
+use std::collections::HashSet;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
@@ -17,7 +18,7 @@ use serde_json::Value;
 
 use super::protocol::{ErrorKind, ErrorReply, Request, Response};
 use super::{
-    canonical_mountpoint, connect_nonblocking, peer_credentials, remove_if_stale,
+    canonical_mountpoint, connect_nonblocking, is_socket_name, peer_credentials, remove_if_stale,
     socket_directories, socket_name, trusted_directory, DirectoryLock,
 };
 use crate::failure::Failure;
@@ -67,6 +68,12 @@ impl ClientError {
 /// The uid that mounted the FUSE filesystem at `canonical` (the topmost
 /// mount there), from mountinfo.
 pub fn mount_owner(canonical: &Path) -> Result<u32, ClientError> {
+    shown_mount(canonical).map(|(owner, _)| owner)
+}
+
+/// The owner and device number (`MAJ:MIN`) of the FUSE filesystem the
+/// topmost mount at `canonical` shows, from mountinfo.
+fn shown_mount(canonical: &Path) -> Result<(u32, String), ClientError> {
     let mounts = Mounts::read().map_err(|error| {
         ClientError::Unreachable(format!("cannot read /proc/self/mountinfo: {error}"))
     })?;
@@ -111,9 +118,10 @@ pub fn mount_owner(canonical: &Path) -> Result<u32, ClientError> {
             entry.fstype
         )));
     }
-    entry.fuse_owner().ok_or_else(|| {
+    let owner = entry.fuse_owner().ok_or_else(|| {
         ClientError::Unreachable("the FUSE mount there shows no owner (user_id=)".into())
-    })
+    })?;
+    Ok((owner, entry.device.clone()))
 }
 
 /// Sends `request` to the mount at `mountpoint`; returns the result.
@@ -150,18 +158,18 @@ pub fn call_waiting(
 /// How long a client asks again a server that is at its connection limit.
 const BUSY_PATIENCE: Duration = Duration::from_secs(5);
 
-/// Connects to the server of the mount at `mountpoint`, by the socket name
-/// of the first mount of the same filesystem (the one the server was
-/// started on, when `mountpoint` is a second mount of it), or else by that
-/// of `mountpoint` itself: a second mount point has its own name as an
-/// alias of the server's socket ([`alias`]), which is what still reaches
-/// the server once the first mount point is gone. Returns the socket's
-/// path.
+/// Connects to the server of the mount at `mountpoint`: the one serving
+/// the filesystem the mount table shows there (its device number), found
+/// by the socket name of the first mount of that filesystem (the one the
+/// server was started on, when `mountpoint` is a second mount of it), or
+/// else by that of `mountpoint` itself (a second mount point's alias of
+/// the server's socket, [`alias`]), or else by asking every socket of the
+/// mount's owner ([`find_by_device`]). Returns the socket's path.
 fn connect_mount(mountpoint: &Path) -> Result<(UnixStream, PathBuf), ClientError> {
     let canonical = canonical_mountpoint(mountpoint).map_err(|error| {
         ClientError::Unreachable(format!("cannot resolve the mount point: {error}"))
     })?;
-    let owner = mount_owner(&canonical)?;
+    let (owner, device) = shown_mount(&canonical)?;
     let first = Mounts::read()
         .ok()
         .and_then(|mounts| {
@@ -172,12 +180,7 @@ fn connect_mount(mountpoint: &Path) -> Result<(UnixStream, PathBuf), ClientError
         .unwrap_or_else(|| canonical.clone());
     // The first mount point's name first: it is the server's own, while
     // an alias can outlive its bind mount (until a mount there removes it).
-    let outcome = match connect_trusted(&first, owner) {
-        Err(ClientError::Unreachable(_)) if first != canonical => {
-            connect_trusted(&canonical, owner)
-        }
-        outcome => outcome,
-    };
+    let outcome = connect_serving(&first, &canonical, owner, &device);
     match outcome {
         Err(ClientError::Unreachable(message)) if mount_process_gone(&canonical) => {
             let what_to_do = format!(
@@ -196,6 +199,171 @@ fn connect_mount(mountpoint: &Path) -> Result<(UnixStream, PathBuf), ClientError
         }
         outcome => outcome,
     }
+}
+
+/// Connects to the server of the filesystem with device number `device`
+/// (`MAJ:MIN`), owned by `owner`: by the socket names of `first`, then of
+/// `asked` ([`connect_mount`]), each server asked which mount it serves,
+/// then by every socket of `owner`'s. Socket names follow mount point
+/// paths, and another filesystem can come to show at a path (a mount
+/// layered over it, moved, or bound by hand): a name alone could lead a
+/// `shutdown` to the wrong filesystem.
+fn connect_serving(
+    first: &Path,
+    asked: &Path,
+    owner: u32,
+    device: &str,
+) -> Result<(UnixStream, PathBuf), ClientError> {
+    let mut unreachable = None;
+    let mut elsewhere = Vec::new();
+    let mut sockets_asked = HashSet::new();
+    let names = if first == asked {
+        vec![first]
+    } else {
+        vec![first, asked]
+    };
+    for name in names {
+        match connect_trusted(name, owner) {
+            Ok((stream, path)) => {
+                // The two names can be one socket's.
+                if !sockets_asked.insert(socket_identity(&path)) {
+                    continue;
+                }
+                match identify(stream) {
+                    Identity::Serving(served, pid) if served != device => elsewhere.push(format!(
+                        "{} is served by pid {pid}, which serves another filesystem \
+                             ({served})",
+                        path.display()
+                    )),
+                    Identity::Serving(_, pid) => return connect_again(&path, owner, Some(pid)),
+                    Identity::Unknown => return connect_again(&path, owner, None),
+                    Identity::Gone(error) => unreachable = Some(error),
+                }
+            }
+            Err(error @ ClientError::Unreachable(_)) => unreachable = Some(error),
+            Err(error) => return Err(error),
+        }
+    }
+    if let Some(found) = find_by_device(owner, device, &mut sockets_asked) {
+        return Ok(found);
+    }
+    match (elsewhere.is_empty(), unreachable) {
+        (true, Some(error)) => Err(error),
+        _ => Err(ClientError::Unreachable(format!(
+            "no control socket of the server of the filesystem mounted there ({device}) \
+             answers: {}",
+            elsewhere.join("; ")
+        ))),
+    }
+}
+
+/// Which filesystem a server serves, by its answer to `identify`.
+enum Identity {
+    /// Its FUSE mount's device number, and its pid.
+    Serving(String, i32),
+    /// Not said: a server not yet mounted, older than `identify`, or
+    /// stopped (SIGSTOP, a debugger; the request then names it stopped).
+    Unknown,
+    /// The connection broke.
+    Gone(ClientError),
+}
+
+/// How long a server has to say which mount it serves.
+const IDENTIFY_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn identify(stream: UnixStream) -> Identity {
+    let server = peer_credentials(&stream).ok().map(|peer| peer.pid);
+    let stopped = || server.is_some_and(process_stopped);
+    if stopped() {
+        return Identity::Unknown;
+    }
+    match exchange(stream, &Request::Identify, Some(IDENTIFY_TIMEOUT)) {
+        Ok((answer, _)) => {
+            let pid = answer["pid"]
+                .as_i64()
+                .and_then(|pid| i32::try_from(pid).ok());
+            match (answer["device"].as_str(), pid) {
+                (Some(device), Some(pid)) => Identity::Serving(device.to_string(), pid),
+                _ => Identity::Unknown,
+            }
+        }
+        Err(ClientError::Server(_)) => Identity::Unknown,
+        Err(_) if stopped() => Identity::Unknown,
+        Err(error) => Identity::Gone(error),
+    }
+}
+
+/// A new connection to the socket at `path`, served by `owner` (and by
+/// `pid`, when the first connection's server named itself): the first one
+/// went to `identify`.
+fn connect_again(
+    path: &Path,
+    owner: u32,
+    pid: Option<i32>,
+) -> Result<(UnixStream, PathBuf), ClientError> {
+    let stream = connect(path).map_err(|error| {
+        ClientError::Unreachable(format!("cannot connect: {}: {error}", path.display()))
+    })?;
+    let peer = peer_credentials(&stream).map_err(|error| {
+        ClientError::Untrusted(format!(
+            "{}: its server's credentials cannot be read ({error})",
+            path.display()
+        ))
+    })?;
+    if peer.uid != owner || pid.is_some_and(|pid| pid != peer.pid) {
+        return Err(ClientError::Unreachable(format!(
+            "the server at {} changed while it was asked",
+            path.display()
+        )));
+    }
+    Ok((stream, path.to_path_buf()))
+}
+
+/// A socket file's (device, inode): its aliases share it.
+fn socket_identity(path: &Path) -> Option<(u64, u64)> {
+    let metadata = std::fs::symlink_metadata(path).ok()?;
+    Some((metadata.dev(), metadata.ino()))
+}
+
+/// The socket, among all of `owner`'s in trusted directories but those
+/// `asked` already, whose server serves the filesystem with device number
+/// `device`, connected.
+fn find_by_device(
+    owner: u32,
+    device: &str,
+    asked: &mut HashSet<Option<(u64, u64)>>,
+) -> Option<(UnixStream, PathBuf)> {
+    for directory in socket_directories(owner) {
+        if trusted_directory(&directory, owner).is_err() {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(&directory) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if !entry.file_name().to_str().is_some_and(is_socket_name) {
+                continue;
+            }
+            let path = entry.path();
+            // A socket's aliases are asked once.
+            let identity = socket_identity(&path);
+            if identity.is_none() || !asked.insert(identity) {
+                continue;
+            }
+            let Ok(stream) = connect_nonblocking(&path) else {
+                continue;
+            };
+            if !peer_credentials(&stream).is_ok_and(|peer| peer.uid == owner) {
+                continue;
+            }
+            if let Identity::Serving(served, pid) = identify(stream) {
+                if served == device {
+                    return connect_again(&path, owner, Some(pid)).ok();
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Whether the FUSE mount at `mountpoint` has lost its server
@@ -255,8 +423,9 @@ pub fn mount_serving(image: (u64, u64)) -> Option<PathBuf> {
 
 /// Gives the server of the mount at `existing` a second socket name, that
 /// of `second` (a hard link to its socket, in the same directory), so
-/// control commands on `second` reach it after `existing` is unmounted.
-/// The server removes every name of its socket when it stops; a server
+/// control commands on `second` reach it at once after `existing` is
+/// unmounted; a name a live server holds already is left to it (the
+/// commands then find this server by asking each socket). The server removes every name of its socket when it stops; a server
 /// starting at `second` later removes an alias whose mount is gone
 /// ([`super::server`]).
 pub fn alias(existing: &Path, second: &Path) -> Result<(), String> {
@@ -280,11 +449,11 @@ pub fn alias(existing: &Path, second: &Path) -> Result<(), String> {
         if ours {
             return Ok(());
         }
-        if connect_nonblocking(&alias).is_ok() && existing.nlink() == 1 {
-            return Err(format!("{} is served by another mount", alias.display()));
+        if connect_nonblocking(&alias).is_ok() {
+            // Another server's name, its own or an alias: it keeps it.
+            // Clients find this server still (`connect_serving`).
+            return Ok(());
         }
-        // Stale, or another server's alias whose bind mount is gone (the
-        // filesystem shown here now is this one).
         let _ = std::fs::remove_file(&alias);
     }
     std::fs::hard_link(&socket, &alias).map_err(|error| {

@@ -25,7 +25,14 @@
 //!  "dirty_limit_bytes":N,"writeback_interval_micros":N,"read_only":B,
 //!  "atime":"noatime","directory_atime":B}                             (each optional)
 //! {"command":"make_writable"}                          (a read-only mount: remount,rw)
+//! {"command":"identify"}
 //! ```
+//!
+//! `identify` answers `{"device":"MAJ:MIN"|null,"mountpoint":PATH,"pid":N}`:
+//! the device number of the FUSE mount the server serves (null before it
+//! is mounted). Socket names follow mount point paths, which another mount
+//! can come to show, so a client checks with it that the server it reached
+//! serves the filesystem the mount table shows where it asked.
 //!
 //! `events` is answered by one response line (`{"stream":true,
 //! "ephemeral_from":ID|null}`: from ID on, the ids are this mount's only,
@@ -51,7 +58,7 @@
 //! and answered this one only to say so; trying again later may work.
 //!
 //! Unknown fields are ignored (a newer client may send more). `status`,
-//! `metrics` and `inject_list` are open to everyone; `events` (it shows
+//! `metrics`, `inject_list` and `identify` are open to everyone; `events` (it shows
 //! file names) to root, the user who mounted and the members of the mount's
 //! `events_group`; the others only to root and the user who mounted
 //! (`refused` otherwise) — `owners`, `unsynced` and `fault_log` too,
@@ -198,6 +205,8 @@ pub enum Request {
     /// at mount. Answered once writers may enter; nothing to do for a
     /// mount that may write already.
     MakeWritable,
+    /// Which FUSE mount the server serves (see the module comment).
+    Identify,
 }
 
 fn default_seed() -> u64 {
@@ -225,7 +234,7 @@ impl Request {
     pub fn needs_owner(&self) -> bool {
         !matches!(
             self,
-            Request::Status | Request::Metrics | Request::Events { .. }
+            Request::Status | Request::Metrics | Request::Events { .. } | Request::Identify
         )
     }
 
@@ -253,6 +262,7 @@ impl Request {
             Request::PowerCut { .. } => "cut the power",
             Request::Reconfigure { .. } => "reconfigure",
             Request::MakeWritable => "make the mount writable",
+            Request::Identify => "identify the mount",
         }
     }
 }

@@ -192,6 +192,7 @@ pub(super) fn serve(
             None
         }
     };
+    let served_device = control::server::MountedDevice::default();
     let server = control::server::serve(
         &mountpoint,
         control::server::Served {
@@ -206,6 +207,7 @@ pub(super) fn serve(
             others_may_sync: fuse_config(&settings, &image).lets_other_users_in(),
             extra,
             limits: control::server::Limits::default(),
+            device: Arc::clone(&served_device),
         },
     );
     let server = match server {
@@ -237,6 +239,7 @@ pub(super) fn serve(
             return Err(failure);
         }
     };
+    let _ = served_device.set(mounted.restarter());
     if let Some(metrics) = &metrics {
         log(&format!(
             "serving metrics at http://{}/metrics",

@@ -23,6 +23,7 @@ use crate::control::media_report::{failure_report_json, owner_json, scrub_summar
 use crate::control::protocol::{ErrorKind, Request, Response};
 use crate::control::report::{status_json, RulePaths};
 use crate::control::{describe_errno, faults, power};
+use crate::mountinfo::device_name;
 use crate::power_cut::PowerSwitch;
 use crate::writable_image::WritableImage;
 
@@ -228,6 +229,11 @@ fn execute(
                 Err(error) => failed(&error),
             }
         }
+        Request::Identify => Response::success(json!({
+            "device": context.device.get().map(|session| device_name(session.device())),
+            "mountpoint": context.mountpoint.display().to_string(),
+            "pid": std::process::id(),
+        })),
         Request::Status => {
             let paths = if privileged {
                 RulePaths::Shown

@@ -43,7 +43,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -129,7 +129,13 @@ pub(super) struct Context {
     pub(super) events_gid: Option<u32>,
     /// Any user may sync (see [`Served::others_may_sync`]).
     others_may_sync: bool,
+    pub(super) device: MountedDevice,
 }
+
+/// The FUSE session a server serves, once it is mounted: `identify`
+/// answers with its device number, asked for each time (a power cut makes
+/// a new mount).
+pub type MountedDevice = Arc<OnceLock<vigilfs_fuse::Restarter>>;
 
 /// What a control server serves, and for whom.
 pub struct Served {
@@ -153,6 +159,8 @@ pub struct Served {
     pub extra: Map<String, Value>,
     /// What one client may take.
     pub limits: Limits,
+    /// Set once the FUSE mount is made.
+    pub device: MountedDevice,
 }
 
 impl Served {
@@ -169,6 +177,7 @@ impl Served {
             others_may_sync: false,
             extra: Map::new(),
             limits: Limits::default(),
+            device: MountedDevice::default(),
         }
     }
 }
@@ -185,6 +194,7 @@ pub fn serve(mountpoint: &Path, served: Served) -> io::Result<ControlServer> {
         others_may_sync,
         mut extra,
         limits,
+        device,
     } = served;
     let mountpoint = canonical_mountpoint(mountpoint)?;
     let (listener, path) = bind(&mountpoint)?;
@@ -208,6 +218,7 @@ pub fn serve(mountpoint: &Path, served: Served) -> io::Result<ControlServer> {
         streams: Mutex::new(HashMap::new()),
         events_gid,
         others_may_sync,
+        device,
     });
     let thread = {
         let stop = Arc::clone(&stop);
