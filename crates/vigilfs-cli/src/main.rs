@@ -698,8 +698,9 @@ enum Command {
     /// the kernel wrote back from a shared mapping (mmap) and the mount
     /// refused (a full disk), and data an earlier mount ended without
     /// while its writeback failed, is listed as already lost: nothing
-    /// sends it again, and reads of it (and fsyncs, unless -o
-    /// fsync_errors=once) fail until it is written again. Not
+    /// sends it again, and fsyncs (unless -o fsync_errors=once) fail
+    /// until it is written again, and reads too once the kernel's cache
+    /// lets the pages go (a remount at once). Not
     /// seen, so not listed: writes through a shared mapping that the
     /// kernel has not yet sent to the daemon (no msync, munmap or close
     /// since). Root and the user who mounted only (it names files).

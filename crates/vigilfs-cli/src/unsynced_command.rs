@@ -120,9 +120,9 @@ pub fn describe_unsynced(unsynced: &Value) -> Vec<String> {
                 .map_or_else(|| "an error".to_string(), str::to_string);
             lines.push(format!(
                 "  {}: already lost at {lost}: the kernel's write-back of a shared mapping \
-                 was refused, or writeback was failing when a mount ended ({why}); reads of \
-                 it fail until it is written again, and fsyncs too (unless -o \
-                 fsync_errors=once)",
+                 was refused, or writeback was failing when a mount ended ({why}); fsyncs \
+                 fail (unless -o fsync_errors=once), and reads once the kernel's cache lets \
+                 the pages go (after a remount at once), until it is written again",
                 file_name(file),
             ));
         }

@@ -332,7 +332,7 @@ fn an_event_names_its_file_as_it_was_named_when_it_failed() {
     assert_eq!(event["path"], "/victim", "{event}");
     assert_eq!(event["deleted"], true, "{event}");
     let said = text(&vigilfs(&["events", scratch.mnt()]).stdout);
-    assert!(said.contains("/victim (deleted)"), "{said}");
+    assert!(said.contains("/victim (now deleted)"), "{said}");
     scratch.umount(pid);
 }
 
@@ -579,7 +579,7 @@ fn an_error_of_a_deleted_file_says_it_was_deleted() {
     assert_eq!(errors[0]["deleted"], true, "{:#}", errors[0]);
     assert_eq!(errors[0]["path"], Value::Null);
     let words = text(&vigilfs(&["events", scratch.mnt()]).stdout);
-    assert!(words.contains("(deleted)"), "{words}");
+    assert!(words.contains("(now deleted)"), "{words}");
     // Files still named are not deleted.
     fs::write(scratch.at("kept"), b"k").unwrap();
     let kept = fs::OpenOptions::new()

@@ -27,9 +27,9 @@
 //!               when the mount serving it announced the event, for its
 //!               newest 4096 events; else its path now, resolved by the
 //!               mount when it can be; else null)
-//! deleted       true when the file named by inode was deleted (it may
-//!               still be open), false when not, null without an inode or
-//!               when no mount could say
+//! deleted       true when the file named by inode is deleted when the
+//!               event is read (it may still be open), false when not, null
+//!               without an inode or when no mount could say
 //! offset, length              the file byte range
 //! device_offset, device_length the device byte range
 //! tree, level, block          the b-tree node
@@ -311,7 +311,9 @@ pub fn human_line(event: &Value) -> String {
             object.push_str(&format!(" {path}"));
         }
         if field(event, "deleted").and_then(Value::as_bool) == Some(true) {
-            object.push_str(" (deleted)");
+            // "now": the file's state when the event is read, not when it
+            // happened (review 57 took "(deleted)" for the latter).
+            object.push_str(" (now deleted)");
         }
         parts.push(object);
     }

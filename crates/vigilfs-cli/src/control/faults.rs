@@ -165,7 +165,11 @@ pub fn clear(fs: &Filesystem, plan: &FaultPlan, power: Option<&PowerSwitch>) -> 
     if let Some(power) = dropped_flushes {
         power.set_drop_flushes(false);
     }
-    fs.note_fault_rules("cleared all", 0);
+    // A clear that found nothing to clear changed nothing: no event (review
+    // 57: every empty `inject --clear` logged "0 rules active").
+    if !removed.is_empty() || dropped_flushes.is_some() {
+        fs.note_fault_rules("cleared all", 0);
+    }
     Response::success(json!({
         "removed": removed,
         "stopped_dropping_flushes": dropped_flushes.is_some(),

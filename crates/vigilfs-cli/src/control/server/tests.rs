@@ -125,7 +125,12 @@ fn the_server_answers_status_inject_and_sync_and_survives_garbage() {
     assert_eq!(plan.rules().len(), 1, "nothing added from a bad batch");
     call(&Request::InjectRemove { id }).unwrap();
     assert!(call(&Request::InjectRemove { id }).is_err());
+    // Clearing no rules changes nothing, and says so by no event (review
+    // 57: each empty clear logged "0 rules active").
+    let newest = || slot.current().unwrap().event_log().newest_id();
+    let before = newest();
     call(&Request::InjectClear).unwrap();
+    assert_eq!(newest(), before);
 
     call(&Request::Sync).unwrap();
     call(&Request::Freeze).unwrap();
