@@ -29,6 +29,14 @@
 //! `status` for anyone, everything that changes the mount for root and the
 //! user who mounted.
 //!
+//! Which server. A mount point's name leads to the server started there,
+//! but another filesystem can come to show at that path (a mount layered
+//! over it, a second mount point of another image, a bind or move made by
+//! hand). So the client reads the device number of the mount shown there
+//! from mountinfo and asks the server it reached (`identify`) which FUSE
+//! mount it serves; when the names lead elsewhere it asks every socket of
+//! the owner's. A request goes only to the server of the filesystem shown.
+//!
 //! Stale sockets. A mount process killed with SIGKILL leaves its socket
 //! behind; connecting to it is refused (`ECONNREFUSED`: nobody listens).
 //! Such sockets are removed by the client that finds one and by every
