@@ -1089,12 +1089,7 @@ fn control_commands_reach_the_filesystem_the_mount_point_shows() {
     let one_pid = one.mount(&["--size", "64M"]);
     let two = Scratch::new();
     let two_pid = two.mount(&["--size", "64M"]);
-    let served_at = |mountpoint: &Path| {
-        let output = vigilfs(&["status", mountpoint.to_str().unwrap(), "--json"]);
-        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
-        let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-        status["pid"].as_u64().unwrap() as u32
-    };
+    let served_at = |mountpoint: &Path| status_pid(mountpoint.to_str().unwrap());
     let shown_also = |scratch: &Scratch, at: &Path| {
         let output = vigilfs(&["mount", scratch.img(), at.to_str().unwrap()]);
         assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
