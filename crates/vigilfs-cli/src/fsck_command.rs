@@ -274,6 +274,7 @@ fn to_json(image: &Path, report: &FsckReport, code: u8) -> serde_json::Value {
             "newest_kept_seq": journal.newest_kept_seq,
             "cut_off": journal.cut_off,
             "cut_off_without_their_data": journal.unmet_claims,
+            "failing_after_last_flush": journal.unverified_after_flush,
         })),
         "trees": report.trees.as_ref().map(|trees| json!({
             "nodes": trees.nodes.len(),

@@ -617,6 +617,25 @@ impl ScrubSink for ImageSink {
     }
 }
 
+/// The journal entries recovery found needed and missing or damaged, one
+/// line each (fsck reports them as problems too).
+fn journal_losses(recovery: &vigilfs::journal::RecoveryReport) -> Vec<String> {
+    let mut losses = Vec::new();
+    if let Some((first, last)) = recovery.lost_since_clean {
+        losses.push(format!(
+            "entries {first}..={last}, the newest when the filesystem was unmounted cleanly, \
+             are missing or damaged"
+        ));
+    }
+    if let Some((first, newest)) = recovery.acknowledged_lost {
+        losses.push(format!(
+            "entry {first}, which a completed flush covered and entry {newest} needs, is \
+             missing or damaged"
+        ));
+    }
+    losses
+}
+
 fn scrub_image(image_path: &Path, rate: Option<u64>, as_json: bool) -> Result<u8, Failure> {
     let image = open_image(image_path)?;
     let scrubber = Scrubber {
@@ -644,6 +663,7 @@ fn scrub_image(image_path: &Path, rate: Option<u64>, as_json: bool) -> Result<u8
     let stats = outcome.map_err(|error| {
         Failure::operational(format!("scrub: {}: {error}", image_path.display()))
     })?;
+    let journal_losses = journal_losses(&image.metadata.recovery);
     let findings: Vec<Value> = sink
         .findings
         .iter()
@@ -677,6 +697,7 @@ fn scrub_image(image_path: &Path, rate: Option<u64>, as_json: bool) -> Result<u8
                 "unverified_extents": stats.unverified,
                 "poisoned_runs": known_lost,
                 "lost_data_runs": never_written,
+                "journal_losses": journal_losses,
                 "elapsed_seconds": stats.elapsed.as_secs_f64(),
             })
         );
@@ -726,10 +747,16 @@ fn scrub_image(image_path: &Path, rate: Option<u64>, as_json: bool) -> Result<u8
         if stats.unreadable > 0 {
             println!("{}", unreadable_text(stats.unreadable));
         }
+        for loss in &journal_losses {
+            println!("FAILED journal: {loss} (fsck tells more)");
+        }
     }
     // Data lost before counts too, as on a mount: errors are left; and
-    // blocks not verified are no clean pass.
-    let clean = findings.is_empty() && known_lost == 0 && never_written == 0;
+    // blocks not verified are no clean pass. So do journal entries the
+    // filesystem needed and lost (review 58: a zeroed journal scrubbed
+    // clean, while fsck said 4 and the image could not be mounted).
+    let clean =
+        findings.is_empty() && known_lost == 0 && never_written == 0 && journal_losses.is_empty();
     Ok(if clean && stats.unreadable == 0 {
         CLEAN
     } else {

@@ -494,6 +494,39 @@ fn a_scrub_whose_reads_fail_on_the_path_is_no_clean_pass() {
     scratch.umount(pid);
 }
 
+/// Journal entries the filesystem needs, lost (zeroed here), are an error
+/// for the image's scrub as for fsck (review 58: scrub found "0 failures"
+/// and exited 0 where fsck exited 4 and the image could not be mounted).
+#[test]
+fn a_lost_journal_is_no_clean_scrub_of_the_image() {
+    if fuse_missing("a_lost_journal_is_no_clean_scrub_of_the_image") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    fs::write(scratch.at("file"), b"data").unwrap();
+    scratch.umount(pid);
+    let journal = journal_bytes(&scratch.image);
+    let zeros = vec![0u8; (journal.end - journal.start) as usize];
+    let image = fs::OpenOptions::new()
+        .write(true)
+        .open(&scratch.image)
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&image, &zeros, journal.start).unwrap();
+    drop(image);
+    let output = vigilfs(&["scrub", scratch.img()]);
+    let said = text(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(4),
+        "{said}{}",
+        text(&output.stderr)
+    );
+    assert!(said.contains("FAILED journal: entries "), "{said}");
+    let fsck = vigilfs(&["fsck", scratch.img()]);
+    assert_eq!(fsck.status.code(), Some(4), "{}", text(&fsck.stdout));
+}
+
 #[test]
 fn free_space_reported_bad_is_never_allocated() {
     if fuse_missing("free_space_reported_bad_is_never_allocated") {

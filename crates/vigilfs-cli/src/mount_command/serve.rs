@@ -115,6 +115,13 @@ pub(super) fn serve(
     if fs.recovered() {
         log("the filesystem was not cleanly unmounted: the journal was replayed");
     }
+    if let Some(entries) = describe_cut_off(fs.entries_cut_off()) {
+        log(&format!(
+            "journal {entries} written after the last completed flush were cut off (torn by the \
+             crash, or damaged since): what they changed after the last fsync is lost, as after \
+             any crash"
+        ));
+    }
     for why in fs.unreadable_trees() {
         log(&format!(
             "{why}: mounted read-only around that tree, whose operations fail with EIO; \
@@ -527,4 +534,14 @@ fn finish(
         let _ = listener.join();
     }
     outcome
+}
+
+/// "entry 6" or "entries 6, 7": None for none.
+fn describe_cut_off(entries: &[u64]) -> Option<String> {
+    let listed: Vec<String> = entries.iter().map(u64::to_string).collect();
+    match listed.len() {
+        0 => None,
+        1 => Some(format!("entry {}", listed[0])),
+        _ => Some(format!("entries {}", listed.join(", "))),
+    }
 }

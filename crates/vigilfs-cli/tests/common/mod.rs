@@ -162,6 +162,14 @@ fn superblock_of(image: &Path) -> Superblock {
     read_superblock(&device).unwrap().superblock
 }
 
+/// The byte range of `image`'s journal region.
+pub fn journal_bytes(image: &Path) -> std::ops::Range<u64> {
+    let superblock = superblock_of(image);
+    let block = u64::from(superblock.layout.block_size);
+    let region = superblock.layout.journal;
+    region.start * block..(region.start + region.blocks) * block
+}
+
 pub fn superblock_state(image: &Path) -> FsState {
     superblock_of(image).state
 }

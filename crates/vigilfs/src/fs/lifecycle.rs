@@ -514,6 +514,13 @@ impl Filesystem {
         self.shared.recovered
     }
 
+    /// The journal entries this mount's recovery cut off: written after
+    /// the last completed flush, and torn by the crash or damaged since
+    /// (what they changed was never acknowledged, and is lost).
+    pub fn entries_cut_off(&self) -> &[u64] {
+        &self.shared.cut_off_at_recovery
+    }
+
     /// The event source FS_ERROR listeners subscribe to.
     pub fn events(&self) -> &fserror::ErrorSource {
         self.shared.health.source()

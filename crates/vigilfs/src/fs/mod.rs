@@ -130,6 +130,9 @@ pub(crate) struct Shared {
     /// What a mount read-only by its options keeps until made writable.
     read_only_mount: Option<read_write::ReadOnlyMount>,
     recovered: bool,
+    /// Journal entries this mount's recovery did not replay: written after
+    /// the last completed flush, and incomplete or failing their checks.
+    cut_off_at_recovery: Vec<u64>,
     orphans_purged: std::sync::atomic::AtomicUsize,
     /// Whether the journal's failure was already acted on.
     journal_failure_seen: AtomicBool,

@@ -299,6 +299,15 @@ impl Filesystem {
         let block_size = u64::from(superblock.layout.block_size);
         report_salvaged_trees(&health, &metadata, block_size);
         report_journal_losses(&health, &metadata.recovery);
+        let mut cut_off_at_recovery: Vec<u64> = metadata
+            .recovery
+            .cut_off
+            .iter()
+            .chain(&metadata.recovery.unverified_after_flush)
+            .copied()
+            .collect();
+        cut_off_at_recovery.sort_unstable();
+        cut_off_at_recovery.dedup();
         // Superblock copies found damaged: a read-only mount cannot rewrite
         // them, and a scrub that finds one again has nothing new to say.
         let superblocks_known_bad = report_damaged_superblocks(
@@ -356,6 +365,7 @@ impl Filesystem {
             read_only_mount: read_only_overlay.map(ReadOnlyMount::new),
             options,
             recovered,
+            cut_off_at_recovery,
             orphans_purged: AtomicUsize::new(orphans_purged),
             journal_failure_seen: AtomicBool::new(false),
             reclaim_failure_announced: AtomicBool::new(false),
@@ -432,17 +442,26 @@ fn check_root_directory(
             "is not a directory (its record says {:?})",
             root.file_type()
         ),
-        Err(NamespaceError::NotFound) => match recovery.acknowledged_lost {
-            Some((first, _)) => format!(
-                "is missing from what the journal could replay: entries from \
+        Err(NamespaceError::NotFound) => {
+            match (recovery.acknowledged_lost, recovery.lost_since_clean) {
+                (Some((first, _)), _) => format!(
+                    "is missing from what the journal could replay: entries from \
                  {first} on were flushed and are lost (the device dropped flushes)"
-            ),
-            // fsck calls an image with no inode at all clean: what a mkfs
-            // that died before its root leaves.
-            None => "is missing (a mkfs that did not finish leaves none: make the \
+                ),
+                // Not a mkfs that died: the journal is damaged (review 58: a
+                // zeroed journal was answered "make the filesystem again").
+                (None, Some((first, last))) => format!(
+                    "is missing from what the journal could replay: entries {first}..={last}, \
+                 the newest when the filesystem was unmounted cleanly, are missing or \
+                 damaged"
+                ),
+                // fsck calls an image with no inode at all clean: what a mkfs
+                // that died before its root leaves.
+                (None, None) => "is missing (a mkfs that did not finish leaves none: make the \
                      filesystem again)"
-                .into(),
-        },
+                    .into(),
+            }
+        }
         Err(error) => format!("is damaged: {error}"),
     };
     Err(MountError::RootDirectory(why))

@@ -207,6 +207,18 @@ pub fn fsck_with(
                     ),
                 });
             }
+            if !report.unverified_after_flush.is_empty() {
+                notes.push(Note {
+                    structure: "journal".into(),
+                    message: format!(
+                        "entries {:?} were written after the last completed flush and fail \
+                         their checksums (torn by a crash, or damaged since): the next mount \
+                         does not replay them, and what they changed after the last fsync is \
+                         lost",
+                        report.unverified_after_flush
+                    ),
+                });
+            }
             if !report.unmet_claims.is_empty() {
                 notes.push(Note {
                     structure: "journal".into(),

@@ -67,6 +67,10 @@ pub struct RecoveryReport {
     pub cut_off: Vec<u64>,
     /// Among them, entries whose claimed data had not reached the disk.
     pub unmet_claims: Vec<u64>,
+    /// Entries above `durable_seq` whose header verified but whose whole
+    /// did not: torn by the crash, or damaged since. Not replayed, as a
+    /// torn tail; said, so a loss is never silent.
+    pub unverified_after_flush: Vec<u64>,
     /// The highest `durable_seq` a kept entry records.
     pub kept_durable_seq: u64,
     /// Whether a kept entry above `kept_durable_seq` has data claims: its
@@ -123,6 +127,7 @@ pub(crate) fn scan(
     let mut found: BTreeMap<u64, Found> = BTreeMap::new();
     let mut duplicated = std::collections::BTreeSet::new();
     let mut invalid = 0usize;
+    let mut unverified = Vec::new();
     // The highest seq any header claims, checksum or not: new entries go
     // above it, so a torn entry's seq is never reused either.
     let mut newest_header = 0u64;
@@ -184,6 +189,7 @@ pub(crate) fn scan(
                 block += u64::from(header.blocks);
             }
             Err(_) => {
+                unverified.push(header.seq);
                 invalid += 1;
                 block += 1;
             }
@@ -201,7 +207,11 @@ pub(crate) fn scan(
         .copied()
         .unwrap_or(0)
         .max(newest_header);
+    unverified.retain(|seq| *seq > durable && !found.contains_key(seq));
+    unverified.sort_unstable();
+    unverified.dedup();
     let mut report = RecoveryReport {
+        unverified_after_flush: unverified,
         valid_entries: found.len(),
         invalid_entries: invalid,
         durable_seq: durable,
