@@ -249,7 +249,9 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         pid_file: Option<PathBuf>,
         /// With --daemon: append the log here instead of discarding it (in
-        /// the foreground it goes to stderr). It names files, so it must be
+        /// the foreground it goes to stderr; what it logs while starting,
+        /// a journal replayed, is shown on stderr as well, but by
+        /// mount(8)'s helper, which prints nothing). It names files, so it must be
         /// yours: made mode 0600 when new, refused when it is another
         /// user's file or symbolic link, a vigilfs image, a block device,
         /// under the mount point, or a FIFO nobody reads.

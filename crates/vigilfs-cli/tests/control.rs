@@ -162,8 +162,41 @@ fn a_planted_control_socket_is_refused() {
     }
     fs::remove_file(other_tmp.join(&name)).unwrap();
 
+    // 3. The planted socket under the mount's name and the real one under
+    // another, as a moved mount's is: the planted one is refused, and the
+    // real server found by asking the owner's sockets (review 58: the
+    // refusal ended every command on a moved mount).
+    let elsewhere = real.with_file_name(format!(
+        "{:016x}.sock",
+        0xbeef_0000_0000_0000_u64 | u64::from(std::process::id())
+    ));
+    fs::rename(&hidden, &elsewhere).unwrap();
+    fs::create_dir_all(&planting).unwrap();
+    std::os::unix::fs::chown(&planting, Some(65534), Some(65534)).unwrap();
+    let planted = listen_as_nobody(&planting, &name);
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = serve_planted(planted, Arc::clone(&stop));
+    fs::rename(planting.join(&name), &real).unwrap();
+    let status = vigilfs(&["status", scratch.mnt(), "--json"]);
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status.stderr));
+    assert!(
+        text(&status.stderr).contains("refusing"),
+        "{}",
+        text(&status.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(answer["pid"].as_u64(), Some(u64::from(pid)));
+    stop.store(true, Ordering::Release);
+    assert_eq!(
+        server.join().unwrap(),
+        0,
+        "the planted server got a request"
+    );
+    fs::remove_file(&real).unwrap();
+    fs::remove_dir(&planting).unwrap();
+
     // The real server was never asked to freeze.
-    fs::rename(&hidden, &real).unwrap();
+    fs::rename(&elsewhere, &real).unwrap();
     assert_eq!(scratch.status()["state"], "running");
     scratch.umount(pid);
 }

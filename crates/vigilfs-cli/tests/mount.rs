@@ -1122,6 +1122,52 @@ fn control_commands_reach_the_filesystem_the_mount_point_shows() {
     assert_eq!(served_at(&moved), one_pid);
     umount_retrying_busy(&one.mountpoint);
     assert_eq!(served_at(&moved), one_pid);
+    // A mount whose mount point's parent was renamed keeps serving there;
+    // a new mount at the old path is not taken for it (review 58: it
+    // waited 30 s for the old server to exit, then was refused).
+    let parent = one.directory.path().join("parent");
+    fs::create_dir_all(parent.join("point")).unwrap();
+    let three = Scratch::new();
+    let three_pid = {
+        let output = vigilfs(&[
+            "mount",
+            three.img(),
+            parent.join("point").to_str().unwrap(),
+            "--daemon",
+            "--size",
+            "64M",
+        ]);
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        status_pid(parent.join("point").to_str().unwrap())
+    };
+    let renamed = one.directory.path().join("renamed");
+    fs::rename(&parent, &renamed).unwrap();
+    fs::create_dir_all(parent.join("point")).unwrap();
+    let four = Scratch::new();
+    let started = std::time::Instant::now();
+    let output = vigilfs(&[
+        "mount",
+        four.img(),
+        parent.join("point").to_str().unwrap(),
+        "--daemon",
+        "--size",
+        "64M",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let four_pid = served_at(&parent.join("point"));
+    assert_ne!(four_pid, three_pid);
+    assert_eq!(served_at(&renamed.join("point")), three_pid);
+    for (point, pid) in [(&parent, four_pid), (&renamed, three_pid)] {
+        umount_retrying_busy(&point.join("point"));
+        wait_until("the mount process exits", Duration::from_secs(60), || {
+            process_gone(pid)
+        });
+    }
     // What the review saw: the shutdown reaches the filesystem named.
     let shutdown = vigilfs(&["shutdown", moved.to_str().unwrap()]);
     assert_eq!(

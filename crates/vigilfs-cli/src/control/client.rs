@@ -155,6 +155,9 @@ pub fn call_waiting(
     }
 }
 
+/// How an error about a killed mount process starts.
+const PROCESS_GONE: &str = "the mount process is gone";
+
 /// How long a client asks again a server that is at its connection limit.
 const BUSY_PATIENCE: Duration = Duration::from_secs(5);
 
@@ -191,9 +194,9 @@ fn connect_mount(mountpoint: &Path) -> Result<(UnixStream, PathBuf), ClientError
             );
             // What the socket search found (a stale socket removed) stays.
             Err(ClientError::Unreachable(
-                match message.starts_with("the mount process is gone") {
+                match message.starts_with(PROCESS_GONE) {
                     true => format!("{message}: {what_to_do}"),
-                    false => format!("the mount process is gone (killed?): {what_to_do}"),
+                    false => format!("{PROCESS_GONE} (killed?): {what_to_do}"),
                 },
             ))
         }
@@ -215,6 +218,7 @@ fn connect_serving(
     device: &str,
 ) -> Result<(UnixStream, PathBuf), ClientError> {
     let mut unreachable = None;
+    let mut untrusted = None;
     let mut elsewhere = Vec::new();
     let mut sockets_asked = HashSet::new();
     let names = if first == asked {
@@ -241,11 +245,34 @@ fn connect_serving(
                 }
             }
             Err(error @ ClientError::Unreachable(_)) => unreachable = Some(error),
-            Err(error) => return Err(error),
+            // A socket planted under the name by another user (where it
+            // could write): refused, and the owner's own sockets asked
+            // (review 58: it blocked every command on a moved mount).
+            Err(error) => untrusted = Some(error),
         }
     }
-    if let Some(found) = find_by_device(owner, device, &mut sockets_asked) {
-        return Ok(found);
+    let stopped = match find_by_device(owner, device, &mut sockets_asked) {
+        Ok(found) => {
+            if let Some(ClientError::Untrusted(refusal)) = untrusted {
+                eprintln!("vigilfs: warning: {refusal}");
+            }
+            return Ok(found);
+        }
+        Err(stopped) => stopped,
+    };
+    if let Some(error) = untrusted {
+        return Err(error);
+    }
+    let killed = matches!(&unreachable, Some(ClientError::Unreachable(message))
+        if message.starts_with(PROCESS_GONE));
+    if let Some(pid) = stopped.first().filter(|_| !killed) {
+        // Which mount a stopped server serves cannot be asked: it may be
+        // this mount's, moved, or another's.
+        return Err(ClientError::Unreachable(format!(
+            "no server of the filesystem mounted there ({device}) answers, and the mount \
+             process pid {pid} is stopped (it may be this mount's): `kill -CONT {pid}` \
+             resumes it"
+        )));
     }
     match (elsewhere.is_empty(), unreachable) {
         (true, Some(error)) => Err(error),
@@ -327,12 +354,14 @@ fn socket_identity(path: &Path) -> Option<(u64, u64)> {
 
 /// The socket, among all of `owner`'s in trusted directories but those
 /// `asked` already, whose server serves the filesystem with device number
-/// `device`, connected.
+/// `device`, connected; or else the pids of the stopped servers found,
+/// which cannot say what they serve.
 fn find_by_device(
     owner: u32,
     device: &str,
     asked: &mut HashSet<Option<(u64, u64)>>,
-) -> Option<(UnixStream, PathBuf)> {
+) -> Result<(UnixStream, PathBuf), Vec<i32>> {
+    let mut stopped = Vec::new();
     for directory in socket_directories(owner) {
         if trusted_directory(&directory, owner).is_err() {
             continue;
@@ -353,17 +382,33 @@ fn find_by_device(
             let Ok(stream) = connect_nonblocking(&path) else {
                 continue;
             };
-            if !peer_credentials(&stream).is_ok_and(|peer| peer.uid == owner) {
+            let Ok(peer) = peer_credentials(&stream) else {
+                continue;
+            };
+            if peer.uid != owner {
                 continue;
             }
-            if let Identity::Serving(served, pid) = identify(stream) {
-                if served == device {
-                    return connect_again(&path, owner, Some(pid)).ok();
+            match identify(stream) {
+                Identity::Serving(served, pid) if served == device => {
+                    if let Ok(found) = connect_again(&path, owner, Some(pid)) {
+                        return Ok(found);
+                    }
                 }
+                Identity::Unknown if process_stopped(peer.pid) => stopped.push(peer.pid),
+                _ => {}
             }
         }
     }
-    None
+    Err(stopped)
+}
+
+/// The device number of the FUSE mount the server at `path` serves, if it
+/// answers and says.
+pub(super) fn device_served_at(path: &Path) -> Option<String> {
+    match identify(connect_nonblocking(path).ok()?) {
+        Identity::Serving(device, _) => Some(device),
+        _ => None,
+    }
 }
 
 /// Whether the FUSE mount at `mountpoint` has lost its server
@@ -545,7 +590,7 @@ fn connect_trusted(canonical: &Path, owner: u32) -> Result<(UnixStream, PathBuf)
     }
     if !stale.is_empty() {
         return Err(ClientError::Unreachable(format!(
-            "the mount process is gone ({})",
+            "{PROCESS_GONE} ({})",
             stale.join("; ")
         )));
     }

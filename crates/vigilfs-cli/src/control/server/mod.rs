@@ -332,6 +332,15 @@ fn bind(mountpoint: &Path) -> io::Result<(UnixListener, PathBuf)> {
             }
             if std::fs::symlink_metadata(&path).is_ok() {
                 if connect_nonblocking(&path).is_ok() {
+                    // A server whose mount moved away (its mount point, or
+                    // a directory above, renamed; `mount --move`) keeps
+                    // serving under a name it no longer answers to: it gets
+                    // another, where clients asking every socket find it
+                    // (review 58: a mount at the old path waited 30 s for
+                    // it to exit, then was refused).
+                    if !mounted_at(mountpoint) && give_moved_server_another_name(&path) {
+                        continue;
+                    }
                     if mounted_at(mountpoint) || Instant::now() >= deadline {
                         return Err(io::Error::new(
                             io::ErrorKind::AddrInUse,
@@ -369,6 +378,23 @@ fn bind(mountpoint: &Path) -> io::Result<(UnixListener, PathBuf)> {
         "no place for the control socket: {}",
         failures.join("; ")
     )))
+}
+
+/// Renames the socket at `path` if its server serves a FUSE mount still in
+/// the mount table (not one exiting after its unmount, which is waited
+/// for): to a name no mount point has (the hash of its old name, its
+/// device and its pid). Whether it was renamed.
+fn give_moved_server_another_name(path: &Path) -> bool {
+    let Some(device) = super::client::device_served_at(path) else {
+        return false;
+    };
+    let still_mounted = Mounts::read()
+        .is_ok_and(|mounts| mounts.entries().iter().any(|entry| entry.device == device));
+    let Some(directory) = path.parent() else {
+        return false;
+    };
+    let moved = PathBuf::from(format!("{}#moved {device}", path.display()));
+    still_mounted && std::fs::rename(path, directory.join(socket_name(&moved))).is_ok()
 }
 
 /// How often [`bind`] looks again for an exiting mount process's socket.
