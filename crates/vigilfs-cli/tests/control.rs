@@ -7,7 +7,7 @@
 mod common;
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -199,6 +199,50 @@ fn a_planted_control_socket_is_refused() {
     fs::rename(&elsewhere, &real).unwrap();
     assert_eq!(scratch.status()["state"], "running");
     scratch.umount(pid);
+}
+
+/// `identify` as a client sends it, answered.
+fn identify(socket: &Path) -> serde_json::Value {
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    stream.write_all(b"{\"command\":\"identify\"}\n").unwrap();
+    let mut answer = String::new();
+    std::io::BufReader::new(stream)
+        .read_line(&mut answer)
+        .unwrap();
+    serde_json::from_str(&answer).unwrap()
+}
+
+/// A server whose mount has ended says it serves none. The kernel gives a
+/// freed FUSE device number to the next mount at once, and an exiting
+/// server still naming its old one was taken for that mount's (an fsck of
+/// an image just unmounted was told it "is mounted on" a crash lab's mount
+/// point, whose mount had got the number).
+#[test]
+fn an_exiting_server_says_it_serves_no_mount() {
+    if fuse_missing("an_exiting_server_says_it_serves_no_mount") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let pid = scratch.mount(&["--size", "64M"]);
+    let socket = control_socket(&scratch);
+    let serving = identify(&socket);
+    assert!(serving["result"]["device"].is_string(), "{serving}");
+    // The unmount's last flush is held, so the process is still there,
+    // serving its socket, once the mount is gone.
+    let slow = scratch.inject(&["--delay", "1s", "--io", "flush"]);
+    assert_eq!(slow.status.code(), Some(0), "{}", text(&slow.stderr));
+    fs::write(scratch.at("dirty"), b"written back at the unmount").unwrap();
+    umount_retrying_busy(&scratch.mountpoint);
+    assert!(!process_gone(pid), "the process did not wait for its flush");
+    let exiting = identify(&socket);
+    assert_eq!(
+        exiting["result"]["device"],
+        serde_json::Value::Null,
+        "{exiting}"
+    );
+    wait_until("the mount process exits", Duration::from_secs(60), || {
+        process_gone(pid)
+    });
 }
 
 /// Sends a status request one byte every 2 s until the server cuts it off

@@ -445,6 +445,19 @@ impl Restarter {
         self.state.lock().device
     }
 
+    /// [`Restarter::device`] while the session serves it; `None` once it
+    /// has ended (unmounted): the kernel gives a freed device number to
+    /// the next mount at once, so an ended session's number may be
+    /// another's.
+    pub fn serving_device(&self) -> Option<u64> {
+        let current = self.state.lock();
+        let serving = current
+            .session
+            .as_ref()
+            .is_some_and(|session| !session.guard.is_finished());
+        serving.then_some(current.device)
+    }
+
     /// Replaces the session with one serving `filesystem` on the same mount
     /// point: the current mount is detached (as `umount -l`: it leaves the
     /// namespace at once and serves its open descriptors until they are

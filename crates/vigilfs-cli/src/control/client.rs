@@ -239,6 +239,10 @@ fn connect_serving(
                              ({served})",
                         path.display()
                     )),
+                    Identity::NoMount(pid) => elsewhere.push(format!(
+                        "{} is served by pid {pid}, which serves no mount now (it is exiting)",
+                        path.display()
+                    )),
                     Identity::Serving(_, pid) => return connect_again(&path, owner, Some(pid)),
                     Identity::Unknown => return connect_again(&path, owner, None),
                     Identity::Gone(error) => unreachable = Some(error),
@@ -288,8 +292,10 @@ fn connect_serving(
 enum Identity {
     /// Its FUSE mount's device number, and its pid.
     Serving(String, i32),
-    /// Not said: a server not yet mounted, older than `identify`, or
-    /// stopped (SIGSTOP, a debugger; the request then names it stopped).
+    /// Serving no mount: not yet mounted, or unmounted and exiting.
+    NoMount(i32),
+    /// Not said: a server older than `identify`, busy, or stopped
+    /// (SIGSTOP, a debugger; the request then names it stopped).
     Unknown,
     /// The connection broke.
     Gone(ClientError),
@@ -311,6 +317,7 @@ fn identify(stream: UnixStream) -> Identity {
                 .and_then(|pid| i32::try_from(pid).ok());
             match (answer["device"].as_str(), pid) {
                 (Some(device), Some(pid)) => Identity::Serving(device.to_string(), pid),
+                (None, Some(pid)) => Identity::NoMount(pid),
                 _ => Identity::Unknown,
             }
         }

@@ -30,7 +30,8 @@
 //!
 //! `identify` answers `{"device":"MAJ:MIN"|null,"mountpoint":PATH,"pid":N}`:
 //! the device number of the FUSE mount the server serves (null before it
-//! is mounted). Socket names follow mount point paths, which another mount
+//! is mounted and once it is unmounted: the kernel gives the number to the
+//! next mount). Socket names follow mount point paths, which another mount
 //! can come to show, so a client checks with it that the server it reached
 //! serves the filesystem the mount table shows where it asked.
 //!

@@ -230,7 +230,11 @@ fn execute(
             }
         }
         Request::Identify => Response::success(json!({
-            "device": context.device.get().map(|session| device_name(session.device())),
+            "device": context
+                .device
+                .get()
+                .and_then(|session| session.serving_device())
+                .map(device_name),
             "mountpoint": context.mountpoint.display().to_string(),
             "pid": std::process::id(),
         })),
