@@ -508,11 +508,8 @@ fn a_lost_journal_is_no_clean_scrub_of_the_image() {
     scratch.umount(pid);
     let journal = journal_bytes(&scratch.image);
     let zeros = vec![0u8; (journal.end - journal.start) as usize];
-    let image = fs::OpenOptions::new()
-        .write(true)
-        .open(&scratch.image)
-        .unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&image, &zeros, journal.start).unwrap();
+    let image = OpenOptions::new().write(true).open(&scratch.image).unwrap();
+    image.write_all_at(&zeros, journal.start).unwrap();
     drop(image);
     let output = vigilfs(&["scrub", scratch.img()]);
     let said = text(&output.stdout);
