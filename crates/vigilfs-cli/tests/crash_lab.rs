@@ -861,6 +861,38 @@ rows=$(sqlite3 t.db "select count(*) from t where id <= $last")
     }
 }
 
+/// With --torn, a run whose cuts had nothing to tear says so, not only "no
+/// failure" (review 59: 50 trials of small transactions tore nothing, and
+/// only each trial's line showed it).
+#[test]
+fn a_torn_run_that_tore_nothing_says_so() {
+    if fuse_missing("a_torn_run_that_tore_nothing_says_so") {
+        return;
+    }
+    let scripts = tempfile::tempdir().unwrap();
+    let workload = r#"set -e
+: > "$1"
+for i in 1 2 3 4; do printf "$i" >> f; sync f; echo $i >> "$1"; done
+"#;
+    let output = crash_test_report(
+        scripts.path(),
+        workload,
+        "exit 0",
+        &["--cuts", "4", "--torn"],
+    );
+    let said = text(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{said}{}",
+        text(&output.stderr)
+    );
+    let tore = said
+        .lines()
+        .any(|line| line.contains(" sectors unflushed") && !line.contains(", 0 sectors unflushed"));
+    assert_eq!(said.contains("note: --torn tore nothing"), !tore, "{said}");
+}
+
 /// A program that writes, acknowledges and exits with no fsync at all is
 /// caught by the first trial, which cuts after the workload ended. Cuts
 /// fell only before writes and fsyncs (review 44), where nothing was
@@ -1352,7 +1384,14 @@ fn the_crash_test_runner_refuses_what_cannot_be_tested() {
         "--work-dir",
         deep.to_str().unwrap(),
     ]);
-    assert_eq!(bad.status.code(), Some(8), "{}", text(&bad.stderr));
+    // A wrong argument (2), said as one (review 59: exit 8, and a message
+    // not naming --work-dir).
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+    assert!(
+        text(&bad.stderr).contains("--work-dir") && text(&bad.stderr).contains("cannot be made"),
+        "{}",
+        text(&bad.stderr)
+    );
     assert!(!scripts.path().join("typo").exists());
     if fuse_missing("the_crash_test_runner_refuses_what_cannot_be_tested") {
         return;

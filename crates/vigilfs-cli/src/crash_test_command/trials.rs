@@ -86,6 +86,21 @@ impl Trial {
     pub(super) fn passed(&self) -> bool {
         self.check_passed && self.fsck_clean
     }
+
+    /// A cut planned inside the workload that came after it instead (the
+    /// workload ended before reaching its point).
+    pub(super) fn missed_its_point(&self) -> bool {
+        self.point.is_some() && self.cut_after_the_end
+    }
+
+    /// With `--torn`: whether the cut had unflushed sectors to tear.
+    pub(super) fn had_something_to_tear(&self) -> bool {
+        self.cut.as_ref().is_some_and(|cut| {
+            cut["device"]["sectors_unflushed"]
+                .as_u64()
+                .is_some_and(|sectors| sectors > 0)
+        })
+    }
 }
 
 impl Run<'_> {
