@@ -92,13 +92,32 @@ impl AcquireError {
             AcquireError::StillHeld(holder) => format!(
                 "{} is still in use by {} after {} s (a vigilfs mount that is busy, mounted \
                  in another mount namespace or from a name the image had before it was renamed; \
-                 or a running mkfs or fsck); unmount it first",
+                 or a running mkfs or fsck); unmount it first{}",
                 image.display(),
                 describe_holder(holder.as_ref()),
-                EXIT_WAIT.as_secs()
+                EXIT_WAIT.as_secs(),
+                exiting_hint(holder.as_ref()),
             ),
             AcquireError::Io(error) => format!("cannot lock {}: {error}", image.display()),
         }
+    }
+}
+
+/// For a holder that is a vigilfs process: it may be a mount process
+/// still writing back after its unmount (review 60: a slow disk, delayed
+/// by fault rules, held the image for minutes after `umount` returned),
+/// which ends by itself.
+fn exiting_hint(holder: Option<&(u32, String)>) -> String {
+    match holder {
+        // /proc/PID/comm: "vigilfs", or the helper's name cut at 15 bytes.
+        Some((pid, name)) if name.starts_with("vigilfs") || name.starts_with("mount.fuse.vigi") => {
+            format!(
+                "; or, unmounted already, still writing back what it holds (a slow or failing \
+                 disk, or `vigilfs inject` delays): it exits when done, and `tail --pid={pid} \
+                 -f /dev/null` waits for it"
+            )
+        }
+        _ => String::new(),
     }
 }
 
@@ -352,9 +371,13 @@ mod tests {
             panic!("{refused:?}");
         };
         assert_eq!(pid, std::process::id(), "the holder is this process");
-        assert!(AcquireError::StillHeld(Some((pid, "vigilfs".into())))
-            .message(&image)
-            .contains(&format!("vigilfs (pid {pid})")));
+        let message = AcquireError::StillHeld(Some((pid, "vigilfs".into()))).message(&image);
+        assert!(
+            message.contains(&format!("vigilfs (pid {pid})")),
+            "{message}"
+        );
+        // A vigilfs process may be an unmounted one still writing back.
+        assert!(message.contains(&format!("tail --pid={pid}")), "{message}");
 
         // Released while waiting: acquired then.
         let releaser = std::thread::spawn(move || {

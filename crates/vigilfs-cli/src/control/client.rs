@@ -255,28 +255,14 @@ fn connect_serving(
             Err(error) => untrusted = Some(error),
         }
     }
-    let stopped = match find_by_device(owner, device, &mut sockets_asked) {
-        Ok(found) => {
-            if let Some(ClientError::Untrusted(refusal)) = untrusted {
-                eprintln!("vigilfs: warning: {refusal}");
-            }
-            return Ok(found);
+    if let Some(found) = find_by_device(owner, device, &mut sockets_asked) {
+        if let Some(ClientError::Untrusted(refusal)) = untrusted {
+            eprintln!("vigilfs: warning: {refusal}");
         }
-        Err(stopped) => stopped,
-    };
+        return Ok(found);
+    }
     if let Some(error) = untrusted {
         return Err(error);
-    }
-    let killed = matches!(&unreachable, Some(ClientError::Unreachable(message))
-        if message.starts_with(PROCESS_GONE));
-    if let Some(pid) = stopped.first().filter(|_| !killed) {
-        // Which mount a stopped server serves cannot be asked: it may be
-        // this mount's, moved, or another's.
-        return Err(ClientError::Unreachable(format!(
-            "no server of the filesystem mounted there ({device}) answers, and the mount \
-             process pid {pid} is stopped (it may be this mount's): `kill -CONT {pid}` \
-             resumes it"
-        )));
     }
     match (elsewhere.is_empty(), unreachable) {
         (true, Some(error)) => Err(error),
@@ -361,14 +347,13 @@ fn socket_identity(path: &Path) -> Option<(u64, u64)> {
 
 /// The socket, among all of `owner`'s in trusted directories but those
 /// `asked` already, whose server serves the filesystem with device number
-/// `device`, connected; or else the pids of the stopped servers found,
-/// which cannot say what they serve.
+/// `device`, connected. A stopped server cannot say what it serves: it is
+/// passed over (its mount's commands then find no server).
 fn find_by_device(
     owner: u32,
     device: &str,
     asked: &mut HashSet<Option<(u64, u64)>>,
-) -> Result<(UnixStream, PathBuf), Vec<i32>> {
-    let mut stopped = Vec::new();
+) -> Option<(UnixStream, PathBuf)> {
     for directory in socket_directories(owner) {
         if trusted_directory(&directory, owner).is_err() {
             continue;
@@ -389,24 +374,19 @@ fn find_by_device(
             let Ok(stream) = connect_nonblocking(&path) else {
                 continue;
             };
-            let Ok(peer) = peer_credentials(&stream) else {
-                continue;
-            };
-            if peer.uid != owner {
+            if !peer_credentials(&stream).is_ok_and(|peer| peer.uid == owner) {
                 continue;
             }
-            match identify(stream) {
-                Identity::Serving(served, pid) if served == device => {
+            if let Identity::Serving(served, pid) = identify(stream) {
+                if served == device {
                     if let Ok(found) = connect_again(&path, owner, Some(pid)) {
-                        return Ok(found);
+                        return Some(found);
                     }
                 }
-                Identity::Unknown if process_stopped(peer.pid) => stopped.push(peer.pid),
-                _ => {}
             }
         }
     }
-    Err(stopped)
+    None
 }
 
 /// The device number of the FUSE mount the server at `path` serves, if it
