@@ -1368,9 +1368,19 @@ fn images_without_the_media_records_feature_mount_and_unknown_ro_compat_features
         media_records(&superblock),
         "the first read-write mount says the image may hold media records"
     );
-    // A feature this build does not know: readable, not writable.
+    // A feature this build does not know: readable, not writable, and
+    // fsck says so (review 58: "clean" and nothing more).
     superblock.features.ro_compat |= 1 << 40;
     write_superblocks(fixture.device.as_ref(), &mut superblock).unwrap();
+    let report = fsck(fixture.device.clone(), &mut |_| {}).expect("fsck");
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|note| note.message.contains("mounts read-only")),
+        "{:#?}",
+        report.notes
+    );
     let fs = fixture.mount();
     match fs.status().state {
         LifeState::ReadOnly(why) => assert!(why.contains("ro_compat"), "{why}"),

@@ -115,6 +115,12 @@ pub(super) fn serve(
     if fs.recovered() {
         log("the filesystem was not cleanly unmounted: the journal was replayed");
     }
+    // Read-only unasked: the image has features this build cannot write.
+    if let LifeState::ReadOnly(why) = fs.status().state {
+        if !settings.read_only {
+            log(&format!("mounted read-only: {why}"));
+        }
+    }
     if let Some(entries) = describe_cut_off(fs.entries_cut_off()) {
         log(&format!(
             "journal {entries} written after the last completed flush were cut off (torn by the \

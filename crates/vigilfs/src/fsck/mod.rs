@@ -187,6 +187,19 @@ pub fn fsck_with(
         }
     }
 
+    if superblock.features.requires_read_only() {
+        // Review 58: fsck said "clean" and the mount went read-only
+        // without a word.
+        notes.push(Note {
+            structure: "superblock".into(),
+            message: format!(
+                "the filesystem uses features this build does not know and cannot write \
+                 (ro_compat {:#x}): it mounts read-only",
+                superblock.features.ro_compat & !crate::format::Features::KNOWN_RO_COMPAT
+            ),
+        });
+    }
+
     progress(Progress {
         done: 1,
         total: STAGES,
